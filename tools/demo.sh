@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Quick start: set up .venv (idempotent), write the sample data, then run each bundle on it.
+# Outputs land in outputs/<bundle>/; the last lines printed say where.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
+cd "$ROOT"
+SAMPLES="${SAMPLES:-$ROOT/samples}"
+OUTPUTS="${OUTPUTS:-$ROOT/outputs}"
+
+"$PY" -m unimiss_monai samples --out "$SAMPLES"
+
+run_bundle() {  # run_bundle NAME CONFIG[,OVERLAY...] [extra overrides...]
+    local name="$1" configs="$2"; shift 2
+    local files="" c
+    for c in ${configs//,/ }; do files+="'bundles/$name/configs/$c',"; done
+    echo "[demo] $name: ${configs}"
+    "$PY" -m monai.bundle run --config_file "[${files%,}]" --meta_file "bundles/$name/configs/metadata.json" \
+        --logging_file "bundles/$name/configs/logging.conf" \
+        --dataset_dir "$SAMPLES" --output_dir "$OUTPUTS/$name" "$@"
+    echo "[demo] $name outputs: $OUTPUTS/$name"
+}
+
+run_bundle unimiss_drr_generation inference.json
+
+echo
+echo "[demo] done. Sample data: $SAMPLES   Outputs: $OUTPUTS"

@@ -1,0 +1,50 @@
+"""Command line: ``python -m unimiss_monai <command> [--flag value ...]`` (powered by ``fire``).
+
+Each command lives in the module that owns the capability; this file only maps names to callables and imports
+them lazily, so ``python -m unimiss_monai --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+# command name -> "module:function"
+COMMANDS: dict[str, str] = {
+    "samples": "unimiss_monai.data.samples:samples",
+}
+
+
+def _lazy(target: str) -> Callable:
+    module_name, func_name = target.split(":")
+
+    def call(*args, **kwargs):
+        return getattr(importlib.import_module(module_name), func_name)(*args, **kwargs)
+
+    call.__name__ = func_name
+    call.__doc__ = f"See {module_name}.{func_name} (``python -m unimiss_monai <command> --help`` shows its arguments)."
+    return call
+
+
+def _load(name: str) -> Callable:
+    module_name, func_name = COMMANDS[name].split(":")
+    return getattr(importlib.import_module(module_name), func_name)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import sys
+
+    import fire
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in COMMANDS:
+        # import only the command that runs, and let fire document its real signature
+        fire.Fire(_load(args[0]), command=args[1:], name=f"unimiss_monai {args[0]}")
+        return
+    if args and not args[0].startswith("-"):
+        raise SystemExit(f"unimiss_monai: unknown command {args[0]!r}; choose one of: {', '.join(sorted(COMMANDS))}")
+    fire.Fire({name: _lazy(target) for name, target in COMMANDS.items()}, command=args, name="unimiss_monai")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Builders of the demo data sets written by ``python -m unimiss_monai samples``."""

@@ -1,0 +1,1 @@
+"""unimiss_monai.engines."""
