@@ -1,1 +1,1 @@
-"""unimiss_monai.networks."""
+"""Networks: the UniMiSS MiT and UniMiSS+ MiT+ backbones (2D/3D switchable), decoders, heads and task networks."""

@@ -1,1 +1,2 @@
-"""unimiss_monai.transforms."""
+"""MONAI transforms of this package, as array/dictionary pairs (``X`` works on one channel-first array, ``Xd`` on a
+data dictionary), grouped by concern like ``monai.transforms``."""
