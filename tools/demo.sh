@@ -21,6 +21,11 @@ run_bundle() {  # run_bundle NAME CONFIG[,OVERLAY...] [extra overrides...]
 }
 
 run_bundle unimiss_drr_generation inference.json
+run_bundle unimiss_pretraining train.json,smoke.yaml
+run_bundle unimiss_cxr_segmentation train.json,smoke.yaml --bundle_root bundles/unimiss_cxr_segmentation && run_bundle unimiss_cxr_segmentation inference.json,smoke.yaml --bundle_root bundles/unimiss_cxr_segmentation
+run_bundle unimiss_ct_segmentation train.json,smoke.yaml --bundle_root bundles/unimiss_ct_segmentation && run_bundle unimiss_ct_segmentation inference.json,smoke.yaml --bundle_root bundles/unimiss_ct_segmentation
+run_bundle unimiss_ct_classification train.json,smoke.yaml --bundle_root bundles/unimiss_ct_classification && run_bundle unimiss_ct_classification inference.json,smoke.yaml --bundle_root bundles/unimiss_ct_classification
+run_bundle unimiss_cxr_classification train.json,smoke.yaml --bundle_root bundles/unimiss_cxr_classification && run_bundle unimiss_cxr_classification inference.json,smoke.yaml --bundle_root bundles/unimiss_cxr_classification
 
 echo
 echo "[demo] done. Sample data: $SAMPLES   Outputs: $OUTPUTS"

@@ -11,7 +11,13 @@ from collections.abc import Callable
 
 # command name -> "module:function"
 COMMANDS: dict[str, str] = {
+    "bench-pretrain": "unimiss_monai.benchmarks.pretrain:bench_pretrain",
     "samples": "unimiss_monai.data.samples:samples",
+    "label-efficiency": "unimiss_monai.benchmarks.label_efficiency:label_efficiency",
+    "convert-checkpoint": "unimiss_monai.networks.convert:convert_checkpoint",
+    "bench-backbone": "unimiss_monai.benchmarks.backbone:bench_backbone",
+    "bench-drr": "unimiss_monai.benchmarks.drr:bench_drr",
+    "bench-infer": "unimiss_monai.benchmarks.inference:bench_infer",
 }
 
 

@@ -15,9 +15,10 @@ import importlib
 import json
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
+
+from unimiss_monai.data.writers import save_json
 
 logger = logging.getLogger(__name__)
 
@@ -27,40 +28,68 @@ MANIFEST = "samples.json"
 # and returns the manifest entry for its data set ({"datalist": relative path, "source": "real"|"synthetic", ...}).
 BUILDERS: dict[str, str] = {
     "drr_generation": "unimiss_monai.data.sample_sets.drr_generation:build",
+    "pretraining": "unimiss_monai.data.sample_sets.pretraining:build",
+    "cxr_segmentation": "unimiss_monai.data.sample_sets.cxr_segmentation:build",
+    "ct_segmentation": "unimiss_monai.data.sample_sets.ct_segmentation:build",
+    "ct_classification": "unimiss_monai.data.sample_sets.ct_classification:build",
+    "cxr_classification": "unimiss_monai.data.sample_sets.cxr_classification:build",
 }
 
 
-def _write_json_atomic(path: Path, obj: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
+def _is_built(out_dir: Path, entry: dict | None, synthetic: bool) -> bool:
+    if not entry or bool(entry.get("synthetic", False)) != bool(synthetic):
+        return False
+    datalist = entry.get("datalist")
+    return datalist is not None and (out_dir / datalist).is_file()
 
 
-def samples(out: str = "samples", synthetic: bool = False, only: str | list[str] | None = None) -> str:
+def samples(
+    out: str = "samples", synthetic: bool = False, only: str | list[str] | None = None, overwrite: bool = False
+) -> str:
     """Write the demo data sets to ``out`` and return its path.
 
+    A data set already present (same ``synthetic`` setting, datalist on disk) is kept, so a second run is quick.
+    A builder that fails is reported and the others still run; the command then exits with an error.
+
     Args:
-        out: output folder (created). Re-running updates it in place.
+        out: output folder (created).
         synthetic: use generated phantoms even where the real CT / radiograph are installed (fast, for tests).
-        only: a data-set name or list of names to build (default: all of ``BUILDERS``).
+        only: a data-set name or list (or comma-separated string) of names to build (default: all of ``BUILDERS``).
+        overwrite: rebuild data sets that are already present.
     """
     out_dir = Path(out).expanduser().resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    names = list(BUILDERS) if only is None else ([only] if isinstance(only, str) else list(only))
+    if only is None:
+        names = list(BUILDERS)
+    else:
+        names = [n.strip() for n in only.split(",")] if isinstance(only, str) else list(only)
     unknown = [n for n in names if n not in BUILDERS]
     if unknown:
         raise ValueError(f"samples: unknown data set(s) {unknown}; choose from {sorted(BUILDERS)}")
     manifest_path = out_dir / MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"datasets": {}}
+    failures: dict[str, str] = {}
     for name in names:
+        if not overwrite and _is_built(out_dir, manifest["datasets"].get(name), synthetic):
+            print(f"[samples] {name}: already in {out_dir} (use --overwrite to rebuild)", flush=True)
+            continue
         module_name, func_name = BUILDERS[name].split(":")
         start = time.perf_counter()
-        entry = getattr(importlib.import_module(module_name), func_name)(out_dir, synthetic)
+        try:
+            entry = getattr(importlib.import_module(module_name), func_name)(out_dir, synthetic)
+        except Exception as e:  # one data set failing must not cost the user the others
+            failures[name] = f"{type(e).__name__}: {e}"
+            logger.exception("samples: %s failed", name)
+            print(f"[samples] {name}: FAILED: {failures[name]}", flush=True)
+            continue
+        entry["synthetic"] = bool(synthetic)
         manifest["datasets"][name] = entry
-        _write_json_atomic(manifest_path, manifest)
-        logger.info("samples: %s ready in %.1f s (%s)", name, time.perf_counter() - start, entry.get("path", ""))
-        print(f"[samples] {name}: {out_dir / entry.get('path', '')}  ({entry.get('source', '?')})", flush=True)
+        save_json(manifest, manifest_path)
+        elapsed = time.perf_counter() - start
+        logger.info("samples: %s ready in %.1f s (%s)", name, elapsed, entry.get("path", ""))
+        print(f"[samples] {name}: {out_dir / entry.get('path', '')}  ({entry.get('source', '?')}, {elapsed:.0f} s)", flush=True)
+    if failures:
+        raise RuntimeError(f"samples: {len(failures)} data set(s) failed: " + "; ".join(f"{k}: {v}" for k, v in failures.items()))
     return str(out_dir)
 
 

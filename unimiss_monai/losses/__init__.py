@@ -1,1 +1,16 @@
-"""unimiss_monai.losses."""
+"""Self-supervised objectives of UniMiSS / UniMiSS+ (one loss per module; schedules live in ``unimiss_monai.utils``)."""
+
+from unimiss_monai.losses.cross_dimension import CrossDimensionDINOLoss, average_slice_logits
+from unimiss_monai.losses.dino import DINOLoss, split_views
+from unimiss_monai.losses.reconstruction import ReconstructionMSELoss, minmax_normalize
+from unimiss_monai.losses.unimiss_plus import UniMissPlusLoss
+
+__all__ = [
+    "CrossDimensionDINOLoss",
+    "DINOLoss",
+    "ReconstructionMSELoss",
+    "UniMissPlusLoss",
+    "average_slice_logits",
+    "minmax_normalize",
+    "split_views",
+]

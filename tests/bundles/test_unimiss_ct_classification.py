@@ -1,0 +1,104 @@
+"""The 3D CT classification bundle: smoke training, evaluation report, inference past bad files, export, metadata."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from classification_bundle_checks import (
+    build_samples,
+    check_metadata,
+    check_net_and_export,
+    check_train_properties,
+    load_model_state,
+    run_evaluate,
+    run_inference,
+    train_subprocess,
+)
+
+BUNDLE = "unimiss_ct_classification"
+CLASSES = ["normal", "nodule", "mass"]
+pytestmark = [pytest.mark.integration]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ct_cls")
+    samples_dir = build_samples(tmp, "ct_classification")
+    root = tmp / "bundle"
+    result = train_subprocess(BUNDLE, samples_dir, root)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return samples_dir, root
+
+
+def test_smoke_training_saves_best_model(trained):
+    _, root = trained
+    state = load_model_state(root)
+    assert any(k.startswith("encoder.") for k in state) and any(k.startswith("head.") for k in state)
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+    assert any(p.name.startswith("events.out.tfevents") for p in (root / "eval").iterdir())
+
+
+def test_train_workflow_properties(trained):
+    samples_dir, root = trained
+    check_train_properties(BUNDLE, samples_dir, root)
+
+
+def test_evaluate_report(trained):
+    samples_dir, root = trained
+    metrics = run_evaluate(BUNDLE, samples_dir, root)
+    assert metrics["num_cases"] == 6 and not metrics["multi_label"]
+    assert [p["class"] for p in metrics["per_class"]] == CLASSES
+    assert np.asarray(metrics["confusion_matrix"]).sum() == 6
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["macro_auc"] is not None
+    for name in ("roc.png", "confusion_matrix.png", "per_class.csv", "predictions.csv"):
+        assert (root / "eval" / name).stat().st_size > 0
+
+
+def test_evaluate_with_an_empty_class_reports_undefined_auc(trained, tmp_path):
+    samples_dir, root = trained
+    data = samples_dir / "ct_classification"
+    datalist = json.loads((data / "datalist.json").read_text())
+    datalist["test"] = [d for d in datalist["test"] if d["label"] != "mass"]
+    (data / "no_mass.json").write_text(json.dumps(datalist))
+    metrics = run_evaluate(BUNDLE, samples_dir, root, datalist=str(data / "no_mass.json"), output_dir=str(tmp_path))
+    mass = metrics["per_class"][2]
+    assert mass["positives"] == 0 and mass["auc"] is None
+    assert any("'mass'" in n and "undefined" in n for n in metrics["notes"])
+    assert (tmp_path / "roc.png").exists()
+
+
+def test_inference_keeps_going_past_bad_files(trained, tmp_path):
+    samples_dir, root = trained
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for src in sorted((samples_dir / "ct_classification" / "images").glob("test_*.nii.gz"))[:3]:
+        shutil.copy(src, inputs / src.name)
+    (inputs / "broken.nii.gz").write_bytes(b"not a nifti file")
+    from unimiss_monai.data.writers import save_nifti
+
+    save_nifti(np.zeros((32, 32), np.int16), np.eye(4), inputs / "flat_2d.nii.gz")  # wrong dimensionality
+    out = tmp_path / "out"
+    rows = run_inference(BUNDLE, inputs, root, out, save_saliency=True)
+    status = {r["case"].split("/")[-1]: r["status"] for r in rows}
+    assert len(rows) == 5 and sum(s == "ok" for s in status.values()) == 3
+    assert status["broken.nii.gz"].startswith("failed:")
+    assert "2D image" in status["flat_2d.nii.gz"] and "unimiss_cxr_classification" in status["flat_2d.nii.gz"]
+    for r in rows:
+        if r["status"] == "ok":
+            probs = [float(r[f"prob_{c}"]) for c in CLASSES]
+            assert sum(probs) == pytest.approx(1.0, abs=1e-4) and r["prediction"] == CLASSES[int(np.argmax(probs))]
+    assert len(list((out / "saliency").glob("*.png"))) == 3
+    assert json.loads((out / "predictions.json").read_text())["num_failed"] == 2
+
+
+def test_net_in_out_and_torchscript_export(trained):
+    _, root = trained
+    check_net_and_export(BUNDLE, root, [1, 1, 16, 32, 32])
+
+
+def test_metadata_schema():
+    check_metadata(BUNDLE)

@@ -1,0 +1,232 @@
+"""The unimiss_ct_segmentation bundle end to end on tiny synthetic phantoms: train (CLI and ConfigWorkflow), evaluate,
+inference on the input grid, metadata/network checks, TorchScript export, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, verify_metadata, verify_net_in_out
+
+from conftest import BUNDLES, REPO, SCHEMA
+from unimiss_monai.data import phantom_affine
+from unimiss_monai.data.sample_sets.ct_segmentation import make_organ_phantom
+from unimiss_monai.data.samples import samples
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+BUNDLE = BUNDLES / "unimiss_ct_segmentation"
+CONFIGS = BUNDLE / "configs"
+META = str(CONFIGS / "metadata.json")
+LOGGING = str(CONFIGS / "logging.conf")
+# on top of smoke.yaml: 10 mm voxels and the smallest window the network accepts, so a run takes seconds
+TINY = {"roi_size": [16, 32, 32], "pixdim": [10.0, 10.0, 10.0], "num_workers": 0, "max_epochs": 1}
+TINY_NET = {
+    "network_def#embed_dims": [16, 32, 32, 64], "network_def#num_heads": [1, 2, 2, 4],
+    "network_def#decoder_num_heads": [2, 2, 1], "network_def#stem_channels": [8, 16],
+}
+
+
+def _configs(*names: str) -> list[str]:
+    return [str(CONFIGS / n) for n in names]
+
+
+@pytest.fixture(scope="module")
+def sample_dir(tmp_path_factory):
+    return samples(str(tmp_path_factory.mktemp("samples")), synthetic=True, only="ct_segmentation")
+
+
+@pytest.fixture(scope="module")
+def trained(sample_dir, tmp_path_factory):
+    """One smoke epoch through ``python -m monai.bundle run``, as a user would start it; returns the output folder."""
+    out = tmp_path_factory.mktemp("train_cli")
+    cmd = [
+        sys.executable, "-m", "monai.bundle", "run", "--config_file", str(_configs("train.json", "smoke.yaml")),
+        "--meta_file", META, "--logging_file", LOGGING, "--bundle_root", str(BUNDLE),
+        "--dataset_dir", sample_dir, "--output_dir", str(out),
+    ]
+    for key, value in TINY.items():
+        cmd += [f"--{key}", json.dumps(value)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "val_mean_dice" in proc.stdout + proc.stderr
+    return out
+
+
+def test_train_cli_saves_best_model(trained):
+    # ignite's Checkpoint stores a single object as its bare state dict; CheckpointLoader(load_dict={"model": net})
+    # and load_pretrained_init read both forms
+    ckpt = torch.load(trained / "models" / "model.pt", map_location="cpu", weights_only=True)
+    state = ckpt.get("model", ckpt)
+    assert any(k.startswith("encoder.") for k in state) and any(k.startswith("decoder.") for k in state)
+
+
+def test_train_workflow_properties(sample_dir, tmp_path):
+    wf = ConfigWorkflow(
+        config_file=_configs("train.json", "smoke.yaml"), meta_file=META, logging_file=LOGGING, workflow_type="train",
+        bundle_root=str(BUNDLE), dataset_dir=sample_dir, output_dir=str(tmp_path), **TINY,
+    )
+    wf.initialize()
+    assert wf.check_properties() == []
+    assert len(wf.train_dataset_data) == 3 and set(wf.train_dataset_data[0]) == {"image", "label"}
+    wf.run()
+    wf.finalize()
+    assert (tmp_path / "models" / "model.pt").is_file()
+    assert wf.parser.get_parsed_content("validate#evaluator").state.best_metric >= 0.0
+
+
+def test_evaluate_writes_report(sample_dir, trained, tmp_path):
+    wf = ConfigWorkflow(
+        config_file=_configs("train.json", "evaluate.json", "smoke.yaml"), meta_file=META, logging_file=LOGGING,
+        workflow_type="eval", bundle_root=str(BUNDLE), dataset_dir=sample_dir, output_dir=str(tmp_path),
+        ckpt_dir=str(trained / "models"), **TINY,
+    )
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    report = json.loads((tmp_path / "segmentation_report.json").read_text())
+    assert report["num_cases"] == 2 and report["structures"][6] == "lung"
+    assert all(0.0 <= c["dice"]["lung"] <= 1.0 for c in report["cases"])
+    assert (tmp_path / "segmentation_report.csv").is_file() and (tmp_path / "segmentation_report.png").stat().st_size > 10_000
+
+
+def test_inference_on_input_grid_and_bad_cases(trained, tmp_path, capsys):
+    data = tmp_path / "in"
+    data.mkdir()
+    hu, _, _ = make_organ_phantom((30, 28, 20), (9.0, 9.0, 11.0), seed=7)
+    affine = phantom_affine((9.0, 9.0, 11.0), (30, 28, 20), "LPS")
+    affine[:3, 3] += (12.0, -7.0, 30.0)
+    nib.save(nib.Nifti1Image(hu.astype(np.int16), affine), data / "good.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros((20, 20), np.int16), np.eye(4)), data / "flat.nii.gz")
+    (data / "broken.nii.gz").write_bytes(b"not a nifti file")
+    out = tmp_path / "out"
+    wf = ConfigWorkflow(
+        config_file=_configs("inference.json", "smoke.yaml"), meta_file=META, logging_file=LOGGING, workflow_type="infer",
+        bundle_root=str(BUNDLE), dataset_dir=str(data), output_dir=str(out), ckpt_dir=str(trained / "models"), **TINY,
+    )
+    wf.initialize()
+    assert wf.check_properties() == []
+    wf.run()
+    wf.finalize()
+    seg = nib.load(out / "good_seg.nii.gz")
+    assert seg.shape == (30, 28, 20) and np.allclose(seg.affine, affine, atol=1e-4)
+    assert set(np.unique(np.asarray(seg.dataobj))) <= set(range(10))
+    summary = json.loads((out / "summary.json").read_text())
+    assert [w["case"] for w in summary["written"]] == ["good"]
+    failed = {f["case"].rsplit("/", 1)[-1]: f["error"] for f in summary["failed"]}
+    assert set(failed) == {"flat.nii.gz", "broken.nii.gz"}
+    assert "segments 3D volumes" in failed["flat.nii.gz"]
+    assert "2 failed" in capsys.readouterr().out
+
+
+def test_small_volume_is_padded_not_fatal(tmp_path):
+    """A volume smaller than the training window still yields full-size crops."""
+    hu, labels, affine = make_organ_phantom((12, 10, 6), (10.0, 10.0, 10.0), seed=3)
+    nib.save(nib.Nifti1Image(hu.astype(np.int16), affine), tmp_path / "img.nii.gz")
+    nib.save(nib.Nifti1Image(labels, affine), tmp_path / "lab.nii.gz")
+    parser = ConfigParser()
+    parser.read_config(_configs("train.json", "smoke.yaml"))
+    parser.update({**TINY, "bundle_root": str(BUNDLE)})
+    crops = parser.get_parsed_content("train#preprocessing")({"image": str(tmp_path / "img.nii.gz"), "label": str(tmp_path / "lab.nii.gz")})
+    assert tuple(crops[0]["image"].shape) == (1, 16, 32, 32) and tuple(crops[0]["label"].shape) == (1, 16, 32, 32)
+
+
+def test_bad_training_inputs(tmp_path):
+    hu, labels, affine = make_organ_phantom((20, 18, 16), (10.0, 10.0, 10.0), seed=3)
+    parser = ConfigParser()
+    parser.read_config(_configs("train.json", "smoke.yaml"))
+    parser.update({**TINY, "bundle_root": str(BUNDLE)})
+    pre = parser.get_parsed_content("train#preprocessing")
+    nib.save(nib.Nifti1Image(hu.astype(np.int16), affine), tmp_path / "img.nii.gz")
+    cases = {
+        "bad_values": (labels.astype(np.int16) * 12, affine),
+        "bad_grid": (labels[:-2], affine),
+        "bad_affine": (labels, affine @ np.diag([1.0, 1.0, 2.0, 1.0])),
+    }
+    messages = {"bad_values": "outside the declared classes 0..9", "bad_grid": "differs from image grid", "bad_affine": "label affine differs"}
+    for name, (lab, aff) in cases.items():
+        nib.save(nib.Nifti1Image(lab, aff), tmp_path / f"{name}.nii.gz")
+        with pytest.raises(RuntimeError) as err:
+            pre({"image": str(tmp_path / "img.nii.gz"), "label": str(tmp_path / f"{name}.nii.gz")})
+        cause = err.value
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        assert messages[name] in str(cause) and f"{name}.nii.gz" in str(cause)
+
+
+def test_pretrained_checkpoint_of_another_variant_is_refused(tmp_path):
+    from unimiss_monai.handlers import load_pretrained_init
+    from unimiss_monai.networks import UniMissSegmentation, tiny_overrides
+
+    other = UniMissSegmentation(3, 1, 10, variant="mit_tiny", **tiny_overrides("mit_tiny"))
+    torch.save({"model": other.encoder.state_dict()}, tmp_path / "mit_tiny.pt")
+    ours = UniMissSegmentation(3, 1, 10, variant="mitplus", **tiny_overrides("mitplus"))
+    with pytest.raises(ValueError, match=r"mit_tiny.pt: checkpoint looks like variant mit_tiny"):
+        load_pretrained_init(ours, tmp_path / "mit_tiny.pt")
+
+
+def test_metadata_and_network_contract(trained, tmp_path):
+    verify_metadata(meta_file=META, filepath=str(SCHEMA))
+    verify_net_in_out(net_id="network_def", meta_file=META, config_file=_configs("train.json"), **TINY_NET)
+    meta = json.loads((CONFIGS / "metadata.json").read_text())
+    names = ConfigParser.load_config_file(str(CONFIGS / "train.json"))["class_names"]
+    assert list(meta["network_data_format"]["outputs"]["pred"]["channel_def"].values()) == ["background", *names]
+
+
+def test_torchscript_export(trained, tmp_path):
+    ts = tmp_path / "model.ts"
+    ckpt_export(
+        net_id="network_def", filepath=str(ts), ckpt_file=str(trained / "models" / "model.pt"), meta_file=META,
+        config_file=_configs("train.json", "smoke.yaml"), key_in_ckpt="", use_trace=True, input_shape=[1, 1, 16, 32, 32],
+        bundle_root=str(BUNDLE), **TINY,
+    )
+    scripted = torch.jit.load(str(ts))
+    parser = ConfigParser()
+    parser.read_config(_configs("train.json", "smoke.yaml"))
+    parser.update({**TINY, "bundle_root": str(BUNDLE)})
+    net = parser.get_parsed_content("network_def")
+    ckpt = torch.load(trained / "models" / "model.pt", weights_only=True)
+    net.load_state_dict(ckpt.get("model", ckpt))
+    x = torch.randn(1, 1, 16, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), net.eval()(x), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_toy_task_beats_chance():
+    """The bundle's network and loss, trained briefly on phantoms, segment an unseen phantom far better than chance."""
+    parser = ConfigParser()
+    parser.read_config(_configs("train.json"))
+    parser.update({**TINY_NET, "roi_size": [16, 32, 32], "bundle_root": str(BUNDLE), "device": "$torch.device('cpu')"})
+    net, loss_fn = parser.get_parsed_content("network_def"), parser.get_parsed_content("loss")
+
+    def case(seed):  # RAS (X, Y, Z) -> the bundle's slices-first (Z, X, Y), HU window [-1000, 1000] -> [0, 1]
+        hu, labels, _ = make_organ_phantom((32, 32, 16), (10.0, 9.0, 15.0), seed=seed, noise_hu=10.0)
+        to_zxy = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None, None]  # noqa: E731
+        return to_zxy(((hu + 1000) / 2000).clip(0, 1).astype(np.float32)), to_zxy(labels.astype(np.int64))
+
+    train = [case(s) for s in range(3)]
+    x_val, y_val = case(11)
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
+    net.train()
+    for step in range(60):
+        x, y = train[step % len(train)]
+        opt.zero_grad()
+        loss_fn(net(x), y).backward()
+        opt.step()
+    net.eval()
+    with torch.no_grad():
+        pred = net(x_val).argmax(1)
+    from unimiss_monai.engines import compute_segmentation_metrics
+
+    dice = np.array(compute_segmentation_metrics(pred, y_val[0], num_classes=10)["dice"])
+    # chance: labels drawn independently with the classes' frequencies have expected Dice = that frequency
+    freq = np.array([(y_val == k).float().mean().item() for k in range(1, 10)])
+    big = freq >= 0.005  # classes of at least 0.5 % of the volume (lung, liver, ...)
+    assert big.sum() >= 2
+    assert np.nanmean(dice[big]) > freq[big].mean() + 0.4, (dice, freq)

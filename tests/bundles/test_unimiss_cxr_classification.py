@@ -1,0 +1,126 @@
+"""The 2D chest X-ray classification bundle (multi-label): smoke training, report, inference, export, metadata;
+and a toy multi-label task that the tiny classifier learns well above chance."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from classification_bundle_checks import (
+    build_samples,
+    check_metadata,
+    check_net_and_export,
+    check_train_properties,
+    load_model_state,
+    run_evaluate,
+    run_inference,
+    train_subprocess,
+)
+
+BUNDLE = "unimiss_cxr_classification"
+FINDINGS = ["nodule", "cardiomegaly"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cxr_cls")
+    samples_dir = build_samples(tmp, "cxr_classification")
+    root = tmp / "bundle"
+    result = train_subprocess(BUNDLE, samples_dir, root)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return samples_dir, root
+
+
+@pytest.mark.integration
+def test_smoke_training_and_properties(trained):
+    samples_dir, root = trained
+    state = load_model_state(root)
+    assert state["head.fc.weight"].shape[0] == len(FINDINGS)
+    check_train_properties(BUNDLE, samples_dir, root)
+
+
+@pytest.mark.integration
+def test_evaluate_multilabel_report(trained):
+    samples_dir, root = trained
+    metrics = run_evaluate(BUNDLE, samples_dir, root)
+    assert metrics["multi_label"] and metrics["threshold"] == 0.5 and metrics["num_cases"] == 8
+    assert [p["class"] for p in metrics["per_class"]] == FINDINGS
+    # each finding's 2 x 2 table counts every case once; the sample split has both findings in half of the cases
+    for table, entry in zip(metrics["confusion_matrix"], metrics["per_class"]):
+        assert np.asarray(table).sum() == 8 and entry["positives"] == 4
+    assert (root / "eval" / "roc.png").stat().st_size > 0
+
+
+@pytest.mark.integration
+def test_inference_writes_probabilities_and_saliency(trained, tmp_path):
+    samples_dir, root = trained
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for src in sorted((samples_dir / "cxr_classification" / "images").glob("test_*.png"))[:3]:
+        shutil.copy(src, inputs / src.name)
+    (inputs / "corrupt.png").write_bytes(b"\x89PNG broken")
+    from unimiss_monai.data.writers import save_nifti
+
+    save_nifti(np.zeros((16, 16, 8), np.int16), np.eye(4), inputs / "volume.nii.gz")  # a CT, not a radiograph
+    out = tmp_path / "out"
+    rows = run_inference(BUNDLE, inputs, root, out, save_saliency=True)
+    status = {r["case"].split("/")[-1]: r["status"] for r in rows}
+    assert len(rows) == 5 and sum(s == "ok" for s in status.values()) == 3
+    assert status["corrupt.png"].startswith("failed:") and "3D volume" in status["volume.nii.gz"]
+    for r in rows:
+        if r["status"] == "ok":
+            probs = {f: float(r[f"prob_{f}"]) for f in FINDINGS}
+            assert all(0.0 <= p <= 1.0 for p in probs.values())
+            assert set(filter(None, r["prediction"].split(";"))) == {f for f, p in probs.items() if p >= 0.5}
+    assert len(list((out / "saliency").glob("*.png"))) == 3
+    assert json.loads((out / "predictions.json").read_text())["num_failed"] == 2
+
+
+@pytest.mark.integration
+def test_net_in_out_and_torchscript_export(trained):
+    _, root = trained
+    check_net_and_export(BUNDLE, root, [1, 1, 64, 64])
+
+
+def test_metadata_schema():
+    check_metadata(BUNDLE)
+
+
+def _toy_batch(n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """64 x 32 noisy images (the last MiT+ stage then has 2 x 1 tokens) with two independent findings: a brighter
+    upper half (finding 0) and a bright vertical stripe of random position (finding 1)."""
+    x = rng.normal(0.0, 0.3, (n, 1, 64, 32)).astype(np.float32)
+    y = rng.integers(0, 2, (n, 2)).astype(np.float32)
+    for i in range(n):
+        if y[i, 0]:
+            x[i, 0, :32] += 0.8
+        if y[i, 1]:
+            c = rng.integers(0, 26)
+            x[i, 0, 8:56, c:c + 6] += 1.2
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+@pytest.mark.slow
+def test_toy_multilabel_task_learned_above_chance():
+    from unimiss_monai.engines.classification_report import classification_metrics
+    from unimiss_monai.losses.classification import ClassificationLoss
+    from unimiss_monai.networks import UniMissClassifier, tiny_overrides
+
+    rng = np.random.default_rng(0)
+    net = UniMissClassifier(2, 1, 2, variant="mit_tiny", img_size=(64, 32), pool="mean", **tiny_overrides("mit_tiny"))
+    loss_fn = ClassificationLoss(multi_label=True)
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3)
+    for _ in range(80):
+        x, y = _toy_batch(16, rng)
+        opt.zero_grad()
+        loss_fn(net(x), y).backward()
+        opt.step()
+    x, y = _toy_batch(48, np.random.default_rng(1))
+    net.eval()
+    with torch.no_grad():
+        probs = torch.sigmoid(net(x))
+    metrics = classification_metrics(probs, y.numpy(), ["spot", "bar"], multi_label=True)
+    assert metrics["macro_auc"] > 0.85, metrics  # chance: 0.5

@@ -1,0 +1,157 @@
+"""The 2D chest X-ray segmentation bundle: smoke training (subprocess and ConfigWorkflow), evaluation report,
+inference that keeps going past a bad file, metadata, network I/O, the loss, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser, ConfigWorkflow
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SCHEMA = REPO.parent / "shared" / "schema" / "meta_schema_20240725.json"
+BUNDLE = REPO / "bundles" / "unimiss_cxr_segmentation"
+CONFIGS = BUNDLE / "configs"
+SMOKE = str(CONFIGS / "smoke.yaml")
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory):
+    from unimiss_monai.data.samples import samples as write_samples
+
+    return write_samples(str(tmp_path_factory.mktemp("samples")), synthetic=True, only="cxr_segmentation")
+
+
+@pytest.fixture(scope="module")
+def trained(samples, tmp_path_factory):
+    """Smoke training through ConfigWorkflow (one epoch); returns the bundle root holding models/model.pt."""
+    root = tmp_path_factory.mktemp("bundle")
+    workflow = ConfigWorkflow(
+        config_file=[str(CONFIGS / "train.json"), SMOKE], meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=str(CONFIGS / "logging.conf"), workflow_type="train",
+        bundle_root=str(root), dataset_dir=samples, max_epochs=1,
+        **{"train#dataset#data": "$monai.data.load_decathlon_datalist(@datalist, True, 'training', base_dir=@data_root)[:4]"},
+    )
+    workflow.initialize()
+    assert workflow.check_properties() == []
+    workflow.run()
+    workflow.finalize()
+    assert (root / "models" / "model.pt").is_file()
+    return root
+
+
+@pytest.mark.slow
+def test_smoke_training_through_monai_bundle_run(samples, tmp_path):
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", f"['{CONFIGS / 'train.json'}','{SMOKE}']",
+           "--bundle_root", str(tmp_path), "--dataset_dir", samples, "--max_epochs", "1",
+           "--train#dataset#data", "$monai.data.load_decathlon_datalist(@datalist, True, 'training', base_dir=@data_root)[:2]"]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=BUNDLE, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "val_mean_dice" in result.stdout + result.stderr
+    assert (tmp_path / "models" / "model.pt").is_file()
+
+
+def test_evaluate_writes_per_structure_report(samples, trained):
+    out = trained / "report"
+    workflow = ConfigWorkflow(
+        config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json"), SMOKE], workflow_type="eval",
+        bundle_root=str(trained), dataset_dir=samples, output_dir=str(out),
+    )
+    workflow.initialize()
+    workflow.run()
+    report = json.loads((out / "segmentation_report.json").read_text())
+    assert report["structures"] == ["lung_left", "lung_right", "heart", "clavicle_left", "clavicle_right"]
+    assert report["num_cases"] == 2  # the synthetic test split
+    assert (out / "segmentation_report.csv").is_file() and (out / "segmentation_report.png").stat().st_size > 0
+
+
+def test_inference_keeps_input_grid_and_survives_a_bad_file(samples, trained, tmp_path):
+    from unimiss_monai.data.samples import find_dataset
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    source = os.path.join(find_dataset(samples, "cxr_segmentation"), "inference", "test_000.nii.gz")
+    original = nib.load(source)
+    # a non-square input of another size: the prediction must come back on this grid
+    data = np.asarray(original.dataobj)[:, :48]
+    nib.save(nib.Nifti1Image(data, original.affine), str(folder / "cxr.nii.gz"))
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.float32), np.eye(4)), str(folder / "ct_volume.nii.gz"))
+    out = tmp_path / "out"
+    workflow = ConfigWorkflow(
+        config_file=[str(CONFIGS / "inference.json"), SMOKE], workflow_type="infer",
+        bundle_root=str(trained), dataset_dir=str(folder), output_dir=str(out),
+    )
+    workflow.initialize()
+    workflow.run()
+    pred = nib.load(str(out / "cxr_seg.nii.gz"))
+    assert pred.shape[:2] == data.shape and pred.shape[-1] == 5
+    np.testing.assert_allclose(pred.affine, original.affine, atol=1e-4)
+    assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1}
+    assert (out / "cxr_overlay.png").is_file()
+    summary = json.loads((out / "inference_summary.json").read_text())
+    assert summary["num_cases"] == 2 and summary["num_failed"] == 1
+    failed = [c for c in summary["cases"] if c["status"] != "ok"]
+    assert "ct_volume.nii.gz" in failed[0]["case"] and "3D volume" in failed[0]["status"]
+
+
+def test_checkpoint_of_another_variant_is_refused(trained):
+    from unimiss_monai.handlers import load_pretrained_init
+    from unimiss_monai.networks import UniMissSegmentation, tiny_overrides
+
+    other = UniMissSegmentation(2, 3, 5, variant="mit_tiny", img_size=(64, 64), **tiny_overrides("mit_tiny"))
+    with pytest.raises(ValueError, match="model.pt"):
+        load_pretrained_init(other, trained / "models" / "model.pt", strict=True)
+
+
+def test_metadata_and_network_io():
+    from monai.bundle import verify_metadata, verify_net_in_out
+
+    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(SCHEMA))
+    verify_net_in_out(net_id="network_def", meta_file=str(CONFIGS / "metadata.json"),
+                      config_file=[str(CONFIGS / "train.json"), SMOKE], n=1, any=32,
+                      **{"_meta_#network_data_format#inputs#image#spatial_shape": [64, 64],
+                         "_meta_#network_data_format#outputs#pred#spatial_shape": [64, 64]})
+
+
+def test_loss_is_dice_plus_bce():
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.json"))
+    loss = parser.get_parsed_content("loss")
+    logits = torch.randn(2, 5, 16, 16)
+    target = (torch.rand(2, 5, 16, 16) > 0.5).float()
+    p = torch.sigmoid(logits)
+    inter, denom = (p * target).sum((2, 3)), p.sum((2, 3)) + target.sum((2, 3))
+    dice = (1 - (2 * inter + 1e-5) / (denom + 1e-5)).mean()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+    torch.testing.assert_close(loss(logits, target), dice + bce, rtol=1e-5, atol=1e-5)
+
+
+def test_builder_masks_are_consistent(samples):
+    from unimiss_monai.data.samples import find_dataset
+
+    root = find_dataset(samples, "cxr_segmentation")
+    datalist = json.loads(open(os.path.join(root, "datalist.json")).read())
+    assert {len(datalist[k]) for k in ("training", "validation", "test")} and datalist["structures"][0] == "lung_left"
+    item = datalist["training"][0]
+    image = nib.load(os.path.join(root, item["image"]))
+    label = np.asarray(nib.load(os.path.join(root, item["label"])).dataobj)
+    assert label.shape == (*image.shape, 1, 5) and set(np.unique(label)) <= {0, 1}
+    # every structure is visible and the lungs are side by side: the patient's left appears on the image right (AP)
+    assert (label.reshape(-1, 5).sum(0) > 0).all()
+    cols = np.arange(label.shape[0])[:, None]
+    left_x = (cols * label[..., 0, 0]).sum() / label[..., 0, 0].sum()
+    right_x = (cols * label[..., 0, 1]).sum() / label[..., 0, 1].sum()
+    assert left_x > right_x
+    poses = json.loads(open(os.path.join(root, "poses.json")).read())
+    test_angles = [poses[f"test_{i:03d}"]["rotation"][2] for i in range(len(datalist["test"]))]
+    train_angles = [poses[f"training_{i:03d}"]["rotation"][2] for i in range(len(datalist["training"]))]
+    assert all(3 <= abs(a) <= 6 for a in test_angles) and not any(3 < abs(a) < 6 for a in train_angles)

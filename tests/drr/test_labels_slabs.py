@@ -1,0 +1,64 @@
+"""Label thickness maps and CT slabs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from unimiss_monai import drr
+
+GEOM = dict(detector_shape=(12, 10), pixel_spacing=2.0, sdd=300.0, sid=200.0)
+
+
+def _labels():
+    lab = np.zeros((10, 12, 9), np.int16)
+    lab[2:6, 3:9, 1:5] = 3
+    lab[5:9, 2:7, 4:8] = 7
+    return lab
+
+
+def test_label_thickness_equals_drr_of_the_mask_and_masks_align():
+    lab, affine = _labels(), np.diag([1.2, 0.9, 1.7, 1.0])
+    views = ["AP", {"view": "LL", "rotation": (0, 10, 15)}]
+    thick = drr.project_labels(lab, affine, views=views, **GEOM)
+    assert thick.shape == (2, 2, 12, 10)
+    for c, value in enumerate((3, 7)):
+        mask_drr = drr.render((lab == value).astype(np.float32), affine, views=views, volume_unit="mu", **GEOM)
+        torch.testing.assert_close(thick[:, c], mask_drr, rtol=1e-5, atol=1e-5)
+        assert torch.equal(drr.label_masks(thick)[:, c], mask_drr > 0)
+    only7 = drr.project_labels(lab, affine, label_ids=[7], views=views, **GEOM)
+    torch.testing.assert_close(only7[:, 0], thick[:, 1])
+
+
+def test_split_slabs_cover_volume_with_correct_affines():
+    vol = np.arange(6 * 5 * 50, dtype=np.float32).reshape(6, 5, 50)
+    affine = np.diag([0.7, 0.7, 2.5, 1.0])
+    affine[:3, 3] = (10.0, -20.0, -300.0)
+    slabs = drr.split_slabs(vol, affine, slab_thickness=24)
+    assert [(s.start, s.stop) for s in slabs] == [(0, 24), (24, 48), (26, 50)]
+    covered = np.zeros(50, bool)
+    for s in slabs:
+        covered[s.start : s.stop] = True
+        assert s.volume.shape == (6, 5, 24)
+        np.testing.assert_array_equal(s.volume, vol[:, :, s.start : s.stop])
+        np.testing.assert_allclose(s.affine @ [1, 2, 3, 1], affine @ [1, 2, s.start + 3, 1])
+    assert covered.all()
+    assert len(drr.split_slabs(vol, affine, 24, stride=12)) == 4
+
+
+def test_slab_axis_follows_the_affine_and_render_slabs_shape():
+    vol = np.zeros((30, 6, 7), np.float32)  # first voxel axis is superior-inferior
+    vol[10:20] = 0.01
+    affine = np.array([[0, 1.0, 0, 0], [0, 0, 1.0, 0], [2.0, 0, 0, 0], [0, 0, 0, 1]])
+    slabs = drr.split_slabs(vol, affine, slab_thickness=10)
+    assert slabs[0].axis == 0 and len(slabs) == 3
+    images = drr.render_slabs(vol, affine, slab_thickness=10, output_shape=(16, 16), volume_unit="mu",
+                              sdd=300.0, sid=200.0, pixel_spacing=0.5)
+    assert images.shape == (3, 16, 16)
+    assert images[1].max() > 0 and images[0].max() == 0 and images[2].max() == 0
+
+
+def test_labels_reject_non_integer_values():
+    with pytest.raises(ValueError, match="integer"):
+        drr.project_labels(np.full((3, 3, 3), 0.5), np.eye(4), **GEOM)

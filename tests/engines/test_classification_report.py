@@ -1,0 +1,132 @@
+"""Classification metrics against hand computations and independent references; report files and handler."""
+
+from __future__ import annotations
+
+import json
+from itertools import product
+
+import numpy as np
+import pytest
+import torch
+
+from unimiss_monai.engines.classification_report import (
+    ClassificationReport,
+    MacroAUCMetric,
+    average_precision,
+    classification_metrics,
+    roc_auc,
+    roc_curve,
+    write_report,
+)
+
+
+def test_auc_hand_computed():
+    # positives 0.8, 0.4; negatives 0.6, 0.2: pairs (0.8>0.6, 0.8>0.2, 0.4<0.6, 0.4>0.2) -> 3/4
+    assert roc_auc([0.8, 0.6, 0.4, 0.2], [1, 0, 1, 0]) == pytest.approx(0.75)
+    # a tie between a positive and a negative counts one half: (1 + 0.5) / 2
+    assert roc_auc([0.9, 0.5, 0.5], [1, 1, 0]) == pytest.approx(0.75)
+    assert roc_auc([0.1, 0.2, 0.3], [1, 0, 0]) == pytest.approx(0.0)
+
+
+def test_ap_hand_computed():
+    # ranked: 0.9(+) 0.8(-) 0.7(+) 0.1(-): recall steps 1/2 at precision 1, 1/2 at precision 2/3
+    assert average_precision([0.9, 0.8, 0.7, 0.1], [1, 0, 1, 0]) == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
+    # tied scores form one threshold: both at 0.5 -> precision 1/2 at recall 1
+    assert average_precision([0.5, 0.5], [1, 0]) == pytest.approx(0.5)
+
+
+def test_roc_curve_points():
+    fpr, tpr, thr = roc_curve([0.8, 0.6, 0.4, 0.2], [1, 0, 1, 0])
+    np.testing.assert_allclose(fpr, [0, 0, 0.5, 0.5, 1.0])
+    np.testing.assert_allclose(tpr, [0, 0.5, 0.5, 1.0, 1.0])
+    assert np.isinf(thr[0])
+    assert np.trapezoid(tpr, fpr) == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_against_independent_references(seed):
+    from scipy.stats import mannwhitneyu
+
+    rng = np.random.default_rng(seed)
+    scores = np.round(rng.random(40), 1)  # rounding makes ties
+    targets = (rng.random(40) < 0.4).astype(int)
+    u = mannwhitneyu(scores[targets == 1], scores[targets == 0]).statistic
+    assert roc_auc(scores, targets) == pytest.approx(u / (targets.sum() * (1 - targets).sum()))
+    # brute-force AP: mean over positives of precision at that positive's threshold (ties included)
+    ap = np.mean([(targets[scores >= s]).mean() for s in scores[targets == 1]])
+    # the mean-over-positives form equals the stepwise sum when every threshold group is counted once per positive
+    assert average_precision(scores, targets) == pytest.approx(ap)
+    fpr, tpr, _ = roc_curve(scores, targets)
+    assert np.trapezoid(tpr, fpr) == pytest.approx(roc_auc(scores, targets))
+
+
+def test_multiclass_metrics_hand_computed():
+    probs = np.array([[0.7, 0.2, 0.1], [0.2, 0.5, 0.3], [0.1, 0.3, 0.6], [0.5, 0.4, 0.1]])
+    labels = np.array([0, 1, 2, 1])
+    m = classification_metrics(probs, labels, ["a", "b", "c"])
+    assert m["accuracy"] == pytest.approx(3 / 4)
+    assert m["confusion_matrix"] == [[1, 0, 0], [1, 1, 0], [0, 0, 1]]
+    b = m["per_class"][1]
+    assert (b["sensitivity"], b["specificity"]) == (pytest.approx(0.5), pytest.approx(1.0))
+    # class "a" one-vs-rest: positive 0.7 beats negatives 0.2, 0.1, 0.5 -> AUC 1
+    assert m["per_class"][0]["auc"] == pytest.approx(1.0)
+    assert m["macro_auc"] == pytest.approx(np.mean([p["auc"] for p in m["per_class"]]))
+
+
+def test_multilabel_threshold_and_undefined_class():
+    probs = np.array([[0.9, 0.2], [0.4, 0.7], [0.6, 0.1]])
+    labels = np.array([[1, 0], [0, 0], [1, 0]])  # class "y" has no positive case
+    m = classification_metrics(probs, labels, ["x", "y"], multi_label=True, threshold=0.5)
+    x, y = m["per_class"]
+    assert x["auc"] == pytest.approx(1.0) and x["sensitivity"] == 1.0 and x["specificity"] == 1.0
+    assert y["auc"] is None and y["ap"] is None and y["sensitivity"] is None
+    assert y["specificity"] == pytest.approx(2 / 3)  # 0.7 >= 0.5 is one false positive of three
+    assert m["macro_auc"] == pytest.approx(1.0)  # over the defined class only
+    assert any("'y'" in n and "undefined" in n for n in m["notes"])
+    assert m["accuracy"] == pytest.approx(5 / 6) and m["exact_match"] == pytest.approx(2 / 3)
+    assert m["confusion_matrix"][1] == [[2, 1], [0, 0]]
+
+
+def test_bad_shapes():
+    with pytest.raises(ValueError, match=r"probs must be \(N, 2\)"):
+        classification_metrics(np.zeros((3, 3)), np.zeros(3), ["a", "b"])
+    with pytest.raises(ValueError, match="do not match 2 classes"):
+        classification_metrics(np.zeros((3, 2)), np.zeros((3, 3)), ["a", "b"], multi_label=True)
+    with pytest.raises(ValueError, match="out of range"):
+        classification_metrics(np.zeros((2, 2)), np.array([0, 5]), ["a", "b"])
+
+
+def test_write_report_files(tmp_path):
+    probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4], [0.2, 0.8]])
+    m = write_report(tmp_path, probs, np.array([0, 1, 1, 1]), ["clean", "nodule"], names=list("abcd"))
+    for name in ["metrics.json", "per_class.csv", "predictions.csv", "roc.png", "confusion_matrix.png"]:
+        assert (tmp_path / name).stat().st_size > 0
+    assert json.loads((tmp_path / "metrics.json").read_text())["accuracy"] == pytest.approx(m["accuracy"]) == 0.75
+    assert (tmp_path / "roc.png").read_bytes()[:4] == b"\x89PNG"
+    assert not list(tmp_path.glob(".*.tmp"))
+    assert (tmp_path / "predictions.csv").read_text().splitlines()[1].startswith("a,0.900000,0.100000,1,0")
+
+
+def test_macro_auc_metric_skips_undefined_class():
+    metric = MacroAUCMetric(multi_label=True)
+    metric([torch.tensor([0.9, 0.3]), torch.tensor([0.2, 0.6])], [torch.tensor([1.0, 0.0]), torch.tensor([0.0, 0.0])])
+    assert metric.aggregate() == pytest.approx(1.0)
+
+
+def test_report_handler_through_an_engine(tmp_path):
+    from ignite.engine import Engine
+
+    rng = np.random.default_rng(0)
+    batches = [
+        {"pred": [torch.tensor(p) for p in rng.dirichlet([1, 1, 1], 4)], "label": [torch.tensor([float(i % 3)]) for i in range(4)]}
+        for _ in range(3)
+    ]
+    engine = Engine(lambda e, b: b)
+    handler = ClassificationReport(tmp_path, ["a", "b", "c"])
+    handler.attach(engine)
+    engine.run(batches, max_epochs=1)
+    probs = torch.stack([p for b in batches for p in b["pred"]]).numpy()
+    labels = np.array([int(t) for b in batches for t in b["label"]])
+    expected = classification_metrics(probs, labels, ["a", "b", "c"])
+    assert handler.metrics["macro_auc"] == pytest.approx(expected["macro_auc"])
+    assert (tmp_path / "confusion_matrix.png").exists()

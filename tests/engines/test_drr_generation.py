@@ -1,0 +1,147 @@
+"""DRRGenerator on tiny phantoms: outputs, affines, orientation independence, labels, slabs and every bad-input case."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from unimiss_monai.data import make_ct_phantom, phantom_affine, save_nifti, write_dicom_series
+from unimiss_monai.drr import render
+from unimiss_monai.engines import DRRGenerationError, DRRGenerator
+
+SHAPE = (32, 28, 20)
+SPACING = (8.0, 8.0, 10.0)
+SMALL = dict(views=["AP", "LL"], detector_shape=(40, 32), pixel_spacing=8.0, progress=False)
+
+
+def _phantom_case(folder: Path, name: str, axcodes: str = "RAS", labels: bool = True):
+    p = make_ct_phantom(SHAPE, affine=phantom_affine(SPACING, SHAPE, axcodes), noise_hu=0)
+    save_nifti(p.hu, p.affine, folder / f"{name}.nii.gz")
+    if labels:
+        save_nifti(p.labels, p.affine, folder / f"{name}_labels.nii.gz")
+        (folder / f"{name}_labels.json").write_text(json.dumps({str(k): v for k, v in p.label_names.items()}))
+    return p
+
+
+def test_outputs_affines_and_orientation(tmp_path):
+    data, out = tmp_path / "data", tmp_path / "out"
+    ras = _phantom_case(data, "ras", "RAS")
+    _phantom_case(data, "lps", "LPS", labels=False)
+    run = DRRGenerator(data, out, **SMALL).run()
+    assert run["failures"] == [] and len(run["testing"]) == 4
+    expected = render(ras.hu, ras.affine, views=("AP", "LAT_LEFT"), detector_shape=(40, 32), pixel_spacing=8.0)
+    for v, view in enumerate(("AP", "LAT_LEFT")):
+        drr = nib.load(out / "ras" / f"ras_{view}.nii.gz")
+        assert drr.shape == (32, 40)  # (W, H): column axis first
+        np.testing.assert_allclose(np.linalg.norm(drr.affine[:3, :2], axis=0), [8.0, 8.0])
+        np.testing.assert_allclose(drr.get_fdata().T, expected[v].numpy(), rtol=1e-5, atol=1e-6)
+        # the same body stored in LPS voxel order gives the same DRR
+        lps = nib.load(out / "lps" / f"lps_{view}.nii.gz").get_fdata()
+        np.testing.assert_allclose(lps, drr.get_fdata(), rtol=1e-4, atol=1e-4)
+    # projected labels: one channel per phantom structure, zero where the DRR ray misses the body
+    labels = nib.load(out / "ras" / "ras_AP_labels.nii.gz").get_fdata()
+    names = json.loads((out / "ras" / "ras_labels.json").read_text())
+    assert labels.shape == (32, 40, len(names)) and "lung_left" in names.values()
+    body = labels.sum(-1) > 0
+    ap = nib.load(out / "ras" / "ras_AP.nii.gz").get_fdata()
+    assert np.all(ap[~body] < 1e-4) and np.all(ap[body] > 0)
+    assert (out / "ras" / "ras_contact_sheet.png").stat().st_size > 0
+    assert not (out / "lps" / "lps_AP_labels.nii.gz").exists()
+    # datalists point at files that exist
+    for item in json.loads((out / "datalist.json").read_text())["testing"]:
+        assert (out / item["image"]).is_file() and (out / item["preview"]).is_file()
+    per_case = json.loads((out / "ras" / "ras_datalist.json").read_text())
+    assert all((out / "ras" / item["image"]).is_file() for item in per_case["testing"])
+
+
+def test_dicom_series_renders_like_nifti(tmp_path):
+    data, out = tmp_path / "data", tmp_path / "out"
+    p = make_ct_phantom(SHAPE, affine=phantom_affine(SPACING, SHAPE, "RAS"), noise_hu=0)
+    save_nifti(np.rint(p.hu), p.affine, data / "nifti.nii.gz")
+    write_dicom_series(p.hu, p.affine, data / "dicom")
+    DRRGenerator(data, out, **SMALL).run()
+    for view in ("AP", "LAT_LEFT"):
+        a = nib.load(out / "nifti" / f"nifti_{view}.nii.gz")
+        b = nib.load(out / "dicom" / f"dicom_{view}.nii.gz")
+        np.testing.assert_allclose(b.get_fdata(), a.get_fdata(), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(b.affine, a.affine, atol=1e-4)
+
+
+def test_slab_mode_pairs(tmp_path):
+    data, out = tmp_path / "data", tmp_path / "out"
+    _phantom_case(data, "ct", labels=False)
+    run = DRRGenerator(data, out, views=["AP"], slab_depth=50.0, slab_detector_shape=(24, 24), progress=False).run()
+    slabs = run["training"]
+    assert len(slabs) == 4  # 20 slices of 10 mm in slabs of 5 slices
+    covered = sorted((s["start"], s["stop"]) for s in slabs)
+    assert covered[0][0] == 0 and covered[-1][1] == SHAPE[2]
+    for pair in slabs:
+        ct, drr = nib.load(out / pair["ct"]), nib.load(out / pair["drr"])
+        assert ct.shape == (32, 28, 5) and drr.shape == (24, 24)
+        assert np.isfinite(drr.get_fdata()).all() and drr.get_fdata().max() > 0
+        # a slab's affine maps its first voxel to the same world point as the whole CT's voxel (0, 0, start)
+        whole = phantom_affine(SPACING, SHAPE)
+        np.testing.assert_allclose(ct.affine @ [0, 0, 0, 1], whole @ [0, 0, pair["start"], 1], atol=1e-4)
+
+
+def test_bad_volumes_fail_alone_and_are_summarised(tmp_path):
+    data, out = tmp_path / "data", tmp_path / "out"
+    _phantom_case(data, "good", labels=False)
+    nan = make_ct_phantom(SHAPE).hu
+    nan[1, 2, 3] = np.nan
+    save_nifti(nan, phantom_affine(SPACING, SHAPE), data / "nan.nii.gz")
+    save_nifti(np.zeros((16, 16), np.float32), np.eye(4), data / "flat.nii.gz")
+    (data / "broken.nii.gz").write_bytes(b"\x00" * 64)
+    # a 2 m wide volume: the source at sid=850 mm is inside it
+    big_shape = (200, 200, 10)
+    save_nifti(np.full(big_shape, -1000, np.float32), phantom_affine((10.0, 10.0, 10.0), big_shape), data / "huge.nii.gz")
+    with pytest.raises(DRRGenerationError) as info:
+        DRRGenerator(data, out, **SMALL).run()
+    message = str(info.value)
+    assert message.startswith("4 of 5 CT(s) failed")
+    assert "nan.nii.gz: has 1 NaN voxels" in message and "flat.nii.gz: is a 2D image" in message
+    assert "broken.nii.gz: cannot be read" in message and "huge.nii.gz" in message and "inside the volume" in message
+    assert sorted(p.name for p in out.iterdir()) == ["datalist.json", "good"]  # nothing partial, no temp folders
+    summary = json.loads((out / "datalist.json").read_text())
+    assert len(summary["failures"]) == 4 and len(summary["testing"]) == 2
+
+
+def test_mr_like_volume_warns_but_renders(tmp_path):
+    data = tmp_path / "data"
+    save_nifti(np.random.default_rng(0).uniform(0, 900, SHAPE).astype(np.float32), phantom_affine(SPACING, SHAPE),
+               data / "mr.nii.gz")
+    with pytest.warns(UserWarning, match="looks like MR"):
+        run = DRRGenerator(data, tmp_path / "out", **SMALL).run()
+    assert len(run["testing"]) == 2
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(views=["AP", "OBLIQUE"]), "views: unknown DRR view 'OBLIQUE'"),
+        (dict(detector_shape=(200_000, 200_000)), "detector_shape: .*GiB"),
+        (dict(method="raycast"), "method: 'raycast'"),
+        (dict(slab_depth=-1), "slab_depth"),
+        (dict(sid=1200.0), "sid"),
+        (dict(project_labels="maybe"), "project_labels"),
+    ],
+)
+def test_bad_settings_raise_before_rendering(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DRRGenerator(tmp_path, tmp_path / "out", **kwargs)
+
+
+def test_missing_dataset_dir(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        DRRGenerator(tmp_path / "absent", tmp_path / "out", **SMALL).run()
+
+
+def test_dicom_series_folder_is_a_case(tmp_path):
+    p = make_ct_phantom(SHAPE, affine=phantom_affine(SPACING, SHAPE))
+    write_dicom_series(p.hu, p.affine, tmp_path / "series")
+    run = DRRGenerator(tmp_path / "series", tmp_path / "out", **SMALL).run()
+    assert [item["name"] for item in run["testing"]] == ["series", "series"]

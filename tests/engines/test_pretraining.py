@@ -1,0 +1,159 @@
+"""PretrainingTrainer: gradient isolation, phase freezing, learning, exact resume, bad input."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from ignite.engine import Events
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_pretraining_toys import build_trainer, toy_items, toy_xray_items  # noqa: E402
+
+from unimiss_monai.engines.pretraining_data import PhaseLoader, ResumableSampler, SeededDataset, make_loader  # noqa: E402
+from unimiss_monai.handlers.training_checkpoint import TrainingCheckpoint  # noqa: E402
+
+
+def _snapshot(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_teacher_gets_no_gradient_and_follows_student_by_ema():
+    trainer, net, _, _ = build_trainer(max_epochs=1, n_xray=0, xray_data=[])
+    teacher_before, student_before = _snapshot(net.teacher), _snapshot(net.student)
+    grads = {}
+
+    def record(engine):
+        grads.update({n: p.grad for n, p in net.teacher.named_parameters()})
+        grads["student_has_grad"] = any(p.grad is not None for p in net.student.parameters())
+
+    from monai.engines.utils import IterationEvents
+
+    trainer.add_event_handler(IterationEvents.BACKWARD_COMPLETED, record)
+    trainer.run()
+    assert grads.pop("student_has_grad")
+    assert all(g is None for g in grads.values())
+    assert all(not p.requires_grad for p in net.teacher.parameters())
+    # EMA with momentum 0.9 over the run: teacher moved, and it lies between its start and the student
+    s_after, t_after = _snapshot(net.student), _snapshot(net.teacher)
+    for k in teacher_before:
+        if torch.equal(student_before[k], s_after[k]):
+            continue
+        assert not torch.equal(teacher_before[k], t_after[k]), k
+    # one EMA step by hand reproduces the rule t <- 0.9 t + 0.1 s
+    trainer2, net2, _, _ = build_trainer(max_epochs=1, n_ct=2, n_xray=0, xray_data=[])
+    t0 = _snapshot(net2.teacher)
+    trainer2.run()  # one iteration
+    s1, t1 = _snapshot(net2.student), _snapshot(net2.teacher)
+    for k in t0:
+        torch.testing.assert_close(t1[k], 0.9 * t0[k] + 0.1 * s1[k])
+
+
+def test_xray_phase_freezes_3d_only_parameters():
+    trainer, net, _, _ = build_trainer(max_epochs=1, ct_data=[], n_xray=4)
+    before = _snapshot(net.student)
+    trainer.run()
+    after = _snapshot(net.student)
+    for k in before:
+        if "3d" in k:
+            assert torch.equal(before[k], after[k]), f"{k} changed in an X-ray epoch"
+    assert not torch.equal(before["backbone.stem_2d.weight"], after["backbone.stem_2d.weight"])
+    assert not torch.equal(before["backbone.trunk.0.weight"], after["backbone.trunk.0.weight"])
+
+
+def test_phases_alternate_by_epoch_and_by_iteration():
+    seen = []
+    trainer, *_ = build_trainer(max_epochs=4, n_ct=4, n_xray=4)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append((e.state.epoch, e.state.output["phase"])))
+    trainer.run()
+    assert seen == [(1, "ct"), (1, "ct"), (2, "xray"), (2, "xray"), (3, "ct"), (3, "ct"), (4, "xray"), (4, "xray")]
+    seen.clear()
+    trainer, *_ = build_trainer(max_epochs=1, n_ct=8, n_xray=4, mode="iteration")
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(e.state.output["phase"]))
+    trainer.run()
+    assert seen == ["ct", "xray", "ct", "xray"]
+
+
+@pytest.mark.slow
+def test_loss_falls_on_a_toy_set():
+    # 200 steps on four blob volumes: the weighted total (dominated early by reconstruction) must fall
+    trainer, *_ = build_trainer(max_epochs=100, n_ct=4, batch_size=2, xray_data=[], lr=3e-3, clip_grad_norm=0)
+    out = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: out.append(e.state.output))
+    trainer.run()
+    mean = lambda key, part: sum(o[key] for o in part) / len(part)  # noqa: E731
+    # the first steps have teacher == student (distillation trivially low), so compare from step 10 on
+    assert mean("loss", out[-20:]) < 0.8 * mean("loss", out[10:30]), [round(o["loss"], 3) for o in out[::20]]
+    assert mean("reconstruction", out[-20:]) < 0.5 * mean("reconstruction", out[:20])
+
+
+def _train(tmp_path, max_epochs, crash_at=None, resume=True):
+    trainer, net, opt, loss = build_trainer(max_epochs=max_epochs, n_ct=6, n_xray=4, batch_size=2)
+    ckpt = TrainingCheckpoint(tmp_path, {"network": net, "optimizer": opt, "loss": loss}, save_every=2, resume=resume)
+    ckpt.attach(trainer)
+    if crash_at is not None:
+
+        @trainer.on(Events.ITERATION_COMPLETED(once=crash_at))
+        def _crash(engine):
+            raise KeyboardInterrupt("simulated kill")
+
+    trainer.run()
+    return net
+
+
+def test_resume_after_kill_reproduces_uninterrupted_weights(tmp_path):
+    reference = _snapshot(_train(tmp_path / "ref", max_epochs=3))
+    # killed at iteration 6 (mid-epoch of the X-ray epoch 2, after the save at iteration 4), restarted twice
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path / "run", max_epochs=3, crash_at=5)
+    assert (tmp_path / "run" / "checkpoint.pt").exists()
+    resumed = _snapshot(_train(tmp_path / "run", max_epochs=3))
+    for k in reference:
+        torch.testing.assert_close(resumed[k], reference[k], rtol=0, atol=0, msg=k)
+    # without resume the weights differ, so the comparison above can fail
+    fresh = _snapshot(_train(tmp_path / "other", max_epochs=2))
+    assert any(not torch.equal(fresh[k], reference[k]) for k in reference)
+
+
+def test_corrupt_sample_is_skipped_and_counted(caplog):
+    good = toy_items(4)
+    bad = dict(good[1])
+    bad["ct_view0"] = "/nonexistent/corrupt.nii.gz"  # not a tensor: the transform fails on it
+    data = [good[0], bad, good[2], good[3]]
+    trainer, *_ = build_trainer(max_epochs=1, ct_data=data, xray_data=[])
+    trainer.run()
+    assert trainer.state.skipped_samples == 1
+    assert trainer.state.iteration == 2
+    assert "corrupt.nii.gz" in caplog.text or "skipping" in caplog.text
+
+
+def test_bad_inputs_give_clear_errors():
+    with pytest.raises(ValueError, match="'ct' datalist is empty"):
+        make_loader(SeededDataset([], [], name="ct"), 2)
+    with pytest.raises(ValueError, match="neither"):
+        PhaseLoader(None, None)
+    # X-ray items where CT views are expected: the view transforms fail on every sample, each is skipped and counted
+    trainer, *_ = build_trainer(max_epochs=1, ct_data=toy_xray_items(2), xray_data=[])
+    trainer.run()
+    assert trainer.state.skipped_samples == 2
+    # a batch reaching the trainer without the CT views names the missing keys
+    trainer, *_ = build_trainer(max_epochs=1, ct_data=toy_xray_items(2), xray_data=[], ct_transform=[])
+    with pytest.raises(KeyError, match=r"ct batch has no \['ct_view0', 'ct_view1'\]"):
+        trainer.run()
+
+
+def test_sampler_is_a_function_of_seed_epoch_and_position():
+    s = ResumableSampler(5, num_samples=7, seed=3)
+    s.set_epoch(2)
+    full = list(s)
+    s.set_epoch(2, start=4)
+    assert list(s) == full[4:] and len(s) == 3
+    s.set_epoch(3)
+    assert list(s) != full
+    ranks = [ResumableSampler(5, num_samples=4, seed=3, rank=r, world_size=2) for r in (0, 1)]
+    for r in ranks:
+        r.set_epoch(1)
+    a, b = list(ranks[0]), list(ranks[1])
+    assert len(a) == len(b) == 4 and not set(a) & set(b)

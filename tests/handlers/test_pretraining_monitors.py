@@ -1,0 +1,65 @@
+"""LossCurvePlotter, CollapseMonitor and TrainingCheckpoint on a plain ignite engine with scripted outputs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import torch
+from ignite.engine import Engine
+
+from unimiss_monai.handlers import CollapseMonitor, LossCurvePlotter, TrainingCheckpoint, scalar_outputs
+
+
+def _engine(outputs):
+    it = iter(outputs)
+    engine = Engine(lambda e, b: next(it))
+    engine.state.rank = 0
+    return engine
+
+
+def test_scalar_outputs_keeps_numbers_only():
+    assert scalar_outputs({"loss": 1.5, "phase": "ct", "skipped": 2, "flag": True}) == {"loss": 1.5, "skipped": 2.0}
+
+
+def test_loss_curves_png_and_json(tmp_path):
+    outs = [{"loss": 3.0 - 0.1 * i, "distill": 2.0, "teacher_entropy": 1.0, "phase": "ct"} for i in range(12)]
+    engine = _engine(outs)
+    LossCurvePlotter(tmp_path / "curves.png", smoothing=3).attach(engine)
+    engine.run(range(12), max_epochs=1)
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    history = json.loads((tmp_path / "curves.json").read_text())
+    assert [v for _, v in history["loss"]] == [o["loss"] for o in outs]
+    assert "phase" not in history
+
+
+def test_collapse_monitor_flags_uniform_and_single_prototype(caplog):
+    k = 64
+    uniform = [{"teacher_entropy": math.log(k) * 0.999, "teacher_batch_entropy": math.log(k)}] * 3
+    single = [{"teacher_entropy": 0.01, "teacher_batch_entropy": 0.001}] * 3
+    healthy = [{"teacher_entropy": 1.5, "teacher_batch_entropy": 3.5}] * 3
+    engine = _engine(healthy + uniform + single)
+    monitor = CollapseMonitor(out_dim=k)
+    monitor.attach(engine)
+    engine.run(range(3), max_epochs=3)
+    assert monitor.collapsed_epochs == [2, 3]
+    assert engine.state.metrics["teacher_entropy"] == 0.01
+    assert "uniform teacher" in caplog.text and "one prototype" in caplog.text
+
+
+def test_checkpoint_round_trip_and_export(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    engine = _engine([{}] * 4)
+    ckpt = TrainingCheckpoint(tmp_path / "ckpt", {"model": model}, save_every=2, export_path=tmp_path / "model.pt", export_fn=model.state_dict)
+    ckpt.attach(engine)
+    engine.run(range(4), max_epochs=1)
+    saved = torch.load(tmp_path / "ckpt" / "checkpoint.pt", weights_only=False)
+    assert saved["trainer"]["iteration"] == 4 and torch.equal(saved["model"]["weight"], model.weight)
+    assert torch.equal(torch.load(tmp_path / "model.pt", weights_only=True)["model"]["bias"], model.bias)
+    assert not [p for p in (tmp_path / "ckpt").iterdir() if p.name != "checkpoint.pt"]  # no temp files left
+    # resume: a fresh model and engine get the saved weights and position
+    fresh = torch.nn.Linear(3, 2)
+    engine2 = _engine([{}] * 4)
+    TrainingCheckpoint(tmp_path / "ckpt", {"model": fresh}).attach(engine2)
+    engine2.run(range(4), max_epochs=2)
+    assert torch.equal(fresh.weight, model.weight) and engine2.state.iteration == 8

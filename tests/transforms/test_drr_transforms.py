@@ -1,0 +1,54 @@
+"""DRRProject / DRRProjectd / RandDRRProject(d)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+
+from unimiss_monai import drr
+from unimiss_monai.transforms import DRRProject, DRRProjectd, RandDRRProject, RandDRRProjectd
+
+KW = dict(detector_shape=(8, 6), pixel_spacing=(2.0, 3.0), sdd=300.0, sid=200.0)
+
+
+def _ct():
+    rng = np.random.default_rng(0)
+    affine = torch.diag(torch.tensor([1.1, 0.9, 1.5, 1.0], dtype=torch.float64))
+    return MetaTensor(torch.tensor(rng.uniform(-1000, 1000, (1, 7, 6, 5)), dtype=torch.float32), affine=affine)
+
+
+def test_array_matches_render_and_carries_spacing():
+    ct = _ct()
+    out = DRRProject(views=("AP", "LL"), **KW)(ct)
+    assert out.shape == (2, 8, 6)
+    torch.testing.assert_close(out.as_tensor(), drr.render(ct[0].numpy(), ct.affine, views=("AP", "LL"), **KW))
+    np.testing.assert_allclose(out.affine.diagonal()[:2].numpy(), [2.0, 3.0])
+    assert DRRProject(**KW)(ct).shape == (1, 8, 6)
+
+
+def test_dict_matches_array():
+    ct = _ct()
+    arr = DRRProject(views=("PA",), **KW)(ct)
+    d = DRRProjectd(keys="image", output_keys="drr", views=("PA",), **KW)({"image": ct})
+    torch.testing.assert_close(d["drr"].as_tensor(), arr.as_tensor())
+    assert d["image"] is ct
+
+
+def test_rand_pose_jitter_is_seeded_and_zero_range_is_identity():
+    ct = _ct()
+    still = RandDRRProject(views=("AP",), **KW)(ct)
+    torch.testing.assert_close(still.as_tensor(), DRRProject(views=("AP",), **KW)(ct).as_tensor())
+    jitter = dict(views=("AP",), rotation_range=(0, 0, 20), translation_range=5.0, **KW)
+    a = RandDRRProjectd(keys="image", **jitter).set_random_state(7)({"image": ct})["image"]
+    b = RandDRRProjectd(keys="image", **jitter).set_random_state(7)({"image": ct})["image"]
+    torch.testing.assert_close(a.as_tensor(), b.as_tensor())
+    assert not torch.allclose(a.as_tensor(), still.as_tensor())
+
+
+def test_needs_channel_first_ct_with_affine():
+    with pytest.raises(ValueError, match=r"\(1, X, Y, Z\)"):
+        DRRProject(**KW)(MetaTensor(torch.zeros(2, 4, 4, 4)))
+    with pytest.raises(ValueError, match="affine"):
+        DRRProject(**KW)(torch.zeros(1, 4, 4, 4))

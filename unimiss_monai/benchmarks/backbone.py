@@ -1,0 +1,180 @@
+"""Benchmark: training throughput and peak memory of the UniMiSS backbones, fused (SDPA) vs official attention.
+
+The "official" column runs the same network with every attention switched to the explicit
+``softmax(q k^T * scale) v`` formulation of the official code (``SpatialReductionAttention.fused = False``), so the
+two columns differ only in the attention kernel. Each measurement runs in a fresh process so that peak memory
+(CPU: peak RSS growth over the timed iterations; CUDA: ``max_memory_allocated`` growth) is its own.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import resource
+import statistics
+import time
+
+import torch
+from tqdm import tqdm
+
+__all__ = ["bench_backbone"]
+
+CASES = {
+    "2d": {"shape": (3, 224, 224), "batch": 4},
+    "3d": {"shape": (1, 16, 96, 96), "batch": 2},
+}
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _measure(variant: str, case: str, fused: bool, device: str, repeats: int, warmup: int, threads: int) -> dict:
+    from unimiss_monai.networks import build_backbone
+    from unimiss_monai.networks.blocks.attention import SpatialReductionAttention
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = build_backbone(variant, (2, 3)).to(device).train()
+    for m in model.modules():
+        if isinstance(m, SpatialReductionAttention):
+            m.fused = fused
+    spec = CASES[case]
+    x = torch.randn(spec["batch"], *spec["shape"], device=device)
+
+    def step():
+        out = model(x)
+        loss = sum(o.float().mean() for o in out) if isinstance(out, tuple) else out.float().mean()
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        base = _rss_mib()
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    if device.startswith("cuda"):
+        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+    rates = [spec["batch"] / t for t in times]
+    return {
+        "variant": variant, "input": case, "batch": spec["batch"], "shape": list(spec["shape"]),
+        "attention": "sdpa" if fused else "official", "samples_per_s_median": statistics.median(rates),
+        "samples_per_s_min": min(rates), "samples_per_s_max": max(rates), "peak_mem_mib": peak,
+        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+    }
+
+
+def _worker(args, queue):
+    try:
+        queue.put(_measure(*args))
+    except Exception as e:  # report, and let the other cases run
+        queue.put({"error": f"{type(e).__name__}: {e}", "args": [str(a) for a in args]})
+
+
+def _run_isolated(args) -> dict:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_worker, args=(args, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
+
+
+def _table(rows: list[dict]) -> str:
+    lines = [
+        "| model | input | batch | attention | samples/s median (range) | peak mem MiB | speed vs official | mem vs official |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    ref = {(r["variant"], r["input"]): r for r in rows if r.get("attention") == "official"}
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {' '.join(r['args'][:3])} | error: {r['error']} |||||||")
+            continue
+        o = ref.get((r["variant"], r["input"]))
+        speed = f"{r['samples_per_s_median'] / o['samples_per_s_median']:.2f}x" if o else "-"
+        mem = f"{r['peak_mem_mib'] / o['peak_mem_mib']:.2f}x" if o and o["peak_mem_mib"] > 0 else "-"
+        shape = "x".join(str(s) for s in r["shape"][1:])
+        lines.append(
+            f"| {r['variant']} | {r['input']} {shape} | {r['batch']} | {r['attention']} | "
+            f"{r['samples_per_s_median']:.2f} ({r['samples_per_s_min']:.2f}-{r['samples_per_s_max']:.2f}) | "
+            f"{r['peak_mem_mib']:.0f} | {speed} | {mem} |"
+        )
+    return "\n".join(lines)
+
+
+def _plot(rows: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if "error" not in r]
+    labels = sorted({f"{r['variant']}\n{r['input']}" for r in ok})
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, title in ((axes[0], "samples_per_s_median", "throughput (samples/s)"),
+                           (axes[1], "peak_mem_mib", "peak memory (MiB)")):
+        for j, att in enumerate(("official", "sdpa")):
+            vals = [next((r[key] for r in ok if f"{r['variant']}\n{r['input']}" == lab and r["attention"] == att), 0)
+                    for lab in labels]
+            ax.bar([i + 0.4 * j for i in range(len(labels))], vals, width=0.4, label=att)
+        ax.set_xticks([i + 0.2 for i in range(len(labels))], labels)
+        ax.set_title(title)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path + ".tmp.png", dpi=100)
+    plt.close(fig)
+    os.replace(path + ".tmp.png", path)
+
+
+def bench_backbone(
+    device: str = "cpu",
+    repeats: int = 3,
+    warmup: int = 1,
+    variants: str | tuple = "mit_small,mitplus",
+    inputs: str | tuple = "2d,3d",
+    threads: int = 2,
+    out: str = "bench_backbone.json",
+) -> None:
+    """Forward+backward throughput and peak memory, SDPA vs the official explicit attention, side by side.
+
+    Args:
+        device: ``cpu`` or ``cuda``.
+        repeats: timed iterations per case (median and range are reported).
+        warmup: untimed iterations first.
+        variants: comma-separated variants.
+        inputs: ``2d`` (224x224, batch 4) and/or ``3d`` (16x96x96, batch 2).
+        threads: torch CPU threads.
+        out: JSON output (a PNG chart is written next to it).
+    """
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("bench-backbone: --device cuda requested but CUDA is not available; use --device cpu")
+    variants = variants.split(",") if isinstance(variants, str) else list(variants)
+    inputs = inputs.split(",") if isinstance(inputs, str) else list(inputs)
+    jobs = [(v, c, fused, device, repeats, warmup, threads) for v in variants for c in inputs for fused in (False, True)]
+    rows = [_run_isolated(job) for job in tqdm(jobs, desc="bench-backbone")]
+    table = _table(rows)
+    print(f"\nbackbone forward+backward, device {device}, {threads} threads, {repeats} repeats\n")
+    print(table)
+    payload = {"device": device, "threads": threads, "repeats": repeats, "torch": torch.__version__, "results": rows}
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out + ".tmp", "w") as f:
+        json.dump(payload, f, indent=2)
+    os.replace(out + ".tmp", out)
+    png = os.path.splitext(out)[0] + ".png"
+    _plot(rows, png)
+    print(f"\nwrote {out} and {png}")

@@ -1,0 +1,139 @@
+"""Classification datalists: read a split, check its labels against the class names, balance the classes.
+
+A datalist is decathlon-style JSON, ``{"training": [...], "validation": [...], "test": [...]}``, whose items have an
+``"image"`` path (relative to the datalist's folder or absolute) and a ``"label"`` given as any of:
+
+- a class name (``"nodule"``) or class index (``1``), for exclusive classes;
+- a list of class names (``["nodule", "cardiomegaly"]``, ``[]`` for none), for multi-label findings;
+- a 0/1 vector of length C in channel order (``[1, 0]``), for either.
+
+:func:`load_classification_datalist` returns items with a canonical label: an ``int`` index for exclusive classes, a
+``float`` 0/1 list of length C for multi-label ones, and says in one line which item is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["load_classification_datalist", "canonical_label", "balanced_sample_weights", "list_images"]
+
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd", ".dcm", ".png", ".jpg", ".jpeg")
+
+
+def canonical_label(label, class_names: Sequence[str], multi_label: bool, where: str = "label"):
+    """One item's label as an ``int`` (exclusive) or a 0/1 ``float`` list of length C (multi-label).
+
+    Raises:
+        ValueError: unknown class name, index out of range, or a vector of the wrong length; ``where`` names the item.
+    """
+    names = list(class_names)
+    n = len(names)
+
+    def index_of(value) -> int:
+        if isinstance(value, str):
+            if value not in names:
+                raise ValueError(f"{where}: unknown class name {value!r}; the bundle's class_names are {names} (fix the datalist or override class_names)")
+            return names.index(value)
+        if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and 0 <= value < n:
+            return int(value)
+        raise ValueError(f"{where}: class {value!r} is neither one of {names} nor an index in [0, {n})")
+
+    if isinstance(label, (list, tuple)) and label and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in label) and (multi_label or len(label) > 1):
+        if len(label) != n:
+            raise ValueError(f"{where}: label vector {list(label)} has length {len(label)}, but there are {n} classes {names}")
+        if any(v not in (0, 1) for v in label):
+            raise ValueError(f"{where}: label vector {list(label)} must hold only 0 and 1")
+        if not multi_label:
+            if sum(label) != 1:
+                raise ValueError(f"{where}: exclusive classes need exactly one 1 in {list(label)}; set multi_label=true for several findings")
+            return int(np.argmax(label))
+        return [float(v) for v in label]
+    if multi_label:
+        values = label if isinstance(label, (list, tuple)) else [label]
+        hot = [0.0] * n
+        for v in values:
+            hot[index_of(v)] = 1.0
+        return hot
+    if isinstance(label, (list, tuple)):
+        if len(label) != 1:
+            raise ValueError(f"{where}: exclusive classes take one label, got {list(label)}; set multi_label=true for several findings")
+        label = label[0]
+    return index_of(label)
+
+
+def load_classification_datalist(
+    datalist: str | os.PathLike, split: str, class_names: Sequence[str], multi_label: bool = False,
+    base_dir: str | os.PathLike | None = None,
+) -> list[dict]:
+    """Items ``{"image": absolute path, "label": canonical label, ...}`` of one split of a datalist.
+
+    Args:
+        datalist: the JSON file. split: its key, e.g. ``"training"``, ``"validation"``, ``"test"``.
+        class_names: the C class names, in output-channel order.
+        multi_label: labels are sets of findings (multi-hot) rather than one exclusive class.
+        base_dir: folder that relative image paths start from. Defaults to the datalist's folder.
+
+    Raises:
+        FileNotFoundError: the datalist or an image is missing. KeyError: no such split.
+        ValueError: a bad label (see :func:`canonical_label`) or an empty split.
+    """
+    path = Path(datalist)
+    if not path.is_file():
+        raise FileNotFoundError(f"datalist {str(path)!r} does not exist; write one or set dataset_dir to a `samples` output")
+    content = json.loads(path.read_text())
+    if split not in content:
+        raise KeyError(f"datalist {path} has no split {split!r} (it has {sorted(content)}); add it or override the split name")
+    base = Path(base_dir) if base_dir is not None else path.parent
+    items = []
+    for i, item in enumerate(content[split]):
+        where = f"{path.name}[{split!r}][{i}]"
+        if "image" not in item or "label" not in item:
+            raise ValueError(f"{where}: each item needs 'image' and 'label' keys, got {sorted(item)}")
+        image = Path(item["image"]) if Path(item["image"]).is_absolute() else base / item["image"]
+        if not image.exists():
+            raise FileNotFoundError(f"{where}: image {str(image)!r} does not exist; fix the path (relative paths start at {base})")
+        items.append({**item, "image": str(image), "label": canonical_label(item["label"], class_names, multi_label, where)})
+    if not items:
+        raise ValueError(f"datalist {path}: split {split!r} is empty")
+    return items
+
+
+def balanced_sample_weights(items: Sequence[dict], num_classes: int) -> list[float]:
+    """Per-item sampling weights that make every class equally likely (for ``torch.utils.data.WeightedRandomSampler``).
+
+    Exclusive labels: weight ``1 / count(class)``. Multi-label: the mean of ``1 / count`` over the item's positive
+    findings, and ``1 / count(no finding)`` for items without any.
+    """
+    labels = [it["label"] for it in items]
+    if all(isinstance(lab, (int, np.integer)) for lab in labels):
+        counts = np.bincount(np.asarray(labels, dtype=int), minlength=num_classes)
+        return [1.0 / counts[lab] for lab in labels]
+    hot = np.asarray(labels, dtype=float).reshape(len(labels), num_classes) > 0.5
+    counts = hot.sum(0)
+    none_count = max(int((~hot.any(1)).sum()), 1)
+    return [float(np.mean(1.0 / counts[h])) if h.any() else 1.0 / none_count for h in hot]
+
+
+def list_images(folder: str | os.PathLike, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[dict]:
+    """``[{"image": path}, ...]`` for every image file under ``folder`` (recursive, sorted) — inference inputs.
+
+    When ``folder`` has an ``images`` sub-folder (the layout of the ``samples`` classification sets, whose previews
+    lie beside it), only that sub-folder is searched.
+
+    Raises:
+        FileNotFoundError: the folder does not exist or holds no image with one of ``suffixes``.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"input folder {str(root)!r} does not exist; pass --dataset_dir with your images")
+    if (root / "images").is_dir():
+        root = root / "images"
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name.lower().endswith(tuple(suffixes)) and not p.name.startswith("."))
+    if not files:
+        raise FileNotFoundError(f"no image ({', '.join(suffixes)}) under {str(root)!r}; pass --dataset_dir with your images")
+    return [{"image": str(p)} for p in files]

@@ -1,0 +1,113 @@
+"""Find the CT volumes in a folder, each with its label map when one is paired with it.
+
+A folder is read in this order:
+
+1. ``datalist.json`` (decathlon style): the ``"testing"`` list (else ``"training"``) of ``{"image": ..., "label": ...,
+   "label_names": ...}`` entries, paths relative to the folder;
+2. otherwise every ``*.nii`` / ``*.nii.gz`` file and every sub-folder holding a DICOM series (the folder itself when it
+   is one). A file ``<name>_labels.nii.gz`` (or ``.nii``) is the label map of ``<name>``, and ``<name>_labels.csv``
+   (columns ``structure,id``) or ``<name>_labels.json`` (``{"<value>": "<name>"}``) names its values.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from unimiss_monai.data.ct_io import NIFTI_SUFFIXES, CTInputError, is_dicom_series_dir
+from unimiss_monai.data.locators import read_structure_names
+
+__all__ = ["CTCase", "find_ct_cases", "read_label_names", "LABEL_SUFFIX", "DATALIST"]
+
+LABEL_SUFFIX = "_labels"
+DATALIST = "datalist.json"
+
+
+@dataclass(frozen=True)
+class CTCase:
+    """One CT to process: ``name`` (used for output files), ``image`` (NIfTI file or DICOM folder), optional
+    ``labels`` (label map on the CT grid) and ``label_names`` (CSV or JSON naming the label values)."""
+
+    name: str
+    image: Path
+    labels: Path | None = None
+    label_names: Path | None = None
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in NIFTI_SUFFIXES[::-1]:  # ".nii.gz" before ".nii"
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _first_existing(folder: Path, stem: str, suffixes: tuple[str, ...]) -> Path | None:
+    return next((folder / f"{stem}{s}" for s in suffixes if (folder / f"{stem}{s}").exists()), None)
+
+
+def _case_for(image: Path) -> CTCase:
+    name = _stem(image)
+    folder = image.parent
+    labels = _first_existing(folder, name + LABEL_SUFFIX, (".nii.gz", ".nii"))
+    names = _first_existing(folder, name + LABEL_SUFFIX, (".csv", ".json"))
+    return CTCase(name=name, image=image, labels=labels, label_names=names)
+
+
+def _cases_from_datalist(datalist: Path) -> list[CTCase]:
+    try:
+        content = json.loads(datalist.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise CTInputError(f"{datalist}: not valid JSON ({err}); fix it or delete it to render every CT in the folder") from err
+    entries = content.get("testing", content.get("training")) if isinstance(content, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and "image" in e for e in entries):
+        raise CTInputError(f"{datalist}: expected a 'testing' list of {{'image': ...}} entries; fix it or delete it to "
+                           f"render every CT in the folder")
+    root = datalist.parent
+
+    def resolve(value: str | None) -> Path | None:
+        return None if not value else (root / value)
+
+    return [CTCase(name=e.get("name") or _stem(Path(e["image"])), image=root / e["image"], labels=resolve(e.get("label")),
+                   label_names=resolve(e.get("label_names"))) for e in entries]
+
+
+def find_ct_cases(path: str | Path) -> list[CTCase]:
+    """The CT cases in ``path`` (a folder, a NIfTI file, or a DICOM series folder), in name order.
+
+    Raises:
+        CTInputError: ``path`` does not exist, or holds no CT.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise CTInputError(f"{path}: not found; point dataset_dir at a folder of CTs or create one with "
+                           f"`python -m unimiss_monai samples --out DIR`")
+    if path.is_file():
+        return [_case_for(path)]
+    if (path / DATALIST).is_file():
+        return _cases_from_datalist(path / DATALIST)
+    if is_dicom_series_dir(path):
+        return [CTCase(name=path.name, image=path)]
+    cases = []
+    for entry in sorted(path.iterdir()):
+        if entry.is_file() and entry.name.lower().endswith(NIFTI_SUFFIXES) and not _stem(entry).endswith(LABEL_SUFFIX):
+            cases.append(_case_for(entry))
+        elif entry.is_dir() and not entry.name.startswith(".") and is_dicom_series_dir(entry):
+            labels = _first_existing(path, entry.name + LABEL_SUFFIX, (".nii.gz", ".nii"))
+            names = _first_existing(path, entry.name + LABEL_SUFFIX, (".csv", ".json"))
+            cases.append(CTCase(name=entry.name, image=entry, labels=labels, label_names=names))
+    if not cases:
+        raise CTInputError(f"{path}: no CT found (looked for {DATALIST}, *.nii, *.nii.gz and DICOM series folders); "
+                           f"add CTs there or create samples with `python -m unimiss_monai samples --out DIR`")
+    return cases
+
+
+def read_label_names(path: str | Path | None) -> dict[int, str]:
+    """Label value -> name from a ``structures.csv``-style CSV or a ``{"<value>": "<name>"}`` JSON; {} for None."""
+    if path is None:
+        return {}
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        return {int(k): str(v) for k, v in json.loads(path.read_text()).items()}
+    return read_structure_names(path)

@@ -1,0 +1,125 @@
+"""Read a CT (NIfTI file or DICOM series folder) into an (X, Y, Z) HU array and a 4x4 RAS affine, with validation.
+
+Both formats go through MONAI's ``LoadImage`` (``NibabelReader`` for NIfTI, ``ITKReader`` for DICOM, which applies the
+rescale slope/intercept and converts DICOM's LPS patient frame to RAS), so the same body gives the same world
+coordinates whichever format it came in. Voxel order is left as stored: the affine carries the orientation.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["CTInputError", "load_ct", "load_label_map", "is_dicom_file", "is_dicom_series_dir"]
+
+logger = logging.getLogger(__name__)
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+# CT has air near -1000 HU; a volume whose darkest voxels are this bright is most likely MR or unscaled raw values
+MR_LIKE_LOW_PERCENTILE_HU = -300.0
+
+
+class CTInputError(ValueError):
+    """A CT input that cannot be used; the message names the file and the fix, on one line."""
+
+
+def is_dicom_file(path: Path) -> bool:
+    """True when ``path`` has the DICOM preamble magic (``DICM`` at byte 128)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(128)
+            return f.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def is_dicom_series_dir(path: Path) -> bool:
+    """True when ``path`` is a folder holding at least one DICOM file (checked on the first few files only)."""
+    if not path.is_dir():
+        return False
+    files = sorted(p for p in path.iterdir() if p.is_file())
+    return any(p.suffix.lower() == ".dcm" or is_dicom_file(p) for p in files[:8])
+
+
+def _reader_for(path: Path) -> str:
+    if path.is_dir():
+        return "ITKReader"
+    if path.name.lower().endswith(NIFTI_SUFFIXES):
+        return "NibabelReader"
+    return "ITKReader"
+
+
+def _load(path: Path, what: str, dtype) -> tuple[np.ndarray, np.ndarray]:
+    from monai.transforms import LoadImage
+
+    if not path.exists():
+        raise CTInputError(f"{path}: {what} not found; check the path (--dataset_dir) or create sample data with "
+                           f"`python -m unimiss_monai samples --out DIR`")
+    if path.is_dir() and not is_dicom_series_dir(path):
+        raise CTInputError(f"{path}: folder holds no DICOM files; pass a NIfTI file or a folder of one DICOM series")
+    try:
+        image = LoadImage(reader=_reader_for(path), image_only=True, dtype=dtype)(str(path))
+    except Exception as err:  # readers raise many types; the user needs the file name and what to do
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise CTInputError(f"{path}: cannot be read as a {what} ({reason}); pass an intact NIfTI (.nii/.nii.gz) file "
+                           f"or a folder holding one DICOM series") from err
+    array = np.asarray(image)
+    affine = np.asarray(image.affine, dtype=np.float64)
+    # a trailing singleton (time or channel) axis is harmless; anything else is not one 3D volume
+    while array.ndim > 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    return array, affine
+
+
+def load_ct(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Load a CT volume in HU.
+
+    Args:
+        path: a ``.nii``/``.nii.gz`` file, or a folder holding one DICOM series (any file names).
+
+    Returns:
+        ``(hu, affine)``: ``hu`` (X, Y, Z) float32 in HU, ``affine`` 4x4 float64 voxel-to-world in RAS mm.
+
+    Raises:
+        CTInputError: the file is missing or unreadable, is a 2D image, is not a single 3D volume, or has NaN voxels.
+
+    Warns:
+        UserWarning: the intensities do not look like CT HU (no air near -1000 HU; e.g. an MR volume).
+    """
+    path = Path(path)
+    hu, affine = _load(path, "CT volume", np.float32)
+    spatial = [s for s in hu.shape if s > 1]
+    if hu.ndim < 3 or len(spatial) < 3:
+        raise CTInputError(f"{path}: is a 2D image (shape {tuple(hu.shape)}), not a CT volume; pass a 3D CT "
+                           f"(radiographs belong to the X-ray bundles)")
+    if hu.ndim > 3:
+        raise CTInputError(f"{path}: has shape {tuple(hu.shape)}, not one 3D volume; split it and pass one 3D CT per file")
+    nan_count = int(np.isnan(hu).sum())
+    if nan_count:
+        raise CTInputError(f"{path}: has {nan_count} NaN voxels; replace them (e.g. with -1024 HU, air) before rendering")
+    low = float(np.percentile(hu[::4, ::4, ::2], 1.0))
+    if low > MR_LIKE_LOW_PERCENTILE_HU:
+        message = (f"{path}: intensities [{float(hu.min()):.0f}, {float(hu.max()):.0f}] have no air near -1000 HU, so "
+                   f"this looks like MR or unscaled data, not CT; DRRs are only meaningful for CT in HU")
+        warnings.warn(message, UserWarning, stacklevel=2)
+        logger.warning(message)
+    return np.ascontiguousarray(hu, dtype=np.float32), affine
+
+
+def load_label_map(path: str | Path, ct_shape: tuple[int, ...], ct_affine: np.ndarray) -> np.ndarray:
+    """Load a label map that lies on the CT's voxel grid; returns (X, Y, Z) int32.
+
+    Raises:
+        CTInputError: the file is missing/unreadable, or its grid (shape or affine) differs from the CT's.
+    """
+    path = Path(path)
+    labels, affine = _load(path, "label map", np.int32)
+    if tuple(labels.shape) != tuple(ct_shape):
+        raise CTInputError(f"{path}: label map shape {tuple(labels.shape)} differs from the CT's {tuple(ct_shape)}; "
+                           f"resample the labels onto the CT grid (nearest neighbour)")
+    if not np.allclose(affine, ct_affine, atol=1e-2):
+        raise CTInputError(f"{path}: label map affine differs from the CT's; resample the labels onto the CT grid")
+    return np.ascontiguousarray(labels, dtype=np.int32)

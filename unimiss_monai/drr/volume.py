@@ -1,0 +1,153 @@
+"""A CT volume prepared once for rendering many views: attenuation values, RAS+ affine, voxel-space helpers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from unimiss_monai.drr.attenuation import MU_WATER_70KEV, hu_to_mu
+from unimiss_monai.drr.geometry import ConeBeam, Pose
+
+__all__ = ["PreparedVolume", "prepare_volume", "as_affine", "volume_center"]
+
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def as_affine(affine, affine_space: str = "RAS") -> np.ndarray:
+    """A float64 4x4 RAS+ affine from a 4x4 array/tensor (``affine_space="LPS"`` converts a DICOM/ITK affine)."""
+    if affine is None:
+        raise ValueError("affine is required with an array volume: pass the 4x4 voxel-to-world matrix (e.g. img.affine)")
+    a = affine.detach().cpu().numpy() if isinstance(affine, torch.Tensor) else np.asarray(affine)
+    a = a.astype(np.float64)
+    if a.shape != (4, 4):
+        raise ValueError(f"affine must be 4x4, got shape {a.shape}")
+    if not np.isfinite(a).all() or abs(np.linalg.det(a[:3, :3])) < 1e-12:
+        raise ValueError(f"affine must be finite and invertible, got\n{a}")
+    space = affine_space.upper()
+    if space not in ("RAS", "LPS"):
+        raise ValueError(f"affine_space must be 'RAS' (NIfTI) or 'LPS' (DICOM/ITK), got {affine_space!r}")
+    return _LPS_TO_RAS @ a if space == "LPS" else a
+
+
+def volume_center(shape, affine: np.ndarray) -> np.ndarray:
+    """World position (mm) of the volume centre, ``affine @ ((shape - 1) / 2)``."""
+    return (affine @ np.append((np.asarray(shape[-3:], dtype=float) - 1) / 2, 1.0))[:3]
+
+
+@dataclass
+class PreparedVolume:
+    """Attenuation volume (1/mm) in ``(X, Y, Z)`` voxel order with its RAS+ affine, ready for many views.
+
+    ``values`` is a C-contiguous float32 numpy array (CPU kernels) or a torch tensor (reference path: other devices,
+    autograd). Build it with :func:`prepare_volume`; reuse it across calls to ``render`` so the HU conversion and
+    checks run once per CT.
+    """
+
+    values: np.ndarray | torch.Tensor
+    affine: np.ndarray
+    inverse: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.inverse = np.linalg.inv(self.affine)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.values.shape)  # type: ignore[return-value]
+
+    @property
+    def center(self) -> np.ndarray:
+        return volume_center(self.shape, self.affine)
+
+    def rays(self, geometry: ConeBeam, pose: Pose, isocenter=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rays of a pose in voxel-index coordinates: source ``(3,)``, pixel points ``(H, W, 3)``, lengths ``(H, W)`` mm.
+
+        Raises ValueError when the source lies inside the volume (no valid cone-beam projection).
+        """
+        iso = self.center if isocenter is None else np.asarray(isocenter, dtype=float)
+        source, pixels = geometry.pixel_centres(pose, iso)
+        lengths = np.linalg.norm(pixels - source, axis=-1)
+        lin, off = self.inverse[:3, :3], self.inverse[:3, 3]
+        src_idx = lin @ source + off
+        self._check_source(src_idx, source, geometry, pose)
+        return src_idx, pixels @ lin.T + off, lengths
+
+    def detector_frame(self, geometry: ConeBeam, pose: Pose, isocenter=None) -> tuple[np.ndarray, np.ndarray]:
+        """The view's rays in closed form: ``(frame, world)``, each ``(4, 3)`` float64 with rows source, centre of
+        pixel (0, 0), step per detector row and step per detector column; ``frame`` in voxel-index coordinates,
+        ``world`` in mm. Pixel ``(r, c)`` lies at ``row1 + r * row2 + c * row3``: the same rays as :meth:`rays`.
+        """
+        iso = self.center if isocenter is None else np.asarray(isocenter, dtype=float)
+        source, origin, col, row = geometry.frame(pose, iso)
+        dr, dc = geometry.pixel_spacing
+        world = np.stack([source, origin, dr * row, dc * col])
+        lin, off = self.inverse[:3, :3], self.inverse[:3, 3]
+        frame = world @ lin.T
+        frame[:2] += off  # points move with the offset, steps do not
+        self._check_source(frame[0], source, geometry, pose)
+        return np.ascontiguousarray(frame), world
+
+    def _check_source(self, src_idx: np.ndarray, source: np.ndarray, geometry: ConeBeam, pose: Pose) -> None:
+        if np.all(src_idx >= -0.5) and np.all(src_idx <= np.asarray(self.shape) - 0.5):
+            raise ValueError(
+                f"X-ray source at {np.round(source, 1).tolist()} mm ({pose.view}, sid={geometry.sid} mm) lies inside "
+                f"the volume (shape {self.shape}); increase sid/sdd or move the isocenter"
+            )
+
+
+def prepare_volume(
+    volume,
+    affine=None,
+    volume_unit: str = "hu",
+    mu_water: float = MU_WATER_70KEV,
+    bone_slope: float = 1.0,
+    affine_space: str = "RAS",
+    device: str | torch.device | None = None,
+) -> PreparedVolume:
+    """Check a CT once and convert it to attenuation for rendering.
+
+    Args:
+        volume: ``(X, Y, Z)`` numpy array or torch tensor (a MetaTensor carries its affine), in NIfTI voxel order.
+        affine: 4x4 voxel-to-world matrix; taken from ``volume.affine`` when None.
+        volume_unit: ``"hu"`` (Hounsfield units, converted with :func:`hu_to_mu`) or ``"mu"`` (already 1/mm; a label
+            mask of ones gives thickness in mm).
+        mu_water, bone_slope: HU -> attenuation model.
+        affine_space: ``"RAS"`` (NIfTI, MONAI default) or ``"LPS"`` (DICOM/ITK).
+        device: None or ``"cpu"`` keeps numpy for the compiled kernels unless ``volume`` requires grad; another device
+            keeps a torch tensor there.
+    """
+    if affine is None and hasattr(volume, "affine"):
+        affine = volume.affine
+    aff = as_affine(affine, affine_space)
+    if volume_unit not in ("hu", "mu"):
+        raise ValueError(f"volume_unit must be 'hu' or 'mu', got {volume_unit!r}")
+    if volume.ndim != 3:
+        raise ValueError(f"volume must be 3-D (X, Y, Z), got shape {tuple(volume.shape)}; batch with render(...)")
+    use_torch = isinstance(volume, torch.Tensor) and (
+        volume.requires_grad or (device is not None and torch.device(device).type != "cpu")
+        or (device is None and volume.device.type != "cpu")
+    )
+    if use_torch:
+        vol = torch.as_tensor(volume).as_subclass(torch.Tensor)
+        if device is not None:
+            vol = vol.to(device)
+        vol = vol.float() if not vol.is_floating_point() else vol
+        n_nan = int(torch.isnan(vol.detach()).sum())
+        if n_nan:
+            raise ValueError(f"volume has {n_nan} NaN voxels; fill them (e.g. -1000 HU) before rendering a DRR")
+        mu = hu_to_mu(vol, mu_water, bone_slope) if volume_unit == "hu" else vol
+        return PreparedVolume(mu, aff)
+    arr = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
+    from unimiss_monai.drr.kernels import hu_to_mu_kernel
+
+    flat = np.ascontiguousarray(arr).reshape(-1)
+    mu = np.empty(flat.shape, np.float32)
+    if volume_unit == "hu":
+        n_nan = hu_to_mu_kernel(flat, float(mu_water), float(bone_slope), mu)
+    else:
+        n_nan = int(np.isnan(flat).sum()) if flat.dtype.kind == "f" else 0
+        mu[:] = flat
+    if n_nan:
+        raise ValueError(f"volume has {n_nan} NaN voxels; fill them (e.g. -1000 HU) before rendering a DRR")
+    return PreparedVolume(mu.reshape(arr.shape), aff)

@@ -1,0 +1,283 @@
+"""UniMiSS / UniMiSS+ cross-dimensional self-supervised pretraining on a MONAI ``Trainer``.
+
+References:
+    - [0]: UniMiSS, Xie et al., ECCV 2022, https://arxiv.org/abs/2112.09356
+    - [1]: UniMiSS+, Xie et al., TPAMI 2024, github.com/YtongXie/UniMiSS-code ``UniMiSSPlus/main_UniMissPlus.py``
+    - [2]: DINO, Caron et al., 2021, https://arxiv.org/abs/2104.14294
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from ignite.engine import Events
+from monai.engines import Trainer
+from monai.engines.utils import IterationEvents
+from monai.engines.workflow import Workflow
+from monai.utils import convert_to_tensor
+from torch import nn
+
+from unimiss_monai.engines.pretraining_data import SKIPPED_KEY, PhaseLoader
+from unimiss_monai.engines.student_teacher import StudentTeacher
+from unimiss_monai.utils.ema import update_momentum
+
+__all__ = ["PretrainingTrainer"]
+
+logger = logging.getLogger(__name__)
+
+
+class PretrainingTrainer(Trainer):
+    """Self-distillation between a student and an EMA teacher over alternating CT and X-ray phases.
+
+    ``recipe="unimiss_plus"`` (default; UniMiSS+ reference ``train_one_epoch3D`` / ``train_one_epoch2D``):
+
+    - **CT phase**, per CT-slab batch: the teacher sees the two CT global crops only; the student sees them, two
+      views of the slab's DRR and every ``slice_stride``-th axial slice of each CT crop (as 2D images; their logits
+      are averaged per crop). ``loss_function`` is a :class:`~unimiss_monai.losses.UniMissPlusLoss`:
+      ``CT->CT + 0.5 DRR->CT + 0.1 slices->CT + 5 MSE(CT recon) + 5 MSE(DRR recon)``.
+    - **X-ray phase**: DINO between two X-ray views (teacher on X-ray) ``+ 5 MSE(X-ray recon)``, same loss module.
+
+    ``recipe="unimiss"`` (ECCV 2022): ``loss_function`` is a :class:`~unimiss_monai.losses.CrossDimensionDINOLoss`;
+    in the CT phase student and teacher see the CT crops and their axial slices; the X-ray phase is plain DINO.
+
+    In the X-ray phase the student parameters whose name matches ``frozen_3d_pattern`` get no update (their gradient
+    is dropped, so AdamW also skips their weight decay). The teacher never gets gradients: it runs under ``no_grad``
+    and follows the student by EMA after each optimiser step.
+
+    Batches come from a :class:`~unimiss_monai.engines.pretraining_data.PhaseLoader` as ``(phase, batch_dict)``.
+    ``engine.state.output`` holds floats: every loss term, ``loss`` (the total), ``teacher_entropy``,
+    ``teacher_batch_entropy``, ``center_norm``, ``lr``, and ``phase``/``skipped``.
+
+    Args:
+        device: where to train.
+        max_epochs: epochs to run.
+        train_data_loader: a ``PhaseLoader``.
+        network: the :class:`StudentTeacher`; only its ``student`` is optimised (wrapped in DDP when
+            ``torch.distributed`` is initialised).
+        optimizer: optimiser over the student's parameters.
+        loss_function: ``UniMissPlusLoss`` or ``CrossDimensionDINOLoss`` (see ``recipe``).
+        recipe: ``"unimiss_plus"`` or ``"unimiss"``.
+        ct_keys / drr_keys / xray_keys: batch keys of the two CT global crops ``(B, 1, D, H, W)``, the two DRR views
+            and the two X-ray views ``(B, 1, H, W)``. An empty ``drr_keys`` trains without DRRs.
+        slice_stride: every n-th axial slice of each CT crop becomes a 2D image (UniMiSS+: 2; UniMiSS: 1).
+        slice_channels: channels of those 2D images (grey repeated; the 2D stem of MiT/MiT+ takes 3 by default).
+        lr_schedule, wd_schedule, momentum_schedule: ``f(optimizer_step) -> value`` for the learning rate (every
+            group, times its ``lr_scale`` if any), the weight decay (groups whose weight decay is non-zero) and the
+            teacher EMA momentum. ``None`` keeps lr / wd as set and skips the EMA (attach an EMA handler instead).
+        teacher_temp_schedule: ``f(epoch, 0-based) -> teacher temperature``. Defaults to 0.04 throughout.
+        clip_grad_norm: max gradient norm of the student (0: no clipping).
+        frozen_3d_pattern: regex of student parameter names kept fixed in X-ray iterations.
+        accumulation_steps: micro-batches per optimiser step (the last one of an epoch always steps).
+        amp: mixed precision with ``amp_dtype`` ``"bfloat16"`` or ``"float16"`` (fp16 on CUDA adds a ``GradScaler``).
+        ddp_kwargs: extra ``DistributedDataParallel`` arguments.
+        train_handlers: handlers to attach (checkpoint, stats, TensorBoard, last-layer freeze, ...).
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader: PhaseLoader,
+        network: StudentTeacher,
+        optimizer: torch.optim.Optimizer,
+        loss_function: nn.Module,
+        recipe: str = "unimiss_plus",
+        ct_keys: Sequence[str] = ("ct_view0", "ct_view1"),
+        drr_keys: Sequence[str] = ("drr_view0", "drr_view1"),
+        xray_keys: Sequence[str] = ("xray_view0", "xray_view1"),
+        slice_stride: int = 2,
+        slice_channels: int = 3,
+        lr_schedule: Callable[[int], float] | None = None,
+        wd_schedule: Callable[[int], float] | None = None,
+        momentum_schedule: Callable[[int], float] | None = None,
+        teacher_temp_schedule: Callable[[int], float] | None = None,
+        clip_grad_norm: float = 3.0,
+        frozen_3d_pattern: str = r"3[dD]",
+        accumulation_steps: int = 1,
+        amp: bool = False,
+        amp_dtype: str = "bfloat16",
+        ddp_kwargs: dict | None = None,
+        train_handlers: Sequence | None = None,
+    ) -> None:
+        if recipe not in ("unimiss_plus", "unimiss"):
+            raise ValueError(f"recipe must be 'unimiss_plus' or 'unimiss', got {recipe!r}")
+        if accumulation_steps < 1:
+            raise ValueError(f"accumulation_steps must be >= 1, got {accumulation_steps}")
+        if amp_dtype not in ("bfloat16", "float16"):
+            raise ValueError(f"amp_dtype must be 'bfloat16' or 'float16', got {amp_dtype!r}")
+        if recipe == "unimiss" and slice_stride < 1:
+            raise ValueError("the unimiss recipe needs axial slices: slice_stride must be >= 1")
+        super().__init__(
+            device=device, max_epochs=max_epochs, data_loader=train_data_loader, epoch_length=len(train_data_loader),
+            amp=amp, decollate=False,
+        )
+        self.network, self.optimizer, self.loss_function, self.recipe = network, optimizer, loss_function, recipe
+        self.student: nn.Module = network.student
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # 2D and 3D stems are each unused in half of the iterations
+            kw = {"find_unused_parameters": True, **(ddp_kwargs or {})}
+            if self.state.device.type == "cuda":
+                kw.setdefault("device_ids", [self.state.device])
+            self.student = nn.parallel.DistributedDataParallel(network.student, **kw)
+        self.ct_keys, self.drr_keys, self.xray_keys = list(ct_keys), list(drr_keys), list(xray_keys)
+        self.slice_stride, self.slice_channels = slice_stride, slice_channels
+        self.lr_schedule, self.wd_schedule = lr_schedule, wd_schedule
+        self.momentum_schedule, self.teacher_temp_schedule = momentum_schedule, teacher_temp_schedule
+        self.clip_grad_norm, self.accumulation_steps = clip_grad_norm, accumulation_steps
+        self.amp_dtype = getattr(torch, amp_dtype)
+        self.frozen_3d = [p for n, p in network.student.named_parameters() if re.search(frozen_3d_pattern, n)]
+        if not self.frozen_3d and train_data_loader.loaders.get("xray") is not None:
+            logger.warning("frozen_3d_pattern %r matches no student parameter: nothing is frozen in X-ray iterations", frozen_3d_pattern)
+        self.state.optimizer_step = 0
+        self.state.skipped_samples = 0
+        self.state.phase = None
+        self.add_event_handler(Events.EPOCH_STARTED, self._position_loader)
+        if train_handlers is not None:
+            self._register_handlers(train_handlers)
+
+    def run(self) -> None:  # type: ignore[override]
+        # a scaler only where it is needed (fp16 on CUDA); bf16 and fp32 train unscaled
+        fp16_cuda = self.amp and self.amp_dtype == torch.float16 and self.state.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda") if fp16_cuda else None
+        Workflow.run(self)
+
+    @staticmethod
+    def _position_loader(engine: PretrainingTrainer) -> None:
+        # after a mid-epoch resume, start the data where the interrupted run stopped
+        engine.data_loader.set_epoch(engine.state.epoch, engine.state.iteration % engine.state.epoch_length)
+
+    def state_dict(self) -> dict:
+        """ignite's position plus the optimiser-step and skipped-sample counts."""
+        return super().state_dict() | {"optimizer_step": self.state.optimizer_step, "skipped_samples": self.state.skipped_samples}
+
+    def load_state_dict(self, state_dict) -> None:
+        super().load_state_dict({k: v for k, v in state_dict.items() if k not in ("optimizer_step", "skipped_samples")})
+        self.state.optimizer_step = int(state_dict.get("optimizer_step", 0))
+        self.state.skipped_samples = int(state_dict.get("skipped_samples", 0))
+
+    # ---- inputs -----------------------------------------------------------------------------------------------------
+    def _views(self, batch: dict, keys: list[str], phase: str) -> list[torch.Tensor]:
+        missing = [k for k in keys if k not in batch]
+        if missing:
+            have = sorted(k for k in batch if k != SKIPPED_KEY)
+            raise KeyError(f"{phase} batch has no {missing} (it has {have}); check the {phase} view transforms' output keys or the trainer's {phase}_keys")
+        # plain tensors: slicing a batch of MetaTensors through the networks would drag per-sample metadata along
+        return [convert_to_tensor(batch[k], track_meta=False).to(self.state.device, non_blocking=self.non_blocking) for k in keys]
+
+    def _slices(self, crop: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, D, H, W)`` -> every ``slice_stride``-th axial slice as ``(B * S, slice_channels, H, W)``, sample-major."""
+        s = crop[:, :1, :: self.slice_stride].transpose(1, 2).reshape(-1, 1, *crop.shape[-2:])
+        return s.expand(-1, self.slice_channels, -1, -1)
+
+    # ---- losses -----------------------------------------------------------------------------------------------------
+    def _ct_terms(self, batch: dict, temp: float) -> dict[str, torch.Tensor]:
+        ct = self._views(batch, self.ct_keys, "ct")
+        n_ct = sum(v.shape[0] for v in ct)
+        slices = [self._slices(v) for v in ct] if self.slice_stride else []
+        n_slices = slices[0].shape[0] // ct[0].shape[0] if slices else 0
+        if self.recipe == "unimiss":
+            with torch.no_grad():
+                t = self.network.teacher(ct + slices).logits.float()
+            s = self.student(ct + slices).logits.float()
+            per_volume = lambda x: x[n_ct:].view(n_ct, n_slices, -1)  # noqa: E731
+            return dict(self.loss_function(s[:n_ct], t[:n_ct], per_volume(s), per_volume(t), temp))
+        with torch.no_grad():
+            teacher = self.network.teacher(ct).logits.float()
+        drr = self._views(batch, self.drr_keys, "drr") if self.drr_keys else []
+        # one student call (one DDP forward) for everything; inside, one backbone pass per resolution, so the DRR
+        # views and the slices share a 2D pass when their sizes match
+        out = self.student(ct + drr + slices)
+        logits = out.logits.float()
+        n_drr = sum(v.shape[0] for v in drr)
+        outputs = {"student": logits[:n_ct], "teacher": teacher}
+        rec_ct, rec_drr = out.reconstructions[: len(ct)], out.reconstructions[len(ct) : len(ct) + len(drr)]
+        if rec_ct[0] is not None:
+            outputs |= {"reconstruction": torch.cat(rec_ct).float(), "image": torch.cat(ct).float()}
+        if drr:
+            outputs["student_drr"] = logits[n_ct : n_ct + n_drr]
+            if rec_drr[0] is not None:
+                outputs |= {"reconstruction_drr": torch.cat(rec_drr).float(), "image_drr": torch.cat(drr).float()}
+        if slices:
+            outputs["student_slices"] = logits[n_ct + n_drr :].view(n_ct, n_slices, -1)
+        return dict(self.loss_function(outputs, temp))
+
+    def _xray_terms(self, batch: dict, temp: float) -> dict[str, torch.Tensor]:
+        views = self._views(batch, self.xray_keys, "xray")
+        with torch.no_grad():
+            teacher = self.network.teacher(views).logits.float()
+        out = self.student(views)
+        if self.recipe == "unimiss":
+            loss = self.loss_function.dino(out.logits.float(), teacher, temp)
+            return {"distill": loss, "total": loss}
+        outputs = {"student": out.logits.float(), "teacher": teacher}
+        if out.reconstructions[0] is not None:
+            outputs |= {"reconstruction": torch.cat(out.reconstructions).float(), "image": torch.cat(views).float()}
+        return dict(self.loss_function(outputs, temp))
+
+    # ---- one iteration ----------------------------------------------------------------------------------------------
+    def _apply_schedules(self) -> None:
+        step = self.state.optimizer_step
+        for group in self.optimizer.param_groups:
+            if self.lr_schedule is not None:
+                group["lr"] = self.lr_schedule(step) * group.get("lr_scale", 1.0)
+            if self.wd_schedule is not None and group.get("weight_decay", 0.0) != 0.0:
+                group["weight_decay"] = self.wd_schedule(step)
+
+    def _iteration(self, engine: PretrainingTrainer, batchdata: tuple[str, dict]) -> dict[str, Any]:
+        phase, batch = batchdata
+        engine.state.phase = phase
+        skipped = batch.get(SKIPPED_KEY, [])
+        if skipped:
+            engine.state.skipped_samples += len(skipped)
+            logger.warning("iteration %d: skipped %d unreadable sample(s), %d so far: %s", engine.state.iteration, len(skipped), engine.state.skipped_samples, skipped)
+        if batch.get("empty"):
+            return {"phase": phase, "skipped": len(skipped)}
+        acc = engine.accumulation_steps
+        micro = (engine.state.iteration - 1) % acc
+        if micro == 0:
+            engine._apply_schedules()
+            engine.optimizer.zero_grad(set_to_none=True)
+        temp = engine.teacher_temp_schedule(engine.state.epoch - 1) if engine.teacher_temp_schedule else 0.04
+        engine.network.train()
+        with torch.autocast(engine.state.device.type, dtype=engine.amp_dtype, enabled=engine.amp):
+            terms = engine._ct_terms(batch, temp) if phase == "ct" else engine._xray_terms(batch, temp)
+        engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        loss = terms["total"]
+        if not math.isfinite(loss.item()):
+            values = {k: round(float(v), 4) for k, v in terms.items()}
+            raise FloatingPointError(f"pretraining loss is {loss.item()} at iteration {engine.state.iteration} ({phase} phase, terms {values}); lower the learning rate or use bf16 instead of fp16")
+        scaled = loss / acc
+        (engine.scaler.scale(scaled) if engine.scaler is not None else scaled).backward()
+        # handlers such as LastLayerFreezeHandler drop gradients here, before the step
+        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+        if micro == acc - 1 or engine.state.iteration % engine.state.epoch_length == 0:
+            engine._optimizer_step(phase)
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        out: dict[str, Any] = {k: float(v.detach()) for k, v in terms.items()}
+        out["loss"] = out["total"]
+        out |= getattr(getattr(engine.loss_function, "dino", None), "diagnostics", {})
+        out |= {"lr": engine.optimizer.param_groups[0]["lr"], "phase": phase, "skipped": len(skipped)}
+        return out
+
+    def _optimizer_step(self, phase: str) -> None:
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if phase == "xray":
+            for p in self.frozen_3d:
+                p.grad = None
+        if self.clip_grad_norm:
+            grads = [p for p in self.network.student.parameters() if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(grads, self.clip_grad_norm)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        if self.momentum_schedule is not None:
+            update_momentum(self.network.student, self.network.teacher, self.momentum_schedule(self.state.optimizer_step))
+        self.state.optimizer_step += 1

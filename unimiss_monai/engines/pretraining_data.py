@@ -1,0 +1,261 @@
+"""Resumable, corruption-tolerant data loading for pretraining.
+
+Exact resume needs every random choice of the input pipeline to be a function of (seed, epoch, position), not of
+process history: :class:`ResumableSampler` draws the sample order from ``(seed, epoch)`` and can start mid-epoch
+without loading the skipped samples; each draw carries its own augmentation seed, which :class:`SeededDataset`
+applies before transforming. Workers, restarts and DDP ranks then all see the same augmentations for the same draw.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+from monai.data import DataLoader, list_data_collate
+from monai.transforms import Compose, MapTransform, Randomizable
+from torch.utils.data import Dataset, Sampler
+
+__all__ = [
+    "CheckSpatialDimsd", "PhaseLoader", "ResumableSampler", "SeededDataset", "collate_skipping_corrupt",
+    "load_pretraining_datalist", "make_loader",
+]
+
+logger = logging.getLogger(__name__)
+
+SKIPPED_KEY = "skipped"
+_SEED_MOD = 2**31 - 1
+
+
+class ResumableSampler(Sampler):
+    """Yields ``(index, augmentation_seed)`` draws: ``num_samples`` per replica and epoch, shuffled from ``(seed, epoch)``.
+
+    When ``num_samples`` exceeds the data set, permutations are chained (a small X-ray set can fill a long CT epoch).
+    Replicas take interleaved draws (``rank::world_size``), like ``DistributedSampler``.
+
+    Args:
+        data_len: number of items in the data set (> 0).
+        num_samples: draws per replica and epoch; default ``ceil(data_len / world_size)``.
+        seed: base seed shared by all replicas.
+        shuffle: shuffle the order (the augmentation seeds are random either way).
+        rank: this replica's rank. world_size: number of replicas.
+    """
+
+    def __init__(self, data_len: int, num_samples: int | None = None, seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1) -> None:
+        if data_len <= 0:
+            raise ValueError("ResumableSampler: the data set is empty; check the datalist section and its files")
+        self.data_len, self.seed, self.shuffle = data_len, int(seed), shuffle
+        self.rank, self.world_size = rank, world_size
+        self.num_samples = num_samples if num_samples is not None else math.ceil(data_len / world_size)
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Select the epoch and skip its first ``start`` draws of this replica (for a mid-epoch resume)."""
+        self.epoch, self.start = int(epoch), int(start)
+
+    def draws(self) -> list[tuple[int, int]]:
+        """All ``(index, seed)`` draws of this replica for the current epoch (ignoring ``start``)."""
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) % _SEED_MOD)
+        total = self.num_samples * self.world_size
+        order: list[int] = []
+        while len(order) < total:
+            order += torch.randperm(self.data_len, generator=g).tolist() if self.shuffle else list(range(self.data_len))
+        seeds = torch.randint(0, _SEED_MOD, (total,), generator=g).tolist()
+        return list(zip(order[:total], seeds))[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter(self.draws()[self.start :])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start
+
+
+class SeededDataset(Dataset):
+    """A list of data dicts and a MONAI transform, indexed by ``(index, seed)`` draws of :class:`ResumableSampler`.
+
+    A sample that fails to load or transform (corrupt file, wrong dimensionality) is logged as a warning naming the
+    file and returned as ``None``; :func:`collate_skipping_corrupt` drops it and counts it, so one bad file never stops
+    the run.
+
+    Args:
+        data: data dicts, e.g. a datalist section.
+        transform: MONAI transform(s) producing the views.
+        name: what the data set is, for messages (e.g. ``"ct"``).
+    """
+
+    def __init__(self, data: Sequence[dict], transform: Callable | Sequence[Callable], name: str = "data") -> None:
+        self.data, self.name = list(data), name
+        self.transform = transform if isinstance(transform, Compose) else Compose(transform if isinstance(transform, Sequence) else [transform])
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, draw: tuple[int, int] | int) -> Any:
+        index, seed = draw if isinstance(draw, tuple) else (draw, draw)
+        item = self.data[index]
+        if isinstance(self.transform, Randomizable):
+            self.transform.set_random_state(seed=seed)
+        try:
+            return self.transform(dict(item))
+        except Exception as e:  # noqa: BLE001 - any failure of one file must not end the run
+            where = item.get("image", item) if isinstance(item, dict) else item
+            logger.warning("skipping %s sample %s: %s", self.name, where, str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__)
+            return {SKIPPED_KEY: str(where)}
+
+
+def collate_skipping_corrupt(items: list) -> dict | None:
+    """MONAI's ``list_data_collate`` of the good items; the failed ones are listed under ``"skipped"``.
+
+    Returns ``None`` only when every item failed.
+    """
+    good = [i for i in items if not (isinstance(i, dict) and SKIPPED_KEY in i)]
+    skipped = [i[SKIPPED_KEY] for i in items if isinstance(i, dict) and SKIPPED_KEY in i]
+    if not good:
+        return {SKIPPED_KEY: skipped, "empty": True}
+    batch = list_data_collate(good)
+    batch[SKIPPED_KEY] = skipped
+    return batch
+
+
+def make_loader(
+    dataset: SeededDataset,
+    batch_size: int,
+    num_samples: int | None = None,
+    seed: int = 0,
+    num_workers: int = 0,
+    **loader_kwargs,
+) -> DataLoader:
+    """A MONAI ``DataLoader`` over a :class:`SeededDataset` with a :class:`ResumableSampler` (DDP-aware).
+
+    Args:
+        dataset: the views data set. batch_size: per replica.
+        num_samples: draws per replica and epoch (default: one pass over the data set).
+        seed: base seed. num_workers: loader workers.
+    """
+    if len(dataset) == 0:
+        raise ValueError(f"the {dataset.name!r} datalist is empty; add entries to its section in the datalist JSON or drop the section")
+    rank, world = 0, 1
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    sampler = ResumableSampler(len(dataset), num_samples=num_samples, seed=seed, rank=rank, world_size=world)
+    # an own generator: creating the loader iterator must not consume the global RNG that dropout uses
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate_skipping_corrupt,
+        generator=torch.Generator().manual_seed(seed),
+        **loader_kwargs,
+    )
+
+
+def load_pretraining_datalist(path: str | os.PathLike, require_drr: bool = True) -> dict[str, list[dict]]:
+    """The ``ct`` and ``xray`` sections of a pretraining datalist, with paths made absolute and checked.
+
+    Args:
+        path: datalist JSON ``{"ct": [{"image": ..., "drr": ...}], "xray": [{"image": ...}]}``; relative paths are
+            relative to its folder. Either section may be missing, not both.
+        require_drr: every ``ct`` entry needs an existing ``drr`` file (set False when DRRs are rendered on the fly).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"datalist {path} does not exist; create it with `python -m unimiss_monai samples` or point --dataset_dir at a folder holding datalist.json")
+    raw = json.loads(path.read_text())
+    if not raw.get("ct") and not raw.get("xray"):
+        raise ValueError(f"datalist {path} has no 'ct' or 'xray' entries; add at least one section with entries")
+    out: dict[str, list[dict]] = {"ct": [], "xray": []}
+    for section in out:
+        for i, entry in enumerate(raw.get(section) or []):
+            entry = {"image": entry} if isinstance(entry, str) else dict(entry)
+            keys = ["image"] + (["drr"] if section == "ct" and require_drr else [])
+            for key in keys:
+                if key not in entry:
+                    raise KeyError(f"{path}: {section}[{i}] has no {key!r}; give its {key} file" + (" or set drr_on_the_fly=true to render DRRs" if key == "drr" else ""))
+                entry[key] = str((path.parent / entry[key]).resolve())
+                if not Path(entry[key]).exists():
+                    raise FileNotFoundError(f"{path}: {section}[{i}] {key} file {entry[key]} does not exist" + ("; render it or set drr_on_the_fly=true" if key == "drr" else ""))
+            out[section].append(entry)
+    return out
+
+
+class CheckSpatialDimsd(MapTransform):
+    """Fail with a clear message when an image under ``keys`` does not have ``spatial_dims`` spatial dimensions (an
+    X-ray listed as CT or a CT listed as X-ray); channel-first input, trailing singleton dimensions ignored."""
+
+    def __init__(self, keys, spatial_dims: int, section: str) -> None:
+        super().__init__(keys)
+        self.spatial_dims, self.section = spatial_dims, section
+
+    def __call__(self, data):
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = d[key]
+            while img.ndim > self.spatial_dims + 1 and img.shape[-1] == 1:
+                img = img[..., 0]
+            if img.ndim != self.spatial_dims + 1:
+                src = getattr(img, "meta", {}).get("filename_or_obj", key)
+                other = "xray" if self.section == "ct" else "ct"
+                raise ValueError(f"{src}: {img.ndim - 1}-D image in the {self.section!r} section, which needs {self.spatial_dims}-D; move it to {other!r}")
+            d[key] = img
+        return d
+
+
+class PhaseLoader:
+    """The trainer's data: each epoch (or each iteration) draws from the CT loader or the X-ray loader.
+
+    Batches come out as ``(phase, batch)`` with phase ``"ct"`` or ``"xray"``. An epoch has ``epoch_length`` iterations
+    whatever its phase (by default one pass of the CT loader, as in UniMiSS+), so the loaders' ``num_samples`` should be
+    ``epoch_length * batch_size``.
+
+    Args:
+        ct_loader: loader of CT(+DRR) batches, or ``None`` for X-ray-only training.
+        xray_loader: loader of X-ray batches, or ``None`` for CT-only training.
+        mode: ``"epoch"``: alternate blocks of ``ct_epochs`` CT epochs and ``xray_epochs`` X-ray epochs (the papers);
+            ``"iteration"``: alternate ``ct_epochs`` CT iterations and ``xray_epochs`` X-ray iterations inside each epoch.
+        ct_epochs: CT block length. xray_epochs: X-ray block length.
+        epoch_length: iterations per epoch; default ``len(ct_loader)`` (or ``len(xray_loader)`` without CT).
+    """
+
+    def __init__(self, ct_loader=None, xray_loader=None, mode: str = "epoch", ct_epochs: int = 1, xray_epochs: int = 1, epoch_length: int | None = None) -> None:
+        if ct_loader is None and xray_loader is None:
+            raise ValueError("PhaseLoader needs a CT loader, an X-ray loader or both; the datalist has neither 'ct' nor 'xray' entries")
+        if mode not in ("epoch", "iteration"):
+            raise ValueError(f"PhaseLoader mode must be 'epoch' or 'iteration', got {mode!r}")
+        self.loaders = {"ct": ct_loader, "xray": xray_loader}
+        self.mode, self.blocks = mode, {"ct": ct_epochs if ct_loader else 0, "xray": xray_epochs if xray_loader else 0}
+        self.epoch_length = epoch_length or len(ct_loader if ct_loader is not None else xray_loader)
+        self.epoch, self.start = 1, 0
+
+    def phase_of(self, step: int) -> str:
+        """Phase of 0-based epoch (``mode="epoch"``) or iteration-in-epoch (``mode="iteration"``) number ``step``."""
+        return "ct" if step % (self.blocks["ct"] + self.blocks["xray"]) < self.blocks["ct"] else "xray"
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """1-based ``epoch`` (ignite's count); skip its first ``start`` iterations (mid-epoch resume)."""
+        self.epoch, self.start = epoch, start
+
+    def _draws_before(self, phase: str, it: int) -> int:
+        return sum(self.phase_of(i) == phase for i in range(it))
+
+    def __len__(self) -> int:
+        return self.epoch_length
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        e = self.epoch - 1
+        iters = {}
+        for phase, loader in self.loaders.items():
+            if loader is None:
+                continue
+            skip = self._draws_before(phase, self.start) if self.mode == "iteration" else (self.start if self.phase_of(e) == phase else 0)
+            loader.sampler.set_epoch(e, start=skip * loader.batch_size)
+            if self.mode == "iteration" or self.phase_of(e) == phase:
+                iters[phase] = iter(loader)
+        for it in range(self.start, self.epoch_length):
+            phase = self.phase_of(it if self.mode == "iteration" else e)
+            yield phase, next(iters[phase])

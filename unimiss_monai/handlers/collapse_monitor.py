@@ -1,0 +1,56 @@
+"""Warns when self-distillation collapses, from the teacher statistics the pretraining trainer reports."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from ignite.engine import Engine, Events
+
+__all__ = ["CollapseMonitor"]
+
+logger = logging.getLogger(__name__)
+
+
+class CollapseMonitor:
+    """Checks the epoch means of ``teacher_entropy`` (per-sample) and ``teacher_batch_entropy`` (of the batch-mean
+    distribution) from ``engine.state.output``, and stores them in ``engine.state.metrics``.
+
+    DINO-style training collapses in two ways (Caron et al. 2021, Sec. 5.3): every sample maps to one prototype (batch
+    entropy near 0), or the teacher output becomes uniform (per-sample entropy near ``log(out_dim)``). Either one is
+    logged as a warning naming the epoch and the usual fix.
+
+    Args:
+        out_dim: number of prototypes ``K``.
+        low_fraction: batch entropy below ``low_fraction * log(K)`` counts as collapse to one prototype.
+        high_fraction: per-sample entropy above ``high_fraction * log(K)`` counts as uniform collapse.
+    """
+
+    def __init__(self, out_dim: int, low_fraction: float = 0.02, high_fraction: float = 0.98) -> None:
+        self.log_k, self.low, self.high = math.log(out_dim), low_fraction, high_fraction
+        self.sums: dict[str, list[float]] = {}
+        self.collapsed_epochs: list[int] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, lambda e: self.sums.clear())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.record)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.check)
+
+    def record(self, engine: Engine) -> None:
+        out = engine.state.output or {}
+        for k in ("teacher_entropy", "teacher_batch_entropy", "center_norm"):
+            if isinstance(out.get(k), float):
+                self.sums.setdefault(k, []).append(out[k])
+
+    def check(self, engine: Engine) -> None:
+        means = {k: sum(v) / len(v) for k, v in self.sums.items() if v}
+        engine.state.metrics.update(means)
+        entropy, batch_entropy = means.get("teacher_entropy"), means.get("teacher_batch_entropy")
+        problem = None
+        if batch_entropy is not None and batch_entropy < self.low * self.log_k:
+            problem = f"teacher batch entropy {batch_entropy:.3f} nats: all samples on one prototype; raise the centre momentum effect (lower center_momentum) or the teacher temperature"
+        elif entropy is not None and entropy > self.high * self.log_k:
+            problem = f"teacher entropy {entropy:.3f} of max {self.log_k:.3f} nats: uniform teacher; lower the teacher temperature"
+        if problem:
+            self.collapsed_epochs.append(engine.state.epoch)
+            logger.warning("epoch %d: possible collapse: %s", engine.state.epoch, problem)

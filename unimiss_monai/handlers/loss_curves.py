@@ -1,0 +1,78 @@
+"""Per-term loss curves of a run, kept in memory and drawn to a PNG at the end."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+
+from ignite.engine import Engine, Events
+
+__all__ = ["LossCurvePlotter", "scalar_outputs"]
+
+
+def scalar_outputs(output) -> dict[str, float]:
+    """The float entries of a trainer output dict (drops ``phase`` and other non-numbers), for Stats/TensorBoard."""
+    if not isinstance(output, dict):
+        return {}
+    return {k: float(v) for k, v in output.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+class LossCurvePlotter:
+    """Records the numeric entries of ``engine.state.output`` every iteration (rank 0) and, when the run completes
+    (or is interrupted), writes ``<path>`` (PNG: one panel per group of terms, log-scaled losses) and ``<path>.json``.
+
+    Args:
+        path: PNG file to write.
+        keys: output keys to plot; default every loss term plus ``teacher_entropy`` and ``center_norm``.
+        smoothing: moving-average window drawn over the raw values (1: none).
+    """
+
+    def __init__(self, path: str | os.PathLike, keys: list[str] | None = None, smoothing: int = 10) -> None:
+        self.path, self.keys, self.smoothing = Path(path), keys, max(1, int(smoothing))
+        self.history: dict[str, list[tuple[int, float]]] = defaultdict(list)
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.record)
+        engine.add_event_handler(Events.COMPLETED, self.write)
+        engine.add_event_handler(Events.EXCEPTION_RAISED, lambda e, _: self.write(e))
+
+    def record(self, engine: Engine) -> None:
+        for k, v in scalar_outputs(engine.state.output).items():
+            if (self.keys is None and k not in ("lr", "skipped", "total")) or (self.keys is not None and k in self.keys):
+                self.history[k].append((engine.state.iteration, v))
+
+    def write(self, engine: Engine | None = None) -> None:
+        if engine is not None and getattr(engine.state, "rank", 0) != 0 or not self.history:
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        monitors = [k for k in self.history if "entropy" in k or "norm" in k]
+        losses = [k for k in self.history if k not in monitors]
+        panels = [p for p in (losses, monitors) if p]
+        fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+        for ax, keys, title in zip(axes[0], panels, ("loss terms", "collapse monitors")):
+            for k in keys:
+                it, val = zip(*self.history[k])
+                w = min(self.smoothing, len(val))
+                smooth = [sum(val[max(0, i - w + 1) : i + 1]) / len(val[max(0, i - w + 1) : i + 1]) for i in range(len(val))]
+                (line,) = ax.plot(it, val, alpha=0.25)
+                ax.plot(it, smooth, color=line.get_color(), label=k)
+            if keys is losses and all(v > 0 for k in keys for _, v in self.history[k]):
+                ax.set_yscale("log")
+            ax.set_xlabel("iteration")
+            ax.set_title(title)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp.png")
+        fig.savefig(tmp, dpi=100)
+        plt.close(fig)
+        os.replace(tmp, self.path)
+        tmp_json = self.path.with_name(f".{self.path.name}.json.tmp")
+        tmp_json.write_text(json.dumps(self.history))
+        os.replace(tmp_json, self.path.with_suffix(".json"))

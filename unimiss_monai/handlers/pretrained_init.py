@@ -1,0 +1,159 @@
+"""Initialise a fine-tuning network from a pretraining checkpoint, with a printed report of what was loaded.
+
+The pretraining bundle saves ``{"model": backbone_state_dict}``; fine-tuning networks hold that backbone as
+``network.encoder``. :func:`load_pretrained_init` finds the best alignment of the checkpoint's keys with either the
+whole network or its encoder, refuses checkpoints whose tensors do not fit (another variant), and says what it did.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["default_pretrained_path", "load_pretrained_init"]
+
+logger = logging.getLogger(__name__)
+
+# wrappers that prefix parameter names: DDP/DataParallel, torch.compile, DINO-style student/teacher holders
+_STRIP_PREFIXES = ("module.", "_orig_mod.", "backbone.")
+_STATE_KEYS = ("model", "state_dict", "network", "teacher", "student", "encoder")
+
+
+def default_pretrained_path(bundle_root: str | os.PathLike, relative: str = "../unimiss_pretraining/models/model.pt") -> str | None:
+    """``bundle_root/relative`` when that file exists (the pretraining bundle's output), else ``None``."""
+    path = Path(bundle_root) / relative
+    return str(path.resolve()) if path.is_file() else None
+
+
+def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
+    while isinstance(network, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+        network = network.module
+    return network
+
+
+def _extract_state(obj: Any, path: str, checkpoint_key: str | None) -> dict[str, torch.Tensor]:
+    if checkpoint_key is not None:
+        if not isinstance(obj, Mapping) or checkpoint_key not in obj:
+            keys = sorted(obj) if isinstance(obj, Mapping) else type(obj).__name__
+            raise KeyError(f"pretrained checkpoint {path} has no key {checkpoint_key!r} (it has {keys}); set checkpoint_key to one of them")
+        obj = obj[checkpoint_key]
+    elif isinstance(obj, Mapping) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        found = next((k for k in _STATE_KEYS if isinstance(obj.get(k), Mapping)), None)
+        if found is None:
+            raise KeyError(f"pretrained checkpoint {path} holds no state dict under any of {list(_STATE_KEYS)} (it has {sorted(obj)}); set checkpoint_key")
+        obj = obj[found]
+    if isinstance(obj, torch.nn.Module):
+        obj = obj.state_dict()
+    if not isinstance(obj, Mapping):
+        raise TypeError(f"pretrained checkpoint {path} holds a {type(obj).__name__}, not a state dict")
+    state = {}
+    for key, value in obj.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        for prefix in _STRIP_PREFIXES:
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+        state[key] = value
+    return state
+
+
+def _load_unimiss(net: torch.nn.Module, path: str) -> dict[str, Any]:
+    # the networks' own loader also resizes position embeddings trained at another input size and adapts input convs
+    from unimiss_monai.networks.pretrained import load_pretrained
+
+    try:
+        rep = load_pretrained(net, path)
+    except ValueError as err:
+        raise ValueError(f"pretrained_path {path}: {err}") from err
+    if rep.mismatched:
+        raise ValueError(
+            f"pretrained checkpoint {path} does not fit {type(net).__name__}: {len(rep.mismatched)} tensors differ in shape "
+            f"(e.g. {rep.mismatched[0]}); it was trained with another variant or size, so choose the matching "
+            "variant/overrides or another checkpoint"
+        )
+    if not rep.matched:
+        raise ValueError(f"pretrained checkpoint {path} shares no parameter names with {type(net).__name__}; is it a checkpoint of this network family?")
+    return {"path": path, "target": "network", "loaded": len(rep.matched), "missing": rep.missing, "unexpected": rep.unexpected}
+
+
+def load_pretrained_init(
+    network: torch.nn.Module,
+    path: str | os.PathLike | None,
+    checkpoint_key: str | None = None,
+    encoder_attr: str = "encoder",
+    strict: bool = False,
+) -> dict[str, Any]:
+    """Load the tensors of checkpoint ``path`` that fit ``network`` (or ``network.<encoder_attr>``) and report.
+
+    UniMiSS networks go through :func:`unimiss_monai.networks.load_pretrained` (position embeddings of another input
+    size are resized); any other network is matched by parameter name here.
+
+    Args:
+        network: the fine-tuning network, possibly wrapped in ``DistributedDataParallel``.
+        path: checkpoint file; ``None`` or ``""`` trains from scratch (reported, not an error).
+        checkpoint_key: key of the state dict inside the checkpoint. Defaults to the first of ``model``,
+            ``state_dict``, ``network``, ``teacher``, ``student``, ``encoder`` that exists, or the file itself.
+        encoder_attr: name of the encoder sub-module that a backbone-only checkpoint is loaded into.
+        strict: also fail when a tensor of the target module is missing from the checkpoint.
+
+    Returns:
+        ``{"path", "target", "loaded", "missing", "unexpected"}`` (``target``: ``"network"`` or ``"network.<attr>"``;
+        ``missing``/``unexpected``: key lists).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: no key matches, or matching keys differ in shape (a checkpoint of another variant).
+    """
+    if path is None or str(path) == "":
+        logger.info("pretrained init: no pretrained_path, training from scratch")
+        print("[pretrained] no pretrained_path given: training from scratch", flush=True)
+        return {"path": None, "target": None, "loaded": 0, "missing": [], "unexpected": []}
+    path = str(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"pretrained_path {path!r} does not exist; run the pretraining bundle first or set pretrained_path to null")
+    net = _unwrap(network)
+    if checkpoint_key is None and type(net).__module__.startswith("unimiss_monai.networks"):
+        return _load_unimiss(net, path)
+    state = _extract_state(torch.load(path, map_location="cpu", weights_only=True), path, checkpoint_key)
+
+    targets: dict[str, torch.nn.Module] = {"network": net}
+    encoder = getattr(net, encoder_attr, None)
+    if isinstance(encoder, torch.nn.Module):
+        targets[f"network.{encoder_attr}"] = encoder
+    # a checkpoint of the whole fine-tuning network aligns with "network"; a backbone-only one with the encoder
+    best_name, best_module, best_common = max(
+        ((name, module, set(state) & set(module.state_dict())) for name, module in targets.items()),
+        key=lambda item: len(item[2]),
+    )
+    if not best_common:
+        raise ValueError(
+            f"pretrained checkpoint {path} shares no parameter names with {type(net).__name__} "
+            f"(checkpoint keys look like {sorted(state)[:3]}); is it a checkpoint of this network family?"
+        )
+    target_state = best_module.state_dict()
+    mismatched = [k for k in sorted(best_common) if state[k].shape != target_state[k].shape]
+    if mismatched:
+        k = mismatched[0]
+        raise ValueError(
+            f"pretrained checkpoint {path} does not fit {type(net).__name__}: {len(mismatched)} tensors differ in shape "
+            f"(e.g. {k}: checkpoint {tuple(state[k].shape)} vs model {tuple(target_state[k].shape)}); it was trained with "
+            "another variant or size, so choose the matching variant/overrides or another checkpoint"
+        )
+    missing = sorted(set(target_state) - best_common)
+    unexpected = sorted(set(state) - best_common)
+    if strict and missing:
+        raise ValueError(f"pretrained checkpoint {path} lacks {len(missing)} tensors of {best_name} (e.g. {missing[:3]}); use strict=False to keep them random")
+    best_module.load_state_dict({k: state[k] for k in best_common}, strict=False)
+    report = {"path": path, "target": best_name, "loaded": len(best_common), "missing": missing, "unexpected": unexpected}
+    print(
+        f"[pretrained] {path} -> {best_name}: loaded {len(best_common)}/{len(target_state)} tensors, "
+        f"{len(missing)} kept random{' (e.g. ' + ', '.join(missing[:3]) + ')' if missing else ''}, "
+        f"{len(unexpected)} unused{' (e.g. ' + ', '.join(unexpected[:3]) + ')' if unexpected else ''}",
+        flush=True,
+    )
+    return report

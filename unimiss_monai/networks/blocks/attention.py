@@ -1,0 +1,103 @@
+"""Spatial-reduction attention (PVT style) whose key/value reduction conv is switched between 2D and 3D.
+
+The queries are all tokens; keys and values come from the patch tokens reduced by a strided convolution of kernel and
+stride ``sr_ratio`` (dense in UniMiSS, depthwise in UniMiSS+), with any prefix (CLS) token passed through unreduced.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from monai.networks.layers import Conv
+from torch import nn
+
+__all__ = ["SpatialReductionAttention"]
+
+
+class SpatialReductionAttention(nn.Module):
+    """Multi-head attention over ``N = P + prod(grid)`` tokens with spatially reduced keys/values.
+
+    Parameter names (``q``, ``kv``, ``proj``, ``norm``) follow the official ``Attention`` (UniMiSS
+    ``models/MiT_encoder.py``); its ``sr2D``/``sr3D`` convs are ``sr["2d"]``/``sr["3d"]`` here.
+
+    Args:
+        dim: token width C.
+        num_heads: heads; ``dim`` must be divisible by it.
+        spatial_dims: which reduction convs to build, e.g. ``(2, 3)`` or ``(3,)``.
+        sr_ratio: reduction factor (kernel and stride); 1 disables the reduction.
+        depthwise_sr: depthwise (UniMiSS+) instead of dense (UniMiSS) reduction conv.
+        qkv_bias: bias on the q and kv projections.
+        attn_drop: dropout on the attention weights.
+        proj_drop: dropout after the output projection.
+
+    Attributes:
+        fused: ``True`` uses ``torch.nn.functional.scaled_dot_product_attention``; ``False`` the explicit
+            ``softmax(q k^T * scale) v`` of the official code (kept as a reference for tests and benchmarks).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        spatial_dims: Sequence[int] = (2, 3),
+        sr_ratio: int = 1,
+        depthwise_sr: bool = False,
+        qkv_bias: bool = False,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f"attention: dim {dim} must be divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.sr_ratio = sr_ratio
+        self.attn_drop = attn_drop
+        self.fused = True
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        if sr_ratio > 1:
+            groups = dim if depthwise_sr else 1
+            self.sr = nn.ModuleDict(
+                {
+                    f"{d}d": Conv[Conv.CONV, d](dim, dim, kernel_size=sr_ratio, stride=sr_ratio, groups=groups)
+                    for d in spatial_dims
+                }
+            )
+            # the official reduction norm is a plain nn.LayerNorm (eps 1e-5), unlike the blocks' norms
+            self.norm = nn.LayerNorm(dim)
+
+    def reduce(self, x: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
+        """Tokens (B, P + prod(grid), C) -> reduced key/value tokens (B, P + prod(grid // sr), C), normalised."""
+        if self.sr_ratio == 1:
+            return x
+        b, n, c = x.shape
+        prefix = n - math.prod(grid)
+        patches = x[:, prefix:].transpose(1, 2).reshape(b, c, *grid)
+        patches = self.sr[f"{len(grid)}d"](patches).flatten(2).transpose(1, 2)
+        return self.norm(torch.cat((x[:, :prefix], patches), dim=1))
+
+    def forward(self, x: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
+        """Args:
+            x: tokens (B, N, C), the first ``N - prod(grid)`` being prefix (CLS) tokens.
+            grid: spatial shape of the patch tokens, (H, W) or (D, H, W).
+
+        Returns:
+            (B, N, C).
+        """
+        b, n, c = x.shape
+        h = self.num_heads
+        q = self.q(x).reshape(b, n, h, c // h).transpose(1, 2)
+        k, v = self.kv(self.reduce(x, grid)).reshape(b, -1, 2, h, c // h).permute(2, 0, 3, 1, 4).unbind(0)
+        drop = self.attn_drop if self.training else 0.0
+        if self.fused:
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, scale=self.scale)
+        else:
+            weights = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
+            out = F.dropout(weights, drop, self.training) @ v
+        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, n, c)))

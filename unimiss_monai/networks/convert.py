@@ -1,0 +1,178 @@
+"""Convert official UniMiSS / UniMiSS+ training checkpoints to this package's state dicts.
+
+An official checkpoint (``main.py`` / ``main_UniMissPlus.py`` of github.com/YtongXie/UniMiSS-code) is a dict with a
+``student`` state dict (keys ``module.backbone.*`` and ``module.head.*``, DDP-wrapped) and a ``teacher`` one
+(``backbone.*``, ``head.*``). Inside the backbone the encoder lives under ``transformer.``. Every tensor keeps its
+values and layout; only names change, so a converted model computes what the official one did.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+
+import torch
+
+__all__ = ["convert_checkpoint", "convert_official_state_dict", "official_key_to_ours"]
+
+_DIM = {"2D": "2d", "3D": "3d"}
+
+
+def _sr(rest: str) -> str:
+    # the official reduction convs are attn.sr2D / attn.sr3D; ours sit in a ModuleDict
+    return re.sub(r"attn\.sr([23])D\.", lambda m: f"attn.sr.{m.group(1)}d.", rest)
+
+
+def official_key_to_ours(key: str, family: str) -> str | None:
+    """Our name for an official backbone key (``module.backbone.`` / ``backbone.`` already removed), or ``None`` for a
+    key this package has no place for. ``family`` is ``"mit"`` or ``"mitplus"``."""
+    off = 0 if family == "mit" else 1  # the UniMiSS+ decoder numbers its stages from 1
+    m = re.fullmatch(r"transformer\.(.+)", key)
+    if m:
+        k = m.group(1)
+        rules = [
+            (r"patch_embed([23]D)0\.(.+)", lambda g: f"stem.{_DIM[g[0]]}.0.0.{g[1]}"),
+            (r"ConvBlock([23]D)0\.0\.(.+)", lambda g: f"stem.{_DIM[g[0]]}.0.0.{g[1]}"),
+            (r"ConvBlock([23]D)1\.(\d)\.(.+)", lambda g: f"stem.{_DIM[g[0]]}.1.{g[1]}.{g[2]}"),
+            (r"patch_embed([23]D)([1-4])\.(.+)", lambda g: f"patch_embeds.{int(g[1]) - 1}.{_DIM[g[0]]}.{g[2]}"),
+            (r"pos_embed([23]D)([1-4])", lambda g: f"pos_embeds.{int(g[1]) - 1}.{_DIM[g[0]]}.weight"),
+            (r"block([1-4])\.(\d+)\.(.+)", lambda g: f"blocks.{int(g[0]) - 1}.{g[1]}.{_sr(g[2])}"),
+            (r"cls_tokens1", lambda g: "cls_token"),
+            (r"cls_tokens([2-4])\.(.+)", lambda g: f"cls_proj.{int(g[0]) - 2}.{g[1]}"),
+        ]
+        prefix = "encoder."
+    else:
+        k = key
+        rules = [
+            (r"DecEmbed([23]D)(\d)\.(.+)", lambda g: f"up_embeds.{int(g[1]) - off}.{_DIM[g[0]]}.{g[2]}"),
+            (r"DecPosEmbed([23]D)(\d)", lambda g: f"pos_embeds.{int(g[1]) - off}.{_DIM[g[0]]}.weight"),
+            (r"Decblock(\d)\.(\d+)\.(.+)", lambda g: f"blocks.{int(g[0]) - off}.{g[1]}.{_sr(g[2])}"),
+            (r"norm\.(.+)", lambda g: f"norm.{g[0]}"),
+            (r"cls_tokens([0-2])\.(.+)", lambda g: f"cls_proj.{g[0]}.{g[1]}"),
+            (r"TransposeConv([23]D)([12])\.(.+)", lambda g: f"tail.{_DIM[g[0]]}.{int(g[1]) - 1}.up.{g[2]}"),
+            (r"DeConvBlock([23]D)([12])\.(.+)", lambda g: f"tail.{_DIM[g[0]]}.{int(g[1]) - 1}.refine.{g[2]}"),
+        ]
+        prefix = "decoder."
+        rc = re.fullmatch(r"recon_conv([23]D)\.(.+)", k)
+        if rc:
+            return f"recon_head.{_DIM[rc.group(1)]}.{rc.group(2)}"
+    for pattern, name in rules:
+        g = re.fullmatch(pattern, k)
+        if g:
+            return prefix + name(g.groups())
+    return None
+
+
+def _head_key(key: str) -> str:
+    return {"last_layer.weight_g": "last_layer.parametrizations.weight.original0",
+            "last_layer.weight_v": "last_layer.parametrizations.weight.original1"}.get(key, key)
+
+
+def _detect_official_family(keys) -> str:
+    if any(".ConvBlock" in k or k.startswith("transformer.ConvBlock") for k in keys):
+        return "mitplus"
+    depth = len({k.split(".")[2] for k in keys if k.startswith("transformer.block1.")})
+    return "mit_tiny" if depth == 1 else "mit_small"
+
+
+def convert_official_state_dict(
+    checkpoint: Mapping, variant: str | None = None, branch: str = "student", dims: str | int = "both"
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict]:
+    """Map one branch of an official training checkpoint to ``(backbone_state_dict, dino_head_state_dict, info)``.
+
+    Args:
+        checkpoint: the loaded official checkpoint (``{"student": ..., "teacher": ...}``) or one branch's state dict.
+        variant: ``mit_tiny``, ``mit_small`` or ``mitplus``; detected from the keys when ``None``.
+        branch: ``"student"`` or ``"teacher"``.
+        dims: keep the ``2``D, the ``3``D or ``"both"`` dimension-specific tensors.
+
+    Returns:
+        our backbone keys (``encoder.*``, ``decoder.*``, ``recon_head.*``), the DINO head keys, and
+        ``info = {"variant", "skipped": [official keys not mapped]}``.
+    """
+    if branch not in ("student", "teacher"):
+        raise ValueError(f"branch must be 'student' or 'teacher', got {branch!r}")
+    if "student" in checkpoint or "teacher" in checkpoint:
+        if branch not in checkpoint:
+            raise ValueError(f"checkpoint has no {branch!r} entry (it has {sorted(checkpoint)[:6]})")
+        sd = checkpoint[branch]
+    else:
+        sd = checkpoint
+    backbone, head = {}, {}
+    for k, v in sd.items():
+        for p in ("module.backbone.", "backbone.", "module.head.", "head."):
+            if k.startswith(p):
+                (head if "head" in p else backbone)[k[len(p):]] = v
+                break
+    if not backbone:
+        raise ValueError(
+            "no 'backbone.' / 'module.backbone.' keys found: not an official UniMiSS/UniMiSS+ training checkpoint"
+        )
+    found = _detect_official_family(backbone)
+    if variant is None:
+        variant = found
+    elif (variant == "mitplus") != (found == "mitplus") or (found != "mitplus" and variant != found):
+        raise ValueError(f"checkpoint looks like variant {found}, --variant is {variant}; pass --variant {found}")
+    family = "mitplus" if variant == "mitplus" else "mit"
+    keep = {"2": ("2D",), "3": ("3D",), "both": ("2D", "3D")}[str(dims)]
+    drop = {"2D", "3D"} - set(keep)
+    out, skipped = {}, []
+    for k, v in backbone.items():
+        if any(re.search(rf"{d}(\d|\.|$)", k) for d in drop):
+            continue
+        new = official_key_to_ours(k, family)
+        if new is None:
+            skipped.append(k)
+        else:
+            out[new] = v.detach().clone()
+    heads = {_head_key(k): v.detach().clone() for k, v in head.items()}
+    return out, heads, {"variant": variant, "skipped": skipped}
+
+
+def convert_checkpoint(
+    src: str, dst: str, variant: str | None = None, branch: str = "student", dims: str | int = "both"
+) -> dict:
+    """Command ``convert-checkpoint``: convert an official UniMiSS / UniMiSS+ checkpoint ``src`` to ``dst``.
+
+    ``dst`` holds ``{"model": backbone_state_dict, "head": dino_head_state_dict, "variant": ...}``, loadable with
+    :func:`unimiss_monai.networks.load_pretrained` or a task network's ``pretrained=``. The conversion is checked
+    against a freshly built model of the variant (keys, and shapes apart from position embeddings, which
+    ``load_pretrained`` resizes); the report is printed and returned.
+
+    Args:
+        src: official checkpoint (``checkpoint.pth``).
+        dst: output file.
+        variant: ``mit_tiny``, ``mit_small`` or ``mitplus`` (detected when omitted).
+        branch: ``student`` (what the official fine-tuning code loads) or ``teacher``.
+        dims: ``2``, ``3`` or ``both``.
+    """
+    from unimiss_monai.networks.nets.backbone import build_backbone
+
+    if not os.path.isfile(src):
+        raise ValueError(f"convert-checkpoint: {src!r} does not exist")
+    ckpt = torch.load(src, map_location="cpu", weights_only=False)  # official files pickle argparse args too
+    sd, head, info = convert_official_state_dict(ckpt, variant, branch, dims)
+    spatial = (2, 3) if str(dims) == "both" else (int(dims),)
+    ref = build_backbone(info["variant"], spatial).state_dict()
+    missing = sorted(set(ref) - set(sd))
+    unexpected = sorted(set(sd) - set(ref))
+    shape = sorted(k for k in set(ref) & set(sd) if ref[k].shape != sd[k].shape and "pos_embeds" not in k)
+    report = {
+        "variant": info["variant"], "branch": branch, "dims": str(dims), "converted": len(sd),
+        "head_tensors": len(head), "skipped_official": info["skipped"], "missing": missing,
+        "unexpected": unexpected, "shape_mismatch": shape,
+    }
+    tmp = f"{dst}.tmp"
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+    torch.save({"model": sd, "head": head, "variant": info["variant"]}, tmp)
+    os.replace(tmp, dst)
+    print(
+        f"convert-checkpoint: {src} [{branch}] -> {dst}: variant {info['variant']}, {len(sd)} backbone tensors, "
+        f"{len(head)} head tensors; missing {len(missing)}, unexpected {len(unexpected)}, shape mismatches "
+        f"{len(shape)}, unmapped official {len(info['skipped'])}"
+    )
+    for name in ("missing", "unexpected", "shape_mismatch", "skipped_official"):
+        if report[name]:
+            print(f"  {name}: {', '.join(report[name][:10])}")
+    return report

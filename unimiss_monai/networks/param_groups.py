@@ -1,0 +1,42 @@
+"""Optimizer parameter groups: no weight decay on biases, norms and embeddings; layer-wise learning-rate decay."""
+
+from __future__ import annotations
+
+from torch import nn
+
+__all__ = ["param_groups_lrd"]
+
+
+def param_groups_lrd(
+    model: nn.Module, base_lr: float, weight_decay: float = 0.05, layer_decay: float = 1.0
+) -> list[dict]:
+    """Parameter groups for ``torch.optim.AdamW`` with layer-wise LR decay (BEiT / MAE style).
+
+    Group ``g`` of ``model.layer_groups()`` (input to output, ``G`` groups) gets ``lr = base_lr * layer_decay **
+    (G - 1 - g)``; biases, 1-D parameters (norms) and ``model.no_weight_decay()`` names get no weight decay.
+    Frozen parameters are left out. Each group also carries ``lr_scale`` for schedulers that rescale.
+
+    Args:
+        model: a network with ``layer_groups()`` (e.g. ``UniMissSegmentation``); without it, one group.
+        base_lr: learning rate of the last (head) group.
+        weight_decay: decay of the decayed parameters.
+        layer_decay: per-group LR factor (1.0 disables the decay).
+    """
+    names_by_group = model.layer_groups() if hasattr(model, "layer_groups") else [[n for n, _ in model.named_parameters()]]
+    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
+    params = dict(model.named_parameters())
+    num = len(names_by_group)
+    groups: dict[tuple[int, bool], dict] = {}
+    for g, names in enumerate(names_by_group):
+        scale = layer_decay ** (num - 1 - g)
+        for n in names:
+            p = params[n]
+            if not p.requires_grad:
+                continue
+            decay = not (p.ndim <= 1 or n.endswith(".bias") or n in skip)
+            group = groups.setdefault(
+                (g, decay),
+                {"params": [], "lr": base_lr * scale, "lr_scale": scale, "weight_decay": weight_decay if decay else 0.0},
+            )
+            group["params"].append(p)
+    return list(groups.values())

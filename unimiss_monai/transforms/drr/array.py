@@ -1,0 +1,85 @@
+"""Array transform: render DRRs from a channel-first CT on the fly."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Randomizable, Transform
+
+from unimiss_monai.drr.geometry import Pose, as_pose, detector_affine
+from unimiss_monai.drr.render import as_poses, render
+
+__all__ = ["DRRProject", "RandDRRProject"]
+
+
+class DRRProject(Transform):
+    """Channel-first HU CT ``(1, X, Y, Z)`` MetaTensor (with its affine) -> DRR ``(V, H, W)`` MetaTensor.
+
+    One view gives ``(1, H, W)``. The output affine is the 2-D pixel grid scaled by the detector ``pixel_spacing``
+    (``diag(row, col, 1)``), so saved images carry the detector pixel size; ``meta["drr_detector_affine"]`` holds the
+    full 4x4 world placement of the detector (see :func:`unimiss_monai.drr.detector_affine`).
+
+    Args:
+        views: view names / :class:`~unimiss_monai.drr.Pose` / pose dicts (see :func:`unimiss_monai.drr.render`).
+        detector_shape, pixel_spacing, sdd, sid, method, output: as in :func:`unimiss_monai.drr.render`.
+        render_kwargs: further keyword arguments for :func:`unimiss_monai.drr.render` (``mu_water``, ``i0``...).
+    """
+
+    backend = [torch.Tensor.__name__, np.ndarray.__name__]
+
+    def __init__(self, views=("AP",), detector_shape=(256, 256), pixel_spacing=1.5625, sdd: float = 1020.0,
+                 sid: float = 850.0, method: str = "siddon", output: str = "line_integral", **render_kwargs):
+        self.poses = as_poses(views)
+        self.kwargs = dict(detector_shape=detector_shape, pixel_spacing=pixel_spacing, sdd=sdd, sid=sid,
+                           method=method, output=output, **render_kwargs)
+
+    def __call__(self, img, affine=None, poses: Sequence[Pose] | None = None) -> MetaTensor:
+        if affine is None:
+            if not hasattr(img, "affine"):
+                raise ValueError("DRRProject needs the CT affine: pass a MetaTensor (e.g. from LoadImage) or affine=")
+            affine = img.affine
+        if img.ndim != 4 or img.shape[0] != 1:
+            raise ValueError(f"DRRProject expects a channel-first CT (1, X, Y, Z), got shape {tuple(img.shape)}")
+        vol = img[0].as_tensor() if isinstance(img, MetaTensor) else img[0]
+        poses = self.poses if poses is None else list(poses)
+        out = render(vol, affine, views=poses, **self.kwargs)
+        spacing = np.broadcast_to(np.asarray(self.kwargs["pixel_spacing"], dtype=float), (2,))
+        meta = {
+            "drr_views": [p.view for p in poses],
+            "drr_detector_affine": torch.as_tensor(detector_affine(
+                poses[0], self.kwargs["detector_shape"], self.kwargs["pixel_spacing"], self.kwargs["sdd"],
+                self.kwargs["sid"])),
+        }
+        return MetaTensor(out, affine=torch.diag(torch.tensor([*spacing, 1.0, 1.0], dtype=torch.float64)), meta=meta)
+
+
+class RandDRRProject(Randomizable, DRRProject):
+    """:class:`DRRProject` with a random pose jitter per call: rotations uniform in ``+-rotation_range`` degrees and
+    translations in ``+-translation_range`` mm (per patient axis), added to each view, with probability ``prob``."""
+
+    def __init__(self, views=("AP",), rotation_range=(0.0, 0.0, 0.0), translation_range=(0.0, 0.0, 0.0),
+                 prob: float = 1.0, **kwargs):
+        super().__init__(views, **kwargs)
+        self.rotation_range = np.broadcast_to(np.asarray(rotation_range, dtype=float), (3,))
+        self.translation_range = np.broadcast_to(np.asarray(translation_range, dtype=float), (3,))
+        self.prob = prob
+        self._poses: list[Pose] = self.poses
+
+    def randomize(self, data=None) -> None:
+        if self.R.random_sample() >= self.prob:
+            self._poses = self.poses
+            return
+        self._poses = [
+            as_pose({"view": p.view,
+                     "rotation": np.add(p.rotation, self.R.uniform(-self.rotation_range, self.rotation_range)),
+                     "translation": np.add(p.translation, self.R.uniform(-self.translation_range, self.translation_range))})
+            for p in self.poses
+        ]
+
+    def __call__(self, img, affine=None, randomize: bool = True) -> MetaTensor:  # type: ignore[override]
+        if randomize:
+            self.randomize()
+        return super().__call__(img, affine, poses=self._poses)
