@@ -22,10 +22,16 @@ run_bundle() {  # run_bundle NAME CONFIG[,OVERLAY...] [extra overrides...]
 
 run_bundle unimiss_drr_generation inference.json
 run_bundle unimiss_pretraining train.json,smoke.yaml
-run_bundle unimiss_cxr_segmentation train.json,smoke.yaml --bundle_root bundles/unimiss_cxr_segmentation && run_bundle unimiss_cxr_segmentation inference.json,smoke.yaml --bundle_root bundles/unimiss_cxr_segmentation
-run_bundle unimiss_ct_segmentation train.json,smoke.yaml --bundle_root bundles/unimiss_ct_segmentation && run_bundle unimiss_ct_segmentation inference.json,smoke.yaml --bundle_root bundles/unimiss_ct_segmentation
-run_bundle unimiss_ct_classification train.json,smoke.yaml --bundle_root bundles/unimiss_ct_classification && run_bundle unimiss_ct_classification inference.json,smoke.yaml --bundle_root bundles/unimiss_ct_classification
-run_bundle unimiss_cxr_classification train.json,smoke.yaml --bundle_root bundles/unimiss_cxr_classification && run_bundle unimiss_cxr_classification inference.json,smoke.yaml --bundle_root bundles/unimiss_cxr_classification
+# the fine-tuning smoke runs start from the backbone the pretraining smoke run just exported (same tiny shape)
+PRETRAINED="$OUTPUTS/unimiss_pretraining/models/model.pt"
+run_bundle unimiss_cxr_segmentation train.json,smoke.yaml --bundle_root bundles/unimiss_cxr_segmentation --pretrained_path "$PRETRAINED"
+run_bundle unimiss_cxr_segmentation inference.json,smoke.yaml --bundle_root bundles/unimiss_cxr_segmentation
+run_bundle unimiss_ct_segmentation train.json,smoke.yaml --bundle_root bundles/unimiss_ct_segmentation --pretrained_path "$PRETRAINED"
+run_bundle unimiss_ct_segmentation inference.json,smoke.yaml --bundle_root bundles/unimiss_ct_segmentation
+run_bundle unimiss_ct_classification train.json,smoke.yaml --bundle_root bundles/unimiss_ct_classification --pretrained_path "$PRETRAINED"
+run_bundle unimiss_ct_classification inference.json,smoke.yaml --bundle_root bundles/unimiss_ct_classification
+run_bundle unimiss_cxr_classification train.json,smoke.yaml --bundle_root bundles/unimiss_cxr_classification --pretrained_path "$PRETRAINED"
+run_bundle unimiss_cxr_classification inference.json,smoke.yaml --bundle_root bundles/unimiss_cxr_classification
 
 echo
 echo "[demo] done. Sample data: $SAMPLES   Outputs: $OUTPUTS"

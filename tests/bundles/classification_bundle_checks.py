@@ -81,10 +81,11 @@ def check_train_properties(bundle: str, samples_dir: Path, root: Path) -> None:
 
 
 def load_model_state(root: Path) -> dict:
-    """The trained weights: ignite's CheckpointSaver stores a one-entry ``{"model": net}`` as the bare state dict
-    (as model-zoo bundles do); ``monai.handlers.CheckpointLoader`` with ``load_dict={"model": net}`` reads either form."""
+    """The trained weights: ``models/model.pt`` is ``{"model": state_dict, "info": {...}}`` of plain tensors/values."""
     ckpt = torch.load(root / "models" / "model.pt", weights_only=True)
-    return ckpt.get("model", ckpt)
+    assert set(ckpt) == {"model", "info"}
+    assert ckpt["info"]["bundle"] in ("unimiss_ct_classification", "unimiss_cxr_classification") and ckpt["info"]["classes"]
+    return ckpt["model"]
 
 
 def check_metadata(bundle: str) -> None:
@@ -102,7 +103,7 @@ def check_net_and_export(bundle: str, root: Path, input_shape: list[int]) -> Non
     verify_net_in_out(net_id="network_def", meta_file=meta, config_file=files, device="cpu")
     ts = root / "model.ts"
     ckpt_export(net_id="network_def", filepath=str(ts), ckpt_file=str(root / "models" / "model.pt"), meta_file=meta,
-                config_file=files, key_in_ckpt="model" if "model" in torch.load(root / "models" / "model.pt", weights_only=True) else "", use_trace=True, input_shape=input_shape)
+                config_file=files, key_in_ckpt="model", use_trace=True, input_shape=input_shape)
     parser = ConfigParser()
     parser.read_config(files)
     net = parser.get_parsed_content("network_def")

@@ -59,10 +59,9 @@ def trained(sample_dir, tmp_path_factory):
 
 
 def test_train_cli_saves_best_model(trained):
-    # ignite's Checkpoint stores a single object as its bare state dict; CheckpointLoader(load_dict={"model": net})
-    # and load_pretrained_init read both forms
     ckpt = torch.load(trained / "models" / "model.pt", map_location="cpu", weights_only=True)
-    state = ckpt.get("model", ckpt)
+    assert set(ckpt) == {"model", "info"} and ckpt["info"]["bundle"] == "unimiss_ct_segmentation"
+    state = ckpt["model"]
     assert any(k.startswith("encoder.") for k in state) and any(k.startswith("decoder.") for k in state)
 
 
@@ -182,7 +181,7 @@ def test_torchscript_export(trained, tmp_path):
     ts = tmp_path / "model.ts"
     ckpt_export(
         net_id="network_def", filepath=str(ts), ckpt_file=str(trained / "models" / "model.pt"), meta_file=META,
-        config_file=_configs("train.json", "smoke.yaml"), key_in_ckpt="", use_trace=True, input_shape=[1, 1, 16, 32, 32],
+        config_file=_configs("train.json", "smoke.yaml"), key_in_ckpt="model", use_trace=True, input_shape=[1, 1, 16, 32, 32],
         bundle_root=str(BUNDLE), **TINY,
     )
     scripted = torch.jit.load(str(ts))
@@ -191,7 +190,7 @@ def test_torchscript_export(trained, tmp_path):
     parser.update({**TINY, "bundle_root": str(BUNDLE)})
     net = parser.get_parsed_content("network_def")
     ckpt = torch.load(trained / "models" / "model.pt", weights_only=True)
-    net.load_state_dict(ckpt.get("model", ckpt))
+    net.load_state_dict(ckpt["model"])
     x = torch.randn(1, 1, 16, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(scripted(x), net.eval()(x), atol=1e-4, rtol=1e-4)

@@ -45,7 +45,8 @@ def trained(samples, tmp_path_factory):
     assert workflow.check_properties() == []
     workflow.run()
     workflow.finalize()
-    assert (root / "models" / "model.pt").is_file()
+    ckpt = torch.load(root / "models" / "model.pt", weights_only=True)
+    assert ckpt["info"]["bundle"] == "unimiss_cxr_segmentation" and set(ckpt) == {"model", "info"}
     return root
 
 

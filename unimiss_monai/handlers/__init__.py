@@ -1,5 +1,6 @@
 """unimiss_monai.handlers."""
 
+from unimiss_monai.handlers.checkpoint_info import CheckpointInfo  # noqa: F401
 from unimiss_monai.handlers.freeze_encoder import FreezeEncoder, set_encoder_trainable  # noqa: F401
 from unimiss_monai.handlers.last_layer_freeze import LastLayerFreezeHandler  # noqa: F401
 from unimiss_monai.handlers.teacher_ema import TeacherEMAHandler  # noqa: F401
