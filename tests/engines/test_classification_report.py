@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from itertools import product
+
 
 import numpy as np
 import pytest

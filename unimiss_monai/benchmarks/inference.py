@@ -9,7 +9,6 @@ gets the same voxels in that order; the window grid is the same.
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from pathlib import Path

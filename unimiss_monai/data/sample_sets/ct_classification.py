@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from unimiss_monai.data.lesions import insert_lesion
-from unimiss_monai.data.writers import save_contact_sheet, save_json, save_nifti
+from unimiss_monai.data.writers import save_contact_sheet, save_json, save_nifti, staged_dir
 
 __all__ = ["NAME", "CLASS_NAMES", "ChestCT", "load_chest_ct", "build"]
 
@@ -107,34 +107,34 @@ def build(out_dir: Path, synthetic: bool = False, seed: int = 0) -> dict:
     """Write the data set under ``out_dir / "ct_classification"`` and return its manifest entry."""
     ct = load_chest_ct(synthetic)
     size, counts = (REAL_CROP, REAL_COUNTS) if ct.source == "real" else (SYNTHETIC_CROP, SYNTHETIC_COUNTS)
-    folder = Path(out_dir) / NAME
-    rng = np.random.default_rng(seed)
-    datalist: dict = {"class_names": CLASS_NAMES, "multi_label": False}
-    previews, titles = [], []
-    for split, count in zip(("training", "validation", "test"), counts):
-        datalist[split] = []
-        for i in range(count):
-            label = CLASS_NAMES[i % len(CLASS_NAMES)]
-            for _ in range(20):  # a crop with too little lung for a mass is re-drawn
-                box, start = _random_crop(ct, size, rng)
-                hu, lung, z = ct.hu[box], ct.lung[box], size[2] // 2
-                if label == "normal":
-                    break
-                try:
-                    hu, _, lesion = insert_lesion(hu, lung, ct.spacing, rng, diameter_mm=DIAMETER_MM[label], min_inside=0.7)
-                    z = lesion.center[2]
-                    break
-                except ValueError:
-                    continue
-            else:
-                raise RuntimeError(f"{NAME}: found no crop with room for a {label} in 20 tries")
-            name = f"{split}_{i:03d}_{label}"
-            save_nifti(np.round(hu).clip(-1024, 3071).astype(np.int16), _crop_affine(ct.affine, start), folder / "images" / f"{name}.nii.gz")
-            datalist[split].append({"image": f"images/{name}.nii.gz", "label": label})
-            if split == "test" and len(previews) < 6:
-                previews.append(np.rot90(hu[:, :, z]))
-                titles.append(label)
-    save_json(datalist, folder / "datalist.json")
-    save_contact_sheet(np.clip((np.stack(previews) + 1000) / 1400, 0, 1), titles, folder / "preview.png", title="axial slices (through the lesion)")
-    return {"path": NAME, "datalist": f"{NAME}/datalist.json", "source": ct.source, "class_names": CLASS_NAMES,
-            "cases": {k: len(datalist[k]) for k in ("training", "validation", "test")}}
+    with staged_dir(Path(out_dir) / NAME) as folder:
+        rng = np.random.default_rng(seed)
+        datalist: dict = {"class_names": CLASS_NAMES, "multi_label": False}
+        previews, titles = [], []
+        for split, count in zip(("training", "validation", "test"), counts):
+            datalist[split] = []
+            for i in range(count):
+                label = CLASS_NAMES[i % len(CLASS_NAMES)]
+                for _ in range(20):  # a crop with too little lung for a mass is re-drawn
+                    box, start = _random_crop(ct, size, rng)
+                    hu, lung, z = ct.hu[box], ct.lung[box], size[2] // 2
+                    if label == "normal":
+                        break
+                    try:
+                        hu, _, lesion = insert_lesion(hu, lung, ct.spacing, rng, diameter_mm=DIAMETER_MM[label], min_inside=0.7)
+                        z = lesion.center[2]
+                        break
+                    except ValueError:
+                        continue
+                else:
+                    raise RuntimeError(f"{NAME}: found no crop with room for a {label} in 20 tries")
+                name = f"{split}_{i:03d}_{label}"
+                save_nifti(np.round(hu).clip(-1024, 3071).astype(np.int16), _crop_affine(ct.affine, start), folder / "images" / f"{name}.nii.gz")
+                datalist[split].append({"image": f"images/{name}.nii.gz", "label": label})
+                if split == "test" and len(previews) < 6:
+                    previews.append(np.rot90(hu[:, :, z]))
+                    titles.append(label)
+        save_json(datalist, folder / "datalist.json")
+        save_contact_sheet(np.clip((np.stack(previews) + 1000) / 1400, 0, 1), titles, folder / "preview.png", title="axial slices (through the lesion)")
+        return {"path": NAME, "datalist": f"{NAME}/datalist.json", "source": ct.source, "class_names": CLASS_NAMES,
+                "cases": {k: len(datalist[k]) for k in ("training", "validation", "test")}}

@@ -17,8 +17,6 @@ the same nine classes instead (seconds; for tests).
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -27,7 +25,7 @@ import numpy as np
 from unimiss_monai.data.locators import INSTALL_HINT, find_real_ct
 from unimiss_monai.data.phantom import phantom_affine
 from unimiss_monai.data.totalsegmentator import DEFAULT_STRUCTURES, read_totalsegmentator_structures, structure_lookup
-from unimiss_monai.data.writers import save_json, save_nifti
+from unimiss_monai.data.writers import save_json, save_nifti, staged_dir
 
 __all__ = ["NAME", "CLASS_NAMES", "build", "make_organ_phantom"]
 
@@ -126,8 +124,7 @@ def build(out_dir: Path, synthetic: bool = False) -> dict:
         message = f"real chest CT not installed; ct_segmentation uses synthetic phantoms (install it with `{INSTALL_HINT}`)"
         warnings.warn(message, UserWarning, stacklevel=2)
         logger.warning(message)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{NAME}."))
-    try:
+    with staged_dir(out_dir / NAME) as tmp:
         names = _write_real(tmp, real) if real is not None else _write_synthetic(tmp)
         source = "real" if real is not None else "synthetic"
         item = lambda n: {"image": f"imagesTr/{n}.nii.gz", "label": f"labelsTr/{n}.nii.gz"}  # noqa: E731
@@ -142,11 +139,4 @@ def build(out_dir: Path, synthetic: bool = False) -> dict:
         # the key that folder readers (unimiss_monai.data.find_ct_cases) take as "the cases to run inference on"
         datalist["testing"] = datalist["test"]
         save_json(datalist, tmp / "datalist.json")
-        final = out_dir / NAME
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return {"path": NAME, "datalist": f"{NAME}/datalist.json", "source": source, "num_cases": len(names), "classes": CLASS_NAMES}

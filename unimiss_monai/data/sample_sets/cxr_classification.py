@@ -30,7 +30,7 @@ import numpy as np
 
 from unimiss_monai.data.lesions import enlarge_region, insert_lesion
 from unimiss_monai.data.sample_sets.ct_classification import load_chest_ct
-from unimiss_monai.data.writers import save_contact_sheet, save_json, save_png
+from unimiss_monai.data.writers import save_contact_sheet, save_json, save_png, staged_dir
 
 __all__ = ["NAME", "CLASS_NAMES", "build"]
 
@@ -53,31 +53,31 @@ def build(out_dir: Path, synthetic: bool = False, seed: int = 0) -> dict:
 
     ct = load_chest_ct(synthetic)
     counts, (detector, pixel) = (REAL_COUNTS, REAL_DETECTOR) if ct.source == "real" else (SYNTHETIC_COUNTS, SYNTHETIC_DETECTOR)
-    folder = Path(out_dir) / NAME
-    rng = np.random.default_rng(seed)
-    datalist: dict = {"class_names": CLASS_NAMES, "multi_label": True}
-    previews, titles = [], []
-    cases = [(split, i) for split, n in zip(("training", "validation", "test"), counts) for i in range(n)]
-    for split, i in tqdm(cases, desc=NAME, disable=synthetic):
-        has_nodule, has_cardiomegaly = bool(i % 2), bool((i // 2) % 2)
-        hu, lung = ct.hu, ct.lung
-        if has_cardiomegaly:
-            s = rng.uniform(*HEART_SCALE)
-            hu, heart = enlarge_region(hu, ct.labels, ct.heart_values, ct.spacing, scale=(s, s, 1.05))
-            lung = lung & ~heart
-        if has_nodule:
-            hu = insert_lesion(hu, lung, ct.spacing, rng, diameter_mm=NODULE_MM)[0]
-        pose = Pose("AP", rotation=tuple(rng.uniform(-6, 6, 3)), translation=tuple(rng.uniform(-15, 15, 3)))
-        drr = render(hu, ct.affine, views=[pose], detector_shape=detector, pixel_spacing=pixel)[0]
-        image = to_radiograph(drr, bits=8)
-        findings = [n for n, on in zip(CLASS_NAMES, (has_nodule, has_cardiomegaly)) if on]
-        name = f"{split}_{i:03d}_{'_'.join(findings) or 'clear'}"
-        save_png(image, folder / "images" / f"{name}.png")
-        datalist.setdefault(split, []).append({"image": f"images/{name}.png", "label": findings})
-        if split == "test" and len(previews) < 4:
-            previews.append(image)
-            titles.append(", ".join(findings) or "no finding")
-    save_json(datalist, folder / "datalist.json")
-    save_contact_sheet(np.stack(previews), titles, folder / "preview.png", title="AP DRRs with simulated findings")
-    return {"path": NAME, "datalist": f"{NAME}/datalist.json", "source": ct.source, "class_names": CLASS_NAMES,
-            "cases": {k: len(datalist[k]) for k in ("training", "validation", "test")}}
+    with staged_dir(Path(out_dir) / NAME) as folder:
+        rng = np.random.default_rng(seed)
+        datalist: dict = {"class_names": CLASS_NAMES, "multi_label": True}
+        previews, titles = [], []
+        cases = [(split, i) for split, n in zip(("training", "validation", "test"), counts) for i in range(n)]
+        for split, i in tqdm(cases, desc=NAME, disable=synthetic):
+            has_nodule, has_cardiomegaly = bool(i % 2), bool((i // 2) % 2)
+            hu, lung = ct.hu, ct.lung
+            if has_cardiomegaly:
+                s = rng.uniform(*HEART_SCALE)
+                hu, heart = enlarge_region(hu, ct.labels, ct.heart_values, ct.spacing, scale=(s, s, 1.05))
+                lung = lung & ~heart
+            if has_nodule:
+                hu = insert_lesion(hu, lung, ct.spacing, rng, diameter_mm=NODULE_MM)[0]
+            pose = Pose("AP", rotation=tuple(rng.uniform(-6, 6, 3)), translation=tuple(rng.uniform(-15, 15, 3)))
+            drr = render(hu, ct.affine, views=[pose], detector_shape=detector, pixel_spacing=pixel)[0]
+            image = to_radiograph(drr, bits=8)
+            findings = [n for n, on in zip(CLASS_NAMES, (has_nodule, has_cardiomegaly)) if on]
+            name = f"{split}_{i:03d}_{'_'.join(findings) or 'clear'}"
+            save_png(image, folder / "images" / f"{name}.png")
+            datalist.setdefault(split, []).append({"image": f"images/{name}.png", "label": findings})
+            if split == "test" and len(previews) < 4:
+                previews.append(image)
+                titles.append(", ".join(findings) or "no finding")
+        save_json(datalist, folder / "datalist.json")
+        save_contact_sheet(np.stack(previews), titles, folder / "preview.png", title="AP DRRs with simulated findings")
+        return {"path": NAME, "datalist": f"{NAME}/datalist.json", "source": ct.source, "class_names": CLASS_NAMES,
+                "cases": {k: len(datalist[k]) for k in ("training", "validation", "test")}}

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from unimiss_monai.data.locators import INSTALL_HINT, find_real_ct, find_real_radiograph, read_structure_names
-from unimiss_monai.data.writers import atomic_path, save_json, save_nifti
+from unimiss_monai.data.writers import atomic_path, save_json, save_nifti, staged_dir
 
 __all__ = ["STRUCTURES", "REAL_GROUPS", "MASK_THRESHOLD_MM", "build", "pool_mask", "sample_poses", "render_case"]
 
@@ -159,8 +158,7 @@ def build(out_dir: Path, synthetic: bool = False) -> dict:
     splits = {split: sample_poses(n, TEST_BANDS if split == "test" else TRAIN_BANDS, rng) for split, n in spec["splits"].items()}
     centre = affine[:3, :3] @ ((np.asarray(shape) - 1) / 2.0) + affine[:3, 3]
 
-    tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{NAME}."))
-    try:
+    with staged_dir(out_dir / NAME) as tmp:
         datalist: dict = {"name": NAME, "structures": list(STRUCTURES), "source": "real" if real else "synthetic"}
         poses = {}
         total = sum(len(p) for p in splits.values())
@@ -187,13 +185,6 @@ def build(out_dir: Path, synthetic: bool = False) -> dict:
             with atomic_path(tmp / "inference" / radiograph.name) as t:
                 shutil.copyfile(radiograph, t)
         save_json(datalist, tmp / "datalist.json")
-        final = out_dir / NAME
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     counts = {k: len(v) for k, v in splits.items()}
     logger.info("cxr_segmentation: %s images (%s)", counts, datalist["source"])
     return {"path": NAME, "datalist": f"{NAME}/datalist.json", "source": datalist["source"], "structures": list(STRUCTURES), **counts}

@@ -13,14 +13,13 @@ only (seconds, for tests).
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from unimiss_monai.data.locators import find_real_ct, find_real_radiograph
 from unimiss_monai.data.phantom import make_ct_phantom
-from unimiss_monai.data.writers import save_json, save_nifti
+from unimiss_monai.data.writers import save_json, save_nifti, staged_dir
 
 NAME = "pretraining"
 DATALIST = "datalist.json"
@@ -52,8 +51,7 @@ def _write_case(root: Path, name: str, hu: np.ndarray, affine: np.ndarray, views
 def build(out_dir: Path, synthetic: bool = False) -> dict:
     """Write the ``pretraining`` data set under ``out_dir`` and return its ``samples.json`` entry."""
     out_dir = Path(out_dir)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{NAME}."))
-    try:
+    with staged_dir(out_dir / NAME) as tmp:
         ct_entries: list[dict] = []
         xray_entries: list[dict] = []
         real_ct = None if synthetic else find_real_ct()
@@ -80,11 +78,4 @@ def build(out_dir: Path, synthetic: bool = False) -> dict:
             xray_entries.append({"image": f"xray/{radiograph.name}"})
         source = "real" if real_ct is not None else "synthetic"
         save_json({"name": NAME, "source": source, "ct": ct_entries, "xray": xray_entries}, tmp / DATALIST)
-        final = out_dir / NAME
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return {"path": NAME, "datalist": f"{NAME}/{DATALIST}", "source": source, "num_ct": len(ct_entries), "num_xray": len(xray_entries)}
