@@ -79,6 +79,32 @@ def test_train_workflow_properties(sample_dir, tmp_path):
     assert wf.parser.get_parsed_content("validate#evaluator").state.best_metric >= 0.0
 
 
+def test_train_with_deep_supervision(sample_dir, tmp_path):
+    """``deep_supervision: true`` trains on all decoder levels; the evaluator still sees plain logits."""
+    from unimiss_monai.losses import StackedDeepSupervisionLoss
+
+    wf = ConfigWorkflow(
+        config_file=_configs("train.json", "smoke.yaml"), meta_file=META, logging_file=LOGGING, workflow_type="train",
+        bundle_root=str(BUNDLE), dataset_dir=sample_dir, output_dir=str(tmp_path), deep_supervision=True, **TINY,
+    )
+    wf.initialize()
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    evaluator = wf.parser.get_parsed_content("validate#evaluator")
+    assert isinstance(trainer.loss_function, StackedDeepSupervisionLoss) and trainer.network.deep_supervision
+    seen = {}
+    def record_shape(module, inputs, output):  # returns None, so the output itself passes on unchanged
+        seen.setdefault("train" if module.training else "eval", tuple(output.shape))
+
+    trainer.network.register_forward_hook(record_shape)
+    wf.run()
+    wf.finalize()
+    assert len(seen["train"]) == 6 and seen["train"][1] > 1 and seen["train"][2] == 10  # (B, 1 + K, C, Z, X, Y)
+    assert len(seen["eval"]) == 5 and seen["eval"][1] == 10  # (B, C, Z, X, Y)
+    assert trainer.state.output[0]["pred"].shape == (10, 16, 32, 32) and np.isfinite(trainer.state.output[0]["loss"])
+    assert evaluator.state.output[0]["pred"].ndim == 4 and 0.0 <= evaluator.state.best_metric <= 1.0
+    assert (tmp_path / "models" / "model.pt").is_file()
+
+
 def test_evaluate_writes_report(sample_dir, trained, tmp_path):
     wf = ConfigWorkflow(
         config_file=_configs("train.json", "evaluate.json", "smoke.yaml"), meta_file=META, logging_file=LOGGING,

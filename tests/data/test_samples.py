@@ -7,6 +7,7 @@ import json
 import sys
 import types
 
+import numpy as np
 import pytest
 
 from unimiss_monai.data import find_dataset, samples
@@ -64,3 +65,25 @@ def test_unknown_name_and_missing_dir(tmp_path, fake_builders):
         find_dataset(tmp_path / "absent", "good")
     # a plain folder is the user's own data set
     assert find_dataset(tmp_path, "anything") == str(tmp_path)
+
+
+def test_pretraining_set_has_a_labelled_probe(tmp_path):
+    import nibabel as nib
+
+    from unimiss_monai.data.phantom import make_ct_phantom
+
+    root = samples(str(tmp_path), synthetic=True, only="pretraining")
+    datalist = json.loads((tmp_path / "pretraining" / "datalist.json").read_text())
+    probe = datalist["probe"]
+    assert {item["label"] for item in probe} == {"lung", "heart", "spine"}
+    # each crop is cut from a phantom and keeps its world position: its centre voxel lies in the labelled organ
+    phantom = make_ct_phantom(shape=(40, 40, 24), spacing=(6.0, 6.0, 6.0), seed=0)
+    names = {v: k for k, v in phantom.label_names.items()}
+    for item in (i for i in probe if i["image"].startswith("probe/phantom0_")):
+        img = nib.load(f"{root}/pretraining/{item['image']}")
+        assert img.shape == (12, 12, 8)
+        origin = np.linalg.solve(phantom.affine, img.affine[:, 3])[:3].round().astype(int)
+        np.testing.assert_array_equal(img.get_fdata(), phantom.hu[tuple(slice(o, o + n) for o, n in zip(origin, img.shape))])
+        organ = item["label"]
+        values = [names[n] for n in names if organ in n]
+        assert np.isin(phantom.labels[tuple(slice(o, o + n) for o, n in zip(origin, img.shape))], values).any()

@@ -5,8 +5,9 @@ Honest by construction: both initialisations see the same training subsets (draw
 split), the same epochs, seeds and network, and are scored on the bundle's held-out test split by its own evaluate
 config. Every number in the output comes from an evaluation report written by a run, whose folder is kept.
 
-A task is a :data:`TASKS` entry: which configs train and evaluate it, which report file and metric to read. A
-classification bundle is added with an entry whose metric is its AUC.
+A task is a :data:`TASKS` entry: which configs train and evaluate it, which report file and metric to read. The
+segmentation bundle is scored by the mean test Dice over structures (``segmentation_report.json``), the classification
+bundles by the test macro ROC AUC that their evaluate config writes to ``metrics.json`` (``macro_auc``).
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ class Task:
     eval_configs: tuple[str, ...]
     report: str  # file the evaluate run writes under its output_dir
     metric: str  # display name
-    score: str  # how to read the score from the report: "mean_over_structures:<metric>"
+    score: str  # how to read the score from the report: "mean_over_structures:<metric>" or "key:<metric>"
     small: dict = field(default_factory=dict)  # overrides of the default (small, CPU) scale
+    small_configs: tuple[str, ...] = ()  # bundle overlays layered on every config at the small scale
+    seeded: dict = field(default_factory=dict)  # overrides that make ``@seed`` drive the training randomness
 
 
 TASKS: dict[str, Task] = {
@@ -53,6 +56,19 @@ TASKS: dict[str, Task] = {
     ),
 }
 
+# the classification bundles fix their determinism seed in ``initialize``; the study varies it per seed
+_SEEDED_CLASSIFICATION = {"initialize#0": "$monai.utils.set_determinism(seed=@seed)"}
+for _name in ("unimiss_cxr_classification", "unimiss_ct_classification"):
+    TASKS[_name] = Task(
+        train_configs=("train.json",),
+        eval_configs=("train.json", "evaluate.json"),
+        report="metrics.json",
+        metric="macro AUC",
+        score="key:macro_auc",
+        small_configs=("smoke.yaml",),
+        seeded=_SEEDED_CLASSIFICATION,
+    )
+
 
 def _read_score(task: Task, report_path: Path) -> float:
     report = json.loads(report_path.read_text())
@@ -62,6 +78,11 @@ def _read_score(task: Task, report_path: Path) -> float:
         if not values:
             raise ValueError(f"{report_path}: no {metric} value for any structure")
         return float(np.mean(values))
+    if kind == "key":
+        value = report.get(metric)
+        if value is None:
+            raise ValueError(f"{report_path}: no {metric!r} value (is a class missing from the test split?)")
+        return float(value)
     raise ValueError(f"unknown score kind {kind!r} in task definition")
 
 
@@ -107,7 +128,7 @@ def _plot(results: dict, metric: str, bundle: str, path: Path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("fraction of training labels")
     ax.set_ylabel(f"test {metric} (mean, 95% CI)")
-    ax.set_title(bundle, fontsize=9)
+    ax.set_title(f"{bundle}: {metric} vs fraction", fontsize=9)
     ax.legend()
     fig.tight_layout()
     buf = io.BytesIO()
@@ -129,10 +150,13 @@ def label_efficiency(
     **overrides,
 ) -> str:
     """Train ``bundle`` on fractions of its training labels, from scratch and from pretrained weights, and write
-    ``label_efficiency.json`` + ``label_efficiency.png`` (test score vs fraction, mean and 95 % interval over seeds).
+    ``label_efficiency.json`` + ``label_efficiency.png`` (test score vs fraction, mean and 95 % interval over seeds):
+    Dice for ``unimiss_cxr_segmentation``, macro ROC AUC for ``unimiss_cxr_classification`` and
+    ``unimiss_ct_classification``.
 
     Args:
-        bundle: a name in :data:`TASKS`.
+        bundle: a name in :data:`TASKS`: unimiss_cxr_segmentation, unimiss_cxr_classification,
+            unimiss_ct_classification.
         fractions: comma-separated fractions in (0, 1] of the training split.
         seeds: runs per (initialisation, fraction); seed ``s`` fixes the subset and the training randomness.
         pretrained: encoder checkpoint; defaults to ``bundles/unimiss_pretraining/models/model.pt``. When it does not
@@ -140,7 +164,8 @@ def label_efficiency(
         dataset_dir: a ``samples`` output or the bundle's data folder.
         output_dir: where the runs (kept, one folder each) and the summary go.
         max_epochs: training epochs of every run (validation at the end only).
-        small: use the task's small network and image size (the CPU default); False trains the bundle as shipped.
+        small: use the task's small network and image size (the CPU default; the classification bundles take their
+            ``smoke.yaml`` overlay); False trains the bundle as shipped.
         bundles_dir: folder of the bundles; defaults to the repository's ``bundles/``.
         overrides: further ``monai.bundle`` overrides for every run (e.g. ``learning_rate=1e-3``).
 
@@ -148,10 +173,7 @@ def label_efficiency(
         The path of ``label_efficiency.json``.
     """
     from monai.bundle import ConfigWorkflow
-    from monai.data import load_decathlon_datalist
     from tqdm import tqdm
-
-    from unimiss_monai.data.samples import find_dataset
 
     if bundle not in TASKS:
         raise ValueError(f"label-efficiency: unknown bundle {bundle!r}; choose one of {sorted(TASKS)}")
@@ -173,12 +195,15 @@ def label_efficiency(
         print(f"[label-efficiency] no pretrained weights at {pretrained}: running from scratch only "
               "(train the unimiss_pretraining bundle or pass --pretrained PATH)", flush=True)
 
-    data_root = find_dataset(dataset_dir, bundle.replace("unimiss_", ""))
-    training = load_decathlon_datalist(os.path.join(data_root, "datalist.json"), True, "training", base_dir=data_root)
     out = Path(output_dir).resolve()
-    common = {**(task.small if small else {}), **overrides, "dataset_dir": dataset_dir, "max_epochs": int(max_epochs),
-              "val_interval": int(max_epochs)}
-    configs = lambda names: [str(bundle_root / "configs" / n) for n in names]  # noqa: E731
+    common = {**(task.small if small else {}), **task.seeded, **overrides, "dataset_dir": dataset_dir,
+              "max_epochs": int(max_epochs), "val_interval": int(max_epochs)}
+    overlays = task.small_configs if small else ()
+    configs = lambda names: [str(bundle_root / "configs" / n) for n in (*names, *overlays)]  # noqa: E731
+    # the training split as the bundle itself reads it (paths resolved, labels in the form its loss expects)
+    reader = ConfigWorkflow(config_file=configs(task.train_configs), workflow_type="train", bundle_root=str(out),
+                            **common)
+    training = list(reader.parser.get_parsed_content("train#dataset#data"))
 
     runs = []
     with tqdm(total=len(inits) * len(fr) * int(seeds), desc="label-efficiency runs", unit="run") as bar:
@@ -211,6 +236,7 @@ def label_efficiency(
     results = {init: {f"{f:g}": summarise([r["score"] for r in runs if r["init"] == init and r["fraction"] == f]) for f in fr} for init in inits}
     summary = {"bundle": bundle, "metric": task.metric, "split": "test", "fractions": fr, "seeds": int(seeds),
                "max_epochs": int(max_epochs), "small": small, "pretrained": inits.get("pretrained"),
+               "report": task.report, "score": task.score,
                "num_training": len(training), "results": results, "runs": runs}
     json_path = out / "label_efficiency.json"
     _write_atomic(json_path, json.dumps(summary, indent=2).encode())

@@ -8,3 +8,4 @@ from unimiss_monai.handlers.pretrained_init import default_pretrained_path, load
 from unimiss_monai.handlers.collapse_monitor import CollapseMonitor  # noqa: F401
 from unimiss_monai.handlers.loss_curves import LossCurvePlotter, scalar_outputs  # noqa: F401
 from unimiss_monai.handlers.training_checkpoint import TrainingCheckpoint  # noqa: F401
+from unimiss_monai.handlers.knn_probe import KNNProbe, knn_accuracy, load_probe_items  # noqa: F401

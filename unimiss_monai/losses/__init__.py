@@ -1,6 +1,7 @@
 """Self-supervised objectives of UniMiSS / UniMiSS+ (one loss per module; schedules live in ``unimiss_monai.utils``)."""
 
 from unimiss_monai.losses.cross_dimension import CrossDimensionDINOLoss, average_slice_logits
+from unimiss_monai.losses.deep_supervision import StackedDeepSupervisionLoss
 from unimiss_monai.losses.dino import DINOLoss, split_views
 from unimiss_monai.losses.reconstruction import ReconstructionMSELoss, minmax_normalize
 from unimiss_monai.losses.unimiss_plus import UniMissPlusLoss
@@ -9,6 +10,7 @@ __all__ = [
     "CrossDimensionDINOLoss",
     "DINOLoss",
     "ReconstructionMSELoss",
+    "StackedDeepSupervisionLoss",
     "UniMissPlusLoss",
     "average_slice_logits",
     "minmax_normalize",

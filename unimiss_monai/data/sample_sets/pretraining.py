@@ -3,7 +3,11 @@
 Layout::
 
     pretraining/datalist.json   {"ct": [{"image": "ct/<slab>.nii.gz", "drr": "drr/<slab>_<view>.nii.gz"}, ...],
-                                 "xray": [{"image": "xray/<name>.(dcm|nii.gz)"}, ...]}
+                                 "xray": [{"image": "xray/<name>.(dcm|nii.gz)"}, ...],
+                                 "probe": [{"image": "probe/<organ>_<i>.nii.gz", "label": "<organ>"}, ...]}
+
+``probe`` is the labelled set of the k-NN monitor (:class:`unimiss_monai.handlers.KNNProbe`): CT crops centred on a
+voxel of one organ (TotalSegmentator labels of the real CT; the phantoms' lungs, heart and spine), labelled by organ.
 
 Real mode: 24-slice slabs of the real chest CT, each with DRRs at several poses (one datalist entry per pose), the
 real radiograph, DRR-derived X-ray-like images for variety, plus small phantoms. ``synthetic=True``: tiny phantoms
@@ -48,12 +52,34 @@ def _write_case(root: Path, name: str, hu: np.ndarray, affine: np.ndarray, views
     return entries
 
 
+def _probe_crops(root: Path, name: str, hu: np.ndarray, affine: np.ndarray, organs: dict[str, np.ndarray],
+                 per_organ: int, crop: tuple[int, int, int], rng: np.random.Generator) -> list[dict]:
+    """``per_organ`` crops of ``crop`` voxels around random voxels of each organ mask, as labelled probe items."""
+    entries = []
+    size = np.minimum(np.asarray(crop), hu.shape)
+    for organ, mask in organs.items():
+        voxels = np.argwhere(mask)
+        if len(voxels) == 0:
+            continue
+        for i, centre in enumerate(voxels[rng.choice(len(voxels), size=min(per_organ, len(voxels)), replace=False)]):
+            start = np.clip(centre - size // 2, 0, np.asarray(hu.shape) - size)
+            box = tuple(slice(a, a + n) for a, n in zip(start, size))
+            crop_affine = affine.copy()
+            crop_affine[:3, 3] = affine[:3, :3] @ start + affine[:3, 3]
+            rel = f"probe/{name}_{organ}_{i}.nii.gz"
+            save_nifti(np.ascontiguousarray(hu[box], dtype=np.float32), crop_affine, root / rel)
+            entries.append({"image": rel, "label": organ})
+    return entries
+
+
 def build(out_dir: Path, synthetic: bool = False) -> dict:
     """Write the ``pretraining`` data set under ``out_dir`` and return its ``samples.json`` entry."""
     out_dir = Path(out_dir)
     with staged_dir(out_dir / NAME) as tmp:
         ct_entries: list[dict] = []
         xray_entries: list[dict] = []
+        probe_entries: list[dict] = []
+        rng = np.random.default_rng(0)
         real_ct = None if synthetic else find_real_ct()
         if real_ct is not None:
             from unimiss_monai.data.ct_io import load_ct
@@ -61,11 +87,25 @@ def build(out_dir: Path, synthetic: bool = False) -> dict:
             hu, affine = load_ct(real_ct.image)
             hu = np.ascontiguousarray(hu, dtype=np.float32)
             ct_entries += _write_case(tmp, "chest", hu, affine, REAL_VIEWS, thickness=24, drr_size=128)
+            from unimiss_monai.data.ct_io import load_label_map
+            from unimiss_monai.data.totalsegmentator import DEFAULT_STRUCTURES, structure_lookup
+
+            labels = load_label_map(real_ct.labels, hu.shape, affine)
+            table, names = structure_lookup(DEFAULT_STRUCTURES, real_ct.structures)
+            classes = np.zeros(int(max(table)) + 1, np.int64)
+            classes[list(table)] = list(table.values())
+            mapped = classes[np.clip(labels.astype(np.int64), 0, len(classes) - 1)]
+            organs = {n: mapped == k for k, n in enumerate(names, start=1)}
+            probe_entries += _probe_crops(tmp, "chest", hu, affine, organs, per_organ=6, crop=(48, 48, 16), rng=rng)
         # phantoms: several shapes so that even the synthetic set has variety
         shapes = [(40, 40, 24), (48, 40, 32)] if synthetic else [(96, 96, 48), (80, 96, 40)]
         for i, shape in enumerate(shapes):
             ph = make_ct_phantom(shape=shape, spacing=(6.0, 6.0, 6.0), seed=i)
             ct_entries += _write_case(tmp, f"phantom{i}", ph.hu, ph.affine, ("AP", "LAT") if not synthetic else ("AP",), thickness=16 if synthetic else 24, drr_size=64 if synthetic else 128)
+            by_name = {v: k for k, v in ph.label_names.items()}
+            organs = {"lung": np.isin(ph.labels, [by_name[n] for n in by_name if "lung" in n]),
+                      "heart": ph.labels == by_name["heart"], "spine": ph.labels == by_name["spine"]}
+            probe_entries += _probe_crops(tmp, f"phantom{i}", ph.hu, ph.affine, organs, per_organ=2, crop=(12, 12, 8), rng=rng)
         # X-ray-like images: DRRs of the slabs (a fresh list) and, in real mode, the real radiograph
         (tmp / "xray").mkdir(exist_ok=True)
         for e in ct_entries[:: 2 if synthetic else 3]:
@@ -77,5 +117,6 @@ def build(out_dir: Path, synthetic: bool = False) -> dict:
             shutil.copyfile(radiograph, tmp / "xray" / radiograph.name)
             xray_entries.append({"image": f"xray/{radiograph.name}"})
         source = "real" if real_ct is not None else "synthetic"
-        save_json({"name": NAME, "source": source, "ct": ct_entries, "xray": xray_entries}, tmp / DATALIST)
-    return {"path": NAME, "datalist": f"{NAME}/{DATALIST}", "source": source, "num_ct": len(ct_entries), "num_xray": len(xray_entries)}
+        save_json({"name": NAME, "source": source, "ct": ct_entries, "xray": xray_entries, "probe": probe_entries}, tmp / DATALIST)
+    return {"path": NAME, "datalist": f"{NAME}/{DATALIST}", "source": source, "num_ct": len(ct_entries),
+            "num_xray": len(xray_entries), "num_probe": len(probe_entries)}
