@@ -21,9 +21,11 @@ run_bundle() {  # run_bundle NAME CONFIG[,OVERLAY...] [extra overrides...]
 }
 
 run_bundle unimiss_drr_generation inference.json
-run_bundle unimiss_pretraining train.json,smoke.yaml
-# the fine-tuning smoke runs start from the backbone the pretraining smoke run just exported (same tiny shape)
-PRETRAINED="$OUTPUTS/unimiss_pretraining/models/model.pt"
+# the teacher backbone goes to bundles/unimiss_pretraining/models/model.pt, where the fine-tuning bundles look by
+# default (model-zoo layout); the resumable training state stays in outputs/unimiss_pretraining/checkpoints
+run_bundle unimiss_pretraining train.json,smoke.yaml --bundle_root bundles/unimiss_pretraining
+# the fine-tuning smoke overlays start from scratch unless given weights: pass the backbone just exported (same tiny shape)
+PRETRAINED="$ROOT/bundles/unimiss_pretraining/models/model.pt"
 run_bundle unimiss_cxr_segmentation train.json,smoke.yaml --bundle_root bundles/unimiss_cxr_segmentation --pretrained_path "$PRETRAINED"
 run_bundle unimiss_cxr_segmentation inference.json,smoke.yaml --bundle_root bundles/unimiss_cxr_segmentation
 run_bundle unimiss_ct_segmentation train.json,smoke.yaml --bundle_root bundles/unimiss_ct_segmentation --pretrained_path "$PRETRAINED"

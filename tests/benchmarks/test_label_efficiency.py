@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from unimiss_monai.benchmarks.label_efficiency import label_efficiency, summarise
+from unimiss_monai.benchmarks.label_efficiency import TASKS, label_efficiency, summarise
 
 pytestmark = pytest.mark.integration
 
@@ -24,22 +24,83 @@ def test_summarise_interval_matches_t_distribution():
     assert summarise([0.4])["ci95"] is None
 
 
-def test_micro_run_writes_json_and_png_from_real_reports(tmp_path):
+def _train_loss_steps(run_dir: Path) -> int:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "eval"))
+    acc.Reload()
+    return len(acc.Scalars("train_loss"))
+
+
+@pytest.fixture(scope="module")
+def cxr_samples(tmp_path_factory):
     from unimiss_monai.data.samples import samples
 
-    data = samples(str(tmp_path / "samples"), synthetic=True, only="cxr_segmentation")
+    return samples(str(tmp_path_factory.mktemp("samples")), synthetic=True, only="cxr_segmentation")
+
+
+def _tiny_encoder_checkpoint(path: Path, **widths) -> str:
+    """A checkpoint in the pretraining export format ({"model": backbone state dict}) with known weights."""
+    import torch
+
+    from unimiss_monai.networks import UniMissSegmentation
+
+    small = TASKS["unimiss_cxr_segmentation"].small
+    dims = {k.split("#")[1]: v for k, v in small.items() if k.startswith("network_def#")} | widths
+    net = UniMissSegmentation(spatial_dims=2, in_channels=3, out_channels=5, variant="mitplus", img_size=[64, 64],
+                              **dims)
+    torch.save({"model": net.encoder.state_dict()}, path)
+    return str(path)
+
+
+def test_micro_run_writes_json_and_png_from_real_reports_and_resumes(tmp_path, cxr_samples):
     out = tmp_path / "le"
-    path = label_efficiency(fractions="0.5", seeds=1, dataset_dir=data, output_dir=str(out), max_epochs=1,
-                            pretrained=str(tmp_path / "absent.pt"), batch_size=2)
+    kw = dict(fractions="0.25", seeds=1, dataset_dir=cxr_samples, output_dir=str(out), max_epochs=2,
+              epoch_iterations=3, pretrained="none", batch_size=2)
+    path = label_efficiency(**kw)
     summary = json.loads(Path(path).read_text())
-    assert list(summary["results"]) == ["scratch"] and summary["pretrained"] is None
+    assert list(summary["results"]) == ["scratch"] and summary["pretrained"] is None and not summary["failures"]
     (run,) = summary["runs"]
-    assert run["num_labels"] == 4 and run["fraction"] == 0.5
+    assert run["num_labels"] == 2 and run["fraction"] == 0.25
+    # the budget is iterations, not passes over the subset: 2 labelled images still get 2 x 3 steps
+    assert _train_loss_steps(out / "runs" / "scratch_f0.25_s0") == 6 == summary["iterations_per_run"]
     report = json.loads(Path(run["report"]).read_text())
-    dice = [v["dice"] for v in report["mean"].values() if v["dice"] is not None]
-    assert run["score"] == pytest.approx(sum(dice) / len(dice))
-    assert summary["results"]["scratch"]["0.5"]["mean"] == pytest.approx(run["score"])
-    assert (out / "label_efficiency.png").stat().st_size > 0
+    dice = {k: v["dice"] for k, v in report["mean"].items()}
+    assert run["per_structure"] == dice
+    present = [d for d in dice.values() if d is not None]
+    assert run["score"] == pytest.approx(sum(present) / len(present))
+    assert summary["results"]["scratch"]["0.25"]["mean"] == pytest.approx(run["score"])
+    assert (out / "label_efficiency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # same settings: the report is read back, not retrained; other settings: retrained
+    again = json.loads(Path(label_efficiency(**kw)).read_text())
+    assert again["runs"][0].get("reused") and again["runs"][0]["score"] == run["score"]
+    changed = json.loads(Path(label_efficiency(**{**kw, "epoch_iterations": 2})).read_text())
+    assert not changed["runs"][0].get("reused")
+
+
+def test_pretrained_and_scratch_share_subsets_and_a_bad_run_does_not_stop_the_others(tmp_path, cxr_samples):
+    import torch
+
+    good = _tiny_encoder_checkpoint(tmp_path / "good.pt")
+    out = tmp_path / "le"
+    summary = json.loads(Path(label_efficiency(fractions="0.25", seeds=1, dataset_dir=cxr_samples,
+                                               output_dir=str(out), max_epochs=1, epoch_iterations=1,
+                                               pretrained=good, batch_size=2)).read_text())
+    assert sorted(summary["results"]) == ["pretrained", "scratch"] and not summary["failures"]
+    scratch, pre = (json.loads((out / "runs" / f"{i}_f0.25_s0" / "run_settings.json").read_text())
+                    for i in ("scratch", "pretrained"))
+    assert scratch["subset"] == pre["subset"] and pre["pretrained_path"] == good and scratch["pretrained_path"] is None
+
+    # a checkpoint of other widths cannot initialise the network: those runs fail, the scratch runs still count
+    bad = _tiny_encoder_checkpoint(tmp_path / "bad.pt", embed_dims=[8, 16, 16, 32])
+    assert torch.load(bad, weights_only=True)["model"]
+    summary = json.loads(Path(label_efficiency(fractions="0.25", seeds=1, dataset_dir=cxr_samples,
+                                               output_dir=str(tmp_path / "bad"), max_epochs=1, epoch_iterations=1,
+                                               pretrained=bad, batch_size=2)).read_text())
+    (failure,) = summary["failures"]
+    assert failure["init"] == "pretrained" and "bad.pt" in failure["error"]
+    assert list(summary["results"]) == ["scratch", "pretrained"] and summary["results"]["pretrained"] == {}
+    assert summary["results"]["scratch"]["0.25"]["n"] == 1
 
 
 @pytest.mark.parametrize("bundle", ["unimiss_cxr_classification", "unimiss_ct_classification"])
@@ -67,7 +128,7 @@ def test_micro_classification_run_scores_macro_auc_from_metrics_json(tmp_path):
     datalist = json.loads((Path(data) / "cxr_classification" / "datalist.json").read_text())
     out = tmp_path / "le"
     path = label_efficiency(bundle="unimiss_cxr_classification", fractions="0.125", seeds=1, dataset_dir=data,
-                            output_dir=str(out), max_epochs=1, pretrained=str(tmp_path / "absent.pt"), batch_size=8)
+                            output_dir=str(out), max_epochs=1, epoch_iterations=2, pretrained="none", batch_size=8)
     summary = json.loads(Path(path).read_text())
     assert summary["metric"] == "macro AUC" and list(summary["results"]) == ["scratch"]
     assert summary["num_training"] == len(datalist["training"])
@@ -88,3 +149,5 @@ def test_bad_arguments():
         label_efficiency(bundle="nope")
     with pytest.raises(ValueError, match=r"fractions must be in \(0, 1\]"):
         label_efficiency(fractions="0,1.5")
+    with pytest.raises(FileNotFoundError, match="absent.pt not found"):
+        label_efficiency(pretrained="absent.pt")

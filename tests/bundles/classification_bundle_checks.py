@@ -1,80 +1,43 @@
 """Checks shared by the two classification bundle tests (CT: exclusive classes, CXR: multi-label findings).
 
 Training runs once per bundle through ``python -m monai.bundle run`` (a subprocess, the way users run it); the
-evaluate and inference configs then run in-process through ``monai.bundle.ConfigWorkflow`` on that checkpoint.
+evaluate and inference configs then run in-process through ``monai.bundle.ConfigWorkflow`` on that checkpoint. The
+sample sets and the two ways of running a bundle come from ``tests/bundles/conftest.py``.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import torch
 
-from conftest import BUNDLES, REPO, SCHEMA
-
-
-def configs(bundle: str, *names: str) -> list[str]:
-    return [str(BUNDLES / bundle / "configs" / n) for n in names]
-
-
-def build_samples(tmp: Path, dataset: str) -> Path:
-    from unimiss_monai.data.samples import samples
-
-    return Path(samples(str(tmp / "samples"), synthetic=True, only=dataset))
+from conftest import SCHEMA, configs, run_bundle_cli, run_workflow
 
 
 def train_subprocess(bundle: str, samples_dir: Path, root: Path) -> subprocess.CompletedProcess:
     """Smoke training (one epoch) through the CLI; ``root`` becomes the bundle root (checkpoint in ``root/models``)."""
     root.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        sys.executable, "-m", "monai.bundle", "run",
-        "--config_file", str(configs(bundle, "train.json", "smoke.yaml")),
-        "--meta_file", configs(bundle, "metadata.json")[0],
-        "--logging_file", configs(bundle, "logging.conf")[0],
-        "--dataset_dir", str(samples_dir), "--bundle_root", str(root), "--max_epochs", "1",
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
-
-
-def workflow(bundle: str, files: list[str], workflow_type: str, **overrides):
-    from monai.bundle import ConfigWorkflow
-
-    wf = ConfigWorkflow(
-        config_file=configs(bundle, *files), meta_file=configs(bundle, "metadata.json")[0],
-        logging_file=configs(bundle, "logging.conf")[0], workflow_type=workflow_type, **overrides,
-    )
-    wf.initialize()
-    return wf
+    return run_bundle_cli(bundle, ["train.json", "smoke.yaml"], dataset_dir=str(samples_dir), bundle_root=str(root), max_epochs=1)
 
 
 def run_evaluate(bundle: str, samples_dir: Path, root: Path, **overrides) -> dict:
-    wf = workflow(bundle, ["train.json", "evaluate.json", "smoke.yaml"], "train",
-                  dataset_dir=str(samples_dir), bundle_root=str(root), **overrides)
-    assert wf.check_properties() == []
-    wf.run()
-    wf.finalize()
+    wf = run_workflow(bundle, ["train.json", "evaluate.json", "smoke.yaml"], "train",
+                      dataset_dir=str(samples_dir), bundle_root=str(root), **overrides)
     return json.loads((Path(wf.parser.get_parsed_content("output_dir")) / "metrics.json").read_text())
 
 
 def run_inference(bundle: str, input_dir: Path, root: Path, out: Path, **overrides) -> list[dict]:
-    wf = workflow(bundle, ["inference.json", "smoke.yaml"], "infer", dataset_dir=str(input_dir),
-                  bundle_root=str(root), output_dir=str(out), **overrides)
-    assert wf.check_properties() == []
-    wf.run()
-    wf.finalize()
+    run_workflow(bundle, ["inference.json", "smoke.yaml"], "infer", dataset_dir=str(input_dir),
+                 bundle_root=str(root), output_dir=str(out), **overrides)
     with open(out / "predictions.csv", newline="") as f:
         return list(csv.DictReader(f))
 
 
 def check_train_properties(bundle: str, samples_dir: Path, root: Path) -> None:
-    wf = workflow(bundle, ["train.json", "smoke.yaml"], "train", dataset_dir=str(samples_dir), bundle_root=str(root))
-    assert wf.check_properties() == []
+    wf = run_workflow(bundle, ["train.json", "smoke.yaml"], "train", run=False, dataset_dir=str(samples_dir), bundle_root=str(root))
     # the pieces MONAI Label's train task overrides
     for key in ("network", "train#dataset#data", "train#trainer#max_epochs", "ckpt_dir"):
         assert key in wf.parser

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from classification_bundle_checks import (
-    build_samples,
     check_metadata,
     check_net_and_export,
     check_train_properties,
@@ -25,10 +24,9 @@ pytestmark = [pytest.mark.integration]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("ct_cls")
-    samples_dir = build_samples(tmp, "ct_classification")
-    root = tmp / "bundle"
+def trained(sample_set, tmp_path_factory):
+    samples_dir = sample_set("ct_classification")
+    root = tmp_path_factory.mktemp("ct_cls") / "bundle"
     result = train_subprocess(BUNDLE, samples_dir, root)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return samples_dir, root
@@ -93,6 +91,21 @@ def test_inference_keeps_going_past_bad_files(trained, tmp_path):
             assert sum(probs) == pytest.approx(1.0, abs=1e-4) and r["prediction"] == CLASSES[int(np.argmax(probs))]
     assert len(list((out / "saliency").glob("*.png"))) == 3
     assert json.loads((out / "predictions.json").read_text())["num_failed"] == 2
+
+
+def test_inference_attention_rollout_png(trained, tmp_path):
+    samples_dir, root = trained
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    src = sorted((samples_dir / "ct_classification" / "images").glob("test_*.nii.gz"))[0]
+    shutil.copy(src, inputs / src.name)
+    out = tmp_path / "out"
+    rows = run_inference(BUNDLE, inputs, root, out, save_saliency=True, saliency_method="rollout")
+    assert [r["status"] for r in rows] == ["ok"]
+    pngs = list((out / "saliency").glob("*.png"))
+    assert len(pngs) == 1 and pngs[0].read_bytes()[:4] == b"\x89PNG" and pngs[0].stat().st_size > 1000
+    report = json.loads((out / "predictions.json").read_text())
+    assert report["saliency"] == "rollout" and report["cases"][0]["saliency"] == str(pngs[0])
 
 
 def test_net_in_out_and_torchscript_export(trained):

@@ -4,26 +4,23 @@ inference on the input grid, metadata/network checks, TorchScript export, bad in
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, verify_metadata, verify_net_in_out
+from monai.bundle import ConfigParser, ckpt_export, verify_metadata, verify_net_in_out
 
-from conftest import BUNDLES, REPO, SCHEMA
+from conftest import BUNDLES, SCHEMA, run_bundle_cli, run_workflow
 from unimiss_monai.data import phantom_affine
 from unimiss_monai.data.sample_sets.ct_segmentation import make_organ_phantom
-from unimiss_monai.data.samples import samples
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
-BUNDLE = BUNDLES / "unimiss_ct_segmentation"
+NAME = "unimiss_ct_segmentation"
+BUNDLE = BUNDLES / NAME
 CONFIGS = BUNDLE / "configs"
 META = str(CONFIGS / "metadata.json")
-LOGGING = str(CONFIGS / "logging.conf")
 # on top of smoke.yaml: 10 mm voxels and the smallest window the network accepts, so a run takes seconds
 TINY = {"roi_size": [16, 32, 32], "pixdim": [10.0, 10.0, 10.0], "num_workers": 0, "max_epochs": 1}
 TINY_NET = {
@@ -37,22 +34,16 @@ def _configs(*names: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def sample_dir(tmp_path_factory):
-    return samples(str(tmp_path_factory.mktemp("samples")), synthetic=True, only="ct_segmentation")
+def sample_dir(sample_set):
+    return str(sample_set("ct_segmentation"))
 
 
 @pytest.fixture(scope="module")
 def trained(sample_dir, tmp_path_factory):
     """One smoke epoch through ``python -m monai.bundle run``, as a user would start it; returns the output folder."""
     out = tmp_path_factory.mktemp("train_cli")
-    cmd = [
-        sys.executable, "-m", "monai.bundle", "run", "--config_file", str(_configs("train.json", "smoke.yaml")),
-        "--meta_file", META, "--logging_file", LOGGING, "--bundle_root", str(BUNDLE),
-        "--dataset_dir", sample_dir, "--output_dir", str(out),
-    ]
-    for key, value in TINY.items():
-        cmd += [f"--{key}", json.dumps(value)]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    proc = run_bundle_cli(NAME, ["train.json", "smoke.yaml"], bundle_root=str(BUNDLE), dataset_dir=sample_dir,
+                          output_dir=str(out), **TINY)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "val_mean_dice" in proc.stdout + proc.stderr
     return out
@@ -66,12 +57,8 @@ def test_train_cli_saves_best_model(trained):
 
 
 def test_train_workflow_properties(sample_dir, tmp_path):
-    wf = ConfigWorkflow(
-        config_file=_configs("train.json", "smoke.yaml"), meta_file=META, logging_file=LOGGING, workflow_type="train",
-        bundle_root=str(BUNDLE), dataset_dir=sample_dir, output_dir=str(tmp_path), **TINY,
-    )
-    wf.initialize()
-    assert wf.check_properties() == []
+    wf = run_workflow(NAME, ["train.json", "smoke.yaml"], "train", run=False, bundle_root=str(BUNDLE),
+                      dataset_dir=sample_dir, output_dir=str(tmp_path), **TINY)
     assert len(wf.train_dataset_data) == 3 and set(wf.train_dataset_data[0]) == {"image", "label"}
     wf.run()
     wf.finalize()
@@ -83,11 +70,8 @@ def test_train_with_deep_supervision(sample_dir, tmp_path):
     """``deep_supervision: true`` trains on all decoder levels; the evaluator still sees plain logits."""
     from unimiss_monai.losses import StackedDeepSupervisionLoss
 
-    wf = ConfigWorkflow(
-        config_file=_configs("train.json", "smoke.yaml"), meta_file=META, logging_file=LOGGING, workflow_type="train",
-        bundle_root=str(BUNDLE), dataset_dir=sample_dir, output_dir=str(tmp_path), deep_supervision=True, **TINY,
-    )
-    wf.initialize()
+    wf = run_workflow(NAME, ["train.json", "smoke.yaml"], "train", run=False, check=False, bundle_root=str(BUNDLE),
+                      dataset_dir=sample_dir, output_dir=str(tmp_path), deep_supervision=True, **TINY)
     trainer = wf.parser.get_parsed_content("train#trainer")
     evaluator = wf.parser.get_parsed_content("validate#evaluator")
     assert isinstance(trainer.loss_function, StackedDeepSupervisionLoss) and trainer.network.deep_supervision
@@ -106,14 +90,8 @@ def test_train_with_deep_supervision(sample_dir, tmp_path):
 
 
 def test_evaluate_writes_report(sample_dir, trained, tmp_path):
-    wf = ConfigWorkflow(
-        config_file=_configs("train.json", "evaluate.json", "smoke.yaml"), meta_file=META, logging_file=LOGGING,
-        workflow_type="eval", bundle_root=str(BUNDLE), dataset_dir=sample_dir, output_dir=str(tmp_path),
-        ckpt_dir=str(trained / "models"), **TINY,
-    )
-    wf.initialize()
-    wf.run()
-    wf.finalize()
+    run_workflow(NAME, ["train.json", "evaluate.json", "smoke.yaml"], "eval", check=False, bundle_root=str(BUNDLE),
+                 dataset_dir=sample_dir, output_dir=str(tmp_path), ckpt_dir=str(trained / "models"), **TINY)
     report = json.loads((tmp_path / "segmentation_report.json").read_text())
     assert report["num_cases"] == 2 and report["structures"][6] == "lung"
     assert all(0.0 <= c["dice"]["lung"] <= 1.0 for c in report["cases"])
@@ -130,14 +108,8 @@ def test_inference_on_input_grid_and_bad_cases(trained, tmp_path, capsys):
     nib.save(nib.Nifti1Image(np.zeros((20, 20), np.int16), np.eye(4)), data / "flat.nii.gz")
     (data / "broken.nii.gz").write_bytes(b"not a nifti file")
     out = tmp_path / "out"
-    wf = ConfigWorkflow(
-        config_file=_configs("inference.json", "smoke.yaml"), meta_file=META, logging_file=LOGGING, workflow_type="infer",
-        bundle_root=str(BUNDLE), dataset_dir=str(data), output_dir=str(out), ckpt_dir=str(trained / "models"), **TINY,
-    )
-    wf.initialize()
-    assert wf.check_properties() == []
-    wf.run()
-    wf.finalize()
+    run_workflow(NAME, ["inference.json", "smoke.yaml"], "infer", bundle_root=str(BUNDLE), dataset_dir=str(data),
+                 output_dir=str(out), ckpt_dir=str(trained / "models"), **TINY)
     seg = nib.load(out / "good_seg.nii.gz")
     assert seg.shape == (30, 28, 20) and np.allclose(seg.affine, affine, atol=1e-4)
     assert set(np.unique(np.asarray(seg.dataobj))) <= set(range(10))

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from classification_bundle_checks import (
-    build_samples,
     check_metadata,
     check_net_and_export,
     check_train_properties,
@@ -25,10 +24,9 @@ FINDINGS = ["nodule", "cardiomegaly"]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("cxr_cls")
-    samples_dir = build_samples(tmp, "cxr_classification")
-    root = tmp / "bundle"
+def trained(sample_set, tmp_path_factory):
+    samples_dir = sample_set("cxr_classification")
+    root = tmp_path_factory.mktemp("cxr_cls") / "bundle"
     result = train_subprocess(BUNDLE, samples_dir, root)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return samples_dir, root
@@ -77,6 +75,23 @@ def test_inference_writes_probabilities_and_saliency(trained, tmp_path):
             assert set(filter(None, r["prediction"].split(";"))) == {f for f, p in probs.items() if p >= 0.5}
     assert len(list((out / "saliency").glob("*.png"))) == 3
     assert json.loads((out / "predictions.json").read_text())["num_failed"] == 2
+
+
+@pytest.mark.integration
+@pytest.mark.integration
+def test_inference_attention_rollout_png(trained, tmp_path):
+    samples_dir, root = trained
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    src = sorted((samples_dir / "cxr_classification" / "images").glob("test_*.png"))[0]
+    shutil.copy(src, inputs / src.name)
+    out = tmp_path / "out"
+    rows = run_inference(BUNDLE, inputs, root, out, save_saliency=True, saliency_method="rollout")
+    assert [r["status"] for r in rows] == ["ok"]
+    pngs = list((out / "saliency").glob("*.png"))
+    assert len(pngs) == 1 and pngs[0].read_bytes()[:4] == b"\x89PNG" and pngs[0].stat().st_size > 1000
+    report = json.loads((out / "predictions.json").read_text())
+    assert report["saliency"] == "rollout" and report["cases"][0]["saliency"] == str(pngs[0])
 
 
 @pytest.mark.integration

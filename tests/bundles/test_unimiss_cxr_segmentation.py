@@ -5,46 +5,35 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.bundle import ConfigParser
 
-from pathlib import Path
+from conftest import BUNDLES, SCHEMA, run_bundle_cli, run_workflow
 
-REPO = Path(__file__).resolve().parents[2]
-SCHEMA = REPO.parent / "shared" / "schema" / "meta_schema_20240725.json"
-BUNDLE = REPO / "bundles" / "unimiss_cxr_segmentation"
+NAME = "unimiss_cxr_segmentation"
+BUNDLE = BUNDLES / NAME
 CONFIGS = BUNDLE / "configs"
 SMOKE = str(CONFIGS / "smoke.yaml")
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def samples(tmp_path_factory):
-    from unimiss_monai.data.samples import samples as write_samples
-
-    return write_samples(str(tmp_path_factory.mktemp("samples")), synthetic=True, only="cxr_segmentation")
+def samples(sample_set):
+    return str(sample_set("cxr_segmentation"))
 
 
 @pytest.fixture(scope="module")
 def trained(samples, tmp_path_factory):
     """Smoke training through ConfigWorkflow (one epoch); returns the bundle root holding models/model.pt."""
     root = tmp_path_factory.mktemp("bundle")
-    workflow = ConfigWorkflow(
-        config_file=[str(CONFIGS / "train.json"), SMOKE], meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=str(CONFIGS / "logging.conf"), workflow_type="train",
-        bundle_root=str(root), dataset_dir=samples, max_epochs=1,
+    run_workflow(
+        NAME, ["train.json", "smoke.yaml"], "train", bundle_root=str(root), dataset_dir=samples, max_epochs=1,
         **{"train#dataset#data": "$monai.data.load_decathlon_datalist(@datalist, True, 'training', base_dir=@data_root)[:4]"},
     )
-    workflow.initialize()
-    assert workflow.check_properties() == []
-    workflow.run()
-    workflow.finalize()
     ckpt = torch.load(root / "models" / "model.pt", weights_only=True)
     assert ckpt["info"]["bundle"] == "unimiss_cxr_segmentation" and set(ckpt) == {"model", "info"}
     return root
@@ -52,10 +41,10 @@ def trained(samples, tmp_path_factory):
 
 @pytest.mark.slow
 def test_smoke_training_through_monai_bundle_run(samples, tmp_path):
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", f"['{CONFIGS / 'train.json'}','{SMOKE}']",
-           "--bundle_root", str(tmp_path), "--dataset_dir", samples, "--max_epochs", "1",
-           "--train#dataset#data", "$monai.data.load_decathlon_datalist(@datalist, True, 'training', base_dir=@data_root)[:2]"]
-    result = subprocess.run(cmd, capture_output=True, text=True, cwd=BUNDLE, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    result = run_bundle_cli(
+        NAME, ["train.json", "smoke.yaml"], cwd=BUNDLE, timeout=300, bundle_root=str(tmp_path), dataset_dir=samples,
+        max_epochs=1, **{"train#dataset#data": "$monai.data.load_decathlon_datalist(@datalist, True, 'training', base_dir=@data_root)[:2]"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "val_mean_dice" in result.stdout + result.stderr
     assert (tmp_path / "models" / "model.pt").is_file()
@@ -63,12 +52,8 @@ def test_smoke_training_through_monai_bundle_run(samples, tmp_path):
 
 def test_evaluate_writes_per_structure_report(samples, trained):
     out = trained / "report"
-    workflow = ConfigWorkflow(
-        config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json"), SMOKE], workflow_type="eval",
-        bundle_root=str(trained), dataset_dir=samples, output_dir=str(out),
-    )
-    workflow.initialize()
-    workflow.run()
+    run_workflow(NAME, ["train.json", "evaluate.json", "smoke.yaml"], "eval", check=False,
+                 bundle_root=str(trained), dataset_dir=samples, output_dir=str(out))
     report = json.loads((out / "segmentation_report.json").read_text())
     assert report["structures"] == ["lung_left", "lung_right", "heart", "clavicle_left", "clavicle_right"]
     assert report["num_cases"] == 2  # the synthetic test split
@@ -87,12 +72,8 @@ def test_inference_keeps_input_grid_and_survives_a_bad_file(samples, trained, tm
     nib.save(nib.Nifti1Image(data, original.affine), str(folder / "cxr.nii.gz"))
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.float32), np.eye(4)), str(folder / "ct_volume.nii.gz"))
     out = tmp_path / "out"
-    workflow = ConfigWorkflow(
-        config_file=[str(CONFIGS / "inference.json"), SMOKE], workflow_type="infer",
-        bundle_root=str(trained), dataset_dir=str(folder), output_dir=str(out),
-    )
-    workflow.initialize()
-    workflow.run()
+    run_workflow(NAME, ["inference.json", "smoke.yaml"], "infer", check=False,
+                 bundle_root=str(trained), dataset_dir=str(folder), output_dir=str(out))
     pred = nib.load(str(out / "cxr_seg.nii.gz"))
     assert pred.shape[:2] == data.shape and pred.shape[-1] == 5
     np.testing.assert_allclose(pred.affine, original.affine, atol=1e-4)

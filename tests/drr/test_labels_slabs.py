@@ -62,3 +62,28 @@ def test_slab_axis_follows_the_affine_and_render_slabs_shape():
 def test_labels_reject_non_integer_values():
     with pytest.raises(ValueError, match="integer"):
         drr.project_labels(np.full((3, 3, 3), 0.5), np.eye(4), **GEOM)
+
+
+def test_render_slabs_returns_the_spacing_of_a_detector_that_covers_each_slab():
+    vol = np.random.default_rng(1).uniform(0, 0.02, (20, 16, 30)).astype(np.float32)
+    affine = np.diag([1.2, 0.9, 2.0, 1.0])
+    kw = dict(slab_thickness=8, view="LL", output_shape=(12, 20), pixel_spacing=1.0, sdd=300.0, sid=200.0,
+              volume_unit="mu")
+    images, spacing = drr.render_slabs(vol, affine, return_spacing=True, **kw)
+    np.testing.assert_array_equal(images.numpy(), drr.render_slabs(vol, affine, **kw).numpy())
+    slabs = drr.split_slabs(vol, affine, 8)
+    assert spacing.shape == (len(slabs), 2) == (4, 2)
+    geometry = drr.ConeBeam((2, 2), 1.0, 300.0, 200.0)
+    for slab, (d_row, d_col) in zip(slabs, spacing):
+        # every corner of the slab, projected from the source onto the detector, lies on the resized image
+        source, origin, col, row = geometry.frame(drr.Pose("LL"), drr.volume_center(slab.volume.shape, slab.affine))
+        centre = origin + 0.5 * row + 0.5 * col  # the 2x2 detector's centre
+        beam = (centre - source) / np.linalg.norm(centre - source)
+        grid = np.meshgrid(*[[-0.5, n - 0.5] for n in slab.volume.shape], indexing="ij")
+        corners = (slab.affine[:3, :3] @ np.array(grid).reshape(3, -1) + slab.affine[:3, 3:4]).T
+        hits = source + (corners - source) * (300.0 / ((corners - source) @ beam))[:, None]
+        assert np.abs((hits - centre) @ row).max() <= 12 * d_row / 2
+        assert np.abs((hits - centre) @ col).max() <= 20 * d_col / 2
+        # whole pixels of the requested size, resized to the output shape
+        shape = drr.fit_slab_detector(slab, 1.0, 300.0, 200.0)
+        np.testing.assert_allclose((d_row * 12, d_col * 20), shape)

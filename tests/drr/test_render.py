@@ -92,6 +92,28 @@ def test_siddon_matches_numpy_reference():
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "spacing, pose, sdd",
+    [
+        ((1.0, 1.0, 1.0), drr.Pose("AP", rotation=(0, 0, 45)), 300.0),  # diagonal rays: ties between axes
+        ((1.0, 1.0, 1.0), drr.Pose("AP", rotation=(35.26439, 0, 45)), 300.0),  # space diagonal
+        ((0.4, 1.0, 2.5), drr.Pose("LL", rotation=(20, -10, 30)), 300.0),  # dominant voxel axis != world axis
+        ((1.0, 1.2, 0.8), drr.Pose("PA", rotation=(-15, 25, 5)), 204.0),  # detector plane cuts the volume
+    ],
+)
+def test_siddon_walk_matches_reference_in_hard_cases(spacing, pose, sdd):
+    rng = np.random.default_rng(3)
+    mu = rng.uniform(0, 1, (9, 8, 7)).astype(np.float32)
+    affine = np.diag([*spacing, 1.0])
+    affine[:3, 3] = (1.0, -2.0, 0.5)
+    geom = dict(detector_shape=(13, 15), pixel_spacing=1.1, sdd=sdd, sid=200.0)
+    source, pixels = _world_rays(mu.shape, affine, pose, **geom)
+    want = np.array([[siddon_numpy(mu, affine, source, p) for p in row] for row in pixels])
+    got = drr.render(mu, affine, views=[pose], volume_unit="mu", **geom)[0].numpy()
+    assert (want > 0).mean() > 0.3  # most rays cross the volume
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("method", ["siddon", "trilinear"])
 def test_numba_matches_torch_path(method):
     rng = np.random.default_rng(1)

@@ -72,3 +72,10 @@ def test_unimiss_classifier_cam(spatial_dims, size, tmp_path):
     assert open(path, "rb").read(4) == b"\x89PNG"
     with pytest.raises(ValueError, match="same 2D or 3D shape"):
         saliency_png(x[0, 0], cam[0, :4], tmp_path / "bad.png")
+
+
+def test_writer_rejects_an_unknown_saliency_method(tmp_path):
+    from unimiss_monai.engines.classification_inference import ClassProbabilityWriter
+
+    with pytest.raises(ValueError, match="saliency_method must be one of"):
+        ClassProbabilityWriter(tmp_path, ["a", "b"], saliency=True, network=nn.Identity(), saliency_method="cam")

@@ -129,6 +129,10 @@ def test_handler_agrees_with_direct_computation(tmp_path):
     expected = knn_accuracy(emb, torch.tensor([it["label"] for it in items]), k=4, temperature=0.5)
     assert engine.state.metrics["knn_accuracy"] == pytest.approx(expected)
     assert probe.class_names == [0, 1, 2]
+    # the raw-voxel reference is the same k-NN on the flattened images, reported beside the backbone's accuracy
+    pixels = torch.stack([torch.from_numpy(np.load(it["image"])).flatten() for it in items])
+    baseline = knn_accuracy(pixels, torch.tensor([it["label"] for it in items]), k=4, temperature=0.5)
+    assert probe.pixel_baseline == pytest.approx(baseline) and probe.history[-1]["pixel_baseline"] == pytest.approx(baseline)
 
 
 def test_no_probe_section_skips_once(tmp_path, caplog):

@@ -6,7 +6,7 @@ import json
 import math
 
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 
 from unimiss_monai.handlers import CollapseMonitor, LossCurvePlotter, TrainingCheckpoint, scalar_outputs
 
@@ -43,7 +43,7 @@ def test_collapse_monitor_flags_uniform_and_single_prototype(caplog):
     monitor.attach(engine)
     engine.run(range(3), max_epochs=3)
     assert monitor.collapsed_epochs == [2, 3]
-    assert engine.state.metrics["teacher_entropy"] == 0.01
+    assert engine.state.metrics["epoch/teacher_entropy"] == 0.01
     assert "uniform teacher" in caplog.text and "one prototype" in caplog.text
 
 
@@ -63,3 +63,20 @@ def test_checkpoint_round_trip_and_export(tmp_path):
     TrainingCheckpoint(tmp_path / "ckpt", {"model": fresh}).attach(engine2)
     engine2.run(range(4), max_epochs=2)
     assert torch.equal(fresh.weight, model.weight) and engine2.state.iteration == 8
+
+
+def test_epoch_loss_means_publish_each_term_per_epoch():
+    from unimiss_monai.handlers import EpochLossMeans
+
+    # epoch 1: two CT iterations with a CT-only term; epoch 2: X-ray iterations without it
+    outs = [{"loss": 3.0, "volume": 1.0, "lr": 0.1, "total": 3.0, "center_norm": 0.5, "phase": "ct"},
+            {"loss": 5.0, "volume": 2.0, "lr": 0.1, "total": 5.0, "center_norm": 0.5, "phase": "ct"},
+            {"loss": 1.0, "distill": 1.0, "phase": "xray"}, {"loss": 2.0, "distill": 4.0, "phase": "xray"}]
+    engine = _engine(outs)
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: e.state.metrics.update({"epoch/other": 1.0}))
+    EpochLossMeans().attach(engine)
+    seen = []
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: seen.append(dict(e.state.metrics)))
+    engine.run(range(2), max_epochs=2)
+    # another handler's metrics under the same prefix are left alone
+    assert seen == [{"epoch/other": 1.0, "epoch/loss": 4.0, "epoch/volume": 1.5}, {"epoch/other": 1.0, "epoch/loss": 1.5, "epoch/distill": 2.5}]

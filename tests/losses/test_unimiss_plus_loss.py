@@ -98,3 +98,13 @@ def test_cross_dimension_four_terms_match_reference():
     assert vol_s.grad.abs().sum() > 0 and slc_s.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="teacher_slices"):
         loss_fn(vol_s, vol_t, slc_s, torch.randn(V * B + 1, S, K), 0.04)
+
+
+@pytest.mark.parametrize("loss_cls", [UniMissPlusLoss, CrossDimensionDINOLoss])
+def test_composite_losses_build_one_checked_dino(loss_cls):
+    with pytest.raises(ValueError, match="center_update must be 'per_term' or 'once', got 'twice'"):
+        loss_cls(K, center_update="twice")
+    loss_fn = loss_cls(K, student_temp=0.2, center_momentum=0.5, n_views=3, center_update="once")
+    dino = loss_fn.dino
+    assert (dino.out_dim, dino.student_temp, dino.center_momentum, dino.n_teacher_views) == (K, 0.2, 0.5, 3)
+    assert loss_fn.center_update == "once" and dino.center.shape == (1, K)

@@ -2,8 +2,13 @@
 pretrained encoder, by training and evaluating a fine-tuning bundle through ``monai.bundle``.
 
 Honest by construction: both initialisations see the same training subsets (drawn per seed from the bundle's training
-split), the same epochs, seeds and network, and are scored on the bundle's held-out test split by its own evaluate
-config. Every number in the output comes from an evaluation report written by a run, whose folder is kept.
+split), the same number of iterations whatever the fraction, the same seeds and network, and are scored on the
+bundle's held-out test split by its own evaluate config. Every number in the output comes from an evaluation report
+written by a run, whose folder is kept.
+
+The default (small) scale is sized for 2 CPU cores: the segmentation bundle at 64x64 with a narrow MiT+ (0.37 M
+parameters), 6 x 25 iterations of batch 4 per run, and an encoder pretrained by :func:`pretrain_small_encoder` (the
+``unimiss_pretraining`` bundle at its smoke scale with the same widths, 8 epochs), which is reused once written.
 
 A task is a :data:`TASKS` entry: which configs train and evaluate it, which report file and metric to read. The
 segmentation bundle is scored by the mean test Dice over structures (``segmentation_report.json``), the classification
@@ -22,9 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["TASKS", "Task", "label_efficiency", "summarise"]
+__all__ = ["TASKS", "Task", "label_efficiency", "pretrain_small_encoder", "summarise"]
 
 logger = logging.getLogger(__name__)
+
+_REPO_BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,9 @@ TASKS: dict[str, Task] = {
             "spatial_size": [64, 64], "batch_size": 4, "num_workers": 0,
             "network_def#embed_dims": [16, 32, 32, 64], "network_def#num_heads": [1, 2, 2, 4],
             "network_def#decoder_num_heads": [2, 2, 1], "network_def#stem_channels": [8, 16],
+            "learning_rate": 1e-3,
+            # the deterministic loading/resizing runs once per image, not once per iteration
+            "train#dataset#_target_": "CacheDataset", "train#dataset#progress": False,
         },
     ),
 }
@@ -107,6 +117,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "wb") as f:
         f.write(data)
+    os.chmod(tmp, 0o644)  # mkstemp creates owner-only files; results are for everyone to read
     os.replace(tmp, path)
 
 
@@ -137,14 +148,92 @@ def _plot(results: dict, metric: str, bundle: str, path: Path) -> None:
     _write_atomic(path, buf.getvalue())
 
 
+def pretrain_small_encoder(
+    out_dir: str | os.PathLike,
+    epochs: int,
+    dataset_dir: str = "samples",
+    bundles_dir: str | os.PathLike | None = None,
+    bundle: str = "unimiss_cxr_segmentation",
+    **overrides,
+) -> str:
+    """Pretrain the encoder that ``bundle``'s small network uses, with the ``unimiss_pretraining`` bundle (its
+    ``smoke.yaml`` scale, the encoder widths and 2D image size of the task's small overrides) for ``epochs`` epochs on
+    the ``pretraining`` sample set, and return the exported teacher backbone ``out_dir/model.pt``.
+
+    The export path is passed explicitly, so the result does not depend on where the bundle exports by default. An
+    interrupted run resumes from ``out_dir/outputs/checkpoints``; a finished one is not trained again.
+    """
+    from monai.bundle import ConfigWorkflow
+
+    out = Path(out_dir).resolve()
+    model_path = out / "model.pt"
+    if model_path.is_file() and (out / "pretraining.json").is_file():
+        return str(model_path)
+    root = Path(bundles_dir) if bundles_dir else _REPO_BUNDLES
+    configs = root / "unimiss_pretraining" / "configs"
+    if not (configs / "train.json").is_file():
+        raise FileNotFoundError(f"label-efficiency: {configs / 'train.json'} not found; pass bundles_dir")
+    small = TASKS[bundle].small
+    matching = {k.replace("network_def#", "backbone#"): v for k, v in small.items() if k.startswith("network_def#")}
+    if "spatial_size" in small:
+        matching["image_size_2d"] = int(small["spatial_size"][0])
+    settings = {**matching, "train#epochs": int(epochs), "train#save_every": 0, "train#num_workers": 0, **overrides}
+    workflow = ConfigWorkflow(config_file=[str(configs / "train.json"), str(configs / "smoke.yaml")],
+                              workflow_type="train", bundle_root=str(out), output_dir=str(out / "outputs"),
+                              model_path=str(model_path), dataset_dir=dataset_dir, **settings)
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    if not model_path.is_file():
+        raise RuntimeError(f"label-efficiency: pretraining finished but wrote no {model_path}")
+    _write_atomic(out / "pretraining.json", json.dumps({"epochs": int(epochs), "dataset_dir": str(dataset_dir),
+                                                         "overrides": settings}, indent=2, default=str).encode())
+    return str(model_path)
+
+
+def _per_structure(task: Task, report_path: Path) -> dict | None:
+    if not task.score.startswith("mean_over_structures:"):
+        return None
+    metric = task.score.split(":")[1]
+    return {name: v.get(metric) for name, v in json.loads(report_path.read_text())["mean"].items()}
+
+
+def _resolve_pretrained(pretrained, small, bundle, root, out, pretrain_epochs, pretrain_lr, dataset_dir) -> str | None:
+    if pretrained is None or str(pretrained).lower() in ("", "none", "scratch"):
+        return None
+    if str(pretrained).lower() != "auto":
+        if not Path(pretrained).is_file():
+            raise FileNotFoundError(f"label-efficiency: pretrained checkpoint {pretrained} not found; pass an "
+                                    "existing file, --pretrained auto, or --pretrained none for scratch only")
+        return str(Path(pretrained).resolve())
+    if small:
+        if int(pretrain_epochs) < 1:
+            print("[label-efficiency] --pretrain_epochs 0: running from scratch only", flush=True)
+            return None
+        print(f"[label-efficiency] pretraining the small encoder for {int(pretrain_epochs)} epochs "
+              f"(unimiss_pretraining, smoke scale) into {out / 'pretraining'}", flush=True)
+        pretrain_bundle = bundle if bundle in TASKS and TASKS[bundle].small else "unimiss_cxr_segmentation"
+        return pretrain_small_encoder(out / "pretraining", pretrain_epochs, dataset_dir, root, pretrain_bundle,
+                                      **{"train#lr": float(pretrain_lr)})
+    shipped = root / "unimiss_pretraining" / "models" / "model.pt"
+    if shipped.is_file():
+        return str(shipped.resolve())
+    print(f"[label-efficiency] no pretrained weights at {shipped}: running from scratch only "
+          "(train the unimiss_pretraining bundle or pass --pretrained PATH)", flush=True)
+    return None
+
+
 def label_efficiency(
     bundle: str = "unimiss_cxr_segmentation",
     fractions: str | float | tuple = "0.1,1.0",
     seeds: int = 3,
-    pretrained: str | None = None,
+    pretrained: str | None = "auto",
     dataset_dir: str = "samples",
     output_dir: str = "outputs/label_efficiency",
-    max_epochs: int = 10,
+    max_epochs: int = 16,
+    epoch_iterations: int | None = 25,
+    pretrain_epochs: int = 40,
+    pretrain_lr: float = 5e-4,
     small: bool = True,
     bundles_dir: str | None = None,
     **overrides,
@@ -154,16 +243,26 @@ def label_efficiency(
     Dice for ``unimiss_cxr_segmentation``, macro ROC AUC for ``unimiss_cxr_classification`` and
     ``unimiss_ct_classification``.
 
+    Every run gets the same optimisation budget, ``max_epochs * epoch_iterations`` iterations, whatever its fraction
+    (a small subset is cycled, not trained for fewer steps). A run whose report already exists under ``output_dir``
+    with the same settings is read back, not trained again, so an interrupted study resumes. A run that fails is
+    logged and listed under ``failures``; the others still count.
+
     Args:
         bundle: a name in :data:`TASKS`: unimiss_cxr_segmentation, unimiss_cxr_classification,
             unimiss_ct_classification.
         fractions: comma-separated fractions in (0, 1] of the training split.
         seeds: runs per (initialisation, fraction); seed ``s`` fixes the subset and the training randomness.
-        pretrained: encoder checkpoint; defaults to ``bundles/unimiss_pretraining/models/model.pt``. When it does not
-            exist only the scratch runs are made (and that is said).
+        pretrained: encoder checkpoint path; ``"none"`` for scratch only; ``"auto"``: with ``small``, pretrain the
+            matching small encoder for ``pretrain_epochs`` epochs (:func:`pretrain_small_encoder`, kept in
+            ``output_dir/pretraining`` and reused), else ``bundles/unimiss_pretraining/models/model.pt`` if present.
         dataset_dir: a ``samples`` output or the bundle's data folder.
         output_dir: where the runs (kept, one folder each) and the summary go.
         max_epochs: training epochs of every run (validation at the end only).
+        epoch_iterations: iterations per epoch (the training subset is cycled); ``None``: one pass over the subset.
+        pretrain_epochs: epochs of the ``"auto"`` pretraining run.
+        pretrain_lr: its peak learning rate (the bundle scales its base rate by batch/256, which is near zero at the
+            smoke batch size).
         small: use the task's small network and image size (the CPU default; the classification bundles take their
             ``smoke.yaml`` overlay); False trains the bundle as shipped.
         bundles_dir: folder of the bundles; defaults to the repository's ``bundles/``.
@@ -172,6 +271,8 @@ def label_efficiency(
     Returns:
         The path of ``label_efficiency.json``.
     """
+    import time
+
     from monai.bundle import ConfigWorkflow
     from tqdm import tqdm
 
@@ -183,21 +284,24 @@ def label_efficiency(
         raise ValueError(f"label-efficiency: fractions must be in (0, 1], got {fractions!r}")
     if int(seeds) < 1:
         raise ValueError(f"label-efficiency: seeds must be >= 1, got {seeds!r}")
-    root = Path(bundles_dir) if bundles_dir else Path(__file__).resolve().parents[2] / "bundles"
+    if epoch_iterations is not None and int(epoch_iterations) < 1:
+        raise ValueError(f"label-efficiency: epoch_iterations must be >= 1 or None, got {epoch_iterations!r}")
+    root = Path(bundles_dir) if bundles_dir else _REPO_BUNDLES
     bundle_root = root / bundle
     if not (bundle_root / "configs").is_dir():
         raise FileNotFoundError(f"label-efficiency: bundle folder {bundle_root} not found; pass bundles_dir")
-    pretrained = pretrained or str(root / "unimiss_pretraining" / "models" / "model.pt")
-    inits = {"scratch": None}
-    if Path(pretrained).is_file():
-        inits["pretrained"] = str(Path(pretrained).resolve())
-    else:
-        print(f"[label-efficiency] no pretrained weights at {pretrained}: running from scratch only "
-              "(train the unimiss_pretraining bundle or pass --pretrained PATH)", flush=True)
-
     out = Path(output_dir).resolve()
+    started = time.perf_counter()
+    inits = {"scratch": None}
+    weights = _resolve_pretrained(pretrained, small, bundle, root, out, pretrain_epochs, pretrain_lr, dataset_dir)
+    pretrain_seconds = time.perf_counter() - started
+    if weights is not None:
+        inits["pretrained"] = weights
+
     common = {**(task.small if small else {}), **task.seeded, **overrides, "dataset_dir": dataset_dir,
               "max_epochs": int(max_epochs), "val_interval": int(max_epochs)}
+    if epoch_iterations is not None:
+        common["train#trainer#epoch_length"] = int(epoch_iterations)
     overlays = task.small_configs if small else ()
     configs = lambda names: [str(bundle_root / "configs" / n) for n in (*names, *overlays)]  # noqa: E731
     # the training split as the bundle itself reads it (paths resolved, labels in the form its loss expects)
@@ -205,7 +309,30 @@ def label_efficiency(
                             **common)
     training = list(reader.parser.get_parsed_content("train#dataset#data"))
 
-    runs = []
+    def summary_of(runs: list[dict]) -> dict:
+        done = [r for r in runs if "score" in r]
+        results = {init: {f"{f:g}": summarise(sc) for f in fr
+                          if (sc := [r["score"] for r in done if r["init"] == init and r["fraction"] == f])}
+                   for init in inits}
+        structures = {init: {f"{f:g}": {name: float(np.mean([r["per_structure"][name] for r in rs]))
+                                        for name in rs[0]["per_structure"]
+                                        if all(r["per_structure"].get(name) is not None for r in rs)}
+                             for f in fr
+                             if (rs := [r for r in done if r["init"] == init and r["fraction"] == f
+                                        and r.get("per_structure")])}
+                      for init in inits}
+        return {"bundle": bundle, "metric": task.metric, "split": "test", "fractions": fr, "seeds": int(seeds),
+                "max_epochs": int(max_epochs), "epoch_iterations": epoch_iterations,
+                "iterations_per_run": int(max_epochs) * int(epoch_iterations) if epoch_iterations else None,
+                "small": small, "pretrained": inits.get("pretrained"), "pretrain_seconds": round(pretrain_seconds, 1),
+                "overrides": {k: v for k, v in common.items() if k != "dataset_dir"}, "dataset_dir": str(dataset_dir),
+                "report": task.report, "score": task.score, "num_training": len(training),
+                "wall_seconds": round(time.perf_counter() - started, 1), "results": results,
+                "per_structure": structures, "runs": runs,
+                "failures": [r for r in runs if "error" in r]}
+
+    json_path = out / "label_efficiency.json"
+    runs: list[dict] = []
     with tqdm(total=len(inits) * len(fr) * int(seeds), desc="label-efficiency runs", unit="run") as bar:
         for seed in range(int(seeds)):
             for f in fr:
@@ -214,36 +341,61 @@ def label_efficiency(
                 subset = [training[i] for i in sorted(order[: max(1, math.ceil(f * len(training)))])]
                 for init, path in inits.items():
                     run_dir = out / "runs" / f"{init}_f{f:g}_s{seed}"
-                    train = ConfigWorkflow(config_file=configs(task.train_configs), workflow_type="train",
-                                           bundle_root=str(run_dir), **common, seed=seed, pretrained_path=path,
-                                           **{"train#dataset#data": subset})
-                    train.initialize()
-                    train.run()
-                    train.finalize()
-                    evaluate = ConfigWorkflow(config_file=configs(task.eval_configs), workflow_type="eval",
-                                              bundle_root=str(run_dir), output_dir=str(run_dir / "report"), **common,
-                                              seed=seed, pretrained_path=None)
-                    evaluate.initialize()
-                    evaluate.run()
-                    evaluate.finalize()
                     report = run_dir / "report" / task.report
-                    score = _read_score(task, report)
-                    runs.append({"init": init, "fraction": f, "seed": seed, "num_labels": len(subset),
-                                 "score": score, "report": str(report)})
-                    bar.set_postfix_str(f"{init} f={f:g} s={seed}: {task.metric} {score:.3f}")
+                    settings = json.loads(json.dumps({**common, "seed": seed, "pretrained_path": path,
+                                                      "subset": subset}, default=str))
+                    run = {"init": init, "fraction": f, "seed": seed, "num_labels": len(subset), "report": str(report)}
+                    t0 = time.perf_counter()
+                    try:
+                        settings_path = run_dir / "run_settings.json"
+                        if not (report.is_file() and settings_path.is_file()
+                                and json.loads(settings_path.read_text()) == settings):
+                            report.unlink(missing_ok=True)
+                            train = ConfigWorkflow(config_file=configs(task.train_configs), workflow_type="train",
+                                                   bundle_root=str(run_dir), **common, seed=seed, pretrained_path=path,
+                                                   **{"train#dataset#data": subset})
+                            train.initialize()
+                            train.run()
+                            train.finalize()
+                            evaluate = ConfigWorkflow(config_file=configs(task.eval_configs), workflow_type="eval",
+                                                      bundle_root=str(run_dir), output_dir=str(run_dir / "report"),
+                                                      **common, seed=seed, pretrained_path=None)
+                            evaluate.initialize()
+                            evaluate.run()
+                            evaluate.finalize()
+                            _write_atomic(settings_path, json.dumps(settings, indent=1).encode())
+                            run["seconds"] = round(time.perf_counter() - t0, 1)
+                        else:
+                            run["reused"] = True
+                        run["score"] = _read_score(task, report)
+                        if (per := _per_structure(task, report)) is not None:
+                            run["per_structure"] = per
+                        bar.set_postfix_str(f"{init} f={f:g} s={seed}: {task.metric} {run['score']:.3f}")
+                    except Exception as err:  # one failed run must not lose the others
+                        logger.exception("label-efficiency run %s failed", run_dir.name)
+                        while err.__cause__ is not None:  # config evaluation wraps the real cause
+                            err = err.__cause__
+                        run["error"] = f"{type(err).__name__}: {err}"
+                        print(f"[label-efficiency] run {run_dir.name} FAILED: {run['error']}", flush=True)
+                    runs.append(run)
+                    _write_atomic(json_path, json.dumps(summary_of(runs), indent=2).encode())
                     bar.update(1)
 
-    results = {init: {f"{f:g}": summarise([r["score"] for r in runs if r["init"] == init and r["fraction"] == f]) for f in fr} for init in inits}
-    summary = {"bundle": bundle, "metric": task.metric, "split": "test", "fractions": fr, "seeds": int(seeds),
-               "max_epochs": int(max_epochs), "small": small, "pretrained": inits.get("pretrained"),
-               "report": task.report, "score": task.score,
-               "num_training": len(training), "results": results, "runs": runs}
-    json_path = out / "label_efficiency.json"
+    summary = summary_of(runs)
+    if not any("score" in r for r in runs):
+        raise RuntimeError(f"label-efficiency: every run failed; first error: {summary['failures'][0]['error']} "
+                           f"(see {json_path})")
     _write_atomic(json_path, json.dumps(summary, indent=2).encode())
-    _plot(results, task.metric, bundle, out / "label_efficiency.png")
-    for init, by_fraction in results.items():
+    _plot(summary["results"], task.metric, bundle, out / "label_efficiency.png")
+    for init, by_fraction in summary["results"].items():
         for f, s in by_fraction.items():
             ci = f"[{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]" if s["ci95"] else "(one run)"
-            print(f"[label-efficiency] {init:10s} fraction {f:>5s}: {task.metric} {s['mean']:.3f} {ci}", flush=True)
-    print(f"[label-efficiency] {json_path}  {out / 'label_efficiency.png'}", flush=True)
+            print(f"[label-efficiency] {init:10s} fraction {f:>5s}: {task.metric} {s['mean']:.3f} {ci} "
+                  f"(n={s['n']})", flush=True)
+    if summary["failures"]:
+        print(f"[label-efficiency] {len(summary['failures'])} of {len(runs)} runs failed: "
+              + "; ".join(f"{r['init']} f={r['fraction']:g} s={r['seed']}: {r['error']}" for r in summary["failures"]),
+              flush=True)
+    print(f"[label-efficiency] {json_path}  {out / 'label_efficiency.png'}  ({summary['wall_seconds']:.0f} s)",
+          flush=True)
     return str(json_path)

@@ -304,7 +304,7 @@ def with_background_channel(items, keys: Sequence[str] = ("pred", "label")):
 
 class SkipFailedd(Transform):
     """Apply ``transform`` to a data dictionary unless it carries a non-empty ``failed_key`` (an input that could not
-    be read, see :class:`unimiss_monai.engines.classification_inference.TolerantDataset`)."""
+    be read, see :class:`unimiss_monai.engines.tolerant_inference.TolerantDataset`)."""
 
     def __init__(self, transform, failed_key: str = "failed") -> None:
         self.transform = transform
@@ -316,7 +316,9 @@ class SkipFailedd(Transform):
 
 class InferenceSummary:
     """Ignite handler: record each case as written or failed, then print a summary and write
-    ``<output_dir>/inference_summary.json`` (atomically) at the end of the run.
+    ``<output_dir>/inference_summary.json`` (atomically) at the end of the run. Attaching also installs
+    :func:`~unimiss_monai.engines.tolerant_inference.guard_forward`, so a case whose network forward fails is recorded
+    as failed and the run goes on.
 
     Args:
         output_dir: folder of the summary.
@@ -331,6 +333,9 @@ class InferenceSummary:
     def attach(self, engine) -> None:
         from ignite.engine import Events
 
+        from unimiss_monai.engines.tolerant_inference import guard_forward
+
+        engine.add_event_handler(Events.STARTED, guard_forward)  # at STARTED: evaluators set their inferer after attach
         engine.add_event_handler(Events.STARTED, lambda _: self.cases.clear())
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
         engine.add_event_handler(Events.COMPLETED, self.write)

@@ -62,9 +62,9 @@ def rays_in_kernel_order(src: np.ndarray, tgt: np.ndarray, lengths: np.ndarray) 
 
 
 def _project_numba(prep: PreparedVolume, geometry: ConeBeam, poses: list[Pose], method: str, isocenter) -> np.ndarray:
-    from unimiss_monai.drr.kernels import siddon_view_kernel, trilinear_view_kernel
+    from unimiss_monai.drr.kernels import SIDDON, TRILINEAR, view_kernel
 
-    kernel = siddon_view_kernel if method == "siddon" else trilinear_view_kernel
+    code = SIDDON if method == "siddon" else TRILINEAR
     flat = prep.values.reshape(-1)
     shape = np.asarray(prep.shape, dtype=np.int64)
     out = np.empty((len(poses), *geometry.detector_shape), np.float32)
@@ -72,7 +72,7 @@ def _project_numba(prep: PreparedVolume, geometry: ConeBeam, poses: list[Pose], 
         frame, world = prep.detector_frame(geometry, pose, isocenter)
         # inner loop along the detector axis that moves fastest through the contiguous voxel axis (see kernels)
         rows_inner = abs(frame[2, 2]) > abs(frame[3, 2])
-        kernel(flat, shape, frame, world, rows_inner, out[v])
+        view_kernel(flat, shape, frame, world, rows_inner, code, out[v])
     return out
 
 

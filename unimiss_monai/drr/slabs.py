@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from unimiss_monai.drr.volume import as_affine
 
-__all__ = ["Slab", "superior_axis", "split_slabs", "render_slabs"]
+__all__ = ["Slab", "superior_axis", "split_slabs", "fit_slab_detector", "render_slabs"]
 
 
 @dataclass
@@ -60,6 +60,21 @@ def split_slabs(volume, affine, slab_thickness: int = 24, stride: int | None = N
     return slabs
 
 
+def fit_slab_detector(slab: Slab, pixel_spacing: float = 1.5625, sdd: float = 1020.0, sid: float = 850.0,
+                      margin_mm: float = 0.0) -> tuple[int, int]:
+    """Detector ``(H, W)`` of whole ``pixel_spacing`` pixels covering a slab's magnified extent (plus ``margin_mm``
+    on each side): height along the superior axis, width across it. The magnification is taken at the slab's nearest
+    point to the source (``sdd / (sid - half diagonal)``), so any view about the superior axis fits.
+    """
+    corners = np.array(np.meshgrid(*[[-0.5, n - 0.5] for n in slab.volume.shape], indexing="ij")).reshape(3, -1)
+    world = slab.affine[:3, :3] @ corners + slab.affine[:3, 3:4]
+    size = world.max(1) - world.min(1)
+    extent = size * sdd / (sid - 0.5 * np.linalg.norm(size))
+    height = extent[2] + 2 * margin_mm  # superior-inferior
+    width = max(extent[0], extent[1]) + 2 * margin_mm
+    return max(2, int(np.ceil(height / pixel_spacing))), max(2, int(np.ceil(width / pixel_spacing)))
+
+
 def render_slabs(
     volume,
     affine,
@@ -69,29 +84,30 @@ def render_slabs(
     output_shape=(224, 224),
     pixel_spacing: float = 1.5625,
     margin_mm: float = 0.0,
+    return_spacing: bool = False,
     **render_kwargs,
-) -> torch.Tensor:
+) -> torch.Tensor | tuple[torch.Tensor, np.ndarray]:
     """One DRR per slab, resized to ``output_shape``: float32 ``(S, H, W)``.
 
-    The detector is fitted to each slab: centred on the slab, with enough ``pixel_spacing`` pixels to cover the
-    slab's magnified extent (plus ``margin_mm``) across and along the superior axis, then resized (area-averaged when
-    shrinking, bilinear when enlarging). ``render_kwargs`` go to :func:`unimiss_monai.drr.render` (sdd, sid, method,
-    output, volume_unit...).
+    The detector is fitted to each slab (:func:`fit_slab_detector`): centred on the slab, with enough
+    ``pixel_spacing`` pixels to cover the slab's magnified extent (plus ``margin_mm``) across and along the superior
+    axis, then resized (area-averaged when shrinking, bilinear when enlarging). ``render_kwargs`` go to
+    :func:`unimiss_monai.drr.render` (sdd, sid, method, output, volume_unit...).
+
+    With ``return_spacing=True`` it returns ``(images, spacing)``: ``spacing`` ``(S, 2)`` float64 is the detector
+    pixel size (row, col) in mm of each resized image, i.e. the fitted detector's size divided by ``output_shape``.
     """
     from unimiss_monai.drr.render import render
 
     sdd, sid = render_kwargs.get("sdd", 1020.0), render_kwargs.get("sid", 850.0)
-    images = []
+    images, spacing = [], []
     for slab in split_slabs(volume, affine, slab_thickness, stride):
-        corners = np.array(np.meshgrid(*[[-0.5, n - 0.5] for n in slab.volume.shape], indexing="ij")).reshape(3, -1)
-        world = slab.affine[:3, :3] @ corners + slab.affine[:3, 3:4]
-        extent = (world.max(1) - world.min(1)) * sdd / (sid - 0.5 * np.linalg.norm(world.max(1) - world.min(1)))
-        height = extent[2] + 2 * margin_mm  # superior-inferior
-        width = max(extent[0], extent[1]) + 2 * margin_mm
-        shape = (max(2, int(np.ceil(height / pixel_spacing))), max(2, int(np.ceil(width / pixel_spacing))))
+        shape = fit_slab_detector(slab, pixel_spacing, sdd, sid, margin_mm)
         img = render(slab.volume, slab.affine, views=(view,), detector_shape=shape, pixel_spacing=pixel_spacing,
                      **render_kwargs)
         mode = "area" if shape[0] >= output_shape[0] and shape[1] >= output_shape[1] else "bilinear"
         kw = {} if mode == "area" else {"align_corners": False}
         images.append(F.interpolate(img[None], size=tuple(output_shape), mode=mode, **kw)[0, 0])
-    return torch.stack(images)
+        spacing.append((shape[0] * pixel_spacing / output_shape[0], shape[1] * pixel_spacing / output_shape[1]))
+    images = torch.stack(images)
+    return (images, np.asarray(spacing, dtype=np.float64)) if return_spacing else images

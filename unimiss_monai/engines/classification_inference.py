@@ -1,9 +1,10 @@
 """Classification inference over a folder: a dataset that survives bad files, and a writer of per-class probabilities.
 
-:class:`TolerantDataset` turns a case whose loading or preprocessing fails into a placeholder (zeros) flagged with
+:class:`~unimiss_monai.engines.tolerant_inference.TolerantDataset` turns a case whose loading or preprocessing fails into a placeholder (zeros) flagged with
 the error, so one unreadable file does not stop the batch; :class:`ClassProbabilityWriter` then records it as failed
 instead of writing its (meaningless) probabilities, writes ``predictions.csv`` / ``predictions.json`` atomically at the
-end of the run, optionally a Grad-CAM PNG per image, and prints a summary that lists the failures.
+end of the run, optionally a saliency PNG per image (Grad-CAM or attention rollout), and prints a summary that lists
+the failures. :func:`guard_forward` (installed by the writers) does the same for a case whose network forward fails.
 """
 
 from __future__ import annotations
@@ -12,19 +13,21 @@ import csv
 import io
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from monai.config import KeysCollection
-from monai.data import Dataset
 from monai.transforms import MapTransform
 
 from unimiss_monai.data.writers import atomic_path, save_json
+from unimiss_monai.engines.tolerant_inference import guard_forward, root_cause
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CheckSpatialDimsd", "TolerantDataset", "ClassProbabilityWriter"]
+__all__ = ["CheckSpatialDimsd", "ClassProbabilityWriter"]
+
+SALIENCY_METHODS = ("gradcam", "rollout")
 
 
 class CheckSpatialDimsd(MapTransform):
@@ -52,37 +55,6 @@ class CheckSpatialDimsd(MapTransform):
         return d
 
 
-class TolerantDataset(Dataset):
-    """A MONAI ``Dataset`` whose items carry ``case`` (the input path) and ``failed`` (``""`` or the error message).
-
-    Args:
-        data: items with an ``"image"`` path. transform: the preprocessing.
-        placeholder_shape: (C, *spatial) of the zeros that stand in for a failed image (the network input size).
-    """
-
-    def __init__(self, data: Sequence[dict], transform: Callable | None, placeholder_shape: Sequence[int]) -> None:
-        super().__init__(data=data, transform=transform)
-        self.placeholder_shape = tuple(int(s) for s in placeholder_shape)
-
-    def _transform(self, index: int):
-        item = self.data[index]
-        case = str(item.get("image", f"item {index}"))
-        try:
-            out = super()._transform(index)
-        except Exception as err:  # noqa: BLE001 - any failure of one case is reported, the others go on
-            reason = _root_cause(err)
-            logger.error("inference: %s failed: %s", case, reason)
-            return {"image": torch.zeros(self.placeholder_shape), "case": case, "failed": reason}
-        return {**out, "case": case, "failed": ""}
-
-
-def _root_cause(err: BaseException) -> str:
-    # MONAI wraps transform errors in "applying transform ..." RuntimeErrors; the innermost one says what is wrong
-    while err.__cause__ is not None:
-        err = err.__cause__
-    return f"{type(err).__name__}: {err}".splitlines()[0]
-
-
 class ClassProbabilityWriter:
     """Ignite handler: per-class probabilities of every case to ``predictions.csv`` and ``predictions.json``.
 
@@ -91,26 +63,35 @@ class ClassProbabilityWriter:
         class_names: the C class names, in channel order.
         multi_label: findings are independent (each reported when ``>= threshold``); otherwise the top class is.
         threshold: decision threshold of multi-label findings. Defaults to 0.5.
-        saliency: also write ``saliency/<case>.png`` (Grad-CAM of the top class / each positive finding's top one).
+        saliency: also write ``saliency/<case>.png``.
         network: the classifier, needed for ``saliency``.
+        saliency_method: ``"gradcam"`` (Grad-CAM of the top class, :func:`~unimiss_monai.engines.saliency.grad_cam`)
+            or ``"rollout"`` (class-agnostic attention rollout of the last encoder stage,
+            :func:`~unimiss_monai.engines.attention_rollout.attention_rollout`). Defaults to ``"gradcam"``.
 
-    Rows: ``case, status, <prob per class>..., prediction``; a failed case has ``status`` = its error.
+    Rows: ``case, status, <prob per class>..., prediction``; a failed case has ``status`` = its error. Attaching also
+    installs :func:`guard_forward`, so a case whose forward pass fails is recorded as failed and the run goes on.
     """
 
     def __init__(
         self, output_dir: str | os.PathLike, class_names: Sequence[str], multi_label: bool = False,
         threshold: float = 0.5, saliency: bool = False, network: torch.nn.Module | None = None,
+        saliency_method: str = "gradcam",
     ) -> None:
         if saliency and network is None:
             raise ValueError("ClassProbabilityWriter: saliency=True needs network=")
+        if saliency_method not in SALIENCY_METHODS:
+            raise ValueError(f"ClassProbabilityWriter: saliency_method must be one of {SALIENCY_METHODS}, got {saliency_method!r}")
         self.output_dir, self.class_names = Path(output_dir), list(class_names)
         self.multi_label, self.threshold = multi_label, float(threshold)
-        self.saliency, self.network = saliency, network
+        self.saliency, self.network, self.saliency_method = saliency, network, saliency_method
         self.rows: list[dict] = []
 
     def attach(self, engine) -> None:
         from ignite.engine import Events
 
+        # at STARTED: MONAI evaluators set their inferer only after attaching the handlers
+        engine.add_event_handler(Events.STARTED, guard_forward)
         engine.add_event_handler(Events.STARTED, lambda _: self.rows.clear())
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
         engine.add_event_handler(Events.COMPLETED, self._write)
@@ -134,19 +115,28 @@ class ClassProbabilityWriter:
                 raise ValueError(f"ClassProbabilityWriter: {len(probs)} outputs but {len(self.class_names)} class_names {self.class_names}")
             row = {"case": case, "status": "ok", "probabilities": dict(zip(self.class_names, probs)), "prediction": self._decide(probs)}
             if self.saliency:
-                row["saliency"] = self._save_saliency(item["image"], probs, case)
+                try:
+                    row["saliency"] = self._save_saliency(item["image"], probs, case)
+                except Exception as err:  # noqa: BLE001 - the probabilities stand; only the picture is missing
+                    logger.error("inference: %s: no saliency map: %s", case, root_cause(err))
+                    row["saliency"] = None
             self.rows.append(row)
 
     def _save_saliency(self, image: torch.Tensor, probs: list[float], case: str) -> str:
+        from unimiss_monai.engines.attention_rollout import attention_rollout
         from unimiss_monai.engines.saliency import grad_cam, saliency_png
 
         top = max(range(len(probs)), key=probs.__getitem__)
         device = next(self.network.parameters()).device
         x = torch.as_tensor(image)[None].to(device)
-        cam = grad_cam(self.network, x, class_index=top)[0]
         name = Path(case).name.split(".")[0] or "case"
+        if self.saliency_method == "rollout":
+            cam = attention_rollout(self.network, x)[0]
+            title = f"{name}: attention rollout (top: {self.class_names[top]}, p = {probs[top]:.2f})"
+        else:
+            cam = grad_cam(self.network, x, class_index=top)[0]
+            title = f"{name}: Grad-CAM of {self.class_names[top]} (p = {probs[top]:.2f})"
         path = self.output_dir / "saliency" / f"{name}.png"
-        title = f"{name}: Grad-CAM of {self.class_names[top]} (p = {probs[top]:.2f})"
         return saliency_png(torch.as_tensor(image)[0], cam, path, title)
 
     def _write(self, engine) -> None:
@@ -161,7 +151,7 @@ class ClassProbabilityWriter:
             tmp.write_text(buf.getvalue())
         failed = [r for r in self.rows if r["status"] != "ok"]
         save_json({"class_names": self.class_names, "multi_label": self.multi_label, "threshold": self.threshold,
-                   "cases": self.rows, "num_failed": len(failed)}, self.output_dir / "predictions.json")
+                   "saliency": self.saliency_method if self.saliency else None, "cases": self.rows, "num_failed": len(failed)}, self.output_dir / "predictions.json")
         summary = f"[inference] {len(self.rows) - len(failed)} of {len(self.rows)} cases classified -> {self.output_dir / 'predictions.csv'}"
         print(summary, flush=True)
         for r in failed:

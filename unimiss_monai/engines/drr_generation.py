@@ -239,11 +239,12 @@ class DRRGenerator:
         bar.total += (len(slabs) - 1) * len(self.views)
         bar.refresh()
         g, (sh, sw) = self.geometry, self.slab_detector_shape
-        images = {}
+        images, spacing = {}, None
         for view in self.views:
-            images[view] = render_slabs(hu, affine, thickness, view=view, output_shape=(sh, sw),
-                                        pixel_spacing=g.pixel_spacing[0], sdd=g.sdd, sid=g.sid, method=self.method,
-                                        device=self.device).detach().cpu().numpy()
+            rendered, spacing = render_slabs(hu, affine, thickness, view=view, output_shape=(sh, sw),
+                                             pixel_spacing=g.pixel_spacing[0], sdd=g.sdd, sid=g.sid,
+                                             method=self.method, device=self.device, return_spacing=True)
+            images[view] = rendered.detach().cpu().numpy()
             bar.update(len(slabs))
         training = []
         for i, slab in enumerate(slabs):
@@ -251,7 +252,7 @@ class DRRGenerator:
             ct_path = save_nifti(np.asarray(slab.volume, dtype=np.float32), slab.affine, out / f"{stem}.nii.gz")
             for view in self.views:
                 image = images[view][i]
-                affine_2d = self._detector_affine(view, _center(slab), (sh, sw), _fitted_spacing(slab, g, (sh, sw)))
+                affine_2d = self._detector_affine(view, _center(slab), (sh, sw), tuple(spacing[i]))
                 training.append({"name": case.name, "slab": i, "start": slab.start, "stop": slab.stop, "view": view,
                                  "ct": ct_path, "drr": save_nifti(image.T, affine_2d, out / f"{stem}_{view}.nii.gz"),
                                  "preview": save_png(to_radiograph(image), out / f"{stem}_{view}.png")})
@@ -262,18 +263,6 @@ def _center(slab) -> np.ndarray:
     from unimiss_monai.drr import volume_center
 
     return volume_center(slab.volume.shape, slab.affine)
-
-
-def _fitted_spacing(slab, geometry, output_shape) -> tuple[float, float]:
-    """Pixel spacing (row, col) of a slab DRR after resizing: ``render_slabs`` fits a detector of whole pixels to the
-    slab's magnified extent, then resizes it to ``output_shape``."""
-    corners = np.array(np.meshgrid(*[[-0.5, n - 0.5] for n in slab.volume.shape], indexing="ij")).reshape(3, -1)
-    world = slab.affine[:3, :3] @ corners + slab.affine[:3, 3:4]
-    size = world.max(1) - world.min(1)
-    extent = size * geometry.sdd / (geometry.sid - 0.5 * np.linalg.norm(size))
-    ps = geometry.pixel_spacing[0]
-    fitted = (max(2, int(np.ceil(extent[2] / ps))), max(2, int(np.ceil(max(extent[0], extent[1]) / ps))))
-    return fitted[0] * ps / output_shape[0], fitted[1] * ps / output_shape[1]
 
 
 def _as_bool(value, key: str) -> bool:

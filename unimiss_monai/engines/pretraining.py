@@ -31,6 +31,28 @@ __all__ = ["PretrainingTrainer"]
 logger = logging.getLogger(__name__)
 
 
+def _check_tracking_transform(handler: Any) -> None:
+    """Fail at start-up, not after the first iteration, when an ``MLFlowHandler`` cannot read this trainer's output.
+
+    MONAI's built-in ``--tracking mlflow`` settings read ``loss`` from a decollated list of dicts; this trainer's output
+    is one dict of floats, on which that transform returns a tuple that MLflow cannot log.
+    """
+    transform = getattr(handler, "output_transform", None)
+    if type(handler).__name__ != "MLFlowHandler" or not getattr(handler, "iteration_log", False) or transform is None:
+        return
+    try:
+        sample = transform({"loss": 0.0})
+    except Exception:  # noqa: BLE001 - a transform for other keys is the user's choice; it fails on its own terms
+        return
+    if sample is not None and not isinstance(sample, (int, float, dict, torch.Tensor)):
+        raise ValueError(
+            "MLFlowHandler output_transform gives a "
+            f"{type(sample).__name__} for the pretraining output (a dict of floats); run with --tracking "
+            "bundles/unimiss_pretraining/configs/mlflow_tracking.json, or set output_transform to "
+            "unimiss_monai.handlers.scalar_outputs"
+        )
+
+
 class PretrainingTrainer(Trainer):
     """Self-distillation between a student and an EMA teacher over alternating CT and X-ray phases.
 
@@ -68,7 +90,8 @@ class PretrainingTrainer(Trainer):
         slice_channels: channels of those 2D images (grey repeated; the 2D stem of MiT/MiT+ takes 3 by default).
         lr_schedule, wd_schedule, momentum_schedule: ``f(optimizer_step) -> value`` for the learning rate (every
             group, times its ``lr_scale`` if any), the weight decay (groups whose weight decay is non-zero) and the
-            teacher EMA momentum. ``None`` keeps lr / wd as set and skips the EMA (attach an EMA handler instead).
+            teacher EMA momentum. ``None`` keeps lr / wd as set and, for the momentum, leaves the teacher fixed. The
+            EMA runs after each optimiser step (not each iteration), so it stays right under gradient accumulation.
         teacher_temp_schedule: ``f(epoch, 0-based) -> teacher temperature``. Defaults to 0.04 throughout.
         clip_grad_norm: max gradient norm of the student (0: no clipping).
         frozen_3d_pattern: regex of student parameter names kept fixed in X-ray iterations.
@@ -138,6 +161,8 @@ class PretrainingTrainer(Trainer):
         self.state.phase = None
         self.add_event_handler(Events.EPOCH_STARTED, self._position_loader)
         if train_handlers is not None:
+            for handler in train_handlers:
+                _check_tracking_transform(handler)
             self._register_handlers(train_handlers)
 
     def run(self) -> None:  # type: ignore[override]

@@ -1,9 +1,10 @@
 """Segmentation inference over a folder: list the inputs, write each label map on its input grid, survive bad cases.
 
-Pairs with ``unimiss_monai.engines.classification_inference.TolerantDataset`` (a case whose loading or preprocessing
+Pairs with ``unimiss_monai.engines.tolerant_inference.TolerantDataset`` (a case whose loading or preprocessing
 fails becomes a flagged placeholder): :class:`SegmentationWriter` maps every good prediction back onto its input grid
-(MONAI ``Invertd`` through the preprocessing), writes it as NIfTI atomically, records failed cases instead, and at the
-end writes ``summary.json`` and prints a summary that lists the failures.
+(MONAI ``Invertd`` through the preprocessing), writes it as NIfTI atomically, records failed cases (at load, in the
+network forward or on writing) instead, and at the end writes ``summary.json`` and prints a summary that lists the
+failures.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 from unimiss_monai.data.writers import save_json, save_nifti
+from unimiss_monai.engines.tolerant_inference import guard_forward, root_cause
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
@@ -43,18 +45,13 @@ def _case_name(path: str) -> str:
     return base
 
 
-def _root_cause(err: BaseException) -> str:
-    while err.__cause__ is not None:
-        err = err.__cause__
-    return f"{type(err).__name__}: {err}".splitlines()[0]
-
-
 class SegmentationWriter:
     """Ignite handler: write ``<output_dir>/<case>_seg.nii.gz`` (uint8 label map on the input grid) per case.
 
     Each decollated output item holds ``pred`` (class probabilities or logits on the preprocessed grid) and ``image``
     (the preprocessed image, whose transform trace ``Invertd`` follows back); the matching batch item may hold
-    ``case`` / ``failed`` (set by ``TolerantDataset``). Any error on one case is logged and recorded; the run goes on.
+    ``case`` / ``failed`` (set by ``TolerantDataset``, or by ``guard_forward``, which attaching installs, when the
+    network forward fails). Any error on one case is logged and recorded; the run goes on.
 
     Args:
         output_dir: output folder (created).
@@ -89,6 +86,9 @@ class SegmentationWriter:
     def attach(self, engine: Engine) -> None:
         from ignite.engine import Events
 
+        # a case whose forward pass fails is flagged in the batch, then recorded here as failed; installed at STARTED
+        # because MONAI evaluators set their inferer only after attaching the handlers
+        engine.add_event_handler(Events.STARTED, guard_forward)
         engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.update)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.summarise)
@@ -122,7 +122,7 @@ class SegmentationWriter:
             try:
                 self.write_item({**item, "case": case or item.get("case", "")})
             except Exception as err:  # noqa: BLE001 - one bad case is reported, the others go on
-                reason = _root_cause(err)
+                reason = root_cause(err)
                 logger.error("segmentation: %s failed: %s", case, reason)
                 self.failed.append({"case": case, "error": reason})
 

@@ -3,9 +3,8 @@
 from unimiss_monai.handlers.checkpoint_info import CheckpointInfo  # noqa: F401
 from unimiss_monai.handlers.freeze_encoder import FreezeEncoder, set_encoder_trainable  # noqa: F401
 from unimiss_monai.handlers.last_layer_freeze import LastLayerFreezeHandler  # noqa: F401
-from unimiss_monai.handlers.teacher_ema import TeacherEMAHandler  # noqa: F401
 from unimiss_monai.handlers.pretrained_init import default_pretrained_path, load_pretrained_init  # noqa: F401
 from unimiss_monai.handlers.collapse_monitor import CollapseMonitor  # noqa: F401
-from unimiss_monai.handlers.loss_curves import LossCurvePlotter, scalar_outputs  # noqa: F401
+from unimiss_monai.handlers.loss_curves import EpochLossMeans, LossCurvePlotter, scalar_outputs  # noqa: F401
 from unimiss_monai.handlers.training_checkpoint import TrainingCheckpoint  # noqa: F401
 from unimiss_monai.handlers.knn_probe import KNNProbe, knn_accuracy, load_probe_items  # noqa: F401

@@ -14,7 +14,7 @@ logger = logging.getLogger(__name__)
 
 class CollapseMonitor:
     """Checks the epoch means of ``teacher_entropy`` (per-sample) and ``teacher_batch_entropy`` (of the batch-mean
-    distribution) from ``engine.state.output``, and stores them in ``engine.state.metrics``.
+    distribution) from ``engine.state.output``, and stores them in ``engine.state.metrics`` as ``"epoch/<name>"``.
 
     DINO-style training collapses in two ways (Caron et al. 2021, Sec. 5.3): every sample maps to one prototype (batch
     entropy near 0), or the teacher output becomes uniform (per-sample entropy near ``log(out_dim)``). Either one is
@@ -44,7 +44,8 @@ class CollapseMonitor:
 
     def check(self, engine: Engine) -> None:
         means = {k: sum(v) / len(v) for k, v in self.sums.items() if v}
-        engine.state.metrics.update(means)
+        # "epoch/" keeps the epoch means apart from the per-iteration values of the same name in the loggers
+        engine.state.metrics.update({f"epoch/{k}": v for k, v in means.items()})
         entropy, batch_entropy = means.get("teacher_entropy"), means.get("teacher_batch_entropy")
         problem = None
         if batch_entropy is not None and batch_entropy < self.low * self.log_k:

@@ -121,6 +121,7 @@ class KNNProbe:
         self._labels: torch.Tensor | None = None
         self.class_names: list = []
         self._disabled = False
+        self.pixel_baseline: float | None = None
 
     def attach(self, engine: Engine) -> None:
         if not self.items:
@@ -144,6 +145,11 @@ class KNNProbe:
         if len(images) < 2 or len(self.class_names) < 2:
             logger.warning("k-NN probe off: %d usable items in %d classes; it needs at least 2 items and 2 classes", len(images), len(self.class_names))
             self._disabled = True
+            return
+        # what "learned something" means on this probe: the same k-NN on the raw voxels (same-shaped images only)
+        self.pixel_baseline = None
+        if all(img.shape == images[0].shape for img in images):
+            self.pixel_baseline = knn_accuracy(torch.stack(images).flatten(1), self._labels, self.k, self.temperature)
 
     def _earlier_history(self, epoch: int) -> list[dict]:
         # a resumed run keeps the entries of the epochs before the one it resumes at
@@ -188,9 +194,10 @@ class KNNProbe:
         entry = {
             "epoch": engine.state.epoch, "iteration": engine.state.iteration, "knn_accuracy": accuracy,
             "k": min(self.k, len(self._labels) - 1), "temperature": self.temperature,
-            "num_items": len(self._labels), "num_classes": len(self.class_names),
+            "num_items": len(self._labels), "num_classes": len(self.class_names), "pixel_baseline": self.pixel_baseline,
         }
         self.history.append(entry)
-        logger.info("epoch %d: teacher k-NN accuracy %.4f (%d probe items, %d classes, k=%d)", entry["epoch"], accuracy, entry["num_items"], entry["num_classes"], entry["k"])
+        baseline = "n/a" if self.pixel_baseline is None else f"{self.pixel_baseline:.4f}"
+        logger.info("epoch %d: teacher k-NN accuracy %.4f (raw-voxel k-NN %s; %d probe items, %d classes, k=%d)", entry["epoch"], accuracy, baseline, entry["num_items"], entry["num_classes"], entry["k"])
         if self.history_path is not None and getattr(engine.state, "rank", 0) == 0:
             save_json(self.history, self.history_path)

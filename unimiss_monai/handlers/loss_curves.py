@@ -9,7 +9,10 @@ from pathlib import Path
 
 from ignite.engine import Engine, Events
 
-__all__ = ["LossCurvePlotter", "scalar_outputs"]
+__all__ = ["EpochLossMeans", "LossCurvePlotter", "scalar_outputs"]
+
+# trainer outputs that are not loss terms (CollapseMonitor averages the teacher statistics itself)
+_NOT_LOSS_TERMS = ("lr", "skipped", "total", "teacher_entropy", "teacher_batch_entropy", "center_norm")
 
 
 def scalar_outputs(output) -> dict[str, float]:
@@ -17,6 +20,44 @@ def scalar_outputs(output) -> dict[str, float]:
     if not isinstance(output, dict):
         return {}
     return {k: float(v) for k, v in output.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+class EpochLossMeans:
+    """Puts the epoch mean of every loss term of ``engine.state.output`` into ``engine.state.metrics`` as
+    ``"epoch/<term>"``, so epoch-level loggers (``StatsHandler``, ``TensorBoardStatsHandler``, MONAI's
+    ``MLFlowHandler`` from ``--tracking mlflow``, which logs only ``loss`` per iteration) see each term.
+
+    A term missing from an epoch (e.g. the CT-only terms in an X-ray epoch) is absent from that epoch's metrics.
+    Attach it before the loggers that read the metrics.
+
+    Args:
+        keys: output keys to average; default every numeric output except ``lr``, ``skipped``, ``total`` and the
+            teacher statistics.
+        prefix: metric name prefix.
+    """
+
+    def __init__(self, keys: list[str] | None = None, prefix: str = "epoch/") -> None:
+        self.keys, self.prefix = keys, prefix
+        self.values: dict[str, list[float]] = defaultdict(list)
+        self.published: set[str] = set()
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, lambda e: self.values.clear())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.record)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.publish)
+
+    def record(self, engine: Engine) -> None:
+        for k, v in scalar_outputs(engine.state.output).items():
+            if (k not in _NOT_LOSS_TERMS) if self.keys is None else (k in self.keys):
+                self.values[k].append(v)
+
+    def publish(self, engine: Engine) -> None:
+        # a term absent from this epoch must not keep the previous epoch's value
+        for name in self.published:
+            engine.state.metrics.pop(name, None)
+        self.published = {self.prefix + k for k in self.values}
+        for k, v in self.values.items():
+            engine.state.metrics[self.prefix + k] = sum(v) / len(v)
 
 
 class LossCurvePlotter:

@@ -2,11 +2,12 @@
 
 from unimiss_monai.losses.cross_dimension import CrossDimensionDINOLoss, average_slice_logits
 from unimiss_monai.losses.deep_supervision import StackedDeepSupervisionLoss
-from unimiss_monai.losses.dino import DINOLoss, split_views
+from unimiss_monai.losses.dino import CenterUpdate, DINOLoss, shared_center_dino, split_views
 from unimiss_monai.losses.reconstruction import ReconstructionMSELoss, minmax_normalize
 from unimiss_monai.losses.unimiss_plus import UniMissPlusLoss
 
 __all__ = [
+    "CenterUpdate",
     "CrossDimensionDINOLoss",
     "DINOLoss",
     "ReconstructionMSELoss",
@@ -14,5 +15,6 @@ __all__ = [
     "UniMissPlusLoss",
     "average_slice_logits",
     "minmax_normalize",
+    "shared_center_dino",
     "split_views",
 ]

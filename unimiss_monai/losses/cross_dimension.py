@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import Tensor, nn
 
-from unimiss_monai.losses.dino import DINOLoss
+from unimiss_monai.losses.dino import CenterUpdate, shared_center_dino
 
 __all__ = ["CrossDimensionDINOLoss", "average_slice_logits"]
-
-CenterUpdate = Literal["per_term", "once"]
 
 
 def average_slice_logits(slice_out: Tensor, name: str = "slice logits") -> Tensor:
@@ -55,10 +51,8 @@ class CrossDimensionDINOLoss(nn.Module):
         center_update: CenterUpdate = "per_term",
     ) -> None:
         super().__init__()
-        if center_update not in ("per_term", "once"):
-            raise ValueError(f"center_update must be 'per_term' or 'once', got {center_update!r}.")
+        self.dino = shared_center_dino(out_dim, student_temp, center_momentum, n_views, center_update)
         self.center_update = center_update
-        self.dino = DINOLoss(out_dim, student_temp, center_momentum, n_teacher_views=n_views)
 
     def forward(
         self,

@@ -9,13 +9,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["DINOLoss", "split_views"]
+__all__ = ["CenterUpdate", "DINOLoss", "shared_center_dino", "split_views"]
+
+#: when a loss made of several DINO terms moves the shared centre: after every term (the UniMiSS / UniMiSS+ reference
+#: code) or once per step
+CenterUpdate = Literal["per_term", "once"]
 
 
 def split_views(out: Tensor | Sequence[Tensor], n_views: int | None, name: str) -> list[Tensor]:
@@ -192,3 +197,18 @@ class DINOLoss(nn.Module):
         values = {k: float(v) for k, v in self._diagnostics.items()}
         values["center_norm"] = float(self.center.norm())
         return values
+
+
+def shared_center_dino(
+    out_dim: int, student_temp: float, center_momentum: float, n_views: int, center_update: CenterUpdate
+) -> DINOLoss:
+    """The one :class:`DINOLoss` (one centre) behind the terms of a composite loss, after checking ``center_update``.
+
+    Args:
+        out_dim: prototypes ``K``. student_temp: student temperature. center_momentum: centre EMA momentum.
+        n_views: teacher views per sample ``V``.
+        center_update: ``"per_term"`` or ``"once"`` (see :data:`CenterUpdate`).
+    """
+    if center_update not in ("per_term", "once"):
+        raise ValueError(f"center_update must be 'per_term' or 'once', got {center_update!r}.")
+    return DINOLoss(out_dim, student_temp, center_momentum, n_teacher_views=n_views)

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from unimiss_monai.losses.cross_dimension import CenterUpdate, average_slice_logits
-from unimiss_monai.losses.dino import DINOLoss
+from unimiss_monai.losses.cross_dimension import average_slice_logits
+from unimiss_monai.losses.dino import CenterUpdate, shared_center_dino
 from unimiss_monai.losses.reconstruction import ReconstructionMSELoss
 
 __all__ = ["UniMissPlusLoss"]
@@ -61,9 +61,7 @@ class UniMissPlusLoss(nn.Module):
         center_update: CenterUpdate = "per_term",
     ) -> None:
         super().__init__()
-        if center_update not in ("per_term", "once"):
-            raise ValueError(f"center_update must be 'per_term' or 'once', got {center_update!r}.")
-        self.dino = DINOLoss(out_dim, student_temp, center_momentum, n_teacher_views=n_views)
+        self.dino = shared_center_dino(out_dim, student_temp, center_momentum, n_views, center_update)
         self.volume_reconstruction = ReconstructionMSELoss(apply_sigmoid=True, normalize_target=True)
         self.image_reconstruction = ReconstructionMSELoss(apply_sigmoid=True, normalize_target=False)
         self.weights = {

@@ -82,6 +82,24 @@ class SpatialReductionAttention(nn.Module):
         patches = self.sr[f"{len(grid)}d"](patches).flatten(2).transpose(1, 2)
         return self.norm(torch.cat((x[:, :prefix], patches), dim=1))
 
+    def attention_weights(self, x: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
+        """The attention probabilities ``softmax(q k^T * scale)`` that :meth:`forward` applies to ``x``, without dropout.
+
+        The fused forward never materialises them; this recomputes them from the same projections, for inspection
+        (attention rollout) only.
+
+        Args:
+            x: tokens (B, N, C), as given to :meth:`forward`. grid: the patch grid, as given to :meth:`forward`.
+
+        Returns:
+            (B, num_heads, N, M) with M the number of (reduced) key tokens; each row sums to 1.
+        """
+        b, n, c = x.shape
+        h = self.num_heads
+        q = self.q(x).reshape(b, n, h, c // h).transpose(1, 2)
+        k = self.kv(self.reduce(x, grid)).reshape(b, -1, 2, h, c // h)[:, :, 0].transpose(1, 2)
+        return ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
+
     def forward(self, x: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
         """Args:
             x: tokens (B, N, C), the first ``N - prod(grid)`` being prefix (CLS) tokens.

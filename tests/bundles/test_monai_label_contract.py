@@ -1,0 +1,157 @@
+"""What MONAI Label 0.8.5's bundle tasks (``monailabel.tasks.infer.bundle.BundleInferTask`` and
+``monailabel.tasks.train.bundle.BundleTrainTask``) read from the segmentation bundles, checked without MONAI Label.
+
+Inference: MONAI Label parses ``configs/inference.json`` with ``bundle_root`` set to the bundle folder, instantiates
+``network_def`` and loads ``models/model.pt`` (state under ``"model"``), runs the transforms of ``pre_transforms``
+(read after ``preprocessing``, so it wins) one by one (``LoadImaged`` with ``image_only=False``) on a dictionary that
+also holds ``image_path``, the ``inferer`` on a batch of one, then the transforms of ``post_transforms`` (read after
+``postprocessing``) without ``SaveImaged``, and writes ``pred`` with the extension of ``image_path``. The label
+must come back as one integer map on the input's grid. Training: it overrides ``bundle_root``, ``device``,
+``train#trainer#max_epochs``, ``train#dataset#data``, ``validate#dataset#data`` and ``train#handlers`` (adding a
+``CheckpointLoader`` of ``@network``) in ``configs/train.json``, and expects the best model in ``models/model.pt``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser
+from monai.handlers import CheckpointSaver
+from monai.transforms import Compose, LoadImaged, SaveImaged
+
+from conftest import BUNDLES
+
+SEGMENTATION_BUNDLES = ["unimiss_cxr_segmentation", "unimiss_ct_segmentation"]
+# the tiny network of the bundles' smoke overlays, so a forward pass takes well under a second
+TINY_NET = {
+    "network_def#embed_dims": [16, 32, 32, 64], "network_def#num_heads": [1, 2, 2, 4],
+    "network_def#decoder_num_heads": [2, 2, 1], "network_def#stem_channels": [8, 16],
+}
+SMALL_INPUT = {"unimiss_cxr_segmentation": {"spatial_size": [64, 64]}, "unimiss_ct_segmentation": {"roi_size": [16, 32, 32], "pixdim": [10.0, 10.0, 10.0]}}
+
+
+def _parser(bundle: str, config: str, **overrides) -> ConfigParser:
+    """The bundle config as MONAI Label loads it: ``bundle_root`` set to the bundle folder."""
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLES / bundle / "configs" / config))
+    parser.config.update({"bundle_root": str(BUNDLES / bundle)})
+    for key, value in overrides.items():
+        parser[key] = value
+    return parser
+
+
+def _metadata(bundle: str) -> dict:
+    return json.loads((BUNDLES / bundle / "configs" / "metadata.json").read_text())
+
+
+def _write_case(bundle: str, folder, rng: np.random.Generator) -> tuple[str, str, tuple[int, ...]]:
+    """One synthetic image + label in the bundle's file layout; returns their paths and the image's spatial shape."""
+    if bundle == "unimiss_cxr_segmentation":
+        shape = (80, 96)
+        image = rng.normal(100.0, 20.0, shape).astype(np.float32)
+        label = np.zeros(shape + (1, 5), np.uint8)
+        label[10:40, 20:70, 0, 0] = label[45:75, 20:70, 0, 1] = label[30:60, 30:60, 0, 2] = 1
+        affine = np.diag([1.75, 1.75, 1.0, 1.0])
+    else:
+        shape = (40, 36, 12)
+        image = rng.integers(-1000, 1000, shape).astype(np.int16)
+        label = np.zeros(shape, np.uint8)
+        label[5:20, 5:20, 2:8], label[22:35, 10:30, 4:10] = 1, 8
+        affine = np.diag([3.0, 3.0, 5.0, 1.0])
+    paths = str(folder / "image.nii.gz"), str(folder / "label.nii.gz")
+    nib.save(nib.Nifti1Image(image, affine), paths[0])
+    nib.save(nib.Nifti1Image(label, affine), paths[1])
+    return paths[0], paths[1], shape
+
+
+@pytest.mark.parametrize("bundle", SEGMENTATION_BUNDLES)
+def test_bundle_is_typed_as_segmentation_with_image_and_pred(bundle):
+    # MONAI Label types a bundle by its folder name and takes the first input/output of network_data_format as the
+    # image and prediction keys; the dimension it reports is the length of the input's spatial_shape
+    assert "segmentation" in bundle
+    data_format = _metadata(bundle)["network_data_format"]
+    assert next(iter(data_format["inputs"])) == "image" and next(iter(data_format["outputs"])) == "pred"
+    spatial_dims = _parser(bundle, "inference.json")["network_def"]["spatial_dims"]
+    assert len(data_format["inputs"]["image"]["spatial_shape"]) == spatial_dims
+
+
+@pytest.mark.parametrize("bundle", SEGMENTATION_BUNDLES)
+def test_infer_pipeline_returns_label_map_on_input_grid(bundle, tmp_path):
+    parser = _parser(bundle, "inference.json", device="cpu", **TINY_NET, **SMALL_INPUT[bundle])
+    image_path, _, shape = _write_case(bundle, tmp_path, np.random.default_rng(0))
+    network = parser.get_parsed_content("network_def", instantiate=True).eval()
+
+    # the later of preprocessing / pre_transforms wins, as for the post transforms
+    pre = parser.get_parsed_content("pre_transforms" if "pre_transforms" in parser else "preprocessing")
+    assert isinstance(pre, Compose)
+    for transform in pre.transforms:
+        if isinstance(transform, LoadImaged):
+            transform._loader.image_only = False
+    # MONAI Label's request carries the input path as "image_path" too, which the label writer needs at the end
+    data = {"image": image_path, "image_path": image_path}
+    for transform in pre.transforms:
+        data = transform(data)
+
+    with torch.no_grad():
+        data["pred"] = parser.get_parsed_content("inferer")(data["image"][None], network)[0]
+
+    # post_transforms is read after postprocessing, so it is what MONAI Label runs; it must be a Compose it can list
+    post = parser.get_parsed_content("post_transforms")
+    assert isinstance(post, Compose) and not any(isinstance(t, SaveImaged) for t in post.transforms)
+    for transform in post.transforms:
+        data = transform(data)
+
+    assert data["image_path"] == image_path
+    label = torch.as_tensor(data["pred"])
+    num_labels = len(_metadata(bundle)["network_data_format"]["outputs"]["pred"]["channel_def"])
+    # 2D: (X, Y) as written; 3D: (1, X, Y, Z), whose channel MONAI Label's Restored drops
+    assert tuple(label.shape[-len(shape):]) == shape and label.numel() == int(np.prod(shape))
+    assert torch.equal(label, label.round()) and 0 <= label.min() and label.max() <= num_labels
+
+
+def test_cxr_channels_follow_structures_order():
+    # tools/monai_label.sh serves the CXR bundle as a label map whose value i + 1 is channel i: that renumbering is
+    # right only if channel i is structures[i]
+    channel_def = _metadata("unimiss_cxr_segmentation")["network_data_format"]["outputs"]["pred"]["channel_def"]
+    structures = _parser("unimiss_cxr_segmentation", "inference.json")["structures"]
+    assert {int(k): v for k, v in channel_def.items()} == dict(enumerate(structures))
+
+
+def test_ct_label_numbers_match_monai_label_names():
+    channel_def = _metadata("unimiss_ct_segmentation")["network_data_format"]["outputs"]["pred"]["channel_def"]
+    class_names = _parser("unimiss_ct_segmentation", "inference.json")["class_names"]
+    assert channel_def["0"] == "background"
+    assert {int(k): v for k, v in channel_def.items() if v != "background"} == {i + 1: c for i, c in enumerate(class_names)}
+
+
+@pytest.mark.parametrize("bundle", SEGMENTATION_BUNDLES)
+def test_train_overrides_resolve_and_best_model_goes_to_models(bundle, tmp_path):
+    image_path, label_path, shape = _write_case(bundle, tmp_path, np.random.default_rng(1))
+    datalist = [{"image": image_path, "label": label_path}]
+    parser = _parser(bundle, "train.json")
+    handlers = parser.get("train#handlers")
+    assert isinstance(handlers, list)
+    handlers.insert(0, {"_target_": "CheckpointLoader", "load_path": str(tmp_path / "model.pt"), "load_dict": {"model": "$@network"}, "strict": False})
+    overrides = {
+        "device": "cpu", "train#trainer#max_epochs": 1, "train#dataset#data": datalist, "validate#dataset#data": datalist,
+        "train#handlers": handlers, "num_workers": 0, "pretrained_path": None, **TINY_NET, **SMALL_INPUT[bundle],
+    }
+    for key, value in overrides.items():
+        parser[key] = value
+    parser.parse()
+
+    trainer = parser.get_parsed_content("train#trainer")
+    assert trainer.state.max_epochs == 1 and trainer.data_loader.dataset.data == datalist
+    assert parser.get_parsed_content("validate#dataset").data == datalist
+    # the overridden data go through the bundle's own transforms (absolute paths, no base_dir needed)
+    item = parser.get_parsed_content("validate#dataset")[0]
+    assert item["image"].shape[0] == parser.get_parsed_content("network_def#in_channels") and item["label"].ndim == item["image"].ndim
+    index = next(i for i, h in enumerate(parser["validate#handlers"]) if h.get("_target_") == CheckpointSaver.__name__)
+    saver = f"validate#handlers#{index}"
+    assert parser[f"{saver}#key_metric_filename"] == "model.pt" and parser[f"{saver}#save_key_metric"] is True
+    assert parser.get_parsed_content(f"{saver}#save_dir") == str(BUNDLES / bundle / "models")
+    assert parser.get_parsed_content(f"{saver}#save_dict#model") is parser.get_parsed_content("network")

@@ -1,0 +1,61 @@
+"""The fine-tune bundles' ``multi_gpu_train.json`` overlays, run for real: ``torchrun`` with two processes on CPU (gloo),
+one segmentation (3D) and one classification (2D) bundle, one smoke epoch each."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from monai.bundle import ConfigParser
+
+from conftest import BUNDLES, configs, run_bundle_cli
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+# bundle: (sample set, overrides on top of smoke.yaml, validation key metric, where models/ ends up)
+CASES = {
+    "unimiss_ct_segmentation": (
+        "ct_segmentation", {"roi_size": [16, 32, 32], "pixdim": [10.0, 10.0, 10.0], "max_epochs": 1}, "val_mean_dice", "output_dir",
+    ),
+    "unimiss_cxr_classification": ("cxr_classification", {"max_epochs": 1}, "val_auc", "bundle_root"),
+}
+
+
+@pytest.mark.parametrize("bundle", sorted(CASES))
+def test_two_process_gloo_smoke_training(bundle, sample_set, tmp_path):
+    dataset, overrides, val_metric, models_under = CASES[bundle]
+    files = ["train.json", "multi_gpu_train.json", "smoke.yaml"]
+    paths = {"bundle_root": str(BUNDLES / bundle), "output_dir": str(tmp_path / "eval")}
+    paths[models_under] = str(tmp_path)  # the checkpoint lands in tmp_path/models either way
+    port = 29541 + sorted(CASES).index(bundle)
+    proc = run_bundle_cli(bundle, files, nproc=2, master_port=port, timeout=300, dataset_dir=str(sample_set(dataset)), **paths, **overrides)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+
+    # only rank 0 keeps the stats handlers: one metrics line per epoch, not one per process
+    assert len(re.findall(rf"Epoch\[1\] Metrics -- {val_metric}", log)) == 1, log[-4000:]
+    # both ranks' evaluators see the validation metric gathered over the whole split: the same value twice
+    values = re.findall(rf"Got new best metric of {val_metric}: ([-0-9.e]+)", log)
+    assert len(values) == 2 and values[0] == values[1], values
+
+    # only rank 0 saves, and it saves the plain model (no DistributedDataParallel "module." prefix)
+    ckpt = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert set(ckpt) == {"model", "info"} and ckpt["info"]["bundle"] == bundle
+    assert not any(k.startswith("module.") for k in ckpt["model"])
+    parser = ConfigParser()
+    parser.read_config(configs(bundle, "train.json", "smoke.yaml"))
+    parser.update({**overrides, "bundle_root": str(BUNDLES / bundle), "device": "$torch.device('cpu')"})
+    net = parser.get_parsed_content("network_def")
+    net.load_state_dict(ckpt["model"])  # strict: every key matches the single-process network
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback")
+@pytest.mark.parametrize("bundle", ["unimiss_ct_classification", "unimiss_ct_segmentation", "unimiss_cxr_classification", "unimiss_cxr_segmentation"])
+def test_overlay_resolves_to_cpu_without_cuda(bundle):
+    """All four overlays (two of them run above) pick the CPU device and no DDP device_ids when CUDA is absent."""
+    parser = ConfigParser()
+    parser.read_config(configs(bundle, "train.json", "multi_gpu_train.json"))
+    assert parser.get_parsed_content("device") == torch.device("cpu")
+    assert parser.get_parsed_content("network#device_ids") is None
+    assert parser["train#dataloader#sampler"].replace("::", "#") == "@train#sampler" and not parser["train#dataloader#shuffle"]
