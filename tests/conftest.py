@@ -16,6 +16,16 @@ SCHEMA = REPO.parent / "shared" / "schema" / "meta_schema_20240725.json"
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+@pytest.fixture
+def one_thread():
+    """Run a test single-threaded: on tiny tensors a second intra-op thread only adds synchronisation, which on a
+    shared 2-core CPU makes toy runs about 20x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

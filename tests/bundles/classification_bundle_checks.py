@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -76,3 +77,17 @@ def check_net_and_export(bundle: str, root: Path, input_shape: list[int]) -> Non
     scripted = torch.jit.load(str(ts))
     with torch.no_grad():
         torch.testing.assert_close(scripted(x), net(x), rtol=1e-4, atol=1e-5)
+
+
+def check_rollout_png(bundle: str, image: Path, root: Path, tmp_path: Path) -> None:
+    """Inference with ``saliency_method=rollout`` on one image writes one attention-rollout PNG and records it."""
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    shutil.copy(image, inputs / image.name)
+    out = tmp_path / "out"
+    rows = run_inference(bundle, inputs, root, out, save_saliency=True, saliency_method="rollout")
+    assert [r["status"] for r in rows] == ["ok"]
+    pngs = list((out / "saliency").glob("*.png"))
+    assert len(pngs) == 1 and pngs[0].read_bytes()[:4] == b"\x89PNG" and pngs[0].stat().st_size > 1000
+    report = json.loads((out / "predictions.json").read_text())
+    assert report["saliency"] == "rollout" and report["cases"][0]["saliency"] == str(pngs[0])

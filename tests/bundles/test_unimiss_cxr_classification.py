@@ -12,6 +12,7 @@ import torch
 from classification_bundle_checks import (
     check_metadata,
     check_net_and_export,
+    check_rollout_png,
     check_train_properties,
     load_model_state,
     run_evaluate,
@@ -78,20 +79,10 @@ def test_inference_writes_probabilities_and_saliency(trained, tmp_path):
 
 
 @pytest.mark.integration
-@pytest.mark.integration
 def test_inference_attention_rollout_png(trained, tmp_path):
     samples_dir, root = trained
-    inputs = tmp_path / "inputs"
-    inputs.mkdir()
-    src = sorted((samples_dir / "cxr_classification" / "images").glob("test_*.png"))[0]
-    shutil.copy(src, inputs / src.name)
-    out = tmp_path / "out"
-    rows = run_inference(BUNDLE, inputs, root, out, save_saliency=True, saliency_method="rollout")
-    assert [r["status"] for r in rows] == ["ok"]
-    pngs = list((out / "saliency").glob("*.png"))
-    assert len(pngs) == 1 and pngs[0].read_bytes()[:4] == b"\x89PNG" and pngs[0].stat().st_size > 1000
-    report = json.loads((out / "predictions.json").read_text())
-    assert report["saliency"] == "rollout" and report["cases"][0]["saliency"] == str(pngs[0])
+    image = sorted((samples_dir / "cxr_classification" / "images").glob("test_*.png"))[0]
+    check_rollout_png(BUNDLE, image, root, tmp_path)
 
 
 @pytest.mark.integration

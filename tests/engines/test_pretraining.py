@@ -16,14 +16,8 @@ from unimiss_monai.engines.pretraining_data import PhaseLoader, ResumableSampler
 from unimiss_monai.handlers.training_checkpoint import TrainingCheckpoint  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # toy tensors: on a shared 2-core machine a second intra-op thread only adds synchronisation (about 20x slower
-    # under load), so these tests run single-threaded
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# toy tensors: single-threaded (see the ``one_thread`` fixture in tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _snapshot(module):

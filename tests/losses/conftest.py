@@ -1,14 +1,8 @@
-"""Loss tests run on tiny tensors: single-threaded, since a second intra-op thread only waits on a shared 2-core CPU."""
-
-from __future__ import annotations
+"""Loss tests run on tiny tensors, single-threaded (see the ``one_thread`` fixture in tests/conftest.py)."""
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _single_thread(one_thread):
     yield
-    torch.set_num_threads(threads)
