@@ -24,6 +24,13 @@ def train_subprocess(bundle: str, samples_dir: Path, root: Path) -> subprocess.C
     return run_bundle_cli(bundle, ["train.json", "smoke.yaml"], dataset_dir=str(samples_dir), bundle_root=str(root), max_epochs=1)
 
 
+def train_once(bundle: str, samples_dir: Path, root: Path) -> tuple[Path, Path]:
+    """Smoke-train ``bundle`` once for a test module; fails with the run's output tail when training fails."""
+    result = train_subprocess(bundle, samples_dir, root)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return samples_dir, root
+
+
 def run_evaluate(bundle: str, samples_dir: Path, root: Path, **overrides) -> dict:
     wf = run_workflow(bundle, ["train.json", "evaluate.json", "smoke.yaml"], "train",
                       dataset_dir=str(samples_dir), bundle_root=str(root), **overrides)

@@ -16,7 +16,7 @@ from classification_bundle_checks import (
     load_model_state,
     run_evaluate,
     run_inference,
-    train_subprocess,
+    train_once,
 )
 
 BUNDLE = "unimiss_ct_classification"
@@ -26,11 +26,7 @@ pytestmark = [pytest.mark.integration]
 
 @pytest.fixture(scope="module")
 def trained(sample_set, tmp_path_factory):
-    samples_dir = sample_set("ct_classification")
-    root = tmp_path_factory.mktemp("ct_cls") / "bundle"
-    result = train_subprocess(BUNDLE, samples_dir, root)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return samples_dir, root
+    return train_once(BUNDLE, sample_set("ct_classification"), tmp_path_factory.mktemp("ct_cls") / "bundle")
 
 
 def test_smoke_training_saves_best_model(trained):

@@ -11,7 +11,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, ckpt_export, verify_metadata, verify_net_in_out
 
-from conftest import BUNDLES, SCHEMA, run_bundle_cli, run_workflow
+from conftest import BUNDLES, SCHEMA, configs, run_bundle_cli, run_workflow
 from unimiss_monai.data import phantom_affine
 from unimiss_monai.data.sample_sets.ct_segmentation import make_organ_phantom
 
@@ -27,10 +27,6 @@ TINY_NET = {
     "network_def#embed_dims": [16, 32, 32, 64], "network_def#num_heads": [1, 2, 2, 4],
     "network_def#decoder_num_heads": [2, 2, 1], "network_def#stem_channels": [8, 16],
 }
-
-
-def _configs(*names: str) -> list[str]:
-    return [str(CONFIGS / n) for n in names]
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +123,7 @@ def test_small_volume_is_padded_not_fatal(tmp_path):
     nib.save(nib.Nifti1Image(hu.astype(np.int16), affine), tmp_path / "img.nii.gz")
     nib.save(nib.Nifti1Image(labels, affine), tmp_path / "lab.nii.gz")
     parser = ConfigParser()
-    parser.read_config(_configs("train.json", "smoke.yaml"))
+    parser.read_config(configs(NAME, "train.json", "smoke.yaml"))
     parser.update({**TINY, "bundle_root": str(BUNDLE)})
     crops = parser.get_parsed_content("train#preprocessing")({"image": str(tmp_path / "img.nii.gz"), "label": str(tmp_path / "lab.nii.gz")})
     assert tuple(crops[0]["image"].shape) == (1, 16, 32, 32) and tuple(crops[0]["label"].shape) == (1, 16, 32, 32)
@@ -136,7 +132,7 @@ def test_small_volume_is_padded_not_fatal(tmp_path):
 def test_bad_training_inputs(tmp_path):
     hu, labels, affine = make_organ_phantom((20, 18, 16), (10.0, 10.0, 10.0), seed=3)
     parser = ConfigParser()
-    parser.read_config(_configs("train.json", "smoke.yaml"))
+    parser.read_config(configs(NAME, "train.json", "smoke.yaml"))
     parser.update({**TINY, "bundle_root": str(BUNDLE)})
     pre = parser.get_parsed_content("train#preprocessing")
     nib.save(nib.Nifti1Image(hu.astype(np.int16), affine), tmp_path / "img.nii.gz")
@@ -169,7 +165,7 @@ def test_pretrained_checkpoint_of_another_variant_is_refused(tmp_path):
 
 def test_metadata_and_network_contract(trained, tmp_path):
     verify_metadata(meta_file=META, filepath=str(SCHEMA))
-    verify_net_in_out(net_id="network_def", meta_file=META, config_file=_configs("train.json"), **TINY_NET)
+    verify_net_in_out(net_id="network_def", meta_file=META, config_file=configs(NAME, "train.json"), **TINY_NET)
     meta = json.loads((CONFIGS / "metadata.json").read_text())
     names = ConfigParser.load_config_file(str(CONFIGS / "train.json"))["class_names"]
     assert list(meta["network_data_format"]["outputs"]["pred"]["channel_def"].values()) == ["background", *names]
@@ -179,12 +175,12 @@ def test_torchscript_export(trained, tmp_path):
     ts = tmp_path / "model.ts"
     ckpt_export(
         net_id="network_def", filepath=str(ts), ckpt_file=str(trained / "models" / "model.pt"), meta_file=META,
-        config_file=_configs("train.json", "smoke.yaml"), key_in_ckpt="model", use_trace=True, input_shape=[1, 1, 16, 32, 32],
+        config_file=configs(NAME, "train.json", "smoke.yaml"), key_in_ckpt="model", use_trace=True, input_shape=[1, 1, 16, 32, 32],
         bundle_root=str(BUNDLE), **TINY,
     )
     scripted = torch.jit.load(str(ts))
     parser = ConfigParser()
-    parser.read_config(_configs("train.json", "smoke.yaml"))
+    parser.read_config(configs(NAME, "train.json", "smoke.yaml"))
     parser.update({**TINY, "bundle_root": str(BUNDLE)})
     net = parser.get_parsed_content("network_def")
     ckpt = torch.load(trained / "models" / "model.pt", weights_only=True)
@@ -198,7 +194,7 @@ def test_torchscript_export(trained, tmp_path):
 def test_toy_task_beats_chance():
     """The bundle's network and loss, trained briefly on phantoms, segment an unseen phantom far better than chance."""
     parser = ConfigParser()
-    parser.read_config(_configs("train.json"))
+    parser.read_config(configs(NAME, "train.json"))
     parser.update({**TINY_NET, "roi_size": [16, 32, 32], "bundle_root": str(BUNDLE), "device": "$torch.device('cpu')"})
     net, loss_fn = parser.get_parsed_content("network_def"), parser.get_parsed_content("loss")
 

@@ -147,7 +147,6 @@ class KNNProbe:
             self._disabled = True
             return
         # what "learned something" means on this probe: the same k-NN on the raw voxels (same-shaped images only)
-        self.pixel_baseline = None
         if all(img.shape == images[0].shape for img in images):
             self.pixel_baseline = knn_accuracy(torch.stack(images).flatten(1), self._labels, self.k, self.temperature)
 

@@ -82,6 +82,17 @@ class SpatialReductionAttention(nn.Module):
         patches = self.sr[f"{len(grid)}d"](patches).flatten(2).transpose(1, 2)
         return self.norm(torch.cat((x[:, :prefix], patches), dim=1))
 
+    def _project(self, x: torch.Tensor, grid: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-head queries (B, h, N, C/h) and (reduced) keys and values (B, h, M, C/h)."""
+        b, n, c = x.shape
+        h = self.num_heads
+        q = self.q(x).reshape(b, n, h, c // h).transpose(1, 2)
+        k, v = self.kv(self.reduce(x, grid)).reshape(b, -1, 2, h, c // h).permute(2, 0, 3, 1, 4).unbind(0)
+        return q, k, v
+
+    def _weights(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
+
     def attention_weights(self, x: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
         """The attention probabilities ``softmax(q k^T * scale)`` that :meth:`forward` applies to ``x``, without dropout.
 
@@ -94,11 +105,8 @@ class SpatialReductionAttention(nn.Module):
         Returns:
             (B, num_heads, N, M) with M the number of (reduced) key tokens; each row sums to 1.
         """
-        b, n, c = x.shape
-        h = self.num_heads
-        q = self.q(x).reshape(b, n, h, c // h).transpose(1, 2)
-        k = self.kv(self.reduce(x, grid)).reshape(b, -1, 2, h, c // h)[:, :, 0].transpose(1, 2)
-        return ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
+        q, k, _ = self._project(x, grid)
+        return self._weights(q, k)
 
     def forward(self, x: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
         """Args:
@@ -109,13 +117,10 @@ class SpatialReductionAttention(nn.Module):
             (B, N, C).
         """
         b, n, c = x.shape
-        h = self.num_heads
-        q = self.q(x).reshape(b, n, h, c // h).transpose(1, 2)
-        k, v = self.kv(self.reduce(x, grid)).reshape(b, -1, 2, h, c // h).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = self._project(x, grid)
         drop = self.attn_drop if self.training else 0.0
         if self.fused:
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, scale=self.scale)
         else:
-            weights = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
-            out = F.dropout(weights, drop, self.training) @ v
+            out = F.dropout(self._weights(q, k), drop, self.training) @ v
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, n, c)))
