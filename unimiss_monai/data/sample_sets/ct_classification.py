@@ -17,7 +17,6 @@ Layout::
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +27,6 @@ from unimiss_monai.data.writers import save_contact_sheet, save_json, save_nifti
 
 __all__ = ["NAME", "CLASS_NAMES", "ChestCT", "load_chest_ct", "build"]
 
-logger = logging.getLogger(__name__)
 
 NAME = "ct_classification"
 CLASS_NAMES = ["normal", "nodule", "mass"]
@@ -58,14 +56,12 @@ class ChestCT:
 def load_chest_ct(synthetic: bool, in_plane_step: int = 2) -> ChestCT:
     """The real chest CT with its lung and heart masks (in-plane resolution divided by ``in_plane_step``), or the
     phantom when ``synthetic`` or when the real CT is not installed (with a warning)."""
-    from unimiss_monai.data.locators import INSTALL_HINT, find_real_ct
+    from unimiss_monai.data.locators import real_ct_or_fallback
 
-    real = None if synthetic else find_real_ct()
+    real = real_ct_or_fallback(synthetic, "the classification sample sets")
     if real is None:
         from unimiss_monai.data.phantom import make_ct_phantom
 
-        if not synthetic:
-            logger.warning("the real chest CT is not installed (%s): using the phantom", INSTALL_HINT)
         ph = make_ct_phantom(shape=(64, 64, 48), spacing=(5.0, 5.0, 5.0), seed=0)
         heart = tuple(v for v, n in ph.label_names.items() if n == "heart")
         lung = np.isin(ph.labels, [v for v, n in ph.label_names.items() if n.startswith("lung")])

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unimiss_monai.data.locators import find_real_ct, find_real_radiograph
+from unimiss_monai.data.locators import find_real_radiograph, real_ct_or_fallback
 from unimiss_monai.data.phantom import make_ct_phantom
 from unimiss_monai.data.writers import save_json, save_nifti, staged_dir
 
@@ -80,7 +80,7 @@ def build(out_dir: Path, synthetic: bool = False) -> dict:
         xray_entries: list[dict] = []
         probe_entries: list[dict] = []
         rng = np.random.default_rng(0)
-        real_ct = None if synthetic else find_real_ct()
+        real_ct = real_ct_or_fallback(synthetic, NAME)
         if real_ct is not None:
             from unimiss_monai.data.ct_io import load_ct
 
