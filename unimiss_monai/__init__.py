@@ -6,4 +6,4 @@ refer to ``unimiss_monai.drr.render`` or ``unimiss_monai.networks.UniMissSegment
 
 __version__ = "0.1.0"
 
-from unimiss_monai import data, drr, engines, handlers, losses, networks, transforms, utils  # noqa: E402,F401
+from unimiss_monai import conventions, data, drr, engines, handlers, losses, networks, transforms, utils  # noqa: E402,F401

@@ -19,13 +19,31 @@ def _ct():
     return MetaTensor(torch.tensor(rng.uniform(-1000, 1000, (1, 7, 6, 5)), dtype=torch.float32), affine=affine)
 
 
-def test_array_matches_render_and_carries_spacing():
+def test_array_is_render_transposed_and_carries_spacing():
     ct = _ct()
     out = DRRProject(views=("AP", "LL"), **KW)(ct)
-    assert out.shape == (2, 8, 6)
-    torch.testing.assert_close(out.as_tensor(), drr.render(ct[0].numpy(), ct.affine, views=("AP", "LL"), **KW))
-    np.testing.assert_allclose(out.affine.diagonal()[:2].numpy(), [2.0, 3.0])
-    assert DRRProject(**KW)(ct).shape == (1, 8, 6)
+    # (V, X, Y): detector columns first, as LoadImage returns a PNG
+    assert out.shape == (2, 6, 8)
+    torch.testing.assert_close(out.as_tensor(), drr.render(ct[0].numpy(), ct.affine, views=("AP", "LL"), **KW).transpose(1, 2))
+    np.testing.assert_allclose(out.affine.diagonal()[:2].numpy(), [3.0, 2.0])
+    row_first = drr.detector_affine("AP", KW["detector_shape"], KW["pixel_spacing"], KW["sdd"], KW["sid"])
+    np.testing.assert_allclose(out.meta["drr_detector_affine"].numpy(), row_first[:, [1, 0, 2, 3]])
+    assert DRRProject(**KW)(ct).shape == (1, 6, 8)
+
+
+def test_output_matches_the_png_of_the_same_drr_loaded_by_monai(tmp_path):
+    from monai.transforms import LoadImage
+
+    from unimiss_monai.data.writers import save_png
+
+    ct = _ct()
+    image = drr.render(ct[0].numpy(), ct.affine, views=("AP",), **KW)[0].numpy()  # (H, W), rows top to bottom
+    window = (float(image.min()), float(image.max()))
+    save_png(drr.to_radiograph(image, window=window), tmp_path / "drr.png")
+    loaded = LoadImage(image_only=True, ensure_channel_first=True)(str(tmp_path / "drr.png"))
+    out = RandDRRProjectd(keys="image", output_keys="drr", views=("AP",), **KW)({"image": ct})["drr"]
+    assert loaded.shape == out.shape == (1, 6, 8)
+    np.testing.assert_array_equal(loaded[0].numpy(), drr.to_radiograph(out[0].numpy(), window=window))
 
 
 def test_dict_matches_array():

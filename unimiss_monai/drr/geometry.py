@@ -4,9 +4,10 @@ World axes follow NIfTI RAS+: ``+x`` = patient's Right, ``+y`` = Anterior, ``+z`
 DICOM/ITK write it, is accepted by the renderer with ``affine_space="LPS"``). Voxel ``(i, j, k)`` of a volume indexed as
 ``volume[i, j, k]`` has its centre at ``affine @ (i, j, k, 1)``.
 
-Display convention: every image is seen **from the source** (beam's-eye view), with row 0 at the patient's head.
-For ``AP`` (source in front of the patient) this is the radiological convention: the patient's right is on the image
-left. ``PA`` is its mirror image (patient's right on the image right), and the lateral views show the anterior side
+Display convention (:mod:`unimiss_monai.conventions`): row 0 at the patient's head, and frontal views displayed
+radiologically, as a radiologist reads a chest film: the patient's right on the image left for ``AP`` (seen from the
+source in front of the patient) and for ``PA`` alike (``PA`` is seen from the detector side, i.e. mirrored relative to
+its beam's-eye view, just as a PA radiograph is hung). The lateral views are seen from the source: the anterior side
 on the image right for ``LAT_LEFT`` (source on the patient's right, left side against the detector) and on the image
 left for ``LAT_RIGHT``.
 
@@ -48,6 +49,8 @@ VIEW_ALIASES: dict[str, str] = {
 _AP_SOURCE_DIR = np.array([0.0, 1.0, 0.0])
 _AP_COL_DIR = np.array([-1.0, 0.0, 0.0])  # towards the patient's left: patient right on image left
 _AP_ROW_DIR = np.array([0.0, 0.0, -1.0])  # row 0 superior
+# views hung as seen from the detector side: a PA film shows the patient's right on the image left, like an AP one
+_MIRRORED_VIEWS = frozenset({"PA"})
 
 
 def canonical_view(name: str) -> str:
@@ -155,6 +158,8 @@ class ConeBeam:
         iso = np.asarray(isocenter, dtype=float) + np.asarray(pose.translation)
         beam = r @ _AP_SOURCE_DIR
         col, row = r @ _AP_COL_DIR, r @ _AP_ROW_DIR
+        if pose.view in _MIRRORED_VIEWS:
+            col = -col
         source = iso + self.sid * beam
         h, w = self.detector_shape
         dr, dc = self.pixel_spacing

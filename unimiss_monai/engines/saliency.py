@@ -98,33 +98,42 @@ def _token_grid(model: nn.Module, spatial: tuple[int, ...], grid: Sequence[int] 
     return tuple(s // t for s, t in zip(spatial, total_stride(config, len(spatial))))
 
 
-def saliency_png(image: np.ndarray | torch.Tensor, cam: np.ndarray | torch.Tensor, path: str | os.PathLike, title: str = "") -> str:
-    """Write the saliency map over the image as a PNG (atomically).
+def saliency_png(
+    image: np.ndarray | torch.Tensor, cam: np.ndarray | torch.Tensor, path: str | os.PathLike, title: str = "",
+    spacing: Sequence[float] | None = None,
+) -> str:
+    """Write the saliency map over the image as a PNG (atomically), in the package's display convention.
 
     Args:
-        image: (H, W) or (D, H, W) image (any intensity range; shown min-max scaled).
+        image: ``(X, Y)`` 2D image or ``(Z, X, Y)`` CT in network order (:mod:`unimiss_monai.conventions`); any
+            intensity range (shown min-max scaled).
         cam: map of the same shape, in [0, 1].
         path: output file. title: figure title (e.g. the class and its probability).
+        spacing: ``(Z, X, Y)`` voxel spacing of a 3D input, for true proportions
+            (:func:`~unimiss_monai.conventions.network_spacing`). Defaults to isotropic.
 
-    For 3D inputs three orthogonal slices through the map's maximum are shown.
+    A 2D image is shown radiologically (head up, the patient's left on the right); a 3D input as axial, coronal and
+    sagittal planes through the map's maximum.
     """
     from matplotlib.figure import Figure
 
+    from unimiss_monai.conventions import display_2d, display_panels
     from unimiss_monai.data.writers import atomic_path
 
     img, sal = (np.asarray(t.detach().cpu() if isinstance(t, torch.Tensor) else t, dtype=np.float32) for t in (image, cam))
     if img.shape != sal.shape or img.ndim not in (2, 3):
         raise ValueError(f"saliency_png: image {img.shape} and map {sal.shape} must be the same 2D or 3D shape")
     if img.ndim == 2:
-        pairs = [(img, sal, "")]
+        pairs = [("", display_2d(img), display_2d(sal), 1.0)]
     else:
         peak = np.unravel_index(int(np.argmax(sal)), sal.shape)
-        pairs = [(np.take(img, peak[a], axis=a), np.take(sal, peak[a], axis=a), f"axis {a} = {peak[a]}") for a in range(3)]
+        pairs = [(name, im, sm, aspect) for (name, im, aspect), (_, sm, _) in
+                 zip(display_panels(img, peak, spacing), display_panels(sal, peak, spacing))]
     fig = Figure(figsize=(3.2 * len(pairs), 3.4))
-    for i, (im, sm, label) in enumerate(pairs):
+    for i, (label, im, sm, aspect) in enumerate(pairs):
         ax = fig.add_subplot(1, len(pairs), i + 1)
-        ax.imshow(im, cmap="gray")
-        ax.imshow(sm, cmap="jet", alpha=0.35, vmin=0.0, vmax=1.0)
+        ax.imshow(im, cmap="gray", aspect=aspect)
+        ax.imshow(sm, cmap="jet", alpha=0.35, vmin=0.0, vmax=1.0, aspect=aspect)
         ax.set_title(label, fontsize=8)
         ax.axis("off")
     if title:

@@ -12,7 +12,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,6 +21,8 @@ import numpy as np
 import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance, compute_surface_dice
 from monai.networks.utils import one_hot
+
+from unimiss_monai.data.writers import save_bytes
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
@@ -95,18 +96,6 @@ def _clean(v: float) -> float | None:
     return None if v is None or not math.isfinite(v) else round(float(v), 6)
 
 
-def _atomic_write(path: Path, data: str | bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_segmentation_report(
     cases: Sequence[dict[str, Any]], structure_names: Sequence[str], output_dir: str | os.PathLike, prefix: str = "segmentation_report"
 ) -> dict[str, str]:
@@ -145,18 +134,19 @@ def write_segmentation_report(
     for name in structure_names:
         writer.writerow(["mean", name, *("" if mean[name][m] is None else mean[name][m] for m in METRICS)])
     paths = {"json": out / f"{prefix}.json", "csv": out / f"{prefix}.csv"}
-    _atomic_write(paths["json"], json.dumps(report, indent=2))
-    _atomic_write(paths["csv"], buf.getvalue())
+    save_bytes(json.dumps(report, indent=2), paths["json"])
+    save_bytes(buf.getvalue(), paths["csv"])
     return {k: str(v) for k, v in paths.items()}
 
 
 def representative_slice(image: np.ndarray, label: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """2D views of a case: the input itself in 2D; in 3D the axial slice (last axis) with the most labelled voxels."""
+    """2D ``(X, Y)`` views of a case: a 2D input itself; a ``(Z, X, Y)`` network-order CT
+    (:mod:`unimiss_monai.conventions`) as the axial slice with the most labelled voxels."""
     if image.ndim == 2:
         return image, label, pred
-    area = (label > 0).reshape(-1, label.shape[-1]).sum(0) + (pred > 0).reshape(-1, pred.shape[-1]).sum(0)
-    k = int(np.argmax(area)) if area.any() else label.shape[-1] // 2
-    return image[..., k], label[..., k], pred[..., k]
+    area = (label > 0).reshape(label.shape[0], -1).sum(1) + (pred > 0).reshape(pred.shape[0], -1).sum(1)
+    k = int(np.argmax(area)) if area.any() else label.shape[0] // 2
+    return image[k], label[k], pred[k]
 
 
 def save_overlay_grid(
@@ -165,7 +155,8 @@ def save_overlay_grid(
     """PNG grid, one row per case: image | ground truth overlay | prediction overlay.
 
     Args:
-        views: ``(case name, image (H, W), label map (H, W), predicted label map (H, W))`` per row; label maps hold
+        views: ``(case name, image (X, Y), label map (X, Y), predicted label map (X, Y))`` per row, shown in the
+            package's display convention (:func:`unimiss_monai.conventions.display_2d`); label maps hold
             0 for background and ``i`` for ``structure_names[i - 1]``.
         structure_names: names for the legend.
         path: output PNG path (written atomically).
@@ -177,6 +168,8 @@ def save_overlay_grid(
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
+    from unimiss_monai.conventions import display_2d
+
     colors = plt.get_cmap("tab20" if len(structure_names) > 10 else "tab10").colors
     cmap = ListedColormap([(0, 0, 0, 0)] + [(*colors[i % len(colors)][:3], 0.55) for i in range(len(structure_names))])
     rows = max(1, len(views))
@@ -185,10 +178,9 @@ def save_overlay_grid(
         lo, hi = np.percentile(image, [1, 99]) if image.size else (0, 1)
         for c, (title, overlay) in enumerate((("image", None), ("ground truth", label), ("prediction", pred))):
             ax = axes[r, c]
-            # rot90: array axis 0 runs left-right in RAS volumes, so this shows the slice in radiological orientation
-            ax.imshow(np.rot90(image), cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1)
+            ax.imshow(display_2d(image), cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1)
             if overlay is not None:
-                ax.imshow(np.rot90(overlay), cmap=cmap, vmin=0, vmax=len(structure_names), interpolation="nearest")
+                ax.imshow(display_2d(overlay), cmap=cmap, vmin=0, vmax=len(structure_names), interpolation="nearest")
             ax.set_title(f"{name}: {title}" if c == 0 else title, fontsize=8)
             ax.axis("off")
     handles = [Patch(color=cmap(i + 1), label=n) for i, n in enumerate(structure_names)]
@@ -197,7 +189,7 @@ def save_overlay_grid(
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
-    _atomic_write(Path(path), buf.getvalue())
+    save_bytes(buf.getvalue(), Path(path))
     return str(path)
 
 

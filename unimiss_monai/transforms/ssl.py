@@ -17,6 +17,7 @@ from monai.transforms import (
     CopyItemsd,
     DeleteItemsd,
     EnsureTyped,
+    Orientationd,
     RandAdjustContrastd,
     RandFlipd,
     RandGaussianNoised,
@@ -30,6 +31,7 @@ from monai.transforms import (
     Transposed,
 )
 
+from unimiss_monai.conventions import CT_AXCODES, CT_TO_NETWORK
 from unimiss_monai.transforms.croppad.dictionary import AxialSliceSamplerd, RandResizedCropd, RandScaledCropd
 from unimiss_monai.transforms.intensity.dictionary import ScaleCTIntensityd
 
@@ -75,9 +77,11 @@ def ct_views_pipeline(
     keep_source: bool = False,
 ) -> Compose:
     """Two (or ``n_views``) augmented global views of one CT: ``key`` ``(1, X, Y, Z)`` HU ->
-    ``<key>_view{i}`` ``(1, *roi_size)`` float32 in depth-first ``(D, H, W)`` order.
+    ``<key>_view{i}`` ``(1, *roi_size)`` float32 in the networks' ``(Z, X, Y)`` order.
 
-    Steps: transpose to depth-first (``depth_last_input``: MONAI loads NIfTI as ``(C, X, Y, Z)``), HU scaling
+    Steps: reorientation to :data:`~unimiss_monai.conventions.CT_AXCODES` and transposition to ``(C, Z, X, Y)``
+    (``depth_last_input``: a CT as MONAI loads it, with its affine; the fine-tuning bundles do the same, see
+    :mod:`unimiss_monai.conventions`), HU scaling
     (:class:`~unimiss_monai.transforms.ScaleCTIntensity`), a region crop of all slices and
     ``roi_size[1:] x U(region_scale)`` in-plane, then per view: a crop of ``roi_size[0]`` slices and
     ``roi_size[1:] x U(view_scale)`` in-plane resized to ``roi_size``, a flip per axis with ``flip_prob``, Gaussian
@@ -91,6 +95,8 @@ def ct_views_pipeline(
         key: input key holding the CT in HU.
         n_views: number of global views. Defaults to 2.
         roi_size: view size ``(D, H, W)``. Defaults to ``(16, 96, 96)``.
+        depth_last_input: the input is a loaded ``(C, X, Y, Z)`` CT with its affine (False: already in network order).
+            Defaults to True.
         intensity_mode: ``"hu1024"`` or ``"window"`` (then ``window`` = ``(a_min, a_max)`` HU mapped to [0, 1]).
         keep_source: keep ``key`` (the region crop) in the output. Defaults to False.
         other args: augmentation ranges and probabilities as named.
@@ -102,10 +108,12 @@ def ct_views_pipeline(
                         ("gamma_prob", gamma_prob))
     }
     region = [-1, int(roi_size[1]), int(roi_size[2])]
+    # the same anatomy-to-tensor mapping as fine-tuning, so a pretrained 3D encoder meets its anatomy the same way
+    pre = [Orientationd(key, axcodes=CT_AXCODES)] if depth_last_input else []
     # views are new images (crops, flips, resizes): drop the MetaTensor affine bookkeeping, it only costs time
-    pre = [EnsureTyped(key, data_type="tensor", dtype=torch.float32, track_meta=False)]
+    pre.append(EnsureTyped(key, data_type="tensor", dtype=torch.float32, track_meta=False))
     if depth_last_input:
-        pre.append(Transposed(key, (0, 3, 2, 1)))
+        pre.append(Transposed(key, CT_TO_NETWORK))
     pre += [
         ScaleCTIntensityd(key, mode=intensity_mode, a_min=window[0], a_max=window[1]),  # type: ignore[arg-type]
         RandScaledCropd(key, region, scale_range=[(1.0, 1.0), region_scale, region_scale], resize=False),

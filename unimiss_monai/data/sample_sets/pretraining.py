@@ -47,7 +47,8 @@ def _write_case(root: Path, name: str, hu: np.ndarray, affine: np.ndarray, views
         save_nifti(vol, slab.affine, root / ct_rel)
         for view, image in zip(views, _drr(vol, slab.affine, views, drr_size)):
             drr_rel = f"drr/{name}_slab{k:02d}_{view}.nii.gz"
-            save_nifti(image.astype(np.float32), np.eye(4), root / drr_rel)
+            # (X, Y) like the DRR bundle's images (unimiss_monai.conventions), so LoadImage gives (1, X, Y)
+            save_nifti(image.T.astype(np.float32), np.eye(4), root / drr_rel)
             entries.append({"image": ct_rel, "drr": drr_rel})
     return entries
 

@@ -16,11 +16,16 @@ __all__ = ["DRRProject", "RandDRRProject"]
 
 
 class DRRProject(Transform):
-    """Channel-first HU CT ``(1, X, Y, Z)`` MetaTensor (with its affine) -> DRR ``(V, H, W)`` MetaTensor.
+    """Channel-first HU CT ``(1, X, Y, Z)`` MetaTensor (with its affine) -> DRR ``(V, X, Y)`` MetaTensor.
 
-    One view gives ``(1, H, W)``. The output affine is the 2-D pixel grid scaled by the detector ``pixel_spacing``
-    (``diag(row, col, 1)``), so saved images carry the detector pixel size; ``meta["drr_detector_affine"]`` holds the
-    full 4x4 world placement of the detector (see :func:`unimiss_monai.drr.detector_affine`).
+    The output follows the package's 2D layout, that of a PNG read by MONAI's ``LoadImage``: ``X`` runs along the
+    detector columns (left to right), ``Y`` along its rows (top to bottom), so each view is the transpose of the
+    row-major ``(H, W)`` image of :func:`unimiss_monai.drr.render` and one view gives ``(1, W, H)``. A DRR rendered
+    here and the same DRR written as a PNG and loaded back therefore reach the 2D branch identically.
+    The output affine is the 2-D pixel grid scaled by the detector ``pixel_spacing`` (``diag(col, row, 1)``), so
+    saved images carry the detector pixel size; ``meta["drr_detector_affine"]`` holds the full 4x4 world placement of
+    the detector in the same column-first order (:func:`unimiss_monai.drr.detector_affine` with its first two columns
+    swapped).
 
     Args:
         views: view names / :class:`~unimiss_monai.drr.Pose` / pose dicts (see :func:`unimiss_monai.drr.render`).
@@ -45,15 +50,13 @@ class DRRProject(Transform):
             raise ValueError(f"DRRProject expects a channel-first CT (1, X, Y, Z), got shape {tuple(img.shape)}")
         vol = img[0].as_tensor() if isinstance(img, MetaTensor) else img[0]
         poses = self.poses if poses is None else list(poses)
-        out = render(vol, affine, views=poses, **self.kwargs)
-        spacing = np.broadcast_to(np.asarray(self.kwargs["pixel_spacing"], dtype=float), (2,))
-        meta = {
-            "drr_views": [p.view for p in poses],
-            "drr_detector_affine": torch.as_tensor(detector_affine(
-                poses[0], self.kwargs["detector_shape"], self.kwargs["pixel_spacing"], self.kwargs["sdd"],
-                self.kwargs["sid"])),
-        }
-        return MetaTensor(out, affine=torch.diag(torch.tensor([*spacing, 1.0, 1.0], dtype=torch.float64)), meta=meta)
+        # render() is row-major (V, H, W); the package's 2D images are column-first (V, X, Y)
+        out = render(vol, affine, views=poses, **self.kwargs).transpose(-2, -1).contiguous()
+        row, col = np.broadcast_to(np.asarray(self.kwargs["pixel_spacing"], dtype=float), (2,))
+        row_first = detector_affine(poses[0], self.kwargs["detector_shape"], self.kwargs["pixel_spacing"],
+                                    self.kwargs["sdd"], self.kwargs["sid"])
+        meta = {"drr_views": [p.view for p in poses], "drr_detector_affine": torch.as_tensor(row_first[:, [1, 0, 2, 3]])}
+        return MetaTensor(out, affine=torch.diag(torch.tensor([col, row, 1.0, 1.0], dtype=torch.float64)), meta=meta)
 
 
 class RandDRRProject(Randomizable, DRRProject):

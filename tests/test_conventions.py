@@ -1,0 +1,46 @@
+"""The package's one geometry (``unimiss_monai.conventions``): layout constants and the display of network tensors."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Orientation, Transpose
+
+from unimiss_monai.conventions import CT_AXCODES, CT_TO_NETWORK, NETWORK_TO_CT, display_2d, display_panels, network_spacing
+
+
+def test_network_order_round_trip_and_spacing():
+    x = torch.arange(2 * 3 * 4 * 5).reshape(1, 2, 3, 4, 5)[0:1, 0]  # (C, X, Y, Z) = (1, 3, 4, 5)
+    there = x.permute(*CT_TO_NETWORK)
+    assert there.shape == (1, 5, 3, 4)
+    assert torch.equal(there.permute(*NETWORK_TO_CT), x)
+    # an LPS-oriented volume of spacing (x, y, z) = (0.7, 0.8, 2.5) mm: network order (Z, X, Y)
+    affine = np.diag([0.7, 0.8, 2.5, 1.0])
+    img = Orientation(axcodes=CT_AXCODES)(MetaTensor(torch.zeros(1, 3, 4, 5), affine=affine))
+    out = Transpose(CT_TO_NETWORK)(img)
+    assert network_spacing(out.affine) == (2.5, 0.7, 0.8)
+    assert network_spacing(None) is None
+
+
+def test_lps_puts_the_patient_left_at_high_x():
+    # RAS identity affine: voxel i grows to the patient's right; the marker at i = 0 is the patient's far left
+    vol = torch.zeros(1, 4, 4, 4)
+    vol[0, 0, 3, 3] = 1.0  # left, anterior, superior in RAS voxel terms
+    out = Transpose(CT_TO_NETWORK)(Orientation(axcodes=CT_AXCODES)(MetaTensor(vol, affine=torch.eye(4))))
+    z, x, y = np.argwhere(np.asarray(out[0]) > 0)[0]
+    assert (z, x, y) == (3, 3, 0)  # superior = high Z, left = high X, anterior = low Y
+
+
+def test_display_panels_orientation_and_aspect():
+    vol = np.zeros((6, 8, 10))  # (Z, X, Y)
+    vol[5, 7, 0] = 1.0  # superior, patient's left, anterior
+    panels = dict((name, (img, aspect)) for name, img, aspect in display_panels(vol, (5, 7, 0), spacing=(3.0, 1.0, 1.5)))
+    axial, coronal, sagittal = (panels[n][0] for n in ("axial", "coronal", "sagittal"))
+    assert axial.shape == (10, 8) and np.argwhere(axial)[0].tolist() == [0, 7]  # top (anterior) right (left)
+    assert coronal.shape == (6, 8) and np.argwhere(coronal)[0].tolist() == [0, 7]  # top (superior) right (left)
+    assert sagittal.shape == (6, 10) and np.argwhere(sagittal)[0].tolist() == [0, 0]  # top, anterior on the left
+    assert panels["axial"][1] == 1.5 and panels["coronal"][1] == 3.0 and panels["sagittal"][1] == 2.0
+    img2d = np.zeros((8, 6))  # (X, Y)
+    img2d[7, 0] = 1
+    assert np.argwhere(display_2d(img2d))[0].tolist() == [0, 7]  # row 0, last column: top right

@@ -1,0 +1,83 @@
+"""One geometry for the whole package: how a CT sits in a network's tensor and how every 2D image is displayed.
+
+Every bundle, transform, writer and picture follows these few definitions, so a backbone pretrained on one stage meets
+the same anatomy in the next, and a picture shows what the tensor holds.
+
+**2D images** (radiographs, DRRs, axial slices) are ``(C, X, Y)`` — MONAI's reader order: ``X`` runs along the image
+columns (left to right on screen), ``Y`` along the rows (top to bottom). Displayed radiologically: head up, the
+patient's left on the image right, for AP and PA views alike. A PNG of a ``(X, Y)`` array is its transpose
+(rows x columns).
+
+**CT volumes** are reoriented to :data:`CT_AXCODES` (``LPS``: +x to the patient's left, +y posterior, +z superior)
+and put depth-first by :data:`CT_TO_NETWORK`: ``(C, X, Y, Z)`` -> ``(C, Z, X, Y)``. Each axial slice ``[:, z]`` is then
+a 2D image in the convention above — the patient's right on the image left, anterior at the top, as a radiologist
+reads an axial CT — and ``z`` runs from inferior to superior.
+
+Pictures of volumes (:func:`display_panels`) show axial, coronal and sagittal planes, each with the superior side
+up and, where a voxel spacing is given, in true proportions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = [
+    "CT_AXCODES",
+    "CT_TO_NETWORK",
+    "NETWORK_TO_CT",
+    "display_2d",
+    "display_panels",
+    "network_spacing",
+]
+
+#: orientation code every CT is brought to before it enters a network (MONAI ``Orientationd(axcodes=...)``)
+CT_AXCODES = "LPS"
+#: ``Transposed(indices=...)`` from MONAI's channel-first ``(C, X, Y, Z)`` to the networks' ``(C, Z, X, Y)``
+CT_TO_NETWORK: tuple[int, int, int, int] = (0, 3, 1, 2)
+#: the inverse permutation, ``(C, Z, X, Y)`` -> ``(C, X, Y, Z)``
+NETWORK_TO_CT: tuple[int, int, int, int] = tuple(int(i) for i in np.argsort(CT_TO_NETWORK))  # type: ignore[assignment]
+
+
+def display_2d(image: np.ndarray) -> np.ndarray:
+    """A ``(X, Y)`` image (or ``(X, Y, channels)``) as rows x columns for a PNG or ``imshow``."""
+    image = np.asarray(image)
+    return np.swapaxes(image, 0, 1)
+
+
+def network_spacing(affine: np.ndarray | None) -> tuple[float, float, float] | None:
+    """Voxel spacing in network order ``(Z, X, Y)`` from the affine of a CT that went through :data:`CT_TO_NETWORK`.
+
+    MONAI's ``Transposed`` leaves the affine in the original ``(X, Y, Z)`` axis order, so the column norms are
+    permuted here. Returns None without an affine.
+    """
+    if affine is None:
+        return None
+    a = np.asarray(affine, dtype=np.float64)[:3, :3]
+    xyz = np.linalg.norm(a, axis=0)
+    return tuple(float(xyz[i - 1]) for i in CT_TO_NETWORK[1:])  # type: ignore[return-value]
+
+
+def display_panels(
+    volume: np.ndarray, centre: Sequence[int] | None = None, spacing: Sequence[float] | None = None
+) -> list[tuple[str, np.ndarray, float]]:
+    """Axial, coronal and sagittal planes of a ``(Z, X, Y)`` network-order volume, ready for ``imshow``.
+
+    Args:
+        volume: ``(Z, X, Y)`` array (or ``(Z, X, Y, channels)``).
+        centre: ``(z, x, y)`` voxel the planes go through. Defaults to the volume's centre.
+        spacing: ``(Z, X, Y)`` voxel spacing (:func:`network_spacing`), for true proportions. Defaults to isotropic.
+
+    Returns:
+        ``[(name, rows x columns array, aspect), ...]`` for ``"axial"`` (patient's right on the left, anterior up),
+        ``"coronal"`` (superior up, patient's right on the left) and ``"sagittal"`` (superior up, anterior on the
+        left); ``aspect`` is the row/column pixel ratio for ``imshow(aspect=...)``.
+    """
+    volume = np.asarray(volume)
+    z, x, y = (int(c) for c in (centre if centre is not None else [s // 2 for s in volume.shape[:3]]))
+    sz, sx, sy = (float(s) for s in (spacing if spacing is not None else (1.0, 1.0, 1.0)))
+    axial = np.swapaxes(volume[z], 0, 1)  # (X, Y) -> rows Y (anterior first), columns X (patient right first)
+    coronal = volume[::-1, :, y]  # rows Z reversed (superior first), columns X
+    sagittal = volume[::-1, x, :]  # rows Z reversed, columns Y (anterior first)
+    return [("axial", axial, sy / sx), ("coronal", coronal, sz / sx), ("sagittal", sagittal, sz / sy)]
