@@ -133,3 +133,10 @@ class StudentTeacher(nn.Module):
     def teacher_backbone_state_dict(self) -> dict[str, torch.Tensor]:
         """The teacher backbone's weights as plain CPU tensors (what ``models/model.pt`` holds under ``model``)."""
         return {k: v.detach().cpu().clone() for k, v in self.teacher.backbone.state_dict().items()}
+
+    def export(self) -> dict:
+        """``{"model": teacher backbone state dict, "info": backbone_info(teacher backbone)}``: the pretraining
+        export, which records variant, widths and training sizes so fine-tuning can resize and check the weights."""
+        from unimiss_monai.networks.pretrained import backbone_info
+
+        return {"model": self.teacher_backbone_state_dict(), "info": backbone_info(self.teacher.backbone)}

@@ -1,8 +1,10 @@
 """Initialise a fine-tuning network from a pretraining checkpoint, with a printed report of what was loaded.
 
-The pretraining bundle saves ``{"model": backbone_state_dict}``; fine-tuning networks hold that backbone as
-``network.encoder``. :func:`load_pretrained_init` finds the best alignment of the checkpoint's keys with either the
-whole network or its encoder, refuses checkpoints whose tensors do not fit (another variant), and says what it did.
+The pretraining bundle saves ``{"model": backbone_state_dict, "info": {...}}``; fine-tuning networks hold that
+backbone as ``network.encoder``. :func:`load_pretrained_init` finds the best alignment of the checkpoint's keys with
+either the whole network or its encoder, refuses checkpoints whose tensors do not fit (another variant) or that would
+leave encoder tensors untrained (unless ``allow_partial``), and says what it did. It runs in the bundles' ``initialize``,
+so a bad checkpoint stops a run before any training.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from unimiss_monai.utils.args import as_bool
+from unimiss_monai.utils.serialization import load_torch_file
 
 __all__ = ["default_pretrained_path", "load_pretrained_init"]
 
@@ -62,15 +67,13 @@ def _extract_state(obj: Any, path: str, checkpoint_key: str | None) -> dict[str,
     return state
 
 
-def _load_unimiss(net: torch.nn.Module, path: str) -> dict[str, Any]:
-    # the networks' own loader also resizes position embeddings trained at another input size and adapts input convs
+def _load_unimiss(net: torch.nn.Module, path: str, allow_partial: bool) -> dict[str, Any]:
+    # the networks' own loader also resizes position embeddings trained at another input size and adapts input convs;
+    # its errors already name the file
     from unimiss_monai.networks.pretrained import load_pretrained
 
-    try:
-        rep = load_pretrained(net, path)
-    except ValueError as err:
-        raise ValueError(f"pretrained_path {path}: {err}") from err
-    if rep.mismatched:
+    rep = load_pretrained(net, path, allow_partial=allow_partial)
+    if rep.mismatched and not allow_partial:
         raise ValueError(
             f"pretrained checkpoint {path} does not fit {type(net).__name__}: {len(rep.mismatched)} tensors differ in shape "
             f"(e.g. {rep.mismatched[0]}); it was trained with another variant or size, so choose the matching "
@@ -78,7 +81,11 @@ def _load_unimiss(net: torch.nn.Module, path: str) -> dict[str, Any]:
         )
     if not rep.matched:
         raise ValueError(f"pretrained checkpoint {path} shares no parameter names with {type(net).__name__}; is it a checkpoint of this network family?")
-    return {"path": path, "target": "network", "loaded": len(rep.matched), "missing": rep.missing, "unexpected": rep.unexpected}
+    return {
+        "path": path, "target": "network", "loaded": len(rep.matched), "missing": rep.missing,
+        "unexpected": rep.unexpected, "variant": rep.checkpoint_variant, "encoder_loaded": rep.encoder_loaded,
+        "encoder_resized": rep.encoder_resized,
+    }
 
 
 def load_pretrained_init(
@@ -87,6 +94,7 @@ def load_pretrained_init(
     checkpoint_key: str | None = None,
     encoder_attr: str = "encoder",
     strict: bool = False,
+    allow_partial: bool | str = False,
 ) -> dict[str, Any]:
     """Load the tensors of checkpoint ``path`` that fit ``network`` (or ``network.<encoder_attr>``) and report.
 
@@ -100,26 +108,32 @@ def load_pretrained_init(
             ``state_dict``, ``network``, ``teacher``, ``student``, ``encoder`` that exists, or the file itself.
         encoder_attr: name of the encoder sub-module that a backbone-only checkpoint is loaded into.
         strict: also fail when a tensor of the target module is missing from the checkpoint.
+        allow_partial: load even when encoder tensors would stay at their random initialisation (missing from the
+            checkpoint, or of another shape after position-embedding resizing); ``true``/``false`` strings accepted.
+            Decoder and head tensors are task-specific and may always be missing.
 
     Returns:
         ``{"path", "target", "loaded", "missing", "unexpected"}`` (``target``: ``"network"`` or ``"network.<attr>"``;
-        ``missing``/``unexpected``: key lists).
+        ``missing``/``unexpected``: key lists); UniMiSS networks add ``variant``, ``encoder_loaded``,
+        ``encoder_resized``.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: no key matches, or matching keys differ in shape (a checkpoint of another variant).
+        ValueError: no key matches, matching keys differ in shape (a checkpoint of another variant), the checkpoint's
+            ``info`` names another variant or widths, or encoder tensors would stay untrained (see ``allow_partial``).
     """
     if path is None or str(path) == "":
         logger.info("pretrained init: no pretrained_path, training from scratch")
         print("[pretrained] no pretrained_path given: training from scratch", flush=True)
         return {"path": None, "target": None, "loaded": 0, "missing": [], "unexpected": []}
     path = str(path)
+    allow_partial = as_bool(allow_partial, "allow_partial")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pretrained_path {path!r} does not exist; run the pretraining bundle first or set pretrained_path to null")
     net = _unwrap(network)
     if checkpoint_key is None and type(net).__module__.startswith("unimiss_monai.networks"):
-        return _load_unimiss(net, path)
-    state = _extract_state(torch.load(path, map_location="cpu", weights_only=True), path, checkpoint_key)
+        return _load_unimiss(net, path, allow_partial)
+    state = _extract_state(load_torch_file(path, "pretrained checkpoint"), path, checkpoint_key)
 
     targets: dict[str, torch.nn.Module] = {"network": net}
     encoder = getattr(net, encoder_attr, None)
@@ -148,6 +162,14 @@ def load_pretrained_init(
     unexpected = sorted(set(state) - best_common)
     if strict and missing:
         raise ValueError(f"pretrained checkpoint {path} lacks {len(missing)} tensors of {best_name} (e.g. {missing[:3]}); use strict=False to keep them random")
+    # a backbone-only checkpoint targets the encoder itself, so all its missing tensors are encoder tensors
+    untrained = missing if best_name != "network" else [k for k in missing if k.startswith(f"{encoder_attr}.")]
+    if untrained and not allow_partial:
+        raise ValueError(
+            f"pretrained checkpoint {path} would leave {len(untrained)} encoder tensors of {type(net).__name__} untrained: "
+            f"{', '.join(untrained[:3])}{f' and {len(untrained) - 3} more' if len(untrained) > 3 else ''}; "
+            "load weights of this network, or pass allow_partial=True to train them from scratch"
+        )
     best_module.load_state_dict({k: state[k] for k in best_common}, strict=False)
     report = {"path": path, "target": best_name, "loaded": len(best_common), "missing": missing, "unexpected": unexpected}
     print(

@@ -6,14 +6,14 @@ from unimiss_monai.networks.nets import (
     MiT, MiTDecoder, MiTEncoder, MiTPlus, UniMissBackbone, UniMissClassifier, UniMissSegmentation, build_backbone,
 )
 from unimiss_monai.networks.param_groups import param_groups_lrd
-from unimiss_monai.networks.pretrained import LoadReport, detect_variant, load_pretrained
+from unimiss_monai.networks.pretrained import LoadReport, backbone_info, detect_variant, load_pretrained
 from unimiss_monai.networks.variants import (
-    VARIANTS, VariantConfig, check_input_size, get_variant, tiny_overrides, total_stride, valid_input_sizes,
+    VARIANTS, VariantConfig, check_input_size, get_variant, stage_grids, tiny_overrides, total_stride, valid_input_sizes,
 )
 
 __all__ = [
     "VARIANTS", "ClassificationHead", "DINOHead", "LoadReport", "MiT", "MiTDecoder", "MiTEncoder", "MiTPlus",
     "SegmentationHead", "UniMissBackbone", "UniMissClassifier", "UniMissSegmentation", "VariantConfig",
-    "build_backbone", "check_input_size", "detect_variant", "get_variant", "load_pretrained", "param_groups_lrd",
-    "tiny_overrides", "total_stride", "valid_input_sizes",
+    "backbone_info", "build_backbone", "check_input_size", "detect_variant", "get_variant", "load_pretrained",
+    "param_groups_lrd", "stage_grids", "tiny_overrides", "total_stride", "valid_input_sizes",
 ]

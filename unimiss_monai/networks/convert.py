@@ -8,11 +8,14 @@ values and layout; only names change, so a converted model computes what the off
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 from collections.abc import Mapping
 
 import torch
+
+from unimiss_monai.utils.serialization import load_torch_file
 
 __all__ = ["convert_checkpoint", "convert_official_state_dict", "official_key_to_ours"]
 
@@ -141,7 +144,8 @@ def convert_checkpoint(
     ``load_pretrained`` resizes); the report is printed and returned.
 
     Args:
-        src: official checkpoint (``checkpoint.pth``).
+        src: official checkpoint (``checkpoint.pth``), read weights-only (tensors, containers and an
+            ``argparse.Namespace``): a file holding any other object is refused before anything in it runs.
         dst: output file.
         variant: ``mit_tiny``, ``mit_small`` or ``mitplus`` (detected when omitted).
         branch: ``student`` (what the official fine-tuning code loads) or ``teacher``.
@@ -151,7 +155,8 @@ def convert_checkpoint(
 
     if not os.path.isfile(src):
         raise ValueError(f"convert-checkpoint: {src!r} does not exist")
-    ckpt = torch.load(src, map_location="cpu", weights_only=False)  # official files pickle argparse args too
+    # official files pickle the training script's argparse arguments beside the tensors; nothing else is unpickled
+    ckpt = load_torch_file(src, "convert-checkpoint: source", allowed=[argparse.Namespace])
     sd, head, info = convert_official_state_dict(ckpt, variant, branch, dims)
     spatial = (2, 3) if str(dims) == "both" else (int(dims),)
     ref = build_backbone(info["variant"], spatial).state_dict()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from unimiss_monai.utils.ema import unwrap_model
+
 __all__ = ["param_groups_lrd"]
 
 
@@ -17,11 +19,14 @@ def param_groups_lrd(
     Frozen parameters are left out. Each group also carries ``lr_scale`` for schedulers that rescale.
 
     Args:
-        model: a network with ``layer_groups()`` (e.g. ``UniMissSegmentation``); without it, one group.
+        model: a network with ``layer_groups()`` (e.g. ``UniMissSegmentation``); without it, one group. A
+            ``DistributedDataParallel`` / ``DataParallel`` wrapper is looked through (it shares the parameters).
         base_lr: learning rate of the last (head) group.
         weight_decay: decay of the decayed parameters.
         layer_decay: per-group LR factor (1.0 disables the decay).
     """
+    # the wrappers hide layer_groups() / no_weight_decay() and prefix every name with "module."
+    model = unwrap_model(model)
     names_by_group = model.layer_groups() if hasattr(model, "layer_groups") else [[n for n, _ in model.named_parameters()]]
     skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
     params = dict(model.named_parameters())

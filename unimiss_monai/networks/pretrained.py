@@ -1,4 +1,9 @@
-"""Load pretraining checkpoints into UniMiSS networks, with a report of what was loaded."""
+"""Load pretraining checkpoints into UniMiSS networks, with a report of what was loaded; describe a backbone for export.
+
+A pretraining export is ``{"model": backbone_state_dict, "info": backbone_info(backbone)}``: ``info`` names the
+variant, its widths and the input sizes its position embeddings were trained at, so loading can resize those
+embeddings to the target network's patch grids exactly and refuse weights of another variant.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +13,33 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
 from unimiss_monai.networks.blocks.pos_embed import PositionEmbedding, resize_pos_embed
 from unimiss_monai.networks.nets.encoder import MiTEncoder
+from unimiss_monai.networks.variants import VARIANTS, VariantConfig, get_variant, stage_grids
+from unimiss_monai.utils.args import as_bool
+from unimiss_monai.utils.serialization import load_torch_file
 
-__all__ = ["LoadReport", "detect_variant", "load_pretrained", "read_state_dict"]
+__all__ = [
+    "LoadReport", "backbone_info", "check_info", "detect_variant", "encoder_layout", "load_pretrained",
+    "read_checkpoint", "read_state_dict",
+]
 
 logger = logging.getLogger(__name__)
+
+#: the :class:`VariantConfig` fields an export records and a load compares
+INFO_WIDTHS = ("embed_dims", "depths", "num_heads")
+_ENCODER_PART = re.compile(r"^((?:[^.]+\.)*?)(stem|patch_embeds|pos_embeds|blocks|cls_token|cls_proj)(\.|$)")
+_POS_KEY = re.compile(r"(?:^|\.)(decoder\.)?pos_embeds\.(\d)\.([23])d\.weight$")
 
 
 @dataclass
 class LoadReport:
-    """What :func:`load_pretrained` did, key by key."""
+    """What :func:`load_pretrained` did, key by key, and how much of the model's encoder it initialised."""
 
     matched: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
@@ -31,12 +48,26 @@ class LoadReport:
     resized: list[str] = field(default_factory=list)
     adapted: list[str] = field(default_factory=list)
     checkpoint_variant: str | None = None
+    source: str = "<state dict>"
+    info: dict = field(default_factory=dict)
+    encoder_loaded: int = 0
+    encoder_total: int = 0
+    encoder_resized: int = 0
+
+    def summary(self) -> str:
+        """One line: file, variant, encoder tensors loaded / resized."""
+        origin = "info" if self.info.get("variant") else "key layout"
+        return (
+            f"pretrained {self.source}: variant {self.checkpoint_variant or 'unknown'} (from {origin}), "
+            f"{self.encoder_loaded}/{self.encoder_total} encoder tensors loaded, {self.encoder_resized} resized"
+        )
 
     def __str__(self) -> str:
         lines = [
-            f"pretrained ({self.checkpoint_variant or 'unknown variant'}): {len(self.matched)} tensors loaded, "
-            f"{len(self.missing)} missing, {len(self.unexpected)} unexpected, {len(self.mismatched)} shape-mismatched, "
-            f"{len(self.resized)} position embeddings resized, {len(self.adapted)} input convs adapted"
+            self.summary(),
+            f"  all tensors: {len(self.matched)} loaded, {len(self.missing)} missing, {len(self.unexpected)} unexpected, "
+            f"{len(self.mismatched)} shape-mismatched, {len(self.resized)} position embeddings resized, "
+            f"{len(self.adapted)} input convs adapted",
         ]
         for name in ("missing", "unexpected", "mismatched", "resized", "adapted"):
             keys = getattr(self, name)
@@ -45,17 +76,20 @@ class LoadReport:
         return "\n".join(lines)
 
 
-def read_state_dict(path_or_state_dict: str | os.PathLike | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A flat ``{name: tensor}`` from a file or dict: this package's ``{"model": ...}``, ``{"state_dict": ...}`` or a
-    bare state dict; ``module.`` (DDP) prefixes removed."""
+def read_checkpoint(
+    path_or_state_dict: str | os.PathLike | Mapping[str, Any],
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``(state_dict, info)`` from a file or dict.
+
+    The state dict is flat ``{name: tensor}`` from this package's ``{"model": ...}``, ``{"state_dict": ...}`` or a bare
+    state dict, with ``module.`` (DDP) prefixes removed; ``info`` is the file's ``info`` dict (``{}`` when absent; a
+    converted official checkpoint's top-level ``variant`` becomes ``{"variant": ...}``).
+    """
     if isinstance(path_or_state_dict, (str, os.PathLike)):
         path = os.fspath(path_or_state_dict)
         if not os.path.isfile(path):
             raise ValueError(f"pretrained checkpoint {path!r} does not exist; pass the path of a .pt/.pth file")
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # pickle errors come in many types
-            raise ValueError(f"pretrained checkpoint {path!r} could not be read as a weights-only torch file: {e}") from e
+        obj = load_torch_file(path, "pretrained checkpoint")
     else:
         obj = path_or_state_dict
     if not isinstance(obj, Mapping):
@@ -63,8 +97,13 @@ def read_state_dict(path_or_state_dict: str | os.PathLike | Mapping[str, torch.T
     if "student" in obj or "teacher" in obj:
         raise ValueError(
             "this is an official UniMiSS/UniMiSS+ training checkpoint; convert it first: "
-            "python -m unimiss_monai convert-checkpoint SRC DST --variant <mit_small|mit_tiny|mitplus>"
+            f"python -m unimiss_monai convert-checkpoint SRC DST --variant <{'|'.join(sorted(VARIANTS))}>"
         )
+    info: dict[str, Any] = {}
+    if isinstance(obj.get("info"), Mapping):
+        info = dict(obj["info"])
+    elif isinstance(obj.get("variant"), str):
+        info = {"variant": obj["variant"]}
     for key in ("model", "state_dict", "network"):
         if key in obj and isinstance(obj[key], Mapping):
             obj = obj[key]
@@ -75,19 +114,102 @@ def read_state_dict(path_or_state_dict: str | os.PathLike | Mapping[str, torch.T
             out[k[7:] if k.startswith("module.") else k] = v
     if not out:
         raise ValueError("pretrained checkpoint contains no tensors")
-    return out
+    return out, info
+
+
+def read_state_dict(path_or_state_dict: str | os.PathLike | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The flat state dict of :func:`read_checkpoint`."""
+    return read_checkpoint(path_or_state_dict)[0]
+
+
+def encoder_layout(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, tuple[int, ...]] | None:
+    """``(family, encoder depths)`` from the key layout, or ``None`` without encoder keys.
+
+    Only encoder keys count (bare, or under any prefix but ``decoder.``): the decoder's blocks are numbered like the
+    encoder's, so counting them would read a full segmentation network as a deeper encoder.
+    """
+    enc = set()
+    for k in state_dict:
+        m = _ENCODER_PART.match(k)
+        if m and "decoder" not in m.group(1).split("."):
+            enc.add(k[len(m.group(1)):])
+    if not any(k.startswith(("stem.", "patch_embeds.", "blocks.")) for k in enc):
+        return None
+    plus = any(re.match(r"stem\.\dd\.1\.", k) for k in enc) or any(
+        k.startswith("patch_embeds.") and ".proj1." in k for k in enc
+    )
+    depths = tuple(len({k.split(".")[2] for k in enc if k.startswith(f"blocks.{i}.")}) for i in range(4))
+    return ("mitplus" if plus else "mit"), depths
+
+
+def _registered(layout: tuple[str, tuple[int, ...]] | None) -> str | None:
+    return next((n for n, c in VARIANTS.items() if layout == (c.family, tuple(c.depths))), None)
 
 
 def detect_variant(state_dict: Mapping[str, torch.Tensor]) -> str | None:
-    """Guess the variant from the key layout: ``mitplus`` (two-block stem, extra patch convs), ``mit_tiny`` or
-    ``mit_small`` (by blocks per stage), or ``None`` when there are no encoder keys."""
-    enc = {re.sub(r"^(.*\.)?(?=(stem|patch_embeds|blocks|cls_token)\b)", "", k) for k in state_dict}
-    if not any(k.startswith(("stem.", "patch_embeds.", "blocks.")) for k in enc):
-        return None
-    if any(re.match(r"stem\.\dd\.1\.", k) for k in enc) or any(".proj1." in k for k in enc if k.startswith("patch")):
-        return "mitplus"
-    depths = [len({k.split(".")[2] for k in enc if k.startswith(f"blocks.{i}.")}) for i in range(4)]
-    return {(1, 1, 1, 1): "mit_tiny", (2, 3, 4, 3): "mit_small"}.get(tuple(depths), f"mit (depths {tuple(depths)})")
+    """The registered variant (:data:`VARIANTS`) whose family and encoder depths match the key layout: ``mitplus``
+    (two-block stem, extra patch convs), ``mit_tiny`` or ``mit_small`` (blocks per encoder stage); ``None`` without
+    encoder keys or when no registered variant has that layout."""
+    return _registered(encoder_layout(state_dict))
+
+
+def _describe(layout: tuple[str, tuple[int, ...]] | None) -> str:
+    name = _registered(layout)
+    if name is not None:
+        return f"variant {name}"
+    return "no encoder" if layout is None else f"a {layout[0]} encoder with depths {layout[1]} (no registered variant)"
+
+
+def _layout_fix(layout: tuple[str, tuple[int, ...]]) -> str:
+    name = _registered(layout)
+    if name is not None:
+        return f"build the model with variant={name!r}"
+    base = next(n for n, c in VARIANTS.items() if c.family == layout[0])
+    return f"build the model with variant={base!r} and depths={layout[1]}"
+
+
+def _find_encoder(model: nn.Module) -> tuple[str, MiTEncoder | None]:
+    return next(((n, m) for n, m in model.named_modules() if isinstance(m, MiTEncoder)), ("", None))
+
+
+def backbone_info(backbone: nn.Module) -> dict[str, Any]:
+    """What an exported backbone is: ``variant``, ``family``, widths (``embed_dims``, ``depths``, ``num_heads``, as
+    :data:`VARIANTS` names them), ``spatial_dims`` and the input size of each dimension's position embeddings
+    (``img_size2d`` / ``img_size3d``). Plain lists and strings, so ``torch.load(weights_only=True)`` reads it.
+
+    Args:
+        backbone: a module holding a :class:`MiTEncoder` (a backbone, a task network or the encoder itself).
+    """
+    _, encoder = _find_encoder(backbone)
+    if encoder is None:
+        raise TypeError(f"backbone_info: {type(backbone).__name__} holds no MiTEncoder")
+    cfg = encoder.config
+    info: dict[str, Any] = {"variant": cfg.name, "family": cfg.family}
+    info.update({k: list(getattr(cfg, k)) for k in INFO_WIDTHS})
+    info["spatial_dims"] = list(encoder.spatial_dims)
+    info.update({f"img_size{d}d": list(cfg.img_size(d)) for d in encoder.spatial_dims})
+    return info
+
+
+def _fmt(name: str, widths: Mapping[str, Any]) -> str:
+    return f"{name} ({', '.join(f'{k} {tuple(v)}' for k, v in widths.items())})" if widths else name
+
+
+def check_info(info: Mapping[str, Any], config: VariantConfig) -> None:
+    """Raise a one-line ``ValueError`` when ``info`` names another variant or other widths than ``config``."""
+    if not info or "variant" not in info:
+        return
+    theirs = {k: tuple(info[k]) for k in INFO_WIDTHS if k in info}
+    ours = {k: tuple(getattr(config, k)) for k in theirs}
+    if info["variant"] == config.name and theirs == ours:
+        return
+    if info["variant"] in VARIANTS:
+        base = get_variant(info["variant"])
+        extra = [f"{k}={v}" for k, v in theirs.items() if tuple(getattr(base, k)) != v]
+        fix = f"build the model with variant={info['variant']!r}{' and ' + ', '.join(extra) if extra else ''}"
+    else:
+        fix = f"this package defines no variant {info['variant']!r} (it has {sorted(VARIANTS)}); use other weights"
+    raise ValueError(f"weights are {_fmt(info['variant'], theirs)}, model is {_fmt(config.name, ours)}; {fix}")
 
 
 def _align_prefix(sd: dict[str, torch.Tensor], model_keys: set[str]) -> dict[str, torch.Tensor]:
@@ -96,18 +218,48 @@ def _align_prefix(sd: dict[str, torch.Tensor], model_keys: set[str]) -> dict[str
     return max(candidates, key=lambda c: len(model_keys & set(c)))
 
 
+def _factorisations(n: int, parts: int):
+    if parts == 1:
+        yield (n,)
+        return
+    small = [a for a in range(1, math.isqrt(n) + 1) if n % a == 0]
+    for a in sorted(set(small + [n // a for a in small])):
+        for rest in _factorisations(n // a, parts - 1):
+            yield (a, *rest)
+
+
 def _old_grid(n: int, new_grid: tuple[int, ...]) -> tuple[int, ...] | None:
-    """The training grid of an embedding with ``n`` patch entries, assuming the model's aspect (or its depth)."""
+    """The training grid of an embedding with ``n`` patch entries when nothing recorded it: the factorisation of
+    ``n`` closest in aspect to the model's grid, or ``None`` when several are equally close (a guess could scramble
+    the embedding)."""
     if math.prod(new_grid) == n:
-        return new_grid
-    t = (n / math.prod(new_grid)) ** (1 / len(new_grid))
-    scaled = tuple(max(1, round(s * t)) for s in new_grid)
-    if math.prod(scaled) == n:
-        return scaled
-    if len(new_grid) == 3 and n % new_grid[0] == 0 and math.isqrt(n // new_grid[0]) ** 2 == n // new_grid[0]:
-        side = math.isqrt(n // new_grid[0])
-        return (new_grid[0], side, side)
-    return None
+        return tuple(new_grid)
+
+    def spread(g):
+        logs = [math.log(a / b) for a, b in zip(g, new_grid)]
+        return max(logs) - min(logs)
+
+    scored = sorted((spread(g), g) for g in _factorisations(n, len(new_grid)))
+    if not scored or (len(scored) > 1 and math.isclose(scored[0][0], scored[1][0], abs_tol=1e-9)):
+        return None
+    return scored[0][1]
+
+
+def _source_grid(key: str, n: int, module: PositionEmbedding, encoder: MiTEncoder | None, info: Mapping) -> tuple | None:
+    """Grid of a checkpoint position embedding with ``n`` patch entries, loaded into ``module`` (model key ``key``)."""
+    m = _POS_KEY.search(key)
+    if encoder is not None and m is not None:
+        d = int(m.group(3))
+        stage = 2 - int(m.group(2)) if m.group(1) else int(m.group(2))  # decoder stage k mirrors encoder stage 2 - k
+        recorded = info.get(f"img_size{d}d")
+        # without a record, weights most likely kept the variant's default training size (official 224 / 16x96x96)
+        size = recorded if recorded is not None else VARIANTS.get(encoder.config.name, encoder.config).img_size(d)
+        grid = stage_grids(encoder.config, d, size)[stage]
+        if math.prod(grid) == n:
+            return grid
+        if recorded is not None:
+            return None
+    return _old_grid(n, module.grid)
 
 
 def _adapt_in_channels(w: torch.Tensor, c: int) -> torch.Tensor:
@@ -118,41 +270,63 @@ def _adapt_in_channels(w: torch.Tensor, c: int) -> torch.Tensor:
 
 
 def load_pretrained(
-    model: nn.Module, path_or_state_dict: str | os.PathLike | Mapping[str, torch.Tensor], strict: bool = False
+    model: nn.Module,
+    path_or_state_dict: str | os.PathLike | Mapping[str, torch.Tensor],
+    strict: bool = False,
+    allow_partial: bool = False,
 ) -> LoadReport:
-    """Load a pretraining checkpoint (``torch.save({"model": backbone.state_dict()})``, or a converted official one)
-    into ``model`` (a backbone, a task network, or a bare encoder), matching keys by name.
+    """Load a pretraining checkpoint (``{"model": backbone.state_dict(), "info": backbone_info(backbone)}``, an older
+    file without ``info``, or a converted official one) into ``model`` (a backbone, a task network or a bare encoder),
+    matching keys by name.
 
-    Position embeddings trained at another size are interpolated to the model's grid; a first conv trained with
-    other input channels is adapted (repeated, or averaged and repeated). Keys present on one side only are
-    reported, as are unfixable shape mismatches (skipped).
+    Position embeddings (2D and 3D, encoder and decoder) trained at another input size are interpolated to the model's
+    patch grids (bicubic 2D / trilinear 3D, the CLS entry kept apart); the training grid comes from ``info``, else
+    from the variant's default size, else from an unambiguous factorisation. A first conv trained with other input
+    channels is adapted (repeated, or averaged and repeated). Decoder and head tensors may stay untrained (they are
+    task-specific); encoder tensors may not unless ``allow_partial``. Logs one line (file, variant, encoder tensors
+    loaded / resized) and prints the full report.
 
     Args:
         model: the network to initialise.
         path_or_state_dict: a checkpoint path or dict.
         strict: raise unless every model tensor is loaded and every checkpoint tensor used.
+        allow_partial: load even when encoder tensors would stay at their random initialisation (missing from the
+            checkpoint, or of another shape after resizing); accepts ``"true"``/``"false"``.
 
     Returns:
-        a :class:`LoadReport` (also printed).
+        a :class:`LoadReport`.
 
     Raises:
-        ValueError: unreadable file, an official training checkpoint (convert it first), or a checkpoint whose layout
-            is another variant ("checkpoint looks like variant X, model is Y").
+        ValueError (one line, naming the file): unreadable file, an official training checkpoint (convert it first),
+            weights whose ``info`` or key layout is another variant or other widths, or untrained encoder tensors.
     """
-    sd = read_state_dict(path_or_state_dict)
+    is_path = isinstance(path_or_state_dict, (str, os.PathLike))
+    source = os.fspath(path_or_state_dict) if is_path else "<state dict>"
+    try:
+        return _load(model, path_or_state_dict, source, strict, as_bool(allow_partial, "allow_partial"))
+    except ValueError as err:
+        if is_path and source not in str(err):
+            raise ValueError(f"{source}: {err}") from None  # one line, naming the file
+        raise
+
+
+def _load(model: nn.Module, obj, source: str, strict: bool, allow_partial: bool) -> LoadReport:
+    sd, info = read_checkpoint(obj)
     target = model.state_dict()
     sd = _align_prefix(sd, set(target))
-    encoder = next((m for m in model.modules() if isinstance(m, MiTEncoder)), None)
-    report = LoadReport(checkpoint_variant=detect_variant(sd))
-    if encoder is not None and report.checkpoint_variant is not None:
-        model_variant = detect_variant({k: v for k, v in target.items()})
-        if model_variant != report.checkpoint_variant:
+    enc_name, encoder = _find_encoder(model)
+    report = LoadReport(checkpoint_variant=info.get("variant") or detect_variant(sd), source=source, info=info)
+    if encoder is not None:
+        check_info(info, encoder.config)
+        theirs, ours = encoder_layout(sd), encoder_layout(target)
+        if theirs is not None and theirs != ours:
             raise ValueError(
-                f"checkpoint looks like variant {report.checkpoint_variant}, model is {model_variant} "
-                f"({encoder.config.name}); build the model with variant={report.checkpoint_variant.split(' ')[0]!r}"
+                f"checkpoint looks like {_describe(theirs)}, model is {_registered(ours) or _describe(ours)} "
+                f"({encoder.config.name}); "
+                f"{_layout_fix(theirs)}"
             )
     pos_modules = {f"{n}.weight": m for n, m in model.named_modules() if isinstance(m, PositionEmbedding)}
-    loaded = {}
+    loaded, why = {}, {}
     for k, v in sd.items():
         if k not in target:
             report.unexpected.append(k)
@@ -163,9 +337,9 @@ def load_pretrained(
             report.matched.append(k)
         elif k in pos_modules and v.ndim == 3 and v.shape[-1] == want.shape[-1]:
             m = pos_modules[k]
-            old = _old_grid(v.shape[1] - m.num_prefix, m.grid)
+            old = _source_grid(k, v.shape[1] - m.num_prefix, m, encoder, info)
             if old is None:
-                report.mismatched.append(f"{k} {tuple(v.shape)}->{tuple(want.shape)}")
+                why[k] = f"{tuple(v.shape)}->{tuple(want.shape)}"
                 continue
             loaded[k] = resize_pos_embed(v, old, m.grid, m.num_prefix)
             report.matched.append(k)
@@ -175,11 +349,25 @@ def load_pretrained(
             report.matched.append(k)
             report.adapted.append(f"{k} in_channels {v.shape[1]}->{want.shape[1]}")
         else:
-            report.mismatched.append(f"{k} {tuple(v.shape)}->{tuple(want.shape)}")
+            why[k] = f"{tuple(v.shape)}->{tuple(want.shape)}"
+    report.mismatched = [f"{k} {s}" for k, s in why.items()]
     report.missing = [k for k in target if k not in loaded]
+    prefix = f"{enc_name}." if enc_name else ""
+    enc_keys = [k for k in target if k.startswith(prefix)] if encoder is not None else []
+    untrained = [k for k in enc_keys if k not in loaded]
+    report.encoder_total, report.encoder_loaded = len(enc_keys), len(enc_keys) - len(untrained)
+    report.encoder_resized = sum(r.startswith(prefix) for r in report.resized) if encoder is not None else 0
     if strict and (report.missing or report.unexpected or report.mismatched):
-        raise ValueError(f"strict loading failed:\n{report}")
+        raise ValueError(f"strict loading failed: {report.summary()}; {len(report.missing)} missing, "
+                         f"{len(report.unexpected)} unexpected, {len(report.mismatched)} shape-mismatched")
+    if untrained and not allow_partial:
+        named = ", ".join(f"{k} ({why.get(k, 'missing')})" for k in untrained[:3])
+        raise ValueError(
+            f"{len(untrained)} of {len(enc_keys)} encoder tensors would stay untrained: {named}"
+            f"{f' and {len(untrained) - 3} more' if len(untrained) > 3 else ''}; load weights of this variant, or pass "
+            "allow_partial=True to train them from scratch"
+        )
     model.load_state_dict(loaded, strict=False)
-    logger.info("%s", report)
-    print(report)
+    logger.info("%s", report.summary())
+    print(report, flush=True)
     return report

@@ -25,6 +25,7 @@ __all__ = [
     "VariantConfig",
     "check_input_size",
     "get_variant",
+    "stage_grids",
     "tiny_overrides",
     "total_stride",
     "valid_input_sizes",
@@ -176,6 +177,24 @@ def _cumulative_strides(cfg: VariantConfig, spatial_dims: int) -> list[tuple[int
         stride = [a * b for a, b in zip(stride, s)]
         out.append(tuple(stride))
     return out
+
+
+def stage_grids(
+    variant: str | VariantConfig, spatial_dims: int, img_size: Sequence[int] | None = None, **overrides
+) -> list[tuple[int, ...]]:
+    """Patch grid of each encoder stage 1..4 for input ``img_size`` (default: the variant's training size), i.e. the
+    grids of the position embeddings an encoder built with that ``img_size`` holds (the decoder's reuse stages 3..1)."""
+    cfg = get_variant(variant, **overrides)
+    size = [int(s) for s in (cfg.img_size(spatial_dims) if img_size is None else img_size)]
+    if len(size) != spatial_dims:
+        raise ValueError(f"{cfg.name}: img_size {tuple(size)} is not a {spatial_dims}D size")
+    for s in cfg.stem_strides(spatial_dims):
+        size = [a // b for a, b in zip(size, s)]
+    grids = []
+    for s in cfg.patch_strides(spatial_dims):
+        size = [a // b for a, b in zip(size, s)]
+        grids.append(tuple(size))
+    return grids
 
 
 def total_stride(variant: str | VariantConfig, spatial_dims: int, **overrides) -> tuple[int, ...]:

@@ -1,0 +1,174 @@
+"""Pretrained weights reach fine-tuning intact: position embeddings resized to any window, variant detection and checks.
+
+A backbone is exported at one input size (``StudentTeacher.export``: weights plus ``info``) and loaded into a task
+network built for another; every encoder tensor must load, and every resized embedding must equal an independent
+``F.interpolate`` of the original grid with its CLS entry untouched.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from unimiss_monai.engines import StudentTeacher
+from unimiss_monai.networks import (
+    VARIANTS, DINOHead, UniMissClassifier, UniMissSegmentation, backbone_info, build_backbone, detect_variant,
+    load_pretrained, tiny_overrides,
+)
+
+# cumulative stride of the input at encoder stages 1..4 (stem, then patch embeddings), from the official strides
+STRIDES = {
+    ("mitplus", 3): [(2, 4, 4), (4, 8, 8), (4, 16, 16), (4, 32, 32)],
+    ("mit_small", 3): [(2, 4, 4), (4, 8, 8), (8, 16, 16), (16, 32, 32)],
+    ("mitplus", 2): [(4, 4), (8, 8), (16, 16), (32, 32)],
+    ("mit_small", 2): [(4, 4), (8, 8), (16, 16), (32, 32)],
+}
+
+
+def _export(variant, img_size, tmp_path, with_info=True):
+    backbone = build_backbone(variant, (2, 3), img_size=img_size, **tiny_overrides(variant))
+    exported = StudentTeacher(backbone, DINOHead(backbone.embed_dim, 16)).export()
+    path = tmp_path / "model.pt"
+    torch.save(exported if with_info else {"model": exported["model"]}, path)
+    return exported, path
+
+
+def _reference(weight, prefix, old, new, mode):
+    """Independent resize: CLS rows apart, patch rows as a row-major (*grid, C) array, channels moved first."""
+    c = weight.shape[-1]
+    grid = weight[0, prefix:].reshape(*old, c).movedim(-1, 0)[None]
+    out = F.interpolate(grid, size=new, mode=mode, align_corners=False)[0].movedim(0, -1).reshape(-1, c)
+    return torch.cat((weight[0, :prefix], out))[None]
+
+
+def _check_resized(net, exported, variant, d, old_size, new_size, report):
+    grids = lambda size: [tuple(s // t for s, t in zip(size, st)) for st in STRIDES[(variant, d)]]  # noqa: E731
+    old, new = grids(old_size), grids(new_size)
+    mode = "bicubic" if d == 2 else "trilinear"
+    state = net.state_dict()
+    names = [(f"encoder.pos_embeds.{i}.{d}d.weight", i, 1) for i in range(4)]
+    if hasattr(net, "decoder"):  # decoder stage k works on the grid of encoder stage 2 - k
+        names += [(f"decoder.pos_embeds.{k}.{d}d.weight", 2 - k, int(VARIANTS[variant].decoder_cls)) for k in range(3)]
+    for key, stage, prefix in names:
+        src = exported["model"][key]
+        assert src.shape[1] == prefix + math.prod(old[stage]) and state[key].shape[1] == prefix + math.prod(new[stage])
+        torch.testing.assert_close(state[key], _reference(src, prefix, old[stage], new[stage], mode))
+        assert torch.equal(state[key][:, :prefix], src[:, :prefix])
+    assert len(report.resized) == len(names) and report.encoder_resized == 4
+
+
+@pytest.mark.parametrize("variant", ["mitplus", "mit_small"])
+@pytest.mark.parametrize("with_info", [True, False])
+def test_3d_position_embeddings_resized_from_ct_pretraining_window(variant, with_info, tmp_path):
+    # the pretraining CT window (the variants' default) into the CT segmentation bundle's window; without info the
+    # loader assumes the variant's default training size, which this is
+    old_size, new_size = (16, 96, 96), (32, 128, 128)
+    exported, path = _export(variant, {2: (64, 64), 3: old_size}, tmp_path, with_info)
+    net = UniMissSegmentation(3, 1, 4, variant=variant, img_size=new_size, **tiny_overrides(variant))
+    report = load_pretrained(net, str(path))
+    assert not report.mismatched and not [k for k in report.missing if k.startswith("encoder.")]
+    assert report.encoder_loaded == report.encoder_total == sum(1 for k in net.state_dict() if k.startswith("encoder."))
+    _check_resized(net, exported, variant, 3, old_size, new_size, report)
+    assert report.checkpoint_variant == (variant if with_info else detect_variant(exported["model"]))
+
+
+@pytest.mark.parametrize("variant", ["mitplus", "mit_small"])
+def test_3d_resize_follows_recorded_size_and_anisotropic_grids(variant, tmp_path):
+    old_size, new_size = (32, 64, 64), (16, 128, 96)  # neither the default nor the same aspect
+    exported, path = _export(variant, {2: (64, 64), 3: old_size}, tmp_path)
+    assert exported["info"]["img_size3d"] == list(old_size)
+    net = UniMissClassifier(3, 1, 2, variant=variant, img_size=new_size, **tiny_overrides(variant))
+    report = load_pretrained(net, str(path))
+    assert report.encoder_loaded == report.encoder_total and not report.mismatched
+    _check_resized(net, exported, variant, 3, old_size, new_size, report)
+
+
+@pytest.mark.parametrize("variant", ["mitplus", "mit_small"])
+def test_2d_position_embeddings_resized(variant, tmp_path):
+    old_size, new_size = (64, 64), (96, 128)
+    exported, path = _export(variant, {2: old_size, 3: (16, 64, 64)}, tmp_path)
+    net = UniMissSegmentation(2, 3, 4, variant=variant, img_size=new_size, **tiny_overrides(variant))
+    report = load_pretrained(net, str(path))
+    assert report.encoder_loaded == report.encoder_total and not report.mismatched
+    _check_resized(net, exported, variant, 2, old_size, new_size, report)
+
+
+def test_backbone_info_records_what_the_export_is():
+    backbone = build_backbone("mitplus", (2, 3), img_size={2: (64, 64), 3: (16, 64, 96)}, **tiny_overrides("mitplus"))
+    info = backbone_info(backbone)
+    tiny = tiny_overrides("mitplus")
+    assert info == {
+        "variant": "mitplus", "family": "mitplus", "embed_dims": list(tiny["embed_dims"]),
+        "depths": list(VARIANTS["mitplus"].depths), "num_heads": list(tiny["num_heads"]), "spatial_dims": [2, 3],
+        "img_size2d": [64, 64], "img_size3d": [16, 64, 96],
+    }
+    with pytest.raises(TypeError, match="Linear holds no MiTEncoder"):
+        backbone_info(torch.nn.Linear(2, 2))
+
+
+def _mit_small_depths():
+    # tiny widths, but the blocks per stage of mit_small (tiny_overrides alone would give mit_tiny's layout)
+    return {**tiny_overrides("mit_small"), "depths": (2, 3, 4, 3), "decoder_depths": (3, 4, 3)}
+
+
+def test_full_mit_small_segmentation_state_dict_is_mit_small(tmp_path):
+    seg = UniMissSegmentation(3, 1, 4, variant="mit_small", **_mit_small_depths())
+    # the decoder also has blocks.0-2 (3, 4, 3 deep): only the encoder's may count
+    assert detect_variant(seg.state_dict()) == "mit_small"
+    assert detect_variant(seg.encoder.state_dict()) == "mit_small"
+    assert detect_variant(seg.decoder.state_dict()) is None
+    torch.save({"model": seg.state_dict()}, tmp_path / "seg.pt")
+    cls = UniMissClassifier(3, 1, 2, variant="mit_small", **_mit_small_depths())
+    report = load_pretrained(cls, str(tmp_path / "seg.pt"))
+    assert report.checkpoint_variant == "mit_small" and report.encoder_loaded == report.encoder_total
+    assert all(torch.equal(cls.state_dict()[k], v) for k, v in seg.state_dict().items() if k.startswith("encoder."))
+
+
+def test_layout_errors_name_only_registered_variants(tmp_path):
+    odd = UniMissClassifier(3, 1, 2, variant="mit_small", **{**tiny_overrides("mit_small"), "depths": (2, 2, 2, 2)})
+    torch.save({"model": odd.state_dict()}, tmp_path / "odd.pt")
+    model = UniMissClassifier(3, 1, 2, variant="mit_small", **_mit_small_depths())
+    with pytest.raises(ValueError) as err:
+        load_pretrained(model, str(tmp_path / "odd.pt"))
+    message = str(err.value)
+    assert "\n" not in message and "odd.pt" in message and "depths (2, 2, 2, 2) (no registered variant)" in message
+    named = re.findall(r"variant[= ]'?(\w+)", message)
+    assert named and set(named) <= set(VARIANTS), named
+
+
+def test_info_of_another_variant_or_widths_is_refused(tmp_path):
+    _, path = _export("mitplus", {2: (64, 64), 3: (16, 64, 64)}, tmp_path)
+    wider = UniMissClassifier(3, 1, 2, variant="mitplus", **{**tiny_overrides("mitplus"), "embed_dims": (16, 32, 64, 64)})
+    before = {k: v.clone() for k, v in wider.state_dict().items()}
+    with pytest.raises(ValueError) as err:
+        load_pretrained(wider, str(path))
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message and "embed_dims (16, 32, 32, 64)" in message
+    assert "model is mitplus (embed_dims (16, 32, 64, 64)" in message
+    assert all(torch.equal(wider.state_dict()[k], v) for k, v in before.items())  # nothing was loaded
+    with pytest.raises(ValueError, match=r"weights are mitplus .*model is mit_tiny .*variant='mitplus'"):
+        load_pretrained(UniMissClassifier(3, 1, 2, variant="mit_tiny", **tiny_overrides("mit_tiny")), str(path))
+
+
+def test_untrained_encoder_tensors_refused_unless_allowed(tmp_path):
+    exported, _ = _export("mitplus", {2: (64, 64), 3: (16, 64, 64)}, tmp_path)
+    dropped = ["encoder.blocks.1.0.mlp.fc1.weight", "encoder.blocks.2.3.attn.q.weight", "encoder.cls_token", "encoder.norm"]
+    dropped = [k for k in dropped if k in exported["model"]]
+    assert len(dropped) == 3
+    state = {k: v for k, v in exported["model"].items() if k not in dropped}
+    state["encoder.cls_proj.0.weight"] = torch.zeros(5, 5)  # no resizing can fix this one
+    torch.save({"model": state, "info": exported["info"]}, tmp_path / "partial.pt")
+    net = UniMissSegmentation(3, 1, 4, variant="mitplus", **tiny_overrides("mitplus"))
+    with pytest.raises(ValueError) as err:
+        load_pretrained(net, str(tmp_path / "partial.pt"))
+    message = str(err.value)
+    assert "\n" not in message and "partial.pt" in message and "4 of " in message and "and 1 more" in message
+    assert "allow_partial=True" in message and all(f"{k} (missing)" in message for k in dropped)
+    report = load_pretrained(net, str(tmp_path / "partial.pt"), allow_partial="true")
+    assert report.encoder_total - report.encoder_loaded == 4
+    assert report.mismatched == ["encoder.cls_proj.0.weight (5, 5)->(32, 16)"]
+    assert torch.equal(net.state_dict()["encoder.blocks.0.0.mlp.fc1.weight"], state["encoder.blocks.0.0.mlp.fc1.weight"])

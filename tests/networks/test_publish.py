@@ -1,0 +1,84 @@
+"""``publish-pretrained``: only valid exports are published, other variants need --force, the previous file is kept,
+and the published info says where the weights came from."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+
+import pytest
+import torch
+
+from unimiss_monai.cli import main
+from unimiss_monai.engines import StudentTeacher
+from unimiss_monai.networks import DINOHead, build_backbone, tiny_overrides
+from unimiss_monai.networks.publish import publish_pretrained
+
+
+def _export(path, variant="mitplus"):
+    backbone = build_backbone(variant, (2, 3), img_size={2: (64, 64), 3: (16, 64, 64)}, **tiny_overrides(variant))
+    exported = StudentTeacher(backbone, DINOHead(backbone.embed_dim, 16)).export()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(exported, path)
+    return exported
+
+
+def test_publish_records_source_and_keeps_previous(tmp_path):
+    src, dst = tmp_path / "run1" / "model.pt", tmp_path / "bundle" / "models" / "model.pt"
+    first = _export(src)
+    start = datetime.now(timezone.utc).replace(microsecond=0)
+    result = publish_pretrained(str(src), str(dst))
+    published = torch.load(dst, weights_only=True)
+    assert result["previous"] is None and not dst.with_name("model.pt.prev").exists()
+    assert published["info"]["source"] == {"path": str(src.resolve()), "sha256": hashlib.sha256(src.read_bytes()).hexdigest()}
+    assert start <= datetime.fromisoformat(published["info"]["published"]) <= datetime.now(timezone.utc)
+    assert {k: v for k, v in published["info"].items() if k not in ("source", "published")} == first["info"]
+    assert all(torch.equal(published["model"][k], v) for k, v in first["model"].items())
+    # same variant and shapes: replaced without --force, the previous file kept byte for byte
+    before = dst.read_bytes()
+    src2 = tmp_path / "run2" / "model.pt"
+    _export(src2)
+    result = publish_pretrained(str(src2), str(dst), force="false")
+    assert dst.with_name("model.pt.prev").read_bytes() == before and result["previous"] == str(dst) + ".prev"
+    assert torch.load(dst, weights_only=True)["info"]["source"]["path"] == str(src2.resolve())
+    assert not [p.name for p in dst.parent.iterdir() if p.name not in ("model.pt", "model.pt.prev")]  # no temp files
+
+
+def test_other_variant_needs_force(tmp_path):
+    dst = tmp_path / "models" / "model.pt"
+    _export(tmp_path / "a.pt", "mitplus")
+    publish_pretrained(str(tmp_path / "a.pt"), str(dst))
+    before = dst.read_bytes()
+    _export(tmp_path / "b.pt", "mit_small")
+    for force in (False, "false"):
+        with pytest.raises(ValueError) as err:
+            publish_pretrained(str(tmp_path / "b.pt"), str(dst), force=force)
+        message = str(err.value)
+        assert "\n" not in message and str(dst) in message and "variant mitplus -> mit_small" in message
+        assert "--force true" in message
+    assert dst.read_bytes() == before and not dst.with_name("model.pt.prev").exists()
+    # through the command line, with fire's flag parsing
+    main(["publish-pretrained", str(tmp_path / "b.pt"), "--dst", str(dst), "--force", "true"])
+    assert torch.load(dst, weights_only=True)["info"]["variant"] == "mit_small"
+    assert dst.with_name("model.pt.prev").read_bytes() == before
+
+
+def test_invalid_sources_are_refused(tmp_path):
+    dst = tmp_path / "models" / "model.pt"
+    exported = _export(tmp_path / "good.pt")
+    bad = dict(exported["model"])
+    key = "encoder.blocks.1.0.mlp.fc1.weight"
+    bad[key] = bad[key].clone()
+    bad[key][0, 0] = float("nan")
+    torch.save({"model": bad, "info": exported["info"]}, tmp_path / "nan.pt")
+    with pytest.raises(ValueError, match=rf"nan.pt: 1 tensors hold NaN or Inf \({key}\)"):
+        publish_pretrained(str(tmp_path / "nan.pt"), str(dst))
+    torch.save({"model": exported["model"]}, tmp_path / "noinfo.pt")
+    with pytest.raises(ValueError, match=r"noinfo.pt has no 'info' naming its variant"):
+        publish_pretrained(str(tmp_path / "noinfo.pt"), str(dst))
+    torch.save({"model": exported["model"], "info": exported["info"], "fn": torch.nn.Linear(1, 1)}, tmp_path / "pickled.pt")
+    with pytest.raises(ValueError, match="refused"):
+        publish_pretrained(str(tmp_path / "pickled.pt"), str(dst))
+    with pytest.raises(ValueError, match="force"):
+        publish_pretrained(str(tmp_path / "good.pt"), str(dst), force="maybe")
+    assert not dst.exists()

@@ -1,0 +1,146 @@
+"""Publish pretraining weights to where the fine-tuning bundles load them from, as a deliberate and reversible step.
+
+The fine-tuning bundles load ``bundles/unimiss_pretraining/models/model.pt`` by default
+(:func:`unimiss_monai.handlers.default_pretrained_path`). A pretraining run exports under its own output folder;
+``python -m unimiss_monai publish-pretrained SRC`` checks that export and puts it in place, keeping the previous
+file beside it and recording where the weights came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unimiss_monai.data.writers import atomic_path, save_torch
+from unimiss_monai.networks.pretrained import detect_variant
+from unimiss_monai.utils.args import as_bool
+from unimiss_monai.utils.serialization import load_torch_file
+
+__all__ = ["DEFAULT_DST", "publish_pretrained", "read_export"]
+
+#: where the fine-tuning bundles look for pretrained weights (``default_pretrained_path`` of a sibling bundle)
+DEFAULT_DST = Path(__file__).resolve().parents[2] / "bundles" / "unimiss_pretraining" / "models" / "model.pt"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_export(path: str | os.PathLike) -> dict[str, Any]:
+    """A pretraining export ``{"model": state_dict, "info": {...}}`` read with ``weights_only=True`` and checked.
+
+    Raises:
+        ValueError (one line naming the file): missing or unreadable file, no ``model`` state dict, no ``info`` with a
+            ``variant`` (an export of ``StudentTeacher.export``), or non-finite tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist; pass the model.pt a pretraining run exported")
+    obj = load_torch_file(path, "publish-pretrained: source")
+    if not isinstance(obj, Mapping) or not isinstance(obj.get("model"), Mapping):
+        keys = sorted(obj) if isinstance(obj, Mapping) else type(obj).__name__
+        raise ValueError(f"{path} holds no 'model' state dict (it has {keys}); pass a pretraining export")
+    tensors = {k: v for k, v in obj["model"].items() if torch.is_tensor(v)}
+    if not tensors:
+        raise ValueError(f"{path}: its 'model' holds no tensors")
+    if not isinstance(obj.get("info"), Mapping) or "variant" not in obj["info"]:
+        raise ValueError(
+            f"{path} has no 'info' naming its variant; export it with StudentTeacher.export "
+            "(TrainingCheckpoint export_fn '$@network_def.export')"
+        )
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(
+            f"{path}: {len(bad)} tensors hold NaN or Inf ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}); "
+            "the run diverged, publish an earlier export"
+        )
+    return {"model": tensors, "info": dict(obj["info"]), **{k: v for k, v in obj.items() if k not in ("model", "info")}}
+
+
+def _differences(old: Mapping[str, Any], new: dict[str, Any]) -> list[str]:
+    """Why ``new`` would not be a drop-in replacement of ``old``: another variant, other tensors or shapes."""
+    old_model = old.get("model") if isinstance(old.get("model"), Mapping) else old
+    old_sd = {k: v for k, v in old_model.items() if torch.is_tensor(v)}
+    old_info = old.get("info") if isinstance(old.get("info"), Mapping) else {}
+    out = []
+    old_variant = old_info.get("variant") or detect_variant(old_sd)
+    if old_info.get("variant") is not None and old_variant != new["info"]["variant"]:
+        out.append(f"variant {old_variant} -> {new['info']['variant']}")
+    new_sd = new["model"]
+    for k in sorted(set(old_sd) | set(new_sd)):
+        if k not in new_sd:
+            out.append(f"{k} dropped")
+        elif k not in old_sd:
+            out.append(f"{k} added")
+        elif old_sd[k].shape != new_sd[k].shape:
+            out.append(f"{k} {tuple(old_sd[k].shape)} -> {tuple(new_sd[k].shape)}")
+    return out
+
+
+def publish_pretrained(src: str, dst: str | None = None, force: bool | str = False) -> dict[str, Any]:
+    """Command ``publish-pretrained``: validate the pretraining export ``src`` and publish it to ``dst``.
+
+    ``src`` must load with ``weights_only=True`` and hold ``model`` (finite tensors) and ``info`` (see
+    :func:`unimiss_monai.networks.backbone_info`). An existing ``dst`` of another variant or with other tensor names
+    or shapes is only replaced with ``force``; an existing ``dst`` is always kept as ``<dst>.prev``. The new file is
+    written atomically, with ``info["source"] = {"path", "sha256"}`` of ``src`` and ``info["published"]`` (UTC,
+    ISO 8601) added.
+
+    Args:
+        src: the exported ``model.pt`` of a pretraining run.
+        dst: where to publish; defaults to the repository's ``bundles/unimiss_pretraining/models/model.pt``, which
+            the fine-tuning bundles load by default.
+        force: replace a ``dst`` of another variant or shape (``true``/``false``; the old one is still kept).
+
+    Returns:
+        ``{"dst", "previous" (path or None), "variant", "tensors", "sha256"}``.
+    """
+    force = as_bool(force, "force")
+    src_path = Path(src).resolve()
+    dst_path = Path(dst) if dst else DEFAULT_DST
+    if dst_path.exists() and dst_path.resolve() == src_path:
+        raise ValueError(f"publish-pretrained: {src} is already {dst_path}; pass the export of a pretraining run")
+    export = read_export(src_path)
+    previous = None
+    if dst_path.exists():
+        try:
+            old = load_torch_file(dst_path, "publish-pretrained: destination")
+            diff = _differences(old, export) if isinstance(old, Mapping) else ["not a state dict"]
+        except ValueError as err:
+            diff = [f"unreadable ({err})"]
+        if diff and not force:
+            raise ValueError(
+                f"publish-pretrained: {dst_path} holds other weights than {src} ({len(diff)} differences: "
+                f"{'; '.join(diff[:3])}{' ...' if len(diff) > 3 else ''}); every fine-tune bundle loads it, so pass "
+                "--force true to replace it (it is kept as model.pt.prev) or --dst elsewhere"
+            )
+        previous = dst_path.with_name(dst_path.name + ".prev")
+        with atomic_path(previous) as tmp:
+            shutil.copyfile(dst_path, tmp)
+    digest = _sha256(src_path)
+    info = {
+        **export["info"],
+        "source": {"path": str(src_path), "sha256": digest},
+        "published": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    save_torch({**export, "info": info}, dst_path)
+    print(
+        f"publish-pretrained: {src_path} (sha256 {digest[:12]}, variant {info['variant']}, {len(export['model'])} "
+        f"tensors) -> {dst_path}{f'; previous kept as {previous}' if previous else ''}",
+        flush=True,
+    )
+    return {
+        "dst": str(dst_path), "previous": str(previous) if previous else None, "variant": info["variant"],
+        "tensors": len(export["model"]), "sha256": digest,
+    }
