@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -121,6 +122,7 @@ def test_resume_after_kill_reproduces_uninterrupted_weights(tmp_path):
 
 
 def test_corrupt_sample_is_skipped_and_counted(caplog):
+    caplog.set_level(logging.INFO, logger="unimiss_monai.engines.pretraining")
     good = toy_items(4)
     bad = dict(good[1])
     bad["ct_view0"] = "/nonexistent/corrupt.nii.gz"  # not a tensor: the transform fails on it
@@ -129,7 +131,31 @@ def test_corrupt_sample_is_skipped_and_counted(caplog):
     trainer.run()
     assert trainer.state.skipped_samples == 1
     assert trainer.state.iteration == 2
-    assert "corrupt.nii.gz" in caplog.text or "skipping" in caplog.text
+    # the epoch's count: 4 draws, one failed
+    assert trainer.state.metrics["ct_samples"] == 3 and trainer.state.metrics["xray_samples"] == 0
+    assert "corrupt.nii.gz" in caplog.text and "trained on 3 CT and 0 X-ray sample(s)" in caplog.text
+
+
+def test_samples_trained_are_counted_per_phase_and_epoch():
+    trainer, *_ = build_trainer(max_epochs=2, n_ct=4, n_xray=4, batch_size=2)
+    counts = []
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: counts.append((e.state.metrics["ct_samples"], e.state.metrics["xray_samples"])))
+    trainer.run()
+    # epoch 1 is CT, epoch 2 X-ray; each has the CT loader's length (2 batches of 2)
+    assert counts == [(4.0, 0.0), (0.0, 4.0)]
+
+
+def test_a_phase_with_no_good_sample_stops_the_run_naming_the_first_failure():
+    bad = [dict(item, ct_view0=f"/data/corrupt{i}.nii.gz") for i, item in enumerate(toy_items(4))]
+    trainer, *_ = build_trainer(max_epochs=2, ct_data=bad, n_xray=4)
+    with pytest.raises(RuntimeError, match=r"^the ct phase of epoch 1 trained on no sample .*; first failure: \S+ \(.+\)$") as err:
+        trainer.run()
+    assert "\n" not in str(err.value) and trainer.state.epoch == 1
+    # an X-ray-only failure is named as such, after a good CT epoch
+    bad_xray = [dict(item, xray_view0="/data/broken.png") for item in toy_xray_items(4)]
+    trainer, *_ = build_trainer(max_epochs=2, n_ct=4, xray_data=bad_xray)
+    with pytest.raises(RuntimeError, match="the xray phase of epoch 2 trained on no sample"):
+        trainer.run()
 
 
 def test_bad_inputs_give_clear_errors():
@@ -137,9 +163,11 @@ def test_bad_inputs_give_clear_errors():
         make_loader(SeededDataset([], [], name="ct"), 2)
     with pytest.raises(ValueError, match="neither"):
         PhaseLoader(None, None)
-    # X-ray items where CT views are expected: the view transforms fail on every sample, each is skipped and counted
+    # X-ray items where CT views are expected: the view transforms fail on every sample, each is skipped and counted,
+    # and a CT phase that trained on nothing stops the run
     trainer, *_ = build_trainer(max_epochs=1, ct_data=toy_xray_items(2), xray_data=[])
-    trainer.run()
+    with pytest.raises(RuntimeError, match="the ct phase of epoch 1 trained on no sample"):
+        trainer.run()
     assert trainer.state.skipped_samples == 2
     # a batch reaching the trainer without the CT views names the missing keys
     trainer, *_ = build_trainer(max_epochs=1, ct_data=toy_xray_items(2), xray_data=[], ct_transform=[])

@@ -22,7 +22,7 @@ from monai.engines.workflow import Workflow
 from monai.utils import convert_to_tensor
 from torch import nn
 
-from unimiss_monai.engines.pretraining_data import SKIPPED_KEY, PhaseLoader
+from unimiss_monai.engines.pretraining_data import COUNT_KEY, SKIPPED_KEY, PhaseLoader
 from unimiss_monai.engines.student_teacher import StudentTeacher
 from unimiss_monai.utils.ema import update_momentum
 
@@ -74,6 +74,11 @@ class PretrainingTrainer(Trainer):
     Batches come from a :class:`~unimiss_monai.engines.pretraining_data.PhaseLoader` as ``(phase, batch_dict)``.
     ``engine.state.output`` holds floats: every loss term, ``loss`` (the total), ``teacher_entropy``,
     ``teacher_batch_entropy``, ``center_norm``, ``lr``, and ``phase``/``skipped``.
+
+    Samples that fail to load are skipped and counted (``state.skipped_samples``). At the end of each epoch the
+    samples trained per phase are logged and put into ``state.metrics`` (``ct_samples``, ``xray_samples``; per
+    process under DDP), and a phase that ran in the epoch but trained on no sample at all stops the run with a
+    ``RuntimeError`` naming the phase and its first failure.
 
     Args:
         device: where to train.
@@ -159,7 +164,12 @@ class PretrainingTrainer(Trainer):
         self.state.optimizer_step = 0
         self.state.skipped_samples = 0
         self.state.phase = None
+        self._reset_epoch_counts(self)
         self.add_event_handler(Events.EPOCH_STARTED, self._position_loader)
+        self.add_event_handler(Events.EPOCH_STARTED, self._reset_epoch_counts)
+        # before the train handlers: the counts reach the epoch loggers, and an all-failed phase stops the run
+        # before a checkpoint exports a backbone that never saw its data
+        self.add_event_handler(Events.EPOCH_COMPLETED, self._check_epoch_counts)
         if train_handlers is not None:
             for handler in train_handlers:
                 _check_tracking_transform(handler)
@@ -176,6 +186,23 @@ class PretrainingTrainer(Trainer):
         # after a mid-epoch resume, start the data where the interrupted run stopped
         engine.data_loader.set_epoch(engine.state.epoch, engine.state.iteration % engine.state.epoch_length)
 
+    @staticmethod
+    def _reset_epoch_counts(engine: PretrainingTrainer) -> None:
+        engine.state.samples_trained = {"ct": 0, "xray": 0}
+        engine.state.phase_iterations = {"ct": 0, "xray": 0}
+        engine.state.first_failure = {}
+
+    @staticmethod
+    def _check_epoch_counts(engine: PretrainingTrainer) -> None:
+        trained = engine.state.samples_trained
+        engine.state.metrics["ct_samples"] = float(trained["ct"])
+        engine.state.metrics["xray_samples"] = float(trained["xray"])
+        logger.info("epoch %d: trained on %d CT and %d X-ray sample(s); %d skipped so far", engine.state.epoch, trained["ct"], trained["xray"], engine.state.skipped_samples)
+        for phase, iterations in engine.state.phase_iterations.items():
+            if iterations and not trained[phase]:
+                first = engine.state.first_failure.get(phase, "none recorded")
+                raise RuntimeError(f"the {phase} phase of epoch {engine.state.epoch} trained on no sample (each one failed to load or transform); first failure: {first}")
+
     def state_dict(self) -> dict:
         """ignite's position plus the optimiser-step and skipped-sample counts."""
         return super().state_dict() | {"optimizer_step": self.state.optimizer_step, "skipped_samples": self.state.skipped_samples}
@@ -189,7 +216,7 @@ class PretrainingTrainer(Trainer):
     def _views(self, batch: dict, keys: list[str], phase: str) -> list[torch.Tensor]:
         missing = [k for k in keys if k not in batch]
         if missing:
-            have = sorted(k for k in batch if k != SKIPPED_KEY)
+            have = sorted(k for k in batch if k not in (SKIPPED_KEY, COUNT_KEY))
             raise KeyError(f"{phase} batch has no {missing} (it has {have}); check the {phase} view transforms' output keys or the trainer's {phase}_keys")
         # plain tensors: slicing a batch of MetaTensors through the networks would drag per-sample metadata along
         return [convert_to_tensor(batch[k], track_meta=False).to(self.state.device, non_blocking=self.non_blocking) for k in keys]
@@ -257,8 +284,10 @@ class PretrainingTrainer(Trainer):
         phase, batch = batchdata
         engine.state.phase = phase
         skipped = batch.get(SKIPPED_KEY, [])
+        engine.state.phase_iterations[phase] += 1
         if skipped:
             engine.state.skipped_samples += len(skipped)
+            engine.state.first_failure.setdefault(phase, skipped[0])
             logger.warning("iteration %d: skipped %d unreadable sample(s), %d so far: %s", engine.state.iteration, len(skipped), engine.state.skipped_samples, skipped)
         if batch.get("empty"):
             return {"phase": phase, "skipped": len(skipped)}
@@ -283,6 +312,8 @@ class PretrainingTrainer(Trainer):
         if micro == acc - 1 or engine.state.iteration % engine.state.epoch_length == 0:
             engine._optimizer_step(phase)
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        first_key = (engine.ct_keys if phase == "ct" else engine.xray_keys)[0]
+        engine.state.samples_trained[phase] += int(batch.get(COUNT_KEY, len(batch[first_key])))
         out: dict[str, Any] = {k: float(v.detach()) for k, v in terms.items()}
         out["loss"] = out["total"]
         out |= getattr(getattr(engine.loss_function, "dino", None), "diagnostics", {})

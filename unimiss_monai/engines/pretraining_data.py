@@ -12,8 +12,9 @@ import json
 import logging
 import math
 import os
-from pathlib import Path
+import re
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,15 +22,36 @@ from monai.data import DataLoader, list_data_collate
 from monai.transforms import Compose, MapTransform, Randomizable
 from torch.utils.data import Dataset, Sampler
 
+from unimiss_monai.transforms.utility import CheckImage
+
 __all__ = [
     "CheckSpatialDimsd", "PhaseLoader", "ResumableSampler", "SeededDataset", "collate_skipping_corrupt",
-    "load_pretraining_datalist", "make_loader",
+    "failure_reason", "load_pretraining_datalist", "make_loader",
 ]
 
 logger = logging.getLogger(__name__)
 
 SKIPPED_KEY = "skipped"
+COUNT_KEY = "num_samples"
 _SEED_MOD = 2**31 - 1
+_APPLYING = re.compile(r"applying transform <([\w.]+) object")
+
+
+def failure_reason(err: BaseException) -> str:
+    """One line saying why a sample failed: the innermost transform MONAI names in the exception chain and the
+    first line of the root cause (MONAI wraps each failure as ``applying transform <...>``, which alone says little)."""
+    names, root, seen = [], err, set()
+    e: BaseException | None = err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        match = _APPLYING.match(str(e))
+        if match:
+            names.append(match.group(1).rsplit(".", 1)[-1])
+        root = e
+        e = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
+    lines = [line.strip() for line in str(root).splitlines() if line.strip()]
+    text = lines[0][:300] if lines and not _APPLYING.match(lines[0]) else type(root).__name__
+    return f"{names[-1]}: {text}" if names else text
 
 
 class ResumableSampler(Sampler):
@@ -75,12 +97,22 @@ class ResumableSampler(Sampler):
         return self.num_samples - self.start
 
 
+def _name_of(item: Any, default: str) -> str:
+    """What to call a sample in messages: its ``image`` file, else its first path-like value, else ``default``."""
+    if isinstance(item, dict):
+        if "image" in item and isinstance(item["image"], (str, os.PathLike)):
+            return str(item["image"])
+        return next((str(v) for v in item.values() if isinstance(v, (str, os.PathLike))), default)
+    return str(item) if isinstance(item, (str, os.PathLike)) else default
+
+
 class SeededDataset(Dataset):
     """A list of data dicts and a MONAI transform, indexed by ``(index, seed)`` draws of :class:`ResumableSampler`.
 
     A sample that fails to load or transform (corrupt file, wrong dimensionality) is logged as a warning naming the
-    file and returned as ``None``; :func:`collate_skipping_corrupt` drops it and counts it, so one bad file never stops
-    the run.
+    file and the failing transform, and returned as ``{"skipped": "<file> (<reason>)"}``;
+    :func:`collate_skipping_corrupt` drops it and counts it, so one bad file never stops the run (a phase in which
+    every sample fails does: see :class:`~unimiss_monai.engines.PretrainingTrainer`).
 
     Args:
         data: data dicts, e.g. a datalist section.
@@ -103,22 +135,22 @@ class SeededDataset(Dataset):
         try:
             return self.transform(dict(item))
         except Exception as e:  # noqa: BLE001 - any failure of one file must not end the run
-            where = item.get("image", item) if isinstance(item, dict) else item
-            logger.warning("skipping %s sample %s: %s", self.name, where, str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__)
-            return {SKIPPED_KEY: str(where)}
+            where = _name_of(item, f"{self.name}[{index}]")
+            reason = failure_reason(e)
+            logger.warning("skipping %s sample %s: %s", self.name, where, reason)
+            return {SKIPPED_KEY: f"{where} ({reason})"}
 
 
-def collate_skipping_corrupt(items: list) -> dict | None:
-    """MONAI's ``list_data_collate`` of the good items; the failed ones are listed under ``"skipped"``.
-
-    Returns ``None`` only when every item failed.
+def collate_skipping_corrupt(items: list) -> dict:
+    """MONAI's ``list_data_collate`` of the good items, with their number under ``"num_samples"``; the failed ones
+    are listed under ``"skipped"``. When every item failed: ``{"skipped": [...], "num_samples": 0, "empty": True}``.
     """
     good = [i for i in items if not (isinstance(i, dict) and SKIPPED_KEY in i)]
     skipped = [i[SKIPPED_KEY] for i in items if isinstance(i, dict) and SKIPPED_KEY in i]
     if not good:
-        return {SKIPPED_KEY: skipped, "empty": True}
+        return {SKIPPED_KEY: skipped, COUNT_KEY: 0, "empty": True}
     batch = list_data_collate(good)
-    batch[SKIPPED_KEY] = skipped
+    batch[SKIPPED_KEY], batch[COUNT_KEY] = skipped, len(good)
     return batch
 
 
@@ -155,42 +187,68 @@ def make_loader(
     )
 
 
+def _drr_bundle_pairs(raw: dict, path: Path) -> list[tuple[str, dict]]:
+    """``ct`` entries from the ``training`` CT-DRR pairs that ``unimiss_drr_generation`` writes."""
+    pairs = []
+    for i, entry in enumerate(raw.get("training") or []):
+        if not isinstance(entry, dict) or "ct" not in entry or "drr" not in entry:
+            raise ValueError(f"{path}: training[{i}] needs 'ct' and 'drr' (the CT-DRR pairs of unimiss_drr_generation); give both or list the pair under 'ct' as {{\"image\": ..., \"drr\": ...}}")
+        pairs.append((f"training[{i}]", {"image": entry["ct"], "drr": entry["drr"]}))
+    return pairs
+
+
 def load_pretraining_datalist(path: str | os.PathLike, require_drr: bool = True) -> dict[str, list[dict]]:
     """The ``ct`` and ``xray`` sections of a pretraining datalist, with paths made absolute and checked.
 
+    Two layouts are read (relative paths are relative to the datalist's folder):
+
+    - the pretraining datalist ``{"ct": [{"image": ct, "drr": drr}], "xray": [{"image": xray}]}``; either section
+      may be missing, not both;
+    - the ``datalist.json`` of the ``unimiss_drr_generation`` bundle run with ``slab_depth > 0``:
+      ``{"training": [{"ct": slab, "drr": slab_drr, "view": ..., ...}], "testing": [...], "failures": [...]}``; each
+      ``training`` pair becomes a ``ct`` entry. Both may be combined in one file.
+
     Args:
-        path: datalist JSON ``{"ct": [{"image": ..., "drr": ...}], "xray": [{"image": ...}]}``; relative paths are
-            relative to its folder. Either section may be missing, not both.
+        path: the datalist JSON.
         require_drr: every ``ct`` entry needs an existing ``drr`` file (set False when DRRs are rendered on the fly).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"datalist {path} does not exist; create it with `python -m unimiss_monai samples` or point --dataset_dir at a folder holding datalist.json")
     raw = json.loads(path.read_text())
-    if not raw.get("ct") and not raw.get("xray"):
-        raise ValueError(f"datalist {path} has no 'ct' or 'xray' entries; add at least one section with entries")
+    if not isinstance(raw, dict):
+        raise ValueError(f"datalist {path} is not a JSON object; write {{\"ct\": [...], \"xray\": [...]}}")
+    # (where, entry): messages name the entry as the file does
+    sections = {section: [(f"{section}[{i}]", e) for i, e in enumerate(raw.get(section) or [])] for section in ("ct", "xray")}
+    sections["ct"] += _drr_bundle_pairs(raw, path)
+    if not sections["ct"] and not sections["xray"]:
+        hint = ("; its 'testing' entries are whole-CT DRRs: run unimiss_drr_generation with --slab_depth > 0 for CT-DRR pairs"
+                if raw.get("testing") else "; add at least one section with entries")
+        raise ValueError(f"datalist {path} has no 'ct' or 'xray' entries (nor DRR-bundle 'training' pairs){hint}")
     out: dict[str, list[dict]] = {"ct": [], "xray": []}
-    for section in out:
-        for i, entry in enumerate(raw.get(section) or []):
+    for section, entries in sections.items():
+        for where, entry in entries:
             entry = {"image": entry} if isinstance(entry, str) else dict(entry)
             keys = ["image"] + (["drr"] if section == "ct" and require_drr else [])
             for key in keys:
                 if key not in entry:
-                    raise KeyError(f"{path}: {section}[{i}] has no {key!r}; give its {key} file" + (" or set drr_on_the_fly=true to render DRRs" if key == "drr" else ""))
+                    raise KeyError(f"{path}: {where} has no {key!r}; give its {key} file" + (" or set drr_on_the_fly=true to render DRRs" if key == "drr" else ""))
                 entry[key] = str((path.parent / entry[key]).resolve())
                 if not Path(entry[key]).exists():
-                    raise FileNotFoundError(f"{path}: {section}[{i}] {key} file {entry[key]} does not exist" + ("; render it or set drr_on_the_fly=true" if key == "drr" else ""))
+                    raise FileNotFoundError(f"{path}: {where} {key} file {entry[key]} does not exist" + ("; render it or set drr_on_the_fly=true" if key == "drr" else ""))
             out[section].append(entry)
     return out
 
 
 class CheckSpatialDimsd(MapTransform):
     """Fail with a clear message when an image under ``keys`` does not have ``spatial_dims`` spatial dimensions (an
-    X-ray listed as CT or a CT listed as X-ray); channel-first input, trailing singleton dimensions ignored."""
+    X-ray listed as CT or a CT listed as X-ray), holds non-finite values or has a degenerate grid
+    (:class:`~unimiss_monai.transforms.CheckImage`); channel-first input, trailing singleton dimensions ignored."""
 
     def __init__(self, keys, spatial_dims: int, section: str) -> None:
         super().__init__(keys)
         self.spatial_dims, self.section = spatial_dims, section
+        self.check_image = CheckImage()
 
     def __call__(self, data):
         d = dict(data)
@@ -202,7 +260,7 @@ class CheckSpatialDimsd(MapTransform):
                 src = getattr(img, "meta", {}).get("filename_or_obj", key)
                 other = "xray" if self.section == "ct" else "ct"
                 raise ValueError(f"{src}: {img.ndim - 1}-D image in the {self.section!r} section, which needs {self.spatial_dims}-D; move it to {other!r}")
-            d[key] = img
+            d[key] = self.check_image(img)  # NaN/Inf voxels would poison the loss of a whole batch
         return d
 
 

@@ -1,0 +1,154 @@
+"""The data layout of the official UniMiSS / UniMiSS+ code as a pretraining datalist.
+
+The reference pretraining (github.com/YtongXie/UniMiSS-code: ``UniMiSSPlus/data_loader3D2D.py``,
+``UniMiSSPlus/data_loader2D.py``, ``UniMiSSPlus/data/listSSL.py``; ``UniMiSS/data_loader3D.py`` likewise) reads one
+data root::
+
+    <root>/3D_images.txt                  one path per line, relative to <root> (first column; listSSL.py)
+    <root>/2D_images.txt                  likewise for the 2D images
+    <root>/3D_subvolumes/<name>.nii.gz    CT sub-volumes (24 axial slices, HU; extract_subvolumes.py)
+    <root>/3D_subvolumes/<name>.png       UniMiSS+ only: the DRR of that sub-volume, same folder and name
+    <root>/2D_images/<name>.png           chest X-rays (ChestX-ray8 resized to 512x512)
+
+UniMiSS (ECCV 2022) uses the same layout without the DRR PNGs. When a list file is absent its folder is searched
+instead. :func:`official_datalist` (``python -m unimiss_monai official-datalist``) writes
+``{"ct": [{"image": <sub-volume>, "drr": <png>}], "xray": [{"image": <png>}]}``, which
+:func:`unimiss_monai.engines.load_pretraining_datalist` reads, with paths relative to the datalist's folder.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["build_official_datalist", "official_datalist"]
+
+CT_SUFFIXES = (".nii.gz", ".nii")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".nii.gz", ".nii")
+
+
+def _suffix(name: str, suffixes) -> str | None:
+    lower = name.lower()
+    return next((s for s in suffixes if lower.endswith(s)), None)
+
+
+def _listed(root: Path, list_name: str, folder: str) -> tuple[list[str], str]:
+    """Relative paths from ``root/list_name`` (first column of each non-empty line), else every file under
+    ``root/folder`` (sorted, hidden files left out); and where they came from, for messages."""
+    list_path = root / list_name
+    if list_path.is_file():
+        lines = [line.split()[0] for line in list_path.read_text().splitlines() if line.strip()]
+        return lines, list_name
+    base = root / folder
+    if base.is_dir():
+        files = sorted(p for p in base.rglob("*") if p.is_file() and not p.name.startswith("."))
+        return [p.relative_to(root).as_posix() for p in files], f"{folder}/"
+    return [], ""
+
+
+def build_official_datalist(
+    root: str | os.PathLike,
+    list_3d: str = "3D_images.txt",
+    list_2d: str = "2D_images.txt",
+    ct_dir: str = "3D_subvolumes",
+    xray_dir: str = "2D_images",
+    require_drr: bool = True,
+    relative_to: str | os.PathLike | None = None,
+) -> tuple[dict[str, list[dict]], list[str]]:
+    """Pair the CT sub-volumes of an official UniMiSS(+) data root with their DRRs and list its X-rays.
+
+    Args:
+        root: the data root (the reference code's ``--data_path``).
+        list_3d / list_2d: list files under ``root``; when absent, ``ct_dir`` / ``xray_dir`` are searched.
+        require_drr: leave out a CT without its ``<name>.png`` DRR (False: list it without ``drr``, for
+            ``drr_on_the_fly`` or the UniMiSS recipe).
+        relative_to: folder the written paths are relative to (the datalist's); default absolute paths.
+
+    Returns:
+        ``({"ct": [...], "xray": [...]}, problems)``: one line per file that could not be used, naming it.
+    """
+    root = Path(root).expanduser().resolve()
+    problems: list[str] = []
+    if not root.is_dir():
+        return {"ct": [], "xray": []}, [f"{root}: no such folder; pass the official data root (its --data_path)"]
+
+    def out_path(p: Path) -> str:
+        return os.path.relpath(p, relative_to) if relative_to is not None else str(p)
+
+    ct_paths, ct_source = _listed(root, list_3d, ct_dir)
+    if not ct_source:
+        problems.append(f"{root}: neither {list_3d} nor {ct_dir}/ found: no CT")
+    volumes = {rel: rel[: -len(_suffix(rel, CT_SUFFIXES))] for rel in ct_paths if _suffix(rel, CT_SUFFIXES)}
+    stems = set(volumes.values())
+    ct: list[dict] = []
+    for rel in ct_paths:
+        if rel not in volumes:
+            stem = rel[: -len(".png")] if rel.lower().endswith(".png") else None
+            if stem is not None and stem in stems:
+                continue  # a DRR next to its CT (listSSL.py lists both when run after rendering)
+            why = "a DRR with no CT sub-volume of the same name" if stem is not None else "not a NIfTI volume (.nii, .nii.gz)"
+            problems.append(f"{root / rel}: {why} (from {ct_source}); skipped")
+            continue
+        image = root / rel
+        if not image.is_file():
+            problems.append(f"{image}: listed in {ct_source} but missing; skipped")
+            continue
+        entry = {"image": out_path(image)}
+        drr = root / f"{volumes[rel]}.png"
+        if drr.is_file():
+            entry["drr"] = out_path(drr)
+        elif require_drr:
+            problems.append(f"{image}: no DRR {drr.name} beside it; skipped (render it, or pass --require_drr False to train it with drr_on_the_fly)")
+            continue
+        ct.append(entry)
+
+    xray_paths, xray_source = _listed(root, list_2d, xray_dir)
+    if not xray_source:
+        problems.append(f"{root}: neither {list_2d} nor {xray_dir}/ found: no X-ray")
+    xray: list[dict] = []
+    for rel in xray_paths:
+        image = root / rel
+        if not _suffix(rel, IMAGE_SUFFIXES):
+            problems.append(f"{image}: not an image ({', '.join(IMAGE_SUFFIXES)}) (from {xray_source}); skipped")
+        elif not image.is_file():
+            problems.append(f"{image}: listed in {xray_source} but missing; skipped")
+        else:
+            xray.append({"image": out_path(image)})
+    return {"ct": ct, "xray": xray}, problems
+
+
+def official_datalist(
+    root: str,
+    out: str,
+    list_3d: str = "3D_images.txt",
+    list_2d: str = "2D_images.txt",
+    require_drr: bool = True,
+    overwrite: bool = False,
+) -> None:
+    """Write a pretraining datalist for an official UniMiSS / UniMiSS+ data root.
+
+    Prints one line per file it cannot use (to stderr) and a summary; exits non-zero when nothing usable is found
+    and never replaces an existing ``--out`` unless ``--overwrite``.
+
+    Args:
+        root: the official data root (``3D_subvolumes/``, ``2D_images/``, ``3D_images.txt``, ``2D_images.txt``).
+        out: the datalist JSON to write; its paths are relative to its folder.
+        list_3d / list_2d: list file names under ``root``. require_drr: see :func:`build_official_datalist`.
+        overwrite: replace an existing ``out``.
+    """
+    from unimiss_monai.data.writers import save_json
+
+    out_path = Path(out).expanduser().resolve()
+    if out_path.exists() and not overwrite:
+        raise SystemExit(f"official-datalist: {out_path} exists; pass --overwrite to replace it or choose another --out")
+    datalist, problems = build_official_datalist(root, list_3d, list_2d, require_drr=require_drr, relative_to=out_path.parent)
+    for line in problems:
+        print(f"official-datalist: {line}", file=sys.stderr)
+    if not datalist["ct"] and not datalist["xray"]:
+        raise SystemExit(f"official-datalist: no usable CT or X-ray under {Path(root).expanduser().resolve()}; nothing written")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    save_json(datalist, out_path)
+    with_drr = sum("drr" in e for e in datalist["ct"])
+    print(f"[official-datalist] {len(datalist['ct'])} CT ({with_drr} with DRR) and {len(datalist['xray'])} X-ray entries "
+          f"-> {out_path} ({len(problems)} file(s) left out)")
