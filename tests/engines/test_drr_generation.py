@@ -132,7 +132,7 @@ def test_mr_like_volume_warns_but_renders(tmp_path):
 )
 def test_bad_settings_raise_before_rendering(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        DRRGenerator(tmp_path, tmp_path / "out", **kwargs)
+        DRRGenerator(tmp_path / "in", tmp_path / "out", **kwargs)
 
 
 def test_missing_dataset_dir(tmp_path):

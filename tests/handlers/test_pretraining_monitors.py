@@ -53,7 +53,7 @@ def test_checkpoint_round_trip_and_export(tmp_path):
     ckpt = TrainingCheckpoint(tmp_path / "ckpt", {"model": model}, save_every=2, export_path=tmp_path / "model.pt", export_fn=model.state_dict)
     ckpt.attach(engine)
     engine.run(range(4), max_epochs=1)
-    saved = torch.load(tmp_path / "ckpt" / "checkpoint.pt", weights_only=False)
+    saved = torch.load(tmp_path / "ckpt" / "checkpoint.pt", weights_only=True)
     assert saved["trainer"]["iteration"] == 4 and torch.equal(saved["model"]["weight"], model.weight)
     assert torch.equal(torch.load(tmp_path / "model.pt", weights_only=True)["model"]["bias"], model.bias)
     assert not [p for p in (tmp_path / "ckpt").iterdir() if p.name != "checkpoint.pt"]  # no temp files left

@@ -208,3 +208,24 @@ def test_load_pretrained_report_resize_and_variant_guard(tmp_path):
         load_pretrained(cls, str(tmp_path / "nope.pt"))
     with pytest.raises(ValueError, match="strict"):
         load_pretrained(net, str(path), strict=True)
+
+
+def test_convert_reads_official_args_and_refuses_other_objects(tmp_path):
+    """Official files pickle the training script's ``argparse`` arguments: those are read, any other object (here a
+    ``Path`` inside the arguments) is refused by name and nothing is written."""
+    import argparse
+    from pathlib import Path
+
+    from unimiss_monai.utils import UnsafeCheckpointError
+
+    src, dst = tmp_path / "checkpoint.pth", tmp_path / "mit_tiny.pt"
+    args = argparse.Namespace(arch="mit_tiny", lr=5e-4, out_dim=10, local_crops_scale=(0.05, 0.4), data_path="/data")
+    torch.save({**official_checkpoint("mit_tiny"), "args": args}, src)
+    report = convert_checkpoint(str(src), str(dst), branch="student")
+    assert report["variant"] == "mit_tiny" and report["missing"] == [] and dst.exists()
+
+    dst.unlink()
+    torch.save({**official_checkpoint("mit_tiny"), "args": argparse.Namespace(data_path=Path("/data"))}, src)
+    with pytest.raises(UnsafeCheckpointError, match=r"^convert-checkpoint: source .* holds pathlib\.[\w.]*Path, which is refused"):
+        convert_checkpoint(str(src), str(dst))
+    assert not dst.exists()

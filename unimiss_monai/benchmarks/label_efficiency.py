@@ -21,11 +21,12 @@ import json
 import logging
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from unimiss_monai.data.writers import save_bytes
 
 __all__ = ["TASKS", "Task", "label_efficiency", "pretrain_small_encoder", "summarise"]
 
@@ -112,15 +113,6 @@ def summarise(scores: list[float]) -> dict:
     return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "n": int(len(arr))}
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, 0o644)  # mkstemp creates owner-only files; results are for everyone to read
-    os.replace(tmp, path)
-
-
 def _plot(results: dict, metric: str, bundle: str, path: Path) -> None:
     import io
 
@@ -145,7 +137,7 @@ def _plot(results: dict, metric: str, bundle: str, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
-    _write_atomic(path, buf.getvalue())
+    save_bytes(buf.getvalue(), path)
 
 
 def pretrain_small_encoder(
@@ -186,8 +178,8 @@ def pretrain_small_encoder(
     workflow.finalize()
     if not model_path.is_file():
         raise RuntimeError(f"label-efficiency: pretraining finished but wrote no {model_path}")
-    _write_atomic(out / "pretraining.json", json.dumps({"epochs": int(epochs), "dataset_dir": str(dataset_dir),
-                                                         "overrides": settings}, indent=2, default=str).encode())
+    save_bytes(json.dumps({"epochs": int(epochs), "dataset_dir": str(dataset_dir),
+                                                         "overrides": settings}, indent=2, default=str).encode(), out / "pretraining.json")
     return str(model_path)
 
 
@@ -363,7 +355,7 @@ def label_efficiency(
                             evaluate.initialize()
                             evaluate.run()
                             evaluate.finalize()
-                            _write_atomic(settings_path, json.dumps(settings, indent=1).encode())
+                            save_bytes(json.dumps(settings, indent=1).encode(), settings_path)
                             run["seconds"] = round(time.perf_counter() - t0, 1)
                         else:
                             run["reused"] = True
@@ -378,14 +370,14 @@ def label_efficiency(
                         run["error"] = f"{type(err).__name__}: {err}"
                         print(f"[label-efficiency] run {run_dir.name} FAILED: {run['error']}", flush=True)
                     runs.append(run)
-                    _write_atomic(json_path, json.dumps(summary_of(runs), indent=2).encode())
+                    save_bytes(json.dumps(summary_of(runs), indent=2).encode(), json_path)
                     bar.update(1)
 
     summary = summary_of(runs)
     if not any("score" in r for r in runs):
         raise RuntimeError(f"label-efficiency: every run failed; first error: {summary['failures'][0]['error']} "
                            f"(see {json_path})")
-    _write_atomic(json_path, json.dumps(summary, indent=2).encode())
+    save_bytes(json.dumps(summary, indent=2).encode(), json_path)
     _plot(summary["results"], task.metric, bundle, out / "label_efficiency.png")
     for init, by_fraction in summary["results"].items():
         for f, s in by_fraction.items():

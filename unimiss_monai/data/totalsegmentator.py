@@ -18,6 +18,8 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 
+from unimiss_monai.transforms.utility import CheckImage
+
 __all__ = [
     "DEFAULT_STRUCTURES",
     "CheckSegmentationInputd",
@@ -180,7 +182,7 @@ class CheckSegmentationInputd(MapTransform):
     """Fail early, with the file name and the fix, on inputs a segmentation bundle cannot use.
 
     Runs after ``LoadImaged`` + ``EnsureChannelFirstd``. Checks: the image has ``spatial_dims`` spatial axes and
-    ``in_channels`` channels; the label (if present) has one channel, the image's grid (shape and affine) and only
+    ``in_channels`` channels, finite values and a non-degenerate grid (:class:`~unimiss_monai.transforms.CheckImage`); the label (if present) has one channel, the image's grid (shape and affine) and only
     integer values in ``0..num_classes - 1``.
 
     Args:
@@ -208,6 +210,7 @@ class CheckSegmentationInputd(MapTransform):
             raise ValueError(f"{src}: image has shape {tuple(image.shape[1:])} ({image.ndim - 1} spatial dims) but this bundle segments {kind}; give it a {self.spatial_dims}D image")
         if image.shape[0] != self.in_channels:
             raise ValueError(f"{src}: image has {image.shape[0]} channels, the network takes {self.in_channels}; give one {self.in_channels}-channel image per case")
+        CheckImage()(image)  # non-finite voxels or a degenerate grid: one failed case, never an all-background label
         if label_key not in data:
             return data
         label = data[label_key]

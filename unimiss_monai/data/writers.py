@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_path", "staged_dir", "save_contact_sheet", "save_json", "save_nifti", "save_png"]
+__all__ = ["OUTPUT_MARKER", "atomic_path", "check_output_dir", "check_replaceable", "save_bytes", "save_torch", "staged_dir", "save_contact_sheet", "save_json", "save_nifti", "save_png"]
 
 
 def _umask() -> int:
@@ -21,22 +21,57 @@ def _umask() -> int:
     return mask
 
 
+#: written into every folder :func:`staged_dir` assembles: only a folder holding it may be replaced by a rerun
+OUTPUT_MARKER = ".unimiss_monai_output"
+
+
+def check_replaceable(path: str | Path) -> None:
+    """Raise ``FileExistsError`` when ``path`` exists and is not a folder this package wrote (see :func:`staged_dir`)."""
+    path = Path(path)
+    if path.exists() and not (path / OUTPUT_MARKER).is_file():
+        raise FileExistsError(
+            f"{path} already exists and was not written by unimiss_monai; nothing in it is replaced: move it away or "
+            "choose another output folder"
+        )
+
+
 @contextmanager
 def staged_dir(path: str | Path) -> Iterator[Path]:
     """Yield a new hidden folder beside ``path`` to assemble a whole output folder in; on success it replaces
-    ``path`` (an older ``path`` is removed), on error it is deleted. Permissions follow the umask, as with ``mkdir``."""
+    ``path``, on error it is deleted. Permissions follow the umask, as with ``mkdir``.
+
+    An existing ``path`` is replaced only when this package made it (it holds :data:`OUTPUT_MARKER`): a user's folder
+    of the same name raises ``FileExistsError`` before anything is written, and is left as it was.
+    """
     path = Path(path)
+    check_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
+        (tmp / OUTPUT_MARKER).write_text("written by unimiss_monai; a rerun may replace this folder\n")
+        check_replaceable(path)  # the user may have put a folder there while this one was assembled
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_output_dir(output_dir: str | os.PathLike, input_dir: str | os.PathLike | None, what: str = "output_dir") -> str:
+    """Refuse an output folder that is, holds or lies inside the input folder: outputs there would be read back as
+    inputs by the next run (or replace them). Returns ``output_dir``; raises ``ValueError`` with one line otherwise."""
+    if input_dir is None:
+        return str(output_dir)
+    out, src = Path(output_dir).expanduser().resolve(), Path(input_dir).expanduser().resolve()
+    if out == src or src in out.parents or out in src.parents:
+        raise ValueError(
+            f"{what} {str(output_dir)!r} overlaps the input folder {str(input_dir)!r}: outputs there would be mistaken "
+            "for inputs; choose an output folder outside it (e.g. outputs/<bundle>)"
+        )
+    return str(output_dir)
 
 
 @contextmanager
@@ -55,6 +90,22 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def save_torch(obj, path: str | Path) -> Path:
+    """``torch.save`` (weights, checkpoints): a kill never leaves a half-written file."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
+
+
+def save_bytes(data: str | bytes, path: str | Path) -> Path:
+    """Write text (UTF-8) or bytes."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    return Path(path)
 
 
 def save_json(obj, path: str | Path) -> Path:

@@ -8,7 +8,6 @@ PNG writer here transposes back to rows x columns.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 
@@ -17,6 +16,9 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import LoadImage, MapTransform, Transform
+
+from unimiss_monai.data.writers import atomic_path
+from unimiss_monai.transforms.utility import CheckImage
 
 __all__ = [
     "AsGreyRadiograph",
@@ -77,20 +79,27 @@ class AsGreyRadiograph(Transform):
 
     - trailing singleton spatial dims (a DICOM frame ``(C, X, Y, 1)``, a NIfTI ``(X, Y, 1)``) are dropped;
     - a real 3D volume (more than two spatial dims longer than 1) is refused: this handles projection images only;
-    - RGB/RGBA images whose colour channels are equal (a grey PNG saved as colour) keep one channel; any other
-      channel count is refused;
+    - RGB/RGBA images whose colour channels are equal (a grey PNG saved as colour) keep one channel; with
+      ``luminance=True`` other RGB/RGBA images become their ITU-R BT.601 luminance ``0.299 R + 0.587 G + 0.114 B``
+      (alpha dropped); any other channel count is refused;
     - DICOM ``MONOCHROME1`` (bright = low attenuation) read by ``PydicomReader`` is inverted so that dense structures
       are bright, as in ``MONOCHROME2``, PNG exports and DRRs (``ITKReader``, MONAI's default, has already done so).
 
     Args:
         invert_monochrome1: invert ``PydicomReader`` images whose metadata says ``MONOCHROME1``. Defaults to True.
+        luminance: convert colour RGB/RGBA images to grey by luminance instead of refusing them (e.g. DRRs or X-rays
+            exported through a colour pipeline). Defaults to False.
 
     Raises:
         ValueError: naming the file, for a 3D volume or an unexpected channel count.
     """
 
-    def __init__(self, invert_monochrome1: bool = True) -> None:
+    # ITU-R BT.601 luma weights of R, G, B
+    BT601 = (0.299, 0.587, 0.114)
+
+    def __init__(self, invert_monochrome1: bool = True, luminance: bool = False) -> None:
         self.invert_monochrome1 = invert_monochrome1
+        self.luminance = luminance
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         name = _source(img)
@@ -104,8 +113,14 @@ class AsGreyRadiograph(Transform):
         channels = img.shape[0]
         if channels in (3, 4) and torch.equal(img[0], img[1]) and torch.equal(img[0], img[2]):
             img = img[:1]
+        elif channels in (3, 4) and self.luminance:
+            rgb = img[:3] if img.is_floating_point() else img[:3].float()
+            weights = torch.tensor(self.BT601, dtype=rgb.dtype, device=rgb.device).view(3, 1, 1)
+            img = (rgb * weights).sum(0, keepdim=True)
         elif channels != 1:
-            raise ValueError(f"{name}: expected a grey radiograph (1 channel, or RGB with equal channels), got {channels} channels of shape {tuple(img.shape[1:])}; convert it to greyscale")
+            fix = "convert it to greyscale" + ("" if self.luminance or channels not in (3, 4) else " or set luminance=True")
+            raise ValueError(f"{name}: expected a grey radiograph (1 channel, or RGB with equal channels), got {channels} channels of shape {tuple(img.shape[1:])}; {fix}")
+        CheckImage()(img)  # NaN/Inf pixels would become a confident "no finding" or an empty mask
         meta = getattr(img, "meta", {}) or {}
         if self.invert_monochrome1 and _needs_inversion(meta):
             img = img.max() + img.min() - img
@@ -115,9 +130,10 @@ class AsGreyRadiograph(Transform):
 class AsGreyRadiographd(MapTransform):
     """Dictionary version of :class:`AsGreyRadiograph`."""
 
-    def __init__(self, keys: KeysCollection, invert_monochrome1: bool = True, allow_missing_keys: bool = False) -> None:
+    def __init__(self, keys: KeysCollection, invert_monochrome1: bool = True, luminance: bool = False,
+                 allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.converter = AsGreyRadiograph(invert_monochrome1)
+        self.converter = AsGreyRadiograph(invert_monochrome1, luminance)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
@@ -214,14 +230,8 @@ def write_overlay_png(path: str | os.PathLike, image, masks, names: Sequence[str
     for i, label in enumerate(names):
         draw.rectangle((4, 4 + 12 * i, 12, 12 + 12 * i), fill=OVERLAY_COLOURS[i % len(OVERLAY_COLOURS)])
         draw.text((16, 2 + 12 * i), str(label), fill=(255, 255, 255))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            picture.save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        picture.save(tmp, format="PNG")
     return str(path)
 
 
@@ -349,16 +359,14 @@ class InferenceSummary:
                 self.cases.append({"case": str(case), "status": f"failed: {failed}" if failed else "ok"})
 
     def write(self, engine=None) -> str:
-        import json
-
         failed = [c for c in self.cases if c["status"] != "ok"]
-        path = self.output_dir / "inference_summary.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump({"num_cases": len(self.cases), "num_failed": len(failed), "cases": self.cases}, f, indent=2)
-        os.replace(tmp, path)
+        from unimiss_monai.data.writers import save_json
+
+        path = save_json({"num_cases": len(self.cases), "num_failed": len(failed), "cases": self.cases},
+                         self.output_dir / "inference_summary.json")
         print(f"[inference] {len(self.cases) - len(failed)} of {len(self.cases)} radiographs segmented -> {self.output_dir}", flush=True)
         for c in failed:
             print(f"[inference]   {c['case']}: {c['status']}", flush=True)
+        if self.cases and len(failed) == len(self.cases):  # nothing segmented: the run must not exit 0
+            raise RuntimeError(f"inference: no radiograph was segmented ({len(failed)} failed, see above)")
         return str(path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ from monai.transforms import MapTransform
 
 from unimiss_monai.data.writers import atomic_path, save_json
 from unimiss_monai.engines.tolerant_inference import guard_forward, root_cause
+from unimiss_monai.transforms.utility import CheckImage
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +33,8 @@ SALIENCY_METHODS = ("gradcam", "rollout")
 
 
 class CheckSpatialDimsd(MapTransform):
-    """Fail with a one-line message naming the file when a channel-first image is not ``spatial_dims``-dimensional.
+    """Fail with a one-line message naming the file when a channel-first image is not ``spatial_dims``-dimensional,
+    holds non-finite values or has a degenerate grid (:class:`~unimiss_monai.transforms.CheckImage`).
 
     Args:
         keys: keys of the images to check. spatial_dims: 2 (radiographs) or 3 (CT volumes).
@@ -41,6 +44,7 @@ class CheckSpatialDimsd(MapTransform):
     def __init__(self, keys: KeysCollection, spatial_dims: int, hint: str = "", allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.spatial_dims, self.hint = int(spatial_dims), hint
+        self.check_image = CheckImage()  # non-finite voxels or a degenerate grid: one failed case, not a NaN verdict
 
     def __call__(self, data):
         d = dict(data)
@@ -52,6 +56,7 @@ class CheckSpatialDimsd(MapTransform):
                     f"{source}: a {img.ndim - 1}D image (channel-first shape {tuple(img.shape)}) given to a "
                     f"{self.spatial_dims}D classifier{'; ' + self.hint if self.hint else ''}"
                 )
+            self.check_image(img)
         return d
 
 
@@ -113,6 +118,10 @@ class ClassProbabilityWriter:
             probs = [float(p) for p in torch.as_tensor(out["pred"]).reshape(-1)]
             if len(probs) != len(self.class_names):
                 raise ValueError(f"ClassProbabilityWriter: {len(probs)} outputs but {len(self.class_names)} class_names {self.class_names}")
+            if not all(math.isfinite(p) for p in probs):  # never a NaN probability marked ok
+                reason = "the network output has non-finite values (NaN or Inf); check the input and the weights"
+                self.rows.append({"case": case, "status": f"failed: {reason}", "probabilities": None, "prediction": None})
+                continue
             row = {"case": case, "status": "ok", "probabilities": dict(zip(self.class_names, probs)), "prediction": self._decide(probs)}
             if self.saliency:
                 try:
@@ -124,6 +133,7 @@ class ClassProbabilityWriter:
 
     def _save_saliency(self, image: torch.Tensor, probs: list[float], case: str) -> str:
         from unimiss_monai.engines.attention_rollout import attention_rollout
+        from unimiss_monai.conventions import network_spacing
         from unimiss_monai.engines.saliency import grad_cam, saliency_png
 
         top = max(range(len(probs)), key=probs.__getitem__)
@@ -137,7 +147,8 @@ class ClassProbabilityWriter:
             cam = grad_cam(self.network, x, class_index=top)[0]
             title = f"{name}: Grad-CAM of {self.class_names[top]} (p = {probs[top]:.2f})"
         path = self.output_dir / "saliency" / f"{name}.png"
-        return saliency_png(torch.as_tensor(image)[0], cam, path, title)
+        spacing = network_spacing(getattr(image, "affine", None)) if image.ndim == 4 else None
+        return saliency_png(torch.as_tensor(image)[0], cam, path, title, spacing=spacing)
 
     def _write(self, engine) -> None:
         header = ["case", "status", *[f"prob_{n}" for n in self.class_names], "prediction"]
@@ -157,3 +168,5 @@ class ClassProbabilityWriter:
         for r in failed:
             print(f"[inference]   {r['case']}: {r['status']}", flush=True)
         logger.info(summary)
+        if len(failed) == len(self.rows):  # nothing classified: the work failed and the run must not exit 0
+            raise RuntimeError(f"inference: no case was classified ({len(failed)} failed, see above)")

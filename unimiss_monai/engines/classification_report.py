@@ -22,13 +22,14 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from monai.metrics import CumulativeIterationMetric
+
+from unimiss_monai.data.writers import save_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -208,18 +209,6 @@ def _nan_to_none(v: float) -> float | None:
     return None if math.isnan(v) else float(v)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _figure_png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
@@ -281,15 +270,15 @@ def write_report(
     probs_np = _as_numpy(probs)
     metrics = classification_metrics(probs_np, labels, class_names, multi_label, threshold)
     truth = _to_indicator(_as_numpy(labels), len(class_names), multi_label)
-    _atomic_write(out / "metrics.json", json.dumps(metrics, indent=2).encode())
+    save_bytes(json.dumps(metrics, indent=2).encode(), out / "metrics.json")
     keys = ["class", "positives", "negatives", "auc", "ap", "sensitivity", "specificity", "tp", "fn", "fp", "tn"]
-    _atomic_write(out / "per_class.csv", _csv_bytes(keys, [[p[k] for k in keys] for p in metrics["per_class"]]))
+    save_bytes(_csv_bytes(keys, [[p[k] for k in keys] for p in metrics["per_class"]]), out / "per_class.csv")
     if names is not None:
         rows = [[n, *[f"{v:.6f}" for v in p], *t.tolist()] for n, p, t in zip(names, probs_np, truth)]
         header = ["name", *[f"prob_{c}" for c in class_names], *[f"true_{c}" for c in class_names]]
-        _atomic_write(out / "predictions.csv", _csv_bytes(header, rows))
-    _atomic_write(out / "roc.png", _plot_roc(probs_np, truth, metrics))
-    _atomic_write(out / "confusion_matrix.png", _plot_confusion(metrics, class_names))
+        save_bytes(_csv_bytes(header, rows), out / "predictions.csv")
+    save_bytes(_plot_roc(probs_np, truth, metrics), out / "roc.png")
+    save_bytes(_plot_confusion(metrics, class_names), out / "confusion_matrix.png")
     for note in metrics["notes"]:
         logger.warning("classification report: %s", note)
     return metrics

@@ -36,7 +36,8 @@ from tqdm import tqdm
 from unimiss_monai.data.ct_inputs import CTCase, find_ct_cases, read_label_names
 from unimiss_monai.data.ct_io import load_ct, load_label_map
 from unimiss_monai.data.samples import find_dataset
-from unimiss_monai.data.writers import save_contact_sheet, save_json, save_nifti, save_png, staged_dir
+from unimiss_monai.data.writers import check_output_dir, save_contact_sheet, save_json, save_nifti, save_png, staged_dir
+from unimiss_monai.utils.args import as_bool
 
 __all__ = ["DRRGenerator", "DRRGenerationError"]
 
@@ -90,7 +91,9 @@ class DRRGenerator:
         from unimiss_monai.drr.render import check_memory
 
         self.dataset_dir = None if dataset_dir in (None, "") else Path(dataset_dir).expanduser()
-        self.output_dir = Path(output_dir).expanduser()
+        # DRRs and CT slabs written among the input CTs would be read back as CTs by the next run, and a case folder
+        # could replace an input DICOM series of the same name
+        self.output_dir = Path(check_output_dir(output_dir, self.dataset_dir)).expanduser()
         views = [views] if isinstance(views, str) else list(views)
         try:
             self.views = [canonical_view(v) for v in views]
@@ -113,7 +116,7 @@ class DRRGenerator:
         self.method, self.slab_depth = method, float(slab_depth)
         self.slab_detector_shape = _pair(slab_detector_shape)
         self.device = str(device)
-        self.project_labels, self.progress = _as_bool(project_labels, "project_labels"), progress
+        self.project_labels, self.progress = as_bool(project_labels, "project_labels"), as_bool(progress, "progress")
 
     # ------------------------------------------------------------------ inputs
     def cases(self) -> list[CTCase]:
@@ -263,15 +266,6 @@ def _center(slab) -> np.ndarray:
     from unimiss_monai.drr import volume_center
 
     return volume_center(slab.volume.shape, slab.affine)
-
-
-def _as_bool(value, key: str) -> bool:
-    """A flag that may arrive from the command line as text (``--project_labels false``)."""
-    if isinstance(value, str):
-        if value.strip().lower() not in ("true", "false", "1", "0", "yes", "no"):
-            raise ValueError(f"{key}: {value!r} is not a boolean; pass true or false")
-        return value.strip().lower() in ("true", "1", "yes")
-    return bool(value)
 
 
 def _pair(value) -> tuple[int, int]:

@@ -99,6 +99,8 @@ class SegmentationWriter:
     def write_item(self, item: dict[str, Any]) -> Path:
         """Invert one prediction onto its input grid and write it; returns the output path."""
         pred = item["pred"]
+        if not torch.isfinite(torch.as_tensor(pred)).all():
+            raise ValueError("the network output has non-finite values (NaN or Inf); check the input and the weights")
         if not self.invert_probabilities:
             pred = pred.argmax(0, keepdim=True).to(torch.float32) if pred.shape[0] > 1 else pred
         out = self.invert({"pred": pred, "image": item["image"]})["pred"]
@@ -132,4 +134,6 @@ class SegmentationWriter:
         print(f"[segmentation] {len(self.written)} written, {len(self.failed)} failed -> {self.output_dir}", flush=True)
         for f in self.failed:
             print(f"[segmentation] FAILED {f['case']}: {f['error']}", flush=True)
+        if not self.written:  # the work failed: the run must not exit 0
+            raise RuntimeError(f"segmentation: no case was segmented ({len(self.failed)} failed, see above)")
         return summary

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -13,36 +12,41 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
+from unimiss_monai.data.writers import save_torch as atomic_torch_save  # the name this module has always exported
+from unimiss_monai.utils.serialization import load_torch_file
+
 __all__ = ["TrainingCheckpoint", "atomic_torch_save", "capture_rng_state", "restore_rng_state"]
 
 logger = logging.getLogger(__name__)
 
 
-def atomic_torch_save(obj, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename: a kill never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def capture_rng_state() -> dict:
-    """Python, NumPy, torch CPU and CUDA generator states (dropout, drop-path and any global-RNG augmentation)."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Python, NumPy, torch CPU and CUDA generator states (dropout, drop-path and any global-RNG augmentation).
+
+    Every entry is a tensor, number, string or container of them, so the checkpoint loads with ``weights_only=True``:
+    NumPy's key array is stored as an int64 tensor, not as an ``ndarray``.
+    """
+    name, key, pos, has_gauss, gauss = np.random.get_state()
+    numpy_state = {
+        "bit_generator": str(name), "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
+        "has_gauss": int(has_gauss), "gauss": float(gauss),
+    }
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def restore_rng_state(state: Mapping) -> None:
+    """Set the generators to ``state`` from :func:`capture_rng_state` (also the older form with NumPy's raw tuple)."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    numpy_state = state["numpy"]
+    if isinstance(numpy_state, Mapping):
+        numpy_state = (
+            numpy_state["bit_generator"], numpy_state["key"].numpy().astype(np.uint32), numpy_state["pos"],
+            numpy_state["has_gauss"], numpy_state["gauss"],
+        )
+    np.random.set_state(numpy_state)
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -54,7 +58,8 @@ class TrainingCheckpoint:
     The checkpoint holds each object's ``state_dict()`` (model with teacher, optimiser, trainer position, loss centre,
     ...), the AMP scaler and the RNG states, so a run killed after a save and restarted produces the same weights as an
     uninterrupted run with the same seed (the data order and augmentations are functions of seed and position, see
-    :mod:`unimiss_monai.engines.pretraining_data`). Only rank 0 writes; every rank resumes.
+    :mod:`unimiss_monai.engines.pretraining_data`). Only rank 0 writes; every rank resumes. The file holds only tensors,
+    numbers, strings and containers, and resuming reads it weights-only.
 
     Args:
         ckpt_dir: folder of ``checkpoint.pt``.
@@ -63,7 +68,8 @@ class TrainingCheckpoint:
         save_every: iterations between saves (0: only at the end).
         resume: load ``ckpt_dir/checkpoint.pt`` when it exists.
         export_path: where to write the exported weights (e.g. ``models/model.pt``) at each save; needs ``export_fn``.
-        export_fn: returns the state dict to export, saved as ``{"model": export_fn()}``.
+        export_fn: returns the state dict to export, saved as ``{"model": export_fn()}``, or a mapping with a ``"model"``
+            state dict (and e.g. ``"info"``, see ``StudentTeacher.export``), saved as is.
     """
 
     FILENAME = "checkpoint.pt"
@@ -101,16 +107,18 @@ class TrainingCheckpoint:
         ckpt["rng"] = capture_rng_state()
         atomic_torch_save(ckpt, self.path)
         if self.export_path is not None:
-            atomic_torch_save({"model": dict(self.export_fn())}, self.export_path)
+            exported = dict(self.export_fn())  # an export with its own "model" (and "info") is saved as is
+            atomic_torch_save(exported if isinstance(exported.get("model"), Mapping) else {"model": exported}, self.export_path)
         logger.info("iteration %d: saved %s", engine.state.iteration, self.path)
 
     def load(self, engine: Engine) -> None:
         if not self.path.exists():
             return
         try:
-            ckpt = torch.load(self.path, map_location="cpu", weights_only=False)
-        except Exception as e:  # noqa: BLE001
-            raise RuntimeError(f"cannot read checkpoint {self.path} ({e}); delete it to start over") from e
+            # weights-only: a checkpoint folder may be shared or copied in, and resuming must not run code from it
+            ckpt = load_torch_file(self.path, "training checkpoint")
+        except ValueError as e:
+            raise RuntimeError(f"cannot resume: {e}; or delete it to start over") from None
         for name, obj in self.objects.items():
             if name not in ckpt:
                 raise KeyError(f"checkpoint {self.path} has no {name!r} (it has {sorted(ckpt)}); delete it to start over")

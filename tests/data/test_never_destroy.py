@@ -1,0 +1,61 @@
+"""A run never deletes or overwrites a file it did not create: output folders that overlap the inputs are refused,
+and a folder of the user's is never replaced by an output folder of the same name."""
+
+from __future__ import annotations
+
+import pytest
+
+from unimiss_monai.data.writers import OUTPUT_MARKER, check_output_dir, staged_dir
+
+
+def test_staged_dir_replaces_only_its_own_folders(tmp_path):
+    target = tmp_path / "case"
+    with staged_dir(target) as tmp:
+        (tmp / "a.txt").write_text("first")
+    assert (target / OUTPUT_MARKER).is_file()
+    with staged_dir(target) as tmp:  # a rerun replaces what the package wrote
+        (tmp / "b.txt").write_text("second")
+    assert not (target / "a.txt").exists() and (target / "b.txt").read_text() == "second"
+
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="was not written by unimiss_monai"):
+        with staged_dir(user) as tmp:
+            (tmp / "x").write_text("never")
+    assert (user / "notes.txt").read_text() == "keep me" and not (user / "x").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["case", "mine"]  # no staging folder left behind
+
+
+@pytest.mark.parametrize("out", [".", "sub", ".."])
+def test_check_output_dir_refuses_overlap(tmp_path, out):
+    data = tmp_path / "data"
+    data.mkdir()
+    with pytest.raises(ValueError, match="overlaps the input folder"):
+        check_output_dir((data / out).resolve(), data)
+    assert check_output_dir(tmp_path / "outputs", data) == str(tmp_path / "outputs")
+
+
+def test_drr_generation_into_its_input_folder_is_refused(tmp_path):
+    from unimiss_monai.data.phantom import make_ct_phantom
+    from unimiss_monai.data.writers import save_nifti
+    from unimiss_monai.engines import DRRGenerator
+
+    data = tmp_path / "data"
+    p = make_ct_phantom((16, 16, 12), noise_hu=0)
+    save_nifti(p.hu, p.affine, data / "ct.nii.gz")
+    (data / "README").write_text("mine")
+    before = {f.name: f.read_bytes() for f in data.iterdir()}
+    with pytest.raises(ValueError, match="overlaps the input folder"):
+        DRRGenerator(data, data, views=["AP"], detector_shape=(8, 8), pixel_spacing=8.0)
+    assert {f.name: f.read_bytes() for f in data.iterdir()} == before
+
+
+def test_samples_never_replace_a_users_folder(tmp_path):
+    from unimiss_monai.data.samples import samples
+
+    (tmp_path / "ct_segmentation").mkdir()
+    (tmp_path / "ct_segmentation" / "my_case.nii.gz").write_bytes(b"user data")
+    with pytest.raises(RuntimeError, match="ct_segmentation.*was not written by unimiss_monai"):
+        samples(str(tmp_path), synthetic=True, only="ct_segmentation")
+    assert (tmp_path / "ct_segmentation" / "my_case.nii.gz").read_bytes() == b"user data"

@@ -1,0 +1,64 @@
+"""CheckImage(d): non-finite values and degenerate grids fail with one line naming the file."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from monai.transforms import LoadImaged
+
+from unimiss_monai.transforms import CheckImage, CheckImaged
+
+
+def _image(values, affine=None, name="case.nii.gz"):
+    img = MetaTensor(torch.as_tensor(values, dtype=torch.float32), affine=torch.eye(4) if affine is None else affine)
+    img.meta["filename_or_obj"] = name
+    return img
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_values_fail_naming_the_file(bad):
+    x = torch.zeros(1, 3, 3, 3)
+    x[0, 1, 2, 0] = bad
+    with pytest.raises(ValueError, match=r"^case\.nii\.gz: has 1 non-finite \(NaN or Inf\) value"):
+        CheckImage()(_image(x))
+
+
+def test_good_image_passes_unchanged_and_integer_images_are_not_scanned():
+    x = _image(torch.randn(1, 4, 4, 4))
+    assert CheckImaged("image")({"image": x})["image"] is x
+    labels = MetaTensor(torch.zeros(1, 4, 4, 4, dtype=torch.uint8), affine=torch.eye(4))
+    assert CheckImage()(labels) is labels
+
+
+def test_degenerate_affine_fails():
+    with pytest.raises(ValueError, match="affine is degenerate"):
+        CheckImage()(_image(torch.zeros(1, 3, 3, 3), affine=torch.diag(torch.tensor([1.0, 0.0, 1.0, 1.0]))))
+    parallel = torch.eye(4)
+    parallel[:3, 1] = parallel[:3, 0] * 2  # two voxel axes along the same line
+    with pytest.raises(ValueError, match="affine is degenerate"):
+        CheckImage()(_image(torch.zeros(1, 3, 3, 3), affine=parallel))
+    CheckImage(check_affine=False)(_image(torch.zeros(1, 3, 3, 3), affine=torch.zeros(4, 4)))
+
+
+def test_a_2d_image_with_a_detector_affine_is_fine():
+    # an AP DRR: rows run inferior (-z), columns to the patient's left (-x); the top-left 2x2 block is singular
+    affine = torch.zeros(4, 4)
+    affine[:3, 0], affine[:3, 1], affine[:3, 2], affine[3, 3] = torch.tensor([0.0, 0.0, -1.5]), torch.tensor([-1.5, 0.0, 0.0]), torch.tensor([0.0, -1.0, 0.0]), 1.0
+    CheckImage()(_image(torch.zeros(1, 8, 8), affine=affine))
+
+
+def test_singular_sform_in_the_file_is_caught_although_the_loader_makes_up_a_grid(tmp_path):
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape((4, 4, 4))
+    hdr.set_data_dtype(np.float32)
+    hdr["sform_code"], hdr["qform_code"] = 1, 0
+    hdr["srow_x"], hdr["srow_y"], hdr["srow_z"] = [2, 0, 0, 0], [0, 0, 0, 0], [0, 0, 2, 0]
+    path = tmp_path / "singular.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), None, header=hdr), path)
+    loaded = LoadImaged("image", image_only=True, ensure_channel_first=True)({"image": str(path)})
+    assert abs(float(np.linalg.det(np.asarray(loaded["image"].affine)[:3, :3]))) > 0  # the loader replaced it
+    with pytest.raises(ValueError, match="singular.nii.gz: its sform is degenerate"):
+        CheckImaged("image")(loaded)

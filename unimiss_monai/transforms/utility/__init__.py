@@ -1,0 +1,6 @@
+"""Utility transforms: input checks that fail one case with a one-line reason instead of producing garbage."""
+
+from unimiss_monai.transforms.utility.array import CheckImage
+from unimiss_monai.transforms.utility.dictionary import CheckImaged, CheckImageD, CheckImageDict
+
+__all__ = ["CheckImage", "CheckImageD", "CheckImageDict", "CheckImaged"]

@@ -1,0 +1,80 @@
+"""Input checks on one loaded, channel-first image."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from monai.transforms import Transform
+
+__all__ = ["CheckImage"]
+
+
+def _source(img) -> str:
+    meta = getattr(img, "meta", None) or {}
+    return str(meta.get("filename_or_obj", "") or "<array>")
+
+
+class CheckImage(Transform):
+    """Refuse an image a network would turn into garbage: non-finite values (NaN, +-Inf), or a degenerate affine.
+
+    A NaN voxel spreads through every convolution and attention it touches, so a prediction of such an input is
+    meaningless even where it looks plausible; a singular affine (a zero or repeated axis) has no physical grid to
+    reorient, resample or write back to. Either raises ``ValueError`` with one line naming the file and the fix, which
+    the bundles' tolerant datasets turn into one failed case while the others go on.
+
+    Args:
+        check_affine: also check the MetaTensor affine (skip for images without a physical grid). Defaults to True.
+        min_spacing: smallest accepted singular value of the affine's spatial columns (a voxel axis shorter than this,
+            in mm, or two axes along the same line, is degenerate). Defaults to 1e-6.
+
+    Returns the image unchanged.
+    """
+
+    def __init__(self, check_affine: bool = True, min_spacing: float = 1e-6) -> None:
+        self.check_affine, self.min_spacing = bool(check_affine), float(min_spacing)
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        t = torch.as_tensor(img)
+        if t.is_floating_point() or t.is_complex():
+            bad = int((~torch.isfinite(t)).sum())
+            if bad:
+                raise ValueError(
+                    f"{_source(img)}: has {bad} non-finite (NaN or Inf) value(s) of {t.numel()}; fix or remove those "
+                    "voxels (e.g. replace them with the air value) or drop the case"
+                )
+        affine = getattr(img, "affine", None)
+        if self.check_affine:
+            self._check_header(_source(img))
+        if self.check_affine and affine is not None:
+            a = np.asarray(torch.as_tensor(affine).detach().cpu(), dtype=np.float64)
+            # the columns of the image's own axes: a 2D image may carry a 3D (detector) affine, whose top-left 2x2
+            # block can be singular while its two columns are perfectly good directions in space
+            cols = a[:-1, : max(1, min(img.ndim - 1, a.shape[1] - 1))]
+            smallest = float(np.linalg.svd(cols, compute_uv=False).min()) if np.isfinite(cols).all() else float("nan")
+            if not np.isfinite(smallest) or smallest < self.min_spacing:
+                raise ValueError(
+                    f"{_source(img)}: its affine is degenerate (an axis of length {smallest:.3g} mm, or axes that "
+                    "coincide): the file has no valid voxel grid; rewrite it with the scanner's spacing and orientation"
+                )
+        return img
+
+    def _check_header(self, source: str) -> None:
+        # a NIfTI whose sform/qform is singular is loaded with a made-up identity grid: the header is the only witness
+        if not source.lower().endswith((".nii", ".nii.gz")):
+            return
+        import nibabel as nib
+
+        try:
+            header = nib.load(source).header
+        except Exception:  # noqa: BLE001 - unreadable headers are the loader's business
+            return
+        for name, code, matrix in (("sform", header["sform_code"], header.get_sform),
+                                   ("qform", header["qform_code"], header.get_qform)):
+            if int(code) > 0:
+                m = np.asarray(matrix(), dtype=np.float64)[:3, :3]
+                smallest = float(np.linalg.svd(m, compute_uv=False).min()) if np.isfinite(m).all() else float("nan")
+                if not np.isfinite(smallest) or smallest < self.min_spacing:
+                    raise ValueError(
+                        f"{source}: its {name} is degenerate (an axis of length {smallest:.3g} mm, or axes that "
+                        "coincide): the file has no valid voxel grid; rewrite it with the scanner's spacing and orientation"
+                    )

@@ -1,0 +1,38 @@
+"""Reading bundle config values that arrive as strings from the command line."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["as_bool"]
+
+_TRUE = frozenset({"true", "yes", "1"})
+_FALSE = frozenset({"false", "no", "0"})
+
+
+def as_bool(value: Any, name: str) -> bool:
+    """``value`` of config id ``name`` as a bool.
+
+    ``python -m monai.bundle run --save_saliency false`` hands the config the string ``"false"``, which Python counts
+    as true; a config reads a boolean id through ``"$unimiss_monai.utils.as_bool(@save_saliency, 'save_saliency')"``
+    instead of ``"@save_saliency"``.
+
+    Args:
+        value: ``True``/``False``, ``0``/``1``, or one of ``true``, ``false``, ``yes``, ``no``, ``1``, ``0`` in any
+            case (surrounding blanks ignored).
+        name: the config id, named in the error.
+
+    Raises:
+        ValueError: for any other value (``None``, ``2``, ``"maybe"``, ...).
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+    raise ValueError(f"config id {name!r} is {value!r}, not a boolean; use true/false, yes/no or 1/0 (any case)")
