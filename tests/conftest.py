@@ -10,7 +10,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = REPO / "bundles"
-SCHEMA = REPO.parent / "shared" / "schema" / "meta_schema_20240725.json"
+SCHEMA = REPO / "unimiss_monai" / "resources" / "meta_schema_20240725.json"  # the copy shipped in the package
 
 # two cores in CI: keep torch from oversubscribing when pytest runs several processes
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -24,6 +24,21 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def _bundle_files() -> dict[Path, tuple[int, int]]:
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in BUNDLES.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(autouse=True)
+def _bundles_unchanged():
+    """No bundle run may write under bundles/ (weights go there only through an explicit publish step); checked
+    around every test, so the test that wrote is the one that fails."""
+    before = _bundle_files()
+    yield
+    after = _bundle_files()
+    changed = sorted(str(p.relative_to(REPO)) for p in before.keys() | after.keys() if before.get(p) != after.get(p))
+    assert not changed, f"this test changed {len(changed)} file(s) under bundles/, e.g. {changed[:5]}"
 
 
 @pytest.fixture(autouse=True)

@@ -21,11 +21,11 @@ run_bundle() {  # run_bundle NAME CONFIG[,OVERLAY...] [extra overrides...]
 }
 
 run_bundle unimiss_drr_generation inference.json
-# the teacher backbone goes to bundles/unimiss_pretraining/models/model.pt, where the fine-tuning bundles look by
-# default (model-zoo layout); the resumable training state stays in outputs/unimiss_pretraining/checkpoints
+# everything the run writes stays under its output dir: the teacher backbone in models/model.pt, the resumable training
+# state in checkpoints/ (publishing weights into bundles/ is a separate step: python -m unimiss_monai publish-pretrained)
 run_bundle unimiss_pretraining train.json,smoke.yaml --bundle_root bundles/unimiss_pretraining
 # the fine-tuning smoke overlays start from scratch unless given weights: pass the backbone just exported (same tiny shape)
-PRETRAINED="$ROOT/bundles/unimiss_pretraining/models/model.pt"
+PRETRAINED="$OUTPUTS/unimiss_pretraining/models/model.pt"
 run_bundle unimiss_cxr_segmentation train.json,smoke.yaml --bundle_root bundles/unimiss_cxr_segmentation --pretrained_path "$PRETRAINED"
 run_bundle unimiss_cxr_segmentation inference.json,smoke.yaml --bundle_root bundles/unimiss_cxr_segmentation
 run_bundle unimiss_ct_segmentation train.json,smoke.yaml --bundle_root bundles/unimiss_ct_segmentation --pretrained_path "$PRETRAINED"

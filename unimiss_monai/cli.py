@@ -13,8 +13,10 @@ from collections.abc import Callable
 COMMANDS: dict[str, str] = {
     "bench-pretrain": "unimiss_monai.benchmarks.pretrain:bench_pretrain",
     "samples": "unimiss_monai.data.samples:samples",
+    "official-datalist": "unimiss_monai.data.official_layout:official_datalist",
     "label-efficiency": "unimiss_monai.benchmarks.label_efficiency:label_efficiency",
     "convert-checkpoint": "unimiss_monai.networks.convert:convert_checkpoint",
+    "publish-pretrained": "unimiss_monai.networks.publish:publish_pretrained",
     "bench-backbone": "unimiss_monai.benchmarks.backbone:bench_backbone",
     "bench-drr": "unimiss_monai.benchmarks.drr:bench_drr",
     "bench-infer": "unimiss_monai.benchmarks.inference:bench_infer",

@@ -17,7 +17,7 @@ import pytest
 # whichever conftest pytest loaded last
 REPO = Path(__file__).resolve().parents[2]
 BUNDLES = REPO / "bundles"
-SCHEMA = REPO.parent / "shared" / "schema" / "meta_schema_20240725.json"
+SCHEMA = REPO / "unimiss_monai" / "resources" / "meta_schema_20240725.json"  # the copy shipped in the package
 
 
 def configs(bundle: str, *names: str) -> list[str]:

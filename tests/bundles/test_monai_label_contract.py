@@ -139,6 +139,8 @@ def test_train_overrides_resolve_and_best_model_goes_to_models(bundle, tmp_path)
     overrides = {
         "device": "cpu", "train#trainer#max_epochs": 1, "train#dataset#data": datalist, "validate#dataset#data": datalist,
         "train#handlers": handlers, "num_workers": 0, "pretrained_path": None, **TINY_NET, **SMALL_INPUT[bundle],
+        # MONAI Label trains a copy of the bundle in its app folder; here the logs go to tmp, not into bundles/
+        "output_dir": str(tmp_path / "eval"),
     }
     for key, value in overrides.items():
         parser[key] = value

@@ -1,5 +1,6 @@
-"""Bundle ``unimiss_pretraining``: smoke runs of both recipes through ``monai.bundle``, MLflow tracking, properties,
-metadata, errors, gloo DDP. Runs write under ``tmp_path`` (``bundle_root`` is overridden), never into ``bundles/``."""
+"""Bundle ``unimiss_pretraining``: smoke runs of both recipes through ``monai.bundle``, on-the-fly DRRs, the DRR
+bundle's datalist, colour DRRs, MLflow tracking, properties, metadata, errors, gloo DDP. Runs write under
+``tmp_path`` (their ``output_dir``), never into ``bundles/``."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "unimiss_pretraining"
 CONFIGS = BUNDLE / "configs"
-SCHEMA = REPO.parent / "shared" / "schema" / "meta_schema_20240725.json"
+SCHEMA = REPO / "unimiss_monai" / "resources" / "meta_schema_20240725.json"  # the copy shipped in the package
 
 
 def _configs(*names: str) -> str:
@@ -107,6 +109,130 @@ def test_missing_drr_and_empty_datalist_are_clear(tmp_path):
     (tmp_path / "datalist.json").write_text('{"ct": [], "xray": []}')
     with pytest.raises(ValueError, match="no 'ct' or 'xray' entries"):
         load_pretraining_datalist(tmp_path / "datalist.json")
+    # a whole-CT DRR run of unimiss_drr_generation has no CT-DRR pairs: the message says how to get them
+    (tmp_path / "datalist.json").write_text('{"testing": [{"ct": "ct.nii.gz", "image": "ct_AP.nii.gz"}], "training": []}')
+    with pytest.raises(ValueError, match="slab_depth > 0"):
+        load_pretraining_datalist(tmp_path / "datalist.json")
+
+
+def test_drr_bundle_layout_is_read_with_the_pretraining_one(tmp_path):
+    from unimiss_monai.engines import load_pretraining_datalist
+
+    for name in ("a.nii.gz", "a_AP.nii.gz", "b.nii.gz", "b_AP.nii.gz", "x.png"):
+        (tmp_path / name).write_bytes(b"")
+    pair = {"name": "a", "slab": 0, "start": 0, "stop": 12, "view": "AP", "ct": "a.nii.gz", "drr": "a_AP.nii.gz", "preview": "a_AP.png"}
+    (tmp_path / "datalist.json").write_text(json.dumps({"testing": [], "training": [pair], "failures": []}))
+    data = load_pretraining_datalist(tmp_path / "datalist.json")
+    assert data == {"ct": [{"image": str(tmp_path / "a.nii.gz"), "drr": str(tmp_path / "a_AP.nii.gz")}], "xray": []}
+    # both layouts in one file
+    (tmp_path / "datalist.json").write_text(json.dumps({"training": [pair], "ct": [{"image": "b.nii.gz", "drr": "b_AP.nii.gz"}], "xray": ["x.png"]}))
+    data = load_pretraining_datalist(tmp_path / "datalist.json")
+    assert [Path(e["image"]).name for e in data["ct"]] == ["b.nii.gz", "a.nii.gz"] and len(data["xray"]) == 1
+    (tmp_path / "datalist.json").write_text(json.dumps({"training": [{"ct": "a.nii.gz"}]}))
+    with pytest.raises(ValueError, match=r"training\[0\] needs 'ct' and 'drr'"):
+        load_pretraining_datalist(tmp_path / "datalist.json")
+
+
+def _parser(datalist_dir: Path, out: Path, *overlays: str, **overrides):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json"), *(str(CONFIGS / o) for o in overlays)])
+    parser.update({"dataset_dir": str(datalist_dir), "output_dir": str(out), **overrides})
+    return parser
+
+
+def test_colour_drr_becomes_its_luminance(samples_dir, tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)  # rows x columns x RGB, unequal channels
+    Image.fromarray(rgb).save(tmp_path / "drr.png")
+    src = json.loads((samples_dir / "pretraining" / "datalist.json").read_text())["ct"][0]
+    (tmp_path / "datalist.json").write_text(json.dumps({"ct": [{"image": str(samples_dir / "pretraining" / src["image"]), "drr": "drr.png"}]}))
+    parser = _parser(tmp_path, tmp_path / "out", "smoke.yaml")
+    item = parser.get_parsed_content("train#data")["ct"][0]
+    from monai.transforms import Compose
+
+    drr = Compose(parser.get_parsed_content("train#ct_files"))(item)["drr"]
+    # PIL's "L" mode is ITU-R BT.601 luma rounded to integers: an independent reference
+    grey = np.asarray(Image.fromarray(rgb).convert("L"), dtype=np.float32)
+    assert drr.shape == (1, 56, 40)  # (C, X, Y), as LoadImage reads a PNG
+    np.testing.assert_allclose(drr[0].numpy(), grey.T, atol=0.5 + 1e-4)
+    views = parser.get_parsed_content("train#dataset")[(0, 3)]
+    assert "skipped" not in views and views["drr_view0"].shape == (3, 64, 64)
+
+
+def _tree(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+
+
+def _epoch_samples(trainer) -> list[tuple[float, float]]:
+    from ignite.engine import Events
+
+    counts: list[tuple[float, float]] = []
+    # after the trainer's own EPOCH_COMPLETED handler, which sets the counts
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: counts.append((e.state.metrics["ct_samples"], e.state.metrics["xray_samples"])))
+    return counts
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_on_the_fly_drrs_train_ct_and_leave_the_bundle_folder_alone(samples_dir, tmp_path, one_thread):
+    before = _tree(BUNDLE)
+    # bundle_root is the real bundle folder, as in tools/demo.sh; everything the run writes goes to output_dir
+    wf = _workflow(samples_dir, tmp_path / "out", "smoke.yaml", bundle_root=str(BUNDLE), drr_on_the_fly=True)
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    counts = _epoch_samples(trainer)
+    outputs = _train(wf)
+    n_ct = len(json.loads((samples_dir / "pretraining" / "datalist.json").read_text())["ct"])
+    # epoch 1 is the CT phase: every CT of the epoch was rendered and trained on; epoch 2 the X-rays
+    assert counts == [(float(n_ct), 0.0), (0.0, float(n_ct))] and trainer.state.skipped_samples == 0
+    assert all(math.isfinite(o["drr_distill"]) for o in outputs if o["phase"] == "ct")
+    assert torch.load(tmp_path / "out" / "models" / "model.pt", weights_only=True)["model"]
+    assert _tree(BUNDLE) == before
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_trains_on_the_drr_bundles_datalist_as_written(sample_set, tmp_path, one_thread):
+    from monai.bundle import ConfigWorkflow
+
+    drr_bundle = REPO / "bundles" / "unimiss_drr_generation" / "configs"
+    drr_out = tmp_path / "drrs"
+    gen = ConfigWorkflow(config_file=str(drr_bundle / "inference.json"), meta_file=str(drr_bundle / "metadata.json"),
+                         logging_file=False, workflow_type=None, dataset_dir=str(sample_set("drr_generation")),
+                         output_dir=str(drr_out), views=["AP"], slab_depth=120, slab_detector_shape=[32, 32],
+                         detector_shape=[24, 20], pixel_spacing=16.0, project_labels=False, progress=False)
+    gen.initialize()
+    gen.run()
+    pairs = json.loads((drr_out / "datalist.json").read_text())["training"]
+    assert pairs and {"ct", "drr"} <= set(pairs[0])
+
+    wf = _workflow(drr_out, tmp_path / "out", "smoke.yaml", **{"train#epochs": 1})
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    counts = _epoch_samples(trainer)
+    _train(wf)
+    assert counts == [(float(max(1, len(pairs) // 2) * 2), 0.0)] and trainer.state.skipped_samples == 0
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_a_phase_with_no_readable_sample_fails_with_one_line(tmp_path):
+    for name in ("ct0.nii.gz", "ct1.nii.gz", "drr0.nii.gz", "drr1.nii.gz"):
+        (tmp_path / name).write_bytes(b"not an image")
+    (tmp_path / "datalist.json").write_text(json.dumps({"ct": [{"image": f"ct{i}.nii.gz", "drr": f"drr{i}.nii.gz"} for i in range(2)]}))
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", _configs("train.json", "smoke.yaml"),
+           "--meta_file", str(CONFIGS / "metadata.json"), "--logging_file", str(CONFIGS / "logging.conf"),
+           "--dataset_dir", str(tmp_path), "--output_dir", str(tmp_path / "out")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode != 0
+    # monai.bundle wraps it in "Failed to evaluate ConfigExpression"; the cause is one line of its own
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("RuntimeError: the ct phase")]
+    assert errors, proc.stderr[-3000:]
+    assert errors[0].startswith("RuntimeError: the ct phase of epoch 1 trained on no sample")
+    assert f"; first failure: {tmp_path / 'ct'}" in errors[0] and "(LoadImaged: " in errors[0]
+    assert "teacher backbone" not in proc.stdout and not (tmp_path / "out" / "models").exists()
 
 
 def test_wrong_dimensionality_is_named():
@@ -129,23 +255,20 @@ def test_smoke_run_exports_teacher_backbone(samples_dir, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    # model-zoo layout: the backbone under <bundle_root>/models (where fine-tune bundles look), the training state
-    # under <output_dir>/checkpoints
-    assert not (out / "models").exists()
-    sd = torch.load(bundle_root / "models" / "model.pt", weights_only=True)
-    assert set(sd) == {"model"} and all(isinstance(v, torch.Tensor) for v in sd["model"].values())
+    # everything under the run's output_dir: the backbone in models/, the training state in checkpoints/; nothing in
+    # the bundle root (publishing it for the fine-tuning bundles is an explicit step)
+    assert not (bundle_root / "models").exists()
+    sd = torch.load(out / "models" / "model.pt", weights_only=True)
+    assert set(sd) == {"model", "info"} and all(isinstance(v, torch.Tensor) for v in sd["model"].values())
+    assert sd["info"]["variant"] == "mitplus" and list(sd["info"]["img_size3d"]) == [16, 64, 64]
     # the exported weights are the teacher backbone of the saved training checkpoint
-    ckpt = torch.load(out / "checkpoints" / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(out / "checkpoints" / "checkpoint.pt", weights_only=True)
     teacher = {k[len("teacher.backbone."):]: v for k, v in ckpt["network"].items() if k.startswith("teacher.backbone.")}
     assert teacher.keys() == sd["model"].keys()
     assert all(torch.equal(teacher[k], sd["model"][k]) for k in teacher)
     assert ckpt["trainer"]["iteration"] == ckpt["trainer"]["epoch_length"] * 2
     assert (out / "loss_curves.png").stat().st_size > 1000
-    # a fine-tune bundle beside it finds these weights by default
-    from unimiss_monai.handlers import default_pretrained_path
-
-    (tmp_path / "unimiss_cxr_segmentation").mkdir()
-    assert default_pretrained_path(tmp_path / "unimiss_cxr_segmentation") == str((bundle_root / "models" / "model.pt").resolve())
+    assert str(out / "models" / "model.pt") in proc.stdout and "publish-pretrained" in proc.stdout
 
 
 @pytest.mark.slow
@@ -172,7 +295,7 @@ def test_unimiss_recipe_smoke_trains_and_exports_a_loadable_mit(samples_dir, tmp
     assert {*cross, "distill", "loss"} <= set(history)
     assert trainer.state.metrics["epoch/distill"] == pytest.approx(_epoch_means(outputs, n)[1]["distill"])
 
-    model_pt = tmp_path / "bundle" / "models" / "model.pt"
+    model_pt = tmp_path / "models" / "model.pt"
     exported = torch.load(model_pt, weights_only=True)["model"]
     tiny = tiny_overrides("mit_small")
     # fine-tune networks take one dimension: left over are the other dimension's layers (and, for the encoder-only
@@ -180,7 +303,7 @@ def test_unimiss_recipe_smoke_trains_and_exports_a_loadable_mit(samples_dir, tmp
     for net, leftover in ((UniMissSegmentation(3, 1, 2, variant="mit_small", img_size=(16, 64, 64), **tiny), (".2d",)),
                           (UniMissClassifier(2, 3, 2, variant="mit_small", img_size=(64, 64), **tiny), (".3d", "decoder."))):
         report = load_pretrained(net, str(model_pt))
-        assert report.checkpoint_variant == "mit_tiny" and not report.mismatched, report
+        assert report.checkpoint_variant == "mit_small" and not report.mismatched, report
         assert report.missing and all(k.startswith(("head.", "decoder.tail.")) for k in report.missing), report
         assert all(any(m in k for m in leftover) for k in report.unexpected), report
         state = net.state_dict()
@@ -236,4 +359,4 @@ def test_gloo_ddp_two_processes(samples_dir, tmp_path):
            "--train#epochs", "1"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert torch.load(tmp_path / "bundle" / "models" / "model.pt", weights_only=True)["model"]
+    assert torch.load(out / "models" / "model.pt", weights_only=True)["model"]
