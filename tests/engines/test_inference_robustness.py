@@ -53,7 +53,7 @@ def test_classifier_forward_failure_is_recorded_and_the_run_goes_on(tmp_path, ca
     report = json.loads((out / "predictions.json").read_text())
     status = {c["case"].rsplit("/", 1)[-1]: c["status"] for c in report["cases"]}
     assert status["a.npy"] == status["b.npy"] == "ok" and report["num_failed"] == 1
-    assert status["odd_size.npy"].startswith("failed: network forward: ValueError") and "(48, 48)" in status["odd_size.npy"]
+    assert status["odd_size.npy"].startswith("failed: network forward: ") and "odd_size.npy: ValueError" in status["odd_size.npy"] and "(48, 48)" in status["odd_size.npy"]
     # the good cases match the network run on them alone
     with torch.no_grad():
         expected = torch.softmax(net(torch.from_numpy(np.load(tmp_path / "a.npy"))[None, None]), 1)[0]
@@ -116,4 +116,4 @@ def test_xray_inference_summary_records_a_forward_failure(tmp_path, capsys):
     report = json.loads((out / "inference_summary.json").read_text())
     status = {c["case"].rsplit("/", 1)[-1]: c["status"] for c in report["cases"]}
     assert status["p1.npy"] == status["p2.npy"] == "ok"
-    assert status["neg.npy"].startswith("failed: network forward: RuntimeError: negative input")
+    assert status["neg.npy"].startswith("failed: network forward: ") and "neg.npy: RuntimeError: negative input" in status["neg.npy"]

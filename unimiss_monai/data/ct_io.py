@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from unimiss_monai.transforms.utility.array import check_grid, check_nifti_header
+
 __all__ = ["CTInputError", "load_ct", "load_label_map", "is_dicom_file", "is_dicom_series_dir"]
 
 logger = logging.getLogger(__name__)
@@ -66,6 +68,11 @@ def _load(path: Path, what: str, dtype) -> tuple[np.ndarray, np.ndarray]:
         reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise CTInputError(f"{path}: cannot be read as a {what} ({reason}); pass an intact NIfTI (.nii/.nii.gz) file "
                            f"or a folder holding one DICOM series") from err
+    try:  # a degenerate grid would be replaced by a made-up one, and every physical distance would be wrong
+        check_nifti_header(str(path))
+        check_grid(image.affine, 3, str(path))
+    except ValueError as err:
+        raise CTInputError(str(err)) from None
     array = np.asarray(image)
     affine = np.asarray(image.affine, dtype=np.float64)
     # a trailing singleton (time or channel) axis is harmless; anything else is not one 3D volume
@@ -84,7 +91,8 @@ def load_ct(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         ``(hu, affine)``: ``hu`` (X, Y, Z) float32 in HU, ``affine`` 4x4 float64 voxel-to-world in RAS mm.
 
     Raises:
-        CTInputError: the file is missing or unreadable, is a 2D image, is not a single 3D volume, or has NaN voxels.
+        CTInputError: the file is missing or unreadable, is a 2D image, is not a single 3D volume, has NaN or Inf voxels
+            or a degenerate voxel grid.
 
     Warns:
         UserWarning: the intensities do not look like CT HU (no air near -1000 HU; e.g. an MR volume).
@@ -97,9 +105,10 @@ def load_ct(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
                            f"(radiographs belong to the X-ray bundles)")
     if hu.ndim > 3:
         raise CTInputError(f"{path}: has shape {tuple(hu.shape)}, not one 3D volume; split it and pass one 3D CT per file")
-    nan_count = int(np.isnan(hu).sum())
-    if nan_count:
-        raise CTInputError(f"{path}: has {nan_count} NaN voxels; replace them (e.g. with -1024 HU, air) before rendering")
+    bad = int((~np.isfinite(hu)).sum())
+    if bad:  # +-Inf would render as infinite pixels and a black preview
+        kind = "NaN" if int(np.isnan(hu).sum()) == bad else "non-finite (NaN or Inf)"
+        raise CTInputError(f"{path}: has {bad} {kind} voxels; replace them (e.g. with -1024 HU, air) before rendering")
     low = float(np.percentile(hu[::4, ::4, ::2], 1.0))
     if low > MR_LIKE_LOW_PERCENTILE_HU:
         message = (f"{path}: intensities [{float(hu.min()):.0f}, {float(hu.max()):.0f}] have no air near -1000 HU, so "

@@ -37,6 +37,8 @@ class TolerantDataset(Dataset):
             out = super()._transform(index)
         except Exception as err:  # noqa: BLE001 - any failure of one case is reported, the others go on
             reason = root_cause(err)
+            if case not in reason:  # a reader's own error may not say which file it was reading
+                reason = f"{case}: {reason}"
             logger.error("inference: %s failed: %s", case, reason)
             return {"image": torch.zeros(self.placeholder_shape), "case": case, "failed": reason}
         return {**out, "case": case, "failed": ""}
@@ -88,7 +90,7 @@ class ForwardFailureGuard:
 
     @staticmethod
     def _flag(batch: dict, index: int, err: BaseException) -> None:
-        reason = root_cause(err)
+        reason = f"{batch['case'][index]}: {root_cause(err)}"
         logger.error("inference: %s failed in the network forward: %s", batch["case"][index], reason)
         batch["failed"][index] = batch["failed"][index] or f"network forward: {reason}"
 

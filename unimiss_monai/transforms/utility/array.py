@@ -6,12 +6,57 @@ import numpy as np
 import torch
 from monai.transforms import Transform
 
-__all__ = ["CheckImage"]
+__all__ = ["CheckImage", "check_grid", "check_nifti_header"]
 
 
 def _source(img) -> str:
     meta = getattr(img, "meta", None) or {}
     return str(meta.get("filename_or_obj", "") or "<array>")
+
+
+def _smallest_axis(columns: np.ndarray) -> float:
+    return float(np.linalg.svd(columns, compute_uv=False).min()) if np.isfinite(columns).all() else float("nan")
+
+
+def _degenerate(source: str, what: str, smallest: float) -> ValueError:
+    return ValueError(
+        f"{source}: its {what} is degenerate (an axis of length {smallest:.3g} mm, or axes that coincide): the file "
+        "has no valid voxel grid; rewrite it with the scanner's spacing and orientation"
+    )
+
+
+def check_grid(affine, spatial_dims: int, source: str, min_spacing: float = 1e-6) -> None:
+    """Raise ``ValueError`` (one line naming ``source``) when the affine's first ``spatial_dims`` columns are degenerate.
+
+    Only the image's own axes are looked at: a 2D image may carry a 3D (detector) affine, whose top-left 2x2 block can
+    be singular while its two columns are perfectly good directions in space.
+    """
+    a = np.asarray(torch.as_tensor(affine).detach().cpu(), dtype=np.float64)
+    smallest = _smallest_axis(a[:-1, : max(1, min(int(spatial_dims), a.shape[1] - 1))])
+    if not np.isfinite(smallest) or smallest < min_spacing:
+        raise _degenerate(source, "affine", smallest)
+
+
+def check_nifti_header(source: str, min_spacing: float = 1e-6) -> None:
+    """Raise ``ValueError`` when the NIfTI file ``source`` declares a degenerate sform or qform.
+
+    Readers replace such a grid by a made-up identity one, so the header is the only witness. Non-NIfTI or unreadable
+    files are left to the loader.
+    """
+    if not str(source).lower().endswith((".nii", ".nii.gz")):
+        return
+    import nibabel as nib
+
+    try:
+        header = nib.load(source).header
+    except Exception:  # noqa: BLE001 - unreadable headers are the loader's business
+        return
+    for name, code, matrix in (("sform", header["sform_code"], header.get_sform),
+                               ("qform", header["qform_code"], header.get_qform)):
+        if int(code) > 0:
+            smallest = _smallest_axis(np.asarray(matrix(), dtype=np.float64)[:3, :3])
+            if not np.isfinite(smallest) or smallest < min_spacing:
+                raise _degenerate(str(source), name, smallest)
 
 
 class CheckImage(Transform):
@@ -23,7 +68,8 @@ class CheckImage(Transform):
     the bundles' tolerant datasets turn into one failed case while the others go on.
 
     Args:
-        check_affine: also check the MetaTensor affine (skip for images without a physical grid). Defaults to True.
+        check_affine: also check the MetaTensor affine and, for NIfTI files, the header's sform/qform (skip for images
+            without a physical grid). Defaults to True.
         min_spacing: smallest accepted singular value of the affine's spatial columns (a voxel axis shorter than this,
             in mm, or two axes along the same line, is degenerate). Defaults to 1e-6.
 
@@ -42,39 +88,9 @@ class CheckImage(Transform):
                     f"{_source(img)}: has {bad} non-finite (NaN or Inf) value(s) of {t.numel()}; fix or remove those "
                     "voxels (e.g. replace them with the air value) or drop the case"
                 )
-        affine = getattr(img, "affine", None)
         if self.check_affine:
-            self._check_header(_source(img))
-        if self.check_affine and affine is not None:
-            a = np.asarray(torch.as_tensor(affine).detach().cpu(), dtype=np.float64)
-            # the columns of the image's own axes: a 2D image may carry a 3D (detector) affine, whose top-left 2x2
-            # block can be singular while its two columns are perfectly good directions in space
-            cols = a[:-1, : max(1, min(img.ndim - 1, a.shape[1] - 1))]
-            smallest = float(np.linalg.svd(cols, compute_uv=False).min()) if np.isfinite(cols).all() else float("nan")
-            if not np.isfinite(smallest) or smallest < self.min_spacing:
-                raise ValueError(
-                    f"{_source(img)}: its affine is degenerate (an axis of length {smallest:.3g} mm, or axes that "
-                    "coincide): the file has no valid voxel grid; rewrite it with the scanner's spacing and orientation"
-                )
+            check_nifti_header(_source(img), self.min_spacing)
+            affine = getattr(img, "affine", None)
+            if affine is not None:
+                check_grid(affine, img.ndim - 1, _source(img), self.min_spacing)
         return img
-
-    def _check_header(self, source: str) -> None:
-        # a NIfTI whose sform/qform is singular is loaded with a made-up identity grid: the header is the only witness
-        if not source.lower().endswith((".nii", ".nii.gz")):
-            return
-        import nibabel as nib
-
-        try:
-            header = nib.load(source).header
-        except Exception:  # noqa: BLE001 - unreadable headers are the loader's business
-            return
-        for name, code, matrix in (("sform", header["sform_code"], header.get_sform),
-                                   ("qform", header["qform_code"], header.get_qform)):
-            if int(code) > 0:
-                m = np.asarray(matrix(), dtype=np.float64)[:3, :3]
-                smallest = float(np.linalg.svd(m, compute_uv=False).min()) if np.isfinite(m).all() else float("nan")
-                if not np.isfinite(smallest) or smallest < self.min_spacing:
-                    raise ValueError(
-                        f"{source}: its {name} is degenerate (an axis of length {smallest:.3g} mm, or axes that "
-                        "coincide): the file has no valid voxel grid; rewrite it with the scanner's spacing and orientation"
-                    )
