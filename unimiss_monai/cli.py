@@ -6,8 +6,12 @@ them lazily, so ``python -m unimiss_monai --help`` stays fast.
 
 from __future__ import annotations
 
+import difflib
 import importlib
-from collections.abc import Callable
+import inspect
+import re
+import sys
+from collections.abc import Callable, Sequence
 
 # command name -> "module:function"
 COMMANDS: dict[str, str] = {
@@ -39,15 +43,86 @@ def _load(name: str) -> Callable:
     return getattr(importlib.import_module(module_name), func_name)
 
 
-def main(argv: list[str] | None = None) -> None:
-    import sys
+# fire's own flags, which it also accepts before the "--" separator
+_FIRE_FLAGS = {"help", "h", "verbose"}
 
+
+def _is_flag(arg: str) -> bool:
+    # fire's rule: a leading hyphen, except a negative number
+    return arg.startswith("--") or re.match(r"^-[a-zA-Z]", arg) is not None
+
+
+def unknown_option(command: str, func: Callable, args: Sequence[str]) -> str | None:
+    """The complaint about the first argument of ``args`` that ``func`` cannot take, or ``None``.
+
+    fire calls the command with the arguments it recognises and only then complains about the rest, after the work
+    is done; this reads ``args`` the way fire does (``--name value``, ``--name=value``, ``--name`` / ``--noname`` for
+    booleans, ``-n`` for the one parameter starting with ``n``, hyphens as underscores, what follows the last ``--``
+    is fire's) and compares them with ``func``'s signature first.
+
+    Args:
+        command: the command's name, used in the message.
+        func: the command's function.
+        args: the arguments after the command's name.
+    """
+    params = inspect.signature(func).parameters.values()
+    if any(p.kind == p.VAR_KEYWORD for p in params):
+        return None
+    names = [p.name for p in params if p.kind != p.VAR_POSITIONAL]
+    positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    varargs = any(p.kind == p.VAR_POSITIONAL for p in params)
+    args = list(args)
+    if "--" in args:
+        args = args[: len(args) - 1 - args[::-1].index("--")]
+    given, values, index = set(), [], 0
+    while index < len(args):
+        arg = args[index]
+        index += 1
+        if not _is_flag(arg):
+            values.append(arg)
+            continue
+        key, has_value = arg.lstrip("-").partition("=")[0].replace("-", "_"), "=" in arg
+        bool_syntax = not has_value and (index == len(args) or _is_flag(args[index]))
+        if key in names:
+            name = key
+        elif bool_syntax and key.startswith("no") and key[2:] in names:
+            name = key[2:]
+        elif len(key) == 1 and any(n[0] == key for n in names):
+            starting = [n for n in names if n[0] == key]
+            if len(starting) > 1:
+                return f"unimiss_monai {command}: option {arg} is ambiguous: {', '.join('--' + n for n in starting)}"
+            name = starting[0]
+        elif key in _FIRE_FLAGS:
+            continue
+        else:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"; did you mean --{close[0]}?" if close else f"; it takes {', '.join('--' + n for n in names) or 'no option'}"
+            return f"unimiss_monai {command}: unknown option {arg.partition('=')[0]}{hint}"
+        given.add(name)
+        if not has_value and not bool_syntax:
+            index += 1  # the flag's value
+    free = [n for n in positional if n not in given]
+    if not varargs and len(values) > len(free):
+        return f"unimiss_monai {command}: unexpected argument {values[len(free)]!r}"
+    return None
+
+
+def main(argv: list[str] | None = None) -> None:
     import fire
 
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in COMMANDS:
+        func = _load(args[0])
+        problem = unknown_option(args[0], func, args[1:])
+        if problem:
+            print(problem, file=sys.stderr)
+            raise SystemExit(2)
+        command = args[1:]
+        flags = command[: len(command) - 1 - command[::-1].index("--")] if "--" in command else command
+        if {"--help", "-h"} & set(flags) and not {"help", "h"} & set(inspect.signature(func).parameters):
+            command = ["--help"]  # fire would run the command first when --help is not the first argument
         # import only the command that runs, and let fire document its real signature
-        fire.Fire(_load(args[0]), command=args[1:], name=f"unimiss_monai {args[0]}")
+        fire.Fire(func, command=command, name=f"unimiss_monai {args[0]}")
         return
     if args and not args[0].startswith("-"):
         raise SystemExit(f"unimiss_monai: unknown command {args[0]!r}; choose one of: {', '.join(sorted(COMMANDS))}")

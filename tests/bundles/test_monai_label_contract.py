@@ -9,11 +9,14 @@ also holds ``image_path``, the ``inferer`` on a batch of one, then the transform
 must come back as one integer map on the input's grid. Training: it overrides ``bundle_root``, ``device``,
 ``train#trainer#max_epochs``, ``train#dataset#data``, ``validate#dataset#data`` and ``train#handlers`` (adding a
 ``CheckpointLoader`` of ``@network``) in ``configs/train.json``, and expects the best model in ``models/model.pt``.
+The bundles keep the best model of a run under ``output_dir`` while it trains (a ``CheckpointSaver``) and publish it to
+``models/model.pt`` when the run finishes.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -21,6 +24,8 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 from monai.handlers import CheckpointSaver
+
+from unimiss_monai.handlers import PublishBestModel
 from monai.transforms import Compose, LoadImaged, SaveImaged
 
 from conftest import BUNDLES
@@ -152,8 +157,10 @@ def test_train_overrides_resolve_and_best_model_goes_to_models(bundle, tmp_path)
     # the overridden data go through the bundle's own transforms (absolute paths, no base_dir needed)
     item = parser.get_parsed_content("validate#dataset")[0]
     assert item["image"].shape[0] == parser.get_parsed_content("network_def#in_channels") and item["label"].ndim == item["image"].ndim
-    index = next(i for i, h in enumerate(parser["validate#handlers"]) if h.get("_target_") == CheckpointSaver.__name__)
-    saver = f"validate#handlers#{index}"
-    assert parser[f"{saver}#key_metric_filename"] == "model.pt" and parser[f"{saver}#save_key_metric"] is True
-    assert parser.get_parsed_content(f"{saver}#save_dir") == str(BUNDLES / bundle / "models")
-    assert parser.get_parsed_content(f"{saver}#save_dict#model") is parser.get_parsed_content("network")
+    savers = [h for h in parser.get_parsed_content("validate#handlers") if isinstance(h, CheckpointSaver)]
+    assert len(savers) == 1 and savers[0].save_dict["model"] is parser.get_parsed_content("network")
+    # the best model so far stays in the run's folder; a finished run publishes it to models/model.pt
+    assert savers[0]._key_metric_checkpoint is not None and Path(savers[0].save_dir) == tmp_path / "eval" / "checkpoints"
+    publishers = [h for h in parser.get_parsed_content("train#handlers") if isinstance(h, PublishBestModel)]
+    assert len(publishers) == 1 and publishers[0].saver is savers[0]
+    assert publishers[0].path == BUNDLES / bundle / "models" / "model.pt"

@@ -46,7 +46,6 @@ class Task:
     score: str  # how to read the score from the report: "mean_over_structures:<metric>" or "key:<metric>"
     small: dict = field(default_factory=dict)  # overrides of the default (small, CPU) scale
     small_configs: tuple[str, ...] = ()  # bundle overlays layered on every config at the small scale
-    seeded: dict = field(default_factory=dict)  # overrides that make ``@seed`` drive the training randomness
 
 
 TASKS: dict[str, Task] = {
@@ -67,8 +66,7 @@ TASKS: dict[str, Task] = {
     ),
 }
 
-# the classification bundles fix their determinism seed in ``initialize``; the study varies it per seed
-_SEEDED_CLASSIFICATION = {"initialize#0": "$monai.utils.set_determinism(seed=@seed)"}
+# every fine-tune bundle seeds its training randomness from its ``seed`` id, which the study sets per seed
 for _name in ("unimiss_cxr_classification", "unimiss_ct_classification"):
     TASKS[_name] = Task(
         train_configs=("train.json",),
@@ -77,7 +75,6 @@ for _name in ("unimiss_cxr_classification", "unimiss_ct_classification"):
         metric="macro AUC",
         score="key:macro_auc",
         small_configs=("smoke.yaml",),
-        seeded=_SEEDED_CLASSIFICATION,
     )
 
 
@@ -290,7 +287,7 @@ def label_efficiency(
     if weights is not None:
         inits["pretrained"] = weights
 
-    common = {**(task.small if small else {}), **task.seeded, **overrides, "dataset_dir": dataset_dir,
+    common = {**(task.small if small else {}), **overrides, "dataset_dir": dataset_dir,
               "max_epochs": int(max_epochs), "val_interval": int(max_epochs)}
     if epoch_iterations is not None:
         common["train#trainer#epoch_length"] = int(epoch_iterations)

@@ -7,4 +7,8 @@ from unimiss_monai.handlers.pretrained_init import default_pretrained_path, load
 from unimiss_monai.handlers.collapse_monitor import CollapseMonitor  # noqa: F401
 from unimiss_monai.handlers.loss_curves import EpochLossMeans, LossCurvePlotter, scalar_outputs  # noqa: F401
 from unimiss_monai.handlers.training_checkpoint import TrainingCheckpoint  # noqa: F401
+from unimiss_monai.handlers.non_finite_guard import NonFiniteGuard  # noqa: F401
+from unimiss_monai.handlers.best_model_saver import BestModelSaver  # noqa: F401
+from unimiss_monai.handlers.publish_best_model import PublishBestModel  # noqa: F401
+from unimiss_monai.handlers.epoch_seed import EpochSeed  # noqa: F401
 from unimiss_monai.handlers.knn_probe import KNNProbe, knn_accuracy, load_probe_items  # noqa: F401

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections import defaultdict
 from pathlib import Path
 
 from ignite.engine import Engine, Events
+
+from unimiss_monai.data.writers import atomic_path, save_json
 
 __all__ = ["EpochLossMeans", "LossCurvePlotter", "scalar_outputs"]
 
@@ -109,11 +110,7 @@ class LossCurvePlotter:
             ax.set_title(title)
             ax.legend(fontsize=7)
         fig.tight_layout()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp.png")
-        fig.savefig(tmp, dpi=100)
+        with atomic_path(self.path) as tmp:
+            fig.savefig(tmp, dpi=100)
         plt.close(fig)
-        os.replace(tmp, self.path)
-        tmp_json = self.path.with_name(f".{self.path.name}.json.tmp")
-        tmp_json.write_text(json.dumps(self.history))
-        os.replace(tmp_json, self.path.with_suffix(".json"))
+        save_json(self.history, self.path.with_suffix(".json"))

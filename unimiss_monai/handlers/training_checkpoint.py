@@ -13,6 +13,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from unimiss_monai.data.writers import save_torch as atomic_torch_save  # the name this module has always exported
+from unimiss_monai.handlers.non_finite_guard import first_non_finite
 from unimiss_monai.utils.serialization import load_torch_file
 
 __all__ = ["TrainingCheckpoint", "atomic_torch_save", "capture_rng_state", "restore_rng_state"]
@@ -58,18 +59,27 @@ class TrainingCheckpoint:
     The checkpoint holds each object's ``state_dict()`` (model with teacher, optimiser, trainer position, loss centre,
     ...), the AMP scaler and the RNG states, so a run killed after a save and restarted produces the same weights as an
     uninterrupted run with the same seed (the data order and augmentations are functions of seed and position, see
-    :mod:`unimiss_monai.engines.pretraining_data`). Only rank 0 writes; every rank resumes. The file holds only tensors,
-    numbers, strings and containers, and resuming reads it weights-only.
+    :mod:`unimiss_monai.engines.pretraining_data`; for MONAI loaders, :class:`~unimiss_monai.handlers.EpochSeed`).
+    Only rank 0 writes; every rank resumes. The file holds only tensors, numbers, strings and containers, and resuming
+    reads it weights-only. A state holding NaN or Inf is never saved: ``save`` raises ``FloatingPointError`` and the
+    previous checkpoint stays.
+
+    With ``epoch_level``, the end-of-epoch save is registered when the run starts, after every handler attached
+    before it, so it runs last at the end of an epoch and holds that epoch's validation (e.g. the score of the best
+    model so far, pass its :class:`~unimiss_monai.handlers.BestModelSaver` in ``save_objects``).
 
     Args:
         ckpt_dir: folder of ``checkpoint.pt``.
         save_objects: name -> object with ``state_dict``/``load_state_dict`` (network, optimizer, loss with its
             centre, ...); the engine it is attached to is added as ``"trainer"`` (its position).
-        save_every: iterations between saves (0: only at the end).
+        save_every: iterations (epochs with ``epoch_level``) between saves (0: only at the end).
         resume: load ``ckpt_dir/checkpoint.pt`` when it exists.
         export_path: where to write the exported weights (e.g. ``models/model.pt``) at each save; needs ``export_fn``.
         export_fn: returns the state dict to export, saved as ``{"model": export_fn()}``, or a mapping with a ``"model"``
             state dict (and e.g. ``"info"``, see ``StudentTeacher.export``), saved as is.
+        epoch_level: count ``save_every`` in epochs and save after all other end-of-epoch handlers.
+        resume_finished: also resume a checkpoint of a run that reached its ``max_epochs`` (it can then be extended by
+            raising ``max_epochs``); ``False`` starts such a run anew, so running a finished fine-tune again retrains.
     """
 
     FILENAME = "checkpoint.pt"
@@ -82,30 +92,49 @@ class TrainingCheckpoint:
         resume: bool = True,
         export_path: str | os.PathLike | None = None,
         export_fn: Callable[[], Mapping[str, torch.Tensor]] | None = None,
+        epoch_level: bool = False,
+        resume_finished: bool = True,
     ) -> None:
         if export_path is not None and export_fn is None:
             raise ValueError("TrainingCheckpoint: export_path needs an export_fn returning the state dict to export")
         self.path = Path(ckpt_dir) / self.FILENAME
         self.objects, self.save_every, self.resume = dict(save_objects), int(save_every), resume
         self.export_path, self.export_fn = (Path(export_path) if export_path else None), export_fn
+        self.epoch_level, self.resume_finished = epoch_level, resume_finished
+        self._epoch_save_attached, self._saved_iteration = False, -1
 
     def attach(self, engine: Engine) -> None:
         self.objects["trainer"] = engine
         if self.resume:
             engine.add_event_handler(Events.STARTED, self.load)
-        if self.save_every > 0:
+        if self.save_every > 0 and self.epoch_level:
+            engine.add_event_handler(Events.STARTED, self._attach_epoch_save)
+        elif self.save_every > 0:
             engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.save_every), self.save)
         engine.add_event_handler(Events.COMPLETED, self.save)
 
+    def _attach_epoch_save(self, engine: Engine) -> None:
+        # registered now, after the handlers attached with the trainer (validation, LR schedule), so it runs after them
+        if not self._epoch_save_attached:
+            engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.save_every), self.save)
+            self._epoch_save_attached = True
+
     def save(self, engine: Engine) -> None:
-        if engine.state.rank != 0:
-            return
+        if engine.state.rank != 0 or (self.epoch_level and engine.state.iteration == self._saved_iteration):
+            return  # the last epoch's save already holds the completed run
         ckpt = {name: obj.state_dict() for name, obj in self.objects.items()}
         scaler = getattr(engine, "scaler", None)
         if scaler is not None:
             ckpt["scaler"] = scaler.state_dict()
+        bad = first_non_finite(ckpt)
+        if bad is not None:
+            raise FloatingPointError(
+                f"not saving {self.path} at iteration {engine.state.iteration}: {bad} holds NaN or Inf (the run "
+                "diverged); the previous checkpoint is kept: lower the learning rate and train anew"
+            )
         ckpt["rng"] = capture_rng_state()
         atomic_torch_save(ckpt, self.path)
+        self._saved_iteration = engine.state.iteration
         if self.export_path is not None:
             exported = dict(self.export_fn())  # an export with its own "model" (and "info") is saved as is
             atomic_torch_save(exported if isinstance(exported.get("model"), Mapping) else {"model": exported}, self.export_path)
@@ -119,6 +148,15 @@ class TrainingCheckpoint:
             ckpt = load_torch_file(self.path, "training checkpoint")
         except ValueError as e:
             raise RuntimeError(f"cannot resume: {e}; or delete it to start over") from None
+        if not self.resume_finished and self._finished(ckpt.get("trainer")):
+            logger.info("%s is the checkpoint of a finished run: training anew", self.path)
+            return
+        saved_length = (ckpt.get("trainer") or {}).get("epoch_length")
+        if self.epoch_level and None not in (saved_length, engine.state.epoch_length) and saved_length != engine.state.epoch_length:
+            raise RuntimeError(
+                f"cannot resume from {self.path}: it was written with {saved_length} iterations per epoch, this run has "
+                f"{engine.state.epoch_length} (other data or batch size); delete it to start over, or use another output_dir"
+            )
         for name, obj in self.objects.items():
             if name not in ckpt:
                 raise KeyError(f"checkpoint {self.path} has no {name!r} (it has {sorted(ckpt)}); delete it to start over")
@@ -132,3 +170,11 @@ class TrainingCheckpoint:
             scaler.load_state_dict(ckpt["scaler"])
         restore_rng_state(ckpt["rng"])
         logger.info("resumed from %s at iteration %d (epoch %d)", self.path, engine.state.iteration, engine.state.epoch)
+
+    @staticmethod
+    def _finished(trainer_state: Mapping | None) -> bool:
+        """Whether a saved ignite trainer state reached its ``max_epochs``."""
+        if not isinstance(trainer_state, Mapping):
+            return False
+        iteration, epoch_length, max_epochs = (trainer_state.get(k) for k in ("iteration", "epoch_length", "max_epochs"))
+        return None not in (iteration, epoch_length, max_epochs) and iteration >= epoch_length * max_epochs

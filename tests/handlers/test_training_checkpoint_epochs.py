@@ -1,0 +1,74 @@
+"""TrainingCheckpoint at epoch level (fine-tuning): saved after every other end-of-epoch handler, a finished run is
+started anew when asked, and a state holding NaN/Inf is never written."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from ignite.engine import Engine, Events
+
+from unimiss_monai.handlers import TrainingCheckpoint
+
+
+class Counter:
+    """Counts epoch ends; attached after the checkpoint, like a validation handler listed after it."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: setattr(self, "count", self.count + 1))
+
+    def state_dict(self) -> dict:
+        return {"count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.count = state["count"]
+
+
+def _run(ckpt_dir, max_epochs: int, resume_finished: bool = True, net: torch.nn.Module | None = None,
+         diverge_at: int = 0, data_len: int = 3) -> tuple[Engine, Counter]:
+    def step(engine: Engine, batch) -> None:
+        if engine.state.iteration == diverge_at:
+            torch.nn.init.constant_(net.weight, float("inf"))
+
+    engine = Engine(step)
+    engine.state.rank = 0
+    counter = Counter()
+    objects = {"counter": counter, **({"network": net} if net is not None else {})}
+    TrainingCheckpoint(ckpt_dir, objects, save_every=1, epoch_level=True, resume_finished=resume_finished).attach(engine)
+    counter.attach(engine)
+    engine.run(range(data_len), max_epochs=max_epochs)
+    return engine, counter
+
+
+def test_the_epoch_save_holds_the_epochs_later_handlers(tmp_path):
+    _run(tmp_path, max_epochs=1)
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["counter"] == {"count": 1}
+    engine, counter = _run(tmp_path, max_epochs=3)  # resumes after epoch 1
+    assert counter.count == 3 and engine.state.iteration == 9
+
+
+def test_a_finished_run_is_resumed_or_started_anew(tmp_path):
+    _run(tmp_path, max_epochs=2)
+    engine, counter = _run(tmp_path, max_epochs=2)  # resumed: nothing left to train
+    assert counter.count == 2
+    engine, counter = _run(tmp_path, max_epochs=2, resume_finished=False)
+    assert counter.count == 2 and engine.state.iteration == 6  # trained from the start
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert saved["trainer"]["iteration"] == 6
+
+
+def test_a_non_finite_state_is_not_saved(tmp_path):
+    net = torch.nn.Linear(2, 1)
+    _run(tmp_path, max_epochs=1, net=net)
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    with pytest.raises(FloatingPointError, match=r"not saving .*checkpoint.pt at iteration 6: network.weight holds NaN or Inf"):
+        _run(tmp_path, max_epochs=2, net=net, diverge_at=5)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+
+
+def test_a_checkpoint_of_other_epochs_is_refused(tmp_path):
+    _run(tmp_path, max_epochs=1)
+    with pytest.raises(RuntimeError, match=r"written with 3 iterations per epoch, this run has 5 .* delete it to start over"):
+        _run(tmp_path, max_epochs=2, data_len=5)

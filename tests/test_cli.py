@@ -1,0 +1,74 @@
+"""``python -m unimiss_monai <command>``: options the command does not take are refused before it runs (fire would run
+it with its defaults first and complain afterwards)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from unimiss_monai.cli import main, unknown_option
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def samples(out: str = "samples", synthetic: bool = False, only: str | None = None, overwrite: bool = False) -> str:
+    return out
+
+
+def _exit(args: list[str], capsys) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as err:
+        main(args)
+    return err.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--outt", "X"], "unimiss_monai samples: unknown option --outt; did you mean --out?"),
+    (["--outt=X"], "unimiss_monai samples: unknown option --outt; did you mean --out?"),
+    (["--synthetic", "--overwrit"], "unimiss_monai samples: unknown option --overwrit; did you mean --overwrite?"),
+    (["--zzz", "1"], "unimiss_monai samples: unknown option --zzz; it takes --out, --synthetic, --only, --overwrite"),
+    (["-o", "X"], "unimiss_monai samples: option -o is ambiguous: --out, --only, --overwrite"),
+    (["a", "true", "x", "false", "extra"], "unimiss_monai samples: unexpected argument 'extra'"),
+    (["--out", "a", "b", "c", "d", "e"], "unimiss_monai samples: unexpected argument 'e'"),
+])
+def test_refused(args, message):
+    assert unknown_option("samples", samples, args) == message
+
+
+@pytest.mark.parametrize("args", [
+    [], ["--out", "X"], ["--out=X"], ["X"], ["--synthetic"],
+    ["--nosynthetic"], ["--synthetic", "false", "--only", "[ct_segmentation]"], ["-s"], ["X", "--only", "a", "--", "--verbose"],
+    ["--help"], ["--out", "X", "--help"], ["--out", "-5"], ["--out", "X", "--", "--zzz"],
+])
+def test_accepted(args):
+    assert unknown_option("samples", samples, args) is None
+
+
+def test_keyword_catch_all_takes_anything():
+    def bench(bundle: str = "x", **overrides):
+        return overrides
+
+    assert unknown_option("label-efficiency", bench, ["--learning_rate", "1e-3", "--anything"]) is None
+
+
+def test_typo_runs_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, err = _exit(["samples", "--outt", str(tmp_path / "X")], capsys)
+    assert code == 2 and err == "unimiss_monai samples: unknown option --outt; did you mean --out?\n"
+    assert list(tmp_path.iterdir()) == []  # neither X nor the default "samples" folder
+
+
+def test_help_anywhere_shows_help_without_running(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, _ = _exit(["samples", "--out", str(tmp_path / "X"), "--help"], capsys)
+    assert code == 0 and list(tmp_path.iterdir()) == []
+
+
+def test_typo_through_python_m(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "unimiss_monai", "samples", "--outt", "X"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 2 and proc.stderr == "unimiss_monai samples: unknown option --outt; did you mean --out?\n"
+    assert proc.stdout == "" and list(tmp_path.iterdir()) == []

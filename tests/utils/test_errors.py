@@ -1,0 +1,117 @@
+"""``user_error_message`` and ``install_error_hook``: the root cause behind MONAI's wrappers, one line for errors a
+user can fix, the traceback for everything else and behind ``UNIMISS_TRACEBACK=1``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import tqdm
+from monai.bundle import ConfigParser
+from monai.data import Dataset
+from monai.transforms import Compose, Lambda
+
+import unimiss_monai
+from unimiss_monai.utils import UnsafeCheckpointError, as_bool, install_error_hook, user_error_message
+
+BOOL_MESSAGE = "config id 'flag' is 'maybe', not a boolean; use true/false, yes/no or 1/0 (any case)"
+
+
+def _raised(func) -> BaseException:
+    try:
+        func()
+    except BaseException as e:  # noqa: BLE001 - the test inspects whatever was raised
+        return e
+    raise AssertionError("nothing raised")
+
+
+def _refuse(_):
+    raise ValueError("/data/ct.nii.gz: has 1 non-finite (NaN or Inf) value(s) of 10; fix or remove those voxels")
+
+
+def test_root_cause_behind_monai_wrappers():
+    # "Failed to evaluate" (a $ expression), "Failed to instantiate" (a _target_), "applying transform" (Compose)
+    evaluated = _raised(lambda: ConfigParser({"imports": ["$import unimiss_monai"],
+                                              "x": "$unimiss_monai.utils.as_bool('maybe', 'flag')"}).get_parsed_content("x"))
+    instantiated = _raised(lambda: ConfigParser({"c": {"_target_": "unimiss_monai.utils.as_bool", "value": "maybe",
+                                                       "name": "flag"}}).get_parsed_content("c"))
+    transformed = _raised(lambda: Compose([Lambda(_refuse)])({"image": 0}))
+    assert str(evaluated).startswith("Failed to evaluate") and str(instantiated).startswith("Failed to instantiate")
+    assert str(transformed).startswith("applying transform")
+    assert user_error_message(evaluated) == user_error_message(instantiated) == BOOL_MESSAGE
+    assert user_error_message(transformed) == str(_raised(lambda: _refuse(None)))
+
+
+def test_which_errors_count_as_fixable():
+    assert user_error_message(FileNotFoundError("dataset_dir 'x' does not exist")) == "dataset_dir 'x' does not exist"
+    assert user_error_message(FileExistsError("out exists; pass --overwrite true")) == "out exists; pass --overwrite true"
+    assert user_error_message(UnsafeCheckpointError("a.pt: refused")) == "a.pt: refused"
+    assert user_error_message(KeyError("no 'image' entry in datalist.json; add one")) == "no 'image' entry in datalist.json; add one"
+    # a bare missing key, a type error, an error from elsewhere, or a message of several lines is a bug to read in full
+    assert user_error_message(KeyError("image")) is None
+    assert user_error_message(TypeError("unsupported operand")) is None
+    assert user_error_message(_raised(lambda: torch.zeros(2) @ torch.zeros(3))) is None
+    assert user_error_message(ValueError("first line\nsecond line")) is None
+    assert user_error_message(KeyboardInterrupt()) is None
+    # an error raised while another was handled is not looked through: only MONAI's wrappers are
+    def while_handling():
+        try:
+            as_bool("maybe", "flag")
+        except ValueError:
+            raise TypeError("cleanup failed")
+    assert user_error_message(_raised(while_handling)) is None
+
+
+def test_runtime_error_counts_only_when_raised_by_the_package():
+    package_file = str(Path(unimiss_monai.__file__).parent / "engines" / "raised_here.py")
+    raise_it = compile("raise RuntimeError('inference: no case was segmented (2 failed, see above)')", package_file, "exec")
+    assert user_error_message(_raised(lambda: exec(raise_it))) == "inference: no case was segmented (2 failed, see above)"
+    assert user_error_message(_raised(lambda: exec("raise RuntimeError('no case was segmented')"))) is None
+
+
+def test_dataloader_worker_error_is_unwrapped():
+    # torch re-raises a worker's error as text: "Caught RuntimeError in DataLoader worker process 0. Original Traceback
+    # ...", around MONAI's "applying transform" around the ValueError
+    loader = torch.utils.data.DataLoader(Dataset([{"image": 0}], transform=Compose([Lambda(_refuse)])), num_workers=1)
+    err = _raised(lambda: next(iter(loader)))
+    assert str(err).startswith("Caught RuntimeError in DataLoader worker process 0")
+    assert user_error_message(err) == str(_raised(lambda: _refuse(None)))
+
+
+def test_hook_prints_two_lines_or_passes_on(monkeypatch, capsys):
+    seen = []
+    monkeypatch.setattr(sys, "excepthook", lambda *args: seen.append(args[1]))
+    monkeypatch.delenv("UNIMISS_TRACEBACK", raising=False)
+    install_error_hook()
+    install_error_hook()  # a second install wraps nothing twice
+    fixable, bug = ValueError("dataset_dir 'x' does not exist"), TypeError("bug")
+    sys.excepthook(ValueError, fixable, None)
+    assert capsys.readouterr().err.splitlines() == ["error: dataset_dir 'x' does not exist",
+                                                   "(set UNIMISS_TRACEBACK=1 for the full traceback)"]
+    sys.excepthook(TypeError, bug, None)
+    monkeypatch.setenv("UNIMISS_TRACEBACK", "1")
+    sys.excepthook(ValueError, fixable, None)
+    assert seen == [bug, fixable] and capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("value", ["0", ""])
+def test_traceback_switch_off_values(monkeypatch, capsys, value):
+    monkeypatch.setattr(sys, "excepthook", lambda *args: None)
+    monkeypatch.setenv("UNIMISS_TRACEBACK", value)
+    install_error_hook()
+    sys.excepthook(ValueError, ValueError("bad value"), None)
+    assert capsys.readouterr().err.startswith("error: bad value\n")
+
+
+def test_hook_closes_progress_bars_first(monkeypatch, capsys):
+    # a bar left open redraws at exit, after the message, and the message would start after its carriage return
+    monkeypatch.setattr(sys, "excepthook", lambda *args: None)
+    install_error_hook()
+    bar = tqdm.tqdm(total=3, file=sys.stderr, desc="Epoch [1/2]")
+    bar.update(1)
+    sys.excepthook(ValueError, ValueError("bad value"), None)
+    err = capsys.readouterr().err
+    assert err.endswith("\nerror: bad value\n(set UNIMISS_TRACEBACK=1 for the full traceback)\n"), repr(err)
+    assert "1/3" in err.rsplit("error:", 1)[0] and bar not in tqdm.tqdm._instances

@@ -1,0 +1,193 @@
+"""``check_run_arguments``: overrides of ``python -m monai.bundle run`` that name no config id or carry a value of the
+wrong type are refused in one line before any work, in process and through real ``monai.bundle run`` runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from monai.bundle import ConfigParser, ConfigWorkflow
+
+from unimiss_monai.utils import RunArgumentError, check_run_arguments, config_ids
+
+REPO = Path(__file__).resolve().parents[2]
+BUNDLES = REPO / "bundles"
+CT_SEG = BUNDLES / "unimiss_ct_segmentation" / "configs"
+HINT = "(set UNIMISS_TRACEBACK=1 for the full traceback)"
+
+
+def _argv(bundle: str, *names: str) -> list[str]:
+    configs = BUNDLES / bundle / "configs"
+    return ["--config_file", str([str(configs / n) for n in names]), "--meta_file", str(configs / "metadata.json"),
+            "--logging_file", str(configs / "logging.conf")]
+
+
+def _refusal(*overrides: str, bundle: str = "unimiss_ct_segmentation", names=("train.json", "smoke.yaml")) -> str | None:
+    try:
+        check_run_arguments(bundle, [*_argv(bundle, *names), *overrides])
+    except RunArgumentError as e:
+        assert "\n" not in str(e)
+        return str(e)
+    return None
+
+
+@pytest.mark.parametrize("bundle, names", [
+    ("unimiss_ct_segmentation", ("train.json",)), ("unimiss_cxr_segmentation", ("train.json", "evaluate.json")),
+    ("unimiss_ct_classification", ("inference.json",)), ("unimiss_cxr_classification", ("train.json",)),
+    ("unimiss_pretraining", ("train.json", "smoke.yaml")), ("unimiss_drr_generation", ("inference.json",)),
+])
+def test_typo_is_refused_with_the_nearest_id(bundle, names):
+    assert _refusal("--output_dirr", "out", bundle=bundle, names=names) == (
+        f"unknown config id 'output_dirr' for {bundle}; did you mean 'output_dir'?")
+    assert _refusal("--output_dir", "out", "--dataset_dir", "data", bundle=bundle, names=names) is None
+
+
+def test_refusals_name_every_bad_key():
+    assert _refusal("--num_epoch", "1") == (
+        "unknown config id 'num_epoch' for unimiss_ct_segmentation; did you mean 'max_epochs'?")
+    assert _refusal("--zzqx", "1") == (
+        "unknown config id 'zzqx' for unimiss_ct_segmentation; it is neither defined in train.json, smoke.yaml nor a "
+        "run argument")
+    assert _refusal("--num_epoch", "1", "--max_epochs", "abc") == (
+        "unknown config id 'num_epoch' for unimiss_ct_segmentation; did you mean 'max_epochs'?; "
+        "config id 'max_epochs' expects an integer, got 'abc'")
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("max_epochs", "abc", "config id 'max_epochs' expects an integer, got 'abc'"),
+    ("max_epochs", "2.5", "config id 'max_epochs' expects an integer, got 2.5"),
+    ("max_epochs", "True", "config id 'max_epochs' expects an integer, got True"),
+    ("learning_rate", "fast", "config id 'learning_rate' expects a number, got 'fast'"),
+    ("deep_supervision", "maybe", "config id 'deep_supervision' expects true or false, got 'maybe'"),
+    ("roi_size", "64", "config id 'roi_size' expects a list of integers such as [16, 64, 64], got 64"),
+    ("pixdim", "[2,a,2]", "config id 'pixdim' expects a list of numbers such as [5.0, 5.0, 5.0], got [2, 'a', 2]"),
+    ("network_def#embed_dims", "16", "config id 'network_def#embed_dims' expects a list of integers such as "
+     "[16, 32, 32, 64], got 16"),
+])
+def test_wrong_type_is_refused(key, value, message):
+    assert _refusal(f"--{key}", value) == message
+
+
+@pytest.mark.parametrize("overrides", [
+    ["--max_epochs", "3"], ["--max_epochs=3"], ["--max-epochs", "3"], ["--learning_rate", "1"],
+    ["--learning_rate", "1e-3"], ["--deep_supervision", "false"], ["--deep_supervision"], ["--nodeep_supervision"],
+    ["--roi_size", "[16,32,32]"], ["--roi_size", "16,32,32"], ["--max_epochs", "$2 * 3"], ["--max_epochs", "@val_interval"],
+    ["--pixdim", "[10,10.0,10]"], ["--class_names", "[liver,spleen]"], ["--pretrained_path", "/weights.pt"],
+    ["--network_def#embed_dims", "[8,8,8,8]"], ["--network_def::embed_dims", "[8,8,8,8]"],
+    ["--train#trainer#max_epochs", "3"], ["--train#preprocessing#transforms#0#keys", "image"],
+    # a keyword the component's target takes, though the config does not set it
+    ["--optimizer#betas", "[0.9,0.99]"], ["--loss#lambda_dice", "0.5"],
+    # run's own arguments, a positional run_id, and what follows "--" (fire's own flags)
+    ["training", "--workflow_type", "train", "--args_file", ""], ["--max_epochs", "3", "--", "--verbose"],
+    ["--tracking", "mlflow", "--experiment_name", "ct"],
+])
+def test_valid_overrides_pass(overrides):
+    assert _refusal(*overrides) is None
+
+
+def test_nested_ids_and_component_keywords():
+    assert _refusal("--optimizer#lrr", "1") == ("unknown config id 'optimizer#lrr' for unimiss_ct_segmentation: "
+                                                "torch.optim.AdamW takes no argument 'lrr'; did you mean 'optimizer#lr'?")
+    assert _refusal("--network_def#embed_dimz", "[8,8,8,8]") is None  # the network takes **variant_overrides
+    assert _refusal("--train#handlers#99", "1").startswith("unknown config id 'train#handlers#99'")
+    assert _refusal("--experiment_name", "ct").startswith("unknown config id 'experiment_name'")  # only with --tracking
+    ids = config_ids({"a": {"b": [1, {"c": 2}]}, "d": 3})
+    assert ids == {"a": {"b": [1, {"c": 2}]}, "a#b": [1, {"c": 2}], "a#b#0": 1, "a#b#1": {"c": 2}, "a#b#1#c": 2, "d": 3}
+
+
+def test_args_file_entries_are_checked(tmp_path):
+    args = tmp_path / "args.json"
+    configs = [str(CT_SEG / "train.json"), str(CT_SEG / "smoke.yaml")]
+    args.write_text(json.dumps({"config_file": configs, "max_epoch": 2}))
+    with pytest.raises(RunArgumentError, match="^unknown config id 'max_epoch' .*did you mean 'max_epochs'"):
+        check_run_arguments("unimiss_ct_segmentation", ["--args_file", str(args)])
+    args.write_text(json.dumps({"config_file": configs, "max_epochs": 2}))
+    check_run_arguments("unimiss_ct_segmentation", ["--args_file", str(args), "--val_interval", "1"])
+
+
+def test_outside_the_command_line_nothing_happens(tmp_path, monkeypatch):
+    hook = sys.excepthook
+    # pytest is __main__ here, not monai.bundle: an in-process workflow with an extra id runs as before
+    monkeypatch.setattr(sys, "argv", ["pytest", "run", "--num_epoch", "1"])
+    check_run_arguments("unimiss_ct_segmentation")
+    drr = BUNDLES / "unimiss_drr_generation" / "configs"
+    wf = ConfigWorkflow(config_file=str(drr / "inference.json"), meta_file=str(drr / "metadata.json"),
+                        logging_file=str(drr / "logging.conf"), workflow_type="infer", output_dir=str(tmp_path), extra=1)
+    wf.initialize()
+    assert sys.excepthook is hook
+
+
+def test_every_initialize_list_starts_with_the_check():
+    checked = []
+    for path in sorted(BUNDLES.glob("*/configs/*.json")):
+        config = ConfigParser.load_config_file(path)
+        if "initialize" in config:
+            bundle = path.parents[1].name
+            assert config["initialize"][0] == f"$unimiss_monai.utils.check_run_arguments('{bundle}')", path
+            checked.append(bundle)
+    assert len(set(checked)) == 6 and len(checked) >= 15
+
+
+# --- real `python -m monai.bundle run` processes (about 10 s of imports each) ---
+
+
+def _run(tmp_path: Path, *overrides: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "monai.bundle", "run", *_argv("unimiss_ct_segmentation", "train.json", "smoke.yaml"),
+           "--bundle_root", str(tmp_path / "bundle"), "--output_dir", str(tmp_path / "out"), *overrides]
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    full_env.pop("UNIMISS_TRACEBACK", None)
+    return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, env={**full_env, **(env or {})})
+
+
+def _assert_one_line(proc: subprocess.CompletedProcess, message: str, tmp_path: Path, max_lines: int = 5) -> None:
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert lines[-2:] == [f"error: {message}", HINT], proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and len(lines) <= max_lines, proc.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "bundle").exists()
+
+
+@pytest.mark.integration
+def test_cli_refuses_arguments_before_any_work(tmp_path):
+    proc = _run(tmp_path, "--dataset_dir", str(tmp_path), "--num_epoch", "1", "--max_epochs", "abc")
+    _assert_one_line(proc, "unknown config id 'num_epoch' for unimiss_ct_segmentation; did you mean 'max_epochs'?; "
+                     "config id 'max_epochs' expects an integer, got 'abc'", tmp_path)
+
+
+@pytest.mark.integration
+def test_cli_missing_dataset_dir_is_one_line_and_the_switch_shows_the_traceback(tmp_path):
+    missing = tmp_path / "no_such_data"
+    proc = _run(tmp_path, "--dataset_dir", str(missing))
+    _assert_one_line(proc, f"dataset_dir '{missing}' does not exist; create it with `python -m unimiss_monai samples "
+                     f"--out {missing}` or point --dataset_dir at your data", tmp_path)
+    full = _run(tmp_path, "--dataset_dir", str(missing), env={"UNIMISS_TRACEBACK": "1"})
+    assert full.returncode == 1 and "Traceback (most recent call last)" in full.stderr
+    assert f"FileNotFoundError: dataset_dir '{missing}' does not exist" in full.stderr
+    # MONAI's wrapper stays at the bottom, as without this package's hook
+    assert "RuntimeError: Failed to evaluate ConfigExpression" in "\n".join(full.stderr.splitlines()[-5:])
+    assert HINT not in full.stderr and len(full.stderr.splitlines()) > 20
+
+
+@pytest.mark.integration
+def test_cli_transform_error_names_the_file(tmp_path):
+    from unimiss_monai.data.sample_sets.ct_segmentation import make_organ_phantom
+
+    data = tmp_path / "data"
+    data.mkdir()
+    hu, labels, affine = make_organ_phantom((20, 18, 16), (10.0, 10.0, 10.0), seed=3)
+    image = hu.astype(np.float32)
+    image[3, 4, 5] = np.nan
+    nib.save(nib.Nifti1Image(image, affine), data / "ct.nii.gz")
+    nib.save(nib.Nifti1Image(labels, affine), data / "label.nii.gz")
+    case = {"image": "ct.nii.gz", "label": "label.nii.gz"}
+    (data / "datalist.json").write_text(json.dumps({"training": [case], "validation": [case]}))
+    proc = _run(tmp_path, "--dataset_dir", str(data), "--roi_size", "[16,32,32]", "--pixdim", "[10.0,10.0,10.0]")
+    # MONAI's own warnings and the caching progress bar come first; no traceback
+    _assert_one_line(proc, f"{data / 'ct.nii.gz'}: has 1 non-finite (NaN or Inf) value(s) of {image.size}; fix or "
+                     "remove those voxels (e.g. replace them with the air value) or drop the case", tmp_path, max_lines=8)

@@ -1,0 +1,73 @@
+"""The best model of a run, kept in the run's own folder: written atomically, never with NaN/Inf, resumable."""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from ignite.handlers.checkpoint import BaseSaveHandler
+from monai.handlers import CheckpointSaver
+
+from unimiss_monai.data.writers import save_torch
+from unimiss_monai.handlers.non_finite_guard import first_non_finite
+
+__all__ = ["BestModelSaver"]
+
+
+class _AtomicFixedFileSaver(BaseSaveHandler):
+    """Writes every checkpoint to one file, replacing it atomically; refuses NaN/Inf tensors."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+            return
+        bad = first_non_finite(checkpoint)
+        if bad is not None:
+            raise FloatingPointError(
+                f"not saving {self.path}: {bad} holds NaN or Inf (the run diverged); the best model so far is kept"
+            )
+        save_torch(dict(checkpoint), self.path)
+
+    def remove(self, filename: str) -> None:
+        # the next save replaces the one file atomically; deleting it first would leave a moment with no best model
+        pass
+
+
+class BestModelSaver(CheckpointSaver):
+    """MONAI's ``CheckpointSaver`` keeping the best model by the key metric in one run-local file.
+
+    Compared with ``CheckpointSaver(save_key_metric=True, key_metric_filename=...)``: the file is replaced atomically
+    (a kill while saving leaves the previous best), a model holding NaN or Inf raises ``FloatingPointError`` instead of
+    being saved, and :meth:`state_dict` returns the score of the saved model, so a resumed run (see
+    :class:`~unimiss_monai.handlers.TrainingCheckpoint`) replaces it only with a better one. Publishing the best model
+    of a finished run is :class:`~unimiss_monai.handlers.PublishBestModel`'s job.
+
+    Args:
+        save_dir: folder of the file, e.g. ``<output_dir>/checkpoints``.
+        save_dict: objects to save, e.g. ``{"model": network, "info": CheckpointInfo(...)}``.
+        key_metric_filename: the file name. Defaults to ``best_model.pt``.
+        kwargs: the other ``CheckpointSaver`` key-metric arguments (``key_metric_name``, ``key_metric_negative_sign``,
+            ``key_metric_greater_or_equal``, ``name``, ``file_prefix``); ``save_key_metric`` must stay true.
+    """
+
+    def __init__(self, save_dir: str | os.PathLike, save_dict: dict, key_metric_filename: str = "best_model.pt", **kwargs) -> None:
+        if not kwargs.pop("save_key_metric", True):
+            raise ValueError("BestModelSaver saves by the key metric; use MONAI's CheckpointSaver for other schedules")
+        super().__init__(save_dir=str(save_dir), save_dict=save_dict, save_key_metric=True,
+                         key_metric_filename=key_metric_filename, key_metric_n_saved=1, **kwargs)
+        self.path = Path(save_dir) / key_metric_filename
+        self._key_metric_checkpoint.save_handler = _AtomicFixedFileSaver(self.path)
+
+    @property
+    def saved(self) -> bool:
+        """Whether this run (including the part before a resume) has saved a best model."""
+        return bool(self._key_metric_checkpoint._saved)
+
+    def state_dict(self) -> OrderedDict:
+        """The score and name of the saved model, as plain numbers and strings (a metric may be a NumPy scalar)."""
+        return OrderedDict(_saved=[(float(p), str(f)) for p, f in self._key_metric_checkpoint._saved])

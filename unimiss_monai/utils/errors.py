@@ -1,0 +1,141 @@
+"""One line on stderr for errors a user can fix: a wrong path, a refused value, a bad input file.
+
+``python -m monai.bundle run`` wraps every error raised while a config is evaluated in ``RuntimeError("Failed to
+evaluate ...")`` / ``RuntimeError("Failed to instantiate ...")`` (and a transform's error in ``RuntimeError("applying
+transform ...")``), so a one-line message of this package reaches the user at the bottom of a long traceback whose last
+line is the generic wrapper. :func:`install_error_hook` makes such errors print as ``error: <message>`` instead; any
+other error keeps its traceback, and ``UNIMISS_TRACEBACK=1`` restores the traceback for all of them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from types import TracebackType
+
+__all__ = ["TRACEBACK_ENV", "install_error_hook", "user_error_message"]
+
+TRACEBACK_ENV = "UNIMISS_TRACEBACK"
+_PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
+# the messages MONAI (and torch's DataLoader) put around the error that was actually raised
+_WRAPPERS = ("Failed to evaluate", "Failed to instantiate", "applying transform")
+_USER_TYPES = (ValueError, FileNotFoundError, FileExistsError, KeyError)
+_USER_TYPE_NAMES = {"ValueError", "FileNotFoundError", "FileExistsError", "KeyError"}
+_WORKER_HEAD = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.\nOriginal Traceback")
+_EXC_LINE = re.compile(r"^(?P<type>[A-Za-z_][\w.]*): (?P<message>.*)$")
+_FILE_LINE = re.compile(r'^\s*File "(?P<file>[^"]+)", line \d+')
+
+
+def _is_wrapper(message: str) -> bool:
+    return message.startswith(_WRAPPERS)
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, KeyError):
+        # str(KeyError) is the repr of its argument; only a sentence is a message, a bare key is a bug
+        arg = exc.args[0] if len(exc.args) == 1 else None
+        return arg if isinstance(arg, str) and " " in arg.strip() else ""
+    return str(exc)
+
+
+def _raised_in_package(tb: TracebackType | None) -> bool:
+    last = None
+    while tb is not None:
+        last, tb = tb, tb.tb_next
+    return last is not None and last.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR)
+
+
+def _one_line(message: str) -> str | None:
+    message = message.strip()
+    return message if message and "\n" not in message else None
+
+
+def _from_worker_text(text: str) -> str | None:
+    """The user message inside torch's re-raised DataLoader worker error, whose text is the worker's formatted
+    traceback: exception blocks, innermost first, each ending in ``Type: message``."""
+    blocks = re.split(r"\n\n(?:The above exception was the direct cause|During handling of the above exception)"
+                      r"[^\n]*\n\n", text)
+    for block in reversed(blocks):
+        lines = block.rstrip().splitlines()
+        found = next(((i, m) for i in range(len(lines) - 1, -1, -1) if (m := _EXC_LINE.match(lines[i]))), None)
+        if found is None:
+            return None
+        index, match = found
+        kind, message = match["type"], match["message"]
+        if kind == "RuntimeError" and _is_wrapper(message):
+            continue
+        files = [f["file"] for line in lines[:index] if (f := _FILE_LINE.match(line))]
+        in_package = bool(files) and files[-1].startswith(_PACKAGE_DIR)
+        if kind == "KeyError":
+            message = message.strip("'\"") if " " in message else ""
+        user = (kind.rsplit(".", 1)[-1] in _USER_TYPE_NAMES or kind.startswith("unimiss_monai.")
+                or (kind == "RuntimeError" and in_package))
+        return _one_line(message) if user and index == len(lines) - 1 else None
+    return None
+
+
+def user_error_message(exc: BaseException) -> str | None:
+    """The one-line message of ``exc`` when its root cause is an error a user can fix, else ``None``.
+
+    The root cause is found by following ``__cause__`` / ``__context__`` through MONAI's ``RuntimeError`` wrappers
+    (``Failed to evaluate``, ``Failed to instantiate``, ``applying transform``) and through torch's re-raised
+    DataLoader worker errors. A user can fix a ``ValueError``, ``FileNotFoundError``, ``FileExistsError``, a
+    ``KeyError`` whose argument is a sentence, an error class of this package, and a ``RuntimeError`` raised by this
+    package, provided the message is one line.
+
+    Args:
+        exc: the uncaught exception.
+    """
+    seen: set[int] = set()
+    while isinstance(exc, RuntimeError) and _is_wrapper(str(exc)) and id(exc) not in seen:
+        seen.add(id(exc))
+        inner = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+        if inner is None:
+            break
+        exc = inner
+    if not isinstance(exc, Exception):
+        return None
+    text = str(exc)
+    if _WORKER_HEAD.match(text):
+        return _from_worker_text(text.split("\n", 1)[1])
+    user = (isinstance(exc, _USER_TYPES) or type(exc).__module__.split(".")[0] == "unimiss_monai"
+            or (type(exc) is RuntimeError and _raised_in_package(exc.__traceback__)))
+    return _one_line(_message(exc)) if user else None
+
+
+def _close_progress_bars() -> None:
+    """Close open tqdm bars (ignite's ProgressBar, dataset caching): their last redraw would otherwise come after the
+    message, at exit, and the message would start mid-line after the bar's carriage return."""
+    std = sys.modules.get("tqdm.std")
+    for bar in list(getattr(getattr(std, "tqdm", None), "_instances", ()) or ()):
+        try:
+            bar.close()
+        except Exception:  # a half-closed bar must not hide the message
+            pass
+
+
+def _hook(previous):
+    def excepthook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+        message = None if os.environ.get(TRACEBACK_ENV, "").strip() not in ("", "0") else user_error_message(value)
+        if message is None:
+            previous(kind, value, tb)
+            return
+        _close_progress_bars()
+        sys.stderr.write(f"error: {message}\n(set {TRACEBACK_ENV}=1 for the full traceback)\n")
+        sys.stderr.flush()
+
+    excepthook.unimiss_error_hook = True  # type: ignore[attr-defined]
+    return excepthook
+
+
+def install_error_hook() -> None:
+    """Make this process print an uncaught error a user can fix (see :func:`user_error_message`) as two lines on
+    stderr, ``error: <message>`` and how to get the traceback, instead of the traceback; the exit status stays 1.
+    Other errors go to the hook installed before. Installing twice changes nothing.
+
+    ``UNIMISS_TRACEBACK=1`` (read when the error happens) prints the full traceback for every error.
+    """
+    if not getattr(sys.excepthook, "unimiss_error_hook", False):
+        sys.excepthook = _hook(sys.excepthook)

@@ -1,0 +1,227 @@
+"""Checks of a bundle run's command line before any work: ids that name nothing, values of the wrong type.
+
+``python -m monai.bundle run --config_file ... --key value`` merges every ``--key value`` pair into the config, so a
+typo (``--num_epoch 1`` for ``--max_epochs 1``) adds an id nothing reads and the run goes on with the default, and
+``--max_epochs abc`` fails deep in the trainer. Each bundle calls :func:`check_run_arguments` first in its
+``initialize`` list; it compares the ids given on the command line with those the config files define.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from unimiss_monai.utils.args import as_bool
+from unimiss_monai.utils.errors import install_error_hook
+
+__all__ = ["RunArgumentError", "check_run_arguments", "config_ids"]
+
+# the keys every config component may hold besides its target's arguments
+_COMPONENT_KEYS = {"_target_", "_disabled_", "_requires_", "_desc_", "_mode_"}
+_COMMANDS = ("run", "run_workflow")
+
+
+class RunArgumentError(ValueError):
+    """A ``--key value`` pair of ``python -m monai.bundle run`` that names no config id or has the wrong type."""
+
+
+def _is_flag(arg: str) -> bool:
+    # fire's rule: a leading hyphen, except a negative number
+    return arg.startswith("--") or re.match(r"^-[a-zA-Z]", arg) is not None
+
+
+def _parse_flags(args: Sequence[str]) -> dict[str, Any]:
+    """``--key value`` / ``--key=value`` / ``--key`` pairs of ``args`` as fire hands them to ``run(**override)``."""
+    from fire.parser import DefaultParseValue
+
+    if "--" in args:  # what follows the last "--" is for fire itself
+        args = args[: len(args) - 1 - args[::-1].index("--")]
+    pairs: dict[str, Any] = {}
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        index += 1
+        if not _is_flag(arg):
+            continue  # a positional run_id
+        key, has_value, value = arg.lstrip("-").partition("=")
+        key = key.replace("-", "_")
+        if not has_value:
+            if index == len(args) or _is_flag(args[index]):
+                key, value = (key[2:], "False") if key.startswith("no") and key not in _run_arguments() else (key, "True")
+            else:
+                value, index = args[index], index + 1
+        pairs[key] = DefaultParseValue(value)
+    return pairs
+
+
+def _run_arguments() -> set[str]:
+    """Arguments of ``monai.bundle run`` / ``run_workflow`` that are not config ids (``meta_file``, ``tracking``, ...)."""
+    from monai.bundle import ConfigWorkflow, scripts
+
+    names: set[str] = set()
+    for func in (scripts.run, scripts.run_workflow, scripts.create_workflow, ConfigWorkflow.__init__):
+        names |= {p.name for p in inspect.signature(func).parameters.values()
+                  if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self"}
+    return names
+
+
+def config_ids(config: Any, prefix: str = "") -> dict[str, Any]:
+    """Every id of ``config`` (nested ones as ``a#b``, list items as ``a#0``) mapped to its value."""
+    ids: dict[str, Any] = {}
+    items = config.items() if isinstance(config, Mapping) else enumerate(config) if isinstance(config, list) else ()
+    for key, value in items:
+        name = f"{prefix}{key}"
+        ids[name] = value
+        ids.update(config_ids(value, name + "#"))
+    return ids
+
+
+def _command_line() -> list[str] | None:
+    """The arguments after ``run`` when this process is ``python -m monai.bundle run ...``, else ``None``."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    launched = getattr(spec, "name", None) == "monai.bundle.__main__" or Path(sys.argv[0]).parts[-2:] == ("bundle", "__main__.py")
+    if not launched or len(sys.argv) < 2 or sys.argv[1] not in _COMMANDS:
+        return None
+    return list(sys.argv[2:])
+
+
+def _target_parameters(target: Any) -> set[str] | None:
+    """Keyword names ``target`` (a ``_target_`` string) accepts; ``None`` when unknown or unlimited."""
+    from monai.bundle.config_item import ComponentLocator
+    from pydoc import locate
+
+    if not isinstance(target, str) or target.startswith(("$", "@", "%")):
+        return None
+    try:
+        if "." in target:
+            obj = locate(target)
+        else:  # a short MONAI name such as "LoadImaged"
+            module = ComponentLocator().get_component_module_name(target)
+            obj = getattr(sys.modules[module], target) if isinstance(module, str) else None
+        params = inspect.signature(obj).parameters.values()
+    except Exception:  # not importable or no signature: MONAI reports it when it instantiates the component
+        return None
+    if any(p.kind == p.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params}
+
+
+def _suggest(key: str, candidates: Sequence[str]) -> str:
+    depth = key.count("#")
+    same_depth = [c for c in candidates if c.count("#") == depth]
+    close = difflib.get_close_matches(key, same_depth, n=3) or difflib.get_close_matches(key, candidates, n=3)
+    if not close:
+        return ""
+    # the runners-up only when about as close as the best (num_epoch: max_epochs 0.74, warmup_epochs 0.64)
+    ratios = [difflib.SequenceMatcher(None, key, c).ratio() for c in close]
+    close = [c for c, r in zip(close, ratios) if r >= ratios[0] - 0.05]
+    names = [repr(c) for c in close]
+    return "; did you mean " + (names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]) + "?"
+
+
+def _unknown(key: str, ids: Mapping[str, Any], run_args: set[str], bundle: str, files: str) -> str | None:
+    """The complaint about override ``key``, or ``None`` when it names a config id."""
+    if key in ids or key.startswith("_meta_"):
+        return None
+    parent, _, leaf = key.rpartition("#")
+    if parent and isinstance(ids.get(parent), Mapping) and "_target_" in ids[parent]:
+        # a new keyword of a component (--network_def#drop_path_rate 0.1) is fine when its target accepts it
+        params = _target_parameters(ids[parent]["_target_"])
+        if params is None or leaf in params or leaf in _COMPONENT_KEYS:
+            return None
+        close = difflib.get_close_matches(leaf, sorted(params), n=1)
+        hint = f"; did you mean {parent + '#' + close[0]!r}?" if close else f" (it takes: {', '.join(sorted(params))})"
+        return f"unknown config id {key!r} for {bundle}: {ids[parent]['_target_']} takes no argument {leaf!r}{hint}"
+    hint = _suggest(key, sorted(set(ids) | run_args))
+    return f"unknown config id {key!r} for {bundle}" + (hint or f"; it is neither defined in {files} nor a run argument")
+
+
+def _is_expression(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(("$", "@", "%"))
+
+
+def _is_number(value: Any, integer: bool) -> bool:
+    return isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
+
+
+def _wrong_type(key: str, value: Any, default: Any) -> str | None:
+    """The complaint about ``value`` for an id whose default is ``default``, or ``None`` when it fits."""
+    if _is_expression(value):
+        return None
+    expects = None
+    if isinstance(default, bool):
+        try:
+            as_bool(value, key)
+        except ValueError:
+            expects = "true or false"
+    elif isinstance(default, (int, float)):
+        integer = isinstance(default, int)
+        if not _is_number(value, integer):
+            expects = "an integer" if integer else "a number"
+    elif isinstance(default, list) and default and all(_is_number(d, False) for d in default):
+        # only lists of numbers: MONAI takes a single string for a list of keys, and an empty list says nothing
+        integer = all(isinstance(d, int) for d in default)
+        if not isinstance(value, (list, tuple)) or not all(_is_number(v, integer) or _is_expression(v) for v in value):
+            expects = f"a list of {'integers' if integer else 'numbers'} such as {default}"
+    return None if expects is None else f"config id {key!r} expects {expects}, got {value!r}"
+
+
+def check_run_arguments(bundle: str, argv: Sequence[str] | None = None) -> None:
+    """Refuse ``--key value`` overrides of a bundle run that name no config id or give a value of the wrong type.
+
+    Called as the first entry of a bundle's ``initialize`` list. When the process is ``python -m monai.bundle run``
+    (or ``run_workflow``), it also installs :func:`~unimiss_monai.utils.errors.install_error_hook`, so errors a user
+    can fix print as one line. Elsewhere (``ConfigWorkflow`` in a script, MONAI Label) it does nothing.
+
+    Valid keys are the ids the ``--config_file`` files define (nested ``a#b``, list items ``a#0``, merged in order, plus
+    ``--args_file`` entries and the ``--tracking`` settings' ids), keywords a component's ``_target_`` accepts, and
+    the arguments of ``run`` itself (``meta_file``, ``logging_file``, ``workflow_type``, ...). An id whose default is
+    an integer, a number, a boolean or a list must get a value of that kind (or a ``$``/``@``/``%`` expression).
+
+    Args:
+        bundle: the bundle's name, used in the messages.
+        argv: the arguments after ``run``; default: this process's command line when it is ``monai.bundle run``.
+
+    Raises:
+        RunArgumentError: one line listing every refused key, with the nearest valid ids.
+    """
+    from monai.bundle import ConfigParser
+    from monai.bundle.utils import DEFAULT_EXP_MGMT_SETTINGS
+
+    if argv is None:
+        argv = _command_line()
+        if argv is None:
+            return
+        install_error_hook()
+    run_args = _run_arguments()
+    given = _parse_flags(list(argv))
+    arguments = dict(ConfigParser.load_config_file(given["args_file"])) if given.get("args_file") else {}
+    arguments.update(given)
+    files = arguments.get("config_file")
+    if not files:
+        return  # monai.bundle refuses a run without config files itself
+    ids = config_ids(ConfigParser.load_config_files(files))
+    tracking = arguments.get("tracking")
+    if tracking:
+        settings = DEFAULT_EXP_MGMT_SETTINGS.get(tracking) if isinstance(tracking, str) else None
+        settings = settings or ConfigParser.load_config_files(tracking)
+        ids.update({k: v for k, v in config_ids(settings.get("configs", {})).items() if k not in ids})
+    names = ", ".join(Path(f).name for f in ([files] if isinstance(files, str) else files) if isinstance(f, str))
+    problems = []
+    for raw_key, value in arguments.items():
+        if raw_key in run_args:
+            continue
+        key = raw_key.lstrip("+").replace("::", "#")
+        problem = _unknown(key, ids, run_args, bundle, names or "the config files")
+        if problem is None and key in ids:
+            problem = _wrong_type(key, value, ids[key])
+        if problem:
+            problems.append(problem)
+    if problems:
+        raise RunArgumentError("; ".join(problems))
