@@ -73,10 +73,11 @@ def test_convert_checkpoint_cli_prints_one_line(tmp_path):
         [sys.executable, "-m", "unimiss_monai", "convert-checkpoint", str(src), str(tmp_path / "out.pt")],
         capture_output=True, text=True, cwd=REPO, timeout=300,
     )
-    assert proc.returncode != 0 and not marker.exists()
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("unimiss_monai.utils.serialization.UnsafeCheckpointError: convert-checkpoint: source")
-    assert ("io.open" in last or "builtins.open" in last) and "refused" in last
+    assert proc.returncode == 1 and not marker.exists()
+    lines = proc.stderr.strip().splitlines()
+    assert "Traceback" not in proc.stderr and lines[-1].startswith("(set UNIMISS_TRACEBACK=1")
+    assert lines[-2].startswith("error: convert-checkpoint: source")
+    assert ("io.open" in lines[-2] or "builtins.open" in lines[-2]) and "refused" in lines[-2]
     # torch's own multi-line advice (load with weights_only=False) is replaced, not chained
     assert "weights_only" not in proc.stderr
 

@@ -110,6 +110,9 @@ def unknown_option(command: str, func: Callable, args: Sequence[str]) -> str | N
 def main(argv: list[str] | None = None) -> None:
     import fire
 
+    from unimiss_monai.utils.errors import install_error_hook
+
+    install_error_hook()  # a wrong path or a refused file: one line on stderr, not a traceback
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in COMMANDS:
         func = _load(args[0])

@@ -76,6 +76,10 @@ BAD_CT: dict[str, tuple[Callable[[Path], None], str]] = {
 }
 
 
+# a constant volume renders to a valid (if dull) DRR, but gives a network nothing to segment or classify
+BAD_CT_INFERENCE = {**BAD_CT, "constant.nii.gz": (lambda p: _nifti(np.full((24, 24, 16), -1000.0, np.float32), p), "same value")}
+
+
 def _png(array: np.ndarray, path: Path) -> None:
     Image.fromarray(array).save(path)
 
@@ -104,6 +108,7 @@ BAD_XRAY: dict[str, tuple[Callable[[Path], None], str]] = {
     "empty.png": (lambda p: p.write_bytes(b""), ""),
     "not_png.png": (lambda p: p.write_bytes(b"this is a text file, not an image"), ""),
     "empty.dcm": (lambda p: p.write_bytes(b""), ""),
+    "blank.png": (lambda p: _png(np.zeros((48, 40), np.uint8), p), "same value"),
 }
 
 
@@ -152,8 +157,8 @@ def _cxr_seg_failures(out: Path) -> dict[str, str]:
 
 
 INFERENCE = {
-    "unimiss_ct_segmentation": (BAD_CT, lambda p: _nifti(_ct(), p / "good.nii.gz"), _seg_failures, "good_seg.nii.gz"),
-    "unimiss_ct_classification": (BAD_CT, lambda p: _nifti(_ct(), p / "good.nii.gz"), _cls_failures, "predictions.csv"),
+    "unimiss_ct_segmentation": (BAD_CT_INFERENCE, lambda p: _nifti(_ct(), p / "good.nii.gz"), _seg_failures, "good_seg.nii.gz"),
+    "unimiss_ct_classification": (BAD_CT_INFERENCE, lambda p: _nifti(_ct(), p / "good.nii.gz"), _cls_failures, "predictions.csv"),
     "unimiss_cxr_segmentation": (BAD_XRAY, lambda p: _png(_radiograph(), p / "good.png"), _cxr_seg_failures, "good_overlay.png"),
     "unimiss_cxr_classification": (BAD_XRAY, lambda p: _png(_radiograph(), p / "good.png"), _cls_failures, "predictions.csv"),
 }

@@ -179,3 +179,20 @@ def test_real_ct_fallback_is_announced(monkeypatch, recwarn):
     monkeypatch.setattr(locators, "find_real_ct", lambda: None)
     with pytest.warns(UserWarning, match=r"a set uses a synthetic phantom instead \(install it with `pip install"):
         assert locators.real_ct_or_fallback(False, "a set") is None
+
+
+def test_a_volume_without_air_warns_that_it_does_not_look_like_ct():
+    import warnings
+
+    import numpy as np
+
+    from unimiss_monai.data.ct_io import warn_if_not_ct_hu
+
+    ct = np.full((16, 16, 8), -1000.0, np.float32)
+    ct[4:12, 4:12] = 40.0
+    mr = np.random.default_rng(0).uniform(0, 900, (16, 16, 8)).astype(np.float32)  # MR-like: no air near -1000
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert warn_if_not_ct_hu(ct, "ct.nii.gz") is False
+    with pytest.warns(UserWarning, match=r"^mr\.nii\.gz: intensities \[0, 9\d\d\] have no air near -1000 HU"):
+        assert warn_if_not_ct_hu(mr, "mr.nii.gz") is True

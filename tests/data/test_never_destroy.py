@@ -59,3 +59,16 @@ def test_samples_never_replace_a_users_folder(tmp_path):
     with pytest.raises(RuntimeError, match="ct_segmentation.*was not written by unimiss_monai"):
         samples(str(tmp_path), synthetic=True, only="ct_segmentation")
     assert (tmp_path / "ct_segmentation" / "my_case.nii.gz").read_bytes() == b"user data"
+
+
+def test_leftovers_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
+    from unimiss_monai.data.writers import save_json, save_torch
+
+    # what a writer killed before its rename leaves: a tagged temporary file (and a staging folder)
+    (tmp_path / ".model.pt.k1ll3d.unimiss-tmp.pt").write_bytes(b"half a checkpoint")
+    (tmp_path / ".case.abcd.unimiss-tmp").mkdir()
+    (tmp_path / ".model.pt.backup").write_bytes(b"the user's")  # not ours: never touched
+    save_torch({"w": 1}, tmp_path / "model.pt")
+    with staged_dir(tmp_path / "case") as tmp:
+        save_json({}, tmp / "x.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".model.pt.backup", "case", "model.pt"]

@@ -65,7 +65,10 @@ def test_default_subset_is_in_sample_ct():
 
 def _pair(shape=(8, 8, 6), label_shape=None, values=(0, 1, 2), channels=1, label_affine=None):
     meta = {"filename_or_obj": "/data/ct.nii.gz"}
-    image = MetaTensor(torch.zeros(channels, *shape), affine=torch.eye(4), meta=meta)
+    # a CT-like image: air with a soft-tissue ramp (a constant image is refused before the label checks)
+    image = torch.full((channels, *shape), -1000.0)
+    image[:, : shape[0] // 2] = torch.linspace(0.0, 60.0, shape[-1])
+    image = MetaTensor(image, affine=torch.eye(4), meta=meta)
     label = torch.zeros(1, *(label_shape or shape))
     label.view(-1)[: len(values)] = torch.tensor(values, dtype=torch.float32)
     label = MetaTensor(label, affine=torch.eye(4) if label_affine is None else label_affine, meta={"filename_or_obj": "/data/ct_label.nii.gz"})

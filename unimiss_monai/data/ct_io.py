@@ -15,7 +15,7 @@ import numpy as np
 
 from unimiss_monai.transforms.utility.array import check_grid, check_nifti_header
 
-__all__ = ["CTInputError", "load_ct", "load_label_map", "is_dicom_file", "is_dicom_series_dir"]
+__all__ = ["CTInputError", "load_ct", "load_label_map", "is_dicom_file", "is_dicom_series_dir", "warn_if_not_ct_hu"]
 
 logger = logging.getLogger(__name__)
 
@@ -109,13 +109,23 @@ def load_ct(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if bad:  # +-Inf would render as infinite pixels and a black preview
         kind = "NaN" if int(np.isnan(hu).sum()) == bad else "non-finite (NaN or Inf)"
         raise CTInputError(f"{path}: has {bad} {kind} voxels; replace them (e.g. with -1024 HU, air) before rendering")
-    low = float(np.percentile(hu[::4, ::4, ::2], 1.0))
-    if low > MR_LIKE_LOW_PERCENTILE_HU:
-        message = (f"{path}: intensities [{float(hu.min()):.0f}, {float(hu.max()):.0f}] have no air near -1000 HU, so "
-                   f"this looks like MR or unscaled data, not CT; DRRs are only meaningful for CT in HU")
-        warnings.warn(message, UserWarning, stacklevel=2)
-        logger.warning(message)
+    warn_if_not_ct_hu(hu, str(path), "DRRs are only meaningful for CT in HU")
     return np.ascontiguousarray(hu, dtype=np.float32), affine
+
+
+def warn_if_not_ct_hu(hu, source: str, consequence: str = "the network was trained on CT in HU") -> bool:
+    """Warn (``UserWarning`` and the log, naming ``source``) when a volume has no air near -1000 HU, i.e. looks like MR
+    or unscaled raw values rather than CT; returns whether it warned. ``hu``: any array or tensor of the volume."""
+    a = np.asarray(hu.detach().cpu() if hasattr(hu, "detach") else hu, dtype=np.float32)
+    a = a.reshape(-1)[:: max(1, a.size // 200_000)]  # a percentile needs no more than a sample
+    low = float(np.percentile(a, 1.0)) if a.size else 0.0
+    if low <= MR_LIKE_LOW_PERCENTILE_HU:
+        return False
+    message = (f"{source}: intensities [{float(a.min()):.0f}, {float(a.max()):.0f}] have no air near -1000 HU, so this "
+               f"looks like MR or unscaled data, not CT; {consequence}")
+    warnings.warn(message, UserWarning, stacklevel=2)
+    logger.warning(message)
+    return True
 
 
 def load_label_map(path: str | Path, ct_shape: tuple[int, ...], ct_affine: np.ndarray) -> np.ndarray:

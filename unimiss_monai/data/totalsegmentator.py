@@ -18,6 +18,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 
+from unimiss_monai.data.ct_io import warn_if_not_ct_hu
 from unimiss_monai.transforms.utility import CheckImage
 
 __all__ = [
@@ -210,7 +211,10 @@ class CheckSegmentationInputd(MapTransform):
             raise ValueError(f"{src}: image has shape {tuple(image.shape[1:])} ({image.ndim - 1} spatial dims) but this bundle segments {kind}; give it a {self.spatial_dims}D image")
         if image.shape[0] != self.in_channels:
             raise ValueError(f"{src}: image has {image.shape[0]} channels, the network takes {self.in_channels}; give one {self.in_channels}-channel image per case")
-        CheckImage()(image)  # non-finite voxels or a degenerate grid: one failed case, never an all-background label
+        # non-finite voxels, a degenerate grid or a constant image: one failed case, never an all-background label
+        CheckImage(fail_constant=True)(image)
+        if self.spatial_dims == 3:
+            warn_if_not_ct_hu(image, src, "its segmentation is unlikely to mean anything")
         if label_key not in data:
             return data
         label = data[label_key]

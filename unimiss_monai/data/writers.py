@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -20,6 +21,9 @@ def _umask() -> int:
     os.umask(mask)
     return mask
 
+
+# ends the name of every temporary file or folder the writers make, so a leftover of a killed run can be told apart
+_TMP_TAG = ".unimiss-tmp"
 
 #: written into every folder :func:`staged_dir` assembles: only a folder holding it may be replaced by a rerun
 OUTPUT_MARKER = ".unimiss_monai_output"
@@ -46,7 +50,9 @@ def staged_dir(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     check_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*{_TMP_TAG}"):  # left by a killed run, as above
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TMP_TAG))
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
@@ -81,7 +87,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{suffix}")
+    marker = f"{_TMP_TAG}{suffix}"
+    # a writer killed before its rename (kill -9, power loss) leaves its temporary file behind: the next write of the
+    # same file removes it; the tag makes sure only such leftovers match, never a file of the user's
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*{glob.escape(marker)}"):
+        stale.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=marker)
     os.close(fd)
     try:
         yield Path(tmp)

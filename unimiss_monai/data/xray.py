@@ -120,7 +120,8 @@ class AsGreyRadiograph(Transform):
         elif channels != 1:
             fix = "convert it to greyscale" + ("" if self.luminance or channels not in (3, 4) else " or set luminance=True")
             raise ValueError(f"{name}: expected a grey radiograph (1 channel, or RGB with equal channels), got {channels} channels of shape {tuple(img.shape[1:])}; {fix}")
-        CheckImage()(img)  # NaN/Inf pixels would become a confident "no finding" or an empty mask
+        # NaN/Inf pixels or a blank image would become a confident "no finding" or an empty mask
+        CheckImage(fail_constant=True)(img)
         meta = getattr(img, "meta", {}) or {}
         if self.invert_monochrome1 and _needs_inversion(meta):
             img = img.max() + img.min() - img

@@ -21,6 +21,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
+from unimiss_monai.data.ct_io import warn_if_not_ct_hu
 from unimiss_monai.data.writers import atomic_path, save_json
 from unimiss_monai.engines.tolerant_inference import guard_forward, root_cause
 from unimiss_monai.transforms.utility import CheckImage
@@ -44,7 +45,8 @@ class CheckSpatialDimsd(MapTransform):
     def __init__(self, keys: KeysCollection, spatial_dims: int, hint: str = "", allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.spatial_dims, self.hint = int(spatial_dims), hint
-        self.check_image = CheckImage()  # non-finite voxels or a degenerate grid: one failed case, not a NaN verdict
+        # non-finite voxels, a degenerate grid or a constant image: one failed case, not a NaN verdict
+        self.check_image = CheckImage(fail_constant=True)
 
     def __call__(self, data):
         d = dict(data)
@@ -57,6 +59,9 @@ class CheckSpatialDimsd(MapTransform):
                     f"{self.spatial_dims}D classifier{'; ' + self.hint if self.hint else ''}"
                 )
             self.check_image(img)
+            if self.spatial_dims == 3:
+                warn_if_not_ct_hu(img, str(getattr(img, "meta", {}).get("filename_or_obj", key)),
+                                  "its classification is unlikely to mean anything")
         return d
 
 

@@ -72,12 +72,14 @@ class CheckImage(Transform):
             without a physical grid). Defaults to True.
         min_spacing: smallest accepted singular value of the affine's spatial columns (a voxel axis shorter than this,
             in mm, or two axes along the same line, is degenerate). Defaults to 1e-6.
+        fail_constant: also refuse an image whose voxels all have one value (an empty export; nothing for a
+            network to see). Defaults to False.
 
     Returns the image unchanged.
     """
 
-    def __init__(self, check_affine: bool = True, min_spacing: float = 1e-6) -> None:
-        self.check_affine, self.min_spacing = bool(check_affine), float(min_spacing)
+    def __init__(self, check_affine: bool = True, min_spacing: float = 1e-6, fail_constant: bool = False) -> None:
+        self.check_affine, self.min_spacing, self.fail_constant = bool(check_affine), float(min_spacing), bool(fail_constant)
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(img)
@@ -88,6 +90,11 @@ class CheckImage(Transform):
                     f"{_source(img)}: has {bad} non-finite (NaN or Inf) value(s) of {t.numel()}; fix or remove those "
                     "voxels (e.g. replace them with the air value) or drop the case"
                 )
+        if self.fail_constant and t.numel() and bool((t == t.reshape(-1)[0]).all()):
+            raise ValueError(
+                f"{_source(img)}: every voxel has the same value ({float(t.reshape(-1)[0]):g}): there is nothing to "
+                "segment or classify; check the export (window, rescale) or drop the case"
+            )
         if self.check_affine:
             check_nifti_header(_source(img), self.min_spacing)
             affine = getattr(img, "affine", None)
