@@ -53,6 +53,21 @@ def _source(img) -> str:
     return str(meta.get("filename_or_obj", "") or "<array>")
 
 
+def _drop_trailing_singletons(img: torch.Tensor) -> torch.Tensor:
+    """``(C, X, Y, 1[, 1])`` -> ``(C, X, Y)``, with the metadata's ``spatial_shape`` cut to match.
+
+    ITK reads a DICOM frame (and NiBabel a NIfTI) as ``(X, Y, 1)``; left at three entries on a 2D tensor,
+    ``spatial_shape`` makes MONAI's ``SaveImage`` take the prediction's channel axis for a spatial one, and it keeps that
+    choice for every later file it writes. The 4x4 affine stays, as on any 2D MetaTensor.
+    """
+    dropped = False
+    while img.ndim > 3 and img.shape[-1] == 1:
+        img, dropped = img[..., 0], True
+    if dropped and isinstance(img, MetaTensor) and "spatial_shape" in img.meta:
+        img.meta["spatial_shape"] = np.asarray(img.shape[1:], dtype=np.int64)
+    return img
+
+
 def _needs_inversion(meta: Mapping) -> bool:
     # ITK (GDCM), MONAI's default DICOM reader, already returns MONOCHROME1 pixels as MONOCHROME2 and names tags
     # "gggg|eeee"; PydicomReader returns the stored pixels and may drop the tag, so read it from the file then
@@ -77,7 +92,8 @@ def _needs_inversion(meta: Mapping) -> bool:
 class AsGreyRadiograph(Transform):
     """Bring a loaded, channel-first radiograph to one grey channel and two spatial dims: ``(1, X, Y)``.
 
-    - trailing singleton spatial dims (a DICOM frame ``(C, X, Y, 1)``, a NIfTI ``(X, Y, 1)``) are dropped;
+    - trailing singleton spatial dims (a DICOM frame ``(C, X, Y, 1)``, a NIfTI ``(X, Y, 1)``) are dropped, from the
+      metadata's ``spatial_shape`` too;
     - a real 3D volume (more than two spatial dims longer than 1) is refused: this handles projection images only;
     - RGB/RGBA images whose colour channels are equal (a grey PNG saved as colour) keep one channel; with
       ``luminance=True`` other RGB/RGBA images become their ITU-R BT.601 luminance ``0.299 R + 0.587 G + 0.114 B``
@@ -105,8 +121,7 @@ class AsGreyRadiograph(Transform):
         name = _source(img)
         if img.ndim < 3:
             raise ValueError(f"{name}: expected a channel-first radiograph (C, X, Y), got shape {tuple(img.shape)}; load it with ensure_channel_first=True")
-        while img.ndim > 3 and img.shape[-1] == 1:
-            img = img[..., 0]
+        img = _drop_trailing_singletons(img)
         if img.ndim > 3:
             spatial = tuple(img.shape[1:])
             raise ValueError(f"{name}: got a 3D volume of spatial shape {spatial}; this 2D X-ray model takes one projection image (PNG, DICOM or 2D NIfTI) — render a DRR from a CT first")
@@ -167,8 +182,7 @@ class CheckMultiLabelMaskd(MapTransform):
         for key in self.key_iterator(d):
             mask = d[key]
             name = _source(mask)
-            while mask.ndim > 3 and mask.shape[-1] == 1:
-                mask = mask[..., 0]
+            mask = _drop_trailing_singletons(mask)
             if self.structures and mask.shape[0] != len(self.structures):
                 raise ValueError(f"{name}: label has {mask.shape[0]} channels, expected {len(self.structures)} (one binary mask per structure: {self.structures}); save masks as (X, Y, 1, C)")
             values = torch.unique(torch.as_tensor(mask)).tolist()

@@ -1,0 +1,137 @@
+"""The chest X-ray segmentation bundle writes every mask in the 2D convention whatever else is in the input folder.
+
+A DICOM radiograph (or a 2D NIfTI stored ``(X, Y, 1)``) is read with a trailing singleton axis. Its masks must still
+be written ``(X, Y, 1, C)``, and the PNG radiographs run with it must get the same masks, array and affine, as when
+they are run alone, with the DICOM sorted before, between or after them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from monai.transforms import LoadImage
+from PIL import Image
+from test_bad_inputs import _radiograph, _run_inference, _random_weights
+
+pytestmark = pytest.mark.integration
+
+BUNDLE = "unimiss_cxr_segmentation"
+NUM_STRUCTURES = 5  # inference.json "structures"
+# rows x columns of the PNG radiographs, all different so that a transposed or channel-less mask cannot pass
+PNGS = {"c.png": (48, 40), "p.png": (44, 36)}
+DICOM_ROWS, DICOM_COLUMNS = 40, 32
+DICOM_SPACING = (0.5, 0.25)  # PixelSpacing: (between rows, between columns) in mm
+
+
+def _write_dicom(path: Path) -> None:
+    """A ``DICOM_ROWS`` x ``DICOM_COLUMNS`` uint16 MONOCHROME2 radiograph with a gradient down the rows."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientName, ds.PatientID = "CR", "Phantom^Chest", "PHANTOM"
+    ds.Rows, ds.Columns = DICOM_ROWS, DICOM_COLUMNS
+    ds.PixelSpacing = list(DICOM_SPACING)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    rows = np.linspace(200, 3800, DICOM_ROWS)[:, None] + 7 * np.arange(DICOM_COLUMNS)[None]
+    ds.PixelData = rows.astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+def _write_nifti_xy1(path: Path) -> None:
+    """A 2D radiograph stored as a ``(X, Y, 1)`` NIfTI volume, as many exporters write one."""
+    img = _radiograph(3)[:DICOM_ROWS, :DICOM_COLUMNS].T.astype(np.float32)[..., None]
+    nib.save(nib.Nifti1Image(img, np.diag([DICOM_SPACING[1], DICOM_SPACING[0], 1.0, 1.0])), path)
+
+
+EXTRA = {"dicom": (".dcm", _write_dicom), "nifti_xy1": (".nii.gz", _write_nifti_xy1)}
+
+
+def test_grey_radiograph_drops_the_slice_axis_from_spatial_shape():
+    from unimiss_monai.data.xray import AsGreyRadiograph
+
+    # how ITK hands over a DICOM frame: (C, X, Y, 1) with a three-entry spatial_shape
+    frame = MetaTensor(torch.rand(1, 32, 40, 1), meta={"spatial_shape": np.array([32, 40, 1]), "filename_or_obj": "f.dcm"})
+    grey = AsGreyRadiograph()(frame)
+    assert tuple(grey.shape) == (1, 32, 40)
+    assert np.asarray(grey.meta["spatial_shape"]).tolist() == [32, 40]
+    assert np.asarray(frame.meta["spatial_shape"]).tolist() == [32, 40, 1]  # the input is left as it was
+    torch.testing.assert_close(grey.as_tensor(), frame.as_tensor()[..., 0])
+
+
+def _masks(out: Path) -> dict[str, nib.Nifti1Image]:
+    return {p.name: nib.load(p) for p in sorted(out.glob("*_seg.nii.gz"))}
+
+
+@pytest.fixture(scope="module")
+def runner(tmp_path_factory):
+    """``run(extra)``: the bundle over the PNG radiographs plus the file ``extra`` (name, writer) or nothing."""
+    root = tmp_path_factory.mktemp("cxr_layout")
+    ckpt = _random_weights(BUNDLE, root / "bundle" / "models")
+
+    def run(tag: str, extra: tuple[str, object] | None = None) -> Path:
+        data, out = root / tag / "data", root / tag / "out"
+        data.mkdir(parents=True)
+        out.mkdir(parents=True)
+        for seed, (name, (rows, columns)) in enumerate(PNGS.items()):
+            Image.fromarray(_radiograph(seed)[:rows, :columns]).save(data / name)
+        if extra is not None:
+            name, write = extra
+            write(data / name)
+        _run_inference(BUNDLE, data, out, ckpt)
+        return out
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def alone(runner) -> dict[str, nib.Nifti1Image]:
+    masks = _masks(runner("alone"))
+    assert sorted(masks) == sorted(n.replace(".png", "_seg.nii.gz") for n in PNGS)
+    return masks
+
+
+def test_png_masks_alone_follow_the_convention(alone):
+    for name, (rows, columns) in PNGS.items():
+        assert alone[name.replace(".png", "_seg.nii.gz")].shape == (columns, rows, 1, NUM_STRUCTURES)
+
+
+@pytest.mark.parametrize("kind", sorted(EXTRA))
+@pytest.mark.parametrize("stem", ["a", "m", "z"], ids=["first", "between", "last"])
+def test_masks_do_not_depend_on_the_other_files(runner, alone, kind, stem):
+    suffix, write = EXTRA[kind]
+    extra = f"{stem}{suffix}"
+    out = runner(f"{kind}_{stem}", (extra, write))
+    masks = _masks(out)
+
+    for name, reference in alone.items():
+        got = masks[name]
+        assert got.shape == reference.shape, f"{name}: {got.shape} beside {extra}, {reference.shape} alone"
+        np.testing.assert_array_equal(np.asarray(got.dataobj), np.asarray(reference.dataobj), err_msg=name)
+        np.testing.assert_allclose(got.affine, reference.affine, atol=1e-6, err_msg=name)
+
+    # the extra radiograph's own mask: (X, Y, 1, C) on disk, so LoadImage gives (C, X, Y, 1) on the radiograph's grid
+    mask_path = out / f"{stem}_seg.nii.gz"
+    assert nib.load(mask_path).shape == (DICOM_COLUMNS, DICOM_ROWS, 1, NUM_STRUCTURES)
+    loader = LoadImage(image_only=True, ensure_channel_first=True)
+    mask, radiograph = loader(str(mask_path)), loader(str(out.parent / "data" / extra))
+    assert tuple(radiograph.shape) == (1, DICOM_COLUMNS, DICOM_ROWS, 1)
+    assert tuple(mask.shape) == (NUM_STRUCTURES, DICOM_COLUMNS, DICOM_ROWS, 1)
+    np.testing.assert_allclose(np.diag(np.asarray(mask.affine))[:2], np.diag(np.asarray(radiograph.affine))[:2], atol=1e-6)
+    assert np.abs(np.diag(np.asarray(mask.affine))[:2]).tolist() == pytest.approx([DICOM_SPACING[1], DICOM_SPACING[0]])
+    np.testing.assert_allclose(np.asarray(mask.affine)[:2, 3], np.asarray(radiograph.affine)[:2, 3], atol=1e-6)
+    assert set(np.unique(np.asarray(mask)).tolist()) <= {0.0, 1.0}
+    # the overlay is a picture of the radiograph: rows x columns
+    assert Image.open(out / f"{stem}_overlay.png").size == (DICOM_COLUMNS, DICOM_ROWS)
