@@ -30,21 +30,12 @@ DICOM_SPACING = (0.5, 0.25)  # PixelSpacing: (between rows, between columns) in 
 
 def _write_dicom(path: Path) -> None:
     """A ``DICOM_ROWS`` x ``DICOM_COLUMNS`` uint16 MONOCHROME2 radiograph with a gradient down the rows."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+    from pydicom.uid import SecondaryCaptureImageStorage
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PatientName, ds.PatientID = "CR", "Phantom^Chest", "PHANTOM"
-    ds.Rows, ds.Columns = DICOM_ROWS, DICOM_COLUMNS
+    from unimiss_monai.data.dicom_series import new_dicom_dataset
+
+    ds = new_dicom_dataset(SecondaryCaptureImageStorage, "CR", rows=DICOM_ROWS, columns=DICOM_COLUMNS, signed=False)
     ds.PixelSpacing = list(DICOM_SPACING)
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
     rows = np.linspace(200, 3800, DICOM_ROWS)[:, None] + 7 * np.arange(DICOM_COLUMNS)[None]
     ds.PixelData = rows.astype(np.uint16).tobytes()
     ds.save_as(path, enforce_file_format=True)

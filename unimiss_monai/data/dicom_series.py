@@ -12,9 +12,29 @@ import numpy as np
 
 from unimiss_monai.data.writers import staged_dir
 
-__all__ = ["write_dicom_series"]
+__all__ = ["new_dicom_dataset", "write_dicom_series"]
 
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def new_dicom_dataset(sop_class_uid: str, modality: str, rows: int, columns: int, signed: bool):
+    """A pydicom ``Dataset`` with its file meta, a fresh instance UID, the phantom patient and 16-bit grey pixels of
+    ``rows`` x ``columns`` declared (set ``PixelData`` and the geometry, then ``save_as(path, enforce_file_format=True)``)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class_uid
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class_uid, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientName, ds.PatientID = modality, "Phantom^Chest", "PHANTOM"
+    ds.Rows, ds.Columns = int(rows), int(columns)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, int(bool(signed))
+    return ds
 
 
 def write_dicom_series(hu: np.ndarray, affine: np.ndarray, folder: str | Path, series_description: str = "phantom") -> Path:
@@ -32,8 +52,7 @@ def write_dicom_series(hu: np.ndarray, affine: np.ndarray, folder: str | Path, s
     Returns:
         The folder path.
     """
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import CTImageStorage, generate_uid
 
     hu = np.asarray(hu)
     if hu.ndim != 3:
@@ -48,14 +67,7 @@ def write_dicom_series(hu: np.ndarray, affine: np.ndarray, folder: str | Path, s
     study, series, frame = generate_uid(), generate_uid(), generate_uid()
     with staged_dir(folder) as tmp:
         for k in range(hu.shape[2]):
-            meta = FileMetaDataset()
-            meta.MediaStorageSOPClassUID = CTImageStorage
-            meta.MediaStorageSOPInstanceUID = generate_uid()
-            meta.TransferSyntaxUID = ExplicitVRLittleEndian
-            ds = Dataset()
-            ds.file_meta = meta
-            ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-            ds.Modality, ds.PatientName, ds.PatientID = "CT", "Phantom^Chest", "PHANTOM"
+            ds = new_dicom_dataset(CTImageStorage, "CT", rows=hu.shape[1], columns=hu.shape[0], signed=True)
             ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
             ds.SeriesDescription, ds.SeriesNumber, ds.InstanceNumber = series_description, 1, k + 1
             ds.ImagePositionPatient = [float(v) for v in lps[:3, :] @ np.array([0.0, 0.0, k, 1.0])]
@@ -63,9 +75,6 @@ def write_dicom_series(hu: np.ndarray, affine: np.ndarray, folder: str | Path, s
             # PixelSpacing is (between rows, between columns) = (axis 1, axis 0)
             ds.PixelSpacing = [float(spacing[1]), float(spacing[0])]
             ds.SliceThickness = float(spacing[2])
-            ds.Rows, ds.Columns = int(hu.shape[1]), int(hu.shape[0])
-            ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
             ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = 0, 1, "HU"
             ds.PixelData = np.ascontiguousarray(pixels[:, :, k].T).tobytes()
             ds.save_as(tmp / f"slice_{k:04d}.dcm", enforce_file_format=True)
