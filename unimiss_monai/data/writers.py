@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["OUTPUT_MARKER", "atomic_path", "check_output_dir", "check_replaceable", "save_bytes", "save_torch", "staged_dir", "save_contact_sheet", "save_json", "save_nifti", "save_png"]
+__all__ = ["OUTPUT_MARKER", "atomic_path", "check_output_dir", "check_replaceable", "keep_previous", "save_bytes", "save_torch", "staged_dir", "save_contact_sheet", "save_json", "save_nifti", "save_png"]
 
 
 def _umask() -> int:
@@ -101,6 +101,18 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def keep_previous(path: str | Path) -> Path | None:
+    """Copy an existing ``path`` to ``<path>.prev`` (atomically) before it is replaced; returns that copy, or ``None``
+    when there was nothing to keep."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    previous = path.with_name(path.name + ".prev")
+    with atomic_path(previous) as tmp:
+        shutil.copyfile(path, tmp)
+    return previous
 
 
 def save_torch(obj, path: str | Path) -> Path:

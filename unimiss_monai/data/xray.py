@@ -277,12 +277,7 @@ class SaveOverlayPNGd(MapTransform):
                 stem = stem[: -len(suffix)]
                 break
         for key in self.key_iterator(d):
-            mask = d[key]
-            while mask.ndim > 3 and mask.shape[-1] == 1:
-                mask = mask[..., 0]
-            img = image
-            while img.ndim > 3 and img.shape[-1] == 1:
-                img = img[..., 0]
+            mask, img = _drop_trailing_singletons(d[key]), _drop_trailing_singletons(image)
             write_overlay_png(self.output_dir / f"{stem}_overlay.png", img, mask, self.names, self.alpha)
         return d
 

@@ -11,19 +11,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from unimiss_monai.utils.ema import unwrap_model
+
 if TYPE_CHECKING:
     from ignite.engine import Engine
 
 __all__ = ["FreezeEncoder", "set_encoder_trainable"]
 
 logger = logging.getLogger(__name__)
-
-
-def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
-    # DistributedDataParallel / DataParallel keep the real model in ``.module``
-    while isinstance(network, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
-        network = network.module
-    return network
 
 
 def set_encoder_trainable(network: torch.nn.Module, trainable: bool, attr: str = "encoder") -> int:
@@ -39,7 +34,7 @@ def set_encoder_trainable(network: torch.nn.Module, trainable: bool, attr: str =
     Raises:
         AttributeError: the network has no sub-module ``attr``.
     """
-    net = _unwrap(network)
+    net = unwrap_model(network)
     encoder = getattr(net, attr, None)
     if not isinstance(encoder, torch.nn.Module):
         raise AttributeError(

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from unimiss_monai.utils.args import as_bool
+from unimiss_monai.utils.ema import unwrap_model
 from unimiss_monai.utils.serialization import load_torch_file
 
 __all__ = ["default_pretrained_path", "load_pretrained_init"]
@@ -33,12 +34,6 @@ def default_pretrained_path(bundle_root: str | os.PathLike, relative: str = "../
     """``bundle_root/relative`` when that file exists (the pretraining bundle's output), else ``None``."""
     path = Path(bundle_root) / relative
     return str(path.resolve()) if path.is_file() else None
-
-
-def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
-    while isinstance(network, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
-        network = network.module
-    return network
 
 
 def _extract_state(obj: Any, path: str, checkpoint_key: str | None) -> dict[str, torch.Tensor]:
@@ -130,7 +125,7 @@ def load_pretrained_init(
     allow_partial = as_bool(allow_partial, "allow_partial")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pretrained_path {path!r} does not exist; run the pretraining bundle first or set pretrained_path to null")
-    net = _unwrap(network)
+    net = unwrap_model(network)
     if checkpoint_key is None and type(net).__module__.startswith("unimiss_monai.networks"):
         return _load_unimiss(net, path, allow_partial)
     state = _extract_state(load_torch_file(path, "pretrained checkpoint"), path, checkpoint_key)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ignite.engine import Engine, Events
 
-from unimiss_monai.data.writers import atomic_path
+from unimiss_monai.data.writers import atomic_path, keep_previous
 from unimiss_monai.handlers.best_model_saver import BestModelSaver
 from unimiss_monai.handlers.non_finite_guard import first_non_finite
 from unimiss_monai.utils.serialization import load_torch_file
@@ -61,12 +61,8 @@ class PublishBestModel:
         bad = first_non_finite(load_torch_file(source, "best model"))
         if bad is not None:
             raise FloatingPointError(f"not publishing {source}: {bad} holds NaN or Inf; {self.path} is left as it was")
-        previous = self.path.with_name(self.path.name + ".prev")
-        replaced = self.path.is_file()
-        if replaced:
-            with atomic_path(previous) as tmp:
-                shutil.copyfile(self.path, tmp)
+        previous = keep_previous(self.path)
         with atomic_path(self.path) as tmp:
             shutil.copyfile(source, tmp)
         logger.info("published the best model %s to %s%s", source, self.path,
-                    f" (previous kept as {previous})" if replaced else "")
+                    f" (previous kept as {previous})" if previous else "")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 import torch
 
-from unimiss_monai.data.writers import atomic_path, save_torch
+from unimiss_monai.data.writers import keep_previous, save_torch
 from unimiss_monai.networks.pretrained import detect_variant
 from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.serialization import load_torch_file
@@ -125,9 +124,7 @@ def publish_pretrained(src: str, dst: str | None = None, force: bool | str = Fal
                 f"{'; '.join(diff[:3])}{' ...' if len(diff) > 3 else ''}); every fine-tune bundle loads it, so pass "
                 "--force true to replace it (it is kept as model.pt.prev) or --dst elsewhere"
             )
-        previous = dst_path.with_name(dst_path.name + ".prev")
-        with atomic_path(previous) as tmp:
-            shutil.copyfile(dst_path, tmp)
+        previous = keep_previous(dst_path)
     digest = _sha256(src_path)
     info = {
         **export["info"],
