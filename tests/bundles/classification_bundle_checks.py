@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from conftest import SCHEMA, configs, run_bundle_cli, run_workflow
+from bundle_runner import SCHEMA, configs, run_bundle_cli, run_workflow
 
 
 def train_subprocess(bundle: str, samples_dir: Path, root: Path) -> subprocess.CompletedProcess:

@@ -20,7 +20,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import BUNDLES, configs, run_workflow
+from bundle_runner import BUNDLES, configs, run_workflow
 from PIL import Image
 
 from unimiss_monai.data.phantom import make_ct_phantom

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import configs
+from bundle_runner import configs
 
 FINE_TUNE = ["unimiss_ct_segmentation", "unimiss_cxr_segmentation", "unimiss_ct_classification", "unimiss_cxr_classification"]
 

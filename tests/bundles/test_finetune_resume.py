@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, configs, run_workflow
+from bundle_runner import REPO, configs, run_workflow
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 

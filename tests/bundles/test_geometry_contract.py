@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import BUNDLES, configs
+from bundle_runner import BUNDLES, configs
 from PIL import Image
 
 from unimiss_monai.data.writers import save_nifti

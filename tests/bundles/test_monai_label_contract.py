@@ -28,7 +28,7 @@ from monai.handlers import CheckpointSaver
 from unimiss_monai.handlers import PublishBestModel
 from monai.transforms import Compose, LoadImaged, SaveImaged
 
-from conftest import BUNDLES
+from bundle_runner import BUNDLES
 
 SEGMENTATION_BUNDLES = ["unimiss_cxr_segmentation", "unimiss_ct_segmentation"]
 # the tiny network of the bundles' smoke overlays, so a forward pass takes well under a second

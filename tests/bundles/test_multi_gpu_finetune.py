@@ -9,7 +9,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from conftest import BUNDLES, configs, run_bundle_cli
+from bundle_runner import BUNDLES, configs, run_bundle_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

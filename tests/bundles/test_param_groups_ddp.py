@@ -13,7 +13,7 @@ import torch.distributed as dist
 from monai.bundle import ConfigParser
 from torch import nn
 
-from conftest import BUNDLES, configs
+from bundle_runner import BUNDLES, configs
 from unimiss_monai.networks import param_groups_lrd
 
 FINE_TUNE = [f"unimiss_{m}_{t}" for m in ("ct", "cxr") for t in ("classification", "segmentation")]

@@ -11,7 +11,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, ckpt_export, verify_metadata, verify_net_in_out
 
-from conftest import BUNDLES, SCHEMA, configs, run_bundle_cli, run_workflow
+from bundle_runner import BUNDLES, SCHEMA, configs, run_bundle_cli, run_workflow
 from unimiss_monai.data import phantom_affine
 from unimiss_monai.data.sample_sets.ct_segmentation import make_organ_phantom
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from conftest import BUNDLES, SCHEMA, run_bundle_cli, run_workflow
+from bundle_runner import BUNDLES, SCHEMA, run_bundle_cli, run_workflow
 
 NAME = "unimiss_cxr_segmentation"
 BUNDLE = BUNDLES / NAME

@@ -9,7 +9,7 @@ from monai.transforms import MapTransform
 
 from unimiss_monai.transforms.utility.array import CheckImage
 
-__all__ = ["CheckImageD", "CheckImageDict", "CheckImaged"]
+__all__ = ["CheckImageD", "CheckImageDict", "CheckImaged", "CheckSpatialDimsD", "CheckSpatialDimsDict", "CheckSpatialDimsd"]
 
 
 class CheckImaged(MapTransform):
@@ -28,3 +28,49 @@ class CheckImaged(MapTransform):
 
 
 CheckImageD = CheckImageDict = CheckImaged
+
+
+class CheckSpatialDimsd(MapTransform):
+    """Fail one case with a line naming the file when a channel-first image is not ``spatial_dims``-dimensional (an
+    X-ray listed as CT, a CT given to a 2D network), then run :class:`~unimiss_monai.transforms.CheckImage` on it.
+
+    Args:
+        keys: keys of the images to check.
+        spatial_dims: 2 (radiographs, DRRs) or 3 (CT volumes).
+        hint: what to do instead, appended to the message (e.g. ``"move it to the 'xray' section"``).
+        squeeze_trailing: drop trailing singleton dimensions first (PNG readers give ``(C, H, W, 1)``). Defaults to
+            False.
+        fail_constant: a constant image fails its case (nothing to segment or classify). Defaults to False.
+        check_ct_hu: warn per case when a 3D image does not look like CT in Hounsfield units. Defaults to False.
+        allow_missing_keys: don't raise when a key is missing. Defaults to False.
+    """
+
+    def __init__(self, keys: KeysCollection, spatial_dims: int, hint: str = "", squeeze_trailing: bool = False,
+                 fail_constant: bool = False, check_ct_hu: bool = False, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.spatial_dims, self.hint = int(spatial_dims), hint
+        self.squeeze_trailing, self.check_ct_hu = squeeze_trailing, check_ct_hu
+        # non-finite voxels or a degenerate grid would poison a whole batch or give a meaningless verdict
+        self.check_image = CheckImage(fail_constant=fail_constant)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = d[key]
+            while self.squeeze_trailing and img.ndim > self.spatial_dims + 1 and img.shape[-1] == 1:
+                img = img[..., 0]
+            source = str(getattr(img, "meta", {}).get("filename_or_obj", key))
+            if img.ndim - 1 != self.spatial_dims:
+                raise ValueError(
+                    f"{source}: a {img.ndim - 1}D image (channel-first shape {tuple(img.shape)}) where a "
+                    f"{self.spatial_dims}D one is needed{'; ' + self.hint if self.hint else ''}"
+                )
+            d[key] = self.check_image(img)
+            if self.check_ct_hu and self.spatial_dims == 3:
+                from unimiss_monai.data.ct_io import warn_if_not_ct_hu  # data -> transforms would be a cycle at import
+
+                warn_if_not_ct_hu(img, source, "its result is unlikely to mean anything")
+        return d
+
+
+CheckSpatialDimsD = CheckSpatialDimsDict = CheckSpatialDimsd

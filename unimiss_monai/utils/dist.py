@@ -1,0 +1,51 @@
+"""The few distributed steps every multi-GPU overlay needs, as named functions so the overlays stay one short line each.
+
+``torchrun`` sets ``LOCAL_RANK``, ``RANK`` and ``WORLD_SIZE``; NCCL needs CUDA, so CPU runs (tests, laptops, the
+two-process stand-in for two nodes) use gloo.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["init_distributed", "is_rank_zero", "local_device", "rank_zero_handlers"]
+
+
+def local_device() -> torch.device:
+    """The device of this process: ``cuda:<LOCAL_RANK>`` when CUDA exists, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+    return torch.device("cpu")
+
+
+def init_distributed() -> bool:
+    """Join the process group ``torchrun`` describes (NCCL on CUDA, gloo on CPU); a no-op when already joined.
+
+    Also pins this process to its GPU, so collective calls do not all land on ``cuda:0``.
+    """
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_device())
+    return True
+
+
+def is_rank_zero() -> bool:
+    """True on the process that writes logs and files (rank 0), and in a single-process run."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def rank_zero_handlers(handlers: Sequence, keep_on_all: Sequence[type] = ()) -> list:
+    """``handlers`` on rank 0; on the other ranks only the instances of ``keep_on_all``.
+
+    Handlers that print or write (stats, checkpoints, reports) run once; handlers every rank must run to stay in step
+    (e.g. a checkpoint that gathers state, or one that freezes layers on a schedule) are listed in ``keep_on_all``.
+    """
+    if is_rank_zero():
+        return list(handlers)
+    keep = tuple(keep_on_all)
+    return [h for h in handlers if keep and isinstance(h, keep)]
