@@ -24,6 +24,10 @@ COMMANDS: dict[str, str] = {
     "bench-backbone": "unimiss_monai.benchmarks.backbone:bench_backbone",
     "bench-drr": "unimiss_monai.benchmarks.drr:bench_drr",
     "bench-infer": "unimiss_monai.benchmarks.inference:bench_infer",
+    "package-bundle": "unimiss_monai.release.package:package_bundle",
+    "release-official": "unimiss_monai.release.official:release_official",
+    "download": "unimiss_monai.release.download:download",
+    "verify-bundles": "unimiss_monai.release.verify:verify_bundles",
 }
 
 

@@ -21,7 +21,7 @@ from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.ema import unwrap_model
 from unimiss_monai.utils.serialization import load_torch_file
 
-__all__ = ["default_pretrained_path", "load_pretrained_init"]
+__all__ = ["default_pretrained_path", "load_pretrained_init", "resolve_pretrained_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,27 @@ def default_pretrained_path(bundle_root: str | os.PathLike, relative: str = "../
     """``bundle_root/relative`` when that file exists (the pretraining bundle's output), else ``None``."""
     path = Path(bundle_root) / relative
     return str(path.resolve()) if path.is_file() else None
+
+
+def resolve_pretrained_path(path: str | os.PathLike) -> str:
+    """The weights file ``path`` names: the file itself, or ``<path>/models/model.pt`` for a bundle folder (a
+    downloaded or published pretraining bundle).
+
+    Raises:
+        FileNotFoundError (one line): no such file, or a folder without ``models/model.pt``.
+    """
+    path = str(path)
+    if os.path.isdir(path):
+        weights = os.path.join(path, "models", "model.pt")
+        if not os.path.isfile(weights):
+            raise FileNotFoundError(
+                f"pretrained_path {path!r} is a folder without models/model.pt; pass a pretraining bundle folder "
+                "(python -m unimiss_monai download unimiss_pretraining) or the model.pt file itself"
+            )
+        return weights
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"pretrained_path {path!r} does not exist; run the pretraining bundle first or set pretrained_path to null")
+    return path
 
 
 def _extract_state(obj: Any, path: str, checkpoint_key: str | None) -> dict[str, torch.Tensor]:
@@ -98,7 +119,9 @@ def load_pretrained_init(
 
     Args:
         network: the fine-tuning network, possibly wrapped in ``DistributedDataParallel``.
-        path: checkpoint file; ``None`` or ``""`` trains from scratch (reported, not an error).
+        path: checkpoint file, or a pretraining bundle folder holding ``models/model.pt`` (what
+            ``python -m unimiss_monai download unimiss_pretraining`` unpacks); ``None`` or ``""`` trains from scratch
+            (reported, not an error).
         checkpoint_key: key of the state dict inside the checkpoint. Defaults to the first of ``model``,
             ``state_dict``, ``network``, ``teacher``, ``student``, ``encoder`` that exists, or the file itself.
         encoder_attr: name of the encoder sub-module that a backbone-only checkpoint is loaded into.
@@ -113,7 +136,7 @@ def load_pretrained_init(
         ``encoder_resized``.
 
     Raises:
-        FileNotFoundError: ``path`` does not exist.
+        FileNotFoundError: ``path`` does not exist, or is a folder without ``models/model.pt``.
         ValueError: no key matches, matching keys differ in shape (a checkpoint of another variant), the checkpoint's
             ``info`` names another variant or widths, or encoder tensors would stay untrained (see ``allow_partial``).
     """
@@ -121,10 +144,8 @@ def load_pretrained_init(
         logger.info("pretrained init: no pretrained_path, training from scratch")
         print("[pretrained] no pretrained_path given: training from scratch", flush=True)
         return {"path": None, "target": None, "loaded": 0, "missing": [], "unexpected": []}
-    path = str(path)
+    path = resolve_pretrained_path(path)
     allow_partial = as_bool(allow_partial, "allow_partial")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"pretrained_path {path!r} does not exist; run the pretraining bundle first or set pretrained_path to null")
     net = unwrap_model(network)
     if checkpoint_key is None and type(net).__module__.startswith("unimiss_monai.networks"):
         return _load_unimiss(net, path, allow_partial)

@@ -1,0 +1,191 @@
+"""download: index -> verified zip in the cache -> staged unpack, against a real HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from unimiss_monai.release.archive import UnsafeArchiveError
+from unimiss_monai.release.download import DownloadError, download
+from unimiss_monai.release.index import ReleaseIndexError
+from unimiss_monai.release.package import package_bundle
+
+NAME, VERSION = "unimiss_pretraining", "0.2.0"
+ZIP = f"{NAME}_v{VERSION}.zip"
+
+
+@pytest.fixture(scope="module")
+def site(repo_root_module, tiny_export, tmp_path_factory) -> Path:
+    """A release folder as package-bundle writes it: the zip, its sha256, model_info.json."""
+    out = tmp_path_factory.mktemp("site")
+    package_bundle(str(repo_root_module / "bundles" / NAME), weights=str(tiny_export), out=str(out),
+                   training="random weights of a test")
+    return out
+
+
+@pytest.fixture(scope="module")
+def repo_root_module():
+    return Path(__file__).resolve().parents[2]
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _index(site: Path, filename: str, **entry) -> None:
+    base = json.loads((site / "model_info.json").read_text())[f"{NAME}_v{VERSION}"]
+    (site / filename).write_text(json.dumps({entry.pop("key", f"{NAME}_v{VERSION}"): {**base, **entry}}))
+
+
+def test_download_verifies_unpacks_and_reuses_the_cache(site, serve, tmp_path):
+    url = serve(site)
+    cache, dest = tmp_path / "cache", tmp_path / "bundles"
+    res = download(NAME, index=f"{url}/model_info.json", bundle_dir=str(dest), cache_dir=str(cache), progress=False)
+    assert res["state"] == "unpacked" and not res["from_cache"]
+    with zipfile.ZipFile(site / ZIP) as zf:
+        assert _tree(dest / NAME) == {n.split("/", 1)[1]: zf.read(n) for n in zf.namelist()}
+    assert hashlib.sha256((cache / ZIP).read_bytes()).hexdigest() == res["sha256"]
+    assert not list(cache.glob("*.part")) and not list(dest.glob(".*"))
+    weights = torch.load(dest / NAME / "models" / "model.pt", weights_only=True)
+    assert res["weights"]["tensors"] == len(weights["model"]) and res["weights"]["variant"] == "mitplus"
+    # the same release into a second folder comes from the verified cache: the server is not needed any more
+    again = download(NAME, version=VERSION, index=f"{url}/model_info.json", bundle_dir=str(tmp_path / "b2"),
+                     cache_dir=str(cache), progress=False)
+    assert again["from_cache"] and _tree(tmp_path / "b2" / NAME) == _tree(dest / NAME)
+    # an existing identical folder is left alone
+    assert download(NAME, index=f"{url}/model_info.json", bundle_dir=str(dest), cache_dir=str(cache),
+                    progress=False)["state"].startswith("already in place")
+
+
+def test_offline_second_download_uses_the_verified_cache(site, serve, tmp_path):
+    url = serve(site)
+    cache = tmp_path / "cache"
+    download(NAME, index=f"{url}/model_info.json", bundle_dir=str(tmp_path / "a"), cache_dir=str(cache), progress=False)
+    # nothing listens on this port any more: the index is unreachable
+    res = download(NAME, index=f"{url}/gone/model_info.json".replace(url, "http://127.0.0.1:9"), bundle_dir=str(tmp_path / "b"),
+                   cache_dir=str(cache), progress=False)
+    assert res["from_cache"] and _tree(tmp_path / "b" / NAME) == _tree(tmp_path / "a" / NAME)
+    # a cached zip that no longer verifies is not used offline
+    (cache / ZIP).write_bytes((cache / ZIP).read_bytes()[:-10])
+    with pytest.raises(DownloadError, match="no longer verifies"):
+        download(NAME, index="http://127.0.0.1:9/model_info.json", bundle_dir=str(tmp_path / "c"), cache_dir=str(cache),
+                 progress=False)
+    assert not (tmp_path / "c").exists()
+
+
+def test_monai_download_url_reads_our_zip(site, serve, tmp_path):
+    url = serve(site)
+    done = subprocess.run([sys.executable, "-m", "monai.bundle", "download", "--name", NAME, "--url", f"{url}/{ZIP}",
+                           "--bundle_dir", str(tmp_path / "monai")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ours = download(NAME, index=str(site / "model_info.json"), bundle_dir=str(tmp_path / "ours"),
+                    cache_dir=str(tmp_path / "cache"), progress=False)
+    assert ours["state"] == "unpacked"
+    monai_tree = _tree(tmp_path / "monai" / NAME)
+    assert monai_tree == _tree(tmp_path / "ours" / NAME) and "models/model.pt" in monai_tree
+
+
+def _assert_nothing_left(tmp_path: Path, dest: Path, cache: Path) -> None:
+    assert _tree(dest) == {"keep.txt": b"mine"}, "the target folder changed"
+    assert not [p for p in cache.rglob("*") if p.is_file()], "something was left in the cache"
+
+
+@pytest.fixture
+def user_folder(tmp_path) -> Path:
+    dest = tmp_path / "bundles"
+    dest.mkdir()
+    (dest / "keep.txt").write_bytes(b"mine")
+    return dest
+
+
+def test_wrong_hash_is_refused(site, serve, tmp_path, user_folder):
+    _index(site, "wrong_hash.json", hash_val="0" * 64)
+    url = serve(site)
+    with pytest.raises(DownloadError, match="the index says 0000"):
+        download(NAME, index=f"{url}/wrong_hash.json", bundle_dir=str(user_folder), cache_dir=str(tmp_path / "cache"),
+                 progress=False)
+    _assert_nothing_left(tmp_path, user_folder, tmp_path / "cache")
+
+
+@pytest.mark.parametrize("mode,match", [("truncate", "stopped after"), ("die", "stopped after")])
+def test_interrupted_transfer_leaves_nothing(site, serve, tmp_path, user_folder, mode, match):
+    _index(site, f"{mode}.json", source=f"{mode}/{ZIP}")
+    url = serve(site)
+    with pytest.raises(DownloadError, match=match):
+        download(NAME, index=f"{url}/{mode}.json", bundle_dir=str(user_folder), cache_dir=str(tmp_path / "cache"),
+                 progress=False, timeout=20)
+    _assert_nothing_left(tmp_path, user_folder, tmp_path / "cache")
+
+
+def _hostile_zip(path: Path, bad: str) -> None:
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(f"{NAME}/configs/metadata.json", json.dumps({"version": VERSION}))
+        if bad == "symlink":
+            info = zipfile.ZipInfo(f"{NAME}/configs/link")
+            info.create_system = 3
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, "/etc/passwd")
+        else:
+            zf.writestr(bad, b"escaped")
+
+
+@pytest.mark.parametrize("bad,match", [
+    ("../escaped.txt", "lies outside|contains '..'"),
+    (f"{NAME}/../../escaped.txt", "contains '..'"),
+    ("/tmp/unimiss_release_test_escaped.txt", "absolute path"),
+    ("symlink", "symbolic link"),
+    ("other_bundle/configs/x.json", "lies outside the bundle folder"),
+])
+def test_zip_slip_is_refused(site, serve, tmp_path, user_folder, bad, match):
+    hostile = site / f"hostile_{abs(hash(bad))}.zip"
+    _hostile_zip(hostile, bad)
+    _index(site, "hostile.json", source=hostile.name, hash_val=hashlib.sha256(hostile.read_bytes()).hexdigest(),
+           size=hostile.stat().st_size)
+    url = serve(site)
+    with pytest.raises(UnsafeArchiveError, match=match):
+        download(NAME, index=f"{url}/hostile.json", bundle_dir=str(user_folder), cache_dir=str(tmp_path / "cache"),
+                 progress=False)
+    _assert_nothing_left(tmp_path, user_folder, tmp_path / "cache")
+    assert not (tmp_path / "escaped.txt").exists() and not Path("/tmp/unimiss_release_test_escaped.txt").exists()
+
+
+@pytest.mark.parametrize("entry,match", [
+    ({"source": "file:///etc/passwd"}, "only http/https sources"),
+    ({"key": "unimiss_pretraining_v9.9.9"}, "describes unimiss_pretraining_v0.2.0"),
+    ({"hash_val": "abc"}, "no sha256 hash_val"),
+    ({"hash_type": "md5"}, "no sha256 hash_val"),
+    ({"name": "../../etc"}, "not a plain name"),
+])
+def test_hostile_index_is_refused(site, serve, tmp_path, user_folder, entry, match):
+    _index(site, "bad_index.json", **entry)
+    url = serve(site)
+    key = entry.get("key", f"{NAME}_v{VERSION}")
+    version = key.rsplit("_v", 1)[1]
+    with pytest.raises(ReleaseIndexError, match=match):
+        download(NAME, version=version, index=f"{url}/bad_index.json", bundle_dir=str(user_folder),
+                 cache_dir=str(tmp_path / "cache"), progress=False)
+    _assert_nothing_left(tmp_path, user_folder, tmp_path / "cache")
+
+
+def test_an_existing_different_folder_is_kept(site, tmp_path):
+    dest, cache = tmp_path / "bundles", str(tmp_path / "cache")
+    index = str(site / "model_info.json")
+    download(NAME, index=index, bundle_dir=str(dest), cache_dir=cache, progress=False)
+    edited = dest / NAME / "configs" / "train.json"
+    edited.write_text(edited.read_text().replace("65536", "4096"))
+    before = _tree(dest / NAME)
+    with pytest.raises(FileExistsError, match="differs from unimiss_pretraining v0.2.0"):
+        download(NAME, index=index, bundle_dir=str(dest), cache_dir=cache, progress=False)
+    assert _tree(dest / NAME) == before and sorted(os.listdir(dest)) == [NAME]
+    res = download(NAME, index=index, bundle_dir=str(dest), cache_dir=cache, force=True, progress=False)
+    assert res["state"].startswith("replaced") and _tree(dest / f"{NAME}.prev") == before
+    assert _tree(dest / NAME) != before

@@ -1,0 +1,102 @@
+"""package-bundle: a reproducible model-zoo zip, its sha256, index entry and large_files.yml."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import zipfile
+
+import pytest
+import torch
+import yaml
+
+from unimiss_monai.release.package import package_bundle
+
+REPO_BUNDLE = "bundles/unimiss_pretraining"
+
+
+def _package(repo_root, tiny_export, out, **kw):
+    return package_bundle(str(repo_root / REPO_BUNDLE), weights=str(tiny_export), out=str(out),
+                          training="random weights of a test", **kw)
+
+
+def test_same_inputs_give_the_same_bytes(repo_root, tiny_export, tmp_path):
+    a = _package(repo_root, tiny_export, tmp_path / "a")
+    b = _package(repo_root, tiny_export, tmp_path / "b")
+    assert (tmp_path / "a" / "unimiss_pretraining_v0.2.0.zip").read_bytes() == (tmp_path / "b" / "unimiss_pretraining_v0.2.0.zip").read_bytes()
+    assert a["sha256"] == b["sha256"] == hashlib.sha256((tmp_path / "a" / "unimiss_pretraining_v0.2.0.zip").read_bytes()).hexdigest()
+    # a second run into the same folder changes nothing
+    again = _package(repo_root, tiny_export, tmp_path / "a")
+    assert again["sha256"] == a["sha256"]
+
+
+def test_zip_layout_and_weights(repo_root, tiny_export, tmp_path):
+    res = _package(repo_root, tiny_export, tmp_path)
+    with zipfile.ZipFile(res["zip"]) as zf:
+        names = zf.namelist()
+        assert names == sorted(names) and all(n.startswith("unimiss_pretraining/") for n in names)
+        bundle = repo_root / REPO_BUNDLE
+        expected = {"LICENSE", *(p.relative_to(bundle).as_posix() for p in (bundle / "configs").iterdir()),
+                    *(p.relative_to(bundle).as_posix() for p in (bundle / "docs").rglob("*") if p.is_file()),
+                    "models/model.pt"}
+        assert {n.split("/", 1)[1] for n in names} == expected
+        for info in zf.infolist():
+            assert info.date_time == (1980, 1, 1, 0, 0, 0) and info.external_attr >> 16 == 0o100644
+        assert zf.read("unimiss_pretraining/configs/train.json") == (bundle / "configs" / "train.json").read_bytes()
+        payload = torch.load(io.BytesIO(zf.read("unimiss_pretraining/models/model.pt")), weights_only=True)
+    source = torch.load(tiny_export, weights_only=True)
+    assert payload["model"].keys() == source["model"].keys()
+    assert all(torch.equal(payload["model"][k], v) for k, v in source["model"].items())
+    info = payload["info"]
+    assert info["variant"] == "mitplus" and info["img_size3d"] == [16, 64, 64]
+    assert info["training"] == "random weights of a test" and info["bundle_version"] == "0.2.0"
+    assert info["weights_sha256"] == hashlib.sha256(tiny_export.read_bytes()).hexdigest()
+
+
+def test_sha256_index_and_large_files(repo_root, tiny_export, tmp_path):
+    res = _package(repo_root, tiny_export, tmp_path, base_url="https://example.org/releases/v1/")
+    digest = hashlib.sha256((tmp_path / "unimiss_pretraining_v0.2.0.zip").read_bytes()).hexdigest()
+    assert (tmp_path / "unimiss_pretraining_v0.2.0.zip.sha256").read_text() == f"{digest}  unimiss_pretraining_v0.2.0.zip\n"
+    index = json.loads((tmp_path / "model_info.json").read_text())
+    assert index == {"unimiss_pretraining_v0.2.0": {
+        "name": "unimiss_pretraining", "version": "0.2.0",
+        "source": "https://example.org/releases/v1/unimiss_pretraining_v0.2.0.zip", "hash_type": "sha256",
+        "hash_val": digest, "size": res["size"]}}
+    large = yaml.safe_load((tmp_path / "unimiss_pretraining_v0.2.0_large_files.yml").read_text())["large_files"]
+    weights = (tmp_path / "unimiss_pretraining_v0.2.0_model.pt").read_bytes()
+    with zipfile.ZipFile(res["zip"]) as zf:
+        assert zf.read("unimiss_pretraining/models/model.pt") == weights
+    assert large == [{"path": "models/model.pt", "url": "https://example.org/releases/v1/unimiss_pretraining_v0.2.0_model.pt",
+                      "hash_val": hashlib.sha256(weights).hexdigest(), "hash_type": "sha256"}]
+
+
+def test_index_keeps_other_releases(repo_root, tiny_export, tmp_path):
+    _package(repo_root, tiny_export, tmp_path)
+    package_bundle(str(repo_root / "bundles" / "unimiss_drr_generation"), out=str(tmp_path))
+    drr = json.loads((repo_root / "bundles" / "unimiss_drr_generation" / "configs" / "metadata.json").read_text())["version"]
+    index = json.loads((tmp_path / "model_info.json").read_text())
+    assert sorted(index) == [f"unimiss_drr_generation_v{drr}", "unimiss_pretraining_v0.2.0"]
+    with zipfile.ZipFile(tmp_path / f"unimiss_drr_generation_v{drr}.zip") as zf:
+        assert not [n for n in zf.namelist() if "/models/" in n]
+
+
+def test_refusals(repo_root, tiny_export, tmp_path):
+    bundle = tmp_path / "unimiss_pretraining"
+    shutil.copytree(repo_root / REPO_BUNDLE, bundle)
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    (bundle / "configs" / "metadata.json").write_text(json.dumps({**meta, "version": "9.9.9"}))
+    with pytest.raises(ValueError, match="version 9.9.9 is not in its changelog"):
+        package_bundle(str(bundle), weights=str(tiny_export), out=str(tmp_path / "out"), training="x")
+    (bundle / "configs" / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="does not say how it was trained"):
+        package_bundle(str(bundle), weights=str(tiny_export), out=str(tmp_path / "out"))
+    package_bundle(str(bundle), weights=str(tiny_export), out=str(tmp_path / "out"), training="x")
+    # the same version with other content is a different release: refused unless --overwrite
+    (bundle / "docs" / "README.md").write_text("changed\n")
+    with pytest.raises(ValueError, match="a released version never changes"):
+        package_bundle(str(bundle), weights=str(tiny_export), out=str(tmp_path / "out"), training="x")
+    (bundle / "LICENSE").unlink()
+    with pytest.raises(ValueError, match="lacks LICENSE"):
+        package_bundle(str(bundle), weights=str(tiny_export), out=str(tmp_path / "out2"), training="x")

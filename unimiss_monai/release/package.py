@@ -1,0 +1,246 @@
+"""``package-bundle``: a bundle folder (and optionally its weights) as a model-zoo style release.
+
+For ``bundles/<name>`` at the ``version`` of its ``configs/metadata.json`` this writes into ``--out``:
+
+- ``<name>_v<version>.zip``: one folder ``<name>/`` with ``configs/``, ``docs/``, ``LICENSE`` and, with weights,
+  ``models/model.pt`` = ``{"model": state_dict, "info": {...}}`` (plain tensors, loadable with
+  ``torch.load(..., weights_only=True)``); reproducible: the same inputs give the same bytes;
+- ``<name>_v<version>.zip.sha256`` (``sha256sum -c`` format);
+- ``model_info.json``: the release index, with this release's entry added (see :mod:`.index`);
+- with weights, ``<name>_v<version>_model.pt`` (the same bytes as in the zip) and ``<name>_v<version>_large_files.yml``
+  (``path``, ``url``, ``hash_val``, ``hash_type``), for a repository that keeps the weights out of git and fetches
+  them with ``python -m monai.bundle download_large_files``.
+
+A released version is immutable: an existing zip of the same name with other bytes is only replaced with
+``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from unimiss_monai.data.writers import save_bytes
+from unimiss_monai.release.archive import sha256_bytes, sha256_file, torch_bytes, zip_bytes
+from unimiss_monai.release.index import check_name, check_version, entry_key, update_index
+from unimiss_monai.utils.serialization import load_torch_file
+
+__all__ = ["build_release", "bundle_version", "package_bundle", "release_files", "weights_payload"]
+
+REQUIRED = ("configs/metadata.json", "LICENSE", "docs/README.md")
+_SKIP_SUFFIXES = (".prev", ".pyc", ".tmp")
+
+
+def bundle_version(bundle_dir: str | os.PathLike) -> tuple[str, dict]:
+    """``(version, metadata)`` of a bundle; the version must be a plain version and have a changelog entry.
+
+    Raises:
+        ValueError (one line naming the file and the fix).
+    """
+    meta_path = Path(bundle_dir) / "configs" / "metadata.json"
+    if not meta_path.is_file():
+        raise ValueError(f"{meta_path} does not exist; pass a bundle folder (bundles/<name>)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{meta_path} is not valid JSON ({err})") from None
+    version = meta.get("version")
+    if not version:
+        raise ValueError(f"{meta_path} has no 'version'; add one (e.g. \"0.1.0\") with a changelog entry")
+    version = check_version(version, f"{meta_path} version")
+    if version not in (meta.get("changelog") or {}):
+        raise ValueError(f"{meta_path}: version {version} is not in its changelog; add a changelog entry for {version}")
+    return version, meta
+
+
+def release_files(bundle_dir: str | os.PathLike) -> list[str]:
+    """The bundle's files that a release carries, as sorted POSIX paths relative to the bundle: ``LICENSE`` and every
+    file under ``configs/`` and ``docs/`` (hidden files, ``*.prev`` and caches excluded; weights come separately).
+
+    Raises:
+        ValueError: a required file (``configs/metadata.json``, ``LICENSE``, ``docs/README.md``) is missing.
+    """
+    root = Path(bundle_dir)
+    missing = [r for r in REQUIRED if not (root / r).is_file()]
+    if missing:
+        raise ValueError(f"bundle {root} lacks {', '.join(missing)}; a model-zoo bundle needs {', '.join(REQUIRED)}")
+    out = ["LICENSE"]
+    for sub in ("configs", "docs"):
+        for p in sorted((root / sub).rglob("*")):
+            rel = p.relative_to(root)
+            if p.is_file() and not any(part.startswith(".") or part == "__pycache__" for part in rel.parts) \
+                    and not p.name.endswith(_SKIP_SUFFIXES):
+                out.append(rel.as_posix())
+    return sorted(out)
+
+
+def weights_payload(path: str | os.PathLike, extra_info: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``{"model": state_dict, "info": {...}}`` from a weights file, read with ``weights_only=True``.
+
+    Accepts this package's exports (``{"model", "info"}``), a converted official checkpoint (``{"model", "variant"}``)
+    or a bare state dict. Tensors are copied to compact CPU storage (a view would otherwise save its whole base
+    storage) so the bytes depend only on the values. ``extra_info`` is merged into ``info``.
+
+    Raises:
+        ValueError (one line naming the file): missing file, no tensors, NaN/Inf tensors.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"weights {path} do not exist; pass the models/model.pt of a finished run")
+    obj = load_torch_file(path, "package-bundle: weights")
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"weights {path} hold a {type(obj).__name__}, not a state dict or {{'model': ...}}")
+    info = dict(obj["info"]) if isinstance(obj.get("info"), Mapping) else {}
+    if "variant" not in info and isinstance(obj.get("variant"), str):
+        info["variant"] = obj["variant"]
+    state = obj["model"] if isinstance(obj.get("model"), Mapping) else obj
+    tensors = {str(k): v.detach().cpu().contiguous().clone() for k, v in state.items() if torch.is_tensor(v)}
+    if not tensors:
+        raise ValueError(f"weights {path} hold no tensors under 'model' (keys {sorted(map(str, obj))[:6]})")
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(f"weights {path}: {len(bad)} tensors hold NaN or Inf (e.g. {bad[0]}); package an earlier checkpoint")
+    info.update(extra_info or {})
+    return {"model": tensors, "info": info}
+
+
+def _torchscript(bundle_dir: Path, meta: dict, model_pt: bytes) -> bytes:
+    """The bundle's ``network_def`` with these weights, traced by ``monai.bundle.ckpt_export`` at the input shape of
+    ``network_data_format`` (scripting does not support these networks; tracing does)."""
+    from monai.bundle import ckpt_export
+
+    fmt = meta.get("network_data_format", {}).get("inputs", {}).get("image", {})
+    shape = [1, int(fmt.get("num_channels", 1)), *(int(s) for s in fmt.get("spatial_shape", []))]
+    config = next((bundle_dir / "configs" / n for n in ("inference.json", "train.json") if (bundle_dir / "configs" / n).is_file()), None)
+    if config is None or len(shape) < 4:
+        raise ValueError(f"--torchscript: {bundle_dir} has no inference.json/train.json or no network_data_format input shape")
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "model.pt").write_bytes(model_pt)
+        ckpt_export(net_id="network_def", filepath=f"{tmp}/model.ts", ckpt_file=f"{tmp}/model.pt",
+                    meta_file=str(bundle_dir / "configs" / "metadata.json"), config_file=str(config), key_in_ckpt="model",
+                    use_trace=True, input_shape=shape, bundle_root=tmp, dataset_dir=tmp, output_dir=tmp,
+                    pretrained_path=None)
+        return (Path(tmp) / "model.ts").read_bytes()
+
+
+def _write_once(path: Path, data: bytes, overwrite: bool) -> str:
+    """Write ``data`` to ``path`` unless an identical file is there; another file is replaced only with ``overwrite``."""
+    if path.exists():
+        if sha256_file(path) == sha256_bytes(data):
+            return "unchanged"
+        if not overwrite:
+            raise ValueError(f"{path} exists with other content: a released version never changes, so bump the version "
+                             "in metadata.json (with a changelog entry) or pass --overwrite true")
+    save_bytes(data, path)
+    return "written"
+
+
+def package_bundle(
+    bundle: str,
+    weights: str | None = None,
+    out: str = "dist",
+    base_url: str | None = None,
+    training: str | None = None,
+    name: str | None = None,
+    torchscript: bool = False,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Command ``package-bundle``: write the model-zoo style release of ``bundle`` into ``out``.
+
+    Args:
+        bundle: the bundle folder, e.g. ``bundles/unimiss_pretraining``.
+        weights: a ``model.pt`` to ship as ``models/model.pt`` (a pretraining export, a fine-tuned model or a converted
+            official checkpoint); default: the bundle's own ``models/model.pt`` when present, else a release without
+            weights.
+        out: output folder (created).
+        base_url: where the files will be published (e.g. a GitHub release's download URL); index and
+            ``large_files.yml`` sources become absolute. Without it, sources are relative to the index.
+        training: how the weights were trained and what they are for, stored as ``info["training"]``; required when
+            the weights do not say it already.
+        name: release name (the folder inside the zip); default the bundle folder's name.
+        torchscript: also ship ``models/model.ts`` (the bundle's ``network_def`` traced with these weights).
+        overwrite: replace an existing release zip of the same version whose bytes differ.
+
+    Returns:
+        ``{"zip", "sha256", "size", "version", "index", "large_files"}``.
+    """
+    bundle_dir = Path(bundle)
+    bundle_version(bundle_dir)  # a missing version or changelog entry stops before the weights are read
+    if weights is None and (bundle_dir / "models" / "model.pt").is_file():
+        weights = str(bundle_dir / "models" / "model.pt")
+    payload = None
+    if weights is not None:
+        extra = {"weights_sha256": sha256_file(weights)}
+        if training:
+            extra["training"] = str(training)
+        payload = weights_payload(weights, extra)
+        if not payload["info"].get("training"):
+            raise ValueError(f"package-bundle: {weights} does not say how it was trained; pass --training '<data, recipe, "
+                             "epochs; what the weights are (not) good for>'")
+    return build_release(bundle_dir, payload, out, base_url=base_url, name=name, torchscript=torchscript,
+                         overwrite=overwrite)
+
+
+def build_release(
+    bundle_dir: str | os.PathLike,
+    payload: dict[str, Any] | None,
+    out: str | os.PathLike,
+    base_url: str | None = None,
+    name: str | None = None,
+    torchscript: bool | str = False,
+    overwrite: bool | str = False,
+) -> dict[str, Any]:
+    """Write the release files of ``bundle_dir`` with ``payload`` (``{"model", "info"}`` or ``None``) as
+    ``models/model.pt`` into ``out``; see :func:`package_bundle`."""
+    from unimiss_monai.utils.args import as_bool
+
+    torchscript, overwrite = as_bool(torchscript, "torchscript"), as_bool(overwrite, "overwrite")
+    bundle_dir = Path(bundle_dir)
+    name = check_name(name or bundle_dir.resolve().name)
+    version, meta = bundle_version(bundle_dir)
+    entries = [(f"{name}/{rel}", (bundle_dir / rel).read_bytes()) for rel in release_files(bundle_dir)]
+    model_pt = None
+    if payload is not None:
+        payload = {**payload, "info": {**payload["info"], "bundle": name, "bundle_version": version}}
+        model_pt = torch_bytes(payload)
+        import torch
+
+        torch.load(io.BytesIO(model_pt), weights_only=True)  # what a user's load will do, checked before release
+        entries.append((f"{name}/models/model.pt", model_pt))
+        if torchscript:
+            entries.append((f"{name}/models/model.ts", _torchscript(bundle_dir, meta, model_pt)))
+    elif torchscript:
+        raise ValueError("package-bundle: --torchscript needs weights (--weights)")
+    out_dir = Path(out)
+    key = entry_key(name, version)
+    zip_path = out_dir / f"{key}.zip"
+    state = _write_once(zip_path, zip_bytes(entries), overwrite)
+    digest, size = sha256_file(zip_path), zip_path.stat().st_size
+    save_bytes(f"{digest}  {zip_path.name}\n", zip_path.with_name(zip_path.name + ".sha256"))
+    prefix = base_url.rstrip("/") + "/" if base_url else ""
+    entry = update_index(out_dir / "model_info.json", name, version, prefix + zip_path.name, digest, size)
+    large = None
+    if model_pt is not None:
+        weights_file = out_dir / f"{key}_model.pt"
+        _write_once(weights_file, model_pt, overwrite)
+        import yaml
+
+        large = out_dir / f"{key}_large_files.yml"
+        spec = {"large_files": [{"path": "models/model.pt", "url": prefix + weights_file.name,
+                                 "hash_val": sha256_bytes(model_pt), "hash_type": "sha256"}]}
+        save_bytes(yaml.safe_dump(spec, sort_keys=False), large)
+    print(f"package-bundle: {name} v{version} -> {zip_path} ({state}; {size} bytes, sha256 {digest}); "
+          f"weights: {'models/model.pt' if model_pt else 'none (configs only)'}; index {out_dir / 'model_info.json'} "
+          f"source {entry['source']}", flush=True)
+    if large is not None and not base_url:
+        print(f"package-bundle: {large.name} names {weights_file.name} by a relative URL; pass --base_url with the "
+              "address the files will be published at for monai.bundle download_large_files", flush=True)
+    return {"zip": str(zip_path), "sha256": digest, "size": size, "version": version, "name": name,
+            "index": str(out_dir / "model_info.json"), "large_files": str(large) if large else None}
