@@ -145,3 +145,31 @@ def test_dicom_series_folder_is_a_case(tmp_path):
     write_dicom_series(p.hu, p.affine, tmp_path / "series")
     run = DRRGenerator(tmp_path / "series", tmp_path / "out", **SMALL).run()
     assert [item["name"] for item in run["testing"]] == ["series", "series"]
+
+
+def test_rerun_skips_finished_cases_and_redoes_changed_or_incomplete_ones(tmp_path, caplog):
+    data, out = tmp_path / "data", tmp_path / "out"
+    for name in ("a", "b"):
+        _phantom_case(data, name, labels=False)
+    first = DRRGenerator(data, out, **SMALL).run()
+    record = json.loads((out / "a" / "a_done.json").read_text())
+    assert record["testing"] == [item for item in first["testing"] if item["name"] == "a"]
+
+    def mtimes(name):
+        return {p.name: p.stat().st_mtime_ns for p in (out / name).iterdir()}
+
+    before = {name: mtimes(name) for name in ("a", "b")}
+    caplog.set_level("INFO", logger="unimiss_monai.engines.drr_generation")
+    assert DRRGenerator(data, out, **SMALL).run() == first
+    assert {name: mtimes(name) for name in ("a", "b")} == before
+    assert "0 of 2 CT(s) to render here, 2 already finished" in caplog.text
+
+    (out / "b" / "b_AP.png").unlink()  # a listed output gone: b is not finished any more
+    caplog.clear()
+    assert DRRGenerator(data, out, **SMALL).run() == first
+    assert mtimes("a") == before["a"] and (out / "b" / "b_AP.png").is_file()
+    assert "b rendered in" in caplog.text and "a rendered in" not in caplog.text
+
+    # other settings: nothing reused, and the outputs follow the new settings
+    run = DRRGenerator(data, out, **{**SMALL, "views": ["PA"]}).run()
+    assert [item["view"] for item in run["testing"]] == ["PA", "PA"] and not (out / "a" / "a_AP.nii.gz").exists()

@@ -19,6 +19,7 @@ from numba import njit, prange
 
 __all__ = [
     "SIDDON", "TRILINEAR", "siddon_kernel", "trilinear_kernel", "view_kernel", "label_kernel", "hu_to_mu_kernel",
+    "nan_count_kernel",
 ]
 
 _INF = 1e30
@@ -270,21 +271,45 @@ def trilinear_kernel(vol, shape, src, tgts, lengths, out):
             out[r1, r2] = _joseph_ray(vol, shape, src, tgts[r1, r2]) * lengths[r1, r2]
 
 @njit(parallel=True, cache=True)  # no fastmath: it would drop the NaN test
-def hu_to_mu_kernel(hu, mu_water, bone_slope, out):
-    """Flat HU -> attenuation (see :func:`unimiss_monai.drr.attenuation.hu_to_mu`); returns the number of NaN voxels."""
+def hu_to_mu_kernel(hu, mu_water, bone_slope, convert, out):
+    """One pass over a 3-D volume: attenuation (1/mm) into ``out`` (same shape, float32); returns the NaN count.
+
+    ``convert`` True maps HU with :func:`unimiss_monai.drr.attenuation.hu_to_mu`'s model, False copies values that
+    are already attenuation. ``hu`` may have any strides and dtype (one compiled variant each); loops run in ``out``'s
+    C order, so a C-ordered ``hu`` streams. Arithmetic is float64 per voxel in registers, rounded once to float32.
+    NaN voxels are written as 0.
+    """
+    n0, n1, n2 = out.shape
     nan = 0
-    for n in prange(hu.shape[0]):
-        h = np.float64(hu[n])
-        if h != h:
-            nan += 1
-            out[n] = 0.0
-            continue
-        if h > 0.0:
-            h *= bone_slope
-        v = mu_water * (1.0 + h / 1000.0)
-        out[n] = v if v > 0.0 else 0.0
+    for i in prange(n0):
+        for j in range(n1):
+            for k in range(n2):
+                h = np.float64(hu[i, j, k])
+                if h != h:
+                    nan += 1
+                    out[i, j, k] = 0.0
+                    continue
+                if convert:
+                    if h > 0.0:
+                        h *= bone_slope
+                    h = mu_water * (1.0 + h / 1000.0)
+                    if h < 0.0:
+                        h = 0.0
+                out[i, j, k] = h
     return nan
 
+
+@njit(parallel=True, cache=True)
+def nan_count_kernel(values):
+    """Number of NaN voxels of a 3-D float volume, without a boolean temporary."""
+    n0, n1, n2 = values.shape
+    nan = 0
+    for i in prange(n0):
+        for j in range(n1):
+            for k in range(n2):
+                if values[i, j, k] != values[i, j, k]:
+                    nan += 1
+    return nan
 
 
 @njit(fastmath=True)  # a plain call: parfors cannot analyse an inlined tuple return; LLVM inlines it

@@ -41,6 +41,7 @@ def project_labels(
         float32 tensor ``(V, C, H, W)``: path length in mm through each label.
     """
     from unimiss_monai.drr.kernels import label_kernel
+    from unimiss_monai.drr.layout import memory_layout, points_in_memory_order
     from unimiss_monai.drr.volume import as_affine
 
     if affine is None and hasattr(labels, "affine"):
@@ -53,24 +54,29 @@ def project_labels(
             raise ValueError("labels contain NaN; pass an integer label volume")
         if not np.array_equal(arr, np.round(arr)):
             raise ValueError("labels must hold integer label values")
-    arr = np.ascontiguousarray(arr.astype(np.int64, copy=False))
+    if arr.dtype.kind not in "iu":
+        arr = arr.astype(np.int64)
     ids = np.unique(arr[arr > 0]) if label_ids is None else np.asarray(list(label_ids), dtype=np.int64)
     if ids.size and ids.min() < 0:
         raise ValueError(f"label_ids must be non-negative, got {ids.tolist()}")
-    lut = np.full(int(max(ids.max(initial=0), arr.max(initial=0))) + 1, -1, np.int64)
+    # labels outside the table are skipped by the kernel's bounds test
+    lut = np.full(int(ids.max(initial=0)) + 1, -1, np.int64)
     lut[ids] = np.arange(len(ids))
     geometry = ConeBeam(detector_shape, pixel_spacing, sdd, sid, principal_point)
     poses = as_poses(views)
     check_memory(len(poses), geometry.detector_shape, channels=max(len(ids), 1))
     prep = PreparedVolume(arr, as_affine(affine, affine_space))
-    shape = np.asarray(arr.shape, dtype=np.int64)
+    # walk the labels as they lie in memory (a NIfTI label map is x-fastest): no reordering copy, see .layout
+    layout = memory_layout(arr) or memory_layout(np.ascontiguousarray(arr))
+    shape = np.asarray(layout.array.shape, dtype=np.int64)
     out = np.zeros((len(poses), len(ids), *geometry.detector_shape), np.float32)
     for v, pose in enumerate(poses):
         src, tgt, lengths = prep.rays(geometry, pose, isocenter)
+        src, tgt = points_in_memory_order(src, layout), points_in_memory_order(tgt, layout)
         tgt_k, len_k, transposed = rays_in_kernel_order(src, tgt, lengths)
         img = np.zeros((len(ids), *len_k.shape), np.float32)
         if len(ids):
-            label_kernel(arr.reshape(-1), shape, lut, src, tgt_k, len_k, img)
+            label_kernel(layout.array.reshape(-1), shape, lut, src, tgt_k, len_k, img)
         out[v] = img.transpose(0, 2, 1) if transposed else img
     return torch.from_numpy(out)
 

@@ -64,12 +64,19 @@ def rays_in_kernel_order(src: np.ndarray, tgt: np.ndarray, lengths: np.ndarray) 
 def _project_numba(prep: PreparedVolume, geometry: ConeBeam, poses: list[Pose], method: str, isocenter) -> np.ndarray:
     from unimiss_monai.drr.kernels import SIDDON, TRILINEAR, view_kernel
 
+    from unimiss_monai.drr.layout import frame_in_memory_order, memory_layout
+
     code = SIDDON if method == "siddon" else TRILINEAR
-    flat = prep.values.reshape(-1)
-    shape = np.asarray(prep.shape, dtype=np.int64)
+    # the kernels walk the volume as it lies in memory (a NIfTI CT is x-fastest): rays go into that axis order
+    layout = memory_layout(prep.values)
+    if layout is None:  # a strided view handed in directly rather than through prepare_volume
+        layout = memory_layout(np.ascontiguousarray(prep.values, dtype=np.float32))
+    flat = layout.array.reshape(-1)
+    shape = np.asarray(layout.array.shape, dtype=np.int64)
     out = np.empty((len(poses), *geometry.detector_shape), np.float32)
     for v, pose in enumerate(poses):
         frame, world = prep.detector_frame(geometry, pose, isocenter)
+        frame = frame_in_memory_order(frame, layout)
         # inner loop along the detector axis that moves fastest through the contiguous voxel axis (see kernels)
         rows_inner = abs(frame[2, 2]) > abs(frame[3, 2])
         view_kernel(flat, shape, frame, world, rows_inner, code, out[v])

@@ -40,8 +40,8 @@ def volume_center(shape, affine: np.ndarray) -> np.ndarray:
 class PreparedVolume:
     """Attenuation volume (1/mm) in ``(X, Y, Z)`` voxel order with its RAS+ affine, ready for many views.
 
-    ``values`` is a C-contiguous float32 numpy array (CPU kernels) or a torch tensor (reference path: other devices,
-    autograd). Build it with :func:`prepare_volume`; reuse it across calls to ``render`` so the HU conversion and
+    ``values`` is a float32 numpy array (CPU kernels) in any memory order (C, Fortran, a transpose or flip of
+    either; :mod:`.layout`), or a torch tensor (reference path: other devices, autograd). Build it with :func:`prepare_volume`; reuse it across calls to ``render`` so the HU conversion and
     checks run once per CT.
     """
 
@@ -111,7 +111,8 @@ def prepare_volume(
         volume: ``(X, Y, Z)`` numpy array or torch tensor (a MetaTensor carries its affine), in NIfTI voxel order.
         affine: 4x4 voxel-to-world matrix; taken from ``volume.affine`` when None.
         volume_unit: ``"hu"`` (Hounsfield units, converted with :func:`hu_to_mu`) or ``"mu"`` (already 1/mm; a label
-            mask of ones gives thickness in mm).
+            mask of ones gives thickness in mm). A float32 ``"mu"`` array is used as it is, without a copy: changing
+            it later changes what the prepared volume renders.
         mu_water, bone_slope: HU -> attenuation model.
         affine_space: ``"RAS"`` (NIfTI, MONAI default) or ``"LPS"`` (DICOM/ITK).
         device: None or ``"cpu"`` keeps numpy for the compiled kernels unless ``volume`` requires grad; another device
@@ -139,15 +140,31 @@ def prepare_volume(
         mu = hu_to_mu(vol, mu_water, bone_slope) if volume_unit == "hu" else vol
         return PreparedVolume(mu, aff)
     arr = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
-    from unimiss_monai.drr.kernels import hu_to_mu_kernel
+    return PreparedVolume(_attenuation(arr, volume_unit == "hu", float(mu_water), float(bone_slope)), aff)
 
-    flat = np.ascontiguousarray(arr).reshape(-1)
-    mu = np.empty(flat.shape, np.float32)
-    if volume_unit == "hu":
-        n_nan = hu_to_mu_kernel(flat, float(mu_water), float(bone_slope), mu)
+
+def _attenuation(arr: np.ndarray, convert: bool, mu_water: float, bone_slope: float) -> np.ndarray:
+    """Float32 attenuation ``(X, Y, Z)`` of a numpy volume in one pass, in the volume's own memory order.
+
+    A volume whose elements fill one block of memory (C or Fortran order, any transpose or flip of one) is read as it
+    lies and the result shares its layout, so reordering costs nothing here or in the kernels (see :mod:`.layout`);
+    any other strided view is read in place and written in C order. Float32 attenuation (``volume_unit="mu"``) is
+    only checked for NaN and used as it is, without a copy.
+    """
+    from unimiss_monai.drr.kernels import hu_to_mu_kernel, nan_count_kernel
+    from unimiss_monai.drr.layout import from_memory_order, memory_layout
+
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"volume must hold numbers, got dtype {arr.dtype}; pass HU (or attenuation) values")
+    layout = memory_layout(arr)
+    if not convert and arr.dtype == np.float32 and layout is not None:
+        n_nan = nan_count_kernel(layout.array)
+        mu = arr
     else:
-        n_nan = int(np.isnan(flat).sum()) if flat.dtype.kind == "f" else 0
-        mu[:] = flat
+        src = arr if layout is None else layout.array
+        out = np.empty(src.shape, np.float32)
+        n_nan = hu_to_mu_kernel(src, mu_water, bone_slope, convert, out)
+        mu = out if layout is None else from_memory_order(out, layout.perm, layout.flips)
     if n_nan:
         raise ValueError(f"volume has {n_nan} NaN voxels; fill them (e.g. -1000 HU) before rendering a DRR")
-    return PreparedVolume(mu.reshape(arr.shape), aff)
+    return mu

@@ -9,7 +9,8 @@ Used by the ``unimiss_drr_generation`` bundle (``DRRGenerator(...).run()``). Per
 - ``<name>_<VIEW>_labels.nii.gz`` when a label map is paired: ``(W, H, L)`` float32 projected thickness (mm) of each
   labelled structure, aligned with the DRR; ``<name>_labels.json`` names the ``L`` channels;
 - ``<name>_contact_sheet.png``: all views side by side (with label overlays when present);
-- ``<name>_datalist.json``: everything written for this CT.
+- ``<name>_datalist.json``: everything written for this CT;
+- ``<name>_done.json``: the done record (settings, rank, run-level datalist entries) a rerun checks to skip the CT.
 
 With ``slab_depth > 0`` (UniMiSS+ CT-DRR pairs) each CT is cut into axial slabs of that thickness; per slab ``<i>`` it
 writes ``slabs/<name>_slab<i>.nii.gz`` (the CT slab, HU, its own affine) and ``slabs/<name>_slab<i>_<VIEW>.nii.gz`` +
@@ -19,12 +20,16 @@ writes ``slabs/<name>_slab<i>.nii.gz`` (the CT slab, HU, its own affine) and ``s
 
 Each CT's outputs are written in a hidden temporary folder and renamed into place once complete, so a failure never
 leaves a partial result; a failing CT is logged and skipped, and :meth:`DRRGenerator.run` raises at the end, listing
-every failure, so a bundle run exits non-zero.
+every failure, so a bundle run exits non-zero. A rerun skips the CTs already finished with the same settings. Under
+``torchrun`` (``configs/multi_gpu_inference.json``) the CTs are dealt out over the ranks of all nodes.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -129,38 +134,98 @@ class DRRGenerator:
 
     # ------------------------------------------------------------------ run
     def run(self) -> dict:
-        """Render every CT; returns the run datalist. Raises :class:`DRRGenerationError` if any CT failed."""
+        """Render every CT not already finished; returns the run datalist. Raises :class:`DRRGenerationError` if any
+        CT failed.
+
+        Under ``torchrun`` (a joined process group) the CTs still to render are dealt out over the ranks, each
+        rendered exactly once; rank 0 writes ``datalist.json`` once every rank is done. A CT is finished when its
+        folder holds a done record (``<name>/<name>_done.json``, written with the outputs in one atomic rename)
+        for the same settings and every file the record lists exists; a rerun skips it and redoes anything else.
+        """
+        rank, world = _rank_world()
+        if world > 1 and self.device == "cpu":
+            _share_cpu_threads()
         cases = self.cases()
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        run_list: dict[str, list] = {"testing": [], "training": [], "failures": []}
+        todo = _broadcast([c.name for c in cases if not self._finished(c)] if rank == 0 else None)
+        share = set(todo[rank::world])
+        mine = [c for c in cases if c.name in share]
+        logger.info("DRR rank %d/%d: %d of %d CT(s) to render here, %d already finished", rank, world, len(mine),
+                    len(cases), len(cases) - len(todo))
         # one unit per rendered image; slab mode adds units once a CT's slab count is known
-        bar = tqdm(total=len(cases) * len(self.views), desc="DRR", unit="image", disable=not self.progress,
-                   dynamic_ncols=True)
-        for case in cases:
+        bar = tqdm(total=len(mine) * len(self.views), desc=f"DRR rank {rank}" if world > 1 else "DRR", unit="image",
+                   disable=not self.progress, dynamic_ncols=True, position=rank)
+        failures = []
+        for case in mine:
             bar.set_postfix_str(case.name)
+            start = time.perf_counter()
             try:
-                entry = self._process(case, bar)
+                self._process(case, bar, rank)
             except Exception as err:  # one bad CT must not stop the others; it is reported at the end
                 message = str(err).splitlines()[0] if str(err) else type(err).__name__
                 if str(case.image) not in message:
                     message = f"{case.image}: {message}"
                 logger.error("DRR generation failed: %s", message)
-                run_list["failures"].append({"name": case.name, "image": str(case.image), "error": message})
+                failures.append({"name": case.name, "image": str(case.image), "error": message})
                 continue
-            run_list["testing"].extend(entry["testing"])
-            run_list["training"].extend(entry["training"])
+            logger.info("DRR rank %d: %s rendered in %.2f s", rank, case.name, time.perf_counter() - start)
         bar.close()
-        save_json(run_list, self.output_dir / "datalist.json")
-        done = len(cases) - len(run_list["failures"])
+        failures = _gather(failures)  # also the barrier: every rank has finished its CTs
+        run_list = self._merge(cases, failures)
+        if rank == 0:
+            save_json(run_list, self.output_dir / "datalist.json")
+        _gather([])  # no rank returns (and no launcher exits) before the datalist is written
+        done = len(cases) - len(failures)
         logger.info("DRR generation: %d of %d CT(s) rendered into %s", done, len(cases), self.output_dir)
-        print(f"[drr] {done} of {len(cases)} CT(s) rendered into {self.output_dir}", flush=True)
         if run_list["failures"]:
             lines = "\n".join(f"  - {f['error']}" for f in run_list["failures"])
             raise DRRGenerationError(f"{len(run_list['failures'])} of {len(cases)} CT(s) failed:\n{lines}")
         return run_list
 
+    def _settings(self, case: CTCase) -> dict:
+        """What a CT's outputs depend on, as JSON values: a done record with other settings is not reused."""
+        g = self.geometry
+        settings = {"ct": str(case.image), "labels": str(case.labels) if self.project_labels else None,
+                    "views": self.views, "detector_shape": g.detector_shape, "pixel_spacing": g.pixel_spacing,
+                    "sdd": g.sdd, "sid": g.sid, "method": self.method, "slab_depth": self.slab_depth,
+                    "slab_detector_shape": self.slab_detector_shape if self.slab_depth > 0 else None}
+        return json.loads(json.dumps(settings))
+
+    def _record_path(self, case: CTCase) -> Path:
+        return self.output_dir / case.name / f"{case.name}_done.json"
+
+    def _finished(self, case: CTCase) -> bool:
+        """True when ``case`` has a done record for this run's settings and every file it lists exists."""
+        path = self._record_path(case)
+        if not path.is_file():
+            return False
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            logger.warning("%s: unreadable done record, rendering the CT again", path)
+            return False
+        if record.get("settings") != self._settings(case):
+            logger.info("%s: rendered with other settings, rendering it again", case.name)
+            return False
+        files = [item[key] for item in record["testing"] + record["training"]
+                 for key in ("image", "preview", "label", "drr") if key in item]
+        if "training" in record:
+            files += [item["ct"] for item in record["training"]]
+        return all((self.output_dir / f).is_file() for f in files)
+
+    def _merge(self, cases: list[CTCase], failures: list[dict]) -> dict:
+        """The run datalist from the done records of every CT that did not fail (rendered now or before)."""
+        failed = {f["name"] for f in failures}
+        run_list: dict[str, list] = {"testing": [], "training": [], "failures": failures}
+        for case in cases:
+            if case.name not in failed:
+                record = json.loads(self._record_path(case).read_text())
+                run_list["testing"].extend(record["testing"])
+                run_list["training"].extend(record["training"])
+        return run_list
+
     # ------------------------------------------------------------------ one CT
-    def _process(self, case: CTCase, bar: tqdm) -> dict:
+    def _process(self, case: CTCase, bar: tqdm, rank: int = 0) -> None:
         from unimiss_monai.drr import prepare_volume
 
         with warnings.catch_warnings():
@@ -176,7 +241,10 @@ class DRRGenerator:
                 prepared = prepare_volume(hu, affine, device=None if self.device == "cpu" else self.device)
                 entry = self._render_whole(case, prepared, labels, tmp, bar)
             save_json(_relative(entry, tmp), tmp / f"{case.name}_datalist.json")
-        return _relative(entry, tmp, prefix=case.name)  # run-level paths are relative to output_dir
+            # the done record goes in last; the folder appears whole or not at all (staged_dir)
+            run_entry = _relative(entry, tmp, prefix=case.name)  # run-level paths are relative to output_dir
+            save_json({"settings": self._settings(case), "rank": rank, "testing": run_entry["testing"],
+                       "training": run_entry["training"]}, tmp / f"{case.name}_done.json")
 
     def _render_views(self, volume, affine, bar: tqdm) -> np.ndarray:
         from unimiss_monai.drr import render
@@ -260,6 +328,48 @@ class DRRGenerator:
                                  "ct": ct_path, "drr": save_nifti(image.T, affine_2d, out / f"{stem}_{view}.nii.gz"),
                                  "preview": save_png(to_radiograph(image), out / f"{stem}_{view}.png")})
         return {"testing": [], "training": training}
+
+
+def _rank_world() -> tuple[int, int]:
+    """This process's rank and the number of ranks (0, 1 outside a process group)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _broadcast(value):
+    """Rank 0's ``value`` on every rank (the value itself outside a process group)."""
+    import torch.distributed as dist
+
+    if _rank_world()[1] == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _gather(items: list) -> list:
+    """Every rank's ``items`` concatenated in rank order; a barrier too."""
+    import torch.distributed as dist
+
+    if _rank_world()[1] == 1:
+        return list(items)
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, list(items))
+    return [item for part in parts for item in part]
+
+
+def _share_cpu_threads() -> None:
+    """Split this machine's cores between the processes ``torchrun`` started on it: the kernels default to every
+    core in each process, which oversubscribes them."""
+    import numba
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_rank = max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    numba.set_num_threads(min(per_rank, numba.config.NUMBA_NUM_THREADS))
+    torch.set_num_threads(per_rank)
 
 
 def _center(slab) -> np.ndarray:

@@ -1,0 +1,33 @@
+"""``bench-drr`` on a small phantom: the header names machine, threads and load, both our rows are timed, and the
+nanodrr ratios carry both medians."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from unimiss_monai.benchmarks.drr import ONE_SHOT, PREPARED, _ratios, bench_drr
+from unimiss_monai.data import make_ct_phantom, phantom_affine, save_nifti
+
+
+def test_bench_ours_only_on_a_phantom(tmp_path, capsys):
+    shape = (40, 36, 24)
+    phantom = make_ct_phantom(shape, affine=phantom_affine((8.0, 8.0, 10.0), shape, "RAS"))
+    ct = save_nifti(phantom.hu, phantom.affine, tmp_path / "ct.nii.gz")
+    bench_drr(sizes=32, repeats=2, ct=str(ct), out=str(tmp_path / "bench.json"), ours_only=True)
+    text = capsys.readouterr().out
+    assert "load average" in text and re.search(r"threads \d+/\d+", text) and "CPUs" in text
+    result = json.loads((tmp_path / "bench.json").read_text())
+    rows = {r["renderer"]: r for r in result["results"]}
+    assert rows[PREPARED]["repeats"] == 2 and rows[ONE_SHOT]["repeats"] == 2
+    # the one-shot call renders the very same image, from the HU array
+    assert rows[ONE_SHOT]["rel_l2"] < 1e-6 and rows[ONE_SHOT]["rel_l2_vs"] == PREPARED
+
+
+def test_ratios_state_both_sides():
+    rows = [{"renderer": PREPARED, "size": 256, "median_s": 0.05}, {"renderer": ONE_SHOT, "size": 256, "median_s": 0.1},
+            {"renderer": "nanodrr", "size": 256, "median_s": 1.5}]
+    lines = _ratios(rows)
+    assert lines[0].endswith("0.050 s vs nanodrr 1.500 s per view (medians): 30.0x")
+    assert lines[1].endswith("0.100 s vs nanodrr 1.500 s per view (medians): 15.0x")
+    assert _ratios(rows[:2]) == []
