@@ -13,6 +13,7 @@ from ignite.engine import Engine
 from torch import nn
 
 from unimiss_monai.handlers import KNNProbe, knn_accuracy
+from unimiss_monai.handlers.knn_probe import knn_predict, probe_exclusion
 
 
 def _angles(degrees):
@@ -100,16 +101,17 @@ def test_handler_on_tiny_engine(probe_datalist, tmp_path, caplog):
     assert "missing.npy" in caplog.text  # the bad item is named and skipped, the others are probed
     assert engine.state.metrics["knn_accuracy"] == 1.0
     saved = json.loads(history.read_text())
-    assert [e["epoch"] for e in saved] == [2, 4] and saved == probe.history
-    assert saved[0]["num_items"] == 6 and saved[0]["num_classes"] == 2 and saved[0]["k"] == 3
+    # epoch 0: the untrained backbone, probed once before the first iteration
+    assert [e["epoch"] for e in saved] == [0, 2, 4] and saved == probe.history and saved[0]["iteration"] == 0
+    assert saved[1]["num_items"] == 6 and saved[1]["num_classes"] == 2 and saved[1]["k"] == 3
     assert backbone.training and backbone.calls_in_training == 0 and not any(backbone.grad_enabled)
-    # a resumed run keeps earlier epochs and replaces the ones it redoes
+    # a resumed run keeps earlier epochs, replaces the ones it redoes and does not re-probe "epoch 0"
     resumed = KNNProbe(HalfMeans(), probe_datalist, every_n_epochs=2, k=3, history_path=history)
     engine2 = Engine(lambda e, b: None)
     resumed.attach(engine2)
-    engine2.state.epoch, engine2.state.max_epochs = 3, 4
+    engine2.state.epoch, engine2.state.iteration, engine2.state.max_epochs = 3, 6, 4
     engine2.run([0, 1], max_epochs=4)
-    assert [e["epoch"] for e in json.loads(history.read_text())] == [2, 4]
+    assert [e["epoch"] for e in json.loads(history.read_text())] == [0, 2, 4]
 
 
 def test_handler_agrees_with_direct_computation(tmp_path):
@@ -120,10 +122,11 @@ def test_handler_agrees_with_direct_computation(tmp_path):
         np.save(tmp_path / f"r{i}.npy", rng.normal(size=(6, 6)).astype(np.float32))
         items.append({"image": str(tmp_path / f"r{i}.npy"), "label": i % 3})
     backbone = nn.Sequential(nn.Flatten(), nn.Linear(36, 4))
-    probe = KNNProbe(backbone, items, k=4, temperature=0.5, batch_size=3)
+    probe = KNNProbe(backbone, items, k=4, temperature=0.5, batch_size=3, probe_at_start=False)
     engine = Engine(lambda e, b: None)
     probe.attach(engine)
     engine.run([0], max_epochs=1)
+    assert [e["epoch"] for e in probe.history] == [1]
     with torch.no_grad():
         emb = backbone(torch.stack([torch.from_numpy(np.load(it["image"]))[None] for it in items]))
     expected = knn_accuracy(emb, torch.tensor([it["label"] for it in items]), k=4, temperature=0.5)
@@ -145,3 +148,118 @@ def test_no_probe_section_skips_once(tmp_path, caplog):
         engine.run([0], max_epochs=3)
     assert caplog.text.count("k-NN probe off") == 1
     assert "knn_accuracy" not in engine.state.metrics and not (tmp_path / "knn.json").exists()
+
+
+def test_exclude_mask_removes_voters():
+    # k=1 on CRAFTED: 25 degrees is closest to 10 (A, wrong); without 10 among its neighbours its next nearest is
+    # 0 (A, still wrong), without both it is 90 (B, right)
+    emb, labels = CRAFTED
+    exclude = torch.zeros(4, 4, dtype=torch.bool)
+    exclude[2, 1] = True
+    assert knn_predict(emb, labels, k=1, exclude=exclude).tolist() == [0, 0, 0, 1]
+    exclude[2, 0] = True
+    assert knn_predict(emb, labels, k=1, exclude=exclude).tolist() == [0, 0, 1, 1]
+    assert knn_accuracy(emb, labels, k=1, exclude=exclude) == 1.0
+    # a sample with no allowed neighbour is not scored (-1), and is left out of the accuracy
+    exclude[3] = True
+    assert knn_predict(emb, labels, k=3, exclude=exclude)[3] == -1
+    assert knn_accuracy(emb, labels, k=1, exclude=exclude) == 1.0
+    with pytest.raises(ValueError, match="no sample has an allowed neighbour"):
+        knn_accuracy(emb, labels, exclude=torch.ones(4, 4, dtype=torch.bool))
+
+
+def _item(case, box, group="real", label="a"):
+    return {"image": f"{case}.npy", "label": label, "case": case, "group": group, "box": box}
+
+
+def test_probe_exclusion_modes():
+    items = [
+        _item("ct0", [[0, 0, 0], [4, 4, 4]]),
+        _item("ct0", [[3, 3, 3], [7, 7, 7]]),   # shares voxel (3, 3, 3) with item 0
+        _item("ct0", [[4, 0, 0], [8, 4, 4]]),   # touches item 0 (x = 4 is past its stop), overlaps item 1
+        _item("ct1", [[0, 0, 0], [4, 4, 4]]),   # the same box in another case: different voxels
+        _item("ph0", [[0, 0, 0], [4, 4, 4]], group="phantom"),
+    ]
+    overlap = probe_exclusion(items, "overlap")
+    assert overlap.tolist() == [
+        [False, True, False, False, True],
+        [True, False, True, False, True],
+        [False, True, False, False, True],
+        [False, False, False, False, True],
+        [True, True, True, True, False],
+    ]
+    case = probe_exclusion(items, "case")
+    assert case[0].tolist() == [False, True, True, False, True] and case[3].tolist() == [False, False, False, False, True]
+    assert probe_exclusion(items, "self").tolist() == [[g != h for h in "rrrrp"] for g in "rrrrp"]
+    with pytest.raises(ValueError, match="'overlap', 'case' or 'self'"):
+        probe_exclusion(items, "nearby")
+
+
+def test_overlapping_crops_no_longer_inflate_the_pixel_baseline(tmp_path, caplog):
+    # One "scan" of white noise: nothing in the content tells organ "a" from organ "b". Each organ has two crops
+    # that share half their columns, plus one crop on its own. On raw pixels the shared half makes each twin the
+    # other's nearest neighbour (cosine about 0.5 against about 0 for disjoint noise), so plain leave-one-out
+    # scores the four twins right whatever the content: the inflated baseline. Excluding neighbours whose box
+    # overlaps the query's leaves only disjoint crops, which carry no label information.
+    rng = np.random.default_rng(0)
+    volume = rng.normal(size=(8, 64)).astype(np.float32)
+    starts = [("a", 0), ("a", 4), ("b", 20), ("b", 24), ("a", 40), ("b", 52)]
+    items = []
+    for i, (label, x) in enumerate(starts):
+        np.save(tmp_path / f"c{i}.npy", volume[:, x : x + 8])
+        items.append({"image": str(tmp_path / f"c{i}.npy"), "label": label, "case": "ct0", "group": "real", "box": [[0, x], [8, x + 8]]})
+    pixels = torch.from_numpy(np.stack([volume[:, x : x + 8].ravel() for _, x in starts]))
+    labels = torch.tensor([0, 0, 1, 1, 0, 1])
+    assert knn_predict(pixels, labels, k=1)[:4].tolist() == [0, 0, 1, 1]  # each twin finds its twin
+    plain = KNNProbe(nn.Flatten(), items, k=1, exclude="self", probe_at_start=False)
+    plain._load()
+    assert plain.pixel_baseline == pytest.approx(knn_accuracy(pixels, labels, k=1)) and plain.pixel_baseline >= 4 / 6
+    probe = KNNProbe(nn.Flatten(), items, k=1, probe_at_start=False)
+    with caplog.at_level(logging.WARNING):
+        probe._load()
+    exclude = torch.zeros(6, 6, dtype=torch.bool)
+    exclude[0, 1] = exclude[1, 0] = exclude[2, 3] = exclude[3, 2] = True  # the twins, and nothing else, overlap
+    assert torch.equal(probe._exclude, exclude) and not [r for r in caplog.records if r.name.startswith("unimiss_monai")]
+    assert probe.pixel_baseline == pytest.approx(knn_accuracy(pixels, labels, k=1, exclude=exclude))
+    assert probe.pixel_baseline < plain.pixel_baseline
+
+
+def test_groups_are_kept_apart_and_reported(tmp_path):
+    # group "phantom" crops would be everyone's nearest neighbour (identical bright images): kept apart, the real
+    # group is scored on its own, and each group has its own baseline
+    items = []
+    for i, (group, label, value) in enumerate([("real", "a", 1.0), ("real", "a", 1.1), ("real", "b", -1.0), ("real", "b", -1.2),
+                                               ("phantom", "a", 5.0), ("phantom", "b", 5.5), ("phantom", "a", -5.0)]):
+        img = np.full((4, 4), value, np.float32)
+        img[0, 0] = 3.0  # not all images are multiples of each other
+        np.save(tmp_path / f"g{i}.npy", img)
+        items.append({"image": str(tmp_path / f"g{i}.npy"), "label": label, "case": f"{group}{i}", "group": group, "box": [[0, 0], [4, 4]]})
+    probe = KNNProbe(nn.Flatten(), items, k=1, probe_at_start=False)
+    engine = Engine(lambda e, b: None)
+    probe.attach(engine)
+    engine.run([0], max_epochs=1)
+    pixels = torch.stack([torch.from_numpy(np.load(it["image"])).flatten() for it in items])
+    labels = torch.tensor([0, 0, 1, 1, 0, 1, 0])
+    real = knn_accuracy(pixels[:4], labels[:4], k=1)
+    phantom = knn_accuracy(pixels[4:], labels[4:], k=1)
+    assert real == 1.0 and phantom < 1.0
+    entry = probe.history[-1]
+    assert entry["groups"]["real"]["pixel_baseline"] == pytest.approx(real)
+    assert entry["groups"]["phantom"]["pixel_baseline"] == pytest.approx(phantom)
+    assert entry["pixel_baseline"] == pytest.approx((4 * real + 3 * phantom) / 7)
+
+
+def test_missing_case_metadata_and_single_case_classes_are_said(tmp_path, caplog):
+    rng = np.random.default_rng(2)
+    items = []
+    for i, (case, label) in enumerate([("ct0", "a"), ("ct0", "b"), ("ct1", "a"), ("ct1", "a")]):
+        np.save(tmp_path / f"m{i}.npy", rng.normal(size=(4, 4)).astype(np.float32))
+        items.append({"image": str(tmp_path / f"m{i}.npy"), "label": label, "case": case, "box": [[0, 0], [4, 4]]})
+    with caplog.at_level(logging.WARNING):
+        KNNProbe(nn.Flatten(), items, k=1)._load()
+    assert "['b']" in caplog.text and "one case only" in caplog.text
+    caplog.clear()
+    bare = [{"image": it["image"], "label": it["label"]} for it in items]
+    with caplog.at_level(logging.WARNING):
+        KNNProbe(nn.Flatten(), bare, k=1)._load()
+    assert "lack 'case' and 'box'" in caplog.text and "--overwrite" in caplog.text

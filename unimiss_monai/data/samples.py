@@ -36,8 +36,11 @@ BUILDERS: dict[str, str] = {
 }
 
 
-def _is_built(out_dir: Path, entry: dict | None, synthetic: bool) -> bool:
+def _is_built(out_dir: Path, name: str, entry: dict | None, synthetic: bool) -> bool:
     if not entry or bool(entry.get("synthetic", False)) != bool(synthetic):
+        return False
+    # a builder that changed what it writes bumps its VERSION, so a folder written by an older one is rebuilt
+    if entry.get("version") != getattr(importlib.import_module(BUILDERS[name].split(":")[0]), "VERSION", None):
         return False
     datalist = entry.get("datalist")
     return datalist is not None and (out_dir / datalist).is_file()
@@ -70,7 +73,7 @@ def samples(
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"datasets": {}}
     failures: dict[str, str] = {}
     for name in names:
-        if not overwrite and _is_built(out_dir, manifest["datasets"].get(name), synthetic):
+        if not overwrite and _is_built(out_dir, name, manifest["datasets"].get(name), synthetic):
             print(f"[samples] {name}: already in {out_dir} (use --overwrite to rebuild)", flush=True)
             continue
         module_name, func_name = BUILDERS[name].split(":")

@@ -15,42 +15,96 @@ from monai.transforms import Compose, EnsureTyped, LoadImaged
 from torch import nn
 
 from unimiss_monai.data.writers import save_json
-from unimiss_monai.engines.student_teacher import split_backbone_output
+from unimiss_monai.networks.nets.student_teacher import split_backbone_output
 
-__all__ = ["KNNProbe", "knn_accuracy", "load_probe_items"]
+__all__ = ["KNNProbe", "knn_accuracy", "knn_predict", "load_probe_items", "probe_exclusion"]
 
 logger = logging.getLogger(__name__)
 
 
-def knn_accuracy(embeddings: torch.Tensor, labels: torch.Tensor, k: int = 20, temperature: float = 0.07) -> float:
-    """Leave-one-out weighted k-NN accuracy (DINO's k-NN protocol, Wu et al. 2018) on L2-normalised embeddings.
+def knn_predict(embeddings: torch.Tensor, labels: torch.Tensor, k: int = 20, temperature: float = 0.07,
+                exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """Weighted k-NN prediction of every sample from the others (DINO's k-NN protocol, Wu et al. 2018) on
+    L2-normalised embeddings.
 
-    Each sample is classified by its ``k`` most cosine-similar other samples; a neighbour with similarity ``s`` votes
-    for its label with weight ``exp(s / temperature)``, and the label with the largest total wins (ties: the smaller
-    label index).
+    Each sample is classified by its ``k`` most cosine-similar allowed neighbours; a neighbour with similarity ``s``
+    votes for its label with weight ``exp(s / temperature)``, and the label with the largest total wins (ties: the
+    smaller label index). A sample is never its own neighbour, and ``exclude[i, j]`` removes ``j`` from the
+    neighbours of ``i`` (e.g. a crop sharing voxels with ``i``, or one of the same case).
 
     Args:
         embeddings: ``(N, D)`` embeddings (normalised here), ``N >= 2``.
         labels: ``(N,)`` integer labels in ``[0, C)``.
-        k: neighbours per sample; capped at ``N - 1``.
+        k: neighbours per sample; capped at ``N - 1`` (a sample with fewer allowed neighbours uses those it has).
         temperature: softness of the similarity weighting (small: the nearest neighbour dominates).
+        exclude: optional ``(N, N)`` bool mask, True where ``j`` must not vote for ``i``.
 
     Returns:
-        the fraction of samples whose predicted label equals their own.
+        ``(N,)`` predicted labels; ``-1`` for a sample with no allowed neighbour.
     """
     if embeddings.ndim != 2 or labels.shape != embeddings.shape[:1]:
         raise ValueError(f"knn_accuracy needs (N, D) embeddings and (N,) labels, got {tuple(embeddings.shape)} and {tuple(labels.shape)}")
     n = embeddings.shape[0]
     if n < 2:
         raise ValueError(f"knn_accuracy needs at least 2 samples for leave-one-out, got {n}; add probe items")
+    if exclude is not None and exclude.shape != (n, n):
+        raise ValueError(f"knn_accuracy: exclude must be ({n}, {n}), got {tuple(exclude.shape)}")
     feats = F.normalize(embeddings.double(), dim=1)
     sim = feats @ feats.T
     sim.fill_diagonal_(float("-inf"))  # leave-one-out: a sample is never its own neighbour
+    if exclude is not None:
+        sim = sim.masked_fill(exclude.bool(), float("-inf"))
     top_sim, top_idx = sim.topk(min(int(k), n - 1), dim=1)
     labels = labels.long()
     votes = torch.zeros(n, int(labels.max()) + 1, dtype=torch.float64)
-    votes.scatter_add_(1, labels[top_idx], (top_sim / temperature).exp())
-    return float((votes.argmax(dim=1) == labels).double().mean())
+    votes.scatter_add_(1, labels[top_idx], (top_sim / temperature).exp())  # excluded neighbours: exp(-inf) = 0
+    predicted = votes.argmax(dim=1)
+    predicted[torch.isinf(top_sim[:, 0])] = -1
+    return predicted
+
+
+def knn_accuracy(embeddings: torch.Tensor, labels: torch.Tensor, k: int = 20, temperature: float = 0.07,
+                 exclude: torch.Tensor | None = None) -> float:
+    """Fraction of samples whose :func:`knn_predict` label equals their own, over the samples that have at least
+    one allowed neighbour (all of them when ``exclude`` is None)."""
+    predicted = knn_predict(embeddings, labels, k, temperature, exclude)
+    scored = predicted >= 0
+    if not scored.any():
+        raise ValueError("knn_accuracy: no sample has an allowed neighbour; exclude leaves nothing to compare with")
+    return float((predicted[scored] == labels.long()[scored]).double().mean())
+
+
+def _boxes_intersect(a, b) -> bool:
+    return all(a0 < b1 and b0 < a1 for a0, a1, b0, b1 in zip(a[0], a[1], b[0], b[1]))
+
+
+def probe_exclusion(items: Sequence[dict], mode: str = "overlap") -> torch.Tensor:
+    """``(N, N)`` bool mask of the pairs the probe must not match, from the items' ``group``, ``case`` and ``box``.
+
+    Items of different groups (e.g. ``real`` and ``phantom``) are never neighbours. Within a group, ``mode``:
+    ``"overlap"``: not a crop of the same case whose ``box`` (``[start, stop)`` voxel range) shares a voxel with
+    the query's; ``"case"``: no crop of the same case at all (leave-one-case-out); ``"self"``: only the item itself
+    (plain leave-one-out). Items without ``case`` never count as the same case; items of one case without ``box``
+    are treated as overlapping under ``"overlap"`` (nothing tells they are disjoint).
+    """
+    if mode not in ("overlap", "case", "self"):
+        raise ValueError(f"KNNProbe: exclude must be 'overlap', 'case' or 'self', got {mode!r}")
+    n = len(items)
+    groups = [item.get("group") for item in items]
+    mask = torch.tensor([[groups[i] != groups[j] for j in range(n)] for i in range(n)], dtype=torch.bool)
+    if mode == "self":
+        return mask
+    cases = [item.get("case") for item in items]
+    for i in range(n):
+        for j in range(n):
+            if i == j or cases[i] is None or cases[i] != cases[j]:
+                continue
+            if mode == "case":
+                mask[i, j] = True
+            else:
+                a, b = items[i].get("box"), items[j].get("box")
+                mask[i, j] = a is None or b is None or _boxes_intersect(a, b)
+    return mask
 
 
 def load_probe_items(probe_data: str | os.PathLike | Sequence[dict] | None, key: str = "probe") -> list[dict]:
@@ -74,25 +128,37 @@ def load_probe_items(probe_data: str | os.PathLike | Sequence[dict] | None, key:
 
 class KNNProbe:
     """Every ``every_n_epochs`` epochs, embeds a labelled probe set with ``backbone`` (eval mode, no gradients; the
-    embedding the DINO head consumes, L2-normalised) and records the leave-one-out weighted k-NN accuracy
-    (:func:`knn_accuracy`) in ``engine.state.metrics["knn_accuracy"]``, the log and ``history_path`` (JSON list of
-    ``{"epoch", "iteration", "knn_accuracy", ...}``, rewritten atomically by rank 0).
+    embedding the DINO head consumes, i.e. the CLS feature, L2-normalised) and records the weighted k-NN accuracy
+    (:func:`knn_predict`) in ``engine.state.metrics["knn_accuracy"]``, the log and ``history_path`` (JSON list of
+    ``{"epoch", "iteration", "knn_accuracy", "pixel_baseline", ...}``, rewritten atomically by rank 0). With
+    ``probe_at_start`` the untrained backbone is probed too, as epoch 0, before the first iteration of a new run.
+
+    Which neighbours may vote: never the item itself, never an item of another ``group`` (e.g. real scans and
+    phantoms), and per ``exclude`` (:func:`probe_exclusion`): ``"overlap"`` (default) drops crops of the same
+    ``case`` whose voxel ``box`` shares a voxel with the query's, ``"case"`` every crop of the same case
+    (leave-one-case-out), ``"self"`` nothing more. Overlapping crops would let a k-NN match a crop to a near-copy of
+    itself. ``pixel_baseline`` is the same k-NN, with the same exclusions, on the raw voxels of the same transformed
+    crops: an embedding worth having beats it. With several groups, each group's accuracy and baseline are also
+    reported (``groups``).
 
     With no probe items (no datalist, or no ``probe`` section) the handler logs once and does nothing. A probe item that
     fails to load is skipped with a warning naming its file; fewer than two items left, or one class only, skips the
-    probe for that run.
+    probe for that run. Items without ``case``/``box``, and classes found in only one case of a group, are warned about.
 
     Args:
         backbone: maps ``(B, C, *spatial)`` to ``(B, D)`` (or an ``(embedding, reconstruction)`` pair), e.g. the
             teacher backbone ``network.teacher.backbone``.
-        probe_data: datalist JSON path holding a ``probe_key`` section, or a list of ``{"image", "label"}`` items.
+        probe_data: datalist JSON path holding a ``probe_key`` section, or a list of
+            ``{"image", "label"[, "case", "group", "box"]}`` items (``box``: ``[start, stop)`` voxel range in the case).
         transform: MONAI transform(s) mapping an item to a channel-first ``image`` the backbone accepts; default
             ``LoadImaged`` with channel-first, as float32.
         every_n_epochs: probe period in epochs.
-        k: neighbours. temperature: vote weighting, as in :func:`knn_accuracy`.
+        k: neighbours. temperature: vote weighting, as in :func:`knn_predict`.
         history_path: JSON file for the accuracy history; ``None`` keeps it in memory only.
         batch_size: images per backbone pass.
         probe_key: datalist section with the probe items.
+        exclude: ``"overlap"``, ``"case"`` or ``"self"``: which same-case neighbours are not counted.
+        probe_at_start: also probe the untrained backbone (epoch 0).
     """
 
     def __init__(
@@ -106,6 +172,8 @@ class KNNProbe:
         history_path: str | os.PathLike | None = None,
         batch_size: int = 8,
         probe_key: str = "probe",
+        exclude: str = "overlap",
+        probe_at_start: bool = True,
     ) -> None:
         self.backbone, self.every, self.k, self.temperature = backbone, max(1, int(every_n_epochs)), int(k), float(temperature)
         self.items = load_probe_items(probe_data, probe_key)
@@ -122,20 +190,34 @@ class KNNProbe:
         self.class_names: list = []
         self._disabled = False
         self.pixel_baseline: float | None = None
+        self.exclude = exclude
+        probe_exclusion([], exclude)  # a wrong mode fails at construction, not after the first epoch
+        self.probe_at_start = bool(probe_at_start)
+        self._exclude: torch.Tensor | None = None
+        self._groups: list = []
+        self.group_baselines: dict[str, float] = {}
 
     def attach(self, engine: Engine) -> None:
         if not self.items:
             logger.info("k-NN probe off: no %r items in %s; add a %r section [{'image': ..., 'label': ...}] to enable it", self.probe_key, self.source, self.probe_key)
             return
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.every), self)
+        if self.probe_at_start:
+            engine.add_event_handler(Events.STARTED, self._at_start)
+
+    def _at_start(self, engine: Engine) -> None:
+        # the untrained network's score (epoch 0): what the architecture gives before any learning
+        if engine.state.iteration == 0:
+            self(engine)
 
     def _load(self) -> None:
         """Load and transform the probe once (it is deterministic); labels of any hashable type map to 0..C-1."""
-        images, raw_labels = [], []
+        images, raw_labels, kept = [], [], []
         for item in self.items:
             try:
                 images.append(torch.as_tensor(self.transform(dict(item))["image"]).float())
                 raw_labels.append(item["label"])
+                kept.append(item)
             except Exception as e:  # noqa: BLE001 - one bad probe file must not stop the probe or the run
                 msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
                 logger.warning("k-NN probe: skipping %s: %s", item.get("image"), msg)
@@ -146,9 +228,49 @@ class KNNProbe:
             logger.warning("k-NN probe off: %d usable items in %d classes; it needs at least 2 items and 2 classes", len(images), len(self.class_names))
             self._disabled = True
             return
-        # what "learned something" means on this probe: the same k-NN on the raw voxels (same-shaped images only)
+        self._check_metadata(kept)
+        self._exclude = probe_exclusion(kept, self.exclude)
+        self._groups = [item.get("group") for item in kept]
+        if bool(self._exclude.all(dim=1).any()):
+            lonely = [kept[i]["image"] for i in range(len(kept)) if bool(self._exclude[i].all())]
+            logger.warning("k-NN probe: %d item(s) have no allowed neighbour under exclude=%r and are not scored, e.g. %s", len(lonely), self.exclude, lonely[0])
+        # what "learned something" means on this probe: the same k-NN on the raw voxels (same-shaped images only),
+        # with the same excluded pairs and groups
         if all(img.shape == images[0].shape for img in images):
-            self.pixel_baseline = knn_accuracy(torch.stack(images).flatten(1), self._labels, self.k, self.temperature)
+            pixels = torch.stack(images).flatten(1)
+            self.pixel_baseline = knn_accuracy(pixels, self._labels, self.k, self.temperature, self._exclude)
+            self.group_baselines = self._per_group(knn_predict(pixels, self._labels, self.k, self.temperature, self._exclude))
+
+    def _check_metadata(self, items: list[dict]) -> None:
+        """Say when the probe cannot tell near-copies apart, or when a class could be told by its case alone."""
+        if self.exclude != "self" and any(item.get("case") is None or (self.exclude == "overlap" and item.get("box") is None) for item in items):
+            need = "'case'" + (" and 'box'" if self.exclude == "overlap" else "")
+            logger.warning(
+                "k-NN probe: items of %s lack %s, so crops sharing voxels may be counted as neighbours and inflate the "
+                "accuracies; add them (a samples folder: rebuild it with `python -m unimiss_monai samples --overwrite`)",
+                self.source, need)
+        by_group: dict = {}
+        for item in items:
+            by_group.setdefault(item.get("group"), {}).setdefault(item["label"], set()).add(item.get("case"))
+        for group, classes in by_group.items():
+            cases = set().union(*classes.values()) - {None}
+            single = sorted((str(c) for c, where in classes.items() if len(cases) > 1 and len(where) == 1), key=str)
+            if single:
+                logger.warning("k-NN probe: class(es) %s of group %r occur in one case only: a neighbour can match them by "
+                               "their case rather than their content", single, group)
+
+    def _per_group(self, predicted: torch.Tensor) -> dict[str, float]:
+        """Accuracy of each group's scored items (only when the probe has more than one group)."""
+        assert self._labels is not None
+        names = sorted({str(g) for g in self._groups})
+        if len(names) < 2:
+            return {}
+        out = {}
+        for name in names:
+            rows = torch.tensor([str(g) == name for g in self._groups]) & (predicted >= 0)
+            if rows.any():
+                out[name] = float((predicted[rows] == self._labels[rows]).double().mean())
+        return out
 
     def _earlier_history(self, epoch: int) -> list[dict]:
         # a resumed run keeps the entries of the epochs before the one it resumes at
@@ -163,7 +285,8 @@ class KNNProbe:
     def embed(self) -> torch.Tensor:
         """``(N, D)`` L2-normalised embeddings of the probe images (consecutive same-shaped images share a pass)."""
         assert self._images is not None
-        device = next(self.backbone.parameters()).device
+        param = next(iter(self.backbone.parameters()), None)  # a parameter-free backbone runs on the CPU
+        device = param.device if param is not None else torch.device("cpu")
         was_training = self.backbone.training
         self.backbone.eval()
         out: list[torch.Tensor] = []
@@ -188,15 +311,22 @@ class KNNProbe:
         assert self._labels is not None
         if not self.history and self.history_path is not None and self.history_path.is_file():
             self.history = self._earlier_history(engine.state.epoch)
-        accuracy = knn_accuracy(self.embed(), self._labels, self.k, self.temperature)
+        predicted = knn_predict(self.embed(), self._labels, self.k, self.temperature, self._exclude)
+        scored = predicted >= 0
+        accuracy = float((predicted[scored] == self._labels[scored]).double().mean())
         engine.state.metrics["knn_accuracy"] = accuracy
         entry = {
             "epoch": engine.state.epoch, "iteration": engine.state.iteration, "knn_accuracy": accuracy,
-            "k": min(self.k, len(self._labels) - 1), "temperature": self.temperature,
-            "num_items": len(self._labels), "num_classes": len(self.class_names), "pixel_baseline": self.pixel_baseline,
+            "k": min(self.k, len(self._labels) - 1), "temperature": self.temperature, "exclude": self.exclude,
+            "num_items": int(scored.sum()), "num_classes": len(self.class_names), "pixel_baseline": self.pixel_baseline,
         }
-        self.history.append(entry)
+        groups = self._per_group(predicted)
+        if groups:
+            entry["groups"] = {g: {"knn_accuracy": a, "pixel_baseline": self.group_baselines.get(g)} for g, a in groups.items()}
+        self.history = [e for e in self.history if e.get("epoch") != entry["epoch"]] + [entry]
         baseline = "n/a" if self.pixel_baseline is None else f"{self.pixel_baseline:.4f}"
-        logger.info("epoch %d: teacher k-NN accuracy %.4f (raw-voxel k-NN %s; %d probe items, %d classes, k=%d)", entry["epoch"], accuracy, baseline, entry["num_items"], entry["num_classes"], entry["k"])
+        per_group = "".join(f"; {g} {a:.4f} vs {self.group_baselines.get(g, float('nan')):.4f}" for g, a in groups.items())
+        logger.info("epoch %d: teacher k-NN accuracy %.4f (raw-voxel k-NN %s%s; %d probe items, %d classes, k=%d, exclude=%s)",
+                    entry["epoch"], accuracy, baseline, per_group, entry["num_items"], entry["num_classes"], entry["k"], self.exclude)
         if self.history_path is not None and getattr(engine.state, "rank", 0) == 0:
             save_json(self.history, self.history_path)
