@@ -1,41 +1,111 @@
 #!/usr/bin/env bash
-# Quick start: set up .venv (idempotent), write the sample data, then run each bundle on it.
-# Outputs land in outputs/<bundle>/; the last lines printed say where.
+# Quick start: set up .venv (idempotent), write the sample data, then run the whole chain on the real CT and the real
+# radiograph and write one report:
+#   DRRs -> UniMiSS+ pretraining -> CXR / CT segmentation and classification fine-tunes from those weights
+#   -> evaluation on held-out data -> inference on the real CT and radiograph -> report.html (+ report.md)
+#
+#   bash tools/demo.sh [--fresh] [RUN_DIR]        (RUN_DIR defaults to outputs/demo)
+#
+# Every step prints the exact command it runs (copy it to rerun that step alone). A step whose outputs exist and are
+# newer than its inputs is skipped; --fresh runs every step again (each bundle replaces only its own outputs; the
+# pretraining trains anew instead of resuming its finished checkpoint).
+# Each step's command, wall time and exit status go to RUN_DIR/demo_steps.json, which the report reads.
+# Environment: SAMPLES (default samples/), SAMPLES_OPTS (e.g. --synthetic), DEMO_SCALE=demo|smoke (smoke: the
+# one-minute test overlays, meaningless pictures), OMP_NUM_THREADS (default 1: on a busy 2-core CPU the tiny
+# networks train faster with one thread each).
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
+FRESH=""
+RUN_DIR=""
+for arg in "$@"; do
+    case "$arg" in
+        --fresh) FRESH="--fresh" ;;
+        -h|--help) sed -n '2,15p' "$0" | sed -E 's/^# ?//'; exit 0 ;;
+        -*) echo "tools/demo.sh: unknown option $arg (use --fresh, or a run folder)" >&2; exit 2 ;;
+        *) RUN_DIR="$arg" ;;
+    esac
+done
+source "$(dirname "${BASH_SOURCE[0]}")/_env.sh" ""  # no extras (the arguments above are ours)
 cd "$ROOT"
-SAMPLES="${SAMPLES:-$ROOT/samples}"
-OUTPUTS="${OUTPUTS:-$ROOT/outputs}"
+SAMPLES="${SAMPLES:-samples}"
+RUN_DIR="${RUN_DIR:-outputs/demo}"
+SCALE="${DEMO_SCALE:-demo}"
+case "$SCALE" in
+    demo) OVERLAY=demo.yaml; TRAIN_OVERLAY=demo_train.yaml; DRR_OVERLAY=demo.yaml; PRE_OVERLAY=demo.yaml ;;
+    smoke) OVERLAY=smoke.yaml; TRAIN_OVERLAY=""; DRR_OVERLAY=demo.yaml; PRE_OVERLAY=smoke.yaml ;;
+    *) echo "tools/demo.sh: DEMO_SCALE must be demo or smoke, got '$SCALE'" >&2; exit 2 ;;
+esac
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+mkdir -p "$RUN_DIR"
+T0=$SECONDS
 
-"$PY" -m unimiss_monai samples --out "$SAMPLES"
-
-run_bundle() {  # run_bundle NAME CONFIG[,OVERLAY...] [extra overrides...]
-    local name="$1" configs="$2"; shift 2
-    local files="" c
-    for c in ${configs//,/ }; do files+="'bundles/$name/configs/$c',"; done
-    echo "[demo] $name: ${configs}"
-    "$PY" -m monai.bundle run --config_file "[${files%,}]" --meta_file "bundles/$name/configs/metadata.json" \
-        --logging_file "bundles/$name/configs/logging.conf" \
-        --dataset_dir "$SAMPLES" --output_dir "$OUTPUTS/$name" "$@"
-    echo "[demo] $name outputs: $OUTPUTS/$name"
+# step NAME STAGE "OUTPUT..." "INPUT..." -- COMMAND...: print, run or skip, record (unimiss_monai/report/steps.py)
+step() {
+    local name="$1" stage="$2" outs="$3" ins="$4"; shift 5
+    # shellcheck disable=SC2086  # the output and input lists are space-separated on purpose
+    python -m unimiss_monai.report.steps "$RUN_DIR" "$name" --stage "$stage" --outputs $outs --inputs $ins $FRESH -- "$@" \
+        || { echo "[demo] $name failed; the command is printed above. Rerun tools/demo.sh to resume from this step." >&2; exit 1; }
+}
+configs() {  # configs BUNDLE FILE... -> "['bundles/B/configs/F',...]"
+    local b="$1" out="" f; shift
+    for f in "$@"; do if [ -n "$f" ]; then out+="'bundles/$b/configs/$f',"; fi; done
+    echo "[${out%,}]"
+}
+cfg_files() {  # cfg_files BUNDLE FILE...: the config files a step depends on, as paths
+    local b="$1" f; shift
+    for f in "$@"; do if [ -n "$f" ]; then echo -n "bundles/$b/configs/$f "; fi; done
+}
+bundle() {  # bundle BUNDLE CONFIGS...: sets CMD to the common head of a bundle command
+    local b="$1"; shift
+    CMD=(python -m monai.bundle run --config_file "$(configs "$b" "$@")" --meta_file "bundles/$b/configs/metadata.json"
+         --logging_file "bundles/$b/configs/logging.conf")
 }
 
-run_bundle unimiss_drr_generation inference.json
-# everything the run writes stays under its output dir: the teacher backbone in models/model.pt, the resumable training
-# state in checkpoints/ (publishing weights into bundles/ is a separate step: python -m unimiss_monai publish-pretrained)
-run_bundle unimiss_pretraining train.json,smoke.yaml --bundle_root bundles/unimiss_pretraining
-# the fine-tuning smoke overlays start from scratch unless given weights: pass the backbone just exported (same tiny shape).
-# Their bundle_root is the run's output folder, so the trained weights land in outputs/<bundle>/models and nothing is
-# written under bundles/ (a full-size run with --bundle_root bundles/<name> publishes into bundles/<name>/models)
-PRETRAINED="$OUTPUTS/unimiss_pretraining/models/model.pt"
-run_bundle unimiss_cxr_segmentation train.json,smoke.yaml --bundle_root "$OUTPUTS/unimiss_cxr_segmentation" --pretrained_path "$PRETRAINED"
-run_bundle unimiss_cxr_segmentation inference.json,smoke.yaml --bundle_root "$OUTPUTS/unimiss_cxr_segmentation"
-run_bundle unimiss_ct_segmentation train.json,smoke.yaml --bundle_root "$OUTPUTS/unimiss_ct_segmentation" --pretrained_path "$PRETRAINED"
-run_bundle unimiss_ct_segmentation inference.json,smoke.yaml --bundle_root "$OUTPUTS/unimiss_ct_segmentation"
-run_bundle unimiss_ct_classification train.json,smoke.yaml --bundle_root "$OUTPUTS/unimiss_ct_classification" --pretrained_path "$PRETRAINED"
-run_bundle unimiss_ct_classification inference.json,smoke.yaml --bundle_root "$OUTPUTS/unimiss_ct_classification"
-run_bundle unimiss_cxr_classification train.json,smoke.yaml --bundle_root "$OUTPUTS/unimiss_cxr_classification" --pretrained_path "$PRETRAINED"
-run_bundle unimiss_cxr_classification inference.json,smoke.yaml --bundle_root "$OUTPUTS/unimiss_cxr_classification"
+step samples data "$SAMPLES/samples.json" "" -- python -m unimiss_monai samples --out "$SAMPLES" ${SAMPLES_OPTS:-}
+
+B=unimiss_drr_generation
+bundle $B inference.json "$DRR_OVERLAY"
+step drr_generation drr "$RUN_DIR/$B/datalist.json" "$SAMPLES/samples.json $(cfg_files $B inference.json "$DRR_OVERLAY")" -- \
+    "${CMD[@]}" --dataset_dir "$SAMPLES/drr_generation" --output_dir "$RUN_DIR/$B"
+
+# the backbone lands in RUN_DIR/unimiss_pretraining/models/model.pt; nothing is written under bundles/
+B=unimiss_pretraining
+PRETRAINED="$RUN_DIR/$B/models/model.pt"
+bundle $B train.json "$PRE_OVERLAY"
+step pretraining pretraining "$PRETRAINED $RUN_DIR/$B/loss_curves.json" "$SAMPLES/samples.json $(cfg_files $B train.json "$PRE_OVERLAY")" -- \
+    "${CMD[@]}" --bundle_root "bundles/$B" --dataset_dir "$SAMPLES" --output_dir "$RUN_DIR/$B" --seed 0 \
+    --resume_finished "$([ -n "$FRESH" ] && echo false || echo true)"
+
+# finetune BUNDLE STAGE REPORT_FILE INFERENCE_SUMMARY INFERENCE_INPUT [inference overrides...]: train from the pretrained backbone,
+# evaluate on the held-out test split, run inference. Each bundle's folder in RUN_DIR holds models/ (weights),
+# train/, eval/ and inference/; its bundle_root is that folder, so nothing is written under bundles/.
+finetune() {
+    local b="$1" stage="$2" report="$3" summary="$4" input="$5"; shift 5
+    local home="$RUN_DIR/$b" model="$RUN_DIR/$b/models/model.pt"
+    local common=(--bundle_root "$home" --ckpt_dir "$home/models")
+    bundle "$b" train.json "$OVERLAY" "$TRAIN_OVERLAY"
+    step "${stage}_train" "$stage" "$model" "$PRETRAINED $(cfg_files "$b" train.json "$OVERLAY" "$TRAIN_OVERLAY")" -- \
+        "${CMD[@]}" "${common[@]}" --dataset_dir "$SAMPLES" --output_dir "$home/train" \
+        --pretrained_path "$PRETRAINED" --seed 0
+    bundle "$b" train.json evaluate.json "$OVERLAY"
+    step "${stage}_evaluate" "$stage" "$home/eval/$report" "$model $(cfg_files "$b" evaluate.json "$OVERLAY")" -- \
+        "${CMD[@]}" "${common[@]}" --dataset_dir "$SAMPLES" --output_dir "$home/eval" --seed 0
+    bundle "$b" inference.json "$OVERLAY"
+    step "${stage}_inference" "$stage" "$home/inference/$summary" "$model $(cfg_files "$b" inference.json "$OVERLAY")" -- \
+        "${CMD[@]}" "${common[@]}" --dataset_dir "$input" --output_dir "$home/inference" "$@"
+}
+# the real radiograph RG1_UNCR.dcm and two held-out DRRs (the sample set's inference/ folder)
+finetune unimiss_cxr_segmentation cxr_segmentation segmentation_report.json summary.json \
+    "$SAMPLES/cxr_segmentation/inference"
+# the whole real chest CT (512x512x133), of which the training used slabs 0, 2, 4 and validation slabs 1, 3
+finetune unimiss_ct_segmentation ct_segmentation segmentation_report.json summary.json "$SAMPLES/drr_generation"
+# the held-out test images of each sample set, with a saliency map per image
+finetune unimiss_cxr_classification cxr_classification metrics.json predictions.json "$SAMPLES" --save_saliency true
+finetune unimiss_ct_classification ct_classification metrics.json predictions.json "$SAMPLES" --save_saliency true
+
+REPORT="$RUN_DIR/report.html"
+# always rewritten: demo_steps.json changes with every step
+step report report "$REPORT $RUN_DIR/report.md" "$RUN_DIR/demo_steps.json" -- python -m unimiss_monai.report "$RUN_DIR" --samples "$SAMPLES"
 
 echo
-echo "[demo] done. Sample data: $SAMPLES   Outputs: $OUTPUTS"
+echo "[demo] done in $(( (SECONDS - T0) / 60 )) min $(( (SECONDS - T0) % 60 )) s (steps: $RUN_DIR/demo_steps.json)"
+echo "[demo] report: $(cd "$(dirname "$REPORT")" && pwd)/report.html  (Markdown: report.md beside it)"

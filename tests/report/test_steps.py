@@ -1,0 +1,86 @@
+"""The demo's step runner: runs, records, skips what is up to date, reruns what is not."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from unimiss_monai.report.run_folder import inference_cases
+from unimiss_monai.report.steps import STEPS_FILE, main, outputs_valid, read_steps, run_step
+
+
+def _writer(path):
+    return [sys.executable, "-c", f"open({str(path)!r}, 'a').write('x')"]
+
+
+def test_run_then_skip_then_rerun(tmp_path, capsys):
+    run, out, src = tmp_path / "run", tmp_path / "out.txt", tmp_path / "in.txt"
+    src.write_text("input")
+    os.utime(src, (time.time() - 10, time.time() - 10))
+    assert run_step(run, "make", _writer(out), outputs=[str(out)], inputs=[str(src)]) == 0
+    assert out.read_text() == "x"
+    record = read_steps(run)["steps"][0]
+    assert record["status"] == "ok" and record["returncode"] == 0 and record["wall_seconds"] >= 0
+    assert record["command"].startswith(sys.executable) and "environment" in json.loads((run / STEPS_FILE).read_text())
+    printed = capsys.readouterr().out
+    assert record["command"] in printed  # the exact command, to copy
+    # up to date: skipped, the output untouched, the earlier timing kept
+    assert run_step(run, "make", _writer(out), outputs=[str(out)], inputs=[str(src)]) == 0
+    assert out.read_text() == "x"
+    again = read_steps(run)["steps"][0]
+    assert again["status"] == "skipped" and again["wall_seconds"] == record["wall_seconds"]
+    # a newer input, a changed command or --fresh run it again
+    os.utime(src, (time.time() + 5, time.time() + 5))
+    run_step(run, "make", _writer(out), outputs=[str(out)], inputs=[str(src)])
+    assert out.read_text() == "xx"
+    run_step(run, "make", _writer(out), outputs=[str(out)], fresh=True)
+    assert out.read_text() == "xxx"
+
+
+def test_failure_is_recorded_and_never_skipped(tmp_path):
+    run, out = tmp_path / "run", tmp_path / "out.txt"
+    out.write_text("left by a killed run")
+    assert main([str(run), "bad", "--outputs", str(out), "--", sys.executable, "-c", "raise SystemExit(3)"]) == 3
+    assert read_steps(run)["steps"][0]["status"] == "failed" and read_steps(run)["steps"][0]["returncode"] == 3
+    # the output exists, but the last run failed: run it again
+    assert run_step(run, "bad", [sys.executable, "-c", "pass"], outputs=[str(out)]) == 0
+    assert read_steps(run)["steps"][0]["status"] == "ok"
+    assert out.read_text() == "left by a killed run"
+
+
+def test_outputs_valid_reasons(tmp_path):
+    a = tmp_path / "a"
+    assert outputs_valid([a]) == (False, f"missing {a}")
+    a.write_text("")
+    assert outputs_valid([a])[0]
+    assert not outputs_valid([])[0]
+
+
+def test_inference_summaries_old_and_new(tmp_path):
+    new = tmp_path / "new"
+    new.mkdir()
+    (new / "summary.json").write_text(json.dumps({"cases": [
+        {"case": "/d/a.nii.gz", "status": "ok", "reason": "", "output": "/o/a_seg.nii.gz"},
+        {"case": "/d/b.nii.gz", "status": "failed", "reason": "bad"}]}))
+    cases = inference_cases(new)
+    assert [(c["status"], c["input"], c["output"]) for c in cases] == [
+        ("ok", "/d/a.nii.gz", "/o/a_seg.nii.gz"), ("failed", "/d/b.nii.gz", None)]
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "summary.json").write_text(json.dumps({"classes": ["liver"], "written": [
+        {"case": "ct", "output": "/o/ct_seg.nii.gz", "shape": [4, 4, 4]}], "failed": []}))
+    assert [(c["case"], c["status"], c["output"]) for c in inference_cases(old)] == [("ct", "ok", "/o/ct_seg.nii.gz")]
+    assert inference_cases(tmp_path / "none") == []
+
+
+def test_printed_commands_paste_back_into_a_shell():
+    import shlex
+
+    from unimiss_monai.report.steps import quote_command
+
+    argv = ["python", "-m", "monai.bundle", "run", "--config_file", "['a b.json','c.yaml']", "--x", "it's $HOME", "p"]
+    line = quote_command(argv)
+    assert shlex.split(line) == argv
+    assert "--config_file \"['a b.json','c.yaml']\"" in line  # as the bundles' docs write it

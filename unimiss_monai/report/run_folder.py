@@ -1,0 +1,108 @@
+"""Where a demo run keeps each step's outputs, and tolerant readers for them.
+
+Layout written by ``tools/demo.sh`` (``RUN_DIR``)::
+
+    demo_steps.json                       steps: command, wall time, exit status (report/steps.py)
+    unimiss_drr_generation/<case>/        DRRs, projected organ masks
+    unimiss_pretraining/                  loss_curves.json, knn_probe.json, models/model.pt
+    unimiss_<task>/{models,train,eval,inference}/   each fine-tune bundle
+
+Inference summaries come in several shapes: the unified one (``InferenceSummary``: ``cases`` with ``status``) and
+the older per-bundle files (``inference_summary.json``, ``summary.json`` with ``written`` / ``failed``,
+``predictions.json``); :func:`inference_cases` reads them all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["RunFolder", "inference_cases", "read_json"]
+
+_SUMMARY_NAMES = ("inference_summary.json", "summary.json", "predictions.json")
+
+
+def read_json(path: str | os.PathLike):
+    """JSON content of ``path``, or ``None`` when the file is absent; ``ValueError`` naming the file when broken."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err}); rerun the step that writes it (tools/demo.sh --fresh)") from err
+
+
+def inference_cases(folder: str | os.PathLike) -> list[dict]:
+    """``[{"case": name or path, "status": "ok" | "failed", "input": path | None, "output": path | None, ...}]``
+    from whichever inference summary ``folder`` holds; ``[]`` when none."""
+    folder = Path(folder)
+    for name in _SUMMARY_NAMES:
+        data = read_json(folder / name)
+        if not isinstance(data, dict):
+            continue
+        cases: list[dict] = []
+        for c in data.get("cases", []) or []:
+            if isinstance(c, dict):
+                case = str(c.get("case") or c.get("image") or c.get("input") or "")
+                cases.append({**c, "case": case, "status": c.get("status", "ok"),
+                              "input": c.get("input") or c.get("image") or (case if os.sep in case else None),
+                              "output": c.get("output")})
+        for c in data.get("written", []) or []:  # older CT segmentation summary
+            cases.append({**c, "case": str(c.get("case")), "status": "ok", "input": c.get("input") or c.get("image"),
+                          "output": c.get("output")})
+        for c in data.get("failed", []) or []:
+            if isinstance(c, dict):
+                cases.append({**c, "case": str(c.get("case") or c.get("image")), "status": "failed",
+                              "input": c.get("image"), "output": None})
+        if cases:
+            return cases
+    return []
+
+
+@dataclass
+class RunFolder:
+    """Paths of one run's outputs. ``samples`` is the sample-data folder the run read (for inputs and references)."""
+
+    root: Path
+    samples: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"run folder {str(self.root)!r} does not exist; run `bash tools/demo.sh {self.root}` first")
+        if self.samples is None:
+            self.samples = self._guess_samples()
+        elif not Path(self.samples).is_dir():
+            raise FileNotFoundError(f"samples folder {str(self.samples)!r} does not exist; pass the --samples the run used")
+        self.samples = Path(self.samples) if self.samples is not None else None
+
+    def _guess_samples(self) -> Path | None:
+        """The ``--out`` of the run's ``samples`` step (``demo_steps.json``), else ``samples/`` beside ``outputs/``."""
+        data = read_json(self.root / "demo_steps.json") or {}
+        for step in data.get("steps", []):
+            argv = step.get("argv") or []
+            if step.get("name") == "samples" and "--out" in argv and argv.index("--out") + 1 < len(argv):
+                path = Path(argv[argv.index("--out") + 1])
+                return path if path.is_dir() else None
+        for parent in self.root.resolve().parents:
+            if (parent / "samples" / "samples.json").is_file():
+                return parent / "samples"
+        return None
+
+    def bundle(self, name: str) -> Path:
+        """A bundle's folder in the run (``unimiss_<name>``)."""
+        return self.root / (name if name.startswith("unimiss_") else f"unimiss_{name}")
+
+    def sample_set(self, name: str) -> Path | None:
+        """The sample data set ``name`` (e.g. ``cxr_segmentation``), or ``None``."""
+        if self.samples is None:
+            return None
+        path = self.samples / name
+        return path if path.is_dir() else None
+
+    def find(self, pattern: str, limit: int = 50) -> list[Path]:
+        """Files under the run folder matching a glob ``pattern`` (sorted, at most ``limit``)."""
+        return sorted(self.root.glob(pattern))[:limit]

@@ -1,0 +1,133 @@
+"""Classification section: ROC curves on the held-out test split and saliency maps, for the CXR and CT classifiers."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from ..document import Figure, Note, Paragraph, Section, Table, fmt
+from ..images import figure_png
+from ..run_folder import RunFolder, read_json
+
+__all__ = ["classification_section", "read_predictions"]
+
+_TASKS = (("cxr_classification", "Chest X-ray findings (multi-label, DRRs with simulated findings)"),
+          ("ct_classification", "CT crops (normal / nodule / mass, simulated lesions)"))
+
+
+def read_predictions(path: Path) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+    """``(names, classes, probabilities (N, C), truth (N, C))`` from an evaluation's ``predictions.csv``."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"{path}: no predictions; rerun the evaluate step")
+    classes = [k[len("prob_"):] for k in rows[0] if k.startswith("prob_")]
+    if not classes or any(f"true_{c}" not in rows[0] for c in classes):
+        raise ValueError(f"{path}: expected prob_<class> and true_<class> columns, got {list(rows[0])}")
+    probs = np.asarray([[float(r[f"prob_{c}"]) for c in classes] for r in rows])
+    truth = np.asarray([[float(r[f"true_{c}"]) for c in classes] for r in rows])
+    return [r.get("name", "") for r in rows], classes, probs, truth
+
+
+def _roc_curve(scores, targets):
+    try:
+        from unimiss_monai.metrics.classification import roc_curve
+    except ImportError:  # the package before metrics/ existed
+        from unimiss_monai.engines.classification_report import roc_curve
+    return roc_curve(scores, targets)
+
+
+def _roc_figure(title: str, classes, probs, truth, metrics: dict) -> bytes:
+    from matplotlib.figure import Figure as MplFigure
+
+    aucs = {e.get("class"): e.get("auc") for e in metrics.get("per_class", [])}
+    fig = MplFigure(figsize=(4.6, 4.4))
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1, label="chance")
+    for c, name in enumerate(classes):
+        if truth[:, c].min() == truth[:, c].max():
+            continue  # ROC undefined without both positives and negatives
+        fpr, tpr, _ = _roc_curve(probs[:, c], truth[:, c])
+        ax.plot(fpr, tpr, lw=1.8, label=f"{name} (AUC {fmt(aucs.get(name))})")
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.02), aspect="equal",
+           title=title)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def _saliency_figure(paths: list[Path]) -> bytes:
+    """The bundle's saliency PNGs side by side (they carry their own titles); wide ones (3 planes) two per row."""
+    from matplotlib.figure import Figure as MplFigure
+    from PIL import Image
+
+    images = []
+    for path in paths:
+        with Image.open(path) as im:
+            images.append(np.asarray(im.convert("RGB")))
+    wide = max(im.shape[1] / im.shape[0] for im in images) > 1.8
+    cols = min(len(images), 2 if wide else 4)
+    rows = -(-len(images) // cols)
+    width = 12.0 if wide else 3.2 * cols
+    fig = MplFigure(figsize=(width, rows * width / cols * images[0].shape[0] / images[0].shape[1] + 0.2))
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, im in zip(axes, images):
+        ax.imshow(im)
+    fig.subplots_adjust(left=0, right=1, bottom=0, top=1, wspace=0.02, hspace=0.02)
+    return figure_png(fig, dpi=110)
+
+
+def _task_blocks(run: RunFolder, bundle: str, what: str) -> list:
+    home = run.bundle(bundle)
+    blocks: list = []
+    metrics = read_json(home / "eval" / "metrics.json")
+    predictions = home / "eval" / "predictions.csv"
+    if not metrics or not predictions.is_file():
+        return [Note(f"{what}: no evaluation in {home / 'eval'} (metrics.json, predictions.csv): run the "
+                     f"{bundle}_evaluate step of tools/demo.sh.")]
+    _, classes, probs, truth = read_predictions(predictions)
+    macro = metrics.get("macro_auc")
+    blocks.append(Figure(_roc_figure(f"{bundle.split('_')[0].upper()}: {len(probs)} test cases", classes, probs, truth,
+                                     metrics), name=f"roc_{bundle}",
+                         alt=f"ROC curves of {', '.join(classes)} on {len(probs)} held-out test cases, macro AUC {fmt(macro)}",
+                         caption=f"{what}: ROC per class on the held-out test split (macro AUC {fmt(macro)})."))
+    rows = [[str(e.get("class")), str(e.get("positives")), str(e.get("negatives")), fmt(e.get("auc")), fmt(e.get("ap")),
+             fmt(e.get("sensitivity")), fmt(e.get("specificity"))] for e in metrics.get("per_class", [])]
+    rows.append(["macro", "", "", fmt(macro), fmt(metrics.get("macro_ap")), "", ""])
+    blocks.append(Table(["class", "positives", "negatives", "ROC AUC", "average precision", "sensitivity",
+                         "specificity"], rows,
+                        caption=f"{what}: test metrics" + (f" (sensitivity and specificity at probability "
+                                                           f"{metrics['threshold']})" if metrics.get("threshold") is not None
+                                                           else " (sensitivity and specificity of the most probable class)")
+                        + "."))
+    saliency = sorted((home / "inference" / "saliency").glob("*.png"))
+    if saliency:
+        # one example per ground-truth class (the sample names end in the class), then the rest
+        picked: list[Path] = []
+        for cls in [*classes, "clear", "normal"]:
+            picked += [p for p in saliency if p.stem.endswith(cls) and p not in picked][:1]
+        picked = (picked + [p for p in saliency if p not in picked])[:4]
+        blocks.append(Figure(_saliency_figure(picked), name=f"saliency_{bundle}",
+                             alt=f"Saliency maps of the {bundle.replace('_', ' ')} network on {len(picked)} test "
+                                 f"images: {', '.join(p.stem for p in picked)}",
+                             caption=f"{what}: where the network looked (Grad-CAM of its most probable class, named "
+                                     "with its probability above each picture). The file names give the true finding."))
+    elif (home / "inference").is_dir():
+        blocks.append(Note(f"No saliency maps in {home / 'inference' / 'saliency'}: run inference with "
+                           "--save_saliency true."))
+    return blocks
+
+
+def classification_section(run: RunFolder) -> Section:
+    section = Section("classification", "Classification")
+    section.add(Paragraph(
+        "Both classifiers start from the pretrained backbone and train on simulated findings with exact labels: "
+        "nodules and an enlarged heart inserted into the real CT before rendering DRRs, nodules and masses inserted "
+        "into CT crops. Scores are on test cases the training never saw."))
+    for bundle, what in _TASKS:
+        section.add(*_task_blocks(run, bundle, what))
+    return section

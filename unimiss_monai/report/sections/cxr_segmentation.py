@@ -1,0 +1,107 @@
+"""CXR segmentation section: predicted outlines on the real radiograph and on held-out DRRs, and the test metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from unimiss_monai.conventions import display_2d
+
+from ..document import Figure, Note, Paragraph, Section
+from ..images import draw_outlines, figure_png, grey_rgb, legend_below
+from ..run_folder import RunFolder, inference_cases, read_json
+from .segmentation_tables import segmentation_table
+
+__all__ = ["DEFAULT_STRUCTURES", "cxr_segmentation_section", "load_masks"]
+
+DEFAULT_STRUCTURES = ["lung_left", "lung_right", "heart", "clavicle_left", "clavicle_right"]
+_SUFFIXES = (".nii.gz", ".nii", ".dcm", ".png", ".jpg", ".jpeg")
+
+
+def _stem(path: str | Path) -> str:
+    name = Path(str(path)).name
+    for s in _SUFFIXES:
+        if name.lower().endswith(s):
+            return name[: -len(s)]
+    return name
+
+
+def load_masks(path: Path, names: list[str]) -> dict[str, np.ndarray]:
+    """``{structure: (rows, cols) bool}`` from a written multi-label mask ``(X, Y[, 1], C)`` in display order."""
+    import nibabel as nib
+
+    data = np.asarray(nib.load(str(path)).dataobj)
+    data = data.reshape(data.shape[0], data.shape[1], -1)  # (X, Y, C): drop the singleton slice axis
+    if data.shape[-1] != len(names):
+        raise ValueError(f"{path}: {data.shape[-1]} mask channels but {len(names)} structure names {names}; "
+                         "pass the structures the bundle was trained with")
+    shown = display_2d(data)
+    return {n: shown[..., i] > 0 for i, n in enumerate(names)}
+
+
+def _structures(run: RunFolder) -> list[str]:
+    samples = read_json(run.samples / "samples.json") if run.samples else None
+    names = ((samples or {}).get("datasets", {}).get("cxr_segmentation", {}) or {}).get("structures")
+    report = read_json(run.bundle("cxr_segmentation") / "eval" / "segmentation_report.json") or {}
+    return list(names or report.get("structures") or DEFAULT_STRUCTURES)
+
+
+def _panel(ax, image: np.ndarray, masks: dict[str, np.ndarray], title: str) -> None:
+    ax.imshow(draw_outlines(grey_rgb(image), masks))
+    ax.set_title(title, fontsize=10)
+    ax.axis("off")
+
+
+def cxr_segmentation_section(run: RunFolder) -> Section:
+    from matplotlib.figure import Figure as MplFigure
+
+    from unimiss_monai.data.xray import load_radiograph
+
+    section = Section("cxr-segmentation", "Chest X-ray segmentation")
+    home = run.bundle("cxr_segmentation")
+    names = _structures(run)
+    section.add(Paragraph(
+        "The 2D network fine-tuned from the pretrained backbone on DRRs of the sample CT with exactly projected "
+        "masks, then applied to the real radiograph RG1_UNCR (a different patient and a real detector) and to DRRs "
+        "at poses no training image uses. Outlines: the predicted masks on the input's own grid."))
+    cases = [c for c in inference_cases(home / "inference") if c["status"] == "ok"]
+    panels = []
+    for c in cases:
+        stem = _stem(c.get("input") or c["case"])
+        seg = Path(c["output"]) if c.get("output") else home / "inference" / f"{stem}_seg.nii.gz"
+        source = Path(c["input"]) if c.get("input") else None
+        if source is None and run.sample_set("cxr_segmentation"):
+            source = next((p for p in (run.sample_set("cxr_segmentation") / "inference").glob(f"{stem}.*")), None)
+        if not seg.is_file() or source is None or not source.exists():
+            continue
+        reference = run.sample_set("cxr_segmentation") / "labels" / f"{stem}.nii.gz" if run.sample_set("cxr_segmentation") else None
+        panels.append((stem, source, seg, reference if reference is not None and reference.is_file() else None))
+    if not panels:
+        section.add(Note(f"No inference outputs with their inputs in {home / 'inference'}: run the "
+                         "cxr_segmentation_inference step of tools/demo.sh."))
+    # the real radiograph first: it is the picture that tells whether the model transfers
+    panels.sort(key=lambda p: (p[3] is not None, p[0]))
+    for stem, source, seg, reference in panels[:4]:
+        image = display_2d(np.asarray(load_radiograph(source))[0])
+        pred = load_masks(seg, names)
+        cols = 2 if reference is not None else 1
+        fig = MplFigure(figsize=(4.6 * cols, 4.6 * image.shape[0] / image.shape[1] + 0.5))
+        axes = fig.subplots(1, cols, squeeze=False)[0]
+        _panel(axes[0], image, pred, f"{stem}: prediction")
+        if reference is not None:
+            _panel(axes[1], image, load_masks(reference, names), f"{stem}: reference (projected CT labels)")
+        shown = [n for n in names if pred.get(n) is not None and pred[n].any()] or names
+        fig.subplots_adjust(bottom=0.01, top=0.94, wspace=0.03)
+        legend_below(fig, names, ncol=len(names))
+        kind = "held-out DRR" if reference is not None else "real radiograph"
+        section.add(Figure(
+            figure_png(fig), name=f"cxr_seg_{stem}",
+            alt=f"{kind} {stem} with predicted outlines of {', '.join(shown)}"
+                + (" beside the reference outlines" if reference is not None else ""),
+            caption=f"{stem} ({kind}, {image.shape[1]} x {image.shape[0]} pixels)"
+                    + ("; right: the exact projection of the CT's labels." if reference is not None else
+                       "; no reference masks exist for this image. The network saw only DRRs of one CT in "
+                       "training, so this picture shows how far it transfers to a real detector and patient.")))
+    section.add(*segmentation_table(home / "eval", "CXR segmentation on the held-out test DRRs"))
+    return section

@@ -1,0 +1,39 @@
+"""Label-efficiency section: scratch against pretrained at several label fractions, when a study is in the run."""
+
+from __future__ import annotations
+
+from ..document import Figure, Note, Paragraph, Section, Table, fmt
+from ..run_folder import RunFolder, read_json
+
+__all__ = ["label_efficiency_section"]
+
+
+def label_efficiency_section(run: RunFolder) -> Section:
+    section = Section("label-efficiency", "Label efficiency")
+    found = run.find("label_efficiency.json") + run.find("*/label_efficiency.json") + run.find("*/*/label_efficiency.json")
+    if not found:
+        return section.add(Note(
+            "No label-efficiency study in this run. It trains from scratch and from the pretrained backbone on "
+            "fractions of the labels, several seeds each (about 13 minutes on 2 CPU cores): `python -m unimiss_monai "
+            f"label-efficiency --bundle unimiss_cxr_segmentation --output_dir {run.root / 'label_efficiency'}`; "
+            "then rerun the report."))
+    for path in found[:3]:
+        data = read_json(path) or {}
+        metric = data.get("metric", "score")
+        section.add(Paragraph(f"{data.get('bundle', path.parent.name)}: test {metric} against the fraction of "
+                              f"training labels, {data.get('seeds', '?')} seeds per point ({path})."))
+        png = path.with_suffix(".png")
+        if png.is_file():
+            section.add(Figure(png.read_bytes(), name="label_efficiency",
+                               alt=f"Test {metric} against label fraction, scratch and pretrained, with 95 % intervals",
+                               caption="Mean over seeds with 95 % intervals."))
+        rows = []
+        for init, per_fraction in (data.get("results") or {}).items():
+            for fraction, s in per_fraction.items():
+                s = s if isinstance(s, dict) else {"mean": s}
+                ci = s.get("ci95") or [s.get("ci_low"), s.get("ci_high")]
+                rows.append([init, fraction, fmt(s.get("mean")),
+                             f"[{fmt(ci[0])}, {fmt(ci[1])}]" if ci and ci[0] is not None else "-", str(s.get("n", "-"))])
+        if rows:
+            section.add(Table(["initialisation", "label fraction", f"test {metric}", "95 % interval", "seeds"], rows))
+    return section

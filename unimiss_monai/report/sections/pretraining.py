@@ -1,0 +1,176 @@
+"""Pretraining section: loss curves per term, collapse monitors and the k-NN probe against its pixel baseline."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..document import Figure, Note, Paragraph, Section, Table, fmt
+from ..images import figure_png
+from ..run_folder import RunFolder, read_json
+
+__all__ = ["MONITORS", "collapse_verdict", "pretraining_section"]
+
+#: curves of loss_curves.json that watch for collapse rather than measure a loss
+MONITORS = ("teacher_entropy", "teacher_batch_entropy", "center_norm")
+
+
+def _series(points) -> tuple[np.ndarray, np.ndarray]:
+    arr = np.asarray([p for p in points if p is not None and len(p) == 2], dtype=np.float64).reshape(-1, 2)
+    return arr[:, 0], arr[:, 1]
+
+
+def _smooth(y: np.ndarray, n: int) -> np.ndarray:
+    if n <= 1 or len(y) < n:
+        return y
+    kernel = np.ones(n) / n
+    return np.convolve(np.pad(y, (n // 2, n - 1 - n // 2), mode="edge"), kernel, mode="valid")
+
+
+def _loss_figure(curves: dict) -> bytes:
+    from matplotlib.figure import Figure as MplFigure
+
+    terms = [k for k in curves if k not in MONITORS]
+    cols = min(3, len(terms))
+    rows = math.ceil(len(terms) / cols)
+    fig = MplFigure(figsize=(4.0 * cols, 2.6 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, term in zip(axes, terms):
+        x, y = _series(curves[term])
+        ax.plot(x, y, lw=0.6, alpha=0.35, color="tab:blue")
+        ax.plot(x, _smooth(y, max(1, len(y) // 25)), lw=1.6, color="tab:blue")
+        ax.set_title(term, fontsize=10)
+        ax.set_xlabel("iteration", fontsize=8)
+        ax.tick_params(labelsize=8)
+    for ax in axes[len(terms):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def _monitor_figure(curves: dict, out_dim: int | None) -> bytes:
+    from matplotlib.figure import Figure as MplFigure
+
+    fig = MplFigure(figsize=(9.6, 3.0))
+    ax1, ax2 = fig.subplots(1, 2)
+    for name, style in (("teacher_entropy", "-"), ("teacher_batch_entropy", "--")):
+        if name in curves:
+            x, y = _series(curves[name])
+            ax1.plot(x, y, style, lw=1.4, label=name)
+    if out_dim:
+        ax1.axhline(math.log(out_dim), color="grey", ls=":", lw=1, label=f"log K (uniform, K={out_dim})")
+    ax1.axhline(0, color="black", lw=0.5)
+    ax1.set(title="teacher entropy (nats)", xlabel="iteration")
+    ax1.legend(fontsize=8)
+    if "center_norm" in curves:
+        x, y = _series(curves["center_norm"])
+        ax2.plot(x, y, lw=1.4, color="tab:green")
+    ax2.set(title="DINO centre norm", xlabel="iteration")
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def _probe_figure(history: list[dict]) -> bytes:
+    from matplotlib.figure import Figure as MplFigure
+
+    fig = MplFigure(figsize=(5.6, 3.4))
+    ax = fig.add_subplot()
+    epochs = [h["epoch"] for h in history]
+    ax.plot(epochs, [h.get("knn_accuracy") for h in history], "o-", lw=1.6, label="teacher features (k-NN)")
+    base = history[-1].get("pixel_baseline")
+    if base is not None:
+        ax.axhline(base, color="tab:orange", ls="--", lw=1.2, label=f"raw voxels (k-NN) {base:.2f}")
+    n_classes = history[-1].get("num_classes")
+    if n_classes:
+        ax.axhline(1 / n_classes, color="grey", ls=":", lw=1, label=f"chance 1/{n_classes}")
+    ax.set(xlabel="epoch", ylabel="leave-one-out accuracy", ylim=(0, 1), title="k-NN probe on organ crops")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def collapse_verdict(curves: dict, out_dim: int | None, tail: int = 20, margin: float = 0.05) -> str:
+    """A sentence when the teacher's mean entropy over the last ``tail`` iterations is within ``margin`` (relative)
+    of log K (uniform output) or of 0 (one prototype); empty when it stays between or is unknown."""
+    if "teacher_entropy" not in curves or not out_dim or out_dim < 2:
+        return ""
+    _, y = _series(curves["teacher_entropy"])
+    if not len(y):
+        return ""
+    end, top = float(np.mean(y[-tail:])), math.log(out_dim)
+    if end >= (1 - margin) * top:
+        first = next((int(i) for i, v in zip(*_series(curves["teacher_entropy"])) if v >= (1 - margin) * top), None)
+        return (f"The teacher collapsed to a uniform output: its entropy ends at {end:.2f} nats, log K = {top:.2f} "
+                f"(K = {out_dim} prototypes){f', from iteration {first} on' if first else ''}. The DINO terms then "
+                "sit at log K and carry no signal; only the reconstruction terms still train the backbone. Lower the "
+                "learning rate or the teacher temperature, or train a larger network, to avoid it.")
+    if end <= margin * top:
+        return (f"The teacher collapsed onto one prototype: its entropy ends at {end:.2f} nats (log K = {top:.2f}). "
+                "Raise the centring momentum or the teacher temperature.")
+    return ""
+
+
+def _out_dim(run: RunFolder) -> int | None:
+    """``out_dim`` of the pretraining run, from the config files its recorded command names (best effort)."""
+    import yaml
+
+    steps = (read_json(run.root / "demo_steps.json") or {}).get("steps", [])
+    argv = next((s.get("argv") or [] for s in steps if s.get("name") == "pretraining"), [])
+    if "--config_file" not in argv or argv.index("--config_file") + 1 >= len(argv):
+        return None
+    value = None
+    for path in argv[argv.index("--config_file") + 1].strip("[]").replace("'", "").split(","):
+        try:
+            with open(path.strip()) as f:
+                content = yaml.safe_load(f)  # JSON is YAML
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(content, dict) and isinstance(content.get("out_dim"), int):
+            value = content["out_dim"]
+    return value
+
+
+def pretraining_section(run: RunFolder) -> Section:
+    section = Section("pretraining", "UniMiSS+ pretraining")
+    folder = run.bundle("pretraining")
+    curves = read_json(folder / "loss_curves.json")
+    history = read_json(folder / "knn_probe.json")
+    if not curves and not history:
+        return section.add(Note(f"No pretraining outputs in {folder} (loss_curves.json, knn_probe.json): run the "
+                                "pretraining step of tools/demo.sh."))
+    section.add(Paragraph(
+        "Cross-dimensional self-distillation of one backbone on CT slabs, their DRRs and radiographs. The teacher "
+        "follows the student by EMA; the exported teacher backbone initialises every fine-tuning below."))
+    if curves:
+        section.add(Figure(_loss_figure(curves), name="pretraining_losses",
+                           alt="Pretraining loss per term against iteration: " + ", ".join(k for k in curves if k not in MONITORS),
+                           caption="Each loss term per iteration (faint) and smoothed. The CT and X-ray phases "
+                                   "alternate by epoch, so the terms of each phase appear in blocks."))
+        out_dim = _out_dim(run)
+        section.add(Figure(_monitor_figure(curves, out_dim), name="pretraining_collapse",
+                           alt="Collapse monitors: teacher entropy, batch entropy and DINO centre norm against iteration",
+                           caption="Collapse monitors. An entropy near 0 means the teacher puts every input on one "
+                                   "prototype; one at log K means a uniform, uninformative output. Healthy training "
+                                   "stays between the two."))
+        verdict = collapse_verdict(curves, out_dim)
+        if verdict:
+            section.add(Note(verdict))
+    if history:
+        section.add(Figure(_probe_figure(history), name="pretraining_knn", alt="k-NN probe accuracy per epoch against "
+                           "the raw-voxel baseline and chance", caption="Leave-one-out weighted k-NN accuracy of "
+                           "the teacher's features on labelled organ crops, against the same k-NN on raw voxels."))
+        last = history[-1]
+        n = last.get("num_classes")
+        section.add(Table(["epoch", "iteration", "k-NN accuracy", "raw-voxel baseline", "chance", "crops", "classes"],
+                          [[str(h.get("epoch")), str(h.get("iteration")), fmt(h.get("knn_accuracy")),
+                            fmt(h.get("pixel_baseline")), fmt(1 / n if n else None), str(h.get("num_items")),
+                            str(h.get("num_classes"))] for h in history[-6:]],
+                          caption="k-NN probe (last epochs)"))
+        base = last.get("pixel_baseline")
+        if base is not None and last.get("knn_accuracy") is not None and last["knn_accuracy"] < base:
+            section.add(Note(
+                f"The features ({last['knn_accuracy']:.2f}) do not beat raw voxels ({base:.2f}) yet: a network this "
+                "small trained for minutes on one CT learns little that a k-NN on voxels does not already see. Judge "
+                "features on full-size runs."))
+    return section

@@ -1,0 +1,168 @@
+"""Run one step of the demo chain and record it in ``RUN_DIR/demo_steps.json``; skip it when its outputs are valid.
+
+``tools/demo.sh`` calls this once per step::
+
+    python -m unimiss_monai.report.steps RUN_DIR NAME --outputs A [B ...] [--inputs C ...] [--fresh] -- CMD ...
+
+It prints the exact command, then either skips the step (every output exists and is newer than every input, and
+the last record of the step is a success of the same command) or runs it, and writes one record per step:
+``{"name", "command", "argv", "status" ("ok" | "failed" | "skipped"), "returncode", "wall_seconds", "cpu_seconds",
+"started", "load_average", "outputs"}``. A skipped step keeps the timing of the run that made its outputs
+(``reused_from``). The file also holds the environment of the latest step (versions, CPU count). It is replaced
+atomically, so a killed demo never leaves it half-written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from unimiss_monai.data.writers import save_json
+
+__all__ = ["STEPS_FILE", "environment", "outputs_valid", "quote_command", "read_steps", "run_step"]
+
+#: file name of the step records inside a run folder
+STEPS_FILE = "demo_steps.json"
+
+
+def read_steps(run_dir: str | os.PathLike) -> dict:
+    """The records of ``run_dir/demo_steps.json`` as ``{"steps": [...], "environment": {...}}``; empty when absent.
+
+    Raises ``ValueError`` naming the file when it is not valid JSON of that shape.
+    """
+    path = Path(run_dir) / STEPS_FILE
+    if not path.is_file():
+        return {"steps": [], "environment": {}}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err}); delete it to record the steps anew") from err
+    if not isinstance(data, dict) or not isinstance(data.get("steps", []), list):
+        raise ValueError(f"{path}: expected {{'steps': [...]}}; delete it to record the steps anew")
+    data.setdefault("steps", [])
+    data.setdefault("environment", {})
+    return data
+
+
+def environment() -> dict:
+    """Versions and machine facts worth stating next to timings."""
+    import importlib.metadata as md
+
+    versions = {}
+    for dist in ("unimiss_monai", "monai", "torch", "numpy", "pytorch-ignite", "nibabel", "scipy", "matplotlib"):
+        try:
+            versions[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            versions[dist] = None
+    return {"python": platform.python_version(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "versions": versions}
+
+
+def outputs_valid(outputs: Sequence[str | os.PathLike], inputs: Sequence[str | os.PathLike] = ()) -> tuple[bool, str]:
+    """Whether every output exists and none is older than the newest existing input; with the reason."""
+    if not outputs:
+        return False, "the step names no output"
+    missing = [str(p) for p in outputs if not Path(p).exists()]
+    if missing:
+        return False, f"missing {missing[0]}"
+    oldest = min(Path(p).stat().st_mtime for p in outputs)
+    newer = [str(p) for p in inputs if Path(p).exists() and Path(p).stat().st_mtime > oldest]
+    if newer:
+        return False, f"{newer[0]} is newer than the outputs"
+    return True, "outputs up to date"
+
+
+def quote_command(argv: Sequence[str]) -> str:
+    """``argv`` as one shell line to copy: like ``shlex.join``, but an argument holding single quotes (a bundle's
+    ``--config_file "['a.json','b.yaml']"``) is put in double quotes when that is safe, as the bundles' docs write it."""
+    parts = []
+    for arg in argv:
+        quoted = shlex.quote(arg)
+        if quoted != arg and "'" in arg and not any(c in arg for c in '"$`\\!'):
+            quoted = f'"{arg}"'
+        parts.append(quoted)
+    return " ".join(parts)
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _record(run_dir: Path, record: dict) -> None:
+    data = read_steps(run_dir)
+    data["steps"] = [s for s in data["steps"] if s.get("name") != record["name"]] + [record]
+    data["environment"] = environment()
+    save_json(data, run_dir / STEPS_FILE)
+
+
+def run_step(run_dir: str | os.PathLike, name: str, argv: Sequence[str], outputs: Sequence[str] = (),
+             inputs: Sequence[str] = (), fresh: bool = False, stage: str = "") -> int:
+    """Run (or skip) one step; returns its exit status. ``stage`` is the report section the step belongs to."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    command = quote_command(argv)
+    print(f"\n[demo] {name}:\n  {command}", flush=True)
+    previous = next((s for s in read_steps(run_dir)["steps"] if s.get("name") == name), None)
+    valid, why = outputs_valid(outputs, inputs)
+    same = previous is not None and previous.get("command") == command and previous.get("status") in ("ok", "skipped")
+    if not fresh and valid and same:
+        print(f"[demo] {name}: skipped, {why} (--fresh runs it again)", flush=True)
+        record = {**previous, "status": "skipped", "reused_from": previous.get("reused_from", previous.get("started"))}
+        _record(run_dir, record)
+        return 0
+    started, load, cpu0 = time.strftime("%Y-%m-%dT%H:%M:%S"), _load_average(), _children_cpu()
+    t0 = time.perf_counter()
+    try:
+        returncode = subprocess.call(list(argv))
+    except OSError as err:  # the program itself is missing
+        print(f"[demo] {name}: cannot start {argv[0]!r}: {err}", file=sys.stderr, flush=True)
+        returncode = 127
+    wall = time.perf_counter() - t0
+    record = {"name": name, "stage": stage, "command": command, "argv": list(argv),
+              "status": "ok" if returncode == 0 else "failed", "returncode": returncode,
+              "wall_seconds": round(wall, 1), "cpu_seconds": round(_children_cpu() - cpu0, 1), "started": started,
+              "load_average": load, "load_average_after": _load_average(), "outputs": [str(p) for p in outputs]}
+    _record(run_dir, record)
+    print(f"[demo] {name}: {record['status']} in {wall:.0f} s", flush=True)
+    return returncode
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if args is None else args)
+    if "--" not in args:
+        print("usage: python -m unimiss_monai.report.steps RUN_DIR NAME [--outputs P ...] [--inputs P ...] [--fresh] "
+              "[--stage S] -- COMMAND ...", file=sys.stderr)
+        return 2
+    cut = args.index("--")
+    parser = argparse.ArgumentParser(prog="python -m unimiss_monai.report.steps")
+    parser.add_argument("run_dir")
+    parser.add_argument("name")
+    parser.add_argument("--outputs", nargs="*", default=[])
+    parser.add_argument("--inputs", nargs="*", default=[])
+    parser.add_argument("--stage", default="")
+    parser.add_argument("--fresh", action="store_true")
+    ns = parser.parse_args(args[:cut])
+    if not args[cut + 1:]:
+        parser.error("no command after --")
+    return run_step(ns.run_dir, ns.name, args[cut + 1:], ns.outputs, ns.inputs, ns.fresh, ns.stage)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
