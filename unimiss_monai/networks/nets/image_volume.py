@@ -109,6 +109,13 @@ class ImageVolumeNet(nn.Module):
         nn.init.zeros_(self.predictor.bias)
         self.d_model = d_model
         self.sequence_length = sequence_length
+        #: the constructor arguments, recorded in the export so a loader rebuilds this network without guessing
+        self.config: dict[str, Any] = {
+            "backbone": backbone, "in_channels": in_channels, "d_model": d_model, "depth": depth,
+            "num_heads": num_heads, "num_points": num_points, "offset_range": float(offset_range),
+            "mlp_ratio": float(mlp_ratio), "num_scales": num_scales, "sequence_length": sequence_length,
+            "backbone_kwargs": dict(backbone_kwargs or {}),
+        }
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """Intra embeddings ``(N, d_model)`` of 2D images or single slices ``(N, C, X, Y)``."""
@@ -163,7 +170,7 @@ class ImageVolumeNet(nn.Module):
         Returns:
             ``slice_embeddings`` ``(B, L, d)`` (the 2D encoder's, targets of the masked prediction), ``tokens``
             ``(B, L, d)`` (inter-slice outputs), ``predicted`` ``(B, L, d)`` (predicted slice embeddings),
-            ``volume`` ``(B, d)`` (volume embedding) and ``key_padding_mask`` ``(B, L)``.
+            ``volume`` ``(B, d)`` (volume embedding, also under ``embedding``) and ``key_padding_mask`` ``(B, L)``.
         """
         emb, mask = self.encode_slices(volume, key_padding_mask)
         tokens, vol = self.inter(emb, mask, token_mask)
@@ -172,8 +179,19 @@ class ImageVolumeNet(nn.Module):
             "tokens": tokens,
             "predicted": self.predictor(tokens),
             "volume": vol,
+            # the volume embedding under the name the package's backbone consumers read (k-NN probe)
+            "embedding": vol,
             "key_padding_mask": mask,
         }
+
+    def export(self) -> dict[str, Any]:
+        """``{"model": state dict, "info": backbone_info(self)}``: the pretraining export (``recipe`` ``"intra_inter"``,
+        the constructor arguments and, for the MiT 2D branch, the MiT variant fields the fine-tuning loader checks).
+        The clustering heads and the losses' state (prototypes, queues, memory banks) belong to the training
+        checkpoint only."""
+        from unimiss_monai.networks.pretrained import backbone_info
+
+        return {"model": self.state_dict(), "info": backbone_info(self)}
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names excluded from weight decay."""
