@@ -1,9 +1,17 @@
 """unimiss_monai: universal medical self-supervised learning across 2D X-ray and 3D CT, as a MONAI plugin.
 
-Importing the package imports its subpackages, so a bundle config can write ``"$import unimiss_monai"`` and then
-refer to ``unimiss_monai.drr.render`` or ``unimiss_monai.networks.UniMissSegmentation``.
+Subpackages are imported on first use (PEP 562), so ``python -m unimiss_monai --help`` does not pay for torch, MONAI
+and numba, while a bundle config can still write ``"$import unimiss_monai"`` and then refer to
+``unimiss_monai.drr.render`` or ``unimiss_monai.networks.UniMissSegmentation``. See ARCHITECTURE.md for the rooms.
 """
+
+from unimiss_monai.utils.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-from unimiss_monai import conventions, data, drr, engines, handlers, losses, networks, transforms, utils  # noqa: E402,F401
+_SUBPACKAGES = (
+    "benchmarks", "conventions", "data", "drr", "engines", "handlers", "inferers", "losses", "metrics", "networks",
+    "transforms", "utils", "visualize",
+)
+__all__ = ["__version__", *_SUBPACKAGES]
+__getattr__, __dir__ = lazy_exports(__name__, {name: "" for name in _SUBPACKAGES})

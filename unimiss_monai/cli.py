@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 COMMANDS: dict[str, str] = {
     "bench-pretrain": "unimiss_monai.benchmarks.pretrain:bench_pretrain",
     "samples": "unimiss_monai.data.samples:samples",
+    "report": "unimiss_monai.report:report",
     "official-datalist": "unimiss_monai.data.official_layout:official_datalist",
     "label-efficiency": "unimiss_monai.benchmarks.label_efficiency:label_efficiency",
     "convert-checkpoint": "unimiss_monai.networks.convert:convert_checkpoint",

@@ -24,3 +24,23 @@ def sample_set(tmp_path_factory) -> Callable[[str], Path]:
         return built[name]
 
     return build
+
+
+@pytest.fixture(scope="session")
+def pretraining_samples(sample_set) -> Path:
+    """The samples folder holding the synthetic ``pretraining`` data set (``dataset_dir`` of the pretraining runs)."""
+    return sample_set("pretraining")
+
+
+# modules that train or run whole bundles (minutes each on 2 cores): `tools/test.sh --fast` leaves them out
+_WHOLE_BUNDLE_RUNS = {
+    "test_unimiss_ct_segmentation", "test_unimiss_cxr_segmentation", "test_unimiss_ct_classification",
+    "test_unimiss_cxr_classification", "test_bad_inputs", "test_finetune_resume", "test_multi_gpu_finetune",
+    "test_cxr_output_layout", "test_drr_sharded",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in _WHOLE_BUNDLE_RUNS:
+            item.add_marker(pytest.mark.slow)

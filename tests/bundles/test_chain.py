@@ -8,6 +8,9 @@ import pytest
 import torch
 from bundle_runner import configs
 
+# each test needs a whole smoke pretraining run (the module fixture) and a fine-tune network per bundle
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
 FINE_TUNE = ["unimiss_ct_segmentation", "unimiss_cxr_segmentation", "unimiss_ct_classification", "unimiss_cxr_classification"]
 
 

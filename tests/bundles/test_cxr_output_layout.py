@@ -51,7 +51,7 @@ EXTRA = {"dicom": (".dcm", _write_dicom), "nifti_xy1": (".nii.gz", _write_nifti_
 
 
 def test_grey_radiograph_drops_the_slice_axis_from_spatial_shape():
-    from unimiss_monai.data.xray import AsGreyRadiograph
+    from unimiss_monai.transforms import AsGreyRadiograph
 
     # how ITK hands over a DICOM frame: (C, X, Y, 1) with a three-entry spatial_shape
     frame = MetaTensor(torch.rand(1, 32, 40, 1), meta={"spatial_shape": np.array([32, 40, 1]), "filename_or_obj": "f.dcm"})

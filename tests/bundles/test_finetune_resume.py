@@ -17,6 +17,8 @@ import torch
 
 from bundle_runner import REPO, configs, run_workflow
 
+from unimiss_monai.utils.errors import root_cause
+
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 
 # injected through ``train#trainer#train_handlers``: stops the run right after an iteration, mid-epoch
@@ -94,13 +96,6 @@ def _state(root: Path) -> tuple[dict, dict]:
     return ckpt, best
 
 
-def _root_cause(err: BaseException) -> BaseException:
-    """The exception a handler raised (the bundle workflow wraps it in the failing config expression's error)."""
-    while err.__cause__ is not None:
-        err = err.__cause__
-    return err
-
-
 def _assert_same(resumed: dict, reference: dict) -> None:
     assert resumed.keys() == reference.keys()
     for k in reference:
@@ -167,7 +162,7 @@ def test_interrupted_run_resumes_in_process(bundle, sample_set, tmp_path, monkey
     before = _previous_model(run)
     with pytest.raises(RuntimeError) as err:
         train(run, **_stop_override(tmp_path, stop, tmp_path / "stopped", "raise"))
-    assert str(_root_cause(err.value)) == "simulated kill"
+    assert str(root_cause(err.value)) == "simulated kill"
     resumed_at = _check_interrupted(run, stop, before)
     train(run)
     _check_resumed(run, tmp_path / "reference", before, resumed_at)
@@ -226,7 +221,7 @@ def test_nan_loss_stops_naming_the_batch_files_and_saves_nothing(sample_set, tmp
         run_workflow("unimiss_cxr_classification", ["train.json", "smoke.yaml"], "train", check=False,
                      bundle_root=str(root), dataset_dir=str(sample_set("cxr_classification")), max_epochs=2,
                      **{k: str(v) for k, v in _paths(root).items()}, **overrides)
-    cause = _root_cause(err.value)
+    cause = root_cause(err.value)
     message = str(cause)
     assert isinstance(cause, FloatingPointError), message
     files = json.loads(record.read_text())

@@ -111,7 +111,7 @@ def test_ct_fine_tune_pipelines(ct_case, bundle, tmp_path):
 
 
 def test_monai_label_ct_pre_transforms_and_written_label(ct_case, tmp_path):
-    from unimiss_monai.engines.segmentation_inference import SegmentationWriter
+    from unimiss_monai.handlers import SegmentationWriter
 
     parser = _parse("unimiss_ct_segmentation", "inference.json", "smoke.yaml", dataset_dir=str(tmp_path))
     data = parser.get_parsed_content("pre_transforms")({"image": ct_case["image"], "image_path": ct_case["image"]})
@@ -120,7 +120,7 @@ def test_monai_label_ct_pre_transforms_and_written_label(ct_case, tmp_path):
     pre = parser.get_parsed_content("preprocessing")
     item = pre({"image": ct_case["image"]})
     pred = torch.cat([1 - (item["image"] > 0.9).float(), (item["image"] > 0.9).float()])
-    writer = SegmentationWriter(tmp_path / "seg", pre, class_names=["marker"])
+    writer = SegmentationWriter(tmp_path / "seg", pre)
     written = writer.write_item({"pred": pred, "image": item["image"], "case": "marker"})
     import nibabel as nib
 
@@ -184,7 +184,7 @@ def test_radiograph_pipelines_and_pictures(bundle, tmp_path):
 
         _assert_png(write_overlay_png(tmp_path / "overlay.png", image[0], torch.zeros(1, *image.shape[1:])), "CXR overlay")
     else:
-        from unimiss_monai.engines.saliency import saliency_png
+        from unimiss_monai.visualize import saliency_png
 
         out = saliency_png(image[0], (image[0] > image[0].max() * 0.9).float(), tmp_path / "saliency.png")
         rgb = np.asarray(Image.open(out).convert("RGB"), dtype=np.float32)

@@ -26,16 +26,14 @@ from monai.bundle import ConfigParser
 from monai.handlers import CheckpointSaver
 
 from unimiss_monai.handlers import PublishBestModel
+from unimiss_monai.networks import tiny_overrides
 from monai.transforms import Compose, LoadImaged, SaveImaged
 
 from bundle_runner import BUNDLES
 
 SEGMENTATION_BUNDLES = ["unimiss_cxr_segmentation", "unimiss_ct_segmentation"]
 # the tiny network of the bundles' smoke overlays, so a forward pass takes well under a second
-TINY_NET = {
-    "network_def#embed_dims": [16, 32, 32, 64], "network_def#num_heads": [1, 2, 2, 4],
-    "network_def#decoder_num_heads": [2, 2, 1], "network_def#stem_channels": [8, 16],
-}
+TINY_NET = {f"network_def#{key}": list(value) for key, value in tiny_overrides("mitplus").items()}
 SMALL_INPUT = {"unimiss_cxr_segmentation": {"spatial_size": [64, 64]}, "unimiss_ct_segmentation": {"roi_size": [16, 32, 32], "pixdim": [10.0, 10.0, 10.0]}}
 
 

@@ -30,13 +30,6 @@ EPOCHS, SAVE_EVERY = 5, 5
 TMP_TAG = ".unimiss-tmp"  # every temporary name of unimiss_monai.data.writers holds it
 
 
-@pytest.fixture(scope="module")
-def samples_dir(tmp_path_factory) -> Path:
-    from unimiss_monai.data.samples import samples
-
-    return Path(samples(str(tmp_path_factory.mktemp("samples")), synthetic=True, only="pretraining"))
-
-
 def _command(samples_dir: Path, bundle_root: Path, output_dir: Path) -> list[str]:
     """The smoke pretraining run as a user types it; only ``output_dir`` differs between the runs compared."""
     files = "[" + ",".join(f"'{CONFIGS / n}'" for n in ("train.json", "smoke.yaml")) + "]"
@@ -103,10 +96,10 @@ def _assert_equal(got: dict, want: dict, what: str) -> None:
     assert not unequal, f"{what}: {len(unequal)} of {len(want)} tensors differ, e.g. {unequal[:5]}"
 
 
-def test_kill_9_then_rerun_gives_the_uninterrupted_weights(samples_dir, tmp_path, start):
+def test_kill_9_then_rerun_gives_the_uninterrupted_weights(pretraining_samples, tmp_path, start):
     reference, run = tmp_path / "reference", tmp_path / "run"
     bundle_root = tmp_path / "bundle"  # never the real bundle folder
-    command = {out: _command(samples_dir, bundle_root, out) for out in (reference, run)}
+    command = {out: _command(pretraining_samples, bundle_root, out) for out in (reference, run)}
     # the uninterrupted run alongside the one to kill: two single-threaded processes on two cores
     ref_proc = start(command[reference], tmp_path / "reference.log")
     ckpt = run / "checkpoints" / "checkpoint.pt"

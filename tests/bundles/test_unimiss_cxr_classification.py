@@ -107,7 +107,7 @@ def _toy_batch(n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Te
 
 @pytest.mark.slow
 def test_toy_multilabel_task_learned_above_chance():
-    from unimiss_monai.engines.classification_report import classification_metrics
+    from unimiss_monai.metrics import classification_metrics
     from unimiss_monai.losses.classification import ClassificationLoss
     from unimiss_monai.networks import UniMissClassifier, tiny_overrides
 

@@ -79,10 +79,10 @@ def test_inference_keeps_input_grid_and_survives_a_bad_file(samples, trained, tm
     np.testing.assert_allclose(pred.affine, original.affine, atol=1e-4)
     assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1}
     assert (out / "cxr_overlay.png").is_file()
-    summary = json.loads((out / "inference_summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
     assert summary["num_cases"] == 2 and summary["num_failed"] == 1
     failed = [c for c in summary["cases"] if c["status"] != "ok"]
-    assert "ct_volume.nii.gz" in failed[0]["case"] and "3D volume" in failed[0]["status"]
+    assert "ct_volume.nii.gz" in failed[0]["case"] and "3D volume" in failed[0]["reason"]
 
 
 def test_checkpoint_of_another_variant_is_refused(trained):

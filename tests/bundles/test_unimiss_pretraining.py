@@ -25,32 +25,16 @@ def _configs(*names: str) -> str:
     return "[" + ",".join(f"'{CONFIGS / n}'" for n in names) + "]"
 
 
-@pytest.fixture(scope="module")
-def samples_dir(tmp_path_factory) -> Path:
-    from unimiss_monai.data.samples import samples
-
-    return Path(samples(str(tmp_path_factory.mktemp("samples")), synthetic=True, only="pretraining"))
-
-
-def _workflow(samples_dir: Path, out: Path, *overlays: str, tracking=None, **overrides):
+def _workflow(pretraining_samples: Path, out: Path, *overlays: str, tracking=None, **overrides):
     from monai.bundle import ConfigWorkflow
 
     overrides.setdefault("bundle_root", str(out / "bundle"))
     wf = ConfigWorkflow(
         config_file=[str(CONFIGS / "train.json"), *(str(CONFIGS / o) for o in overlays)],
-        workflow_type="train", tracking=tracking, dataset_dir=str(samples_dir), output_dir=str(out), **overrides,
+        workflow_type="train", tracking=tracking, dataset_dir=str(pretraining_samples), output_dir=str(out), **overrides,
     )
     wf.initialize()
     return wf
-
-
-@pytest.fixture
-def one_thread():
-    # tiny networks on a shared 2-core machine: a second intra-op thread mostly waits (runs are several times slower)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _train(wf) -> list[dict]:
@@ -78,8 +62,8 @@ def test_metadata_is_valid():
     verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(SCHEMA))
 
 
-def test_properties_and_wiring(samples_dir, tmp_path):
-    wf = _workflow(samples_dir, tmp_path, "smoke.yaml")
+def test_properties_and_wiring(pretraining_samples, tmp_path):
+    wf = _workflow(pretraining_samples, tmp_path, "smoke.yaml")
     assert wf.check_properties() in (None, [])
     trainer = wf.parser.get_parsed_content("train#trainer")
     assert trainer.state.max_epochs == 2 and trainer.state.epoch_length >= 1
@@ -92,14 +76,14 @@ def test_properties_and_wiring(samples_dir, tmp_path):
     assert any(n.endswith(".bias") for n in no_decay) and not any(n.endswith(".bias") for n in decayed)
 
 
-def test_config_typo_names_the_wrong_id(samples_dir, tmp_path):
-    wf = _workflow(samples_dir, tmp_path, "smoke.yaml", **{"train#trainer#optimizer": "@train#optimiser"})
+def test_config_typo_names_the_wrong_id(pretraining_samples, tmp_path):
+    wf = _workflow(pretraining_samples, tmp_path, "smoke.yaml", **{"train#trainer#optimizer": "@train#optimiser"})
     with pytest.raises(ValueError, match="train::optimiser"):
         wf.parser.get_parsed_content("train#trainer")
 
 
 def test_missing_drr_and_empty_datalist_are_clear(tmp_path):
-    from unimiss_monai.engines import load_pretraining_datalist
+    from unimiss_monai.data.pretraining_datalist import load_pretraining_datalist
 
     (tmp_path / "ct.nii.gz").write_bytes(b"")
     (tmp_path / "datalist.json").write_text('{"ct": [{"image": "ct.nii.gz", "drr": "missing.nii.gz"}]}')
@@ -116,7 +100,7 @@ def test_missing_drr_and_empty_datalist_are_clear(tmp_path):
 
 
 def test_drr_bundle_layout_is_read_with_the_pretraining_one(tmp_path):
-    from unimiss_monai.engines import load_pretraining_datalist
+    from unimiss_monai.data.pretraining_datalist import load_pretraining_datalist
 
     for name in ("a.nii.gz", "a_AP.nii.gz", "b.nii.gz", "b_AP.nii.gz", "x.png"):
         (tmp_path / name).write_bytes(b"")
@@ -142,14 +126,14 @@ def _parser(datalist_dir: Path, out: Path, *overlays: str, **overrides):
     return parser
 
 
-def test_colour_drr_becomes_its_luminance(samples_dir, tmp_path):
+def test_colour_drr_becomes_its_luminance(pretraining_samples, tmp_path):
     from PIL import Image
 
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)  # rows x columns x RGB, unequal channels
     Image.fromarray(rgb).save(tmp_path / "drr.png")
-    src = json.loads((samples_dir / "pretraining" / "datalist.json").read_text())["ct"][0]
-    (tmp_path / "datalist.json").write_text(json.dumps({"ct": [{"image": str(samples_dir / "pretraining" / src["image"]), "drr": "drr.png"}]}))
+    src = json.loads((pretraining_samples / "pretraining" / "datalist.json").read_text())["ct"][0]
+    (tmp_path / "datalist.json").write_text(json.dumps({"ct": [{"image": str(pretraining_samples / "pretraining" / src["image"]), "drr": "drr.png"}]}))
     parser = _parser(tmp_path, tmp_path / "out", "smoke.yaml")
     item = parser.get_parsed_content("train#data")["ct"][0]
     from monai.transforms import Compose
@@ -178,14 +162,14 @@ def _epoch_samples(trainer) -> list[tuple[float, float]]:
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_on_the_fly_drrs_train_ct_and_leave_the_bundle_folder_alone(samples_dir, tmp_path, one_thread):
+def test_on_the_fly_drrs_train_ct_and_leave_the_bundle_folder_alone(pretraining_samples, tmp_path, one_thread):
     before = _tree(BUNDLE)
     # bundle_root is the real bundle folder, as in tools/demo.sh; everything the run writes goes to output_dir
-    wf = _workflow(samples_dir, tmp_path / "out", "smoke.yaml", bundle_root=str(BUNDLE), drr_on_the_fly=True)
+    wf = _workflow(pretraining_samples, tmp_path / "out", "smoke.yaml", bundle_root=str(BUNDLE), drr_on_the_fly=True)
     trainer = wf.parser.get_parsed_content("train#trainer")
     counts = _epoch_samples(trainer)
     outputs = _train(wf)
-    n_ct = len(json.loads((samples_dir / "pretraining" / "datalist.json").read_text())["ct"])
+    n_ct = len(json.loads((pretraining_samples / "pretraining" / "datalist.json").read_text())["ct"])
     # epoch 1 is the CT phase: every CT of the epoch was rendered and trained on; epoch 2 the X-rays
     assert counts == [(float(n_ct), 0.0), (0.0, float(n_ct))] and trainer.state.skipped_samples == 0
     assert all(math.isfinite(o["drr_distill"]) for o in outputs if o["phase"] == "ct")
@@ -237,22 +221,27 @@ def test_a_phase_with_no_readable_sample_fails_with_one_line(tmp_path):
 
 
 def test_wrong_dimensionality_is_named():
-    from unimiss_monai.engines import CheckSpatialDimsd
+    """The sections' dimension checks, as the config builds them, say where the image belongs."""
+    from monai.bundle import ConfigParser
 
-    with pytest.raises(ValueError, match="2-D image in the 'ct' section, which needs 3-D; move it to 'xray'"):
-        CheckSpatialDimsd("image", 3, "ct")({"image": torch.zeros(1, 32, 32)})
-    with pytest.raises(ValueError, match="3-D image in the 'xray' section, which needs 2-D; move it to 'ct'"):
-        CheckSpatialDimsd("image", 2, "xray")({"image": torch.zeros(1, 8, 32, 32)})
-    assert CheckSpatialDimsd("image", 2, "xray")({"image": torch.zeros(1, 32, 32, 1)})["image"].shape == (1, 32, 32)
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.json"))
+    ct_check, xray_check = (parser.get_parsed_content(i) for i in ("train#ct_files#1", "train#xray_preprocessing#1"))
+    with pytest.raises(ValueError, match=r"a 2D image .* where a 3D one is needed; move it to the 'xray' section"):
+        ct_check({"image": torch.zeros(1, 32, 32)})
+    with pytest.raises(ValueError, match=r"a 3D image .* where a 2D one is needed; move it to the 'ct' section"):
+        xray_check({"image": torch.zeros(1, 8, 32, 32)})
+    # a PNG read by MONAI is (C, H, W, 1): the trailing singleton is dropped, not refused
+    assert xray_check({"image": torch.zeros(1, 32, 32, 1)})["image"].shape == (1, 32, 32)
 
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_smoke_run_exports_teacher_backbone(samples_dir, tmp_path):
+def test_smoke_run_exports_teacher_backbone(pretraining_samples, tmp_path):
     out, bundle_root = tmp_path / "out", tmp_path / "unimiss_pretraining"
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", _configs("train.json", "smoke.yaml"),
            "--meta_file", str(CONFIGS / "metadata.json"), "--logging_file", str(CONFIGS / "logging.conf"),
-           "--bundle_root", str(bundle_root), "--dataset_dir", str(samples_dir), "--output_dir", str(out)]
+           "--bundle_root", str(bundle_root), "--dataset_dir", str(pretraining_samples), "--output_dir", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -274,11 +263,11 @@ def test_smoke_run_exports_teacher_backbone(samples_dir, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_unimiss_recipe_smoke_trains_and_exports_a_loadable_mit(samples_dir, tmp_path, one_thread):
+def test_unimiss_recipe_smoke_trains_and_exports_a_loadable_mit(pretraining_samples, tmp_path, one_thread):
     from unimiss_monai.losses import CrossDimensionDINOLoss
     from unimiss_monai.networks import MiT, UniMissClassifier, UniMissSegmentation, load_pretrained, tiny_overrides
 
-    wf = _workflow(samples_dir, tmp_path, "unimiss.yaml", "smoke.yaml")
+    wf = _workflow(pretraining_samples, tmp_path, "unimiss.yaml", "smoke.yaml")
     trainer = wf.parser.get_parsed_content("train#trainer")
     assert trainer.recipe == "unimiss" and isinstance(trainer.loss_function, CrossDimensionDINOLoss)
     assert isinstance(wf.parser.get_parsed_content("backbone"), MiT) and trainer.slice_stride == 1
@@ -314,18 +303,18 @@ def test_unimiss_recipe_smoke_trains_and_exports_a_loadable_mit(samples_dir, tmp
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_mlflow_tracking_logs_every_loss_term(samples_dir, tmp_path, one_thread):
+def test_mlflow_tracking_logs_every_loss_term(pretraining_samples, tmp_path, one_thread):
     mlflow = pytest.importorskip("mlflow")
     from monai.utils import path_to_sqlite_uri
 
     uri = path_to_sqlite_uri(str(tmp_path / "mlruns.db"))
     # MONAI's built-in settings read `loss` from a decollated output: refused before training, naming the fix
-    wf = _workflow(samples_dir, tmp_path / "builtin", "smoke.yaml", tracking="mlflow", tracking_uri=uri)
+    wf = _workflow(pretraining_samples, tmp_path / "builtin", "smoke.yaml", tracking="mlflow", tracking_uri=uri)
     with pytest.raises(RuntimeError, match="PretrainingTrainer") as err:  # the config parser wraps the ValueError
         wf.parser.get_parsed_content("train#trainer")
     assert isinstance(err.value.__cause__, ValueError) and "mlflow_tracking.json" in str(err.value.__cause__)
 
-    wf = _workflow(samples_dir, tmp_path, "smoke.yaml", tracking=str(CONFIGS / "mlflow_tracking.json"), tracking_uri=uri)
+    wf = _workflow(pretraining_samples, tmp_path, "smoke.yaml", tracking=str(CONFIGS / "mlflow_tracking.json"), tracking_uri=uri)
     outputs = _train(wf)
     n = wf.parser.get_parsed_content("train#trainer").state.epoch_length
     client = mlflow.MlflowClient(tracking_uri=uri)
@@ -351,12 +340,12 @@ def test_mlflow_tracking_logs_every_loss_term(samples_dir, tmp_path, one_thread)
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_gloo_ddp_two_processes(samples_dir, tmp_path):
+def test_gloo_ddp_two_processes(pretraining_samples, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", "-m", "monai.bundle", "run",
            "--config_file", _configs("train.json", "smoke.yaml", "multi_gpu_train.json"),
-           "--bundle_root", str(tmp_path / "bundle"), "--dataset_dir", str(samples_dir), "--output_dir", str(out),
+           "--bundle_root", str(tmp_path / "bundle"), "--dataset_dir", str(pretraining_samples), "--output_dir", str(out),
            "--train#epochs", "1"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]

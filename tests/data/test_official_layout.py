@@ -11,7 +11,7 @@ import torch
 
 from unimiss_monai.cli import main
 from unimiss_monai.data.writers import save_nifti, save_png
-from unimiss_monai.engines import load_pretraining_datalist
+from unimiss_monai.data.pretraining_datalist import load_pretraining_datalist
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundles" / "unimiss_pretraining" / "configs"

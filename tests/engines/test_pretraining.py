@@ -13,7 +13,7 @@ from ignite.engine import Events
 sys.path.insert(0, str(Path(__file__).parent))
 from test_pretraining_toys import build_trainer, toy_items, toy_xray_items  # noqa: E402
 
-from unimiss_monai.engines.pretraining_data import PhaseLoader, ResumableSampler, SeededDataset, make_loader  # noqa: E402
+from unimiss_monai.data.loaders import PhaseLoader, ResumableSampler, SeededDataset, make_loader  # noqa: E402
 from unimiss_monai.handlers.training_checkpoint import TrainingCheckpoint  # noqa: E402
 
 

@@ -7,8 +7,8 @@ from monai.transforms import RandGaussianNoised
 from torch import nn
 
 from unimiss_monai.engines.pretraining import PretrainingTrainer
-from unimiss_monai.engines.pretraining_data import PhaseLoader, SeededDataset, make_loader
-from unimiss_monai.engines.student_teacher import StudentTeacher
+from unimiss_monai.data.loaders import PhaseLoader, SeededDataset, make_loader
+from unimiss_monai.networks.nets.student_teacher import StudentTeacher
 from unimiss_monai.losses import UniMissPlusLoss
 
 OUT_DIM = 16

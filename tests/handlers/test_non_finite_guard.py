@@ -10,7 +10,8 @@ from monai.data import DataLoader, MetaTensor
 from monai.engines import SupervisedTrainer
 
 from unimiss_monai.handlers import NonFiniteGuard
-from unimiss_monai.handlers.non_finite_guard import batch_files, first_non_finite
+from unimiss_monai.handlers.non_finite_guard import batch_files
+from unimiss_monai.utils.finite import first_non_finite
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

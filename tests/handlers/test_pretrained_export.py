@@ -9,7 +9,7 @@ import pytest
 import torch
 from ignite.engine import Engine
 
-from unimiss_monai.engines import StudentTeacher
+from unimiss_monai.networks import StudentTeacher
 from unimiss_monai.handlers import TrainingCheckpoint, load_pretrained_init
 from unimiss_monai.networks import DINOHead, UniMissSegmentation, backbone_info, build_backbone, tiny_overrides
 

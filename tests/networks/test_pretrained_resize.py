@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unimiss_monai.engines import StudentTeacher
+from unimiss_monai.networks import StudentTeacher
 from unimiss_monai.networks import (
     VARIANTS, DINOHead, UniMissClassifier, UniMissSegmentation, backbone_info, build_backbone, detect_variant,
     load_pretrained, tiny_overrides,

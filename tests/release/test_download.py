@@ -19,7 +19,10 @@ from unimiss_monai.release.download import DownloadError, download
 from unimiss_monai.release.index import ReleaseIndexError
 from unimiss_monai.release.package import package_bundle
 
-NAME, VERSION = "unimiss_pretraining", "0.2.0"
+# the pretraining bundle's current version: releases are named after it
+PV = json.loads((Path(__file__).resolve().parents[2] / "bundles" / "unimiss_pretraining" / "configs" / "metadata.json").read_text())["version"]
+
+NAME, VERSION = "unimiss_pretraining", PV
 ZIP = f"{NAME}_v{VERSION}.zip"
 
 
@@ -160,7 +163,7 @@ def test_zip_slip_is_refused(site, serve, tmp_path, user_folder, bad, match):
 
 @pytest.mark.parametrize("entry,match", [
     ({"source": "file:///etc/passwd"}, "only http/https sources"),
-    ({"key": "unimiss_pretraining_v9.9.9"}, "describes unimiss_pretraining_v0.2.0"),
+    ({"key": "unimiss_pretraining_v9.9.9"}, f"describes unimiss_pretraining_v{PV}"),
     ({"hash_val": "abc"}, "no sha256 hash_val"),
     ({"hash_type": "md5"}, "no sha256 hash_val"),
     ({"name": "../../etc"}, "not a plain name"),
@@ -183,7 +186,7 @@ def test_an_existing_different_folder_is_kept(site, tmp_path):
     edited = dest / NAME / "configs" / "train.json"
     edited.write_text(edited.read_text().replace("65536", "4096"))
     before = _tree(dest / NAME)
-    with pytest.raises(FileExistsError, match="differs from unimiss_pretraining v0.2.0"):
+    with pytest.raises(FileExistsError, match=f"differs from unimiss_pretraining v{PV}"):
         download(NAME, index=index, bundle_dir=str(dest), cache_dir=cache, progress=False)
     assert _tree(dest / NAME) == before and sorted(os.listdir(dest)) == [NAME]
     res = download(NAME, index=index, bundle_dir=str(dest), cache_dir=cache, force=True, progress=False)

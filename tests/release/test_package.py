@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from pathlib import Path
 import shutil
 import zipfile
 
@@ -13,6 +14,9 @@ import torch
 import yaml
 
 from unimiss_monai.release.package import package_bundle
+
+# the pretraining bundle's current version: releases are named after it
+PV = json.loads((Path(__file__).resolve().parents[2] / "bundles" / "unimiss_pretraining" / "configs" / "metadata.json").read_text())["version"]
 
 REPO_BUNDLE = "bundles/unimiss_pretraining"
 
@@ -25,8 +29,8 @@ def _package(repo_root, tiny_export, out, **kw):
 def test_same_inputs_give_the_same_bytes(repo_root, tiny_export, tmp_path):
     a = _package(repo_root, tiny_export, tmp_path / "a")
     b = _package(repo_root, tiny_export, tmp_path / "b")
-    assert (tmp_path / "a" / "unimiss_pretraining_v0.2.0.zip").read_bytes() == (tmp_path / "b" / "unimiss_pretraining_v0.2.0.zip").read_bytes()
-    assert a["sha256"] == b["sha256"] == hashlib.sha256((tmp_path / "a" / "unimiss_pretraining_v0.2.0.zip").read_bytes()).hexdigest()
+    assert (tmp_path / "a" / f"unimiss_pretraining_v{PV}.zip").read_bytes() == (tmp_path / "b" / f"unimiss_pretraining_v{PV}.zip").read_bytes()
+    assert a["sha256"] == b["sha256"] == hashlib.sha256((tmp_path / "a" / f"unimiss_pretraining_v{PV}.zip").read_bytes()).hexdigest()
     # a second run into the same folder changes nothing
     again = _package(repo_root, tiny_export, tmp_path / "a")
     assert again["sha256"] == a["sha256"]
@@ -51,24 +55,24 @@ def test_zip_layout_and_weights(repo_root, tiny_export, tmp_path):
     assert all(torch.equal(payload["model"][k], v) for k, v in source["model"].items())
     info = payload["info"]
     assert info["variant"] == "mitplus" and info["img_size3d"] == [16, 64, 64]
-    assert info["training"] == "random weights of a test" and info["bundle_version"] == "0.2.0"
+    assert info["training"] == "random weights of a test" and info["bundle_version"] == f"{PV}"
     assert info["weights_sha256"] == hashlib.sha256(tiny_export.read_bytes()).hexdigest()
 
 
 def test_sha256_index_and_large_files(repo_root, tiny_export, tmp_path):
     res = _package(repo_root, tiny_export, tmp_path, base_url="https://example.org/releases/v1/")
-    digest = hashlib.sha256((tmp_path / "unimiss_pretraining_v0.2.0.zip").read_bytes()).hexdigest()
-    assert (tmp_path / "unimiss_pretraining_v0.2.0.zip.sha256").read_text() == f"{digest}  unimiss_pretraining_v0.2.0.zip\n"
+    digest = hashlib.sha256((tmp_path / f"unimiss_pretraining_v{PV}.zip").read_bytes()).hexdigest()
+    assert (tmp_path / f"unimiss_pretraining_v{PV}.zip.sha256").read_text() == f"{digest}  unimiss_pretraining_v{PV}.zip\n"
     index = json.loads((tmp_path / "model_info.json").read_text())
-    assert index == {"unimiss_pretraining_v0.2.0": {
-        "name": "unimiss_pretraining", "version": "0.2.0",
-        "source": "https://example.org/releases/v1/unimiss_pretraining_v0.2.0.zip", "hash_type": "sha256",
+    assert index == {f"unimiss_pretraining_v{PV}": {
+        "name": "unimiss_pretraining", "version": f"{PV}",
+        "source": f"https://example.org/releases/v1/unimiss_pretraining_v{PV}.zip", "hash_type": "sha256",
         "hash_val": digest, "size": res["size"]}}
-    large = yaml.safe_load((tmp_path / "unimiss_pretraining_v0.2.0_large_files.yml").read_text())["large_files"]
-    weights = (tmp_path / "unimiss_pretraining_v0.2.0_model.pt").read_bytes()
+    large = yaml.safe_load((tmp_path / f"unimiss_pretraining_v{PV}_large_files.yml").read_text())["large_files"]
+    weights = (tmp_path / f"unimiss_pretraining_v{PV}_model.pt").read_bytes()
     with zipfile.ZipFile(res["zip"]) as zf:
         assert zf.read("unimiss_pretraining/models/model.pt") == weights
-    assert large == [{"path": "models/model.pt", "url": "https://example.org/releases/v1/unimiss_pretraining_v0.2.0_model.pt",
+    assert large == [{"path": "models/model.pt", "url": f"https://example.org/releases/v1/unimiss_pretraining_v{PV}_model.pt",
                       "hash_val": hashlib.sha256(weights).hexdigest(), "hash_type": "sha256"}]
 
 
@@ -77,7 +81,7 @@ def test_index_keeps_other_releases(repo_root, tiny_export, tmp_path):
     package_bundle(str(repo_root / "bundles" / "unimiss_drr_generation"), out=str(tmp_path))
     drr = json.loads((repo_root / "bundles" / "unimiss_drr_generation" / "configs" / "metadata.json").read_text())["version"]
     index = json.loads((tmp_path / "model_info.json").read_text())
-    assert sorted(index) == [f"unimiss_drr_generation_v{drr}", "unimiss_pretraining_v0.2.0"]
+    assert sorted(index) == [f"unimiss_drr_generation_v{drr}", f"unimiss_pretraining_v{PV}"]
     with zipfile.ZipFile(tmp_path / f"unimiss_drr_generation_v{drr}.zip") as zf:
         assert not [n for n in zf.namelist() if "/models/" in n]
 

@@ -4,6 +4,8 @@ from the local file."""
 
 from __future__ import annotations
 
+import json
+
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,9 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "bundles"))
 from bundle_runner import configs, run_workflow  # noqa: E402
+
+# the pretraining bundle's current version: releases are named after it
+PV = json.loads((Path(__file__).resolve().parents[2] / "bundles" / "unimiss_pretraining" / "configs" / "metadata.json").read_text())["version"]
 
 NAME = "unimiss_pretraining"
 
@@ -41,7 +46,7 @@ def test_release_round_trip(serve, tmp_path, one_thread):
                    training="smoke overlay on the synthetic sample set: exercises the pipeline, learns nothing")
     url = serve(site)
     done = subprocess.run([sys.executable, "-m", "monai.bundle", "download", "--name", NAME, "--url",
-                           f"{url}/{NAME}_v0.2.0.zip", "--bundle_dir", str(tmp_path / "monai")],
+                           f"{url}/{NAME}_v{PV}.zip", "--bundle_dir", str(tmp_path / "monai")],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     got = download(NAME, index=f"{url}/model_info.json", bundle_dir=str(tmp_path / "bundles"),

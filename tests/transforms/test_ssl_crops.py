@@ -1,12 +1,9 @@
 """Random crops and the axial slice sampler: shapes, scale ranges, padding, determinism, dict vs array."""
 
-import numpy as np
 import pytest
 import torch
 
 from unimiss_monai.transforms import (
-    AxialSliceSampler,
-    AxialSliceSamplerd,
     RandResizedCrop,
     RandResizedCropD,
     RandScaledCrop,
@@ -74,19 +71,3 @@ def test_determinism_and_dict_matches_array():
     assert torch.allclose(d2({"x": vol})["x"], a2(vol))
     again = RandResizedCrop((24, 24), scale=(0.2, 1.0)).set_random_state(7)
     assert torch.equal(again(img), ref)
-
-
-def test_axial_slice_sampler():
-    vol = torch.arange(6.0).view(1, 6, 1, 1).expand(1, 6, 4, 5).clone()
-    out = AxialSliceSampler(stride=2, channels=3)(vol)
-    assert out.shape == (3, 3, 4, 5)
-    assert torch.equal(out[:, 0, 0, 0], torch.tensor([0.0, 2.0, 4.0])) and torch.equal(out[:, 0], out[:, 2])
-    sub = AxialSliceSampler(stride=1, n_slices=4).set_random_state(0)(vol)
-    idx = sub[:, 0, 0, 0].numpy()
-    assert len(idx) == 4 and np.all(np.diff(idx) > 0)
-    d = AxialSliceSamplerd(["a", "b"], stride=3, channels=1)({"a": vol, "b": vol + 1})
-    assert d["a_slices"].shape == (2, 1, 4, 5) and torch.equal(d["b_slices"], d["a_slices"] + 1)
-    with pytest.raises(ValueError, match="only 3 slices"):
-        AxialSliceSampler(stride=2, n_slices=4)(vol)
-    with pytest.raises(ValueError, match=r"\(1, D, H, W\)"):
-        AxialSliceSampler()(torch.rand(2, 6, 4, 4))

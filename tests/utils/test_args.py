@@ -38,7 +38,7 @@ def _parse(bundle: str, config: str, **overrides) -> ConfigParser:
 
 # (bundle, config, boolean id, an id whose parsed value is that boolean, or the expression's other outcome)
 CONSUMERS = [
-    ("unimiss_cxr_classification", "inference.json", "save_saliency", "handlers#1#saliency"),
+    ("unimiss_cxr_classification", "inference.json", "save_saliency", "save_saliency_flag"),
     ("unimiss_ct_classification", "inference.json", "multi_label", "postprocessing#transforms#0#sigmoid"),
     ("unimiss_cxr_classification", "train.json", "multi_label", "loss#multi_label"),
     ("unimiss_cxr_classification", "train.json", "class_balanced_sampling", "train#dataloader#shuffle"),

@@ -67,11 +67,14 @@ def test_refusals_name_every_bad_key():
     ("deep_supervision", "maybe", "config id 'deep_supervision' expects true or false, got 'maybe'"),
     ("roi_size", "64", "config id 'roi_size' expects a list of integers such as [16, 64, 64], got 64"),
     ("pixdim", "[2,a,2]", "config id 'pixdim' expects a list of numbers such as [5.0, 5.0, 5.0], got [2, 'a', 2]"),
-    ("network_def#embed_dims", "16", "config id 'network_def#embed_dims' expects a list of integers such as "
-     "[16, 32, 32, 64], got 16"),
 ])
 def test_wrong_type_is_refused(key, value, message):
     assert _refusal(f"--{key}", value) == message
+
+
+def test_wrong_type_of_a_nested_id_is_refused():
+    assert _refusal("--backbone#spatial_dims", "16", bundle="unimiss_pretraining", names=("train.json",)) == (
+        "config id 'backbone#spatial_dims' expects a list of integers such as [2, 3], got 16")
 
 
 @pytest.mark.parametrize("overrides", [

@@ -1,13 +1,8 @@
-import math
 
 import numpy as np
 import pytest
-import torch
-from ignite.engine import Engine, Events
-from monai.handlers import ParamSchedulerHandler
 
 from unimiss_monai.utils import (
-    ScheduleCalculator,
     cosine_schedule,
     momentum_schedule,
     teacher_temperature_schedule,
@@ -52,27 +47,8 @@ def test_momentum_and_teacher_temperature():
         (lambda: warmup_cosine_schedule(0, 10, 10, 1, 0), "warmup_steps"),
         (lambda: momentum_schedule(0, 10, base=1.5), "momentum"),
         (lambda: teacher_temperature_schedule(0, 3, warmup_temp=0), "temperatures"),
-        (lambda: ScheduleCalculator("nope"), "unknown schedule"),
     ],
 )
 def test_validation(call, match):
     with pytest.raises(ValueError, match=match):
         call()
-
-
-def test_param_scheduler_handler_drives_lr():
-    """ParamSchedulerHandler on ITERATION_STARTED with step_offset=-1: iteration i (0-based) runs with f(i)."""
-    param = torch.nn.Parameter(torch.zeros(1))
-    opt = torch.optim.SGD([param], lr=123.0)
-    kwargs = {"warmup_steps": 3, "max_steps": 12, "base": 1.0, "final": 0.1}
-    seen = []
-    engine = Engine(lambda e, b: seen.append(opt.param_groups[0]["lr"]))
-    ParamSchedulerHandler(
-        parameter_setter=lambda v: [g.__setitem__("lr", v) for g in opt.param_groups],
-        value_calculator=ScheduleCalculator("warmup_cosine", step_offset=-1),
-        vc_kwargs=dict(kwargs),  # the handler adds current_step to this dict
-        event=Events.ITERATION_STARTED,
-    ).attach(engine)
-    engine.run(range(4), max_epochs=3)
-    assert np.allclose(seen, [warmup_cosine_schedule(i, **kwargs) for i in range(12)])
-    assert seen[0] == 0.0 and math.isclose(seen[2], 1.0)

@@ -8,7 +8,6 @@ two columns differ only in the attention kernel. Each measurement runs in a fres
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import os
 import resource
@@ -17,6 +16,8 @@ import time
 
 import torch
 from tqdm import tqdm
+
+from unimiss_monai.data.writers import atomic_path, save_json
 
 __all__ = ["bench_backbone"]
 
@@ -136,9 +137,9 @@ def _plot(rows: list[dict], path: str) -> None:
         ax.set_title(title)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path + ".tmp.png", dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(path + ".tmp.png", path)
 
 
 def bench_backbone(
@@ -171,10 +172,7 @@ def bench_backbone(
     print(f"\nbackbone forward+backward, device {device}, {threads} threads, {repeats} repeats\n")
     print(table)
     payload = {"device": device, "threads": threads, "repeats": repeats, "torch": torch.__version__, "results": rows}
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out + ".tmp", "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(out + ".tmp", out)
+    save_json(payload, out)
     png = os.path.splitext(out)[0] + ".png"
     _plot(rows, png)
     print(f"\nwrote {out} and {png}")

@@ -1,15 +1,19 @@
-"""``python -m unimiss_monai bench-pretrain``: speed and peak memory of one UniMiSS+ pretraining step.
+"""``python -m unimiss_monai bench-pretrain``: speed and peak memory of the UniMiSS+ pretraining step.
 
-One step = teacher on two CT global crops, student on the CT crops, two DRR views and every second axial slice
-(one 2D pass), :class:`~unimiss_monai.losses.UniMissPlusLoss`, backward, AdamW step and teacher EMA, i.e. what
-:class:`~unimiss_monai.engines.PretrainingTrainer` does per CT iteration. MiT+ at the paper's sizes by default
-(CT 16x96x96, 2D 96x96, 3-channel 2D input, 65536 prototypes).
+The step timed is the real one: a :class:`~unimiss_monai.engines.pretraining.PretrainingTrainer` is built from the
+package (student/teacher, :class:`~unimiss_monai.losses.UniMissPlusLoss`, AdamW over ``param_groups_lrd``, teacher
+EMA) and run over an in-memory CT phase of random views, and each iteration is timed from ignite's
+``ITERATION_STARTED`` to ``ITERATION_COMPLETED`` (the batch is already loaded; moving it to the device is included).
+One iteration = teacher on two CT global crops, student on the CT crops, two DRR views and every second axial slice,
+the loss, backward, gradient clipping, the AdamW step and the EMA. MiT+ at the paper's sizes by default (CT
+16x96x96, 2D 96x96, 3-channel 2D input, 65536 prototypes).
 """
 
 from __future__ import annotations
 
 import json
 import resource
+import statistics
 import time
 
 import torch
@@ -19,6 +23,18 @@ __all__ = ["bench_pretrain"]
 
 def _peak_cpu_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _random_views(n: int, ct_roi: tuple[int, ...], image_size_2d: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    """``n`` items holding what the CT view pipelines produce: two CT crops ``(1, *ct_roi)`` and two DRR views
+    ``(3, S, S)``."""
+    g = torch.Generator().manual_seed(seed)
+    size_2d = (3, image_size_2d, image_size_2d)
+    return [
+        {"image_view0": torch.rand(1, *ct_roi, generator=g), "image_view1": torch.rand(1, *ct_roi, generator=g),
+         "drr_view0": torch.rand(*size_2d, generator=g), "drr_view1": torch.rand(*size_2d, generator=g)}
+        for _ in range(n)
+    ]
 
 
 def bench_pretrain(
@@ -34,76 +50,72 @@ def bench_pretrain(
     amp: bool = False,
     threads: int | None = None,
 ) -> dict:
-    """Time ``steps`` UniMiSS+ training steps after ``warmup`` untimed ones; print and return a JSON summary.
+    """Time ``steps`` pretraining iterations after ``warmup`` untimed ones; print and return a JSON summary.
 
     Args:
         batch_size: CT slabs per step (each gives 2 CT crops, 2 DRR views, 2 x D/2 slices).
         steps / warmup: timed / untimed steps.
-        variant: backbone variant; ``tiny`` shrinks it (``networks.tiny_overrides``) for a quick check.
+        variant: backbone variant; ``tiny`` uses its ``"smoke"`` preset (``networks.tiny_overrides``) for a quick
+            check.
         out_dim: DINO prototypes. ct_roi / image_size_2d: crop sizes.
         device: default CUDA when available, else CPU. amp: bf16 autocast.
         threads: CPU threads for torch (default: torch's).
     """
-    from unimiss_monai.engines import StudentTeacher
-    from unimiss_monai.losses import UniMissPlusLoss
-    from unimiss_monai.networks import DINOHead, build_backbone, param_groups_lrd, tiny_overrides
-    from unimiss_monai.utils import update_momentum
+    from ignite.engine import Events
 
+    from unimiss_monai.data.loaders import PhaseLoader, SeededDataset, make_loader
+    from unimiss_monai.engines.pretraining import PretrainingTrainer
+    from unimiss_monai.losses import UniMissPlusLoss
+    from unimiss_monai.networks import DINOHead, StudentTeacher, build_backbone, param_groups_lrd
+
+    if steps < 1 or warmup < 0:
+        raise ValueError(f"bench-pretrain: steps must be >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
     if threads:
         torch.set_num_threads(int(threads))
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    overrides = tiny_overrides(variant) if tiny else {}
-    backbone = build_backbone(variant, in_channels={2: 3, 3: 1}, img_size={2: (image_size_2d,) * 2, 3: tuple(ct_roi)}, drop_path_rate=0.1, **overrides)
+    ct_roi = tuple(int(s) for s in ct_roi)
+    backbone = build_backbone(variant, in_channels={2: 3, 3: 1}, img_size={2: (image_size_2d,) * 2, 3: ct_roi},
+                              drop_path_rate=0.1, preset="smoke" if tiny else None)
     net = StudentTeacher(backbone, DINOHead(backbone.embed_dim, out_dim)).to(dev)
-    opt = torch.optim.AdamW(param_groups_lrd(net.student, 5e-4 * batch_size / 256, 0.04))
-    loss_fn = UniMissPlusLoss(out_dim=out_dim).to(dev)
-    g = torch.Generator().manual_seed(0)
-    ct = [torch.rand(batch_size, 1, *ct_roi, generator=g).to(dev) for _ in range(2)]
-    drr = [torch.rand(batch_size, 3, image_size_2d, image_size_2d, generator=g).to(dev) for _ in range(2)]
-    slices = [c[:, :, ::2].transpose(1, 2).reshape(-1, 1, *ct_roi[1:]).expand(-1, 3, -1, -1) for c in ct]
-    n_slices = slices[0].shape[0] // batch_size
+    iterations = warmup + steps
+    views = SeededDataset(_random_views(batch_size, ct_roi, image_size_2d), transform=[], name="ct")
+    loader = PhaseLoader(ct_loader=make_loader(views, batch_size, iterations * batch_size), epoch_length=iterations)
+    trainer = PretrainingTrainer(
+        device=dev, max_epochs=1, train_data_loader=loader, network=net,
+        optimizer=torch.optim.AdamW(param_groups_lrd(net.student, 5e-4 * batch_size / 256, 0.04)),
+        loss_function=UniMissPlusLoss(out_dim=out_dim).to(dev), ct_keys=("image_view0", "image_view1"),
+        slice_stride=2, slice_channels=3, momentum_schedule=lambda step: 0.996, amp=amp,
+    )
+    times: list[float] = []
 
-    def step() -> float:
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-            with torch.no_grad():
-                teacher = net.teacher(ct).logits.float()
-            s3 = net.student(ct)
-            s2 = net.student(drr + slices)
-            n = 2 * batch_size
-            terms = loss_fn({
-                "student": s3.logits.float(), "teacher": teacher,
-                "reconstruction": torch.cat(s3.reconstructions).float(), "image": torch.cat(ct),
-                "student_drr": s2.logits[:n].float(),
-                "reconstruction_drr": torch.cat(s2.reconstructions[:2]).float(), "image_drr": torch.cat(drr),
-                "student_slices": s2.logits[n:].float().view(n, n_slices, -1),
-            }, 0.04)
-        opt.zero_grad(set_to_none=True)
-        terms["total"].backward()
-        torch.nn.utils.clip_grad_norm_(net.student.parameters(), 3.0)
-        opt.step()
-        update_momentum(net.student, net.teacher, 0.996)
-        return float(terms["total"])
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
 
-    net.train()
-    for _ in range(warmup):
-        step()
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-    elapsed = time.perf_counter() - start
+    def started(engine) -> None:
+        sync()
+        if engine.state.iteration == warmup + 1 and dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        engine.state.step_start = time.perf_counter()
+
+    def completed(engine) -> None:
+        sync()
+        if engine.state.iteration > warmup:
+            times.append(time.perf_counter() - engine.state.step_start)
+
+    trainer.add_event_handler(Events.ITERATION_STARTED, started)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, completed)
+    trainer.run()
     result = {
         "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
         "variant": variant + (" (tiny)" if tiny else ""),
         "params_student_M": round(sum(p.numel() for p in net.student.parameters()) / 1e6, 2),
         "batch_size": batch_size, "ct_roi": list(ct_roi), "image_size_2d": image_size_2d, "out_dim": out_dim,
         "amp_bf16": amp, "threads": torch.get_num_threads() if dev.type == "cpu" else None,
-        "seconds_per_step": round(elapsed / steps, 3),
-        "slabs_per_s": round(batch_size * steps / elapsed, 3),
+        "steps_timed": len(times),
+        "seconds_per_step": round(statistics.median(times), 3),
+        "seconds_per_step_range": [round(min(times), 3), round(max(times), 3)],
+        "slabs_per_s": round(batch_size * len(times) / sum(times), 3),
         "peak_memory_MiB": round(torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else _peak_cpu_mib(), 1),
         "peak_memory_kind": "CUDA allocated" if dev.type == "cuda" else "process max RSS",
     }

@@ -1,19 +1,36 @@
-"""Data helpers: sample data sets, real-data locators, synthetic phantoms, image loading."""
+"""Data: data sets, samplers and loaders, the pretraining datalist, image IO and grid checks, atomic writers, sample
+data sets, real-data locators and synthetic phantoms. Names are imported on first use (PEP 562).
 
-from unimiss_monai.data.ct_inputs import CTCase, find_ct_cases, read_label_names
-from unimiss_monai.data.ct_io import CTInputError, load_ct, load_label_map
-from unimiss_monai.data.dicom_series import write_dicom_series
-from unimiss_monai.data.locators import RealCT, find_real_ct, find_real_radiograph, read_structure_names
-from unimiss_monai.data.phantom import PHANTOM_HU, PHANTOM_LABELS, CTPhantom, make_ct_phantom, phantom_affine
-from unimiss_monai.data.samples import find_dataset, samples
-from unimiss_monai.data.writers import atomic_path, check_output_dir, save_contact_sheet, save_json, save_nifti, save_png
+This room imports only ``conventions`` and ``utils`` (see ARCHITECTURE.md): no transforms, networks or engines.
+"""
 
-__all__ = [
-    "CTCase", "find_ct_cases", "read_label_names",
-    "CTInputError", "load_ct", "load_label_map",
-    "write_dicom_series",
-    "RealCT", "find_real_ct", "find_real_radiograph", "read_structure_names",
-    "PHANTOM_HU", "PHANTOM_LABELS", "CTPhantom", "make_ct_phantom", "phantom_affine",
-    "find_dataset", "samples",
-    "atomic_path", "check_output_dir", "save_contact_sheet", "save_json", "save_nifti", "save_png",
-]
+# bound now, not lazily: ``samples`` is both this function and a submodule, and whichever import comes first would
+# otherwise decide what ``unimiss_monai.data.samples`` is (numpy is the only cost)
+from unimiss_monai.data.samples import find_dataset, samples  # noqa: F401
+from unimiss_monai.utils.lazy import lazy_exports
+
+_EXPORTS = {
+    "unimiss_monai.data.ct_inputs": ("CTCase", "find_ct_cases", "read_label_names"),
+    "unimiss_monai.data.ct_io": ("CTInputError", "load_ct", "load_label_map"),
+    "unimiss_monai.data.dicom_series": ("write_dicom_series",),
+    "unimiss_monai.data.grid_checks": ("check_grid", "check_nifti_header"),
+    "unimiss_monai.data.loaders": ("PhaseLoader", "ResumableSampler", "SeededDataset", "collate_skipping_corrupt",
+                                   "epoch_length", "make_loader", "pretraining_loader"),
+    "unimiss_monai.data.locators": ("RealCT", "find_real_ct", "find_real_radiograph", "read_structure_names"),
+    "unimiss_monai.data.phantom": ("PHANTOM_HU", "PHANTOM_LABELS", "CTPhantom", "make_ct_phantom", "phantom_affine"),
+    "unimiss_monai.data.pretraining_datalist": ("load_pretraining_datalist",),
+    "unimiss_monai.data.segmentation_inputs": ("find_segmentation_inputs",),
+    "unimiss_monai.data.tolerant": ("TolerantDataset",),
+    "unimiss_monai.data.writers": ("atomic_path", "check_output_dir", "save_bytes", "save_contact_sheet", "save_json",
+                                   "save_nifti", "save_png", "save_torch"),
+}
+_SUBMODULES = (
+    "classification_labels", "ct_inputs", "ct_io", "dicom_series", "grid_checks", "lesions", "loaders", "locators",
+    "official_layout", "phantom", "pretraining_datalist", "sample_sets", "segmentation_inputs", "tolerant",
+    "totalsegmentator", "writers", "xray",
+)
+
+__all__ = sorted(["find_dataset", "samples", *(name for names in _EXPORTS.values() for name in names)])
+__getattr__, __dir__ = lazy_exports(
+    __name__, {**{n: module for module, names in _EXPORTS.items() for n in names}, **{m: "" for m in _SUBMODULES}}
+)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unimiss_monai.transforms.utility.array import check_grid, check_nifti_header
+from unimiss_monai.data.grid_checks import check_grid, check_nifti_header
 
 __all__ = ["CTInputError", "load_ct", "load_label_map", "is_dicom_file", "is_dicom_series_dir", "warn_if_not_ct_hu"]
 
@@ -110,7 +110,7 @@ def load_ct(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         kind = "NaN" if int(np.isnan(hu).sum()) == bad else "non-finite (NaN or Inf)"
         raise CTInputError(f"{path}: has {bad} {kind} voxels; replace them (e.g. with -1024 HU, air) before rendering")
     warn_if_not_ct_hu(hu, str(path), "DRRs are only meaningful for CT in HU")
-    return np.ascontiguousarray(hu, dtype=np.float32), affine
+    return np.asarray(hu, dtype=np.float32), affine  # any memory order: the renderer and torch read strides
 
 
 def warn_if_not_ct_hu(hu, source: str, consequence: str = "the network was trained on CT in HU") -> bool:

@@ -13,7 +13,7 @@ data root::
 UniMiSS (ECCV 2022) uses the same layout without the DRR PNGs. When a list file is absent its folder is searched
 instead. :func:`official_datalist` (``python -m unimiss_monai official-datalist``) writes
 ``{"ct": [{"image": <sub-volume>, "drr": <png>}], "xray": [{"image": <png>}]}``, which
-:func:`unimiss_monai.engines.load_pretraining_datalist` reads, with paths relative to the datalist's folder.
+:func:`unimiss_monai.data.load_pretraining_datalist` reads, with paths relative to the datalist's folder.
 """
 
 from __future__ import annotations

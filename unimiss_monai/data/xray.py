@@ -1,59 +1,52 @@
-"""2D radiograph helpers: bring any loaded radiograph (PNG, DICOM, 2D NIfTI) to one grey channel, check multi-label
-masks against their image, and write PNG overlays of 2D predictions.
+"""2D radiograph IO: read any radiograph (PNG, DICOM, 2D NIfTI) as one grey channel, list a folder of them, give
+multi-label masks the background channel the segmentation report expects, and write masks over a radiograph as PNG.
 
-Axis convention: MONAI's readers put the image's x (column) axis first, so a loaded radiograph is ``(C, X, Y)``; the
-PNG writer here transposes back to rows x columns.
+Axis convention: MONAI's readers put the image's x (column) axis first, so a loaded radiograph is ``(C, X, Y)``.
+Overlays of predicted masks are written here too (:func:`write_overlay_png`), so that the post-processing transform
+``SaveOverlayPNGd`` can use them; the transforms built on this module live in :mod:`unimiss_monai.transforms.xray`
+(``AsGreyRadiographd``, ``CheckMultiLabelMaskd``) and :mod:`unimiss_monai.transforms.io` (``SaveOverlayPNGd``).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import LoadImage, MapTransform, Transform
+from monai.transforms import LoadImage
 
-from unimiss_monai.data.writers import atomic_path
-from unimiss_monai.transforms.utility import CheckImage
+from unimiss_monai.data.writers import save_png
+from unimiss_monai.utils.lazy import moved_names
 
 __all__ = [
-    "AsGreyRadiograph",
-    "AsGreyRadiographd",
-    "AsGreyRadiographD",
-    "AsGreyRadiographDict",
-    "CheckMultiLabelMaskd",
-    "CheckMultiLabelMaskD",
-    "CheckMultiLabelMaskDict",
-    "SaveOverlayPNGd",
-    "SaveOverlayPNGD",
-    "SaveOverlayPNGDict",
-    "InferenceSummary",
-    "SkipFailedd",
+    "BT601",
+    "OVERLAY_COLOURS",
+    "RADIOGRAPH_SUFFIXES",
+    "drop_trailing_singletons",
+    "grey_radiograph",
     "list_radiographs",
     "load_radiograph",
-    "with_background_channel",
+    "needs_inversion",
     "overlay_rgb",
+    "source_name",
+    "with_background_channel",
     "write_overlay_png",
-    "OVERLAY_COLOURS",
 ]
 
-# distinguishable on a grey radiograph: red, green, blue, yellow, magenta, cyan, orange, violet
-OVERLAY_COLOURS: tuple[tuple[int, int, int], ...] = (
-    (230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25),
-    (240, 50, 230), (70, 240, 240), (245, 130, 48), (145, 30, 180),
-)
+# ITU-R BT.601 luma weights of R, G, B
+BT601 = (0.299, 0.587, 0.114)
 
 
-def _source(img) -> str:
+def source_name(img) -> str:
+    """The file an image was read from (its MetaTensor's ``filename_or_obj``), or ``"<array>"``."""
     meta = getattr(img, "meta", {}) or {}
     return str(meta.get("filename_or_obj", "") or "<array>")
 
 
-def _drop_trailing_singletons(img: torch.Tensor) -> torch.Tensor:
+def drop_trailing_singletons(img: torch.Tensor) -> torch.Tensor:
     """``(C, X, Y, 1[, 1])`` -> ``(C, X, Y)``, with the metadata's ``spatial_shape`` cut to match.
 
     ITK reads a DICOM frame (and NiBabel a NIfTI) as ``(X, Y, 1)``; left at three entries on a 2D tensor,
@@ -68,7 +61,8 @@ def _drop_trailing_singletons(img: torch.Tensor) -> torch.Tensor:
     return img
 
 
-def _needs_inversion(meta: Mapping) -> bool:
+def needs_inversion(meta: Mapping) -> bool:
+    """Whether a radiograph with this metadata holds DICOM ``MONOCHROME1`` pixels (bright = low attenuation)."""
     # ITK (GDCM), MONAI's default DICOM reader, already returns MONOCHROME1 pixels as MONOCHROME2 and names tags
     # "gggg|eeee"; PydicomReader returns the stored pixels and may drop the tag, so read it from the file then
     if any("|" in str(k) for k in meta):
@@ -89,8 +83,8 @@ def _needs_inversion(meta: Mapping) -> bool:
     return str(value or "").strip().upper() == "MONOCHROME1"
 
 
-class AsGreyRadiograph(Transform):
-    """Bring a loaded, channel-first radiograph to one grey channel and two spatial dims: ``(1, X, Y)``.
+def grey_radiograph(img: torch.Tensor, invert_monochrome1: bool = True, luminance: bool = False) -> torch.Tensor:
+    """A loaded, channel-first radiograph as one grey channel and two spatial dims: ``(1, X, Y)``.
 
     - trailing singleton spatial dims (a DICOM frame ``(C, X, Y, 1)``, a NIfTI ``(X, Y, 1)``) are dropped, from the
       metadata's ``spatial_shape`` too;
@@ -102,6 +96,7 @@ class AsGreyRadiograph(Transform):
       are bright, as in ``MONOCHROME2``, PNG exports and DRRs (``ITKReader``, MONAI's default, has already done so).
 
     Args:
+        img: the loaded radiograph, channel first.
         invert_monochrome1: invert ``PydicomReader`` images whose metadata says ``MONOCHROME1``. Defaults to True.
         luminance: convert colour RGB/RGBA images to grey by luminance instead of refusing them (e.g. DRRs or X-rays
             exported through a colour pipeline). Defaults to False.
@@ -109,99 +104,78 @@ class AsGreyRadiograph(Transform):
     Raises:
         ValueError: naming the file, for a 3D volume or an unexpected channel count.
     """
-
-    # ITU-R BT.601 luma weights of R, G, B
-    BT601 = (0.299, 0.587, 0.114)
-
-    def __init__(self, invert_monochrome1: bool = True, luminance: bool = False) -> None:
-        self.invert_monochrome1 = invert_monochrome1
-        self.luminance = luminance
-
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        name = _source(img)
-        if img.ndim < 3:
-            raise ValueError(f"{name}: expected a channel-first radiograph (C, X, Y), got shape {tuple(img.shape)}; load it with ensure_channel_first=True")
-        img = _drop_trailing_singletons(img)
-        if img.ndim > 3:
-            spatial = tuple(img.shape[1:])
-            raise ValueError(f"{name}: got a 3D volume of spatial shape {spatial}; this 2D X-ray model takes one projection image (PNG, DICOM or 2D NIfTI) — render a DRR from a CT first")
-        channels = img.shape[0]
-        if channels in (3, 4) and torch.equal(img[0], img[1]) and torch.equal(img[0], img[2]):
-            img = img[:1]
-        elif channels in (3, 4) and self.luminance:
-            rgb = img[:3] if img.is_floating_point() else img[:3].float()
-            weights = torch.tensor(self.BT601, dtype=rgb.dtype, device=rgb.device).view(3, 1, 1)
-            img = (rgb * weights).sum(0, keepdim=True)
-        elif channels != 1:
-            fix = "convert it to greyscale" + ("" if self.luminance or channels not in (3, 4) else " or set luminance=True")
-            raise ValueError(f"{name}: expected a grey radiograph (1 channel, or RGB with equal channels), got {channels} channels of shape {tuple(img.shape[1:])}; {fix}")
-        # NaN/Inf pixels or a blank image would become a confident "no finding" or an empty mask
-        CheckImage(fail_constant=True)(img)
-        meta = getattr(img, "meta", {}) or {}
-        if self.invert_monochrome1 and _needs_inversion(meta):
-            img = img.max() + img.min() - img
-        return img
-
-
-class AsGreyRadiographd(MapTransform):
-    """Dictionary version of :class:`AsGreyRadiograph`."""
-
-    def __init__(self, keys: KeysCollection, invert_monochrome1: bool = True, luminance: bool = False,
-                 allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.converter = AsGreyRadiograph(invert_monochrome1, luminance)
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.converter(d[key])
-        return d
-
-
-class CheckMultiLabelMaskd(MapTransform):
-    """Check a multi-label mask ``(C, X, Y[, 1])`` against its image: one channel per structure, values in {0, 1},
-    same spatial size as the image. Trailing singleton spatial dims of the mask are dropped.
-
-    Args:
-        keys: mask key(s).
-        image_key: key of the image the mask belongs to (already through :class:`AsGreyRadiographd`).
-        structures: names of the structures, one per mask channel (their number is checked).
-
-    Raises:
-        ValueError: naming the file, for a wrong channel count, values outside {0, 1} or a size mismatch.
-    """
-
-    def __init__(self, keys: KeysCollection, image_key: str = "image", structures: Sequence[str] = (), allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.image_key = image_key
-        self.structures = list(structures)
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        image = d[self.image_key]
-        for key in self.key_iterator(d):
-            mask = d[key]
-            name = _source(mask)
-            mask = _drop_trailing_singletons(mask)
-            if self.structures and mask.shape[0] != len(self.structures):
-                raise ValueError(f"{name}: label has {mask.shape[0]} channels, expected {len(self.structures)} (one binary mask per structure: {self.structures}); save masks as (X, Y, 1, C)")
-            values = torch.unique(torch.as_tensor(mask)).tolist()
-            bad = [v for v in values if v not in (0, 1)]
-            if bad:
-                raise ValueError(f"{name}: label values {bad[:5]} are outside the declared set {{0, 1}} (each channel is a binary mask of one structure)")
-            if tuple(mask.shape[1:]) != tuple(image.shape[1:]):
-                raise ValueError(f"{name}: label spatial size {tuple(mask.shape[1:])} does not match image {_source(image)} size {tuple(image.shape[1:])}; resample the label to the image grid")
-            d[key] = mask
-        return d
+    name = source_name(img)
+    if img.ndim < 3:
+        raise ValueError(f"{name}: expected a channel-first radiograph (C, X, Y), got shape {tuple(img.shape)}; load it with ensure_channel_first=True")
+    img = drop_trailing_singletons(img)
+    if img.ndim > 3:
+        spatial = tuple(img.shape[1:])
+        raise ValueError(f"{name}: got a 3D volume of spatial shape {spatial}; this 2D X-ray model takes one projection image (PNG, DICOM or 2D NIfTI) — render a DRR from a CT first")
+    channels = img.shape[0]
+    if channels in (3, 4) and torch.equal(img[0], img[1]) and torch.equal(img[0], img[2]):
+        img = img[:1]
+    elif channels in (3, 4) and luminance:
+        rgb = img[:3] if img.is_floating_point() else img[:3].float()
+        weights = torch.tensor(BT601, dtype=rgb.dtype, device=rgb.device).view(3, 1, 1)
+        img = (rgb * weights).sum(0, keepdim=True)
+    elif channels != 1:
+        fix = "convert it to greyscale" + ("" if luminance or channels not in (3, 4) else " or set luminance=True")
+        raise ValueError(f"{name}: expected a grey radiograph (1 channel, or RGB with equal channels), got {channels} channels of shape {tuple(img.shape[1:])}; {fix}")
+    meta = getattr(img, "meta", {}) or {}
+    if invert_monochrome1 and needs_inversion(meta):
+        img = img.max() + img.min() - img
+    return img
 
 
 def load_radiograph(path: str | os.PathLike) -> MetaTensor:
-    """Load a PNG, DICOM or 2D NIfTI radiograph as a float ``(1, X, Y)`` MetaTensor (see :class:`AsGreyRadiograph`)."""
+    """Load a PNG, DICOM or 2D NIfTI radiograph as a float ``(1, X, Y)`` MetaTensor (see :func:`grey_radiograph`)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"radiograph {str(path)!r} does not exist")
     img = LoadImage(image_only=True, ensure_channel_first=True, dtype=np.float32)(str(path))
-    return AsGreyRadiograph()(img)
+    return grey_radiograph(img)
+
+
+RADIOGRAPH_SUFFIXES = (".nii.gz", ".nii", ".png", ".dcm", ".jpg", ".jpeg")
+
+
+def list_radiographs(folder: str | os.PathLike) -> list[dict[str, str]]:
+    """``[{"image": path}]`` for every radiograph in ``folder``: its ``inference/`` sub-folder when there is one (the
+    ``cxr_segmentation`` sample layout), else the folder itself; our own ``*_overlay.png`` outputs are skipped."""
+    root = Path(folder)
+    if (root / "inference").is_dir():
+        root = root / "inference"
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset_dir {str(root)!r} is not a folder of radiographs (PNG, DICOM or 2D NIfTI)")
+    files = sorted(
+        p for p in root.iterdir()
+        if p.is_file() and p.name.lower().endswith(RADIOGRAPH_SUFFIXES) and not p.name.endswith("_overlay.png")
+    )
+    if not files:
+        raise FileNotFoundError(f"{root}: no radiographs found (looked for {', '.join(RADIOGRAPH_SUFFIXES)})")
+    return [{"image": str(p)} for p in files]
+
+
+def with_background_channel(items, keys: Sequence[str] = ("pred", "label")):
+    """Prepend ``1 - any(structure)`` to the multi-label masks of each item, so reports that expect a background
+    channel 0 (:class:`unimiss_monai.handlers.SegmentationReport`) score each overlapping structure on its own channel."""
+    def one(item):
+        out = dict(item)
+        for key in keys:
+            mask = item[key]
+            background = 1 - (torch.as_tensor(mask) > 0.5).any(0, keepdim=True).to(torch.as_tensor(mask).dtype)
+            out[key] = torch.cat([background, mask]) if not isinstance(mask, MetaTensor) else MetaTensor(
+                torch.cat([background, mask.as_tensor()]), affine=mask.affine, meta=mask.meta)
+        return out
+
+    return [one(i) for i in items] if isinstance(items, list) else one(items)
+
+
+# distinguishable on a grey radiograph: red, green, blue, yellow, magenta, cyan, orange, violet
+OVERLAY_COLOURS: tuple[tuple[int, int, int], ...] = (
+    (230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25),
+    (240, 50, 230), (70, 240, 240), (245, 130, 48), (145, 30, 180),
+)
 
 
 def overlay_rgb(image: np.ndarray | torch.Tensor, masks: np.ndarray | torch.Tensor, alpha: float = 0.4, colours: Sequence[tuple[int, int, int]] = OVERLAY_COLOURS) -> np.ndarray:
@@ -235,148 +209,23 @@ def overlay_rgb(image: np.ndarray | torch.Tensor, masks: np.ndarray | torch.Tens
 
 def write_overlay_png(path: str | os.PathLike, image, masks, names: Sequence[str] = (), alpha: float = 0.4) -> str:
     """Write :func:`overlay_rgb` of ``image`` ``(X, Y)``/``(C, X, Y)`` and ``masks`` ``(S, X, Y)`` to ``path`` as a PNG,
-    with a colour legend of ``names`` in the top-left corner. Written to a temporary file, then renamed."""
+    with a colour legend of ``names`` in the top-left corner (written atomically)."""
     from PIL import Image, ImageDraw
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     picture = Image.fromarray(overlay_rgb(image, masks, alpha))
     draw = ImageDraw.Draw(picture)
     for i, label in enumerate(names):
         draw.rectangle((4, 4 + 12 * i, 12, 12 + 12 * i), fill=OVERLAY_COLOURS[i % len(OVERLAY_COLOURS)])
         draw.text((16, 2 + 12 * i), str(label), fill=(255, 255, 255))
-    with atomic_path(path) as tmp:
-        picture.save(tmp, format="PNG")
-    return str(path)
+    return str(save_png(np.asarray(picture), path))
 
 
-class SaveOverlayPNGd(MapTransform):
-    """Write ``<output_dir>/<input file stem>_overlay.png``: the image with its predicted masks (post-processing).
-
-    Args:
-        keys: the mask key (``(S, X, Y)``, binary).
-        image_key: the image key (``(C, X, Y)``, same size as the masks).
-        output_dir: folder of the PNGs (created).
-        names: structure names for the legend, one per mask channel.
-        alpha: mask opacity. Defaults to 0.4.
-    """
-
-    def __init__(self, keys: KeysCollection, image_key: str = "image", output_dir: str | os.PathLike = ".", names: Sequence[str] = (), alpha: float = 0.4, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.image_key = image_key
-        self.output_dir = Path(output_dir)
-        self.names = list(names)
-        self.alpha = alpha
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        image = d[self.image_key]
-        stem = Path(_source(image)).name
-        for suffix in (".nii.gz", ".nii", ".png", ".dcm", ".jpg", ".jpeg"):
-            if stem.lower().endswith(suffix):
-                stem = stem[: -len(suffix)]
-                break
-        for key in self.key_iterator(d):
-            mask, img = _drop_trailing_singletons(d[key]), _drop_trailing_singletons(image)
-            write_overlay_png(self.output_dir / f"{stem}_overlay.png", img, mask, self.names, self.alpha)
-        return d
-
-
-AsGreyRadiographD = AsGreyRadiographDict = AsGreyRadiographd
-CheckMultiLabelMaskD = CheckMultiLabelMaskDict = CheckMultiLabelMaskd
-SaveOverlayPNGD = SaveOverlayPNGDict = SaveOverlayPNGd
-
-
-RADIOGRAPH_SUFFIXES = (".nii.gz", ".nii", ".png", ".dcm", ".jpg", ".jpeg")
-
-
-def list_radiographs(folder: str | os.PathLike) -> list[dict[str, str]]:
-    """``[{"image": path}]`` for every radiograph in ``folder``: its ``inference/`` sub-folder when there is one (the
-    ``cxr_segmentation`` sample layout), else the folder itself; our own ``*_overlay.png`` outputs are skipped."""
-    root = Path(folder)
-    if (root / "inference").is_dir():
-        root = root / "inference"
-    if not root.is_dir():
-        raise FileNotFoundError(f"dataset_dir {str(root)!r} is not a folder of radiographs (PNG, DICOM or 2D NIfTI)")
-    files = sorted(
-        p for p in root.iterdir()
-        if p.is_file() and p.name.lower().endswith(RADIOGRAPH_SUFFIXES) and not p.name.endswith("_overlay.png")
-    )
-    if not files:
-        raise FileNotFoundError(f"{root}: no radiographs found (looked for {', '.join(RADIOGRAPH_SUFFIXES)})")
-    return [{"image": str(p)} for p in files]
-
-
-def with_background_channel(items, keys: Sequence[str] = ("pred", "label")):
-    """Prepend ``1 - any(structure)`` to the multi-label masks of each item, so reports that expect a background
-    channel 0 (:class:`unimiss_monai.engines.SegmentationReport`) score each overlapping structure on its own channel."""
-    def one(item):
-        out = dict(item)
-        for key in keys:
-            mask = item[key]
-            background = 1 - (torch.as_tensor(mask) > 0.5).any(0, keepdim=True).to(torch.as_tensor(mask).dtype)
-            out[key] = torch.cat([background, mask]) if not isinstance(mask, MetaTensor) else MetaTensor(
-                torch.cat([background, mask.as_tensor()]), affine=mask.affine, meta=mask.meta)
-        return out
-
-    return [one(i) for i in items] if isinstance(items, list) else one(items)
-
-
-class SkipFailedd(Transform):
-    """Apply ``transform`` to a data dictionary unless it carries a non-empty ``failed_key`` (an input that could not
-    be read, see :class:`unimiss_monai.engines.tolerant_inference.TolerantDataset`)."""
-
-    def __init__(self, transform, failed_key: str = "failed") -> None:
-        self.transform = transform
-        self.failed_key = failed_key
-
-    def __call__(self, data):
-        return data if data.get(self.failed_key) else self.transform(data)
-
-
-class InferenceSummary:
-    """Ignite handler: record each case as written or failed, then print a summary and write
-    ``<output_dir>/inference_summary.json`` (atomically) at the end of the run. Attaching also installs
-    :func:`~unimiss_monai.engines.tolerant_inference.guard_forward`, so a case whose network forward fails is recorded
-    as failed and the run goes on.
-
-    Args:
-        output_dir: folder of the summary.
-        case_key, failed_key: item keys of the input path and of the failure message (empty when it worked).
-    """
-
-    def __init__(self, output_dir: str | os.PathLike, case_key: str = "case", failed_key: str = "failed") -> None:
-        self.output_dir = Path(output_dir)
-        self.case_key, self.failed_key = case_key, failed_key
-        self.cases: list[dict[str, str]] = []
-
-    def attach(self, engine) -> None:
-        from ignite.engine import Events
-
-        from unimiss_monai.engines.tolerant_inference import guard_forward
-
-        engine.add_event_handler(Events.STARTED, guard_forward)  # at STARTED: evaluators set their inferer after attach
-        engine.add_event_handler(Events.STARTED, lambda _: self.cases.clear())
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
-        engine.add_event_handler(Events.COMPLETED, self.write)
-
-    def collect(self, engine) -> None:
-        batch = engine.state.batch
-        items = batch if isinstance(batch, list) else [batch]
-        for item in items:
-            cases, failures = item.get(self.case_key, ""), item.get(self.failed_key, "")
-            for case, failed in zip(*(v if isinstance(v, (list, tuple)) else [v] for v in (cases, failures))):
-                self.cases.append({"case": str(case), "status": f"failed: {failed}" if failed else "ok"})
-
-    def write(self, engine=None) -> str:
-        failed = [c for c in self.cases if c["status"] != "ok"]
-        from unimiss_monai.data.writers import save_json
-
-        path = save_json({"num_cases": len(self.cases), "num_failed": len(failed), "cases": self.cases},
-                         self.output_dir / "inference_summary.json")
-        print(f"[inference] {len(self.cases) - len(failed)} of {len(self.cases)} radiographs segmented -> {self.output_dir}", flush=True)
-        for c in failed:
-            print(f"[inference]   {c['case']}: {c['status']}", flush=True)
-        if self.cases and len(failed) == len(self.cases):  # nothing segmented: the run must not exit 0
-            raise RuntimeError(f"inference: no radiograph was segmented ({len(failed)} failed, see above)")
-        return str(path)
+_XRAY, _IO = "unimiss_monai.transforms.xray", "unimiss_monai.transforms.io"
+# moved names keep working for one release, with a DeprecationWarning naming the new place
+__getattr__ = moved_names(__name__, {
+    "AsGreyRadiograph": _XRAY, "AsGreyRadiographd": _XRAY, "AsGreyRadiographD": _XRAY, "AsGreyRadiographDict": _XRAY,
+    "CheckMultiLabelMaskd": _XRAY, "CheckMultiLabelMaskD": _XRAY, "CheckMultiLabelMaskDict": _XRAY,
+    "SaveOverlayPNGd": _IO, "SaveOverlayPNGD": _IO, "SaveOverlayPNGDict": _IO,
+    "SkipFailedd": "unimiss_monai.transforms.utility",
+    "InferenceSummary": "unimiss_monai.handlers.inference_summary",
+})

@@ -22,11 +22,11 @@ from monai.engines.workflow import Workflow
 from monai.utils import convert_to_tensor
 from torch import nn
 
-from unimiss_monai.engines.pretraining_data import COUNT_KEY, SKIPPED_KEY, PhaseLoader
-from unimiss_monai.engines.student_teacher import StudentTeacher
+from unimiss_monai.data.loaders import COUNT_KEY, SKIPPED_KEY, PhaseLoader
+from unimiss_monai.networks.nets.student_teacher import StudentTeacher
 from unimiss_monai.utils.ema import update_momentum
 
-__all__ = ["PretrainingTrainer"]
+__all__ = ["PretrainingTrainer", "log_export"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class PretrainingTrainer(Trainer):
     is dropped, so AdamW also skips their weight decay). The teacher never gets gradients: it runs under ``no_grad``
     and follows the student by EMA after each optimiser step.
 
-    Batches come from a :class:`~unimiss_monai.engines.pretraining_data.PhaseLoader` as ``(phase, batch_dict)``.
+    Batches come from a :class:`~unimiss_monai.data.loaders.PhaseLoader` as ``(phase, batch_dict)``.
     ``engine.state.output`` holds floats: every loss term, ``loss`` (the total), ``teacher_entropy``,
     ``teacher_batch_entropy``, ``center_norm``, ``lr``, and ``phase``/``skipped``.
 
@@ -161,6 +161,11 @@ class PretrainingTrainer(Trainer):
         self.frozen_3d = [p for n, p in network.student.named_parameters() if re.search(frozen_3d_pattern, n)]
         if not self.frozen_3d and train_data_loader.loaders.get("xray") is not None:
             logger.warning("frozen_3d_pattern %r matches no student parameter: nothing is frozen in X-ray iterations", frozen_3d_pattern)
+        self._init_bookkeeping(train_handlers)
+
+    def _init_bookkeeping(self, train_handlers: Sequence | None) -> None:
+        """Counters, loader positioning, per-epoch sample checks and the train handlers (shared with the other
+        pretraining recipes' trainers)."""
         self.state.optimizer_step = 0
         self.state.skipped_samples = 0
         self.state.phase = None
@@ -337,3 +342,12 @@ class PretrainingTrainer(Trainer):
         if self.momentum_schedule is not None:
             update_momentum(self.network.student, self.network.teacher, self.momentum_schedule(self.state.optimizer_step))
         self.state.optimizer_step += 1
+
+
+def log_export(trainer: PretrainingTrainer, model_path: str) -> None:
+    """Log where the run exported the teacher backbone, how to publish it for the fine-tuning bundles, and how many
+    samples were skipped (the bundle's ``finalize``)."""
+    logger.info(
+        "exported backbone: %s (publish it with: python -m unimiss_monai publish-pretrained %s) | skipped samples: %d",
+        model_path, model_path, trainer.state.skipped_samples,
+    )

@@ -12,7 +12,7 @@ from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.handlers import CheckpointSaver
 
 from unimiss_monai.data.writers import save_torch
-from unimiss_monai.handlers.non_finite_guard import first_non_finite
+from unimiss_monai.utils.finite import first_non_finite
 
 __all__ = ["BestModelSaver"]
 

@@ -7,19 +7,14 @@ import torch
 from ignite.engine import Engine, Events
 from monai.data.utils import set_rnd
 
+from unimiss_monai.utils.seeds import epoch_seed
+
 __all__ = ["EpochSeed", "epoch_seed"]
-
-_SEED_MOD = 2**31 - 1
-
-
-def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
-    """The seed of ``epoch`` on ``rank``: distinct per epoch and rank, the same in every run with the same ``seed``."""
-    return ((int(seed) * 1_000_003 + int(epoch)) * 1_000_033 + int(rank)) % _SEED_MOD
 
 
 class EpochSeed:
-    """Ignite handler: at the start of every epoch, seed the engine's data loader from :func:`epoch_seed` and start
-    the epoch's pass over it.
+    """Ignite handler: at the start of every epoch, seed the engine's data loader from
+    :func:`~unimiss_monai.utils.seeds.epoch_seed` and start the epoch's pass over it.
 
     MONAI's random transforms keep their own generators, which advance with every sample; a run restarted from a
     checkpoint would replay them from the start. Seeding at each epoch makes the epoch's draws depend only on

@@ -4,34 +4,18 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
 
-__all__ = ["NonFiniteGuard", "batch_files", "first_non_finite"]
+from unimiss_monai.utils.finite import first_non_finite
+
+__all__ = ["NonFiniteGuard", "batch_files"]
 
 # a resumed run restores the optimiser, learning rate included, so a changed rate needs a fresh start
 RESTART_HINT = "delete the run's checkpoints/checkpoint.pt first: resuming keeps the old rate"
-
-
-def first_non_finite(obj: Any, prefix: str = "") -> str | None:
-    """The dotted name of the first floating-point tensor in ``obj`` (a tensor, or mappings / sequences of them) that
-    holds NaN or Inf, or ``None`` when every one is finite. Numbers and strings are not checked."""
-    if torch.is_tensor(obj):
-        return (prefix or "tensor") if obj.is_floating_point() and not bool(torch.isfinite(obj).all()) else None
-    if isinstance(obj, Mapping):
-        items: Iterable = obj.items()
-    elif isinstance(obj, Sequence) and not isinstance(obj, (str, bytes)):
-        items = enumerate(obj)
-    else:
-        return None
-    for key, value in items:
-        found = first_non_finite(value, f"{prefix}.{key}" if prefix else str(key))
-        if found is not None:
-            return found
-    return None
 
 
 def batch_files(batch: Any, key: str = "image") -> list[str]:

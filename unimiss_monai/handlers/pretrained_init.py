@@ -141,8 +141,7 @@ def load_pretrained_init(
             ``info`` names another variant or widths, or encoder tensors would stay untrained (see ``allow_partial``).
     """
     if path is None or str(path) == "":
-        logger.info("pretrained init: no pretrained_path, training from scratch")
-        print("[pretrained] no pretrained_path given: training from scratch", flush=True)
+        logger.info("no pretrained_path given: training from scratch")
         return {"path": None, "target": None, "loaded": 0, "missing": [], "unexpected": []}
     path = resolve_pretrained_path(path)
     allow_partial = as_bool(allow_partial, "allow_partial")
@@ -188,10 +187,9 @@ def load_pretrained_init(
         )
     best_module.load_state_dict({k: state[k] for k in best_common}, strict=False)
     report = {"path": path, "target": best_name, "loaded": len(best_common), "missing": missing, "unexpected": unexpected}
-    print(
-        f"[pretrained] {path} -> {best_name}: loaded {len(best_common)}/{len(target_state)} tensors, "
+    logger.info(
+        f"{path} -> {best_name}: loaded {len(best_common)}/{len(target_state)} tensors, "
         f"{len(missing)} kept random{' (e.g. ' + ', '.join(missing[:3]) + ')' if missing else ''}, "
-        f"{len(unexpected)} unused{' (e.g. ' + ', '.join(unexpected[:3]) + ')' if unexpected else ''}",
-        flush=True,
+        f"{len(unexpected)} unused{' (e.g. ' + ', '.join(unexpected[:3]) + ')' if unexpected else ''}"
     )
     return report

@@ -11,7 +11,7 @@ from ignite.engine import Engine, Events
 
 from unimiss_monai.data.writers import atomic_path, keep_previous
 from unimiss_monai.handlers.best_model_saver import BestModelSaver
-from unimiss_monai.handlers.non_finite_guard import first_non_finite
+from unimiss_monai.utils.finite import first_non_finite
 from unimiss_monai.utils.serialization import load_torch_file
 
 __all__ = ["PublishBestModel"]

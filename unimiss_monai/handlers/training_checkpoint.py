@@ -13,7 +13,8 @@ import torch
 from ignite.engine import Engine, Events
 
 from unimiss_monai.data.writers import save_torch as atomic_torch_save  # the name this module has always exported
-from unimiss_monai.handlers.non_finite_guard import first_non_finite
+from unimiss_monai.utils.finite import first_non_finite
+from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.serialization import load_torch_file
 
 __all__ = ["TrainingCheckpoint", "atomic_torch_save", "capture_rng_state", "restore_rng_state"]
@@ -59,7 +60,7 @@ class TrainingCheckpoint:
     The checkpoint holds each object's ``state_dict()`` (model with teacher, optimiser, trainer position, loss centre,
     ...), the AMP scaler and the RNG states, so a run killed after a save and restarted produces the same weights as an
     uninterrupted run with the same seed (the data order and augmentations are functions of seed and position, see
-    :mod:`unimiss_monai.engines.pretraining_data`; for MONAI loaders, :class:`~unimiss_monai.handlers.EpochSeed`).
+    :mod:`unimiss_monai.data.loaders`; for MONAI loaders, :class:`~unimiss_monai.handlers.EpochSeed`).
     Only rank 0 writes; every rank resumes. The file holds only tensors, numbers, strings and containers, and resuming
     reads it weights-only. A state holding NaN or Inf is never saved: ``save`` raises ``FloatingPointError`` and the
     previous checkpoint stays.
@@ -100,7 +101,7 @@ class TrainingCheckpoint:
         self.path = Path(ckpt_dir) / self.FILENAME
         self.objects, self.save_every, self.resume = dict(save_objects), int(save_every), resume
         self.export_path, self.export_fn = (Path(export_path) if export_path else None), export_fn
-        self.epoch_level, self.resume_finished = epoch_level, resume_finished
+        self.epoch_level, self.resume_finished = epoch_level, as_bool(resume_finished, "resume_finished")
         self._epoch_save_attached, self._saved_iteration = False, -1
 
     def attach(self, engine: Engine) -> None:

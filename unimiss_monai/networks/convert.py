@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 import torch
 
+from unimiss_monai.data.writers import save_torch
 from unimiss_monai.utils.serialization import load_torch_file
 
 __all__ = ["convert_checkpoint", "convert_official_state_dict", "official_key_to_ours"]
@@ -168,10 +169,7 @@ def convert_checkpoint(
         "head_tensors": len(head), "skipped_official": info["skipped"], "missing": missing,
         "unexpected": unexpected, "shape_mismatch": shape,
     }
-    tmp = f"{dst}.tmp"
-    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-    torch.save({"model": sd, "head": head, "variant": info["variant"]}, tmp)
-    os.replace(tmp, dst)
+    save_torch({"model": sd, "head": head, "variant": info["variant"]}, dst)
     print(
         f"convert-checkpoint: {src} [{branch}] -> {dst}: variant {info['variant']}, {len(sd)} backbone tensors, "
         f"{len(head)} head tensors; missing {len(missing)}, unexpected {len(unexpected)}, shape mismatches "

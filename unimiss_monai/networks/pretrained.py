@@ -19,7 +19,10 @@ import torch
 from torch import nn
 
 from unimiss_monai.networks.blocks.pos_embed import PositionEmbedding, resize_pos_embed
+from unimiss_monai.networks.inflate import encoder_pos_grids, inflate_2d_to_3d
 from unimiss_monai.networks.nets.encoder import MiTEncoder
+from unimiss_monai.networks.nets.image_volume import ImageVolumeNet
+from unimiss_monai.networks.recipe_weights import SLICE_ENCODER_PREFIX, check_recipe, intra_inter_info
 from unimiss_monai.networks.variants import VARIANTS, VariantConfig, get_variant, stage_grids
 from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.serialization import load_torch_file
@@ -47,6 +50,7 @@ class LoadReport:
     mismatched: list[str] = field(default_factory=list)
     resized: list[str] = field(default_factory=list)
     adapted: list[str] = field(default_factory=list)
+    inflated: list[str] = field(default_factory=list)
     checkpoint_variant: str | None = None
     source: str = "<state dict>"
     info: dict = field(default_factory=dict)
@@ -60,6 +64,7 @@ class LoadReport:
         return (
             f"pretrained {self.source}: variant {self.checkpoint_variant or 'unknown'} (from {origin}), "
             f"{self.encoder_loaded}/{self.encoder_total} encoder tensors loaded, {self.encoder_resized} resized"
+            + (f", {len(self.inflated)} inflated 2D->3D" if self.inflated else "")
         )
 
     def __str__(self) -> str:
@@ -67,9 +72,9 @@ class LoadReport:
             self.summary(),
             f"  all tensors: {len(self.matched)} loaded, {len(self.missing)} missing, {len(self.unexpected)} unexpected, "
             f"{len(self.mismatched)} shape-mismatched, {len(self.resized)} position embeddings resized, "
-            f"{len(self.adapted)} input convs adapted",
+            f"{len(self.adapted)} input convs adapted, {len(self.inflated)} inflated 2D->3D",
         ]
-        for name in ("missing", "unexpected", "mismatched", "resized", "adapted"):
+        for name in ("missing", "unexpected", "mismatched", "resized", "adapted", "inflated"):
             keys = getattr(self, name)
             if keys:
                 lines.append(f"  {name}: {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}")
@@ -177,9 +182,17 @@ def backbone_info(backbone: nn.Module) -> dict[str, Any]:
     :data:`VARIANTS` names them), ``spatial_dims`` and the input size of each dimension's position embeddings
     (``img_size2d`` / ``img_size3d``). Plain lists and strings, so ``torch.load(weights_only=True)`` reads it.
 
+    An :class:`ImageVolumeNet` (intra-inter recipe) adds ``recipe: "intra_inter"``, ``slice_backbone`` and its
+    constructor arguments; with a MONAI ResNet slice backbone ``variant`` is the ResNet's name and ``family``
+    ``"resnet"``.
+
     Args:
-        backbone: a module holding a :class:`MiTEncoder` (a backbone, a task network or the encoder itself).
+        backbone: a module holding a :class:`MiTEncoder` (a backbone, a task network or the encoder itself), or an
+            :class:`ImageVolumeNet`.
     """
+    if isinstance(backbone, ImageVolumeNet):
+        mit = None if backbone.slice_encoder.is_resnet else backbone_info(backbone.slice_encoder.backbone)
+        return intra_inter_info(backbone, mit)
     _, encoder = _find_encoder(backbone)
     if encoder is None:
         raise TypeError(f"backbone_info: {type(backbone).__name__} holds no MiTEncoder")
@@ -215,6 +228,11 @@ def check_info(info: Mapping[str, Any], config: VariantConfig) -> None:
 def _align_prefix(sd: dict[str, torch.Tensor], model_keys: set[str]) -> dict[str, torch.Tensor]:
     candidates = [sd, {f"encoder.{k}": v for k, v in sd.items()}]
     candidates.append({k[8:]: v for k, v in sd.items() if k.startswith("encoder.")})
+    # the slice encoder of an intra-inter export, as a bare encoder or a task network's encoder; its other tensors
+    # (projection, inter-slice transformer, predictor) keep their names and show as unexpected
+    n = len(SLICE_ENCODER_PREFIX)
+    for pre in ("", "encoder."):
+        candidates.append({(pre + k[n:] if k.startswith(SLICE_ENCODER_PREFIX) else k): v for k, v in sd.items()})
     return max(candidates, key=lambda c: len(model_keys & set(c)))
 
 
@@ -312,10 +330,17 @@ def load_pretrained(
 
 def _load(model: nn.Module, obj, source: str, strict: bool, allow_partial: bool) -> LoadReport:
     sd, info = read_checkpoint(obj)
+    check_recipe(info, model)
     target = model.state_dict()
     sd = _align_prefix(sd, set(target))
     enc_name, encoder = _find_encoder(model)
+    pos_modules = {f"{n}.weight": m for n, m in model.named_modules() if isinstance(m, PositionEmbedding)}
+    if encoder is not None and 3 in encoder.spatial_dims:
+        sd, inflated = inflate_2d_to_3d(sd, target, encoder_pos_grids(encoder, info, pos_modules))
+    else:
+        inflated = []
     report = LoadReport(checkpoint_variant=info.get("variant") or detect_variant(sd), source=source, info=info)
+    report.inflated = inflated
     if encoder is not None:
         check_info(info, encoder.config)
         theirs, ours = encoder_layout(sd), encoder_layout(target)
@@ -325,7 +350,6 @@ def _load(model: nn.Module, obj, source: str, strict: bool, allow_partial: bool)
                 f"({encoder.config.name}); "
                 f"{_layout_fix(theirs)}"
             )
-    pos_modules = {f"{n}.weight": m for n, m in model.named_modules() if isinstance(m, PositionEmbedding)}
     loaded, why = {}, {}
     for k, v in sd.items():
         if k not in target:
@@ -369,5 +393,6 @@ def _load(model: nn.Module, obj, source: str, strict: bool, allow_partial: bool)
         )
     model.load_state_dict(loaded, strict=False)
     logger.info("%s", report.summary())
-    print(report, flush=True)
+    # the per-tensor details (missing, unexpected, resized names) for whoever asks for them
+    logger.debug("%s", report)
     return report

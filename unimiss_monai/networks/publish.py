@@ -20,6 +20,7 @@ import torch
 from unimiss_monai.data.writers import keep_previous, save_torch
 from unimiss_monai.networks.pretrained import detect_variant
 from unimiss_monai.utils.args import as_bool
+from unimiss_monai.utils.finite import first_non_finite
 from unimiss_monai.utils.serialization import load_torch_file
 
 __all__ = ["DEFAULT_DST", "publish_pretrained", "read_export"]
@@ -55,15 +56,12 @@ def read_export(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{path}: its 'model' holds no tensors")
     if not isinstance(obj.get("info"), Mapping) or "variant" not in obj["info"]:
         raise ValueError(
-            f"{path} has no 'info' naming its variant; export it with StudentTeacher.export "
+            f"{path} has no 'info' naming its variant; export it with StudentTeacher.export or ImageVolumeNet.export "
             "(TrainingCheckpoint export_fn '$@network_def.export')"
         )
-    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-    if bad:
-        raise ValueError(
-            f"{path}: {len(bad)} tensors hold NaN or Inf ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}); "
-            "the run diverged, publish an earlier export"
-        )
+    bad = first_non_finite(tensors)
+    if bad is not None:
+        raise ValueError(f"{path}: tensor {bad} holds NaN or Inf; the run diverged, publish an earlier export")
     return {"model": tensors, "info": dict(obj["info"]), **{k: v for k, v in obj.items() if k not in ("model", "info")}}
 
 
@@ -76,6 +74,10 @@ def _differences(old: Mapping[str, Any], new: dict[str, Any]) -> list[str]:
     old_variant = old_info.get("variant") or detect_variant(old_sd)
     if old_info.get("variant") is not None and old_variant != new["info"]["variant"]:
         out.append(f"variant {old_variant} -> {new['info']['variant']}")
+    # UniMiSS exports record no recipe; an intra-inter one does (its slice encoder is what fine-tuning loads)
+    old_recipe, new_recipe = old_info.get("recipe", "unimiss"), new["info"].get("recipe", "unimiss")
+    if old_recipe != new_recipe:
+        out.append(f"recipe {old_recipe} -> {new_recipe}")
     new_sd = new["model"]
     for k in sorted(set(old_sd) | set(new_sd)):
         if k not in new_sd:
@@ -133,7 +135,8 @@ def publish_pretrained(src: str, dst: str | None = None, force: bool | str = Fal
     }
     save_torch({**export, "info": info}, dst_path)
     print(
-        f"publish-pretrained: {src_path} (sha256 {digest[:12]}, variant {info['variant']}, {len(export['model'])} "
+        f"publish-pretrained: {src_path} (sha256 {digest[:12]}, {info.get('recipe', 'unimiss')} recipe, variant "
+        f"{info['variant']}, {len(export['model'])} "
         f"tensors) -> {dst_path}{f'; previous kept as {previous}' if previous else ''}",
         flush=True,
     )

@@ -33,11 +33,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
+from unimiss_monai.networks.nets.student_teacher import TeacherLogits
 from unimiss_monai.release.package import REQUIRED, bundle_version
+from unimiss_monai.utils.errors import failure_reason
 
-__all__ = ["DEFAULT_BUNDLES", "SCHEMA", "TeacherLogits", "verify_bundle", "verify_bundles"]
+__all__ = ["DEFAULT_BUNDLES", "SCHEMA", "verify_bundle", "verify_bundles"]
 
 DEFAULT_BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 SCHEMA = Path(__file__).resolve().parents[1] / "resources" / "meta_schema_20240725.json"
@@ -47,28 +48,6 @@ SCHEMA_SHA256 = "cd64aa8a5904426f6fc6855dabe46af8c742d5bad644b4e9cfb78ebad09ad67
 
 class Skip(Exception):
     """A check that does not apply to this bundle; the message says why."""
-
-
-class TeacherLogits(nn.Module):
-    """The teacher's head logits ``(B, out_dim)`` for a ``(B, C, *spatial)`` input: what a pretraining bundle's
-    ``network_data_format`` describes, since its ``StudentTeacher`` has no forward of its own."""
-
-    def __init__(self, student_teacher: nn.Module) -> None:
-        super().__init__()
-        self.teacher = student_teacher.teacher
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.teacher(x).logits
-
-
-def _first_line(err: BaseException) -> str:
-    # MONAI wraps config errors in "Failed to evaluate/instantiate": report the innermost cause
-    seen = set()
-    while (err.__cause__ or err.__context__) is not None and id(err) not in seen:
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    lines = [s for s in str(err).splitlines() if s.strip()]
-    return f"{type(err).__name__}: {lines[0].strip() if lines else ''}"
 
 
 class _Bundle:
@@ -124,7 +103,7 @@ def _check_changelog(b: _Bundle) -> str:
 def _net_args(b: _Bundle, config: Path) -> tuple[str, dict]:
     text = json.loads(config.read_text())["network_def"]
     if isinstance(text, dict) and str(text.get("_target_", "")).endswith("StudentTeacher"):
-        return "_verify_net_", {"_verify_net_": "$unimiss_monai.release.verify.TeacherLogits(@network_def)"}
+        return "_verify_net_", {"_verify_net_": "$unimiss_monai.networks.nets.student_teacher.TeacherLogits(@network_def)"}
     return "network_def", {}
 
 
@@ -241,7 +220,7 @@ def verify_bundle(path: Path, work: Path, dataset_dir: Path | None, report: Call
         except Skip as why:
             status, detail = "skipped", str(why)
         except Exception as err:  # noqa: BLE001 - every failure is reported, and the other checks still run
-            status, detail = "FAILED", _first_line(err)
+            status, detail = "FAILED", failure_reason(err)
         finally:
             logging.disable(logging.NOTSET)
         seconds = time.perf_counter() - start

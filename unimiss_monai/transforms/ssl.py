@@ -32,7 +32,7 @@ from monai.transforms import (
 )
 
 from unimiss_monai.conventions import CT_AXCODES, CT_TO_NETWORK
-from unimiss_monai.transforms.croppad.dictionary import AxialSliceSamplerd, RandResizedCropd, RandScaledCropd
+from unimiss_monai.transforms.croppad.dictionary import RandResizedCropd, RandScaledCropd
 from unimiss_monai.transforms.intensity.dictionary import ScaleCTIntensityd
 
 __all__ = ["ct_views_pipeline", "drr_views_pipeline", "view_keys", "xray_views_pipeline"]
@@ -72,8 +72,6 @@ def ct_views_pipeline(
     intensity_mode: str = "hu1024",
     window: tuple[float, float] = (-1024.0, 1024.0),
     depth_last_input: bool = True,
-    slice_stride: int | None = None,
-    slice_channels: int = 3,
     keep_source: bool = False,
 ) -> Compose:
     """Two (or ``n_views``) augmented global views of one CT: ``key`` ``(1, X, Y, Z)`` HU ->
@@ -88,8 +86,8 @@ def ct_views_pipeline(
     noise, Gaussian blur, multiplicative and additive brightness, contrast and gamma. A CT smaller than a crop is
     padded with its minimum (air). Per-view probabilities accept one value or one per view (reference: view 0/1 differ).
 
-    With ``slice_stride``, every ``slice_stride``-th axial slice of each view is also stored as
-    ``<key>_view{i}_slices`` ``(S, slice_channels, H, W)`` (UniMiSS+: 2).
+    The axial slices the 2D branch also sees are cut from the collated batch on the device by
+    :class:`~unimiss_monai.engines.pretraining.PretrainingTrainer` (``slice_stride``), not here.
 
     Args:
         key: input key holding the CT in HU.
@@ -131,11 +129,7 @@ def ct_views_pipeline(
             RandScaleIntensityFixedMeand(v, factors=contrast_factor, preserve_range=True, prob=contrast_prob),
             RandAdjustContrastd(v, gamma=gamma, retain_stats=True, prob=probs["gamma_prob"][i]),
         ]
-    post = []
-    if slice_stride:
-        post.append(AxialSliceSamplerd(views, stride=slice_stride, channels=slice_channels))
-    if not keep_source:
-        post.append(DeleteItemsd(key))
+    post = [] if keep_source else [DeleteItemsd(key)]
     return Compose(pre + per_view + post)
 
 

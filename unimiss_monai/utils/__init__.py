@@ -1,33 +1,27 @@
-"""unimiss_monai.utils: step schedules, teacher EMA, config-value parsing, weights-only file loading, and the checks
-and one-line errors of a bundle run's command line."""
+"""unimiss_monai.utils: step schedules, teacher EMA, seeds, distributed helpers, config-value parsing, weights-only
+file loading, lazy and moved names, and the checks and one-line errors of a bundle run's command line.
 
-from unimiss_monai.utils.args import as_bool
-from unimiss_monai.utils.ema import unwrap_model, update_momentum
-from unimiss_monai.utils.errors import install_error_hook, user_error_message
-from unimiss_monai.utils.run_arguments import RunArgumentError, check_run_arguments, config_ids
-from unimiss_monai.utils.schedules import (
-    ScheduleCalculator,
-    cosine_schedule,
-    momentum_schedule,
-    teacher_temperature_schedule,
-    warmup_cosine_schedule,
+Names are imported on first use (PEP 562): the package's lazy ``__init__`` files import :mod:`.lazy` from here, which
+must not pull in torch.
+"""
+
+from unimiss_monai.utils.lazy import lazy_exports
+
+_EXPORTS = {
+    "unimiss_monai.utils.args": ("as_bool",),
+    "unimiss_monai.utils.ema": ("unwrap_model", "update_momentum"),
+    "unimiss_monai.utils.errors": ("failure_reason", "install_error_hook", "root_cause", "user_error_message"),
+    "unimiss_monai.utils.finite": ("first_non_finite",),
+    "unimiss_monai.utils.run_arguments": ("RunArgumentError", "check_run_arguments", "config_ids"),
+    "unimiss_monai.utils.schedules": ("cosine_schedule", "momentum_schedule", "optimizer_steps", "scaled_lr",
+                                      "teacher_temperature_schedule", "warmup_cosine_schedule"),
+    "unimiss_monai.utils.seeds": ("epoch_seed",),
+    "unimiss_monai.utils.serialization": ("UnsafeCheckpointError", "load_torch_file"),
+}
+_SUBMODULES = ("args", "dist", "ema", "errors", "finite", "lazy", "run_arguments", "schedules", "seeds",
+               "serialization")
+
+__all__ = sorted(name for names in _EXPORTS.values() for name in names)
+__getattr__, __dir__ = lazy_exports(
+    __name__, {**{n: module for module, names in _EXPORTS.items() for n in names}, **{m: "" for m in _SUBMODULES}}
 )
-from unimiss_monai.utils.serialization import UnsafeCheckpointError, load_torch_file
-
-__all__ = [
-    "RunArgumentError",
-    "ScheduleCalculator",
-    "UnsafeCheckpointError",
-    "as_bool",
-    "check_run_arguments",
-    "config_ids",
-    "cosine_schedule",
-    "install_error_hook",
-    "load_torch_file",
-    "momentum_schedule",
-    "teacher_temperature_schedule",
-    "unwrap_model",
-    "update_momentum",
-    "user_error_message",
-    "warmup_cosine_schedule",
-]

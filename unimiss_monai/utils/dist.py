@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 import torch.distributed as dist
 
-__all__ = ["init_distributed", "is_rank_zero", "local_device", "rank_zero_handlers"]
+__all__ = ["destroy_distributed", "init_distributed", "is_rank_zero", "local_device", "rank_zero_handlers"]
 
 
 def local_device() -> torch.device:
@@ -32,6 +32,12 @@ def init_distributed() -> bool:
     if torch.cuda.is_available():
         torch.cuda.set_device(local_device())
     return True
+
+
+def destroy_distributed() -> None:
+    """Leave the process group at the end of a run (a no-op when none was joined), so ``torchrun`` exits cleanly."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def is_rank_zero() -> bool:

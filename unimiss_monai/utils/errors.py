@@ -12,10 +12,12 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["TRACEBACK_ENV", "install_error_hook", "user_error_message"]
+__all__ = ["TRACEBACK_ENV", "exception_chain", "failed_transform", "failure_reason", "install_error_hook", "root_cause",
+           "user_error_message"]
 
 TRACEBACK_ENV = "UNIMISS_TRACEBACK"
 _PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
@@ -26,6 +28,39 @@ _USER_TYPE_NAMES = {"ValueError", "FileNotFoundError", "FileExistsError", "KeyEr
 _WORKER_HEAD = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.\nOriginal Traceback")
 _EXC_LINE = re.compile(r"^(?P<type>[A-Za-z_][\w.]*): (?P<message>.*)$")
 _FILE_LINE = re.compile(r'^\s*File "(?P<file>[^"]+)", line \d+')
+_APPLYING = re.compile(r"^applying transform <?([\w.]+)")
+
+
+def exception_chain(err: BaseException) -> Iterator[BaseException]:
+    """``err`` and the exceptions behind it, outermost first: ``raise ... from`` causes, and the exception being
+    handled when ``err`` was raised unless that context was suppressed (``from None``). Stops at a cycle."""
+    seen: set[int] = set()
+    e: BaseException | None = err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
+
+
+def root_cause(err: BaseException) -> BaseException:
+    """The innermost exception of :func:`exception_chain`: what actually went wrong behind MONAI's ``applying
+    transform``, ``Failed to evaluate`` and ``Failed to instantiate`` wrappers."""
+    *_, last = exception_chain(err)
+    return last
+
+
+def failed_transform(err: BaseException) -> str | None:
+    """The class name of the innermost transform MONAI's ``applying transform <...>`` wrappers name in the chain of
+    ``err`` (e.g. ``"LoadImaged"``), or ``None`` when the error did not come out of a ``Compose``."""
+    names = [m.group(1).rsplit(".", 1)[-1] for e in exception_chain(err) if (m := _APPLYING.match(str(e)))]
+    return names[-1] if names else None
+
+
+def failure_reason(err: BaseException) -> str:
+    """One line saying why a case failed: ``"<Type>: <first line of the message>"`` of :func:`root_cause`."""
+    cause = root_cause(err)
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    return f"{type(cause).__name__}: {lines[0]}" if lines else type(cause).__name__
 
 
 def _is_wrapper(message: str) -> bool:
@@ -88,13 +123,8 @@ def user_error_message(exc: BaseException) -> str | None:
     Args:
         exc: the uncaught exception.
     """
-    seen: set[int] = set()
-    while isinstance(exc, RuntimeError) and _is_wrapper(str(exc)) and id(exc) not in seen:
-        seen.add(id(exc))
-        inner = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
-        if inner is None:
-            break
-        exc = inner
+    # only MONAI's own wrappers are looked through: an error raised while handling another is the one to report
+    exc = next((e for e in exception_chain(exc) if not (isinstance(e, RuntimeError) and _is_wrapper(str(e)))), root_cause(exc))
     if not isinstance(exc, Exception):
         return None
     text = str(exc)

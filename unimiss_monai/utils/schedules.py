@@ -1,5 +1,5 @@
 """Pure step schedules for self-supervised pretraining (learning rate, weight decay, EMA momentum, teacher
-temperature), plus an adapter for MONAI's ``ParamSchedulerHandler``.
+temperature), and the learning-rate scaling and step counts a config derives them from.
 
 Steps are 0-based. Values match the DINO / UniMiSS reference schedules (``utils.cosine_scheduler``): the cosine runs
 over ``max_steps`` and any step at or past ``max_steps`` returns the final value.
@@ -8,12 +8,12 @@ over ``max_steps`` and any step at or past ``max_steps`` returns the final value
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 __all__ = [
-    "ScheduleCalculator",
     "cosine_schedule",
     "momentum_schedule",
+    "optimizer_steps",
+    "scaled_lr",
     "teacher_temperature_schedule",
     "warmup_cosine_schedule",
 ]
@@ -92,41 +92,27 @@ def teacher_temperature_schedule(
     return float(warmup_temp + (final_temp - warmup_temp) * step / (warmup_steps - 1))
 
 
-_SCHEDULES: dict[str, Callable[..., float]] = {
-    "cosine": cosine_schedule,
-    "warmup_cosine": warmup_cosine_schedule,
-    "momentum": momentum_schedule,
-    "teacher_temperature": teacher_temperature_schedule,
-}
+def scaled_lr(base_lr: float, batch_size: int, accumulation_steps: int = 1, world_size: int = 1,
+              floor: float = 0.0) -> float:
+    """Square-root batch scaling of the learning rate, ``max(floor, base_lr * sqrt(effective_batch / 256))`` with
+    ``effective_batch = batch_size * accumulation_steps * world_size``.
 
-
-class ScheduleCalculator:
-    """Adapts a schedule ``f(step, **kwargs)`` to the ``value_calculator`` of ``monai.handlers.ParamSchedulerHandler``,
-    which calls ``value_calculator(current_step=engine.state.iteration, **vc_kwargs)``.
-
-    Ignite's iteration counter is 1-based. With the handler on ``Events.ITERATION_STARTED`` use
-    ``step_offset=-1`` so that the first iteration runs with ``f(0)``.
-
-    Args:
-        schedule: a callable or one of ``"cosine"``, ``"warmup_cosine"``, ``"momentum"``, ``"teacher_temperature"``.
-        step_offset: added to ``current_step`` before calling the schedule (result clamped at 0). Defaults to 0.
+    The square root (not DINO's linear rule) keeps the small batches of 3D pretraining from shrinking the rate to
+    nothing; ``floor`` bounds it from below for the same reason.
 
     Examples::
 
-        >>> lr = ScheduleCalculator("warmup_cosine", step_offset=-1)
-        >>> lr(current_step=1, warmup_steps=10, max_steps=100, base=5e-4, final=1e-6)
-        0.0
+        >>> scaled_lr(5e-4, 64, accumulation_steps=2, world_size=2)  # effective batch 256
+        0.0005
     """
+    effective = int(batch_size) * int(accumulation_steps) * int(world_size)
+    if effective < 1:
+        raise ValueError(f"batch_size * accumulation_steps * world_size must be >= 1, got {effective}.")
+    return max(float(floor), float(base_lr) * (effective / 256) ** 0.5)
 
-    def __init__(self, schedule: str | Callable[..., float], step_offset: int = 0) -> None:
-        if isinstance(schedule, str):
-            if schedule not in _SCHEDULES:
-                raise ValueError(f"unknown schedule {schedule!r}; choose one of {sorted(_SCHEDULES)} or a callable.")
-            schedule = _SCHEDULES[schedule]
-        if not callable(schedule):
-            raise ValueError(f"schedule must be a name or a callable, got {type(schedule).__name__}.")
-        self.schedule = schedule
-        self.step_offset = step_offset
 
-    def __call__(self, current_step: int, **kwargs: float) -> float:
-        return self.schedule(max(current_step + self.step_offset, 0), **kwargs)
+def optimizer_steps(epochs: int, epoch_length: int, accumulation_steps: int = 1) -> int:
+    """Optimiser steps of a run: ``epochs * epoch_length // accumulation_steps`` (the ``max_steps`` of its schedules)."""
+    if accumulation_steps < 1:
+        raise ValueError(f"accumulation_steps must be >= 1, got {accumulation_steps}.")
+    return int(epochs) * int(epoch_length) // int(accumulation_steps)

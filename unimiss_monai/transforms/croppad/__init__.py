@@ -1,10 +1,7 @@
-"""Random crops and slice sampling for self-supervised multi-view training."""
+"""Random crops for self-supervised multi-view training."""
 
-from unimiss_monai.transforms.croppad.array import AxialSliceSampler, RandResizedCrop, RandScaledCrop, pad_to_at_least
+from unimiss_monai.transforms.croppad.array import RandResizedCrop, RandScaledCrop, pad_to_at_least
 from unimiss_monai.transforms.croppad.dictionary import (
-    AxialSliceSamplerD,
-    AxialSliceSamplerd,
-    AxialSliceSamplerDict,
     RandResizedCropD,
     RandResizedCropd,
     RandResizedCropDict,
@@ -14,10 +11,6 @@ from unimiss_monai.transforms.croppad.dictionary import (
 )
 
 __all__ = [
-    "AxialSliceSampler",
-    "AxialSliceSamplerD",
-    "AxialSliceSamplerDict",
-    "AxialSliceSamplerd",
     "RandResizedCrop",
     "RandResizedCropD",
     "RandResizedCropDict",

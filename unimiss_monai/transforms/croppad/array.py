@@ -9,10 +9,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from monai.config import NdarrayOrTensor
-from monai.transforms import Randomizable, RandomizableTransform, Resize, SpatialPad
+from monai.transforms import RandomizableTransform, Resize, SpatialPad
 from monai.utils import convert_to_tensor, ensure_tuple
 
-__all__ = ["AxialSliceSampler", "RandResizedCrop", "RandScaledCrop", "pad_to_at_least"]
+__all__ = ["RandResizedCrop", "RandScaledCrop", "pad_to_at_least"]
 
 
 def pad_to_at_least(img: torch.Tensor, size: Sequence[int], pad_value: float | None = None) -> torch.Tensor:
@@ -172,40 +172,3 @@ class RandScaledCrop(RandomizableTransform):
             self.randomize(t.shape[1:])
         out = _crop(t, self._start, self._size)
         return _resize(out, self.roi_size, self.mode) if self.resize else out
-
-
-class AxialSliceSampler(Randomizable):
-    """Turn a depth-first volume ``(1, D, H, W)`` into a stack of 2D images ``(S, channels, H, W)``: every
-    ``stride``-th axial slice (UniMiSS+: 2, UniMiSS: 1), optionally a random sorted subset of ``n_slices`` of them,
-    with the grey channel repeated for 2D stems that expect RGB. Batched, this gives ``(B, S, channels, H, W)``.
-
-    Args:
-        stride: keep every ``stride``-th slice. Defaults to 2.
-        n_slices: if set, sample this many of the kept slices at random (sorted). Defaults to None (all).
-        channels: output channels (grey repeated). Defaults to 3.
-    """
-
-    def __init__(self, stride: int = 2, n_slices: int | None = None, channels: int = 3) -> None:
-        if stride < 1:
-            raise ValueError(f"stride must be >= 1, got {stride}.")
-        if n_slices is not None and n_slices < 1:
-            raise ValueError(f"n_slices must be >= 1, got {n_slices}.")
-        self.stride, self.n_slices, self.channels = stride, n_slices, channels
-        self._index: np.ndarray | None = None
-
-    def randomize(self, depth: int) -> None:
-        kept = np.arange(0, depth, self.stride)
-        if self.n_slices is not None:
-            if self.n_slices > len(kept):
-                raise ValueError(f"n_slices={self.n_slices} but only {len(kept)} slices at stride {self.stride}.")
-            kept = np.sort(self.R.choice(kept, self.n_slices, replace=False))
-        self._index = kept
-
-    def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> torch.Tensor:
-        t = convert_to_tensor(img, track_meta=False)
-        if t.ndim != 4 or t.shape[0] != 1:
-            raise ValueError(f"expected a single-channel depth-first volume (1, D, H, W), got {tuple(t.shape)}.")
-        if randomize or self._index is None:
-            self.randomize(t.shape[1])
-        slices = t[0, torch.as_tensor(self._index, dtype=torch.long)]
-        return slices.unsqueeze(1).repeat(1, self.channels, 1, 1)

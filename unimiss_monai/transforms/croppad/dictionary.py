@@ -8,14 +8,10 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable
-from monai.utils import ensure_tuple
 
-from unimiss_monai.transforms.croppad.array import AxialSliceSampler, RandResizedCrop, RandScaledCrop
+from unimiss_monai.transforms.croppad.array import RandResizedCrop, RandScaledCrop
 
 __all__ = [
-    "AxialSliceSamplerD",
-    "AxialSliceSamplerDict",
-    "AxialSliceSamplerd",
     "RandResizedCropD",
     "RandResizedCropDict",
     "RandResizedCropd",
@@ -86,40 +82,5 @@ class RandScaledCropd(_SharedDrawd):
         super().__init__(keys, RandScaledCrop(roi_size, scale_range, resize, mode, pad_value), allow_missing_keys)
 
 
-class AxialSliceSamplerd(_SharedDrawd):
-    """Dictionary version of :class:`~unimiss_monai.transforms.AxialSliceSampler`; the slice stack of ``key`` is
-    written to ``output_keys`` (default ``f"{key}_slices"``), leaving the volume in place.
-
-    Args:
-        keys: volume keys ``(1, D, H, W)``.
-        output_keys: destination keys, one per key. Defaults to ``"<key>_slices"``.
-        stride, n_slices, channels: see :class:`~unimiss_monai.transforms.AxialSliceSampler`.
-    """
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        output_keys: KeysCollection | None = None,
-        stride: int = 2,
-        n_slices: int | None = None,
-        channels: int = 3,
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, AxialSliceSampler(stride, n_slices, channels), allow_missing_keys)
-        names = [f"{k}_slices" for k in self.keys] if output_keys is None else list(ensure_tuple(output_keys))
-        if len(names) != len(self.keys):
-            raise ValueError(f"output_keys {names} must match keys {list(self.keys)} one to one.")
-        self.output_keys = dict(zip(self.keys, names))
-
-    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
-        d = dict(data)
-        first = True
-        for key in self.key_iterator(d):
-            d[self.output_keys[key]] = self.transform(d[key], randomize=first)
-            first = False
-        return d
-
-
 RandResizedCropD = RandResizedCropDict = RandResizedCropd
 RandScaledCropD = RandScaledCropDict = RandScaledCropd
-AxialSliceSamplerD = AxialSliceSamplerDict = AxialSliceSamplerd

@@ -1,4 +1,5 @@
-"""Utility transforms: input checks that fail one case with a one-line reason instead of producing garbage."""
+"""Utility transforms: input checks that fail one case with a one-line reason instead of producing garbage, and the
+guard that skips the post-processing of such a case."""
 
 from unimiss_monai.transforms.utility.array import CheckImage
 from unimiss_monai.transforms.utility.dictionary import (
@@ -8,7 +9,8 @@ from unimiss_monai.transforms.utility.dictionary import (
     CheckSpatialDimsd,
     CheckSpatialDimsD,
     CheckSpatialDimsDict,
+    SkipFailedd,
 )
 
 __all__ = ["CheckImage", "CheckImageD", "CheckImageDict", "CheckImaged", "CheckSpatialDimsD", "CheckSpatialDimsDict",
-           "CheckSpatialDimsd"]
+           "CheckSpatialDimsd", "SkipFailedd"]

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 
 from monai.config import KeysCollection
-from monai.transforms import MapTransform
+from monai.transforms import MapTransform, Transform
 
+from unimiss_monai.data.ct_io import warn_if_not_ct_hu
 from unimiss_monai.transforms.utility.array import CheckImage
 
-__all__ = ["CheckImageD", "CheckImageDict", "CheckImaged", "CheckSpatialDimsD", "CheckSpatialDimsDict", "CheckSpatialDimsd"]
+__all__ = ["CheckImageD", "CheckImageDict", "CheckImaged", "CheckSpatialDimsD", "CheckSpatialDimsDict", "CheckSpatialDimsd",
+           "SkipFailedd"]
 
 
 class CheckImaged(MapTransform):
@@ -67,10 +69,25 @@ class CheckSpatialDimsd(MapTransform):
                 )
             d[key] = self.check_image(img)
             if self.check_ct_hu and self.spatial_dims == 3:
-                from unimiss_monai.data.ct_io import warn_if_not_ct_hu  # data -> transforms would be a cycle at import
-
                 warn_if_not_ct_hu(img, source, "its result is unlikely to mean anything")
         return d
 
 
 CheckSpatialDimsD = CheckSpatialDimsDict = CheckSpatialDimsd
+
+
+class SkipFailedd(Transform):
+    """Apply ``transform`` to a data dictionary unless it carries a non-empty ``failed_key``: a case that could not be
+    read (:class:`~unimiss_monai.data.TolerantDataset`) or whose forward pass failed has nothing to post-process.
+
+    Args:
+        transform: the post-processing of a case that worked.
+        failed_key: key of the failure message. Defaults to ``"failed"``.
+    """
+
+    def __init__(self, transform: Callable, failed_key: str = "failed") -> None:
+        self.transform = transform
+        self.failed_key = failed_key
+
+    def __call__(self, data: Mapping[Hashable, object]) -> Mapping[Hashable, object]:
+        return data if data.get(self.failed_key) else self.transform(data)

@@ -1,23 +1,12 @@
-"""Classification metrics against hand computations and independent references; report files and handler."""
+"""Classification metrics against hand computations and independent references."""
 
 from __future__ import annotations
-
-import json
-
 
 import numpy as np
 import pytest
 import torch
 
-from unimiss_monai.engines.classification_report import (
-    ClassificationReport,
-    MacroAUCMetric,
-    average_precision,
-    classification_metrics,
-    roc_auc,
-    roc_curve,
-    write_report,
-)
+from unimiss_monai.metrics import MacroAUCMetric, average_precision, classification_metrics, roc_auc, roc_curve
 
 
 def test_auc_hand_computed():
@@ -96,37 +85,7 @@ def test_bad_shapes():
         classification_metrics(np.zeros((2, 2)), np.array([0, 5]), ["a", "b"])
 
 
-def test_write_report_files(tmp_path):
-    probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4], [0.2, 0.8]])
-    m = write_report(tmp_path, probs, np.array([0, 1, 1, 1]), ["clean", "nodule"], names=list("abcd"))
-    for name in ["metrics.json", "per_class.csv", "predictions.csv", "roc.png", "confusion_matrix.png"]:
-        assert (tmp_path / name).stat().st_size > 0
-    assert json.loads((tmp_path / "metrics.json").read_text())["accuracy"] == pytest.approx(m["accuracy"]) == 0.75
-    assert (tmp_path / "roc.png").read_bytes()[:4] == b"\x89PNG"
-    assert not list(tmp_path.glob(".*.tmp"))
-    assert (tmp_path / "predictions.csv").read_text().splitlines()[1].startswith("a,0.900000,0.100000,1,0")
-
-
 def test_macro_auc_metric_skips_undefined_class():
     metric = MacroAUCMetric(multi_label=True)
     metric([torch.tensor([0.9, 0.3]), torch.tensor([0.2, 0.6])], [torch.tensor([1.0, 0.0]), torch.tensor([0.0, 0.0])])
     assert metric.aggregate() == pytest.approx(1.0)
-
-
-def test_report_handler_through_an_engine(tmp_path):
-    from ignite.engine import Engine
-
-    rng = np.random.default_rng(0)
-    batches = [
-        {"pred": [torch.tensor(p) for p in rng.dirichlet([1, 1, 1], 4)], "label": [torch.tensor([float(i % 3)]) for i in range(4)]}
-        for _ in range(3)
-    ]
-    engine = Engine(lambda e, b: b)
-    handler = ClassificationReport(tmp_path, ["a", "b", "c"])
-    handler.attach(engine)
-    engine.run(batches, max_epochs=1)
-    probs = torch.stack([p for b in batches for p in b["pred"]]).numpy()
-    labels = np.array([int(t) for b in batches for t in b["label"]])
-    expected = classification_metrics(probs, labels, ["a", "b", "c"])
-    assert handler.metrics["macro_auc"] == pytest.approx(expected["macro_auc"])
-    assert (tmp_path / "confusion_matrix.png").exists()

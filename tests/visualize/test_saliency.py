@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from unimiss_monai.engines.saliency import grad_cam, saliency_png
+from unimiss_monai.visualize import grad_cam, saliency_png
 
 
 class _MapNet(nn.Module):
@@ -75,7 +75,7 @@ def test_unimiss_classifier_cam(spatial_dims, size, tmp_path):
 
 
 def test_writer_rejects_an_unknown_saliency_method(tmp_path):
-    from unimiss_monai.engines.classification_inference import ClassProbabilityWriter
+    from unimiss_monai.handlers import ClassProbabilityWriter
 
     with pytest.raises(ValueError, match="saliency_method must be one of"):
         ClassProbabilityWriter(tmp_path, ["a", "b"], saliency=True, network=nn.Identity(), saliency_method="cam")

@@ -1,5 +1,6 @@
-"""Inference past a case whose network forward fails (an input size the network cannot take, a runtime error):
-the writers record it as failed with its file name, the other cases are written, and the summary counts it."""
+"""Inference past a case whose network forward fails (an input size the network cannot take, a runtime error) or
+whose output a writer cannot use: it is recorded as failed with its file name, the other cases are written, and the
+one summary format (``summary.json`` of InferenceSummary) counts it."""
 
 from __future__ import annotations
 
@@ -15,10 +16,8 @@ from monai.inferers import SimpleInferer
 from monai.transforms import Activationsd, Compose, EnsureTyped, LoadImaged
 from torch import nn
 
-from unimiss_monai.data.xray import InferenceSummary
-from unimiss_monai.engines.classification_inference import ClassProbabilityWriter
-from unimiss_monai.engines.tolerant_inference import TolerantDataset
-from unimiss_monai.engines.segmentation_inference import SegmentationWriter
+from unimiss_monai.data.tolerant import TolerantDataset
+from unimiss_monai.handlers import ClassProbabilityWriter, InferenceSummary, SegmentationWriter
 from unimiss_monai.networks import UniMissClassifier, UniMissSegmentation, tiny_overrides
 
 LOAD = Compose([LoadImaged("image", ensure_channel_first=True, image_only=True), EnsureTyped("image", dtype=torch.float32)])
@@ -32,24 +31,26 @@ def _write(tmp_path, arrays: dict[str, np.ndarray]) -> list[dict]:
     return data
 
 
-def _run(data, network, handler, placeholder, batch_size=1, postprocessing=None):
+def _run(data, network, handler, placeholder, batch_size=1, postprocessing=None, summary_dir=None):
+    """Run an evaluator with ``handler``, followed by an InferenceSummary when ``summary_dir`` is given."""
     loader = DataLoader(TolerantDataset(data, LOAD, placeholder), batch_size=batch_size, num_workers=0)
+    handlers = [handler] + ([InferenceSummary(summary_dir)] if summary_dir is not None else [])
     evaluator = SupervisedEvaluator(
         device=torch.device("cpu"), val_data_loader=loader, network=network.eval(), inferer=SimpleInferer(),
-        postprocessing=postprocessing, val_handlers=[handler],
+        postprocessing=postprocessing, val_handlers=handlers,
     )
     evaluator.run()
     return evaluator
 
 
-def test_classifier_forward_failure_is_recorded_and_the_run_goes_on(tmp_path, capsys, caplog):
+def test_classifier_forward_failure_is_recorded_and_the_run_goes_on(tmp_path, caplog):
     rng = np.random.default_rng(0)
     data = _write(tmp_path, {"a.npy": rng.random((64, 64)), "odd_size.npy": rng.random((48, 48)), "b.npy": rng.random((64, 64))})
     net = UniMissClassifier(2, 1, 2, img_size=(64, 64), **tiny_overrides("mitplus"))
     out = tmp_path / "out"
     writer = ClassProbabilityWriter(out, ["x", "y"], saliency=True, network=net, saliency_method="rollout")
-    with caplog.at_level(logging.ERROR):
-        _run(data, net, writer, (1, 64, 64), postprocessing=Activationsd("pred", softmax=True))
+    with caplog.at_level(logging.INFO):
+        _run(data, net, writer, (1, 64, 64), postprocessing=Activationsd("pred", softmax=True), summary_dir=out)
     report = json.loads((out / "predictions.json").read_text())
     status = {c["case"].rsplit("/", 1)[-1]: c["status"] for c in report["cases"]}
     assert status["a.npy"] == status["b.npy"] == "ok" and report["num_failed"] == 1
@@ -60,7 +61,10 @@ def test_classifier_forward_failure_is_recorded_and_the_run_goes_on(tmp_path, ca
     got = next(c for c in report["cases"] if c["case"].endswith("a.npy"))["probabilities"]
     np.testing.assert_allclose([got["x"], got["y"]], expected.numpy(), rtol=1e-4, atol=1e-5)
     assert sorted(p.name for p in (out / "saliency").glob("*.png")) == ["a.png", "b.png"]
-    assert "2 of 3 cases classified" in capsys.readouterr().out
+    assert any("2 of 3 cases classified" in r.getMessage() for r in caplog.records)
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["num_cases"], summary["num_ok"], summary["num_failed"]) == (3, 2, 1)
+    assert [c["reason"] for c in summary["cases"] if c["status"] == "failed"] == [status["odd_size.npy"][len("failed: "):]]
     assert any("odd_size.npy" in r.getMessage() and "network forward" in r.getMessage() for r in caplog.records)
 
 
@@ -86,18 +90,23 @@ def test_batched_forward_failure_flags_only_the_failing_case(tmp_path):
     assert evaluator.state.iteration == 1
 
 
-def test_segmentation_forward_failure_is_recorded_and_the_run_goes_on(tmp_path, capsys):
+def test_segmentation_forward_failure_is_recorded_and_the_run_goes_on(tmp_path, caplog):
     rng = np.random.default_rng(1)
     data = _write(tmp_path, {"good.npy": rng.random((16, 32, 32)), "odd.npy": rng.random((16, 32, 24))})
     net = UniMissSegmentation(3, 1, 3, img_size=(16, 32, 32), **tiny_overrides("mitplus"))
     out = tmp_path / "out"
-    _run(data, net, SegmentationWriter(out, LOAD, class_names=["a", "b"]), (1, 16, 32, 32))
+    writer = SegmentationWriter(out, LOAD)
+    with caplog.at_level(logging.INFO):
+        _run(data, net, writer, (1, 16, 32, 32), summary_dir=out)
+    assert [w["case"] for w in writer.written] == ["good.npy"] and writer.written[0]["shape"] == [16, 32, 32]
     summary = json.loads((out / "summary.json").read_text())
-    assert [w["case"] for w in summary["written"]] == ["good.npy"] and summary["written"][0]["shape"] == [16, 32, 32]
-    assert len(summary["failed"]) == 1 and summary["failed"][0]["case"].endswith("odd.npy")
-    assert "network forward" in summary["failed"][0]["error"] and "(16, 32, 24)" in summary["failed"][0]["error"]
+    cases = {c["case"].rsplit("/", 1)[-1]: c for c in summary["cases"]}
+    assert cases["good.npy"] == {"case": str(tmp_path / "good.npy"), "status": "ok", "reason": "",
+                                 "output": str(out / "good.npy_seg.nii.gz")}
+    assert cases["odd.npy"]["status"] == "failed" and "output" not in cases["odd.npy"]
+    assert "network forward" in cases["odd.npy"]["reason"] and "(16, 32, 24)" in cases["odd.npy"]["reason"]
     assert (out / "good.npy_seg.nii.gz").is_file()
-    assert "1 written, 1 failed" in capsys.readouterr().out
+    assert any("1 of 2 cases ok" in r.getMessage() for r in caplog.records)
 
 
 def test_errors_without_case_flags_still_raise():
@@ -109,11 +118,41 @@ def test_errors_without_case_flags_still_raise():
         evaluator.run()
 
 
-def test_xray_inference_summary_records_a_forward_failure(tmp_path, capsys):
+def test_inference_summary_records_a_forward_failure(tmp_path):
     data = _write(tmp_path, {"p1.npy": np.full((8, 8), 1.0), "neg.npy": np.full((8, 8), -1.0), "p2.npy": np.full((8, 8), 2.0)})
     out = tmp_path / "out"
     _run(data, _FailsOnNegative(), InferenceSummary(out), (1, 8, 8), batch_size=2)
-    report = json.loads((out / "inference_summary.json").read_text())
-    status = {c["case"].rsplit("/", 1)[-1]: c["status"] for c in report["cases"]}
-    assert status["p1.npy"] == status["p2.npy"] == "ok"
-    assert status["neg.npy"].startswith("failed: network forward: ") and "neg.npy: RuntimeError: negative input" in status["neg.npy"]
+    report = json.loads((out / "summary.json").read_text())
+    status = {c["case"].rsplit("/", 1)[-1]: (c["status"], c["reason"]) for c in report["cases"]}
+    assert status["p1.npy"] == status["p2.npy"] == ("ok", "")
+    assert status["neg.npy"][0] == "failed" and status["neg.npy"][1].startswith("network forward: ")
+    assert "neg.npy: RuntimeError: negative input" in status["neg.npy"][1]
+    assert (report["num_cases"], report["num_ok"], report["num_failed"]) == (3, 2, 1)
+
+
+def test_inference_summary_fails_the_run_when_no_case_worked(tmp_path):
+    data = _write(tmp_path, {"neg1.npy": np.full((8, 8), -1.0), "neg2.npy": np.full((8, 8), -2.0)})
+    with pytest.raises(RuntimeError, match=r"no case worked \(2 failed"):
+        _run(data, _FailsOnNegative(), ClassProbabilityWriter(tmp_path / "out", ["x", "y"]), (1, 8, 8),
+             summary_dir=tmp_path / "out")
+    # the summary that says why is written before the run fails
+    report = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert report["num_ok"] == 0 and all(c["status"] == "failed" for c in report["cases"])
+
+
+class _NaNForNegative(nn.Module):
+    """Class scores (mean, -mean), NaN for a case whose mean is negative: a writer, not the forward, finds it."""
+
+    def forward(self, x):
+        means = x.flatten(1).mean(1)
+        means = torch.where(means < 0, torch.nan, means)
+        return torch.stack([means, -means], 1)
+
+
+def test_a_writer_failure_reaches_the_summary(tmp_path):
+    data = _write(tmp_path, {"p.npy": np.full((8, 8), 1.0), "nan.npy": np.full((8, 8), -1.0)})
+    out = tmp_path / "out"
+    _run(data, _NaNForNegative(), ClassProbabilityWriter(out, ["x", "y"]), (1, 8, 8), summary_dir=out)
+    cases = {c["case"].rsplit("/", 1)[-1]: c for c in json.loads((out / "summary.json").read_text())["cases"]}
+    assert cases["p.npy"]["status"] == "ok"
+    assert cases["nan.npy"]["status"] == "failed" and "non-finite" in cases["nan.npy"]["reason"]

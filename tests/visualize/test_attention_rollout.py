@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from unimiss_monai.engines.attention_rollout import attention_rollout, capture_attention, last_stage_blocks, rollout
+from unimiss_monai.visualize.attention_rollout import attention_rollout, capture_attention, last_stage_blocks, rollout
 from unimiss_monai.networks import UniMissClassifier, tiny_overrides
 from unimiss_monai.networks.blocks.attention import SpatialReductionAttention
 

@@ -1,0 +1,61 @@
+"""The fine-tune bundles' configs read as data: every ``$`` expression is one short line, they use the package's
+current import paths (no deprecated names), booleans are parsed once, and the smoke widths come from one preset."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml
+from bundle_runner import BUNDLES
+
+FINETUNE = ["unimiss_ct_classification", "unimiss_ct_segmentation", "unimiss_cxr_classification",
+            "unimiss_cxr_segmentation"]
+# modules whose names moved to their room: configs must name the new place
+OLD_PATHS = re.compile(r"unimiss_monai\.(engines\.(classification|segmentation|tolerant|saliency|attention)"
+                       r"|data\.xray\.(AsGrey|CheckMultiLabel|SaveOverlay|SkipFailed|InferenceSummary)"
+                       r"|data\.totalsegmentator\.(Select|CheckSegmentation)|engines\.SegmentationReport)")
+
+
+def _files(bundle: str) -> list:
+    return sorted(p for p in (BUNDLES / bundle / "configs").iterdir() if p.suffix in (".json", ".yaml"))
+
+
+def _load(path):
+    return yaml.safe_load(path.read_text()) if path.suffix == ".yaml" else json.loads(path.read_text())
+
+
+def _strings(node, where=""):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _strings(v, f"{where}#{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _strings(v, f"{where}#{i}")
+    elif isinstance(node, str):
+        yield where, node
+
+
+@pytest.mark.parametrize("bundle", FINETUNE)
+def test_expressions_are_short_and_paths_current(bundle):
+    long, old, as_bool_calls = [], [], []
+    for path in _files(bundle):
+        for where, text in _strings(_load(path)):
+            if text.startswith("$") and len(text) > 80:
+                long.append(f"{path.name}{where} ({len(text)} chars)")
+            if OLD_PATHS.search(text):
+                old.append(f"{path.name}{where}: {text}")
+            if "as_bool(" in text and not re.fullmatch(r"#\w+_flag", where):
+                as_bool_calls.append(f"{path.name}{where}")
+    assert not long, "name a function or a config id instead of: " + ", ".join(long)
+    assert not old, "deprecated import paths: " + "; ".join(old)
+    assert not as_bool_calls, "parse a boolean once, into <id>_flag: " + ", ".join(as_bool_calls)
+
+
+@pytest.mark.parametrize("bundle", FINETUNE)
+def test_smoke_widths_come_from_the_preset(bundle):
+    smoke = _load(BUNDLES / bundle / "configs" / "smoke.yaml")
+    widths = {k: v for k, v in smoke.items() if k.startswith("network_def#")}
+    # no literal widths: the one "smoke" preset of unimiss_monai.networks decides them
+    assert widths == {"network_def#preset": "smoke"}, widths

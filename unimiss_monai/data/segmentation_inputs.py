@@ -1,0 +1,16 @@
+"""The inputs of a segmentation inference run: every CT of a folder, or the ``testing`` list of its datalist."""
+
+from __future__ import annotations
+
+import os
+
+from unimiss_monai.data.ct_inputs import find_ct_cases
+from unimiss_monai.data.samples import find_dataset
+
+__all__ = ["find_segmentation_inputs"]
+
+
+def find_segmentation_inputs(dataset_dir: str | os.PathLike, name: str = "ct_segmentation") -> list[dict[str, str]]:
+    """``[{"image": path}]`` for every CT in ``dataset_dir``: NIfTI files and DICOM series folders, or the
+    ``testing`` list of its ``datalist.json`` (a ``samples`` output resolves to its ``name`` data set first)."""
+    return [{"image": str(case.image)} for case in find_ct_cases(find_dataset(dataset_dir, name))]

@@ -1,0 +1,69 @@
+"""A dataset that outlives a bad case: a failure to load or preprocess one input becomes a flagged placeholder.
+
+Every item carries ``case`` (the input path) and ``failed`` (``""``, or one line saying why the case failed). The
+inference handlers (:class:`~unimiss_monai.handlers.ForwardFailureGuard`, the writers and
+:class:`~unimiss_monai.handlers.InferenceSummary`) skip flagged cases, add their own failures to ``failed``, and list
+every failure in the run's summary.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import torch
+from monai.data import Dataset
+
+from unimiss_monai.utils.errors import failure_reason
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CASE_KEY", "FAILED_KEY", "TolerantDataset", "batch_items", "mark_failed"]
+
+#: item keys of the input path and of the failure message (empty when the case worked)
+CASE_KEY, FAILED_KEY = "case", "failed"
+
+
+class TolerantDataset(Dataset):
+    """A MONAI ``Dataset`` whose items carry ``case`` (the input path) and ``failed`` (``""`` or the error message).
+
+    Args:
+        data: items with an ``"image"`` path.
+        transform: the preprocessing.
+        placeholder_shape: ``(C, *spatial)`` of the zeros that stand in for a failed image (the network input size).
+    """
+
+    def __init__(self, data: Sequence[dict], transform: Callable | None, placeholder_shape: Sequence[int]) -> None:
+        super().__init__(data=data, transform=transform)
+        self.placeholder_shape = tuple(int(s) for s in placeholder_shape)
+
+    def _transform(self, index: int):
+        item = self.data[index]
+        case = str(item.get("image", f"item {index}"))
+        try:
+            out = super()._transform(index)
+        except Exception as err:  # noqa: BLE001 - any failure of one case is reported, the others go on
+            reason = failure_reason(err)
+            if case not in reason:  # a reader's own error may not say which file it was reading
+                reason = f"{case}: {reason}"
+            logger.error("inference: %s failed: %s", case, reason)
+            return {"image": torch.zeros(self.placeholder_shape), CASE_KEY: case, FAILED_KEY: reason}
+        return {**out, CASE_KEY: case, FAILED_KEY: ""}
+
+
+def batch_items(batch) -> list[dict]:
+    """The per-case dictionaries of an evaluator's ``state.batch``: a decollated list as it is, a collated dict
+    (values listed per case) split into one dict per case."""
+    if isinstance(batch, list):
+        return batch
+    if not isinstance(batch, dict):
+        return []
+    cases = batch.get(CASE_KEY)
+    if not isinstance(cases, (list, tuple)):
+        return [batch]
+    return [{CASE_KEY: c, FAILED_KEY: f} for c, f in zip(cases, batch.get(FAILED_KEY) or [""] * len(cases))]
+
+
+def mark_failed(item: dict, reason: str) -> None:
+    """Flag one case (a decollated batch item) as failed, keeping the first reason it was given."""
+    item[FAILED_KEY] = item.get(FAILED_KEY) or reason

@@ -1,0 +1,134 @@
+"""Classification report of an evaluation run: ``metrics.json``, ``per_class.csv``, ``predictions.csv``, ``roc.png``
+and ``confusion_matrix.png``, each written atomically (metrics: :mod:`unimiss_monai.metrics.classification`)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from unimiss_monai.data.writers import save_bytes
+from unimiss_monai.metrics.classification import as_numpy, classification_metrics, stack_pairs, to_indicator
+from unimiss_monai.visualize.plots import confusion_png, roc_png
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ClassificationReport", "write_report"]
+
+
+def write_report(
+    output_dir: str | os.PathLike, probs, labels, class_names: Sequence[str], multi_label: bool = False,
+    threshold: float = 0.5, names: Sequence[str] | None = None,
+) -> dict:
+    """Compute :func:`classification_metrics` and write them to ``output_dir``.
+
+    Files: ``metrics.json`` (everything), ``per_class.csv`` (one row per class), ``predictions.csv`` (one row per
+    case, when ``names`` are given), ``roc.png``, ``confusion_matrix.png``. Arguments as in
+    :func:`classification_metrics`; ``names``: (N,) case identifiers. Returns the metrics dict.
+    """
+    out = Path(output_dir)
+    probs_np = as_numpy(probs)
+    metrics = classification_metrics(probs_np, labels, class_names, multi_label, threshold)
+    truth = to_indicator(as_numpy(labels), len(class_names), multi_label)
+    save_bytes(json.dumps(metrics, indent=2).encode(), out / "metrics.json")
+    keys = ["class", "positives", "negatives", "auc", "ap", "sensitivity", "specificity", "tp", "fn", "fp", "tn"]
+    save_bytes(_csv_bytes(keys, [[p[k] for k in keys] for p in metrics["per_class"]]), out / "per_class.csv")
+    if names is not None:
+        rows = [[n, *[f"{v:.6f}" for v in p], *t.tolist()] for n, p, t in zip(names, probs_np, truth)]
+        header = ["name", *[f"prob_{c}" for c in class_names], *[f"true_{c}" for c in class_names]]
+        save_bytes(_csv_bytes(header, rows), out / "predictions.csv")
+    save_bytes(roc_png(probs_np, truth, metrics), out / "roc.png")
+    save_bytes(confusion_png(metrics, class_names), out / "confusion_matrix.png")
+    for note in metrics["notes"]:
+        logger.warning("classification report: %s", note)
+    return metrics
+
+
+def _csv_bytes(header: Sequence[str], rows: Sequence[Sequence]) -> bytes:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    writer.writerows([["" if v is None else v for v in row] for row in rows])
+    return buf.getvalue().encode()
+
+
+class ClassificationReport:
+    """Ignite handler: gather predictions over an evaluation run, then :func:`write_report` at its end.
+
+    Args:
+        output_dir: folder of the report files.
+        class_names: names of the C output channels.
+        multi_label: as in :func:`classification_metrics`. threshold: multi-label operating point.
+        output_transform: ``engine.state.output`` -> ``(preds, labels)``, as lists of per-case tensors or batch-first
+            tensors. Defaults to ``monai.handlers.from_engine(["pred", "label"])``.
+        name_transform: ``engine.state.batch`` -> list of case names (defaults to the image file names).
+    """
+
+    def __init__(
+        self, output_dir: str | os.PathLike, class_names: Sequence[str], multi_label: bool = False,
+        threshold: float = 0.5, output_transform: Callable | None = None, name_transform: Callable | None = None,
+    ) -> None:
+        from monai.handlers import from_engine
+
+        self.output_dir, self.class_names = Path(output_dir), list(class_names)
+        self.multi_label, self.threshold = multi_label, threshold
+        self.output_transform = output_transform or from_engine(["pred", "label"])
+        self.name_transform = name_transform or _image_names
+        self.metrics: dict | None = None
+        self._preds: list[torch.Tensor] = []
+        self._labels: list[torch.Tensor] = []
+        self._names: list[str] = []
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._write)
+
+    def _reset(self, engine) -> None:
+        self._preds, self._labels, self._names = [], [], []
+
+    def _collect(self, engine) -> None:
+        pred, lab = stack_pairs(*self.output_transform(engine.state.output))
+        self._preds.append(pred.detach().cpu())
+        self._labels.append(lab.detach().cpu())
+        names = self.name_transform(engine.state.batch)
+        self._names.extend(names if names and len(names) == len(pred) else [f"case_{len(self._names) + i}" for i in range(len(pred))])
+
+    def _write(self, engine) -> None:
+        if not self._preds:
+            logger.warning("classification report: no predictions were gathered; nothing written to %s", self.output_dir)
+            return
+        self.metrics = write_report(
+            self.output_dir, torch.cat(self._preds), torch.cat(self._labels).numpy(), self.class_names,
+            self.multi_label, self.threshold, self._names,
+        )
+        logger.info(
+            "classification report: accuracy %s, macro AUC %s -> %s", _fmt(self.metrics["accuracy"]),
+            _fmt(self.metrics["macro_auc"]), self.output_dir,
+        )
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
+
+
+def _image_names(batch) -> list[str]:
+    """Image file names of a collated or decollated MONAI batch (empty if unknown)."""
+    items = batch if isinstance(batch, list) else [batch]
+    names: list[str] = []
+    for item in items:
+        image = item.get("image") if isinstance(item, dict) else None
+        meta = getattr(image, "meta", None) or (item.get("image_meta_dict") if isinstance(item, dict) else None) or {}
+        src = meta.get("filename_or_obj")
+        if src is None:
+            return []
+        names.extend([str(s) for s in src] if isinstance(src, (list, tuple)) else [str(src)])
+    return [Path(n).name for n in names]

@@ -1,0 +1,87 @@
+"""One summary of an inference run, the same for every fine-tune bundle: which cases worked, which failed and why.
+
+``<output_dir>/summary.json``::
+
+    {
+      "num_cases": 3, "num_ok": 2, "num_failed": 1,
+      "cases": [
+        {"case": "/data/a.nii.gz", "status": "ok", "reason": "", "output": "/out/a_seg.nii.gz"},
+        {"case": "/data/b.nii.gz", "status": "failed", "reason": "/data/b.nii.gz: ValueError: ..."}
+      ]
+    }
+
+``case`` is the input path, ``reason`` one line (empty when the case worked), ``output`` the file a writer made for
+the case, when it recorded one. A case fails when it cannot be loaded or preprocessed
+(:class:`~unimiss_monai.data.TolerantDataset`), when the network forward fails
+(:class:`~unimiss_monai.handlers.ForwardFailureGuard`) or when a writer cannot use its output (non-finite values, a
+failed write); the writers mark it in the batch, and this handler, listed after them, reads the marks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from unimiss_monai.data.tolerant import CASE_KEY, FAILED_KEY, batch_items
+from unimiss_monai.data.writers import save_json
+from unimiss_monai.handlers.forward_failure_guard import guard_forward
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["OUTPUT_KEY", "SUMMARY_NAME", "InferenceSummary"]
+
+SUMMARY_NAME = "summary.json"
+#: batch-item key under which a writer records the file it wrote for the case
+OUTPUT_KEY = "output"
+
+
+class InferenceSummary:
+    """Ignite handler: record each case as ok or failed, then write ``<output_dir>/summary.json`` (atomically) and
+    log the counts and every failure at the end of the run.
+
+    List it after the writers (handlers run in the order they are attached), so that it sees the failures they
+    mark. Attaching also installs :func:`~unimiss_monai.handlers.guard_forward`. When no case worked the run raises
+    ``RuntimeError``: the work failed, and a scripted run must not exit 0.
+
+    Args:
+        output_dir: folder of ``summary.json``.
+    """
+
+    def __init__(self, output_dir: str | os.PathLike) -> None:
+        self.output_dir = Path(output_dir)
+        self.cases: list[dict[str, str]] = []
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, guard_forward)
+        engine.add_event_handler(Events.STARTED, lambda _: self.cases.clear())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
+        engine.add_event_handler(Events.COMPLETED, self.write)
+
+    def collect(self, engine) -> None:
+        for item in batch_items(engine.state.batch):
+            reason = str(item.get(FAILED_KEY) or "")
+            entry = {"case": str(item.get(CASE_KEY, "")), "status": "failed" if reason else "ok", "reason": reason}
+            if item.get(OUTPUT_KEY) and not reason:
+                entry["output"] = str(item[OUTPUT_KEY])
+            self.cases.append(entry)
+
+    def summary(self) -> dict:
+        """The content of ``summary.json``."""
+        failed = sum(c["status"] == "failed" for c in self.cases)
+        return {"num_cases": len(self.cases), "num_ok": len(self.cases) - failed, "num_failed": failed,
+                "cases": self.cases}
+
+    def write(self, engine=None) -> str:
+        """Write ``summary.json``; returns its path."""
+        summary = self.summary()
+        path = save_json(summary, self.output_dir / SUMMARY_NAME)
+        logger.info("inference: %d of %d cases ok -> %s", summary["num_ok"], summary["num_cases"], self.output_dir)
+        for case in self.cases:
+            if case["status"] == "failed":
+                logger.warning("inference: FAILED %s: %s", case["case"], case["reason"])
+        if self.cases and not summary["num_ok"]:
+            raise RuntimeError(f"inference: no case worked ({summary['num_failed']} failed, listed in {path})")
+        return str(path)

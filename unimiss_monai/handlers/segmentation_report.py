@@ -1,0 +1,182 @@
+"""Per-structure segmentation report of an evaluation run: Dice, HD95 and surface Dice per case and structure as JSON +
+CSV, and a PNG grid of image | truth | prediction overlays (metrics: :mod:`unimiss_monai.metrics.segmentation`)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from unimiss_monai.data.writers import save_bytes
+from unimiss_monai.metrics.segmentation import METRICS, compute_segmentation_metrics
+from unimiss_monai.visualize.overlay import representative_slice, save_overlay_grid
+
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+
+__all__ = ["SegmentationReport", "write_segmentation_report"]
+
+logger = logging.getLogger(__name__)
+
+
+def _clean(v: float) -> float | None:
+    return None if v is None or not math.isfinite(v) else round(float(v), 6)
+
+
+def write_segmentation_report(
+    cases: Sequence[dict[str, Any]], structure_names: Sequence[str], output_dir: str | os.PathLike, prefix: str = "segmentation_report"
+) -> dict[str, str]:
+    """Write ``<prefix>.json`` (per case and mean per structure) and ``<prefix>.csv`` (one row per case x structure).
+
+    Args:
+        cases: ``[{"case": name, "dice": [...], "hd95": [...], "surface_dice": [...]}]``, lists aligned with
+            ``structure_names``.
+        structure_names: names of the reported structures.
+        output_dir: folder for the files (created).
+        prefix: file name stem.
+
+    Returns:
+        ``{"json": path, "csv": path}``. Means skip ``nan`` (absent structures); ``null`` when none is defined.
+    """
+    out = Path(output_dir)
+    mean: dict[str, dict[str, float | None]] = {}
+    for i, name in enumerate(structure_names):
+        mean[name] = {}
+        for m in METRICS:
+            vals = [c[m][i] for c in cases if c[m][i] is not None and math.isfinite(c[m][i])]
+            mean[name][m] = _clean(float(np.mean(vals))) if vals else None
+            mean[name][f"{m}_n"] = len(vals)
+    report = {
+        "structures": list(structure_names),
+        "num_cases": len(cases),
+        "mean": mean,
+        "cases": [{"case": c["case"], **{m: dict(zip(structure_names, map(_clean, c[m]))) for m in METRICS}} for c in cases],
+    }
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["case", "structure", *METRICS])
+    for c in cases:
+        for i, name in enumerate(structure_names):
+            writer.writerow([c["case"], name, *("" if _clean(c[m][i]) is None else _clean(c[m][i]) for m in METRICS)])
+    for name in structure_names:
+        writer.writerow(["mean", name, *("" if mean[name][m] is None else mean[name][m] for m in METRICS)])
+    paths = {"json": out / f"{prefix}.json", "csv": out / f"{prefix}.csv"}
+    save_bytes(json.dumps(report, indent=2), paths["json"])
+    save_bytes(buf.getvalue(), paths["csv"])
+    return {k: str(v) for k, v in paths.items()}
+
+
+def _case_name(item: dict, keys: Sequence[str], index: int) -> str:
+    for key in keys:
+        meta = getattr(item.get(key), "meta", None) or item.get(f"{key}_meta_dict") or {}
+        name = meta.get("filename_or_obj")
+        if isinstance(name, (list, tuple)):
+            name = name[0] if name else None
+        if name:
+            base = os.path.basename(str(name).rstrip("/"))
+            return base[: -len(".nii.gz")] if base.endswith(".nii.gz") else os.path.splitext(base)[0]
+    return f"case_{index:04d}"
+
+
+class SegmentationReport:
+    """Ignite handler for an evaluator: per-structure Dice, HD95, surface Dice over the epoch, then JSON, CSV, PNG.
+
+    Each iteration's decollated output items must hold ``pred`` and ``label`` (one-hot or label maps) and, for the
+    overlay, ``image``; spacing comes from the label's ``MetaTensor`` (``pixdim``). Only numbers and one 2D slice per
+    overlay case are kept, so memory stays flat over large evaluations. Under ``torch.distributed`` the cases of all
+    ranks are gathered and rank 0 writes.
+
+    Args:
+        output_dir: folder for ``<prefix>.json``, ``<prefix>.csv`` and ``<prefix>.png``.
+        structure_names: names of the foreground classes ``1..K`` (class 0 is background).
+        tolerance: surface-Dice tolerance (mm when spacing is known). Defaults to 2.0.
+        image_key, pred_key, label_key: item keys. Defaults to ``image``/``pred``/``label``.
+        max_overlay_cases: rows of the PNG grid. Defaults to 6.
+        prefix: file name stem. Defaults to ``"segmentation_report"``.
+        output_transform: maps ``engine.state.output`` to the list of items. Defaults to identity.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        structure_names: Sequence[str],
+        tolerance: float = 2.0,
+        image_key: str = "image",
+        pred_key: str = "pred",
+        label_key: str = "label",
+        max_overlay_cases: int = 6,
+        prefix: str = "segmentation_report",
+        output_transform: Callable[[Any], Any] = lambda x: x,
+    ) -> None:
+        if not structure_names:
+            raise ValueError("SegmentationReport: structure_names is empty; pass the names of the foreground classes")
+        self.output_dir = Path(output_dir)
+        self.structure_names = list(structure_names)
+        self.num_classes = len(self.structure_names) + 1
+        self.tolerance = float(tolerance)
+        self.image_key, self.pred_key, self.label_key = image_key, pred_key, label_key
+        self.max_overlay_cases = int(max_overlay_cases)
+        self.prefix = prefix
+        self.output_transform = output_transform
+        self.cases: list[dict[str, Any]] = []
+        self.views: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
+        self.paths: dict[str, str] = {}
+
+    def attach(self, engine: Engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.update)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.write)
+
+    def reset(self, engine: Engine | None = None) -> None:
+        self.cases, self.views = [], []
+
+    def _label_map(self, x: torch.Tensor) -> np.ndarray:
+        x = torch.as_tensor(x).detach().cpu()
+        return (x.argmax(0) if x.shape[0] > 1 else x[0]).numpy().astype(np.int16)
+
+    def add(self, item: dict[str, Any], name: str | None = None) -> dict[str, Any]:
+        """Score one case (``item`` with ``pred``/``label``/optional ``image``) and keep it for the report."""
+        pred, label = item[self.pred_key], item[self.label_key]
+        pixdim = getattr(label, "pixdim", None)
+        spacing = None if pixdim is None else [float(s) for s in torch.as_tensor(pixdim).flatten()[: label.ndim - 1]]
+        case = {"case": name or _case_name(item, (self.label_key, self.image_key), len(self.cases))}
+        case.update(compute_segmentation_metrics(pred, label, self.num_classes, spacing, self.tolerance))
+        self.cases.append(case)
+        if len(self.views) < self.max_overlay_cases and self.image_key in item:
+            image = torch.as_tensor(item[self.image_key]).detach().cpu()[0].float().numpy()
+            self.views.append((case["case"], *representative_slice(image, self._label_map(label), self._label_map(pred))))
+        return case
+
+    def update(self, engine: Engine) -> None:
+        items = self.output_transform(engine.state.output)
+        for item in items if isinstance(items, list) else [items]:
+            self.add(item)
+
+    def write(self, engine: Engine | None = None) -> dict[str, str]:
+        """Write JSON, CSV and PNG; returns their paths (empty on ranks other than 0)."""
+        cases, views = self.cases, self.views
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, (cases, views))
+            if torch.distributed.get_rank() != 0:
+                return {}
+            cases = [c for part in gathered for c in part[0]]
+            views = [v for part in gathered for v in part[1]][: self.max_overlay_cases]
+        self.paths = write_segmentation_report(cases, self.structure_names, self.output_dir, self.prefix)
+        if views:
+            self.paths["png"] = save_overlay_grid(views, self.structure_names, self.output_dir / f"{self.prefix}.png")
+        dice = [c["dice"] for c in cases]
+        mean_dice = float(np.nanmean(dice)) if dice and np.isfinite(dice).any() else float("nan")
+        logger.info("segmentation report: %d cases, mean Dice %.4f -> %s", len(cases), mean_dice, ", ".join(self.paths.values()))
+        return self.paths

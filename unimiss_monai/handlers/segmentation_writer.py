@@ -1,0 +1,114 @@
+"""Segmentation inference output: each label map written on its input grid, a failed case marked instead."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from unimiss_monai.data.tolerant import CASE_KEY, FAILED_KEY, batch_items, mark_failed
+from unimiss_monai.data.writers import save_nifti
+from unimiss_monai.handlers.forward_failure_guard import guard_forward
+from unimiss_monai.handlers.inference_summary import OUTPUT_KEY
+from unimiss_monai.utils.errors import failure_reason
+
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+
+__all__ = ["SegmentationWriter", "case_name"]
+
+logger = logging.getLogger(__name__)
+
+
+def case_name(path: str | os.PathLike) -> str:
+    """The file or folder name of an input without its image suffix (``/data/ct_07.nii.gz`` -> ``ct_07``)."""
+    base = os.path.basename(str(path).rstrip("/"))
+    for suffix in (".nii.gz", ".nii", ".dcm"):
+        if base.lower().endswith(suffix):
+            return base[: -len(suffix)]
+    return base
+
+
+class SegmentationWriter:
+    """Ignite handler: write ``<output_dir>/<case>_seg.nii.gz`` (uint8 label map on the input grid) per case.
+
+    Each decollated output item holds ``pred`` (class probabilities or logits on the preprocessed grid) and ``image``
+    (the preprocessed image, whose transform trace ``Invertd`` follows back); the matching batch item may hold
+    ``case`` / ``failed`` (set by :class:`~unimiss_monai.data.TolerantDataset`, or by
+    :func:`~unimiss_monai.handlers.guard_forward`, which attaching installs). A case that fails here (non-finite
+    output, a failed write) is logged and marked failed in its batch item; the written path is recorded there too, so
+    :class:`~unimiss_monai.handlers.InferenceSummary` (listed after this handler) reports both. The run goes on.
+
+    Args:
+        output_dir: output folder (created).
+        transform: the inference preprocessing (a MONAI ``Compose``) to invert.
+        invert_probabilities: invert the class probabilities (linear) and take the argmax on the input grid (smoother,
+            ``C`` times the memory), instead of inverting the argmax with nearest-neighbour. Defaults to ``False``.
+        postfix: file name suffix. Defaults to ``"_seg"``.
+        output_transform: maps ``engine.state.output`` to the list of items. Defaults to identity.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        transform: Callable,
+        invert_probabilities: bool = False,
+        postfix: str = "_seg",
+        output_transform: Callable[[Any], Any] = lambda x: x,
+    ) -> None:
+        from monai.transforms import Invertd
+
+        self.output_dir = Path(output_dir)
+        self.invert_probabilities = bool(invert_probabilities)
+        self.postfix = postfix
+        self.output_transform = output_transform
+        self.invert = Invertd(keys="pred", transform=transform, orig_keys="image", nearest_interp=not invert_probabilities)
+        self.written: list[dict[str, Any]] = []
+
+    def attach(self, engine: Engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, guard_forward)
+        engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.update)
+
+    def reset(self, engine: Engine | None = None) -> None:
+        self.written = []
+
+    def write_item(self, item: dict[str, Any]) -> Path:
+        """Invert one prediction onto its input grid and write it; returns the output path.
+
+        ``item["pred"]``: (C, *spatial) on the preprocessed grid; the file holds the (*input spatial) label map.
+        """
+        pred = item["pred"]
+        if not torch.isfinite(torch.as_tensor(pred)).all():
+            raise ValueError("the network output has non-finite values (NaN or Inf); check the input and the weights")
+        if not self.invert_probabilities:
+            pred = pred.argmax(0, keepdim=True).to(torch.float32) if pred.shape[0] > 1 else pred
+        out = self.invert({"pred": pred, "image": item["image"]})["pred"]
+        labels = out.argmax(0) if out.shape[0] > 1 else out[0].round()
+        affine = np.asarray(out.affine, dtype=np.float64)
+        case = case_name(item.get(CASE_KEY) or out.meta.get("filename_or_obj", f"case_{len(self.written):04d}"))
+        path = save_nifti(labels.cpu().numpy().astype(np.uint8), affine, self.output_dir / f"{case}{self.postfix}.nii.gz")
+        self.written.append({"case": case, "output": str(path), "shape": list(labels.shape)})
+        return path
+
+    def update(self, engine: Engine) -> None:
+        items = self.output_transform(engine.state.output)
+        items = items if isinstance(items, list) else [items]
+        # evaluators keep only image/label/pred in their output: "case"/"failed" come from the (decollated) batch
+        for item, source in zip(items, batch_items(engine.state.batch)):
+            if source.get(FAILED_KEY):
+                continue
+            case = str(source.get(CASE_KEY, ""))
+            try:
+                source[OUTPUT_KEY] = str(self.write_item({**item, CASE_KEY: case or item.get(CASE_KEY, "")}))
+            except Exception as err:  # noqa: BLE001 - one bad case is reported, the others go on
+                reason = failure_reason(err)
+                logger.error("segmentation: %s failed: %s", case, reason)
+                mark_failed(source, f"{case}: {reason}" if case and case not in reason else reason)

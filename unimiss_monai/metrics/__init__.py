@@ -1,0 +1,22 @@
+"""Metrics of fine-tuned classifiers and segmenters: plain functions over arrays, and MONAI metric wrappers."""
+
+from unimiss_monai.metrics.classification import (
+    MacroAUC,
+    MacroAUCMetric,
+    average_precision,
+    classification_metrics,
+    roc_auc,
+    roc_curve,
+)
+from unimiss_monai.metrics.segmentation import METRICS, compute_segmentation_metrics
+
+__all__ = [
+    "METRICS",
+    "MacroAUC",
+    "MacroAUCMetric",
+    "average_precision",
+    "classification_metrics",
+    "compute_segmentation_metrics",
+    "roc_auc",
+    "roc_curve",
+]

@@ -1,0 +1,71 @@
+"""Per-structure segmentation metrics of one case: Dice, HD95 and surface Dice (MONAI metrics).
+
+Works for 2D (X-ray) and 3D (CT) alike: arrays are channel-first ``(C, *spatial)``; distances are in the units of the
+given spacing (millimetres for a MONAI ``MetaTensor``'s ``pixdim``), in voxels without one.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import torch
+from monai.metrics import compute_dice, compute_hausdorff_distance, compute_surface_dice
+from monai.networks.utils import one_hot
+
+__all__ = ["METRICS", "compute_segmentation_metrics"]
+
+METRICS = ("dice", "hd95", "surface_dice")
+
+
+def _as_onehot(x: torch.Tensor, num_classes: int) -> torch.Tensor:
+    x = torch.as_tensor(x)
+    if x.shape[0] == num_classes and num_classes > 1:
+        return (x > 0.5).float()
+    if x.shape[0] != 1:
+        raise ValueError(f"segmentation report: expected {num_classes} one-hot channels or 1 label-map channel, got shape {tuple(x.shape)}")
+    return one_hot(x[None].round().long(), num_classes, dim=1)[0]
+
+
+def compute_segmentation_metrics(
+    pred: torch.Tensor,
+    label: torch.Tensor,
+    num_classes: int,
+    spacing: Sequence[float] | None = None,
+    tolerance: float = 2.0,
+    include_background: bool = False,
+) -> dict[str, list[float]]:
+    """Dice, 95th-percentile Hausdorff distance and surface Dice at ``tolerance`` for one case.
+
+    Args:
+        pred: prediction, one-hot ``(num_classes, *spatial)`` or label map ``(1, *spatial)``.
+        label: ground truth, same forms as ``pred`` and the same spatial shape.
+        num_classes: number of classes including background.
+        spacing: voxel size per spatial axis (mm); ``None`` measures distances in voxels.
+        tolerance: surface-Dice tolerance, in the units of ``spacing``. Defaults to 2.0.
+        include_background: also report class 0.
+
+    Returns:
+        ``{"dice": [...], "hd95": [...], "surface_dice": [...]}``, one value per reported class; ``nan`` where the
+        structure is absent from the ground truth (Dice) or from either mask (distances).
+    """
+    p, y = _as_onehot(pred, num_classes), _as_onehot(label, num_classes)
+    if p.shape != y.shape:
+        raise ValueError(f"segmentation report: prediction {tuple(p.shape)} and label {tuple(y.shape)} disagree in shape")
+    p, y = p[None].cpu(), y[None].cpu()
+    n_reported = num_classes - (0 if include_background else 1)
+    sp = None if spacing is None else [float(s) for s in spacing]
+    dice = compute_dice(p, y, include_background=include_background, ignore_empty=True)[0]
+    present = (p.flatten(2).sum(-1) > 0)[0] & (y.flatten(2).sum(-1) > 0)[0]
+    present = present if include_background else present[1:]
+    hd95 = torch.full((n_reported,), float("nan"))
+    nsd = torch.full((n_reported,), float("nan"))
+    if present.any():
+        # distances are undefined when either mask is empty; MONAI warns and returns inf/nan there, so skip those
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            hd95 = compute_hausdorff_distance(p, y, include_background=include_background, percentile=95, spacing=sp)[0]
+            nsd = compute_surface_dice(p, y, [tolerance] * n_reported, include_background=include_background, spacing=sp)[0]
+        hd95 = torch.where(present, hd95, torch.nan)
+        nsd = torch.where(present, nsd, torch.nan)
+    return {"dice": dice.tolist(), "hd95": hd95.tolist(), "surface_dice": nsd.tolist()}

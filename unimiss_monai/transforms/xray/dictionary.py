@@ -1,0 +1,77 @@
+"""Dictionary wrappers of :mod:`unimiss_monai.transforms.xray.array`, and the check of multi-label radiograph masks."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
+
+from unimiss_monai.data.xray import drop_trailing_singletons, source_name
+from unimiss_monai.transforms.xray.array import AsGreyRadiograph
+
+__all__ = [
+    "AsGreyRadiographD",
+    "AsGreyRadiographDict",
+    "AsGreyRadiographd",
+    "CheckMultiLabelMaskD",
+    "CheckMultiLabelMaskDict",
+    "CheckMultiLabelMaskd",
+]
+
+
+class AsGreyRadiographd(MapTransform):
+    """Dictionary version of :class:`AsGreyRadiograph`."""
+
+    def __init__(self, keys: KeysCollection, invert_monochrome1: bool = True, luminance: bool = False,
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.converter = AsGreyRadiograph(invert_monochrome1, luminance)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.converter(d[key])
+        return d
+
+
+class CheckMultiLabelMaskd(MapTransform):
+    """Check a multi-label mask ``(C, X, Y[, 1])`` against its image: one channel per structure, values in {0, 1},
+    same spatial size as the image. Trailing singleton spatial dims of the mask are dropped.
+
+    Args:
+        keys: mask key(s).
+        image_key: key of the image the mask belongs to (already through :class:`AsGreyRadiographd`).
+        structures: names of the structures, one per mask channel (their number is checked).
+
+    Raises:
+        ValueError: naming the file, for a wrong channel count, values outside {0, 1} or a size mismatch.
+    """
+
+    def __init__(self, keys: KeysCollection, image_key: str = "image", structures: Sequence[str] = (), allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.image_key = image_key
+        self.structures = list(structures)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        image = d[self.image_key]
+        for key in self.key_iterator(d):
+            mask = d[key]
+            name = source_name(mask)
+            mask = drop_trailing_singletons(mask)
+            if self.structures and mask.shape[0] != len(self.structures):
+                raise ValueError(f"{name}: label has {mask.shape[0]} channels, expected {len(self.structures)} (one binary mask per structure: {self.structures}); save masks as (X, Y, 1, C)")
+            values = torch.unique(torch.as_tensor(mask)).tolist()
+            bad = [v for v in values if v not in (0, 1)]
+            if bad:
+                raise ValueError(f"{name}: label values {bad[:5]} are outside the declared set {{0, 1}} (each channel is a binary mask of one structure)")
+            if tuple(mask.shape[1:]) != tuple(image.shape[1:]):
+                raise ValueError(f"{name}: label spatial size {tuple(mask.shape[1:])} does not match image {source_name(image)} size {tuple(image.shape[1:])}; resample the label to the image grid")
+            d[key] = mask
+        return d
+
+
+AsGreyRadiographD = AsGreyRadiographDict = AsGreyRadiographd
+CheckMultiLabelMaskD = CheckMultiLabelMaskDict = CheckMultiLabelMaskd

@@ -1,0 +1,143 @@
+"""Grad-CAM saliency for transformer classifiers (tokens) and CNNs (feature maps), 2D or 3D, and its PNG rendering.
+
+Grad-CAM (Selvaraju et al., ICCV 2017): weight each channel of a layer's activation by the mean gradient of the
+class score over positions, sum over channels, keep the positive part, upsample to the input. For
+:class:`~unimiss_monai.networks.UniMissClassifier` the layer is the input of the encoder's last transformer block:
+a CLS-pooled head reads only the CLS token of the block's *output*, so the patch tokens there get no gradient,
+whereas the block's input reaches the CLS token through attention.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["default_target_layer", "grad_cam", "saliency_png"]
+
+
+def default_target_layer(model: nn.Module) -> nn.Module:
+    """The last transformer block of a UniMiSS classifier's encoder (``model.encoder.blocks[-1][-1]``)."""
+    blocks = getattr(getattr(model, "encoder", None), "blocks", None)
+    if blocks is None:
+        raise ValueError(f"grad_cam: {type(model).__name__} has no encoder.blocks; pass target_layer explicitly")
+    return blocks[-1][-1]
+
+
+def grad_cam(
+    model: nn.Module, x: torch.Tensor, class_index: int | Sequence[int] | None = None,
+    target_layer: nn.Module | None = None, grid: Sequence[int] | None = None,
+) -> torch.Tensor:
+    """Grad-CAM maps at the input's resolution.
+
+    Args:
+        model: a classifier returning logits (B, C).
+        x: input (B, C_in, *spatial), 2D or 3D.
+        class_index: class of each map (an int for all, or B ints). Defaults to each case's top class.
+        target_layer: module whose *input* is the activation: tokens (B, [1 +] N, D) with N = prod(grid) (a leading
+            CLS token is dropped) or a feature map (B, D, *grid). Defaults to :func:`default_target_layer`.
+        grid: patch grid of token activations. Defaults to the input size over a UniMiSS encoder's total stride.
+
+    Returns:
+        (B, *spatial) float maps in [0, 1] (all zero where the class has no positive evidence). The model's
+        parameter gradients are left as they were.
+    """
+    layer = default_target_layer(model) if target_layer is None else target_layer
+    captured: dict[str, torch.Tensor] = {}
+
+    def keep_input(_module, args):
+        act = args[0]
+        if not act.requires_grad:  # nothing trainable before the layer: make its input a leaf we can differentiate
+            act = act.detach().requires_grad_(True)
+        captured["act"] = act
+        return (act, *args[1:])
+
+    was_training = model.training
+    saved_grads = [(p, p.grad) for p in model.parameters()]
+    handle = layer.register_forward_pre_hook(keep_input)
+    try:
+        model.eval()
+        with torch.enable_grad():
+            logits = model(x.detach().float())
+            idx = logits.argmax(1) if class_index is None else torch.as_tensor(class_index, device=logits.device).expand(logits.shape[0])
+            score = logits.gather(1, idx.long().view(-1, 1)).sum()
+            act = captured["act"]
+            (grad,) = torch.autograd.grad(score, act)
+    finally:
+        handle.remove()
+        model.train(was_training)
+        for p, g in saved_grads:
+            p.grad = g
+    spatial = tuple(x.shape[2:])
+    act, grad = act.detach(), grad.detach()
+    if act.ndim == 3:  # tokens (B, [1 +] N, D) -> feature map (B, D, *grid)
+        grid = _token_grid(model, spatial, grid)
+        if act.shape[1] not in (math.prod(grid), math.prod(grid) + 1):
+            raise ValueError(f"grad_cam: {act.shape[1]} tokens do not fit the patch grid {grid} (+ CLS)")
+        act, grad = (t[:, -math.prod(grid):].transpose(1, 2).reshape(t.shape[0], -1, *grid) for t in (act, grad))
+    weights = grad.flatten(2).mean(-1)  # (B, D)
+    cam = torch.relu(torch.einsum("bd,bd...->b...", weights, act))[:, None]
+    mode = "bilinear" if len(spatial) == 2 else "trilinear"
+    cam = nn.functional.interpolate(cam, size=spatial, mode=mode, align_corners=False)[:, 0]
+    peak = cam.flatten(1).amax(1).clamp_min(1e-12).view(-1, *([1] * len(spatial)))
+    return (cam / peak).clamp(0, 1)
+
+
+def _token_grid(model: nn.Module, spatial: tuple[int, ...], grid: Sequence[int] | None) -> tuple[int, ...]:
+    if grid is not None:
+        return tuple(int(g) for g in grid)
+    config = getattr(getattr(model, "encoder", None), "config", None)
+    if config is None:
+        raise ValueError("grad_cam: the target layer gives tokens; pass grid= (the patch grid of the input)")
+    from unimiss_monai.networks import total_stride
+
+    return tuple(s // t for s, t in zip(spatial, total_stride(config, len(spatial))))
+
+
+def saliency_png(
+    image: np.ndarray | torch.Tensor, cam: np.ndarray | torch.Tensor, path: str | os.PathLike, title: str = "",
+    spacing: Sequence[float] | None = None,
+) -> str:
+    """Write the saliency map over the image as a PNG (atomically), in the package's display convention.
+
+    Args:
+        image: ``(X, Y)`` 2D image or ``(Z, X, Y)`` CT in network order (:mod:`unimiss_monai.conventions`); any
+            intensity range (shown min-max scaled).
+        cam: map of the same shape, in [0, 1].
+        path: output file. title: figure title (e.g. the class and its probability).
+        spacing: ``(Z, X, Y)`` voxel spacing of a 3D input, for true proportions
+            (:func:`~unimiss_monai.conventions.network_spacing`). Defaults to isotropic.
+
+    A 2D image is shown radiologically (head up, the patient's left on the right); a 3D input as axial, coronal and
+    sagittal planes through the map's maximum.
+    """
+    from matplotlib.figure import Figure
+
+    from unimiss_monai.conventions import display_2d, display_panels
+    from unimiss_monai.data.writers import save_bytes
+    from unimiss_monai.visualize.plots import figure_png
+
+    img, sal = (np.asarray(t.detach().cpu() if isinstance(t, torch.Tensor) else t, dtype=np.float32) for t in (image, cam))
+    if img.shape != sal.shape or img.ndim not in (2, 3):
+        raise ValueError(f"saliency_png: image {img.shape} and map {sal.shape} must be the same 2D or 3D shape")
+    if img.ndim == 2:
+        pairs = [("", display_2d(img), display_2d(sal), 1.0)]
+    else:
+        peak = np.unravel_index(int(np.argmax(sal)), sal.shape)
+        pairs = [(name, im, sm, aspect) for (name, im, aspect), (_, sm, _) in
+                 zip(display_panels(img, peak, spacing), display_panels(sal, peak, spacing))]
+    fig = Figure(figsize=(3.2 * len(pairs), 3.4))
+    for i, (label, im, sm, aspect) in enumerate(pairs):
+        ax = fig.add_subplot(1, len(pairs), i + 1)
+        ax.imshow(im, cmap="gray", aspect=aspect)
+        ax.imshow(sm, cmap="jet", alpha=0.35, vmin=0.0, vmax=1.0, aspect=aspect)
+        ax.set_title(label, fontsize=8)
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    save_bytes(figure_png(fig, dpi=100), path)
+    return str(path)
