@@ -289,13 +289,7 @@ class IntraInterTrainer(PretrainingTrainer):
     # ---- one iteration ----------------------------------------------------------------------------------------------
     def _iteration(self, engine: IntraInterTrainer, batchdata: tuple[str, dict]) -> dict[str, Any]:
         phase, batch = batchdata
-        engine.state.phase = phase
-        skipped = batch.get(SKIPPED_KEY, [])
-        engine.state.phase_iterations[phase] += 1
-        if skipped:
-            engine.state.skipped_samples += len(skipped)
-            engine.state.first_failure.setdefault(phase, skipped[0])
-            logger.warning("iteration %d: skipped %d unreadable sample(s), %d so far: %s", engine.state.iteration, len(skipped), engine.state.skipped_samples, skipped)
+        skipped = self._count_phase(engine, phase, batch)
         stage = engine.stage(engine.state.epoch - 1)
         terms = engine.active_terms(stage, phase)
         base = {"phase": phase, "stage": float(stage), "skipped": len(skipped)}

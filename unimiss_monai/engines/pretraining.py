@@ -285,8 +285,9 @@ class PretrainingTrainer(Trainer):
             if self.wd_schedule is not None and group.get("weight_decay", 0.0) != 0.0:
                 group["weight_decay"] = self.wd_schedule(step)
 
-    def _iteration(self, engine: PretrainingTrainer, batchdata: tuple[str, dict]) -> dict[str, Any]:
-        phase, batch = batchdata
+    @staticmethod
+    def _count_phase(engine: PretrainingTrainer, phase: str, batch: dict) -> list:
+        """Book the iteration to its phase and count the samples its loader had to skip; returns their names."""
         engine.state.phase = phase
         skipped = batch.get(SKIPPED_KEY, [])
         engine.state.phase_iterations[phase] += 1
@@ -294,6 +295,11 @@ class PretrainingTrainer(Trainer):
             engine.state.skipped_samples += len(skipped)
             engine.state.first_failure.setdefault(phase, skipped[0])
             logger.warning("iteration %d: skipped %d unreadable sample(s), %d so far: %s", engine.state.iteration, len(skipped), engine.state.skipped_samples, skipped)
+        return skipped
+
+    def _iteration(self, engine: PretrainingTrainer, batchdata: tuple[str, dict]) -> dict[str, Any]:
+        phase, batch = batchdata
+        skipped = self._count_phase(engine, phase, batch)
         if batch.get("empty"):
             return {"phase": phase, "skipped": len(skipped)}
         acc = engine.accumulation_steps

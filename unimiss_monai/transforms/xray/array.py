@@ -12,16 +12,9 @@ __all__ = ["AsGreyRadiograph"]
 
 
 class AsGreyRadiograph(Transform):
-    """Bring a loaded, channel-first radiograph to one grey channel and two spatial dims: ``(1, X, Y)``.
-
-    - trailing singleton spatial dims (a DICOM frame ``(C, X, Y, 1)``, a NIfTI ``(X, Y, 1)``) are dropped, from the
-      metadata's ``spatial_shape`` too;
-    - a real 3D volume (more than two spatial dims longer than 1) is refused: this handles projection images only;
-    - RGB/RGBA images whose colour channels are equal (a grey PNG saved as colour) keep one channel; with
-      ``luminance=True`` other RGB/RGBA images become their ITU-R BT.601 luminance ``0.299 R + 0.587 G + 0.114 B``
-      (alpha dropped); any other channel count is refused;
-    - DICOM ``MONOCHROME1`` (bright = low attenuation) read by ``PydicomReader`` is inverted so that dense structures
-      are bright, as in ``MONOCHROME2``, PNG exports and DRRs (``ITKReader``, MONAI's default, has already done so).
+    """Bring a loaded, channel-first radiograph to one grey channel and two spatial dims, ``(1, X, Y)``, by the rules
+    of :func:`unimiss_monai.data.xray.grey_radiograph` (singleton dims dropped, 3D refused, colour reduced or refused,
+    ``MONOCHROME1`` inverted), then check it with :class:`~unimiss_monai.transforms.CheckImage`.
 
     Args:
         invert_monochrome1: invert ``PydicomReader`` images whose metadata says ``MONOCHROME1``. Defaults to True.
