@@ -69,13 +69,13 @@ def _check_export(model_path: Path) -> dict:
 
 @pytest.mark.slow
 def test_smoke_composition_runs_end_to_end(pretraining_samples, tmp_path):
-    """train.json + recipe_intra_inter.yaml + smoke.yaml as they are (ResNet-50 slices, 3000 prototypes): about 3 min
-    on 2 loaded CPU cores, see the bundle README."""
+    """train.json + recipe_intra_inter.yaml + smoke.yaml as they are (the smoke overlay's ResNet-10 slices and 32
+    prototypes): about a minute on 2 CPU cores, see the bundle README."""
     out = tmp_path / "out"
     proc = run_bundle_cli(BUNDLE, RECIPE, bundle_root=str(tmp_path / "bundle"), dataset_dir=str(pretraining_samples), output_dir=str(out))
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     export = _check_export(out / "models" / "model.pt")
-    assert export["info"]["slice_backbone"] == "resnet50" and export["info"]["family"] == "resnet"
+    assert export["info"]["slice_backbone"] == "resnet10" and export["info"]["family"] == "resnet"
     ckpt = torch.load(out / "checkpoints" / "checkpoint.pt", weights_only=True)
     assert {"network", "intra_head", "inter_head", "optimizer", "loss", "trainer"} <= set(ckpt)
 

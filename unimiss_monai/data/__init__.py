@@ -18,7 +18,7 @@ _EXPORTS = {
                                    "epoch_length", "make_loader", "pretraining_loader"),
     "unimiss_monai.data.locators": ("RealCT", "find_real_ct", "find_real_radiograph", "read_structure_names"),
     "unimiss_monai.data.phantom": ("PHANTOM_HU", "PHANTOM_LABELS", "CTPhantom", "make_ct_phantom", "phantom_affine"),
-    "unimiss_monai.data.pretraining_datalist": ("load_pretraining_datalist",),
+    "unimiss_monai.data.pretraining_datalist": ("load_pretraining_datalist", "with_sample_index"),
     "unimiss_monai.data.segmentation_inputs": ("find_segmentation_inputs",),
     "unimiss_monai.data.tolerant": ("TolerantDataset",),
     "unimiss_monai.data.writers": ("atomic_path", "check_output_dir", "save_bytes", "save_contact_sheet", "save_json",

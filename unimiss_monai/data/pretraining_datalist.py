@@ -60,3 +60,11 @@ def load_pretraining_datalist(path: str | os.PathLike, require_drr: bool = True)
                     raise FileNotFoundError(f"{path}: {where} {key} file {entry[key]} does not exist" + ("; render it or set drr_on_the_fly=true" if key == "drr" else ""))
             out[section].append(entry)
     return out
+
+
+def with_sample_index(sections: dict[str, list[dict]], slices_per_ct: int) -> dict[str, list[dict]]:
+    """``sections`` with an ``index`` per item, unique over the data set: DeepCluster-v2 keeps one memory-bank entry
+    per index. Each CT volume reserves ``slices_per_ct`` indices (one per slice of its sequence), the X-rays follow."""
+    ct = [dict(d, index=i) for i, d in enumerate(sections.get("ct") or [])]
+    offset = len(ct) * slices_per_ct
+    return {**sections, "ct": ct, "xray": [dict(d, index=offset + i) for i, d in enumerate(sections.get("xray") or [])]}

@@ -40,6 +40,12 @@ TERMS = ("intra", "inter", "masked")
 STAGE_NAMES = {0: "joint", 1: "2d", 2: "masked embedding", 3: "joint 3d"}
 
 
+def staged_epochs(epochs: int, fractions: tuple[float, float] = (0.4, 0.1)) -> list[int]:
+    """The default staged schedule: 40 % of ``epochs`` 2D, 10 % masked embedding, the rest joint 3D."""
+    first, second = (int(epochs * f) for f in fractions)
+    return [first, second, epochs - first - second]
+
+
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import nn
 
 from unimiss_monai.utils.ema import unwrap_model
 
-__all__ = ["param_groups_lrd"]
+__all__ = ["param_groups_lrd", "param_groups_of"]
 
 
 def param_groups_lrd(
@@ -45,3 +47,8 @@ def param_groups_lrd(
             )
             group["params"].append(p)
     return list(groups.values())
+
+
+def param_groups_of(models: Sequence[nn.Module], base_lr: float, weight_decay: float = 0.05) -> list[dict]:
+    """:func:`param_groups_lrd` of each of ``models`` (e.g. a network and its separate heads), in one list."""
+    return [group for model in models for group in param_groups_lrd(model, base_lr, weight_decay)]

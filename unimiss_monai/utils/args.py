@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["as_bool"]
+__all__ = ["as_bool", "choose"]
 
 _TRUE = frozenset({"true", "yes", "1"})
 _FALSE = frozenset({"false", "no", "0"})
@@ -36,3 +37,10 @@ def as_bool(value: Any, name: str) -> bool:
         if text in _FALSE:
             return False
     raise ValueError(f"config id {name!r} is {value!r}, not a boolean; use true/false, yes/no or 1/0 (any case)")
+
+
+def choose(options: Mapping[str, Any], value: Any, name: str) -> Any:
+    """``options[value]`` for config id ``name``, or a one-line ``ValueError`` listing the valid values."""
+    if value not in options:
+        raise ValueError(f"config id {name!r} must be one of {', '.join(map(str, options))}, got {value!r}")
+    return options[value]

@@ -5,6 +5,7 @@ for one release with a ``DeprecationWarning`` naming the new one."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -28,7 +29,11 @@ def lazy_exports(package: str, exports: Mapping[str, str]) -> tuple[Callable[[st
 
     def __getattr__(name: str) -> Any:
         if name not in exports:
-            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+            # any submodule resolves too (``unimiss_monai.engines.intra_inter`` in a config expression), without a list
+            # to keep in step with the files
+            if name.startswith("_") or importlib.util.find_spec(f"{package}.{name}") is None:
+                raise AttributeError(f"module {package!r} has no attribute {name!r}")
+            return importlib.import_module(f"{package}.{name}")
         where = exports[name]
         value = importlib.import_module(f"{package}.{name}") if not where else getattr(importlib.import_module(where), name)
         # later lookups find the attribute directly and skip this function
