@@ -1,0 +1,217 @@
+"""The label-efficiency study without bundle runs: the paired interval against scipy, the paired design, resuming
+(interrupted + resumed == uninterrupted, byte for byte), the figure and the docs table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from unimiss_monai.benchmarks.label_efficiency.command import write_results
+from unimiss_monai.benchmarks.label_efficiency.design import StudyDesign, subset_indices, subset_order
+from unimiss_monai.benchmarks.label_efficiency.statistics import mean_interval, paired_difference
+from unimiss_monai.benchmarks.label_efficiency.study import build_results, run_study
+
+PRE = [0.61, 0.58, 0.66, 0.59, 0.63, 0.60]
+SCRATCH = [0.55, 0.57, 0.60, 0.52, 0.61, 0.58]
+
+
+def test_t_interval_is_scipys_paired_t_test_interval():
+    d = paired_difference(PRE, SCRATCH, confidence=0.95)
+    ci = stats.ttest_rel(PRE, SCRATCH).confidence_interval(0.95)
+    assert d["mean"] == pytest.approx(np.mean(np.subtract(PRE, SCRATCH)))
+    assert (d["ci_low"], d["ci_high"]) == pytest.approx((ci.low, ci.high), rel=1e-10)
+    assert d["n"] == 6 and d["differences"] == pytest.approx(np.subtract(PRE, SCRATCH).tolist())
+    # these numbers: every seed but one favours the first arm, and the interval excludes 0
+    assert d["ci_low"] > 0 and d["includes_zero"] is False
+    d90 = paired_difference(PRE, SCRATCH, confidence=0.90)
+    ci90 = stats.ttest_rel(PRE, SCRATCH).confidence_interval(0.90)
+    assert (d90["ci_low"], d90["ci_high"]) == pytest.approx((ci90.low, ci90.high), rel=1e-10)
+    assert d90["ci_high"] - d90["ci_low"] < d["ci_high"] - d["ci_low"]
+
+
+def test_paired_interval_is_narrower_than_separate_intervals_when_seeds_share_their_spread():
+    base = np.array([0.40, 0.55, 0.70, 0.48, 0.62])  # seed-to-seed spread shared by both arms
+    pre, scratch = base + 0.05 + np.array([0.01, -0.01, 0.0, 0.005, -0.005]), base
+    d = paired_difference(pre, scratch)
+    a, b = mean_interval(pre), mean_interval(scratch)
+    assert a["ci_low"] < b["ci_high"]  # the separate intervals overlap...
+    assert not d["includes_zero"] and d["ci_low"] > 0.03  # ...the paired one shows the 0.05 gain
+
+
+def test_interval_that_includes_zero_says_so():
+    d = paired_difference([0.5, 0.6, 0.55], [0.52, 0.57, 0.56])
+    assert d["ci_low"] < 0 < d["ci_high"] and d["includes_zero"] is True
+
+
+def test_bootstrap_interval_is_scipys_percentile_bootstrap_with_the_fixed_seed():
+    d = paired_difference(PRE, SCRATCH, method="bootstrap", n_resamples=2000, random_state=3)
+    ref = stats.bootstrap((np.subtract(PRE, SCRATCH),), np.mean, n_resamples=2000, method="percentile",
+                          random_state=np.random.default_rng(3)).confidence_interval
+    assert (d["ci_low"], d["ci_high"]) == pytest.approx((ref.low, ref.high), rel=1e-12)
+    assert paired_difference(PRE, SCRATCH, method="bootstrap") == paired_difference(PRE, SCRATCH, method="bootstrap")
+    assert d["ci_low"] <= d["mean"] <= d["ci_high"]
+
+
+def test_identical_differences_give_a_point_interval_and_bad_input_is_refused():
+    d = paired_difference([0.6, 0.7], [0.5, 0.6])
+    assert d["ci_low"] == pytest.approx(0.1) and d["ci_high"] == pytest.approx(0.1) and not d["includes_zero"]
+    with pytest.raises(ValueError, match="at least 2"):
+        paired_difference([0.6], [0.5])
+    with pytest.raises(ValueError, match="paired one to one"):
+        paired_difference([0.6, 0.7], [0.5])
+    with pytest.raises(ValueError, match="non-finite"):
+        paired_difference([0.6, float("nan")], [0.5, 0.4])
+    with pytest.raises(ValueError, match="method"):
+        paired_difference(PRE, SCRATCH, method="z")
+
+
+def test_subsets_are_seeded_nested_and_independent_of_the_arm():
+    a = subset_indices(32, 0.1, seed=3)
+    assert len(a) == 4 and a == subset_indices(32, 0.1, seed=3) and a != subset_indices(32, 0.1, seed=4)
+    for seed in range(5):  # nested: a larger fraction adds items, it does not redraw
+        sizes = [set(subset_indices(32, f, seed)) for f in (0.05, 0.1, 0.25, 1.0)]
+        assert all(small <= large for small, large in zip(sizes, sizes[1:])) and sizes[-1] == set(range(32))
+    assert len(subset_indices(3, 0.05, 0)) == 1  # never empty
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        subset_indices(10, 0.0, 0)
+
+
+def test_stratified_order_takes_every_class_first():
+    strata = ["normal"] * 30 + ["nodule"] * 10 + ["mass"] * 8
+    for seed in range(5):
+        order = subset_order(len(strata), seed, strata)
+        assert sorted(order) == list(range(48))
+        assert {strata[i] for i in order[:3]} == {"normal", "nodule", "mass"}
+
+
+def test_every_arm_gets_the_same_subsets_and_seeds():
+    design = StudyDesign((0.05, 0.1, 0.25, 1.0), (0, 1, 2, 3, 4), ("scratch", "pretrained", "unimiss"))
+    runs = design.runs(32)
+    assert len(runs) == 4 * 5 * 3
+    by_pair: dict = {}
+    for r in runs:
+        by_pair.setdefault((r.fraction, r.seed), {})[r.arm] = r.indices
+    for (f, s), arms in by_pair.items():
+        assert set(arms) == {"scratch", "pretrained", "unimiss"}
+        assert arms["scratch"] == arms["pretrained"] == arms["unimiss"] == subset_indices(32, f, s)
+    # different seeds of one fraction train on different subsets
+    assert len({by_pair[(0.1, s)]["scratch"] for s in range(5)}) > 1
+
+
+def test_bad_designs():
+    with pytest.raises(ValueError, match="start with scratch"):
+        StudyDesign((0.1,), (0, 1), ("pretrained", "scratch"))
+    with pytest.raises(ValueError, match="unknown arm"):
+        StudyDesign((0.1,), (0, 1), ("scratch", "imagenet"))
+    with pytest.raises(ValueError, match="must not repeat"):
+        StudyDesign((0.1, 0.1), (0, 1), ("scratch", "pretrained"))
+
+
+class FakeRunner:
+    """Scores that depend on the arm, the subset and the seed only; raises ``KeyboardInterrupt`` (a kill) before
+    its ``stop_after``-th run."""
+
+    def __init__(self, stop_after: int | None = None, fail: str | None = None):
+        self.calls, self.stop_after, self.fail = [], stop_after, fail
+
+    def __call__(self, spec, run_dir: Path) -> dict:
+        if self.stop_after is not None and len(self.calls) == self.stop_after:
+            raise KeyboardInterrupt
+        self.calls.append(spec.run_id)
+        if spec.run_id == self.fail:
+            raise RuntimeError("out of memory\nsecond line")
+        shared = np.random.default_rng([spec.seed, len(spec.indices)]).normal(0, 0.05)
+        own = np.random.default_rng([spec.seed, len(spec.indices), len(spec.arm)]).normal(0, 0.005)
+        gain = 0.05 if spec.arm == "pretrained" else 0.0
+        return {"score": float(0.4 + 0.3 * spec.fraction + gain + shared + own), "report": "r.json"}
+
+
+DESIGN = StudyDesign((0.1, 1.0), (0, 1, 2, 3, 4), ("scratch", "pretrained"))
+META = {"bundle": "unimiss_cxr_segmentation", "metric": "Dice", "command": "python -m unimiss_monai label-efficiency"}
+SETTINGS = {"scratch": {"lr": 1e-3}, "pretrained": {"lr": 1e-3, "weights_sha256": "ab"}}
+
+
+def _study(out: Path, runner) -> bytes:
+    records = run_study(DESIGN.runs(32), runner, out, SETTINGS)
+    write_results(build_results(records, DESIGN, META), out)
+    return (out / "label_efficiency.json").read_bytes()
+
+
+def test_resumed_study_writes_the_same_json_as_an_uninterrupted_one(tmp_path):
+    whole = _study(tmp_path / "a", FakeRunner())
+    first = FakeRunner(stop_after=7)
+    with pytest.raises(KeyboardInterrupt):
+        _study(tmp_path / "b", first)
+    assert len(list((tmp_path / "b" / "runs").glob("*/record.json"))) == 7
+    second = FakeRunner()
+    resumed = _study(tmp_path / "b", second)
+    assert resumed == whole
+    # the finished runs were read back, only the rest were trained
+    assert len(second.calls) == 20 - 7 and not set(second.calls) & set(first.calls)
+    assert (tmp_path / "b" / "label_efficiency.md").read_text() == (tmp_path / "a" / "label_efficiency.md").read_text()
+    # a third call trains nothing
+    third = FakeRunner()
+    assert _study(tmp_path / "b", third) == whole and third.calls == []
+
+
+def test_results_schema_per_seed_values_and_paired_difference(tmp_path):
+    _study(tmp_path, FakeRunner())
+    res = json.loads((tmp_path / "label_efficiency.json").read_text())
+    assert res["fractions"] == [0.1, 1.0] and res["seeds"] == [0, 1, 2, 3, 4] and res["arms"] == ["scratch", "pretrained"]
+    assert res["complete"] and not res["failures"] and res["command"] == META["command"]
+    for f in ("0.1", "1"):
+        pre, scr = res["results"]["pretrained"][f]["per_seed"], res["results"]["scratch"][f]["per_seed"]
+        assert list(pre) == list(scr) == ["0", "1", "2", "3", "4"]
+        d = res["paired_difference"][f]
+        ref = stats.ttest_rel(list(pre.values()), list(scr.values())).confidence_interval(0.95)
+        assert d["mean"] == pytest.approx(np.mean(np.subtract(list(pre.values()), list(scr.values()))))
+        assert (d["ci_low"], d["ci_high"]) == pytest.approx((ref.low, ref.high))
+        assert d["arm"] == "pretrained" and d["reference"] == "scratch" and d["seeds"] == [0, 1, 2, 3, 4]
+        assert d == res["paired_differences"]["pretrained"][f]
+    # the fake gain of 0.05 is ten times the noise that the arms do not share: the paired interval finds it
+    d = res["paired_difference"]["0.1"]
+    assert d["mean"] == pytest.approx(0.05, abs=0.01) and 0 < d["ci_low"] < 0.05 < d["ci_high"]
+    assert not d["includes_zero"] and d["conclusion"].endswith("pretrained is better at this confidence")
+    assert (tmp_path / "label_efficiency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (tmp_path / "label_efficiency.md").read_text()
+    assert "| 0.1 (4) |" in md and "pretrained - scratch" in md
+
+
+def test_a_failed_run_is_recorded_left_out_of_its_pair_and_retried(tmp_path):
+    runner = FakeRunner(fail="pretrained_f0.1_s2")
+    _study(tmp_path, runner)
+    res = json.loads((tmp_path / "label_efficiency.json").read_text())
+    (failure,) = res["failures"]
+    assert failure["run_id"] == "pretrained_f0.1_s2" and failure["error"] == "RuntimeError: out of memory"
+    assert not res["complete"] and res["paired_difference"]["0.1"]["seeds"] == [0, 1, 3, 4]
+    assert res["paired_difference"]["1"]["n"] == 5
+    retry = FakeRunner()
+    _study(tmp_path, retry)
+    assert retry.calls == ["pretrained_f0.1_s2"]
+    assert json.loads((tmp_path / "label_efficiency.json").read_text())["complete"]
+
+
+def test_changed_settings_rerun_and_a_foreign_folder_is_refused(tmp_path):
+    _study(tmp_path, FakeRunner())
+    runner = FakeRunner()
+    records = run_study(DESIGN.runs(32), runner, tmp_path, {**SETTINGS, "pretrained": {"lr": 1e-3, "weights_sha256": "cd"}})
+    assert sorted(runner.calls) == sorted(r.run_id for r in DESIGN.runs(32) if r.arm == "pretrained")
+    assert all(r["status"] == "ok" for r in records)
+    foreign = tmp_path / "other" / "runs" / "scratch_f0.1_s0"
+    foreign.mkdir(parents=True)
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not written by this study"):
+        run_study(DESIGN.runs(32), FakeRunner(), tmp_path / "other", SETTINGS)
+    assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def test_single_seed_has_no_interval_and_says_so(tmp_path):
+    design = StudyDesign((0.5,), (0,), ("scratch", "pretrained"))
+    res = build_results(run_study(design.runs(8), FakeRunner(), tmp_path, SETTINGS), design, META)
+    d = res["paired_difference"]["0.5"]
+    assert d["n"] == 1 and d["ci_low"] is None and d["includes_zero"] is None and "too few" in d["conclusion"]
+    assert res["results"]["scratch"]["0.5"]["ci_low"] is None

@@ -1,0 +1,261 @@
+"""``python -m unimiss_monai label-efficiency``: does pretraining help? A paired study of a fine-tuning bundle.
+
+For every label fraction and seed, each arm (``scratch``, ``pretrained`` = UniMiSS+, optionally ``unimiss`` = the
+ECCV 2022 recipe and ``intra_inter``) fine-tunes the same network on the same training subset with the same seed and
+the same budget of iterations, and the bundle's own evaluate config scores it on the same held-out test split. The
+answer is the paired difference of each arm against scratch with its interval (:mod:`.statistics`), not two
+separate intervals. Runs resume (:mod:`.study`); every number comes from a report that a run wrote and kept.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import platform
+import shlex
+import time
+from pathlib import Path
+
+from unimiss_monai.benchmarks.label_efficiency.design import ARMS, StudyDesign, parse_list
+from unimiss_monai.benchmarks.label_efficiency.tasks import TASKS
+from unimiss_monai.data.writers import save_bytes, save_json
+
+__all__ = ["label_efficiency", "versions", "write_results"]
+
+logger = logging.getLogger(__name__)
+
+_REPO_BUNDLES = Path(__file__).resolve().parents[3] / "bundles"
+
+
+def versions() -> dict:
+    """Versions of the software a study's numbers depend on."""
+    import monai
+    import numpy
+    import scipy
+    import torch
+
+    import unimiss_monai
+
+    return {"python": platform.python_version(), "unimiss_monai": unimiss_monai.__version__,
+            "monai": monai.__version__, "torch": torch.__version__, "numpy": numpy.__version__,
+            "scipy": scipy.__version__}
+
+
+def write_results(results: dict, out: str | Path) -> Path:
+    """Write ``label_efficiency.json``, ``.png`` (:func:`.plot.label_efficiency_png`) and ``.md`` (the docs table)
+    into ``out``; returns the JSON path."""
+    from unimiss_monai.benchmarks.label_efficiency.plot import label_efficiency_png
+    from unimiss_monai.benchmarks.label_efficiency.table import results_markdown
+
+    out = Path(out)
+    path = save_json(results, out / "label_efficiency.json")
+    if results["results"] and any(results["results"].values()):
+        save_bytes(label_efficiency_png(results), out / "label_efficiency.png")
+    save_bytes(results_markdown(results), out / "label_efficiency.md")
+    return path
+
+
+def _display_path(path: str | None, out: Path) -> str | None:
+    # inside the study folder: relative, so two copies of a study give the same JSON
+    if path is None:
+        return None
+    p = Path(path).resolve()
+    return str(p.relative_to(out)) if p.is_relative_to(out) else str(p)
+
+
+def _parse_weights(weights) -> dict[str, str]:
+    if not weights:
+        return {}
+    items = weights.split(",") if isinstance(weights, str) else list(weights)
+    pairs = [str(item).split("=", 1) for item in items]
+    if any(len(p) != 2 for p in pairs):
+        raise ValueError(f"label-efficiency: --weights takes arm=path pairs separated by commas, got {weights!r}")
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def label_efficiency(
+    bundle: str = "unimiss_cxr_segmentation",
+    fractions: str | float | tuple = "0.05,0.1,0.25,1.0",
+    seeds: int | str | tuple = 5,
+    arms: str | tuple = "scratch,pretrained",
+    pretrained: str | None = "auto",
+    weights: str | None = None,
+    dataset_dir: str = "samples",
+    out: str = "outputs/label_efficiency",
+    max_epochs: int = 16,
+    epoch_iterations: int | None = 25,
+    pretrain_epochs: int = 40,
+    pretrain_lr: float = 5e-4,
+    pretraining_dir: str | None = None,
+    interval: str = "t",
+    confidence: float = 0.95,
+    small: bool = True,
+    bundles_dir: str | None = None,
+    **overrides,
+) -> str:
+    """Fine-tune ``bundle`` on fractions of its training labels from several initialisations (arms), paired by
+    seed, and write ``label_efficiency.json`` / ``.png`` / ``.md`` into ``out``: test Dice
+    (``unimiss_cxr_segmentation``, ``unimiss_ct_segmentation``) or macro ROC AUC (``unimiss_cxr_classification``,
+    ``unimiss_ct_classification``) per arm and seed, and per fraction the paired difference of each arm against
+    scratch with its interval (``paired_difference``: ``mean``, ``ci_low``, ``ci_high``, ``includes_zero``).
+
+    Every run gets ``max_epochs * epoch_iterations`` iterations whatever its fraction (a small subset is cycled).
+    Each run keeps its folder and a ``record.json``; a rerun with the same settings skips finished runs and writes
+    the same JSON as an uninterrupted study. A run that fails is listed under ``failures`` and tried again by the
+    next call; the others still count.
+
+    Args:
+        bundle: unimiss_cxr_segmentation, unimiss_ct_segmentation, unimiss_cxr_classification or
+            unimiss_ct_classification.
+        fractions: comma-separated fractions in (0, 1] of the training split.
+        seeds: a number N (seeds 0..N-1) or a comma-separated list; seed ``s`` fixes the subset and the training
+            randomness of every arm. 5 or more for an interval worth reading.
+        arms: comma-separated, starting with ``scratch``: any of scratch, pretrained (UniMiSS+), unimiss (the
+            UniMiSS ECCV recipe on the same MiT+ backbone), intra_inter (intra-inter contrastive clustering, MiT+
+            slice encoder).
+        pretrained: weights of the ``pretrained`` arm: a path; ``auto``: at the small scale, pretrain them
+            (``unimiss_pretraining`` smoke scale, ``pretrain_epochs`` epochs), else the shipped
+            ``bundles/unimiss_pretraining/models/model.pt``; ``none``: drop the arm.
+        weights: ``arm=path`` pairs for any arm (e.g. ``unimiss=a.pt,intra_inter=b.pt``); an arm without weights
+            is pretrained at the small scale (its recipe overlay, ``pretrain_epochs`` epochs).
+        dataset_dir: a ``python -m unimiss_monai samples`` output.
+        out: the study folder (runs, pretraining, results).
+        max_epochs: training epochs of every run (validation at the end only).
+        epoch_iterations: iterations per epoch; ``None``: one pass over the subset.
+        pretrain_epochs: epochs of each pretraining made by the study.
+        pretrain_lr: its peak learning rate (the bundle's base_lr x batch / 256 is near zero at the smoke batch).
+        pretraining_dir: where the pretrainings go (default ``out/pretraining``); share it between the studies of
+            several bundles to pretrain once.
+        interval: ``t`` (Student's t) or ``bootstrap`` (percentile, fixed seed) interval of the paired difference.
+        confidence: its coverage.
+        small: the tasks' small network and image size (the 2-CPU default); False trains the bundle as shipped.
+        bundles_dir: folder of the bundles; defaults to the repository's ``bundles/``.
+        overrides: further ``monai.bundle`` ids for every run (e.g. ``learning_rate=1e-3``).
+
+    Returns:
+        The path of ``label_efficiency.json``.
+    """
+    from monai.bundle import ConfigWorkflow
+    from tqdm import tqdm
+
+    from unimiss_monai.benchmarks.label_efficiency.pretrain import file_sha256, pretrain_arm
+    from unimiss_monai.benchmarks.label_efficiency.runner import BundleRunner
+    from unimiss_monai.benchmarks.label_efficiency.study import build_results, run_study
+
+    if overrides.keys() & {"help", "h"}:
+        # fire hands --help to a function with **overrides as an override, which would start a study
+        print(inspect.getdoc(label_efficiency), flush=True)
+        return ""
+    if bundle not in TASKS:
+        raise ValueError(f"label-efficiency: unknown bundle {bundle!r}; choose one of {sorted(TASKS)}")
+    reserved = sorted({"output_dir", "bundle_root", "ckpt_dir", "seed", "pretrained_path"} & set(overrides))
+    if reserved:
+        raise ValueError(f"label-efficiency: --{reserved[0]} is set by the study per run; use --out for the study "
+                         "folder and --arms / --weights for the initialisations")
+    task = TASKS[bundle]
+    seed_list = tuple(range(int(seeds))) if isinstance(seeds, int) else parse_list(seeds, int, "seeds")
+    arm_list = parse_list(arms, str, "arms")
+    if str(pretrained).lower() in ("", "none", "scratch"):
+        arm_list = tuple(a for a in arm_list if a != "pretrained")
+    design = StudyDesign(parse_list(fractions, float, "fractions"), seed_list, arm_list)
+    if interval not in ("t", "bootstrap"):
+        raise ValueError(f"label-efficiency: --interval must be t or bootstrap, got {interval!r}")
+    if epoch_iterations is not None and int(epoch_iterations) < 1:
+        raise ValueError(f"label-efficiency: epoch_iterations must be >= 1 or None, got {epoch_iterations!r}")
+    given = _parse_weights(weights)
+    if "pretrained" in arm_list and str(pretrained).lower() != "auto" and "pretrained" not in given:
+        given["pretrained"] = str(pretrained)
+    unknown = sorted(set(given) - set(arm_list) - {"pretrained"})
+    if unknown or "scratch" in given:
+        raise ValueError(f"label-efficiency: --weights names {unknown or ['scratch']}, which is not a pretrained "
+                         f"arm of --arms {list(arm_list)}")
+    for arm, path in given.items():
+        if arm in arm_list and not Path(path).is_file():
+            raise FileNotFoundError(f"label-efficiency: weights of arm {arm}: {path} not found; pass an existing "
+                                    "file, or leave the arm out of --weights to pretrain it")
+    root = Path(bundles_dir) if bundles_dir else _REPO_BUNDLES
+    bundle_root = root / bundle
+    if not (bundle_root / "configs").is_dir():
+        raise FileNotFoundError(f"label-efficiency: bundle folder {bundle_root} not found; pass --bundles_dir")
+    out = Path(out).resolve()
+    started = time.perf_counter()
+
+    # the weights of every arm, made or found once for the whole study
+    weight_paths: dict[str, str | None] = {"scratch": None}
+    provenance: dict[str, dict] = {"scratch": {"description": ARMS["scratch"].description, "weights": None}}
+    pre_root = Path(pretraining_dir).resolve() if pretraining_dir else out / "pretraining"
+    for arm in arm_list[1:]:
+        record = None
+        if arm in given:
+            path = str(Path(given[arm]).resolve())
+        elif arm == "pretrained" and not small and (root / "unimiss_pretraining" / "models" / "model.pt").is_file():
+            path = str((root / "unimiss_pretraining" / "models" / "model.pt").resolve())
+        elif small:
+            path, record = pretrain_arm(arm, pre_root / arm, pretrain_epochs,
+                                        {"backbone#preset": "smoke", "image_size_2d": 64}, dataset_dir, root,
+                                        **{"train#lr": float(pretrain_lr)})
+        else:
+            raise FileNotFoundError(f"label-efficiency: no weights for arm {arm} at the full scale; pass "
+                                    f"--weights {arm}=PATH (a unimiss_pretraining export)")
+        weight_paths[arm] = path
+        provenance[arm] = {"description": ARMS[arm].description, "weights": _display_path(path, out),
+                           "sha256": file_sha256(path), "pretraining": record}
+
+    common = {**(task.small if small else {}), **overrides, "dataset_dir": dataset_dir,
+              "max_epochs": int(max_epochs), "val_interval": int(max_epochs)}
+    if epoch_iterations is not None:
+        common["train#trainer#epoch_length"] = int(epoch_iterations)
+        common.update({k: v.format(n=int(epoch_iterations)) for k, v in task.iteration_schedule.items()})
+    overlays = task.small_configs if small else ()
+
+    def config_files(names):
+        return [str(bundle_root / "configs" / n) for n in (*names, *overlays)]
+
+    # the training split as the bundle itself reads it (paths resolved, labels in the form its loss expects)
+    reader = ConfigWorkflow(config_file=config_files(task.train_configs), workflow_type="train",
+                            bundle_root=str(out), **common)
+    training = list(reader.parser.get_parsed_content("train#dataset#data"))
+    strata = [json.dumps(item.get("label"), sort_keys=True, default=str) for item in training] if task.stratify else None
+    plan = design.runs(len(training), strata)
+    settings = {arm: {"bundle": bundle, "small": bool(small), "overrides": common, "overlays": list(overlays),
+                      "weights_sha256": provenance[arm].get("sha256")} for arm in arm_list}
+
+    command = ["python", "-m", "unimiss_monai", "label-efficiency", "--bundle", bundle,
+               "--fractions", ",".join(f"{f:g}" for f in design.fractions),
+               "--seeds", ",".join(map(str, design.seeds)), "--arms", ",".join(arm_list),
+               "--dataset_dir", str(dataset_dir), "--out", str(out), "--max_epochs", str(int(max_epochs)),
+               "--epoch_iterations", str(epoch_iterations), "--pretrain_epochs", str(int(pretrain_epochs)),
+               "--pretrain_lr", str(pretrain_lr), "--interval", interval, "--confidence", str(confidence),
+               "--small", str(bool(small))]
+    command += [f"--weights={','.join(f'{k}={v}' for k, v in given.items())}"] if given else []
+    command += [f"--{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in overrides.items()]
+    meta = {"bundle": bundle, "metric": task.metric, "score": task.score, "report": task.report,
+            "command": shlex.join(command), "versions": versions(), "proxy": task.proxy,
+            "dataset_dir": str(dataset_dir), "num_training": len(training), "small": bool(small),
+            "max_epochs": int(max_epochs), "epoch_iterations": epoch_iterations,
+            "iterations_per_run": int(max_epochs) * int(epoch_iterations) if epoch_iterations else None,
+            "overrides": {k: v for k, v in common.items() if k != "dataset_dir"}, "arm_weights": provenance}
+
+    runner = BundleRunner(task, config_files, common, training, weight_paths, out)
+    with tqdm(total=len(plan), desc="label-efficiency runs", unit="run") as bar:
+        def progress(record: dict) -> None:
+            score = f"{task.metric} {record['score']:.3f}" if "score" in record else "failed"
+            bar.set_postfix_str(f"{record['run_id']}: {score}{' (kept)' if record.get('reused') else ''}")
+            bar.update(1)
+
+        records = run_study(plan, runner, out, settings, progress)
+    results = build_results(records, design, meta, confidence=confidence, method=interval)
+    path = write_results(results, out)
+    if not any(r.get("status") == "ok" for r in records):
+        raise RuntimeError(f"label-efficiency: every run failed; first error: {results['failures'][0]['error']} "
+                           f"(see {path})")
+    for per_fraction in results["paired_differences"].values():
+        for f, d in per_fraction.items():
+            print(f"[label-efficiency] fraction {f}: {d['conclusion']}", flush=True)
+    if results["failures"]:
+        print(f"[label-efficiency] {len(results['failures'])} of {len(records)} runs failed (rerun to retry): "
+              + "; ".join(f"{r['run_id']}: {r['error']}" for r in results["failures"]), flush=True)
+    print(f"[label-efficiency] {path}  {out / 'label_efficiency.png'}  {out / 'label_efficiency.md'}  "
+          f"({time.perf_counter() - started:.0f} s)", flush=True)
+    return str(path)

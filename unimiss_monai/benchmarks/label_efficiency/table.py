@@ -1,0 +1,61 @@
+"""The study as Markdown: the set-up, a table of scores and paired differences per fraction, and the plain
+conclusions, for a bundle's docs (``label_efficiency.md`` beside the JSON)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+__all__ = ["results_markdown"]
+
+
+def _score(entry: Mapping | None) -> str:
+    if not entry:
+        return "-"
+    sd = f" ± {entry['std']:.3f}" if entry.get("std") is not None else ""
+    return f"{entry['mean']:.3f}{sd}"
+
+
+def _difference(d: Mapping | None) -> str:
+    if not d or d.get("mean") is None:
+        return "-"
+    if d.get("ci_low") is None:
+        return f"{d['mean']:+.3f} (no interval, n={d['n']})"
+    flag = "; includes 0" if d["includes_zero"] else ""
+    return f"{d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]{flag}"
+
+
+def results_markdown(results: Mapping) -> str:
+    """Markdown of :func:`~unimiss_monai.benchmarks.label_efficiency.study.build_results` output."""
+    metric, arms, reference = results["metric"], results["arms"], results["reference"]
+    conf = results["interval"]["confidence"]
+    others = arms[1:]
+    lines = [
+        f"Command: `{results.get('command', '')}`",
+        "",
+        f"Seeds {results['seeds']}; every arm trains on the same subset with the same seed for a (fraction, seed) and "
+        f"is scored on the same test split. Score: test {metric} (0-1), mean ± standard deviation over seeds. "
+        f"Difference: {', '.join(f'{a} - {reference}' for a in others) or '-'}, mean of the per-seed differences with "
+        f"its {conf:.0%} {results['interval']['method']} interval.",
+        "",
+        "| fraction (labelled items) | " + " | ".join(arms) + " | " + " | ".join(f"{a} - {reference}" for a in others)
+        + " |",
+        "|---" * (1 + len(arms) + len(others)) + "|",
+    ]
+    for f in results["fractions"]:
+        key = f"{f:g}"
+        entries = [results["results"].get(a, {}).get(key) for a in arms]
+        labels = next((e["num_labels"] for e in entries if e), None)
+        cells = [f"{key} ({labels if labels is not None else '?'})", *map(_score, entries),
+                 *(_difference(results["paired_differences"].get(a, {}).get(key)) for a in others)]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    for a in others:
+        for f in results["fractions"]:
+            d = results["paired_differences"].get(a, {}).get(f"{f:g}")
+            if d:
+                lines.append(f"- fraction {f:g}: {d['conclusion']}.")
+    if not results.get("complete", True):
+        lines.append(f"- Incomplete: {len(results['failures'])} run(s) failed or are missing; see `runs` in the JSON.")
+    if results.get("proxy"):
+        lines += ["", f"Proxy: {results['proxy']}"]
+    return "\n".join(lines) + "\n"

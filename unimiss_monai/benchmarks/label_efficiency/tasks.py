@@ -1,0 +1,116 @@
+"""What the label-efficiency study trains and reads for each fine-tuning bundle: its configs, its report and score,
+its small (2-CPU) scale, and what its sample set can and cannot show (the ``proxy`` text of the results)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["TASKS", "Task", "per_structure", "read_score"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """How to run and score one bundle in the label-efficiency study.
+
+    Attributes:
+        train_configs / eval_configs: config files of the bundle that train it and score its test split.
+        report: file the evaluate run writes under its ``output_dir``.
+        metric: display name of the score (``"Dice"``, ``"macro AUC"``), always on a 0-1 scale.
+        score: how to read the score: ``"mean_over_structures:<metric>"`` or ``"key:<metric>"``.
+        small: overrides of the default (small, CPU) scale.
+        small_configs: bundle overlays layered on every config at the small scale.
+        proxy: what the sample set is, and what a study on it cannot show.
+        iteration_schedule: ids whose value depends on the iterations per epoch, as templates of ``{n}`` (set when
+            the study fixes the iterations per epoch, so the learning-rate schedule spans the run's real length).
+        stratify: draw the training subsets class by class (classification), so a small subset keeps every class.
+    """
+
+    train_configs: tuple[str, ...]
+    eval_configs: tuple[str, ...]
+    report: str
+    metric: str
+    score: str
+    small: dict = field(default_factory=dict)
+    small_configs: tuple[str, ...] = ()
+    proxy: str = ""
+    iteration_schedule: dict = field(default_factory=dict)
+    stratify: bool = False
+
+
+_SEGMENTATION_REPORT = dict(train_configs=("train.json",), eval_configs=("train.json", "evaluate.json"),
+                            report="segmentation_report.json", metric="Dice", score="mean_over_structures:dice")
+_CLASSIFICATION_REPORT = dict(train_configs=("train.json",), eval_configs=("train.json", "evaluate.json"),
+                              report="metrics.json", metric="macro AUC", score="key:macro_auc",
+                              small_configs=("smoke.yaml",), stratify=True)
+
+TASKS: dict[str, Task] = {
+    "unimiss_cxr_segmentation": Task(
+        **_SEGMENTATION_REPORT,
+        small={
+            "spatial_size": [64, 64], "batch_size": 4, "num_workers": 0,
+            # the one smoke network of the package (unimiss_monai.networks.tiny_overrides)
+            "network_def#preset": "smoke",
+            "learning_rate": 1e-3,
+            # the deterministic loading/resizing runs once per image, not once per iteration
+            "train#dataset#_target_": "CacheDataset", "train#dataset#progress": False,
+        },
+        proxy=("DRRs of one chest CT (the real sample CT, or the phantom when built with --synthetic) at random "
+               "C-arm poses; the test poses use oblique-angle bands that no training pose uses. Training and test "
+               "images show the same anatomy, so the study measures how fast a network learns pose changes of one "
+               "patient, not generalisation to new patients; a few DRRs can already cover the task."),
+    ),
+    "unimiss_ct_segmentation": Task(
+        **_SEGMENTATION_REPORT,
+        small_configs=("smoke.yaml",),
+        small={"num_workers": 0, "train#dataset#progress": False,
+               # the bundle freezes a pretrained encoder for 10 of its 300 epochs: about 1 epoch of the study's 16
+               "freeze_encoder_epochs": "$1 if @pretrained_path else 0"},
+        # the bundle's warm-up cosine counts iterations as epochs x len(dataloader); the study cycles small subsets
+        iteration_schedule={"train#lr_scheduler#warmup_steps": "$@warmup_epochs * {n}",
+                            "train#lr_scheduler#t_total": "$@max_epochs * {n}"},
+        proxy=("Axial slabs (~55 mm) of one chest-abdomen CT: three training slabs, the most superior slab as the "
+               "test case. Every fraction below 1.0 is one labelled slab, so 0.05, 0.1 and 0.25 train on the same "
+               "amount of data (different slabs per seed); the test slab shows other levels of the same patient."),
+    ),
+    "unimiss_cxr_classification": Task(
+        **_CLASSIFICATION_REPORT,
+        proxy=("AP DRRs of one chest CT at random poses, with inserted nodules and a magnified heart "
+               "(cardiomegaly), multi-label. The findings are simulated and the anatomy is one patient's, so the "
+               "study measures detection of these synthetic findings, not of real disease across patients."),
+    ),
+    "unimiss_ct_classification": Task(
+        **_CLASSIFICATION_REPORT,
+        proxy=("Crops of one chest CT centred on random lung voxels, normal or with an inserted nodule (6-20 mm) "
+               "or mass (32-50 mm). Crops overlap between splits (one patient), and the classes differ by lesion "
+               "size, so the study measures learning of simulated lesions, not of real findings."),
+    ),
+}
+
+
+def read_score(task: Task, report_path: Path) -> float:
+    """The task's score (0-1) from an evaluation report; ``ValueError`` naming the file when it has none."""
+    report = json.loads(Path(report_path).read_text())
+    kind, metric = task.score.split(":")
+    if kind == "mean_over_structures":
+        values = [v[metric] for v in report["mean"].values() if v.get(metric) is not None]
+        if not values:
+            raise ValueError(f"{report_path}: no {metric} value for any structure")
+        return float(np.mean(values))
+    if kind == "key":
+        value = report.get(metric)
+        if value is None:
+            raise ValueError(f"{report_path}: no {metric!r} value (is a class missing from the test split?)")
+        return float(value)
+    raise ValueError(f"unknown score kind {kind!r} in task definition")
+
+
+def per_structure(task: Task, report_path: Path) -> dict | None:
+    """``{structure: score or None}`` of a segmentation report; ``None`` for a task scored by one key."""
+    if not task.score.startswith("mean_over_structures:"):
+        return None
+    metric = task.score.split(":")[1]
+    return {name: v.get(metric) for name, v in json.loads(Path(report_path).read_text())["mean"].items()}
