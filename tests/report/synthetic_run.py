@@ -144,9 +144,11 @@ def make_run(root: Path) -> tuple[Path, Path]:
               home / "inference" / "predictions.json")
     # a label-efficiency study with its plot
     le = run / "label_efficiency"
-    _json({"bundle": "unimiss_cxr_segmentation", "metric": "Dice", "seeds": 2, "results": {
-        "scratch": {"0.1": {"mean": 0.5, "ci95": [0.4, 0.6], "n": 2}},
-        "pretrained": {"0.1": {"mean": 0.55, "ci95": None, "n": 1}}}}, le / "label_efficiency.json")
+    _json({"bundle": "unimiss_cxr_segmentation", "metric": "Dice", "seeds": [0, 1], "results": {
+        "scratch": {"0.1": {"mean": 0.5, "ci_low": 0.4, "ci_high": 0.6, "n": 2}},
+        "pretrained": {"0.1": {"mean": 0.55, "ci_low": None, "ci_high": None, "n": 1}}},
+        "paired_difference": {"0.1": {"arm": "pretrained", "mean": 0.05, "ci_low": -0.01, "ci_high": 0.11,
+                                      "conclusion": "the interval includes 0"}}}, le / "label_efficiency.json")
     Image.fromarray(sal).save(le / "label_efficiency.png")
     # two recorded steps: a real (tiny) command each
     for name in ("samples", "pretraining"):

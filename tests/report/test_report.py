@@ -39,6 +39,7 @@ def test_sections_show_what_the_run_holds(written):
         assert re.search(rf"<td>{name} \(#[0-9a-f]{{6}}\)</td><td class=\"num\">{0.5 + 0.04 * i:.3f}</td>", text), name
     # the k-NN probe rows and the label-efficiency table come from their files
     assert "0.400" in text and "scratch" in text and "[0.400, 0.600]" in text
+    assert "+0.050" in text and "[-0.010, 0.110]" in text  # the paired difference and its interval
     # exact commands of the recorded steps
     assert "-c pass" in text
 

@@ -14,14 +14,14 @@ def label_efficiency_section(run: RunFolder) -> Section:
     if not found:
         return section.add(Note(
             "No label-efficiency study in this run. It trains from scratch and from the pretrained backbone on "
-            "fractions of the labels, several seeds each (about 13 minutes on 2 CPU cores): `python -m unimiss_monai "
-            f"label-efficiency --bundle unimiss_cxr_segmentation --output_dir {run.root / 'label_efficiency'}`; "
+            "fractions of the labels, five seeds each, on the same subsets for every arm: `python -m unimiss_monai "
+            f"label-efficiency --bundle unimiss_cxr_segmentation --out {run.root / 'label_efficiency'}`; "
             "then rerun the report."))
     for path in found[:3]:
         data = read_json(path) or {}
         metric = data.get("metric", "score")
         section.add(Paragraph(f"{data.get('bundle', path.parent.name)}: test {metric} against the fraction of "
-                              f"training labels, {data.get('seeds', '?')} seeds per point ({path})."))
+                              f"training labels, {_count(data.get('seeds'))} seeds per point ({path})."))
         png = path.with_suffix(".png")
         if png.is_file():
             section.add(Figure(png.read_bytes(), name="label_efficiency",
@@ -36,4 +36,15 @@ def label_efficiency_section(run: RunFolder) -> Section:
                              f"[{fmt(ci[0])}, {fmt(ci[1])}]" if ci and ci[0] is not None else "-", str(s.get("n", "-"))])
         if rows:
             section.add(Table(["initialisation", "label fraction", f"test {metric}", "95 % interval", "seeds"], rows))
+        paired = [[d.get("arm", "pretrained"), fraction, f"{d.get('mean', float('nan')):+.3f}",
+                   f"[{fmt(d.get('ci_low'))}, {fmt(d.get('ci_high'))}]", d.get("conclusion", "")]
+                  for fraction, d in (data.get("paired_difference") or {}).items() if isinstance(d, dict)]
+        if paired:
+            # the answer to "does pretraining help": one interval of the per-seed differences, not two overlapping ones
+            section.add(Table(["arm", "label fraction", f"paired difference ({metric})", "95 % interval", "conclusion"],
+                              paired))
     return section
+
+
+def _count(seeds) -> str:
+    return str(len(seeds)) if isinstance(seeds, (list, tuple)) else str(seeds if seeds is not None else "?")
