@@ -323,14 +323,7 @@ class IntraInterTrainer(PretrainingTrainer):
         if not math.isfinite(loss.item()):
             shown = {k: round(float(v), 4) for k, v in values.items()}
             raise FloatingPointError(f"pretraining loss is {loss.item()} at iteration {engine.state.iteration} ({phase} phase, stage {stage}, terms {shown}); lower the learning rate or use bf16 instead of fp16")
-        scaled = loss / acc
-        (engine.scaler.scale(scaled) if engine.scaler is not None else scaled).backward()
-        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-        if micro == acc - 1 or engine.state.iteration % engine.state.epoch_length == 0:
-            engine._optimizer_step(phase)
-        engine.fire_event(IterationEvents.MODEL_COMPLETED)
-        keys = engine.ct_keys if phase == "ct" else engine.xray_keys
-        engine.state.samples_trained[phase] += int(batch.get(COUNT_KEY, len(batch[keys[0]])))
+        self._backward_and_step(engine, loss, phase, batch, micro)
         out: dict[str, Any] = {k: float(v.detach()) for k, v in values.items()} | diag
         return out | base | {"loss": float(loss.detach()), "lr": engine.optimizer.param_groups[0]["lr"]}
 

@@ -297,6 +297,20 @@ class PretrainingTrainer(Trainer):
             logger.warning("iteration %d: skipped %d unreadable sample(s), %d so far: %s", engine.state.iteration, len(skipped), engine.state.skipped_samples, skipped)
         return skipped
 
+    @staticmethod
+    def _backward_and_step(engine: PretrainingTrainer, loss: torch.Tensor, phase: str, batch: dict, micro: int) -> None:
+        """Backward of ``loss`` (scaled for accumulation and AMP), the optimiser step at the end of an accumulation
+        window or of the epoch, and the count of samples trained in ``phase``."""
+        scaled = loss / engine.accumulation_steps
+        (engine.scaler.scale(scaled) if engine.scaler is not None else scaled).backward()
+        # handlers such as LastLayerFreezeHandler drop gradients here, before the step
+        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+        if micro == engine.accumulation_steps - 1 or engine.state.iteration % engine.state.epoch_length == 0:
+            engine._optimizer_step(phase)
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        first_key = (engine.ct_keys if phase == "ct" else engine.xray_keys)[0]
+        engine.state.samples_trained[phase] += int(batch.get(COUNT_KEY, len(batch[first_key])))
+
     def _iteration(self, engine: PretrainingTrainer, batchdata: tuple[str, dict]) -> dict[str, Any]:
         phase, batch = batchdata
         skipped = self._count_phase(engine, phase, batch)
@@ -316,15 +330,7 @@ class PretrainingTrainer(Trainer):
         if not math.isfinite(loss.item()):
             values = {k: round(float(v), 4) for k, v in terms.items()}
             raise FloatingPointError(f"pretraining loss is {loss.item()} at iteration {engine.state.iteration} ({phase} phase, terms {values}); lower the learning rate or use bf16 instead of fp16")
-        scaled = loss / acc
-        (engine.scaler.scale(scaled) if engine.scaler is not None else scaled).backward()
-        # handlers such as LastLayerFreezeHandler drop gradients here, before the step
-        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-        if micro == acc - 1 or engine.state.iteration % engine.state.epoch_length == 0:
-            engine._optimizer_step(phase)
-        engine.fire_event(IterationEvents.MODEL_COMPLETED)
-        first_key = (engine.ct_keys if phase == "ct" else engine.xray_keys)[0]
-        engine.state.samples_trained[phase] += int(batch.get(COUNT_KEY, len(batch[first_key])))
+        self._backward_and_step(engine, loss, phase, batch, micro)
         out: dict[str, Any] = {k: float(v.detach()) for k, v in terms.items()}
         out["loss"] = out["total"]
         out |= getattr(getattr(engine.loss_function, "dino", None), "diagnostics", {})
