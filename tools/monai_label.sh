@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Serve a segmentation bundle with MONAI Label 0.8.5 on 127.0.0.1 and check it end to end:
-# /info lists the model, /infer returns a label map on the input's grid, /train runs a short training.
+# /info lists the model, /infer returns a label map on the input's grid, /train runs a short training (CXR: on label
+# maps as a viewer saves them); the app also ranks unlabelled studies (/scoring/<bundle>_tta, strategy tta_uncertainty).
 #   bash tools/monai_label.sh                                   # unimiss_cxr_segmentation
 #   BUNDLE=unimiss_ct_segmentation bash tools/monai_label.sh
 # Options (environment):
@@ -11,7 +12,9 @@
 #                 network and needs bundles/$BUNDLE/models/model.pt
 #   TRAIN_EPOCHS  epochs of the /train check (default 1; 0 skips it)
 #   KEEP_SERVER   1 leaves the server running for a viewer (3D Slicer, OHIF) until Ctrl-C
-# Everything lands in outputs/monai_label/$BUNDLE/ (app/, studies/, server.log, the returned label and a PNG).
+#   SAMPLES       the samples folder (default samples/, written if absent)
+#   WORK          where everything lands (default outputs/monai_label/$BUNDLE: app/, studies/, server.log, the
+#                 returned label and a PNG)
 # MONAI Label needs its own venv (.venv-label, ~8 GB: torch 2.14.1 + torchvision, pydicom 2); made here if absent.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
@@ -22,7 +25,7 @@ OVERLAY="${OVERLAY-smoke.yaml}"
 TRAIN_EPOCHS="${TRAIN_EPOCHS:-1}"
 KEEP_SERVER="${KEEP_SERVER:-0}"
 SAMPLES="${SAMPLES:-$ROOT/samples}"
-WORK="$ROOT/outputs/monai_label/$BUNDLE"
+WORK="${WORK:-$ROOT/outputs/monai_label/$BUNDLE}"
 LABEL_VENV="$ROOT/.venv-label"
 LPY="$LABEL_VENV/bin/python"
 SRC="$ROOT/bundles/$BUNDLE"
@@ -94,9 +97,87 @@ if "background" not in pred["channel_def"].values():
     ConfigParser.export_config_file(meta, meta_path + ".tmp", indent=2)
     os.replace(meta_path + ".tmp", meta_path)
 EOF
+# Which image next: a scoring method "<bundle>_tta" (unimiss_monai.metrics.uncertainty.bundle_uncertainty on every
+# unlabelled study, stored in the datastore as "unimiss_tta_uncertainty") and a strategy "tta_uncertainty" that serves
+# the highest-scored unlabelled study (MONAI Label's Epistemic strategy reading that key). The monaibundle app of 0.8.5
+# registers only "random" and "first", and its own epistemic scoring (--conf epistemic_model) needs a network_def
+# with a dropout argument, which UniMissSegmentation has not; so the app's class is extended here. /infer also answers
+# an unknown model (404) and an input the bundle refuses (422) with the one-line reason instead of a bare 500.
+ACTIVATION=sigmoid; [ "$DATASET" = cxr_segmentation ] || ACTIVATION=softmax
+cat >> "$WORK/app/main.py" <<APPEOF
+
+# --- added by unimiss_monai tools/monai_label.sh: rank unlabelled studies by test-time-augmentation uncertainty
+from monailabel.tasks.activelearning.epistemic import Epistemic as _RankByInfoKey
+
+
+class TTAUncertaintyScoring(ScoringMethod):
+    """Score every unlabelled study with the bundle (shifted copies disagreeing = uncertain); store the score."""
+
+    KEY = "unimiss_tta_uncertainty"
+
+    def __init__(self, bundle_dir):
+        super().__init__("Test-time-augmentation uncertainty of the unlabelled studies (unimiss_monai)")
+        self.bundle_dir = bundle_dir
+
+    def __call__(self, request, datastore):
+        from unimiss_monai.metrics.uncertainty import bundle_uncertainty
+
+        uris = {datastore.get_image_uri(i): i for i in datastore.get_unlabeled_images()}
+        scores = bundle_uncertainty(self.bundle_dir, list(uris), activation="$ACTIVATION", device=request.get("device", "cpu"))
+        for uri, score in scores.items():
+            datastore.update_image_info(uris[uri], {self.KEY: score})
+        return {"scored": {uris[u]: s for u, s in scores.items()}, "not_scored": sorted(uris[u] for u in uris if u not in scores)}
+
+
+_bundle_scoring_methods, _bundle_strategies = MyApp.init_scoring_methods, MyApp.init_strategies
+
+
+def _scoring_methods(self):
+    methods = _bundle_scoring_methods(self)
+    methods.update({f"{n}_tta": TTAUncertaintyScoring(b) for n, b in self.models.items()})
+    return methods
+
+
+def _strategies(self):
+    strategies = _bundle_strategies(self)
+    strategies["tta_uncertainty"] = _RankByInfoKey(key=TTAUncertaintyScoring.KEY, desc="Most uncertain unlabelled study first (run /scoring/<model>_tta first)")
+    return strategies
+
+
+_bundle_infer = MyApp.infer
+
+
+def _infer(self, request, datastore=None):
+    """MONAI Label 0.8.5 answers any failed /infer with a bare "500 Internal Server Error"; answer an unknown model
+    with 404 and an input the bundle refuses with 422, each with the one-line reason (the server log has the rest)."""
+    import os, tempfile
+    from fastapi import HTTPException
+    from nibabel.filebasedimages import ImageFileError
+    from unimiss_monai.utils.errors import failure_reason, root_cause
+
+    model = request.get("model")
+    if model not in self._infers:
+        raise HTTPException(status_code=404, detail=f"no model '{model}' on this server; it serves {sorted(self._infers)}")
+    try:
+        return _bundle_infer(self, request, datastore)
+    except Exception as err:
+        if not isinstance(root_cause(err), (ValueError, ImageFileError)):
+            raise
+        reason, image = failure_reason(err), str(request.get("image", ""))
+        if os.path.dirname(image) == tempfile.gettempdir():  # an upload, saved by MONAI Label under a temporary name
+            reason = reason.replace(image, "the uploaded file")
+        raise HTTPException(status_code=422, detail=reason) from None
+
+
+MyApp.init_scoring_methods, MyApp.init_strategies, MyApp.infer = _scoring_methods, _strategies, _infer
+APPEOF
 "$PY" - "$SAMPLES/$DATASET" "$WORK/studies" "$DATASET" <<'EOF'
 # Studies: labelled cases as image + labels/final/<same name> (MONAI Label's local datastore layout), and for the
-# radiographs the real DICOM converted to a 2D NIfTI (ITK's reader has already made MONOCHROME1 bright-is-dense).
+# radiographs the test split's images unlabelled and the real DICOM converted to a 2D NIfTI (ITK's reader has already
+# made MONOCHROME1 bright-is-dense).
+# Radiograph labels go in as a viewer saves them: one label map, 0 background and i the i-th structure, a later
+# structure painted over an earlier one where they overlap (heart over lungs, clavicles over both); the bundle's
+# training turns such a map back into its per-structure masks (unimiss_monai.transforms.LabelMapToMasksd).
 import json, os, shutil, sys
 import nibabel as nib
 import numpy as np
@@ -108,8 +189,21 @@ for item in datalist["training"][:8 if dataset == "cxr_segmentation" else None]:
     image, label = (os.path.join(data, item[k]) for k in ("image", "label"))
     name = os.path.basename(image)
     shutil.copy(image, os.path.join(studies, name))
-    shutil.copy(label, os.path.join(studies, "labels", "final", name))
+    if dataset != "cxr_segmentation":
+        shutil.copy(label, os.path.join(studies, "labels", "final", name))
+        continue
+    masks = nib.load(label)
+    channels = np.asanyarray(masks.dataobj).reshape(masks.shape[:2] + (-1,))  # (X, Y, 1, N) -> (X, Y, N)
+    label_map = np.zeros(channels.shape[:2], np.uint8)
+    for i in range(channels.shape[-1]):
+        label_map[channels[..., i] > 0] = i + 1
+    out = os.path.join(studies, "labels", "final", name)
+    nib.save(nib.Nifti1Image(label_map, masks.affine), out + ".tmp.nii.gz")
+    os.replace(out + ".tmp.nii.gz", out)
 if dataset == "cxr_segmentation":
+    # unlabelled studies for the "which image next" strategy: the test split's images, without their labels
+    for item in datalist.get("test", []):
+        shutil.copy(os.path.join(data, item["image"]), os.path.join(studies, os.path.basename(item["image"])))
     radiograph = LoadImage(image_only=True)(os.path.join(data, "inference", "RG1_UNCR.dcm"))
     pixels = np.asarray(radiograph).squeeze().astype(np.float32)
     out = os.path.join(studies, "RG1_UNCR.nii.gz")
@@ -192,4 +286,4 @@ print(f"label {shape} == image shape, values {values}")
 EOF
 )
 log "OK $BUNDLE: server up in $t_start s, /infer $t_infer s, $result, $train_note; picture $WORK/pred.png"
-if [ "$KEEP_SERVER" = 1 ]; then log "serving $URL until Ctrl-C"; wait "$SERVER"; fi
+if [ "$KEEP_SERVER" = 1 ]; then log "serving $URL (server process group $SERVER) until Ctrl-C"; wait "$SERVER"; fi

@@ -10,7 +10,8 @@ must come back as one integer map on the input's grid. Training: it overrides ``
 ``train#trainer#max_epochs``, ``train#dataset#data``, ``validate#dataset#data`` and ``train#handlers`` (adding a
 ``CheckpointLoader`` of ``@network``) in ``configs/train.json``, and expects the best model in ``models/model.pt``.
 The bundles keep the best model of a run under ``output_dir`` while it trains (a ``CheckpointSaver``) and publish it to
-``models/model.pt`` when the run finishes.
+``models/model.pt`` when the run finishes. The labels ``/train`` hands over are those a viewer saved: for the CXR bundle
+one-channel label maps, which its training takes beside the 5-channel masks of the sample set.
 """
 
 from __future__ import annotations
@@ -162,3 +163,52 @@ def test_train_overrides_resolve_and_best_model_goes_to_models(bundle, tmp_path)
     publishers = [h for h in parser.get_parsed_content("train#handlers") if isinstance(h, PublishBestModel)]
     assert len(publishers) == 1 and publishers[0].saver is savers[0]
     assert publishers[0].path == BUNDLES / bundle / "models" / "model.pt"
+
+
+def _later_wins(masks: np.ndarray) -> np.ndarray:
+    """(X, Y, 1, N) masks -> (X, Y) label map, a later structure over an earlier one (heart over lungs, clavicles over
+    both): a map as a viewer saves it, one value per pixel."""
+    label_map = np.zeros(masks.shape[:2], np.uint8)
+    for i in range(masks.shape[-1]):
+        label_map[masks[:, :, 0, i] > 0] = i + 1
+    return label_map
+
+
+def test_cxr_trains_on_viewer_label_maps_beside_masks(sample_set, tmp_path):
+    """MONAI Label's /train hands the bundle the label maps a viewer saved (labels/final); the sample set has 5-channel
+    masks. One datalist may mix both: a map loads as the masks it encodes, the overlap lost to the structure it kept."""
+    from unimiss_monai.data.samples import find_dataset
+
+    from bundle_runner import run_workflow
+
+    samples = sample_set("cxr_segmentation")
+    root = Path(find_dataset(str(samples), "cxr_segmentation"))
+    cases = json.loads((root / "datalist.json").read_text())["training"][:3]
+    items = []
+    for i, case in enumerate(cases):
+        label = nib.load(str(root / case["label"]))
+        masks = np.asarray(label.dataobj)
+        label_map = _later_wins(masks)
+        map_path = tmp_path / f"map_{i}.nii.gz"
+        nib.save(nib.Nifti1Image(label_map, label.affine), str(map_path))
+        # the reference: the masks the map encodes, built from the map by plain numpy and saved as masks
+        kept = np.stack([label_map == v for v in range(1, masks.shape[-1] + 1)], -1)[:, :, None].astype(np.uint8)
+        assert kept.sum() < masks.sum()  # the sample's structures overlap, so the map has lost pixels
+        kept_path = tmp_path / f"kept_{i}.nii.gz"
+        nib.save(nib.Nifti1Image(kept, label.affine), str(kept_path))
+        items.append(({"image": str(root / case["image"]), "label": str(map_path)},
+                      {"image": str(root / case["image"]), "label": str(kept_path)},
+                      {"image": str(root / case["image"]), "label": str(root / case["label"])}))
+    train = [items[0][0], items[1][2], items[2][0]]  # label maps and masks in one batch
+    val = [items[0][0], items[0][1]]
+    wf = run_workflow(
+        "unimiss_cxr_segmentation", ["train.json", "smoke.yaml"], "train", bundle_root=str(tmp_path / "bundle"),
+        dataset_dir=str(samples), max_epochs=1, output_dir=str(tmp_path / "eval"),
+        **{"train#dataset#data": train, "validate#dataset#data": val},
+    )
+    validation = wf.parser.get_parsed_content("validate#dataset")
+    from_map, from_masks = validation[0]["label"], validation[1]["label"]
+    assert from_map.shape == (5, 64, 64) and torch.equal(torch.as_tensor(from_map), torch.as_tensor(from_masks))
+    metrics = wf.parser.get_parsed_content("validate#evaluator").state.metrics
+    assert np.isfinite(metrics["val_mean_dice"])
+    assert (tmp_path / "bundle" / "models" / "model.pt").is_file()

@@ -9,14 +9,17 @@ from unimiss_monai.metrics.classification import (
     roc_curve,
 )
 from unimiss_monai.metrics.segmentation import METRICS, compute_segmentation_metrics
+from unimiss_monai.metrics.uncertainty import bundle_uncertainty, tta_uncertainty
 
 __all__ = [
     "METRICS",
     "MacroAUC",
     "MacroAUCMetric",
     "average_precision",
+    "bundle_uncertainty",
     "classification_metrics",
     "compute_segmentation_metrics",
     "roc_auc",
     "roc_curve",
+    "tta_uncertainty",
 ]

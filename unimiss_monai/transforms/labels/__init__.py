@@ -1,4 +1,5 @@
-"""Transforms of label maps: TotalSegmentator structures to compact classes, and the segmentation input contract."""
+"""Transforms of label maps: TotalSegmentator structures to compact classes, a viewer's label map to per-structure
+masks, and the segmentation input contract."""
 
 from unimiss_monai.transforms.labels.array import SelectStructures
 from unimiss_monai.transforms.labels.dictionary import (
@@ -9,11 +10,16 @@ from unimiss_monai.transforms.labels.dictionary import (
     SelectStructuresd,
     SelectStructuresDict,
 )
+from unimiss_monai.transforms.labels.label_map import LabelMapToMasks, LabelMapToMasksD, LabelMapToMasksd, LabelMapToMasksDict
 
 __all__ = [
     "CheckSegmentationInputD",
     "CheckSegmentationInputDict",
     "CheckSegmentationInputd",
+    "LabelMapToMasks",
+    "LabelMapToMasksD",
+    "LabelMapToMasksDict",
+    "LabelMapToMasksd",
     "SelectStructures",
     "SelectStructuresD",
     "SelectStructuresDict",
