@@ -8,7 +8,6 @@ file beside it and recording where the weights came from.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -22,19 +21,12 @@ from unimiss_monai.networks.pretrained import detect_variant
 from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.finite import first_non_finite
 from unimiss_monai.utils.serialization import load_torch_file
+from unimiss_monai.utils.hashing import sha256_file
 
 __all__ = ["DEFAULT_DST", "publish_pretrained", "read_export"]
 
 #: where the fine-tuning bundles look for pretrained weights (``default_pretrained_path`` of a sibling bundle)
 DEFAULT_DST = Path(__file__).resolve().parents[2] / "bundles" / "unimiss_pretraining" / "models" / "model.pt"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_export(path: str | os.PathLike) -> dict[str, Any]:
@@ -127,7 +119,7 @@ def publish_pretrained(src: str, dst: str | None = None, force: bool | str = Fal
                 "--force true to replace it (it is kept as model.pt.prev) or --dst elsewhere"
             )
         previous = keep_previous(dst_path)
-    digest = _sha256(src_path)
+    digest = sha256_file(src_path)
     info = {
         **export["info"],
         "source": {"path": str(src_path), "sha256": digest},

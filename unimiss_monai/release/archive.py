@@ -18,6 +18,7 @@ import zipfile
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
+from unimiss_monai.utils.hashing import sha256_file  # re-exported: package, official and download hash with it
 
 __all__ = [
     "UnsafeArchiveError", "check_members", "extract_checked", "sha256_bytes", "sha256_file", "torch_bytes",
@@ -40,15 +41,6 @@ class UnsafeArchiveError(ValueError):
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def torch_bytes(obj) -> bytes:

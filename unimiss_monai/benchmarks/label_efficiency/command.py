@@ -139,7 +139,8 @@ def label_efficiency(
     from monai.bundle import ConfigWorkflow
     from tqdm import tqdm
 
-    from unimiss_monai.benchmarks.label_efficiency.pretrain import file_sha256, pretrain_arm
+    from unimiss_monai.benchmarks.label_efficiency.pretrain import pretrain_arm
+    from unimiss_monai.utils.hashing import sha256_file
     from unimiss_monai.benchmarks.label_efficiency.runner import BundleRunner
     from unimiss_monai.benchmarks.label_efficiency.study import build_results, run_study
 
@@ -200,7 +201,7 @@ def label_efficiency(
                                     f"--weights {arm}=PATH (a unimiss_pretraining export)")
         weight_paths[arm] = path
         provenance[arm] = {"description": ARMS[arm].description, "weights": _display_path(path, out),
-                           "sha256": file_sha256(path), "pretraining": record}
+                           "sha256": sha256_file(path), "pretraining": record}
 
     common = {**(task.small if small else {}), **overrides, "dataset_dir": dataset_dir,
               "max_epochs": int(max_epochs), "val_interval": int(max_epochs)}

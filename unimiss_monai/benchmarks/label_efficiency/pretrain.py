@@ -8,7 +8,6 @@ interrupted pretraining resumes from ``<folder>/outputs/checkpoints``; a finishe
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -16,19 +15,11 @@ from pathlib import Path
 
 from unimiss_monai.benchmarks.label_efficiency.design import ARMS
 from unimiss_monai.data.writers import save_json
+from unimiss_monai.utils.hashing import sha256_file
 
-__all__ = ["file_sha256", "knn_summary", "pretrain_arm"]
+__all__ = ["knn_summary", "pretrain_arm"]
 
 logger = logging.getLogger(__name__)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes (the identity of an arm's weights in the run fingerprints and the results)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def knn_summary(history_path: Path) -> dict | None:
@@ -91,6 +82,6 @@ def pretrain_arm(arm: str, out_dir: str | os.PathLike, epochs: int, network: dic
     workflow.finalize()
     if not model_path.is_file():
         raise RuntimeError(f"label-efficiency: pretraining of arm {arm} finished but wrote no {model_path}")
-    record = {**wanted, "sha256": file_sha256(model_path), "knn_probe": knn_summary(out / "outputs" / "knn_probe.json")}
+    record = {**wanted, "sha256": sha256_file(model_path), "knn_probe": knn_summary(out / "outputs" / "knn_probe.json")}
     save_json(record, record_path)
     return str(model_path), record
