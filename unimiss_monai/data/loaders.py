@@ -13,6 +13,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -111,11 +112,21 @@ class SeededDataset(Dataset):
         data: data dicts, e.g. a datalist section.
         transform: MONAI transform(s) producing the views.
         name: what the data set is, for messages (e.g. ``"ct"``).
+        cache_dir: optional folder of a disk cache (:class:`~unimiss_monai.data.disk_cache.DiskCacheDataset`) of the
+            transforms before the first random one (loading, checks, orientation): with a large archive, later
+            epochs read those results back instead of decoding every volume again. ``None`` or ``""``: no cache.
     """
 
-    def __init__(self, data: Sequence[dict], transform: Callable | Sequence[Callable], name: str = "data") -> None:
+    def __init__(self, data: Sequence[dict], transform: Callable | Sequence[Callable], name: str = "data",
+                 cache_dir: str | os.PathLike | None = None) -> None:
         self.data, self.name = list(data), name
         self.transform = transform if isinstance(transform, Compose) else Compose(transform if isinstance(transform, Sequence) else [transform])
+        self._cache = None
+        if cache_dir:
+            from unimiss_monai.data.disk_cache import DiskCacheDataset
+
+            # one sub-folder per data set: the CT and X-ray phases cache different transforms
+            self._cache = DiskCacheDataset(self.data, self.transform, Path(cache_dir) / name)
 
     def __len__(self) -> int:
         return len(self.data)
@@ -126,6 +137,8 @@ class SeededDataset(Dataset):
         if isinstance(self.transform, Randomizable):
             self.transform.set_random_state(seed=seed)
         try:
+            if self._cache is not None:
+                return self._cache.randomised(self._cache.cached(dict(item)))
             return self.transform(dict(item))
         except Exception as e:  # noqa: BLE001 - any failure of one file must not end the run
             where = _name_of(item, f"{self.name}[{index}]")

@@ -1,0 +1,55 @@
+"""Every training bundle takes ``--cache disk --cache_dir DIR`` (pretraining: ``--cache_dir DIR``): its data sets
+then cache the deterministic preprocessing under DIR, kept between runs, and give the same items as before."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from bundle_runner import configs
+from monai.bundle import ConfigParser
+from monai.transforms import RandomizableTrait, Transform
+
+from unimiss_monai.data.disk_cache import DiskCacheDataset
+
+
+def _parser(bundle: str, tmp_path, dataset_dir, **overrides) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config(configs(bundle, "train.json", "smoke.yaml"))
+    parser.update({"bundle_root": str(tmp_path / "root"), "dataset_dir": str(dataset_dir), **overrides})
+    return parser
+
+
+@pytest.mark.parametrize("bundle, dataset", [
+    ("unimiss_ct_segmentation", "ct_segmentation"), ("unimiss_ct_classification", "ct_classification"),
+    ("unimiss_cxr_segmentation", "cxr_segmentation"), ("unimiss_cxr_classification", "cxr_classification"),
+])
+def test_finetune_bundles_cache_on_disk(bundle, dataset, sample_set, tmp_path):
+    cache = tmp_path / "cache"
+    for section in ("train", "validate"):
+        plain = _parser(bundle, tmp_path, sample_set(dataset), cache="none").get_parsed_content(f"{section}#dataset")
+        disk = _parser(bundle, tmp_path, sample_set(dataset), cache="disk", cache_dir=str(cache)).get_parsed_content(f"{section}#dataset")
+        assert isinstance(disk, DiskCacheDataset) and len(disk) == len(plain) > 0
+        first = disk.cached(dict(disk.data[0]))
+        first_random = disk.transform.get_index_of_first(lambda t: isinstance(t, RandomizableTrait) or not isinstance(t, Transform))
+        expected = plain.transform(dict(plain.data[0]), end=first_random)
+        assert torch.equal(torch.as_tensor(first["image"]), torch.as_tensor(expected["image"]))
+        assert list((cache / section).glob("*.pt")), f"{bundle} {section}: nothing cached"
+
+
+def test_memory_stays_the_default_where_it_was(sample_set, tmp_path):
+    from monai.data import CacheDataset
+
+    ds = _parser("unimiss_ct_segmentation", tmp_path, sample_set("ct_segmentation")).get_parsed_content("train#dataset")
+    assert isinstance(ds, CacheDataset)
+
+
+def test_pretraining_caches_ct_and_xray_phases(pretraining_samples, tmp_path):
+    cache = tmp_path / "cache"
+    parser = ConfigParser()
+    parser.read_config(configs("unimiss_pretraining", "train.json", "smoke.yaml"))
+    parser.update({"bundle_root": str(tmp_path / "root"), "dataset_dir": str(pretraining_samples), "cache_dir": str(cache)})
+    for key, name in (("train#dataset", "ct"), ("train#xray_dataset", "xray")):
+        ds = parser.get_parsed_content(key)
+        views = ds[(0, 3)]
+        assert "skipped" not in views, views
+        assert list((cache / name).glob("*.pt")), f"{name}: nothing cached"
