@@ -64,3 +64,22 @@ def test_param_groups_layer_decay():
     assert all(not p.requires_grad for p in net.encoder.parameters())
     frozen_groups = param_groups_lrd(net, 1.0)
     assert sum(len(g["params"]) for g in frozen_groups) == len(list(net.head.parameters()))
+
+
+def test_teacher_batch_norm_uses_the_batch_statistics_in_training_like_dino():
+    # DINO's teacher runs in training mode: a head with use_bn normalises with the batch's statistics. Its running
+    # buffers never learn (the EMA moves parameters only), so in eval mode it would scale by the initial ones.
+    from unimiss_monai.networks import StudentTeacher
+
+    backbone = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Dropout(0.5))
+    net = StudentTeacher(backbone, DINOHead(8, out_dim=16, use_bn=True, hidden_dim=12, bottleneck_dim=4))
+    net.train()
+    teacher_bns = [m for m in net.teacher.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert teacher_bns and all(m.training for m in teacher_bns)
+    assert not net.teacher.backbone[1].training  # dropout / drop-path stay off in the teacher
+    x = torch.randn(5, 6)
+    # same weights at the start: the teacher's output is the student's without dropout, batch-normalised alike
+    net.student.backbone[1].eval()
+    assert torch.allclose(net.teacher(x).logits, net.student(x).logits, atol=1e-6)
+    net.eval()
+    assert not any(m.training for m in teacher_bns)

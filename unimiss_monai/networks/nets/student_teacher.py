@@ -125,9 +125,14 @@ class StudentTeacher(nn.Module):
         self.teacher.requires_grad_(False)
 
     def train(self, mode: bool = True) -> StudentTeacher:
-        # the teacher keeps eval-mode semantics for dropout / drop-path, as in DINO where it is never trained directly
+        # the teacher keeps eval-mode semantics for dropout / drop-path, as in DINO where it is never trained directly;
+        # its batch norms (a head with use_bn) normalise with the batch's statistics in training, as DINO's teacher,
+        # which runs in training mode: its running buffers are never trained, since EMA updates parameters only
         super().train(mode)
         self.teacher.eval()
+        for m in self.teacher.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.train(mode)
         return self
 
     def teacher_backbone_state_dict(self) -> dict[str, torch.Tensor]:
