@@ -14,17 +14,10 @@ from monai.data import Dataset
 from monai.transforms import Compose, Lambda
 
 import unimiss_monai
+from raising import raised
 from unimiss_monai.utils import UnsafeCheckpointError, as_bool, install_error_hook, user_error_message
 
 BOOL_MESSAGE = "config id 'flag' is 'maybe', not a boolean; use true/false, yes/no or 1/0 (any case)"
-
-
-def _raised(func) -> BaseException:
-    try:
-        func()
-    except BaseException as e:  # noqa: BLE001 - the test inspects whatever was raised
-        return e
-    raise AssertionError("nothing raised")
 
 
 def _refuse(_):
@@ -33,15 +26,15 @@ def _refuse(_):
 
 def test_root_cause_behind_monai_wrappers():
     # "Failed to evaluate" (a $ expression), "Failed to instantiate" (a _target_), "applying transform" (Compose)
-    evaluated = _raised(lambda: ConfigParser({"imports": ["$import unimiss_monai"],
+    evaluated = raised(lambda: ConfigParser({"imports": ["$import unimiss_monai"],
                                               "x": "$unimiss_monai.utils.as_bool('maybe', 'flag')"}).get_parsed_content("x"))
-    instantiated = _raised(lambda: ConfigParser({"c": {"_target_": "unimiss_monai.utils.as_bool", "value": "maybe",
+    instantiated = raised(lambda: ConfigParser({"c": {"_target_": "unimiss_monai.utils.as_bool", "value": "maybe",
                                                        "name": "flag"}}).get_parsed_content("c"))
-    transformed = _raised(lambda: Compose([Lambda(_refuse)])({"image": 0}))
+    transformed = raised(lambda: Compose([Lambda(_refuse)])({"image": 0}))
     assert str(evaluated).startswith("Failed to evaluate") and str(instantiated).startswith("Failed to instantiate")
     assert str(transformed).startswith("applying transform")
     assert user_error_message(evaluated) == user_error_message(instantiated) == BOOL_MESSAGE
-    assert user_error_message(transformed) == str(_raised(lambda: _refuse(None)))
+    assert user_error_message(transformed) == str(raised(lambda: _refuse(None)))
 
 
 def test_which_errors_count_as_fixable():
@@ -52,7 +45,7 @@ def test_which_errors_count_as_fixable():
     # a bare missing key, a type error, an error from elsewhere, or a message of several lines is a bug to read in full
     assert user_error_message(KeyError("image")) is None
     assert user_error_message(TypeError("unsupported operand")) is None
-    assert user_error_message(_raised(lambda: torch.zeros(2) @ torch.zeros(3))) is None
+    assert user_error_message(raised(lambda: torch.zeros(2) @ torch.zeros(3))) is None
     assert user_error_message(ValueError("first line\nsecond line")) is None
     assert user_error_message(KeyboardInterrupt()) is None
     # an error raised while another was handled is not looked through: only MONAI's wrappers are
@@ -61,23 +54,23 @@ def test_which_errors_count_as_fixable():
             as_bool("maybe", "flag")
         except ValueError:
             raise TypeError("cleanup failed")
-    assert user_error_message(_raised(while_handling)) is None
+    assert user_error_message(raised(while_handling)) is None
 
 
 def test_runtime_error_counts_only_when_raised_by_the_package():
     package_file = str(Path(unimiss_monai.__file__).parent / "engines" / "raised_here.py")
     raise_it = compile("raise RuntimeError('inference: no case was segmented (2 failed, see above)')", package_file, "exec")
-    assert user_error_message(_raised(lambda: exec(raise_it))) == "inference: no case was segmented (2 failed, see above)"
-    assert user_error_message(_raised(lambda: exec("raise RuntimeError('no case was segmented')"))) is None
+    assert user_error_message(raised(lambda: exec(raise_it))) == "inference: no case was segmented (2 failed, see above)"
+    assert user_error_message(raised(lambda: exec("raise RuntimeError('no case was segmented')"))) is None
 
 
 def test_dataloader_worker_error_is_unwrapped():
     # torch re-raises a worker's error as text: "Caught RuntimeError in DataLoader worker process 0. Original Traceback
     # ...", around MONAI's "applying transform" around the ValueError
     loader = torch.utils.data.DataLoader(Dataset([{"image": 0}], transform=Compose([Lambda(_refuse)])), num_workers=1)
-    err = _raised(lambda: next(iter(loader)))
+    err = raised(lambda: next(iter(loader)))
     assert str(err).startswith("Caught RuntimeError in DataLoader worker process 0")
-    assert user_error_message(err) == str(_raised(lambda: _refuse(None)))
+    assert user_error_message(err) == str(raised(lambda: _refuse(None)))
 
 
 def test_hook_prints_two_lines_or_passes_on(monkeypatch, capsys):

@@ -7,15 +7,8 @@ import pytest
 from monai.bundle import ConfigParser
 from monai.transforms import Compose, Lambdad
 
+from raising import raised
 from unimiss_monai.utils.errors import exception_chain, failed_transform, failure_reason, root_cause
-
-
-def _raised(func) -> BaseException:
-    try:
-        func()
-    except BaseException as e:  # noqa: BLE001 - the test inspects whatever was raised
-        return e
-    raise AssertionError("nothing raised")
 
 
 def _refuse(_):
@@ -23,7 +16,7 @@ def _refuse(_):
 
 
 def test_through_a_compose_to_the_transform_error():
-    err = _raised(lambda: Compose([Lambdad("image", _refuse)])({"image": 0}))
+    err = raised(lambda: Compose([Lambdad("image", _refuse)])({"image": 0}))
     assert str(err).startswith("applying transform")
     cause = root_cause(err)
     assert type(cause) is ValueError and str(cause).startswith("/data/ct.nii.gz: has 3")
@@ -32,7 +25,7 @@ def test_through_a_compose_to_the_transform_error():
 
 
 def test_through_config_evaluation():
-    err = _raised(lambda: ConfigParser({"x": "$int('seven')"}).get_parsed_content("x"))
+    err = raised(lambda: ConfigParser({"x": "$int('seven')"}).get_parsed_content("x"))
     assert str(err).startswith("Failed to evaluate") and failed_transform(err) is None
     assert failure_reason(err) == "ValueError: invalid literal for int() with base 10: 'seven'"
 
@@ -44,7 +37,7 @@ def test_chain_order_context_and_suppression():
         except KeyError:
             raise RuntimeError("while handling")
 
-    err = _raised(handled)
+    err = raised(handled)
     assert [type(e) for e in exception_chain(err)] == [RuntimeError, KeyError] and isinstance(root_cause(err), KeyError)
 
     def suppressed():
@@ -53,7 +46,7 @@ def test_chain_order_context_and_suppression():
         except KeyError:
             raise RuntimeError("on its own") from None
 
-    err = _raised(suppressed)
+    err = raised(suppressed)
     assert root_cause(err) is err and failure_reason(err) == "RuntimeError: on its own"
 
 
