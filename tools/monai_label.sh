@@ -1,41 +1,70 @@
 #!/usr/bin/env bash
-# Serve a segmentation bundle with MONAI Label 0.8.5 on 127.0.0.1 and check it end to end:
-# /info lists the model, /infer returns a label map on the input's grid, /train runs a short training (CXR: on label
-# maps as a viewer saves them); the app also ranks unlabelled studies (/scoring/<bundle>_tta, strategy tta_uncertainty).
+# Serve the segmentation bundles with MONAI Label 0.8.5 on 127.0.0.1 and check it end to end:
+# /info lists the models, /infer returns a label map on the input's grid, /train runs a short training (CXR: on label
+# maps as a viewer saves them); the app also ranks unlabelled studies (/scoring/<bundle>_tta, strategy tta_uncertainty)
+# and checks a submitted label against its image (PUT /datastore/label). The clinician workflow: docs/monai_label.md.
 #   bash tools/monai_label.sh                                   # unimiss_cxr_segmentation
 #   BUNDLE=unimiss_ct_segmentation bash tools/monai_label.sh
+#   BUNDLES=unimiss_cxr_segmentation,unimiss_ct_segmentation bash tools/monai_label.sh   # one server, both models
+#   PREPARE_ONLY=1 BUNDLE=unimiss_ct_segmentation STUDIES=/path/to/my/studies bash tools/monai_label.sh
 # Options (environment):
 #   BUNDLE        unimiss_cxr_segmentation (default) or unimiss_ct_segmentation
-#   PORT          server port (default: a free one)
+#   BUNDLES       several of them, comma-separated, served by one app (overrides BUNDLE); /train and the scoring of a
+#                 model take only the studies of its dimensionality (2D radiographs, 3D volumes)
+#   STUDIES       your studies folder (images, labels in labels/final), served as it is: this script never writes
+#                 or deletes anything in it (MONAI Label saves submitted labels there). Default: a folder of sample
+#                 studies, built in $WORK/studies
+#   PREPARE_ONLY  1 prepares the app (and the weights, and the sample studies without STUDIES), prints the command
+#                 that starts the server, and exits without starting it
+#   PORT          server port (default: a free one; 8000 in the printed command of PREPARE_ONLY)
+#   VENV_ONLY     1 makes .venv-label (if absent) and exits: what CI runs before the tests when the disk has room
 #   OVERLAY       config merged into the served copy (default smoke.yaml: the tiny network, trained here in a minute
-#                 or two, once: delete outputs/monai_label/$BUNDLE/train to retrain); OVERLAY= serves the full-size
-#                 network and needs bundles/$BUNDLE/models/model.pt
+#                 or two, once: delete $WORK/train/<bundle> to retrain); OVERLAY= serves the full-size network and
+#                 needs bundles/<bundle>/models/model.pt
 #   TRAIN_EPOCHS  epochs of the /train check (default 1; 0 skips it)
 #   KEEP_SERVER   1 leaves the server running for a viewer (3D Slicer, OHIF) until Ctrl-C
 #   SAMPLES       the samples folder (default samples/, written if absent)
-#   WORK          where everything lands (default outputs/monai_label/$BUNDLE: app/, studies/, server.log, the
-#                 returned label and a PNG)
-# MONAI Label needs its own venv (.venv-label, ~8 GB: torch 2.14.1 + torchvision, pydicom 2); made here if absent.
+#   WORK          where everything lands (default outputs/monai_label/<bundle>, or <bundle>+<bundle> for several:
+#                 app/, studies/, train/<bundle>/, server.log, the returned labels and pictures <bundle>_pred.*)
+# A rerun rebuilds app/ and studies/, and refuses to when a label was submitted or /train saved weights there since
+# they were prepared (both are a clinician's work). MONAI Label needs its own venv (.venv-label, ~8 GB: torch 2.14.1
+# + torchvision, pydicom 2); made here if absent.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 cd "$ROOT"
 
-BUNDLE="${BUNDLE:-unimiss_cxr_segmentation}"
+BUNDLES="${BUNDLES:-${BUNDLE:-unimiss_cxr_segmentation}}"
+IFS=, read -r -a BUNDLE_LIST <<< "${BUNDLES// /}"
 OVERLAY="${OVERLAY-smoke.yaml}"
 TRAIN_EPOCHS="${TRAIN_EPOCHS:-1}"
 KEEP_SERVER="${KEEP_SERVER:-0}"
+PREPARE_ONLY="${PREPARE_ONLY:-0}"
+VENV_ONLY="${VENV_ONLY:-0}"
 SAMPLES="${SAMPLES:-$ROOT/samples}"
-WORK="${WORK:-$ROOT/outputs/monai_label/$BUNDLE}"
+WORK="${WORK:-$ROOT/outputs/monai_label/$(IFS=+; echo "${BUNDLE_LIST[*]}")}"
+STUDIES="${STUDIES:-}"
 LABEL_VENV="$ROOT/.venv-label"
 LPY="$LABEL_VENV/bin/python"
-SRC="$ROOT/bundles/$BUNDLE"
-case "$BUNDLE" in
-    unimiss_cxr_segmentation) DATASET=cxr_segmentation ;;
-    unimiss_ct_segmentation) DATASET=ct_segmentation ;;
-    *) echo "[monai_label] BUNDLE=$BUNDLE: not a segmentation bundle; use unimiss_cxr_segmentation or unimiss_ct_segmentation"; exit 2 ;;
-esac
 log() { echo "[monai_label] $*"; }
 elapsed() { awk -v s="$1" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }'; }
+dataset_of() {
+    case "$1" in
+        unimiss_cxr_segmentation) echo cxr_segmentation ;;
+        unimiss_ct_segmentation) echo ct_segmentation ;;
+        *) return 1 ;;
+    esac
+}
+[ "${#BUNDLE_LIST[@]}" -gt 0 ] || { log "BUNDLES is empty; name unimiss_cxr_segmentation and/or unimiss_ct_segmentation"; exit 2; }
+for b in "${BUNDLE_LIST[@]}"; do
+    dataset_of "$b" > /dev/null || { log "$b: not a segmentation bundle; use unimiss_cxr_segmentation and/or unimiss_ct_segmentation"; exit 2; }
+done
+[ "$(printf '%s\n' "${BUNDLE_LIST[@]}" | sort -u | wc -l)" = "${#BUNDLE_LIST[@]}" ] || { log "BUNDLES=$BUNDLES names a bundle twice"; exit 2; }
+if [ -n "$STUDIES" ]; then
+    [ -d "$STUDIES" ] || { log "STUDIES=$STUDIES is not a folder; give the folder of your images (labels in its labels/final)"; exit 2; }
+    STUDIES="$(cd "$STUDIES" && pwd)"
+fi
+STUDIES_DIR="${STUDIES:-$WORK/studies}"
+MODELS="$(IFS=,; echo "${BUNDLE_LIST[*]}")"
 
 # --- 1. MONAI Label venv: its own torch/torchvision pair and pydicom 2 (pydicom-seg), then this package without deps
 stamp="$LABEL_VENV/.monailabel-installed"
@@ -50,31 +79,52 @@ if [ ! -f "$stamp" ]; then
     "$LPY" -c "import monailabel.main, unimiss_monai" || { log "MONAI Label venv does not import; see the pip output above"; exit 1; }
     touch "$stamp"
 fi
+if [ "$VENV_ONLY" = 1 ]; then log "$LABEL_VENV is ready"; exit 0; fi
 
 # --- 2. sample data and trained weights (trained with the project venv; MONAI Label only serves them)
-"$PY" -m unimiss_monai samples --out "$SAMPLES" --only "$DATASET"
 mkdir -p "$WORK"
-if [ -n "$OVERLAY" ]; then
-    WEIGHTS="$WORK/train/models/model.pt"
-    if [ ! -f "$WEIGHTS" ]; then
-        log "training $BUNDLE with configs/$OVERLAY for the served weights"
-        "$PY" -m monai.bundle run --config_file "['$SRC/configs/train.json','$SRC/configs/$OVERLAY']" \
-            --meta_file "$SRC/configs/metadata.json" --logging_file "$SRC/configs/logging.conf" \
-            --bundle_root "$SRC" --dataset_dir "$SAMPLES" --output_dir "$WORK/train" --ckpt_dir "$WORK/train/models" \
-            > "$WORK/train.log" 2>&1 || { log "bundle training failed; see $WORK/train.log"; exit 1; }
+declare -A WEIGHTS
+for b in "${BUNDLE_LIST[@]}"; do
+    src="$ROOT/bundles/$b"
+    WEIGHTS[$b]="$([ -n "$OVERLAY" ] && echo "$WORK/train/$b/models/model.pt" || echo "$src/models/model.pt")"
+    if [ -z "$STUDIES" ] || { [ -n "$OVERLAY" ] && [ ! -f "${WEIGHTS[$b]}" ]; }; then
+        "$PY" -m unimiss_monai samples --out "$SAMPLES" --only "$(dataset_of "$b")" > /dev/null
     fi
-else
-    WEIGHTS="$SRC/models/model.pt"
-    [ -f "$WEIGHTS" ] || { log "$WEIGHTS is missing: train the full-size bundle first (python -m monai.bundle run --config_file $SRC/configs/train.json ...), or leave OVERLAY at smoke.yaml"; exit 1; }
-fi
+    if [ -n "$OVERLAY" ]; then
+        if [ ! -f "${WEIGHTS[$b]}" ]; then
+            mkdir -p "$WORK/train"
+            log "training $b with configs/$OVERLAY for the served weights"
+            "$PY" -m monai.bundle run --config_file "['$src/configs/train.json','$src/configs/$OVERLAY']" \
+                --meta_file "$src/configs/metadata.json" --logging_file "$src/configs/logging.conf" \
+                --bundle_root "$src" --dataset_dir "$SAMPLES" --output_dir "$WORK/train/$b" --ckpt_dir "$WORK/train/$b/models" \
+                > "$WORK/train/$b.log" 2>&1 || { log "bundle training failed; see $WORK/train/$b.log"; exit 1; }
+        fi
+    else
+        [ -f "${WEIGHTS[$b]}" ] || { log "${WEIGHTS[$b]} is missing: train the full-size bundle first (python -m monai.bundle run --config_file $src/configs/train.json ...), or leave OVERLAY at smoke.yaml"; exit 1; }
+    fi
+done
 
-# --- 3. the app (MONAI Label's monaibundle sample app + this bundle as app/model/$BUNDLE) and the studies folder
-rm -rf "$WORK/app" "$WORK/studies"
+# --- 3. the app (MONAI Label's monaibundle sample app + each bundle as app/model/<bundle>) and the studies folder.
+# What a rerun would delete is checked against what the last run left there (.prepared.sha256): a label submitted or
+# weights saved by /train since then are a clinician's work, so the rerun stops instead.
+MANIFEST="$WORK/.prepared.sha256"
+guarded_files() { (cd "$WORK" && { find app/model -path '*/models/*' -type f; [ -n "$STUDIES" ] || find studies/labels -type f; } 2>/dev/null | sort); }
+record_prepared() { (cd "$WORK" && guarded_files | xargs -r -d '\n' sha256sum > "$MANIFEST.tmp" && mv "$MANIFEST.tmp" "$MANIFEST"); }
+if [ -e "$WORK/app" ] || { [ -z "$STUDIES" ] && [ -e "$WORK/studies" ]; }; then
+    [ -f "$MANIFEST" ] || { log "$WORK/app or $WORK/studies was not prepared by this script (no $MANIFEST): move anything of yours out of them (labels, model.pt) and delete them, or set WORK= to another folder"; exit 2; }
+    changed="$(cd "$WORK" && { sha256sum --check --quiet --ignore-missing "$MANIFEST" 2>/dev/null | cut -d: -f1; comm -13 <(cut -c67- "$MANIFEST" | sort) <(guarded_files); } | head -1 || true)"
+    rebuilt="$WORK/app"; [ -n "$STUDIES" ] || rebuilt="$rebuilt and $WORK/studies"
+    [ -z "$changed" ] || { log "$WORK/$changed was saved after this folder was prepared (a submitted label or /train's weights): copy what you want to keep elsewhere and delete $rebuilt, or set WORK= to another folder"; exit 2; }
+fi
+rm -rf "$WORK/app" "$MANIFEST"
+[ -n "$STUDIES" ] || rm -rf "$WORK/studies"
 cp -r "$LABEL_VENV/monailabel/sample-apps/monaibundle" "$WORK/app"
-mkdir -p "$WORK/app/model/$BUNDLE/models"
-cp -r "$SRC/configs" "$SRC/docs" "$SRC/LICENSE" "$WORK/app/model/$BUNDLE/"
-cp "$WEIGHTS" "$WORK/app/model/$BUNDLE/models/model.pt"
-"$PY" - "$SRC/configs" "$WORK/app/model/$BUNDLE/configs" "$OVERLAY" <<'EOF'
+for b in "${BUNDLE_LIST[@]}"; do
+    src="$ROOT/bundles/$b"
+    mkdir -p "$WORK/app/model/$b/models"
+    cp -r "$src/configs" "$src/docs" "$src/LICENSE" "$WORK/app/model/$b/"
+    cp "${WEIGHTS[$b]}" "$WORK/app/model/$b/models/model.pt"
+    "$PY" - "$src/configs" "$WORK/app/model/$b/configs" "$OVERLAY" <<'EOF'
 # Merge the overlay into the served inference/train configs (MONAI Label reads one config file each); the checkpoint
 # folder stays <bundle>/models, where MONAI Label loads and /train saves model.pt.
 import os, sys
@@ -97,84 +147,16 @@ if "background" not in pred["channel_def"].values():
     ConfigParser.export_config_file(meta, meta_path + ".tmp", indent=2)
     os.replace(meta_path + ".tmp", meta_path)
 EOF
-# Which image next: a scoring method "<bundle>_tta" (unimiss_monai.metrics.uncertainty.bundle_uncertainty on every
-# unlabelled study, stored in the datastore as "unimiss_tta_uncertainty") and a strategy "tta_uncertainty" that serves
-# the highest-scored unlabelled study (MONAI Label's Epistemic strategy reading that key). The monaibundle app of 0.8.5
-# registers only "random" and "first", and its own epistemic scoring (--conf epistemic_model) needs a network_def
-# with a dropout argument, which UniMissSegmentation has not; so the app's class is extended here. /infer also answers
-# an unknown model (404) and an input the bundle refuses (422) with the one-line reason instead of a bare 500.
-ACTIVATION=sigmoid; [ "$DATASET" = cxr_segmentation ] || ACTIVATION=softmax
-cat >> "$WORK/app/main.py" <<APPEOF
-
-# --- added by unimiss_monai tools/monai_label.sh: rank unlabelled studies by test-time-augmentation uncertainty
-from monailabel.tasks.activelearning.epistemic import Epistemic as _RankByInfoKey
-
-
-class TTAUncertaintyScoring(ScoringMethod):
-    """Score every unlabelled study with the bundle (shifted copies disagreeing = uncertain); store the score."""
-
-    KEY = "unimiss_tta_uncertainty"
-
-    def __init__(self, bundle_dir):
-        super().__init__("Test-time-augmentation uncertainty of the unlabelled studies (unimiss_monai)")
-        self.bundle_dir = bundle_dir
-
-    def __call__(self, request, datastore):
-        from unimiss_monai.metrics.uncertainty import bundle_uncertainty
-
-        uris = {datastore.get_image_uri(i): i for i in datastore.get_unlabeled_images()}
-        scores = bundle_uncertainty(self.bundle_dir, list(uris), activation="$ACTIVATION", device=request.get("device", "cpu"))
-        for uri, score in scores.items():
-            datastore.update_image_info(uris[uri], {self.KEY: score})
-        return {"scored": {uris[u]: s for u, s in scores.items()}, "not_scored": sorted(uris[u] for u in uris if u not in scores)}
-
-
-_bundle_scoring_methods, _bundle_strategies = MyApp.init_scoring_methods, MyApp.init_strategies
-
-
-def _scoring_methods(self):
-    methods = _bundle_scoring_methods(self)
-    methods.update({f"{n}_tta": TTAUncertaintyScoring(b) for n, b in self.models.items()})
-    return methods
-
-
-def _strategies(self):
-    strategies = _bundle_strategies(self)
-    strategies["tta_uncertainty"] = _RankByInfoKey(key=TTAUncertaintyScoring.KEY, desc="Most uncertain unlabelled study first (run /scoring/<model>_tta first)")
-    return strategies
-
-
-_bundle_infer = MyApp.infer
-
-
-def _infer(self, request, datastore=None):
-    """MONAI Label 0.8.5 answers any failed /infer with a bare "500 Internal Server Error"; answer an unknown model
-    with 404 and an input the bundle refuses with 422, each with the one-line reason (the server log has the rest)."""
-    import os, tempfile
-    from fastapi import HTTPException
-    from nibabel.filebasedimages import ImageFileError
-    from unimiss_monai.utils.errors import failure_reason, root_cause
-
-    model = request.get("model")
-    if model not in self._infers:
-        raise HTTPException(status_code=404, detail=f"no model '{model}' on this server; it serves {sorted(self._infers)}")
-    try:
-        return _bundle_infer(self, request, datastore)
-    except Exception as err:
-        if not isinstance(root_cause(err), (ValueError, ImageFileError)):
-            raise
-        reason, image = failure_reason(err), str(request.get("image", ""))
-        if os.path.dirname(image) == tempfile.gettempdir():  # an upload, saved by MONAI Label under a temporary name
-            reason = reason.replace(image, "the uploaded file")
-        raise HTTPException(status_code=422, detail=reason) from None
-
-
-MyApp.init_scoring_methods, MyApp.init_strategies, MyApp.infer = _scoring_methods, _strategies, _infer
-APPEOF
-"$PY" - "$SAMPLES/$DATASET" "$WORK/studies" "$DATASET" <<'EOF'
-# Studies: labelled cases as image + labels/final/<same name> (MONAI Label's local datastore layout), and for the
-# radiographs the test split's images unlabelled and the real DICOM converted to a 2D NIfTI (ITK's reader has already
-# made MONOCHROME1 bright-is-dense).
+done
+# What the monaibundle app of 0.8.5 lacks for these bundles is added to its class by tools/monai_label_app.py
+# (appended to the app's main.py; its docstring lists what and why).
+cat "$ROOT/tools/monai_label_app.py" >> "$WORK/app/main.py"
+if [ -z "$STUDIES" ]; then
+    for b in "${BUNDLE_LIST[@]}"; do
+        "$PY" - "$SAMPLES/$(dataset_of "$b")" "$WORK/studies" "$(dataset_of "$b")" <<'EOF'
+# Studies: labelled cases as image + labels/final/<same name> (MONAI Label's local datastore layout) and the test
+# split's images unlabelled (for the "which image next" strategy and a first label to draw); for the radiographs also
+# the real DICOM converted to a 2D NIfTI (ITK's reader has already made MONOCHROME1 bright-is-dense).
 # Radiograph labels go in as a viewer saves them: one label map, 0 background and i the i-th structure, a later
 # structure painted over an earlier one where they overlap (heart over lungs, clavicles over both); the bundle's
 # training turns such a map back into its per-structure masks (unimiss_monai.transforms.LabelMapToMasksd).
@@ -183,7 +165,7 @@ import nibabel as nib
 import numpy as np
 from monai.transforms import LoadImage
 data, studies, dataset = sys.argv[1:]
-os.makedirs(os.path.join(studies, "labels", "final"))
+os.makedirs(os.path.join(studies, "labels", "final"), exist_ok=True)
 datalist = json.load(open(os.path.join(data, "datalist.json")))
 for item in datalist["training"][:8 if dataset == "cxr_segmentation" else None]:
     image, label = (os.path.join(data, item[k]) for k in ("image", "label"))
@@ -200,27 +182,33 @@ for item in datalist["training"][:8 if dataset == "cxr_segmentation" else None]:
     out = os.path.join(studies, "labels", "final", name)
     nib.save(nib.Nifti1Image(label_map, masks.affine), out + ".tmp.nii.gz")
     os.replace(out + ".tmp.nii.gz", out)
+for item in datalist.get("test", []):  # unlabelled: the test split's images, without their labels
+    shutil.copy(os.path.join(data, item["image"]), os.path.join(studies, os.path.basename(item["image"])))
 if dataset == "cxr_segmentation":
-    # unlabelled studies for the "which image next" strategy: the test split's images, without their labels
-    for item in datalist.get("test", []):
-        shutil.copy(os.path.join(data, item["image"]), os.path.join(studies, os.path.basename(item["image"])))
     radiograph = LoadImage(image_only=True)(os.path.join(data, "inference", "RG1_UNCR.dcm"))
     pixels = np.asarray(radiograph).squeeze().astype(np.float32)
     out = os.path.join(studies, "RG1_UNCR.nii.gz")
     nib.save(nib.Nifti1Image(pixels, np.asarray(radiograph.affine)), out + ".tmp.nii.gz")
     os.replace(out + ".tmp.nii.gz", out)
 EOF
-# the study sent to /infer: the real radiograph, or the first CT
-if [ "$DATASET" = cxr_segmentation ]; then IMAGE_ID=RG1_UNCR; else cts=("$WORK"/studies/*.nii.gz); IMAGE_ID="$(basename "${cts[0]}" .nii.gz)"; fi
+    done
+fi
 
-# --- 4. the server, always stopped on exit
-PORT="${PORT:-$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
+# --- 4. the server command; PREPARE_ONLY prints it, otherwise it runs here and is always stopped on exit
+PORT="${PORT:-$([ "$PREPARE_ONLY" = 1 ] && echo 8000 || "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
+SERVE=("$LPY" -m monailabel.main start_server --app "$WORK/app" --studies "$STUDIES_DIR" --conf models "$MODELS"
+       --conf zoo_source github --conf sam2 false --conf preload false --host 127.0.0.1 --port "$PORT")
+if [ "$PREPARE_ONLY" = 1 ]; then
+    record_prepared
+    log "prepared $WORK/app serving $MODELS on the studies in $STUDIES_DIR; start the server (Ctrl-C stops it) with:"
+    words() { local w out=(); for w in "$@"; do [[ "$w" =~ ^[A-Za-z0-9_./:,=+-]+$ ]] && out+=("$w") || out+=("$(printf %q "$w")"); done; echo "${out[*]}"; }
+    echo "cd $(words "$WORK") && PATH=$(words "$LABEL_VENV/bin"):\"\$PATH\" $(words "${SERVE[@]}")"
+    exit 0
+fi
 URL="http://127.0.0.1:$PORT"
 log "starting MONAI Label on $URL (log: $WORK/server.log)"
 start=$(date +%s.%N)
-(cd "$WORK" && PATH="$LABEL_VENV/bin:$PATH" exec setsid "$LPY" -m monailabel.main start_server --app app --studies studies \
-    --conf models "$BUNDLE" --conf zoo_source github --conf sam2 false --conf preload false \
-    --host 127.0.0.1 --port "$PORT") > "$WORK/server.log" 2>&1 &
+(cd "$WORK" && PATH="$LABEL_VENV/bin:$PATH" exec setsid "${SERVE[@]}") > "$WORK/server.log" 2>&1 &
 SERVER=$!
 stop_server() { kill -TERM -- "-$SERVER" 2>/dev/null && sleep 2; kill -KILL -- "-$SERVER" 2>/dev/null || true; }
 trap stop_server EXIT
@@ -232,58 +220,76 @@ for _ in $(seq 180); do
 done
 [ -s "$WORK/info.json" ] || { log "server not up after 360 s; see $WORK/server.log"; exit 1; }
 t_start=$(elapsed "$start")
+log "server up in $t_start s"
 
-# --- 5. /infer on one study
-start=$(date +%s.%N)
-curl -sf -X POST "$URL/infer/$BUNDLE?image=$IMAGE_ID&output=image" -F 'params={"device": "cpu"}' -o "$WORK/pred.tmp.nii.gz" \
-    || { tail -30 "$WORK/server.log"; log "/infer failed; see $WORK/server.log"; exit 1; }
-mv "$WORK/pred.tmp.nii.gz" "$WORK/pred.nii.gz"
-t_infer=$(elapsed "$start")
-
-# --- 6. /train for a few epochs on the labelled studies (synchronous); /train saves app/model/$BUNDLE/models/model.pt
-train_note="/train skipped"
-if [ "$TRAIN_EPOCHS" -gt 0 ]; then
-    before=$(stat -c %Y "$WORK/app/model/$BUNDLE/models/model.pt")
+# --- 5.-7. per bundle: /infer on one study of its dimensionality (the real radiograph, or the first CT), /train for
+# a few epochs on the labelled studies (synchronous; saves app/model/<bundle>/models/model.pt), the label checked
+# against the input (project venv) and drawn
+for b in "${BUNDLE_LIST[@]}"; do
+    image_id=$("$PY" - "$STUDIES_DIR" "$(dataset_of "$b")" <<'EOF'
+import glob, os, sys
+import nibabel as nib
+studies, dataset = sys.argv[1:]
+ndim = 2 if dataset == "cxr_segmentation" else 3
+names = sorted(os.path.basename(p)[:-len(".nii.gz")] for p in glob.glob(os.path.join(studies, "*.nii.gz")))
+names = [n for n in names if len([s for s in nib.load(os.path.join(studies, n + ".nii.gz")).shape if s > 1]) == ndim]
+print("RG1_UNCR" if "RG1_UNCR" in names else (names[0] if names else ""))
+EOF
+)
+    [ -n "$image_id" ] || { log "$b: no ${b/unimiss_/} NIfTI study in $STUDIES_DIR to check /infer on; skipped"; continue; }
     start=$(date +%s.%N)
-    curl -sf -X POST "$URL/train/$BUNDLE?run_sync=true" -H "Content-Type: application/json" \
-        -d "{\"max_epochs\": $TRAIN_EPOCHS, \"val_split\": 0.25, \"multi_gpu\": false, \"device\": \"cpu\"}" \
-        -o "$WORK/train_response.json" || { tail -30 "$WORK/server.log"; log "/train failed; see $WORK/server.log"; exit 1; }
-    t_train=$(elapsed "$start")
-    grep -q "Training Finished" "$WORK/server.log" || { tail -30 "$WORK/server.log"; log "/train did not finish; see $WORK/server.log"; exit 1; }
-    after=$(stat -c %Y "$WORK/app/model/$BUNDLE/models/model.pt")
-    train_note="/train $TRAIN_EPOCHS epoch(s) in $t_train s, model.pt $([ "$after" != "$before" ] && echo rewritten || echo kept: no better validation Dice)"
-fi
-
-# --- 7. check the label against the input (project venv) and draw it
-result=$("$PY" - "$WORK" "$BUNDLE" "$IMAGE_ID" <<'EOF'
+    curl -sf -X POST "$URL/infer/$b?image=$image_id&output=image" -F 'params={"device": "cpu"}' -o "$WORK/${b}_pred.tmp.nii.gz" \
+        || { tail -30 "$WORK/server.log"; log "/infer/$b failed; see $WORK/server.log"; exit 1; }
+    mv "$WORK/${b}_pred.tmp.nii.gz" "$WORK/${b}_pred.nii.gz"
+    t_infer=$(elapsed "$start")
+    train_note="/train skipped"
+    if [ "$TRAIN_EPOCHS" -gt 0 ]; then
+        weights="$WORK/app/model/$b/models/model.pt"
+        before=$(sha256sum "$weights" | cut -d' ' -f1)
+        start=$(date +%s.%N)
+        curl -sf -X POST "$URL/train/$b?run_sync=true" -H "Content-Type: application/json" \
+            -d "{\"max_epochs\": $TRAIN_EPOCHS, \"val_split\": 0.25, \"multi_gpu\": false, \"device\": \"cpu\"}" \
+            -o "$WORK/${b}_train_response.json" || { tail -30 "$WORK/server.log"; log "/train/$b failed; see $WORK/server.log"; exit 1; }
+        t_train=$(elapsed "$start")
+        after=$(sha256sum "$weights" | cut -d' ' -f1)
+        train_note="/train $TRAIN_EPOCHS epoch(s) in $t_train s, model.pt $([ "$after" != "$before" ] && echo replaced || echo kept: no validation ran)"
+    fi
+    result=$("$PY" - "$WORK" "$STUDIES_DIR" "$b" "$image_id" <<'EOF'
 import json, os, sys
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import nibabel as nib
 import numpy as np
-work, bundle, image_id = sys.argv[1:]
+from unimiss_monai.conventions import CT_AXCODES, display_2d
+work, studies, bundle, image_id = sys.argv[1:]
 info = json.load(open(os.path.join(work, "info.json")))
 if bundle not in info.get("models", {}):
     sys.exit(f"/info does not list {bundle}: models {sorted(info.get('models', {}))}")
-image = np.asanyarray(nib.load(os.path.join(work, "studies", image_id + ".nii.gz")).dataobj)
-label = np.asanyarray(nib.load(os.path.join(work, "pred.nii.gz")).dataobj)
+image = np.asanyarray(nib.load(os.path.join(studies, image_id + ".nii.gz")).dataobj)
+label = np.asanyarray(nib.load(os.path.join(work, bundle + "_pred.nii.gz")).dataobj)
 if label.shape != image.shape:
     sys.exit(f"label shape {label.shape} != image shape {image.shape}")
 values = sorted(int(v) for v in np.unique(label))
 shape = label.shape
-if image.ndim == 3:  # CT: the axial slice with most labelled voxels
+if image.ndim == 3:  # CT: in the project's orientation, the axial slice with most labelled voxels
+    to_lps = nib.orientations.ornt_transform(nib.orientations.io_orientation(nib.load(os.path.join(studies, image_id + ".nii.gz")).affine),
+                                             nib.orientations.axcodes2ornt(tuple(CT_AXCODES)))
+    image, label = (nib.orientations.apply_orientation(a, to_lps) for a in (image, label))
     z = int(np.argmax((label > 0).sum((0, 1))))
     image, label = image[..., z], label[..., z]
-fig, ax = plt.subplots(figsize=(6, 6))
-ax.imshow(image.T, cmap="gray", origin="lower")
-ax.imshow(np.ma.masked_equal(label.T, 0), cmap="tab10", alpha=0.45, origin="lower", vmin=0, vmax=10, interpolation="nearest")
+fig, ax = plt.subplots(figsize=(6, 6))  # displayed as every picture of the project (unimiss_monai.conventions)
+ax.imshow(display_2d(image), cmap="gray")
+ax.imshow(np.ma.masked_equal(display_2d(label), 0), cmap="tab10", alpha=0.45, vmin=0, vmax=10, interpolation="nearest")
 ax.set_title(f"{bundle} via MONAI Label: {image_id}")
 ax.axis("off")
-fig.savefig(os.path.join(work, "pred.png.tmp"), format="png", dpi=100, bbox_inches="tight")
-os.replace(os.path.join(work, "pred.png.tmp"), os.path.join(work, "pred.png"))
+out = os.path.join(work, bundle + "_pred.png")
+fig.savefig(out + ".tmp", format="png", dpi=100, bbox_inches="tight")
+os.replace(out + ".tmp", out)
 print(f"label {shape} == image shape, values {values}")
 EOF
 )
-log "OK $BUNDLE: server up in $t_start s, /infer $t_infer s, $result, $train_note; picture $WORK/pred.png"
+    log "OK $b: /infer $t_infer s on $image_id, $result, $train_note; picture $WORK/${b}_pred.png"
+done
+record_prepared
 if [ "$KEEP_SERVER" = 1 ]; then log "serving $URL (server process group $SERVER) until Ctrl-C"; wait "$SERVER"; fi

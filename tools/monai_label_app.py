@@ -1,0 +1,316 @@
+"""Added to MONAI Label 0.8.5's sample ``monaibundle`` app by ``tools/monai_label.sh``: the script appends this
+file to the app's ``main.py``, so ``MyApp``, ``ScoringMethod``, ``BundleTrainTask`` and ``logger`` are that file's.
+It runs in ``.venv-label`` (MONAI Label's own environment), never in the package's.
+
+What the monaibundle app of 0.8.5 lacks for these bundles, added to its class here:
+- which image next: a scoring method "<bundle>_tta" (unimiss_monai.metrics.uncertainty.bundle_uncertainty on every
+  unlabelled study of the bundle's dimensionality, stored in the datastore as "unimiss_tta_uncertainty") and a
+  strategy "tta_uncertainty" serving the highest-scored unlabelled study (MONAI Label's Epistemic strategy reading
+  that key). The app registers only "random" and "first", and its own epistemic scoring (--conf epistemic_model)
+  needs a network_def with a dropout argument, which UniMissSegmentation has not.
+- clear refusals where MONAI Label alone answers a bare 500 or accepts anything: /infer and /train answer an unknown
+  model with 404 and an input or label the bundle refuses with 422 and the one-line reason; PUT /datastore/label
+  checks the label against its image (readable, on the image's grid, values the served models use) before it is
+  saved.
+- one app for 2D and 3D bundles: /train of a model takes only the labelled studies of its dimensionality.
+- which weights answered: /infer's result params carry "weights_sha256", a digest of the weights in memory
+  (parameter names and bytes), which changes when the model reloads the model.pt a /train published.
+- 2D labels where their radiograph is: MONAI Label writes a 2D label without its image's affine; the returned
+  label gets it back.
+- answers as soon as they are ready: the route of /infer runs the whole inference inside the web server's event
+  loop, so while requests queue no finished answer is sent (50 requests at once all came back after the last had
+  run). The route now runs the same inference in a worker thread, one inference at a time as before, and the event
+  loop sends each answer when it is ready.
+"""
+
+# --- added by unimiss_monai: tools/monai_label_app.py, appended by tools/monai_label.sh --------------------------
+import hashlib as _hashlib
+import os as _os
+import pathlib as _pathlib
+import shutil as _shutil
+import tempfile as _tempfile
+
+import torch as _torch
+from fastapi import HTTPException as _HTTPException
+from monailabel.endpoints import datastore as _datastore_endpoint
+from monailabel.endpoints import train as _train_endpoint
+from monailabel.interfaces.utils.app import app_instance as _app_instance
+from monailabel.tasks.activelearning.epistemic import Epistemic as _RankByInfoKey
+from monailabel.tasks.infer.basic_infer import BasicInferTask as _BasicInferTask
+
+# the bundles' output activations: a sigmoid channel per structure (CXR), softmax over classes (CT)
+_ACTIVATIONS = {"unimiss_cxr_segmentation": "sigmoid", "unimiss_ct_segmentation": "softmax"}
+
+
+def _spatial_ndim(path):
+    """Spatial dimensions of a NIfTI image from its header, trailing singleton axes dropped; None for other files."""
+    if not str(path).endswith((".nii", ".nii.gz")):
+        return None
+    import nibabel
+
+    try:
+        shape = list(nibabel.load(str(path)).shape)
+    except Exception:  # unreadable: the bundle refuses it with its own reason
+        return None
+    while len(shape) > 2 and shape[-1] == 1:
+        shape.pop()
+    return len(shape)
+
+
+def _bundle_ndim(bundle_dir):
+    import json
+
+    with open(_os.path.join(bundle_dir, "configs", "metadata.json")) as f:
+        return len(json.load(f)["network_data_format"]["inputs"]["image"]["spatial_shape"])
+
+
+def _weights_sha256(network):
+    digest = _hashlib.sha256()
+    for name, tensor in sorted(network.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(_torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class TTAUncertaintyScoring(ScoringMethod):
+    """Score every unlabelled study with the bundle (shifted copies disagreeing = uncertain); store the score."""
+
+    KEY = "unimiss_tta_uncertainty"
+
+    def __init__(self, bundle_dir, activation):
+        super().__init__("Test-time-augmentation uncertainty of the unlabelled studies (unimiss_monai)")
+        self.bundle_dir, self.activation = bundle_dir, activation
+
+    def __call__(self, request, datastore):
+        from unimiss_monai.metrics.uncertainty import bundle_uncertainty
+
+        ndim = _bundle_ndim(self.bundle_dir)
+        uris = {datastore.get_image_uri(i): i for i in datastore.get_unlabeled_images()}
+        uris = {u: i for u, i in uris.items() if _spatial_ndim(u) in (ndim, None)}
+        scores = bundle_uncertainty(self.bundle_dir, list(uris), activation=self.activation, device=request.get("device", "cpu"))
+        for uri, score in scores.items():
+            datastore.update_image_info(uris[uri], {self.KEY: score})
+        return {"scored": {uris[u]: s for u, s in scores.items()}, "not_scored": sorted(uris[u] for u in uris if u not in scores)}
+
+
+_bundle_scoring_methods, _bundle_strategies = MyApp.init_scoring_methods, MyApp.init_strategies
+
+
+def _scoring_methods(self):
+    methods = _bundle_scoring_methods(self)
+    methods.update({f"{n}_tta": TTAUncertaintyScoring(b, _ACTIVATIONS.get(n, "softmax")) for n, b in self.models.items()})
+    return methods
+
+
+def _strategies(self):
+    strategies = _bundle_strategies(self)
+    strategies["tta_uncertainty"] = _RankByInfoKey(key=TTAUncertaintyScoring.KEY, desc="Most uncertain unlabelled study first (run /scoring/<model>_tta first)")
+    return strategies
+
+
+def _refusal(err, path, name):
+    """422 with the one-line reason of a refused input, the temporary name of an upload replaced by ``name``."""
+    from nibabel.filebasedimages import ImageFileError
+    from unimiss_monai.utils.errors import failure_reason, root_cause
+
+    if not isinstance(root_cause(err), (ValueError, ImageFileError)):
+        return None
+    reason = failure_reason(err)
+    if path and _os.path.dirname(path) == _tempfile.gettempdir():  # an upload, saved by MONAI Label under a temporary name
+        reason = reason.replace(path, name)
+    return _HTTPException(status_code=422, detail=reason)
+
+
+_bundle_infer = MyApp.infer
+
+
+def _infer(self, request, datastore=None):
+    model = request.get("model")
+    if model not in self._infers:
+        raise _HTTPException(status_code=404, detail=f"no model '{model}' on this server; it serves {sorted(self._infers)}")
+    try:
+        result = _bundle_infer(self, request, datastore)
+    except Exception as err:
+        refusal = _refusal(err, str(request.get("image", "")), "the uploaded file")
+        if refusal is None:
+            raise
+        raise refusal from None
+    noted = getattr(self._infers[model], "_unimiss_weights", None)
+    if noted is not None and isinstance(result.get("params"), dict):
+        result["params"]["weights_sha256"] = noted[1]
+    image = request.get("image")
+    if isinstance(image, str) and not _os.path.exists(image):
+        image = (datastore or self.datastore()).get_image_uri(image)
+    _give_2d_label_its_image_geometry(result.get("file"), image)
+    return result
+
+
+def _give_2d_label_its_image_geometry(label_path, image_path):
+    """MONAI Label 0.8.5 writes a 2D label without an affine (its writer passes none for 2D: ITK's default geometry,
+    1 mm pixels at the origin), so a viewer would draw it away from its radiograph. A 2D NIfTI label on the grid of a
+    NIfTI image gets the image's affine, and the label map's own type (uint8)."""
+    import nibabel
+    import numpy as np
+
+    nifti = (".nii", ".nii.gz")
+    if not (isinstance(label_path, str) and label_path.endswith(nifti) and _os.path.isfile(label_path)
+            and isinstance(image_path, str) and image_path.endswith(nifti) and _os.path.isfile(image_path)):
+        return
+    image, label = nibabel.load(image_path), nibabel.load(label_path)
+    image_grid = tuple(image.shape[:2]) if all(s == 1 for s in image.shape[2:]) else None
+    if len(label.shape) != 2 or tuple(label.shape) != image_grid:
+        return
+    values = np.asanyarray(label.dataobj)
+    if values.min() >= 0 and values.max() <= 255:
+        values = values.astype(np.uint8)
+    tmp = label_path + ".geometry.nii.gz"
+    nibabel.save(nibabel.Nifti1Image(values, image.affine), tmp)
+    _os.replace(tmp, label_path)
+
+
+_bundle_get_network = _BasicInferTask._get_network
+
+
+def _get_network(self, device, data):
+    network = _bundle_get_network(self, device, data)
+    noted = getattr(self, "_unimiss_weights", None)
+    if network is not None and (noted is None or noted[0] is not network):  # loaded now: first use or a newer model.pt
+        self._unimiss_weights = (network, _weights_sha256(network))
+    return network
+
+
+_bundle_train = MyApp.train
+
+
+def _train(self, request):
+    """/train?run_sync=true: a label or image the bundle refuses answers 422 with its one-line reason, not 500."""
+    try:
+        return _bundle_train(self, request)
+    except Exception as err:
+        refusal = _refusal(err, None, None)
+        if refusal is None:
+            raise
+        raise refusal from None
+
+
+_bundle_fetch_datalist = BundleTrainTask._fetch_datalist
+
+
+def _fetch_datalist(self, request, datastore):
+    """The labelled studies of the bundle's dimensionality (an app may serve 2D and 3D bundles from one datastore)."""
+    datalist = _bundle_fetch_datalist(self, request, datastore)
+    ndim = _bundle_ndim(self.bundle_path)
+    kept = [d for d in datalist if _spatial_ndim(d["image"]) in (ndim, None)]
+    if len(kept) < len(datalist):
+        logger.info(f"{request.get('model')}: training on {len(kept)} labelled {ndim}D studies, leaving out {len(datalist) - len(kept)} of another dimensionality")
+    return kept
+
+
+_bundle_run_train = _train_endpoint.run_model
+
+
+def _run_train(model, params=None, run_sync=False, enqueue=False):
+    trainers = _app_instance()._trainers
+    if model not in trainers:
+        raise _HTTPException(status_code=404, detail=f"no model '{model}' to train on this server; it trains {sorted(trainers)}")
+    return _bundle_run_train(model, params, run_sync, enqueue)
+
+
+def _check_label(app, image_id, label_path, upload_name):
+    """Refuse a label that is not an image, lies off its image's grid or holds values no served model of the image's
+    dimensionality uses: 404/422 with one line, before anything is saved."""
+    import numpy as np
+    from monai.transforms import LoadImage
+    from unimiss_monai.utils.errors import failure_reason
+
+    datastore = app.datastore()
+    if image_id not in datastore.list_images():
+        raise _HTTPException(status_code=404, detail=f"no image '{image_id}' in the datastore; add the image first (PUT /datastore/image)")
+    what = f"label {upload_name!r} of image {image_id!r}"
+    try:
+        label = LoadImage(image_only=True)(label_path)
+    except Exception as err:
+        reason = failure_reason(err).replace(label_path, upload_name)
+        raise _HTTPException(status_code=422, detail=f"{what} is not an image file ({reason}); save it as NIfTI or NRRD on the image's grid") from None
+    image = LoadImage(image_only=True)(datastore.get_image_uri(image_id))
+
+    def grid(x):
+        shape = list(x.shape)
+        while len(shape) > 2 and shape[-1] == 1:
+            shape.pop()
+        return tuple(shape)
+
+    if grid(label) != grid(image):
+        raise _HTTPException(status_code=422, detail=f"{what}: grid {grid(label)} differs from the image's {grid(image)}; save the label on the image's grid")
+    offset = float(np.abs(np.asarray(label.affine, np.float64) - np.asarray(image.affine, np.float64)).max())
+    if offset > 1e-3:
+        raise _HTTPException(status_code=422, detail=f"{what}: its affine (position in space) differs from the image's by up to {offset:.3g}; save the label on the image's grid")
+    values = _torch.unique(_torch.as_tensor(label)).double()
+    if not bool(_torch.isfinite(values).all()) or not bool((values == values.round()).all()):
+        raise _HTTPException(status_code=422, detail=f"{what}: holds non-integer or non-finite values; a label map holds whole numbers")
+    names = {}
+    for task in app._infers.values():
+        if getattr(task, "dimension", None) == len(grid(image)) and isinstance(task.labels, dict):
+            names.update({int(v): k for k, v in task.labels.items()})
+    top = max(names, default=0)
+    wrong = [int(v) for v in values.tolist() if not 0 <= v <= top]
+    if wrong:
+        known = ", ".join(f"{v} {n}" for v, n in sorted(names.items()))
+        raise _HTTPException(status_code=422, detail=f"{what}: values {wrong[:5]} are not labels of this server (0 background, {known})")
+
+
+_bundle_save_label = _datastore_endpoint.save_label
+
+
+def _save_label(background_tasks, image, params, tag, label, user=None):
+    suffix = "".join(_pathlib.Path(label.filename).suffixes) if label.filename else ".nii.gz"
+    with _tempfile.TemporaryDirectory() as folder:
+        path = _os.path.join(folder, "label" + suffix)
+        with open(path, "wb") as out:
+            _shutil.copyfileobj(label.file, out)
+        _check_label(_app_instance(), image, path, label.filename or "label")
+    label.file.seek(0)
+    return _bundle_save_label(background_tasks, image, params, tag, label, user)
+
+
+MyApp.init_scoring_methods, MyApp.init_strategies, MyApp.infer, MyApp.train = _scoring_methods, _strategies, _infer, _train
+_BasicInferTask._get_network, BundleTrainTask._fetch_datalist = _get_network, _fetch_datalist
+_train_endpoint.run_model, _datastore_endpoint.save_label = _run_train, _save_label
+
+
+# /infer off the event loop. MONAI Label's route is ``async def api_run_inference(...): return run_inference(...)``,
+# a synchronous call on the loop. A route with the same path, parameters (its signature) and dependencies goes in
+# front of it and runs the same function in a worker thread; a lock keeps one inference at a time, as before (the
+# inference tasks and their networks are not written for concurrent use).
+import inspect as _inspect
+import threading as _threading
+
+from monailabel.config import settings as _settings
+from monailabel.endpoints import infer as _infer_endpoint
+from starlette.concurrency import run_in_threadpool as _run_in_threadpool
+
+_one_inference = _threading.Lock()
+
+
+def _run_inference_serially(background_tasks, model, image, session_id, params, file, label, output):
+    with _one_inference:
+        return _infer_endpoint.run_inference(background_tasks, model, image, session_id, params, file, label, output)
+
+
+async def _api_run_inference_in_thread(background_tasks, model, image="", session_id="", params="{}", file=None,
+                                       label=None, output=None, user=None):
+    return await _run_in_threadpool(_run_inference_serially, background_tasks, model, image, session_id, params, file,
+                                    label, output)
+
+
+def _infer_route_off_the_loop():
+    from monailabel.app import app as _server
+
+    _api_run_inference_in_thread.__signature__ = _inspect.signature(_infer_endpoint.api_run_inference)
+    path = _settings.MONAI_LABEL_API_STR + _infer_endpoint.router.prefix + "/{model}"
+    _server.add_api_route(path, _api_run_inference_in_thread, methods=["POST"], tags=["Infer"],
+                          summary="Run Inference for supported model (in a worker thread)")
+    _server.router.routes.insert(0, _server.router.routes.pop())  # matched before the original route
+
+
+_infer_route_off_the_loop()
