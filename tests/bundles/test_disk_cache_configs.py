@@ -53,3 +53,16 @@ def test_pretraining_caches_ct_and_xray_phases(pretraining_samples, tmp_path):
         views = ds[(0, 3)]
         assert "skipped" not in views, views
         assert list((cache / name).glob("*.pt")), f"{name}: nothing cached"
+
+
+@pytest.mark.parametrize("bundle, dataset", [
+    ("unimiss_ct_segmentation", "ct_segmentation"), ("unimiss_ct_classification", "ct_classification"),
+    ("unimiss_cxr_segmentation", "cxr_segmentation"), ("unimiss_cxr_classification", "cxr_classification"),
+])
+def test_demo_overlays_build_their_data_sets(bundle, dataset, sample_set, tmp_path):
+    # the demo overlays stack on train.json: their data set ids must still build (tools/demo.sh runs them)
+    parser = ConfigParser()
+    parser.read_config(configs(bundle, "train.json", "demo.yaml", "demo_train.yaml"))
+    parser.update({"bundle_root": str(tmp_path / "root"), "dataset_dir": str(sample_set(dataset))})
+    for section in ("train", "validate"):
+        assert len(parser.get_parsed_content(f"{section}#dataset")) > 0

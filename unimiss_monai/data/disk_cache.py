@@ -95,7 +95,8 @@ class DiskCacheDataset(PersistentDataset):
 
 
 def cached_dataset(data: Sequence, transform: Sequence[Callable] | Callable, cache: str = "memory",
-                   cache_dir: str | os.PathLike | None = None, cache_rate: float = 1.0, num_workers: int | None = 0) -> Dataset:
+                   cache_dir: str | os.PathLike | None = None, cache_rate: float = 1.0, num_workers: int | None = 0,
+                   progress: bool = True) -> Dataset:
     """The training or validation data set of a fine-tune bundle, cached as ``cache`` says.
 
     Args:
@@ -107,12 +108,13 @@ def cached_dataset(data: Sequence, transform: Sequence[Callable] | Callable, cac
         cache_dir: folder of the disk cache; required for ``"disk"``.
         cache_rate: fraction of items held in memory (``"memory"`` only).
         num_workers: threads that fill the memory cache (``"memory"`` only).
+        progress: show a progress bar while the memory cache fills (``"memory"`` only).
     """
     mode = str(cache).lower()
     if mode not in CACHE_MODES:
         raise ValueError(f"cache must be one of {', '.join(CACHE_MODES)}, got {cache!r}")
     if mode == "memory":
-        return CacheDataset(data=data, transform=transform, cache_rate=cache_rate, num_workers=num_workers)
+        return CacheDataset(data=data, transform=transform, cache_rate=cache_rate, num_workers=num_workers, progress=progress)
     if mode == "disk":
         if not cache_dir:
             raise ValueError("cache='disk' needs a cache_dir, e.g. --cache_dir /scratch/unimiss_cache")
