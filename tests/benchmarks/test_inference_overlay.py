@@ -1,0 +1,139 @@
+"""The CT segmentation bundle's CPU overlay (``configs/inference_cpu.yaml``) and ``bench-infer``: the overlay parses
+on top of ``inference.json``, and on the same weights its fast path labels a (tiny) volume as the reference path does."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from monai.inferers import SlidingWindowInferer
+
+from unimiss_monai.benchmarks.inference import BUNDLE, FAST, REFERENCE, bench_infer, count_windows, dice_per_class, load_paths
+from unimiss_monai.inferers import MirrorTTAInferer
+from unimiss_monai.inferers.autocast import AutocastInferer, cpu_has_fast_bfloat16
+
+# the smoke network on windows of 16x64x64: a whole "CT" takes about a second
+SMOKE = {"network_def#preset": "smoke", "roi_size": [16, 64, 64]}
+
+
+def test_overlay_parses_on_top_of_inference_json():
+    parser = load_paths(BUNDLE, "inference_cpu.yaml", "cpu")
+    inferer = parser.get_parsed_content("inferer")
+    assert isinstance(inferer, MirrorTTAInferer) and isinstance(inferer.inferer, AutocastInferer)
+    sw = inferer.inferer.inferer
+    assert isinstance(sw, SlidingWindowInferer) and sw.sw_batch_size == 1 and sw.overlap == 0.5 and sw.mode == "gaussian"
+    assert inferer.inferer.dtype == torch.bfloat16 and inferer.inferer.device_type == "cpu"
+    assert inferer.inferer.enabled == cpu_has_fast_bfloat16()
+    assert parser.get_parsed_content("num_workers") == 0
+    # everything else is inference.json's: the same network, preprocessing and writer
+    reference = load_paths(BUNDLE, None, "cpu")
+    for key in ("network_def", "preprocessing", "handlers", "roi_size", "pixdim"):
+        assert parser.get(key) == reference.get(key), key
+    forced = load_paths(BUNDLE, "inference_cpu.yaml", "cpu", {"cpu_bfloat16": "false"})
+    assert forced.get_parsed_content("inferer").inferer.enabled is False
+    # the quarter-overlap overlay on top changes the overlap and nothing else
+    fast = load_paths(BUNDLE, "inference_cpu.yaml,inference_cpu_fast.yaml", "cpu")
+    assert fast.get_parsed_content("inferer").inferer.inferer.overlap == 0.25
+    assert {k: v for k, v in fast.get().items() if k != "sw_overlap"} == {k: v for k, v in parser.get().items() if k != "sw_overlap"}
+
+
+def test_fast_path_labels_agree_with_the_reference(tmp_path, capsys, one_thread):
+    """Same seeded weights on both paths, bfloat16 forced on (emulated where the CPU lacks it): the label maps of a
+    20x72x72 volume agree per class; a different network (another seed) does not, so the check can fail."""
+    out = tmp_path / "bench.json"
+    result = bench_infer(shape=(20, 72, 72), swinunetr=False, overrides={**SMOKE, "cpu_bfloat16": True}, out=str(out))
+    text = capsys.readouterr().out
+    assert "load average" in text and "torch threads" in text
+    assert f"{FAST} " in text and f"vs {REFERENCE} " in text and "(medians)" in text
+    saved = json.loads(out.read_text())
+    assert saved["results"][FAST]["inferer"] == "MirrorTTAInferer > AutocastInferer > SlidingWindowInferer"
+    agreement = result["agreement_reference_vs_fast"]
+    assert agreement["voxels_equal"] >= 0.97, agreement
+    assert agreement["dice_per_class"] and min(agreement["dice_per_class"].values()) >= 0.9, agreement
+
+
+def test_agreement_check_can_fail():
+    a = torch.randint(0, 4, (20, 30, 30), generator=torch.Generator().manual_seed(0))
+    b = torch.randint(0, 4, (20, 30, 30), generator=torch.Generator().manual_seed(1))
+    assert dice_per_class(a, a, 4) == {1: 1.0, 2: 1.0, 3: 1.0}
+    assert max(dice_per_class(a, b, 4).values()) < 0.4
+    assert dice_per_class(torch.zeros(3, 3), torch.zeros(3, 3), 4) == {}
+
+
+@pytest.mark.parametrize("shape, roi, overlap", [
+    ((133, 241, 241), (32, 128, 128), 0.5), ((133, 241, 241), (32, 128, 128), 0.25), ((241, 241, 133), 96, 0.5),
+    ((20, 72, 72), (16, 64, 64), 0.25), ((10, 50, 50), (16, 64, 64), 0.5),
+])
+def test_window_count_matches_monai(shape, roi, overlap):
+    calls = []
+
+    def network(x):
+        calls.append(x.shape[0])
+        return x
+
+    SlidingWindowInferer(roi, sw_batch_size=1, overlap=overlap)(torch.zeros(1, 1, *shape), network)
+    assert count_windows(shape, roi, overlap) == len(calls)
+
+
+class _Probe(torch.nn.Module):
+    """A conv that records the dtype it computes in."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv3d(1, 3, 3, padding=1)
+        self.seen = []
+
+    def forward(self, x):
+        y = self.conv(x)
+        self.seen.append(y.dtype)
+        return y
+
+
+def test_autocast_inferer_blends_in_float32():
+    torch.manual_seed(0)
+    net, x = _Probe(), torch.rand(1, 1, 12, 40, 40)
+    sw = SlidingWindowInferer((8, 32, 32), sw_batch_size=1, overlap=0.25, mode="gaussian")
+    with torch.inference_mode():
+        plain = sw(x, net)
+        windows = len(net.seen)
+        fast = AutocastInferer(sw, device_type="cpu")(x, net)
+    assert set(net.seen[:windows]) == {torch.float32} and set(net.seen[windows:]) == {torch.bfloat16}
+    assert fast.dtype == torch.float32 and fast.shape == plain.shape
+    assert torch.allclose(fast, plain, atol=0.05) and not torch.equal(fast, plain)
+
+
+@pytest.mark.parametrize("kwargs", [{"enabled": False}, {"device_type": "cuda"}])
+def test_autocast_inferer_passes_through(kwargs):
+    net, x = _Probe(), torch.rand(1, 1, 8, 32, 32)
+    sw = SlidingWindowInferer((8, 32, 32), sw_batch_size=1)
+    with torch.inference_mode():
+        assert torch.equal(AutocastInferer(sw, **kwargs)(x, net), sw(x, net))
+    assert set(net.seen) == {torch.float32}
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"dtype": "float64"}, "dtype must be one of"), ({"device_type": "tpu"}, "device_type must be 'cpu', 'cuda' or None"),
+])
+def test_autocast_inferer_refuses_bad_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        AutocastInferer(SlidingWindowInferer(8), **kwargs)
+
+
+def test_ct_and_label_are_scored_on_the_ct_grid(tmp_path, one_thread):
+    """A CT through the bundle's preprocessing: both label maps go back onto the CT's grid and are scored against its
+    label map; a label map of another shape is refused in one line."""
+    from unimiss_monai.data import save_nifti
+    from unimiss_monai.data.sample_sets.ct_segmentation import make_organ_phantom
+
+    hu, labels, affine = make_organ_phantom()
+    ct = save_nifti(hu, affine, tmp_path / "ct.nii.gz")
+    label = save_nifti(labels, affine, tmp_path / "label.nii.gz")
+    overrides = {**SMOKE, "pixdim": [10.0, 10.0, 10.0]}
+    result = bench_infer(ct=str(ct), label=str(label), swinunetr=False, overrides=overrides, out=str(tmp_path / "b.json"))
+    assert result["setup"].startswith("CT ct.nii.gz, network grid (25, 32, 29) (Z, X, Y)")
+    scores = result["dice_vs_label"]
+    assert set(scores) == {REFERENCE, FAST} and all(0.0 <= d <= 1.0 for s in scores.values() for d in s.values())
+    wrong = save_nifti(labels[:-1], affine, tmp_path / "wrong.nii.gz")
+    with pytest.raises(ValueError, match="pass the label map of this CT"):
+        bench_infer(ct=str(ct), label=str(wrong), swinunetr=False, overrides=overrides, out=str(tmp_path / "c.json"))

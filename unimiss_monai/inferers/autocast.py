@@ -1,0 +1,84 @@
+"""Mixed-precision inference on any device: the network under ``torch.autocast``, blending and outputs in float32.
+
+MONAI's evaluators autocast on CUDA only (``amp=True`` is ``torch.autocast("cuda")``); on a CPU with native bfloat16
+(AVX512-BF16 or AMX) the convolutions of a 3D network run about twice as fast in bfloat16, which is what a CPU
+MONAI Label server needs. Only the network call is autocast: the sliding-window weights and the running sums stay in
+float32, so the blending itself loses nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from monai.inferers import Inferer
+
+__all__ = ["AutocastInferer", "cpu_has_fast_bfloat16"]
+
+_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def cpu_has_fast_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 natively (oneDNN's check: AVX512-BF16 / AMX); without it bfloat16 is
+    emulated and slower than float32."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN, or an older torch without the probe
+        return False
+
+
+class AutocastInferer(Inferer):
+    """Run ``inferer`` with every network call under ``torch.autocast(device_type, dtype)``; the network's outputs
+    are cast back to float32 before ``inferer`` blends them.
+
+    Args:
+        inferer: the inner inferer, called as ``inferer(inputs, network, *args, **kwargs)`` (e.g. a
+            ``SlidingWindowInferer``).
+        dtype: ``"bfloat16"`` (default) or ``"float16"``.
+        device_type: autocast only inputs on this device type (``"cpu"``, ``"cuda"``); other inputs run as they are.
+            ``None`` (default): autocast on whatever device the input is on.
+        enabled: ``False`` makes this inferer ``inferer`` itself (a config can pass
+            ``"$unimiss_monai.inferers.autocast.cpu_has_fast_bfloat16()"``). Defaults to ``True``.
+        channels_last: hand 5-d windows to the network in ``torch.channels_last_3d`` memory order (the network's
+            weights should be converted alike). Defaults to ``False``.
+
+    Examples::
+
+        sw = SlidingWindowInferer(roi_size=(32, 128, 128), sw_batch_size=1, overlap=0.25, mode="gaussian")
+        pred = AutocastInferer(sw, device_type="cpu")(image, network)  # float32 (B, C, *spatial)
+    """
+
+    def __init__(
+        self,
+        inferer: Callable[..., torch.Tensor],
+        dtype: str = "bfloat16",
+        device_type: str | None = None,
+        enabled: bool = True,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        if str(dtype) not in _DTYPES:
+            raise ValueError(f"AutocastInferer: dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        if device_type is not None and device_type not in ("cpu", "cuda"):
+            raise ValueError(f"AutocastInferer: device_type must be 'cpu', 'cuda' or None, got {device_type!r}")
+        self.inferer, self.dtype, self.device_type = inferer, _DTYPES[str(dtype)], device_type
+        self.enabled, self.channels_last = bool(enabled), bool(channels_last)
+
+    def active(self, inputs: torch.Tensor) -> bool:
+        """Whether a call on ``inputs`` runs the network under autocast."""
+        return self.enabled and (self.device_type is None or inputs.device.type == self.device_type)
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args, **kwargs) -> torch.Tensor:
+        """inputs: (B, C_in, *spatial) -> the inner inferer's float32 (B, C_out, *spatial)."""
+        if not self.active(inputs):
+            return self.inferer(inputs, network, *args, **kwargs)
+        device_type, dtype, channels_last = inputs.device.type, self.dtype, self.channels_last
+
+        def autocast_network(window: torch.Tensor, *net_args, **net_kwargs) -> torch.Tensor:
+            if channels_last and window.ndim == 5:
+                window = window.contiguous(memory_format=torch.channels_last_3d)
+            with torch.autocast(device_type, dtype=dtype):
+                out = network(window, *net_args, **net_kwargs)
+            return out.float() if torch.is_tensor(out) else out
+
+        return self.inferer(inputs, autocast_network, *args, **kwargs)
