@@ -21,6 +21,10 @@
 #   OVERLAY       config merged into the served copy (default smoke.yaml: the tiny network, trained here in a minute
 #                 or two, once: delete $WORK/train/<bundle> to retrain); OVERLAY= serves the full-size network and
 #                 needs bundles/<bundle>/models/model.pt
+#   INFER_OVERLAYS  configs merged after OVERLAY into the served inference config only, where the bundle has them
+#                 (comma-separated; default auto: inference_cpu.yaml when MONAI Label's torch sees no CUDA device,
+#                 nothing otherwise; INFER_OVERLAYS= merges none). The CT segmentation bundle's CPU path: bfloat16
+#                 where the CPU has it, one window per pass (its docs/README.md, "Performance")
 #   TRAIN_EPOCHS  epochs of the /train check (default 1; 0 skips it)
 #   KEEP_SERVER   1 leaves the server running for a viewer (3D Slicer, OHIF) until Ctrl-C
 #   SAMPLES       the samples folder (default samples/, written if absent)
@@ -36,6 +40,7 @@ cd "$ROOT"
 BUNDLES="${BUNDLES:-${BUNDLE:-unimiss_cxr_segmentation}}"
 IFS=, read -r -a BUNDLE_LIST <<< "${BUNDLES// /}"
 OVERLAY="${OVERLAY-smoke.yaml}"
+INFER_OVERLAYS="${INFER_OVERLAYS-auto}"
 TRAIN_EPOCHS="${TRAIN_EPOCHS:-1}"
 KEEP_SERVER="${KEEP_SERVER:-0}"
 PREPARE_ONLY="${PREPARE_ONLY:-0}"
@@ -116,6 +121,10 @@ if [ -e "$WORK/app" ] || { [ -z "$STUDIES" ] && [ -e "$WORK/studies" ]; }; then
     rebuilt="$WORK/app"; [ -n "$STUDIES" ] || rebuilt="$rebuilt and $WORK/studies"
     [ -z "$changed" ] || { log "$WORK/$changed was saved after this folder was prepared (a submitted label or /train's weights): copy what you want to keep elsewhere and delete $rebuilt, or set WORK= to another folder"; exit 2; }
 fi
+if [ "$INFER_OVERLAYS" = auto ]; then
+    INFER_OVERLAYS="$("$LPY" -c 'import torch; print("" if torch.cuda.is_available() else "inference_cpu.yaml")')"
+fi
+log "served inference overlays (where a bundle has them): ${INFER_OVERLAYS:-none}"
 rm -rf "$WORK/app" "$MANIFEST"
 [ -n "$STUDIES" ] || rm -rf "$WORK/studies"
 cp -r "$LABEL_VENV/monailabel/sample-apps/monaibundle" "$WORK/app"
@@ -124,16 +133,19 @@ for b in "${BUNDLE_LIST[@]}"; do
     mkdir -p "$WORK/app/model/$b/models"
     cp -r "$src/configs" "$src/docs" "$src/LICENSE" "$WORK/app/model/$b/"
     cp "${WEIGHTS[$b]}" "$WORK/app/model/$b/models/model.pt"
-    "$PY" - "$src/configs" "$WORK/app/model/$b/configs" "$OVERLAY" <<'EOF'
-# Merge the overlay into the served inference/train configs (MONAI Label reads one config file each); the checkpoint
-# folder stays <bundle>/models, where MONAI Label loads and /train saves model.pt.
+    "$PY" - "$src/configs" "$WORK/app/model/$b/configs" "$OVERLAY" "$INFER_OVERLAYS" <<'EOF'
+# Merge the overlay into the served inference/train configs (MONAI Label reads one config file each), and the
+# inference overlays into the inference config; the checkpoint folder stays <bundle>/models, where MONAI Label loads
+# and /train saves model.pt. "served_overlays" records what was merged, in order.
 import os, sys
 from monai.bundle import ConfigParser
-src, dst, overlay = sys.argv[1:]
+src, dst, overlay, infer_overlays = sys.argv[1:]
+extra = [o.strip() for o in infer_overlays.split(",") if o.strip() and os.path.isfile(os.path.join(src, o.strip()))]
 for name in ("inference.json", "train.json"):
-    files = [os.path.join(src, name)] + ([os.path.join(src, overlay)] if overlay else [])
-    parser = ConfigParser(ConfigParser.load_config_files(files))
+    names = ([overlay] if overlay else []) + (extra if name == "inference.json" else [])
+    parser = ConfigParser(ConfigParser.load_config_files([os.path.join(src, name)] + [os.path.join(src, o) for o in names]))
     parser["ckpt_dir"] = "$@bundle_root + '/models'"
+    parser["served_overlays"] = names
     ConfigParser.export_config_file(parser.get(), os.path.join(dst, name + ".tmp"), indent=2)
     os.replace(os.path.join(dst, name + ".tmp"), os.path.join(dst, name))
 # The served copy answers with one label map (post_transforms), not the bundle's per-structure channels: MONAI Label

@@ -38,6 +38,19 @@ def test_overlay_parses_on_top_of_inference_json():
     assert {k: v for k, v in fast.get().items() if k != "sw_overlap"} == {k: v for k, v in parser.get().items() if k != "sw_overlap"}
 
 
+def test_base_overlay_goes_into_both_paths_before_the_fast_overlay():
+    """``base`` (e.g. the demo network) reaches both paths; the fast overlay, merged after it, still decides how the
+    fast path runs."""
+    demo_reference = load_paths(BUNDLE, None, "cpu", base="demo.yaml")
+    demo_fast = load_paths(BUNDLE, "inference_cpu.yaml", "cpu", base=["demo.yaml"])
+    for parser in (demo_reference, demo_fast):
+        assert parser.get_parsed_content("roi_size") == [16, 96, 96]
+        assert parser.get("network_def#embed_dims") == [16, 32, 32, 64]
+    assert demo_reference.get_parsed_content("sw_batch_size") == 4  # demo.yaml's
+    assert demo_fast.get_parsed_content("sw_batch_size") == 1  # inference_cpu.yaml's, merged later
+    assert load_paths(BUNDLE, None, "cpu").get("network_def#embed_dims") != [16, 32, 32, 64]
+
+
 def test_fast_path_labels_agree_with_the_reference(tmp_path, capsys, one_thread):
     """Same seeded weights on both paths, bfloat16 forced on (emulated where the CPU lacks it): the label maps of a
     20x72x72 volume agree per class; a different network (another seed) does not, so the check can fail."""
@@ -47,7 +60,7 @@ def test_fast_path_labels_agree_with_the_reference(tmp_path, capsys, one_thread)
     assert "load average" in text and "torch threads" in text
     assert f"{FAST} " in text and f"vs {REFERENCE} " in text and "(medians)" in text
     saved = json.loads(out.read_text())
-    assert saved["results"][FAST]["inferer"] == "MirrorTTAInferer > AutocastInferer > SlidingWindowInferer"
+    assert saved["results"][FAST]["inferer"] == "MirrorTTAInferer > AutocastInferer (bfloat16) > SlidingWindowInferer"
     agreement = result["agreement_reference_vs_fast"]
     assert agreement["voxels_equal"] >= 0.97, agreement
     assert agreement["dice_per_class"] and min(agreement["dice_per_class"].values()) >= 0.9, agreement

@@ -56,15 +56,19 @@ def dice_per_class(a: torch.Tensor, b: torch.Tensor, num_classes: int) -> dict[i
     return {c: round(float(2 * both[c] / sizes[c]), 5) for c in range(1, num_classes) if sizes[c] > 0}
 
 
-def load_paths(bundle: str | os.PathLike, overlay: str | Sequence[str] | None, device: str, overrides: dict | None = None):
-    """The bundle's ``inference.json`` (``overlay`` is None) or ``inference.json`` + ``configs/<overlay>`` (several:
-    a list or comma-separated, merged in order) as a ``ConfigParser`` on ``device``, with ``overrides`` (config id ->
-    value) applied."""
+def _names(overlay: str | Sequence[str] | None) -> list[str]:
+    return [o.strip() for o in overlay.split(",")] if isinstance(overlay, str) else [str(o) for o in overlay or []]
+
+
+def load_paths(bundle: str | os.PathLike, overlay: str | Sequence[str] | None, device: str, overrides: dict | None = None,
+               base: str | Sequence[str] | None = None):
+    """The bundle's ``inference.json`` + ``configs/<base>`` (``overlay`` is None) or that + ``configs/<overlay>``
+    (each several: a list or comma-separated, merged in order) as a ``ConfigParser`` on ``device``, with
+    ``overrides`` (config id -> value) applied."""
     from monai.bundle import ConfigParser
 
     configs = Path(bundle) / "configs"
-    overlays = [o.strip() for o in overlay.split(",")] if isinstance(overlay, str) else list(overlay or [])
-    files = [configs / "inference.json"] + [configs / o for o in overlays if o]
+    files = [configs / "inference.json"] + [configs / o for o in _names(base) + _names(overlay) if o]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise FileNotFoundError(f"bench-infer: {missing[0]} does not exist; pass --bundle DIR or --overlay NAME of a "
@@ -128,10 +132,13 @@ def _invert_labels(labels: torch.Tensor, item: dict, parser) -> torch.Tensor:
 
 def _setup(parser, inferer, shape: Sequence[int]) -> dict:
     """ROI, overlap, windows per batch, window count and inferer chain of one of our paths."""
+    from unimiss_monai.inferers.autocast import AutocastInferer
+
     roi, overlap = list(parser.get_parsed_content("roi_size")), parser.get_parsed_content("sw_overlap")
     chain, inner = [], inferer
     while inner is not None:
-        chain.append(type(inner).__name__)
+        low = isinstance(inner, AutocastInferer) and inner.enabled
+        chain.append(type(inner).__name__ + (f" ({str(inner.dtype)[6:]})" if low else ""))
         inner = getattr(inner, "inferer", None)
     return {"roi": roi, "overlap": overlap, "sw_batch_size": parser.get_parsed_content("sw_batch_size"),
             "inferer": " > ".join(chain), "windows": count_windows(shape, roi, overlap)}
@@ -167,6 +174,7 @@ def bench_infer(
     weights: str | None = None,
     label: str | None = None,
     overlay: str | Sequence[str] = "inference_cpu.yaml",
+    base: str | Sequence[str] | None = None,
     swinunetr: bool = True,
     swin_bf16: bool = True,
     repeats: int = 1,
@@ -187,6 +195,8 @@ def bench_infer(
         label: label map on the CT's grid (class values of the bundle) to score both paths against.
         overlay: the fast path's overlay in the bundle's ``configs/`` (several, comma-separated, merged in order:
             ``inference_cpu.yaml,inference_cpu_fast.yaml``).
+        base: overlay(s) in ``configs/`` merged into both paths before ``overlay``, e.g. ``demo.yaml`` to run the
+            demo network with weights trained by it.
         swinunetr: time SwinUNETR (BTCV) in float32 as well.
         swin_bf16: and SwinUNETR under the same bfloat16 autocast as the fast path (on CPU only where the CPU has
             native bfloat16).
@@ -209,8 +219,8 @@ def bench_infer(
     if threads:
         torch.set_num_threads(int(threads))
     load_start = os.getloadavg()
-    paths = {REFERENCE: load_paths(bundle or BUNDLE, None, device, overrides),
-             FAST: load_paths(bundle or BUNDLE, overlay, device, overrides)}
+    paths = {REFERENCE: load_paths(bundle or BUNDLE, None, device, overrides, base),
+             FAST: load_paths(bundle or BUNDLE, overlay, device, overrides, base)}
     item, source = _input(ct, shape, paths[REFERENCE])
     image = item["image"].as_tensor() if hasattr(item["image"], "as_tensor") else item["image"]
     x = image[None].float().to(device)  # (1, 1, Z, X, Y)
@@ -228,15 +238,15 @@ def bench_infer(
 
         x_ras = x.permute(0, 1, 3, 4, 2).contiguous()  # (Z, X, Y) -> RAS-like (X, Y, Z), the same voxels
         sw = SlidingWindowInferer(SWIN_ROI, SWIN_BATCH, SWIN_OVERLAP, mode="gaussian")
-        swin_rows = {SWIN: sw}
+        nets[SWIN], inferers[SWIN] = _swinunetr(device), sw
         if swin_bf16 and (device != "cpu" or cpu_has_fast_bfloat16()):
-            swin_rows[SWIN_BF16] = AutocastInferer(sw)
-        nets[SWIN] = _swinunetr(device)
-        for name, inferer in swin_rows.items():
-            nets[name], inferers[name] = nets[SWIN], inferer
-            runners[name] = lambda i=inferer: i(x_ras, nets[SWIN])
+            nets[SWIN_BF16], inferers[SWIN_BF16] = nets[SWIN], AutocastInferer(sw)
+        for name in (SWIN, SWIN_BF16):
+            if name not in nets:
+                continue
+            runners[name] = lambda n=name: inferers[n](x_ras, nets[n])
             setups[name] = {"roi": [SWIN_ROI] * 3, "overlap": SWIN_OVERLAP, "sw_batch_size": SWIN_BATCH,
-                            "inferer": " > ".join(type(i).__name__ for i in (inferer, getattr(inferer, "inferer", None)) if i),
+                            "inferer": "SlidingWindowInferer" if name == SWIN else "AutocastInferer (bfloat16) > SlidingWindowInferer",
                             "windows": count_windows(x_ras.shape[2:], SWIN_ROI, SWIN_OVERLAP)}
     with torch.inference_mode():  # warm-up: one window each, so allocation and kernel choice are not timed
         for name, net in nets.items():
@@ -272,7 +282,7 @@ def bench_infer(
     ratios = _ratio_lines(rows)
     result = {"benchmark": "whole-CT sliding-window inference", "setup": header, "device": device,
               "threads": torch.get_num_threads(), "repeats": repeats, "load_start": list(load_start),
-              "load_end": list(load_end), "overlay": overlay, "results": rows, "ratios": ratios,
+              "load_end": list(load_end), "base": base, "overlay": overlay, "results": rows, "ratios": ratios,
               "agreement_reference_vs_fast": agreement, "dice_vs_label": scores}
     print("\n" + header)
     print(markdown_table(rows))

@@ -2,8 +2,8 @@
 
 MONAI's evaluators autocast on CUDA only (``amp=True`` is ``torch.autocast("cuda")``); on a CPU with native bfloat16
 (AVX512-BF16 or AMX) the convolutions of a 3D network run about twice as fast in bfloat16, which is what a CPU
-MONAI Label server needs. Only the network call is autocast: the sliding-window weights and the running sums stay in
-float32, so the blending itself loses nothing.
+MONAI Label server needs. Only the network call is autocast (weights stay float32, norms and softmax are computed in
+float32): the sliding-window weights and the running sums stay in float32, so the blending itself loses nothing.
 """
 
 from __future__ import annotations
