@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from unimiss_monai.cli import main, unknown_option
+from unimiss_monai.cli import main, unknown_option, with_boolean_options
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -72,3 +72,32 @@ def test_typo_through_python_m(tmp_path):
                           capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 2 and proc.stderr == "unimiss_monai samples: unknown option --outt; did you mean --out?\n"
     assert proc.stdout == "" and list(tmp_path.iterdir()) == []
+
+
+def _flags(synthetic: bool = False, progress: bool = True, force: bool | str = False, n: int = 1):
+    return {"synthetic": synthetic, "progress": progress, "force": force, "n": n}
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--synthetic", "false"], {"synthetic": False}),
+    (["--synthetic", "YES", "--progress", "0"], {"synthetic": True, "progress": False}),
+    (["--synthetic=True", "--progress=no"], {"synthetic": True, "progress": False}),
+    (["--synthetic"], {"synthetic": True}),
+    (["--noprogress"], {"progress": False}),
+    (["--force", "later"], {"force": "later"}),  # not a plain boolean option: the command reads it itself
+    (["--n", "0"], {"n": 0}),
+])
+def test_boolean_options_are_read_as_booleans(args, expected):
+    """fire alone would pass "false" on as a string, which Python counts as true."""
+    import fire
+
+    assert fire.Fire(with_boolean_options("x", _flags), command=args) == {**_flags(), **expected}
+
+
+def test_a_boolean_option_that_is_not_one_stops_the_command(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as err:
+        main(["samples", "--synthetic", "maybe", "--out", str(tmp_path / "X")])
+    assert str(err.value.code) == ("unimiss_monai samples: --synthetic is 'maybe', not a boolean; use true/false, yes/no "
+                                   "or 1/0, or --synthetic / --nosynthetic")
+    assert list(tmp_path.iterdir()) == []

@@ -7,6 +7,7 @@ them lazily, so ``python -m unimiss_monai --help`` stays fast.
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import inspect
 import re
@@ -112,6 +113,35 @@ def unknown_option(command: str, func: Callable, args: Sequence[str]) -> str | N
     return None
 
 
+def with_boolean_options(command: str, func: Callable) -> Callable:
+    """``func`` with its boolean options read as booleans.
+
+    fire hands ``--swinunetr false`` over as the string ``"false"``, which Python counts as true, so the option would
+    silently stay on. Options declared ``bool`` with a boolean default take true/false, yes/no, 1/0 (any case);
+    anything else stops the command with one line before it runs.
+    """
+    from unimiss_monai.utils.args import as_bool
+
+    signature = inspect.signature(func)
+    names = {p.name for p in signature.parameters.values()
+             if isinstance(p.default, bool) and str(p.annotation) in ("bool", "<class 'bool'>")}
+    if not names:
+        return func
+
+    @functools.wraps(func)
+    def call(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)  # fire passes some options by position
+        for name in names & bound.arguments.keys():
+            try:
+                bound.arguments[name] = as_bool(bound.arguments[name], name)
+            except ValueError:
+                raise SystemExit(f"unimiss_monai {command}: --{name} is {bound.arguments[name]!r}, not a boolean; use "
+                                 f"true/false, yes/no or 1/0, or --{name} / --no{name}") from None
+        return func(*bound.args, **bound.kwargs)
+
+    return call
+
+
 def main(argv: list[str] | None = None) -> None:
     import fire
 
@@ -130,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
         if {"--help", "-h"} & set(flags) and not {"help", "h"} & set(inspect.signature(func).parameters):
             command = ["--help"]  # fire would run the command first when --help is not the first argument
         # import only the command that runs, and let fire document its real signature
-        fire.Fire(func, command=command, name=f"unimiss_monai {args[0]}")
+        fire.Fire(with_boolean_options(args[0], func), command=command, name=f"unimiss_monai {args[0]}")
         return
     if args and not args[0].startswith("-"):
         raise SystemExit(f"unimiss_monai: unknown command {args[0]!r}; choose one of: {', '.join(sorted(COMMANDS))}")
