@@ -130,18 +130,24 @@ def _invert_labels(labels: torch.Tensor, item: dict, parser) -> torch.Tensor:
     return invert({"pred": MetaTensor(labels[None].float()), "image": item["image"]})["pred"][0].round().long()
 
 
-def _setup(parser, inferer, shape: Sequence[int]) -> dict:
-    """ROI, overlap, windows per batch, window count and inferer chain of one of our paths."""
+def _chain(inferer) -> str:
+    """The inferer and the ones it wraps, outermost first, e.g. ``AutocastInferer (bfloat16) > SlidingWindowInferer``
+    (an autocast that is off is named without a dtype)."""
     from unimiss_monai.inferers.autocast import AutocastInferer
 
+    chain = []
+    while inferer is not None:
+        low = isinstance(inferer, AutocastInferer) and inferer.enabled
+        chain.append(type(inferer).__name__ + (f" ({str(inferer.dtype)[6:]})" if low else ""))
+        inferer = getattr(inferer, "inferer", None)
+    return " > ".join(chain)
+
+
+def _setup(parser, inferer, shape: Sequence[int]) -> dict:
+    """ROI, overlap, windows per batch, window count and inferer chain of one of our paths."""
     roi, overlap = list(parser.get_parsed_content("roi_size")), parser.get_parsed_content("sw_overlap")
-    chain, inner = [], inferer
-    while inner is not None:
-        low = isinstance(inner, AutocastInferer) and inner.enabled
-        chain.append(type(inner).__name__ + (f" ({str(inner.dtype)[6:]})" if low else ""))
-        inner = getattr(inner, "inferer", None)
     return {"roi": roi, "overlap": overlap, "sw_batch_size": parser.get_parsed_content("sw_batch_size"),
-            "inferer": " > ".join(chain), "windows": count_windows(shape, roi, overlap)}
+            "inferer": _chain(inferer), "windows": count_windows(shape, roi, overlap)}
 
 
 def _timed_rows(runners: dict, repeats: int, device: str) -> tuple[dict, dict]:
@@ -246,7 +252,7 @@ def bench_infer(
                 continue
             runners[name] = lambda n=name: inferers[n](x_ras, nets[n])
             setups[name] = {"roi": [SWIN_ROI] * 3, "overlap": SWIN_OVERLAP, "sw_batch_size": SWIN_BATCH,
-                            "inferer": "SlidingWindowInferer" if name == SWIN else "AutocastInferer (bfloat16) > SlidingWindowInferer",
+                            "inferer": _chain(inferers[name]),
                             "windows": count_windows(x_ras.shape[2:], SWIN_ROI, SWIN_OVERLAP)}
     with torch.inference_mode():  # warm-up: one window each, so allocation and kernel choice are not timed
         for name, net in nets.items():
