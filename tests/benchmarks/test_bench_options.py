@@ -69,25 +69,39 @@ def test_amp_values(value, dtype):
 @pytest.mark.parametrize("value", ["int8", "fp8", "2"])
 def test_bad_amp_refused_before_any_work(value, monkeypatch):
     monkeypatch.setattr(backbone, "_run_isolated", lambda job: pytest.fail("ran a case despite a bad --amp"))
-    with pytest.raises(ValueError, match="--amp must be one of bf16, fp16 or none"):
+    with pytest.raises(ValueError, match="--amp must be one of auto, bf16, fp16 or none"):
         bench_backbone(amp=value)
 
 
 def test_amp_step_runs_in_bfloat16(monkeypatch, one_thread):
     """One autocast training step of the real backbone on a small 3D input: the row says bf16, and the step ran
-    (with SDPA on, the autocast forward really meets bfloat16 matmuls)."""
+    with its attention products in bfloat16 (under CPU autocast the fused attention takes the explicit product)."""
+    from unimiss_monai.networks.blocks.attention import SpatialReductionAttention
+
     monkeypatch.setitem(backbone.CASES, "3d", {"shape": (1, 16, 32, 32), "batch": 1})
     seen = []
-    original = torch.nn.functional.scaled_dot_product_attention
+    original = SpatialReductionAttention._weights
 
-    def spy(q, k, v, **kwargs):
+    def spy(self, q, k):
         seen.append(q.dtype)
-        return original(q, k, v, **kwargs)
+        return original(self, q, k)
 
-    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    monkeypatch.setattr(SpatialReductionAttention, "_weights", spy)
     row = backbone._measure("mitplus", "3d", True, "cpu", 1, 0, 1, "bfloat16")
-    assert row["amp"] == "bfloat16" and row["samples_per_s_median"] > 0
+    assert row["amp"] == "bfloat16" and row["column"] == "ours" and row["attention"] == "explicit"
+    assert row["samples_per_s_median"] > 0
     assert seen and set(seen) == {torch.bfloat16}
+
+
+def test_columns_default_to_official_float32_against_ours_and_a_given_amp_applies_to_both(monkeypatch):
+    from unimiss_monai.inferers import autocast
+
+    monkeypatch.setattr(autocast, "cpu_has_fast_bfloat16", lambda: True)
+    assert backbone.columns("cpu") == [(False, None), (True, None), (True, "bfloat16")]
+    monkeypatch.setattr(autocast, "cpu_has_fast_bfloat16", lambda: False)
+    assert backbone.columns("cpu", "auto") == [(False, None), (True, None)]
+    assert backbone.columns("cpu", "bf16") == [(False, "bfloat16"), (True, "bfloat16")]
+    assert backbone.columns("cpu", "none") == [(False, None), (True, None)]
 
 
 def test_unknown_inputs_refused():

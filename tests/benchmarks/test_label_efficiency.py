@@ -173,3 +173,8 @@ def test_micro_ct_segmentation_run_scores_3d_dice_with_its_own_checkpoint_folder
     assert run["score"] == pytest.approx(sum(present) / len(present))
     # the learning-rate schedule spans the iterations the study runs, not len(dataloader) per epoch
     assert summary["overrides"]["train#lr_scheduler#t_total"] == "$@max_epochs * 2"
+    # every held-out item is scored: the validation items (never chosen on; validation runs once, at the end) and
+    # the test items
+    datalist = json.loads((Path(data) / "ct_segmentation" / "datalist.json").read_text())
+    held_out = len(datalist["validation"]) + len(datalist["test"])
+    assert report["num_cases"] == held_out and summary["split"].startswith("validation + test")

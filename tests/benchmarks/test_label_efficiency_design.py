@@ -215,3 +215,38 @@ def test_single_seed_has_no_interval_and_says_so(tmp_path):
     d = res["paired_difference"]["0.5"]
     assert d["n"] == 1 and d["ci_low"] is None and d["includes_zero"] is None and "too few" in d["conclusion"]
     assert res["results"]["scratch"]["0.5"]["ci_low"] is None
+
+
+def test_fractions_that_draw_the_same_subset_are_trained_once_and_resume_alike(tmp_path):
+    # 3 training items: 0.05, 0.1 and 0.25 are each one item, the same item for a seed
+    design = StudyDesign((0.05, 0.1, 0.25, 1.0), (0, 1, 2), ("scratch", "pretrained"))
+    runs = design.runs(3)
+    runner = FakeRunner()
+    records = run_study(runs, runner, tmp_path / "a", SETTINGS)
+    trained = {(r.arm, r.seed, r.indices) for r in runs}
+    assert len(runner.calls) == len(trained) == 2 * 3 * 2
+    by_id = {r["run_id"]: r for r in records}
+    for seed in (0, 1, 2):
+        for arm in ("scratch", "pretrained"):
+            first = by_id[f"{arm}_f0.05_s{seed}"]
+            assert "same_run_as" not in first
+            for f in ("0.1", "0.25"):
+                copy = by_id[f"{arm}_f{f}_s{seed}"]
+                assert copy["same_run_as"] == first["run_id"] and copy["score"] == first["score"]
+                assert copy["fraction"] == float(f) and copy["indices"] == first["indices"]
+                assert copy["fingerprint"] != first["fingerprint"]
+    whole = build_results(records, design, META)
+    write_results(whole, tmp_path / "a")
+    assert "trained once" in (tmp_path / "a" / "label_efficiency.md").read_text()
+    # killed after the first training: the resumed study trains the rest and writes the same JSON
+    with pytest.raises(KeyboardInterrupt):
+        run_study(runs, FakeRunner(stop_after=1), tmp_path / "b", SETTINGS)
+    resumed = FakeRunner()
+    again = build_results(run_study(runs, resumed, tmp_path / "b", SETTINGS), design, META)
+    assert len(resumed.calls) == len(trained) - 1
+    write_results(again, tmp_path / "b")
+    assert (tmp_path / "b" / "label_efficiency.json").read_bytes() == (tmp_path / "a" / "label_efficiency.json").read_bytes()
+    # a copy is never the source of another copy, and reading everything back trains nothing
+    idle = FakeRunner()
+    run_study(runs, idle, tmp_path / "b", SETTINGS)
+    assert idle.calls == []

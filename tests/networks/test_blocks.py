@@ -48,6 +48,25 @@ def test_attention_matches_explicit_reference(grid, depthwise, prefix):
     torch.testing.assert_close(attn(x, grid), expected, atol=1e-5, rtol=1e-4)
 
 
+def test_cpu_autocast_takes_the_explicit_product_and_float32_takes_sdpa(monkeypatch):
+    """Under CPU bfloat16 autocast the fused attention computes the explicit product (faster there); in float32 it
+    calls SDPA. Both give the reference attention (bfloat16 within its precision)."""
+    import unimiss_monai.networks.blocks.attention as module
+
+    calls = []
+    original = module.F.scaled_dot_product_attention
+    monkeypatch.setattr(module.F, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or original(*a, **k))
+    attn = SpatialReductionAttention(16, 2, (3,), sr_ratio=2, qkv_bias=True).eval()
+    x = torch.randn(2, 1 + 4 * 6 * 8, 16)
+    expected = explicit_sr_attention(attn, x, (4, 6, 8))
+    torch.testing.assert_close(attn(x, (4, 6, 8)), expected, atol=1e-5, rtol=1e-4)
+    assert calls == [1]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attn(x, (4, 6, 8))
+    assert calls == [1] and out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), expected, atol=3e-2, rtol=3e-2)
+
+
 def test_attention_without_reduction_and_bad_heads():
     attn = SpatialReductionAttention(12, 3, (2,), sr_ratio=1).eval()
     x = torch.randn(1, 1 + 20, 12)

@@ -146,3 +146,30 @@ def test_mitplus_reconstruction_channels_follow_inputs():
     recon, cls = net(torch.randn(1, 1, 32, 64))
     assert recon.shape == (1, 1, 32, 64) and cls.shape == (1, 64)
     assert net.no_weight_decay() >= {"encoder.cls_token", "encoder.pos_embeds.0.2d.weight"}
+
+
+@pytest.mark.parametrize("variant, shape", [("mitplus", (1, 16, 32, 32)), ("mit_small", (3, 64, 64))])
+def test_bfloat16_autocast_step_matches_the_float32_step(variant, shape, one_thread):
+    """The CPU training step under bfloat16 autocast (the pretraining bundle's ``amp: true``) computes the float32
+    step's outputs and gradients to bfloat16 precision: what bench-backbone's bf16 column times is the same step."""
+    from unimiss_monai.networks import build_backbone
+    from unimiss_monai.networks.variants import tiny_overrides
+
+    torch.manual_seed(0)
+    net = build_backbone(variant, (2, 3), **tiny_overrides(variant)).train()
+    x = torch.randn(2, *shape)
+
+    def step(amp: bool):
+        net.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            out = net(x)
+        out = out if isinstance(out, tuple) else (out,)
+        loss = sum((o.float() ** 2).mean() for o in out)
+        loss.backward()
+        grad = torch.cat([p.grad.flatten() for p in net.parameters() if p.grad is not None])
+        return loss.detach(), grad
+
+    loss32, grad32 = step(False)
+    loss16, grad16 = step(True)
+    torch.testing.assert_close(loss16, loss32, rtol=3e-2, atol=0)
+    assert torch.nn.functional.cosine_similarity(grad16, grad32, dim=0) > 0.99

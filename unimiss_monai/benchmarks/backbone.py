@@ -1,11 +1,14 @@
-"""Benchmark: training throughput and peak memory of the UniMiSS backbones, fused (SDPA) vs official attention.
+"""Benchmark: training throughput and peak memory of the UniMiSS backbones against the official formulation.
 
 The "official" column runs the same network with every attention switched to the explicit
-``softmax(q k^T * scale) v`` formulation of the official code (``SpatialReductionAttention.fused = False``), so the
-two columns differ only in the attention kernel. Each measurement runs in a fresh process so that peak memory
-(CPU: peak RSS growth over the timed iterations; CUDA: ``max_memory_allocated`` growth) is its own. With ``amp`` both
-columns run forward and loss under ``torch.autocast`` with the same dtype (bfloat16 or float16, no loss scaling: the
-throughput of a step, not a training recipe).
+``softmax(q k^T * scale) v`` formulation of the official code (``SpatialReductionAttention.fused = False``), in
+float32: the official training code autocasts on CUDA only (``torch.cuda.amp``), so on a CPU it trains in float32.
+The "ours" columns run the network as this package trains it: fused attention, in float32 and, where the device
+computes bfloat16 natively (a CPU with AVX512-BF16 / AMX, or CUDA), under bfloat16 autocast, the pretraining
+bundle's ``amp: true``. With ``--amp bf16|fp16|none`` every column runs under that one setting instead, a
+like-for-like comparison of the attention kernels. Each measurement runs in a fresh process so that peak memory
+(CPU: peak RSS growth over the timed iterations; CUDA: ``max_memory_allocated`` growth) is its own. Autocast covers
+forward and loss, with no loss scaling: the throughput of a step, not a training recipe.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from tqdm import tqdm
 
 from unimiss_monai.data.writers import atomic_path, save_json
 
-__all__ = ["bench_backbone", "parse_amp"]
+__all__ = ["bench_backbone", "columns", "parse_amp"]
 
 AMP_DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16"}
 _NO_AMP = {"", "none", "off", "false", "no", "0", "fp32", "float32"}
@@ -42,7 +45,7 @@ def parse_amp(amp: str | bool | None) -> str | None:
     if key in _NO_AMP:
         return None
     if key not in AMP_DTYPES:
-        raise ValueError(f"bench-backbone: --amp must be one of bf16, fp16 or none, got {amp!r}")
+        raise ValueError(f"bench-backbone: --amp must be one of auto, bf16, fp16 or none, got {amp!r}")
     return AMP_DTYPES[key]
 
 CASES = {
@@ -54,6 +57,22 @@ CASES = {
 def _rss_mib() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def columns(device: str, amp: str | bool | None = "auto") -> list[tuple[bool, str | None]]:
+    """The ``(fused, autocast dtype)`` columns of a run: ``amp`` ``auto`` gives the official formulation in float32,
+    ours in float32 and ours under bfloat16 autocast where ``device`` computes bfloat16 natively; any other ``amp``
+    (:func:`parse_amp`) gives both formulations under that one setting."""
+    if str(amp).strip().lower() != "auto":
+        dtype = parse_amp(amp)
+        return [(False, dtype), (True, dtype)]
+    if torch.device(device).type == "cuda":
+        fast_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    else:
+        from unimiss_monai.inferers.autocast import cpu_has_fast_bfloat16
+
+        fast_bf16 = cpu_has_fast_bfloat16()
+    return [(False, None), (True, None)] + ([(True, "bfloat16")] if fast_bf16 else [])
 
 
 def _measure(variant: str, case: str, fused: bool, device: str, repeats: int, warmup: int, threads: int,
@@ -101,7 +120,10 @@ def _measure(variant: str, case: str, fused: bool, device: str, repeats: int, wa
     rates = [spec["batch"] / t for t in times]
     return {
         "variant": variant, "input": case, "batch": spec["batch"], "shape": list(spec["shape"]),
-        "attention": "sdpa" if fused else "official", "amp": amp or "float32",
+        # what the fused attention runs: SDPA, or the explicit product it takes under CPU autocast (attention.py)
+        "attention": "official" if not fused else ("explicit" if amp and device_type == "cpu" else "sdpa"),
+        "column": "ours" if fused else "official",
+        "amp": amp or "float32",
         "samples_per_s_median": statistics.median(rates),
         "samples_per_s_min": min(rates), "samples_per_s_max": max(rates), "peak_mem_mib": peak,
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
@@ -125,12 +147,16 @@ def _run_isolated(args) -> dict:
     return result
 
 
+def _label(row: dict) -> str:
+    return f"{row['column']} ({row['attention']}, {row['amp']})"
+
+
 def _table(rows: list[dict]) -> str:
     lines = [
-        "| model | input | batch | attention | samples/s median (range) | peak mem MiB | speed vs official | mem vs official |",
+        "| model | input | batch | column (attention, precision) | samples/s median (range) | peak mem MiB | speed vs official | mem vs official |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    ref = {(r["variant"], r["input"]): r for r in rows if r.get("attention") == "official"}
+    ref = {(r["variant"], r["input"]): r for r in rows if r.get("column") == "official"}
     for r in rows:
         if "error" in r:
             lines.append(f"| {' '.join(r['args'][:3])} | error: {r['error']} |||||||")
@@ -140,7 +166,7 @@ def _table(rows: list[dict]) -> str:
         mem = f"{r['peak_mem_mib'] / o['peak_mem_mib']:.2f}x" if o and o["peak_mem_mib"] > 0 else "-"
         shape = "x".join(str(s) for s in r["shape"][1:])
         lines.append(
-            f"| {r['variant']} | {r['input']} {shape} | {r['batch']} | {r['attention']} | "
+            f"| {r['variant']} | {r['input']} {shape} | {r['batch']} | {_label(r)} | "
             f"{r['samples_per_s_median']:.2f} ({r['samples_per_s_min']:.2f}-{r['samples_per_s_max']:.2f}) | "
             f"{r['peak_mem_mib']:.0f} | {speed} | {mem} |"
         )
@@ -155,16 +181,18 @@ def _plot(rows: list[dict], path: str) -> None:
 
     ok = [r for r in rows if "error" not in r]
     labels = sorted({f"{r['variant']}\n{r['input']}" for r in ok})
+    kinds = list(dict.fromkeys(_label(r) for r in ok))
+    width = 0.8 / max(len(kinds), 1)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key, title in ((axes[0], "samples_per_s_median", "throughput (samples/s)"),
                            (axes[1], "peak_mem_mib", "peak memory (MiB)")):
-        for j, att in enumerate(("official", "sdpa")):
-            vals = [next((r[key] for r in ok if f"{r['variant']}\n{r['input']}" == lab and r["attention"] == att), 0)
+        for j, kind in enumerate(kinds):
+            vals = [next((r[key] for r in ok if f"{r['variant']}\n{r['input']}" == lab and _label(r) == kind), 0)
                     for lab in labels]
-            ax.bar([i + 0.4 * j for i in range(len(labels))], vals, width=0.4, label=att)
-        ax.set_xticks([i + 0.2 for i in range(len(labels))], labels)
+            ax.bar([i + width * j for i in range(len(labels))], vals, width=width, label=kind)
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(labels))], labels)
         ax.set_title(title)
-        ax.legend()
+        ax.legend(fontsize=7)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100)
@@ -179,9 +207,9 @@ def bench_backbone(
     inputs: str | tuple = "2d,3d",
     threads: int = 2,
     out: str = "bench_backbone.json",
-    amp: str | bool | None = None,
+    amp: str | bool | None = "auto",
 ) -> None:
-    """Forward+backward throughput and peak memory, SDPA vs the official explicit attention, side by side.
+    """Forward+backward throughput and peak memory of our training step and the official formulation's, side by side.
 
     Args:
         device: ``cpu`` or ``cuda``.
@@ -191,26 +219,32 @@ def bench_backbone(
         inputs: ``2d`` (224x224, batch 4) and/or ``3d`` (16x96x96, batch 2).
         threads: torch CPU threads.
         out: JSON output (a PNG chart is written next to it).
-        amp: ``bf16`` or ``fp16``: forward and loss of both columns under ``torch.autocast`` on ``device`` with that
-            dtype; ``none`` (default): float32.
+        amp: ``auto`` (default): the official formulation in float32 (as the official code trains on a CPU), ours in
+            float32 and, where ``device`` computes bfloat16 natively, ours under bfloat16 autocast; ``bf16``,
+            ``fp16`` or ``none``: both formulations under that one setting (a like-for-like kernel comparison).
     """
-    from unimiss_monai.benchmarks.drr import check_device
+    from unimiss_monai.benchmarks.drr import check_device, cpu_model, format_load, gpu_name
 
     check_device("bench-backbone", device)
-    amp = parse_amp(amp)
+    cols = columns(device, amp)
     variants = variants.split(",") if isinstance(variants, str) else list(variants)
     inputs = inputs.split(",") if isinstance(inputs, str) else list(inputs)
     unknown = sorted(set(inputs) - set(CASES))
     if unknown:
         raise ValueError(f"bench-backbone: unknown --inputs {unknown}; choose from {', '.join(CASES)}")
-    jobs = [(v, c, fused, device, repeats, warmup, threads, amp) for v in variants for c in inputs for fused in (False, True)]
+    jobs = [(v, c, fused, device, repeats, warmup, threads, dtype) for v in variants for c in inputs for fused, dtype in cols]
+    load_start = os.getloadavg()
     rows = [_run_isolated(job) for job in tqdm(jobs, desc="bench-backbone")]
+    load_end = os.getloadavg()
+    machine = f"{cpu_model()}, {os.cpu_count()} CPUs{gpu_name(device)}"
     table = _table(rows)
-    print(f"\nbackbone forward+backward, device {device}, autocast {amp or 'none (float32)'}, {threads} threads, "
-          f"{repeats} repeats, load average {'/'.join(f'{v:.1f}' for v in os.getloadavg())}\n")
+    precisions = ", ".join(dict.fromkeys(f"{'ours' if f else 'official'} {d or 'float32'}" for f, d in cols))
+    print(f"\nbackbone forward+backward on {machine}, device {device}, columns: {precisions}, {threads} threads, "
+          f"{repeats} repeats, load average {format_load(load_start)} -> {format_load(load_end)}\n")
     print(table)
-    payload = {"device": device, "amp": amp or "float32", "threads": threads, "repeats": repeats,
-               "torch": torch.__version__, "load_average": list(os.getloadavg()), "results": rows}
+    payload = {"device": device, "machine": machine, "amp": str(amp), "threads": threads, "repeats": repeats,
+               "torch": torch.__version__, "load_average": {"start": list(load_start), "end": list(load_end)},
+               "results": rows}
     save_json(payload, out)
     png = os.path.splitext(out)[0] + ".png"
     _plot(rows, png)

@@ -181,7 +181,8 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _gpu(device: str) -> str:
+def gpu_name(device: str) -> str:
+    """``", GPU <name>"`` for a CUDA device, else an empty string (appended to :func:`cpu_model`)."""
     return f", GPU {torch.cuda.get_device_name(device)}" if device.startswith("cuda") else ""
 
 
@@ -316,7 +317,7 @@ def bench_drr(
         notes.append(_exact_check(prep, mu, affine, sid, device=device))
     load_end = os.getloadavg()
     header = (f"CT {Path(ct).name} {hu.shape} ({'Fortran' if hu.flags.f_contiguous else 'C'} order, as read), AP, sdd {sdd} "
-              f"mm, sid {sid} mm, 400 mm field. Machine: {cpu_model()}, {os.cpu_count()} CPUs{_gpu(device)}; threads "
+              f"mm, sid {sid} mm, 400 mm field. Machine: {cpu_model()}, {os.cpu_count()} CPUs{gpu_name(device)}; threads "
               f"{torch.get_num_threads()}/{numba.get_num_threads()} (torch/numba); load average (1/5/15 min) "
               f"{format_load(load_start)} at the start, {format_load(load_end)} at the end. Volume preparation (HU->mu, NaN check) "
               f"{prep_wall:.3f} s once, also inside every '{one_shot}' call.")

@@ -83,7 +83,7 @@ def label_efficiency(
     weights: str | None = None,
     dataset_dir: str = "samples",
     out: str = "outputs/label_efficiency",
-    max_epochs: int = 16,
+    max_epochs: int | None = None,
     epoch_iterations: int | None = 25,
     pretrain_epochs: int = 40,
     pretrain_lr: float = 5e-4,
@@ -121,7 +121,8 @@ def label_efficiency(
             is pretrained at the small scale (its recipe overlay, ``pretrain_epochs`` epochs).
         dataset_dir: a ``python -m unimiss_monai samples`` output.
         out: the study folder (runs, pretraining, results).
-        max_epochs: training epochs of every run (validation at the end only).
+        max_epochs: training epochs of every run (validation at the end only); default: the bundle's small-scale
+            budget (24 for ``unimiss_ct_segmentation``, 16 for the others).
         epoch_iterations: iterations per epoch; ``None``: one pass over the subset.
         pretrain_epochs: epochs of each pretraining made by the study.
         pretrain_lr: its peak learning rate (the bundle's base_lr x batch / 256 is near zero at the smoke batch).
@@ -155,6 +156,7 @@ def label_efficiency(
         raise ValueError(f"label-efficiency: --{reserved[0]} is set by the study per run; use --out for the study "
                          "folder and --arms / --weights for the initialisations")
     task = TASKS[bundle]
+    max_epochs = task.max_epochs if max_epochs is None else int(max_epochs)
     seed_list = tuple(range(int(seeds))) if isinstance(seeds, int) else parse_list(seeds, int, "seeds")
     arm_list = parse_list(arms, str, "arms")
     if str(pretrained).lower() in ("", "none", "scratch"):
@@ -220,7 +222,10 @@ def label_efficiency(
     strata = [json.dumps(item.get("label"), sort_keys=True, default=str) for item in training] if task.stratify else None
     plan = design.runs(len(training), strata)
     settings = {arm: {"bundle": bundle, "small": bool(small), "overrides": common, "overlays": list(overlays),
-                      "weights_sha256": provenance[arm].get("sha256")} for arm in arm_list}
+                      "weights_sha256": provenance[arm].get("sha256"),
+                      # only when set, so the fingerprints of studies without it stay what they were
+                      **({"eval_overrides": task.eval_overrides} if task.eval_overrides else {})}
+                for arm in arm_list}
 
     command = ["python", "-m", "unimiss_monai", "label-efficiency", "--bundle", bundle,
                "--fractions", ",".join(f"{f:g}" for f in design.fractions),
@@ -232,7 +237,7 @@ def label_efficiency(
     command += [f"--weights={','.join(f'{k}={v}' for k, v in given.items())}"] if given else []
     command += [f"--{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in overrides.items()]
     meta = {"bundle": bundle, "metric": task.metric, "score": task.score, "report": task.report,
-            "command": shlex.join(command), "versions": versions(), "proxy": task.proxy,
+            "command": shlex.join(command), "versions": versions(), "proxy": task.proxy, "split": task.split,
             "dataset_dir": str(dataset_dir), "num_training": len(training), "small": bool(small),
             "max_epochs": int(max_epochs), "epoch_iterations": epoch_iterations,
             "iterations_per_run": int(max_epochs) * int(epoch_iterations) if epoch_iterations else None,

@@ -38,7 +38,7 @@ def label_efficiency_png(results: Mapping) -> bytes:
     ax.set_xscale("log")
     ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
     ax.minorticks_off()
-    ax.set(xlabel="fraction of training labels", ylabel=f"test {metric}",
+    ax.set(xlabel="fraction of training labels", ylabel=f"{'test' if results.get('split', 'test') == 'test' else 'held-out'} {metric}",
            title=f"{results.get('bundle', '')}: mean (line) and seeds (dots)")
     ax.title.set_fontsize(9)
     ax.legend(fontsize=8)

@@ -46,7 +46,7 @@ class BundleRunner:
         self._workflow(self.task.train_configs, "train", run_dir, seed=spec.seed,
                        pretrained_path=self.weights[spec.arm], **{"train#dataset#data": subset})
         self._workflow(self.task.eval_configs, "eval", run_dir, seed=spec.seed, pretrained_path=None,
-                       output_dir=str(run_dir / "report"))
+                       output_dir=str(run_dir / "report"), **self.task.eval_overrides)
         report = run_dir / "report" / self.task.report
         result = {"score": read_score(self.task, report), "report": os.path.relpath(report, self.study_dir)}
         if (per := per_structure(self.task, report)) is not None:

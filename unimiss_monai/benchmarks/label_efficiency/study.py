@@ -78,24 +78,40 @@ def run_study(runs: Sequence[RunSpec], runner: Runner, out: str | Path, settings
             record says why, and the next invocation tries it again.
         out: the study folder; run ``r`` lives in ``out/runs/<r.run_id>``.
         settings: per arm, everything besides the subset and the seed that decides a run (overrides, weights and
-            their checksum); part of each run's fingerprint.
+            their checksum); part of each run's fingerprint. A run whose arm, seed, subset and settings equal those
+            of a finished run of another fraction is not trained again: its record copies that run's score and
+            names it in ``same_run_as``.
         progress: called with each record as it is made or read back.
     """
     out = Path(out)
     records = []
+    # finished runs by what decides their training (no fraction): two fractions that draw the same subset (e.g.
+    # 0.05 and 0.1 of a split so small that both are one item) are one training, not two
+    trained: dict[str, dict] = {}
     for spec in runs:
         run_dir = out / "runs" / spec.run_id
-        key = fingerprint({"settings": settings[spec.arm], "arm": spec.arm, "fraction": spec.fraction,
-                           "seed": spec.seed, "indices": list(spec.indices)})
+        training = {"settings": settings[spec.arm], "arm": spec.arm, "seed": spec.seed, "indices": list(spec.indices)}
+        key = fingerprint({**training, "fraction": spec.fraction})
         base = {"run_id": spec.run_id, "arm": spec.arm, "fraction": spec.fraction, "seed": spec.seed,
                 "num_labels": len(spec.indices), "indices": list(spec.indices), "fingerprint": key}
         old = _read(run_dir / RECORD)
         if old is not None and old.get("status") == "ok" and old.get("fingerprint") == key:
             records.append(old)
+            if not old.get("same_run_as"):
+                trained.setdefault(fingerprint(training), old)
             if progress:
                 progress({**old, "reused": True})
             continue
         _fresh_run_dir(run_dir, key)
+        same = trained.get(fingerprint(training))
+        if same is not None:
+            record = {**base, **{k: v for k, v in same.items() if k not in base and k not in _VOLATILE},
+                      "same_run_as": same["run_id"], "seconds": 0.0}
+            save_json(record, run_dir / RECORD)
+            records.append(record)
+            if progress:
+                progress(record)
+            continue
         started = time.perf_counter()
         try:
             result = dict(runner(spec, run_dir))
@@ -109,6 +125,8 @@ def run_study(runs: Sequence[RunSpec], runner: Runner, out: str | Path, settings
         record["seconds"] = round(time.perf_counter() - started, 1)
         save_json(record, run_dir / RECORD)
         records.append(record)
+        if record["status"] == "ok":
+            trained[fingerprint(training)] = record
         if progress:
             progress(record)
     return records
@@ -170,7 +188,7 @@ def build_results(records: Sequence[Mapping], design: StudyDesign, meta: Mapping
     headline = differences[design.arms[1]] if len(design.arms) > 1 else {}
     runs = [{k: v for k, v in r.items() if k not in _VOLATILE} for r in records]
     expected = len(design.arms) * len(design.fractions) * len(design.seeds)
-    return {**meta, "split": "test", "fractions": list(design.fractions), "seeds": list(design.seeds),
+    return {**meta, "split": meta.get("split", "test"), "fractions": list(design.fractions), "seeds": list(design.seeds),
             "arms": list(design.arms), "reference": reference,
             "interval": {"method": method, "confidence": float(confidence)},
             "complete": len(ok) == expected, "num_runs": expected,

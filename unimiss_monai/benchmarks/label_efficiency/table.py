@@ -29,11 +29,13 @@ def results_markdown(results: Mapping) -> str:
     metric, arms, reference = results["metric"], results["arms"], results["reference"]
     conf = results["interval"]["confidence"]
     others = arms[1:]
+    split = results.get("split", "test")
+    scored, score = ("test split", "test") if split == "test" else (f"held-out items ({split})", "held-out")
     lines = [
         f"Command: `{results.get('command', '')}`",
         "",
         f"Seeds {results['seeds']}; every arm trains on the same subset with the same seed for a (fraction, seed) and "
-        f"is scored on the same test split. Score: test {metric} (0-1), mean ± standard deviation over seeds. "
+        f"is scored on the same {scored}. Score: {score} {metric} (0-1), mean ± standard deviation over seeds. "
         f"Difference: {', '.join(f'{a} - {reference}' for a in others) or '-'}, mean of the per-seed differences with "
         f"its {conf:.0%} {results['interval']['method']} interval.",
         "",
@@ -54,6 +56,10 @@ def results_markdown(results: Mapping) -> str:
             d = results["paired_differences"].get(a, {}).get(f"{f:g}")
             if d:
                 lines.append(f"- fraction {f:g}: {d['conclusion']}.")
+    copies = [r for r in results.get("runs", []) if r.get("same_run_as")]
+    if copies:
+        lines.append(f"- {len(copies)} run(s) drew the same subset with the same seed and arm as a run of another "
+                     "fraction: trained once, the score counted under each fraction (`same_run_as` in the JSON).")
     if not results.get("complete", True):
         lines.append(f"- Incomplete: {len(results['failures'])} run(s) failed or are missing; see `runs` in the JSON.")
     if results.get("proxy"):
