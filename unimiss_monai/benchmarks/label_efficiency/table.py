@@ -30,7 +30,7 @@ def results_markdown(results: Mapping) -> str:
     conf = results["interval"]["confidence"]
     others = arms[1:]
     split = results.get("split", "test")
-    scored, score = ("test split", "test") if split == "test" else (f"held-out items ({split})", "held-out")
+    scored, score = ("test split", "test") if split == "test" else (f"held-out items, {split}", "held-out")
     lines = [
         f"Command: `{results.get('command', '')}`",
         "",

@@ -87,7 +87,7 @@ TASKS: dict[str, Task] = {
         # once, at the end of a run, so nothing is chosen on them): all three are scored
         eval_overrides={"validate#dataset#data": "$monai.data.load_decathlon_datalist(@datalist, True, 'validation')"
                                                  " + monai.data.load_decathlon_datalist(@datalist, True, 'test')"},
-        split="validation + test (the three held-out slabs)",
+        split="the validation and test slabs",
         proxy=("Axial slabs (~55 mm) of one chest-abdomen CT: three training slabs, the other three held out and "
                "scored. Every fraction below 1.0 is one labelled slab, so 0.05, 0.1 and 0.25 draw the same slab for "
                "a seed and are one training (the study runs it once); the held-out slabs show other levels of the "
