@@ -73,7 +73,7 @@ TASKS: dict[str, Task] = {
         **_SEGMENTATION_REPORT,
         small_configs=("smoke.yaml",),
         small={"num_workers": 0, "train#dataset#progress": False,
-               # the smallest scale at which training from scratch finds more than the lungs on held-out slabs
+               # the smallest scale measured at which training from scratch finds more than the lungs on held-out slabs
                # (the smoke overlay's 5 mm voxels and 400 iterations found the lungs only, in both arms): 3 mm voxels,
                # 16x96x96 windows, two per slab and iteration, 600 iterations (24 epochs x 25)
                "pixdim": [3.0, 3.0, 3.0], "roi_size": [16, 96, 96], "num_samples": 2, "learning_rate": 2e-3,
