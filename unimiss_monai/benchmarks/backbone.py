@@ -223,7 +223,7 @@ def bench_backbone(
             float32 and, where ``device`` computes bfloat16 natively, ours under bfloat16 autocast; ``bf16``,
             ``fp16`` or ``none``: both formulations under that one setting (a like-for-like kernel comparison).
     """
-    from unimiss_monai.benchmarks.drr import check_device, cpu_model, format_load, gpu_name
+    from unimiss_monai.benchmarks.drr import check_device, format_load, machine_name
 
     check_device("bench-backbone", device)
     cols = columns(device, amp)
@@ -236,7 +236,7 @@ def bench_backbone(
     load_start = os.getloadavg()
     rows = [_run_isolated(job) for job in tqdm(jobs, desc="bench-backbone")]
     load_end = os.getloadavg()
-    machine = f"{cpu_model()}, {os.cpu_count()} CPUs{gpu_name(device)}"
+    machine = machine_name(device)
     table = _table(rows)
     precisions = ", ".join(dict.fromkeys(f"{'ours' if f else 'official'} {d or 'float32'}" for f, d in cols))
     print(f"\nbackbone forward+backward on {machine}, device {device}, columns: {precisions}, {threads} threads, "

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-__all__ = ["bench_drr", "COMPETITORS", "cpu_model", "format_load", "measure"]
+__all__ = ["bench_drr", "COMPETITORS", "cpu_model", "format_load", "machine_name", "measure"]
 
 COMPETITORS = ("diffdrr-siddon", "diffdrr-trilinear", "nanodrr", "plastimatch")
 
@@ -181,9 +181,10 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def gpu_name(device: str) -> str:
-    """``", GPU <name>"`` for a CUDA device, else an empty string (appended to :func:`cpu_model`)."""
-    return f", GPU {torch.cuda.get_device_name(device)}" if device.startswith("cuda") else ""
+def machine_name(device: str) -> str:
+    """``"<CPU model>, <n> CPUs"``, with ``", GPU <name>"`` for a CUDA device: the machine line of a benchmark."""
+    gpu = f", GPU {torch.cuda.get_device_name(device)}" if device.startswith("cuda") else ""
+    return f"{cpu_model()}, {os.cpu_count()} CPUs{gpu}"
 
 
 def format_load(load: tuple[float, float, float]) -> str:
@@ -317,7 +318,7 @@ def bench_drr(
         notes.append(_exact_check(prep, mu, affine, sid, device=device))
     load_end = os.getloadavg()
     header = (f"CT {Path(ct).name} {hu.shape} ({'Fortran' if hu.flags.f_contiguous else 'C'} order, as read), AP, sdd {sdd} "
-              f"mm, sid {sid} mm, 400 mm field. Machine: {cpu_model()}, {os.cpu_count()} CPUs{gpu_name(device)}; threads "
+              f"mm, sid {sid} mm, 400 mm field. Machine: {machine_name(device)}; threads "
               f"{torch.get_num_threads()}/{numba.get_num_threads()} (torch/numba); load average (1/5/15 min) "
               f"{format_load(load_start)} at the start, {format_load(load_end)} at the end. Volume preparation (HU->mu, NaN check) "
               f"{prep_wall:.3f} s once, also inside every '{one_shot}' call.")

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from unimiss_monai.benchmarks.drr import check_device, cpu_model, format_load, measure
+from unimiss_monai.benchmarks.drr import check_device, format_load, machine_name, measure
 
 __all__ = ["bench_infer", "count_windows", "dice_per_class", "load_paths"]
 
@@ -282,7 +282,7 @@ def bench_infer(
                "peak_extra_mib": round(max(t["mem"])), "runs_s": [round(v, 2) for v in t["wall"]]}
         for name, t in times.items()
     }
-    header = (f"{source}; {weights_note}. Machine: {cpu_model()}, {os.cpu_count()} CPUs, device {device}, "
+    header = (f"{source}; {weights_note}. Machine: {machine_name(device)}, device {device}, "
               f"{torch.get_num_threads()} torch threads, torch {torch.__version__}; load average (1/5/15 min) "
               f"{format_load(load_start)} at the start, {format_load(load_end)} at the end.")
     ratios = _ratio_lines(rows)

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from unimiss_monai.benchmarks.label_efficiency.tasks import scored_items
 from unimiss_monai.visualize.plots import figure_png
 
 __all__ = ["label_efficiency_png"]
@@ -38,7 +39,7 @@ def label_efficiency_png(results: Mapping) -> bytes:
     ax.set_xscale("log")
     ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
     ax.minorticks_off()
-    ax.set(xlabel="fraction of training labels", ylabel=f"{'test' if results.get('split', 'test') == 'test' else 'held-out'} {metric}",
+    ax.set(xlabel="fraction of training labels", ylabel=f"{scored_items(results.get('split', 'test'))[1]} {metric}",
            title=f"{results.get('bundle', '')}: mean (line) and seeds (dots)")
     ax.title.set_fontsize(9)
     ax.legend(fontsize=8)

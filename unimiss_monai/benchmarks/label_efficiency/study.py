@@ -91,19 +91,19 @@ def run_study(runs: Sequence[RunSpec], runner: Runner, out: str | Path, settings
     for spec in runs:
         run_dir = out / "runs" / spec.run_id
         training = {"settings": settings[spec.arm], "arm": spec.arm, "seed": spec.seed, "indices": list(spec.indices)}
-        key = fingerprint({**training, "fraction": spec.fraction})
+        key, training_key = fingerprint({**training, "fraction": spec.fraction}), fingerprint(training)
         base = {"run_id": spec.run_id, "arm": spec.arm, "fraction": spec.fraction, "seed": spec.seed,
                 "num_labels": len(spec.indices), "indices": list(spec.indices), "fingerprint": key}
         old = _read(run_dir / RECORD)
         if old is not None and old.get("status") == "ok" and old.get("fingerprint") == key:
             records.append(old)
             if not old.get("same_run_as"):
-                trained.setdefault(fingerprint(training), old)
+                trained.setdefault(training_key, old)
             if progress:
                 progress({**old, "reused": True})
             continue
         _fresh_run_dir(run_dir, key)
-        same = trained.get(fingerprint(training))
+        same = trained.get(training_key)
         if same is not None:
             record = {**base, **{k: v for k, v in same.items() if k not in base and k not in _VOLATILE},
                       "same_run_as": same["run_id"], "seconds": 0.0}
@@ -126,7 +126,7 @@ def run_study(runs: Sequence[RunSpec], runner: Runner, out: str | Path, settings
         save_json(record, run_dir / RECORD)
         records.append(record)
         if record["status"] == "ok":
-            trained[fingerprint(training)] = record
+            trained[training_key] = record
         if progress:
             progress(record)
     return records

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from unimiss_monai.benchmarks.label_efficiency.tasks import scored_items
+
 __all__ = ["results_markdown"]
 
 
@@ -29,8 +31,7 @@ def results_markdown(results: Mapping) -> str:
     metric, arms, reference = results["metric"], results["arms"], results["reference"]
     conf = results["interval"]["confidence"]
     others = arms[1:]
-    split = results.get("split", "test")
-    scored, score = ("test split", "test") if split == "test" else (f"held-out items, {split}", "held-out")
+    scored, score = scored_items(results.get("split", "test"))
     lines = [
         f"Command: `{results.get('command', '')}`",
         "",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["TASKS", "Task", "per_structure", "read_score"]
+__all__ = ["TASKS", "Task", "per_structure", "read_score", "scored_items"]
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,12 @@ TASKS: dict[str, Task] = {
                "size, so the study measures learning of simulated lesions, not of real findings."),
     ),
 }
+
+
+def scored_items(split: str) -> tuple[str, str]:
+    """How the results name what a study scored: ``(the items, the score's adjective)``, e.g.
+    ``("test split", "test")`` for the bundle's test split, ``("held-out items, <split>", "held-out")`` otherwise."""
+    return ("test split", "test") if split == "test" else (f"held-out items, {split}", "held-out")
 
 
 def read_score(task: Task, report_path: Path) -> float:
