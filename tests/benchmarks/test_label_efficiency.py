@@ -69,6 +69,27 @@ def test_micro_run_writes_json_and_png_from_real_reports_and_resumes(tmp_path, c
     assert _train_loss_steps(out / "runs" / "scratch_f0.25_s0") == 4
 
 
+def test_a_study_on_changed_data_trains_again(tmp_path, cxr_samples):
+    import shutil
+
+    data = shutil.copytree(cxr_samples, tmp_path / "samples")
+    out = tmp_path / "le"
+    kw = dict(fractions="0.25", seeds=1, dataset_dir=str(data), out=str(out), max_epochs=1, epoch_iterations=2,
+              pretrained="none", batch_size=2)
+    first = json.loads(Path(label_efficiency(**kw)).read_text())
+    record = out / "runs" / "scratch_f0.25_s0" / "record.json"
+    kept = record.read_bytes()
+    label_efficiency(**kw)
+    assert record.read_bytes() == kept  # same data: read back
+    # the same file names with other contents (e.g. the set rebuilt): the run is trained again on the new data
+    datalist = json.loads((data / "cxr_segmentation" / "datalist.json").read_text())
+    a, b = (data / "cxr_segmentation" / item["image"] for item in datalist["training"][:2])
+    a.write_bytes(b.read_bytes())
+    second = json.loads(Path(label_efficiency(**kw)).read_text())
+    assert second["data_sha256"] != first["data_sha256"]
+    assert json.loads(record.read_bytes())["fingerprint"] != json.loads(kept)["fingerprint"]
+
+
 def test_pretrained_and_scratch_share_subsets_and_a_bad_run_does_not_stop_the_others(tmp_path, cxr_samples):
     import torch
 

@@ -101,9 +101,9 @@ def label_efficiency(
     scratch with its interval (``paired_difference``: ``mean``, ``ci_low``, ``ci_high``, ``includes_zero``).
 
     Every run gets ``max_epochs * epoch_iterations`` iterations whatever its fraction (a small subset is cycled).
-    Each run keeps its folder and a ``record.json``; a rerun with the same settings skips finished runs and writes
-    the same JSON as an uninterrupted study. A run that fails is listed under ``failures`` and tried again by the
-    next call; the others still count.
+    Each run keeps its folder and a ``record.json``; a rerun with the same settings and data (by content) skips
+    finished runs and writes the same JSON as an uninterrupted study. A run that fails is listed under ``failures``
+    and tried again by the next call; the others still count.
 
     Args:
         bundle: unimiss_cxr_segmentation, unimiss_ct_segmentation, unimiss_cxr_classification or
@@ -141,7 +141,7 @@ def label_efficiency(
     from tqdm import tqdm
 
     from unimiss_monai.benchmarks.label_efficiency.pretrain import pretrain_arm
-    from unimiss_monai.utils.hashing import sha256_file
+    from unimiss_monai.utils.hashing import sha256_datalist, sha256_file
     from unimiss_monai.benchmarks.label_efficiency.runner import BundleRunner
     from unimiss_monai.benchmarks.label_efficiency.study import build_results, run_study
 
@@ -221,8 +221,10 @@ def label_efficiency(
     training = list(reader.parser.get_parsed_content("train#dataset#data"))
     strata = [json.dumps(item.get("label"), sort_keys=True, default=str) for item in training] if task.stratify else None
     plan = design.runs(len(training), strata)
+    # the data by content, not by folder name: runs made on another build of the sample set are trained again
+    data_sha256 = sha256_datalist(reader.parser.get_parsed_content("datalist"))
     settings = {arm: {"bundle": bundle, "small": bool(small), "overrides": common, "overlays": list(overlays),
-                      "weights_sha256": provenance[arm].get("sha256"),
+                      "weights_sha256": provenance[arm].get("sha256"), "data_sha256": data_sha256,
                       # only when set, so the fingerprints of studies without it stay what they were
                       **({"eval_overrides": task.eval_overrides} if task.eval_overrides else {})}
                 for arm in arm_list}
@@ -238,7 +240,8 @@ def label_efficiency(
     command += [f"--{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in overrides.items()]
     meta = {"bundle": bundle, "metric": task.metric, "score": task.score, "report": task.report,
             "command": shlex.join(command), "versions": versions(), "proxy": task.proxy, "split": task.split,
-            "dataset_dir": str(dataset_dir), "num_training": len(training), "small": bool(small),
+            "dataset_dir": str(dataset_dir), "data_sha256": data_sha256, "num_training": len(training),
+            "small": bool(small),
             "max_epochs": int(max_epochs), "epoch_iterations": epoch_iterations,
             "iterations_per_run": int(max_epochs) * int(epoch_iterations) if epoch_iterations else None,
             "overrides": {k: v for k, v in common.items() if k != "dataset_dir"}, "arm_weights": provenance}

@@ -101,9 +101,11 @@ TASKS: dict[str, Task] = {
     ),
     "unimiss_ct_classification": Task(
         **_CLASSIFICATION_REPORT,
-        proxy=("Crops of one chest CT centred on random lung voxels, normal or with an inserted nodule (6-20 mm) "
-               "or mass (32-50 mm). Crops overlap between splits (one patient), and the classes differ by lesion "
-               "size, so the study measures learning of simulated lesions, not of real findings."),
+        proxy=("Crops of one chest CT centred on random lung voxels, each location once normal, once with an "
+               "inserted nodule (6-20 mm) and once with a mass (32-50 mm), so location does not predict the label; "
+               "held-out crops come from the other half of the lung (no voxel shared with training crops). One "
+               "patient, simulated lesions, and classes that differ by lesion size: the study measures learning to "
+               "see simulated lesions at another level of the same chest, not real findings across patients."),
     ),
 }
 
