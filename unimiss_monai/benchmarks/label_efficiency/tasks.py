@@ -64,10 +64,12 @@ TASKS: dict[str, Task] = {
             # the deterministic loading/resizing runs once per image, not once per iteration
             "cache": "memory", "train#dataset#progress": False,
         },
-        proxy=("DRRs of one chest CT (the real sample CT, or the phantom when built with --synthetic) at random "
-               "C-arm poses; the test poses use oblique-angle bands that no training pose uses. Training and test "
-               "images show the same anatomy, so the study measures how fast a network learns pose changes of one "
-               "patient, not generalisation to new patients; a few DRRs can already cover the task."),
+        proxy=("DRRs of variants of one chest CT (the real sample CT, or the phantom when built with --synthetic) at "
+               "random C-arm poses. Each split has anatomies of its own (body scaled 0.88-1.12 left-right and "
+               "antero-posteriorly, 0.92-1.08 cranio-caudally, heart magnified 1.0-1.2 in-plane), and the test poses "
+               "use oblique-angle bands that no training pose uses, so test images show body shapes, heart sizes and "
+               "poses that no training image shows. The variants share one patient's lungs, bones and texture: the "
+               "study measures generalisation to new body proportions, not to new patients."),
     ),
     "unimiss_ct_segmentation": Task(
         **_SEGMENTATION_REPORT,

@@ -14,8 +14,16 @@ Layout::
                                          and the first test DRRs)
     cxr_segmentation/poses.json          the pose of every image
 
-Training, validation and test poses are independent draws; the test poses are further held out by construction:
-their oblique angle lies in bands that no training or validation pose uses.
+Training, validation and test images differ in more than pose:
+
+- **Anatomies.** Each split has its own anatomies (:func:`anatomy_variant`), variants of the CT with another body
+  habitus (the body scaled left-right, antero-posteriorly and cranio-caudally about its centre) and another heart size
+  (the heart magnified about its centroid); no anatomy is shared between splits, so test images show body shapes and
+  heart sizes that no training image shows. They are variants of one scan, not other patients.
+- **Poses.** Training, validation and test poses are independent draws; the test poses are further held out by
+  construction: their oblique angle lies in bands that no training or validation pose uses.
+
+``poses.json`` records each image's pose and anatomy (``anatomy``: id, body scale, heart scale).
 """
 
 from __future__ import annotations
@@ -29,7 +37,8 @@ import numpy as np
 from unimiss_monai.data.locators import find_real_radiograph, read_structure_names, real_ct_or_fallback
 from unimiss_monai.data.writers import atomic_path, save_json, save_nifti, staged_dir
 
-__all__ = ["STRUCTURES", "REAL_GROUPS", "MASK_THRESHOLD_MM", "build", "pool_mask", "sample_poses", "render_case"]
+__all__ = ["STRUCTURES", "REAL_GROUPS", "MASK_THRESHOLD_MM", "anatomy_variant", "build", "pool_mask", "sample_poses",
+           "render_case", "scale_about_centre"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +57,14 @@ MASK_THRESHOLD_MM = 1.0
 # oblique angle (degrees about the superior axis): training/validation draw from TRAIN_BANDS, test from TEST_BANDS
 TRAIN_BANDS = ((-12.0, -6.0), (-3.0, 3.0), (6.0, 12.0))
 TEST_BANDS = ((-6.0, -3.0), (3.0, 6.0))
-# (images per split), detector (H, W), pixel spacing (mm) for the real CT and for the small synthetic phantom
-REAL = {"splits": {"training": 32, "validation": 8, "test": 8}, "detector": (256, 256), "spacing": 1.75, "mask_pool": 2}
-SYNTHETIC = {"splits": {"training": 8, "validation": 2, "test": 2}, "detector": (64, 64), "spacing": 7.0,
-             "shape": (40, 40, 32), "voxel": (10.0, 10.0, 11.0)}
+# anatomy variants: body scale along world left-right, antero-posterior, cranio-caudal; heart magnification in-plane
+BODY_SCALE = ((0.88, 1.12), (0.88, 1.12), (0.92, 1.08))
+HEART_SCALE = (1.0, 1.2)
+# (images per split), (anatomies per split), detector (H, W), pixel spacing (mm) for the real CT and the small phantom
+REAL = {"splits": {"training": 32, "validation": 8, "test": 8}, "anatomies": {"training": 4, "validation": 2, "test": 2},
+        "detector": (256, 256), "spacing": 1.75, "mask_pool": 2}
+SYNTHETIC = {"splits": {"training": 8, "validation": 2, "test": 2}, "anatomies": {"training": 2, "validation": 1, "test": 1},
+             "detector": (64, 64), "spacing": 7.0, "shape": (40, 40, 32), "voxel": (10.0, 10.0, 11.0)}
 
 
 def sample_poses(n: int, bands, rng: np.random.Generator) -> list[dict]:
@@ -99,10 +112,44 @@ def pool_mask(mask: np.ndarray, affine: np.ndarray, factor: int) -> tuple[np.nda
 
 
 def _prepare(hu: np.ndarray, affine: np.ndarray, groups: list[np.ndarray], pool: int = 1) -> list:
-    # converted once per CT, not per view
+    # converted once per anatomy, not per view
     from unimiss_monai.drr import prepare_volume
 
     return [prepare_volume(hu, affine)] + [prepare_volume(*pool_mask(g, affine, pool), volume_unit="mu") for g in groups]
+
+
+def scale_about_centre(affine: np.ndarray, shape, scale) -> np.ndarray:
+    """``affine`` with the world scaled by ``scale`` (x, y, z) about the volume centre: the same voxels, a body that
+    is wider, deeper or taller in mm, and the centre (the DRR isocentre) where it was."""
+    centre = affine[:3, :3] @ ((np.asarray(shape[:3], dtype=float) - 1) / 2) + affine[:3, 3]
+    out = affine.astype(np.float64).copy()
+    out[:3, :3] = np.diag(scale) @ affine[:3, :3]
+    out[:3, 3] = centre + np.diag(scale) @ (affine[:3, 3] - centre)
+    return out
+
+
+def anatomy_variant(ct: dict, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], dict]:
+    """One anatomy: ``(hu, affine, groups, params)`` with a random body scale (:data:`BODY_SCALE`, via the affine)
+    and heart magnification (:data:`HEART_SCALE`, resampled in the CT; the lungs give up the voxels the heart takes).
+
+    Args:
+        ct: ``hu``, ``affine``, ``groups`` (one float mask per :data:`STRUCTURES` entry), ``labels`` (integer map) and
+            ``heart_values`` (its heart labels).
+    """
+    from unimiss_monai.data.lesions import enlarge_region
+
+    body = [float(rng.uniform(lo, hi)) for lo, hi in BODY_SCALE]
+    heart_scale = float(rng.uniform(*HEART_SCALE))
+    hu, groups = ct["hu"], list(ct["groups"])
+    if heart_scale > 1.0:
+        spacing = np.linalg.norm(ct["affine"][:3, :3], axis=0)
+        hu, heart = enlarge_region(hu, ct["labels"], ct["heart_values"], spacing, scale=(heart_scale, heart_scale, 1.0))
+        heart_index = STRUCTURES.index("heart")
+        groups[heart_index] = np.maximum(groups[heart_index], heart.astype(np.float32))
+        for lung in ("lung_left", "lung_right"):
+            groups[STRUCTURES.index(lung)] = groups[STRUCTURES.index(lung)] * ~heart
+    affine = scale_about_centre(ct["affine"], hu.shape, body)
+    return hu, affine, groups, {"body_scale": body, "heart_scale": heart_scale}
 
 
 def _synthetic_ct():
@@ -120,7 +167,8 @@ def _synthetic_ct():
         hu[rod] = PHANTOM_HU["ribs"]
         clavicles.append(rod)
     groups = [labels == value["lung_left"], labels == value["lung_right"], labels == value["heart"], *clavicles]
-    return hu, ph.affine, [g.astype(np.float32) for g in groups]
+    return {"hu": hu, "affine": ph.affine, "groups": [g.astype(np.float32) for g in groups], "labels": labels,
+            "heart_values": (value["heart"],)}
 
 
 def _real_ct(real):
@@ -134,7 +182,8 @@ def _real_ct(real):
     if missing:
         raise ValueError(f"{real.structures}: structures {missing} not found; expected TotalSegmentator names")
     groups = [np.isin(labels, [ids[n] for n in REAL_GROUPS[s]]).astype(np.float32) for s in STRUCTURES]
-    return hu, ct.affine, groups
+    return {"hu": hu, "affine": ct.affine, "groups": groups, "labels": labels,
+            "heart_values": tuple(ids[n] for n in REAL_GROUPS["heart"])}
 
 
 def build(out_dir: Path, synthetic: bool = False) -> dict:
@@ -146,13 +195,12 @@ def build(out_dir: Path, synthetic: bool = False) -> dict:
     out_dir = Path(out_dir)
     real = real_ct_or_fallback(synthetic, NAME)
     spec = REAL if real is not None else SYNTHETIC
-    hu, affine, groups = _real_ct(real) if real is not None else _synthetic_ct()
-    prepared = _prepare(hu, affine, groups, spec.get("mask_pool", 1))
-    shape = hu.shape
-    del groups
+    ct = _real_ct(real) if real is not None else _synthetic_ct()
+    shape = ct["hu"].shape
     rng = np.random.default_rng(2022)
     splits = {split: sample_poses(n, TEST_BANDS if split == "test" else TRAIN_BANDS, rng) for split, n in spec["splits"].items()}
-    centre = affine[:3, :3] @ ((np.asarray(shape) - 1) / 2.0) + affine[:3, 3]
+    anatomy_rng = np.random.default_rng(2023)  # its own stream: the poses stay those of the single-anatomy set
+    centre = ct["affine"][:3, :3] @ ((np.asarray(shape) - 1) / 2.0) + ct["affine"][:3, 3]  # every variant keeps it
 
     with staged_dir(out_dir / NAME) as tmp:
         datalist: dict = {"name": NAME, "structures": list(STRUCTURES), "source": "real" if real else "synthetic"}
@@ -160,19 +208,27 @@ def build(out_dir: Path, synthetic: bool = False) -> dict:
         total = sum(len(p) for p in splits.values())
         with tqdm(total=total, desc="cxr_segmentation DRRs", unit="image", leave=False) as bar:
             for split, split_poses in splits.items():
-                datalist[split] = []
-                for i, pose in enumerate(split_poses):
-                    case = f"{split}_{i:03d}"
-                    image, masks = render_case(prepared, pose, spec["detector"], spec["spacing"])
-                    view = {k: pose[k] for k in ("view", "rotation", "translation")}
-                    # stored column-first (X, Y) like MONAI's PNG/DICOM readers, with the matching affine
-                    det = detector_affine(view, spec["detector"], spec["spacing"], pose["sdd"], 850.0, centre + np.asarray(pose["translation"]))[:, [1, 0, 2, 3]]
-                    save_nifti(image.T.astype(np.float32), det, tmp / "images" / f"{case}.nii.gz")
-                    save_nifti(masks.transpose(2, 1, 0)[:, :, None, :], det, tmp / "labels" / f"{case}.nii.gz")
-                    datalist[split].append({"image": f"images/{case}.nii.gz", "label": f"labels/{case}.nii.gz"})
-                    poses[case] = pose
-                    bar.update(1)
-        save_json(poses, tmp / "poses.json")
+                datalist[split] = [None] * len(split_poses)
+                n_anatomies = spec["anatomies"][split]
+                for a in range(n_anatomies):
+                    hu, affine, groups, params = anatomy_variant(ct, anatomy_rng)
+                    prepared = _prepare(hu, affine, groups, spec.get("mask_pool", 1))
+                    del hu, groups
+                    anatomy = {"id": f"{split}_{a}", **params}
+                    for i in range(a, len(split_poses), n_anatomies):  # images of a split take its anatomies in turn
+                        pose = split_poses[i]
+                        case = f"{split}_{i:03d}"
+                        image, masks = render_case(prepared, pose, spec["detector"], spec["spacing"])
+                        view = {k: pose[k] for k in ("view", "rotation", "translation")}
+                        # stored column-first (X, Y) like MONAI's PNG/DICOM readers, with the matching affine
+                        det = detector_affine(view, spec["detector"], spec["spacing"], pose["sdd"], 850.0, centre + np.asarray(pose["translation"]))[:, [1, 0, 2, 3]]
+                        save_nifti(image.T.astype(np.float32), det, tmp / "images" / f"{case}.nii.gz")
+                        save_nifti(masks.transpose(2, 1, 0)[:, :, None, :], det, tmp / "labels" / f"{case}.nii.gz")
+                        datalist[split][i] = {"image": f"images/{case}.nii.gz", "label": f"labels/{case}.nii.gz"}
+                        poses[case] = {**pose, "anatomy": anatomy}
+                        bar.update(1)
+                    del prepared
+        save_json(dict(sorted(poses.items())), tmp / "poses.json")
         (tmp / "inference").mkdir()
         for item in datalist["test"][:2]:
             shutil.copyfile(tmp / item["image"], tmp / "inference" / Path(item["image"]).name)
