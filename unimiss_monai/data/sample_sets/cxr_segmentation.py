@@ -121,7 +121,9 @@ def _prepare(hu: np.ndarray, affine: np.ndarray, groups: list[np.ndarray], pool:
 def scale_about_centre(affine: np.ndarray, shape, scale) -> np.ndarray:
     """``affine`` with the world scaled by ``scale`` (x, y, z) about the volume centre: the same voxels, a body that
     is wider, deeper or taller in mm, and the centre (the DRR isocentre) where it was."""
-    centre = affine[:3, :3] @ ((np.asarray(shape[:3], dtype=float) - 1) / 2) + affine[:3, 3]
+    from unimiss_monai.drr import volume_center
+
+    centre = volume_center(shape, affine)
     out = affine.astype(np.float64).copy()
     out[:3, :3] = np.diag(scale) @ affine[:3, :3]
     out[:3, 3] = centre + np.diag(scale) @ (affine[:3, 3] - centre)
@@ -190,17 +192,16 @@ def build(out_dir: Path, synthetic: bool = False) -> dict:
     """Write the ``cxr_segmentation`` data set under ``out_dir`` and return its ``samples.json`` entry."""
     from tqdm import tqdm
 
-    from unimiss_monai.drr import detector_affine
+    from unimiss_monai.drr import detector_affine, volume_center
 
     out_dir = Path(out_dir)
     real = real_ct_or_fallback(synthetic, NAME)
     spec = REAL if real is not None else SYNTHETIC
     ct = _real_ct(real) if real is not None else _synthetic_ct()
-    shape = ct["hu"].shape
     rng = np.random.default_rng(2022)
     splits = {split: sample_poses(n, TEST_BANDS if split == "test" else TRAIN_BANDS, rng) for split, n in spec["splits"].items()}
     anatomy_rng = np.random.default_rng(2023)  # its own stream: the poses stay those of the single-anatomy set
-    centre = ct["affine"][:3, :3] @ ((np.asarray(shape) - 1) / 2.0) + ct["affine"][:3, 3]  # every variant keeps it
+    centre = volume_center(ct["hu"].shape, ct["affine"])  # every variant keeps it
 
     with staged_dir(out_dir / NAME) as tmp:
         datalist: dict = {"name": NAME, "structures": list(STRUCTURES), "source": "real" if real else "synthetic"}
