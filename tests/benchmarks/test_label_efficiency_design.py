@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -250,3 +252,41 @@ def test_fractions_that_draw_the_same_subset_are_trained_once_and_resume_alike(t
     idle = FakeRunner()
     run_study(runs, idle, tmp_path / "b", SETTINGS)
     assert idle.calls == []
+
+
+class PidRunner(FakeRunner):
+    """:class:`FakeRunner` that notes which process ran each run, and takes long enough for two workers to share."""
+
+    def __call__(self, spec, run_dir: Path) -> dict:
+        (run_dir / "pid").write_text(str(os.getpid()))
+        time.sleep(0.2)
+        return super().__call__(spec, run_dir)
+
+
+def test_two_jobs_train_in_two_worker_processes_and_write_the_same_json(tmp_path):
+    whole = _study(tmp_path / "a", FakeRunner())
+    records = run_study(DESIGN.runs(32), PidRunner(), tmp_path / "b", SETTINGS, jobs=2)
+    write_results(build_results(records, DESIGN, META), tmp_path / "b")
+    assert (tmp_path / "b" / "label_efficiency.json").read_bytes() == whole
+    pids = {p.read_text() for p in (tmp_path / "b" / "runs").glob("*/pid")}
+    assert len(pids) == 2 and str(os.getpid()) not in pids
+    # the records were written as runs finished: reading back trains nothing
+    idle = FakeRunner()
+    assert [r["score"] for r in run_study(DESIGN.runs(32), idle, tmp_path / "b", SETTINGS, jobs=2)] == \
+        [r["score"] for r in records] and idle.calls == []
+    with pytest.raises(ValueError, match="jobs must be >= 1"):
+        run_study(DESIGN.runs(32), FakeRunner(), tmp_path / "c", SETTINGS, jobs=0)
+
+
+def test_runs_waiting_on_a_failed_training_fail_with_it_and_are_retried(tmp_path):
+    design = StudyDesign((0.05, 0.1, 1.0), (0, 1), ("scratch", "pretrained"))
+    runs = design.runs(3)  # 0.05 and 0.1 are the same one-item training for a seed and arm
+    records = {r["run_id"]: r for r in run_study(runs, FakeRunner(fail="scratch_f0.05_s1"), tmp_path, SETTINGS)}
+    copy = records["scratch_f0.1_s1"]
+    assert copy["status"] == "failed" and "same_run_as" not in copy
+    assert copy["error"] == "the same training as scratch_f0.05_s1, which failed: RuntimeError: out of memory"
+    retry = FakeRunner()
+    again = {r["run_id"]: r for r in run_study(runs, retry, tmp_path, SETTINGS)}
+    assert retry.calls == ["scratch_f0.05_s1"]
+    assert again["scratch_f0.1_s1"]["same_run_as"] == "scratch_f0.05_s1"
+    assert again["scratch_f0.1_s1"]["score"] == again["scratch_f0.05_s1"]["score"]

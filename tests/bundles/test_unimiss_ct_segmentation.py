@@ -92,6 +92,14 @@ def test_evaluate_writes_report(sample_dir, trained, tmp_path):
     assert report["num_cases"] == 2 and report["structures"][6] == "lung"
     assert all(0.0 <= c["dice"]["lung"] <= 1.0 for c in report["cases"])
     assert (tmp_path / "segmentation_report.csv").is_file() and (tmp_path / "segmentation_report.png").stat().st_size > 10_000
+    # Dice only, as the label-efficiency study scores (the command line hands over the string "false")
+    run_workflow(NAME, ["train.json", "evaluate.json", "smoke.yaml"], "eval", check=False, bundle_root=str(BUNDLE),
+                 dataset_dir=sample_dir, output_dir=str(tmp_path / "dice_only"), ckpt_dir=str(trained / "models"),
+                 report_surface_metrics="false", **TINY)
+    lean = json.loads((tmp_path / "dice_only" / "segmentation_report.json").read_text())
+    assert [c["dice"] for c in lean["cases"]] == [c["dice"] for c in report["cases"]]
+    assert all(v is None for c in lean["cases"] for v in c["hd95"].values())
+    assert any(v is not None for c in report["cases"] for v in c["hd95"].values())
 
 
 def test_inference_on_input_grid_and_bad_cases(trained, tmp_path):

@@ -69,3 +69,13 @@ def test_handler_on_engine(tmp_path, spatial):
     assert png.size[0] > 300 and png.size[1] > 300
     with pytest.raises(ValueError, match="structure_names is empty"):
         SegmentationReport(tmp_path, [])
+    # Dice only (the command line's "false"): the same Dice, no distances
+    dice_only = SegmentationReport(tmp_path / "dice_only", ["liver", "spleen"], max_overlay_cases=0, surface="false")
+    dice_only.attach(engine)
+    engine.run(data, max_epochs=1)
+    lean = json.loads(open(dice_only.paths["json"]).read())
+    assert [c["dice"] for c in lean["cases"]] == [c["dice"] for c in report["cases"]]
+    assert all(v is None for c in lean["cases"] for m in ("hd95", "surface_dice") for v in c[m].values())
+    assert lean["mean"]["liver"]["hd95_n"] == 0
+    with pytest.raises(ValueError, match="'surface' is 'maybe'"):
+        SegmentationReport(tmp_path, ["liver"], surface="maybe")

@@ -67,27 +67,73 @@ def _fresh_run_dir(run_dir: Path, key: str) -> None:
         save_json({"fingerprint": key}, marker)
 
 
+def _execute(runner: Runner, spec: RunSpec, run_dir: Path, base: Mapping) -> dict:
+    """Train and score one run; its record (``status`` ok or failed, with ``seconds``). An exception fails that run
+    only; ``KeyboardInterrupt`` still stops the study."""
+    started = time.perf_counter()
+    try:
+        result = dict(runner(spec, run_dir))
+        score = float(result.pop("score"))
+        if not np.isfinite(score):
+            raise ValueError(f"non-finite score {score}")
+        record = {**base, "status": "ok", "score": score, **result}
+    except Exception as err:  # one failed run must not lose the others
+        logger.exception("label-efficiency run %s failed", spec.run_id)
+        record = {**base, "status": "failed", "error": failure_reason(err)}
+    record["seconds"] = round(time.perf_counter() - started, 1)
+    return record
+
+
+def _worker_threads(threads: int) -> None:
+    # each of the --jobs processes gets its share of the cores: two one-thread trainings of a small network finish
+    # sooner together than two two-thread ones one after the other
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _copy_record(base: Mapping, same: Mapping) -> dict:
+    """The record of a run that is the same training as the finished run ``same`` (another fraction)."""
+    return {**base, **{k: v for k, v in same.items() if k not in base and k not in _VOLATILE},
+            "same_run_as": same["run_id"], "seconds": 0.0}
+
+
 def run_study(runs: Sequence[RunSpec], runner: Runner, out: str | Path, settings: Mapping[str, Mapping],
-              progress: Callable[[dict], None] | None = None) -> list[dict]:
+              progress: Callable[[dict], None] | None = None, jobs: int = 1) -> list[dict]:
     """Run (or read back) every run of ``runs`` and return their records, in the order of ``runs``.
 
     Args:
         runs: the plan (:meth:`StudyDesign.runs`).
         runner: ``runner(spec, run_dir)`` trains and scores one run; returns ``{"score": float, ...}`` (further
             JSON-able fields, e.g. ``per_structure``, go into the record). An exception fails that run only: its
-            record says why, and the next invocation tries it again.
+            record says why, and the next invocation tries it again. With ``jobs`` > 1 it must be picklable.
         out: the study folder; run ``r`` lives in ``out/runs/<r.run_id>``.
         settings: per arm, everything besides the subset and the seed that decides a run (overrides, weights and
             their checksum); part of each run's fingerprint. A run whose arm, seed, subset and settings equal those
             of a finished run of another fraction is not trained again: its record copies that run's score and
             names it in ``same_run_as``.
         progress: called with each record as it is made or read back.
+        jobs: trainings run at once, each in its own process with ``torch.get_num_threads() // jobs`` threads (at
+            least 1). Records are written by this process as runs finish, so a killed study resumes the same way.
+            The scores of a run can differ in the last digits between thread counts (floating-point sums in another
+            order); a study resumed with the same ``jobs`` writes the same JSON.
     """
+    if int(jobs) < 1:
+        raise ValueError(f"label-efficiency: jobs must be >= 1, got {jobs!r}")
     out = Path(out)
-    records = []
+    records: dict[str, dict] = {}
     # finished runs by what decides their training (no fraction): two fractions that draw the same subset (e.g.
     # 0.05 and 0.1 of a split so small that both are one item) are one training, not two
     trained: dict[str, dict] = {}
+    todo: dict[str, tuple[RunSpec, Path, dict]] = {}  # training key -> the run that trains it
+    waiting: dict[str, list[dict]] = {}  # training key -> bases of the runs that copy it once it is done
+
+    def finish(record: dict) -> None:
+        save_json(record, out / "runs" / record["run_id"] / RECORD)
+        records[record["run_id"]] = record
+        if progress:
+            progress(record)
+
     for spec in runs:
         run_dir = out / "runs" / spec.run_id
         training = {"settings": settings[spec.arm], "arm": spec.arm, "seed": spec.seed, "indices": list(spec.indices)}
@@ -96,40 +142,52 @@ def run_study(runs: Sequence[RunSpec], runner: Runner, out: str | Path, settings
                 "num_labels": len(spec.indices), "indices": list(spec.indices), "fingerprint": key}
         old = _read(run_dir / RECORD)
         if old is not None and old.get("status") == "ok" and old.get("fingerprint") == key:
-            records.append(old)
+            records[spec.run_id] = old
             if not old.get("same_run_as"):
                 trained.setdefault(training_key, old)
             if progress:
                 progress({**old, "reused": True})
             continue
         _fresh_run_dir(run_dir, key)
-        same = trained.get(training_key)
-        if same is not None:
-            record = {**base, **{k: v for k, v in same.items() if k not in base and k not in _VOLATILE},
-                      "same_run_as": same["run_id"], "seconds": 0.0}
-            save_json(record, run_dir / RECORD)
-            records.append(record)
-            if progress:
-                progress(record)
-            continue
-        started = time.perf_counter()
+        if training_key in trained:
+            finish(_copy_record(base, trained[training_key]))
+        elif training_key in todo:
+            waiting.setdefault(training_key, []).append(base)
+        else:
+            todo[training_key] = (spec, run_dir, base)
+
+    def done(training_key: str, record: dict) -> None:
+        finish(record)
+        for other in waiting.pop(training_key, []):
+            if record["status"] == "ok":
+                finish(_copy_record(other, record))
+            else:  # not trained: the next invocation trains it (or its source) again
+                finish({**other, "status": "failed", "seconds": 0.0,
+                        "error": f"the same training as {record['run_id']}, which failed: {record['error']}"})
+
+    if int(jobs) == 1:
+        for training_key, (spec, run_dir, base) in todo.items():
+            done(training_key, _execute(runner, spec, run_dir, base))
+    elif todo:
+        import multiprocessing
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+        import torch
+
+        threads = max(1, torch.get_num_threads() // int(jobs))
+        # spawn, not fork: a forked child of a process that has run OpenMP threads can hang in its first parallel op
+        pool = ProcessPoolExecutor(int(jobs), mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_worker_threads, initargs=(threads,))
         try:
-            result = dict(runner(spec, run_dir))
-            score = float(result.pop("score"))
-            if not np.isfinite(score):
-                raise ValueError(f"non-finite score {score}")
-            record = {**base, "status": "ok", "score": score, **result}
-        except Exception as err:  # one failed run must not lose the others; KeyboardInterrupt still stops the study
-            logger.exception("label-efficiency run %s failed", spec.run_id)
-            record = {**base, "status": "failed", "error": failure_reason(err)}
-        record["seconds"] = round(time.perf_counter() - started, 1)
-        save_json(record, run_dir / RECORD)
-        records.append(record)
-        if record["status"] == "ok":
-            trained[training_key] = record
-        if progress:
-            progress(record)
-    return records
+            pending = {pool.submit(_execute, runner, spec, run_dir, base): key
+                       for key, (spec, run_dir, base) in todo.items()}
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    done(pending.pop(future), future.result())
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    return [records[spec.run_id] for spec in runs]
 
 
 def conclusion(diff: Mapping, metric: str, arm: str, reference: str = "scratch") -> str:
