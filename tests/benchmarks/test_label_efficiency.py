@@ -182,16 +182,20 @@ def test_micro_ct_segmentation_run_scores_3d_dice_with_its_own_checkpoint_folder
 
     data = samples(str(tmp_path / "samples"), synthetic=True, only="ct_segmentation")
     out = tmp_path / "le"
-    summary = json.loads(Path(label_efficiency(bundle="unimiss_ct_segmentation", fractions="0.5", seeds=1,
+    # two seeds in two worker processes (--jobs 2): the bundle runner travels to them
+    summary = json.loads(Path(label_efficiency(bundle="unimiss_ct_segmentation", fractions="0.5", seeds=2,
                                                dataset_dir=data, out=str(out), max_epochs=1, epoch_iterations=2,
-                                               pretrained="none")).read_text())
-    (run,) = summary["runs"]
-    assert run["status"] == "ok" and summary["metric"] == "Dice"
+                                               pretrained="none", jobs=2)).read_text())
+    run, other = summary["runs"]
+    assert run["status"] == other["status"] == "ok" and summary["metric"] == "Dice"
+    assert summary["command"].endswith("--jobs 2") and not summary["failures"]
     # the evaluation read the model this run trained (smoke.yaml would move ckpt_dir under each step's output_dir)
     assert (out / "runs" / "scratch_f0.5_s0" / "models" / "model.pt").is_file()
     report = json.loads((out / run["report"]).read_text())
     present = [v["dice"] for v in report["mean"].values() if v.get("dice") is not None]
     assert run["score"] == pytest.approx(sum(present) / len(present))
+    # the study reads Dice only, so the scoring run skips the surface distances
+    assert all(v["hd95"] is None for v in report["mean"].values())
     # the learning-rate schedule spans the iterations the study runs, not len(dataloader) per epoch
     assert summary["overrides"]["train#lr_scheduler#t_total"] == "$@max_epochs * 2"
     # every held-out item is scored: the validation items (never chosen on; validation runs once, at the end) and
