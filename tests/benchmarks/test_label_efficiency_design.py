@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -255,12 +258,25 @@ def test_fractions_that_draw_the_same_subset_are_trained_once_and_resume_alike(t
 
 
 class PidRunner(FakeRunner):
-    """:class:`FakeRunner` that notes which process ran each run, and takes long enough for two workers to share."""
+    """:class:`FakeRunner` that notes which process ran each run and waits until two processes have started a run, so
+    a study whose runs do not overlap in time fails the test instead of passing by luck; ``die`` kills its process."""
+
+    def __init__(self, die: str | None = None, **kw):
+        super().__init__(**kw)
+        self.die = die
 
     def __call__(self, spec, run_dir: Path) -> dict:
+        if spec.run_id == self.die:
+            os.kill(os.getpid(), signal.SIGKILL)
         (run_dir / "pid").write_text(str(os.getpid()))
-        time.sleep(0.2)
+        deadline = time.monotonic() + 30
+        while len({f.read_text() for f in run_dir.parent.glob("*/pid")}) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
         return super().__call__(spec, run_dir)
+
+
+def _fresh(progress: list) -> list[str]:
+    return [r["run_id"] for r in progress if not r.get("reused")]
 
 
 def test_two_jobs_train_in_two_worker_processes_and_write_the_same_json(tmp_path):
@@ -270,12 +286,75 @@ def test_two_jobs_train_in_two_worker_processes_and_write_the_same_json(tmp_path
     assert (tmp_path / "b" / "label_efficiency.json").read_bytes() == whole
     pids = {p.read_text() for p in (tmp_path / "b" / "runs").glob("*/pid")}
     assert len(pids) == 2 and str(os.getpid()) not in pids
-    # the records were written as runs finished: reading back trains nothing
-    idle = FakeRunner()
-    assert [r["score"] for r in run_study(DESIGN.runs(32), idle, tmp_path / "b", SETTINGS, jobs=2)] == \
-        [r["score"] for r in records] and idle.calls == []
+    # the records were written as runs finished: reading back trains nothing; a lost record trains that run only
+    seen: list = []
+    assert run_study(DESIGN.runs(32), PidRunner(), tmp_path / "b", SETTINGS, seen.append, jobs=2) == records
+    assert _fresh(seen) == []
+    (tmp_path / "b" / "runs" / "pretrained_f1_s3" / "record.json").unlink()
+    seen.clear()
+    again = run_study(DESIGN.runs(32), FakeRunner(), tmp_path / "b", SETTINGS, seen.append, jobs=2)
+    assert _fresh(seen) == ["pretrained_f1_s3"] and [r["score"] for r in again] == [r["score"] for r in records]
     with pytest.raises(ValueError, match="jobs must be >= 1"):
         run_study(DESIGN.runs(32), FakeRunner(), tmp_path / "c", SETTINGS, jobs=0)
+
+
+def test_two_jobs_copy_and_fail_shared_trainings_as_one_job_does(tmp_path):
+    design = StudyDesign((0.05, 0.1, 1.0), (0, 1), ("scratch", "pretrained"))
+    one = run_study(design.runs(3), FakeRunner(fail="scratch_f0.05_s1"), tmp_path / "a", SETTINGS)
+    two = run_study(design.runs(3), FakeRunner(fail="scratch_f0.05_s1"), tmp_path / "b", SETTINGS, jobs=2)
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in two] == \
+        [{k: v for k, v in r.items() if k != "seconds"} for r in one]
+
+
+def test_ctrl_c_in_a_worker_stops_the_study_and_its_workers(tmp_path):
+    import multiprocessing
+
+    with pytest.raises(KeyboardInterrupt):
+        run_study(DESIGN.runs(32), FakeRunner(stop_after=0), tmp_path, SETTINGS, jobs=2)
+    assert not list(tmp_path.glob("runs/*/record.json"))
+    # every worker has ended (a child just ended may still be listed, with its exit code)
+    assert all(child.exitcode is not None for child in multiprocessing.active_children())
+
+
+def test_a_dead_worker_fails_the_unfinished_runs_and_a_rerun_trains_them(tmp_path):
+    records = run_study(DESIGN.runs(32), PidRunner(die="scratch_f1_s2"), tmp_path, SETTINGS, jobs=2)
+    died = {r["run_id"] for r in records if r["status"] == "failed"}
+    assert "scratch_f1_s2" in died and all("worker process died" in r["error"] for r in records if r["run_id"] in died)
+    seen: list = []
+    again = run_study(DESIGN.runs(32), FakeRunner(), tmp_path, SETTINGS, seen.append, jobs=2)
+    assert sorted(_fresh(seen)) == sorted(died) and all(r["status"] == "ok" for r in again)
+
+
+def _sleep_in_worker(folder: str) -> None:
+    (Path(folder) / str(os.getpid())).write_text("")
+    time.sleep(120)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads process states from /proc")
+def test_workers_end_when_the_main_process_is_killed(tmp_path):
+    script = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+              "from unimiss_monai.benchmarks.label_efficiency.workers import run_in_workers\n"
+              "from test_label_efficiency_design import _sleep_in_worker\n"
+              f"run_in_workers({{0: ({str(tmp_path)!r},), 1: ({str(tmp_path)!r},)}}, _sleep_in_worker, 2, print, print)\n")
+    main = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.iterdir())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    workers = [int(f.name) for f in tmp_path.iterdir()]
+    assert len(workers) == 2 and all(_alive(pid) for pid in workers)
+    main.kill()
+    main.wait()
+    deadline = time.monotonic() + 20
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers)
 
 
 def test_runs_waiting_on_a_failed_training_fail_with_it_and_are_retried(tmp_path):

@@ -76,6 +76,6 @@ def test_handler_on_engine(tmp_path, spatial):
     lean = json.loads(open(dice_only.paths["json"]).read())
     assert [c["dice"] for c in lean["cases"]] == [c["dice"] for c in report["cases"]]
     assert all(v is None for c in lean["cases"] for m in ("hd95", "surface_dice") for v in c[m].values())
-    assert lean["mean"]["liver"]["hd95_n"] == 0
+    assert lean["mean"]["liver"]["hd95_n"] == 0 and not lean["surface_metrics"] and report["surface_metrics"]
     with pytest.raises(ValueError, match="'surface' is 'maybe'"):
         SegmentationReport(tmp_path, ["liver"], surface="maybe")

@@ -34,7 +34,8 @@ def _clean(v: float) -> float | None:
 
 
 def write_segmentation_report(
-    cases: Sequence[dict[str, Any]], structure_names: Sequence[str], output_dir: str | os.PathLike, prefix: str = "segmentation_report"
+    cases: Sequence[dict[str, Any]], structure_names: Sequence[str], output_dir: str | os.PathLike, prefix: str = "segmentation_report",
+    surface_metrics: bool = True,
 ) -> dict[str, str]:
     """Write ``<prefix>.json`` (per case and mean per structure) and ``<prefix>.csv`` (one row per case x structure).
 
@@ -44,6 +45,8 @@ def write_segmentation_report(
         structure_names: names of the reported structures.
         output_dir: folder for the files (created).
         prefix: file name stem.
+        surface_metrics: whether HD95 and surface Dice were computed; recorded in the JSON, so that their ``null``
+            values are not read as absent structures.
 
     Returns:
         ``{"json": path, "csv": path}``. Means skip ``nan`` (absent structures); ``null`` when none is defined.
@@ -59,6 +62,7 @@ def write_segmentation_report(
     report = {
         "structures": list(structure_names),
         "num_cases": len(cases),
+        "surface_metrics": bool(surface_metrics),
         "mean": mean,
         "cases": [{"case": c["case"], **{m: dict(zip(structure_names, map(_clean, c[m]))) for m in METRICS}} for c in cases],
     }
@@ -180,7 +184,7 @@ class SegmentationReport:
                 return {}
             cases = [c for part in gathered for c in part[0]]
             views = [v for part in gathered for v in part[1]][: self.max_overlay_cases]
-        self.paths = write_segmentation_report(cases, self.structure_names, self.output_dir, self.prefix)
+        self.paths = write_segmentation_report(cases, self.structure_names, self.output_dir, self.prefix, self.surface)
         if views:
             self.paths["png"] = save_overlay_grid(views, self.structure_names, self.output_dir / f"{self.prefix}.png")
         dice = [c["dice"] for c in cases]

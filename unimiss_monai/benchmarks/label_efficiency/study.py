@@ -22,6 +22,7 @@ import numpy as np
 
 from unimiss_monai.benchmarks.label_efficiency.design import RunSpec, StudyDesign
 from unimiss_monai.benchmarks.label_efficiency.statistics import mean_interval, paired_difference
+from unimiss_monai.benchmarks.label_efficiency.workers import run_in_workers
 from unimiss_monai.data.writers import save_json
 from unimiss_monai.utils.errors import failure_reason
 
@@ -68,8 +69,8 @@ def _fresh_run_dir(run_dir: Path, key: str) -> None:
 
 
 def _execute(runner: Runner, spec: RunSpec, run_dir: Path, base: Mapping) -> dict:
-    """Train and score one run; its record (``status`` ok or failed, with ``seconds``). An exception fails that run
-    only; ``KeyboardInterrupt`` still stops the study."""
+    """Train and score one run; its record (``status`` ok or failed, with ``seconds``). An exception fails the run
+    (and the runs waiting on the same training); ``KeyboardInterrupt`` still stops the study."""
     started = time.perf_counter()
     try:
         result = dict(runner(spec, run_dir))
@@ -82,14 +83,6 @@ def _execute(runner: Runner, spec: RunSpec, run_dir: Path, base: Mapping) -> dic
         record = {**base, "status": "failed", "error": failure_reason(err)}
     record["seconds"] = round(time.perf_counter() - started, 1)
     return record
-
-
-def _worker_threads(threads: int) -> None:
-    # each of the --jobs processes gets its share of the cores: two one-thread trainings of a small network finish
-    # sooner together than two two-thread ones one after the other
-    import torch
-
-    torch.set_num_threads(threads)
 
 
 def _copy_record(base: Mapping, same: Mapping) -> dict:
@@ -105,8 +98,9 @@ def run_study(runs: Sequence[RunSpec], runner: Runner, out: str | Path, settings
     Args:
         runs: the plan (:meth:`StudyDesign.runs`).
         runner: ``runner(spec, run_dir)`` trains and scores one run; returns ``{"score": float, ...}`` (further
-            JSON-able fields, e.g. ``per_structure``, go into the record). An exception fails that run only: its
-            record says why, and the next invocation tries it again. With ``jobs`` > 1 it must be picklable.
+            JSON-able fields, e.g. ``per_structure``, go into the record). An exception fails that run and the runs
+            of other fractions that are the same training: their records say why, and the next invocation tries them
+            again. With ``jobs`` > 1 it must be picklable.
         out: the study folder; run ``r`` lives in ``out/runs/<r.run_id>``.
         settings: per arm, everything besides the subset and the seed that decides a run (overrides, weights and
             their checksum); part of each run's fingerprint. A run whose arm, seed, subset and settings equal those
@@ -114,9 +108,11 @@ def run_study(runs: Sequence[RunSpec], runner: Runner, out: str | Path, settings
             names it in ``same_run_as``.
         progress: called with each record as it is made or read back.
         jobs: trainings run at once, each in its own process with ``torch.get_num_threads() // jobs`` threads (at
-            least 1). Records are written by this process as runs finish, so a killed study resumes the same way.
-            The scores of a run can differ in the last digits between thread counts (floating-point sums in another
-            order); a study resumed with the same ``jobs`` writes the same JSON.
+            least 1; :func:`.workers.run_in_workers`). Records are written by this process as runs finish; Ctrl-C, an
+            error or a kill of this process ends the workers, so a killed study resumes as with one job, training
+            again the runs that were in progress. A worker that dies fails the runs not finished yet. The scores of a
+            run can differ in the last digits between thread counts (floating-point sums in another order); a study
+            resumed with the same ``jobs`` writes the same JSON.
     """
     if int(jobs) < 1:
         raise ValueError(f"label-efficiency: jobs must be >= 1, got {jobs!r}")
@@ -169,24 +165,10 @@ def run_study(runs: Sequence[RunSpec], runner: Runner, out: str | Path, settings
         for training_key, (spec, run_dir, base) in todo.items():
             done(training_key, _execute(runner, spec, run_dir, base))
     elif todo:
-        import multiprocessing
-        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+        def lost(training_key: str, reason: str) -> None:
+            done(training_key, {**todo[training_key][2], "status": "failed", "error": reason, "seconds": 0.0})
 
-        import torch
-
-        threads = max(1, torch.get_num_threads() // int(jobs))
-        # spawn, not fork: a forked child of a process that has run OpenMP threads can hang in its first parallel op
-        pool = ProcessPoolExecutor(int(jobs), mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_worker_threads, initargs=(threads,))
-        try:
-            pending = {pool.submit(_execute, runner, spec, run_dir, base): key
-                       for key, (spec, run_dir, base) in todo.items()}
-            while pending:
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    done(pending.pop(future), future.result())
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        run_in_workers({key: (runner, *call) for key, call in todo.items()}, _execute, int(jobs), done, lost)
     return [records[spec.run_id] for spec in runs]
 
 

@@ -77,8 +77,9 @@ TASKS: dict[str, Task] = {
         small={"num_workers": 0, "train#dataset#progress": False,
                # the smallest scale measured at which training from scratch finds more than the lungs on held-out slabs
                # (the smoke overlay's 5 mm voxels and 400 iterations found the lungs only, in both arms): 3 mm voxels,
-               # two windows per slab and iteration, 600 iterations (24 epochs x 25); 16x64x64 windows scored as
-               # 16x96x96 ones (scratch, 3 slabs, 5 seeds: 0.133 against 0.136 mean Dice) in 64 % of the time
+               # two windows per slab and iteration, 600 iterations (24 epochs x 25), found with 16x96x96 windows;
+               # 16x64x64 ones then scored the same (scratch, 3 slabs, 5 seeds: 0.133 against 0.136 mean Dice) in 64 %
+               # of the time
                "pixdim": [3.0, 3.0, 3.0], "roi_size": [16, 64, 64], "num_samples": 2, "learning_rate": 2e-3,
                # the bundle freezes a pretrained encoder for 10 of its 300 epochs: about 1 epoch of the study's 24
                "freeze_encoder_epochs": "$1 if @pretrained_path else 0"},
