@@ -257,6 +257,10 @@ def test_fractions_that_draw_the_same_subset_are_trained_once_and_resume_alike(t
     assert idle.calls == []
 
 
+# whether a process still runs is read from /proc (a zombie has ended)
+needs_proc = pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads process states from /proc")
+
+
 class PidRunner(FakeRunner):
     """:class:`FakeRunner` that notes which process ran each run and waits until two processes have started a run, so
     a study whose runs do not overlap in time fails the test instead of passing by luck; ``die`` kills its process."""
@@ -269,7 +273,7 @@ class PidRunner(FakeRunner):
         if spec.run_id == self.die:
             os.kill(os.getpid(), signal.SIGKILL)
         (run_dir / "pid").write_text(str(os.getpid()))
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 10
         while len({f.read_text() for f in run_dir.parent.glob("*/pid")}) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         return super().__call__(spec, run_dir)
@@ -306,14 +310,26 @@ def test_two_jobs_copy_and_fail_shared_trainings_as_one_job_does(tmp_path):
         [{k: v for k, v in r.items() if k != "seconds"} for r in one]
 
 
-def test_ctrl_c_in_a_worker_stops_the_study_and_its_workers(tmp_path):
-    import multiprocessing
+class InterruptingRunner(FakeRunner):
+    """Notes its worker's pid in ``folder``, then raises ``KeyboardInterrupt`` inside the run."""
 
+    def __init__(self, folder: Path):
+        super().__init__()
+        self.folder = folder
+
+    def __call__(self, spec, run_dir: Path) -> dict:
+        (self.folder / str(os.getpid())).write_text("")
+        raise KeyboardInterrupt
+
+
+@needs_proc
+def test_an_interrupt_raised_in_a_worker_stops_the_study_and_its_workers(tmp_path):
+    (tmp_path / "pids").mkdir()
     with pytest.raises(KeyboardInterrupt):
-        run_study(DESIGN.runs(32), FakeRunner(stop_after=0), tmp_path, SETTINGS, jobs=2)
-    assert not list(tmp_path.glob("runs/*/record.json"))
-    # every worker has ended (a child just ended may still be listed, with its exit code)
-    assert all(child.exitcode is not None for child in multiprocessing.active_children())
+        run_study(DESIGN.runs(32), InterruptingRunner(tmp_path / "pids"), tmp_path / "study", SETTINGS, jobs=2)
+    assert not list(tmp_path.glob("study/runs/*/record.json"))
+    workers = [int(f.name) for f in (tmp_path / "pids").iterdir()]
+    assert workers and not any(_alive(pid) for pid in workers)
 
 
 def test_a_dead_worker_fails_the_unfinished_runs_and_a_rerun_trains_them(tmp_path):
@@ -326,7 +342,7 @@ def test_a_dead_worker_fails_the_unfinished_runs_and_a_rerun_trains_them(tmp_pat
 
 
 def _sleep_in_worker(folder: str) -> None:
-    (Path(folder) / str(os.getpid())).write_text("")
+    (Path(folder) / "pids" / str(os.getpid())).write_text("")
     time.sleep(120)
 
 
@@ -337,24 +353,43 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads process states from /proc")
-def test_workers_end_when_the_main_process_is_killed(tmp_path):
+@needs_proc
+@pytest.mark.parametrize("how", ["sigkill_main", "ctrl_c"])
+def test_workers_end_with_a_killed_or_interrupted_study(tmp_path, how):
     script = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
               "from unimiss_monai.benchmarks.label_efficiency.workers import run_in_workers\n"
               "from test_label_efficiency_design import _sleep_in_worker\n"
-              f"run_in_workers({{0: ({str(tmp_path)!r},), 1: ({str(tmp_path)!r},)}}, _sleep_in_worker, 2, print, print)\n")
-    main = subprocess.Popen([sys.executable, "-c", script])
-    deadline = time.monotonic() + 60
-    while len(list(tmp_path.iterdir())) < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    workers = [int(f.name) for f in tmp_path.iterdir()]
-    assert len(workers) == 2 and all(_alive(pid) for pid in workers)
-    main.kill()
-    main.wait()
-    deadline = time.monotonic() + 20
-    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(_alive(pid) for pid in workers)
+              "if __name__ == '__main__':\n"
+              f"    run_in_workers({{0: ({str(tmp_path)!r},), 1: ({str(tmp_path)!r},)}}, _sleep_in_worker, 2, print, print)\n")
+    (tmp_path / "study.py").write_text(script)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    # its own session: Ctrl-C goes to the study's process group, as from a terminal, and not to pytest
+    main = subprocess.Popen([sys.executable, str(tmp_path / "study.py")], start_new_session=True,
+                            stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(pids.iterdir())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        workers = [int(f.name) for f in pids.iterdir()]
+        assert len(workers) == 2 and all(_alive(pid) for pid in workers)
+        if how == "ctrl_c":
+            os.killpg(main.pid, signal.SIGINT)
+        else:
+            main.kill()
+        assert main.wait(30) != 0
+        deadline = time.monotonic() + 20
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(pid) for pid in workers)
+    finally:
+        for pid in [main.pid, *workers]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        main.wait()
 
 
 def test_runs_waiting_on_a_failed_training_fail_with_it_and_are_retried(tmp_path):

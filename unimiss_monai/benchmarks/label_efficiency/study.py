@@ -70,7 +70,8 @@ def _fresh_run_dir(run_dir: Path, key: str) -> None:
 
 def _execute(runner: Runner, spec: RunSpec, run_dir: Path, base: Mapping) -> dict:
     """Train and score one run; its record (``status`` ok or failed, with ``seconds``). An exception fails the run
-    (and the runs waiting on the same training); ``KeyboardInterrupt`` still stops the study."""
+    (and the runs waiting on the same training); ``KeyboardInterrupt`` still stops the study (with ``jobs`` > 1 the
+    workers ignore Ctrl-C: the main process gets it and ends them)."""
     started = time.perf_counter()
     try:
         result = dict(runner(spec, run_dir))

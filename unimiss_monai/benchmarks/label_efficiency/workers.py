@@ -40,12 +40,17 @@ def _start_worker(threads: int, parent: int) -> None:
 
 def _end(pool) -> None:
     """Stop ``pool`` now: queued calls cancelled, running ones killed."""
+    from multiprocessing.connection import wait as wait_for
+
     processes = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         process.terminate()
     for process in processes:
-        process.join(10)
+        # the sentinel is ready once the process has exited; its exit code may read None when the pool's own thread
+        # reaped it first, so the sentinel, not is_alive(), decides whether to kill
+        if not wait_for([process.sentinel], 10):
+            process.kill()
 
 
 def run_in_workers(calls: Mapping[Hashable, tuple], fn: Callable[..., Any], jobs: int,
@@ -72,8 +77,11 @@ def run_in_workers(calls: Mapping[Hashable, tuple], fn: Callable[..., Any], jobs
     pool = ProcessPoolExecutor(int(jobs), mp_context=multiprocessing.get_context("spawn"),
                                initializer=_start_worker, initargs=(threads, os.getpid()))
     saved = {name: os.environ.get(name) for name in _THREAD_VARIABLES}
+    # the workers start while the calls are submitted, and inherit this environment and, until their own start-up
+    # has run, this handling of Ctrl-C (which only the main process may act on)
+    main_thread = threading.current_thread() is threading.main_thread()
+    interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
     try:
-        # the workers start while the calls are submitted, and inherit this environment
         os.environ.update({name: str(threads) for name in _THREAD_VARIABLES})
         try:
             pending = {pool.submit(fn, *args): key for key, args in calls.items()}
@@ -83,15 +91,18 @@ def run_in_workers(calls: Mapping[Hashable, tuple], fn: Callable[..., Any], jobs
                     os.environ.pop(name, None)
                 else:
                     os.environ[name] = value
+            if main_thread:
+                signal.signal(signal.SIGINT, interrupt)
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
                 key = pending.pop(future)
                 try:
                     result = future.result()
-                except BrokenProcessPool:
-                    lost(key, "a worker process died (killed for memory, or a crash) while this run was running "
-                              "or waiting; run the study again to train it")
+                except BrokenProcessPool as err:
+                    cause = f" ({err.__cause__})" if err.__cause__ else ""
+                    lost(key, f"a worker process died while this run was running or waiting: {err}{cause}; killed "
+                              "for memory, a crash, or a worker that could not start; run the study again to train it")
                     continue
                 done(key, result)
     except BaseException:
