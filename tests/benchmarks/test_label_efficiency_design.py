@@ -361,7 +361,9 @@ def _alive(pid: int) -> bool:
 @needs_proc
 @pytest.mark.parametrize("how", ["sigkill_main", "ctrl_c"])
 def test_workers_end_with_a_killed_or_interrupted_study(tmp_path, how):
-    script = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+    # Python's own Ctrl-C handler, as in a terminal: a test run started in the background inherits Ctrl-C ignored
+    script = (f"import signal, sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+              "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
               "from unimiss_monai.benchmarks.label_efficiency.workers import run_in_workers\n"
               "from test_label_efficiency_design import _sleep_in_worker\n"
               "if __name__ == '__main__':\n"
