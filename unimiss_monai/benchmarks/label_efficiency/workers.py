@@ -42,6 +42,8 @@ def _end(pool) -> None:
     """Stop ``pool`` now: queued calls cancelled, running ones killed."""
     from multiprocessing.connection import wait as wait_for
 
+    # concurrent.futures lets running calls finish on shutdown and, before Python 3.14 (terminate_workers), offers no
+    # public way to end them; its own table of worker processes is the one way to reach them
     processes = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
