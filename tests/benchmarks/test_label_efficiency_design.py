@@ -411,3 +411,23 @@ def test_runs_waiting_on_a_failed_training_fail_with_it_and_are_retried(tmp_path
     assert retry.calls == ["scratch_f0.05_s1"]
     assert again["scratch_f0.1_s1"]["same_run_as"] == "scratch_f0.05_s1"
     assert again["scratch_f0.1_s1"]["score"] == again["scratch_f0.05_s1"]["score"]
+
+
+def test_pretraining_probe_summary_reports_the_stage_maps_against_the_pixel_baseline(tmp_path):
+    from unimiss_monai.benchmarks.label_efficiency.pretrain import knn_summary
+
+    history = tmp_path / "knn_probe.json"
+    maps0 = {"stage1": 0.30, "stage2": 0.25, "stage3": 0.10, "stage4": 0.12}
+    maps1 = {"stage1": 0.35, "stage2": 0.20, "stage3": 0.34, "stage4": 0.22}
+    history.write_text(json.dumps([
+        {"epoch": 0, "knn_accuracy": 0.15, "pixel_baseline": 0.22, "feature_maps": maps0},
+        {"epoch": 40, "knn_accuracy": 0.07, "pixel_baseline": 0.22, "feature_maps": maps1}]))
+    s = knn_summary(history)
+    assert (s["knn_first"], s["knn_last"], s["epochs"], s["beats_pixel_baseline"]) == (0.15, 0.07, 40, False)
+    assert s["feature_maps_first"] == maps0 and s["feature_maps_last"] == maps1
+    # strictly above the baseline: stage4 equals it and does not count
+    assert s["feature_maps_beating_pixel_baseline"] == ["stage1", "stage3"]
+    # a history written without stage maps (an older run, or a backbone without forward_intermediates)
+    history.write_text(json.dumps([{"epoch": 1, "knn_accuracy": 0.3, "pixel_baseline": 0.2}]))
+    assert "feature_maps_last" not in knn_summary(history) and knn_summary(history)["beats_pixel_baseline"]
+    assert knn_summary(tmp_path / "missing.json") is None

@@ -10,8 +10,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from unimiss_monai.data.sample_sets.ct_classification import (CLASS_NAMES, SYNTHETIC_CROP, build, load_chest_ct,
-                                                           split_plane)
+from unimiss_monai.data.sample_sets.ct_classification import (CENTRE_MM, CLASS_NAMES, SYNTHETIC_CROP, build,
+                                                           centre_box, load_chest_ct, split_plane)
 
 
 @pytest.fixture(scope="module")
@@ -40,14 +40,20 @@ def test_every_location_holds_one_crop_of_each_class_that_differ_only_in_the_les
         labels = [item["label"] for item in datalist[split]]
         assert all(labels.count(c) == len(labels) // 3 for c in CLASS_NAMES)  # balanced: one per class and location
         sizes = defaultdict(list)  # changed voxels per lesion class
+        spacing = None
         for crops in by_location.values():
             images = {c: nib.load(folder / crops[c]["image"]) for c in CLASS_NAMES}
             assert all(np.allclose(images[c].affine, images["normal"].affine) for c in CLASS_NAMES)  # same place
             normal = np.asarray(images["normal"].dataobj)
+            spacing = np.linalg.norm(images["normal"].affine[:3, :3], axis=0)
             for lesion in ("nodule", "mass"):
                 changed = np.asarray(images[lesion].dataobj) != normal
                 assert 0 < changed.mean() < 0.5  # the lesion, and nothing else of the crop, differs
                 sizes[lesion].append(changed.sum())
+                # the lesion sits at the crop's centre: the centroid of what changed, within the centre box and one
+                # voxel (an ellipsoid's centroid is its centre; partial-volume rounding moves it a little)
+                offset_mm = (np.argwhere(changed).mean(0) - np.asarray(normal.shape) // 2) * spacing
+                assert np.all(np.abs(offset_mm) <= CENTRE_MM + spacing + 1e-6), offset_mm
         assert np.mean(sizes["mass"]) > np.mean(sizes["nodule"])
 
 
@@ -72,3 +78,10 @@ def test_split_plane_halves_the_lung_and_leaves_room_for_a_crop_on_each_side():
     with pytest.raises(ValueError, match="cannot hold two disjoint crops"):
         split_plane(lung, 21)
     assert SYNTHETIC_CROP[2] * 2 <= 48  # the phantom's slices hold both sides
+
+
+def test_centre_box_spans_the_reach_in_voxels_of_each_axis():
+    box = centre_box((64, 64, 32), (1.4, 1.4, 2.5))
+    idx = np.argwhere(box)
+    assert idx.min(0).tolist() == [28, 28, 14] and idx.max(0).tolist() == [36, 36, 18]  # +-4, +-4, +-2 voxels
+    assert centre_box((5, 5, 5), (10.0, 10.0, 10.0)).sum() == 1  # coarser than the reach: the central voxel

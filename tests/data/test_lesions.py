@@ -56,6 +56,21 @@ def test_insert_lesion_reproducible_and_errors(phantom):
         insert_lesion(phantom.hu, lung, SPACING, np.random.default_rng(0), diameter_mm=(400.0, 500.0), max_tries=3)
 
 
+def test_insert_lesion_centre_drawn_inside_center_mask(phantom):
+    lung = np.isin(phantom.labels, LUNG)
+    inside = np.argwhere(lung)[len(np.argwhere(lung)) // 2]
+    box = np.zeros_like(lung)
+    box[tuple(slice(c - 1, c + 2) for c in inside)] = True
+    for seed in range(5):
+        _, mask, lesion = insert_lesion(phantom.hu, lung, SPACING, np.random.default_rng(seed), diameter_mm=(8.0, 12.0),
+                                        center_mask=box)
+        assert box[lesion.center] and lung[lesion.center] and mask[lesion.center]
+    # the lesion may still reach beyond the centre mask: it only has to lie in the lung
+    assert (mask & ~box).any()
+    with pytest.raises(ValueError, match="inside center_mask"):
+        insert_lesion(phantom.hu, lung, SPACING, np.random.default_rng(0), center_mask=~lung)
+
+
 def test_enlarge_heart_scales_extent_and_spares_bone(phantom):
     heart = np.isin(phantom.labels, HEART)
     out, region = enlarge_region(phantom.hu, phantom.labels, HEART, SPACING, scale=(1.3, 1.3, 1.0))

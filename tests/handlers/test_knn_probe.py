@@ -263,3 +263,58 @@ def test_missing_case_metadata_and_single_case_classes_are_said(tmp_path, caplog
     with caplog.at_level(logging.WARNING):
         KNNProbe(nn.Flatten(), bare, k=1)._load()
     assert "lack 'case' and 'box'" in caplog.text and "--overwrite" in caplog.text
+
+
+class ConstantClsWithMaps(nn.Module):
+    """Toy encoder: a CLS that is the same for every input (as after instance norms and pooling), and four "stage
+    maps": the image itself at stage 1, its negative at stage 2, a constant map at stage 3 and a 2x-pooled image at
+    stage 4, behind one stem output (like MiT)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        return torch.ones(x.shape[0], 3) * self.w
+
+    def forward_intermediates(self, x):
+        b = x.shape[0]
+        pooled = torch.nn.functional.avg_pool2d(x, 2)
+        feats = [x * 0 + 1, x, -x, torch.ones_like(x), pooled]
+        return feats, torch.ones(b, 3)
+
+
+def test_stage_maps_are_probed_beside_the_cls(probe_datalist, tmp_path):
+    history = tmp_path / "knn.json"
+    probe = KNNProbe(ConstantClsWithMaps(), probe_datalist, k=3, history_path=history)
+    engine = Engine(lambda e, b: None)
+    probe.attach(engine)
+    engine.run([0], max_epochs=1)
+    entry = json.loads(history.read_text())[-1]
+    # the CLS is the same for every image: every vote ties and goes to the smaller label index, i.e. half right
+    assert entry["knn_accuracy"] == pytest.approx(0.5)
+    maps = entry["feature_maps"]
+    # the last four features are the stages: the stem output (first) is not one of them
+    assert list(maps) == ["stage1", "stage2", "stage3", "stage4"]
+    # stages 1 and 4 keep where the bright half is, as the raw voxels do; a negated map has the same cosines
+    assert maps["stage1"] == maps["stage2"] == maps["stage4"] == probe.pixel_baseline == 1.0
+    assert maps["stage3"] == pytest.approx(0.5)
+    assert engine.state.metrics["knn_accuracy_stage1"] == 1.0 and engine.state.metrics["knn_accuracy"] == pytest.approx(0.5)
+    # stage maps larger than the limit are left out, with a warning; without forward_intermediates there are none
+    small = KNNProbe(ConstantClsWithMaps(), probe_datalist, k=3, max_feature_bytes=6 * 16 * 4)
+    small._load()
+    assert list(small.embed_feature_maps()) == ["stage4"]
+    assert not KNNProbe(HalfMeans(), probe_datalist).feature_maps
+    assert not KNNProbe(ConstantClsWithMaps(), probe_datalist, feature_maps=False).feature_maps
+
+
+def test_stage_maps_from_a_backbone_that_returns_a_list_of_maps(probe_datalist):
+    # the slice encoder's contract: forward_intermediates returns the maps alone
+    class ListMaps(ConstantClsWithMaps):
+        def forward_intermediates(self, x):
+            return super().forward_intermediates(x)[0]
+
+    probe = KNNProbe(ListMaps(), probe_datalist, k=3)
+    probe._load()
+    maps = probe.embed_feature_maps()
+    assert list(maps) == ["stage1", "stage2", "stage3", "stage4"] and maps["stage4"].shape == (6, 16)

@@ -115,7 +115,9 @@ def make_run(root: Path) -> tuple[Path, Path]:
     pre = run / "unimiss_pretraining"
     _json(curves, pre / "loss_curves.json")
     _json([{"epoch": e, "iteration": 20 * e, "knn_accuracy": 0.1 + 0.05 * e, "k": 20, "temperature": 0.07,
-            "num_items": 30, "num_classes": 5, "pixel_baseline": 0.4} for e in (1, 2)], pre / "knn_probe.json")
+            "num_items": 30, "num_classes": 5, "pixel_baseline": 0.4,
+            "feature_maps": {f"stage{i}": 0.2 + 0.1 * e + 0.02 * i for i in range(1, 5)}} for e in (1, 2)],
+          pre / "knn_probe.json")
     # classification: evaluation predictions + metrics, inference with saliency
     for bundle, classes, multi in (("cxr_classification", ["nodule", "cardiomegaly"], True),
                                    ("ct_classification", ["normal", "nodule", "mass"], False)):

@@ -70,3 +70,24 @@ def test_collapse_verdict_reads_the_entropy_against_log_k():
     assert "one prototype" in collapse_verdict({"teacher_entropy": [[i, 0.01] for i in range(30)]}, k)
     assert collapse_verdict({"teacher_entropy": [[i, 2.0] for i in range(30)]}, k) == ""
     assert collapse_verdict(uniform, None) == ""
+
+
+def test_probe_notes_count_a_stage_map_as_learnt_only_above_the_baseline_and_its_untrained_value():
+    from unimiss_monai.report.sections.pretraining import probe_notes
+
+    def entry(epoch, cls, maps=None):
+        e = {"epoch": epoch, "knn_accuracy": cls, "pixel_baseline": 0.22}
+        return {**e, "feature_maps": maps} if maps else e
+
+    start = {"stage1": 0.40, "stage2": 0.20, "stage3": 0.12, "stage4": 0.15}
+    end = {"stage1": 0.35, "stage2": 0.21, "stage3": 0.34, "stage4": 0.15}
+    texts = [n.text for n in probe_notes([entry(0, 0.15, start), entry(40, 0.07, end)])]
+    # stage1 is above raw voxels but fell from its untrained value; stage3 rose above both
+    assert len(texts) == 2 and "CLS embedding (0.07)" in texts[0] and "(0.22)" in texts[0]
+    assert "stage3 map ends at 0.34" in texts[1] and "untrained value (0.12)" in texts[1]
+    # nothing learnt anywhere: said once
+    flat = [n.text for n in probe_notes([entry(0, 0.15, start), entry(40, 0.07, start)])]
+    assert len(flat) == 2 and "No stage map" in flat[1]
+    # a CLS above the baseline and no stage maps: nothing to warn about
+    assert probe_notes([entry(1, 0.3), entry(2, 0.5)]) == []
+    assert probe_notes([{"epoch": 1, "knn_accuracy": 0.3}]) == []

@@ -74,7 +74,7 @@ def ellipsoid_weights(
 def insert_lesion(
     hu: np.ndarray, lung_mask: np.ndarray, spacing: Sequence[float], rng: np.random.Generator,
     diameter_mm: tuple[float, float] = (6.0, NODULE_MAX_MM), lesion_hu: float = SOFT_TISSUE_HU,
-    texture_hu: float = 15.0, min_inside: float = 0.85, max_tries: int = 50,
+    texture_hu: float = 15.0, min_inside: float = 0.85, max_tries: int = 50, center_mask: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, Lesion]:
     """Insert one soft-tissue ellipsoid inside the lung.
 
@@ -85,6 +85,8 @@ def insert_lesion(
         lesion_hu: mean attenuation of the lesion. texture_hu: standard deviation of its voxel noise.
         min_inside: smallest fraction of the lesion volume that must lie in ``lung_mask``.
         max_tries: random placements tried before giving up.
+        center_mask: (X, Y, Z) bool, where the lesion's centre may be drawn (within ``lung_mask``); None: anywhere in
+            ``lung_mask``.
 
     Returns:
         ``(hu_out, lesion_mask, lesion)``: the new CT (float32), the (X, Y, Z) bool lesion mask (occupancy >= 0.5) and
@@ -97,9 +99,11 @@ def insert_lesion(
     lung_mask = np.asarray(lung_mask, dtype=bool)
     if hu.ndim != 3 or hu.shape != lung_mask.shape:
         raise ValueError(f"insert_lesion: hu {hu.shape} and lung_mask {lung_mask.shape} must be the same 3D shape")
-    candidates = np.argwhere(lung_mask)
+    allowed = lung_mask if center_mask is None else lung_mask & np.asarray(center_mask, dtype=bool)
+    candidates = np.argwhere(allowed)
     if len(candidates) == 0:
-        raise ValueError("insert_lesion: the lung mask is empty; give a crop or volume that contains lung")
+        raise ValueError("insert_lesion: the lung mask is empty" + ("" if center_mask is None else " inside center_mask")
+                         + "; give a crop or volume that contains lung")
     spacing = np.asarray(spacing, dtype=np.float64)
     lo, hi = diameter_mm
     for _ in range(max_tries):

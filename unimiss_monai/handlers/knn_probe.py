@@ -141,6 +141,15 @@ class KNNProbe:
     crops: an embedding worth having beats it. With several groups, each group's accuracy and baseline are also
     reported (``groups``).
 
+    With ``feature_maps`` and a backbone that has ``forward_intermediates`` (timm's contract, e.g. ``MiT`` and
+    ``MiTPlus``), the same k-NN also runs on each of the encoder's four stage maps, flattened without pooling
+    (``stage1``, finest, to ``stage4``): the features a segmentation decoder reads, compared position by position like
+    the raw voxels. The CLS embedding averages over positions, and after the instance norms of the stem and patch
+    embeddings that average hardly depends on a small crop's content; the stage maps keep where things are. Their
+    accuracies go to ``feature_maps`` in the history and to ``engine.state.metrics["knn_accuracy_stage<i>"]``;
+    ``knn_accuracy`` stays the CLS one. A stage map larger than ``max_feature_bytes`` for the whole probe is left out,
+    with a warning.
+
     With no probe items (no datalist, or no ``probe`` section) the handler logs once and does nothing. A probe item that
     fails to load is skipped with a warning naming its file; fewer than two items left, or one class only, skips the
     probe for that run. Items without ``case``/``box``, and classes found in only one case of a group, are warned about.
@@ -159,6 +168,8 @@ class KNNProbe:
         probe_key: datalist section with the probe items.
         exclude: ``"overlap"``, ``"case"`` or ``"self"``: which same-case neighbours are not counted.
         probe_at_start: also probe the untrained backbone (epoch 0).
+        feature_maps: also probe the encoder's stage maps (when the backbone has ``forward_intermediates``).
+        max_feature_bytes: largest float32 size of one stage map over the whole probe.
     """
 
     def __init__(
@@ -174,6 +185,8 @@ class KNNProbe:
         probe_key: str = "probe",
         exclude: str = "overlap",
         probe_at_start: bool = True,
+        feature_maps: bool = True,
+        max_feature_bytes: int = 512 * 2**20,
     ) -> None:
         self.backbone, self.every, self.k, self.temperature = backbone, max(1, int(every_n_epochs)), int(k), float(temperature)
         self.items = load_probe_items(probe_data, probe_key)
@@ -196,6 +209,9 @@ class KNNProbe:
         self._exclude: torch.Tensor | None = None
         self._groups: list = []
         self.group_baselines: dict[str, float] = {}
+        self.feature_maps = bool(feature_maps) and callable(getattr(backbone, "forward_intermediates", None))
+        self.max_feature_bytes = int(max_feature_bytes)
+        self._said_too_large: set[str] = set()
 
     def attach(self, engine: Engine) -> None:
         if not self.items:
@@ -282,6 +298,41 @@ class KNNProbe:
         return [e for e in old if isinstance(e, dict) and isinstance(e.get("epoch"), int) and e["epoch"] < epoch] if isinstance(old, list) else []
 
     @torch.no_grad()
+    def embed_feature_maps(self) -> dict[str, torch.Tensor]:
+        """``{"stage1": (N, D1), ...}``: the encoder's four stage maps of the probe images, each flattened and
+        L2-normalised; empty without ``feature_maps``, or when the images differ in shape (maps of different sizes
+        cannot be compared position by position)."""
+        assert self._images is not None
+        if not self.feature_maps or any(img.shape != self._images[0].shape for img in self._images):
+            return {}
+        param = next(iter(self.backbone.parameters()), None)
+        device = param.device if param is not None else torch.device("cpu")
+        was_training = self.backbone.training
+        self.backbone.eval()
+        maps: dict[str, list[torch.Tensor]] = {}
+        try:
+            for start in range(0, len(self._images), self.batch_size):
+                batch = torch.stack(self._images[start:start + self.batch_size]).to(device)
+                out = self.backbone.forward_intermediates(batch)  # type: ignore[operator]
+                # (maps, cls) from MiT / MiT+, a list of maps from the slice encoder
+                feats = out[0] if isinstance(out, tuple) else out
+                for i, f in enumerate(feats[-4:]):
+                    maps.setdefault(f"stage{i + 1}", []).append(F.normalize(f.float().flatten(1), dim=1).cpu())
+        finally:
+            self.backbone.train(was_training)
+        out = {}
+        for name, parts in maps.items():
+            size = len(self._images) * parts[0].shape[1] * 4
+            if size > self.max_feature_bytes:
+                if name not in self._said_too_large:
+                    self._said_too_large.add(name)
+                    logger.warning("k-NN probe: %s maps of the probe take %.1f MiB, above max_feature_bytes (%.1f MiB); "
+                                   "not probed", name, size / 2**20, self.max_feature_bytes / 2**20)
+                continue
+            out[name] = torch.cat(parts)
+        return out
+
+    @torch.no_grad()
     def embed(self) -> torch.Tensor:
         """``(N, D)`` L2-normalised embeddings of the probe images (consecutive same-shaped images share a pass)."""
         assert self._images is not None
@@ -323,10 +374,17 @@ class KNNProbe:
         groups = self._per_group(predicted)
         if groups:
             entry["groups"] = {g: {"knn_accuracy": a, "pixel_baseline": self.group_baselines.get(g)} for g, a in groups.items()}
+        maps = {name: knn_accuracy(emb, self._labels, self.k, self.temperature, self._exclude)
+                for name, emb in self.embed_feature_maps().items()}
+        if maps:
+            entry["feature_maps"] = maps
+            for name, value in maps.items():
+                engine.state.metrics[f"knn_accuracy_{name}"] = value
         self.history = [e for e in self.history if e.get("epoch") != entry["epoch"]] + [entry]
         baseline = "n/a" if self.pixel_baseline is None else f"{self.pixel_baseline:.4f}"
         per_group = "".join(f"; {g} {a:.4f} vs {self.group_baselines.get(g, float('nan')):.4f}" for g, a in groups.items())
-        logger.info("epoch %d: teacher k-NN accuracy %.4f (raw-voxel k-NN %s%s; %d probe items, %d classes, k=%d, exclude=%s)",
-                    entry["epoch"], accuracy, baseline, per_group, entry["num_items"], entry["num_classes"], entry["k"], self.exclude)
+        on_maps = ("; stage maps " + ", ".join(f"{n} {a:.4f}" for n, a in maps.items())) if maps else ""
+        logger.info("epoch %d: teacher k-NN accuracy %.4f%s (raw-voxel k-NN %s%s; %d probe items, %d classes, k=%d, exclude=%s)",
+                    entry["epoch"], accuracy, on_maps, baseline, per_group, entry["num_items"], entry["num_classes"], entry["k"], self.exclude)
         if self.history_path is not None and getattr(engine.state, "rank", 0) == 0:
             save_json(self.history, self.history_path)

@@ -23,8 +23,8 @@ logger = logging.getLogger(__name__)
 
 
 def knn_summary(history_path: Path) -> dict | None:
-    """First and last k-NN probe accuracy of a pretraining run and the probe's pixel baseline (``knn_probe.json``),
-    or ``None`` when the run wrote no probe history."""
+    """First and last k-NN probe accuracy of a pretraining run (CLS, and the stage maps where probed) and the probe's
+    pixel baseline (``knn_probe.json``), or ``None`` when the run wrote no probe history."""
     try:
         history = json.loads(Path(history_path).read_text())
     except (OSError, ValueError):
@@ -33,9 +33,15 @@ def knn_summary(history_path: Path) -> dict | None:
         return None
     first, last = history[0], history[-1]
     baseline = last.get("pixel_baseline")
-    return {"knn_first": first.get("knn_accuracy"), "knn_last": last.get("knn_accuracy"),
-            "pixel_baseline": baseline, "epochs": last.get("epoch"),
-            "beats_pixel_baseline": None if baseline is None else bool(last.get("knn_accuracy", 0) > baseline)}
+    out = {"knn_first": first.get("knn_accuracy"), "knn_last": last.get("knn_accuracy"),
+           "pixel_baseline": baseline, "epochs": last.get("epoch"),
+           "beats_pixel_baseline": None if baseline is None else bool(last.get("knn_accuracy", 0) > baseline)}
+    if "feature_maps" in last:  # the encoder's stage maps (KNNProbe feature_maps), first and last epoch
+        out["feature_maps_first"] = first.get("feature_maps")
+        out["feature_maps_last"] = last["feature_maps"]
+        out["feature_maps_beating_pixel_baseline"] = None if baseline is None else sorted(
+            name for name, value in last["feature_maps"].items() if value > baseline)
+    return out
 
 
 def pretrain_arm(arm: str, out_dir: str | os.PathLike, epochs: int, network: dict, dataset_dir: str,

@@ -108,10 +108,12 @@ TASKS: dict[str, Task] = {
     "unimiss_ct_classification": Task(
         **_CLASSIFICATION_REPORT,
         proxy=("Crops of one chest CT centred on random lung voxels, each location once normal, once with an "
-               "inserted nodule (6-20 mm) and once with a mass (32-50 mm), so location does not predict the label; "
-               "held-out crops come from the other half of the lung (no voxel shared with training crops). One "
-               "patient, simulated lesions, and classes that differ by lesion size: the study measures learning to "
-               "see simulated lesions at another level of the same chest, not real findings across patients."),
+               "inserted nodule (6-20 mm) and once with a mass (32-50 mm), the lesion within 6 mm of the crop's centre "
+               "(crops centred on candidate locations, as in a nodule detector's second stage), so location does not "
+               "predict the label; held-out crops come from the other half of the lung (no voxel shared with "
+               "training crops). One patient, simulated lesions, and classes that differ by lesion size: the study "
+               "measures learning to see simulated lesions at another level of the same chest, not real findings "
+               "across patients."),
     ),
 }
 

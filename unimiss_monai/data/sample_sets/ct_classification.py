@@ -3,7 +3,10 @@
 A proxy for the 3D COVID-CT fine-tuning task of UniMiSS+ with exact labels: crops of the real chest CT (in-plane
 resolution halved to ~1.4 mm, 64 x 64 x 32 voxels ~ 90 x 90 x 80 mm, centred on a random lung voxel), into which a
 simulated lesion (:mod:`unimiss_monai.data.lesions`) of 6-20 mm (``nodule``) or 32-50 mm (``mass``) is inserted, or
-none (``normal``).
+none (``normal``). The lesion's centre lies within :data:`CENTRE_MM` of the crop's centre, as in the second stage of a
+nodule-detection pipeline, which classifies crops centred on candidate locations: the question is what lies at the
+centre of the crop. (With the lesion anywhere in the crop, the strided MiT+ encoder learnt nothing that carried to
+held-out crops at the small scale, while a max-pooling CNN did; see the CT classification bundle's docs.)
 
 Two rules keep the proxy from being solved without seeing the lesion, and the test split unseen:
 
@@ -36,14 +39,16 @@ import numpy as np
 from unimiss_monai.data.lesions import insert_lesion
 from unimiss_monai.data.writers import save_contact_sheet, save_json, save_nifti, staged_dir
 
-__all__ = ["NAME", "CLASS_NAMES", "ChestCT", "load_chest_ct", "split_plane", "build"]
+__all__ = ["NAME", "CLASS_NAMES", "CENTRE_MM", "ChestCT", "load_chest_ct", "split_plane", "centre_box", "build"]
 
 
 NAME = "ct_classification"
 CLASS_NAMES = ["normal", "nodule", "mass"]
 DIAMETER_MM = {"nodule": (6.0, 20.0), "mass": (32.0, 50.0)}
 # (training, validation, test) crops: three per location, one of each class
-REAL_COUNTS, SYNTHETIC_COUNTS = (48, 12, 12), (12, 6, 6)
+REAL_COUNTS, SYNTHETIC_COUNTS = (48, 12, 36), (12, 6, 6)
+# largest distance (mm, per axis) of a lesion's centre from its crop's centre
+CENTRE_MM = 6.0
 REAL_CROP, SYNTHETIC_CROP = (64, 64, 32), (32, 32, 16)
 
 
@@ -124,10 +129,21 @@ def _random_crop(ct: ChestCT, size: tuple[int, int, int], z_range: tuple[int, in
     return tuple(slice(a, a + n) for a, n in zip(start, size)), start
 
 
+def centre_box(size: tuple[int, int, int], spacing, reach_mm: float = CENTRE_MM) -> np.ndarray:
+    """``size`` bool mask of the voxels within ``reach_mm`` of the crop's centre along every axis (at least the
+    central voxel)."""
+    centre = np.asarray(size) // 2
+    reach = np.maximum(np.floor(reach_mm / np.asarray(spacing, dtype=float)), 0).astype(int)
+    mask = np.zeros(size, bool)
+    mask[tuple(slice(c - r, c + r + 1) for c, r in zip(centre, reach))] = True
+    return mask
+
+
 def _matched_crops(ct: ChestCT, size: tuple[int, int, int], z_range: tuple[int, int], rng: np.random.Generator,
-                   tries: int = 20) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, int]]]:
-    """One location and its three crops: ``(start, {label: (hu, z of the preview slice)})``; a location without room
-    for a mass is re-drawn."""
+                   tries: int = 100) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, int]]]:
+    """One location and its three crops: ``(start, {label: (hu, z of the preview slice)})``, the lesions centred
+    near the crop's centre; a location without room for a mass there is re-drawn."""
+    centre = centre_box(size, ct.spacing)
     for _ in range(tries):
         box, start = _random_crop(ct, size, z_range, rng)
         hu, lung = ct.hu[box], ct.lung[box]
@@ -135,7 +151,7 @@ def _matched_crops(ct: ChestCT, size: tuple[int, int, int], z_range: tuple[int, 
         try:
             for label in CLASS_NAMES[1:]:
                 with_lesion, _, lesion = insert_lesion(hu, lung, ct.spacing, rng, diameter_mm=DIAMETER_MM[label],
-                                                       min_inside=0.7)
+                                                       min_inside=0.7, center_mask=centre)
                 crops[label] = (with_lesion, int(lesion.center[2]))
         except ValueError:
             continue

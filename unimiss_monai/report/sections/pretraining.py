@@ -77,7 +77,11 @@ def _probe_figure(history: list[dict]) -> bytes:
     fig = MplFigure(figsize=(5.6, 3.4))
     ax = fig.add_subplot()
     epochs = [h["epoch"] for h in history]
-    ax.plot(epochs, [h.get("knn_accuracy") for h in history], "o-", lw=1.6, label="teacher features (k-NN)")
+    ax.plot(epochs, [h.get("knn_accuracy") for h in history], "o-", lw=1.6, label="teacher CLS (k-NN)")
+    stages = sorted({name for h in history for name in h.get("feature_maps", {})})
+    for name in stages:  # the encoder's stage maps, where the probe had them (KNNProbe feature_maps)
+        ax.plot(epochs, [h.get("feature_maps", {}).get(name) for h in history], "-", lw=1.0, alpha=0.8,
+                label=f"{name} map (k-NN)")
     base = history[-1].get("pixel_baseline")
     if base is not None:
         ax.axhline(base, color="tab:orange", ls="--", lw=1.2, label=f"raw voxels (k-NN) {base:.2f}")
@@ -88,6 +92,32 @@ def _probe_figure(history: list[dict]) -> bytes:
     ax.legend(fontsize=8)
     fig.tight_layout()
     return figure_png(fig)
+
+
+def probe_notes(history: list[dict]) -> list[Note]:
+    """What the last probe entry says against the raw-voxel baseline; a stage map counts as learnt only where it
+    also rose above its own epoch-0 value (untrained convolutions can already beat raw voxels)."""
+    last, first = history[-1], history[0]
+    base, cls = last.get("pixel_baseline"), last.get("knn_accuracy")
+    if base is None or cls is None:
+        return []
+    maps, start = last.get("feature_maps") or {}, first.get("feature_maps") or {}
+    learnt = {k: v for k, v in maps.items() if v > base and (first.get("epoch") != 0 or v > start.get(k, 1.0))}
+    notes = []
+    if cls < base:
+        notes.append(Note(
+            f"The CLS embedding ({cls:.2f}) does not beat raw voxels ({base:.2f}): a network this small trained for "
+            "minutes on one CT learns little in its pooled embedding that a k-NN on voxels does not already see."))
+    if learnt:
+        best = max(learnt, key=learnt.get)
+        untrained = f" and above its untrained value ({start[best]:.2f})" if first.get("epoch") == 0 else ""
+        notes.append(Note(
+            f"The encoder's {best} map ends at {learnt[best]:.2f}, above raw voxels ({base:.2f}){untrained}: its "
+            "spatial features learnt something about these crops."))
+    elif cls < base:
+        notes.append(Note("No stage map rose above raw voxels and its untrained value either. Judge features on "
+                          "full-size runs."))
+    return notes
 
 
 def collapse_verdict(curves: dict, out_dim: int | None, tail: int = 20, margin: float = 0.05) -> str:
@@ -159,18 +189,16 @@ def pretraining_section(run: RunFolder) -> Section:
     if history:
         section.add(Figure(_probe_figure(history), name="pretraining_knn", alt="k-NN probe accuracy per epoch against "
                            "the raw-voxel baseline and chance", caption="Leave-one-out weighted k-NN accuracy of "
-                           "the teacher's features on labelled organ crops, against the same k-NN on raw voxels."))
+                           "the teacher's CLS embedding and of the encoder's stage maps (flattened, unpooled) on "
+                           "labelled organ crops, against the same k-NN on raw voxels."))
         last = history[-1]
         n = last.get("num_classes")
-        section.add(Table(["epoch", "iteration", "k-NN accuracy", "raw-voxel baseline", "chance", "crops", "classes"],
+        section.add(Table(["epoch", "iteration", "k-NN accuracy (CLS)", "stage maps 1-4", "raw-voxel baseline",
+                           "chance", "crops", "classes"],
                           [[str(h.get("epoch")), str(h.get("iteration")), fmt(h.get("knn_accuracy")),
+                            " / ".join(fmt(v, 2) for v in h["feature_maps"].values()) if h.get("feature_maps") else "-",
                             fmt(h.get("pixel_baseline")), fmt(1 / n if n else None), str(h.get("num_items")),
                             str(h.get("num_classes"))] for h in history[-6:]],
                           caption="k-NN probe (last epochs)"))
-        base = last.get("pixel_baseline")
-        if base is not None and last.get("knn_accuracy") is not None and last["knn_accuracy"] < base:
-            section.add(Note(
-                f"The features ({last['knn_accuracy']:.2f}) do not beat raw voxels ({base:.2f}) yet: a network this "
-                "small trained for minutes on one CT learns little that a k-NN on voxels does not already see. Judge "
-                "features on full-size runs."))
+        section.add(*probe_notes(history))
     return section

@@ -19,9 +19,12 @@ def summary_section(run: RunFolder) -> Section:
     probe = read_json(run.bundle("pretraining") / "knn_probe.json")
     if probe:
         last = probe[-1]
+        maps = last.get("feature_maps") or {}
+        best = max(maps, key=maps.get) if maps else None
+        on_maps = f"; best stage map {best} {fmt(maps[best], 2)}" if best else ""
         rows.append(["pretraining", "k-NN probe accuracy (organ crops)",
-                     f"{fmt(last.get('knn_accuracy'), 2)} (raw voxels {fmt(last.get('pixel_baseline'), 2)}, chance "
-                     f"{fmt(1 / last['num_classes'] if last.get('num_classes') else None, 2)})", "pretraining"])
+                     f"CLS {fmt(last.get('knn_accuracy'), 2)}{on_maps} (raw voxels {fmt(last.get('pixel_baseline'), 2)}, "
+                     f"chance {fmt(1 / last['num_classes'] if last.get('num_classes') else None, 2)})", "pretraining"])
     cxr = read_json(run.bundle("cxr_segmentation") / "eval" / "segmentation_report.json")
     if cxr:
         rows.append(["CXR segmentation", f"test Dice, {cxr.get('num_cases')} held-out DRRs",
