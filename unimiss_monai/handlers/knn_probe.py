@@ -309,7 +309,7 @@ class KNNProbe:
         device = param.device if param is not None else torch.device("cpu")
         was_training = self.backbone.training
         self.backbone.eval()
-        maps: dict[str, list[torch.Tensor]] = {}
+        maps: dict[str, list[torch.Tensor] | None] = {}  # None: a stage too large to keep for the whole probe
         try:
             for start in range(0, len(self._images), self.batch_size):
                 batch = torch.stack(self._images[start:start + self.batch_size]).to(device)
@@ -317,20 +317,20 @@ class KNNProbe:
                 # (maps, cls) from MiT / MiT+, a list of maps from the slice encoder
                 feats = out[0] if isinstance(out, tuple) else out
                 for i, f in enumerate(feats[-4:]):
-                    maps.setdefault(f"stage{i + 1}", []).append(F.normalize(f.float().flatten(1), dim=1).cpu())
+                    name = f"stage{i + 1}"
+                    if name not in maps:  # first batch: the whole probe's size of this stage, before keeping any
+                        size = len(self._images) * f[0].numel() * 4
+                        maps[name] = [] if size <= self.max_feature_bytes else None
+                        if maps[name] is None and name not in self._said_too_large:
+                            self._said_too_large.add(name)
+                            logger.warning("k-NN probe: %s maps of the probe take %.1f MiB, above max_feature_bytes "
+                                           "(%.1f MiB); not probed", name, size / 2**20, self.max_feature_bytes / 2**20)
+                    kept = maps[name]
+                    if kept is not None:
+                        kept.append(F.normalize(f.float().flatten(1), dim=1).cpu())
         finally:
             self.backbone.train(was_training)
-        out = {}
-        for name, parts in maps.items():
-            size = len(self._images) * parts[0].shape[1] * 4
-            if size > self.max_feature_bytes:
-                if name not in self._said_too_large:
-                    self._said_too_large.add(name)
-                    logger.warning("k-NN probe: %s maps of the probe take %.1f MiB, above max_feature_bytes (%.1f MiB); "
-                                   "not probed", name, size / 2**20, self.max_feature_bytes / 2**20)
-                continue
-            out[name] = torch.cat(parts)
-        return out
+        return {name: torch.cat(parts) for name, parts in maps.items() if parts is not None}
 
     @torch.no_grad()
     def embed(self) -> torch.Tensor:

@@ -79,8 +79,9 @@ def _probe_figure(history: list[dict]) -> bytes:
     epochs = [h["epoch"] for h in history]
     ax.plot(epochs, [h.get("knn_accuracy") for h in history], "o-", lw=1.6, label="teacher CLS (k-NN)")
     stages = sorted({name for h in history for name in h.get("feature_maps", {})})
-    for name in stages:  # the encoder's stage maps, where the probe had them (KNNProbe feature_maps)
-        ax.plot(epochs, [h.get("feature_maps", {}).get(name) for h in history], "-", lw=1.0, alpha=0.8,
+    # the encoder's stage maps, where the probe had them (KNNProbe feature_maps); none in the baseline's orange
+    for name, colour in zip(stages, ("tab:green", "tab:purple", "tab:brown", "tab:olive")):
+        ax.plot(epochs, [h.get("feature_maps", {}).get(name) for h in history], "-", lw=1.0, color=colour,
                 label=f"{name} map (k-NN)")
     base = history[-1].get("pixel_baseline")
     if base is not None:

@@ -21,7 +21,10 @@ def summary_section(run: RunFolder) -> Section:
         last = probe[-1]
         maps = last.get("feature_maps") or {}
         best = max(maps, key=maps.get) if maps else None
-        on_maps = f"; best stage map {best} {fmt(maps[best], 2)}" if best else ""
+        # an untrained encoder's maps may already beat raw voxels: give the epoch-0 value beside the last one
+        start = probe[0].get("feature_maps") or {} if probe[0].get("epoch") == 0 else {}
+        untrained = f", {fmt(start[best], 2)} untrained" if best in start else ""
+        on_maps = f"; best stage map {best} {fmt(maps[best], 2)}{untrained}" if best else ""
         rows.append(["pretraining", "k-NN probe accuracy (organ crops)",
                      f"CLS {fmt(last.get('knn_accuracy'), 2)}{on_maps} (raw voxels {fmt(last.get('pixel_baseline'), 2)}, "
                      f"chance {fmt(1 / last['num_classes'] if last.get('num_classes') else None, 2)})", "pretraining"])
