@@ -71,3 +71,14 @@ def test_smoke_run_probes_with_the_honest_baseline(synthetic_probe, tmp_path):
     labels = torch.tensor([names.index(item["label"]) for item in items])
     expected = knn_accuracy(pixels, labels, k=20, exclude=probe_exclusion(items, "overlap"))
     assert history[-1]["pixel_baseline"] == pytest.approx(expected)
+    # the encoder's four stage maps are probed beside the CLS, every epoch, and the last entry is the same k-NN on
+    # the trained teacher's own stage maps of the transformed crops
+    assert all(sorted(e["feature_maps"]) == ["stage1", "stage2", "stage3", "stage4"] for e in history)
+    teacher = wf.parser.get_parsed_content("network_def").teacher.backbone  # the instance that trained
+    teacher.eval()
+    images = torch.stack([torch.as_tensor(transform(dict(item))["image"]).float() for item in items])
+    with torch.no_grad():
+        maps = teacher.forward_intermediates(images)[0][-4:]
+    for i, fmap in enumerate(maps):
+        value = knn_accuracy(fmap.flatten(1), labels, k=20, exclude=probe_exclusion(items, "overlap"))
+        assert history[-1]["feature_maps"][f"stage{i + 1}"] == pytest.approx(value)
