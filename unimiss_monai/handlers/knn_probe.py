@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from ignite.engine import Engine, Events
+from monai.networks import eval_mode
 from monai.transforms import Compose, EnsureTyped, LoadImaged
 from torch import nn
 
@@ -297,7 +298,10 @@ class KNNProbe:
             return []
         return [e for e in old if isinstance(e, dict) and isinstance(e.get("epoch"), int) and e["epoch"] < epoch] if isinstance(old, list) else []
 
-    @torch.no_grad()
+    def _device(self) -> torch.device:
+        param = next(iter(self.backbone.parameters()), None)  # a parameter-free backbone runs on the CPU
+        return param.device if param is not None else torch.device("cpu")
+
     def embed_feature_maps(self) -> dict[str, torch.Tensor]:
         """``{"stage1": (N, D1), ...}``: the encoder's four stage maps of the probe images, each flattened and
         L2-normalised; empty without ``feature_maps``, or when the images differ in shape (maps of different sizes
@@ -305,12 +309,9 @@ class KNNProbe:
         assert self._images is not None
         if not self.feature_maps or any(img.shape != self._images[0].shape for img in self._images):
             return {}
-        param = next(iter(self.backbone.parameters()), None)
-        device = param.device if param is not None else torch.device("cpu")
-        was_training = self.backbone.training
-        self.backbone.eval()
+        device = self._device()
         maps: dict[str, list[torch.Tensor] | None] = {}  # None: a stage too large to keep for the whole probe
-        try:
+        with eval_mode(self.backbone):
             for start in range(0, len(self._images), self.batch_size):
                 batch = torch.stack(self._images[start:start + self.batch_size]).to(device)
                 out = self.backbone.forward_intermediates(batch)  # type: ignore[operator]
@@ -328,20 +329,14 @@ class KNNProbe:
                     kept = maps[name]
                     if kept is not None:
                         kept.append(F.normalize(f.float().flatten(1), dim=1).cpu())
-        finally:
-            self.backbone.train(was_training)
         return {name: torch.cat(parts) for name, parts in maps.items() if parts is not None}
 
-    @torch.no_grad()
     def embed(self) -> torch.Tensor:
         """``(N, D)`` L2-normalised embeddings of the probe images (consecutive same-shaped images share a pass)."""
         assert self._images is not None
-        param = next(iter(self.backbone.parameters()), None)  # a parameter-free backbone runs on the CPU
-        device = param.device if param is not None else torch.device("cpu")
-        was_training = self.backbone.training
-        self.backbone.eval()
+        device = self._device()
         out: list[torch.Tensor] = []
-        try:
+        with eval_mode(self.backbone):
             start = 0
             while start < len(self._images):
                 end = start + 1
@@ -350,8 +345,6 @@ class KNNProbe:
                 emb, _ = split_backbone_output(self.backbone(torch.stack(self._images[start:end]).to(device)))
                 out.append(F.normalize(emb.float().flatten(1), dim=1).cpu())
                 start = end
-        finally:
-            self.backbone.train(was_training)
         return torch.cat(out)
 
     def __call__(self, engine: Engine) -> None:

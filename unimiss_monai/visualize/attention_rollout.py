@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
+from monai.networks import eval_mode
 from torch import nn
 
 __all__ = ["attention_rollout", "capture_attention", "last_stage_blocks", "rollout"]
@@ -115,13 +116,8 @@ def attention_rollout(
         (B, *spatial) float maps in [0, 1], scaled by each map's maximum (a uniform map is all ones).
     """
     blocks = last_stage_blocks(model) if blocks is None else list(blocks)
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad(), capture_attention(blocks) as records:
-            model(x.float())
-    finally:
-        model.train(was_training)
+    with eval_mode(model), capture_attention(blocks) as records:
+        model(x.float())
     if len(records) != len(blocks):
         raise ValueError(f"attention_rollout: {len(blocks)} blocks but {len(records)} attention calls recorded")
     grid = records[-1][1]
