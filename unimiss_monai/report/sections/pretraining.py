@@ -95,6 +95,12 @@ def _probe_figure(history: list[dict]) -> bytes:
     return figure_png(fig)
 
 
+def untrained_maps(history: list[dict]) -> dict[str, float]:
+    """The stage-map accuracies of the untrained encoder (the epoch-0 entry); empty without one."""
+    first = history[0] if history else {}
+    return (first.get("feature_maps") or {}) if first.get("epoch") == 0 else {}
+
+
 def probe_notes(history: list[dict]) -> list[Note]:
     """What the last probe entry says against the raw-voxel baseline; a stage map counts as learnt only where it
     also rose above its own epoch-0 value (untrained convolutions can already beat raw voxels)."""
@@ -102,7 +108,7 @@ def probe_notes(history: list[dict]) -> list[Note]:
     base, cls = last.get("pixel_baseline"), last.get("knn_accuracy")
     if base is None or cls is None:
         return []
-    maps, start = last.get("feature_maps") or {}, first.get("feature_maps") or {}
+    maps, start = last.get("feature_maps") or {}, untrained_maps(history)
     learnt = {k: v for k, v in maps.items() if v > base and (first.get("epoch") != 0 or v > start.get(k, 1.0))}
     notes = []
     if cls < base:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..document import Note, Paragraph, Section, Table, fmt
 from ..run_folder import RunFolder, read_json
+from .pretraining import untrained_maps
 
 __all__ = ["summary_section"]
 
@@ -22,7 +23,7 @@ def summary_section(run: RunFolder) -> Section:
         maps = last.get("feature_maps") or {}
         best = max(maps, key=maps.get) if maps else None
         # an untrained encoder's maps may already beat raw voxels: give the epoch-0 value beside the last one
-        start = probe[0].get("feature_maps") or {} if probe[0].get("epoch") == 0 else {}
+        start = untrained_maps(probe)
         untrained = f", {fmt(start[best], 2)} untrained" if best in start else ""
         on_maps = f"; best stage map {best} {fmt(maps[best], 2)}{untrained}" if best else ""
         rows.append(["pretraining", "k-NN probe accuracy (organ crops)",
