@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# The GPU benchmarks in one go, about 10 minutes on one GPU, merged into one JSON:
+# The GPU benchmarks in one go, merged into one JSON (about 2 minutes on an H200; each step capped, 9.5 minutes in all):
 #   bench-drr on CUDA (our PyTorch renderer vs nanodrr and DiffDRR on the GPU), bench-backbone with bf16 autocast and
-#   in float32 (SDPA vs the official attention), bench-pretrain (one UniMiSS+ step, bf16 autocast).
+#   in float32 (SDPA vs the official attention), bench-pretrain (one UniMiSS+ step, bf16 autocast), bench-infer
+#   (whole-CT segmentation of the sample CT, the bundle's paths vs SwinUNETR).
 #
 #   bash tools/bench_gpu.sh [OUT]              OUT defaults to outputs/bench_gpu.json; each part also stays in
 #                                              OUT's folder under bench_gpu_parts/ with its log
+#   bash tools/bench_gpu.sh --steps S,.. [OUT] run only these steps (drr, backbone_bf16, backbone_fp32, pretrain,
+#                                              infer), keep the other steps' parts and merge all: a lease too short
+#                                              for every step, or a step to run again
 #   bash tools/bench_gpu.sh --merge PARTS OUT  only merge the parts already in PARTS into OUT
 #
 # Without CUDA it exits 2 with one line saying so. Each step runs under its own time limit (together 9.5 minutes); a
@@ -55,9 +59,20 @@ if [ "${1:-}" = "--merge" ]; then
     merge "$2" "$3"
     exit 0
 fi
+ALL_STEPS="drr backbone_bf16 backbone_fp32 pretrain infer"
+STEPS="$ALL_STEPS"
 case "${1:-}" in
-    -h|--help) sed -n '2,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
-    -*) echo "tools/bench_gpu.sh: unknown option $1 (use OUT, --merge PARTS OUT or --help)" >&2; exit 2 ;;
+    -h|--help) sed -n '2,16s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    --steps)
+        [ $# -ge 2 ] || { echo "tools/bench_gpu.sh: --steps takes a comma-separated list of $ALL_STEPS" >&2; exit 2; }
+        STEPS="${2//,/ }"
+        for s in $STEPS; do
+            case " $ALL_STEPS " in *" $s "*) ;; *) echo "tools/bench_gpu.sh: unknown step $s (choose from $ALL_STEPS)" >&2; exit 2 ;; esac
+        done
+        shift 2 ;;
+esac
+case "${1:-}" in
+    -*) echo "tools/bench_gpu.sh: unknown option $1 (use OUT, --steps S,.. [OUT], --merge PARTS OUT or --help)" >&2; exit 2 ;;
 esac
 OUT="${1:-outputs/bench_gpu.json}"
 if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
@@ -66,7 +81,13 @@ if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1
 fi
 PARTS="$(dirname "$OUT")/bench_gpu_parts"
 mkdir -p "$PARTS"
-: > "$PARTS/steps.tsv"
+# the steps run now start afresh; with --steps the records of the others stay, so the merge holds them all
+if [ "$STEPS" = "$ALL_STEPS" ] || [ ! -f "$PARTS/steps.tsv" ]; then
+    : > "$PARTS/steps.tsv"
+else
+    awk -F'\t' -v run=" $STEPS " 'index(run, " " $1 " ") == 0' "$PARTS/steps.tsv" > "$PARTS/steps.tsv.tmp"
+    mv "$PARTS/steps.tsv.tmp" "$PARTS/steps.tsv"
+fi
 "$PY" - "$PARTS/machine.json" "$DEVICE" <<'EOF'
 import json, os, platform, sys, torch
 dev = sys.argv[2]
@@ -79,24 +100,29 @@ EOF
 step() {  # step NAME LIMIT_S COMMAND...: run under the time limit, log to PARTS/NAME.log, record the status
     local name="$1" limit="$2" start status
     shift 2
+    case " $STEPS " in *" $name "*) ;; *) return 0 ;; esac
+    rm -f "$PARTS/$name.json"  # a result left from an earlier run must not stand for this one
     echo "[bench-gpu] $name: $*"
     start=$SECONDS
     set +e
     timeout --kill-after=10 "$limit" "$@" > "$PARTS/$name.log" 2>&1
     status=$?
     set -e
-    printf '%s\t%s\t%s\t%s\n' "$name" "$status" "$((SECONDS - start))" "$*" >> "$PARTS/steps.tsv"
+    local command="$*"
+    # one line per step: a multi-line command (python -c) is recorded with its newlines as "; "
+    printf '%s\t%s\t%s\t%s\n' "$name" "$status" "$((SECONDS - start))" "${command//$'\n'/; }" >> "$PARTS/steps.tsv"
     [ "$status" -eq 0 ] || echo "[bench-gpu] $name: exit status $status (see $PARTS/$name.log)"
 }
 
-step drr 210 "$PY" -m unimiss_monai bench-drr --device "$DEVICE" --sizes 256,512 --repeats 7 --competitor_repeats 3 \
+step drr 120 "$PY" -m unimiss_monai bench-drr --device "$DEVICE" --sizes 256,512 --repeats 7 --competitor_repeats 3 \
     --slow_repeats 1 --competitors diffdrr-siddon,diffdrr-trilinear,nanodrr --out "$PARTS/drr.json"
 step backbone_bf16 120 "$PY" -m unimiss_monai bench-backbone --device "$DEVICE" --amp bf16 --repeats 10 --warmup 3 \
     --out "$PARTS/backbone_bf16.json"
 step backbone_fp32 120 "$PY" -m unimiss_monai bench-backbone --device "$DEVICE" --amp none --repeats 10 --warmup 3 \
     --out "$PARTS/backbone_fp32.json"
-step pretrain 120 "$PY" -c "import sys
+step pretrain 90 "$PY" -c "import sys
 from unimiss_monai.benchmarks.pretrain import bench_pretrain
 from unimiss_monai.data.writers import save_json
 save_json(bench_pretrain(device=sys.argv[2], amp=True, steps=10, warmup=2), sys.argv[1])" "$PARTS/pretrain.json" "$DEVICE"
+step infer 120 "$PY" -m unimiss_monai bench-infer --device "$DEVICE" --repeats 3 --out "$PARTS/infer.json"
 merge "$PARTS" "$OUT"

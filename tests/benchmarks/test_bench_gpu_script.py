@@ -62,6 +62,9 @@ def test_merge_keeps_results_and_names_failures(tmp_path):
     (["--merge", "/nonexistent/parts", "/tmp/never.json"], "steps.tsv does not exist"),
     (["--merge", "only-one"], "--merge takes PARTS OUT"),
     (["--fast"], "unknown option --fast"),
+    (["--steps", "drr,render"], "unknown step render"),
+    (["--steps"], "--steps takes a comma-separated list"),
+    (["--steps", "drr", "--fast"], "unknown option --fast"),
 ])
 def test_refusals(args, message):
     proc = _run(*args)

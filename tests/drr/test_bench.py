@@ -31,3 +31,12 @@ def test_ratios_state_both_sides():
     assert lines[0].endswith("0.050 s vs nanodrr 1.500 s per view (medians): 30.0x")
     assert lines[1].endswith("0.100 s vs nanodrr 1.500 s per view (medians): 15.0x")
     assert _ratios(rows[:2]) == []
+
+
+def test_ratios_say_when_nanodrr_is_faster():
+    # on a GPU nanodrr's fused kernel takes about a millisecond: no "0.0x", both sides with their digits
+    rows = [{"renderer": PREPARED, "size": 512, "median_s": 0.036}, {"renderer": ONE_SHOT, "size": 512, "median_s": 0.0009},
+            {"renderer": "nanodrr", "size": 512, "median_s": 0.0012}]
+    lines = _ratios(rows)
+    assert lines[0].endswith("0.036 s vs nanodrr 0.0012 s per view (medians): 0.033x (nanodrr 30.0x faster)")
+    assert lines[1].endswith("0.0009 s vs nanodrr 0.0012 s per view (medians): 1.3x")

@@ -138,6 +138,14 @@ def _worker(args, queue):
 
 
 def _run_isolated(args) -> dict:
+    """One case in a fresh process on a CPU (the process's peak RSS is its peak memory); in this process on a GPU, whose
+    allocator's peak is reset per case, so CUDA starts once rather than once per case (about 15 s each)."""
+    if str(args[3]).startswith("cuda"):
+        torch.cuda.empty_cache()
+        try:
+            return _measure(*args)
+        except Exception as e:  # report, and let the other cases run
+            return {"error": f"{type(e).__name__}: {e}", "args": [str(a) for a in args]}
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_worker, args=(args, queue))
