@@ -1,11 +1,13 @@
 """``tools/bench_gpu.sh``: without CUDA it exits 2 with one line and writes nothing; the merge of its parts keeps
-every result as written and says why a step has none."""
+every result as written and says why a step has none; ``--steps`` reruns some steps and keeps the others' results
+(its bookkeeping checked with a stand-in for Python that reports CUDA and writes a result per benchmark)."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,3 +71,56 @@ def test_merge_keeps_results_and_names_failures(tmp_path):
 def test_refusals(args, message):
     proc = _run(*args)
     assert proc.returncode != 0 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+# Stands in for the interpreter: the CUDA check passes, the machine query writes a fake GPU, each benchmark writes
+# {"step": <step name>} to its output (fails when named in FAIL_STEP, writes nothing when named in EMPTY_STEP), and
+# the merge runs in the real Python.
+FAKE_PYTHON = """#!/usr/bin/env bash
+if [ "$1" = "-c" ] && [ $# -eq 2 ]; then exit 0; fi
+if [ "$1" = "-" ]; then
+    script="$(cat)"
+    case "$script" in *get_device_name*) echo '{"gpu": "Fake GPU"}' > "$2"; exit 0 ;; esac
+    exec "$REAL_PYTHON" -c "$script" "$2" "$3"
+fi
+if [ "$1" = "-c" ]; then out="$3"; else
+    prev=""; for a in "$@"; do [ "$prev" = "--out" ] && out="$a"; prev="$a"; done
+fi
+name="$(basename "$out" .json)"
+case " $FAIL_STEP " in *" $name "*) echo "$name broke" >&2; exit 1 ;; esac
+case " $EMPTY_STEP " in *" $name "*) exit 0 ;; esac
+echo "{\\"step\\": \\"$name\\"}" > "$out"
+"""
+
+
+def test_steps_rerun_some_and_keep_the_others(tmp_path):
+    fake = tmp_path / "python"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    out = tmp_path / "bench" / "gpu.json"
+    env = {"PYTHON": str(fake), "REAL_PYTHON": sys.executable}
+    proc = _run(str(out), FAIL_STEP="infer", **env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    merged = json.loads(out.read_text())
+    assert merged["machine"] == {"gpu": "Fake GPU"}
+    assert merged["ok"] == ["backbone_bf16", "backbone_fp32", "drr", "pretrain"] and merged["failed"] == ["infer"]
+    assert merged["steps"]["pretrain"]["result"] == {"step": "pretrain"}
+    assert "; from unimiss_monai.benchmarks.pretrain import bench_pretrain;" in merged["steps"]["pretrain"]["command"]
+    # the failed step again, now working: the other four results stay as they were
+    proc = _run("--steps", "infer", str(out), FAIL_STEP="", **env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "[bench-gpu] drr:" not in proc.stdout and "[bench-gpu] infer:" in proc.stdout
+    merged = json.loads(out.read_text())
+    assert merged["ok"] == ["backbone_bf16", "backbone_fp32", "drr", "infer", "pretrain"] and merged["failed"] == []
+    assert {n: s["result"]["step"] for n, s in merged["steps"].items()} == {n: n for n in merged["ok"]}
+    # a step that fails when rerun does not keep its earlier result
+    proc = _run("--steps", "drr", str(out), FAIL_STEP="drr", **env)
+    merged = json.loads(out.read_text())
+    assert merged["failed"] == ["drr"] and "result" not in merged["steps"]["drr"], merged["steps"]["drr"]
+    assert "drr broke" in merged["steps"]["drr"]["error"]
+    # nor does one that exits 0 without writing a result
+    proc = _run("--steps", "pretrain", str(out), EMPTY_STEP="pretrain", **env)
+    merged = json.loads(out.read_text())
+    assert merged["failed"] == ["drr", "pretrain"] and merged["steps"]["pretrain"]["error"].startswith("wrote no result")
+    lines = (out.parent / "bench_gpu_parts" / "steps.tsv").read_text().splitlines()
+    assert sorted(line.split("\t")[0] for line in lines) == ["backbone_bf16", "backbone_fp32", "drr", "infer", "pretrain"]
