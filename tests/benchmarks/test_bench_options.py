@@ -68,7 +68,7 @@ def test_amp_values(value, dtype):
 
 @pytest.mark.parametrize("value", ["int8", "fp8", "2"])
 def test_bad_amp_refused_before_any_work(value, monkeypatch):
-    monkeypatch.setattr(backbone, "_run_isolated", lambda job: pytest.fail("ran a case despite a bad --amp"))
+    monkeypatch.setattr(backbone, "_run_isolated", lambda *a: pytest.fail("ran a case despite a bad --amp"))
     with pytest.raises(ValueError, match="--amp must be one of auto, bf16, fp16 or none"):
         bench_backbone(amp=value)
 
@@ -91,6 +91,32 @@ def test_amp_step_runs_in_bfloat16(monkeypatch, one_thread):
     assert row["amp"] == "bfloat16" and row["column"] == "ours" and row["attention"] == "explicit"
     assert row["samples_per_s_median"] > 0
     assert seen and set(seen) == {torch.bfloat16}
+
+
+def test_columns_are_timed_round_robin_with_the_same_weights(monkeypatch, one_thread):
+    """The columns of a case alternate step by step in one process (a load change hits them alike), and every
+    column starts from the same weights, so official and ours differ only in the attention."""
+    from unimiss_monai.networks.blocks.attention import SpatialReductionAttention
+
+    monkeypatch.setitem(backbone.CASES, "3d", {"shape": (1, 16, 32, 32), "batch": 1})
+    order, original = [], SpatialReductionAttention.forward
+
+    def spy(self, *args, **kwargs):
+        if not order or order[-1] != self.fused:  # one entry per run of calls of one column
+            order.append(self.fused)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SpatialReductionAttention, "forward", spy)
+    built = []
+    make = backbone._model_and_step
+    monkeypatch.setattr(backbone, "_model_and_step", lambda *a: built.append(make(*a)) or built[-1])
+    rows = backbone._interleaved("mitplus", "3d", [(False, None), (True, None)], "cpu", 3, 1, 1)
+    # one warm-up step of each column, then three timed rounds: official, ours, official, ours, ...
+    assert order == [False, True] * 4
+    assert [(r["column"], r["attention"]) for r in rows] == [("official", "official"), ("ours", "sdpa")]
+    assert all(r["samples_per_s_median"] > 0 and r["peak_mem_mib"] is None for r in rows)
+    (official, _), (ours, _) = built
+    assert all(torch.equal(a, b) for a, b in zip(official.state_dict().values(), ours.state_dict().values()))
 
 
 def test_columns_default_to_official_float32_against_ours_and_a_given_amp_applies_to_both(monkeypatch):

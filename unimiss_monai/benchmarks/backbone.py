@@ -6,9 +6,12 @@ float32: the official training code autocasts on CUDA only (``torch.cuda.amp``),
 The "ours" columns run the network as this package trains it: fused attention, in float32 and, where the device
 computes bfloat16 natively (a CPU with AVX512-BF16 / AMX, or CUDA), under bfloat16 autocast, the pretraining
 bundle's ``amp: true``. With ``--amp bf16|fp16|none`` every column runs under that one setting instead, a
-like-for-like comparison of the attention kernels. Each measurement runs in a fresh process so that peak memory
-(CPU: peak RSS growth over the timed iterations; CUDA: ``max_memory_allocated`` growth) is its own. Autocast covers
-forward and loss, with no loss scaling: the throughput of a step, not a training recipe.
+like-for-like comparison of the attention kernels. The columns of one case are built in one process (a fresh one on a
+CPU) with the same weights and timed round-robin, one step each in turn, so that a change of load on a shared machine
+hits every column alike. Peak memory is each column's own: on CUDA the allocator's peak growth over each step; on a
+CPU the peak RSS growth of one more step of that column alone in a fresh process (RSS cannot be split between models
+in one process). Autocast covers forward and loss, with no loss scaling: the throughput of a step, not a training
+recipe.
 """
 
 from __future__ import annotations
@@ -75,12 +78,12 @@ def columns(device: str, amp: str | bool | None = "auto") -> list[tuple[bool, st
     return [(False, None), (True, None)] + ([(True, "bfloat16")] if fast_bf16 else [])
 
 
-def _measure(variant: str, case: str, fused: bool, device: str, repeats: int, warmup: int, threads: int,
-             amp: str | None = None) -> dict:
+def _model_and_step(variant: str, case: str, fused: bool, device: str, amp: str | None):
+    """The backbone (seed 0, so every column has the same weights) with its attention switched to the fused or the
+    official formulation, and one forward + backward step on a fixed random batch of ``case``."""
     from unimiss_monai.networks import build_backbone
     from unimiss_monai.networks.blocks.attention import SpatialReductionAttention
 
-    torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = build_backbone(variant, (2, 3)).to(device).train()
     for m in model.modules():
@@ -97,10 +100,36 @@ def _measure(variant: str, case: str, fused: bool, device: str, repeats: int, wa
             loss = sum(o.float().mean() for o in out) if isinstance(out, tuple) else out.float().mean()
         loss.backward()
         model.zero_grad(set_to_none=True)
-        if device.startswith("cuda"):
+        if device_type == "cuda":
             torch.cuda.synchronize()
 
-    if device.startswith("cuda"):
+    return model, step
+
+
+def _row(variant: str, case: str, fused: bool, device: str, amp: str | None, times: list[float], peak: float | None,
+         params_m: float) -> dict:
+    spec = CASES[case]
+    rates = [spec["batch"] / t for t in times]
+    return {
+        "variant": variant, "input": case, "batch": spec["batch"], "shape": list(spec["shape"]),
+        # what the fused attention runs: SDPA, or the explicit product it takes under CPU autocast (attention.py)
+        "attention": "official" if not fused else ("explicit" if amp and torch.device(device).type == "cpu" else "sdpa"),
+        "column": "ours" if fused else "official",
+        "amp": amp or "float32",
+        "samples_per_s_median": statistics.median(rates),
+        "samples_per_s_min": min(rates), "samples_per_s_max": max(rates), "peak_mem_mib": peak,
+        "params_m": params_m,
+    }
+
+
+def _measure(variant: str, case: str, fused: bool, device: str, repeats: int, warmup: int, threads: int,
+             amp: str | None = None) -> dict:
+    """One column alone: its steps timed, and its peak memory (CPU: growth of this process's peak RSS, so run it in a
+    fresh process; CUDA: ``max_memory_allocated`` growth)."""
+    torch.set_num_threads(threads)
+    model, step = _model_and_step(variant, case, fused, device, amp)
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
@@ -113,42 +142,64 @@ def _measure(variant: str, case: str, fused: bool, device: str, repeats: int, wa
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    if device.startswith("cuda"):
+    if cuda:
         peak = (torch.cuda.max_memory_allocated() - base) / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
-    rates = [spec["batch"] / t for t in times]
-    return {
-        "variant": variant, "input": case, "batch": spec["batch"], "shape": list(spec["shape"]),
-        # what the fused attention runs: SDPA, or the explicit product it takes under CPU autocast (attention.py)
-        "attention": "official" if not fused else ("explicit" if amp and device_type == "cpu" else "sdpa"),
-        "column": "ours" if fused else "official",
-        "amp": amp or "float32",
-        "samples_per_s_median": statistics.median(rates),
-        "samples_per_s_min": min(rates), "samples_per_s_max": max(rates), "peak_mem_mib": peak,
-        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-    }
+    return _row(variant, case, fused, device, amp, times, peak, sum(p.numel() for p in model.parameters()) / 1e6)
 
 
-def _worker(args, queue):
+def _interleaved(variant: str, case: str, cols: list, device: str, repeats: int, warmup: int, threads: int) -> list[dict]:
+    """Every column of one case in one process, timed round-robin (official, ours, ours bf16, official, ...), so a
+    change of load on a shared machine hits them alike. On CUDA each step's peak memory is read as well (the
+    allocator's peak is reset per step); a CPU's peak RSS cannot be split between models, so it is left ``None``."""
+    torch.set_num_threads(threads)
+    built = [_model_and_step(variant, case, fused, device, amp) for fused, amp in cols]
+    cuda = torch.device(device).type == "cuda"
+    for _, step in built:
+        for _ in range(warmup):
+            step()
+    times = [[] for _ in cols]
+    peaks = [0.0 if cuda else None for _ in cols]
+    for _ in range(repeats):
+        for i, (_, step) in enumerate(built):
+            if cuda:
+                torch.cuda.synchronize()
+                base = torch.cuda.memory_allocated()
+                torch.cuda.reset_peak_memory_stats()
+            t0 = time.perf_counter()
+            step()
+            times[i].append(time.perf_counter() - t0)
+            if cuda:
+                peaks[i] = max(peaks[i], (torch.cuda.max_memory_allocated() - base) / 2**20)
+    return [_row(variant, case, fused, device, amp, t, peak, sum(p.numel() for p in model.parameters()) / 1e6)
+            for (fused, amp), (model, _), t, peak in zip(cols, built, times, peaks)]
+
+
+def _error(args, e: Exception) -> dict:
+    return {"error": f"{type(e).__name__}: {e}", "args": [str(a) for a in args]}
+
+
+def _worker(fn, args, queue):
     try:
-        queue.put(_measure(*args))
+        queue.put(fn(*args))
     except Exception as e:  # report, and let the other cases run
-        queue.put({"error": f"{type(e).__name__}: {e}", "args": [str(a) for a in args]})
+        queue.put(_error(args, e))
 
 
-def _run_isolated(args) -> dict:
-    """One case in a fresh process on a CPU (the process's peak RSS is its peak memory); in this process on a GPU, whose
-    allocator's peak is reset per case, so CUDA starts once rather than once per case (about 15 s each)."""
-    if str(args[3]).startswith("cuda"):
+def _run_isolated(fn, args):
+    """``fn(*args)`` in a fresh process on a CPU (the process's peak RSS is then its own); in this process on a GPU,
+    whose allocator's peak is reset per measurement, so CUDA starts once rather than once per case (about 15 s each).
+    An exception comes back as an error row."""
+    if str(args[3]).startswith("cuda"):  # args[3]: the device, for both measurements
         torch.cuda.empty_cache()
         try:
-            return _measure(*args)
+            return fn(*args)
         except Exception as e:  # report, and let the other cases run
-            return {"error": f"{type(e).__name__}: {e}", "args": [str(a) for a in args]}
+            return _error(args, e)
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_worker, args=(args, queue))
+    proc = ctx.Process(target=_worker, args=(fn, args, queue))
     proc.start()
     result = queue.get()
     proc.join()
@@ -240,17 +291,30 @@ def bench_backbone(
     unknown = sorted(set(inputs) - set(CASES))
     if unknown:
         raise ValueError(f"bench-backbone: unknown --inputs {unknown}; choose from {', '.join(CASES)}")
-    jobs = [(v, c, fused, device, repeats, warmup, threads, dtype) for v in variants for c in inputs for fused, dtype in cols]
+    cuda = torch.device(device).type == "cuda"
     load_start = os.getloadavg()
-    rows = [_run_isolated(job) for job in tqdm(jobs, desc="bench-backbone")]
+    rows = []
+    for v, c in tqdm([(v, c) for v in variants for c in inputs], desc="bench-backbone"):
+        timed = _run_isolated(_interleaved, (v, c, cols, device, repeats, warmup, threads))
+        if isinstance(timed, dict):  # the case failed: one error row per column
+            rows += [dict(timed, args=[v, c, "ours" if fused else "official", str(amp or "float32")]) for fused, amp in cols]
+            continue
+        if not cuda:  # a CPU's peak memory per column: one more warm-up and one step, each in a fresh process
+            for row, (fused, amp) in zip(timed, cols):
+                alone = _run_isolated(_measure, (v, c, fused, device, 1, min(warmup, 1), threads, amp))
+                row["peak_mem_mib"] = alone.get("peak_mem_mib", float("nan"))
+        rows += timed
     load_end = os.getloadavg()
     machine = machine_name(device)
     table = _table(rows)
     precisions = ", ".join(dict.fromkeys(f"{'ours' if f else 'official'} {d or 'float32'}" for f, d in cols))
+    memory = "each column alone in a fresh process" if not cuda else "per step, in the same process"
     print(f"\nbackbone forward+backward on {machine}, device {device}, columns: {precisions}, {threads} threads, "
-          f"{repeats} repeats, load average {format_load(load_start)} -> {format_load(load_end)}\n")
+          f"{repeats} repeats timed round-robin in one process per case, peak memory {memory}, load average "
+          f"{format_load(load_start)} -> {format_load(load_end)}\n")
     print(table)
     payload = {"device": device, "machine": machine, "amp": str(amp), "threads": threads, "repeats": repeats,
+               "timing": "round-robin over the columns, one process per case", "memory": memory,
                "torch": torch.__version__, "load_average": {"start": list(load_start), "end": list(load_end)},
                "results": rows}
     save_json(payload, out)
