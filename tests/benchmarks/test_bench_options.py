@@ -87,7 +87,7 @@ def test_amp_step_runs_in_bfloat16(monkeypatch, one_thread):
         return original(self, q, k)
 
     monkeypatch.setattr(SpatialReductionAttention, "_weights", spy)
-    row = backbone._measure("mitplus", "3d", True, "cpu", 1, 0, 1, "bfloat16")
+    (row,) = backbone._interleaved("mitplus", "3d", [(True, "bfloat16")], "cpu", 1, 0, 1)
     assert row["amp"] == "bfloat16" and row["column"] == "ours" and row["attention"] == "explicit"
     assert row["samples_per_s_median"] > 0
     assert seen and set(seen) == {torch.bfloat16}

@@ -122,31 +122,16 @@ def _row(variant: str, case: str, fused: bool, device: str, amp: str | None, tim
     }
 
 
-def _measure(variant: str, case: str, fused: bool, device: str, repeats: int, warmup: int, threads: int,
-             amp: str | None = None) -> dict:
-    """One column alone: its steps timed, and its peak memory (CPU: growth of this process's peak RSS, so run it in a
-    fresh process; CUDA: ``max_memory_allocated`` growth)."""
+def _peak_cpu_mib(variant: str, case: str, fused: bool, device: str, warmup: int, threads: int,
+                  amp: str | None = None) -> float:
+    """Peak memory of one column alone on a CPU: growth of this process's peak RSS over ``warmup`` steps and one more,
+    so run it in a fresh process."""
     torch.set_num_threads(threads)
-    model, step = _model_and_step(variant, case, fused, device, amp)
-    cuda = torch.device(device).type == "cuda"
-    if cuda:
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-    else:
-        base = _rss_mib()
-    for _ in range(warmup):
+    _, step = _model_and_step(variant, case, fused, device, amp)
+    base = _rss_mib()
+    for _ in range(warmup + 1):
         step()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    if cuda:
-        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
-    return _row(variant, case, fused, device, amp, times, peak, sum(p.numel() for p in model.parameters()) / 1e6)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
 
 
 def _interleaved(variant: str, case: str, cols: list, device: str, repeats: int, warmup: int, threads: int) -> list[dict]:
@@ -176,15 +161,16 @@ def _interleaved(variant: str, case: str, cols: list, device: str, repeats: int,
             for (fused, amp), (model, _), t, peak in zip(cols, built, times, peaks)]
 
 
-def _error(args, e: Exception) -> dict:
-    return {"error": f"{type(e).__name__}: {e}", "args": [str(a) for a in args]}
+def _call(fn, args):
+    """``fn(*args)``, or an error row when it raises, so the other cases still run."""
+    try:
+        return fn(*args)
+    except Exception as e:
+        return {"error": f"{type(e).__name__}: {e}", "args": [str(a) for a in args]}
 
 
 def _worker(fn, args, queue):
-    try:
-        queue.put(fn(*args))
-    except Exception as e:  # report, and let the other cases run
-        queue.put(_error(args, e))
+    queue.put(_call(fn, args))
 
 
 def _run_isolated(fn, args):
@@ -193,10 +179,7 @@ def _run_isolated(fn, args):
     An exception comes back as an error row."""
     if str(args[3]).startswith("cuda"):  # args[3]: the device, for both measurements
         torch.cuda.empty_cache()
-        try:
-            return fn(*args)
-        except Exception as e:  # report, and let the other cases run
-            return _error(args, e)
+        return _call(fn, args)
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_worker, args=(fn, args, queue))
@@ -301,8 +284,8 @@ def bench_backbone(
             continue
         if not cuda:  # a CPU's peak memory per column: one more warm-up and one step, each in a fresh process
             for row, (fused, amp) in zip(timed, cols):
-                alone = _run_isolated(_measure, (v, c, fused, device, 1, min(warmup, 1), threads, amp))
-                row["peak_mem_mib"] = alone.get("peak_mem_mib", float("nan"))
+                alone = _run_isolated(_peak_cpu_mib, (v, c, fused, device, min(warmup, 1), threads, amp))
+                row["peak_mem_mib"] = float("nan") if isinstance(alone, dict) else alone
         rows += timed
     load_end = os.getloadavg()
     machine = machine_name(device)
