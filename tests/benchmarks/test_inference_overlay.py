@@ -9,9 +9,14 @@ import pytest
 import torch
 from monai.inferers import SlidingWindowInferer
 
-from unimiss_monai.benchmarks.inference import BUNDLE, FAST, REFERENCE, bench_infer, count_windows, dice_per_class, load_paths
+from unimiss_monai.benchmarks.inference import (
+    BUNDLE, FAST, OPENVINO, REFERENCE, bench_infer, count_windows, dice_per_class, load_paths,
+)
 from unimiss_monai.inferers import MirrorTTAInferer
 from unimiss_monai.inferers.autocast import AutocastInferer, cpu_has_fast_bfloat16
+from unimiss_monai.inferers.openvino import OpenVINOInferer, openvino_available
+
+needs_openvino = pytest.mark.skipif(not openvino_available(), reason="openvino is not installed (extra [openvino])")
 
 # the smoke network on windows of 16x64x64: a whole "CT" takes about a second
 SMOKE = {"network_def#preset": "smoke", "roi_size": [16, 64, 64]}
@@ -36,6 +41,36 @@ def test_overlay_parses_on_top_of_inference_json():
     fast = load_paths(BUNDLE, "inference_cpu.yaml,inference_cpu_fast.yaml", "cpu")
     assert fast.get_parsed_content("inferer").inferer.inferer.overlap == 0.25
     assert {k: v for k, v in fast.get().items() if k != "sw_overlap"} == {k: v for k, v in parser.get().items() if k != "sw_overlap"}
+
+
+@needs_openvino
+def test_openvino_overlay_replaces_the_autocast_and_nothing_else():
+    """Merged after inference_cpu.yaml: OpenVINO runs the sliding window's network calls, in bfloat16 exactly where the
+    CPU overlay would autocast (``--cpu_bfloat16`` decides both); every other id is the CPU overlay's."""
+    cpu = load_paths(BUNDLE, "inference_cpu.yaml", "cpu")
+    parser = load_paths(BUNDLE, "inference_cpu.yaml,inference_openvino.yaml", "cpu")
+    inferer = parser.get_parsed_content("inferer")
+    assert isinstance(inferer, MirrorTTAInferer) and isinstance(inferer.inferer, OpenVINOInferer)
+    assert isinstance(inferer.inferer.inferer, SlidingWindowInferer) and inferer.inferer.inferer.sw_batch_size == 1
+    assert inferer.inferer.precision == ("bf16" if cpu_has_fast_bfloat16() else "f32")
+    forced = load_paths(BUNDLE, "inference_cpu.yaml,inference_openvino.yaml", "cpu", {"cpu_bfloat16": "false"})
+    assert forced.get_parsed_content("inferer").inferer.precision == "f32"
+    assert {k: v for k, v in parser.get().items() if k != "inferer"} == {k: v for k, v in cpu.get().items() if k != "inferer"}
+
+
+@needs_openvino
+def test_openvino_row_labels_agree_with_the_reference(tmp_path, capsys, one_thread):
+    """``bench-infer --openvino``: a third row of ours on the same weights, float32 through OpenVINO, labels a
+    20x72x72 volume as the reference does; its warm-up (tracing and compiling) is reported apart from its timing."""
+    result = bench_infer(shape=(20, 72, 72), swinunetr=False, openvino=True, overrides={**SMOKE, "cpu_bfloat16": False},
+                         out=str(tmp_path / "bench.json"))
+    text = capsys.readouterr().out
+    row = result["results"][OPENVINO]
+    assert row["inferer"] == "MirrorTTAInferer > OpenVINOInferer (f32) > SlidingWindowInferer"
+    assert row["windows"] == result["results"][FAST]["windows"] and row["warmup_s"] > 0
+    assert f"{OPENVINO} " in text and f"vs {FAST} " in text and "warm-up" in text
+    agreement = result["agreement_reference_vs_openvino"]
+    assert agreement["voxels_equal"] >= 0.999 and min(agreement["dice_per_class"].values()) >= 0.99, agreement
 
 
 def test_base_overlay_goes_into_both_paths_before_the_fast_overlay():

@@ -14,6 +14,7 @@ from monai.bundle import ConfigParser, ckpt_export, verify_metadata, verify_net_
 from bundle_runner import BUNDLES, SCHEMA, configs, run_bundle_cli, run_workflow
 from unimiss_monai.data import phantom_affine
 from unimiss_monai.data.sample_sets.ct_segmentation import make_organ_phantom
+from unimiss_monai.inferers.openvino import openvino_available
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -122,6 +123,29 @@ def test_inference_on_input_grid_and_bad_cases(trained, tmp_path):
     failed = {c["case"].rsplit("/", 1)[-1]: c["reason"] for c in summary["cases"] if c["status"] == "failed"}
     assert set(failed) == {"flat.nii.gz", "broken.nii.gz"} and summary["num_failed"] == 2
     assert "segments 3D volumes" in failed["flat.nii.gz"]
+
+
+@pytest.mark.skipif(not openvino_available(), reason="openvino is not installed (extra [openvino])")
+def test_openvino_overlay_writes_the_plain_paths_labels(trained, tmp_path):
+    """The weights the training run wrote, read by inference twice: plain ``inference.json``, and with the CPU and
+    OpenVINO overlays (float32). Both write a label map on the input grid, and the maps agree voxel for voxel up to
+    float32 rounding at class boundaries."""
+    data = tmp_path / "in"
+    data.mkdir()
+    hu, _, affine = make_organ_phantom((30, 28, 20), (9.0, 9.0, 11.0), seed=3)
+    nib.save(nib.Nifti1Image(hu.astype(np.int16), affine), data / "ct.nii.gz")
+    labels = {}
+    for name, overlays in {"plain": [], "openvino": ["inference_cpu.yaml", "inference_openvino.yaml"]}.items():
+        out = tmp_path / name
+        wf = run_workflow(NAME, ["inference.json", "smoke.yaml", *overlays], "infer", bundle_root=str(BUNDLE),
+                          dataset_dir=str(data), output_dir=str(out), ckpt_dir=str(trained / "models"),
+                          cpu_bfloat16=False, **TINY)
+        if overlays:
+            assert type(wf.parser.get_parsed_content("inferer").inferer).__name__ == "OpenVINOInferer"
+        labels[name] = np.asarray(nib.load(out / "ct_seg.nii.gz").dataobj)
+    assert labels["plain"].shape == labels["openvino"].shape == (30, 28, 20)
+    assert len(np.unique(labels["plain"])) > 1
+    assert (labels["plain"] == labels["openvino"]).mean() >= 0.999
 
 
 def test_small_volume_is_padded_not_fatal(tmp_path):

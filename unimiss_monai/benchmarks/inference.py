@@ -4,15 +4,17 @@ path and its fast CPU path, side by side with MONAI's SwinUNETR, on the real sam
 Every row segments the same CT after the bundle's own preprocessing (LPS, 1.5x1.5x2.5 mm, HU window; the sample CT
 becomes 133x241x241 voxels in network order). Ours runs as the bundle runs it: the network, sliding-window settings
 and inferer of ``configs/inference.json`` (the reference path) and of ``inference.json`` merged with an overlay
-(``configs/inference_cpu.yaml``: the fast path), both with the same weights. SwinUNETR runs in its BTCV configuration
+(``configs/inference_cpu.yaml``: the fast path), and with ``openvino`` the fast path with the network compiled by
+OpenVINO (``configs/inference_openvino.yaml`` merged last), all with the same weights. SwinUNETR runs in its BTCV configuration
 (feature size 48, 14 classes, ROI 96^3, overlap 0.5, 4 windows per batch, Gaussian blending, float32) on the same
 voxels in RAS order, and with ``swin_bf16`` also under the fast path's bfloat16 autocast (the like-for-like
 comparison of the fast path). Rows are timed round-robin so that load changes on a shared machine hit them alike; wall time
 and process CPU time (all threads) are reported with the load average, and every ratio with both of its sides.
 
-The two label maps of ours (argmax on the network grid) are compared per class (Dice between the paths); with
-``label`` (a label map on the CT's grid, class values of the bundle) each path is also inverted onto the CT grid, as
-the bundle's writer does, and scored against it.
+The label maps of ours (argmax on the network grid) are compared per class with the reference path's (Dice between
+the paths); with ``label`` (a label map on the CT's grid, class values of the bundle) each path is also inverted onto
+the CT grid, as the bundle's writer does, and scored against it. Each row's untimed warm-up window is reported too:
+for the OpenVINO row it includes tracing and compiling the network, which a run pays once per process.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ __all__ = ["bench_infer", "count_windows", "dice_per_class", "load_paths"]
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "unimiss_ct_segmentation"
 REFERENCE, FAST, SWIN, SWIN_BF16 = "unimiss reference", "unimiss fast", "swinunetr btcv", "swinunetr btcv bf16"
+OPENVINO = "unimiss openvino"
+OPENVINO_OVERLAY = "inference_openvino.yaml"
 SWIN_ROI, SWIN_OVERLAP, SWIN_BATCH, SWIN_CLASSES = 96, 0.5, 4, 14
 
 
@@ -135,10 +139,17 @@ def _chain(inferer) -> str:
     (an autocast that is off is named without a dtype)."""
     from unimiss_monai.inferers.autocast import AutocastInferer
 
+    from unimiss_monai.inferers.openvino import OpenVINOInferer
+
     chain = []
     while inferer is not None:
-        low = isinstance(inferer, AutocastInferer) and inferer.enabled
-        chain.append(type(inferer).__name__ + (f" ({str(inferer.dtype)[6:]})" if low else ""))
+        if isinstance(inferer, AutocastInferer) and inferer.enabled:
+            note = f" ({str(inferer.dtype)[6:]})"
+        elif isinstance(inferer, OpenVINOInferer) and inferer.enabled:
+            note = f" ({inferer.precision or 'its choice'})"
+        else:
+            note = ""
+        chain.append(type(inferer).__name__ + note)
         inferer = getattr(inferer, "inferer", None)
     return " > ".join(chain)
 
@@ -183,6 +194,7 @@ def bench_infer(
     base: str | Sequence[str] | None = None,
     swinunetr: bool = True,
     swin_bf16: bool = True,
+    openvino: bool = False,
     repeats: int = 1,
     threads: int | None = None,
     device: str = "cpu",
@@ -206,6 +218,8 @@ def bench_infer(
         swinunetr: time SwinUNETR (BTCV) in float32 as well.
         swin_bf16: and SwinUNETR under the same bfloat16 autocast as the fast path (on CPU only where the CPU has
             native bfloat16).
+        openvino: time the fast path with ``configs/inference_openvino.yaml`` merged after ``overlay`` as well (the
+            network compiled by OpenVINO; needs ``pip install unimiss_monai[openvino]``).
         repeats: timed runs per row (round-robin; after one untimed warm-up window per network).
         threads: torch CPU threads (default: torch's choice).
         device: ``"cpu"`` or ``"cuda[:N]"``.
@@ -227,13 +241,17 @@ def bench_infer(
     load_start = os.getloadavg()
     paths = {REFERENCE: load_paths(bundle or BUNDLE, None, device, overrides, base),
              FAST: load_paths(bundle or BUNDLE, overlay, device, overrides, base)}
+    if openvino:
+        paths[OPENVINO] = load_paths(bundle or BUNDLE, _names(overlay) + [OPENVINO_OVERLAY], device, overrides, base)
     item, source = _input(ct, shape, paths[REFERENCE])
     image = item["image"].as_tensor() if hasattr(item["image"], "as_tensor") else item["image"]
     x = image[None].float().to(device)  # (1, 1, Z, X, Y)
     torch.manual_seed(seed)
     nets = {name: p.get_parsed_content("network").eval() for name, p in paths.items()}
     weights_note = _weights(nets[REFERENCE], weights, seed)
-    nets[FAST].load_state_dict(nets[REFERENCE].state_dict())  # the very same weights on both paths
+    for name in paths:  # the very same weights on every path of ours
+        if name != REFERENCE:
+            nets[name].load_state_dict(nets[REFERENCE].state_dict())
     inferers = {name: p.get_parsed_content("inferer") for name, p in paths.items()}
     setups = {name: _setup(p, inferers[name], x.shape[2:]) for name, p in paths.items()}
     runners = {name: (lambda n=name: inferers[n](x, nets[n])) for name in paths}
@@ -254,22 +272,26 @@ def bench_infer(
             setups[name] = {"roi": [SWIN_ROI] * 3, "overlap": SWIN_OVERLAP, "sw_batch_size": SWIN_BATCH,
                             "inferer": _chain(inferers[name]),
                             "windows": count_windows(x_ras.shape[2:], SWIN_ROI, SWIN_OVERLAP)}
-    with torch.inference_mode():  # warm-up: one window each, so allocation and kernel choice are not timed
+    warmup = {}
+    with torch.inference_mode():  # warm-up: one window each, so allocation, kernel choice and compiling are not timed
         for name, net in nets.items():
+            start = time.perf_counter()
             inferers[name](torch.zeros(1, 1, *setups[name]["roi"], device=device), net)
+            warmup[name] = round(time.perf_counter() - start, 2)
     times, labels = _timed_rows(runners, repeats, device)
     load_end = os.getloadavg()
     num_classes = int(paths[REFERENCE].get_parsed_content("num_classes"))
-    agreement = {
-        "voxels_equal": round(float((labels[REFERENCE] == labels[FAST]).double().mean()), 6),
-        "dice_per_class": dice_per_class(labels[REFERENCE], labels[FAST], num_classes),
+    agreements = {
+        name: {"voxels_equal": round(float((labels[REFERENCE] == labels[name]).double().mean()), 6),
+               "dice_per_class": dice_per_class(labels[REFERENCE], labels[name], num_classes)}
+        for name in paths if name != REFERENCE
     }
     scores = {}
     if label:
         import nibabel as nib
 
         truth = torch.as_tensor(nib.load(label).get_fdata().round()).long()
-        for name in (REFERENCE, FAST):
+        for name in paths:
             inverted = _invert_labels(labels[name], item, paths[REFERENCE])
             if inverted.shape != truth.shape:
                 raise ValueError(f"bench-infer: label {label} has shape {tuple(truth.shape)}, the CT {tuple(inverted.shape)}; "
@@ -279,7 +301,8 @@ def bench_infer(
         name: {**setups[name], "params_m": round(sum(p.numel() for p in nets[name].parameters()) / 1e6, 2),
                "median_s": round(statistics.median(t["wall"]), 2), "min_s": round(min(t["wall"]), 2),
                "max_s": round(max(t["wall"]), 2), "median_cpu_s": round(statistics.median(t["cpu"]), 2),
-               "peak_extra_mib": round(max(t["mem"])), "runs_s": [round(v, 2) for v in t["wall"]]}
+               "peak_extra_mib": round(max(t["mem"])), "runs_s": [round(v, 2) for v in t["wall"]],
+               "warmup_s": warmup[name]}
         for name, t in times.items()
     }
     header = (f"{source}; {weights_note}. Machine: {machine_name(device)}, device {device}, "
@@ -289,12 +312,16 @@ def bench_infer(
     result = {"benchmark": "whole-CT sliding-window inference", "setup": header, "device": device,
               "threads": torch.get_num_threads(), "repeats": repeats, "load_start": list(load_start),
               "load_end": list(load_end), "base": base, "overlay": overlay, "results": rows, "ratios": ratios,
-              "agreement_reference_vs_fast": agreement, "dice_vs_label": scores}
+              "agreement_reference_vs_fast": agreements[FAST], "dice_vs_label": scores}
+    if OPENVINO in agreements:
+        result["agreement_reference_vs_openvino"] = agreements[OPENVINO]
     print("\n" + header)
     print(markdown_table(rows))
-    for line in ratios + [f"label agreement, reference vs fast: {agreement['voxels_equal']:.4%} of voxels equal; "
-                          f"Dice per class {agreement['dice_per_class']}"]:
+    for line in ratios + [f"label agreement, {REFERENCE} vs {name}: {a['voxels_equal']:.4%} of voxels equal; "
+                          f"Dice per class {a['dice_per_class']}" for name, a in agreements.items()]:
         print(f"- {line}")
+    print(f"- warm-up (one window; an OpenVINO row's includes tracing and compiling the network): "
+          + ", ".join(f"{name} {s:.1f} s" for name, s in warmup.items()))
     for name, dice in scores.items():
         print(f"- Dice vs {Path(label).name}, {name}: {dice}")
     save_json(result, Path(out))
@@ -314,7 +341,9 @@ def markdown_table(rows: dict) -> str:
 
 
 def _ratio_lines(rows: dict) -> list[str]:
-    """Speed-ups with both medians: fast over reference, and each of ours over SwinUNETR in float32 and bfloat16."""
-    pairs = [(FAST, REFERENCE), (REFERENCE, SWIN), (FAST, SWIN), (FAST, SWIN_BF16)]
+    """Speed-ups with both medians: fast over reference, OpenVINO over both, and each of ours over SwinUNETR in
+    float32 (the fast path also in bfloat16)."""
+    pairs = [(FAST, REFERENCE), (OPENVINO, FAST), (OPENVINO, REFERENCE), (REFERENCE, SWIN), (FAST, SWIN),
+             (OPENVINO, SWIN), (FAST, SWIN_BF16)]
     return [f"{a} {rows[a]['median_s']:.1f} s vs {b} {rows[b]['median_s']:.1f} s (medians): "
             f"{rows[b]['median_s'] / rows[a]['median_s']:.2f}x" for a, b in pairs if a in rows and b in rows]
