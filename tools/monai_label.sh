@@ -22,9 +22,10 @@
 #                 or two, once: delete $WORK/train/<bundle> to retrain); OVERLAY= serves the full-size network and
 #                 needs bundles/<bundle>/models/model.pt
 #   INFER_OVERLAYS  configs merged after OVERLAY into the served inference config only, where the bundle has them
-#                 (comma-separated; default auto: inference_cpu.yaml when MONAI Label's torch sees no CUDA device,
-#                 nothing otherwise; INFER_OVERLAYS= merges none). The CT segmentation bundle's CPU path: bfloat16
-#                 where the CPU has it, one window per pass (its docs/README.md, "Performance")
+#                 (comma-separated; default auto: inference_cpu.yaml,inference_openvino.yaml when MONAI Label's torch
+#                 sees no CUDA device, nothing otherwise; INFER_OVERLAYS= merges none). The CT segmentation bundle's
+#                 CPU path: one window per pass, the network compiled by OpenVINO, bfloat16 where the CPU has it (its
+#                 docs/README.md, "Performance")
 #   TRAIN_EPOCHS  epochs of the /train check (default 1; 0 skips it)
 #   KEEP_SERVER   1 leaves the server running for a viewer (3D Slicer, OHIF) until Ctrl-C
 #   SAMPLES       the samples folder (default samples/, written if absent)
@@ -32,7 +33,7 @@
 #                 app/, studies/, train/<bundle>/, server.log, the returned labels and pictures <bundle>_pred.*)
 # A rerun rebuilds app/ and studies/, and refuses to when a label was submitted or /train saved weights there since
 # they were prepared (both are a clinician's work). MONAI Label needs its own venv (.venv-label, ~8 GB: torch 2.14.1
-# + torchvision, pydicom 2); made here if absent.
+# + torchvision, pydicom 2, OpenVINO); made here if absent.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 cd "$ROOT"
@@ -84,6 +85,10 @@ if [ ! -f "$stamp" ]; then
     "$LPY" -c "import monailabel.main, unimiss_monai" || { log "MONAI Label venv does not import; see the pip output above"; exit 1; }
     touch "$stamp"
 fi
+# OpenVINO for the CT bundle's CPU path (configs/inference_openvino.yaml); also added to a venv made before it was used
+if ! "$LPY" -c "import openvino" 2> /dev/null; then
+    "$LPY" -m pip install -q "openvino==2026.4.1" 2>&1 | grep -v "is ignored" || true
+fi
 if [ "$VENV_ONLY" = 1 ]; then log "$LABEL_VENV is ready"; exit 0; fi
 
 # --- 2. sample data and trained weights (trained with the project venv; MONAI Label only serves them)
@@ -122,7 +127,10 @@ if [ -e "$WORK/app" ] || { [ -z "$STUDIES" ] && [ -e "$WORK/studies" ]; }; then
     [ -z "$changed" ] || { log "$WORK/$changed was saved after this folder was prepared (a submitted label or /train's weights): copy what you want to keep elsewhere and delete $rebuilt, or set WORK= to another folder"; exit 2; }
 fi
 if [ "$INFER_OVERLAYS" = auto ]; then
-    INFER_OVERLAYS="$("$LPY" -c 'import torch; print("" if torch.cuda.is_available() else "inference_cpu.yaml")')"
+    INFER_OVERLAYS="$("$LPY" -c '
+import importlib.util, torch
+openvino = importlib.util.find_spec("openvino") is not None
+print("" if torch.cuda.is_available() else "inference_cpu.yaml" + (",inference_openvino.yaml" if openvino else ""))')"
 fi
 log "served inference overlays (where a bundle has them): ${INFER_OVERLAYS:-none}"
 rm -rf "$WORK/app" "$MANIFEST"

@@ -204,17 +204,18 @@ def test_script_checked_both_models_and_info_lists_them(server):
     assert set(info["trainers"]) == {CXR, CT}
 
 
-def test_ct_inference_is_served_with_the_cpu_overlay_on_a_cpu_server(server):
-    """INFER_OVERLAYS=auto (the default): without CUDA the served CT inference config has the CPU overlay merged after
-    the smoke overlay (the script's own /infer check above ran with it); the CXR bundle, which has no such overlay,
-    and every train config get the smoke overlay only."""
-    cpu = [] if torch.cuda.is_available() else ["inference_cpu.yaml"]
-    assert any(f"served inference overlays (where a bundle has them): {cpu[0] if cpu else 'none'}" in line for line in server.lines)
+def test_ct_inference_is_served_with_the_cpu_overlays_on_a_cpu_server(server):
+    """INFER_OVERLAYS=auto (the default): without CUDA the served CT inference config has the CPU overlay and the
+    OpenVINO overlay (the script installs OpenVINO into MONAI Label's venv) merged after the smoke overlay, and the
+    script's own /infer check above and the CT requests below ran with them; the CXR bundle, which has no such
+    overlays, and every train config get the smoke overlay only."""
+    cpu = [] if torch.cuda.is_available() else ["inference_cpu.yaml", "inference_openvino.yaml"]
+    assert any(f"served inference overlays (where a bundle has them): {','.join(cpu) or 'none'}" in line for line in server.lines)
     for bundle, extra in ((CT, cpu), (CXR, [])):
         configs = server.work / "app" / "model" / bundle / "configs"
         inference, train = (json.loads((configs / name).read_text()) for name in ("inference.json", "train.json"))
         assert inference["served_overlays"] == ["smoke.yaml", *extra] and train["served_overlays"] == ["smoke.yaml"]
-        assert ("AutocastInferer" in json.dumps(inference["inferer"])) == bool(extra)
+        assert ("OpenVINOInferer" in json.dumps(inference["inferer"])) == bool(extra)
         if extra:
             assert inference["sw_batch_size"] == 1 and inference["num_workers"] == 0
 
