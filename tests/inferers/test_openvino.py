@@ -3,6 +3,10 @@ it was built from, and what it cannot run is refused in one line."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from monai.inferers import SlidingWindowInferer
@@ -115,8 +119,7 @@ def test_missing_package_is_named_with_the_install_line(monkeypatch):
 def test_compiled_network_is_checked_against_pytorch(monkeypatch, one_thread):
     """The first window's answer is compared with PyTorch's: a conversion that disagrees (made wrong here by one) is
     refused in one line."""
-    import openvino as ov
-
+    ov = ov_inferer.import_openvino()
     real = ov.Core.compile_model
 
     def off_by_one(self, *args, **kwargs):
@@ -127,3 +130,26 @@ def test_compiled_network_is_checked_against_pytorch(monkeypatch, one_thread):
     with pytest.raises(RuntimeError, match="differs from PyTorch by .* run without the OpenVINO overlay"):
         with torch.inference_mode():
             OpenVINOInferer(SlidingWindowInferer(**SW))(_volume(), _Net().eval())
+
+
+@needs_openvino
+def test_openvino_sends_and_writes_nothing(tmp_path):
+    """OpenVINO's package sends usage events and writes a client id and counters to ~/intel unless told not to; a
+    whole compile-and-infer through the inferer, in a fresh process with its home folder in tmp_path and no CI
+    variable, leaves ~/intel unwritten, telemetry without consent, and CI as it found it (unset)."""
+    script = """
+import os, torch
+from monai.inferers import SlidingWindowInferer
+from unimiss_monai.inferers.openvino import OpenVINOInferer
+net = torch.nn.Conv3d(1, 2, 3, padding=1).eval()
+with torch.inference_mode():
+    OpenVINOInferer(SlidingWindowInferer((8, 16, 16)))(torch.rand(1, 1, 8, 16, 16), net)
+import openvino_telemetry
+print("consent", openvino_telemetry.Telemetry().consent, "CI" in os.environ)
+"""
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL")}
+    env.update(HOME=str(tmp_path), OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-3:] == ["consent", "False", "False"], done.stdout
+    assert not (tmp_path / "intel").exists()

@@ -9,18 +9,26 @@ outputs equal to PyTorch's to about 1e-4 (measured: ``docs/README.md`` of the CT
 The compiled model is kept per network object (not per inferer, which a config may build anew for every request) and
 is rebuilt when the network's weights, buffers or train/eval mode change, so loading other weights into the same
 module is never answered by the old ones. OpenVINO is an optional dependency (``pip install unimiss_monai[openvino]``).
+
+OpenVINO's Python package counts its use in ``~/intel`` and sends usage events (imports, conversions, operator
+statistics) to Intel unless a consent file there says no or the ``CI`` variable is ``true``. A run here should send
+nothing and write nothing outside its outputs, so OpenVINO is imported and converts with ``CI=true`` for the duration;
+the variable is put back afterwards.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import os
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from monai.inferers import Inferer
 
-__all__ = ["OpenVINOInferer", "openvino_available"]
+__all__ = ["OpenVINOInferer", "import_openvino", "openvino_available"]
 
 _PRECISIONS = ("f32", "bf16")
 # network -> {(window shape, threads, precision): (weights fingerprint, compiled model)}
@@ -28,12 +36,29 @@ _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def openvino_available() -> bool:
-    """Whether the ``openvino`` package imports."""
+    """Whether the ``openvino`` package is installed (found without importing it)."""
+    return importlib.util.find_spec("openvino") is not None
+
+
+@contextlib.contextmanager
+def _usage_statistics_off() -> Iterator[None]:
+    # the one switch OpenVINO's telemetry reads besides its consent file in the home folder (see the module docstring)
+    before = os.environ.get("CI")
+    os.environ["CI"] = "true"
     try:
-        import openvino  # noqa: F401
-    except ImportError:
-        return False
-    return True
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("CI", None)
+        else:
+            os.environ["CI"] = before
+
+
+def import_openvino():
+    """The ``openvino`` module, imported with its usage statistics off (nothing sent, nothing written to ``~/intel``)."""
+    with _usage_statistics_off():
+        import openvino
+    return openvino
 
 
 # largest |OpenVINO - PyTorch| on the first window, relative to the output's range, accepted per precision: float32
@@ -52,15 +77,15 @@ def _fingerprint(network: torch.nn.Module) -> tuple:
 def _compile(network: torch.nn.Module, example: torch.Tensor, threads: int, precision: str | None):
     """``network`` traced on ``example`` (1, C, *spatial), converted and compiled, and checked to answer ``example``
     as PyTorch does."""
-    import openvino as ov
-
+    ov = import_openvino()
     with torch.no_grad(), warnings.catch_warnings():
         # the tracer warns about Python numbers taken from shapes, which the fixed window shape keeps constant
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         # tracing first and converting the traced module takes about half as long as letting OpenVINO trace
         traced = torch.jit.trace(network, example, check_trace=False)
         expected = network(example)
-    model = ov.convert_model(traced, example_input=example)
+    with _usage_statistics_off():
+        model = ov.convert_model(traced, example_input=example)
     if len(model.outputs) != 1 or not torch.is_tensor(expected):
         raise ValueError(f"OpenVINOInferer: the network returns {len(model.outputs)} outputs; it runs networks with one "
                          "output tensor (turn deep supervision off for inference)")
