@@ -318,3 +318,30 @@ def test_stage_maps_from_a_backbone_that_returns_a_list_of_maps(probe_datalist):
     probe._load()
     maps = probe.embed_feature_maps()
     assert list(maps) == ["stage1", "stage2", "stage3", "stage4"] and maps["stage4"].shape == (6, 16)
+
+
+@pytest.mark.parametrize("variant", ["mit_tiny", "mitplus"])
+def test_one_backbone_pass_gives_what_two_passes_give(variant, tmp_path):
+    """MiT and MiT+ hand the probe the embedding and the stage maps from one encoder pass per batch: the same
+    embeddings and maps as ``embed()`` and ``embed_feature_maps()`` with their two passes, in half the encoder calls."""
+    from unimiss_monai.networks import build_backbone, tiny_overrides
+
+    rng = np.random.default_rng(1)
+    items = []
+    for i in range(6):
+        np.save(tmp_path / f"p{i}.npy", rng.uniform(0, 1, (32, 64)).astype(np.float32))
+        items.append({"image": str(tmp_path / f"p{i}.npy"), "label": i % 2})
+    torch.manual_seed(0)
+    backbone = build_backbone(variant, spatial_dims=2, in_channels=1, **tiny_overrides(variant))
+    probe = KNNProbe(backbone, items, k=3, batch_size=4)
+    probe._load()
+    calls = []
+    encoder_pass = backbone.encoder.forward_intermediates
+    backbone.encoder.forward_intermediates = lambda x: calls.append(len(x)) or encoder_pass(x)
+    embeddings, maps = probe.embed_with_feature_maps()
+    assert calls == [4, 2]
+    separate_embeddings, separate_maps = probe.embed(), probe.embed_feature_maps()
+    assert calls == [4, 2] * 3
+    assert embeddings.shape == separate_embeddings.shape and torch.allclose(embeddings, separate_embeddings, atol=1e-6)
+    assert list(maps) == list(separate_maps) == ["stage1", "stage2", "stage3", "stage4"]
+    assert all(torch.allclose(maps[n], separate_maps[n], atol=1e-6) for n in maps)

@@ -149,7 +149,8 @@ class KNNProbe:
     embeddings that average hardly depends on a small crop's content; the stage maps keep where things are. Their
     accuracies go to ``feature_maps`` in the history and to ``engine.state.metrics["knn_accuracy_stage<i>"]``;
     ``knn_accuracy`` stays the CLS one. A stage map larger than ``max_feature_bytes`` for the whole probe is left out,
-    with a warning.
+    with a warning. A backbone with ``embed_with_intermediates`` (``MiT``, ``MiTPlus``) gives the embedding and the maps
+    from one pass per batch; others are run twice.
 
     With no probe items (no datalist, or no ``probe`` section) the handler logs once and does nothing. A probe item that
     fails to load is skipped with a warning naming its file; fewer than two items left, or one class only, skips the
@@ -316,20 +317,43 @@ class KNNProbe:
                 batch = torch.stack(self._images[start:start + self.batch_size]).to(device)
                 out = self.backbone.forward_intermediates(batch)  # type: ignore[operator]
                 # (maps, cls) from MiT / MiT+, a list of maps from the slice encoder
-                feats = out[0] if isinstance(out, tuple) else out
-                for i, f in enumerate(feats[-4:]):
-                    name = f"stage{i + 1}"
-                    if name not in maps:  # first batch: the whole probe's size of this stage, before keeping any
-                        size = len(self._images) * f[0].numel() * 4
-                        maps[name] = [] if size <= self.max_feature_bytes else None
-                        if maps[name] is None and name not in self._said_too_large:
-                            self._said_too_large.add(name)
-                            logger.warning("k-NN probe: %s maps of the probe take %.1f MiB, above max_feature_bytes "
-                                           "(%.1f MiB); not probed", name, size / 2**20, self.max_feature_bytes / 2**20)
-                    kept = maps[name]
-                    if kept is not None:
-                        kept.append(F.normalize(f.float().flatten(1), dim=1).cpu())
+                self._keep_stage_maps(maps, out[0] if isinstance(out, tuple) else out)
         return {name: torch.cat(parts) for name, parts in maps.items() if parts is not None}
+
+    def _keep_stage_maps(self, maps: dict[str, list[torch.Tensor] | None], feats: Sequence[torch.Tensor]) -> None:
+        """Append one batch's last four feature maps, flattened and L2-normalised, to ``maps`` (by stage name)."""
+        assert self._images is not None
+        for i, f in enumerate(feats[-4:]):
+            name = f"stage{i + 1}"
+            if name not in maps:  # first batch: the whole probe's size of this stage, before keeping any
+                size = len(self._images) * f[0].numel() * 4
+                maps[name] = [] if size <= self.max_feature_bytes else None
+                if maps[name] is None and name not in self._said_too_large:
+                    self._said_too_large.add(name)
+                    logger.warning("k-NN probe: %s maps of the probe take %.1f MiB, above max_feature_bytes "
+                                   "(%.1f MiB); not probed", name, size / 2**20, self.max_feature_bytes / 2**20)
+            kept = maps[name]
+            if kept is not None:
+                kept.append(F.normalize(f.float().flatten(1), dim=1).cpu())
+
+    def embed_with_feature_maps(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(embed(), embed_feature_maps())``, from one backbone pass per batch where the backbone has
+        ``embed_with_intermediates`` (``MiT``, ``MiTPlus``) and the stage maps are probed; from two passes otherwise."""
+        assert self._images is not None
+        one_pass = (self.feature_maps and callable(getattr(self.backbone, "embed_with_intermediates", None))
+                    and all(img.shape == self._images[0].shape for img in self._images))
+        if not one_pass:
+            return self.embed(), self.embed_feature_maps()
+        device = self._device()
+        embeddings: list[torch.Tensor] = []
+        maps: dict[str, list[torch.Tensor] | None] = {}
+        with eval_mode(self.backbone):
+            for start in range(0, len(self._images), self.batch_size):
+                batch = torch.stack(self._images[start:start + self.batch_size]).to(device)
+                emb, feats = self.backbone.embed_with_intermediates(batch)  # type: ignore[operator]
+                embeddings.append(F.normalize(emb.float().flatten(1), dim=1).cpu())
+                self._keep_stage_maps(maps, feats)
+        return torch.cat(embeddings), {name: torch.cat(parts) for name, parts in maps.items() if parts is not None}
 
     def embed(self) -> torch.Tensor:
         """``(N, D)`` L2-normalised embeddings of the probe images (consecutive same-shaped images share a pass)."""
@@ -355,7 +379,8 @@ class KNNProbe:
         assert self._labels is not None
         if not self.history and self.history_path is not None and self.history_path.is_file():
             self.history = self._earlier_history(engine.state.epoch)
-        predicted = knn_predict(self.embed(), self._labels, self.k, self.temperature, self._exclude)
+        embeddings, stage_maps = self.embed_with_feature_maps()
+        predicted = knn_predict(embeddings, self._labels, self.k, self.temperature, self._exclude)
         scored = predicted >= 0
         accuracy = float((predicted[scored] == self._labels[scored]).double().mean())
         engine.state.metrics["knn_accuracy"] = accuracy
@@ -368,7 +393,7 @@ class KNNProbe:
         if groups:
             entry["groups"] = {g: {"knn_accuracy": a, "pixel_baseline": self.group_baselines.get(g)} for g, a in groups.items()}
         maps = {name: knn_accuracy(emb, self._labels, self.k, self.temperature, self._exclude)
-                for name, emb in self.embed_feature_maps().items()}
+                for name, emb in stage_maps.items()}
         if maps:
             entry["feature_maps"] = maps
             for name, value in maps.items():

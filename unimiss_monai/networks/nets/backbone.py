@@ -84,8 +84,13 @@ class MiT(UniMissBackbone):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) or (B, C, D, H, W) -> decoder CLS (B, embed_dim)."""
+        return self.embed_with_intermediates(x)[0]
+
+    def embed_with_intermediates(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``(forward(x), forward_intermediates(x)[0])`` from one encoder pass: the decoder CLS (B, embed_dim) and the
+        encoder's features (stem outputs, then the four stage maps)."""
         feats, cls = self.encoder.forward_intermediates(x)
-        return self.decoder(feats, cls)[1]
+        return self.decoder(feats, cls)[1], feats
 
 
 class MiTPlus(UniMissBackbone):
@@ -113,6 +118,12 @@ class MiTPlus(UniMissBackbone):
         feats, cls = self.encoder.forward_intermediates(x)
         outputs, _ = self.decoder(feats)
         return self.recon_head[f"{x.ndim - 2}d"](outputs[-1]), cls
+
+    def embed_with_intermediates(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The encoder CLS (B, embed_dim), the embedding of ``forward``, and the encoder's features (stem outputs, then
+        the four stage maps) from one encoder pass, without the reconstruction decoder."""
+        feats, cls = self.encoder.forward_intermediates(x)
+        return cls, feats
 
 
 def build_backbone(variant: str = "mitplus", spatial_dims: int | Sequence[int] = (2, 3), **kwargs) -> UniMissBackbone:
