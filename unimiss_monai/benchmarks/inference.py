@@ -138,7 +138,6 @@ def _chain(inferer) -> str:
     """The inferer and the ones it wraps, outermost first, e.g. ``AutocastInferer (bfloat16) > SlidingWindowInferer``
     (an autocast that is off is named without a dtype)."""
     from unimiss_monai.inferers.autocast import AutocastInferer
-
     from unimiss_monai.inferers.openvino import OpenVINOInferer
 
     chain = []

@@ -62,7 +62,7 @@ def import_openvino():
 
 
 # largest |OpenVINO - PyTorch| on the first window, relative to the output's range, accepted per precision: float32
-# differs by rounding only (about 1e-5 on the CT network); bfloat16 keeps 8 bits of mantissa
+# differs by rounding only (a few 1e-5 on the CT network); bfloat16 keeps 8 bits of mantissa
 _TOLERANCE = {"f32": 1e-3, "bf16": 0.1, None: 0.1}
 
 
@@ -170,6 +170,7 @@ class OpenVINOInferer(Inferer):
             if net_args or net_kwargs:
                 raise TypeError("OpenVINOInferer: the compiled network takes the window only; this inferer passed "
                                 f"{len(net_args)} more positional and {sorted(net_kwargs)} keyword arguments")
+            window = window.as_tensor() if hasattr(window, "as_tensor") else window  # a MetaTensor's metadata is not traced
             window = window.detach().float().contiguous()
             compiled = compiled_network(network, window[:1], threads, precision)  # traced on the first window
             outs = [torch.from_numpy(compiled(w[None].numpy())[0]) for w in window]
