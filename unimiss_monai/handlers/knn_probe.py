@@ -16,63 +16,12 @@ from monai.transforms import Compose, EnsureTyped, LoadImaged
 from torch import nn
 
 from unimiss_monai.data.writers import save_json
+from unimiss_monai.metrics.knn import knn_accuracy, knn_predict
 from unimiss_monai.networks.nets.student_teacher import split_backbone_output
 
 __all__ = ["KNNProbe", "knn_accuracy", "knn_predict", "load_probe_items", "probe_exclusion"]
 
 logger = logging.getLogger(__name__)
-
-
-def knn_predict(embeddings: torch.Tensor, labels: torch.Tensor, k: int = 20, temperature: float = 0.07,
-                exclude: torch.Tensor | None = None) -> torch.Tensor:
-    """Weighted k-NN prediction of every sample from the others (DINO's k-NN protocol, Wu et al. 2018) on
-    L2-normalised embeddings.
-
-    Each sample is classified by its ``k`` most cosine-similar allowed neighbours; a neighbour with similarity ``s``
-    votes for its label with weight ``exp(s / temperature)``, and the label with the largest total wins (ties: the
-    smaller label index). A sample is never its own neighbour, and ``exclude[i, j]`` removes ``j`` from the
-    neighbours of ``i`` (e.g. a crop sharing voxels with ``i``, or one of the same case).
-
-    Args:
-        embeddings: ``(N, D)`` embeddings (normalised here), ``N >= 2``.
-        labels: ``(N,)`` integer labels in ``[0, C)``.
-        k: neighbours per sample; capped at ``N - 1`` (a sample with fewer allowed neighbours uses those it has).
-        temperature: softness of the similarity weighting (small: the nearest neighbour dominates).
-        exclude: optional ``(N, N)`` bool mask, True where ``j`` must not vote for ``i``.
-
-    Returns:
-        ``(N,)`` predicted labels; ``-1`` for a sample with no allowed neighbour.
-    """
-    if embeddings.ndim != 2 or labels.shape != embeddings.shape[:1]:
-        raise ValueError(f"knn_accuracy needs (N, D) embeddings and (N,) labels, got {tuple(embeddings.shape)} and {tuple(labels.shape)}")
-    n = embeddings.shape[0]
-    if n < 2:
-        raise ValueError(f"knn_accuracy needs at least 2 samples for leave-one-out, got {n}; add probe items")
-    if exclude is not None and exclude.shape != (n, n):
-        raise ValueError(f"knn_accuracy: exclude must be ({n}, {n}), got {tuple(exclude.shape)}")
-    feats = F.normalize(embeddings.double(), dim=1)
-    sim = feats @ feats.T
-    sim.fill_diagonal_(float("-inf"))  # leave-one-out: a sample is never its own neighbour
-    if exclude is not None:
-        sim = sim.masked_fill(exclude.bool(), float("-inf"))
-    top_sim, top_idx = sim.topk(min(int(k), n - 1), dim=1)
-    labels = labels.long()
-    votes = torch.zeros(n, int(labels.max()) + 1, dtype=torch.float64)
-    votes.scatter_add_(1, labels[top_idx], (top_sim / temperature).exp())  # excluded neighbours: exp(-inf) = 0
-    predicted = votes.argmax(dim=1)
-    predicted[torch.isinf(top_sim[:, 0])] = -1
-    return predicted
-
-
-def knn_accuracy(embeddings: torch.Tensor, labels: torch.Tensor, k: int = 20, temperature: float = 0.07,
-                 exclude: torch.Tensor | None = None) -> float:
-    """Fraction of samples whose :func:`knn_predict` label equals their own, over the samples that have at least
-    one allowed neighbour (all of them when ``exclude`` is None)."""
-    predicted = knn_predict(embeddings, labels, k, temperature, exclude)
-    scored = predicted >= 0
-    if not scored.any():
-        raise ValueError("knn_accuracy: no sample has an allowed neighbour; exclude leaves nothing to compare with")
-    return float((predicted[scored] == labels.long()[scored]).double().mean())
 
 
 def _boxes_intersect(a, b) -> bool:
@@ -310,31 +259,13 @@ class KNNProbe:
         assert self._images is not None
         if not self.feature_maps or any(img.shape != self._images[0].shape for img in self._images):
             return {}
-        device = self._device()
-        maps: dict[str, list[torch.Tensor] | None] = {}  # None: a stage too large to keep for the whole probe
-        with eval_mode(self.backbone):
-            for start in range(0, len(self._images), self.batch_size):
-                batch = torch.stack(self._images[start:start + self.batch_size]).to(device)
-                out = self.backbone.forward_intermediates(batch)  # type: ignore[operator]
-                # (maps, cls) from MiT / MiT+, a list of maps from the slice encoder
-                self._keep_stage_maps(maps, out[0] if isinstance(out, tuple) else out)
-        return {name: torch.cat(parts) for name, parts in maps.items() if parts is not None}
 
-    def _keep_stage_maps(self, maps: dict[str, list[torch.Tensor] | None], feats: Sequence[torch.Tensor]) -> None:
-        """Append one batch's last four feature maps, flattened and L2-normalised, to ``maps`` (by stage name)."""
-        assert self._images is not None
-        for i, f in enumerate(feats[-4:]):
-            name = f"stage{i + 1}"
-            if name not in maps:  # first batch: the whole probe's size of this stage, before keeping any
-                size = len(self._images) * f[0].numel() * 4
-                maps[name] = [] if size <= self.max_feature_bytes else None
-                if maps[name] is None and name not in self._said_too_large:
-                    self._said_too_large.add(name)
-                    logger.warning("k-NN probe: %s maps of the probe take %.1f MiB, above max_feature_bytes "
-                                   "(%.1f MiB); not probed", name, size / 2**20, self.max_feature_bytes / 2**20)
-            kept = maps[name]
-            if kept is not None:
-                kept.append(F.normalize(f.float().flatten(1), dim=1).cpu())
+        def maps_only(batch: torch.Tensor) -> tuple[None, Sequence[torch.Tensor]]:
+            out = self.backbone.forward_intermediates(batch)  # type: ignore[operator]
+            # (maps, cls) from MiT / MiT+, a list of maps from the slice encoder
+            return None, out[0] if isinstance(out, tuple) else out
+
+        return self._passes(maps_only)[1]
 
     def embed_with_feature_maps(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``(embed(), embed_feature_maps())``, from one backbone pass per batch where the backbone has
@@ -344,16 +275,36 @@ class KNNProbe:
                     and all(img.shape == self._images[0].shape for img in self._images))
         if not one_pass:
             return self.embed(), self.embed_feature_maps()
+        embeddings, maps = self._passes(self.backbone.embed_with_intermediates)  # type: ignore[arg-type]
+        assert embeddings is not None
+        return embeddings, maps
+
+    def _passes(self, forward: Callable) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        """``forward(batch) -> (embedding (B, D) or None, features)`` over the same-shaped probe images in batches:
+        the L2-normalised embeddings (None if there were none) and the last four feature maps, flattened and
+        L2-normalised, per stage (a stage too large for the whole probe is left out, with a warning, once)."""
+        assert self._images is not None
         device = self._device()
         embeddings: list[torch.Tensor] = []
-        maps: dict[str, list[torch.Tensor] | None] = {}
+        maps: dict[str, list[torch.Tensor] | None] = {}  # None: a stage too large to keep for the whole probe
         with eval_mode(self.backbone):
             for start in range(0, len(self._images), self.batch_size):
-                batch = torch.stack(self._images[start:start + self.batch_size]).to(device)
-                emb, feats = self.backbone.embed_with_intermediates(batch)  # type: ignore[operator]
-                embeddings.append(F.normalize(emb.float().flatten(1), dim=1).cpu())
-                self._keep_stage_maps(maps, feats)
-        return torch.cat(embeddings), {name: torch.cat(parts) for name, parts in maps.items() if parts is not None}
+                emb, feats = forward(torch.stack(self._images[start:start + self.batch_size]).to(device))
+                if emb is not None:
+                    embeddings.append(F.normalize(emb.float().flatten(1), dim=1).cpu())
+                for i, f in enumerate(feats[-4:]):
+                    name = f"stage{i + 1}"
+                    if name not in maps:  # first batch: the whole probe's size of this stage, before keeping any
+                        size = len(self._images) * f[0].numel() * 4
+                        maps[name] = [] if size <= self.max_feature_bytes else None
+                        if maps[name] is None and name not in self._said_too_large:
+                            self._said_too_large.add(name)
+                            logger.warning("k-NN probe: %s maps of the probe take %.1f MiB, above max_feature_bytes "
+                                           "(%.1f MiB); not probed", name, size / 2**20, self.max_feature_bytes / 2**20)
+                    kept = maps[name]
+                    if kept is not None:
+                        kept.append(F.normalize(f.float().flatten(1), dim=1).cpu())
+        return (torch.cat(embeddings) if embeddings else None), {n: torch.cat(parts) for n, parts in maps.items() if parts is not None}
 
     def embed(self) -> torch.Tensor:
         """``(N, D)`` L2-normalised embeddings of the probe images (consecutive same-shaped images share a pass)."""

@@ -8,6 +8,7 @@ from unimiss_monai.metrics.classification import (
     roc_auc,
     roc_curve,
 )
+from unimiss_monai.metrics.knn import knn_accuracy, knn_predict
 from unimiss_monai.metrics.segmentation import METRICS, compute_segmentation_metrics
 from unimiss_monai.metrics.uncertainty import bundle_uncertainty, tta_uncertainty
 
@@ -19,6 +20,8 @@ __all__ = [
     "bundle_uncertainty",
     "classification_metrics",
     "compute_segmentation_metrics",
+    "knn_accuracy",
+    "knn_predict",
     "roc_auc",
     "roc_curve",
     "tta_uncertainty",
