@@ -1,96 +1,36 @@
-"""``OpenVINOInferer``: whole-volume sliding-window outputs equal PyTorch's, the compiled network follows the weights
-it was built from, and what it cannot run is refused in one line."""
+"""``OpenVINOInferer``: its settings, what it does without OpenVINO, and (in processes of their own, so that
+OpenVINO's native libraries never load into the suite's process) the cases in ``openvino_cases.py`` and a check that
+OpenVINO sends and writes nothing."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from monai.inferers import SlidingWindowInferer
+from openvino_cases import SW, _Net, _volume
 
 from unimiss_monai.inferers import openvino as ov_inferer
 from unimiss_monai.inferers.openvino import OpenVINOInferer, openvino_available
 
 needs_openvino = pytest.mark.skipif(not openvino_available(), reason="openvino is not installed (extra [openvino])")
-
-
-class _Net(torch.nn.Module):
-    """Convolutions down and up, instance norm, GELU and a skip: operators of the kinds the segmentation network has."""
-
-    def __init__(self, out_channels: int = 3):
-        super().__init__()
-        self.conv1 = torch.nn.Conv3d(1, 8, 3, padding=1)
-        self.norm = torch.nn.InstanceNorm3d(8, affine=True)
-        self.down = torch.nn.Conv3d(8, 8, 2, stride=2)
-        self.up = torch.nn.ConvTranspose3d(8, 8, 2, stride=2)
-        self.head = torch.nn.Conv3d(16, out_channels, 1)
-
-    def forward(self, x):
-        a = torch.nn.functional.gelu(self.norm(self.conv1(x)))
-        b = self.up(torch.nn.functional.leaky_relu(self.down(a)))
-        return self.head(torch.cat([a, b], 1))
-
-
-class _TwoOutputs(_Net):
-    def forward(self, x):
-        y = super().forward(x)
-        return y, y[:, :1]
-
-
-def _volume(shape=(1, 1, 14, 40, 36)):
-    return torch.rand(*shape, generator=torch.Generator().manual_seed(3))
-
-
-SW = dict(roi_size=(8, 32, 32), sw_batch_size=2, overlap=0.25, mode="gaussian")
+REPO = Path(__file__).resolve().parents[2]
 
 
 @needs_openvino
-def test_sliding_window_output_equals_pytorch(one_thread):
-    """Every window through the compiled network (batches of two, a last batch of one) and blended: the volume equals
-    PyTorch's own sliding-window output to float32 rounding, and is not the same tensor."""
-    torch.manual_seed(0)
-    net, x = _Net().eval(), _volume()
-    sw = SlidingWindowInferer(**SW)
-    with torch.inference_mode():
-        reference = sw(x, net)
-        out = OpenVINOInferer(sw)(x, net)
-    assert out.dtype == torch.float32 and out.shape == reference.shape == (1, 3, 14, 40, 36)
-    assert torch.allclose(out, reference, atol=1e-4, rtol=1e-4), float((out - reference).abs().max())
-    assert out.data_ptr() != reference.data_ptr()
-
-
-@needs_openvino
-def test_compiled_once_per_network_and_again_after_new_weights(monkeypatch, one_thread):
-    """A second inferer on the same network reuses the compiled model; loading other weights into the network makes
-    the next call compile again, and its output follows the new weights (it would be far off with the old ones)."""
-    compiles = []
-    real = ov_inferer._compile
-    monkeypatch.setattr(ov_inferer, "_compile", lambda *a: compiles.append(1) or real(*a))
-    torch.manual_seed(1)
-    net, x = _Net().eval(), _volume()
-    sw = SlidingWindowInferer(**SW)
-    with torch.inference_mode():
-        first = OpenVINOInferer(sw)(x, net)
-        OpenVINOInferer(sw)(x, net)
-    assert len(compiles) == 1
-    torch.manual_seed(2)
-    net.load_state_dict(_Net().state_dict())
-    with torch.inference_mode():
-        reference = sw(x, net)
-        second = OpenVINOInferer(sw)(x, net)
-    assert len(compiles) == 2
-    assert torch.allclose(second, reference, atol=1e-4, rtol=1e-4)
-    assert (first - reference).abs().max() > 100 * (second - reference).abs().max()
-
-
-@needs_openvino
-def test_network_with_two_outputs_is_refused(one_thread):
-    with pytest.raises(ValueError, match="returns 2 outputs; it runs networks with one output tensor"):
-        with torch.inference_mode():
-            OpenVINOInferer(SlidingWindowInferer(**SW))(_volume(), _TwoOutputs().eval())
+def test_openvino_cases_in_a_process_of_their_own():
+    """``openvino_cases.py``: equal outputs, one compile per network and another after new weights, a two-output
+    network and a wrong conversion refused."""
+    cases = Path(__file__).with_name("openvino_cases.py")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(cases)], cwd=REPO,
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert re.search(r"\b4 passed\b", done.stdout), done.stdout[-2000:]
 
 
 def test_disabled_is_the_inner_inferer():
@@ -113,23 +53,6 @@ def test_missing_package_is_named_with_the_install_line(monkeypatch):
     monkeypatch.setattr(ov_inferer, "openvino_available", lambda: False)
     with pytest.raises(ImportError, match=r"pip install unimiss_monai\[openvino\]"):
         OpenVINOInferer(SlidingWindowInferer(8))
-
-
-@needs_openvino
-def test_compiled_network_is_checked_against_pytorch(monkeypatch, one_thread):
-    """The first window's answer is compared with PyTorch's: a conversion that disagrees (made wrong here by one) is
-    refused in one line."""
-    ov = ov_inferer.import_openvino()
-    real = ov.Core.compile_model
-
-    def off_by_one(self, *args, **kwargs):
-        compiled = real(self, *args, **kwargs)
-        return lambda inputs: [compiled(inputs)[0] + 1.0]
-
-    monkeypatch.setattr(ov.Core, "compile_model", off_by_one)
-    with pytest.raises(RuntimeError, match="differs from PyTorch by .* run without the OpenVINO overlay"):
-        with torch.inference_mode():
-            OpenVINOInferer(SlidingWindowInferer(**SW))(_volume(), _Net().eval())
 
 
 @needs_openvino

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import os
+import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
@@ -29,6 +31,8 @@ import torch
 from monai.inferers import Inferer
 
 __all__ = ["OpenVINOInferer", "import_openvino", "openvino_available"]
+
+logger = logging.getLogger(__name__)
 
 _PRECISIONS = ("f32", "bf16")
 # network -> {(window shape, threads, precision): (weights fingerprint, compiled model)}
@@ -85,7 +89,9 @@ def _compile(network: torch.nn.Module, example: torch.Tensor, threads: int, prec
         traced = torch.jit.trace(network, example, check_trace=False)
         expected = network(example)
     with _usage_statistics_off():
-        model = ov.convert_model(traced, example_input=example)
+        # copies of the weights: shared ones keep Python objects inside OpenVINO's constants, released later from
+        # whatever thread frees the compiled model; the same reason for share_inputs=False below
+        model = ov.convert_model(traced, example_input=example, share_weights=False)
     if len(model.outputs) != 1 or not torch.is_tensor(expected):
         raise ValueError(f"OpenVINOInferer: the network returns {len(model.outputs)} outputs; it runs networks with one "
                          "output tensor (turn deep supervision off for inference)")
@@ -93,7 +99,7 @@ def _compile(network: torch.nn.Module, example: torch.Tensor, threads: int, prec
     if precision is not None:
         config["INFERENCE_PRECISION_HINT"] = precision
     compiled = ov.Core().compile_model(model, "CPU", config)
-    got = torch.from_numpy(compiled(example.numpy())[0])
+    got = torch.from_numpy(compiled(example.numpy(), share_inputs=False)[0])
     scale = max(float(expected.abs().max()), 1e-6)
     error = float((got - expected).abs().max()) / scale if got.shape == expected.shape else float("inf")
     if not error <= _TOLERANCE[precision]:
@@ -111,7 +117,11 @@ def compiled_network(network: torch.nn.Module, window: torch.Tensor, threads: in
     fingerprint = _fingerprint(network)
     hit = cache.get(key)
     if hit is None or hit[0] != fingerprint:
+        start = time.perf_counter()
         cache[key] = hit = (fingerprint, _compile(network, window, threads, precision))
+        logger.info("OpenVINOInferer: %s traced, compiled for this CPU (%s, %d threads, windows %s) and checked against "
+                    "PyTorch in %.1f s", type(network).__name__, precision or "OpenVINO's precision", threads,
+                    "x".join(map(str, window.shape[2:])), time.perf_counter() - start)
     return hit[1]
 
 
@@ -173,7 +183,7 @@ class OpenVINOInferer(Inferer):
             window = window.as_tensor() if hasattr(window, "as_tensor") else window  # a MetaTensor's metadata is not traced
             window = window.detach().float().contiguous()
             compiled = compiled_network(network, window[:1], threads, precision)  # traced on the first window
-            outs = [torch.from_numpy(compiled(w[None].numpy())[0]) for w in window]
+            outs = [torch.from_numpy(compiled(w[None].numpy(), share_inputs=False)[0]) for w in window]
             return torch.cat(outs).float()
 
         return self.inferer(inputs, openvino_network, *args, **kwargs)
