@@ -85,8 +85,9 @@ if [ ! -f "$stamp" ]; then
     "$LPY" -c "import monailabel.main, unimiss_monai" || { log "MONAI Label venv does not import; see the pip output above"; exit 1; }
     touch "$stamp"
 fi
-# OpenVINO for the CT bundle's CPU path (configs/inference_openvino.yaml); also added to a venv made before it was used
-if ! "$LPY" -c "import openvino" 2> /dev/null; then
+# OpenVINO for the CT bundle's CPU path (configs/inference_openvino.yaml); also added to a venv made before it was used.
+# Looked for, not imported: importing it would start OpenVINO's usage statistics (see unimiss_monai/inferers/openvino.py)
+if ! "$LPY" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('openvino') is None)"; then
     "$LPY" -m pip install -q "openvino==2026.4.1" 2>&1 | grep -v "is ignored" || true
 fi
 if [ "$VENV_ONLY" = 1 ]; then log "$LABEL_VENV is ready"; exit 0; fi
