@@ -345,3 +345,27 @@ def test_one_backbone_pass_gives_what_two_passes_give(variant, tmp_path):
     assert embeddings.shape == separate_embeddings.shape and torch.allclose(embeddings, separate_embeddings, atol=1e-6)
     assert list(maps) == list(separate_maps) == ["stage1", "stage2", "stage3", "stage4"]
     assert all(torch.allclose(maps[n], separate_maps[n], atol=1e-6) for n in maps)
+
+
+def test_images_of_mixed_shapes_are_embedded_in_passes_of_one_shape(tmp_path):
+    """Consecutive probe images of one shape share a pass (up to ``batch_size``), a new shape starts a new pass, and
+    each embedding is the one the image gets on its own."""
+    rng = np.random.default_rng(2)
+    shapes = [(8, 8), (8, 8), (6, 10), (6, 10), (6, 10), (6, 10), (8, 8)]
+    items = []
+    for i, shape in enumerate(shapes):
+        np.save(tmp_path / f"m{i}.npy", rng.normal(size=shape).astype(np.float32))
+        items.append({"image": str(tmp_path / f"m{i}.npy"), "label": i % 2})
+    torch.manual_seed(0)
+    conv = nn.Conv2d(1, 4, 3)
+    passes = []
+    backbone = nn.Sequential(conv, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    backbone.register_forward_pre_hook(lambda module, args: passes.append(tuple(args[0].shape)))
+    probe = KNNProbe(backbone, items, k=3, batch_size=3)
+    probe._load()
+    embeddings = probe.embed()
+    assert passes == [(2, 1, 8, 8), (3, 1, 6, 10), (1, 1, 6, 10), (1, 1, 8, 8)]
+    with torch.no_grad():
+        alone = torch.cat([backbone(torch.from_numpy(np.load(it["image"]))[None, None]) for it in items])
+    assert torch.allclose(embeddings, torch.nn.functional.normalize(alone, dim=1), atol=1e-6)
+    assert probe.embed_feature_maps() == {}  # maps of different sizes are not compared

@@ -9,6 +9,7 @@ import pytest
 import torch
 from monai.inferers import SlidingWindowInferer
 
+from unimiss_monai.benchmarks.inference import count_windows
 from unimiss_monai.inferers import openvino as ov_inferer
 from unimiss_monai.inferers.openvino import OpenVINOInferer, openvino_available
 
@@ -102,3 +103,20 @@ def test_compiled_network_is_checked_against_pytorch(monkeypatch, one_thread):
     with pytest.raises(RuntimeError, match="differs from PyTorch by .* run without the OpenVINO overlay"):
         with torch.inference_mode():
             OpenVINOInferer(SlidingWindowInferer(**SW))(_volume(), _Net().eval())
+
+
+def test_weights_fingerprint_taken_once_per_call(monkeypatch, one_thread):
+    """The weights are read for the cache check once per inferer call, not once per window: with weights made under
+    ``inference_mode`` (as a bundle's are when loaded there) that check sums every weight."""
+    calls = []
+    real = ov_inferer._fingerprint
+    monkeypatch.setattr(ov_inferer, "_fingerprint", lambda net: calls.append(1) or real(net))
+    with torch.inference_mode():
+        net = _Net().eval()
+        x = _volume()
+        sw = SlidingWindowInferer(**{**SW, "sw_batch_size": 1})
+        out = OpenVINOInferer(sw)(x, net)
+        reference = sw(x, net)
+    assert count_windows(x.shape[2:], SW["roi_size"], SW["overlap"]) == 8  # eight windows, one per pass
+    assert len(calls) == 1
+    assert torch.allclose(out, reference, atol=1e-4, rtol=1e-4)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -280,16 +280,17 @@ class KNNProbe:
         return embeddings, maps
 
     def _passes(self, forward: Callable) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
-        """``forward(batch) -> (embedding (B, D) or None, features)`` over the same-shaped probe images in batches:
-        the L2-normalised embeddings (None if there were none) and the last four feature maps, flattened and
-        L2-normalised, per stage (a stage too large for the whole probe is left out, with a warning, once)."""
+        """``forward(batch) -> (embedding (B, D) or None, features)`` over the probe images in batches of one shape
+        each: the L2-normalised embeddings (None if there were none) and the last four feature maps, flattened and
+        L2-normalised, per stage (a stage too large for the whole probe is left out, with a warning, once; the
+        callers ask for maps only when all images have one shape)."""
         assert self._images is not None
         device = self._device()
         embeddings: list[torch.Tensor] = []
         maps: dict[str, list[torch.Tensor] | None] = {}  # None: a stage too large to keep for the whole probe
         with eval_mode(self.backbone):
-            for start in range(0, len(self._images), self.batch_size):
-                emb, feats = forward(torch.stack(self._images[start:start + self.batch_size]).to(device))
+            for start, end in self._batches():
+                emb, feats = forward(torch.stack(self._images[start:end]).to(device))
                 if emb is not None:
                     embeddings.append(F.normalize(emb.float().flatten(1), dim=1).cpu())
                 for i, f in enumerate(feats[-4:]):
@@ -308,19 +309,21 @@ class KNNProbe:
 
     def embed(self) -> torch.Tensor:
         """``(N, D)`` L2-normalised embeddings of the probe images (consecutive same-shaped images share a pass)."""
+        embeddings, _ = self._passes(lambda batch: (split_backbone_output(self.backbone(batch))[0], ()))
+        assert embeddings is not None
+        return embeddings
+
+    def _batches(self) -> Iterator[tuple[int, int]]:
+        """``(start, end)`` of each pass: up to ``batch_size`` consecutive probe images of one shape."""
         assert self._images is not None
-        device = self._device()
-        out: list[torch.Tensor] = []
-        with eval_mode(self.backbone):
-            start = 0
-            while start < len(self._images):
-                end = start + 1
-                while end < len(self._images) and end - start < self.batch_size and self._images[end].shape == self._images[start].shape:
-                    end += 1
-                emb, _ = split_backbone_output(self.backbone(torch.stack(self._images[start:end]).to(device)))
-                out.append(F.normalize(emb.float().flatten(1), dim=1).cpu())
-                start = end
-        return torch.cat(out)
+        start = 0
+        while start < len(self._images):
+            end = start + 1
+            while (end < len(self._images) and end - start < self.batch_size
+                   and self._images[end].shape == self._images[start].shape):
+                end += 1
+            yield start, end
+            start = end
 
     def __call__(self, engine: Engine) -> None:
         if self._images is None:

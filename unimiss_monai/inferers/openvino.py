@@ -109,12 +109,14 @@ def _compile(network: torch.nn.Module, example: torch.Tensor, threads: int, prec
     return compiled
 
 
-def compiled_network(network: torch.nn.Module, window: torch.Tensor, threads: int, precision: str | None = None):
+def compiled_network(network: torch.nn.Module, window: torch.Tensor, threads: int, precision: str | None = None,
+                     fingerprint: tuple | None = None):
     """The OpenVINO model of ``network`` for windows shaped like ``window`` (1, C, *spatial), compiled (and traced
-    on ``window``) on first use and again only after the network's weights or mode changed."""
+    on ``window``) on first use and again only after the network's weights or mode changed. ``fingerprint``: the
+    network's, when the caller took it already (taking it reads every weight made under ``inference_mode``)."""
     key = (tuple(window.shape), int(threads), precision)
     cache = _COMPILED.setdefault(network, {})
-    fingerprint = _fingerprint(network)
+    fingerprint = _fingerprint(network) if fingerprint is None else fingerprint
     hit = cache.get(key)
     if hit is None or hit[0] != fingerprint:
         start = time.perf_counter()
@@ -175,6 +177,8 @@ class OpenVINOInferer(Inferer):
             raise TypeError(f"OpenVINOInferer: the network must be a torch.nn.Module, got {type(network).__name__}")
         threads = self.threads or torch.get_num_threads()
         precision = self.precision
+        # once per call, not per window: the weights do not change inside one inference
+        fingerprint = _fingerprint(network)
 
         def openvino_network(window: torch.Tensor, *net_args, **net_kwargs) -> torch.Tensor:
             if net_args or net_kwargs:
@@ -182,7 +186,8 @@ class OpenVINOInferer(Inferer):
                                 f"{len(net_args)} more positional and {sorted(net_kwargs)} keyword arguments")
             window = window.as_tensor() if hasattr(window, "as_tensor") else window  # a MetaTensor's metadata is not traced
             window = window.detach().float().contiguous()
-            compiled = compiled_network(network, window[:1], threads, precision)  # traced on the first window
+            # traced on the first window
+            compiled = compiled_network(network, window[:1], threads, precision, fingerprint)
             outs = [torch.from_numpy(compiled(w[None].numpy(), share_inputs=False)[0]) for w in window]
             return torch.cat(outs).float()
 
