@@ -22,10 +22,10 @@
 #                 or two, once: delete $WORK/train/<bundle> to retrain); OVERLAY= serves the full-size network and
 #                 needs bundles/<bundle>/models/model.pt
 #   INFER_OVERLAYS  configs merged after OVERLAY into the served inference config only, where the bundle has them
-#                 (comma-separated; default auto: inference_cpu.yaml,inference_openvino.yaml when MONAI Label's torch
-#                 sees no CUDA device, nothing otherwise; INFER_OVERLAYS= merges none). The CT segmentation bundle's
-#                 CPU path: one window per pass, the network compiled by OpenVINO, bfloat16 where the CPU has it (its
-#                 docs/README.md, "Performance")
+#                 (comma-separated; default auto: inference_cpu.yaml,inference_cpu_fast.yaml,inference_openvino.yaml
+#                 when MONAI Label's torch sees no CUDA device, nothing otherwise; INFER_OVERLAYS= merges none). The CT
+#                 segmentation bundle's CPU path: one window per pass, fewer windows (less overlap), the network
+#                 compiled by OpenVINO, bfloat16 where the CPU has it (its docs/README.md, "Performance")
 #   TRAIN_EPOCHS  epochs of the /train check (default 1; 0 skips it)
 #   KEEP_SERVER   1 leaves the server running for a viewer (3D Slicer, OHIF) until Ctrl-C
 #   SAMPLES       the samples folder (default samples/, written if absent)
@@ -131,7 +131,7 @@ if [ "$INFER_OVERLAYS" = auto ]; then
     INFER_OVERLAYS="$("$LPY" -c '
 import importlib.util, torch
 openvino = importlib.util.find_spec("openvino") is not None
-print("" if torch.cuda.is_available() else "inference_cpu.yaml" + (",inference_openvino.yaml" if openvino else ""))')"
+print("" if torch.cuda.is_available() else "inference_cpu.yaml,inference_cpu_fast.yaml" + (",inference_openvino.yaml" if openvino else ""))')"
 fi
 log "served inference overlays (where a bundle has them): ${INFER_OVERLAYS:-none}"
 rm -rf "$WORK/app" "$MANIFEST"

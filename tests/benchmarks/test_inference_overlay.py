@@ -40,9 +40,12 @@ def test_overlay_parses_on_top_of_inference_json():
         assert parser.get(key) == reference.get(key), key
     forced = load_paths(BUNDLE, "inference_cpu.yaml", "cpu", {"cpu_bfloat16": "false"})
     assert forced.get_parsed_content("inferer").inferer.enabled is False
-    # the quarter-overlap overlay on top changes the overlap and nothing else
+    # the fewer-windows overlay on top changes the overlap and nothing else: a quarter along the slices, a tenth
+    # in-plane, 24 windows on the sample CT's grid instead of 72
     fast = load_paths(BUNDLE, "inference_cpu.yaml,inference_cpu_fast.yaml", "cpu")
-    assert fast.get_parsed_content("inferer").inferer.inferer.overlap == 0.25
+    assert tuple(fast.get_parsed_content("inferer").inferer.inferer.overlap) == (0.25, 0.1, 0.1)
+    assert count_windows((133, 241, 241), fast.get_parsed_content("roi_size"), fast.get_parsed_content("sw_overlap")) == 24
+    assert count_windows((133, 241, 241), parser.get_parsed_content("roi_size"), parser.get_parsed_content("sw_overlap")) == 72
     assert {k: v for k, v in fast.get().items() if k != "sw_overlap"} == {k: v for k, v in parser.get().items() if k != "sw_overlap"}
 
 
@@ -120,6 +123,7 @@ def test_agreement_check_can_fail():
 @pytest.mark.parametrize("shape, roi, overlap", [
     ((133, 241, 241), (32, 128, 128), 0.5), ((133, 241, 241), (32, 128, 128), 0.25), ((241, 241, 133), 96, 0.5),
     ((20, 72, 72), (16, 64, 64), 0.25), ((10, 50, 50), (16, 64, 64), 0.5),
+    ((133, 241, 241), (32, 128, 128), (0.25, 0.1, 0.1)), ((22, 240, 240), (32, 128, 128), (0.25, 0.1, 0.1)),
 ])
 def test_window_count_matches_monai(shape, roi, overlap):
     calls = []

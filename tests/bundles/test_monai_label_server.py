@@ -205,11 +205,11 @@ def test_script_checked_both_models_and_info_lists_them(server):
 
 
 def test_ct_inference_is_served_with_the_cpu_overlays_on_a_cpu_server(server):
-    """INFER_OVERLAYS=auto (the default): without CUDA the served CT inference config has the CPU overlay and the
-    OpenVINO overlay (the script installs OpenVINO into MONAI Label's venv) merged after the smoke overlay, and the
-    script's own /infer check above and the CT requests below ran with them; the CXR bundle, which has no such
-    overlays, and every train config get the smoke overlay only."""
-    cpu = [] if torch.cuda.is_available() else ["inference_cpu.yaml", "inference_openvino.yaml"]
+    """INFER_OVERLAYS=auto (the default): without CUDA the served CT inference config has the CPU overlays (one window
+    per pass, fewer windows) and the OpenVINO overlay (the script installs OpenVINO into MONAI Label's venv) merged
+    after the smoke overlay, and the script's own /infer check above and the CT requests below ran with them; the CXR
+    bundle, which has no such overlays, and every train config get the smoke overlay only."""
+    cpu = [] if torch.cuda.is_available() else ["inference_cpu.yaml", "inference_cpu_fast.yaml", "inference_openvino.yaml"]
     assert any(f"served inference overlays (where a bundle has them): {','.join(cpu) or 'none'}" in line for line in server.lines)
     for bundle, extra in ((CT, cpu), (CXR, [])):
         configs = server.work / "app" / "model" / bundle / "configs"
@@ -218,6 +218,7 @@ def test_ct_inference_is_served_with_the_cpu_overlays_on_a_cpu_server(server):
         assert ("OpenVINOInferer" in json.dumps(inference["inferer"])) == bool(extra)
         if extra:
             assert inference["sw_batch_size"] == 1 and inference["num_workers"] == 0
+            assert inference["sw_overlap"] == [0.25, 0.1, 0.1]
 
 
 def test_ct_label_keeps_the_image_geometry(server):
