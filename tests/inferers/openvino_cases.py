@@ -106,11 +106,13 @@ def test_compiled_network_is_checked_against_pytorch(monkeypatch, one_thread):
 
 
 def test_weights_fingerprint_taken_once_per_call(monkeypatch, one_thread):
-    """The weights are read for the cache check once per inferer call, not once per window: with weights made under
-    ``inference_mode`` (as a bundle's are when loaded there) that check sums every weight."""
-    calls = []
-    real = ov_inferer._fingerprint
+    """The weights are read for the cache check, and the compiled model looked up, once per inferer call, not once
+    per window: with weights made under ``inference_mode`` (as a bundle's are when loaded there) that check sums every
+    weight."""
+    calls, lookups = [], []
+    real, real_lookup = ov_inferer._fingerprint, ov_inferer.compiled_network
     monkeypatch.setattr(ov_inferer, "_fingerprint", lambda net: calls.append(1) or real(net))
+    monkeypatch.setattr(ov_inferer, "compiled_network", lambda *a: lookups.append(1) or real_lookup(*a))
     with torch.inference_mode():
         net = _Net().eval()
         x = _volume()
@@ -118,5 +120,5 @@ def test_weights_fingerprint_taken_once_per_call(monkeypatch, one_thread):
         out = OpenVINOInferer(sw)(x, net)
         reference = sw(x, net)
     assert count_windows(x.shape[2:], SW["roi_size"], SW["overlap"]) == 8  # eight windows, one per pass
-    assert len(calls) == 1
+    assert len(calls) == 1 and len(lookups) == 1
     assert torch.allclose(out, reference, atol=1e-4, rtol=1e-4)

@@ -150,6 +150,7 @@ class KNNProbe:
         self.batch_size = max(1, int(batch_size))
         self.history: list[dict] = []
         self._images: list[torch.Tensor] | None = None
+        self._one_shape = False  # set by _load: all probe images share one shape (stage maps and pixels comparable)
         self._labels: torch.Tensor | None = None
         self.class_names: list = []
         self._disabled = False
@@ -191,6 +192,7 @@ class KNNProbe:
         self.class_names = sorted(set(raw_labels), key=str)
         index = {c: i for i, c in enumerate(self.class_names)}
         self._images, self._labels = images, torch.tensor([index[c] for c in raw_labels], dtype=torch.long)
+        self._one_shape = all(img.shape == images[0].shape for img in images)
         if len(images) < 2 or len(self.class_names) < 2:
             logger.warning("k-NN probe off: %d usable items in %d classes; it needs at least 2 items and 2 classes", len(images), len(self.class_names))
             self._disabled = True
@@ -203,7 +205,7 @@ class KNNProbe:
             logger.warning("k-NN probe: %d item(s) have no allowed neighbour under exclude=%r and are not scored, e.g. %s", len(lonely), self.exclude, lonely[0])
         # what "learned something" means on this probe: the same k-NN on the raw voxels (same-shaped images only),
         # with the same excluded pairs and groups
-        if all(img.shape == images[0].shape for img in images):
+        if self._one_shape:
             pixels = torch.stack(images).flatten(1)
             self.pixel_baseline = knn_accuracy(pixels, self._labels, self.k, self.temperature, self._exclude)
             self.group_baselines = self._per_group(knn_predict(pixels, self._labels, self.k, self.temperature, self._exclude))
@@ -257,7 +259,7 @@ class KNNProbe:
         L2-normalised; empty without ``feature_maps``, or when the images differ in shape (maps of different sizes
         cannot be compared position by position)."""
         assert self._images is not None
-        if not self.feature_maps or any(img.shape != self._images[0].shape for img in self._images):
+        if not self.feature_maps or not self._one_shape:
             return {}
 
         def maps_only(batch: torch.Tensor) -> tuple[None, Sequence[torch.Tensor]]:
@@ -271,8 +273,8 @@ class KNNProbe:
         """``(embed(), embed_feature_maps())``, from one backbone pass per batch where the backbone has
         ``embed_with_intermediates`` (``MiT``, ``MiTPlus``) and the stage maps are probed; from two passes otherwise."""
         assert self._images is not None
-        one_pass = (self.feature_maps and callable(getattr(self.backbone, "embed_with_intermediates", None))
-                    and all(img.shape == self._images[0].shape for img in self._images))
+        one_pass = (self.feature_maps and self._one_shape
+                    and callable(getattr(self.backbone, "embed_with_intermediates", None)))
         if not one_pass:
             return self.embed(), self.embed_feature_maps()
         embeddings, maps = self._passes(self.backbone.embed_with_intermediates)  # type: ignore[arg-type]
@@ -283,7 +285,7 @@ class KNNProbe:
         """``forward(batch) -> (embedding (B, D) or None, features)`` over the probe images in batches of one shape
         each: the L2-normalised embeddings (None if there were none) and the last four feature maps, flattened and
         L2-normalised, per stage (a stage too large for the whole probe is left out, with a warning, once; the
-        callers ask for maps only when all images have one shape)."""
+        callers ask for maps only when ``_load`` found all images of one shape)."""
         assert self._images is not None
         device = self._device()
         embeddings: list[torch.Tensor] = []

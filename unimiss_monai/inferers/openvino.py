@@ -177,8 +177,10 @@ class OpenVINOInferer(Inferer):
             raise TypeError(f"OpenVINOInferer: the network must be a torch.nn.Module, got {type(network).__name__}")
         threads = self.threads or torch.get_num_threads()
         precision = self.precision
-        # once per call, not per window: the weights do not change inside one inference
+        # once per call, not per window: the weights do not change inside one inference, so neither does the
+        # compiled model of a window shape (a sliding window's windows share one)
         fingerprint = _fingerprint(network)
+        resolved: dict[tuple[int, ...], object] = {}
 
         def openvino_network(window: torch.Tensor, *net_args, **net_kwargs) -> torch.Tensor:
             if net_args or net_kwargs:
@@ -186,8 +188,10 @@ class OpenVINOInferer(Inferer):
                                 f"{len(net_args)} more positional and {sorted(net_kwargs)} keyword arguments")
             window = window.as_tensor() if hasattr(window, "as_tensor") else window  # a MetaTensor's metadata is not traced
             window = window.detach().float().contiguous()
-            # traced on the first window
-            compiled = compiled_network(network, window[:1], threads, precision, fingerprint)
+            compiled = resolved.get(tuple(window.shape[1:]))
+            if compiled is None:  # traced on the first window
+                compiled = resolved[tuple(window.shape[1:])] = compiled_network(
+                    network, window[:1], threads, precision, fingerprint)
             outs = [torch.from_numpy(compiled(w[None].numpy(), share_inputs=False)[0]) for w in window]
             return torch.cat(outs).float()
 
