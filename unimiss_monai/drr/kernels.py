@@ -8,6 +8,13 @@ the loop (no per-view ray arrays: at 512x512 those cost more than the projection
 axis runs in parallel; rays are ordered so the inner loop moves along the volume's contiguous axis, which keeps
 neighbouring rays on the same cache lines (the whole slab of voxels one detector column crosses stays in L2). With
 the detector rows in the outer loop instead, an AP view of a 512x512x133 CT takes about 3x longer.
+
+Why a walk per ray rather than a sweep of all rays through the volume one slab at a time (measured on that AP view,
+256x256, two AVX2 cores, where the walk takes 0.087 s): an exact sweep, each slab's up-to-three segments in closed
+form for a detector row of rays at once, took 0.26-0.32 s, because it takes the general step in every slab where the walk
+sums the whole slabs between crossings; even a nearest-voxel sweep took 0.060 s. Reading the volume once takes 0.0075
+s, and unrolling the walk's slab sum four ways changed nothing: the cost is the strided, one-line-per-slab access and
+the general steps, not memory bandwidth or the sum's dependency chain.
 """
 
 from __future__ import annotations
