@@ -9,12 +9,9 @@ axis runs in parallel; rays are ordered so the inner loop moves along the volume
 neighbouring rays on the same cache lines (the whole slab of voxels one detector column crosses stays in L2). With
 the detector rows in the outer loop instead, an AP view of a 512x512x133 CT takes about 3x longer.
 
-Why a walk per ray rather than a sweep of all rays through the volume one slab at a time (measured on that AP view,
-256x256, two AVX2 cores, where the walk takes 0.087 s): an exact sweep, each slab's up-to-three segments in closed
-form for a detector row of rays at once, took 0.26-0.32 s, because it takes the general step in every slab where the walk
-sums the whole slabs between crossings; even a nearest-voxel sweep took 0.060 s. Reading the volume once takes 0.0075
-s, and unrolling the walk's slab sum four ways changed nothing: the cost is the strided, one-line-per-slab access and
-the general steps, not memory bandwidth or the sum's dependency chain.
+Other orders and formulations measured against these kernels (a sweep of a row of rays one layer at a time, a
+copy with the ray's axis contiguous, branch-free layers, prefix sums, ...) were slower or at most 8 % faster;
+the DRR bundle's docs ("Benchmark") list them with their timings.
 """
 
 from __future__ import annotations
