@@ -10,8 +10,8 @@ import inspect
 from pathlib import Path
 
 import pytest
-
-PACKAGE = Path(__file__).resolve().parents[1] / "unimiss_monai"
+from package_sources import PACKAGE, imports
+from package_sources import SOURCES as ALL_SOURCES
 
 # ARCHITECTURE.md, top to bottom: a room may import its own modules and any room of a later level, never one of its
 # own level or above (visualize draws what metrics computes, so it sits above it)
@@ -32,16 +32,6 @@ ALLOWED = {("unimiss_monai.data.sample_sets.", "drr")}
 MAX_LINES = 400
 
 
-def _modules() -> list[tuple[str, Path]]:
-    out = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
-        if parts[-1] == "__main__" or parts == ("unimiss_monai", "__init__"):
-            continue
-        out.append((".".join(parts[:-1] if parts[-1] == "__init__" else parts), path))
-    return out
-
-
 def _is_shim(tree: ast.Module) -> bool:
     return any(isinstance(n, ast.Call) and getattr(n.func, "id", None) == "moved_names" for n in ast.walk(tree))
 
@@ -52,20 +42,11 @@ def _room(module: str) -> str:
 
 def _imports(module: str, path: Path, tree: ast.Module) -> list[tuple[int, str]]:
     """``(line, imported unimiss_monai module)`` of every import, at module level or inside functions."""
-    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found += [(node.lineno, a.name) for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
-            found += [(node.lineno, f"{base}.{a.name}" if base == "unimiss_monai" else base) for a in node.names]
-    return sorted({(line, name) for line, name in found if name.startswith("unimiss_monai.")})
+    return sorted({(node.lineno, name) for node, name in imports(module, path, tree) if name.startswith("unimiss_monai.")})
 
 
-SOURCES = [(m, p, ast.parse(p.read_text())) for m, p in _modules()]
+# the rooms' modules: the package's own __init__ and the __main__ entry points belong to no room
+SOURCES = [(m, p, t) for m, p, t in ALL_SOURCES if m != "unimiss_monai" and p.name != "__main__.py"]
 CHECKED = [(m, p, t) for m, p, t in SOURCES if not _is_shim(t)]
 
 

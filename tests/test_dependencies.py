@@ -4,16 +4,16 @@ and every other one from a core dependency or an extra."""
 
 from __future__ import annotations
 
-import ast
 import re
 import sys
 from pathlib import Path
 
 import pytest
+from package_sources import SOURCES, imports
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 # import name -> distribution, where they differ
 DISTRIBUTION = {"PIL": "pillow", "yaml": "pyyaml", "ignite": "pytorch-ignite"}
 # installed with `pip install --no-deps` by tools/_env.sh (its own requirements pull torchvision): bench-drr's DiffDRR
@@ -27,24 +27,16 @@ def _name(requirement: str) -> str:
 def _imports() -> dict[str, dict[str, bool]]:
     """``{distribution: {file: imported at the module's top level}}`` over the package's third-party imports."""
     found: dict[str, dict[str, bool]] = {}
-    for path in sorted((REPO / "unimiss_monai").rglob("*.py")):
-        tree = ast.parse(path.read_text(), filename=str(path))
+    for module, path, tree in SOURCES:
         top_level = {id(node) for node in tree.body}
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                modules = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                modules = [node.module]
-            else:
+        for node, name in imports(module, path, tree):
+            top = name.split(".")[0]
+            if top in sys.stdlib_module_names or top == "unimiss_monai":
                 continue
-            for module in modules:
-                top = module.split(".")[0]
-                if top in sys.stdlib_module_names or top == "unimiss_monai":
-                    continue
-                dist = DISTRIBUTION.get(top, top).lower().replace("_", "-")
-                where = found.setdefault(dist, {})
-                rel = str(path.relative_to(REPO))
-                where[rel] = where.get(rel, False) or id(node) in top_level
+            dist = DISTRIBUTION.get(top, top).lower().replace("_", "-")
+            where = found.setdefault(dist, {})
+            rel = str(path.relative_to(REPO))
+            where[rel] = where.get(rel, False) or id(node) in top_level
     return found
 
 
