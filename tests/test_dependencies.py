@@ -58,4 +58,3 @@ def test_every_imported_module_is_installed_by_a_dependency_or_an_extra():
     core, extras = _requirements()
     missing = sorted(set(_imports()) - core - extras - NO_DEPS)
     assert not missing, f"imported by the package but in no dependency list of pyproject.toml: {missing}"
-
