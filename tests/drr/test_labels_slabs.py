@@ -31,6 +31,15 @@ def test_label_thickness_equals_drr_of_the_mask_and_masks_align():
     torch.testing.assert_close(only7[:, 0], thick[:, 1])
 
 
+def test_default_label_ids_are_the_positive_values_in_any_memory_order():
+    lab = np.asfortranarray(_labels())
+    lab[0, 0, 0] = -1  # an "ignore" value: not a structure
+    got = drr.project_labels(lab, np.eye(4), views="AP", **GEOM)
+    want = drr.project_labels(np.ascontiguousarray(lab), np.eye(4), label_ids=[3, 7], views="AP", **GEOM)
+    assert got.shape[1] == 2
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
 def test_split_slabs_cover_volume_with_correct_affines():
     vol = np.arange(6 * 5 * 50, dtype=np.float32).reshape(6, 5, 50)
     affine = np.diag([0.7, 0.7, 2.5, 1.0])
