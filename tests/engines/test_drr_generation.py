@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -110,13 +113,30 @@ def test_bad_volumes_fail_alone_and_are_summarised(tmp_path):
     assert len(summary["failures"]) == 4 and len(summary["testing"]) == 2
 
 
-def test_mr_like_volume_warns_but_renders(tmp_path):
+def test_mr_like_volume_warns_once_per_file_but_renders(tmp_path):
     data = tmp_path / "data"
-    save_nifti(np.random.default_rng(0).uniform(0, 900, SHAPE).astype(np.float32), phantom_affine(SPACING, SHAPE),
-               data / "mr.nii.gz")
-    with pytest.warns(UserWarning, match="looks like MR"):
+    for name in ("mr1", "mr2"):
+        save_nifti(np.random.default_rng(0).uniform(0, 900, SHAPE).astype(np.float32), phantom_affine(SPACING, SHAPE),
+                   data / f"{name}.nii.gz")
+    with pytest.warns(UserWarning, match="looks like MR") as record:
         run = DRRGenerator(data, tmp_path / "out", **SMALL).run()
-    assert len(run["testing"]) == 2
+    assert sorted(Path(str(w.message).split(":")[0]).name for w in record if "looks like MR" in str(w.message)) == [
+        "mr1.nii.gz", "mr2.nii.gz"]
+    assert len(run["testing"]) == 4
+
+
+def test_a_fresh_process_prints_no_library_deprecation_warnings(tmp_path):
+    # the first CT's load imports MONAI's readers; its "warn per file" filter must not show their deprecations
+    data = tmp_path / "data"
+    p = make_ct_phantom(SHAPE, affine=phantom_affine(SPACING, SHAPE), noise_hu=0)
+    save_nifti(p.hu, p.affine, data / "ct.nii.gz")
+    code = ("import sys; from unimiss_monai.engines import DRRGenerator; "
+            f"DRRGenerator(sys.argv[1], sys.argv[2], **{SMALL!r}).run()")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    result = subprocess.run([sys.executable, "-c", code, str(data), str(tmp_path / "out")], capture_output=True,
+                            text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "DeprecationWarning" not in result.stderr, result.stderr[-2000:]
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,7 @@ def project_labels(
     Args:
         labels: integer label volume ``(X, Y, Z)`` (numpy or torch; a MetaTensor carries its affine).
         affine: 4x4 voxel-to-world matrix (NIfTI RAS+ unless ``affine_space="LPS"``).
-        label_ids: labels to project, in output channel order; all non-zero labels (sorted) when None.
+        label_ids: labels to project, in output channel order; all positive labels (sorted) when None.
         views, detector_shape, pixel_spacing, sdd, sid, principal_point, isocenter: as in
             :func:`unimiss_monai.drr.render`; the same values give the same rays.
 

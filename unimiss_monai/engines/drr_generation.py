@@ -229,7 +229,9 @@ class DRRGenerator:
         from unimiss_monai.drr import prepare_volume
 
         with warnings.catch_warnings():
-            warnings.simplefilter("always")  # an MR-like CT warns once per file, not once per run
+            # an MR-like CT warns once per file, not once per run; only our own warnings, or the first load would
+            # also print every deprecation warning of the libraries it imports
+            warnings.filterwarnings("always", category=UserWarning, module=r"unimiss_monai\.")
             hu, affine = load_ct(case.image)
         labels = None
         if self.project_labels and case.labels is not None:
@@ -293,7 +295,8 @@ class DRRGenerator:
         from unimiss_monai.drr import project_labels
 
         names = read_label_names(case.label_names)
-        values = sorted(names) if names else sorted(int(v) for v in np.unique(labels) if v != 0)
+        # unique values in the stored memory order: np.unique(labels) would first copy the whole map into C order
+        values = sorted(names) if names else [int(v) for v in np.unique(labels.ravel(order="K")) if v > 0]
         names = {v: names.get(v, f"label_{v}") for v in values}
         g = self.geometry
         thickness = project_labels(labels, affine, values, views=self.views, detector_shape=g.detector_shape,
