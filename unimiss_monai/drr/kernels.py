@@ -107,7 +107,8 @@ def _siddon_ray(vol, shape, src, tgt):
     last = min(max(int(math.floor(src[m] + a_hi * (tgt[m] - src[m]) + 0.5)), 0), shape[m] - 1)
     k_last = abs(last - im)
     # a crossing at parameter x lies in slab floor((x - m0) / dlm) + 1, which int() gives as x >= m0 - dlm (the
-    # start of slab 0); u is that position plus one, capped so that a ray parallel to an axis (x = _INF) converts to a small int
+    # start of slab 0); u is that position plus one, capped so that a ray parallel to an axis (x = _INF) still
+    # converts to a small int
     inv_dlm = abs(tgt[m] - src[m])
     cap = float(k_last + 1)
     ua = min((xa - m0) * inv_dlm + 1.0, cap)
