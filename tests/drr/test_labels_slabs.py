@@ -40,6 +40,19 @@ def test_default_label_ids_are_the_positive_values_in_any_memory_order():
     torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int32, np.uint64, np.int64])
+def test_present_labels_are_the_sorted_positive_values(dtype):
+    rng = np.random.default_rng(0)
+    values = rng.choice([0, 2, 5, 9, 300], size=(6, 5, 4)).astype(dtype)
+    if np.issubdtype(dtype, np.signedinteger):
+        values[0, 0, 0] = -1
+    for arr in (values, np.asfortranarray(values)):
+        np.testing.assert_array_equal(drr.present_labels(arr), [v for v in np.unique(arr) if v > 0])
+    big = np.array([[[0, 3, 1 << 40]]], np.int64)  # too large for a histogram: the np.unique path
+    np.testing.assert_array_equal(drr.present_labels(big), [3, 1 << 40])
+    assert drr.present_labels(np.zeros((0, 2, 2), np.int32)).size == 0
+
+
 def test_split_slabs_cover_volume_with_correct_affines():
     vol = np.arange(6 * 5 * 50, dtype=np.float32).reshape(6, 5, 50)
     affine = np.diag([0.7, 0.7, 2.5, 1.0])

@@ -6,7 +6,7 @@ Conventions (RAS+ world, views seen from the source, row 0 superior) are documen
 
 from unimiss_monai.drr.attenuation import MU_WATER_70KEV, beer_lambert, hu_to_mu, to_radiograph
 from unimiss_monai.drr.geometry import VIEW_ALIASES, VIEW_ANGLES, ConeBeam, Pose, as_pose, canonical_view, detector_affine
-from unimiss_monai.drr.labels import label_masks, project_labels
+from unimiss_monai.drr.labels import label_masks, present_labels, project_labels
 from unimiss_monai.drr.module import DRR
 from unimiss_monai.drr.render import METHODS, OUTPUTS, as_poses, project, render
 from unimiss_monai.drr.slabs import Slab, fit_slab_detector, render_slabs, split_slabs, superior_axis
@@ -16,7 +16,7 @@ __all__ = [
     "MU_WATER_70KEV", "beer_lambert", "hu_to_mu", "to_radiograph",
     "VIEW_ALIASES", "VIEW_ANGLES", "ConeBeam", "Pose", "as_pose", "canonical_view", "detector_affine",
     "METHODS", "OUTPUTS", "as_poses", "project", "render",
-    "label_masks", "project_labels", "DRR",
+    "label_masks", "present_labels", "project_labels", "DRR",
     "Slab", "fit_slab_detector", "render_slabs", "split_slabs", "superior_axis",
     "PreparedVolume", "as_affine", "prepare_volume", "volume_center",
 ]

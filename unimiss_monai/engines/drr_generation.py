@@ -292,11 +292,10 @@ class DRRGenerator:
         return {"testing": testing, "training": [], "contact_sheet": sheet}
 
     def _project_label_map(self, case: CTCase, labels: np.ndarray, affine: np.ndarray):
-        from unimiss_monai.drr import project_labels
+        from unimiss_monai.drr import present_labels, project_labels
 
         names = read_label_names(case.label_names)
-        # unique values in the stored memory order: np.unique(labels) would first copy the whole map into C order
-        values = sorted(names) if names else [int(v) for v in np.unique(labels.ravel(order="K")) if v > 0]
+        values = sorted(names) if names else present_labels(labels).tolist()
         names = {v: names.get(v, f"label_{v}") for v in values}
         g = self.geometry
         thickness = project_labels(labels, affine, values, views=self.views, detector_shape=g.detector_shape,
