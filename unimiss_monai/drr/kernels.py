@@ -1,10 +1,10 @@
 """Compiled CPU kernels (numba) for the DRR: exact Siddon walk, plane-sampled trilinear marching, label thickness.
 
 All kernels take the volume flattened in C order with its shape and rays in continuous voxel-index coordinates (voxel
-``n`` spans ``[n - 0.5, n + 0.5]``): either one source point, a ``(R1, R2, 3)`` block of detector points and the world
-length of every source->pixel segment (so a parameter step ``da`` along a ray is ``da * length`` mm), or, for the
-:func:`view_kernel` used by :func:`unimiss_monai.drr.render`, the flat-panel frame from which each ray is generated in
-the loop (no per-view ray arrays: at 512x512 those cost more than the projection's memory traffic). The outer ray
+``n`` spans ``[n - 0.5, n + 0.5]``): for :func:`view_kernel`, used by :func:`unimiss_monai.drr.render`, the flat-panel
+frame from which each ray is generated in the loop (no per-view ray arrays: at 512x512 those cost more than the
+projection's memory traffic); for :func:`label_kernel`, one source point, a ``(R1, R2, 3)`` block of detector points
+and the world length of every source->pixel segment (so a parameter step ``da`` along a ray is ``da * length`` mm). The outer ray
 axis runs in parallel; rays are ordered so the inner loop moves along the volume's contiguous axis, which keeps
 neighbouring rays on the same cache lines (the whole slab of voxels one detector column crosses stays in L2). With
 the detector rows in the outer loop instead, an AP view of a 512x512x133 CT takes about 3x longer.
@@ -24,10 +24,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-__all__ = [
-    "SIDDON", "TRILINEAR", "siddon_kernel", "trilinear_kernel", "view_kernel", "label_kernel", "hu_to_mu_kernel",
-    "nan_count_kernel",
-]
+__all__ = ["SIDDON", "TRILINEAR", "view_kernel", "label_kernel", "hu_to_mu_kernel", "nan_count_kernel"]
 
 _INF = 1e30
 # fast-math without reassociation: with it, LLVM sums the short runs of whole slabs with masked AVX-512 gathers
@@ -163,17 +160,6 @@ def _siddon_ray(vol, shape, src, tgt):
 
 
 @njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def siddon_kernel(vol, shape, src, tgts, lengths, out):
-    """Exact radiological path: ``out[r1, r2] = sum(intersection length [mm] x voxel value)``.
-
-    Works on the plain flattened volume for any ray array; :func:`view_kernel` is the fast path for a detector.
-    """
-    for r1 in prange(tgts.shape[0]):
-        for r2 in range(tgts.shape[1]):
-            out[r1, r2] = _siddon_ray(vol, shape, src, tgts[r1, r2]) * lengths[r1, r2]
-
-
-@njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def label_kernel(labels, shape, lut, src, tgts, lengths, out):
     """Siddon walk of an integer label volume: ``out[c, r1, r2]`` = path length (mm) inside labels mapped to ``c``.
 
@@ -219,7 +205,13 @@ def label_kernel(labels, shape, lut, src, tgts, lengths, out):
 
 @njit(inline="always", fastmath=_FASTMATH, boundscheck=False)
 def _joseph_ray(vol, shape, src, tgt):
-    """Plane-sampled trilinear integral of one ray in parameter units (Joseph's method, zeros outside the volume)."""
+    """Plane-sampled trilinear integral of one ray in parameter units (Joseph's method, zeros outside the volume).
+
+    The ray is sampled once per voxel plane of its dominant axis ``m``, where trilinear interpolation reduces to
+    bilinear interpolation in the plane. A ray along ``m`` through a uniform box thus sums to exactly its chord length,
+    and the linear fall-off across a side face integrates to the same mass as the sharp face (mass-conserving
+    boundary).
+    """
     d0, d1, d2 = tgt[0] - src[0], tgt[1] - src[1], tgt[2] - src[2]
     ad0, ad1, ad2 = abs(d0), abs(d1), abs(d2)
     if ad0 >= ad1 and ad0 >= ad2:
@@ -280,20 +272,6 @@ def _joseph_ray(vol, shape, src, tgt):
         acc += lo + wa * (hi - lo)
     return acc / abs(dm)
 
-
-@njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def trilinear_kernel(vol, shape, src, tgts, lengths, out):
-    """Plane-sampled trilinear marching (Joseph's method).
-
-    Each ray is sampled once per voxel plane of its dominant axis ``m``, where trilinear interpolation reduces to
-    bilinear interpolation in the plane, with zeros outside the volume. A ray along ``m`` through a uniform box thus
-    sums to exactly its chord length, and the linear fall-off across a side face integrates to the same mass as the
-    sharp face (mass-conserving boundary). Works on the plain flattened volume for any ray array;
-    :func:`view_kernel` is the fast path for a detector.
-    """
-    for r1 in prange(tgts.shape[0]):
-        for r2 in range(tgts.shape[1]):
-            out[r1, r2] = _joseph_ray(vol, shape, src, tgts[r1, r2]) * lengths[r1, r2]
 
 @njit(parallel=True, cache=True)  # no fastmath: it would drop the NaN test
 def hu_to_mu_kernel(hu, mu_water, bone_slope, convert, out):

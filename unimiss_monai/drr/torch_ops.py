@@ -61,7 +61,7 @@ def siddon_torch(
 def trilinear_torch(
     volume: torch.Tensor, src: torch.Tensor, tgts: torch.Tensor, lengths: torch.Tensor, max_bytes: int = 256 << 20
 ) -> torch.Tensor:
-    """Plane-sampled trilinear line integrals ``(N,)`` (Joseph's method, zeros outside, see ``trilinear_kernel``)."""
+    """Plane-sampled trilinear line integrals ``(N,)`` (Joseph's method, zeros outside, see ``kernels._joseph_ray``)."""
     n = volume.shape
     shape_t = torch.tensor(n, dtype=src.dtype, device=src.device)
     grid_vol = volume.to(torch.float32)[None, None]  # (1, 1, X, Y, Z): grid_sample's (x, y, z) order is (Z, Y, X)
