@@ -23,6 +23,7 @@ from unimiss_monai.data import (
     read_label_names,
     read_structure_names,
     samples,
+    save_ct,
     write_dicom_series,
 )
 from unimiss_monai.data.ct_io import is_dicom_file, load_label_map
@@ -109,6 +110,24 @@ def test_nifti_loads_in_its_stored_memory_order(tmp_path):
     labels = load_label_map(_save(tmp_path / "ct_labels.nii.gz", p.labels, p.affine), hu.shape, affine)
     assert labels.dtype == np.int32 and labels.flags.f_contiguous
     np.testing.assert_array_equal(labels, p.labels)
+
+
+@pytest.mark.parametrize(
+    "change, stored",
+    [
+        (lambda hu: np.rint(hu), np.int16),  # whole HU, as scanners store them
+        (lambda hu: np.rint(hu) + 0.25, np.float32),  # fractions would be lost
+        (lambda hu: np.where(hu > 0, 40000.0, np.rint(hu)), np.float32),  # beyond int16
+    ],
+)
+def test_save_ct_stores_int16_only_when_nothing_is_lost(tmp_path, change, stored):
+    p = make_ct_phantom(SHAPE)
+    hu = change(p.hu).astype(np.float32)
+    path = save_ct(hu, p.affine, tmp_path / "ct.nii.gz")
+    assert nib.load(path).get_data_dtype() == stored
+    back, affine = load_ct(path)
+    np.testing.assert_array_equal(back, hu)
+    np.testing.assert_array_equal(affine, p.affine)
 
 
 def test_load_ct_rejects_bad_input(tmp_path):

@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from unimiss_monai.data import make_ct_phantom, phantom_affine, save_nifti, write_dicom_series
+from unimiss_monai.data import load_ct, make_ct_phantom, phantom_affine, save_nifti, write_dicom_series
 from unimiss_monai.drr import render
 from unimiss_monai.engines import DRRGenerationError, DRRGenerator
 
@@ -74,9 +74,12 @@ def test_dicom_series_renders_like_nifti(tmp_path):
         np.testing.assert_allclose(b.affine, a.affine, atol=1e-4)
 
 
-def test_slab_mode_pairs(tmp_path):
+@pytest.mark.parametrize("fraction, stored", [(0.0, np.int16), (0.25, np.float32)])
+def test_slab_mode_pairs(tmp_path, fraction, stored):
     data, out = tmp_path / "data", tmp_path / "out"
-    _phantom_case(data, "ct", labels=False)
+    p = make_ct_phantom(SHAPE, affine=phantom_affine(SPACING, SHAPE), noise_hu=0)
+    hu = (np.rint(p.hu) + fraction).astype(np.float32)
+    save_nifti(hu, p.affine, data / "ct.nii.gz")
     run = DRRGenerator(data, out, views=["AP"], slab_depth=50.0, slab_detector_shape=(24, 24), progress=False).run()
     slabs = run["training"]
     assert len(slabs) == 4  # 20 slices of 10 mm in slabs of 5 slices
@@ -85,6 +88,9 @@ def test_slab_mode_pairs(tmp_path):
     for pair in slabs:
         ct, drr = nib.load(out / pair["ct"]), nib.load(out / pair["drr"])
         assert ct.shape == (32, 28, 5) and drr.shape == (24, 24)
+        # whole HU are stored as int16, which loses nothing; the slab reads back as the CT's own voxels
+        assert ct.get_data_dtype() == stored
+        np.testing.assert_array_equal(load_ct(out / pair["ct"])[0], hu[:, :, pair["start"]:pair["stop"]])
         assert np.isfinite(drr.get_fdata()).all() and drr.get_fdata().max() > 0
         # a slab's affine maps its first voxel to the same world point as the whole CT's voxel (0, 0, start)
         whole = phantom_affine(SPACING, SHAPE)

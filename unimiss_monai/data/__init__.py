@@ -22,8 +22,8 @@ _EXPORTS = {
     "unimiss_monai.data.pretraining_datalist": ("load_pretraining_datalist", "with_sample_index"),
     "unimiss_monai.data.segmentation_inputs": ("find_segmentation_inputs",),
     "unimiss_monai.data.tolerant": ("TolerantDataset",),
-    "unimiss_monai.data.writers": ("atomic_path", "check_output_dir", "save_bytes", "save_contact_sheet", "save_json",
-                                   "save_nifti", "save_png", "save_torch"),
+    "unimiss_monai.data.writers": ("atomic_path", "check_output_dir", "save_bytes", "save_contact_sheet", "save_ct",
+                                   "save_json", "save_nifti", "save_png", "save_torch"),
 }
 _SUBMODULES = (
     "classification_labels", "ct_inputs", "ct_io", "dicom_series", "disk_cache", "grid_checks", "lesions", "loaders", "locators",

@@ -13,7 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["OUTPUT_MARKER", "atomic_path", "check_output_dir", "check_replaceable", "keep_previous", "save_bytes", "save_torch", "staged_dir", "save_contact_sheet", "save_json", "save_nifti", "save_png"]
+__all__ = [
+    "OUTPUT_MARKER", "atomic_path", "check_output_dir", "check_replaceable", "keep_previous", "save_bytes", "save_torch",
+    "staged_dir", "save_contact_sheet", "save_ct", "save_json", "save_nifti", "save_png",
+]
 
 
 def _umask() -> int:
@@ -136,6 +139,16 @@ def save_json(obj, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2))
     return Path(path)
+
+
+def save_ct(hu: np.ndarray, affine: np.ndarray, path: str | Path) -> Path:
+    """Write a CT volume in HU as NIfTI: as int16 when that loses nothing (every voxel a whole number within int16's
+    range, as scanners store CT), else as float32. Readers get the same values either way; int16 halves the bytes to
+    compress, which is most of the time of writing a CT (see the DRR bundle docs, slab mode)."""
+    hu = np.asarray(hu)
+    with np.errstate(invalid="ignore"):  # NaN, inf and out-of-range values do not survive the cast: caught below
+        whole = hu.astype(np.int16)
+    return save_nifti(whole if np.array_equal(whole, hu) else hu.astype(np.float32, copy=False), affine, path)
 
 
 def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path) -> Path:

@@ -23,7 +23,7 @@ import numpy as np
 from unimiss_monai.data.locators import real_ct_or_fallback
 from unimiss_monai.data.phantom import phantom_affine
 from unimiss_monai.data.totalsegmentator import DEFAULT_STRUCTURES, read_totalsegmentator_structures, structure_lookup
-from unimiss_monai.data.writers import save_json, save_nifti, staged_dir
+from unimiss_monai.data.writers import save_ct, save_json, save_nifti, staged_dir
 
 __all__ = ["NAME", "CLASS_NAMES", "build", "make_organ_phantom"]
 
@@ -97,7 +97,7 @@ def _write_real(folder: Path, real) -> list[tuple[str, str]]:
     for i, (z0, z1) in enumerate(zip(bounds[:-1], bounds[1:])):
         name = f"chest_ct_slab{i}"
         aff = _slab_affine(ct.affine, int(z0))
-        save_nifti(hu[:, :, z0:z1], aff, folder / "imagesTr" / f"{name}.nii.gz")
+        save_ct(hu[:, :, z0:z1], aff, folder / "imagesTr" / f"{name}.nii.gz")
         save_nifti(labels[:, :, z0:z1], aff, folder / "labelsTr" / f"{name}.nii.gz")
         names.append(name)
     return names

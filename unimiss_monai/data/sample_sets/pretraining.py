@@ -27,7 +27,7 @@ import numpy as np
 
 from unimiss_monai.data.locators import find_real_radiograph, real_ct_or_fallback
 from unimiss_monai.data.phantom import make_ct_phantom
-from unimiss_monai.data.writers import save_json, save_nifti, staged_dir
+from unimiss_monai.data.writers import save_ct, save_json, save_nifti, staged_dir
 
 NAME = "pretraining"
 DATALIST = "datalist.json"
@@ -52,7 +52,7 @@ def _write_case(root: Path, name: str, hu: np.ndarray, affine: np.ndarray, views
     for k, slab in enumerate(split_slabs(hu, affine, slab_thickness=thickness)):
         vol = np.ascontiguousarray(slab.volume, dtype=np.float32)
         ct_rel = f"ct/{name}_slab{k:02d}.nii.gz"
-        save_nifti(vol, slab.affine, root / ct_rel)
+        save_ct(vol, slab.affine, root / ct_rel)
         for view, image in zip(views, _drr(vol, slab.affine, views, drr_size)):
             drr_rel = f"drr/{name}_slab{k:02d}_{view}.nii.gz"
             # (X, Y) like the DRR bundle's images (unimiss_monai.conventions), so LoadImage gives (1, X, Y)
@@ -101,7 +101,7 @@ def _probe_crops(root: Path, name: str, group: str, hu: np.ndarray, affine: np.n
                 crop_affine = affine.copy()
                 crop_affine[:3, 3] = affine[:3, :3] @ start + affine[:3, 3]
                 rel = f"probe/{name}_{organ}_{counts[organ]}.nii.gz"
-                save_nifti(np.ascontiguousarray(hu[box], dtype=np.float32), crop_affine, root / rel)
+                save_ct(hu[box], crop_affine, root / rel)
                 entries.append({"image": rel, "label": organ, "case": name, "group": group,
                                 "box": [[int(v) for v in start], [int(v) for v in start + size]]})
                 counts[organ] += 1
