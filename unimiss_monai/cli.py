@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "publish-pretrained": "unimiss_monai.networks.publish:publish_pretrained",
     "bench-backbone": "unimiss_monai.benchmarks.backbone:bench_backbone",
     "bench-drr": "unimiss_monai.benchmarks.drr:bench_drr",
+    "bench-drr-cases": "unimiss_monai.benchmarks.drr_cases:bench_drr_cases",
     "bench-infer": "unimiss_monai.benchmarks.inference:bench_infer",
     "package-bundle": "unimiss_monai.release.package:package_bundle",
     "release-official": "unimiss_monai.release.official:release_official",

