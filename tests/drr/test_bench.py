@@ -58,7 +58,8 @@ def test_bench_cases_times_every_mode_of_the_engine_and_leaves_nothing(tmp_path,
 
 
 def test_bench_cases_refuses_what_it_cannot_time(tmp_path):
-    ct = save_nifti(make_ct_phantom((24, 20, 12)).hu, phantom_affine((8.0, 8.0, 10.0), (24, 20, 12)), tmp_path / "ct.nii.gz")
+    shape = (24, 20, 12)
+    ct = save_nifti(make_ct_phantom(shape).hu, phantom_affine((8.0, 8.0, 10.0), shape), tmp_path / "ct.nii.gz")
     with pytest.raises(ValueError, match="unknown mode"):
         bench_drr_cases(modes="whole,fast", ct=str(ct), out=None)
     with pytest.raises(ValueError, match="needs a label map"):

@@ -4,10 +4,10 @@ All kernels take the volume flattened in C order with its shape and rays in cont
 ``n`` spans ``[n - 0.5, n + 0.5]``): for :func:`view_kernel`, used by :func:`unimiss_monai.drr.render`, the flat-panel
 frame from which each ray is generated in the loop (no per-view ray arrays: at 512x512 those cost more than the
 projection's memory traffic); for :func:`label_kernel`, one source point, a ``(R1, R2, 3)`` block of detector points
-and the world length of every source->pixel segment (so a parameter step ``da`` along a ray is ``da * length`` mm). The outer ray
-axis runs in parallel; rays are ordered so the inner loop moves along the volume's contiguous axis, which keeps
-neighbouring rays on the same cache lines (the whole slab of voxels one detector column crosses stays in L2). With
-the detector rows in the outer loop instead, an AP view of a 512x512x133 CT takes about 3x longer.
+and the world length of every source->pixel segment (so a parameter step ``da`` along a ray is ``da * length`` mm). The
+outer ray axis runs in parallel; rays are ordered so the inner loop moves along the volume's contiguous axis, which
+keeps neighbouring rays on the same cache lines (the whole slab of voxels one detector column crosses stays in L2).
+With the detector rows in the outer loop instead, an AP view of a 512x512x133 CT takes about 3x longer.
 
 The Siddon walk's speed came from its control flow, not from memory: keeping the walk's position as an integer
 slab count and the index updates free of branches made an AP view 1.25x faster, and leaving reassociation out of

@@ -45,7 +45,7 @@ def destroy_distributed() -> None:
 
 def is_rank_zero() -> bool:
     """True on the process that writes logs and files (rank 0), and in a single-process run."""
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    return rank_and_world()[0] == 0
 
 
 def rank_zero_handlers(handlers: Sequence, keep_on_all: Sequence[type] = ()) -> list:
