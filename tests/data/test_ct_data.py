@@ -130,6 +130,24 @@ def test_save_ct_stores_int16_only_when_nothing_is_lost(tmp_path, change, stored
     np.testing.assert_array_equal(affine, p.affine)
 
 
+@pytest.mark.parametrize("change, match", [
+    (lambda lab: lab + 0.5 * (lab > 0), r"not whole numbers \(e\.g\. \d+\.5\).*nearest neighbour"),
+    (lambda lab: np.where(lab == 1, np.nan, lab), r"\d+ NaN or infinite voxels"),
+    (lambda lab: lab, None),  # whole numbers stored as float load like integers
+], ids=["interpolated", "nan", "whole"])
+def test_label_maps_stored_as_float_must_hold_whole_numbers(tmp_path, change, match):
+    p = make_ct_phantom(SHAPE)
+    path = _save(tmp_path / "ct_labels.nii.gz", change(p.labels.astype(np.float32)), p.affine)
+    if match is None:
+        labels = load_label_map(path, SHAPE, p.affine)
+        assert labels.dtype == np.int32
+        np.testing.assert_array_equal(labels, p.labels)
+    else:
+        with pytest.raises(CTInputError, match=match) as info:
+            load_label_map(path, SHAPE, p.affine)
+        assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
 def test_load_ct_rejects_bad_input(tmp_path):
     affine = phantom_affine((5, 5, 5), SHAPE)
     with pytest.raises(CTInputError, match="missing.nii.gz: CT volume not found"):

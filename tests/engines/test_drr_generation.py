@@ -108,15 +108,19 @@ def test_bad_volumes_fail_alone_and_are_summarised(tmp_path):
     # a 2 m wide volume: the source at sid=850 mm is inside it
     big_shape = (200, 200, 10)
     save_nifti(np.full(big_shape, -1000, np.float32), phantom_affine((10.0, 10.0, 10.0), big_shape), data / "huge.nii.gz")
+    # a label map resampled with linear interpolation: fractions at every boundary
+    lerp = _phantom_case(data, "lerp")
+    save_nifti(lerp.labels * 0.75, lerp.affine, data / "lerp_labels.nii.gz")
     with pytest.raises(DRRGenerationError) as info:
         DRRGenerator(data, out, **SMALL).run()
     message = str(info.value)
-    assert message.startswith("4 of 5 CT(s) failed")
+    assert message.startswith("5 of 6 CT(s) failed")
     assert "nan.nii.gz: has 1 NaN voxels" in message and "flat.nii.gz: is a 2D image" in message
     assert "broken.nii.gz: cannot be read" in message and "huge.nii.gz" in message and "inside the volume" in message
+    assert "lerp_labels.nii.gz: label map holds values that are not whole numbers" in message
     assert sorted(p.name for p in out.iterdir()) == ["datalist.json", "good"]  # nothing partial, no temp folders
     summary = json.loads((out / "datalist.json").read_text())
-    assert len(summary["failures"]) == 4 and len(summary["testing"]) == 2
+    assert len(summary["failures"]) == 5 and len(summary["testing"]) == 2
 
 
 def test_mr_like_volume_warns_once_per_file_but_renders(tmp_path):

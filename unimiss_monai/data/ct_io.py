@@ -136,10 +136,21 @@ def load_label_map(path: str | Path, ct_shape: tuple[int, ...], ct_affine: np.nd
     """Load a label map that lies on the CT's voxel grid; returns (X, Y, Z) int32.
 
     Raises:
-        CTInputError: the file is missing/unreadable, or its grid (shape or affine) differs from the CT's.
+        CTInputError: the file is missing/unreadable, holds values that are not whole numbers (NaN, or fractions from
+            resampling with linear interpolation), or its grid (shape or affine) differs from the CT's.
     """
     path = Path(path)
-    labels, affine = _load(path, "label map", np.int32)
+    labels, affine = _load(path, "label map", None)  # as stored: a cast would truncate 1.5 to 1 and NaN to -2**31
+    if labels.dtype.kind == "f":
+        values = labels.ravel(order="K")
+        bad = int((~np.isfinite(values)).sum())
+        if bad:
+            raise CTInputError(f"{path}: label map has {bad} NaN or infinite voxels; pass a label map of whole numbers")
+        fractional = values[values != np.round(values)]
+        if fractional.size:
+            raise CTInputError(f"{path}: label map holds values that are not whole numbers (e.g. {fractional[0]:g}), "
+                               f"as after resampling with linear interpolation; resample it with nearest neighbour")
+    labels = np.asarray(labels, dtype=np.int32)
     if tuple(labels.shape) != tuple(ct_shape):
         raise CTInputError(f"{path}: label map shape {tuple(labels.shape)} differs from the CT's {tuple(ct_shape)}; "
                            f"resample the labels onto the CT grid (nearest neighbour)")
