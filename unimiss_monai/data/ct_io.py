@@ -18,7 +18,10 @@ import numpy as np
 
 from unimiss_monai.data.grid_checks import check_grid, check_nifti_header
 
-__all__ = ["CTInputError", "load_ct", "load_label_map", "is_dicom_file", "is_dicom_series_dir", "warn_if_not_ct_hu"]
+__all__ = [
+    "CTInputError", "load_ct", "load_label_map", "label_value_problem", "is_dicom_file", "is_dicom_series_dir",
+    "warn_if_not_ct_hu",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +135,20 @@ def warn_if_not_ct_hu(hu, source: str, consequence: str = "the network was train
     return True
 
 
+def label_value_problem(labels: np.ndarray) -> str | None:
+    """Why a label volume stored as floating point cannot be read as labels (``"3 NaN or infinite voxels"``,
+    ``"values that are not whole numbers (e.g. 1.5)"``), or None when every value is a whole number; integer volumes
+    always pass. Read in the stored memory order."""
+    if labels.dtype.kind != "f":
+        return None
+    values = labels.ravel(order="K")
+    bad = int((~np.isfinite(values)).sum())
+    if bad:
+        return f"{bad} NaN or infinite voxels"
+    fractional = values[values != np.round(values)]
+    return f"values that are not whole numbers (e.g. {fractional[0]:g})" if fractional.size else None
+
+
 def load_label_map(path: str | Path, ct_shape: tuple[int, ...], ct_affine: np.ndarray) -> np.ndarray:
     """Load a label map that lies on the CT's voxel grid; returns (X, Y, Z) int32.
 
@@ -141,15 +158,10 @@ def load_label_map(path: str | Path, ct_shape: tuple[int, ...], ct_affine: np.nd
     """
     path = Path(path)
     labels, affine = _load(path, "label map", None)  # as stored: a cast would truncate 1.5 to 1 and NaN to -2**31
-    if labels.dtype.kind == "f":
-        values = labels.ravel(order="K")
-        bad = int((~np.isfinite(values)).sum())
-        if bad:
-            raise CTInputError(f"{path}: label map has {bad} NaN or infinite voxels; pass a label map of whole numbers")
-        fractional = values[values != np.round(values)]
-        if fractional.size:
-            raise CTInputError(f"{path}: label map holds values that are not whole numbers (e.g. {fractional[0]:g}), "
-                               f"as after resampling with linear interpolation; resample it with nearest neighbour")
+    problem = label_value_problem(labels)
+    if problem:
+        raise CTInputError(f"{path}: label map holds {problem}, as after resampling with linear interpolation; "
+                           f"resample it with nearest neighbour")
     labels = np.asarray(labels, dtype=np.int32)
     if tuple(labels.shape) != tuple(ct_shape):
         raise CTInputError(f"{path}: label map shape {tuple(labels.shape)} differs from the CT's {tuple(ct_shape)}; "

@@ -57,6 +57,7 @@ def project_labels(
     Returns:
         float32 tensor ``(V, C, H, W)``: path length in mm through each label.
     """
+    from unimiss_monai.data.ct_io import label_value_problem
     from unimiss_monai.drr.kernels import label_kernel
     from unimiss_monai.drr.layout import memory_layout, points_in_memory_order
     from unimiss_monai.drr.volume import as_affine
@@ -66,11 +67,9 @@ def project_labels(
     arr = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
     if arr.ndim != 3:
         raise ValueError(f"labels must be a 3-D (X, Y, Z) volume, got shape {arr.shape}")
-    if arr.dtype.kind == "f":
-        if np.isnan(arr).any():
-            raise ValueError("labels contain NaN; pass an integer label volume")
-        if not np.array_equal(arr, np.round(arr)):
-            raise ValueError("labels must hold integer label values")
+    problem = label_value_problem(arr)
+    if problem:
+        raise ValueError(f"labels hold {problem}; pass an integer label volume")
     if arr.dtype.kind not in "iu":
         arr = arr.astype(np.int64)
     ids = present_labels(arr) if label_ids is None else np.asarray(list(label_ids), dtype=np.int64)
