@@ -83,8 +83,9 @@ def _diffdrr(mu: np.ndarray, affine: np.ndarray, size: int, spacing: float, sdd:
     from diffdrr.drr import DRR
     from torchio import ScalarImage
 
-    subject = read(ScalarImage(tensor=torch.from_numpy(mu)[None], affine=affine), orientation="AP")
-    subject.density = ScalarImage(tensor=torch.from_numpy(mu)[None], affine=subject.volume.affine)
+    tensor = torch.tensor(mu)[None]  # a copy: prepared values are read-only, and theirs to keep
+    subject = read(ScalarImage(tensor=tensor, affine=affine), orientation="AP")
+    subject.density = ScalarImage(tensor=tensor, affine=subject.volume.affine)
     rot, trans = torch.zeros(1, 3, device=device), torch.tensor([[0.0, sid, 0.0]], device=device)
     out = {}
     for kind in ("siddon", "trilinear"):
@@ -122,7 +123,8 @@ def _nanodrr(mu: np.ndarray, affine: np.ndarray, size: int, spacing: float, sdd:
 
     from unimiss_monai import drr
 
-    subject = Subject.from_images(ScalarImage(tensor=torch.from_numpy(mu)[None], affine=affine), convert_to_mu=False)
+    # a copy: prepared values are read-only
+    subject = Subject.from_images(ScalarImage(tensor=torch.tensor(mu)[None], affine=affine), convert_to_mu=False)
     subject = subject.to(device)
     geometry = drr.ConeBeam((size, size), spacing, sdd, sid)
     source, _, col, row = geometry.frame(drr.Pose("AP"), drr.volume_center(mu.shape, affine))

@@ -11,10 +11,13 @@ With the detector rows in the outer loop instead, an AP view of a 512x512x133 CT
 
 The Siddon walk's speed came from its control flow, not from memory: keeping the walk's position as an integer
 slab count and the index updates free of branches made an AP view 1.25x faster, and leaving reassociation out of
-fast-math (``_FASTMATH``) made the trilinear view 1.4x faster. Other orders and formulations measured against these
-kernels (a sweep of a row of rays one layer at a time, a copy with the ray's axis contiguous, branch-free layers,
-prefix sums, skipping empty blocks at both ends, ...) were slower or at most 10 % faster on the AP view; the DRR
-bundle's docs ("Benchmark") list them with their timings.
+fast-math (``_FASTMATH``) made the trilinear view 1.4x faster. It skips the blocks of zeros at either end of a ray
+(:mod:`.empty_space`). Other orders and formulations measured against these kernels (a sweep of a row of rays one
+layer at a time, a copy with the ray's axis contiguous, branch-free layers, prefix sums, ...) were slower or at most
+10 % faster on the AP view; the DRR bundle's docs ("Benchmark") list them with their timings.
+
+Every function and constant the cached kernels compile in is defined in this file: numba's on-disk cache is
+invalidated only when the file that defines a kernel changes, so an inlined helper from another file could go stale.
 """
 
 from __future__ import annotations
@@ -24,13 +27,17 @@ import math
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["SIDDON", "TRILINEAR", "view_kernel", "label_kernel", "hu_to_mu_kernel", "nan_count_kernel"]
+
+__all__ = ["SIDDON", "TRILINEAR", "view_kernel", "label_kernel", "skip_empty"]
 
 _INF = 1e30
 # fast-math without reassociation: with it, LLVM sums the short runs of whole slabs with masked AVX-512 gathers
 # when numba recompiles the cached module, and the cached view kernel ran 1.2x slower than a fresh compile
 _FASTMATH = {"nnan", "ninf", "nsz", "arcp", "contract", "afn"}
 SIDDON, TRILINEAR = 0, 1  # ``method`` codes of :func:`view_kernel`
+# skip_empty stops this far (parameter units, a ray spanning 0..1) short of the face of the first marked block, which
+# it finds by summing face distances, so rounding never starts the walk inside that block; a voxel is about 1e-3
+_MARGIN = 1e-10
 
 
 @njit(inline="always", fastmath=_FASTMATH)
@@ -70,9 +77,54 @@ def _stride(shape, ax):
     return shape[2] if ax == 1 else 1
 
 
+@njit(inline="always")
+def _block_start(p, d, b, n):
+    """Block index of coordinate ``p`` (clamped into the map), step, distance (parameter units) to its next face."""
+    i = min(max(int(math.floor((p + 0.5) / b)), 0), n - 1)
+    if d > 0.0:
+        return i, 1, ((i + 1) * b - 0.5 - p) / d, b / d
+    if d < 0.0:
+        return i, -1, (i * b - 0.5 - p) / d, -b / d
+    return i, 0, _INF, _INF
+
+
+@njit(inline="always")
+def skip_empty(occ, b, src, tgt, a_lo, a_hi, sign):
+    """Parameter distance from ``a_lo`` (``sign`` 1, walking forward) or ``a_hi`` (``sign`` -1, backward) to the
+    first block of ``occ`` (``(B0, B1, B2)`` uint8, blocks of ``b`` voxels, :mod:`.empty_space`) that holds a nonzero
+    voxel, ``_MARGIN`` short of its face; the whole span ``a_hi - a_lo`` when the ray meets none. Voxel ``n`` spans
+    ``[n - 0.5, n + 0.5]``, so block ``k`` spans ``[k * b - 0.5, (k + 1) * b - 0.5]``.
+    """
+    a = a_lo if sign > 0 else a_hi
+    d0, d1, d2 = tgt[0] - src[0], tgt[1] - src[1], tgt[2] - src[2]
+    n0, n1, n2 = occ.shape
+    i0, s0, t0, e0 = _block_start(src[0] + a * d0, d0 * sign, b, n0)
+    i1, s1, t1, e1 = _block_start(src[1] + a * d1, d1 * sign, b, n1)
+    i2, s2, t2, e2 = _block_start(src[2] + a * d2, d2 * sign, b, n2)
+    span = a_hi - a_lo
+    t = 0.0
+    while not occ[i0, i1, i2]:
+        if t0 <= t1 and t0 <= t2:
+            t, i0, t0 = t0, i0 + s0, t0 + e0
+            if i0 < 0 or i0 >= n0:
+                return span
+        elif t1 <= t2:
+            t, i1, t1 = t1, i1 + s1, t1 + e1
+            if i1 < 0 or i1 >= n1:
+                return span
+        else:
+            t, i2, t2 = t2, i2 + s2, t2 + e2
+            if i2 < 0 or i2 >= n2:
+                return span
+        if t >= span:
+            return span
+    return max(t - _MARGIN, 0.0)
+
+
 @njit(inline="always", fastmath=_FASTMATH, boundscheck=False)
-def _siddon_ray(vol, shape, src, tgt):
-    """Exact radiological path of one ray in parameter units (multiply by the segment length for mm).
+def _siddon_ray(vol, shape, src, tgt, a_lo, a_hi):
+    """Exact radiological path of one ray from parameter ``a_lo`` to ``a_hi`` (inside the volume box, ``a_lo < a_hi``)
+    in parameter units (multiply by the segment length for mm).
 
     The ray is walked one slab of its dominant voxel axis ``m`` at a time: slab ``k`` ends at parameter
     ``m0 + k * dlm``, cut by the entry and the exit. Inside a slab the ray crosses at most one face of each other
@@ -85,9 +137,6 @@ def _siddon_ray(vol, shape, src, tgt):
     crosses next is unpredictable), an AP view ran 1.25x faster with the same image to the last bit (DRR bundle
     docs). Flat indices are unsigned and clamped into the volume, so rounding can never read outside it.
     """
-    a_lo, a_hi = _entry(src, tgt, shape)
-    if a_lo >= a_hi:
-        return 0.0
     d0, d1, d2 = tgt[0] - src[0], tgt[1] - src[1], tgt[2] - src[2]
     ad0, ad1, ad2 = abs(d0), abs(d1), abs(d2)
     if ad0 >= ad1 and ad0 >= ad2:
@@ -273,48 +322,6 @@ def _joseph_ray(vol, shape, src, tgt):
     return acc / abs(dm)
 
 
-@njit(parallel=True, cache=True)  # no fastmath: it would drop the NaN test
-def hu_to_mu_kernel(hu, mu_water, bone_slope, convert, out):
-    """One pass over a 3-D volume: attenuation (1/mm) into ``out`` (same shape, float32); returns the NaN count.
-
-    ``convert`` True maps HU with :func:`unimiss_monai.drr.attenuation.hu_to_mu`'s model, False copies values that
-    are already attenuation. ``hu`` may have any strides and dtype (one compiled variant each); loops run in ``out``'s
-    C order, so a C-ordered ``hu`` streams. Arithmetic is float64 per voxel in registers, rounded once to float32.
-    NaN voxels are written as 0.
-    """
-    n0, n1, n2 = out.shape
-    nan = 0
-    for i in prange(n0):
-        for j in range(n1):
-            for k in range(n2):
-                h = np.float64(hu[i, j, k])
-                if h != h:
-                    nan += 1
-                    out[i, j, k] = 0.0
-                    continue
-                if convert:
-                    if h > 0.0:
-                        h *= bone_slope
-                    h = mu_water * (1.0 + h / 1000.0)
-                    if h < 0.0:
-                        h = 0.0
-                out[i, j, k] = h
-    return nan
-
-
-@njit(parallel=True, cache=True)
-def nan_count_kernel(values):
-    """Number of NaN voxels of a 3-D float volume, without a boolean temporary."""
-    n0, n1, n2 = values.shape
-    nan = 0
-    for i in prange(n0):
-        for j in range(n1):
-            for k in range(n2):
-                if values[i, j, k] != values[i, j, k]:
-                    nan += 1
-    return nan
-
-
 @njit(fastmath=_FASTMATH)  # a plain call: parfors cannot analyse an inlined tuple return; LLVM inlines it
 def _pixel_ray(frame, world, r, c):
     """Voxel-space end point ``(3-tuple)`` and world length (mm) of the ray to detector pixel ``(r, c)``.
@@ -332,13 +339,15 @@ def _pixel_ray(frame, world, r, c):
 
 
 @njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def view_kernel(vol, shape, frame, world, rows_inner, method, out):
+def view_kernel(vol, shape, occ, block, frame, world, rows_inner, method, out):
     """Line integrals (mm x value) of a whole flat-panel view ``out`` ``(H, W)`` with rays generated on the fly from
     the detector frame (no per-view ray arrays); ``method`` is :data:`SIDDON` or :data:`TRILINEAR`.
 
     ``rows_inner`` puts detector rows in the inner loop: choose the order in which neighbouring rays move along the
     volume's contiguous axis so they share cache lines. The method test is the same for every ray, so it costs no
-    mispredictions and one loop serves both projectors.
+    mispredictions and one loop serves both projectors. The Siddon walk skips the ray's ends through blocks that
+    ``occ`` (blocks of ``block`` voxels, :mod:`.empty_space`) marks as all zeros; the trilinear projector samples
+    between voxels, so it walks the whole ray.
     """
     src = frame[0]
     n_rows, n_cols = out.shape
@@ -349,6 +358,13 @@ def view_kernel(vol, shape, frame, world, rows_inner, method, out):
             r, c = (np.int64(j), np.int64(i)) if rows_inner else (np.int64(i), np.int64(j))
             tgt, length = _pixel_ray(frame, world, r, c)
             if method == SIDDON:
-                out[r, c] = _siddon_ray(vol, shape, src, tgt) * length
+                a_lo, a_hi = _entry(src, tgt, shape)
+                value = 0.0
+                if a_lo < a_hi:
+                    t_lo = skip_empty(occ, block, src, tgt, a_lo, a_hi, 1)
+                    if t_lo < a_hi - a_lo:
+                        t_hi = skip_empty(occ, block, src, tgt, a_lo, a_hi, -1)
+                        value = _siddon_ray(vol, shape, src, tgt, a_lo + t_lo, a_hi - t_hi)
+                out[r, c] = value * length
             else:
                 out[r, c] = _joseph_ray(vol, shape, src, tgt) * length

@@ -7,6 +7,7 @@ pure-PyTorch reference path (:mod:`.torch_ops`), which computes the same integra
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -61,16 +62,35 @@ def rays_in_kernel_order(src: np.ndarray, tgt: np.ndarray, lengths: np.ndarray) 
     return np.ascontiguousarray(tgt), np.ascontiguousarray(lengths), False
 
 
-def _project_numba(prep: PreparedVolume, geometry: ConeBeam, poses: list[Pose], method: str, isocenter) -> np.ndarray:
-    from unimiss_monai.drr.kernels import SIDDON, TRILINEAR, view_kernel
+def as_tensor(values: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """A prepared volume's values as a tensor, sharing their memory. ``prepare_volume`` makes its arrays read-only
+    (their block map describes them); the PyTorch path only reads them, so torch's warning that it cannot mark a
+    tensor read-only does not apply here."""
+    if isinstance(values, torch.Tensor):
+        return values
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(values)
 
+
+def _project_numba(prep: PreparedVolume, geometry: ConeBeam, poses: list[Pose], method: str, isocenter) -> np.ndarray:
+    from unimiss_monai.drr.empty_space import BLOCK, block_grid, no_skipping
+    from unimiss_monai.drr.kernels import SIDDON, TRILINEAR, view_kernel
     from unimiss_monai.drr.layout import frame_in_memory_order, memory_layout
 
     code = SIDDON if method == "siddon" else TRILINEAR
     # the kernels walk the volume as it lies in memory (a NIfTI CT is x-fastest): rays go into that axis order
     layout = memory_layout(prep.values)
+    occ, block = no_skipping()
     if layout is None:  # a strided view handed in directly rather than through prepare_volume
         layout = memory_layout(np.ascontiguousarray(prep.values, dtype=np.float32))
+    elif prep.occupancy is not None:
+        if prep.occupancy.shape != block_grid(layout.array.shape):
+            raise ValueError(
+                f"PreparedVolume.occupancy has shape {prep.occupancy.shape}, not that of the block map of values in "
+                f"memory order {tuple(layout.array.shape)}, {block_grid(layout.array.shape)}; use prepare_volume"
+            )
+        occ, block = prep.occupancy, BLOCK
     flat = layout.array.reshape(-1)
     shape = np.asarray(layout.array.shape, dtype=np.int64)
     out = np.empty((len(poses), *geometry.detector_shape), np.float32)
@@ -79,14 +99,14 @@ def _project_numba(prep: PreparedVolume, geometry: ConeBeam, poses: list[Pose], 
         frame = frame_in_memory_order(frame, layout)
         # inner loop along the detector axis that moves fastest through the contiguous voxel axis (see kernels)
         rows_inner = abs(frame[2, 2]) > abs(frame[3, 2])
-        view_kernel(flat, shape, frame, world, rows_inner, code, out[v])
+        view_kernel(flat, shape, occ, block, frame, world, rows_inner, code, out[v])
     return out
 
 
 def _project_torch(prep: PreparedVolume, geometry: ConeBeam, poses: list[Pose], method: str, isocenter) -> torch.Tensor:
     from unimiss_monai.drr.torch_ops import siddon_torch, trilinear_torch
 
-    vol = prep.values if isinstance(prep.values, torch.Tensor) else torch.from_numpy(prep.values)
+    vol = as_tensor(prep.values)
     fn = siddon_torch if method == "siddon" else trilinear_torch
     dtype = torch.float32 if vol.device.type == "mps" else torch.float64
     images = []
@@ -207,7 +227,7 @@ def _prepare_torch(volume, affine, device, kw) -> PreparedVolume:
     """Prepared volume kept as a torch tensor (reference path) even on the CPU."""
     prep = prepare_volume(volume, affine, device=device, **kw)
     if not isinstance(prep.values, torch.Tensor):
-        prep = PreparedVolume(torch.from_numpy(prep.values).to(device or "cpu"), prep.affine)
+        prep = PreparedVolume(as_tensor(prep.values).to(device or "cpu"), prep.affine)
     return prep
 
 

@@ -41,13 +41,17 @@ class PreparedVolume:
     """Attenuation volume (1/mm) in ``(X, Y, Z)`` voxel order with its RAS+ affine, ready for many views.
 
     ``values`` is a float32 numpy array (CPU kernels) in any memory order (C, Fortran, a transpose or flip of
-    either; :mod:`.layout`), or a torch tensor (reference path: other devices, autograd). Build it with :func:`prepare_volume`; reuse it across calls to ``render`` so the HU conversion and
-    checks run once per CT.
+    either; :mod:`.layout`), or a torch tensor (reference path: other devices, autograd). Build it with
+    :func:`prepare_volume`; reuse it across calls to ``render`` so the HU conversion and checks run once per CT.
+    ``occupancy``: the block map of ``values`` in their memory order (:mod:`.empty_space`) that lets the Siddon walk
+    skip blocks of zeros; None walks every ray whole. ``prepare_volume`` builds it while converting and makes the
+    converted array read-only, since the map is only true of the values it was built from.
     """
 
     values: np.ndarray | torch.Tensor
     affine: np.ndarray
     inverse: np.ndarray = field(init=False, repr=False)
+    occupancy: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self):
         self.inverse = np.linalg.inv(self.affine)
@@ -112,7 +116,8 @@ def prepare_volume(
         affine: 4x4 voxel-to-world matrix; taken from ``volume.affine`` when None.
         volume_unit: ``"hu"`` (Hounsfield units, converted with :func:`hu_to_mu`) or ``"mu"`` (already 1/mm; a label
             mask of ones gives thickness in mm). A float32 ``"mu"`` array is used as it is, without a copy: changing
-            it later changes what the prepared volume renders.
+            it later changes what the prepared volume renders. Any other input is converted into a new array, which
+            is read-only (prepare the changed volume again to render it) and comes with a map of its empty blocks.
         mu_water, bone_slope: HU -> attenuation model.
         affine_space: ``"RAS"`` (NIfTI, MONAI default) or ``"LPS"`` (DICOM/ITK).
         device: None or ``"cpu"`` keeps numpy for the compiled kernels unless ``volume`` requires grad; another device
@@ -140,31 +145,40 @@ def prepare_volume(
         mu = hu_to_mu(vol, mu_water, bone_slope) if volume_unit == "hu" else vol
         return PreparedVolume(mu, aff)
     arr = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
-    return PreparedVolume(_attenuation(arr, volume_unit == "hu", float(mu_water), float(bone_slope)), aff)
+    mu, occupancy = _attenuation(arr, volume_unit == "hu", float(mu_water), float(bone_slope))
+    return PreparedVolume(mu, aff, occupancy)
 
 
-def _attenuation(arr: np.ndarray, convert: bool, mu_water: float, bone_slope: float) -> np.ndarray:
-    """Float32 attenuation ``(X, Y, Z)`` of a numpy volume in one pass, in the volume's own memory order.
+def _attenuation(arr: np.ndarray, convert: bool, mu_water: float, bone_slope: float):
+    """Float32 attenuation ``(X, Y, Z)`` of a numpy volume in one pass, in the volume's own memory order, and its block
+    map (:mod:`.empty_space`; None for an array used as it is).
 
     A volume whose elements fill one block of memory (C or Fortran order, any transpose or flip of one) is read as it
     lies and the result shares its layout, so reordering costs nothing here or in the kernels (see :mod:`.layout`);
     any other strided view is read in place and written in C order. Float32 attenuation (``volume_unit="mu"``) is
     only checked for NaN and used as it is, without a copy.
     """
-    from unimiss_monai.drr.kernels import hu_to_mu_kernel, nan_count_kernel
+    from unimiss_monai.drr.empty_space import block_map, run_grid
     from unimiss_monai.drr.layout import from_memory_order, memory_layout
+    from unimiss_monai.drr.prepare_kernels import hu_to_mu_kernel, nan_count_kernel
 
     if arr.dtype.kind not in "biuf":
         raise ValueError(f"volume must hold numbers, got dtype {arr.dtype}; pass HU (or attenuation) values")
     layout = memory_layout(arr)
     if not convert and arr.dtype == np.float32 and layout is not None:
         n_nan = nan_count_kernel(layout.array)
-        mu = arr
+        mu, occupancy = arr, None
     else:
         src = arr if layout is None else layout.array
         out = np.empty(src.shape, np.float32)
-        n_nan = hu_to_mu_kernel(src, mu_water, bone_slope, convert, out)
-        mu = out if layout is None else from_memory_order(out, layout.perm, layout.flips)
+        runs = np.zeros(run_grid(out.shape), np.uint8)
+        n_nan = hu_to_mu_kernel(src, mu_water, bone_slope, convert, out, out.view(np.uint32), runs)
+        occupancy = block_map(runs)
+        out.flags.writeable = False  # before the view below, which inherits it: the map describes these values
+        if layout is None:  # written in C order; the kernels take size-1 axes first (:func:`.layout.memory_layout`)
+            mu, occupancy = out, np.ascontiguousarray(occupancy.transpose(memory_layout(out).perm))
+        else:
+            mu = from_memory_order(out, layout.perm, layout.flips)
     if n_nan:
         raise ValueError(f"volume has {n_nan} NaN voxels; fill them (e.g. -1000 HU) before rendering a DRR")
-    return mu
+    return mu, occupancy
