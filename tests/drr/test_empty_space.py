@@ -134,3 +134,39 @@ def test_ray_ends_skip_to_the_faces_of_the_first_and_last_marked_blocks():
     # from x = 15.7, inside voxel 16 and so in block 1 (empty), though block 0 (marked) ends at 15.5
     occ[0, 1, 0] = 1
     assert skip_empty(occ, 16, src, tgt, 115.7 / 300, a_hi, 1) == pytest.approx((31.5 - 15.7) / 300, abs=1e-9)
+
+
+def test_label_walk_skipping_empty_blocks_equals_the_mask_drrs():
+    lab = np.zeros((37, 35, 34), np.uint8)
+    lab[14:16, 16:18, 10:20] = 1  # on either side of block faces, as in _sparse_mu
+    lab[16:18, 12:16, 2:6] = 5
+    lab[18:30, 3:12, 18:32] = 9
+    lab[36, 34, 33] = 200  # not asked for below: a block holding only it is walked, and adds nothing
+    lab = np.asfortranarray(lab)
+    thick = drr.project_labels(lab, AFFINE, label_ids=[1, 5, 9], views=POSES, **GEOM)
+    for c, value in enumerate((1, 5, 9)):
+        # float32 attenuation used as it is has no block map: the view kernel walks each ray whole
+        mask = drr.render((lab == value).astype(np.float32), AFFINE, views=POSES, volume_unit="mu", **GEOM)
+        assert mask.amax() > 0
+        torch.testing.assert_close(thick[:, c], mask, rtol=1e-5, atol=1e-5)
+    # asking for the background walks every ray whole: its thickness is the rest of each chord
+    with_background = drr.project_labels(lab, AFFINE, label_ids=[0, 9], views=POSES, **GEOM)
+    background = drr.render((lab == 0).astype(np.float32), AFFINE, views=POSES, volume_unit="mu", **GEOM)
+    torch.testing.assert_close(with_background[:, 0], background, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(with_background[:, 1], thick[:, 2])
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int64])
+def test_label_block_map_marks_exactly_the_blocks_with_a_label(dtype):
+    from unimiss_monai.drr.empty_space import block_map, run_grid
+    from unimiss_monai.drr.prepare_kernels import nonzero_runs_kernel
+
+    lab = np.zeros((37, 35, 34), dtype)
+    lab[15, 16, 16] = 1
+    lab[36, 34, 33] = 3  # in the last, shorter run of a row
+    lab[2, 30, 17] = -1 if np.issubdtype(dtype, np.signedinteger) else 7
+    runs = np.zeros(run_grid(lab.shape), np.uint8)
+    nonzero_runs_kernel(lab, runs)
+    want = _blocks_reference(lab)
+    assert 0 < want.sum() < want.size
+    np.testing.assert_array_equal(block_map(runs).astype(bool), want)

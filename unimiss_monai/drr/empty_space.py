@@ -11,7 +11,8 @@ lateral one 1.10-1.12x faster at 256x256 (DRR bundle docs).
 
 The map is built from the values it describes, so it is only valid while they are unchanged: ``prepare_volume`` makes
 the array it converted read-only, and a volume handed in as float32 attenuation (used without a copy, so the caller
-may change it) gets no map.
+may change it) gets no map. :func:`project_labels <unimiss_monai.drr.project_labels>` builds its map of the blocks
+holding any label (:func:`.prepare_kernels.nonzero_runs_kernel`) in each call, for the walk it runs right after.
 """
 
 from __future__ import annotations

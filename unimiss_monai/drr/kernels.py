@@ -27,7 +27,6 @@ import math
 import numpy as np
 from numba import njit, prange
 
-
 __all__ = ["SIDDON", "TRILINEAR", "view_kernel", "label_kernel", "skip_empty"]
 
 _INF = 1e30
@@ -209,10 +208,11 @@ def _siddon_ray(vol, shape, src, tgt, a_lo, a_hi):
 
 
 @njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def label_kernel(labels, shape, lut, src, tgts, lengths, out):
+def label_kernel(labels, shape, lut, occ, block, src, tgts, lengths, out):
     """Siddon walk of an integer label volume: ``out[c, r1, r2]`` = path length (mm) inside labels mapped to ``c``.
 
-    ``lut[label]`` is the output channel of a label value, or -1 to skip it.
+    ``lut[label]`` is the output channel of a label value, or -1 to skip it. Each ray's ends are skipped through the
+    blocks that ``occ`` (blocks of ``block`` voxels) marks as holding no label the table maps, as in :func:`view_kernel`.
     """
     n1, n2 = tgts.shape[0], tgts.shape[1]
     s1, s2 = shape[1] * shape[2], shape[2]
@@ -223,6 +223,10 @@ def label_kernel(labels, shape, lut, src, tgts, lengths, out):
             a_lo, a_hi = _entry(src, tgt, shape)
             if a_lo >= a_hi:
                 continue
+            t_lo = skip_empty(occ, block, src, tgt, a_lo, a_hi, 1)
+            if t_lo >= a_hi - a_lo:
+                continue
+            a_lo, a_hi = a_lo + t_lo, a_hi - skip_empty(occ, block, src, tgt, a_lo, a_hi, -1)
             i0, st0, n0_, dl0 = _axis_start(src[0], tgt[0] - src[0], shape[0], a_lo)
             i1, st1, n1_, dl1 = _axis_start(src[1], tgt[1] - src[1], shape[1], a_lo)
             i2, st2, n2_, dl2 = _axis_start(src[2], tgt[2] - src[2], shape[2], a_lo)

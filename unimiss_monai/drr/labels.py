@@ -58,8 +58,10 @@ def project_labels(
         float32 tensor ``(V, C, H, W)``: path length in mm through each label.
     """
     from unimiss_monai.data.ct_io import label_value_problem
+    from unimiss_monai.drr.empty_space import BLOCK, block_map, no_skipping, run_grid
     from unimiss_monai.drr.kernels import label_kernel
     from unimiss_monai.drr.layout import memory_layout, points_in_memory_order
+    from unimiss_monai.drr.prepare_kernels import nonzero_runs_kernel
     from unimiss_monai.drr.volume import as_affine
 
     if affine is None and hasattr(labels, "affine"):
@@ -85,6 +87,11 @@ def project_labels(
     # walk the labels as they lie in memory (a NIfTI label map is x-fastest): no reordering copy, see .layout
     layout = memory_layout(arr) or memory_layout(np.ascontiguousarray(arr))
     shape = np.asarray(layout.array.shape, dtype=np.int64)
+    occ, block = no_skipping()
+    if len(ids) and lut[0] < 0:  # blocks of background only add nothing (unless the background is asked for)
+        runs = np.zeros(run_grid(layout.array.shape), np.uint8)
+        nonzero_runs_kernel(layout.array, runs)
+        occ, block = block_map(runs), BLOCK
     out = np.zeros((len(poses), len(ids), *geometry.detector_shape), np.float32)
     for v, pose in enumerate(poses):
         src, tgt, lengths = prep.rays(geometry, pose, isocenter)
@@ -92,7 +99,7 @@ def project_labels(
         tgt_k, len_k, transposed = rays_in_kernel_order(src, tgt, lengths)
         img = np.zeros((len(ids), *len_k.shape), np.float32)
         if len(ids):
-            label_kernel(layout.array.reshape(-1), shape, lut, src, tgt_k, len_k, img)
+            label_kernel(layout.array.reshape(-1), shape, lut, occ, block, src, tgt_k, len_k, img)
         out[v] = img.transpose(0, 2, 1) if transposed else img
     return torch.from_numpy(out)
 

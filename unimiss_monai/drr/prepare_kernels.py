@@ -1,4 +1,4 @@
-"""Compiled one-pass kernels (numba) that prepare a CT for the DRR: HU to attenuation with its block map, NaN count.
+"""Compiled one-pass kernels (numba) that prepare a CT for the DRR: HU to attenuation marking empty space, NaN count.
 
 Like :mod:`.kernels`, this file holds every function and constant its cached kernels compile in: numba's on-disk cache
 is invalidated only when the file that defines a kernel changes.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["BLOCK", "SCAN", "hu_to_mu_kernel", "nan_count_kernel"]
+__all__ = ["BLOCK", "SCAN", "hu_to_mu_kernel", "nan_count_kernel", "nonzero_runs_kernel"]
 
 # voxels per edge of a block of the map of empty space (:mod:`.empty_space`), and per run along a row from which
 # the conversion marks it (BLOCK a multiple of SCAN); the kernel below compiles both in, so they live here
@@ -75,3 +75,25 @@ def nan_count_kernel(values):
                 if values[i, j, k] != values[i, j, k]:
                     nan += 1
     return nan
+
+
+@njit(parallel=True, cache=True)
+def nonzero_runs_kernel(values, runs):
+    """Mark, like :func:`hu_to_mu_kernel`, every run of ``SCAN`` voxels of an integer volume ``values`` (C order) that
+    holds a nonzero value: ``runs[i // BLOCK, j // BLOCK, k // SCAN] = 1`` (zeros of :func:`.empty_space.run_grid`).
+    """
+    n0, n1, n2 = values.shape
+    whole = n2 // SCAN
+    for i in prange(n0):
+        bi = i // BLOCK
+        for j in range(n1):
+            bj = j // BLOCK
+            for r in range(whole):  # integers OR to zero only if all are zero
+                word = values[i, j, r * SCAN]
+                for t in range(1, SCAN):
+                    word |= values[i, j, r * SCAN + t]
+                if word != 0:
+                    runs[bi, bj, r] = 1
+            for k in range(whole * SCAN, n2):
+                if values[i, j, k] != 0:
+                    runs[bi, bj, whole] = 1
