@@ -52,13 +52,20 @@ def _layouts(mu):
     yield "float64", mu.astype(np.float64), AFFINE
 
 
-@pytest.mark.parametrize("name", ["C", "F", "flipped", "flip-affine", "transposed", "strided", "float64"])
-def test_block_map_marks_exactly_the_blocks_with_a_nonzero_voxel(name):
-    mu = _sparse_mu()
-    volume, affine = dict((n, (v, a)) for n, v, a in _layouts(mu))[name]
-    # float32 "mu" is used as it is, without a map: convert it (from float64) or go through HU
-    prep = drr.prepare_volume(volume.astype(np.float64) if volume.dtype == np.float32 else volume, affine,
+LAYOUTS = ["C", "F", "flipped", "flip-affine", "transposed", "strided", "float64"]
+
+
+def _prepared(name):
+    """:func:`_sparse_mu` in one of :func:`_layouts`, prepared with its block map."""
+    volume, affine = dict((n, (v, a)) for n, v, a in _layouts(_sparse_mu()))[name]
+    # float32 "mu" is used as it is, without a map: convert it (from float64) as HU would be
+    return drr.prepare_volume(volume.astype(np.float64) if volume.dtype == np.float32 else volume, affine,
                               volume_unit="mu")
+
+
+@pytest.mark.parametrize("name", LAYOUTS)
+def test_block_map_marks_exactly_the_blocks_with_a_nonzero_voxel(name):
+    prep = _prepared(name)
     layout = memory_layout(prep.values)
     assert prep.occupancy is not None and prep.occupancy.shape == block_grid(layout.array.shape)
     want = _blocks_reference(layout.array)
@@ -76,12 +83,9 @@ def test_block_map_of_hu_marks_air_above_minus_1000_only():
     np.testing.assert_array_equal(prep.occupancy.astype(bool), want)
 
 
-@pytest.mark.parametrize("name", ["C", "F", "flipped", "flip-affine", "transposed", "strided", "float64"])
+@pytest.mark.parametrize("name", LAYOUTS)
 def test_skipping_empty_blocks_leaves_every_view_unchanged(name):
-    mu = _sparse_mu()
-    volume, affine = dict((n, (v, a)) for n, v, a in _layouts(mu))[name]
-    prep = drr.prepare_volume(volume.astype(np.float64) if volume.dtype == np.float32 else volume, affine,
-                              volume_unit="mu")
+    prep = _prepared(name)
     whole = drr.PreparedVolume(prep.values, prep.affine)  # no map: every ray walked from entry to exit
     assert whole.occupancy is None
     geometry = drr.ConeBeam(**GEOM)
