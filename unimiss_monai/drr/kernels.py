@@ -120,6 +120,20 @@ def skip_empty(occ, b, src, tgt, a_lo, a_hi, sign):
     return max(t - _MARGIN, 0.0)
 
 
+@njit(inline="always")
+def _walked_span(occ, b, src, tgt, shape):
+    """Parameters where a ray's walk starts and ends: where it enters and leaves the volume box, moved past the blocks
+    of ``occ`` without a nonzero voxel at either end (:func:`skip_empty`); ``a_lo >= a_hi`` when there is nothing to
+    walk."""
+    a_lo, a_hi = _entry(src, tgt, shape)
+    if a_lo >= a_hi:
+        return a_lo, a_hi
+    t_lo = skip_empty(occ, b, src, tgt, a_lo, a_hi, 1)
+    if t_lo >= a_hi - a_lo:
+        return 1.0, 0.0
+    return a_lo + t_lo, a_hi - skip_empty(occ, b, src, tgt, a_lo, a_hi, -1)
+
+
 @njit(inline="always", fastmath=_FASTMATH, boundscheck=False)
 def _siddon_ray(vol, shape, src, tgt, a_lo, a_hi):
     """Exact radiological path of one ray from parameter ``a_lo`` to ``a_hi`` (inside the volume box, ``a_lo < a_hi``)
@@ -220,13 +234,9 @@ def label_kernel(labels, shape, lut, occ, block, src, tgts, lengths, out):
     for r1 in prange(n1):
         for r2 in range(n2):
             tgt = tgts[r1, r2]
-            a_lo, a_hi = _entry(src, tgt, shape)
+            a_lo, a_hi = _walked_span(occ, block, src, tgt, shape)
             if a_lo >= a_hi:
                 continue
-            t_lo = skip_empty(occ, block, src, tgt, a_lo, a_hi, 1)
-            if t_lo >= a_hi - a_lo:
-                continue
-            a_lo, a_hi = a_lo + t_lo, a_hi - skip_empty(occ, block, src, tgt, a_lo, a_hi, -1)
             i0, st0, n0_, dl0 = _axis_start(src[0], tgt[0] - src[0], shape[0], a_lo)
             i1, st1, n1_, dl1 = _axis_start(src[1], tgt[1] - src[1], shape[1], a_lo)
             i2, st2, n2_, dl2 = _axis_start(src[2], tgt[2] - src[2], shape[2], a_lo)
@@ -362,13 +372,7 @@ def view_kernel(vol, shape, occ, block, frame, world, rows_inner, method, out):
             r, c = (np.int64(j), np.int64(i)) if rows_inner else (np.int64(i), np.int64(j))
             tgt, length = _pixel_ray(frame, world, r, c)
             if method == SIDDON:
-                a_lo, a_hi = _entry(src, tgt, shape)
-                value = 0.0
-                if a_lo < a_hi:
-                    t_lo = skip_empty(occ, block, src, tgt, a_lo, a_hi, 1)
-                    if t_lo < a_hi - a_lo:
-                        t_hi = skip_empty(occ, block, src, tgt, a_lo, a_hi, -1)
-                        value = _siddon_ray(vol, shape, src, tgt, a_lo + t_lo, a_hi - t_hi)
-                out[r, c] = value * length
+                a_lo, a_hi = _walked_span(occ, block, src, tgt, shape)
+                out[r, c] = _siddon_ray(vol, shape, src, tgt, a_lo, a_hi) * length if a_lo < a_hi else 0.0
             else:
                 out[r, c] = _joseph_ray(vol, shape, src, tgt) * length

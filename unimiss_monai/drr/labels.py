@@ -58,10 +58,9 @@ def project_labels(
         float32 tensor ``(V, C, H, W)``: path length in mm through each label.
     """
     from unimiss_monai.data.ct_io import label_value_problem
-    from unimiss_monai.drr.empty_space import BLOCK, block_map, no_skipping, run_grid
+    from unimiss_monai.drr.empty_space import BLOCK, no_skipping, nonzero_block_map
     from unimiss_monai.drr.kernels import label_kernel
     from unimiss_monai.drr.layout import memory_layout, points_in_memory_order
-    from unimiss_monai.drr.prepare_kernels import nonzero_runs_kernel
     from unimiss_monai.drr.volume import as_affine
 
     if affine is None and hasattr(labels, "affine"):
@@ -89,9 +88,7 @@ def project_labels(
     shape = np.asarray(layout.array.shape, dtype=np.int64)
     occ, block = no_skipping()
     if len(ids) and lut[0] < 0:  # blocks of background only add nothing (unless the background is asked for)
-        runs = np.zeros(run_grid(layout.array.shape), np.uint8)
-        nonzero_runs_kernel(layout.array, runs)
-        occ, block = block_map(runs), BLOCK
+        occ, block = nonzero_block_map(layout.array), BLOCK
     out = np.zeros((len(poses), len(ids), *geometry.detector_shape), np.float32)
     for v, pose in enumerate(poses):
         src, tgt, lengths = prep.rays(geometry, pose, isocenter)

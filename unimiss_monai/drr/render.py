@@ -62,7 +62,7 @@ def rays_in_kernel_order(src: np.ndarray, tgt: np.ndarray, lengths: np.ndarray) 
     return np.ascontiguousarray(tgt), np.ascontiguousarray(lengths), False
 
 
-def as_tensor(values: np.ndarray | torch.Tensor) -> torch.Tensor:
+def _as_tensor(values: np.ndarray | torch.Tensor) -> torch.Tensor:
     """A prepared volume's values as a tensor, sharing their memory. ``prepare_volume`` makes its arrays read-only
     (their block map describes them); the PyTorch path only reads them, so torch's warning that it cannot mark a
     tensor read-only does not apply here."""
@@ -106,7 +106,7 @@ def _project_numba(prep: PreparedVolume, geometry: ConeBeam, poses: list[Pose], 
 def _project_torch(prep: PreparedVolume, geometry: ConeBeam, poses: list[Pose], method: str, isocenter) -> torch.Tensor:
     from unimiss_monai.drr.torch_ops import siddon_torch, trilinear_torch
 
-    vol = as_tensor(prep.values)
+    vol = _as_tensor(prep.values)
     fn = siddon_torch if method == "siddon" else trilinear_torch
     dtype = torch.float32 if vol.device.type == "mps" else torch.float64
     images = []
@@ -227,7 +227,7 @@ def _prepare_torch(volume, affine, device, kw) -> PreparedVolume:
     """Prepared volume kept as a torch tensor (reference path) even on the CPU."""
     prep = prepare_volume(volume, affine, device=device, **kw)
     if not isinstance(prep.values, torch.Tensor):
-        prep = PreparedVolume(as_tensor(prep.values).to(device or "cpu"), prep.affine)
+        prep = PreparedVolume(_as_tensor(prep.values).to(device or "cpu"), prep.affine)
     return prep
 
 
