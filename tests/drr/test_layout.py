@@ -1,5 +1,6 @@
 """Volumes in any memory order render alike without being reordered: Fortran (as nibabel reads a NIfTI), C, transposed
-and flipped views, strided slices, integer HU; and the prepared attenuation equals the HU model voxel for voxel."""
+and flipped views, strided slices, integer HU; the prepared attenuation equals the HU model voxel for voxel; and the
+loop order chosen for the memory order (strips for rays along the contiguous axis) changes no pixel."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import pytest
 import torch
 
 from unimiss_monai import drr
-from unimiss_monai.drr.layout import memory_layout
+from unimiss_monai.drr.empty_space import no_skipping
+from unimiss_monai.drr.kernels import SIDDON, TRILINEAR, view_kernel
+from unimiss_monai.drr.layout import STRIP, frame_in_memory_order, loop_order, memory_layout
 
 from .reference import siddon_numpy
 
@@ -103,3 +106,63 @@ def test_label_thickness_is_independent_of_memory_order():
                           (np.asfortranarray(labels)[:, :, ::-1], _flip_affine(_affine(), 2, labels.shape[2])),
                           (labels.astype(np.uint8), _affine())):
         torch.testing.assert_close(drr.project_labels(other, affine, [1, 3], **kw), ref, rtol=1e-5, atol=1e-5)
+
+
+def _memory_frame(volume, affine, pose, detector_shape, pixel_spacing=2.0):
+    """A prepared volume's memory layout and the frame of ``pose`` in it, as ``render`` hands them to the kernel."""
+    prep = drr.prepare_volume(volume, affine, volume_unit="mu" if volume.dtype == np.float32 and volume.min() >= 0 else "hu")
+    geometry = drr.ConeBeam(detector_shape, pixel_spacing, 300.0, 200.0)
+    frame, world = prep.detector_frame(geometry, drr.as_pose(pose))
+    layout = memory_layout(prep.values)
+    return layout, frame_in_memory_order(frame, layout), world
+
+
+@pytest.mark.parametrize("order, pose, shape, want", [
+    ("F", "LL", (96, 80), STRIP),  # a NIfTI CT seen from the side: rays along x, its contiguous axis
+    ("F", "RL", (64, 64), STRIP),
+    ("F", {"view": "AP", "rotation": (0, 0, 80)}, (96, 80), STRIP),  # 10 degrees off the contiguous axis
+    ("F", "AP", (96, 80), 0),  # rays across x: neighbours in a line share cache lines
+    ("F", {"view": "AP", "rotation": (0, 0, 45)}, (96, 80), 0),
+    ("F", "LL", (96, 40), 0),  # too narrow for two strips
+    ("C", "LL", (96, 80), 0),  # the contiguous axis is z, which no lateral ray follows
+])
+def test_loop_order_strips_only_rays_along_the_contiguous_axis(order, pose, shape, want):
+    hu = np.asarray(_hu((30, 26, 12)), order=order)
+    _, frame, _ = _memory_frame(hu, _affine(), pose, shape)
+    rows_inner, strip = loop_order(frame, shape)
+    assert strip == want
+    # the inner loop moves the rays along the contiguous axis at least as fast as the other detector axis would
+    inner, other = (frame[2], frame[3]) if rows_inner else (frame[3], frame[2])
+    assert abs(inner[2]) >= abs(other[2])
+
+
+@pytest.mark.parametrize("method", [SIDDON, TRILINEAR])
+@pytest.mark.parametrize("rows_inner", [False, True])
+def test_strips_write_every_pixel_with_the_same_value(method, rows_inner):
+    mu = np.asfortranarray(np.random.default_rng(8).uniform(0, 0.03, (30, 26, 12)).astype(np.float32))
+    layout, frame, world = _memory_frame(mu, _affine(), {"view": "LL", "rotation": (5, -5, 10)}, (37, 45), 1.0)
+    flat, shape = layout.array.reshape(-1), np.asarray(layout.array.shape, np.int64)
+    occ, block = no_skipping()
+    images = {}
+    for strip in (0, 1, 5, 32, 45, 200):  # strips that do and do not divide the inner axis, wider than it
+        out = np.full((37, 45), np.nan, np.float32)
+        view_kernel(flat, shape, occ, block, frame, world, rows_inner, strip, method, out)
+        images[strip] = out
+    assert np.isfinite(images[0]).all() and (images[0] > 0).mean() > 0.4
+    for strip, image in images.items():
+        np.testing.assert_array_equal(image, images[0], err_msg=f"strip {strip}")
+
+
+def test_lateral_view_in_strips_matches_independent_reference():
+    mu = np.asfortranarray(np.random.default_rng(9).uniform(0, 1, (14, 12, 6)).astype(np.float32))
+    affine, pose, shape = _affine(), drr.Pose("LL", rotation=(4, -3, 6)), (70, 66)
+    geom = dict(detector_shape=shape, pixel_spacing=0.5, sdd=300.0, sid=200.0)
+    _, frame, _ = _memory_frame(mu, affine, pose, shape, 0.5)
+    assert loop_order(frame, shape)[1] == STRIP  # render walks this view in strips
+    geometry = drr.ConeBeam(shape, 0.5, 300.0, 200.0)
+    source, pixels = geometry.pixel_centres(pose, drr.volume_center(mu.shape, affine))
+    got = drr.render(mu, affine, views=[pose], volume_unit="mu", **geom)[0].numpy()
+    rows, cols = np.arange(0, 70, 3), np.arange(1, 66, 4)  # a grid across every strip
+    want = np.array([[siddon_numpy(mu, affine, source, pixels[r, c]) for c in cols] for r in rows])
+    assert (want > 0).mean() > 0.3
+    np.testing.assert_allclose(got[np.ix_(rows, cols)], want, rtol=2e-6, atol=1e-6)

@@ -7,7 +7,9 @@ projection's memory traffic); for :func:`label_kernel`, one source point, a ``(R
 and the world length of every source->pixel segment (so a parameter step ``da`` along a ray is ``da * length`` mm). The
 outer ray axis runs in parallel; rays are ordered so the inner loop moves along the volume's contiguous axis, which
 keeps neighbouring rays on the same cache lines (the whole slab of voxels one detector column crosses stays in L2).
-With the detector rows in the outer loop instead, an AP view of a 512x512x133 CT takes about 3x longer.
+With the detector rows in the outer loop instead, an AP view of a 512x512x133 CT takes about 3x longer. Rays that run
+along the contiguous axis themselves (a lateral view of a NIfTI CT) are walked in strips of detector columns, line by
+line, so that the next line's rays find the same voxels still in cache: 1.2-1.6x faster at 256x256 and 512x512.
 
 The Siddon walk's speed came from its control flow, not from memory: keeping the walk's position as an integer
 slab count and the index updates free of branches made an AP view 1.25x faster, and leaving reassociation out of
@@ -353,12 +355,15 @@ def _pixel_ray(frame, world, r, c):
 
 
 @njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def view_kernel(vol, shape, occ, block, frame, world, rows_inner, method, out):
+def view_kernel(vol, shape, occ, block, frame, world, rows_inner, strip, method, out):
     """Line integrals (mm x value) of a whole flat-panel view ``out`` ``(H, W)`` with rays generated on the fly from
     the detector frame (no per-view ray arrays); ``method`` is :data:`SIDDON` or :data:`TRILINEAR`.
 
     ``rows_inner`` puts detector rows in the inner loop: choose the order in which neighbouring rays move along the
-    volume's contiguous axis so they share cache lines. The method test is the same for every ray, so it costs no
+    volume's contiguous axis so they share cache lines. ``strip`` 0 hands the threads whole lines of the inner
+    axis; ``strip > 0`` cuts the inner axis into strips that wide, each walked line by line, for rays that run along
+    the contiguous axis, whose neighbours in a line share no cache lines but the next line's rays read the same
+    voxels (:func:`unimiss_monai.drr.layout.loop_order`). The method test is the same for every ray, so it costs no
     mispredictions and one loop serves both projectors. The Siddon walk skips the ray's ends through blocks that
     ``occ`` (blocks of ``block`` voxels, :mod:`.empty_space`) marks as all zeros; the trilinear projector samples
     between voxels, so it walks the whole ray.
@@ -366,13 +371,18 @@ def view_kernel(vol, shape, occ, block, frame, world, rows_inner, method, out):
     src = frame[0]
     n_rows, n_cols = out.shape
     n_outer, n_inner = (n_cols, n_rows) if rows_inner else (n_rows, n_cols)
-    for i in prange(n_outer):
-        for j in range(n_inner):
-            # prange indices may be unsigned: keep both indices int64 so the tuple below stays integer
-            r, c = (np.int64(j), np.int64(i)) if rows_inner else (np.int64(i), np.int64(j))
-            tgt, length = _pixel_ray(frame, world, r, c)
-            if method == SIDDON:
-                a_lo, a_hi = _walked_span(occ, block, src, tgt, shape)
-                out[r, c] = _siddon_ray(vol, shape, src, tgt, a_lo, a_hi) * length if a_lo < a_hi else 0.0
-            else:
-                out[r, c] = _joseph_ray(vol, shape, src, tgt) * length
+    # a task: lines [o0, o0 + t_outer) of the inner axis's span [i0, i0 + t_inner)
+    t_outer, t_inner = (n_outer, strip) if strip > 0 else (1, n_inner)
+    n_strips = (n_inner + t_inner - 1) // t_inner
+    for task in prange(n_strips * ((n_outer + t_outer - 1) // t_outer)):
+        o0, i0 = (task // n_strips) * t_outer, (task % n_strips) * t_inner
+        for i in range(o0, min(o0 + t_outer, n_outer)):
+            for j in range(i0, min(i0 + t_inner, n_inner)):
+                # prange indices may be unsigned: keep both indices int64 so the tuple below stays integer
+                r, c = (np.int64(j), np.int64(i)) if rows_inner else (np.int64(i), np.int64(j))
+                tgt, length = _pixel_ray(frame, world, r, c)
+                if method == SIDDON:
+                    a_lo, a_hi = _walked_span(occ, block, src, tgt, shape)
+                    out[r, c] = _siddon_ray(vol, shape, src, tgt, a_lo, a_hi) * length if a_lo < a_hi else 0.0
+                else:
+                    out[r, c] = _joseph_ray(vol, shape, src, tgt) * length

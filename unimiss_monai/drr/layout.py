@@ -13,7 +13,16 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["MemoryLayout", "memory_layout", "from_memory_order", "frame_in_memory_order", "points_in_memory_order"]
+__all__ = [
+    "MemoryLayout", "memory_layout", "from_memory_order", "frame_in_memory_order", "points_in_memory_order",
+    "loop_order", "STRIP",
+]
+
+# strip width (detector pixels) for rays along the contiguous axis; 16-128 measured, 32 the fastest at 256-1024 px
+STRIP = 32
+# strips when the central ray lies within about 25 degrees of the contiguous axis: from 15 degrees they ran
+# 1.07-1.6x faster, at 30 degrees (cosine 0.87) 0.98x
+_STRIP_COSINE = 0.9
 
 
 class MemoryLayout(NamedTuple):
@@ -62,3 +71,20 @@ def points_in_memory_order(points: np.ndarray, layout: MemoryLayout) -> np.ndarr
         if flipped:
             out[..., k] = layout.array.shape[k] - 1 - out[..., k]
     return out
+
+
+def loop_order(frame: np.ndarray, detector_shape: tuple[int, int]) -> tuple[bool, int]:
+    """``(rows_inner, strip)`` for :func:`unimiss_monai.drr.kernels.view_kernel` from a frame in memory order.
+
+    The inner loop runs along the detector axis that moves the rays furthest along the volume's contiguous axis
+    (last), so that neighbouring rays read the same cache lines. When the rays themselves run along that axis
+    (a lateral view of a NIfTI CT), neighbouring rays share no cache lines, but rays one line over read the same
+    voxels: the inner axis is then cut into strips :data:`STRIP` wide, walked line by line, so those voxels are read
+    again while still in cache (1.2-1.6x faster than whole lines; the same images, ray by ray).
+    """
+    rows_inner = bool(abs(frame[2, 2]) > abs(frame[3, 2]))
+    h, w = detector_shape
+    central = frame[1] + (h - 1) / 2 * frame[2] + (w - 1) / 2 * frame[3] - frame[0]
+    n_inner = h if rows_inner else w
+    along = abs(central[2]) >= _STRIP_COSINE * float(np.linalg.norm(central))
+    return rows_inner, STRIP if along and n_inner >= 2 * STRIP else 0

@@ -76,7 +76,7 @@ def _as_tensor(values: np.ndarray | torch.Tensor) -> torch.Tensor:
 def _project_numba(prep: PreparedVolume, geometry: ConeBeam, poses: list[Pose], method: str, isocenter) -> np.ndarray:
     from unimiss_monai.drr.empty_space import BLOCK, block_grid, no_skipping
     from unimiss_monai.drr.kernels import SIDDON, TRILINEAR, view_kernel
-    from unimiss_monai.drr.layout import frame_in_memory_order, memory_layout
+    from unimiss_monai.drr.layout import frame_in_memory_order, loop_order, memory_layout
 
     code = SIDDON if method == "siddon" else TRILINEAR
     # the kernels walk the volume as it lies in memory (a NIfTI CT is x-fastest): rays go into that axis order
@@ -97,9 +97,8 @@ def _project_numba(prep: PreparedVolume, geometry: ConeBeam, poses: list[Pose], 
     for v, pose in enumerate(poses):
         frame, world = prep.detector_frame(geometry, pose, isocenter)
         frame = frame_in_memory_order(frame, layout)
-        # inner loop along the detector axis that moves fastest through the contiguous voxel axis (see kernels)
-        rows_inner = abs(frame[2, 2]) > abs(frame[3, 2])
-        view_kernel(flat, shape, occ, block, frame, world, rows_inner, code, out[v])
+        rows_inner, strip = loop_order(frame, geometry.detector_shape)  # rays that share cache lines walked together
+        view_kernel(flat, shape, occ, block, frame, world, rows_inner, strip, code, out[v])
     return out
 
 
