@@ -112,6 +112,61 @@ def test_nifti_loads_in_its_stored_memory_order(tmp_path):
     np.testing.assert_array_equal(labels, p.labels)
 
 
+def _nifti_file(path, stored, slope=None, inter=None, nifti2=False, endianness="<"):
+    """``stored`` written as it is, with the header's scl_slope / scl_inter set afterwards (nibabel rewrites them
+    when it saves an array itself)."""
+    import gzip
+    import io
+
+    klass, header_class = (nib.Nifti2Image, nib.Nifti2Header) if nifti2 else (nib.Nifti1Image, nib.Nifti1Header)
+    img = klass(stored, np.diag([0.8, 0.9, 2.5, 1.0]), header=header_class(endianness=endianness))
+    img.set_data_dtype(stored.dtype)
+    data = img.to_bytes()
+    header = klass.from_bytes(data).header
+    if slope is not None:
+        header["scl_slope"], header["scl_inter"] = slope, inter
+    buf = io.BytesIO()
+    header.write_to(buf)
+    data = buf.getvalue() + data[len(buf.getvalue()):]
+    path.write_bytes(gzip.compress(data) if path.name.endswith(".gz") else data)
+    return path
+
+
+@pytest.mark.parametrize("name, stored, slope, inter, nifti2, endianness", [
+    ("ct.nii.gz", np.int16, 1.0, -1024.0, False, "<"),  # as scanners store it
+    ("ct.nii", np.int16, 0.37, -1000.5, False, "<"),  # fractional scaling
+    ("ct.nii.gz", np.int32, 2.0, -1023.0, False, "<"),  # too wide for float32 to hold every scaled value
+    ("ct.nii.gz", np.uint8, 0.0, 0.0, False, "<"),  # scl_slope 0: no scaling
+    ("ct.nii.gz", np.float32, None, None, False, ">"),  # big-endian
+    ("ct.nii.gz", np.int16, 1.0, -1024.0, True, "<"),  # NIfTI-2
+    ("ct.nii.gz", np.float64, None, None, False, "<"),
+])
+def test_nifti_voxels_agree_with_nibabel(tmp_path, name, stored, slope, inter, nifti2, endianness):
+    rng = np.random.default_rng(11)
+    raw = rng.integers(0, 255, (9, 7, 5)) if stored == np.uint8 else rng.normal(0, 900, (9, 7, 5))
+    if stored == np.int32:
+        raw = rng.integers(-(2**30), 2**30, (9, 7, 5))
+    raw = np.asarray(raw).astype(np.dtype(stored).newbyteorder(endianness))
+    raw[0, 0, 0] = np.iinfo(stored).min if np.dtype(stored).kind == "i" else raw[0, 0, 0]
+    path = _nifti_file(tmp_path / name, raw, slope, inter, nifti2, endianness)
+    ref = nib.load(path)  # nibabel's own reading: float64 scaling, then rounded once
+    hu, affine = load_ct(path)
+    assert hu.dtype == np.float32 and hu.flags.f_contiguous and hu.flags.writeable
+    np.testing.assert_array_equal(hu, ref.get_fdata(dtype=np.float64).astype(np.float32))
+    np.testing.assert_array_equal(affine, ref.affine)
+
+
+def test_label_map_is_read_as_stored(tmp_path):
+    p = make_ct_phantom(SHAPE)
+    path = _nifti_file(tmp_path / "labels.nii.gz", p.labels.astype(">i2"), endianness=">")
+    labels = load_label_map(path, SHAPE, nib.load(path).affine)
+    assert labels.dtype == np.int32 and labels.flags.f_contiguous and labels.flags.writeable
+    np.testing.assert_array_equal(labels, p.labels)
+    # a 4-D file with one volume is that volume
+    four = _nifti_file(tmp_path / "four.nii.gz", p.labels[..., None])
+    np.testing.assert_array_equal(load_label_map(four, SHAPE, nib.load(four).affine), p.labels)
+
+
 @pytest.mark.parametrize(
     "change, stored",
     [
