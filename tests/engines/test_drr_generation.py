@@ -123,6 +123,44 @@ def test_bad_volumes_fail_alone_and_are_summarised(tmp_path):
     assert len(summary["failures"]) == 5 and len(summary["testing"]) == 2
 
 
+def test_the_next_ct_is_read_while_one_renders_and_no_further(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    data = tmp_path / "data"
+    for name in ("a", "b", "c"):
+        _phantom_case(data, name, labels=False)
+    save_nifti(np.zeros((4, 4), np.float32), np.eye(4), data / "b2.nii.gz")  # fails in the reader, not the batch
+    events, lock = [], threading.Lock()
+    read, process = DRRGenerator._read, DRRGenerator._process
+
+    def logged(kind, fn, pause):
+        def wrapper(self, case, *args, **kwargs):
+            with lock:
+                events.append((kind, case.name, "start"))
+            try:
+                time.sleep(pause)  # renders take long enough for the reader to get ahead
+                return fn(self, case, *args, **kwargs)
+            finally:
+                with lock:
+                    events.append((kind, case.name, "end"))
+        return wrapper
+
+    monkeypatch.setattr(DRRGenerator, "_read", logged("read", read, 0.0))
+    monkeypatch.setattr(DRRGenerator, "_process", logged("process", process, 0.3))
+    with pytest.raises(DRRGenerationError, match=r"b2.nii.gz: is a 2D image") as info:
+        DRRGenerator(data, tmp_path / "out", **SMALL).run()
+    assert "1 of 4 CT(s) failed" in str(info.value)
+    at = {event: i for i, event in enumerate(events)}
+    # a's render overlaps b's read; b2 (the next) is read only once a is done, so at most two CTs are held
+    assert at[("read", "b", "start")] < at[("process", "a", "end")]
+    assert at[("read", "b2", "start")] > at[("process", "a", "end")]
+    assert at[("read", "c", "start")] > at[("read", "b", "end")]
+    # b2's read failed, so it was never processed; c still was
+    assert ("process", "b2", "start") not in at and ("process", "c", "end") in at
+    assert json.loads((tmp_path / "out" / "c" / "c_datalist.json").read_text())["testing"]
+
+
 def test_mr_like_volume_warns_once_per_file_but_renders(tmp_path):
     data = tmp_path / "data"
     for name in ("mr1", "mr2"):

@@ -18,7 +18,8 @@ fast-math (``_FASTMATH``) made the trilinear view 1.4x faster. It skips the bloc
 layer at a time, a copy with the ray's axis contiguous, branch-free layers, prefix sums, ...) were slower or at most
 10 % faster on the AP view; the DRR bundle's docs ("Benchmark") list them with their timings.
 
-Every function and constant the cached kernels compile in is defined in this file: numba's on-disk cache is
+The kernels run without Python's interpreter lock (``nogil``), so that the DRR engine's reader thread can decompress
+the next CT meanwhile. Every function and constant the cached kernels compile in is defined in this file: numba's on-disk cache is
 invalidated only when the file that defines a kernel changes, so an inlined helper from another file could go stale.
 """
 
@@ -223,7 +224,7 @@ def _siddon_ray(vol, shape, src, tgt, a_lo, a_hi):
     return acc
 
 
-@njit(parallel=True, fastmath=_FASTMATH, cache=True)
+@njit(parallel=True, nogil=True, fastmath=_FASTMATH, cache=True)
 def label_kernel(labels, shape, lut, occ, block, src, tgts, lengths, out):
     """Siddon walk of an integer label volume: ``out[c, r1, r2]`` = path length (mm) inside labels mapped to ``c``.
 
@@ -354,7 +355,7 @@ def _pixel_ray(frame, world, r, c):
     return (t0, t1, t2), math.sqrt(e0 * e0 + e1 * e1 + e2 * e2)
 
 
-@njit(parallel=True, fastmath=_FASTMATH, cache=True)
+@njit(parallel=True, nogil=True, fastmath=_FASTMATH, cache=True)
 def view_kernel(vol, shape, occ, block, frame, world, rows_inner, strip, method, out):
     """Line integrals (mm x value) of a whole flat-panel view ``out`` ``(H, W)`` with rays generated on the fly from
     the detector frame (no per-view ray arrays); ``method`` is :data:`SIDDON` or :data:`TRILINEAR`.

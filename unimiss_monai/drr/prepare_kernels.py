@@ -1,7 +1,8 @@
 """Compiled one-pass kernels (numba) that prepare a CT for the DRR: HU to attenuation marking empty space, NaN count.
 
-Like :mod:`.kernels`, this file holds every function and constant its cached kernels compile in: numba's on-disk cache
-is invalidated only when the file that defines a kernel changes.
+Like :mod:`.kernels`, these run without Python's interpreter lock (``nogil``) and this file holds every function and
+constant its cached kernels compile in: numba's on-disk cache is invalidated only when the file that defines a kernel
+changes.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ __all__ = ["BLOCK", "SCAN", "hu_to_mu_kernel", "nan_count_kernel", "nonzero_runs
 BLOCK, SCAN = 16, 8
 
 
-@njit(parallel=True, cache=True)  # no fastmath: it would drop the NaN test
+@njit(parallel=True, nogil=True, cache=True)  # no fastmath: it would drop the NaN test
 def hu_to_mu_kernel(hu, mu_water, bone_slope, convert, out, bits, runs):
     """One pass over a 3-D volume: attenuation (1/mm) into ``out`` (same shape, float32); returns the NaN count.
 
@@ -64,7 +65,7 @@ def hu_to_mu_kernel(hu, mu_water, bone_slope, convert, out, bits, runs):
     return nan
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def nan_count_kernel(values):
     """Number of NaN voxels of a 3-D float volume, without a boolean temporary."""
     n0, n1, n2 = values.shape
@@ -77,7 +78,7 @@ def nan_count_kernel(values):
     return nan
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def nonzero_runs_kernel(values, runs):
     """Mark, like :func:`hu_to_mu_kernel`, every run of ``SCAN`` voxels of an integer volume ``values`` (C order) that
     holds a nonzero value: ``runs[i // BLOCK, j // BLOCK, k // SCAN] = 1`` (zeros of :func:`.empty_space.run_grid`).

@@ -159,19 +159,31 @@ class DRRGenerator:
         bar = tqdm(total=len(mine) * len(self.views), desc=f"DRR rank {rank}" if world > 1 else "DRR", unit="image",
                    disable=not self.progress, dynamic_ncols=True, position=rank)
         failures = []
-        for case in mine:
-            bar.set_postfix_str(case.name)
-            start = time.perf_counter()
-            try:
-                self._process(case, bar, rank)
-            except Exception as err:  # one bad CT must not stop the others; it is reported at the end
-                message = str(err).splitlines()[0] if str(err) else type(err).__name__
-                if str(case.image) not in message:
-                    message = f"{case.image}: {message}"
-                logger.error("DRR generation failed: %s", message)
-                failures.append({"name": case.name, "image": str(case.image), "error": message})
-                continue
-            logger.info("DRR rank %d: %s rendered in %.2f s", rank, case.name, time.perf_counter() - start)
+        with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=1) as reader:
+            # an MR-like CT warns once per file, not once per run; only our own warnings, or the first load would
+            # also print every deprecation warning of the libraries it imports
+            warnings.filterwarnings("always", category=UserWarning, module=r"unimiss_monai\.")
+            # the next CT is read while this one renders and is written: reading is mostly gzip, and gzip, the
+            # kernels and the writers' compression run without Python's interpreter lock, so on two cores the read
+            # hides behind the rest (see the bundle docs); at most two CTs are in memory
+            reads = [reader.submit(self._read, case) for case in mine[:1]]
+            for i, case in enumerate(mine):
+                if i + 1 < len(mine):
+                    reads.append(reader.submit(self._read, mine[i + 1]))
+                bar.set_postfix_str(case.name)
+                start = time.perf_counter()
+                try:
+                    self._process(case, reads[i].result(), bar, rank)
+                except Exception as err:  # one bad CT must not stop the others; it is reported at the end
+                    message = str(err).splitlines()[0] if str(err) else type(err).__name__
+                    if str(case.image) not in message:
+                        message = f"{case.image}: {message}"
+                    logger.error("DRR generation failed: %s", message)
+                    failures.append({"name": case.name, "image": str(case.image), "error": message})
+                    continue
+                finally:
+                    reads[i] = None  # this CT's arrays are not kept while the next ones render
+                logger.info("DRR rank %d: %s rendered in %.2f s", rank, case.name, time.perf_counter() - start)
         bar.close()
         failures = gather_objects(failures)  # also the barrier: every rank has finished its CTs
         run_list = self._merge(cases, failures)
@@ -228,17 +240,18 @@ class DRRGenerator:
         return run_list
 
     # ------------------------------------------------------------------ one CT
-    def _process(self, case: CTCase, bar: tqdm, rank: int = 0) -> None:
-        from unimiss_monai.drr import prepare_volume
-
-        with warnings.catch_warnings():
-            # an MR-like CT warns once per file, not once per run; only our own warnings, or the first load would
-            # also print every deprecation warning of the libraries it imports
-            warnings.filterwarnings("always", category=UserWarning, module=r"unimiss_monai\.")
-            hu, affine = load_ct(case.image)
+    def _read(self, case: CTCase) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """A CT's HU, affine and (when projected) label map."""
+        hu, affine = load_ct(case.image)
         labels = None
         if self.project_labels and case.labels is not None:
             labels = load_label_map(case.labels, hu.shape, affine)
+        return hu, affine, labels
+
+    def _process(self, case: CTCase, read: tuple, bar: tqdm, rank: int = 0) -> None:
+        from unimiss_monai.drr import prepare_volume
+
+        hu, affine, labels = read
         with staged_dir(self.output_dir / case.name) as tmp:
             if self.slab_depth > 0:
                 entry = self._render_slabs(case, hu, affine, tmp, bar)
