@@ -110,7 +110,8 @@ def test_label_thickness_is_independent_of_memory_order():
 
 def _memory_frame(volume, affine, pose, detector_shape, pixel_spacing=2.0):
     """A prepared volume's memory layout and the frame of ``pose`` in it, as ``render`` hands them to the kernel."""
-    prep = drr.prepare_volume(volume, affine, volume_unit="mu" if volume.dtype == np.float32 and volume.min() >= 0 else "hu")
+    unit = "mu" if volume.dtype == np.float32 and volume.min() >= 0 else "hu"
+    prep = drr.prepare_volume(volume, affine, volume_unit=unit)
     geometry = drr.ConeBeam(detector_shape, pixel_spacing, 300.0, 200.0)
     frame, world = prep.detector_frame(geometry, drr.as_pose(pose))
     layout = memory_layout(prep.values)

@@ -19,8 +19,9 @@ layer at a time, a copy with the ray's axis contiguous, branch-free layers, pref
 10 % faster on the AP view; the DRR bundle's docs ("Benchmark") list them with their timings.
 
 The kernels run without Python's interpreter lock (``nogil``), so that the DRR engine's reader thread can decompress
-the next CT meanwhile. Every function and constant the cached kernels compile in is defined in this file: numba's on-disk cache is
-invalidated only when the file that defines a kernel changes, so an inlined helper from another file could go stale.
+the next CT meanwhile. Every function and constant the cached kernels compile in is defined in this file: numba's
+on-disk cache is invalidated only when the file that defines a kernel changes, so an inlined helper from another file
+could go stale.
 """
 
 from __future__ import annotations
