@@ -108,11 +108,9 @@ def test_label_thickness_is_independent_of_memory_order():
         torch.testing.assert_close(drr.project_labels(other, affine, [1, 3], **kw), ref, rtol=1e-5, atol=1e-5)
 
 
-def _memory_frame(volume, affine, pose, detector_shape, pixel_spacing=2.0):
+def _memory_frame(volume, affine, pose, geometry, volume_unit="hu"):
     """A prepared volume's memory layout and the frame of ``pose`` in it, as ``render`` hands them to the kernel."""
-    unit = "mu" if volume.dtype == np.float32 and volume.min() >= 0 else "hu"
-    prep = drr.prepare_volume(volume, affine, volume_unit=unit)
-    geometry = drr.ConeBeam(detector_shape, pixel_spacing, 300.0, 200.0)
+    prep = drr.prepare_volume(volume, affine, volume_unit=volume_unit)
     frame, world = prep.detector_frame(geometry, drr.as_pose(pose))
     layout = memory_layout(prep.values)
     return layout, frame_in_memory_order(frame, layout), world
@@ -129,7 +127,7 @@ def _memory_frame(volume, affine, pose, detector_shape, pixel_spacing=2.0):
 ])
 def test_loop_order_strips_only_rays_along_the_contiguous_axis(order, pose, shape, want):
     hu = np.asarray(_hu((30, 26, 12)), order=order)
-    _, frame, _ = _memory_frame(hu, _affine(), pose, shape)
+    _, frame, _ = _memory_frame(hu, _affine(), pose, drr.ConeBeam(shape, 2.0, 300.0, 200.0))
     rows_inner, strip = loop_order(frame, shape)
     assert strip == want
     # the inner loop moves the rays along the contiguous axis at least as fast as the other detector axis would
@@ -141,7 +139,8 @@ def test_loop_order_strips_only_rays_along_the_contiguous_axis(order, pose, shap
 @pytest.mark.parametrize("rows_inner", [False, True])
 def test_strips_write_every_pixel_with_the_same_value(method, rows_inner):
     mu = np.asfortranarray(np.random.default_rng(8).uniform(0, 0.03, (30, 26, 12)).astype(np.float32))
-    layout, frame, world = _memory_frame(mu, _affine(), {"view": "LL", "rotation": (5, -5, 10)}, (37, 45), 1.0)
+    layout, frame, world = _memory_frame(mu, _affine(), {"view": "LL", "rotation": (5, -5, 10)},
+                                         drr.ConeBeam((37, 45), 1.0, 300.0, 200.0), "mu")
     flat, shape = layout.array.reshape(-1), np.asarray(layout.array.shape, np.int64)
     occ, block = no_skipping()
     images = {}
@@ -158,9 +157,9 @@ def test_lateral_view_in_strips_matches_independent_reference():
     mu = np.asfortranarray(np.random.default_rng(9).uniform(0, 1, (14, 12, 6)).astype(np.float32))
     affine, pose, shape = _affine(), drr.Pose("LL", rotation=(4, -3, 6)), (70, 66)
     geom = dict(detector_shape=shape, pixel_spacing=0.5, sdd=300.0, sid=200.0)
-    _, frame, _ = _memory_frame(mu, affine, pose, shape, 0.5)
+    geometry = drr.ConeBeam(**geom)
+    _, frame, _ = _memory_frame(mu, affine, pose, geometry, "mu")
     assert loop_order(frame, shape)[1] == STRIP  # render walks this view in strips
-    geometry = drr.ConeBeam(shape, 0.5, 300.0, 200.0)
     source, pixels = geometry.pixel_centres(pose, drr.volume_center(mu.shape, affine))
     got = drr.render(mu, affine, views=[pose], volume_unit="mu", **geom)[0].numpy()
     rows, cols = np.arange(0, 70, 3), np.arange(1, 66, 4)  # a grid across every strip
