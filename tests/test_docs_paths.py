@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = sorted({ROOT / "README.md", ROOT / "ARCHITECTURE.md", *ROOT.glob("docs/*.md"), *ROOT.glob("bundles/*/docs/*.md")})
 TOP = r"(?:docs|tools|unimiss_monai|tests|bundles|configs)/"
 REFERENCE = re.compile(rf"`({TOP}[^`\s]+)`|\]\(({TOP}[^)\s#]+)")
+BUNDLES = sorted(ROOT.glob("bundles/*"))  # bundle-relative paths (the model-zoo layout) resolve in any bundle
 
 
 def _references(page: Path) -> list[str]:
@@ -29,8 +30,7 @@ def _references(page: Path) -> list[str]:
 
 
 def _exists(page: Path, ref: str) -> bool:
-    bases = [ROOT, page.parent, *ROOT.glob("bundles/*")]
-    return any((base / ref).exists() for base in bases)
+    return any((base / ref).exists() for base in (ROOT, page.parent, *BUNDLES))
 
 
 def test_the_pattern_finds_backticked_and_linked_paths(tmp_path):
