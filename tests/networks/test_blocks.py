@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from unimiss_monai.networks.blocks import PositionEmbedding, SpatialReductionAttention, resize_pos_embed
+from unimiss_monai.networks.blocks.attention import patch_reduce
 
 
 def explicit_sr_attention(attn: SpatialReductionAttention, x: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
@@ -46,6 +47,30 @@ def test_attention_matches_explicit_reference(grid, depthwise, prefix):
     torch.testing.assert_close(attn(x, grid), expected, atol=1e-5, rtol=1e-4)
     attn.fused = False
     torch.testing.assert_close(attn(x, grid), expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("grid, r", [((9, 14), 2), ((7, 9), 3), ((5, 7, 9), 2), ((6, 6, 7), 3)])
+@pytest.mark.parametrize("depthwise", [False, True])
+def test_patch_reduce_is_the_strided_convolution(grid, r, depthwise):
+    """Value and gradients of the per-patch product equal torch's strided convolution (kernel == stride), grids that
+    are not whole patches included (the convolution drops the rest)."""
+    nd = len(grid)
+    conv = (torch.nn.Conv2d if nd == 2 else torch.nn.Conv3d)(6, 6 if depthwise else 5, r, r, groups=6 if depthwise else 1)
+    conv = conv.double()
+    x = torch.randn(2, math.prod(grid), 6, dtype=torch.float64, requires_grad=True)
+    want = conv(x.transpose(1, 2).reshape(2, 6, *grid)).flatten(2).transpose(1, 2)
+    got = patch_reduce(x, grid, conv)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(want)
+    want_grads = torch.autograd.grad(want, (x, conv.weight, conv.bias), g)
+    got_grads = torch.autograd.grad(patch_reduce(x, grid, conv), (x, conv.weight, conv.bias), g)
+    for a, b in zip(got_grads, want_grads):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_patch_reduce_refuses_other_groups():
+    with pytest.raises(ValueError, match="groups must be 1 or the 4 channels"):
+        patch_reduce(torch.randn(1, 16, 4), (4, 4), torch.nn.Conv2d(4, 4, 2, 2, groups=2))
 
 
 def test_cpu_autocast_takes_the_explicit_product_and_float32_takes_sdpa(monkeypatch):

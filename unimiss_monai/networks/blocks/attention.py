@@ -2,6 +2,9 @@
 
 The queries are all tokens; keys and values come from the patch tokens reduced by a strided convolution of kernel and
 stride ``sr_ratio`` (dense in UniMiSS, depthwise in UniMiSS+), with any prefix (CLS) token passed through unreduced.
+On a CPU the fused forward computes that convolution as a product over the non-overlapping patches of the token
+grid (:func:`patch_reduce`) where that was measured faster at no cost in memory: the same function, and a training
+step 1.02-1.05x faster in float32 (depthwise) and 1.09-1.29x under bfloat16 autocast.
 """
 
 from __future__ import annotations
@@ -14,7 +17,43 @@ import torch.nn.functional as F
 from monai.networks.layers import Conv
 from torch import nn
 
-__all__ = ["SpatialReductionAttention"]
+__all__ = ["SpatialReductionAttention", "patch_reduce"]
+
+
+def patch_reduce(tokens: torch.Tensor, grid: Sequence[int], conv: nn.Module) -> torch.Tensor:
+    """``conv`` (kernel == stride, no padding, dense or depthwise) applied to patch tokens, computed per patch.
+
+    A convolution whose kernel equals its stride sees each patch once: dense, it is one matrix product of the
+    flattened patches (a linear layer); depthwise, a weighted sum within each patch and channel. Taken on the tokens
+    as they lie (channels last), that skips the transposes to and from the channels-first layout, and PyTorch's CPU
+    depthwise 3D convolution (a slow path, 7-13x slower than this under bfloat16 autocast at MiT+ shapes). Voxels past
+    the last whole patch are dropped, as the strided convolution drops them.
+
+    Args:
+        tokens: (B, prod(grid), C) patch tokens, row-major over ``grid``.
+        grid: the token grid, (H, W) or (D, H, W).
+        conv: the ``Conv2d``/``Conv3d`` it replaces (its weight and bias are used), ``groups`` 1 or ``C``.
+
+    Returns:
+        (B, prod(grid // r), out_channels) with ``r`` the conv's stride, in the conv's output order.
+    """
+    b, _, c = tokens.shape
+    r, nd = conv.stride[0], len(grid)
+    out = [g // r for g in grid]
+    x = tokens.reshape(b, *grid, c)[(slice(None), *[slice(0, o * r) for o in out])]
+    # (B, o1, r, o2, r, ..., C) -> (B, o1, o2, ..., r, r, ..., C): patch index first, position in the patch next
+    x = x.reshape(b, *[v for o in out for v in (o, r)], c)
+    x = x.permute(0, *range(1, 2 * nd, 2), *range(2, 2 * nd + 1, 2), 2 * nd + 1)
+    x = x.reshape(b, math.prod(out), r**nd, c)
+    w = conv.weight  # (O, C / groups, r, ...)
+    if conv.groups == 1:
+        w = w.permute(0, *range(2, 2 + nd), 1).reshape(w.shape[0], r**nd * c)  # same (position, channel) order as x
+        return F.linear(x.reshape(b, math.prod(out), r**nd * c), w, conv.bias)
+    if conv.groups != c or w.shape[0] != c:
+        raise ValueError(f"patch_reduce: groups must be 1 or the {c} channels, got {conv.groups} -> {w.shape[0]}")
+    # an elementwise product and sum (not einsum): under CPU autocast it stays in float32 and was the faster of the two
+    out_tokens = (x * w.reshape(c, r**nd).t()).sum(2)
+    return out_tokens + conv.bias if conv.bias is not None else out_tokens
 
 
 class SpatialReductionAttention(nn.Module):
@@ -34,8 +73,9 @@ class SpatialReductionAttention(nn.Module):
         proj_drop: dropout after the output projection.
 
     Attributes:
-        fused: ``True`` uses ``torch.nn.functional.scaled_dot_product_attention``, except under CPU autocast;
-            ``False`` always the explicit ``softmax(q k^T * scale) v`` of the official code (kept as a reference
+        fused: ``True`` uses ``torch.nn.functional.scaled_dot_product_attention``, except under CPU autocast, and
+            on a CPU reduces keys and values with :func:`patch_reduce` (see :meth:`reduce`); ``False`` always the explicit
+            ``softmax(q k^T * scale) v`` and the strided convolution of the official code (kept as a reference
             for tests and benchmarks). Under CPU autocast (bfloat16) the explicit product is used because it is the
             faster of the two there: SDPA's CPU kernels run these short, spatially reduced key sequences in
             bfloat16 1.4-3x slower than two bfloat16 matrix products (forward and backward, MiT stage shapes),
@@ -82,8 +122,13 @@ class SpatialReductionAttention(nn.Module):
             return x
         b, n, c = x.shape
         prefix = n - math.prod(grid)
-        patches = x[:, prefix:].transpose(1, 2).reshape(b, c, *grid)
-        patches = self.sr[f"{len(grid)}d"](patches).flatten(2).transpose(1, 2)
+        conv = self.sr[f"{len(grid)}d"]
+        # per patch on a CPU: always for depthwise (torch's depthwise 3D conv is a slow path there), dense only under
+        # autocast (in float32 the dense conv is as fast and keeps 2-7 % less memory per step)
+        if self.fused and x.device.type == "cpu" and (conv.groups > 1 or torch.is_autocast_enabled("cpu")):
+            patches = patch_reduce(x[:, prefix:], grid, conv)
+        else:  # the official formulation: the strided convolution on the channels-first grid
+            patches = conv(x[:, prefix:].transpose(1, 2).reshape(b, c, *grid)).flatten(2).transpose(1, 2)
         return self.norm(torch.cat((x[:, :prefix], patches), dim=1))
 
     def _project(self, x: torch.Tensor, grid: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
