@@ -29,6 +29,7 @@ from unimiss_monai.losses.deepcluster_v2 import DeepClusterV2Loss
 from unimiss_monai.losses.masked_embedding import random_token_mask
 from unimiss_monai.networks.nets.clustering_head import ClusteringHead
 from unimiss_monai.networks.nets.image_volume import ImageVolumeNet
+from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.seeds import epoch_seed
 
 __all__ = ["STAGE_NAMES", "TERMS", "IntraInterTrainer"]
@@ -64,7 +65,7 @@ class IntraInterTrainer(PretrainingTrainer):
     slices), stage 2 ``masked`` (plus ``intra`` when its weight is > 0) with the slice encoder frozen when
     ``freeze_slice_encoder_in_stage2``, stage 3 all terms. The stage is a function of the epoch, so a resumed run is
     in the right one. X-ray batches of stage 2 train ``intra`` only when the slice encoder is not frozen; otherwise
-    they are passed over (logged, no optimiser step).
+    they are passed over (no optimiser step of their own).
 
     CT batches hold two views ``(B, 1, L, X, Y)`` (``ct_keys``, network order, trailing slices padded) and the real
     slice count of each volume under ``slices_key`` ``(B,)``; without it every slice is real. A count of 0 or above
@@ -163,7 +164,9 @@ class IntraInterTrainer(PretrainingTrainer):
         self.loss_function = nn.ModuleDict(self.losses)
         self.schedule, self.loss_weights, self.stage_bounds = schedule, weights, list(itertools.accumulate(stages))
         self.mask_ratio, self.epoch_queue_starts = float(mask_ratio), int(epoch_queue_starts)
-        self.freeze_stage2, self.max_intra_slices, self.seed = bool(freeze_slice_encoder_in_stage2), int(max_intra_slices), int(seed)
+        # as_bool: from the command line the value is a string, and bool("false") is True
+        self.freeze_stage2 = as_bool(freeze_slice_encoder_in_stage2, "freeze_slice_encoder_in_stage2")
+        self.max_intra_slices, self.seed = int(max_intra_slices), int(seed)
         self.ct_keys, self.xray_keys, self.drr_keys = list(ct_keys), list(xray_keys), []
         self.slices_key, self.index_key = slices_key, index_key
         self.lr_schedule, self.wd_schedule = lr_schedule, wd_schedule
@@ -299,17 +302,17 @@ class IntraInterTrainer(PretrainingTrainer):
         stage = engine.stage(engine.state.epoch - 1)
         terms = engine.active_terms(stage, phase)
         base = {"phase": phase, "stage": float(stage), "skipped": len(skipped)}
+        # windows restart with each epoch; an iteration that trains nothing still opens (zero_grad) and closes its
+        # window (steps on the gradients pending from earlier micro-batches), see PretrainingTrainer._start_window
+        due = engine._start_window(engine)
         if batch.get("empty"):
+            engine._close_window_without_batch(engine, due)
             return base
         if not terms:
             # nothing of this phase trains in this stage; the samples still count as seen
             engine.state.samples_trained[phase] += int(batch.get(COUNT_KEY, 0))
+            engine._close_window_without_batch(engine, due)
             return base
-        acc = engine.accumulation_steps
-        micro = (engine.state.iteration - 1) % acc
-        if micro == 0:
-            engine._apply_schedules()
-            engine.optimizer.zero_grad(set_to_none=True)
         for name in ("intra", "inter"):
             # only the heads this step uses: a head of an inactive term stays exactly as it is
             if name in terms and not isinstance(engine.losses[name], DeepClusterV2Loss):
@@ -323,7 +326,7 @@ class IntraInterTrainer(PretrainingTrainer):
         if not math.isfinite(loss.item()):
             shown = {k: round(float(v), 4) for k, v in values.items()}
             raise FloatingPointError(f"pretraining loss is {loss.item()} at iteration {engine.state.iteration} ({phase} phase, stage {stage}, terms {shown}); lower the learning rate or use bf16 instead of fp16")
-        self._backward_and_step(engine, loss, phase, batch, micro)
+        self._backward_and_step(engine, loss, phase, batch, due)
         out: dict[str, Any] = {k: float(v.detach()) for k, v in values.items()} | diag
         return out | base | {"loss": float(loss.detach()), "lr": engine.optimizer.param_groups[0]["lr"]}
 

@@ -24,6 +24,7 @@ from torch import nn
 
 from unimiss_monai.data.loaders import COUNT_KEY, SKIPPED_KEY, PhaseLoader
 from unimiss_monai.networks.nets.student_teacher import StudentTeacher
+from unimiss_monai.utils import schedules
 from unimiss_monai.utils.ema import update_momentum
 
 __all__ = ["PretrainingTrainer", "log_export"]
@@ -100,7 +101,9 @@ class PretrainingTrainer(Trainer):
         teacher_temp_schedule: ``f(epoch, 0-based) -> teacher temperature``. Defaults to 0.04 throughout.
         clip_grad_norm: max gradient norm of the student (0: no clipping).
         frozen_3d_pattern: regex of student parameter names kept fixed in X-ray iterations.
-        accumulation_steps: micro-batches per optimiser step (the last one of an epoch always steps).
+        accumulation_steps: micro-batches per optimiser step. The windows restart with each epoch and the last
+            (possibly shorter) one of an epoch steps too, so an epoch takes ``ceil(epoch_length / accumulation_steps)``
+            optimiser steps (:meth:`optimizer_steps` gives a run's count, the length its schedules need).
         amp: mixed precision with ``amp_dtype`` ``"bfloat16"`` or ``"float16"`` (fp16 on CUDA adds a ``GradScaler``).
         ddp_kwargs: extra ``DistributedDataParallel`` arguments.
         train_handlers: handlers to attach (checkpoint, stats, TensorBoard, last-layer freeze, ...).
@@ -168,6 +171,9 @@ class PretrainingTrainer(Trainer):
         pretraining recipes' trainers)."""
         self.state.optimizer_step = 0
         self.state.skipped_samples = 0
+        # the rule (phase) of the gradients accumulated but not yet stepped on: "ct" once any CT micro-batch added
+        # some; None when nothing is pending
+        self._pending_phase: str | None = None
         self.state.phase = None
         self._reset_epoch_counts(self)
         self.add_event_handler(Events.EPOCH_STARTED, self._position_loader)
@@ -179,6 +185,11 @@ class PretrainingTrainer(Trainer):
             for handler in train_handlers:
                 _check_tracking_transform(handler)
             self._register_handlers(train_handlers)
+
+    def optimizer_steps(self, epochs: int | None = None) -> int:
+        """Optimiser steps (the schedules' ``max_steps``) in ``epochs`` (default: all), as the bundle computes them."""
+        epochs = self.state.max_epochs if epochs is None else epochs
+        return schedules.optimizer_steps(epochs, self.state.epoch_length, self.accumulation_steps)
 
     def run(self) -> None:  # type: ignore[override]
         # a scaler only where it is needed (fp16 on CUDA); bf16 and fp32 train unscaled
@@ -298,15 +309,42 @@ class PretrainingTrainer(Trainer):
         return skipped
 
     @staticmethod
-    def _backward_and_step(engine: PretrainingTrainer, loss: torch.Tensor, phase: str, batch: dict, micro: int) -> None:
-        """Backward of ``loss`` (scaled for accumulation and AMP), the optimiser step at the end of an accumulation
-        window or of the epoch, and the count of samples trained in ``phase``."""
+    def _start_window(engine: PretrainingTrainer) -> bool:
+        """Whether this iteration ends its accumulation window (a step is due); a window's first iteration sets the
+        schedules for its step and calls ``zero_grad``. Windows count from the epoch's first iteration, not the run's:
+        an epoch's last window steps even when short, so a run-wide count would start the next epoch part-way, skip
+        its ``zero_grad`` and step again on the stale gradient."""
+        micro = (engine.state.iteration - 1) % engine.state.epoch_length % engine.accumulation_steps
+        if micro == 0:
+            engine._apply_schedules()
+            engine.optimizer.zero_grad(set_to_none=True)
+            engine._pending_phase = None
+        return micro == engine.accumulation_steps - 1 or engine.state.iteration % engine.state.epoch_length == 0
+
+    @staticmethod
+    def _close_window_without_batch(engine: PretrainingTrainer, due: bool) -> None:
+        """An iteration that trains nothing (all its samples failed to load) where a step is due: step on the
+        gradients its window's earlier micro-batches left (else the next window's ``zero_grad`` would drop them
+        silently); with nothing pending, nothing to do."""
+        if not due or engine._pending_phase is None:
+            return
+        logger.warning("iteration %d: nothing to train at the end of an accumulation window; stepping on its earlier micro-batches' gradients", engine.state.iteration)
+        engine._optimizer_step(engine._pending_phase)
+        engine._pending_phase = None
+
+    @staticmethod
+    def _backward_and_step(engine: PretrainingTrainer, loss: torch.Tensor, phase: str, batch: dict, due: bool) -> None:
+        """Backward of ``loss`` (scaled for accumulation and AMP), the optimiser step when ``due`` (end of an
+        accumulation window or of the epoch), and the count of samples trained in ``phase``."""
         scaled = loss / engine.accumulation_steps
         (engine.scaler.scale(scaled) if engine.scaler is not None else scaled).backward()
+        # a window holding a CT micro-batch steps with the CT rule: the X-ray rule would drop its 3D gradients
+        engine._pending_phase = "ct" if "ct" in (phase, engine._pending_phase) else phase
         # handlers such as LastLayerFreezeHandler drop gradients here, before the step
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-        if micro == engine.accumulation_steps - 1 or engine.state.iteration % engine.state.epoch_length == 0:
-            engine._optimizer_step(phase)
+        if due:
+            engine._optimizer_step(engine._pending_phase)
+            engine._pending_phase = None
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         first_key = (engine.ct_keys if phase == "ct" else engine.xray_keys)[0]
         engine.state.samples_trained[phase] += int(batch.get(COUNT_KEY, len(batch[first_key])))
@@ -314,13 +352,10 @@ class PretrainingTrainer(Trainer):
     def _iteration(self, engine: PretrainingTrainer, batchdata: tuple[str, dict]) -> dict[str, Any]:
         phase, batch = batchdata
         skipped = self._count_phase(engine, phase, batch)
+        due = engine._start_window(engine)  # before the return below: an empty first micro-batch still opens its window
         if batch.get("empty"):
+            engine._close_window_without_batch(engine, due)
             return {"phase": phase, "skipped": len(skipped)}
-        acc = engine.accumulation_steps
-        micro = (engine.state.iteration - 1) % acc
-        if micro == 0:
-            engine._apply_schedules()
-            engine.optimizer.zero_grad(set_to_none=True)
         temp = engine.teacher_temp_schedule(engine.state.epoch - 1) if engine.teacher_temp_schedule else 0.04
         engine.network.train()
         with torch.autocast(engine.state.device.type, dtype=engine.amp_dtype, enabled=engine.amp):
@@ -330,7 +365,7 @@ class PretrainingTrainer(Trainer):
         if not math.isfinite(loss.item()):
             values = {k: round(float(v), 4) for k, v in terms.items()}
             raise FloatingPointError(f"pretraining loss is {loss.item()} at iteration {engine.state.iteration} ({phase} phase, terms {values}); lower the learning rate or use bf16 instead of fp16")
-        self._backward_and_step(engine, loss, phase, batch, micro)
+        self._backward_and_step(engine, loss, phase, batch, due)
         out: dict[str, Any] = {k: float(v.detach()) for k, v in terms.items()}
         out["loss"] = out["total"]
         out |= getattr(getattr(engine.loss_function, "dino", None), "diagnostics", {})

@@ -112,7 +112,8 @@ def scaled_lr(base_lr: float, batch_size: int, accumulation_steps: int = 1, worl
 
 
 def optimizer_steps(epochs: int, epoch_length: int, accumulation_steps: int = 1) -> int:
-    """Optimiser steps of a run: ``epochs * epoch_length // accumulation_steps`` (the ``max_steps`` of its schedules)."""
+    """Optimiser steps of a run (the ``max_steps`` of its schedules): ``epochs * ceil(epoch_length /
+    accumulation_steps)``, since the trainers step at the end of every epoch, a short last window included."""
     if accumulation_steps < 1:
         raise ValueError(f"accumulation_steps must be >= 1, got {accumulation_steps}.")
-    return int(epochs) * int(epoch_length) // int(accumulation_steps)
+    return int(epochs) * math.ceil(int(epoch_length) / int(accumulation_steps))
