@@ -69,15 +69,30 @@ def _cases_from_datalist(datalist: Path) -> list[CTCase]:
     def resolve(value: str | None) -> Path | None:
         return None if not value else (root / value)
 
-    return [CTCase(name=e.get("name") or _stem(Path(e["image"])), image=root / e["image"], labels=resolve(e.get("label")),
-                   label_names=resolve(e.get("label_names"))) for e in entries]
+    cases = [CTCase(name=e.get("name") or _stem(Path(e["image"])), image=root / e["image"], labels=resolve(e.get("label")),
+                    label_names=resolve(e.get("label_names"))) for e in entries]
+    return _refuse_duplicate_names(cases, f"or give them different 'name' entries in {datalist}")
+
+
+def _refuse_duplicate_names(cases: list[CTCase], fix: str = "") -> list[CTCase]:
+    """``cases`` as they are; ``CTInputError`` naming both inputs when two share a ``name`` (their outputs would
+    overwrite each other). Names differing only in letter case count as the same (case-insensitive file systems)."""
+    seen: dict[str, CTCase] = {}
+    for case in cases:
+        first = seen.setdefault(case.name.casefold(), case)
+        if first is not case:
+            raise CTInputError(f"{first.image} and {case.image} have the same case name {case.name!r}, so their outputs "
+                               f"would overwrite each other; rename one of them{', ' + fix if fix else ''}, or put them "
+                               f"in separate runs")
+    return cases
 
 
 def find_ct_cases(path: str | Path) -> list[CTCase]:
     """The CT cases in ``path`` (a folder, a NIfTI file, or a DICOM series folder), in name order.
 
     Raises:
-        CTInputError: ``path`` does not exist, or holds no CT.
+        CTInputError: ``path`` does not exist, holds no CT, or holds two CTs of the same case name (``ct01.nii`` and
+            ``ct01.nii.gz``, or a datalist's ``a/scan.nii.gz`` and ``b/scan.nii.gz``): their outputs would collide.
     """
     path = Path(path).expanduser()
     if not path.exists():
@@ -100,7 +115,7 @@ def find_ct_cases(path: str | Path) -> list[CTCase]:
     if not cases:
         raise CTInputError(f"{path}: no CT found (looked for {DATALIST}, *.nii, *.nii.gz and DICOM series folders); "
                            f"add CTs there or create samples with `python -m unimiss_monai samples --out DIR`")
-    return cases
+    return _refuse_duplicate_names(cases)
 
 
 def read_label_names(path: str | Path | None) -> dict[int, str]:

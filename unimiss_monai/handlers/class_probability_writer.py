@@ -39,7 +39,8 @@ class ClassProbabilityWriter:
             :func:`~unimiss_monai.visualize.attention_rollout`). Defaults to ``"gradcam"``.
 
     Rows: ``case, status, <prob per class>..., prediction``; a failed case has ``status`` = ``failed: <reason>`` and no
-    probabilities. A case whose output is not finite is marked failed in the batch, so that
+    probabilities. A case whose output is not finite, or (with ``saliency``) whose saliency file name another case of
+    this run already took, is marked failed in the batch, so that
     :class:`~unimiss_monai.handlers.InferenceSummary` (listed after this handler) counts it. Attaching also installs
     :func:`~unimiss_monai.handlers.guard_forward`.
     """
@@ -57,12 +58,13 @@ class ClassProbabilityWriter:
         self.multi_label, self.threshold = multi_label, float(threshold)
         self.saliency, self.network, self.saliency_method = saliency, network, saliency_method
         self.rows: list[dict] = []
+        self._saliency_sources: dict[str, str] = {}  # saliency file name (casefolded) -> the case written to it
 
     def attach(self, engine) -> None:
         from ignite.engine import Events
 
         engine.add_event_handler(Events.STARTED, guard_forward)
-        engine.add_event_handler(Events.STARTED, lambda _: self.rows.clear())
+        engine.add_event_handler(Events.STARTED, lambda _: (self.rows.clear(), self._saliency_sources.clear()))
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
         engine.add_event_handler(Events.COMPLETED, self._write)
 
@@ -82,6 +84,8 @@ class ClassProbabilityWriter:
                     raise ValueError(f"ClassProbabilityWriter: {len(probs)} outputs but {len(self.class_names)} class_names {self.class_names}")
                 if not all(math.isfinite(p) for p in probs):  # never a NaN probability marked ok
                     mark_failed(item, "the network output has non-finite values (NaN or Inf); check the input and the weights")
+                elif self.saliency and (clash := self._saliency_clash(case)):
+                    mark_failed(item, clash)
             if item.get(FAILED_KEY):
                 self.rows.append({"case": case, "status": f"failed: {item[FAILED_KEY]}", "probabilities": None, "prediction": None})
                 continue
@@ -89,10 +93,20 @@ class ClassProbabilityWriter:
             if self.saliency:
                 try:
                     row["saliency"] = self._save_saliency(item["image"], probs, case)
+                    self._saliency_sources[_saliency_name(case).casefold()] = case
                 except Exception as err:  # noqa: BLE001 - the probabilities stand; only the picture is missing
                     logger.error("inference: %s: no saliency map: %s", case, failure_reason(err))
                     row["saliency"] = None
             self.rows.append(row)
+
+    def _saliency_clash(self, case: str) -> str:
+        """Why ``case`` may not write its saliency map (another input of this run wrote that file), or ``""``."""
+        name = _saliency_name(case)
+        first = self._saliency_sources.get(name.casefold())
+        if first is None:
+            return ""
+        return (f"{first} and {case} have the same case name {name!r}, so {case} would overwrite "
+                f"{self.output_dir / 'saliency' / f'{name}.png'}; rename one of them, or put them in separate runs")
 
     def _save_saliency(self, image: torch.Tensor, probs: list[float], case: str) -> str:
         from unimiss_monai.conventions import network_spacing
@@ -102,7 +116,7 @@ class ClassProbabilityWriter:
         top = max(range(len(probs)), key=probs.__getitem__)
         device = next(self.network.parameters()).device
         x = torch.as_tensor(image)[None].to(device)
-        name = Path(case).name.split(".")[0] or "case"
+        name = _saliency_name(case)
         if self.saliency_method == "rollout":
             cam = attention_rollout(self.network, x)[0]
             title = f"{name}: attention rollout (top: {self.class_names[top]}, p = {probs[top]:.2f})"
@@ -128,3 +142,8 @@ class ClassProbabilityWriter:
                    "num_failed": len(failed)}, self.output_dir / "predictions.json")
         logger.info("inference: %d of %d cases classified -> %s", len(self.rows) - len(failed), len(self.rows),
                     self.output_dir / "predictions.csv")
+
+
+def _saliency_name(case: str) -> str:
+    """The saliency PNG name of a case: its file name up to the first dot (``/data/ct_07.nii.gz`` -> ``ct_07``)."""
+    return Path(case).name.split(".")[0] or "case"

@@ -43,6 +43,8 @@ class SegmentationWriter:
     :func:`~unimiss_monai.handlers.guard_forward`, which attaching installs). A case that fails here (non-finite
     output, a failed write) is logged and marked failed in its batch item; the written path is recorded there too, so
     :class:`~unimiss_monai.handlers.InferenceSummary` (listed after this handler) reports both. The run goes on.
+    A second input of the same case name (``a/scan.nii.gz`` after ``b/scan.nii.gz``) fails the same way, naming both
+    inputs, instead of overwriting the first one's file.
 
     Args:
         output_dir: output folder (created).
@@ -69,6 +71,7 @@ class SegmentationWriter:
         self.output_transform = output_transform
         self.invert = Invertd(keys="pred", transform=transform, orig_keys="image", nearest_interp=not invert_probabilities)
         self.written: list[dict[str, Any]] = []
+        self._sources: dict[str, str] = {}  # output file name (casefolded) -> the input written to it in this run
 
     def attach(self, engine: Engine) -> None:
         from ignite.engine import Events
@@ -79,6 +82,7 @@ class SegmentationWriter:
 
     def reset(self, engine: Engine | None = None) -> None:
         self.written = []
+        self._sources = {}
 
     def write_item(self, item: dict[str, Any]) -> Path:
         """Invert one prediction onto its input grid and write it; returns the output path.
@@ -93,8 +97,15 @@ class SegmentationWriter:
         out = self.invert({"pred": pred, "image": item["image"]})["pred"]
         labels = out.argmax(0) if out.shape[0] > 1 else out[0].round()
         affine = np.asarray(out.affine, dtype=np.float64)
-        case = case_name(item.get(CASE_KEY) or out.meta.get("filename_or_obj", f"case_{len(self.written):04d}"))
-        path = save_nifti(labels.cpu().numpy().astype(np.uint8), affine, self.output_dir / f"{case}{self.postfix}.nii.gz")
+        source = str(item.get(CASE_KEY) or out.meta.get("filename_or_obj", f"case_{len(self.written):04d}"))
+        case = case_name(source)
+        path = self.output_dir / f"{case}{self.postfix}.nii.gz"
+        first = self._sources.get(path.name.casefold())
+        if first is not None:  # never overwrite another input's output of this run
+            raise ValueError(f"{first} and {source} have the same case name {case!r}, so {source} would overwrite "
+                             f"{path}; rename one of them, or put them in separate runs")
+        path = save_nifti(labels.cpu().numpy().astype(np.uint8), affine, path)
+        self._sources[path.name.casefold()] = source
         self.written.append({"case": case, "output": str(path), "shape": list(labels.shape)})
         return path
 
