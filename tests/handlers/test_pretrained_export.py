@@ -92,3 +92,19 @@ def test_other_networks_missing_encoder_tensors_refused_unless_allowed(tmp_path)
         load_pretrained_init(_Net(), tmp_path / "enc.pt")
     report = load_pretrained_init(_Net(), tmp_path / "enc.pt", allow_partial=True)
     assert report["target"] == "network.encoder" and report["missing"] == ["1.bias"]
+
+
+def test_strict_load_refuses_a_backbone_only_checkpoint_for_a_whole_unimiss_network(tmp_path):
+    """Evaluation and inference load with ``strict``: a pretraining export (encoder only) would leave the decoder
+    random, so it is refused; the whole fine-tuned network's own weights load. ``strict`` given as a string parses."""
+    st = _student_teacher()
+    _run_export(tmp_path, st.export, {"network": st})
+    kw = dict(variant="mit_small", img_size=(16, 64, 64), **tiny_overrides("mit_small"))
+    net = UniMissSegmentation(3, 1, 3, **kw)
+    with pytest.raises(ValueError, match=r"strict loading failed.*missing"):
+        load_pretrained_init(net, tmp_path / "model.pt", strict="true")
+    assert load_pretrained_init(net, tmp_path / "model.pt", strict="false")["loaded"] > 0  # fine-tuning's init
+    trained = UniMissSegmentation(3, 1, 3, **kw)
+    torch.save({"model": trained.state_dict()}, tmp_path / "finetuned.pt")
+    report = load_pretrained_init(net, tmp_path / "finetuned.pt", strict=True)
+    assert report["missing"] == [] and all(torch.equal(v, trained.state_dict()[k]) for k, v in net.state_dict().items())

@@ -83,12 +83,12 @@ def _extract_state(obj: Any, path: str, checkpoint_key: str | None) -> dict[str,
     return state
 
 
-def _load_unimiss(net: torch.nn.Module, path: str, allow_partial: bool) -> dict[str, Any]:
+def _load_unimiss(net: torch.nn.Module, path: str, strict: bool, allow_partial: bool) -> dict[str, Any]:
     # the networks' own loader also resizes position embeddings trained at another input size and adapts input convs;
     # its errors already name the file
     from unimiss_monai.networks.pretrained import load_pretrained
 
-    rep = load_pretrained(net, path, allow_partial=allow_partial)
+    rep = load_pretrained(net, path, strict=strict, allow_partial=allow_partial)
     if rep.mismatched and not allow_partial:
         raise ValueError(
             f"pretrained checkpoint {path} does not fit {type(net).__name__}: {len(rep.mismatched)} tensors differ in shape "
@@ -125,7 +125,9 @@ def load_pretrained_init(
         checkpoint_key: key of the state dict inside the checkpoint. Defaults to the first of ``model``,
             ``state_dict``, ``network``, ``teacher``, ``student``, ``encoder`` that exists, or the file itself.
         encoder_attr: name of the encoder sub-module that a backbone-only checkpoint is loaded into.
-        strict: also fail when a tensor of the target module is missing from the checkpoint.
+        strict: also fail when a tensor of the target module is missing from the checkpoint (UniMiSS networks: or
+            a checkpoint tensor is left unused), as evaluation and inference need every tensor of the trained network;
+            ``true``/``false`` strings accepted.
         allow_partial: load even when encoder tensors would stay at their random initialisation (missing from the
             checkpoint, or of another shape after position-embedding resizing); ``true``/``false`` strings accepted.
             Decoder and head tensors are task-specific and may always be missing.
@@ -144,10 +146,10 @@ def load_pretrained_init(
         logger.info("no pretrained_path given: training from scratch")
         return {"path": None, "target": None, "loaded": 0, "missing": [], "unexpected": []}
     path = resolve_pretrained_path(path)
-    allow_partial = as_bool(allow_partial, "allow_partial")
+    allow_partial, strict = as_bool(allow_partial, "allow_partial"), as_bool(strict, "strict")
     net = unwrap_model(network)
     if checkpoint_key is None and type(net).__module__.startswith("unimiss_monai.networks"):
-        return _load_unimiss(net, path, allow_partial)
+        return _load_unimiss(net, path, strict, allow_partial)
     state = _extract_state(load_torch_file(path, "pretrained checkpoint"), path, checkpoint_key)
 
     targets: dict[str, torch.nn.Module] = {"network": net}
