@@ -107,9 +107,10 @@ def test_pretrained_and_scratch_share_subsets_and_a_bad_run_does_not_stop_the_ot
     # a checkpoint of other widths cannot initialise the network: those runs fail, the scratch runs still count
     bad = _tiny_encoder_checkpoint(tmp_path / "bad.pt", embed_dims=[8, 16, 16, 32])
     assert torch.load(bad, weights_only=True)["model"]
-    summary = json.loads(Path(label_efficiency(fractions="0.25", seeds=1, dataset_dir=cxr_samples,
-                                               out=str(tmp_path / "bad"), max_epochs=1, epoch_iterations=1,
-                                               pretrained=bad, batch_size=2)).read_text())
+    with pytest.raises(RuntimeError, match=r"^label-efficiency: 1 of 2 runs failed, listed in .*label_efficiency.json"):
+        label_efficiency(fractions="0.25", seeds=1, dataset_dir=cxr_samples, out=str(tmp_path / "bad"), max_epochs=1,
+                         epoch_iterations=1, pretrained=bad, batch_size=2)
+    summary = json.loads((tmp_path / "bad" / "label_efficiency.json").read_text())
     (failure,) = summary["failures"]
     assert failure["arm"] == "pretrained" and "bad.pt" in failure["error"]
     assert list(summary["results"]) == ["scratch", "pretrained"] and summary["results"]["pretrained"] == {}

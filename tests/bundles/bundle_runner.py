@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -22,10 +23,14 @@ def configs(bundle: str, *names: str) -> list[str]:
 
 
 def run_workflow(
-    bundle: str, files: Sequence[str], workflow_type: str, *, run: bool = True, check: bool = True, **overrides
+    bundle: str, files: Sequence[str], workflow_type: str, *, run: bool = True, check: bool = True, failed: int = 0,
+    **overrides,
 ):
     """Initialise ``bundles/<bundle>/configs/<files>`` (with the bundle's metadata and logging) as a ConfigWorkflow,
-    check its properties (``check=True``), then (``run=True``) run and finalise it. Returns the workflow."""
+    check its properties (``check=True``), then (``run=True``) run and finalise it. Returns the workflow.
+
+    ``failed``: the number of inference cases expected to fail; the run must then end with the inference summary's
+    error, raised after the other cases are written."""
     from monai.bundle import ConfigWorkflow
 
     wf = ConfigWorkflow(
@@ -36,7 +41,18 @@ def run_workflow(
     if check:
         assert wf.check_properties() == []
     if run:
-        wf.run()
+        if failed:
+            from unimiss_monai.utils.errors import root_cause
+
+            try:
+                wf.run()
+            except Exception as err:  # noqa: BLE001 - monai.bundle wraps the summary's RuntimeError
+                message = str(root_cause(err))
+                assert re.match(rf"inference: {failed} of \d+ cases failed", message), message
+            else:
+                raise AssertionError(f"the run exited normally although {failed} case(s) failed")
+        else:
+            wf.run()
         wf.finalize()
     return wf
 

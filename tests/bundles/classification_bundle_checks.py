@@ -40,6 +40,7 @@ def run_evaluate(bundle: str, samples_dir: Path, root: Path, **overrides) -> dic
 
 
 def run_inference(bundle: str, input_dir: Path, root: Path, out: Path, **overrides) -> list[dict]:
+    """Rows of ``predictions.csv``; ``failed=N`` expects N cases to fail (the run then ends with an error)."""
     run_workflow(bundle, ["inference.json", "smoke.yaml"], "infer", dataset_dir=str(input_dir),
                  bundle_root=str(root), output_dir=str(out), **overrides)
     with open(out / "predictions.csv", newline="") as f:

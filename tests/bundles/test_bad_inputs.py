@@ -3,7 +3,7 @@ good file, and once over broken files only.
 
 For each broken file: the case fails with one line that names the file, no output is written for it, the good case
 still is, the input folder is byte-for-byte unchanged and a file of the user's in the output folder is untouched. A run
-where every case failed raises (``python -m monai.bundle run`` exits non-zero). An output folder that is, holds or lies
+where any case failed raises once the others are written (``python -m monai.bundle run`` exits non-zero). An output folder that is, holds or lies
 inside the input folder is refused before anything is written.
 """
 
@@ -178,9 +178,10 @@ def inference_runs(tmp_path_factory):
             (out / "my_notes.txt").write_text("the user's own file")
             before = _tree_digest(data)
             ckpt = _random_weights(bundle, root / "bundle" / "models")
-            _run_inference(bundle, data, out, ckpt)
+            with pytest.raises(Exception) as err:  # the good case is written, and the run still fails
+                _run_inference(bundle, data, out, ckpt)
             done[bundle] = {"bundle": bundle, "bad": bad, "data": data, "out": out, "before": before, "ckpt": ckpt,
-                            "failures": _failures(out), "good_output": good_output}
+                            "failures": _failures(out), "good_output": good_output, "error": _root_message(err.value)}
         return done[bundle]
 
     return get
@@ -197,6 +198,8 @@ def test_inference_catalogue(inference_runs, bundle, name):
     assert not [p for p in out.rglob(f"{stem}*") if p.is_file()], f"output written for {name}"
     assert set(run["failures"]) == set(run["bad"]), "every broken file, and only those, failed"
     assert (out / run["good_output"]).is_file(), "the good case was lost with the bad ones"
+    n_bad = len(run["bad"])
+    assert re.match(rf"inference: {n_bad} of {n_bad + 1} cases failed, listed .* in .*summary.json", run["error"])
     assert _tree_digest(run["data"]) == run["before"], "the input folder changed"
     assert (out / "my_notes.txt").read_text() == "the user's own file"
     if run["good_output"] == "predictions.csv":  # no probability of a failed case is written down as a result

@@ -77,7 +77,7 @@ def test_inference_keeps_going_past_bad_files(trained, tmp_path):
 
     save_nifti(np.zeros((32, 32), np.int16), np.eye(4), inputs / "flat_2d.nii.gz")  # wrong dimensionality
     out = tmp_path / "out"
-    rows = run_inference(BUNDLE, inputs, root, out, save_saliency=True)
+    rows = run_inference(BUNDLE, inputs, root, out, save_saliency=True, failed=2)
     status = {r["case"].split("/")[-1]: r["status"] for r in rows}
     assert len(rows) == 5 and sum(s == "ok" for s in status.values()) == 3
     assert status["broken.nii.gz"].startswith("failed:")

@@ -114,7 +114,7 @@ def test_inference_on_input_grid_and_bad_cases(trained, tmp_path):
     (data / "broken.nii.gz").write_bytes(b"not a nifti file")
     out = tmp_path / "out"
     run_workflow(NAME, ["inference.json", "smoke.yaml"], "infer", bundle_root=str(BUNDLE), dataset_dir=str(data),
-                 output_dir=str(out), ckpt_dir=str(trained / "models"), **TINY)
+                 output_dir=str(out), ckpt_dir=str(trained / "models"), failed=2, **TINY)
     seg = nib.load(out / "good_seg.nii.gz")
     assert seg.shape == (30, 28, 20) and np.allclose(seg.affine, affine, atol=1e-4)
     assert set(np.unique(np.asarray(seg.dataobj))) <= set(range(10))

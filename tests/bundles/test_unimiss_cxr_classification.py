@@ -61,7 +61,7 @@ def test_inference_writes_probabilities_and_saliency(trained, tmp_path):
 
     save_nifti(np.zeros((16, 16, 8), np.int16), np.eye(4), inputs / "volume.nii.gz")  # a CT, not a radiograph
     out = tmp_path / "out"
-    rows = run_inference(BUNDLE, inputs, root, out, save_saliency=True)
+    rows = run_inference(BUNDLE, inputs, root, out, save_saliency=True, failed=2)
     status = {r["case"].split("/")[-1]: r["status"] for r in rows}
     assert len(rows) == 5 and sum(s == "ok" for s in status.values()) == 3
     assert status["corrupt.png"].startswith("failed:") and "3D volume" in status["volume.nii.gz"]

@@ -72,7 +72,7 @@ def test_inference_keeps_input_grid_and_survives_a_bad_file(samples, trained, tm
     nib.save(nib.Nifti1Image(data, original.affine), str(folder / "cxr.nii.gz"))
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.float32), np.eye(4)), str(folder / "ct_volume.nii.gz"))
     out = tmp_path / "out"
-    run_workflow(NAME, ["inference.json", "smoke.yaml"], "infer", check=False,
+    run_workflow(NAME, ["inference.json", "smoke.yaml"], "infer", check=False, failed=1,
                  bundle_root=str(trained), dataset_dir=str(folder), output_dir=str(out))
     pred = nib.load(str(out / "cxr_seg.nii.gz"))
     assert pred.shape[:2] == data.shape and pred.shape[-1] == 5

@@ -31,15 +31,20 @@ def _write(tmp_path, arrays: dict[str, np.ndarray]) -> list[dict]:
     return data
 
 
-def _run(data, network, handler, placeholder, batch_size=1, postprocessing=None, summary_dir=None):
-    """Run an evaluator with ``handler``, followed by an InferenceSummary when ``summary_dir`` is given."""
+def _run(data, network, handler, placeholder, batch_size=1, postprocessing=None, summary_dir=None, failed=0):
+    """Run an evaluator with ``handler``, followed by an InferenceSummary when ``summary_dir`` is given; ``failed``
+    cases of ``len(data)`` make the summary fail the run at its end, after every other case is written."""
     loader = DataLoader(TolerantDataset(data, LOAD, placeholder), batch_size=batch_size, num_workers=0)
     handlers = [handler] + ([InferenceSummary(summary_dir)] if summary_dir is not None else [])
     evaluator = SupervisedEvaluator(
         device=torch.device("cpu"), val_data_loader=loader, network=network.eval(), inferer=SimpleInferer(),
         postprocessing=postprocessing, val_handlers=handlers,
     )
-    evaluator.run()
+    if not failed:
+        evaluator.run()
+        return evaluator
+    with pytest.raises(RuntimeError, match=rf"^inference: {failed} of {len(data)} cases failed, listed .*summary.json"):
+        evaluator.run()
     return evaluator
 
 
@@ -50,7 +55,7 @@ def test_classifier_forward_failure_is_recorded_and_the_run_goes_on(tmp_path, ca
     out = tmp_path / "out"
     writer = ClassProbabilityWriter(out, ["x", "y"], saliency=True, network=net, saliency_method="rollout")
     with caplog.at_level(logging.INFO):
-        _run(data, net, writer, (1, 64, 64), postprocessing=Activationsd("pred", softmax=True), summary_dir=out)
+        _run(data, net, writer, (1, 64, 64), postprocessing=Activationsd("pred", softmax=True), summary_dir=out, failed=1)
     report = json.loads((out / "predictions.json").read_text())
     status = {c["case"].rsplit("/", 1)[-1]: c["status"] for c in report["cases"]}
     assert status["a.npy"] == status["b.npy"] == "ok" and report["num_failed"] == 1
@@ -97,7 +102,7 @@ def test_segmentation_forward_failure_is_recorded_and_the_run_goes_on(tmp_path, 
     out = tmp_path / "out"
     writer = SegmentationWriter(out, LOAD)
     with caplog.at_level(logging.INFO):
-        _run(data, net, writer, (1, 16, 32, 32), summary_dir=out)
+        _run(data, net, writer, (1, 16, 32, 32), summary_dir=out, failed=1)
     assert [w["case"] for w in writer.written] == ["good.npy"] and writer.written[0]["shape"] == [16, 32, 32]
     summary = json.loads((out / "summary.json").read_text())
     cases = {c["case"].rsplit("/", 1)[-1]: c for c in summary["cases"]}
@@ -121,7 +126,7 @@ def test_errors_without_case_flags_still_raise():
 def test_inference_summary_records_a_forward_failure(tmp_path):
     data = _write(tmp_path, {"p1.npy": np.full((8, 8), 1.0), "neg.npy": np.full((8, 8), -1.0), "p2.npy": np.full((8, 8), 2.0)})
     out = tmp_path / "out"
-    _run(data, _FailsOnNegative(), InferenceSummary(out), (1, 8, 8), batch_size=2)
+    _run(data, _FailsOnNegative(), InferenceSummary(out), (1, 8, 8), batch_size=2, failed=1)
     report = json.loads((out / "summary.json").read_text())
     status = {c["case"].rsplit("/", 1)[-1]: (c["status"], c["reason"]) for c in report["cases"]}
     assert status["p1.npy"] == status["p2.npy"] == ("ok", "")
@@ -152,7 +157,7 @@ class _NaNForNegative(nn.Module):
 def test_a_writer_failure_reaches_the_summary(tmp_path):
     data = _write(tmp_path, {"p.npy": np.full((8, 8), 1.0), "nan.npy": np.full((8, 8), -1.0)})
     out = tmp_path / "out"
-    _run(data, _NaNForNegative(), ClassProbabilityWriter(out, ["x", "y"]), (1, 8, 8), summary_dir=out)
+    _run(data, _NaNForNegative(), ClassProbabilityWriter(out, ["x", "y"]), (1, 8, 8), summary_dir=out, failed=1)
     cases = {c["case"].rsplit("/", 1)[-1]: c for c in json.loads((out / "summary.json").read_text())["cases"]}
     assert cases["p.npy"]["status"] == "ok"
     assert cases["nan.npy"]["status"] == "failed" and "non-finite" in cases["nan.npy"]["reason"]

@@ -41,8 +41,9 @@ class InferenceSummary:
     log the counts and every failure at the end of the run.
 
     List it after the writers (handlers run in the order they are attached), so that it sees the failures they
-    mark. Attaching also installs :func:`~unimiss_monai.handlers.guard_forward`. When no case worked the run raises
-    ``RuntimeError``: the work failed, and a scripted run must not exit 0.
+    mark. Attaching also installs :func:`~unimiss_monai.handlers.guard_forward`. When any case failed, the run raises
+    ``RuntimeError`` once every other case is written (this handler's end-of-run step comes after the writers'):
+    part of the work failed, and a scripted run over an archive must not exit 0 on it.
 
     Args:
         output_dir: folder of ``summary.json``.
@@ -84,4 +85,9 @@ class InferenceSummary:
                 logger.warning("inference: FAILED %s: %s", case["case"], case["reason"])
         if self.cases and not summary["num_ok"]:
             raise RuntimeError(f"inference: no case worked ({summary['num_failed']} failed, listed in {path})")
+        if summary["num_failed"]:
+            raise RuntimeError(
+                f"inference: {summary['num_failed']} of {summary['num_cases']} cases failed, listed with the reason "
+                f"and fix in {path}; the outputs of the other {summary['num_ok']} are written"
+            )
         return str(path)

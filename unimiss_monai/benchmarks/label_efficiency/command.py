@@ -115,7 +115,8 @@ def label_efficiency(
     Every run gets ``max_epochs * epoch_iterations`` iterations whatever its fraction (a small subset is cycled).
     Each run keeps its folder and a ``record.json``; a rerun with the same settings and data (by content) skips
     finished runs and writes the same JSON as an uninterrupted study. A run that fails is listed under ``failures``
-    and tried again by the next call; the others still count.
+    and tried again by the next call; the others still count, and the call raises ``RuntimeError`` once the results
+    are written (a non-zero exit).
 
     Args:
         bundle: unimiss_cxr_segmentation, unimiss_ct_segmentation, unimiss_cxr_classification or
@@ -284,4 +285,7 @@ def label_efficiency(
               + "; ".join(f"{r['run_id']}: {r['error']}" for r in results["failures"]), flush=True)
     print(f"[label-efficiency] {path}  {out / 'label_efficiency.png'}  {out / 'label_efficiency.md'}  "
           f"({time.perf_counter() - started:.0f} s)", flush=True)
+    if results["failures"]:  # the study is incomplete: a scripted run must not exit 0 on it
+        raise RuntimeError(f"label-efficiency: {len(results['failures'])} of {len(records)} runs failed, listed in "
+                           f"{path} (the others are counted there); rerun the same command to retry them")
     return str(path)
