@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 import torch
 from ignite.engine import Engine, Events
 
@@ -63,6 +64,34 @@ def test_checkpoint_round_trip_and_export(tmp_path):
     TrainingCheckpoint(tmp_path / "ckpt", {"model": fresh}).attach(engine2)
     engine2.run(range(4), max_epochs=2)
     assert torch.equal(fresh.weight, model.weight) and engine2.state.iteration == 8
+
+
+def test_export_is_written_only_by_a_finished_run(tmp_path):
+    """The exported weights of an earlier finished run stay byte for byte while a new run saves checkpoints and when
+    it dies; the new run's export replaces them only once it completes."""
+    model = torch.nn.Linear(3, 2)
+    (tmp_path / "model.pt").write_bytes(b"weights of an earlier finished run")
+    seen = []
+
+    def run(fail_at):
+        engine = _engine([{}] * 4)
+        TrainingCheckpoint(tmp_path / "ckpt", {"model": model}, save_every=1, export_path=tmp_path / "model.pt",
+                           export_fn=model.state_dict).attach(engine)
+
+        @engine.on(Events.ITERATION_COMPLETED)
+        def _check(e):
+            seen.append(((tmp_path / "ckpt" / "checkpoint.pt").is_file(), (tmp_path / "model.pt").read_bytes()))
+            if e.state.iteration == fail_at:
+                raise RuntimeError("killed")
+
+        engine.run(range(4), max_epochs=1)
+
+    with pytest.raises(RuntimeError, match="killed"):
+        run(fail_at=3)
+    assert seen and all(ok and data == b"weights of an earlier finished run" for ok, data in seen)
+    assert (tmp_path / "model.pt").read_bytes() == b"weights of an earlier finished run"
+    run(fail_at=None)  # resumes at iteration 3 and finishes
+    assert torch.equal(torch.load(tmp_path / "model.pt", weights_only=True)["model"]["weight"], model.weight)
 
 
 def test_epoch_loss_means_publish_each_term_per_epoch():

@@ -42,6 +42,13 @@ def test_publish_records_source_and_keeps_previous(tmp_path):
     assert dst.with_name("model.pt.prev").read_bytes() == before and result["previous"] == str(dst) + ".prev"
     assert torch.load(dst, weights_only=True)["info"]["source"]["path"] == str(src2.resolve())
     assert not [p.name for p in dst.parent.iterdir() if p.name not in ("model.pt", "model.pt.prev")]  # no temp files
+    # a third publish keeps the second model beside the first: no earlier copy is overwritten
+    second = dst.read_bytes()
+    src3 = tmp_path / "run3" / "model.pt"
+    _export(src3)
+    result = publish_pretrained(str(src3), str(dst))
+    assert result["previous"] == str(dst) + ".prev.2" and dst.with_name("model.pt.prev.2").read_bytes() == second
+    assert dst.with_name("model.pt.prev").read_bytes() == before
 
 
 def test_other_variant_needs_force(tmp_path):

@@ -108,11 +108,19 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 def keep_previous(path: str | Path) -> Path | None:
     """Copy an existing ``path`` to ``<path>.prev`` (atomically) before it is replaced; returns that copy, or ``None``
-    when there was nothing to keep."""
+    when there was nothing to keep.
+
+    When ``<path>.prev`` exists already (an earlier replacement, or a file of the user's), the copy goes to the first
+    free ``<path>.prev.2``, ``<path>.prev.3``, ...: no earlier copy is overwritten, so the model a folder started with
+    survives any number of replacements.
+    """
     path = Path(path)
     if not path.is_file():
         return None
-    previous = path.with_name(path.name + ".prev")
+    previous, n = path.with_name(path.name + ".prev"), 1
+    while previous.exists():
+        n += 1
+        previous = path.with_name(f"{path.name}.prev.{n}")
     with atomic_path(previous) as tmp:
         shutil.copyfile(path, tmp)
     return previous

@@ -75,7 +75,9 @@ class TrainingCheckpoint:
             centre, ...); the engine it is attached to is added as ``"trainer"`` (its position).
         save_every: iterations (epochs with ``epoch_level``) between saves (0: only at the end).
         resume: load ``ckpt_dir/checkpoint.pt`` when it exists.
-        export_path: where to write the exported weights (e.g. ``models/model.pt``) at each save; needs ``export_fn``.
+        export_path: where to write the exported weights (e.g. ``models/model.pt``), atomically, when the run
+            completes; needs ``export_fn``. Only a finished run writes it: a killed or failed run leaves the file of an
+            earlier finished run as it was, and resumes from ``checkpoint.pt``.
         export_fn: returns the state dict to export, saved as ``{"model": export_fn()}``, or a mapping with a ``"model"``
             state dict (and e.g. ``"info"``, see ``StudentTeacher.export``), saved as is.
         epoch_level: count ``save_every`` in epochs and save after all other end-of-epoch handlers.
@@ -113,6 +115,8 @@ class TrainingCheckpoint:
         elif self.save_every > 0:
             engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.save_every), self.save)
         engine.add_event_handler(Events.COMPLETED, self.save)
+        if self.export_path is not None:
+            engine.add_event_handler(Events.COMPLETED, self.export)
 
     def _attach_epoch_save(self, engine: Engine) -> None:
         # registered now, after the handlers attached with the trainer (validation, LR schedule), so it runs after them
@@ -136,10 +140,19 @@ class TrainingCheckpoint:
         ckpt["rng"] = capture_rng_state()
         atomic_torch_save(ckpt, self.path)
         self._saved_iteration = engine.state.iteration
-        if self.export_path is not None:
-            exported = dict(self.export_fn())  # an export with its own "model" (and "info") is saved as is
-            atomic_torch_save(exported if isinstance(exported.get("model"), Mapping) else {"model": exported}, self.export_path)
         logger.info("iteration %d: saved %s", engine.state.iteration, self.path)
+
+    def export(self, engine: Engine) -> None:
+        """Write ``export_fn()`` to ``export_path`` (rank 0, at the end of a finished run, after its checkpoint)."""
+        if engine.state.rank != 0:
+            return
+        exported = dict(self.export_fn())  # an export with its own "model" (and "info") is saved as is
+        exported = exported if isinstance(exported.get("model"), Mapping) else {"model": exported}
+        bad = first_non_finite(exported)
+        if bad is not None:  # save() refused the same state already; this guards an export_fn of other tensors
+            raise FloatingPointError(f"not exporting {self.export_path}: {bad} holds NaN or Inf; the previous file is kept")
+        atomic_torch_save(exported, self.export_path)
+        logger.info("exported %s", self.export_path)
 
     def load(self, engine: Engine) -> None:
         if not self.path.exists():
