@@ -73,7 +73,7 @@ def test_insert_lesion_centre_drawn_inside_center_mask(phantom):
 
 def test_enlarge_heart_scales_extent_and_spares_bone(phantom):
     heart = np.isin(phantom.labels, HEART)
-    out, region = enlarge_region(phantom.hu, phantom.labels, HEART, SPACING, scale=(1.3, 1.3, 1.0))
+    out, region = enlarge_region(phantom.hu, phantom.labels, HEART, scale=(1.3, 1.3, 1.0))
     assert region.sum() > heart.sum() * 1.3  # about 1.3 x 1.3 in area (minus what bone blocks)
     width = lambda m: np.ptp(np.argwhere(m)[:, 0]) + 1  # noqa: E731 - left-right extent in voxels
     assert width(region) / width(heart) == pytest.approx(1.3, abs=0.15)
@@ -84,6 +84,6 @@ def test_enlarge_heart_scales_extent_and_spares_bone(phantom):
     assert taken.any() and np.median(out[taken]) == pytest.approx(50.0, abs=5.0)
     assert np.quantile(out[taken], 0.1) > -500.0  # only the outermost shell is a partial-volume blend
     with pytest.raises(ValueError, match="no voxel has a label"):
-        enlarge_region(phantom.hu, phantom.labels, [99], SPACING)
+        enlarge_region(phantom.hu, phantom.labels, [99])
     with pytest.raises(ValueError, match=">= 1"):
-        enlarge_region(phantom.hu, phantom.labels, HEART, SPACING, scale=(0.8, 1.0, 1.0))
+        enlarge_region(phantom.hu, phantom.labels, HEART, scale=(0.8, 1.0, 1.0))

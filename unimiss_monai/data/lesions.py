@@ -136,7 +136,7 @@ def insert_lesion(
 
 
 def enlarge_region(
-    hu: np.ndarray, labels: np.ndarray, region_values: Sequence[int], spacing: Sequence[float],
+    hu: np.ndarray, labels: np.ndarray, region_values: Sequence[int],
     scale: tuple[float, float, float] = (1.25, 1.25, 1.08), replaceable: np.ndarray | None = None,
     bone_hu: float = 250.0,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -145,8 +145,8 @@ def enlarge_region(
     Args:
         hu: (X, Y, Z) CT in HU. labels: (X, Y, Z) integer label map.
         region_values: label values that form the region (e.g. the TotalSegmentator heart label).
-        spacing: voxel size (mm); the magnification is taken about the region's centroid in mm.
-        scale: magnification along the three voxel axes (>= 1).
+        scale: magnification along the three voxel axes (>= 1), about the region's centroid (per axis, so the voxel
+            spacing does not enter: the centroid in voxels is the centroid in mm).
         replaceable: (X, Y, Z) bool, voxels the enlarged region may overwrite. Defaults to every voxel below
             ``bone_hu`` (lung, fat, soft tissue), so ribs, sternum and spine are never painted over.
         bone_hu: HU above which a voxel counts as bone for the default ``replaceable``.

@@ -93,7 +93,7 @@ def project_labels(
     for v, pose in enumerate(poses):
         src, tgt, lengths = prep.rays(geometry, pose, isocenter)
         src, tgt = points_in_memory_order(src, layout), points_in_memory_order(tgt, layout)
-        tgt_k, len_k, transposed = rays_in_kernel_order(src, tgt, lengths)
+        tgt_k, len_k, transposed = rays_in_kernel_order(tgt, lengths)
         img = np.zeros((len(ids), *len_k.shape), np.float32)
         if len(ids):
             label_kernel(layout.array.reshape(-1), shape, lut, occ, block, src, tgt_k, len_k, img)

@@ -53,8 +53,9 @@ def check_memory(n_images: int, detector_shape: tuple[int, int], channels: int =
         )
 
 
-def rays_in_kernel_order(src: np.ndarray, tgt: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Order the ``(H, W)`` ray grid so the inner loop walks the volume's contiguous axis; returns (tgt, lengths, transposed)."""
+def rays_in_kernel_order(tgt: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Order the ``(H, W)`` ray grid (detector points ``tgt`` ``(H, W, 3)`` in memory-order voxel coordinates, ray
+    lengths ``(H, W)``) so the inner loop walks the volume's contiguous axis; returns (tgt, lengths, transposed)."""
     step_col = abs(tgt[0, min(1, tgt.shape[1] - 1), 2] - tgt[0, 0, 2])
     step_row = abs(tgt[min(1, tgt.shape[0] - 1), 0, 2] - tgt[0, 0, 2])
     if step_row > step_col:

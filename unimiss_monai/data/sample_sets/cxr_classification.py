@@ -63,7 +63,7 @@ def build(out_dir: Path, synthetic: bool = False, seed: int = 0) -> dict:
             hu, lung = ct.hu, ct.lung
             if has_cardiomegaly:
                 s = rng.uniform(*HEART_SCALE)
-                hu, heart = enlarge_region(hu, ct.labels, ct.heart_values, ct.spacing, scale=(s, s, 1.05))
+                hu, heart = enlarge_region(hu, ct.labels, ct.heart_values, scale=(s, s, 1.05))
                 lung = lung & ~heart
             if has_nodule:
                 hu = insert_lesion(hu, lung, ct.spacing, rng, diameter_mm=NODULE_MM)[0]

@@ -144,8 +144,7 @@ def anatomy_variant(ct: dict, rng: np.random.Generator) -> tuple[np.ndarray, np.
     heart_scale = float(rng.uniform(*HEART_SCALE))
     hu, groups = ct["hu"], list(ct["groups"])
     if heart_scale > 1.0:
-        spacing = np.linalg.norm(ct["affine"][:3, :3], axis=0)
-        hu, heart = enlarge_region(hu, ct["labels"], ct["heart_values"], spacing, scale=(heart_scale, heart_scale, 1.0))
+        hu, heart = enlarge_region(hu, ct["labels"], ct["heart_values"], scale=(heart_scale, heart_scale, 1.0))
         heart_index = STRUCTURES.index("heart")
         groups[heart_index] = np.maximum(groups[heart_index], heart.astype(np.float32))
         for lung in ("lung_left", "lung_right"):
