@@ -25,6 +25,7 @@ from torch import nn
 from unimiss_monai.data.loaders import COUNT_KEY, SKIPPED_KEY, PhaseLoader
 from unimiss_monai.networks.nets.student_teacher import StudentTeacher
 from unimiss_monai.utils import schedules
+from unimiss_monai.utils.dist import any_rank
 from unimiss_monai.utils.ema import update_momentum
 
 __all__ = ["PretrainingTrainer", "log_export"]
@@ -171,8 +172,7 @@ class PretrainingTrainer(Trainer):
         pretraining recipes' trainers)."""
         self.state.optimizer_step = 0
         self.state.skipped_samples = 0
-        # the rule (phase) of the gradients accumulated but not yet stepped on: "ct" once any CT micro-batch added
-        # some; None when nothing is pending
+        # step rule of the gradients accumulated but not stepped on ("ct" once a CT micro-batch added some; None: none)
         self._pending_phase: str | None = None
         self.state.phase = None
         self._reset_epoch_counts(self)
@@ -311,9 +311,8 @@ class PretrainingTrainer(Trainer):
     @staticmethod
     def _start_window(engine: PretrainingTrainer) -> bool:
         """Whether this iteration ends its accumulation window (a step is due); a window's first iteration sets the
-        schedules for its step and calls ``zero_grad``. Windows count from the epoch's first iteration, not the run's:
-        an epoch's last window steps even when short, so a run-wide count would start the next epoch part-way, skip
-        its ``zero_grad`` and step again on the stale gradient."""
+        schedules and calls ``zero_grad``. Windows restart each epoch: its last window steps even when short, so a
+        run-wide count would start the next epoch part-way and step again on the stale gradient."""
         micro = (engine.state.iteration - 1) % engine.state.epoch_length % engine.accumulation_steps
         if micro == 0:
             engine._apply_schedules()
@@ -322,10 +321,11 @@ class PretrainingTrainer(Trainer):
         return micro == engine.accumulation_steps - 1 or engine.state.iteration % engine.state.epoch_length == 0
 
     @staticmethod
-    def _close_window_without_batch(engine: PretrainingTrainer, due: bool) -> None:
-        """An iteration that trains nothing (all its samples failed to load) where a step is due: step on the
-        gradients its window's earlier micro-batches left (else the next window's ``zero_grad`` would drop them
-        silently); with nothing pending, nothing to do."""
+    def _close_window_without_batch(engine: PretrainingTrainer, due: bool, batch: dict | None = None) -> None:
+        """An iteration that trains nothing (``batch``: its samples, or another process's, failed to load): where a
+        step is due, step on the window's pending gradients, which the next ``zero_grad`` would drop silently."""
+        if batch is not None and not batch.get("empty"):
+            logger.warning("iteration %d: another process's batch held no readable sample; this one is passed over too, so that the processes stay in step", engine.state.iteration)
         if not due or engine._pending_phase is None:
             return
         logger.warning("iteration %d: nothing to train at the end of an accumulation window; stepping on its earlier micro-batches' gradients", engine.state.iteration)
@@ -353,8 +353,8 @@ class PretrainingTrainer(Trainer):
         phase, batch = batchdata
         skipped = self._count_phase(engine, phase, batch)
         due = engine._start_window(engine)  # before the return below: an empty first micro-batch still opens its window
-        if batch.get("empty"):
-            engine._close_window_without_batch(engine, due)
+        if any_rank(batch.get("empty", False), engine.state.device):  # under DDP every process passes it over
+            engine._close_window_without_batch(engine, due, batch)
             return {"phase": phase, "skipped": len(skipped)}
         temp = engine.teacher_temp_schedule(engine.state.epoch - 1) if engine.teacher_temp_schedule else 0.04
         engine.network.train()

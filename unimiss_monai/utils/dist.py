@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = [
-    "broadcast_object", "destroy_distributed", "gather_objects", "init_distributed", "is_rank_zero", "local_device",
+    "any_rank", "broadcast_object", "destroy_distributed", "gather_objects", "init_distributed", "is_rank_zero", "local_device",
     "rank_and_world", "rank_zero_handlers",
 ]
 
@@ -41,6 +41,20 @@ def destroy_distributed() -> None:
     """Leave the process group at the end of a run (a no-op when none was joined), so ``torchrun`` exits cleanly."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def any_rank(flag: bool, device: torch.device | str = "cpu") -> bool:
+    """``flag`` of this process, or'ed over every process of the group (``flag`` itself when there is none).
+
+    An iteration that one process must pass over (every sample of its batch failed to load) is passed over by all:
+    DDP pairs each backward's gradient all-reduces across processes, so a process that skipped one alone would pair
+    its next step with the others' current one, and the run would hang at its end.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return bool(flag)
+    value = torch.tensor([float(bool(flag))], device=device)  # NCCL reduces CUDA tensors only
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
 
 
 def is_rank_zero() -> bool:
