@@ -39,6 +39,18 @@ def test_xray_and_drr_views():
         xray_views_pipeline(blur_prob=(0.5, 0.5, 0.5))
 
 
+def test_xray_flip_is_horizontal():
+    """2D images are (1, X, Y) with X the columns (as MONAI loads a PNG): the flip mirrors left and right, never
+    turns a radiograph upside down. Crop, jitter and blur are off, so a view is the image or its mirror."""
+    x = torch.arange(16, dtype=torch.float32)[:, None].expand(16, 12)  # brightness grows with the column
+    img = (x / 15)[None].contiguous()
+    pipe = xray_views_pipeline("xray", n_views=2, spatial_size=(16, 12), scale=(1.0, 1.0), ratio=(0.75, 0.75),
+                               flip_prob=1.0, jitter_prob=0.0, gamma_prob=0.0, blur_prob=0.0, channels=1)
+    out = pipe.set_random_state(0)({"xray": img})
+    for view in out.values():
+        torch.testing.assert_close(view, img.flip(1), atol=1e-5, rtol=0)  # columns reversed, rows kept
+
+
 @pytest.mark.slow
 def test_ct_views_on_real_chest_ct():
     from monai.transforms import LoadImaged

@@ -151,8 +151,8 @@ def xray_views_pipeline(
     rescale_input: bool = True,
     keep_source: bool = False,
 ) -> Compose:
-    """Augmented views of a grey 2D image (X-ray or DRR): ``key`` ``(1, H, W)`` -> ``<key>_view{i}``
-    ``(channels, *spatial_size)`` float32 in [0, 1].
+    """Augmented views of a grey 2D image (X-ray or DRR): ``key`` ``(1, X, Y)`` (columns, rows: the package's 2D
+    layout, :mod:`unimiss_monai.conventions`) -> ``<key>_view{i}`` ``(channels, *spatial_size)`` float32 in [0, 1].
 
     Steps: min-max rescale to [0, 1] (``rescale_input``), then per view a random resized crop (area ``scale``,
     aspect ``ratio``), horizontal flip, grey colour jitter (brightness, contrast, each with ``jitter_prob``; gamma),
@@ -170,7 +170,7 @@ def xray_views_pipeline(
     for i, v in enumerate(views):
         per_view += [
             RandResizedCropd(v, size, scale=scale, ratio=ratio),
-            RandFlipd(v, prob=flip_prob, spatial_axis=1),
+            RandFlipd(v, prob=flip_prob, spatial_axis=0),  # axis 0 is X, the columns: a horizontal flip
             RandScaleIntensityd(v, factors=brightness_factor, prob=jitter_prob),
             RandScaleIntensityFixedMeand(v, factors=contrast_factor, prob=jitter_prob),
             RandAdjustContrastd(v, gamma=gamma, prob=gamma_prob),
