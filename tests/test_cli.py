@@ -101,3 +101,20 @@ def test_a_boolean_option_that_is_not_one_stops_the_command(tmp_path, monkeypatc
     assert str(err.value.code) == ("unimiss_monai samples: --synthetic is 'maybe', not a boolean; use true/false, yes/no "
                                    "or 1/0, or --synthetic / --nosynthetic")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_text_options_reach_the_command_as_typed(monkeypatch):
+    """fire reads ``--version 0.10`` as the float 0.1 (another release); options declared ``str`` get the text."""
+    import unimiss_monai.release.download as download_module
+
+    seen = []
+
+    def fake_download(name: str, version: str | None = None, index: str | None = None, timeout: float = 60.0):
+        seen.append((name, version, index, timeout))
+
+    monkeypatch.setattr(download_module, "download", fake_download)
+    main(["download", "unimiss_pretraining", "--version", "0.10", "--timeout", "5"])
+    main(["download", "unimiss_pretraining", "--version=1.10", "--index", "007"])
+    main(["download", "unimiss_pretraining"])
+    assert seen == [("unimiss_pretraining", "0.10", None, 5), ("unimiss_pretraining", "1.10", "007", 60.0),
+                    ("unimiss_pretraining", None, None, 60.0)]

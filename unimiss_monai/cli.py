@@ -143,6 +143,41 @@ def with_boolean_options(command: str, func: Callable) -> Callable:
     return call
 
 
+_TEXT_ANNOTATIONS = ("str", "str | None", "None | str", "Optional[str]", "<class 'str'>")
+
+
+def with_text_options(command: str, func: Callable, args: Sequence[str]) -> Callable:
+    """``func`` with its text options given as typed on the command line.
+
+    fire parses every value as a Python literal, so ``--version 0.10`` reaches the command as the float ``0.1`` (and
+    ``1.10`` as ``1.1``), a different release. Options declared ``str`` get the text after their flag in ``args``
+    (``--name value`` or ``--name=value``, hyphens or underscores) instead of fire's parse.
+    """
+    signature = inspect.signature(func)
+    names = {p.name for p in signature.parameters.values() if str(p.annotation) in _TEXT_ANNOTATIONS}
+    raw: dict[str, str] = {}
+    for i, arg in enumerate(args):
+        key, eq, value = arg.lstrip("-").partition("=")
+        key = key.replace("-", "_")
+        if arg.startswith("--") and key in names:
+            if eq:
+                raw[key] = value
+            elif i + 1 < len(args) and not _is_flag(args[i + 1]):
+                raw[key] = args[i + 1]
+    if not raw:
+        return func
+
+    @functools.wraps(func)
+    def call(*a, **kw):
+        bound = signature.bind(*a, **kw)
+        for name, text in raw.items():
+            if name in bound.arguments and not isinstance(bound.arguments[name], str):
+                bound.arguments[name] = text
+        return func(*bound.args, **bound.kwargs)
+
+    return call
+
+
 def main(argv: list[str] | None = None) -> None:
     import fire
 
@@ -161,7 +196,8 @@ def main(argv: list[str] | None = None) -> None:
         if {"--help", "-h"} & set(flags) and not {"help", "h"} & set(inspect.signature(func).parameters):
             command = ["--help"]  # fire would run the command first when --help is not the first argument
         # import only the command that runs, and let fire document its real signature
-        fire.Fire(with_boolean_options(args[0], func), command=command, name=f"unimiss_monai {args[0]}")
+        func = with_text_options(args[0], with_boolean_options(args[0], func), flags)
+        fire.Fire(func, command=command, name=f"unimiss_monai {args[0]}")
         return
     if args and not args[0].startswith("-"):
         raise SystemExit(f"unimiss_monai: unknown command {args[0]!r}; choose one of: {', '.join(sorted(COMMANDS))}")
