@@ -27,6 +27,8 @@
 #                 segmentation bundle's CPU path: one window per pass, fewer windows (less overlap), the network
 #                 compiled by OpenVINO, bfloat16 where the CPU has it (its docs/README.md, "Performance")
 #   TRAIN_EPOCHS  epochs of the /train check (default 1; 0 skips it)
+#   REQUEST_TIMEOUT  seconds one /infer or /train request may take before the check fails (default 1800), so a hung
+#                 server stops the script rather than holding it forever
 #   KEEP_SERVER   1 leaves the server running for a viewer (3D Slicer, OHIF) until Ctrl-C
 #   SAMPLES       the samples folder (default samples/, written if absent)
 #   WORK          where everything lands (default outputs/monai_label/<bundle>, or <bundle>+<bundle> for several:
@@ -43,6 +45,7 @@ IFS=, read -r -a BUNDLE_LIST <<< "${BUNDLES// /}"
 OVERLAY="${OVERLAY-smoke.yaml}"
 INFER_OVERLAYS="${INFER_OVERLAYS-auto}"
 TRAIN_EPOCHS="${TRAIN_EPOCHS:-1}"
+REQUEST_TIMEOUT="${REQUEST_TIMEOUT:-1800}"
 KEEP_SERVER="${KEEP_SERVER:-0}"
 PREPARE_ONLY="${PREPARE_ONLY:-0}"
 VENV_ONLY="${VENV_ONLY:-0}"
@@ -235,7 +238,7 @@ stop_server() { kill -TERM -- "-$SERVER" 2>/dev/null && sleep 2; kill -KILL -- "
 trap stop_server EXIT
 rm -f "$WORK/info.json"
 for _ in $(seq 180); do
-    curl -sf "$URL/info/" -o "$WORK/info.json" && break
+    curl -sf --max-time 10 "$URL/info/" -o "$WORK/info.json" && break
     kill -0 "$SERVER" 2>/dev/null || { tail -20 "$WORK/server.log"; log "server exited during start-up; see $WORK/server.log"; exit 1; }
     sleep 2
 done
@@ -259,7 +262,7 @@ EOF
 )
     [ -n "$image_id" ] || { log "$b: no ${b/unimiss_/} NIfTI study in $STUDIES_DIR to check /infer on; skipped"; continue; }
     start=$(date +%s.%N)
-    curl -sf -X POST "$URL/infer/$b?image=$image_id&output=image" -F 'params={"device": "cpu"}' -o "$WORK/${b}_pred.tmp.nii.gz" \
+    curl -sf --max-time "$REQUEST_TIMEOUT" -X POST "$URL/infer/$b?image=$image_id&output=image" -F 'params={"device": "cpu"}' -o "$WORK/${b}_pred.tmp.nii.gz" \
         || { tail -30 "$WORK/server.log"; log "/infer/$b failed; see $WORK/server.log"; exit 1; }
     mv "$WORK/${b}_pred.tmp.nii.gz" "$WORK/${b}_pred.nii.gz"
     t_infer=$(elapsed "$start")
@@ -268,7 +271,7 @@ EOF
         weights="$WORK/app/model/$b/models/model.pt"
         before=$(sha256sum "$weights" | cut -d' ' -f1)
         start=$(date +%s.%N)
-        curl -sf -X POST "$URL/train/$b?run_sync=true" -H "Content-Type: application/json" \
+        curl -sf --max-time "$REQUEST_TIMEOUT" -X POST "$URL/train/$b?run_sync=true" -H "Content-Type: application/json" \
             -d "{\"max_epochs\": $TRAIN_EPOCHS, \"val_split\": 0.25, \"multi_gpu\": false, \"device\": \"cpu\"}" \
             -o "$WORK/${b}_train_response.json" || { tail -30 "$WORK/server.log"; log "/train/$b failed; see $WORK/server.log"; exit 1; }
         t_train=$(elapsed "$start")
