@@ -104,3 +104,24 @@ def test_refusals(repo_root, tiny_export, tmp_path):
     (bundle / "LICENSE").unlink()
     with pytest.raises(ValueError, match="lacks LICENSE"):
         package_bundle(str(bundle), weights=str(tiny_export), out=str(tmp_path / "out2"), training="x")
+
+
+def test_a_symbolic_link_in_the_bundle_is_refused(tmp_path):
+    """A link's target (possibly outside the bundle) would be published: the writer refuses it, as the reader does."""
+    from unimiss_monai.release.package import release_files
+
+    bundle = tmp_path / "b"
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "docs").mkdir()
+    for rel in ("configs/metadata.json", "docs/README.md", "LICENSE"):
+        (bundle / rel).write_text("{}")
+    assert release_files(bundle) == ["LICENSE", "configs/metadata.json", "docs/README.md"]
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for release")
+    (bundle / "configs" / "notes.txt").symlink_to(secret)
+    with pytest.raises(ValueError, match=r"configs/notes.txt is a symbolic link \(to .*secret.txt\)"):
+        release_files(bundle)
+    (bundle / "configs" / "notes.txt").unlink()
+    (bundle / "docs" / "more").symlink_to(tmp_path, target_is_directory=True)
+    with pytest.raises(ValueError, match=r"docs/more is a symbolic link"):
+        release_files(bundle)

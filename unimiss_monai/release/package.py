@@ -63,19 +63,27 @@ def release_files(bundle_dir: str | os.PathLike) -> list[str]:
     file under ``configs/`` and ``docs/`` (hidden files, ``*.prev`` and caches excluded; weights come separately).
 
     Raises:
-        ValueError: a required file (``configs/metadata.json``, ``LICENSE``, ``docs/README.md``) is missing.
+        ValueError: a required file (``configs/metadata.json``, ``LICENSE``, ``docs/README.md``) is missing, or a file
+            or folder the release would carry is a symbolic link (its target, possibly outside the bundle, would be
+            published: the reader refuses links for the same reason).
     """
     root = Path(bundle_dir)
     missing = [r for r in REQUIRED if not (root / r).is_file()]
     if missing:
         raise ValueError(f"bundle {root} lacks {', '.join(missing)}; a model-zoo bundle needs {', '.join(REQUIRED)}")
     out = ["LICENSE"]
+    candidates = [root / "LICENSE", root / "configs", root / "docs"]
     for sub in ("configs", "docs"):
-        for p in sorted((root / sub).rglob("*")):
-            rel = p.relative_to(root)
-            if p.is_file() and not any(part.startswith(".") or part == "__pycache__" for part in rel.parts) \
-                    and not p.name.endswith(_SKIP_SUFFIXES):
-                out.append(rel.as_posix())
+        candidates += sorted((root / sub).rglob("*"))
+    for p in candidates:
+        rel = p.relative_to(root)
+        if any(part.startswith(".") or part == "__pycache__" for part in rel.parts) or p.name.endswith(_SKIP_SUFFIXES):
+            continue
+        if p.is_symlink():
+            raise ValueError(f"bundle {root}: {rel.as_posix()} is a symbolic link (to {os.readlink(p)}); a release "
+                             "carries regular files only: copy the file into the bundle or remove the link")
+        if p.is_file() and rel.parts[0] in ("configs", "docs"):
+            out.append(rel.as_posix())
     return sorted(out)
 
 
