@@ -26,7 +26,9 @@ def test_array_is_render_transposed_and_carries_spacing():
     assert out.shape == (2, 6, 8)
     torch.testing.assert_close(out.as_tensor(), drr.render(ct[0].numpy(), ct.affine, views=("AP", "LL"), **KW).transpose(1, 2))
     np.testing.assert_allclose(out.affine.diagonal()[:2].numpy(), [3.0, 2.0])
-    row_first = drr.detector_affine("AP", KW["detector_shape"], KW["pixel_spacing"], KW["sdd"], KW["sid"])
+    # the C-arm turns about the volume centre, as render() does
+    row_first = drr.detector_affine("AP", KW["detector_shape"], KW["pixel_spacing"], KW["sdd"], KW["sid"],
+                                    isocenter=drr.volume_center(ct.shape[1:], ct.affine.numpy()))
     np.testing.assert_allclose(out.meta["drr_detector_affine"].numpy(), row_first[:, [1, 0, 2, 3]])
     assert DRRProject(**KW)(ct).shape == (1, 6, 8)
 

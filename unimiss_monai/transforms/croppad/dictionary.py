@@ -1,5 +1,7 @@
 """Dictionary wrappers of :mod:`unimiss_monai.transforms.croppad.array`: one random draw per call, applied to every
-key (so views stored under several keys, e.g. image and mask, stay aligned)."""
+key (so views stored under several keys, e.g. image and mask, stay aligned). ``mode`` is one interpolation for all
+keys or one per key: give label keys ``"nearest"`` so masks stay binary, e.g.
+``RandResizedCropd(("image", "label"), (96, 96), mode=("bilinear", "nearest"))``."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable
+from monai.utils import ensure_tuple_rep
 
 from unimiss_monai.transforms.croppad.array import RandResizedCrop, RandScaledCrop
 
@@ -22,13 +25,16 @@ __all__ = [
 
 
 class _SharedDrawd(Randomizable, MapTransform):
-    """Randomise the wrapped array transform once from the first key's shape, then apply it to all keys."""
+    """Randomise the wrapped array transform once from the first key's shape, then apply it to all keys, each with its
+    own interpolation ``mode`` (one value for all keys or one per key)."""
 
     backend: list = []
 
-    def __init__(self, keys: KeysCollection, transform, allow_missing_keys: bool = False) -> None:
+    def __init__(self, keys: KeysCollection, transform, allow_missing_keys: bool = False,
+                 mode: Sequence[str | None] | str | None = None) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         self.transform = transform
+        self.mode = ensure_tuple_rep(mode, len(self.keys))
 
     def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
         super().set_random_state(seed, state)
@@ -41,14 +47,20 @@ class _SharedDrawd(Randomizable, MapTransform):
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
         first = True
-        for key in self.key_iterator(d):
+        for key, mode in self.key_iterator(d, self.mode):
+            self.transform.mode = mode
             d[key] = self.transform(d[key], randomize=first)
             first = False
         return d
 
 
 class RandResizedCropd(_SharedDrawd):
-    """Dictionary version of :class:`~unimiss_monai.transforms.RandResizedCrop` (same arguments after ``keys``)."""
+    """Dictionary version of :class:`~unimiss_monai.transforms.RandResizedCrop` (same arguments after ``keys``).
+
+    Args:
+        mode: interpolation, one for all keys or one per key (``None``: bilinear 2D / trilinear 3D); pass
+            ``"nearest"`` for label keys, e.g. ``mode=("bilinear", "nearest")`` for ``keys=("image", "label")``.
+    """
 
     def __init__(
         self,
@@ -56,18 +68,23 @@ class RandResizedCropd(_SharedDrawd):
         spatial_size: Sequence[int] | int,
         scale: tuple[float, float] = (0.08, 1.0),
         ratio: tuple[float, float] = (3 / 4, 4 / 3),
-        mode: str | None = None,
+        mode: Sequence[str | None] | str | None = None,
         pad_value: float | None = None,
         max_attempts: int = 10,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(
-            keys, RandResizedCrop(spatial_size, scale, ratio, mode, pad_value, max_attempts), allow_missing_keys
+            keys, RandResizedCrop(spatial_size, scale, ratio, None, pad_value, max_attempts), allow_missing_keys, mode
         )
 
 
 class RandScaledCropd(_SharedDrawd):
-    """Dictionary version of :class:`~unimiss_monai.transforms.RandScaledCrop` (same arguments after ``keys``)."""
+    """Dictionary version of :class:`~unimiss_monai.transforms.RandScaledCrop` (same arguments after ``keys``).
+
+    Args:
+        mode: interpolation, one for all keys or one per key (``None``: bilinear 2D / trilinear 3D); pass
+            ``"nearest"`` for label keys, e.g. ``mode=("bilinear", "nearest")`` for ``keys=("image", "label")``.
+    """
 
     def __init__(
         self,
@@ -75,11 +92,13 @@ class RandScaledCropd(_SharedDrawd):
         roi_size: Sequence[int],
         scale_range: tuple[float, float] | Sequence[tuple[float, float]] = (1.0, 1.0),
         resize: bool = True,
-        mode: str | None = None,
+        mode: Sequence[str | None] | str | None = None,
         pad_value: float | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
-        super().__init__(keys, RandScaledCrop(roi_size, scale_range, resize, mode, pad_value), allow_missing_keys)
+        super().__init__(
+            keys, RandScaledCrop(roi_size, scale_range, resize, None, pad_value), allow_missing_keys, mode
+        )
 
 
 RandResizedCropD = RandResizedCropDict = RandResizedCropd

@@ -11,6 +11,7 @@ from monai.transforms import Randomizable, Transform
 
 from unimiss_monai.drr.geometry import Pose, as_pose, detector_affine
 from unimiss_monai.drr.render import as_poses, render
+from unimiss_monai.drr.volume import as_affine, volume_center
 
 __all__ = ["DRRProject", "RandDRRProject"]
 
@@ -25,7 +26,9 @@ class DRRProject(Transform):
     The output affine is the 2-D pixel grid scaled by the detector ``pixel_spacing`` (``diag(col, row, 1)``), so
     saved images carry the detector pixel size; ``meta["drr_detector_affine"]`` holds the full 4x4 world placement of
     the detector in the same column-first order (:func:`unimiss_monai.drr.detector_affine` with its first two columns
-    swapped).
+    swapped), for the first view, with the isocentre and ``principal_point`` the renderer used (the given
+    ``isocenter``, else the volume centre), so it maps pixel ``(x, y, 0, 1)`` to the world (RAS+, mm) point of that
+    rendered pixel.
 
     Args:
         views: view names / :class:`~unimiss_monai.drr.Pose` / pose dicts (see :func:`unimiss_monai.drr.render`).
@@ -53,8 +56,12 @@ class DRRProject(Transform):
         # render() is row-major (V, H, W); the package's 2D images are column-first (V, X, Y)
         out = render(vol, affine, views=poses, **self.kwargs).transpose(-2, -1).contiguous()
         row, col = np.broadcast_to(np.asarray(self.kwargs["pixel_spacing"], dtype=float), (2,))
+        iso = self.kwargs.get("isocenter")
+        if iso is None:  # render() rotates about the volume centre, in its RAS+ world
+            iso = volume_center(vol.shape, as_affine(affine, self.kwargs.get("affine_space", "RAS")))
         row_first = detector_affine(poses[0], self.kwargs["detector_shape"], self.kwargs["pixel_spacing"],
-                                    self.kwargs["sdd"], self.kwargs["sid"])
+                                    self.kwargs["sdd"], self.kwargs["sid"], isocenter=iso,
+                                    principal_point=self.kwargs.get("principal_point", (0.0, 0.0)))
         meta = {"drr_views": [p.view for p in poses], "drr_detector_affine": torch.as_tensor(row_first[:, [1, 0, 2, 3]])}
         return MetaTensor(out, affine=torch.diag(torch.tensor([col, row, 1.0, 1.0], dtype=torch.float64)), meta=meta)
 

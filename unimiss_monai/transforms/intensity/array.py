@@ -6,6 +6,7 @@ from typing import Literal
 
 import torch
 from monai.config import NdarrayOrTensor
+from monai.data import get_track_meta
 from monai.transforms import ScaleIntensityRange, Transform
 from monai.utils import convert_to_tensor
 
@@ -51,7 +52,8 @@ class ScaleCTIntensity(Transform):
         self.window = ScaleIntensityRange(a_min, a_max, b_min, b_max, clip=True, dtype=torch.float32)
 
     def __call__(self, img: NdarrayOrTensor) -> torch.Tensor:
-        t = convert_to_tensor(img, dtype=torch.float32)
+        """``img`` ``(C, *spatial)`` HU -> float32 tensor of the same shape (a MetaTensor keeps its metadata)."""
+        t = convert_to_tensor(img, dtype=torch.float32, track_meta=get_track_meta())
         if self.mode == "hu1024":
             return t / 1024.0
         return self.window(t)

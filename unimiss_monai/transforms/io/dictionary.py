@@ -24,6 +24,8 @@ class SaveOverlayPNGd(MapTransform):
         output_dir: folder of the PNGs (created).
         names: structure names for the legend, one per mask channel.
         alpha: mask opacity. Defaults to 0.4.
+        allow_missing_keys: skip missing mask keys, and write nothing when ``image_key`` is missing (otherwise a
+            missing key raises ``KeyError``).
     """
 
     def __init__(self, keys: KeysCollection, image_key: str = "image", output_dir: str | os.PathLike = ".", names: Sequence[str] = (), alpha: float = 0.4, allow_missing_keys: bool = False) -> None:
@@ -35,6 +37,8 @@ class SaveOverlayPNGd(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
+        if self.image_key not in d and self.allow_missing_keys:
+            return d
         image = d[self.image_key]
         stem = Path(source_name(image)).name
         for suffix in (".nii.gz", ".nii", ".png", ".dcm", ".jpg", ".jpeg"):

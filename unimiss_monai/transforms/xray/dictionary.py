@@ -44,6 +44,8 @@ class CheckMultiLabelMaskd(MapTransform):
         keys: mask key(s).
         image_key: key of the image the mask belongs to (already through :class:`AsGreyRadiographd`).
         structures: names of the structures, one per mask channel (their number is checked).
+        allow_missing_keys: skip missing mask keys; when ``image_key`` is missing, check the masks without the size check
+            (otherwise a missing key raises ``KeyError``).
 
     Raises:
         ValueError: naming the file, for a wrong channel count, values outside {0, 1} or a size mismatch.
@@ -56,7 +58,8 @@ class CheckMultiLabelMaskd(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
-        image = d[self.image_key]
+        # a missing image is allowed with allow_missing_keys: the masks are checked but not their size
+        image = d.get(self.image_key) if self.allow_missing_keys else d[self.image_key]
         for key in self.key_iterator(d):
             mask = d[key]
             name = source_name(mask)
@@ -67,7 +70,7 @@ class CheckMultiLabelMaskd(MapTransform):
             bad = [v for v in values if v not in (0, 1)]
             if bad:
                 raise ValueError(f"{name}: label values {bad[:5]} are outside the declared set {{0, 1}} (each channel is a binary mask of one structure)")
-            if tuple(mask.shape[1:]) != tuple(image.shape[1:]):
+            if image is not None and tuple(mask.shape[1:]) != tuple(image.shape[1:]):
                 raise ValueError(f"{name}: label spatial size {tuple(mask.shape[1:])} does not match image {source_name(image)} size {tuple(image.shape[1:])}; resample the label to the image grid")
             d[key] = mask
         return d
