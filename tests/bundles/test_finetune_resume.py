@@ -166,11 +166,14 @@ def test_interrupted_run_resumes_in_process(bundle, sample_set, tmp_path, monkey
     resumed_at = _check_interrupted(run, stop, before)
     train(run)
     _check_resumed(run, tmp_path / "reference", before, resumed_at)
-    # a finished run is not resumed: running it again trains anew, and keeps the model it replaces
+    # a finished run is not resumed: running it again trains anew, and keeps the model it replaces beside the
+    # earlier copy (model.pt.prev is taken: no copy is overwritten)
     published = (_paths(run)["ckpt_dir"] / "model.pt").read_bytes()
+    earlier = (_paths(run)["ckpt_dir"] / "model.pt.prev").read_bytes()
     train(run)
     _assert_same(_state(run)[0]["network"], _state(tmp_path / "reference")[0]["network"])
-    assert (_paths(run)["ckpt_dir"] / "model.pt.prev").read_bytes() == published
+    assert (_paths(run)["ckpt_dir"] / "model.pt.prev.2").read_bytes() == published
+    assert (_paths(run)["ckpt_dir"] / "model.pt.prev").read_bytes() == earlier
 
 
 NAN_MODULE = '''

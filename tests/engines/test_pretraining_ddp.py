@@ -48,15 +48,16 @@ trainer.run()
 weights = torch.cat([p.detach().flatten() for p in net.student.parameters()])
 gathered = [torch.zeros_like(weights) for _ in range(2)]
 dist.all_gather(gathered, weights)
-print("RESULT " + json.dumps({{"rank": rank, "steps": trainer.state.optimizer_step,
-                               "same": bool(torch.equal(gathered[0], gathered[1]))}}), flush=True)
+# one file per process: the two processes' stdout lines may interleave
+with open({out!r} + f"/result_{{rank}}.json", "w") as f:
+    json.dump({{"rank": rank, "steps": trainer.state.optimizer_step, "same": bool(torch.equal(gathered[0], gathered[1]))}}, f)
 destroy_distributed()
 '''
 
 
 def test_an_empty_batch_on_one_process_is_passed_over_by_all(tmp_path):
     script = tmp_path / "run.py"
-    script.write_text(SCRIPT.format(engines=str(Path(__file__).parent)))
+    script.write_text(SCRIPT.format(engines=str(Path(__file__).parent), out=str(tmp_path)))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -66,7 +67,7 @@ def test_an_empty_batch_on_one_process_is_passed_over_by_all(tmp_path):
     # without the fix the processes' all-reduces pair off by one and the run hangs at its end: bounded here
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    results = [json.loads(line.split("RESULT ", 1)[1]) for line in proc.stdout.splitlines() if "RESULT " in line]
+    results = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("result_*.json"))]
     assert sorted(r["rank"] for r in results) == [0, 1]
     # 2 epochs of 4 iterations, the second of each passed over by both processes: 6 steps each, the same weights
     assert all(r["steps"] == 6 and r["same"] for r in results), results
