@@ -38,8 +38,13 @@ def init_distributed() -> bool:
 
 
 def destroy_distributed() -> None:
-    """Leave the process group at the end of a run (a no-op when none was joined), so ``torchrun`` exits cleanly."""
+    """Leave the process group at the end of a run (a no-op when none was joined), so ``torchrun`` exits cleanly.
+
+    Every process first waits at a barrier: a process that shut its connections down while another was still
+    finishing its last collective could abort that one at exit.
+    """
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
