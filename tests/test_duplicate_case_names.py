@@ -15,6 +15,7 @@ from monai.inferers import SimpleInferer
 from monai.transforms import Compose, EnsureTyped, LoadImaged
 from torch import nn
 
+from unimiss_monai.data.case_names import CaseNames
 from unimiss_monai.data.ct_inputs import find_ct_cases
 from unimiss_monai.data.ct_io import CTInputError
 from unimiss_monai.data.tolerant import TolerantDataset
@@ -33,6 +34,20 @@ def _one_line_naming(err, *paths) -> None:
     message = str(err.value)
     assert "\n" not in message and all(str(p) in message for p in paths), message
     assert "rename one of them" in message and "separate runs" in message
+
+
+# ---------------------------------------------------------------------------------------------- the shared record
+def test_case_names_refuse_a_second_input_of_a_name_in_any_letter_case():
+    names = CaseNames()
+    assert names.clash("Scan", "/a/Scan.nii.gz", "x") == ""
+    names.take("Scan", "/a/Scan.nii.gz")
+    reason = names.clash("scan", "/b/scan.nii.gz", "it would overwrite out/scan_seg.nii.gz", "or rename the folder")
+    assert reason == ("/a/Scan.nii.gz and /b/scan.nii.gz have the same case name 'scan', so it would overwrite "
+                      "out/scan_seg.nii.gz; rename one of them, or rename the folder, or put them in separate runs")
+    names.take("scan", "/b/scan.nii.gz")  # the first input keeps the name
+    assert names.clash("SCAN", "/c/SCAN.nii.gz", "x").startswith("/a/Scan.nii.gz and /c/SCAN.nii.gz ")
+    names.clear()  # a new run of the same writer
+    assert names.clash("scan", "/b/scan.nii.gz", "x") == ""
 
 
 # ---------------------------------------------------------------------------------------------- CT finder / DRR

@@ -10,6 +10,7 @@ from unimiss_monai.data.samples import find_dataset, samples  # noqa: F401
 from unimiss_monai.utils.lazy import lazy_exports
 
 _EXPORTS = {
+    "unimiss_monai.data.case_names": ("CaseNames",),
     "unimiss_monai.data.ct_inputs": ("CTCase", "find_ct_cases", "read_label_names"),
     "unimiss_monai.data.ct_io": ("CTInputError", "load_ct", "load_label_map"),
     "unimiss_monai.data.dicom_series": ("write_dicom_series",),
@@ -26,7 +27,7 @@ _EXPORTS = {
                                    "save_json", "save_nifti", "save_png", "save_torch"),
 }
 _SUBMODULES = (
-    "classification_labels", "ct_inputs", "ct_io", "dicom_series", "disk_cache", "grid_checks", "lesions", "loaders", "locators",
+    "case_names", "classification_labels", "ct_inputs", "ct_io", "dicom_series", "disk_cache", "grid_checks", "lesions", "loaders", "locators",
     "official_layout", "phantom", "pretraining_datalist", "sample_sets", "segmentation_inputs", "tolerant",
     "totalsegmentator", "writers", "xray",
 )

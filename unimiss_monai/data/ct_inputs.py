@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from unimiss_monai.data.case_names import CaseNames
 from unimiss_monai.data.ct_io import NIFTI_SUFFIXES, CTInputError, is_dicom_series_dir
 from unimiss_monai.data.locators import read_structure_names
 
@@ -76,14 +77,12 @@ def _cases_from_datalist(datalist: Path) -> list[CTCase]:
 
 def _refuse_duplicate_names(cases: list[CTCase], fix: str = "") -> list[CTCase]:
     """``cases`` as they are; ``CTInputError`` naming both inputs when two share a ``name`` (their outputs would
-    overwrite each other). Names differing only in letter case count as the same (case-insensitive file systems)."""
-    seen: dict[str, CTCase] = {}
+    overwrite each other), before anything is written."""
+    names = CaseNames()
     for case in cases:
-        first = seen.setdefault(case.name.casefold(), case)
-        if first is not case:
-            raise CTInputError(f"{first.image} and {case.image} have the same case name {case.name!r}, so their outputs "
-                               f"would overwrite each other; rename one of them{', ' + fix if fix else ''}, or put them "
-                               f"in separate runs")
+        if reason := names.clash(case.name, str(case.image), "their outputs would overwrite each other", fix):
+            raise CTInputError(reason)
+        names.take(case.name, str(case.image))
     return cases
 
 

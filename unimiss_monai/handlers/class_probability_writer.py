@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from unimiss_monai.data.case_names import CaseNames
 from unimiss_monai.data.tolerant import CASE_KEY, FAILED_KEY, batch_items, mark_failed
 from unimiss_monai.data.writers import save_bytes, save_json
 from unimiss_monai.handlers.forward_failure_guard import guard_forward
@@ -58,13 +59,13 @@ class ClassProbabilityWriter:
         self.multi_label, self.threshold = multi_label, float(threshold)
         self.saliency, self.network, self.saliency_method = saliency, network, saliency_method
         self.rows: list[dict] = []
-        self._saliency_sources: dict[str, str] = {}  # saliency file name (casefolded) -> the case written to it
+        self._saliency_names = CaseNames()  # never two cases of one run into one saliency map
 
     def attach(self, engine) -> None:
         from ignite.engine import Events
 
         engine.add_event_handler(Events.STARTED, guard_forward)
-        engine.add_event_handler(Events.STARTED, lambda _: (self.rows.clear(), self._saliency_sources.clear()))
+        engine.add_event_handler(Events.STARTED, lambda _: (self.rows.clear(), self._saliency_names.clear()))
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
         engine.add_event_handler(Events.COMPLETED, self._write)
 
@@ -93,7 +94,7 @@ class ClassProbabilityWriter:
             if self.saliency:
                 try:
                     row["saliency"] = self._save_saliency(item["image"], probs, case)
-                    self._saliency_sources[_saliency_name(case).casefold()] = case
+                    self._saliency_names.take(_saliency_name(case), case)
                 except Exception as err:  # noqa: BLE001 - the probabilities stand; only the picture is missing
                     logger.error("inference: %s: no saliency map: %s", case, failure_reason(err))
                     row["saliency"] = None
@@ -102,11 +103,7 @@ class ClassProbabilityWriter:
     def _saliency_clash(self, case: str) -> str:
         """Why ``case`` may not write its saliency map (another input of this run wrote that file), or ``""``."""
         name = _saliency_name(case)
-        first = self._saliency_sources.get(name.casefold())
-        if first is None:
-            return ""
-        return (f"{first} and {case} have the same case name {name!r}, so {case} would overwrite "
-                f"{self.output_dir / 'saliency' / f'{name}.png'}; rename one of them, or put them in separate runs")
+        return self._saliency_names.clash(name, case, f"{case} would overwrite {self.output_dir / 'saliency' / f'{name}.png'}")
 
     def _save_saliency(self, image: torch.Tensor, probs: list[float], case: str) -> str:
         from unimiss_monai.conventions import network_spacing

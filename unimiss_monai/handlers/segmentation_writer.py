@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from unimiss_monai.data.case_names import CaseNames
 from unimiss_monai.data.tolerant import CASE_KEY, FAILED_KEY, batch_items, mark_failed
 from unimiss_monai.data.writers import save_nifti
 from unimiss_monai.handlers.forward_failure_guard import guard_forward
@@ -71,7 +72,7 @@ class SegmentationWriter:
         self.output_transform = output_transform
         self.invert = Invertd(keys="pred", transform=transform, orig_keys="image", nearest_interp=not invert_probabilities)
         self.written: list[dict[str, Any]] = []
-        self._sources: dict[str, str] = {}  # output file name (casefolded) -> the input written to it in this run
+        self._names = CaseNames()  # never two inputs of one run into one output file
 
     def attach(self, engine: Engine) -> None:
         from ignite.engine import Events
@@ -82,7 +83,7 @@ class SegmentationWriter:
 
     def reset(self, engine: Engine | None = None) -> None:
         self.written = []
-        self._sources = {}
+        self._names.clear()
 
     def write_item(self, item: dict[str, Any]) -> Path:
         """Invert one prediction onto its input grid and write it; returns the output path.
@@ -100,12 +101,10 @@ class SegmentationWriter:
         source = str(item.get(CASE_KEY) or out.meta.get("filename_or_obj", f"case_{len(self.written):04d}"))
         case = case_name(source)
         path = self.output_dir / f"{case}{self.postfix}.nii.gz"
-        first = self._sources.get(path.name.casefold())
-        if first is not None:  # never overwrite another input's output of this run
-            raise ValueError(f"{first} and {source} have the same case name {case!r}, so {source} would overwrite "
-                             f"{path}; rename one of them, or put them in separate runs")
+        if clash := self._names.clash(case, source, f"{source} would overwrite {path}"):
+            raise ValueError(clash)
         path = save_nifti(labels.cpu().numpy().astype(np.uint8), affine, path)
-        self._sources[path.name.casefold()] = source
+        self._names.take(case, source)
         self.written.append({"case": case, "output": str(path), "shape": list(labels.shape)})
         return path
 
