@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from unimiss_monai.cli import main, unknown_option, with_boolean_options
+from unimiss_monai.cli import main, read_options, with_boolean_options
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,7 +35,7 @@ def _exit(args: list[str], capsys) -> tuple[int, str]:
     (["--out", "a", "b", "c", "d", "e"], "unimiss_monai samples: unexpected argument 'e'"),
 ])
 def test_refused(args, message):
-    assert unknown_option("samples", samples, args) == message
+    assert read_options("samples", samples, args)[0] == message
 
 
 @pytest.mark.parametrize("args", [
@@ -44,14 +44,14 @@ def test_refused(args, message):
     ["--help"], ["--out", "X", "--help"], ["--out", "-5"], ["--out", "X", "--", "--zzz"],
 ])
 def test_accepted(args):
-    assert unknown_option("samples", samples, args) is None
+    assert read_options("samples", samples, args)[0] is None
 
 
 def test_keyword_catch_all_takes_anything():
     def bench(bundle: str = "x", **overrides):
         return overrides
 
-    assert unknown_option("label-efficiency", bench, ["--learning_rate", "1e-3", "--anything"]) is None
+    assert read_options("label-efficiency", bench, ["--learning_rate", "1e-3", "--anything"])[0] is None
 
 
 def test_typo_runs_nothing(tmp_path, monkeypatch, capsys):
@@ -116,5 +116,8 @@ def test_text_options_reach_the_command_as_typed(monkeypatch):
     main(["download", "unimiss_pretraining", "--version", "0.10", "--timeout", "5"])
     main(["download", "unimiss_pretraining", "--version=1.10", "--index", "007"])
     main(["download", "unimiss_pretraining"])
+    main(["download", "unimiss_pretraining", "-v", "2.20", "-t", "5"])  # the short form
+    main(["download", "1.10", "0.10"])  # by position
     assert seen == [("unimiss_pretraining", "0.10", None, 5), ("unimiss_pretraining", "1.10", "007", 60.0),
-                    ("unimiss_pretraining", None, None, 60.0)]
+                    ("unimiss_pretraining", None, None, 60.0), ("unimiss_pretraining", "2.20", None, 5),
+                    ("1.10", "0.10", None, 60.0)]

@@ -59,36 +59,40 @@ def _is_flag(arg: str) -> bool:
     return arg.startswith("--") or re.match(r"^-[a-zA-Z]", arg) is not None
 
 
-def unknown_option(command: str, func: Callable, args: Sequence[str]) -> str | None:
-    """The complaint about the first argument of ``args`` that ``func`` cannot take, or ``None``.
+def read_options(command: str, func: Callable, args: Sequence[str]) -> tuple[str | None, dict[str, str]]:
+    """``args`` read the way fire reads them, against ``func``'s signature, before anything runs.
 
     fire calls the command with the arguments it recognises and only then complains about the rest, after the work
-    is done; this reads ``args`` the way fire does (``--name value``, ``--name=value``, ``--name`` / ``--noname`` for
-    booleans, ``-n`` for the one parameter starting with ``n``, hyphens as underscores, what follows the last ``--``
-    is fire's) and compares them with ``func``'s signature first.
+    is done. This reads ``--name value``, ``--name=value``, ``--name`` / ``--noname`` for booleans, ``-n`` for the one
+    parameter starting with ``n``, hyphens as underscores, bare values for the positional parameters not given by
+    name; what follows the last ``--`` is fire's.
 
     Args:
         command: the command's name, used in the message.
         func: the command's function.
         args: the arguments after the command's name.
+
+    Returns:
+        The complaint about the first argument ``func`` cannot take (``None`` when all fit), and the text typed for
+        each parameter given a value (``{"version": "0.10"}``).
     """
     params = inspect.signature(func).parameters.values()
-    if any(p.kind == p.VAR_KEYWORD for p in params):
-        return None
-    names = [p.name for p in params if p.kind != p.VAR_POSITIONAL]
+    open_ended = any(p.kind == p.VAR_KEYWORD for p in params)  # any --name is the command's
+    names = [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     varargs = any(p.kind == p.VAR_POSITIONAL for p in params)
     args = list(args)
     if "--" in args:
         args = args[: len(args) - 1 - args[::-1].index("--")]
-    given, values, index = set(), [], 0
+    given, texts, values, index = set(), {}, [], 0
     while index < len(args):
         arg = args[index]
         index += 1
         if not _is_flag(arg):
             values.append(arg)
             continue
-        key, has_value = arg.lstrip("-").partition("=")[0].replace("-", "_"), "=" in arg
+        key, has_value, value = arg.lstrip("-").partition("=")
+        key = key.replace("-", "_")
         bool_syntax = not has_value and (index == len(args) or _is_flag(args[index]))
         if key in names:
             name = key
@@ -97,21 +101,26 @@ def unknown_option(command: str, func: Callable, args: Sequence[str]) -> str | N
         elif len(key) == 1 and any(n[0] == key for n in names):
             starting = [n for n in names if n[0] == key]
             if len(starting) > 1:
-                return f"unimiss_monai {command}: option {arg} is ambiguous: {', '.join('--' + n for n in starting)}"
+                return f"unimiss_monai {command}: option {arg} is ambiguous: {', '.join('--' + n for n in starting)}", {}
             name = starting[0]
-        elif key in _FIRE_FLAGS:
-            continue
+        elif key in _FIRE_FLAGS or open_ended:
+            name = None
         else:
             close = difflib.get_close_matches(key, names, n=1)
             hint = f"; did you mean --{close[0]}?" if close else f"; it takes {', '.join('--' + n for n in names) or 'no option'}"
-            return f"unimiss_monai {command}: unknown option {arg.partition('=')[0]}{hint}"
-        given.add(name)
+            return f"unimiss_monai {command}: unknown option {arg.partition('=')[0]}{hint}", {}
         if not has_value and not bool_syntax:
+            value = args[index]
             index += 1  # the flag's value
+        if name is not None:
+            given.add(name)
+            if has_value or not bool_syntax:
+                texts[name] = value
     free = [n for n in positional if n not in given]
     if not varargs and len(values) > len(free):
-        return f"unimiss_monai {command}: unexpected argument {values[len(free)]!r}"
-    return None
+        return f"unimiss_monai {command}: unexpected argument {values[len(free)]!r}", {}
+    texts.update(zip(free, values))
+    return None, texts
 
 
 def with_boolean_options(command: str, func: Callable) -> Callable:
@@ -146,24 +155,16 @@ def with_boolean_options(command: str, func: Callable) -> Callable:
 _TEXT_ANNOTATIONS = ("str", "str | None", "None | str", "Optional[str]", "<class 'str'>")
 
 
-def with_text_options(command: str, func: Callable, args: Sequence[str]) -> Callable:
+def with_text_options(func: Callable, texts: dict[str, str]) -> Callable:
     """``func`` with its text options given as typed on the command line.
 
     fire parses every value as a Python literal, so ``--version 0.10`` reaches the command as the float ``0.1`` (and
-    ``1.10`` as ``1.1``), a different release. Options declared ``str`` get the text after their flag in ``args``
-    (``--name value`` or ``--name=value``, hyphens or underscores) instead of fire's parse.
+    ``1.10`` as ``1.1``), a different release. Parameters declared ``str`` get the text typed for them (``texts``,
+    from :func:`read_options`: by name, short name or position) instead of fire's parse.
     """
     signature = inspect.signature(func)
-    names = {p.name for p in signature.parameters.values() if str(p.annotation) in _TEXT_ANNOTATIONS}
-    raw: dict[str, str] = {}
-    for i, arg in enumerate(args):
-        key, eq, value = arg.lstrip("-").partition("=")
-        key = key.replace("-", "_")
-        if arg.startswith("--") and key in names:
-            if eq:
-                raw[key] = value
-            elif i + 1 < len(args) and not _is_flag(args[i + 1]):
-                raw[key] = args[i + 1]
+    raw = {p.name: texts[p.name] for p in signature.parameters.values()
+           if p.name in texts and str(p.annotation) in _TEXT_ANNOTATIONS}
     if not raw:
         return func
 
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in COMMANDS:
         func = _load(args[0])
-        problem = unknown_option(args[0], func, args[1:])
+        problem, texts = read_options(args[0], func, args[1:])
         if problem:
             print(problem, file=sys.stderr)
             raise SystemExit(2)
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
         if {"--help", "-h"} & set(flags) and not {"help", "h"} & set(inspect.signature(func).parameters):
             command = ["--help"]  # fire would run the command first when --help is not the first argument
         # import only the command that runs, and let fire document its real signature
-        func = with_text_options(args[0], with_boolean_options(args[0], func), flags)
+        func = with_text_options(with_boolean_options(args[0], func), texts)
         fire.Fire(func, command=command, name=f"unimiss_monai {args[0]}")
         return
     if args and not args[0].startswith("-"):

@@ -30,7 +30,6 @@ from unimiss_monai.losses.masked_embedding import random_token_mask
 from unimiss_monai.networks.nets.clustering_head import ClusteringHead
 from unimiss_monai.networks.nets.image_volume import ImageVolumeNet
 from unimiss_monai.utils.args import as_bool
-from unimiss_monai.utils.dist import any_rank
 from unimiss_monai.utils.seeds import epoch_seed
 
 __all__ = ["STAGE_NAMES", "TERMS", "IntraInterTrainer"]
@@ -306,8 +305,7 @@ class IntraInterTrainer(PretrainingTrainer):
         # windows restart with each epoch; an iteration that trains nothing still opens (zero_grad) and closes its
         # window (steps on the gradients pending from earlier micro-batches), see PretrainingTrainer._start_window
         due = engine._start_window(engine)
-        if any_rank(batch.get("empty", False), engine.state.device):  # under DDP every process passes it over
-            engine._close_window_without_batch(engine, due, batch)
+        if engine._passed_over(engine, batch, due):
             return base
         if not terms:
             # nothing of this phase trains in this stage; the samples still count as seen

@@ -23,9 +23,9 @@ from monai.utils import convert_to_tensor
 from torch import nn
 
 from unimiss_monai.data.loaders import COUNT_KEY, SKIPPED_KEY, PhaseLoader
+from unimiss_monai.engines.accumulation import AccumulationWindows
 from unimiss_monai.networks.nets.student_teacher import StudentTeacher
 from unimiss_monai.utils import schedules
-from unimiss_monai.utils.dist import any_rank
 from unimiss_monai.utils.ema import update_momentum
 
 __all__ = ["PretrainingTrainer", "log_export"]
@@ -55,7 +55,7 @@ def _check_tracking_transform(handler: Any) -> None:
         )
 
 
-class PretrainingTrainer(Trainer):
+class PretrainingTrainer(AccumulationWindows, Trainer):
     """Self-distillation between a student and an EMA teacher over alternating CT and X-ray phases.
 
     ``recipe="unimiss_plus"`` (default; UniMiSS+ reference ``train_one_epoch3D`` / ``train_one_epoch2D``):
@@ -309,30 +309,6 @@ class PretrainingTrainer(Trainer):
         return skipped
 
     @staticmethod
-    def _start_window(engine: PretrainingTrainer) -> bool:
-        """Whether this iteration ends its accumulation window (a step is due); a window's first iteration sets the
-        schedules and calls ``zero_grad``. Windows restart each epoch: its last window steps even when short, so a
-        run-wide count would start the next epoch part-way and step again on the stale gradient."""
-        micro = (engine.state.iteration - 1) % engine.state.epoch_length % engine.accumulation_steps
-        if micro == 0:
-            engine._apply_schedules()
-            engine.optimizer.zero_grad(set_to_none=True)
-            engine._pending_phase = None
-        return micro == engine.accumulation_steps - 1 or engine.state.iteration % engine.state.epoch_length == 0
-
-    @staticmethod
-    def _close_window_without_batch(engine: PretrainingTrainer, due: bool, batch: dict | None = None) -> None:
-        """An iteration that trains nothing (``batch``: its samples, or another process's, failed to load): where a
-        step is due, step on the window's pending gradients, which the next ``zero_grad`` would drop silently."""
-        if batch is not None and not batch.get("empty"):
-            logger.warning("iteration %d: another process's batch held no readable sample; this one is passed over too, so that the processes stay in step", engine.state.iteration)
-        if not due or engine._pending_phase is None:
-            return
-        logger.warning("iteration %d: nothing to train at the end of an accumulation window; stepping on its earlier micro-batches' gradients", engine.state.iteration)
-        engine._optimizer_step(engine._pending_phase)
-        engine._pending_phase = None
-
-    @staticmethod
     def _backward_and_step(engine: PretrainingTrainer, loss: torch.Tensor, phase: str, batch: dict, due: bool) -> None:
         """Backward of ``loss`` (scaled for accumulation and AMP), the optimiser step when ``due`` (end of an
         accumulation window or of the epoch), and the count of samples trained in ``phase``."""
@@ -353,8 +329,7 @@ class PretrainingTrainer(Trainer):
         phase, batch = batchdata
         skipped = self._count_phase(engine, phase, batch)
         due = engine._start_window(engine)  # before the return below: an empty first micro-batch still opens its window
-        if any_rank(batch.get("empty", False), engine.state.device):  # under DDP every process passes it over
-            engine._close_window_without_batch(engine, due, batch)
+        if engine._passed_over(engine, batch, due):
             return {"phase": phase, "skipped": len(skipped)}
         temp = engine.teacher_temp_schedule(engine.state.epoch - 1) if engine.teacher_temp_schedule else 0.04
         engine.network.train()
