@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 SCRIPT = '''
-import json, sys
+import json, os, sys
 import torch
 import torch.distributed as dist
 sys.path.insert(0, {engines!r})
@@ -52,6 +52,11 @@ dist.all_gather(gathered, weights)
 with open({out!r} + f"/result_{{rank}}.json", "w") as f:
     json.dump({{"rank": rank, "steps": trainer.state.optimizer_step, "same": bool(torch.equal(gathered[0], gathered[1]))}}, f)
 destroy_distributed()
+# gloo's worker threads outlive destroy_process_group once a DDP module was built (torch keeps the group alive), and
+# one caught mid-cleanup by the interpreter's teardown aborts the process after all the work is done: leave at once
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(0)
 '''
 
 
