@@ -79,3 +79,29 @@ def test_handler_on_engine(tmp_path, spatial):
     assert lean["mean"]["liver"]["hd95_n"] == 0 and not lean["surface_metrics"] and report["surface_metrics"]
     with pytest.raises(ValueError, match="'surface' is 'maybe'"):
         SegmentationReport(tmp_path, ["liver"], surface="maybe")
+
+
+def test_a_volume_is_shown_as_its_axial_slice_in_the_display_convention(tmp_path):
+    # evaluate.json hands over the file's own grid, (1, X, Y, Z), here in RAS (MONAI's identity affine): the overlay
+    # must be the axial slice z, reoriented to LPS like every network input, (X, Y) = (10, 8)
+    label = np.zeros((1, 10, 8, 6), np.float32)
+    label[0, 2, 1, 4] = 1  # one voxel: RAS (x 2, y 1, z 4) is LPS (x 7, y 6, z 4)
+    affine = torch.eye(4)
+    item = {key: MetaTensor(torch.from_numpy(label.copy()), affine=affine) for key in ("image", "label", "pred")}
+    handler = SegmentationReport(tmp_path, ["nodule"], max_overlay_cases=1)
+    handler.add(item, "case")
+    _, image, truth, pred = handler.views[0]
+    assert image.shape == truth.shape == pred.shape == (10, 8)
+    assert np.argwhere(truth).tolist() == [[7, 6]] and np.argwhere(pred).tolist() == [[7, 6]] and image[7, 6] == 1
+
+
+def test_a_missed_structure_counts_against_the_means_and_is_reported(tmp_path):
+    label = torch.from_numpy((_box((16, 16), (2, 2), (4, 4)) * 1 + _box((16, 16), (9, 9), (4, 4)) * 2).astype(np.float32))
+    pred = torch.where(label == 2, 0.0, label)  # structure 2 missed
+    handler = SegmentationReport(tmp_path, ["a", "b"], max_overlay_cases=0)
+    handler.add({"label": label[None], "pred": pred[None]}, "case")
+    handler.write()
+    report = json.loads(open(handler.paths["json"]).read())
+    assert report["mean"]["b"]["dice"] == 0.0 and report["mean"]["b"]["surface_dice"] == 0.0
+    assert report["mean"]["b"]["missed"] == 1 and report["mean"]["a"]["missed"] == 0 and report["mean"]["b"]["hd95"] is None
+    assert report["cases"][0]["missed"] == ["b"] and report["mean_dice"] == pytest.approx(0.5)

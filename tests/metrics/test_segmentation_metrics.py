@@ -60,6 +60,11 @@ def test_metrics_match_reference(shape, spacing):
 def test_missed_structure_and_shape_error():
     label = torch.from_numpy(_box((16, 16), (2, 2), (5, 5)).astype(np.int64))[None]
     out = compute_segmentation_metrics(torch.zeros_like(label), label, 2)
-    assert out["dice"] == [0.0] and math.isnan(out["hd95"][0])
+    # a miss scores 0 wherever a score is defined, and is flagged for the undefined HD95
+    assert out["dice"] == [0.0] and out["surface_dice"] == [0.0] and math.isnan(out["hd95"][0])
+    assert out["missed"] == [True]
+    # a structure absent from the truth is not scored, whatever the prediction holds (MONAI's ignore_empty)
+    out = compute_segmentation_metrics(label, torch.zeros_like(label), 2)
+    assert all(math.isnan(out[m][0]) for m in ("dice", "hd95", "surface_dice")) and out["missed"] == [False]
     with pytest.raises(ValueError, match="disagree in shape"):
         compute_segmentation_metrics(torch.zeros(1, 8, 8), label, 2)

@@ -40,8 +40,8 @@ def write_segmentation_report(
     """Write ``<prefix>.json`` (per case and mean per structure) and ``<prefix>.csv`` (one row per case x structure).
 
     Args:
-        cases: ``[{"case": name, "dice": [...], "hd95": [...], "surface_dice": [...]}]``, lists aligned with
-            ``structure_names``.
+        cases: ``[{"case": name, "dice": [...], "hd95": [...], "surface_dice": [...], "missed": [...]}]``, lists
+            aligned with ``structure_names`` (``missed``, optional: the structure is in the truth, not the prediction).
         structure_names: names of the reported structures.
         output_dir: folder for the files (created).
         prefix: file name stem.
@@ -49,7 +49,10 @@ def write_segmentation_report(
             values are not read as absent structures.
 
     Returns:
-        ``{"json": path, "csv": path}``. Means skip ``nan`` (absent structures); ``null`` when none is defined.
+        ``{"json": path, "csv": path}``. Means skip ``nan`` (absent structures); ``null`` when none is defined. Each
+        structure's ``missed`` counts the cases whose prediction lacks it entirely: their Dice and surface Dice are 0,
+        their HD95 undefined, so the HD95 mean is over the found ones. ``mean_dice`` is the mean over structures of
+        their mean Dice, the one figure to quote.
     """
     out = Path(output_dir)
     mean: dict[str, dict[str, float | None]] = {}
@@ -59,12 +62,16 @@ def write_segmentation_report(
             vals = [c[m][i] for c in cases if c[m][i] is not None and math.isfinite(c[m][i])]
             mean[name][m] = _clean(float(np.mean(vals))) if vals else None
             mean[name][f"{m}_n"] = len(vals)
+        mean[name]["missed"] = sum(bool(c.get("missed", [False] * (i + 1))[i]) for c in cases)
+    dice = [mean[name]["dice"] for name in structure_names if mean[name]["dice"] is not None]
     report = {
         "structures": list(structure_names),
         "num_cases": len(cases),
         "surface_metrics": bool(surface_metrics),
+        "mean_dice": _clean(float(np.mean(dice))) if dice else None,
         "mean": mean,
-        "cases": [{"case": c["case"], **{m: dict(zip(structure_names, map(_clean, c[m]))) for m in METRICS}} for c in cases],
+        "cases": [{"case": c["case"], **{m: dict(zip(structure_names, map(_clean, c[m]))) for m in METRICS},
+                   "missed": [n for n, miss in zip(structure_names, c.get("missed", [])) if miss]} for c in cases],
     }
     buf = io.StringIO()
     writer = csv.writer(buf)
@@ -92,11 +99,31 @@ def _case_name(item: dict, keys: Sequence[str], index: int) -> str:
     return f"case_{index:04d}"
 
 
+def _network_order(volumes: Sequence[torch.Tensor], affine: torch.Tensor | None) -> list[torch.Tensor]:
+    """``(C, X, Y, Z)`` volumes on a file's grid -> ``(C, Z, X, Y)`` in :data:`~unimiss_monai.conventions.CT_AXCODES`,
+    whose ``[:, z]`` are axial slices as :mod:`unimiss_monai.conventions` displays them. Without an affine the volumes
+    are taken to be in that orientation already."""
+    from monai.data import MetaTensor
+    from monai.transforms import Orientation
+
+    from unimiss_monai.conventions import CT_AXCODES, CT_TO_NETWORK
+
+    out = []
+    for v in volumes:
+        v = torch.as_tensor(v).detach().cpu()
+        if affine is not None:
+            v = Orientation(axcodes=CT_AXCODES)(MetaTensor(v, affine=torch.as_tensor(affine).cpu()))
+        out.append(torch.as_tensor(v).permute(*CT_TO_NETWORK))
+    return out
+
+
 class SegmentationReport:
     """Ignite handler for an evaluator: per-structure Dice, HD95, surface Dice over the epoch, then JSON, CSV, PNG.
 
     Each iteration's decollated output items must hold ``pred`` and ``label`` (one-hot or label maps) and, for the
-    overlay, ``image``; spacing comes from the label's ``MetaTensor`` (``pixdim``). Only numbers and one 2D slice per
+    overlay, ``image``, on the input's own grid as MONAI loads it: ``(C, X, Y)`` or ``(C, X, Y, Z)``. Spacing comes
+    from the label's ``MetaTensor`` (``pixdim``); a volume's overlay is the axial slice with the most labelled voxels,
+    reoriented to the package's display convention by the label's affine. Only numbers and one 2D slice per
     overlay case are kept, so memory stays flat over large evaluations. Under ``torch.distributed`` the cases of all
     ranks are gathered and rank 0 writes.
 
@@ -165,7 +192,10 @@ class SegmentationReport:
                                                  surface=self.surface))
         self.cases.append(case)
         if len(self.views) < self.max_overlay_cases and self.image_key in item:
-            image = torch.as_tensor(item[self.image_key]).detach().cpu()[0].float().numpy()
+            image = item[self.image_key]
+            if torch.as_tensor(image).ndim == 4:
+                image, label, pred = _network_order((image, label, pred), getattr(label, "affine", None))
+            image = torch.as_tensor(image).detach().cpu()[0].float().numpy()
             self.views.append((case["case"], *representative_slice(image, self._label_map(label), self._label_map(pred))))
         return case
 
@@ -187,7 +217,7 @@ class SegmentationReport:
         self.paths = write_segmentation_report(cases, self.structure_names, self.output_dir, self.prefix, self.surface)
         if views:
             self.paths["png"] = save_overlay_grid(views, self.structure_names, self.output_dir / f"{self.prefix}.png")
-        dice = [c["dice"] for c in cases]
-        mean_dice = float(np.nanmean(dice)) if dice and np.isfinite(dice).any() else float("nan")
-        logger.info("segmentation report: %d cases, mean Dice %.4f -> %s", len(cases), mean_dice, ", ".join(self.paths.values()))
+        mean_dice = json.loads(Path(self.paths["json"]).read_text())["mean_dice"]  # the figure the report states
+        logger.info("segmentation report: %d cases, mean Dice %s -> %s", len(cases),
+                    "-" if mean_dice is None else f"{mean_dice:.4f}", ", ".join(self.paths.values()))
         return self.paths

@@ -49,9 +49,11 @@ def compute_segmentation_metrics(
             most of all for the scattered masks of an early model; ``False`` leaves them ``nan`` (Dice only).
 
     Returns:
-        ``{"dice": [...], "hd95": [...], "surface_dice": [...]}``, one value per reported class; ``nan`` where the
-        structure is absent from the ground truth (Dice) or from either mask (distances), and for the distances when
-        ``surface`` is ``False``.
+        ``{"dice": [...], "hd95": [...], "surface_dice": [...], "missed": [...]}``, one value per reported class.
+        Every metric is ``nan`` where the structure is absent from the ground truth (false positives there are not
+        scored, as MONAI's ``ignore_empty``), and the distances when ``surface`` is ``False``. A structure of the
+        ground truth that the prediction misses entirely (``missed`` true) scores Dice 0 and surface Dice 0; its
+        HD95 is undefined (``nan``), so report the misses beside the HD95 mean, which would otherwise hide them.
     """
     p, y = _as_onehot(pred, num_classes), _as_onehot(label, num_classes)
     if p.shape != y.shape:
@@ -60,16 +62,19 @@ def compute_segmentation_metrics(
     n_reported = num_classes - (0 if include_background else 1)
     sp = None if spacing is None else [float(s) for s in spacing]
     dice = compute_dice(p, y, include_background=include_background, ignore_empty=True)[0]
-    present = (p.flatten(2).sum(-1) > 0)[0] & (y.flatten(2).sum(-1) > 0)[0]
-    present = present if include_background else present[1:]
+    first = 0 if include_background else 1
+    in_pred, in_truth = (p.flatten(2).sum(-1) > 0)[0, first:], (y.flatten(2).sum(-1) > 0)[0, first:]
+    missed = in_truth & ~in_pred
     hd95 = torch.full((n_reported,), float("nan"))
     nsd = torch.full((n_reported,), float("nan"))
-    if surface and present.any():
+    if surface and (in_truth & in_pred).any():
         # distances are undefined when either mask is empty; MONAI warns and returns inf/nan there, so skip those
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             hd95 = compute_hausdorff_distance(p, y, include_background=include_background, percentile=95, spacing=sp)[0]
             nsd = compute_surface_dice(p, y, [tolerance] * n_reported, include_background=include_background, spacing=sp)[0]
-        hd95 = torch.where(present, hd95, torch.nan)
-        nsd = torch.where(present, nsd, torch.nan)
-    return {"dice": dice.tolist(), "hd95": hd95.tolist(), "surface_dice": nsd.tolist()}
+        hd95 = torch.where(in_truth & in_pred, hd95, torch.nan)
+    if surface:
+        # a missed structure has no surface within the tolerance: 0, as Dice; absent from the truth: not scored
+        nsd = torch.where(in_truth & in_pred, nsd, torch.where(missed, 0.0, torch.nan))
+    return {"dice": dice.tolist(), "hd95": hd95.tolist(), "surface_dice": nsd.tolist(), "missed": missed.tolist()}

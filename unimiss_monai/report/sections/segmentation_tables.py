@@ -12,12 +12,13 @@ __all__ = ["metric_rows", "segmentation_table"]
 
 
 def metric_rows(report: dict) -> list[list[str]]:
-    """One row per structure: name (with its colour), Dice, HD95 (mm), surface Dice, cases with the structure."""
+    """One row per structure: name (with its colour), Dice, HD95 (mm), surface Dice, cases with the structure, and
+    of those the cases whose prediction misses it entirely."""
     rows = []
     for name in report.get("structures", []):
         m = report.get("mean", {}).get(name, {})
         rows.append([f"{name} ({hex_colour(name)})", fmt(m.get("dice")), fmt(m.get("hd95"), 1),
-                     fmt(m.get("surface_dice")), str(m.get("dice_n", "-"))])
+                     fmt(m.get("surface_dice")), str(m.get("dice_n", "-")), str(m.get("missed", "-"))])
     return rows
 
 
@@ -27,10 +28,10 @@ def segmentation_table(eval_dir: Path, what: str) -> list:
     if not report:
         return [Note(f"No evaluation in {eval_dir} (segmentation_report.json): run the evaluate step of tools/demo.sh.")]
     rows = metric_rows(report)
-    dice = [float(r[1]) for r in rows if r[1] != "-"]
-    if dice:
-        rows.append(["mean over structures", fmt(sum(dice) / len(dice)), "", "", ""])
-    return [Table(["structure (colour)", "Dice", "HD95 (mm)", "surface Dice", "cases"], rows,
+    if report.get("mean_dice") is not None:  # the figure the evaluation computed, not one from rounded cells
+        rows.append(["mean over structures", fmt(report["mean_dice"]), "", "", "", ""])
+    return [Table(["structure (colour)", "Dice", "HD95 (mm)", "surface Dice", "cases", "missed"], rows,
                   caption=f"{what}: {report.get('num_cases', '?')} held-out case(s), mean per structure. HD95: 95th "
-                          "percentile of the symmetric surface distance; surface Dice at the bundle's tolerance. A "
-                          "dash: the structure is absent from the reference or the prediction.")]
+                          "percentile of the symmetric surface distance, over the cases whose prediction holds the "
+                          "structure; surface Dice at the bundle's tolerance. Missed: cases whose prediction lacks a "
+                          "structure of the reference (Dice and surface Dice 0 there). A dash: not defined.")]
