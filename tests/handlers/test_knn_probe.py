@@ -369,3 +369,29 @@ def test_images_of_mixed_shapes_are_embedded_in_passes_of_one_shape(tmp_path):
         alone = torch.cat([backbone(torch.from_numpy(np.load(it["image"]))[None, None]) for it in items])
     assert torch.allclose(embeddings, torch.nn.functional.normalize(alone, dim=1), atol=1e-6)
     assert probe.embed_feature_maps() == {}  # maps of different sizes are not compared
+
+
+@pytest.mark.parametrize("exclude, box, groups", [
+    ("overlap", None, "rrrr"),                      # one case, no boxes: every pair may overlap
+    ("case", [[0, 0], [4, 4]], "rrrr"),             # one case, leave-one-case-out
+    ("self", None, "abcd"),                         # every item alone in its group
+])
+def test_a_probe_where_no_item_has_an_allowed_neighbour_is_skipped(tmp_path, caplog, exclude, box, groups):
+    # nothing may vote for anyone: the probe says why, once, and stays off; the run goes on
+    rng = np.random.default_rng(3)
+    items = []
+    for i, group in enumerate(groups):
+        np.save(tmp_path / f"n{i}.npy", rng.normal(size=(4, 4)).astype(np.float32))
+        item = {"image": str(tmp_path / f"n{i}.npy"), "label": "ab"[i % 2], "case": "ct0", "group": group}
+        items.append(item if box is None else {**item, "box": box})
+    history = tmp_path / "knn.json"
+    probe = KNNProbe(ConstantClsWithMaps(), items, k=3, exclude=exclude, history_path=history)
+    engine = Engine(lambda e, b: None)
+    probe.attach(engine)
+    with caplog.at_level(logging.WARNING, logger="unimiss_monai.handlers.knn_probe"):
+        engine.run([0, 1], max_epochs=3)
+    assert engine.state.epoch == 3
+    said = [r.getMessage() for r in caplog.records if "allowed neighbour" in r.getMessage()]
+    assert len(said) == 1 and "k-NN probe off" in said[0] and f"exclude={exclude!r}" in said[0] and "exclude='self'" in said[0]
+    assert not any(name.startswith("knn_accuracy") for name in engine.state.metrics)
+    assert probe.history == [] and not history.exists()

@@ -197,12 +197,21 @@ class KNNProbe:
             logger.warning("k-NN probe off: %d usable items in %d classes; it needs at least 2 items and 2 classes", len(images), len(self.class_names))
             self._disabled = True
             return
-        self._check_metadata(kept)
         self._exclude = probe_exclusion(kept, self.exclude)
         self._groups = [item.get("group") for item in kept]
-        if bool(self._exclude.all(dim=1).any()):
-            lonely = [kept[i]["image"] for i in range(len(kept)) if bool(self._exclude[i].all())]
-            logger.warning("k-NN probe: %d item(s) have no allowed neighbour under exclude=%r and are not scored, e.g. %s", len(lonely), self.exclude, lonely[0])
+        # an item never votes for itself (knn_predict), so the diagonal counts as excluded too
+        lonely = (self._exclude | torch.eye(len(kept), dtype=torch.bool)).all(dim=1)
+        if bool(lonely.all()):
+            # knn_accuracy would raise at every probe and stop the run: a probe that can score nothing is skipped
+            logger.warning("k-NN probe off: none of the %d items has an allowed neighbour under exclude=%r (every other "
+                           "item is of another group or excluded as the same case); give the items disjoint 'box'es, "
+                           "add items from more cases, or set exclude='self'", len(kept), self.exclude)
+            self._disabled = True
+            return
+        self._check_metadata(kept)
+        if bool(lonely.any()):
+            names = [kept[i]["image"] for i in range(len(kept)) if bool(lonely[i])]
+            logger.warning("k-NN probe: %d item(s) have no allowed neighbour under exclude=%r and are not scored, e.g. %s", len(names), self.exclude, names[0])
         # what "learned something" means on this probe: the same k-NN on the raw voxels (same-shaped images only),
         # with the same excluded pairs and groups
         if self._one_shape:
