@@ -85,3 +85,55 @@ def test_a_broken_output_costs_only_its_section(tmp_path):
     check_page(text)
     assert "This section could not be built" in text and "loss_curves.json" in text
     assert text.count("This section could not be built") == 1
+
+
+def _tree(folder):
+    """Every file under ``folder`` with its bytes."""
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_out_with_md_suffix_is_refused_before_anything_is_written(tmp_path, capsys):
+    """``--out notes.md`` would have the Markdown twin overwrite the HTML page: refused, in one line."""
+    (tmp_path / "run").mkdir()
+    before = _tree(tmp_path)
+    assert main([str(tmp_path / "run"), "--out", str(tmp_path / "notes.md")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "notes.md" in err and ".html" in err and "\n" not in err
+    assert _tree(tmp_path) == before and not (tmp_path / "notes.md").exists()
+    with pytest.raises(ValueError, match="notes.html"):
+        report(tmp_path / "run", out=tmp_path / "notes.MD")
+
+
+@pytest.mark.parametrize("foreign", ["page.md", "page.html"])
+def test_a_foreign_page_at_the_outputs_is_left_as_it_was(tmp_path, capsys, foreign):
+    (tmp_path / "run").mkdir()
+    mine = tmp_path / foreign
+    mine.write_bytes(b"# my own notes\r\n\r\nnot a report\n")
+    before = _tree(tmp_path)
+    assert main([str(tmp_path / "run"), "--out", str(tmp_path / "page.html")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert str(mine) in err and "\n" not in err and "was not written by" in err
+    assert _tree(tmp_path) == before
+
+
+def test_report_reruns_into_its_own_outputs_but_not_into_a_foreign_picture_folder(tmp_path, capsys):
+    run, samples = make_run(tmp_path)
+    out = tmp_path / "site" / "page.html"
+    report(run, out=out, samples=samples)
+    stale = out.parent / "page_files" / "from_an_earlier_run.png"
+    stale.write_bytes(b"old")
+    assert report(run, out=out, samples=samples) == out  # its own page, twin and pictures are replaced
+    md = (out.parent / "page.md").read_text()
+    links = re.findall(r"!\[[^\]]+\]\(([^)]+)\)", md)
+    assert links and all((out.parent / link).is_file() for link in links)
+    assert not stale.exists()  # the picture folder is replaced whole
+    check_page(out.read_text())
+    # a picture folder of the user's of the same name is not written into: refused before anything is written
+    foreign = out.parent / "other_files"
+    foreign.mkdir()
+    (foreign / "holiday.png").write_bytes(b"mine")
+    before = _tree(out.parent)
+    assert main([str(run), "--out", str(out.parent / "other.html"), "--samples", str(samples)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert str(foreign) in err and "\n" not in err
+    assert _tree(out.parent) == before

@@ -10,13 +10,18 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from unimiss_monai.data.writers import save_bytes
+from unimiss_monai.data.writers import OUTPUT_MARKER, check_replaceable, save_bytes, staged_dir
 
 from .document import Note, Section
-from .render import render_html, render_markdown
+from .render import GENERATOR, render_html, render_markdown
 from .run_folder import RunFolder
 
 logger = logging.getLogger(__name__)
+
+# first line of every Markdown twin: only a file starting with it may be replaced by a rerun (as OUTPUT_MARKER marks
+# the folders this package writes); an HTML comment, so it does not show. The HTML page names itself in its head.
+_MD_MARKER = f"<!-- {OUTPUT_MARKER}: written by unimiss_monai report; a rerun may replace this file -->"
+_HTML_MARKER = f'<meta name="generator" content="{GENERATOR}">'
 
 __all__ = ["build_sections", "main", "report"]
 
@@ -51,16 +56,39 @@ def report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
     """
     run = RunFolder(Path(run_dir), Path(samples) if samples is not None else None)
     html_path = Path(out) if out is not None else run.root / "report.html"
+    md_path, image_dir = html_path.with_suffix(".md"), f"{html_path.stem}_files"
+    if html_path.suffix.lower() == ".md":
+        raise ValueError(f"--out {html_path}: the Markdown twin would overwrite the HTML page; give it an .html "
+                         f"suffix, e.g. --out {html_path.with_suffix('.html')}")
     sections = build_sections(run)
     title = "UniMiSS demo run"
     subtitle = [f"Run folder: {run.root.resolve()}",
                 f"Report written {time.strftime('%Y-%m-%d %H:%M')}; sample data: {run.samples or 'not found'}"]
+    markdown, files = render_markdown(title, subtitle, sections, image_dir=image_dir)
+    # nothing is written until every target is known to be new or this tool's own earlier output
+    _check_own(html_path, _HTML_MARKER)
+    _check_own(md_path, _MD_MARKER)
+    if files:
+        check_replaceable(html_path.parent / image_dir)
     save_bytes(render_html(title, subtitle, sections), html_path)
-    markdown, files = render_markdown(title, subtitle, sections, image_dir=f"{html_path.stem}_files")
-    for rel, png in files.items():
-        save_bytes(png, html_path.parent / rel)
-    save_bytes(markdown, html_path.with_suffix(".md"))
+    if files:
+        with staged_dir(html_path.parent / image_dir) as tmp:  # replaced whole: no stale pictures of earlier runs
+            for rel, png in files.items():
+                save_bytes(png, tmp / Path(rel).relative_to(image_dir))
+    save_bytes(f"{_MD_MARKER}\n{markdown}", md_path)
     return html_path
+
+
+def _check_own(path: Path, marker: str) -> None:
+    """Raise ``FileExistsError`` when ``path`` exists and is not a page this command wrote (``marker`` near its top)."""
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_file() and not path.is_symlink():
+        with path.open("rb") as f:
+            if marker.encode() in f.read(4096):
+                return
+    raise FileExistsError(f"{path} already exists and was not written by the report; it is not replaced: move it "
+                          "away or choose another --out")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -73,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         path = report(args.run_dir, args.out, args.samples)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"report: {path}  (Markdown: {path.with_suffix('.md')})")

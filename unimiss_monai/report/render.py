@@ -12,7 +12,11 @@ from collections.abc import Sequence
 
 from .document import Code, Figure, Note, Paragraph, Section, Table
 
-__all__ = ["render_html", "render_markdown"]
+
+#: names this package as the page's author, so that a rerun knows the page is its own to replace
+GENERATOR = "unimiss_monai report"
+
+__all__ = ["GENERATOR", "render_html", "render_markdown"]
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0; color: #1d1d1f;
@@ -81,6 +85,7 @@ def render_html(title: str, subtitle: Sequence[str], sections: Sequence[Section]
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f'<meta name="generator" content="{GENERATOR}">'
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>\n"
         f"<body><main><header><h1>{html.escape(title)}</h1>{lines}</header>"
         f'<nav aria-label="sections">{nav}</nav>\n{body}\n</main></body></html>\n'
