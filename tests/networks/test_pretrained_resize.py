@@ -172,3 +172,82 @@ def test_untrained_encoder_tensors_refused_unless_allowed(tmp_path):
     assert report.encoder_total - report.encoder_loaded == 4
     assert report.mismatched == ["encoder.cls_proj.0.weight (5, 5)->(32, 16)"]
     assert torch.equal(net.state_dict()["encoder.blocks.0.0.mlp.fc1.weight"], state["encoder.blocks.0.0.mlp.fc1.weight"])
+
+
+def test_2d_only_export_inflates_the_encoder_not_the_decoder(tmp_path):
+    # a 2D MiT segmentation export into the 3D one: the decoder's transposed up-sampling convs (kernel = stride 2 in
+    # depth) would get the encoder's "mean over 2" rule and halve their output, so only the encoder is inflated
+    kw = tiny_overrides("mit_small")
+    seg2 = UniMissSegmentation(2, 1, 2, variant="mit_small", img_size=(64, 64), **kw)
+    seg3 = UniMissSegmentation(3, 1, 2, variant="mit_small", img_size=(16, 64, 64), **kw)
+    before = {k: v.clone() for k, v in seg3.state_dict().items()}
+    report = load_pretrained(seg3, {"model": seg2.state_dict(), "info": backbone_info(seg2)})
+    assert report.inflated and all(k.startswith("encoder.") for k in report.inflated)
+    assert report.encoder_loaded == report.encoder_total
+    assert "decoder.up_embeds.0.3d.proj.weight" in report.not_inflated
+    assert any(k.startswith("decoder.tail.3d.") for k in report.not_inflated)
+    assert set(report.not_inflated) <= set(report.missing)
+    assert f"{len(report.not_inflated)} decoder 3D tensors left random" in report.summary()
+    state = seg3.state_dict()
+    assert all(torch.equal(state[k], before[k]) for k in report.not_inflated)  # untouched, not half-initialised
+
+
+def test_stem_inflated_across_input_channels(tmp_path):
+    # an RGB 2D encoder into a one-channel 3D network: the stem conv is inflated at 3 channels, then adapted to 1
+    from unimiss_monai.networks import MiTEncoder
+
+    torch.manual_seed(0)
+    kw = tiny_overrides("mit_tiny")
+    e2 = MiTEncoder("mit_tiny", spatial_dims=2, in_channels=3, img_size=[64, 64], **kw).eval()
+    export = {"model": e2.state_dict(), "info": backbone_info(e2)}
+    clf = UniMissClassifier(3, 1, 2, variant="mit_tiny", img_size=(16, 64, 64), **kw)
+    report = load_pretrained(clf, export)
+    assert report.encoder_loaded == report.encoder_total
+    assert report.adapted == ["encoder.stem.3d.0.0.conv.weight in_channels 3->1"]
+    e3 = MiTEncoder("mit_tiny", spatial_dims=3, in_channels=1, img_size=[16, 64, 64], **kw).eval()
+    load_pretrained(e3, export)
+    # the adapted stem sums the RGB kernels: a grey volume of identical slices is the 2D encoder's grey RGB image
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        maps2 = e2.forward_intermediates(x.repeat(1, 3, 1, 1))[0]
+        maps3 = e3.forward_intermediates(x[:, :, None].repeat(1, 1, 16, 1, 1))[0]
+    for a, b in zip(maps2, maps3):
+        torch.testing.assert_close(b, a.unsqueeze(2).expand_as(b), atol=1e-5, rtol=1e-4)
+
+
+def test_unrecorded_grid_is_resized_only_when_unambiguous(tmp_path):
+    from unimiss_monai.networks.pretrained import _old_grid
+
+    assert _old_grid(16 * 24 * 24, (8, 12, 12)) == (16, 24, 24)  # a uniform rescale of the model's grid
+    assert _old_grid(16 * 24 * 24, (8, 24, 24)) is None  # (9, 32, 32) is closest in aspect, but a guess
+    kw = tiny_overrides("mit_small")
+    # no info, trained at 32x96x96 (not the default 16x96x96): stage 0's (16, 24, 24) cannot be told from (9, 32, 32)
+    _, path = _export("mit_small", {2: (64, 64), 3: (32, 96, 96)}, tmp_path, with_info=False)
+    net = UniMissSegmentation(3, 1, 4, variant="mit_small", img_size=(16, 96, 96), **kw)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(ValueError) as err:
+        load_pretrained(net, str(path))
+    message = str(err.value)
+    assert "\n" not in message and "model.pt" in message and "pos_embeds" in message
+    assert "with info" in message and "img_size" in message
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in before.items())
+    report = load_pretrained(net, str(path), allow_partial=True)
+    assert report.encoder_total - report.encoder_loaded == 4 and not report.resized
+    assert all("training grid unknown" in m for m in report.mismatched)
+    # a uniform rescale (32x128x128 -> 16x64x64) is still resized without info
+    exported, path = _export("mit_small", {2: (64, 64), 3: (32, 128, 128)}, tmp_path, with_info=False)
+    net = UniMissSegmentation(3, 1, 4, variant="mit_small", img_size=(16, 64, 64), **kw)
+    report = load_pretrained(net, str(path))
+    assert report.encoder_loaded == report.encoder_total
+    _check_resized(net, exported, "mit_small", 3, (32, 128, 128), (16, 64, 64), report)
+
+
+def test_strict_accepts_strings(tmp_path):
+    _, path = _export("mitplus", {2: (64, 64), 3: (16, 64, 64)}, tmp_path)
+    net = UniMissClassifier(3, 1, 2, variant="mitplus", img_size=(16, 64, 64), **tiny_overrides("mitplus"))
+    report = load_pretrained(net, str(path), strict="false")  # the head is missing: loads unless strict
+    assert report.missing and report.encoder_loaded == report.encoder_total
+    with pytest.raises(ValueError, match="strict loading failed"):
+        load_pretrained(net, str(path), strict="true")
+    with pytest.raises(ValueError, match="'strict'"):
+        load_pretrained(net, str(path), strict="maybe")

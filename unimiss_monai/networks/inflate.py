@@ -13,8 +13,11 @@ between dimensions. Its 3D branch is initialised from them by this rule:
 - tensors of equal shape (norms, biases): copied.
 
 With these rules the 3D encoder applied to a volume of identical slices gives, at every depth, the 2D encoder's
-features of that slice (tested in ``tests/networks/test_inflate.py``). The rule is not applied when the checkpoint
-holds any 3D encoder tensor.
+features of that slice (tested in ``tests/bundles/test_intra_inter_recipe.py`` and
+``tests/networks/test_pretrained_resize.py``). The stem conv is inflated at the checkpoint's input channels (the loader
+then adapts them to the model's). The rule is not applied when the checkpoint holds any 3D encoder tensor, and only
+the encoder is inflated: a decoder's 3D tensors (e.g. its transposed up-sampling convs, for which the even-depth mean
+would halve the output) stay missing, and :func:`~unimiss_monai.networks.load_pretrained` reports them.
 """
 
 from __future__ import annotations
@@ -27,10 +30,19 @@ import torch
 from unimiss_monai.networks.blocks.pos_embed import PositionEmbedding, resize_pos_embed
 from unimiss_monai.networks.variants import VARIANTS, stage_grids
 
-__all__ = ["encoder_pos_grids", "inflate_2d_to_3d", "inflate_conv_weight", "inflate_pos_embed"]
+__all__ = [
+    "STEM_CONV", "encoder_pos_grids", "inflate_2d_to_3d", "inflate_conv_weight", "inflate_pos_embed", "source_2d_key",
+]
 
 _3D = re.compile(r"\.3d(\.|$)")
 _POS_KEY = re.compile(r"(?:^|\.)(decoder\.)?pos_embeds\.(\d)\.3d\.weight$")
+#: the first conv of an encoder stem, whose input channels may differ between checkpoint and model
+STEM_CONV = re.compile(r"(?:^|\.)stem\.\dd\.0\.0\.conv\.weight$")
+
+
+def source_2d_key(key: str) -> str:
+    """The ``.2d.`` counterpart of a ``.3d.`` key (``key`` itself when it has no ``.3d.`` part)."""
+    return _3D.sub(lambda m: ".2d" + m.group(1), key)
 
 
 def inflate_conv_weight(weight: torch.Tensor, depth: int) -> torch.Tensor:
@@ -58,39 +70,43 @@ def inflate_2d_to_3d(
     state_dict: Mapping[str, torch.Tensor],
     target: Mapping[str, torch.Tensor],
     pos_grids: Callable[[str], tuple[tuple[int, ...], tuple[int, ...], int] | None],
+    prefix: str = "",
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Add the 3D tensors ``target`` needs and ``state_dict`` lacks, inflated from their ``.2d.`` counterparts.
+    """Add the 3D encoder tensors ``target`` needs and ``state_dict`` lacks, inflated from their ``.2d.`` counterparts.
 
     Args:
         state_dict: checkpoint tensors, already named like ``target``.
         target: the model's state dict (names and shapes wanted).
         pos_grids: for a 3D position-embedding key, ``(grid2d, grid3d, num_prefix)``, or ``None`` when the key is no
             position embedding or its 2D grid is unknown (it then stays missing).
+        prefix: the encoder's key prefix in ``target`` (``"encoder."`` for a task network, ``""`` when ``target`` is
+            the encoder); only keys under it are inflated, other 3D keys (a decoder's) stay missing.
 
     Returns:
         ``(state_dict with the inflated tensors added, ["<key> <rule>", ...])``; unchanged when ``state_dict`` holds a
-        3D encoder tensor already.
+        3D encoder tensor already. A stem conv of other input channels than ``target``'s keeps the checkpoint's.
     """
     out = dict(state_dict)
-    if any(_3D.search(k) for k in state_dict):
+    if any(k.startswith(prefix) and _3D.search(k) for k in state_dict):
         return out, []
     inflated = []
     for key, want in target.items():
-        source = _3D.sub(lambda m: ".2d" + m.group(1), key)
-        if source == key or key in out or source not in state_dict:
+        source = source_2d_key(key)
+        if not key.startswith(prefix) or source == key or key in out or source not in state_dict:
             continue
         v = state_dict[source]
         grids = pos_grids(key)
+        same_io = want.shape[:2] == v.shape[:2] or (STEM_CONV.search(key) is not None and want.shape[0] == v.shape[0])
         if v.shape == want.shape:
             out[key], rule = v.clone(), "copied"
-        elif v.ndim == 4 and want.ndim == 5 and want.shape[:2] == v.shape[:2] and want.shape[3:] == v.shape[2:]:
+        elif v.ndim == 4 and want.ndim == 5 and same_io and want.shape[3:] == v.shape[2:]:
             depth = int(want.shape[2])
             out[key], rule = inflate_conv_weight(v, depth), ("central plane" if depth % 2 else f"mean over {depth}")
         elif grids is not None and v.ndim == 3:
-            grid2d, grid3d, prefix = grids
-            if v.shape[1] != prefix + grid2d[0] * grid2d[1]:
+            grid2d, grid3d, num_prefix = grids
+            if v.shape[1] != num_prefix + grid2d[0] * grid2d[1]:
                 continue
-            out[key], rule = inflate_pos_embed(v, grid2d, grid3d, prefix), f"{tuple(grid2d)}->{tuple(grid3d)}"
+            out[key], rule = inflate_pos_embed(v, grid2d, grid3d, num_prefix), f"{tuple(grid2d)}->{tuple(grid3d)}"
         else:
             continue
         inflated.append(f"{key} ({rule})")

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from unimiss_monai.networks.blocks.pos_embed import PositionEmbedding, resize_pos_embed
-from unimiss_monai.networks.inflate import encoder_pos_grids, inflate_2d_to_3d
+from unimiss_monai.networks.inflate import STEM_CONV, encoder_pos_grids, inflate_2d_to_3d, source_2d_key
 from unimiss_monai.networks.nets.encoder import MiTEncoder
 from unimiss_monai.networks.nets.image_volume import ImageVolumeNet
 from unimiss_monai.networks.recipe_weights import SLICE_ENCODER_PREFIX, check_recipe, intra_inter_info
@@ -51,6 +51,8 @@ class LoadReport:
     resized: list[str] = field(default_factory=list)
     adapted: list[str] = field(default_factory=list)
     inflated: list[str] = field(default_factory=list)
+    #: 3D tensors outside the encoder (a decoder's) that a 2D-only checkpoint has in 2D only: left at random init
+    not_inflated: list[str] = field(default_factory=list)
     checkpoint_variant: str | None = None
     source: str = "<state dict>"
     info: dict = field(default_factory=dict)
@@ -65,6 +67,8 @@ class LoadReport:
             f"pretrained {self.source}: variant {self.checkpoint_variant or 'unknown'} (from {origin}), "
             f"{self.encoder_loaded}/{self.encoder_total} encoder tensors loaded, {self.encoder_resized} resized"
             + (f", {len(self.inflated)} inflated 2D->3D" if self.inflated else "")
+            + (f", {len(self.not_inflated)} decoder 3D tensors left random (only the encoder is inflated)"
+               if self.not_inflated else "")
         )
 
     def __str__(self) -> str:
@@ -74,7 +78,7 @@ class LoadReport:
             f"{len(self.mismatched)} shape-mismatched, {len(self.resized)} position embeddings resized, "
             f"{len(self.adapted)} input convs adapted, {len(self.inflated)} inflated 2D->3D",
         ]
-        for name in ("missing", "unexpected", "mismatched", "resized", "adapted", "inflated"):
+        for name in ("missing", "unexpected", "mismatched", "resized", "adapted", "inflated", "not_inflated"):
             keys = getattr(self, name)
             if keys:
                 lines.append(f"  {name}: {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}")
@@ -247,9 +251,9 @@ def _factorisations(n: int, parts: int):
 
 
 def _old_grid(n: int, new_grid: tuple[int, ...]) -> tuple[int, ...] | None:
-    """The training grid of an embedding with ``n`` patch entries when nothing recorded it: the factorisation of
-    ``n`` closest in aspect to the model's grid, or ``None`` when several are equally close (a guess could scramble
-    the embedding)."""
+    """The training grid of an embedding with ``n`` patch entries when nothing recorded it: the model's grid uniformly
+    rescaled (every side by the same factor; at most one such grid has ``n`` entries), or ``None`` when no uniform
+    rescale has ``n`` entries (any other factorisation is a guess that could scramble the embedding)."""
     if math.prod(new_grid) == n:
         return tuple(new_grid)
 
@@ -257,10 +261,7 @@ def _old_grid(n: int, new_grid: tuple[int, ...]) -> tuple[int, ...] | None:
         logs = [math.log(a / b) for a, b in zip(g, new_grid)]
         return max(logs) - min(logs)
 
-    scored = sorted((spread(g), g) for g in _factorisations(n, len(new_grid)))
-    if not scored or (len(scored) > 1 and math.isclose(scored[0][0], scored[1][0], abs_tol=1e-9)):
-        return None
-    return scored[0][1]
+    return next((g for g in _factorisations(n, len(new_grid)) if math.isclose(spread(g), 0.0, abs_tol=1e-9)), None)
 
 
 def _source_grid(key: str, n: int, module: PositionEmbedding, encoder: MiTEncoder | None, info: Mapping) -> tuple | None:
@@ -290,8 +291,8 @@ def _adapt_in_channels(w: torch.Tensor, c: int) -> torch.Tensor:
 def load_pretrained(
     model: nn.Module,
     path_or_state_dict: str | os.PathLike | Mapping[str, torch.Tensor],
-    strict: bool = False,
-    allow_partial: bool = False,
+    strict: bool | str = False,
+    allow_partial: bool | str = False,
 ) -> LoadReport:
     """Load a pretraining checkpoint (``{"model": backbone.state_dict(), "info": backbone_info(backbone)}``, an older
     file without ``info``, or a converted official one) into ``model`` (a backbone, a task network or a bare encoder),
@@ -299,15 +300,18 @@ def load_pretrained(
 
     Position embeddings (2D and 3D, encoder and decoder) trained at another input size are interpolated to the model's
     patch grids (bicubic 2D / trilinear 3D, the CLS entry kept apart); the training grid comes from ``info``, else
-    from the variant's default size, else from an unambiguous factorisation. A first conv trained with other input
-    channels is adapted (repeated, or averaged and repeated). Decoder and head tensors may stay untrained (they are
-    task-specific); encoder tensors may not unless ``allow_partial``. Logs one line (file, variant, encoder tensors
-    loaded / resized) and prints the full report.
+    from the variant's default size, else from a uniform rescale of the model's grid (else the load is refused). A
+    first conv trained with other input channels is adapted (repeated, or averaged and repeated). Decoder and head
+    tensors may stay untrained (they are task-specific); encoder tensors may not unless ``allow_partial``. A 2D-only
+    checkpoint loaded into a 3D model has its encoder inflated to 3D (:mod:`unimiss_monai.networks.inflate`); its
+    decoder is not, so the decoder's 3D tensors stay random (``LoadReport.not_inflated``). Logs one line (file,
+    variant, encoder tensors loaded / resized) at INFO and the full report at DEBUG.
 
     Args:
         model: the network to initialise.
         path_or_state_dict: a checkpoint path or dict.
-        strict: raise unless every model tensor is loaded and every checkpoint tensor used.
+        strict: raise unless every model tensor is loaded and every checkpoint tensor used; accepts
+            ``"true"``/``"false"``.
         allow_partial: load even when encoder tensors would stay at their random initialisation (missing from the
             checkpoint, or of another shape after resizing); accepts ``"true"``/``"false"``.
 
@@ -316,12 +320,15 @@ def load_pretrained(
 
     Raises:
         ValueError (one line, naming the file): unreadable file, an official training checkpoint (convert it first),
-            weights whose ``info`` or key layout is another variant or other widths, or untrained encoder tensors.
+            weights whose ``info`` or key layout is another variant or other widths, a position embedding whose
+            training grid is unknown (no ``info``, not the variant's default size, no uniform rescale of the model's
+            grid; unless ``allow_partial``), or untrained encoder tensors.
     """
     is_path = isinstance(path_or_state_dict, (str, os.PathLike))
     source = os.fspath(path_or_state_dict) if is_path else "<state dict>"
     try:
-        return _load(model, path_or_state_dict, source, strict, as_bool(allow_partial, "allow_partial"))
+        strict, allow_partial = as_bool(strict, "strict"), as_bool(allow_partial, "allow_partial")
+        return _load(model, path_or_state_dict, source, strict, allow_partial)
     except ValueError as err:
         if is_path and source not in str(err):
             raise ValueError(f"{source}: {err}") from None  # one line, naming the file
@@ -335,8 +342,9 @@ def _load(model: nn.Module, obj, source: str, strict: bool, allow_partial: bool)
     sd = _align_prefix(sd, set(target))
     enc_name, encoder = _find_encoder(model)
     pos_modules = {f"{n}.weight": m for n, m in model.named_modules() if isinstance(m, PositionEmbedding)}
+    prefix = f"{enc_name}." if enc_name else ""
     if encoder is not None and 3 in encoder.spatial_dims:
-        sd, inflated = inflate_2d_to_3d(sd, target, encoder_pos_grids(encoder, info, pos_modules))
+        sd, inflated = inflate_2d_to_3d(sd, target, encoder_pos_grids(encoder, info, pos_modules), prefix)
     else:
         inflated = []
     report = LoadReport(checkpoint_variant=info.get("variant") or detect_variant(sd), source=source, info=info)
@@ -363,12 +371,19 @@ def _load(model: nn.Module, obj, source: str, strict: bool, allow_partial: bool)
             m = pos_modules[k]
             old = _source_grid(k, v.shape[1] - m.num_prefix, m, encoder, info)
             if old is None:
-                why[k] = f"{tuple(v.shape)}->{tuple(want.shape)}"
+                # an encoder embedding resized from a guessed grid would be scrambled; a decoder's may stay untrained
+                if not allow_partial and encoder is not None and k.startswith(prefix):
+                    raise ValueError(
+                        f"cannot tell the grid {k} was trained at ({v.shape[1] - m.num_prefix} patch entries, model "
+                        f"grid {tuple(m.grid)}); load a checkpoint exported with info, or build the model at the "
+                        "img_size it was trained at"
+                    )
+                why[k] = f"{tuple(v.shape)}->{tuple(want.shape)}, training grid unknown"
                 continue
             loaded[k] = resize_pos_embed(v, old, m.grid, m.num_prefix)
             report.matched.append(k)
             report.resized.append(f"{k} {old}->{m.grid}")
-        elif re.search(r"stem\.\dd\.0\.0\.conv\.weight$", k) and v.shape[0] == want.shape[0] and v.shape[2:] == want.shape[2:]:
+        elif STEM_CONV.search(k) and v.shape[0] == want.shape[0] and v.shape[2:] == want.shape[2:]:
             loaded[k] = _adapt_in_channels(v, want.shape[1])
             report.matched.append(k)
             report.adapted.append(f"{k} in_channels {v.shape[1]}->{want.shape[1]}")
@@ -376,7 +391,10 @@ def _load(model: nn.Module, obj, source: str, strict: bool, allow_partial: bool)
             why[k] = f"{tuple(v.shape)}->{tuple(want.shape)}"
     report.mismatched = [f"{k} {s}" for k, s in why.items()]
     report.missing = [k for k in target if k not in loaded]
-    prefix = f"{enc_name}." if enc_name else ""
+    if inflated:  # a 2D-only checkpoint: the 3D decoder tensors whose 2D counterparts it holds stay random
+        report.not_inflated = [
+            k for k in report.missing if not k.startswith(prefix) and source_2d_key(k) != k and source_2d_key(k) in sd
+        ]
     enc_keys = [k for k in target if k.startswith(prefix)] if encoder is not None else []
     untrained = [k for k in enc_keys if k not in loaded]
     report.encoder_total, report.encoder_loaded = len(enc_keys), len(enc_keys) - len(untrained)

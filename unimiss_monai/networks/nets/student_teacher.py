@@ -127,7 +127,8 @@ class StudentTeacher(nn.Module):
     def train(self, mode: bool = True) -> StudentTeacher:
         # the teacher keeps eval-mode semantics for dropout / drop-path, as in DINO where it is never trained directly;
         # its batch norms (a head with use_bn) normalise with the batch's statistics in training, as DINO's teacher,
-        # which runs in training mode: its running buffers are never trained, since EMA updates parameters only
+        # which runs in training mode: their running buffers are not EMA-updated from the student (EMA updates
+        # parameters only) but update on every teacher forward in training, as in DINO
         super().train(mode)
         self.teacher.eval()
         for m in self.teacher.modules():
