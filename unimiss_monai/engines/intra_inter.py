@@ -303,7 +303,7 @@ class IntraInterTrainer(PretrainingTrainer):
         terms = engine.active_terms(stage, phase)
         base = {"phase": phase, "stage": float(stage), "skipped": len(skipped)}
         # windows restart with each epoch; an iteration that trains nothing still opens (zero_grad) and closes its
-        # window (steps on the gradients pending from earlier micro-batches), see PretrainingTrainer._start_window
+        # window (steps on the gradients pending from earlier micro-batches), see engines.accumulation
         due = engine._start_window(engine)
         if engine._passed_over(engine, batch, due):
             return base
