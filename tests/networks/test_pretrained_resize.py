@@ -216,10 +216,12 @@ def test_stem_inflated_across_input_channels(tmp_path):
 
 
 def test_unrecorded_grid_is_resized_only_when_unambiguous(tmp_path):
-    from unimiss_monai.networks.pretrained import _old_grid
+    from unimiss_monai.networks.embedding_grid import uniform_rescale
 
-    assert _old_grid(16 * 24 * 24, (8, 12, 12)) == (16, 24, 24)  # a uniform rescale of the model's grid
-    assert _old_grid(16 * 24 * 24, (8, 24, 24)) is None  # (9, 32, 32) is closest in aspect, but a guess
+    assert uniform_rescale(16 * 24 * 24, (8, 12, 12)) == (16, 24, 24)  # a uniform rescale of the model's grid
+    assert uniform_rescale(12 * 18 * 18, (8, 12, 12)) == (12, 18, 18)  # by a factor of 1.5
+    assert uniform_rescale(14 * 14, (28, 28)) == (14, 14)  # and down
+    assert uniform_rescale(16 * 24 * 24, (8, 24, 24)) is None  # (9, 32, 32) is closest in aspect, but a guess
     kw = tiny_overrides("mit_small")
     # no info, trained at 32x96x96 (not the default 16x96x96): stage 0's (16, 24, 24) cannot be told from (9, 32, 32)
     _, path = _export("mit_small", {2: (64, 64), 3: (32, 96, 96)}, tmp_path, with_info=False)

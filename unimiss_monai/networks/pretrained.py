@@ -8,7 +8,6 @@ embeddings to the target network's patch grids exactly and refuse weights of ano
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 from collections.abc import Mapping
@@ -19,11 +18,12 @@ import torch
 from torch import nn
 
 from unimiss_monai.networks.blocks.pos_embed import PositionEmbedding, resize_pos_embed
+from unimiss_monai.networks.embedding_grid import training_grid
 from unimiss_monai.networks.inflate import STEM_CONV, encoder_pos_grids, inflate_2d_to_3d, source_2d_key
 from unimiss_monai.networks.nets.encoder import MiTEncoder
 from unimiss_monai.networks.nets.image_volume import ImageVolumeNet
 from unimiss_monai.networks.recipe_weights import SLICE_ENCODER_PREFIX, check_recipe, intra_inter_info
-from unimiss_monai.networks.variants import VARIANTS, VariantConfig, get_variant, stage_grids
+from unimiss_monai.networks.variants import VARIANTS, VariantConfig, get_variant
 from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.serialization import load_torch_file
 
@@ -37,7 +37,6 @@ logger = logging.getLogger(__name__)
 #: the :class:`VariantConfig` fields an export records and a load compares
 INFO_WIDTHS = ("embed_dims", "depths", "num_heads")
 _ENCODER_PART = re.compile(r"^((?:[^.]+\.)*?)(stem|patch_embeds|pos_embeds|blocks|cls_token|cls_proj)(\.|$)")
-_POS_KEY = re.compile(r"(?:^|\.)(decoder\.)?pos_embeds\.(\d)\.([23])d\.weight$")
 
 
 @dataclass
@@ -240,47 +239,6 @@ def _align_prefix(sd: dict[str, torch.Tensor], model_keys: set[str]) -> dict[str
     return max(candidates, key=lambda c: len(model_keys & set(c)))
 
 
-def _factorisations(n: int, parts: int):
-    if parts == 1:
-        yield (n,)
-        return
-    small = [a for a in range(1, math.isqrt(n) + 1) if n % a == 0]
-    for a in sorted(set(small + [n // a for a in small])):
-        for rest in _factorisations(n // a, parts - 1):
-            yield (a, *rest)
-
-
-def _old_grid(n: int, new_grid: tuple[int, ...]) -> tuple[int, ...] | None:
-    """The training grid of an embedding with ``n`` patch entries when nothing recorded it: the model's grid uniformly
-    rescaled (every side by the same factor; at most one such grid has ``n`` entries), or ``None`` when no uniform
-    rescale has ``n`` entries (any other factorisation is a guess that could scramble the embedding)."""
-    if math.prod(new_grid) == n:
-        return tuple(new_grid)
-
-    def spread(g):
-        logs = [math.log(a / b) for a, b in zip(g, new_grid)]
-        return max(logs) - min(logs)
-
-    return next((g for g in _factorisations(n, len(new_grid)) if math.isclose(spread(g), 0.0, abs_tol=1e-9)), None)
-
-
-def _source_grid(key: str, n: int, module: PositionEmbedding, encoder: MiTEncoder | None, info: Mapping) -> tuple | None:
-    """Grid of a checkpoint position embedding with ``n`` patch entries, loaded into ``module`` (model key ``key``)."""
-    m = _POS_KEY.search(key)
-    if encoder is not None and m is not None:
-        d = int(m.group(3))
-        stage = 2 - int(m.group(2)) if m.group(1) else int(m.group(2))  # decoder stage k mirrors encoder stage 2 - k
-        recorded = info.get(f"img_size{d}d")
-        # without a record, weights most likely kept the variant's default training size (official 224 / 16x96x96)
-        size = recorded if recorded is not None else VARIANTS.get(encoder.config.name, encoder.config).img_size(d)
-        grid = stage_grids(encoder.config, d, size)[stage]
-        if math.prod(grid) == n:
-            return grid
-        if recorded is not None:
-            return None
-    return _old_grid(n, module.grid)
-
-
 def _adapt_in_channels(w: torch.Tensor, c: int) -> torch.Tensor:
     if w.shape[1] == 1:
         return w.repeat_interleave(c, dim=1)
@@ -369,7 +327,7 @@ def _load(model: nn.Module, obj, source: str, strict: bool, allow_partial: bool)
             report.matched.append(k)
         elif k in pos_modules and v.ndim == 3 and v.shape[-1] == want.shape[-1]:
             m = pos_modules[k]
-            old = _source_grid(k, v.shape[1] - m.num_prefix, m, encoder, info)
+            old = training_grid(k, v.shape[1] - m.num_prefix, m, encoder, info)
             if old is None:
                 # an encoder embedding resized from a guessed grid would be scrambled; a decoder's may stay untrained
                 if not allow_partial and encoder is not None and k.startswith(prefix):
