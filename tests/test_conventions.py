@@ -44,3 +44,31 @@ def test_display_panels_orientation_and_aspect():
     img2d = np.zeros((8, 6))  # (X, Y)
     img2d[7, 0] = 1
     assert np.argwhere(display_2d(img2d))[0].tolist() == [0, 7]  # row 0, last column: top right
+
+
+def test_a_structure_has_one_colour_in_every_picture(tmp_path):
+    """The bundles' overlay PNGs, the evaluation grid and the report's legends colour a structure alike."""
+    from PIL import Image
+
+    from unimiss_monai.conventions import structure_colour
+    from unimiss_monai.data.xray import write_overlay_png
+    from unimiss_monai.report.palette import colour
+    from unimiss_monai.visualize.overlay import save_overlay_grid
+
+    heart = structure_colour("heart")
+    assert colour("heart") == heart and structure_colour("lung_left") != heart
+    assert structure_colour("a structure of my own") == structure_colour("a structure of my own")  # stable fallback
+    # a black image with the heart's mask everywhere: each pixel is alpha x the heart's colour, whatever its index
+    masks = np.zeros((2, 40, 30), np.float32)
+    masks[1] = 1
+    png = write_overlay_png(tmp_path / "overlay.png", np.zeros((40, 30), np.float32), masks, ["lung_left", "heart"], 0.5)
+    pixel = np.asarray(Image.open(png).convert("RGB"))[25, 5]
+    assert np.abs(pixel.astype(int) - np.round(0.5 * np.asarray(heart))).max() <= 1
+    # the grid's legend patches take the same colour (a 1x1 pixel swatch would need the figure's layout: read the
+    # colour map the grid draws with instead)
+    label = np.zeros((40, 30), np.int16)
+    label[10:20, 10:20] = 2
+    path = save_overlay_grid([("case", np.zeros((40, 30)), label, label)], ["lung_left", "heart"], tmp_path / "grid.png")
+    rgb = np.asarray(Image.open(path).convert("RGB")).reshape(-1, 3).astype(int)
+    blended = np.round(0.55 * np.asarray(heart))  # 55 % opaque over a black image
+    assert (np.abs(rgb - blended).max(1) <= 2).any()

@@ -15,10 +15,14 @@ reads an axial CT — and ``z`` runs from inferior to superior.
 
 Pictures of volumes (:func:`display_panels`) show axial, coronal and sagittal planes, each with the superior side
 up and, where a voxel spacing is given, in true proportions.
+
+**Structures** keep one colour in every picture and legend (:func:`structure_colour`): paired structures share a hue
+family (left darker than right), so a reader learns the colours once: lungs blue, heart red, liver brown, and so on.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -27,9 +31,11 @@ __all__ = [
     "CT_AXCODES",
     "CT_TO_NETWORK",
     "NETWORK_TO_CT",
+    "STRUCTURE_COLOURS",
     "display_2d",
     "display_panels",
     "network_spacing",
+    "structure_colour",
 ]
 
 #: orientation code every CT is brought to before it enters a network (MONAI ``Orientationd(axcodes=...)``)
@@ -81,3 +87,39 @@ def display_panels(
     coronal = volume[::-1, :, y]  # rows Z reversed (superior first), columns X
     sagittal = volume[::-1, x, :]  # rows Z reversed, columns Y (anterior first)
     return [("axial", axial, sy / sx), ("coronal", coronal, sz / sx), ("sagittal", sagittal, sz / sy)]
+
+
+#: structure name -> RGB (0-255); a structure not listed gets a colour derived from its name
+STRUCTURE_COLOURS: dict[str, tuple[int, int, int]] = {
+    "lung": (66, 146, 230),
+    "lung_left": (31, 100, 200),
+    "lung_right": (110, 190, 255),
+    "heart": (230, 40, 50),
+    "liver": (170, 100, 40),
+    "spleen": (150, 60, 200),
+    "kidney_left": (0, 150, 110),
+    "kidney_right": (60, 210, 160),
+    "kidneys": (30, 180, 135),
+    "stomach": (255, 150, 30),
+    "pancreas": (240, 220, 40),
+    "aorta": (255, 60, 200),
+    "clavicle_left": (200, 200, 200),
+    "clavicle_right": (255, 255, 255),
+    "spine": (250, 250, 130),
+    "ribs": (255, 215, 160),
+    "trachea": (0, 230, 230),
+    "esophagus": (190, 130, 100),
+}
+
+# a fixed, colour-blind-considerate fallback cycle (Okabe-Ito, without black)
+_FALLBACK = [(230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178), (213, 94, 0),
+             (204, 121, 167)]
+
+
+def structure_colour(name: str) -> tuple[int, int, int]:
+    """The RGB colour (0-255) of structure ``name`` in every picture; a stable colour from the name's hash for
+    structures not in :data:`STRUCTURE_COLOURS`."""
+    if name in STRUCTURE_COLOURS:
+        return STRUCTURE_COLOURS[name]
+    digest = int(hashlib.sha1(name.encode()).hexdigest(), 16)  # stable across runs, unlike hash()
+    return _FALLBACK[digest % len(_FALLBACK)]

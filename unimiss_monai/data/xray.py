@@ -18,6 +18,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import LoadImage
 
+from unimiss_monai.conventions import structure_colour
 from unimiss_monai.data.writers import save_png
 from unimiss_monai.utils.lazy import moved_names
 
@@ -209,13 +210,15 @@ def overlay_rgb(image: np.ndarray | torch.Tensor, masks: np.ndarray | torch.Tens
 
 def write_overlay_png(path: str | os.PathLike, image, masks, names: Sequence[str] = (), alpha: float = 0.4) -> str:
     """Write :func:`overlay_rgb` of ``image`` ``(X, Y)``/``(C, X, Y)`` and ``masks`` ``(S, X, Y)`` to ``path`` as a PNG,
-    with a colour legend of ``names`` in the top-left corner (written atomically)."""
+    with a colour legend of ``names`` in the top-left corner (written atomically). Named structures take their colour
+    of every picture (:func:`unimiss_monai.conventions.structure_colour`); unnamed ones :data:`OVERLAY_COLOURS`."""
     from PIL import Image, ImageDraw
 
-    picture = Image.fromarray(overlay_rgb(image, masks, alpha))
+    colours = [structure_colour(str(n)) for n in names] + list(OVERLAY_COLOURS)  # unnamed masks: the cycle
+    picture = Image.fromarray(overlay_rgb(image, masks, alpha, colours))
     draw = ImageDraw.Draw(picture)
     for i, label in enumerate(names):
-        draw.rectangle((4, 4 + 12 * i, 12, 12 + 12 * i), fill=OVERLAY_COLOURS[i % len(OVERLAY_COLOURS)])
+        draw.rectangle((4, 4 + 12 * i, 12, 12 + 12 * i), fill=tuple(colours[i % len(colours)]))
         draw.text((16, 2 + 12 * i), str(label), fill=(255, 255, 255))
     return str(save_png(np.asarray(picture), path))
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from unimiss_monai.conventions import display_2d
+from unimiss_monai.conventions import display_2d, structure_colour
 from unimiss_monai.data.writers import save_bytes
 # the radiograph overlay is written by a post-processing transform too, which may not import this room: it is
 # defined with the radiograph IO and shown here, with the other overlays
@@ -43,13 +43,12 @@ def save_overlay_grid(
         structure_names: names for the legend.
         path: output PNG path (written atomically).
     """
-    from matplotlib import colormaps
     from matplotlib.colors import ListedColormap
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
-    colors = colormaps["tab20" if len(structure_names) > 10 else "tab10"].colors
-    cmap = ListedColormap([(0, 0, 0, 0)] + [(*colors[i % len(colors)][:3], 0.55) for i in range(len(structure_names))])
+    # each structure in its colour of every picture (conventions.structure_colour), half transparent
+    cmap = ListedColormap([(0, 0, 0, 0)] + [(*(c / 255 for c in structure_colour(n)), 0.55) for n in structure_names])
     rows = max(1, len(views))
     fig = Figure(figsize=(9, 3 * rows + 0.6))
     axes = fig.subplots(rows, 3, squeeze=False)
