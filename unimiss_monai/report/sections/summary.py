@@ -47,7 +47,8 @@ def summary_section(run: RunFolder) -> Section:
     if steps:
         total = sum(s.get("wall_seconds") or 0 for s in steps)
         loads = [s["load_average"][0] for s in steps if s.get("load_average")]
-        rows.append(["whole chain", "wall time of all steps",
+        reused = any(s.get("status") == "skipped" for s in steps)  # the steps section counts this invocation's only
+        rows.append(["whole chain", "wall time of all steps" + (" (reused ones as measured when they ran)" if reused else ""),
                      f"{total / 60:.1f} min (load average {min(loads):.1f}-{max(loads):.1f})" if loads else f"{total / 60:.1f} min",
                      "steps"])
     if not rows:
