@@ -91,8 +91,29 @@ def test_a_volume_is_shown_as_its_axial_slice_in_the_display_convention(tmp_path
     handler = SegmentationReport(tmp_path, ["nodule"], max_overlay_cases=1)
     handler.add(item, "case")
     _, image, truth, pred = handler.views[0]
-    assert image.shape == truth.shape == pred.shape == (10, 8)
-    assert np.argwhere(truth).tolist() == [[7, 6]] and np.argwhere(pred).tolist() == [[7, 6]] and image[7, 6] == 1
+    assert image.shape == (10, 8) and truth.shape == pred.shape == (1, 10, 8)  # one mask per structure
+    assert np.argwhere(truth[0]).tolist() == [[7, 6]] and np.argwhere(pred[0]).tolist() == [[7, 6]] and image[7, 6] == 1
+
+
+def test_overlapping_structures_both_show_in_the_overlay(tmp_path):
+    # a radiograph's multi-label masks: the heart lies over the left lung; both colours must show where they overlap
+    from PIL import Image
+
+    from unimiss_monai.conventions import structure_colour
+
+    lung, heart = _box((40, 40), (4, 4), (24, 24)), _box((40, 40), (16, 16), (16, 16))
+    masks = torch.from_numpy(np.stack([~(lung | heart), lung, heart]).astype(np.float32))
+    handler = SegmentationReport(tmp_path, ["lung_left", "heart"], max_overlay_cases=1)
+    handler.add({"image": torch.zeros(1, 40, 40), "label": masks, "pred": masks}, "case")
+    handler.write()
+    _, _, truth, _ = handler.views[0]
+    assert truth[0, 20, 20] and truth[1, 20, 20]  # the overlap keeps both structures
+    rgb = np.asarray(Image.open(handler.paths["png"]).convert("RGB")).reshape(-1, 3).astype(int)
+    # black image: lung alone, heart alone and their blend over the overlap all appear
+    lung_only = 0.55 * np.asarray(structure_colour("lung_left"))
+    both = 0.45 * lung_only + 0.55 * np.asarray(structure_colour("heart"))
+    for colour in (lung_only, both):
+        assert (np.abs(rgb - np.round(colour)).max(1) <= 2).any(), colour
 
 
 def test_a_missed_structure_counts_against_the_means_and_is_reported(tmp_path):

@@ -19,7 +19,7 @@ import torch
 from unimiss_monai.data.writers import save_bytes
 from unimiss_monai.metrics.segmentation import METRICS, compute_segmentation_metrics
 from unimiss_monai.utils.args import as_bool
-from unimiss_monai.visualize.overlay import representative_slice, save_overlay_grid
+from unimiss_monai.visualize.overlay import as_masks, representative_slice, save_overlay_grid
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
@@ -178,9 +178,13 @@ class SegmentationReport:
     def reset(self, engine: Engine | None = None) -> None:
         self.cases, self.views = [], []
 
-    def _label_map(self, x: torch.Tensor) -> np.ndarray:
+    def _masks(self, x: torch.Tensor) -> np.ndarray:
+        """``(S, *spatial)`` structure masks of one-hot / multi-label channels (background dropped) or a label map:
+        overlapping structures (the heart over the lungs of a radiograph) stay visible in the overlay."""
         x = torch.as_tensor(x).detach().cpu()
-        return (x.argmax(0) if x.shape[0] > 1 else x[0]).numpy().astype(np.int16)
+        if x.shape[0] == self.num_classes and self.num_classes > 1:
+            return (x[1:] > 0.5).numpy()
+        return as_masks(x[0].numpy(), self.num_classes - 1, x.ndim - 1)
 
     def add(self, item: dict[str, Any], name: str | None = None) -> dict[str, Any]:
         """Score one case (``item`` with ``pred``/``label``/optional ``image``) and keep it for the report."""
@@ -196,7 +200,7 @@ class SegmentationReport:
             if torch.as_tensor(image).ndim == 4:
                 image, label, pred = _network_order((image, label, pred), getattr(label, "affine", None))
             image = torch.as_tensor(image).detach().cpu()[0].float().numpy()
-            self.views.append((case["case"], *representative_slice(image, self._label_map(label), self._label_map(pred))))
+            self.views.append((case["case"], *representative_slice(image, self._masks(label), self._masks(pred))))
         return case
 
     def update(self, engine: Engine) -> None:
