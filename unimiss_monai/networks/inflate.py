@@ -70,7 +70,7 @@ def inflate_2d_to_3d(
     state_dict: Mapping[str, torch.Tensor],
     target: Mapping[str, torch.Tensor],
     pos_grids: Callable[[str], tuple[tuple[int, ...], tuple[int, ...], int] | None],
-    prefix: str = "",
+    prefix: str,
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Add the 3D encoder tensors ``target`` needs and ``state_dict`` lacks, inflated from their ``.2d.`` counterparts.
 
@@ -80,7 +80,8 @@ def inflate_2d_to_3d(
         pos_grids: for a 3D position-embedding key, ``(grid2d, grid3d, num_prefix)``, or ``None`` when the key is no
             position embedding or its 2D grid is unknown (it then stays missing).
         prefix: the encoder's key prefix in ``target`` (``"encoder."`` for a task network, ``""`` when ``target`` is
-            the encoder); only keys under it are inflated, other 3D keys (a decoder's) stay missing.
+            the encoder); only keys under it are inflated, other 3D keys (a decoder's) stay missing. No default: with
+            ``""`` a task network's decoder would be inflated by the encoder's rule.
 
     Returns:
         ``(state_dict with the inflated tensors added, ["<key> <rule>", ...])``; unchanged when ``state_dict`` holds a
