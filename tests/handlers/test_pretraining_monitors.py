@@ -109,3 +109,17 @@ def test_epoch_loss_means_publish_each_term_per_epoch():
     engine.run(range(2), max_epochs=2)
     # another handler's metrics under the same prefix are left alone
     assert seen == [{"epoch/other": 1.0, "epoch/loss": 4.0, "epoch/volume": 1.5}, {"epoch/other": 1.0, "epoch/loss": 1.5, "epoch/distill": 2.5}]
+
+
+def test_loss_curves_keep_a_failed_run_failing(tmp_path):
+    def step(engine, batch):
+        if engine.state.iteration == 3:
+            raise RuntimeError("data loader died")
+        return {"loss": 1.0}
+
+    engine = Engine(step)
+    engine.state.rank = 0
+    LossCurvePlotter(tmp_path / "curves.png").attach(engine)
+    with pytest.raises(RuntimeError, match="data loader died"):
+        engine.run(range(5), max_epochs=1)
+    assert (tmp_path / "curves.png").is_file()  # the curves up to the failure are still written

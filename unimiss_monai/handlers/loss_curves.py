@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -11,6 +12,8 @@ from ignite.engine import Engine, Events
 from unimiss_monai.data.writers import atomic_path, save_json
 
 __all__ = ["EpochLossMeans", "LossCurvePlotter", "scalar_outputs"]
+
+logger = logging.getLogger(__name__)
 
 # trainer outputs that are not loss terms (CollapseMonitor averages the teacher statistics itself)
 _NOT_LOSS_TERMS = ("lr", "skipped", "total", "teacher_entropy", "teacher_batch_entropy", "center_norm")
@@ -64,6 +67,7 @@ class EpochLossMeans:
 class LossCurvePlotter:
     """Records the numeric entries of ``engine.state.output`` every iteration (rank 0) and, when the run completes
     (or is interrupted), writes ``<path>`` (PNG: one panel per group of terms, log-scaled losses) and ``<path>.json``.
+    A run that fails still raises its error after the curves are written.
 
     Args:
         path: PNG file to write.
@@ -78,7 +82,17 @@ class LossCurvePlotter:
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.record)
         engine.add_event_handler(Events.COMPLETED, self.write)
-        engine.add_event_handler(Events.EXCEPTION_RAISED, lambda e, _: self.write(e))
+        engine.add_event_handler(Events.EXCEPTION_RAISED, self._write_and_raise)
+
+    def _write_and_raise(self, engine: Engine, error: BaseException) -> None:
+        # once any EXCEPTION_RAISED handler is registered, ignite no longer raises the run's error itself: without
+        # the raise here a failed run would return as if it had finished (and exit 0); a failure to draw the curves
+        # must not replace that error either
+        try:
+            self.write(engine)
+        except Exception:  # noqa: BLE001 - the run's own error is the one to report
+            logger.exception("loss curves of the failed run not written to %s", self.path)
+        raise error
 
     def record(self, engine: Engine) -> None:
         for k, v in scalar_outputs(engine.state.output).items():
