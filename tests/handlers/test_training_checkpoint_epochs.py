@@ -72,3 +72,19 @@ def test_a_checkpoint_of_other_epochs_is_refused(tmp_path):
     _run(tmp_path, max_epochs=1)
     with pytest.raises(RuntimeError, match=r"written with 3 iterations per epoch, this run has 5 .* delete it to start over"):
         _run(tmp_path, max_epochs=2, data_len=5)
+
+
+def test_boolean_options_given_as_strings_are_read_as_booleans(tmp_path):
+    # the command line hands "false" over as a string, which Python counts as true
+    _run(tmp_path, max_epochs=1)
+    engine = Engine(lambda e, b: None)
+    engine.state.rank = 0
+    counter = Counter()
+    ckpt = TrainingCheckpoint(tmp_path, {"counter": counter}, save_every=1, resume="false", epoch_level="false")
+    assert ckpt.resume is False and ckpt.epoch_level is False
+    ckpt.attach(engine)
+    counter.attach(engine)
+    engine.run(range(3), max_epochs=1)
+    assert counter.count == 1  # not resumed: the earlier run's epoch is not counted again
+    with pytest.raises(ValueError, match="'resume' is 'maybe'"):
+        TrainingCheckpoint(tmp_path, {}, resume="maybe")

@@ -101,9 +101,11 @@ class TrainingCheckpoint:
         if export_path is not None and export_fn is None:
             raise ValueError("TrainingCheckpoint: export_path needs an export_fn returning the state dict to export")
         self.path = Path(ckpt_dir) / self.FILENAME
-        self.objects, self.save_every, self.resume = dict(save_objects), int(save_every), resume
+        # as_bool: from the command line a value is a string, and bool("false") is True
+        self.objects, self.save_every = dict(save_objects), int(save_every)
+        self.resume = as_bool(resume, "resume")
         self.export_path, self.export_fn = (Path(export_path) if export_path else None), export_fn
-        self.epoch_level, self.resume_finished = epoch_level, as_bool(resume_finished, "resume_finished")
+        self.epoch_level, self.resume_finished = as_bool(epoch_level, "epoch_level"), as_bool(resume_finished, "resume_finished")
         self._epoch_save_attached, self._saved_iteration = False, -1
 
     def attach(self, engine: Engine) -> None:
