@@ -122,3 +122,17 @@ def test_cached_dataset_modes(tmp_path):
         cached_dataset(items, _pipeline(), "disk")
     with pytest.raises(ValueError, match="memory, disk, none"):
         cached_dataset(items, _pipeline(), "ram")
+
+
+def test_new_data_keeps_the_cache_folder(tmp_path):
+    items = _volumes(tmp_path)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "notes.txt").write_text("mine")
+    ds = DiskCacheDataset(items[:2], _pipeline(), cache)
+    first = ds.cached(dict(items[0]))["image"]
+    ds.set_data(items[1:])
+    assert (cache / "notes.txt").read_text() == "mine"
+    assert len(ds) == 2
+    LOADS.clear()
+    assert torch.equal(ds.cached(dict(items[0]))["image"], first) and LOADS == []  # still served from the cache

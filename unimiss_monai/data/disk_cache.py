@@ -4,8 +4,9 @@ MONAI's ``PersistentDataset`` runs a ``Compose`` up to its first random transfor
 under ``cache_dir`` and afterwards reads it back, so an epoch over a CT archive does not decode every volume again.
 :class:`DiskCacheDataset` keeps that mechanism and changes three things a long-lived, shared cache needs:
 
-- an existing ``cache_dir`` is kept: ``PersistentDataset`` of MONAI 1.6 empties it at construction, which would
-  throw away the previous run's cache and delete whatever a user kept in a folder they named;
+- an existing ``cache_dir`` is kept: ``PersistentDataset`` of MONAI 1.6 empties it at construction and in
+  ``set_data``, which would throw away the previous run's cache and delete whatever a user kept in a folder they
+  named;
 - an item's key includes the size and modification time of every file it names, so a file replaced in place is
   decoded again instead of served stale;
 - the key includes the cached transforms with their settings (a hash of them pickled; MONAI's default
@@ -84,6 +85,11 @@ class DiskCacheDataset(PersistentDataset):
         super().__init__(data=data, transform=transform, cache_dir=None, hash_func=item_hash, hash_transform=hash_transform)
         self.cache_dir = Path(cache_dir)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
+
+    def set_data(self, data: Sequence) -> None:
+        """Use ``data`` from now on; the cache folder is kept (``PersistentDataset`` deletes it with everything in
+        it). Entries of other items are never served for these: an entry's key is its item and the item's files."""
+        self.data = data
 
     def cached(self, item):
         """``item`` processed up to the first random transform: from the cache, or computed and stored."""
