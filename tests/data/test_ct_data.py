@@ -302,3 +302,17 @@ def test_a_volume_without_air_warns_that_it_does_not_look_like_ct():
         assert warn_if_not_ct_hu(ct, "ct.nii.gz") is False
     with pytest.warns(UserWarning, match=r"^mr\.nii\.gz: intensities \[0, 9\d\d\] have no air near -1000 HU"):
         assert warn_if_not_ct_hu(mr, "mr.nii.gz") is True
+
+
+@pytest.mark.parametrize("content", [{"testing": []}, {"testing": [], "training": []}, {}])
+def test_a_datalist_listing_no_ct_is_refused(tmp_path, content):
+    (tmp_path / "datalist.json").write_text(json.dumps(content))
+    with pytest.raises(CTInputError, match="datalist.json: expected a non-empty 'testing' list"):
+        find_ct_cases(tmp_path)
+
+
+def test_an_empty_testing_list_falls_back_to_training(tmp_path):
+    p = make_ct_phantom(SHAPE)
+    _save(tmp_path / "a.nii.gz", p.hu, p.affine)
+    (tmp_path / "datalist.json").write_text(json.dumps({"testing": [], "training": [{"image": "a.nii.gz"}]}))
+    assert [c.name for c in find_ct_cases(tmp_path)] == ["a"]

@@ -61,10 +61,12 @@ def _cases_from_datalist(datalist: Path) -> list[CTCase]:
         content = json.loads(datalist.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise CTInputError(f"{datalist}: not valid JSON ({err}); fix it or delete it to render every CT in the folder") from err
-    entries = content.get("testing", content.get("training")) if isinstance(content, dict) else None
-    if not isinstance(entries, list) or not all(isinstance(e, dict) and "image" in e for e in entries):
-        raise CTInputError(f"{datalist}: expected a 'testing' list of {{'image': ...}} entries; fix it or delete it to "
-                           f"render every CT in the folder")
+    # an empty "testing" list falls back to "training" like a missing one; both empty is an error, never a run
+    # that succeeds having read no CT
+    entries = (content.get("testing") or content.get("training")) if isinstance(content, dict) else None
+    if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) and "image" in e for e in entries):
+        raise CTInputError(f"{datalist}: expected a non-empty 'testing' list of {{'image': ...}} entries; fix it or "
+                           f"delete it to render every CT in the folder")
     root = datalist.parent
 
     def resolve(value: str | None) -> Path | None:
