@@ -8,6 +8,7 @@ float32): the sliding-window weights and the running sums stay in float32, so th
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Callable
 
 import torch
@@ -18,12 +19,25 @@ __all__ = ["AutocastInferer", "cpu_has_fast_bfloat16"]
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def cpu_has_fast_bfloat16() -> bool:
-    """Whether this CPU computes bfloat16 natively (oneDNN's check: AVX512-BF16 / AMX); without it bfloat16 is
-    emulated and slower than float32."""
+def _onednn_bf16_probe() -> bool:
+    # oneDNN's "bfloat16 supported": on x86 any AVX-512 core CPU (Skylake-SP, Cascade Lake) passes, natively or not
     try:
         return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # a build without oneDNN, or an older torch without the probe
+        return False
+
+
+def cpu_has_fast_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 natively: on x86 AVX512-BF16 or AMX (oneDNN's own probe also passes plain
+    AVX-512 CPUs, on which bfloat16 is emulated), elsewhere oneDNN's probe (ARM's BF16 extension); without it
+    bfloat16 is emulated and slower than float32."""
+    if not _onednn_bf16_probe():
+        return False
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return True
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # an older torch without the flags: not known to be native
         return False
 
 

@@ -1,0 +1,31 @@
+"""``cpu_has_fast_bfloat16``: true only where the CPU computes bfloat16 natively (AVX512-BF16 or AMX on x86), so the
+CT bundle's CPU overlay does not switch an AVX-512 CPU without them (Skylake-SP, Cascade Lake) to emulated bfloat16."""
+
+from __future__ import annotations
+
+import platform
+
+import pytest
+import torch
+
+from unimiss_monai.inferers import autocast
+
+x86 = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 CPU flags")
+
+
+@x86
+@pytest.mark.parametrize("avx512_bf16, amx, expected", [(False, False, False), (True, False, True), (False, True, True)])
+def test_fast_bfloat16_follows_the_native_cpu_flags(monkeypatch, avx512_bf16, amx, expected):
+    # oneDNN's own probe answers yes on any AVX-512 core CPU, where bfloat16 is emulated and slower than float32
+    monkeypatch.setattr(autocast, "_onednn_bf16_probe", lambda: True, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert autocast.cpu_has_fast_bfloat16() is expected
+
+
+@x86
+def test_no_onednn_means_no_fast_bfloat16(monkeypatch):
+    monkeypatch.setattr(autocast, "_onednn_bf16_probe", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert autocast.cpu_has_fast_bfloat16() is False
