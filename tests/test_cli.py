@@ -121,3 +121,21 @@ def test_text_options_reach_the_command_as_typed(monkeypatch):
     assert seen == [("unimiss_pretraining", "0.10", None, 5), ("unimiss_pretraining", "1.10", "007", 60.0),
                     ("unimiss_pretraining", None, None, 60.0), ("unimiss_pretraining", "2.20", None, 5),
                     ("1.10", "0.10", None, 60.0)]
+
+
+def test_path_options_reach_the_command_as_typed(monkeypatch):
+    """A folder or file named like a number (``report 2024``, ``--out 1.10``) is a path, not the number fire reads."""
+    import os
+
+    import unimiss_monai.report as report_module
+
+    seen = []
+
+    def fake_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
+                    samples: str | os.PathLike | None = None):
+        seen.append((run_dir, out, samples))
+
+    monkeypatch.setattr(report_module, "report", fake_report)
+    main(["report", "2024"])
+    main(["report", "runs/a", "--out", "1.10", "--samples", "007"])
+    assert seen == [("2024", None, None), ("runs/a", "1.10", "007")]

@@ -152,19 +152,31 @@ def with_boolean_options(command: str, func: Callable) -> Callable:
     return call
 
 
-_TEXT_ANNOTATIONS = ("str", "str | None", "None | str", "Optional[str]", "<class 'str'>")
+# what a union of these may be made of to count as text: a string, a path, or nothing
+_TEXT_TYPES = {"str", "None", "NoneType", "os.PathLike", "PathLike", "Path", "pathlib.Path", "<class 'str'>"}
+
+
+def _is_text(annotation) -> bool:
+    """Whether a parameter annotated ``annotation`` takes text: ``str``, optionally with paths or ``None``
+    (``str | None``, ``Optional[str]``, ``str | os.PathLike``); under postponed evaluation the annotation is its
+    source text."""
+    text = re.sub(r"^(typing\.)?Optional\[(.*)\]$", r"\2 | None", str(annotation).replace("typing.Union[", "Union["))
+    text = re.sub(r"^Union\[(.*)\]$", lambda m: m.group(1).replace(",", "|"), text)
+    members = {m.strip() for m in text.split("|")}
+    return bool(members & {"str", "<class 'str'>"}) and members <= _TEXT_TYPES
 
 
 def with_text_options(func: Callable, texts: dict[str, str]) -> Callable:
     """``func`` with its text options given as typed on the command line.
 
     fire parses every value as a Python literal, so ``--version 0.10`` reaches the command as the float ``0.1`` (and
-    ``1.10`` as ``1.1``), a different release. Parameters declared ``str`` get the text typed for them (``texts``,
-    from :func:`read_options`: by name, short name or position) instead of fire's parse.
+    ``1.10`` as ``1.1``), a different release, and a folder named ``2024`` as the integer 2024. Parameters declared
+    ``str`` (or a path: ``str | os.PathLike``, either of them optional) get the text typed for them (``texts``, from
+    :func:`read_options`: by name, short name or position) instead of fire's parse.
     """
     signature = inspect.signature(func)
     raw = {p.name: texts[p.name] for p in signature.parameters.values()
-           if p.name in texts and str(p.annotation) in _TEXT_ANNOTATIONS}
+           if p.name in texts and _is_text(p.annotation)}
     if not raw:
         return func
 
