@@ -14,8 +14,15 @@ PROFILE="$(mktemp -d)"
 trap 'rm -rf "$PROFILE"' EXIT
 URL="file://$(cd "$(dirname "$HTML")" && pwd)/$(basename "$HTML")"
 OUT_ABS="$(cd "$(dirname "$OUT")" && pwd)/$(basename "$OUT")"
+# written beside the profile first: a picture already at OUT (an earlier run's) must not pass for this run's, and
+# OUT is replaced only by a complete screenshot
+SHOT="$PROFILE/screenshot.png"
+status=0
 "$CHROMIUM" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking \
-    --disable-component-update --disable-sync --hide-scrollbars --user-data-dir="$PROFILE" \
-    --screenshot="$OUT_ABS" --window-size="$WIDTH,$HEIGHT" "$URL" >/dev/null 2>&1
-[ -s "$OUT_ABS" ] || { echo "tools/report_screenshot.sh: chromium wrote no screenshot" >&2; exit 1; }
+    --disable-component-update --disable-sync --hide-scrollbars --user-data-dir="$PROFILE/user-data" \
+    --screenshot="$SHOT" --window-size="$WIDTH,$HEIGHT" "$URL" >/dev/null 2>&1 || status=$?
+[ "$status" -eq 0 ] || { echo "tools/report_screenshot.sh: chromium failed (exit status $status) on $HTML" >&2; exit 1; }
+[ -s "$SHOT" ] || { echo "tools/report_screenshot.sh: chromium wrote no screenshot" >&2; exit 1; }
+mv -f "$SHOT" "$OUT_ABS.tmp"
+mv -f "$OUT_ABS.tmp" "$OUT_ABS"
 echo "$OUT_ABS"
