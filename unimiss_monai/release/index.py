@@ -138,7 +138,11 @@ def resolve(entries: dict, base: str, name: str, version: str | None, index: str
     """
     check_name(name)
     prefix = f"{name}_v"
-    versions = sorted((k[len(prefix):] for k in entries if isinstance(k, str) and k.startswith(prefix)), key=version_key)
+    # a key of another bundle whose name extends this one (``<name>_v2_v0.1.0``) shares the prefix; a version holds
+    # no "_", so what follows the prefix there is no version
+    versions = sorted((k[len(prefix):] for k in entries
+                       if isinstance(k, str) and k.startswith(prefix) and _VERSION.fullmatch(k[len(prefix):])),
+                      key=version_key)
     if version is None:
         if not versions:
             names = sorted({k.rsplit("_v", 1)[0] for k in entries if isinstance(k, str) and "_v" in k})

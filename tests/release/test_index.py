@@ -1,0 +1,22 @@
+"""The release index: which entry a name and version resolve to."""
+
+from __future__ import annotations
+
+from unimiss_monai.release.index import resolve
+
+
+def _entry(name: str, version: str) -> dict:
+    return {"name": name, "version": version, "source": f"{name}_v{version}.zip", "hash_type": "sha256",
+            "hash_val": "0" * 64, "size": 10}
+
+
+def test_newest_version_ignores_bundles_whose_name_extends_this_one():
+    """``unimiss_pretraining_v2`` (another bundle, e.g. a ``release-official --name``) shares the key prefix
+    ``unimiss_pretraining_v`` of ``unimiss_pretraining``; its entries are no versions of ``unimiss_pretraining``."""
+    entries = {f"{n}_v{v}": _entry(n, v) for n, v in [("unimiss_pretraining", "0.2.0"), ("unimiss_pretraining", "0.10.0"),
+                                                      ("unimiss_pretraining_v2", "0.1.0"),
+                                                      ("unimiss_pretraining_vit", "9.0.0")]}
+    entry = resolve(entries, "https://host/dist/model_info.json", "unimiss_pretraining", None, "index")
+    assert (entry.name, entry.version, entry.url) == ("unimiss_pretraining", "0.10.0",
+                                                      "https://host/dist/unimiss_pretraining_v0.10.0.zip")
+    assert resolve(entries, "https://host/dist/model_info.json", "unimiss_pretraining_v2", None, "index").version == "0.1.0"
