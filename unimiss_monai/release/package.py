@@ -185,6 +185,8 @@ def package_bundle(
         weights = str(bundle_dir / "models" / "model.pt")
     payload = None
     if weights is not None:
+        if not Path(weights).is_file():  # hashed below: a folder or a missing path would stop with a traceback
+            raise ValueError(f"weights {weights} do not exist; pass the models/model.pt of a finished run")
         extra = {"weights_sha256": sha256_file(weights)}
         if training:
             extra["training"] = str(training)
