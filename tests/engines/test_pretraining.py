@@ -188,3 +188,24 @@ def test_sampler_is_a_function_of_seed_epoch_and_position():
         r.set_epoch(1)
     a, b = list(ranks[0]), list(ranks[1])
     assert len(a) == len(b) == 4 and not set(a) & set(b)
+
+
+def _train_accumulating(tmp_path, crash_at=None):
+    # 4 iterations per epoch in windows of 2; a save every 3 iterations falls inside a window
+    trainer, net, opt, loss = build_trainer(max_epochs=2, n_ct=8, batch_size=2, xray_data=[], accumulation_steps=2)
+    TrainingCheckpoint(tmp_path, {"network": net, "optimizer": opt, "loss": loss}, save_every=3).attach(trainer)
+    if crash_at is not None:
+        trainer.add_event_handler(Events.ITERATION_COMPLETED(once=crash_at), lambda e: (_ for _ in ()).throw(KeyboardInterrupt()))
+    trainer.run()
+    return net
+
+
+def test_resume_inside_an_accumulation_window_reproduces_uninterrupted_weights(tmp_path):
+    reference = _snapshot(_train_accumulating(tmp_path / "ref"))
+    with pytest.raises(KeyboardInterrupt):
+        _train_accumulating(tmp_path / "run", crash_at=5)
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert saved["trainer"]["iteration"] == 4  # the save due at iteration 3 waited for its window to close
+    resumed = _snapshot(_train_accumulating(tmp_path / "run"))
+    for k in reference:
+        torch.testing.assert_close(resumed[k], reference[k], rtol=0, atol=0, msg=k)

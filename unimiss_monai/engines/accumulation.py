@@ -25,6 +25,12 @@ class AccumulationWindows:
     phase of the gradients pending in the open window is kept in ``_pending_phase`` (``None``: nothing pending).
     """
 
+    @property
+    def mid_window(self) -> bool:
+        """Whether the open window holds gradients not yet stepped on. Checkpoints hold no gradients, so one taken
+        now would resume with part of the window lost (:class:`~unimiss_monai.handlers.TrainingCheckpoint` waits)."""
+        return getattr(self, "_pending_phase", None) is not None
+
     @staticmethod
     def _start_window(engine: Any) -> bool:
         """Whether this iteration ends its window (a step is due); a window's first iteration sets the schedules and

@@ -73,7 +73,8 @@ class TrainingCheckpoint:
         ckpt_dir: folder of ``checkpoint.pt``.
         save_objects: name -> object with ``state_dict``/``load_state_dict`` (network, optimizer, loss with its
             centre, ...); the engine it is attached to is added as ``"trainer"`` (its position).
-        save_every: iterations (epochs with ``epoch_level``) between saves (0: only at the end).
+        save_every: iterations (epochs with ``epoch_level``) between saves (0: only at the end). A save due inside
+            a gradient-accumulation window (the engine's ``mid_window``) is taken when the window closes.
         resume: load ``ckpt_dir/checkpoint.pt`` when it exists.
         export_path: where to write the exported weights (e.g. ``models/model.pt``), atomically, when the run
             completes; needs ``export_fn``. Only a finished run writes it: a killed or failed run leaves the file of an
@@ -106,7 +107,7 @@ class TrainingCheckpoint:
         self.resume = as_bool(resume, "resume")
         self.export_path, self.export_fn = (Path(export_path) if export_path else None), export_fn
         self.epoch_level, self.resume_finished = as_bool(epoch_level, "epoch_level"), as_bool(resume_finished, "resume_finished")
-        self._epoch_save_attached, self._saved_iteration = False, -1
+        self._epoch_save_attached, self._saved_iteration, self._save_due = False, -1, False
 
     def attach(self, engine: Engine) -> None:
         self.objects["trainer"] = engine
@@ -115,7 +116,7 @@ class TrainingCheckpoint:
         if self.save_every > 0 and self.epoch_level:
             engine.add_event_handler(Events.STARTED, self._attach_epoch_save)
         elif self.save_every > 0:
-            engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.save_every), self.save)
+            engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration_save)
         engine.add_event_handler(Events.COMPLETED, self.save)
         if self.export_path is not None:
             engine.add_event_handler(Events.COMPLETED, self.export)
@@ -125,6 +126,15 @@ class TrainingCheckpoint:
         if not self._epoch_save_attached:
             engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.save_every), self.save)
             self._epoch_save_attached = True
+
+    def _iteration_save(self, engine: Engine) -> None:
+        # a save due inside a gradient-accumulation window waits for the window's optimiser step: the checkpoint holds
+        # no gradients, so a run resumed from it would step on the later micro-batches alone
+        if engine.state.iteration % self.save_every == 0:
+            self._save_due = True
+        if self._save_due and not getattr(engine, "mid_window", False):
+            self._save_due = False
+            self.save(engine)
 
     def save(self, engine: Engine) -> None:
         if engine.state.rank != 0 or (self.epoch_level and engine.state.iteration == self._saved_iteration):
