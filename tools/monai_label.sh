@@ -31,6 +31,7 @@
 #                 server stops the script rather than holding it forever
 #   KEEP_SERVER   1 leaves the server running for a viewer (3D Slicer, OHIF) until Ctrl-C
 #   SAMPLES       the samples folder (default samples/, written if absent)
+#   UNIMISS_LABEL_VENV  MONAI Label's venv (default .venv-label, made there if absent)
 #   WORK          where everything lands (default outputs/monai_label/<bundle>, or <bundle>+<bundle> for several:
 #                 app/, studies/, train/<bundle>/, server.log, the returned labels and pictures <bundle>_pred.*)
 # A rerun rebuilds app/ and studies/, and refuses to when a label was submitted or /train saved weights there since
@@ -52,7 +53,7 @@ VENV_ONLY="${VENV_ONLY:-0}"
 SAMPLES="${SAMPLES:-$ROOT/samples}"
 WORK="${WORK:-$ROOT/outputs/monai_label/$(IFS=+; echo "${BUNDLE_LIST[*]}")}"
 STUDIES="${STUDIES:-}"
-LABEL_VENV="$ROOT/.venv-label"
+LABEL_VENV="${UNIMISS_LABEL_VENV:-$ROOT/.venv-label}"
 LPY="$LABEL_VENV/bin/python"
 log() { echo "[monai_label] $*"; }
 elapsed() { awk -v s="$1" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }'; }
@@ -222,8 +223,9 @@ fi
 PORT="${PORT:-$([ "$PREPARE_ONLY" = 1 ] && echo 8000 || "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
 SERVE=("$LPY" -m monailabel.main start_server --app "$WORK/app" --studies "$STUDIES_DIR" --conf models "$MODELS"
        --conf zoo_source github --conf sam2 false --conf preload false --host 127.0.0.1 --port "$PORT")
+# recorded now, before any check can fail: a rerun after a failed check rebuilds what this run prepared
+record_prepared
 if [ "$PREPARE_ONLY" = 1 ]; then
-    record_prepared
     log "prepared $WORK/app serving $MODELS on the studies in $STUDIES_DIR; start the server (Ctrl-C stops it) with:"
     words() { local w out=(); for w in "$@"; do [[ "$w" =~ ^[A-Za-z0-9_./:,=+-]+$ ]] && out+=("$w") || out+=("$(printf %q "$w")"); done; echo "${out[*]}"; }
     echo "cd $(words "$WORK") && PATH=$(words "$LABEL_VENV/bin"):\"\$PATH\" $(words "${SERVE[@]}")"
@@ -275,6 +277,7 @@ EOF
             -d "{\"max_epochs\": $TRAIN_EPOCHS, \"val_split\": 0.25, \"multi_gpu\": false, \"device\": \"cpu\"}" \
             -o "$WORK/${b}_train_response.json" || { tail -30 "$WORK/server.log"; log "/train/$b failed; see $WORK/server.log"; exit 1; }
         t_train=$(elapsed "$start")
+        record_prepared  # the weights this check's /train saved are this script's, not a clinician's
         after=$(sha256sum "$weights" | cut -d' ' -f1)
         train_note="/train $TRAIN_EPOCHS epoch(s) in $t_train s, model.pt $([ "$after" != "$before" ] && echo replaced || echo kept: no validation ran)"
     fi

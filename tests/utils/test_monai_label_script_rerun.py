@@ -1,0 +1,66 @@
+"""``tools/monai_label.sh`` prepares its folder, then checks a server; a check that fails (the server does not
+start, a request fails) leaves a folder the next run rebuilds, while a label or weights saved after it was
+prepared still stop the rerun. MONAI Label is a stand-in here (``UNIMISS_LABEL_VENV``) whose server exits at once,
+so only the preparation and its bookkeeping run; the project venv is this one, behind a wrapper."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "tools" / "monai_label.sh"
+BUNDLE = "unimiss_cxr_segmentation"
+
+# MONAI Label's python: its imports are "there", and its server exits during start-up
+FAKE_LABEL_PYTHON = """#!/usr/bin/env bash
+if [ "$1" = "-m" ] && [ "$2" = "monailabel.main" ]; then echo "stand-in server: not starting" >&2; exit 1; fi
+exit 0
+"""
+
+
+def _setup(tmp_path: Path) -> dict[str, str]:
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").write_text(f'#!/usr/bin/env bash\nexec "{sys.executable}" "$@"\n')
+    (venv / "bin" / "python").chmod(0o755)
+    (venv / ".unimiss-installed").write_text(hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest() + "\n")
+    label_venv = tmp_path / "label-venv"
+    (label_venv / "bin").mkdir(parents=True)
+    (label_venv / "bin" / "python").write_text(FAKE_LABEL_PYTHON)
+    (label_venv / "bin" / "python").chmod(0o755)
+    (label_venv / ".monailabel-installed").touch()
+    app = label_venv / "monailabel" / "sample-apps" / "monaibundle"
+    app.mkdir(parents=True)
+    (app / "main.py").write_text("# the sample app\n")
+    work, studies = tmp_path / "work", tmp_path / "studies"
+    studies.mkdir()
+    weights = work / "train" / BUNDLE / "models" / "model.pt"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"weights")
+    return {**os.environ, "UNIMISS_VENV": str(venv), "UNIMISS_LABEL_VENV": str(label_venv), "WORK": str(work),
+            "STUDIES": str(studies), "BUNDLE": BUNDLE, "INFER_OVERLAYS": "", "OMP_NUM_THREADS": "1"}
+
+
+def _run(env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(SCRIPT)], cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+
+
+def test_a_failed_check_leaves_a_folder_the_rerun_rebuilds(tmp_path):
+    env = _setup(tmp_path)
+    first = _run(env)
+    assert first.returncode == 1 and "server exited during start-up" in first.stdout, first.stdout + first.stderr
+    app = Path(env["WORK"]) / "app"
+    assert (app / "model" / BUNDLE / "models" / "model.pt").read_bytes() == b"weights"
+    again = _run(env)
+    assert "not prepared by this script" not in again.stdout, again.stdout
+    assert again.returncode == 1 and "server exited during start-up" in again.stdout, again.stdout + again.stderr
+    # weights saved after the folder was prepared (as /train saves them) still stop a rerun, and stay
+    saved = app / "model" / BUNDLE / "models" / "model_trained.pt"
+    saved.write_bytes(b"a clinician's model")
+    refused = _run(env)
+    assert refused.returncode == 2 and "was saved after this folder was prepared" in refused.stdout, refused.stdout
+    assert saved.read_bytes() == b"a clinician's model"
