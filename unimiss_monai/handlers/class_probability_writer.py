@@ -16,6 +16,7 @@ from unimiss_monai.data.case_names import CaseNames
 from unimiss_monai.data.tolerant import CASE_KEY, FAILED_KEY, batch_items, mark_failed
 from unimiss_monai.data.writers import save_bytes, save_json
 from unimiss_monai.handlers.forward_failure_guard import guard_forward
+from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.errors import failure_reason
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ class ClassProbabilityWriter:
         threshold: float = 0.5, saliency: bool = False, network: torch.nn.Module | None = None,
         saliency_method: str = "gradcam",
     ) -> None:
+        # as_bool: from the command line a value is a string, and bool("false") is True
+        multi_label, saliency = as_bool(multi_label, "multi_label"), as_bool(saliency, "saliency")
         if saliency and network is None:
             raise ValueError("ClassProbabilityWriter: saliency=True needs network=")
         if saliency_method not in SALIENCY_METHODS:

@@ -18,6 +18,7 @@ from torch import nn
 from unimiss_monai.data.writers import save_json
 from unimiss_monai.metrics.knn import knn_accuracy, knn_predict
 from unimiss_monai.networks.nets.student_teacher import split_backbone_output
+from unimiss_monai.utils.args import as_bool
 
 __all__ = ["KNNProbe", "knn_accuracy", "knn_predict", "load_probe_items", "probe_exclusion"]
 
@@ -157,11 +158,12 @@ class KNNProbe:
         self.pixel_baseline: float | None = None
         self.exclude = exclude
         probe_exclusion([], exclude)  # a wrong mode fails at construction, not after the first epoch
-        self.probe_at_start = bool(probe_at_start)
+        # as_bool: from the command line a value is a string, and bool("false") is True
+        self.probe_at_start = as_bool(probe_at_start, "probe_at_start")
         self._exclude: torch.Tensor | None = None
         self._groups: list = []
         self.group_baselines: dict[str, float] = {}
-        self.feature_maps = bool(feature_maps) and callable(getattr(backbone, "forward_intermediates", None))
+        self.feature_maps = as_bool(feature_maps, "feature_maps") and callable(getattr(backbone, "forward_intermediates", None))
         self.max_feature_bytes = int(max_feature_bytes)
         self._said_too_large: set[str] = set()
 

@@ -16,6 +16,7 @@ from unimiss_monai.data.tolerant import CASE_KEY, FAILED_KEY, batch_items, mark_
 from unimiss_monai.data.writers import save_nifti
 from unimiss_monai.handlers.forward_failure_guard import guard_forward
 from unimiss_monai.handlers.inference_summary import OUTPUT_KEY
+from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.errors import failure_reason
 
 if TYPE_CHECKING:
@@ -67,7 +68,8 @@ class SegmentationWriter:
         from monai.transforms import Invertd
 
         self.output_dir = Path(output_dir)
-        self.invert_probabilities = bool(invert_probabilities)
+        # as_bool: from the command line a value is a string, and bool("false") is True
+        invert_probabilities = self.invert_probabilities = as_bool(invert_probabilities, "invert_probabilities")
         self.postfix = postfix
         self.output_transform = output_transform
         self.invert = Invertd(keys="pred", transform=transform, orig_keys="image", nearest_interp=not invert_probabilities)
