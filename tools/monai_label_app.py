@@ -20,7 +20,9 @@ What the monaibundle app of 0.8.5 lacks for these bundles, added to its class he
 - answers as soon as they are ready: the route of /infer runs the whole inference inside the web server's event
   loop, so while requests queue no finished answer is sent (50 requests at once all came back after the last had
   run). The route now runs the same inference in a worker thread, one inference at a time as before, and the event
-  loop sends each answer when it is ready.
+  loop sends each answer when it is ready. Requests waiting their turn wait on the loop, not in the web server's
+  shared worker threads, which file responses (an image a viewer downloads, the label of an answer) and large uploads
+  need too.
 """
 
 # --- added by unimiss_monai: tools/monai_label_app.py, appended by tools/monai_label.sh --------------------------
@@ -280,16 +282,20 @@ _train_endpoint.run_model, _datastore_endpoint.save_label = _run_train, _save_la
 
 # /infer off the event loop. MONAI Label's route is ``async def api_run_inference(...): return run_inference(...)``,
 # a synchronous call on the loop. A route with the same path, parameters (its signature) and dependencies goes in
-# front of it and runs the same function in a worker thread; a lock keeps one inference at a time, as before (the
-# inference tasks and their networks are not written for concurrent use).
+# front of it and runs the same function in a worker thread, one inference at a time, as before (the inference tasks
+# and their networks are not written for concurrent use). The turn is taken on the loop, through a limiter of one
+# token of its own: a request waiting its turn holds no thread of the shared pool (40 threads), which the server's
+# file responses and large uploads need as well; were waiting requests to hold them, a queue of 40 inferences would
+# stall every download and every finished answer's label behind the whole queue.
 import inspect as _inspect
 import threading as _threading
 
+import anyio as _anyio
 from monailabel.config import settings as _settings
 from monailabel.endpoints import infer as _infer_endpoint
-from starlette.concurrency import run_in_threadpool as _run_in_threadpool
 
 _one_inference = _threading.Lock()
+_inference_turn = None  # anyio.CapacityLimiter(1), made on the server's event loop at the first request
 
 
 def _run_inference_serially(background_tasks, model, image, session_id, params, file, label, output):
@@ -299,8 +305,11 @@ def _run_inference_serially(background_tasks, model, image, session_id, params, 
 
 async def _api_run_inference_in_thread(background_tasks, model, image="", session_id="", params="{}", file=None,
                                        label=None, output=None, user=None):
-    return await _run_in_threadpool(_run_inference_serially, background_tasks, model, image, session_id, params, file,
-                                    label, output)
+    global _inference_turn
+    if _inference_turn is None:
+        _inference_turn = _anyio.CapacityLimiter(1)
+    return await _anyio.to_thread.run_sync(_run_inference_serially, background_tasks, model, image, session_id, params,
+                                           file, label, output, limiter=_inference_turn)
 
 
 def _infer_route_off_the_loop():

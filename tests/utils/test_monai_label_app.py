@@ -1,0 +1,139 @@
+"""``tools/monai_label_app.py`` (appended to MONAI Label's sample app) with MONAI Label replaced by stand-ins: its
+/infer route runs one inference at a time off the event loop, and inferences waiting their turn hold none of the
+server's shared worker threads, which file responses (a viewer downloading an image, an answer's label file) and
+large uploads also need."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import threading
+import time
+import types
+from pathlib import Path
+
+import pytest
+
+fastapi = pytest.importorskip("fastapi")
+anyio = pytest.importorskip("anyio")
+
+REPO = Path(__file__).resolve().parents[2]
+APP_FILE = REPO / "tools" / "monai_label_app.py"
+
+
+def _module(name: str, **attrs) -> types.ModuleType:
+    module = types.ModuleType(name)
+    module.__dict__.update(attrs)
+    return module
+
+
+class _Calls:
+    """The stand-in of MONAI Label's ``run_inference``: the first call waits for ``release``; every call is logged."""
+
+    def __init__(self):
+        self.release, self.running, self.most_at_once, self.order = threading.Event(), 0, 0, []
+        self.lock = threading.Lock()
+
+    def __call__(self, background_tasks, model, image, session_id, params, file, label, output):
+        with self.lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        if image == "first":
+            self.release.wait(30)
+        time.sleep(0.01)
+        with self.lock:
+            self.running -= 1
+            self.order.append(image)
+        return {"image": image}
+
+
+@pytest.fixture
+def app_namespace(monkeypatch):
+    calls = _Calls()
+    router = fastapi.APIRouter(prefix="/infer")
+
+    async def api_run_inference(background_tasks, model: str, image: str = "", session_id: str = "",
+                                params: str = "{}", file=None, label=None, output=None, user=None):
+        return calls(background_tasks, model, image, session_id, params, file, label, output)
+
+    class _Any:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def _get_network(self, device, data):
+            return None
+
+        def _fetch_datalist(self, request, datastore):
+            return []
+
+    server = fastapi.FastAPI()
+    modules = {
+        "monailabel": _module("monailabel"),
+        "monailabel.app": _module("monailabel.app", app=server),
+        "monailabel.config": _module("monailabel.config", settings=types.SimpleNamespace(MONAI_LABEL_API_STR="")),
+        "monailabel.endpoints": _module("monailabel.endpoints"),
+        "monailabel.endpoints.datastore": _module("monailabel.endpoints.datastore", save_label=lambda *a, **k: None),
+        "monailabel.endpoints.train": _module("monailabel.endpoints.train", run_model=lambda *a, **k: None),
+        "monailabel.endpoints.infer": _module("monailabel.endpoints.infer", router=router, run_inference=calls,
+                                              api_run_inference=api_run_inference),
+        "monailabel.interfaces": _module("monailabel.interfaces"),
+        "monailabel.interfaces.utils": _module("monailabel.interfaces.utils"),
+        "monailabel.interfaces.utils.app": _module("monailabel.interfaces.utils.app", app_instance=lambda: None),
+        "monailabel.tasks": _module("monailabel.tasks"),
+        "monailabel.tasks.activelearning": _module("monailabel.tasks.activelearning"),
+        "monailabel.tasks.activelearning.epistemic": _module("monailabel.tasks.activelearning.epistemic", Epistemic=_Any),
+        "monailabel.tasks.infer": _module("monailabel.tasks.infer"),
+        "monailabel.tasks.infer.basic_infer": _module("monailabel.tasks.infer.basic_infer", BasicInferTask=_Any),
+    }
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+
+    class MyApp:  # the sample app's class, which the file extends
+        def init_scoring_methods(self):
+            return {}
+
+        def init_strategies(self):
+            return {}
+
+        def infer(self, request, datastore=None):
+            return {}
+
+        def train(self, request):
+            return {}
+
+    namespace = {"__name__": "main", "MyApp": MyApp, "ScoringMethod": _Any, "BundleTrainTask": _Any,
+                 "logger": logging.getLogger("main")}
+    exec(compile(APP_FILE.read_text(), str(APP_FILE), "exec"), namespace)
+    namespace["_calls"] = calls
+    namespace["_server"] = server
+    return namespace
+
+
+def test_the_infer_route_is_replaced_and_keeps_the_signature(app_namespace):
+    route = app_namespace["_server"].router.routes[0]
+    assert route.path == "/infer/{model}" and route.endpoint is app_namespace["_api_run_inference_in_thread"]
+
+
+def test_waiting_inferences_leave_the_shared_worker_threads_free(app_namespace):
+    from starlette.concurrency import run_in_threadpool
+
+    infer, calls = app_namespace["_api_run_inference_in_thread"], app_namespace["_calls"]
+
+    async def scenario():
+        # a server's shared pool, shrunk so that a few waiting inferences would fill it
+        anyio.to_thread.current_default_thread_limiter().total_tokens = 2
+        requests = [asyncio.ensure_future(infer(None, "m", name)) for name in ("first", "second", "third")]
+        await asyncio.sleep(0.3)  # all three have arrived; the first one runs and the others wait their turn
+        try:
+            # a file response or an upload needs a worker thread of the shared pool meanwhile
+            other = await asyncio.wait_for(run_in_threadpool(lambda: "served"), timeout=3)
+        finally:
+            calls.release.set()
+        answers = await asyncio.wait_for(asyncio.gather(*requests), timeout=30)
+        return other, answers
+
+    other, answers = asyncio.run(scenario())
+    assert other == "served"
+    assert answers == [{"image": "first"}, {"image": "second"}, {"image": "third"}]
+    assert calls.order == ["first", "second", "third"] and calls.most_at_once == 1  # one inference at a time
