@@ -66,7 +66,8 @@ class EpochLossMeans:
 
 class LossCurvePlotter:
     """Records the numeric entries of ``engine.state.output`` every iteration (rank 0) and, when the run completes
-    (or is interrupted), writes ``<path>`` (PNG: one panel per group of terms, log-scaled losses) and ``<path>.json``.
+    (or is interrupted), writes ``<path>`` (PNG: one panel per group of terms, log-scaled losses) and the
+    values beside it, ``<path>`` with the suffix ``.json`` (``loss_curves.png`` -> ``loss_curves.json``).
     A run that fails still raises its error after the curves are written.
 
     Args:
