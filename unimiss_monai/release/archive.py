@@ -4,7 +4,8 @@ A release zip holds one folder, ``<name>/``, the layout ``python -m monai.bundle
 ``<bundle_dir>/<name>``. Writing fixes everything a zip records besides the content (entry order, timestamps,
 permissions, compression level), so the same inputs give the same bytes and the same sha256. Reading refuses, before
 anything is written, an archive whose entries would land outside that folder (absolute paths, ``..``, drive letters,
-backslashes), links or special files, duplicate names, or more data than the archive can plausibly hold.
+backslashes), links or special files, duplicate names, a file that other entries lie inside, or more data than the
+archive can plausibly hold.
 """
 
 from __future__ import annotations
@@ -99,8 +100,9 @@ def check_members(zf: zipfile.ZipFile, name: str, archive_size: int) -> list[zip
 
     Raises:
         UnsafeArchiveError (one line naming the first bad entry): an entry outside ``<name>/`` (absolute, ``..``,
-            another top folder), a symbolic link or special file, a Windows path, an encrypted or duplicate entry,
-            or more uncompressed data than ``100 x`` the archive (zip bomb); an archive without
+            another top folder), a symbolic link or special file, a Windows path, an encrypted or duplicate entry, a
+            file that other entries lie inside, or more uncompressed data than ``100 x`` the archive (zip bomb); an
+            archive without
             ``<name>/configs/metadata.json``.
     """
     infos = zf.infolist()
@@ -118,6 +120,12 @@ def check_members(zf: zipfile.ZipFile, name: str, archive_size: int) -> list[zip
         if not info.is_dir():
             files.append(info)
             total += info.file_size
+    # every folder some entry lies in (or a folder entry names): a file of that name could not be unpacked
+    folders = {"/".join(PurePosixPath(key).parts[:i]) for key in seen for i in range(1, len(PurePosixPath(key).parts))}
+    folders |= {info.filename.rstrip("/") for info in infos if info.is_dir()}
+    clash = next((info.filename for info in files if info.filename in folders), None)
+    if clash is not None:
+        raise UnsafeArchiveError(f"entry {clash!r} is a file, but other entries lie inside it")
     limit = min(_MAX_TOTAL, max(1 << 30, _MAX_RATIO * archive_size))
     if total > limit:
         raise UnsafeArchiveError(f"the archive would unpack to {total} bytes, more than {limit} (a zip bomb?)")
