@@ -16,7 +16,7 @@ What the monaibundle app of 0.8.5 lacks for these bundles, added to its class he
 - which weights answered: /infer's result params carry "weights_sha256", a digest of the weights in memory
   (parameter names and bytes), which changes when the model reloads the model.pt a /train published.
 - 2D labels where their radiograph is: MONAI Label writes a 2D label without its image's affine; the returned
-  label gets it back.
+  label gets it back, and so does one an inference saves into the datastore (save_label, as batch inference does).
 - answers as soon as they are ready: the route of /infer runs the whole inference inside the web server's event
   loop, so while requests queue no finished answer is sent (50 requests at once all came back after the last had
   run). The route now runs the same inference in a worker thread, one inference at a time as before, and the event
@@ -130,8 +130,13 @@ def _infer(self, request, datastore=None):
     model = request.get("model")
     if model not in self._infers:
         raise _HTTPException(status_code=404, detail=f"no model '{model}' on this server; it serves {sorted(self._infers)}")
+    image = request.get("image")
+    in_datastore = isinstance(image, str) and not _os.path.exists(image)
+    # a label to keep in the datastore (save_label; batch inference asks it for every study) is saved here, after its
+    # geometry is mended: MONAI Label would save a copy of the label as its writer left it
+    save = bool(request.get("save_label", False)) and in_datastore
     try:
-        result = _bundle_infer(self, request, datastore)
+        result = _bundle_infer(self, {**request, "save_label": False} if save else request, datastore)
     except Exception as err:
         refusal = _refusal(err, str(request.get("image", "")), "the uploaded file")
         if refusal is None:
@@ -140,10 +145,17 @@ def _infer(self, request, datastore=None):
     noted = getattr(self._infers[model], "_unimiss_weights", None)
     if noted is not None and isinstance(result.get("params"), dict):
         result["params"]["weights_sha256"] = noted[1]
-    image = request.get("image")
-    if isinstance(image, str) and not _os.path.exists(image):
-        image = (datastore or self.datastore()).get_image_uri(image)
+    if in_datastore:
+        datastore = datastore or self.datastore()
+        image = datastore.get_image_uri(image)
     _give_2d_label_its_image_geometry(result.get("file"), image)
+    label_file = result.get("file")
+    if save and isinstance(label_file, str) and _os.path.exists(label_file):
+        from monailabel.interfaces.datastore import DefaultLabelTag
+
+        tag = request.get("label_tag", DefaultLabelTag.ORIGINAL)
+        result["label"] = datastore.save_label(request["image"], label_file, tag,
+                                               {"model": model, "params": result.get("params")})
     return result
 
 

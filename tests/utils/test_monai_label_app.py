@@ -1,7 +1,8 @@
 """``tools/monai_label_app.py`` (appended to MONAI Label's sample app) with MONAI Label replaced by stand-ins: its
 /infer route runs one inference at a time off the event loop, and inferences waiting their turn hold none of the
 server's shared worker threads, which file responses (a viewer downloading an image, an answer's label file) and
-large uploads also need."""
+large uploads also need; a 2D label saved into the datastore by an inference (``save_label``, as batch inference
+saves every label) has its radiograph's geometry, like the label the answer returns."""
 
 from __future__ import annotations
 
@@ -78,6 +79,8 @@ def app_namespace(monkeypatch):
         "monailabel.endpoints.infer": _module("monailabel.endpoints.infer", router=router, run_inference=calls,
                                               api_run_inference=api_run_inference),
         "monailabel.interfaces": _module("monailabel.interfaces"),
+        "monailabel.interfaces.datastore": _module("monailabel.interfaces.datastore",
+                                                   DefaultLabelTag=types.SimpleNamespace(ORIGINAL="original")),
         "monailabel.interfaces.utils": _module("monailabel.interfaces.utils"),
         "monailabel.interfaces.utils.app": _module("monailabel.interfaces.utils.app", app_instance=lambda: None),
         "monailabel.tasks": _module("monailabel.tasks"),
@@ -96,8 +99,15 @@ def app_namespace(monkeypatch):
         def init_strategies(self):
             return {}
 
-        def infer(self, request, datastore=None):
-            return {}
+        def infer(self, request, datastore=None):  # MONAI Label 0.8.5's MONAILabelApp.infer, its task a stand-in
+            datastore = datastore or self.datastore()
+            image_id = request["image"]
+            result_file, params = self._infers[request["model"]](datastore.get_image_uri(image_id)), {}
+            label_id = result_file
+            if request.get("save_label", False):
+                tag = request.get("label_tag", "original")
+                label_id = datastore.save_label(image_id, result_file, tag, {"model": request["model"], "params": params})
+            return {"label": label_id, "tag": "original", "file": result_file, "params": params}
 
         def train(self, request):
             return {}
@@ -137,3 +147,51 @@ def test_waiting_inferences_leave_the_shared_worker_threads_free(app_namespace):
     assert other == "served"
     assert answers == [{"image": "first"}, {"image": "second"}, {"image": "third"}]
     assert calls.order == ["first", "second", "third"] and calls.most_at_once == 1  # one inference at a time
+
+
+class _Datastore:
+    """MONAI Label's local datastore, as far as inference uses it: images by id, saved labels copied in."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def get_image_uri(self, image_id: str) -> str:
+        return str(self.folder / f"{image_id}.nii.gz")
+
+    def save_label(self, image_id, label_filename, label_tag, label_info):
+        import shutil
+
+        target = self.folder / "labels" / label_tag / f"{image_id}.nii.gz"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(label_filename, target)
+        return image_id
+
+
+@pytest.mark.parametrize("save_label", [False, True])
+def test_a_2d_label_has_its_radiograph_geometry_also_when_saved_to_the_datastore(app_namespace, tmp_path, save_label):
+    nibabel = pytest.importorskip("nibabel")
+    import numpy as np
+
+    affine = np.array([[-0.14, 0, 0, 180.0], [0, -0.14, 0, 200.0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    nibabel.save(nibabel.Nifti1Image(np.zeros((6, 5), np.float32), affine), tmp_path / "cxr1.nii.gz")
+    datastore = _Datastore(tmp_path)
+
+    def task(image_path):  # MONAI Label's writer: a 2D label without its image's affine
+        out = tmp_path / "result.nii.gz"
+        nibabel.save(nibabel.Nifti1Image(np.ones((6, 5), np.float32), np.eye(4)), out)
+        return str(out)
+
+    app = app_namespace["MyApp"]()
+    app._infers = {"unimiss_cxr_segmentation": task}
+    app.datastore = lambda: datastore
+    request = {"model": "unimiss_cxr_segmentation", "image": "cxr1"}
+    result = app.infer({**request, "save_label": True} if save_label else request)
+    returned = nibabel.load(result["file"])
+    np.testing.assert_allclose(returned.affine, affine)
+    assert returned.get_data_dtype() == np.uint8
+    saved = tmp_path / "labels" / "original" / "cxr1.nii.gz"
+    assert saved.exists() == save_label
+    if save_label:
+        assert result["label"] == "cxr1"
+        np.testing.assert_allclose(nibabel.load(saved).affine, affine)
+        assert np.asarray(nibabel.load(saved).dataobj).tolist() == np.ones((6, 5)).tolist()
