@@ -241,3 +241,19 @@ def test_rerun_skips_finished_cases_and_redoes_changed_or_incomplete_ones(tmp_pa
     # other settings: nothing reused, and the outputs follow the new settings
     run = DRRGenerator(data, out, **{**SMALL, "views": ["PA"]}).run()
     assert [item["view"] for item in run["testing"]] == ["PA", "PA"] and not (out / "a" / "a_AP.nii.gz").exists()
+
+
+def test_only_rank_zero_writes_the_sample_ct(tmp_path, monkeypatch):
+    # under torchrun every rank asks for the sample CT; the phantom that stands in for it is written once
+    import unimiss_monai.data.sample_sets.drr_generation as sample_set
+    import unimiss_monai.engines.drr_generation as engine
+    from unimiss_monai.data.ct_inputs import CTCase
+
+    written, from_rank_zero = [], CTCase("phantom_chest", tmp_path / "out" / ".sample_ct" / "phantom_chest.nii.gz")
+    monkeypatch.setattr(sample_set, "sample_ct_case", lambda scratch: written.append(scratch) or from_rank_zero)
+    monkeypatch.setattr(engine, "broadcast_object", lambda value: from_rank_zero)
+    generator = DRRGenerator(None, tmp_path / "out", **SMALL)
+    monkeypatch.setattr(engine, "rank_and_world", lambda: (1, 2))
+    assert generator.cases() == [from_rank_zero] and written == []
+    monkeypatch.setattr(engine, "rank_and_world", lambda: (0, 2))
+    assert generator.cases() == [from_rank_zero] and written == [tmp_path / "out" / ".sample_ct"]

@@ -132,7 +132,10 @@ class DRRGenerator:
         if self.dataset_dir is None:
             from unimiss_monai.data.sample_sets.drr_generation import sample_ct_case
 
-            return [sample_ct_case(self.output_dir / ".sample_ct")]
+            # rank 0 alone writes the stand-in phantom (when the real CT is not installed): under torchrun every rank
+            # writing the same files would delete each other's temporary files, and fail
+            rank, _ = rank_and_world()
+            return [broadcast_object(sample_ct_case(self.output_dir / ".sample_ct") if rank == 0 else None)]
         return find_ct_cases(find_dataset(self.dataset_dir, DATASET_NAME))
 
     # ------------------------------------------------------------------ run
