@@ -1,5 +1,6 @@
 """``cpu_has_fast_bfloat16``: true only where the CPU computes bfloat16 natively (AVX512-BF16 or AMX on x86), so the
-CT bundle's CPU overlay does not switch an AVX-512 CPU without them (Skylake-SP, Cascade Lake) to emulated bfloat16."""
+CT bundle's CPU overlay does not switch an AVX-512 CPU without them (Skylake-SP, Cascade Lake) to emulated bfloat16;
+``AutocastInferer`` hands back every output tensor of the network in float32, several heads included."""
 
 from __future__ import annotations
 
@@ -29,3 +30,28 @@ def test_no_onednn_means_no_fast_bfloat16(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
     assert autocast.cpu_has_fast_bfloat16() is False
+
+
+class _TwoHeads(torch.nn.Module):
+    """A network with deep-supervision-style outputs: a tuple, a list inside it, and a dict."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 2, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return y, [y[:, :1]], {"aux": y * 2}
+
+
+def test_every_output_tensor_comes_back_in_float32():
+    from monai.inferers import SimpleInferer
+
+    net = _TwoHeads().eval()
+    with torch.no_grad():
+        out = autocast.AutocastInferer(SimpleInferer(), device_type="cpu")(torch.rand(1, 1, 8, 8), net)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            raw = net(torch.rand(1, 1, 8, 8))
+    assert raw[0].dtype == torch.bfloat16  # the network itself answers in bfloat16 under autocast
+    assert out[0].dtype == out[1][0].dtype == out[2]["aux"].dtype == torch.float32
+    assert isinstance(out, tuple) and isinstance(out[1], list) and isinstance(out[2], dict)

@@ -41,6 +41,19 @@ def cpu_has_fast_bfloat16() -> bool:
         return False
 
 
+def _as_float32(out):
+    """``out`` with every floating-point tensor in float32, also inside tuples, lists and dicts (several heads)."""
+    if torch.is_tensor(out):
+        return out.float() if out.is_floating_point() else out
+    if isinstance(out, tuple) and hasattr(out, "_fields"):  # a named tuple
+        return type(out)(*(_as_float32(o) for o in out))
+    if isinstance(out, (tuple, list)):
+        return type(out)(_as_float32(o) for o in out)
+    if isinstance(out, dict):
+        return {k: _as_float32(v) for k, v in out.items()}
+    return out
+
+
 class AutocastInferer(Inferer):
     """Run ``inferer`` with every network call under ``torch.autocast(device_type, dtype)``; the network's outputs
     are cast back to float32 before ``inferer`` blends them.
@@ -93,6 +106,6 @@ class AutocastInferer(Inferer):
                 window = window.contiguous(memory_format=torch.channels_last_3d)
             with torch.autocast(device_type, dtype=dtype):
                 out = network(window, *net_args, **net_kwargs)
-            return out.float() if torch.is_tensor(out) else out
+            return _as_float32(out)
 
         return self.inferer(inputs, autocast_network, *args, **kwargs)
