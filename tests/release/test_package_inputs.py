@@ -19,3 +19,19 @@ def test_weights_that_are_no_file(tmp_path, kind):
     with pytest.raises(ValueError, match=rf"weights {weights} do not exist; pass the models/model.pt of a finished run"):
         package_bundle(str(BUNDLE), weights=str(weights), out=str(tmp_path / "dist"), training="x")
     assert not (tmp_path / "dist").exists()
+
+
+def test_a_refused_file_leaves_the_release_folder_as_it_was(tiny_export, tmp_path):
+    """Every file a release writes is checked before the first is written: a weights file of another release under
+    the same name stops the command with the zip and the index still absent, not half a release."""
+    import json
+
+    version = json.loads((BUNDLE / "configs" / "metadata.json").read_text())["version"]
+    out = tmp_path / "dist"
+    out.mkdir()
+    other = out / f"unimiss_pretraining_v{version}_model.pt"
+    other.write_bytes(b"the weights of an earlier release")
+    with pytest.raises(ValueError, match=rf"{other} exists with other content"):
+        package_bundle(str(BUNDLE), weights=str(tiny_export), out=str(out), training="x")
+    assert sorted(p.name for p in out.iterdir()) == [other.name]
+    assert other.read_bytes() == b"the weights of an earlier release"

@@ -27,7 +27,7 @@ from typing import Any
 
 from unimiss_monai.data.writers import save_bytes
 from unimiss_monai.release.archive import sha256_bytes, sha256_file, torch_bytes, zip_bytes
-from unimiss_monai.release.index import check_name, check_version, entry_key, update_index
+from unimiss_monai.release.index import check_name, check_version, entry_key, load_index, update_index
 from unimiss_monai.utils.serialization import load_torch_file
 
 __all__ = ["build_release", "bundle_version", "package_bundle", "release_files", "weights_payload"]
@@ -138,15 +138,15 @@ def _torchscript(bundle_dir: Path, meta: dict, model_pt: bytes) -> bytes:
         return (Path(tmp) / "model.ts").read_bytes()
 
 
-def _write_once(path: Path, data: bytes, overwrite: bool) -> str:
-    """Write ``data`` to ``path`` unless an identical file is there; another file is replaced only with ``overwrite``."""
+def _write_state(path: Path, data: bytes, overwrite: bool) -> str:
+    """``"unchanged"`` when ``path`` holds ``data``, else ``"written"``; another file at ``path`` is refused unless
+    ``overwrite``. Nothing is written: every file of a release is checked before the first one is."""
     if path.exists():
         if sha256_file(path) == sha256_bytes(data):
             return "unchanged"
         if not overwrite:
             raise ValueError(f"{path} exists with other content: a released version never changes, so bump the version "
                              "in metadata.json (with a changelog entry) or pass --overwrite true")
-    save_bytes(data, path)
     return "written"
 
 
@@ -230,22 +230,30 @@ def build_release(
         raise ValueError("package-bundle: --torchscript needs weights (--weights)")
     out_dir = Path(out)
     key = entry_key(name, version)
-    zip_path = out_dir / f"{key}.zip"
-    state = _write_once(zip_path, zip_bytes(entries), overwrite)
-    digest, size = sha256_file(zip_path), zip_path.stat().st_size
-    save_bytes(f"{digest}  {zip_path.name}\n", zip_path.with_name(zip_path.name + ".sha256"))
+    zip_path, weights_file = out_dir / f"{key}.zip", out_dir / f"{key}_model.pt"
+    zip_data = zip_bytes(entries)
+    # both refusals come before anything is written, so a refused release leaves the folder as it was
+    state = _write_state(zip_path, zip_data, overwrite)
+    weights_state = _write_state(weights_file, model_pt, overwrite) if model_pt is not None else None
+    if (out_dir / "model_info.json").exists():
+        load_index(str(out_dir / "model_info.json"))  # a file there that is no index is refused now, not after the zip
     prefix = base_url.rstrip("/") + "/" if base_url else ""
-    entry = update_index(out_dir / "model_info.json", name, version, prefix + zip_path.name, digest, size)
     large = None
     if model_pt is not None:
-        weights_file = out_dir / f"{key}_model.pt"
-        _write_once(weights_file, model_pt, overwrite)
+        if weights_state == "written":
+            save_bytes(model_pt, weights_file)
         import yaml
 
         large = out_dir / f"{key}_large_files.yml"
         spec = {"large_files": [{"path": "models/model.pt", "url": prefix + weights_file.name,
                                  "hash_val": sha256_bytes(model_pt), "hash_type": "sha256"}]}
         save_bytes(yaml.safe_dump(spec, sort_keys=False), large)
+    if state == "written":
+        save_bytes(zip_data, zip_path)
+    digest, size = sha256_bytes(zip_data), len(zip_data)
+    save_bytes(f"{digest}  {zip_path.name}\n", zip_path.with_name(zip_path.name + ".sha256"))
+    # the index last: it never names a zip that is not in place
+    entry = update_index(out_dir / "model_info.json", name, version, prefix + zip_path.name, digest, size)
     print(f"package-bundle: {name} v{version} -> {zip_path} ({state}; {size} bytes, sha256 {digest}); "
           f"weights: {'models/model.pt' if model_pt else 'none (configs only)'}; index {out_dir / 'model_info.json'} "
           f"source {entry['source']}", flush=True)
