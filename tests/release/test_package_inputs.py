@@ -35,3 +35,56 @@ def test_a_refused_file_leaves_the_release_folder_as_it_was(tiny_export, tmp_pat
         package_bundle(str(BUNDLE), weights=str(tiny_export), out=str(out), training="x")
     assert sorted(p.name for p in out.iterdir()) == [other.name]
     assert other.read_bytes() == b"the weights of an earlier release"
+
+
+def _conv_bundle(root: Path) -> Path:
+    """A bundle whose network_def is a 2D convolution, 1 -> 2 channels, on 8 x 8 inputs."""
+    import json
+
+    (root / "configs").mkdir(parents=True)
+    (root / "docs").mkdir()
+    (root / "configs" / "metadata.json").write_text(json.dumps({
+        "version": "0.1.0", "changelog": {"0.1.0": "first"},
+        "network_data_format": {"inputs": {"image": {"num_channels": 1, "spatial_shape": [8, 8]}}}}))
+    (root / "configs" / "inference.json").write_text(json.dumps(
+        {"network_def": {"_target_": "torch.nn.Conv2d", "in_channels": 1, "out_channels": 2, "kernel_size": 3}}))
+    (root / "LICENSE").write_text("Apache-2.0\n")
+    (root / "docs" / "README.md").write_text("# conv\n")
+    return root
+
+
+def test_torchscript_of_weights_that_do_not_fit_the_network_is_one_line(tmp_path):
+    """--torchscript loads the weights into the bundle's network_def; weights of another network (another width, or
+    a backbone export beside a StudentTeacher) stop the command with one line, before anything is written."""
+    import torch
+
+    from unimiss_monai.release.package import build_release
+
+    bundle = _conv_bundle(tmp_path / "conv")
+    payload = {"model": torch.nn.Conv2d(1, 3, 3).state_dict(), "info": {"training": "a test"}}
+    with pytest.raises(ValueError) as err:
+        build_release(bundle, payload, tmp_path / "dist", torchscript=True)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"package-bundle --torchscript: the weights do not fit network_def of "
+                              f"{bundle / 'configs' / 'inference.json'} (0 missing, 0 unexpected, 2 of another shape, "
+                              "e.g. bias)")
+    assert not (tmp_path / "dist").exists()
+
+
+def test_torchscript_of_fitting_weights_ships_them(tmp_path):
+    import io
+    import zipfile
+
+    import torch
+
+    from unimiss_monai.release.package import build_release
+
+    bundle = _conv_bundle(tmp_path / "conv")
+    conv = torch.nn.Conv2d(1, 2, 3)
+    res = build_release(bundle, {"model": conv.state_dict(), "info": {"training": "a test"}}, tmp_path / "dist",
+                        torchscript=True)
+    with zipfile.ZipFile(res["zip"]) as zf:
+        traced = torch.jit.load(io.BytesIO(zf.read("conv/models/model.ts")))
+    x = torch.rand(1, 1, 8, 8)
+    assert torch.allclose(traced(x), conv(x))
