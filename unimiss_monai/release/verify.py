@@ -252,7 +252,12 @@ def verify_bundles(*bundles: str, dataset_dir: str | None = None) -> dict[str, A
             set, built into a temporary folder, about 15 s).
     """
     torch.manual_seed(0)
-    paths = [Path(p) for p in bundles] or sorted(p for p in DEFAULT_BUNDLES.iterdir() if (p / "configs").is_dir())
+    paths = [Path(p) for p in bundles]
+    if not paths:
+        paths = sorted(p for p in DEFAULT_BUNDLES.iterdir() if (p / "configs").is_dir()) if DEFAULT_BUNDLES.is_dir() else []
+        if not paths:  # an installed package has no bundles/ beside it
+            raise ValueError(f"verify-bundles: no bundle folders in {DEFAULT_BUNDLES}; pass the bundle folders to check "
+                             "(verify-bundles bundles/<name> ...)")
     for p in paths:
         if not (p / "configs").is_dir():
             raise ValueError(f"verify-bundles: {p} is not a bundle folder (no configs/)")
