@@ -39,7 +39,8 @@ def case_name(path: str | os.PathLike) -> str:
 class SegmentationWriter:
     """Ignite handler: write ``<output_dir>/<case>_seg.nii.gz`` (uint8 label map on the input grid) per case.
 
-    Each decollated output item holds ``pred`` (class probabilities or logits on the preprocessed grid) and ``image``
+    Each decollated output item holds ``pred`` (class probabilities or logits on the preprocessed grid; a single
+    channel is a foreground probability, labelled 1 above 0.5) and ``image``
     (the preprocessed image, whose transform trace ``Invertd`` follows back); the matching batch item may hold
     ``case`` / ``failed`` (set by :class:`~unimiss_monai.data.TolerantDataset`, or by
     :func:`~unimiss_monai.handlers.guard_forward`, which attaching installs). A case that fails here (non-finite
@@ -95,10 +96,14 @@ class SegmentationWriter:
         pred = item["pred"]
         if not torch.isfinite(torch.as_tensor(pred)).all():
             raise ValueError("the network output has non-finite values (NaN or Inf); check the input and the weights")
-        if not self.invert_probabilities:
-            pred = pred.argmax(0, keepdim=True).to(torch.float32) if pred.shape[0] > 1 else pred
+        classes = pred.shape[0]
+        if classes > 1 and not self.invert_probabilities:
+            pred = pred.argmax(0, keepdim=True).to(torch.float32)
         out = self.invert({"pred": pred, "image": item["image"]})["pred"]
-        labels = out.argmax(0) if out.shape[0] > 1 else out[0].round()
+        if classes == 1:  # a foreground probability: rounding would write 3 for 2.7 and wrap -2 to 254 in uint8
+            labels = out[0] > 0.5
+        else:  # class scores inverted linearly, or their argmax inverted with nearest neighbour
+            labels = out.argmax(0) if out.shape[0] > 1 else out[0].round()
         affine = np.asarray(out.affine, dtype=np.float64)
         source = str(item.get(CASE_KEY) or out.meta.get("filename_or_obj", f"case_{len(self.written):04d}"))
         case = case_name(source)
