@@ -13,7 +13,7 @@
 #
 # Without CUDA it exits 2 with one line saying so. Each step runs under its own time limit (together 9.5 minutes); a
 # step that fails or runs out of time is recorded in the merged file with the end of its log, and the other steps
-# still run. Environment: PYTHON (default .venv/bin/python, else python3), BENCH_GPU_DEVICE (default cuda).
+# still run; the script then exits 1 once the merged file is written (so does --merge when a part failed). Environment: PYTHON (default .venv/bin/python, else python3), BENCH_GPU_DEVICE (default cuda).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -51,6 +51,7 @@ tmp.write_text(json.dumps(merged, indent=2))
 os.replace(tmp, out)
 print(f"[bench-gpu] {out}: {len(merged['ok'])} step(s) with results, {len(merged['failed'])} without"
       + (f" ({', '.join(merged['failed'])})" if merged["failed"] else ""))
+sys.exit(1 if merged["failed"] else 0)  # the merged file keeps what worked; the run still failed
 EOF
 }
 

@@ -47,7 +47,7 @@ def test_merge_keeps_results_and_names_failures(tmp_path):
     )
     out = tmp_path / "merged.json"
     proc = _run("--merge", str(parts), str(out))
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # merged, and failed: two steps have no result
     assert "1 step(s) with results, 2 without (backbone_bf16, pretrain)" in proc.stdout
     merged = json.loads(out.read_text())
     assert merged["machine"] == {"gpu": "Some GPU", "torch": "2.13.0"}
@@ -100,7 +100,7 @@ def test_steps_rerun_some_and_keep_the_others(tmp_path):
     out = tmp_path / "bench" / "gpu.json"
     env = {"PYTHON": str(fake), "REAL_PYTHON": sys.executable}
     proc = _run(str(out), FAIL_STEP="infer", **env)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # one step failed: the run did not do its work
     merged = json.loads(out.read_text())
     assert merged["machine"] == {"gpu": "Fake GPU"}
     assert merged["ok"] == ["backbone_bf16", "backbone_fp32", "drr", "pretrain"] and merged["failed"] == ["infer"]
@@ -115,6 +115,7 @@ def test_steps_rerun_some_and_keep_the_others(tmp_path):
     assert {n: s["result"]["step"] for n, s in merged["steps"].items()} == {n: n for n in merged["ok"]}
     # a step that fails when rerun does not keep its earlier result
     proc = _run("--steps", "drr", str(out), FAIL_STEP="drr", **env)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
     merged = json.loads(out.read_text())
     assert merged["failed"] == ["drr"] and "result" not in merged["steps"]["drr"], merged["steps"]["drr"]
     assert "drr broke" in merged["steps"]["drr"]["error"]
