@@ -139,3 +139,20 @@ def test_path_options_reach_the_command_as_typed(monkeypatch):
     main(["report", "2024"])
     main(["report", "runs/a", "--out", "1.10", "--samples", "007"])
     assert seen == [("2024", None, None), ("runs/a", "1.10", "007")]
+
+
+def test_text_with_a_hash_reaches_the_command_whole(monkeypatch):
+    """fire reads ``a#b`` as Python, where ``#`` starts a comment: the option would get ``a``. The text typed is what a
+    ``str`` option gets; quotes typed for fire (``'"0.10"'``) still only say "a string"."""
+    import unimiss_monai.release.download as download_module
+
+    seen = []
+
+    def fake_download(name: str, version: str | None = None, index: str | None = None):
+        seen.append((name, version, index))
+
+    monkeypatch.setattr(download_module, "download", fake_download)
+    main(["download", "run#2", "--index", "https://host/dist/model_info.json#main"])
+    main(["download", "x", "--version", '"0.10"', "--index", "'007'"])
+    main(["download", "x", "--version", "None"])
+    assert seen == [("run#2", None, "https://host/dist/model_info.json#main"), ("x", "0.10", "007"), ("x", None, None)]

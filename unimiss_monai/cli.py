@@ -166,13 +166,26 @@ def _is_text(annotation) -> bool:
     return bool(members & {"str", "<class 'str'>"}) and members <= _TEXT_TYPES
 
 
+def _same_text(parsed, text: str) -> bool:
+    """Whether fire's ``parsed`` value of ``text`` is that text: the same string, the string inside the quotes typed to
+    tell fire "a string" (``'"0.10"'``), or ``None`` typed as ``None``. Otherwise (a number, a list, or ``a#b`` read
+    as ``a`` and a comment) the text is what was meant."""
+    if parsed is None:
+        return text == "None"
+    if not isinstance(parsed, str):
+        return False
+    quoted = len(text) >= 2 and text[0] == text[-1] and text[0] in "'\""
+    return parsed == (text[1:-1] if quoted else text)
+
+
 def with_text_options(func: Callable, texts: dict[str, str]) -> Callable:
     """``func`` with its text options given as typed on the command line.
 
     fire parses every value as a Python literal, so ``--version 0.10`` reaches the command as the float ``0.1`` (and
-    ``1.10`` as ``1.1``), a different release, and a folder named ``2024`` as the integer 2024. Parameters declared
-    ``str`` (or a path: ``str | os.PathLike``, either of them optional) get the text typed for them (``texts``, from
-    :func:`read_options`: by name, short name or position) instead of fire's parse.
+    ``1.10`` as ``1.1``), a different release, a folder named ``2024`` as the integer 2024, and ``run#2`` as ``run``
+    (``#`` starts a Python comment). Parameters declared ``str`` (or a path: ``str | os.PathLike``, either of them
+    optional) get the text typed for them (``texts``, from :func:`read_options`: by name, short name or position)
+    instead of fire's parse, unless that parse only took off the quotes typed around it or read ``None``.
     """
     signature = inspect.signature(func)
     raw = {p.name: texts[p.name] for p in signature.parameters.values()
@@ -184,7 +197,7 @@ def with_text_options(func: Callable, texts: dict[str, str]) -> Callable:
     def call(*a, **kw):
         bound = signature.bind(*a, **kw)
         for name, text in raw.items():
-            if name in bound.arguments and not isinstance(bound.arguments[name], str):
+            if name in bound.arguments and not _same_text(bound.arguments[name], text):
                 bound.arguments[name] = text
         return func(*bound.args, **bound.kwargs)
 
