@@ -156,3 +156,11 @@ def test_text_with_a_hash_reaches_the_command_whole(monkeypatch):
     main(["download", "x", "--version", '"0.10"', "--index", "'007'"])
     main(["download", "x", "--version", "None"])
     assert seen == [("run#2", None, "https://host/dist/model_info.json#main"), ("x", "0.10", "007"), ("x", None, None)]
+
+
+def test_unknown_command_is_a_usage_error(capsys):
+    """Like an unknown option (and fire's own usage errors): exit status 2 and one line on stderr."""
+    code, err = _exit(["pakage-bundle", "bundles/x"], capsys)
+    assert code == 2
+    assert err.startswith("unimiss_monai: unknown command 'pakage-bundle'; did you mean package-bundle? Commands: ")
+    assert err.count("\n") == 1

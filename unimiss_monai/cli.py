@@ -226,7 +226,10 @@ def main(argv: list[str] | None = None) -> None:
         fire.Fire(func, command=command, name=f"unimiss_monai {args[0]}")
         return
     if args and not args[0].startswith("-"):
-        raise SystemExit(f"unimiss_monai: unknown command {args[0]!r}; choose one of: {', '.join(sorted(COMMANDS))}")
+        close = difflib.get_close_matches(args[0], COMMANDS, n=1)
+        hint = f"; did you mean {close[0]}? Commands: " if close else "; choose one of: "
+        print(f"unimiss_monai: unknown command {args[0]!r}{hint}{', '.join(sorted(COMMANDS))}", file=sys.stderr)
+        raise SystemExit(2)  # a usage error, as an unknown option is
     fire.Fire({name: _lazy(target) for name, target in COMMANDS.items()}, command=args, name="unimiss_monai")
 
 
