@@ -288,7 +288,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import nibabel as nib
 import numpy as np
-from unimiss_monai.conventions import CT_AXCODES, display_2d
+from matplotlib.patches import Patch
+from unimiss_monai.conventions import CT_AXCODES, display_2d, structure_colour
 work, studies, bundle, image_id = sys.argv[1:]
 info = json.load(open(os.path.join(work, "info.json")))
 if bundle not in info.get("models", {}):
@@ -299,6 +300,10 @@ if label.shape != image.shape:
     sys.exit(f"label shape {label.shape} != image shape {image.shape}")
 values = sorted(int(v) for v in np.unique(label))
 shape = label.shape
+labels = info["models"][bundle].get("labels") or {}
+names = {int(v): k for k, v in labels.items()} if isinstance(labels, dict) else {i + 1: n for i, n in enumerate(labels)}
+if image.ndim == 3 and image.shape[-1] == 1:  # a radiograph stored as (X, Y, 1): a 2D image, not a CT
+    image, label = image[..., 0], label[..., 0]
 if image.ndim == 3:  # CT: in the project's orientation, the axial slice with most labelled voxels
     to_lps = nib.orientations.ornt_transform(nib.orientations.io_orientation(nib.load(os.path.join(studies, image_id + ".nii.gz")).affine),
                                              nib.orientations.axcodes2ornt(tuple(CT_AXCODES)))
@@ -307,7 +312,13 @@ if image.ndim == 3:  # CT: in the project's orientation, the axial slice with mo
     image, label = image[..., z], label[..., z]
 fig, ax = plt.subplots(figsize=(6, 6))  # displayed as every picture of the project (unimiss_monai.conventions)
 ax.imshow(display_2d(image), cmap="gray")
-ax.imshow(np.ma.masked_equal(display_2d(label), 0), cmap="tab10", alpha=0.45, vmin=0, vmax=10, interpolation="nearest")
+shown = display_2d(label)
+overlay = np.zeros((*shown.shape, 4))
+for v in values[1:] if values and values[0] == 0 else values:  # each structure in its colour of every picture
+    overlay[shown == v] = (*(c / 255 for c in structure_colour(names.get(v, str(v)))), 0.45)
+ax.imshow(overlay, interpolation="nearest")
+ax.legend(handles=[Patch(color=[c / 255 for c in structure_colour(names.get(v, str(v)))], label=names.get(v, str(v)))
+                   for v in values if v], loc="lower right", fontsize=7)
 ax.set_title(f"{bundle} via MONAI Label: {image_id}")
 ax.axis("off")
 out = os.path.join(work, bundle + "_pred.png")
