@@ -13,10 +13,13 @@ The steps, each of which can stop the command with one line and the target folde
    the same name with other content is never replaced without ``--force`` (it is then kept as ``<name>.prev``).
 
 A kill at any point leaves at most a ``.part`` file or a hidden staging folder, both removed by the next run.
+Downloads that share a cache run steps 2 and 3 one at a time (a lock on the cache folder), so jobs started together
+fetch a release once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -122,6 +125,30 @@ def fetch(entry: ReleaseEntry, dest: Path, timeout: float = 60.0, progress: bool
     finally:
         part.unlink(missing_ok=True)
     return dest
+
+
+@contextlib.contextmanager
+def _cache_lock(cache: Path):
+    """Hold an exclusive lock on the cache folder: downloads that share it (jobs of a cluster starting together)
+    fetch and unpack one at a time, so one fetches and the others find the verified zip. The lock is on the folder
+    itself (no lock file is left behind) and is released when the process ends, however it ends. Where the file
+    system cannot lock (some network file systems, Windows), downloads go on unlocked, as before."""
+    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+
+        fd = os.open(cache, os.O_RDONLY)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass  # no locking here: go on as an unlocked download
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _record_path(cache: Path, name: str, version: str) -> Path:
@@ -252,16 +279,20 @@ def download(
         if entry is None:
             raise ReleaseIndexError(f"no index given and no verified {name} in {cache}; pass --index URL|FILE or set ${INDEX_ENV}")
     zip_path = cache / f"{entry_key(entry.name, entry.version)}.zip"
-    from_cache = zip_path.is_file() and sha256_file(zip_path) == entry.sha256
-    if not from_cache:
-        if note:
-            raise DownloadError(f"{note}the cached {zip_path} no longer verifies; connect to the network to fetch it again")
-        zip_path.unlink(missing_ok=True)
-        fetch(entry, zip_path, timeout, progress)
-        save_json({"name": entry.name, "version": entry.version, "url": entry.url, "sha256": entry.sha256,
-                   "size": entry.size}, _record_path(cache, entry.name, entry.version))
     target = Path(bundle_dir).expanduser() / entry.name
-    state, weights = _place(zip_path, entry, target, force)
+    # one download of this cache at a time, from the cache check to the bundle in place: two would write the same
+    # .part file and rename the same staging folder into place
+    with _cache_lock(cache):
+        from_cache = zip_path.is_file() and sha256_file(zip_path) == entry.sha256
+        if not from_cache:
+            if note:
+                raise DownloadError(f"{note}the cached {zip_path} no longer verifies; connect to the network to fetch it "
+                                    "again")
+            zip_path.unlink(missing_ok=True)
+            fetch(entry, zip_path, timeout, progress)
+            save_json({"name": entry.name, "version": entry.version, "url": entry.url, "sha256": entry.sha256,
+                       "size": entry.size}, _record_path(cache, entry.name, entry.version))
+        state, weights = _place(zip_path, entry, target, force)
     source = f"{note}verified cache {zip_path}" if from_cache else entry.url
     described = (f"; weights models/model.pt: {weights['tensors']} tensors, variant {weights.get('variant') or '?'}, "
                  f"trained: {weights.get('training') or 'not stated'}") if weights else "; no weights"
