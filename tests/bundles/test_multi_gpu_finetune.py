@@ -59,3 +59,29 @@ def test_overlay_resolves_to_cpu_without_cuda(bundle):
     assert parser.get_parsed_content("device") == torch.device("cpu")
     assert parser.get_parsed_content("network#device_ids") is None
     assert parser["train#dataloader#sampler"].replace("::", "#") == "@train#sampler" and not parser["train#dataloader#shuffle"]
+
+
+@pytest.mark.parametrize("bundle", ["unimiss_ct_classification", "unimiss_cxr_classification"])
+@pytest.mark.parametrize("balanced", ["true", "false"])
+def test_overlay_keeps_class_balanced_sampling(bundle, balanced, tmp_path):
+    """``class_balanced_sampling`` holds under the overlay too: each rank draws its shard by the class weights (MONAI's
+    ``DistributedWeightedRandomSampler``), where a plain ``DistributedSampler`` would drop the balancing silently."""
+    import torch.distributed as dist
+    from monai.data import DistributedSampler, DistributedWeightedRandomSampler
+
+    parser = ConfigParser()
+    parser.read_config(configs(bundle, "train.json", "multi_gpu_train.json"))
+    weights = [0.0, 1.0] * 8  # only the odd items may be drawn when balancing
+    parser.update({"class_balanced_sampling": balanced, "train#dataset": "$list(range(16))",
+                   "train#sample_weights": weights})
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        sampler = parser.get_parsed_content("train#sampler")
+        assert parser.get_parsed_content("train#dataloader#sampler") is sampler
+        drawn = set(sampler)
+    finally:
+        dist.destroy_process_group()
+    if balanced == "true":
+        assert isinstance(sampler, DistributedWeightedRandomSampler) and drawn <= set(range(1, 16, 2)), drawn
+    else:
+        assert type(sampler) is DistributedSampler and drawn == set(range(16))
