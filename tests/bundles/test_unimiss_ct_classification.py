@@ -49,7 +49,7 @@ def test_evaluate_report(trained):
     assert [p["class"] for p in metrics["per_class"]] == CLASSES
     assert np.asarray(metrics["confusion_matrix"]).sum() == 6
     assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["macro_auc"] is not None
-    for name in ("roc.png", "confusion_matrix.png", "per_class.csv", "predictions.csv"):
+    for name in ("roc.png", "confusion_matrix.png", "per_class.csv", "evaluation_predictions.csv"):
         assert (root / "eval" / name).stat().st_size > 0
 
 

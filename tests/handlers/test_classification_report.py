@@ -16,12 +16,12 @@ from unimiss_monai.metrics import classification_metrics
 def test_write_report_files(tmp_path):
     probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4], [0.2, 0.8]])
     m = write_report(tmp_path, probs, np.array([0, 1, 1, 1]), ["clean", "nodule"], names=list("abcd"))
-    for name in ["metrics.json", "per_class.csv", "predictions.csv", "roc.png", "confusion_matrix.png"]:
+    for name in ["metrics.json", "per_class.csv", "evaluation_predictions.csv", "roc.png", "confusion_matrix.png"]:
         assert (tmp_path / name).stat().st_size > 0
     assert json.loads((tmp_path / "metrics.json").read_text())["accuracy"] == pytest.approx(m["accuracy"]) == 0.75
     assert (tmp_path / "roc.png").read_bytes()[:4] == b"\x89PNG"
     assert not list(tmp_path.glob(".*unimiss-tmp*"))
-    assert (tmp_path / "predictions.csv").read_text().splitlines()[1].startswith("a,0.900000,0.100000,1,0")
+    assert (tmp_path / "evaluation_predictions.csv").read_text().splitlines()[1].startswith("a,0.900000,0.100000,1,0")
 
 
 def test_report_handler_through_an_engine(tmp_path):

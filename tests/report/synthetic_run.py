@@ -131,7 +131,7 @@ def make_run(root: Path) -> tuple[Path, Path]:
         rows += [f"case{i}," + ",".join(f"{p:.4f}" for p in probs[i]) + "," + ",".join(str(int(t)) for t in truth[i])
                  for i in range(12)]
         (home / "eval").mkdir(parents=True)
-        (home / "eval" / "predictions.csv").write_text("\n".join(rows) + "\n")
+        (home / "eval" / "evaluation_predictions.csv").write_text("\n".join(rows) + "\n")
         _json({"num_cases": 12, "multi_label": multi, "threshold": 0.5, "macro_auc": 0.8, "macro_ap": 0.7,
                "per_class": [{"class": c, "positives": int(truth[:, i].sum()), "negatives": int(12 - truth[:, i].sum()),
                               "auc": 0.8, "ap": 0.7, "sensitivity": 0.75, "specificity": 0.7} for i, c in enumerate(classes)]},

@@ -1,5 +1,5 @@
-"""Classification report of an evaluation run: ``metrics.json``, ``per_class.csv``, ``predictions.csv``, ``roc.png``
-and ``confusion_matrix.png``, each written atomically (metrics: :mod:`unimiss_monai.metrics.classification`)."""
+"""Classification report of an evaluation run: ``metrics.json``, ``per_class.csv``, ``evaluation_predictions.csv``,
+``roc.png`` and ``confusion_matrix.png``, each written atomically (metrics: :mod:`unimiss_monai.metrics.classification`)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,10 @@ from unimiss_monai.visualize.plots import confusion_png, roc_png
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ClassificationReport", "write_report"]
+__all__ = ["EVALUATION_PREDICTIONS", "ClassificationReport", "write_report"]
+
+#: the per-case file of an evaluation (probabilities and truth)
+EVALUATION_PREDICTIONS = "evaluation_predictions.csv"
 
 
 def write_report(
@@ -28,8 +31,9 @@ def write_report(
 ) -> dict:
     """Compute :func:`classification_metrics` and write them to ``output_dir``.
 
-    Files: ``metrics.json`` (everything), ``per_class.csv`` (one row per class), ``predictions.csv`` (one row per
-    case, when ``names`` are given), ``roc.png``, ``confusion_matrix.png``. Arguments as in
+    Files: ``metrics.json`` (everything), ``per_class.csv`` (one row per class), ``evaluation_predictions.csv`` (one
+    row per case with its truth, when ``names`` are given; named apart from inference's ``predictions.csv``, which
+    the bundles write to the same ``output_dir``), ``roc.png``, ``confusion_matrix.png``. Arguments as in
     :func:`classification_metrics`; ``names``: (N,) case identifiers. Returns the metrics dict.
     """
     out = Path(output_dir)
@@ -42,7 +46,7 @@ def write_report(
     if names is not None:
         rows = [[n, *[f"{v:.6f}" for v in p], *t.tolist()] for n, p, t in zip(names, probs_np, truth)]
         header = ["name", *[f"prob_{c}" for c in class_names], *[f"true_{c}" for c in class_names]]
-        save_bytes(_csv_bytes(header, rows), out / "predictions.csv")
+        save_bytes(_csv_bytes(header, rows), out / EVALUATION_PREDICTIONS)
     save_bytes(roc_png(probs_np, truth, metrics), out / "roc.png")
     save_bytes(confusion_png(metrics, class_names), out / "confusion_matrix.png")
     for note in metrics["notes"]:

@@ -18,7 +18,7 @@ _TASKS = (("cxr_classification", "Chest X-ray findings (multi-label, DRRs with s
 
 
 def read_predictions(path: Path) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
-    """``(names, classes, probabilities (N, C), truth (N, C))`` from an evaluation's ``predictions.csv``."""
+    """``(names, classes, probabilities (N, C), truth (N, C))`` from an evaluation's ``evaluation_predictions.csv``."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:
@@ -85,9 +85,11 @@ def _task_blocks(run: RunFolder, bundle: str, what: str) -> list:
     home = run.bundle(bundle)
     blocks: list = []
     metrics = read_json(home / "eval" / "metrics.json")
-    predictions = home / "eval" / "predictions.csv"
+    predictions = home / "eval" / "evaluation_predictions.csv"
+    if not predictions.is_file():  # an evaluation written before the file had its own name
+        predictions = home / "eval" / "predictions.csv"
     if not metrics or not predictions.is_file():
-        return [Note(f"{what}: no evaluation in {home / 'eval'} (metrics.json, predictions.csv): run the "
+        return [Note(f"{what}: no evaluation in {home / 'eval'} (metrics.json, evaluation_predictions.csv): run the "
                      f"{bundle}_evaluate step of tools/demo.sh.")]
     _, classes, probs, truth = read_predictions(predictions)
     macro = metrics.get("macro_auc")
