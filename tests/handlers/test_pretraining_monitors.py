@@ -123,3 +123,21 @@ def test_loss_curves_keep_a_failed_run_failing(tmp_path):
     with pytest.raises(RuntimeError, match="data loader died"):
         engine.run(range(5), max_epochs=1)
     assert (tmp_path / "curves.png").is_file()  # the curves up to the failure are still written
+
+
+def test_loss_curves_let_later_handlers_see_a_failure(tmp_path):
+    """A handler attached after the plotter (MONAI's StatsHandler logs a run's error, then raises it) still runs, and
+    the error reaches the caller once, whoever raises it."""
+    seen = []
+
+    def step(engine, batch):
+        raise RuntimeError("out of memory")
+
+    engine = Engine(step)
+    engine.state.rank = 0
+    LossCurvePlotter(tmp_path / "curves.png").attach(engine)
+    engine.add_event_handler(Events.EXCEPTION_RAISED, lambda e, err: seen.append(str(err)))
+    with pytest.raises(RuntimeError, match="out of memory"):
+        engine.run(range(2), max_epochs=1)
+    # ignite fires EXCEPTION_RAISED again when a handler raises (once from the epoch, once from the run)
+    assert seen and set(seen) == {"out of memory"}

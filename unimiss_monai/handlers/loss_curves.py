@@ -86,13 +86,20 @@ class LossCurvePlotter:
         engine.add_event_handler(Events.EXCEPTION_RAISED, self._write_and_raise)
 
     def _write_and_raise(self, engine: Engine, error: BaseException) -> None:
-        # once any EXCEPTION_RAISED handler is registered, ignite no longer raises the run's error itself: without
-        # the raise here a failed run would return as if it had finished (and exit 0); a failure to draw the curves
-        # must not replace that error either
+        # once any EXCEPTION_RAISED handler is registered, ignite no longer raises the run's error itself, and it
+        # stops at the first handler that raises. So the error is raised by a handler added behind every other one:
+        # a handler attached after this one (MONAI's StatsHandler logs the error, then raises it) still runs, and a
+        # failed run never returns as if it had finished (and exits 0). A failure to draw the curves must not
+        # replace the run's error either.
         try:
             self.write(engine)
         except Exception:  # noqa: BLE001 - the run's own error is the one to report
             logger.exception("loss curves of the failed run not written to %s", self.path)
+        if not engine.has_event_handler(self._raise, Events.EXCEPTION_RAISED):
+            engine.add_event_handler(Events.EXCEPTION_RAISED, self._raise)  # runs after the handlers registered now
+
+    @staticmethod
+    def _raise(engine: Engine, error: BaseException) -> None:
         raise error
 
     def record(self, engine: Engine) -> None:
