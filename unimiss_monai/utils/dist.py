@@ -14,7 +14,7 @@ import torch.distributed as dist
 
 __all__ = [
     "any_rank", "broadcast_object", "destroy_distributed", "gather_objects", "init_distributed", "is_rank_zero", "local_device",
-    "rank_and_world", "rank_zero_handlers",
+    "rank_and_world", "rank_zero_handlers", "train_sampler",
 ]
 
 
@@ -77,6 +77,17 @@ def rank_zero_handlers(handlers: Sequence, keep_on_all: Sequence[type] = ()) -> 
         return list(handlers)
     keep = tuple(keep_on_all)
     return [h for h in handlers if keep and isinstance(h, keep)]
+
+
+def train_sampler(dataset, weights: Sequence[float] | None = None):
+    """The training sampler of a multi-process run: each rank draws its shard of ``dataset`` shuffled (MONAI's
+    ``DistributedSampler``), or by ``weights`` (``DistributedWeightedRandomSampler``, the counterpart of a
+    single-process ``WeightedRandomSampler``) so that class-balanced sampling holds under DDP too."""
+    from monai.data import DistributedSampler, DistributedWeightedRandomSampler
+
+    if weights is None:
+        return DistributedSampler(dataset, even_divisible=True, shuffle=True)
+    return DistributedWeightedRandomSampler(dataset, list(weights), even_divisible=True)
 
 
 def rank_and_world() -> tuple[int, int]:
