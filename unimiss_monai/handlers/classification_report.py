@@ -15,6 +15,7 @@ import torch
 
 from unimiss_monai.data.writers import save_bytes
 from unimiss_monai.metrics.classification import as_numpy, classification_metrics, stack_pairs, to_indicator
+from unimiss_monai.utils.dist import gather_objects, rank_and_world
 from unimiss_monai.visualize.plots import confusion_png, roc_png
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,10 @@ class ClassificationReport:
         output_transform: ``engine.state.output`` -> ``(preds, labels)``, as lists of per-case tensors or batch-first
             tensors. Defaults to ``monai.handlers.from_engine(["pred", "label"])``.
         name_transform: ``engine.state.batch`` -> list of case names (defaults to the image file names).
+
+    Under ``torch.distributed`` every rank gathers its shard and rank 0 writes the report over all of them; the
+    evaluation's sampler should then give each case to one rank only (MONAI's ``DistributedSampler`` with
+    ``even_divisible=False``), as a padding sampler would count the repeated cases twice.
     """
 
     def __init__(
@@ -104,15 +109,25 @@ class ClassificationReport:
         self._preds.append(pred.detach().cpu())
         self._labels.append(lab.detach().cpu())
         names = self.name_transform(engine.state.batch)
-        self._names.extend(names if names and len(names) == len(pred) else [f"case_{len(self._names) + i}" for i in range(len(pred))])
+        if not names or len(names) != len(pred):  # numbered per rank, so that the names of gathered shards stay apart
+            rank = rank_and_world()[0]
+            names = [f"case_{len(self._names) + i}" + (f"_rank{rank}" if rank else "") for i in range(len(pred))]
+        self._names.extend(names)
 
     def _write(self, engine) -> None:
-        if not self._preds:
+        # each rank saw its own shard of the cases: rank 0 reports on all of them, the others write nothing
+        shards = gather_objects([(self._preds, self._labels, self._names)])
+        if rank_and_world()[0] != 0:
+            return
+        preds = [p for shard in shards for p in shard[0]]
+        labels = [lab for shard in shards for lab in shard[1]]
+        names = [n for shard in shards for n in shard[2]]
+        if not preds:
             logger.warning("classification report: no predictions were gathered; nothing written to %s", self.output_dir)
             return
         self.metrics = write_report(
-            self.output_dir, torch.cat(self._preds), torch.cat(self._labels).numpy(), self.class_names,
-            self.multi_label, self.threshold, self._names,
+            self.output_dir, torch.cat(preds), torch.cat(labels).numpy(), self.class_names,
+            self.multi_label, self.threshold, names,
         )
         logger.info(
             "classification report: accuracy %s, macro AUC %s -> %s", _fmt(self.metrics["accuracy"]),

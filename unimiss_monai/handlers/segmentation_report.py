@@ -19,6 +19,7 @@ import torch
 from unimiss_monai.data.writers import save_bytes
 from unimiss_monai.metrics.segmentation import METRICS, compute_segmentation_metrics
 from unimiss_monai.utils.args import as_bool
+from unimiss_monai.utils.dist import gather_objects, rank_and_world
 from unimiss_monai.visualize.overlay import as_masks, representative_slice, save_overlay_grid
 
 if TYPE_CHECKING:
@@ -211,13 +212,11 @@ class SegmentationReport:
     def write(self, engine: Engine | None = None) -> dict[str, str]:
         """Write JSON, CSV and PNG; returns their paths (empty on ranks other than 0)."""
         cases, views = self.cases, self.views
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            gathered: list[Any] = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(gathered, (cases, views))
-            if torch.distributed.get_rank() != 0:
-                return {}
-            cases = [c for part in gathered for c in part[0]]
-            views = [v for part in gathered for v in part[1]][: self.max_overlay_cases]
+        shards = gather_objects([(cases, views)])  # every rank's cases; rank 0 writes
+        if rank_and_world()[0] != 0:
+            return {}
+        cases = [c for shard in shards for c in shard[0]]
+        views = [v for shard in shards for v in shard[1]][: self.max_overlay_cases]
         self.paths = write_segmentation_report(cases, self.structure_names, self.output_dir, self.prefix, self.surface)
         if views:
             self.paths["png"] = save_overlay_grid(views, self.structure_names, self.output_dir / f"{self.prefix}.png")

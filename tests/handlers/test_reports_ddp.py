@@ -1,0 +1,64 @@
+"""The evaluation reports under ``torch.distributed``: two gloo ranks on 127.0.0.1, each evaluating half of the cases,
+write one report (rank 0) equal to the report of one process over all cases."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from ignite.engine import Engine
+
+from unimiss_monai.handlers import ClassificationReport, SegmentationReport
+
+RNG = np.random.default_rng(3)
+PROBS = RNG.dirichlet([1, 1, 1], 10).astype(np.float32)
+LABELS = np.arange(10) % 3
+MASKS = RNG.random((10, 2, 12, 12)) > 0.5  # (case, pred/label, X, Y)
+
+
+def _cls_batches(cases):
+    return [{"pred": [torch.from_numpy(PROBS[i])], "label": [torch.tensor([float(LABELS[i])])],
+             "image_meta_dict": {"filename_or_obj": [f"/data/case{i}.nii.gz"]}} for i in cases]
+
+
+def _seg_batches(cases):
+    onehot = lambda m: torch.stack([torch.from_numpy(~m), torch.from_numpy(m)]).float()  # noqa: E731
+    return [[{"pred": onehot(MASKS[i, 0]), "label": onehot(MASKS[i, 1]), "image": torch.rand(1, 12, 12)}] for i in cases]
+
+
+def _evaluate(out, cases, names=True):
+    """Both reports over ``cases`` on one engine each; returns nothing, writes under ``out``."""
+    for handler, batches in ((ClassificationReport(out / "cls", ["a", "b", "c"]), _cls_batches(cases)),
+                             (SegmentationReport(out / "seg", ["lesion"]), _seg_batches(cases))):
+        engine = Engine(lambda e, b: b)
+        handler.attach(engine)
+        engine.run(batches, max_epochs=1)
+
+
+def _rank(rank, port, out):
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        _evaluate(out / f"rank{rank}", range(rank, 10, 2))  # an interleaved shard, as DistributedSampler deals them
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ranks_report_like_one_process(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_rank, args=(port, tmp_path), nprocs=2, join=True, start_method="spawn")
+    _evaluate(tmp_path / "single", range(10))
+    assert not (tmp_path / "rank1").exists()  # only rank 0 writes
+    ddp, single = tmp_path / "rank0", tmp_path / "single"
+    assert json.loads((ddp / "cls" / "metrics.json").read_text()) == json.loads((single / "cls" / "metrics.json").read_text())
+    # every case once, in rank order: rank 0's shard first
+    rows = (ddp / "cls" / "evaluation_predictions.csv").read_text().splitlines()[1:]
+    assert [r.split(",")[0] for r in rows] == [f"case{i}.nii.gz" for i in (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)]
+    seg_ddp = json.loads((ddp / "seg" / "segmentation_report.json").read_text())
+    seg_single = json.loads((single / "seg" / "segmentation_report.json").read_text())
+    assert seg_ddp["num_cases"] == 10 and seg_ddp["mean"] == seg_single["mean"]
