@@ -122,3 +122,20 @@ def test_weights_fingerprint_taken_once_per_call(monkeypatch, one_thread):
     assert count_windows(x.shape[2:], SW["roi_size"], SW["overlap"]) == 8  # eight windows, one per pass
     assert len(calls) == 1 and len(lookups) == 1
     assert torch.allclose(out, reference, atol=1e-4, rtol=1e-4)
+
+
+def test_the_device_of_each_window_decides(monkeypatch, one_thread):
+    """Windows on the CPU run in OpenVINO even when the whole input is elsewhere (``SlidingWindowInferer(sw_device=
+    "cpu")`` over a GPU volume; the meta device stands in for the GPU here), and windows elsewhere run in PyTorch:
+    OpenVINO is not asked for them."""
+    compiles = []
+    real = ov_inferer._compile
+    monkeypatch.setattr(ov_inferer, "_compile", lambda *a: compiles.append(1) or real(*a))
+    torch.manual_seed(4)
+    net, x = _Net().eval(), _volume()
+    with torch.inference_mode():
+        reference = net(x)
+        out = OpenVINOInferer(lambda inputs, network: network(x).to(inputs.device))(x.to("meta"), net)
+        assert out.device.type == "meta" and len(compiles) == 1
+        on_meta = OpenVINOInferer(lambda inputs, network: network(inputs))(x.to("meta"), net.to("meta"))
+    assert on_meta.device.type == "meta" and on_meta.shape == reference.shape and len(compiles) == 1

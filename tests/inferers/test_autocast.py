@@ -55,3 +55,31 @@ def test_every_output_tensor_comes_back_in_float32():
     assert raw[0].dtype == torch.bfloat16  # the network itself answers in bfloat16 under autocast
     assert out[0].dtype == out[1][0].dtype == out[2]["aux"].dtype == torch.float32
     assert isinstance(out, tuple) and isinstance(out[1], list) and isinstance(out[2], dict)
+
+
+class _Recorder(torch.nn.Module):
+    """Notes whether CPU autocast was on when it ran."""
+
+    def __init__(self):
+        super().__init__()
+        self.autocast: list[bool] = []
+
+    def forward(self, x):
+        self.autocast.append(torch.is_autocast_enabled("cpu"))
+        return x * 2
+
+
+def _on_cpu(inputs, network):
+    """An inner inferer whose windows lie on another device than its input, as ``SlidingWindowInferer(sw_device=...)``
+    makes them: here the input is on the meta device and the window on the CPU."""
+    return network(torch.ones(1, 1, 4, 4)).to(inputs.device)
+
+
+@pytest.mark.parametrize("device_type", ["cpu", None])
+def test_autocast_is_decided_by_the_device_the_network_runs_on(device_type):
+    net = _Recorder()
+    out = autocast.AutocastInferer(_on_cpu, device_type=device_type)(torch.empty(1, 1, 4, 4, device="meta"), net)
+    assert net.autocast == [True] and out.dtype == torch.float32
+    net = _Recorder()
+    autocast.AutocastInferer(_on_cpu, device_type="cuda")(torch.empty(1, 1, 4, 4, device="meta"), net)
+    assert net.autocast == [False]  # a CPU window is not autocast when only CUDA calls are asked for

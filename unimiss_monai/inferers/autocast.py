@@ -62,8 +62,10 @@ class AutocastInferer(Inferer):
         inferer: the inner inferer, called as ``inferer(inputs, network, *args, **kwargs)`` (e.g. a
             ``SlidingWindowInferer``).
         dtype: ``"bfloat16"`` (default) or ``"float16"``.
-        device_type: autocast only inputs on this device type (``"cpu"``, ``"cuda"``); other inputs run as they are.
-            ``None`` (default): autocast on whatever device the input is on.
+        device_type: autocast only the network calls whose input (a window, with a sliding window) is on this device
+            type (``"cpu"``, ``"cuda"``); the others run as they are. ``None`` (default): autocast on whatever device
+            the network runs on. Decided per call, so ``SlidingWindowInferer(sw_device="cuda", device="cpu")``
+            autocasts on the GPU.
         enabled: ``False`` makes this inferer ``inferer`` itself (a config can pass
             ``"$unimiss_monai.inferers.autocast.cpu_has_fast_bfloat16()"``). Defaults to ``True``.
         channels_last: hand 5-d windows to the network in ``torch.channels_last_3d`` memory order (the network's
@@ -91,20 +93,24 @@ class AutocastInferer(Inferer):
         self.inferer, self.dtype, self.device_type = inferer, _DTYPES[str(dtype)], device_type
         self.enabled, self.channels_last = bool(enabled), bool(channels_last)
 
-    def active(self, inputs: torch.Tensor) -> bool:
-        """Whether a call on ``inputs`` runs the network under autocast."""
-        return self.enabled and (self.device_type is None or inputs.device.type == self.device_type)
+    def active(self, window: torch.Tensor) -> bool:
+        """Whether the network runs under autocast on ``window`` (what the network is given, on its device)."""
+        return self.enabled and (self.device_type is None or window.device.type == self.device_type)
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args, **kwargs) -> torch.Tensor:
         """inputs: (B, C_in, *spatial) -> the inner inferer's float32 (B, C_out, *spatial)."""
-        if not self.active(inputs):
+        if not self.enabled:
             return self.inferer(inputs, network, *args, **kwargs)
-        device_type, dtype, channels_last = inputs.device.type, self.dtype, self.channels_last
+        dtype, channels_last = self.dtype, self.channels_last
 
+        # decided per window, on the window's device: a sliding window with ``sw_device="cuda"`` runs the network on
+        # the GPU while the whole input (and the blending) stays on the CPU
         def autocast_network(window: torch.Tensor, *net_args, **net_kwargs) -> torch.Tensor:
+            if not self.active(window):
+                return network(window, *net_args, **net_kwargs)
             if channels_last and window.ndim == 5:
                 window = window.contiguous(memory_format=torch.channels_last_3d)
-            with torch.autocast(device_type, dtype=dtype):
+            with torch.autocast(window.device.type, dtype=dtype):
                 out = network(window, *net_args, **net_kwargs)
             return _as_float32(out)
 

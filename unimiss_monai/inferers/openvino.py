@@ -170,8 +170,9 @@ class OpenVINOInferer(Inferer):
         self.threads = None if threads is None else int(threads)
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args, **kwargs) -> torch.Tensor:
-        """inputs: (B, C_in, *spatial) on the CPU -> the inner inferer's float32 (B, C_out, *spatial)."""
-        if not self.enabled or inputs.device.type != "cpu":
+        """inputs: (B, C_in, *spatial) -> the inner inferer's float32 (B, C_out, *spatial); the network calls on CPU
+        tensors run in OpenVINO, any others in PyTorch."""
+        if not self.enabled:
             return self.inferer(inputs, network, *args, **kwargs)
         if not isinstance(network, torch.nn.Module):
             raise TypeError(f"OpenVINOInferer: the network must be a torch.nn.Module, got {type(network).__name__}")
@@ -179,10 +180,14 @@ class OpenVINOInferer(Inferer):
         precision = self.precision
         # once per call, not per window: the weights do not change inside one inference, so neither does the
         # compiled model of a window shape (a sliding window's windows share one)
-        fingerprint = _fingerprint(network)
+        fingerprint: list = []  # taken at the first CPU window
         resolved: dict[tuple[int, ...], object] = {}
 
+        # decided per window, on the window's device: with ``sw_device="cuda"`` the network runs on the GPU as it is,
+        # though the whole input stays on the CPU
         def openvino_network(window: torch.Tensor, *net_args, **net_kwargs) -> torch.Tensor:
+            if window.device.type != "cpu":
+                return network(window, *net_args, **net_kwargs)
             if net_args or net_kwargs:
                 raise TypeError("OpenVINOInferer: the compiled network takes the window only; this inferer passed "
                                 f"{len(net_args)} more positional and {sorted(net_kwargs)} keyword arguments")
@@ -190,8 +195,9 @@ class OpenVINOInferer(Inferer):
             window = window.detach().float().contiguous()
             compiled = resolved.get(tuple(window.shape[1:]))
             if compiled is None:  # traced on the first window
+                fingerprint[:] = fingerprint or [_fingerprint(network)]
                 compiled = resolved[tuple(window.shape[1:])] = compiled_network(
-                    network, window[:1], threads, precision, fingerprint)
+                    network, window[:1], threads, precision, fingerprint[0])
             outs = [torch.from_numpy(compiled(w[None].numpy(), share_inputs=False)[0]) for w in window]
             return torch.cat(outs).float()
 
