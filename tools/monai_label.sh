@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Serve the segmentation bundles with MONAI Label 0.8.5 on 127.0.0.1 and check it end to end:
 # /info lists the models, /infer returns a label map on the input's grid, /train runs a short training (CXR: on label
-# maps as a viewer saves them); the app also ranks unlabelled studies (/scoring/<bundle>_tta, strategy tta_uncertainty)
+# maps as a viewer saves them); the app also ranks unlabelled studies (/scoring/<bundle>_tta, strategy <bundle>_tta_uncertainty)
 # and checks a submitted label against its image (PUT /datastore/label). The clinician workflow: docs/monai_label.md.
 #   bash tools/monai_label.sh                                   # unimiss_cxr_segmentation
 #   BUNDLE=unimiss_ct_segmentation bash tools/monai_label.sh

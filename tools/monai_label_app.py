@@ -3,10 +3,12 @@ file to the app's ``main.py``, so ``MyApp``, ``ScoringMethod``, ``BundleTrainTas
 It runs in ``.venv-label`` (MONAI Label's own environment), never in the package's.
 
 What the monaibundle app of 0.8.5 lacks for these bundles, added to its class here:
-- which image next: a scoring method "<bundle>_tta" (unimiss_monai.metrics.uncertainty.bundle_uncertainty on every
-  unlabelled study of the bundle's dimensionality, stored in the datastore as "unimiss_tta_uncertainty") and a
-  strategy "tta_uncertainty" serving the highest-scored unlabelled study (MONAI Label's Epistemic strategy reading
-  that key). The app registers only "random" and "first", and its own epistemic scoring (--conf epistemic_model)
+- which image next: per served bundle, a scoring method "<bundle>_tta" (unimiss_monai.metrics.uncertainty's
+  bundle_uncertainty on every unlabelled study of the bundle's dimensionality, stored in the datastore as
+  "unimiss_tta_uncertainty_<bundle>") and a strategy "<bundle>_tta_uncertainty" serving the highest-scored
+  unlabelled study (MONAI Label's Epistemic strategy reading that key). One key and one strategy per bundle: the 2D
+  and 3D bundles score different studies on different scales (sigmoid and softmax outputs), so one ranking of both
+  would send a CT reader a radiograph. The app registers only "random" and "first", and its own epistemic scoring (--conf epistemic_model)
   needs a network_def with a dropout argument, which UniMissSegmentation has not.
 - clear refusals where MONAI Label alone answers a bare 500 or accepts anything: /infer and /train answer an unknown
   model with 404 and an input or label the bundle refuses with 422 and the one-line reason; PUT /datastore/label
@@ -74,14 +76,17 @@ def _weights_sha256(network):
     return digest.hexdigest()
 
 
+def _tta_key(name):
+    """The datastore key of bundle ``name``'s uncertainty scores."""
+    return f"unimiss_tta_uncertainty_{name}"
+
+
 class TTAUncertaintyScoring(ScoringMethod):
     """Score every unlabelled study with the bundle (shifted copies disagreeing = uncertain); store the score."""
 
-    KEY = "unimiss_tta_uncertainty"
-
-    def __init__(self, bundle_dir, activation):
-        super().__init__("Test-time-augmentation uncertainty of the unlabelled studies (unimiss_monai)")
-        self.bundle_dir, self.activation = bundle_dir, activation
+    def __init__(self, name, bundle_dir, activation):
+        super().__init__(f"Test-time-augmentation uncertainty of the unlabelled studies for {name} (unimiss_monai)")
+        self.key, self.bundle_dir, self.activation = _tta_key(name), bundle_dir, activation
 
     def __call__(self, request, datastore):
         from unimiss_monai.metrics.uncertainty import bundle_uncertainty
@@ -91,7 +96,7 @@ class TTAUncertaintyScoring(ScoringMethod):
         uris = {u: i for u, i in uris.items() if _spatial_ndim(u) in (ndim, None)}
         scores = bundle_uncertainty(self.bundle_dir, list(uris), activation=self.activation, device=request.get("device", "cpu"))
         for uri, score in scores.items():
-            datastore.update_image_info(uris[uri], {self.KEY: score})
+            datastore.update_image_info(uris[uri], {self.key: score})
         return {"scored": {uris[u]: s for u, s in scores.items()}, "not_scored": sorted(uris[u] for u in uris if u not in scores)}
 
 
@@ -100,13 +105,15 @@ _bundle_scoring_methods, _bundle_strategies = MyApp.init_scoring_methods, MyApp.
 
 def _scoring_methods(self):
     methods = _bundle_scoring_methods(self)
-    methods.update({f"{n}_tta": TTAUncertaintyScoring(b, _ACTIVATIONS.get(n, "softmax")) for n, b in self.models.items()})
+    methods.update({f"{n}_tta": TTAUncertaintyScoring(n, b, _ACTIVATIONS.get(n, "softmax")) for n, b in self.models.items()})
     return methods
 
 
 def _strategies(self):
     strategies = _bundle_strategies(self)
-    strategies["tta_uncertainty"] = _RankByInfoKey(key=TTAUncertaintyScoring.KEY, desc="Most uncertain unlabelled study first (run /scoring/<model>_tta first)")
+    for n in self.models:
+        strategies[f"{n}_tta_uncertainty"] = _RankByInfoKey(
+            key=_tta_key(n), desc=f"The unlabelled study {n} is least sure of first (run /scoring/{n}_tta first)")
     return strategies
 
 

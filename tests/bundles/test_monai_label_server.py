@@ -200,7 +200,7 @@ def test_script_checked_both_models_and_info_lists_them(server):
     names = {b: {v: k for k, v in info["models"][b]["labels"].items()} for b in (CXR, CT)}
     assert names[CXR] == {1: "lung_left", 2: "lung_right", 3: "heart", 4: "clavicle_left", 5: "clavicle_right"}
     assert names[CT] == dict(enumerate(["liver", "spleen", "kidney_right", "kidney_left", "stomach", "pancreas", "lung", "heart", "aorta"], 1))
-    assert {f"{CXR}_tta", f"{CT}_tta"} <= set(info["scoring"]) and "tta_uncertainty" in info["strategies"]
+    assert {f"{CXR}_tta", f"{CT}_tta"} <= set(info["scoring"]) and {f"{CXR}_tta_uncertainty", f"{CT}_tta_uncertainty"} <= set(info["strategies"])
     assert set(info["trainers"]) == {CXR, CT}
 
 
@@ -451,11 +451,11 @@ def test_next_sample_is_the_most_uncertain_and_moves_on_once_labelled(server):
     for image_id in unlabelled:
         assert image_id in reply.text, f"{image_id} neither scored nor reported: {reply.text[:500]}"
     scores = {i: requests.get(f"{server.url}/datastore/image/info", params={"image": i}, timeout=60).json()
-              .get("unimiss_tta_uncertainty") for i in unlabelled}
+              .get(f"unimiss_tta_uncertainty_{CXR}") for i in unlabelled}
     assert all(isinstance(s, float) and 0.0 <= s <= 1.0 for s in scores.values()), scores
 
     def next_sample() -> str:
-        return requests.post(f"{server.url}/activelearning/tta_uncertainty", json={}, timeout=60).json()["id"]
+        return requests.post(f"{server.url}/activelearning/{CXR}_tta_uncertainty", json={}, timeout=60).json()["id"]
 
     chosen = next_sample()
     assert scores[chosen] == max(scores.values()), (chosen, scores)
