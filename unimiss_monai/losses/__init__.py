@@ -1,5 +1,6 @@
 """Self-supervised objectives of UniMiSS / UniMiSS+ (one loss per module; schedules live in ``unimiss_monai.utils``)."""
 
+from unimiss_monai.losses.classification import ClassificationLoss
 from unimiss_monai.losses.cross_dimension import CrossDimensionDINOLoss, average_slice_logits
 from unimiss_monai.losses.deep_supervision import StackedDeepSupervisionLoss
 from unimiss_monai.losses.deepcluster_v2 import DeepClusterV2Loss
@@ -12,6 +13,7 @@ from unimiss_monai.losses.unimiss_plus import UniMissPlusLoss
 
 __all__ = [
     "CenterUpdate",
+    "ClassificationLoss",
     "CrossDimensionDINOLoss",
     "DINOLoss",
     "DeepClusterV2Loss",

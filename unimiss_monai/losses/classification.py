@@ -39,7 +39,8 @@ class ClassificationLoss(nn.Module):
             if target.shape != logits.shape:
                 raise ValueError(f"ClassificationLoss: multi-label target shape {tuple(target.shape)} must equal logits {tuple(logits.shape)}")
             target = target.to(logits.dtype) * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
-            return nn.functional.binary_cross_entropy_with_logits(logits, target, pos_weight=self.pos_weight)
+            pos_weight = self._like(self.pos_weight, logits)
+            return nn.functional.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight)
         target = target.reshape(target.shape[0], -1)
         if target.shape[1] == logits.shape[1] and logits.shape[1] > 1:
             target = target.argmax(1)  # one-hot
@@ -47,4 +48,11 @@ class ClassificationLoss(nn.Module):
             target = target[:, 0]
         else:
             raise ValueError(f"ClassificationLoss: target shape {tuple(target.shape)} fits neither indices (B,) nor one-hot {tuple(logits.shape)}")
-        return nn.functional.cross_entropy(logits, target.long(), weight=self.class_weight, label_smoothing=self.label_smoothing)
+        return nn.functional.cross_entropy(
+            logits, target.long(), weight=self._like(self.class_weight, logits), label_smoothing=self.label_smoothing
+        )
+
+    @staticmethod
+    def _like(weight: torch.Tensor | None, logits: torch.Tensor) -> torch.Tensor | None:
+        # a bundle builds the loss from its config and never moves it: the weights follow the logits' device and dtype
+        return None if weight is None else weight.to(device=logits.device, dtype=logits.dtype)

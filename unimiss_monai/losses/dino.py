@@ -16,6 +16,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from unimiss_monai.utils.dist import in_process_group
+
 __all__ = ["CenterUpdate", "DINOLoss", "shared_center_dino", "split_views"]
 
 #: when a loss made of several DINO terms moves the shared centre: after every term (the UniMiSS / UniMiSS+ reference
@@ -96,11 +98,22 @@ class DINOLoss(nn.Module):
         self.register_buffer("center", torch.zeros(1, out_dim))
         self._diagnostics: dict[str, Tensor] = {}
 
+    def _center_on(self, device: torch.device) -> Tensor:
+        """The centre buffer, moved (once, for good) to ``device`` when the logits live elsewhere.
+
+        A loss built by a config is not moved with the network, so on a GPU the first logits arrive on another device
+        than the centre; the buffer follows them instead of failing (state dicts are unaffected).
+        """
+        if self.center.device != device:
+            self.center = self.center.to(device)
+        return self.center
+
     def teacher_probs(self, teacher_out: Tensor, teacher_temp: float) -> Tensor:
         """Centred, sharpened teacher distribution ``softmax((t - center) / teacher_temp)``, detached. ``(N, K)``."""
         if teacher_temp <= 0:
             raise ValueError(f"teacher_temp must be > 0, got {teacher_temp}.")
-        return F.softmax((teacher_out.detach().float() - self.center) / teacher_temp, dim=-1)
+        center = self._center_on(teacher_out.device)
+        return F.softmax((teacher_out.detach().float() - center) / teacher_temp, dim=-1)
 
     def forward(
         self,
@@ -176,11 +189,11 @@ class DINOLoss(nn.Module):
             raise ValueError(f"teacher_out must have shape (N, {self.out_dim}), got {tuple(t.shape)}.")
         batch_sum = t.detach().float().sum(dim=0, keepdim=True)
         count = torch.tensor(float(t.shape[0]), device=t.device)
-        if dist.is_available() and dist.is_initialized():
+        if in_process_group():
             dist.all_reduce(batch_sum)
             dist.all_reduce(count)
         batch_center = batch_sum / count
-        self.center.mul_(self.center_momentum).add_(batch_center * (1.0 - self.center_momentum))
+        self._center_on(t.device).mul_(self.center_momentum).add_(batch_center * (1.0 - self.center_momentum))
 
     @torch.no_grad()
     def _record_diagnostics(self, probs: Tensor) -> None:

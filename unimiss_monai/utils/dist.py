@@ -13,8 +13,8 @@ import torch
 import torch.distributed as dist
 
 __all__ = [
-    "any_rank", "broadcast_object", "destroy_distributed", "gather_objects", "init_distributed", "is_rank_zero", "local_device",
-    "rank_and_world", "rank_zero_handlers", "train_sampler",
+    "any_rank", "broadcast_object", "destroy_distributed", "gather_objects", "in_process_group", "init_distributed",
+    "is_rank_zero", "local_device", "rank_and_world", "rank_zero_handlers", "train_sampler",
 ]
 
 
@@ -90,9 +90,14 @@ def train_sampler(dataset, weights: Sequence[float] | None = None):
     return DistributedWeightedRandomSampler(dataset, list(weights), even_divisible=True)
 
 
+def in_process_group() -> bool:
+    """Whether this process is in a ``torch.distributed`` process group (collectives must then be called on every rank)."""
+    return dist.is_available() and dist.is_initialized()
+
+
 def rank_and_world() -> tuple[int, int]:
     """This process's rank and the number of ranks (0, 1 outside a process group)."""
-    if dist.is_available() and dist.is_initialized():
+    if in_process_group():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
