@@ -21,6 +21,7 @@ from monai.data import DataLoader, list_data_collate
 from monai.transforms import Compose, Randomizable
 from torch.utils.data import Dataset, Sampler
 
+from unimiss_monai.utils.dist import rank_and_world
 from unimiss_monai.utils.errors import failed_transform, root_cause
 from unimiss_monai.utils.seeds import SEED_MOD, epoch_seed
 
@@ -177,9 +178,7 @@ def make_loader(
     """
     if len(dataset) == 0:
         raise ValueError(f"the {dataset.name!r} datalist is empty; add entries to its section in the datalist JSON or drop the section")
-    rank, world = 0, 1
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    rank, world = rank_and_world()
     sampler = ResumableSampler(len(dataset), num_samples=num_samples, seed=seed, rank=rank, world_size=world)
     # an own generator: creating the loader iterator must not consume the global RNG that dropout uses
     return DataLoader(

@@ -30,6 +30,7 @@ from unimiss_monai.losses.masked_embedding import random_token_mask
 from unimiss_monai.networks.nets.clustering_head import ClusteringHead
 from unimiss_monai.networks.nets.image_volume import ImageVolumeNet
 from unimiss_monai.utils.args import as_bool
+from unimiss_monai.utils.dist import in_process_group
 from unimiss_monai.utils.seeds import epoch_seed
 
 __all__ = ["STAGE_NAMES", "TERMS", "IntraInterTrainer"]
@@ -45,10 +46,6 @@ def staged_epochs(epochs: int, fractions: tuple[float, float] = (0.4, 0.1)) -> l
     """The default staged schedule: 40 % of ``epochs`` 2D, 10 % masked embedding, the rest joint 3D."""
     first, second = (int(epochs * f) for f in fractions)
     return [first, second, epochs - first - second]
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
 
 
 class IntraInterTrainer(PretrainingTrainer):
@@ -174,7 +171,7 @@ class IntraInterTrainer(PretrainingTrainer):
         self.amp_dtype = getattr(torch, amp_dtype)
         self._trained = [network, intra_head, inter_head]
         self._params = list({id(p): p for m in self._trained for p in m.parameters()}.values())
-        if _distributed():
+        if in_process_group():
             # what DDP does at construction: every rank starts from rank 0's weights
             for t in itertools.chain(*(m.state_dict().values() for m in self._trained)):
                 dist.broadcast(t, src=0)
@@ -338,7 +335,7 @@ class IntraInterTrainer(PretrainingTrainer):
                     p.grad = None  # the k-means centroids, not optimised
             else:
                 head.cancel_prototype_gradients(self.state.optimizer_step)
-        if _distributed():
+        if in_process_group():
             world = dist.get_world_size()
             for p in self._params:
                 if p.grad is not None:
@@ -351,7 +348,7 @@ class IntraInterTrainer(PretrainingTrainer):
             self.scaler.update()
         else:
             self.optimizer.step()
-        if _distributed():
+        if in_process_group():
             for m in self._trained:
                 for buf in m.buffers():
                     dist.broadcast(buf, src=0)

@@ -26,6 +26,7 @@ from unimiss_monai.data.loaders import COUNT_KEY, SKIPPED_KEY, PhaseLoader
 from unimiss_monai.engines.accumulation import AccumulationWindows
 from unimiss_monai.networks.nets.student_teacher import StudentTeacher
 from unimiss_monai.utils import schedules
+from unimiss_monai.utils.dist import in_process_group
 from unimiss_monai.utils.ema import update_momentum
 
 __all__ = ["PretrainingTrainer", "log_export"]
@@ -150,7 +151,7 @@ class PretrainingTrainer(AccumulationWindows, Trainer):
         )
         self.network, self.optimizer, self.loss_function, self.recipe = network, optimizer, loss_function, recipe
         self.student: nn.Module = network.student
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if in_process_group():
             # 2D and 3D stems are each unused in half of the iterations
             kw = {"find_unused_parameters": True, **(ddp_kwargs or {})}
             if self.state.device.type == "cuda":

@@ -12,6 +12,7 @@ from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.handlers import CheckpointSaver
 
 from unimiss_monai.data.writers import save_torch
+from unimiss_monai.utils.dist import rank_and_world
 from unimiss_monai.utils.finite import first_non_finite
 
 __all__ = ["BestModelSaver"]
@@ -24,7 +25,7 @@ class _AtomicFixedFileSaver(BaseSaveHandler):
         self.path = path
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
-        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+        if rank_and_world()[0] != 0:
             return
         bad = first_non_finite(checkpoint)
         if bad is not None:

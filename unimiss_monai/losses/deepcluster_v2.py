@@ -17,17 +17,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unimiss_monai.losses.dino import split_views
+from unimiss_monai.utils.dist import in_process_group
 
 __all__ = ["DeepClusterV2Loss"]
 
 
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
 def _gather(t: Tensor) -> Tensor:
     """Concatenate ``t`` (same shape on every rank) over ranks; ``t`` itself without a process group."""
-    if not _distributed():
+    if not in_process_group():
         return t
     parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, t.contiguous())
@@ -160,7 +157,7 @@ class DeepClusterV2Loss(nn.Module):
             bank = self.memory[h % self.n_assign_views, filled].float()
             pick = torch.randperm(filled.numel(), generator=generator)[:k].to(bank.device)
             centroids = bank[pick].clone()
-            if _distributed():
+            if in_process_group():
                 dist.broadcast(centroids, src=0)
             for it in range(self.kmeans_iters + 1):
                 labels = (bank @ centroids.t()).argmax(dim=1)

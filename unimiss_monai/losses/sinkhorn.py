@@ -18,11 +18,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from unimiss_monai.utils.dist import in_process_group
+
 __all__ = ["sinkhorn_knopp"]
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
 
 
 def _global_logsumexp_over_samples(log_q: Tensor) -> Tensor:
@@ -31,10 +29,10 @@ def _global_logsumexp_over_samples(log_q: Tensor) -> Tensor:
     Done as a max-shifted sum so that the all-reduce sees finite numbers whatever the score range.
     """
     shift = log_q.amax(dim=0, keepdim=True).detach()
-    if _distributed():
+    if in_process_group():
         dist.all_reduce(shift, op=dist.ReduceOp.MAX)
     total = torch.exp(log_q - shift).sum(dim=0, keepdim=True)
-    if _distributed():
+    if in_process_group():
         dist.all_reduce(total)
     return shift + torch.log(total)
 
@@ -67,7 +65,7 @@ def sinkhorn_knopp(scores: Tensor, epsilon: float = 0.05, n_iters: int = 3) -> T
         raise ValueError("sinkhorn_knopp: scores contain NaN or inf; check the embeddings and prototypes feeding it.")
     n_protos = scores.shape[1]
     batch = torch.tensor(float(scores.shape[0]), device=scores.device)
-    if _distributed():
+    if in_process_group():
         dist.all_reduce(batch)
     log_q = scores.detach().double() / epsilon
     # the initial normalisation to total mass 1 of the reference is a constant shift that the first prototype

@@ -10,6 +10,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 from unimiss_monai.data.ct_io import warn_if_not_ct_hu
+from unimiss_monai.data.xray import source_name
 from unimiss_monai.transforms.labels.array import SelectStructures
 from unimiss_monai.transforms.utility.array import CheckImage
 
@@ -34,12 +35,6 @@ class SelectStructuresd(MapTransform):
 
 
 SelectStructuresD = SelectStructuresDict = SelectStructuresd
-
-
-def _source(x) -> str:
-    meta = getattr(x, "meta", None) or {}
-    name = meta.get("filename_or_obj", "")
-    return str(name) if name else "<in-memory image>"
 
 
 class CheckSegmentationInputd(MapTransform):
@@ -68,7 +63,7 @@ class CheckSegmentationInputd(MapTransform):
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> Mapping[Hashable, torch.Tensor]:
         image_key, label_key = self.keys
         image = data[image_key]
-        src = _source(image)
+        src = source_name(image)
         kind = "3D volumes" if self.spatial_dims == 3 else "2D images"
         if image.ndim - 1 != self.spatial_dims:
             raise ValueError(f"{src}: image has shape {tuple(image.shape[1:])} ({image.ndim - 1} spatial dims) but this bundle segments {kind}; give it a {self.spatial_dims}D image")
@@ -81,7 +76,7 @@ class CheckSegmentationInputd(MapTransform):
         if label_key not in data:
             return data
         label = data[label_key]
-        lsrc = _source(label)
+        lsrc = source_name(label)
         if label.ndim != image.ndim or label.shape[0] != 1:
             raise ValueError(f"{lsrc}: label has shape {tuple(label.shape)}; expected one channel of spatial shape {tuple(image.shape[1:])} (a label map, not one-hot)")
         if tuple(label.shape[1:]) != tuple(image.shape[1:]):

@@ -6,13 +6,9 @@ import torch
 from monai.transforms import Transform
 
 from unimiss_monai.data.grid_checks import check_grid, check_nifti_header
+from unimiss_monai.data.xray import source_name
 
 __all__ = ["CheckImage"]
-
-
-def _source(img) -> str:
-    meta = getattr(img, "meta", None) or {}
-    return str(meta.get("filename_or_obj", "") or "<array>")
 
 
 class CheckImage(Transform):
@@ -43,17 +39,17 @@ class CheckImage(Transform):
             bad = int((~torch.isfinite(t)).sum())
             if bad:
                 raise ValueError(
-                    f"{_source(img)}: has {bad} non-finite (NaN or Inf) value(s) of {t.numel()}; fix or remove those "
+                    f"{source_name(img)}: has {bad} non-finite (NaN or Inf) value(s) of {t.numel()}; fix or remove those "
                     "voxels (e.g. replace them with the air value) or drop the case"
                 )
         if self.fail_constant and t.numel() and bool((t == t.reshape(-1)[0]).all()):
             raise ValueError(
-                f"{_source(img)}: every voxel has the same value ({float(t.reshape(-1)[0]):g}): there is nothing to "
+                f"{source_name(img)}: every voxel has the same value ({float(t.reshape(-1)[0]):g}): there is nothing to "
                 "segment or classify; check the export (window, rescale) or drop the case"
             )
         if self.check_affine:
-            check_nifti_header(_source(img), self.min_spacing)
+            check_nifti_header(source_name(img), self.min_spacing)
             affine = getattr(img, "affine", None)
             if affine is not None:
-                check_grid(affine, img.ndim - 1, _source(img), self.min_spacing)
+                check_grid(affine, img.ndim - 1, source_name(img), self.min_spacing)
         return img
