@@ -109,3 +109,12 @@ def test_render_slabs_returns_the_spacing_of_a_detector_that_covers_each_slab():
         # whole pixels of the requested size, resized to the output shape
         shape = drr.fit_slab_detector(slab, 1.0, 300.0, 200.0)
         np.testing.assert_allclose((d_row * 12, d_col * 20), shape)
+
+
+def test_a_source_inside_the_slab_is_refused():
+    # a 200 mm cube has a half diagonal of 173 mm: a source 150 mm from its centre lies inside it, and the magnified
+    # extent would come out negative (a 2x2 detector, silently)
+    slab = drr.split_slabs(np.zeros((100, 100, 100), np.float32), np.diag([2.0, 2.0, 2.0, 1.0]), 100)[0]
+    with pytest.raises(ValueError, match="sid 150 mm must exceed the slab's half diagonal 173.2 mm"):
+        drr.fit_slab_detector(slab, 1.0, 300.0, 150.0)
+    assert min(drr.fit_slab_detector(slab, 1.0, 1000.0, 800.0)) > 200  # a source outside it: the whole slab, magnified

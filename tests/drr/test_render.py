@@ -228,6 +228,17 @@ def test_to_radiograph_bone_bright():
     assert drr.to_radiograph(img, window=(0, 5))[4, 4] > drr.to_radiograph(img, window=(0, 5))[1, 1]
 
 
+def test_to_radiograph_refuses_what_has_no_grey_level():
+    img = torch.linspace(0, 5, 64).reshape(8, 8)
+    # a reversed window used to saturate silently: everything below 'low' black, everything else white
+    with pytest.raises(ValueError, match="low < high"):
+        drr.to_radiograph(img, window=(5, 0))
+    bad = img.clone()
+    bad[2, 3] = float("nan")  # its percentile window is NaN: the image came out all black
+    with pytest.raises(ValueError, match="1 NaN or Inf"):
+        drr.to_radiograph(bad)
+
+
 def test_unknown_view_names_valid_choices():
     with pytest.raises(ValueError, match=r"'OBLIQUE'.*AP.*LAT_LEFT"):
         drr.render(np.zeros((4, 4, 4)), np.eye(4), views=["OBLIQUE"])
@@ -251,3 +262,32 @@ def test_nan_voxels_are_rejected():
         drr.render(vol, np.eye(4))
     with pytest.raises(ValueError, match="affine must be 4x4"):
         drr.render(np.zeros((4, 4, 4)), np.eye(3))
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf])
+@pytest.mark.parametrize("unit", ["hu", "mu"])
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_infinite_voxels_are_rejected(value, unit, backend):
+    # the kernels compile with fast-math (no Inf assumed): an Inf voxel would give Inf/NaN rays, or silently 0 for
+    # -Inf HU, instead of an error naming the problem
+    vol = np.zeros((6, 6, 6), np.float32)
+    vol[3, 3, 3] = value
+    volume = torch.from_numpy(vol) if backend == "torch" else vol
+    with pytest.raises(ValueError, match="1 non-finite"):
+        drr.render(volume, np.diag([2.0, 2.0, 2.0, 1.0]), detector_shape=(4, 4), pixel_spacing=4.0, sdd=300.0,
+                   sid=200.0, volume_unit=unit, backend=backend)
+
+
+@pytest.mark.parametrize("bad", [
+    {"pixel_spacing": float("nan")},  # rendered a black image
+    {"pixel_spacing": (1.0, float("inf"))},
+    {"sdd": float("inf")},
+    {"principal_point": (float("nan"), 0.0)},
+    {"views": {"view": "AP", "rotation": (float("nan"), 0.0, 0.0)}},  # rendered a NaN image
+    {"views": {"view": "LL", "translation": (0.0, float("inf"), 0.0)}},
+    {"isocenter": (0.0, float("nan"), 0.0)},
+])
+def test_non_finite_geometry_is_rejected(bad):
+    kw = {"detector_shape": (4, 4), "pixel_spacing": 4.0, "sdd": 300.0, "sid": 200.0, **bad}
+    with pytest.raises(ValueError, match="finite"):
+        drr.render(np.zeros((6, 6, 6), np.float32), np.diag([2.0, 2.0, 2.0, 1.0]), **kw)

@@ -62,3 +62,13 @@ def test_singular_sform_in_the_file_is_caught_although_the_loader_makes_up_a_gri
     assert abs(float(np.linalg.det(np.asarray(loaded["image"].affine)[:3, :3]))) > 0  # the loader replaced it
     with pytest.raises(ValueError, match="singular.nii.gz: its sform is degenerate"):
         CheckImaged("image")(loaded)
+
+
+def test_dictionary_version_takes_the_array_arguments():
+    # CheckImaged is documented as "same arguments after keys": fail_constant was missing, so a blank export passed
+    blank = _image(torch.full((1, 4, 4, 4), -1024.0))
+    with pytest.raises(ValueError, match=r"^case\.nii\.gz: every voxel has the same value \(-1024\)"):
+        CheckImaged("image", fail_constant=True)({"image": blank})
+    assert CheckImaged("image")({"image": blank})["image"] is blank
+    with pytest.raises(ValueError, match="every voxel"):
+        CheckImage(fail_constant=True)(blank)

@@ -72,3 +72,27 @@ def test_needs_channel_first_ct_with_affine():
         DRRProject(**KW)(MetaTensor(torch.zeros(2, 4, 4, 4)))
     with pytest.raises(ValueError, match="affine"):
         DRRProject(**KW)(torch.zeros(1, 4, 4, 4))
+
+
+def test_metatensor_affine_is_read_in_the_space_its_metadata_names():
+    # MONAI's ITK reader with affine_lps_to_ras=False keeps the DICOM affine and says so in meta["space"]: read as
+    # RAS, the DRR came out mirrored left-right and front-back
+    ct = _ct()
+    ct[0, :2] += 2000.0  # dense voxels on one side, so that a mirrored view differs
+    lps_affine = torch.diag(torch.tensor([-1.0, -1.0, 1.0, 1.0], dtype=torch.float64)) @ ct.affine  # same grid, LPS
+    lps = MetaTensor(ct.as_tensor(), affine=lps_affine, meta={"space": "LPS", "filename_or_obj": "ct.dcm"})
+    want = drr.render(ct[0].numpy(), lps_affine, views=("AP",), affine_space="LPS", **KW).transpose(1, 2)
+    assert not torch.allclose(want, drr.render(ct[0].numpy(), lps_affine, views=("AP",), **KW).transpose(1, 2))
+    out = DRRProject(views=("AP",), **KW)(lps)
+    torch.testing.assert_close(out.as_tensor(), want)
+    torch.testing.assert_close(DRRProject(views=("AP",), affine_space="LPS", **KW)(lps).as_tensor(), want)
+    # the detector placement is that of the RAS+ world the renderer used
+    row_first = drr.detector_affine("AP", KW["detector_shape"], KW["pixel_spacing"], KW["sdd"], KW["sid"],
+                                    isocenter=drr.volume_center(ct.shape[1:], ct.affine.numpy()))
+    np.testing.assert_allclose(out.meta["drr_detector_affine"].numpy(), row_first[:, [1, 0, 2, 3]])
+    assert out.meta["filename_or_obj"] == "ct.dcm"
+    # the functional API reads a MetaTensor volume the same way
+    torch.testing.assert_close(drr.render(lps[0], None, views=("AP",), **KW).transpose(1, 2), want)
+    labels = MetaTensor((ct[0] > 500).long(), affine=lps_affine, meta={"space": "LPS"})
+    torch.testing.assert_close(drr.project_labels(labels, views=("AP",), **KW),
+                               drr.project_labels(labels.numpy(), lps_affine, views=("AP",), affine_space="LPS", **KW))

@@ -46,15 +46,22 @@ def to_radiograph(
     Args:
         line_integral: ``(..., H, W)`` line integrals of mu (unitless), numpy or torch.
         bits: 8 (``uint8``) or 16 (``uint16``).
-        window: ``(low, high)`` line-integral values mapped to black and white. Defaults to the ``percentiles`` of
-            each image, so every image uses its full range.
+        window: ``(low, high)`` line-integral values mapped to black and white, ``low < high``. Defaults to the
+            ``percentiles`` of each image, so every image uses its full range.
         percentiles: percentiles used when ``window`` is None.
         gamma: display gamma applied after windowing (``< 1`` brightens soft tissue).
+
+    Raises:
+        ValueError: for NaN or Inf line integrals (they have no grey level) or a window with ``low >= high``.
     """
     if bits not in (8, 16):
         raise ValueError(f"bits must be 8 or 16, got {bits}")
     img = line_integral.detach().cpu().numpy() if isinstance(line_integral, torch.Tensor) else np.asarray(line_integral)
     img = img.astype(np.float64)
+    if not np.isfinite(img).all():  # NaN would turn the percentile window, and so the whole image, into noise
+        raise ValueError(f"to_radiograph: {int((~np.isfinite(img)).sum())} NaN or Inf line integral(s) of {img.size}")
+    if window is not None and not float(window[0]) < float(window[1]):
+        raise ValueError(f"to_radiograph: window must be (low, high) with low < high, got {tuple(window)}")
     if window is None:
         flat = img.reshape(-1, *img.shape[-2:]).reshape(-1, img.shape[-2] * img.shape[-1]) if img.ndim > 2 else img.reshape(1, -1)
         lo, hi = np.percentile(flat, percentiles, axis=-1)

@@ -91,6 +91,8 @@ class Pose:
             value = tuple(float(v) for v in np.asarray(getattr(self, name), dtype=float).reshape(-1))
             if len(value) != 3:
                 raise ValueError(f"Pose.{name} must have 3 values (x, y, z), got {getattr(self, name)!r}")
+            if not all(math.isfinite(v) for v in value):  # a NaN angle would turn every ray, and the image, to NaN
+                raise ValueError(f"Pose.{name} must be finite, got {getattr(self, name)!r}")
             object.__setattr__(self, name, value)
 
     def rotation_matrix(self) -> np.ndarray:
@@ -142,6 +144,10 @@ class ConeBeam:
         pp = tuple(float(s) for s in np.broadcast_to(np.asarray(self.principal_point, dtype=float), (2,)))
         if min(shape) < 1:
             raise ValueError(f"detector_shape must be positive (H, W), got {self.detector_shape!r}")
+        # NaN passes every comparison below unnoticed, and a NaN spacing renders a black image without a word
+        if not all(math.isfinite(v) for v in (*spacing, *pp, float(self.sdd), float(self.sid))):
+            raise ValueError(f"pixel_spacing, principal_point, sdd and sid must be finite, got {self.pixel_spacing!r}, "
+                             f"{self.principal_point!r}, sdd={self.sdd}, sid={self.sid}")
         if min(spacing) <= 0:
             raise ValueError(f"pixel_spacing must be positive mm, got {self.pixel_spacing!r}")
         if not 0 < float(self.sid) < float(self.sdd):
@@ -156,6 +162,8 @@ class ConeBeam:
         """World source (3,), detector centre pixel origin (3,), column and row unit vectors (3,) for a pose."""
         r = pose.rotation_matrix()
         iso = np.asarray(isocenter, dtype=float) + np.asarray(pose.translation)
+        if iso.shape != (3,) or not np.isfinite(iso).all():
+            raise ValueError(f"isocenter must be a finite world point (x, y, z) in mm, got {np.asarray(isocenter).tolist()}")
         beam = r @ _AP_SOURCE_DIR
         col, row = r @ _AP_COL_DIR, r @ _AP_ROW_DIR
         if pose.view in _MIRRORED_VIEWS:

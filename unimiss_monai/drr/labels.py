@@ -43,13 +43,14 @@ def project_labels(
     *,
     principal_point=(0.0, 0.0),
     isocenter=None,
-    affine_space: str = "RAS",
+    affine_space: str | None = None,
 ) -> torch.Tensor:
     """Per-structure projected thickness (mm) along every DRR ray, by an exact Siddon walk of the label volume.
 
     Args:
         labels: integer label volume ``(X, Y, Z)`` (numpy or torch; a MetaTensor carries its affine).
-        affine: 4x4 voxel-to-world matrix (NIfTI RAS+ unless ``affine_space="LPS"``).
+        affine: 4x4 voxel-to-world matrix (NIfTI RAS+ unless ``affine_space="LPS"``; None: a MetaTensor's own, in
+            the space of its ``meta["space"]``, see :func:`unimiss_monai.drr.volume.volume_affine`).
         label_ids: labels to project, in output channel order; all positive labels (sorted) when None.
         views, detector_shape, pixel_spacing, sdd, sid, principal_point, isocenter: as in
             :func:`unimiss_monai.drr.render`; the same values give the same rays.
@@ -61,10 +62,9 @@ def project_labels(
     from unimiss_monai.drr.empty_space import BLOCK, no_skipping, nonzero_block_map
     from unimiss_monai.drr.kernels import label_kernel
     from unimiss_monai.drr.layout import memory_layout, points_in_memory_order
-    from unimiss_monai.drr.volume import as_affine
+    from unimiss_monai.drr.volume import volume_affine
 
-    if affine is None and hasattr(labels, "affine"):
-        affine = labels.affine
+    ras = volume_affine(labels, affine, affine_space)
     arr = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
     if arr.ndim != 3:
         raise ValueError(f"labels must be a 3-D (X, Y, Z) volume, got shape {arr.shape}")
@@ -82,7 +82,7 @@ def project_labels(
     geometry = ConeBeam(detector_shape, pixel_spacing, sdd, sid, principal_point)
     poses = as_poses(views)
     check_memory(len(poses), geometry.detector_shape, channels=max(len(ids), 1))
-    prep = PreparedVolume(arr, as_affine(affine, affine_space))
+    prep = PreparedVolume(arr, ras)
     # walk the labels as they lie in memory (a NIfTI label map is x-fastest): no reordering copy, see .layout
     layout = memory_layout(arr) or memory_layout(np.ascontiguousarray(arr))
     shape = np.asarray(layout.array.shape, dtype=np.int64)

@@ -22,7 +22,7 @@ class DRR(torch.nn.Module):
     """
 
     def __init__(self, volume, affine=None, method: str = "siddon", output: str = "line_integral", i0: float = 1.0,
-                 isocenter=None, volume_unit: str = "hu", affine_space: str = "RAS", device=None, **geometry):
+                 isocenter=None, volume_unit: str = "hu", affine_space: str | None = None, device=None, **geometry):
         super().__init__()
         self.volume = prepare_volume(volume, affine, volume_unit=volume_unit, affine_space=affine_space, device=device)
         self.geometry = ConeBeam(**geometry)

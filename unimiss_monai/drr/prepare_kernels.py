@@ -1,4 +1,5 @@
-"""Compiled one-pass kernels (numba) that prepare a CT for the DRR: HU to attenuation marking empty space, NaN count.
+"""Compiled one-pass kernels (numba) that prepare a CT for the DRR: HU to attenuation marking empty space, count of
+non-finite voxels.
 
 Like :mod:`.kernels`, these run without Python's interpreter lock (``nogil``) and this file holds every function and
 constant its cached kernels compile in: numba's on-disk cache is invalidated only when the file that defines a kernel
@@ -7,24 +8,28 @@ changes.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["BLOCK", "SCAN", "hu_to_mu_kernel", "nan_count_kernel", "nonzero_runs_kernel"]
+__all__ = ["BLOCK", "SCAN", "hu_to_mu_kernel", "nonfinite_count_kernel", "nonzero_runs_kernel"]
 
 # voxels per edge of a block of the map of empty space (:mod:`.empty_space`), and per run along a row from which
 # the conversion marks it (BLOCK a multiple of SCAN); the kernel below compiles both in, so they live here
 BLOCK, SCAN = 16, 8
 
 
-@njit(parallel=True, nogil=True, cache=True)  # no fastmath: it would drop the NaN test
+@njit(parallel=True, nogil=True, cache=True)  # no fastmath: it would drop the NaN/Inf test
 def hu_to_mu_kernel(hu, mu_water, bone_slope, convert, out, bits, runs):
-    """One pass over a 3-D volume: attenuation (1/mm) into ``out`` (same shape, float32); returns the NaN count.
+    """One pass over a 3-D volume: attenuation (1/mm) into ``out`` (same shape, float32); returns the number of
+    non-finite voxels (NaN, +-Inf).
 
     ``convert`` True maps HU with :func:`unimiss_monai.drr.attenuation.hu_to_mu`'s model, False copies values that
     are already attenuation. ``hu`` may have any strides and dtype (one compiled variant each); loops run in ``out``'s
     C order, so a C-ordered ``hu`` streams. Arithmetic is float64 per voxel in registers, rounded once to float32.
-    NaN voxels are written as 0.
+    Non-finite voxels are written as 0: the kernels that render compile with fast-math, which assumes no NaN or Inf,
+    so such a volume is refused (:func:`unimiss_monai.drr.prepare_volume`) rather than rendered.
 
     ``runs`` (zeros of :func:`.empty_space.run_grid` of ``out.shape``) gets a 1 for every run of ``SCAN`` voxels
     along a row with a nonzero value, by row and plane block of ``BLOCK``: ``runs[i // BLOCK, j // BLOCK, k // SCAN]``.
@@ -34,13 +39,13 @@ def hu_to_mu_kernel(hu, mu_water, bone_slope, convert, out, bits, runs):
     """
     n0, n1, n2 = out.shape
     whole = n2 // SCAN
-    nan = 0
+    bad = 0
     for i in prange(n0):
         for j in range(n1):
             for k in range(n2):
                 h = np.float64(hu[i, j, k])
-                if h != h:
-                    nan += 1
+                if not math.isfinite(h):
+                    bad += 1
                     out[i, j, k] = 0.0
                     continue
                 if convert:
@@ -62,20 +67,20 @@ def hu_to_mu_kernel(hu, mu_water, bone_slope, convert, out, bits, runs):
                 word |= bits[i, j, k]
             if word & np.uint32(0x7FFFFFFF):
                 runs[bi, bj, whole] = 1
-    return nan
+    return bad
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def nan_count_kernel(values):
-    """Number of NaN voxels of a 3-D float volume, without a boolean temporary."""
+def nonfinite_count_kernel(values):
+    """Number of non-finite voxels (NaN, +-Inf) of a 3-D float volume, without a boolean temporary."""
     n0, n1, n2 = values.shape
-    nan = 0
+    bad = 0
     for i in prange(n0):
         for j in range(n1):
             for k in range(n2):
-                if values[i, j, k] != values[i, j, k]:
-                    nan += 1
-    return nan
+                if not math.isfinite(values[i, j, k]):
+                    bad += 1
+    return bad
 
 
 @njit(parallel=True, nogil=True, cache=True)

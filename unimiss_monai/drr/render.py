@@ -15,7 +15,7 @@ import torch
 
 from unimiss_monai.drr.attenuation import MU_WATER_70KEV, beer_lambert
 from unimiss_monai.drr.geometry import ConeBeam, Pose, as_pose
-from unimiss_monai.drr.volume import PreparedVolume, prepare_volume
+from unimiss_monai.drr.volume import PreparedVolume, prepare_volume, volume_affine
 
 __all__ = ["METHODS", "OUTPUTS", "render", "project", "rays_in_kernel_order", "as_poses", "check_memory"]
 
@@ -150,7 +150,7 @@ def render(
     mu_water: float = MU_WATER_70KEV,
     bone_slope: float = 1.0,
     i0: float = 1.0,
-    affine_space: str = "RAS",
+    affine_space: str | None = None,
     device: str | torch.device | None = None,
     backend: str = "auto",
 ) -> torch.Tensor:
@@ -174,7 +174,8 @@ def render(
         volume_unit: ``"hu"`` or ``"mu"`` (values already attenuation per mm).
         mu_water, bone_slope: HU -> attenuation model (:func:`unimiss_monai.drr.hu_to_mu`).
         i0: unattenuated intensity for ``output="intensity"``.
-        affine_space: ``"RAS"`` (NIfTI) or ``"LPS"`` (DICOM/ITK) world of ``affine``.
+        affine_space: ``"RAS"`` (NIfTI) or ``"LPS"`` (DICOM/ITK) world of ``affine``; None: a MetaTensor's own
+            affine in the space of its ``meta["space"]``, any other affine as RAS.
         device: ``"cpu"`` (compiled kernels), ``"cuda"`` (PyTorch path); None: where the volume is.
         backend: ``"auto"``, ``"numba"`` or ``"torch"`` (force the reference path).
 
@@ -203,7 +204,7 @@ def _prepare_all(volume, affine, volume_unit, mu_water, bone_slope, affine_space
     if isinstance(volume, (list, tuple)) and volume and all(isinstance(v, PreparedVolume) for v in volume):
         return list(volume), True
     if affine is None and hasattr(volume, "affine"):
-        affine = volume.affine
+        affine, affine_space = volume_affine(volume, None, affine_space), "RAS"
     if not hasattr(volume, "ndim") or volume.ndim not in (3, 4):
         raise ValueError(
             f"volume must be (X, Y, Z) or (B, X, Y, Z), got shape {tuple(getattr(volume, 'shape', ()))}"

@@ -69,7 +69,11 @@ def fit_slab_detector(slab: Slab, pixel_spacing: float = 1.5625, sdd: float = 10
     corners = np.array(np.meshgrid(*[[-0.5, n - 0.5] for n in slab.volume.shape], indexing="ij")).reshape(3, -1)
     world = slab.affine[:3, :3] @ corners + slab.affine[:3, 3:4]
     size = world.max(1) - world.min(1)
-    extent = size * sdd / (sid - 0.5 * np.linalg.norm(size))
+    half_diagonal = 0.5 * float(np.linalg.norm(size))
+    if sid <= half_diagonal:  # the source would sit inside the slab: no detector can hold its projection
+        raise ValueError(f"sid {sid:g} mm must exceed the slab's half diagonal {half_diagonal:.1f} mm (the source would "
+                         "lie inside the slab); raise sid (and sdd) or render thinner slabs")
+    extent = size * sdd / (sid - half_diagonal)
     height = extent[2] + 2 * margin_mm  # superior-inferior
     width = max(extent[0], extent[1]) + 2 * margin_mm
     return max(2, int(np.ceil(height / pixel_spacing))), max(2, int(np.ceil(width / pixel_spacing)))

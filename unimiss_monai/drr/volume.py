@@ -10,7 +10,7 @@ import torch
 from unimiss_monai.drr.attenuation import MU_WATER_70KEV, hu_to_mu
 from unimiss_monai.drr.geometry import ConeBeam, Pose
 
-__all__ = ["PreparedVolume", "prepare_volume", "as_affine", "volume_center"]
+__all__ = ["PreparedVolume", "prepare_volume", "as_affine", "volume_affine", "volume_center"]
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -29,6 +29,20 @@ def as_affine(affine, affine_space: str = "RAS") -> np.ndarray:
     if space not in ("RAS", "LPS"):
         raise ValueError(f"affine_space must be 'RAS' (NIfTI) or 'LPS' (DICOM/ITK), got {affine_space!r}")
     return _LPS_TO_RAS @ a if space == "LPS" else a
+
+
+def volume_affine(volume, affine=None, affine_space: str | None = None) -> np.ndarray:
+    """The float64 RAS+ affine of ``volume``: ``affine`` or, when None, the volume's own (a MetaTensor's ``.affine``).
+
+    ``affine_space`` is the world of that affine, ``"RAS"`` (NIfTI) or ``"LPS"`` (DICOM/ITK). None reads a
+    MetaTensor's own affine in the space its metadata names (``meta["space"]``: MONAI's readers write ``"LPS"`` when
+    they leave an ITK/DICOM affine unconverted), and any other affine as RAS.
+    """
+    if affine is None and hasattr(volume, "affine"):
+        affine = volume.affine
+        if affine_space is None:  # an LPS affine read as RAS would mirror the DRR left-right and front-back
+            affine_space = (getattr(volume, "meta", None) or {}).get("space")
+    return as_affine(affine, "RAS" if affine_space is None else str(affine_space))
 
 
 def volume_center(shape, affine: np.ndarray) -> np.ndarray:
@@ -106,26 +120,26 @@ def prepare_volume(
     volume_unit: str = "hu",
     mu_water: float = MU_WATER_70KEV,
     bone_slope: float = 1.0,
-    affine_space: str = "RAS",
+    affine_space: str | None = None,
     device: str | torch.device | None = None,
 ) -> PreparedVolume:
     """Check a CT once and convert it to attenuation for rendering.
 
     Args:
-        volume: ``(X, Y, Z)`` numpy array or torch tensor (a MetaTensor carries its affine), in NIfTI voxel order.
+        volume: ``(X, Y, Z)`` numpy array or torch tensor (a MetaTensor carries its affine), in NIfTI voxel order;
+            a NaN or Inf voxel raises ``ValueError``.
         affine: 4x4 voxel-to-world matrix; taken from ``volume.affine`` when None.
         volume_unit: ``"hu"`` (Hounsfield units, converted with :func:`hu_to_mu`) or ``"mu"`` (already 1/mm; a label
             mask of ones gives thickness in mm). A float32 ``"mu"`` array is used as it is, without a copy: changing
             it later changes what the prepared volume renders. Any other input is converted into a new array, which
             is read-only (prepare the changed volume again to render it) and comes with a map of its empty blocks.
         mu_water, bone_slope: HU -> attenuation model.
-        affine_space: ``"RAS"`` (NIfTI, MONAI default) or ``"LPS"`` (DICOM/ITK).
+        affine_space: ``"RAS"`` (NIfTI, MONAI default) or ``"LPS"`` (DICOM/ITK); None: a MetaTensor's own affine in
+            the space of its ``meta["space"]``, any other affine as RAS (:func:`volume_affine`).
         device: None or ``"cpu"`` keeps numpy for the compiled kernels unless ``volume`` requires grad; another device
             keeps a torch tensor there.
     """
-    if affine is None and hasattr(volume, "affine"):
-        affine = volume.affine
-    aff = as_affine(affine, affine_space)
+    aff = volume_affine(volume, affine, affine_space)
     if volume_unit not in ("hu", "mu"):
         raise ValueError(f"volume_unit must be 'hu' or 'mu', got {volume_unit!r}")
     if volume.ndim != 3:
@@ -139,9 +153,9 @@ def prepare_volume(
         if device is not None:
             vol = vol.to(device)
         vol = vol.float() if not vol.is_floating_point() else vol
-        n_nan = int(torch.isnan(vol.detach()).sum())
-        if n_nan:
-            raise ValueError(f"volume has {n_nan} NaN voxels; fill them (e.g. -1000 HU) before rendering a DRR")
+        bad = ~torch.isfinite(vol.detach())
+        if bool(bad.any()):
+            raise ValueError(_non_finite_message(int(bad.sum()), int(torch.isnan(vol.detach()).sum())))
         mu = hu_to_mu(vol, mu_water, bone_slope) if volume_unit == "hu" else vol
         return PreparedVolume(mu, aff)
     arr = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
@@ -156,29 +170,35 @@ def _attenuation(arr: np.ndarray, convert: bool, mu_water: float, bone_slope: fl
     A volume whose elements fill one block of memory (C or Fortran order, any transpose or flip of one) is read as it
     lies and the result shares its layout, so reordering costs nothing here or in the kernels (see :mod:`.layout`);
     any other strided view is read in place and written in C order. Float32 attenuation (``volume_unit="mu"``) is
-    only checked for NaN and used as it is, without a copy.
+    only checked for NaN and Inf and used as it is, without a copy. Non-finite voxels are refused: the rendering
+    kernels assume finite values (fast-math), and an Inf voxel would make every ray through it Inf or NaN.
     """
     from unimiss_monai.drr.empty_space import block_map, run_grid
     from unimiss_monai.drr.layout import from_memory_order, memory_layout
-    from unimiss_monai.drr.prepare_kernels import hu_to_mu_kernel, nan_count_kernel
+    from unimiss_monai.drr.prepare_kernels import hu_to_mu_kernel, nonfinite_count_kernel
 
     if arr.dtype.kind not in "biuf":
         raise ValueError(f"volume must hold numbers, got dtype {arr.dtype}; pass HU (or attenuation) values")
     layout = memory_layout(arr)
     if not convert and arr.dtype == np.float32 and layout is not None:
-        n_nan = nan_count_kernel(layout.array)
+        n_bad = nonfinite_count_kernel(layout.array)
         mu, occupancy = arr, None
     else:
         src = arr if layout is None else layout.array
         out = np.empty(src.shape, np.float32)
         runs = np.zeros(run_grid(out.shape), np.uint8)
-        n_nan = hu_to_mu_kernel(src, mu_water, bone_slope, convert, out, out.view(np.uint32), runs)
+        n_bad = hu_to_mu_kernel(src, mu_water, bone_slope, convert, out, out.view(np.uint32), runs)
         occupancy = block_map(runs)
         out.flags.writeable = False  # before the view below, which inherits it: the map describes these values
         if layout is None:  # written in C order; the kernels take size-1 axes first (:func:`.layout.memory_layout`)
             mu, occupancy = out, np.ascontiguousarray(occupancy.transpose(memory_layout(out).perm))
         else:
             mu = from_memory_order(out, layout.perm, layout.flips)
-    if n_nan:
-        raise ValueError(f"volume has {n_nan} NaN voxels; fill them (e.g. -1000 HU) before rendering a DRR")
+    if n_bad:  # counted apart only here, on the way to the error
+        raise ValueError(_non_finite_message(n_bad, int(np.isnan(arr).sum()) if arr.dtype.kind == "f" else 0))
     return mu, occupancy
+
+
+def _non_finite_message(n_bad: int, n_nan: int) -> str:
+    kind = "NaN" if n_nan == n_bad else "non-finite (NaN or Inf)"
+    return f"volume has {n_bad} {kind} voxels; fill them (e.g. -1000 HU) before rendering a DRR"

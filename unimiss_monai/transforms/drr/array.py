@@ -11,7 +11,7 @@ from monai.transforms import Randomizable, Transform
 
 from unimiss_monai.drr.geometry import Pose, as_pose, detector_affine
 from unimiss_monai.drr.render import as_poses, render
-from unimiss_monai.drr.volume import as_affine, volume_center
+from unimiss_monai.drr.volume import volume_affine, volume_center
 
 __all__ = ["DRRProject", "RandDRRProject"]
 
@@ -33,7 +33,10 @@ class DRRProject(Transform):
     Args:
         views: view names / :class:`~unimiss_monai.drr.Pose` / pose dicts (see :func:`unimiss_monai.drr.render`).
         detector_shape, pixel_spacing, sdd, sid, method, output: as in :func:`unimiss_monai.drr.render`.
-        render_kwargs: further keyword arguments for :func:`unimiss_monai.drr.render` (``mu_water``, ``i0``...).
+        render_kwargs: further keyword arguments for :func:`unimiss_monai.drr.render` (``mu_water``, ``i0``...);
+            ``affine_space`` left out reads a MetaTensor's affine in the space of its ``meta["space"]``.
+
+    The DRR keeps the CT's ``meta["filename_or_obj"]``, so a later check or writer names the CT it came from.
     """
 
     backend = [torch.Tensor.__name__, np.ndarray.__name__]
@@ -45,24 +48,27 @@ class DRRProject(Transform):
                            method=method, output=output, **render_kwargs)
 
     def __call__(self, img, affine=None, poses: Sequence[Pose] | None = None) -> MetaTensor:
-        if affine is None:
-            if not hasattr(img, "affine"):
-                raise ValueError("DRRProject needs the CT affine: pass a MetaTensor (e.g. from LoadImage) or affine=")
-            affine = img.affine
+        if affine is None and not hasattr(img, "affine"):
+            raise ValueError("DRRProject needs the CT affine: pass a MetaTensor (e.g. from LoadImage) or affine=")
+        # a MetaTensor's affine in the space its metadata names (an ITK reader may leave it LPS)
+        ras = volume_affine(img, affine, self.kwargs.get("affine_space"))
         if img.ndim != 4 or img.shape[0] != 1:
             raise ValueError(f"DRRProject expects a channel-first CT (1, X, Y, Z), got shape {tuple(img.shape)}")
         vol = img[0].as_tensor() if isinstance(img, MetaTensor) else img[0]
         poses = self.poses if poses is None else list(poses)
         # render() is row-major (V, H, W); the package's 2D images are column-first (V, X, Y)
-        out = render(vol, affine, views=poses, **self.kwargs).transpose(-2, -1).contiguous()
+        out = render(vol, ras, views=poses, **{**self.kwargs, "affine_space": "RAS"}).transpose(-2, -1).contiguous()
         row, col = np.broadcast_to(np.asarray(self.kwargs["pixel_spacing"], dtype=float), (2,))
         iso = self.kwargs.get("isocenter")
         if iso is None:  # render() rotates about the volume centre, in its RAS+ world
-            iso = volume_center(vol.shape, as_affine(affine, self.kwargs.get("affine_space", "RAS")))
+            iso = volume_center(vol.shape, ras)
         row_first = detector_affine(poses[0], self.kwargs["detector_shape"], self.kwargs["pixel_spacing"],
                                     self.kwargs["sdd"], self.kwargs["sid"], isocenter=iso,
                                     principal_point=self.kwargs.get("principal_point", (0.0, 0.0)))
         meta = {"drr_views": [p.view for p in poses], "drr_detector_affine": torch.as_tensor(row_first[:, [1, 0, 2, 3]])}
+        source = (getattr(img, "meta", None) or {}).get("filename_or_obj")
+        if source:
+            meta["filename_or_obj"] = source
         return MetaTensor(out, affine=torch.diag(torch.tensor([col, row, 1.0, 1.0], dtype=torch.float64)), meta=meta)
 
 

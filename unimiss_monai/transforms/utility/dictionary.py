@@ -18,9 +18,9 @@ class CheckImaged(MapTransform):
     """Dictionary version of :class:`~unimiss_monai.transforms.CheckImage` (same arguments after ``keys``)."""
 
     def __init__(self, keys: KeysCollection, check_affine: bool = True, min_spacing: float = 1e-6,
-                 allow_missing_keys: bool = False) -> None:
+                 fail_constant: bool = False, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.checker = CheckImage(check_affine, min_spacing)
+        self.checker = CheckImage(check_affine, min_spacing, fail_constant)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
