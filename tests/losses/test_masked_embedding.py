@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import pytest
 import torch
@@ -50,6 +51,14 @@ def test_random_token_mask_ratio_and_padding():
     assert not (mask & padding).any()
     again = random_token_mask(padding, 0.1, generator=torch.Generator().manual_seed(1))
     assert torch.equal(mask, again)
+
+
+@pytest.mark.parametrize("ratio, length", [("0.15", 100), ("0.3", 50), ("0.15", 20), ("0.27", 100), ("0.1", 37)])
+def test_random_token_mask_hides_exactly_the_ceiling_of_the_decimal_ratio(ratio, length):
+    # exact rational reference: 0.15 * 100 is 15 slices, although 100 * 0.15 is 15.000000000000002 in floating point
+    expected = max(1, math.ceil(Fraction(ratio) * length))
+    mask = random_token_mask(torch.zeros(2, length, dtype=torch.bool), float(ratio), torch.Generator().manual_seed(0))
+    assert mask.sum(dim=1).tolist() == [expected, expected]
 
 
 def test_bad_input():

@@ -89,3 +89,30 @@ def test_macro_auc_metric_skips_undefined_class():
     metric = MacroAUCMetric(multi_label=True)
     metric([torch.tensor([0.9, 0.3]), torch.tensor([0.2, 0.6])], [torch.tensor([1.0, 0.0]), torch.tensor([0.0, 0.0])])
     assert metric.aggregate() == pytest.approx(1.0)
+
+
+def test_nan_scores_are_refused():
+    # NaN sorted last and counted as the top score: AUC 0.5 and AP 1.0 here, which look like real numbers
+    scores, targets = [float("nan"), 0.2, 0.8, 0.1], [0, 1, 1, 0]
+    for fn in (roc_auc, average_precision, roc_curve):
+        with pytest.raises(ValueError, match="1 NaN value"):
+            fn(scores, targets)
+    metric = MacroAUCMetric()
+    metric(torch.tensor([[float("nan"), 0.5], [0.2, 0.8]]), torch.tensor([[0.0], [1.0]]))
+    with pytest.raises(ValueError, match="NaN"):
+        metric.aggregate()
+    # infinite scores still rank (an overflowing logit)
+    assert roc_auc([float("inf"), 0.2, -float("inf")], [1, 0, 0]) == pytest.approx(1.0)
+
+
+def test_exclusive_one_hot_rows_must_mark_one_class():
+    probs = np.array([[0.6, 0.4], [0.3, 0.7], [0.8, 0.2]])
+    # a row of zeros was filed under class 0 by arg-max: accuracy 1.0 for a case that has no class
+    with pytest.raises(ValueError, match=r"exactly one class per case; rows \[0\] mark \[0\]"):
+        classification_metrics(probs, np.array([[0, 0], [0, 1], [1, 0]]), ["a", "b"])
+    with pytest.raises(ValueError, match=r"rows \[2\] mark \[2\]"):
+        classification_metrics(probs, np.array([[1, 0], [0, 1], [1, 1]]), ["a", "b"])
+    ok = classification_metrics(probs, np.array([[1, 0], [0, 1], [1, 0]]), ["a", "b"])
+    assert ok == classification_metrics(probs, np.array([0, 1, 0]), ["a", "b"])
+    # the same rows are fine as multi-hot labels
+    assert classification_metrics(probs, np.array([[0, 0], [0, 1], [1, 1]]), ["a", "b"], multi_label=True)["num_cases"] == 3

@@ -68,3 +68,14 @@ def test_missed_structure_and_shape_error():
     assert all(math.isnan(out[m][0]) for m in ("dice", "hd95", "surface_dice")) and out["missed"] == [False]
     with pytest.raises(ValueError, match="disagree in shape"):
         compute_segmentation_metrics(torch.zeros(1, 8, 8), label, 2)
+
+
+@pytest.mark.parametrize("bad", [3, -1])
+def test_label_map_values_outside_the_classes_are_named(bad):
+    label = torch.zeros(1, 8, 8, dtype=torch.int64)
+    label[0, 2:4, 2:4] = 1
+    wrong = label.clone()
+    wrong[0, 0, 0] = bad
+    with pytest.raises(ValueError, match=rf"values \[{bad}\] lie outside 0..2"):
+        compute_segmentation_metrics(wrong, label, 3)
+    assert compute_segmentation_metrics(label, label, 3)["dice"][0] == 1.0

@@ -43,7 +43,9 @@ def random_token_mask(
     noise = torch.rand(key_padding_mask.shape, generator=generator).to(key_padding_mask.device)
     noise = noise.masked_fill(key_padding_mask, math.inf)
     ranks = noise.argsort(dim=1).argsort(dim=1)
-    n_mask = torch.clamp(torch.ceil(lengths.float() * mask_ratio), min=1).long()
+    # the product in floating point lands just above an exact integer for some ratios (100 * 0.15 is
+    # 15.000000000000002, 100 * 0.15 in float32 rounds to 15.000001): without the tolerance ceil hides one slice more
+    n_mask = torch.clamp(torch.ceil(lengths.double() * mask_ratio - 1e-9), min=1).long()
     return (ranks < n_mask[:, None]) & valid
 
 

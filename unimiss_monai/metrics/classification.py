@@ -46,6 +46,9 @@ def _check_binary(scores: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, 
         raise ValueError(f"scores {scores.shape} and targets {targets.shape} must have the same length")
     if not np.isin(targets, (0, 1)).all():
         raise ValueError("targets must be 0/1 for a binary ranking metric; convert class indices to one-hot first")
+    n_nan = int(np.isnan(scores).sum())
+    if n_nan:  # NaN has no rank: sorted last, it would count as the highest score and give a plausible-looking value
+        raise ValueError(f"scores hold {n_nan} NaN value(s) of {scores.size}; a model that outputs NaN has no ranking to score")
     return scores, targets.astype(bool)
 
 
@@ -113,9 +116,17 @@ def average_precision(scores, targets) -> float:
 
 
 def to_indicator(labels: np.ndarray, num_classes: int, multi_label: bool) -> np.ndarray:
-    """(N,) class indices or (N, C) one-hot / multi-hot -> (N, C) 0/1 (``ValueError`` when they cannot match C)."""
+    """(N,) class indices or (N, C) one-hot / multi-hot -> (N, C) 0/1 (``ValueError`` when they cannot match C, or
+    when an exclusive one-hot row marks no class or several)."""
     if labels.ndim == 2 and labels.shape[1] == num_classes:
-        return (labels > 0.5).astype(np.int64)
+        indicator = (labels > 0.5).astype(np.int64)
+        if not multi_label and num_classes > 1:
+            # an exclusive case has exactly one class; arg-max would silently file a row of zeros under class 0
+            bad = np.flatnonzero(indicator.sum(1) != 1)
+            if bad.size:
+                raise ValueError(f"exclusive one-hot labels must mark exactly one class per case; rows {bad[:8].tolist()} "
+                                 f"mark {indicator[bad[:8]].sum(1).tolist()} (use multi_label for multi-hot labels)")
+        return indicator
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
     if labels.ndim == 1 and not multi_label:

@@ -27,7 +27,7 @@ def knn_predict(embeddings: torch.Tensor, labels: torch.Tensor, k: int = 20, tem
         exclude: optional ``(N, N)`` bool mask, True where ``j`` must not vote for ``i``.
 
     Returns:
-        ``(N,)`` predicted labels; ``-1`` for a sample with no allowed neighbour.
+        ``(N,)`` predicted labels on the device of ``embeddings``; ``-1`` for a sample with no allowed neighbour.
     """
     if embeddings.ndim != 2 or labels.shape != embeddings.shape[:1]:
         raise ValueError(f"knn_accuracy needs (N, D) embeddings and (N,) labels, got {tuple(embeddings.shape)} and {tuple(labels.shape)}")
@@ -36,14 +36,17 @@ def knn_predict(embeddings: torch.Tensor, labels: torch.Tensor, k: int = 20, tem
         raise ValueError(f"knn_accuracy needs at least 2 samples for leave-one-out, got {n}; add probe items")
     if exclude is not None and exclude.shape != (n, n):
         raise ValueError(f"knn_accuracy: exclude must be ({n}, {n}), got {tuple(exclude.shape)}")
+    if int(k) < 1:
+        raise ValueError(f"knn_accuracy: k must be at least 1, got {k}")
+    device = embeddings.device  # the votes, labels and mask meet the similarities there
     feats = F.normalize(embeddings.double(), dim=1)
     sim = feats @ feats.T
     sim.fill_diagonal_(float("-inf"))  # leave-one-out: a sample is never its own neighbour
     if exclude is not None:
-        sim = sim.masked_fill(exclude.bool(), float("-inf"))
+        sim = sim.masked_fill(exclude.to(device).bool(), float("-inf"))
     top_sim, top_idx = sim.topk(min(int(k), n - 1), dim=1)
-    labels = labels.long()
-    votes = torch.zeros(n, int(labels.max()) + 1, dtype=torch.float64)
+    labels = labels.to(device).long()
+    votes = torch.zeros(n, int(labels.max()) + 1, dtype=torch.float64, device=device)
     votes.scatter_add_(1, labels[top_idx], (top_sim / temperature).exp())  # excluded neighbours: exp(-inf) = 0
     predicted = votes.argmax(dim=1)
     predicted[torch.isinf(top_sim[:, 0])] = -1
@@ -58,4 +61,4 @@ def knn_accuracy(embeddings: torch.Tensor, labels: torch.Tensor, k: int = 20, te
     scored = predicted >= 0
     if not scored.any():
         raise ValueError("knn_accuracy: no sample has an allowed neighbour; exclude leaves nothing to compare with")
-    return float((predicted[scored] == labels.long()[scored]).double().mean())
+    return float((predicted[scored] == labels.to(predicted.device).long()[scored]).double().mean())

@@ -24,7 +24,12 @@ def _as_onehot(x: torch.Tensor, num_classes: int) -> torch.Tensor:
         return (x > 0.5).float()
     if x.shape[0] != 1:
         raise ValueError(f"segmentation report: expected {num_classes} one-hot channels or 1 label-map channel, got shape {tuple(x.shape)}")
-    return one_hot(x[None].round().long(), num_classes, dim=1)[0]
+    values = x[None].round().long()
+    if values.numel() and (int(values.min()) < 0 or int(values.max()) >= num_classes):
+        found = sorted({int(v) for v in values.unique() if not 0 <= int(v) < num_classes})
+        raise ValueError(f"segmentation report: label map values {found[:8]} lie outside 0..{num_classes - 1} (background and "
+                         f"{num_classes - 1} structures); check the label's values against the bundle's structures")
+    return one_hot(values, num_classes, dim=1)[0]
 
 
 def compute_segmentation_metrics(

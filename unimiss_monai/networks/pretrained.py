@@ -116,6 +116,12 @@ def read_checkpoint(
         if key in obj and isinstance(obj[key], Mapping):
             obj = obj[key]
             break
+    if obj and all(str(k).startswith(("student.", "teacher.")) for k in obj):
+        # a pretraining run's resume checkpoint: both networks with their heads, not the exported backbone
+        raise ValueError(
+            "this is a pretraining run's resume checkpoint (student and teacher networks); pass its exported backbone "
+            "instead: <output_dir>/models/model.pt of that run"
+        )
     out = {}
     for k, v in obj.items():
         if torch.is_tensor(v):

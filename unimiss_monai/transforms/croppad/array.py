@@ -50,7 +50,10 @@ class RandResizedCrop(RandomizableTransform):
     Args:
         spatial_size: output size ``(H, W)`` or ``(D, H, W)``; ``-1`` keeps the depth.
         scale: range of the in-plane area fraction. Defaults to ``(0.08, 1.0)``; X-ray ``(0.14, 1)``, DRR ``(0.3, 1)``.
-        ratio: range of width / height, sampled log-uniformly. Defaults to ``(3/4, 4/3)``.
+        ratio: range of the crop's extent along the last spatial axis over its extent along the one before (width /
+            height when the axes are ``(H, W)``; for the package's radiographs, ``(C, X, Y)``, that is Y / X),
+            sampled log-uniformly. Defaults to ``(3/4, 4/3)``: symmetric in log, so the order of the axes does not
+            change which crops are drawn.
         mode: interpolation for the resize; ``None`` = bilinear (2D) / trilinear (3D).
         pad_value: padding value when the image is smaller than the depth window; ``None`` = image minimum.
         max_attempts: draws before the centred fallback. Defaults to 10.
