@@ -291,3 +291,27 @@ def test_non_finite_geometry_is_rejected(bad):
     kw = {"detector_shape": (4, 4), "pixel_spacing": 4.0, "sdd": 300.0, "sid": 200.0, **bad}
     with pytest.raises(ValueError, match="finite"):
         drr.render(np.zeros((6, 6, 6), np.float32), np.diag([2.0, 2.0, 2.0, 1.0]), **kw)
+
+
+def test_a_numpy_ct_asked_onto_a_gpu_takes_the_pytorch_path():
+    # the DRR bundle reads CTs as numpy and passes its device on: "cuda" must render there, not in the CPU kernels
+    from unimiss_monai.drr.volume import _on_torch
+
+    hu = np.zeros((4, 4, 4), np.float32)
+    assert _on_torch(hu, "cuda") and _on_torch(hu, torch.device("cuda:1"))
+    assert not _on_torch(hu, None) and not _on_torch(hu, "cpu")
+    assert _on_torch(torch.zeros(4, 4, 4, requires_grad=True), "cpu")
+
+
+
+def test_the_pytorch_path_takes_a_flipped_numpy_ct(monkeypatch):
+    # a CT read as a flipped view has negative strides, which torch.from_numpy refuses; the PyTorch path (forced onto
+    # the CPU here, as it runs on a GPU) prepares the same attenuation as the compiled kernels
+    from unimiss_monai.drr import volume as volume_module
+
+    hu = np.random.default_rng(0).uniform(-1000, 1500, (6, 5, 4)).astype(np.float32)[::-1]
+    kernels = drr.prepare_volume(hu, np.eye(4))
+    monkeypatch.setattr(volume_module, "_on_torch", lambda volume, device: True)
+    on_torch = drr.prepare_volume(hu, np.eye(4))
+    assert torch.is_tensor(on_torch.values) and isinstance(kernels.values, np.ndarray)
+    np.testing.assert_allclose(on_torch.values.numpy(), kernels.values, rtol=1e-6, atol=1e-9)

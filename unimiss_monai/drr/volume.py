@@ -137,19 +137,17 @@ def prepare_volume(
         affine_space: ``"RAS"`` (NIfTI, MONAI default) or ``"LPS"`` (DICOM/ITK); None: a MetaTensor's own affine in
             the space of its ``meta["space"]``, any other affine as RAS (:func:`volume_affine`).
         device: None or ``"cpu"`` keeps numpy for the compiled kernels unless ``volume`` requires grad; another device
-            keeps a torch tensor there.
+            (``"cuda"``) keeps a torch tensor there, a numpy ``volume`` included, for the PyTorch path.
     """
     aff = volume_affine(volume, affine, affine_space)
     if volume_unit not in ("hu", "mu"):
         raise ValueError(f"volume_unit must be 'hu' or 'mu', got {volume_unit!r}")
     if volume.ndim != 3:
         raise ValueError(f"volume must be 3-D (X, Y, Z), got shape {tuple(volume.shape)}; batch with render(...)")
-    use_torch = isinstance(volume, torch.Tensor) and (
-        volume.requires_grad or (device is not None and torch.device(device).type != "cpu")
-        or (device is None and volume.device.type != "cpu")
-    )
-    if use_torch:
-        vol = torch.as_tensor(volume).as_subclass(torch.Tensor)
+    if _on_torch(volume, device):
+        # numpy: a contiguous copy first (torch takes no negative strides, and a flipped view of a CT has them)
+        vol = volume if isinstance(volume, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(volume))
+        vol = vol.as_subclass(torch.Tensor)
         if device is not None:
             vol = vol.to(device)
         vol = vol.float() if not vol.is_floating_point() else vol
@@ -161,6 +159,15 @@ def prepare_volume(
     arr = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
     mu, occupancy = _attenuation(arr, volume_unit == "hu", float(mu_water), float(bone_slope))
     return PreparedVolume(mu, aff, occupancy)
+
+
+def _on_torch(volume, device) -> bool:
+    """Whether a volume is prepared as a torch tensor (the PyTorch path) rather than for the compiled CPU kernels: a
+    volume that needs gradients, or one bound for (or, with no ``device`` given, already on) another device than
+    the CPU. A numpy volume asked onto a GPU goes there too, not through the CPU kernels."""
+    if device is not None and torch.device(device).type != "cpu":
+        return True
+    return isinstance(volume, torch.Tensor) and (volume.requires_grad or (device is None and volume.device.type != "cpu"))
 
 
 def _attenuation(arr: np.ndarray, convert: bool, mu_water: float, bone_slope: float):
