@@ -15,6 +15,7 @@ from ignite.engine import Engine, Events
 from unimiss_monai.data.writers import save_torch as atomic_torch_save  # the name this module has always exported
 from unimiss_monai.utils.finite import first_non_finite
 from unimiss_monai.utils.args import as_bool
+from unimiss_monai.utils.dist import gather_objects
 from unimiss_monai.utils.serialization import load_torch_file
 
 __all__ = ["TrainingCheckpoint", "atomic_torch_save", "capture_rng_state", "restore_rng_state"]
@@ -35,7 +36,8 @@ def capture_rng_state() -> dict:
     }
     state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        # this process's own device only: one process drives one GPU, and a run may resume on fewer visible GPUs
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -50,8 +52,23 @@ def restore_rng_state(state: Mapping) -> None:
         )
     np.random.set_state(numpy_state)
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available():
+        if isinstance(cuda, (list, tuple)):  # the older form: one state per visible device
+            cuda = cuda[torch.cuda.current_device()] if torch.cuda.current_device() < len(cuda) else None
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda)
+
+
+def _rank_state(saved, rank: int) -> Mapping:
+    """This rank's generator states from a checkpoint's ``rng``: one per rank, or (older files) rank 0's alone."""
+    if isinstance(saved, Mapping):
+        return saved
+    if rank >= len(saved):
+        logger.warning("the checkpoint holds the generators of %d rank(s); rank %d resumes with rank 0's, so its random "
+                       "draws differ from an uninterrupted run with as many ranks as now", len(saved), rank)
+        return saved[0]
+    return saved[rank]
 
 
 class TrainingCheckpoint:
@@ -61,7 +78,8 @@ class TrainingCheckpoint:
     ...), the AMP scaler and the RNG states, so a run killed after a save and restarted produces the same weights as an
     uninterrupted run with the same seed (the data order and augmentations are functions of seed and position, see
     :mod:`unimiss_monai.data.loaders`; for MONAI loaders, :class:`~unimiss_monai.handlers.EpochSeed`).
-    Only rank 0 writes; every rank resumes. The file holds only tensors, numbers, strings and containers, and resuming
+    Only rank 0 writes, with the generator states of every rank (each draws its own dropout and drop-path masks;
+    saving is a collective, so every rank must reach it); every rank resumes its own. The file holds only tensors, numbers, strings and containers, and resuming
     reads it weights-only. A state holding NaN or Inf is never saved: ``save`` raises ``FloatingPointError`` and the
     previous checkpoint stays.
 
@@ -137,8 +155,13 @@ class TrainingCheckpoint:
             self.save(engine)
 
     def save(self, engine: Engine) -> None:
-        if engine.state.rank != 0 or (self.epoch_level and engine.state.iteration == self._saved_iteration):
+        if self.epoch_level and engine.state.iteration == self._saved_iteration:
             return  # the last epoch's save already holds the completed run
+        # every rank's generators (each draws its own dropout and drop-path masks): a collective, so every rank comes here
+        rng = gather_objects([capture_rng_state()])
+        if engine.state.rank != 0:
+            self._saved_iteration = engine.state.iteration
+            return
         ckpt = {name: obj.state_dict() for name, obj in self.objects.items()}
         scaler = getattr(engine, "scaler", None)
         if scaler is not None:
@@ -149,7 +172,7 @@ class TrainingCheckpoint:
                 f"not saving {self.path} at iteration {engine.state.iteration}: {bad} holds NaN or Inf (the run "
                 "diverged); the previous checkpoint is kept: lower the learning rate and train anew"
             )
-        ckpt["rng"] = capture_rng_state()
+        ckpt["rng"] = rng
         atomic_torch_save(ckpt, self.path)
         self._saved_iteration = engine.state.iteration
         logger.info("iteration %d: saved %s", engine.state.iteration, self.path)
@@ -194,7 +217,7 @@ class TrainingCheckpoint:
         scaler = getattr(engine, "scaler", None)
         if scaler is not None and "scaler" in ckpt:
             scaler.load_state_dict(ckpt["scaler"])
-        restore_rng_state(ckpt["rng"])
+        restore_rng_state(_rank_state(ckpt["rng"], engine.state.rank))
         logger.info("resumed from %s at iteration %d (epoch %d)", self.path, engine.state.iteration, engine.state.epoch)
 
     @staticmethod
