@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -127,12 +128,34 @@ def keep_previous(path: str | Path) -> Path | None:
 
 
 def save_torch(obj, path: str | Path) -> Path:
-    """``torch.save`` (weights, checkpoints): a kill never leaves a half-written file."""
+    """``torch.save`` (weights, checkpoints) with every tensor on the CPU: a kill never leaves a half-written file,
+    and a file written by a GPU run loads with a plain ``torch.load`` on a machine without one."""
     import torch
 
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        torch.save(_on_cpu(obj), tmp)
     return Path(path)
+
+
+def _on_cpu(obj):
+    """``obj`` with its tensors, also inside dicts, lists and tuples, on the CPU (those already there are not copied);
+    a state dict keeps its ``_metadata``, which ``load_state_dict`` reads."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu() if obj.device.type != "cpu" else obj
+    if isinstance(obj, OrderedDict):
+        out = OrderedDict((k, _on_cpu(v)) for k, v in obj.items())
+        if hasattr(obj, "_metadata"):
+            out._metadata = obj._metadata
+        return out
+    if isinstance(obj, dict):
+        return {k: _on_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # a named tuple
+        return type(obj)(*(_on_cpu(v) for v in obj))
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_on_cpu(v) for v in obj)
+    return obj
 
 
 def save_bytes(data: str | bytes, path: str | Path) -> Path:
