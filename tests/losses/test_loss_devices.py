@@ -39,3 +39,15 @@ def test_classification_weights_follow_the_logits_dtype():
     expected = F.cross_entropy(logits, target, weight=torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64))
     assert got.dtype == torch.float64
     torch.testing.assert_close(got, expected)
+
+
+def test_classification_weights_stay_float32_under_autocast():
+    # under autocast the loss runs in float32: bfloat16 logits must not round the weights to bfloat16 on the way
+    weight = torch.tensor([1.0, 3.0001, 0.7])
+    loss = ClassificationLoss(multi_label=False, class_weight=weight)
+    logits = torch.randn(6, 3).bfloat16()
+    target = torch.tensor([0, 1, 2, 1, 0, 2])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = loss(logits, target)
+    expected = torch.nn.functional.cross_entropy(logits.float(), target, weight=weight)
+    assert torch.allclose(got.float(), expected, rtol=1e-6), (float(got), float(expected))

@@ -118,3 +118,18 @@ def test_bad_input():
         attn(torch.randn(1, 4, 8), torch.zeros(1, 4))
     with pytest.raises(ValueError, match=r"\(B, L, C\)"):
         attn(torch.randn(4, 8))
+
+
+def test_sampling_positions_stay_float32_under_bfloat16_autocast():
+    # 32 slices: in bfloat16, positions between 16 and 32 are multiples of 1/8, so small offsets would round away
+    torch.manual_seed(0)
+    attn = DeformableAttention1d(16, num_heads=2, num_points=3, offset_range=2.0).eval()
+    torch.nn.init.normal_(attn.offset.weight, std=0.05)
+    x, lengths = torch.randn(2, 32, 16), torch.tensor([32, 32])
+    with torch.no_grad():
+        exact = attn.sampling_positions(x, lengths)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = attn.sampling_positions(x, lengths)
+    assert mixed.dtype == torch.float32
+    # only the offset layer's bfloat16 product remains: well under a hundredth of a slice
+    assert (mixed - exact).abs().max() < 0.01, float((mixed - exact).abs().max())

@@ -54,5 +54,10 @@ class ClassificationLoss(nn.Module):
 
     @staticmethod
     def _like(weight: torch.Tensor | None, logits: torch.Tensor) -> torch.Tensor | None:
-        # a bundle builds the loss from its config and never moves it: the weights follow the logits' device and dtype
-        return None if weight is None else weight.to(device=logits.device, dtype=logits.dtype)
+        # the weights follow the logits' device and dtype; under autocast the loss itself runs in float32, so they stay
+        # float32 there (rounding them to the float16 of the logits first would lose precision for nothing)
+        if weight is None:
+            return None
+        kind = logits.device.type
+        autocast = torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind)
+        return weight.to(device=logits.device, dtype=torch.float32 if autocast else logits.dtype)

@@ -134,7 +134,8 @@ class DeformableAttention1d(nn.Module):
         """Sampling positions ``(B, H, L, P)`` (fractional token indices) for tokens ``x`` ``(B, L, C)`` whose real
         lengths are ``lengths`` ``(B,)``."""
         b, length, _ = x.shape
-        offsets = self.offset_range * torch.tanh(self.offset(x))  # (B, L, H*P)
+        # positions in float32 even under autocast: in bfloat16 a position near slice 31 is rounded to a quarter slice
+        offsets = self.offset_range * torch.tanh(self.offset(x).float())  # (B, L, H*P)
         offsets = offsets.view(b, length, self.num_heads, self.num_points).permute(0, 2, 1, 3)
         query = torch.arange(length, device=x.device, dtype=offsets.dtype).view(1, 1, length, 1)
         pos = query + self.base.to(offsets.dtype) + offsets
