@@ -108,3 +108,19 @@ def test_hook_closes_progress_bars_first(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.endswith("\nerror: bad value\n(set UNIMISS_TRACEBACK=1 for the full traceback)\n"), repr(err)
     assert "1/3" in err.rsplit("error:", 1)[0] and bar not in tqdm.tqdm._instances
+
+
+def test_a_failed_batch_is_listed_whole():
+    # the DRR bundle ends a run in which some CTs failed with one error listing each; behind MONAI's wrapper of the
+    # config expression that ran it, the list is the message, not a traceback
+    from unimiss_monai.engines.drr_generation import DRRGenerationError
+
+    listing = "2 of 3 CT(s) failed:\n  - a.nii.gz: has 4 NaN voxels; fill them\n  - b.nii.gz: a 2D image"
+
+    def run():
+        try:
+            raise DRRGenerationError(listing)
+        except DRRGenerationError as err:
+            raise RuntimeError("Failed to evaluate ConfigExpression: \"$__local_refs['generator'].run()\"") from err
+
+    assert user_error_message(raised(run)) == listing

@@ -117,8 +117,8 @@ def user_error_message(exc: BaseException) -> str | None:
     The root cause is found by following ``__cause__`` / ``__context__`` through MONAI's ``RuntimeError`` wrappers
     (``Failed to evaluate``, ``Failed to instantiate``, ``applying transform``) and through torch's re-raised
     DataLoader worker errors. A user can fix a ``ValueError``, ``FileNotFoundError``, ``FileExistsError``, a
-    ``KeyError`` whose argument is a sentence, an error class of this package, and a ``RuntimeError`` raised by this
-    package, provided the message is one line.
+    ``KeyError`` whose argument is a sentence and a ``RuntimeError`` raised by this package, provided the message is
+    one line, and an error class of this package, whose message may list several lines (the cases that failed).
 
     Args:
         exc: the uncaught exception.
@@ -130,8 +130,10 @@ def user_error_message(exc: BaseException) -> str | None:
     text = str(exc)
     if _WORKER_HEAD.match(text):
         return _from_worker_text(text.split("\n", 1)[1])
-    user = (isinstance(exc, _USER_TYPES) or type(exc).__module__.split(".")[0] == "unimiss_monai"
-            or (type(exc) is RuntimeError and _raised_in_package(exc.__traceback__)))
+    if type(exc).__module__.split(".")[0] == "unimiss_monai":
+        # this package's own error classes compose their messages for the user, a list of failed cases included
+        return _message(exc).strip() or None
+    user = isinstance(exc, _USER_TYPES) or (type(exc) is RuntimeError and _raised_in_package(exc.__traceback__))
     return _one_line(_message(exc)) if user else None
 
 
