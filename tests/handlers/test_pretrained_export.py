@@ -108,3 +108,19 @@ def test_strict_load_refuses_a_backbone_only_checkpoint_for_a_whole_unimiss_netw
     torch.save({"model": trained.state_dict()}, tmp_path / "finetuned.pt")
     report = load_pretrained_init(net, tmp_path / "finetuned.pt", strict=True)
     assert report["missing"] == [] and all(torch.equal(v, trained.state_dict()[k]) for k, v in net.state_dict().items())
+
+
+def test_a_trained_model_is_refused_with_the_fix_for_a_trained_model(tmp_path):
+    # evaluation and inference load the bundle's own trained model: a missing file asks for a training, not for the
+    # pretraining bundle, and a model of the smoke widths names the overlay it was trained with
+    net = UniMissSegmentation(3, 1, 3, variant="mit_small", img_size=(16, 64, 64), **tiny_overrides("mit_small"))
+    with pytest.raises(FileNotFoundError, match="no trained model at .*train this bundle first"):
+        load_pretrained_init(net, tmp_path / "models" / "model.pt", strict=True, trained=True)
+    full = UniMissSegmentation(3, 1, 3, variant="mit_small", img_size=(16, 64, 64))
+    torch.save({"model": full.state_dict()}, tmp_path / "full.pt")
+    with pytest.raises(ValueError, match="does not fit this network: .*configs/smoke.yaml after a smoke training") as err:
+        load_pretrained_init(net, tmp_path / "full.pt", strict=True, trained="true")
+    assert "\n" not in str(err.value)
+    torch.save({"model": net.state_dict()}, tmp_path / "same.pt")
+    report = load_pretrained_init(net, tmp_path / "same.pt", strict=True, trained=True)
+    assert report["encoder_loaded"] == sum(1 for k in net.state_dict() if k.startswith("encoder."))

@@ -104,6 +104,23 @@ def _load_unimiss(net: torch.nn.Module, path: str, strict: bool, allow_partial: 
     }
 
 
+def _load_trained(network: torch.nn.Module, path, checkpoint_key: str | None, encoder_attr: str) -> dict[str, Any]:
+    """Every tensor of ``network`` from the bundle's trained model ``path``, refused in one line with what to do."""
+    if path is None or not os.path.isfile(str(path)):
+        raise FileNotFoundError(
+            f"no trained model at {path}: train this bundle first (configs/train.json), or point --ckpt_dir at the "
+            "folder of a trained model.pt (after a smoke training, add configs/smoke.yaml to this command too)"
+        )
+    try:
+        return load_pretrained_init(network, path, checkpoint_key, encoder_attr, strict=True)
+    except ValueError as err:
+        reason = str(err).splitlines()[0].replace(f"{path}: ", "")  # the file is named once, in front
+        raise ValueError(
+            f"the trained model {path} does not fit this network: {reason} -- run this command with the overlays and "
+            "options it was trained with (configs/smoke.yaml after a smoke training, the same --variant)"
+        ) from None
+
+
 def load_pretrained_init(
     network: torch.nn.Module,
     path: str | os.PathLike | None,
@@ -111,6 +128,7 @@ def load_pretrained_init(
     encoder_attr: str = "encoder",
     strict: bool = False,
     allow_partial: bool | str = False,
+    trained: bool | str = False,
 ) -> dict[str, Any]:
     """Load the tensors of checkpoint ``path`` that fit ``network`` (or ``network.<encoder_attr>``) and report.
 
@@ -131,6 +149,9 @@ def load_pretrained_init(
         allow_partial: load even when encoder tensors would stay at their random initialisation (missing from the
             checkpoint, or of another shape after position-embedding resizing); ``true``/``false`` strings accepted.
             Decoder and head tensors are task-specific and may always be missing.
+        trained: ``path`` is the bundle's own trained model (evaluation, inference), not pretraining weights: a missing
+            or unfitting file is refused with the fix for that case (train first, or add the overlay the model was
+            trained with); ``true``/``false`` strings accepted.
 
     Returns:
         ``{"path", "target", "loaded", "missing", "unexpected"}`` (``target``: ``"network"`` or ``"network.<attr>"``;
@@ -142,6 +163,8 @@ def load_pretrained_init(
         ValueError: no key matches, matching keys differ in shape (a checkpoint of another variant), the checkpoint's
             ``info`` names another variant or widths, or encoder tensors would stay untrained (see ``allow_partial``).
     """
+    if as_bool(trained, "trained"):
+        return _load_trained(network, path, checkpoint_key, encoder_attr)
     if path is None or str(path) == "":
         logger.info("no pretrained_path given: training from scratch")
         return {"path": None, "target": None, "loaded": 0, "missing": [], "unexpected": []}
