@@ -81,9 +81,10 @@ step pretraining pretraining "$PRETRAINED $RUN_DIR/$B/loss_curves.json" "$SAMPLE
 finetune() {
     local b="$1" stage="$2" report="$3" summary="$4" input="$5"; shift 5
     local home="$RUN_DIR/$b" model="$RUN_DIR/$b/models/model.pt"
-    local common=(--bundle_root "$home" --ckpt_dir "$home/models")
-    bundle "$b" train.json "$OVERLAY" "$TRAIN_OVERLAY"
-    step "${stage}_train" "$stage" "$model" "$PRETRAINED $(cfg_files "$b" train.json "$OVERLAY" "$TRAIN_OVERLAY")" -- \
+    local common=(--bundle_root "$home" --ckpt_dir "$home/models") train_overlay="$TRAIN_OVERLAY"
+    [ -n "$train_overlay" ] && [ -f "bundles/$b/configs/$train_overlay" ] || train_overlay=""  # only some bundles have one
+    bundle "$b" train.json "$OVERLAY" "$train_overlay"
+    step "${stage}_train" "$stage" "$model" "$PRETRAINED $(cfg_files "$b" train.json "$OVERLAY" "$train_overlay")" -- \
         "${CMD[@]}" "${common[@]}" --dataset_dir "$SAMPLES" --output_dir "$home/train" \
         --pretrained_path "$PRETRAINED" --seed 0
     bundle "$b" train.json evaluate.json "$OVERLAY"

@@ -59,3 +59,13 @@ def test_smoke_widths_come_from_the_preset(bundle):
     widths = {k: v for k, v in smoke.items() if k.startswith("network_def#")}
     # no literal widths: the one "smoke" preset of unimiss_monai.networks decides them
     assert widths == {"network_def#preset": "smoke"}, widths
+
+
+@pytest.mark.parametrize("bundle", FINETUNE)
+def test_training_shows_one_progress_bar(bundle):
+    # long work shows progress: one bar over the whole run with its ETA, the last training handler (so the multi-GPU
+    # overlays' rank filter keeps it on rank 0 only), and no overlay adds a second
+    handlers = _load(BUNDLES / bundle / "configs" / "train.json")["train"]["handlers"]
+    bars = [h for h in handlers if isinstance(h, dict) and h.get("_target_", "").endswith("RunProgress")]
+    assert len(bars) == 1 and handlers[-1] is bars[0]
+    assert not any("RunProgress" in p.read_text() for p in _files(bundle) if p.name != "train.json")

@@ -13,7 +13,8 @@ class RunProgress:
     No handler for ``EXCEPTION_RAISED``: registering one would change how ignite reports the run's errors; the
     package's error printer closes open bars (:mod:`unimiss_monai.utils.errors`).
 
-    Used by the demo overlays (``configs/demo_train.yaml``) through ``train#trainer#train_handlers``.
+    The last of ``train#handlers`` in every fine-tuning bundle's ``train.json`` (rank 0 only under the multi-GPU
+    overlays).
 
     Args:
         desc: text before the bar.
