@@ -7,6 +7,7 @@ from monai.transforms import Transform
 
 from unimiss_monai.data.xray import BT601, grey_radiograph
 from unimiss_monai.transforms.utility.array import CheckImage
+from unimiss_monai.utils.args import as_bool
 
 __all__ = ["AsGreyRadiograph"]
 
@@ -29,7 +30,7 @@ class AsGreyRadiograph(Transform):
 
     def __init__(self, invert_monochrome1: bool = True, luminance: bool = False) -> None:
         self.invert_monochrome1 = invert_monochrome1
-        self.luminance = luminance
+        self.luminance = as_bool(luminance, "luminance")  # from the command line a value is a string
         # NaN/Inf pixels or a blank image would become a confident "no finding" or an empty mask
         self.check_image = CheckImage(fail_constant=True)
 
