@@ -126,3 +126,22 @@ def test_masks_do_not_depend_on_the_other_files(runner, alone, kind, stem):
     assert set(np.unique(np.asarray(mask)).tolist()) <= {0.0, 1.0}
     # the overlay is a picture of the radiograph: rows x columns
     assert Image.open(out / f"{stem}_overlay.png").size == (DICOM_COLUMNS, DICOM_ROWS)
+
+
+def test_overlay_is_drawn_on_the_radiograph_at_its_own_resolution(tmp_path):
+    # a fine pattern (1-pixel stripes) that the network's 64x64 input averages away: the overlay must show it, i.e. be
+    # drawn on the radiograph as read, not on the network input resized back to the radiograph's grid
+    ckpt = _random_weights(BUNDLE, tmp_path / "bundle" / "models")
+    data, out = tmp_path / "data", tmp_path / "out"
+    data.mkdir()
+    out.mkdir()
+    stripes = np.where(np.arange(256) % 2 == 0, 60, 200).astype(np.uint8)
+    image = np.tile(stripes[None, :], (240, 1))
+    image[:, :40] = 0  # something not uniform at the network's size too, so the image is not refused as blank
+    Image.fromarray(image).save(data / "s.png")
+    _run_inference(BUNDLE, data, out, ckpt)
+    overlay = np.asarray(Image.open(out / "s_overlay.png").convert("L")).astype(float)
+    assert overlay.shape == image.shape
+    # neighbouring columns alternate by about the stripes' contrast wherever no outline is drawn over them
+    steps = np.abs(np.diff(overlay[:, 60:], axis=1))
+    assert np.median(steps) > 50, np.median(steps)
