@@ -350,3 +350,16 @@ def test_gloo_ddp_two_processes(pretraining_samples, tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert torch.load(out / "models" / "model.pt", weights_only=True)["model"]
+
+
+def test_teacher_temperature_is_a_bundle_option():
+    # the collapse monitor's advice names --teacher_temp: the trainer's schedule must follow it (0.04 by default)
+    from monai.bundle import ConfigParser
+
+    for given, expected in ((None, 0.04), (0.03, 0.03), ("0.07", 0.07)):
+        parser = ConfigParser()
+        parser.read_config(str(CONFIGS / "train.json"))
+        if given is not None:
+            parser["teacher_temp"] = given
+        schedule = parser.get_parsed_content("train#trainer#teacher_temp_schedule")
+        assert [schedule(e) for e in (0, 5)] == [expected, expected]

@@ -49,9 +49,11 @@ class CollapseMonitor:
         entropy, batch_entropy = means.get("teacher_entropy"), means.get("teacher_batch_entropy")
         problem = None
         if batch_entropy is not None and batch_entropy < self.low * self.log_k:
-            problem = f"teacher batch entropy {batch_entropy:.3f} nats: all samples on one prototype; raise the centre momentum effect (lower center_momentum) or the teacher temperature"
+            problem = (f"teacher batch entropy {batch_entropy:.3f} nats: all samples on one prototype; raise the teacher "
+                       "temperature (the pretraining bundle's --teacher_temp)")
         elif entropy is not None and entropy > self.high * self.log_k:
-            problem = f"teacher entropy {entropy:.3f} of max {self.log_k:.3f} nats: uniform teacher; lower the teacher temperature"
+            problem = (f"teacher entropy {entropy:.3f} of max {self.log_k:.3f} nats: uniform teacher; lower the teacher "
+                       "temperature (the pretraining bundle's --teacher_temp) or the learning rate (--base_lr)")
         if problem:
             self.collapsed_epochs.append(engine.state.epoch)
             logger.warning("epoch %d: possible collapse: %s", engine.state.epoch, problem)
