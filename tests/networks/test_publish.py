@@ -89,3 +89,18 @@ def test_invalid_sources_are_refused(tmp_path):
     with pytest.raises(ValueError, match="force"):
         publish_pretrained(str(tmp_path / "good.pt"), str(dst), force="maybe")
     assert not dst.exists()
+
+
+def test_a_fine_tuned_model_is_not_published_as_pretraining(tmp_path, capsys):
+    # a fine-tuning bundle's model.pt also has "model" and "info" with a variant; its info names its bundle
+    exported = _export(tmp_path / "export.pt")
+    tuned = {"model": exported["model"], "info": {**exported["info"], "bundle": "unimiss_cxr_segmentation"}}
+    torch.save(tuned, tmp_path / "tuned.pt")
+    with pytest.raises(ValueError, match="is a trained model of unimiss_cxr_segmentation, not a pretraining export"):
+        publish_pretrained(str(tmp_path / "tuned.pt"), str(tmp_path / "dst.pt"))
+    assert not (tmp_path / "dst.pt").exists()
+    # a released pretraining bundle's weights name theirs, and publish; no recipe is claimed that the file does not record
+    released = {"model": exported["model"], "info": {**exported["info"], "bundle": "unimiss_pretraining"}}
+    torch.save(released, tmp_path / "released.pt")
+    publish_pretrained(str(tmp_path / "released.pt"), str(tmp_path / "dst.pt"))
+    assert "recipe" not in capsys.readouterr().out

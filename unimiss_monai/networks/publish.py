@@ -51,6 +51,10 @@ def read_export(path: str | os.PathLike) -> dict[str, Any]:
             f"{path} has no 'info' naming its variant; export it with StudentTeacher.export or ImageVolumeNet.export "
             "(TrainingCheckpoint export_fn '$@network_def.export')"
         )
+    bundle = obj["info"].get("bundle")
+    if bundle not in (None, "unimiss_pretraining"):  # a fine-tuned model records its bundle (CheckpointInfo)
+        raise ValueError(f"{path} is a trained model of {bundle}, not a pretraining export; pass the models/model.pt of a "
+                         "pretraining run")
     bad = first_non_finite(tensors)
     if bad is not None:
         raise ValueError(f"{path}: tensor {bad} holds NaN or Inf; the run diverged, publish an earlier export")
@@ -126,8 +130,9 @@ def publish_pretrained(src: str, dst: str | None = None, force: bool | str = Fal
         "published": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     save_torch({**export, "info": info}, dst_path)
+    recipe = f"{info['recipe']} recipe, " if "recipe" in info else ""  # UniMiSS and UniMiSS+ exports record none
     print(
-        f"publish-pretrained: {src_path} (sha256 {digest[:12]}, {info.get('recipe', 'unimiss')} recipe, variant "
+        f"publish-pretrained: {src_path} (sha256 {digest[:12]}, {recipe}variant "
         f"{info['variant']}, {len(export['model'])} "
         f"tensors) -> {dst_path}{f'; previous kept as {previous}' if previous else ''}",
         flush=True,
