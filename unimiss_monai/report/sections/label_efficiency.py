@@ -2,10 +2,40 @@
 
 from __future__ import annotations
 
+import math
+
 from ..document import Figure, Note, Paragraph, Section, Table, fmt
 from ..run_folder import RunFolder, read_json
 
 __all__ = ["label_efficiency_section"]
+
+
+def _signed(value) -> str:
+    """``+0.050`` for a difference; ``-`` when it is missing or not finite (a fraction without a complete pair)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return "-"
+    return f"{v:+.3f}" if math.isfinite(v) else "-"
+
+
+def _paired_rows(data: dict) -> list[list[str]]:
+    """One row per arm and fraction: every arm against the reference (``paired_differences``, arm -> fraction ->
+    difference), or the headline arm alone in a study that holds only ``paired_difference``."""
+    by_arm = data.get("paired_differences")
+    if not isinstance(by_arm, dict) or not by_arm:
+        headline = data.get("paired_difference") or {}
+        by_arm = {None: headline} if isinstance(headline, dict) else {}
+    rows = []
+    for arm, per_fraction in by_arm.items():
+        for fraction, d in (per_fraction or {}).items():
+            if not isinstance(d, dict):
+                continue
+            interval = (f"[{fmt(d.get('ci_low'))}, {fmt(d.get('ci_high'))}]" if d.get("ci_low") is not None
+                        else f"- ({d.get('n', '?')} complete pair(s))" if d.get("n") is not None else "-")
+            rows.append([str(d.get("arm") or arm or "pretrained"), str(fraction), _signed(d.get("mean")), interval,
+                         str(d.get("conclusion", ""))])
+    return rows
 
 
 def label_efficiency_section(run: RunFolder) -> Section:
@@ -20,13 +50,17 @@ def label_efficiency_section(run: RunFolder) -> Section:
     for path in found[:3]:
         data = read_json(path) or {}
         metric = data.get("metric", "score")
+        confidence = (data.get("interval") or {}).get("confidence", 0.95)
+        level = f"{float(confidence):.0%}".replace("%", " %")
         section.add(Paragraph(f"{data.get('bundle', path.parent.name)}: test {metric} against the fraction of "
                               f"training labels, {_count(data.get('seeds'))} seeds per point ({path})."))
         png = path.with_suffix(".png")
         if png.is_file():
             section.add(Figure(png.read_bytes(), name="label_efficiency",
-                               alt=f"Test {metric} against label fraction, scratch and pretrained, with 95 % intervals",
-                               caption="Mean over seeds with 95 % intervals."))
+                               alt=f"Test {metric} against label fraction per initialisation (mean and each seed), "
+                                   f"and the paired difference of each arm against scratch with its {level} interval",
+                               caption=f"Left: mean over seeds (line) and each seed (dots). Right: per-seed "
+                                       f"differences against scratch (dots), their mean and {level} interval."))
         rows = []
         for init, per_fraction in (data.get("results") or {}).items():
             for fraction, s in per_fraction.items():
@@ -35,14 +69,17 @@ def label_efficiency_section(run: RunFolder) -> Section:
                 rows.append([init, fraction, fmt(s.get("mean")),
                              f"[{fmt(ci[0])}, {fmt(ci[1])}]" if ci and ci[0] is not None else "-", str(s.get("n", "-"))])
         if rows:
-            section.add(Table(["initialisation", "label fraction", f"test {metric}", "95 % interval", "seeds"], rows))
-        paired = [[d.get("arm", "pretrained"), fraction, f"{d.get('mean', float('nan')):+.3f}",
-                   f"[{fmt(d.get('ci_low'))}, {fmt(d.get('ci_high'))}]", d.get("conclusion", "")]
-                  for fraction, d in (data.get("paired_difference") or {}).items() if isinstance(d, dict)]
+            section.add(Table(["initialisation", "label fraction", f"test {metric}", f"{level} interval", "seeds"], rows))
+        paired = _paired_rows(data)
         if paired:
             # the answer to "does pretraining help": one interval of the per-seed differences, not two overlapping ones
-            section.add(Table(["arm", "label fraction", f"paired difference ({metric})", "95 % interval", "conclusion"],
-                              paired))
+            section.add(Table(["arm", "label fraction", f"paired difference ({metric})", f"{level} interval",
+                               "conclusion"], paired))
+        failures = data.get("failures") or []
+        if data.get("complete") is False or failures:
+            section.add(Note(f"Incomplete study: {len(failures)} of {data.get('num_runs', '?')} run(s) failed or are "
+                             f"missing, so some points above rest on fewer seeds; rerun its command to retry them"
+                             + (f" ({data['command']})." if data.get("command") else ".")))
     return section
 
 

@@ -10,7 +10,7 @@ from ..document import Figure, Note, Paragraph, Section, Table, fmt
 from ..images import figure_png
 from ..run_folder import RunFolder, read_json
 
-__all__ = ["MONITORS", "collapse_verdict", "pretraining_section"]
+__all__ = ["MONITORS", "collapse_verdict", "non_finite_note", "pretraining_section"]
 
 #: curves of loss_curves.json that watch for collapse rather than measure a loss
 MONITORS = ("teacher_entropy", "teacher_batch_entropy", "center_norm")
@@ -19,6 +19,11 @@ MONITORS = ("teacher_entropy", "teacher_batch_entropy", "center_norm")
 def _series(points) -> tuple[np.ndarray, np.ndarray]:
     arr = np.asarray([p for p in points if p is not None and len(p) == 2], dtype=np.float64).reshape(-1, 2)
     return arr[:, 0], arr[:, 1]
+
+
+def _finite(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    keep = np.isfinite(y)
+    return x[keep], y[keep]
 
 
 def _smooth(y: np.ndarray, n: int) -> np.ndarray:
@@ -37,7 +42,7 @@ def _loss_figure(curves: dict) -> bytes:
     fig = MplFigure(figsize=(4.0 * cols, 2.6 * rows))
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, term in zip(axes, terms):
-        x, y = _series(curves[term])
+        x, y = _finite(*_series(curves[term]))
         ax.plot(x, y, lw=0.6, alpha=0.35, color="tab:blue")
         ax.plot(x, _smooth(y, max(1, len(y) // 25)), lw=1.6, color="tab:blue")
         ax.set_title(term, fontsize=10)
@@ -56,7 +61,7 @@ def _monitor_figure(curves: dict, out_dim: int | None) -> bytes:
     ax1, ax2 = fig.subplots(1, 2)
     for name, style in (("teacher_entropy", "-"), ("teacher_batch_entropy", "--")):
         if name in curves:
-            x, y = _series(curves[name])
+            x, y = _finite(*_series(curves[name]))
             ax1.plot(x, y, style, lw=1.4, label=name)
     if out_dim:
         ax1.axhline(math.log(out_dim), color="grey", ls=":", lw=1, label=f"log K (uniform, K={out_dim})")
@@ -64,7 +69,7 @@ def _monitor_figure(curves: dict, out_dim: int | None) -> bytes:
     ax1.set(title="teacher entropy (nats)", xlabel="iteration")
     ax1.legend(fontsize=8)
     if "center_norm" in curves:
-        x, y = _series(curves["center_norm"])
+        x, y = _finite(*_series(curves["center_norm"]))
         ax2.plot(x, y, lw=1.4, color="tab:green")
     ax2.set(title="DINO centre norm", xlabel="iteration")
     fig.tight_layout()
@@ -127,12 +132,29 @@ def probe_notes(history: list[dict]) -> list[Note]:
     return notes
 
 
+def non_finite_note(curves: dict) -> str:
+    """A sentence naming every curve that holds NaN or infinite values (with its first such iteration and their
+    count); empty when every value is finite. The figures leave such points out, so it must be said in words."""
+    bad = []
+    for name, points in curves.items():
+        x, y = _series(points)
+        wrong = ~np.isfinite(y)
+        if wrong.any():
+            bad.append(f"{name} ({int(wrong.sum())} of {len(y)} values, first at iteration {x[wrong][0]:g})")
+    if not bad:
+        return ""
+    return ("Non-finite values (NaN or infinite) in the pretraining curves: " + "; ".join(bad) + ". The figures "
+            "leave them out and the collapse check ignores them. The training diverged there, so what it exported "
+            "does not describe a trained network: lower the learning rate and run the pretraining step again.")
+
+
 def collapse_verdict(curves: dict, out_dim: int | None, tail: int = 20, margin: float = 0.05) -> str:
     """A sentence when the teacher's mean entropy over the last ``tail`` iterations is within ``margin`` (relative)
     of log K (uniform output) or of 0 (one prototype); empty when it stays between or is unknown."""
     if "teacher_entropy" not in curves or not out_dim or out_dim < 2:
         return ""
     _, y = _series(curves["teacher_entropy"])
+    y = y[np.isfinite(y)]  # non-finite values are reported by non_finite_note
     if not len(y):
         return ""
     end, top = float(np.mean(y[-tail:])), math.log(out_dim)
@@ -180,6 +202,9 @@ def pretraining_section(run: RunFolder) -> Section:
         "Cross-dimensional self-distillation of one backbone on CT slabs, their DRRs and radiographs. The teacher "
         "follows the student by EMA; the exported teacher backbone initialises every fine-tuning below."))
     if curves:
+        broken = non_finite_note(curves)
+        if broken:
+            section.add(Note(broken))
         section.add(Figure(_loss_figure(curves), name="pretraining_losses",
                            alt="Pretraining loss per term against iteration: " + ", ".join(k for k in curves if k not in MONITORS),
                            caption="Each loss term per iteration (faint) and smoothed. The CT and X-ray phases "

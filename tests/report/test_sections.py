@@ -1,0 +1,94 @@
+"""Single report sections built from the files the other stages write (tiny folders, no pictures rendered unless
+needed): what each one says about missing, non-finite or partial results."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from unimiss_monai.report.document import Figure, Note, Table
+from unimiss_monai.report.run_folder import RunFolder
+from unimiss_monai.report.sections.label_efficiency import label_efficiency_section
+from unimiss_monai.report.sections.pretraining import collapse_verdict, pretraining_section
+
+
+def _write(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+    return path
+
+
+def _study(confidence=0.9):
+    """A label-efficiency study as ``build_results`` writes it: three arms, one fraction without a complete pair."""
+    diff = lambda arm, mean, lo, hi, n: {"arm": arm, "reference": "scratch", "mean": mean, "ci_low": lo,  # noqa: E731
+                                         "ci_high": hi, "includes_zero": None if lo is None else lo <= 0 <= hi, "n": n,
+                                         "conclusion": f"{arm} conclusion {n}"}
+    paired = {"pretrained": {"0.1": diff("pretrained", 0.05, -0.01, 0.11, 3), "1": diff("pretrained", None, None, None, 0)},
+              "unimiss": {"0.1": diff("unimiss", -0.02, -0.04, -0.005, 3), "1": diff("unimiss", None, None, None, 0)}}
+    return {"bundle": "unimiss_cxr_segmentation", "metric": "Dice", "seeds": [0, 1, 2],
+            "arms": ["scratch", "pretrained", "unimiss"], "reference": "scratch",
+            "interval": {"method": "t", "confidence": confidence}, "complete": False, "num_runs": 18,
+            "command": "python -m unimiss_monai label-efficiency --seeds 0,1,2",
+            "results": {"scratch": {"0.1": {"mean": 0.5, "std": 0.1, "ci_low": 0.4, "ci_high": 0.6, "n": 3}}},
+            "paired_difference": paired["pretrained"], "paired_differences": paired,
+            "failures": [{"run_id": f"r{i}", "status": "failed", "error": "boom"} for i in range(6)]}
+
+
+def test_label_efficiency_shows_every_arm_the_study_confidence_and_fractions_without_pairs(tmp_path):
+    _write(tmp_path / "label_efficiency" / "label_efficiency.json", _study(confidence=0.9))
+    section = label_efficiency_section(RunFolder(tmp_path))
+    tables = [b for b in section.blocks if isinstance(b, Table)]
+    assert len(tables) == 2
+    scores, paired = tables
+    # the intervals are at the study's confidence, not a fixed 95 %
+    assert "90 % interval" in scores.header and "90 % interval" in paired.header
+    assert not any("95" in h for t in tables for h in t.header)
+    # every arm against scratch, and a fraction without a complete pair is a dash, not an error
+    rows = {(r[0], r[1]): r for r in paired.rows}
+    assert set(rows) == {("pretrained", "0.1"), ("pretrained", "1"), ("unimiss", "0.1"), ("unimiss", "1")}
+    assert rows[("unimiss", "0.1")][2:4] == ["-0.020", "[-0.040, -0.005]"]
+    assert rows[("pretrained", "1")][2] == "-" and "0 complete pair" in rows[("pretrained", "1")][3]
+    # the failed runs are said, with the command that retries them
+    notes = " ".join(b.text for b in section.blocks if isinstance(b, Note))
+    assert "6 of 18" in notes and "--seeds 0,1,2" in notes
+
+
+def test_label_efficiency_caption_describes_the_figure_at_the_study_confidence(tmp_path):
+    study = _study(confidence=0.8)
+    for per_fraction in study["paired_differences"].values():
+        per_fraction.pop("1")
+    path = _write(tmp_path / "label_efficiency" / "label_efficiency.json", study)
+    path.with_suffix(".png").write_bytes(b"\x89PNG not decoded here")
+    (figure,) = [b for b in label_efficiency_section(RunFolder(tmp_path)).blocks if isinstance(b, Figure)]
+    # the figure (benchmarks.label_efficiency.plot) shows means and seeds on the left, the paired differences with
+    # their interval on the right: no interval of the arms' means, and none at 95 % in an 80 % study
+    assert "80 %" in figure.caption and "95" not in figure.caption + figure.alt
+    assert "paired difference" in figure.alt and "seed" in figure.caption
+
+
+def _curves(entropy):
+    it = range(1, len(entropy) + 1)
+    return {"distill": [[i, 5.0 - 0.01 * i] for i in it], "loss": [[i, 6.0 - 0.01 * i] for i in it],
+            "teacher_entropy": [[i, v] for i, v in zip(it, entropy)]}
+
+
+def test_non_finite_pretraining_curves_are_said_not_dropped_silently(tmp_path):
+    curves = _curves([2.0] * 30)
+    curves["distill"][24][1] = float("nan")
+    curves["loss"][24][1] = float("inf")
+    curves["distill"][27][1] = float("nan")
+    pre = tmp_path / "unimiss_pretraining"
+    pre.mkdir()
+    (pre / "loss_curves.json").write_text(json.dumps(curves))  # NaN / Infinity, as json.dumps writes them
+    section = pretraining_section(RunFolder(tmp_path))
+    notes = [b.text for b in section.blocks if isinstance(b, Note)]
+    assert any("distill (2 of 30 values, first at iteration 25)" in n and "loss (1 of 30 values" in n for n in notes)
+    assert len([b for b in section.blocks if isinstance(b, Figure)]) == 2  # the figures are still drawn
+    (pre / "loss_curves.json").write_text(json.dumps(_curves([2.0] * 30)))
+    assert not any("Non-finite" in b.text for b in pretraining_section(RunFolder(tmp_path)).blocks if isinstance(b, Note))
+
+
+def test_collapse_verdict_is_not_silenced_by_a_non_finite_tail():
+    """A teacher stuck at log K whose last entropies are NaN is still called collapsed (the NaN is its own note)."""
+    entropy = [math.log(64)] * 40 + [float("nan")] * 3
+    assert "collapsed to a uniform output" in collapse_verdict(_curves(entropy), out_dim=64)
