@@ -205,12 +205,14 @@ def _table(rows: list[dict]) -> str:
             continue
         o = ref.get((r["variant"], r["input"]))
         speed = f"{r['samples_per_s_median'] / o['samples_per_s_median']:.2f}x" if o else "-"
-        mem = f"{r['peak_mem_mib'] / o['peak_mem_mib']:.2f}x" if o and o["peak_mem_mib"] > 0 else "-"
+        known = r["peak_mem_mib"] is not None and o is not None and o["peak_mem_mib"] is not None
+        mem = f"{r['peak_mem_mib'] / o['peak_mem_mib']:.2f}x" if known and o["peak_mem_mib"] > 0 else "-"
+        peak = f"{r['peak_mem_mib']:.0f}" if r["peak_mem_mib"] is not None else f"failed: {r.get('peak_mem_error', '-')}"
         shape = "x".join(str(s) for s in r["shape"][1:])
         lines.append(
             f"| {r['variant']} | {r['input']} {shape} | {r['batch']} | {_label(r)} | "
             f"{r['samples_per_s_median']:.2f} ({r['samples_per_s_min']:.2f}-{r['samples_per_s_max']:.2f}) | "
-            f"{r['peak_mem_mib']:.0f} | {speed} | {mem} |"
+            f"{peak} | {speed} | {mem} |"
         )
     return "\n".join(lines)
 
@@ -231,6 +233,7 @@ def _plot(rows: list[dict], path: str) -> None:
         for j, kind in enumerate(kinds):
             vals = [next((r[key] for r in ok if f"{r['variant']}\n{r['input']}" == lab and _label(r) == kind), 0)
                     for lab in labels]
+            vals = [float("nan") if v is None else v for v in vals]  # a memory that failed: no bar
             ax.bar([i + width * j for i in range(len(labels))], vals, width=width, label=kind)
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(labels))], labels)
         ax.set_title(title)
@@ -280,12 +283,16 @@ def bench_backbone(
     for v, c in tqdm([(v, c) for v in variants for c in inputs], desc="bench-backbone"):
         timed = _run_isolated(_interleaved, (v, c, cols, device, repeats, warmup, threads))
         if isinstance(timed, dict):  # the case failed: one error row per column
-            rows += [dict(timed, args=[v, c, "ours" if fused else "official", str(amp or "float32")]) for fused, amp in cols]
+            rows += [dict(timed, args=[v, c, "ours" if fused else "official", str(dtype or "float32")])
+                     for fused, dtype in cols]
             continue
         if not cuda:  # a CPU's peak memory per column: one more warm-up and one step, each in a fresh process
-            for row, (fused, amp) in zip(timed, cols):
-                alone = _run_isolated(_peak_cpu_mib, (v, c, fused, device, min(warmup, 1), threads, amp))
-                row["peak_mem_mib"] = float("nan") if isinstance(alone, dict) else alone
+            for row, (fused, dtype) in zip(timed, cols):
+                alone = _run_isolated(_peak_cpu_mib, (v, c, fused, device, min(warmup, 1), threads, dtype))
+                if isinstance(alone, dict):  # the throughput stands; the memory is unknown, and says why
+                    row["peak_mem_mib"], row["peak_mem_error"] = None, alone["error"]
+                else:
+                    row["peak_mem_mib"] = alone
         rows += timed
     load_end = os.getloadavg()
     machine = machine_name(device)
@@ -304,3 +311,9 @@ def bench_backbone(
     png = os.path.splitext(out)[0] + ".png"
     _plot(rows, png)
     print(f"\nwrote {out} and {png}")
+    failed = [r for r in rows if "error" in r or "peak_mem_error" in r]
+    if failed:  # written above with the rest; a scripted run must not read the missing numbers as measured
+        first = failed[0]
+        raise RuntimeError(f"bench-backbone: {len(failed)} of {len(rows)} column(s) failed, listed in {out}; first: "
+                           f"{' '.join(first.get('args', [first.get('variant', '?'), first.get('input', '?')])[:3])}: "
+                           f"{first.get('error') or 'peak memory: ' + first['peak_mem_error']}")

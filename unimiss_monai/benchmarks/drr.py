@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-__all__ = ["bench_drr", "COMPETITORS", "cpu_model", "format_load", "machine_name", "measure"]
+__all__ = ["bench_drr", "COMPETITORS", "cpu_model", "format_load", "format_seconds", "machine_name", "measure"]
 
 COMPETITORS = ("diffdrr-siddon", "diffdrr-trilinear", "nanodrr", "plastimatch")
 
@@ -193,7 +193,7 @@ def format_load(load: tuple[float, float, float]) -> str:
     return "/".join(f"{v:.1f}" for v in load)
 
 
-def _seconds(s: float) -> str:
+def format_seconds(s: float) -> str:
     """Three decimals, or three significant digits below 10 ms (GPU renderers take about a millisecond)."""
     return f"{s:.3f}" if s >= 0.01 else f"{s:.3g}"
 
@@ -210,7 +210,7 @@ def _ratios(rows: list[dict], names: Sequence[str] = (PREPARED, ONE_SHOT)) -> li
             ours = by[name]["median_s"]
             # on a GPU nanodrr's fused kernel can be the faster one: then say by how much, not "0.0x"
             ratio = f"{theirs / ours:.1f}x" if theirs >= ours else f"{theirs / ours:.3f}x (nanodrr {ours / theirs:.1f}x faster)"
-            lines.append(f"{size}x{size}: {name} {_seconds(ours)} s vs nanodrr {_seconds(theirs)} s per view (medians): "
+            lines.append(f"{size}x{size}: {name} {format_seconds(ours)} s vs nanodrr {format_seconds(theirs)} s per view (medians): "
                          f"{ratio}")
     return lines
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from unimiss_monai.benchmarks.drr import check_device, format_load, machine_name, measure
+from unimiss_monai.benchmarks.drr import check_device, format_load, format_seconds, machine_name, measure
 
 __all__ = ["bench_infer", "count_windows", "dice_per_class", "load_paths"]
 
@@ -176,7 +176,7 @@ def _timed_rows(runners: dict, repeats: int, device: str) -> tuple[dict, dict]:
                 sync()
                 return out
 
-            wall, cpu, mib, out = measure(call)
+            wall, cpu, mib, out = measure(call, device)  # on a GPU: its allocated memory, not the host's
             times[name]["wall"].append(wall), times[name]["cpu"].append(cpu), times[name]["mem"].append(mib)
             outputs[name] = out.argmax(1)[0].to(torch.uint8).cpu()  # (spatial), probabilities dropped at once
             bar.update(1)
@@ -298,18 +298,21 @@ def bench_infer(
             scores[name] = dice_per_class(inverted, truth, num_classes)
     rows = {
         name: {**setups[name], "params_m": round(sum(p.numel() for p in nets[name].parameters()) / 1e6, 2),
-               "median_s": round(statistics.median(t["wall"]), 2), "min_s": round(min(t["wall"]), 2),
-               "max_s": round(max(t["wall"]), 2), "median_cpu_s": round(statistics.median(t["cpu"]), 2),
-               "peak_extra_mib": round(max(t["mem"])), "runs_s": [round(v, 2) for v in t["wall"]],
+               # four decimals: a GPU row takes milliseconds, and the ratios are computed from these
+               "median_s": round(statistics.median(t["wall"]), 4), "min_s": round(min(t["wall"]), 4),
+               "max_s": round(max(t["wall"]), 4), "median_cpu_s": round(statistics.median(t["cpu"]), 4),
+               "peak_extra_mib": round(max(t["mem"])), "runs_s": [round(v, 4) for v in t["wall"]],
                "warmup_s": warmup[name]}
         for name, t in times.items()
     }
+    memory = ("CUDA memory allocated above the level before each run" if device.startswith("cuda") else
+              "resident memory above the level before each run")
     header = (f"{source}; {weights_note}. Machine: {machine_name(device)}, device {device}, "
               f"{torch.get_num_threads()} torch threads, torch {torch.__version__}; load average (1/5/15 min) "
-              f"{format_load(load_start)} at the start, {format_load(load_end)} at the end.")
+              f"{format_load(load_start)} at the start, {format_load(load_end)} at the end. Peak extra MiB: {memory}.")
     ratios = _ratio_lines(rows)
     result = {"benchmark": "whole-CT sliding-window inference", "setup": header, "device": device,
-              "threads": torch.get_num_threads(), "repeats": repeats, "load_start": list(load_start),
+              "threads": torch.get_num_threads(), "repeats": repeats, "memory": memory, "load_start": list(load_start),
               "load_end": list(load_end), "base": base, "overlay": overlay, "results": rows, "ratios": ratios,
               "agreement_reference_vs_fast": agreements[FAST], "dice_vs_label": scores}
     if OPENVINO in agreements:
@@ -334,8 +337,8 @@ def markdown_table(rows: dict) -> str:
              "CPU s median | peak extra MiB |", "|---|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         lines.append(f"| {name} ({r['inferer']}) | {r['params_m']:.1f} | {'x'.join(map(str, r['roi']))} | {r['overlap']} "
-                     f"| {r['windows']} | {r['sw_batch_size']} | {r['median_s']:.1f} ({r['min_s']:.1f}-{r['max_s']:.1f}) "
-                     f"| {r['median_cpu_s']:.1f} | {r['peak_extra_mib']} |")
+                     f"| {r['windows']} | {r['sw_batch_size']} | {format_seconds(r['median_s'])} ({format_seconds(r['min_s'])}-"
+                     f"{format_seconds(r['max_s'])}) | {format_seconds(r['median_cpu_s'])} | {r['peak_extra_mib']} |")
     return "\n".join(lines)
 
 
@@ -344,5 +347,11 @@ def _ratio_lines(rows: dict) -> list[str]:
     float32 (the fast path also in bfloat16)."""
     pairs = [(FAST, REFERENCE), (OPENVINO, FAST), (OPENVINO, REFERENCE), (REFERENCE, SWIN), (FAST, SWIN),
              (OPENVINO, SWIN), (FAST, SWIN_BF16)]
-    return [f"{a} {rows[a]['median_s']:.1f} s vs {b} {rows[b]['median_s']:.1f} s (medians): "
-            f"{rows[b]['median_s'] / rows[a]['median_s']:.2f}x" for a, b in pairs if a in rows and b in rows]
+    lines = []
+    for a, b in pairs:
+        if a not in rows or b not in rows:
+            continue
+        ours, theirs = rows[a]["median_s"], rows[b]["median_s"]
+        ratio = f"{theirs / ours:.2f}x" if ours > 0 else "not defined (a median of 0 s)"
+        lines.append(f"{a} {format_seconds(ours)} s vs {b} {format_seconds(theirs)} s (medians): {ratio}")
+    return lines

@@ -12,6 +12,7 @@ the loss, backward, gradient clipping, the AdamW step and the EMA. MiT+ at the p
 from __future__ import annotations
 
 import json
+import os
 import resource
 import statistics
 import time
@@ -63,6 +64,7 @@ def bench_pretrain(
     """
     from ignite.engine import Events
 
+    from unimiss_monai.benchmarks.drr import check_device, format_load, machine_name
     from unimiss_monai.data.loaders import PhaseLoader, SeededDataset, make_loader
     from unimiss_monai.engines.pretraining import PretrainingTrainer
     from unimiss_monai.losses import UniMissPlusLoss
@@ -73,6 +75,7 @@ def bench_pretrain(
     if threads:
         torch.set_num_threads(int(threads))
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    check_device("bench-pretrain", str(dev))
     ct_roi = tuple(int(s) for s in ct_roi)
     backbone = build_backbone(variant, in_channels={2: 3, 3: 1}, img_size={2: (image_size_2d,) * 2, 3: ct_roi},
                               drop_path_rate=0.1, preset="smoke" if tiny else None)
@@ -105,13 +108,19 @@ def bench_pretrain(
 
     trainer.add_event_handler(Events.ITERATION_STARTED, started)
     trainer.add_event_handler(Events.ITERATION_COMPLETED, completed)
+    load_start = os.getloadavg()
     trainer.run()
+    load_end = os.getloadavg()
     result = {
         "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
+        "machine": machine_name(str(dev)),
+        # the host's threads run the data handling and the Python side of every step on a GPU too
+        "threads": torch.get_num_threads(),
+        "load_average": {"start": list(load_start), "end": list(load_end)},
         "variant": variant + (" (tiny)" if tiny else ""),
         "params_student_M": round(sum(p.numel() for p in net.student.parameters()) / 1e6, 2),
         "batch_size": batch_size, "ct_roi": list(ct_roi), "image_size_2d": image_size_2d, "out_dim": out_dim,
-        "amp_bf16": amp, "threads": torch.get_num_threads() if dev.type == "cpu" else None,
+        "amp_bf16": amp,
         "steps_timed": len(times),
         "seconds_per_step": round(statistics.median(times), 3),
         "seconds_per_step_range": [round(min(times), 3), round(max(times), 3)],
@@ -119,5 +128,7 @@ def bench_pretrain(
         "peak_memory_MiB": round(torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else _peak_cpu_mib(), 1),
         "peak_memory_kind": "CUDA allocated" if dev.type == "cuda" else "process max RSS",
     }
+    print(f"bench-pretrain on {result['machine']}, device {dev}, {result['threads']} threads, load average (1/5/15 min) "
+          f"{format_load(load_start)} at the start, {format_load(load_end)} at the end")
     print(json.dumps(result, indent=2))
     return result

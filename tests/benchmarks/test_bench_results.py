@@ -1,0 +1,132 @@
+"""What the bench-* commands print and write, on stubbed measurements (no real benchmark runs here): the settings
+asked for, every failure said and turned into a non-zero exit, ratios from unrounded medians with both sides, and
+the machine, threads and load average beside the numbers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from unimiss_monai.benchmarks import backbone
+
+
+def _fake_row(variant, case, fused, amp, rate):
+    row = backbone._row(variant, case, fused, "cpu", amp, [backbone.CASES[case]["batch"] / rate] * 3, None, 1.0)
+    return row
+
+
+@pytest.fixture
+def stub_backbone(monkeypatch):
+    """``_run_isolated`` answering from tables instead of training: ``timed`` per case, ``memory`` per column."""
+    state = {"timed": {}, "memory": {}}
+
+    def run_isolated(fn, args):
+        if fn is backbone._interleaved:
+            variant, case, cols = args[:3]
+            return state["timed"].get((variant, case)) or [
+                _fake_row(variant, case, fused, amp, 2.0 if fused else 1.0) for fused, amp in cols]
+        variant, case, fused = args[:3]
+        return state["memory"].get((variant, case, fused), 100.0 if fused else 200.0)
+
+    monkeypatch.setattr(backbone, "_run_isolated", run_isolated)
+    monkeypatch.setattr(backbone, "_plot", lambda rows, path: None)
+    from unimiss_monai.inferers import autocast
+
+    monkeypatch.setattr(autocast, "cpu_has_fast_bfloat16", lambda: True)
+    return state
+
+
+def test_backbone_json_records_the_amp_setting_asked_for(stub_backbone, tmp_path, capsys):
+    out = tmp_path / "b.json"
+    backbone.bench_backbone(variants="mitplus", inputs="3d", out=str(out), amp="auto")
+    payload = json.loads(out.read_text())
+    # three columns (official fp32, ours fp32, ours bf16): the setting is still the one given, not the last column's
+    assert [r["amp"] for r in payload["results"]] == ["float32", "float32", "bfloat16"]
+    assert payload["amp"] == "auto"
+    text = capsys.readouterr().out
+    assert "threads" in text and "load average" in text and payload["machine"] in text
+
+
+def test_backbone_failed_case_is_a_non_zero_exit_after_writing(stub_backbone, tmp_path):
+    stub_backbone["timed"][("mitplus", "3d")] = {"error": "RuntimeError: out of memory", "args": []}
+    out = tmp_path / "b.json"
+    with pytest.raises(RuntimeError, match="out of memory"):
+        backbone.bench_backbone(variants="mitplus,mit_small", inputs="3d", out=str(out))
+    rows = json.loads(out.read_text())["results"]  # the other variant's numbers are kept
+    assert any(r.get("variant") == "mit_small" and r["samples_per_s_median"] > 0 for r in rows)
+    assert any("out of memory" in r.get("error", "") for r in rows)
+
+
+def test_backbone_failed_memory_is_said_not_nan(stub_backbone, tmp_path, capsys):
+    stub_backbone["memory"][("mitplus", "3d", True)] = {"error": "MemoryError: ", "args": []}
+    out = tmp_path / "b.json"
+    with pytest.raises(RuntimeError, match="peak memory"):
+        backbone.bench_backbone(variants="mitplus", inputs="3d", out=str(out), amp="none")
+    text = capsys.readouterr().out
+    assert "nan" not in text.lower().replace("nanodrr", "")
+    assert "failed: MemoryError" in text
+    ours = next(r for r in json.loads(out.read_text())["results"] if r["column"] == "ours")
+    assert ours["peak_mem_mib"] is None and ours["peak_mem_error"].startswith("MemoryError")
+
+
+def _fake_measure(walls, devices):
+    """``measure`` that runs the call (its output is used) and reports the next of ``walls`` seconds."""
+    def measure(fn, device="cpu"):
+        devices.append(device)
+        return walls.pop(0), 0.001, 1.0, fn()
+    return measure
+
+
+def test_infer_ratios_of_millisecond_rows_use_unrounded_medians_and_show_both(monkeypatch, tmp_path, capsys,
+                                                                              one_thread):
+    """On a GPU a whole CT can take milliseconds: the ratio is of the medians as measured, not of values rounded to
+    0.01 s (which made 4 ms a division by zero), and both sides are printed with their digits."""
+    from unimiss_monai.benchmarks import inference
+
+    monkeypatch.setattr(inference, "measure", _fake_measure([0.0123, 0.0041], []))
+    result = inference.bench_infer(shape=(16, 64, 64), swinunetr=False, repeats=1, out=str(tmp_path / "i.json"),
+                                   overrides={"network_def#preset": "smoke", "roi_size": [16, 64, 64]})
+    (line,) = result["ratios"]
+    assert line == f"{inference.FAST} 0.0041 s vs {inference.REFERENCE} 0.012 s (medians): 3.00x"
+    assert line in capsys.readouterr().out
+    assert result["results"][inference.FAST]["median_s"] == pytest.approx(0.0041)
+
+
+def test_infer_timing_on_a_gpu_measures_the_gpu_memory(monkeypatch):
+    import torch
+
+    from unimiss_monai.benchmarks import inference
+
+    devices = []
+    monkeypatch.setattr(inference, "measure", _fake_measure([0.5, 0.5], devices))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
+    runners = {name: (lambda: torch.zeros(1, 3, 2, 2, 2)) for name in ("a", "b")}
+    times, labels = inference._timed_rows(runners, 1, "cuda:0")
+    assert devices == ["cuda:0", "cuda:0"] and set(labels) == {"a", "b"}
+
+
+def test_pretrain_prints_the_machine_threads_and_load_average(monkeypatch, capsys, one_thread):
+    """The result of bench-pretrain says where it was measured; the training step itself is stubbed here."""
+    from ignite.engine import Engine
+
+    from unimiss_monai.benchmarks import drr
+    from unimiss_monai.benchmarks.pretrain import bench_pretrain
+    from unimiss_monai.engines import pretraining
+
+    class QuickTrainer(Engine):
+        def __init__(self, **kwargs):
+            super().__init__(lambda engine, batch: None)
+
+        def run(self):
+            return super().run([0, 1, 2], max_epochs=1)
+
+    monkeypatch.setattr(pretraining, "PretrainingTrainer", QuickTrainer)
+    monkeypatch.setattr(drr, "cpu_model", lambda: "Test CPU 9000")
+    result = bench_pretrain(tiny=True, out_dim=8, ct_roi=(16, 64, 64), image_size_2d=64, steps=2, warmup=1,
+                            batch_size=1, device="cpu", threads=1)
+    assert result["steps_timed"] == 2
+    assert "Test CPU 9000" in result["machine"] and result["threads"] == 1
+    assert len(result["load_average"]["start"]) == 3 and len(result["load_average"]["end"]) == 3
+    text = capsys.readouterr().out
+    assert "Test CPU 9000" in text and "1 threads" in text and "load average" in text
