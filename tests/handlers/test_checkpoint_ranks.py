@@ -4,11 +4,8 @@ generators, not rank 0's alone)."""
 
 from __future__ import annotations
 
-import socket
-
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from gloo_ranks import run_on_two_ranks
 from ignite.engine import Engine
 
 from unimiss_monai.handlers import TrainingCheckpoint
@@ -24,25 +21,18 @@ def _run(ckpt_dir, rank: int, max_epochs: int) -> list[float]:
     return draws
 
 
-def _rank(rank, port, tmp, out):
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    try:
-        torch.manual_seed(100 + rank)  # each rank its own stream, as with per-rank seeds
-        whole = _run(tmp / "whole", rank, 2)
-        torch.manual_seed(100 + rank)
-        first = _run(tmp / "resumed", rank, 1)
-        torch.manual_seed(999)  # the restarted process starts from another state; the checkpoint must restore it
-        rest = _run(tmp / "resumed", rank, 2)
-        torch.save({"whole": whole, "resumed": first + rest}, out / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def _rank(rank, tmp):
+    torch.manual_seed(100 + rank)  # each rank its own stream, as with per-rank seeds
+    whole = _run(tmp / "whole", rank, 2)
+    torch.manual_seed(100 + rank)
+    first = _run(tmp / "resumed", rank, 1)
+    torch.manual_seed(999)  # the restarted process starts from another state; the checkpoint must restore it
+    rest = _run(tmp / "resumed", rank, 2)
+    torch.save({"whole": whole, "resumed": first + rest}, tmp / f"rank{rank}.pt")
 
 
 def test_each_rank_resumes_its_own_random_stream(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.start_processes(_rank, args=(port, tmp_path, tmp_path), nprocs=2, join=True, start_method="spawn")
+    run_on_two_ranks(_rank, tmp_path)
     runs = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     for run in runs:
         assert len(run["whole"]) == 8 and run["resumed"] == run["whole"]

@@ -4,12 +4,9 @@ write one report (rank 0) equal to the report of one process over all cases."""
 from __future__ import annotations
 
 import json
-import socket
-
 import numpy as np
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from gloo_ranks import run_on_two_ranks
 from ignite.engine import Engine
 
 from unimiss_monai.handlers import ClassificationReport, SegmentationReport
@@ -39,19 +36,12 @@ def _evaluate(out, cases, names=True):
         engine.run(batches, max_epochs=1)
 
 
-def _rank(rank, port, out):
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    try:
-        _evaluate(out / f"rank{rank}", range(rank, 10, 2))  # an interleaved shard, as DistributedSampler deals them
-    finally:
-        dist.destroy_process_group()
+def _rank(rank, out):
+    _evaluate(out / f"rank{rank}", range(rank, 10, 2))  # an interleaved shard, as DistributedSampler deals them
 
 
 def test_two_ranks_report_like_one_process(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.start_processes(_rank, args=(port, tmp_path), nprocs=2, join=True, start_method="spawn")
+    run_on_two_ranks(_rank, tmp_path)
     _evaluate(tmp_path / "single", range(10))
     assert not (tmp_path / "rank1").exists()  # only rank 0 writes
     ddp, single = tmp_path / "rank0", tmp_path / "single"
