@@ -82,7 +82,9 @@ def save_overlay_grid(
             ax.imshow(overlay_rgb(image, masks, alpha=0.55, colours=colours or ((255, 255, 255),)), interpolation="nearest")
             ax.set_title(f"{name}: {title}" if c == 0 else title, fontsize=8)
             ax.axis("off")
-    handles = [Patch(color=tuple(v / 255 for v in col), label=n) for col, n in zip(colours, structure_names)]
+    # a dark edge, as in the report's legends: white (clavicle_right) would vanish on the white figure
+    handles = [Patch(facecolor=tuple(v / 255 for v in col), edgecolor="black", linewidth=0.5, label=n)
+               for col, n in zip(colours, structure_names)]
     fig.legend(handles=handles, loc="lower center", ncol=min(5, max(1, len(handles))), fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0.06 if rows > 1 else 0.12, 1, 1))
     save_bytes(figure_png(fig, dpi=100, tight=False), path)
