@@ -66,3 +66,18 @@ def test_overlay_colours_and_orientation(tmp_path):
     assert not list((tmp_path / "sub").glob(".*tmp"))
     with pytest.raises(ValueError, match="do not match"):
         overlay_rgb(image, torch.zeros(1, 9, 4))
+
+
+def test_overlay_legend_grows_with_the_radiograph(tmp_path):
+    # a full-size radiograph (1600 px): the legend's swatches are 4x the size they are on a small image, so they show
+    from unimiss_monai.conventions import structure_colour
+
+    big = np.asarray(Image.open(write_overlay_png(tmp_path / "big.png", np.zeros((1600, 1600), np.float32),
+                                                  np.zeros((2, 1600, 1600), np.float32), ["heart", "clavicle_right"])))
+    k = 4
+    assert tuple(big[8 * k, 8 * k]) == structure_colour("heart")  # the middle of the first swatch
+    assert tuple(big[12 * k + 8 * k, 8 * k]) == structure_colour("clavicle_right")
+    assert tuple(big[12 * k + 4 * k, 4 * k]) == (0, 0, 0)  # the white swatch's outline, on a white swatch
+    small = np.asarray(Image.open(write_overlay_png(tmp_path / "small.png", np.zeros((100, 80), np.float32),
+                                                    np.zeros((1, 100, 80), np.float32), ["heart"])))
+    assert tuple(small[8, 8]) == structure_colour("heart") and tuple(small[8 * k, 8 * k]) != structure_colour("heart")

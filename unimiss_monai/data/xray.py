@@ -213,14 +213,20 @@ def write_overlay_png(path: str | os.PathLike, image, masks, names: Sequence[str
     """Write :func:`overlay_rgb` of ``image`` ``(X, Y)``/``(C, X, Y)`` and ``masks`` ``(S, X, Y)`` to ``path`` as a PNG,
     with a colour legend of ``names`` in the top-left corner (written atomically). Named structures take their colour
     of every picture (:func:`unimiss_monai.conventions.structure_colour`); unnamed ones :data:`OVERLAY_COLOURS`."""
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw, ImageFont
 
     colours = [structure_colour(str(n)) for n in names] + list(OVERLAY_COLOURS)  # unnamed masks: the cycle
     picture = Image.fromarray(overlay_rgb(image, masks, alpha, colours))
     draw = ImageDraw.Draw(picture)
+    # the legend grows with the picture (12 px rows up to 800 px, 48 px on a 1841 x 1955 radiograph); each name
+    # is written white on black, and each swatch outlined, so both show on bright bone and on the white clavicle
+    k = max(1, min(picture.size) // 400)
+    font = ImageFont.load_default(size=10 * k)
     for i, label in enumerate(names):
-        draw.rectangle((4, 4 + 12 * i, 12, 12 + 12 * i), fill=tuple(colours[i % len(colours)]))
-        draw.text((16, 2 + 12 * i), str(label), fill=(255, 255, 255))
+        top = 12 * k * i
+        draw.rectangle((4 * k, top + 4 * k, 12 * k, top + 12 * k), fill=tuple(colours[i % len(colours)]), outline=(0, 0, 0))
+        draw.rectangle(draw.textbbox((16 * k, top + 2 * k), str(label), font=font), fill=(0, 0, 0))
+        draw.text((16 * k, top + 2 * k), str(label), fill=(255, 255, 255), font=font)
     return str(save_png(np.asarray(picture), path))
 
 
