@@ -152,5 +152,7 @@ def ct_segmentation_section(run: RunFolder) -> Section:
                            alt=f"Five axial slices of {stem.name} from superior to inferior with predicted outlines",
                            caption="Predicted outlines on five axial levels spanning the segmented range, superior "
                                    "first."))
-    section.add(*segmentation_table(home / "eval", "CT segmentation on the held-out test slab"))
+    # evaluate.json scores the validation split by default: slabs not used in training that also chose the checkpoint
+    section.add(*segmentation_table(home / "eval", "CT segmentation on slabs not used in training (by default the "
+                                    "validation slabs, which also chose the checkpoint)"))
     return section

@@ -35,7 +35,7 @@ def summary_section(run: RunFolder) -> Section:
                      ", ".join(_dice(cxr, cxr.get("structures", []))), "cxr-segmentation"])
     ct = read_json(run.bundle("ct_segmentation") / "eval" / "segmentation_report.json")
     if ct:
-        rows.append(["CT segmentation", f"test Dice, {ct.get('num_cases')} held-out slab(s)",
+        rows.append(["CT segmentation", f"Dice, {ct.get('num_cases')} slab(s) not used in training",
                      ", ".join(_dice(ct, ct.get("structures", []))), "ct-segmentation"])
     for bundle, label in (("cxr_classification", "CXR classification"), ("ct_classification", "CT classification")):
         m = read_json(run.bundle(bundle) / "eval" / "metrics.json")
