@@ -67,6 +67,10 @@ def test_refusals_name_every_bad_key():
     ("deep_supervision", "maybe", "config id 'deep_supervision' expects true or false, got 'maybe'"),
     ("roi_size", "64", "config id 'roi_size' expects a list of integers such as [16, 64, 64], got 64"),
     ("pixdim", "[2,a,2]", "config id 'pixdim' expects a list of numbers such as [5.0, 5.0, 5.0], got [2, 'a', 2]"),
+    # counts of at least one, and a flag whose default is an expression (mixed precision follows the device)
+    ("max_epochs", "0", "config id 'max_epochs' expects a whole number of at least 1, got 0"),
+    ("val_interval", "-1", "config id 'val_interval' expects a whole number of at least 1, got -1"),
+    ("amp", "maybe", "config id 'amp' expects true or false, got 'maybe'"),
 ])
 def test_wrong_type_is_refused(key, value, message):
     assert _refusal(f"--{key}", value) == message
@@ -88,7 +92,7 @@ def test_wrong_type_of_a_nested_id_is_refused():
     ["--optimizer#betas", "[0.9,0.99]"], ["--loss#lambda_dice", "0.5"],
     # run's own arguments, a positional run_id, and what follows "--" (fire's own flags)
     ["training", "--workflow_type", "train", "--args_file", ""], ["--max_epochs", "3", "--", "--verbose"],
-    ["--tracking", "mlflow", "--experiment_name", "ct"],
+    ["--tracking", "mlflow", "--experiment_name", "ct"], ["--amp", "false"], ["--amp", "$False"], ["--max_epochs", "1"],
 ])
 def test_valid_overrides_pass(overrides):
     assert _refusal(*overrides) is None

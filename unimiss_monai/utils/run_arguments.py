@@ -150,10 +150,21 @@ def _is_number(value: Any, integer: bool) -> bool:
     return isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
 
 
+# ids that count something at least once (a run of 0 epochs trains nothing, and ignite says so only after the data
+# loaded), and flags whose default is an expression (e.g. mixed precision following the device), by their last part
+_AT_LEAST_ONE = {"max_epochs", "epochs", "batch_size", "val_interval"}
+_FLAGS = {"amp"}
+
+
 def _wrong_type(key: str, value: Any, default: Any) -> str | None:
     """The complaint about ``value`` for an id whose default is ``default``, or ``None`` when it fits."""
     if _is_expression(value):
         return None
+    name = key.rsplit("#", 1)[-1]
+    if name in _FLAGS and not isinstance(default, bool):
+        default = False  # checked as the flag it is
+    if name in _AT_LEAST_ONE and isinstance(default, int) and _is_number(value, True) and int(value) < 1:
+        return f"config id {key!r} expects a whole number of at least 1, got {value!r}"
     expects = None
     if isinstance(default, bool):
         try:
