@@ -206,26 +206,31 @@ def save_png(image: np.ndarray, path: str | Path) -> Path:
 def save_contact_sheet(images: np.ndarray, titles: Sequence[str], path: str | Path, title: str = "",
                        overlays: np.ndarray | None = None) -> Path:
     """One PNG with the (N, H, W) grey ``images`` side by side, each under its title; when ``overlays`` (N, H, W) is
-    given (e.g. projected structure thickness), a second row shows it in colour over the image."""
+    given (the projected thickness of all labelled structures, mm), a second row shows it as a heat map over the
+    image, on one scale with a colour bar. A heat map of one quantity, not structure colours: with dozens of
+    structures (TotalSegmentator) a colour each would not read; the report draws the named structures in theirs."""
     from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
     rows = 1 if overlays is None else 2
     n = len(images)
-    fig = Figure(figsize=(3.2 * n, 3.4 * rows))
+    fig = Figure(figsize=(3.2 * n + (0.8 if overlays is not None else 0), 3.4 * rows), layout="constrained")
     axes = fig.subplots(rows, n, squeeze=False)
+    top = float(np.max(overlays)) if overlays is not None and np.size(overlays) else 0.0
+    shown = None
     for i in range(n):
         axes[0, i].imshow(images[i], cmap="gray")
         axes[0, i].set_title(titles[i])
         if overlays is not None:
             axes[1, i].imshow(images[i], cmap="gray")
             masked = np.ma.masked_less_equal(overlays[i], 0)
-            axes[1, i].imshow(masked, cmap="turbo", alpha=0.45)
-            axes[1, i].set_title(f"{titles[i]} + labels")
+            shown = axes[1, i].imshow(masked, cmap="turbo", alpha=0.45, vmin=0.0, vmax=max(top, 1e-6))
+            axes[1, i].set_title(f"{titles[i]}: labelled thickness")
     for ax in axes.ravel():
         ax.axis("off")
+    if shown is not None:
+        fig.colorbar(shown, ax=list(axes[1]), shrink=0.8, label="labelled tissue along the ray (mm)")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     return Path(path)
