@@ -87,3 +87,21 @@ def test_pretraining_set_has_a_labelled_probe(tmp_path):
         organ = item["label"]
         values = [names[n] for n in names if organ in n]
         assert np.isin(phantom.labels[tuple(slice(o, o + n) for o, n in zip(origin, img.shape))], values).any()
+
+
+def test_progress_is_said_and_a_users_mistake_gets_no_traceback(tmp_path, fake_builders, monkeypatch, capsys, caplog):
+    def mine(out_dir, synthetic):
+        raise FileExistsError(f"{out_dir / 'good'} is a folder of yours; pass --out elsewhere")
+
+    monkeypatch.setattr(sys.modules["fake_sample_sets"], "bad", mine)
+    with caplog.at_level("ERROR", logger=samples_module.logger.name), pytest.raises(RuntimeError, match="folder of yours"):
+        samples(str(tmp_path), synthetic=True)
+    out = capsys.readouterr().out
+    assert "[samples] bad: building (1 of 2)" in out and "[samples] good: building (2 of 2)" in out
+    assert "[samples] bad: FAILED: FileExistsError" in out
+    assert not [r for r in caplog.records if r.exc_info]  # the reason, once per place, without a traceback
+    # a bug still leaves its traceback in the log
+    with caplog.at_level("ERROR", logger=samples_module.logger.name), pytest.raises(RuntimeError):
+        monkeypatch.setattr(sys.modules["fake_sample_sets"], "bad", lambda out_dir, synthetic: [][1])
+        samples(str(tmp_path), synthetic=True, only="bad")
+    assert [r for r in caplog.records if r.exc_info]

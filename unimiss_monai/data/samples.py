@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from unimiss_monai.data.writers import save_json
+from unimiss_monai.utils.errors import user_error_message
 
 logger = logging.getLogger(__name__)
 
@@ -72,17 +73,19 @@ def samples(
     manifest_path = out_dir / MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"datasets": {}}
     failures: dict[str, str] = {}
-    for name in names:
+    for i, name in enumerate(names, 1):
         if not overwrite and _is_built(out_dir, name, manifest["datasets"].get(name), synthetic):
             print(f"[samples] {name}: already in {out_dir} (use --overwrite to rebuild)", flush=True)
             continue
         module_name, func_name = BUILDERS[name].split(":")
+        print(f"[samples] {name}: building ({i} of {len(names)})", flush=True)  # some take a minute
         start = time.perf_counter()
         try:
             entry = getattr(importlib.import_module(module_name), func_name)(out_dir, synthetic)
         except Exception as e:  # one data set failing must not cost the user the others
             failures[name] = f"{type(e).__name__}: {e}"
-            logger.exception("samples: %s failed", name)
+            if user_error_message(e) is None:  # a bug: its traceback is wanted; a user's mistake has its one line below
+                logger.exception("samples: %s failed", name)
             print(f"[samples] {name}: FAILED: {failures[name]}", flush=True)
             continue
         entry["synthetic"] = bool(synthetic)
