@@ -369,7 +369,7 @@ class KNNProbe:
         baseline = "n/a" if self.pixel_baseline is None else f"{self.pixel_baseline:.4f}"
         per_group = "".join(f"; {g} {a:.4f} vs {self.group_baselines.get(g, float('nan')):.4f}" for g, a in groups.items())
         on_maps = ("; stage maps " + ", ".join(f"{n} {a:.4f}" for n, a in maps.items())) if maps else ""
-        logger.info("epoch %d: teacher k-NN accuracy %.4f%s (raw-voxel k-NN %s%s; %d probe items, %d classes, k=%d, exclude=%s)",
+        logger.info("epoch %d: k-NN accuracy of the probed backbone %.4f%s (raw-voxel k-NN %s%s; %d probe items, %d classes, k=%d, exclude=%s)",
                     entry["epoch"], accuracy, on_maps, baseline, per_group, entry["num_items"], entry["num_classes"], entry["k"], self.exclude)
         if self.history_path is not None and getattr(engine.state, "rank", 0) == 0:
             save_json(self.history, self.history_path)
