@@ -101,8 +101,9 @@ class DINOLoss(nn.Module):
     def _center_on(self, device: torch.device) -> Tensor:
         """The centre buffer, moved (once, for good) to ``device`` when the logits live elsewhere.
 
-        A loss built by a config is not moved with the network, so on a GPU the first logits arrive on another device
-        than the centre; the buffer follows them instead of failing (state dicts are unaffected).
+        The bundles move their loss to the training device with the network; a loss built elsewhere and left where
+        it was made (the CPU) would meet GPU logits on its first call, so the buffer follows them instead of failing
+        (state dicts are unaffected).
         """
         if self.center.device != device:
             self.center = self.center.to(device)

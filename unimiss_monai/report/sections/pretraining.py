@@ -153,8 +153,7 @@ def collapse_verdict(curves: dict, out_dim: int | None, tail: int = 20, margin: 
     of log K (uniform output) or of 0 (one prototype); empty when it stays between or is unknown."""
     if "teacher_entropy" not in curves or not out_dim or out_dim < 2:
         return ""
-    _, y = _series(curves["teacher_entropy"])
-    y = y[np.isfinite(y)]  # non-finite values are reported by non_finite_note
+    _, y = _finite(*_series(curves["teacher_entropy"]))  # non-finite values are reported by non_finite_note
     if not len(y):
         return ""
     end, top = float(np.mean(y[-tail:])), math.log(out_dim)
