@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from unimiss_monai.networks.pretrained import PRETRAINED as _PRETRAINED, TRAINED as _TRAINED, load_pretrained
 from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.ema import unwrap_model
 from unimiss_monai.utils.serialization import load_torch_file
@@ -57,21 +58,21 @@ def resolve_pretrained_path(path: str | os.PathLike) -> str:
     return path
 
 
-def _extract_state(obj: Any, path: str, checkpoint_key: str | None) -> dict[str, torch.Tensor]:
+def _extract_state(obj: Any, path: str, checkpoint_key: str | None, what: str) -> dict[str, torch.Tensor]:
     if checkpoint_key is not None:
         if not isinstance(obj, Mapping) or checkpoint_key not in obj:
             keys = sorted(obj) if isinstance(obj, Mapping) else type(obj).__name__
-            raise KeyError(f"pretrained checkpoint {path} has no key {checkpoint_key!r} (it has {keys}); set checkpoint_key to one of them")
+            raise KeyError(f"{what} {path} has no key {checkpoint_key!r} (it has {keys}); set checkpoint_key to one of them")
         obj = obj[checkpoint_key]
     elif isinstance(obj, Mapping) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
         found = next((k for k in _STATE_KEYS if isinstance(obj.get(k), Mapping)), None)
         if found is None:
-            raise KeyError(f"pretrained checkpoint {path} holds no state dict under any of {list(_STATE_KEYS)} (it has {sorted(obj)}); set checkpoint_key")
+            raise KeyError(f"{what} {path} holds no state dict under any of {list(_STATE_KEYS)} (it has {sorted(obj)}); set checkpoint_key")
         obj = obj[found]
     if isinstance(obj, torch.nn.Module):
         obj = obj.state_dict()
     if not isinstance(obj, Mapping):
-        raise TypeError(f"pretrained checkpoint {path} holds a {type(obj).__name__}, not a state dict")
+        raise TypeError(f"{what} {path} holds a {type(obj).__name__}, not a state dict")
     state = {}
     for key, value in obj.items():
         if not isinstance(value, torch.Tensor):
@@ -83,20 +84,18 @@ def _extract_state(obj: Any, path: str, checkpoint_key: str | None) -> dict[str,
     return state
 
 
-def _load_unimiss(net: torch.nn.Module, path: str, strict: bool, allow_partial: bool) -> dict[str, Any]:
+def _load_unimiss(net: torch.nn.Module, path: str, strict: bool, allow_partial: bool, what: str) -> dict[str, Any]:
     # the networks' own loader also resizes position embeddings trained at another input size and adapts input convs;
     # its errors already name the file
-    from unimiss_monai.networks.pretrained import load_pretrained
-
-    rep = load_pretrained(net, path, strict=strict, allow_partial=allow_partial)
+    rep = load_pretrained(net, path, strict=strict, allow_partial=allow_partial, what=what)
     if rep.mismatched and not allow_partial:
         raise ValueError(
-            f"pretrained checkpoint {path} does not fit {type(net).__name__}: {len(rep.mismatched)} tensors differ in shape "
+            f"{what} {path} does not fit {type(net).__name__}: {len(rep.mismatched)} tensors differ in shape "
             f"(e.g. {rep.mismatched[0]}); it was trained with another variant or size, so choose the matching "
             "variant/overrides or another checkpoint"
         )
     if not rep.matched:
-        raise ValueError(f"pretrained checkpoint {path} shares no parameter names with {type(net).__name__}; is it a checkpoint of this network family?")
+        raise ValueError(f"{what} {path} shares no parameter names with {type(net).__name__}; is it a checkpoint of this network family?")
     return {
         "path": path, "target": "network", "loaded": len(rep.matched), "missing": rep.missing,
         "unexpected": rep.unexpected, "variant": rep.checkpoint_variant, "encoder_loaded": rep.encoder_loaded,
@@ -111,13 +110,19 @@ def _load_trained(network: torch.nn.Module, path, checkpoint_key: str | None, en
             f"no trained model at {path}: train this bundle first (configs/train.json), or point --ckpt_dir at the "
             "folder of a trained model.pt (after a smoke training, add configs/smoke.yaml to this command too)"
         )
+    path = str(path)
     try:
-        return load_pretrained_init(network, path, checkpoint_key, encoder_attr, strict=True)
+        return _load_file(network, path, checkpoint_key, encoder_attr, True, False, _TRAINED)
     except ValueError as err:
-        reason = str(err).splitlines()[0].replace(f"{path}: ", "")  # the file is named once, in front
+        first = str(err).splitlines()[0]
+        if first.startswith(f"{_TRAINED} "):  # the loader's own refusal already names the trained model and the file
+            what_failed = f"the {first}"
+        else:  # the file is named once, in front
+            reason = first.replace(f"{_TRAINED} {path}: ", "").replace(f"{path}: ", "")
+            what_failed = f"the trained model {path} does not fit this network: {reason}"
         raise ValueError(
-            f"the trained model {path} does not fit this network: {reason} -- run this command with the overlays and "
-            "options it was trained with (configs/smoke.yaml after a smoke training, the same --variant)"
+            f"{what_failed} -- run this command with the overlays and options it was trained with (configs/smoke.yaml "
+            "after a smoke training, the same --variant)"
         ) from None
 
 
@@ -151,7 +156,7 @@ def load_pretrained_init(
             Decoder and head tensors are task-specific and may always be missing.
         trained: ``path`` is the bundle's own trained model (evaluation, inference), not pretraining weights: a missing
             or unfitting file is refused with the fix for that case (train first, or add the overlay the model was
-            trained with); ``true``/``false`` strings accepted.
+            trained with), and the log line and errors speak of the trained model; ``true``/``false`` strings accepted.
 
     Returns:
         ``{"path", "target", "loaded", "missing", "unexpected"}`` (``target``: ``"network"`` or ``"network.<attr>"``;
@@ -168,12 +173,20 @@ def load_pretrained_init(
     if path is None or str(path) == "":
         logger.info("no pretrained_path given: training from scratch")
         return {"path": None, "target": None, "loaded": 0, "missing": [], "unexpected": []}
-    path = resolve_pretrained_path(path)
     allow_partial, strict = as_bool(allow_partial, "allow_partial"), as_bool(strict, "strict")
+    return _load_file(network, resolve_pretrained_path(path), checkpoint_key, encoder_attr, strict, allow_partial, _PRETRAINED)
+
+
+def _load_file(
+    network: torch.nn.Module, path: str, checkpoint_key: str | None, encoder_attr: str, strict: bool, allow_partial: bool,
+    what: str,
+) -> dict[str, Any]:
+    """:func:`load_pretrained_init` of the file ``path``; ``what`` names it in the log line and errors (pretraining
+    weights or the bundle's trained model)."""
     net = unwrap_model(network)
     if checkpoint_key is None and type(net).__module__.startswith("unimiss_monai.networks"):
-        return _load_unimiss(net, path, strict, allow_partial)
-    state = _extract_state(load_torch_file(path, "pretrained checkpoint"), path, checkpoint_key)
+        return _load_unimiss(net, path, strict, allow_partial, what)
+    state = _extract_state(load_torch_file(path, what), path, checkpoint_key, what)
 
     targets: dict[str, torch.nn.Module] = {"network": net}
     encoder = getattr(net, encoder_attr, None)
@@ -186,7 +199,7 @@ def load_pretrained_init(
     )
     if not best_common:
         raise ValueError(
-            f"pretrained checkpoint {path} shares no parameter names with {type(net).__name__} "
+            f"{what} {path} shares no parameter names with {type(net).__name__} "
             f"(checkpoint keys look like {sorted(state)[:3]}); is it a checkpoint of this network family?"
         )
     target_state = best_module.state_dict()
@@ -194,26 +207,29 @@ def load_pretrained_init(
     if mismatched:
         k = mismatched[0]
         raise ValueError(
-            f"pretrained checkpoint {path} does not fit {type(net).__name__}: {len(mismatched)} tensors differ in shape "
+            f"{what} {path} does not fit {type(net).__name__}: {len(mismatched)} tensors differ in shape "
             f"(e.g. {k}: checkpoint {tuple(state[k].shape)} vs model {tuple(target_state[k].shape)}); it was trained with "
             "another variant or size, so choose the matching variant/overrides or another checkpoint"
         )
     missing = sorted(set(target_state) - best_common)
     unexpected = sorted(set(state) - best_common)
     if strict and missing:
-        raise ValueError(f"pretrained checkpoint {path} lacks {len(missing)} tensors of {best_name} (e.g. {missing[:3]}); use strict=False to keep them random")
+        # evaluation and inference load a trained model strictly by design: relaxing it is no fix there
+        fix = "; use strict=False to keep them random" if what == _PRETRAINED else ""
+        raise ValueError(f"{what} {path} lacks {len(missing)} tensors of {best_name} (e.g. {missing[:3]}){fix}")
     # a backbone-only checkpoint targets the encoder itself, so all its missing tensors are encoder tensors
     untrained = missing if best_name != "network" else [k for k in missing if k.startswith(f"{encoder_attr}.")]
     if untrained and not allow_partial:
         raise ValueError(
-            f"pretrained checkpoint {path} would leave {len(untrained)} encoder tensors of {type(net).__name__} untrained: "
+            f"{what} {path} would leave {len(untrained)} encoder tensors of {type(net).__name__} untrained: "
             f"{', '.join(untrained[:3])}{f' and {len(untrained) - 3} more' if len(untrained) > 3 else ''}; "
             "load weights of this network, or pass allow_partial=True to train them from scratch"
         )
     best_module.load_state_dict({k: state[k] for k in best_common}, strict=False)
     report = {"path": path, "target": best_name, "loaded": len(best_common), "missing": missing, "unexpected": unexpected}
+    lead = "" if what == _PRETRAINED else f"{what} "  # the pretraining line names the file alone
     logger.info(
-        f"{path} -> {best_name}: loaded {len(best_common)}/{len(target_state)} tensors, "
+        f"{lead}{path} -> {best_name}: loaded {len(best_common)}/{len(target_state)} tensors, "
         f"{len(missing)} kept random{' (e.g. ' + ', '.join(missing[:3]) + ')' if missing else ''}, "
         f"{len(unexpected)} unused{' (e.g. ' + ', '.join(unexpected[:3]) + ')' if unexpected else ''}"
     )

@@ -28,12 +28,15 @@ from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.serialization import load_torch_file
 
 __all__ = [
-    "LoadReport", "backbone_info", "check_info", "detect_variant", "encoder_layout", "load_pretrained",
-    "read_checkpoint", "read_state_dict",
+    "LoadReport", "PRETRAINED", "TRAINED", "backbone_info", "check_info", "detect_variant", "encoder_layout",
+    "load_pretrained", "read_checkpoint", "read_state_dict",
 ]
 
 logger = logging.getLogger(__name__)
 
+#: how messages name the file: pretraining weights, or a bundle's own trained model (evaluation, inference), so that a
+#: user checking a trained model is not told about pretraining
+PRETRAINED, TRAINED = "pretrained checkpoint", "trained model"
 #: the :class:`VariantConfig` fields an export records and a load compares
 INFO_WIDTHS = ("embed_dims", "depths", "num_heads")
 _ENCODER_PART = re.compile(r"^((?:[^.]+\.)*?)(stem|patch_embeds|pos_embeds|blocks|cls_token|cls_proj)(\.|$)")
@@ -54,6 +57,8 @@ class LoadReport:
     not_inflated: list[str] = field(default_factory=list)
     checkpoint_variant: str | None = None
     source: str = "<state dict>"
+    #: what the file is (:data:`PRETRAINED` or :data:`TRAINED`), as the summary names it
+    what: str = PRETRAINED
     info: dict = field(default_factory=dict)
     encoder_loaded: int = 0
     encoder_total: int = 0
@@ -62,8 +67,9 @@ class LoadReport:
     def summary(self) -> str:
         """One line: file, variant, encoder tensors loaded / resized."""
         origin = "info" if self.info.get("variant") else "key layout"
+        lead = "pretrained" if self.what == PRETRAINED else self.what  # "pretrained <file>": the pretraining wording
         return (
-            f"pretrained {self.source}: variant {self.checkpoint_variant or 'unknown'} (from {origin}), "
+            f"{lead} {self.source}: variant {self.checkpoint_variant or 'unknown'} (from {origin}), "
             f"{self.encoder_loaded}/{self.encoder_total} encoder tensors loaded, {self.encoder_resized} resized"
             + (f", {len(self.inflated)} inflated 2D->3D" if self.inflated else "")
             + (f", {len(self.not_inflated)} decoder 3D tensors left random (only the encoder is inflated)"
@@ -85,23 +91,24 @@ class LoadReport:
 
 
 def read_checkpoint(
-    path_or_state_dict: str | os.PathLike | Mapping[str, Any],
+    path_or_state_dict: str | os.PathLike | Mapping[str, Any], what: str = PRETRAINED,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """``(state_dict, info)`` from a file or dict.
 
     The state dict is flat ``{name: tensor}`` from this package's ``{"model": ...}``, ``{"state_dict": ...}`` or a bare
     state dict, with ``module.`` (DDP) prefixes removed; ``info`` is the file's ``info`` dict (``{}`` when absent; a
-    converted official checkpoint's top-level ``variant`` becomes ``{"variant": ...}``).
+    converted official checkpoint's top-level ``variant`` becomes ``{"variant": ...}``). ``what`` is how errors name
+    the file (:data:`PRETRAINED` or :data:`TRAINED`).
     """
     if isinstance(path_or_state_dict, (str, os.PathLike)):
         path = os.fspath(path_or_state_dict)
         if not os.path.isfile(path):
-            raise ValueError(f"pretrained checkpoint {path!r} does not exist; pass the path of a .pt/.pth file")
-        obj = load_torch_file(path, "pretrained checkpoint")
+            raise ValueError(f"{what} {path!r} does not exist; pass the path of a .pt/.pth file")
+        obj = load_torch_file(path, what)
     else:
         obj = path_or_state_dict
     if not isinstance(obj, Mapping):
-        raise ValueError(f"pretrained checkpoint holds a {type(obj).__name__}, expected a dict of tensors")
+        raise ValueError(f"{what} holds a {type(obj).__name__}, expected a dict of tensors")
     if "student" in obj or "teacher" in obj:
         raise ValueError(
             "this is an official UniMiSS/UniMiSS+ training checkpoint; convert it first: "
@@ -127,7 +134,7 @@ def read_checkpoint(
         if torch.is_tensor(v):
             out[k[7:] if k.startswith("module.") else k] = v
     if not out:
-        raise ValueError("pretrained checkpoint contains no tensors")
+        raise ValueError(f"{what} contains no tensors")
     return out, info
 
 
@@ -257,6 +264,7 @@ def load_pretrained(
     path_or_state_dict: str | os.PathLike | Mapping[str, torch.Tensor],
     strict: bool | str = False,
     allow_partial: bool | str = False,
+    what: str = PRETRAINED,
 ) -> LoadReport:
     """Load a pretraining checkpoint (``{"model": backbone.state_dict(), "info": backbone_info(backbone)}``, an older
     file without ``info``, or a converted official one) into ``model`` (a backbone, a task network or a bare encoder),
@@ -278,6 +286,8 @@ def load_pretrained(
             ``"true"``/``"false"``.
         allow_partial: load even when encoder tensors would stay at their random initialisation (missing from the
             checkpoint, or of another shape after resizing); accepts ``"true"``/``"false"``.
+        what: how the log line and errors name the file: :data:`PRETRAINED`, or :data:`TRAINED` when evaluation and
+            inference load the bundle's own trained network.
 
     Returns:
         a :class:`LoadReport`.
@@ -292,15 +302,15 @@ def load_pretrained(
     source = os.fspath(path_or_state_dict) if is_path else "<state dict>"
     try:
         strict, allow_partial = as_bool(strict, "strict"), as_bool(allow_partial, "allow_partial")
-        return _load(model, path_or_state_dict, source, strict, allow_partial)
+        return _load(model, path_or_state_dict, source, strict, allow_partial, what)
     except ValueError as err:
         if is_path and source not in str(err):
             raise ValueError(f"{source}: {err}") from None  # one line, naming the file
         raise
 
 
-def _load(model: nn.Module, obj, source: str, strict: bool, allow_partial: bool) -> LoadReport:
-    sd, info = read_checkpoint(obj)
+def _load(model: nn.Module, obj, source: str, strict: bool, allow_partial: bool, what: str) -> LoadReport:
+    sd, info = read_checkpoint(obj, what)
     check_recipe(info, model)
     target = model.state_dict()
     sd = _align_prefix(sd, set(target))
@@ -311,7 +321,7 @@ def _load(model: nn.Module, obj, source: str, strict: bool, allow_partial: bool)
         sd, inflated = inflate_2d_to_3d(sd, target, encoder_pos_grids(encoder, info, pos_modules), prefix)
     else:
         inflated = []
-    report = LoadReport(checkpoint_variant=info.get("variant") or detect_variant(sd), source=source, info=info)
+    report = LoadReport(checkpoint_variant=info.get("variant") or detect_variant(sd), source=source, info=info, what=what)
     report.inflated = inflated
     if encoder is not None:
         check_info(info, encoder.config)

@@ -1,0 +1,92 @@
+"""Evaluation and inference load the bundle's own trained model through ``load_pretrained_init(..., trained=True)``:
+its log lines and refusals speak of the trained model, never of a pretrained checkpoint; the pretraining load keeps
+its wording."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from unimiss_monai.handlers import load_pretrained_init
+from unimiss_monai.networks import UniMissSegmentation, tiny_overrides
+from unimiss_monai.networks.pretrained import PRETRAINED, TRAINED
+
+
+def _net():
+    return UniMissSegmentation(3, 1, 3, variant="mit_small", img_size=(16, 64, 64), **tiny_overrides("mit_small"))
+
+
+class _Net(torch.nn.Module):
+    """Another network than UniMiSS's: matched by parameter name in the handler itself."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = torch.nn.Linear(4, 4)
+        self.head = torch.nn.Linear(4, 2)
+
+
+def _messages(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name.startswith("unimiss_monai.")]
+
+
+def test_a_trained_unimiss_network_is_logged_as_the_trained_model(tmp_path, caplog):
+    net = _net()
+    path = tmp_path / "model.pt"
+    torch.save({"model": net.state_dict()}, path)
+    with caplog.at_level(logging.DEBUG, logger="unimiss_monai"):
+        load_pretrained_init(_net(), path, trained=True)
+    lines = _messages(caplog)
+    assert lines and lines[0].startswith(f"trained model {path}: variant ") and "encoder tensors loaded" in lines[0]
+    assert not any("pretrained" in line for line in lines)
+
+
+def test_another_trained_network_is_logged_as_the_trained_model(tmp_path, caplog):
+    path = tmp_path / "model.pt"
+    torch.save({"model": _Net().state_dict()}, path)
+    with caplog.at_level(logging.DEBUG, logger="unimiss_monai"):
+        load_pretrained_init(_Net(), path, trained=True)
+    assert _messages(caplog) == [f"trained model {path} -> network: loaded 4/4 tensors, 0 kept random, 0 unused"]
+
+
+def test_the_pretraining_load_keeps_its_wording(tmp_path, caplog):
+    path = tmp_path / "model.pt"
+    torch.save({"model": _Net().state_dict()}, path)
+    with caplog.at_level(logging.DEBUG, logger="unimiss_monai"):
+        load_pretrained_init(_Net(), path)
+    assert _messages(caplog) == [f"{path} -> network: loaded 4/4 tensors, 0 kept random, 0 unused"]
+    path.write_bytes(b"not a torch file")
+    for net in (_net(), _Net()):
+        with pytest.raises(ValueError, match=rf"^pretrained checkpoint '{path}' is not a "):
+            load_pretrained_init(net, path)
+
+
+def _refusal(net, path) -> str:
+    with pytest.raises(ValueError) as err:
+        load_pretrained_init(net, path, trained=True)
+    message = str(err.value)
+    assert "\n" not in message and "pretrained" not in message and "configs/smoke.yaml" in message
+    return message
+
+
+def test_refusals_of_a_trained_model_name_no_pretrained_checkpoint(tmp_path):
+    # an encoder-only file leaves the decoder untrained: the strict load's report names the file once, in front
+    encoder_only = tmp_path / "encoder.pt"
+    torch.save({"model": {k: v for k, v in _net().state_dict().items() if k.startswith("encoder.")}}, encoder_only)
+    message = _refusal(_net(), encoder_only)
+    assert message.startswith(f"the trained model {encoder_only} does not fit this network: strict loading failed: "
+                              "variant ")
+    assert message.count(str(encoder_only)) == 1
+    # a damaged file, for a UniMiSS network and for another one
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(b"not a torch file")
+    for net in (_net(), _Net()):
+        assert _refusal(net, damaged).startswith(f"the trained model '{damaged}' is not a ")
+    # another network's file short of a tensor: strict by design, so no advice to relax it
+    short = tmp_path / "short.pt"
+    torch.save({"model": {k: v for k, v in _Net().state_dict().items() if k != "head.bias"}}, short)
+    message = _refusal(_Net(), short)
+    assert message.startswith(f"the trained model {short} lacks 1 tensors of network (e.g. ['head.bias']) -- run ")
+    with pytest.raises(ValueError, match=r"lacks 1 tensors of network \(e.g. \['head.bias'\]\); use strict=False"):
+        load_pretrained_init(_Net(), short, strict=True)  # the pretraining load keeps its advice
