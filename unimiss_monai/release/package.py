@@ -119,42 +119,50 @@ def weights_payload(path: str | os.PathLike, extra_info: Mapping[str, Any] | Non
     return {"model": tensors, "info": info}
 
 
-def _torchscript(bundle_dir: Path, meta: dict, model_pt: bytes, state: Mapping[str, Any]) -> bytes:
-    """The bundle's ``network_def`` with these weights (``state``, saved as ``model_pt``), traced by
-    ``monai.bundle.ckpt_export`` at the input shape of ``network_data_format`` (scripting does not support these
-    networks; tracing does).
+def _torchscript(bundle_dir: Path, meta: dict, state: Mapping[str, Any]) -> bytes:
+    """The bundle's ``network_def`` with these weights (``state``), traced at the input shape of
+    ``network_data_format`` (scripting does not support these networks; tracing does) and saved as
+    ``monai.bundle ckpt_export`` saves it: with the bundle's metadata and the config beside the network.
+
+    The network is built once: the instance checked against the weights is the one traced (``ckpt_export`` would
+    build a second one from the config, and a UniMiSS network is large).
 
     Raises:
         ValueError (one line naming the config): no config or input shape, or weights that do not fit ``network_def``.
     """
-    from monai.bundle import ConfigParser, ckpt_export
+    import torch
+    from monai.bundle import ConfigParser
+    from monai.data import save_net_with_metadata
+    from monai.networks import convert_to_torchscript
 
     fmt = meta.get("network_data_format", {}).get("inputs", {}).get("image", {})
     shape = [1, int(fmt.get("num_channels", 1)), *(int(s) for s in fmt.get("spatial_shape", []))]
     config = next((bundle_dir / "configs" / n for n in ("inference.json", "train.json") if (bundle_dir / "configs" / n).is_file()), None)
     if config is None or len(shape) < 4:
         raise ValueError(f"--torchscript: {bundle_dir} has no inference.json/train.json or no network_data_format input shape")
-    meta_file = bundle_dir / "configs" / "metadata.json"
     with tempfile.TemporaryDirectory() as tmp:
-        overrides = {"bundle_root": tmp, "dataset_dir": tmp, "output_dir": tmp, "pretrained_path": None}
-        # ckpt_export would stop at a multi-line state-dict error: say which tensors do not fit, in one line, first
         parser = ConfigParser()
         parser.read_config(str(config))
-        parser.read_meta(str(meta_file))
-        parser.update(overrides)
-        ref = parser.get_parsed_content("network_def").state_dict()
-        missing, unexpected = sorted(set(ref) - set(state)), sorted(set(state) - set(ref))
-        other = sorted(k for k in set(ref) & set(state) if tuple(ref[k].shape) != tuple(state[k].shape))
-        if missing or unexpected or other:
-            raise ValueError(
-                f"package-bundle --torchscript: the weights do not fit network_def of {config} ({len(missing)} missing, "
-                f"{len(unexpected)} unexpected, {len(other)} of another shape, e.g. {(missing or unexpected or other)[0]}); "
-                "pass weights of this network (same variant and widths), or package without --torchscript")
-        (Path(tmp) / "model.pt").write_bytes(model_pt)
-        ckpt_export(net_id="network_def", filepath=f"{tmp}/model.ts", ckpt_file=f"{tmp}/model.pt",
-                    meta_file=str(meta_file), config_file=str(config), key_in_ckpt="model",
-                    use_trace=True, input_shape=shape, **overrides)
-        return (Path(tmp) / "model.ts").read_bytes()
+        parser.read_meta(str(bundle_dir / "configs" / "metadata.json"))
+        parser.update({"bundle_root": tmp, "dataset_dir": tmp, "output_dir": tmp, "pretrained_path": None})
+        net = parser.get_parsed_content("network_def")
+    # load_state_dict would stop at a multi-line error: say which tensors do not fit, in one line, first
+    ref = net.state_dict()
+    missing, unexpected = sorted(set(ref) - set(state)), sorted(set(state) - set(ref))
+    other = sorted(k for k in set(ref) & set(state) if tuple(ref[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or other:
+        raise ValueError(
+            f"package-bundle --torchscript: the weights do not fit network_def of {config} ({len(missing)} missing, "
+            f"{len(unexpected)} unexpected, {len(other)} of another shape, e.g. {(missing or unexpected or other)[0]}); "
+            "pass weights of this network (same variant and widths), or package without --torchscript")
+    net.load_state_dict(state)
+    traced = convert_to_torchscript(net, use_trace=True, inputs=[torch.rand(shape)])
+    # the extra files of ckpt_export: the metadata, and the config as JSON under its own name
+    config_json = {f"{config.stem}.json": json.dumps(ConfigParser.load_config_file(str(config))).encode()}
+    buffer = io.BytesIO()
+    save_net_with_metadata(traced, buffer, include_config_vals=False, append_timestamp=False,
+                           meta_values=parser.get().get("_meta_"), more_extra_files=config_json)
+    return buffer.getvalue()
 
 
 def _write_state(path: Path, data: bytes, overwrite: bool) -> str:
@@ -244,7 +252,7 @@ def build_release(
         torch.load(io.BytesIO(model_pt), weights_only=True)  # what a user's load will do, checked before release
         entries.append((f"{name}/models/model.pt", model_pt))
         if torchscript:
-            entries.append((f"{name}/models/model.ts", _torchscript(bundle_dir, meta, model_pt, payload["model"])))
+            entries.append((f"{name}/models/model.ts", _torchscript(bundle_dir, meta, payload["model"])))
     elif torchscript:
         raise ValueError("package-bundle: --torchscript needs weights (--weights)")
     out_dir = Path(out)
