@@ -3,8 +3,9 @@
     .venv/bin/python tools/geometry_figure.py [--out docs/geometry.png]
 
 The CT goes through the CT segmentation bundle's own inference preprocessing (reoriented to LPS, network order
-(C, Z, X, Y)); the three planes come from ``conventions.display_panels`` and the AP/PA DRRs from ``drr.render``, each
-shown as the bundles write their pictures. Falls back to a synthetic phantom without the real CT.
+(C, Z, X, Y)); the three planes come from ``conventions.display_panels`` and the AP, PA and left lateral DRRs from
+``drr.render``, each shown as the bundles write their pictures (the lateral hung like a left lateral film, anterior on
+the image left). Falls back to a synthetic phantom without the real CT.
 """
 
 from __future__ import annotations
@@ -46,13 +47,14 @@ def main(out: str = str(ROOT / "docs" / "geometry.png")) -> str:
     ct = parser.get_parsed_content("preprocessing")({"image": str(path)})["image"]
     panels = display_panels(ct[0].numpy(), spacing=network_spacing(ct.affine))
     nii = nib.load(str(path))
-    drrs = render(np.asarray(nii.dataobj, dtype=np.float32), nii.affine, views=("AP", "PA"), detector_shape=(200, 200),
-                  pixel_spacing=2.0).numpy()
+    views = {"AP DRR": "AP", "PA DRR": "PA", "LAT_LEFT DRR": "LAT_LEFT"}
+    drrs = render(np.asarray(nii.dataobj, dtype=np.float32), nii.affine, views=tuple(views.values()),
+                  detector_shape=(200, 200), pixel_spacing=2.0).numpy()
 
-    fig = Figure(figsize=(15, 3.6))
+    fig = Figure(figsize=(18, 3.6))
     marks = {"axial": ("R", "L", "anterior"), "coronal": ("R", "L", "superior"), "sagittal": ("A", "P", "superior"),
-             "AP DRR": ("R", "L", "head"), "PA DRR": ("R", "L", "head")}
-    items = [(n, im, a) for n, im, a in panels] + [("AP DRR", drrs[0], 1.0), ("PA DRR", drrs[1], 1.0)]
+             "AP DRR": ("R", "L", "head"), "PA DRR": ("R", "L", "head"), "LAT_LEFT DRR": ("A", "P", "head")}
+    items = [(n, im, a) for n, im, a in panels] + [(name, image, 1.0) for name, image in zip(views, drrs)]
     for i, (name, image, aspect) in enumerate(items):
         ax = fig.add_subplot(1, len(items), i + 1)
         ax.imshow(image, cmap="gray", aspect=aspect)

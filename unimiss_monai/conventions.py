@@ -4,9 +4,19 @@ Every bundle, transform, writer and picture follows these few definitions, so a 
 the same anatomy in the next, and a picture shows what the tensor holds.
 
 **2D images** (radiographs, DRRs, axial slices) are ``(C, X, Y)`` — MONAI's reader order: ``X`` runs along the image
-columns (left to right on screen), ``Y`` along the rows (top to bottom). Displayed radiologically: head up, the
-patient's left on the image right, for AP and PA views alike. A PNG of a ``(X, Y)`` array is its transpose
-(rows x columns).
+columns (left to right on screen), ``Y`` along the rows (top to bottom). A PNG of a ``(X, Y)`` array is its transpose
+(rows x columns). Radiographs are stored and shown as their films are hung, head up:
+
+- frontal views (``AP``, ``PA``) as if facing the patient: the patient's right on the image left, for both (a PA film
+  is seen from the detector side, an AP film from the source side);
+- lateral views as seen from the side against the detector (:data:`VIEWS_SEEN_FROM_DETECTOR`): the standard left
+  lateral (``LAT_LEFT``) with the anterior side on the image left, a right lateral (``LAT_RIGHT``) with it on the right.
+
+Real radiographs are read in their stored pixel order, the way their films were hung when exported, and DRRs are
+rendered straight into this hanging (:mod:`unimiss_monai.drr.geometry` turns the detector's column axis), so a
+pretraining batch meets real and simulated films of one view the same way round and no picture flips an image. A picture of a 2D
+image whose pixels are not square (a resized slab DRR) shows its true proportions, from the pixel spacing its NIfTI
+affine records (:func:`display_shape`).
 
 **CT volumes** are reoriented to :data:`CT_AXCODES` (``LPS``: +x to the patient's left, +y posterior, +z superior)
 and put depth-first by :data:`CT_TO_NETWORK`: ``(C, X, Y, Z)`` -> ``(C, Z, X, Y)``. Each axial slice ``[:, z]`` is then
@@ -32,7 +42,9 @@ __all__ = [
     "CT_TO_NETWORK",
     "NETWORK_TO_CT",
     "STRUCTURE_COLOURS",
+    "VIEWS_SEEN_FROM_DETECTOR",
     "display_2d",
+    "display_shape",
     "display_panels",
     "network_spacing",
     "structure_colour",
@@ -44,12 +56,27 @@ CT_AXCODES = "LPS"
 CT_TO_NETWORK: tuple[int, int, int, int] = (0, 3, 1, 2)
 #: the inverse permutation, ``(C, Z, X, Y)`` -> ``(C, X, Y, Z)``
 NETWORK_TO_CT: tuple[int, int, int, int] = tuple(int(i) for i in np.argsort(CT_TO_NETWORK))  # type: ignore[assignment]
+#: radiograph views hung as seen from the detector side, i.e. mirrored left-right relative to the beam's-eye view
+VIEWS_SEEN_FROM_DETECTOR = frozenset({"PA", "LAT_LEFT", "LAT_RIGHT"})
 
 
 def display_2d(image: np.ndarray) -> np.ndarray:
     """A ``(X, Y)`` image (or ``(X, Y, channels)``) as rows x columns for a PNG or ``imshow``."""
     image = np.asarray(image)
     return np.swapaxes(image, 0, 1)
+
+
+def display_shape(shape: Sequence[int], pixel_spacing: Sequence[float] | float) -> tuple[int, int]:
+    """``(rows, columns)`` of a picture of a ``(rows, columns)`` image with ``pixel_spacing`` ``(row, col)`` mm that
+    shows its true proportions on square screen pixels: the physically longer side keeps the larger of the two pixel
+    counts, so a picture is never bigger than its image's largest side. Raises ValueError for a spacing that is not
+    positive and finite."""
+    h, w = (int(n) for n in shape)
+    dr, dc = (float(s) for s in np.broadcast_to(np.asarray(pixel_spacing, dtype=float), (2,)))
+    if not (np.isfinite([dr, dc]).all() and dr > 0 and dc > 0):
+        raise ValueError(f"pixel_spacing must be positive mm (row, col), got {pixel_spacing!r}")
+    side = max(h * dr, w * dc) / max(h, w)  # mm per screen pixel
+    return max(1, round(h * dr / side)), max(1, round(w * dc / side))
 
 
 def network_spacing(affine: np.ndarray | None) -> tuple[float, float, float] | None:

@@ -152,7 +152,9 @@ def test_display_convention_and_mirrors():
     assert rows.float().mean() < 14  # superior marker in the upper half
     # front/back-symmetric volume: PA is hung like AP (patient's right on the image left), not mirrored
     torch.testing.assert_close(pa, ap, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(rot, ll, rtol=1e-5, atol=1e-5)  # 90 degrees about the superior axis = lateral
+    # 90 degrees about the superior axis casts the lateral's rays, but hangs as AP does: the left lateral is hung from
+    # the detector side, i.e. that image mirrored left-right
+    torch.testing.assert_close(rot.flip(-1), ll, rtol=1e-5, atol=1e-5)
 
 
 def test_lps_and_ras_inputs_give_same_image():

@@ -1,7 +1,7 @@
 """Digitally reconstructed radiographs (DRRs) from CT: cone-beam geometry, exact Siddon and trilinear projectors
 (compiled numba kernels on the CPU, a pure-PyTorch path for GPU/autograd), label thickness maps and CT slabs.
 
-Conventions (RAS+ world, views seen from the source, row 0 superior) are documented in :mod:`.geometry`.
+Conventions (RAS+ world, row 0 superior, each view hung like its film) are documented in :mod:`.geometry`.
 """
 
 from unimiss_monai.drr.attenuation import MU_WATER_70KEV, beer_lambert, hu_to_mu, to_radiograph

@@ -4,18 +4,20 @@ World axes follow NIfTI RAS+: ``+x`` = patient's Right, ``+y`` = Anterior, ``+z`
 DICOM/ITK write it, is accepted by the renderer with ``affine_space="LPS"``). Voxel ``(i, j, k)`` of a volume indexed as
 ``volume[i, j, k]`` has its centre at ``affine @ (i, j, k, 1)``.
 
-Display convention (:mod:`unimiss_monai.conventions`): row 0 at the patient's head, and frontal views displayed
-radiologically, as a radiologist reads a chest film: the patient's right on the image left for ``AP`` (seen from the
-source in front of the patient) and for ``PA`` alike (``PA`` is seen from the detector side, i.e. mirrored relative to
-its beam's-eye view, just as a PA radiograph is hung). The lateral views are seen from the source: the anterior side
-on the image right for ``LAT_LEFT`` (source on the patient's right, left side against the detector) and on the image
-left for ``LAT_RIGHT``.
+Display convention (defined in :mod:`unimiss_monai.conventions`, implemented here in the detector axes): row 0 at
+the patient's head; ``AP`` seen from the source in front of the patient (the patient's right on the image left); the
+views of :data:`~unimiss_monai.conventions.VIEWS_SEEN_FROM_DETECTOR` (``PA``, ``LAT_LEFT``, ``LAT_RIGHT``) mirrored
+relative to their beam's-eye view, as their films are hung: ``PA`` like ``AP``, ``LAT_LEFT`` (left side against the
+detector) with the anterior side on the image left, ``LAT_RIGHT`` with it on the image right. The stored DRR, its
+affine and every picture of it share this orientation, so nothing downstream flips an image.
 
 Pose: a named view is a rotation of the AP C-arm about the superior axis; ``Pose.rotation = (rx, ry, rz)`` (degrees)
 then rotates the whole C-arm about the patient's axes through the isocentre, first about ``x`` (left-right axis,
 positive tilts the source towards the head), then ``y`` (posterior-anterior), then ``z`` (inferior-superior), all
 right-handed in RAS+: ``R = Rz @ Ry @ Rx @ R_view``. ``Pose.translation`` (mm, RAS+) moves the isocentre, i.e. the
-whole C-arm, relative to the patient.
+whole C-arm, relative to the patient. The named view also fixes how the image is hung, whatever the rotation: an oblique
+``Pose("LAT_LEFT", ...)`` stays hung like a left lateral, while ``Pose("AP", rotation=(0, 0, -90))`` casts the same rays
+as ``LAT_LEFT`` but is hung like an AP view, i.e. mirrored left-right relative to it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from unimiss_monai.conventions import VIEWS_SEEN_FROM_DETECTOR
 
 __all__ = ["VIEW_ANGLES", "VIEW_ALIASES", "Pose", "ConeBeam", "as_pose", "canonical_view", "view_rotation", "detector_affine"]
 
@@ -49,8 +53,6 @@ VIEW_ALIASES: dict[str, str] = {
 _AP_SOURCE_DIR = np.array([0.0, 1.0, 0.0])
 _AP_COL_DIR = np.array([-1.0, 0.0, 0.0])  # towards the patient's left: patient right on image left
 _AP_ROW_DIR = np.array([0.0, 0.0, -1.0])  # row 0 superior
-# views hung as seen from the detector side: a PA film shows the patient's right on the image left, like an AP one
-_MIRRORED_VIEWS = frozenset({"PA"})
 
 
 def canonical_view(name: str) -> str:
@@ -166,7 +168,9 @@ class ConeBeam:
             raise ValueError(f"isocenter must be a finite world point (x, y, z) in mm, got {np.asarray(isocenter).tolist()}")
         beam = r @ _AP_SOURCE_DIR
         col, row = r @ _AP_COL_DIR, r @ _AP_ROW_DIR
-        if pose.view in _MIRRORED_VIEWS:
+        # flipped in the detector frame itself, not in a picture: the stored DRR, its affine, projected labels and
+        # DRRs rendered on the fly all hang like the film of that view (PA like AP, laterals from the detector side)
+        if pose.view in VIEWS_SEEN_FROM_DETECTOR:
             col = -col
         source = iso + self.sid * beam
         h, w = self.detector_shape
