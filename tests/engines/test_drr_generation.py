@@ -243,6 +243,25 @@ def test_rerun_skips_finished_cases_and_redoes_changed_or_incomplete_ones(tmp_pa
     assert [item["view"] for item in run["testing"]] == ["PA", "PA"] and not (out / "a" / "a_AP.nii.gz").exists()
 
 
+def test_lateral_views_rendered_before_the_detector_side_hanging_are_rendered_again(tmp_path, caplog):
+    data, out = tmp_path / "data", tmp_path / "out"
+    _phantom_case(data, "a", labels=False)
+    ap_only = {**SMALL, "views": ["AP"]}
+    DRRGenerator(data, out / "lateral", **SMALL).run()
+    DRRGenerator(data, out / "ap", **ap_only).run()
+    for folder in ("lateral", "ap"):  # done records as the bundle wrote them before laterals were mirrored
+        path = out / folder / "a" / "a_done.json"
+        record = json.loads(path.read_text())
+        record["settings"].pop("lateral_hanging", None)
+        path.write_text(json.dumps(record))
+    caplog.set_level("INFO", logger="unimiss_monai.engines.drr_generation")
+    DRRGenerator(data, out / "lateral", **SMALL).run()
+    assert "a: rendered with other settings" in caplog.text
+    caplog.clear()
+    DRRGenerator(data, out / "ap", **ap_only).run()  # nothing mirrored there: the older record still holds
+    assert "1 already finished" in caplog.text and "other settings" not in caplog.text
+
+
 def test_only_rank_zero_writes_the_sample_ct(tmp_path, monkeypatch):
     # under torchrun every rank asks for the sample CT; the phantom that stands in for it is written once
     import unimiss_monai.data.sample_sets.drr_generation as sample_set

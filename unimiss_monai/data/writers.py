@@ -194,36 +194,55 @@ def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path) -> Path:
     return Path(path)
 
 
-def save_png(image: np.ndarray, path: str | Path) -> Path:
-    """Write a (H, W) uint8 grey or (H, W, 3|4) uint8 colour image as PNG."""
+def save_png(image: np.ndarray, path: str | Path, pixel_spacing: Sequence[float] | float | None = None) -> Path:
+    """Write a (H, W) uint8 grey or (H, W, 3|4) uint8 colour image as PNG.
+
+    With ``pixel_spacing`` ``(row, col)`` mm (a scalar for square pixels) the picture is resampled to square pixels
+    of the size :func:`~unimiss_monai.conventions.display_shape` gives, since viewers ignore a PNG's physical pixel
+    size: a resized slab DRR of 0.3 x 1.8 mm pixels stored as 224 x 224 would otherwise look six times too tall.
+    """
     from PIL import Image
 
+    from unimiss_monai.conventions import display_shape
+
+    picture = Image.fromarray(np.asarray(image))
+    if pixel_spacing is not None:
+        h, w = display_shape(np.shape(image)[:2], pixel_spacing)
+        if (h, w) != np.shape(image)[:2]:
+            picture = picture.resize((w, h), Image.Resampling.BILINEAR)  # PIL widens the filter when shrinking
     with atomic_path(path) as tmp:
-        Image.fromarray(np.asarray(image)).save(tmp, format="PNG")
+        picture.save(tmp, format="PNG")
     return Path(path)
 
 
 def save_contact_sheet(images: np.ndarray, titles: Sequence[str], path: str | Path, title: str = "",
-                       overlays: np.ndarray | None = None) -> Path:
+                       overlays: np.ndarray | None = None, pixel_spacing: Sequence | float | None = None) -> Path:
     """One PNG with the (N, H, W) grey ``images`` side by side, each under its title; when ``overlays`` (N, H, W) is
     given (the projected thickness of all labelled structures, mm), a second row shows it as a heat map over the
     image, on one scale with a colour bar. A heat map of one quantity, not structure colours: with dozens of
-    structures (TotalSegmentator) a colour each would not read; the report draws the named structures in theirs."""
+    structures (TotalSegmentator) a colour each would not read; the report draws the named structures in theirs.
+
+    ``pixel_spacing`` ``(row, col)`` mm, one pair for all images or ``(N, 2)``, draws each image in its true
+    proportions; without it every pixel is drawn square."""
     from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
-    rows = 1 if overlays is None else 2
     n = len(images)
+    # imshow's aspect is a pixel's height over its width
+    aspects = [1.0] * n if pixel_spacing is None else [
+        float(dr) / float(dc) for dr, dc in np.broadcast_to(np.asarray(pixel_spacing, dtype=float), (n, 2))]
+    rows = 1 if overlays is None else 2
     fig = Figure(figsize=(3.2 * n + (0.8 if overlays is not None else 0), 3.4 * rows), layout="constrained")
     axes = fig.subplots(rows, n, squeeze=False)
     top = float(np.max(overlays)) if overlays is not None and np.size(overlays) else 0.0
     shown = None
     for i in range(n):
-        axes[0, i].imshow(images[i], cmap="gray")
+        axes[0, i].imshow(images[i], cmap="gray", aspect=aspects[i])
         axes[0, i].set_title(titles[i])
         if overlays is not None:
-            axes[1, i].imshow(images[i], cmap="gray")
+            axes[1, i].imshow(images[i], cmap="gray", aspect=aspects[i])
             masked = np.ma.masked_less_equal(overlays[i], 0)
-            shown = axes[1, i].imshow(masked, cmap="turbo", alpha=0.45, vmin=0.0, vmax=max(top, 1e-6))
+            shown = axes[1, i].imshow(masked, cmap="turbo", alpha=0.45, vmin=0.0, vmax=max(top, 1e-6),
+                                      aspect=aspects[i])
             axes[1, i].set_title(f"{titles[i]}: labelled thickness")
     for ax in axes.ravel():
         ax.axis("off")

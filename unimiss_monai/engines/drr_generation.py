@@ -5,7 +5,8 @@ Used by the ``unimiss_drr_generation`` bundle (``DRRGenerator(...).run()``). Per
 
 - ``<name>_<VIEW>.nii.gz``: float32 line-integral DRR, array ``(W, H)`` (column axis first, as MONAI loads 2D images),
   with a 4x4 affine whose first two columns are the detector pixel spacing (mm) along the columns and rows;
-- ``<name>_<VIEW>.png``: 8-bit preview (bone bright), rows top to bottom = head to feet;
+- ``<name>_<VIEW>.png``: 8-bit preview (bone bright), rows top to bottom = head to feet, hung as the view's film is
+  (:mod:`unimiss_monai.conventions`), on square pixels (true proportions);
 - ``<name>_<VIEW>_labels.nii.gz`` when a label map is paired: ``(W, H, L)`` float32 projected thickness (mm) of each
   labelled structure, aligned with the DRR; ``<name>_labels.json`` names the ``L`` channels;
 - ``<name>_contact_sheet.png``: all views side by side (with label overlays when present);
@@ -14,7 +15,8 @@ Used by the ``unimiss_drr_generation`` bundle (``DRRGenerator(...).run()``). Per
 
 With ``slab_depth > 0`` (UniMiSS+ CT-DRR pairs) each CT is cut into axial slabs of that thickness; per slab ``<i>`` it
 writes ``slabs/<name>_slab<i>.nii.gz`` (the CT slab in HU with its own affine; int16 when that loses nothing) and
-``slabs/<name>_slab<i>_<VIEW>.nii.gz`` + ``.png`` (the slab's DRR, resized to ``slab_detector_shape``).
+``slabs/<name>_slab<i>_<VIEW>.nii.gz`` (the slab's DRR, resized to ``slab_detector_shape``, its anisotropic pixel
+spacing in the affine) + ``.png`` (its preview resampled to square pixels, so a thin slab looks thin).
 ``output_dir/datalist.json`` gathers all CTs: ``{"testing": [one entry per DRR], "training": [one {"ct", "drr",
 "view", "slab"} pair per slab DRR], "failures": [...]}``; paths are relative to ``output_dir``.
 
@@ -207,6 +209,10 @@ class DRRGenerator:
                     "views": self.views, "detector_shape": g.detector_shape, "pixel_spacing": g.pixel_spacing,
                     "sdd": g.sdd, "sid": g.sid, "method": self.method, "slab_depth": self.slab_depth,
                     "slab_detector_shape": self.slab_detector_shape if self.slab_depth > 0 else None}
+        if any(v.startswith("LAT_") for v in self.views):
+            # lateral views are hung from the detector side since bundle 0.3.1: a lateral DRR rendered before is the
+            # mirror image, so its record must not match (a run without laterals reuses its older records)
+            settings["lateral_hanging"] = "detector side"
         return json.loads(json.dumps(settings))
 
     def _record_path(self, case: CTCase) -> Path:
@@ -299,7 +305,7 @@ class DRRGenerator:
             affine = self._detector_affine(view, prepared.center)
             item = {"name": case.name, "ct": str(case.image), "view": view,
                     "image": save_nifti(images[v].T, affine, out / f"{case.name}_{view}.nii.gz"),
-                    "preview": save_png(previews[v], out / f"{case.name}_{view}.png")}
+                    "preview": save_png(previews[v], out / f"{case.name}_{view}.png", self.geometry.pixel_spacing)}
             if thickness is not None:
                 item["label"] = save_nifti(np.moveaxis(thickness[v], 0, -1).transpose(1, 0, 2), affine,
                                            out / f"{case.name}_{view}_labels.nii.gz")
@@ -307,7 +313,8 @@ class DRRGenerator:
         if names:
             save_json({str(i): n for i, n in enumerate(names.values())}, out / f"{case.name}_labels.json")
         sheet = save_contact_sheet(previews, self.views, out / f"{case.name}_contact_sheet.png", title=case.name,
-                                   overlays=None if thickness is None else thickness.sum(axis=1))
+                                   overlays=None if thickness is None else thickness.sum(axis=1),
+                                   pixel_spacing=self.geometry.pixel_spacing)
         return {"testing": testing, "training": [], "contact_sheet": sheet}
 
     def _project_label_map(self, case: CTCase, labels: np.ndarray, affine: np.ndarray):
@@ -351,7 +358,8 @@ class DRRGenerator:
                 affine_2d = self._detector_affine(view, _center(slab), (sh, sw), tuple(spacing[i]))
                 training.append({"name": case.name, "slab": i, "start": slab.start, "stop": slab.stop, "view": view,
                                  "ct": ct_path, "drr": save_nifti(image.T, affine_2d, out / f"{stem}_{view}.nii.gz"),
-                                 "preview": save_png(to_radiograph(image), out / f"{stem}_{view}.png")})
+                                 # the resized slab DRR has anisotropic pixels: the preview shows true proportions
+                                 "preview": save_png(to_radiograph(image), out / f"{stem}_{view}.png", spacing[i])})
         return {"testing": [], "training": training}
 
 
