@@ -62,11 +62,12 @@ def test_the_pretraining_load_keeps_its_wording(tmp_path, caplog):
             load_pretrained_init(net, path)
 
 
-def _refusal(net, path) -> str:
+def _refusal(net, path, advice: bool = True) -> str:
+    """The one-line refusal of ``path`` as ``net``'s trained model; ``advice``: it ends with the overlays' advice."""
     with pytest.raises(ValueError) as err:
         load_pretrained_init(net, path, trained=True)
     message = str(err.value)
-    assert "\n" not in message and "pretrained" not in message and "configs/smoke.yaml" in message
+    assert "\n" not in message and "pretrained" not in message and ("configs/smoke.yaml" in message) == advice
     return message
 
 
@@ -82,7 +83,12 @@ def test_refusals_of_a_trained_model_name_no_pretrained_checkpoint(tmp_path):
     damaged = tmp_path / "damaged.pt"
     damaged.write_bytes(b"not a torch file")
     for net in (_net(), _Net()):
-        assert _refusal(net, damaged).startswith(f"the trained model '{damaged}' is not a ")
+        # the file is damaged: the overlays it was trained with would not help
+        assert _refusal(net, damaged, advice=False).startswith(f"trained model '{damaged}' is not a ")
+    # another network's encoder alone is no trained model of the whole network
+    encoder_only = tmp_path / "encoder_of_another.pt"
+    torch.save({"model": _Net().encoder.state_dict()}, encoder_only)
+    assert "shares no parameter names with _Net" in _refusal(_Net(), encoder_only)
     # another network's file short of a tensor: strict by design, so no advice to relax it
     short = tmp_path / "short.pt"
     torch.save({"model": {k: v for k, v in _Net().state_dict().items() if k != "head.bias"}}, short)

@@ -20,7 +20,7 @@ import torch
 from unimiss_monai.networks.pretrained import PRETRAINED as _PRETRAINED, TRAINED as _TRAINED, load_pretrained
 from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.ema import unwrap_model
-from unimiss_monai.utils.serialization import load_torch_file
+from unimiss_monai.utils.serialization import UnreadableCheckpointError, UnsafeCheckpointError, load_torch_file
 
 __all__ = ["default_pretrained_path", "load_pretrained_init", "resolve_pretrained_path"]
 
@@ -113,6 +113,8 @@ def _load_trained(network: torch.nn.Module, path, checkpoint_key: str | None, en
     path = str(path)
     try:
         return _load_file(network, path, checkpoint_key, encoder_attr, True, False, _TRAINED)
+    except (UnreadableCheckpointError, UnsafeCheckpointError):
+        raise  # the file itself is at fault: its one line says so, and no overlay would help
     except ValueError as err:
         first = str(err).splitlines()[0]
         if first.startswith(f"{_TRAINED} "):  # the loader's own refusal already names the trained model and the file
@@ -190,7 +192,8 @@ def _load_file(
 
     targets: dict[str, torch.nn.Module] = {"network": net}
     encoder = getattr(net, encoder_attr, None)
-    if isinstance(encoder, torch.nn.Module):
+    # a trained model is the whole network: an encoder-only file must not pass as one, leaving the head random
+    if isinstance(encoder, torch.nn.Module) and what != _TRAINED:
         targets[f"network.{encoder_attr}"] = encoder
     # a checkpoint of the whole fine-tuning network aligns with "network"; a backbone-only one with the encoder
     best_name, best_module, best_common = max(

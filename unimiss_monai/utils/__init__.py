@@ -16,7 +16,7 @@ _EXPORTS = {
     "unimiss_monai.utils.schedules": ("cosine_schedule", "momentum_schedule", "optimizer_steps", "scaled_lr",
                                       "teacher_temperature_schedule", "warmup_cosine_schedule"),
     "unimiss_monai.utils.seeds": ("epoch_seed",),
-    "unimiss_monai.utils.serialization": ("UnsafeCheckpointError", "load_torch_file"),
+    "unimiss_monai.utils.serialization": ("UnreadableCheckpointError", "UnsafeCheckpointError", "load_torch_file"),
 }
 _SUBMODULES = ("args", "dist", "ema", "errors", "finite", "lazy", "run_arguments", "schedules", "seeds",
                "serialization")

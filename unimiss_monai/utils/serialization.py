@@ -17,13 +17,17 @@ from typing import Any
 
 import torch
 
-__all__ = ["UnsafeCheckpointError", "load_torch_file"]
+__all__ = ["UnreadableCheckpointError", "UnsafeCheckpointError", "load_torch_file"]
 
 _UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 
 
 class UnsafeCheckpointError(ValueError):
     """A file holds an object a weights-only load does not create (a class or function outside the allow-list)."""
+
+
+class UnreadableCheckpointError(ValueError):
+    """A file is not a readable torch file (truncated, another format)."""
 
 
 def _qualname(obj: Any) -> str:
@@ -67,7 +71,7 @@ def load_torch_file(path: str | os.PathLike, what: str = "checkpoint", allowed: 
     Raises:
         UnsafeCheckpointError: the file holds any other class or function; the message names it. Nothing from the
             file has run.
-        ValueError: the file is not a readable torch file (truncated, another format).
+        UnreadableCheckpointError: the file is not a readable torch file (truncated, another format).
     """
     path = os.fspath(path)
     try:
@@ -77,8 +81,8 @@ def load_torch_file(path: str | os.PathLike, what: str = "checkpoint", allowed: 
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if "weights only load failed" not in str(e).lower():
-            raise ValueError(f"{what} {path!r} is not a readable torch file ({_first_line(e)})") from e
+            raise UnreadableCheckpointError(f"{what} {path!r} is not a readable torch file ({_first_line(e)})") from e
         # torch's own message spans a dozen lines and suggests weights_only=False: replaced, not chained
         raise UnsafeCheckpointError(_refusal(what, path, e, allowed)) from None
     except Exception as e:  # noqa: BLE001 - torch raises RuntimeError, EOFError, ... for damaged files
-        raise ValueError(f"{what} {path!r} is not a readable torch file ({_first_line(e)})") from e
+        raise UnreadableCheckpointError(f"{what} {path!r} is not a readable torch file ({_first_line(e)})") from e
