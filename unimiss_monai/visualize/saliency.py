@@ -109,11 +109,16 @@ def saliency_png(
             intensity range (shown min-max scaled).
         cam: map of the same shape, in [0, 1].
         path: output file. title: figure title (e.g. the class and its probability).
-        spacing: ``(Z, X, Y)`` voxel spacing of a 3D input, for true proportions
-            (:func:`~unimiss_monai.conventions.network_spacing`). Defaults to isotropic.
+        spacing: voxel spacing in mm, ``(Z, X, Y)`` of a 3D input (:func:`~unimiss_monai.conventions.network_spacing`)
+            or ``(X, Y)`` of a 2D one, so that every panel shows its true proportions. It must be the spacing of the
+            array as given (after any resize), which a MetaTensor's affine records when the volume is resized before
+            it is transposed to network order. Defaults to isotropic.
 
     A 2D image is shown radiologically (head up, the patient's left on the right); a 3D input as axial, coronal and
     sagittal planes through the map's maximum.
+
+    Raises:
+        ValueError: image and map differ in shape, or ``spacing`` is not one positive length per axis.
     """
     from matplotlib.figure import Figure
 
@@ -124,8 +129,14 @@ def saliency_png(
     img, sal = (np.asarray(t.detach().cpu() if isinstance(t, torch.Tensor) else t, dtype=np.float32) for t in (image, cam))
     if img.shape != sal.shape or img.ndim not in (2, 3):
         raise ValueError(f"saliency_png: image {img.shape} and map {sal.shape} must be the same 2D or 3D shape")
+    if spacing is not None:
+        spacing = tuple(float(v) for v in np.ravel(spacing))
+        if len(spacing) != img.ndim or not all(math.isfinite(v) and v > 0 for v in spacing):
+            raise ValueError(f"saliency_png: spacing must be {img.ndim} positive mm (one per axis of the {img.shape} "
+                             f"image), got {spacing}; pass None for square voxels")
     if img.ndim == 2:
-        pairs = [("", display_2d(img), display_2d(sal), 1.0)]
+        aspect = 1.0 if spacing is None else spacing[1] / spacing[0]  # rows are Y, columns X
+        pairs = [("", display_2d(img), display_2d(sal), aspect)]
     else:
         peak = np.unravel_index(int(np.argmax(sal)), sal.shape)
         pairs = [(name, im, sm, aspect) for (name, im, aspect), (_, sm, _) in
