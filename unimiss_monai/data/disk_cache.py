@@ -13,8 +13,14 @@ under ``cache_dir`` and afterwards reads it back, so an epoch over a CT archive 
   ``json_hashing`` cannot serialise transforms and falls back to their class names, so a changed setting such as a
   new spacing would reuse the old entries), so changing the preprocessing starts a new set of entries.
 
-Entries are written through a temporary file and renamed (MONAI's own scheme), so a killed run leaves no half-written
-entry, and read back with ``torch.load(weights_only=True)``.
+Entries are written and read by :meth:`DiskCacheDataset._cachecheck` rather than MONAI's: MONAI writes an entry in a
+folder under ``$TMPDIR`` and ``shutil.move``s it into ``cache_dir``, which across file systems (a node's local
+``/tmp``, a shared cache on NFS) byte-copies straight into the final name. A run killed mid-copy then leaves a
+truncated entry on which MONAI raises (it recomputes only unpickling errors), and another rank may read an entry
+while it is being copied. Here an entry is written to a temporary file in ``cache_dir`` itself and renamed with
+``os.replace`` (atomic within one file system), so the final name only ever holds a whole entry; an entry that
+cannot be read back (``torch.load(weights_only=True)``), e.g. one truncated by an older version, is a cache miss:
+the item is computed again and its entry replaced, with one warning naming the file.
 """
 
 from __future__ import annotations
@@ -22,11 +28,17 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import uuid
 from collections.abc import Callable, Sequence
+from copy import deepcopy
 from pathlib import Path
 
+import torch
 from monai.data import CacheDataset, Dataset, PersistentDataset
-from monai.data.utils import pickle_hashing
+from monai.data.utils import SUPPORTED_PICKLE_MOD, pickle_hashing
+from monai.utils import convert_to_tensor, look_up_option
+
+from unimiss_monai.data.writers import _TMP_TAG
 
 __all__ = ["CACHE_MODES", "DiskCacheDataset", "cached_dataset", "item_hash", "transforms_hash"]
 
@@ -85,11 +97,59 @@ class DiskCacheDataset(PersistentDataset):
         super().__init__(data=data, transform=transform, cache_dir=None, hash_func=item_hash, hash_transform=hash_transform)
         self.cache_dir = Path(cache_dir)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self._warned: set[str] = set()  # what was already logged: a message per file or failure, not per read
 
     def set_data(self, data: Sequence) -> None:
         """Use ``data`` from now on; the cache folder is kept (``PersistentDataset`` deletes it with everything in
         it). Entries of other items are never served for these: an entry's key is its item and the item's files."""
         self.data = data
+
+    def entry_path(self, item) -> Path:
+        """The file of ``item``'s entry (MONAI's naming, so entries of earlier versions are still found)."""
+        return self.cache_dir / f"{self.hash_func(item).decode('utf-8')}{self.transform_hash}.pt"
+
+    def _cachecheck(self, item_transformed):
+        """``item_transformed`` processed up to the first random transform: its entry read back, or, when there is
+        none or it cannot be read, computed and stored."""
+        entry = self.entry_path(item_transformed)
+        if entry.is_file():
+            try:
+                return torch.load(entry, weights_only=self.weights_only)
+            except FileNotFoundError:  # replaced or removed since is_file: compute it
+                pass
+            except Exception as e:  # noqa: BLE001 - a truncated or foreign entry is a miss, never a lost sample
+                self._warn_once(str(entry), "disk cache: entry %s cannot be read (%s); computing the item again and "
+                                "replacing it", entry, str(e).splitlines()[0] if str(e) else type(e).__name__)
+        value = self._pre_transform(deepcopy(item_transformed))  # keep the original, it is the key
+        self._store(entry, value)
+        return value
+
+    def _store(self, entry: Path, value) -> None:
+        """Write ``value`` to a temporary file beside ``entry`` and rename it into place: a reader, another rank
+        included, sees either no entry or a whole one. A failed write (full disk, read-only folder) is logged once
+        and costs only the cache: the computed item is used all the same."""
+        # a unique name per writer: two ranks storing the same item must not write into one file. A killed writer
+        # leaves its file behind, tagged and not ending in .pt, so never read; it is not removed here, as
+        # ``atomic_path`` does, since it may be another rank's write in progress
+        tmp = entry.with_name(f".{entry.name}.{uuid.uuid4().hex}{_TMP_TAG}")
+        try:
+            with open(tmp, "xb") as f:  # permissions from the umask, as MONAI's entries
+                torch.save(convert_to_tensor(value, convert_numeric=False, track_meta=self.track_meta), f,
+                           pickle_module=look_up_option(self.pickle_module, SUPPORTED_PICKLE_MOD),
+                           pickle_protocol=self.pickle_protocol)
+            os.replace(tmp, entry)
+        except Exception as e:  # noqa: BLE001 - the cache is an optimisation: failing to fill it must not fail the item
+            self._warn_once(f"write {type(e).__name__}", "disk cache: cannot write %s (%s); until %s has space and is "
+                            "writable, items are computed each time", entry, e, self.cache_dir)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _warn_once(self, key: str, message: str, *args) -> None:
+        """Log ``message`` the first time ``key`` comes up in this process: a broken entry read in every epoch, or a
+        full disk met by every item, is one line, not thousands."""
+        if key not in self._warned:
+            self._warned.add(key)
+            logger.warning(message, *args)
 
     def cached(self, item):
         """``item`` processed up to the first random transform: from the cache, or computed and stored."""
