@@ -1,5 +1,6 @@
 """The DRR bundle under ``torchrun`` with two gloo ranks on CPU: every CT rendered exactly once over the ranks, a rerun
-skips finished CTs without touching them, and a CT left without its done record (a rank killed mid-case) is redone."""
+skips finished CTs without touching them, and a CT left without its done record (a rank killed mid-case) is redone.
+Case names extend one another (``ct0`` and ``ct0.1``), and the ranks write such pairs at the same time."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from unimiss_monai.data.sample_sets.drr_generation import write_phantom_case
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 BUNDLE = "unimiss_drr_generation"
-NAMES = [f"ct{i}" for i in range(5)]  # odd: the ranks get 3 and 2
+# odd: the ranks get 3 and 2; dealt in name order, rank 0 renders ct0 and ct1 while rank 1 renders ct0.1 and ct1.v2
+NAMES = ["ct0", "ct0.1", "ct1", "ct1.v2", "ct2"]
 TINY = {"detector_shape": [20, 16], "pixel_spacing": 20.0, "views": ["AP", "LAT_LEFT"], "progress": False}
 RENDERED = re.compile(r"DRR rank (\d): (\S+) rendered in")
 
@@ -63,7 +65,7 @@ def test_two_ranks_render_each_ct_once_and_resume(tmp_path):
         assert json.loads((out / name / f"{name}_done.json").read_text())["rank"] == rank
     run = json.loads((out / "datalist.json").read_text())  # merged by rank 0 after both finished
     assert run["failures"] == [] and len(run["testing"]) == len(NAMES) * 2
-    assert all((out / item["image"]).is_file() and (out / item["label"]).is_file() for item in run["testing"])
+    assert all((out / item[key]).is_file() for item in run["testing"] for key in ("image", "preview", "label"))
     first = _mtimes(out)
 
     log, rendered = _run(data, out)

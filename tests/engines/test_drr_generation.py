@@ -270,9 +270,120 @@ def test_only_rank_zero_writes_the_sample_ct(tmp_path, monkeypatch):
 
     written, from_rank_zero = [], CTCase("phantom_chest", tmp_path / "out" / ".sample_ct" / "phantom_chest.nii.gz")
     monkeypatch.setattr(sample_set, "sample_ct_case", lambda scratch: written.append(scratch) or from_rank_zero)
-    monkeypatch.setattr(engine, "broadcast_object", lambda value: from_rank_zero)
+    monkeypatch.setattr(engine, "broadcast_object", lambda value, group=None: from_rank_zero)
     generator = DRRGenerator(None, tmp_path / "out", **SMALL)
     monkeypatch.setattr(engine, "rank_and_world", lambda: (1, 2))
     assert generator.cases() == [from_rank_zero] and written == []
     monkeypatch.setattr(engine, "rank_and_world", lambda: (0, 2))
     assert generator.cases() == [from_rank_zero] and written == [tmp_path / "out" / ".sample_ct"]
+
+
+class _Stop(BaseException):
+    """Stands for a kill: no ``except Exception`` of the engine catches it."""
+
+
+def test_another_rank_starting_a_shorter_name_leaves_this_case_whole(tmp_path, monkeypatch):
+    # p.1 is being written while another rank starts p: p's cleanup of its own leftovers must not touch p.1's
+    from unimiss_monai.data.writers import staged_dir
+
+    data, out = tmp_path / "data", tmp_path / "out"
+    _phantom_case(data, "p.1", labels=False)
+    render_whole = DRRGenerator._render_whole
+
+    def then_rank_one_starts_p(self, case, *args):
+        entry = render_whole(self, case, *args)  # the DRRs are in p.1's staging folder; its JSONs are not yet
+        with pytest.raises(_Stop):
+            with staged_dir(out / "p"):  # p's CT fails at once: only its start matters here
+                raise _Stop
+        return entry
+
+    monkeypatch.setattr(DRRGenerator, "_render_whole", then_rank_one_starts_p)
+    run = DRRGenerator(data, out, **SMALL).run()
+    record = json.loads((out / "p.1" / "p.1_done.json").read_text())
+    assert run["failures"] == [] and record["testing"] == run["testing"] and len(run["testing"]) == 2
+    assert all((out / item[key]).is_file() for item in run["testing"] for key in ("image", "preview"))
+
+
+def test_a_case_whose_staged_files_vanish_fails_and_is_not_put_in_place(tmp_path, monkeypatch):
+    data, out = tmp_path / "data", tmp_path / "out"
+    _phantom_case(data, "a", labels=False)
+    render_whole = DRRGenerator._render_whole
+
+    def and_one_file_is_removed(self, case, *args):
+        entry = render_whole(self, case, *args)
+        entry["testing"][1]["image"].unlink()  # by another process
+        return entry
+
+    monkeypatch.setattr(DRRGenerator, "_render_whole", and_one_file_is_removed)
+    with pytest.raises(DRRGenerationError, match=r"a_LAT_LEFT.nii.gz: 1 file\(s\) of this CT vanished"):
+        DRRGenerator(data, out, **SMALL).run()
+    assert sorted(p.name for p in out.iterdir()) == ["datalist.json"]  # no folder `a` that a rerun would skip
+    assert json.loads((out / "datalist.json").read_text())["testing"] == []
+
+
+def test_a_rerun_killed_midway_leaves_no_datalist_of_the_run_before(tmp_path, monkeypatch):
+    data, out = tmp_path / "data", tmp_path / "out"
+    for name in ("a", "b"):
+        _phantom_case(data, name, labels=False)
+    DRRGenerator(data, out, **SMALL).run()
+    assert (out / "datalist.json").is_file()
+    process = DRRGenerator._process
+
+    def killed_at_b(self, case, *args):
+        if case.name == "b":
+            raise _Stop
+        return process(self, case, *args)
+
+    monkeypatch.setattr(DRRGenerator, "_process", killed_at_b)
+    with pytest.raises(_Stop):  # new settings: a is replaced, then the run is killed
+        DRRGenerator(data, out, **{**SMALL, "views": ["PA"]}).run()
+    assert (out / "a" / "a_PA.nii.gz").is_file() and not (out / "a" / "a_AP.nii.gz").exists()
+    assert not (out / "datalist.json").exists()  # it listed a's AP files, gone now
+    monkeypatch.setattr(DRRGenerator, "_process", process)
+    run = DRRGenerator(data, out, **{**SMALL, "views": ["PA"]}).run()  # finished: a datalist again
+    assert json.loads((out / "datalist.json").read_text()) == run and len(run["testing"]) == 2
+
+
+def test_a_datalist_of_the_users_in_output_dir_is_refused_and_kept(tmp_path):
+    data, out = tmp_path / "data", tmp_path / "out"
+    _phantom_case(data, "a", labels=False)
+    out.mkdir()
+    mine = '{"training": [{"image": "scan.nii.gz"}]}'
+    (out / "datalist.json").write_text(mine)
+    with pytest.raises(FileExistsError, match=r"datalist.json was not written by unimiss_monai.*move it away"):
+        DRRGenerator(data, out, **SMALL).run()
+    assert (out / "datalist.json").read_text() == mine and sorted(p.name for p in out.iterdir()) == ["datalist.json"]
+
+
+def test_every_collective_goes_over_the_coordination_group(tmp_path, monkeypatch):
+    # the gathers wait for the slowest rank's whole share: over the long-timeout group, never the default (NCCL) one
+    import unimiss_monai.engines.drr_generation as engine
+
+    _phantom_case(tmp_path / "data", "a", labels=False)
+    group, used = object(), []
+    monkeypatch.setattr(engine, "coordination_group", lambda: group)
+    monkeypatch.setattr(engine, "broadcast_object", lambda value, group=None: used.append(group) or value)
+    monkeypatch.setattr(engine, "gather_objects", lambda items, group=None: used.append(group) or list(items))
+    DRRGenerator(tmp_path / "data", tmp_path / "out", **SMALL).run()
+    assert len(used) == 3 and all(g is group for g in used)
+
+
+def test_the_progress_bar_sits_on_the_line_of_the_local_rank(tmp_path, monkeypatch):
+    # rank 1 of two one-process nodes is the only process on its machine: its bar goes on the first line there
+    import unimiss_monai.engines.drr_generation as engine
+
+    _phantom_case(tmp_path / "data", "a", labels=False)
+    positions = []
+
+    def bar(*args, **kwargs):
+        positions.append(kwargs.get("position"))
+        raise _Stop
+
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setattr(engine, "rank_and_world", lambda: (1, 2))
+    monkeypatch.setattr(engine, "share_cpu_threads", lambda: None, raising=False)
+    monkeypatch.setattr(engine, "broadcast_object", lambda value, group=None: ["a"])  # rank 0's list of CTs to do
+    monkeypatch.setattr(engine, "tqdm", bar)
+    with pytest.raises(_Stop):
+        DRRGenerator(tmp_path / "data", tmp_path / "out", **SMALL).run()
+    assert positions == [0]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
+import secrets
 import shutil
-import tempfile
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -15,19 +16,63 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
-    "OUTPUT_MARKER", "atomic_path", "check_output_dir", "check_replaceable", "keep_previous", "save_bytes", "save_torch",
-    "staged_dir", "save_contact_sheet", "save_ct", "save_json", "save_nifti", "save_png",
+    "OUTPUT_MARKER", "atomic_path", "check_output_dir", "check_replaceable", "check_replaceable_json", "keep_previous",
+    "save_bytes", "save_torch", "staged_dir", "save_contact_sheet", "save_ct", "save_json", "save_nifti", "save_png",
 ]
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 # ends the name of every temporary file or folder the writers make, so a leftover of a killed run can be told apart
 _TMP_TAG = ".unimiss-tmp"
+# the random part of a temporary name (``secrets.token_hex``; ``tempfile``, which earlier versions used, draws from
+# ``[a-z0-9_]``): never a dot, so ``.p.<random><tag>`` can never be a temporary of ``p.1``
+_RANDOM = "[a-z0-9_]+"
+
+
+def _temporary(path: Path, tail: str, folder: bool) -> Path:
+    """Create and return a new, empty temporary file or folder ``.<name>.<random><tail>`` beside ``path``.
+    Permissions follow the umask, as with ``open`` and ``mkdir``."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{tail}"
+        try:
+            if folder:
+                tmp.mkdir(mode=0o777)
+            else:
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{path.parent}: no free temporary name for {path.name}; remove its .{path.name}.*{tail}")
+
+
+def _remove_leftovers(path: Path, tail: str) -> None:
+    """Remove the temporaries of ``path`` that a writer killed before its rename left (kill -9, power loss).
+
+    Only ``path``'s own are matched, by the exact form :func:`_temporary` gives them: a glob ``.<name>.*<tail>`` would
+    also match the temporary of ``<name>.1`` (or of a DICOM UID folder ``<name>.<more>``), which another process may
+    be writing at this moment, and a file of the user's is never of this form.
+    """
+    own = re.compile(rf"\.{re.escape(path.name)}\.{_RANDOM}{re.escape(tail)}")
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*{glob.escape(tail)}"):
+        if own.fullmatch(stale.name):
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+
+
+def _make_parent(path: Path) -> None:
+    """Create ``path``'s parent folders, unless one of them is a staging folder of :func:`staged_dir`: one that
+    vanished was removed by another process, and making it again would hide that its earlier files are gone."""
+    for folder in (path.parent, *path.parent.parents):
+        if folder.exists():
+            break
+        if folder.name.endswith(_TMP_TAG):
+            raise FileNotFoundError(
+                f"{folder}: this staging folder vanished while it was being written (another process removed it); "
+                "run again"
+            )
+    path.parent.mkdir(parents=True, exist_ok=True)
+
 
 #: written into every folder :func:`staged_dir` assembles: only a folder holding it may be replaced by a rerun
 OUTPUT_MARKER = ".unimiss_monai_output"
@@ -43,6 +88,21 @@ def check_replaceable(path: str | Path) -> None:
         )
 
 
+def check_replaceable_json(path: str | Path, keys: Sequence[str]) -> None:
+    """Raise ``FileExistsError`` unless ``path`` is absent or a JSON object of exactly ``keys``, as this package
+    writes it there: a file of the user's of that name is neither removed nor replaced."""
+    path = Path(path)
+    try:
+        content = json.loads(path.read_text())
+    except FileNotFoundError:  # none, or another rank of the run removed it meanwhile
+        return
+    except (OSError, ValueError):
+        content = None
+    if not isinstance(content, dict) or set(content) != set(keys):
+        raise FileExistsError(f"{path} was not written by unimiss_monai and would be replaced: move it away or choose "
+                              "another output folder")
+
+
 @contextmanager
 def staged_dir(path: str | Path) -> Iterator[Path]:
     """Yield a new hidden folder beside ``path`` to assemble a whole output folder in; on success it replaces
@@ -53,13 +113,13 @@ def staged_dir(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     check_replaceable(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.*{_TMP_TAG}"):  # left by a killed run, as above
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TMP_TAG))
-    os.chmod(tmp, 0o777 & ~_umask())
+    _make_parent(path)
+    _remove_leftovers(path, _TMP_TAG)
+    tmp = _temporary(path, _TMP_TAG, folder=True)
     try:
         yield tmp
+        if not tmp.is_dir():  # removed by another process: there is nothing whole to put in place
+            raise FileNotFoundError(f"{tmp}: this staging folder vanished before it was complete; run again")
         (tmp / OUTPUT_MARKER).write_text("written by unimiss_monai; a rerun may replace this folder\n")
         check_replaceable(path)  # the user may have put a folder there while this one was assembled
         if path.exists():
@@ -87,20 +147,16 @@ def check_output_dir(output_dir: str | os.PathLike, input_dir: str | os.PathLike
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (same suffixes, so writers pick the same format); on success rename it to
-    ``path``, on error delete it. The parent folder is created."""
+    ``path``, on error delete it. The parent folder is created (but never a staging folder that vanished)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(path)
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
     marker = f"{_TMP_TAG}{suffix}"
-    # a writer killed before its rename (kill -9, power loss) leaves its temporary file behind: the next write of the
-    # same file removes it; the tag makes sure only such leftovers match, never a file of the user's
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.*{glob.escape(marker)}"):
-        stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=marker)
-    os.close(fd)
+    # a writer killed before its rename leaves its temporary file behind: the next write of the same file removes it
+    _remove_leftovers(path, marker)
+    tmp = _temporary(path, marker, folder=False)
     try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes owner-only files; outputs are ordinary files
+        yield tmp
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -44,16 +43,18 @@ from tqdm import tqdm
 from unimiss_monai.data.ct_inputs import CTCase, find_ct_cases, read_label_names
 from unimiss_monai.data.ct_io import load_ct, load_label_map
 from unimiss_monai.data.samples import find_dataset
-from unimiss_monai.data.writers import (check_output_dir, save_contact_sheet, save_ct, save_json, save_nifti, save_png,
-                                        staged_dir)
+from unimiss_monai.data.writers import (check_output_dir, check_replaceable_json, save_contact_sheet, save_ct,
+                                        save_json, save_nifti, save_png, staged_dir)
 from unimiss_monai.utils.args import as_bool
-from unimiss_monai.utils.dist import broadcast_object, gather_objects, rank_and_world
+from unimiss_monai.utils.dist import (broadcast_object, coordination_group, gather_objects, local_rank, rank_and_world,
+                                      share_cpu_threads)
 
 __all__ = ["DRRGenerator", "DRRGenerationError"]
 
 logger = logging.getLogger(__name__)
 
 DATASET_NAME = "drr_generation"
+MERGED_KEYS = ("testing", "training", "failures")  # of output_dir/datalist.json, which a rerun may replace
 
 
 class DRRGenerationError(RuntimeError):
@@ -137,7 +138,8 @@ class DRRGenerator:
             # rank 0 alone writes the stand-in phantom (when the real CT is not installed): under torchrun every rank
             # writing the same files would delete each other's temporary files, and fail
             rank, _ = rank_and_world()
-            return [broadcast_object(sample_ct_case(self.output_dir / ".sample_ct") if rank == 0 else None)]
+            return [broadcast_object(sample_ct_case(self.output_dir / ".sample_ct") if rank == 0 else None,
+                                     coordination_group())]
         return find_ct_cases(find_dataset(self.dataset_dir, DATASET_NAME))
 
     # ------------------------------------------------------------------ run
@@ -146,23 +148,29 @@ class DRRGenerator:
         CT failed.
 
         Under ``torchrun`` (a joined process group) the CTs still to render are dealt out over the ranks, each
-        rendered exactly once; rank 0 writes ``datalist.json`` once every rank is done. A CT is finished when its
+        rendered exactly once; rank 0 writes ``datalist.json`` once every rank is done, and removes the one of an
+        earlier run before any CT is rendered, so that it exists only for a finished run. A CT is finished when its
         folder holds a done record (``<name>/<name>_done.json``, written with the outputs in one atomic rename)
         for the same settings and every file the record lists exists; a rerun skips it and redoes anything else.
         """
         rank, world = rank_and_world()
+        group = coordination_group()  # made here by every rank at once; its collectives wait for the slowest rank
         if world > 1 and self.device == "cpu":
-            _share_cpu_threads()
+            share_cpu_threads()  # the CPU kernels default to every core in each process
         cases = self.cases()
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        todo = broadcast_object([c.name for c in cases if not self._finished(c)] if rank == 0 else None)
+        merged = self.output_dir / "datalist.json"
+        check_replaceable_json(merged, MERGED_KEYS)  # on every rank, so that all stop together
+        if rank == 0:  # an earlier run's would list the files of CTs this run replaces, until it is written anew
+            merged.unlink(missing_ok=True)
+        todo = broadcast_object([c.name for c in cases if not self._finished(c)] if rank == 0 else None, group)
         share = set(todo[rank::world])
         mine = [c for c in cases if c.name in share]
         logger.info("DRR rank %d/%d: %d of %d CT(s) to render here, %d already finished", rank, world, len(mine),
                     len(cases), len(cases) - len(todo))
         # one unit per rendered image; slab mode adds units once a CT's slab count is known
         bar = tqdm(total=len(mine) * len(self.views), desc=f"DRR rank {rank}" if world > 1 else "DRR", unit="image",
-                   disable=not self.progress, dynamic_ncols=True, position=rank)
+                   disable=not self.progress, dynamic_ncols=True, position=local_rank())  # one line per rank here
         failures = []
         with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=1) as reader:
             # an MR-like CT warns once per file, not once per run; only our own warnings, or the first load would
@@ -190,11 +198,11 @@ class DRRGenerator:
                     reads[i] = None  # this CT's arrays are not kept while the next ones render
                 logger.info("DRR rank %d: %s rendered in %.2f s", rank, case.name, time.perf_counter() - start)
         bar.close()
-        failures = gather_objects(failures)  # also the barrier: every rank has finished its CTs
+        failures = gather_objects(failures, group)  # also the barrier: every rank has finished its CTs
         run_list = self._merge(cases, failures)
         if rank == 0:
-            save_json(run_list, self.output_dir / "datalist.json")
-        gather_objects([])  # no rank returns (and no launcher exits) before the datalist is written
+            save_json(run_list, merged)
+        gather_objects([], group)  # no rank returns (and no launcher exits) before the datalist is written
         done = len(cases) - len(failures)
         logger.info("DRR generation: %d of %d CT(s) rendered into %s", done, len(cases), self.output_dir)
         if run_list["failures"]:
@@ -231,16 +239,12 @@ class DRRGenerator:
         if record.get("settings") != self._settings(case):
             logger.info("%s: rendered with other settings, rendering it again", case.name)
             return False
-        files = [item[key] for item in record["testing"] + record["training"]
-                 for key in ("image", "preview", "label", "drr") if key in item]
-        if "training" in record:
-            files += [item["ct"] for item in record["training"]]
-        return all((self.output_dir / f).is_file() for f in files)
+        return all((self.output_dir / f).is_file() for f in _listed_files(record))
 
     def _merge(self, cases: list[CTCase], failures: list[dict]) -> dict:
         """The run datalist from the done records of every CT that did not fail (rendered now or before)."""
         failed = {f["name"] for f in failures}
-        run_list: dict[str, list] = {"testing": [], "training": [], "failures": failures}
+        run_list: dict[str, list] = {"testing": [], "training": [], "failures": failures}  # MERGED_KEYS
         for case in cases:
             if case.name not in failed:
                 record = json.loads(self._record_path(case).read_text())
@@ -267,11 +271,17 @@ class DRRGenerator:
             else:
                 prepared = prepare_volume(hu, affine, device=None if self.device == "cpu" else self.device)
                 entry = self._render_whole(case, prepared, labels, tmp, bar)
-            save_json(_relative(entry, tmp), tmp / f"{case.name}_datalist.json")
+            local = _relative(entry, tmp)
+            save_json(local, tmp / f"{case.name}_datalist.json")
             # the done record goes in last; the folder appears whole or not at all (staged_dir)
             run_entry = _relative(entry, tmp, prefix=case.name)  # run-level paths are relative to output_dir
             save_json({"settings": self._settings(case), "rank": rank, "testing": run_entry["testing"],
                        "training": run_entry["training"]}, tmp / f"{case.name}_done.json")
+            # only a folder holding every file its record lists goes in place: reruns would skip one lacking some
+            missing = [f for f in _listed_files(local) if not (tmp / f).is_file()]
+            if missing:
+                raise FileNotFoundError(f"{tmp / missing[0]}: {len(missing)} file(s) of this CT vanished from its "
+                                        "staging folder before it was finished (removed by another process); run again")
 
     def _render_views(self, volume, affine, bar: tqdm) -> np.ndarray:
         from unimiss_monai.drr import render
@@ -329,7 +339,7 @@ class DRRGenerator:
         return np.asarray(thickness), names
 
     def _render_slabs(self, case: CTCase, hu: np.ndarray, affine: np.ndarray, out: Path, bar: tqdm) -> dict:
-        from unimiss_monai.drr import render_slabs, split_slabs, superior_axis, to_radiograph
+        from unimiss_monai.drr import render_slabs, split_slabs, superior_axis, to_radiograph, volume_center
 
         # slab_depth is in mm; the slab splitter counts slices along the superior axis
         axis = superior_axis(affine)
@@ -355,7 +365,8 @@ class DRRGenerator:
         for i, (slab, stem, ct_path) in enumerate(zip(slabs, stems, ct_paths)):
             for view in self.views:
                 image = images[view][i]
-                affine_2d = self._detector_affine(view, _center(slab), (sh, sw), tuple(spacing[i]))
+                center = volume_center(slab.volume.shape, slab.affine)
+                affine_2d = self._detector_affine(view, center, (sh, sw), tuple(spacing[i]))
                 training.append({"name": case.name, "slab": i, "start": slab.start, "stop": slab.stop, "view": view,
                                  "ct": ct_path, "drr": save_nifti(image.T, affine_2d, out / f"{stem}_{view}.nii.gz"),
                                  # the resized slab DRR has anisotropic pixels: the preview shows true proportions
@@ -363,21 +374,11 @@ class DRRGenerator:
         return {"testing": [], "training": training}
 
 
-def _share_cpu_threads() -> None:
-    """Split this machine's cores between the processes ``torchrun`` started on it: the kernels default to every
-    core in each process, which oversubscribes them."""
-    import numba
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    per_rank = max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    numba.set_num_threads(min(per_rank, numba.config.NUMBA_NUM_THREADS))
-    torch.set_num_threads(per_rank)
-
-
-def _center(slab) -> np.ndarray:
-    from unimiss_monai.drr import volume_center
-
-    return volume_center(slab.volume.shape, slab.affine)
+def _listed_files(record: dict) -> list[str]:
+    """The files a done record or a CT's datalist lists (relative to the folder it is in)."""
+    files = [item[key] for item in record["testing"] + record["training"]
+             for key in ("image", "preview", "label", "drr") if key in item]
+    return files + [item["ct"] for item in record["training"]]
 
 
 def _pair(value) -> tuple[int, int]:

@@ -8,21 +8,47 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
 __all__ = [
-    "any_rank", "broadcast_object", "destroy_distributed", "gather_objects", "in_process_group", "init_distributed",
-    "is_rank_zero", "local_device", "rank_and_world", "rank_zero_handlers", "train_sampler",
+    "COORDINATION_TIMEOUT", "any_rank", "broadcast_object", "coordination_group", "destroy_distributed",
+    "gather_objects", "in_process_group", "init_distributed", "is_rank_zero", "local_device", "local_rank",
+    "rank_and_world", "rank_zero_handlers", "share_cpu_threads", "train_sampler",
 ]
+
+#: how long a rank waits in a :func:`coordination_group` collective for the slowest one (the default group gives
+#: up after 10 min under NCCL, 30 min under gloo). A rank that dies closes its connections, which fails the others'
+#: collective at once, so the wait is this long only while a rank still works (or hangs)
+COORDINATION_TIMEOUT = timedelta(hours=24)
+
+# (default group, gloo group) of the current process group: made once, made again for a new process group
+_coordination: tuple | None = None
+
+
+def local_rank() -> int:
+    """This process's rank on its own machine (``LOCAL_RANK``, as ``torchrun`` sets it; 0 without it)."""
+    return int(os.environ.get("LOCAL_RANK", 0))
 
 
 def local_device() -> torch.device:
     """The device of this process: ``cuda:<LOCAL_RANK>`` when CUDA exists, else the CPU."""
     if torch.cuda.is_available():
-        return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+        return torch.device(f"cuda:{local_rank()}")
     return torch.device("cpu")
+
+
+def share_cpu_threads() -> None:
+    """Split this machine's cores between the processes ``torchrun`` started on it (``LOCAL_WORLD_SIZE``): numba's
+    and torch's thread pools default to every core in each process, which oversubscribes them."""
+    import numba
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_rank = max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    numba.set_num_threads(min(per_rank, numba.config.NUMBA_NUM_THREADS))
+    torch.set_num_threads(per_rank)
 
 
 def init_distributed() -> bool:
@@ -43,9 +69,11 @@ def destroy_distributed() -> None:
     Every process first waits at a barrier: a process that shut its connections down while another was still
     finishing its last collective could abort that one at exit.
     """
+    global _coordination
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+    _coordination = None
 
 
 def any_rank(flag: bool, device: torch.device | str = "cpu") -> bool:
@@ -102,19 +130,37 @@ def rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
-def broadcast_object(value):
-    """Rank 0's ``value`` (any picklable object) on every rank; the value itself outside a process group."""
+def coordination_group():
+    """A gloo group of every rank with a long timeout (:data:`COORDINATION_TIMEOUT`), for the collectives that wait
+    for the slowest rank's whole share of work (the end of a long archive): in the default group they would be
+    aborted after 10 minutes under NCCL, 30 under gloo. ``None`` (the default group) with one rank or without a
+    process group, where there is nobody to wait for.
+
+    Made on the first call, which every rank must make at the same point (as any collective); later calls return it.
+    """
+    global _coordination
+    if rank_and_world()[1] == 1:
+        return None
+    if _coordination is None or _coordination[0] is not dist.group.WORLD:
+        _coordination = (dist.group.WORLD, dist.new_group(backend="gloo", timeout=COORDINATION_TIMEOUT))
+    return _coordination[1]
+
+
+def broadcast_object(value, group=None):
+    """Rank 0's ``value`` (any picklable object) on every rank of ``group`` (the default group when ``None``); the
+    value itself outside a process group."""
     if rank_and_world()[1] == 1:
         return value
     box = [value]
-    dist.broadcast_object_list(box, src=0)
+    dist.broadcast_object_list(box, src=0, group=group)
     return box[0]
 
 
-def gather_objects(items: list) -> list:
-    """Every rank's ``items`` concatenated in rank order, on every rank; a barrier too."""
+def gather_objects(items: list, group=None) -> list:
+    """Every rank's ``items`` concatenated in rank order, on every rank of ``group`` (the default group when
+    ``None``); a barrier too."""
     if rank_and_world()[1] == 1:
         return list(items)
-    parts: list = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, list(items))
+    parts: list = [None] * dist.get_world_size(group)
+    dist.all_gather_object(parts, list(items), group=group)
     return [item for part in parts for item in part]

@@ -1,0 +1,59 @@
+"""Staging folders of names that extend one another (``p`` and ``p.1``, ``case`` and ``case.v2``, DICOM UID folders)
+never touch each other's, and a staging folder another process removed is never made again as if nothing happened."""
+
+from __future__ import annotations
+
+import pytest
+
+from unimiss_monai.data.writers import OUTPUT_MARKER, save_json, staged_dir
+
+PAIRS = [("p", "p.1"), ("case", "case.v2"), ("1.2.840.10008", "1.2.840.10008.5.1")]
+
+
+@pytest.mark.parametrize("short, long", PAIRS)
+def test_a_name_and_a_longer_dotted_name_staged_interleaved_both_end_complete(tmp_path, short, long):
+    # two ranks of one run: one assembles `long` while the other starts (and finishes) `short`
+    with staged_dir(tmp_path / long) as assembling:
+        save_json({"part": 1}, assembling / "first.json")
+        with staged_dir(tmp_path / short) as other:  # starting `short` clears only `short`'s own leftovers
+            save_json({"part": 0}, other / "only.json")
+        save_json({"part": 2}, assembling / "slabs" / "second.json")
+    assert sorted(p.name for p in (tmp_path / long).rglob("*")) == sorted(
+        [OUTPUT_MARKER, "first.json", "slabs", "second.json"])
+    assert sorted(p.name for p in (tmp_path / short).iterdir()) == sorted([OUTPUT_MARKER, "only.json"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([short, long])  # no staging folder left
+
+
+@pytest.mark.parametrize("short, long", PAIRS)
+def test_leftovers_are_matched_by_the_exact_name(tmp_path, short, long):
+    # what killed runs left for both names, in the form earlier versions (tempfile) and this one give them
+    for name in (short, long):
+        (tmp_path / f".{name}.k1ll3d_x.unimiss-tmp").mkdir()
+        (tmp_path / f".{name}.0badc0de.unimiss-tmp").mkdir()
+    with staged_dir(tmp_path / short):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [short, f".{long}.k1ll3d_x.unimiss-tmp", f".{long}.0badc0de.unimiss-tmp"])
+
+
+@pytest.mark.parametrize("where", ["x.json", "slabs/x.json"])
+def test_a_staging_folder_removed_meanwhile_fails_and_is_not_made_again(tmp_path, where):
+    import shutil
+
+    target = tmp_path / "p"
+    with pytest.raises(FileNotFoundError, match=r"\.p\.\w+\.unimiss-tmp: this staging folder vanished"):
+        with staged_dir(target) as tmp:
+            save_json({}, tmp / "first.json")
+            shutil.rmtree(tmp)  # another process removed it
+            save_json({}, tmp / where)
+    assert list(tmp_path.iterdir()) == []  # neither `p` holding only the later file nor a staging folder
+
+
+def test_a_staging_folder_removed_after_its_last_write_is_not_put_in_place(tmp_path):
+    import shutil
+
+    with pytest.raises(FileNotFoundError, match="this staging folder vanished before it was complete"):
+        with staged_dir(tmp_path / "p") as tmp:
+            save_json({}, tmp / "first.json")
+            shutil.rmtree(tmp)
+    assert list(tmp_path.iterdir()) == []
