@@ -15,28 +15,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.transforms import Compose, EnsureTyped, LoadImaged, MapTransform, RandFlipd
+from monai.transforms import Compose, EnsureTyped, LoadImaged, RandFlipd
+
+from test_disk_cache import LOADS, CountingLoad
 
 from unimiss_monai.data.disk_cache import DiskCacheDataset
 from unimiss_monai.data.loaders import SKIPPED_KEY, SeededDataset
 
-LOADS: list[str] = []
-
-
 class Killed(BaseException):
     """The process dying (kill -9, node lost): nothing after it runs but ``finally`` blocks of the simulation."""
-
-
-class CountingLoad(MapTransform):
-    """LoadImaged that records every file it decodes."""
-
-    def __init__(self, keys):
-        super().__init__(keys)
-        self.load = LoadImaged(keys, image_only=True, ensure_channel_first=True)
-
-    def __call__(self, data):
-        LOADS.extend(str(data[k]) for k in self.keys)
-        return self.load(data)
 
 
 def _pipeline() -> Compose:

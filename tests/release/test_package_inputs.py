@@ -37,8 +37,8 @@ def test_a_refused_file_leaves_the_release_folder_as_it_was(tiny_export, tmp_pat
     assert other.read_bytes() == b"the weights of an earlier release"
 
 
-def _conv_bundle(root: Path) -> Path:
-    """A bundle whose network_def is a 2D convolution, 1 -> 2 channels, on 8 x 8 inputs."""
+def _conv_bundle(root: Path, target: str = "torch.nn.Conv2d") -> Path:
+    """A bundle whose network_def is ``target``, a 2D convolution, 1 -> 2 channels, on 8 x 8 inputs."""
     import json
 
     (root / "configs").mkdir(parents=True)
@@ -47,7 +47,7 @@ def _conv_bundle(root: Path) -> Path:
         "version": "0.1.0", "changelog": {"0.1.0": "first"},
         "network_data_format": {"inputs": {"image": {"num_channels": 1, "spatial_shape": [8, 8]}}}}))
     (root / "configs" / "inference.json").write_text(json.dumps(
-        {"network_def": {"_target_": "torch.nn.Conv2d", "in_channels": 1, "out_channels": 2, "kernel_size": 3}}))
+        {"network_def": {"_target_": target, "in_channels": 1, "out_channels": 2, "kernel_size": 3}}))
     (root / "LICENSE").write_text("Apache-2.0\n")
     (root / "docs" / "README.md").write_text("# conv\n")
     return root

@@ -8,9 +8,10 @@ import json
 import sys
 import types
 import zipfile
-from pathlib import Path
 
 import torch
+
+from test_package_inputs import _conv_bundle
 
 from unimiss_monai.release.package import build_release
 
@@ -25,27 +26,13 @@ class _CountedConv(torch.nn.Conv2d):
         type(self).built += 1
 
 
-def _bundle(root: Path, target: str) -> Path:
-    """A bundle whose network_def is ``target`` (a 2D convolution, 1 -> 2 channels) on 8 x 8 inputs."""
-    (root / "configs").mkdir(parents=True)
-    (root / "docs").mkdir()
-    (root / "configs" / "metadata.json").write_text(json.dumps({
-        "version": "0.1.0", "changelog": {"0.1.0": "first"},
-        "network_data_format": {"inputs": {"image": {"num_channels": 1, "spatial_shape": [8, 8]}}}}))
-    (root / "configs" / "inference.json").write_text(json.dumps(
-        {"network_def": {"_target_": target, "in_channels": 1, "out_channels": 2, "kernel_size": 3}}))
-    (root / "LICENSE").write_text("Apache-2.0\n")
-    (root / "docs" / "README.md").write_text("# conv\n")
-    return root
-
-
 def test_network_def_is_built_once(tmp_path, monkeypatch):
     # the config's _target_ names a module of this test, so every construction of network_def is counted
     module = types.ModuleType("counted_network_def")
     module.Conv = _CountedConv
     monkeypatch.setitem(sys.modules, module.__name__, module)
     monkeypatch.setattr(_CountedConv, "built", 0)
-    bundle = _bundle(tmp_path / "conv", f"{module.__name__}.Conv")
+    bundle = _conv_bundle(tmp_path / "conv", f"{module.__name__}.Conv")
     conv = torch.nn.Conv2d(1, 2, 3)
     res = build_release(bundle, {"model": conv.state_dict(), "info": {"training": "a test"}}, tmp_path / "dist",
                         torchscript=True)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import uuid
 from collections.abc import Callable, Sequence
 from copy import deepcopy
 from pathlib import Path
@@ -38,7 +37,7 @@ from monai.data import CacheDataset, Dataset, PersistentDataset
 from monai.data.utils import SUPPORTED_PICKLE_MOD, pickle_hashing
 from monai.utils import convert_to_tensor, look_up_option
 
-from unimiss_monai.data.writers import _TMP_TAG
+from unimiss_monai.data.writers import temporary_beside
 
 __all__ = ["CACHE_MODES", "DiskCacheDataset", "cached_dataset", "item_hash", "transforms_hash"]
 
@@ -131,9 +130,10 @@ class DiskCacheDataset(PersistentDataset):
         # a unique name per writer: two ranks storing the same item must not write into one file. A killed writer
         # leaves its file behind, tagged and not ending in .pt, so never read; it is not removed here, as
         # ``atomic_path`` does, since it may be another rank's write in progress
-        tmp = entry.with_name(f".{entry.name}.{uuid.uuid4().hex}{_TMP_TAG}")
+        tmp = None
         try:
-            with open(tmp, "xb") as f:  # permissions from the umask, as MONAI's entries
+            tmp = temporary_beside(entry)
+            with open(tmp, "wb") as f:
                 torch.save(convert_to_tensor(value, convert_numeric=False, track_meta=self.track_meta), f,
                            pickle_module=look_up_option(self.pickle_module, SUPPORTED_PICKLE_MOD),
                            pickle_protocol=self.pickle_protocol)
@@ -142,7 +142,8 @@ class DiskCacheDataset(PersistentDataset):
             self._warn_once(f"write {type(e).__name__}", "disk cache: cannot write %s (%s); until %s has space and is "
                             "writable, items are computed each time", entry, e, self.cache_dir)
         finally:
-            tmp.unlink(missing_ok=True)
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
 
     def _warn_once(self, key: str, message: str, *args) -> None:
         """Log ``message`` the first time ``key`` comes up in this process: a broken entry read in every epoch, or a

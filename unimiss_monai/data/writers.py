@@ -18,6 +18,7 @@ import numpy as np
 __all__ = [
     "OUTPUT_MARKER", "atomic_path", "check_output_dir", "check_replaceable", "check_replaceable_json", "keep_previous",
     "save_bytes", "save_torch", "staged_dir", "save_contact_sheet", "save_ct", "save_json", "save_nifti", "save_png",
+    "temporary_beside",
 ]
 
 
@@ -28,9 +29,11 @@ _TMP_TAG = ".unimiss-tmp"
 _RANDOM = "[a-z0-9_]+"
 
 
-def _temporary(path: Path, tail: str, folder: bool) -> Path:
-    """Create and return a new, empty temporary file or folder ``.<name>.<random><tail>`` beside ``path``.
-    Permissions follow the umask, as with ``open`` and ``mkdir``."""
+def temporary_beside(path: str | Path, tail: str = _TMP_TAG, folder: bool = False) -> Path:
+    """Create and return a new, empty temporary file (or folder) ``.<name>.<random><tail>`` beside ``path``, of a
+    name no other writer gets, to be renamed onto ``path`` once whole. Permissions follow the umask, as with ``open``
+    and ``mkdir``."""
+    path = Path(path)
     for _ in range(100):
         tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{tail}"
         try:
@@ -47,7 +50,7 @@ def _temporary(path: Path, tail: str, folder: bool) -> Path:
 def _remove_leftovers(path: Path, tail: str) -> None:
     """Remove the temporaries of ``path`` that a writer killed before its rename left (kill -9, power loss).
 
-    Only ``path``'s own are matched, by the exact form :func:`_temporary` gives them: a glob ``.<name>.*<tail>`` would
+    Only ``path``'s own are matched, by the exact form :func:`temporary_beside` gives them: a glob ``.<name>.*<tail>`` would
     also match the temporary of ``<name>.1`` (or of a DICOM UID folder ``<name>.<more>``), which another process may
     be writing at this moment, and a file of the user's is never of this form.
     """
@@ -115,7 +118,7 @@ def staged_dir(path: str | Path) -> Iterator[Path]:
     check_replaceable(path)
     _make_parent(path)
     _remove_leftovers(path, _TMP_TAG)
-    tmp = _temporary(path, _TMP_TAG, folder=True)
+    tmp = temporary_beside(path, folder=True)
     try:
         yield tmp
         if not tmp.is_dir():  # removed by another process: there is nothing whole to put in place
@@ -154,7 +157,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     marker = f"{_TMP_TAG}{suffix}"
     # a writer killed before its rename leaves its temporary file behind: the next write of the same file removes it
     _remove_leftovers(path, marker)
-    tmp = _temporary(path, marker, folder=False)
+    tmp = temporary_beside(path, marker)
     try:
         yield tmp
         os.replace(tmp, path)
