@@ -19,15 +19,21 @@ from bundle_runner import SCHEMA, configs, run_bundle_cli, run_workflow
 
 
 def train_subprocess(bundle: str, samples_dir: Path, root: Path) -> subprocess.CompletedProcess:
-    """Smoke training (one epoch) through the CLI; ``root`` becomes the bundle root (checkpoint in ``root/models``)."""
+    """Smoke training (one epoch) through the CLI; ``root`` becomes the bundle root (the smoke overlay's checkpoint in
+    ``root/models/smoke``)."""
     root.mkdir(parents=True, exist_ok=True)
     return run_bundle_cli(bundle, ["train.json", "smoke.yaml"], dataset_dir=str(samples_dir), bundle_root=str(root), max_epochs=1)
 
 
 def train_once(bundle: str, samples_dir: Path, root: Path) -> tuple[Path, Path]:
-    """Smoke-train ``bundle`` once for a test module; fails with the run's output tail when training fails."""
+    """Smoke-train ``bundle`` once for a test module; fails with the run's output tail when training fails. A
+    full-size model already in ``root/models`` stays as it was: the smoke run keeps to ``models/smoke``."""
+    full_size = root / "models" / "model.pt"
+    full_size.parent.mkdir(parents=True, exist_ok=True)
+    full_size.write_bytes(b"the full-size model")
     result = train_subprocess(bundle, samples_dir, root)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert full_size.read_bytes() == b"the full-size model" and not full_size.with_name("model.pt.prev").exists()
     return samples_dir, root
 
 
@@ -55,8 +61,9 @@ def check_train_properties(bundle: str, samples_dir: Path, root: Path) -> None:
 
 
 def load_model_state(root: Path) -> dict:
-    """The trained weights: ``models/model.pt`` is ``{"model": state_dict, "info": {...}}`` of plain tensors/values."""
-    ckpt = torch.load(root / "models" / "model.pt", weights_only=True)
+    """The smoke run's weights: ``models/smoke/model.pt`` is ``{"model": state_dict, "info": {...}}`` of plain
+    tensors/values."""
+    ckpt = torch.load(root / "models" / "smoke" / "model.pt", weights_only=True)
     assert set(ckpt) == {"model", "info"}
     assert ckpt["info"]["bundle"] in ("unimiss_ct_classification", "unimiss_cxr_classification") and ckpt["info"]["classes"]
     return ckpt["model"]
@@ -76,7 +83,7 @@ def check_net_and_export(bundle: str, root: Path, input_shape: list[int]) -> Non
     meta = configs(bundle, "metadata.json")[0]
     verify_net_in_out(net_id="network_def", meta_file=meta, config_file=files, device="cpu")
     ts = root / "model.ts"
-    ckpt_export(net_id="network_def", filepath=str(ts), ckpt_file=str(root / "models" / "model.pt"), meta_file=meta,
+    ckpt_export(net_id="network_def", filepath=str(ts), ckpt_file=str(root / "models" / "smoke" / "model.pt"), meta_file=meta,
                 config_file=files, key_in_ckpt="model", use_trace=True, input_shape=input_shape)
     parser = ConfigParser()
     parser.read_config(files)

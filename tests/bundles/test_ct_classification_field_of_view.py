@@ -33,7 +33,8 @@ pytestmark = [pytest.mark.integration]
 
 @pytest.fixture(scope="module")
 def model_root(tmp_path_factory) -> Path:
-    """A bundle root whose models/model.pt fits the smoke network (random weights)."""
+    """A bundle root whose models/smoke/model.pt (where the smoke overlay reads it) fits the smoke network (random
+    weights)."""
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
@@ -41,9 +42,9 @@ def model_root(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     net = parser.get_parsed_content("network_def")
     root = tmp_path_factory.mktemp("ct_cls_fov")
-    (root / "models").mkdir()
+    (root / "models" / "smoke").mkdir(parents=True)
     info = {"bundle": BUNDLE, "variant": "mitplus", "classes": CLASSES}
-    torch.save({"model": net.state_dict(), "info": info}, root / "models" / "model.pt")
+    torch.save({"model": net.state_dict(), "info": info}, root / "models" / "smoke" / "model.pt")
     return root
 
 

@@ -211,4 +211,4 @@ def test_cxr_trains_on_viewer_label_maps_beside_masks(sample_set, tmp_path):
     assert from_map.shape == (5, 64, 64) and torch.equal(torch.as_tensor(from_map), torch.as_tensor(from_masks))
     metrics = wf.parser.get_parsed_content("validate#evaluator").state.metrics
     assert np.isfinite(metrics["val_mean_dice"])
-    assert (tmp_path / "bundle" / "models" / "model.pt").is_file()
+    assert (tmp_path / "bundle" / "models" / "smoke" / "model.pt").is_file()

@@ -13,21 +13,20 @@ from bundle_runner import BUNDLES, configs, run_bundle_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-# bundle: (sample set, overrides on top of smoke.yaml, validation key metric, where models/ ends up)
+# bundle: (sample set, overrides on top of smoke.yaml, validation key metric)
 CASES = {
     "unimiss_ct_segmentation": (
-        "ct_segmentation", {"roi_size": [16, 32, 32], "pixdim": [10.0, 10.0, 10.0], "max_epochs": 1}, "val_mean_dice", "output_dir",
+        "ct_segmentation", {"roi_size": [16, 32, 32], "pixdim": [10.0, 10.0, 10.0], "max_epochs": 1}, "val_mean_dice",
     ),
-    "unimiss_cxr_classification": ("cxr_classification", {"max_epochs": 1}, "val_auc", "bundle_root"),
+    "unimiss_cxr_classification": ("cxr_classification", {"max_epochs": 1}, "val_auc"),
 }
 
 
 @pytest.mark.parametrize("bundle", sorted(CASES))
 def test_two_process_gloo_smoke_training(bundle, sample_set, tmp_path):
-    dataset, overrides, val_metric, models_under = CASES[bundle]
+    dataset, overrides, val_metric = CASES[bundle]
     files = ["train.json", "multi_gpu_train.json", "smoke.yaml"]
-    paths = {"bundle_root": str(BUNDLES / bundle), "output_dir": str(tmp_path / "eval")}
-    paths[models_under] = str(tmp_path)  # the checkpoint lands in tmp_path/models either way
+    paths = {"bundle_root": str(tmp_path), "output_dir": str(tmp_path / "eval")}  # the model: tmp_path/models/smoke
     port = 29541 + sorted(CASES).index(bundle)
     proc = run_bundle_cli(bundle, files, nproc=2, master_port=port, timeout=300, dataset_dir=str(sample_set(dataset)), **paths, **overrides)
     log = proc.stdout + proc.stderr
@@ -40,7 +39,7 @@ def test_two_process_gloo_smoke_training(bundle, sample_set, tmp_path):
     assert len(values) == 2 and values[0] == values[1], values
 
     # only rank 0 saves, and it saves the plain model (no DistributedDataParallel "module." prefix)
-    ckpt = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
+    ckpt = torch.load(tmp_path / "models" / "smoke" / "model.pt", map_location="cpu", weights_only=True)
     assert set(ckpt) == {"model", "info"} and ckpt["info"]["bundle"] == bundle
     assert not any(k.startswith("module.") for k in ckpt["model"])
     parser = ConfigParser()

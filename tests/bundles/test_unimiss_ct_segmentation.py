@@ -37,29 +37,34 @@ def sample_dir(sample_set):
 
 @pytest.fixture(scope="module")
 def trained(sample_dir, tmp_path_factory):
-    """One smoke epoch through ``python -m monai.bundle run``, as a user would start it; returns the output folder."""
+    """One smoke epoch through ``python -m monai.bundle run``, as a user would start it; returns the bundle root, whose
+    ``models/smoke`` holds the tiny model."""
     out = tmp_path_factory.mktemp("train_cli")
-    proc = run_bundle_cli(NAME, ["train.json", "smoke.yaml"], bundle_root=str(BUNDLE), dataset_dir=sample_dir,
-                          output_dir=str(out), **TINY)
+    full_size = out / "models" / "model.pt"  # a full-size model of the user's: a smoke run keeps to models/smoke
+    full_size.parent.mkdir()
+    full_size.write_bytes(b"the full-size model")
+    proc = run_bundle_cli(NAME, ["train.json", "smoke.yaml"], bundle_root=str(out), dataset_dir=sample_dir,
+                          output_dir=str(out / "train"), **TINY)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert full_size.read_bytes() == b"the full-size model" and not full_size.with_name("model.pt.prev").exists()
     assert "val_mean_dice" in proc.stdout + proc.stderr
     return out
 
 
 def test_train_cli_saves_best_model(trained):
-    ckpt = torch.load(trained / "models" / "model.pt", map_location="cpu", weights_only=True)
+    ckpt = torch.load(trained / "models" / "smoke" / "model.pt", map_location="cpu", weights_only=True)
     assert set(ckpt) == {"model", "info"} and ckpt["info"]["bundle"] == "unimiss_ct_segmentation"
     state = ckpt["model"]
     assert any(k.startswith("encoder.") for k in state) and any(k.startswith("decoder.") for k in state)
 
 
 def test_train_workflow_properties(sample_dir, tmp_path):
-    wf = run_workflow(NAME, ["train.json", "smoke.yaml"], "train", run=False, bundle_root=str(BUNDLE),
+    wf = run_workflow(NAME, ["train.json", "smoke.yaml"], "train", run=False, bundle_root=str(tmp_path),
                       dataset_dir=sample_dir, output_dir=str(tmp_path), **TINY)
     assert len(wf.train_dataset_data) == 3 and set(wf.train_dataset_data[0]) == {"image", "label"}
     wf.run()
     wf.finalize()
-    assert (tmp_path / "models" / "model.pt").is_file()
+    assert (tmp_path / "models" / "smoke" / "model.pt").is_file()
     assert wf.parser.get_parsed_content("validate#evaluator").state.best_metric >= 0.0
 
 
@@ -67,7 +72,7 @@ def test_train_with_deep_supervision(sample_dir, tmp_path):
     """``deep_supervision: true`` trains on all decoder levels; the evaluator still sees plain logits."""
     from unimiss_monai.losses import StackedDeepSupervisionLoss
 
-    wf = run_workflow(NAME, ["train.json", "smoke.yaml"], "train", run=False, check=False, bundle_root=str(BUNDLE),
+    wf = run_workflow(NAME, ["train.json", "smoke.yaml"], "train", run=False, check=False, bundle_root=str(tmp_path),
                       dataset_dir=sample_dir, output_dir=str(tmp_path), deep_supervision=True, **TINY)
     trainer = wf.parser.get_parsed_content("train#trainer")
     evaluator = wf.parser.get_parsed_content("validate#evaluator")
@@ -83,20 +88,20 @@ def test_train_with_deep_supervision(sample_dir, tmp_path):
     assert len(seen["eval"]) == 5 and seen["eval"][1] == 10  # (B, C, Z, X, Y)
     assert trainer.state.output[0]["pred"].shape == (10, 16, 32, 32) and np.isfinite(trainer.state.output[0]["loss"])
     assert evaluator.state.output[0]["pred"].ndim == 4 and 0.0 <= evaluator.state.best_metric <= 1.0
-    assert (tmp_path / "models" / "model.pt").is_file()
+    assert (tmp_path / "models" / "smoke" / "model.pt").is_file()
 
 
 def test_evaluate_writes_report(sample_dir, trained, tmp_path):
-    run_workflow(NAME, ["train.json", "evaluate.json", "smoke.yaml"], "eval", check=False, bundle_root=str(BUNDLE),
-                 dataset_dir=sample_dir, output_dir=str(tmp_path), ckpt_dir=str(trained / "models"), **TINY)
+    # the smoke overlay finds the tiny model in the bundle root's models/smoke, as the bundle's docs tell a user
+    run_workflow(NAME, ["train.json", "evaluate.json", "smoke.yaml"], "eval", check=False, bundle_root=str(trained),
+                 dataset_dir=sample_dir, output_dir=str(tmp_path), **TINY)
     report = json.loads((tmp_path / "segmentation_report.json").read_text())
     assert report["num_cases"] == 2 and report["structures"][6] == "lung"
     assert all(0.0 <= c["dice"]["lung"] <= 1.0 for c in report["cases"])
     assert (tmp_path / "segmentation_report.csv").is_file() and (tmp_path / "segmentation_report.png").stat().st_size > 10_000
     # Dice only, as the label-efficiency study scores (the command line hands over the string "false")
-    run_workflow(NAME, ["train.json", "evaluate.json", "smoke.yaml"], "eval", check=False, bundle_root=str(BUNDLE),
-                 dataset_dir=sample_dir, output_dir=str(tmp_path / "dice_only"), ckpt_dir=str(trained / "models"),
-                 report_surface_metrics="false", **TINY)
+    run_workflow(NAME, ["train.json", "evaluate.json", "smoke.yaml"], "eval", check=False, bundle_root=str(trained),
+                 dataset_dir=sample_dir, output_dir=str(tmp_path / "dice_only"), report_surface_metrics="false", **TINY)
     lean = json.loads((tmp_path / "dice_only" / "segmentation_report.json").read_text())
     assert [c["dice"] for c in lean["cases"]] == [c["dice"] for c in report["cases"]]
     assert all(v is None for c in lean["cases"] for v in c["hd95"].values())
@@ -113,8 +118,8 @@ def test_inference_on_input_grid_and_bad_cases(trained, tmp_path):
     nib.save(nib.Nifti1Image(np.zeros((20, 20), np.int16), np.eye(4)), data / "flat.nii.gz")
     (data / "broken.nii.gz").write_bytes(b"not a nifti file")
     out = tmp_path / "out"
-    run_workflow(NAME, ["inference.json", "smoke.yaml"], "infer", bundle_root=str(BUNDLE), dataset_dir=str(data),
-                 output_dir=str(out), ckpt_dir=str(trained / "models"), failed=2, **TINY)
+    run_workflow(NAME, ["inference.json", "smoke.yaml"], "infer", bundle_root=str(trained), dataset_dir=str(data),
+                 output_dir=str(out), failed=2, **TINY)
     seg = nib.load(out / "good_seg.nii.gz")
     assert seg.shape == (30, 28, 20) and np.allclose(seg.affine, affine, atol=1e-4)
     assert set(np.unique(np.asarray(seg.dataobj))) <= set(range(10))
@@ -135,11 +140,11 @@ def test_openvino_overlay_writes_the_plain_paths_labels(trained, tmp_path):
     data.mkdir()
     hu, _, affine = make_organ_phantom((30, 28, 20), (9.0, 9.0, 11.0), seed=3)
     nib.save(nib.Nifti1Image(hu.astype(np.int16), affine), data / "ct.nii.gz")
-    run_workflow(NAME, ["inference.json", "smoke.yaml"], "infer", bundle_root=str(BUNDLE), dataset_dir=str(data),
-                 output_dir=str(tmp_path / "plain"), ckpt_dir=str(trained / "models"), **TINY)
+    run_workflow(NAME, ["inference.json", "smoke.yaml"], "infer", bundle_root=str(trained), dataset_dir=str(data),
+                 output_dir=str(tmp_path / "plain"), **TINY)
     proc = run_bundle_cli(NAME, ["inference.json", "smoke.yaml", "inference_cpu.yaml", "inference_openvino.yaml"],
-                          bundle_root=str(BUNDLE), dataset_dir=str(data), output_dir=str(tmp_path / "openvino"),
-                          ckpt_dir=str(trained / "models"), cpu_bfloat16="false", **TINY)
+                          bundle_root=str(trained), dataset_dir=str(data), output_dir=str(tmp_path / "openvino"),
+                          cpu_bfloat16="false", **TINY)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "OpenVINOInferer: UniMissSegmentation traced, compiled for this CPU (f32" in proc.stdout + proc.stderr
     labels = {name: np.asarray(nib.load(tmp_path / name / "ct_seg.nii.gz").dataobj) for name in ("plain", "openvino")}
@@ -205,7 +210,7 @@ def test_metadata_and_network_contract(trained, tmp_path):
 def test_torchscript_export(trained, tmp_path):
     ts = tmp_path / "model.ts"
     ckpt_export(
-        net_id="network_def", filepath=str(ts), ckpt_file=str(trained / "models" / "model.pt"), meta_file=META,
+        net_id="network_def", filepath=str(ts), ckpt_file=str(trained / "models" / "smoke" / "model.pt"), meta_file=META,
         config_file=configs(NAME, "train.json", "smoke.yaml"), key_in_ckpt="model", use_trace=True, input_shape=[1, 1, 16, 32, 32],
         bundle_root=str(BUNDLE), **TINY,
     )
@@ -214,7 +219,7 @@ def test_torchscript_export(trained, tmp_path):
     parser.read_config(configs(NAME, "train.json", "smoke.yaml"))
     parser.update({**TINY, "bundle_root": str(BUNDLE)})
     net = parser.get_parsed_content("network_def")
-    ckpt = torch.load(trained / "models" / "model.pt", weights_only=True)
+    ckpt = torch.load(trained / "models" / "smoke" / "model.pt", weights_only=True)
     net.load_state_dict(ckpt["model"])
     x = torch.randn(1, 1, 16, 32, 32)
     with torch.no_grad():

@@ -28,13 +28,13 @@ def samples(sample_set):
 
 @pytest.fixture(scope="module")
 def trained(samples, tmp_path_factory):
-    """Smoke training through ConfigWorkflow (one epoch); returns the bundle root holding models/model.pt."""
+    """Smoke training through ConfigWorkflow (one epoch); returns the bundle root holding models/smoke/model.pt."""
     root = tmp_path_factory.mktemp("bundle")
     run_workflow(
         NAME, ["train.json", "smoke.yaml"], "train", bundle_root=str(root), dataset_dir=samples, max_epochs=1,
         **{"train#dataset#data": "$monai.data.load_decathlon_datalist(@datalist, True, 'training', base_dir=@data_root)[:4]"},
     )
-    ckpt = torch.load(root / "models" / "model.pt", weights_only=True)
+    ckpt = torch.load(root / "models" / "smoke" / "model.pt", weights_only=True)
     assert ckpt["info"]["bundle"] == "unimiss_cxr_segmentation" and set(ckpt) == {"model", "info"}
     return root
 
@@ -47,7 +47,7 @@ def test_smoke_training_through_monai_bundle_run(samples, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "val_mean_dice" in result.stdout + result.stderr
-    assert (tmp_path / "models" / "model.pt").is_file()
+    assert (tmp_path / "models" / "smoke" / "model.pt").is_file()
 
 
 def test_evaluate_writes_per_structure_report(samples, trained):
@@ -91,7 +91,7 @@ def test_checkpoint_of_another_variant_is_refused(trained):
 
     other = UniMissSegmentation(2, 3, 5, variant="mit_tiny", img_size=(64, 64), **tiny_overrides("mit_tiny"))
     with pytest.raises(ValueError, match="model.pt"):
-        load_pretrained_init(other, trained / "models" / "model.pt", strict=True)
+        load_pretrained_init(other, trained / "models" / "smoke" / "model.pt", strict=True)
 
 
 def test_metadata_and_network_io():

@@ -75,4 +75,4 @@ def test_release_round_trip(serve, tmp_path, one_thread):
     assert encoder and all(torch.equal(a[k], b[k]) for k in encoder)
     same = [k for k in encoder if k in source and source[k].shape == a[k].shape]
     assert len(same) > len(encoder) // 2 and all(torch.equal(a[k], source[k]) for k in same)
-    assert (tmp_path / "ft_folder" / "models" / "model.pt").is_file()
+    assert (tmp_path / "ft_folder" / "models" / "smoke" / "model.pt").is_file()
