@@ -7,7 +7,6 @@ import importlib
 import os
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -35,16 +34,11 @@ def test_import_loads_no_subpackage_until_one_is_used():
     assert loaded == ["[]", "True"]  # nothing heavy at import; a config's `unimiss_monai.drr.render` still works
 
 
-def test_cli_help_imports_nothing_heavy_and_is_quick():
-    start = time.perf_counter()
+def test_cli_help_imports_nothing_heavy():
     code = ("import sys, runpy\nsys.argv = ['unimiss_monai', '--help']\n"
             "try:\n    runpy.run_module('unimiss_monai', run_name='__main__')\nexcept SystemExit:\n    pass\n"
             f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
-    out = _python(code)
-    elapsed = time.perf_counter() - start
-    assert out.splitlines()[-1] == "[]"
-    # the interpreter and fire alone take ~0.5 s on the 2-core CI machine; torch would add several seconds
-    assert elapsed < 5.0, f"--help took {elapsed:.1f} s"
+    assert _python(code).splitlines()[-1] == "[]"
 
 
 MOVED = [

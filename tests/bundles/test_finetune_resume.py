@@ -42,6 +42,25 @@ class StopAt:
         time.sleep(600)  # until the test kills the process
 '''
 
+# injected the same way: writes the iteration a run starts with (its first ITERATION_STARTED) to a file
+FIRST_MODULE = '''
+from pathlib import Path
+from ignite.engine import Events
+
+
+class FirstIteration:
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def attach(self, engine):
+        engine.add_event_handler(Events.STARTED, lambda e: self.path.unlink(missing_ok=True))
+        engine.add_event_handler(Events.ITERATION_STARTED, self)
+
+    def __call__(self, engine):
+        if not self.path.exists():
+            self.path.write_text(str(engine.state.iteration))
+'''
+
 # bundle -> (sample set, iteration to stop after: the first of epoch 2 or later, never an epoch's last)
 KILLED = {"unimiss_cxr_segmentation": ("cxr_segmentation", 6), "unimiss_cxr_classification": ("cxr_classification", 3)}
 INTERRUPTED = {"unimiss_ct_segmentation": ("ct_segmentation", 4), "unimiss_ct_classification": ("ct_classification", 4)}
@@ -53,6 +72,13 @@ def _stop_override(module_dir: Path, iteration: int, marker: Path, mode: str) ->
     (module_dir / "stop_at.py").write_text(STOP_MODULE)
     return {"stop_at": {"_target_": "stop_at.StopAt", "iteration": iteration, "marker": str(marker), "mode": mode},
             "train#trainer#train_handlers": "$@train#handlers + [@stop_at]"}
+
+
+def _first_iteration_override(module_dir: Path, path: Path) -> dict:
+    """Config entries adding ``FirstIteration`` (writing to ``path``) to the trainer's handlers."""
+    (module_dir / "first_iteration.py").write_text(FIRST_MODULE)
+    return {"first_iteration": {"_target_": "first_iteration.FirstIteration", "path": str(path)},
+            "train#trainer#train_handlers": "$@train#handlers + [@first_iteration]"}
 
 
 def _paths(root: Path) -> dict[str, Path]:
@@ -148,7 +174,7 @@ def test_killed_run_resumes_to_the_uninterrupted_weights(bundle, sample_set, tmp
 
 
 @pytest.mark.parametrize("bundle", sorted(INTERRUPTED))
-def test_interrupted_run_resumes_in_process(bundle, sample_set, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_in_process(bundle, sample_set, tmp_path, monkeypatch, capsys):
     data, stop = INTERRUPTED[bundle]
     samples = sample_set(data)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -164,13 +190,20 @@ def test_interrupted_run_resumes_in_process(bundle, sample_set, tmp_path, monkey
         train(run, **_stop_override(tmp_path, stop, tmp_path / "stopped", "raise"))
     assert str(root_cause(err.value)) == "simulated kill"
     resumed_at = _check_interrupted(run, stop, before)
-    train(run)
+    first, checkpoint = tmp_path / "first_iteration", _paths(run)["output_dir"] / "checkpoints" / "checkpoint.pt"
+    capsys.readouterr()
+    train(run, **_first_iteration_override(tmp_path, first))
+    # it went on from the checkpoint (training over from the start, seeded alike, would end with the same weights)
+    assert int(first.read_text()) == resumed_at + 1
+    log = capsys.readouterr().out
+    assert f"resumed from {checkpoint} at iteration {resumed_at}" in log, log[-2000:]
     _check_resumed(run, tmp_path / "reference", before, resumed_at)
     # a finished run is not resumed: running it again trains anew, and keeps the model it replaces beside the
     # earlier copy (model.pt.prev is taken: no copy is overwritten)
     published = (_paths(run)["ckpt_dir"] / "model.pt").read_bytes()
     earlier = (_paths(run)["ckpt_dir"] / "model.pt.prev").read_bytes()
-    train(run)
+    train(run, **_first_iteration_override(tmp_path, first))
+    assert int(first.read_text()) == 1 and "resumed from" not in capsys.readouterr().out
     _assert_same(_state(run)[0]["network"], _state(tmp_path / "reference")[0]["network"])
     assert (_paths(run)["ckpt_dir"] / "model.pt.prev.2").read_bytes() == published
     assert (_paths(run)["ckpt_dir"] / "model.pt.prev").read_bytes() == earlier

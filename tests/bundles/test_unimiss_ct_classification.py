@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 
@@ -48,9 +49,27 @@ def test_evaluate_report(trained):
     assert metrics["num_cases"] == 6 and not metrics["multi_label"]
     assert [p["class"] for p in metrics["per_class"]] == CLASSES
     assert np.asarray(metrics["confusion_matrix"]).sum() == 6
-    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["macro_auc"] is not None
     for name in ("roc.png", "confusion_matrix.png", "per_class.csv", "evaluation_predictions.csv"):
         assert (root / "eval" / name).stat().st_size > 0
+    # the metrics, recomputed from the evaluation's own per-case file: accuracy of the arg-max, and each class's AUC
+    # as the Mann-Whitney fraction of (positive, negative) pairs ranked right (ties count half)
+    with open(root / "eval" / "evaluation_predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    probs = np.array([[float(r[f"prob_{c}"]) for c in CLASSES] for r in rows])
+    truth = np.array([[int(r[f"true_{c}"]) for c in CLASSES] for r in rows])
+    assert len(rows) == 6 and (truth.sum(1) == 1).all()
+    assert metrics["accuracy"] == pytest.approx(float(np.mean(probs.argmax(1) == truth.argmax(1))), abs=1e-12)
+    assert metrics["accuracy"] == pytest.approx(np.trace(metrics["confusion_matrix"]) / 6, abs=1e-12)
+    aucs = []
+    for c, entry in enumerate(metrics["per_class"]):
+        pos, neg = probs[truth[:, c] == 1, c], probs[truth[:, c] == 0, c]
+        if not len(pos) or not len(neg):
+            assert entry["auc"] is None
+            continue
+        pairs = [(p > n) + 0.5 * (p == n) for p in pos for n in neg]
+        aucs.append(sum(pairs) / len(pairs))
+        assert entry["auc"] == pytest.approx(aucs[-1], abs=1e-9), entry["class"]
+    assert aucs and metrics["macro_auc"] == pytest.approx(float(np.mean(aucs)), abs=1e-9)
 
 
 def test_evaluate_with_an_empty_class_reports_undefined_auc(trained, tmp_path):

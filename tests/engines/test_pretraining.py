@@ -26,9 +26,11 @@ def _snapshot(module):
 
 
 def test_teacher_gets_no_gradient_and_follows_student_by_ema():
-    trainer, net, _, _ = build_trainer(max_epochs=1, n_xray=0, xray_data=[])
-    teacher_before, student_before = _snapshot(net.teacher), _snapshot(net.student)
-    grads = {}
+    trainer, net, _, _ = build_trainer(max_epochs=2, n_xray=0, xray_data=[])  # 2 epochs of 2 iterations
+    # a momentum that changes with the optimiser step, so that the test also sees which step's value is used
+    momenta = {0: 0.9, 1: 0.7, 2: 0.5, 3: 0.3}
+    trainer.momentum_schedule = momenta.__getitem__
+    grads, steps = {}, []
 
     def record(engine):
         grads.update({n: p.grad for n, p in net.teacher.named_parameters()})
@@ -37,23 +39,20 @@ def test_teacher_gets_no_gradient_and_follows_student_by_ema():
     from monai.engines.utils import IterationEvents
 
     trainer.add_event_handler(IterationEvents.BACKWARD_COMPLETED, record)
+    trainer.add_event_handler(Events.ITERATION_STARTED, lambda e: steps.append([e.state.optimizer_step, _snapshot(net.teacher)]))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: steps[-1].extend([_snapshot(net.student), _snapshot(net.teacher)]))
     trainer.run()
     assert grads.pop("student_has_grad")
     assert all(g is None for g in grads.values())
     assert all(not p.requires_grad for p in net.teacher.parameters())
-    # EMA with momentum 0.9 over the run: teacher moved, and it lies between its start and the student
-    s_after, t_after = _snapshot(net.student), _snapshot(net.teacher)
-    for k in teacher_before:
-        if torch.equal(student_before[k], s_after[k]):
-            continue
-        assert not torch.equal(teacher_before[k], t_after[k]), k
-    # one EMA step by hand reproduces the rule t <- 0.9 t + 0.1 s
-    trainer2, net2, _, _ = build_trainer(max_epochs=1, n_ct=2, n_xray=0, xray_data=[])
-    t0 = _snapshot(net2.teacher)
-    trainer2.run()  # one iteration
-    s1, t1 = _snapshot(net2.student), _snapshot(net2.teacher)
-    for k in t0:
-        torch.testing.assert_close(t1[k], 0.9 * t0[k] + 0.1 * s1[k])
+    # every step: teacher_new = m * teacher_old + (1 - m) * student_new, m the schedule's value at that step
+    assert [s[0] for s in steps] == [0, 1, 2, 3]
+    for step, t_old, s_new, t_new in steps:
+        m = momenta[step]
+        for k in t_old:
+            torch.testing.assert_close(t_new[k], m * t_old[k] + (1 - m) * s_new[k], msg=f"step {step}: {k}")
+        # and the teacher moved wherever it and the student differed
+        assert any(not torch.equal(t_old[k], t_new[k]) for k in t_old), step
 
 
 def test_xray_phase_freezes_3d_only_parameters():
@@ -93,10 +92,12 @@ def test_loss_falls_on_a_toy_set():
     assert mean("reconstruction", out[-20:]) < 0.5 * mean("reconstruction", out[:20])
 
 
-def _train(tmp_path, max_epochs, crash_at=None, resume=True):
+def _train(tmp_path, max_epochs, crash_at=None, resume=True, started=None):
     trainer, net, opt, loss = build_trainer(max_epochs=max_epochs, n_ct=6, n_xray=4, batch_size=2)
     ckpt = TrainingCheckpoint(tmp_path, {"network": net, "optimizer": opt, "loss": loss}, save_every=2, resume=resume)
     ckpt.attach(trainer)
+    if started is not None:
+        trainer.add_event_handler(Events.ITERATION_STARTED, lambda e: started.append(e.state.iteration))
     if crash_at is not None:
 
         @trainer.on(Events.ITERATION_COMPLETED(once=crash_at))
@@ -109,16 +110,16 @@ def _train(tmp_path, max_epochs, crash_at=None, resume=True):
 
 def test_resume_after_kill_reproduces_uninterrupted_weights(tmp_path):
     reference = _snapshot(_train(tmp_path / "ref", max_epochs=3))
-    # killed at iteration 6 (mid-epoch of the X-ray epoch 2, after the save at iteration 4), restarted twice
+    # killed at iteration 5 (mid-epoch of the X-ray epoch 2, after the save at iteration 4), then restarted
     with pytest.raises(KeyboardInterrupt):
         _train(tmp_path / "run", max_epochs=3, crash_at=5)
-    assert (tmp_path / "run" / "checkpoint.pt").exists()
-    resumed = _snapshot(_train(tmp_path / "run", max_epochs=3))
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["trainer"]["iteration"] == 4
+    started = []
+    resumed = _snapshot(_train(tmp_path / "run", max_epochs=3, started=started))
+    # it went on from the checkpoint (a run started over, with the same seed, would end with the same weights)
+    assert started == [5, 6, 7, 8, 9]
     for k in reference:
         torch.testing.assert_close(resumed[k], reference[k], rtol=0, atol=0, msg=k)
-    # without resume the weights differ, so the comparison above can fail
-    fresh = _snapshot(_train(tmp_path / "other", max_epochs=2))
-    assert any(not torch.equal(fresh[k], reference[k]) for k in reference)
 
 
 def test_corrupt_sample_is_skipped_and_counted(caplog):
@@ -190,10 +191,12 @@ def test_sampler_is_a_function_of_seed_epoch_and_position():
     assert len(a) == len(b) == 4 and not set(a) & set(b)
 
 
-def _train_accumulating(tmp_path, crash_at=None):
+def _train_accumulating(tmp_path, crash_at=None, started=None):
     # 4 iterations per epoch in windows of 2; a save every 3 iterations falls inside a window
     trainer, net, opt, loss = build_trainer(max_epochs=2, n_ct=8, batch_size=2, xray_data=[], accumulation_steps=2)
     TrainingCheckpoint(tmp_path, {"network": net, "optimizer": opt, "loss": loss}, save_every=3).attach(trainer)
+    if started is not None:
+        trainer.add_event_handler(Events.ITERATION_STARTED, lambda e: started.append(e.state.iteration))
     if crash_at is not None:
         trainer.add_event_handler(Events.ITERATION_COMPLETED(once=crash_at), lambda e: (_ for _ in ()).throw(KeyboardInterrupt()))
     trainer.run()
@@ -206,6 +209,8 @@ def test_resume_inside_an_accumulation_window_reproduces_uninterrupted_weights(t
         _train_accumulating(tmp_path / "run", crash_at=5)
     saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert saved["trainer"]["iteration"] == 4  # the save due at iteration 3 waited for its window to close
-    resumed = _snapshot(_train_accumulating(tmp_path / "run"))
+    started = []
+    resumed = _snapshot(_train_accumulating(tmp_path / "run", started=started))
+    assert started == [5, 6, 7, 8]  # it went on after the saved iteration, not from the start
     for k in reference:
         torch.testing.assert_close(resumed[k], reference[k], rtol=0, atol=0, msg=k)

@@ -46,9 +46,16 @@ def test_converges_to_doubly_stochastic():
 
 
 def test_three_iterations_meet_the_sample_marginal_exactly():
-    q = sinkhorn_knopp(torch.nn.functional.normalize(torch.randn(16, 8), dim=1))
+    scores = torch.nn.functional.normalize(torch.randn(16, 8, generator=torch.Generator().manual_seed(0)), dim=1)
+    q = sinkhorn_knopp(scores.clone().requires_grad_())
     assert torch.allclose(q.sum(dim=1), torch.ones(16), atol=1e-5)
     assert not q.requires_grad
+    # the defaults are 3 iterations at epsilon 0.05: the explicit call and the plain-loop reference agree
+    assert torch.equal(q, sinkhorn_knopp(scores, epsilon=0.05, n_iters=3))
+    assert torch.allclose(q.double(), reference_sinkhorn(scores, 0.05, 3), atol=1e-5)
+    # 2 or 4 iterations give other codes, so the comparison above tells the count apart
+    for n in (2, 4):
+        assert not torch.allclose(q.double(), reference_sinkhorn(scores, 0.05, n), atol=1e-5), n
 
 
 def test_extreme_scores_stay_finite():

@@ -11,18 +11,26 @@ from unimiss_monai.report.run_folder import inference_cases
 from unimiss_monai.report.steps import STEPS_FILE, main, outputs_valid, read_steps, run_step
 
 
+SLEEP = 0.3  # seconds the writer sleeps: a lower bound of its recorded wall time
+
+
 def _writer(path):
-    return [sys.executable, "-c", f"open({str(path)!r}, 'a').write('x')"]
+    return [sys.executable, "-c", f"import time; time.sleep({SLEEP}); open({str(path)!r}, 'a').write('x')"]
 
 
 def test_run_then_skip_then_rerun(tmp_path, capsys):
     run, out, src = tmp_path / "run", tmp_path / "out.txt", tmp_path / "in.txt"
     src.write_text("input")
     os.utime(src, (time.time() - 10, time.time() - 10))
+    before, t0 = time.strftime("%Y-%m-%dT%H:%M:%S"), time.perf_counter()
     assert run_step(run, "make", _writer(out), outputs=[str(out)], inputs=[str(src)]) == 0
+    outer, after = time.perf_counter() - t0, time.strftime("%Y-%m-%dT%H:%M:%S")
     assert out.read_text() == "x"
     record = read_steps(run)["steps"][0]
-    assert record["status"] == "ok" and record["returncode"] == 0 and record["wall_seconds"] >= 0
+    assert record["status"] == "ok" and record["returncode"] == 0
+    # the command's own duration: at least its sleep, at most the whole call (both give-or-take the 0.1 s rounding)
+    assert SLEEP - 0.05 <= record["wall_seconds"] <= outer + 0.05, (record["wall_seconds"], outer)
+    assert before <= record["started"] <= after
     assert record["command"].startswith(sys.executable) and "environment" in json.loads((run / STEPS_FILE).read_text())
     printed = capsys.readouterr().out
     assert record["command"] in printed  # the exact command, to copy

@@ -52,10 +52,17 @@ def test_rand_scaled_crop_sizes_and_padding():
         out = crop(torch.randn(1, 20, 300, 300))
         d, h, w = out.shape[1:]
         assert d == 16 and int(96 * 1.4) <= h <= int(96 * 1.8) and int(96 * 1.4) <= w <= int(96 * 1.8)
-    small = torch.full((1, 4, 30, 40), 5.0)
-    small[0, 0, 0, 0] = -1.0
-    out = RandScaledCrop((16, 96, 96), scale_range=(0.8, 1.2))(small)
-    assert out.shape == (1, 16, 96, 96) and out.min() >= -1.0 - 1e-5  # padded with the image minimum
+    # an image smaller than the crop: padded symmetrically with its minimum (-3.25, one voxel of the image), so with
+    # scale 1 and no resize the crop is the whole padded image, the image at its centre
+    small = torch.arange(4 * 30 * 40, dtype=torch.float32).reshape(1, 4, 30, 40) / 100.0 + 5.0
+    small[0, 2, 17, 9] = -3.25
+    out = RandScaledCrop((16, 96, 96), scale_range=(1.0, 1.0), resize=False)(small)
+    assert out.shape == (1, 16, 96, 96)
+    inside = (slice(None), slice(6, 10), slice(33, 63), slice(28, 68))  # (16-4)/2, (96-30)/2, (96-40)/2 before
+    assert torch.equal(out[inside], small)
+    padding = torch.ones_like(out, dtype=torch.bool)
+    padding[inside] = False
+    assert torch.equal(out[padding], torch.full((int(padding.sum()),), -3.25))
 
 
 def test_determinism_and_dict_matches_array():
