@@ -70,40 +70,53 @@ def test_backbone_failed_memory_is_said_not_nan(stub_backbone, tmp_path, capsys)
     assert ours["peak_mem_mib"] is None and ours["peak_mem_error"].startswith("MemoryError")
 
 
-def _fake_measure(walls, devices):
-    """``measure`` that runs the call (its output is used) and reports the next of ``walls`` seconds."""
+def _fake_measure(walls, devices, peaks=None):
+    """``measure`` that runs the call (its output is used) and reports the next of ``walls`` seconds and of ``peaks``
+    MiB (1.0 without them)."""
     def measure(fn, device="cpu"):
         devices.append(device)
-        return walls.pop(0), 0.001, 1.0, fn()
+        return walls.pop(0), 0.001, peaks.pop(0) if peaks else 1.0, fn()
     return measure
 
 
 def test_infer_ratios_of_millisecond_rows_use_unrounded_medians_and_show_both(monkeypatch, tmp_path, capsys,
                                                                               one_thread):
     """On a GPU a whole CT can take milliseconds: the ratio is of the medians as measured, not of values rounded to
-    0.01 s (which made 4 ms a division by zero), and both sides are printed with their digits."""
+    0.01 s (which made 4 ms a division by zero), and both sides are printed with their digits. Each row's peak
+    memory is the one measured for it."""
     from unimiss_monai.benchmarks import inference
 
-    monkeypatch.setattr(inference, "measure", _fake_measure([0.0123, 0.0041], []))
+    monkeypatch.setattr(inference, "measure", _fake_measure([0.0123, 0.0041], [], [300.4, 120.6]))
     result = inference.bench_infer(shape=(16, 64, 64), swinunetr=False, repeats=1, out=str(tmp_path / "i.json"),
                                    overrides={"network_def#preset": "smoke", "roi_size": [16, 64, 64]})
     (line,) = result["ratios"]
     assert line == f"{inference.FAST} 0.0041 s vs {inference.REFERENCE} 0.012 s (medians): 3.00x"
     assert line in capsys.readouterr().out
     assert result["results"][inference.FAST]["median_s"] == pytest.approx(0.0041)
+    rows = json.loads((tmp_path / "i.json").read_text())["results"]
+    assert {name: rows[name]["peak_extra_mib"] for name in (inference.REFERENCE, inference.FAST)} == {
+        inference.REFERENCE: 300, inference.FAST: 121}
 
 
 def test_infer_timing_on_a_gpu_measures_the_gpu_memory(monkeypatch):
+    """On a CUDA device every run is measured there (its allocated memory, not the host's): each row keeps the peaks
+    measured for its own runs (round-robin: a, b, a, b) and the label map of its output."""
     import torch
 
     from unimiss_monai.benchmarks import inference
 
     devices = []
-    monkeypatch.setattr(inference, "measure", _fake_measure([0.5, 0.5], devices))
+    monkeypatch.setattr(inference, "measure", _fake_measure([0.5, 0.6, 0.7, 0.8], devices, [11.0, 22.0, 33.0, 44.0]))
     monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
-    runners = {name: (lambda: torch.zeros(1, 3, 2, 2, 2)) for name in ("a", "b")}
-    times, labels = inference._timed_rows(runners, 1, "cuda:0")
-    assert devices == ["cuda:0", "cuda:0"] and set(labels) == {"a", "b"}
+    outputs = {name: torch.zeros(1, 3, 2, 2, 2) for name in ("a", "b")}
+    outputs["b"][:, 2] = 1.0  # b's label map is class 2 everywhere, a's class 0
+    runners = {name: (lambda n=name: outputs[n]) for name in ("a", "b")}
+    times, labels = inference._timed_rows(runners, 2, "cuda:0")
+    assert devices == ["cuda:0"] * 4
+    assert times["a"]["mem"] == [11.0, 33.0] and times["b"]["mem"] == [22.0, 44.0]
+    assert times["a"]["wall"] == [0.5, 0.7] and times["b"]["wall"] == [0.6, 0.8]
+    assert set(labels) == {"a", "b"} and torch.equal(labels["a"], torch.zeros(2, 2, 2, dtype=torch.uint8))
+    assert torch.equal(labels["b"], torch.full((2, 2, 2), 2, dtype=torch.uint8))
 
 
 def test_pretrain_prints_the_machine_threads_and_load_average(monkeypatch, capsys, one_thread):

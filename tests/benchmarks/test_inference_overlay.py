@@ -97,9 +97,34 @@ def test_base_overlay_goes_into_both_paths_before_the_fast_overlay():
     assert load_paths(BUNDLE, None, "cpu").get("network_def#embed_dims") != [16, 32, 32, 64]
 
 
-def test_fast_path_labels_agree_with_the_reference(tmp_path, capsys, one_thread):
+def _num_classes() -> int:
+    return int(load_paths(BUNDLE, None, "cpu").get_parsed_content("num_classes"))
+
+
+def _agrees(agreement: dict) -> bool:
+    """The agreement this module asks of two paths on the same weights."""
+    return agreement["voxels_equal"] >= 0.97 and bool(agreement["dice_per_class"]) and min(agreement["dice_per_class"].values()) >= 0.9
+
+
+def _capture_label_maps(monkeypatch) -> list[dict]:
+    """Record each bench run's label maps (``{row: argmax label map}``) as it computes them."""
+    import unimiss_monai.benchmarks.inference as inference
+
+    runs, timed_rows = [], inference._timed_rows
+
+    def spy(*args, **kwargs):
+        times, labels = timed_rows(*args, **kwargs)
+        runs.append(dict(labels))
+        return times, labels
+
+    monkeypatch.setattr(inference, "_timed_rows", spy)
+    return runs
+
+
+def test_fast_path_labels_agree_with_the_reference(tmp_path, capsys, one_thread, monkeypatch):
     """Same seeded weights on both paths, bfloat16 forced on (emulated where the CPU lacks it): the label maps of a
     20x72x72 volume agree per class; a different network (another seed) does not, so the check can fail."""
+    runs = _capture_label_maps(monkeypatch)
     out = tmp_path / "bench.json"
     result = bench_infer(shape=(20, 72, 72), swinunetr=False, overrides={**SMOKE, "cpu_bfloat16": True}, out=str(out))
     text = capsys.readouterr().out
@@ -108,8 +133,17 @@ def test_fast_path_labels_agree_with_the_reference(tmp_path, capsys, one_thread)
     saved = json.loads(out.read_text())
     assert saved["results"][FAST]["inferer"] == "MirrorTTAInferer > AutocastInferer (bfloat16) > SlidingWindowInferer"
     agreement = result["agreement_reference_vs_fast"]
-    assert agreement["voxels_equal"] >= 0.97, agreement
-    assert agreement["dice_per_class"] and min(agreement["dice_per_class"].values()) >= 0.9, agreement
+    assert _agrees(agreement), agreement
+    # the reported agreement is that of the label maps the two rows produced
+    reference, fast = runs[0][REFERENCE], runs[0][FAST]
+    assert agreement["voxels_equal"] == pytest.approx(float((reference == fast).double().mean()), abs=1e-6)
+
+    # the fast path of another seed's network against this reference: the same check rejects it
+    bench_infer(shape=(20, 72, 72), swinunetr=False, overrides={**SMOKE, "cpu_bfloat16": True}, seed=1, out=str(tmp_path / "other.json"))
+    other = runs[1][FAST]
+    assert other.shape == reference.shape
+    different = {"voxels_equal": float((reference == other).double().mean()), "dice_per_class": dice_per_class(reference, other, _num_classes())}
+    assert not _agrees(different), different
 
 
 def test_agreement_check_can_fail():
@@ -180,12 +214,24 @@ def test_autocast_inferer_refuses_bad_settings(kwargs, message):
         AutocastInferer(SlidingWindowInferer(8), **kwargs)
 
 
-def test_ct_and_label_are_scored_on_the_ct_grid(tmp_path, one_thread):
+def test_ct_and_label_are_scored_on_the_ct_grid(tmp_path, one_thread, monkeypatch):
     """A CT through the bundle's preprocessing: both label maps go back onto the CT's grid and are scored against its
-    label map; a label map of another shape is refused in one line."""
+    label map (the Dice per class recomputed here from the inverted maps and the label file); a label map of another
+    shape is refused in one line."""
+    import nibabel as nib
+    import numpy as np
+
+    import unimiss_monai.benchmarks.inference as inference
     from unimiss_monai.data import save_nifti
     from unimiss_monai.data.sample_sets.ct_segmentation import make_organ_phantom
 
+    inverted, invert = [], inference._invert_labels
+
+    def spy(*args, **kwargs):
+        inverted.append(invert(*args, **kwargs))
+        return inverted[-1]
+
+    monkeypatch.setattr(inference, "_invert_labels", spy)
     hu, labels, affine = make_organ_phantom()
     ct = save_nifti(hu, affine, tmp_path / "ct.nii.gz")
     label = save_nifti(labels, affine, tmp_path / "label.nii.gz")
@@ -193,7 +239,20 @@ def test_ct_and_label_are_scored_on_the_ct_grid(tmp_path, one_thread):
     result = bench_infer(ct=str(ct), label=str(label), swinunetr=False, overrides=overrides, out=str(tmp_path / "b.json"))
     assert result["setup"].startswith("CT ct.nii.gz, network grid (25, 32, 29) (Z, X, Y)")
     scores = result["dice_vs_label"]
-    assert set(scores) == {REFERENCE, FAST} and all(0.0 <= d <= 1.0 for s in scores.values() for d in s.values())
+    assert set(scores) == {REFERENCE, FAST}
+    # each row's label map back on the CT grid, scored independently: Dice per class present in either map
+    truth = np.asarray(nib.load(label).dataobj).round().astype(np.int64)
+    assert len(inverted) == 2
+    for name, mapped in zip((REFERENCE, FAST), inverted):  # bench_infer inverts the rows in this order
+        mapped = mapped.numpy()
+        assert mapped.shape == truth.shape == hu.shape
+        expected = {}
+        for c in range(1, _num_classes()):
+            size = int((mapped == c).sum() + (truth == c).sum())
+            if size:
+                expected[c] = 2.0 * int(((mapped == c) & (truth == c)).sum()) / size
+        assert expected and scores[name].keys() == expected.keys(), (name, scores[name], expected)
+        assert scores[name] == pytest.approx(expected, abs=1e-5), name
     wrong = save_nifti(labels[:-1], affine, tmp_path / "wrong.nii.gz")
     with pytest.raises(ValueError, match="pass the label map of this CT"):
         bench_infer(ct=str(ct), label=str(wrong), swinunetr=False, overrides=overrides, out=str(tmp_path / "c.json"))

@@ -5,6 +5,7 @@ MONAI ResNet slice encoder refused). Runs write under ``tmp_path``, never into `
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -81,15 +82,50 @@ def test_smoke_composition_runs_end_to_end(pretraining_samples, tmp_path):
 
 
 @pytest.mark.slow
+def _rank_records_overlay(path: Path) -> Path:
+    """A config overlay whose ``run`` trains, then has every rank save what it trained: its rank, the number of ranks,
+    the trainer's epoch length and last epoch's sample counts, its CT sampler's draws, and its network and heads."""
+    record = ("$torch.save({'rank': torch.distributed.get_rank(), 'world_size': torch.distributed.get_world_size(), "
+              "'epoch_length': @train#trainer.state.epoch_length, 'samples': dict(@train#trainer.state.samples_trained), "
+              "'draws': @train#ct_loader.sampler.draws(), 'network': @network_def.state_dict(), "
+              "'intra_head': @intra_head.state_dict(), 'inter_head': @inter_head.state_dict()}, "
+              "@output_dir + '/rank' + str(torch.distributed.get_rank()) + '.pt')")
+    path.write_text(json.dumps({"run": ["$@train#trainer.run()", record]}))
+    return path
+
+
 def test_ddp_two_gloo_processes(pretraining_samples, tmp_path):
+    """Two gloo ranks split each epoch's draws between them (half the single-process epoch each, no CT volume on
+    both) and end with the same network and heads (gradients averaged over the ranks, buffers following rank 0)."""
     out = tmp_path / "out"
+    batch = 1
     overrides = {**SMALL, "slice_backbone": "mit_tiny", "slice_backbone_kwargs": "$dict(unimiss_monai.networks.tiny_overrides('mit_tiny'), img_size=[64, 64])",
-                 "train#batch_size": 1, "schedule": "joint"}
-    proc = run_bundle_cli(BUNDLE, (*RECIPE, "multi_gpu_train.json"), nproc=2, bundle_root=str(tmp_path / "bundle"),
+                 "train#batch_size": batch, "schedule": "joint"}
+    overlay = str(_rank_records_overlay(tmp_path / "rank_records.json"))  # an absolute path: configs() keeps it
+    proc = run_bundle_cli(BUNDLE, (*RECIPE, "multi_gpu_train.json", overlay), nproc=2, bundle_root=str(tmp_path / "bundle"),
                           dataset_dir=str(pretraining_samples), output_dir=str(out), **overrides)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     export = _check_export(out / "models" / "model.pt")
     assert export["info"]["variant"] == "mit_tiny"
+
+    from unimiss_monai.data import find_dataset
+
+    n_ct = len(json.loads((Path(find_dataset(str(pretraining_samples), "pretraining")) / "datalist.json").read_text())["ct"])
+    assert n_ct // batch >= 2  # one process would have at least two iterations to split
+    ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert [(r["rank"], r["world_size"]) for r in ranks] == [(0, 2), (1, 2)]
+    for r in ranks:
+        assert r["epoch_length"] == n_ct // (2 * batch)  # half of one process's n_ct // batch
+        # the smoke run's last epoch is its X-ray one (CT and X-ray epochs alternate, CT first)
+        assert r["samples"] == {"ct": 0, "xray": r["epoch_length"] * batch}
+        assert len(r["draws"]) == r["epoch_length"] * batch
+    # the two CT shares are disjoint and together one pass over the CT volumes
+    assert sorted(i for r in ranks for i, _ in r["draws"]) == list(range(n_ct))
+    for part in ("network", "intra_head", "inter_head"):
+        a, b = (r[part] for r in ranks)
+        assert a.keys() == b.keys() and a
+        different = [k for k in a if not torch.equal(a[k], b[k])]
+        assert not different, f"{part}: the ranks ended with different {different[:5]}"
 
 
 def _mit_export(tmp_path: Path, variant: str = "mitplus", **net_kw) -> Path:

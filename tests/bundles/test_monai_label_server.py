@@ -431,11 +431,9 @@ def test_fifty_concurrent_infer_requests_all_return_the_same_label(server):
              **{k: round(float(v), 2) for k, v in (("min_s", latency.min()), ("p50_s", np.percentile(latency, 50)),
                                                     ("p95_s", np.percentile(latency, 95)), ("max_s", latency.max()))},
              "load_average_1_5_15": [round(x, 2) for x in load], "cpus": os.cpu_count()}
-    # answers leave as they are ready (inference runs off the server's event loop, one at a time): the first arrive
-    # long before the last; with inference on the loop every answer waited for the whole queue (min = p50 = max).
-    # Even the first answers take about a quarter of the maximum on 2 cores (9-10 s of 36-43 s measured), so "long
-    # before" is measured against half of it
-    assert stats["p50_s"] < 0.75 * stats["max_s"] and latency.min() < 0.5 * latency.max(), stats
+    # the latencies are recorded, not asserted (they follow the machine's load); that /infer runs one inference at a
+    # time off the event loop, leaving the server free for other requests, is checked by the order of events in
+    # tests/utils/test_monai_label_app.py
     out = save_json(stats, server.work / "outputs" / "infer_latency.json")
     print(f"50 concurrent /infer: {elapsed:.1f} s, latency min {stats['min_s']} s, p50 {stats['p50_s']} s, p95 {stats['p95_s']} s, max "
           f"{stats['max_s']} s (load average {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}; {out})")

@@ -58,14 +58,38 @@ def test_train_cli_saves_best_model(trained):
     assert any(k.startswith("encoder.") for k in state) and any(k.startswith("decoder.") for k in state)
 
 
+def _mean_foreground_dice(cases: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """Dice of one-hot ``(C, ...)`` prediction and label maps, per case and foreground class whose label is not
+    empty, averaged over all those (case, class) pairs (MeanDice's defaults, written out here)."""
+    scores = []
+    for pred, label in cases:
+        for c in range(1, label.shape[0]):
+            p, t = pred[c] > 0.5, label[c] > 0.5
+            if t.any():
+                scores.append(2.0 * (p & t).sum() / (p.sum() + t.sum()))
+    return float(np.mean(scores))
+
+
 def test_train_workflow_properties(sample_dir, tmp_path):
+    """The run trains, exports, and the evaluator's best metric is the best mean foreground Dice of its validations,
+    recomputed here from the label maps it scored."""
+    from ignite.engine import Events
+
     wf = run_workflow(NAME, ["train.json", "smoke.yaml"], "train", run=False, bundle_root=str(tmp_path),
                       dataset_dir=sample_dir, output_dir=str(tmp_path), **TINY)
     assert len(wf.train_dataset_data) == 3 and set(wf.train_dataset_data[0]) == {"image", "label"}
+    evaluator = wf.parser.get_parsed_content("validate#evaluator")
+    validations: list[list[tuple[np.ndarray, np.ndarray]]] = []
+    evaluator.add_event_handler(Events.EPOCH_STARTED, lambda e: validations.append([]))
+    evaluator.add_event_handler(Events.ITERATION_COMPLETED, lambda e: validations[-1].extend(
+        (np.asarray(o["pred"]), np.asarray(o["label"])) for o in e.state.output))
     wf.run()
     wf.finalize()
     assert (tmp_path / "models" / "smoke" / "model.pt").is_file()
-    assert wf.parser.get_parsed_content("validate#evaluator").state.best_metric >= 0.0
+    assert len(validations) == TINY["max_epochs"] and all(validations)
+    dice = [_mean_foreground_dice(cases) for cases in validations]
+    assert evaluator.state.best_metric == pytest.approx(max(dice), abs=1e-5), dice
+    assert evaluator.state.best_metric_epoch == 1 + int(np.argmax(dice))
 
 
 def test_train_with_deep_supervision(sample_dir, tmp_path):

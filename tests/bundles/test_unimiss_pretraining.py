@@ -340,16 +340,50 @@ def test_mlflow_tracking_logs_every_loss_term(pretraining_samples, tmp_path, one
 
 @pytest.mark.slow
 @pytest.mark.integration
+def _rank_records_overlay(path: Path) -> Path:
+    """A config overlay whose ``run`` trains, then has every rank save what it trained: its rank, the number of ranks,
+    the trainer's epoch length and last epoch's sample counts, its CT sampler's draws, and its weights and loss state."""
+    record = ("$torch.save({'rank': torch.distributed.get_rank(), 'world_size': torch.distributed.get_world_size(), "
+              "'epoch_length': @train#trainer.state.epoch_length, 'samples': dict(@train#trainer.state.samples_trained), "
+              "'draws': @train#ct_loader.sampler.draws(), 'network': @network_def.state_dict(), 'loss': @loss.state_dict()}, "
+              "@output_dir + '/rank' + str(torch.distributed.get_rank()) + '.pt')")
+    path.write_text(json.dumps({"run": ["$@train#trainer.run()", record]}))
+    return path
+
+
 def test_gloo_ddp_two_processes(pretraining_samples, tmp_path):
+    """Two gloo ranks split each epoch's CT draws between them (half the single-process epoch each, no draw on both)
+    and end with the same student, teacher and loss centre (DDP averages the gradients, the centre is all-reduced)."""
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    overlay = _rank_records_overlay(tmp_path / "rank_records.json")
+    config_files = _configs("train.json", "smoke.yaml", "multi_gpu_train.json")[:-1] + f",'{overlay}']"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", "-m", "monai.bundle", "run",
-           "--config_file", _configs("train.json", "smoke.yaml", "multi_gpu_train.json"),
+           "--config_file", config_files,
            "--bundle_root", str(tmp_path / "bundle"), "--dataset_dir", str(pretraining_samples), "--output_dir", str(out),
            "--train#epochs", "1"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert torch.load(out / "models" / "model.pt", weights_only=True)["model"]
+
+    from unimiss_monai.data import find_dataset
+
+    n_ct = len(json.loads((Path(find_dataset(str(pretraining_samples), "pretraining")) / "datalist.json").read_text())["ct"])
+    batch = 2  # train.json's train#batch_size
+    assert n_ct // batch >= 2  # one process would have at least two iterations to split
+    ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert [(r["rank"], r["world_size"]) for r in ranks] == [(0, 2), (1, 2)]
+    for r in ranks:
+        assert r["epoch_length"] == n_ct // (2 * batch)  # half of one process's n_ct // batch
+        assert r["samples"] == {"ct": r["epoch_length"] * batch, "xray": 0}
+        assert len(r["draws"]) == r["epoch_length"] * batch
+    # the two shares are disjoint and together one pass over the CT volumes
+    assert sorted(i for r in ranks for i, _ in r["draws"]) == list(range(n_ct))
+    for part in ("network", "loss"):
+        a, b = (r[part] for r in ranks)
+        assert a.keys() == b.keys() and a
+        different = [k for k in a if not torch.equal(a[k], b[k])]
+        assert not different, f"{part}: the ranks ended with different {different[:5]}"
 
 
 def test_teacher_temperature_is_a_bundle_option():
