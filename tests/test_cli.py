@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from unimiss_monai.cli import main, read_options, with_boolean_options
+from unimiss_monai.cli import main, read_options, with_boolean_options, with_path_errors
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,8 +74,9 @@ def test_typo_through_python_m(tmp_path):
     assert proc.stdout == "" and list(tmp_path.iterdir()) == []
 
 
-def _flags(synthetic: bool = False, progress: bool = True, force: bool | str = False, n: int = 1):
-    return {"synthetic": synthetic, "progress": progress, "force": force, "n": n}
+def _flags(synthetic: bool = False, progress: bool = True, force: bool | str = False, n: int = 1,
+           mode: str | bool = "auto"):
+    return {"synthetic": synthetic, "progress": progress, "force": force, "n": n, "mode": mode}
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -84,7 +85,8 @@ def _flags(synthetic: bool = False, progress: bool = True, force: bool | str = F
     (["--synthetic=True", "--progress=no"], {"synthetic": True, "progress": False}),
     (["--synthetic"], {"synthetic": True}),
     (["--noprogress"], {"progress": False}),
-    (["--force", "later"], {"force": "later"}),  # not a plain boolean option: the command reads it itself
+    (["--force", "yes"], {"force": True}),  # a boolean a Python caller may also give as text
+    (["--mode", "later"], {"mode": "later"}),  # not a boolean option (its default is text): the command reads it
     (["--n", "0"], {"n": 0}),
 ])
 def test_boolean_options_are_read_as_booleans(args, expected):
@@ -101,6 +103,37 @@ def test_a_boolean_option_that_is_not_one_stops_the_command(tmp_path, monkeypatc
     assert str(err.value.code) == ("unimiss_monai samples: --synthetic is 'maybe', not a boolean; use true/false, yes/no "
                                    "or 1/0, or --synthetic / --nosynthetic")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_boolean_option_also_typed_str_is_named_as_an_option():
+    """``publish-pretrained --force maybe`` (``force: bool | str``) is refused as the option it is, not as a bundle's
+    "config id 'force'"."""
+    with pytest.raises(SystemExit) as err:
+        main(["publish-pretrained", "absent.pt", "--force", "maybe"])
+    assert str(err.value.code) == ("unimiss_monai publish-pretrained: --force is 'maybe', not a boolean; use true/false, "
+                                   "yes/no or 1/0, or --force / --noforce")
+
+
+@pytest.mark.parametrize("out, where", [("afile", ""), ("afile/sub", ": {tmp}/afile")])
+def test_an_output_folder_that_is_a_file_is_named_with_its_option(tmp_path, monkeypatch, out, where):
+    """``Path.mkdir`` said "[Errno 17] File exists: 'afile'" (or "Not a directory" with a traceback)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("keep")
+    with pytest.raises(FileExistsError) as err:
+        main(["samples", "--out", out, "--only", "pretraining"])
+    assert str(err.value) == (f"samples: --out {out}{where.format(tmp=tmp_path)} is a file, not a folder; move that "
+                              "file away or choose another --out")
+    assert [p.name for p in tmp_path.iterdir()] == ["afile"] and (tmp_path / "afile").read_text() == "keep"
+
+
+def test_a_folder_given_for_a_file_is_named_with_its_option(tmp_path):
+    def read(path: str = "x", other: str = "y"):
+        return open(path).read()
+
+    with pytest.raises(FileExistsError, match=f"^cmd: --path {tmp_path} is a folder, not a file: give the path of a file"):
+        with_path_errors("cmd", read)(str(tmp_path))
+    with pytest.raises(FileNotFoundError):  # any other error stays as it was
+        with_path_errors("cmd", read)(str(tmp_path / "absent"))
 
 
 def test_text_options_reach_the_command_as_typed(monkeypatch):

@@ -102,7 +102,8 @@ step() {  # step NAME LIMIT_S COMMAND...: run under the time limit, log to PARTS
     local name="$1" limit="$2" start status
     shift 2
     case " $STEPS " in *" $name "*) ;; *) return 0 ;; esac
-    rm -f "$PARTS/$name.json"  # a result left from an earlier run must not stand for this one
+    # a result left from an earlier run must not stand for this one (bench-backbone draws a chart beside its JSON)
+    rm -f "$PARTS/$name.json" "$PARTS/$name.png"
     echo "[bench-gpu] $name: $*"
     start=$SECONDS
     set +e

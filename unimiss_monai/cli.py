@@ -7,12 +7,15 @@ them lazily, so ``python -m unimiss_monai --help`` stays fast.
 from __future__ import annotations
 
 import difflib
+import errno
 import functools
 import importlib
 import inspect
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 # command name -> "module:function"
 COMMANDS: dict[str, str] = {
@@ -57,6 +60,37 @@ _FIRE_FLAGS = {"help", "h", "verbose"}
 def _is_flag(arg: str) -> bool:
     # fire's rule: a leading hyphen, except a negative number
     return arg.startswith("--") or re.match(r"^-[a-zA-Z]", arg) is not None
+
+
+def short_flags(func: Callable) -> dict[str, str]:
+    """The one-letter flags fire's ``--help`` lists for ``func``: ``{"b": "base_url"}``.
+
+    fire's help gives a parameter with a default ``-x`` when no other parameter with a default starts with ``x``
+    (keyword-only ones among themselves), even when a positional parameter does, which fire's own parser then calls
+    ambiguous (``package-bundle BUNDLE -b URL``); :func:`main` reads such a flag as the help says.
+    """
+    params = inspect.signature(func).parameters.values()
+    groups = ([p.name for p in params if p.kind == p.POSITIONAL_OR_KEYWORD and p.default is not p.empty],
+              [p.name for p in params if p.kind == p.KEYWORD_ONLY])
+    listed: dict[str, list[str]] = {}
+    for names in groups:
+        for name in names:
+            if sum(n[0] == name[0] for n in names) == 1:
+                listed.setdefault(name[0], []).append(name)
+    return {letter: names[0] for letter, names in listed.items() if len(names) == 1}
+
+
+def expand_short_flags(func: Callable, args: Sequence[str]) -> list[str]:
+    """``args`` with each one-letter flag that fire's help lists (:func:`short_flags`) written out in full
+    (``-b URL`` -> ``--base_url URL``), up to the last ``--``; ``-h`` stays the help flag."""
+    listed = short_flags(func)
+    args = list(args)
+    end = len(args) - 1 - args[::-1].index("--") if "--" in args else len(args)
+    for i, arg in enumerate(args[:end]):
+        m = re.fullmatch(r"-([a-zA-Z])(=.*)?", arg, re.DOTALL)
+        if m and m.group(1) != "h" and m.group(1) in listed:
+            args[i] = f"--{listed[m.group(1)]}{m.group(2) or ''}"
+    return args
 
 
 def read_options(command: str, func: Callable, args: Sequence[str]) -> tuple[str | None, dict[str, str]]:
@@ -127,14 +161,14 @@ def with_boolean_options(command: str, func: Callable) -> Callable:
     """``func`` with its boolean options read as booleans.
 
     fire hands ``--swinunetr false`` over as the string ``"false"``, which Python counts as true, so the option would
-    silently stay on. Options declared ``bool`` with a boolean default take true/false, yes/no, 1/0 (any case);
-    anything else stops the command with one line before it runs.
+    silently stay on. Options declared ``bool`` (or ``bool | str``, a boolean a caller may give as text) with a
+    boolean default take true/false, yes/no, 1/0 (any case); anything else stops the command with one line naming
+    the option before it runs.
     """
     from unimiss_monai.utils.args import as_bool
 
     signature = inspect.signature(func)
-    names = {p.name for p in signature.parameters.values()
-             if isinstance(p.default, bool) and str(p.annotation) in ("bool", "<class 'bool'>")}
+    names = {p.name for p in signature.parameters.values() if isinstance(p.default, bool) and _is_boolean(p.annotation)}
     if not names:
         return func
 
@@ -154,16 +188,29 @@ def with_boolean_options(command: str, func: Callable) -> Callable:
 
 # what a union of these may be made of to count as text: a string, a path, or nothing
 _TEXT_TYPES = {"str", "None", "NoneType", "os.PathLike", "PathLike", "Path", "pathlib.Path", "<class 'str'>"}
+_BOOL = {"bool", "<class 'bool'>"}
+
+
+def _members(annotation) -> set[str]:
+    """The types of a union annotation as text (``{"str", "None"}`` for ``str | None`` or ``Optional[str]``); under
+    postponed evaluation the annotation is its source text."""
+    text = re.sub(r"^(typing\.)?Optional\[(.*)\]$", r"\2 | None", str(annotation).replace("typing.Union[", "Union["))
+    text = re.sub(r"^Union\[(.*)\]$", lambda m: m.group(1).replace(",", "|"), text)
+    return {m.strip() for m in text.split("|")}
 
 
 def _is_text(annotation) -> bool:
     """Whether a parameter annotated ``annotation`` takes text: ``str``, optionally with paths or ``None``
-    (``str | None``, ``Optional[str]``, ``str | os.PathLike``); under postponed evaluation the annotation is its
-    source text."""
-    text = re.sub(r"^(typing\.)?Optional\[(.*)\]$", r"\2 | None", str(annotation).replace("typing.Union[", "Union["))
-    text = re.sub(r"^Union\[(.*)\]$", lambda m: m.group(1).replace(",", "|"), text)
-    members = {m.strip() for m in text.split("|")}
+    (``str | None``, ``Optional[str]``, ``str | os.PathLike``)."""
+    members = _members(annotation)
     return bool(members & {"str", "<class 'str'>"}) and members <= _TEXT_TYPES
+
+
+def _is_boolean(annotation) -> bool:
+    """Whether a parameter annotated ``annotation`` is a boolean: ``bool``, or ``bool | str`` (a boolean its command
+    also takes as text from Python callers)."""
+    members = _members(annotation)
+    return bool(members & _BOOL) and members <= _BOOL | {"str", "<class 'str'>"}
 
 
 def _same_text(parsed, text: str) -> bool:
@@ -204,6 +251,71 @@ def with_text_options(func: Callable, texts: dict[str, str]) -> Callable:
     return call
 
 
+def _option_of(bound: inspect.BoundArguments | None, *paths: Path) -> tuple[str, str] | None:
+    """The parameter of ``bound`` (name, value as given) whose path is one of ``paths`` or lies inside one, the first
+    of ``paths`` first."""
+    given = [(name, value, Path(os.fsdecode(value)).expanduser().absolute())
+             for name, value in (bound.arguments.items() if bound is not None else ())
+             if isinstance(value, (str, os.PathLike)) and str(value)]
+    for path in paths:
+        for name, value, where in given:
+            if where == path or path in where.parents:
+                return name, os.fsdecode(value)
+    return None
+
+
+def _path_problem(command: str, err: OSError, bound: inspect.BoundArguments | None) -> str | None:
+    """One line for an ``OSError`` that says a file stands where a folder has to be (``[Errno 17] File exists``
+    from ``mkdir``, ``[Errno 20] Not a directory``) or a folder where a file has to be (``[Errno 21] Is a
+    directory``): the path, the option it came from, and what to do; ``None`` for any other error."""
+    if err.errno not in (errno.EEXIST, errno.ENOTDIR, errno.EISDIR) or not err.filename:
+        return None
+    path = Path(os.fsdecode(err.filename)).expanduser().absolute()
+    if err.errno == errno.EISDIR:
+        if not path.is_dir():
+            return None
+        found = _option_of(bound, path)
+        given = f"--{found[0]} {found[1]}" if found else str(path)
+        return f"{command}: {given} is a folder, not a file: give the path of a file (a new name inside it, or elsewhere)"
+    blocker = next((p for p in (path, *path.parents) if p.exists() or p.is_symlink()), None)
+    if blocker is None or blocker.is_dir():
+        return None
+    found = _option_of(bound, blocker, path)
+    if found is None:
+        return f"{command}: {blocker} is a file, not a folder; move that file away or choose another path"
+    name, value = found
+    where = "" if Path(value).expanduser().absolute() == blocker else f": {blocker}"
+    return f"{command}: --{name} {value}{where} is a file, not a folder; move that file away or choose another --{name}"
+
+
+def with_path_errors(command: str, func: Callable) -> Callable:
+    """``func`` with a file where a folder has to be, or a folder where a file has to be, said in one line.
+
+    ``Path.mkdir`` of an output folder that is a file says ``[Errno 17] File exists: 'x'``, neither the option nor
+    what to do; a file inside a file ``[Errno 20] Not a directory`` and a folder given for a file ``[Errno 21] Is a
+    directory``, both with a traceback. These become a ``FileExistsError`` naming the option whose path it is (or
+    lies under) and the fix, which the error hook prints as one line; every other error is left as it is.
+    """
+    signature = inspect.signature(func)
+
+    @functools.wraps(func)
+    def call(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except OSError as err:
+            try:
+                bound = signature.bind_partial(*args, **kwargs)
+                bound.apply_defaults()
+            except TypeError:
+                bound = None
+            problem = _path_problem(command, err, bound)
+            if problem is None:
+                raise
+            raise FileExistsError(problem) from err
+
+    return call
+
+
 def main(argv: list[str] | None = None) -> None:
     import fire
 
@@ -213,16 +325,16 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in COMMANDS:
         func = _load(args[0])
-        problem, texts = read_options(args[0], func, args[1:])
+        command = expand_short_flags(func, args[1:])  # the short flags --help lists mean what it says
+        problem, texts = read_options(args[0], func, command)
         if problem:
             print(problem, file=sys.stderr)
             raise SystemExit(2)
-        command = args[1:]
         flags = command[: len(command) - 1 - command[::-1].index("--")] if "--" in command else command
         if {"--help", "-h"} & set(flags) and not {"help", "h"} & set(inspect.signature(func).parameters):
             command = ["--help"]  # fire would run the command first when --help is not the first argument
         # import only the command that runs, and let fire document its real signature
-        func = with_text_options(with_boolean_options(args[0], func), texts)
+        func = with_text_options(with_boolean_options(args[0], with_path_errors(args[0], func)), texts)
         fire.Fire(func, command=command, name=f"unimiss_monai {args[0]}")
         return
     if args and not args[0].startswith("-"):

@@ -133,3 +133,13 @@ def test_columns_default_to_official_float32_against_ours_and_a_given_amp_applie
 def test_unknown_inputs_refused():
     with pytest.raises(ValueError, match="unknown --inputs"):
         bench_backbone(inputs="4d")
+
+
+@pytest.mark.parametrize("existing", ["b.json", "b.png"])
+def test_existing_results_or_chart_are_refused_before_any_work(existing, tmp_path, monkeypatch):
+    """bench-backbone wrote its JSON and the chart beside it over whatever was there."""
+    monkeypatch.setattr(backbone, "_run_isolated", lambda *a: pytest.fail("ran a case despite an existing output"))
+    (tmp_path / existing).write_text("mine")
+    with pytest.raises(FileExistsError, match=f"{existing} exists and is not replaced: pass --overwrite true"):
+        bench_backbone(out=str(tmp_path / "b.json"))
+    assert [p.name for p in tmp_path.iterdir()] == [existing] and (tmp_path / existing).read_text() == "mine"

@@ -10,6 +10,8 @@ import pytest
 
 from unimiss_monai.benchmarks.label_efficiency import TASKS, label_efficiency
 from unimiss_monai.networks.variants import SMOKE_WIDTHS
+from unimiss_monai.utils import RunArgumentError
+from unimiss_monai.utils.errors import root_cause
 
 pytestmark = pytest.mark.integration
 
@@ -176,6 +178,25 @@ def test_bad_arguments():
         label_efficiency(output_dir="x")
     with pytest.raises(ValueError, match="arm=path"):
         label_efficiency(arms="scratch,unimiss", weights="unimiss")
+
+
+def test_a_misspelled_option_is_refused_before_any_work(tmp_path):
+    """``--fraction 0.1`` / ``--max_epoch 3`` were overrides MONAI adds silently, and the study ran with the defaults:
+    an id that neither the train nor the evaluate configs define is refused, with the nearest options and ids, and
+    so is a value of the wrong type; a real id passes the check."""
+    study = tmp_path / "study"
+    common = dict(out=str(study), pretrained="none", dataset_dir=str(tmp_path / "absent"))
+    with pytest.raises(RunArgumentError) as err:
+        label_efficiency(**common, fraction=0.1, max_epoch=3, learning_rate="fast")
+    message = str(err.value)
+    assert message.startswith("label-efficiency: unknown option --fraction: neither an option of label-efficiency nor "
+                              "a config id of unimiss_cxr_segmentation; did you mean --fractions?")
+    assert "unknown option --max_epoch: " in message and "did you mean --max_epochs?" in message
+    assert "config id 'learning_rate' expects a number, got 'fast'" in message and "\n" not in message
+    assert not study.exists()
+    with pytest.raises(RuntimeError) as err:  # past the check: the (absent) data is what stops it, inside MONAI
+        label_efficiency(**common, learning_rate=1e-3, **{"network_def#drop_path_rate": 0.1})
+    assert isinstance(root_cause(err.value), FileNotFoundError)
 
 
 def test_micro_ct_segmentation_run_scores_3d_dice_with_its_own_checkpoint_folder(tmp_path):

@@ -1,11 +1,16 @@
 """A run never deletes or overwrites a file it did not create: output folders that overlap the inputs are refused,
-and a folder of the user's is never replaced by an output folder of the same name."""
+a folder of the user's is never replaced by an output folder of the same name, and a file is never written onto a
+folder or inside a file."""
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import pytest
 
-from unimiss_monai.data.writers import OUTPUT_MARKER, check_output_dir, staged_dir
+from unimiss_monai.cli import main
+from unimiss_monai.data.writers import OUTPUT_MARKER, check_output_dir, save_json, save_png, staged_dir
 
 
 def test_staged_dir_replaces_only_its_own_folders(tmp_path):
@@ -72,3 +77,25 @@ def test_leftovers_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
     with staged_dir(tmp_path / "case") as tmp:
         save_json({}, tmp / "x.json")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".model.pt.backup", "case", "model.pt"]
+
+
+def test_a_file_written_onto_a_folder_or_inside_a_file_is_refused_in_one_line(tmp_path):
+    """``atomic_path`` (every writer) refuses a destination that is a folder, which ``os.replace`` would fail on with
+    an ``IsADirectoryError`` traceback, and one under a file ("[Errno 17] File exists"), naming the path."""
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "afile").write_text("keep")
+    with pytest.raises(FileExistsError, match=re.escape(f"output {tmp_path / 'adir'} is a folder, not a file: give the path")):
+        save_json({}, tmp_path / "adir")
+    with pytest.raises(FileExistsError, match=re.escape(f": {tmp_path / 'afile'} is a file, not a folder, so nothing")):
+        save_json({}, tmp_path / "afile" / "sub" / "x.json")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["adir", "afile"]  # no temporary left
+    assert (tmp_path / "afile").read_text() == "keep"
+
+
+def test_official_datalist_onto_a_folder_is_one_line(tmp_path):
+    save_png(np.zeros((32, 32), dtype=np.uint8), tmp_path / "root" / "2D_images" / "a.png")
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(FileExistsError) as err:
+        main(["official-datalist", "--root", str(tmp_path / "root"), "--out", str(tmp_path / "adir"), "--overwrite", "true"])
+    assert "adir is a folder, not a file" in str(err.value) and "\n" not in str(err.value)
+    assert list((tmp_path / "adir").iterdir()) == []

@@ -105,3 +105,19 @@ def test_progress_is_said_and_a_users_mistake_gets_no_traceback(tmp_path, fake_b
         monkeypatch.setattr(sys.modules["fake_sample_sets"], "bad", lambda out_dir, synthetic: [][1])
         samples(str(tmp_path), synthetic=True, only="bad")
     assert [r for r in caplog.records if r.exc_info]
+
+
+@pytest.mark.parametrize("text, problem", [('{"a": 1}', "no 'datasets' object"), ("nope", "not valid JSON")])
+def test_a_samples_json_the_command_did_not_write_is_named_and_kept(tmp_path, fake_builders, text, problem):
+    """A file of that name that is not a manifest (no ``datasets``, or not JSON) stops the command in one line naming
+    it and the fix, before any data set is built; the file is left as it was."""
+    (tmp_path / "samples.json").write_text(text)
+    with pytest.raises(ValueError) as err:
+        samples(str(tmp_path), synthetic=True, only="good")
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path / 'samples.json'} is not a samples manifest: {problem}") and "\n" not in message
+    assert "move it away or choose another --out" in message
+    assert fake_builders == [] and (tmp_path / "samples.json").read_text() == text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["samples.json"]
+    with pytest.raises(ValueError, match="is not a samples manifest.*point --dataset_dir at a samples folder"):
+        find_dataset(tmp_path, "good")

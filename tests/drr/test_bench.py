@@ -28,6 +28,26 @@ def test_bench_ours_only_on_a_phantom(tmp_path, capsys):
     assert rows[ONE_SHOT]["rel_l2"] < 1e-6 and rows[ONE_SHOT]["rel_l2_vs"] == PREPARED
 
 
+def test_bench_refuses_an_existing_output_before_any_work_and_writes_atomically(tmp_path):
+    """An existing ``--out`` is kept unless ``overwrite``; the JSON goes through a temporary of its own, never a
+    fixed ``<out>.tmp`` (which may be someone's file)."""
+    shape = (24, 20, 12)
+    ct = save_nifti(make_ct_phantom(shape).hu, phantom_affine((8.0, 8.0, 10.0), shape), tmp_path / "ct.nii.gz")
+    out, theirs = tmp_path / "bench.json", tmp_path / "bench.json.tmp"
+    out.write_text("mine")
+    theirs.write_text("theirs")
+    for run in (lambda **kw: bench_drr(sizes=16, repeats=1, ct=str(ct), out=str(out), ours_only=True, **kw),
+                lambda **kw: bench_drr_cases(modes="read", ct=str(ct), out=str(out), **kw)):
+        with pytest.raises(FileExistsError, match="--out .*bench.json exists and is not replaced: pass --overwrite true"):
+            run()
+        assert out.read_text() == "mine"
+    with pytest.raises(FileExistsError, match="is a folder, not a file"):
+        bench_drr_cases(modes="read", ct=str(ct), out=str(tmp_path))
+    bench_drr(sizes=16, repeats=1, ct=str(ct), out=str(out), ours_only=True, overwrite=True)
+    assert json.loads(out.read_text())["results"] and theirs.read_text() == "theirs"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json", "bench.json.tmp", "ct.nii.gz"]
+
+
 @pytest.mark.parametrize("prepared, one_shot, nanodrr, expected", [
     (0.05, 0.1, 1.5, ["0.050 s vs nanodrr 1.500 s per view (medians): 30.0x",
                       "0.100 s vs nanodrr 1.500 s per view (medians): 15.0x"]),

@@ -180,7 +180,8 @@ def test_convert_cli_writes_loadable_file(tmp_path):
     state = net.state_dict()
     assert len(saved) > 50 and all(torch.equal(state[k], v) for k, v in saved.items())
     with pytest.raises(ValueError, match="looks like variant mit_tiny"):
-        convert_checkpoint(str(src), str(dst), variant="mitplus")
+        convert_checkpoint(str(src), str(tmp_path / "other.pt"), variant="mitplus")
+    assert not (tmp_path / "other.pt").exists()
 
 
 def test_load_pretrained_report_resize_and_variant_guard(tmp_path):
@@ -229,3 +230,72 @@ def test_convert_reads_official_args_and_refuses_other_objects(tmp_path):
     with pytest.raises(UnsafeCheckpointError, match=r"^convert-checkpoint: source .* holds pathlib\.[\w.]*Path, which is refused"):
         convert_checkpoint(str(src), str(dst))
     assert not dst.exists()
+
+
+def test_convert_never_replaces_a_file_unasked_nor_its_source(tmp_path):
+    """An existing DST (a user's file) is replaced only with force; DST == SRC (also through a link) never is."""
+    src = tmp_path / "checkpoint.pth"
+    torch.save(official_checkpoint("mit_tiny"), src)
+    original = src.read_bytes()
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    with pytest.raises(FileExistsError, match=rf"^convert-checkpoint: DST {notes} exists and would be replaced; nothing "
+                                              r"was written: .*--force true"):
+        convert_checkpoint(str(src), str(notes))
+    assert notes.read_text() == "my notes"
+    link = tmp_path / "link.pth"
+    link.symlink_to(src)
+    for dst in (src, link, tmp_path / "." / "checkpoint.pth"):
+        with pytest.raises(ValueError, match=rf"^convert-checkpoint: DST {dst} is the source checkpoint"):
+            convert_checkpoint(str(src), str(dst), force=True)
+    assert src.read_bytes() == original and link.is_symlink()
+    with pytest.raises(ValueError, match="is a folder"):
+        convert_checkpoint(str(src), str(tmp_path))
+    report = convert_checkpoint(str(src), str(notes), force="true")
+    assert report["missing"] == [] and "model" in torch.load(notes, weights_only=True)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # written through a temporary, renamed
+
+
+@pytest.mark.parametrize("damage, match", [
+    ("missing", r"does not convert cleanly to mit_tiny \(\d+ missing \(e\.g\. encoder\.blocks\.3\.0\.[\w.]+, .*\)\); "
+                r"nothing was written: check --variant and --dims$"),
+    ("nan", r"the student tensor model\.encoder\.blocks\.0\.0\.mlp\.fc1\.weight holds NaN or Inf; nothing was written"),
+    ("inf_head", r"the student tensor head\.mlp\.0\.weight holds NaN or Inf"),
+])
+def test_convert_refuses_incomplete_or_non_finite_weights(tmp_path, damage, match):
+    ckpt = official_checkpoint("mit_tiny")
+    student = dict(ckpt["student"])
+    if damage == "missing":  # the last encoder stage lost
+        student = {k: v for k, v in student.items() if ".block4." not in k}
+    elif damage == "nan":
+        student["module.backbone.transformer.block1.0.mlp.fc1.weight"] = ckpt["student"][
+            "module.backbone.transformer.block1.0.mlp.fc1.weight"].clone().fill_(float("nan"))
+    else:
+        student["module.head.mlp.0.weight"] = torch.full((16, 8), float("inf"))
+    src, dst = tmp_path / "checkpoint.pth", tmp_path / "out.pt"
+    torch.save({**ckpt, "student": student}, src)
+    with pytest.raises(ValueError, match=match) as err:
+        convert_checkpoint(str(src), str(dst), variant="mit_tiny")
+    assert "\n" not in str(err.value) and not dst.exists() and sorted(p.name for p in tmp_path.iterdir()) == [src.name]
+
+
+def test_convert_command_fails_in_one_line(tmp_path):
+    """Through ``python -m unimiss_monai``: a wrong --dims stops with one line (not a KeyError traceback) and exit 1;
+    --force is read as a boolean (``false`` keeps the file)."""
+    import subprocess
+    import sys
+
+    src, dst = tmp_path / "checkpoint.pth", tmp_path / "mine.pt"
+    torch.save(official_checkpoint("mit_tiny"), src)
+    dst.write_text("keep")
+    env = {**__import__("os").environ, "UNIMISS_TRACEBACK": "0"}
+    for args, message in [
+        ([str(src), str(tmp_path / "new.pt"), "--dims", "5"], "convert-checkpoint: --dims is 5; choose 2, 3 or both"),
+        ([str(src), str(dst), "--force", "false"], f"convert-checkpoint: DST {dst} exists and would be replaced"),
+    ]:
+        done = subprocess.run([sys.executable, "-m", "unimiss_monai", "convert-checkpoint", *args], capture_output=True,
+                              text=True, timeout=300, env=env)
+        assert done.returncode == 1, done.stderr[-2000:]
+        lines = done.stderr.strip().splitlines()
+        assert lines[0].startswith(f"error: {message}") and len(lines) == 2 and "Traceback" not in done.stderr
+    assert dst.read_text() == "keep" and not (tmp_path / "new.pt").exists()

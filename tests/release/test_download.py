@@ -192,3 +192,104 @@ def test_an_existing_different_folder_is_kept(site, tmp_path):
     res = download(NAME, index=index, bundle_dir=str(dest), cache_dir=cache, force=True, progress=False)
     assert res["state"].startswith("replaced") and _tree(dest / f"{NAME}.prev") == before
     assert _tree(dest / NAME) != before
+
+
+def _rezip(site: Path, tag: str, version: str = VERSION, metadata: bytes | None = None, nan: bool = False,
+           metadata_folder: bool = False) -> str:
+    """A copy of the site's release, changed as asked, with an index naming it; returns the index's file name."""
+    import io
+
+    with zipfile.ZipFile(site / ZIP) as zf:
+        entries = {n: zf.read(n) for n in zf.namelist()}
+    meta_name = f"{NAME}/configs/metadata.json"
+    meta = json.loads(entries[meta_name])
+    entries[meta_name] = metadata if metadata is not None else json.dumps({**meta, "version": version}).encode()
+    if nan:
+        payload = torch.load(io.BytesIO(entries[f"{NAME}/models/model.pt"]), weights_only=True)
+        key = sorted(payload["model"])[0]
+        payload["model"][key] = torch.full_like(payload["model"][key], float("nan"))
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        entries[f"{NAME}/models/model.pt"] = buffer.getvalue()
+    if metadata_folder:
+        del entries[meta_name]
+        entries[meta_name + "/"] = b""
+    archive = site / f"changed_{tag}.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    data = archive.read_bytes()
+    (site / f"changed_{tag}.json").write_text(json.dumps({f"{NAME}_v{version}": {
+        "name": NAME, "version": version, "source": archive.name, "hash_type": "sha256",
+        "hash_val": hashlib.sha256(data).hexdigest(), "size": len(data)}}))
+    return f"changed_{tag}.json"
+
+
+def test_an_index_answering_404_is_an_error_not_offline(site, serve, tmp_path):
+    """A wrong index URL is no reason to install whatever the cache holds: only a missing connection is."""
+    url = serve(site)
+    cache = tmp_path / "cache"
+    download(NAME, index=f"{url}/model_info.json", bundle_dir=str(tmp_path / "a"), cache_dir=str(cache), progress=False)
+    with pytest.raises(ReleaseIndexError, match=rf"^index {url}/dist/model_info\.json answered HTTP 404 .*check the URL"):
+        download(NAME, index=f"{url}/dist/model_info.json", bundle_dir=str(tmp_path / "b"), cache_dir=str(cache),
+                 progress=False)
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("tag, change, match", [
+    ("list", {"metadata": b"[1, 2]"}, "metadata.json holds a JSON list, not an object"),
+    ("invalid", {"metadata": b"{not json"}, "metadata.json is not readable JSON"),
+    ("folder", {"metadata_folder": True}, "metadata.json is a folder, not a file"),
+    ("version", {"metadata": json.dumps({"version": "0.0.1"}).encode()}, "version 0.0.1, the index says"),
+])
+def test_malformed_metadata_is_one_line_and_leaves_nothing(site, serve, tmp_path, user_folder, tag, change, match):
+    """A refused archive is named in one line, and neither unpacked nor kept in the cache."""
+    index = _rezip(site, tag, **change)
+    url = serve(site)
+    with pytest.raises(ValueError, match=match) as err:
+        download(NAME, index=f"{url}/{index}", bundle_dir=str(user_folder), cache_dir=str(tmp_path / "cache"),
+                 progress=False)
+    assert "\n" not in str(err.value) and f"{url}/changed_{tag}.zip" in str(err.value)
+    _assert_nothing_left(tmp_path, user_folder, tmp_path / "cache")
+
+
+def test_non_finite_weights_are_refused_and_never_used_offline(site, serve, tmp_path, user_folder):
+    url = serve(site)
+    cache = tmp_path / "cache"
+    download(NAME, index=f"{url}/model_info.json", bundle_dir=str(tmp_path / "good"), cache_dir=str(cache),
+             progress=False)
+    index = _rezip(site, "nan", version="9.9.9", nan=True)  # a newer release whose weights hold NaN
+    with pytest.raises(ValueError, match=rf"^{url}/changed_nan\.zip: {NAME}/models/model\.pt: tensor \S+ holds NaN or Inf"):
+        download(NAME, index=f"{url}/{index}", bundle_dir=str(user_folder), cache_dir=str(cache), progress=False)
+    assert _tree(user_folder) == {"keep.txt": b"mine"}
+    assert sorted(p.name for p in cache.iterdir()) == [f"{NAME}_v{VERSION}.json", ZIP]
+    # offline, the newest verified release is the good one: the refused archive was never recorded
+    res = download(NAME, index="http://127.0.0.1:9/model_info.json", bundle_dir=str(tmp_path / "offline"),
+                   cache_dir=str(cache), progress=False)
+    assert res["from_cache"] and res["version"] == VERSION
+
+
+def test_staging_folders_of_other_bundles_are_left_alone(site, tmp_path):
+    """``unimiss_pretraining.v2`` (another bundle) may be unpacking beside this one: only this bundle's own leftovers
+    are removed."""
+    dest = tmp_path / "bundles"
+    other = dest / f".{NAME}.v2.0a1b2c3d.unimiss-tmp"
+    own = dest / f".{NAME}.0a1b2c3d.unimiss-tmp"  # left by a killed download of this bundle
+    (other / "configs").mkdir(parents=True)
+    (other / "configs" / "metadata.json").write_text("{}")
+    own.mkdir()
+    download(NAME, index=str(site / "model_info.json"), bundle_dir=str(dest), cache_dir=str(tmp_path / "cache"),
+             progress=False)
+    assert (other / "configs" / "metadata.json").read_text() == "{}" and not own.exists()
+    assert sorted(p.name for p in dest.iterdir()) == [other.name, NAME]
+
+
+def test_the_index_may_be_the_release_folder(site, tmp_path):
+    res = download(NAME, index=str(site), bundle_dir=str(tmp_path / "b"), cache_dir=str(tmp_path / "cache"),
+                   progress=False)
+    assert res["state"] == "unpacked" and res["version"] == VERSION
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match=rf"^index {empty} is a folder without a model_info\.json; pass --index"):
+        download(NAME, index=str(empty), bundle_dir=str(tmp_path / "c"), cache_dir=str(tmp_path / "cache"),
+                 progress=False)

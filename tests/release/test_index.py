@@ -20,3 +20,13 @@ def test_newest_version_ignores_bundles_whose_name_extends_this_one():
     assert (entry.name, entry.version, entry.url) == ("unimiss_pretraining", "0.10.0",
                                                       "https://host/dist/unimiss_pretraining_v0.10.0.zip")
     assert resolve(entries, "https://host/dist/model_info.json", "unimiss_pretraining_v2", None, "index").version == "0.1.0"
+
+
+def test_a_folder_where_the_index_goes_is_refused(tmp_path):
+    import pytest
+
+    from unimiss_monai.release.index import update_index
+
+    (tmp_path / "model_info.json").mkdir()
+    with pytest.raises(ValueError, match="model_info.json is a folder, not a release index"):
+        update_index(tmp_path / "model_info.json", "n", "0.1.0", "n_v0.1.0.zip", "0" * 64, 10)

@@ -98,3 +98,15 @@ def test_teacher_branch_and_refusals(official, tmp_path):
     with pytest.raises(ValueError, match="unknown variant 'mit_plus'; choose one of mit_small, mit_tiny, mitplus"):
         release_official(str(src), variant="mit_plus", out=str(tmp_path / "x"))
     assert not (tmp_path / "x").exists()
+
+
+def test_non_finite_official_weights_are_refused(official, tmp_path):
+    src, _ = official
+    ckpt = torch.load(src, weights_only=False)
+    key = next(k for k in ckpt["student"] if k.endswith("mlp.fc1.weight"))
+    ckpt["student"][key] = torch.full_like(ckpt["student"][key], float("nan"))
+    bad = tmp_path / "checkpoint.pth"
+    torch.save(ckpt, bad)
+    with pytest.raises(ValueError, match=rf"^release-official: {bad}: the student tensor encoder\.\S+ holds NaN or Inf"):
+        release_official(str(bad), variant="mit_tiny", out=str(tmp_path / "dist"))
+    assert not (tmp_path / "dist").exists()

@@ -88,3 +88,47 @@ def test_torchscript_of_fitting_weights_ships_them(tmp_path):
         traced = torch.jit.load(io.BytesIO(zf.read("conv/models/model.ts")))
     x = torch.rand(1, 1, 8, 8)
     assert torch.allclose(traced(x), conv(x))
+
+
+def test_weights_of_another_bundle_are_not_relabelled(tiny_export, tmp_path):
+    """A fine-tuned model records its bundle (CheckpointInfo); packaged as another bundle it would be relabelled, and
+    publish-pretrained would later take a segmentation model for pretraining weights."""
+    import torch
+
+    weights = tmp_path / "model.pt"
+    exported = torch.load(tiny_export, weights_only=True)
+    torch.save({"model": exported["model"], "info": {**exported["info"], "bundle": "unimiss_ct_segmentation"}}, weights)
+    with pytest.raises(ValueError, match=r"^package-bundle: the weights are a model of bundle 'unimiss_ct_segmentation' "
+                                         r"\(their info\.bundle\), not of 'unimiss_pretraining'; package them with"):
+        package_bundle(str(BUNDLE), weights=str(weights), out=str(tmp_path / "dist"), training="x")
+    assert not (tmp_path / "dist").exists()
+
+
+def test_non_finite_weights_are_never_released(tmp_path):
+    import torch
+
+    from unimiss_monai.release.package import build_release
+
+    bundle = _conv_bundle(tmp_path / "conv")
+    state = torch.nn.Conv2d(1, 2, 3).state_dict()
+    state["bias"][0] = float("inf")
+    with pytest.raises(ValueError, match=r"^package-bundle: the weights for conv v0\.1\.0: tensor bias holds NaN or Inf"):
+        build_release(bundle, {"model": state, "info": {"training": "a test"}}, tmp_path / "dist")
+    assert not (tmp_path / "dist").exists()
+
+
+def test_the_short_base_url_flag_the_help_lists_works(tmp_path, capsys):
+    """``package-bundle --help`` lists ``-b, --base_url``; BUNDLE also starts with b, yet -b is the flag it lists."""
+    import json
+
+    from unimiss_monai.cli import main
+
+    main(["package-bundle", str(BUNDLE.parent / "unimiss_drr_generation"), "-b", "https://host/rel", "--out",
+          str(tmp_path / "dist")])
+    (entry,) = json.loads((tmp_path / "dist" / "model_info.json").read_text()).values()
+    assert entry["source"].startswith("https://host/rel/unimiss_drr_generation_v")
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["package-bundle", "--help"])
+    shown = capsys.readouterr()
+    assert "-b, --base_url" in shown.out + shown.err

@@ -78,6 +78,18 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("error: run folder") and "tools/demo.sh" in err and "\n" not in err
 
 
+def test_a_file_given_as_the_run_folder_is_called_a_file(tmp_path, capsys):
+    """It said "run folder ... does not exist" of a file that does; the folder holding it is suggested when it is a
+    run folder."""
+    run, samples = make_run(tmp_path)
+    assert main([str(run / "demo_steps.json")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {str(run / 'demo_steps.json')!r} is a file, not a run folder; pass the folder "
+                   f"tools/demo.sh wrote (here {str(run)!r}, which holds it)")
+    assert main([str(run), "--samples", str(run / "demo_steps.json")]) == 1
+    assert "is a file, not a folder; pass the samples folder the run used" in capsys.readouterr().err
+
+
 def test_a_broken_output_costs_only_its_section(tmp_path):
     run, samples = make_run(tmp_path)
     (run / "unimiss_pretraining" / "loss_curves.json").write_text("{not json")

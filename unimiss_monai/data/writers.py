@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
-    "OUTPUT_MARKER", "atomic_path", "check_output_dir", "check_replaceable", "check_replaceable_json", "keep_previous",
-    "save_bytes", "save_torch", "staged_dir", "save_contact_sheet", "save_ct", "save_json", "save_nifti", "save_png",
-    "temporary_beside",
+    "OUTPUT_MARKER", "atomic_path", "check_output_dir", "check_output_file", "check_replaceable", "check_replaceable_json",
+    "keep_previous", "remove_leftovers", "save_bytes", "save_torch", "staged_dir", "save_contact_sheet", "save_ct",
+    "save_json", "save_nifti", "save_png", "temporary_beside",
 ]
 
 
@@ -47,13 +47,14 @@ def temporary_beside(path: str | Path, tail: str = _TMP_TAG, folder: bool = Fals
     raise FileExistsError(f"{path.parent}: no free temporary name for {path.name}; remove its .{path.name}.*{tail}")
 
 
-def _remove_leftovers(path: Path, tail: str) -> None:
+def remove_leftovers(path: str | Path, tail: str = _TMP_TAG) -> None:
     """Remove the temporaries of ``path`` that a writer killed before its rename left (kill -9, power loss).
 
-    Only ``path``'s own are matched, by the exact form :func:`temporary_beside` gives them: a glob ``.<name>.*<tail>`` would
-    also match the temporary of ``<name>.1`` (or of a DICOM UID folder ``<name>.<more>``), which another process may
+    Only ``path``'s own are matched, by the exact form :func:`temporary_beside` gives them: a glob ``.<name>.*<tail>``
+    would also match the temporary of ``<name>.1`` (or of a DICOM UID folder ``<name>.<more>``), which another process may
     be writing at this moment, and a file of the user's is never of this form.
     """
+    path = Path(path)
     own = re.compile(rf"\.{re.escape(path.name)}\.{_RANDOM}{re.escape(tail)}")
     for stale in path.parent.glob(f".{glob.escape(path.name)}.*{glob.escape(tail)}"):
         if own.fullmatch(stale.name):
@@ -74,7 +75,31 @@ def _make_parent(path: Path) -> None:
                 f"{folder}: this staging folder vanished while it was being written (another process removed it); "
                 "run again"
             )
+    _check_parents(path, "output")
     path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _check_parents(path: Path, what: str) -> None:
+    """Refuse, in one line, a ``path`` whose nearest existing parent is a file: no folder can be made inside it."""
+    blocker = next((p for p in path.parents if p.exists() or p.is_symlink()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise FileExistsError(f"{what} {path}: {blocker} is a file, not a folder, so nothing can be written inside it; "
+                              "move that file away or choose another path")
+
+
+def check_output_file(path: str | Path, overwrite: bool = True, what: str = "output") -> Path:
+    """Refuse, in one line (``FileExistsError``) naming ``what`` (e.g. ``"bench-drr --out"``), an output file
+    ``path`` that is a folder, that lies under a file where a folder has to be, or that exists when ``overwrite`` is
+    false; returns ``path``. Commands call it before their work, :func:`atomic_path` before every write."""
+    path = Path(path)
+    if path.is_dir():
+        raise FileExistsError(f"{what} {path} is a folder, not a file: give the path of a file (a new name inside "
+                              "it, or elsewhere)")
+    _check_parents(path, what)
+    if not overwrite and (path.exists() or path.is_symlink()):
+        raise FileExistsError(f"{what} {path} exists and is not replaced: pass --overwrite true to replace it, or "
+                              "choose another path")
+    return path
 
 
 #: written into every folder :func:`staged_dir` assembles: only a folder holding it may be replaced by a rerun
@@ -117,7 +142,7 @@ def staged_dir(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     check_replaceable(path)
     _make_parent(path)
-    _remove_leftovers(path, _TMP_TAG)
+    remove_leftovers(path, _TMP_TAG)
     tmp = temporary_beside(path, folder=True)
     try:
         yield tmp
@@ -150,13 +175,14 @@ def check_output_dir(output_dir: str | os.PathLike, input_dir: str | os.PathLike
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (same suffixes, so writers pick the same format); on success rename it to
-    ``path``, on error delete it. The parent folder is created (but never a staging folder that vanished)."""
-    path = Path(path)
+    ``path``, on error delete it. The parent folder is created (but never a staging folder that vanished); a
+    ``path`` that is a folder, or under a file, is refused in one line (:func:`check_output_file`)."""
+    path = check_output_file(path)
     _make_parent(path)
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
     marker = f"{_TMP_TAG}{suffix}"
     # a writer killed before its rename leaves its temporary file behind: the next write of the same file removes it
-    _remove_leftovers(path, marker)
+    remove_leftovers(path, marker)
     tmp = temporary_beside(path, marker)
     try:
         yield tmp

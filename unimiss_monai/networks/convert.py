@@ -12,15 +12,25 @@ import argparse
 import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 
 from unimiss_monai.data.writers import save_torch
+from unimiss_monai.utils.finite import first_non_finite
 from unimiss_monai.utils.serialization import load_torch_file
 
 __all__ = ["convert_checkpoint", "convert_official_state_dict", "official_key_to_ours"]
 
 _DIM = {"2D": "2d", "3D": "3d"}
+# --dims -> the official dimension tags kept
+_DIMS = {"2": ("2D",), "3": ("3D",), "both": ("2D", "3D")}
+
+
+def _check_dims(dims, prefix: str = "") -> None:
+    if str(dims) not in _DIMS:
+        raise ValueError(f"{prefix}--dims is {dims!r}; choose 2, 3 or both (keep the 2D, the 3D or all "
+                         "dimension-specific tensors)")
 
 
 def _sr(rest: str) -> str:
@@ -97,6 +107,7 @@ def convert_official_state_dict(
     """
     if branch not in ("student", "teacher"):
         raise ValueError(f"branch must be 'student' or 'teacher', got {branch!r}")
+    _check_dims(dims)
     if "student" in checkpoint or "teacher" in checkpoint:
         if branch not in checkpoint:
             raise ValueError(f"checkpoint has no {branch!r} entry (it has {sorted(checkpoint)[:6]})")
@@ -119,7 +130,7 @@ def convert_official_state_dict(
     elif (variant == "mitplus") != (found == "mitplus") or (found != "mitplus" and variant != found):
         raise ValueError(f"checkpoint looks like variant {found}, --variant is {variant}; pass --variant {found}")
     family = "mitplus" if variant == "mitplus" else "mit"
-    keep = {"2": ("2D",), "3": ("3D",), "both": ("2D", "3D")}[str(dims)]
+    keep = _DIMS[str(dims)]
     drop = {"2D", "3D"} - set(keep)
     out, skipped = {}, []
     for k, v in backbone.items():
@@ -134,31 +145,61 @@ def convert_official_state_dict(
     return out, heads, {"variant": variant, "skipped": skipped}
 
 
+def _check_destination(src: str, dst: str, force: bool) -> None:
+    """Refuse a ``dst`` that is ``src`` (also through a link), a folder, or, unless ``force``, any existing file."""
+    source, target = Path(src), Path(dst)
+    if target.resolve() == source.resolve() or (target.exists() and os.path.samefile(source, target)):
+        raise ValueError(f"convert-checkpoint: DST {dst} is the source checkpoint {src}; writing there would destroy "
+                         "it: pass another DST")
+    if target.is_dir():
+        raise ValueError(f"convert-checkpoint: DST {dst} is a folder; pass a file name, e.g. {target / 'converted.pt'}")
+    if (target.exists() or target.is_symlink()) and not force:
+        raise FileExistsError(f"convert-checkpoint: DST {dst} exists and would be replaced; nothing was written: pass "
+                              "another DST, move it away, or pass --force true to replace it")
+
+
+def _examples(names: list[str], n: int = 3) -> str:
+    return ", ".join(names[:n]) + (", ..." if len(names) > n else "")
+
+
 def convert_checkpoint(
-    src: str, dst: str, variant: str | None = None, branch: str = "student", dims: str | int = "both"
+    src: str, dst: str, variant: str | None = None, branch: str = "student", dims: str | int = "both",
+    force: bool = False,
 ) -> dict:
     """Command ``convert-checkpoint``: convert an official UniMiSS / UniMiSS+ checkpoint ``src`` to ``dst``.
 
     ``dst`` holds ``{"model": backbone_state_dict, "head": dino_head_state_dict, "variant": ...}``, loadable with
     :func:`unimiss_monai.networks.load_pretrained` or a task network's ``pretrained=``. The conversion is checked
     against a freshly built model of the variant (keys, and shapes apart from position embeddings, which
-    ``load_pretrained`` resizes); the report is printed and returned.
+    ``load_pretrained`` resizes); the report is printed and returned. A conversion with missing, unexpected or
+    differently shaped tensors, or with NaN / Inf values, is refused with one line after the report, and nothing is
+    written. ``dst`` is written atomically (a kill leaves no half-written file).
 
     Args:
         src: official checkpoint (``checkpoint.pth``), read weights-only (tensors, containers and an
             ``argparse.Namespace``): a file holding any other object is refused before anything in it runs.
-        dst: output file.
+        dst: output file; never ``src`` itself, and an existing file only with ``force``.
         variant: ``mit_tiny``, ``mit_small`` or ``mitplus`` (detected when omitted).
         branch: ``student`` (what the official fine-tuning code loads) or ``teacher``.
         dims: ``2``, ``3`` or ``both``.
+        force: replace an existing ``dst``.
     """
     from unimiss_monai.networks.nets.backbone import build_backbone
+    from unimiss_monai.utils.args import as_bool
 
+    force = as_bool(force, "force")
+    _check_dims(dims, "convert-checkpoint: ")
     if not os.path.isfile(src):
         raise ValueError(f"convert-checkpoint: {src!r} does not exist")
+    _check_destination(src, dst, force)  # before the (long) conversion: nothing is read to be refused afterwards
     # official files pickle the training script's argparse arguments beside the tensors; nothing else is unpickled
     ckpt = load_torch_file(src, "convert-checkpoint: source", allowed=[argparse.Namespace])
-    sd, head, info = convert_official_state_dict(ckpt, variant, branch, dims)
+    if not isinstance(ckpt, Mapping):
+        raise ValueError(f"convert-checkpoint: {src} holds a {type(ckpt).__name__}, not an official training checkpoint")
+    try:
+        sd, head, info = convert_official_state_dict(ckpt, variant, branch, dims)
+    except ValueError as err:
+        raise ValueError(f"convert-checkpoint: {src}: {err}") from None
     spatial = (2, 3) if str(dims) == "both" else (int(dims),)
     ref = build_backbone(info["variant"], spatial).state_dict()
     missing = sorted(set(ref) - set(sd))
@@ -169,13 +210,24 @@ def convert_checkpoint(
         "head_tensors": len(head), "skipped_official": info["skipped"], "missing": missing,
         "unexpected": unexpected, "shape_mismatch": shape,
     }
-    save_torch({"model": sd, "head": head, "variant": info["variant"]}, dst)
+    bad = first_non_finite(sd, "model") or first_non_finite(head, "head")
+    clean = not (missing or unexpected or shape) and bad is None
     print(
-        f"convert-checkpoint: {src} [{branch}] -> {dst}: variant {info['variant']}, {len(sd)} backbone tensors, "
-        f"{len(head)} head tensors; missing {len(missing)}, unexpected {len(unexpected)}, shape mismatches "
-        f"{len(shape)}, unmapped official {len(info['skipped'])}"
+        f"convert-checkpoint: {src} [{branch}] -> {dst if clean else '(nothing written)'}: variant {info['variant']}, "
+        f"{len(sd)} backbone tensors, {len(head)} head tensors; missing {len(missing)}, unexpected {len(unexpected)}, "
+        f"shape mismatches {len(shape)}, unmapped official {len(info['skipped'])}"
     )
     for name in ("missing", "unexpected", "shape_mismatch", "skipped_official"):
         if report[name]:
             print(f"  {name}: {', '.join(report[name][:10])}")
+    if missing or unexpected or shape:
+        found = [f"{len(v)} {k} (e.g. {_examples(v)})" for k, v in
+                 (("missing", missing), ("unexpected", unexpected), ("of another shape", shape)) if v]
+        raise ValueError(f"convert-checkpoint: {src} does not convert cleanly to {info['variant']} ({'; '.join(found)}); "
+                         "nothing was written: check --variant and --dims")
+    if bad is not None:
+        raise ValueError(f"convert-checkpoint: {src}: the {branch} tensor {bad} holds NaN or Inf; nothing was written: "
+                         "convert a checkpoint of an earlier epoch")
+    _check_destination(src, dst, force)  # a file put there during the conversion is not replaced either
+    save_torch({"model": sd, "head": head, "variant": info["variant"]}, dst)
     return report

@@ -102,8 +102,7 @@ def check_members(zf: zipfile.ZipFile, name: str, archive_size: int) -> list[zip
         UnsafeArchiveError (one line naming the first bad entry): an entry outside ``<name>/`` (absolute, ``..``,
             another top folder), a symbolic link or special file, a Windows path, an encrypted or duplicate entry, a
             file that other entries lie inside, or more uncompressed data than ``100 x`` the archive (zip bomb); an
-            archive without
-            ``<name>/configs/metadata.json``.
+            archive without a file ``<name>/configs/metadata.json``.
     """
     infos = zf.infolist()
     if len(infos) > _MAX_ENTRIES:
@@ -129,8 +128,11 @@ def check_members(zf: zipfile.ZipFile, name: str, archive_size: int) -> list[zip
     limit = min(_MAX_TOTAL, max(1 << 30, _MAX_RATIO * archive_size))
     if total > limit:
         raise UnsafeArchiveError(f"the archive would unpack to {total} bytes, more than {limit} (a zip bomb?)")
-    if f"{name}/configs/metadata.json" not in seen:
-        raise UnsafeArchiveError(f"the archive has no {name}/configs/metadata.json: it is not the bundle {name!r}")
+    meta = f"{name}/configs/metadata.json"
+    if meta not in seen:
+        raise UnsafeArchiveError(f"the archive has no {meta}: it is not the bundle {name!r}")
+    if not any(info.filename == meta for info in files):
+        raise UnsafeArchiveError(f"the archive's {meta} is a folder, not a file: it is not a valid bundle")
     return files
 
 

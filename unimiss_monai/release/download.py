@@ -7,12 +7,15 @@ The steps, each of which can stop the command with one line and the target folde
    when it cannot be reached, a zip verified by an earlier download is used from the cache;
 2. the zip streams to ``<cache>/<name>_v<version>.zip.part`` with a progress bar; a short read, a dropped connection
    or a wrong sha256 deletes the part file; the entries are checked (:func:`.archive.check_members`) before the file
-   is renamed into the cache, so the cache only ever holds verified, safe archives;
+   is renamed into the cache;
 3. it is unpacked into a hidden staging folder beside the target, its ``metadata.json`` version and its weights
-   (read with ``weights_only=True``) are checked there, and only then is the folder renamed into place. A folder of
-   the same name with other content is never replaced without ``--force`` (it is then kept as ``<name>.prev``).
+   (read with ``weights_only=True``, every tensor finite) are checked there, and only then is the folder renamed into
+   place. A folder of the same name with other content is never replaced without ``--force`` (it is then kept as
+   ``<name>.prev``). An archive refused here is removed from the cache; one that passes is recorded there
+   (``<name>_v<version>.json``), and only recorded archives are used offline: the cache holds only verified archives.
 
-A kill at any point leaves at most a ``.part`` file or a hidden staging folder, both removed by the next run.
+A kill at any point leaves at most a ``.part`` file, an unrecorded zip (verified again before use) or a hidden staging
+folder, all removed or replaced by the next run.
 Downloads that share a cache run steps 2 and 3 one at a time (a lock on the cache folder), so jobs started together
 fetch a release once.
 """
@@ -25,7 +28,8 @@ import http.client
 import json
 import os
 import shutil
-import tempfile
+import socket
+import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
@@ -33,24 +37,30 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from unimiss_monai.data.writers import save_json
-from unimiss_monai.release.archive import check_members, extract_checked, sha256_file
+from unimiss_monai.data.writers import remove_leftovers, save_json, temporary_beside
+from unimiss_monai.release.archive import UnsafeArchiveError, check_members, extract_checked, sha256_file
 from unimiss_monai.release.index import (
     ReleaseEntry, ReleaseIndexError, check_name, check_version, entry_key, load_index, resolve, version_key,
 )
+from unimiss_monai.utils.finite import first_non_finite
 from unimiss_monai.utils.serialization import load_torch_file
 
 __all__ = ["DownloadError", "INDEX_ENV", "CACHE_ENV", "default_cache_dir", "download", "fetch"]
 
 INDEX_ENV = "UNIMISS_MONAI_INDEX"
 CACHE_ENV = "UNIMISS_MONAI_CACHE"
-_STAGING = ".unimiss-tmp"
 _CHUNK = 1 << 16
 _MAX_DOWNLOAD = 64 << 30
 
 
 class DownloadError(ValueError):
     """A download that did not complete or did not verify; nothing was unpacked."""
+
+
+# what "the index cannot be reached" is: no connection, a dropped one or a timeout; then a verified zip of the cache is
+# used. An HTTP error status (404, 500) is an answer and fails (see load_index), as does an unreadable local file.
+_OFFLINE = (urllib.error.URLError, ConnectionError, TimeoutError, socket.timeout, http.client.IncompleteRead,
+            http.client.RemoteDisconnected)
 
 
 def default_cache_dir() -> Path:
@@ -121,6 +131,8 @@ def fetch(entry: ReleaseEntry, dest: Path, timeout: float = 60.0, progress: bool
                 check_members(zf, entry.name, received)
         except zipfile.BadZipFile as err:
             raise DownloadError(f"{entry.url} is not a zip archive ({err})") from None
+        except UnsafeArchiveError as err:
+            raise UnsafeArchiveError(f"{entry.url}: {err}") from None
         os.replace(part, dest)
     finally:
         part.unlink(missing_ok=True)
@@ -181,8 +193,17 @@ def _same_tree(a: Path, b: Path) -> bool:
 
 
 def _check_unpacked(folder: Path, entry: ReleaseEntry) -> dict[str, Any]:
-    """Check the staged bundle: its metadata version is the indexed one; its weights load with ``weights_only``."""
-    meta = json.loads((folder / "configs" / "metadata.json").read_text())
+    """Check the staged bundle: its metadata is a JSON object of the indexed version; its weights load with
+    ``weights_only`` and are finite."""
+    member = f"{entry.name}/configs/metadata.json"
+    try:
+        meta = json.loads((folder / "configs" / "metadata.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DownloadError(f"{entry.url}: {member} is not readable JSON ({err}); the archive is no valid release of "
+                            f"{entry.name} (ask its publisher for a fixed one)") from None
+    if not isinstance(meta, dict):
+        raise DownloadError(f"{entry.url}: {member} holds a JSON {type(meta).__name__}, not an object; the archive is "
+                            f"no valid release of {entry.name} (ask its publisher for a fixed one)")
     if str(meta.get("version")) != entry.version:
         raise DownloadError(f"{entry.url} holds {entry.name} version {meta.get('version')}, the index says "
                             f"{entry.version}; the index is wrong")
@@ -192,20 +213,43 @@ def _check_unpacked(folder: Path, entry: ReleaseEntry) -> dict[str, Any]:
     obj = load_torch_file(weights, f"{entry.name} v{entry.version}: weights")
     model = obj.get("model") if isinstance(obj, Mapping) else None
     if not isinstance(model, Mapping) or not model:
-        raise DownloadError(f"{entry.name} v{entry.version}: models/model.pt holds no 'model' state dict")
-    info = dict(obj.get("info") or {})
+        raise DownloadError(f"{entry.url}: {entry.name}/models/model.pt holds no 'model' state dict")
+    bad = first_non_finite(model)
+    if bad is not None:
+        raise DownloadError(f"{entry.url}: {entry.name}/models/model.pt: tensor {bad} holds NaN or Inf; these weights "
+                            "are unusable, nothing was unpacked (ask the publisher for a fixed release)")
+    info = dict(obj["info"]) if isinstance(obj.get("info"), Mapping) else {}
     return {"tensors": len(model), "variant": info.get("variant"), "training": info.get("training")}
 
 
-def _place(zip_path: Path, entry: ReleaseEntry, target: Path, force: bool) -> tuple[str, dict]:
+def _unpack(zip_path: Path, entry: ReleaseEntry, staging: Path, cache: Path) -> tuple[Path, dict]:
+    """Unpack and check the archive in ``staging``. A refused archive is removed from the cache with its record, so
+    it is neither used offline nor reused; one that passes is recorded as verified."""
+    record = _record_path(cache, entry.name, entry.version)
+    try:
+        try:
+            unpacked = extract_checked(zip_path, entry.name, staging)
+        except zipfile.BadZipFile as err:  # a damaged entry (CRC) that the sha256 of a wrong index let through
+            raise DownloadError(f"{entry.url} cannot be unpacked ({err}); the archive is damaged") from None
+        except UnsafeArchiveError as err:
+            raise UnsafeArchiveError(f"{entry.url}: {err}") from None
+        weights = _check_unpacked(unpacked, entry)
+    except ValueError:  # the archive is refused (every refusal of the archive is one)
+        zip_path.unlink(missing_ok=True)
+        record.unlink(missing_ok=True)
+        raise
+    save_json({"name": entry.name, "version": entry.version, "url": entry.url, "sha256": entry.sha256,
+               "size": entry.size}, record)
+    return unpacked, weights
+
+
+def _place(zip_path: Path, entry: ReleaseEntry, target: Path, force: bool, cache: Path) -> tuple[str, dict]:
     parent = target.parent
     parent.mkdir(parents=True, exist_ok=True)
-    for stale in parent.glob(f".{entry.name}.*{_STAGING}"):  # left by a killed run
-        shutil.rmtree(stale, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{entry.name}.", suffix=_STAGING))
+    remove_leftovers(target)  # staging folders of a killed run; never those of a bundle whose name extends this one
+    staging = temporary_beside(target, folder=True)
     try:
-        unpacked = extract_checked(zip_path, entry.name, staging)
-        weights = _check_unpacked(unpacked, entry)
+        unpacked, weights = _unpack(zip_path, entry, staging, cache)
         if target.is_symlink():
             raise FileExistsError(f"{target} is a symbolic link; remove it or choose another --bundle_dir")
         if not target.exists():
@@ -264,9 +308,7 @@ def download(
     if index:
         try:
             entries, base = load_index(str(index), timeout)
-        except FileNotFoundError:
-            raise  # a local index that is not there: a wrong path, not an offline network
-        except (OSError, http.client.HTTPException) as err:
+        except _OFFLINE as err:  # no connection: an HTTP error status is an answer, raised by load_index
             entry = _cached_entry(cache, name, version)
             if entry is None:
                 raise DownloadError(f"index {index} cannot be read ({err}) and {cache} holds no verified {name}"
@@ -289,10 +331,10 @@ def download(
                 raise DownloadError(f"{note}the cached {zip_path} no longer verifies; connect to the network to fetch it "
                                     "again")
             zip_path.unlink(missing_ok=True)
+            _record_path(cache, entry.name, entry.version).unlink(missing_ok=True)
             fetch(entry, zip_path, timeout, progress)
-            save_json({"name": entry.name, "version": entry.version, "url": entry.url, "sha256": entry.sha256,
-                       "size": entry.size}, _record_path(cache, entry.name, entry.version))
-        state, weights = _place(zip_path, entry, target, force)
+        # the zip is recorded as verified (and used offline) only once it has unpacked and its contents checked
+        state, weights = _place(zip_path, entry, target, force, cache)
     source = f"{note}verified cache {zip_path}" if from_cache else entry.url
     described = (f"; weights models/model.pt: {weights['tensors']} tensors, variant {weights.get('variant') or '?'}, "
                  f"trained: {weights.get('training') or 'not stated'}") if weights else "; no weights"

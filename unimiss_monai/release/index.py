@@ -15,9 +15,11 @@ sha256, and a remote index may only point to ``http(s)`` URLs.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -77,23 +79,42 @@ def version_key(version: str) -> tuple:
 
 
 def load_index(index: str, timeout: float = 60.0) -> tuple[dict, str]:
-    """``(entries, base)`` of the index at ``index`` (an ``http(s)`` URL or a local file); ``base`` is what relative
-    ``source`` entries are resolved against.
+    """``(entries, base)`` of the index at ``index`` (an ``http(s)`` URL, a local file, or a folder holding
+    ``model_info.json``); ``base`` is what relative ``source`` entries are resolved against.
 
     Raises:
-        ReleaseIndexError: unreadable, larger than 16 MiB, not JSON, or not an object of entries.
-        OSError / urllib.error.URLError: the index could not be fetched (the caller may fall back to its cache).
+        ReleaseIndexError: an HTTP error status (404, 500, ...), larger than 16 MiB, not JSON, or not an object of
+            entries.
+        FileNotFoundError: a local index (or ``model_info.json`` in a folder given) that does not exist.
+        OSError / urllib.error.URLError: no connection to the server (the caller may fall back to its cache).
     """
     if urllib.parse.urlsplit(index).scheme in ("http", "https"):
-        with urllib.request.urlopen(index, timeout=timeout) as resp:  # noqa: S310 - scheme checked above
-            data = resp.read(_MAX_INDEX_BYTES + 1)
+        try:
+            with urllib.request.urlopen(index, timeout=timeout) as resp:  # noqa: S310 - scheme checked above
+                data = resp.read(_MAX_INDEX_BYTES + 1)
+        except urllib.error.HTTPError as err:  # the server answered: a wrong address, not an offline network
+            raise ReleaseIndexError(f"index {index} answered HTTP {err.code} {err.reason}; check the URL (it should "
+                                    "name a model_info.json)") from None
+        except http.client.HTTPException as err:
+            if isinstance(err, (http.client.IncompleteRead, http.client.RemoteDisconnected)):
+                raise  # a dropped connection: the caller may fall back to its cache
+            raise ReleaseIndexError(f"index {index} answered no valid HTTP ({type(err).__name__}: {err}); check the "
+                                    "URL") from None
         base = index
     else:
         path = Path(urllib.request.url2pathname(urllib.parse.urlsplit(index).path)) if index.startswith("file:") else Path(index)
-        if not path.is_file():
+        if path.is_dir():  # a release folder as package-bundle writes it: its index is model_info.json
+            if not (path / "model_info.json").is_file():
+                raise FileNotFoundError(f"index {index} is a folder without a model_info.json; pass --index the "
+                                        "model_info.json file (or URL), or the folder package-bundle wrote it to")
+            path = path / "model_info.json"
+        elif not path.is_file():
             raise FileNotFoundError(f"index {index} does not exist; pass --index a model_info.json file or URL")
-        with open(path, "rb") as f:
-            data = f.read(_MAX_INDEX_BYTES + 1)
+        try:
+            with open(path, "rb") as f:
+                data = f.read(_MAX_INDEX_BYTES + 1)
+        except OSError as err:  # unreadable (permissions): a local problem, never a reason to go offline
+            raise ReleaseIndexError(f"index {index} cannot be read ({err.strerror or err})") from None
         base = path.resolve().as_uri()
     if len(data) > _MAX_INDEX_BYTES:
         raise ReleaseIndexError(f"index {index} is larger than {_MAX_INDEX_BYTES >> 20} MiB; it is not a release index")
@@ -159,6 +180,8 @@ def update_index(path: str | os.PathLike, name: str, version: str, source: str, 
     """Add or replace the entry of ``name`` ``version`` in the index file ``path`` (created when absent); the file is
     rewritten atomically with sorted keys. Returns the entry."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not a release index; move it away from the release folder")
     entries = {}
     if path.exists():
         entries, _ = load_index(str(path))

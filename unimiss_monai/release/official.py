@@ -19,6 +19,7 @@ from unimiss_monai.networks.convert import convert_official_state_dict
 from unimiss_monai.networks.variants import VARIANTS, get_variant, stage_grids
 from unimiss_monai.release.archive import sha256_file
 from unimiss_monai.release.package import build_release
+from unimiss_monai.utils.finite import first_non_finite
 from unimiss_monai.utils.serialization import load_torch_file
 
 __all__ = ["DEFAULT_BUNDLE", "PAPERS", "official_payload", "release_official"]
@@ -54,7 +55,7 @@ def official_payload(src: str, variant: str | None = None, branch: str = "studen
 
     Raises:
         ValueError (one line naming the file): missing file, unknown variant, not an official checkpoint, keys or
-            shapes that do not fit a freshly built backbone of the variant.
+            shapes that do not fit a freshly built backbone of the variant, tensors holding NaN or Inf.
     """
     from unimiss_monai.networks import build_backbone
 
@@ -81,6 +82,10 @@ def official_payload(src: str, variant: str | None = None, branch: str = "studen
             f"unexpected, {len(shape)} of another shape, {len(conv['skipped'])} unmapped official tensors, e.g. {first}); "
             "check --variant, or use convert-checkpoint to inspect the report"
         )
+    bad = first_non_finite(sd)
+    if bad is not None:
+        raise ValueError(f"release-official: {src}: the {branch} tensor {bad} holds NaN or Inf; release a checkpoint of "
+                         "an earlier epoch")
     cfg = get_variant(variant)
     info: dict[str, Any] = {"variant": variant, "family": cfg.family}
     info.update({k: list(getattr(cfg, k)) for k in ("embed_dims", "depths", "num_heads")})

@@ -28,6 +28,7 @@ from typing import Any
 from unimiss_monai.data.writers import save_bytes
 from unimiss_monai.release.archive import sha256_bytes, sha256_file, torch_bytes, zip_bytes
 from unimiss_monai.release.index import check_name, check_version, entry_key, load_index, update_index
+from unimiss_monai.utils.finite import first_non_finite
 from unimiss_monai.utils.serialization import load_torch_file
 
 __all__ = ["build_release", "bundle_version", "package_bundle", "release_files", "weights_payload"]
@@ -112,9 +113,9 @@ def weights_payload(path: str | os.PathLike, extra_info: Mapping[str, Any] | Non
     tensors = {str(k): v.detach().cpu().contiguous().clone() for k, v in state.items() if torch.is_tensor(v)}
     if not tensors:
         raise ValueError(f"weights {path} hold no tensors under 'model' (keys {sorted(map(str, obj))[:6]})")
-    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-    if bad:
-        raise ValueError(f"weights {path}: {len(bad)} tensors hold NaN or Inf (e.g. {bad[0]}); package an earlier checkpoint")
+    bad = first_non_finite(tensors)
+    if bad is not None:
+        raise ValueError(f"weights {path}: tensor {bad} holds NaN or Inf; package an earlier checkpoint")
     info.update(extra_info or {})
     return {"model": tensors, "info": info}
 
@@ -235,7 +236,14 @@ def build_release(
     overwrite: bool | str = False,
 ) -> dict[str, Any]:
     """Write the release files of ``bundle_dir`` with ``payload`` (``{"model", "info"}`` or ``None``) as
-    ``models/model.pt`` into ``out``; see :func:`package_bundle`."""
+    ``models/model.pt`` into ``out``; see :func:`package_bundle`.
+
+    Raises:
+        ValueError (one line), before anything is written: weights holding NaN or Inf, or weights whose
+            ``info["bundle"]`` names another bundle than the one packaged (its folder's name or ``name``): they
+            would ship under this bundle's name and configs, e.g. a fine-tuned segmentation model as pretraining
+            weights.
+    """
     from unimiss_monai.utils.args import as_bool
 
     torchscript, overwrite = as_bool(torchscript, "torchscript"), as_bool(overwrite, "overwrite")
@@ -245,6 +253,14 @@ def build_release(
     entries = [(f"{name}/{rel}", (bundle_dir / rel).read_bytes()) for rel in release_files(bundle_dir)]
     model_pt = None
     if payload is not None:
+        bad = first_non_finite(payload["model"])
+        if bad is not None:
+            raise ValueError(f"package-bundle: the weights for {name} v{version}: tensor {bad} holds NaN or Inf; package "
+                             "an earlier checkpoint")
+        owner = payload["info"].get("bundle")
+        if owner is not None and owner not in (name, bundle_dir.resolve().name):
+            raise ValueError(f"package-bundle: the weights are a model of bundle {owner!r} (their info.bundle), not of "
+                             f"{name!r}; package them with their own bundle (bundles/{owner}), or pass weights of {name}")
         payload = {**payload, "info": {**payload["info"], "bundle": name, "bundle_version": version}}
         model_pt = torch_bytes(payload)
         import torch

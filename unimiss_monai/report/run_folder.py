@@ -71,10 +71,17 @@ class RunFolder:
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
+        if self.root.exists() and not self.root.is_dir():
+            holder = self.root.parent if (self.root.parent / "demo_steps.json").is_file() else None
+            raise ValueError(f"{str(self.root)!r} is a file, not a run folder; pass the folder tools/demo.sh wrote"
+                             + (f" (here {str(holder)!r}, which holds it)" if holder else ""))
         if not self.root.is_dir():
             raise FileNotFoundError(f"run folder {str(self.root)!r} does not exist; run `bash tools/demo.sh {self.root}` first")
         if self.samples is None:
             self.samples = self._guess_samples()
+        elif Path(self.samples).exists() and not Path(self.samples).is_dir():
+            raise ValueError(f"--samples {str(self.samples)!r} is a file, not a folder; pass the samples folder the run "
+                             "used (the --out of `python -m unimiss_monai samples`)")
         elif not Path(self.samples).is_dir():
             raise FileNotFoundError(f"samples folder {str(self.samples)!r} does not exist; pass the --samples the run used")
         self.samples = Path(self.samples) if self.samples is not None else None

@@ -12,14 +12,14 @@ import difflib
 import inspect
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.errors import install_error_hook
 
-__all__ = ["RunArgumentError", "check_run_arguments", "config_ids"]
+__all__ = ["RunArgumentError", "check_overrides", "check_run_arguments", "config_ids"]
 
 # the keys every config component may hold besides its target's arguments
 _COMPONENT_KEYS = {"_target_", "_disabled_", "_requires_", "_desc_", "_mode_"}
@@ -112,7 +112,7 @@ def _target_parameters(target: Any) -> set[str] | None:
     return {p.name for p in params}
 
 
-def _suggest(key: str, candidates: Sequence[str]) -> str:
+def _suggest(key: str, candidates: Sequence[str], flags: bool = False) -> str:
     depth = key.count("#")
     same_depth = [c for c in candidates if c.count("#") == depth]
     close = difflib.get_close_matches(key, same_depth, n=3) or difflib.get_close_matches(key, candidates, n=3)
@@ -121,12 +121,14 @@ def _suggest(key: str, candidates: Sequence[str]) -> str:
     # the runners-up only when about as close as the best (num_epoch: max_epochs 0.74, warmup_epochs 0.64)
     ratios = [difflib.SequenceMatcher(None, key, c).ratio() for c in close]
     close = [c for c, r in zip(close, ratios) if r >= ratios[0] - 0.05]
-    names = [repr(c) for c in close]
+    names = [f"--{c}" if flags else repr(c) for c in close]
     return "; did you mean " + (names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]) + "?"
 
 
-def _unknown(key: str, ids: Mapping[str, Any], run_args: set[str], bundle: str, files: str) -> str | None:
-    """The complaint about override ``key``, or ``None`` when it names a config id."""
+def _unknown(key: str, ids: Mapping[str, Any], run_args: set[str], bundle: str, files: str,
+             command: str | None = None) -> str | None:
+    """The complaint about override ``key``, or ``None`` when it names a config id; ``command``: the command whose
+    options ``run_args`` are, for a complaint about an option of it."""
     if key in ids or key.startswith("_meta_"):
         return None
     parent, _, leaf = key.rpartition("#")
@@ -138,7 +140,9 @@ def _unknown(key: str, ids: Mapping[str, Any], run_args: set[str], bundle: str, 
         close = difflib.get_close_matches(leaf, sorted(params), n=1)
         hint = f"; did you mean {parent + '#' + close[0]!r}?" if close else f" (it takes: {', '.join(sorted(params))})"
         return f"unknown config id {key!r} for {bundle}: {ids[parent]['_target_']} takes no argument {leaf!r}{hint}"
-    hint = _suggest(key, sorted(set(ids) | run_args))
+    hint = _suggest(key, sorted(set(ids) | run_args), flags=command is not None)
+    if command:
+        return f"unknown option --{key}: neither an option of {command} nor a config id of {bundle}" + (hint or f" ({files})")
     return f"unknown config id {key!r} for {bundle}" + (hint or f"; it is neither defined in {files} nor a run argument")
 
 
@@ -223,16 +227,55 @@ def check_run_arguments(bundle: str, argv: Sequence[str] | None = None) -> None:
         settings = DEFAULT_EXP_MGMT_SETTINGS.get(tracking) if isinstance(tracking, str) else None
         settings = settings or ConfigParser.load_config_files(tracking)
         ids.update({k: v for k, v in config_ids(settings.get("configs", {})).items() if k not in ids})
-    names = ", ".join(Path(f).name for f in ([files] if isinstance(files, str) else files) if isinstance(f, str))
+    problems = _problems({k: v for k, v in arguments.items() if k not in run_args}, ids, run_args, bundle, _names(files))
+    if problems:
+        raise RunArgumentError("; ".join(problems))
+
+
+def _names(files: Any) -> str:
+    """The file names of a ``config_file`` argument (a path or a list of them), for messages."""
+    names = ", ".join(Path(f).name for f in ([files] if isinstance(files, str) else files) if isinstance(f, (str, Path)))
+    return names or "the config files"
+
+
+def _problems(overrides: Mapping[str, Any], ids: Mapping[str, Any], known: set[str], bundle: str, files: str,
+              command: str | None = None) -> list[str]:
+    """The complaints about ``overrides`` (id -> value): ids that name nothing in ``ids`` (the nearest of ``ids`` and
+    ``known`` suggested), and values of the wrong type."""
     problems = []
-    for raw_key, value in arguments.items():
-        if raw_key in run_args:
-            continue
+    for raw_key, value in overrides.items():
         key = raw_key.lstrip("+").replace("::", "#")
-        problem = _unknown(key, ids, run_args, bundle, names or "the config files")
+        problem = _unknown(key, ids, known, bundle, files, command)
         if problem is None and key in ids:
             problem = _wrong_type(key, value, ids[key])
         if problem:
             problems.append(problem)
+    return problems
+
+
+def check_overrides(command: str, bundle: str, overrides: Mapping[str, Any], config_files: Sequence[Sequence[str]],
+                    options: Iterable[str] = ()) -> None:
+    """Refuse the config overrides a command hands to ``ConfigWorkflow`` runs of ``bundle`` as
+    :func:`check_run_arguments` refuses those of ``python -m monai.bundle run``: an id that no run's config files
+    define (MONAI would add it and the run would go on with the default), or a value of the wrong type.
+
+    Args:
+        command: the command's name, used in the messages (``label-efficiency``).
+        bundle: the bundle's name, used in the messages.
+        overrides: the ids given on the command line and their values.
+        config_files: the config files of each kind of run the overrides go to (train, evaluate, ...); an id that
+            one of them defines is valid.
+        options: the command's own options, suggested for a misspelled one (``--fraction``: ``--fractions``).
+
+    Raises:
+        RunArgumentError: one line listing every refused id, with the nearest valid options and ids.
+    """
+    from monai.bundle import ConfigParser
+
+    ids: dict[str, Any] = {}
+    for files in config_files:
+        ids.update({k: v for k, v in config_ids(ConfigParser.load_config_files(list(files))).items() if k not in ids})
+    names = _names([f for files in config_files for f in files])
+    problems = _problems(overrides, ids, set(options), bundle, ", ".join(dict.fromkeys(names.split(", "))), command)
     if problems:
-        raise RunArgumentError("; ".join(problems))
+        raise RunArgumentError(f"{command}: " + "; ".join(problems))

@@ -148,7 +148,9 @@ def label_efficiency(
         jobs: runs trained at once, each in its own process with an equal share of the threads. On 2 cores, 2 jobs
             of one thread finish a small-scale study sooner than 1 job of two threads: much of a small network's step
             is single-threaded Python. Scores can differ in the last digits between thread counts.
-        overrides: further ``monai.bundle`` ids for every run (e.g. ``learning_rate=1e-3``).
+        overrides: further ``monai.bundle`` ids for every run (e.g. ``learning_rate=1e-3``); an id that neither the
+            train nor the evaluate configs define (a misspelled option such as ``--fraction``) is refused before any
+            work, with the nearest options and ids.
 
     Returns:
         The path of ``label_efficiency.json``.
@@ -160,6 +162,7 @@ def label_efficiency(
     from unimiss_monai.utils.hashing import sha256_datalist, sha256_file
     from unimiss_monai.benchmarks.label_efficiency.runner import BundleRunner
     from unimiss_monai.benchmarks.label_efficiency.study import build_results, run_study
+    from unimiss_monai.utils.run_arguments import check_overrides
 
     if overrides.keys() & {"help", "h"}:
         # fire hands --help to a function with **overrides as an override, which would start a study
@@ -199,6 +202,12 @@ def label_efficiency(
     bundle_root = root / bundle
     if not (bundle_root / "configs").is_dir():
         raise FileNotFoundError(f"label-efficiency: bundle folder {bundle_root} not found; pass --bundles_dir")
+    overlays = task.small_configs if small else ()
+    config_files = _ConfigFiles(bundle_root, overlays)
+    if overrides:  # a misspelled option (--fraction) would be an id MONAI adds silently, and the study the default
+        options = [p for p, v in inspect.signature(label_efficiency).parameters.items() if v.kind != v.VAR_KEYWORD]
+        check_overrides("label-efficiency", bundle, overrides,
+                        [config_files(task.train_configs), config_files(task.eval_configs)], options)
     out = Path(out).resolve()
     started = time.perf_counter()
 
@@ -228,9 +237,6 @@ def label_efficiency(
     if epoch_iterations is not None:
         common["train#trainer#epoch_length"] = int(epoch_iterations)
         common.update({k: v.format(n=int(epoch_iterations)) for k, v in task.iteration_schedule.items()})
-    overlays = task.small_configs if small else ()
-
-    config_files = _ConfigFiles(bundle_root, overlays)
 
     # the training split as the bundle itself reads it (paths resolved, labels in the form its loss expects)
     reader = ConfigWorkflow(config_file=config_files(task.train_configs), workflow_type="train",
