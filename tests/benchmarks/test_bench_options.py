@@ -143,3 +143,13 @@ def test_existing_results_or_chart_are_refused_before_any_work(existing, tmp_pat
     with pytest.raises(FileExistsError, match=f"{existing} exists and is not replaced: pass --overwrite true"):
         bench_backbone(out=str(tmp_path / "b.json"))
     assert [p.name for p in tmp_path.iterdir()] == [existing] and (tmp_path / existing).read_text() == "mine"
+
+
+def test_bench_infer_refuses_an_existing_result_before_any_work(tmp_path, monkeypatch):
+    import unimiss_monai.benchmarks.inference as inference
+
+    monkeypatch.setattr(inference, "load_paths", lambda *a: pytest.fail("loaded a network despite an existing output"))
+    (tmp_path / "i.json").write_text("mine")
+    with pytest.raises(FileExistsError, match="bench-infer: --out .*i.json exists and is not replaced"):
+        bench_infer(shape=(16, 64, 64), out=str(tmp_path / "i.json"))
+    assert (tmp_path / "i.json").read_text() == "mine"

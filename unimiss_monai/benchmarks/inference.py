@@ -201,6 +201,7 @@ def bench_infer(
     bundle: str | None = None,
     overrides: dict | None = None,
     out: str = "outputs/bench_infer.json",
+    overwrite: bool = False,
 ) -> dict:
     """Time whole-CT inference of the bundle's reference and fast paths and of SwinUNETR; print a table, write JSON.
 
@@ -226,12 +227,14 @@ def bench_infer(
         bundle: the CT segmentation bundle folder (default: the repository's).
         overrides: config id -> value applied to both paths (e.g. ``{"network_def#preset": "smoke"}``).
         out: JSON path (written atomically).
+        overwrite: replace an existing ``out`` (else it is refused before any work).
 
     Returns:
         the result dict (also written to ``out``).
     """
-    from unimiss_monai.data.writers import save_json
+    from unimiss_monai.data.writers import check_output_file, save_json
 
+    check_output_file(out, overwrite, "bench-infer: --out")
     check_device("bench-infer", device)
     if repeats < 1:
         raise ValueError(f"bench-infer: --repeats must be >= 1, got {repeats}")
