@@ -39,12 +39,15 @@ def _official_root(root: Path) -> Path:
 
 
 def _run(capsys, *args) -> tuple[int, str, str]:
-    """The command in process: (exit code, stdout, stderr), a ``SystemExit`` message counted as stderr as Python does."""
+    """The command in process: (exit code, stdout, stderr), a ``SystemExit`` message counted as stderr as Python does,
+    and a refusal (``FileExistsError``) as the command line's error hook prints it: one line, exit status 1."""
     code, message = 0, ""
     try:
         main(["official-datalist", *args])
     except SystemExit as e:
         code, message = (e.code, "") if isinstance(e.code, int) else (1, str(e.code))
+    except FileExistsError as e:
+        code, message = 1, str(e)
     out, err = capsys.readouterr()
     return code, out, err + message
 
@@ -68,7 +71,7 @@ def test_pairs_ct_with_drr_names_what_it_cannot_pair_and_never_overwrites(tmp_pa
     # never replaced unless asked
     before = out.read_bytes()
     code, _, stderr = _run(capsys, "--root", str(root), "--out", str(out), "--require_drr", "False")
-    assert code != 0 and "exists; pass --overwrite" in stderr and out.read_bytes() == before
+    assert code != 0 and "exists and is not replaced: pass --overwrite" in stderr and out.read_bytes() == before
     code, _, _ = _run(capsys, "--root", str(root), "--out", str(out), "--require_drr", "False", "--overwrite")
     assert code == 0
     relaxed = json.loads(out.read_text())["ct"]

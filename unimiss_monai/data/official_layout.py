@@ -137,11 +137,10 @@ def official_datalist(
         list_3d / list_2d: list file names under ``root``. require_drr: see :func:`build_official_datalist`.
         overwrite: replace an existing ``out``.
     """
-    from unimiss_monai.data.writers import save_json
+    from unimiss_monai.data.writers import check_output_file, save_json
 
-    out_path = Path(out).expanduser().resolve()
-    if out_path.exists() and not overwrite:
-        raise SystemExit(f"official-datalist: {out_path} exists; pass --overwrite to replace it or choose another --out")
+    # a folder, a file in the way of its folder, or an existing datalist: refused before the data root is walked
+    out_path = check_output_file(Path(out).expanduser().resolve(), overwrite, "official-datalist: --out")
     datalist, problems = build_official_datalist(root, list_3d, list_2d, require_drr=require_drr, relative_to=out_path.parent)
     for line in problems:
         print(f"official-datalist: {line}", file=sys.stderr)
