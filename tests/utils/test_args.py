@@ -8,6 +8,7 @@ import pytest
 from monai.bundle import ConfigParser
 
 from unimiss_monai.utils import as_bool
+from unimiss_monai.utils.args import as_count
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 
@@ -74,3 +75,21 @@ def test_deep_supervision_string_selects_the_loss():
     plain = _parse("unimiss_ct_segmentation", "train.json", deep_supervision="False").get_parsed_content("train_loss")
     stacked = _parse("unimiss_ct_segmentation", "train.json", deep_supervision="true").get_parsed_content("train_loss")
     assert not isinstance(plain, StackedDeepSupervisionLoss) and isinstance(stacked, StackedDeepSupervisionLoss)
+
+
+@pytest.mark.parametrize("value, expected", [(3, 3), ("3", 3), (" 12 ", 12)])
+def test_as_count_reads_whole_numbers(value, expected):
+    assert as_count(value, "--n") == expected
+
+
+@pytest.mark.parametrize("value", ["abc", "2.5", 2.5, True, 0, "0", "-1", None])
+def test_as_count_refuses_anything_else_naming_the_option(value):
+    with pytest.raises(ValueError, match=r"^--n must be a whole number of at least 1, got "):
+        as_count(value, "--n")
+
+
+def test_a_study_count_that_is_no_number_is_one_line_naming_the_option():
+    from unimiss_monai.cli import main
+
+    with pytest.raises(ValueError, match="^label-efficiency: --max_epochs must be a whole number of at least 1, got 'abc'$"):
+        main(["label-efficiency", "--bundle", "unimiss_cxr_segmentation", "--max_epochs", "abc"])

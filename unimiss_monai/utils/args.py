@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["as_bool", "choose"]
+__all__ = ["as_bool", "as_count", "choose"]
 
 _TRUE = frozenset({"true", "yes", "1"})
 _FALSE = frozenset({"false", "no", "0"})
@@ -37,6 +37,20 @@ def as_bool(value: Any, name: str) -> bool:
         if text in _FALSE:
             return False
     raise ValueError(f"config id {name!r} is {value!r}, not a boolean; use true/false, yes/no or 1/0 (any case)")
+
+
+def as_count(value: Any, name: str, minimum: int = 1) -> int:
+    """``value`` of option ``name`` (as the user types it, e.g. ``--max_epochs``) as a whole number of at least
+    ``minimum``: an int, or text of one (``"3"``); a one-line ``ValueError`` naming the option for anything else
+    (``"abc"``, ``2.5``, ``True``, ``0``)."""
+    number = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        number = int(value)
+    if number is None or number < minimum:
+        raise ValueError(f"{name} must be a whole number of at least {minimum}, got {value!r}")
+    return number
 
 
 def choose(options: Mapping[str, Any], value: Any, name: str) -> Any:

@@ -20,6 +20,7 @@ from pathlib import Path
 from unimiss_monai.benchmarks.label_efficiency.design import ARMS, StudyDesign, parse_list
 from unimiss_monai.benchmarks.label_efficiency.tasks import TASKS
 from unimiss_monai.data.writers import save_bytes, save_json
+from unimiss_monai.utils.args import as_count
 
 __all__ = ["label_efficiency", "versions", "write_results"]
 
@@ -175,7 +176,7 @@ def label_efficiency(
         raise ValueError(f"label-efficiency: --{reserved[0]} is set by the study per run; use --out for the study "
                          "folder and --arms / --weights for the initialisations")
     task = TASKS[bundle]
-    max_epochs = task.max_epochs if max_epochs is None else int(max_epochs)
+    max_epochs = task.max_epochs if max_epochs is None else as_count(max_epochs, "label-efficiency: --max_epochs")
     seed_list = tuple(range(int(seeds))) if isinstance(seeds, int) else parse_list(seeds, int, "seeds")
     arm_list = parse_list(arms, str, "arms")
     if str(pretrained).lower() in ("", "none", "scratch"):
@@ -183,10 +184,9 @@ def label_efficiency(
     design = StudyDesign(parse_list(fractions, float, "fractions"), seed_list, arm_list)
     if interval not in ("t", "bootstrap"):
         raise ValueError(f"label-efficiency: --interval must be t or bootstrap, got {interval!r}")
-    if int(jobs) < 1:
-        raise ValueError(f"label-efficiency: --jobs must be >= 1, got {jobs!r}")
-    if epoch_iterations is not None and int(epoch_iterations) < 1:
-        raise ValueError(f"label-efficiency: epoch_iterations must be >= 1 or None, got {epoch_iterations!r}")
+    jobs, pretrain_epochs = as_count(jobs, "label-efficiency: --jobs"), as_count(pretrain_epochs, "label-efficiency: --pretrain_epochs")
+    if epoch_iterations is not None:
+        epoch_iterations = as_count(epoch_iterations, "label-efficiency: --epoch_iterations")
     given = _parse_weights(weights)
     if "pretrained" in arm_list and str(pretrained).lower() != "auto" and "pretrained" not in given:
         given["pretrained"] = str(pretrained)
