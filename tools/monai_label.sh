@@ -19,8 +19,8 @@
 #   PORT          server port (default: a free one; 8000 in the printed command of PREPARE_ONLY)
 #   VENV_ONLY     1 makes .venv-label (if absent) and exits: what CI runs before the tests when the disk has room
 #   OVERLAY       config merged into the served copy (default smoke.yaml: the tiny network, trained here in a minute
-#                 or two, once: delete $WORK/train/<bundle> to retrain); OVERLAY= serves the full-size network and
-#                 needs bundles/<bundle>/models/model.pt
+#                 or two, once per overlay, into $WORK/train/<overlay name without .yaml>/<bundle>: delete that folder
+#                 to retrain); OVERLAY= serves the full-size network and needs bundles/<bundle>/models/model.pt
 #   INFER_OVERLAYS  configs merged after OVERLAY into the served inference config only, where the bundle has them
 #                 (comma-separated; default auto: inference_cpu.yaml,inference_cpu_fast.yaml,inference_openvino.yaml
 #                 when MONAI Label's torch sees no CUDA device, nothing otherwise; INFER_OVERLAYS= merges none). The CT
@@ -33,10 +33,11 @@
 #   SAMPLES       the samples folder (default samples/, written if absent)
 #   UNIMISS_LABEL_VENV  MONAI Label's venv (default .venv-label, made there if absent)
 #   WORK          where everything lands (default outputs/monai_label/<bundle>, or <bundle>+<bundle> for several:
-#                 app/, studies/, train/<bundle>/, server.log, the returned labels and pictures <bundle>_pred.*)
-# A rerun rebuilds app/ and studies/, and refuses to when a label was submitted or /train saved weights there since
-# they were prepared (both are a clinician's work). MONAI Label needs its own venv (.venv-label, ~8 GB: torch 2.14.1
-# + torchvision, pydicom 2, OpenVINO); made here if absent.
+#                 app/, studies/, train/<overlay>/<bundle>/, server.log, the returned labels and pictures <bundle>_pred.*)
+# A rerun rebuilds app/ and studies/, and refuses to when a label was submitted or /train saved weights or
+# checkpoints (app/model/<bundle>/models, app/model/<bundle>/eval) there since they were prepared (a clinician's
+# work); a folder an interrupted run of this script left half-built is simply rebuilt. MONAI Label needs its own
+# venv (.venv-label, ~8 GB: torch 2.14.1 + torchvision, pydicom 2, OpenVINO); made here if absent.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 cd "$ROOT"
@@ -97,22 +98,30 @@ fi
 if [ "$VENV_ONLY" = 1 ]; then log "$LABEL_VENV is ready"; exit 0; fi
 
 # --- 2. sample data and trained weights (trained with the project venv; MONAI Label only serves them)
+# The weights trained for an overlay are kept per overlay ($WORK/train/<overlay>/<bundle>): each overlay may define
+# another network, so weights (and resumable checkpoints) of one are never served or resumed under another.
+for b in "${BUNDLE_LIST[@]}"; do
+    [ -z "$OVERLAY" ] || [ -f "$ROOT/bundles/$b/configs/$OVERLAY" ] || { log "OVERLAY=$OVERLAY: bundles/$b/configs/$OVERLAY does not exist; name a config of that folder (e.g. smoke.yaml), or OVERLAY= for the full-size network"; exit 2; }
+done
+TRAIN_DIR="$WORK/train/${OVERLAY%.*}"
 mkdir -p "$WORK"
 declare -A WEIGHTS
 for b in "${BUNDLE_LIST[@]}"; do
     src="$ROOT/bundles/$b"
-    WEIGHTS[$b]="$([ -n "$OVERLAY" ] && echo "$WORK/train/$b/models/model.pt" || echo "$src/models/model.pt")"
+    WEIGHTS[$b]="$([ -n "$OVERLAY" ] && echo "$TRAIN_DIR/$b/models/model.pt" || echo "$src/models/model.pt")"
     if [ -z "$STUDIES" ] || { [ -n "$OVERLAY" ] && [ ! -f "${WEIGHTS[$b]}" ]; }; then
         "$PY" -m unimiss_monai samples --out "$SAMPLES" --only "$(dataset_of "$b")" > /dev/null
     fi
     if [ -n "$OVERLAY" ]; then
         if [ ! -f "${WEIGHTS[$b]}" ]; then
-            mkdir -p "$WORK/train"
-            log "training $b with configs/$OVERLAY for the served weights"
+            mkdir -p "$TRAIN_DIR"
+            log "training $b with configs/$OVERLAY for the served weights (into $TRAIN_DIR/$b)"
             "$PY" -m monai.bundle run --config_file "['$src/configs/train.json','$src/configs/$OVERLAY']" \
                 --meta_file "$src/configs/metadata.json" --logging_file "$src/configs/logging.conf" \
-                --bundle_root "$src" --dataset_dir "$SAMPLES" --output_dir "$WORK/train/$b" --ckpt_dir "$WORK/train/$b/models" \
-                > "$WORK/train/$b.log" 2>&1 || { log "bundle training failed; see $WORK/train/$b.log"; exit 1; }
+                --bundle_root "$src" --dataset_dir "$SAMPLES" --output_dir "$TRAIN_DIR/$b" --ckpt_dir "$TRAIN_DIR/$b/models" \
+                > "$TRAIN_DIR/$b.log" 2>&1 || { log "bundle training failed; see $TRAIN_DIR/$b.log"; exit 1; }
+        else
+            log "serving $b with the weights trained earlier with configs/$OVERLAY (${WEIGHTS[$b]}; delete $TRAIN_DIR/$b to retrain)"
         fi
     else
         [ -f "${WEIGHTS[$b]}" ] || { log "${WEIGHTS[$b]} is missing: train the full-size bundle first (python -m monai.bundle run --config_file $src/configs/train.json ...), or leave OVERLAY at smoke.yaml"; exit 1; }
@@ -120,16 +129,22 @@ for b in "${BUNDLE_LIST[@]}"; do
 done
 
 # --- 3. the app (MONAI Label's monaibundle sample app + each bundle as app/model/<bundle>) and the studies folder.
-# What a rerun would delete is checked against what the last run left there (.prepared.sha256): a label submitted or
-# weights saved by /train since then are a clinician's work, so the rerun stops instead.
+# What a rerun would delete is checked against what the last run left there (.prepared.sha256): a label submitted, or
+# weights and checkpoints saved by /train (models/, and eval/ where a stopped /train leaves its best and resumable
+# checkpoints) since then are a clinician's work, so the rerun stops instead. .preparing marks a folder this script
+# is building (written once the check passed, removed with the manifest recorded): never served, so a rerun after an
+# interrupted or failed preparation rebuilds it rather than stopping for want of a manifest.
 MANIFEST="$WORK/.prepared.sha256"
-guarded_files() { (cd "$WORK" && { find app/model -path '*/models/*' -type f; [ -n "$STUDIES" ] || find studies/labels -type f; } 2>/dev/null | sort); }
+PREPARING="$WORK/.preparing"
+guarded_files() { (cd "$WORK" && { find app/model \( -path 'app/model/*/models/*' -o -path 'app/model/*/eval/*' \) -type f; [ -n "$STUDIES" ] || find studies/labels -type f; } 2>/dev/null | sort); }
 record_prepared() { (cd "$WORK" && guarded_files | xargs -r -d '\n' sha256sum > "$MANIFEST.tmp" && mv "$MANIFEST.tmp" "$MANIFEST"); }
-if [ -e "$WORK/app" ] || { [ -z "$STUDIES" ] && [ -e "$WORK/studies" ]; }; then
+if [ -f "$PREPARING" ]; then
+    log "$WORK/app was left half-built by an earlier run of this script (interrupted or failed while preparing it); rebuilding it"
+elif [ -e "$WORK/app" ] || { [ -z "$STUDIES" ] && [ -e "$WORK/studies" ]; }; then
     [ -f "$MANIFEST" ] || { log "$WORK/app or $WORK/studies was not prepared by this script (no $MANIFEST): move anything of yours out of them (labels, model.pt) and delete them, or set WORK= to another folder"; exit 2; }
     changed="$(cd "$WORK" && { sha256sum --check --quiet --ignore-missing "$MANIFEST" 2>/dev/null | cut -d: -f1; comm -13 <(cut -c67- "$MANIFEST" | sort) <(guarded_files); } | head -1 || true)"
     rebuilt="$WORK/app"; [ -n "$STUDIES" ] || rebuilt="$rebuilt and $WORK/studies"
-    [ -z "$changed" ] || { log "$WORK/$changed was saved after this folder was prepared (a submitted label or /train's weights): copy what you want to keep elsewhere and delete $rebuilt, or set WORK= to another folder"; exit 2; }
+    [ -z "$changed" ] || { log "$WORK/$changed was saved after this folder was prepared (a submitted label, or /train's weights or checkpoints): copy what you want to keep elsewhere and delete $rebuilt, or set WORK= to another folder"; exit 2; }
 fi
 if [ "$INFER_OVERLAYS" = auto ]; then
     INFER_OVERLAYS="$("$LPY" -c '
@@ -138,6 +153,7 @@ openvino = importlib.util.find_spec("openvino") is not None
 print("" if torch.cuda.is_available() else "inference_cpu.yaml,inference_cpu_fast.yaml" + (",inference_openvino.yaml" if openvino else ""))')"
 fi
 log "served inference overlays (where a bundle has them): ${INFER_OVERLAYS:-none}"
+echo "tools/monai_label.sh is building app/ (and the sample studies) here; a rerun rebuilds them" > "$PREPARING"
 rm -rf "$WORK/app" "$MANIFEST"
 [ -n "$STUDIES" ] || rm -rf "$WORK/studies"
 cp -r "$LABEL_VENV/monailabel/sample-apps/monaibundle" "$WORK/app"
@@ -225,6 +241,7 @@ SERVE=("$LPY" -m monailabel.main start_server --app "$WORK/app" --studies "$STUD
        --conf zoo_source github --conf sam2 false --conf preload false --host 127.0.0.1 --port "$PORT")
 # recorded now, before any check can fail: a rerun after a failed check rebuilds what this run prepared
 record_prepared
+rm -f "$PREPARING"
 if [ "$PREPARE_ONLY" = 1 ]; then
     log "prepared $WORK/app serving $MODELS on the studies in $STUDIES_DIR; start the server (Ctrl-C stops it) with:"
     words() { local w out=(); for w in "$@"; do [[ "$w" =~ ^[A-Za-z0-9_./:,=+-]+$ ]] && out+=("$w") || out+=("$(printf %q "$w")"); done; echo "${out[*]}"; }

@@ -529,7 +529,7 @@ def test_prepare_only_prints_the_start_command_and_leaves_the_studies_alone(serv
     assert "--studies " + str(studies).replace(" ", "\\ ") in command, command
     assert "starting MONAI Label" not in done.stdout and not (work / "server.log").exists() and not (work / "studies").exists()
     for bundle in (CT, CXR):
-        assert sha256_file(work / "app" / "model" / bundle / "models" / "model.pt") == sha256_file(work / "train" / bundle / "models" / "model.pt")
+        assert sha256_file(work / "app" / "model" / bundle / "models" / "model.pt") == sha256_file(work / "train" / "smoke" / bundle / "models" / "model.pt")
     assert "added by unimiss_monai: tools/monai_label_app.py" in (work / "app" / "main.py").read_text()
     assert {str(p): sha256_file(p) for p in studies.rglob("*") if p.is_file()} == before
 
