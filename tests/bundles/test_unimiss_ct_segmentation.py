@@ -256,18 +256,19 @@ def test_toy_task_beats_chance():
     parser = ConfigParser()
     parser.read_config(configs(NAME, "train.json"))
     parser.update({**TINY_NET, "roi_size": [16, 32, 32], "bundle_root": str(BUNDLE), "device": "$torch.device('cpu')"})
+    torch.manual_seed(0)  # one initialisation: a short run from another may still miss the liver
     net, loss_fn = parser.get_parsed_content("network_def"), parser.get_parsed_content("loss")
 
-    def case(seed):  # RAS (X, Y, Z) -> the bundle's slices-first (Z, X, Y), HU window [-1000, 1000] -> [0, 1]
+    def case(seed):  # RAS (X, Y, Z) -> the bundle's slices-first (Z, X, Y), HU / 1024 as the bundle maps it
         hu, labels, _ = make_organ_phantom((32, 32, 16), (10.0, 9.0, 15.0), seed=seed, noise_hu=10.0)
         to_zxy = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None, None]  # noqa: E731
-        return to_zxy(((hu + 1000) / 2000).clip(0, 1).astype(np.float32)), to_zxy(labels.astype(np.int64))
+        return to_zxy((hu / 1024).astype(np.float32)), to_zxy(labels.astype(np.int64))
 
     train = [case(s) for s in range(3)]
     x_val, y_val = case(11)
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
     net.train()
-    for step in range(60):
+    for step in range(120):
         x, y = train[step % len(train)]
         opt.zero_grad()
         loss_fn(net(x), y).backward()
