@@ -23,7 +23,7 @@ from unimiss_monai.utils.finite import first_non_finite
 from unimiss_monai.utils.serialization import load_torch_file
 from unimiss_monai.utils.hashing import sha256_file
 
-__all__ = ["DEFAULT_DST", "publish_pretrained", "read_export"]
+__all__ = ["DEFAULT_DST", "check_export_target", "publish_pretrained", "read_export"]
 
 #: where the fine-tuning bundles look for pretrained weights (``default_pretrained_path`` of a sibling bundle)
 DEFAULT_DST = Path(__file__).resolve().parents[2] / "bundles" / "unimiss_pretraining" / "models" / "model.pt"
@@ -83,6 +83,20 @@ def _differences(old: Mapping[str, Any], new: dict[str, Any]) -> list[str]:
         elif old_sd[k].shape != new_sd[k].shape:
             out.append(f"{k} {tuple(old_sd[k].shape)} -> {tuple(new_sd[k].shape)}")
     return out
+
+
+def check_export_target(model_path: str | os.PathLike, bundle_root: str | os.PathLike) -> None:
+    """Refuse, in one line, a pretraining run whose export ``model_path`` is the published weights the fine-tuning
+    bundles load by default (``<bundle_root>/models/model.pt``, or :data:`DEFAULT_DST`): a run, a smoke run
+    included, would replace them without the checks of ``publish-pretrained``."""
+    target = Path(model_path).expanduser().resolve()
+    published = {(Path(bundle_root).expanduser() / "models" / "model.pt").resolve(), DEFAULT_DST.resolve()}
+    if target in published:
+        raise ValueError(
+            f"model_path {model_path} is where the published pretrained weights live, which the fine-tuning bundles "
+            "load by default: write the run elsewhere (--output_dir) and publish its export with python -m "
+            "unimiss_monai publish-pretrained"
+        )
 
 
 def publish_pretrained(src: str, dst: str | None = None, force: bool | str = False) -> dict[str, Any]:
