@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from bundle_runner import run_workflow
 
-from unimiss_monai.networks.publish import check_export_target
+from unimiss_monai.networks import check_export_target
 
 
 def test_a_pretraining_run_never_exports_onto_the_published_weights(tmp_path):

@@ -11,6 +11,7 @@ from unimiss_monai.networks.nets import (
 )
 from unimiss_monai.networks.param_groups import param_groups_lrd, param_groups_of
 from unimiss_monai.networks.pretrained import LoadReport, backbone_info, detect_variant, load_pretrained
+from unimiss_monai.networks.publish import check_export_target
 from unimiss_monai.networks.variants import (
     PRESETS, SMOKE_WIDTHS, VARIANTS, VariantConfig, check_input_size, get_variant, stage_grids, tiny_overrides, total_stride, valid_input_sizes,
 )
@@ -18,7 +19,7 @@ from unimiss_monai.networks.variants import (
 __all__ = [
     "PRESETS", "SMOKE_WIDTHS", "VARIANTS", "ClassificationHead", "DINOHead", "LoadReport", "MiT", "MiTDecoder", "MiTEncoder", "MiTPlus",
     "MultiCropOutput", "MultiCropWrapper", "SegmentationHead", "StudentTeacher", "UniMissBackbone",
-    "UniMissClassifier", "UniMissSegmentation", "VariantConfig", "backbone_info", "build_backbone", "check_input_size",
+    "UniMissClassifier", "UniMissSegmentation", "VariantConfig", "backbone_info", "build_backbone", "check_export_target", "check_input_size",
     "detect_variant", "get_variant", "inflate_2d_to_3d", "load_pretrained", "pad_slice_sequences", "param_groups_lrd", "param_groups_of", "split_backbone_output", "stage_grids",
     "tiny_overrides", "total_stride", "valid_input_sizes",
 ]
