@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import torch
@@ -38,7 +39,8 @@ def _bundle_run(bundle: str, config_files: tuple[str, ...], dataset_dir: str, ou
     """``monai.bundle run`` of ``bundle`` with ``config_files`` merged in order (what follows ``-m``)."""
     return ["monai.bundle", "run", "--config_file", str(configs(bundle, *config_files)),
             "--meta_file", configs(bundle, "metadata.json")[0], "--logging_file", configs(bundle, "logging.conf")[0],
-            "--bundle_root", out, "--dataset_dir", dataset_dir, "--output_dir", out]  # nothing written under bundles/
+            # nothing written under bundles/: a bundle root of the run's own, beside (not at) its output folder
+            "--bundle_root", str(Path(out) / "bundle"), "--dataset_dir", dataset_dir, "--output_dir", out]
 
 
 def _launcher(node: int, endpoint: str, run_id: str, dataset_dir: str, out: str, bundle: str = BUNDLE,
@@ -93,7 +95,7 @@ def test_two_launchers_form_one_two_node_job(sample_set, tmp_path):
     assert all("Got new best metric" in t for t in text)  # one rank on each node
     # rank 0 alone keeps the stats handlers and saves the model
     assert len(re.findall(r"Epoch\[1\] Metrics -- val_mean_dice", both)) == 1
-    ckpt = torch.load(tmp_path / "models" / "smoke" / "model.pt", map_location="cpu", weights_only=True)
+    ckpt = torch.load(tmp_path / "bundle" / "models" / "smoke" / "model.pt", map_location="cpu", weights_only=True)
     assert ckpt["info"]["bundle"] == BUNDLE and not any(k.startswith("module.") for k in ckpt["model"])
 
 
