@@ -239,8 +239,8 @@ def test_convert_never_replaces_a_file_unasked_nor_its_source(tmp_path):
     original = src.read_bytes()
     notes = tmp_path / "notes.txt"
     notes.write_text("my notes")
-    with pytest.raises(FileExistsError, match=rf"^convert-checkpoint: DST {notes} exists and would be replaced; nothing "
-                                              r"was written: .*--force true"):
+    with pytest.raises(FileExistsError, match=rf"^convert-checkpoint: DST {notes} exists and is not replaced: pass "
+                                              r"--force true to replace it"):
         convert_checkpoint(str(src), str(notes))
     assert notes.read_text() == "my notes"
     link = tmp_path / "link.pth"
@@ -249,7 +249,7 @@ def test_convert_never_replaces_a_file_unasked_nor_its_source(tmp_path):
         with pytest.raises(ValueError, match=rf"^convert-checkpoint: DST {dst} is the source checkpoint"):
             convert_checkpoint(str(src), str(dst), force=True)
     assert src.read_bytes() == original and link.is_symlink()
-    with pytest.raises(ValueError, match="is a folder"):
+    with pytest.raises(FileExistsError, match=rf"^convert-checkpoint: DST {tmp_path} is a folder, not a file"):
         convert_checkpoint(str(src), str(tmp_path))
     report = convert_checkpoint(str(src), str(notes), force="true")
     assert report["missing"] == [] and "model" in torch.load(notes, weights_only=True)
@@ -291,7 +291,8 @@ def test_convert_command_fails_in_one_line(tmp_path):
     env = {**__import__("os").environ, "UNIMISS_TRACEBACK": "0"}
     for args, message in [
         ([str(src), str(tmp_path / "new.pt"), "--dims", "5"], "convert-checkpoint: --dims is 5; choose 2, 3 or both"),
-        ([str(src), str(dst), "--force", "false"], f"convert-checkpoint: DST {dst} exists and would be replaced"),
+        ([str(src), str(dst), "--force", "false"], f"convert-checkpoint: DST {dst} exists and is not replaced: pass "
+                                                   "--force true"),
     ]:
         done = subprocess.run([sys.executable, "-m", "unimiss_monai", "convert-checkpoint", *args], capture_output=True,
                               text=True, timeout=300, env=env)

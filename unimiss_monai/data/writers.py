@@ -87,17 +87,20 @@ def _check_parents(path: Path, what: str) -> None:
                               "move that file away or choose another path")
 
 
-def check_output_file(path: str | Path, overwrite: bool = True, what: str = "output") -> Path:
+def check_output_file(
+    path: str | Path, overwrite: bool = True, what: str = "output", flag: str = "--overwrite"
+) -> Path:
     """Refuse, in one line (``FileExistsError``) naming ``what`` (e.g. ``"bench-drr --out"``), an output file
     ``path`` that is a folder, that lies under a file where a folder has to be, or that exists when ``overwrite`` is
-    false; returns ``path``. Commands call it before their work, :func:`atomic_path` before every write."""
+    false, which the message says ``flag`` allows (the command's own option: ``--force`` for convert-checkpoint);
+    returns ``path``. Commands call it before their work, :func:`atomic_path` before every write."""
     path = Path(path)
     if path.is_dir():
         raise FileExistsError(f"{what} {path} is a folder, not a file: give the path of a file (a new name inside "
                               "it, or elsewhere)")
     _check_parents(path, what)
     if not overwrite and (path.exists() or path.is_symlink()):
-        raise FileExistsError(f"{what} {path} exists and is not replaced: pass --overwrite true to replace it, or "
+        raise FileExistsError(f"{what} {path} exists and is not replaced: pass {flag} true to replace it, or "
                               "choose another path")
     return path
 

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from unimiss_monai.networks.pretrained import PRETRAINED as _PRETRAINED, TRAINED as _TRAINED, load_pretrained
+from unimiss_monai.networks.state_dict_diff import state_dict_differences
 from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.ema import unwrap_model
 from unimiss_monai.utils.serialization import UnreadableCheckpointError, UnsafeCheckpointError, load_torch_file
@@ -206,7 +207,7 @@ def _load_file(
             f"(checkpoint keys look like {sorted(state)[:3]}); is it a checkpoint of this network family?"
         )
     target_state = best_module.state_dict()
-    mismatched = [k for k in sorted(best_common) if state[k].shape != target_state[k].shape]
+    missing, unexpected, mismatched = state_dict_differences(target_state, state)
     if mismatched:
         k = mismatched[0]
         raise ValueError(
@@ -214,8 +215,6 @@ def _load_file(
             f"(e.g. {k}: checkpoint {tuple(state[k].shape)} vs model {tuple(target_state[k].shape)}); it was trained with "
             "another variant or size, so choose the matching variant/overrides or another checkpoint"
         )
-    missing = sorted(set(target_state) - best_common)
-    unexpected = sorted(set(state) - best_common)
     if strict and missing:
         # evaluation and inference load a trained model strictly by design: relaxing it is no fix there
         fix = "; use strict=False to keep them random" if what == _PRETRAINED else ""

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from unimiss_monai.data.writers import save_torch
+from unimiss_monai.data.writers import check_output_file, save_torch
+from unimiss_monai.networks.state_dict_diff import is_position_embedding, state_dict_differences
 from unimiss_monai.utils.finite import first_non_finite
 from unimiss_monai.utils.serialization import load_torch_file
 
@@ -146,16 +147,13 @@ def convert_official_state_dict(
 
 
 def _check_destination(src: str, dst: str, force: bool) -> None:
-    """Refuse a ``dst`` that is ``src`` (also through a link), a folder, or, unless ``force``, any existing file."""
+    """Refuse a ``dst`` that is ``src`` (also through a link), which even ``force`` never replaces; then what every
+    writer refuses (:func:`check_output_file`: a folder, a path under a file, or an existing file unless ``force``)."""
     source, target = Path(src), Path(dst)
     if target.resolve() == source.resolve() or (target.exists() and os.path.samefile(source, target)):
         raise ValueError(f"convert-checkpoint: DST {dst} is the source checkpoint {src}; writing there would destroy "
                          "it: pass another DST")
-    if target.is_dir():
-        raise ValueError(f"convert-checkpoint: DST {dst} is a folder; pass a file name, e.g. {target / 'converted.pt'}")
-    if (target.exists() or target.is_symlink()) and not force:
-        raise FileExistsError(f"convert-checkpoint: DST {dst} exists and would be replaced; nothing was written: pass "
-                              "another DST, move it away, or pass --force true to replace it")
+    check_output_file(dst, force, "convert-checkpoint: DST", "--force")
 
 
 def _examples(names: list[str], n: int = 3) -> str:
@@ -202,9 +200,7 @@ def convert_checkpoint(
         raise ValueError(f"convert-checkpoint: {src}: {err}") from None
     spatial = (2, 3) if str(dims) == "both" else (int(dims),)
     ref = build_backbone(info["variant"], spatial).state_dict()
-    missing = sorted(set(ref) - set(sd))
-    unexpected = sorted(set(sd) - set(ref))
-    shape = sorted(k for k in set(ref) & set(sd) if ref[k].shape != sd[k].shape and "pos_embeds" not in k)
+    missing, unexpected, shape = state_dict_differences(ref, sd, is_position_embedding)
     report = {
         "variant": info["variant"], "branch": branch, "dims": str(dims), "converted": len(sd),
         "head_tensors": len(head), "skipped_official": info["skipped"], "missing": missing,

@@ -28,8 +28,6 @@ import http.client
 import json
 import os
 import shutil
-import socket
-import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
@@ -40,7 +38,8 @@ from typing import Any
 from unimiss_monai.data.writers import remove_leftovers, save_json, temporary_beside
 from unimiss_monai.release.archive import UnsafeArchiveError, check_members, extract_checked, sha256_file
 from unimiss_monai.release.index import (
-    ReleaseEntry, ReleaseIndexError, check_name, check_version, entry_key, load_index, resolve, version_key,
+    OFFLINE_ERRORS, ReleaseEntry, ReleaseIndexError, check_name, check_version, entry_key, load_index, resolve,
+    version_key,
 )
 from unimiss_monai.utils.finite import first_non_finite
 from unimiss_monai.utils.serialization import load_torch_file
@@ -55,12 +54,6 @@ _MAX_DOWNLOAD = 64 << 30
 
 class DownloadError(ValueError):
     """A download that did not complete or did not verify; nothing was unpacked."""
-
-
-# what "the index cannot be reached" is: no connection, a dropped one or a timeout; then a verified zip of the cache is
-# used. An HTTP error status (404, 500) is an answer and fails (see load_index), as does an unreadable local file.
-_OFFLINE = (urllib.error.URLError, ConnectionError, TimeoutError, socket.timeout, http.client.IncompleteRead,
-            http.client.RemoteDisconnected)
 
 
 def default_cache_dir() -> Path:
@@ -308,7 +301,7 @@ def download(
     if index:
         try:
             entries, base = load_index(str(index), timeout)
-        except _OFFLINE as err:  # no connection: an HTTP error status is an answer, raised by load_index
+        except OFFLINE_ERRORS as err:  # no connection: an HTTP error status is an answer, raised by load_index
             entry = _cached_entry(cache, name, version)
             if entry is None:
                 raise DownloadError(f"index {index} cannot be read ({err}) and {cache} holds no verified {name}"

@@ -19,6 +19,7 @@ import http.client
 import json
 import os
 import re
+import socket
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -28,14 +29,20 @@ from pathlib import Path
 from unimiss_monai.data.writers import save_bytes
 
 __all__ = [
-    "ReleaseIndexError", "ReleaseEntry", "check_name", "check_version", "entry_key", "load_index", "resolve", "update_index",
-    "version_key",
+    "OFFLINE_ERRORS", "ReleaseIndexError", "ReleaseEntry", "check_name", "check_version", "entry_key", "load_index",
+    "resolve", "update_index", "version_key",
 ]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _VERSION = re.compile(r"[0-9]+(\.[0-9]+){0,3}([.+-]?[A-Za-z0-9]+){0,3}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _MAX_INDEX_BYTES = 16 << 20
+
+#: what "the server cannot be reached" is: no connection, a dropped one (``IncompleteRead``, ``RemoteDisconnected``) or
+#: a timeout; ``load_index`` lets these through so that ``download`` can use a verified zip of its cache instead. An
+#: HTTP error status (404, 500) is an answer, and an unreadable local file a local problem: neither is one of these.
+OFFLINE_ERRORS = (urllib.error.URLError, ConnectionError, TimeoutError, socket.timeout, http.client.IncompleteRead,
+                  http.client.RemoteDisconnected)
 
 
 class ReleaseIndexError(ValueError):
@@ -96,7 +103,7 @@ def load_index(index: str, timeout: float = 60.0) -> tuple[dict, str]:
             raise ReleaseIndexError(f"index {index} answered HTTP {err.code} {err.reason}; check the URL (it should "
                                     "name a model_info.json)") from None
         except http.client.HTTPException as err:
-            if isinstance(err, (http.client.IncompleteRead, http.client.RemoteDisconnected)):
+            if isinstance(err, OFFLINE_ERRORS):
                 raise  # a dropped connection: the caller may fall back to its cache
             raise ReleaseIndexError(f"index {index} answered no valid HTTP ({type(err).__name__}: {err}); check the "
                                     "URL") from None

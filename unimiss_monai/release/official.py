@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from unimiss_monai.networks.convert import convert_official_state_dict
+from unimiss_monai.networks.state_dict_diff import is_position_embedding, state_dict_differences
 from unimiss_monai.networks.variants import VARIANTS, get_variant, stage_grids
 from unimiss_monai.release.archive import sha256_file
 from unimiss_monai.release.package import build_release
@@ -73,8 +74,7 @@ def official_payload(src: str, variant: str | None = None, branch: str = "studen
         raise ValueError(f"release-official: {src}: {err}") from None
     variant = conv["variant"]
     ref = build_backbone(variant, (2, 3)).state_dict()
-    missing, unexpected = sorted(set(ref) - set(sd)), sorted(set(sd) - set(ref))
-    shape = sorted(k for k in set(ref) & set(sd) if ref[k].shape != sd[k].shape and "pos_embeds" not in k)
+    missing, unexpected, shape = state_dict_differences(ref, sd, is_position_embedding)
     if missing or unexpected or shape or conv["skipped"]:
         first = (missing or unexpected or shape or conv["skipped"])[0]
         raise ValueError(

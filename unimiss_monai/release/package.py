@@ -136,6 +136,8 @@ def _torchscript(bundle_dir: Path, meta: dict, state: Mapping[str, Any]) -> byte
     from monai.data import save_net_with_metadata
     from monai.networks import convert_to_torchscript
 
+    from unimiss_monai.networks.state_dict_diff import state_dict_differences
+
     fmt = meta.get("network_data_format", {}).get("inputs", {}).get("image", {})
     shape = [1, int(fmt.get("num_channels", 1)), *(int(s) for s in fmt.get("spatial_shape", []))]
     config = next((bundle_dir / "configs" / n for n in ("inference.json", "train.json") if (bundle_dir / "configs" / n).is_file()), None)
@@ -147,10 +149,9 @@ def _torchscript(bundle_dir: Path, meta: dict, state: Mapping[str, Any]) -> byte
         parser.read_meta(str(bundle_dir / "configs" / "metadata.json"))
         parser.update({"bundle_root": tmp, "dataset_dir": tmp, "output_dir": tmp, "pretrained_path": None})
         net = parser.get_parsed_content("network_def")
-    # load_state_dict would stop at a multi-line error: say which tensors do not fit, in one line, first
-    ref = net.state_dict()
-    missing, unexpected = sorted(set(ref) - set(state)), sorted(set(state) - set(ref))
-    other = sorted(k for k in set(ref) & set(state) if tuple(ref[k].shape) != tuple(state[k].shape))
+    # load_state_dict would stop at a multi-line error: say which tensors do not fit, in one line, first (it resizes
+    # nothing, so position embeddings must match too)
+    missing, unexpected, other = state_dict_differences(net.state_dict(), state)
     if missing or unexpected or other:
         raise ValueError(
             f"package-bundle --torchscript: the weights do not fit network_def of {config} ({len(missing)} missing, "
