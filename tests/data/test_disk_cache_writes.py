@@ -158,3 +158,39 @@ def test_a_cache_that_cannot_be_written_costs_only_the_cache(tmp_path, monkeypat
     assert _entries(cache) == [] and list(cache.iterdir()) == []
     warnings = _cache_warnings(caplog)
     assert len(warnings) == 1 and "No space left" in warnings[0]
+
+
+def test_opening_the_folder_removes_only_old_temporaries_of_killed_writers(tmp_path, monkeypatch):
+    import os
+
+    from unimiss_monai.data.disk_cache import LEFTOVER_AGE_S
+    from unimiss_monai.data.writers import temporary_beside
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    whole = cache / "0123abcd.pt"
+    torch.save({"image": torch.zeros(2)}, whole)
+    # as killed writers left them, one beside an entry another process is writing now
+    stale = [temporary_beside(cache / "0123abcd.pt"), temporary_beside(cache / "4567ef.pt"),
+             temporary_beside(cache / "89ab.pt")]
+    fresh = temporary_beside(cache / "89ab.pt")  # that other process's write in progress
+    # old files not of the form: the user's, and some close to it
+    users = [cache / "notes.txt", cache / ".4567ef.pt.bak", cache / ".4567ef.pt.1.unimiss-tmp.keep", cache / ".hidden",
+             cache / ".4567ef.pt.ab.12.unimiss-tmp.x"]
+    for f in users:
+        f.write_text("mine")
+    long_ago = os.stat(whole).st_mtime - 2 * 3600  # writing an entry takes seconds: two hours is no live writer
+    for f in [whole, *stale, *users]:
+        os.utime(f, (long_ago, long_ago))
+    listings, scandir = [], os.scandir
+    monkeypatch.setattr(os, "scandir", lambda path=".": listings.append(Path(path)) or scandir(path))
+
+    DiskCacheDataset([], _pipeline(), cache)
+    assert not any(f.exists() for f in stale)
+    assert fresh.exists() and whole.exists() and _whole(whole)
+    assert all(f.read_text() == "mine" for f in users)
+    # once per process and folder: a second data set over it does not list it again
+    listings.clear()
+    DiskCacheDataset([], _pipeline(), cache)
+    assert listings == []
+    assert 600 <= LEFTOVER_AGE_S < 2 * 3600  # far beyond one entry's write, short of the files removed here

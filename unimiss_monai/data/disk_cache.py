@@ -20,7 +20,8 @@ truncated entry on which MONAI raises (it recomputes only unpickling errors), an
 while it is being copied. Here an entry is written to a temporary file in ``cache_dir`` itself and renamed with
 ``os.replace`` (atomic within one file system), so the final name only ever holds a whole entry; an entry that
 cannot be read back (``torch.load(weights_only=True)``), e.g. one truncated by an older version, is a cache miss:
-the item is computed again and its entry replaced, with one warning naming the file.
+the item is computed again and its entry replaced, with one warning naming the file. The temporary file a killed writer
+leaves is removed the next time a process opens the folder, once it is :data:`LEFTOVER_AGE_S` old.
 """
 
 from __future__ import annotations
@@ -37,14 +38,38 @@ from monai.data import CacheDataset, Dataset, PersistentDataset
 from monai.data.utils import SUPPORTED_PICKLE_MOD, pickle_hashing
 from monai.utils import convert_to_tensor, look_up_option
 
-from unimiss_monai.data.writers import temporary_beside
+from unimiss_monai.data.writers import remove_stale_temporaries, temporary_beside
 
-__all__ = ["CACHE_MODES", "DiskCacheDataset", "cached_dataset", "item_hash", "transforms_hash"]
+__all__ = ["CACHE_MODES", "LEFTOVER_AGE_S", "DiskCacheDataset", "cached_dataset", "item_hash", "transforms_hash"]
 
 logger = logging.getLogger(__name__)
 
 #: the ``cache`` choices of :func:`cached_dataset`
 CACHE_MODES = ("memory", "disk", "none")
+
+#: seconds since its last write after which an entry's temporary file is a killed writer's leftover: an entry (one
+#: decoded item, tens to hundreds of MB) is written in seconds even to a network file system, and each write moves the
+#: file's mtime, so an hour is far beyond any live writer, on any rank or node sharing the folder
+LEFTOVER_AGE_S = 3600.0
+
+# the cache folders this process has already cleared of leftovers: a listing of a huge folder once, not per entry
+_swept: set[str] = set()
+
+
+def _remove_stale_temporaries(cache_dir: Path) -> None:
+    """Remove the temporaries that writers killed before their rename left in ``cache_dir``, once per process and
+    folder (one listing of a folder that may hold an archive's entries, not one per entry)."""
+    key = os.path.realpath(cache_dir)
+    if key in _swept:
+        return
+    _swept.add(key)
+    try:
+        removed = remove_stale_temporaries(cache_dir, LEFTOVER_AGE_S)
+    except OSError as e:  # another user's folder, read-only: the leftovers cost only space
+        logger.debug("disk cache: cannot remove leftover temporaries in %s (%s)", cache_dir, e)
+        return
+    if removed:
+        logger.info("disk cache: removed %d temporary file(s) that killed writers left in %s", removed, cache_dir)
 
 
 def _file_stats(value) -> list:
@@ -96,6 +121,7 @@ class DiskCacheDataset(PersistentDataset):
         super().__init__(data=data, transform=transform, cache_dir=None, hash_func=item_hash, hash_transform=hash_transform)
         self.cache_dir = Path(cache_dir)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(self.cache_dir)
         self._warned: set[str] = set()  # what was already logged: a message per file or failure, not per read
 
     def set_data(self, data: Sequence) -> None:
@@ -129,7 +155,8 @@ class DiskCacheDataset(PersistentDataset):
         and costs only the cache: the computed item is used all the same."""
         # a unique name per writer: two ranks storing the same item must not write into one file. A killed writer
         # leaves its file behind, tagged and not ending in .pt, so never read; it is not removed here, as
-        # ``atomic_path`` does, since it may be another rank's write in progress
+        # ``atomic_path`` does, since it may be another rank's write in progress, but when the folder is next opened
+        # and it is old enough to have no writer (_remove_stale_temporaries)
         tmp = None
         try:
             tmp = temporary_beside(entry)

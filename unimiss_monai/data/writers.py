@@ -8,6 +8,7 @@ import os
 import re
 import secrets
 import shutil
+import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ import numpy as np
 
 __all__ = [
     "OUTPUT_MARKER", "atomic_path", "check_output_dir", "check_output_file", "check_replaceable", "check_replaceable_json",
-    "keep_previous", "remove_leftovers", "save_bytes", "save_torch", "staged_dir", "save_contact_sheet", "save_ct",
+    "keep_previous", "remove_leftovers", "remove_stale_temporaries", "save_bytes", "save_torch", "staged_dir", "save_contact_sheet", "save_ct",
     "save_json", "save_nifti", "save_png", "temporary_beside",
 ]
 
@@ -62,6 +63,33 @@ def remove_leftovers(path: str | Path, tail: str = _TMP_TAG) -> None:
                 shutil.rmtree(stale, ignore_errors=True)
             else:
                 stale.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(folder: str | Path, older_than_s: float, tail: str = _TMP_TAG) -> int:
+    """Remove every temporary in ``folder`` of the form :func:`temporary_beside` gives, whatever file it was for,
+    that has not been written for ``older_than_s`` seconds; returns how many went.
+
+    For a folder many processes write at once (a shared cache), where :func:`remove_leftovers` cannot tell a killed
+    writer's temporary from a live one's: each write moves its file's modification time, so one left that long has no
+    writer. One listing of the folder; a file of the user's is never of this form.
+    """
+    form = re.compile(rf"\..+\.{_RANDOM}{re.escape(tail)}")
+    now, removed = time.time(), 0
+    with os.scandir(folder) as listing:
+        for entry in listing:
+            if not form.fullmatch(entry.name):
+                continue
+            try:
+                if now - entry.stat(follow_symlinks=False).st_mtime <= older_than_s:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+            except FileNotFoundError:  # renamed into place (or removed) by its writer since the listing
+                continue
+            removed += 1
+    return removed
 
 
 def _make_parent(path: Path) -> None:
