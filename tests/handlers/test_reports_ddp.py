@@ -37,7 +37,21 @@ def _evaluate(out, cases, names=True):
 
 
 def _rank(rank, out):
+    import torch.distributed as dist
+
+    from unimiss_monai.utils.dist import coordination_group
+
+    groups, gather = [], dist.all_gather_object
+
+    def recorded(*args, **kwargs):
+        groups.append(kwargs.get("group"))
+        return gather(*args, **kwargs)
+
+    dist.all_gather_object = recorded  # this process ends with the test
     _evaluate(out / f"rank{rank}", range(rank, 10, 2))  # an interleaved shard, as DistributedSampler deals them
+    # both reports gather over the long-timeout gloo group: a rank done first waits for the slowest one's evaluation
+    group = coordination_group()
+    assert group is not None and groups == [group, group], groups
 
 
 def test_two_ranks_report_like_one_process(tmp_path):

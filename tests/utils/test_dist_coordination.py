@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "handlers"))
 from gloo_ranks import run_on_two_ranks  # noqa: E402
 
 from unimiss_monai.utils.dist import (COORDINATION_TIMEOUT, broadcast_object, coordination_group,  # noqa: E402
-                                      gather_objects, local_rank)
+                                      destroy_distributed, gather_objects, local_rank)
 
 
 def _rank(rank: int) -> None:
@@ -37,6 +37,35 @@ def _rank(rank: int) -> None:
 
 def test_two_ranks_share_one_long_timeout_gloo_group():
     run_on_two_ranks(_rank)
+
+
+def _leave(rank: int, make_group: bool) -> None:
+    import torch.distributed as dist
+
+    group = coordination_group() if make_group else None
+    barriers, barrier, destroy = [], dist.barrier, dist.destroy_process_group
+
+    def recorded(*args, **kwargs):
+        barriers.append(kwargs.get("group", args[0] if args else None))
+        return barrier(*args, **kwargs)
+
+    # the group stays for run_on_two_ranks to destroy; this process ends with the test
+    dist.barrier, dist.destroy_process_group = recorded, lambda *a, **k: None
+    try:
+        destroy_distributed()
+    finally:
+        dist.barrier, dist.destroy_process_group = barrier, destroy
+    # ranks that end at different times wait there without the default group's 10 (NCCL) or 30 (gloo) minute limit;
+    # a run that made none leaves through the default group's barrier, making no group at its end
+    assert barriers == [group], barriers
+
+
+def test_leaving_waits_at_the_coordination_groups_barrier():
+    run_on_two_ranks(_leave, True)
+
+
+def test_leaving_without_a_coordination_group_waits_at_the_default_barrier():
+    run_on_two_ranks(_leave, False)
 
 
 def test_without_a_process_group_there_is_none(monkeypatch):

@@ -15,7 +15,7 @@ import torch
 
 from unimiss_monai.data.writers import save_bytes
 from unimiss_monai.metrics.classification import as_numpy, classification_metrics, stack_pairs, to_indicator
-from unimiss_monai.utils.dist import gather_objects, rank_and_world
+from unimiss_monai.utils.dist import coordination_group, gather_objects, rank_and_world
 from unimiss_monai.visualize.plots import confusion_png, roc_png
 
 logger = logging.getLogger(__name__)
@@ -115,8 +115,10 @@ class ClassificationReport:
         self._names.extend(names)
 
     def _write(self, engine) -> None:
-        # each rank saw its own shard of the cases: rank 0 reports on all of them, the others write nothing
-        shards = gather_objects([(self._preds, self._labels, self._names)])
+        # each rank saw its own shard of the cases: rank 0 reports on all of them, the others write nothing. Over the
+        # gloo coordination group: the shards are CPU tensors (no trip through CUDA for NCCL), and the ranks done first
+        # wait for the slowest one's evaluation without the default group's 10 (NCCL) or 30 (gloo) minute limit
+        shards = gather_objects([(self._preds, self._labels, self._names)], coordination_group())
         if rank_and_world()[0] != 0:
             return
         preds = [p for shard in shards for p in shard[0]]

@@ -19,7 +19,7 @@ import torch
 from unimiss_monai.data.writers import save_bytes
 from unimiss_monai.metrics.segmentation import METRICS, compute_segmentation_metrics
 from unimiss_monai.utils.args import as_bool
-from unimiss_monai.utils.dist import gather_objects, rank_and_world
+from unimiss_monai.utils.dist import coordination_group, gather_objects, rank_and_world
 from unimiss_monai.visualize.overlay import as_masks, representative_slice, save_overlay_grid
 
 if TYPE_CHECKING:
@@ -212,7 +212,10 @@ class SegmentationReport:
     def write(self, engine: Engine | None = None) -> dict[str, str]:
         """Write JSON, CSV and PNG; returns their paths (empty on ranks other than 0)."""
         cases, views = self.cases, self.views
-        shards = gather_objects([(cases, views)])  # every rank's cases; rank 0 writes
+        # every rank's cases; rank 0 writes. Over the gloo coordination group: the views are CPU arrays (no trip through
+        # CUDA for NCCL), and the ranks done first wait for the slowest one's evaluation without the default group's
+        # 10 (NCCL) or 30 (gloo) minute limit
+        shards = gather_objects([(cases, views)], coordination_group())
         if rank_and_world()[0] != 0:
             return {}
         cases = [c for shard in shards for c in shard[0]]

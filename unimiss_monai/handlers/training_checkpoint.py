@@ -157,7 +157,9 @@ class TrainingCheckpoint:
     def save(self, engine: Engine) -> None:
         if self.epoch_level and engine.state.iteration == self._saved_iteration:
             return  # the last epoch's save already holds the completed run
-        # every rank's generators (each draws its own dropout and drop-path masks): a collective, so every rank comes here
+        # every rank's generators (each draws its own dropout and drop-path masks): a collective, so every rank comes
+        # here. The default group, not the long-timeout coordination group: DDP keeps the ranks in step, so they reach
+        # this save within moments of each other, and the states are a few kB
         rng = gather_objects([capture_rng_state()])
         if engine.state.rank != 0:
             self._saved_iteration = engine.state.iteration

@@ -67,11 +67,19 @@ def destroy_distributed() -> None:
     """Leave the process group at the end of a run (a no-op when none was joined), so ``torchrun`` exits cleanly.
 
     Every process first waits at a barrier: a process that shut its connections down while another was still
-    finishing its last collective could abort that one at exit.
+    finishing its last collective could abort that one at exit. The barrier is the :func:`coordination_group`'s when
+    one was made: ranks that end a run at different times (each its own share of an archive) would otherwise abort
+    there after the default group's 10 (NCCL) or 30 (gloo) minutes. None is made here, so a run that never needed
+    one leaves through the default group's barrier.
     """
     global _coordination
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+        group = _coordination[1] if _coordination is not None and _coordination[0] is dist.group.WORLD else None
+        if group is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+            # a gloo barrier does not wait for this rank's NCCL kernels, which the default group's barrier did: once
+            # every rank has finished its own here, no collective of any rank is left in flight at the barrier's end
+            torch.cuda.synchronize()
+        dist.barrier(group=group)
         dist.destroy_process_group()
     _coordination = None
 
