@@ -118,3 +118,35 @@ def test_a_source_inside_the_slab_is_refused():
     with pytest.raises(ValueError, match="sid 150 mm must exceed the slab's half diagonal 173.2 mm"):
         drr.fit_slab_detector(slab, 1.0, 300.0, 150.0)
     assert min(drr.fit_slab_detector(slab, 1.0, 1000.0, 800.0)) > 200  # a source outside it: the whole slab, magnified
+
+
+def test_slabs_honour_a_row_and_column_pixel_spacing():
+    # a 20 mm cube of unit attenuation at the centre of a 60 mm slab of air: its nearest face, 10 mm before the
+    # isocentre, is magnified sdd / (sid - 10), so it spans 20 * 300 / 190 = 31.6 mm each way on the detector, i.e.
+    # 31.6 rows of 1 mm (along the superior axis) and 15.8 columns of 2 mm (across it)
+    vol = np.zeros((60, 60, 60), np.float32)
+    vol[20:40, 20:40, 20:40] = 1.0
+    affine = np.eye(4)
+    slab = drr.split_slabs(vol, affine, 60)[0]
+    square = drr.fit_slab_detector(slab, 1.0, 300.0, 200.0)
+    shape = drr.fit_slab_detector(slab, (1.0, 2.0), 300.0, 200.0)
+    assert shape == (square[0], int(np.ceil(square[1] / 2)))  # the slab's extent in whole pixels of each size
+    assert drr.fit_slab_detector(slab, (1.0, 1.0), 300.0, 200.0) == square  # a scalar still means square
+    for view in ("AP", "LL"):  # across the superior axis lies the patient's width, or its depth
+        # output_shape = the fitted detector: no resampling, each pixel as rendered
+        images, spacing = drr.render_slabs(vol, affine, 60, view=view, output_shape=shape, pixel_spacing=(1.0, 2.0),
+                                           sdd=300.0, sid=200.0, volume_unit="mu", return_spacing=True)
+        np.testing.assert_allclose(spacing, [[1.0, 2.0]])
+        hit = images[0].numpy() > 0
+        rows, cols = np.flatnonzero(hit.any(1)), np.flatnonzero(hit.any(0))
+        extent = 20.0 * 300.0 / 190.0
+        assert abs(len(rows) - extent / 1.0) <= 1 and abs(len(cols) - extent / 2.0) <= 1, (view, len(rows), len(cols))
+        # centred on the detector
+        assert abs(rows[0] + rows[-1] - (shape[0] - 1)) <= 2 and abs(cols[0] + cols[-1] - (shape[1] - 1)) <= 2
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 0.0), (1.0, float("nan")), (1.0, 2.0, 3.0)])
+def test_slabs_refuse_a_spacing_that_is_not_positive_mm(spacing):
+    slab = drr.split_slabs(np.zeros((4, 4, 4), np.float32), np.eye(4), 4)[0]
+    with pytest.raises(ValueError, match="pixel_spacing"):
+        drr.fit_slab_detector(slab, spacing, 300.0, 200.0)

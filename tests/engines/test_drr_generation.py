@@ -97,6 +97,33 @@ def test_slab_mode_pairs(tmp_path, fraction, stored):
         np.testing.assert_allclose(ct.affine @ [0, 0, 0, 1], whole @ [0, 0, pair["start"], 1], atol=1e-4)
 
 
+def test_slab_mode_keeps_row_and_column_pixel_spacing(tmp_path):
+    from unimiss_monai.drr import fit_slab_detector, split_slabs
+
+    data, out = tmp_path / "data", tmp_path / "out"
+    p = make_ct_phantom(SHAPE, affine=phantom_affine(SPACING, SHAPE), noise_hu=0)
+    save_nifti(p.hu, p.affine, data / "ct.nii.gz")
+    run = DRRGenerator(data, out, views=["AP"], detector_shape=(40, 32), pixel_spacing=(4.0, 8.0), slab_depth=50.0,
+                       slab_detector_shape=(24, 24), progress=False).run()
+    slab = split_slabs(p.hu, p.affine, 5)[0]
+    # the slab detector has whole 4 mm rows along the superior axis and whole 8 mm columns across it: 19 x 49 pixels
+    # (whole 4 mm columns would be 97 of them, 16.17 mm each once resized to 24, not 16.33)
+    height, width = fit_slab_detector(slab, (4.0, 8.0), 1020.0, 850.0)
+    assert (height, width) == (19, 49)
+    for pair in run["training"]:
+        affine = nib.load(out / pair["drr"]).affine  # array (W, H): the column spacing first, then the row spacing
+        col_mm, row_mm = np.linalg.norm(affine[:3, :2], axis=0)
+        np.testing.assert_allclose((row_mm, col_mm), (height * 4.0 / 24, width * 8.0 / 24), rtol=1e-6)
+    # a record of slab DRRs that took the row spacing for both axes (no such key) is not reused: the CT renders again
+    record = out / "ct" / "ct_done.json"
+    done = json.loads(record.read_text())
+    assert done["settings"].pop("slab_pixel_spacing") == "row and column"
+    record.write_text(json.dumps(done))
+    DRRGenerator(data, out, views=["AP"], detector_shape=(40, 32), pixel_spacing=(4.0, 8.0), slab_depth=50.0,
+                 slab_detector_shape=(24, 24), progress=False).run()
+    assert "slab_pixel_spacing" in json.loads(record.read_text())["settings"]
+
+
 def test_bad_volumes_fail_alone_and_are_summarised(tmp_path):
     data, out = tmp_path / "data", tmp_path / "out"
     _phantom_case(data, "good", labels=False)

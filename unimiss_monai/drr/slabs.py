@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,12 +61,15 @@ def split_slabs(volume, affine, slab_thickness: int = 24, stride: int | None = N
     return slabs
 
 
-def fit_slab_detector(slab: Slab, pixel_spacing: float = 1.5625, sdd: float = 1020.0, sid: float = 850.0,
-                      margin_mm: float = 0.0) -> tuple[int, int]:
-    """Detector ``(H, W)`` of whole ``pixel_spacing`` pixels covering a slab's magnified extent (plus ``margin_mm``
-    on each side): height along the superior axis, width across it. The magnification is taken at the slab's nearest
-    point to the source (``sdd / (sid - half diagonal)``), so any view about the superior axis fits.
+def fit_slab_detector(slab: Slab, pixel_spacing: float | Sequence[float] = 1.5625, sdd: float = 1020.0,
+                      sid: float = 850.0, margin_mm: float = 0.0) -> tuple[int, int]:
+    """Detector ``(H, W)`` of whole pixels covering a slab's magnified extent (plus ``margin_mm`` on each side):
+    height along the superior axis, width across it. ``pixel_spacing`` is mm, ``(row, col)`` or a scalar for square
+    pixels: rows step along the superior axis (row 0 at the head, :mod:`unimiss_monai.conventions`), so the height
+    counts row spacings and the width column spacings. The magnification is taken at the slab's nearest point to the
+    source (``sdd / (sid - half diagonal)``), so any view about the superior axis fits.
     """
+    d_row, d_col = _spacing_pair(pixel_spacing)
     corners = np.array(np.meshgrid(*[[-0.5, n - 0.5] for n in slab.volume.shape], indexing="ij")).reshape(3, -1)
     world = slab.affine[:3, :3] @ corners + slab.affine[:3, 3:4]
     size = world.max(1) - world.min(1)
@@ -76,7 +80,18 @@ def fit_slab_detector(slab: Slab, pixel_spacing: float = 1.5625, sdd: float = 10
     extent = size * sdd / (sid - half_diagonal)
     height = extent[2] + 2 * margin_mm  # superior-inferior
     width = max(extent[0], extent[1]) + 2 * margin_mm
-    return max(2, int(np.ceil(height / pixel_spacing))), max(2, int(np.ceil(width / pixel_spacing)))
+    return max(2, int(np.ceil(height / d_row))), max(2, int(np.ceil(width / d_col)))
+
+
+def _spacing_pair(pixel_spacing) -> tuple[float, float]:
+    """``(row, col)`` mm of a scalar (square pixels) or a pair; ValueError unless both are positive and finite."""
+    values = np.asarray(pixel_spacing, dtype=float)
+    if values.size not in (1, 2):
+        raise ValueError(f"pixel_spacing must be a number or (row, col) mm, got {pixel_spacing!r}")
+    d_row, d_col = (float(v) for v in np.broadcast_to(values.ravel(), (2,)))
+    if not (np.isfinite([d_row, d_col]).all() and d_row > 0 and d_col > 0):
+        raise ValueError(f"pixel_spacing must be positive mm, got {pixel_spacing!r}")
+    return d_row, d_col
 
 
 def render_slabs(
@@ -86,17 +101,17 @@ def render_slabs(
     stride: int | None = None,
     view="AP",
     output_shape=(224, 224),
-    pixel_spacing: float = 1.5625,
+    pixel_spacing: float | Sequence[float] = 1.5625,
     margin_mm: float = 0.0,
     return_spacing: bool = False,
     **render_kwargs,
 ) -> torch.Tensor | tuple[torch.Tensor, np.ndarray]:
     """One DRR per slab, resized to ``output_shape``: float32 ``(S, H, W)``.
 
-    The detector is fitted to each slab (:func:`fit_slab_detector`): centred on the slab, with enough
-    ``pixel_spacing`` pixels to cover the slab's magnified extent (plus ``margin_mm``) across and along the superior
-    axis, then resized (area-averaged when shrinking, bilinear when enlarging). ``render_kwargs`` go to
-    :func:`unimiss_monai.drr.render` (sdd, sid, method, output, volume_unit...).
+    The detector is fitted to each slab (:func:`fit_slab_detector`): centred on the slab, with enough ``pixel_spacing``
+    (mm, ``(row, col)`` or a scalar for square) pixels to cover the slab's magnified extent (plus ``margin_mm``) across
+    and along the superior axis, then resized (area-averaged when shrinking, bilinear when enlarging).
+    ``render_kwargs`` go to :func:`unimiss_monai.drr.render` (sdd, sid, method, output, volume_unit...).
 
     With ``return_spacing=True`` it returns ``(images, spacing)``: ``spacing`` ``(S, 2)`` float64 is the detector
     pixel size (row, col) in mm of each resized image, i.e. the fitted detector's size divided by ``output_shape``.
@@ -104,14 +119,15 @@ def render_slabs(
     from unimiss_monai.drr.render import render
 
     sdd, sid = render_kwargs.get("sdd", 1020.0), render_kwargs.get("sid", 850.0)
+    d_row, d_col = _spacing_pair(pixel_spacing)
     images, spacing = [], []
     for slab in split_slabs(volume, affine, slab_thickness, stride):
-        shape = fit_slab_detector(slab, pixel_spacing, sdd, sid, margin_mm)
-        img = render(slab.volume, slab.affine, views=(view,), detector_shape=shape, pixel_spacing=pixel_spacing,
+        shape = fit_slab_detector(slab, (d_row, d_col), sdd, sid, margin_mm)
+        img = render(slab.volume, slab.affine, views=(view,), detector_shape=shape, pixel_spacing=(d_row, d_col),
                      **render_kwargs)
         mode = "area" if shape[0] >= output_shape[0] and shape[1] >= output_shape[1] else "bilinear"
         kw = {} if mode == "area" else {"align_corners": False}
         images.append(F.interpolate(img[None], size=tuple(output_shape), mode=mode, **kw)[0, 0])
-        spacing.append((shape[0] * pixel_spacing / output_shape[0], shape[1] * pixel_spacing / output_shape[1]))
+        spacing.append((shape[0] * d_row / output_shape[0], shape[1] * d_col / output_shape[1]))
     images = torch.stack(images)
     return (images, np.asarray(spacing, dtype=np.float64)) if return_spacing else images

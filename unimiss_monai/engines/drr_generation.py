@@ -71,7 +71,7 @@ class DRRGenerator:
         output_dir: where the outputs go (created).
         views: view names (``"AP"``, ``"PA"``, ``"LAT_LEFT"``/``"LL"``, ``"LAT_RIGHT"``/``"RL"``), case-insensitive.
         detector_shape: ``(H, W)`` detector pixels (an int for square).
-        pixel_spacing: detector pixel size, mm.
+        pixel_spacing: detector pixel size, mm: a scalar (square pixels) or ``(row, col)``, in slab mode too.
         sdd: source-to-detector distance, mm.
         sid: source-to-isocentre distance, mm; the isocentre is the volume (or slab) centre.
         method: ``"siddon"`` (exact) or ``"trilinear"``.
@@ -88,7 +88,7 @@ class DRRGenerator:
         output_dir: str | Path = "outputs/unimiss_drr_generation",
         views: Sequence[str] | str = ("AP",),
         detector_shape: Sequence[int] | int = (256, 256),
-        pixel_spacing: float = 1.5625,
+        pixel_spacing: float | Sequence[float] = 1.5625,
         sdd: float = 1020.0,
         sid: float = 850.0,
         method: str = "siddon",
@@ -221,6 +221,8 @@ class DRRGenerator:
             # lateral views are hung from the detector side since bundle 0.3.1: a lateral DRR rendered before is the
             # mirror image, so its record must not match (a run without laterals reuses its older records)
             settings["lateral_hanging"] = "detector side"
+        if self.slab_depth > 0 and g.pixel_spacing[0] != g.pixel_spacing[1]:  # slab DRRs took the row spacing alone
+            settings["slab_pixel_spacing"] = "row and column"  # before: their records must not match (square ones do)
         return json.loads(json.dumps(settings))
 
     def _record_path(self, case: CTCase) -> Path:
@@ -256,10 +258,8 @@ class DRRGenerator:
     def _read(self, case: CTCase) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """A CT's HU, affine and (when projected) label map."""
         hu, affine = load_ct(case.image)
-        labels = None
-        if self.project_labels and case.labels is not None:
-            labels = load_label_map(case.labels, hu.shape, affine)
-        return hu, affine, labels
+        projected = self.project_labels and case.labels is not None
+        return hu, affine, load_label_map(case.labels, hu.shape, affine) if projected else None
 
     def _process(self, case: CTCase, read: tuple, bar: tqdm, rank: int = 0) -> None:
         from unimiss_monai.drr import prepare_volume
@@ -351,7 +351,7 @@ class DRRGenerator:
         images, spacing = {}, None
         for view in self.views:
             rendered, spacing = render_slabs(hu, affine, thickness, view=view, output_shape=(sh, sw),
-                                             pixel_spacing=g.pixel_spacing[0], sdd=g.sdd, sid=g.sid,
+                                             pixel_spacing=g.pixel_spacing, sdd=g.sdd, sid=g.sid,
                                              method=self.method, device=self.device, return_spacing=True)
             images[view] = rendered.detach().cpu().numpy()
             bar.update(len(slabs))
