@@ -4,7 +4,7 @@
 #   DRRs -> UniMiSS+ pretraining -> CXR / CT segmentation and classification fine-tunes from those weights
 #   -> evaluation on held-out data -> inference on the real CT and radiograph -> report.html (+ report.md)
 #
-#   bash tools/demo.sh [--fresh] [RUN_DIR]        (RUN_DIR defaults to outputs/demo)
+#   bash tools/demo.sh [--fresh] [RUN_DIR]        (RUN_DIR defaults to outputs/demo, outputs/demo-smoke at smoke scale)
 #
 # Every step prints the exact command it runs (copy it to rerun that step alone). A step whose outputs exist and are
 # newer than its inputs is skipped; --fresh runs every step again (each bundle replaces only its own outputs; the
@@ -12,30 +12,52 @@
 # Each step's command, wall time and exit status go to RUN_DIR/demo_steps.json, which the report reads.
 # Environment: SAMPLES (default samples/), SAMPLES_OPTS (e.g. --synthetic), DEMO_SCALE=demo|smoke (smoke: the
 # one-minute test overlays, meaningless pictures), OMP_NUM_THREADS (default 1: on a busy 2-core CPU the tiny
-# networks train faster with one thread each).
+# networks train faster with one thread each). A run folder holds one scale (RUN_DIR/demo_scale.txt): another scale
+# there is refused, since its trainings would resume the other scale's checkpoints; --fresh retrains it in place.
 set -euo pipefail
 FRESH=""
 RUN_DIR=""
 for arg in "$@"; do
     case "$arg" in
         --fresh) FRESH="--fresh" ;;
-        -h|--help) sed -n '2,15p' "$0" | sed -E 's/^# ?//'; exit 0 ;;
+        -h|--help) sed -n '2,16p' "$0" | sed -E 's/^# ?//'; exit 0 ;;
         -*) echo "tools/demo.sh: unknown option $arg (use --fresh, or a run folder)" >&2; exit 2 ;;
         *) RUN_DIR="$arg" ;;
     esac
 done
-source "$(dirname "${BASH_SOURCE[0]}")/_env.sh" ""  # no extras (the arguments above are ours)
-cd "$ROOT"
-SAMPLES="${SAMPLES:-samples}"
-RUN_DIR="${RUN_DIR:-outputs/demo}"
+# the scale and run folder are settled before the set-up, so a refused folder costs nothing; paths are relative to
+# the repository root, as the set-up's cd "$ROOT" below makes them for the steps
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$HERE/.."
 SCALE="${DEMO_SCALE:-demo}"
 case "$SCALE" in
     demo) OVERLAY=demo.yaml; TRAIN_OVERLAY=demo_train.yaml; DRR_OVERLAY=demo.yaml; PRE_OVERLAY=demo.yaml ;;
     smoke) OVERLAY=smoke.yaml; TRAIN_OVERLAY=""; DRR_OVERLAY=demo.yaml; PRE_OVERLAY=smoke.yaml ;;
     *) echo "tools/demo.sh: DEMO_SCALE must be demo or smoke, got '$SCALE'" >&2; exit 2 ;;
 esac
+# each scale its own folder: the pretraining and fine-tunes resume the checkpoints in their folder, and a smoke run's
+# finished checkpoint has the demo networks' shapes, so the demo would silently train only the epochs after it
+RUN_DIR="${RUN_DIR:-outputs/demo$([ "$SCALE" = demo ] || echo "-$SCALE")}"
+SCALE_FILE="$RUN_DIR/demo_scale.txt"
+if [ -f "$SCALE_FILE" ]; then
+    RUN_SCALE="$(tr -d '[:space:]' < "$SCALE_FILE")"
+elif [ -f "$RUN_DIR/demo_steps.json" ]; then  # a folder written before demo_scale.txt: its commands name the overlay
+    RUN_SCALE="$(grep -q "configs/smoke.yaml" "$RUN_DIR/demo_steps.json" && echo smoke || echo demo)"
+else
+    RUN_SCALE="$SCALE"
+fi
+if [ "$RUN_SCALE" != "$SCALE" ] && [ -z "$FRESH" ]; then
+    echo "tools/demo.sh: $RUN_DIR holds a DEMO_SCALE=$RUN_SCALE run and this one is DEMO_SCALE=$SCALE, whose trainings" \
+         "would resume its checkpoints: give another run folder (bash tools/demo.sh DIR), move $RUN_DIR away, or" \
+         "retrain it in place with --fresh" >&2
+    exit 2
+fi
+source "$HERE/_env.sh" ""  # no extras (the arguments above are ours)
+cd "$ROOT"
+SAMPLES="${SAMPLES:-samples}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 mkdir -p "$RUN_DIR"
+echo "$SCALE" > "$SCALE_FILE"
 T0=$SECONDS
 
 # step NAME STAGE "OUTPUT..." "INPUT..." -- COMMAND...: print, run or skip, record (unimiss_monai/report/steps.py)

@@ -13,6 +13,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from unimiss_monai.data.writers import save_torch as atomic_torch_save  # the name this module has always exported
+from unimiss_monai.networks.state_dict_diff import state_dict_differences
 from unimiss_monai.utils.finite import first_non_finite
 from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.dist import gather_objects
@@ -202,6 +203,7 @@ class TrainingCheckpoint:
         if not self.resume_finished and self._finished(ckpt.get("trainer")):
             logger.info("%s is the checkpoint of a finished run: training anew", self.path)
             return
+        self._check_networks(ckpt)
         saved_length = (ckpt.get("trainer") or {}).get("epoch_length")
         if self.epoch_level and None not in (saved_length, engine.state.epoch_length) and saved_length != engine.state.epoch_length:
             raise RuntimeError(
@@ -221,6 +223,36 @@ class TrainingCheckpoint:
             scaler.load_state_dict(ckpt["scaler"])
         restore_rng_state(_rank_state(ckpt["rng"], engine.state.rank))
         logger.info("resumed from %s at iteration %d (epoch %d)", self.path, engine.state.iteration, engine.state.epoch)
+
+    def _check_networks(self, ckpt: Mapping) -> None:
+        """Refuse, in one line, a checkpoint whose network tensors do not fit this run's networks.
+
+        Another configuration written to the same ``output_dir`` (the smoke overlay's tiny network before the full
+        recipe) would otherwise fail deep inside ``load_state_dict`` with a traceback listing every tensor. The file
+        is left as it is: it may be the only copy of a run someone still wants.
+        """
+        for name, obj in self.objects.items():
+            saved = ckpt.get(name)
+            if not isinstance(obj, torch.nn.Module) or not isinstance(saved, Mapping):
+                continue  # not a network, or absent (load names a missing entry itself)
+            current = obj.state_dict()
+            diff = state_dict_differences(current, saved)
+            if not (diff.shape or diff.missing or diff.unexpected):
+                continue
+            if diff.shape:
+                key = diff.shape[0]
+                example = (f"{name}.{key} is {list(saved[key].shape)} in the checkpoint, {list(current[key].shape)} "
+                           "in this run's network")
+            elif diff.missing:
+                example = f"{name}.{diff.missing[0]} of this run's network is not in the checkpoint"
+            else:
+                example = f"{name}.{diff.unexpected[0]} of the checkpoint is not in this run's network"
+            count = len(diff.shape) + len(diff.missing) + len(diff.unexpected)
+            raise ValueError(
+                f"cannot resume from {self.path}: it holds another network than this run builds ({example}; {count} "
+                "tensor(s) differ), e.g. the checkpoint of a smoke run before a full one; give this run another "
+                "--output_dir, or move that checkpoint out of the way to train anew"
+            )
 
     @staticmethod
     def _finished(trainer_state: Mapping | None) -> bool:

@@ -1,0 +1,49 @@
+"""TrainingCheckpoint refuses, in one line, to resume a checkpoint of another network (the smoke overlay's tiny one
+in the ``output_dir`` of a full run), and leaves the file as it is."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from ignite.engine import Engine
+
+from unimiss_monai.handlers import TrainingCheckpoint
+from unimiss_monai.utils.errors import user_error_message
+
+
+def _run(ckpt_dir, net: torch.nn.Module, max_epochs: int = 1, resume_finished: bool = True) -> Engine:
+    engine = Engine(lambda e, b: None)
+    engine.state.rank = 0
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    TrainingCheckpoint(ckpt_dir, {"network": net, "optimizer": optimizer}, save_every=1, epoch_level=True,
+                       resume_finished=resume_finished).attach(engine)
+    engine.run(range(2), max_epochs=max_epochs)
+    return engine
+
+
+def test_a_checkpoint_of_another_width_is_refused_in_one_line(tmp_path):
+    _run(tmp_path, torch.nn.Linear(2, 16))
+    ckpt = tmp_path / "checkpoint.pt"
+    before = ckpt.read_bytes()
+    with pytest.raises(ValueError) as info:
+        _run(tmp_path, torch.nn.Linear(2, 128), max_epochs=2)
+    message = user_error_message(info.value)
+    assert message is not None and "\n" not in message, message
+    assert message.startswith(f"cannot resume from {ckpt}: it holds another network")
+    assert "network.bias is [16] in the checkpoint, [128] in this run's network" in message
+    assert "another --output_dir" in message and "move that checkpoint out of the way" in message
+    assert ckpt.read_bytes() == before  # refused, never removed or rewritten
+
+
+def test_a_checkpoint_of_other_layers_is_refused(tmp_path):
+    _run(tmp_path, torch.nn.Sequential(torch.nn.Linear(2, 4)))
+    with pytest.raises(ValueError, match=r"network\.1\.bias of this run's network is not in the checkpoint"):
+        _run(tmp_path, torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Linear(4, 1)), max_epochs=2)
+
+
+def test_the_same_network_resumes_and_a_finished_other_one_is_trained_anew(tmp_path):
+    _run(tmp_path, torch.nn.Linear(2, 4))
+    assert _run(tmp_path, torch.nn.Linear(2, 4), max_epochs=2).state.iteration == 4  # resumed after epoch 1
+    # a finished run that is not resumed is never loaded, so its network may differ
+    assert _run(tmp_path, torch.nn.Linear(2, 8), max_epochs=2, resume_finished=False).state.iteration == 4
+
