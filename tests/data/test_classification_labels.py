@@ -42,7 +42,7 @@ def test_load_datalist_and_errors(tmp_path):
     assert items == [{"image": str(tmp_path / "a.png"), "label": [1.0, 0.0, 0.0]}]
     with pytest.raises(FileNotFoundError, match="missing.png"):
         load_classification_datalist(tmp_path / "dl.json", "validation", NAMES, multi_label=True)
-    with pytest.raises(KeyError, match="no split 'test'"):
+    with pytest.raises(ValueError, match="has no 'test' key"):
         load_classification_datalist(tmp_path / "dl.json", "test", NAMES)
     assert list_images(tmp_path, (".png",)) == [{"image": str(tmp_path / "a.png")}]
 

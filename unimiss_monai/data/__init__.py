@@ -13,6 +13,7 @@ _EXPORTS = {
     "unimiss_monai.data.case_names": ("CaseNames",),
     "unimiss_monai.data.ct_inputs": ("CTCase", "find_ct_cases", "read_label_names"),
     "unimiss_monai.data.ct_io": ("CTInputError", "load_ct", "load_label_map"),
+    "unimiss_monai.data.datalists": ("load_datalist", "read_split"),
     "unimiss_monai.data.dicom_series": ("write_dicom_series",),
     "unimiss_monai.data.disk_cache": ("DiskCacheDataset", "cached_dataset"),
     "unimiss_monai.data.grid_checks": ("check_grid", "check_nifti_header"),
@@ -27,7 +28,7 @@ _EXPORTS = {
                                    "save_json", "save_nifti", "save_png", "save_torch"),
 }
 _SUBMODULES = (
-    "case_names", "classification_labels", "ct_inputs", "ct_io", "dicom_series", "disk_cache", "grid_checks", "lesions", "loaders", "locators",
+    "case_names", "classification_labels", "ct_inputs", "ct_io", "datalists", "dicom_series", "disk_cache", "grid_checks", "lesions", "loaders", "locators",
     "official_layout", "phantom", "pretraining_datalist", "sample_sets", "segmentation_inputs", "tolerant",
     "totalsegmentator", "writers", "xray",
 )

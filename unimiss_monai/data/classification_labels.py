@@ -13,12 +13,13 @@ A datalist is decathlon-style JSON, ``{"training": [...], "validation": [...], "
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from unimiss_monai.data.datalists import read_split
 
 __all__ = ["load_classification_datalist", "canonical_label", "balanced_sample_weights", "list_images"]
 
@@ -79,18 +80,16 @@ def load_classification_datalist(
         base_dir: folder that relative image paths start from. Defaults to the datalist's folder.
 
     Raises:
-        FileNotFoundError: the datalist or an image is missing. KeyError: no such split.
-        ValueError: a bad label (see :func:`canonical_label`) or an empty split.
+        FileNotFoundError: the datalist or an image is missing.
+        ValueError: no such split, or an empty one (see :func:`unimiss_monai.data.datalists.read_split`), or a bad
+            label (see :func:`canonical_label`).
     """
     path = Path(datalist)
-    if not path.is_file():
-        raise FileNotFoundError(f"datalist {str(path)!r} does not exist; write one or set dataset_dir to a `samples` output")
-    content = json.loads(path.read_text())
-    if split not in content:
-        raise KeyError(f"datalist {path} has no split {split!r} (it has {sorted(content)}); add it or override the split name")
+    # the one check of every fine-tune bundle: a missing, non-list or empty split fails here in one line
+    raw = read_split(path, split)
     base = Path(base_dir) if base_dir is not None else path.parent
     items = []
-    for i, item in enumerate(content[split]):
+    for i, item in enumerate(raw):
         where = f"{path.name}[{split!r}][{i}]"
         if "image" not in item or "label" not in item:
             raise ValueError(f"{where}: each item needs 'image' and 'label' keys, got {sorted(item)}")

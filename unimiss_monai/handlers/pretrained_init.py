@@ -174,7 +174,13 @@ def load_pretrained_init(
     if as_bool(trained, "trained"):
         return _load_trained(network, path, checkpoint_key, encoder_attr)
     if path is None or str(path) == "":
-        logger.info("no pretrained_path given: training from scratch")
+        # null comes from the configuration, not the user: an overlay (smoke.yaml, demo.yaml) sets it, or the default
+        # found no published weights; the line says so, since the docs promise published weights when they exist
+        logger.info(
+            "pretrained_path is null in this configuration (an overlay such as smoke.yaml sets it so, or the default "
+            "found no ../unimiss_pretraining/models/model.pt beside bundle_root): training from scratch; pass "
+            "--pretrained_path to start from weights"
+        )
         return {"path": None, "target": None, "loaded": 0, "missing": [], "unexpected": []}
     allow_partial, strict = as_bool(allow_partial, "allow_partial"), as_bool(strict, "strict")
     return _load_file(network, resolve_pretrained_path(path), checkpoint_key, encoder_attr, strict, allow_partial, _PRETRAINED)

@@ -58,7 +58,8 @@ class CheckFieldOfView(Transform):
       tolerant datasets turn into one failed case while the others go on;
     - ``"centre"``: first cut every axis longer than ``field_mm`` to its central ``field_mm`` (whatever ``f``), then
       check the rest (an axis shorter than the training field by more than ``tolerance`` is still refused);
-    - ``"ignore"``: no check at all, as with ``field_mm=None`` (a model that learnt no scale, e.g. a smoke test's).
+    - ``"ignore"``: no check at all, as with ``field_mm=None`` (a model that learnt no scale, e.g. a smoke test's);
+      one warning is logged when the transform is built, none per case.
 
     Args:
         field_mm: extent of the training inputs along each spatial axis, in the image's axis order (after
@@ -83,6 +84,12 @@ class CheckFieldOfView(Transform):
         if not 1.0 <= float(warn_above) <= float(tolerance):
             raise ValueError(f"CheckFieldOfView: need 1 <= warn_above <= tolerance, got {warn_above} and {tolerance}")
         self.mode, self.tolerance, self.warn_above, self.hint = mode, float(tolerance), float(warn_above), hint
+        if mode == "ignore":
+            # said once, when the run builds its pipeline (not per case, and not once per loader worker): with the
+            # check off a whole CT is classified like a crop, without a word in the per-case log
+            logger.warning("field_of_view is 'ignore': the field-of-view check is off, so inputs of any extent (a "
+                           "whole CT too) are classified without being refused; pass --field_of_view refuse (or "
+                           "centre) to keep it on")
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         if self.field is None or self.mode == "ignore":

@@ -1,0 +1,72 @@
+"""A fine-tune datalist with no, or an empty, ``training`` list is refused in one line naming the file, the key and
+what it should hold, by the segmentation loader and the classification loader alike (not by the sampler's
+``num_samples=0``)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from unimiss_monai.data.classification_labels import load_classification_datalist
+from unimiss_monai.data.datalists import load_datalist
+
+# the DRR bundle's datalist without slab mode: slab pairs for pretraining under "training", none here
+DRR_LIKE = {"testing": [{"name": "ct", "image": "ct/ct_AP.nii.gz", "label": "ct/ct_AP_labels.nii.gz"}],
+            "training": [], "failures": []}
+
+
+def _loaders():
+    return [lambda p: load_datalist(p, "training"),
+            lambda p: load_classification_datalist(p, "training", ["normal", "nodule"])]
+
+
+@pytest.mark.parametrize("content, problem", [
+    ({"testing": DRR_LIKE["testing"]}, "has no 'training' key"),
+    (DRR_LIKE, "'training' is an empty list"),
+])
+@pytest.mark.parametrize("which", [0, 1], ids=["segmentation", "classification"])
+def test_missing_or_empty_training_list_is_refused_in_one_line(tmp_path, content, problem, which):
+    path = tmp_path / "datalist.json"
+    path.write_text(json.dumps(content))
+    with pytest.raises(ValueError) as err:
+        _loaders()[which](path)
+    message = str(err.value)
+    assert "\n" not in message
+    assert str(path) in message and problem in message
+    assert '"image"' in message and '"label"' in message  # what the list should hold
+
+
+def test_a_training_list_loads_as_monai_does(tmp_path):
+    (tmp_path / "a.nii.gz").write_bytes(b"x")
+    path = tmp_path / "datalist.json"
+    path.write_text(json.dumps({"training": [{"image": "a.nii.gz", "label": "a.nii.gz"}]}))
+    assert load_datalist(path) == [{"image": str(tmp_path / "a.nii.gz"), "label": str(tmp_path / "a.nii.gz")}]
+
+
+@pytest.mark.parametrize("bundle", ["unimiss_ct_segmentation", "unimiss_cxr_segmentation"])
+@pytest.mark.parametrize("section", ["train", "validate"])
+def test_the_segmentation_bundles_read_their_splits_through_the_check(tmp_path, bundle, section):
+    import sys
+    from pathlib import Path
+
+    from monai.bundle import ConfigParser
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundles"))
+    from bundle_runner import configs
+
+    path = tmp_path / "datalist.json"
+    path.write_text(json.dumps(DRR_LIKE))
+    parser = ConfigParser()
+    parser.read_config(configs(bundle, "train.json"))
+    parser.update({"dataset_dir": str(tmp_path), "bundle_root": str(tmp_path), "data_root": str(tmp_path),
+                   "datalist": str(path)})
+    split = "training" if section == "train" else "validation"
+    with pytest.raises(Exception) as err:  # MONAI may wrap an expression's error: look along the chain
+        parser.get_parsed_content(f"{section}#dataset#data")
+    chain, e = [], err.value
+    while e is not None:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    problem = "'training' is an empty list" if split == "training" else "has no 'validation' key"
+    assert any(isinstance(e, ValueError) and problem in str(e) and str(path) in str(e) for e in chain)

@@ -1,0 +1,58 @@
+"""Fine-tune datalists: read one split of a decathlon-style datalist, refusing a missing or empty split in one line.
+
+The four fine-tune bundles (CXR and CT segmentation and classification) read ``{"training": [...], "validation":
+[...], "test": [...]}`` whose items are ``{"image": <path>, "label": <mask path or class>}``, paths relative to the
+datalist's folder. Without this check a datalist with no (or an empty) ``training`` list reaches the sampler, which
+fails with ``num_samples=0`` and names neither the file nor the key; such a datalist is easy to come by, e.g. the DRR
+bundle's ``datalist.json``, whose ``training`` holds slab pairs for pretraining and is empty unless ``slab_depth`` is set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+__all__ = ["read_split", "load_datalist"]
+
+# what each item of a fine-tune split holds, for messages
+ITEM_FORM = '{"image": <path>, "label": <mask path or class>}'
+
+
+def read_split(datalist: str | os.PathLike, split: str = "training") -> list:
+    """The raw items of ``split`` in the JSON file ``datalist``.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError (one line naming the file and the key): the file is not a JSON
+            object, or ``split`` is missing, not a list, or empty.
+    """
+    path = Path(datalist)
+    if not path.is_file():
+        raise FileNotFoundError(f"datalist {str(path)!r} does not exist; write one or set dataset_dir to a `samples` output")
+    try:
+        content = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"datalist {path} is not valid JSON ({err})") from None
+    should = f"it should hold a list of {ITEM_FORM} items, paths relative to the datalist's folder"
+    if not isinstance(content, dict):
+        raise ValueError(f"datalist {path} is not a JSON object with a {split!r} key; {should}")
+    if split not in content:
+        raise ValueError(f"datalist {path} has no {split!r} key (it has {sorted(content)}); {should}")
+    items = content[split]
+    if not isinstance(items, list):
+        raise ValueError(f"datalist {path}: {split!r} is a {type(items).__name__}, not a list; {should}")
+    if not items:
+        raise ValueError(f"datalist {path}: {split!r} is an empty list; {should}")
+    return items
+
+
+def load_datalist(
+    datalist: str | os.PathLike, split: str = "training", is_segmentation: bool = True,
+    base_dir: str | os.PathLike | None = None,
+) -> list[dict]:
+    """``monai.data.load_decathlon_datalist(datalist, is_segmentation, split, base_dir)`` after :func:`read_split`
+    has checked that ``split`` is a non-empty list (a drop-in for that call in the bundles' configs)."""
+    from monai.data import load_decathlon_datalist
+
+    read_split(datalist, split)
+    return load_decathlon_datalist(datalist, is_segmentation, split, base_dir)
