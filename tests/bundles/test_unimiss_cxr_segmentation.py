@@ -137,3 +137,37 @@ def test_builder_masks_are_consistent(samples):
     test_angles = [poses[f"test_{i:03d}"]["rotation"][2] for i in range(len(datalist["test"]))]
     train_angles = [poses[f"training_{i:03d}"]["rotation"][2] for i in range(len(datalist["training"]))]
     assert all(3 <= abs(a) <= 6 for a in test_angles) and not any(3 < abs(a) < 6 for a in train_angles)
+
+
+def test_inputs_of_one_stem_get_one_output_each(samples, trained, tmp_path):
+    """A DRR (``x.nii.gz``, mm affine) beside its preview (``x.png``): two label maps, each on its own input's grid,
+    and the summary says which file is whose, instead of the second overwriting the first's ``x_seg.nii.gz``."""
+    from PIL import Image
+
+    from unimiss_monai.data.samples import find_dataset
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    original = nib.load(os.path.join(find_dataset(samples, "cxr_segmentation"), "inference", "test_000.nii.gz"))
+    data = np.asarray(original.dataobj)
+    nib.save(nib.Nifti1Image(data, original.affine), str(folder / "x.nii.gz"))
+    grey = np.squeeze(data).astype(np.float64)
+    grey = (255 * (grey - grey.min()) / max(float(np.ptp(grey)), 1e-6)).astype(np.uint8)
+    Image.fromarray(grey[:40, :32].T).save(folder / "x.png")  # another size, so a mix-up cannot pass
+    assert not np.allclose(original.affine, np.eye(4))  # the two inputs must differ in affine for this test to mean anything
+    out = tmp_path / "out"
+    run_workflow(NAME, ["inference.json", "smoke.yaml"], "infer", bundle_root=str(trained), dataset_dir=str(folder),
+                 output_dir=str(out))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num_cases"] == 2 and summary["num_failed"] == 0
+    outputs = {os.path.basename(c["case"]): c["output"] for c in summary["cases"]}
+    assert set(outputs) == {"x.nii.gz", "x.png"}
+    assert outputs["x.nii.gz"] != outputs["x.png"]
+    assert os.path.basename(outputs["x.nii.gz"]) == "x_nii_gz_seg.nii.gz"
+    assert os.path.basename(outputs["x.png"]) == "x_png_seg.nii.gz"
+    assert not (out / "x_seg.nii.gz").exists()
+    from_nifti, from_png = nib.load(outputs["x.nii.gz"]), nib.load(outputs["x.png"])
+    np.testing.assert_allclose(from_nifti.affine, original.affine, atol=1e-4)
+    assert from_nifti.shape[:2] == data.shape[:2] and from_png.shape[:2] == (40, 32)
+    assert not np.allclose(from_png.affine, original.affine)
+    assert (out / "x_nii_gz_overlay.png").is_file() and (out / "x_png_overlay.png").is_file()

@@ -5,7 +5,11 @@ Names are compared case-insensitively: ``CT01`` and ``ct01`` are one file on a c
 
 from __future__ import annotations
 
-__all__ = ["CaseNames"]
+import os
+from collections import Counter
+from collections.abc import Iterable, Mapping
+
+__all__ = ["IMAGE_SUFFIXES", "CaseNames", "OutputNames", "split_image_name"]
 
 
 class CaseNames:
@@ -44,3 +48,73 @@ class CaseNames:
     def take(self, name: str, source: str) -> None:
         """Record that ``source`` wrote (or will write) under ``name``; the first input to take a name keeps it."""
         self._first.setdefault(name.casefold(), source)
+
+
+#: image file suffixes whose text is the file's format, not part of its name (longest first: ``.nii.gz`` before ``.nii``)
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".dcm", ".nrrd", ".mha", ".mhd", ".tif", ".tiff", ".bmp")
+
+
+def split_image_name(path: str | os.PathLike) -> tuple[str, str]:
+    """``(stem, format)`` of an input: ``/d/x.nii.gz`` -> ``("x", "nii.gz")``, another suffix its last one
+    (``scan.npy`` -> ``("scan", "npy")``); a name without a dot (a DICOM series folder) has no format."""
+    name = os.path.basename(str(path).rstrip("/\\"))
+    for suffix in IMAGE_SUFFIXES:
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)], suffix[1:].lower()
+    stem, dot, fmt = name.rpartition(".")
+    return (stem, fmt.lower()) if dot and stem and fmt else (name, "")
+
+
+def _key(path: str | os.PathLike) -> str:
+    return os.path.normcase(os.path.abspath(str(path)))
+
+
+class OutputNames:
+    """The output name (stem) of each input of a run, decided from the whole list before any case is processed.
+
+    An input is named by its file name without the format (``/d/x.nii.gz`` -> ``x``), as long as no other input of
+    the run has that name. Inputs whose names clash keep their format in the name, all of them (``x.nii.gz`` ->
+    ``x_nii_gz``, ``x.png`` -> ``x_png``), so that none of them depends on which one was listed first; inputs still
+    alike (``a/x.png`` and ``b/x.png``) are numbered in the order of their sorted paths (``x_png``, ``x_png_2``).
+    Names are compared case-insensitively (one file on a case-insensitive file system), and the same list always
+    gives the same names, so a rerun writes the same files.
+
+    An instance is also a MONAI ``SaveImage`` ``output_name_formatter`` (the file name comes from the metadata's
+    ``filename_or_obj``).
+
+    Args:
+        inputs: the run's input paths, or its ``[{"image": path}, ...]`` data list.
+        key: the path key of data-list items. Defaults to ``"image"``.
+    """
+
+    def __init__(self, inputs: Iterable[str | os.PathLike | Mapping], key: str = "image") -> None:
+        paths = [str(i[key]) if isinstance(i, Mapping) else str(i) for i in inputs]
+        parts = [split_image_name(p) for p in paths]
+        stems = Counter(stem.casefold() for stem, _ in parts)
+        wanted = [stem if stems[stem.casefold()] == 1 or not fmt else f"{stem}_{fmt.replace('.', '_')}" for stem, fmt in parts]
+        taken = {w.casefold() for w in wanted}
+        self._names: dict[str, str] = {}
+        given: set[str] = set()
+        for path, name in sorted(zip(paths, wanted), key=lambda pw: pw[0]):
+            if _key(path) in self._names:  # the same file listed twice writes one output
+                continue
+            final, n = name, 1
+            # a numbered name never takes one that another input wants as it is
+            while final.casefold() in given or (n > 1 and final.casefold() in taken):
+                n += 1
+                final = f"{name}_{n}"
+            given.add(final.casefold())
+            self._names[_key(path)] = final
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def name(self, path: str | os.PathLike) -> str:
+        """The output name of ``path``; an input not in the list gets its plain stem."""
+        return self._names.get(_key(path)) or split_image_name(path)[0]
+
+    def __call__(self, metadict: Mapping | None, saver: object = None) -> dict:
+        """``output_name_formatter`` of MONAI ``SaveImage``: the file name kwargs of the image ``metadict`` describes."""
+        meta = metadict or {}
+        source = meta.get("filename_or_obj") or f"case_{getattr(saver, '_data_index', 0)}"
+        return {"subject": self.name(source), "idx": meta.get("patch_index")}

@@ -62,11 +62,17 @@ class InferenceSummary:
         engine.add_event_handler(Events.COMPLETED, self.write)
 
     def collect(self, engine) -> None:
-        for item in batch_items(engine.state.batch):
+        items = batch_items(engine.state.batch)
+        # a post-processing transform (SaveCaseImaged) records its file in the output item: the evaluator keeps the
+        # keys a transform adds there, not in the batch
+        outputs = engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]
+        outputs = outputs if len(outputs) == len(items) else [None] * len(items)
+        for item, out in zip(items, outputs):
             reason = str(item.get(FAILED_KEY) or "")
             entry = {"case": str(item.get(CASE_KEY, "")), "status": "failed" if reason else "ok", "reason": reason}
-            if item.get(OUTPUT_KEY) and not reason:
-                entry["output"] = str(item[OUTPUT_KEY])
+            written = item.get(OUTPUT_KEY) or (out.get(OUTPUT_KEY) if isinstance(out, dict) else None)
+            if written and not reason:
+                entry["output"] = str(written)
             self.cases.append(entry)
 
     def summary(self) -> dict:

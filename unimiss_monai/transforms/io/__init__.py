@@ -1,5 +1,12 @@
-"""Transforms that write files of a case (overlay pictures) from a post-processing chain."""
+"""Transforms that write files of a case (its prediction, overlay pictures) from a post-processing chain."""
 
-from unimiss_monai.transforms.io.dictionary import SaveOverlayPNGD, SaveOverlayPNGd, SaveOverlayPNGDict
+from unimiss_monai.transforms.io.dictionary import (
+    SaveCaseImageD,
+    SaveCaseImaged,
+    SaveCaseImageDict,
+    SaveOverlayPNGD,
+    SaveOverlayPNGd,
+    SaveOverlayPNGDict,
+)
 
-__all__ = ["SaveOverlayPNGD", "SaveOverlayPNGDict", "SaveOverlayPNGd"]
+__all__ = ["SaveCaseImageD", "SaveCaseImageDict", "SaveCaseImaged", "SaveOverlayPNGD", "SaveOverlayPNGDict", "SaveOverlayPNGd"]

@@ -1,4 +1,4 @@
-"""Dictionary transforms that write pictures of a case during post-processing."""
+"""Dictionary transforms that write the files of a case during post-processing: its prediction, a picture of it."""
 
 from __future__ import annotations
 
@@ -8,15 +8,44 @@ from pathlib import Path
 
 import torch
 from monai.config import KeysCollection
-from monai.transforms import MapTransform
+from monai.transforms import MapTransform, SaveImaged
 
+from unimiss_monai.data.case_names import OutputNames, split_image_name
 from unimiss_monai.data.xray import drop_trailing_singletons, source_name, write_overlay_png
 
-__all__ = ["SaveOverlayPNGD", "SaveOverlayPNGDict", "SaveOverlayPNGd"]
+__all__ = ["SaveCaseImageD", "SaveCaseImageDict", "SaveCaseImaged", "SaveOverlayPNGD", "SaveOverlayPNGDict", "SaveOverlayPNGd"]
+
+
+class SaveCaseImaged(SaveImaged):
+    """MONAI ``SaveImaged`` whose file is named by the run's :class:`~unimiss_monai.data.case_names.OutputNames`
+    (two inputs of one stem, ``x.nii.gz`` and ``x.png``, get two files instead of one overwriting the other), and
+    which records the path it wrote under ``output_key``, for
+    :class:`~unimiss_monai.handlers.InferenceSummary` to list beside the case.
+
+    Args:
+        keys: the image key to save (one).
+        output_names: the names of the run's inputs, decided before the run; ``None``: each file's plain stem.
+        output_key: data key of the written path. Defaults to ``"output"``.
+        kwargs: the other ``SaveImaged`` arguments (``output_name_formatter`` and ``savepath_in_metadict`` are set
+            here).
+    """
+
+    def __init__(self, keys: KeysCollection, output_names: OutputNames | None = None, output_key: str = "output", **kwargs) -> None:
+        self.output_names = output_names if output_names is not None else OutputNames([])
+        super().__init__(keys, output_name_formatter=self.output_names, savepath_in_metadict=True, **kwargs)
+        self.output_key = output_key
+
+    def __call__(self, data):
+        d = super().__call__(data)
+        for key in self.key_iterator(d):
+            meta = getattr(d[key], "meta", None) or d.get(f"{key}_{self.meta_key_postfix}") or {}
+            if meta.get("saved_to"):
+                d[self.output_key] = str(meta["saved_to"])
+        return d
 
 
 class SaveOverlayPNGd(MapTransform):
-    """Write ``<output_dir>/<input file stem>_overlay.png``: the image with its predicted masks (post-processing).
+    """Write ``<output_dir>/<input name>_overlay.png``: the image with its predicted masks (post-processing).
 
     Args:
         keys: the mask key (``(S, X, Y)``, binary).
@@ -24,12 +53,15 @@ class SaveOverlayPNGd(MapTransform):
         output_dir: folder of the PNGs (created).
         names: structure names for the legend, one per mask channel.
         alpha: mask opacity. Defaults to 0.4.
+        output_names: the names of the run's inputs (:class:`~unimiss_monai.data.case_names.OutputNames`, the same
+            as the prediction file's); ``None``: the input file's stem.
         allow_missing_keys: skip missing mask keys, and write nothing when ``image_key`` is missing (otherwise a
             missing key raises ``KeyError``).
     """
 
-    def __init__(self, keys: KeysCollection, image_key: str = "image", output_dir: str | os.PathLike = ".", names: Sequence[str] = (), alpha: float = 0.4, allow_missing_keys: bool = False) -> None:
+    def __init__(self, keys: KeysCollection, image_key: str = "image", output_dir: str | os.PathLike = ".", names: Sequence[str] = (), alpha: float = 0.4, output_names: OutputNames | None = None, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
+        self.output_names = output_names
         self.image_key = image_key
         self.output_dir = Path(output_dir)
         self.names = list(names)
@@ -40,15 +72,13 @@ class SaveOverlayPNGd(MapTransform):
         if self.image_key not in d and self.allow_missing_keys:
             return d
         image = d[self.image_key]
-        stem = Path(source_name(image)).name
-        for suffix in (".nii.gz", ".nii", ".png", ".dcm", ".jpg", ".jpeg"):
-            if stem.lower().endswith(suffix):
-                stem = stem[: -len(suffix)]
-                break
+        source = source_name(image)
+        stem = self.output_names.name(source) if self.output_names is not None else split_image_name(source)[0]
         for key in self.key_iterator(d):
             mask, img = drop_trailing_singletons(d[key]), drop_trailing_singletons(image)
             write_overlay_png(self.output_dir / f"{stem}_overlay.png", img, mask, self.names, self.alpha)
         return d
 
 
+SaveCaseImageD = SaveCaseImageDict = SaveCaseImaged
 SaveOverlayPNGD = SaveOverlayPNGDict = SaveOverlayPNGd

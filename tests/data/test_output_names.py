@@ -1,0 +1,44 @@
+"""The output name of each inference input: its stem, unless another input of the run has that stem."""
+
+from __future__ import annotations
+
+from unimiss_monai.data.case_names import OutputNames, split_image_name
+
+
+def test_split_image_name():
+    assert split_image_name("/d/x.nii.gz") == ("x", "nii.gz")
+    assert split_image_name("/d/X.PNG") == ("X", "png")
+    assert split_image_name("/d/series_1/") == ("series_1", "")
+    assert split_image_name("/d/.nii") == (".nii", "")
+    assert split_image_name("/d/scan.npy") == ("scan", "npy") and split_image_name("/d/a.b.png") == ("a.b", "png")
+
+
+def test_stems_that_do_not_clash_keep_todays_names():
+    names = OutputNames([{"image": "/d/a.nii.gz"}, {"image": "/d/b.png"}, {"image": "/d/c"}])
+    assert [names.name(p) for p in ("/d/a.nii.gz", "/d/b.png", "/d/c")] == ["a", "b", "c"]
+
+
+def test_clashing_stems_all_keep_their_format_whatever_the_order():
+    paths = ["/d/chest_ct_AP.png", "/d/chest_ct_AP.nii.gz", "/d/CHEST_CT_AP.nii", "/d/other.png"]
+    for order in (paths, paths[::-1]):
+        names = OutputNames(order)
+        assert names.name("/d/chest_ct_AP.png") == "chest_ct_AP_png"
+        assert names.name("/d/chest_ct_AP.nii.gz") == "chest_ct_AP_nii_gz"
+        assert names.name("/d/CHEST_CT_AP.nii") == "CHEST_CT_AP_nii"  # case-insensitive: one file on macOS / Windows
+        assert names.name("/d/other.png") == "other"
+
+
+def test_names_still_alike_are_numbered_and_never_taken_twice():
+    paths = ["/b/z.png", "/a/z.png", "/d/x.png", "/d/x.nii", "/d/x_png.nii", "/d/z_png_2.jpg"]
+    names = OutputNames(paths)
+    assert names.name("/a/z.png") == "z_png" and names.name("/b/z.png") == "z_png_3"  # z_png_2 is another input's
+    assert names.name("/d/z_png_2.jpg") == "z_png_2"
+    got = [names.name(p).casefold() for p in paths]
+    assert len(set(got)) == len(paths)
+    assert names.name("/d/x.png") == "x_png" and names.name("/d/x_png.nii") == "x_png_2"  # sorted path order
+
+
+def test_monai_name_formatter_and_unlisted_inputs():
+    names = OutputNames(["/d/x.nii.gz", "/d/x.png"])
+    assert names({"filename_or_obj": "/d/x.png", "patch_index": None}) == {"subject": "x_png", "idx": None}
+    assert names.name("/elsewhere/y.nii.gz") == "y"
