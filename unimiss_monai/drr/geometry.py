@@ -122,6 +122,14 @@ def view_rotation(view: str | Pose | Mapping) -> np.ndarray:
     return as_pose(view).rotation_matrix()
 
 
+def _pair(value, name: str) -> tuple[float, float]:
+    """``(row, col)`` of a scalar (the same for both) or a pair; one line naming ``name`` for anything else."""
+    values = np.asarray(value, dtype=float).ravel()
+    if values.size not in (1, 2):
+        raise ValueError(f"{name} must be a number or (row, col), got {value!r}")
+    return tuple(float(v) for v in np.broadcast_to(values, (2,)))
+
+
 @dataclass(frozen=True)
 class ConeBeam:
     """Intrinsics of a flat-panel cone-beam system.
@@ -141,9 +149,9 @@ class ConeBeam:
     principal_point: tuple[float, float] = (0.0, 0.0)
 
     def __post_init__(self):
-        shape = tuple(int(s) for s in np.broadcast_to(np.asarray(self.detector_shape), (2,)))
-        spacing = tuple(float(s) for s in np.broadcast_to(np.asarray(self.pixel_spacing, dtype=float), (2,)))
-        pp = tuple(float(s) for s in np.broadcast_to(np.asarray(self.principal_point, dtype=float), (2,)))
+        shape = tuple(int(s) for s in _pair(self.detector_shape, "detector_shape"))
+        spacing = _pair(self.pixel_spacing, "pixel_spacing")
+        pp = _pair(self.principal_point, "principal_point")
         if min(shape) < 1:
             raise ValueError(f"detector_shape must be positive (H, W), got {self.detector_shape!r}")
         # NaN passes every comparison below unnoticed, and a NaN spacing renders a black image without a word

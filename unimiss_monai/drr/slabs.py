@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from unimiss_monai.drr.geometry import ConeBeam
 from unimiss_monai.drr.volume import as_affine
 
 __all__ = ["Slab", "superior_axis", "split_slabs", "fit_slab_detector", "render_slabs"]
@@ -69,7 +70,8 @@ def fit_slab_detector(slab: Slab, pixel_spacing: float | Sequence[float] = 1.562
     counts row spacings and the width column spacings. The magnification is taken at the slab's nearest point to the
     source (``sdd / (sid - half diagonal)``), so any view about the superior axis fits.
     """
-    d_row, d_col = _spacing_pair(pixel_spacing)
+    # the geometry's own reading of a spacing (a scalar is square) and its checks
+    d_row, d_col = ConeBeam(pixel_spacing=pixel_spacing, sdd=sdd, sid=sid).pixel_spacing
     corners = np.array(np.meshgrid(*[[-0.5, n - 0.5] for n in slab.volume.shape], indexing="ij")).reshape(3, -1)
     world = slab.affine[:3, :3] @ corners + slab.affine[:3, 3:4]
     size = world.max(1) - world.min(1)
@@ -81,17 +83,6 @@ def fit_slab_detector(slab: Slab, pixel_spacing: float | Sequence[float] = 1.562
     height = extent[2] + 2 * margin_mm  # superior-inferior
     width = max(extent[0], extent[1]) + 2 * margin_mm
     return max(2, int(np.ceil(height / d_row))), max(2, int(np.ceil(width / d_col)))
-
-
-def _spacing_pair(pixel_spacing) -> tuple[float, float]:
-    """``(row, col)`` mm of a scalar (square pixels) or a pair; ValueError unless both are positive and finite."""
-    values = np.asarray(pixel_spacing, dtype=float)
-    if values.size not in (1, 2):
-        raise ValueError(f"pixel_spacing must be a number or (row, col) mm, got {pixel_spacing!r}")
-    d_row, d_col = (float(v) for v in np.broadcast_to(values.ravel(), (2,)))
-    if not (np.isfinite([d_row, d_col]).all() and d_row > 0 and d_col > 0):
-        raise ValueError(f"pixel_spacing must be positive mm, got {pixel_spacing!r}")
-    return d_row, d_col
 
 
 def render_slabs(
@@ -119,7 +110,7 @@ def render_slabs(
     from unimiss_monai.drr.render import render
 
     sdd, sid = render_kwargs.get("sdd", 1020.0), render_kwargs.get("sid", 850.0)
-    d_row, d_col = _spacing_pair(pixel_spacing)
+    d_row, d_col = ConeBeam(pixel_spacing=pixel_spacing, sdd=sdd, sid=sid).pixel_spacing
     images, spacing = [], []
     for slab in split_slabs(volume, affine, slab_thickness, stride):
         shape = fit_slab_detector(slab, (d_row, d_col), sdd, sid, margin_mm)
