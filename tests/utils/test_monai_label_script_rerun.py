@@ -60,6 +60,16 @@ def _fails_at_server_start(result: subprocess.CompletedProcess) -> bool:
     return result.returncode == 1 and "server exited during start-up" in result.stdout
 
 
+def _assert_a_later_file_stops_the_rerun(env: dict, saved: Path, message: str) -> None:
+    """A file written into the prepared app after the script prepared it (as the server's /train writes) makes the
+    rerun refuse (exit 2, ``message``) and is left as it was."""
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_bytes(b"a clinician's work")
+    refused = _run(env)
+    assert refused.returncode == 2 and message in refused.stdout, refused.stdout
+    assert saved.read_bytes() == b"a clinician's work"
+
+
 def test_a_failed_check_leaves_a_folder_the_rerun_rebuilds(tmp_path):
     env = _setup(tmp_path)
     first = _run(env)
@@ -70,11 +80,8 @@ def test_a_failed_check_leaves_a_folder_the_rerun_rebuilds(tmp_path):
     assert "not prepared by this script" not in again.stdout, again.stdout
     assert again.returncode == 1 and "server exited during start-up" in again.stdout, again.stdout + again.stderr
     # weights saved after the folder was prepared (as /train saves them) still stop a rerun, and stay
-    saved = app / "model" / BUNDLE / "models" / "model_trained.pt"
-    saved.write_bytes(b"a clinician's model")
-    refused = _run(env)
-    assert refused.returncode == 2 and "was saved after this folder was prepared" in refused.stdout, refused.stdout
-    assert saved.read_bytes() == b"a clinician's model"
+    _assert_a_later_file_stops_the_rerun(env, app / "model" / BUNDLE / "models" / "model_trained.pt",
+                                         "was saved after this folder was prepared")
 
 
 def test_each_overlay_serves_the_weights_trained_with_it(tmp_path):
@@ -97,12 +104,8 @@ def test_checkpoints_a_stopped_train_left_stop_the_rerun(tmp_path):
     env = _setup(tmp_path)
     assert _fails_at_server_start(_run(env))
     # /train writes <bundle>/eval (checkpoints to resume from, its best model); stopped, it leaves model.pt unchanged
-    checkpoint = Path(env["WORK"]) / "app" / "model" / BUNDLE / "eval" / "checkpoints" / "checkpoint.pt"
-    checkpoint.parent.mkdir(parents=True)
-    checkpoint.write_bytes(b"a clinician's unfinished training")
-    refused = _run(env)
-    assert refused.returncode == 2 and "eval/checkpoints/checkpoint.pt was saved after" in refused.stdout, refused.stdout
-    assert checkpoint.read_bytes() == b"a clinician's unfinished training"
+    _assert_a_later_file_stops_the_rerun(env, Path(env["WORK"]) / "app" / "model" / BUNDLE / "eval" / "checkpoints" /
+                                         "checkpoint.pt", "eval/checkpoints/checkpoint.pt was saved after")
 
 
 def test_a_preparation_that_failed_halfway_does_not_block_the_rerun(tmp_path):
