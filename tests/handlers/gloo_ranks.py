@@ -18,7 +18,13 @@ def run_on_two_ranks(fn, *args) -> None:
 
 def _member(rank: int, port: int, fn, args: tuple) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    from unimiss_monai.utils.dist import destroy_distributed
+
     try:
         fn(rank, *args)
-    finally:
-        dist.destroy_process_group()
+    except BaseException:
+        dist.destroy_process_group()  # no barrier: the other rank may never reach it
+        raise
+    # as a run leaves: a barrier, then every group destroyed and the coordination group forgotten (a destroyed group
+    # still referenced at interpreter exit aborted the process, SIGABRT)
+    destroy_distributed()
