@@ -4,7 +4,6 @@ rendezvous on the loopback address, as two hosts of a Slurm or Kubernetes job wo
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bundle_runner import BUNDLES, configs
+from bundle_runner import configs
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

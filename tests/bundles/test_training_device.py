@@ -6,7 +6,6 @@ told ``--device cpu`` on a GPU machine does not get CUDA autocast)."""
 from __future__ import annotations
 
 import pytest
-import torch
 from monai.bundle import ConfigParser
 
 from bundle_runner import BUNDLES, configs

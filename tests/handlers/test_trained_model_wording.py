@@ -11,7 +11,6 @@ import torch
 
 from unimiss_monai.handlers import load_pretrained_init
 from unimiss_monai.networks import UniMissSegmentation, tiny_overrides
-from unimiss_monai.networks.pretrained import PRETRAINED, TRAINED
 
 
 def _net():

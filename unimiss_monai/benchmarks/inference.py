@@ -325,7 +325,7 @@ def bench_infer(
     for line in ratios + [f"label agreement, {REFERENCE} vs {name}: {a['voxels_equal']:.4%} of voxels equal; "
                           f"Dice per class {a['dice_per_class']}" for name, a in agreements.items()]:
         print(f"- {line}")
-    print(f"- warm-up (one window; an OpenVINO row's includes tracing and compiling the network): "
+    print("- warm-up (one window; an OpenVINO row's includes tracing and compiling the network): "
           + ", ".join(f"{name} {s:.1f} s" for name, s in warmup.items()))
     for name, dice in scores.items():
         print(f"- Dice vs {Path(label).name}, {name}: {dice}")

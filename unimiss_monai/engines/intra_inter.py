@@ -23,7 +23,7 @@ from monai.engines import Trainer
 from monai.engines.utils import IterationEvents
 from torch import nn
 
-from unimiss_monai.data.loaders import COUNT_KEY, SKIPPED_KEY, PhaseLoader
+from unimiss_monai.data.loaders import COUNT_KEY, PhaseLoader
 from unimiss_monai.engines.pretraining import PretrainingTrainer
 from unimiss_monai.losses.deepcluster_v2 import DeepClusterV2Loss
 from unimiss_monai.losses.masked_embedding import random_token_mask

@@ -7,7 +7,6 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 
-import torch
 from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.handlers import CheckpointSaver
 
