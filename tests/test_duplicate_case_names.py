@@ -15,7 +15,7 @@ from monai.inferers import SimpleInferer
 from monai.transforms import Compose, EnsureTyped, LoadImaged
 from torch import nn
 
-from unimiss_monai.data.case_names import CaseNames
+from unimiss_monai.data.case_names import CaseNames, OutputNames
 from unimiss_monai.data.ct_inputs import find_ct_cases
 from unimiss_monai.data.ct_io import CTInputError
 from unimiss_monai.data.tolerant import TolerantDataset
@@ -144,8 +144,9 @@ def test_class_probability_writer_names_each_saliency_of_the_same_name(tmp_path)
     c = _npy(tmp_path / "p1" / "other.npy", rng.random((8, 8)))
     net = _MapNet()
     out = tmp_path / "out"
-    cases = _run([{"image": str(a)}, {"image": str(b)}, {"image": str(c)}], net,
-                 ClassProbabilityWriter(out, ["x", "y"], saliency=True, network=net), (1, 8, 8), out)
+    data = [{"image": str(a)}, {"image": str(b)}, {"image": str(c)}]
+    cases = _run(data, net, ClassProbabilityWriter(out, ["x", "y"], saliency=True, network=net, output_names=OutputNames(data)),
+                 (1, 8, 8), out)
     assert sorted(p.name for p in (out / "saliency").iterdir()) == ["other.png", "scan_npy.png", "scan_npy_2.png"]
     assert all(case["status"] == "ok" for case in cases.values())
     rows = {r["case"]: r for r in json.loads((out / "predictions.json").read_text())["cases"]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -54,8 +55,16 @@ def test_inference_writes_probabilities_and_saliency(trained, tmp_path):
     samples_dir, root = trained
     inputs = tmp_path / "inputs"
     inputs.mkdir()
-    for src in sorted((samples_dir / "cxr_classification" / "images").glob("test_*.png"))[:3]:
+    tests = sorted((samples_dir / "cxr_classification" / "images").glob("test_*.png"))[:3]
+    for src in tests:
         shutil.copy(src, inputs / src.name)
+    # names the saliency maps must keep apart: one stem in two formats, and names that differ only after a dot
+    from PIL import Image
+
+    shutil.copy(tests[0], inputs / "dup.png")
+    Image.open(tests[0]).convert("L").save(inputs / "dup.jpg")
+    shutil.copy(tests[1], inputs / "scan.v2.png")
+    shutil.copy(tests[2], inputs / "scan.v3.png")
     (inputs / "corrupt.png").write_bytes(b"\x89PNG broken")
     from unimiss_monai.data.writers import save_nifti
 
@@ -63,14 +72,17 @@ def test_inference_writes_probabilities_and_saliency(trained, tmp_path):
     out = tmp_path / "out"
     rows = run_inference(BUNDLE, inputs, root, out, save_saliency=True, failed=2)
     status = {r["case"].split("/")[-1]: r["status"] for r in rows}
-    assert len(rows) == 5 and sum(s == "ok" for s in status.values()) == 3
+    assert len(rows) == 9 and sum(s == "ok" for s in status.values()) == 7
     assert status["corrupt.png"].startswith("failed:") and "3D volume" in status["volume.nii.gz"]
     for r in rows:
         if r["status"] == "ok":
             probs = {f: float(r[f"prob_{f}"]) for f in FINDINGS}
             assert all(0.0 <= p <= 1.0 for p in probs.values())
             assert set(filter(None, r["prediction"].split(";"))) == {f for f, p in probs.items() if p >= 0.5}
-    assert len(list((out / "saliency").glob("*.png"))) == 3
+    assert sorted(p.name for p in (out / "saliency").glob("*.png")) == sorted(
+        [*(f"{t.stem}.png" for t in tests), "dup_jpg.png", "dup_png.png", "scan.v2.png", "scan.v3.png"])
+    saliency = {Path(c["case"]).name: c.get("saliency") for c in json.loads((out / "predictions.json").read_text())["cases"]}
+    assert saliency["dup.jpg"] == str(out / "saliency" / "dup_jpg.png") and saliency["scan.v3.png"] == str(out / "saliency" / "scan.v3.png")
     assert json.loads((out / "predictions.json").read_text())["num_failed"] == 2
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from unimiss_monai.data.case_names import OutputNames, split_image_name
+from unimiss_monai.data.case_names import OutputNames
+from unimiss_monai.data.image_formats import SCANNED_SUFFIXES, image_suffix, split_image_name
 
 
 def test_split_image_name():
@@ -11,6 +12,21 @@ def test_split_image_name():
     assert split_image_name("/d/series_1/") == ("series_1", "")
     assert split_image_name("/d/.nii") == (".nii", "")
     assert split_image_name("/d/scan.npy") == ("scan", "npy") and split_image_name("/d/a.b.png") == ("a.b", "png")
+    # only a known format is split off: other dots belong to the name (versions, DICOM UIDs)
+    assert split_image_name("/d/ct.v2.nii.gz") == ("ct.v2", "nii.gz")
+    assert split_image_name("/d/1.2.840.5/") == ("1.2.840.5", "") and split_image_name("/d/notes.txt") == ("notes.txt", "")
+
+
+def test_a_folder_scan_takes_images_but_not_arrays():
+    assert image_suffix("/d/A.NII.GZ") == ".nii.gz" and image_suffix("/d/x.nii") == ".nii"
+    assert image_suffix("/d/x.npy") == ".npy" and not image_suffix("/d/x.npy", SCANNED_SUFFIXES)
+    assert not image_suffix("/d/.png") and not image_suffix("/d/x.raw")
+
+
+def test_dotted_names_that_differ_keep_their_dots():
+    names = OutputNames(["/d/ct.v2.nii.gz", "/d/ct.v3.nii.gz", "/d/1.2.840.5", "/d/1.2.840.6"])
+    assert [names.name(p) for p in ("/d/ct.v2.nii.gz", "/d/ct.v3.nii.gz", "/d/1.2.840.5", "/d/1.2.840.6")] == [
+        "ct.v2", "ct.v3", "1.2.840.5", "1.2.840.6"]
 
 
 def test_stems_that_do_not_clash_keep_todays_names():

@@ -103,14 +103,14 @@ def test_segmentation_forward_failure_is_recorded_and_the_run_goes_on(tmp_path, 
     writer = SegmentationWriter(out, LOAD)
     with caplog.at_level(logging.INFO):
         _run(data, net, writer, (1, 16, 32, 32), summary_dir=out, failed=1)
-    assert [w["case"] for w in writer.written] == ["good.npy"] and writer.written[0]["shape"] == [16, 32, 32]
+    assert [w["case"] for w in writer.written] == ["good"] and writer.written[0]["shape"] == [16, 32, 32]
     summary = json.loads((out / "summary.json").read_text())
     cases = {c["case"].rsplit("/", 1)[-1]: c for c in summary["cases"]}
     assert cases["good.npy"] == {"case": str(tmp_path / "good.npy"), "status": "ok", "reason": "",
-                                 "output": str(out / "good.npy_seg.nii.gz")}
+                                 "output": str(out / "good_seg.nii.gz")}
     assert cases["odd.npy"]["status"] == "failed" and "output" not in cases["odd.npy"]
     assert "network forward" in cases["odd.npy"]["reason"] and "(16, 32, 24)" in cases["odd.npy"]["reason"]
-    assert (out / "good.npy_seg.nii.gz").is_file()
+    assert (out / "good_seg.nii.gz").is_file()
     assert any("1 of 2 cases ok" in r.getMessage() for r in caplog.records)
 
 

@@ -9,7 +9,9 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
-__all__ = ["IMAGE_SUFFIXES", "CaseNames", "OutputNames", "split_image_name"]
+from unimiss_monai.data.image_formats import split_image_name
+
+__all__ = ["CaseNames", "OutputNames"]
 
 
 class CaseNames:
@@ -48,21 +50,6 @@ class CaseNames:
     def take(self, name: str, source: str) -> None:
         """Record that ``source`` wrote (or will write) under ``name``; the first input to take a name keeps it."""
         self._first.setdefault(name.casefold(), source)
-
-
-#: image file suffixes whose text is the file's format, not part of its name (longest first: ``.nii.gz`` before ``.nii``)
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".dcm", ".nrrd", ".mha", ".mhd", ".tif", ".tiff", ".bmp")
-
-
-def split_image_name(path: str | os.PathLike) -> tuple[str, str]:
-    """``(stem, format)`` of an input: ``/d/x.nii.gz`` -> ``("x", "nii.gz")``, another suffix its last one
-    (``scan.npy`` -> ``("scan", "npy")``); a name without a dot (a DICOM series folder) has no format."""
-    name = os.path.basename(str(path).rstrip("/\\"))
-    for suffix in IMAGE_SUFFIXES:
-        if name.lower().endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)], suffix[1:].lower()
-    stem, dot, fmt = name.rpartition(".")
-    return (stem, fmt.lower()) if dot and stem and fmt else (name, "")
 
 
 def _key(path: str | os.PathLike) -> str:

@@ -20,10 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from unimiss_monai.data.datalists import read_split
+from unimiss_monai.data.image_formats import SCANNED_SUFFIXES, image_suffix
 
 __all__ = ["load_classification_datalist", "canonical_label", "balanced_sample_weights", "list_images"]
-
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd", ".dcm", ".png", ".jpg", ".jpeg")
 
 
 def canonical_label(label, class_names: Sequence[str], multi_label: bool, where: str = "label"):
@@ -118,7 +117,7 @@ def balanced_sample_weights(items: Sequence[dict], num_classes: int) -> list[flo
     return [float(np.mean(1.0 / counts[h])) if h.any() else 1.0 / none_count for h in hot]
 
 
-def list_images(folder: str | os.PathLike, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[dict]:
+def list_images(folder: str | os.PathLike, suffixes: Sequence[str] = SCANNED_SUFFIXES) -> list[dict]:
     """``[{"image": path}, ...]`` for every image file under ``folder`` (recursive, sorted) — inference inputs.
 
     When ``folder`` has an ``images`` sub-folder (the layout of the ``samples`` classification sets, whose previews
@@ -132,7 +131,7 @@ def list_images(folder: str | os.PathLike, suffixes: Sequence[str] = IMAGE_SUFFI
         raise FileNotFoundError(f"input folder {str(root)!r} does not exist; pass --dataset_dir with your images")
     if (root / "images").is_dir():
         root = root / "images"
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name.lower().endswith(tuple(suffixes)) and not p.name.startswith("."))
+    files = sorted(p for p in root.rglob("*") if p.is_file() and image_suffix(p.name, tuple(suffixes)) and not p.name.startswith("."))
     if not files:
         raise FileNotFoundError(f"no image ({', '.join(suffixes)}) under {str(root)!r}; pass --dataset_dir with your images")
     return [{"image": str(p)} for p in files]

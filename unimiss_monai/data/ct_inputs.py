@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unimiss_monai.data.case_names import CaseNames
-from unimiss_monai.data.ct_io import NIFTI_SUFFIXES, CTInputError, is_dicom_series_dir
+from unimiss_monai.data.ct_io import CTInputError, is_dicom_series_dir
+from unimiss_monai.data.image_formats import NIFTI_SUFFIXES, image_suffix
 from unimiss_monai.data.locators import read_structure_names
 
 __all__ = ["CTCase", "find_ct_cases", "read_label_names", "LABEL_SUFFIX", "DATALIST"]
@@ -37,11 +38,8 @@ class CTCase:
 
 
 def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in NIFTI_SUFFIXES[::-1]:  # ".nii.gz" before ".nii"
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    suffix = image_suffix(path.name, NIFTI_SUFFIXES)
+    return path.name[: -len(suffix)] if suffix else path.name
 
 
 def _first_existing(folder: Path, stem: str, suffixes: tuple[str, ...]) -> Path | None:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from unimiss_monai.data.grid_checks import check_grid, check_nifti_header
+from unimiss_monai.data.image_formats import NIFTI_SUFFIXES
 
 __all__ = [
     "CTInputError", "load_ct", "load_label_map", "label_value_problem", "is_dicom_file", "is_dicom_series_dir",
@@ -32,7 +33,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
 # CT has air near -1000 HU; a volume whose darkest voxels are this bright is most likely MR or unscaled raw values
 MR_LIKE_LOW_PERCENTILE_HU = -300.0
 

@@ -22,15 +22,10 @@ import os
 import sys
 from pathlib import Path
 
+from unimiss_monai.data.image_formats import NIFTI_SUFFIXES, SCANNED_SUFFIXES, image_suffix
+
 __all__ = ["build_official_datalist", "official_datalist"]
 
-CT_SUFFIXES = (".nii.gz", ".nii")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".nii.gz", ".nii")
-
-
-def _suffix(name: str, suffixes) -> str | None:
-    lower = name.lower()
-    return next((s for s in suffixes if lower.endswith(s)), None)
 
 
 def _listed(root: Path, list_name: str, folder: str) -> tuple[list[str], str]:
@@ -79,7 +74,7 @@ def build_official_datalist(
     ct_paths, ct_source = _listed(root, list_3d, ct_dir)
     if not ct_source:
         problems.append(f"{root}: neither {list_3d} nor {ct_dir}/ found: no CT")
-    volumes = {rel: rel[: -len(_suffix(rel, CT_SUFFIXES))] for rel in ct_paths if _suffix(rel, CT_SUFFIXES)}
+    volumes = {rel: rel[: -len(image_suffix(rel, NIFTI_SUFFIXES))] for rel in ct_paths if image_suffix(rel, NIFTI_SUFFIXES)}
     stems = set(volumes.values())
     ct: list[dict] = []
     for rel in ct_paths:
@@ -109,8 +104,8 @@ def build_official_datalist(
     xray: list[dict] = []
     for rel in xray_paths:
         image = root / rel
-        if not _suffix(rel, IMAGE_SUFFIXES):
-            problems.append(f"{image}: not an image ({', '.join(IMAGE_SUFFIXES)}) (from {xray_source}); skipped")
+        if not image_suffix(rel, SCANNED_SUFFIXES):
+            problems.append(f"{image}: not an image ({', '.join(SCANNED_SUFFIXES)}) (from {xray_source}); skipped")
         elif not image.is_file():
             problems.append(f"{image}: listed in {xray_source} but missing; skipped")
         else:

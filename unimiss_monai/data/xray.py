@@ -19,13 +19,13 @@ from monai.data import MetaTensor
 from monai.transforms import LoadImage
 
 from unimiss_monai.conventions import structure_colour
+from unimiss_monai.data.image_formats import SCANNED_SUFFIXES
 from unimiss_monai.data.writers import save_png
 from unimiss_monai.utils.lazy import moved_names
 
 __all__ = [
     "BT601",
     "OVERLAY_COLOURS",
-    "RADIOGRAPH_SUFFIXES",
     "drop_trailing_singletons",
     "grey_radiograph",
     "list_radiographs",
@@ -138,9 +138,6 @@ def load_radiograph(path: str | os.PathLike) -> MetaTensor:
     return grey_radiograph(img)
 
 
-RADIOGRAPH_SUFFIXES = (".nii.gz", ".nii", ".png", ".dcm", ".jpg", ".jpeg")
-
-
 def list_radiographs(folder: str | os.PathLike) -> list[dict[str, str]]:
     """``[{"image": path}]`` for every radiograph in ``folder``: its ``inference/`` sub-folder when there is one (the
     ``cxr_segmentation`` sample layout), else the folder itself; our own ``*_overlay.png`` outputs are skipped."""
@@ -151,10 +148,10 @@ def list_radiographs(folder: str | os.PathLike) -> list[dict[str, str]]:
         raise FileNotFoundError(f"dataset_dir {str(root)!r} is not a folder of radiographs (PNG, DICOM or 2D NIfTI)")
     files = sorted(
         p for p in root.iterdir()
-        if p.is_file() and p.name.lower().endswith(RADIOGRAPH_SUFFIXES) and not p.name.endswith("_overlay.png")
+        if p.is_file() and p.name.lower().endswith(SCANNED_SUFFIXES) and not p.name.endswith("_overlay.png")
     )
     if not files:
-        raise FileNotFoundError(f"{root}: no radiographs found (looked for {', '.join(RADIOGRAPH_SUFFIXES)})")
+        raise FileNotFoundError(f"{root}: no radiographs found (looked for {', '.join(SCANNED_SUFFIXES)})")
     return [{"image": str(p)} for p in files]
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from unimiss_monai.data.case_names import CaseNames, OutputNames, split_image_name
+from unimiss_monai.data.case_names import CaseNames, OutputNames
 from unimiss_monai.data.tolerant import CASE_KEY, FAILED_KEY, batch_items, mark_failed
 from unimiss_monai.data.writers import save_bytes, save_json
 from unimiss_monai.handlers.forward_failure_guard import guard_forward
@@ -34,14 +34,16 @@ class ClassProbabilityWriter:
         class_names: the C class names, in channel order.
         multi_label: findings are independent (each reported when ``>= threshold``); otherwise the top class is.
         threshold: decision threshold of multi-label findings. Defaults to 0.5.
-        saliency: also write ``saliency/<name>.png``, ``<name>`` the input's file name without its format, or with it
-            (``x_png``, ``x_nii_gz``) for inputs of one run that share a name
-            (:class:`~unimiss_monai.data.case_names.OutputNames` of the evaluator's data list, decided when the run
-            starts). Defaults to False.
+        saliency: also write ``saliency/<name>.png``, ``<name>`` the input's name in ``output_names``. Defaults to
+            False.
         network: the classifier, needed for ``saliency``.
         saliency_method: ``"gradcam"`` (Grad-CAM of the top class, :func:`~unimiss_monai.visualize.grad_cam`)
             or ``"rollout"`` (class-agnostic attention rollout of the last encoder stage,
             :func:`~unimiss_monai.visualize.attention_rollout`). Defaults to ``"gradcam"``.
+        output_names: the names of the run's inputs (:class:`~unimiss_monai.data.case_names.OutputNames` of the
+            evaluator's data list, as the bundles' ``output_names``), so that inputs of one name get a map each
+            (``x_png``, ``x_nii_gz``). Defaults to every input's file name without its format, where the second
+            input of a name fails its map.
 
     Rows: ``case, status, <prob per class>..., prediction``; a failed case has ``status`` = ``failed: <reason>`` and no
     probabilities. A case whose output is not finite, or (with ``saliency``) whose saliency file name another case of
@@ -53,7 +55,7 @@ class ClassProbabilityWriter:
     def __init__(
         self, output_dir: str | os.PathLike, class_names: Sequence[str], multi_label: bool = False,
         threshold: float = 0.5, saliency: bool = False, network: torch.nn.Module | None = None,
-        saliency_method: str = "gradcam",
+        saliency_method: str = "gradcam", output_names: OutputNames | None = None,
     ) -> None:
         # as_bool: from the command line a value is a string, and bool("false") is True
         multi_label, saliency = as_bool(multi_label, "multi_label"), as_bool(saliency, "saliency")
@@ -66,28 +68,15 @@ class ClassProbabilityWriter:
         self.saliency, self.network, self.saliency_method = saliency, network, saliency_method
         self.rows: list[dict] = []
         self._saliency_names = CaseNames()  # never two cases of one run into one saliency map
-        self._output_names = OutputNames([])
+        self.output_names = output_names if output_names is not None else OutputNames([])
 
     def attach(self, engine) -> None:
         from ignite.engine import Events
 
         engine.add_event_handler(Events.STARTED, guard_forward)
         engine.add_event_handler(Events.STARTED, lambda _: (self.rows.clear(), self._saliency_names.clear()))
-        engine.add_event_handler(Events.STARTED, self._name_inputs)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
         engine.add_event_handler(Events.COMPLETED, self._write)
-
-    def _name_inputs(self, engine) -> None:
-        """Name every input's saliency map from the whole data list before the first case, so that ``x.nii.gz`` and
-        ``x.png`` get two maps (none failed for the other's name) and a rerun writes the same files."""
-        data = getattr(getattr(getattr(engine, "data_loader", None), "dataset", None), "data", None) or []
-        self._output_names = OutputNames([d for d in data if isinstance(d, dict) and "image" in d])
-
-    def _saliency_name(self, case: str) -> str:
-        """``case``'s name in the run when it shares its stem with another input, else today's name: the file name up
-        to the first dot (``/data/ct_07.nii.gz`` -> ``ct_07``)."""
-        name = self._output_names.name(case)
-        return name if name != split_image_name(case)[0] else (Path(case).name.split(".")[0] or "case")
 
     def _decide(self, probs: list[float]) -> str:
         if self.multi_label:
@@ -114,7 +103,7 @@ class ClassProbabilityWriter:
             if self.saliency:
                 try:
                     row["saliency"] = self._save_saliency(item["image"], probs, case)
-                    self._saliency_names.take(self._saliency_name(case), case)
+                    self._saliency_names.take(self.output_names.name(case), case)
                 except Exception as err:  # noqa: BLE001 - the probabilities stand; only the picture is missing
                     logger.error("inference: %s: no saliency map: %s", case, failure_reason(err))
                     row["saliency"] = None
@@ -122,7 +111,7 @@ class ClassProbabilityWriter:
 
     def _saliency_clash(self, case: str) -> str:
         """Why ``case`` may not write its saliency map (another input of this run wrote that file), or ``""``."""
-        name = self._saliency_name(case)
+        name = self.output_names.name(case)
         return self._saliency_names.clash(name, case, f"{case} would overwrite {self.output_dir / 'saliency' / f'{name}.png'}")
 
     def _save_saliency(self, image: torch.Tensor, probs: list[float], case: str) -> str:
@@ -133,7 +122,7 @@ class ClassProbabilityWriter:
         top = max(range(len(probs)), key=probs.__getitem__)
         device = next(self.network.parameters()).device
         x = torch.as_tensor(image)[None].to(device)
-        name = self._saliency_name(case)
+        name = self.output_names.name(case)
         if self.saliency_method == "rollout":
             cam = attention_rollout(self.network, x)[0]
             title = f"{name}: attention rollout (top: {self.class_names[top]}, p = {probs[top]:.2f})"

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from unimiss_monai.data.image_formats import split_image_name
 from unimiss_monai.data.writers import save_bytes
 from unimiss_monai.metrics.segmentation import METRICS, compute_segmentation_metrics
 from unimiss_monai.utils.args import as_bool
@@ -95,8 +96,7 @@ def _case_name(item: dict, keys: Sequence[str], index: int) -> str:
         if isinstance(name, (list, tuple)):
             name = name[0] if name else None
         if name:
-            base = os.path.basename(str(name).rstrip("/"))
-            return base[: -len(".nii.gz")] if base.endswith(".nii.gz") else os.path.splitext(base)[0]
+            return split_image_name(name)[0]
     return f"case_{index:04d}"
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from unimiss_monai.data.case_names import CaseNames
+from unimiss_monai.data.image_formats import split_image_name
 from unimiss_monai.data.tolerant import CASE_KEY, FAILED_KEY, batch_items, mark_failed
 from unimiss_monai.data.writers import save_nifti
 from unimiss_monai.handlers.forward_failure_guard import guard_forward
@@ -22,18 +23,9 @@ from unimiss_monai.utils.errors import failure_reason
 if TYPE_CHECKING:
     from ignite.engine import Engine
 
-__all__ = ["SegmentationWriter", "case_name"]
+__all__ = ["SegmentationWriter"]
 
 logger = logging.getLogger(__name__)
-
-
-def case_name(path: str | os.PathLike) -> str:
-    """The file or folder name of an input without its image suffix (``/data/ct_07.nii.gz`` -> ``ct_07``)."""
-    base = os.path.basename(str(path).rstrip("/"))
-    for suffix in (".nii.gz", ".nii", ".dcm"):
-        if base.lower().endswith(suffix):
-            return base[: -len(suffix)]
-    return base
 
 
 class SegmentationWriter:
@@ -106,7 +98,7 @@ class SegmentationWriter:
             labels = out.argmax(0) if out.shape[0] > 1 else out[0].round()
         affine = np.asarray(out.affine, dtype=np.float64)
         source = str(item.get(CASE_KEY) or out.meta.get("filename_or_obj", f"case_{len(self.written):04d}"))
-        case = case_name(source)
+        case = split_image_name(source)[0]
         path = self.output_dir / f"{case}{self.postfix}.nii.gz"
         if clash := self._names.clash(case, source, f"{source} would overwrite {path}"):
             raise ValueError(clash)

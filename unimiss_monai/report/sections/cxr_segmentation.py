@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from unimiss_monai.conventions import display_2d
+from unimiss_monai.data.image_formats import split_image_name
 
 from ..document import Figure, Note, Paragraph, Section
 from ..images import draw_outlines, figure_png, grey_rgb, legend_below
@@ -16,15 +17,6 @@ from .segmentation_tables import segmentation_table
 __all__ = ["DEFAULT_STRUCTURES", "cxr_segmentation_section", "load_masks"]
 
 DEFAULT_STRUCTURES = ["lung_left", "lung_right", "heart", "clavicle_left", "clavicle_right"]
-_SUFFIXES = (".nii.gz", ".nii", ".dcm", ".png", ".jpg", ".jpeg")
-
-
-def _stem(path: str | Path) -> str:
-    name = Path(str(path)).name
-    for s in _SUFFIXES:
-        if name.lower().endswith(s):
-            return name[: -len(s)]
-    return name
 
 
 def load_masks(path: Path, names: list[str]) -> dict[str, np.ndarray]:
@@ -68,7 +60,7 @@ def cxr_segmentation_section(run: RunFolder) -> Section:
     cases = [c for c in inference_cases(home / "inference") if c["status"] == "ok"]
     panels = []
     for c in cases:
-        stem = _stem(c.get("input") or c["case"])
+        stem = split_image_name(c.get("input") or c["case"])[0]
         seg = Path(c["output"]) if c.get("output") else home / "inference" / f"{stem}_seg.nii.gz"
         source = Path(c["input"]) if c.get("input") else None
         if source is None and run.sample_set("cxr_segmentation"):
