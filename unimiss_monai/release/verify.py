@@ -34,7 +34,6 @@ from typing import Any
 
 import torch
 
-from unimiss_monai.networks.nets.student_teacher import TeacherLogits
 from unimiss_monai.release.package import REQUIRED, bundle_version
 from unimiss_monai.utils.errors import failure_reason
 
