@@ -79,6 +79,26 @@ def test_leftovers_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [".model.pt.backup", "case", "model.pt"]
 
 
+def test_a_temporary_that_is_a_link_goes_and_what_it_points_to_stays(tmp_path):
+    """Removing leftovers, of one file or of an old cache, removes a link of the temporary's form, never the user's
+    folder or file it points to."""
+    import os
+
+    from unimiss_monai.data.writers import remove_leftovers, remove_stale_temporaries
+
+    users = tmp_path / "users"
+    users.mkdir()
+    (users / "scan.nii.gz").write_bytes(b"the user's")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".case.abcd1234.unimiss-tmp").symlink_to(users, target_is_directory=True)
+    (out / ".other.0123abcd.unimiss-tmp").symlink_to(users / "scan.nii.gz")
+    remove_leftovers(out / "case")
+    assert not os.path.lexists(out / ".case.abcd1234.unimiss-tmp") and (out / ".other.0123abcd.unimiss-tmp").is_symlink()
+    assert remove_stale_temporaries(out, older_than_s=-1.0) == 1 and not any(out.iterdir())
+    assert (users / "scan.nii.gz").read_bytes() == b"the user's"
+
+
 def test_a_file_written_onto_a_folder_or_inside_a_file_is_refused_in_one_line(tmp_path):
     """``atomic_path`` (every writer) refuses a destination that is a folder, which ``os.replace`` would fail on with
     an ``IsADirectoryError`` traceback, and one under a file ("[Errno 17] File exists"), naming the path."""

@@ -48,6 +48,19 @@ def temporary_beside(path: str | Path, tail: str = _TMP_TAG, folder: bool = Fals
     raise FileExistsError(f"{path.parent}: no free temporary name for {path.name}; remove its .{path.name}.*{tail}")
 
 
+def _remove_temporary(path: str | Path) -> bool:
+    """Remove a temporary file or staging folder (a link itself, never what it points to); False when it was already
+    gone: its writer renamed it into place, or another process removed it, since it was listed."""
+    try:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def remove_leftovers(path: str | Path, tail: str = _TMP_TAG) -> None:
     """Remove the temporaries of ``path`` that a writer killed before its rename left (kill -9, power loss).
 
@@ -59,10 +72,7 @@ def remove_leftovers(path: str | Path, tail: str = _TMP_TAG) -> None:
     own = re.compile(rf"\.{re.escape(path.name)}\.{_RANDOM}{re.escape(tail)}")
     for stale in path.parent.glob(f".{glob.escape(path.name)}.*{glob.escape(tail)}"):
         if own.fullmatch(stale.name):
-            if stale.is_dir() and not stale.is_symlink():
-                shutil.rmtree(stale, ignore_errors=True)
-            else:
-                stale.unlink(missing_ok=True)
+            _remove_temporary(stale)
 
 
 def remove_stale_temporaries(folder: str | Path, older_than_s: float, tail: str = _TMP_TAG) -> int:
@@ -80,15 +90,10 @@ def remove_stale_temporaries(folder: str | Path, older_than_s: float, tail: str 
             if not form.fullmatch(entry.name):
                 continue
             try:
-                if now - entry.stat(follow_symlinks=False).st_mtime <= older_than_s:
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    shutil.rmtree(entry.path)
-                else:
-                    os.unlink(entry.path)
+                age = now - entry.stat(follow_symlinks=False).st_mtime
             except FileNotFoundError:  # renamed into place (or removed) by its writer since the listing
                 continue
-            removed += 1
+            removed += age > older_than_s and _remove_temporary(entry.path)
     return removed
 
 
