@@ -271,8 +271,8 @@ def _path_problem(command: str, err: OSError, bound: inspect.BoundArguments | No
     if err.errno not in (errno.EEXIST, errno.ENOTDIR, errno.EISDIR) or not err.filename:
         return None
     path = Path(os.fsdecode(err.filename)).expanduser().absolute()
-    # the writers refuse a folder up front (check_output_file), but not every file goes through them: download
-    # removes and renames the zip and its record in its cache in place, so a folder of that name stops it here
+    # the writers refuse a folder given for an output up front (check_output_file); this names the option of a
+    # folder given for a file the command reads
     if err.errno == errno.EISDIR:
         if not path.is_dir():
             return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -192,6 +193,22 @@ def test_an_existing_different_folder_is_kept(site, tmp_path):
     res = download(NAME, index=index, bundle_dir=str(dest), cache_dir=cache, force=True, progress=False)
     assert res["state"].startswith("replaced") and _tree(dest / f"{NAME}.prev") == before
     assert _tree(dest / NAME) != before
+
+
+def test_a_folder_in_the_cache_where_the_zip_goes_is_refused_in_one_line(site, tmp_path):
+    """The cache's zip is replaced in place: a folder of its name stops the download before any transfer, in one line,
+    and stays as it was."""
+    from unimiss_monai.release.index import entry_key, load_index, resolve
+
+    cache = tmp_path / "cache"
+    index = str(site / "model_info.json")
+    entry = resolve(*load_index(index), NAME, None, index)
+    blocker = cache / f"{entry_key(entry.name, entry.version)}.zip"
+    (blocker / "inside").mkdir(parents=True)
+    with pytest.raises(FileExistsError, match=rf"^download: the cache file {re.escape(str(blocker))} is a folder, not a file"):
+        download(NAME, index=str(site / "model_info.json"), bundle_dir=str(tmp_path / "bundles"), cache_dir=str(cache),
+                 progress=False)
+    assert sorted(p.name for p in blocker.iterdir()) == ["inside"] and not (tmp_path / "bundles" / NAME).exists()
 
 
 def _rezip(site: Path, tag: str, version: str = VERSION, metadata: bytes | None = None, nan: bool = False,

@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from unimiss_monai.data.writers import remove_leftovers, save_json, temporary_beside
+from unimiss_monai.data.writers import check_output_file, remove_leftovers, save_json, temporary_beside
 from unimiss_monai.release.archive import UnsafeArchiveError, check_members, extract_checked, sha256_file
 from unimiss_monai.release.index import (
     OFFLINE_ERRORS, ReleaseEntry, ReleaseIndexError, check_name, check_version, entry_key, load_index, resolve,
@@ -315,6 +315,8 @@ def download(
             raise ReleaseIndexError(f"no index given and no verified {name} in {cache}; pass --index URL|FILE or set ${INDEX_ENV}")
     zip_path = cache / f"{entry_key(entry.name, entry.version)}.zip"
     target = Path(bundle_dir).expanduser() / entry.name
+    for path in (zip_path, _record_path(cache, entry.name, entry.version)):  # replaced in place below
+        check_output_file(path, what="download: the cache file")
     # one download of this cache at a time, from the cache check to the bundle in place: two would write the same
     # .part file and rename the same staging folder into place
     with _cache_lock(cache):
