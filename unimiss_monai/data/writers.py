@@ -93,7 +93,8 @@ def remove_stale_temporaries(folder: str | Path, older_than_s: float, tail: str 
                 age = now - entry.stat(follow_symlinks=False).st_mtime
             except FileNotFoundError:  # renamed into place (or removed) by its writer since the listing
                 continue
-            removed += age > older_than_s and _remove_temporary(entry.path)
+            if age > older_than_s and _remove_temporary(entry.path):
+                removed += 1
     return removed
 
 

@@ -19,7 +19,7 @@ from monai.data import MetaTensor
 from monai.transforms import LoadImage
 
 from unimiss_monai.conventions import structure_colour
-from unimiss_monai.data.image_formats import SCANNED_SUFFIXES
+from unimiss_monai.data.image_formats import SCANNED_SUFFIXES, image_suffix
 from unimiss_monai.data.writers import save_png
 from unimiss_monai.utils.lazy import moved_names
 
@@ -148,7 +148,7 @@ def list_radiographs(folder: str | os.PathLike) -> list[dict[str, str]]:
         raise FileNotFoundError(f"dataset_dir {str(root)!r} is not a folder of radiographs (PNG, DICOM or 2D NIfTI)")
     files = sorted(
         p for p in root.iterdir()
-        if p.is_file() and p.name.lower().endswith(SCANNED_SUFFIXES) and not p.name.endswith("_overlay.png")
+        if p.is_file() and image_suffix(p.name, SCANNED_SUFFIXES) and not p.name.endswith("_overlay.png")
     )
     if not files:
         raise FileNotFoundError(f"{root}: no radiographs found (looked for {', '.join(SCANNED_SUFFIXES)})")
