@@ -32,8 +32,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run(data: Path, out: Path) -> tuple[str, list[tuple[int, str]]]:
-    """One two-rank run; returns its log and the (rank, CT) of every CT rendered."""
+def _run(data: Path, out: Path, returncode: int = 0) -> tuple[str, list[tuple[int, str]]]:
+    """One two-rank run that ends with ``returncode``; returns its log and the (rank, CT) of every CT rendered."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
            "--master_addr=127.0.0.1", f"--master_port={_free_port()}", "-m", "monai.bundle", "run",
            "--config_file", str(configs(BUNDLE, "inference.json", "multi_gpu_inference.json")),
@@ -44,7 +44,7 @@ def _run(data: Path, out: Path) -> tuple[str, list[tuple[int, str]]]:
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-4000:]
+    assert proc.returncode == returncode, log[-4000:]
     return log, [(int(r), name) for r, name in RENDERED.findall(log)]
 
 
@@ -87,3 +87,17 @@ def test_two_ranks_render_each_ct_once_and_resume(tmp_path):
         elif path != "datalist.json":
             assert third[path] == mtime, path  # finished CTs untouched
     assert json.loads((out / "datalist.json").read_text()) == run
+
+    # a CT that cannot be rendered: the others stay finished, it fails in one line, listed once (by rank 0), and the
+    # run ends non-zero
+    import nibabel as nib
+    import numpy as np
+
+    bad = nib.load(data / "ct0.nii.gz")
+    hu = np.asarray(bad.dataobj, dtype=np.float32)
+    hu[2:4, 2:4, 2:4] = np.nan
+    nib.save(nib.Nifti1Image(hu, bad.affine), data / "ct3.nii.gz")
+    log, rendered = _run(data, out, returncode=1)
+    assert rendered == [] and log.count("1 of 6 CT(s) failed:") == 1 and "1 of 6 CT(s) failed (rank 0 lists them)" in log
+    assert log.count("ct3.nii.gz: has 8 NaN voxels; replace them") == 2  # the failing rank's log line, rank 0's list
+    assert json.loads((out / "datalist.json").read_text())["failures"][0]["name"] == "ct3"

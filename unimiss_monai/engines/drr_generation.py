@@ -204,10 +204,15 @@ class DRRGenerator:
             save_json(run_list, merged)
         gather_objects([], group)  # no rank returns (and no launcher exits) before the datalist is written
         done = len(cases) - len(failures)
-        logger.info("DRR generation: %d of %d CT(s) rendered into %s", done, len(cases), self.output_dir)
-        if run_list["failures"]:
+        failed = len(run_list["failures"])
+        # every rank exits non-zero on a failure, but only rank 0 sums up and lists them: once per run, not per rank
+        if rank == 0:
+            logger.info("DRR generation: %d of %d CT(s) rendered into %s", done, len(cases), self.output_dir)
+        if failed and rank > 0:
+            raise DRRGenerationError(f"{failed} of {len(cases)} CT(s) failed (rank 0 lists them)")
+        if failed:
             lines = "\n".join(f"  - {f['error']}" for f in run_list["failures"])
-            raise DRRGenerationError(f"{len(run_list['failures'])} of {len(cases)} CT(s) failed:\n{lines}")
+            raise DRRGenerationError(f"{failed} of {len(cases)} CT(s) failed:\n{lines}")
         return run_list
 
     def _settings(self, case: CTCase) -> dict:
