@@ -254,16 +254,18 @@ def test_rerun_skips_finished_cases_and_redoes_changed_or_incomplete_ones(tmp_pa
         return {p.name: p.stat().st_mtime_ns for p in (out / name).iterdir()}
 
     before = {name: mtimes(name) for name in ("a", "b")}
-    caplog.set_level("INFO", logger="unimiss_monai.engines.drr_generation")
+    caplog.set_level("INFO", logger="unimiss_monai.engines")  # the engine and its done records
     assert DRRGenerator(data, out, **SMALL).run() == first
     assert {name: mtimes(name) for name in ("a", "b")} == before
     assert "0 of 2 CT(s) to render here, 2 already finished" in caplog.text
+    assert "2 of 2 CT(s) done in" in caplog.text and "(0 rendered now, 2 finished by an earlier run)" in caplog.text
 
     (out / "b" / "b_AP.png").unlink()  # a listed output gone: b is not finished any more
     caplog.clear()
     assert DRRGenerator(data, out, **SMALL).run() == first
     assert mtimes("a") == before["a"] and (out / "b" / "b_AP.png").is_file()
     assert "b rendered in" in caplog.text and "a rendered in" not in caplog.text
+    assert "(1 rendered now, 1 finished by an earlier run)" in caplog.text
 
     # other settings: nothing reused, and the outputs follow the new settings
     run = DRRGenerator(data, out, **{**SMALL, "views": ["PA"]}).run()
@@ -281,7 +283,7 @@ def test_lateral_views_rendered_before_the_detector_side_hanging_are_rendered_ag
         record = json.loads(path.read_text())
         record["settings"].pop("lateral_hanging", None)
         path.write_text(json.dumps(record))
-    caplog.set_level("INFO", logger="unimiss_monai.engines.drr_generation")
+    caplog.set_level("INFO", logger="unimiss_monai.engines")  # the engine and its done records
     DRRGenerator(data, out / "lateral", **SMALL).run()
     assert "a: rendered with other settings" in caplog.text
     caplog.clear()

@@ -40,8 +40,8 @@ _MOVED = {
     "find_segmentation_inputs": "unimiss_monai.data.segmentation_inputs",
 }
 _SUBMODULES = (
-    "attention_rollout", "classification_inference", "classification_report", "drr_generation", "pretraining",
-    "pretraining_data", "saliency", "segmentation_inference", "segmentation_report", "student_teacher",
+    "attention_rollout", "classification_inference", "classification_report", "drr_done_records", "drr_generation",
+    "pretraining", "pretraining_data", "saliency", "segmentation_inference", "segmentation_report", "student_teacher",
     "tolerant_inference",
 )
 

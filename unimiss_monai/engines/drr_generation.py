@@ -45,6 +45,7 @@ from unimiss_monai.data.ct_io import load_ct, load_label_map
 from unimiss_monai.data.samples import find_dataset
 from unimiss_monai.data.writers import (check_output_dir, check_replaceable_json, save_contact_sheet, save_ct,
                                         save_json, save_nifti, save_png, staged_dir)
+from unimiss_monai.engines.drr_done_records import is_finished, listed_files, merge_records, relative
 from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.dist import (broadcast_object, coordination_group, gather_objects, local_rank, rank_and_world,
                                       share_cpu_threads)
@@ -163,7 +164,8 @@ class DRRGenerator:
         check_replaceable_json(merged, MERGED_KEYS)  # on every rank, so that all stop together
         if rank == 0:  # an earlier run's would list the files of CTs this run replaces, until it is written anew
             merged.unlink(missing_ok=True)
-        todo = broadcast_object([c.name for c in cases if not self._finished(c)] if rank == 0 else None, group)
+        unfinished = [c.name for c in cases if not is_finished(self.output_dir, c.name, self._settings(c))]
+        todo = broadcast_object(unfinished if rank == 0 else None, group)
         share = set(todo[rank::world])
         mine = [c for c in cases if c.name in share]
         logger.info("DRR rank %d/%d: %d of %d CT(s) to render here, %d already finished", rank, world, len(mine),
@@ -199,15 +201,15 @@ class DRRGenerator:
                 logger.info("DRR rank %d: %s rendered in %.2f s", rank, case.name, time.perf_counter() - start)
         bar.close()
         failures = gather_objects(failures, group)  # also the barrier: every rank has finished its CTs
-        run_list = self._merge(cases, failures)
+        run_list = merge_records(self.output_dir, [c.name for c in cases], failures)
         if rank == 0:
             save_json(run_list, merged)
         gather_objects([], group)  # no rank returns (and no launcher exits) before the datalist is written
-        done = len(cases) - len(failures)
         failed = len(run_list["failures"])
         # every rank exits non-zero on a failure, but only rank 0 sums up and lists them: once per run, not per rank
-        if rank == 0:
-            logger.info("DRR generation: %d of %d CT(s) rendered into %s", done, len(cases), self.output_dir)
+        if rank == 0:  # a rerun that skipped every CT says so, instead of claiming to have rendered them
+            logger.info("DRR generation: %d of %d CT(s) done in %s (%d rendered now, %d finished by an earlier run)",
+                        len(cases) - failed, len(cases), self.output_dir, len(todo) - failed, len(cases) - len(todo))
         if failed and rank > 0:
             raise DRRGenerationError(f"{failed} of {len(cases)} CT(s) failed (rank 0 lists them)")
         if failed:
@@ -230,35 +232,6 @@ class DRRGenerator:
             settings["slab_pixel_spacing"] = "row and column"  # before: their records must not match (square ones do)
         return json.loads(json.dumps(settings))
 
-    def _record_path(self, case: CTCase) -> Path:
-        return self.output_dir / case.name / f"{case.name}_done.json"
-
-    def _finished(self, case: CTCase) -> bool:
-        """True when ``case`` has a done record for this run's settings and every file it lists exists."""
-        path = self._record_path(case)
-        if not path.is_file():
-            return False
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
-            logger.warning("%s: unreadable done record, rendering the CT again", path)
-            return False
-        if record.get("settings") != self._settings(case):
-            logger.info("%s: rendered with other settings, rendering it again", case.name)
-            return False
-        return all((self.output_dir / f).is_file() for f in _listed_files(record))
-
-    def _merge(self, cases: list[CTCase], failures: list[dict]) -> dict:
-        """The run datalist from the done records of every CT that did not fail (rendered now or before)."""
-        failed = {f["name"] for f in failures}
-        run_list: dict[str, list] = {"testing": [], "training": [], "failures": failures}  # MERGED_KEYS
-        for case in cases:
-            if case.name not in failed:
-                record = json.loads(self._record_path(case).read_text())
-                run_list["testing"].extend(record["testing"])
-                run_list["training"].extend(record["training"])
-        return run_list
-
     # ------------------------------------------------------------------ one CT
     def _read(self, case: CTCase) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """A CT's HU, affine and (when projected) label map."""
@@ -276,14 +249,14 @@ class DRRGenerator:
             else:
                 prepared = prepare_volume(hu, affine, device=None if self.device == "cpu" else self.device)
                 entry = self._render_whole(case, prepared, labels, tmp, bar)
-            local = _relative(entry, tmp)
+            local = relative(entry, tmp)
             save_json(local, tmp / f"{case.name}_datalist.json")
             # the done record goes in last; the folder appears whole or not at all (staged_dir)
-            run_entry = _relative(entry, tmp, prefix=case.name)  # run-level paths are relative to output_dir
+            run_entry = relative(entry, tmp, prefix=case.name)  # run-level paths are relative to output_dir
             save_json({"settings": self._settings(case), "rank": rank, "testing": run_entry["testing"],
                        "training": run_entry["training"]}, tmp / f"{case.name}_done.json")
             # only a folder holding every file its record lists goes in place: reruns would skip one lacking some
-            missing = [f for f in _listed_files(local) if not (tmp / f).is_file()]
+            missing = [f for f in listed_files(local) if not (tmp / f).is_file()]
             if missing:
                 raise FileNotFoundError(f"{tmp / missing[0]}: {len(missing)} file(s) of this CT vanished from its "
                                         "staging folder before it was finished (removed by another process); run again")
@@ -379,27 +352,7 @@ class DRRGenerator:
         return {"testing": [], "training": training}
 
 
-def _listed_files(record: dict) -> list[str]:
-    """The files a done record or a CT's datalist lists (relative to the folder it is in)."""
-    files = [item[key] for item in record["testing"] + record["training"]
-             for key in ("image", "preview", "label", "drr") if key in item]
-    return files + [item["ct"] for item in record["training"]]
-
-
 def _pair(value) -> tuple[int, int]:
     values = [int(v) for v in np.broadcast_to(np.asarray(value), (2,))]
     return values[0], values[1]
 
-
-def _relative(value, root: Path, prefix: str = ""):
-    """JSON-ready copy of ``value`` in which each ``Path`` under ``root`` becomes ``prefix/<path relative to root>``."""
-    if isinstance(value, list):
-        return [_relative(v, root, prefix) for v in value]
-    if isinstance(value, dict):
-        return {k: _relative(v, root, prefix) for k, v in value.items()}
-    if isinstance(value, Path):
-        try:
-            return str(Path(prefix) / value.relative_to(root)) if prefix else str(value.relative_to(root))
-        except ValueError:
-            return str(value)
-    return value

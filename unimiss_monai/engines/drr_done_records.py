@@ -1,0 +1,71 @@
+"""Done records of batch DRR generation: what a rerun checks to skip a CT, and what the run datalist is merged from.
+
+A CT ``<name>`` is finished when ``output_dir/<name>/<name>_done.json`` holds the settings it was rendered with and
+every file it lists exists. The record is written last into the CT's staging folder, so it appears with the outputs in
+one atomic rename (:func:`unimiss_monai.data.writers.staged_dir`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+__all__ = ["listed_files", "merge_records", "is_finished", "record_path", "relative"]
+
+logger = logging.getLogger(__name__)
+
+
+def record_path(output_dir: Path, name: str) -> Path:
+    """The done record of the CT ``name``."""
+    return output_dir / name / f"{name}_done.json"
+
+
+def listed_files(record: dict) -> list[str]:
+    """The files a done record or a CT's datalist lists (relative to the folder it is in)."""
+    files = [item[key] for item in record["testing"] + record["training"]
+             for key in ("image", "preview", "label", "drr") if key in item]
+    return files + [item["ct"] for item in record["training"]]
+
+
+def is_finished(output_dir: Path, name: str, settings: dict) -> bool:
+    """True when the CT ``name`` has a done record for ``settings`` and every file it lists exists."""
+    path = record_path(output_dir, name)
+    if not path.is_file():
+        return False
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        logger.warning("%s: unreadable done record, rendering the CT again", path)
+        return False
+    if record.get("settings") != settings:
+        logger.info("%s: rendered with other settings, rendering it again", name)
+        return False
+    return all((output_dir / f).is_file() for f in listed_files(record))
+
+
+def merge_records(output_dir: Path, names: list[str], failures: list[dict]) -> dict:
+    """The run datalist ``{"testing", "training", "failures"}`` from the done records of every CT in ``names`` that
+    did not fail (rendered now or before)."""
+    failed = {f["name"] for f in failures}
+    run_list: dict[str, list] = {"testing": [], "training": [], "failures": failures}
+    for name in names:
+        if name not in failed:
+            record = json.loads(record_path(output_dir, name).read_text())
+            run_list["testing"].extend(record["testing"])
+            run_list["training"].extend(record["training"])
+    return run_list
+
+
+def relative(value, root: Path, prefix: str = ""):
+    """JSON-ready copy of ``value`` in which each ``Path`` under ``root`` becomes ``prefix/<path relative to root>``."""
+    if isinstance(value, list):
+        return [relative(v, root, prefix) for v in value]
+    if isinstance(value, dict):
+        return {k: relative(v, root, prefix) for k, v in value.items()}
+    if isinstance(value, Path):
+        try:
+            return str(Path(prefix) / value.relative_to(root)) if prefix else str(value.relative_to(root))
+        except ValueError:
+            return str(value)
+    return value
