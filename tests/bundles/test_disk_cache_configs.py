@@ -67,3 +67,42 @@ def test_demo_overlays_build_their_data_sets(bundle, dataset, sample_set, tmp_pa
     parser.update({"bundle_root": str(tmp_path / "root"), "dataset_dir": str(sample_set(dataset))})
     for section in ("train", "validate"):
         assert len(parser.get_parsed_content(f"{section}#dataset")) > 0
+
+
+def _left_posterior_copy(samples, out):
+    """A copy of the pretraining samples whose CTs are stored LPS (the same anatomy, rows and columns reversed and
+    the affine along): what a DICOM-derived NIfTI often is."""
+    import shutil
+
+    import nibabel as nib
+    import numpy as np
+
+    shutil.copytree(samples, out)
+    for path in sorted((out / "pretraining" / "ct").glob("*.nii.gz")):
+        image = nib.load(path)
+        data, affine = np.asarray(image.dataobj), image.affine.copy()
+        for axis in (0, 1):
+            affine[:3, 3] += affine[:3, axis] * (data.shape[axis] - 1)
+            affine[:3, axis] *= -1
+        nib.save(nib.Nifti1Image(np.flip(data, (0, 1)).copy(), affine), path)
+    return out
+
+
+@pytest.mark.parametrize("on_the_fly", [False, True])
+def test_pretraining_samples_from_the_cache_are_those_without_it(pretraining_samples, tmp_path, on_the_fly):
+    # the reorientation (and an on-the-fly DRR) come after the cached loading, and need the affine the cache keeps
+    lps = _left_posterior_copy(pretraining_samples, tmp_path / "lps")
+    cache = tmp_path / "cache"
+
+    def draws(dataset_dir, **overrides):
+        parser = _parser("unimiss_pretraining", tmp_path, dataset_dir, drr_on_the_fly=on_the_fly, **overrides)
+        ds = parser.get_parsed_content("train#dataset")
+        return [ds[(i, seed)] for seed in (1, 2) for i in range(len(ds))]  # two epochs: the cache filled, then read
+
+    reference = draws(pretraining_samples)
+    for run in (draws(lps), draws(lps, cache_dir=str(cache)), draws(lps, cache_dir=str(cache))):
+        for ref, views in zip(reference, run):
+            assert "skipped" not in views, views
+            keys = [k for k, v in ref.items() if isinstance(v, torch.Tensor)]
+            assert keys and all(torch.allclose(ref[k], views[k], atol=1e-5) for k in keys), keys
+    assert list((cache / "ct").glob("*.pt"))

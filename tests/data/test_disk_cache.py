@@ -122,6 +122,34 @@ def test_cached_dataset_modes(tmp_path):
         cached_dataset(items, _pipeline(), "disk")
     with pytest.raises(ValueError, match="memory, disk, none"):
         cached_dataset(items, _pipeline(), "ram")
+    for mode in ("memory", "none"):  # a cache folder that would never be written is refused, not ignored
+        with pytest.raises(ValueError, match="add --cache disk, or drop --cache_dir"):
+            cached_dataset(items, _pipeline(), mode, cache_dir=tmp_path / "c")
+
+
+def test_a_file_where_the_cache_folder_goes_is_one_line(tmp_path):
+    (tmp_path / "cache").write_text("mine")
+    with pytest.raises(ValueError, match="a file stands where the disk cache folder goes") as err:
+        DiskCacheDataset(_volumes(tmp_path, 1), _pipeline(), tmp_path / "cache")
+    assert "\n" not in str(err.value) and (tmp_path / "cache").read_text() == "mine"
+
+
+def test_an_entry_keeps_the_affine_and_plain_metadata_of_a_metatensor(tmp_path):
+    from monai.data import MetaTensor
+
+    from unimiss_monai.data.disk_cache import restored, storable
+
+    affine = torch.tensor([[-0.8, 0, 0, 10], [0, -0.8, 0, 20], [0, 0, 2.5, 30], [0, 0, 0, 1]], dtype=torch.float64)
+    meta = {"affine": affine, "spatial_shape": np.array([4, 5, 6]), "pixdim": np.float32(0.8), "space": "LPS",
+            "filename_or_obj": "ct.nii.gz", "reader": object()}  # an object torch.load(weights_only) refuses
+    item = {"image": MetaTensor(torch.rand(1, 4, 5, 6), meta=meta), "name": "ct", "views": [torch.ones(2)]}
+    path = tmp_path / "entry.pt"
+    torch.save(storable(item), path)
+    back = restored(torch.load(path, weights_only=True))
+    assert isinstance(back["image"], MetaTensor) and torch.equal(back["image"].as_tensor(), item["image"].as_tensor())
+    assert torch.equal(back["image"].affine, affine) and back["image"].meta["space"] == "LPS"
+    assert back["image"].meta["spatial_shape"].tolist() == [4, 5, 6] and "reader" not in back["image"].meta
+    assert back["name"] == "ct" and torch.equal(back["views"][0], torch.ones(2))
 
 
 def test_new_data_keeps_the_cache_folder(tmp_path):

@@ -11,7 +11,11 @@ under ``cache_dir`` and afterwards reads it back, so an epoch over a CT archive 
   decoded again instead of served stale;
 - the key includes the cached transforms with their settings (a hash of them pickled; MONAI's default
   ``json_hashing`` cannot serialise transforms and falls back to their class names, so a changed setting such as a
-  new spacing would reuse the old entries), so changing the preprocessing starts a new set of entries.
+  new spacing would reuse the old entries), so changing the preprocessing starts a new set of entries;
+- a ``MetaTensor`` keeps its affine and other plain metadata through the cache (:func:`storable`): MONAI stores it
+  as a bare tensor (``track_meta=False``), since its metadata holds numpy values that ``torch.load(weights_only=True)``
+  refuses, so a random transform after the cached part (a reorientation in a nested ``Compose``, an on-the-fly DRR)
+  met an identity affine on every read from the cache and the same one with its real affine on the first.
 
 Entries are written and read by :meth:`DiskCacheDataset._cachecheck` rather than MONAI's: MONAI writes an entry in a
 folder under ``$TMPDIR`` and ``shutil.move``s it into ``cache_dir``, which across file systems (a node's local
@@ -33,19 +37,27 @@ from collections.abc import Callable, Sequence
 from copy import deepcopy
 from pathlib import Path
 
+import numpy as np
 import torch
-from monai.data import CacheDataset, Dataset, PersistentDataset
+from monai.data import CacheDataset, Dataset, MetaTensor, PersistentDataset
 from monai.data.utils import SUPPORTED_PICKLE_MOD, pickle_hashing
 from monai.utils import convert_to_tensor, look_up_option
 
 from unimiss_monai.data.writers import remove_stale_temporaries, temporary_beside
 
-__all__ = ["CACHE_MODES", "LEFTOVER_AGE_S", "DiskCacheDataset", "cached_dataset", "item_hash", "transforms_hash"]
+__all__ = ["CACHE_MODES", "ENTRY_FORMAT", "LEFTOVER_AGE_S", "DiskCacheDataset", "cached_dataset", "item_hash", "restored",
+           "storable", "transforms_hash"]
 
 logger = logging.getLogger(__name__)
 
 #: the ``cache`` choices of :func:`cached_dataset`
 CACHE_MODES = ("memory", "disk", "none")
+
+#: version of the entries' content, part of every key: entries of version 1 held bare tensors without their affine,
+#: and must not be read as if they had one
+ENTRY_FORMAT = 2
+#: the key under which :func:`storable` keeps a ``MetaTensor``'s data
+META_TAG = "__meta_tensor__"
 
 #: seconds since its last write after which an entry's temporary file is a killed writer's leftover: an entry (one
 #: decoded item, tens to hundreds of MB) is written in seconds even to a network file system, and each write moves the
@@ -89,8 +101,52 @@ def _file_stats(value) -> list:
 
 def item_hash(item) -> bytes:
     """Cache key of a data item: MONAI's ``pickle_hashing`` of the item together with the size and modification
-    time of each file it names (a file rewritten in place gets a new key)."""
-    return pickle_hashing({"item": item, "files": _file_stats(item)})
+    time of each file it names (a file rewritten in place gets a new key) and the entry format."""
+    return pickle_hashing({"item": item, "files": _file_stats(item), "format": ENTRY_FORMAT})
+
+
+def _plain(value):
+    """``value`` (a metadata value) as what ``torch.load(weights_only=True)`` reads back, or None when it has no
+    such form (it is then left out)."""
+    if isinstance(value, torch.Tensor):
+        return value.as_tensor() if isinstance(value, MetaTensor) else value
+    if isinstance(value, np.ndarray):
+        return torch.as_tensor(value) if value.dtype.kind in "biuf" else None
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, str):
+        return str(value)  # a MONAI StrEnum (the space) as its plain string
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, (list, tuple)):
+        items = [_plain(v) for v in value]
+        return None if any(v is None for v in items) else items
+    return None
+
+
+def storable(value):
+    """``value`` with each ``MetaTensor`` as ``{META_TAG: tensor, "meta": its plain metadata}``, which
+    ``torch.load(weights_only=True)`` reads back; :func:`restored` undoes it. (The applied operations, needed only to
+    invert transforms, are not kept.)"""
+    if isinstance(value, MetaTensor):
+        meta = {k: _plain(v) for k, v in value.meta.items()}
+        return {META_TAG: value.as_tensor(), "meta": {k: v for k, v in meta.items() if v is not None}}
+    if isinstance(value, dict):
+        return {k: storable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(storable(v) for v in value)
+    return convert_to_tensor(value, convert_numeric=False, track_meta=False)
+
+
+def restored(value):
+    """The value :func:`storable` was given, its ``MetaTensor``s rebuilt with their metadata."""
+    if isinstance(value, dict) and META_TAG in value:
+        return MetaTensor(value[META_TAG], meta=value["meta"])
+    if isinstance(value, dict):
+        return {k: restored(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(restored(v) for v in value)
+    return value
 
 
 def transforms_hash(transforms) -> bytes:
@@ -120,6 +176,9 @@ class DiskCacheDataset(PersistentDataset):
         # cache_dir=None at construction: MONAI 1.6 would otherwise remove the folder and everything in it
         super().__init__(data=data, transform=transform, cache_dir=None, hash_func=item_hash, hash_transform=hash_transform)
         self.cache_dir = Path(cache_dir)
+        if self.cache_dir.exists() and not self.cache_dir.is_dir():
+            raise ValueError(f"{self.cache_dir}: a file stands where the disk cache folder goes; pass another "
+                             "--cache_dir or move that file")
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         _remove_stale_temporaries(self.cache_dir)
         self._warned: set[str] = set()  # what was already logged: a message per file or failure, not per read
@@ -130,7 +189,7 @@ class DiskCacheDataset(PersistentDataset):
         self.data = data
 
     def entry_path(self, item) -> Path:
-        """The file of ``item``'s entry (MONAI's naming, so entries of earlier versions are still found)."""
+        """The file of ``item``'s entry (MONAI's naming: the item's key, then the transforms' hash)."""
         return self.cache_dir / f"{self.hash_func(item).decode('utf-8')}{self.transform_hash}.pt"
 
     def _cachecheck(self, item_transformed):
@@ -139,7 +198,7 @@ class DiskCacheDataset(PersistentDataset):
         entry = self.entry_path(item_transformed)
         if entry.is_file():
             try:
-                return torch.load(entry, weights_only=self.weights_only)
+                return restored(torch.load(entry, weights_only=self.weights_only))
             except FileNotFoundError:  # replaced or removed since is_file: compute it
                 pass
             except Exception as e:  # noqa: BLE001 - a truncated or foreign entry is a miss, never a lost sample
@@ -161,7 +220,7 @@ class DiskCacheDataset(PersistentDataset):
         try:
             tmp = temporary_beside(entry)
             with open(tmp, "wb") as f:
-                torch.save(convert_to_tensor(value, convert_numeric=False, track_meta=self.track_meta), f,
+                torch.save(storable(value), f,
                            pickle_module=look_up_option(self.pickle_module, SUPPORTED_PICKLE_MOD),
                            pickle_protocol=self.pickle_protocol)
             os.replace(tmp, entry)
@@ -207,6 +266,9 @@ def cached_dataset(data: Sequence, transform: Sequence[Callable] | Callable, cac
     mode = str(cache).lower()
     if mode not in CACHE_MODES:
         raise ValueError(f"cache must be one of {', '.join(CACHE_MODES)}, got {cache!r}")
+    if cache_dir and mode != "disk":  # a cache folder asked for and never written would go unnoticed
+        raise ValueError(f"cache_dir {str(cache_dir)!r} is used only by the disk cache, and cache is {mode!r}: add "
+                         "--cache disk, or drop --cache_dir")
     if mode == "memory":
         return CacheDataset(data=data, transform=transform, cache_rate=cache_rate, num_workers=num_workers, progress=progress)
     if mode == "disk":
