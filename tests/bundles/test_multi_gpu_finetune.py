@@ -22,6 +22,14 @@ CASES = {
 }
 
 
+def _scalar_tags(event_file) -> list[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(event_file))
+    events.Reload()
+    return events.Tags()["scalars"]
+
+
 @pytest.mark.parametrize("bundle", sorted(CASES))
 def test_two_process_gloo_smoke_training(bundle, sample_set, tmp_path):
     dataset, overrides, val_metric = CASES[bundle]
@@ -37,6 +45,10 @@ def test_two_process_gloo_smoke_training(bundle, sample_set, tmp_path):
     # both ranks' evaluators see the validation metric gathered over the whole split: the same value twice
     values = re.findall(rf"Got new best metric of {val_metric}: ([-0-9.e]+)", log)
     assert len(values) == 2 and values[0] == values[1], values
+
+    # only rank 0 writes TensorBoard events: no other rank leaves an empty event file beside its files
+    event_files = sorted(tmp_path.rglob("events.out.tfevents.*"))
+    assert event_files and all(_scalar_tags(f) for f in event_files), event_files
 
     # only rank 0 saves, and it saves the plain model (no DistributedDataParallel "module." prefix)
     ckpt = torch.load(tmp_path / "models" / "smoke" / "model.pt", map_location="cpu", weights_only=True)

@@ -365,6 +365,7 @@ def test_gloo_ddp_two_processes(pretraining_samples, tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert torch.load(out / "models" / "model.pt", weights_only=True)["model"]
+    assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 1  # rank 0's, none empty from rank 1
 
     from unimiss_monai.data import find_dataset
 

@@ -19,3 +19,4 @@ from unimiss_monai.handlers.class_probability_writer import ClassProbabilityWrit
 from unimiss_monai.handlers.segmentation_writer import SegmentationWriter  # noqa: F401
 from unimiss_monai.handlers.classification_report import ClassificationReport, write_report  # noqa: F401
 from unimiss_monai.handlers.segmentation_report import SegmentationReport, write_segmentation_report  # noqa: F401
+from unimiss_monai.handlers.tensorboard_stats import TensorBoardStatsHandler  # noqa: F401
