@@ -132,6 +132,8 @@ def test_a_file_where_the_cache_folder_goes_is_one_line(tmp_path):
     with pytest.raises(ValueError, match="a file stands where the disk cache folder goes") as err:
         DiskCacheDataset(_volumes(tmp_path, 1), _pipeline(), tmp_path / "cache")
     assert "\n" not in str(err.value) and (tmp_path / "cache").read_text() == "mine"
+    with pytest.raises(ValueError, match=f"{tmp_path / 'cache'}: a file stands"):  # pretraining's cache_dir/ct
+        SeededDataset(_volumes(tmp_path, 1), _pipeline(), name="ct", cache_dir=tmp_path / "cache")
 
 
 def test_an_entry_keeps_the_affine_and_plain_metadata_of_a_metatensor(tmp_path):

@@ -176,9 +176,11 @@ class DiskCacheDataset(PersistentDataset):
         # cache_dir=None at construction: MONAI 1.6 would otherwise remove the folder and everything in it
         super().__init__(data=data, transform=transform, cache_dir=None, hash_func=item_hash, hash_transform=hash_transform)
         self.cache_dir = Path(cache_dir)
-        if self.cache_dir.exists() and not self.cache_dir.is_dir():
-            raise ValueError(f"{self.cache_dir}: a file stands where the disk cache folder goes; pass another "
-                             "--cache_dir or move that file")
+        # the folder or one above it (pretraining caches under cache_dir/ct) may be a file of the user's
+        blocking = next((p for p in (self.cache_dir, *self.cache_dir.parents) if p.exists()), None)
+        if blocking is not None and not blocking.is_dir():
+            raise ValueError(f"{blocking}: a file stands where the disk cache folder goes; pass another --cache_dir "
+                             "or move that file")
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         _remove_stale_temporaries(self.cache_dir)
         self._warned: set[str] = set()  # what was already logged: a message per file or failure, not per read
