@@ -41,9 +41,15 @@ def test_a_checkpoint_of_other_layers_is_refused(tmp_path):
         _run(tmp_path, torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Linear(4, 1)), max_epochs=2)
 
 
-def test_the_same_network_resumes_and_a_finished_other_one_is_trained_anew(tmp_path):
+def test_the_same_network_resumes_and_a_finished_one_is_trained_anew_only_if_it_is_the_same(tmp_path):
     _run(tmp_path, torch.nn.Linear(2, 4))
     assert _run(tmp_path, torch.nn.Linear(2, 4), max_epochs=2).state.iteration == 4  # resumed after epoch 1
-    # a finished run that is not resumed is never loaded, so its network may differ
-    assert _run(tmp_path, torch.nn.Linear(2, 8), max_epochs=2, resume_finished=False).state.iteration == 4
+    # a finished run of this network that is not resumed is trained anew over its checkpoint
+    assert _run(tmp_path, torch.nn.Linear(2, 4), max_epochs=2, resume_finished=False).state.iteration == 4
+    # a finished run of another network (another bundle's run in this output_dir, e.g. pretraining's resume
+    # checkpoint) is not trained over: its file stays as it was
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    with pytest.raises(ValueError, match="it holds another network"):
+        _run(tmp_path, torch.nn.Linear(2, 8), max_epochs=2, resume_finished=False)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
 

@@ -200,10 +200,12 @@ class TrainingCheckpoint:
             ckpt = load_torch_file(self.path, "training checkpoint")
         except ValueError as e:
             raise RuntimeError(f"cannot resume: {e}; or delete it to start over") from None
+        # first: another network's checkpoint (another bundle's run in the same output_dir) is refused, never trained
+        # over, even when that run finished
+        self._check_networks(ckpt)
         if not self.resume_finished and self._finished(ckpt.get("trainer")):
             logger.info("%s is the checkpoint of a finished run: training anew", self.path)
             return
-        self._check_networks(ckpt)
         saved_length = (ckpt.get("trainer") or {}).get("epoch_length")
         if self.epoch_level and None not in (saved_length, engine.state.epoch_length) and saved_length != engine.state.epoch_length:
             raise RuntimeError(
