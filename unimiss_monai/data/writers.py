@@ -151,31 +151,6 @@ def check_replaceable(path: str | Path) -> None:
             f"{path} already exists and was not written by unimiss_monai; nothing in it is replaced: move it away or "
             "choose another output folder"
         )
-    written = _marker_listing(path / OUTPUT_MARKER) if path.exists() else None
-    if written is not None:  # a file the user put in a folder of ours is not deleted with it
-        extra = next((f for f in _files_under(path) if f != OUTPUT_MARKER and f not in written), None)
-        if extra is not None:
-            raise FileExistsError(f"{path / extra} was not written by unimiss_monai and would be deleted when {path} is "
-                                  "replaced; nothing in it is replaced: move that file away or choose another output "
-                                  "folder")
-
-
-_MARKER_HEADER = "written by unimiss_monai; a rerun may replace this folder\n"
-
-
-def _files_under(folder: Path) -> list[str]:
-    """Every file and link under ``folder``, as paths relative to it (``/``-separated)."""
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() or p.is_symlink())
-
-
-def _marker_listing(marker: Path) -> set[str] | None:
-    """The files a folder's marker says this package wrote there; None for a marker without a listing (written before
-    markers listed their files: the folder is replaced as it was then)."""
-    try:
-        lines = marker.read_text().splitlines()
-    except OSError:
-        return None
-    return set(lines[2:]) if len(lines) > 1 and lines[1] == "files:" else None
 
 
 def check_replaceable_json(path: str | Path, keys: Sequence[str]) -> None:
@@ -210,7 +185,7 @@ def staged_dir(path: str | Path) -> Iterator[Path]:
         yield tmp
         if not tmp.is_dir():  # removed by another process: there is nothing whole to put in place
             raise FileNotFoundError(f"{tmp}: this staging folder vanished before it was complete; run again")
-        (tmp / OUTPUT_MARKER).write_text(_MARKER_HEADER + "files:\n" + "".join(f"{f}\n" for f in _files_under(tmp)))
+        (tmp / OUTPUT_MARKER).write_text("written by unimiss_monai; a rerun may replace this folder\n")
         check_replaceable(path)  # the user may have put a folder there while this one was assembled
         if path.exists():
             shutil.rmtree(path)
