@@ -164,8 +164,9 @@ class DRRGenerator:
         check_replaceable_json(merged, MERGED_KEYS)  # on every rank, so that all stop together
         if rank == 0:  # an earlier run's would list the files of CTs this run replaces, until it is written anew
             merged.unlink(missing_ok=True)
-        unfinished = [c.name for c in cases if not is_finished(self.output_dir, c.name, self._settings(c))]
-        todo = broadcast_object(unfinished if rank == 0 else None, group)
+        # rank 0 alone reads the done records (and logs why a CT is rendered again): once per run, not per rank
+        todo = broadcast_object([c.name for c in cases if not is_finished(self.output_dir, c.name, self._settings(c))]
+                                if rank == 0 else None, group)
         share = set(todo[rank::world])
         mine = [c for c in cases if c.name in share]
         logger.info("DRR rank %d/%d: %d of %d CT(s) to render here, %d already finished", rank, world, len(mine),
