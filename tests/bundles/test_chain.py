@@ -4,6 +4,8 @@ window (the geometry of both sides is held to one convention by test_geometry_co
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from bundle_runner import configs
@@ -16,20 +18,24 @@ FINE_TUNE = ["unimiss_ct_segmentation", "unimiss_cxr_segmentation", "unimiss_ct_
 
 @pytest.fixture(scope="module")
 def pretrained_export(sample_set, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pretraining")
+    _pretrain({"dataset_dir": str(sample_set("pretraining"))}, out)
+    return out / "models" / "model.pt"
+
+
+def _pretrain(config_overrides: dict, out) -> None:
     from monai.bundle import ConfigWorkflow
 
-    out = tmp_path_factory.mktemp("pretraining")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         wf = ConfigWorkflow(config_file=configs("unimiss_pretraining", "train.json", "smoke.yaml"), workflow_type="train",
-                            dataset_dir=str(sample_set("pretraining")), output_dir=str(out), bundle_root=str(out / "bundle"))
+                            output_dir=str(out), bundle_root=str(out / "bundle"), **config_overrides)
         wf.initialize()
         wf.run()
         wf.finalize()
     finally:
         torch.set_num_threads(threads)
-    return out / "models" / "model.pt"
 
 
 def test_export_records_what_it_is(pretrained_export):
@@ -37,6 +43,7 @@ def test_export_records_what_it_is(pretrained_export):
     info = payload["info"]
     assert info["variant"] == "mitplus" and info["spatial_dims"] == [2, 3]
     assert list(info["img_size3d"]) == [16, 64, 64] and list(info["img_size2d"]) == [64, 64]
+    assert info["trained_dims"] == [2, 3]  # CT crops, and 2D through their slices, DRRs and the X-rays
     assert all(torch.isfinite(v).all() for v in payload["model"].values() if v.is_floating_point())
 
 
@@ -68,3 +75,29 @@ def test_every_fine_tune_bundle_loads_the_whole_encoder(pretrained_export, bundl
     # the backbone export and the task networks share the ``encoder.`` names: same-shape tensors arrive unchanged
     same = [k for k in encoder if k in source and loaded[k].shape == source[k].shape]
     assert len(same) > len(encoder) // 2 and all(torch.equal(loaded[k], source[k]) for k in same)
+
+
+def test_an_xray_only_export_gives_ct_networks_an_inflated_not_a_random_3d_branch(sample_set, tmp_path):
+    from monai.bundle import ConfigParser
+
+    from unimiss_monai.handlers import load_pretrained_init
+
+    # the sample X-rays alone: the export's 3D tensors are still their random initialisation
+    root = sample_set("pretraining") / "pretraining"
+    xrays = [{"image": str(root / e["image"])} for e in json.loads((root / "datalist.json").read_text())["xray"]]
+    (tmp_path / "datalist.json").write_text(json.dumps({"ct": [], "xray": xrays}))
+    _pretrain({"datalist": str(tmp_path / "datalist.json")}, tmp_path / "run")
+    export = tmp_path / "run" / "models" / "model.pt"
+    payload = torch.load(export, weights_only=True)
+    assert payload["info"]["trained_dims"] == [2]
+    parser = ConfigParser()
+    parser.read_config(configs("unimiss_ct_segmentation", "train.json", "smoke.yaml"))
+    parser.update({"pretrained_path": str(export), "dataset_dir": str(tmp_path), "bundle_root": str(tmp_path)})
+    network = parser.get_parsed_content("network_def")
+    report = load_pretrained_init(network, str(export))
+    encoder = [k for k in network.state_dict() if k.startswith("encoder.")]
+    assert report["encoder_loaded"] == len(encoder) and report["inflated"]
+    assert report["set_aside"] and all(".3d" in k for k in report["set_aside"])
+    loaded = network.state_dict()
+    stem = "encoder.stem.3d.0.0.conv.weight"
+    assert not torch.equal(loaded[stem], payload["model"][stem])  # not the untrained 3D stem

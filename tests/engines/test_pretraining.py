@@ -214,3 +214,27 @@ def test_resume_inside_an_accumulation_window_reproduces_uninterrupted_weights(t
     assert started == [5, 6, 7, 8]  # it went on after the saved iteration, not from the start
     for k in reference:
         torch.testing.assert_close(resumed[k], reference[k], rtol=0, atol=0, msg=k)
+
+
+def test_trained_dims_follow_what_went_through_the_backbone():
+    # X-rays alone train the 2D branch only; a CT phase trains 3D, and 2D too through its slices or DRR views
+    cases = [({"n_ct": 0}, [2]), ({"n_xray": 0}, [2, 3]), ({"n_xray": 0, "slice_stride": 0, "drr_keys": []}, [3]), ({}, [2, 3])]
+    for kw, dims in cases:
+        trainer, net, *_ = build_trainer(max_epochs=2, **kw)
+        trainer.run()
+        assert net.trained_dims == dims and trainer.state_dict()["trained_dims"] == dims, kw
+
+
+def test_trained_dims_survive_a_resume_and_stay_unknown_after_an_older_checkpoint():
+    trainer, net, *_ = build_trainer(max_epochs=1, n_xray=0)
+    trainer.run()
+    state = trainer.state_dict()
+    # a run resumed from that checkpoint trains X-rays only from then on, and still records the CT it saw before
+    resumed, net2, *_ = build_trainer(max_epochs=2, n_ct=0)
+    resumed.load_state_dict(state)
+    assert net2.trained_dims == [2, 3]
+    older = {k: v for k, v in state.items() if k != "trained_dims"}
+    resumed, net3, *_ = build_trainer(max_epochs=2, n_ct=0)
+    resumed.load_state_dict(older)
+    resumed.run()
+    assert net3.trained_dims is None  # not what the first epochs trained: unknown, and the export records nothing

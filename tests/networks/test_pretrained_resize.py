@@ -253,3 +253,41 @@ def test_strict_accepts_strings(tmp_path):
         load_pretrained(net, str(path), strict="true")
     with pytest.raises(ValueError, match="'strict'"):
         load_pretrained(net, str(path), strict="maybe")
+
+
+def test_never_trained_dimension_is_set_aside(tmp_path, caplog):
+    # an X-ray-only run exports a 3D branch at its random initialisation: a CT network inflates it from the trained 2D
+    # branch instead of loading it as pretrained; a CT-only run's 2D branch is refused for an X-ray network
+    backbone = build_backbone("mitplus", (2, 3), img_size={2: (64, 64), 3: (16, 64, 64)}, **tiny_overrides("mitplus"))
+    pair = StudentTeacher(backbone, DINOHead(backbone.embed_dim, 16))
+    pair.trained_dims = [2]
+    exported = pair.export()
+    assert exported["info"]["trained_dims"] == [2]
+    torch.save(exported, tmp_path / "xray_only.pt")
+    seg3 = UniMissSegmentation(3, 1, 2, variant="mitplus", img_size=(16, 64, 64), **tiny_overrides("mitplus"))
+    caplog.set_level("WARNING", logger="unimiss_monai.networks.pretrained")
+    report = load_pretrained(seg3, str(tmp_path / "xray_only.pt"))
+    assert report.set_aside and all(".3d" in k for k in report.set_aside) and "never-trained" in report.summary()
+    assert report.encoder_loaded == report.encoder_total and report.inflated
+    assert "saw no CT" in caplog.text and "inflated from the 2D ones" in caplog.text
+    stem2d = exported["model"]["encoder.stem.2d.0.0.conv.weight"]
+    stem3d = seg3.state_dict()["encoder.stem.3d.0.0.conv.weight"]
+    assert not torch.equal(stem3d, exported["model"]["encoder.stem.3d.0.0.conv.weight"])
+    # central-plane inflation of the RGB 2D stem, then its channels summed into the CT's one (mean times 3)
+    depth = stem3d.shape[2]
+    assert stem2d.shape[1] == 3 and stem3d.shape[1] == 1 and depth % 2
+    torch.testing.assert_close(stem3d[:, :, depth // 2], stem2d.sum(1, keepdim=True))
+    assert not stem3d[:, :, : depth // 2].any() and not stem3d[:, :, depth // 2 + 1 :].any()
+    # the same file without the record loads its 3D tensors as they are, as before the record existed
+    torch.save({"model": exported["model"], "info": {k: v for k, v in exported["info"].items() if k != "trained_dims"}},
+               tmp_path / "unrecorded.pt")
+    load_pretrained(seg3, str(tmp_path / "unrecorded.pt"))
+    assert torch.equal(seg3.state_dict()["encoder.stem.3d.0.0.conv.weight"], exported["model"]["encoder.stem.3d.0.0.conv.weight"])
+    pair.trained_dims = [3]
+    torch.save(pair.export(), tmp_path / "ct_only.pt")
+    seg2 = UniMissSegmentation(2, 1, 2, variant="mitplus", img_size=(64, 64), **tiny_overrides("mitplus"))
+    with pytest.raises(ValueError, match=r"never trained: its pretraining saw no 2D image .*--allow_partial_pretrained") as err:
+        load_pretrained(seg2, str(tmp_path / "ct_only.pt"))
+    assert "\n" not in str(err.value) and "ct_only.pt" in str(err.value)
+    report = load_pretrained(seg2, str(tmp_path / "ct_only.pt"), allow_partial=True)
+    assert report.encoder_loaded < report.encoder_total and all(".2d" in k for k in report.set_aside)

@@ -23,3 +23,17 @@ def test_bundle_folder_loads_its_weights(tiny_export, tmp_path):
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items() if k.startswith("encoder."))
     with pytest.raises(FileNotFoundError, match="is a folder without models/model.pt"):
         load_pretrained_init(a, str(tmp_path))
+
+
+def test_unfinished_run_folder_and_the_word_null(tiny_export, tmp_path, caplog):
+    net = UniMissClassifier(2, 1, 2, variant="mitplus", img_size=(64, 64), **tiny_overrides("mitplus"))
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "checkpoint.pt").write_bytes(b"")  # a killed run: a checkpoint, no export yet
+    with pytest.raises(FileNotFoundError, match="has not finished .* resume it to its end"):
+        load_pretrained_init(net, str(run))
+    # "--pretrained_path null" arrives as the word: training from scratch, as with null in a config
+    caplog.set_level("INFO", logger="unimiss_monai.handlers.pretrained_init")
+    for word in ("null", "None"):
+        assert load_pretrained_init(net, word)["path"] is None
+    assert "training from scratch" in caplog.text

@@ -93,3 +93,19 @@ def test_a_study_count_that_is_no_number_is_one_line_naming_the_option():
 
     with pytest.raises(ValueError, match="^label-efficiency: --max_epochs must be a whole number of at least 1, got 'abc'$"):
         main(["label-efficiency", "--bundle", "unimiss_cxr_segmentation", "--max_epochs", "abc"])
+
+
+def test_ct_segmentation_freezes_a_pretrained_encoder_for_at_most_half_the_run(tmp_path):
+    weights = tmp_path / "model.pt"
+    weights.write_bytes(b"")
+    for path, epochs, frozen in [(str(weights), 300, 10), (str(weights), "2", 1), ("null", 300, 0), (None, 300, 0)]:
+        parser = _parse("unimiss_ct_segmentation", "train.json", pretrained_path=path, max_epochs=epochs)
+        assert parser.get_parsed_content("freeze_encoder_epochs") == frozen, (path, epochs)
+
+
+@pytest.mark.parametrize("value, expected", [(None, None), ("", None), ("null", None), ("None", None), (" NULL ", None),
+                                             ("a/model.pt", "a/model.pt")])
+def test_optional_path(value, expected):
+    from unimiss_monai.utils import optional_path
+
+    assert optional_path(value) == expected

@@ -24,6 +24,7 @@ from torch import nn
 
 from unimiss_monai.data.loaders import COUNT_KEY, SKIPPED_KEY, PhaseLoader
 from unimiss_monai.engines.accumulation import AccumulationWindows
+from unimiss_monai.engines.tracking_check import check_tracking_transform
 from unimiss_monai.networks.nets.student_teacher import StudentTeacher
 from unimiss_monai.utils import schedules
 from unimiss_monai.utils.dist import in_process_group
@@ -32,28 +33,8 @@ from unimiss_monai.utils.ema import update_momentum
 __all__ = ["PretrainingTrainer", "log_export"]
 
 logger = logging.getLogger(__name__)
-
-
-def _check_tracking_transform(handler: Any) -> None:
-    """Fail at start-up, not after the first iteration, when an ``MLFlowHandler`` cannot read this trainer's output.
-
-    MONAI's built-in ``--tracking mlflow`` settings read ``loss`` from a decollated list of dicts; this trainer's output
-    is one dict of floats, on which that transform returns a tuple that MLflow cannot log.
-    """
-    transform = getattr(handler, "output_transform", None)
-    if type(handler).__name__ != "MLFlowHandler" or not getattr(handler, "iteration_log", False) or transform is None:
-        return
-    try:
-        sample = transform({"loss": 0.0})
-    except Exception:  # noqa: BLE001 - a transform for other keys is the user's choice; it fails on its own terms
-        return
-    if sample is not None and not isinstance(sample, (int, float, dict, torch.Tensor)):
-        raise ValueError(
-            "MLFlowHandler output_transform gives a "
-            f"{type(sample).__name__} for the pretraining output (a dict of floats); run with --tracking "
-            "bundles/unimiss_pretraining/configs/mlflow_tracking.json, or set output_transform to "
-            "unimiss_monai.handlers.scalar_outputs"
-        )
+#: what :meth:`PretrainingTrainer.state_dict` adds to ignite's state
+_OWN_STATE = ("optimizer_step", "skipped_samples", "trained_dims")
 
 
 class PretrainingTrainer(AccumulationWindows, Trainer):
@@ -173,6 +154,7 @@ class PretrainingTrainer(AccumulationWindows, Trainer):
         pretraining recipes' trainers)."""
         self.state.optimizer_step = 0
         self.state.skipped_samples = 0
+        self.state.trained_dims = []
         # step rule of the gradients accumulated but not stepped on ("ct" once a CT micro-batch added some; None: none)
         self._pending_phase: str | None = None
         self.state.phase = None
@@ -184,7 +166,7 @@ class PretrainingTrainer(AccumulationWindows, Trainer):
         self.add_event_handler(Events.EPOCH_COMPLETED, self._check_epoch_counts)
         if train_handlers is not None:
             for handler in train_handlers:
-                _check_tracking_transform(handler)
+                check_tracking_transform(handler)
             self._register_handlers(train_handlers)
 
     def optimizer_steps(self, epochs: int | None = None) -> int:
@@ -209,9 +191,34 @@ class PretrainingTrainer(AccumulationWindows, Trainer):
         engine.state.phase_iterations = {"ct": 0, "xray": 0}
         engine.state.first_failure = {}
 
+    def phase_dims(self, phase: str) -> set[int]:
+        """The spatial dimensions whose tensors a ``phase`` step trains: the CT phase trains 3D, and 2D as well
+        when its slices or DRR views go through the 2D branch; the X-ray phase trains 2D."""
+        if phase == "xray":
+            return {2}
+        uses_2d = bool(self.slice_stride) or (self.recipe == "unimiss_plus" and bool(self.drr_keys))
+        return {3, 2} if uses_2d else {3}
+
+    def trained_dims(self) -> list[int] | None:
+        """The spatial dimensions trained so far, this epoch included (``None``: resumed from a checkpoint that did not
+        record them). The export records them so that loading can tell a 3D branch that never saw a CT."""
+        if self.state.trained_dims is None:
+            return None
+        dims = set(self.state.trained_dims)
+        for phase, n in self.state.samples_trained.items():
+            dims |= self.phase_dims(phase) if n else set()
+        return sorted(dims)
+
+    def _publish_trained_dims(self) -> None:
+        # the network's export (``export_fn``) reads them; a network that does not record them is left alone
+        if hasattr(self.network, "trained_dims"):
+            self.network.trained_dims = self.trained_dims()
+
     @staticmethod
     def _check_epoch_counts(engine: PretrainingTrainer) -> None:
         trained = engine.state.samples_trained
+        engine.state.trained_dims = engine.trained_dims()
+        engine._publish_trained_dims()
         engine.state.metrics["ct_samples"] = float(trained["ct"])
         engine.state.metrics["xray_samples"] = float(trained["xray"])
         logger.info("epoch %d: trained on %d CT and %d X-ray sample(s); %d skipped so far", engine.state.epoch, trained["ct"], trained["xray"], engine.state.skipped_samples)
@@ -221,13 +228,17 @@ class PretrainingTrainer(AccumulationWindows, Trainer):
                 raise RuntimeError(f"the {phase} phase of epoch {engine.state.epoch} trained on no sample (each one failed to load or transform); first failure: {first}")
 
     def state_dict(self) -> dict:
-        """ignite's position plus the optimiser-step and skipped-sample counts."""
-        return super().state_dict() | {"optimizer_step": self.state.optimizer_step, "skipped_samples": self.state.skipped_samples}
+        """ignite's position plus the optimiser-step and skipped-sample counts and the spatial dimensions trained."""
+        return super().state_dict() | {"optimizer_step": self.state.optimizer_step, "skipped_samples": self.state.skipped_samples,
+                                       "trained_dims": self.trained_dims()}
 
     def load_state_dict(self, state_dict) -> None:
-        super().load_state_dict({k: v for k, v in state_dict.items() if k not in ("optimizer_step", "skipped_samples")})
+        super().load_state_dict({k: v for k, v in state_dict.items() if k not in _OWN_STATE})
         self.state.optimizer_step = int(state_dict.get("optimizer_step", 0))
         self.state.skipped_samples = int(state_dict.get("skipped_samples", 0))
+        # a checkpoint written before the dimensions were recorded leaves them unknown: the export then records none
+        self.state.trained_dims = state_dict.get("trained_dims")
+        self._publish_trained_dims()
 
     # ---- inputs -----------------------------------------------------------------------------------------------------
     def _views(self, batch: dict, keys: list[str], phase: str) -> list[torch.Tensor]:

@@ -19,7 +19,7 @@ import torch
 
 from unimiss_monai.networks.pretrained import PRETRAINED as _PRETRAINED, TRAINED as _TRAINED, load_pretrained
 from unimiss_monai.networks.state_dict_diff import state_dict_differences
-from unimiss_monai.utils.args import as_bool
+from unimiss_monai.utils.args import as_bool, optional_path
 from unimiss_monai.utils.ema import unwrap_model
 from unimiss_monai.utils.serialization import UnreadableCheckpointError, UnsafeCheckpointError, load_torch_file
 
@@ -48,6 +48,12 @@ def resolve_pretrained_path(path: str | os.PathLike) -> str:
     path = str(path)
     if os.path.isdir(path):
         weights = os.path.join(path, "models", "model.pt")
+        if not os.path.isfile(weights) and os.path.isfile(os.path.join(path, "checkpoints", "checkpoint.pt")):
+            raise FileNotFoundError(
+                f"pretrained_path {path!r} is the folder of a pretraining run that has not finished (checkpoints/"
+                "checkpoint.pt, no models/model.pt): run it again with the same --output_dir to resume it to its end, "
+                "which exports models/model.pt"
+            )
         if not os.path.isfile(weights):
             raise FileNotFoundError(
                 f"pretrained_path {path!r} is a folder without models/model.pt; pass a pretraining bundle folder "
@@ -100,7 +106,7 @@ def _load_unimiss(net: torch.nn.Module, path: str, strict: bool, allow_partial: 
     return {
         "path": path, "target": "network", "loaded": len(rep.matched), "missing": rep.missing,
         "unexpected": rep.unexpected, "variant": rep.checkpoint_variant, "encoder_loaded": rep.encoder_loaded,
-        "encoder_resized": rep.encoder_resized,
+        "encoder_resized": rep.encoder_resized, "inflated": rep.inflated, "set_aside": rep.set_aside,
     }
 
 
@@ -173,7 +179,8 @@ def load_pretrained_init(
     """
     if as_bool(trained, "trained"):
         return _load_trained(network, path, checkpoint_key, encoder_attr)
-    if path is None or str(path) == "":
+    path = optional_path(path)  # "--pretrained_path null" on the command line arrives as the word
+    if path is None:
         # null comes from the configuration, not the user: an overlay (smoke.yaml, demo.yaml) sets it, or the default
         # found no published weights; the line says so, since the docs promise published weights when they exist
         logger.info(

@@ -23,6 +23,7 @@ from unimiss_monai.networks.inflate import STEM_CONV, encoder_pos_grids, inflate
 from unimiss_monai.networks.nets.encoder import MiTEncoder
 from unimiss_monai.networks.nets.image_volume import ImageVolumeNet
 from unimiss_monai.networks.recipe_weights import SLICE_ENCODER_PREFIX, check_recipe, intra_inter_info
+from unimiss_monai.networks.untrained_dims import set_aside_untrained
 from unimiss_monai.networks.variants import VARIANTS, VariantConfig, get_variant
 from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.serialization import load_torch_file
@@ -55,6 +56,8 @@ class LoadReport:
     inflated: list[str] = field(default_factory=list)
     #: 3D tensors outside the encoder (a decoder's) that a 2D-only checkpoint has in 2D only: left at random init
     not_inflated: list[str] = field(default_factory=list)
+    #: checkpoint tensors of a spatial dimension its pretraining never trained (``info["trained_dims"]``): not loaded
+    set_aside: list[str] = field(default_factory=list)
     checkpoint_variant: str | None = None
     source: str = "<state dict>"
     #: what the file is (:data:`PRETRAINED` or :data:`TRAINED`), as the summary names it
@@ -74,6 +77,7 @@ class LoadReport:
             + (f", {len(self.inflated)} inflated 2D->3D" if self.inflated else "")
             + (f", {len(self.not_inflated)} decoder 3D tensors left random (only the encoder is inflated)"
                if self.not_inflated else "")
+            + (f", {len(self.set_aside)} never-trained tensors set aside" if self.set_aside else "")
         )
 
     def __str__(self) -> str:
@@ -83,7 +87,7 @@ class LoadReport:
             f"{len(self.mismatched)} shape-mismatched, {len(self.resized)} position embeddings resized, "
             f"{len(self.adapted)} input convs adapted, {len(self.inflated)} inflated 2D->3D",
         ]
-        for name in ("missing", "unexpected", "mismatched", "resized", "adapted", "inflated", "not_inflated"):
+        for name in ("missing", "unexpected", "mismatched", "resized", "adapted", "inflated", "not_inflated", "set_aside"):
             keys = getattr(self, name)
             if keys:
                 lines.append(f"  {name}: {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}")
@@ -276,7 +280,8 @@ def load_pretrained(
     first conv trained with other input channels is adapted (repeated, or averaged and repeated). Decoder and head
     tensors may stay untrained (they are task-specific); encoder tensors may not unless ``allow_partial``. A 2D-only
     checkpoint loaded into a 3D model has its encoder inflated to 3D (:mod:`unimiss_monai.networks.inflate`); its
-    decoder is not, so the decoder's 3D tensors stay random (``LoadReport.not_inflated``). Logs one line (file,
+    decoder is not, so the decoder's 3D tensors stay random (``LoadReport.not_inflated``). Tensors of a dimension its
+    pretraining never trained (``info["trained_dims"]``) are set aside first (:mod:`.untrained_dims`). Logs one line (file,
     variant, encoder tensors loaded / resized) at INFO and the full report at DEBUG.
 
     Args:
@@ -313,7 +318,7 @@ def _load(model: nn.Module, obj, source: str, strict: bool, allow_partial: bool,
     sd, info = read_checkpoint(obj, what)
     check_recipe(info, model)
     target = model.state_dict()
-    sd = _align_prefix(sd, set(target))
+    sd, set_aside = set_aside_untrained(_align_prefix(sd, set(target)), info)
     enc_name, encoder = _find_encoder(model)
     pos_modules = {f"{n}.weight": m for n, m in model.named_modules() if isinstance(m, PositionEmbedding)}
     prefix = f"{enc_name}." if enc_name else ""
@@ -322,7 +327,10 @@ def _load(model: nn.Module, obj, source: str, strict: bool, allow_partial: bool,
     else:
         inflated = []
     report = LoadReport(checkpoint_variant=info.get("variant") or detect_variant(sd), source=source, info=info, what=what)
-    report.inflated = inflated
+    report.inflated, report.set_aside = inflated, sorted(set_aside)
+    if set_aside:
+        logger.warning("%s: %d tensors were never trained (%s); %s", source, len(set_aside), next(iter(set_aside.values())),
+                       "the 3D ones are inflated from the 2D ones" if inflated else "they are not loaded")
     if encoder is not None:
         check_info(info, encoder.config)
         theirs, ours = encoder_layout(sd), encoder_layout(target)
@@ -377,11 +385,11 @@ def _load(model: nn.Module, obj, source: str, strict: bool, allow_partial: bool,
         raise ValueError(f"strict loading failed: {report.summary()}; {len(report.missing)} missing, "
                          f"{len(report.unexpected)} unexpected, {len(report.mismatched)} shape-mismatched")
     if untrained and not allow_partial:
-        named = ", ".join(f"{k} ({why.get(k, 'missing')})" for k in untrained[:3])
+        named = ", ".join(f"{k} ({why.get(k) or set_aside.get(k, 'missing')})" for k in untrained[:3])
         raise ValueError(
             f"{len(untrained)} of {len(enc_keys)} encoder tensors would stay untrained: {named}"
-            f"{f' and {len(untrained) - 3} more' if len(untrained) > 3 else ''}; load weights of this variant, or pass "
-            "allow_partial=True to train them from scratch"
+            f"{f' and {len(untrained) - 3} more' if len(untrained) > 3 else ''}; load weights that hold them, or pass "
+            "allow_partial=True (--allow_partial_pretrained on the command line) to train them from scratch"
         )
     model.load_state_dict(loaded, strict=False)
     logger.info("%s", report.summary())

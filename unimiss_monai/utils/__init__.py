@@ -8,7 +8,7 @@ must not pull in torch.
 from unimiss_monai.utils.lazy import lazy_exports
 
 _EXPORTS = {
-    "unimiss_monai.utils.args": ("as_bool", "choose"),
+    "unimiss_monai.utils.args": ("as_bool", "as_count", "choose", "optional_path"),
     "unimiss_monai.utils.ema": ("unwrap_model", "update_momentum"),
     "unimiss_monai.utils.errors": ("failure_reason", "install_error_hook", "root_cause", "user_error_message"),
     "unimiss_monai.utils.finite": ("first_non_finite",),

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["as_bool", "as_count", "choose"]
+__all__ = ["as_bool", "as_count", "choose", "optional_path"]
 
 _TRUE = frozenset({"true", "yes", "1"})
 _FALSE = frozenset({"false", "no", "0"})
@@ -58,3 +59,14 @@ def choose(options: Mapping[str, Any], value: Any, name: str) -> Any:
     if value not in options:
         raise ValueError(f"config id {name!r} must be one of {', '.join(map(str, options))}, got {value!r}")
     return options[value]
+
+
+def optional_path(value: Any) -> str | None:
+    """``value`` as a path, or ``None`` for ``None``, ``""`` and the words ``null`` / ``none`` (any case) where no such
+    file exists: ``python -m monai.bundle run --pretrained_path null`` hands the config the word, not ``None``."""
+    if value is None or str(value).strip() == "":
+        return None
+    text = str(value)
+    if text.strip().lower() in ("null", "none") and not os.path.exists(text):
+        return None
+    return text

@@ -123,6 +123,9 @@ class StudentTeacher(nn.Module):
         self.teacher = MultiCropWrapper(teacher_bb, copy.deepcopy(head))
         self.teacher.load_state_dict(self.student.state_dict())
         self.teacher.requires_grad_(False)
+        #: spatial dimensions the pair has been trained on, set by the pretraining trainer (``None``: not recorded);
+        #: the export records them, so that fine-tuning can tell a 3D branch that never saw a CT
+        self.trained_dims: list[int] | None = None
 
     def train(self, mode: bool = True) -> StudentTeacher:
         # the teacher keeps eval-mode semantics for dropout / drop-path, as in DINO where it is never trained directly;
@@ -142,10 +145,14 @@ class StudentTeacher(nn.Module):
 
     def export(self) -> dict:
         """``{"model": teacher backbone state dict, "info": backbone_info(teacher backbone)}``: the pretraining
-        export, which records variant, widths and training sizes so fine-tuning can resize and check the weights."""
+        export, which records variant, widths and training sizes so fine-tuning can resize and check the weights, and
+        ``trained_dims`` when the trainer recorded them."""
         from unimiss_monai.networks.pretrained import backbone_info
 
-        return {"model": self.teacher_backbone_state_dict(), "info": backbone_info(self.teacher.backbone)}
+        info = backbone_info(self.teacher.backbone)
+        if self.trained_dims is not None:
+            info["trained_dims"] = [int(d) for d in self.trained_dims]
+        return {"model": self.teacher_backbone_state_dict(), "info": info}
 
 
 class TeacherLogits(nn.Module):
