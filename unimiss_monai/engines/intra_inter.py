@@ -181,6 +181,10 @@ class IntraInterTrainer(PretrainingTrainer):
         self.add_event_handler(Events.EPOCH_STARTED, self._cluster_memory)
 
     # ---- schedule ---------------------------------------------------------------------------------------------------
+    def phase_dims(self, phase: str) -> set[int]:
+        """Both phases train 2D tensors: the slice encoder sees X-rays and the slices of each CT."""
+        return {2}
+
     def stage(self, epoch: int) -> int:
         """Stage of 0-based ``epoch``: 0 for the joint schedule, else 1 (2D), 2 (masked embedding), 3 (joint 3D)."""
         if self.schedule == "joint":
