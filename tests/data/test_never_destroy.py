@@ -32,6 +32,28 @@ def test_staged_dir_replaces_only_its_own_folders(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["case", "mine"]  # no staging folder left behind
 
 
+def test_a_file_the_user_put_into_a_folder_of_ours_stops_its_replacement(tmp_path):
+    target = tmp_path / "case"
+    with staged_dir(target) as tmp:
+        (tmp / "slabs").mkdir()
+        (tmp / "slabs" / "a.nii.gz").write_text("ours")
+    (target / "slabs" / "my_mask.nii.gz").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"slabs/my_mask.nii.gz was not written by unimiss_monai"):
+        with staged_dir(target) as tmp:
+            (tmp / "b.txt").write_text("never")
+    assert (target / "slabs" / "my_mask.nii.gz").read_text() == "mine" and (target / "slabs" / "a.nii.gz").exists()
+    (target / "slabs" / "my_mask.nii.gz").unlink()  # moved away: the rerun goes on
+    with staged_dir(target) as tmp:
+        (tmp / "b.txt").write_text("second")
+    assert sorted(p.name for p in target.iterdir()) == [OUTPUT_MARKER, "b.txt"]
+    # a folder marked before markers listed their files is replaced as it was then
+    (target / OUTPUT_MARKER).write_text("written by unimiss_monai; a rerun may replace this folder\n")
+    (target / "unlisted.txt").write_text("of an earlier version's run")
+    with staged_dir(target) as tmp:
+        (tmp / "c.txt").write_text("third")
+    assert sorted(p.name for p in target.iterdir()) == [OUTPUT_MARKER, "c.txt"]
+
+
 @pytest.mark.parametrize("out", [".", "sub", ".."])
 def test_check_output_dir_refuses_overlap(tmp_path, out):
     data = tmp_path / "data"

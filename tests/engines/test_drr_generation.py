@@ -271,6 +271,16 @@ def test_rerun_skips_finished_cases_and_redoes_changed_or_incomplete_ones(tmp_pa
     run = DRRGenerator(data, out, **{**SMALL, "views": ["PA"]}).run()
     assert [item["view"] for item in run["testing"]] == ["PA", "PA"] and not (out / "a" / "a_AP.nii.gz").exists()
 
+    # a note of the user's inside a case folder: that case is not re-rendered over it, the other one is
+    (out / "a" / "my_notes.txt").write_text("keep me")
+    with pytest.raises(DRRGenerationError) as err:
+        DRRGenerator(data, out, **SMALL).run()
+    assert "1 of 2 CT(s) failed" in str(err.value) and "my_notes.txt" in str(err.value)
+    failures = json.loads((out / "datalist.json").read_text())["failures"]
+    assert len(failures) == 1 and "my_notes.txt was not written by unimiss_monai" in str(failures[0])
+    assert (out / "a" / "my_notes.txt").read_text() == "keep me" and (out / "a" / "a_PA.nii.gz").is_file()
+    assert (out / "b" / "b_AP.nii.gz").is_file()
+
 
 def test_lateral_views_rendered_before_the_detector_side_hanging_are_rendered_again(tmp_path, caplog):
     data, out = tmp_path / "data", tmp_path / "out"

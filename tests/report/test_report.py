@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 
+from unimiss_monai.data.writers import OUTPUT_MARKER
 from unimiss_monai.report import report
 from unimiss_monai.report.command import main
 from unimiss_monai.report.palette import colour
@@ -132,8 +133,19 @@ def test_report_reruns_into_its_own_outputs_but_not_into_a_foreign_picture_folde
     run, samples = make_run(tmp_path)
     out = tmp_path / "site" / "page.html"
     report(run, out=out, samples=samples)
+    # a picture an earlier run drew and this one does not: listed in the folder's marker, as that run wrote it
     stale = out.parent / "page_files" / "from_an_earlier_run.png"
     stale.write_bytes(b"old")
+    marker = out.parent / "page_files" / OUTPUT_MARKER
+    marker.write_text(marker.read_text() + "from_an_earlier_run.png\n")
+    # a picture of the user's put into that folder stops the rerun, naming it, and nothing is replaced
+    mine = out.parent / "page_files" / "my_sketch.png"
+    mine.write_bytes(b"mine")
+    before = _tree(out.parent)
+    with pytest.raises(FileExistsError, match="my_sketch.png was not written by unimiss_monai"):
+        report(run, out=out, samples=samples)
+    assert _tree(out.parent) == before
+    mine.unlink()
     assert report(run, out=out, samples=samples) == out  # its own page, twin and pictures are replaced
     md = (out.parent / "page.md").read_text()
     links = re.findall(r"!\[[^\]]+\]\(([^)]+)\)", md)

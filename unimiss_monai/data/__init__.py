@@ -28,7 +28,7 @@ _EXPORTS = {
                                    "save_json", "save_nifti", "save_png", "save_torch"),
 }
 _SUBMODULES = (
-    "case_names", "classification_labels", "ct_inputs", "ct_io", "datalists", "dicom_series", "disk_cache", "grid_checks", "image_formats", "lesions", "loaders", "locators",
+    "case_names", "classification_labels", "ct_inputs", "ct_io", "datalists", "dicom_series", "disk_cache", "folder_marker", "grid_checks", "image_formats", "lesions", "loaders", "locators", "output_ledger",
     "official_layout", "phantom", "pretraining_datalist", "sample_sets", "segmentation_inputs", "tolerant",
     "totalsegmentator", "writers", "xray",
 )

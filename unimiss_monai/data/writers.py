@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from unimiss_monai.data.folder_marker import marker_text, unlisted_file
+
 __all__ = [
     "OUTPUT_MARKER", "atomic_path", "check_output_dir", "check_output_file", "check_replaceable", "check_replaceable_json",
     "keep_previous", "remove_leftovers", "remove_stale_temporaries", "save_bytes", "save_torch", "staged_dir", "save_contact_sheet", "save_ct",
@@ -144,13 +146,18 @@ OUTPUT_MARKER = ".unimiss_monai_output"
 
 
 def check_replaceable(path: str | Path) -> None:
-    """Raise ``FileExistsError`` when ``path`` exists and is not a folder this package wrote (see :func:`staged_dir`)."""
+    """Raise ``FileExistsError`` when ``path`` exists and is not a folder this package wrote (see :func:`staged_dir`),
+    or holds a file its marker does not list (:mod:`~unimiss_monai.data.folder_marker`)."""
     path = Path(path)
     if path.exists() and not (path / OUTPUT_MARKER).is_file():
         raise FileExistsError(
             f"{path} already exists and was not written by unimiss_monai; nothing in it is replaced: move it away or "
             "choose another output folder"
         )
+    extra = unlisted_file(path, OUTPUT_MARKER) if path.is_dir() else None
+    if extra is not None:  # a file the user put into a folder of ours is not deleted with it
+        raise FileExistsError(f"{path / extra} was not written by unimiss_monai and would be deleted when {path} is "
+                              "replaced; nothing is replaced: move that file away or choose another output folder")
 
 
 def check_replaceable_json(path: str | Path, keys: Sequence[str]) -> None:
@@ -185,7 +192,7 @@ def staged_dir(path: str | Path) -> Iterator[Path]:
         yield tmp
         if not tmp.is_dir():  # removed by another process: there is nothing whole to put in place
             raise FileNotFoundError(f"{tmp}: this staging folder vanished before it was complete; run again")
-        (tmp / OUTPUT_MARKER).write_text("written by unimiss_monai; a rerun may replace this folder\n")
+        (tmp / OUTPUT_MARKER).write_text(marker_text(tmp))
         check_replaceable(path)  # the user may have put a folder there while this one was assembled
         if path.exists():
             shutil.rmtree(path)

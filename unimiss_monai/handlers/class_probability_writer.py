@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from unimiss_monai.data.case_names import CaseNames, OutputNames
+from unimiss_monai.data.output_ledger import check_own_file, replacing_own
 from unimiss_monai.data.tolerant import CASE_KEY, FAILED_KEY, batch_items, mark_failed
 from unimiss_monai.data.writers import save_bytes, save_json
 from unimiss_monai.handlers.forward_failure_guard import guard_forward
@@ -77,6 +78,12 @@ class ClassProbabilityWriter:
         engine.add_event_handler(Events.STARTED, lambda _: (self.rows.clear(), self._saliency_names.clear()))
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
         engine.add_event_handler(Events.COMPLETED, self._write)
+        engine.add_event_handler(Events.STARTED, self._check_files)
+
+    def _check_files(self, engine=None) -> None:
+        """Refuse, before any case and again before writing, a predictions file of the user's in ``output_dir``."""
+        for name in ("predictions.csv", "predictions.json"):
+            check_own_file(self.output_dir / name, self.output_dir)
 
     def _decide(self, probs: list[float]) -> str:
         if self.multi_label:
@@ -131,7 +138,8 @@ class ClassProbabilityWriter:
             title = f"{name}: Grad-CAM of {self.class_names[top]} (p = {probs[top]:.2f})"
         path = self.output_dir / "saliency" / f"{name}.png"
         spacing = network_spacing(getattr(image, "affine", None)) if image.ndim == 4 else None
-        return saliency_png(torch.as_tensor(image)[0], cam, path, title, spacing=spacing)
+        with replacing_own(path, self.output_dir):
+            return saliency_png(torch.as_tensor(image)[0], cam, path, title, spacing=spacing)
 
     def _write(self, engine) -> None:
         header = ["case", "status", *[f"prob_{n}" for n in self.class_names], "prediction"]
@@ -141,11 +149,14 @@ class ClassProbabilityWriter:
         for r in self.rows:
             probs = r["probabilities"] or {}
             writer.writerow([r["case"], r["status"], *[f"{probs[n]:.6f}" if n in probs else "" for n in self.class_names], r["prediction"] or ""])
-        save_bytes(buf.getvalue(), self.output_dir / "predictions.csv")
+        self._check_files()
+        with replacing_own(self.output_dir / "predictions.csv", self.output_dir):
+            save_bytes(buf.getvalue(), self.output_dir / "predictions.csv")
         failed = [r for r in self.rows if r["status"] != "ok"]
-        save_json({"class_names": self.class_names, "multi_label": self.multi_label, "threshold": self.threshold,
-                   "saliency": self.saliency_method if self.saliency else None, "cases": self.rows,
-                   "num_failed": len(failed)}, self.output_dir / "predictions.json")
+        with replacing_own(self.output_dir / "predictions.json", self.output_dir):
+            save_json({"class_names": self.class_names, "multi_label": self.multi_label, "threshold": self.threshold,
+                       "saliency": self.saliency_method if self.saliency else None, "cases": self.rows,
+                       "num_failed": len(failed)}, self.output_dir / "predictions.json")
         logger.info("inference: %d of %d cases classified -> %s", len(self.rows) - len(failed), len(self.rows),
                     self.output_dir / "predictions.csv")
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from unimiss_monai.data.output_ledger import check_own_file, record_written
 from unimiss_monai.data.writers import save_bytes
 from unimiss_monai.metrics.classification import as_numpy, classification_metrics, stack_pairs, to_indicator
 from unimiss_monai.utils.dist import coordination_group, gather_objects, rank_and_world
@@ -20,10 +21,12 @@ from unimiss_monai.visualize.plots import confusion_png, roc_png
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EVALUATION_PREDICTIONS", "ClassificationReport", "write_report"]
+__all__ = ["EVALUATION_PREDICTIONS", "REPORT_FILES", "ClassificationReport", "write_report"]
 
 #: the per-case file of an evaluation (probabilities and truth)
 EVALUATION_PREDICTIONS = "evaluation_predictions.csv"
+#: the files :func:`write_report` writes into its folder
+REPORT_FILES = ("metrics.json", "per_class.csv", EVALUATION_PREDICTIONS, "roc.png", "confusion_matrix.png")
 
 
 def write_report(
@@ -35,9 +38,12 @@ def write_report(
     Files: ``metrics.json`` (everything), ``per_class.csv`` (one row per class), ``evaluation_predictions.csv`` (one
     row per case with its truth, when ``names`` are given; named apart from inference's ``predictions.csv``, which
     the bundles write to the same ``output_dir``), ``roc.png``, ``confusion_matrix.png``. Arguments as in
-    :func:`classification_metrics`; ``names``: (N,) case identifiers. Returns the metrics dict.
+    :func:`classification_metrics`; ``names``: (N,) case identifiers. Returns the metrics dict. A file of one of these
+    names that this package did not write there stops it before any is written (:mod:`~unimiss_monai.data.output_ledger`).
     """
     out = Path(output_dir)
+    for name in REPORT_FILES:
+        check_own_file(out / name, out)
     probs_np = as_numpy(probs)
     metrics = classification_metrics(probs_np, labels, class_names, multi_label, threshold)
     truth = to_indicator(as_numpy(labels), len(class_names), multi_label)
@@ -50,6 +56,9 @@ def write_report(
         save_bytes(_csv_bytes(header, rows), out / EVALUATION_PREDICTIONS)
     save_bytes(roc_png(probs_np, truth, metrics), out / "roc.png")
     save_bytes(confusion_png(metrics, class_names), out / "confusion_matrix.png")
+    for name in REPORT_FILES:
+        if (out / name).is_file():
+            record_written(out / name, out)
     for note in metrics["notes"]:
         logger.warning("classification report: %s", note)
     return metrics
@@ -100,6 +109,13 @@ class ClassificationReport:
         engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._write)
+        engine.add_event_handler(Events.STARTED, self._check_files)
+
+    def _check_files(self, engine) -> None:
+        # before any case, on the rank that writes: a metrics.json of the user's would stop the run only at its end
+        if rank_and_world()[0] == 0:
+            for name in REPORT_FILES:
+                check_own_file(self.output_dir / name, self.output_dir)
 
     def _reset(self, engine) -> None:
         self._preds, self._labels, self._names = [], [], []

@@ -23,6 +23,7 @@ import logging
 import os
 from pathlib import Path
 
+from unimiss_monai.data.output_ledger import check_own_file, replacing_own
 from unimiss_monai.data.tolerant import CASE_KEY, FAILED_KEY, batch_items
 from unimiss_monai.data.writers import save_json
 from unimiss_monai.handlers.forward_failure_guard import guard_forward
@@ -45,6 +46,9 @@ class InferenceSummary:
     ``RuntimeError`` once every other case is written (this handler's end-of-run step comes after the writers'):
     part of the work failed, and a scripted run over an archive must not exit 0 on it.
 
+    A ``summary.json`` in ``output_dir`` that this package did not write there stops the run before its first case
+    (:mod:`unimiss_monai.data.output_ledger`).
+
     Args:
         output_dir: folder of ``summary.json``.
     """
@@ -58,6 +62,8 @@ class InferenceSummary:
 
         engine.add_event_handler(Events.STARTED, guard_forward)
         engine.add_event_handler(Events.STARTED, lambda _: self.cases.clear())
+        # before any case: a summary.json of the user's would stop the run only at its end
+        engine.add_event_handler(Events.STARTED, lambda _: check_own_file(self.output_dir / SUMMARY_NAME, self.output_dir))
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
         engine.add_event_handler(Events.COMPLETED, self.write)
 
@@ -68,7 +74,8 @@ class InferenceSummary:
         outputs = engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]
         outputs = outputs if len(outputs) == len(items) else [None] * len(items)
         for item, out in zip(items, outputs):
-            reason = str(item.get(FAILED_KEY) or "")
+            # a post-processing write that failed (SkipFailedd) marks the output item, not the batch
+            reason = str(item.get(FAILED_KEY) or (out.get(FAILED_KEY) if isinstance(out, dict) else "") or "")
             entry = {"case": str(item.get(CASE_KEY, "")), "status": "failed" if reason else "ok", "reason": reason}
             written = item.get(OUTPUT_KEY) or (out.get(OUTPUT_KEY) if isinstance(out, dict) else None)
             if written and not reason:
@@ -84,7 +91,8 @@ class InferenceSummary:
     def write(self, engine=None) -> str:
         """Write ``summary.json``; returns its path."""
         summary = self.summary()
-        path = save_json(summary, self.output_dir / SUMMARY_NAME)
+        with replacing_own(self.output_dir / SUMMARY_NAME, self.output_dir):
+            path = save_json(summary, self.output_dir / SUMMARY_NAME)
         logger.info("inference: %d of %d cases ok -> %s", summary["num_ok"], summary["num_cases"], self.output_dir)
         for case in self.cases:
             if case["status"] == "failed":

@@ -13,6 +13,7 @@ import torch
 
 from unimiss_monai.data.case_names import CaseNames
 from unimiss_monai.data.image_formats import split_image_name
+from unimiss_monai.data.output_ledger import replacing_own
 from unimiss_monai.data.tolerant import CASE_KEY, FAILED_KEY, batch_items, mark_failed
 from unimiss_monai.data.writers import save_nifti
 from unimiss_monai.handlers.forward_failure_guard import guard_forward
@@ -39,7 +40,8 @@ class SegmentationWriter:
     output, a failed write) is logged and marked failed in its batch item; the written path is recorded there too, so
     :class:`~unimiss_monai.handlers.InferenceSummary` (listed after this handler) reports both. The run goes on.
     A second input of the same case name (``a/scan.nii.gz`` after ``b/scan.nii.gz``) fails the same way, naming both
-    inputs, instead of overwriting the first one's file.
+    inputs, instead of overwriting the first one's file; so does a file of that name in ``output_dir`` that this
+    package did not write there (:mod:`unimiss_monai.data.output_ledger`).
 
     Args:
         output_dir: output folder (created).
@@ -102,7 +104,8 @@ class SegmentationWriter:
         path = self.output_dir / f"{case}{self.postfix}.nii.gz"
         if clash := self._names.clash(case, source, f"{source} would overwrite {path}"):
             raise ValueError(clash)
-        path = save_nifti(labels.cpu().numpy().astype(np.uint8), affine, path)
+        with replacing_own(path, self.output_dir):  # a file of that name of the user's fails the case, unreplaced
+            path = save_nifti(labels.cpu().numpy().astype(np.uint8), affine, path)
         self._names.take(case, source)
         self.written.append({"case": case, "output": str(path), "shape": list(labels.shape)})
         return path

@@ -11,6 +11,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, SaveImaged
 
 from unimiss_monai.data.case_names import OutputNames, split_image_name
+from unimiss_monai.data.output_ledger import check_own_file, record_written, replacing_own
 from unimiss_monai.data.xray import drop_trailing_singletons, source_name, write_overlay_png
 
 __all__ = ["SaveCaseImageD", "SaveCaseImageDict", "SaveCaseImaged", "SaveOverlayPNGD", "SaveOverlayPNGDict", "SaveOverlayPNGd"]
@@ -36,7 +37,15 @@ class SaveCaseImaged(SaveImaged):
         self.output_key = output_key
 
     def __call__(self, data):
+        # the file each key goes to, as SaveImage names it: a file of that name of the user's is not replaced
+        root = self.saver.folder_layout.output_dir
+        paths = [Path(self.saver.folder_layout.filename(**self.saver.fname_formatter(_meta(data, key), self.saver)))
+                 for key in self.key_iterator(dict(data))]
+        for path in paths:
+            check_own_file(path, root)
         d = super().__call__(data)
+        for path in paths:
+            record_written(path, root)
         for key in self.key_iterator(d):
             meta = getattr(d[key], "meta", None) or d.get(f"{key}_{self.meta_key_postfix}") or {}
             if meta.get("saved_to"):
@@ -76,8 +85,14 @@ class SaveOverlayPNGd(MapTransform):
         stem = self.output_names.name(source) if self.output_names is not None else split_image_name(source)[0]
         for key in self.key_iterator(d):
             mask, img = drop_trailing_singletons(d[key]), drop_trailing_singletons(image)
-            write_overlay_png(self.output_dir / f"{stem}_overlay.png", img, mask, self.names, self.alpha)
+            with replacing_own(self.output_dir / f"{stem}_overlay.png", self.output_dir):
+                write_overlay_png(self.output_dir / f"{stem}_overlay.png", img, mask, self.names, self.alpha)
         return d
+
+
+def _meta(data, key) -> dict | None:
+    """The metadata SaveImage names ``data[key]``'s file by: a MetaTensor's own (what SaveImage reads)."""
+    return getattr(data[key], "meta", None)
 
 
 SaveCaseImageD = SaveCaseImageDict = SaveCaseImaged

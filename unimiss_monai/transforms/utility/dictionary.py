@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Hashable, Mapping
 
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 
 from unimiss_monai.data.ct_io import warn_if_not_ct_hu
+from unimiss_monai.utils.errors import failure_reason, root_cause
 from unimiss_monai.transforms.utility.array import CheckImage
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["CheckImageD", "CheckImageDict", "CheckImaged", "CheckSpatialDimsD", "CheckSpatialDimsDict", "CheckSpatialDimsd",
            "SkipFailedd"]
@@ -79,6 +83,9 @@ CheckSpatialDimsD = CheckSpatialDimsDict = CheckSpatialDimsd
 class SkipFailedd(Transform):
     """Apply ``transform`` to a data dictionary unless it carries a non-empty ``failed_key``: a case that could not be
     read (:class:`~unimiss_monai.data.TolerantDataset`) or whose forward pass failed has nothing to post-process.
+    A file the post-processing cannot write (``OSError``: a full disk, a file of the user's of that name) fails that
+    case: its one-line reason goes under ``failed_key``, where :class:`~unimiss_monai.handlers.InferenceSummary`
+    reads it, and the run goes on with the next case.
 
     Args:
         transform: the post-processing of a case that worked.
@@ -90,4 +97,12 @@ class SkipFailedd(Transform):
         self.failed_key = failed_key
 
     def __call__(self, data: Mapping[Hashable, object]) -> Mapping[Hashable, object]:
-        return data if data.get(self.failed_key) else self.transform(data)
+        if data.get(self.failed_key):
+            return data
+        try:
+            return self.transform(data)
+        except Exception as err:
+            if not isinstance(root_cause(err), OSError):  # behind MONAI's "applying transform" wrappers
+                raise
+            logger.error("post-processing failed: %s", failure_reason(err))
+            return {**data, self.failed_key: failure_reason(err)}

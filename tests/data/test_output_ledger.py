@@ -1,0 +1,69 @@
+"""Files of the user's in an output folder are never replaced: only files this package recorded writing there are."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from ignite.engine import Engine
+
+from unimiss_monai.data.output_ledger import LEDGER_NAME, check_own_file, record_written, replacing_own
+from unimiss_monai.data.writers import save_json
+
+
+def test_only_recorded_files_are_replaceable(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.json").write_text("the user's")
+    with pytest.raises(FileExistsError) as err:
+        with replacing_own(out / "summary.json", out):
+            save_json({"x": 1}, out / "summary.json")
+    message = str(err.value)
+    assert "\n" not in message and str(out / "summary.json") in message and "--output_dir" in message
+    assert (out / "summary.json").read_text() == "the user's" and not (out / LEDGER_NAME).exists()
+    # a new file is written and recorded; the rerun replaces it
+    for value in (1, 2):
+        with replacing_own(out / "sub" / "a.json", out):
+            save_json({"x": value}, out / "sub" / "a.json")
+    assert json.loads((out / "sub" / "a.json").read_text()) == {"x": 2}
+    assert [line for line in (out / LEDGER_NAME).read_text().splitlines() if not line.startswith("#")] == ["sub/a.json"]
+    # a file outside the folder is not the folder's business; a failed write records nothing
+    (tmp_path / "elsewhere.txt").write_text("x")
+    assert check_own_file(tmp_path / "elsewhere.txt", out) == tmp_path / "elsewhere.txt"
+    with pytest.raises(RuntimeError):
+        with replacing_own(out / "b.json", out):
+            raise RuntimeError("the write failed")
+    record_written(out / "sub" / "a.json", out)  # once only
+    assert (out / LEDGER_NAME).read_text().count("sub/a.json") == 1 and "b.json" not in (out / LEDGER_NAME).read_text()
+
+
+def test_classification_report_leaves_a_users_picture_and_writes_nothing(tmp_path):
+    from unimiss_monai.handlers import ClassificationReport, write_report
+
+    (tmp_path / "roc.png").write_bytes(b"the user's picture")
+    probs, labels = np.array([[0.9, 0.1], [0.3, 0.7]]), np.array([0, 1])
+    with pytest.raises(FileExistsError, match="roc.png exists and was not written by unimiss_monai"):
+        write_report(tmp_path, probs, labels, ["a", "b"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["roc.png"]  # nothing half-written beside it
+    # the handler refuses at the start of the run, before any case
+    engine = Engine(lambda e, b: b)
+    ClassificationReport(tmp_path, ["a", "b"]).attach(engine)
+    with pytest.raises(FileExistsError, match="roc.png"):
+        engine.run([{"pred": [], "label": []}], max_epochs=1)
+    (tmp_path / "roc.png").unlink()
+    for _ in range(2):  # its own files: replaced by the rerun
+        write_report(tmp_path, probs, labels, ["a", "b"])
+    assert (tmp_path / "roc.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_inference_summary_refuses_a_users_summary_before_the_first_case(tmp_path):
+    from unimiss_monai.handlers import InferenceSummary
+
+    (tmp_path / "summary.json").write_text("{}")
+    seen = []
+    engine = Engine(lambda e, b: seen.append(b))
+    InferenceSummary(tmp_path).attach(engine)
+    with pytest.raises(FileExistsError, match="summary.json exists and was not written by unimiss_monai"):
+        engine.run([{"case": ["a"], "failed": [""]}], max_epochs=1)
+    assert seen == [] and (tmp_path / "summary.json").read_text() == "{}"

@@ -1,0 +1,72 @@
+"""Which files of an output folder this package wrote, so that a rerun replaces its own files and nobody else's.
+
+Evaluation and inference write fixed names into ``--output_dir`` (``<case>_seg.nii.gz``, ``summary.json``,
+``metrics.json``, ``roc.png``, ...), a folder the user may share with files of their own. Each file written there is
+recorded, by its path relative to the folder, in ``<output_dir>/.unimiss_monai_files`` (one name a line, appended).
+A file of such a name that exists but is not recorded is someone else's: it is neither replaced nor removed, and the
+case or run that would write it fails in one line naming it. A folder written by an earlier version has no record, so
+its files count as the user's: move them away or choose another folder.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["LEDGER_NAME", "check_own_file", "record_written", "replacing_own"]
+
+LEDGER_NAME = ".unimiss_monai_files"
+_HEADER = "# files unimiss_monai wrote into this folder; a rerun replaces these and no other file\n"
+
+
+def _relative(path: str | os.PathLike, root: str | os.PathLike) -> str | None:
+    try:
+        return Path(os.path.abspath(path)).relative_to(os.path.abspath(root)).as_posix()
+    except ValueError:
+        return None  # outside the folder: not the folder's business
+
+
+def written_here(root: str | os.PathLike) -> set[str]:
+    """The names recorded in ``root``'s ledger (empty without one)."""
+    try:
+        lines = (Path(root) / LEDGER_NAME).read_text().splitlines()
+    except (FileNotFoundError, NotADirectoryError):
+        return set()
+    return {line for line in lines if line and not line.startswith("#")}
+
+
+def check_own_file(path: str | os.PathLike, root: str | os.PathLike, flag: str = "--output_dir") -> Path:
+    """Raise ``FileExistsError`` (one line) when ``path`` inside ``root`` exists and was not written there by this
+    package; returns ``path``. ``flag`` is the option that chooses ``root``, named in the fix."""
+    path = Path(path)
+    name = _relative(path, root)
+    if name is not None and (path.exists() or path.is_symlink()) and name not in written_here(root):
+        raise FileExistsError(
+            f"{path} exists and was not written by unimiss_monai, so it is not replaced: move it away or choose "
+            f"another {flag}"
+        )
+    return path
+
+
+def record_written(path: str | os.PathLike, root: str | os.PathLike) -> None:
+    """Add ``path`` to ``root``'s ledger (once). Appended with ``O_APPEND``: the short lines of several ranks or
+    writers do not interleave."""
+    name = _relative(path, root)
+    if name is None or name in written_here(root):
+        return
+    ledger = Path(root) / LEDGER_NAME
+    fd = os.open(ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, ((_HEADER if os.fstat(fd).st_size == 0 else "") + name + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def replacing_own(path: str | os.PathLike, root: str | os.PathLike, flag: str = "--output_dir") -> Iterator[Path]:
+    """``with replacing_own(out / "summary.json", out): save_json(obj, out / "summary.json")``: checks before the
+    write (:func:`check_own_file`) and records the file after it succeeded."""
+    yield check_own_file(path, root, flag)
+    record_written(path, root)
