@@ -54,6 +54,7 @@ def trained(sample_dir, tmp_path_factory):
 def test_train_cli_saves_best_model(trained):
     ckpt = torch.load(trained / "models" / "smoke" / "model.pt", map_location="cpu", weights_only=True)
     assert set(ckpt) == {"model", "info"} and ckpt["info"]["bundle"] == "unimiss_ct_segmentation"
+    assert ckpt["info"]["settings"] == {"pixdim": TINY["pixdim"], "roi_size": TINY["roi_size"]}
     state = ckpt["model"]
     assert any(k.startswith("encoder.") for k in state) and any(k.startswith("decoder.") for k in state)
 
@@ -152,6 +153,18 @@ def test_inference_on_input_grid_and_bad_cases(trained, tmp_path):
     failed = {c["case"].rsplit("/", 1)[-1]: c["reason"] for c in summary["cases"] if c["status"] == "failed"}
     assert set(failed) == {"flat.nii.gz", "broken.nii.gz"} and summary["num_failed"] == 2
     assert "segments 3D volumes" in failed["flat.nii.gz"]
+
+
+def test_inference_at_other_settings_than_training_is_refused(trained, tmp_path):
+    from unimiss_monai.utils.errors import root_cause
+
+    # the weights fit the network at any spacing: only the recorded settings tell that 1.5 mm inputs are wrong here
+    with pytest.raises(Exception) as err:
+        run_workflow(NAME, ["inference.json", "smoke.yaml"], "infer", bundle_root=str(trained), output_dir=str(tmp_path),
+                     **{**TINY, "pixdim": [1.5, 1.5, 2.5]})
+    message = str(root_cause(err.value))
+    assert "\n" not in message and "pixdim [10.0, 10.0, 10.0] (this run: [1.5, 1.5, 2.5])" in message
+    assert "--pixdim [10.0,10.0,10.0]" in message and not list(tmp_path.iterdir())
 
 
 @pytest.mark.skipif(not openvino_available(), reason="openvino is not installed (extra [openvino])")

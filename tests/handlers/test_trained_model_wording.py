@@ -95,3 +95,21 @@ def test_refusals_of_a_trained_model_name_no_pretrained_checkpoint(tmp_path):
     assert message.startswith(f"the trained model {short} lacks 1 tensors of network (e.g. ['head.bias']) -- run ")
     with pytest.raises(ValueError, match=r"lacks 1 tensors of network \(e.g. \['head.bias'\]\); use strict=False"):
         load_pretrained_init(_Net(), short, strict=True)  # the pretraining load keeps its advice
+
+
+def test_a_trained_model_is_refused_at_other_input_settings(tmp_path):
+    net = _net()
+    path = tmp_path / "model.pt"
+    recorded = {"pixdim": [5, 5, 5], "roi_size": [16, 64, 64], "luminance": False}
+    torch.save({"model": net.state_dict(), "info": {"bundle": "unimiss_ct_segmentation", "settings": recorded}}, path)
+    # the same settings as the command line gives them (floats, a word for a boolean) load
+    same = {"pixdim": [5.0, 5.0, 5.0], "roi_size": [16, 64, 64], "luminance": "false"}
+    assert load_pretrained_init(_net(), path, trained=True, settings=same)["loaded"] > 0
+    with pytest.raises(ValueError) as err:
+        load_pretrained_init(_net(), path, trained=True, settings={**same, "pixdim": [1.5, 1.5, 2.5]})
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message and "pixdim [5, 5, 5] (this run: [1.5, 1.5, 2.5])" in message
+    assert "--pixdim [5,5,5]" in message and "roi_size" not in message.split("run this command with")[1]
+    # a model saved before settings were recorded cannot be checked: it loads as before
+    torch.save({"model": net.state_dict()}, path)
+    assert load_pretrained_init(_net(), path, trained=True, settings={"pixdim": [1.5, 1.5, 2.5]})["loaded"] > 0

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from unimiss_monai.handlers.checkpoint_info import as_options, settings_mismatch
 from unimiss_monai.networks.pretrained import PRETRAINED as _PRETRAINED, TRAINED as _TRAINED, load_pretrained
 from unimiss_monai.networks.state_dict_diff import state_dict_differences
 from unimiss_monai.utils.args import as_bool, optional_path
@@ -106,12 +107,14 @@ def _load_unimiss(net: torch.nn.Module, path: str, strict: bool, allow_partial: 
     return {
         "path": path, "target": "network", "loaded": len(rep.matched), "missing": rep.missing,
         "unexpected": rep.unexpected, "variant": rep.checkpoint_variant, "encoder_loaded": rep.encoder_loaded,
-        "encoder_resized": rep.encoder_resized, "inflated": rep.inflated, "set_aside": rep.set_aside,
+        "encoder_resized": rep.encoder_resized, "inflated": rep.inflated, "set_aside": rep.set_aside, "info": rep.info,
     }
 
 
-def _load_trained(network: torch.nn.Module, path, checkpoint_key: str | None, encoder_attr: str) -> dict[str, Any]:
-    """Every tensor of ``network`` from the bundle's trained model ``path``, refused in one line with what to do."""
+def _load_trained(network: torch.nn.Module, path, checkpoint_key: str | None, encoder_attr: str,
+                  settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every tensor of ``network`` from the bundle's trained model ``path``, refused in one line with what to do;
+    also refused when the model records other ``settings`` than this run's."""
     if path is None or not os.path.isfile(str(path)):
         raise FileNotFoundError(
             f"no trained model at {path}: train this bundle first (configs/train.json), or point --ckpt_dir at the "
@@ -119,7 +122,7 @@ def _load_trained(network: torch.nn.Module, path, checkpoint_key: str | None, en
         )
     path = str(path)
     try:
-        return _load_file(network, path, checkpoint_key, encoder_attr, True, False, _TRAINED)
+        report = _load_file(network, path, checkpoint_key, encoder_attr, True, False, _TRAINED)
     except (UnreadableCheckpointError, UnsafeCheckpointError):
         raise  # the file itself is at fault: its one line says so, and no overlay would help
     except ValueError as err:
@@ -133,6 +136,15 @@ def _load_trained(network: torch.nn.Module, path, checkpoint_key: str | None, en
             f"{what_failed} -- run this command with the overlays and options it was trained with (configs/smoke.yaml "
             "after a smoke training, the same --variant)"
         ) from None
+    recorded = (report.get("info") or {}).get("settings")
+    if diffs := settings_mismatch(recorded, settings):
+        # the weights fit, yet inputs prepared at another spacing or size would give answers that look right and are not
+        keys = [k for k in recorded if k in settings and settings_mismatch({k: recorded[k]}, settings)]
+        raise ValueError(
+            f"the trained model {path} was trained with other input settings: {diffs}; run this command with "
+            f"{as_options(recorded, keys)} (or the overlay it was trained with)"
+        )
+    return report
 
 
 def load_pretrained_init(
@@ -143,6 +155,7 @@ def load_pretrained_init(
     strict: bool = False,
     allow_partial: bool | str = False,
     trained: bool | str = False,
+    settings: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Load the tensors of checkpoint ``path`` that fit ``network`` (or ``network.<encoder_attr>``) and report.
 
@@ -166,11 +179,13 @@ def load_pretrained_init(
         trained: ``path`` is the bundle's own trained model (evaluation, inference), not pretraining weights: a missing
             or unfitting file is refused with the fix for that case (train first, or add the overlay the model was
             trained with), and the log line and errors speak of the trained model; ``true``/``false`` strings accepted.
+        settings: with ``trained``, this run's input settings (the bundle's ``model_settings``: spacing, window,
+            image size); a model that recorded other ones (``info["settings"]``) is refused in one line naming them.
 
     Returns:
         ``{"path", "target", "loaded", "missing", "unexpected"}`` (``target``: ``"network"`` or ``"network.<attr>"``;
         ``missing``/``unexpected``: key lists); UniMiSS networks add ``variant``, ``encoder_loaded``,
-        ``encoder_resized``.
+        ``encoder_resized``, ``inflated``, ``set_aside`` and the file's ``info``.
 
     Raises:
         FileNotFoundError: ``path`` does not exist, or is a folder without ``models/model.pt``.
@@ -178,7 +193,7 @@ def load_pretrained_init(
             ``info`` names another variant or widths, or encoder tensors would stay untrained (see ``allow_partial``).
     """
     if as_bool(trained, "trained"):
-        return _load_trained(network, path, checkpoint_key, encoder_attr)
+        return _load_trained(network, path, checkpoint_key, encoder_attr, settings)
     path = optional_path(path)  # "--pretrained_path null" on the command line arrives as the word
     if path is None:
         # null comes from the configuration, not the user: an overlay (smoke.yaml, demo.yaml) sets it, or the default
