@@ -291,3 +291,11 @@ def test_never_trained_dimension_is_set_aside(tmp_path, caplog):
     assert "\n" not in str(err.value) and "ct_only.pt" in str(err.value)
     report = load_pretrained(seg2, str(tmp_path / "ct_only.pt"), allow_partial=True)
     assert report.encoder_loaded < report.encoder_total and all(".2d" in k for k in report.set_aside)
+
+
+def test_weights_of_other_widths_are_named_as_such(tmp_path):
+    # the smoke preset's encoder into a full-size network: same variant and layout, every tensor of another shape
+    exported, path = _export("mit_tiny", {2: (64, 64), 3: (16, 64, 64)}, tmp_path)
+    torch.save({"model": exported["model"], "info": {"variant": "mit_tiny"}}, path)  # widths not recorded
+    with pytest.raises(ValueError, match=r"the weights have other widths \(another size preset or overrides\)"):
+        load_pretrained(UniMissClassifier(3, 1, 2, variant="mit_tiny", img_size=(16, 64, 64)), str(path))

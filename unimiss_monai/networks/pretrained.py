@@ -371,8 +371,7 @@ def _load(model: nn.Module, obj, source: str, strict: bool, allow_partial: bool,
             report.adapted.append(f"{k} in_channels {v.shape[1]}->{want.shape[1]}")
         else:
             why[k] = f"{tuple(v.shape)}->{tuple(want.shape)}"
-    report.mismatched = [f"{k} {s}" for k, s in why.items()]
-    report.missing = [k for k in target if k not in loaded]
+    report.mismatched, report.missing = [f"{k} {s}" for k, s in why.items()], [k for k in target if k not in loaded]
     if inflated:  # a 2D-only checkpoint: the 3D decoder tensors whose 2D counterparts it holds stay random
         report.not_inflated = [
             k for k in report.missing if not k.startswith(prefix) and source_2d_key(k) != k and source_2d_key(k) in sd
@@ -386,10 +385,13 @@ def _load(model: nn.Module, obj, source: str, strict: bool, allow_partial: bool,
                          f"{len(report.unexpected)} unexpected, {len(report.mismatched)} shape-mismatched")
     if untrained and not allow_partial:
         named = ", ".join(f"{k} ({why.get(k) or set_aside.get(k, 'missing')})" for k in untrained[:3])
+        # every one of another shape: the same variant at other widths (a size preset such as smoke, or overrides)
+        cause = ("the weights have other widths (another size preset or overrides): build the model at theirs, or "
+                 if all(k in why for k in untrained) else "load weights that hold them, or ")
         raise ValueError(
             f"{len(untrained)} of {len(enc_keys)} encoder tensors would stay untrained: {named}"
-            f"{f' and {len(untrained) - 3} more' if len(untrained) > 3 else ''}; load weights that hold them, or pass "
-            "allow_partial=True (--allow_partial_pretrained on the command line) to train them from scratch"
+            f"{f' and {len(untrained) - 3} more' if len(untrained) > 3 else ''}; {cause}pass allow_partial=True "
+            "(--allow_partial_pretrained on the command line) to train them from scratch"
         )
     model.load_state_dict(loaded, strict=False)
     logger.info("%s", report.summary())
