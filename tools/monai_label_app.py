@@ -15,6 +15,9 @@ What the monaibundle app of 0.8.5 lacks for these bundles, added to its class he
   checks the label against its image (readable, on the image's grid, values the served models use) before it is
   saved.
 - one app for 2D and 3D bundles: /train of a model takes only the labelled studies of its dimensionality.
+- weights for the served settings: a model.pt that records other input settings (``info["settings"]``: spacing,
+  window or image size) than the served config's ``model_settings`` is refused with 422 naming them, as the bundle's
+  own inference refuses it.
 - which weights answered: /infer's result params carry "weights_sha256", a digest of the weights in memory
   (parameter names and bytes), which changes when the model reloads the model.pt a /train published.
 - 2D labels where their radiograph is: MONAI Label writes a 2D label without its image's affine; the returned
@@ -192,10 +195,26 @@ def _give_2d_label_its_image_geometry(label_path, image_path):
 _bundle_get_network = _BasicInferTask._get_network
 
 
+def _check_model_settings(self):
+    """Refuse a model.pt trained at other input settings (spacing, window or image size) than the served config's, as
+    the bundle's own inference refuses it: its labels would look plausible and be wrong."""
+    from unimiss_monai.handlers.checkpoint_info import settings_mismatch
+
+    config, path = getattr(self, "bundle_config", None), self.get_path()
+    if not path or config is None or "model_settings" not in config.config:
+        return
+    saved = _torch.load(path, map_location="cpu", weights_only=True)
+    recorded = ((saved.get("info") if isinstance(saved, dict) else None) or {}).get("settings")
+    if diffs := settings_mismatch(recorded, config.get_parsed_content("model_settings")):
+        raise ValueError(f"the served model {path} was trained with other input settings: {diffs}; serve it with the "
+                         "overlay it was trained with (OVERLAY of tools/monai_label.sh)")
+
+
 def _get_network(self, device, data):
     network = _bundle_get_network(self, device, data)
     noted = getattr(self, "_unimiss_weights", None)
     if network is not None and (noted is None or noted[0] is not network):  # loaded now: first use or a newer model.pt
+        _check_model_settings(self)
         self._unimiss_weights = (network, _weights_sha256(network))
     return network
 
