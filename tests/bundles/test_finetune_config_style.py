@@ -69,3 +69,24 @@ def test_training_shows_one_progress_bar(bundle):
     bars = [h for h in handlers if isinstance(h, dict) and h.get("_target_", "").endswith("RunProgress")]
     assert len(bars) == 1 and handlers[-1] is bars[0]
     assert not any("RunProgress" in p.read_text() for p in _files(bundle) if p.name != "train.json")
+
+
+@pytest.mark.parametrize("bundle", FINETUNE)
+def test_the_trained_model_records_the_settings_evaluation_and_inference_check(bundle, tmp_path):
+    from monai.bundle import ConfigParser
+
+    def parsed(*names):
+        parser = ConfigParser()
+        parser.read_config([str(BUNDLES / bundle / "configs" / n) for n in names])
+        parser.update({"bundle_root": str(tmp_path), "dataset_dir": str(tmp_path)})
+        return parser
+
+    train = parsed("train.json")
+    saved = [s for w, s in _strings(_load(BUNDLES / bundle / "configs" / "train.json")) if w.endswith("#info#settings")]
+    assert saved == ["@model_settings"]  # the CheckpointInfo of the best model
+    settings = train.get_parsed_content("model_settings")
+    assert settings and all(v is not None for v in settings.values())
+    for names in (("inference.json",), ("train.json", "evaluate.json")):
+        config = parsed(*names)
+        assert config["load_model"]["settings"] == "@model_settings", names
+        assert config.get_parsed_content("model_settings") == settings, names  # the same ids, the same defaults

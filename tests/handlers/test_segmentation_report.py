@@ -126,3 +126,23 @@ def test_a_missed_structure_counts_against_the_means_and_is_reported(tmp_path):
     assert report["mean"]["b"]["dice"] == 0.0 and report["mean"]["b"]["surface_dice"] == 0.0
     assert report["mean"]["b"]["missed"] == 1 and report["mean"]["a"]["missed"] == 0 and report["mean"]["b"]["hd95"] is None
     assert report["cases"][0]["missed"] == ["b"] and report["mean_dice"] == pytest.approx(0.5)
+
+
+def test_a_falsely_predicted_structure_counts_against_the_means_and_is_reported(tmp_path):
+    # case 1: both structures in truth and prediction; case 2: the truth has only "a", the prediction adds a few
+    # voxels of "b"; case 3: neither has "b" (not scored for it)
+    a, b = _box((16, 16), (2, 2), (4, 4)), _box((16, 16), (9, 9), (4, 4))
+    both = torch.from_numpy((a * 1 + b * 2).astype(np.float32))[None]
+    only_a = torch.from_numpy(a.astype(np.float32))[None]
+    handler = SegmentationReport(tmp_path, ["a", "b"], max_overlay_cases=0)
+    handler.add({"label": both, "pred": both}, "c1")
+    handler.add({"label": only_a, "pred": torch.where(torch.from_numpy(b)[None], 2.0, only_a)}, "c2")
+    handler.add({"label": only_a, "pred": only_a}, "c3")
+    handler.write()
+    report = json.loads(open(handler.paths["json"]).read())
+    b_mean = report["mean"]["b"]
+    assert b_mean["dice"] == pytest.approx(0.5) and b_mean["dice_n"] == 2  # (1 + 0) / 2: c3 not scored
+    assert b_mean["false_positives"] == 1 and b_mean["missed"] == 0 and b_mean["hd95_n"] == 1
+    assert report["cases"][1]["false_positives"] == ["b"] and report["cases"][2]["false_positives"] == []
+    assert report["cases"][1]["dice"]["b"] == 0.0 and report["cases"][2]["dice"]["b"] is None
+    assert report["mean_dice"] == pytest.approx((1.0 + 0.5) / 2)

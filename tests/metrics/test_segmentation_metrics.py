@@ -63,9 +63,14 @@ def test_missed_structure_and_shape_error():
     # a miss scores 0 wherever a score is defined, and is flagged for the undefined HD95
     assert out["dice"] == [0.0] and out["surface_dice"] == [0.0] and math.isnan(out["hd95"][0])
     assert out["missed"] == [True]
-    # a structure absent from the truth is not scored, whatever the prediction holds (MONAI's ignore_empty)
+    # predicted where the truth has none: a false positive, 0 as a miss is (MONAI's ignore_empty would leave nan)
     out = compute_segmentation_metrics(label, torch.zeros_like(label), 2)
-    assert all(math.isnan(out[m][0]) for m in ("dice", "hd95", "surface_dice")) and out["missed"] == [False]
+    assert out["dice"] == [0.0] and out["surface_dice"] == [0.0] and math.isnan(out["hd95"][0])
+    assert out["missed"] == [False] and out["false_positive"] == [True]
+    # absent from both: not scored
+    out = compute_segmentation_metrics(torch.zeros_like(label), torch.zeros_like(label), 2)
+    assert all(math.isnan(out[m][0]) for m in ("dice", "hd95", "surface_dice"))
+    assert out["missed"] == [False] and out["false_positive"] == [False]
     with pytest.raises(ValueError, match="disagree in shape"):
         compute_segmentation_metrics(torch.zeros(1, 8, 8), label, 2)
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from unimiss_monai.data.image_formats import split_image_name
+from unimiss_monai.data.output_ledger import check_own_file, replacing_own
 from unimiss_monai.data.writers import save_bytes
 from unimiss_monai.metrics.segmentation import METRICS, compute_segmentation_metrics
 from unimiss_monai.utils.args import as_bool
@@ -42,8 +43,9 @@ def write_segmentation_report(
     """Write ``<prefix>.json`` (per case and mean per structure) and ``<prefix>.csv`` (one row per case x structure).
 
     Args:
-        cases: ``[{"case": name, "dice": [...], "hd95": [...], "surface_dice": [...], "missed": [...]}]``, lists
-            aligned with ``structure_names`` (``missed``, optional: the structure is in the truth, not the prediction).
+        cases: ``[{"case": name, "dice": [...], "hd95": [...], "surface_dice": [...], "missed": [...],
+            "false_positive": [...]}]``, lists aligned with ``structure_names`` (``missed`` and ``false_positive``,
+            optional: the structure is in the truth and not the prediction, or the other way round).
         structure_names: names of the reported structures.
         output_dir: folder for the files (created).
         prefix: file name stem.
@@ -51,9 +53,10 @@ def write_segmentation_report(
             values are not read as absent structures.
 
     Returns:
-        ``{"json": path, "csv": path}``. Means skip ``nan`` (absent structures); ``null`` when none is defined. Each
-        structure's ``missed`` counts the cases whose prediction lacks it entirely: their Dice and surface Dice are 0,
-        their HD95 undefined, so the HD95 mean is over the found ones. ``mean_dice`` is the mean over structures of
+        ``{"json": path, "csv": path}``. Means skip ``nan`` (structures absent from truth and prediction); ``null``
+        when none is defined. Each structure's ``missed`` counts the cases whose prediction lacks it entirely, and
+        ``false_positives`` those whose prediction holds it where the truth has none: their Dice and surface Dice are
+        0, their HD95 undefined, so the HD95 mean is over the cases where both hold it. ``mean_dice`` is the mean over structures of
         their mean Dice, the one figure to quote.
     """
     out = Path(output_dir)
@@ -65,6 +68,7 @@ def write_segmentation_report(
             mean[name][m] = _clean(float(np.mean(vals))) if vals else None
             mean[name][f"{m}_n"] = len(vals)
         mean[name]["missed"] = sum(bool(c.get("missed", [False] * (i + 1))[i]) for c in cases)
+        mean[name]["false_positives"] = sum(bool(c.get("false_positive", [False] * (i + 1))[i]) for c in cases)
     dice = [mean[name]["dice"] for name in structure_names if mean[name]["dice"] is not None]
     report = {
         "structures": list(structure_names),
@@ -73,7 +77,9 @@ def write_segmentation_report(
         "mean_dice": _clean(float(np.mean(dice))) if dice else None,
         "mean": mean,
         "cases": [{"case": c["case"], **{m: dict(zip(structure_names, map(_clean, c[m]))) for m in METRICS},
-                   "missed": [n for n, miss in zip(structure_names, c.get("missed", [])) if miss]} for c in cases],
+                   "missed": [n for n, miss in zip(structure_names, c.get("missed", [])) if miss],
+                   "false_positives": [n for n, fp in zip(structure_names, c.get("false_positive", [])) if fp]}
+                  for c in cases],
     }
     buf = io.StringIO()
     writer = csv.writer(buf)
@@ -84,8 +90,11 @@ def write_segmentation_report(
     for name in structure_names:
         writer.writerow(["mean", name, *("" if mean[name][m] is None else mean[name][m] for m in METRICS)])
     paths = {"json": out / f"{prefix}.json", "csv": out / f"{prefix}.csv"}
-    save_bytes(json.dumps(report, indent=2), paths["json"])
-    save_bytes(buf.getvalue(), paths["csv"])
+    for path in paths.values():  # a file of the user's of either name: neither is written
+        check_own_file(path, out)
+    for path, content in ((paths["json"], json.dumps(report, indent=2)), (paths["csv"], buf.getvalue())):
+        with replacing_own(path, out):
+            save_bytes(content, path)
     return {k: str(v) for k, v in paths.items()}
 
 
@@ -175,6 +184,13 @@ class SegmentationReport:
         engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.update)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.write)
+        engine.add_event_handler(Events.STARTED, self._check_files)
+
+    def _check_files(self, engine: Engine | None = None) -> None:
+        # before any case, on the rank that writes: a report file of the user's would stop the run only at its end
+        if rank_and_world()[0] == 0:
+            for suffix in (".json", ".csv", ".png"):
+                check_own_file(self.output_dir / f"{self.prefix}{suffix}", self.output_dir)
 
     def reset(self, engine: Engine | None = None) -> None:
         self.cases, self.views = [], []
@@ -222,7 +238,8 @@ class SegmentationReport:
         views = [v for shard in shards for v in shard[1]][: self.max_overlay_cases]
         self.paths = write_segmentation_report(cases, self.structure_names, self.output_dir, self.prefix, self.surface)
         if views:
-            self.paths["png"] = save_overlay_grid(views, self.structure_names, self.output_dir / f"{self.prefix}.png")
+            with replacing_own(self.output_dir / f"{self.prefix}.png", self.output_dir):
+                self.paths["png"] = save_overlay_grid(views, self.structure_names, self.output_dir / f"{self.prefix}.png")
         mean_dice = json.loads(Path(self.paths["json"]).read_text())["mean_dice"]  # the figure the report states
         logger.info("segmentation report: %d cases, mean Dice %s -> %s", len(cases),
                     "-" if mean_dice is None else f"{mean_dice:.4f}", ", ".join(self.paths.values()))

@@ -54,11 +54,13 @@ def compute_segmentation_metrics(
             most of all for the scattered masks of an early model; ``False`` leaves them ``nan`` (Dice only).
 
     Returns:
-        ``{"dice": [...], "hd95": [...], "surface_dice": [...], "missed": [...]}``, one value per reported class.
-        Every metric is ``nan`` where the structure is absent from the ground truth (false positives there are not
-        scored, as MONAI's ``ignore_empty``), and the distances when ``surface`` is ``False``. A structure of the
-        ground truth that the prediction misses entirely (``missed`` true) scores Dice 0 and surface Dice 0; its
-        HD95 is undefined (``nan``), so report the misses beside the HD95 mean, which would otherwise hide them.
+        ``{"dice": [...], "hd95": [...], "surface_dice": [...], "missed": [...], "false_positive": [...]}``, one value
+        per reported class. A structure absent from both the ground truth and the prediction is not scored (every
+        metric ``nan``: nothing to find, nothing found). A structure of the ground truth that the prediction misses
+        entirely (``missed``), or one the prediction holds and the ground truth lacks (``false_positive``), scores
+        Dice 0 and surface Dice 0: counting neither would let a model that hallucinates organs score as one that does
+        not. HD95 is undefined (``nan``) for both, so report the counts beside the HD95 mean, which would otherwise
+        hide them. The distances are ``nan`` when ``surface`` is ``False``.
     """
     p, y = _as_onehot(pred, num_classes), _as_onehot(label, num_classes)
     if p.shape != y.shape:
@@ -69,7 +71,9 @@ def compute_segmentation_metrics(
     dice = compute_dice(p, y, include_background=include_background, ignore_empty=True)[0]
     first = 0 if include_background else 1
     in_pred, in_truth = (p.flatten(2).sum(-1) > 0)[0, first:], (y.flatten(2).sum(-1) > 0)[0, first:]
-    missed = in_truth & ~in_pred
+    missed, false_positive = in_truth & ~in_pred, in_pred & ~in_truth
+    # MONAI's ignore_empty leaves nan where the truth is empty, whatever was predicted there: a false positive is 0
+    dice = torch.where(false_positive, 0.0, dice)
     hd95 = torch.full((n_reported,), float("nan"))
     nsd = torch.full((n_reported,), float("nan"))
     if surface and (in_truth & in_pred).any():
@@ -80,6 +84,8 @@ def compute_segmentation_metrics(
             nsd = compute_surface_dice(p, y, [tolerance] * n_reported, include_background=include_background, spacing=sp)[0]
         hd95 = torch.where(in_truth & in_pred, hd95, torch.nan)
     if surface:
-        # a missed structure has no surface within the tolerance: 0, as Dice; absent from the truth: not scored
-        nsd = torch.where(in_truth & in_pred, nsd, torch.where(missed, 0.0, torch.nan))
-    return {"dice": dice.tolist(), "hd95": hd95.tolist(), "surface_dice": nsd.tolist(), "missed": missed.tolist()}
+        # a missed or a falsely predicted structure has no surface within the tolerance: 0, as Dice; absent from both:
+        # not scored
+        nsd = torch.where(in_truth & in_pred, nsd, torch.where(missed | false_positive, 0.0, torch.nan))
+    return {"dice": dice.tolist(), "hd95": hd95.tolist(), "surface_dice": nsd.tolist(), "missed": missed.tolist(),
+            "false_positive": false_positive.tolist()}

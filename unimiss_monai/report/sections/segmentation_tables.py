@@ -12,13 +12,14 @@ __all__ = ["metric_rows", "segmentation_table"]
 
 
 def metric_rows(report: dict) -> list[list[str]]:
-    """One row per structure: name (with its colour), Dice, HD95 (mm), surface Dice, cases with the structure, and
-    of those the cases whose prediction misses it entirely."""
+    """One row per structure: name (with its colour), Dice, HD95 (mm), surface Dice, cases scored for it, of those
+    the cases whose prediction misses it entirely, and those whose prediction holds it where the reference has none."""
     rows = []
     for name in report.get("structures", []):
         m = report.get("mean", {}).get(name, {})
         rows.append([f"{name} ({hex_colour(name)})", fmt(m.get("dice")), fmt(m.get("hd95"), 1),
-                     fmt(m.get("surface_dice")), str(m.get("dice_n", "-")), str(m.get("missed", "-"))])
+                     fmt(m.get("surface_dice")), str(m.get("dice_n", "-")), str(m.get("missed", "-")),
+                     str(m.get("false_positives", "-"))])
     return rows
 
 
@@ -29,9 +30,10 @@ def segmentation_table(eval_dir: Path, what: str) -> list:
         return [Note(f"No evaluation in {eval_dir} (segmentation_report.json): run the evaluate step of tools/demo.sh.")]
     rows = metric_rows(report)
     if report.get("mean_dice") is not None:  # the figure the evaluation computed, not one from rounded cells
-        rows.append(["mean over structures", fmt(report["mean_dice"]), "", "", "", ""])
-    return [Table(["structure (colour)", "Dice", "HD95 (mm)", "surface Dice", "cases", "missed"], rows,
+        rows.append(["mean over structures", fmt(report["mean_dice"]), "", "", "", "", ""])
+    return [Table(["structure (colour)", "Dice", "HD95 (mm)", "surface Dice", "cases", "missed", "false positives"], rows,
                   caption=f"{what}: {report.get('num_cases', '?')} held-out case(s), mean per structure. HD95: 95th "
                           "percentile of the symmetric surface distance, over the cases whose prediction holds the "
                           "structure; surface Dice at the bundle's tolerance. Missed: cases whose prediction lacks a "
-                          "structure of the reference (Dice and surface Dice 0 there). A dash: not defined.")]
+                          "structure of the reference; false positives: cases whose prediction holds a structure the "
+                          "reference lacks (Dice and surface Dice 0 for both). A dash: not defined.")]
