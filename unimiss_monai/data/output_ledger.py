@@ -44,8 +44,8 @@ def check_own_file(path: str | os.PathLike, root: str | os.PathLike, flag: str =
     name = _relative(path, root)
     if name is not None and (path.exists() or path.is_symlink()) and name not in written_here(root):
         raise FileExistsError(
-            f"{path} exists and was not written by unimiss_monai, so it is not replaced: move it away or choose "
-            f"another {flag}"
+            f"{path} exists and was not written by unimiss_monai (it is not listed in {Path(root) / LEDGER_NAME}, "
+            f"which earlier versions did not keep), so it is not replaced: move it away or choose another {flag}"
         )
     return path
 
