@@ -81,3 +81,16 @@ def test_overlay_legend_grows_with_the_radiograph(tmp_path):
     small = np.asarray(Image.open(write_overlay_png(tmp_path / "small.png", np.zeros((100, 80), np.float32),
                                                     np.zeros((1, 100, 80), np.float32), ["heart"])))
     assert tuple(small[8, 8]) == structure_colour("heart") and tuple(small[8 * k, 8 * k]) != structure_colour("heart")
+
+
+def test_overlay_legend_avoids_the_structures(tmp_path):
+    from unimiss_monai.conventions import structure_colour
+
+    # the right lung (radiographic convention: on the viewer's left) filling the top-left quarter: the legend goes to the first corner it leaves free, the top-right
+    masks = np.zeros((1, 200, 160), np.float32)  # (S, X, Y): 200 columns, 160 rows
+    masks[0, :100, :80] = 1
+    rgb = np.asarray(Image.open(write_overlay_png(tmp_path / "o.png", np.zeros((200, 160), np.float32), masks, ["lung_right"])))
+    lung = np.round(0.4 * np.asarray(structure_colour("lung_right")))
+    assert (np.abs(rgb[2:70, 2:90].reshape(-1, 3) - lung).max(1) <= 1).all()  # the lung's corner untouched
+    swatch = rgb[8, 200 - 80:].reshape(-1, 3)  # the swatch row, in the top-right corner
+    assert (swatch == structure_colour("lung_right")).all(1).any()

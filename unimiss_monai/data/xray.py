@@ -208,8 +208,9 @@ def overlay_rgb(image: np.ndarray | torch.Tensor, masks: np.ndarray | torch.Tens
 
 def write_overlay_png(path: str | os.PathLike, image, masks, names: Sequence[str] = (), alpha: float = 0.4) -> str:
     """Write :func:`overlay_rgb` of ``image`` ``(X, Y)``/``(C, X, Y)`` and ``masks`` ``(S, X, Y)`` to ``path`` as a PNG,
-    with a colour legend of ``names`` in the top-left corner (written atomically). Named structures take their colour
-    of every picture (:func:`unimiss_monai.conventions.structure_colour`); unnamed ones :data:`OVERLAY_COLOURS`."""
+    with a colour legend of ``names`` in the corner that covers the fewest masked pixels (top-left when several
+    cover none; written atomically). Named structures take their colour of every picture
+    (:func:`unimiss_monai.conventions.structure_colour`); unnamed ones :data:`OVERLAY_COLOURS`."""
     from PIL import Image, ImageDraw, ImageFont
 
     colours = [structure_colour(str(n)) for n in names] + list(OVERLAY_COLOURS)  # unnamed masks: the cycle
@@ -219,12 +220,25 @@ def write_overlay_png(path: str | os.PathLike, image, masks, names: Sequence[str
     # is written white on black, and each swatch outlined, so both show on bright bone and on the white clavicle
     k = max(1, min(picture.size) // 400)
     font = ImageFont.load_default(size=10 * k)
+    width = 18 * k + max((draw.textbbox((0, 0), str(n), font=font)[2] for n in names), default=0)
+    left, top0 = _legend_corner(np.asarray(masks) > 0.5, width, 12 * k * len(names) + 4 * k, picture.size)
     for i, label in enumerate(names):
-        top = 12 * k * i
-        draw.rectangle((4 * k, top + 4 * k, 12 * k, top + 12 * k), fill=tuple(colours[i % len(colours)]), outline=(0, 0, 0))
-        draw.rectangle(draw.textbbox((16 * k, top + 2 * k), str(label), font=font), fill=(0, 0, 0))
-        draw.text((16 * k, top + 2 * k), str(label), fill=(255, 255, 255), font=font)
+        top = top0 + 12 * k * i
+        draw.rectangle((left + 4 * k, top + 4 * k, left + 12 * k, top + 12 * k), fill=tuple(colours[i % len(colours)]),
+                       outline=(0, 0, 0))
+        draw.rectangle(draw.textbbox((left + 16 * k, top + 2 * k), str(label), font=font), fill=(0, 0, 0))
+        draw.text((left + 16 * k, top + 2 * k), str(label), fill=(255, 255, 255), font=font)
     return str(save_png(np.asarray(picture), path))
+
+
+def _legend_corner(masks: np.ndarray, width: int, height: int, size: tuple[int, int]) -> tuple[int, int]:
+    """``(left, top)`` of a ``width`` x ``height`` legend in the corner of a ``size`` (W, H) picture under which the
+    ``(S, X, Y)`` masks hold the fewest pixels: at the top-left it would cover the right lung's apex of every
+    radiograph whose lungs reach the top of the picture."""
+    union = masks.reshape(-1, *masks.shape[-2:]).any(0) if masks.size else np.zeros(size, bool)  # (X, Y) = (W, H)
+    w, h = min(width, size[0]), min(height, size[1])
+    corners = [(0, 0), (size[0] - w, 0), (0, size[1] - h), (size[0] - w, size[1] - h)]
+    return min(corners, key=lambda c: int(union[c[0]:c[0] + w, c[1]:c[1] + h].sum()))  # first of equals: top-left
 
 
 _XRAY, _IO = "unimiss_monai.transforms.xray", "unimiss_monai.transforms.io"
