@@ -9,8 +9,8 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 
 from unimiss_monai.data.ct_io import warn_if_not_ct_hu
-from unimiss_monai.utils.errors import failure_reason, root_cause
 from unimiss_monai.transforms.utility.array import CheckImage
+from unimiss_monai.utils.errors import failure_reason, root_cause
 
 logger = logging.getLogger(__name__)
 
