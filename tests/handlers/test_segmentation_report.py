@@ -146,3 +146,42 @@ def test_a_falsely_predicted_structure_counts_against_the_means_and_is_reported(
     assert report["cases"][1]["false_positives"] == ["b"] and report["cases"][2]["false_positives"] == []
     assert report["cases"][1]["dice"]["b"] == 0.0 and report["cases"][2]["dice"]["b"] is None
     assert report["mean_dice"] == pytest.approx((1.0 + 0.5) / 2)
+
+
+def test_false_positives_of_a_volume_enter_the_means_the_csv_and_the_table(tmp_path):
+    # 3 classes on 12^3 volumes at 2 mm (MetaTensor pixdim). "b" in c1: a 4^3 truth, predicted 4x4x3 inside it
+    # (Dice 2*48/(64+48) = 6/7; every surface voxel within one voxel, 2 mm, of the other surface: surface Dice 1 at
+    # 2 mm). c2: the truth lacks "b", the prediction holds 3 voxels of it (a false positive: Dice 0, surface Dice 0,
+    # HD95 undefined). c3: "b" in neither (not scored).
+    from unimiss_monai.report.sections.segmentation_tables import segmentation_table
+
+    shape, affine = (12, 12, 12), torch.diag(torch.tensor([2.0, 2.0, 2.0, 1.0]))
+    a, b = _box(shape, (1, 1, 1), (4, 4, 4)), _box(shape, (6, 6, 6), (4, 4, 4))
+    vol = lambda m: MetaTensor(torch.from_numpy(m.astype(np.float32))[None], affine=affine)  # noqa: E731
+    stray = np.zeros(shape, bool)
+    stray[9, 1, 1:4] = True
+    handler = SegmentationReport(tmp_path, ["a", "b"], tolerance=2.0, max_overlay_cases=0)
+    handler.add({"label": vol(a * 1 + b * 2), "pred": vol(a * 1 + _box(shape, (6, 6, 6), (4, 4, 3)) * 2)}, "c1")
+    handler.add({"label": vol(a * 1), "pred": vol(a * 1 + stray * 2)}, "c2")
+    handler.add({"label": vol(a * 1), "pred": vol(a * 1)}, "c3")
+    handler.write()
+    report = json.loads(open(handler.paths["json"]).read())
+    cells = {c["case"]: c for c in report["cases"]}
+    assert cells["c1"]["dice"]["b"] == pytest.approx(6 / 7, abs=1e-6) and cells["c1"]["surface_dice"]["b"] == 1.0
+    assert cells["c2"]["dice"]["b"] == 0.0 and cells["c2"]["surface_dice"]["b"] == 0.0 and cells["c2"]["hd95"]["b"] is None
+    assert all(cells["c3"][m]["b"] is None for m in ("dice", "hd95", "surface_dice"))
+    assert [cells[c]["false_positives"] for c in ("c1", "c2", "c3")] == [[], ["b"], []]
+    b_mean = report["mean"]["b"]
+    assert b_mean["dice"] == pytest.approx(3 / 7, abs=1e-6) and b_mean["dice_n"] == 2  # (6/7 + 0) / 2
+    assert b_mean["surface_dice"] == 0.5 and b_mean["hd95_n"] == 1 and 0 < b_mean["hd95"] <= 2.0
+    assert b_mean["false_positives"] == 1 and b_mean["missed"] == 0 and report["mean"]["a"]["false_positives"] == 0
+    assert report["mean_dice"] == pytest.approx((1 + 3 / 7) / 2, abs=1e-6)
+    rows = {(r["case"], r["structure"]): r for r in csv.DictReader(open(handler.paths["csv"]))}
+    assert rows["c2", "b"] == {"case": "c2", "structure": "b", "dice": "0.0", "hd95": "", "surface_dice": "0.0"}
+    assert rows["c3", "b"] == {"case": "c3", "structure": "b", "dice": "", "hd95": "", "surface_dice": ""}
+    assert float(rows["mean", "b"]["dice"]) == pytest.approx(3 / 7, abs=1e-6)
+    # the report's table: cases scored, missed and false positives per structure
+    table = segmentation_table(tmp_path, "CT")[0]
+    assert table.header[-3:] == ["cases", "missed", "false positives"]
+    assert table.rows[1][0].startswith("b ") and table.rows[1][1] == "0.429" and table.rows[1][-3:] == ["2", "0", "1"]
+    assert table.rows[0][-3:] == ["3", "0", "0"] and table.rows[-1][:2] == ["mean over structures", "0.714"]

@@ -84,3 +84,22 @@ def test_label_map_values_outside_the_classes_are_named(bad):
     with pytest.raises(ValueError, match=rf"values \[{bad}\] lie outside 0..2"):
         compute_segmentation_metrics(wrong, label, 3)
     assert compute_segmentation_metrics(label, label, 3)["dice"][0] == 1.0
+
+
+@pytest.mark.parametrize("surface", [True, False], ids=["with_distances", "dice_only"])
+def test_a_structure_predicted_where_the_truth_has_none_is_a_false_positive_in_3d(surface):
+    # 3 classes (background, 1, 2) on a 12^3 grid at 2 mm: class 1 found exactly; the truth has no class 2, the
+    # prediction 3 voxels of it
+    one = _box((12, 12, 12), (2, 2, 2), (4, 4, 4))
+    label = torch.from_numpy(one.astype(np.int64))[None]
+    pred = label.clone()
+    pred[0, 9, 9, 8:11] = 2
+    out = compute_segmentation_metrics(pred, label, 3, spacing=(2.0, 2.0, 2.0), surface=surface)
+    assert out["dice"] == [1.0, 0.0] and out["false_positive"] == [False, True] and out["missed"] == [False, False]
+    if surface:
+        assert out["surface_dice"] == [1.0, 0.0] and out["hd95"][0] == 0.0 and math.isnan(out["hd95"][1])
+    else:
+        assert all(math.isnan(v) for m in ("hd95", "surface_dice") for v in out[m])
+    # the same case without the stray voxels: class 2 is absent from both, not scored, and no false positive
+    out = compute_segmentation_metrics(label, label, 3, spacing=(2.0, 2.0, 2.0), surface=surface)
+    assert out["dice"][0] == 1.0 and math.isnan(out["dice"][1]) and out["false_positive"] == [False, False]

@@ -56,8 +56,8 @@ def write_segmentation_report(
         ``{"json": path, "csv": path}``. Means skip ``nan`` (structures absent from truth and prediction); ``null``
         when none is defined. Each structure's ``missed`` counts the cases whose prediction lacks it entirely, and
         ``false_positives`` those whose prediction holds it where the truth has none: their Dice and surface Dice are
-        0, their HD95 undefined, so the HD95 mean is over the cases where both hold it. ``mean_dice`` is the mean over structures of
-        their mean Dice, the one figure to quote.
+        0, their HD95 undefined, so the HD95 mean is over the cases where both hold it. ``mean_dice`` is the mean over
+        structures of their mean Dice, the one figure to quote.
     """
     out = Path(output_dir)
     mean: dict[str, dict[str, float | None]] = {}

@@ -60,7 +60,9 @@ def compute_segmentation_metrics(
         entirely (``missed``), or one the prediction holds and the ground truth lacks (``false_positive``), scores
         Dice 0 and surface Dice 0: counting neither would let a model that hallucinates organs score as one that does
         not. HD95 is undefined (``nan``) for both, so report the counts beside the HD95 mean, which would otherwise
-        hide them. The distances are ``nan`` when ``surface`` is ``False``.
+        hide them. These follow MONAI where one mask is empty: ``compute_dice`` without ``ignore_empty`` gives 0,
+        ``compute_surface_dice`` 0, and ``compute_hausdorff_distance`` warns and gives ``nan`` or ``inf`` by release
+        (``nan`` here in either case). The distances are ``nan`` when ``surface`` is ``False``.
     """
     p, y = _as_onehot(pred, num_classes), _as_onehot(label, num_classes)
     if p.shape != y.shape:
