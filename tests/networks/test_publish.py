@@ -104,3 +104,52 @@ def test_a_fine_tuned_model_is_not_published_as_pretraining(tmp_path, capsys):
     torch.save(released, tmp_path / "released.pt")
     publish_pretrained(str(tmp_path / "released.pt"), str(tmp_path / "dst.pt"))
     assert "recipe" not in capsys.readouterr().out
+
+
+def test_a_finished_run_folder_is_published_from_its_export(tmp_path, capsys):
+    """The fine-tuning bundles take a run's output folder as --pretrained_path; publish-pretrained takes it too."""
+    run = tmp_path / "run"
+    exported = _export(run / "models" / "model.pt")
+    dst = tmp_path / "bundle" / "models" / "model.pt"
+    result = publish_pretrained(str(run), str(dst))
+    published = torch.load(dst, weights_only=True)
+    assert published["info"]["source"]["path"] == str((run / "models" / "model.pt").resolve())
+    assert result["variant"] == published["info"]["variant"] == exported["info"]["variant"]
+    assert all(torch.equal(published["model"][k], v) for k, v in exported["model"].items())
+    assert f"{(run / 'models' / 'model.pt').resolve()} (sha256" in capsys.readouterr().out
+    # a run killed before its export, and a folder that is no run: one line naming the folder and the fix
+    killed = tmp_path / "killed"
+    (killed / "checkpoints").mkdir(parents=True)
+    (killed / "checkpoints" / "checkpoint.pt").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match=rf"^publish-pretrained: source '{killed}' is the folder of a pretraining "
+                                                r"run that has not finished .* resume it to its end"):
+        publish_pretrained(str(killed), str(dst), force=True)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match=rf"^publish-pretrained: source '{empty}' is a folder without "
+                                                r"models/model\.pt; pass the output folder of a finished"):
+        publish_pretrained(str(empty), str(tmp_path / "other.pt"))
+    assert not (tmp_path / "other.pt").exists()
+
+
+def test_a_converted_official_checkpoint_is_published_with_its_variant(tmp_path):
+    """convert-checkpoint stores its variant beside model, with no info; the published file records it in info."""
+    from test_convert import official_checkpoint
+
+    from unimiss_monai.networks.convert import convert_checkpoint
+
+    src, converted, dst = tmp_path / "checkpoint.pth", tmp_path / "mit_tiny.pt", tmp_path / "models" / "model.pt"
+    torch.save(official_checkpoint("mit_tiny"), src)
+    convert_checkpoint(str(src), str(converted), variant="mit_tiny")
+    saved = torch.load(converted, weights_only=True)
+    assert "info" not in saved and saved["variant"] == "mit_tiny"
+    result = publish_pretrained(str(converted), str(dst))
+    published = torch.load(dst, weights_only=True)
+    assert result["variant"] == published["info"]["variant"] == "mit_tiny" and "variant" not in published
+    assert published["info"]["source"]["path"] == str(converted.resolve())
+    assert all(torch.equal(published["model"][k], v) for k, v in saved["model"].items())
+    # what the fine-tuning bundles load by default: a network of that variant takes every encoder tensor
+    net = build_backbone("mit_tiny", (2, 3))
+    from unimiss_monai.networks import load_pretrained
+
+    assert not load_pretrained(net, str(dst), strict=True).missing

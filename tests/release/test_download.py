@@ -32,7 +32,7 @@ def site(repo_root_module, tiny_export, tmp_path_factory) -> Path:
     """A release folder as package-bundle writes it: the zip, its sha256, model_info.json."""
     out = tmp_path_factory.mktemp("site")
     package_bundle(str(repo_root_module / "bundles" / NAME), weights=str(tiny_export), out=str(out),
-                   training="random weights of a test")
+                   training="random weights of a test", overlay="smoke.yaml")
     return out
 
 
@@ -310,3 +310,30 @@ def test_the_index_may_be_the_release_folder(site, tmp_path):
     with pytest.raises(FileNotFoundError, match=rf"^index {empty} is a folder without a model_info\.json; pass --index"):
         download(NAME, index=str(empty), bundle_dir=str(tmp_path / "c"), cache_dir=str(tmp_path / "cache"),
                  progress=False)
+
+
+def test_a_refused_archive_leaves_no_bundle_dir_it_created(site, serve, tmp_path, monkeypatch):
+    """--bundle_dir (and its missing parents) is created for the unpack; a refused archive removes again only the
+    folders this run created, and only while they are empty."""
+    index = _rezip(site, "refused", metadata=json.dumps({"version": "0.0.1"}).encode())
+    url = serve(site)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    dest = mine / "new" / "bundles"
+    with pytest.raises(DownloadError, match="the index says"):
+        download(NAME, index=f"{url}/{index}", bundle_dir=str(dest), cache_dir=str(tmp_path / "cache"), progress=False)
+    assert mine.is_dir() and not list(mine.iterdir())  # the folder that was there stays; the two it made are gone
+    # a file that something else put into a folder this run created: that folder, and those holding it, stay
+    import unimiss_monai.release.download as download_module
+
+    real = download_module._check_unpacked
+
+    def meanwhile(folder, entry):
+        (dest / "notes.txt").write_text("not the run's")
+        return real(folder, entry)
+
+    monkeypatch.setattr(download_module, "_check_unpacked", meanwhile)
+    with pytest.raises(DownloadError, match="the index says"):
+        download(NAME, index=f"{url}/{index}", bundle_dir=str(dest), cache_dir=str(tmp_path / "cache"), progress=False)
+    assert sorted(p.relative_to(mine).as_posix() for p in mine.rglob("*")) == ["new", "new/bundles",
+                                                                              "new/bundles/notes.txt"]

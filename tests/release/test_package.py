@@ -22,8 +22,9 @@ REPO_BUNDLE = "bundles/unimiss_pretraining"
 
 
 def _package(repo_root, tiny_export, out, **kw):
+    # the tiny export has the widths and sizes of the smoke overlay, which it is packaged with
     return package_bundle(str(repo_root / REPO_BUNDLE), weights=str(tiny_export), out=str(out),
-                          training="random weights of a test", **kw)
+                          training="random weights of a test", overlay="smoke.yaml", **kw)
 
 
 def test_same_inputs_give_the_same_bytes(repo_root, tiny_export, tmp_path):
@@ -92,18 +93,18 @@ def test_refusals(repo_root, tiny_export, tmp_path):
     meta = json.loads((bundle / "configs" / "metadata.json").read_text())
     (bundle / "configs" / "metadata.json").write_text(json.dumps({**meta, "version": "9.9.9"}))
     with pytest.raises(ValueError, match="version 9.9.9 is not in its changelog"):
-        package_bundle(str(bundle), weights=str(tiny_export), out=str(tmp_path / "out"), training="x")
+        package_bundle(str(bundle), weights=str(tiny_export), out=str(tmp_path / "out"), training="x", overlay="smoke.yaml")
     (bundle / "configs" / "metadata.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="does not say how it was trained"):
-        package_bundle(str(bundle), weights=str(tiny_export), out=str(tmp_path / "out"))
-    package_bundle(str(bundle), weights=str(tiny_export), out=str(tmp_path / "out"), training="x")
+        package_bundle(str(bundle), weights=str(tiny_export), out=str(tmp_path / "out"), overlay="smoke.yaml")
+    package_bundle(str(bundle), weights=str(tiny_export), out=str(tmp_path / "out"), training="x", overlay="smoke.yaml")
     # the same version with other content is a different release: refused unless --overwrite
     (bundle / "docs" / "README.md").write_text("changed\n")
     with pytest.raises(ValueError, match="a released version never changes"):
-        package_bundle(str(bundle), weights=str(tiny_export), out=str(tmp_path / "out"), training="x")
+        package_bundle(str(bundle), weights=str(tiny_export), out=str(tmp_path / "out"), training="x", overlay="smoke.yaml")
     (bundle / "LICENSE").unlink()
     with pytest.raises(ValueError, match="lacks LICENSE"):
-        package_bundle(str(bundle), weights=str(tiny_export), out=str(tmp_path / "out2"), training="x")
+        package_bundle(str(bundle), weights=str(tiny_export), out=str(tmp_path / "out2"), training="x", overlay="smoke.yaml")
 
 
 def test_a_symbolic_link_in_the_bundle_is_refused(tmp_path):

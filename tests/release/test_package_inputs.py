@@ -32,7 +32,7 @@ def test_a_refused_file_leaves_the_release_folder_as_it_was(tiny_export, tmp_pat
     other = out / f"unimiss_pretraining_v{version}_model.pt"
     other.write_bytes(b"the weights of an earlier release")
     with pytest.raises(ValueError, match=rf"{other} exists with other content"):
-        package_bundle(str(BUNDLE), weights=str(tiny_export), out=str(out), training="x")
+        package_bundle(str(BUNDLE), weights=str(tiny_export), out=str(out), training="x", overlay="smoke.yaml")
     assert sorted(p.name for p in out.iterdir()) == [other.name]
     assert other.read_bytes() == b"the weights of an earlier release"
 
@@ -53,9 +53,11 @@ def _conv_bundle(root: Path, target: str = "torch.nn.Conv2d") -> Path:
     return root
 
 
-def test_torchscript_of_weights_that_do_not_fit_the_network_is_one_line(tmp_path):
-    """--torchscript loads the weights into the bundle's network_def; weights of another network (another width, or
-    a backbone export beside a StudentTeacher) stop the command with one line, before anything is written."""
+@pytest.mark.parametrize("torchscript", [False, True])
+def test_weights_that_do_not_fit_the_network_are_one_line(tmp_path, torchscript):
+    """Every packaging loads the weights into the bundle's network_def, with or without --torchscript; weights of
+    another network (another width, or a backbone export beside a StudentTeacher) stop the command with one line,
+    before anything is written."""
     import torch
 
     from unimiss_monai.release.package import build_release
@@ -63,12 +65,13 @@ def test_torchscript_of_weights_that_do_not_fit_the_network_is_one_line(tmp_path
     bundle = _conv_bundle(tmp_path / "conv")
     payload = {"model": torch.nn.Conv2d(1, 3, 3).state_dict(), "info": {"training": "a test"}}
     with pytest.raises(ValueError) as err:
-        build_release(bundle, payload, tmp_path / "dist", torchscript=True)
+        build_release(bundle, payload, tmp_path / "dist", torchscript=torchscript)
     message = str(err.value)
     assert "\n" not in message
-    assert message.startswith(f"package-bundle --torchscript: the weights do not fit network_def of "
-                              f"{bundle / 'configs' / 'inference.json'} (0 missing, 0 unexpected, 2 of another shape, "
-                              "e.g. bias)")
+    assert message.startswith(f"package-bundle: the weights for conv v0.1.0 do not fit network_def of "
+                              f"{bundle / 'configs' / 'inference.json'}: 0 missing, 0 unexpected, 2 of another shape, "
+                              "e.g. weight (3, 1, 3, 3)->(2, 1, 3, 3); package them with the overlay they were trained "
+                              "with (--overlay smoke.yaml")
     assert not (tmp_path / "dist").exists()
 
 

@@ -42,7 +42,7 @@ def test_release_round_trip(serve, tmp_path, one_thread):
     local = out / "models" / "model.pt"
 
     site = tmp_path / "site"
-    package_bundle(str(REPO / "bundles" / NAME), weights=str(local), out=str(site),
+    package_bundle(str(REPO / "bundles" / NAME), weights=str(local), out=str(site), overlay="smoke.yaml",
                    training="smoke overlay on the synthetic sample set: exercises the pipeline, learns nothing")
     url = serve(site)
     done = subprocess.run([sys.executable, "-m", "monai.bundle", "download", "--name", NAME, "--url",

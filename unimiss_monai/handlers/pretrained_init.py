@@ -20,6 +20,7 @@ import torch
 from unimiss_monai.handlers.checkpoint_info import as_options, settings_mismatch
 from unimiss_monai.networks.pretrained import PRETRAINED as _PRETRAINED, TRAINED as _TRAINED, load_pretrained
 from unimiss_monai.networks.state_dict_diff import state_dict_differences
+from unimiss_monai.networks.weights_file import weights_in_folder
 from unimiss_monai.utils.args import as_bool, optional_path
 from unimiss_monai.utils.ema import unwrap_model
 from unimiss_monai.utils.serialization import UnreadableCheckpointError, UnsafeCheckpointError, load_torch_file
@@ -41,26 +42,13 @@ def default_pretrained_path(bundle_root: str | os.PathLike, relative: str = "../
 
 def resolve_pretrained_path(path: str | os.PathLike) -> str:
     """The weights file ``path`` names: the file itself, or ``<path>/models/model.pt`` for a bundle folder (a
-    downloaded or published pretraining bundle).
+    downloaded or published pretraining bundle) or the output folder of a finished pretraining run
+    (:func:`unimiss_monai.networks.weights_file.weights_in_folder`, which ``publish-pretrained`` shares).
 
     Raises:
         FileNotFoundError (one line): no such file, or a folder without ``models/model.pt``.
     """
-    path = str(path)
-    if os.path.isdir(path):
-        weights = os.path.join(path, "models", "model.pt")
-        if not os.path.isfile(weights) and os.path.isfile(os.path.join(path, "checkpoints", "checkpoint.pt")):
-            raise FileNotFoundError(
-                f"pretrained_path {path!r} is the folder of a pretraining run that has not finished (checkpoints/"
-                "checkpoint.pt, no models/model.pt): run it again with the same --output_dir to resume it to its end, "
-                "which exports models/model.pt"
-            )
-        if not os.path.isfile(weights):
-            raise FileNotFoundError(
-                f"pretrained_path {path!r} is a folder without models/model.pt; pass a pretraining bundle folder "
-                "(python -m unimiss_monai download unimiss_pretraining) or the model.pt file itself"
-            )
-        return weights
+    path = weights_in_folder(path, "pretrained_path")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pretrained_path {path!r} does not exist; run the pretraining bundle first or set pretrained_path to null")
     return path

@@ -25,6 +25,7 @@ from unimiss_monai.networks.nets.image_volume import ImageVolumeNet
 from unimiss_monai.networks.recipe_weights import SLICE_ENCODER_PREFIX, check_recipe, intra_inter_info
 from unimiss_monai.networks.untrained_dims import set_aside_untrained
 from unimiss_monai.networks.variants import VARIANTS, VariantConfig, get_variant
+from unimiss_monai.networks.weights_file import recorded_info
 from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.serialization import load_torch_file
 
@@ -118,11 +119,7 @@ def read_checkpoint(
             "this is an official UniMiSS/UniMiSS+ training checkpoint; convert it first: "
             f"python -m unimiss_monai convert-checkpoint SRC DST --variant <{'|'.join(sorted(VARIANTS))}>"
         )
-    info: dict[str, Any] = {}
-    if isinstance(obj.get("info"), Mapping):
-        info = dict(obj["info"])
-    elif isinstance(obj.get("variant"), str):
-        info = {"variant": obj["variant"]}
+    info = recorded_info(obj)
     for key in ("model", "state_dict", "network"):
         if key in obj and isinstance(obj[key], Mapping):
             obj = obj[key]

@@ -18,6 +18,7 @@ import torch
 
 from unimiss_monai.data.writers import keep_previous, save_torch
 from unimiss_monai.networks.pretrained import detect_variant
+from unimiss_monai.networks.weights_file import recorded_info, weights_in_folder
 from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.finite import first_non_finite
 from unimiss_monai.utils.serialization import load_torch_file
@@ -32,13 +33,19 @@ DEFAULT_DST = Path(__file__).resolve().parents[2] / "bundles" / "unimiss_pretrai
 def read_export(path: str | os.PathLike) -> dict[str, Any]:
     """A pretraining export ``{"model": state_dict, "info": {...}}`` read with ``weights_only=True`` and checked.
 
+    ``path`` may also be the output folder of a finished pretraining run or a pretraining bundle folder (its
+    ``models/model.pt``, as ``--pretrained_path`` takes it), and the file may be what ``convert-checkpoint`` writes
+    (``{"model", "head", "variant"}``): its ``variant`` becomes ``info["variant"]``.
+
     Raises:
-        ValueError (one line naming the file): missing or unreadable file, no ``model`` state dict, no ``info`` with a
-            ``variant`` (an export of ``StudentTeacher.export``), or non-finite tensors.
+        FileNotFoundError (one line naming the folder): a folder without ``models/model.pt``.
+        ValueError (one line naming the file): missing or unreadable file, no ``model`` state dict, no ``variant`` in
+            ``info`` or beside ``model`` (an export of ``StudentTeacher.export``, or a converted official checkpoint),
+            or non-finite tensors.
     """
-    path = Path(path)
+    path = Path(weights_in_folder(path, "publish-pretrained: source"))
     if not path.is_file():
-        raise ValueError(f"{path} does not exist; pass the model.pt a pretraining run exported")
+        raise ValueError(f"{path} does not exist; pass the model.pt a pretraining run exported, or that run's output folder")
     obj = load_torch_file(path, "publish-pretrained: source")
     if not isinstance(obj, Mapping) or not isinstance(obj.get("model"), Mapping):
         keys = sorted(obj) if isinstance(obj, Mapping) else type(obj).__name__
@@ -46,19 +53,23 @@ def read_export(path: str | os.PathLike) -> dict[str, Any]:
     tensors = {k: v for k, v in obj["model"].items() if torch.is_tensor(v)}
     if not tensors:
         raise ValueError(f"{path}: its 'model' holds no tensors")
-    if not isinstance(obj.get("info"), Mapping) or "variant" not in obj["info"]:
+    info = recorded_info(obj)
+    if "variant" not in info:
         raise ValueError(
             f"{path} has no 'info' naming its variant; export it with StudentTeacher.export or ImageVolumeNet.export "
-            "(TrainingCheckpoint export_fn '$@network_def.export')"
+            "(TrainingCheckpoint export_fn '$@network_def.export'), or convert an official checkpoint with "
+            "python -m unimiss_monai convert-checkpoint"
         )
-    bundle = obj["info"].get("bundle")
+    bundle = info.get("bundle")
     if bundle not in (None, "unimiss_pretraining"):  # a fine-tuned model records its bundle (CheckpointInfo)
         raise ValueError(f"{path} is a trained model of {bundle}, not a pretraining export; pass the models/model.pt of a "
                          "pretraining run")
     bad = first_non_finite(tensors)
     if bad is not None:
         raise ValueError(f"{path}: tensor {bad} holds NaN or Inf; the run diverged, publish an earlier export")
-    return {"model": tensors, "info": dict(obj["info"]), **{k: v for k, v in obj.items() if k not in ("model", "info")}}
+    # a converted file's top-level variant now lives in info, the one place readers look
+    extra = {k: v for k, v in obj.items() if k not in ("model", "info", "variant")}
+    return {"model": tensors, "info": info, **extra}
 
 
 def _differences(old: Mapping[str, Any], new: dict[str, Any]) -> list[str]:
@@ -103,13 +114,15 @@ def publish_pretrained(src: str, dst: str | None = None, force: bool | str = Fal
     """Command ``publish-pretrained``: validate the pretraining export ``src`` and publish it to ``dst``.
 
     ``src`` must load with ``weights_only=True`` and hold ``model`` (finite tensors) and ``info`` (see
-    :func:`unimiss_monai.networks.backbone_info`). An existing ``dst`` of another variant or with other tensor names
+    :func:`unimiss_monai.networks.backbone_info`), or the top-level ``variant`` ``convert-checkpoint`` writes instead,
+    which the published file records in ``info``. An existing ``dst`` of another variant or with other tensor names
     or shapes is only replaced with ``force``; an existing ``dst`` is always kept as ``<dst>.prev``. The new file is
     written atomically, with ``info["source"] = {"path", "sha256"}`` of ``src`` and ``info["published"]`` (UTC,
     ISO 8601) added.
 
     Args:
-        src: the exported ``model.pt`` of a pretraining run.
+        src: the exported ``model.pt`` of a pretraining run, or that run's output folder (its ``models/model.pt``);
+            a ``convert-checkpoint`` output is taken too.
         dst: where to publish; defaults to the repository's ``bundles/unimiss_pretraining/models/model.pt``, which
             the fine-tuning bundles load by default.
         force: replace a ``dst`` of another variant or shape (``true``/``false``; the old one is still kept).
@@ -118,7 +131,7 @@ def publish_pretrained(src: str, dst: str | None = None, force: bool | str = Fal
         ``{"dst", "previous" (path or None), "variant", "tensors", "sha256"}``.
     """
     force = as_bool(force, "force")
-    src_path = Path(src).resolve()
+    src_path = Path(weights_in_folder(src, "publish-pretrained: source")).resolve()
     dst_path = Path(dst) if dst else DEFAULT_DST
     if dst_path.exists() and dst_path.resolve() == src_path:
         raise ValueError(f"publish-pretrained: {src} is already {dst_path}; pass the export of a pretraining run")

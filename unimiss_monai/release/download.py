@@ -212,7 +212,9 @@ def _check_unpacked(folder: Path, entry: ReleaseEntry) -> dict[str, Any]:
         raise DownloadError(f"{entry.url}: {entry.name}/models/model.pt: tensor {bad} holds NaN or Inf; these weights "
                             "are unusable, nothing was unpacked (ask the publisher for a fixed release)")
     info = dict(obj["info"]) if isinstance(obj.get("info"), Mapping) else {}
-    return {"tensors": len(model), "variant": info.get("variant"), "training": info.get("training")}
+    overlays = info.get("overlays")
+    return {"tensors": len(model), "variant": info.get("variant"), "training": info.get("training"),
+            "overlays": [str(o) for o in overlays] if isinstance(overlays, (list, tuple)) else []}
 
 
 def _unpack(zip_path: Path, entry: ReleaseEntry, staging: Path, cache: Path) -> tuple[Path, dict]:
@@ -236,9 +238,38 @@ def _unpack(zip_path: Path, entry: ReleaseEntry, staging: Path, cache: Path) -> 
     return unpacked, weights
 
 
+@contextlib.contextmanager
+def _made_folder(folder: Path):
+    """Create ``folder`` (and its missing parents) for the body; when the body fails, remove the folders this call
+    made again, deepest first, each only while it is empty: a failed run leaves no folder it created, and never
+    removes one it did not create, or one that something else has put a file in since."""
+    made = []
+    for path in reversed([p for p in (folder, *folder.parents) if not p.exists()]):  # shallowest first
+        try:
+            path.mkdir()
+            made.append(path)
+        except FileExistsError:  # another process made it meanwhile: theirs, not ours
+            if not path.is_dir():
+                raise
+    try:
+        yield
+    except BaseException:
+        for path in reversed(made):  # deepest first
+            try:
+                path.rmdir()  # refuses a folder that is not empty
+            except FileNotFoundError:
+                continue
+            except OSError:
+                break  # not empty: neither are the folders holding it
+        raise
+
+
 def _place(zip_path: Path, entry: ReleaseEntry, target: Path, force: bool, cache: Path) -> tuple[str, dict]:
-    parent = target.parent
-    parent.mkdir(parents=True, exist_ok=True)
+    with _made_folder(target.parent):
+        return _place_in(zip_path, entry, target, force, cache)
+
+
+def _place_in(zip_path: Path, entry: ReleaseEntry, target: Path, force: bool, cache: Path) -> tuple[str, dict]:
     remove_leftovers(target)  # staging folders of a killed run; never those of a bundle whose name extends this one
     staging = temporary_beside(target, folder=True)
     try:
@@ -331,8 +362,10 @@ def download(
         # the zip is recorded as verified (and used offline) only once it has unpacked and its contents checked
         state, weights = _place(zip_path, entry, target, force, cache)
     source = f"{note}verified cache {zip_path}" if from_cache else entry.url
-    described = (f"; weights models/model.pt: {weights['tensors']} tensors, variant {weights.get('variant') or '?'}, "
-                 f"trained: {weights.get('training') or 'not stated'}") if weights else "; no weights"
+    # weights packaged with overlays fit the network only with them: said here, where the user first sees the weights
+    overlays = f", fits the configs with {' + '.join(weights['overlays'])} only" if weights.get("overlays") else ""
+    described = (f"; weights models/model.pt: {weights['tensors']} tensors, variant {weights.get('variant') or '?'}"
+                 f"{overlays}, trained: {weights.get('training') or 'not stated'}") if weights else "; no weights"
     print(f"download: {entry.name} v{entry.version} (sha256 {entry.sha256[:12]}, from {source}) -> {target}: "
           f"{state}{described}", flush=True)
     return {"bundle": str(target), "version": entry.version, "sha256": entry.sha256, "from_cache": from_cache,

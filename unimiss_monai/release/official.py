@@ -135,4 +135,5 @@ def release_official(
     info = payload["info"]
     print(f"release-official: {src} [{branch}] -> variant {info['variant']}, {len(payload['model'])} backbone tensors, "
           f"trained at 2D {info.get('img_size2d')} / 3D {info.get('img_size3d')}", flush=True)
-    return build_release(bundle_dir, payload, out, base_url=base_url, name=name, overwrite=overwrite)
+    return build_release(bundle_dir, payload, out, base_url=base_url, name=name, overwrite=overwrite,
+                         source=f"the weights converted from {src}")

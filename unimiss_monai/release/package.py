@@ -20,14 +20,14 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from unimiss_monai.data.writers import save_bytes
 from unimiss_monai.release.archive import sha256_bytes, sha256_file, torch_bytes, zip_bytes
 from unimiss_monai.release.index import check_name, check_version, entry_key, load_index, update_index
+from unimiss_monai.release.network_fit import BundleNetwork, bundle_network, check_weights_fit, overlay_files
 from unimiss_monai.utils.finite import first_non_finite
 from unimiss_monai.utils.serialization import load_torch_file
 
@@ -100,15 +100,15 @@ def weights_payload(path: str | os.PathLike, extra_info: Mapping[str, Any] | Non
     """
     import torch
 
+    from unimiss_monai.networks.weights_file import recorded_info
+
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"weights {path} do not exist; pass the models/model.pt of a finished run")
     obj = load_torch_file(path, "package-bundle: weights")
     if not isinstance(obj, Mapping):
         raise ValueError(f"weights {path} hold a {type(obj).__name__}, not a state dict or {{'model': ...}}")
-    info = dict(obj["info"]) if isinstance(obj.get("info"), Mapping) else {}
-    if "variant" not in info and isinstance(obj.get("variant"), str):
-        info["variant"] = obj["variant"]
+    info = recorded_info(obj)
     state = obj["model"] if isinstance(obj.get("model"), Mapping) else obj
     tensors = {str(k): v.detach().cpu().contiguous().clone() for k, v in state.items() if torch.is_tensor(v)}
     if not tensors:
@@ -120,50 +120,37 @@ def weights_payload(path: str | os.PathLike, extra_info: Mapping[str, Any] | Non
     return {"model": tensors, "info": info}
 
 
-def _torchscript(bundle_dir: Path, meta: dict, state: Mapping[str, Any]) -> bytes:
-    """The bundle's ``network_def`` with these weights (``state``), traced at the input shape of
-    ``network_data_format`` (scripting does not support these networks; tracing does) and saved as
-    ``monai.bundle ckpt_export`` saves it: with the bundle's metadata and the config beside the network.
+def _torchscript(bundle_dir: Path, meta: dict, bundle: BundleNetwork) -> bytes:
+    """The bundle's ``network_def`` (``bundle.net``, already holding the packaged weights) traced at the input shape of
+    ``network_data_format`` (scripting does not support these networks; tracing does) and saved as ``monai.bundle
+    ckpt_export`` saves it: with the bundle's metadata and the configs beside the network.
 
     The network is built once: the instance checked against the weights is the one traced (``ckpt_export`` would
     build a second one from the config, and a UniMiSS network is large).
 
     Raises:
-        ValueError (one line naming the config): no config or input shape, or weights that do not fit ``network_def``.
+        ValueError (one line naming the config): no input shape, or a network that ships its export (pretraining).
     """
     import torch
     from monai.bundle import ConfigParser
     from monai.data import save_net_with_metadata
     from monai.networks import convert_to_torchscript
 
-    from unimiss_monai.networks.state_dict_diff import state_dict_differences
-
     fmt = meta.get("network_data_format", {}).get("inputs", {}).get("image", {})
     shape = [1, int(fmt.get("num_channels", 1)), *(int(s) for s in fmt.get("spatial_shape", []))]
-    config = next((bundle_dir / "configs" / n for n in ("inference.json", "train.json") if (bundle_dir / "configs" / n).is_file()), None)
-    if config is None or len(shape) < 4:
-        raise ValueError(f"--torchscript: {bundle_dir} has no inference.json/train.json or no network_data_format input shape")
-    with tempfile.TemporaryDirectory() as tmp:
-        parser = ConfigParser()
-        parser.read_config(str(config))
-        parser.read_meta(str(bundle_dir / "configs" / "metadata.json"))
-        parser.update({"bundle_root": tmp, "dataset_dir": tmp, "output_dir": tmp, "pretrained_path": None})
-        net = parser.get_parsed_content("network_def")
-    # load_state_dict would stop at a multi-line error: say which tensors do not fit, in one line, first (it resizes
-    # nothing, so position embeddings must match too)
-    missing, unexpected, other = state_dict_differences(net.state_dict(), state)
-    if missing or unexpected or other:
-        raise ValueError(
-            f"package-bundle --torchscript: the weights do not fit network_def of {config} ({len(missing)} missing, "
-            f"{len(unexpected)} unexpected, {len(other)} of another shape, e.g. {(missing or unexpected or other)[0]}); "
-            "pass weights of this network (same variant and widths), or package without --torchscript")
-    net.load_state_dict(state)
-    traced = convert_to_torchscript(net, use_trace=True, inputs=[torch.rand(shape)])
-    # the extra files of ckpt_export: the metadata, and the config as JSON under its own name
-    config_json = {f"{config.stem}.json": json.dumps(ConfigParser.load_config_file(str(config))).encode()}
+    if len(shape) < 4:
+        raise ValueError(f"--torchscript: {bundle_dir} has no network_data_format input shape in configs/metadata.json")
+    if callable(getattr(bundle.net, "export", None)):
+        raise ValueError(f"package-bundle --torchscript: network_def of {bundle.describe()} is a "
+                         f"{type(bundle.net).__name__}, whose weights are its export and which has no forward of its "
+                         "own to trace; package without --torchscript")
+    traced = convert_to_torchscript(bundle.net, use_trace=True, inputs=[torch.rand(shape)])
+    # the extra files of ckpt_export: the metadata, and each config as JSON under its own name
+    configs = {f"{Path(f).stem}.json": json.dumps(ConfigParser.load_config_file(str(bundle_dir / f))).encode()
+               for f in bundle.files}
     buffer = io.BytesIO()
     save_net_with_metadata(traced, buffer, include_config_vals=False, append_timestamp=False,
-                           meta_values=parser.get().get("_meta_"), more_extra_files=config_json)
+                           meta_values=bundle.parser.get().get("_meta_"), more_extra_files=configs)
     return buffer.getvalue()
 
 
@@ -188,8 +175,13 @@ def package_bundle(
     name: str | None = None,
     torchscript: bool = False,
     overwrite: bool = False,
+    overlay: str | Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Command ``package-bundle``: write the model-zoo style release of ``bundle`` into ``out``.
+
+    Weights are checked against the network the bundle's configs build before anything is written (see
+    :mod:`.network_fit`): a model trained with an overlay (``smoke.yaml``) is packaged with ``--overlay smoke.yaml``,
+    which the release then records (``info["overlays"]``) for its users.
 
     Args:
         bundle: the bundle folder, e.g. ``bundles/unimiss_pretraining``.
@@ -204,6 +196,8 @@ def package_bundle(
         name: release name (the folder inside the zip); default the bundle folder's name.
         torchscript: also ship ``models/model.ts`` (the bundle's ``network_def`` traced with these weights).
         overwrite: replace an existing release zip of the same version whose bytes differ.
+        overlay: the overlay(s) of the bundle's ``configs/`` the weights were trained with (``smoke.yaml``; several as
+            a list or separated by commas), stacked on ``inference.json`` (else ``train.json``) for the check.
 
     Returns:
         ``{"zip", "sha256", "size", "version", "index", "large_files"}``.
@@ -224,7 +218,7 @@ def package_bundle(
             raise ValueError(f"package-bundle: {weights} does not say how it was trained; pass --training '<data, recipe, "
                              "epochs; what the weights are (not) good for>'")
     return build_release(bundle_dir, payload, out, base_url=base_url, name=name, torchscript=torchscript,
-                         overwrite=overwrite)
+                         overwrite=overwrite, overlays=overlay, source=f"the weights {weights}")
 
 
 def build_release(
@@ -235,15 +229,23 @@ def build_release(
     name: str | None = None,
     torchscript: bool | str = False,
     overwrite: bool | str = False,
+    overlays: str | Sequence[str] | None = None,
+    source: str | None = None,
 ) -> dict[str, Any]:
     """Write the release files of ``bundle_dir`` with ``payload`` (``{"model", "info"}`` or ``None``) as
     ``models/model.pt`` into ``out``; see :func:`package_bundle`.
 
+    ``overlays`` are the bundle's overlays the weights were trained with; ``source`` names the weights in messages
+    (default ``the weights for <name> v<version>``). The network the configs build is that of the variant the
+    weights record (``info["variant"]``, a run option the download prints), e.g. ``mit_tiny`` for converted UniMiSS
+    weights in the pretraining bundle.
+
     Raises:
-        ValueError (one line), before anything is written: weights holding NaN or Inf, or weights whose
+        ValueError (one line), before anything is written: weights holding NaN or Inf, weights whose
             ``info["bundle"]`` names another bundle than the one packaged (its folder's name or ``name``): they
             would ship under this bundle's name and configs, e.g. a fine-tuned segmentation model as pretraining
-            weights.
+            weights; or weights that do not load into the network of the configs with ``overlays``
+            (:func:`.network_fit.check_weights_fit`).
     """
     from unimiss_monai.utils.args import as_bool
 
@@ -251,27 +253,37 @@ def build_release(
     bundle_dir = Path(bundle_dir)
     name = check_name(name or bundle_dir.resolve().name)
     version, meta = bundle_version(bundle_dir)
-    entries = [(f"{name}/{rel}", (bundle_dir / rel).read_bytes()) for rel in release_files(bundle_dir)]
+    carried = release_files(bundle_dir)
+    overlays = overlay_files(bundle_dir, overlays, carried)
+    entries = [(f"{name}/{rel}", (bundle_dir / rel).read_bytes()) for rel in carried]
     model_pt = None
     if payload is not None:
+        source = source or f"the weights for {name} v{version}"
         bad = first_non_finite(payload["model"])
         if bad is not None:
-            raise ValueError(f"package-bundle: the weights for {name} v{version}: tensor {bad} holds NaN or Inf; package "
-                             "an earlier checkpoint")
+            raise ValueError(f"package-bundle: {source}: tensor {bad} holds NaN or Inf; package an earlier checkpoint")
         owner = payload["info"].get("bundle")
         if owner is not None and owner not in (name, bundle_dir.resolve().name):
             raise ValueError(f"package-bundle: the weights are a model of bundle {owner!r} (their info.bundle), not of "
                              f"{name!r}; package them with their own bundle (bundles/{owner}), or pass weights of {name}")
-        payload = {**payload, "info": {**payload["info"], "bundle": name, "bundle_version": version}}
+        info = {k: v for k, v in payload["info"].items() if k != "overlays"}  # an earlier release's say no longer holds
+        payload = {**payload, "info": {**info, "bundle": name, "bundle_version": version,
+                                       **({"overlays": overlays} if overlays else {})}}
         model_pt = torch_bytes(payload)
         import torch
 
-        torch.load(io.BytesIO(model_pt), weights_only=True)  # what a user's load will do, checked before release
+        from unimiss_monai.networks.variants import VARIANTS
+
+        shipped = torch.load(io.BytesIO(model_pt), weights_only=True)  # what a user's load will do, checked before release
+        variant = shipped["info"].get("variant")
+        recorded = {"variant": variant} if isinstance(variant, str) and variant in VARIANTS else None
+        bundle = bundle_network(bundle_dir, overlays, recorded)
+        check_weights_fit(bundle, shipped, source)  # loads them into bundle.net, which --torchscript then traces
         entries.append((f"{name}/models/model.pt", model_pt))
         if torchscript:
-            entries.append((f"{name}/models/model.ts", _torchscript(bundle_dir, meta, payload["model"])))
-    elif torchscript:
-        raise ValueError("package-bundle: --torchscript needs weights (--weights)")
+            entries.append((f"{name}/models/model.ts", _torchscript(bundle_dir, meta, bundle)))
+    elif torchscript or overlays:
+        raise ValueError(f"package-bundle: --{'torchscript' if torchscript else 'overlay'} needs weights (--weights)")
     out_dir = Path(out)
     key = entry_key(name, version)
     zip_path, weights_file = out_dir / f"{key}.zip", out_dir / f"{key}_model.pt"

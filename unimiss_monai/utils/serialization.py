@@ -20,6 +20,10 @@ import torch
 __all__ = ["UnreadableCheckpointError", "UnsafeCheckpointError", "load_torch_file"]
 
 _UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+#: how much of a file is read to tell what it is when torch cannot read it
+_SNIFF = 512
+_LFS_POINTER = "version https://git-lfs.github.com/spec/"
+_LFS_SEEN = "it is a Git LFS pointer, not the weights it stands for"
 
 
 class UnsafeCheckpointError(ValueError):
@@ -60,6 +64,55 @@ def _refusal(what: str, path: str, error: Exception, allowed: Sequence[type]) ->
     )
 
 
+def _glance(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read(_SNIFF)
+    except OSError:
+        return None
+
+
+def _not_torch(path: str) -> str | None:
+    """What ``path`` is, when a glance at its first bytes shows it cannot be a ``torch.save`` file (empty, text, a Git
+    LFS pointer left where the weights should be), else ``None``."""
+    head = _glance(path)
+    if head is None:
+        return None
+    if not head:
+        return "it is empty"
+    # a multi-byte character may be cut at the end of the glance
+    text = next((t for t in map(_utf8, (head[:len(head) - cut] for cut in range(4))) if t is not None), None)
+    if not text or not all(c.isprintable() or c in "\t\r\n" for c in text):
+        return None
+    if text.startswith(_LFS_POINTER):
+        return _LFS_SEEN
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"it holds text ({first[:40] + ('...' if len(first) > 40 else '')!r})"
+
+
+def _utf8(data: bytes) -> str | None:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _unreadable(what: str, path: str, error: Exception) -> UnreadableCheckpointError:
+    """One line for a file torch cannot read: what the file is not, what it seems to be, and what to pass."""
+    if isinstance(error, OSError):  # no file there, a folder, no permission: the system's reason is the answer
+        return UnreadableCheckpointError(f"{what} {path!r} cannot be read ({error.strerror or error}); pass a readable "
+                                         ".pt/.pth checkpoint")
+    seen = _not_torch(path)
+    if seen is None:
+        zipped = (_glance(path) or b"").startswith(b"PK\x03\x04")
+        # torch's own reasons (a miniz code, a pickle opcode, "pop from empty list") mean nothing to the user
+        seen = ("it is a zip archive that does not read back whole (truncated or damaged)" if zipped
+                else "torch cannot read it (truncated, damaged, or another format)")
+    fix = ("fetch the weights with git lfs pull, or pass another .pt/.pth checkpoint" if seen == _LFS_SEEN
+           else "pass a .pt/.pth checkpoint (e.g. the models/model.pt of a run)")
+    return UnreadableCheckpointError(f"{what} {path!r} is not a file written by torch.save: {seen}; {fix}")
+
+
 def load_torch_file(path: str | os.PathLike, what: str = "checkpoint", allowed: Sequence[type] = ()) -> Any:
     """``torch.load(path, map_location="cpu", weights_only=True)``, also accepting the classes in ``allowed``.
 
@@ -71,7 +124,8 @@ def load_torch_file(path: str | os.PathLike, what: str = "checkpoint", allowed: 
     Raises:
         UnsafeCheckpointError: the file holds any other class or function; the message names it. Nothing from the
             file has run.
-        UnreadableCheckpointError: the file is not a readable torch file (truncated, another format).
+        UnreadableCheckpointError: the file is not a readable torch file (empty, text, truncated, another format);
+            the message says what it seems to be.
     """
     path = os.fspath(path)
     try:
@@ -80,9 +134,10 @@ def load_torch_file(path: str | os.PathLike, what: str = "checkpoint", allowed: 
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights only load failed" not in str(e).lower():
-            raise UnreadableCheckpointError(f"{what} {path!r} is not a readable torch file ({_first_line(e)})") from e
+        # a text file reads as a pickle stream whose opcodes the weights-only reader refuses: it is no refused class
+        if "weights only load failed" not in str(e).lower() or _not_torch(path) is not None:
+            raise _unreadable(what, path, e) from e
         # torch's own message spans a dozen lines and suggests weights_only=False: replaced, not chained
         raise UnsafeCheckpointError(_refusal(what, path, e, allowed)) from None
-    except Exception as e:  # noqa: BLE001 - torch raises RuntimeError, EOFError, ... for damaged files
-        raise UnreadableCheckpointError(f"{what} {path!r} is not a readable torch file ({_first_line(e)})") from e
+    except Exception as e:  # noqa: BLE001 - torch raises RuntimeError, EOFError, KeyError, ... for damaged files
+        raise _unreadable(what, path, e) from e

@@ -1,0 +1,61 @@
+"""What a weights file is, wherever a command is handed one: the file a folder keeps its weights in, and the ``info``
+a file records.
+
+Fine-tuning (``--pretrained_path``), ``publish-pretrained`` and packaging read the same files: a pretraining run's
+export, a downloaded bundle, a converted official checkpoint. They share these two answers so that a folder or a
+converted file accepted by one is accepted by all.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["WEIGHTS_IN_FOLDER", "recorded_info", "weights_in_folder"]
+
+#: where a bundle folder, and the output folder of a finished pretraining run, keep their weights
+WEIGHTS_IN_FOLDER = os.path.join("models", "model.pt")
+
+
+def weights_in_folder(path: str | os.PathLike, what: str = "pretrained_path") -> str:
+    """The weights file ``path`` names: ``<path>/models/model.pt`` for a folder (a downloaded or published bundle, or
+    the ``--output_dir`` of a finished pretraining run), else ``path`` itself, whether or not it exists (the caller
+    says what a missing file means to it).
+
+    Args:
+        path: a file or a folder.
+        what: how the errors name ``path`` (``"pretrained_path"``, ``"publish-pretrained: source"``).
+
+    Raises:
+        FileNotFoundError (one line naming the folder): a folder without ``models/model.pt``; a run that has not
+            finished (it has ``checkpoints/checkpoint.pt``) is told to resume to its end.
+    """
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        return path
+    weights = os.path.join(path, WEIGHTS_IN_FOLDER)
+    if os.path.isfile(weights):
+        return weights
+    if os.path.isfile(os.path.join(path, "checkpoints", "checkpoint.pt")):
+        raise FileNotFoundError(
+            f"{what} {path!r} is the folder of a pretraining run that has not finished (checkpoints/checkpoint.pt, no "
+            "models/model.pt): run it again with the same --output_dir to resume it to its end, which exports "
+            "models/model.pt"
+        )
+    raise FileNotFoundError(
+        f"{what} {path!r} is a folder without models/model.pt; pass the output folder of a finished pretraining run, "
+        "a pretraining bundle folder (python -m unimiss_monai download unimiss_pretraining) or the model.pt file itself"
+    )
+
+
+def recorded_info(obj: Any) -> dict[str, Any]:
+    """The ``info`` a loaded weights file records, as a new dict (``{}`` when it has none). ``convert-checkpoint``
+    stores its ``variant`` at the top level, beside ``model``, with no ``info``: that variant is the file's
+    ``info["variant"]``."""
+    if not isinstance(obj, Mapping):
+        return {}
+    info = dict(obj["info"]) if isinstance(obj.get("info"), Mapping) else {}
+    if "variant" not in info and isinstance(obj.get("variant"), str):
+        info["variant"] = obj["variant"]
+    return info
