@@ -5,7 +5,17 @@ and numba, while a bundle config can still write ``"$import unimiss_monai"`` and
 ``unimiss_monai.drr.render`` or ``unimiss_monai.networks.UniMissSegmentation``. See ARCHITECTURE.md for the rooms.
 """
 
+import logging
+import warnings
+
 from unimiss_monai.utils.lazy import lazy_exports
+
+# MONAI 1.6's LoadImage tries to register nvImageCodec, a GPU decoder for compressed DICOM, every time it is built,
+# and each time it is missing says so twice (a log line and a Python warning): a few times in every bundle run on a
+# machine without it. The fallback it announces, pydicom's own decoders, is what this package reads DICOM with, so
+# hiding both loses nothing.
+warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader: nvImageCodec decoder plugin did not register")
+logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
 
 __version__ = "0.1.0"
 

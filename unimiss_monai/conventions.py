@@ -39,6 +39,7 @@ import numpy as np
 
 __all__ = [
     "CT_AXCODES",
+    "CT_AXIS_LABELS",
     "CT_TO_NETWORK",
     "NETWORK_TO_CT",
     "STRUCTURE_COLOURS",
@@ -52,6 +53,9 @@ __all__ = [
 
 #: orientation code every CT is brought to before it enters a network (MONAI ``Orientationd(axcodes=...)``)
 CT_AXCODES = "LPS"
+#: what the letters of :data:`CT_AXCODES` mean, each axis as (low end, high end): nibabel's own labels, passed
+#: explicitly because MONAI announces that ``Orientation``'s default ``labels`` will change
+CT_AXIS_LABELS: tuple[tuple[str, str], ...] = (("L", "R"), ("P", "A"), ("I", "S"))
 #: ``Transposed(indices=...)`` from MONAI's channel-first ``(C, X, Y, Z)`` to the networks' ``(C, Z, X, Y)``
 CT_TO_NETWORK: tuple[int, int, int, int] = (0, 3, 1, 2)
 #: the inverse permutation, ``(C, Z, X, Y)`` -> ``(C, X, Y, Z)``

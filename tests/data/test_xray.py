@@ -94,3 +94,23 @@ def test_overlay_legend_avoids_the_structures(tmp_path):
     assert (np.abs(rgb[2:70, 2:90].reshape(-1, 3) - lung).max(1) <= 1).all()  # the lung's corner untouched
     swatch = rgb[8, 200 - 80:].reshape(-1, 3)  # the swatch row, in the top-right corner
     assert (swatch == structure_colour("lung_right")).all(1).any()
+
+
+def test_background_channel_keeps_the_affine_without_warnings():
+    import warnings
+
+    from monai.data import MetaTensor
+
+    from unimiss_monai.data.xray import with_background_channel
+
+    mask = torch.zeros(2, 4, 5)
+    mask[0, :2, :2] = 1
+    mask[1, 1:3, 1:3] = 1  # overlaps structure 0 at (1, 1)
+    affine = torch.diag(torch.tensor([0.5, 2.0, 1.0, 1.0], dtype=torch.float64))
+    item = {"pred": MetaTensor(mask, affine=affine), "label": mask.clone()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # MONAI warns when an affine is set beside metadata that holds one
+        out = with_background_channel(item)
+    assert isinstance(out["pred"], MetaTensor) and torch.equal(out["pred"].affine, affine)
+    expected = torch.cat([(mask.sum(0, keepdim=True) == 0).float(), mask])
+    assert torch.equal(out["pred"].as_tensor(), expected) and torch.equal(out["label"], expected)

@@ -48,9 +48,10 @@ def test_handler_on_engine(tmp_path, spatial):
         meta = {"filename_or_obj": f"/data/case{i}.nii.gz"}
         onehot = lambda m: torch.nn.functional.one_hot(torch.from_numpy(m).long(), 3).movedim(-1, 0).float()
         return {
-            "image": MetaTensor(torch.rand(1, *spatial), affine=affine, meta=meta),
-            "label": MetaTensor(onehot(gt), affine=affine, meta=meta),
-            "pred": MetaTensor(onehot(pr), affine=affine, meta=meta),
+            # a dict each: MetaTensor stores its affine into the dict it is given
+            "image": MetaTensor(torch.rand(1, *spatial), affine=affine, meta=dict(meta)),
+            "label": MetaTensor(onehot(gt), affine=affine, meta=dict(meta)),
+            "pred": MetaTensor(onehot(pr), affine=affine, meta=dict(meta)),
         }
 
     data = [[item(0), item(1)], [item(2)]]
@@ -185,3 +186,21 @@ def test_false_positives_of_a_volume_enter_the_means_the_csv_and_the_table(tmp_p
     assert table.header[-3:] == ["cases", "missed", "false positives"]
     assert table.rows[1][0].startswith("b ") and table.rows[1][1] == "0.429" and table.rows[1][-3:] == ["2", "0", "1"]
     assert table.rows[0][-3:] == ["3", "0", "0"] and table.rows[-1][:2] == ["mean over structures", "0.714"]
+
+
+def test_network_order_takes_the_affine_passed_without_warnings():
+    import warnings
+
+    from unimiss_monai.handlers.segmentation_report import _network_order
+
+    volume = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(1, 2, 3, 4)
+    flip_x = torch.diag(torch.tensor([-1.0, 1.0, 1.0, 1.0], dtype=torch.float64))
+    # the volume carries an identity affine of its own; the report is told the file's affine, which flips x
+    carried = MetaTensor(volume, affine=torch.eye(4, dtype=torch.float64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (out,) = _network_order([carried], flip_x)
+    (plain,) = _network_order([volume], flip_x)
+    # RAS file axes flipped in x are L..., i.e. already left-positive: only the y axis turns to posterior
+    expected = volume.flip(2).permute(0, 3, 1, 2)
+    assert torch.equal(torch.as_tensor(out), expected) and torch.equal(torch.as_tensor(plain), expected)

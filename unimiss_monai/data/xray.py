@@ -164,7 +164,7 @@ def with_background_channel(items, keys: Sequence[str] = ("pred", "label")):
             mask = item[key]
             background = 1 - (torch.as_tensor(mask) > 0.5).any(0, keepdim=True).to(torch.as_tensor(mask).dtype)
             out[key] = torch.cat([background, mask]) if not isinstance(mask, MetaTensor) else MetaTensor(
-                torch.cat([background, mask.as_tensor()]), affine=mask.affine, meta=mask.meta)
+                torch.cat([background, mask.as_tensor()]), meta={**mask.meta, "affine": mask.affine})
         return out
 
     return [one(i) for i in items] if isinstance(items, list) else one(items)

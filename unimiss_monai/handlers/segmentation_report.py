@@ -116,13 +116,14 @@ def _network_order(volumes: Sequence[torch.Tensor], affine: torch.Tensor | None)
     from monai.data import MetaTensor
     from monai.transforms import Orientation
 
-    from unimiss_monai.conventions import CT_AXCODES, CT_TO_NETWORK
+    from unimiss_monai.conventions import CT_AXCODES, CT_AXIS_LABELS, CT_TO_NETWORK
 
     out = []
     for v in volumes:
-        v = torch.as_tensor(v).detach().cpu()
+        # a plain tensor: the volume takes the affine passed, not one it may carry in its own metadata
+        v = torch.as_tensor(v).detach().cpu().as_subclass(torch.Tensor)
         if affine is not None:
-            v = Orientation(axcodes=CT_AXCODES)(MetaTensor(v, affine=torch.as_tensor(affine).cpu()))
+            v = Orientation(axcodes=CT_AXCODES, labels=CT_AXIS_LABELS)(MetaTensor(v, affine=torch.as_tensor(affine).cpu()))
         out.append(torch.as_tensor(v).permute(*CT_TO_NETWORK))
     return out
 

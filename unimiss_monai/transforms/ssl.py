@@ -31,7 +31,7 @@ from monai.transforms import (
     Transposed,
 )
 
-from unimiss_monai.conventions import CT_AXCODES, CT_TO_NETWORK
+from unimiss_monai.conventions import CT_AXCODES, CT_AXIS_LABELS, CT_TO_NETWORK
 from unimiss_monai.transforms.croppad.dictionary import RandResizedCropd, RandScaledCropd
 from unimiss_monai.transforms.intensity.dictionary import ScaleCTIntensityd
 
@@ -107,7 +107,7 @@ def ct_views_pipeline(
     }
     region = [-1, int(roi_size[1]), int(roi_size[2])]
     # the same anatomy-to-tensor mapping as fine-tuning, so a pretrained 3D encoder meets its anatomy the same way
-    pre = [Orientationd(key, axcodes=CT_AXCODES)] if depth_last_input else []
+    pre = [Orientationd(key, axcodes=CT_AXCODES, labels=CT_AXIS_LABELS)] if depth_last_input else []
     # views are new images (crops, flips, resizes): drop the MetaTensor affine bookkeeping, it only costs time
     pre.append(EnsureTyped(key, data_type="tensor", dtype=torch.float32, track_meta=False))
     if depth_last_input:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from unimiss_monai.conventions import CT_AXCODES, CT_TO_NETWORK, display_panels, network_spacing
+from unimiss_monai.conventions import CT_AXCODES, CT_AXIS_LABELS, CT_TO_NETWORK, display_panels, network_spacing
 
 from ..document import Figure, Note, Paragraph, Section
 from ..images import draw_outlines, figure_png, grey_rgb, legend_below, resize_nearest
@@ -25,8 +25,7 @@ def load_network_order(path: Path) -> tuple[np.ndarray, tuple[float, float, floa
     """A CT or label volume as the networks see it: ``(Z, X, Y)`` in :data:`CT_AXCODES`, and its spacing (mm)."""
     from monai.transforms import LoadImage, Orientation
 
-    # labels given explicitly: the RAS labels MONAI assumes by default (its default is changing, with a warning)
-    volume = Orientation(axcodes=CT_AXCODES, labels=(("L", "R"), ("P", "A"), ("I", "S")))(LoadImage(image_only=True, ensure_channel_first=True)(str(path)))
+    volume = Orientation(axcodes=CT_AXCODES, labels=CT_AXIS_LABELS)(LoadImage(image_only=True, ensure_channel_first=True)(str(path)))
     spacing = network_spacing(np.asarray(volume.affine))
     return np.transpose(np.asarray(volume), CT_TO_NETWORK)[0], spacing
 
