@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from unimiss_monai.benchmarks import backbone
@@ -143,3 +144,22 @@ def test_pretrain_prints_the_machine_threads_and_load_average(monkeypatch, capsy
     assert len(result["load_average"]["start"]) == 3 and len(result["load_average"]["end"]) == 3
     text = capsys.readouterr().out
     assert "Test CPU 9000" in text and "1 threads" in text and "load average" in text
+
+
+def test_drr_times_the_preparation_as_often_as_the_renderers(tmp_path, capsys, one_thread):
+    """bench-drr on a small phantom: the preparation row is a median over ``repeats`` calls with its first call beside
+    it, and agrees with the JSON."""
+    from unimiss_monai.benchmarks.drr import bench_drr
+    from unimiss_monai.data.writers import save_nifti
+
+    x, y, z = np.meshgrid(*(np.linspace(-1, 1, n) for n in (24, 20, 16)), indexing="ij")
+    hu = np.where(x**2 + y**2 < 0.7, 40.0, -1000.0).astype(np.float32)
+    ct = save_nifti(hu, np.diag([4.0, 4.0, 5.0, 1.0]), tmp_path / "phantom.nii.gz")
+    out = tmp_path / "bench_drr.json"
+    bench_drr(sizes=16, repeats=3, ct=str(ct), out=str(out), ours_only=True, threads=1)
+    prep = json.loads(out.read_text())["preparation"]
+    assert prep["repeats"] == 3 and prep["min_s"] <= prep["median_s"] <= prep["max_s"]
+    assert prep["min_s"] <= prep["first_s"] <= prep["max_s"]
+    assert f"{prep['median_s']:.3f} s median" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="at least 1"):
+        bench_drr(sizes=16, repeats=0, ct=str(ct), ours_only=True)
