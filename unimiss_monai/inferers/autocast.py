@@ -14,6 +14,8 @@ from collections.abc import Callable
 import torch
 from monai.inferers import Inferer
 
+from unimiss_monai.utils.args import as_bool
+
 __all__ = ["AutocastInferer", "cpu_has_fast_bfloat16"]
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -91,7 +93,8 @@ class AutocastInferer(Inferer):
         if device_type is not None and device_type not in ("cpu", "cuda"):
             raise ValueError(f"AutocastInferer: device_type must be 'cpu', 'cuda' or None, got {device_type!r}")
         self.inferer, self.dtype, self.device_type = inferer, _DTYPES[str(dtype)], device_type
-        self.enabled, self.channels_last = bool(enabled), bool(channels_last)
+        # as_bool: from the command line a value is a string, and "false" would count as true
+        self.enabled, self.channels_last = as_bool(enabled, "enabled"), as_bool(channels_last, "channels_last")
 
     def active(self, window: torch.Tensor) -> bool:
         """Whether the network runs under autocast on ``window`` (what the network is given, on its device)."""

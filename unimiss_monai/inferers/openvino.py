@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterator
 import torch
 from monai.inferers import Inferer
 
+from unimiss_monai.utils.args import as_bool
+
 __all__ = ["OpenVINOInferer", "import_openvino", "openvino_available"]
 
 logger = logging.getLogger(__name__)
@@ -163,10 +165,11 @@ class OpenVINOInferer(Inferer):
             raise ValueError(f"OpenVINOInferer: precision must be one of {list(_PRECISIONS)} or None, got {precision!r}")
         if threads is not None and int(threads) < 1:
             raise ValueError(f"OpenVINOInferer: threads must be at least 1, got {threads!r}")
+        enabled = as_bool(enabled, "enabled")  # from the command line a value is a string
         if enabled and not openvino_available():
             raise ImportError("OpenVINOInferer: the openvino package is not installed; install it with "
                               "`pip install unimiss_monai[openvino]`, or leave out the OpenVINO overlay")
-        self.inferer, self.precision, self.enabled = inferer, precision, bool(enabled)
+        self.inferer, self.precision, self.enabled = inferer, precision, enabled
         self.threads = None if threads is None else int(threads)
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args, **kwargs) -> torch.Tensor:

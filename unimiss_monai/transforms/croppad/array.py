@@ -12,6 +12,8 @@ from monai.config import NdarrayOrTensor
 from monai.transforms import RandomizableTransform, Resize, SpatialPad
 from monai.utils import convert_to_tensor, ensure_tuple
 
+from unimiss_monai.utils.args import as_bool
+
 __all__ = ["RandResizedCrop", "RandScaledCrop", "pad_to_at_least"]
 
 
@@ -154,7 +156,7 @@ class RandScaledCrop(RandomizableTransform):
             if not 0 < lo <= hi:
                 raise ValueError(f"each scale range must satisfy 0 < min <= max, got {scale_range}.")
         self.scale_range = [tuple(map(float, r)) for r in ranges]
-        self.resize, self.mode, self.pad_value = resize, mode, pad_value
+        self.resize, self.mode, self.pad_value = as_bool(resize, "resize"), mode, pad_value  # "false" from the command line
         self._start: list[int] = []
         self._size: list[int] = []
 

@@ -7,6 +7,7 @@ from monai.transforms import Transform
 
 from unimiss_monai.data.grid_checks import check_grid, check_nifti_header
 from unimiss_monai.data.xray import source_name
+from unimiss_monai.utils.args import as_bool
 
 __all__ = ["CheckImage"]
 
@@ -31,7 +32,9 @@ class CheckImage(Transform):
     """
 
     def __init__(self, check_affine: bool = True, min_spacing: float = 1e-6, fail_constant: bool = False) -> None:
-        self.check_affine, self.min_spacing, self.fail_constant = bool(check_affine), float(min_spacing), bool(fail_constant)
+        # as_bool: from the command line a value is a string, and "false" would count as true
+        self.check_affine = as_bool(check_affine, "check_affine")
+        self.min_spacing, self.fail_constant = float(min_spacing), as_bool(fail_constant, "fail_constant")
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(img)

@@ -10,6 +10,7 @@ from monai.transforms import MapTransform, Transform
 
 from unimiss_monai.data.ct_io import warn_if_not_ct_hu
 from unimiss_monai.transforms.utility.array import CheckImage
+from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.errors import failure_reason, root_cause
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,9 @@ class CheckSpatialDimsd(MapTransform):
                  fail_constant: bool = False, check_ct_hu: bool = False, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.spatial_dims, self.hint = int(spatial_dims), hint
-        self.squeeze_trailing, self.check_ct_hu = squeeze_trailing, check_ct_hu
+        # as_bool: from the command line a value is a string, and "false" would count as true
+        self.squeeze_trailing = as_bool(squeeze_trailing, "squeeze_trailing")
+        self.check_ct_hu = as_bool(check_ct_hu, "check_ct_hu")
         # non-finite voxels or a degenerate grid would poison a whole batch or give a meaningless verdict
         self.check_image = CheckImage(fail_constant=fail_constant)
 

@@ -29,7 +29,7 @@ class AsGreyRadiograph(Transform):
     BT601 = BT601
 
     def __init__(self, invert_monochrome1: bool = True, luminance: bool = False) -> None:
-        self.invert_monochrome1 = invert_monochrome1
+        self.invert_monochrome1 = as_bool(invert_monochrome1, "invert_monochrome1")
         self.luminance = as_bool(luminance, "luminance")  # from the command line a value is a string
         # NaN/Inf pixels or a blank image would become a confident "no finding" or an empty mask
         self.check_image = CheckImage(fail_constant=True)
