@@ -97,3 +97,27 @@ def test_publish_without_a_best_model_or_with_a_diverged_one_leaves_the_target(t
     assert "not the run's BestModelSaver: nothing will be published" in caplog.text
     engine.run([0])
     assert target.read_bytes() == b"good"
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_non_finite_score_chooses_no_model(tmp_path, bad):
+    """A NaN score would be saved first and never beaten (no score compares greater than NaN)."""
+    net = torch.nn.Linear(2, 1)
+    saver = _saver(tmp_path, net)
+    with pytest.raises(ValueError, match=f"validation acc is {bad}.*ROC AUC needs positive and negative"):
+        _validate(saver, net, 1.0, bad)
+    assert not saver.saved and not saver.path.exists()
+    _validate(saver, net, 2.0, 0.4)  # a defined score afterwards is saved as usual
+    assert saver.saved and _saved_weight(saver) == 2.0
+
+
+def test_publish_refuses_a_model_chosen_at_a_nan_score(tmp_path):
+    """A run resumed from a checkpoint that recorded a model saved at a NaN score publishes nothing."""
+    net = torch.nn.Linear(2, 1)
+    saver = _saver(tmp_path, net)
+    _validate(saver, net, 1.0, 0.5)
+    saver.load_state_dict({"_saved": [(float("nan"), saver.path.name)]})
+    target = tmp_path / "models" / "model.pt"
+    with pytest.raises(ValueError, match="key metric of nan"):
+        PublishBestModel(saver, target)(Engine(lambda e, b: None))
+    assert not target.exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -38,12 +39,29 @@ class _AtomicFixedFileSaver(BaseSaveHandler):
         pass
 
 
+def _finite(score_function, name: str):
+    """``score_function`` refusing a NaN or infinite score: ignite keeps the first model whatever its score, and no
+    later score compares greater than NaN, so a NaN would pass its model off as the best of the run."""
+
+    def score(engine):
+        value = score_function(engine)
+        if not math.isfinite(float(value)):
+            raise ValueError(
+                f"validation {name} is {float(value)}, so no model can be chosen by it: check that the validation "
+                "cases have finite outputs and that their labels make the metric defined (a ROC AUC needs positive "
+                "and negative cases of at least one class; a Dice needs a structure in some case)"
+            )
+        return value
+
+    return score
+
+
 class BestModelSaver(CheckpointSaver):
     """MONAI's ``CheckpointSaver`` keeping the best model by the key metric in one run-local file.
 
     Compared with ``CheckpointSaver(save_key_metric=True, key_metric_filename=...)``: the file is replaced atomically
     (a kill while saving leaves the previous best), a model holding NaN or Inf raises ``FloatingPointError`` instead of
-    being saved, and :meth:`state_dict` returns the score of the saved model, so a resumed run (see
+    being saved, a NaN or infinite key metric raises ``ValueError`` (no model can be chosen by it), and :meth:`state_dict` returns the score of the saved model, so a resumed run (see
     :class:`~unimiss_monai.handlers.TrainingCheckpoint`) replaces it only with a better one. Publishing the best model
     of a finished run is :class:`~unimiss_monai.handlers.PublishBestModel`'s job.
 
@@ -62,6 +80,8 @@ class BestModelSaver(CheckpointSaver):
                          key_metric_filename=key_metric_filename, key_metric_n_saved=1, **kwargs)
         self.path = Path(save_dir) / key_metric_filename
         self._key_metric_checkpoint.save_handler = _AtomicFixedFileSaver(self.path)
+        self._key_metric_checkpoint.score_function = _finite(self._key_metric_checkpoint.score_function,
+                                                             kwargs.get("key_metric_name") or "key metric")
 
     @property
     def saved(self) -> bool:

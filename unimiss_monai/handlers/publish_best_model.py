@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 from pathlib import Path
@@ -57,6 +58,11 @@ class PublishBestModel:
         if not self.saver.saved or not source.is_file():
             logger.warning("no best model was saved (no validation ran): %s is left as it was", self.path)
             return
+        scores = [float(item.priority) for item in self.saver._key_metric_checkpoint._saved]
+        if not all(math.isfinite(v) for v in scores):
+            # a run resumed from a checkpoint of a version that saved a model at a NaN score
+            raise ValueError(f"not publishing {source}: it was chosen at a key metric of {scores[0]}, which chooses "
+                             f"nothing; {self.path} is left as it was")
         # read back before publishing: a damaged or diverged file must not replace a good model
         bad = first_non_finite(load_torch_file(source, "best model"))
         if bad is not None:
