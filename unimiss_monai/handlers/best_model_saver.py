@@ -39,15 +39,17 @@ class _AtomicFixedFileSaver(BaseSaveHandler):
         pass
 
 
-def _finite(score_function, name: str):
+def _finite(score_function, name: str | None):
     """``score_function`` refusing a NaN or infinite score: ignite keeps the first model whatever its score, and no
-    later score compares greater than NaN, so a NaN would pass its model off as the best of the run."""
+    later score compares greater than NaN, so a NaN would pass its model off as the best of the run. ``name``: the
+    key metric's name, by default the evaluator's (``engine.state.key_metric_name``)."""
 
     def score(engine):
         value = score_function(engine)
         if not math.isfinite(float(value)):
+            metric = name or getattr(engine.state, "key_metric_name", None) or "key metric"
             raise ValueError(
-                f"validation {name} is {float(value)}, so no model can be chosen by it: check that the validation "
+                f"validation {metric} is {float(value)}, so no model can be chosen by it: check that the validation "
                 "cases have finite outputs and that their labels make the metric defined (a ROC AUC needs positive "
                 "and negative cases of at least one class; a Dice needs a structure in some case)"
             )
@@ -81,7 +83,7 @@ class BestModelSaver(CheckpointSaver):
         self.path = Path(save_dir) / key_metric_filename
         self._key_metric_checkpoint.save_handler = _AtomicFixedFileSaver(self.path)
         self._key_metric_checkpoint.score_function = _finite(self._key_metric_checkpoint.score_function,
-                                                             kwargs.get("key_metric_name") or "key metric")
+                                                             kwargs.get("key_metric_name"))
 
     @property
     def saved(self) -> bool:
