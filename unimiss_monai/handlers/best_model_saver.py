@@ -63,7 +63,8 @@ class BestModelSaver(CheckpointSaver):
 
     Compared with ``CheckpointSaver(save_key_metric=True, key_metric_filename=...)``: the file is replaced atomically
     (a kill while saving leaves the previous best), a model holding NaN or Inf raises ``FloatingPointError`` instead of
-    being saved, a NaN or infinite key metric raises ``ValueError`` (no model can be chosen by it), and :meth:`state_dict` returns the score of the saved model, so a resumed run (see
+    being saved, a NaN or infinite key metric raises ``ValueError`` (no model can be chosen by it), and
+    :meth:`state_dict` returns the score of the saved model, so a resumed run (see
     :class:`~unimiss_monai.handlers.TrainingCheckpoint`) replaces it only with a better one. Publishing the best model
     of a finished run is :class:`~unimiss_monai.handlers.PublishBestModel`'s job.
 

@@ -58,11 +58,11 @@ class PublishBestModel:
         if not self.saver.saved or not source.is_file():
             logger.warning("no best model was saved (no validation ran): %s is left as it was", self.path)
             return
-        scores = [float(item.priority) for item in self.saver._key_metric_checkpoint._saved]
-        if not all(math.isfinite(v) for v in scores):
+        bad_scores = [score for score, _ in self.saver.state_dict()["_saved"] if not math.isfinite(score)]
+        if bad_scores:
             # a run resumed from a checkpoint of a version that saved a model at a NaN score
-            raise ValueError(f"not publishing {source}: it was chosen at a key metric of {scores[0]}, which chooses "
-                             f"nothing; {self.path} is left as it was")
+            raise ValueError(f"not publishing {source}: it was chosen at a key metric of {bad_scores[0]}, which "
+                             f"chooses nothing; {self.path} is left as it was")
         # read back before publishing: a damaged or diverged file must not replace a good model
         bad = first_non_finite(load_torch_file(source, "best model"))
         if bad is not None:
