@@ -115,25 +115,13 @@ def test_bundle_uncertainty_scores_files_with_the_bundle_network_and_skips_a_bad
     """The CXR bundle's inference config (smoke size) and random weights: each good file gets the score of
     tta_uncertainty over +-2 pixel shifts (1/28 of 64) of its preprocessed image; a bad file is named and left out."""
     import logging
-    from pathlib import Path
 
     import nibabel as nib
     import numpy as np
-    from monai.bundle import ConfigParser
 
     from unimiss_monai.metrics.uncertainty import bundle_uncertainty
 
-    source = Path(__file__).resolve().parents[2] / "bundles" / "unimiss_cxr_segmentation" / "configs"
-    (tmp_path / "configs").mkdir()
-    (tmp_path / "models").mkdir()
-    merged = ConfigParser(ConfigParser.load_config_files([str(source / "inference.json"), str(source / "smoke.yaml")]))
-    ConfigParser.export_config_file(merged.get(), str(tmp_path / "configs" / "inference.json"))
-    parser = ConfigParser()
-    parser.read_config(str(tmp_path / "configs" / "inference.json"))
-    parser.config.update({"bundle_root": str(tmp_path), "device": "cpu"})
-    torch.manual_seed(0)
-    network = parser.get_parsed_content("network_def", instantiate=True).eval()
-    torch.save({"model": network.state_dict()}, tmp_path / "models" / "model.pt")
+    parser, network = _smoke_cxr_bundle(tmp_path)
 
     rng = np.random.default_rng(0)
     images = []
@@ -152,3 +140,38 @@ def test_bundle_uncertainty_scores_files_with_the_bundle_network_and_skips_a_bad
         image = preprocessing({"image": path})["image"][None]
         expected = tta_uncertainty(image, network, (), augmentations=shifts).item()
         assert 0.0 <= scores[path] <= 1.0 and scores[path] == pytest.approx(expected, abs=1e-6)
+
+
+def _smoke_cxr_bundle(root):
+    """The CXR bundle's inference config at smoke size in ``root/configs`` with random weights in
+    ``root/models/model.pt``: ``(parser, network)``."""
+    from pathlib import Path
+
+    from monai.bundle import ConfigParser
+
+    source = Path(__file__).resolve().parents[2] / "bundles" / "unimiss_cxr_segmentation" / "configs"
+    (root / "configs").mkdir()
+    (root / "models").mkdir()
+    merged = ConfigParser(ConfigParser.load_config_files([str(source / "inference.json"), str(source / "smoke.yaml")]))
+    ConfigParser.export_config_file(merged.get(), str(root / "configs" / "inference.json"))
+    parser = ConfigParser()
+    parser.read_config(str(root / "configs" / "inference.json"))
+    parser.config.update({"bundle_root": str(root), "device": "cpu"})
+    torch.manual_seed(0)
+    network = parser.get_parsed_content("network_def", instantiate=True).eval()
+    torch.save({"model": network.state_dict()}, root / "models" / "model.pt")
+    return parser, network
+
+
+def test_bundle_uncertainty_refuses_weights_holding_nan(tmp_path):
+    """A diverged network would score every image as certain, so the ranking is refused, naming the file."""
+    from unimiss_monai.metrics.uncertainty import bundle_uncertainty
+    from unimiss_monai.utils.finite import NonFiniteWeightsError
+
+    _, network = _smoke_cxr_bundle(tmp_path)
+    state = network.state_dict()
+    name = next(iter(state))
+    state[name] = torch.full_like(state[name], float("nan"))
+    torch.save({"model": state}, tmp_path / "models" / "model.pt")
+    with pytest.raises(NonFiniteWeightsError, match=rf"models/model.pt: tensor {name} holds NaN or Inf"):
+        bundle_uncertainty(tmp_path, [])

@@ -23,6 +23,7 @@ from unimiss_monai.networks.state_dict_diff import state_dict_differences
 from unimiss_monai.networks.weights_file import weights_in_folder
 from unimiss_monai.utils.args import as_bool, optional_path
 from unimiss_monai.utils.ema import unwrap_model
+from unimiss_monai.utils.finite import NonFiniteWeightsError, refuse_non_finite_weights
 from unimiss_monai.utils.serialization import UnreadableCheckpointError, UnsafeCheckpointError, load_torch_file
 
 __all__ = ["default_pretrained_path", "load_pretrained_init", "resolve_pretrained_path"]
@@ -77,6 +78,7 @@ def _extract_state(obj: Any, path: str, checkpoint_key: str | None, what: str) -
             if key.startswith(prefix):
                 key = key[len(prefix):]
         state[key] = value
+    refuse_non_finite_weights(state, f"{what} {path}")
     return state
 
 
@@ -111,7 +113,7 @@ def _load_trained(network: torch.nn.Module, path, checkpoint_key: str | None, en
     path = str(path)
     try:
         report = _load_file(network, path, checkpoint_key, encoder_attr, True, False, _TRAINED)
-    except (UnreadableCheckpointError, UnsafeCheckpointError):
+    except (UnreadableCheckpointError, UnsafeCheckpointError, NonFiniteWeightsError):
         raise  # the file itself is at fault: its one line says so, and no overlay would help
     except ValueError as err:
         first = str(err).splitlines()[0]

@@ -22,6 +22,7 @@ from monai.metrics import compute_dice
 from monai.networks.utils import one_hot
 
 from unimiss_monai.utils.errors import failure_reason
+from unimiss_monai.utils.finite import refuse_non_finite_weights
 from unimiss_monai.utils.serialization import load_torch_file
 
 __all__ = ["UNCERTAINTY_MODES", "bundle_uncertainty", "shift_augmentations", "tta_predictions", "tta_uncertainty"]
@@ -151,8 +152,11 @@ def bundle_uncertainty(
     parser.read_config(os.path.join(bundle_root, "configs", "inference.json"))
     parser.config.update({"bundle_root": os.fspath(bundle_root), "device": device})
     network = parser.get_parsed_content("network_def", instantiate=True).to(device)
-    state = load_torch_file(os.path.join(bundle_root, "models", "model.pt"), "segmentation weights")
-    network.load_state_dict(state["model"] if isinstance(state, dict) and "model" in state else state)
+    weights = os.path.join(bundle_root, "models", "model.pt")
+    state = load_torch_file(weights, "segmentation weights")
+    state = state["model"] if isinstance(state, dict) and "model" in state else state
+    refuse_non_finite_weights(state, f"segmentation weights {weights}")
+    network.load_state_dict(state)
     network.eval()
     preprocessing = parser.get_parsed_content("preprocessing", instantiate=True)
     inferer = parser.get_parsed_content("inferer", instantiate=True) if "inferer" in parser else None

@@ -27,6 +27,7 @@ from unimiss_monai.networks.untrained_dims import set_aside_untrained
 from unimiss_monai.networks.variants import VARIANTS, VariantConfig, get_variant
 from unimiss_monai.networks.weights_file import recorded_info
 from unimiss_monai.utils.args import as_bool
+from unimiss_monai.utils.finite import refuse_non_finite_weights
 from unimiss_monai.utils.serialization import load_torch_file
 
 __all__ = [
@@ -105,13 +106,10 @@ def read_checkpoint(
     converted official checkpoint's top-level ``variant`` becomes ``{"variant": ...}``). ``what`` is how errors name
     the file (:data:`PRETRAINED` or :data:`TRAINED`).
     """
-    if isinstance(path_or_state_dict, (str, os.PathLike)):
-        path = os.fspath(path_or_state_dict)
-        if not os.path.isfile(path):
-            raise ValueError(f"{what} {path!r} does not exist; pass the path of a .pt/.pth file")
-        obj = load_torch_file(path, what)
-    else:
-        obj = path_or_state_dict
+    path = os.fspath(path_or_state_dict) if isinstance(path_or_state_dict, (str, os.PathLike)) else None
+    if path is not None and not os.path.isfile(path):
+        raise ValueError(f"{what} {path!r} does not exist; pass the path of a .pt/.pth file")
+    obj = path_or_state_dict if path is None else load_torch_file(path, what)
     if not isinstance(obj, Mapping):
         raise ValueError(f"{what} holds a {type(obj).__name__}, expected a dict of tensors")
     if "student" in obj or "teacher" in obj:
@@ -136,6 +134,7 @@ def read_checkpoint(
             out[k[7:] if k.startswith("module.") else k] = v
     if not out:
         raise ValueError(f"{what} contains no tensors")
+    refuse_non_finite_weights(out, what if path is None else f"{what} {path}")
     return out, info
 
 

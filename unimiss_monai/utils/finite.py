@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["first_non_finite"]
+__all__ = ["NonFiniteWeightsError", "first_non_finite", "refuse_non_finite_weights"]
 
 
 def first_non_finite(obj: Any, prefix: str = "") -> str | None:
@@ -32,3 +32,19 @@ def first_non_finite(obj: Any, prefix: str = "") -> str | None:
         if found is not None:
             return found
     return None
+
+
+class NonFiniteWeightsError(ValueError):
+    """Weights read from a file hold NaN or Inf: the run that wrote them diverged, and no option of this run helps."""
+
+
+def refuse_non_finite_weights(state: Any, named: str) -> None:
+    """Raise :class:`NonFiniteWeightsError` (one line) when a tensor of ``state`` holds NaN or Inf.
+
+    A NaN network is refused before anything runs on it: it predicts empty masks that are scored as results and ranks
+    every image as certain. ``named`` says which file, e.g. ``"trained model /x/model.pt"``.
+    """
+    if (bad := first_non_finite(state)) is not None:
+        raise NonFiniteWeightsError(
+            f"{named}: tensor {bad} holds NaN or Inf; the run that wrote it diverged: use an earlier checkpoint or train again"
+        )
