@@ -161,3 +161,38 @@ def test_a_writer_failure_reaches_the_summary(tmp_path):
     cases = {c["case"].rsplit("/", 1)[-1]: c for c in json.loads((out / "summary.json").read_text())["cases"]}
     assert cases["p.npy"]["status"] == "ok"
     assert cases["nan.npy"]["status"] == "failed" and "non-finite" in cases["nan.npy"]["reason"]
+
+
+def test_a_failed_saliency_map_fails_its_case_and_keeps_its_probabilities(tmp_path, monkeypatch, caplog):
+    """The map was asked for and is missing (here a write that fails, as on a full disk): the case is counted failed
+    with the reason, the run raises at its end, and the case's probabilities are still written."""
+    import unimiss_monai.visualize.saliency as saliency
+
+    real = saliency.saliency_png
+
+    def fails_for_b(image, cam, path, *args, **kwargs):
+        if path.name == "b.png":
+            raise OSError(28, "No space left on device")
+        return real(image, cam, path, *args, **kwargs)
+
+    monkeypatch.setattr(saliency, "saliency_png", fails_for_b)
+    rng = np.random.default_rng(2)
+    data = _write(tmp_path, {"a.npy": rng.random((64, 64)), "b.npy": rng.random((64, 64))})
+    net = UniMissClassifier(2, 1, 2, img_size=(64, 64), **tiny_overrides("mitplus"))
+    out = tmp_path / "out"
+    writer = ClassProbabilityWriter(out, ["x", "y"], saliency=True, network=net)
+    with caplog.at_level(logging.INFO):
+        _run(data, net, writer, (1, 64, 64), postprocessing=Activationsd("pred", softmax=True), summary_dir=out, failed=1)
+    cases = {c["case"].rsplit("/", 1)[-1]: c for c in json.loads((out / "predictions.json").read_text())["cases"]}
+    assert cases["a.npy"]["status"] == "ok" and cases["a.npy"]["saliency"] == str(out / "saliency" / "a.png")
+    assert cases["b.npy"]["status"].startswith("failed: no saliency map: ") and "No space left" in cases["b.npy"]["status"]
+    assert cases["b.npy"]["saliency"] is None and sum(cases["b.npy"]["probabilities"].values()) == pytest.approx(1.0)
+    assert [p.name for p in (out / "saliency").glob("*.png")] == ["a.png"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert [c["reason"] for c in summary["cases"] if c["status"] == "failed"] == [cases["b.npy"]["status"][len("failed: "):]]
+    assert any("2 of 2 cases classified" in r.getMessage() for r in caplog.records)
+    import csv
+
+    rows = {r["case"]: r for r in csv.DictReader((out / "predictions.csv").open())}
+    row = rows[str(tmp_path / "b.npy")]
+    assert row["status"] == cases["b.npy"]["status"] and float(row["prob_x"]) + float(row["prob_y"]) == pytest.approx(1.0)

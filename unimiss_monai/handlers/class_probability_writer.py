@@ -47,8 +47,9 @@ class ClassProbabilityWriter:
             input of a name fails its map.
 
     Rows: ``case, status, <prob per class>..., prediction``; a failed case has ``status`` = ``failed: <reason>`` and no
-    probabilities. A case whose output is not finite, or (with ``saliency``) whose saliency file name another case of
-    this run already took, is marked failed in the batch, so that
+    probabilities, except when only its saliency map failed (then its probabilities are kept). A case whose output is
+    not finite, or (with ``saliency``) whose saliency file name another case of this run already took or whose map
+    could not be made, is marked failed in the batch, so that
     :class:`~unimiss_monai.handlers.InferenceSummary` (listed after this handler) counts it. Attaching also installs
     :func:`~unimiss_monai.handlers.guard_forward`.
     """
@@ -111,9 +112,12 @@ class ClassProbabilityWriter:
                 try:
                     row["saliency"] = self._save_saliency(item["image"], probs, case)
                     self._saliency_names.take(self.output_names.name(case), case)
-                except Exception as err:  # noqa: BLE001 - the probabilities stand; only the picture is missing
-                    logger.error("inference: %s: no saliency map: %s", case, failure_reason(err))
-                    row["saliency"] = None
+                except Exception as err:  # noqa: BLE001 - one case's picture, not the run
+                    # the probabilities stand and are kept, but the case lacks an output that was asked for: it fails,
+                    # so the summary counts it and the run does not exit 0
+                    reason = f"no saliency map: {failure_reason(err)}"
+                    mark_failed(item, reason)
+                    row.update(status=f"failed: {reason}", saliency=None)
             self.rows.append(row)
 
     def _saliency_clash(self, case: str) -> str:
@@ -157,6 +161,8 @@ class ClassProbabilityWriter:
             save_json({"class_names": self.class_names, "multi_label": self.multi_label, "threshold": self.threshold,
                        "saliency": self.saliency_method if self.saliency else None, "cases": self.rows,
                        "num_failed": len(failed)}, self.output_dir / "predictions.json")
-        logger.info("inference: %d of %d cases classified -> %s", len(self.rows) - len(failed), len(self.rows),
+        # a case whose saliency map failed is classified all the same: count the probabilities written
+        classified = sum(r["probabilities"] is not None for r in self.rows)
+        logger.info("inference: %d of %d cases classified -> %s", classified, len(self.rows),
                     self.output_dir / "predictions.csv")
 
