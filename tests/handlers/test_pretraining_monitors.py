@@ -34,6 +34,47 @@ def test_loss_curves_png_and_json(tmp_path):
     assert "phase" not in history
 
 
+def test_loss_curves_of_a_resumed_run_cover_the_whole_run(tmp_path):
+    """A run killed in its third epoch (after the checkpoint of epoch 2; its curves were written up to iteration 10
+    when it failed) resumes at iteration 8: the curves keep iterations 1-8 of the first run, drop the redone 9-10,
+    and go on to 12."""
+    model = torch.nn.Linear(3, 2)
+
+    def run(loss_of, fail_at=None):
+        def step(engine, batch):
+            if engine.state.iteration == fail_at:
+                raise RuntimeError("killed")
+            return {"loss": loss_of(engine.state.iteration)}
+
+        engine = Engine(step)
+        engine.state.rank = 0
+        TrainingCheckpoint(tmp_path / "ckpt", {"model": model}, save_every=1, epoch_level=True).attach(engine)
+        LossCurvePlotter(tmp_path / "curves.png").attach(engine)
+        engine.run(range(4), max_epochs=3)
+
+    with pytest.raises(RuntimeError, match="killed"):
+        run(lambda i: 100.0 + i, fail_at=11)
+    assert [i for i, _ in json.loads((tmp_path / "curves.json").read_text())["loss"]] == list(range(1, 11))
+    run(lambda i: 200.0 + i)
+    history = json.loads((tmp_path / "curves.json").read_text())["loss"]
+    assert [i for i, _ in history] == list(range(1, 13))
+    assert [v for _, v in history] == [100.0 + i for i in range(1, 9)] + [200.0 + i for i in range(9, 13)]
+
+
+def test_loss_curves_are_written_each_epoch_and_a_new_run_does_not_read_them(tmp_path):
+    engine = _engine([{"loss": 1.0}, {"loss": 2.0}])
+    seen = []
+    LossCurvePlotter(tmp_path / "curves.png").attach(engine)
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: seen.append(json.loads((tmp_path / "curves.json").read_text())))
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: seen.append((tmp_path / "curves.png").is_file()))
+    engine.run(range(1), max_epochs=2)
+    assert seen == [{"loss": [[1, 1.0]]}, False, {"loss": [[1, 1.0], [2, 2.0]]}, False]
+    engine = _engine([{"loss": 5.0}])
+    LossCurvePlotter(tmp_path / "curves.png").attach(engine)
+    engine.run(range(1), max_epochs=1)
+    assert json.loads((tmp_path / "curves.json").read_text()) == {"loss": [[1, 5.0]]}
+
+
 def test_collapse_monitor_flags_uniform_and_single_prototype(caplog):
     k = 64
     uniform = [{"teacher_entropy": math.log(k) * 0.999, "teacher_batch_entropy": math.log(k)}] * 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections import defaultdict
@@ -70,6 +71,9 @@ class LossCurvePlotter:
     values beside it, ``<path>`` with the suffix ``.json`` (``loss_curves.png`` -> ``loss_curves.json``).
     A run that fails still raises its error after the curves are written.
 
+    The values are also written after every epoch, and a resumed run (its first iteration is not the first) starts
+    from those of the iterations before it: the curves of a run killed and resumed cover the whole run.
+
     Args:
         path: PNG file to write.
         keys: output keys to plot; default every loss term plus ``teacher_entropy`` and ``center_norm``.
@@ -82,6 +86,7 @@ class LossCurvePlotter:
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.record)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.write_values)
         engine.add_event_handler(Events.COMPLETED, self.write)
         engine.add_event_handler(Events.EXCEPTION_RAISED, self._write_and_raise)
 
@@ -103,9 +108,32 @@ class LossCurvePlotter:
         raise error
 
     def record(self, engine: Engine) -> None:
+        if not self.history and engine.state.iteration > 1:
+            self.history = self._earlier_history(engine.state.iteration)
         for k, v in scalar_outputs(engine.state.output).items():
             if (self.keys is None and k not in ("lr", "skipped", "total")) or (self.keys is not None and k in self.keys):
                 self.history[k].append((engine.state.iteration, v))
+
+    def _earlier_history(self, iteration: int) -> defaultdict[str, list[tuple[int, float]]]:
+        """The values the run wrote before it was resumed at ``iteration`` (later ones were never checkpointed)."""
+        history: defaultdict[str, list[tuple[int, float]]] = defaultdict(list)
+        path = self.path.with_suffix(".json")
+        if not path.is_file():
+            return history
+        try:
+            old = json.loads(path.read_text())
+            for k, values in old.items():
+                history[str(k)] = [(int(i), float(v)) for i, v in values if int(i) < iteration]
+        except (OSError, ValueError, TypeError, AttributeError) as err:
+            logger.warning("loss curves: %s is unreadable (%s); the curves start at iteration %d", path, err, iteration)
+            history.clear()
+        return history
+
+    def write_values(self, engine: Engine | None = None) -> None:
+        """Write the values recorded so far (rank 0), so a killed run's resume continues them."""
+        if engine is not None and getattr(engine.state, "rank", 0) != 0 or not self.history:
+            return
+        save_json(self.history, self.path.with_suffix(".json"))
 
     def write(self, engine: Engine | None = None) -> None:
         if engine is not None and getattr(engine.state, "rank", 0) != 0 or not self.history:
@@ -135,4 +163,4 @@ class LossCurvePlotter:
         with atomic_path(self.path) as tmp:
             fig.savefig(tmp, dpi=100)
         plt.close(fig)
-        save_json(self.history, self.path.with_suffix(".json"))
+        self.write_values()
