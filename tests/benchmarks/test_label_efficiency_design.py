@@ -257,6 +257,36 @@ def test_fractions_that_draw_the_same_subset_are_trained_once_and_resume_alike(t
     assert idle.calls == []
 
 
+def test_results_replace_only_the_files_the_study_wrote(tmp_path):
+    """A label_efficiency.md of the user's in --out is refused in one line and nothing is written; the study's own
+    results are replaced by a rerun."""
+    from unimiss_monai.benchmarks.label_efficiency.command import RESULT_NAMES
+
+    out = tmp_path / "study"
+    out.mkdir()
+    (out / "label_efficiency.md").write_text("my notes")
+    results = build_results(run_study(DESIGN.runs(32), FakeRunner(), out, SETTINGS), DESIGN, META)
+    with pytest.raises(FileExistsError, match=r"label_efficiency.md exists and was not written by unimiss_monai.* --out$"):
+        write_results(results, out)
+    assert (out / "label_efficiency.md").read_text() == "my notes"
+    assert not (out / "label_efficiency.json").exists() and not (out / "label_efficiency.png").exists()
+    (out / "label_efficiency.md").unlink()
+    write_results(results, out)
+    first = {n: (out / n).read_bytes() for n in RESULT_NAMES}
+    (out / "label_efficiency.json").write_text("stale")
+    write_results(results, out)  # its own file: replaced
+    assert {n: (out / n).read_bytes() for n in RESULT_NAMES} == first
+
+
+def test_the_study_command_refuses_a_users_result_file_before_any_run(tmp_path):
+    from unimiss_monai.benchmarks.label_efficiency.command import label_efficiency
+
+    (tmp_path / "label_efficiency.json").write_text("{}")
+    with pytest.raises(FileExistsError, match="label_efficiency.json exists and was not written by unimiss_monai"):
+        label_efficiency(bundle="unimiss_cxr_segmentation", out=str(tmp_path), dataset_dir=str(tmp_path / "missing"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["label_efficiency.json"]
+
+
 # whether a process still runs is read from /proc (a zombie has ended)
 needs_proc = pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads process states from /proc")
 

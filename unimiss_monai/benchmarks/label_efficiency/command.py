@@ -19,6 +19,7 @@ from pathlib import Path
 
 from unimiss_monai.benchmarks.label_efficiency.design import ARMS, StudyDesign, parse_list
 from unimiss_monai.benchmarks.label_efficiency.tasks import TASKS
+from unimiss_monai.data.output_ledger import check_own_file, replacing_own
 from unimiss_monai.data.writers import save_bytes, save_json
 from unimiss_monai.utils.args import as_count
 
@@ -43,6 +44,10 @@ def versions() -> dict:
             "scipy": scipy.__version__}
 
 
+#: the study's results in ``--out``: the numbers, the plot, the docs table
+RESULT_NAMES = ("label_efficiency.json", "label_efficiency.png", "label_efficiency.md")
+
+
 def write_results(results: dict, out: str | Path) -> Path:
     """Write ``label_efficiency.json``, ``.png`` (:func:`.plot.label_efficiency_png`) and ``.md`` (the docs table)
     into ``out``; returns the JSON path."""
@@ -50,11 +55,22 @@ def write_results(results: dict, out: str | Path) -> Path:
     from unimiss_monai.benchmarks.label_efficiency.table import results_markdown
 
     out = Path(out)
-    path = save_json(results, out / "label_efficiency.json")
+    check_results_are_ours(out)  # all three before any: a refused file leaves no mix of old and new results
+    with replacing_own(out / RESULT_NAMES[0], out, "--out"):
+        path = save_json(results, out / RESULT_NAMES[0])
     if results["results"] and any(results["results"].values()):
-        save_bytes(label_efficiency_png(results), out / "label_efficiency.png")
-    save_bytes(results_markdown(results), out / "label_efficiency.md")
+        with replacing_own(out / RESULT_NAMES[1], out, "--out"):
+            save_bytes(label_efficiency_png(results), out / RESULT_NAMES[1])
+    with replacing_own(out / RESULT_NAMES[2], out, "--out"):
+        save_bytes(results_markdown(results), out / RESULT_NAMES[2])
     return path
+
+
+def check_results_are_ours(out: Path) -> None:
+    """Refuse (``FileExistsError``, one line) a result file in ``out`` that this package did not write there: a study
+    replaces only its own results (:mod:`unimiss_monai.data.output_ledger`)."""
+    for name in RESULT_NAMES:
+        check_own_file(out / name, out, "--out")
 
 
 def _display_path(path: str | None, out: Path) -> str | None:
@@ -209,6 +225,7 @@ def label_efficiency(
         check_overrides("label-efficiency", bundle, overrides,
                         [config_files(task.train_configs), config_files(task.eval_configs)], options)
     out = Path(out).resolve()
+    check_results_are_ours(out)  # before hours of runs, not after them
     started = time.perf_counter()
 
     # the weights of every arm, made or found once for the whole study
