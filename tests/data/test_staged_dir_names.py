@@ -3,6 +3,8 @@ never touch each other's, and a staging folder another process removed is never 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from unimiss_monai.data.writers import OUTPUT_MARKER, save_json, staged_dir
@@ -57,3 +59,62 @@ def test_a_staging_folder_removed_after_its_last_write_is_not_put_in_place(tmp_p
             save_json({}, tmp / "first.json")
             shutil.rmtree(tmp)
     assert list(tmp_path.iterdir()) == []
+
+
+def _crash_at(monkeypatch, call: int):
+    """Make the ``call``-th ``os.replace`` of a folder by the writers raise, as a run killed just before it."""
+    import os
+
+    import unimiss_monai.data.writers as writers
+
+    real, calls = os.replace, []
+
+    def replace(src, dst):
+        nonlocal calls
+        calls += [src] if os.path.isdir(src) else []
+        if os.path.isdir(src) and len(calls) == call:
+            raise KeyboardInterrupt("killed")
+        return real(src, dst)
+
+    monkeypatch.setattr(writers.os, "replace", replace)
+    return lambda: monkeypatch.setattr(writers.os, "replace", real)
+
+
+@pytest.mark.parametrize("killed_before", [1, 2, 3], ids=["moving-old-aside", "renaming-new-in", "never"])
+def test_a_run_killed_while_replacing_a_folder_leaves_one_whole_folder_and_the_rerun_goes_on(tmp_path, monkeypatch, killed_before):
+    """The old folder is moved aside and the new one renamed in; nothing is removed between: killed before either
+    rename, the next staging of that name finds the old folder whole (put back from aside), and replaces it."""
+    target = tmp_path / "case"
+    with staged_dir(target) as tmp:
+        save_json({"run": 1}, tmp / "a.json")
+    restore = _crash_at(monkeypatch, killed_before)
+    try:
+        with staged_dir(target) as tmp:
+            save_json({"run": 2}, tmp / "a.json")
+    except KeyboardInterrupt:
+        assert killed_before < 3
+    restore()
+    with staged_dir(target) as tmp:  # the next run: finds a whole folder of its own, whichever it is, and replaces it
+        assert (target / OUTPUT_MARKER).is_file() and (target / "a.json").is_file()
+        save_json({"run": 3}, tmp / "a.json")
+    assert json.loads((target / "a.json").read_text()) == {"run": 3}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["case"]  # no folder left aside
+
+
+def test_a_folder_left_aside_after_both_renames_is_removed_and_a_missing_one_is_put_back(tmp_path):
+    target = tmp_path / "case"
+    with staged_dir(target) as tmp:
+        save_json({"run": 1}, tmp / "a.json")
+    # killed between the two renames: only the aside copy exists
+    aside = tmp_path / ".case.0badc0de.unimiss-old"
+    target.rename(aside)
+    other = tmp_path / ".case.v2.0badc0de.unimiss-old"  # another name's: never touched
+    other.mkdir()
+    with staged_dir(target) as tmp:
+        assert (target / "a.json").is_file() and not aside.exists()
+        save_json({"run": 2}, tmp / "a.json")
+    # killed after both renames: the new folder is in place and the old one still aside
+    (tmp_path / ".case.0badc0df.unimiss-old").mkdir()
+    with staged_dir(target):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["case", other.name])

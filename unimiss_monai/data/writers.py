@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import re
-import secrets
 import shutil
-import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -17,6 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from unimiss_monai.data.folder_marker import marker_text, unlisted_file
+from unimiss_monai.data.temporaries import (OLD_TAG, TMP_TAG, remove_leftovers, remove_stale_temporaries, remove_temporary,
+                                            temporaries_of, temporary_beside)
 
 __all__ = [
     "OUTPUT_MARKER", "atomic_path", "check_output_dir", "check_output_file", "check_replaceable", "check_replaceable_json",
@@ -25,88 +23,13 @@ __all__ = [
 ]
 
 
-# ends the name of every temporary file or folder the writers make, so a leftover of a killed run can be told apart
-_TMP_TAG = ".unimiss-tmp"
-# the random part of a temporary name (``secrets.token_hex``; ``tempfile``, which earlier versions used, draws from
-# ``[a-z0-9_]``): never a dot, so ``.p.<random><tag>`` can never be a temporary of ``p.1``
-_RANDOM = "[a-z0-9_]+"
-
-
-def temporary_beside(path: str | Path, tail: str = _TMP_TAG, folder: bool = False) -> Path:
-    """Create and return a new, empty temporary file (or folder) ``.<name>.<random><tail>`` beside ``path``, of a
-    name no other writer gets, to be renamed onto ``path`` once whole. Permissions follow the umask, as with ``open``
-    and ``mkdir``."""
-    path = Path(path)
-    for _ in range(100):
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{tail}"
-        try:
-            if folder:
-                tmp.mkdir(mode=0o777)
-            else:
-                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            return tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"{path.parent}: no free temporary name for {path.name}; remove its .{path.name}.*{tail}")
-
-
-def _remove_temporary(path: str | Path) -> bool:
-    """Remove a temporary file or staging folder (a link itself, never what it points to); False when it was already
-    gone: its writer renamed it into place, or another process removed it, since it was listed."""
-    try:
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        else:
-            os.unlink(path)
-    except FileNotFoundError:
-        return False
-    return True
-
-
-def remove_leftovers(path: str | Path, tail: str = _TMP_TAG) -> None:
-    """Remove the temporaries of ``path`` that a writer killed before its rename left (kill -9, power loss).
-
-    Only ``path``'s own are matched, by the exact form :func:`temporary_beside` gives them: a glob ``.<name>.*<tail>``
-    would also match the temporary of ``<name>.1`` (or of a DICOM UID folder ``<name>.<more>``), which another process may
-    be writing at this moment, and a file of the user's is never of this form.
-    """
-    path = Path(path)
-    own = re.compile(rf"\.{re.escape(path.name)}\.{_RANDOM}{re.escape(tail)}")
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.*{glob.escape(tail)}"):
-        if own.fullmatch(stale.name):
-            _remove_temporary(stale)
-
-
-def remove_stale_temporaries(folder: str | Path, older_than_s: float, tail: str = _TMP_TAG) -> int:
-    """Remove every temporary in ``folder`` of the form :func:`temporary_beside` gives, whatever file it was for,
-    that has not been written for ``older_than_s`` seconds; returns how many went.
-
-    For a folder many processes write at once (a shared cache), where :func:`remove_leftovers` cannot tell a killed
-    writer's temporary from a live one's: each write moves its file's modification time, so one left that long has no
-    writer. One listing of the folder; a file of the user's is never of this form.
-    """
-    form = re.compile(rf"\..+\.{_RANDOM}{re.escape(tail)}")
-    now, removed = time.time(), 0
-    with os.scandir(folder) as listing:
-        for entry in listing:
-            if not form.fullmatch(entry.name):
-                continue
-            try:
-                age = now - entry.stat(follow_symlinks=False).st_mtime
-            except FileNotFoundError:  # renamed into place (or removed) by its writer since the listing
-                continue
-            if age > older_than_s and _remove_temporary(entry.path):
-                removed += 1
-    return removed
-
-
 def _make_parent(path: Path) -> None:
     """Create ``path``'s parent folders, unless one of them is a staging folder of :func:`staged_dir`: one that
     vanished was removed by another process, and making it again would hide that its earlier files are gone."""
     for folder in (path.parent, *path.parent.parents):
         if folder.exists():
             break
-        if folder.name.endswith(_TMP_TAG):
+        if folder.name.endswith(TMP_TAG):
             raise FileNotFoundError(
                 f"{folder}: this staging folder vanished while it was being written (another process removed it); "
                 "run again"
@@ -184,9 +107,10 @@ def staged_dir(path: str | Path) -> Iterator[Path]:
     of the same name raises ``FileExistsError`` before anything is written, and is left as it was.
     """
     path = Path(path)
+    _restore_previous(path)
     check_replaceable(path)
     _make_parent(path)
-    remove_leftovers(path, _TMP_TAG)
+    remove_leftovers(path, TMP_TAG)
     tmp = temporary_beside(path, folder=True)
     try:
         yield tmp
@@ -194,12 +118,27 @@ def staged_dir(path: str | Path) -> Iterator[Path]:
             raise FileNotFoundError(f"{tmp}: this staging folder vanished before it was complete; run again")
         (tmp / OUTPUT_MARKER).write_text(marker_text(tmp))
         check_replaceable(path)  # the user may have put a folder there while this one was assembled
+        # two renames, never a removal in between: a run killed at any point leaves the old folder or the new one,
+        # whole (a half-removed old folder would have lost its marker and blocked every rerun)
+        aside = None
         if path.exists():
-            shutil.rmtree(path)
+            aside = temporary_beside(path, OLD_TAG, folder=True)
+            os.replace(path, aside)  # onto the empty folder just made
         os.replace(tmp, path)
+        if aside is not None:
+            remove_temporary(aside)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _restore_previous(path: Path) -> None:
+    """Put back the folder a run killed between :func:`staged_dir`'s two renames moved aside (``path`` is missing),
+    and remove those a run killed after them left (``path`` is the new folder)."""
+    aside = temporaries_of(path, OLD_TAG)
+    if aside and not (path.exists() or path.is_symlink()):
+        os.replace(aside[0], path)
+    remove_leftovers(path, OLD_TAG)
 
 
 def check_output_dir(output_dir: str | os.PathLike, input_dir: str | os.PathLike | None, what: str = "output_dir") -> str:
@@ -224,7 +163,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = check_output_file(path)
     _make_parent(path)
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    marker = f"{_TMP_TAG}{suffix}"
+    marker = f"{TMP_TAG}{suffix}"
     # a writer killed before its rename leaves its temporary file behind: the next write of the same file removes it
     remove_leftovers(path, marker)
     tmp = temporary_beside(path, marker)
