@@ -8,22 +8,11 @@ import pytest
 import torch
 
 from unimiss_monai.handlers import load_pretrained_init
-from unimiss_monai.networks import UniMissSegmentation, build_backbone, load_pretrained, tiny_overrides
+from unimiss_monai.networks import build_backbone, load_pretrained
 from unimiss_monai.networks.pretrained import read_checkpoint
 from unimiss_monai.utils.finite import NonFiniteWeightsError
 
-
-def _seg():
-    return UniMissSegmentation(3, 1, 3, variant="mit_small", img_size=(16, 64, 64), **tiny_overrides("mit_small"))
-
-
-class _Net(torch.nn.Module):
-    """Another network than UniMiSS's: its file is read by the handler itself."""
-
-    def __init__(self):
-        super().__init__()
-        self.encoder = torch.nn.Linear(4, 4)
-        self.head = torch.nn.Linear(4, 2)
+from tiny_nets import EncoderHead as _Net, tiny_segmentation as _seg
 
 
 def _poisoned(net: torch.nn.Module, value: float) -> tuple[dict[str, torch.Tensor], str]:

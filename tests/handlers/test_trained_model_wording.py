@@ -10,20 +10,8 @@ import pytest
 import torch
 
 from unimiss_monai.handlers import load_pretrained_init
-from unimiss_monai.networks import UniMissSegmentation, tiny_overrides
 
-
-def _net():
-    return UniMissSegmentation(3, 1, 3, variant="mit_small", img_size=(16, 64, 64), **tiny_overrides("mit_small"))
-
-
-class _Net(torch.nn.Module):
-    """Another network than UniMiSS's: matched by parameter name in the handler itself."""
-
-    def __init__(self):
-        super().__init__()
-        self.encoder = torch.nn.Linear(4, 4)
-        self.head = torch.nn.Linear(4, 2)
+from tiny_nets import EncoderHead as _Net, tiny_segmentation as _net
 
 
 def _messages(caplog) -> list[str]:
@@ -87,7 +75,7 @@ def test_refusals_of_a_trained_model_name_no_pretrained_checkpoint(tmp_path):
     # another network's encoder alone is no trained model of the whole network
     encoder_only = tmp_path / "encoder_of_another.pt"
     torch.save({"model": _Net().encoder.state_dict()}, encoder_only)
-    assert "shares no parameter names with _Net" in _refusal(_Net(), encoder_only)
+    assert "shares no parameter names with EncoderHead" in _refusal(_Net(), encoder_only)
     # another network's file short of a tensor: strict by design, so no advice to relax it
     short = tmp_path / "short.pt"
     torch.save({"model": {k: v for k, v in _Net().state_dict().items() if k != "head.bias"}}, short)
