@@ -114,6 +114,16 @@ def test_handler_on_tiny_engine(probe_datalist, tmp_path, caplog):
     assert [e["epoch"] for e in json.loads(history.read_text())] == [0, 2, 4]
 
 
+def test_a_users_file_at_the_history_path_stops_the_run_before_it_trains(probe_datalist, tmp_path):
+    history = tmp_path / "knn.json"
+    history.write_text("[]")  # the user's, not recorded as written by this package
+    engine = Engine(lambda e, b: None)
+    KNNProbe(HalfMeans(), probe_datalist, k=3, history_path=history).attach(engine)
+    with pytest.raises(FileExistsError, match="knn.json exists and was not written by unimiss_monai"):
+        engine.run([0, 1], max_epochs=2)
+    assert engine.state.iteration == 0 and history.read_text() == "[]"
+
+
 def test_handler_agrees_with_direct_computation(tmp_path):
     # no class structure: the handler's value must equal knn_accuracy on the backbone's own outputs
     rng = np.random.default_rng(1)

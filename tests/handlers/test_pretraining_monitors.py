@@ -182,3 +182,14 @@ def test_loss_curves_let_later_handlers_see_a_failure(tmp_path):
         engine.run(range(2), max_epochs=1)
     # ignite fires EXCEPTION_RAISED again when a handler raises (once from the epoch, once from the run)
     assert seen and set(seen) == {"out of memory"}
+
+
+@pytest.mark.parametrize("name", ["curves.png", "curves.json"])
+def test_loss_curves_never_replace_a_users_file(tmp_path, name):
+    (tmp_path / name).write_text("mine")
+    engine = _engine([{"loss": 1.0}])
+    LossCurvePlotter(tmp_path / "curves.png").attach(engine)
+    with pytest.raises(FileExistsError, match=rf"{name} exists and was not written by unimiss_monai"):
+        engine.run(range(1), max_epochs=1)
+    assert engine.state.iteration == 0 and (tmp_path / name).read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]

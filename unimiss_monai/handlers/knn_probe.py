@@ -15,6 +15,7 @@ from monai.networks import eval_mode
 from monai.transforms import Compose, EnsureTyped, LoadImaged
 from torch import nn
 
+from unimiss_monai.data.output_ledger import check_own_file, replacing_own
 from unimiss_monai.data.writers import save_json
 from unimiss_monai.metrics.knn import knn_accuracy, knn_predict
 from unimiss_monai.networks.nets.student_teacher import split_backbone_output
@@ -81,7 +82,8 @@ class KNNProbe:
     """Every ``every_n_epochs`` epochs, embeds a labelled probe set with ``backbone`` (eval mode, no gradients; the
     embedding the DINO head consumes, i.e. the CLS feature, L2-normalised) and records the weighted k-NN accuracy
     (:func:`knn_predict`) in ``engine.state.metrics["knn_accuracy"]``, the log and ``history_path`` (JSON list of
-    ``{"epoch", "iteration", "knn_accuracy", "pixel_baseline", ...}``, rewritten atomically by rank 0). With
+    ``{"epoch", "iteration", "knn_accuracy", "pixel_baseline", ...}``, rewritten atomically by rank 0; one of the
+    user's there stops the run before it trains, see :mod:`unimiss_monai.data.output_ledger`). With
     ``probe_at_start`` the untrained backbone is probed too, as epoch 0, before the first iteration of a new run.
 
     Which neighbours may vote: never the item itself, never an item of another ``group`` (e.g. real scans and
@@ -171,6 +173,8 @@ class KNNProbe:
         if not self.items:
             logger.info("k-NN probe off: no %r items in %s; add a %r section [{'image': ..., 'label': ...}] to enable it", self.probe_key, self.source, self.probe_key)
             return
+        if self.history_path is not None:  # a file of the user's there stops the run before it trains, not after
+            engine.add_event_handler(Events.STARTED, lambda _: check_own_file(self.history_path, self.history_path.parent))
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.every), self)
         if self.probe_at_start:
             engine.add_event_handler(Events.STARTED, self._at_start)
@@ -372,4 +376,5 @@ class KNNProbe:
         logger.info("epoch %d: k-NN accuracy of the probed backbone %.4f%s (raw-voxel k-NN %s%s; %d probe items, %d classes, k=%d, exclude=%s)",
                     entry["epoch"], accuracy, on_maps, baseline, per_group, entry["num_items"], entry["num_classes"], entry["k"], self.exclude)
         if self.history_path is not None and getattr(engine.state, "rank", 0) == 0:
-            save_json(self.history, self.history_path)
+            with replacing_own(self.history_path, self.history_path.parent):
+                save_json(self.history, self.history_path)

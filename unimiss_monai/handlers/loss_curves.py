@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ignite.engine import Engine, Events
 
+from unimiss_monai.data.output_ledger import check_own_file, replacing_own
 from unimiss_monai.data.writers import atomic_path, save_json
 
 __all__ = ["EpochLossMeans", "LossCurvePlotter", "scalar_outputs"]
@@ -72,7 +73,8 @@ class LossCurvePlotter:
     A run that fails still raises its error after the curves are written.
 
     The values are also written after every epoch, and a resumed run (its first iteration is not the first) starts
-    from those of the iterations before it: the curves of a run killed and resumed cover the whole run.
+    from those of the iterations before it: the curves of a run killed and resumed cover the whole run. A file of
+    either name that this package did not write there stops the run before its first iteration, and stays.
 
     Args:
         path: PNG file to write.
@@ -85,6 +87,7 @@ class LossCurvePlotter:
         self.history: dict[str, list[tuple[int, float]]] = defaultdict(list)
 
     def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._check_files)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.record)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.write_values)
         engine.add_event_handler(Events.COMPLETED, self.write)
@@ -114,6 +117,12 @@ class LossCurvePlotter:
             if (self.keys is None and k not in ("lr", "skipped", "total")) or (self.keys is not None and k in self.keys):
                 self.history[k].append((engine.state.iteration, v))
 
+    def _check_files(self, engine: Engine | None = None) -> None:
+        """Refuse, before the first iteration, a file of the user's where the curves go: a run replaces only the
+        files it wrote (:mod:`unimiss_monai.data.output_ledger`)."""
+        for path in (self.path, self.path.with_suffix(".json")):
+            check_own_file(path, self.path.parent)
+
     def _earlier_history(self, iteration: int) -> defaultdict[str, list[tuple[int, float]]]:
         """The values the run wrote before it was resumed at ``iteration`` (later ones were never checkpointed)."""
         history: defaultdict[str, list[tuple[int, float]]] = defaultdict(list)
@@ -133,7 +142,8 @@ class LossCurvePlotter:
         """Write the values recorded so far (rank 0), so a killed run's resume continues them."""
         if engine is not None and getattr(engine.state, "rank", 0) != 0 or not self.history:
             return
-        save_json(self.history, self.path.with_suffix(".json"))
+        with replacing_own(self.path.with_suffix(".json"), self.path.parent):
+            save_json(self.history, self.path.with_suffix(".json"))
 
     def write(self, engine: Engine | None = None) -> None:
         if engine is not None and getattr(engine.state, "rank", 0) != 0 or not self.history:
@@ -160,7 +170,7 @@ class LossCurvePlotter:
             ax.set_title(title)
             ax.legend(fontsize=7)
         fig.tight_layout()
-        with atomic_path(self.path) as tmp:
+        with replacing_own(self.path, self.path.parent), atomic_path(self.path) as tmp:
             fig.savefig(tmp, dpi=100)
         plt.close(fig)
         self.write_values()
