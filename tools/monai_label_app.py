@@ -214,6 +214,10 @@ def _get_network(self, device, data):
     network = _bundle_get_network(self, device, data)
     noted = getattr(self, "_unimiss_weights", None)
     if network is not None and (noted is None or noted[0] is not network):  # loaded now: first use or a newer model.pt
+        from unimiss_monai.utils.finite import refuse_non_finite_weights
+
+        # a diverged model answers empty labels that look like a result: refused (422) as the bundle's inference does
+        refuse_non_finite_weights(network.state_dict(), f"the served model {self.get_path()}")
         _check_model_settings(self)
         self._unimiss_weights = (network, _weights_sha256(network))
     return network

@@ -34,31 +34,65 @@ def test_loss_curves_png_and_json(tmp_path):
     assert "phase" not in history
 
 
-def test_loss_curves_of_a_resumed_run_cover_the_whole_run(tmp_path):
-    """A run killed in its third epoch (after the checkpoint of epoch 2; its curves were written up to iteration 10
-    when it failed) resumes at iteration 8: the curves keep iterations 1-8 of the first run, drop the redone 9-10,
-    and go on to 12."""
+def _curves_run(tmp_path, loss_of, kill_at=None, write_every=4, terms=lambda i: {}):
+    """Epochs of 6 iterations, a checkpoint every 4 iterations; ``kill_at``: the process dies in that iteration, as
+    with kill -9: the plotter's writing is taken away first, so nothing is written at the failure."""
     model = torch.nn.Linear(3, 2)
+    plotter = LossCurvePlotter(tmp_path / "curves.png", write_every=write_every)
 
-    def run(loss_of, fail_at=None):
-        def step(engine, batch):
-            if engine.state.iteration == fail_at:
-                raise RuntimeError("killed")
-            return {"loss": loss_of(engine.state.iteration)}
+    def step(engine, batch):
+        if engine.state.iteration == kill_at:
+            plotter.write = lambda engine=None: None
+            raise KeyboardInterrupt
+        return {"loss": loss_of(engine.state.iteration), **terms(engine.state.iteration)}
 
-        engine = Engine(step)
-        engine.state.rank = 0
-        TrainingCheckpoint(tmp_path / "ckpt", {"model": model}, save_every=1, epoch_level=True).attach(engine)
-        LossCurvePlotter(tmp_path / "curves.png").attach(engine)
-        engine.run(range(4), max_epochs=3)
+    engine = Engine(step)
+    engine.state.rank = 0
+    TrainingCheckpoint(tmp_path / "ckpt", {"model": model}, save_every=4).attach(engine)
+    plotter.attach(engine)
+    engine.run(range(6), max_epochs=3)
 
-    with pytest.raises(RuntimeError, match="killed"):
-        run(lambda i: 100.0 + i, fail_at=11)
-    assert [i for i, _ in json.loads((tmp_path / "curves.json").read_text())["loss"]] == list(range(1, 11))
-    run(lambda i: 200.0 + i)
-    history = json.loads((tmp_path / "curves.json").read_text())["loss"]
-    assert [i for i, _ in history] == list(range(1, 13))
-    assert [v for _, v in history] == [100.0 + i for i in range(1, 9)] + [200.0 + i for i in range(9, 13)]
+
+def _curve(tmp_path, term="loss"):
+    return json.loads((tmp_path / "curves.json").read_text()).get(term)
+
+
+def test_loss_curves_of_a_resumed_run_cover_the_whole_run(tmp_path):
+    """Killed in iteration 11, after the checkpoint and the values of iteration 8: the resumed run keeps 1-8 of the
+    first run and records 9-18 itself."""
+    with pytest.raises(KeyboardInterrupt):
+        _curves_run(tmp_path, lambda i: 100.0 + i, kill_at=11)
+    assert [i for i, _ in _curve(tmp_path)] == list(range(1, 9))
+    _curves_run(tmp_path, lambda i: 200.0 + i)
+    history = _curve(tmp_path)
+    assert [i for i, _ in history] == list(range(1, 19))
+    assert [v for _, v in history] == [100.0 + i for i in range(1, 9)] + [200.0 + i for i in range(9, 19)]
+
+
+def test_a_gap_in_the_resumed_curves_is_logged(tmp_path, caplog):
+    """Values written at epoch ends only (write_every 0): those of iterations 7-8 died with the run."""
+    with pytest.raises(KeyboardInterrupt):
+        _curves_run(tmp_path, lambda i: 1.0, kill_at=11, write_every=0)
+    _curves_run(tmp_path, lambda i: 2.0, write_every=0)
+    assert [i for i, _ in _curve(tmp_path)] == list(range(1, 7)) + list(range(9, 19))
+    assert "loss curves: no values for iterations 7-8" in caplog.text
+
+
+def test_a_new_run_replaces_an_earlier_runs_values_at_its_first_iteration(tmp_path):
+    """An earlier finished run's values must not be taken for this run's when it is killed before its first
+    checkpoint and resumed; a term seen only after the resume point leaves no empty curve behind."""
+    _curves_run(tmp_path, lambda i: 100.0 + i, terms=lambda i: {"ct": 1.0} if i in (9, 10) else {})
+    (tmp_path / "ckpt" / "checkpoint.pt").unlink()  # training anew in the same folder
+    with pytest.raises(KeyboardInterrupt):
+        _curves_run(tmp_path, lambda i: 200.0 + i, kill_at=2, terms=lambda i: {"ct": 1.0})
+    assert _curve(tmp_path) == [[1, 201.0]] and _curve(tmp_path, "ct") == [[1, 1.0]]
+    # values written at the end of epoch 1 (iteration 6), "ct" only at 5-6; killed in 7, resumed at checkpoint 4
+    with pytest.raises(KeyboardInterrupt):
+        _curves_run(tmp_path, lambda i: 300.0 + i, kill_at=7, write_every=0,
+                    terms=lambda i: {"ct": 1.0} if i in (5, 6) else {})
+    _curves_run(tmp_path, lambda i: 400.0 + i, write_every=0)  # records no "ct": the plot is drawn without it
+    assert _curve(tmp_path, "ct") is None and (tmp_path / "curves.png").is_file()
+    assert [v for _, v in _curve(tmp_path)] == [300.0 + i for i in range(1, 5)] + [400.0 + i for i in range(5, 19)]
 
 
 def test_loss_curves_are_written_each_epoch_and_a_new_run_does_not_read_them(tmp_path):
@@ -105,6 +139,24 @@ def test_checkpoint_round_trip_and_export(tmp_path):
     TrainingCheckpoint(tmp_path / "ckpt", {"model": fresh}).attach(engine2)
     engine2.run(range(4), max_epochs=2)
     assert torch.equal(fresh.weight, model.weight) and engine2.state.iteration == 8
+
+
+def test_a_checkpoint_holding_nan_is_not_resumed(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    engine = _engine([{}] * 2)
+    TrainingCheckpoint(tmp_path / "ckpt", {"model": model}, save_every=1).attach(engine)
+    engine.run(range(2), max_epochs=1)
+    path = tmp_path / "ckpt" / "checkpoint.pt"
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["model"]["bias"][0] = float("nan")  # a checkpoint copied in from a run that diverged
+    torch.save(ckpt, path)
+    fresh = torch.nn.Linear(3, 2)
+    before = fresh.weight.clone()
+    engine = _engine([{}] * 2)
+    TrainingCheckpoint(tmp_path / "ckpt", {"model": fresh}).attach(engine)
+    with pytest.raises(RuntimeError, match=rf"^cannot resume from {path}: tensor model.bias holds NaN or Inf .* delete it"):
+        engine.run(range(2), max_epochs=2)
+    assert torch.equal(fresh.weight, before) and engine.state.iteration == 0
 
 
 def test_export_is_written_only_by_a_finished_run(tmp_path):

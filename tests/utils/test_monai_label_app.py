@@ -214,3 +214,25 @@ def test_a_model_trained_at_other_settings_is_refused_when_loaded(app_namespace,
     assert not hasattr(task, "_unimiss_weights")  # not noted as answering: the next request checks again
     task.bundle_config = ConfigParser({"model_settings": {"pixdim": [10.0, 10.0, 10.0], "roi_size": [16, 32, 32]}})
     assert app_namespace["_get_network"](task, "cpu", {}) is network and task._unimiss_weights[0] is network
+
+
+def test_a_model_holding_nan_is_refused_when_loaded(app_namespace, tmp_path, monkeypatch):
+    import torch
+
+    from unimiss_monai.utils.finite import NonFiniteWeightsError
+
+    path = tmp_path / "model.pt"
+    network = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        network.bias[1] = float("nan")
+    task = types.SimpleNamespace(bundle_config=None, get_path=lambda: str(path))
+    monkeypatch.setitem(app_namespace, "_bundle_get_network", lambda self, device, data: network)
+    with pytest.raises(NonFiniteWeightsError, match=rf"^the served model {path}: tensor bias holds NaN or Inf"):
+        app_namespace["_get_network"](task, "cpu", {})
+    assert not hasattr(task, "_unimiss_weights")
+    refusal = app_namespace["_refusal"](NonFiniteWeightsError("x"), None, "")
+    assert refusal is not None and refusal.status_code == 422  # answered as a refused input, not a server error
+    with torch.no_grad():
+        network.bias[1] = 0.0
+    assert app_namespace["_get_network"](task, "cpu", {}) is network
+

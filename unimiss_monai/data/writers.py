@@ -124,7 +124,12 @@ def staged_dir(path: str | Path) -> Iterator[Path]:
         if path.exists():
             aside = temporary_beside(path, OLD_TAG, folder=True)
             os.replace(path, aside)  # onto the empty folder just made
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if aside is not None:  # the old folder back in place at once, not only on the next run
+                _restore_previous(path)
+            raise
         if aside is not None:
             remove_temporary(aside)
     finally:

@@ -72,24 +72,32 @@ class LossCurvePlotter:
     values beside it, ``<path>`` with the suffix ``.json`` (``loss_curves.png`` -> ``loss_curves.json``).
     A run that fails still raises its error after the curves are written.
 
-    The values are also written after every epoch, and a resumed run (its first iteration is not the first) starts
-    from those of the iterations before it: the curves of a run killed and resumed cover the whole run. A file of
-    either name that this package did not write there stops the run before its first iteration, and stays.
+    The values are also written after the first iteration, every ``write_every`` iterations and after every epoch; a
+    resumed run (its first iteration is not the first) starts from those of the iterations before it, so the curves
+    of a run killed and resumed cover the whole run when ``write_every`` is the checkpoints' interval (a gap left by a
+    kill between the two writes is logged). A file of either name that this package did not write there stops the
+    run before its first iteration, and stays.
 
     Args:
         path: PNG file to write.
         keys: output keys to plot; default every loss term plus ``teacher_entropy`` and ``center_norm``.
         smoothing: moving-average window drawn over the raw values (1: none).
+        write_every: iterations between writes of the values (0: at epoch ends only).
     """
 
-    def __init__(self, path: str | os.PathLike, keys: list[str] | None = None, smoothing: int = 10) -> None:
+    def __init__(self, path: str | os.PathLike, keys: list[str] | None = None, smoothing: int = 10,
+                 write_every: int = 0) -> None:
         self.path, self.keys, self.smoothing = Path(path), keys, max(1, int(smoothing))
+        self.write_every = max(0, int(write_every))
         self.history: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        self._first: int | None = None  # the first iteration this run recorded: 1 unless it was resumed
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self._check_files)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.record)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.write_values)
+        if self.write_every:
+            engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.write_every), self.write_values)
         engine.add_event_handler(Events.COMPLETED, self.write)
         engine.add_event_handler(Events.EXCEPTION_RAISED, self._write_and_raise)
 
@@ -111,11 +119,16 @@ class LossCurvePlotter:
         raise error
 
     def record(self, engine: Engine) -> None:
-        if not self.history and engine.state.iteration > 1:
-            self.history = self._earlier_history(engine.state.iteration)
+        first = self._first is None
+        if first:  # decided once: a resumed run continues the values written before it
+            self._first = engine.state.iteration
+            if self._first > 1:
+                self.history = self._earlier_history(self._first)
         for k, v in scalar_outputs(engine.state.output).items():
             if (self.keys is None and k not in ("lr", "skipped", "total")) or (self.keys is not None and k in self.keys):
                 self.history[k].append((engine.state.iteration, v))
+        if first and self._first == 1:  # a new run: the values of an earlier one must not outlive its first iteration
+            self.write_values(engine, even_empty=True)
 
     def _check_files(self, engine: Engine | None = None) -> None:
         """Refuse, before the first iteration, a file of the user's where the curves go: a run replaces only the
@@ -130,17 +143,22 @@ class LossCurvePlotter:
         if not path.is_file():
             return history
         try:
-            old = json.loads(path.read_text())
-            for k, values in old.items():
-                history[str(k)] = [(int(i), float(v)) for i, v in values if int(i) < iteration]
+            for k, values in json.loads(path.read_text()).items():
+                kept = [(int(i), float(v)) for i, v in values if int(i) < iteration]
+                if kept:  # a term recorded only after the resume point has no values from before it
+                    history[str(k)] = kept
         except (OSError, ValueError, TypeError, AttributeError) as err:
             logger.warning("loss curves: %s is unreadable (%s); the curves start at iteration %d", path, err, iteration)
-            history.clear()
+            return defaultdict(list)
+        last = max((i for values in history.values() for i, _ in values), default=0)
+        if last < iteration - 1:
+            logger.warning("loss curves: no values for iterations %d-%d (the run was stopped before it wrote them); "
+                           "set write_every to the checkpoint interval to keep them", last + 1, iteration - 1)
         return history
 
-    def write_values(self, engine: Engine | None = None) -> None:
+    def write_values(self, engine: Engine | None = None, even_empty: bool = False) -> None:
         """Write the values recorded so far (rank 0), so a killed run's resume continues them."""
-        if engine is not None and getattr(engine.state, "rank", 0) != 0 or not self.history:
+        if engine is not None and getattr(engine.state, "rank", 0) != 0 or not (self.history or even_empty):
             return
         with replacing_own(self.path.with_suffix(".json"), self.path.parent):
             save_json(self.history, self.path.with_suffix(".json"))
@@ -158,7 +176,7 @@ class LossCurvePlotter:
         panels = [p for p in (losses, monitors) if p]
         fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
         for ax, keys, title in zip(axes[0], panels, ("loss terms", "collapse monitors")):
-            for k in keys:
+            for k in (k for k in keys if self.history[k]):
                 it, val = zip(*self.history[k])
                 w = min(self.smoothing, len(val))
                 smooth = [sum(val[max(0, i - w + 1) : i + 1]) / len(val[max(0, i - w + 1) : i + 1]) for i in range(len(val))]

@@ -181,6 +181,7 @@ def load_pretrained_init(
         FileNotFoundError: ``path`` does not exist, or is a folder without ``models/model.pt``.
         ValueError: no key matches, matching keys differ in shape (a checkpoint of another variant), the checkpoint's
             ``info`` names another variant or widths, or encoder tensors would stay untrained (see ``allow_partial``).
+        NonFiniteWeightsError (a ValueError, one line naming the file and the tensor): a tensor holds NaN or Inf.
     """
     if as_bool(trained, "trained"):
         return _load_trained(network, path, checkpoint_key, encoder_attr, settings)

@@ -203,6 +203,10 @@ class TrainingCheckpoint:
         # first: another network's checkpoint (another bundle's run in the same output_dir) is refused, never trained
         # over, even when that run finished
         self._check_networks(ckpt)
+        # this package never saves a NaN checkpoint, but one may be copied in: resuming from it would train nothing
+        if (bad := first_non_finite(ckpt)) is not None:
+            raise RuntimeError(f"cannot resume from {self.path}: tensor {bad} holds NaN or Inf (the run that wrote it "
+                               "diverged); delete it to start over")
         if not self.resume_finished and self._finished(ckpt.get("trainer")):
             logger.info("%s is the checkpoint of a finished run: training anew", self.path)
             return

@@ -27,7 +27,7 @@ from unimiss_monai.networks.untrained_dims import set_aside_untrained
 from unimiss_monai.networks.variants import VARIANTS, VariantConfig, get_variant
 from unimiss_monai.networks.weights_file import recorded_info
 from unimiss_monai.utils.args import as_bool
-from unimiss_monai.utils.finite import refuse_non_finite_weights
+from unimiss_monai.utils.finite import NonFiniteWeightsError, refuse_non_finite_weights
 from unimiss_monai.utils.serialization import load_torch_file
 
 __all__ = [
@@ -297,7 +297,8 @@ def load_pretrained(
         ValueError (one line, naming the file): unreadable file, an official training checkpoint (convert it first),
             weights whose ``info`` or key layout is another variant or other widths, a position embedding whose
             training grid is unknown (no ``info``, not the variant's default size, no uniform rescale of the model's
-            grid; unless ``allow_partial``), or untrained encoder tensors.
+            grid; unless ``allow_partial``), or untrained encoder tensors; ``NonFiniteWeightsError`` (a ValueError):
+            a tensor holding NaN or Inf.
     """
     is_path = isinstance(path_or_state_dict, (str, os.PathLike))
     source = os.fspath(path_or_state_dict) if is_path else "<state dict>"
@@ -305,8 +306,8 @@ def load_pretrained(
         strict, allow_partial = as_bool(strict, "strict"), as_bool(allow_partial, "allow_partial")
         return _load(model, path_or_state_dict, source, strict, allow_partial, what)
     except ValueError as err:
-        if is_path and source not in str(err):
-            raise ValueError(f"{source}: {err}") from None  # one line, naming the file
+        if is_path and source not in str(err):  # one line, naming the file; a NaN refusal keeps its type
+            raise (NonFiniteWeightsError if isinstance(err, NonFiniteWeightsError) else ValueError)(f"{source}: {err}") from None
         raise
 
 

@@ -11,7 +11,7 @@ _EXPORTS = {
     "unimiss_monai.utils.args": ("as_bool", "as_count", "choose", "optional_path"),
     "unimiss_monai.utils.ema": ("unwrap_model", "update_momentum"),
     "unimiss_monai.utils.errors": ("failure_reason", "install_error_hook", "root_cause", "user_error_message"),
-    "unimiss_monai.utils.finite": ("first_non_finite",),
+    "unimiss_monai.utils.finite": ("NonFiniteWeightsError", "first_non_finite", "refuse_non_finite_weights"),
     "unimiss_monai.utils.run_arguments": ("RunArgumentError", "check_run_arguments", "config_ids"),
     "unimiss_monai.utils.schedules": ("cosine_schedule", "momentum_schedule", "optimizer_steps", "scaled_lr",
                                       "teacher_temperature_schedule", "warmup_cosine_schedule"),
