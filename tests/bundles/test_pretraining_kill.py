@@ -8,6 +8,7 @@ of writing ``models/model.pt`` right after the checkpoint).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -144,3 +145,8 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_weights(pretraining_samples, 
     _assert_equal(got["model"], want["model"], "models/model.pt")
 
     assert _leftovers(run) == [] and _leftovers(reference) == [], f"after the kill: {after_kill}"
+    # the loss curves of the killed and resumed run are those of the uninterrupted one, every iteration once
+    curves = {r: json.loads((r / "loss_curves.json").read_text()) for r in (run, reference)}
+    assert curves[run].keys() == curves[reference].keys() and "loss" in curves[run]
+    assert [i for i, _ in curves[run]["loss"]] == list(range(1, total + 1))
+    assert curves[run] == curves[reference]
