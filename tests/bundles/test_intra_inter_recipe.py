@@ -181,3 +181,18 @@ def test_resnet_export_is_refused_by_the_mit_networks(tmp_path):
     clf = UniMissClassifier(2, 3, 2, variant="mit_tiny", img_size=[64, 64], **tiny_overrides("mit_tiny"))
     with pytest.raises(ValueError, match=r"model.pt: .*MONAI resnet10 slice encoder.*MiT-based and cannot take it"):
         load_pretrained(clf, str(path))
+
+
+@pytest.mark.parametrize("recipe", [("train.json",), ("train.json", "recipe_intra_inter.yaml")], ids=["unimiss_plus", "intra_inter"])
+def test_the_loss_curves_come_before_the_checkpoint(recipe):
+    """An iteration's curve values are written before its checkpoint (both every ``train#save_every``), so a run
+    killed right after a checkpoint resumes with no gap in its curves."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(configs(BUNDLE, *recipe))
+    targets = [h["_target_"].rsplit(".", 1)[-1] for h in parser.get("train#handlers")]
+    assert targets.index("LossCurvePlotter") < targets.index("TrainingCheckpoint"), targets
+    plotter = parser.get("train#handlers")[targets.index("LossCurvePlotter")]
+    checkpoint = parser.get("train#handlers")[targets.index("TrainingCheckpoint")]
+    assert plotter["write_every"] == checkpoint["save_every"] == "@train#save_every"

@@ -118,10 +118,19 @@ def test_a_users_file_at_the_history_path_stops_the_run_before_it_trains(probe_d
     history = tmp_path / "knn.json"
     history.write_text("[]")  # the user's, not recorded as written by this package
     engine = Engine(lambda e, b: None)
-    KNNProbe(HalfMeans(), probe_datalist, k=3, history_path=history).attach(engine)
+    # no probe at start: the check before training refuses it, not the first write
+    KNNProbe(HalfMeans(), probe_datalist, k=3, history_path=history, probe_at_start=False).attach(engine)
     with pytest.raises(FileExistsError, match="knn.json exists and was not written by unimiss_monai"):
         engine.run([0, 1], max_epochs=2)
     assert engine.state.iteration == 0 and history.read_text() == "[]"
+    # a history in the probe's format, as versions before the record of written files left it, is continued
+    earlier = [{"epoch": 1, "iteration": 2, "knn_accuracy": 0.5}]
+    history.write_text(json.dumps(earlier))
+    engine = Engine(lambda e, b: None)
+    KNNProbe(HalfMeans(), probe_datalist, k=3, history_path=history, probe_at_start=False).attach(engine)
+    engine.state.epoch, engine.state.iteration, engine.state.max_epochs = 1, 2, 2
+    engine.run([0, 1], max_epochs=2)
+    assert [e["epoch"] for e in json.loads(history.read_text())] == [1, 2]
 
 
 def test_handler_agrees_with_direct_computation(tmp_path):

@@ -34,22 +34,36 @@ def test_loss_curves_png_and_json(tmp_path):
     assert "phase" not in history
 
 
-def _curves_run(tmp_path, loss_of, kill_at=None, write_every=4, terms=lambda i: {}):
-    """Epochs of 6 iterations, a checkpoint every 4 iterations; ``kill_at``: the process dies in that iteration, as
-    with kill -9: the plotter's writing is taken away first, so nothing is written at the failure."""
+def _curves_run(tmp_path, loss_of, kill_at=None, write_every=4, terms=lambda i: {}, kill_after_save=None):
+    """Epochs of 6 iterations, a checkpoint every 4 iterations, the plotter attached first (as the pretraining bundle
+    lists it). ``kill_at``: the process dies in that iteration; ``kill_after_save``: right after the checkpoint of that
+    iteration is saved. As with kill -9, the plotter's writing is taken away first, so nothing is written at the
+    failure."""
     model = torch.nn.Linear(3, 2)
     plotter = LossCurvePlotter(tmp_path / "curves.png", write_every=write_every)
 
+    def die():
+        plotter.write = lambda engine=None: None
+        raise KeyboardInterrupt
+
     def step(engine, batch):
         if engine.state.iteration == kill_at:
-            plotter.write = lambda engine=None: None
-            raise KeyboardInterrupt
+            die()
         return {"loss": loss_of(engine.state.iteration), **terms(engine.state.iteration)}
 
     engine = Engine(step)
     engine.state.rank = 0
-    TrainingCheckpoint(tmp_path / "ckpt", {"model": model}, save_every=4).attach(engine)
     plotter.attach(engine)
+    checkpoint = TrainingCheckpoint(tmp_path / "ckpt", {"model": model}, save_every=4)
+    save = checkpoint.save
+
+    def save_then_die(engine):
+        save(engine)
+        if engine.state.iteration == kill_after_save:
+            die()
+
+    checkpoint.save = save_then_die
+    checkpoint.attach(engine)
     engine.run(range(6), max_epochs=3)
 
 
@@ -67,6 +81,49 @@ def test_loss_curves_of_a_resumed_run_cover_the_whole_run(tmp_path):
     history = _curve(tmp_path)
     assert [i for i, _ in history] == list(range(1, 19))
     assert [v for _, v in history] == [100.0 + i for i in range(1, 9)] + [200.0 + i for i in range(9, 19)]
+
+
+def test_a_run_killed_right_after_a_checkpoint_leaves_no_gap(tmp_path, caplog):
+    """The plotter comes first: the values of iteration 8 are written before its checkpoint, so a kill right after
+    that checkpoint loses none of them."""
+    with pytest.raises(KeyboardInterrupt):
+        _curves_run(tmp_path, lambda i: 1.0, kill_after_save=8)
+    _curves_run(tmp_path, lambda i: 2.0)
+    assert [i for i, _ in _curve(tmp_path)] == list(range(1, 19)) and "no values for" not in caplog.text
+
+
+def test_a_failed_picture_costs_neither_the_final_checkpoint_nor_the_export(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    def no_space(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    model = torch.nn.Linear(3, 2)
+    engine = _engine([{"loss": 1.0}] * 3)
+    LossCurvePlotter(tmp_path / "curves.png").attach(engine)  # first, as in the pretraining bundle
+    TrainingCheckpoint(tmp_path / "ckpt", {"model": model}, save_every=0, export_path=tmp_path / "model.pt",
+                       export_fn=model.state_dict).attach(engine)
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", no_space)
+    with pytest.raises(OSError, match="No space left"):
+        engine.run(range(3), max_epochs=1)
+    assert torch.load(tmp_path / "ckpt" / "checkpoint.pt", weights_only=True)["trainer"]["iteration"] == 3
+    assert torch.equal(torch.load(tmp_path / "model.pt", weights_only=True)["model"]["weight"], model.weight)
+
+
+def test_curves_of_an_earlier_version_are_continued_and_a_users_file_is_not(tmp_path):
+    """Curves in the plotter's format, written before the record of written files existed, are this package's."""
+    (tmp_path / "curves.json").write_text(json.dumps({"loss": [[1, 5.0], [2, 4.0]]}))
+    (tmp_path / "curves.png").write_bytes(b"an earlier picture")
+    engine = _engine([{"loss": 1.0}])
+    LossCurvePlotter(tmp_path / "curves.png").attach(engine)
+    engine.run(range(1), max_epochs=1)
+    assert _curve(tmp_path) == [[1, 1.0]] and (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "curves.json").write_text(json.dumps({"loss": [["a", 1]]}))  # not the plotter's format
+    engine = _engine([{"loss": 1.0}])
+    LossCurvePlotter(tmp_path / "other" / "curves.png").attach(engine)
+    with pytest.raises(FileExistsError, match="curves.json exists and was not written by unimiss_monai"):
+        engine.run(range(1), max_epochs=1)
 
 
 def test_a_gap_in_the_resumed_curves_is_logged(tmp_path, caplog):

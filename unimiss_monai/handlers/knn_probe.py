@@ -15,7 +15,7 @@ from monai.networks import eval_mode
 from monai.transforms import Compose, EnsureTyped, LoadImaged
 from torch import nn
 
-from unimiss_monai.data.output_ledger import check_own_file, replacing_own
+from unimiss_monai.data.output_ledger import check_own_file, record_written, replacing_own
 from unimiss_monai.data.writers import save_json
 from unimiss_monai.metrics.knn import knn_accuracy, knn_predict
 from unimiss_monai.networks.nets.student_teacher import split_backbone_output
@@ -76,6 +76,17 @@ def load_probe_items(probe_data: str | os.PathLike | Sequence[dict] | None, key:
             items.append({**entry, "image": str((path.parent / entry["image"]).resolve())})
         return items
     return [dict(item) for item in probe_data]
+
+
+def _is_probe_history(path: Path) -> bool:
+    """Whether ``path`` holds a probe history as :class:`KNNProbe` writes it: a list of entries with an integer
+    ``epoch`` and a ``knn_accuracy``."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, list) and bool(data) and all(
+        isinstance(e, dict) and type(e.get("epoch")) is int and "knn_accuracy" in e for e in data)
 
 
 class KNNProbe:
@@ -174,10 +185,18 @@ class KNNProbe:
             logger.info("k-NN probe off: no %r items in %s; add a %r section [{'image': ..., 'label': ...}] to enable it", self.probe_key, self.source, self.probe_key)
             return
         if self.history_path is not None:  # a file of the user's there stops the run before it trains, not after
-            engine.add_event_handler(Events.STARTED, lambda _: check_own_file(self.history_path, self.history_path.parent))
+            engine.add_event_handler(Events.STARTED, self._check_history_file)
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.every), self)
         if self.probe_at_start:
             engine.add_event_handler(Events.STARTED, self._at_start)
+
+    def _check_history_file(self, engine: Engine) -> None:
+        path = self.history_path
+        assert path is not None
+        # a history in this handler's format, which versions before the record wrote without recording it, is ours
+        if _is_probe_history(path):
+            record_written(path, path.parent)
+        check_own_file(path, path.parent)
 
     def _at_start(self, engine: Engine) -> None:
         # the untrained network's score (epoch 0): what the architecture gives before any learning

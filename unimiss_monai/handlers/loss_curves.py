@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ignite.engine import Engine, Events
 
-from unimiss_monai.data.output_ledger import check_own_file, replacing_own
+from unimiss_monai.data.output_ledger import check_own_file, record_written, replacing_own
 from unimiss_monai.data.writers import atomic_path, save_json
 
 __all__ = ["EpochLossMeans", "LossCurvePlotter", "scalar_outputs"]
@@ -82,7 +82,8 @@ class LossCurvePlotter:
         path: PNG file to write.
         keys: output keys to plot; default every loss term plus ``teacher_entropy`` and ``center_norm``.
         smoothing: moving-average window drawn over the raw values (1: none).
-        write_every: iterations between writes of the values (0: at epoch ends only).
+        write_every: iterations between writes of the values (0: at epoch ends only); the checkpoints' interval, with
+            this handler attached before the checkpoint's, keeps a resumed run's curves whole.
     """
 
     def __init__(self, path: str | os.PathLike, keys: list[str] | None = None, smoothing: int = 10,
@@ -98,8 +99,14 @@ class LossCurvePlotter:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.write_values)
         if self.write_every:
             engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.write_every), self.write_values)
-        engine.add_event_handler(Events.COMPLETED, self.write)
+        # the picture last, behind every handler attached by then (the final checkpoint and export): listed first so
+        # that an iteration's values precede its checkpoint, the plotter must not let a failed picture cost the model
+        engine.add_event_handler(Events.STARTED, self._write_last)
         engine.add_event_handler(Events.EXCEPTION_RAISED, self._write_and_raise)
+
+    def _write_last(self, engine: Engine) -> None:
+        if not engine.has_event_handler(self.write, Events.COMPLETED):
+            engine.add_event_handler(Events.COMPLETED, self.write)
 
     def _write_and_raise(self, engine: Engine, error: BaseException) -> None:
         # once any EXCEPTION_RAISED handler is registered, ignite no longer raises the run's error itself, and it
@@ -132,8 +139,13 @@ class LossCurvePlotter:
 
     def _check_files(self, engine: Engine | None = None) -> None:
         """Refuse, before the first iteration, a file of the user's where the curves go: a run replaces only the
-        files it wrote (:mod:`unimiss_monai.data.output_ledger`)."""
-        for path in (self.path, self.path.with_suffix(".json")):
+        files it wrote (:mod:`unimiss_monai.data.output_ledger`). Curves in this handler's own format, which
+        versions before the record wrote without recording them, are taken as this package's, with their picture."""
+        paths = (self.path, self.path.with_suffix(".json"))
+        if is_curves_json(paths[1]):
+            for path in paths:
+                record_written(path, self.path.parent)
+        for path in paths:
             check_own_file(path, self.path.parent)
 
     def _earlier_history(self, iteration: int) -> defaultdict[str, list[tuple[int, float]]]:
@@ -141,6 +153,8 @@ class LossCurvePlotter:
         history: defaultdict[str, list[tuple[int, float]]] = defaultdict(list)
         path = self.path.with_suffix(".json")
         if not path.is_file():
+            logger.warning("loss curves: no %s to continue; the curves of this resumed run start at iteration %d",
+                           path, iteration)
             return history
         try:
             for k, values in json.loads(path.read_text()).items():
@@ -151,9 +165,9 @@ class LossCurvePlotter:
             logger.warning("loss curves: %s is unreadable (%s); the curves start at iteration %d", path, err, iteration)
             return defaultdict(list)
         last = max((i for values in history.values() for i, _ in values), default=0)
-        if last < iteration - 1:
-            logger.warning("loss curves: no values for iterations %d-%d (the run was stopped before it wrote them); "
-                           "set write_every to the checkpoint interval to keep them", last + 1, iteration - 1)
+        if last < iteration - 1:  # written less often than checkpointed, or a save deferred to a whole step
+            logger.warning("loss curves: no values for iterations %d-%d: the run was stopped before it wrote them",
+                           last + 1, iteration - 1)
         return history
 
     def write_values(self, engine: Engine | None = None, even_empty: bool = False) -> None:
@@ -192,3 +206,17 @@ class LossCurvePlotter:
             fig.savefig(tmp, dpi=100)
         plt.close(fig)
         self.write_values()
+
+
+def is_curves_json(path: Path) -> bool:
+    """Whether ``path`` holds loss curves as :class:`LossCurvePlotter` writes them: ``{term: [[iteration, value],
+    ...]}``, every iteration a positive integer."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and all(
+        isinstance(values, list) and all(isinstance(p, list) and len(p) == 2 and type(p[0]) is int and p[0] > 0
+                                         and isinstance(p[1], (int, float)) for p in values)
+        for values in data.values())
+
