@@ -276,6 +276,11 @@ def test_results_replace_only_the_files_the_study_wrote(tmp_path):
     (out / "label_efficiency.json").write_text("stale")
     write_results(results, out)  # its own file: replaced
     assert {n: (out / n).read_bytes() for n in RESULT_NAMES} == first
+    # the results of a version before the record of written files: recognised by their fields, replaced
+    (out / ".unimiss_monai_files").unlink()
+    (out / "label_efficiency.md").write_text("an earlier table")
+    write_results(results, out)
+    assert {n: (out / n).read_bytes() for n in RESULT_NAMES} == first
 
 
 def test_the_study_command_refuses_a_users_result_file_before_any_run(tmp_path):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from unimiss_monai.benchmarks.label_efficiency.design import ARMS, StudyDesign, parse_list
 from unimiss_monai.benchmarks.label_efficiency.tasks import TASKS
-from unimiss_monai.data.output_ledger import check_own_file, replacing_own
+from unimiss_monai.data.output_ledger import check_own_file, record_written, replacing_own
 from unimiss_monai.data.writers import save_bytes, save_json
 from unimiss_monai.utils.args import as_count
 
@@ -68,7 +68,16 @@ def write_results(results: dict, out: str | Path) -> Path:
 
 def check_results_are_ours(out: Path) -> None:
     """Refuse (``FileExistsError``, one line) a result file in ``out`` that this package did not write there: a study
-    replaces only its own results (:mod:`unimiss_monai.data.output_ledger`)."""
+    replaces only its own results (:mod:`unimiss_monai.data.output_ledger`). The results of a study of a version
+    before that record, recognised by the JSON's own fields, are this package's, with their plot and table."""
+    try:
+        earlier = json.loads((out / RESULT_NAMES[0]).read_text())
+    except (OSError, ValueError):
+        earlier = None
+    if isinstance(earlier, dict) and {"results", "paired_differences", "runs", "arms"} <= set(earlier):
+        for name in RESULT_NAMES:
+            if (out / name).is_file():
+                record_written(out / name, out)
     for name in RESULT_NAMES:
         check_own_file(out / name, out, "--out")
 
