@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from unimiss_monai.networks.blocks.pos_embed import PositionEmbedding, resize_pos_embed
+from unimiss_monai.networks.checkpoint_layout import describe_layout, detect_variant, encoder_layout, layout_fix, registered_variant
 from unimiss_monai.networks.embedding_grid import training_grid
 from unimiss_monai.networks.inflate import STEM_CONV, encoder_pos_grids, inflate_2d_to_3d, source_2d_key
 from unimiss_monai.networks.nets.encoder import MiTEncoder
@@ -42,7 +42,6 @@ logger = logging.getLogger(__name__)
 PRETRAINED, TRAINED = "pretrained checkpoint", "trained model"
 #: the :class:`VariantConfig` fields an export records and a load compares
 INFO_WIDTHS = ("embed_dims", "depths", "num_heads")
-_ENCODER_PART = re.compile(r"^((?:[^.]+\.)*?)(stem|patch_embeds|pos_embeds|blocks|cls_token|cls_proj)(\.|$)")
 
 
 @dataclass
@@ -141,52 +140,6 @@ def read_checkpoint(
 def read_state_dict(path_or_state_dict: str | os.PathLike | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The flat state dict of :func:`read_checkpoint`."""
     return read_checkpoint(path_or_state_dict)[0]
-
-
-def encoder_layout(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, tuple[int, ...]] | None:
-    """``(family, encoder depths)`` from the key layout, or ``None`` without encoder keys.
-
-    Only encoder keys count (bare, or under any prefix but ``decoder.``): the decoder's blocks are numbered like the
-    encoder's, so counting them would read a full segmentation network as a deeper encoder.
-    """
-    enc = set()
-    for k in state_dict:
-        m = _ENCODER_PART.match(k)
-        if m and "decoder" not in m.group(1).split("."):
-            enc.add(k[len(m.group(1)):])
-    if not any(k.startswith(("stem.", "patch_embeds.", "blocks.")) for k in enc):
-        return None
-    plus = any(re.match(r"stem\.\dd\.1\.", k) for k in enc) or any(
-        k.startswith("patch_embeds.") and ".proj1." in k for k in enc
-    )
-    depths = tuple(len({k.split(".")[2] for k in enc if k.startswith(f"blocks.{i}.")}) for i in range(4))
-    return ("mitplus" if plus else "mit"), depths
-
-
-def _registered(layout: tuple[str, tuple[int, ...]] | None) -> str | None:
-    return next((n for n, c in VARIANTS.items() if layout == (c.family, tuple(c.depths))), None)
-
-
-def detect_variant(state_dict: Mapping[str, torch.Tensor]) -> str | None:
-    """The registered variant (:data:`VARIANTS`) whose family and encoder depths match the key layout: ``mitplus``
-    (two-block stem, extra patch convs), ``mit_tiny`` or ``mit_small`` (blocks per encoder stage); ``None`` without
-    encoder keys or when no registered variant has that layout."""
-    return _registered(encoder_layout(state_dict))
-
-
-def _describe(layout: tuple[str, tuple[int, ...]] | None) -> str:
-    name = _registered(layout)
-    if name is not None:
-        return f"variant {name}"
-    return "no encoder" if layout is None else f"a {layout[0]} encoder with depths {layout[1]} (no registered variant)"
-
-
-def _layout_fix(layout: tuple[str, tuple[int, ...]]) -> str:
-    name = _registered(layout)
-    if name is not None:
-        return f"build the model with variant={name!r}"
-    base = next(n for n, c in VARIANTS.items() if c.family == layout[0])
-    return f"build the model with variant={base!r} and depths={layout[1]}"
 
 
 def _find_encoder(model: nn.Module) -> tuple[str, MiTEncoder | None]:
@@ -333,9 +286,9 @@ def _load(model: nn.Module, obj, source: str, strict: bool, allow_partial: bool,
         theirs, ours = encoder_layout(sd), encoder_layout(target)
         if theirs is not None and theirs != ours:
             raise ValueError(
-                f"checkpoint looks like {_describe(theirs)}, model is {_registered(ours) or _describe(ours)} "
+                f"checkpoint looks like {describe_layout(theirs)}, model is {registered_variant(ours) or describe_layout(ours)} "
                 f"({encoder.config.name}); "
-                f"{_layout_fix(theirs)}"
+                f"{layout_fix(theirs)}"
             )
     loaded, why = {}, {}
     for k, v in sd.items():
