@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from ignite.engine import Engine
 
-from unimiss_monai.data.output_ledger import LEDGER_NAME, check_own_file, record_written, replacing_own
+from unimiss_monai.data.output_ledger import LEDGER_NAME, check_own_file, check_own_files, record_written, replacing_own
 from unimiss_monai.data.writers import save_json
 
 
@@ -36,6 +36,17 @@ def test_only_recorded_files_are_replaceable(tmp_path):
             raise RuntimeError("the write failed")
     record_written(out / "sub" / "a.json", out)  # once only
     assert (out / LEDGER_NAME).read_text().count("sub/a.json") == 1 and "b.json" not in (out / LEDGER_NAME).read_text()
+
+
+def test_files_an_earlier_version_wrote_are_recorded_and_pass(tmp_path):
+    (tmp_path / "a.json").write_text("{}")
+    paths = [tmp_path / "a.json", tmp_path / "absent.png"]
+    with pytest.raises(FileExistsError, match="a.json exists and was not written by unimiss_monai.* --out$"):
+        check_own_files(paths, tmp_path, "--out")
+    assert not (tmp_path / LEDGER_NAME).exists()
+    check_own_files(paths, tmp_path, "--out", written_earlier=True)  # recorded: only the file present
+    assert (tmp_path / LEDGER_NAME).read_text().splitlines()[1:] == ["a.json"]
+    check_own_files(paths, tmp_path)  # and from now on it is this package's
 
 
 def test_classification_report_leaves_a_users_picture_and_writes_nothing(tmp_path):

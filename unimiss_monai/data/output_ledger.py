@@ -11,11 +11,11 @@ its files count as the user's: move them away or choose another folder.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["LEDGER_NAME", "check_own_file", "record_written", "replacing_own"]
+__all__ = ["LEDGER_NAME", "check_own_file", "check_own_files", "record_written", "replacing_own"]
 
 LEDGER_NAME = ".unimiss_monai_files"
 _HEADER = "# files unimiss_monai wrote into this folder; a rerun replaces these and no other file\n"
@@ -48,6 +48,18 @@ def check_own_file(path: str | os.PathLike, root: str | os.PathLike, flag: str =
             f"which earlier versions did not keep), so it is not replaced: move it away or choose another {flag}"
         )
     return path
+
+
+def check_own_files(paths: Sequence[str | os.PathLike], root: str | os.PathLike, flag: str = "--output_dir",
+                    written_earlier: bool = False) -> None:
+    """:func:`check_own_file` of each of ``paths``. ``written_earlier``: their content shows that this package wrote
+    them before it kept this record (e.g. a JSON in its own format), so those present are recorded first and pass."""
+    if written_earlier:
+        for path in paths:
+            if Path(path).is_file():
+                record_written(path, root)
+    for path in paths:
+        check_own_file(path, root, flag)
 
 
 def record_written(path: str | os.PathLike, root: str | os.PathLike) -> None:

@@ -15,7 +15,7 @@ from monai.networks import eval_mode
 from monai.transforms import Compose, EnsureTyped, LoadImaged
 from torch import nn
 
-from unimiss_monai.data.output_ledger import check_own_file, record_written, replacing_own
+from unimiss_monai.data.output_ledger import check_own_files, replacing_own
 from unimiss_monai.data.writers import save_json
 from unimiss_monai.handlers.probe_items import load_probe_items, probe_exclusion
 from unimiss_monai.metrics.knn import knn_accuracy, knn_predict
@@ -143,9 +143,7 @@ class KNNProbe:
         path = self.history_path
         assert path is not None
         # a history in this handler's format, which versions before the record wrote without recording it, is ours
-        if _is_probe_history(path):
-            record_written(path, path.parent)
-        check_own_file(path, path.parent)
+        check_own_files([path], path.parent, written_earlier=_is_probe_history(path))
 
     def _at_start(self, engine: Engine) -> None:
         # the untrained network's score (epoch 0): what the architecture gives before any learning

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ignite.engine import Engine, Events
 
-from unimiss_monai.data.output_ledger import check_own_file, record_written, replacing_own
+from unimiss_monai.data.output_ledger import check_own_files, replacing_own
 from unimiss_monai.data.writers import atomic_path, save_json
 
 __all__ = ["EpochLossMeans", "LossCurvePlotter", "scalar_outputs"]
@@ -141,12 +141,8 @@ class LossCurvePlotter:
         """Refuse, before the first iteration, a file of the user's where the curves go: a run replaces only the
         files it wrote (:mod:`unimiss_monai.data.output_ledger`). Curves in this handler's own format, which
         versions before the record wrote without recording them, are taken as this package's, with their picture."""
-        paths = (self.path, self.path.with_suffix(".json"))
-        if is_curves_json(paths[1]):
-            for path in paths:
-                record_written(path, self.path.parent)
-        for path in paths:
-            check_own_file(path, self.path.parent)
+        json_path = self.path.with_suffix(".json")
+        check_own_files((self.path, json_path), self.path.parent, written_earlier=is_curves_json(json_path))
 
     def _earlier_history(self, iteration: int) -> defaultdict[str, list[tuple[int, float]]]:
         """The values the run wrote before it was resumed at ``iteration`` (later ones were never checkpointed)."""

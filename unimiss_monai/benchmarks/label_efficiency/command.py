@@ -19,7 +19,7 @@ from pathlib import Path
 
 from unimiss_monai.benchmarks.label_efficiency.design import ARMS, StudyDesign, parse_list
 from unimiss_monai.benchmarks.label_efficiency.tasks import TASKS
-from unimiss_monai.data.output_ledger import check_own_file, record_written, replacing_own
+from unimiss_monai.data.output_ledger import check_own_files, replacing_own
 from unimiss_monai.data.writers import save_bytes, save_json
 from unimiss_monai.utils.args import as_count
 
@@ -74,12 +74,8 @@ def check_results_are_ours(out: Path) -> None:
         earlier = json.loads((out / RESULT_NAMES[0]).read_text())
     except (OSError, ValueError):
         earlier = None
-    if isinstance(earlier, dict) and {"results", "paired_differences", "runs", "arms"} <= set(earlier):
-        for name in RESULT_NAMES:
-            if (out / name).is_file():
-                record_written(out / name, out)
-    for name in RESULT_NAMES:
-        check_own_file(out / name, out, "--out")
+    written_earlier = isinstance(earlier, dict) and {"results", "paired_differences", "runs", "arms"} <= set(earlier)
+    check_own_files([out / name for name in RESULT_NAMES], out, "--out", written_earlier)
 
 
 def _display_path(path: str | None, out: Path) -> str | None:
