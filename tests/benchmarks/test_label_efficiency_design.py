@@ -276,11 +276,20 @@ def test_results_replace_only_the_files_the_study_wrote(tmp_path):
     (out / "label_efficiency.json").write_text("stale")
     write_results(results, out)  # its own file: replaced
     assert {n: (out / n).read_bytes() for n in RESULT_NAMES} == first
-    # the results of a version before the record of written files: recognised by their fields, replaced
+    # the results of a version before the record of written files: each recognised by its content, replaced
     (out / ".unimiss_monai_files").unlink()
-    (out / "label_efficiency.md").write_text("an earlier table")
+    (out / "label_efficiency.md").write_text(first["label_efficiency.md"].decode().replace("0.", "9."))
+    (out / "label_efficiency.png").write_bytes(first["label_efficiency.png"][:-100])
     write_results(results, out)
     assert {n: (out / n).read_bytes() for n in RESULT_NAMES} == first
+    # ... but not a file of the user's beside them, though the JSON and picture are the study's
+    for name, users in (("label_efficiency.md", b"my notes"), ("label_efficiency.png", b"\x89PNG\r\n\x1a\nmine")):
+        (out / ".unimiss_monai_files").unlink()
+        (out / name).write_bytes(users)
+        with pytest.raises(FileExistsError, match=rf"{name} exists and was not written by unimiss_monai.* --out$"):
+            write_results(results, out)
+        assert (out / name).read_bytes() == users
+        (out / name).write_bytes(first[name])
 
 
 def test_the_study_command_refuses_a_users_result_file_before_any_run(tmp_path):

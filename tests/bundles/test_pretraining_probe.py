@@ -82,3 +82,19 @@ def test_smoke_run_probes_with_the_honest_baseline(synthetic_probe, tmp_path):
     for i, fmap in enumerate(maps):
         value = knn_accuracy(fmap.flatten(1), labels, k=20, exclude=probe_exclusion(items, "overlap"))
         assert history[-1]["feature_maps"][f"stage{i + 1}"] == pytest.approx(value)
+
+
+def test_label_efficiency_pretraining_names_the_studys_options_for_a_users_file(tmp_path, pretraining_samples):
+    # the study chooses the pretraining folder, so a refusal there must name the options the study's user has
+    from unimiss_monai.benchmarks.label_efficiency.pretrain import pretrain_arm
+    from unimiss_monai.data.output_ledger import NotOursError
+
+    bundles = Path(__file__).resolve().parents[2] / "bundles"
+    user_file = tmp_path / "pretrained" / "outputs" / "loss_curves.png"
+    user_file.parent.mkdir(parents=True)
+    user_file.write_bytes(b"the user's picture")
+    with pytest.raises(NotOursError, match=r"choose another --out or --pretraining_dir$") as err:
+        pretrain_arm("pretrained", tmp_path / "pretrained", 1, {"backbone#preset": "smoke", "image_size_2d": 64},
+                     str(pretraining_samples), bundles)
+    assert err.value.path == user_file and "--output_dir" not in str(err.value)
+    assert user_file.read_bytes() == b"the user's picture" and not (tmp_path / "pretrained" / "model.pt").exists()

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["LEDGER_NAME", "check_own_file", "check_own_files", "record_written", "replacing_own"]
+__all__ = ["LEDGER_NAME", "NotOursError", "check_own_file", "check_own_files", "record_written", "replacing_own"]
 
 LEDGER_NAME = ".unimiss_monai_files"
 _HEADER = "# files unimiss_monai wrote into this folder; a rerun replaces these and no other file\n"
@@ -37,16 +37,29 @@ def written_here(root: str | os.PathLike) -> set[str]:
     return {line for line in lines if line and not line.startswith("#")}
 
 
-def check_own_file(path: str | os.PathLike, root: str | os.PathLike, flag: str = "--output_dir") -> Path:
-    """Raise ``FileExistsError`` (one line) when ``path`` inside ``root`` exists and was not written there by this
-    package; returns ``path``. ``flag`` is the option that chooses ``root``, named in the fix."""
-    path = Path(path)
-    name = _relative(path, root)
-    if name is not None and (path.exists() or path.is_symlink()) and name not in written_here(root):
-        raise FileExistsError(
+class NotOursError(FileExistsError):
+    """``path`` inside ``root`` exists and this package did not write it there. The one-line message names ``flag``,
+    the option that chooses ``root``; a command that chose ``root`` itself re-words it with :meth:`naming`."""
+
+    def __init__(self, path: Path, root: Path, flag: str) -> None:
+        self.path, self.root, self.flag = Path(path), Path(root), flag
+        super().__init__(
             f"{path} exists and was not written by unimiss_monai (it is not listed in {Path(root) / LEDGER_NAME}, "
             f"which earlier versions did not keep), so it is not replaced: move it away or choose another {flag}"
         )
+
+    def naming(self, flag: str) -> NotOursError:
+        """The same refusal with ``flag`` as the option to change."""
+        return NotOursError(self.path, self.root, flag)
+
+
+def check_own_file(path: str | os.PathLike, root: str | os.PathLike, flag: str = "--output_dir") -> Path:
+    """Raise :class:`NotOursError` (a ``FileExistsError``, one line) when ``path`` inside ``root`` exists and was not
+    written there by this package; returns ``path``. ``flag`` is the option that chooses ``root``, named in the fix."""
+    path = Path(path)
+    name = _relative(path, root)
+    if name is not None and (path.exists() or path.is_symlink()) and name not in written_here(root):
+        raise NotOursError(path, Path(root), flag)
     return path
 
 

@@ -69,13 +69,28 @@ def write_results(results: dict, out: str | Path) -> Path:
 def check_results_are_ours(out: Path) -> None:
     """Refuse (``FileExistsError``, one line) a result file in ``out`` that this package did not write there: a study
     replaces only its own results (:mod:`unimiss_monai.data.output_ledger`). The results of a study of a version
-    before that record, recognised by the JSON's own fields, are this package's, with their plot and table."""
+    before that record are this package's, each recognised by its own content (:func:`_written_earlier`)."""
+    for name in RESULT_NAMES:
+        check_own_files([out / name], out, "--out", written_earlier=_written_earlier(out / name))
+
+
+def _written_earlier(path: Path) -> bool:
+    # what every version since the paired study writes: the JSON's fields, the table's first line and header, and
+    # matplotlib's mark in the picture (in its first chunk after the header); a user's file of that name has none
     try:
-        earlier = json.loads((out / RESULT_NAMES[0]).read_text())
-    except (OSError, ValueError):
-        earlier = None
-    written_earlier = isinstance(earlier, dict) and {"results", "paired_differences", "runs", "arms"} <= set(earlier)
-    check_own_files([out / name for name in RESULT_NAMES], out, "--out", written_earlier)
+        with open(path, "rb") as f:
+            head = f.read(4096) if path.suffix != ".json" else f.read()
+    except OSError:
+        return False
+    if path.suffix == ".json":
+        try:
+            earlier = json.loads(head)
+        except ValueError:
+            return False
+        return isinstance(earlier, dict) and {"results", "paired_differences", "runs", "arms"} <= set(earlier)
+    if path.suffix == ".png":
+        return head.startswith(b"\x89PNG\r\n\x1a\n") and b"Software\x00Matplotlib" in head[:200]
+    return head.startswith(b"Command: `") and b"\n| fraction (labelled items) | " in head
 
 
 def _display_path(path: str | None, out: Path) -> str | None:

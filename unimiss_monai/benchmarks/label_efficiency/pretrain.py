@@ -14,7 +14,9 @@ import os
 from pathlib import Path
 
 from unimiss_monai.benchmarks.label_efficiency.design import ARMS
+from unimiss_monai.data.output_ledger import NotOursError
 from unimiss_monai.data.writers import save_json
+from unimiss_monai.utils.errors import root_cause
 from unimiss_monai.utils.hashing import sha256_file
 
 __all__ = ["knn_summary", "pretrain_arm"]
@@ -83,9 +85,16 @@ def pretrain_arm(arm: str, out_dir: str | os.PathLike, epochs: int, network: dic
     workflow = ConfigWorkflow(config_file=files, workflow_type="train", bundle_root=str(out),
                               output_dir=str(out / "outputs"), model_path=str(model_path), dataset_dir=dataset_dir,
                               **settings)
-    workflow.initialize()
-    workflow.run()
-    workflow.finalize()
+    try:
+        workflow.initialize()
+        workflow.run()
+        workflow.finalize()
+    except Exception as err:  # MONAI wraps what a config expression raised in "Failed to evaluate"
+        refusal = root_cause(err)
+        if not isinstance(refusal, NotOursError):
+            raise
+        # the study chose that folder, so the fix is one of the study's options
+        raise refusal.naming("--out or --pretraining_dir") from None
     if not model_path.is_file():
         raise RuntimeError(f"label-efficiency: pretraining of arm {arm} finished but wrote no {model_path}")
     record = {**wanted, "sha256": sha256_file(model_path), "knn_probe": knn_summary(out / "outputs" / "knn_probe.json")}
