@@ -64,6 +64,30 @@ def test_singular_sform_in_the_file_is_caught_although_the_loader_makes_up_a_gri
         CheckImaged("image")(loaded)
 
 
+
+@pytest.mark.parametrize("qform_code", [1, 0])
+def test_a_zero_voxel_size_in_the_header_is_caught_although_the_loader_makes_it_1_mm(tmp_path, qform_code):
+    # the qform (or, with no form code at all, the fall-back grid) is built from pixdim; nibabel puts 1 for a 0 there
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape((4, 4, 4))
+    hdr.set_data_dtype(np.float32)
+    hdr["sform_code"], hdr["qform_code"] = 0, qform_code
+    hdr["pixdim"][1:4] = [8.0, 8.0, 2.0]
+    path = tmp_path / "flat.nii"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), None, header=hdr), path)
+    raw = bytearray(path.read_bytes())
+    raw[88:92] = np.float32(0).tobytes()  # pixdim[3] (nibabel will not write a 0 there), as some exporters do
+    path.write_bytes(bytes(raw))
+    assert nib.Nifti1Header(bytes(raw[:348]), check=False)["pixdim"][3] == 0  # nib.load would show a 1
+    loaded = LoadImaged("image", image_only=True, ensure_channel_first=True)({"image": str(path)})
+    assert np.allclose(np.linalg.norm(np.asarray(loaded["image"].affine)[:3, :3], axis=0), [8, 8, 1])  # made up
+    with pytest.raises(ValueError, match=r"flat.nii: its (qform|voxel size \(pixdim\)) is degenerate \(an axis of length 0 mm"):
+        CheckImaged("image")(loaded)
+    raw[88:92] = np.float32(2).tobytes()  # the same file with a voxel size passes
+    path.write_bytes(bytes(raw))
+    CheckImaged("image")(LoadImaged("image", image_only=True, ensure_channel_first=True)({"image": str(path)}))
+
+
 def test_dictionary_version_takes_the_array_arguments():
     # CheckImaged is documented as "same arguments after keys": fail_constant was missing, so a blank export passed
     blank = _image(torch.full((1, 4, 4, 4), -1024.0))

@@ -43,7 +43,9 @@ def check_nifti_header(source: str, min_spacing: float = 1e-6) -> None:
     import nibabel as nib
 
     try:
-        header = nib.load(source).header
+        header_class = type(nib.load(source).header)
+        with nib.openers.ImageOpener(source) as f:  # unchecked: nibabel's check turns a 0 in pixdim into a 1
+            header = header_class.from_fileobj(f, check=False)
     except Exception:  # noqa: BLE001 - unreadable headers are the loader's business
         return
     for name, code, matrix in (("sform", header["sform_code"], header.get_sform),
@@ -52,3 +54,9 @@ def check_nifti_header(source: str, min_spacing: float = 1e-6) -> None:
             smallest = _smallest_axis(np.asarray(matrix(), dtype=np.float64)[:3, :3])
             if not np.isfinite(smallest) or smallest < min_spacing:
                 raise _degenerate(str(source), name, smallest)
+    if int(header["qform_code"]) > 0 or int(header["sform_code"]) == 0:
+        # that grid is built from pixdim, whose zeros nibabel replaces by 1 mm (get_qform included)
+        n = int(np.clip(header["dim"][0], 1, 3))
+        spacing = np.abs(np.asarray(header["pixdim"][1 : n + 1], dtype=np.float64))
+        if not np.isfinite(spacing).all() or spacing.min() < min_spacing:
+            raise _degenerate(str(source), "voxel size (pixdim)", float(spacing.min()))
