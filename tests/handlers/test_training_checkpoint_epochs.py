@@ -27,7 +27,7 @@ class Counter:
 
 
 def _run(ckpt_dir, max_epochs: int, resume_finished: bool = True, net: torch.nn.Module | None = None,
-         diverge_at: int = 0, data_len: int = 3) -> tuple[Engine, Counter]:
+         diverge_at: int = 0, data_len: int = 3, epoch_level: bool = True) -> tuple[Engine, Counter]:
     def step(engine: Engine, batch) -> None:
         if engine.state.iteration == diverge_at:
             torch.nn.init.constant_(net.weight, float("inf"))
@@ -36,7 +36,7 @@ def _run(ckpt_dir, max_epochs: int, resume_finished: bool = True, net: torch.nn.
     engine.state.rank = 0
     counter = Counter()
     objects = {"counter": counter, **({"network": net} if net is not None else {})}
-    TrainingCheckpoint(ckpt_dir, objects, save_every=1, epoch_level=True, resume_finished=resume_finished).attach(engine)
+    TrainingCheckpoint(ckpt_dir, objects, save_every=1, epoch_level=epoch_level, resume_finished=resume_finished).attach(engine)
     counter.attach(engine)
     engine.run(range(data_len), max_epochs=max_epochs)
     return engine, counter
@@ -68,10 +68,14 @@ def test_a_non_finite_state_is_not_saved(tmp_path):
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
 
 
-def test_a_checkpoint_of_other_epochs_is_refused(tmp_path):
-    _run(tmp_path, max_epochs=1)
+@pytest.mark.parametrize("epoch_level", [True, False])
+def test_a_checkpoint_of_other_epochs_is_refused(tmp_path, epoch_level):
+    # saved by iteration (pretraining) as well as by epoch: the saved iteration marks another place in other data
+    _run(tmp_path, max_epochs=1, epoch_level=epoch_level)
+    before = (tmp_path / "checkpoint.pt").read_bytes()
     with pytest.raises(RuntimeError, match=r"written with 3 iterations per epoch, this run has 5 .* delete it to start over"):
-        _run(tmp_path, max_epochs=2, data_len=5)
+        _run(tmp_path, max_epochs=2, data_len=5, epoch_level=epoch_level)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
 
 
 def test_boolean_options_given_as_strings_are_read_as_booleans(tmp_path):

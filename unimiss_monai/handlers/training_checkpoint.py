@@ -211,7 +211,10 @@ class TrainingCheckpoint:
             logger.info("%s is the checkpoint of a finished run: training anew", self.path)
             return
         saved_length = (ckpt.get("trainer") or {}).get("epoch_length")
-        if self.epoch_level and None not in (saved_length, engine.state.epoch_length) and saved_length != engine.state.epoch_length:
+        # iteration-level checkpoints too: on another epoch length the saved iteration no longer marks the same place
+        # in the data (a resumed pretraining ran its remaining epochs with no iteration and exported), and every
+        # schedule that is a function of the step would change mid-run
+        if None not in (saved_length, engine.state.epoch_length) and saved_length != engine.state.epoch_length:
             raise RuntimeError(
                 f"cannot resume from {self.path}: it was written with {saved_length} iterations per epoch, this run has "
                 f"{engine.state.epoch_length} (other data or batch size); delete it to start over, or use another output_dir"
