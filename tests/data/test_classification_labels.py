@@ -69,3 +69,12 @@ def test_loss_matches_torch_with_smoothing():
     torch.testing.assert_close(got, want)
     with pytest.raises(ValueError, match="must equal logits"):
         ClassificationLoss(multi_label=True)(logits, target)
+
+
+@pytest.mark.parametrize("item, match", [(None, r"\[1\]: each item needs 'image' and 'label' keys, got None"),
+                                         ({"image": ["a.png"], "label": 0}, r"\[1\]: 'image' is \['a.png'\]; give one")])
+def test_an_item_that_is_not_one_labelled_path_is_refused_naming_the_datalist(tmp_path, item, match):
+    (tmp_path / "a.png").write_bytes(b"x")
+    (tmp_path / "dl.json").write_text(json.dumps({"training": [{"image": "a.png", "label": 0}, item]}))
+    with pytest.raises(ValueError, match=r"dl.json\['training'\]" + match):
+        load_classification_datalist(tmp_path / "dl.json", "training", NAMES)

@@ -316,3 +316,11 @@ def test_an_empty_testing_list_falls_back_to_training(tmp_path):
     _save(tmp_path / "a.nii.gz", p.hu, p.affine)
     (tmp_path / "datalist.json").write_text(json.dumps({"testing": [], "training": [{"image": "a.nii.gz"}]}))
     assert [c.name for c in find_ct_cases(tmp_path)] == ["a"]
+
+
+@pytest.mark.parametrize("entry, key", [({"image": ["a.nii.gz"]}, "image"), ({"image": None}, "image"),
+                                        ({"image": ""}, "image"), ({"image": "a.nii.gz", "label": ["b.nii.gz"]}, "label")])
+def test_a_datalist_entry_that_is_not_one_path_is_refused_naming_the_datalist(tmp_path, entry, key):
+    (tmp_path / "datalist.json").write_text(json.dumps({"testing": [{"image": "ok.nii.gz"}, entry]}))
+    with pytest.raises(CTInputError, match=rf"datalist.json: entry 1 has '{key}' = .*one path or name as a string"):
+        find_ct_cases(tmp_path)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from unimiss_monai.data.datalists import read_split
-from unimiss_monai.data.image_formats import SCANNED_SUFFIXES, image_suffix
+from unimiss_monai.data.image_formats import SCANNED_SUFFIXES, scan_images
 
 __all__ = ["load_classification_datalist", "canonical_label", "balanced_sample_weights", "list_images"]
 
@@ -90,8 +90,11 @@ def load_classification_datalist(
     items = []
     for i, item in enumerate(raw):
         where = f"{path.name}[{split!r}][{i}]"
-        if "image" not in item or "label" not in item:
-            raise ValueError(f"{where}: each item needs 'image' and 'label' keys, got {sorted(item)}")
+        if not isinstance(item, dict) or "image" not in item or "label" not in item:
+            got = sorted(item) if isinstance(item, dict) else repr(item)
+            raise ValueError(f"{where}: each item needs 'image' and 'label' keys, got {got}")
+        if not isinstance(item["image"], str) or not item["image"]:
+            raise ValueError(f"{where}: 'image' is {item['image']!r}; give one image path as a string")
         image = Path(item["image"]) if Path(item["image"]).is_absolute() else base / item["image"]
         if not image.exists():
             raise FileNotFoundError(f"{where}: image {str(image)!r} does not exist; fix the path (relative paths start at {base})")
@@ -121,7 +124,9 @@ def list_images(folder: str | os.PathLike, suffixes: Sequence[str] = SCANNED_SUF
     """``[{"image": path}, ...]`` for every image file under ``folder`` (recursive, sorted) — inference inputs.
 
     When ``folder`` has an ``images`` sub-folder (the layout of the ``samples`` classification sets, whose previews
-    lie beside it), only that sub-folder is searched.
+    lie beside it), only that sub-folder is searched. Label maps (:func:`is_label_map_name`: ``*_label``, ``*_seg``,
+    ``labelsTr/``) are left out, and so is a DICOM without a suffix unless ``suffixes`` has ``.dcm``; each left-out
+    group is logged.
 
     Raises:
         FileNotFoundError: the folder does not exist or holds no image with one of ``suffixes``.
@@ -131,7 +136,7 @@ def list_images(folder: str | os.PathLike, suffixes: Sequence[str] = SCANNED_SUF
         raise FileNotFoundError(f"input folder {str(root)!r} does not exist; pass --dataset_dir with your images")
     if (root / "images").is_dir():
         root = root / "images"
-    files = sorted(p for p in root.rglob("*") if p.is_file() and image_suffix(p.name, tuple(suffixes)) and not p.name.startswith("."))
+    files = scan_images(root, tuple(suffixes), recursive=True)
     if not files:
         raise FileNotFoundError(f"no image ({', '.join(suffixes)}) under {str(root)!r}; pass --dataset_dir with your images")
     return [{"image": str(p)} for p in files]

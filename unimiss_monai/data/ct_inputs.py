@@ -65,6 +65,13 @@ def _cases_from_datalist(datalist: Path) -> list[CTCase]:
     if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) and "image" in e for e in entries):
         raise CTInputError(f"{datalist}: expected a non-empty 'testing' list of {{'image': ...}} entries; fix it or "
                            f"delete it to render every CT in the folder")
+    for i, entry in enumerate(entries):
+        # one path per key: a list or a null would fail later as a TypeError that names neither file nor entry
+        bad = [k for k in ("image", "label", "label_names", "name") if k in entry
+               and not (isinstance(entry[k], str) and entry[k]) and not (k != "image" and entry[k] is None)]
+        if bad:
+            raise CTInputError(f"{datalist}: entry {i} has {bad[0]!r} = {entry[bad[0]]!r}; each entry's 'image' (and "
+                               "'label', 'label_names', 'name' where given) is one path or name as a string")
     root = datalist.parent
 
     def resolve(value: str | None) -> Path | None:

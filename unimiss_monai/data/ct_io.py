@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from unimiss_monai.data.grid_checks import check_grid, check_nifti_header
-from unimiss_monai.data.image_formats import NIFTI_SUFFIXES
+from unimiss_monai.data.image_formats import NIFTI_SUFFIXES, is_dicom_file
 
 __all__ = [
     "CTInputError", "load_ct", "load_label_map", "label_value_problem", "is_dicom_file", "is_dicom_series_dir",
@@ -39,16 +39,6 @@ MR_LIKE_LOW_PERCENTILE_HU = -300.0
 
 class CTInputError(ValueError):
     """A CT input that cannot be used; the message names the file and the fix, on one line."""
-
-
-def is_dicom_file(path: Path) -> bool:
-    """True when ``path`` has the DICOM preamble magic (``DICM`` at byte 128)."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(128)
-            return f.read(4) == b"DICM"
-    except OSError:
-        return False
 
 
 def is_dicom_series_dir(path: Path) -> bool:

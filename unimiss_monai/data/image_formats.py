@@ -7,9 +7,14 @@ one of them knows is never part of a name for another.
 
 from __future__ import annotations
 
+import logging
 import os
+from pathlib import Path
 
-__all__ = ["ARRAY_SUFFIXES", "IMAGE_SUFFIXES", "NIFTI_SUFFIXES", "SCANNED_SUFFIXES", "image_suffix", "split_image_name"]
+__all__ = ["ARRAY_SUFFIXES", "IMAGE_SUFFIXES", "LABEL_MAP_STEMS", "NIFTI_SUFFIXES", "SCANNED_SUFFIXES", "image_suffix",
+           "is_dicom_file", "is_label_map_name", "scan_images", "split_image_name"]
+
+logger = logging.getLogger(__name__)
 
 #: suffixes of the files MONAI's ``LoadImage`` reads (longest first: ``.nii.gz`` before ``.nii``); a suffix of this
 #: list is the file's format, never part of its name
@@ -22,6 +27,10 @@ ARRAY_SUFFIXES = (".npy", ".npz")
 SCANNED_SUFFIXES = tuple(s for s in IMAGE_SUFFIXES if s not in ARRAY_SUFFIXES)
 #: the files a CT folder scan takes as volumes (a DICOM series is a folder)
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+#: endings of a file's stem that mark a label map or a segmentation beside its image (``ct01_label.nii.gz``,
+#: ``ct01_labels.nii.gz``, this package's own ``ct01_seg.nii.gz``), never an image to classify
+LABEL_MAP_STEMS = ("_label", "_labels", "_seg")
 
 
 def image_suffix(name: str | os.PathLike, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> str:
@@ -38,3 +47,50 @@ def split_image_name(path: str | os.PathLike) -> tuple[str, str]:
     name = os.path.basename(str(path).rstrip("/\\"))
     suffix = image_suffix(name)
     return (name[: -len(suffix)], suffix[1:]) if suffix else (name, "")
+
+
+def is_label_map_name(relative: str | os.PathLike) -> bool:
+    """Whether a scanned file, by its path below the scanned folder, is a label map rather than an image: its stem
+    ends with one of :data:`LABEL_MAP_STEMS`, or a folder on its way is a ``labels*`` folder (``labelsTr``, the
+    Medical Segmentation Decathlon's layout)."""
+    parts = os.path.normpath(str(relative)).split(os.sep)
+    stem = split_image_name(parts[-1])[0].lower()
+    return stem.endswith(LABEL_MAP_STEMS) or any(p.lower().startswith("labels") for p in parts[:-1])
+
+
+def is_dicom_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` starts as a DICOM file does (a 128-byte preamble, then ``DICM``): archives export radiographs
+    with no suffix (``IM0001``) or with a UID for a name, which a suffix test misses."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
+def scan_images(folder: str | os.PathLike, suffixes: tuple[str, ...] = SCANNED_SUFFIXES, recursive: bool = False,
+                skip_stems: tuple[str, ...] = ()) -> list[Path]:
+    """The image files of ``folder`` (with ``recursive``, of its sub-folders too), sorted: a name ending with one of
+    ``suffixes``, or, when ``suffixes`` has ``.dcm``, a DICOM file of any name (:func:`is_dicom_file`). Hidden files,
+    label maps (:func:`is_label_map_name`) and names whose stem ends with one of ``skip_stems`` (a bundle's own
+    outputs) are left out, and the count of each is logged, so that a scan never drops a file unsaid."""
+    root = Path(folder)
+    found, labels, own = [], [], []
+    for path in sorted(root.rglob("*") if recursive else root.iterdir()):
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        if not (image_suffix(path.name, suffixes) or (".dcm" in suffixes and not image_suffix(path.name)
+                                                      and is_dicom_file(path))):
+            continue
+        relative = path.relative_to(root)
+        if split_image_name(path.name)[0].endswith(skip_stems):
+            own.append(relative)
+        elif is_label_map_name(relative):
+            labels.append(relative)
+        else:
+            found.append(path)
+    for group, what in ((labels, "label map(s)"), (own, "output(s) of this bundle")):
+        if group:
+            logger.info("%s: %d %s left out, not taken as images (%s)", root, len(group), what,
+                        ", ".join(map(str, group[:3])) + (", ..." if len(group) > 3 else ""))
+    return found

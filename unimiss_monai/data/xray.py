@@ -9,6 +9,7 @@ Overlays of predicted masks are written here too (:func:`write_overlay_png`), so
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ from monai.data import MetaTensor
 from monai.transforms import LoadImage
 
 from unimiss_monai.conventions import structure_colour
-from unimiss_monai.data.image_formats import SCANNED_SUFFIXES, image_suffix
+from unimiss_monai.data.image_formats import SCANNED_SUFFIXES, scan_images
 from unimiss_monai.data.writers import save_png
 from unimiss_monai.utils.lazy import moved_names
 
@@ -36,6 +37,8 @@ __all__ = [
     "with_background_channel",
     "write_overlay_png",
 ]
+
+logger = logging.getLogger(__name__)
 
 # ITU-R BT.601 luma weights of R, G, B
 BT601 = (0.299, 0.587, 0.114)
@@ -139,19 +142,24 @@ def load_radiograph(path: str | os.PathLike) -> MetaTensor:
 
 
 def list_radiographs(folder: str | os.PathLike) -> list[dict[str, str]]:
-    """``[{"image": path}]`` for every radiograph in ``folder``: its ``inference/`` sub-folder when there is one (the
-    ``cxr_segmentation`` sample layout), else the folder itself; our own ``*_overlay.png`` outputs are skipped."""
+    """``[{"image": path}]`` for every radiograph in ``folder`` (PNG, JPEG, DICOM of any name, 2D NIfTI, ...; see
+    :func:`~unimiss_monai.data.image_formats.scan_images`): its ``inference/`` sub-folder when there is one (the
+    ``cxr_segmentation`` sample layout), else the folder itself. Label maps and this bundle's own ``*_overlay.png``
+    outputs are left out; what is left out is logged."""
     root = Path(folder)
     if (root / "inference").is_dir():
+        beside = scan_images(root)
+        if beside:  # a user's radiographs beside an inference/ folder: say they are not the ones segmented
+            logger.warning("%s: segmenting the radiographs in %s only; %d beside it left out (%s)", root,
+                           root / "inference", len(beside), ", ".join(p.name for p in beside[:3])
+                           + (", ..." if len(beside) > 3 else ""))
         root = root / "inference"
     if not root.is_dir():
         raise FileNotFoundError(f"dataset_dir {str(root)!r} is not a folder of radiographs (PNG, DICOM or 2D NIfTI)")
-    files = sorted(
-        p for p in root.iterdir()
-        if p.is_file() and image_suffix(p.name, SCANNED_SUFFIXES) and not p.name.endswith("_overlay.png")
-    )
+    files = scan_images(root, SCANNED_SUFFIXES, skip_stems=("_overlay",))
     if not files:
-        raise FileNotFoundError(f"{root}: no radiographs found (looked for {', '.join(SCANNED_SUFFIXES)})")
+        raise FileNotFoundError(f"{root}: no radiographs found (looked for {', '.join(SCANNED_SUFFIXES)} and "
+                                "DICOM files of any name)")
     return [{"image": str(p)} for p in files]
 
 

@@ -1,0 +1,69 @@
+"""Folder scans of inference inputs (``scan_images``, ``list_images``, ``list_radiographs``): every image is found,
+a DICOM of any name included, and what is left out (label maps, a bundle's own outputs, radiographs beside an
+``inference/`` folder) is left out aloud."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from unimiss_monai.data.classification_labels import list_images
+from unimiss_monai.data.image_formats import is_dicom_file, is_label_map_name, scan_images
+from unimiss_monai.data.xray import list_radiographs
+
+DICOM = b"\0" * 128 + b"DICM" + b"\2\0\1\0"  # what a DICOM file starts with; enough for the scan
+
+
+def _touch(path: Path, content: bytes = b"x") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return path
+
+
+def test_label_maps_are_told_apart_by_name_and_folder():
+    assert is_label_map_name("ct01_label.nii.gz") and is_label_map_name("ct01_labels.nii") and is_label_map_name("ct01_seg.nii.gz")
+    assert is_label_map_name("labelsTr/ct01.nii.gz") and is_label_map_name("a/labels/ct01.nii.gz")
+    assert not is_label_map_name("ct01.nii.gz") and not is_label_map_name("imagesTr/labelled_ct.nii.gz")
+    assert not is_label_map_name("images/ct01_label_free.nii.gz")
+
+
+def test_ct_classification_takes_no_label_map_and_says_what_it_left_out(tmp_path, caplog):
+    ct = _touch(tmp_path / "crop.nii.gz")
+    nested = _touch(tmp_path / "more" / "case2.nii.gz")
+    for name in ("crop_label.nii.gz", "crop_seg.nii.gz", "labelsTr/case3.nii.gz"):
+        _touch(tmp_path / name)
+    with caplog.at_level(logging.INFO, logger="unimiss_monai.data.image_formats"):
+        found = list_images(tmp_path, (".nii.gz", ".nii", ".mha", ".nrrd"))
+    assert found == [{"image": str(ct)}, {"image": str(nested)}]
+    assert "3 label map(s) left out" in caplog.text and "crop_label.nii.gz" in caplog.text
+
+
+def test_a_dicom_of_any_name_is_a_radiograph_where_dicom_is_scanned(tmp_path):
+    named = _touch(tmp_path / "IM0001", DICOM)
+    uid = _touch(tmp_path / "1.2.840.113619.2.55", DICOM)
+    _touch(tmp_path / "notes.txt", b"a" * 200)
+    _touch(tmp_path / "README", b"\0" * 128 + b"DICX")
+    assert is_dicom_file(named) and not is_dicom_file(tmp_path / "README") and not is_dicom_file(tmp_path / "nothing")
+    assert list_radiographs(tmp_path) == [{"image": str(uid)}, {"image": str(named)}]
+    assert list_images(tmp_path, (".png", ".dcm")) == [{"image": str(uid)}, {"image": str(named)}]
+    with pytest.raises(FileNotFoundError, match="no image"):  # CT classification scans no DICOM file
+        list_images(tmp_path, (".nii.gz", ".nii"))
+
+
+def test_radiographs_beside_an_inference_folder_and_own_overlays_are_left_out_aloud(tmp_path, caplog):
+    inside = _touch(tmp_path / "inference" / "chest.png")
+    _touch(tmp_path / "inference" / "chest_overlay.png")
+    _touch(tmp_path / "mine.png")
+    with caplog.at_level(logging.INFO):
+        assert list_radiographs(tmp_path) == [{"image": str(inside)}]
+    assert "1 beside it left out (mine.png)" in caplog.text
+    assert "1 output(s) of this bundle left out" in caplog.text and "chest_overlay.png" in caplog.text
+
+
+def test_hidden_files_and_other_formats_are_not_scanned(tmp_path):
+    kept = _touch(tmp_path / "a.png")
+    _touch(tmp_path / ".b.png")
+    _touch(tmp_path / "c.npy")
+    assert scan_images(tmp_path) == [kept]
