@@ -178,6 +178,9 @@ def test_bad_arguments():
         label_efficiency(output_dir="x")
     with pytest.raises(ValueError, match="arm=path"):
         label_efficiency(arms="scratch,unimiss", weights="unimiss")
+    for confidence in (1.5, 0, "high"):  # refused before any run, not by the statistics after all of them
+        with pytest.raises(ValueError, match=r"--confidence must be in \(0, 1\)"):
+            label_efficiency(confidence=confidence, dataset_dir="absent")
 
 
 def test_a_misspelled_option_is_refused_before_any_work(tmp_path):

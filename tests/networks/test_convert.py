@@ -182,6 +182,10 @@ def test_convert_cli_writes_loadable_file(tmp_path):
     with pytest.raises(ValueError, match="looks like variant mit_tiny"):
         convert_checkpoint(str(src), str(tmp_path / "other.pt"), variant="mitplus")
     assert not (tmp_path / "other.pt").exists()
+    with pytest.raises(ValueError, match=r"is a folder; give the official checkpoint file in it"):
+        convert_checkpoint(str(tmp_path), str(tmp_path / "other.pt"))
+    with pytest.raises(ValueError, match=r"nope.pth' does not exist"):
+        convert_checkpoint(str(tmp_path / "nope.pth"), str(tmp_path / "other.pt"))
 
 
 def test_load_pretrained_report_resize_and_variant_guard(tmp_path):

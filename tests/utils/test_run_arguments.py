@@ -76,6 +76,19 @@ def test_wrong_type_is_refused(key, value, message):
     assert _refusal(f"--{key}", value) == message
 
 
+
+@pytest.mark.parametrize("bundle, key, value, message", [
+    ("unimiss_ct_segmentation", "sw_batch_size", "0", "config id 'sw_batch_size' expects a whole number of at least 1, got 0"),
+    ("unimiss_ct_segmentation", "sw_overlap", "1", "config id 'sw_overlap' expects a number between 0 and 1, got 1"),
+    ("unimiss_cxr_segmentation", "threshold", "1.5", "config id 'threshold' expects a number between 0 and 1, got 1.5"),
+    ("unimiss_ct_classification", "threshold", "0", "config id 'threshold' expects a number between 0 and 1, got 0"),
+    ("unimiss_ct_segmentation", "sw_overlap", "0", None), ("unimiss_cxr_classification", "threshold", "0.3", None),
+])
+def test_inference_numbers_out_of_range_are_refused(bundle, key, value, message):
+    # sw_batch_size 0 failed every case on its own ("range() arg 3 must not be zero"); a threshold of 1.5 found nothing
+    assert _refusal(f"--{key}", value, bundle=bundle, names=("inference.json",)) == message
+
+
 def test_wrong_type_of_a_nested_id_is_refused():
     assert _refusal("--backbone#spatial_dims", "16", bundle="unimiss_pretraining", names=("train.json",)) == (
         "config id 'backbone#spatial_dims' expects a list of integers such as [2, 3], got 16")

@@ -187,6 +187,9 @@ def convert_checkpoint(
 
     force = as_bool(force, "force")
     _check_dims(dims, "convert-checkpoint: ")
+    if os.path.isdir(src):
+        raise ValueError(f"convert-checkpoint: {src!r} is a folder; give the official checkpoint file in it "
+                         "(e.g. checkpoint.pth)")
     if not os.path.isfile(src):
         raise ValueError(f"convert-checkpoint: {src!r} does not exist")
     _check_destination(src, dst, force)  # before the (long) conversion: nothing is read to be refused afterwards

@@ -156,7 +156,10 @@ def _is_number(value: Any, integer: bool) -> bool:
 
 # ids that count something at least once (a run of 0 epochs trains nothing, and ignite says so only after the data
 # loaded), and flags whose default is an expression (e.g. mixed precision following the device), by their last part
-_AT_LEAST_ONE = {"max_epochs", "epochs", "batch_size", "val_interval"}
+_AT_LEAST_ONE = {"max_epochs", "epochs", "batch_size", "val_interval", "sw_batch_size"}
+# ids whose number is a probability or a fraction: outside (0, 1) a threshold makes every prediction the same class,
+# and an overlap of 1 never advances the window
+_OPEN_UNIT = {"threshold", "sw_overlap"}
 _FLAGS = {"amp"}
 
 
@@ -169,6 +172,9 @@ def _wrong_type(key: str, value: Any, default: Any) -> str | None:
         default = False  # checked as the flag it is
     if name in _AT_LEAST_ONE and isinstance(default, int) and _is_number(value, True) and int(value) < 1:
         return f"config id {key!r} expects a whole number of at least 1, got {value!r}"
+    if name in _OPEN_UNIT and isinstance(default, float) and _is_number(value, False) and not 0 < float(value) < 1:
+        if not (name == "sw_overlap" and float(value) == 0):  # windows that only touch are a valid choice
+            return f"config id {key!r} expects a number between 0 and 1, got {value!r}"
     expects = None
     if isinstance(default, bool):
         try:

@@ -220,6 +220,13 @@ def label_efficiency(
     design = StudyDesign(parse_list(fractions, float, "fractions"), seed_list, arm_list)
     if interval not in ("t", "bootstrap"):
         raise ValueError(f"label-efficiency: --interval must be t or bootstrap, got {interval!r}")
+    try:  # checked here, not when the results are computed after every run
+        coverage = float(confidence)
+    except (TypeError, ValueError):
+        coverage = float("nan")
+    if not 0 < coverage < 1:
+        raise ValueError(f"label-efficiency: --confidence must be in (0, 1), e.g. 0.95, got {confidence!r}")
+    confidence = coverage
     jobs, pretrain_epochs = as_count(jobs, "label-efficiency: --jobs"), as_count(pretrain_epochs, "label-efficiency: --pretrain_epochs")
     if epoch_iterations is not None:
         epoch_iterations = as_count(epoch_iterations, "label-efficiency: --epoch_iterations")
