@@ -107,7 +107,7 @@ def test_segmentation_forward_failure_is_recorded_and_the_run_goes_on(tmp_path, 
     summary = json.loads((out / "summary.json").read_text())
     cases = {c["case"].rsplit("/", 1)[-1]: c for c in summary["cases"]}
     assert cases["good.npy"] == {"case": str(tmp_path / "good.npy"), "status": "ok", "reason": "",
-                                 "output": str(out / "good_seg.nii.gz")}
+                                 "input": str(tmp_path / "good.npy"), "output": str(out / "good_seg.nii.gz")}
     assert cases["odd.npy"]["status"] == "failed" and "output" not in cases["odd.npy"]
     assert "network forward" in cases["odd.npy"]["reason"] and "(16, 32, 24)" in cases["odd.npy"]["reason"]
     assert (out / "good_seg.nii.gz").is_file()
@@ -133,6 +133,16 @@ def test_inference_summary_records_a_forward_failure(tmp_path):
     assert status["neg.npy"][0] == "failed" and status["neg.npy"][1].startswith("network forward: ")
     assert "neg.npy: RuntimeError: negative input" in status["neg.npy"][1]
     assert (report["num_cases"], report["num_ok"], report["num_failed"]) == (3, 2, 1)
+
+
+
+def test_inference_summary_records_each_input_absolute(tmp_path, monkeypatch):
+    # a case given relative to the directory the run started in: a report read from elsewhere must still find it
+    monkeypatch.chdir(tmp_path)
+    data = [{"image": item["image"].rsplit("/", 1)[-1]} for item in _write(tmp_path, {"p1.npy": np.ones((8, 8))})]
+    _run(data, _FailsOnNegative(), InferenceSummary("out"), (1, 8, 8))
+    (case,) = json.loads((tmp_path / "out" / "summary.json").read_text())["cases"]
+    assert (case["case"], case["input"]) == ("p1.npy", str(tmp_path / "p1.npy"))
 
 
 def test_inference_summary_fails_the_run_when_no_case_worked(tmp_path):

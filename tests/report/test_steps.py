@@ -73,14 +73,32 @@ def test_inference_summaries_old_and_new(tmp_path):
         {"case": "/d/a.nii.gz", "status": "ok", "reason": "", "output": "/o/a_seg.nii.gz"},
         {"case": "/d/b.nii.gz", "status": "failed", "reason": "bad"}]}))
     cases = inference_cases(new)
+    # an output is looked for in the folder of its summary, never where the run that wrote it stood
     assert [(c["status"], c["input"], c["output"]) for c in cases] == [
-        ("ok", "/d/a.nii.gz", "/o/a_seg.nii.gz"), ("failed", "/d/b.nii.gz", None)]
+        ("ok", "/d/a.nii.gz", str(new / "a_seg.nii.gz")), ("failed", "/d/b.nii.gz", None)]
     old = tmp_path / "old"
     old.mkdir()
     (old / "summary.json").write_text(json.dumps({"classes": ["liver"], "written": [
         {"case": "ct", "output": "/o/ct_seg.nii.gz", "shape": [4, 4, 4]}], "failed": []}))
-    assert [(c["case"], c["status"], c["output"]) for c in inference_cases(old)] == [("ct", "ok", "/o/ct_seg.nii.gz")]
+    assert [(c["case"], c["status"], c["output"]) for c in inference_cases(old)] == [("ct", "ok", str(old / "ct_seg.nii.gz"))]
     assert inference_cases(tmp_path / "none") == []
+
+
+def test_inference_outputs_are_found_in_the_summarys_folder_wherever_the_run_wrote_them(tmp_path):
+    # written with a relative --output_dir from another directory, or into a folder that was copied since: the file
+    # at the recorded place is another run's (or nothing), the one in the folder is this run's
+    copy = tmp_path / "copy" / "inference"
+    (copy / "maps").mkdir(parents=True)
+    (copy / "maps" / "a_seg.nii.gz").write_text("this run")
+    (tmp_path / "elsewhere" / "inference").mkdir(parents=True)
+    stale = tmp_path / "elsewhere" / "inference" / "b_seg.nii.gz"
+    stale.write_text("another run")
+    (copy / "summary.json").write_text(json.dumps({"cases": [
+        {"case": "a.nii.gz", "status": "ok", "reason": "", "output": "relrun/inference/maps/a_seg.nii.gz"},
+        {"case": "b.nii.gz", "status": "ok", "reason": "", "output": str(stale)}]}))
+    cases = inference_cases(copy)
+    assert [c["output"] for c in cases] == [str(copy / "maps" / "a_seg.nii.gz"), str(copy / "b_seg.nii.gz")]
+    assert not (copy / "b_seg.nii.gz").exists()  # deleted in the copy: missing, as the report then says
 
 
 def test_printed_commands_paste_back_into_a_shell():

@@ -76,7 +76,10 @@ class InferenceSummary:
         for item, out in zip(items, outputs):
             # a post-processing write that failed (SkipFailedd) marks the output item, not the batch
             reason = str(item.get(FAILED_KEY) or (out.get(FAILED_KEY) if isinstance(out, dict) else "") or "")
-            entry = {"case": str(item.get(CASE_KEY, "")), "status": "failed" if reason else "ok", "reason": reason}
+            case = str(item.get(CASE_KEY, ""))
+            entry = {"case": case, "status": "failed" if reason else "ok", "reason": reason}
+            if case and os.path.exists(case):  # the case as given may be relative to a directory a reader cannot know
+                entry["input"] = os.path.abspath(case)
             written = item.get(OUTPUT_KEY) or (out.get(OUTPUT_KEY) if isinstance(out, dict) else None)
             if written and not reason:
                 entry["output"] = str(written)

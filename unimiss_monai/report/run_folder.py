@@ -35,9 +35,22 @@ def read_json(path: str | os.PathLike):
         raise ValueError(f"{path}: not valid JSON ({err}); rerun the step that writes it (tools/demo.sh --fresh)") from err
 
 
+def _in_folder(folder: Path, recorded) -> str | None:
+    """Where an output a summary recorded lies in ``folder``: the summary holds the path as the run wrote it
+    (relative to the directory it ran in, or absolute), and the folder may since have been copied or moved, so the
+    file is looked for under ``folder`` by the longest tail of that path; never outside it (a file at the recorded
+    place belongs to whichever run last wrote there)."""
+    if not recorded:
+        return None
+    parts = Path(str(recorded)).parts
+    tails = [Path(*parts[i:]) for i in range(len(parts)) if not Path(parts[i]).anchor]
+    return str(next((folder / t for t in tails if (folder / t).is_file()), folder / Path(str(recorded)).name))
+
+
 def inference_cases(folder: str | os.PathLike) -> list[dict]:
     """``[{"case": name or path, "status": "ok" | "failed", "input": path | None, "output": path | None, ...}]``
-    from whichever inference summary ``folder`` holds; ``[]`` when none."""
+    from whichever inference summary ``folder`` holds; ``[]`` when none. Outputs are found in ``folder``
+    (:func:`_in_folder`)."""
     folder = Path(folder)
     for name in _SUMMARY_NAMES:
         data = read_json(folder / name)
@@ -49,10 +62,10 @@ def inference_cases(folder: str | os.PathLike) -> list[dict]:
                 case = str(c.get("case") or c.get("image") or c.get("input") or "")
                 cases.append({**c, "case": case, "status": c.get("status", "ok"),
                               "input": c.get("input") or c.get("image") or (case if os.sep in case else None),
-                              "output": c.get("output")})
+                              "output": _in_folder(folder, c.get("output"))})
         for c in data.get("written", []) or []:  # older CT segmentation summary
             cases.append({**c, "case": str(c.get("case")), "status": "ok", "input": c.get("input") or c.get("image"),
-                          "output": c.get("output")})
+                          "output": _in_folder(folder, c.get("output"))})
         for c in data.get("failed", []) or []:
             if isinstance(c, dict):
                 cases.append({**c, "case": str(c.get("case") or c.get("image")), "status": "failed",
