@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unimiss_monai.data.grid_checks import check_grid, check_nifti_header
+from unimiss_monai.data.grid_checks import check_ct_volume, check_dicom_series, check_grid, check_nifti_header
 from unimiss_monai.data.image_formats import NIFTI_SUFFIXES, is_dicom_file
 
 __all__ = [
@@ -104,6 +104,7 @@ def _load(path: Path, what: str, dtype) -> tuple[np.ndarray, np.ndarray]:
     affine = np.asarray(affine, dtype=np.float64)
     try:  # a degenerate grid would be replaced by a made-up one, and every physical distance would be wrong
         check_nifti_header(str(path))
+        check_dicom_series(str(path))
         check_grid(affine, 3, str(path))
     except ValueError as err:
         raise CTInputError(str(err)) from None
@@ -137,6 +138,10 @@ def load_ct(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
                            f"(radiographs belong to the X-ray bundles)")
     if hu.ndim > 3:
         raise CTInputError(f"{path}: has shape {tuple(hu.shape)}, not one 3D volume; split it and pass one 3D CT per file")
+    try:  # a voxel size in metres rendered an all-zero DRR, marked ok
+        check_ct_volume(hu.shape, affine, str(path))
+    except ValueError as err:
+        raise CTInputError(str(err)) from None
     bad = int((~np.isfinite(hu)).sum())
     if bad:  # +-Inf would render as infinite pixels and a black preview
         kind = "NaN" if int(np.isnan(hu).sum()) == bad else "non-finite (NaN or Inf)"

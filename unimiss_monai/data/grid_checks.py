@@ -1,12 +1,15 @@
-"""Checks of an image's voxel grid: a degenerate affine, or a NIfTI header declaring one (readers replace such a grid
-by a made-up identity, so the header is the only witness)."""
+"""Checks of an image's voxel grid: a degenerate affine, a NIfTI header declaring one (readers replace such a grid
+by a made-up identity, so the header is the only witness), or a DICOM folder whose slices are not one evenly spaced
+series (readers space them evenly, or read one series of several, with a warning that names no file)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["check_grid", "check_nifti_header"]
+__all__ = ["CT_SPACING_MM", "check_ct_volume", "check_dicom_series", "check_grid", "check_nifti_header"]
 
 
 def _smallest_axis(columns: np.ndarray) -> float:
@@ -30,6 +33,27 @@ def check_grid(affine, spatial_dims: int, source: str, min_spacing: float = 1e-6
     smallest = _smallest_axis(a[:-1, : max(1, min(int(spatial_dims), a.shape[1] - 1))])
     if not np.isfinite(smallest) or smallest < min_spacing:
         raise _degenerate(source, "affine", smallest)
+
+
+#: voxel sizes (mm) a CT can have: below, the file is in another unit (metres: 0.0008 for 0.8 mm); above, not a CT
+CT_SPACING_MM = (0.05, 50.0)
+
+
+def check_ct_volume(shape, affine, source: str) -> None:
+    """Raise ``ValueError`` (one line naming ``source``) when a 3D CT of spatial ``shape`` and ``affine`` is one slice
+    (a 2D image saved as a volume) or has a voxel size outside :data:`CT_SPACING_MM`. Either gave a case marked "ok":
+    an all-background segmentation, an all-zero DRR."""
+    if min(int(s) for s in shape) < 2:
+        raise ValueError(f"{source}: shape {tuple(int(s) for s in shape)} is a single slice, a 2D image, not a CT volume; "
+                         "give the whole series (a radiograph goes to the CXR bundles)")
+    if affine is None:
+        return
+    a = np.asarray(torch.as_tensor(affine).detach().cpu(), dtype=np.float64)
+    spacing = np.linalg.norm(a[:3, :3], axis=0)
+    low, high = CT_SPACING_MM
+    if not ((spacing >= low) & (spacing <= high)).all():
+        raise ValueError(f"{source}: voxel size {np.round(spacing, 5).tolist()} mm is not a CT's ({low}-{high} mm; a "
+                         "file in metres gives 0.0008 for 0.8 mm): rewrite it with the spacing in mm")
 
 
 def check_nifti_header(source: str, min_spacing: float = 1e-6) -> None:
@@ -60,3 +84,46 @@ def check_nifti_header(source: str, min_spacing: float = 1e-6) -> None:
         spacing = np.abs(np.asarray(header["pixdim"][1 : n + 1], dtype=np.float64))
         if not np.isfinite(spacing).all() or spacing.min() < min_spacing:
             raise _degenerate(str(source), "voxel size (pixdim)", float(spacing.min()))
+
+
+def check_dicom_series(source: str, tolerance: float = 0.01) -> None:
+    """Raise ``ValueError`` (one line naming the folder) when the DICOM folder ``source`` holds more than one series,
+    two slices at one position, or slices whose spacing varies by more than ``tolerance`` (a fraction of the median
+    spacing, at least 0.01 mm): a missing slice. ITK reads the first of several series and spreads a series with gaps
+    evenly, so the labels no longer lie on the anatomy. Files that are not DICOM, and series without positions
+    (a single multi-frame file), are left to the reader; anything that is not a folder is left alone."""
+    folder = Path(source)
+    if not folder.is_dir():
+        return
+    import pydicom
+
+    from unimiss_monai.data.image_formats import is_dicom_file
+
+    series: dict[str, list] = {}
+    for path in sorted(folder.iterdir()):
+        if not path.is_file() or not (path.suffix.lower() == ".dcm" or is_dicom_file(path)):
+            continue
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True,
+                                 specific_tags=["SeriesInstanceUID", "ImagePositionPatient", "ImageOrientationPatient"])
+        except Exception:  # noqa: BLE001 - an unreadable file is the reader's business
+            continue
+        series.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append(ds)
+    if len(series) > 1:
+        counts = ", ".join(f"{len(v)} slices" for v in series.values())
+        raise ValueError(f"{folder}: holds {len(series)} DICOM series ({counts}); a reader would take one and drop the "
+                         "rest: put each series in a folder of its own")
+    slices = next(iter(series.values()), [])
+    if len(slices) < 3 or any("ImagePositionPatient" not in d or "ImageOrientationPatient" not in d for d in slices):
+        return
+    iop = np.asarray(slices[0].ImageOrientationPatient, dtype=np.float64)
+    normal = np.cross(iop[:3], iop[3:])
+    positions = np.sort([float(np.dot(normal, np.asarray(d.ImagePositionPatient, dtype=np.float64))) for d in slices])
+    gaps = np.diff(positions)
+    step = float(np.median(gaps))
+    worst = int(np.argmax(np.abs(gaps - step)))
+    if step <= 0 or abs(gaps[worst] - step) > max(0.01, tolerance * step):
+        what = ("two slices at one position" if gaps[worst] < 1e-6 else
+                f"a gap of {gaps[worst]:.3g} mm where the slices are {step:.3g} mm apart")
+        raise ValueError(f"{folder}: its slices are not evenly spaced ({what}, at {positions[worst]:.1f} mm along the "
+                         "slice axis; a slice is missing or doubled): export the whole series again")

@@ -10,6 +10,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 from unimiss_monai.data.ct_io import warn_if_not_ct_hu
+from unimiss_monai.data.grid_checks import check_ct_volume
 from unimiss_monai.data.xray import source_name
 from unimiss_monai.transforms.labels.array import SelectStructures
 from unimiss_monai.transforms.utility.array import CheckImage
@@ -72,6 +73,7 @@ class CheckSegmentationInputd(MapTransform):
         # non-finite voxels, a degenerate grid or a constant image: one failed case, never an all-background label
         CheckImage(fail_constant=True)(image)
         if self.spatial_dims == 3:
+            check_ct_volume(image.shape[1:], getattr(image, "affine", None), src)
             warn_if_not_ct_hu(image, src, "its segmentation is unlikely to mean anything")
         if label_key not in data:
             return data

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from monai.transforms import Transform
 
-from unimiss_monai.data.grid_checks import check_grid, check_nifti_header
+from unimiss_monai.data.grid_checks import check_dicom_series, check_grid, check_nifti_header
 from unimiss_monai.data.xray import source_name
 from unimiss_monai.utils.args import as_bool
 
@@ -52,6 +52,7 @@ class CheckImage(Transform):
             )
         if self.check_affine:
             check_nifti_header(source_name(img), self.min_spacing)
+            check_dicom_series(source_name(img))
             affine = getattr(img, "affine", None)
             if affine is not None:
                 check_grid(affine, img.ndim - 1, source_name(img), self.min_spacing)
