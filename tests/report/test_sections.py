@@ -92,3 +92,39 @@ def test_collapse_verdict_is_not_silenced_by_a_non_finite_tail():
     """A teacher stuck at log K whose last entropies are NaN is still called collapsed (the NaN is its own note)."""
     entropy = [math.log(64)] * 40 + [float("nan")] * 3
     assert "collapsed to a uniform output" in collapse_verdict(_curves(entropy), out_dim=64)
+
+
+def test_results_of_another_model_than_the_one_in_the_folder_are_flagged_where_they_are_shown(tmp_path):
+    import os
+
+    from unimiss_monai.report.sections.classification import classification_section
+    from unimiss_monai.report.sections.summary import summary_section
+
+    def at(path, t):
+        os.utime(path, (t, t))
+        return path
+
+    home = tmp_path / "unimiss_ct_classification"
+    metrics = _write(home / "eval" / "metrics.json", {"macro_auc": 0.7, "num_cases": 4, "per_class": []})
+    (home / "eval" / "evaluation_predictions.csv").write_text(
+        "name,prob_a,prob_b,true_a,true_b\nx,0.8,0.2,1,0\ny,0.3,0.7,0,1\n")
+    at(home / "eval" / "evaluation_predictions.csv", 1_000_000)
+    model = _write(home / "models" / "model.pt", {})
+    at(metrics, 1_000_000), at(model, 1_000_000 + 60)  # retrained after the evaluation: scores of the earlier model
+    notes = [b.text for b in classification_section(RunFolder(tmp_path)).blocks if isinstance(b, Note)]
+    assert any(n.startswith("The eval/ results below predate") and "rerun the evaluate step" in n for n in notes)
+    (row,) = next(b for b in summary_section(RunFolder(tmp_path)).blocks if isinstance(b, Table)).rows
+    assert row[2].endswith("(not of the model in the folder: see its section)")
+    at(metrics, 1_000_000 + 120)  # evaluated again: nothing to say
+    assert not any("predate" in b.text for b in classification_section(RunFolder(tmp_path)).blocks if isinstance(b, Note))
+    (row,) = next(b for b in summary_section(RunFolder(tmp_path)).blocks if isinstance(b, Table)).rows
+    assert "not of the model" not in row[2]
+
+    pre = tmp_path / "unimiss_pretraining"
+    probe = _write(pre / "knn_probe.json", [{"epoch": 0, "knn_accuracy": 0.1, "pixel_baseline": 0.2, "num_classes": 5}])
+    at(_write(pre / "models" / "model.pt", {}), 1_000_000)
+    at(probe, 1_000_000 + 60)  # a later pretraining, killed before its export, wrote the probe of its first epoch
+    notes = [b.text for b in pretraining_section(RunFolder(tmp_path)).blocks if isinstance(b, Note)]
+    assert any(n.startswith("knn_probe.json were written after") and "has not finished" in n for n in notes)
+    at(probe, 1_000_000 - 60)  # the finished run's probe, written before its export
+    assert not any("has not finished" in b.text for b in pretraining_section(RunFolder(tmp_path)).blocks if isinstance(b, Note))

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["RunFolder", "inference_cases", "read_json"]
+__all__ = ["RunFolder", "inference_cases", "read_json", "stale_notes"]
 
 _SUMMARY_NAMES = ("inference_summary.json", "summary.json", "predictions.json")
 
@@ -73,6 +74,35 @@ def inference_cases(folder: str | os.PathLike) -> list[dict]:
         if cases:
             return cases
     return []
+
+
+def _when(path: Path) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(path.stat().st_mtime))
+
+
+def stale_notes(home: Path) -> list[str]:
+    """Why a bundle folder's results may not be those of the model it holds, one sentence each; ``[]`` when they are.
+
+    The model (``models/model.pt``) is replaced only by a finished run, and every JSON a run reports from is written
+    after the model it used (evaluation, inference) or, for pretraining, before its own export. So an evaluation or
+    inference JSON older than the model scored an earlier model; pretraining curves or a probe history newer than it
+    are those of a later run that has not finished (its model was not exported).
+    """
+    model = home / "models" / "model.pt"
+    if not model.is_file():
+        return []
+    notes = []
+    at = model.stat().st_mtime
+    for sub, step in (("eval", "evaluate"), ("inference", "inference")):
+        jsons = [p for p in (home / sub).glob("*.json") if p.is_file()]
+        if jsons and max(p.stat().st_mtime for p in jsons) < at:
+            notes.append(f"The {sub}/ results below predate {model} (written {_when(model)}): they scored an earlier "
+                         f"model; rerun the {step} step.")
+    later = [p.name for p in (home / "loss_curves.json", home / "knn_probe.json") if p.is_file() and p.stat().st_mtime > at]
+    if later:
+        notes.append(f"{' and '.join(later)} were written after {model} ({_when(model)}) by a run that has not finished: "
+                     "they are that run's, not the model's that the fine-tunings read; rerun the pretraining step.")
+    return notes
 
 
 @dataclass

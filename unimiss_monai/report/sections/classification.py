@@ -9,7 +9,7 @@ import numpy as np
 
 from ..document import Figure, Note, Paragraph, Section, Table, fmt
 from ..images import figure_png
-from ..run_folder import RunFolder, read_json
+from ..run_folder import RunFolder, read_json, stale_notes
 
 __all__ = ["classification_section", "read_predictions"]
 
@@ -83,7 +83,7 @@ def _saliency_figure(paths: list[Path]) -> bytes:
 
 def _task_blocks(run: RunFolder, bundle: str, what: str) -> list:
     home = run.bundle(bundle)
-    blocks: list = []
+    blocks: list = [Note(note) for note in stale_notes(home)]
     metrics = read_json(home / "eval" / "metrics.json")
     predictions = home / "eval" / "evaluation_predictions.csv"
     if not predictions.is_file():  # an evaluation written before the file had its own name

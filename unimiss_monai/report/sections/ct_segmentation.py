@@ -11,7 +11,7 @@ from unimiss_monai.conventions import CT_AXCODES, CT_AXIS_LABELS, CT_TO_NETWORK,
 
 from ..document import Figure, Note, Paragraph, Section
 from ..images import draw_outlines, figure_png, grey_rgb, legend_below, resize_nearest
-from ..run_folder import RunFolder, inference_cases, read_json
+from ..run_folder import RunFolder, inference_cases, read_json, stale_notes
 from .segmentation_tables import segmentation_table
 
 __all__ = ["DEFAULT_CLASSES", "HU_WINDOW", "ct_segmentation_section", "load_network_order", "true_proportions"]
@@ -108,6 +108,7 @@ def _axial_strip(image, labels, classes, spacing, levels: int = 5) -> bytes:
 def ct_segmentation_section(run: RunFolder) -> Section:
     section = Section("ct-segmentation", "CT segmentation")
     home = run.bundle("ct_segmentation")
+    section.add(*(Note(note) for note in stale_notes(home)))
     summary = read_json(home / "inference" / "summary.json") or {}
     report = read_json(home / "eval" / "segmentation_report.json") or {}
     classes = list(summary.get("classes") or report.get("structures") or DEFAULT_CLASSES)

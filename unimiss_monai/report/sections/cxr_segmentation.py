@@ -11,7 +11,7 @@ from unimiss_monai.data.image_formats import split_image_name
 
 from ..document import Figure, Note, Paragraph, Section
 from ..images import draw_outlines, figure_png, grey_rgb, legend_below
-from ..run_folder import RunFolder, inference_cases, read_json
+from ..run_folder import RunFolder, inference_cases, read_json, stale_notes
 from .segmentation_tables import segmentation_table
 
 __all__ = ["DEFAULT_STRUCTURES", "cxr_segmentation_section", "load_masks"]
@@ -52,6 +52,7 @@ def cxr_segmentation_section(run: RunFolder) -> Section:
 
     section = Section("cxr-segmentation", "Chest X-ray segmentation")
     home = run.bundle("cxr_segmentation")
+    section.add(*(Note(note) for note in stale_notes(home)))
     names = _structures(run)
     section.add(Paragraph(
         "The 2D network fine-tuned from the pretrained backbone on DRRs of the sample CT with exactly projected "

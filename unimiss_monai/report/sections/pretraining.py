@@ -8,7 +8,7 @@ import numpy as np
 
 from ..document import Figure, Note, Paragraph, Section, Table, fmt
 from ..images import figure_png
-from ..run_folder import RunFolder, read_json
+from ..run_folder import RunFolder, read_json, stale_notes
 
 __all__ = ["MONITORS", "collapse_verdict", "non_finite_note", "pretraining_section"]
 
@@ -197,6 +197,7 @@ def pretraining_section(run: RunFolder) -> Section:
     if not curves and not history:
         return section.add(Note(f"No pretraining outputs in {folder} (loss_curves.json, knn_probe.json): run the "
                                 "pretraining step of tools/demo.sh."))
+    section.add(*(Note(note) for note in stale_notes(folder)))
     section.add(Paragraph(
         "Cross-dimensional self-distillation of one backbone on CT slabs, their DRRs and radiographs. The teacher "
         "follows the student by EMA; the exported teacher backbone initialises every fine-tuning below."))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..document import Note, Paragraph, Section, Table, fmt
-from ..run_folder import RunFolder, read_json
+from ..run_folder import RunFolder, read_json, stale_notes
 from .pretraining import untrained_maps
 
 __all__ = ["summary_section"]
@@ -28,21 +28,22 @@ def summary_section(run: RunFolder) -> Section:
         on_maps = f"; best stage map {best} {fmt(maps[best], 2)}{untrained}" if best else ""
         rows.append(["pretraining", "k-NN probe accuracy (organ crops)",
                      f"CLS {fmt(last.get('knn_accuracy'), 2)}{on_maps} (raw voxels {fmt(last.get('pixel_baseline'), 2)}, "
-                     f"chance {fmt(1 / last['num_classes'] if last.get('num_classes') else None, 2)})", "pretraining"])
+                     f"chance {fmt(1 / last['num_classes'] if last.get('num_classes') else None, 2)})", "pretraining",
+                     "pretraining"])
     cxr = read_json(run.bundle("cxr_segmentation") / "eval" / "segmentation_report.json")
     if cxr:
         rows.append(["CXR segmentation", f"test Dice, {cxr.get('num_cases')} held-out DRRs",
-                     ", ".join(_dice(cxr, cxr.get("structures", []))), "cxr-segmentation"])
+                     ", ".join(_dice(cxr, cxr.get("structures", []))), "cxr-segmentation", "cxr_segmentation"])
     ct = read_json(run.bundle("ct_segmentation") / "eval" / "segmentation_report.json")
     if ct:
         rows.append(["CT segmentation", f"Dice, {ct.get('num_cases')} slab(s) not used in training",
-                     ", ".join(_dice(ct, ct.get("structures", []))), "ct-segmentation"])
+                     ", ".join(_dice(ct, ct.get("structures", []))), "ct-segmentation", "ct_segmentation"])
     for bundle, label in (("cxr_classification", "CXR classification"), ("ct_classification", "CT classification")):
         m = read_json(run.bundle(bundle) / "eval" / "metrics.json")
         if m:
             per = ", ".join(f"{e.get('class')} {fmt(e.get('auc'), 2)}" for e in m.get("per_class", []))
             rows.append([label, f"test ROC AUC, {m.get('num_cases')} cases", f"macro {fmt(m.get('macro_auc'), 2)} ({per})",
-                         "classification"])
+                         "classification", bundle])
     steps = (read_json(run.root / "demo_steps.json") or {}).get("steps", [])
     if steps:
         total = sum(s.get("wall_seconds") or 0 for s in steps)
@@ -50,13 +51,16 @@ def summary_section(run: RunFolder) -> Section:
         reused = any(s.get("status") == "skipped" for s in steps)  # the steps section counts this invocation's only
         rows.append(["whole chain", "wall time of all steps" + (" (reused ones as measured when they ran)" if reused else ""),
                      f"{total / 60:.1f} min (load average {min(loads):.1f}-{max(loads):.1f})" if loads else f"{total / 60:.1f} min",
-                     "steps"])
+                     "steps", None])
     if not rows:
         return section.add(Note(f"Nothing to summarise in {run.root}: run `bash tools/demo.sh {run.root}` first."))
+    for row in rows:  # a number that is not the held model's says so where it is read first
+        if row[4] and stale_notes(run.bundle(row[4])):
+            row[2] += " (not of the model in the folder: see its section)"
     section.add(Paragraph(
         "The chain, on one real chest CT (with its TotalSegmentator labels) and one real radiograph: DRRs of the CT "
         "-> UniMiSS+ pretraining on CT slabs, their DRRs and radiographs -> CXR and CT segmentation and "
         "classification fine-tuned from the pretrained backbone -> evaluation on held-out data -> inference on the "
         "real CT and radiograph. Held-out scores of every stage; the sections below show the pictures behind them."))
-    section.add(Table(["stage", "measure", "result"], [[a, b, c] for a, b, c, _ in rows]))
+    section.add(Table(["stage", "measure", "result"], [[a, b, c] for a, b, c, _, _ in rows]))
     return section
