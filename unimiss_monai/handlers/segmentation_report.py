@@ -56,7 +56,8 @@ def write_segmentation_report(
         surface_metrics: whether HD95 and surface Dice were computed; recorded in the JSON, so that their ``null``
             values are not read as absent structures.
         failed: ``[{"case": input path, "reason": one line}]`` of the cases that could not be scored; listed in the
-            JSON (``num_failed``, ``failed``) and in the CSV (one row each, the reason in its ``failed`` column).
+            JSON (``num_failed``, ``failed``) and in the CSV (one row each, the reason in a ``failed`` column, which
+            the CSV has only when some case failed).
 
     Returns:
         ``{"json": path, "csv": path}``. Means skip ``nan`` (structures absent from truth and prediction); ``null``
@@ -92,14 +93,16 @@ def write_segmentation_report(
     }
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["case", "structure", *METRICS, "failed"])
+    # the "failed" column only when a case failed: the file of a run where all worked stays as it was
+    tail = [""] if failed else []
+    writer.writerow(["case", "structure", *METRICS, *(["failed"] if failed else [])])
     for c in cases:
         for i, name in enumerate(structure_names):
-            writer.writerow([c["case"], name, *("" if _clean(c[m][i]) is None else _clean(c[m][i]) for m in METRICS), ""])
+            writer.writerow([c["case"], name, *("" if _clean(c[m][i]) is None else _clean(c[m][i]) for m in METRICS), *tail])
     for f in failed:  # no structure and no metric: the case was never scored
         writer.writerow([f["case"], "", *[""] * len(METRICS), f["reason"]])
     for name in structure_names:
-        writer.writerow(["mean", name, *("" if mean[name][m] is None else mean[name][m] for m in METRICS), ""])
+        writer.writerow(["mean", name, *("" if mean[name][m] is None else mean[name][m] for m in METRICS), *tail])
     paths = {"json": out / f"{prefix}.json", "csv": out / f"{prefix}.csv"}
     for path in paths.values():  # a file of the user's of either name: neither is written
         check_own_file(path, out)
