@@ -117,6 +117,7 @@ class ClassificationReport:
         self._names: list[str] = []
         self._failed: list[dict[str, str]] = []
         self._ended_with: tuple[int, int] = (0, 0)  # (failed, all) cases of the report written, on rank 0
+        self._listed_in = "the log above"  # metrics.json once written; with no case scored, only the log lists them
 
     def attach(self, engine) -> None:
         from ignite.engine import Events
@@ -136,7 +137,7 @@ class ClassificationReport:
 
     def _reset(self, engine) -> None:
         self._preds, self._labels, self._names, self._failed = [], [], [], []
-        self._ended_with = (0, 0)
+        self._ended_with, self._listed_in = (0, 0), "the log above"
 
     def _collect(self, engine) -> None:
         output, batch, failed = split_failed(engine.state.output, engine.state.batch)
@@ -179,13 +180,12 @@ class ClassificationReport:
             "classification report: accuracy %s, macro AUC %s -> %s", _fmt(self.metrics["accuracy"]),
             _fmt(self.metrics["macro_auc"]), self.output_dir,
         )
-
+        self._listed_in = str(self.output_dir / "metrics.json")
 
     def _raise_if_failed(self, engine=None) -> None:
         # at the end of the run, after every handler's end-of-epoch step: the report is written first
         failed, total = self._ended_with
-        where = self.output_dir / "metrics.json" if self.metrics is not None else "the log above"
-        raise_if_failed("evaluation", failed, total, where, f"the other {total - failed} are scored")
+        raise_if_failed("evaluation", failed, total, self._listed_in, f"the other {total - failed} are scored")
 
 
 def _fmt(v: float | None) -> str:
