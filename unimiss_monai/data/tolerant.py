@@ -3,7 +3,9 @@
 Every item carries ``case`` (the input path) and ``failed`` (``""``, or one line saying why the case failed). The
 inference handlers (:class:`~unimiss_monai.handlers.ForwardFailureGuard`, the writers and
 :class:`~unimiss_monai.handlers.InferenceSummary`) skip flagged cases, add their own failures to ``failed``, and list
-every failure in the run's summary.
+every failure in the run's summary; the evaluation reports (:class:`~unimiss_monai.handlers.SegmentationReport`,
+:class:`~unimiss_monai.handlers.ClassificationReport`) score the other cases and list the flagged ones
+(:func:`split_failed`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from unimiss_monai.utils.errors import failure_reason
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CASE_KEY", "FAILED_KEY", "TolerantDataset", "batch_items", "mark_failed"]
+__all__ = ["CASE_KEY", "FAILED_KEY", "TolerantDataset", "batch_items", "mark_failed", "split_failed"]
 
 #: item keys of the input path and of the failure message (empty when the case worked)
 CASE_KEY, FAILED_KEY = "case", "failed"
@@ -67,3 +69,26 @@ def batch_items(batch) -> list[dict]:
 def mark_failed(item: dict, reason: str) -> None:
     """Flag one case (a decollated batch item) as failed, keeping the first reason it was given."""
     item[FAILED_KEY] = item.get(FAILED_KEY) or reason
+
+
+def split_failed(outputs, batch) -> tuple[list, list[dict], list[dict[str, str]]]:
+    """An evaluator's decollated ``state.output`` and ``state.batch`` -> ``(outputs, batch items, failures)``: the
+    output and batch items of the cases that worked, and ``{"case", "reason"}`` of each flagged case.
+
+    A flag may sit in the batch item (:class:`TolerantDataset`, the forward guard) or in the output item (a
+    post-processing step that failed, ``SkipFailedd``). Items that carry no flag (a plain ``Dataset``), or an output
+    that does not pair up with the batch item by item, are all taken as worked.
+    """
+    outs = outputs if isinstance(outputs, list) else [outputs]
+    items = batch_items(batch)
+    if len(items) != len(outs):
+        return outs, items, []
+    kept_outs, kept_items, failures = [], [], []
+    for out, item in zip(outs, items):
+        reason = str(item.get(FAILED_KEY) or (out.get(FAILED_KEY) if isinstance(out, dict) else "") or "")
+        if reason:
+            failures.append({"case": str(item.get(CASE_KEY, "")), "reason": reason})
+        else:
+            kept_outs.append(out)
+            kept_items.append(item)
+    return kept_outs, kept_items, failures

@@ -1,5 +1,6 @@
 """Classification report of an evaluation run: ``metrics.json``, ``per_class.csv``, ``evaluation_predictions.csv``,
-``roc.png`` and ``confusion_matrix.png``, each written atomically (metrics: :mod:`unimiss_monai.metrics.classification`)."""
+``roc.png`` and ``confusion_matrix.png``, each written atomically (metrics: :mod:`unimiss_monai.metrics.classification`).
+A case that could not be loaded or run is listed in ``metrics.json`` as failed with its reason, the others are scored."""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ from pathlib import Path
 import torch
 
 from unimiss_monai.data.output_ledger import check_own_file, record_written
+from unimiss_monai.data.tolerant import split_failed
 from unimiss_monai.data.writers import save_bytes
+from unimiss_monai.handlers.forward_failure_guard import guard_forward
+from unimiss_monai.handlers.inference_summary import raise_if_failed
 from unimiss_monai.metrics.classification import as_numpy, classification_metrics, stack_pairs, to_indicator
 from unimiss_monai.utils.dist import coordination_group, gather_objects, rank_and_world
 from unimiss_monai.visualize.plots import confusion_png, roc_png
@@ -31,14 +35,16 @@ REPORT_FILES = ("metrics.json", "per_class.csv", EVALUATION_PREDICTIONS, "roc.pn
 
 def write_report(
     output_dir: str | os.PathLike, probs, labels, class_names: Sequence[str], multi_label: bool = False,
-    threshold: float = 0.5, names: Sequence[str] | None = None,
+    threshold: float = 0.5, names: Sequence[str] | None = None, failed: Sequence[dict[str, str]] = (),
 ) -> dict:
     """Compute :func:`classification_metrics` and write them to ``output_dir``.
 
     Files: ``metrics.json`` (everything), ``per_class.csv`` (one row per class), ``evaluation_predictions.csv`` (one
     row per case with its truth, when ``names`` are given; named apart from inference's ``predictions.csv``, which
     the bundles write to the same ``output_dir``), ``roc.png``, ``confusion_matrix.png``. Arguments as in
-    :func:`classification_metrics`; ``names``: (N,) case identifiers. Returns the metrics dict. A file of one of these
+    :func:`classification_metrics`; ``names``: (N,) case identifiers; ``failed``: ``[{"case": input path, "reason": one
+    line}]`` of the cases that could not be scored, listed in ``metrics.json`` (``num_failed``, ``failed``; its
+    ``num_cases`` counts the cases scored). Returns the metrics dict. A file of one of these
     names that this package did not write there stops it before any is written (:mod:`~unimiss_monai.data.output_ledger`).
     """
     out = Path(output_dir)
@@ -47,6 +53,8 @@ def write_report(
     probs_np = as_numpy(probs)
     metrics = classification_metrics(probs_np, labels, class_names, multi_label, threshold)
     truth = to_indicator(as_numpy(labels), len(class_names), multi_label)
+    metrics["num_failed"] = len(failed)
+    metrics["failed"] = [{"case": f["case"], "reason": f["reason"]} for f in failed]
     save_bytes(json.dumps(metrics, indent=2).encode(), out / "metrics.json")
     keys = ["class", "positives", "negatives", "auc", "ap", "sensitivity", "specificity", "tp", "fn", "fp", "tn"]
     save_bytes(_csv_bytes(keys, [[p[k] for k in keys] for p in metrics["per_class"]]), out / "per_class.csv")
@@ -86,6 +94,11 @@ class ClassificationReport:
     Under ``torch.distributed`` every rank gathers its shard and rank 0 writes the report over all of them; the
     evaluation's sampler should then give each case to one rank only (MONAI's ``DistributedSampler`` with
     ``even_divisible=False``), as a padding sampler would count the repeated cases twice.
+
+    A case flagged ``failed`` in its batch item (:class:`~unimiss_monai.data.TolerantDataset`; attaching installs
+    :func:`~unimiss_monai.handlers.guard_forward` for a failed forward pass) is not scored but listed with its reason
+    in ``metrics.json``; once the report is written the run raises ``RuntimeError``
+    (:func:`~unimiss_monai.handlers.inference_summary.raise_if_failed`), so the evaluation exits non-zero.
     """
 
     def __init__(
@@ -102,6 +115,9 @@ class ClassificationReport:
         self._preds: list[torch.Tensor] = []
         self._labels: list[torch.Tensor] = []
         self._names: list[str] = []
+        self._failed: list[dict[str, str]] = []
+        self._ended_with: tuple[int, int] = (0, 0)  # (failed, all) cases of the report written, on rank 0
+        self._listed_in = "the log above"  # metrics.json once written; with no case scored, only the log lists them
 
     def attach(self, engine) -> None:
         from ignite.engine import Events
@@ -110,6 +126,8 @@ class ClassificationReport:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._write)
         engine.add_event_handler(Events.STARTED, self._check_files)
+        engine.add_event_handler(Events.STARTED, guard_forward)
+        engine.add_event_handler(Events.COMPLETED, self._raise_if_failed)
 
     def _check_files(self, engine) -> None:
         # before any case, on the rank that writes: a metrics.json of the user's would stop the run only at its end
@@ -118,13 +136,19 @@ class ClassificationReport:
                 check_own_file(self.output_dir / name, self.output_dir)
 
     def _reset(self, engine) -> None:
-        self._preds, self._labels, self._names = [], [], []
+        self._preds, self._labels, self._names, self._failed = [], [], [], []
+        self._ended_with, self._listed_in = (0, 0), "the log above"
 
     def _collect(self, engine) -> None:
-        pred, lab = stack_pairs(*self.output_transform(engine.state.output))
+        output, batch, failed = split_failed(engine.state.output, engine.state.batch)
+        self._failed.extend(failed)
+        if failed and not output:
+            return
+        output, batch = (output, batch) if failed else (engine.state.output, engine.state.batch)
+        pred, lab = stack_pairs(*self.output_transform(output))
         self._preds.append(pred.detach().cpu())
         self._labels.append(lab.detach().cpu())
-        names = self.name_transform(engine.state.batch)
+        names = self.name_transform(batch)
         if not names or len(names) != len(pred):  # numbered per rank, so that the names of gathered shards stay apart
             rank = rank_and_world()[0]
             names = [f"case_{len(self._names) + i}" + (f"_rank{rank}" if rank else "") for i in range(len(pred))]
@@ -134,23 +158,34 @@ class ClassificationReport:
         # each rank saw its own shard of the cases: rank 0 reports on all of them, the others write nothing. Over the
         # gloo coordination group: the shards are CPU tensors (no trip through CUDA for NCCL), and the ranks done first
         # wait for the slowest one's evaluation without the default group's 10 (NCCL) or 30 (gloo) minute limit
-        shards = gather_objects([(self._preds, self._labels, self._names)], coordination_group())
+        shards = gather_objects([(self._preds, self._labels, self._names, self._failed)], coordination_group())
         if rank_and_world()[0] != 0:
             return
         preds = [p for shard in shards for p in shard[0]]
         labels = [lab for shard in shards for lab in shard[1]]
         names = [n for shard in shards for n in shard[2]]
+        failed = [f for shard in shards for f in shard[3]]
+        for f in failed:
+            logger.warning("classification report: FAILED %s: %s", f["case"], f["reason"])
+        scored = sum(len(p) for p in preds)
+        self._ended_with = (len(failed), len(failed) + scored)
         if not preds:
             logger.warning("classification report: no predictions were gathered; nothing written to %s", self.output_dir)
             return
         self.metrics = write_report(
             self.output_dir, torch.cat(preds), torch.cat(labels).numpy(), self.class_names,
-            self.multi_label, self.threshold, names,
+            self.multi_label, self.threshold, names, failed,
         )
         logger.info(
             "classification report: accuracy %s, macro AUC %s -> %s", _fmt(self.metrics["accuracy"]),
             _fmt(self.metrics["macro_auc"]), self.output_dir,
         )
+        self._listed_in = str(self.output_dir / "metrics.json")
+
+    def _raise_if_failed(self, engine=None) -> None:
+        # at the end of the run, after every handler's end-of-epoch step: the report is written first
+        failed, total = self._ended_with
+        raise_if_failed("evaluation", failed, total, self._listed_in, f"the other {total - failed} are scored")
 
 
 def _fmt(v: float | None) -> str:

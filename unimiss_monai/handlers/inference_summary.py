@@ -30,7 +30,7 @@ from unimiss_monai.handlers.forward_failure_guard import guard_forward
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OUTPUT_KEY", "SUMMARY_NAME", "InferenceSummary"]
+__all__ = ["OUTPUT_KEY", "SUMMARY_NAME", "InferenceSummary", "raise_if_failed"]
 
 SUMMARY_NAME = "summary.json"
 #: batch-item key under which a writer records the file it wrote for the case
@@ -100,11 +100,25 @@ class InferenceSummary:
         for case in self.cases:
             if case["status"] == "failed":
                 logger.warning("inference: FAILED %s: %s", case["case"], case["reason"])
-        if self.cases and not summary["num_ok"]:
-            raise RuntimeError(f"inference: no case worked ({summary['num_failed']} failed, listed in {path})")
-        if summary["num_failed"]:
-            raise RuntimeError(
-                f"inference: {summary['num_failed']} of {summary['num_cases']} cases failed, listed with the reason "
-                f"and fix in {path}; the outputs of the other {summary['num_ok']} are written"
-            )
+        raise_if_failed("inference", summary["num_failed"], summary["num_cases"], path,
+                        f"the outputs of the other {summary['num_ok']} are written")
         return str(path)
+
+
+def raise_if_failed(stage: str, num_failed: int, num_cases: int, listed_in, rest: str) -> None:
+    """End a run in which some case failed with ``RuntimeError`` (``python -m monai.bundle run`` then exits
+    non-zero): part of the work failed, and a scripted run over an archive must not exit 0 on it. Call it once
+    everything of the cases that worked is written.
+
+    Args:
+        stage: the first word of the message (``"inference"``, ``"evaluation"``).
+        num_failed, num_cases: the cases that failed, of all cases.
+        listed_in: the file that lists each failure with its reason.
+        rest: what became of the other cases (``"the outputs of the other 2 are written"``).
+    """
+    if num_cases and num_failed >= num_cases:
+        raise RuntimeError(f"{stage}: no case worked ({num_failed} failed, listed in {listed_in})")
+    if num_failed:
+        raise RuntimeError(
+            f"{stage}: {num_failed} of {num_cases} cases failed, listed with the reason and fix in {listed_in}; {rest}"
+        )

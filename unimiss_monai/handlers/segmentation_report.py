@@ -1,5 +1,6 @@
 """Per-structure segmentation report of an evaluation run: Dice, HD95 and surface Dice per case and structure as JSON +
-CSV, and a PNG grid of image | truth | prediction overlays (metrics: :mod:`unimiss_monai.metrics.segmentation`)."""
+CSV, and a PNG grid of image | truth | prediction overlays (metrics: :mod:`unimiss_monai.metrics.segmentation`).
+A case that could not be loaded or run is listed as failed with its reason, the others are scored."""
 
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ import torch
 
 from unimiss_monai.data.image_formats import split_image_name
 from unimiss_monai.data.output_ledger import check_own_file, replacing_own
+from unimiss_monai.data.tolerant import split_failed
 from unimiss_monai.data.writers import save_bytes
+from unimiss_monai.handlers.forward_failure_guard import guard_forward
+from unimiss_monai.handlers.inference_summary import raise_if_failed
 from unimiss_monai.metrics.segmentation import METRICS, compute_segmentation_metrics
 from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.dist import coordination_group, gather_objects, rank_and_world
@@ -38,7 +42,7 @@ def _clean(v: float) -> float | None:
 
 def write_segmentation_report(
     cases: Sequence[dict[str, Any]], structure_names: Sequence[str], output_dir: str | os.PathLike, prefix: str = "segmentation_report",
-    surface_metrics: bool = True,
+    surface_metrics: bool = True, failed: Sequence[dict[str, str]] = (),
 ) -> dict[str, str]:
     """Write ``<prefix>.json`` (per case and mean per structure) and ``<prefix>.csv`` (one row per case x structure).
 
@@ -51,13 +55,17 @@ def write_segmentation_report(
         prefix: file name stem.
         surface_metrics: whether HD95 and surface Dice were computed; recorded in the JSON, so that their ``null``
             values are not read as absent structures.
+        failed: ``[{"case": input path, "reason": one line}]`` of the cases that could not be scored; listed in the
+            JSON (``num_failed``, ``failed``) and in the CSV (one row each, the reason in a ``failed`` column, which
+            the CSV has only when some case failed).
 
     Returns:
         ``{"json": path, "csv": path}``. Means skip ``nan`` (structures absent from truth and prediction); ``null``
         when none is defined. Each structure's ``missed`` counts the cases whose prediction lacks it entirely, and
         ``false_positives`` those whose prediction holds it where the truth has none: their Dice and surface Dice are
         0, their HD95 undefined, so the HD95 mean is over the cases where both hold it. ``mean_dice`` is the mean over
-        structures of their mean Dice, the one figure to quote.
+        structures of their mean Dice, the one figure to quote. ``num_cases`` counts the cases scored; the failed ones
+        enter no mean.
     """
     out = Path(output_dir)
     mean: dict[str, dict[str, float | None]] = {}
@@ -76,6 +84,8 @@ def write_segmentation_report(
         "surface_metrics": bool(surface_metrics),
         "mean_dice": _clean(float(np.mean(dice))) if dice else None,
         "mean": mean,
+        "num_failed": len(failed),
+        "failed": [{"case": f["case"], "reason": f["reason"]} for f in failed],
         "cases": [{"case": c["case"], **{m: dict(zip(structure_names, map(_clean, c[m]))) for m in METRICS},
                    "missed": [n for n, miss in zip(structure_names, c.get("missed", [])) if miss],
                    "false_positives": [n for n, fp in zip(structure_names, c.get("false_positive", [])) if fp]}
@@ -83,12 +93,16 @@ def write_segmentation_report(
     }
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["case", "structure", *METRICS])
+    # the "failed" column only when a case failed: the file of a run where all worked stays as it was
+    tail = [""] if failed else []
+    writer.writerow(["case", "structure", *METRICS, *(["failed"] if failed else [])])
     for c in cases:
         for i, name in enumerate(structure_names):
-            writer.writerow([c["case"], name, *("" if _clean(c[m][i]) is None else _clean(c[m][i]) for m in METRICS)])
+            writer.writerow([c["case"], name, *("" if _clean(c[m][i]) is None else _clean(c[m][i]) for m in METRICS), *tail])
+    for f in failed:  # no structure and no metric: the case was never scored
+        writer.writerow([f["case"], "", *[""] * len(METRICS), f["reason"]])
     for name in structure_names:
-        writer.writerow(["mean", name, *("" if mean[name][m] is None else mean[name][m] for m in METRICS)])
+        writer.writerow(["mean", name, *("" if mean[name][m] is None else mean[name][m] for m in METRICS), *tail])
     paths = {"json": out / f"{prefix}.json", "csv": out / f"{prefix}.csv"}
     for path in paths.values():  # a file of the user's of either name: neither is written
         check_own_file(path, out)
@@ -138,6 +152,11 @@ class SegmentationReport:
     overlay case are kept, so memory stays flat over large evaluations. Under ``torch.distributed`` the cases of all
     ranks are gathered and rank 0 writes.
 
+    A case flagged ``failed`` in its batch item (:class:`~unimiss_monai.data.TolerantDataset`; attaching installs
+    :func:`~unimiss_monai.handlers.guard_forward` for a failed forward pass) is not scored but listed with its reason
+    in the JSON and CSV; once they are written the run raises ``RuntimeError``
+    (:func:`~unimiss_monai.handlers.inference_summary.raise_if_failed`), so the evaluation exits non-zero.
+
     Args:
         output_dir: folder for ``<prefix>.json``, ``<prefix>.csv`` and ``<prefix>.png``.
         structure_names: names of the foreground classes ``1..K`` (class 0 is background).
@@ -177,7 +196,9 @@ class SegmentationReport:
         self.surface = as_bool(surface, "surface")
         self.cases: list[dict[str, Any]] = []
         self.views: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
+        self.failed: list[dict[str, str]] = []
         self.paths: dict[str, str] = {}
+        self._ended_with: tuple[int, int] = (0, 0)  # (failed, all) cases of the report written, on rank 0
 
     def attach(self, engine: Engine) -> None:
         from ignite.engine import Events
@@ -186,6 +207,8 @@ class SegmentationReport:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.update)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.write)
         engine.add_event_handler(Events.STARTED, self._check_files)
+        engine.add_event_handler(Events.STARTED, guard_forward)
+        engine.add_event_handler(Events.COMPLETED, self._raise_if_failed)
 
     def _check_files(self, engine: Engine | None = None) -> None:
         # before any case, on the rank that writes: a report file of the user's would stop the run only at its end
@@ -194,7 +217,8 @@ class SegmentationReport:
                 check_own_file(self.output_dir / f"{self.prefix}{suffix}", self.output_dir)
 
     def reset(self, engine: Engine | None = None) -> None:
-        self.cases, self.views = [], []
+        self.cases, self.views, self.failed = [], [], []
+        self._ended_with = (0, 0)
 
     def _masks(self, x: torch.Tensor) -> np.ndarray:
         """``(S, *spatial)`` structure masks of one-hot / multi-label channels (background dropped) or a label map:
@@ -222,26 +246,40 @@ class SegmentationReport:
         return case
 
     def update(self, engine: Engine) -> None:
-        items = self.output_transform(engine.state.output)
+        outputs, _, failed = split_failed(engine.state.output, engine.state.batch)
+        self.failed.extend(failed)
+        if failed and not outputs:
+            return
+        items = self.output_transform(outputs if failed else engine.state.output)
         for item in items if isinstance(items, list) else [items]:
             self.add(item)
 
     def write(self, engine: Engine | None = None) -> dict[str, str]:
         """Write JSON, CSV and PNG; returns their paths (empty on ranks other than 0)."""
-        cases, views = self.cases, self.views
+        cases, views, failed = self.cases, self.views, self.failed
         # every rank's cases; rank 0 writes. Over the gloo coordination group: the views are CPU arrays (no trip through
         # CUDA for NCCL), and the ranks done first wait for the slowest one's evaluation without the default group's
         # 10 (NCCL) or 30 (gloo) minute limit
-        shards = gather_objects([(cases, views)], coordination_group())
+        shards = gather_objects([(cases, views, failed)], coordination_group())
         if rank_and_world()[0] != 0:
             return {}
         cases = [c for shard in shards for c in shard[0]]
         views = [v for shard in shards for v in shard[1]][: self.max_overlay_cases]
-        self.paths = write_segmentation_report(cases, self.structure_names, self.output_dir, self.prefix, self.surface)
+        failed = [f for shard in shards for f in shard[2]]
+        self.paths = write_segmentation_report(cases, self.structure_names, self.output_dir, self.prefix, self.surface,
+                                               failed)
         if views:
             with replacing_own(self.output_dir / f"{self.prefix}.png", self.output_dir):
                 self.paths["png"] = save_overlay_grid(views, self.structure_names, self.output_dir / f"{self.prefix}.png")
         mean_dice = json.loads(Path(self.paths["json"]).read_text())["mean_dice"]  # the figure the report states
         logger.info("segmentation report: %d cases, mean Dice %s -> %s", len(cases),
                     "-" if mean_dice is None else f"{mean_dice:.4f}", ", ".join(self.paths.values()))
+        for f in failed:
+            logger.warning("segmentation report: FAILED %s: %s", f["case"], f["reason"])
+        self._ended_with = (len(failed), len(failed) + len(cases))
         return self.paths
+
+    def _raise_if_failed(self, engine: Engine | None = None) -> None:
+        # at the end of the run, after every handler's end-of-epoch step: the report is written first
+        raise_if_failed("evaluation", *self._ended_with, self.paths.get("json", self.output_dir),
+                        f"the other {self._ended_with[1] - self._ended_with[0]} are scored")

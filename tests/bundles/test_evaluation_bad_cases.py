@@ -1,0 +1,141 @@
+"""Evaluation past a bad case, for the four fine-tune bundles: ``train.json + evaluate.json + smoke.yaml`` over one
+good case and one broken one (a label map with a value no class has, a NaN image). The broken case is listed as failed
+with one line naming its file, the good one is scored exactly as in a run over it alone, and the run still fails once
+the report is written (``python -m monai.bundle run`` exits non-zero)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from bundle_runner import configs, run_workflow
+
+from unimiss_monai.utils.errors import root_cause
+
+pytestmark = pytest.mark.integration
+
+
+def _bad_label(value: float) -> Callable[[dict, Path], dict]:
+    """A copy of the case whose label map holds ``value`` at one voxel (no class has it)."""
+    def make(item: dict, root: Path) -> dict:
+        image, label = root / item["image"], root / item["label"]
+        bad_image, bad_label = image.with_name("bad_" + image.name), label.with_name("bad_" + label.name)
+        shutil.copy(image, bad_image)
+        src = nib.load(label)
+        data = np.asarray(src.dataobj).astype(np.float32)
+        data.flat[data.size // 2] = value
+        nib.save(nib.Nifti1Image(data, src.affine), bad_label)
+        return {"image": str(bad_image.relative_to(root)), "label": str(bad_label.relative_to(root))}
+    return make
+
+
+def _nan_image(item: dict, root: Path) -> dict:
+    """A NIfTI copy of the case's image with one NaN pixel or voxel (a PNG cannot hold one)."""
+    image = root / item["image"]
+    if image.suffix == ".png":
+        from PIL import Image
+
+        data, affine = np.asarray(Image.open(image).convert("L"), np.float32).T.copy(), np.eye(4)
+    else:
+        src = nib.load(image)
+        data, affine = np.asarray(src.dataobj, np.float32), src.affine
+    data.flat[data.size // 2] = np.nan
+    bad = image.parent / ("bad_" + image.name.split(".")[0] + ".nii.gz")
+    nib.save(nib.Nifti1Image(data, affine), bad)
+    return {**item, "image": str(bad.relative_to(root))}
+
+
+# bundle -> (its evaluation split, the broken copy of the good case, the file the reason must name, what it says)
+CASES = {
+    "unimiss_ct_segmentation": ("validation", _bad_label(12), "label", r"12"),
+    "unimiss_cxr_segmentation": ("test", _bad_label(255), "label", r"255"),
+    "unimiss_ct_classification": ("test", _nan_image, "image", r"non-finite|nan"),
+    "unimiss_cxr_classification": ("test", _nan_image, "image", r"non-finite|nan"),
+}
+SEGMENTATION = {"unimiss_ct_segmentation", "unimiss_cxr_segmentation"}
+
+
+def _random_weights(bundle: str, root: Path) -> None:
+    """``models/smoke/model.pt`` of the smoke-size network at its initialisation: scoring needs weights, not good ones."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(configs(bundle, "train.json", "smoke.yaml"))
+    parser.update({"bundle_root": str(root), "pretrained_path": None})
+    torch.manual_seed(0)
+    folder = root / "models" / "smoke"
+    folder.mkdir(parents=True)
+    torch.save({"model": parser.get_parsed_content("network_def").state_dict()}, folder / "model.pt")
+
+
+def _data_with(samples: Path, bundle: str, folder: Path, bad: bool) -> tuple[Path, dict]:
+    """A copy of the sample set whose evaluation split is its first case, and with ``bad`` a broken copy of it after."""
+    split, make_bad, _, _ = CASES[bundle]
+    shutil.copytree(samples, folder)
+    datalist = json.loads((folder / "datalist.json").read_text())
+    good = datalist[split][0]
+    datalist[split] = [good, make_bad(good, folder)] if bad else [good]
+    (folder / "datalist.json").write_text(json.dumps(datalist))
+    return folder, datalist[split][-1]
+
+
+def _evaluate(bundle: str, data: Path, root: Path, out: Path) -> str:
+    """Run the evaluation; returns the error it ended with ("" when none)."""
+    try:
+        run_workflow(bundle, ["train.json", "evaluate.json", "smoke.yaml"], "eval", check=False, dataset_dir=str(data),
+                     bundle_root=str(root), output_dir=str(out), num_workers=0)
+    except Exception as err:  # noqa: BLE001 - monai.bundle wraps the report's RuntimeError
+        return str(root_cause(err))
+    return ""
+
+
+def _good_scores(bundle: str, out: Path) -> tuple[dict, list[dict]]:
+    """``(the good case's scores, the failures listed)`` of an evaluation's report."""
+    if bundle in SEGMENTATION:
+        report = json.loads((out / "segmentation_report.json").read_text())
+        assert report["num_cases"] == 1 and report["num_failed"] == len(report["failed"])
+        return report["cases"][0], report["failed"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_cases"] == 1 and metrics["num_failed"] == len(metrics["failed"])
+    with open(out / "evaluation_predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1
+    return {**rows[0], "accuracy": metrics["accuracy"]}, metrics["failed"]
+
+
+@pytest.mark.parametrize("bundle", list(CASES))
+def test_evaluation_scores_the_good_case_and_lists_the_bad_one(bundle, sample_set, tmp_path):
+    from unimiss_monai.data.samples import find_dataset
+
+    name = bundle.removeprefix("unimiss_")
+    samples = Path(find_dataset(sample_set(name), name))
+    root = tmp_path / "bundle"
+    _random_weights(bundle, root)
+
+    alone, _ = _data_with(samples, bundle, tmp_path / "alone", bad=False)
+    assert _evaluate(bundle, alone, root, tmp_path / "out_alone") == ""
+    expected, none_failed = _good_scores(bundle, tmp_path / "out_alone")
+    assert none_failed == []
+
+    data, bad = _data_with(samples, bundle, tmp_path / "both", bad=True)
+    out = tmp_path / "out_both"
+    error = _evaluate(bundle, data, root, out)
+    assert re.match(r"evaluation: 1 of 2 cases failed, listed .* in ", error), error
+    scores, failed = _good_scores(bundle, out)
+    assert scores == expected, "the good case scored otherwise beside a bad one"
+    assert len(failed) == 1 and failed[0]["case"] == str(data / bad["image"])
+    _, _, broken, says = CASES[bundle]
+    reason = failed[0]["reason"]
+    assert "\n" not in reason and Path(bad[broken]).name in reason and re.search(says, reason, re.I), reason
+    if bundle in SEGMENTATION:  # the CSV lists it too, with its reason
+        with open(out / "segmentation_report.csv", newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r["failed"]]
+        assert [(r["case"], r["failed"]) for r in rows] == [(failed[0]["case"], reason)]

@@ -1,0 +1,74 @@
+"""The evaluation reports past a case that failed (unreadable, or its network forward failed): the case is listed
+with its reason, the others are scored as they would be alone, and the run ends with an error once the report is
+written."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from monai.data import DataLoader
+from monai.engines import SupervisedEvaluator
+from monai.inferers import SimpleInferer
+from monai.transforms import Compose, EnsureTyped, LoadImaged
+from torch import nn
+
+from unimiss_monai.data.tolerant import TolerantDataset
+from unimiss_monai.handlers import ClassificationReport, SegmentationReport
+
+LOAD = Compose([LoadImaged("image", ensure_channel_first=True, image_only=True), EnsureTyped("image", dtype=torch.float32)])
+
+
+class _FailsOnNegative(nn.Module):
+    """Class scores (mean, -mean); raises a RuntimeError for any case whose mean is negative."""
+
+    def forward(self, x):
+        means = x.flatten(1).mean(1)
+        if (means < 0).any():
+            raise RuntimeError("negative input")
+        return torch.stack([means, -means], 1)
+
+
+def _evaluate(tmp_path, arrays: dict[str, np.ndarray | str], labels: dict[str, float], handler, batch_size: int):
+    """Run ``handler`` in an evaluator over ``.npy`` files (a string is written as is: an unreadable file)."""
+    data = []
+    for name, array in arrays.items():
+        if isinstance(array, str):
+            (tmp_path / name).write_text(array)
+        else:
+            np.save(tmp_path / name, np.asarray(array, np.float32))
+        data.append({"image": str(tmp_path / name), "label": torch.tensor(labels[name])})
+    loader = DataLoader(TolerantDataset(data, LOAD, (1, 8, 8)), batch_size=batch_size, num_workers=0)
+    evaluator = SupervisedEvaluator(device=torch.device("cpu"), val_data_loader=loader, network=_FailsOnNegative(),
+                                    inferer=SimpleInferer(), val_handlers=[handler])
+    evaluator.run()
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_classification_report_lists_a_forward_failure_and_scores_the_others(tmp_path, batch_size):
+    arrays = {"p1.npy": np.full((8, 8), 1.0), "neg.npy": np.full((8, 8), -1.0), "p2.npy": np.full((8, 8), 2.0)}
+    labels = {"p1.npy": 0.0, "neg.npy": 1.0, "p2.npy": 1.0}
+    handler = ClassificationReport(tmp_path / "out", ["x", "y"])
+    with pytest.raises(RuntimeError, match=r"^evaluation: 1 of 3 cases failed, listed .* in .*metrics.json; the other 2"):
+        _evaluate(tmp_path, arrays, labels, handler, batch_size)
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["num_cases"] == 2 and metrics["num_failed"] == 1
+    assert metrics["failed"][0]["case"] == str(tmp_path / "neg.npy")
+    assert "neg.npy: RuntimeError: negative input" in metrics["failed"][0]["reason"]
+    rows = (tmp_path / "out" / "evaluation_predictions.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["p1.npy", "p2.npy"]  # raw scores, as each case alone gives them
+    assert rows[1].startswith("p1.npy,1.000000,-1.000000") and rows[2].startswith("p2.npy,2.000000,-2.000000")
+
+
+def test_segmentation_report_with_no_case_worked_lists_them_and_fails(tmp_path):
+    handler = SegmentationReport(tmp_path / "out", ["organ"])
+    arrays = {"text.npy": "not an array", "neg.npy": np.full((8, 8), -1.0)}
+    with pytest.raises(RuntimeError, match=r"^evaluation: no case worked \(2 failed, listed in .*segmentation_report.json"):
+        _evaluate(tmp_path, arrays, {"text.npy": 0.0, "neg.npy": 0.0}, handler, 1)
+    report = json.loads((tmp_path / "out" / "segmentation_report.json").read_text())
+    assert report["num_cases"] == 0 and report["num_failed"] == 2
+    assert [f["case"] for f in report["failed"]] == [str(tmp_path / "text.npy"), str(tmp_path / "neg.npy")]
+    assert all("\n" not in f["reason"] for f in report["failed"])
+    assert "text.npy" in report["failed"][0]["reason"] and "negative input" in report["failed"][1]["reason"]
