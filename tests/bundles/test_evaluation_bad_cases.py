@@ -107,8 +107,9 @@ def _good_scores(bundle: str, out: Path) -> tuple[dict, list[dict]]:
     assert metrics["num_cases"] == 1 and metrics["num_failed"] == len(metrics["failed"])
     with open(out / "evaluation_predictions.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 1
-    return {**rows[0], "accuracy": metrics["accuracy"]}, metrics["failed"]
+    scored = [r for r in rows if not r.get("failed")]
+    assert len(scored) == 1 and [r["name"] for r in rows if r.get("failed")] == [f["case"] for f in metrics["failed"]]
+    return {k: v for k, v in scored[0].items() if k != "failed"} | {"accuracy": metrics["accuracy"]}, metrics["failed"]
 
 
 @pytest.mark.parametrize("bundle", list(CASES))

@@ -58,8 +58,15 @@ def test_classification_report_lists_a_forward_failure_and_scores_the_others(tmp
     assert metrics["failed"][0]["case"] == str(tmp_path / "neg.npy")
     assert "neg.npy: RuntimeError: negative input" in metrics["failed"][0]["reason"]
     rows = (tmp_path / "out" / "evaluation_predictions.csv").read_text().splitlines()
-    assert [r.split(",")[0] for r in rows[1:]] == ["p1.npy", "p2.npy"]  # raw scores, as each case alone gives them
+    assert rows[0] == "name,prob_x,prob_y,true_x,true_y,failed"
+    assert [r.split(",")[0] for r in rows[1:3]] == ["p1.npy", "p2.npy"]  # raw scores, as each case alone gives them
     assert rows[1].startswith("p1.npy,1.000000,-1.000000") and rows[2].startswith("p2.npy,2.000000,-2.000000")
+    assert rows[1].endswith(",") and len(rows) == 4  # the failed case last, with its reason and no score
+    assert rows[3].startswith(f"{tmp_path / 'neg.npy'},,,,,") and "negative input" in rows[3]
+    from unimiss_monai.report.sections.classification import read_predictions
+
+    names, classes, probs, _ = read_predictions(tmp_path / "out" / "evaluation_predictions.csv")
+    assert names == ["p1.npy", "p2.npy"] and classes == ["x", "y"] and probs.shape == (2, 2)
 
 
 def test_segmentation_report_with_no_case_worked_lists_them_and_fails(tmp_path):

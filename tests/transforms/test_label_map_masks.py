@@ -121,3 +121,17 @@ def test_files_as_saved_by_a_viewer_and_as_masks_load_to_the_same_masks(tmp_path
         nib.save(img, str(tmp_path / f"{name}.nii.gz"))
         item = check(convert(load({"image": str(tmp_path / "image.nii.gz"), "label": str(tmp_path / f"{name}.nii.gz")})))
         np.testing.assert_array_equal(np.asarray(item["label"]), expected, err_msg=name)
+
+
+def test_an_eight_bit_mask_image_is_refused_naming_its_file_and_the_fix(tmp_path):
+    """A one-structure mask saved as 0/255 reads as a one-channel label map and as one mask alike; it passes the
+    conversion unchanged and the mask check refuses it, naming the file (it would score against 255)."""
+    mask = np.zeros((12, 10), np.uint8)
+    mask[3:7, 2:6] = 255
+    nib.save(nib.Nifti1Image(mask, np.eye(4)), str(tmp_path / "lung.nii.gz"))
+    nib.save(nib.Nifti1Image(np.ones((12, 10), np.float32), np.eye(4)), str(tmp_path / "image.nii.gz"))
+    load = LoadImaged(["image", "label"], image_only=True, ensure_channel_first=True, dtype=np.float32)
+    item = LabelMapToMasksd("label", structures=["lung"])(load({"image": str(tmp_path / "image.nii.gz"),
+                                                               "label": str(tmp_path / "lung.nii.gz")}))
+    with pytest.raises(ValueError, match=r"lung\.nii\.gz: label values \[255\.0\] .*0/255: save it as 0/1"):
+        CheckMultiLabelMaskd("label", structures=["lung"])(item)

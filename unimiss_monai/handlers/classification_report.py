@@ -40,7 +40,8 @@ def write_report(
     """Compute :func:`classification_metrics` and write them to ``output_dir``.
 
     Files: ``metrics.json`` (everything), ``per_class.csv`` (one row per class), ``evaluation_predictions.csv`` (one
-    row per case with its truth, when ``names`` are given; named apart from inference's ``predictions.csv``, which
+    row per case with its truth, when ``names`` are given, and one per failed case with its reason in a ``failed``
+    column, which the file has only when some case failed; named apart from inference's ``predictions.csv``, which
     the bundles write to the same ``output_dir``), ``roc.png``, ``confusion_matrix.png``. Arguments as in
     :func:`classification_metrics`; ``names``: (N,) case identifiers; ``failed``: ``[{"case": input path, "reason": one
     line}]`` of the cases that could not be scored, listed in ``metrics.json`` (``num_failed``, ``failed``; its
@@ -59,8 +60,13 @@ def write_report(
     keys = ["class", "positives", "negatives", "auc", "ap", "sensitivity", "specificity", "tp", "fn", "fp", "tn"]
     save_bytes(_csv_bytes(keys, [[p[k] for k in keys] for p in metrics["per_class"]]), out / "per_class.csv")
     if names is not None:
-        rows = [[n, *[f"{v:.6f}" for v in p], *t.tolist()] for n, p, t in zip(names, probs_np, truth)]
-        header = ["name", *[f"prob_{c}" for c in class_names], *[f"true_{c}" for c in class_names]]
+        # the "failed" column only when a case failed: the file of a run where all worked stays as it was
+        tail = [""] if failed else []
+        rows = [[n, *[f"{v:.6f}" for v in p], *t.tolist(), *tail] for n, p, t in zip(names, probs_np, truth)]
+        blank = [""] * (2 * len(class_names))  # no probability and no truth: the case was never read or run
+        rows += [[f["case"], *blank, f["reason"]] for f in failed]
+        header = ["name", *[f"prob_{c}" for c in class_names], *[f"true_{c}" for c in class_names],
+                  *(["failed"] if failed else [])]
         save_bytes(_csv_bytes(header, rows), out / EVALUATION_PREDICTIONS)
     save_bytes(roc_png(probs_np, truth, metrics), out / "roc.png")
     save_bytes(confusion_png(metrics, class_names), out / "confusion_matrix.png")

@@ -18,9 +18,10 @@ _TASKS = (("cxr_classification", "Chest X-ray findings (multi-label, DRRs with s
 
 
 def read_predictions(path: Path) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
-    """``(names, classes, probabilities (N, C), truth (N, C))`` from an evaluation's ``evaluation_predictions.csv``."""
+    """``(names, classes, probabilities (N, C), truth (N, C))`` of the scored cases in an evaluation's
+    ``evaluation_predictions.csv`` (the rows of failed cases left out)."""
     with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+        rows = [r for r in csv.DictReader(f) if not r.get("failed")]  # a failed case has no probability to show
     if not rows:
         raise ValueError(f"{path}: no predictions; rerun the evaluate step")
     classes = [k[len("prob_"):] for k in rows[0] if k.startswith("prob_")]

@@ -69,7 +69,8 @@ class CheckMultiLabelMaskd(MapTransform):
             values = torch.unique(torch.as_tensor(mask)).tolist()
             bad = [v for v in values if v not in (0, 1)]
             if bad:
-                raise ValueError(f"{name}: label values {bad[:5]} are outside the declared set {{0, 1}} (each channel is a binary mask of one structure)")
+                eight_bit = " (a mask saved as an 8-bit image, 0/255: save it as 0/1)" if 255 in bad else ""
+                raise ValueError(f"{name}: label values {bad[:5]} are outside the declared set {{0, 1}} (each channel is a binary mask of one structure){eight_bit}")
             if image is not None and tuple(mask.shape[1:]) != tuple(image.shape[1:]):
                 raise ValueError(f"{name}: label spatial size {tuple(mask.shape[1:])} does not match image {source_name(image)} size {tuple(image.shape[1:])}; resample the label to the image grid")
             d[key] = mask
