@@ -273,9 +273,13 @@ def test_results_replace_only_the_files_the_study_wrote(tmp_path):
     (out / "label_efficiency.md").unlink()
     write_results(results, out)
     first = {n: (out / n).read_bytes() for n in RESULT_NAMES}
-    (out / "label_efficiency.json").write_text("stale")
-    write_results(results, out)  # its own file: replaced
+    write_results(results, out)  # its own files: replaced
     assert {n: (out / n).read_bytes() for n in RESULT_NAMES} == first
+    (out / "label_efficiency.json").write_text("edited")  # ... unless changed since: then they are the user's
+    with pytest.raises(FileExistsError, match=r"label_efficiency.json was changed after unimiss_monai wrote it.* --out$"):
+        write_results(results, out)
+    assert (out / "label_efficiency.json").read_text() == "edited"
+    (out / "label_efficiency.json").unlink()
     # the results of a version before the record of written files: each recognised by its content, replaced
     (out / ".unimiss_monai_files").unlink()
     (out / "label_efficiency.md").write_text(first["label_efficiency.md"].decode().replace("0.", "9."))

@@ -282,3 +282,28 @@ def test_drr_bundle_catalogue(drr_run, name):
     assert f"{len(BAD_CT)} of {len(BAD_CT) + 1} CT(s) failed" in drr_run["error"]
     assert (drr_run["out"] / "good" / "good_AP.nii.gz").is_file()
     assert _tree_digest(drr_run["data"]) == drr_run["before"]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("bundle", list(CLASH))
+def test_a_segmentation_corrected_in_place_is_kept_by_a_rerun(inference_runs, bundle, tmp_path):
+    """Inference, then a voxel of its segmentation corrected and saved in place (as a viewer does), then the same
+    run again: the correction stays, and that case fails naming the file."""
+    ckpt = inference_runs(bundle)["ckpt"]
+    data, out = tmp_path / "data", tmp_path / "out"
+    data.mkdir()
+    INFERENCE[bundle][1](data)
+    _run_inference(bundle, data, out, ckpt)
+    seg = out / "good_seg.nii.gz"
+    written = nib.load(seg)
+    corrected = np.asarray(written.dataobj).copy()
+    corrected.flat[0] = 1 - corrected.flat[0]
+    nib.save(nib.Nifti1Image(corrected, written.affine, written.header), seg)
+    edited = seg.read_bytes()
+    with pytest.raises(Exception) as err:
+        _run_inference(bundle, data, out, ckpt)
+    assert re.match(r"inference: no case worked \(1 failed", _root_message(err.value)), _root_message(err.value)
+    failures = _failures(out)
+    assert list(failures) == [next(data.iterdir()).name]
+    _one_line_naming(next(iter(failures.values())), "good_seg.nii.gz", "changed after")
+    assert seg.read_bytes() == edited

@@ -27,15 +27,16 @@ def test_only_recorded_files_are_replaceable(tmp_path):
         with replacing_own(out / "sub" / "a.json", out):
             save_json({"x": value}, out / "sub" / "a.json")
     assert json.loads((out / "sub" / "a.json").read_text()) == {"x": 2}
-    assert [line for line in (out / LEDGER_NAME).read_text().splitlines() if not line.startswith("#")] == ["sub/a.json"]
+    assert {line.split("\t")[0] for line in (out / LEDGER_NAME).read_text().splitlines()[1:]} == {"sub/a.json"}
     # a file outside the folder is not the folder's business; a failed write records nothing
     (tmp_path / "elsewhere.txt").write_text("x")
     assert check_own_file(tmp_path / "elsewhere.txt", out) == tmp_path / "elsewhere.txt"
     with pytest.raises(RuntimeError):
         with replacing_own(out / "b.json", out):
             raise RuntimeError("the write failed")
-    record_written(out / "sub" / "a.json", out)  # once only
-    assert (out / LEDGER_NAME).read_text().count("sub/a.json") == 1 and "b.json" not in (out / LEDGER_NAME).read_text()
+    lines = (out / LEDGER_NAME).read_text()
+    record_written(out / "sub" / "a.json", out)  # once per content
+    assert (out / LEDGER_NAME).read_text() == lines and "b.json" not in lines
 
 
 def test_files_an_earlier_version_wrote_are_recorded_and_pass(tmp_path):
@@ -45,7 +46,7 @@ def test_files_an_earlier_version_wrote_are_recorded_and_pass(tmp_path):
         check_own_files(paths, tmp_path, "--out")
     assert not (tmp_path / LEDGER_NAME).exists()
     check_own_files(paths, tmp_path, "--out", written_earlier=True)  # recorded: only the file present
-    assert (tmp_path / LEDGER_NAME).read_text().splitlines()[1:] == ["a.json"]
+    assert [line.split("\t")[0] for line in (tmp_path / LEDGER_NAME).read_text().splitlines()[1:]] == ["a.json"]
     check_own_files(paths, tmp_path)  # and from now on it is this package's
 
 
@@ -78,3 +79,37 @@ def test_inference_summary_refuses_a_users_summary_before_the_first_case(tmp_pat
     with pytest.raises(FileExistsError, match="summary.json exists and was not written by unimiss_monai"):
         engine.run([{"case": ["a"], "failed": [""]}], max_epochs=1)
     assert seen == [] and (tmp_path / "summary.json").read_text() == "{}"
+
+
+def test_a_file_changed_after_it_was_written_is_the_users(tmp_path):
+    """A segmentation corrected in a viewer and saved in place is not replaced by a rerun; a copy of the folder
+    (same content, other times) and a file recorded by an earlier version (no signature) still are."""
+    import os
+    import shutil
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with replacing_own(out / "case_seg.nii.gz", out):
+        (out / "case_seg.nii.gz").write_bytes(b"model output")
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)  # new modification times, same content
+    os.utime(copy / "case_seg.nii.gz", ns=(1, 1))
+    check_own_file(copy / "case_seg.nii.gz", copy)
+    for edit in (b"corrected by hand", b"model outpuT"):  # another size; the same size
+        (out / "case_seg.nii.gz").write_bytes(edit)
+        with pytest.raises(FileExistsError) as err:
+            with replacing_own(out / "case_seg.nii.gz", out, "--output_dir"):
+                (out / "case_seg.nii.gz").write_bytes(b"new model output")
+        message = str(err.value)
+        assert "\n" not in message and message.startswith(f"{out / 'case_seg.nii.gz'} was changed after unimiss_monai")
+        assert message.endswith("--output_dir") and err.value.naming("--out").flag == "--out"
+        assert (out / "case_seg.nii.gz").read_bytes() == edit
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / LEDGER_NAME).write_text("# header\nseg.nii.gz\n")  # an earlier version's record
+    (tmp_path / "old" / "seg.nii.gz").write_bytes(b"anything")
+    with replacing_own(tmp_path / "old" / "seg.nii.gz", tmp_path / "old"):
+        (tmp_path / "old" / "seg.nii.gz").write_bytes(b"rewritten")
+    check_own_file(tmp_path / "old" / "seg.nii.gz", tmp_path / "old")  # and now recorded with its signature
+    (tmp_path / "old" / "seg.nii.gz").write_bytes(b"edited")
+    with pytest.raises(FileExistsError, match="was changed after"):
+        check_own_file(tmp_path / "old" / "seg.nii.gz", tmp_path / "old")

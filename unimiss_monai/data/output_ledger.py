@@ -2,14 +2,18 @@
 
 Evaluation and inference write fixed names into ``--output_dir`` (``<case>_seg.nii.gz``, ``summary.json``,
 ``metrics.json``, ``roc.png``, ...), a folder the user may share with files of their own. Each file written there is
-recorded, by its path relative to the folder, in ``<output_dir>/.unimiss_monai_files`` (one name a line, appended).
-A file of such a name that exists but is not recorded is someone else's: it is neither replaced nor removed, and the
-case or run that would write it fails in one line naming it. A folder written by an earlier version has no record, so
-its files count as the user's: move them away or choose another folder.
+recorded, by its path relative to the folder and its content's signature (size, modification time, SHA-256), in
+``<output_dir>/.unimiss_monai_files`` (one line a write, appended; the last line of a name counts). A file of such a
+name that exists but is not recorded is someone else's, and so is one changed since it was written (a segmentation
+corrected in a viewer and saved in place): it is neither replaced nor removed, and the case or run that would write it
+fails in one line naming it. A folder written by an earlier version has no record, so its files count as the user's:
+move them away or choose another folder; a name recorded without a signature (an earlier version's record) is
+replaceable whatever its content.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -28,29 +32,58 @@ def _relative(path: str | os.PathLike, root: str | os.PathLike) -> str | None:
         return None  # outside the folder: not the folder's business
 
 
-def written_here(root: str | os.PathLike) -> set[str]:
-    """The names recorded in ``root``'s ledger (empty without one)."""
+def _signature(path: Path) -> tuple[int, int, str]:
+    """``(size, modification time in ns, SHA-256)`` of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns, digest.hexdigest()
+
+
+def written_here(root: str | os.PathLike) -> dict[str, tuple[int, int, str] | None]:
+    """The names recorded in ``root``'s ledger with the signature of their last write (``None``: recorded by an
+    earlier version, without one); empty without a ledger."""
     try:
         lines = (Path(root) / LEDGER_NAME).read_text().splitlines()
     except (FileNotFoundError, NotADirectoryError):
-        return set()
-    return {line for line in lines if line and not line.startswith("#")}
+        return {}
+    recorded: dict[str, tuple[int, int, str] | None] = {}
+    for line in lines:
+        if not line or line.startswith("#"):
+            continue
+        name, *sig = line.rsplit("\t", 3)
+        recorded[name if len(sig) == 3 else line] = (int(sig[0]), int(sig[1]), sig[2]) if len(sig) == 3 else None
+    return recorded
+
+
+def _changed(path: Path, recorded: tuple[int, int, str] | None) -> bool:
+    """Whether ``path`` differs from the file recorded with signature ``recorded``: the size, then the content (a copy
+    of the folder keeps the content, not the times)."""
+    if recorded is None or not path.is_file():
+        return False
+    st = path.stat()
+    if st.st_size != recorded[0]:
+        return True
+    return st.st_mtime_ns != recorded[1] and _signature(path)[2] != recorded[2]
 
 
 class NotOursError(FileExistsError):
-    """``path`` inside ``root`` exists and this package did not write it there. The one-line message names ``flag``,
-    the option that chooses ``root``; a command that chose ``root`` itself re-words it with :meth:`naming`."""
+    """``path`` inside ``root`` exists and this package did not write it there, or it was changed since
+    (``changed``). The one-line message names ``flag``, the option that chooses ``root``; a command that chose
+    ``root`` itself re-words it with :meth:`naming`."""
 
-    def __init__(self, path: Path, root: Path, flag: str) -> None:
-        self.path, self.root, self.flag = Path(path), Path(root), flag
-        super().__init__(
-            f"{path} exists and was not written by unimiss_monai (it is not listed in {Path(root) / LEDGER_NAME}, "
-            f"which earlier versions did not keep), so it is not replaced: move it away or choose another {flag}"
-        )
+    def __init__(self, path: Path, root: Path, flag: str, changed: bool = False) -> None:
+        self.path, self.root, self.flag, self.changed = Path(path), Path(root), flag, changed
+        why = ("was changed after unimiss_monai wrote it (an edit of yours?)" if changed else
+               f"exists and was not written by unimiss_monai (it is not listed in {Path(root) / LEDGER_NAME}, which "
+               "earlier versions did not keep)")
+        super().__init__(f"{path} {why}, so it is not replaced: move it away or choose another {flag}")
 
     def naming(self, flag: str) -> NotOursError:
         """The same refusal with ``flag`` as the option to change."""
-        return NotOursError(self.path, self.root, flag)
+        return NotOursError(self.path, self.root, flag, self.changed)
 
 
 def check_own_file(path: str | os.PathLike, root: str | os.PathLike, flag: str = "--output_dir") -> Path:
@@ -58,8 +91,13 @@ def check_own_file(path: str | os.PathLike, root: str | os.PathLike, flag: str =
     written there by this package; returns ``path``. ``flag`` is the option that chooses ``root``, named in the fix."""
     path = Path(path)
     name = _relative(path, root)
-    if name is not None and (path.exists() or path.is_symlink()) and name not in written_here(root):
+    if name is None or not (path.exists() or path.is_symlink()):
+        return path
+    recorded = written_here(root)
+    if name not in recorded:
         raise NotOursError(path, Path(root), flag)
+    if _changed(path, recorded[name]):
+        raise NotOursError(path, Path(root), flag, changed=True)
     return path
 
 
@@ -76,15 +114,20 @@ def check_own_files(paths: Sequence[str | os.PathLike], root: str | os.PathLike,
 
 
 def record_written(path: str | os.PathLike, root: str | os.PathLike) -> None:
-    """Add ``path`` to ``root``'s ledger (once). Appended with ``O_APPEND``: the short lines of several ranks or
-    writers do not interleave."""
+    """Record ``path``, just written, in ``root``'s ledger with its signature (nothing when that is recorded already).
+    Appended with ``O_APPEND``: the short lines of several ranks or writers do not interleave."""
+    path = Path(path)
     name = _relative(path, root)
-    if name is None or name in written_here(root):
+    if name is None:
         return
-    ledger = Path(root) / LEDGER_NAME
-    fd = os.open(ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    sig = _signature(path) if path.is_file() else None
+    recorded = written_here(root)
+    if name in recorded and recorded[name] == sig:
+        return
+    line = name if sig is None else "\t".join((name, *map(str, sig)))
+    fd = os.open(Path(root) / LEDGER_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, ((_HEADER if os.fstat(fd).st_size == 0 else "") + name + "\n").encode())
+        os.write(fd, ((_HEADER if os.fstat(fd).st_size == 0 else "") + line + "\n").encode())
     finally:
         os.close(fd)
 
