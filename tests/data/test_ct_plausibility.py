@@ -63,3 +63,24 @@ def test_a_volume_that_is_not_a_ct_grid_is_refused(tmp_path, hu, name, shape, zo
     volume = np.resize(hu, shape).astype(np.float32)
     nib.save(nib.Nifti1Image(volume, np.diag([*zooms, 1.0])), tmp_path / name)
     _both_refuse(tmp_path / name, match)
+
+
+def test_a_dicom_file_of_no_series_beside_the_slices_is_no_second_series(tmp_path, hu):
+    """An export's DICOMDIR (or a structured report) has no SeriesInstanceUID: it is left to the reader, as the reader
+    leaves it, and the series reads as one."""
+    import pydicom
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    folder = write_dicom_series(hu, AFFINE, tmp_path / "with_dir")
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    directory = FileDataset(str(folder / "DICOMDIR"), {}, file_meta=meta, preamble=b"\0" * 128)
+    directory.FileSetID = "EXPORT"
+    directory.save_as(folder / "DICOMDIR", enforce_file_format=True)
+    assert "SeriesInstanceUID" not in pydicom.dcmread(folder / "DICOMDIR")
+    from unimiss_monai.data.grid_checks import check_dicom_series
+
+    check_dicom_series(str(folder))

@@ -67,3 +67,17 @@ def test_hidden_files_and_other_formats_are_not_scanned(tmp_path):
     _touch(tmp_path / ".b.png")
     _touch(tmp_path / "c.npy")
     assert scan_images(tmp_path) == [kept]
+
+
+def test_a_ct_folder_scan_takes_no_label_map_as_a_ct(tmp_path, caplog):
+    """The CT scan of the DRR and CT segmentation bundles: a CT's ``_labels`` map pairs with it, and a ``_label`` map
+    or an earlier run's ``_seg`` output beside it are left out aloud, not segmented or rendered as CTs."""
+    from unimiss_monai.data.ct_inputs import find_ct_cases
+
+    for name in ("ct01.nii.gz", "ct01_labels.nii.gz", "ct01_label.nii.gz", "ct01_seg.nii.gz", "ct02.nii"):
+        _touch(tmp_path / name)
+    with caplog.at_level(logging.INFO, logger="unimiss_monai.data.ct_inputs"):
+        cases = find_ct_cases(tmp_path)
+    assert [(c.name, c.image.name) for c in cases] == [("ct01", "ct01.nii.gz"), ("ct02", "ct02.nii")]
+    assert cases[0].labels == tmp_path / "ct01_labels.nii.gz" and cases[1].labels is None
+    assert "3 label map(s) left out" in caplog.text and "ct01_seg.nii.gz" in caplog.text

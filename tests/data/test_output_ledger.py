@@ -104,6 +104,14 @@ def test_a_file_changed_after_it_was_written_is_the_users(tmp_path):
         assert "\n" not in message and message.startswith(f"{out / 'case_seg.nii.gz'} was changed after unimiss_monai")
         assert message.endswith("--output_dir") and err.value.naming("--out").flag == "--out"
         assert (out / "case_seg.nii.gz").read_bytes() == edit
+    # a run killed between its write and the record leaves its own file replaceable, not a file that looks edited
+    (out / "case_seg.nii.gz").unlink()
+    with replacing_own(out / "case_seg.nii.gz", out):
+        (out / "case_seg.nii.gz").write_bytes(b"model output")
+    killed = replacing_own(out / "case_seg.nii.gz", out)
+    killed.__enter__()
+    (out / "case_seg.nii.gz").write_bytes(b"the killed run's output")  # and no record: the process is gone
+    check_own_file(out / "case_seg.nii.gz", out)
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / LEDGER_NAME).write_text("# header\nseg.nii.gz\n")  # an earlier version's record
     (tmp_path / "old" / "seg.nii.gz").write_bytes(b"anything")

@@ -9,26 +9,16 @@ import json
 import numpy as np
 import pytest
 import torch
+from failing_networks import FailsOnNegative
 from monai.data import DataLoader
 from monai.engines import SupervisedEvaluator
 from monai.inferers import SimpleInferer
 from monai.transforms import Compose, EnsureTyped, LoadImaged
-from torch import nn
 
 from unimiss_monai.data.tolerant import TolerantDataset
 from unimiss_monai.handlers import ClassificationReport, SegmentationReport
 
 LOAD = Compose([LoadImaged("image", ensure_channel_first=True, image_only=True), EnsureTyped("image", dtype=torch.float32)])
-
-
-class _FailsOnNegative(nn.Module):
-    """Class scores (mean, -mean); raises a RuntimeError for any case whose mean is negative."""
-
-    def forward(self, x):
-        means = x.flatten(1).mean(1)
-        if (means < 0).any():
-            raise RuntimeError("negative input")
-        return torch.stack([means, -means], 1)
 
 
 def _evaluate(tmp_path, arrays: dict[str, np.ndarray | str], labels: dict[str, float], handler, batch_size: int):
@@ -41,7 +31,7 @@ def _evaluate(tmp_path, arrays: dict[str, np.ndarray | str], labels: dict[str, f
             np.save(tmp_path / name, np.asarray(array, np.float32))
         data.append({"image": str(tmp_path / name), "label": torch.tensor(labels[name])})
     loader = DataLoader(TolerantDataset(data, LOAD, (1, 8, 8)), batch_size=batch_size, num_workers=0)
-    evaluator = SupervisedEvaluator(device=torch.device("cpu"), val_data_loader=loader, network=_FailsOnNegative(),
+    evaluator = SupervisedEvaluator(device=torch.device("cpu"), val_data_loader=loader, network=FailsOnNegative(),
                                     inferer=SimpleInferer(), val_handlers=[handler])
     evaluator.run()
 

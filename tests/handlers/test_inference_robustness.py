@@ -10,6 +10,7 @@ import logging
 import numpy as np
 import pytest
 import torch
+from failing_networks import FailsOnNegative
 from monai.data import DataLoader
 from monai.engines import SupervisedEvaluator
 from monai.inferers import SimpleInferer
@@ -73,20 +74,10 @@ def test_classifier_forward_failure_is_recorded_and_the_run_goes_on(tmp_path, ca
     assert any("odd_size.npy" in r.getMessage() and "network forward" in r.getMessage() for r in caplog.records)
 
 
-class _FailsOnNegative(nn.Module):
-    """Class scores (mean, -mean); raises a RuntimeError for any case whose mean is negative."""
-
-    def forward(self, x):
-        means = x.flatten(1).mean(1)
-        if (means < 0).any():
-            raise RuntimeError("negative input")
-        return torch.stack([means, -means], 1)
-
-
 def test_batched_forward_failure_flags_only_the_failing_case(tmp_path):
     data = _write(tmp_path, {"p1.npy": np.full((8, 8), 1.0), "neg.npy": np.full((8, 8), -1.0), "p2.npy": np.full((8, 8), 2.0)})
     out = tmp_path / "out"
-    evaluator = _run(data, _FailsOnNegative(), ClassProbabilityWriter(out, ["x", "y"]), (1, 8, 8), batch_size=3)
+    evaluator = _run(data, FailsOnNegative(), ClassProbabilityWriter(out, ["x", "y"]), (1, 8, 8), batch_size=3)
     report = json.loads((out / "predictions.json").read_text())
     probs = {c["case"].rsplit("/", 1)[-1]: c["probabilities"] for c in report["cases"]}
     assert probs["neg.npy"] is None and report["num_failed"] == 1
@@ -117,7 +108,7 @@ def test_segmentation_forward_failure_is_recorded_and_the_run_goes_on(tmp_path, 
 def test_errors_without_case_flags_still_raise():
     """An evaluator fed plain batches (no TolerantDataset) has nowhere to record a failure: it raises as before."""
     loader = DataLoader([{"image": torch.full((1, 4, 4), -1.0)}], batch_size=1)
-    evaluator = SupervisedEvaluator(device=torch.device("cpu"), val_data_loader=loader, network=_FailsOnNegative(),
+    evaluator = SupervisedEvaluator(device=torch.device("cpu"), val_data_loader=loader, network=FailsOnNegative(),
                                     inferer=SimpleInferer(), val_handlers=[ClassProbabilityWriter("unused", ["x", "y"])])
     with pytest.raises(RuntimeError, match="negative input"):
         evaluator.run()
@@ -126,7 +117,7 @@ def test_errors_without_case_flags_still_raise():
 def test_inference_summary_records_a_forward_failure(tmp_path):
     data = _write(tmp_path, {"p1.npy": np.full((8, 8), 1.0), "neg.npy": np.full((8, 8), -1.0), "p2.npy": np.full((8, 8), 2.0)})
     out = tmp_path / "out"
-    _run(data, _FailsOnNegative(), InferenceSummary(out), (1, 8, 8), batch_size=2, failed=1)
+    _run(data, FailsOnNegative(), InferenceSummary(out), (1, 8, 8), batch_size=2, failed=1)
     report = json.loads((out / "summary.json").read_text())
     status = {c["case"].rsplit("/", 1)[-1]: (c["status"], c["reason"]) for c in report["cases"]}
     assert status["p1.npy"] == status["p2.npy"] == ("ok", "")
@@ -140,7 +131,7 @@ def test_inference_summary_records_each_input_absolute(tmp_path, monkeypatch):
     # a case given relative to the directory the run started in: a report read from elsewhere must still find it
     monkeypatch.chdir(tmp_path)
     data = [{"image": item["image"].rsplit("/", 1)[-1]} for item in _write(tmp_path, {"p1.npy": np.ones((8, 8))})]
-    _run(data, _FailsOnNegative(), InferenceSummary("out"), (1, 8, 8))
+    _run(data, FailsOnNegative(), InferenceSummary("out"), (1, 8, 8))
     (case,) = json.loads((tmp_path / "out" / "summary.json").read_text())["cases"]
     assert (case["case"], case["input"]) == ("p1.npy", str(tmp_path / "p1.npy"))
 
@@ -148,7 +139,7 @@ def test_inference_summary_records_each_input_absolute(tmp_path, monkeypatch):
 def test_inference_summary_fails_the_run_when_no_case_worked(tmp_path):
     data = _write(tmp_path, {"neg1.npy": np.full((8, 8), -1.0), "neg2.npy": np.full((8, 8), -2.0)})
     with pytest.raises(RuntimeError, match=r"no case worked \(2 failed"):
-        _run(data, _FailsOnNegative(), ClassProbabilityWriter(tmp_path / "out", ["x", "y"]), (1, 8, 8),
+        _run(data, FailsOnNegative(), ClassProbabilityWriter(tmp_path / "out", ["x", "y"]), (1, 8, 8),
              summary_dir=tmp_path / "out")
     # the summary that says why is written before the run fails
     report = json.loads((tmp_path / "out" / "summary.json").read_text())

@@ -113,7 +113,9 @@ def test_a_failed_picture_costs_neither_the_final_checkpoint_nor_the_export(tmp_
 def test_curves_of_an_earlier_version_are_continued_and_a_users_file_is_not(tmp_path):
     """Curves in the plotter's format, written before the record of written files existed, are this package's."""
     (tmp_path / "curves.json").write_text(json.dumps({"loss": [[1, 5.0], [2, 4.0]]}))
-    (tmp_path / "curves.png").write_bytes(b"an earlier picture")
+    from matplotlib.figure import Figure
+
+    Figure().savefig(tmp_path / "curves.png")  # the picture that version drew
     engine = _engine([{"loss": 1.0}])
     LossCurvePlotter(tmp_path / "curves.png").attach(engine)
     engine.run(range(1), max_epochs=1)
@@ -302,3 +304,14 @@ def test_loss_curves_never_replace_a_users_file(tmp_path, name):
         engine.run(range(1), max_epochs=1)
     assert engine.state.iteration == 0 and (tmp_path / name).read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+def test_a_users_picture_beside_curves_of_an_earlier_version_stays(tmp_path):
+    """The picture of curves written before the record of written files is the package's only if matplotlib drew it."""
+    (tmp_path / "curves.json").write_text(json.dumps({"loss": [[1, 2.0]]}))
+    (tmp_path / "curves.png").write_bytes(b"\x89PNG\r\n\x1a\nmy own picture")
+    engine = _engine([{"loss": 1.0}])
+    LossCurvePlotter(tmp_path / "curves.png").attach(engine)
+    with pytest.raises(FileExistsError, match="curves.png exists and was not written by unimiss_monai"):
+        engine.run(range(1), max_epochs=1)
+    assert (tmp_path / "curves.png").read_bytes().endswith(b"my own picture")

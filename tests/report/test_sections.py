@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
 from unimiss_monai.report.document import Figure, Note, Table
 from unimiss_monai.report.run_folder import RunFolder
 from unimiss_monai.report.sections.label_efficiency import label_efficiency_section
@@ -125,6 +127,42 @@ def test_results_of_another_model_than_the_one_in_the_folder_are_flagged_where_t
     at(_write(pre / "models" / "model.pt", {}), 1_000_000)
     at(probe, 1_000_000 + 60)  # a later pretraining, killed before its export, wrote the probe of its first epoch
     notes = [b.text for b in pretraining_section(RunFolder(tmp_path)).blocks if isinstance(b, Note)]
-    assert any(n.startswith("knn_probe.json were written after") and "has not finished" in n for n in notes)
+    assert any(n.startswith(f"{probe} was written after") and "has not finished" in n for n in notes)
     at(probe, 1_000_000 - 60)  # the finished run's probe, written before its export
     assert not any("has not finished" in b.text for b in pretraining_section(RunFolder(tmp_path)).blocks if isinstance(b, Note))
+
+
+def test_a_finished_pretraining_is_its_models_and_a_killed_later_one_is_not(tmp_path):
+    """The pretraining bundle's handlers in its order (curves, then checkpoint and export): a finished run's files are
+    its model's, though its curves are written after the export; a later run killed after a checkpoint is flagged."""
+    import time
+
+    import torch
+    from ignite.engine import Engine, Events
+
+    from unimiss_monai.handlers import LossCurvePlotter, TrainingCheckpoint
+    from unimiss_monai.report.run_folder import stale_notes
+
+    def run(kill_at: int | None = None) -> None:
+        model = torch.nn.Linear(2, 1)
+
+        def step(engine, batch):
+            if engine.state.iteration == kill_at:
+                raise KeyboardInterrupt
+            time.sleep(0.01)  # distinct modification times on coarse file systems
+            return {"loss": float(engine.state.iteration)}
+
+        engine = Engine(step)
+        engine.state.rank = 0  # as the bundle's trainer sets it
+        LossCurvePlotter(tmp_path / "loss_curves.png", write_every=2).attach(engine)
+        TrainingCheckpoint(tmp_path / "checkpoints", {"model": model}, save_every=2, resume=False,
+                           export_path=tmp_path / "models" / "model.pt", export_fn=model.state_dict).attach(engine)
+        engine.run([0] * 3, max_epochs=2)
+
+    run()
+    assert (tmp_path / "loss_curves.json").stat().st_mtime > (tmp_path / "models" / "model.pt").stat().st_mtime
+    assert stale_notes(tmp_path) == {}
+    with pytest.raises(KeyboardInterrupt):
+        run(kill_at=4)  # a later run, checkpointed at iteration 2, killed before its export
+    note = stale_notes(tmp_path)["pretraining"]
+    assert "checkpoint.pt was written after" in note and "loss_curves.json" in note and "has not finished" in note

@@ -95,10 +95,12 @@ def test_inference_outputs_are_found_in_the_summarys_folder_wherever_the_run_wro
     stale.write_text("another run")
     (copy / "summary.json").write_text(json.dumps({"cases": [
         {"case": "a.nii.gz", "status": "ok", "reason": "", "output": "relrun/inference/maps/a_seg.nii.gz"},
-        {"case": "b.nii.gz", "status": "ok", "reason": "", "output": str(stale)}]}))
+        {"case": "b.nii.gz", "status": "ok", "reason": "", "output": str(stale)},
+        {"case": "c.nii.gz", "status": "ok", "reason": "", "output": "../../elsewhere/inference/b_seg.nii.gz"}]}))
     cases = inference_cases(copy)
-    assert [c["output"] for c in cases] == [str(copy / "maps" / "a_seg.nii.gz"), str(copy / "b_seg.nii.gz")]
-    assert not (copy / "b_seg.nii.gz").exists()  # deleted in the copy: missing, as the report then says
+    # b was deleted in the copy, and c's recorded path leads out of it to the other run's file: both missing here
+    assert [c["output"] for c in cases] == [str(copy / "maps" / "a_seg.nii.gz"), str(copy / "b_seg.nii.gz"),
+                                            str(copy / "b_seg.nii.gz")]
 
 
 def test_printed_commands_paste_back_into_a_shell():

@@ -88,6 +88,24 @@ def test_a_zero_voxel_size_in_the_header_is_caught_although_the_loader_makes_it_
     CheckImaged("image")(LoadImaged("image", image_only=True, ensure_channel_first=True)({"image": str(path)}))
 
 
+def test_a_2d_image_saved_with_a_third_axis_of_size_0_mm_passes(tmp_path):
+    # an (X, Y, 1) radiograph whose exporter wrote 0 as the voxel size of the axis it does not extend along
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape((6, 5, 1))
+    hdr.set_data_dtype(np.float32)
+    hdr["pixdim"][1:4] = [0.2, 0.2, 1.0]
+    path = tmp_path / "flat2d.nii"
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((6, 5, 1), np.float32), None, header=hdr), path)
+    raw = bytearray(path.read_bytes())
+    raw[88:92] = np.float32(0).tobytes()  # pixdim[3]
+    path.write_bytes(bytes(raw))
+    CheckImaged("image")(LoadImaged("image", image_only=True, ensure_channel_first=True)({"image": str(path)}))
+    raw[80:84] = np.float32(0).tobytes()  # pixdim[1]: an axis it extends along
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"flat2d.nii: its (qform|voxel size \(pixdim\)) is degenerate"):
+        CheckImaged("image")(LoadImaged("image", image_only=True, ensure_channel_first=True)({"image": str(path)}))
+
+
 def test_dictionary_version_takes_the_array_arguments():
     # CheckImaged is documented as "same arguments after keys": fail_constant was missing, so a blank export passed
     blank = _image(torch.full((1, 4, 4, 4), -1024.0))

@@ -12,13 +12,16 @@ A folder is read in this order:
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from unimiss_monai.data.case_names import CaseNames
 from unimiss_monai.data.ct_io import CTInputError, is_dicom_series_dir
-from unimiss_monai.data.image_formats import NIFTI_SUFFIXES, image_suffix
+from unimiss_monai.data.image_formats import NIFTI_SUFFIXES, image_suffix, is_label_map_name
 from unimiss_monai.data.locators import read_structure_names
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["CTCase", "find_ct_cases", "read_label_names", "LABEL_SUFFIX", "DATALIST"]
 
@@ -94,7 +97,9 @@ def _refuse_duplicate_names(cases: list[CTCase], fix: str = "") -> list[CTCase]:
 
 
 def find_ct_cases(path: str | Path) -> list[CTCase]:
-    """The CT cases in ``path`` (a folder, a NIfTI file, or a DICOM series folder), in name order.
+    """The CT cases in ``path`` (a folder, a NIfTI file, or a DICOM series folder), in name order. A folder's label
+    maps (:func:`~unimiss_monai.data.image_formats.is_label_map_name`: ``*_labels``, ``*_label``, ``*_seg``) are no
+    CTs; ``<case>_labels`` is that case's label map.
 
     Raises:
         CTInputError: ``path`` does not exist, holds no CT, or holds two CTs of the same case name (``ct01.nii`` and
@@ -110,14 +115,18 @@ def find_ct_cases(path: str | Path) -> list[CTCase]:
         return _cases_from_datalist(path / DATALIST)
     if is_dicom_series_dir(path):
         return [CTCase(name=path.name, image=path)]
-    cases = []
+    cases, label_maps = [], []
     for entry in sorted(path.iterdir()):
-        if entry.is_file() and entry.name.lower().endswith(NIFTI_SUFFIXES) and not _stem(entry).endswith(LABEL_SUFFIX):
+        if entry.is_file() and entry.name.lower().endswith(NIFTI_SUFFIXES) and is_label_map_name(entry.name):
+            label_maps.append(entry.name)  # a case's labels (found by _case_for) or a segmentation: never a CT
+        elif entry.is_file() and entry.name.lower().endswith(NIFTI_SUFFIXES):
             cases.append(_case_for(entry))
         elif entry.is_dir() and not entry.name.startswith(".") and is_dicom_series_dir(entry):
             labels = _first_existing(path, entry.name + LABEL_SUFFIX, (".nii.gz", ".nii"))
             names = _first_existing(path, entry.name + LABEL_SUFFIX, (".csv", ".json"))
             cases.append(CTCase(name=entry.name, image=entry, labels=labels, label_names=names))
+    if label_maps:
+        logger.info("%s: %d label map(s) left out of the CTs (%s)", path, len(label_maps), ", ".join(label_maps[:5]))
     if not cases:
         raise CTInputError(f"{path}: no CT found (looked for {DATALIST}, *.nii, *.nii.gz and DICOM series folders); "
                            f"add CTs there or create samples with `python -m unimiss_monai samples --out DIR`")

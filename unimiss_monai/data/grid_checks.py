@@ -81,7 +81,11 @@ def check_nifti_header(source: str, min_spacing: float = 1e-6) -> None:
     if int(header["qform_code"]) > 0 or int(header["sform_code"]) == 0:
         # that grid is built from pixdim, whose zeros nibabel replaces by 1 mm (get_qform included)
         n = int(np.clip(header["dim"][0], 1, 3))
-        spacing = np.abs(np.asarray(header["pixdim"][1 : n + 1], dtype=np.float64))
+        # only axes the image extends along: a 2D image saved as (X, Y, 1) may carry 0 as its third voxel size
+        spacing = np.abs(np.asarray([header["pixdim"][i] for i in range(1, n + 1) if header["dim"][i] > 1],
+                                    dtype=np.float64))
+        if spacing.size == 0:
+            return
         if not np.isfinite(spacing).all() or spacing.min() < min_spacing:
             raise _degenerate(str(source), "voxel size (pixdim)", float(spacing.min()))
 
@@ -108,7 +112,8 @@ def check_dicom_series(source: str, tolerance: float = 0.01) -> None:
                                  specific_tags=["SeriesInstanceUID", "ImagePositionPatient", "ImageOrientationPatient"])
         except Exception:  # noqa: BLE001 - an unreadable file is the reader's business
             continue
-        series.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append(ds)
+        if "SeriesInstanceUID" in ds:  # a DICOMDIR or a report in the export is no slice of any series
+            series.setdefault(str(ds.SeriesInstanceUID), []).append(ds)
     if len(series) > 1:
         counts = ", ".join(f"{len(v)} slices" for v in series.values())
         raise ValueError(f"{folder}: holds {len(series)} DICOM series ({counts}); a reader would take one and drop the "

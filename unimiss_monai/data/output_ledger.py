@@ -7,8 +7,8 @@ recorded, by its path relative to the folder and its content's signature (size, 
 name that exists but is not recorded is someone else's, and so is one changed since it was written (a segmentation
 corrected in a viewer and saved in place): it is neither replaced nor removed, and the case or run that would write it
 fails in one line naming it. A folder written by an earlier version has no record, so its files count as the user's:
-move them away or choose another folder; a name recorded without a signature (an earlier version's record) is
-replaceable whatever its content.
+move them away or choose another folder. A name recorded without a signature (by an earlier version, or for a write
+under way when its run was killed) is replaceable whatever its content.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["LEDGER_NAME", "NotOursError", "check_own_file", "check_own_files", "record_written", "replacing_own"]
+__all__ = ["LEDGER_NAME", "NotOursError", "check_own_file", "check_own_files", "drawn_by_matplotlib", "record_written",
+           "replacing_own"]
 
 LEDGER_NAME = ".unimiss_monai_files"
 _HEADER = "# files unimiss_monai wrote into this folder; a rerun replaces these and no other file\n"
@@ -113,18 +114,31 @@ def check_own_files(paths: Sequence[str | os.PathLike], root: str | os.PathLike,
         check_own_file(path, root, flag)
 
 
+def drawn_by_matplotlib(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a PNG that matplotlib wrote (its mark in the first chunk after the header): how a picture of
+    this package's from a version before the record is told from a user's picture of the same name."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(200)
+    except OSError:
+        return False
+    return head.startswith(b"\x89PNG\r\n\x1a\n") and b"Software\x00Matplotlib" in head
+
+
 def record_written(path: str | os.PathLike, root: str | os.PathLike) -> None:
-    """Record ``path``, just written, in ``root``'s ledger with its signature (nothing when that is recorded already).
-    Appended with ``O_APPEND``: the short lines of several ranks or writers do not interleave."""
+    """Record ``path``, just written, in ``root``'s ledger with its signature (nothing when that is recorded already)."""
     path = Path(path)
     name = _relative(path, root)
     if name is None:
         return
     sig = _signature(path) if path.is_file() else None
     recorded = written_here(root)
-    if name in recorded and recorded[name] == sig:
-        return
-    line = name if sig is None else "\t".join((name, *map(str, sig)))
+    if name not in recorded or recorded[name] != sig:
+        _append(root, name if sig is None else "\t".join((name, *map(str, sig))))
+
+
+def _append(root: str | os.PathLike, line: str) -> None:
+    # O_APPEND: the short lines of several ranks or writers do not interleave
     fd = os.open(Path(root) / LEDGER_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, ((_HEADER if os.fstat(fd).st_size == 0 else "") + line + "\n").encode())
@@ -135,6 +149,18 @@ def record_written(path: str | os.PathLike, root: str | os.PathLike) -> None:
 @contextmanager
 def replacing_own(path: str | os.PathLike, root: str | os.PathLike, flag: str = "--output_dir") -> Iterator[Path]:
     """``with replacing_own(out / "summary.json", out): save_json(obj, out / "summary.json")``: checks before the
-    write (:func:`check_own_file`) and records the file after it succeeded."""
-    yield check_own_file(path, root, flag)
+    write (:func:`check_own_file`) and records the file after it succeeded.
+
+    Replacing a file of its own, it first records the name without a signature (replaceable whatever it holds): a run
+    killed between its write and the record leaves a file that is still its own, not one that looks edited."""
+    path = check_own_file(path, root, flag)
+    name = _relative(path, root)
+    if name is not None and path.is_file():
+        _append(root, name)
+    try:
+        yield path
+    except BaseException:
+        if name is not None and path.is_file():  # a failed write: whatever is there now was there or is ours
+            record_written(path, root)
+        raise
     record_written(path, root)

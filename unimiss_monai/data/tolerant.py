@@ -20,7 +20,7 @@ from unimiss_monai.utils.errors import failure_reason
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CASE_KEY", "FAILED_KEY", "TolerantDataset", "batch_items", "mark_failed", "split_failed"]
+__all__ = ["CASE_KEY", "FAILED_KEY", "TolerantDataset", "batch_items", "failure_of", "mark_failed", "split_failed"]
 
 #: item keys of the input path and of the failure message (empty when the case worked)
 CASE_KEY, FAILED_KEY = "case", "failed"
@@ -71,6 +71,12 @@ def mark_failed(item: dict, reason: str) -> None:
     item[FAILED_KEY] = item.get(FAILED_KEY) or reason
 
 
+def failure_of(item: dict, out) -> str:
+    """Why one case failed (``""``: it worked): the flag of its batch item (loading, the forward pass) or of its
+    output item (a post-processing step, ``SkipFailedd``)."""
+    return str(item.get(FAILED_KEY) or (out.get(FAILED_KEY) if isinstance(out, dict) else "") or "")
+
+
 def split_failed(outputs, batch) -> tuple[list, list[dict], list[dict[str, str]]]:
     """An evaluator's decollated ``state.output`` and ``state.batch`` -> ``(outputs, batch items, failures)``: the
     output and batch items of the cases that worked, and ``{"case", "reason"}`` of each flagged case.
@@ -85,7 +91,7 @@ def split_failed(outputs, batch) -> tuple[list, list[dict], list[dict[str, str]]
         return outs, items, []
     kept_outs, kept_items, failures = [], [], []
     for out, item in zip(outs, items):
-        reason = str(item.get(FAILED_KEY) or (out.get(FAILED_KEY) if isinstance(out, dict) else "") or "")
+        reason = failure_of(item, out)
         if reason:
             failures.append({"case": str(item.get(CASE_KEY, "")), "reason": reason})
         else:

@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 
 from unimiss_monai.data.output_ledger import check_own_file, replacing_own
-from unimiss_monai.data.tolerant import CASE_KEY, FAILED_KEY, batch_items
+from unimiss_monai.data.tolerant import CASE_KEY, batch_items, failure_of
 from unimiss_monai.data.writers import save_json
 from unimiss_monai.handlers.forward_failure_guard import guard_forward
 
@@ -74,8 +74,7 @@ class InferenceSummary:
         outputs = engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]
         outputs = outputs if len(outputs) == len(items) else [None] * len(items)
         for item, out in zip(items, outputs):
-            # a post-processing write that failed (SkipFailedd) marks the output item, not the batch
-            reason = str(item.get(FAILED_KEY) or (out.get(FAILED_KEY) if isinstance(out, dict) else "") or "")
+            reason = failure_of(item, out)
             case = str(item.get(CASE_KEY, ""))
             entry = {"case": case, "status": "failed" if reason else "ok", "reason": reason}
             if case and os.path.exists(case):  # the case as given may be relative to a directory a reader cannot know

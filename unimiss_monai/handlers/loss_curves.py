@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ignite.engine import Engine, Events
 
-from unimiss_monai.data.output_ledger import check_own_files, replacing_own
+from unimiss_monai.data.output_ledger import check_own_files, drawn_by_matplotlib, replacing_own
 from unimiss_monai.data.writers import atomic_path, save_json
 
 __all__ = ["EpochLossMeans", "LossCurvePlotter", "scalar_outputs"]
@@ -140,9 +140,13 @@ class LossCurvePlotter:
     def _check_files(self, engine: Engine | None = None) -> None:
         """Refuse, before the first iteration, a file of the user's where the curves go: a run replaces only the
         files it wrote (:mod:`unimiss_monai.data.output_ledger`). Curves in this handler's own format, which
-        versions before the record wrote without recording them, are taken as this package's, with their picture."""
+        versions before the record wrote without recording them, are taken as this package's, with their picture if
+        matplotlib drew it."""
         json_path = self.path.with_suffix(".json")
-        check_own_files((self.path, json_path), self.path.parent, written_earlier=is_curves_json(json_path))
+        earlier = is_curves_json(json_path)
+        check_own_files([json_path], self.path.parent, written_earlier=earlier)
+        # the picture by its own content too: a user's picture of that name beside curves of ours stays
+        check_own_files([self.path], self.path.parent, written_earlier=earlier and drawn_by_matplotlib(self.path))
 
     def _earlier_history(self, iteration: int) -> defaultdict[str, list[tuple[int, float]]]:
         """The values the run wrote before it was resumed at ``iteration`` (later ones were never checkpointed)."""

@@ -44,7 +44,7 @@ def _in_folder(folder: Path, recorded) -> str | None:
     if not recorded:
         return None
     parts = Path(str(recorded)).parts
-    tails = [Path(*parts[i:]) for i in range(len(parts)) if not Path(parts[i]).anchor]
+    tails = [Path(*parts[i:]) for i in range(len(parts)) if not Path(parts[i]).anchor and ".." not in parts[i:]]
     return str(next((folder / t for t in tails if (folder / t).is_file()), folder / Path(str(recorded)).name))
 
 
@@ -80,28 +80,34 @@ def _when(path: Path) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(path.stat().st_mtime))
 
 
-def stale_notes(home: Path) -> list[str]:
-    """Why a bundle folder's results may not be those of the model it holds, one sentence each; ``[]`` when they are.
+def stale_notes(home: Path) -> dict[str, str]:
+    """Why a bundle folder's results may not be those of the model it holds: ``{area: one sentence}``, the area being
+    ``"eval"``, ``"inference"`` or ``"pretraining"``; empty when they are.
 
-    The model (``models/model.pt``) is replaced only by a finished run, and every JSON a run reports from is written
-    after the model it used (evaluation, inference) or, for pretraining, before its own export. So an evaluation or
-    inference JSON older than the model scored an earlier model; pretraining curves or a probe history newer than it
-    are those of a later run that has not finished (its model was not exported).
+    The model (``models/model.pt``) is replaced only by a finished run. Evaluation and inference write their JSONs
+    after the model they used, so one older than the model scored an earlier model. A finished pretraining saves its
+    last checkpoint and its last probe before it exports the model (its loss curves just after); a checkpoint or probe
+    history newer than the model is a later run's that has not finished, and so are the curves (each run rewrites
+    them from its first iteration).
     """
     model = home / "models" / "model.pt"
     if not model.is_file():
-        return []
-    notes = []
+        return {}
+    notes = {}
     at = model.stat().st_mtime
     for sub, step in (("eval", "evaluate"), ("inference", "inference")):
         jsons = [p for p in (home / sub).glob("*.json") if p.is_file()]
         if jsons and max(p.stat().st_mtime for p in jsons) < at:
-            notes.append(f"The {sub}/ results below predate {model} (written {_when(model)}): they scored an earlier "
-                         f"model; rerun the {step} step.")
-    later = [p.name for p in (home / "loss_curves.json", home / "knn_probe.json") if p.is_file() and p.stat().st_mtime > at]
+            notes[sub] = (f"The {sub}/ results below predate {model} (written {_when(model)}): they scored an earlier "
+                          f"model; rerun the {step} step.")
+    later = [p for p in (home / "knn_probe.json", *(home / "checkpoints").glob("*")) if p.is_file()
+             and p.stat().st_mtime > at]
     if later:
-        notes.append(f"{' and '.join(later)} were written after {model} ({_when(model)}) by a run that has not finished: "
-                     "they are that run's, not the model's that the fine-tunings read; rerun the pretraining step.")
+        shown = [p.name for p in (home / "loss_curves.json", home / "knn_probe.json") if p.is_file()]
+        notes["pretraining"] = (
+            f"{later[0]} was written after {model} ({_when(model)}) by a run that has not finished: "
+            f"{' and '.join(shown) or 'its files'} below are that run's, not the model's that the fine-tunings read; "
+            "rerun the pretraining step.")
     return notes
 
 

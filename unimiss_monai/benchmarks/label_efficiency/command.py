@@ -19,7 +19,7 @@ from pathlib import Path
 
 from unimiss_monai.benchmarks.label_efficiency.design import ARMS, StudyDesign, parse_list
 from unimiss_monai.benchmarks.label_efficiency.tasks import TASKS
-from unimiss_monai.data.output_ledger import check_own_files, replacing_own
+from unimiss_monai.data.output_ledger import check_own_files, drawn_by_matplotlib, replacing_own
 from unimiss_monai.data.writers import save_bytes, save_json
 from unimiss_monai.utils.args import as_count
 
@@ -89,7 +89,7 @@ def _written_earlier(path: Path) -> bool:
             return False
         return isinstance(earlier, dict) and {"results", "paired_differences", "runs", "arms"} <= set(earlier)
     if path.suffix == ".png":
-        return head.startswith(b"\x89PNG\r\n\x1a\n") and b"Software\x00Matplotlib" in head[:200]
+        return drawn_by_matplotlib(path)
     return head.startswith(b"Command: `") and b"\n| fraction (labelled items) | " in head
 
 

@@ -84,7 +84,7 @@ def _saliency_figure(paths: list[Path]) -> bytes:
 
 def _task_blocks(run: RunFolder, bundle: str, what: str) -> list:
     home = run.bundle(bundle)
-    blocks: list = [Note(note) for note in stale_notes(home)]
+    blocks: list = [Note(note) for note in stale_notes(home).values()]
     metrics = read_json(home / "eval" / "metrics.json")
     predictions = home / "eval" / "evaluation_predictions.csv"
     if not predictions.is_file():  # an evaluation written before the file had its own name

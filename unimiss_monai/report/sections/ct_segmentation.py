@@ -108,7 +108,7 @@ def _axial_strip(image, labels, classes, spacing, levels: int = 5) -> bytes:
 def ct_segmentation_section(run: RunFolder) -> Section:
     section = Section("ct-segmentation", "CT segmentation")
     home = run.bundle("ct_segmentation")
-    section.add(*(Note(note) for note in stale_notes(home)))
+    section.add(*(Note(note) for note in stale_notes(home).values()))
     summary = read_json(home / "inference" / "summary.json") or {}
     report = read_json(home / "eval" / "segmentation_report.json") or {}
     classes = list(summary.get("classes") or report.get("structures") or DEFAULT_CLASSES)

@@ -52,7 +52,7 @@ def cxr_segmentation_section(run: RunFolder) -> Section:
 
     section = Section("cxr-segmentation", "Chest X-ray segmentation")
     home = run.bundle("cxr_segmentation")
-    section.add(*(Note(note) for note in stale_notes(home)))
+    section.add(*(Note(note) for note in stale_notes(home).values()))
     names = _structures(run)
     section.add(Paragraph(
         "The 2D network fine-tuned from the pretrained backbone on DRRs of the sample CT with exactly projected "

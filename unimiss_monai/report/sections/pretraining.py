@@ -197,7 +197,7 @@ def pretraining_section(run: RunFolder) -> Section:
     if not curves and not history:
         return section.add(Note(f"No pretraining outputs in {folder} (loss_curves.json, knn_probe.json): run the "
                                 "pretraining step of tools/demo.sh."))
-    section.add(*(Note(note) for note in stale_notes(folder)))
+    section.add(*(Note(note) for note in stale_notes(folder).values()))
     section.add(Paragraph(
         "Cross-dimensional self-distillation of one backbone on CT slabs, their DRRs and radiographs. The teacher "
         "follows the student by EMA; the exported teacher backbone initialises every fine-tuning below."))

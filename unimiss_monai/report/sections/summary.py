@@ -29,21 +29,21 @@ def summary_section(run: RunFolder) -> Section:
         rows.append(["pretraining", "k-NN probe accuracy (organ crops)",
                      f"CLS {fmt(last.get('knn_accuracy'), 2)}{on_maps} (raw voxels {fmt(last.get('pixel_baseline'), 2)}, "
                      f"chance {fmt(1 / last['num_classes'] if last.get('num_classes') else None, 2)})", "pretraining",
-                     "pretraining"])
+                     ("pretraining", "pretraining")])
     cxr = read_json(run.bundle("cxr_segmentation") / "eval" / "segmentation_report.json")
     if cxr:
         rows.append(["CXR segmentation", f"test Dice, {cxr.get('num_cases')} held-out DRRs",
-                     ", ".join(_dice(cxr, cxr.get("structures", []))), "cxr-segmentation", "cxr_segmentation"])
+                     ", ".join(_dice(cxr, cxr.get("structures", []))), "cxr-segmentation", ("cxr_segmentation", "eval")])
     ct = read_json(run.bundle("ct_segmentation") / "eval" / "segmentation_report.json")
     if ct:
         rows.append(["CT segmentation", f"Dice, {ct.get('num_cases')} slab(s) not used in training",
-                     ", ".join(_dice(ct, ct.get("structures", []))), "ct-segmentation", "ct_segmentation"])
+                     ", ".join(_dice(ct, ct.get("structures", []))), "ct-segmentation", ("ct_segmentation", "eval")])
     for bundle, label in (("cxr_classification", "CXR classification"), ("ct_classification", "CT classification")):
         m = read_json(run.bundle(bundle) / "eval" / "metrics.json")
         if m:
             per = ", ".join(f"{e.get('class')} {fmt(e.get('auc'), 2)}" for e in m.get("per_class", []))
             rows.append([label, f"test ROC AUC, {m.get('num_cases')} cases", f"macro {fmt(m.get('macro_auc'), 2)} ({per})",
-                         "classification", bundle])
+                         "classification", (bundle, "eval")])
     steps = (read_json(run.root / "demo_steps.json") or {}).get("steps", [])
     if steps:
         total = sum(s.get("wall_seconds") or 0 for s in steps)
@@ -55,7 +55,7 @@ def summary_section(run: RunFolder) -> Section:
     if not rows:
         return section.add(Note(f"Nothing to summarise in {run.root}: run `bash tools/demo.sh {run.root}` first."))
     for row in rows:  # a number that is not the held model's says so where it is read first
-        if row[4] and stale_notes(run.bundle(row[4])):
+        if row[4] and row[4][1] in stale_notes(run.bundle(row[4][0])):
             row[2] += " (not of the model in the folder: see its section)"
     section.add(Paragraph(
         "The chain, on one real chest CT (with its TotalSegmentator labels) and one real radiograph: DRRs of the CT "
