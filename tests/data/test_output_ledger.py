@@ -121,3 +121,35 @@ def test_a_file_changed_after_it_was_written_is_the_users(tmp_path):
     (tmp_path / "old" / "seg.nii.gz").write_bytes(b"edited")
     with pytest.raises(FileExistsError, match="was changed after"):
         check_own_file(tmp_path / "old" / "seg.nii.gz", tmp_path / "old")
+
+
+def test_a_recorded_file_edited_in_the_packages_own_format_is_not_adopted_again(tmp_path):
+    """Adoption by content is for files an earlier version wrote without a record: a recorded file edited since stays
+    the user's, whatever its format."""
+    with replacing_own(tmp_path / "curves.json", tmp_path):
+        save_json({"loss": [[1, 2.0]]}, tmp_path / "curves.json")
+    save_json({"loss": [[1, 0.5]]}, tmp_path / "curves.json")  # edited, still in the format
+    with pytest.raises(FileExistsError, match="curves.json was changed after unimiss_monai wrote it"):
+        check_own_files([tmp_path / "curves.json"], tmp_path, written_earlier=True)
+
+
+def test_a_report_stopped_part_way_leaves_its_files_its_own(tmp_path, monkeypatch):
+    """A write that fails after some of the report's files were replaced: the rerun replaces them all."""
+    from unimiss_monai.handlers import classification_report, write_report
+
+    probs, labels = np.array([[0.9, 0.1], [0.3, 0.7]]), np.array([0, 1])
+    write_report(tmp_path, probs, labels, ["a", "b"], names=["x", "y"])
+    real, calls = classification_report.save_bytes, []
+
+    def fails_third(content, path):
+        calls.append(path)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(content, path)
+
+    monkeypatch.setattr(classification_report, "save_bytes", fails_third)
+    with pytest.raises(KeyboardInterrupt):
+        write_report(tmp_path, probs[::-1], labels[::-1], ["a", "b"], names=["y", "x"])
+    monkeypatch.setattr(classification_report, "save_bytes", real)
+    write_report(tmp_path, probs, labels, ["a", "b"], names=["x", "y"])
+    assert (tmp_path / "evaluation_predictions.csv").read_text().splitlines()[1].startswith("x,")

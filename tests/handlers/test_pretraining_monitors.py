@@ -315,3 +315,16 @@ def test_a_users_picture_beside_curves_of_an_earlier_version_stays(tmp_path):
     with pytest.raises(FileExistsError, match="curves.png exists and was not written by unimiss_monai"):
         engine.run(range(1), max_epochs=1)
     assert (tmp_path / "curves.png").read_bytes().endswith(b"my own picture")
+
+
+def test_curves_edited_after_a_run_stop_the_next_one(tmp_path):
+    """Curves a run wrote and the user then edited, still in the plotter's format, are the user's: not replaced."""
+    engine = _engine([{"loss": 1.0}])
+    LossCurvePlotter(tmp_path / "curves.png").attach(engine)
+    engine.run(range(1), max_epochs=1)
+    (tmp_path / "curves.json").write_text(json.dumps({"loss": [[1, 0.25]]}))
+    engine = _engine([{"loss": 1.0}])
+    LossCurvePlotter(tmp_path / "curves.png").attach(engine)
+    with pytest.raises(FileExistsError, match="curves.json was changed after unimiss_monai wrote it"):
+        engine.run(range(1), max_epochs=1)
+    assert json.loads((tmp_path / "curves.json").read_text()) == {"loss": [[1, 0.25]]}

@@ -43,20 +43,44 @@ def _signature(path: Path) -> tuple[int, int, str]:
     return st.st_size, st.st_mtime_ns, digest.hexdigest()
 
 
-def written_here(root: str | os.PathLike) -> dict[str, tuple[int, int, str] | None]:
-    """The names recorded in ``root``'s ledger with the signature of their last write (``None``: recorded by an
-    earlier version, without one); empty without a ledger."""
-    try:
-        lines = (Path(root) / LEDGER_NAME).read_text().splitlines()
-    except (FileNotFoundError, NotADirectoryError):
-        return {}
-    recorded: dict[str, tuple[int, int, str] | None] = {}
+_PARSED: dict[str, tuple[int, int, dict]] = {}  # ledger path -> (bytes parsed, inode, names): appends read once
+
+
+def _parse(lines: list[str], recorded: dict) -> None:
     for line in lines:
         if not line or line.startswith("#"):
             continue
-        name, *sig = line.rsplit("\t", 3)
-        recorded[name if len(sig) == 3 else line] = (int(sig[0]), int(sig[1]), sig[2]) if len(sig) == 3 else None
-    return recorded
+        name, sig = line, None
+        fields = line.rsplit("\t", 3)
+        if len(fields) == 4:
+            try:
+                name, sig = fields[0], (int(fields[1]), int(fields[2]), fields[3])
+            except ValueError:  # a name with tabs in it, recorded without a signature
+                name, sig = line, None
+        recorded[name] = sig
+
+
+def written_here(root: str | os.PathLike) -> dict[str, tuple[int, int, str] | None]:
+    """The names recorded in ``root``'s ledger with the signature of their last write (``None``: recorded by an
+    earlier version, or before a replacement that did not finish); empty without a ledger. The ledger only grows by
+    appends, so each call reads what was appended since the last one."""
+    ledger = os.path.abspath(Path(root) / LEDGER_NAME)
+    try:
+        with open(ledger, "rb") as f:
+            inode = os.fstat(f.fileno()).st_ino
+            done, ino, recorded = _PARSED.get(ledger, (0, -1, {}))
+            if ino != inode or os.fstat(f.fileno()).st_size < done:  # another ledger at that path: read it whole
+                done, recorded = 0, {}
+            f.seek(done)
+            tail = f.read()
+    except (FileNotFoundError, NotADirectoryError):
+        _PARSED.pop(ledger, None)
+        return {}
+    complete = tail[: tail.rfind(b"\n") + 1]  # a line still being appended is read next time
+    recorded = dict(recorded)
+    _parse(complete.decode(errors="replace").splitlines(), recorded)
+    _PARSED[ledger] = (done + len(complete), inode, recorded)
+    return dict(recorded)
 
 
 def _changed(path: Path, recorded: tuple[int, int, str] | None) -> bool:
@@ -107,8 +131,9 @@ def check_own_files(paths: Sequence[str | os.PathLike], root: str | os.PathLike,
     """:func:`check_own_file` of each of ``paths``. ``written_earlier``: their content shows that this package wrote
     them before it kept this record (e.g. a JSON in its own format), so those present are recorded first and pass."""
     if written_earlier:
-        for path in paths:
-            if Path(path).is_file():
+        recorded = written_here(root)
+        for path in paths:  # never a name already recorded: its content since is checked, not adopted
+            if Path(path).is_file() and _relative(path, root) not in recorded:
                 record_written(path, root)
     for path in paths:
         check_own_file(path, root, flag)

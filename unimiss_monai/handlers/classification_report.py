@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from unimiss_monai.data.output_ledger import check_own_file, record_written
+from unimiss_monai.data.output_ledger import check_own_file, replacing_own
 from unimiss_monai.data.tolerant import split_failed
 from unimiss_monai.data.writers import save_bytes
 from unimiss_monai.handlers.forward_failure_guard import guard_forward
@@ -56,9 +56,9 @@ def write_report(
     truth = to_indicator(as_numpy(labels), len(class_names), multi_label)
     metrics["num_failed"] = len(failed)
     metrics["failed"] = [{"case": f["case"], "reason": f["reason"]} for f in failed]
-    save_bytes(json.dumps(metrics, indent=2).encode(), out / "metrics.json")
+    files = {"metrics.json": json.dumps(metrics, indent=2).encode()}
     keys = ["class", "positives", "negatives", "auc", "ap", "sensitivity", "specificity", "tp", "fn", "fp", "tn"]
-    save_bytes(_csv_bytes(keys, [[p[k] for k in keys] for p in metrics["per_class"]]), out / "per_class.csv")
+    files["per_class.csv"] = _csv_bytes(keys, [[p[k] for k in keys] for p in metrics["per_class"]])
     if names is not None:
         # the "failed" column only when a case failed: the file of a run where all worked stays as it was
         tail = [""] if failed else []
@@ -67,12 +67,12 @@ def write_report(
         rows += [[f["case"], *blank, f["reason"]] for f in failed]
         header = ["name", *[f"prob_{c}" for c in class_names], *[f"true_{c}" for c in class_names],
                   *(["failed"] if failed else [])]
-        save_bytes(_csv_bytes(header, rows), out / EVALUATION_PREDICTIONS)
-    save_bytes(roc_png(probs_np, truth, metrics), out / "roc.png")
-    save_bytes(confusion_png(metrics, class_names), out / "confusion_matrix.png")
-    for name in REPORT_FILES:
-        if (out / name).is_file():
-            record_written(out / name, out)
+        files[EVALUATION_PREDICTIONS] = _csv_bytes(header, rows)
+    files["roc.png"] = roc_png(probs_np, truth, metrics)
+    files["confusion_matrix.png"] = confusion_png(metrics, class_names)
+    for name, content in files.items():  # each recorded as it is written: a run stopped part-way leaves no file
+        with replacing_own(out / name, out):  # of its own looking edited
+            save_bytes(content, out / name)
     for note in metrics["notes"]:
         logger.warning("classification report: %s", note)
     return metrics

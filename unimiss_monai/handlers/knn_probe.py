@@ -142,6 +142,8 @@ class KNNProbe:
     def _check_history_file(self, engine: Engine) -> None:
         path = self.history_path
         assert path is not None
+        if getattr(engine.state, "rank", 0) != 0:  # the rank that writes it: another could record a stale signature
+            return
         # a history in this handler's format, which versions before the record wrote without recording it, is ours
         check_own_files([path], path.parent, written_earlier=_is_probe_history(path))
 

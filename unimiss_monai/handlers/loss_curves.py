@@ -142,6 +142,8 @@ class LossCurvePlotter:
         files it wrote (:mod:`unimiss_monai.data.output_ledger`). Curves in this handler's own format, which
         versions before the record wrote without recording them, are taken as this package's, with their picture if
         matplotlib drew it."""
+        if engine is not None and getattr(engine.state, "rank", 0) != 0:  # only the writing rank checks and adopts
+            return
         json_path = self.path.with_suffix(".json")
         earlier = is_curves_json(json_path)
         check_own_files([json_path], self.path.parent, written_earlier=earlier)

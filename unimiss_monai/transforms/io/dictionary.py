@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, SaveImaged
 
 from unimiss_monai.data.case_names import OutputNames, split_image_name
-from unimiss_monai.data.output_ledger import check_own_file, record_written, replacing_own
+from unimiss_monai.data.output_ledger import replacing_own
 from unimiss_monai.data.xray import drop_trailing_singletons, source_name, write_overlay_png
 
 __all__ = ["SaveCaseImageD", "SaveCaseImageDict", "SaveCaseImaged", "SaveOverlayPNGD", "SaveOverlayPNGDict", "SaveOverlayPNGd"]
@@ -41,11 +42,10 @@ class SaveCaseImaged(SaveImaged):
         root = self.saver.folder_layout.output_dir
         paths = [Path(self.saver.folder_layout.filename(**self.saver.fname_formatter(_meta(data, key), self.saver)))
                  for key in self.key_iterator(dict(data))]
-        for path in paths:
-            check_own_file(path, root)
-        d = super().__call__(data)
-        for path in paths:
-            record_written(path, root)
+        with ExitStack() as stack:  # checked, then recorded once written (or as they are, should the write fail)
+            for path in paths:
+                stack.enter_context(replacing_own(path, root))
+            d = super().__call__(data)
         for key in self.key_iterator(d):
             meta = getattr(d[key], "meta", None) or d.get(f"{key}_{self.meta_key_postfix}") or {}
             if meta.get("saved_to"):
