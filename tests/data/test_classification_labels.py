@@ -78,3 +78,19 @@ def test_an_item_that_is_not_one_labelled_path_is_refused_naming_the_datalist(tm
     (tmp_path / "dl.json").write_text(json.dumps({"training": [{"image": "a.png", "label": 0}, item]}))
     with pytest.raises(ValueError, match=r"dl.json\['training'\]" + match):
         load_classification_datalist(tmp_path / "dl.json", "training", NAMES)
+
+
+@pytest.mark.parametrize("name", ["cxr_classification", "ct_classification"])
+def test_inference_on_a_samples_data_set_lists_its_test_split_only(tmp_path, name):
+    import shutil
+    from pathlib import Path
+
+    from unimiss_monai.data import find_dataset, samples
+
+    root = samples(str(tmp_path / "samples"), synthetic=True, only=name)
+    folder = find_dataset(root, name)
+    test = json.loads((tmp_path / "samples" / name / "datalist.json").read_text())["test"]
+    assert list_images(folder) == [{"image": str(tmp_path / "samples" / name / t["image"])} for t in test]
+    assert len(list_images(Path(folder) / "images")) > len(test)  # the images folder itself: everything
+    copy = shutil.copytree(folder, tmp_path / "mine")  # the same files outside a samples output: the user's own data
+    assert len(list_images(copy)) == len(list_images(Path(folder) / "images"))

@@ -69,3 +69,21 @@ def test_segmentation_report_with_no_case_worked_lists_them_and_fails(tmp_path):
     assert [f["case"] for f in report["failed"]] == [str(tmp_path / "text.npy"), str(tmp_path / "neg.npy")]
     assert all("\n" not in f["reason"] for f in report["failed"])
     assert "text.npy" in report["failed"][0]["reason"] and "negative input" in report["failed"][1]["reason"]
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_classification_report_with_no_case_worked_replaces_the_earlier_report(tmp_path, multi_label):
+    labels = {"p.npy": [1.0, 0.0] if multi_label else 0.0, "neg.npy": [0.0, 1.0] if multi_label else 1.0}
+    _evaluate(tmp_path, {"p.npy": np.full((8, 8), 1.0)}, labels, ClassificationReport(tmp_path / "out", ["x", "y"], multi_label), 1)
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["num_cases"] == 1
+    handler = ClassificationReport(tmp_path / "out", ["x", "y"], multi_label)
+    with pytest.raises(RuntimeError, match=r"^evaluation: no case worked \(2 failed, listed in .*metrics.json\)"):
+        _evaluate(tmp_path, {"p.npy": "not an array", "neg.npy": np.full((8, 8), -1.0)}, labels, handler, 1)
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["num_cases"] == 0 and metrics["num_failed"] == 2
+    assert metrics["accuracy"] is None and metrics["macro_auc"] is None
+    assert [f["case"] for f in metrics["failed"]] == [str(tmp_path / "p.npy"), str(tmp_path / "neg.npy")]
+    rows = (tmp_path / "out" / "evaluation_predictions.csv").read_text().splitlines()
+    assert len(rows) == 3 and all(r.startswith(str(tmp_path)) for r in rows[1:])  # no score of the earlier run left
+    per_class = (tmp_path / "out" / "per_class.csv").read_text().splitlines()
+    assert per_class[1].startswith("x,0,0,")  # counts of the cases scored in this run: none

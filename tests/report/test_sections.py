@@ -166,3 +166,32 @@ def test_a_finished_pretraining_is_its_models_and_a_killed_later_one_is_not(tmp_
         run(kill_at=4)  # a later run, checkpointed at iteration 2, killed before its export
     note = stale_notes(tmp_path)["pretraining"]
     assert "checkpoint.pt was written after" in note and "loss_curves.json" in note and "has not finished" in note
+
+
+def test_failed_evaluation_cases_are_said_beside_the_scores_and_alone_when_none_was_scored(tmp_path):
+    import numpy as np
+
+    from unimiss_monai.handlers.classification_report import write_report
+    from unimiss_monai.report.sections.classification import classification_section
+    from unimiss_monai.report.sections.segmentation_tables import segmentation_table
+    from unimiss_monai.report.sections.summary import summary_section
+
+    eval_dir = tmp_path / "unimiss_cxr_classification" / "eval"
+    failed = [{"case": "/data/bad.png", "reason": "bad.png: not finite; re-export it"}]
+    write_report(eval_dir, np.array([[0.9, 0.2], [0.1, 0.8]]), np.array([[1, 0], [0, 1]]), ["a", "b"], True,
+                 names=["x.png", "y.png"], failed=failed)
+    blocks = classification_section(RunFolder(tmp_path)).blocks
+    notes = [b.text for b in blocks if isinstance(b, Note)]
+    assert any(n.startswith("1 of 3 evaluation case(s) failed") and str(eval_dir / "metrics.json") in n for n in notes)
+    assert any(isinstance(b, Figure) for b in blocks)  # the two scored cases are still shown
+    (row,) = next(b for b in summary_section(RunFolder(tmp_path)).blocks if isinstance(b, Table)).rows
+    assert row[1] == "test ROC AUC, 2 (1 failed) cases"
+    write_report(eval_dir, np.zeros((0, 2)), np.zeros((0, 2)), ["a", "b"], True, names=[], failed=failed * 2)
+    blocks = classification_section(RunFolder(tmp_path)).blocks
+    assert not any(isinstance(b, (Figure, Table)) for b in blocks)
+    assert any(b.text.startswith("2 of 2 evaluation case(s) failed") for b in blocks if isinstance(b, Note))
+
+    seg = _write(tmp_path / "seg" / "segmentation_report.json", {"num_cases": 0, "num_failed": 1, "failed": failed,
+                                                                  "structures": ["lung"], "mean": {}})
+    (note,) = segmentation_table(seg.parent, "CXR segmentation")
+    assert isinstance(note, Note) and note.text.startswith("1 of 1 evaluation case(s) failed") and str(seg) in note.text

@@ -13,6 +13,7 @@ A datalist is decathlon-style JSON, ``{"training": [...], "validation": [...], "
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +22,9 @@ import numpy as np
 
 from unimiss_monai.data.datalists import read_split
 from unimiss_monai.data.image_formats import SCANNED_SUFFIXES, scan_images
+from unimiss_monai.data.samples import held_out_images
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["load_classification_datalist", "canonical_label", "balanced_sample_weights", "list_images"]
 
@@ -123,8 +127,9 @@ def balanced_sample_weights(items: Sequence[dict], num_classes: int) -> list[flo
 def list_images(folder: str | os.PathLike, suffixes: Sequence[str] = SCANNED_SUFFIXES) -> list[dict]:
     """``[{"image": path}, ...]`` for every image file under ``folder`` (recursive, sorted) — inference inputs.
 
-    When ``folder`` has an ``images`` sub-folder (the layout of the ``samples`` classification sets, whose previews
-    lie beside it), only that sub-folder is searched. Label maps (:func:`is_label_map_name`: ``*_label``, ``*_seg``,
+    A data set of a ``samples`` output gives its ``test`` images only (:func:`~unimiss_monai.data.samples.held_out_images`:
+    the demo models trained on the others). When ``folder`` has an ``images`` sub-folder (the layout of the
+    ``samples`` classification sets, whose previews lie beside it), only that sub-folder is searched. Label maps (:func:`is_label_map_name`: ``*_label``, ``*_seg``,
     ``labelsTr/``) are left out, and so is a DICOM without a suffix unless ``suffixes`` has ``.dcm``; each left-out
     group is logged.
 
@@ -134,6 +139,11 @@ def list_images(folder: str | os.PathLike, suffixes: Sequence[str] = SCANNED_SUF
     root = Path(folder)
     if not root.is_dir():
         raise FileNotFoundError(f"input folder {str(root)!r} does not exist; pass --dataset_dir with your images")
+    held_out = held_out_images(root)
+    if held_out is not None:
+        logger.info("%s is a samples data set: its %d test images, not those the model was trained on; point "
+                    "--dataset_dir at a folder of images to run on all of them", root, len(held_out))
+        return [{"image": str(p)} for p in held_out]
     if (root / "images").is_dir():
         root = root / "images"
     files = scan_images(root, tuple(suffixes), recursive=True)

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import MappingProxyType
 
 __all__ = ["LEDGER_NAME", "NotOursError", "check_own_file", "check_own_files", "drawn_by_matplotlib", "record_written",
            "replacing_own"]
@@ -60,7 +61,7 @@ def _parse(lines: list[str], recorded: dict) -> None:
         recorded[name] = sig
 
 
-def written_here(root: str | os.PathLike) -> dict[str, tuple[int, int, str] | None]:
+def written_here(root: str | os.PathLike) -> Mapping[str, tuple[int, int, str] | None]:
     """The names recorded in ``root``'s ledger with the signature of their last write (``None``: recorded by an
     earlier version, or before a replacement that did not finish); empty without a ledger. The ledger only grows by
     appends, so each call reads what was appended since the last one."""
@@ -75,12 +76,11 @@ def written_here(root: str | os.PathLike) -> dict[str, tuple[int, int, str] | No
             tail = f.read()
     except (FileNotFoundError, NotADirectoryError):
         _PARSED.pop(ledger, None)
-        return {}
+        return MappingProxyType({})
     complete = tail[: tail.rfind(b"\n") + 1]  # a line still being appended is read next time
-    recorded = dict(recorded)
     _parse(complete.decode(errors="replace").splitlines(), recorded)
     _PARSED[ledger] = (done + len(complete), inode, recorded)
-    return dict(recorded)
+    return MappingProxyType(recorded)  # the cache itself, read-only: no copy of a ledger of many names per call
 
 
 def _changed(path: Path, recorded: tuple[int, int, str] | None) -> bool:

@@ -116,6 +116,23 @@ def samples(
     return str(out_dir)
 
 
+def held_out_images(folder: str | os.PathLike) -> list[Path] | None:
+    """The ``test`` images of ``folder`` when it is a data set of a ``samples`` output (named in the manifest of the
+    folder above it, with a ``test`` split in its datalist), else ``None``.
+
+    Inference on the demo data runs on these: the model was trained on the others, so their predictions say nothing.
+    """
+    folder = Path(folder)
+    try:
+        datasets = json.loads((folder.parent / MANIFEST).read_text())["datasets"]
+        (entry,) = [e for n, e in datasets.items() if (folder.parent / e.get("path", n)).resolve() == folder.resolve()]
+        datalist = folder.parent / entry["datalist"]
+        test = json.loads(datalist.read_text())["test"]
+        return [datalist.parent / item["image"] for item in test]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # not a samples data set (or not one with a test split): the user's own folder
+
+
 def find_dataset(dataset_dir: str | os.PathLike, name: str) -> str:
     """Folder of data set ``name`` inside a ``samples`` output, or ``dataset_dir`` itself for the user's own data."""
     root = Path(dataset_dir).expanduser()

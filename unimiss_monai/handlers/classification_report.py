@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from unimiss_monai.data.output_ledger import check_own_file, replacing_own
@@ -123,7 +124,7 @@ class ClassificationReport:
         self._names: list[str] = []
         self._failed: list[dict[str, str]] = []
         self._ended_with: tuple[int, int] = (0, 0)  # (failed, all) cases of the report written, on rank 0
-        self._listed_in = "the log above"  # metrics.json once written; with no case scored, only the log lists them
+        self._listed_in = "the log above"  # metrics.json once written
 
     def attach(self, engine) -> None:
         from ignite.engine import Events
@@ -175,12 +176,17 @@ class ClassificationReport:
             logger.warning("classification report: FAILED %s: %s", f["case"], f["reason"])
         scored = sum(len(p) for p in preds)
         self._ended_with = (len(failed), len(failed) + scored)
-        if not preds:
+        if not preds and not failed:
             logger.warning("classification report: no predictions were gathered; nothing written to %s", self.output_dir)
             return
+        if preds:
+            probs, truth = torch.cat(preds), torch.cat(labels).numpy()
+        else:  # every case failed: the report says so (0 scored, each failure listed) and replaces an earlier one
+            num_classes = len(self.class_names)
+            probs = torch.zeros(0, num_classes)
+            truth = np.zeros((0, num_classes) if self.multi_label else (0,), dtype=np.int64)
         self.metrics = write_report(
-            self.output_dir, torch.cat(preds), torch.cat(labels).numpy(), self.class_names,
-            self.multi_label, self.threshold, names, failed,
+            self.output_dir, probs, truth, self.class_names, self.multi_label, self.threshold, names, failed,
         )
         logger.info(
             "classification report: accuracy %s, macro AUC %s -> %s", _fmt(self.metrics["accuracy"]),

@@ -111,6 +111,23 @@ def stale_notes(home: Path) -> dict[str, str]:
     return notes
 
 
+def failed_note(report: dict, path: Path) -> str | None:
+    """One sentence for an evaluation report (``metrics.json``, ``segmentation_report.json``) some of whose cases
+    failed and are not in its figures; ``None`` when none failed."""
+    failed = report.get("num_failed") or 0
+    if not failed:
+        return None
+    scored = report.get("num_cases") or 0
+    return (f"{failed} of {failed + scored} evaluation case(s) failed and are not scored: {path} lists each with its "
+            "reason and fix.")
+
+
+def scored_cases(report: dict) -> str:
+    """``"12"``, or ``"12 (2 failed)"`` for a report with failed cases."""
+    failed = report.get("num_failed") or 0
+    return f"{report.get('num_cases')}" + (f" ({failed} failed)" if failed else "")
+
+
 @dataclass
 class RunFolder:
     """Paths of one run's outputs. ``samples`` is the sample-data folder the run read (for inputs and references)."""

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..document import Figure, Note, Paragraph, Section, Table, fmt
 from ..images import figure_png
-from ..run_folder import RunFolder, read_json, stale_notes
+from ..run_folder import RunFolder, failed_note, read_json, stale_notes
 
 __all__ = ["classification_section", "read_predictions"]
 
@@ -92,6 +92,9 @@ def _task_blocks(run: RunFolder, bundle: str, what: str) -> list:
     if not metrics or not predictions.is_file():
         return [Note(f"{what}: no evaluation in {home / 'eval'} (metrics.json, evaluation_predictions.csv): run the "
                      f"{bundle}_evaluate step of tools/demo.sh.")]
+    blocks += [Note(n) for n in [failed_note(metrics, home / "eval" / "metrics.json")] if n]
+    if not metrics.get("num_cases"):
+        return blocks
     _, classes, probs, truth = read_predictions(predictions)
     macro = metrics.get("macro_auc")
     blocks.append(Figure(_roc_figure(f"{bundle.split('_')[0].upper()}: {len(probs)} test cases", classes, probs, truth,

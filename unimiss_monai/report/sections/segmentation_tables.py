@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..document import Note, Table, fmt
 from ..palette import hex_colour
-from ..run_folder import read_json
+from ..run_folder import failed_note, read_json
 
 __all__ = ["metric_rows", "segmentation_table"]
 
@@ -28,10 +28,13 @@ def segmentation_table(eval_dir: Path, what: str) -> list:
     report = read_json(eval_dir / "segmentation_report.json")
     if not report:
         return [Note(f"No evaluation in {eval_dir} (segmentation_report.json): run the evaluate step of tools/demo.sh.")]
+    notes = [Note(n) for n in [failed_note(report, eval_dir / "segmentation_report.json")] if n]
+    if not report.get("num_cases") and notes:
+        return notes
     rows = metric_rows(report)
     if report.get("mean_dice") is not None:  # the figure the evaluation computed, not one from rounded cells
         rows.append(["mean over structures", fmt(report["mean_dice"]), "", "", "", "", ""])
-    return [Table(["structure (colour)", "Dice", "HD95 (mm)", "surface Dice", "cases", "missed", "false positives"], rows,
+    return [*notes, Table(["structure (colour)", "Dice", "HD95 (mm)", "surface Dice", "cases", "missed", "false positives"], rows,
                   caption=f"{what}: {report.get('num_cases', '?')} held-out case(s), mean per structure. HD95: 95th "
                           "percentile of the symmetric surface distance, over the cases whose reference and "
                           "prediction both hold the structure; surface Dice at the bundle's tolerance. Missed: cases "

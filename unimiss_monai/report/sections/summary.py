@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..document import Note, Paragraph, Section, Table, fmt
-from ..run_folder import RunFolder, read_json, stale_notes
+from ..run_folder import RunFolder, read_json, scored_cases, stale_notes
 from .pretraining import untrained_maps
 
 __all__ = ["summary_section"]
@@ -32,17 +32,17 @@ def summary_section(run: RunFolder) -> Section:
                      ("pretraining", "pretraining")])
     cxr = read_json(run.bundle("cxr_segmentation") / "eval" / "segmentation_report.json")
     if cxr:
-        rows.append(["CXR segmentation", f"test Dice, {cxr.get('num_cases')} held-out DRRs",
+        rows.append(["CXR segmentation", f"test Dice, {scored_cases(cxr)} held-out DRRs",
                      ", ".join(_dice(cxr, cxr.get("structures", []))), "cxr-segmentation", ("cxr_segmentation", "eval")])
     ct = read_json(run.bundle("ct_segmentation") / "eval" / "segmentation_report.json")
     if ct:
-        rows.append(["CT segmentation", f"Dice, {ct.get('num_cases')} slab(s) not used in training",
+        rows.append(["CT segmentation", f"Dice, {scored_cases(ct)} slab(s) not used in training",
                      ", ".join(_dice(ct, ct.get("structures", []))), "ct-segmentation", ("ct_segmentation", "eval")])
     for bundle, label in (("cxr_classification", "CXR classification"), ("ct_classification", "CT classification")):
         m = read_json(run.bundle(bundle) / "eval" / "metrics.json")
         if m:
             per = ", ".join(f"{e.get('class')} {fmt(e.get('auc'), 2)}" for e in m.get("per_class", []))
-            rows.append([label, f"test ROC AUC, {m.get('num_cases')} cases", f"macro {fmt(m.get('macro_auc'), 2)} ({per})",
+            rows.append([label, f"test ROC AUC, {scored_cases(m)} cases", f"macro {fmt(m.get('macro_auc'), 2)} ({per})",
                          "classification", (bundle, "eval")])
     steps = (read_json(run.root / "demo_steps.json") or {}).get("steps", [])
     if steps:
