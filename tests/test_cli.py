@@ -197,3 +197,20 @@ def test_unknown_command_is_a_usage_error(capsys):
     assert code == 2
     assert err.startswith("unimiss_monai: unknown command 'pakage-bundle'; did you mean package-bundle? Commands: ")
     assert err.count("\n") == 1
+
+
+def test_top_level_help_says_what_each_command_does_without_importing_it():
+    code = ("import sys; from unimiss_monai.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith('unimiss_monai.')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO), "PAGER": "cat"})
+    from unimiss_monai.cli import COMMANDS, SUMMARIES
+
+    assert list(SUMMARIES) == list(COMMANDS)
+    listed = [line.strip() for line in proc.stderr.splitlines()]  # fire's help, to stderr when not on a terminal
+    for name, summary in SUMMARIES.items():
+        assert listed[listed.index(name) + 1] == f"{summary} (options: python -m unimiss_monai {name} --help)"
+    assert [n for n in listed if n in COMMANDS] == list(COMMANDS)  # in the order of the table
+    imported = proc.stdout
+    assert "unimiss_monai.cli" in imported and not any(COMMANDS[n].split(":")[0] in imported for n in COMMANDS)

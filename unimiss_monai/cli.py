@@ -17,34 +17,53 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-# command name -> "module:function"
+# command name -> "module:function", in the order of a first day: data, results, weights, studies, releases, speed
 COMMANDS: dict[str, str] = {
-    "bench-pretrain": "unimiss_monai.benchmarks.pretrain:bench_pretrain",
     "samples": "unimiss_monai.data.samples:samples",
     "report": "unimiss_monai.report:report",
+    "publish-pretrained": "unimiss_monai.networks.publish:publish_pretrained",
+    "convert-checkpoint": "unimiss_monai.networks.convert:convert_checkpoint",
     "official-datalist": "unimiss_monai.data.official_layout:official_datalist",
     "label-efficiency": "unimiss_monai.benchmarks.label_efficiency:label_efficiency",
-    "convert-checkpoint": "unimiss_monai.networks.convert:convert_checkpoint",
-    "publish-pretrained": "unimiss_monai.networks.publish:publish_pretrained",
-    "bench-backbone": "unimiss_monai.benchmarks.backbone:bench_backbone",
-    "bench-drr": "unimiss_monai.benchmarks.drr:bench_drr",
-    "bench-drr-cases": "unimiss_monai.benchmarks.drr_cases:bench_drr_cases",
-    "bench-infer": "unimiss_monai.benchmarks.inference:bench_infer",
+    "download": "unimiss_monai.release.download:download",
     "package-bundle": "unimiss_monai.release.package:package_bundle",
     "release-official": "unimiss_monai.release.official:release_official",
-    "download": "unimiss_monai.release.download:download",
     "verify-bundles": "unimiss_monai.release.verify:verify_bundles",
+    "bench-drr": "unimiss_monai.benchmarks.drr:bench_drr",
+    "bench-drr-cases": "unimiss_monai.benchmarks.drr_cases:bench_drr_cases",
+    "bench-backbone": "unimiss_monai.benchmarks.backbone:bench_backbone",
+    "bench-pretrain": "unimiss_monai.benchmarks.pretrain:bench_pretrain",
+    "bench-infer": "unimiss_monai.benchmarks.inference:bench_infer",
+}
+
+# what ``python -m unimiss_monai --help`` says of each command, without importing it (help stays fast)
+SUMMARIES: dict[str, str] = {
+    "samples": "write the demo data sets (real chest CT and radiograph, DRRs, labels) that every bundle runs on",
+    "report": "one HTML/Markdown page of a run folder's results, with its pictures",
+    "publish-pretrained": "check a pretraining export and put it where the fine-tuning bundles read it",
+    "convert-checkpoint": "convert an official UniMiSS / UniMiSS+ checkpoint to this package's weights",
+    "official-datalist": "a pretraining datalist for a data root in the official code's layout",
+    "label-efficiency": "scratch vs pretrained fine-tuning at several label fractions and seeds, with intervals",
+    "download": "fetch a released bundle by name and version, verify it and unpack it",
+    "package-bundle": "write a bundle's model-zoo style release (zip, checksum, index entry)",
+    "release-official": "convert an official checkpoint and release it as the pretraining bundle",
+    "verify-bundles": "the model-zoo checks of each bundle, offline (metadata schema, network in/out, export)",
+    "bench-drr": "DRR speed and accuracy, side by side with DiffDRR and nanodrr",
+    "bench-drr-cases": "time per CT of the DRR bundle over an archive",
+    "bench-backbone": "training-step throughput and memory, ours vs the official formulation",
+    "bench-pretrain": "one UniMiSS+ pretraining step: samples/s and peak memory",
+    "bench-infer": "whole-CT segmentation time, ours vs SwinUNETR",
 }
 
 
-def _lazy(target: str) -> Callable:
-    module_name, func_name = target.split(":")
+def _lazy(name: str) -> Callable:
+    module_name, func_name = COMMANDS[name].split(":")
 
     def call(*args, **kwargs):
         return getattr(importlib.import_module(module_name), func_name)(*args, **kwargs)
 
     call.__name__ = func_name
-    call.__doc__ = f"See {module_name}.{func_name} (``python -m unimiss_monai <command> --help`` shows its arguments)."
+    call.__doc__ = f"{SUMMARIES[name]} (options: python -m unimiss_monai {name} --help)"
     return call
 
 
@@ -344,7 +363,7 @@ def main(argv: list[str] | None = None) -> None:
         hint = f"; did you mean {close[0]}? Commands: " if close else "; choose one of: "
         print(f"unimiss_monai: unknown command {args[0]!r}{hint}{', '.join(sorted(COMMANDS))}", file=sys.stderr)
         raise SystemExit(2)  # a usage error, as an unknown option is
-    fire.Fire({name: _lazy(target) for name, target in COMMANDS.items()}, command=args, name="unimiss_monai")
+    fire.Fire({name: _lazy(name) for name in COMMANDS}, command=args, name="unimiss_monai")
 
 
 if __name__ == "__main__":
