@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -94,3 +95,25 @@ def test_inference_on_a_samples_data_set_lists_its_test_split_only(tmp_path, nam
     assert len(list_images(Path(folder) / "images")) > len(test)  # the images folder itself: everything
     copy = shutil.copytree(folder, tmp_path / "mine")  # the same files outside a samples output: the user's own data
     assert len(list_images(copy)) == len(list_images(Path(folder) / "images"))
+
+
+def test_a_samples_data_set_is_known_by_any_path_and_its_test_split_read_or_said_unreadable(tmp_path, monkeypatch, caplog):
+    import json
+    from pathlib import Path
+
+    from unimiss_monai.data import samples
+
+    root = Path(samples(str(tmp_path / "samples"), synthetic=True, only="cxr_classification"))
+    folder, datalist = root / "cxr_classification", root / "cxr_classification" / "datalist.json"
+    test = [{"image": str(folder / t["image"])} for t in json.loads(datalist.read_text())["test"]]
+    monkeypatch.chdir(folder / "images")
+    assert list_images("..") == test and list_images(os.path.join("..", "images", "..")) == test
+    content = json.loads(datalist.read_text())
+    datalist.write_text(json.dumps({**content, "test": []}))
+    with pytest.raises(FileNotFoundError, match="has no test image"):
+        list_images("..")
+    datalist.write_text(json.dumps({k: v for k, v in content.items() if k != "test"}))
+    with caplog.at_level("WARNING"):
+        everything = list_images("..")
+    assert len(everything) > len(test) and "its test split cannot be read (KeyError" in caplog.text
+    assert "--only cxr_classification --overwrite true" in caplog.text

@@ -153,3 +153,18 @@ def test_a_report_stopped_part_way_leaves_its_files_its_own(tmp_path, monkeypatc
     monkeypatch.setattr(classification_report, "save_bytes", real)
     write_report(tmp_path, probs, labels, ["a", "b"], names=["x", "y"])
     assert (tmp_path / "evaluation_predictions.csv").read_text().splitlines()[1].startswith("x,")
+
+
+def test_the_names_read_are_a_read_only_snapshot_that_later_records_leave_as_it_was(tmp_path):
+    from unimiss_monai.data.output_ledger import written_here
+
+    for name in ("a.json", "b.json"):
+        save_json({}, tmp_path / name)
+    record_written(tmp_path / "a.json", tmp_path)
+    before = written_here(tmp_path)
+    with pytest.raises(TypeError):
+        before["b.json"] = None  # the cache's own mapping: read-only
+    for _ in before:  # iterating it while recording does not change it
+        record_written(tmp_path / "b.json", tmp_path)
+    assert list(before) == ["a.json"] and list(written_here(tmp_path)) == ["a.json", "b.json"]
+    assert written_here(tmp_path) is not before and dict(written_here(tmp_path)) == dict(written_here(tmp_path))

@@ -76,12 +76,14 @@ def test_classification_report_with_no_case_worked_replaces_the_earlier_report(t
     labels = {"p.npy": [1.0, 0.0] if multi_label else 0.0, "neg.npy": [0.0, 1.0] if multi_label else 1.0}
     _evaluate(tmp_path, {"p.npy": np.full((8, 8), 1.0)}, labels, ClassificationReport(tmp_path / "out", ["x", "y"], multi_label), 1)
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["num_cases"] == 1
+    earlier = {name: (tmp_path / "out" / name).read_bytes() for name in ("roc.png", "confusion_matrix.png")}
     handler = ClassificationReport(tmp_path / "out", ["x", "y"], multi_label)
     with pytest.raises(RuntimeError, match=r"^evaluation: no case worked \(2 failed, listed in .*metrics.json\)"):
         _evaluate(tmp_path, {"p.npy": "not an array", "neg.npy": np.full((8, 8), -1.0)}, labels, handler, 1)
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["num_cases"] == 0 and metrics["num_failed"] == 2
-    assert metrics["accuracy"] is None and metrics["macro_auc"] is None
+    assert metrics["accuracy"] is None and metrics["macro_auc"] is None and metrics["notes"] == []
+    assert all((tmp_path / "out" / name).read_bytes() != png for name, png in earlier.items())  # redrawn, 0 cases
     assert [f["case"] for f in metrics["failed"]] == [str(tmp_path / "p.npy"), str(tmp_path / "neg.npy")]
     rows = (tmp_path / "out" / "evaluation_predictions.csv").read_text().splitlines()
     assert len(rows) == 3 and all(r.startswith(str(tmp_path)) for r in rows[1:])  # no score of the earlier run left

@@ -191,6 +191,18 @@ def test_failed_evaluation_cases_are_said_beside_the_scores_and_alone_when_none_
     assert not any(isinstance(b, (Figure, Table)) for b in blocks)
     assert any(b.text.startswith("2 of 2 evaluation case(s) failed") for b in blocks if isinstance(b, Note))
 
+    write_report(eval_dir, np.array([[0.9, 0.2], [0.1, 0.8]]), np.array([[1, 0], [0, 1]]), ["a", "b"], True,
+                 names=["x.png", "y.png"])
+    # a metrics.json of a version that did not count its cases: still shown, and no count made up
+    older = json.loads((eval_dir / "metrics.json").read_text())
+    del older["num_cases"]
+    (eval_dir / "metrics.json").write_text(json.dumps({**older, "num_failed": 1, "failed": failed}))
+    blocks = classification_section(RunFolder(tmp_path)).blocks
+    assert any(isinstance(b, Figure) for b in blocks)
+    assert any(b.text.startswith("1 evaluation case(s) failed") for b in blocks if isinstance(b, Note))
+    (row,) = next(b for b in summary_section(RunFolder(tmp_path)).blocks if isinstance(b, Table)).rows
+    assert row[1] == "test ROC AUC, ? (1 failed) cases"
+
     seg = _write(tmp_path / "seg" / "segmentation_report.json", {"num_cases": 0, "num_failed": 1, "failed": failed,
                                                                   "structures": ["lung"], "mean": {}})
     (note,) = segmentation_table(seg.parent, "CXR segmentation")

@@ -140,7 +140,9 @@ def list_images(folder: str | os.PathLike, suffixes: Sequence[str] = SCANNED_SUF
     if not root.is_dir():
         raise FileNotFoundError(f"input folder {str(root)!r} does not exist; pass --dataset_dir with your images")
     held_out = held_out_images(root)
-    if held_out is not None:
+    if held_out == []:
+        raise FileNotFoundError(f"the samples data set {str(root)!r} has no test image; pass --dataset_dir with your images")
+    if held_out is not None:  # as listed: a test image that is gone fails its case in one line
         logger.info("%s is a samples data set: its %d test images, not those the model was trained on; point "
                     "--dataset_dir at a folder of images to run on all of them", root, len(held_out))
         return [{"image": str(p)} for p in held_out]

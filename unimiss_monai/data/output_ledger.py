@@ -78,9 +78,11 @@ def written_here(root: str | os.PathLike) -> Mapping[str, tuple[int, int, str] |
         _PARSED.pop(ledger, None)
         return MappingProxyType({})
     complete = tail[: tail.rfind(b"\n") + 1]  # a line still being appended is read next time
-    _parse(complete.decode(errors="replace").splitlines(), recorded)
-    _PARSED[ledger] = (done + len(complete), inode, recorded)
-    return MappingProxyType(recorded)  # the cache itself, read-only: no copy of a ledger of many names per call
+    if complete:  # a new dict: a mapping returned earlier stays as it was read (and is never parsed into twice)
+        recorded = dict(recorded)
+        _parse(complete.decode(errors="replace").splitlines(), recorded)
+        _PARSED[ledger] = (done + len(complete), inode, recorded)
+    return MappingProxyType(recorded)  # read-only, so that it can be the cache's own and no copy is made per call
 
 
 def _changed(path: Path, recorded: tuple[int, int, str] | None) -> bool:

@@ -122,15 +122,21 @@ def held_out_images(folder: str | os.PathLike) -> list[Path] | None:
 
     Inference on the demo data runs on these: the model was trained on the others, so their predictions say nothing.
     """
-    folder = Path(folder)
+    folder = Path(os.path.abspath(folder))  # "." or "x/.." has a parent to look in too
     try:
         datasets = json.loads((folder.parent / MANIFEST).read_text())["datasets"]
-        (entry,) = [e for n, e in datasets.items() if (folder.parent / e.get("path", n)).resolve() == folder.resolve()]
-        datalist = folder.parent / entry["datalist"]
-        test = json.loads(datalist.read_text())["test"]
-        return [datalist.parent / item["image"] for item in test]
+        (name,) = [n for n, e in datasets.items() if (folder.parent / e.get("path", n)).resolve() == folder.resolve()]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None  # not a samples data set (or not one with a test split): the user's own folder
+        return None  # not a data set of a samples output: the user's own folder
+    try:
+        datalist = folder.parent / datasets[name]["datalist"]
+        return [datalist.parent / item["image"] for item in json.loads(datalist.read_text())["test"]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        logger.warning("%s is data set %r of a samples output, but its test split cannot be read (%s: %s): every image "
+                       "in it is taken, those the model was trained on too; rebuild it with `python -m unimiss_monai "
+                       "samples --out %s --only %s --overwrite true`", folder, name, type(err).__name__, err,
+                       folder.parent, name)
+        return None
 
 
 def find_dataset(dataset_dir: str | os.PathLike, name: str) -> str:

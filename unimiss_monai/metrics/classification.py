@@ -172,7 +172,7 @@ def classification_metrics(
         t, d = truth[:, c].astype(bool), decided[:, c].astype(bool)
         tp, fn, fp, tn = int((t & d).sum()), int((t & ~d).sum()), int((~t & d).sum()), int((~t & ~d).sum())
         auc, ap = roc_auc(probs[:, c], t), average_precision(probs[:, c], t)
-        if math.isnan(auc):
+        if math.isnan(auc) and len(probs):  # with no case scored, nothing is defined: no note per class
             notes.append(f"class {name!r}: {tp + fn} positive / {tn + fp} negative cases in this split, so its ROC AUC is undefined")
         per_class.append({
             "class": name, "positives": tp + fn, "negatives": tn + fp,

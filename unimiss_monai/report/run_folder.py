@@ -117,15 +117,15 @@ def failed_note(report: dict, path: Path) -> str | None:
     failed = report.get("num_failed") or 0
     if not failed:
         return None
-    scored = report.get("num_cases") or 0
-    return (f"{failed} of {failed + scored} evaluation case(s) failed and are not scored: {path} lists each with its "
-            "reason and fix.")
+    scored = report.get("num_cases")
+    of = f" of {failed + scored}" if isinstance(scored, int) else ""
+    return f"{failed}{of} evaluation case(s) failed and are not scored: {path} lists each with its reason and fix."
 
 
 def scored_cases(report: dict) -> str:
-    """``"12"``, or ``"12 (2 failed)"`` for a report with failed cases."""
+    """``"12"``, or ``"12 (2 failed)"`` for a report with failed cases (``"?"`` for a report that does not say)."""
     failed = report.get("num_failed") or 0
-    return f"{report.get('num_cases')}" + (f" ({failed} failed)" if failed else "")
+    return f"{report.get('num_cases', '?')}" + (f" ({failed} failed)" if failed else "")
 
 
 @dataclass

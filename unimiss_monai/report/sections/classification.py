@@ -93,7 +93,7 @@ def _task_blocks(run: RunFolder, bundle: str, what: str) -> list:
         return [Note(f"{what}: no evaluation in {home / 'eval'} (metrics.json, evaluation_predictions.csv): run the "
                      f"{bundle}_evaluate step of tools/demo.sh.")]
     blocks += [Note(n) for n in [failed_note(metrics, home / "eval" / "metrics.json")] if n]
-    if not metrics.get("num_cases"):
+    if metrics.get("num_cases") == 0:  # every case failed: the note above is all there is to show
         return blocks
     _, classes, probs, truth = read_predictions(predictions)
     macro = metrics.get("macro_auc")

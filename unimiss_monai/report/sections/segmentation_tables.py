@@ -29,7 +29,7 @@ def segmentation_table(eval_dir: Path, what: str) -> list:
     if not report:
         return [Note(f"No evaluation in {eval_dir} (segmentation_report.json): run the evaluate step of tools/demo.sh.")]
     notes = [Note(n) for n in [failed_note(report, eval_dir / "segmentation_report.json")] if n]
-    if not report.get("num_cases") and notes:
+    if report.get("num_cases") == 0 and notes:
         return notes
     rows = metric_rows(report)
     if report.get("mean_dice") is not None:  # the figure the evaluation computed, not one from rounded cells
