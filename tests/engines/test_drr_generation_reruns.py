@@ -1,0 +1,199 @@
+"""DRRGenerator reruns and several ranks: finished CTs skipped and changed or incomplete ones rendered again, a run
+killed midway or a case whose files vanish leaving nothing half-done, a user's files refused and kept, and the
+collectives, sample CT and progress bar of a multi-rank run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from drr_phantoms import SMALL
+from drr_phantoms import phantom_case as _phantom_case
+
+from unimiss_monai.engines import DRRGenerationError, DRRGenerator
+
+
+def test_rerun_skips_finished_cases_and_redoes_changed_or_incomplete_ones(tmp_path, caplog):
+    data, out = tmp_path / "data", tmp_path / "out"
+    for name in ("a", "b"):
+        _phantom_case(data, name, labels=False)
+    first = DRRGenerator(data, out, **SMALL).run()
+    record = json.loads((out / "a" / "a_done.json").read_text())
+    assert record["testing"] == [item for item in first["testing"] if item["name"] == "a"]
+
+    def mtimes(name):
+        return {p.name: p.stat().st_mtime_ns for p in (out / name).iterdir()}
+
+    before = {name: mtimes(name) for name in ("a", "b")}
+    caplog.set_level("INFO", logger="unimiss_monai.engines")  # the engine and its done records
+    assert DRRGenerator(data, out, **SMALL).run() == first
+    assert {name: mtimes(name) for name in ("a", "b")} == before
+    assert "0 of 2 CT(s) to render here, 2 already finished" in caplog.text
+    assert "2 of 2 CT(s) done in" in caplog.text and "(0 rendered now, 2 finished by an earlier run)" in caplog.text
+
+    (out / "b" / "b_AP.png").unlink()  # a listed output gone: b is not finished any more
+    caplog.clear()
+    assert DRRGenerator(data, out, **SMALL).run() == first
+    assert mtimes("a") == before["a"] and (out / "b" / "b_AP.png").is_file()
+    assert "b rendered in" in caplog.text and "a rendered in" not in caplog.text
+    assert "(1 rendered now, 1 finished by an earlier run)" in caplog.text
+
+    # other settings: nothing reused, and the outputs follow the new settings
+    run = DRRGenerator(data, out, **{**SMALL, "views": ["PA"]}).run()
+    assert [item["view"] for item in run["testing"]] == ["PA", "PA"] and not (out / "a" / "a_AP.nii.gz").exists()
+
+    # a note of the user's inside a case folder: that case is not re-rendered over it, the other one is
+    (out / "a" / "my_notes.txt").write_text("keep me")
+    with pytest.raises(DRRGenerationError) as err:
+        DRRGenerator(data, out, **SMALL).run()
+    assert "1 of 2 CT(s) failed" in str(err.value) and "my_notes.txt" in str(err.value)
+    failures = json.loads((out / "datalist.json").read_text())["failures"]
+    assert len(failures) == 1 and "my_notes.txt was not written by unimiss_monai" in str(failures[0])
+    assert (out / "a" / "my_notes.txt").read_text() == "keep me" and (out / "a" / "a_PA.nii.gz").is_file()
+    assert (out / "b" / "b_AP.nii.gz").is_file()
+
+
+def test_lateral_views_rendered_before_the_detector_side_hanging_are_rendered_again(tmp_path, caplog):
+    data, out = tmp_path / "data", tmp_path / "out"
+    _phantom_case(data, "a", labels=False)
+    ap_only = {**SMALL, "views": ["AP"]}
+    DRRGenerator(data, out / "lateral", **SMALL).run()
+    DRRGenerator(data, out / "ap", **ap_only).run()
+    for folder in ("lateral", "ap"):  # done records as the bundle wrote them before laterals were mirrored
+        path = out / folder / "a" / "a_done.json"
+        record = json.loads(path.read_text())
+        record["settings"].pop("lateral_hanging", None)
+        path.write_text(json.dumps(record))
+    caplog.set_level("INFO", logger="unimiss_monai.engines")  # the engine and its done records
+    DRRGenerator(data, out / "lateral", **SMALL).run()
+    assert "a: rendered with other settings" in caplog.text
+    caplog.clear()
+    DRRGenerator(data, out / "ap", **ap_only).run()  # nothing mirrored there: the older record still holds
+    assert "1 already finished" in caplog.text and "other settings" not in caplog.text
+
+
+def test_only_rank_zero_writes_the_sample_ct(tmp_path, monkeypatch):
+    # under torchrun every rank asks for the sample CT; the phantom that stands in for it is written once
+    import unimiss_monai.data.sample_sets.drr_generation as sample_set
+    import unimiss_monai.engines.drr_generation as engine
+    from unimiss_monai.data.ct_inputs import CTCase
+
+    written, from_rank_zero = [], CTCase("phantom_chest", tmp_path / "out" / ".sample_ct" / "phantom_chest.nii.gz")
+    monkeypatch.setattr(sample_set, "sample_ct_case", lambda scratch: written.append(scratch) or from_rank_zero)
+    monkeypatch.setattr(engine, "broadcast_object", lambda value, group=None: from_rank_zero)
+    generator = DRRGenerator(None, tmp_path / "out", **SMALL)
+    monkeypatch.setattr(engine, "rank_and_world", lambda: (1, 2))
+    assert generator.cases() == [from_rank_zero] and written == []
+    monkeypatch.setattr(engine, "rank_and_world", lambda: (0, 2))
+    assert generator.cases() == [from_rank_zero] and written == [tmp_path / "out" / ".sample_ct"]
+
+
+class _Stop(BaseException):
+    """Stands for a kill: no ``except Exception`` of the engine catches it."""
+
+
+def test_another_rank_starting_a_shorter_name_leaves_this_case_whole(tmp_path, monkeypatch):
+    # p.1 is being written while another rank starts p: p's cleanup of its own leftovers must not touch p.1's
+    from unimiss_monai.data.writers import staged_dir
+
+    data, out = tmp_path / "data", tmp_path / "out"
+    _phantom_case(data, "p.1", labels=False)
+    render_whole = DRRGenerator._render_whole
+
+    def then_rank_one_starts_p(self, case, *args):
+        entry = render_whole(self, case, *args)  # the DRRs are in p.1's staging folder; its JSONs are not yet
+        with pytest.raises(_Stop):
+            with staged_dir(out / "p"):  # p's CT fails at once: only its start matters here
+                raise _Stop
+        return entry
+
+    monkeypatch.setattr(DRRGenerator, "_render_whole", then_rank_one_starts_p)
+    run = DRRGenerator(data, out, **SMALL).run()
+    record = json.loads((out / "p.1" / "p.1_done.json").read_text())
+    assert run["failures"] == [] and record["testing"] == run["testing"] and len(run["testing"]) == 2
+    assert all((out / item[key]).is_file() for item in run["testing"] for key in ("image", "preview"))
+
+
+def test_a_case_whose_staged_files_vanish_fails_and_is_not_put_in_place(tmp_path, monkeypatch):
+    data, out = tmp_path / "data", tmp_path / "out"
+    _phantom_case(data, "a", labels=False)
+    render_whole = DRRGenerator._render_whole
+
+    def and_one_file_is_removed(self, case, *args):
+        entry = render_whole(self, case, *args)
+        entry["testing"][1]["image"].unlink()  # by another process
+        return entry
+
+    monkeypatch.setattr(DRRGenerator, "_render_whole", and_one_file_is_removed)
+    with pytest.raises(DRRGenerationError, match=r"a_LAT_LEFT.nii.gz: 1 file\(s\) of this CT vanished"):
+        DRRGenerator(data, out, **SMALL).run()
+    assert sorted(p.name for p in out.iterdir()) == ["datalist.json"]  # no folder `a` that a rerun would skip
+    assert json.loads((out / "datalist.json").read_text())["testing"] == []
+
+
+def test_a_rerun_killed_midway_leaves_no_datalist_of_the_run_before(tmp_path, monkeypatch):
+    data, out = tmp_path / "data", tmp_path / "out"
+    for name in ("a", "b"):
+        _phantom_case(data, name, labels=False)
+    DRRGenerator(data, out, **SMALL).run()
+    assert (out / "datalist.json").is_file()
+    process = DRRGenerator._process
+
+    def killed_at_b(self, case, *args):
+        if case.name == "b":
+            raise _Stop
+        return process(self, case, *args)
+
+    monkeypatch.setattr(DRRGenerator, "_process", killed_at_b)
+    with pytest.raises(_Stop):  # new settings: a is replaced, then the run is killed
+        DRRGenerator(data, out, **{**SMALL, "views": ["PA"]}).run()
+    assert (out / "a" / "a_PA.nii.gz").is_file() and not (out / "a" / "a_AP.nii.gz").exists()
+    assert not (out / "datalist.json").exists()  # it listed a's AP files, gone now
+    monkeypatch.setattr(DRRGenerator, "_process", process)
+    run = DRRGenerator(data, out, **{**SMALL, "views": ["PA"]}).run()  # finished: a datalist again
+    assert json.loads((out / "datalist.json").read_text()) == run and len(run["testing"]) == 2
+
+
+def test_a_datalist_of_the_users_in_output_dir_is_refused_and_kept(tmp_path):
+    data, out = tmp_path / "data", tmp_path / "out"
+    _phantom_case(data, "a", labels=False)
+    out.mkdir()
+    mine = '{"training": [{"image": "scan.nii.gz"}]}'
+    (out / "datalist.json").write_text(mine)
+    with pytest.raises(FileExistsError, match=r"datalist.json was not written by unimiss_monai.*move it away"):
+        DRRGenerator(data, out, **SMALL).run()
+    assert (out / "datalist.json").read_text() == mine and sorted(p.name for p in out.iterdir()) == ["datalist.json"]
+
+
+def test_every_collective_goes_over_the_coordination_group(tmp_path, monkeypatch):
+    # the gathers wait for the slowest rank's whole share: over the long-timeout group, never the default (NCCL) one
+    import unimiss_monai.engines.drr_generation as engine
+
+    _phantom_case(tmp_path / "data", "a", labels=False)
+    group, used = object(), []
+    monkeypatch.setattr(engine, "coordination_group", lambda: group)
+    monkeypatch.setattr(engine, "broadcast_object", lambda value, group=None: used.append(group) or value)
+    monkeypatch.setattr(engine, "gather_objects", lambda items, group=None: used.append(group) or list(items))
+    DRRGenerator(tmp_path / "data", tmp_path / "out", **SMALL).run()
+    assert len(used) == 3 and all(g is group for g in used)
+
+
+def test_the_progress_bar_sits_on_the_line_of_the_local_rank(tmp_path, monkeypatch):
+    # rank 1 of two one-process nodes is the only process on its machine: its bar goes on the first line there
+    import unimiss_monai.engines.drr_generation as engine
+
+    _phantom_case(tmp_path / "data", "a", labels=False)
+    positions = []
+
+    def bar(*args, **kwargs):
+        positions.append(kwargs.get("position"))
+        raise _Stop
+
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setattr(engine, "rank_and_world", lambda: (1, 2))
+    monkeypatch.setattr(engine, "share_cpu_threads", lambda: None, raising=False)
+    monkeypatch.setattr(engine, "broadcast_object", lambda value, group=None: ["a"])  # rank 0's list of CTs to do
+    monkeypatch.setattr(engine, "tqdm", bar)
+    with pytest.raises(_Stop):
+        DRRGenerator(tmp_path / "data", tmp_path / "out", **SMALL).run()
+    assert positions == [0]
