@@ -38,7 +38,7 @@ COMMANDS: dict[str, str] = {
 
 # what ``python -m unimiss_monai --help`` says of each command, without importing it (help stays fast)
 SUMMARIES: dict[str, str] = {
-    "samples": "write the demo data sets (real chest CT and radiograph, DRRs, labels) that every bundle runs on",
+    "samples": "write the demo data sets every bundle runs on (the real chest CT and radiograph where installed)",
     "report": "one HTML/Markdown page of a run folder's results, with its pictures",
     "publish-pretrained": "check a pretraining export and put it where the fine-tuning bundles read it",
     "convert-checkpoint": "convert an official UniMiSS / UniMiSS+ checkpoint to this package's weights",
@@ -48,10 +48,10 @@ SUMMARIES: dict[str, str] = {
     "package-bundle": "write a bundle's model-zoo style release (zip, checksum, index entry)",
     "release-official": "convert an official checkpoint and release it as the pretraining bundle",
     "verify-bundles": "the model-zoo checks of each bundle, offline (metadata schema, network in/out, export)",
-    "bench-drr": "DRR speed and accuracy, side by side with DiffDRR and nanodrr",
+    "bench-drr": "DRR speed and accuracy, side by side with DiffDRR, nanodrr and plastimatch where installed",
     "bench-drr-cases": "time per CT of the DRR bundle over an archive",
     "bench-backbone": "training-step throughput and memory, ours vs the official formulation",
-    "bench-pretrain": "one UniMiSS+ pretraining step: samples/s and peak memory",
+    "bench-pretrain": "speed and peak memory of the UniMiSS+ pretraining step",
     "bench-infer": "whole-CT segmentation time, ours vs SwinUNETR",
 }
 

@@ -70,11 +70,11 @@ def serving(work: Path) -> Iterator[SimpleNamespace]:
                 ready.set()
 
     threading.Thread(target=read, daemon=True).start()
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while not ready.wait(1.0) and proc.poll() is None and time.monotonic() < deadline:
-        pass
     group = None
-    try:
+    try:  # from here on, a stop (Ctrl-C in the start-up wait too) ends the script's session
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not ready.wait(1.0) and proc.poll() is None and time.monotonic() < deadline:
+            pass
         assert ready.is_set(), "tools/monai_label.sh did not reach serving:\n" + "".join(lines[-30:])
         group = int(lines[-1].split("server process group ")[1].split(")")[0])
         yield SimpleNamespace(url=f"http://127.0.0.1:{port}", work=work, lines=lines, studies=work / "studies",

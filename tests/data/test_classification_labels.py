@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
 
 from unimiss_monai.data.classification_labels import balanced_sample_weights, canonical_label, list_images, load_classification_datalist
+from unimiss_monai.data.samples import held_out_images
 from unimiss_monai.losses.classification import ClassificationLoss
 
 NAMES = ["nodule", "cardiomegaly", "effusion"]
@@ -84,7 +86,6 @@ def test_an_item_that_is_not_one_labelled_path_is_refused_naming_the_datalist(tm
 @pytest.mark.parametrize("name", ["cxr_classification", "ct_classification"])
 def test_inference_on_a_samples_data_set_lists_its_test_split_only(tmp_path, name):
     import shutil
-    from pathlib import Path
 
     from unimiss_monai.data import find_dataset, samples
 
@@ -99,7 +100,6 @@ def test_inference_on_a_samples_data_set_lists_its_test_split_only(tmp_path, nam
 
 def test_a_samples_data_set_is_known_by_any_path_and_its_test_split_read_or_said_unreadable(tmp_path, monkeypatch, caplog):
     import json
-    from pathlib import Path
 
     from unimiss_monai.data import samples
 
@@ -116,4 +116,20 @@ def test_a_samples_data_set_is_known_by_any_path_and_its_test_split_read_or_said
     with caplog.at_level("WARNING"):
         everything = list_images("..")
     assert len(everything) > len(test) and "its test split cannot be read (KeyError" in caplog.text
-    assert "--only cxr_classification --overwrite true" in caplog.text
+    assert "--only cxr_classification --synthetic true --overwrite true" in caplog.text
+    datalist.write_text(json.dumps(content))
+    (tmp_path / "link").symlink_to(folder)  # a link to the data set is the data set
+    assert list_images(tmp_path / "link") == test
+    manifest = json.loads((root / "samples.json").read_text())
+    manifest["datasets"] = {"alias": manifest["datasets"]["cxr_classification"], **manifest["datasets"]}
+    (root / "samples.json").write_text(json.dumps(manifest))  # two names of one folder: still its test split
+    assert list_images(folder) == test
+
+
+def test_a_samples_data_set_without_splits_is_all_input_and_said_nothing_of(tmp_path, caplog):
+    from unimiss_monai.data import samples
+
+    root = samples(str(tmp_path / "samples"), synthetic=True, only="drr_generation")
+    with caplog.at_level("WARNING"):
+        held = held_out_images(Path(root) / "drr_generation")
+    assert held is None and caplog.text == ""

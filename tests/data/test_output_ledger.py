@@ -168,3 +168,18 @@ def test_the_names_read_are_a_read_only_snapshot_that_later_records_leave_as_it_
         record_written(tmp_path / "b.json", tmp_path)
     assert list(before) == ["a.json"] and list(written_here(tmp_path)) == ["a.json", "b.json"]
     assert written_here(tmp_path) is not before and dict(written_here(tmp_path)) == dict(written_here(tmp_path))
+
+
+def test_a_ledger_written_anew_in_place_is_read_whole(tmp_path):
+    from unimiss_monai.data.output_ledger import written_here
+
+    for name in ("old_a.json", "old_b.json"):
+        save_json({}, tmp_path / name)
+        record_written(tmp_path / name, tmp_path)
+    assert set(written_here(tmp_path)) == {"old_a.json", "old_b.json"}
+    ledger = tmp_path / LEDGER_NAME
+    inode = ledger.stat().st_ino
+    # the same inode, longer than what was read: what a deleted ledger's successor may look like
+    ledger.write_text("".join(f"new_{i:03d}.json\n" for i in range(40)))
+    assert ledger.stat().st_ino == inode
+    assert list(written_here(tmp_path)) == [f"new_{i:03d}.json" for i in range(40)]

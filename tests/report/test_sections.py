@@ -202,6 +202,9 @@ def test_failed_evaluation_cases_are_said_beside_the_scores_and_alone_when_none_
     assert any(b.text.startswith("1 evaluation case(s) failed") for b in blocks if isinstance(b, Note))
     (row,) = next(b for b in summary_section(RunFolder(tmp_path)).blocks if isinstance(b, Table)).rows
     assert row[1] == "test ROC AUC, ? (1 failed) cases"
+    (eval_dir / "metrics.json").write_text(json.dumps({**older, "num_cases": None}))
+    (row,) = next(b for b in summary_section(RunFolder(tmp_path)).blocks if isinstance(b, Table)).rows
+    assert row[1] == "test ROC AUC, ? cases"
 
     seg = _write(tmp_path / "seg" / "segmentation_report.json", {"num_cases": 0, "num_failed": 1, "failed": failed,
                                                                   "structures": ["lung"], "mean": {}})

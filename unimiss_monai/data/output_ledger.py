@@ -44,7 +44,9 @@ def _signature(path: Path) -> tuple[int, int, str]:
     return st.st_size, st.st_mtime_ns, digest.hexdigest()
 
 
-_PARSED: dict[str, tuple[int, int, dict]] = {}  # ledger path -> (bytes parsed, inode, names): appends read once
+# ledger path -> (bytes parsed, (device, inode), the last bytes parsed, names): each append is read once
+_PARSED: dict[str, tuple[int, tuple[int, int], bytes, dict]] = {}
+_MARK = 64  # how many of the last bytes parsed tell a ledger grown by appends from a new file on a reused inode
 
 
 def _parse(lines: list[str], recorded: dict) -> None:
@@ -68,10 +70,12 @@ def written_here(root: str | os.PathLike) -> Mapping[str, tuple[int, int, str] |
     ledger = os.path.abspath(Path(root) / LEDGER_NAME)
     try:
         with open(ledger, "rb") as f:
-            inode = os.fstat(f.fileno()).st_ino
-            done, ino, recorded = _PARSED.get(ledger, (0, -1, {}))
-            if ino != inode or os.fstat(f.fileno()).st_size < done:  # another ledger at that path: read it whole
-                done, recorded = 0, {}
+            st = os.fstat(f.fileno())
+            done, file_id, mark, recorded = _PARSED.get(ledger, (0, None, b"", {}))
+            # another ledger at that path (deleted and written anew, even on the same inode): read it whole
+            if (file_id != (st.st_dev, st.st_ino) or st.st_size < done
+                    or os.pread(f.fileno(), len(mark), done - len(mark)) != mark):
+                done, mark, recorded = 0, b"", {}
             f.seek(done)
             tail = f.read()
     except (FileNotFoundError, NotADirectoryError):
@@ -81,7 +85,8 @@ def written_here(root: str | os.PathLike) -> Mapping[str, tuple[int, int, str] |
     if complete:  # a new dict: a mapping returned earlier stays as it was read (and is never parsed into twice)
         recorded = dict(recorded)
         _parse(complete.decode(errors="replace").splitlines(), recorded)
-        _PARSED[ledger] = (done + len(complete), inode, recorded)
+        done += len(complete)
+        _PARSED[ledger] = (done, (st.st_dev, st.st_ino), (mark + complete)[-_MARK:], recorded)
     return MappingProxyType(recorded)  # read-only, so that it can be the cache's own and no copy is made per call
 
 

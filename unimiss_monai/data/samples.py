@@ -121,21 +121,28 @@ def held_out_images(folder: str | os.PathLike) -> list[Path] | None:
     folder above it, with a ``test`` split in its datalist), else ``None``.
 
     Inference on the demo data runs on these: the model was trained on the others, so their predictions say nothing.
+    A data set with a training split but no readable test split is said in a warning, with the command that rebuilds it.
     """
-    folder = Path(os.path.abspath(folder))  # "." or "x/.." has a parent to look in too
+    folder = Path(folder).resolve()  # "." or "x/.." has a parent to look in too, and so does a link to a data set
     try:
         datasets = json.loads((folder.parent / MANIFEST).read_text())["datasets"]
-        (name,) = [n for n, e in datasets.items() if (folder.parent / e.get("path", n)).resolve() == folder.resolve()]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        names = [n for n, e in datasets.items() if (folder.parent / e.get("path", n)).resolve() == folder]
+        name = folder.name if folder.name in names else names[0]  # two names of one folder: the folder's own first
+        entry = datasets[name]
+        datalist = folder.parent / entry["datalist"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
         return None  # not a data set of a samples output: the user's own folder
     try:
-        datalist = folder.parent / datasets[name]["datalist"]
-        return [datalist.parent / item["image"] for item in json.loads(datalist.read_text())["test"]]
+        splits = json.loads(datalist.read_text())
+        if "test" not in splits and "training" not in splits:
+            return None  # a data set without these splits (DRR generation, pretraining): all of it is input
+        return [datalist.parent / item["image"] for item in splits["test"]]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        synthetic = " --synthetic true" if entry.get("synthetic") else ""
         logger.warning("%s is data set %r of a samples output, but its test split cannot be read (%s: %s): every image "
                        "in it is taken, those the model was trained on too; rebuild it with `python -m unimiss_monai "
-                       "samples --out %s --only %s --overwrite true`", folder, name, type(err).__name__, err,
-                       folder.parent, name)
+                       "samples --out %s --only %s%s --overwrite true`", folder, name, type(err).__name__, err,
+                       folder.parent, name, synthetic)
         return None
 
 

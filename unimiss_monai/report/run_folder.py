@@ -125,7 +125,8 @@ def failed_note(report: dict, path: Path) -> str | None:
 def scored_cases(report: dict) -> str:
     """``"12"``, or ``"12 (2 failed)"`` for a report with failed cases (``"?"`` for a report that does not say)."""
     failed = report.get("num_failed") or 0
-    return f"{report.get('num_cases', '?')}" + (f" ({failed} failed)" if failed else "")
+    scored = report.get("num_cases")
+    return f"{'?' if scored is None else scored}" + (f" ({failed} failed)" if failed else "")
 
 
 @dataclass
