@@ -83,6 +83,12 @@ def test_refusals_of_a_trained_model_name_no_pretrained_checkpoint(tmp_path):
     assert message.startswith(f"the trained model {short} lacks 1 tensors of network (e.g. ['head.bias']) -- run ")
     with pytest.raises(ValueError, match=r"lacks 1 tensors of network \(e.g. \['head.bias'\]\); use strict=False"):
         load_pretrained_init(_Net(), short, strict=True)  # the pretraining load keeps its advice
+    # the model of another bundle: its info says which
+    other = tmp_path / "other_bundle.pt"
+    torch.save({"model": _net().state_dict(), "info": {"bundle": "unimiss_cxr_segmentation"}}, other)
+    message = _refusal(_Net(), other)
+    assert "; it is a model of unimiss_cxr_segmentation (its info says so) -- run " in message
+    assert message.endswith(", or point --ckpt_path at a model of this bundle")
 
 
 def test_a_trained_model_is_refused_at_other_input_settings(tmp_path):

@@ -141,8 +141,9 @@ def make_run(root: Path) -> tuple[Path, Path]:
         sal[10:30, 10:30, 1] = 200
         (home / "inference" / "saliency").mkdir(parents=True)
         Image.fromarray(sal).save(home / "inference" / "saliency" / f"test_000_{classes[1]}.png")
-        _json({"class_names": classes, "cases": [{"case": f"/x/test_000_{classes[1]}.png", "status": "ok",
-                                                  "probabilities": {c: 0.5 for c in classes}}]},
+        _json({"class_names": classes, "saliency": "gradcam", "cases": [
+            {"case": f"/x/test_000_{classes[1]}.png", "status": "ok", "probabilities": {c: 0.5 for c in classes},
+             "saliency": str(home / "inference" / "saliency" / f"test_000_{classes[1]}.png")}]},
               home / "inference" / "predictions.json")
     # a label-efficiency study with its plot
     le = run / "label_efficiency"

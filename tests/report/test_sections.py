@@ -210,3 +210,41 @@ def test_failed_evaluation_cases_are_said_beside_the_scores_and_alone_when_none_
                                                                   "structures": ["lung"], "mean": {}})
     (note,) = segmentation_table(seg.parent, "CXR segmentation")
     assert isinstance(note, Note) and note.text.startswith("1 of 1 evaluation case(s) failed") and str(seg) in note.text
+
+
+def test_saliency_maps_shown_are_the_last_inferences_with_its_method(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from unimiss_monai.handlers.classification_report import write_report
+    from unimiss_monai.report.sections.classification import classification_section
+
+    home = tmp_path / "unimiss_cxr_classification"
+    write_report(home / "eval", np.array([[0.9, 0.2], [0.1, 0.8]]), np.array([[1, 0], [0, 1]]), ["a", "b"], True,
+                 names=["x.png", "y.png"])
+    for name in ("test_000_a", "old_run_b"):  # old_run_b: a map of an earlier run's case, still in the folder
+        (home / "inference" / "saliency").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(home / "inference" / "saliency" / f"{name}.png")
+    cases = [{"case": "/in/test_000_a.png", "status": "ok", "saliency": "/elsewhere/saliency/test_000_a.png"}]
+    _write(home / "inference" / "predictions.json", {"saliency": "rollout", "cases": cases})
+    (figure,) = [b for b in classification_section(RunFolder(tmp_path)).blocks if isinstance(b, Figure)
+                 and b.name.startswith("saliency")]
+    assert figure.alt.endswith("images: test_000_a") and "attention rollout" in figure.caption
+    (home / "inference" / "predictions.json").unlink()  # an inference that did not list its maps: all of them
+    (figure,) = [b for b in classification_section(RunFolder(tmp_path)).blocks if isinstance(b, Figure)
+                 and b.name.startswith("saliency")]
+    assert "old_run_b" in figure.alt and "test_000_a" in figure.alt and "Grad-CAM" not in figure.caption
+
+
+def test_a_run_on_synthetic_samples_is_not_said_to_be_on_the_real_ct(tmp_path):
+    from unimiss_monai.report.sections.cxr_segmentation import cxr_segmentation_section
+    from unimiss_monai.report.sections.summary import summary_section
+
+    _write(tmp_path / "run" / "unimiss_ct_classification" / "eval" / "metrics.json", {"num_cases": 2, "per_class": []})
+    for synthetic in (False, True):
+        _write(tmp_path / "samples" / "samples.json", {"datasets": {"cxr_segmentation": {"synthetic": synthetic}}})
+        run = RunFolder(tmp_path / "run", tmp_path / "samples")
+        text = " ".join(b.text for s in (summary_section(run), cxr_segmentation_section(run)) for b in s.blocks
+                        if hasattr(b, "text"))
+        assert run.synthetic is synthetic and ("real radiograph" in text) is not synthetic
+        assert ("synthetic phantoms" in text) is synthetic

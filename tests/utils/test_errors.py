@@ -3,6 +3,7 @@ user can fix, the traceback for everything else and behind ``UNIMISS_TRACEBACK=1
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -18,6 +19,13 @@ from raising import raised
 from unimiss_monai.utils import UnsafeCheckpointError, as_bool, install_error_hook, user_error_message
 
 BOOL_MESSAGE = "config id 'flag' is 'maybe', not a boolean; use true/false, yes/no or 1/0 (any case)"
+
+
+@pytest.fixture(autouse=True)
+def _own_record_factory():
+    factory = logging.getLogRecordFactory()  # install_error_hook replaces it for the process: this module's only
+    yield
+    logging.setLogRecordFactory(factory)
 
 
 def _refuse(_):
@@ -124,3 +132,32 @@ def test_a_failed_batch_is_listed_whole():
             raise RuntimeError("Failed to evaluate ConfigExpression: \"$__local_refs['generator'].run()\"") from err
 
     assert user_error_message(raised(run)) == listing
+
+
+def test_a_logged_error_a_user_can_fix_loses_its_traceback_and_a_bug_keeps_it(monkeypatch, tmp_path):
+    # MONAI's StatsHandler logs the error that ends a run with logger.exception, before the hook's one line
+    from PIL import Image, UnidentifiedImageError
+
+    monkeypatch.setattr(sys, "excepthook", lambda *args: None)
+    monkeypatch.delenv("UNIMISS_TRACEBACK", raising=False)
+    (tmp_path / "bad.png").write_text("not a picture")
+    unreadable = raised(lambda: Image.open(tmp_path / "bad.png"))
+    assert isinstance(unreadable, UnidentifiedImageError) and user_error_message(unreadable) == str(unreadable)
+    install_error_hook()
+    install_error_hook()
+    logger, seen = logging.getLogger("test_errors.stats"), []
+    monkeypatch.setattr(logger, "handle", seen.append)
+    for error in (ValueError("a.nii.gz: has NaN voxels; fill them"), unreadable, TypeError("bug")):
+        try:
+            raise RuntimeError("applying transform <LoadImaged>") from error
+        except RuntimeError as wrapped:
+            logger.exception(f"Exception: {wrapped}")
+    assert [r.exc_info is None for r in seen] == [True, True, False]
+    assert seen[0].getMessage() == "Exception: applying transform <LoadImaged>: a.nii.gz: has NaN voxels; fill them"
+    assert seen[1].getMessage().endswith(f": {unreadable}") and seen[2].getMessage() == "Exception: applying transform <LoadImaged>"
+    monkeypatch.setenv("UNIMISS_TRACEBACK", "1")
+    try:
+        raise ValueError("bad value")
+    except ValueError:
+        logger.exception("Exception: bad value")
+    assert seen[-1].exc_info is not None

@@ -122,9 +122,11 @@ def _load_trained(network: torch.nn.Module, path, checkpoint_key: str | None, en
         else:  # the file is named once, in front
             reason = first.replace(f"{_TRAINED} {path}: ", "").replace(f"{path}: ", "")
             what_failed = f"the trained model {path} does not fit this network: {reason}"
+        bundle = _recorded_bundle(path)  # a model of another bundle: no overlay makes it fit
         raise ValueError(
-            f"{what_failed} -- run this command with the overlays and options it was trained with (configs/smoke.yaml "
-            "after a smoke training, the same --variant)"
+            f"{what_failed}{f'; it is a model of {bundle} (its info says so)' if bundle else ''} -- run this command "
+            "with the overlays and options it was trained with (configs/smoke.yaml after a smoke training, the same "
+            f"--variant){', or point --ckpt_path at a model of this bundle' if bundle else ''}"
         ) from None
     recorded = (report.get("info") or {}).get("settings")
     if diffs := settings_mismatch(recorded, settings):
@@ -135,6 +137,15 @@ def _load_trained(network: torch.nn.Module, path, checkpoint_key: str | None, en
             f"{as_options(recorded, keys)} (or the overlay it was trained with)"
         )
     return report
+
+
+def _recorded_bundle(path: str) -> str | None:
+    """The bundle a trained model file records in its ``info`` (``None`` when it records none or cannot be read)."""
+    try:
+        info = load_torch_file(path, "trained model").get("info")
+    except (UnreadableCheckpointError, UnsafeCheckpointError, AttributeError, OSError):
+        return None
+    return info.get("bundle") if isinstance(info, dict) and isinstance(info.get("bundle"), str) else None
 
 
 def load_pretrained_init(

@@ -177,6 +177,14 @@ class RunFolder:
         path = self.samples / name
         return path if path.is_dir() else None
 
+    @property
+    def synthetic(self) -> bool:
+        """Whether the run read synthetic sample data (``samples --synthetic``: phantoms, not the real CT and
+        radiograph), as the samples manifest records it."""
+        manifest = read_json(self.samples / "samples.json") if self.samples is not None else None
+        datasets = manifest.get("datasets") if isinstance(manifest, dict) else None
+        return isinstance(datasets, dict) and any(isinstance(e, dict) and e.get("synthetic") for e in datasets.values())
+
     def find(self, pattern: str, limit: int = 50) -> list[Path]:
         """Files under the run folder matching a glob ``pattern`` (sorted, at most ``limit``)."""
         return sorted(self.root.glob(pattern))[:limit]

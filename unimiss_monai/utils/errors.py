@@ -24,7 +24,9 @@ _PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
 # the messages MONAI (and torch's DataLoader) put around the error that was actually raised
 _WRAPPERS = ("Failed to evaluate", "Failed to instantiate", "applying transform")
 _USER_TYPES = (ValueError, FileNotFoundError, FileExistsError, KeyError)
-_USER_TYPE_NAMES = {"ValueError", "FileNotFoundError", "FileExistsError", "KeyError"}
+# the readers' errors for a file that is not the image it claims to be (PIL, nibabel), told by name: neither is imported
+_READER_TYPE_NAMES = {"UnidentifiedImageError", "ImageFileError"}
+_USER_TYPE_NAMES = {"ValueError", "FileNotFoundError", "FileExistsError", "KeyError", *_READER_TYPE_NAMES}
 _WORKER_HEAD = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.\nOriginal Traceback")
 _EXC_LINE = re.compile(r"^(?P<type>[A-Za-z_][\w.]*): (?P<message>.*)$")
 _FILE_LINE = re.compile(r'^\s*File "(?P<file>[^"]+)", line \d+')
@@ -133,7 +135,8 @@ def user_error_message(exc: BaseException) -> str | None:
     if type(exc).__module__.split(".")[0] == "unimiss_monai":
         # this package's own error classes compose their messages for the user, a list of failed cases included
         return _message(exc).strip() or None
-    user = isinstance(exc, _USER_TYPES) or (type(exc) is RuntimeError and _raised_in_package(exc.__traceback__))
+    user = (isinstance(exc, _USER_TYPES) or type(exc).__name__ in _READER_TYPE_NAMES
+            or (type(exc) is RuntimeError and _raised_in_package(exc.__traceback__)))
     return _one_line(_message(exc)) if user else None
 
 
@@ -150,7 +153,7 @@ def _close_progress_bars() -> None:
 
 def _hook(previous):
     def excepthook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
-        message = None if os.environ.get(TRACEBACK_ENV, "").strip() not in ("", "0") else user_error_message(value)
+        message = None if _traceback_wanted() else user_error_message(value)
         if message is None:
             previous(kind, value, tb)
             return
@@ -162,12 +165,37 @@ def _hook(previous):
     return excepthook
 
 
+def _traceback_wanted() -> bool:
+    return os.environ.get(TRACEBACK_ENV, "").strip() not in ("", "0")
+
+
+def _without_user_tracebacks(previous):
+    """A log record factory that leaves the traceback out of a record logged with an error a user can fix: MONAI's
+    ``StatsHandler`` logs the error that ends a run with its traceback, just before the hook prints its one line."""
+    def factory(*args, **kwargs):
+        record = previous(*args, **kwargs)
+        error = record.exc_info[1] if record.exc_info else None
+        message = user_error_message(error) if isinstance(error, Exception) and not _traceback_wanted() else None
+        if message is not None:
+            text = record.getMessage()  # "Exception: applying transform <...>" says what MONAI wrapped, not why
+            record.msg, record.args, record.exc_info = text if message in text else f"{text}: {message}", None, None
+        return record
+
+    factory.unimiss_error_hook = True  # type: ignore[attr-defined]
+    return factory
+
+
 def install_error_hook() -> None:
     """Make this process print an uncaught error a user can fix (see :func:`user_error_message`) as two lines on
     stderr, ``error: <message>`` and how to get the traceback, instead of the traceback; the exit status stays 1.
-    Other errors go to the hook installed before. Installing twice changes nothing.
+    Log records of such an error (an engine's ``StatsHandler`` logs the error that ends its run) lose their traceback
+    too. Other errors go to the hook installed before, and keep their tracebacks. Installing twice changes nothing.
 
     ``UNIMISS_TRACEBACK=1`` (read when the error happens) prints the full traceback for every error.
     """
+    import logging
+
     if not getattr(sys.excepthook, "unimiss_error_hook", False):
         sys.excepthook = _hook(sys.excepthook)
+    if not getattr(logging.getLogRecordFactory(), "unimiss_error_hook", False):
+        logging.setLogRecordFactory(_without_user_tracebacks(logging.getLogRecordFactory()))

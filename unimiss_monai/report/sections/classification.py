@@ -82,6 +82,23 @@ def _saliency_figure(paths: list[Path]) -> bytes:
     return figure_png(fig, dpi=110)
 
 
+# what the inference's saliency_method draws, in the caption's words
+_METHODS = {"gradcam": "Grad-CAM of its most probable class",
+            "rollout": "attention rollout: how the class token's attention flows through the layers"}
+
+
+def _saliency_maps(inference: Path) -> tuple[list[Path], str | None]:
+    """The saliency PNGs of the last inference in ``inference`` and their method: the maps its ``predictions.json``
+    lists (maps of an earlier run's other cases may still lie in ``saliency/``), looked up by name in that folder. An
+    inference without that file (a version that did not list them): every PNG there, method unknown."""
+    predictions = read_json(inference / "predictions.json")
+    if not isinstance(predictions, dict) or not isinstance(predictions.get("cases"), list):
+        return sorted((inference / "saliency").glob("*.png")), None
+    names = [Path(str(c["saliency"])).name for c in predictions["cases"] if isinstance(c, dict) and c.get("saliency")]
+    maps = [inference / "saliency" / n for n in names if (inference / "saliency" / n).is_file()]
+    return sorted(maps), predictions.get("saliency")
+
+
 def _task_blocks(run: RunFolder, bundle: str, what: str) -> list:
     home = run.bundle(bundle)
     blocks: list = [Note(note) for note in stale_notes(home).values()]
@@ -110,7 +127,7 @@ def _task_blocks(run: RunFolder, bundle: str, what: str) -> list:
                                                            f"{metrics['threshold']})" if metrics.get("threshold") is not None
                                                            else " (sensitivity and specificity of the most probable class)")
                         + "."))
-    saliency = sorted((home / "inference" / "saliency").glob("*.png"))
+    saliency, method = _saliency_maps(home / "inference")
     if saliency:
         # one example per ground-truth class (the sample names end in the class), then the rest
         picked: list[Path] = []
@@ -120,8 +137,9 @@ def _task_blocks(run: RunFolder, bundle: str, what: str) -> list:
         blocks.append(Figure(_saliency_figure(picked), name=f"saliency_{bundle}",
                              alt=f"Saliency maps of the {bundle.replace('_', ' ')} network on {len(picked)} test "
                                  f"images: {', '.join(p.stem for p in picked)}",
-                             caption=f"{what}: where the network looked (Grad-CAM of its most probable class, named "
-                                     "with its probability above each picture). The file names give the true finding."))
+                             caption=f"{what}: where the network looked ({_METHODS.get(method, 'saliency maps')}, "
+                                     "named with its probability above each picture). The file names give the true "
+                                     "finding."))
     elif (home / "inference").is_dir():
         blocks.append(Note(f"No saliency maps in {home / 'inference' / 'saliency'}: run inference with "
                            "--save_saliency true."))
@@ -132,8 +150,8 @@ def classification_section(run: RunFolder) -> Section:
     section = Section("classification", "Classification")
     section.add(Paragraph(
         "Both classifiers start from the pretrained backbone and train on simulated findings with exact labels: "
-        "nodules and an enlarged heart inserted into the real CT before rendering DRRs, nodules and masses inserted "
-        "into CT crops. Scores are on test cases the training never saw."))
+        f"nodules and an enlarged heart inserted into the {'phantom' if run.synthetic else 'real'} CT before rendering "
+        "DRRs, nodules and masses inserted into CT crops. Scores are on test cases the training never saw."))
     for bundle, what in _TASKS:
         section.add(*_task_blocks(run, bundle, what))
     return section

@@ -54,10 +54,11 @@ def cxr_segmentation_section(run: RunFolder) -> Section:
     home = run.bundle("cxr_segmentation")
     section.add(*(Note(note) for note in stale_notes(home).values()))
     names = _structures(run)
+    real = "" if run.synthetic else "the real radiograph RG1_UNCR (a different patient and a real detector) and to "
     section.add(Paragraph(
         "The 2D network fine-tuned from the pretrained backbone on DRRs of the sample CT with exactly projected "
-        "masks, then applied to the real radiograph RG1_UNCR (a different patient and a real detector) and to DRRs "
-        "at poses no training image uses. Outlines: the predicted masks on the input's own grid."))
+        f"masks, then applied to {real}DRRs at poses no training image uses. Outlines: the predicted masks on the "
+        "input's own grid."))
     cases = [c for c in inference_cases(home / "inference") if c["status"] == "ok"]
     panels = []
     for c in cases:

@@ -57,10 +57,12 @@ def summary_section(run: RunFolder) -> Section:
     for row in rows:  # a number that is not the held model's says so where it is read first
         if row[4] and row[4][1] in stale_notes(run.bundle(row[4][0])):
             row[2] += " (not of the model in the folder: see its section)"
+    data = ("synthetic phantoms (the sample data were written with --synthetic: a test of the pipeline, not of the "
+            "method)" if run.synthetic else "one real chest CT (with its TotalSegmentator labels) and one real radiograph")
+    inputs = "the sample inputs" if run.synthetic else "the real CT and radiograph"
     section.add(Paragraph(
-        "The chain, on one real chest CT (with its TotalSegmentator labels) and one real radiograph: DRRs of the CT "
-        "-> UniMiSS+ pretraining on CT slabs, their DRRs and radiographs -> CXR and CT segmentation and "
-        "classification fine-tuned from the pretrained backbone -> evaluation on held-out data -> inference on the "
-        "real CT and radiograph. Held-out scores of every stage; the sections below show the pictures behind them."))
+        f"The chain, on {data}: DRRs of the CT -> UniMiSS+ pretraining on CT slabs, their DRRs and radiographs -> CXR "
+        "and CT segmentation and classification fine-tuned from the pretrained backbone -> evaluation on held-out data "
+        f"-> inference on {inputs}. Held-out scores of every stage; the sections below show the pictures behind them."))
     section.add(Table(["stage", "measure", "result"], [[a, b, c] for a, b, c, _, _ in rows]))
     return section
