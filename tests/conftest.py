@@ -42,6 +42,19 @@ def _bundles_unchanged():
 
 
 @pytest.fixture(autouse=True)
+def _process_hooks_restored():
+    """install_error_hook (the CLI, a bundle run in process) replaces sys.excepthook and the log record factory for
+    the process: each test gets them back as they were."""
+    import logging
+    import sys
+
+    hook, factory = sys.excepthook, logging.getLogRecordFactory()
+    yield
+    sys.excepthook = hook
+    logging.setLogRecordFactory(factory)
+
+
+@pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
 

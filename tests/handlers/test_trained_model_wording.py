@@ -83,12 +83,17 @@ def test_refusals_of_a_trained_model_name_no_pretrained_checkpoint(tmp_path):
     assert message.startswith(f"the trained model {short} lacks 1 tensors of network (e.g. ['head.bias']) -- run ")
     with pytest.raises(ValueError, match=r"lacks 1 tensors of network \(e.g. \['head.bias'\]\); use strict=False"):
         load_pretrained_init(_Net(), short, strict=True)  # the pretraining load keeps its advice
-    # the model of another bundle: its info says which
+    # the model of another bundle: its info says which; one of this bundle gets the overlays' advice
     other = tmp_path / "other_bundle.pt"
     torch.save({"model": _net().state_dict(), "info": {"bundle": "unimiss_cxr_segmentation"}}, other)
-    message = _refusal(_Net(), other)
-    assert "; it is a model of unimiss_cxr_segmentation (its info says so) -- run " in message
-    assert message.endswith(", or point --ckpt_path at a model of this bundle")
+    with pytest.raises(ValueError) as err:
+        load_pretrained_init(_Net(), other, trained=True, bundle="unimiss_cxr_classification")
+    assert str(err.value).endswith("; it is a model of unimiss_cxr_segmentation (its info says so), not of "
+                                   "unimiss_cxr_classification: point --ckpt_path (or --ckpt_dir) at a model this "
+                                   "bundle trained")
+    with pytest.raises(ValueError, match=r"-- run this command with the overlays .* --variant\)$"):
+        load_pretrained_init(_Net(), other, trained=True, bundle="unimiss_cxr_segmentation")
+    assert "unimiss_cxr_segmentation" not in _refusal(_Net(), other)  # which bundle runs is not known: no claim
 
 
 def test_a_trained_model_is_refused_at_other_input_settings(tmp_path):

@@ -21,13 +21,6 @@ from unimiss_monai.utils import UnsafeCheckpointError, as_bool, install_error_ho
 BOOL_MESSAGE = "config id 'flag' is 'maybe', not a boolean; use true/false, yes/no or 1/0 (any case)"
 
 
-@pytest.fixture(autouse=True)
-def _own_record_factory():
-    factory = logging.getLogRecordFactory()  # install_error_hook replaces it for the process: this module's only
-    yield
-    logging.setLogRecordFactory(factory)
-
-
 def _refuse(_):
     raise ValueError("/data/ct.nii.gz: has 1 non-finite (NaN or Inf) value(s) of 10; fix or remove those voxels")
 
@@ -134,8 +127,10 @@ def test_a_failed_batch_is_listed_whole():
     assert user_error_message(raised(run)) == listing
 
 
-def test_a_logged_error_a_user_can_fix_loses_its_traceback_and_a_bug_keeps_it(monkeypatch, tmp_path):
-    # MONAI's StatsHandler logs the error that ends a run with logger.exception, before the hook's one line
+def test_the_error_that_ends_a_run_is_logged_without_traceback_when_it_is_the_users(monkeypatch, tmp_path):
+    # MONAI's StatsHandler logs the error that ends an engine's run with logger.exception, just before the hook's line
+    from ignite.engine import Engine
+    from monai.handlers import StatsHandler
     from PIL import Image, UnidentifiedImageError
 
     monkeypatch.setattr(sys, "excepthook", lambda *args: None)
@@ -147,17 +142,28 @@ def test_a_logged_error_a_user_can_fix_loses_its_traceback_and_a_bug_keeps_it(mo
     install_error_hook()
     logger, seen = logging.getLogger("test_errors.stats"), []
     monkeypatch.setattr(logger, "handle", seen.append)
-    for error in (ValueError("a.nii.gz: has NaN voxels; fill them"), unreadable, TypeError("bug")):
-        try:
+
+    def run(error: Exception) -> logging.LogRecord:
+        def step(engine, batch):
             raise RuntimeError("applying transform <LoadImaged>") from error
-        except RuntimeError as wrapped:
-            logger.exception(f"Exception: {wrapped}")
-    assert [r.exc_info is None for r in seen] == [True, True, False]
-    assert seen[0].getMessage() == "Exception: applying transform <LoadImaged>: a.nii.gz: has NaN voxels; fill them"
-    assert seen[1].getMessage().endswith(f": {unreadable}") and seen[2].getMessage() == "Exception: applying transform <LoadImaged>"
-    monkeypatch.setenv("UNIMISS_TRACEBACK", "1")
-    try:
-        raise ValueError("bad value")
+
+        engine = Engine(step)
+        StatsHandler(iteration_log=False, epoch_log=False, name=logger.name).attach(engine)
+        with pytest.raises(RuntimeError):
+            engine.run([0])
+        return next(r for r in reversed(seen) if r.funcName == "exception_raised")
+
+    fixable, unidentified, bug = (run(e) for e in (ValueError("a.nii.gz: has NaN voxels; fill them"), unreadable,
+                                                   TypeError("bug")))
+    assert fixable.exc_info is None and unidentified.exc_info is None and bug.exc_info is not None
+    assert fixable.getMessage() == "Exception: applying transform <LoadImaged>: a.nii.gz: has NaN voxels; fill them"
+    assert unidentified.getMessage().endswith(f": {unreadable}")
+    try:  # an error caught and logged anywhere else keeps its traceback: nothing prints its line at exit
+        raise ValueError("operands could not be broadcast")
     except ValueError:
-        logger.exception("Exception: bad value")
+        logger.exception("a run failed; the study goes on")
     assert seen[-1].exc_info is not None
+    monkeypatch.setenv("UNIMISS_TRACEBACK", "1")
+    assert run(ValueError("bad value")).exc_info is not None
+    logger.exception("failed %s %s", "only one argument")  # a bad call is logging's to report, as without the hook
+    assert seen[-1].msg == "failed %s %s"

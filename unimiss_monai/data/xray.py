@@ -123,10 +123,10 @@ def grey_radiograph(img: torch.Tensor, invert_monochrome1: bool = True, luminanc
         weights = torch.tensor(BT601, dtype=rgb.dtype, device=rgb.device).view(3, 1, 1)
         img = (rgb * weights).sum(0, keepdim=True)
     elif channels != 1:
-        # --luminance is a setting the model records: a model trained without it refuses it, so it is no fix here
+        # --luminance is one of the settings a trained model records: at inference it fits only a model trained so
         fix = "convert it to greyscale" + ("" if luminance or channels not in (3, 4) else
-                                           ", or use a model trained with --luminance true (the bundles' option that "
-                                           "converts colour images by luminance)")
+                                           ", or pass --luminance true, which converts colour by luminance (a trained "
+                                           "model takes it only when it was trained with it too)")
         raise ValueError(f"{name}: expected a grey radiograph (1 channel, or RGB with equal channels), got {channels} channels of shape {tuple(img.shape[1:])}; {fix}")
     meta = getattr(img, "meta", {}) or {}
     if invert_monochrome1 and needs_inversion(meta):

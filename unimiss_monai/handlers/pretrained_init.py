@@ -102,7 +102,7 @@ def _load_unimiss(net: torch.nn.Module, path: str, strict: bool, allow_partial: 
 
 
 def _load_trained(network: torch.nn.Module, path, checkpoint_key: str | None, encoder_attr: str,
-                  settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                  settings: Mapping[str, Any] | None = None, bundle: str | None = None) -> dict[str, Any]:
     """Every tensor of ``network`` from the bundle's trained model ``path``, refused in one line with what to do;
     also refused when the model records other ``settings`` than this run's."""
     if path is None or not os.path.isfile(str(path)):
@@ -122,11 +122,14 @@ def _load_trained(network: torch.nn.Module, path, checkpoint_key: str | None, en
         else:  # the file is named once, in front
             reason = first.replace(f"{_TRAINED} {path}: ", "").replace(f"{path}: ", "")
             what_failed = f"the trained model {path} does not fit this network: {reason}"
-        bundle = _recorded_bundle(path)  # a model of another bundle: no overlay makes it fit
+        # a model of another bundle: no overlay makes it fit (its info names the bundle that trained it)
+        other = _recorded_bundle(path) if bundle else None
+        if other and other != bundle:
+            raise ValueError(f"{what_failed}; it is a model of {other} (its info says so), not of {bundle}: point "
+                             f"--ckpt_path (or --ckpt_dir) at a model this bundle trained") from None
         raise ValueError(
-            f"{what_failed}{f'; it is a model of {bundle} (its info says so)' if bundle else ''} -- run this command "
-            "with the overlays and options it was trained with (configs/smoke.yaml after a smoke training, the same "
-            f"--variant){', or point --ckpt_path at a model of this bundle' if bundle else ''}"
+            f"{what_failed} -- run this command with the overlays and options it was trained with (configs/smoke.yaml "
+            "after a smoke training, the same --variant)"
         ) from None
     recorded = (report.get("info") or {}).get("settings")
     if diffs := settings_mismatch(recorded, settings):
@@ -157,6 +160,7 @@ def load_pretrained_init(
     allow_partial: bool | str = False,
     trained: bool | str = False,
     settings: Mapping[str, Any] | None = None,
+    bundle: str | None = None,
 ) -> dict[str, Any]:
     """Load the tensors of checkpoint ``path`` that fit ``network`` (or ``network.<encoder_attr>``) and report.
 
@@ -182,6 +186,8 @@ def load_pretrained_init(
             trained with), and the log line and errors speak of the trained model; ``true``/``false`` strings accepted.
         settings: with ``trained``, this run's input settings (the bundle's ``model_settings``: spacing, window,
             image size); a model that recorded other ones (``info["settings"]``) is refused in one line naming them.
+        bundle: with ``trained``, the name of the bundle that runs; a model that does not fit and whose ``info`` names
+            another bundle is refused naming it.
 
     Returns:
         ``{"path", "target", "loaded", "missing", "unexpected"}`` (``target``: ``"network"`` or ``"network.<attr>"``;
@@ -195,7 +201,7 @@ def load_pretrained_init(
         NonFiniteWeightsError (a ValueError, one line naming the file and the tensor): a tensor holds NaN or Inf.
     """
     if as_bool(trained, "trained"):
-        return _load_trained(network, path, checkpoint_key, encoder_attr, settings)
+        return _load_trained(network, path, checkpoint_key, encoder_attr, settings, bundle)
     path = optional_path(path)  # "--pretrained_path null" on the command line arrives as the word
     if path is None:
         # null comes from the configuration, not the user: an overlay (smoke.yaml, demo.yaml) sets it, or the default

@@ -180,8 +180,12 @@ class RunFolder:
     @property
     def synthetic(self) -> bool:
         """Whether the run read synthetic sample data (``samples --synthetic``: phantoms, not the real CT and
-        radiograph), as the samples manifest records it."""
-        manifest = read_json(self.samples / "samples.json") if self.samples is not None else None
+        radiograph) in any of its data sets, as the samples manifest records it; a run on partly synthetic data is
+        not said to be on the real CT and radiograph either."""
+        try:
+            manifest = read_json(self.samples / "samples.json") if self.samples is not None else None
+        except ValueError:  # not JSON: nothing known, and no section lost to it
+            return False
         datasets = manifest.get("datasets") if isinstance(manifest, dict) else None
         return isinstance(datasets, dict) and any(isinstance(e, dict) and e.get("synthetic") for e in datasets.values())
 

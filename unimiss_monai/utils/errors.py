@@ -170,15 +170,22 @@ def _traceback_wanted() -> bool:
 
 
 def _without_user_tracebacks(previous):
-    """A log record factory that leaves the traceback out of a record logged with an error a user can fix: MONAI's
-    ``StatsHandler`` logs the error that ends a run with its traceback, just before the hook prints its one line."""
+    """A log record factory that leaves the traceback out of the record MONAI's ``StatsHandler`` logs for the error
+    that ends an engine's run (``exception_raised``, which re-raises it), when that error is one a user can fix: the
+    hook prints its one line at exit. Every other record is left as it is, tracebacks of caught errors included."""
     def factory(*args, **kwargs):
         record = previous(*args, **kwargs)
-        error = record.exc_info[1] if record.exc_info else None
-        message = user_error_message(error) if isinstance(error, Exception) and not _traceback_wanted() else None
-        if message is not None:
-            text = record.getMessage()  # "Exception: applying transform <...>" says what MONAI wrapped, not why
-            record.msg, record.args, record.exc_info = text if message in text else f"{text}: {message}", None, None
+        try:
+            error = record.exc_info[1] if isinstance(record.exc_info, tuple) else None
+            if (record.funcName != "exception_raised" or not record.pathname.endswith("stats_handler.py")
+                    or not isinstance(error, Exception) or _traceback_wanted()):
+                return record
+            message = user_error_message(error)
+            if message is not None:
+                text = record.getMessage()  # "Exception: applying transform <...>" says what MONAI wrapped, not why
+                record.msg, record.args, record.exc_info = text if message in text else f"{text}: {message}", None, None
+        except Exception:  # a record is never lost to this: logging goes on as it would without the factory
+            pass
         return record
 
     factory.unimiss_error_hook = True  # type: ignore[attr-defined]
@@ -188,7 +195,7 @@ def _without_user_tracebacks(previous):
 def install_error_hook() -> None:
     """Make this process print an uncaught error a user can fix (see :func:`user_error_message`) as two lines on
     stderr, ``error: <message>`` and how to get the traceback, instead of the traceback; the exit status stays 1.
-    Log records of such an error (an engine's ``StatsHandler`` logs the error that ends its run) lose their traceback
+    The record in which MONAI's ``StatsHandler`` logs such an error, as it ends an engine's run, loses its traceback
     too. Other errors go to the hook installed before, and keep their tracebacks. Installing twice changes nothing.
 
     ``UNIMISS_TRACEBACK=1`` (read when the error happens) prints the full traceback for every error.

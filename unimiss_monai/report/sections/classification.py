@@ -96,7 +96,8 @@ def _saliency_maps(inference: Path) -> tuple[list[Path], str | None]:
         return sorted((inference / "saliency").glob("*.png")), None
     names = [Path(str(c["saliency"])).name for c in predictions["cases"] if isinstance(c, dict) and c.get("saliency")]
     maps = [inference / "saliency" / n for n in names if (inference / "saliency" / n).is_file()]
-    return sorted(maps), predictions.get("saliency")
+    method = predictions.get("saliency")
+    return sorted(maps), method if isinstance(method, str) else None
 
 
 def _task_blocks(run: RunFolder, bundle: str, what: str) -> list:

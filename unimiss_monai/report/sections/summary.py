@@ -57,8 +57,9 @@ def summary_section(run: RunFolder) -> Section:
     for row in rows:  # a number that is not the held model's says so where it is read first
         if row[4] and row[4][1] in stale_notes(run.bundle(row[4][0])):
             row[2] += " (not of the model in the folder: see its section)"
-    data = ("synthetic phantoms (the sample data were written with --synthetic: a test of the pipeline, not of the "
-            "method)" if run.synthetic else "one real chest CT (with its TotalSegmentator labels) and one real radiograph")
+    data = ("synthetic phantoms (sample data written with --synthetic, in some or all of its data sets: a test of the "
+            "pipeline, not of the method)" if run.synthetic
+            else "one real chest CT (with its TotalSegmentator labels) and one real radiograph")
     inputs = "the sample inputs" if run.synthetic else "the real CT and radiograph"
     section.add(Paragraph(
         f"The chain, on {data}: DRRs of the CT -> UniMiSS+ pretraining on CT slabs, their DRRs and radiographs -> CXR "
