@@ -84,9 +84,12 @@ def test_the_trained_model_records_the_settings_evaluation_and_inference_check(b
     train = parsed("train.json")
     saved = [s for w, s in _strings(_load(BUNDLES / bundle / "configs" / "train.json")) if w.endswith("#info#settings")]
     assert saved == ["@model_settings"]  # the CheckpointInfo of the best model
+    named = {s for w, s in _strings(_load(BUNDLES / bundle / "configs" / "train.json")) if w.endswith("#info#bundle")}
+    assert named == {bundle}
     settings = train.get_parsed_content("model_settings")
     assert settings and all(v is not None for v in settings.values())
     for names in (("inference.json",), ("train.json", "evaluate.json")):
         config = parsed(*names)
         assert config["load_model"]["settings"] == "@model_settings", names
+        assert config["load_model"]["bundle"] == bundle, names  # the name its trained models record (info bundle)
         assert config.get_parsed_content("model_settings") == settings, names  # the same ids, the same defaults

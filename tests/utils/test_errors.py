@@ -143,8 +143,10 @@ def test_the_error_that_ends_a_run_is_logged_without_traceback_when_it_is_the_us
     logger, seen = logging.getLogger("test_errors.stats"), []
     monkeypatch.setattr(logger, "handle", seen.append)
 
-    def run(error: Exception) -> logging.LogRecord:
+    def run(error: Exception, wrapped: bool = True) -> logging.LogRecord:
         def step(engine, batch):
+            if not wrapped:
+                raise error
             raise RuntimeError("applying transform <LoadImaged>") from error
 
         engine = Engine(step)
@@ -158,6 +160,10 @@ def test_the_error_that_ends_a_run_is_logged_without_traceback_when_it_is_the_us
     assert fixable.exc_info is None and unidentified.exc_info is None and bug.exc_info is not None
     assert fixable.getMessage() == "Exception: applying transform <LoadImaged>: a.nii.gz: has NaN voxels; fill them"
     assert unidentified.getMessage().endswith(f": {unreadable}")
+    loader = torch.utils.data.DataLoader(Dataset([{"image": 0}], transform=Compose([Lambda(_refuse)])), num_workers=1)
+    worker = run(raised(lambda: next(iter(loader))), wrapped=False)  # its text: the worker's formatted traceback
+    assert worker.exc_info is None and worker.getMessage() == (
+        "Exception: Caught RuntimeError in DataLoader worker process 0.: " + str(raised(lambda: _refuse(None))))
     try:  # an error caught and logged anywhere else keeps its traceback: nothing prints its line at exit
         raise ValueError("operands could not be broadcast")
     except ValueError:

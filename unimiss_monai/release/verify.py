@@ -233,7 +233,10 @@ def _sample_set(root: Path) -> Path:
     cmd = [sys.executable, "-m", "unimiss_monai", "samples", "--out", str(out), "--synthetic", "true"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
-        raise ValueError(f"verify-bundles: building the synthetic sample set failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+        lines = (done.stderr or done.stdout).strip().splitlines() or [f"exit status {done.returncode}"]
+        # the error's own line, not the hint after it on how to see its traceback
+        said = next((line for line in reversed(lines) if line.startswith("error: ")), lines[-1])
+        raise ValueError(f"verify-bundles: building the synthetic sample set failed: {said}")
     return out
 
 

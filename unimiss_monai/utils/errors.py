@@ -182,8 +182,12 @@ def _without_user_tracebacks(previous):
                 return record
             message = user_error_message(error)
             if message is not None:
-                text = record.getMessage()  # "Exception: applying transform <...>" says what MONAI wrapped, not why
-                record.msg, record.args, record.exc_info = text if message in text else f"{text}: {message}", None, None
+                # "Exception: applying transform <...>" says what MONAI wrapped, not why; a DataLoader worker's error
+                # holds the worker's whole traceback as its text: its first line only
+                text = record.getMessage()
+                head = text.splitlines()[0] if text else text
+                record.msg = text if message in text and "\n" not in text else f"{head}: {message}"
+                record.args, record.exc_info = None, None
         except Exception:  # a record is never lost to this: logging goes on as it would without the factory
             pass
         return record
