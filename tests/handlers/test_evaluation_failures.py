@@ -17,6 +17,7 @@ from monai.transforms import Compose, EnsureTyped, LoadImaged
 
 from unimiss_monai.data.tolerant import TolerantDataset
 from unimiss_monai.handlers import ClassificationReport, SegmentationReport
+from unimiss_monai.handlers.inference_summary import raise_if_failed
 
 LOAD = Compose([LoadImaged("image", ensure_channel_first=True, image_only=True), EnsureTyped("image", dtype=torch.float32)])
 
@@ -89,3 +90,18 @@ def test_classification_report_with_no_case_worked_replaces_the_earlier_report(t
     assert len(rows) == 3 and all(r.startswith(str(tmp_path)) for r in rows[1:])  # no score of the earlier run left
     per_class = (tmp_path / "out" / "per_class.csv").read_text().splitlines()
     assert per_class[1].startswith("x,0,0,")  # counts of the cases scored in this run: none
+
+
+@pytest.mark.parametrize(("failed", "total", "done", "of", "ending"), [
+    (1, 3, "scored", "", "; the other 2 are scored"),
+    (1, 2, "scored", "", "; the other case is scored"),
+    (2, 3, "written", "the outputs of ", "; the outputs of the other case are written"),
+    (1, 4, "written", "the outputs of ", "; the outputs of the other 3 are written"),
+])
+def test_the_end_of_a_partly_failed_run_counts_the_other_cases_in_words(failed, total, done, of, ending):
+    with pytest.raises(RuntimeError) as raised:
+        raise_if_failed("evaluation", failed, total, "m.json", done, of)
+    assert str(raised.value) == f"evaluation: {failed} of {total} cases failed, listed with the reason and fix in m.json{ending}"
+    with pytest.raises(RuntimeError, match=r"^evaluation: no case worked \(2 failed, listed in m.json\)$"):
+        raise_if_failed("evaluation", 2, 2, "m.json", done, of)
+    raise_if_failed("evaluation", 0, total, "m.json", done, of)  # nothing failed: no error

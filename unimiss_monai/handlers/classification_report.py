@@ -197,7 +197,7 @@ class ClassificationReport:
     def _raise_if_failed(self, engine=None) -> None:
         # at the end of the run, after every handler's end-of-epoch step: the report is written first
         failed, total = self._ended_with
-        raise_if_failed("evaluation", failed, total, self._listed_in, f"the other {total - failed} are scored")
+        raise_if_failed("evaluation", failed, total, self._listed_in, "scored")
 
 
 def _fmt(v: float | None) -> str:

@@ -99,12 +99,11 @@ class InferenceSummary:
         for case in self.cases:
             if case["status"] == "failed":
                 logger.warning("inference: FAILED %s: %s", case["case"], case["reason"])
-        raise_if_failed("inference", summary["num_failed"], summary["num_cases"], path,
-                        f"the outputs of the other {summary['num_ok']} are written")
+        raise_if_failed("inference", summary["num_failed"], summary["num_cases"], path, "written", "the outputs of ")
         return str(path)
 
 
-def raise_if_failed(stage: str, num_failed: int, num_cases: int, listed_in, rest: str) -> None:
+def raise_if_failed(stage: str, num_failed: int, num_cases: int, listed_in, done: str, of: str = "") -> None:
     """End a run in which some case failed with ``RuntimeError`` (``python -m monai.bundle run`` then exits
     non-zero): part of the work failed, and a scripted run over an archive must not exit 0 on it. Call it once
     everything of the cases that worked is written.
@@ -113,11 +112,18 @@ def raise_if_failed(stage: str, num_failed: int, num_cases: int, listed_in, rest
         stage: the first word of the message (``"inference"``, ``"evaluation"``).
         num_failed, num_cases: the cases that failed, of all cases.
         listed_in: the file that lists each failure with its reason.
-        rest: what became of the other cases (``"the outputs of the other 2 are written"``).
+        done, of: what became of the other cases: ``"written", "the outputs of "`` ends the message with
+            ``the outputs of the other 2 are written`` (``... of the other case are written`` for one), and
+            ``"scored"`` with ``the other 2 are scored`` (``the other case is scored``).
     """
     if num_cases and num_failed >= num_cases:
         raise RuntimeError(f"{stage}: no case worked ({num_failed} failed, listed in {listed_in})")
     if num_failed:
+        others = num_cases - num_failed
+        # the verb agrees with "outputs" when ``of`` names them, else with the cases
+        rest = f"{of}the other {others}" if others > 1 else f"{of}the other case"
+        verb = "are" if others > 1 or of else "is"
         raise RuntimeError(
-            f"{stage}: {num_failed} of {num_cases} cases failed, listed with the reason and fix in {listed_in}; {rest}"
+            f"{stage}: {num_failed} of {num_cases} cases failed, listed with the reason and fix in {listed_in}; "
+            f"{rest} {verb} {done}"
         )

@@ -281,5 +281,4 @@ class SegmentationReport:
 
     def _raise_if_failed(self, engine: Engine | None = None) -> None:
         # at the end of the run, after every handler's end-of-epoch step: the report is written first
-        raise_if_failed("evaluation", *self._ended_with, self.paths.get("json", self.output_dir),
-                        f"the other {self._ended_with[1] - self._ended_with[0]} are scored")
+        raise_if_failed("evaluation", *self._ended_with, self.paths.get("json", self.output_dir), "scored")
