@@ -174,6 +174,10 @@ for name in ("inference.json", "train.json"):
     names = ([overlay] if overlay else []) + (extra if name == "inference.json" else [])
     parser = ConfigParser(ConfigParser.load_config_files([os.path.join(src, name)] + [os.path.join(src, o) for o in names]))
     parser["ckpt_dir"] = "$@bundle_root + '/models'"
+    if name == "inference.json" and "post_transforms" in parser.get():
+        # MONAI Label 0.8.5 evaluates "postprocessing" too (and keeps "post_transforms"); the bundle's own lists the
+        # data set's images to name its files, and the server has no data set: /infer would fail without samples/
+        parser["postprocessing"] = "@post_transforms"
     parser["served_overlays"] = names
     ConfigParser.export_config_file(parser.get(), os.path.join(dst, name + ".tmp"), indent=2)
     os.replace(os.path.join(dst, name + ".tmp"), os.path.join(dst, name))

@@ -52,11 +52,13 @@ def _free_port() -> int:
 @contextmanager
 def serving(work: Path) -> Iterator[SimpleNamespace]:
     """``tools/monai_label.sh`` serving both bundles from ``work`` (its /infer check of each, no /train), left serving;
-    stopped on leaving by its process group."""
+    stopped on leaving by its process group. The sample data sets go beside ``work``, not into it, as by default (the
+    server, which runs in ``work``, must not find a ``samples`` folder there)."""
     port = _free_port()
+    samples = work.parent / f"{work.name}_samples"
     # MONAI Label rescores every unlabelled study in the background after each /train and next-sample request; off
     # here, so the scores the strategy reads are those of the test's own /scoring call
-    env = {**os.environ, "BUNDLES": f"{CXR},{CT}", "PORT": str(port), "WORK": str(work), "SAMPLES": str(work / "samples"),
+    env = {**os.environ, "BUNDLES": f"{CXR},{CT}", "PORT": str(port), "WORK": str(work), "SAMPLES": str(samples),
            "KEEP_SERVER": "1", "TRAIN_EPOCHS": "0", "OMP_NUM_THREADS": "2", "MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}
     proc = subprocess.Popen(["bash", str(REPO / "tools" / "monai_label.sh")], cwd=REPO, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
@@ -77,7 +79,7 @@ def serving(work: Path) -> Iterator[SimpleNamespace]:
             pass
         assert ready.is_set(), "tools/monai_label.sh did not reach serving:\n" + "".join(lines[-30:])
         group = int(lines[-1].split("server process group ")[1].split(")")[0])
-        yield SimpleNamespace(url=f"http://127.0.0.1:{port}", work=work, lines=lines, studies=work / "studies",
+        yield SimpleNamespace(url=f"http://127.0.0.1:{port}", work=work, samples=samples, lines=lines, studies=work / "studies",
                               model={b: work / "app" / "model" / b / "models" / "model.pt" for b in (CXR, CT)})
     finally:
         # Ctrl-C as documented: the script's exit trap stops the server; its process group is ended too if it stays
@@ -170,7 +172,7 @@ def _weights_sha256(model_pt: Path) -> str:
 def _unlabelled_test_study(server, dataset: str) -> tuple[str, np.ndarray, np.ndarray]:
     """An unlabelled study of the sample set's test split, with its label as a one-channel label map (a viewer's
     form) and the label's affine."""
-    root = server.work / "samples" / dataset
+    root = server.samples / dataset
     labels = {Path(i["image"]).name[:-len(".nii.gz")]: i["label"] for i in json.loads((root / "datalist.json").read_text())["test"]}
     image_id = next(i for i in _unlabelled(server.url) if i in labels)
     label = nib.load(str(root / labels[image_id]))

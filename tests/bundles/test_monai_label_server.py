@@ -371,7 +371,7 @@ def test_prepare_only_prints_the_start_command_and_leaves_the_studies_alone(serv
     work = tmp_path / "work"
     shutil.copytree(server.work / "train", work / "train")  # the smoke weights the server fixture trained
     env = {**os.environ, "PREPARE_ONLY": "1", "BUNDLES": f"{CT},{CXR}", "STUDIES": str(studies), "WORK": str(work),
-           "SAMPLES": str(server.work / "samples")}
+           "SAMPLES": str(server.samples)}
 
     def prepare():
         return subprocess.run(["bash", str(REPO / "tools" / "monai_label.sh")], cwd=REPO, env=env, text=True,
