@@ -163,3 +163,13 @@ def test_drr_times_the_preparation_as_often_as_the_renderers(tmp_path, capsys, o
     assert f"{prep['median_s']:.3f} s median" in capsys.readouterr().out
     with pytest.raises(ValueError, match="at least 1"):
         bench_drr(sizes=16, repeats=0, ct=str(ct), ours_only=True)
+
+
+@pytest.mark.parametrize(("ct_roi", "match"), [((16, 96), "takes three sizes"), ("16,96,96,1", "takes three sizes"),
+                                               (16, "takes three sizes"), ((16, 0, 96), "at least 1, got 0"),
+                                               ((16, "x", 96), "at least 1, got 'x'")])
+def test_pretrain_refuses_a_crop_that_is_not_three_sizes_before_building_anything(ct_roi, match):
+    from unimiss_monai.benchmarks.pretrain import bench_pretrain
+
+    with pytest.raises(ValueError, match=rf"^bench-pretrain: .*--ct_roi .*{match}"):
+        bench_pretrain(tiny=True, out_dim=8, ct_roi=ct_roi, device="cpu")

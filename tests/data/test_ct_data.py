@@ -324,3 +324,14 @@ def test_a_datalist_entry_that_is_not_one_path_is_refused_naming_the_datalist(tm
     (tmp_path / "datalist.json").write_text(json.dumps({"testing": [{"image": "ok.nii.gz"}, entry]}))
     with pytest.raises(CTInputError, match=rf"datalist.json: entry 1 has '{key}' = .*one path or name as a string"):
         find_ct_cases(tmp_path)
+
+
+def test_a_datalist_file_of_any_name_is_read_as_the_datalist_of_its_folder(tmp_path):
+    p = make_ct_phantom(SHAPE)
+    (tmp_path / "cts").mkdir()
+    _save(tmp_path / "cts" / "a.nii.gz", p.hu, p.affine)
+    _save(tmp_path / "cts" / "b.nii.gz", p.hu, p.affine)
+    listed = tmp_path / "my_list.json"  # paths relative to the file's folder, as in a folder's datalist.json
+    listed.write_text(json.dumps({"testing": [{"image": "cts/b.nii.gz"}]}))
+    cases = find_ct_cases(listed)
+    assert [(c.name, c.image) for c in cases] == [("b", tmp_path / "cts" / "b.nii.gz")]

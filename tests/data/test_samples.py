@@ -60,7 +60,8 @@ def test_failing_builder_does_not_stop_the_others(tmp_path, fake_builders):
 
 def test_unknown_name_and_missing_dir(tmp_path, fake_builders):
     with pytest.raises(ValueError, match="unknown data set"):
-        samples(str(tmp_path), only="nope")
+        samples(str(tmp_path / "new" / "samples"), only="nope")
+    assert not (tmp_path / "new").exists()  # refused before anything is made
     with pytest.raises(FileNotFoundError, match="samples --out"):
         find_dataset(tmp_path / "absent", "good")
     # a plain folder is the user's own data set

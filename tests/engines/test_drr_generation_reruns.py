@@ -197,3 +197,42 @@ def test_the_progress_bar_sits_on_the_line_of_the_local_rank(tmp_path, monkeypat
     with pytest.raises(_Stop):
         DRRGenerator(tmp_path / "data", tmp_path / "out", **SMALL).run()
     assert positions == [0]
+
+
+def test_a_ct_or_label_map_replaced_in_place_is_rendered_again(tmp_path, caplog):
+    import shutil
+
+    import nibabel as nib
+    import numpy as np
+
+    data, out, spare = tmp_path / "data", tmp_path / "out", tmp_path / "spare"
+    for name in ("a", "b"):
+        _phantom_case(data, name)
+    _phantom_case(spare, "a")  # files of the same content, written later
+    DRRGenerator(data, out, **SMALL).run()
+    record = json.loads((out / "a" / "a_done.json").read_text())
+    assert len(record["inputs"]) == 3 and all(isinstance(v, list) for v in record["inputs"])  # CT, labels, names
+
+    def ap(name):
+        return np.asanyarray(nib.load(str(out / name / f"{name}_AP.nii.gz")).dataobj).copy()
+
+    before = ap("a")
+    ct = nib.load(str(data / "a.nii.gz"))
+    brighter = np.asanyarray(ct.dataobj).astype(np.float32) + 200.0  # a corrected CT written over the old file
+    nib.save(nib.Nifti1Image(brighter, ct.affine), str(data / "a.nii.gz"))
+    caplog.set_level("INFO", logger="unimiss_monai.engines")
+    DRRGenerator(data, out, **SMALL).run()
+    assert "a: its CT or label map changed since it was rendered, rendering it again" in caplog.text
+    assert "a rendered in" in caplog.text and "b rendered in" not in caplog.text
+    assert ap("a").sum() > before.sum()  # the DRR of the new CT, not the one kept from before
+
+    caplog.clear()
+    shutil.copy(spare / "a_labels.nii.gz", data / "b_labels.nii.gz")  # only b's label map replaced (by its equal)
+    DRRGenerator(data, out, **SMALL).run()
+    assert "b rendered in" in caplog.text and "a rendered in" not in caplog.text
+
+    caplog.clear()  # nothing changed since: both skipped; a record from before the signatures were kept is taken
+    del record["inputs"]
+    (out / "a" / "a_done.json").write_text(json.dumps(record))
+    DRRGenerator(data, out, **SMALL).run()
+    assert "0 of 2 CT(s) to render here, 2 already finished" in caplog.text

@@ -153,3 +153,13 @@ def test_a_converted_official_checkpoint_is_published_with_its_variant(tmp_path)
     from unimiss_monai.networks import load_pretrained
 
     assert not load_pretrained(net, str(dst), strict=True).missing
+
+
+def test_a_folder_given_as_destination_is_refused_before_any_comparison(tmp_path):
+    _export(tmp_path / "run" / "model.pt")
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for force in ("false", "true"):  # the same answer either way: no --force can make a folder a file
+        with pytest.raises(ValueError, match=rf"--dst {folder} is a folder, not a file: .*--dst {folder / 'model.pt'}"):
+            publish_pretrained(str(tmp_path / "run" / "model.pt"), str(folder), force=force)
+    assert not any(folder.iterdir())

@@ -311,6 +311,12 @@ def test_the_index_may_be_the_release_folder(site, tmp_path):
         download(NAME, index=str(empty), bundle_dir=str(tmp_path / "c"), cache_dir=str(tmp_path / "cache"),
                  progress=False)
 
+    for timeout in ("abc", "-5", 0, "inf", None):  # refused even where a local index would never use it
+        with pytest.raises(ValueError, match=r"^download: --timeout must be a positive number of seconds"):
+            download(NAME, index=str(site), bundle_dir=str(tmp_path / "d"), cache_dir=str(tmp_path / "cache"),
+                     progress=False, timeout=timeout)
+    assert not (tmp_path / "d").exists()
+
 
 def test_a_refused_archive_leaves_no_bundle_dir_it_created(site, serve, tmp_path, monkeypatch):
     """--bundle_dir (and its missing parents) is created for the unpack; a refused archive removes again only the

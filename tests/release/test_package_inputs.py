@@ -106,6 +106,14 @@ def test_weights_of_another_bundle_are_not_relabelled(tiny_export, tmp_path):
         package_bundle(str(BUNDLE), weights=str(weights), out=str(tmp_path / "dist"), training="x")
     assert not (tmp_path / "dist").exists()
 
+    # nor by naming the release after that bundle: its configs would download as the pretraining bundle
+    ct_seg = BUNDLE.parent / "unimiss_ct_segmentation"
+    for bundle, name in ((ct_seg, "unimiss_pretraining"), (BUNDLE, "unimiss_cxr_segmentation")):
+        with pytest.raises(ValueError, match=rf"^package-bundle: --name {name} is the name of the bundle .*{name}; a "
+                                             rf"release of {bundle.name} must not ship under it"):
+            package_bundle(str(bundle), weights=str(weights), out=str(tmp_path / "dist"), training="x", name=name)
+    assert not (tmp_path / "dist").exists()
+
 
 def test_non_finite_weights_are_never_released(tmp_path):
     import torch

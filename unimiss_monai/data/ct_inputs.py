@@ -97,7 +97,8 @@ def _refuse_duplicate_names(cases: list[CTCase], fix: str = "") -> list[CTCase]:
 
 
 def find_ct_cases(path: str | Path) -> list[CTCase]:
-    """The CT cases in ``path`` (a folder, a NIfTI file, or a DICOM series folder), in name order. A folder's label
+    """The CT cases in ``path`` (a folder, a NIfTI file, a datalist ``.json`` file, or a DICOM series folder), in name
+    order. A folder's label
     maps (:func:`~unimiss_monai.data.image_formats.is_label_map_name`: ``*_labels``, ``*_label``, ``*_seg``) are no
     CTs; ``<case>_labels`` is that case's label map.
 
@@ -109,6 +110,8 @@ def find_ct_cases(path: str | Path) -> list[CTCase]:
     if not path.exists():
         raise CTInputError(f"{path}: not found; point dataset_dir at a folder of CTs or create one with "
                            f"`python -m unimiss_monai samples --out DIR`")
+    if path.is_file() and path.name.lower().endswith(".json"):  # a datalist of any name, as a folder's datalist.json
+        return _cases_from_datalist(path)
     if path.is_file():
         return [_case_for(path)]
     if (path / DATALIST).is_file():

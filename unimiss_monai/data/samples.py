@@ -79,14 +79,14 @@ def samples(
         overwrite: rebuild data sets that are already present.
     """
     out_dir = Path(out).expanduser().resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
     if only is None:
         names = list(BUILDERS)
     else:
         names = [n.strip() for n in only.split(",")] if isinstance(only, str) else list(only)
     unknown = [n for n in names if n not in BUILDERS]
-    if unknown:
+    if unknown:  # before the folder is made: a refused command leaves nothing behind
         raise ValueError(f"samples: unknown data set(s) {unknown}; choose from {sorted(BUILDERS)}")
+    out_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = out_dir / MANIFEST
     manifest = _read_manifest(manifest_path, "and does not replace it: move it away or choose another --out")
     failures: dict[str, str] = {}

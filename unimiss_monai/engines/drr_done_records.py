@@ -1,17 +1,19 @@
 """Done records of batch DRR generation: what a rerun checks to skip a CT, and what the run datalist is merged from.
 
-A CT ``<name>`` is finished when ``output_dir/<name>/<name>_done.json`` holds the settings it was rendered with and
-every file it lists exists. The record is written last into the CT's staging folder, so it appears with the outputs in
-one atomic rename (:func:`unimiss_monai.data.writers.staged_dir`).
+A CT ``<name>`` is finished when ``output_dir/<name>/<name>_done.json`` holds the settings it was rendered with, its
+input files are as they were when it was read (size and modification time: a CT corrected or replaced in place is
+rendered again) and every file it lists exists. The record is written last into the CT's staging folder, so it
+appears with the outputs in one atomic rename (:func:`unimiss_monai.data.writers.staged_dir`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
-__all__ = ["listed_files", "merge_records", "is_finished", "record_path", "relative"]
+__all__ = ["input_signature", "listed_files", "merge_records", "is_finished", "record_path", "relative"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +30,29 @@ def listed_files(record: dict) -> list[str]:
     return files + [item["ct"] for item in record["training"]]
 
 
-def is_finished(output_dir: Path, name: str, settings: dict) -> bool:
-    """True when the CT ``name`` has a done record for ``settings`` and every file it lists exists."""
+def input_signature(paths: list[Path | None]) -> list:
+    """``[size, modification time in ns]`` of each of ``paths`` (a DICOM series folder: its files' total size, their
+    newest time and their count; ``None`` for a path that is ``None`` or absent), as JSON values. A rerun compares it
+    with the done record's: content hashes would read every CT of an archive again just to skip it."""
+    out = []
+    for path in paths:
+        try:
+            if path is not None and path.is_dir():
+                stats = [e.stat() for e in os.scandir(path) if e.is_file()]
+                newest = max((st.st_mtime_ns for st in stats), default=0)
+                out.append([sum(st.st_size for st in stats), newest, len(stats)])
+            else:
+                st = path.stat() if path is not None else None
+                out.append(None if st is None else [st.st_size, st.st_mtime_ns])
+        except OSError:  # absent: reading it fails the case, and the missing file is named there
+            out.append(None)
+    return out
+
+
+def is_finished(output_dir: Path, name: str, settings: dict, inputs: list | None = None) -> bool:
+    """True when the CT ``name`` has a done record for ``settings`` whose input files had the signature ``inputs``
+    (:func:`input_signature`; a record without one, from before it was kept, is taken as it is) and every file it
+    lists exists."""
     path = record_path(output_dir, name)
     if not path.is_file():
         return False
@@ -40,6 +63,9 @@ def is_finished(output_dir: Path, name: str, settings: dict) -> bool:
         return False
     if record.get("settings") != settings:
         logger.info("%s: rendered with other settings, rendering it again", name)
+        return False
+    if inputs is not None and "inputs" in record and record["inputs"] != inputs:
+        logger.info("%s: its CT or label map changed since it was rendered, rendering it again", name)
         return False
     return all((output_dir / f).is_file() for f in listed_files(record))
 

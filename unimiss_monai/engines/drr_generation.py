@@ -45,7 +45,7 @@ from unimiss_monai.data.ct_io import load_ct, load_label_map
 from unimiss_monai.data.samples import find_dataset
 from unimiss_monai.data.writers import (check_output_dir, check_replaceable_json, save_contact_sheet, save_ct,
                                         save_json, save_nifti, save_png, staged_dir)
-from unimiss_monai.engines.drr_done_records import is_finished, listed_files, merge_records, relative
+from unimiss_monai.engines.drr_done_records import input_signature, is_finished, listed_files, merge_records, relative
 from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.dist import (broadcast_object, coordination_group, gather_objects, local_rank, rank_and_world,
                                       share_cpu_threads)
@@ -165,7 +165,8 @@ class DRRGenerator:
         if rank == 0:  # an earlier run's would list the files of CTs this run replaces, until it is written anew
             merged.unlink(missing_ok=True)
         # rank 0 alone reads the done records (and logs why a CT is rendered again): once per run, not per rank
-        todo = broadcast_object([c.name for c in cases if not is_finished(self.output_dir, c.name, self._settings(c))]
+        todo = broadcast_object([c.name for c in cases
+                                 if not is_finished(self.output_dir, c.name, self._settings(c), self._inputs(c))]
                                 if rank == 0 else None, group)
         share = set(todo[rank::world])
         mine = [c for c in cases if c.name in share]
@@ -233,17 +234,24 @@ class DRRGenerator:
             settings["slab_pixel_spacing"] = "row and column"  # before: their records must not match (square ones do)
         return json.loads(json.dumps(settings))
 
+    def _inputs(self, case: CTCase) -> list:
+        """The signature of the files a CT's outputs are made from (:func:`input_signature`)."""
+        return input_signature([case.image, case.labels if self.project_labels else None,
+                                case.label_names if self.project_labels else None])
+
     # ------------------------------------------------------------------ one CT
-    def _read(self, case: CTCase) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """A CT's HU, affine and (when projected) label map."""
+    def _read(self, case: CTCase) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list]:
+        """A CT's HU, affine, (when projected) label map, and its inputs' signature taken before they were read: a
+        file replaced while it is read is rendered again by the next run."""
+        inputs = self._inputs(case)
         hu, affine = load_ct(case.image)
         projected = self.project_labels and case.labels is not None
-        return hu, affine, load_label_map(case.labels, hu.shape, affine) if projected else None
+        return hu, affine, load_label_map(case.labels, hu.shape, affine) if projected else None, inputs
 
     def _process(self, case: CTCase, read: tuple, bar: tqdm, rank: int = 0) -> None:
         from unimiss_monai.drr import prepare_volume
 
-        hu, affine, labels = read
+        hu, affine, labels, inputs = read
         with staged_dir(self.output_dir / case.name) as tmp:
             if self.slab_depth > 0:
                 entry = self._render_slabs(case, hu, affine, tmp, bar)
@@ -254,8 +262,9 @@ class DRRGenerator:
             save_json(local, tmp / f"{case.name}_datalist.json")
             # the done record goes in last; the folder appears whole or not at all (staged_dir)
             run_entry = relative(entry, tmp, prefix=case.name)  # run-level paths are relative to output_dir
-            save_json({"settings": self._settings(case), "rank": rank, "testing": run_entry["testing"],
-                       "training": run_entry["training"]}, tmp / f"{case.name}_done.json")
+            record = {"settings": self._settings(case), "inputs": inputs, "rank": rank,
+                      "testing": run_entry["testing"], "training": run_entry["training"]}
+            save_json(record, tmp / f"{case.name}_done.json")
             # only a folder holding every file its record lists goes in place: reruns would skip one lacking some
             missing = [f for f in listed_files(local) if not (tmp / f).is_file()]
             if missing:

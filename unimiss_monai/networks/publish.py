@@ -135,6 +135,9 @@ def publish_pretrained(src: str, dst: str | None = None, force: bool | str = Fal
     dst_path = Path(dst) if dst else DEFAULT_DST
     if dst_path.exists() and dst_path.resolve() == src_path:
         raise ValueError(f"publish-pretrained: {src} is already {dst_path}; pass the export of a pretraining run")
+    if dst_path.is_dir():  # before any comparison: a folder holds no weights to differ from
+        raise ValueError(f"publish-pretrained: --dst {dst_path} is a folder, not a file: give the path of a file "
+                         f"(e.g. --dst {dst_path / 'model.pt'})")
     export = read_export(src_path)
     previous = None
     if dst_path.exists():
@@ -147,7 +150,8 @@ def publish_pretrained(src: str, dst: str | None = None, force: bool | str = Fal
             raise ValueError(
                 f"publish-pretrained: {dst_path} holds other weights than {src} ({len(diff)} differences: "
                 f"{'; '.join(diff[:3])}{' ...' if len(diff) > 3 else ''}); every fine-tune bundle loads it, so pass "
-                "--force true to replace it (it is kept as model.pt.prev) or --dst elsewhere"
+                f"--force true to replace it (it is kept beside, as {dst_path.name}.prev or the next free .prev.N) or "
+                "--dst elsewhere"
             )
         previous = keep_previous(dst_path)
     digest = sha256_file(src_path)

@@ -186,7 +186,7 @@ def package_bundle(
     Args:
         bundle: the bundle folder, e.g. ``bundles/unimiss_pretraining``.
         weights: a ``model.pt`` to ship as ``models/model.pt`` (a pretraining export, a fine-tuned model or a converted
-            official checkpoint); default: the bundle's own ``models/model.pt`` when present, else a release without
+            official checkpoint); by default the bundle's own ``models/model.pt`` when present, else a release without
             weights.
         out: output folder (created).
         base_url: where the files will be published (e.g. a GitHub release's download URL); index and
@@ -252,6 +252,12 @@ def build_release(
     torchscript, overwrite = as_bool(torchscript, "torchscript"), as_bool(overwrite, "overwrite")
     bundle_dir = Path(bundle_dir)
     name = check_name(name or bundle_dir.resolve().name)
+    other = bundle_dir.resolve().parent / name
+    if name != bundle_dir.resolve().name and (other / "configs" / "metadata.json").is_file():
+        # its configs and weights would download as that bundle, and load wherever that bundle's weights are asked for
+        raise ValueError(f"package-bundle: --name {name} is the name of the bundle {other}; a release of "
+                         f"{bundle_dir.resolve().name} must not ship under it: package {other} for that name, or give "
+                         "--name a name of its own")
     version, meta = bundle_version(bundle_dir)
     carried = release_files(bundle_dir)
     overlays = overlay_files(bundle_dir, overlays, carried)
