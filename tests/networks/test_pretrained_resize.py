@@ -152,6 +152,13 @@ def test_info_of_another_variant_or_widths_is_refused(tmp_path):
     assert all(torch.equal(wider.state_dict()[k], v) for k, v in before.items())  # nothing was loaded
     with pytest.raises(ValueError, match=r"weights are mitplus .*model is mit_tiny .*variant='mitplus'"):
         load_pretrained(UniMissClassifier(3, 1, 2, variant="mit_tiny", **tiny_overrides("mit_tiny")), str(path))
+    # released weights record the overlays they fit: the fix a bundle user can act on comes first
+    released = torch.load(path, weights_only=True)
+    released["info"]["overlays"] = ["smoke.yaml"]
+    torch.save(released, tmp_path / "released.pt")
+    with pytest.raises(ValueError, match=r"weights are mitplus .*; these weights fit the bundle's configs with smoke\.yaml "
+                                         r"only: add it to --config_file \(in Python: build the model with variant='mitplus'"):
+        load_pretrained(wider, str(tmp_path / "released.pt"))
 
 
 def test_untrained_encoder_tensors_refused_unless_allowed(tmp_path):

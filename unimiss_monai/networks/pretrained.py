@@ -191,6 +191,11 @@ def check_info(info: Mapping[str, Any], config: VariantConfig) -> None:
         fix = f"build the model with variant={info['variant']!r}{' and ' + ', '.join(extra) if extra else ''}"
     else:
         fix = f"this package defines no variant {info['variant']!r} (it has {sorted(VARIANTS)}); use other weights"
+    overlays = info.get("overlays")
+    if isinstance(overlays, list) and overlays and all(isinstance(o, str) for o in overlays):
+        # a release records the overlays its weights were trained with: what a bundle user changes (the command line)
+        fix = (f"these weights fit the bundle's configs with {' + '.join(overlays)} only: add "
+               f"{'them' if len(overlays) > 1 else 'it'} to --config_file (in Python: {fix})")
     raise ValueError(f"weights are {_fmt(info['variant'], theirs)}, model is {_fmt(config.name, ours)}; {fix}")
 
 

@@ -156,21 +156,21 @@ def label_efficiency(
     are written (a non-zero exit).
 
     Args:
-        bundle: unimiss_cxr_segmentation, unimiss_ct_segmentation, unimiss_cxr_classification or
+        bundle: unimiss_cxr_segmentation (default), unimiss_ct_segmentation, unimiss_cxr_classification or
             unimiss_ct_classification.
-        fractions: comma-separated fractions in (0, 1] of the training split.
+        fractions: comma-separated fractions in (0, 1] of the training split (default 0.05,0.1,0.25,1.0).
         seeds: a number N (seeds 0..N-1) or a comma-separated list; seed ``s`` fixes the subset and the training
-            randomness of every arm. 5 or more for an interval worth reading.
+            randomness of every arm. 5 or more for an interval worth reading (default 5).
         arms: comma-separated, starting with ``scratch``: any of scratch, pretrained (UniMiSS+), unimiss (the
             UniMiSS ECCV recipe on the same MiT+ backbone), intra_inter (intra-inter contrastive clustering, MiT+
-            slice encoder).
+            slice encoder). Default scratch,pretrained.
         pretrained: weights of the ``pretrained`` arm: a path; ``auto``: at the small scale, pretrain them
             (``unimiss_pretraining`` smoke scale, ``pretrain_epochs`` epochs), else the shipped
             ``bundles/unimiss_pretraining/models/model.pt``; ``none``: drop the arm.
         weights: ``arm=path`` pairs for any arm (e.g. ``unimiss=a.pt,intra_inter=b.pt``); an arm without weights
             is pretrained at the small scale (its recipe overlay, ``pretrain_epochs`` epochs).
-        dataset_dir: a ``python -m unimiss_monai samples`` output.
-        out: the study folder (runs, pretraining, results).
+        dataset_dir: a ``python -m unimiss_monai samples`` output (default ``samples``).
+        out: the study folder (runs, pretraining, results; default ``outputs/label_efficiency``).
         max_epochs: training epochs of every run (validation at the end only); default: the bundle's small-scale
             budget (24 for ``unimiss_ct_segmentation``, 16 for the others).
         epoch_iterations: iterations per epoch; ``None``: one pass over the subset.
@@ -185,7 +185,8 @@ def label_efficiency(
         jobs: runs trained at once, each in its own process with an equal share of the threads. On 2 cores, 2 jobs
             of one thread finish a small-scale study sooner than 1 job of two threads: much of a small network's step
             is single-threaded Python. Scores can differ in the last digits between thread counts.
-        overrides: further ``monai.bundle`` ids for every run (e.g. ``learning_rate=1e-3``); an id that neither the
+        overrides: further ``monai.bundle`` ids for every run, each as an option of its own (e.g.
+            ``--learning_rate 1e-3``, not ``--overrides``); an id that neither the
             train nor the evaluate configs define (a misspelled option such as ``--fraction``) is refused before any
             work, with the nearest options and ids.
 
