@@ -115,3 +115,11 @@ def test_output_feeds_the_pretraining_preprocessing(tmp_path, capsys):
         assert torch.isfinite(views["drr_view0"]).all()
     views = xray_set[(0, 7)]
     assert views["image_view1"].shape == (3, 64, 64)
+
+
+def test_a_root_that_is_missing_or_a_file_is_named_as_such(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    for root, what in ((tmp_path / "absent", "no such folder"), (tmp_path / "afile", "a file, not a folder")):
+        code, stdout, stderr = _run(capsys, "--root", str(root), "--out", str(tmp_path / "list.json"))
+        assert code != 0 and f"{root}: {what}; pass the official data root" in stdout + stderr
+    assert not (tmp_path / "list.json").exists()

@@ -143,3 +143,10 @@ def test_the_short_base_url_flag_the_help_lists_works(tmp_path, capsys):
         main(["package-bundle", "--help"])
     shown = capsys.readouterr()
     assert "-b, --base_url" in shown.out + shown.err
+
+
+@pytest.mark.parametrize("base_url", ["notaurl", "ftp://host/rel", "https://", "host/rel"])
+def test_a_base_url_that_is_no_address_is_refused_before_anything_is_written(tmp_path, base_url):
+    with pytest.raises(ValueError, match=r"^package-bundle: --base_url .* is not an http\(s\):// or file:// address"):
+        package_bundle(str(BUNDLE.parent / "unimiss_drr_generation"), out=str(tmp_path / "dist"), base_url=base_url)
+    assert not (tmp_path / "dist").exists()

@@ -66,7 +66,8 @@ def build_official_datalist(
     root = Path(root).expanduser().resolve()
     problems: list[str] = []
     if not root.is_dir():
-        return {"ct": [], "xray": []}, [f"{root}: no such folder; pass the official data root (its --data_path)"]
+        what = "a file, not a folder" if root.exists() else "no such folder"
+        return {"ct": [], "xray": []}, [f"{root}: {what}; pass the official data root (its --data_path)"]
 
     def out_path(p: Path) -> str:
         return os.path.relpath(p, relative_to) if relative_to is not None else str(p)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -250,6 +251,11 @@ def build_release(
     from unimiss_monai.utils.args import as_bool
 
     torchscript, overwrite = as_bool(torchscript, "torchscript"), as_bool(overwrite, "overwrite")
+    if base_url is not None:  # written into the index and large_files.yml: a bad one would fail only at download
+        parts = urllib.parse.urlsplit(str(base_url))
+        if parts.scheme not in ("http", "https", "file") or (parts.scheme != "file" and not parts.netloc):
+            raise ValueError(f"package-bundle: --base_url {base_url!r} is not an http(s):// or file:// address; give "
+                             "where the files will be published, e.g. https://github.com/OWNER/REPO/releases/download/TAG")
     bundle_dir = Path(bundle_dir)
     name = check_name(name or bundle_dir.resolve().name)
     other = bundle_dir.resolve().parent / name
