@@ -18,3 +18,11 @@ def test_no_bundles_to_verify(tmp_path, monkeypatch, kind):
     with pytest.raises(ValueError, match=rf"^verify-bundles: no bundle folders in {folder}; pass the bundle folders to "
                                          r"check \(verify-bundles bundles/<name> \.\.\.\)$"):
         verify.verify_bundles()
+
+
+def test_a_dataset_dir_that_is_no_folder_is_refused_before_any_check(tmp_path, repo_root, monkeypatch):
+    monkeypatch.setattr(verify, "verify_bundle", lambda *a, **k: pytest.fail("checked without the data asked for"))
+    (tmp_path / "afile").write_text("x")
+    for data in (tmp_path / "absent", tmp_path / "afile"):
+        with pytest.raises(ValueError, match=rf"^verify-bundles: --dataset_dir {data} is no folder; pass a"):
+            verify.verify_bundles(str(repo_root / "bundles" / "unimiss_drr_generation"), dataset_dir=str(data))

@@ -263,6 +263,9 @@ def verify_bundles(*bundles: str, dataset_dir: str | None = None) -> dict[str, A
     for p in paths:
         if not (p / "configs").is_dir():
             raise ValueError(f"verify-bundles: {p} is not a bundle folder (no configs/)")
+    if dataset_dir and not Path(dataset_dir).is_dir():  # a bundle whose checks read no data would pass without it
+        raise ValueError(f"verify-bundles: --dataset_dir {dataset_dir} is no folder; pass a `python -m unimiss_monai "
+                         "samples` output, or leave it out to check on the synthetic set")
     start = time.perf_counter()
     results: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="verify-bundles-") as tmp:
