@@ -52,3 +52,20 @@ def test_damaged_torch_files_say_so_without_torch_internals(tmp_path):
     torch.save({"fn": torch.nn.Linear(1, 1)}, tmp_path / "module.pt")
     with pytest.raises(UnsafeCheckpointError, match="torch.nn.modules.linear.Linear, which is refused"):
         load_torch_file(tmp_path / "module.pt")
+
+
+def test_a_bundle_zip_or_another_archive_is_named_as_what_it_is(tmp_path):
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "unimiss_pretraining.zip", "w") as z:  # what monai.bundle download leaves beside
+        z.writestr("unimiss_pretraining/configs/metadata.json", "{}")
+        z.writestr("unimiss_pretraining/models/model.pt", b"")
+    with pytest.raises(UnreadableCheckpointError) as err:
+        load_torch_file(tmp_path / "unimiss_pretraining.zip", "pretrained checkpoint")
+    assert str(err.value).endswith("is not a file written by torch.save: it is a bundle archive (it holds "
+                                   "unimiss_pretraining/configs/metadata.json); pass the bundle folder it unpacks to (the "
+                                   "one monai.bundle download writes beside it), or that folder's models/model.pt")
+    with zipfile.ZipFile(tmp_path / "notes.zip", "w") as z:
+        z.writestr("notes.txt", "x")
+    with pytest.raises(UnreadableCheckpointError, match=r"it is a zip archive, but not one torch\.save wrote; pass a "):
+        load_torch_file(tmp_path / "notes.zip")

@@ -97,6 +97,23 @@ def _utf8(data: bytes) -> str | None:
         return None
 
 
+def _zip_seen(path: str) -> str:
+    """What a zip archive that torch cannot read is: a bundle's release zip (a user may pass the zip that
+    ``monai.bundle download`` leaves beside the folder), another archive, or a damaged one."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return "it is a zip archive that does not read back whole (truncated or damaged)"
+    bundle = next((n[: -len("configs/metadata.json")] for n in names if n.endswith("configs/metadata.json")), None)
+    if bundle is not None:
+        return (f"it is a bundle archive (it holds {bundle}configs/metadata.json); pass the bundle folder it unpacks "
+                "to (the one monai.bundle download writes beside it), or that folder's models/model.pt")
+    return "it is a zip archive, but not one torch.save wrote"
+
+
 def _unreadable(what: str, path: str, error: Exception) -> UnreadableCheckpointError:
     """One line for a file torch cannot read: what the file is not, what it seems to be, and what to pass."""
     if isinstance(error, OSError):  # no file there, a folder, no permission: the system's reason is the answer
@@ -106,8 +123,9 @@ def _unreadable(what: str, path: str, error: Exception) -> UnreadableCheckpointE
     if seen is None:
         zipped = (_glance(path) or b"").startswith(b"PK\x03\x04")
         # torch's own reasons (a miniz code, a pickle opcode, "pop from empty list") mean nothing to the user
-        seen = ("it is a zip archive that does not read back whole (truncated or damaged)" if zipped
-                else "torch cannot read it (truncated, damaged, or another format)")
+        seen = (_zip_seen(path) if zipped else "torch cannot read it (truncated, damaged, or another format)")
+        if seen.startswith("it is a bundle archive"):
+            return UnreadableCheckpointError(f"{what} {path!r} is not a file written by torch.save: {seen}")
     fix = ("fetch the weights with git lfs pull, or pass another .pt/.pth checkpoint" if seen == _LFS_SEEN
            else "pass a .pt/.pth checkpoint (e.g. the models/model.pt of a run)")
     return UnreadableCheckpointError(f"{what} {path!r} is not a file written by torch.save: {seen}; {fix}")
