@@ -335,3 +335,14 @@ def test_a_datalist_file_of_any_name_is_read_as_the_datalist_of_its_folder(tmp_p
     listed.write_text(json.dumps({"testing": [{"image": "cts/b.nii.gz"}]}))
     cases = find_ct_cases(listed)
     assert [(c.name, c.image) for c in cases] == [("b", tmp_path / "cts" / "b.nii.gz")]
+
+
+def test_volumes_of_other_formats_in_a_folder_are_named_as_left_out(tmp_path, caplog):
+    p = make_ct_phantom(SHAPE)
+    _save(tmp_path / "a.nii.gz", p.hu, p.affine)
+    (tmp_path / "b.mha").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not a volume")
+    with caplog.at_level("WARNING", logger="unimiss_monai.data.ct_inputs"):
+        assert [c.name for c in find_ct_cases(tmp_path)] == ["a"]
+    assert f"{tmp_path}: 1 volume(s) of other formats left out (b.mha); list them in a datalist.json" in caplog.text
+    assert "notes.txt" not in caplog.text

@@ -236,3 +236,36 @@ def test_a_ct_or_label_map_replaced_in_place_is_rendered_again(tmp_path, caplog)
     (out / "a" / "a_done.json").write_text(json.dumps(record))
     DRRGenerator(data, out, **SMALL).run()
     assert "0 of 2 CT(s) to render here, 2 already finished" in caplog.text
+
+
+def test_a_rerun_naming_the_data_from_another_folder_skips_what_is_done(tmp_path, monkeypatch, caplog):
+    data, out = tmp_path / "data", tmp_path / "out"
+    _phantom_case(data, "a", labels=False)
+    monkeypatch.chdir(tmp_path)
+    first = DRRGenerator("data", out, **SMALL).run()  # relative to the working folder
+    assert first["testing"][0]["ct"] == str(data / "a.nii.gz")  # the source CT by its absolute path, wherever run from
+    record = json.loads((out / "a" / "a_done.json").read_text())
+    assert record["settings"]["ct"] == str(data / "a.nii.gz") and record["settings"]["labels"] is None
+    caplog.set_level("INFO", logger="unimiss_monai.engines")
+    monkeypatch.chdir(out)
+    DRRGenerator(data, out, **SMALL).run()
+    assert "1 already finished" in caplog.text
+    # a record of an earlier version: the path as typed, "None" for no labels; read from the folder it was typed in
+    record["settings"].update(ct="data/a.nii.gz", labels="None")
+    (out / "a" / "a_done.json").write_text(json.dumps(record))
+    monkeypatch.chdir(tmp_path)
+    caplog.clear()
+    DRRGenerator(data, out, **SMALL).run()
+    assert "1 already finished" in caplog.text
+
+
+def test_a_view_named_twice_or_a_missing_cuda_device_is_refused_up_front(tmp_path, monkeypatch):
+    import torch
+
+    _phantom_case(tmp_path / "data", "a", labels=False)
+    with pytest.raises(ValueError, match=r"^views: AP given more than once; name each view once$"):
+        DRRGenerator(tmp_path / "data", tmp_path / "out", **{**SMALL, "views": ["AP", "PA", "ap"]})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"^device: cuda:0 asked for, but this PyTorch sees no CUDA device; pass "):
+        DRRGenerator(tmp_path / "data", tmp_path / "out", **{**SMALL, "device": "cuda:0"})
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

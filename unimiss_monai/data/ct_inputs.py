@@ -96,6 +96,10 @@ def _refuse_duplicate_names(cases: list[CTCase], fix: str = "") -> list[CTCase]:
     return cases
 
 
+# volume formats ITK reads but a folder scan does not pick up (a folder's other files are often not CTs)
+_OTHER_VOLUMES = (".mha", ".mhd", ".nrrd", ".nhdr")
+
+
 def find_ct_cases(path: str | Path) -> list[CTCase]:
     """The CT cases in ``path`` (a folder, a NIfTI file, a datalist ``.json`` file, or a DICOM series folder), in name
     order. A folder's label
@@ -130,6 +134,10 @@ def find_ct_cases(path: str | Path) -> list[CTCase]:
             cases.append(CTCase(name=entry.name, image=entry, labels=labels, label_names=names))
     if label_maps:
         logger.info("%s: %d label map(s) left out of the CTs (%s)", path, len(label_maps), ", ".join(label_maps[:5]))
+    others = [e.name for e in sorted(path.iterdir()) if e.is_file() and e.name.lower().endswith(_OTHER_VOLUMES)]
+    if others:  # read when named alone or in a datalist, but a folder is scanned for NIfTI and DICOM only
+        logger.warning("%s: %d volume(s) of other formats left out (%s); list them in a datalist.json there, or "
+                       "convert them to NIfTI", path, len(others), ", ".join(others[:5]))
     if not cases:
         raise CTInputError(f"{path}: no CT found (looked for {DATALIST}, *.nii, *.nii.gz and DICOM series folders); "
                            f"add CTs there or create samples with `python -m unimiss_monai samples --out DIR`")

@@ -49,6 +49,18 @@ def input_signature(paths: list[Path | None]) -> list:
     return out
 
 
+def _inputs_as_paths(settings):
+    """``settings`` with its input paths absolute: records before 0.3.6 kept them as typed (relative to the working
+    folder of their run, and ``"None"`` for a CT without labels), so a rerun from that folder still matches them."""
+    if not isinstance(settings, dict):
+        return settings
+    out = dict(settings)
+    for key in ("ct", "labels"):
+        value = out.get(key)
+        out[key] = None if value in (None, "None") else os.path.abspath(value)
+    return out
+
+
 def is_finished(output_dir: Path, name: str, settings: dict, inputs: list | None = None) -> bool:
     """True when the CT ``name`` has a done record for ``settings`` whose input files had the signature ``inputs``
     (:func:`input_signature`; a record without one, from before it was kept, is taken as it is) and every file it
@@ -61,7 +73,7 @@ def is_finished(output_dir: Path, name: str, settings: dict, inputs: list | None
     except (OSError, ValueError):
         logger.warning("%s: unreadable done record, rendering the CT again", path)
         return False
-    if record.get("settings") != settings:
+    if _inputs_as_paths(record.get("settings")) != _inputs_as_paths(settings):
         logger.info("%s: rendered with other settings, rendering it again", name)
         return False
     if inputs is not None and "inputs" in record and record["inputs"] != inputs:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -113,6 +114,9 @@ class DRRGenerator:
             raise ValueError(f"views: {err}") from None
         if not self.views:
             raise ValueError("views: empty list; pass at least one view name, e.g. --views \"['AP']\"")
+        twice = sorted({v for v in self.views if self.views.count(v) > 1})
+        if twice:  # one file per view: a second entry would list the same image again
+            raise ValueError(f"views: {', '.join(twice)} given more than once; name each view once")
         if method not in METHODS:
             raise ValueError(f"method: {method!r} is not one of {METHODS}; pass --method siddon or --method trilinear")
         if slab_depth < 0:
@@ -128,6 +132,9 @@ class DRRGenerator:
         self.method, self.slab_depth = method, float(slab_depth)
         self.slab_detector_shape = _pair(slab_detector_shape)
         self.device = str(device)
+        if torch.device(self.device).type == "cuda" and not torch.cuda.is_available():  # else every CT fails alone
+            raise ValueError(f"device: {self.device} asked for, but this PyTorch sees no CUDA device; pass "
+                             "--device cpu")
         self.project_labels, self.progress = as_bool(project_labels, "project_labels"), as_bool(progress, "progress")
 
     # ------------------------------------------------------------------ inputs
@@ -222,7 +229,9 @@ class DRRGenerator:
     def _settings(self, case: CTCase) -> dict:
         """What a CT's outputs depend on, as JSON values: a done record with other settings is not reused."""
         g = self.geometry
-        settings = {"ct": str(case.image), "labels": str(case.labels) if self.project_labels else None,
+        # absolute: the same CT named from another working folder is the same input (earlier records: _inputs_as_paths)
+        settings = {"ct": os.path.abspath(case.image),
+                    "labels": os.path.abspath(case.labels) if self.project_labels and case.labels else None,
                     "views": self.views, "detector_shape": g.detector_shape, "pixel_spacing": g.pixel_spacing,
                     "sdd": g.sdd, "sid": g.sid, "method": self.method, "slab_depth": self.slab_depth,
                     "slab_detector_shape": self.slab_detector_shape if self.slab_depth > 0 else None}
@@ -301,7 +310,7 @@ class DRRGenerator:
         testing = []
         for v, view in enumerate(self.views):
             affine = self._detector_affine(view, prepared.center)
-            item = {"name": case.name, "ct": str(case.image), "view": view,
+            item = {"name": case.name, "ct": os.path.abspath(case.image), "view": view,
                     "image": save_nifti(images[v].T, affine, out / f"{case.name}_{view}.nii.gz"),
                     "preview": save_png(previews[v], out / f"{case.name}_{view}.png", self.geometry.pixel_spacing)}
             if thickness is not None:
