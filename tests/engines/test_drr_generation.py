@@ -124,7 +124,9 @@ def test_bad_volumes_fail_alone_and_are_summarised(tmp_path):
     (data / "broken.nii.gz").write_bytes(b"\x00" * 64)
     # a 2 m wide volume: the source at sid=850 mm is inside it
     big_shape = (200, 200, 10)
-    save_nifti(np.full(big_shape, -1000, np.float32), phantom_affine((10.0, 10.0, 10.0), big_shape), data / "huge.nii.gz")
+    huge = np.full(big_shape, -1000, np.float32)
+    huge[5:-5, 5:-5, 2:-2] = 40.0  # a body filling it: a volume of air alone fails earlier, as holding nothing
+    save_nifti(huge, phantom_affine((10.0, 10.0, 10.0), big_shape), data / "huge.nii.gz")
     # a label map resampled with linear interpolation: fractions at every boundary
     lerp = _phantom_case(data, "lerp")
     save_nifti(lerp.labels * 0.75, lerp.affine, data / "lerp_labels.nii.gz")

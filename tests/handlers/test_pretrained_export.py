@@ -39,6 +39,25 @@ def test_training_checkpoint_saves_the_export_with_info(tmp_path):
     assert sorted(plain) == ["model"] and torch.equal(plain["model"]["weight"], linear.weight)
 
 
+def test_an_export_keeps_the_file_it_replaces_and_rewrites_nothing_it_holds_already(tmp_path):
+    st = _student_teacher()
+    (tmp_path / "model.pt").write_text("weights of the user's")  # e.g. a downloaded bundle folder as --output_dir
+    _run_export(tmp_path, st.export, {"network": st})
+    assert (tmp_path / "model.pt.prev").read_text() == "weights of the user's"
+    exported = (tmp_path / "model.pt").read_bytes()
+    before = (tmp_path / "model.pt").stat().st_mtime_ns
+    _run_export(tmp_path, st.export, {"network": st})  # the same weights again: the file is left as it was
+    assert (tmp_path / "model.pt").read_bytes() == exported and (tmp_path / "model.pt").stat().st_mtime_ns == before
+    assert sorted(p.name for p in tmp_path.glob("model.pt*")) == ["model.pt", "model.pt.prev"]
+    import shutil
+
+    shutil.rmtree(tmp_path / "ckpt")  # a new run (a finished checkpoint would be loaded back into the network)
+    with torch.no_grad():
+        next(st.teacher.backbone.parameters()).add_(1.0)  # other weights: the earlier export is kept beside
+    _run_export(tmp_path, st.export, {"network": st})
+    assert (tmp_path / "model.pt.prev.2").read_bytes() == exported and (tmp_path / "model.pt").read_bytes() != exported
+
+
 def test_bundle_load_reports_one_line_and_resizes(tmp_path, caplog):
     st = _student_teacher()
     _run_export(tmp_path, st.export, {"network": st})

@@ -27,14 +27,19 @@ from unimiss_monai.data.grid_checks import check_ct_volume, check_dicom_series, 
 from unimiss_monai.data.image_formats import NIFTI_SUFFIXES, is_dicom_file
 
 __all__ = [
-    "CTInputError", "load_ct", "load_label_map", "label_value_problem", "is_dicom_file", "is_dicom_series_dir",
-    "warn_if_not_ct_hu",
+    "MAX_AIR_ONLY_HU", "CTInputError", "check_not_air_only", "load_ct", "load_label_map", "label_value_problem",
+    "is_dicom_file", "is_dicom_series_dir", "warn_if_not_ct_hu",
 ]
 
 logger = logging.getLogger(__name__)
 
 # CT has air near -1000 HU; a volume whose darkest voxels are this bright is most likely MR or unscaled raw values
 MR_LIKE_LOW_PERCENTILE_HU = -300.0
+# air is -1000 HU, spread by scanner noise of some tens of HU; the least dense tissue, aerated lung (about -850 to
+# -700 HU), never comes without vessels, fat (-100 HU) and chest wall around it. A volume whose densest voxel is no
+# denser than this holds no body at all (an air scan, an export or rescale gone wrong): its DRRs are blank and it gives
+# a network nothing to learn. Noise may lift an air scan's densest voxel above it; then it passes, as before
+MAX_AIR_ONLY_HU = -900.0
 
 
 class CTInputError(ValueError):
@@ -124,14 +129,16 @@ def load_ct(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         ``(hu, affine)``: ``hu`` (X, Y, Z) float32 in HU, ``affine`` 4x4 float64 voxel-to-world in RAS mm.
 
     Raises:
-        CTInputError: the file is missing or unreadable, is a 2D image, is not a single 3D volume, has NaN or Inf voxels
-            or a degenerate voxel grid.
+        CTInputError: the file is missing or unreadable, is empty (an axis of length 0), is a 2D image, is not a single
+            3D volume, has NaN or Inf voxels, holds nothing denser than air or has a degenerate voxel grid.
 
     Warns:
         UserWarning: the intensities do not look like CT HU (no air near -1000 HU; e.g. an MR volume).
     """
     path = Path(path)
     hu, affine = _load(path, "CT volume", np.float32)
+    if 0 in hu.shape:  # before counting axes: an axis of length 0 is no missing dimension, and no 2D image
+        raise CTInputError(f"{path}: the volume is empty (shape {tuple(hu.shape)}); re-export it")
     spatial = [s for s in hu.shape if s > 1]
     if hu.ndim < 3 or len(spatial) < 3:
         raise CTInputError(f"{path}: is a 2D image (shape {tuple(hu.shape)}), not a CT volume; pass a 3D CT "
@@ -146,6 +153,7 @@ def load_ct(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if bad:  # +-Inf would render as infinite pixels and a black preview
         kind = "NaN" if int(np.isnan(hu).sum()) == bad else "non-finite (NaN or Inf)"
         raise CTInputError(f"{path}: has {bad} {kind} voxels; replace them (e.g. with -1024 HU, air) before rendering")
+    check_not_air_only(hu, str(path))  # rendered, it was an all-zero DRR marked ok
     warn_if_not_ct_hu(hu, str(path), "DRRs are only meaningful for CT in HU")
     return np.asarray(hu, dtype=np.float32), affine  # any memory order: the renderer and torch read strides
 
@@ -165,6 +173,22 @@ def warn_if_not_ct_hu(hu, source: str, consequence: str = "the network was train
     warnings.warn(message, UserWarning, stacklevel=2)
     logger.warning(message)
     return True
+
+
+def check_not_air_only(hu, source: str) -> None:
+    """Raise :class:`CTInputError` (one line naming ``source``) when a CT in HU holds nothing denser than air (every
+    voxel at most :data:`MAX_AIR_ONLY_HU`). ``hu``: any array or tensor of the volume, its values finite."""
+    a = np.asarray(hu.detach().cpu() if hasattr(hu, "detach") else hu)
+    a = a.ravel(order="K")  # in memory order, as in warn_if_not_ct_hu: no C-order copy of an x-fastest volume
+    if not a.size:
+        return
+    # a sample settles it for any volume with a body in it; only one the sample finds no tissue in is read whole
+    if float(a[:: max(1, a.size // 200_000)].max()) > MAX_AIR_ONLY_HU:
+        return
+    densest = float(a.max())
+    if densest <= MAX_AIR_ONLY_HU:
+        raise CTInputError(f"{source}: holds nothing denser than air (max {densest:.0f} HU); check the export (rescale "
+                           "slope/intercept) or drop the case")
 
 
 def label_value_problem(labels: np.ndarray) -> str | None:

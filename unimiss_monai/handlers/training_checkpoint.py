@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
+from unimiss_monai.data.writers import keep_previous
 from unimiss_monai.data.writers import save_torch as atomic_torch_save  # the name this module has always exported
 from unimiss_monai.networks.state_dict_diff import state_dict_differences
 from unimiss_monai.utils.finite import first_non_finite
@@ -189,8 +190,13 @@ class TrainingCheckpoint:
         bad = first_non_finite(exported)
         if bad is not None:  # save() refused the same state already; this guards an export_fn of other tensors
             raise FloatingPointError(f"not exporting {self.export_path}: {bad} holds NaN or Inf; the previous file is kept")
+        if _same_export(self.export_path, exported):  # a rerun of a finished run: nothing new to write or to keep
+            logger.info("exported %s (unchanged: it holds these weights already)", self.export_path)
+            return
+        # a file there may be another run's or the user's (an output_dir holding downloaded weights): it is kept
+        previous = keep_previous(self.export_path)
         atomic_torch_save(exported, self.export_path)
-        logger.info("exported %s", self.export_path)
+        logger.info("exported %s%s", self.export_path, f" (the previous file kept as {previous})" if previous else "")
 
     def load(self, engine: Engine) -> None:
         if not self.path.exists():
@@ -219,6 +225,7 @@ class TrainingCheckpoint:
                 f"cannot resume from {self.path}: it was written with {saved_length} iterations per epoch, this run has "
                 f"{engine.state.epoch_length} (other data or batch size); delete it to start over, or use another output_dir"
             )
+        self._check_epochs(ckpt.get("trainer"), engine)
         for name, obj in self.objects.items():
             if name not in ckpt:
                 raise KeyError(f"checkpoint {self.path} has no {name!r} (it has {sorted(ckpt)}); delete it to start over")
@@ -263,6 +270,27 @@ class TrainingCheckpoint:
                 "--output_dir, or move that checkpoint out of the way to train anew"
             )
 
+    def _check_epochs(self, trainer_state: Mapping | None, engine: Engine) -> None:
+        """Refuse, in one line, a checkpoint further on than this run's ``max_epochs``: ignite would refuse it with
+        advice about ``engine.state.max_epochs`` that no bundle user can follow (a run of 40 epochs killed after
+        epoch 8, rerun with the 2 of the config)."""
+        if not isinstance(trainer_state, Mapping) or engine.state.max_epochs is None:
+            return
+        iteration, epoch_length = trainer_state.get("iteration"), trainer_state.get("epoch_length")
+        # the epoch ignite restores: the saved one, or that of the saved iteration
+        epoch = trainer_state.get("epoch")
+        if epoch is None and iteration is not None and epoch_length:
+            epoch = int(iteration) // int(epoch_length)
+        if epoch is None or int(epoch) <= engine.state.max_epochs:
+            return
+        planned = trainer_state.get("max_epochs")
+        raise RuntimeError(
+            f"cannot resume from {self.path}: it holds {int(epoch)} finished epoch(s)"
+            f"{f' of {planned}' if planned else ''}, more than the {engine.state.max_epochs} this run is set to; "
+            f"raise the epochs to at least {int(epoch)} (--train#epochs; --max_epochs in the fine-tuning bundles) to "
+            "continue it, or choose another --output_dir to start afresh"
+        )
+
     @staticmethod
     def _finished(trainer_state: Mapping | None) -> bool:
         """Whether a saved ignite trainer state reached its ``max_epochs``."""
@@ -270,3 +298,25 @@ class TrainingCheckpoint:
             return False
         iteration, epoch_length, max_epochs = (trainer_state.get(k) for k in ("iteration", "epoch_length", "max_epochs"))
         return None not in (iteration, epoch_length, max_epochs) and iteration >= epoch_length * max_epochs
+
+
+def _same_export(path: Path, exported: Mapping) -> bool:
+    """Whether ``path`` holds ``exported`` already: the same keys, equal tensors and equal other values."""
+    if not path.is_file():
+        return False
+    try:
+        old = load_torch_file(path, "exported weights")
+    except (ValueError, OSError):  # unreadable or unsafe: not ours to judge, so it is kept as the previous file
+        return False
+    return _equal(old, exported)
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype
+                and a.shape == b.shape and torch.equal(a.cpu(), b.detach().cpu()))
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b

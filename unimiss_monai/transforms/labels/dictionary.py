@@ -9,11 +9,11 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-from unimiss_monai.data.ct_io import warn_if_not_ct_hu
+from unimiss_monai.data.ct_io import check_not_air_only, warn_if_not_ct_hu
 from unimiss_monai.data.grid_checks import check_ct_volume
 from unimiss_monai.data.xray import source_name
 from unimiss_monai.transforms.labels.array import SelectStructures
-from unimiss_monai.transforms.utility.array import CheckImage
+from unimiss_monai.transforms.utility.array import CheckImage, check_not_empty
 
 __all__ = ["CheckSegmentationInputd", "CheckSegmentationInputD", "CheckSegmentationInputDict", "SelectStructuresD",
            "SelectStructuresDict", "SelectStructuresd"]
@@ -66,6 +66,7 @@ class CheckSegmentationInputd(MapTransform):
         image = data[image_key]
         src = source_name(image)
         kind = "3D volumes" if self.spatial_dims == 3 else "2D images"
+        check_not_empty(image, "volume" if self.spatial_dims == 3 else "image")  # before its axes are counted
         if image.ndim - 1 != self.spatial_dims:
             raise ValueError(f"{src}: image has shape {tuple(image.shape[1:])} ({image.ndim - 1} spatial dims) but this bundle segments {kind}; give it a {self.spatial_dims}D image")
         if image.shape[0] != self.in_channels:
@@ -74,6 +75,7 @@ class CheckSegmentationInputd(MapTransform):
         CheckImage(fail_constant=True)(image)
         if self.spatial_dims == 3:
             check_ct_volume(image.shape[1:], getattr(image, "affine", None), src)
+            check_not_air_only(image, src)  # nothing to segment; scanner noise keeps it from counting as constant
             warn_if_not_ct_hu(image, src, "its segmentation is unlikely to mean anything")
         if label_key not in data:
             return data

@@ -9,11 +9,27 @@ from unimiss_monai.data.grid_checks import check_dicom_series, check_grid, check
 from unimiss_monai.data.xray import source_name
 from unimiss_monai.utils.args import as_bool
 
-__all__ = ["CheckImage"]
+__all__ = ["CheckImage", "check_not_empty"]
+
+
+def check_not_empty(img, what: str = "image") -> None:
+    """Raise ``ValueError`` (one line naming the file) when ``img`` has no voxels (an axis of length 0).
+
+    Run before any count of its dimensions: MONAI's NIfTI reader gives a file of shape ``(64, 0, 30)`` as an array of
+    shape ``(0,)``, which read as "a 0D image" or "a 2D image" and sent the user after the wrong fix. The file's own
+    shape, kept in the metadata, is the one named.
+    """
+    if torch.as_tensor(img).numel():
+        return
+    stored = (getattr(img, "meta", None) or {}).get("spatial_shape")
+    stored = [int(s) for s in torch.as_tensor(stored).reshape(-1).tolist()] if stored is not None else []
+    shape = f"shape {tuple(stored)}" if 0 in stored else f"channel-first shape {tuple(img.shape)}"
+    raise ValueError(f"{source_name(img)}: the {what} is empty ({shape}); re-export it")
 
 
 class CheckImage(Transform):
-    """Refuse an image a network would turn into garbage: non-finite values (NaN, +-Inf), or a degenerate affine.
+    """Refuse an image a network would turn into garbage: no voxels, non-finite values (NaN, +-Inf), or a degenerate
+    affine.
 
     A NaN voxel spreads through every convolution and attention it touches, so a prediction of such an input is
     meaningless even where it looks plausible; a singular affine (a zero or repeated axis) has no physical grid to
@@ -37,6 +53,7 @@ class CheckImage(Transform):
         self.min_spacing, self.fail_constant = float(min_spacing), as_bool(fail_constant, "fail_constant")
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        check_not_empty(img)  # an empty export passed every check below and failed later in a resize or a network
         t = torch.as_tensor(img)
         if t.is_floating_point() or t.is_complex():
             bad = int((~torch.isfinite(t)).sum())

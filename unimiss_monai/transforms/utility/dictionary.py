@@ -8,8 +8,8 @@ from collections.abc import Callable, Hashable, Mapping
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 
-from unimiss_monai.data.ct_io import warn_if_not_ct_hu
-from unimiss_monai.transforms.utility.array import CheckImage
+from unimiss_monai.data.ct_io import check_not_air_only, warn_if_not_ct_hu
+from unimiss_monai.transforms.utility.array import CheckImage, check_not_empty
 from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.errors import failure_reason, root_cause
 
@@ -38,8 +38,9 @@ CheckImageD = CheckImageDict = CheckImaged
 
 
 class CheckSpatialDimsd(MapTransform):
-    """Fail one case with a line naming the file when a channel-first image is not ``spatial_dims``-dimensional (an
-    X-ray listed as CT, a CT given to a 2D network), then run :class:`~unimiss_monai.transforms.CheckImage` on it.
+    """Fail one case with a line naming the file when a channel-first image is empty or not
+    ``spatial_dims``-dimensional (an X-ray listed as CT, a CT given to a 2D network), then run
+    :class:`~unimiss_monai.transforms.CheckImage` on it; a 3D image holding nothing denser than air fails too.
 
     Args:
         keys: keys of the images to check.
@@ -49,16 +50,21 @@ class CheckSpatialDimsd(MapTransform):
             False.
         fail_constant: a constant image fails its case (nothing to segment or classify). Defaults to False.
         check_ct_hu: warn per case when a 3D image does not look like CT in Hounsfield units. Defaults to False.
+        fail_air_only: a 3D image (a CT in HU) whose every voxel is at most
+            :data:`~unimiss_monai.data.ct_io.MAX_AIR_ONLY_HU` fails its case: it holds no body, and trained on or
+            rendered as if it were a CT without a word. Defaults to True.
         allow_missing_keys: don't raise when a key is missing. Defaults to False.
     """
 
     def __init__(self, keys: KeysCollection, spatial_dims: int, hint: str = "", squeeze_trailing: bool = False,
-                 fail_constant: bool = False, check_ct_hu: bool = False, allow_missing_keys: bool = False) -> None:
+                 fail_constant: bool = False, check_ct_hu: bool = False, fail_air_only: bool = True,
+                 allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.spatial_dims, self.hint = int(spatial_dims), hint
         # as_bool: from the command line a value is a string, and "false" would count as true
         self.squeeze_trailing = as_bool(squeeze_trailing, "squeeze_trailing")
         self.check_ct_hu = as_bool(check_ct_hu, "check_ct_hu")
+        self.fail_air_only = as_bool(fail_air_only, "fail_air_only")
         # non-finite voxels or a degenerate grid would poison a whole batch or give a meaningless verdict
         self.check_image = CheckImage(fail_constant=fail_constant)
 
@@ -69,12 +75,16 @@ class CheckSpatialDimsd(MapTransform):
             while self.squeeze_trailing and img.ndim > self.spatial_dims + 1 and img.shape[-1] == 1:
                 img = img[..., 0]
             source = str(getattr(img, "meta", {}).get("filename_or_obj", key))
+            # an empty file loads with too few axes: told as "a 0D image", it was sent to the other section
+            check_not_empty(img, "volume" if self.spatial_dims == 3 else "image")
             if img.ndim - 1 != self.spatial_dims:
                 raise ValueError(
                     f"{source}: a {img.ndim - 1}D image (channel-first shape {tuple(img.shape)}) where a "
                     f"{self.spatial_dims}D one is needed{'; ' + self.hint if self.hint else ''}"
                 )
             d[key] = self.check_image(img)
+            if self.fail_air_only and self.spatial_dims == 3:  # after check_image: its values are finite
+                check_not_air_only(img, source)
             if self.check_ct_hu and self.spatial_dims == 3:
                 warn_if_not_ct_hu(img, source, "its result is unlikely to mean anything")
         return d
