@@ -89,6 +89,18 @@ def test_inference_numbers_out_of_range_are_refused(bundle, key, value, message)
     assert _refusal(f"--{key}", value, bundle=bundle, names=("inference.json",)) == message
 
 
+@pytest.mark.parametrize("key, value, message", [
+    ("pixel_spacing", "[1.5,2]", None), ("pixel_spacing", "2", None), ("slab_depth", "37.5", None),
+    ("slab_depth", "40", None),
+    ("pixel_spacing", "[1.5,'a']", "config id 'pixel_spacing' expects a number or a [row, column] pair of them, got [1.5, 'a']"),
+    ("pixel_spacing", "[1,2,3]", "config id 'pixel_spacing' expects a number, got [1, 2, 3]"),
+    ("slab_depth", "deep", "config id 'slab_depth' expects a number, got 'deep'"),
+])
+def test_drr_lengths_take_what_its_docs_offer(key, value, message):
+    # the detector's pixels may be [row, column]; slabs are any number of mm (an overlay took both; the check did not)
+    assert _refusal(f"--{key}", value, bundle="unimiss_drr_generation", names=("inference.json",)) == message
+
+
 def test_wrong_type_of_a_nested_id_is_refused():
     assert _refusal("--backbone#spatial_dims", "16", bundle="unimiss_pretraining", names=("train.json",)) == (
         "config id 'backbone#spatial_dims' expects a list of integers such as [2, 3], got 16")

@@ -161,6 +161,8 @@ _AT_LEAST_ONE = {"max_epochs", "epochs", "batch_size", "val_interval", "sw_batch
 # and an overlap of 1 never advances the window
 _OPEN_UNIT = {"threshold", "sw_overlap"}
 _FLAGS = {"amp"}
+# ids whose number may also be a [row, column] pair (the DRR detector's pixels), as the bundle docs offer
+_NUMBER_OR_PAIR = {"pixel_spacing"}
 
 
 def _wrong_type(key: str, value: Any, default: Any) -> str | None:
@@ -183,7 +185,10 @@ def _wrong_type(key: str, value: Any, default: Any) -> str | None:
             expects = "true or false"
     elif isinstance(default, (int, float)):
         integer = isinstance(default, int)
-        if not _is_number(value, integer):
+        pair = name in _NUMBER_OR_PAIR and isinstance(value, (list, tuple)) and len(value) == 2
+        if pair and not all(_is_number(v, integer) for v in value):
+            expects = f"{'an integer' if integer else 'a number'} or a [row, column] pair of them"
+        elif not pair and not _is_number(value, integer):
             expects = "an integer" if integer else "a number"
     elif isinstance(default, list) and default and all(_is_number(d, False) for d in default):
         # only lists of numbers: MONAI takes a single string for a list of keys, and an empty list says nothing
