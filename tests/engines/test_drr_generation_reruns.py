@@ -269,3 +269,32 @@ def test_a_view_named_twice_or_a_missing_cuda_device_is_refused_up_front(tmp_pat
     with pytest.raises(ValueError, match=r"^device: cuda:0 asked for, but this PyTorch sees no CUDA device; pass "):
         DRRGenerator(tmp_path / "data", tmp_path / "out", **{**SMALL, "device": "cuda:0"})
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_record_without_signatures_is_stale_once_an_input_is_written_after_it(tmp_path, caplog):
+    import os
+
+    data, out = tmp_path / "data", tmp_path / "out"
+    _phantom_case(data, "a", labels=False)
+    DRRGenerator(data, out, **SMALL).run()
+    path = out / "a" / "a_done.json"
+    record = json.loads(path.read_text())
+    del record["inputs"]
+    path.write_text(json.dumps(record))
+    os.utime(path, ns=(1, 1))  # written long before the CT
+    caplog.set_level("INFO", logger="unimiss_monai.engines")
+    DRRGenerator(data, out, **SMALL).run()
+    assert "a: its CT or label map changed since it was rendered" in caplog.text
+
+
+def test_a_datalist_file_guards_its_folder_and_bad_devices_are_one_line(tmp_path):
+    data = tmp_path / "data"
+    _phantom_case(data / "cts", "a", labels=False)
+    (data / "list.json").write_text(json.dumps({"testing": [{"image": "cts/a.nii.gz"}]}))
+    with pytest.raises(ValueError, match=r"^output_dir .* overlaps the input folder"):
+        DRRGenerator(data / "list.json", data / "cts", **SMALL)  # the next scan of cts/ would read the DRRs as CTs
+    for device in ("gpu", "cuda:x", "mps"):
+        with pytest.raises(ValueError, match=rf"^device: '{device}' is not a device to render on; pass --device cpu"):
+            DRRGenerator(data / "list.json", tmp_path / "out", **{**SMALL, "device": device})
+    run = DRRGenerator(data / "list.json", tmp_path / "out", **SMALL).run()
+    assert {item["ct"] for item in run["testing"]} == {str(data / "cts" / "a.nii.gz")}

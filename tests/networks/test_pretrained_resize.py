@@ -156,8 +156,10 @@ def test_info_of_another_variant_or_widths_is_refused(tmp_path):
     released = torch.load(path, weights_only=True)
     released["info"]["overlays"] = ["smoke.yaml"]
     torch.save(released, tmp_path / "released.pt")
-    with pytest.raises(ValueError, match=r"weights are mitplus .*; these weights fit the bundle's configs with smoke\.yaml "
-                                         r"only: add it to --config_file \(in Python: build the model with variant='mitplus'"):
+    with pytest.raises(ValueError, match=r"weights are mitplus .*; these weights fit their bundle's configs with "
+                                         r"smoke\.yaml only: run with that bundle's overlay of the same name added to "
+                                         r"--config_file, or choose weights of this size \(in Python: build the model "
+                                         r"with variant='mitplus'"):
         load_pretrained(wider, str(tmp_path / "released.pt"))
 
 

@@ -57,17 +57,20 @@ def _case_for(image: Path) -> CTCase:
     return CTCase(name=name, image=image, labels=labels, label_names=names)
 
 
+_OR_DELETE = " (a folder's datalist.json: or delete it to render every CT in the folder)"
+
+
 def _cases_from_datalist(datalist: Path) -> list[CTCase]:
     try:
         content = json.loads(datalist.read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise CTInputError(f"{datalist}: not valid JSON ({err}); fix it or delete it to render every CT in the folder") from err
+        raise CTInputError(f"{datalist}: not valid JSON ({err}); fix it{_OR_DELETE}") from err
     # an empty "testing" list falls back to "training" like a missing one; both empty is an error, never a run
     # that succeeds having read no CT
     entries = (content.get("testing") or content.get("training")) if isinstance(content, dict) else None
     if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) and "image" in e for e in entries):
-        raise CTInputError(f"{datalist}: expected a non-empty 'testing' list of {{'image': ...}} entries; fix it or "
-                           f"delete it to render every CT in the folder")
+        raise CTInputError(f"{datalist}: expected a non-empty 'testing' list of {{'image': ...}} entries; fix it"
+                           f"{_OR_DELETE}")
     for i, entry in enumerate(entries):
         # one path per key: a list or a null would fail later as a TypeError that names neither file nor entry
         bad = [k for k in ("image", "label", "label_names", "name") if k in entry
@@ -134,7 +137,8 @@ def find_ct_cases(path: str | Path) -> list[CTCase]:
             cases.append(CTCase(name=entry.name, image=entry, labels=labels, label_names=names))
     if label_maps:
         logger.info("%s: %d label map(s) left out of the CTs (%s)", path, len(label_maps), ", ".join(label_maps[:5]))
-    others = [e.name for e in sorted(path.iterdir()) if e.is_file() and e.name.lower().endswith(_OTHER_VOLUMES)]
+    others = [e.name for e in sorted(path.iterdir())
+              if e.is_file() and e.name.lower().endswith(_OTHER_VOLUMES) and not is_label_map_name(e.name)]
     if others:  # read when named alone or in a datalist, but a folder is scanned for NIfTI and DICOM only
         logger.warning("%s: %d volume(s) of other formats left out (%s); list them in a datalist.json there, or "
                        "convert them to NIfTI", path, len(others), ", ".join(others[:5]))

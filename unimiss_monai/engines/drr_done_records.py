@@ -8,6 +8,7 @@ appears with the outputs in one atomic rename (:func:`unimiss_monai.data.writers
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -32,15 +33,19 @@ def listed_files(record: dict) -> list[str]:
 
 def input_signature(paths: list[Path | None]) -> list:
     """``[size, modification time in ns]`` of each of ``paths`` (a DICOM series folder: its files' total size, their
-    newest time and their count; ``None`` for a path that is ``None`` or absent), as JSON values. A rerun compares it
+    newest time and a digest of their names, sizes and times; ``None`` for a path that is ``None`` or absent), as JSON
+    values. A rerun compares it
     with the done record's: content hashes would read every CT of an archive again just to skip it."""
     out = []
     for path in paths:
         try:
             if path is not None and path.is_dir():
-                stats = [e.stat() for e in os.scandir(path) if e.is_file()]
-                newest = max((st.st_mtime_ns for st in stats), default=0)
-                out.append([sum(st.st_size for st in stats), newest, len(stats)])
+                # every slice's name, size and time: a slice replaced by one of the same size and an older time (a
+                # copy that keeps times) still changes the listing
+                stats = [(e.name, e.stat()) for e in os.scandir(path) if e.is_file()]
+                listing = sorted((name, st.st_size, st.st_mtime_ns) for name, st in stats)
+                digest = hashlib.sha256(repr(listing).encode()).hexdigest()
+                out.append([sum(size for _, size, _ in listing), max((t for *_, t in listing), default=0), digest])
             else:
                 st = path.stat() if path is not None else None
                 out.append(None if st is None else [st.st_size, st.st_mtime_ns])
@@ -61,6 +66,15 @@ def _inputs_as_paths(settings):
     return out
 
 
+def _changed_since(record: dict, path: Path, inputs: list) -> bool:
+    """Whether the inputs (signature ``inputs``) differ from those the record at ``path`` was rendered from. A record
+    from before 0.3.6 keeps no signature: then an input written after the record is a change."""
+    if "inputs" in record:
+        return record["inputs"] != inputs
+    written = path.stat().st_mtime_ns
+    return any(isinstance(sig, list) and len(sig) > 1 and sig[1] > written for sig in inputs)
+
+
 def is_finished(output_dir: Path, name: str, settings: dict, inputs: list | None = None) -> bool:
     """True when the CT ``name`` has a done record for ``settings`` whose input files had the signature ``inputs``
     (:func:`input_signature`; a record without one, from before it was kept, is taken as it is) and every file it
@@ -76,7 +90,7 @@ def is_finished(output_dir: Path, name: str, settings: dict, inputs: list | None
     if _inputs_as_paths(record.get("settings")) != _inputs_as_paths(settings):
         logger.info("%s: rendered with other settings, rendering it again", name)
         return False
-    if inputs is not None and "inputs" in record and record["inputs"] != inputs:
+    if inputs is not None and _changed_since(record, path, inputs):
         logger.info("%s: its CT or label map changed since it was rendered, rendering it again", name)
         return False
     return all((output_dir / f).is_file() for f in listed_files(record))
@@ -90,7 +104,10 @@ def merge_records(output_dir: Path, names: list[str], failures: list[dict]) -> d
     for name in names:
         if name not in failed:
             record = json.loads(record_path(output_dir, name).read_text())
-            run_list["testing"].extend(record["testing"])
+            # the source CT by its absolute path (records before 0.3.6 kept it as typed, relative to the working
+            # folder, from which alone they match: _inputs_as_paths)
+            run_list["testing"].extend({**item, "ct": os.path.abspath(item["ct"])} if "ct" in item else item
+                                       for item in record["testing"])
             run_list["training"].extend(record["training"])
     return run_list
 

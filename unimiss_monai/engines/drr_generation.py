@@ -106,7 +106,11 @@ class DRRGenerator:
         self.dataset_dir = None if dataset_dir in (None, "") else Path(dataset_dir).expanduser()
         # DRRs and CT slabs written among the input CTs would be read back as CTs by the next run, and a case folder
         # could replace an input DICOM series of the same name
-        self.output_dir = Path(check_output_dir(output_dir, self.dataset_dir)).expanduser()
+        listed = self.dataset_dir is not None and self.dataset_dir.suffix.lower() == ".json"
+        listed = listed and self.dataset_dir.is_file()
+        # a datalist file stands for its folder, as a folder's datalist.json does: the CTs it lists lie around it
+        self.output_dir = Path(check_output_dir(output_dir, self.dataset_dir.parent if listed else self.dataset_dir))
+        self.output_dir = self.output_dir.expanduser()
         views = [views] if isinstance(views, str) else list(views)
         try:
             self.views = [canonical_view(v) for v in views]
@@ -131,10 +135,7 @@ class DRRGenerator:
             raise ValueError(f"detector_shape: {err}") from None
         self.method, self.slab_depth = method, float(slab_depth)
         self.slab_detector_shape = _pair(slab_detector_shape)
-        self.device = str(device)
-        if torch.device(self.device).type == "cuda" and not torch.cuda.is_available():  # else every CT fails alone
-            raise ValueError(f"device: {self.device} asked for, but this PyTorch sees no CUDA device; pass "
-                             "--device cpu")
+        self.device = _check_device(str(device))
         self.project_labels, self.progress = as_bool(project_labels, "project_labels"), as_bool(progress, "progress")
 
     # ------------------------------------------------------------------ inputs
@@ -369,6 +370,22 @@ class DRRGenerator:
                                  # the resized slab DRR has anisotropic pixels: the preview shows true proportions
                                  "preview": save_png(to_radiograph(image), out / f"{stem}_{view}.png", spacing[i])})
         return {"testing": [], "training": training}
+
+
+def _check_device(device: str) -> str:
+    """``device`` when this PyTorch can render on it; else one line with the fix, before any CT (each would fail)."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device: {device!r} is not a device to render on; pass --device cpu or --device cuda[:N]")
+    count = torch.cuda.device_count() if dev.type == "cuda" and torch.cuda.is_available() else 0
+    if dev.type == "cuda" and (count == 0 or (dev.index or 0) >= count):
+        sees = f"{count} CUDA device(s)" if count else "no CUDA device"
+        raise ValueError(f"device: {device} asked for, but this PyTorch sees {sees}; pass --device cpu"
+                         + (f" or cuda:0 to cuda:{count - 1}" if count else ""))
+    return device
 
 
 def _pair(value) -> tuple[int, int]:

@@ -194,8 +194,10 @@ def check_info(info: Mapping[str, Any], config: VariantConfig) -> None:
     overlays = info.get("overlays")
     if isinstance(overlays, list) and overlays and all(isinstance(o, str) for o in overlays):
         # a release records the overlays its weights were trained with: what a bundle user changes (the command line)
-        fix = (f"these weights fit the bundle's configs with {' + '.join(overlays)} only: add "
-               f"{'them' if len(overlays) > 1 else 'it'} to --config_file (in Python: {fix})")
+        owner = info.get("bundle") if isinstance(info.get("bundle"), str) else "their bundle"
+        fix = (f"these weights fit {owner}'s configs with {' + '.join(overlays)} only: run with that bundle's "
+               f"{'overlays' if len(overlays) > 1 else 'overlay'} of the same name added to --config_file, or choose "
+               f"weights of this size (in Python: {fix})")
     raise ValueError(f"weights are {_fmt(info['variant'], theirs)}, model is {_fmt(config.name, ours)}; {fix}")
 
 

@@ -324,12 +324,13 @@ def download(
     from unimiss_monai.utils.args import as_bool
 
     force, progress = as_bool(force, "force"), as_bool(progress, "progress")
+    given = timeout
     try:  # checked up front: a local index or the cache would never use it, and urllib names no option
-        timeout = float(timeout)
+        timeout = float("nan") if isinstance(timeout, bool) else float(timeout)  # a bare --timeout is True
     except (TypeError, ValueError):
         timeout = float("nan")
     if not 0 < timeout < float("inf"):
-        raise ValueError("download: --timeout must be a positive number of seconds (default 60)")
+        raise ValueError(f"download: --timeout must be a positive number of seconds (default 60), got {given!r}")
     check_name(name)
     version = None if version is None else check_version(version)
     cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()

@@ -259,7 +259,8 @@ def build_release(
     bundle_dir = Path(bundle_dir)
     name = check_name(name or bundle_dir.resolve().name)
     other = bundle_dir.resolve().parent / name
-    if name != bundle_dir.resolve().name and (other / "configs" / "metadata.json").is_file():
+    if (name != bundle_dir.resolve().name and (other / "configs" / "metadata.json").is_file()
+            and other.resolve() != bundle_dir.resolve()):  # a link to the packaged bundle is that bundle
         # its configs and weights would download as that bundle, and load wherever that bundle's weights are asked for
         raise ValueError(f"package-bundle: --name {name} is the name of the bundle {other}; a release of "
                          f"{bundle_dir.resolve().name} must not ship under it: package {other} for that name, or give "
