@@ -221,6 +221,7 @@ def test_a_ct_or_label_map_replaced_in_place_is_rendered_again(tmp_path, caplog)
     brighter = np.asanyarray(ct.dataobj).astype(np.float32) + 200.0  # a corrected CT written over the old file
     nib.save(nib.Nifti1Image(brighter, ct.affine), str(data / "a.nii.gz"))
     caplog.set_level("INFO", logger="unimiss_monai.engines")
+    caplog.clear()  # the first run's lines too, where an earlier test left the root logger at INFO
     DRRGenerator(data, out, **SMALL).run()
     assert "a: its CT or label map changed since it was rendered, rendering it again" in caplog.text
     assert "a rendered in" in caplog.text and "b rendered in" not in caplog.text
@@ -247,6 +248,7 @@ def test_a_rerun_naming_the_data_from_another_folder_skips_what_is_done(tmp_path
     record = json.loads((out / "a" / "a_done.json").read_text())
     assert record["settings"]["ct"] == str(data / "a.nii.gz") and record["settings"]["labels"] is None
     caplog.set_level("INFO", logger="unimiss_monai.engines")
+    caplog.clear()
     monkeypatch.chdir(out)
     DRRGenerator(data, out, **SMALL).run()
     assert "1 already finished" in caplog.text
@@ -283,6 +285,7 @@ def test_a_record_without_signatures_is_stale_once_an_input_is_written_after_it(
     path.write_text(json.dumps(record))
     os.utime(path, ns=(1, 1))  # written long before the CT
     caplog.set_level("INFO", logger="unimiss_monai.engines")
+    caplog.clear()
     DRRGenerator(data, out, **SMALL).run()
     assert "a: its CT or label map changed since it was rendered" in caplog.text
 
