@@ -11,7 +11,9 @@ What the monaibundle app of 0.8.5 lacks for these bundles, added to its class he
   would send a CT reader a radiograph. The app registers only "random" and "first", and its own epistemic scoring (--conf epistemic_model)
   needs a network_def with a dropout argument, which UniMissSegmentation has not.
 - clear refusals where MONAI Label alone answers a bare 500 or accepts anything: /infer and /train answer an unknown
-  model with 404 and an input or label the bundle refuses with 422 and the one-line reason; PUT /datastore/label
+  model with 404 and an input or label the bundle refuses with 422 and the one-line reason; /infer of an image id
+  the datastore has not answers 404 naming it; /train refuses a max_epochs that is not a positive whole number or a
+  val_split outside [0, 1) (-1: the bundle's own) with 422, before any training starts; PUT /datastore/label
   checks the label against its image (readable, on the image's grid, values the served models use) before it is
   saved.
 - one app for 2D and 3D bundles: /train of a model takes only the labelled studies of its dimensionality.
@@ -145,6 +147,9 @@ def _infer(self, request, datastore=None):
     # a label to keep in the datastore (save_label; batch inference asks it for every study) is saved here, after its
     # geometry is mended: MONAI Label would save a copy of the label as its writer left it
     save = bool(request.get("save_label", False)) and in_datastore
+    if in_datastore and image not in (datastore or self.datastore()).list_images():  # MONAI Label: a 500 ("no DICOMs in: .")
+        raise _HTTPException(status_code=404, detail=f"no image '{image}' in the datastore; GET /datastore/?output=all "
+                                                     "lists the image ids (its \"objects\"), or upload the image as file")
     try:
         result = _bundle_infer(self, {**request, "save_label": False} if save else request, datastore)
     except Exception as err:
@@ -257,7 +262,23 @@ def _run_train(model, params=None, run_sync=False, enqueue=False):
     trainers = _app_instance()._trainers
     if model not in trainers:
         raise _HTTPException(status_code=404, detail=f"no model '{model}' to train on this server; it trains {sorted(trainers)}")
+    _check_train_params(params or {})
     return _bundle_run_train(model, params, run_sync, enqueue)
+
+
+def _check_train_params(params):
+    """422 with one line for a training parameter the bundle's trainer would fail on (MONAI Label answers a 500 from
+    inside the training run, or fails the background task), before any training starts."""
+    def number(value):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    epochs = params.get("max_epochs", 1)
+    if not (isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0):
+        raise _HTTPException(status_code=422, detail=f"max_epochs must be a positive whole number of epochs; got {epochs!r}")
+    split = params.get("val_split", 0.0)
+    if not (number(split) and (0 <= split < 1 or split == -1)):
+        raise _HTTPException(status_code=422, detail=f"val_split must be a number in [0, 1) (the share of the labelled "
+                                                     f"studies kept for validation; -1: the bundle's own); got {split!r}")
 
 
 def _check_label(app, image_id, label_path, upload_name):

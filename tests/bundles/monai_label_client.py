@@ -115,10 +115,11 @@ def _put_label(url: str, image_id: str, name: str, content: bytes):
                         files={"label": (name, content, "application/octet-stream")}, timeout=REQUEST_TIMEOUT_S)
 
 
-def _train(url: str, model: str):
+def _train(url: str, model: str, params: dict | None = None):
     import requests
 
-    return requests.post(f"{url}/train/{model}", params={"run_sync": "true"}, json=TRAIN, timeout=REQUEST_TIMEOUT_S)
+    return requests.post(f"{url}/train/{model}", params={"run_sync": "true"}, json=TRAIN if params is None else params,
+                         timeout=REQUEST_TIMEOUT_S)
 
 
 def _nifti(content: bytes) -> nib.Nifti1Image:
@@ -199,3 +200,28 @@ def _bad_labels(image: nib.Nifti1Image) -> dict[str, tuple[bytes, int, str]]:
         "off_grid.nii.gz": (_nifti_bytes(np.zeros(grid, np.uint8), shifted), 422, "affine (position in space) differs"),
         "not_an_image.nii.gz": (b"a text file, not a label\n", 422, "is not an image file"),
     }
+
+
+def _local_label(bundle_dir: Path, image_path: str) -> np.ndarray:
+    """The served bundle's label computed here the way MONAI Label's bundle task does (test_monai_label_contract.py):
+    its pre_transforms, the inferer with the served weights, its post_transforms."""
+    from monai.bundle import ConfigParser
+    from monai.transforms import LoadImaged
+
+    parser = ConfigParser()
+    parser.read_config(str(bundle_dir / "configs" / "inference.json"))
+    parser.config.update({"bundle_root": str(bundle_dir), "device": "cpu"})
+    network = parser.get_parsed_content("network_def", instantiate=True)
+    network.load_state_dict(load_torch_file(bundle_dir / "models" / "model.pt", "served weights")["model"])
+    network.eval()
+    pre = parser.get_parsed_content("pre_transforms" if "pre_transforms" in parser else "preprocessing")
+    data = {"image": image_path, "image_path": image_path}
+    for transform in pre.transforms:
+        if isinstance(transform, LoadImaged):
+            transform._loader.image_only = False
+        data = transform(data)
+    with torch.no_grad():
+        data["pred"] = parser.get_parsed_content("inferer")(data["image"][None], network)[0]
+    for transform in parser.get_parsed_content("post_transforms").transforms:
+        data = transform(data)
+    return np.asarray(data["pred"])

@@ -18,7 +18,6 @@ import shutil
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -33,6 +32,7 @@ from monai_label_client import (
     _bad_labels,
     _infer,
     _label,
+    _local_label,
     _nifti,
     _nifti_bytes,
     _objects,
@@ -49,7 +49,6 @@ from test_geometry_contract import _assert_2d, _centre, _marker_ct, _marker_radi
 
 from unimiss_monai.data.writers import save_json
 from unimiss_monai.utils.hashing import sha256_file
-from unimiss_monai.utils.serialization import load_torch_file
 
 pytestmark = SERVER_MARKS
 
@@ -116,31 +115,6 @@ def test_ct_label_keeps_the_image_geometry(server):
     assert len(np.unique(ras)) > 1  # a constant label would agree with any voxel order
     back = np.transpose(np.flip(reordered, 1), (1, 2, 0))  # (Z, X flipped, Y) -> (X, Y, Z), undoing _reordered
     assert (back == ras).mean() > 0.999, f"labels of the two layouts agree on {(back == ras).mean():.4f} of the voxels"
-
-
-def _local_label(bundle_dir: Path, image_path: str) -> np.ndarray:
-    """The served bundle's label computed here the way MONAI Label's bundle task does (test_monai_label_contract.py):
-    its pre_transforms, the inferer with the served weights, its post_transforms."""
-    from monai.bundle import ConfigParser
-    from monai.transforms import LoadImaged
-
-    parser = ConfigParser()
-    parser.read_config(str(bundle_dir / "configs" / "inference.json"))
-    parser.config.update({"bundle_root": str(bundle_dir), "device": "cpu"})
-    network = parser.get_parsed_content("network_def", instantiate=True)
-    network.load_state_dict(load_torch_file(bundle_dir / "models" / "model.pt", "served weights")["model"])
-    network.eval()
-    pre = parser.get_parsed_content("pre_transforms" if "pre_transforms" in parser else "preprocessing")
-    data = {"image": image_path, "image_path": image_path}
-    for transform in pre.transforms:
-        if isinstance(transform, LoadImaged):
-            transform._loader.image_only = False
-        data = transform(data)
-    with torch.no_grad():
-        data["pred"] = parser.get_parsed_content("inferer")(data["image"][None], network)[0]
-    for transform in parser.get_parsed_content("post_transforms").transforms:
-        data = transform(data)
-    return np.asarray(data["pred"])
 
 
 def test_cxr_label_keeps_the_image_geometry(server):
@@ -219,6 +193,29 @@ def test_unknown_model_is_refused(server, route):
     reply = _infer(server.url, "RG1_UNCR", model="no_such_model") if route == "infer" else _train(server.url, "no_such_model")
     assert reply.status_code == 404 and "no model 'no_such_model'" in reply.json()["detail"], reply.text[:300]
     assert CXR in reply.json()["detail"] and CT in reply.json()["detail"]
+    assert _snapshot(server) == before
+
+
+def test_unknown_image_id_is_refused_naming_it_and_how_to_list_ids(server):
+    before = _snapshot(server)
+    reply = _infer(server.url, "no_such_image")
+    detail = reply.json().get("detail", "")
+    assert reply.status_code == 404 and "no image 'no_such_image'" in detail and "/datastore/?output=all" in detail, reply.text[:300]
+    assert _snapshot(server) == before
+
+
+@pytest.mark.parametrize("params, words", [
+    ({"max_epochs": "abc"}, "max_epochs must be a positive whole number of epochs; got 'abc'"),
+    ({"max_epochs": 0}, "max_epochs must be a positive whole number of epochs; got 0"),
+    ({"max_epochs": 1.5}, "max_epochs must be a positive whole number of epochs; got 1.5"),
+    ({"val_split": 1.0}, "val_split must be a number in [0, 1)"),
+    ({"val_split": "a quarter"}, "val_split must be a number in [0, 1)"),
+])
+def test_bad_train_parameters_are_refused_before_training(server, params, words):
+    before = _snapshot(server)
+    reply = _train(server.url, CXR, {"device": "cpu", **params})
+    detail = reply.json().get("detail", "")
+    assert reply.status_code == 422 and words in detail and "\n" not in detail, f"{reply.status_code}: {reply.text[:300]}"
     assert _snapshot(server) == before
 
 
