@@ -301,3 +301,36 @@ def test_a_datalist_file_guards_its_folder_and_bad_devices_are_one_line(tmp_path
             DRRGenerator(data / "list.json", tmp_path / "out", **{**SMALL, "device": device})
     run = DRRGenerator(data / "list.json", tmp_path / "out", **SMALL).run()
     assert {item["ct"] for item in run["testing"]} == {str(data / "cts" / "a.nii.gz")}
+
+
+def test_a_detached_header_ct_is_rendered_again_when_its_data_file_changes(tmp_path, caplog):
+    import numpy as np
+
+    from unimiss_monai.engines.drr_done_records import input_signature
+
+    data, out = tmp_path / "data", tmp_path / "out"
+    p = _phantom_case(tmp_path / "nifti", "a", labels=False)
+    data.mkdir()
+    spacing = np.linalg.norm(p.affine[:3, :3], axis=0)
+    # MetaImage: x fastest, as the phantom's voxels in Fortran order; its voxels live in a.raw beside the header
+    header = (f"ObjectType = Image\nNDims = 3\nDimSize = {' '.join(map(str, p.hu.shape))}\nElementSpacing = "
+              f"{' '.join(f'{s:g}' for s in spacing)}\nElementType = MET_FLOAT\nElementDataFile = a.raw\n")
+    (data / "a.mhd").write_text(header)
+    np.asarray(p.hu, np.float32).ravel(order="F").tofile(data / "a.raw")
+    (data / "list.json").write_text(json.dumps({"testing": [{"image": "a.mhd"}]}))
+    DRRGenerator(data / "list.json", out, **SMALL).run()
+    caplog.set_level("INFO", logger="unimiss_monai.engines")
+    caplog.clear()
+    (np.asarray(p.hu, np.float32).ravel(order="F") + 200.0).tofile(data / "a.raw")  # the header is untouched
+    DRRGenerator(data / "list.json", out, **SMALL).run()
+    assert "a: its CT or label map changed since it was rendered, rendering it again" in caplog.text
+
+    # a numbered list of slices: every file beside the header counts; a header holding its voxels: only itself
+    (data / "a.mhd").write_text(header.replace("ElementDataFile = a.raw", "ElementDataFile = LIST 2D\nslice0.raw"))
+    listed = input_signature([data / "a.mhd"])
+    (data / "slice0.raw").write_bytes(b"\0" * 8)
+    assert input_signature([data / "a.mhd"]) != listed
+    (data / "a.mhd").write_text(header.replace("a.raw", "LOCAL"))
+    local = input_signature([data / "a.mhd"])
+    (data / "slice0.raw").write_bytes(b"\1" * 9)
+    assert input_signature([data / "a.mhd"]) == local and len(local[0]) == 3

@@ -23,7 +23,7 @@ from unimiss_monai.data.locators import read_structure_names
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CTCase", "find_ct_cases", "read_label_names", "LABEL_SUFFIX", "DATALIST"]
+__all__ = ["CTCase", "find_ct_cases", "is_datalist_file", "read_label_names", "LABEL_SUFFIX", "DATALIST"]
 
 LABEL_SUFFIX = "_labels"
 DATALIST = "datalist.json"
@@ -40,8 +40,13 @@ class CTCase:
     label_names: Path | None = None
 
 
+# volume formats ITK reads but a folder scan does not pick up (a folder's other files are often not CTs)
+_OTHER_VOLUMES = (".mha", ".mhd", ".nrrd", ".nhdr")
+
+
 def _stem(path: Path) -> str:
-    suffix = image_suffix(path.name, NIFTI_SUFFIXES)
+    """The case name of a CT file: its name without the volume format's suffix (``ct01.mhd`` -> ``ct01``)."""
+    suffix = image_suffix(path.name, NIFTI_SUFFIXES + _OTHER_VOLUMES)
     return path.name[: -len(suffix)] if suffix else path.name
 
 
@@ -99,15 +104,16 @@ def _refuse_duplicate_names(cases: list[CTCase], fix: str = "") -> list[CTCase]:
     return cases
 
 
-# volume formats ITK reads but a folder scan does not pick up (a folder's other files are often not CTs)
-_OTHER_VOLUMES = (".mha", ".mhd", ".nrrd", ".nhdr")
+def is_datalist_file(path: Path) -> bool:
+    """Whether ``path`` is a datalist file (a ``.json`` of any name), which stands for its folder as a folder's
+    ``datalist.json`` does: the CTs it lists lie around it."""
+    return path.suffix.lower() == ".json" and path.is_file()
 
 
 def find_ct_cases(path: str | Path) -> list[CTCase]:
     """The CT cases in ``path`` (a folder, a NIfTI file, a datalist ``.json`` file, or a DICOM series folder), in name
-    order. A folder's label
-    maps (:func:`~unimiss_monai.data.image_formats.is_label_map_name`: ``*_labels``, ``*_label``, ``*_seg``) are no
-    CTs; ``<case>_labels`` is that case's label map.
+    order. A folder's label maps (:func:`~unimiss_monai.data.image_formats.is_label_map_name`: ``*_labels``,
+    ``*_label``, ``*_seg``) are no CTs; ``<case>_labels`` is that case's label map.
 
     Raises:
         CTInputError: ``path`` does not exist, holds no CT, or holds two CTs of the same case name (``ct01.nii`` and
@@ -117,7 +123,7 @@ def find_ct_cases(path: str | Path) -> list[CTCase]:
     if not path.exists():
         raise CTInputError(f"{path}: not found; point dataset_dir at a folder of CTs or create one with "
                            f"`python -m unimiss_monai samples --out DIR`")
-    if path.is_file() and path.name.lower().endswith(".json"):  # a datalist of any name, as a folder's datalist.json
+    if is_datalist_file(path):
         return _cases_from_datalist(path)
     if path.is_file():
         return [_case_for(path)]

@@ -23,7 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from unimiss_monai.data.grid_checks import check_ct_volume, check_dicom_series, check_grid, check_nifti_header
+from unimiss_monai.data.grid_checks import (
+    check_ct_volume,
+    check_dicom_series,
+    check_grid,
+    check_has_voxels,
+    check_nifti_header,
+)
 from unimiss_monai.data.image_formats import NIFTI_SUFFIXES, is_dicom_file
 
 __all__ = [
@@ -137,8 +143,10 @@ def load_ct(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """
     path = Path(path)
     hu, affine = _load(path, "CT volume", np.float32)
-    if 0 in hu.shape:  # before counting axes: an axis of length 0 is no missing dimension, and no 2D image
-        raise CTInputError(f"{path}: the volume is empty (shape {tuple(hu.shape)}); re-export it")
+    try:  # before counting axes: an axis of length 0 is no missing dimension, and no 2D image
+        check_has_voxels(hu.shape, str(path), "volume")
+    except ValueError as err:
+        raise CTInputError(str(err)) from None
     spatial = [s for s in hu.shape if s > 1]
     if hu.ndim < 3 or len(spatial) < 3:
         raise CTInputError(f"{path}: is a 2D image (shape {tuple(hu.shape)}), not a CT volume; pass a 3D CT "
@@ -158,13 +166,21 @@ def load_ct(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(hu, dtype=np.float32), affine  # any memory order: the renderer and torch read strides
 
 
+def _flat(hu) -> np.ndarray:
+    """``hu`` (an array or tensor) as one flat array in memory order: a view, where ``reshape(-1)`` of an x-fastest
+    NIfTI volume would first copy all of it into C order."""
+    return np.asarray(hu.detach().cpu() if hasattr(hu, "detach") else hu).ravel(order="K")
+
+
+def _sample(flat: np.ndarray, size: int = 200_000) -> np.ndarray:
+    """About ``size`` evenly strided values of ``flat``: enough for a percentile or a first maximum of a volume."""
+    return flat[:: max(1, flat.size // size)]
+
+
 def warn_if_not_ct_hu(hu, source: str, consequence: str = "the network was trained on CT in HU") -> bool:
     """Warn (``UserWarning`` and the log, naming ``source``) when a volume has no air near -1000 HU, i.e. looks like MR
     or unscaled raw values rather than CT; returns whether it warned. ``hu``: any array or tensor of the volume."""
-    a = np.asarray(hu.detach().cpu() if hasattr(hu, "detach") else hu, dtype=np.float32)
-    # a percentile needs no more than a sample; taken in memory order, as reshape(-1) of an x-fastest NIfTI volume
-    # would first copy all of it into C order
-    a = a.ravel(order="K")[:: max(1, a.size // 200_000)]
+    a = _sample(_flat(hu)).astype(np.float32, copy=False)  # a percentile needs no more than a sample
     low = float(np.percentile(a, 1.0)) if a.size else 0.0
     if low <= MR_LIKE_LOW_PERCENTILE_HU:
         return False
@@ -178,12 +194,11 @@ def warn_if_not_ct_hu(hu, source: str, consequence: str = "the network was train
 def check_not_air_only(hu, source: str) -> None:
     """Raise :class:`CTInputError` (one line naming ``source``) when a CT in HU holds nothing denser than air (every
     voxel at most :data:`MAX_AIR_ONLY_HU`). ``hu``: any array or tensor of the volume, its values finite."""
-    a = np.asarray(hu.detach().cpu() if hasattr(hu, "detach") else hu)
-    a = a.ravel(order="K")  # in memory order, as in warn_if_not_ct_hu: no C-order copy of an x-fastest volume
+    a = _flat(hu)
     if not a.size:
         return
     # a sample settles it for any volume with a body in it; only one the sample finds no tissue in is read whole
-    if float(a[:: max(1, a.size // 200_000)].max()) > MAX_AIR_ONLY_HU:
+    if float(_sample(a).max()) > MAX_AIR_ONLY_HU:
         return
     densest = float(a.max())
     if densest <= MAX_AIR_ONLY_HU:

@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["CT_SPACING_MM", "check_ct_volume", "check_dicom_series", "check_grid", "check_nifti_header"]
+__all__ = [
+    "CT_SPACING_MM", "check_ct_volume", "check_dicom_series", "check_grid", "check_has_voxels", "check_nifti_header",
+]
 
 
 def _smallest_axis(columns: np.ndarray) -> float:
@@ -21,6 +23,16 @@ def _degenerate(source: str, what: str, smallest: float) -> ValueError:
         f"{source}: its {what} is degenerate (an axis of length {smallest:.3g} mm, or axes that coincide): the file "
         "has no valid voxel grid; rewrite it with the scanner's spacing and orientation"
     )
+
+
+def check_has_voxels(shape, source: str, what: str = "image", layout: str = "") -> None:
+    """Raise ``ValueError`` (one line naming ``source``) when ``shape`` has an axis of length 0.
+
+    Run before any count of the image's dimensions: an empty file read as "a 0D image" or "a 2D image" sends the user
+    after the wrong fix. ``layout`` qualifies the shape named (``"channel-first "``).
+    """
+    if 0 in tuple(shape):
+        raise ValueError(f"{source}: the {what} is empty ({layout}shape {tuple(int(s) for s in shape)}); re-export it")
 
 
 def check_grid(affine, spatial_dims: int, source: str, min_spacing: float = 1e-6) -> None:

@@ -31,24 +31,53 @@ def listed_files(record: dict) -> list[str]:
     return files + [item["ct"] for item in record["training"]]
 
 
+#: detached image headers (a few lines of text) and the key that names the file(s) holding their voxels
+_DETACHED_HEADERS = {".mhd": ("elementdatafile",), ".nhdr": ("data file", "datafile")}
+
+
+def _data_files(header: Path) -> list[Path]:
+    """The files holding the voxels of a detached ``.mhd``/``.nhdr`` header: the one it names, none for ``LOCAL``;
+    for a list or a numbered pattern, every other file in its folder (a superset: a change there renders again)."""
+    lines = header.read_text(errors="replace")[:65536].splitlines()
+    keys = _DETACHED_HEADERS[header.suffix.lower()]
+    for line in lines:
+        key, sep, value = line.partition("=" if header.suffix.lower() == ".mhd" else ":")
+        if not sep or key.strip().lower() not in keys:
+            continue
+        value = value.strip()
+        if value.upper() == "LOCAL":
+            return []
+        if value.upper().startswith("LIST") or " " in value or "%" in value:
+            return sorted(p for p in header.parent.iterdir() if p.is_file() and p != header)
+        return [header.parent / value]
+    return []
+
+
+def _listing_signature(files: list[Path]) -> list:
+    """``[total size, newest time, digest]`` of ``files``: every file's name, size and time is in the digest, so a file
+    replaced by one of the same size and an older time (a copy that keeps times) still changes it."""
+    listing = sorted((f.name, st.st_size, st.st_mtime_ns) for f, st in ((f, f.stat()) for f in files))
+    digest = hashlib.sha256(repr(listing).encode()).hexdigest()
+    return [sum(size for _, size, _ in listing), max((t for *_, t in listing), default=0), digest]
+
+
 def input_signature(paths: list[Path | None]) -> list:
-    """``[size, modification time in ns]`` of each of ``paths`` (a DICOM series folder: its files' total size, their
-    newest time and a digest of their names, sizes and times; ``None`` for a path that is ``None`` or absent), as JSON
-    values. A rerun compares it
-    with the done record's: content hashes would read every CT of an archive again just to skip it."""
+    """What a rerun compares with a done record to see that the inputs are unchanged, for each of ``paths``: a file's
+    ``[size, modification time in ns]``; for a DICOM series folder or a detached ``.mhd``/``.nhdr`` header with its
+    data file, ``[total size, newest time, digest of every file's name, size and time]``; ``None`` for a path that is
+    ``None`` or absent. As JSON values: content hashes would read every CT of an archive again just to skip it."""
     out = []
     for path in paths:
         try:
-            if path is not None and path.is_dir():
-                # every slice's name, size and time: a slice replaced by one of the same size and an older time (a
-                # copy that keeps times) still changes the listing
-                stats = [(e.name, e.stat()) for e in os.scandir(path) if e.is_file()]
-                listing = sorted((name, st.st_size, st.st_mtime_ns) for name, st in stats)
-                digest = hashlib.sha256(repr(listing).encode()).hexdigest()
-                out.append([sum(size for _, size, _ in listing), max((t for *_, t in listing), default=0), digest])
+            if path is None:
+                out.append(None)
+            elif path.is_dir():
+                out.append(_listing_signature([Path(e.path) for e in os.scandir(path) if e.is_file()]))
+            elif path.suffix.lower() in _DETACHED_HEADERS:
+                out.append(_listing_signature([path, *_data_files(path)]))
             else:
-                st = path.stat() if path is not None else None
-                out.append(None if st is None else [st.st_size, st.st_mtime_ns])
+                st = path.stat()
+                out.append([st.st_size, st.st_mtime_ns])
         except OSError:  # absent: reading it fails the case, and the missing file is named there
             out.append(None)
     return out

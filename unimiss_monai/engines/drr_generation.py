@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from unimiss_monai.data.ct_inputs import CTCase, find_ct_cases, read_label_names
+from unimiss_monai.data.ct_inputs import CTCase, find_ct_cases, is_datalist_file, read_label_names
 from unimiss_monai.data.ct_io import load_ct, load_label_map
 from unimiss_monai.data.samples import find_dataset
 from unimiss_monai.data.writers import (check_output_dir, check_replaceable_json, save_contact_sheet, save_ct,
@@ -106,9 +106,7 @@ class DRRGenerator:
         self.dataset_dir = None if dataset_dir in (None, "") else Path(dataset_dir).expanduser()
         # DRRs and CT slabs written among the input CTs would be read back as CTs by the next run, and a case folder
         # could replace an input DICOM series of the same name
-        listed = self.dataset_dir is not None and self.dataset_dir.suffix.lower() == ".json"
-        listed = listed and self.dataset_dir.is_file()
-        # a datalist file stands for its folder, as a folder's datalist.json does: the CTs it lists lie around it
+        listed = self.dataset_dir is not None and is_datalist_file(self.dataset_dir)
         self.output_dir = Path(check_output_dir(output_dir, self.dataset_dir.parent if listed else self.dataset_dir))
         self.output_dir = self.output_dir.expanduser()
         views = [views] if isinstance(views, str) else list(views)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from monai.transforms import Transform
 
-from unimiss_monai.data.grid_checks import check_dicom_series, check_grid, check_nifti_header
+from unimiss_monai.data.grid_checks import check_dicom_series, check_grid, check_has_voxels, check_nifti_header
 from unimiss_monai.data.xray import source_name
 from unimiss_monai.utils.args import as_bool
 
@@ -23,8 +23,9 @@ def check_not_empty(img, what: str = "image") -> None:
         return
     stored = (getattr(img, "meta", None) or {}).get("spatial_shape")
     stored = [int(s) for s in torch.as_tensor(stored).reshape(-1).tolist()] if stored is not None else []
-    shape = f"shape {tuple(stored)}" if 0 in stored else f"channel-first shape {tuple(img.shape)}"
-    raise ValueError(f"{source_name(img)}: the {what} is empty ({shape}); re-export it")
+    if 0 in stored:
+        check_has_voxels(stored, source_name(img), what)
+    check_has_voxels(tuple(img.shape), source_name(img), what, layout="channel-first ")
 
 
 class CheckImage(Transform):
