@@ -62,9 +62,17 @@ def test_markdown_twin_has_the_same_sections_and_pictures(written):
     assert links and all((run / link).is_file() for link in links)
 
 
-def test_missing_outputs_give_notes_not_errors(tmp_path):
-    """A run folder with nothing in it still gets every section, each saying what to run."""
+def test_missing_outputs_give_notes_not_errors(tmp_path, capsys):
+    """A run folder with only a bundle's empty folder in it still gets every section, each saying what to run; one
+    with nothing of a run in it is refused in one line, and nothing is written there."""
     (tmp_path / "run").mkdir()
+    assert main([str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {tmp_path / 'run'} holds no run (no demo_steps.json, unimiss_* bundle folder or "
+                   f"label_efficiency.json); run `bash tools/demo.sh {tmp_path / 'run'}` first, or pass the folder a "
+                   "run wrote")
+    assert not any((tmp_path / "run").iterdir())
+    (tmp_path / "run" / "unimiss_pretraining").mkdir()
     html_path = report(tmp_path / "run", samples=None)
     text = html_path.read_text()
     for key in SECTION_IDS:
@@ -119,7 +127,7 @@ def test_out_with_md_suffix_is_refused_before_anything_is_written(tmp_path, caps
 
 @pytest.mark.parametrize("foreign", ["page.md", "page.html"])
 def test_a_foreign_page_at_the_outputs_is_left_as_it_was(tmp_path, capsys, foreign):
-    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "unimiss_pretraining").mkdir(parents=True)
     mine = tmp_path / foreign
     mine.write_bytes(b"# my own notes\r\n\r\nnot a report\n")
     before = _tree(tmp_path)

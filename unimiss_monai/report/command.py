@@ -60,6 +60,10 @@ def report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
     if html_path.suffix.lower() == ".md":
         raise ValueError(f"--out {html_path}: the Markdown twin would overwrite the HTML page; give it an .html "
                          f"suffix, e.g. --out {html_path.with_suffix('.html')}")
+    if not run.holds_a_run:  # a page of "run this first" notes is no report: nothing is written
+        raise FileNotFoundError(f"{run.root} holds no run (no demo_steps.json, unimiss_* bundle folder or "
+                                f"label_efficiency.json); run `bash tools/demo.sh {run.root}` first, or pass the "
+                                "folder a run wrote")
     sections = build_sections(run)
     title = "UniMiSS demo run"
     subtitle = [f"Run folder: {run.root.resolve()}",

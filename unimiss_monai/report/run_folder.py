@@ -166,6 +166,14 @@ class RunFolder:
                 return parent / "samples"
         return None
 
+    @property
+    def holds_a_run(self) -> bool:
+        """Whether the folder holds anything a report is made of: the demo's step record, a bundle's folder or a
+        label-efficiency study."""
+        return ((self.root / "demo_steps.json").is_file() or any(p.is_dir() for p in self.root.glob("unimiss_*"))
+                or bool(self.find("label_efficiency.json") + self.find("*/label_efficiency.json")
+                        + self.find("*/*/label_efficiency.json")))
+
     def bundle(self, name: str) -> Path:
         """A bundle's folder in the run (``unimiss_<name>``)."""
         return self.root / (name if name.startswith("unimiss_") else f"unimiss_{name}")
