@@ -22,3 +22,32 @@ def test_one_version_per_package():
             seen.setdefault(package, {})[bundle] = version
     differing = {package: by_bundle for package, by_bundle in seen.items() if len(set(by_bundle.values())) > 1}
     assert not differing, f"packages pinned at different versions: {differing}"
+
+
+def test_every_package_the_configs_import_is_required():
+    """A downloaded bundle says what to install: each package its configs import or name a class of is in its
+    ``required_packages_version`` (the plugin package above all: without it no config of ours parses)."""
+    import re
+
+    # names as configs spell them -> distribution names in metadata
+    watched = {"unimiss_monai": "unimiss_monai", "ignite": "pytorch-ignite", "nibabel": "nibabel"}
+    for bundle, meta in _metadata().items():
+        text = "\n".join(p.read_text() for p in sorted((BUNDLES / bundle / "configs").glob("*.json"))
+                         if p.name != "metadata.json")
+        used = {dist for module, dist in watched.items() if re.search(rf"\b{module}\.", text)}
+        missing = used - set(meta.get("required_packages_version") or {})
+        assert not missing, f"{bundle}: its configs use {sorted(missing)}, not in required_packages_version"
+
+
+def test_documented_release_names_carry_the_current_version():
+    """A command in the docs that names a release zip or a version names the one ``package-bundle`` writes now."""
+    import re
+
+    versions = {bundle: meta["version"] for bundle, meta in _metadata().items()}
+    docs = [BUNDLES.parent / "README.md", *sorted(BUNDLES.glob("*/docs/README.md"))]
+    for doc in docs:
+        text = doc.read_text()
+        for bundle, version in re.findall(r"\b(unimiss_[a-z_]+?)_v(\d+\.\d+\.\d+)\.zip", text):
+            assert version == versions[bundle], f"{doc}: {bundle}_v{version}.zip, but {bundle} is {versions[bundle]}"
+        for bundle, version in re.findall(r"--name (unimiss_[a-z_]+)\b[^\n`]*?--version (\d+\.\d+\.\d+)", text):
+            assert version == versions[bundle], f"{doc}: {bundle} --version {version}, but it is {versions[bundle]}"

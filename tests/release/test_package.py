@@ -77,6 +77,26 @@ def test_sha256_index_and_large_files(repo_root, tiny_export, tmp_path):
                       "hash_val": hashlib.sha256(weights).hexdigest(), "hash_type": "sha256"}]
 
 
+def test_download_large_files_fetches_the_weights_of_an_unpacked_release(repo_root, tiny_export, tmp_path):
+    """The zip carries large_files.yml (given --base_url), as a model-zoo bundle does: MONAI's download_large_files
+    run on the unpacked bundle fetches the released weights, checked against their sha256."""
+    from monai.bundle import download_large_files
+
+    dist = tmp_path / "dist"
+    res = _package(repo_root, tiny_export, dist, base_url=dist.as_uri())
+    with zipfile.ZipFile(res["zip"]) as zf:
+        zf.extractall(tmp_path / "unpacked")
+    bundle = tmp_path / "unpacked" / "unimiss_pretraining"
+    assert (bundle / "large_files.yml").read_bytes() == (dist / f"unimiss_pretraining_v{PV}_large_files.yml").read_bytes()
+    shipped = (bundle / "models" / "model.pt").read_bytes()
+    (bundle / "models" / "model.pt").unlink()  # a repository that keeps the weights out of git
+    download_large_files(bundle_path=str(bundle))
+    assert (bundle / "models" / "model.pt").read_bytes() == shipped
+    without = _package(repo_root, tiny_export, tmp_path / "relative")  # a relative URL: no large_files.yml in the zip
+    with zipfile.ZipFile(without["zip"]) as zf:
+        assert "unimiss_pretraining/large_files.yml" not in zf.namelist()
+
+
 def test_index_keeps_other_releases(repo_root, tiny_export, tmp_path):
     _package(repo_root, tiny_export, tmp_path)
     package_bundle(str(repo_root / "bundles" / "unimiss_drr_generation"), out=str(tmp_path))

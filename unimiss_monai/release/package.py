@@ -4,7 +4,8 @@ For ``bundles/<name>`` at the ``version`` of its ``configs/metadata.json`` this 
 
 - ``<name>_v<version>.zip``: one folder ``<name>/`` with ``configs/``, ``docs/``, ``LICENSE`` and, with weights,
   ``models/model.pt`` = ``{"model": state_dict, "info": {...}}`` (plain tensors, loadable with
-  ``torch.load(..., weights_only=True)``); reproducible: the same inputs give the same bytes;
+  ``torch.load(..., weights_only=True)``) and, given ``--base_url``, ``large_files.yml``; reproducible: the same
+  inputs give the same bytes;
 - ``<name>_v<version>.zip.sha256`` (``sha256sum -c`` format);
 - ``model_info.json``: the release index, with this release's entry added (see :mod:`.index`);
 - with weights, ``<name>_v<version>_model.pt`` (the same bytes as in the zip) and ``<name>_v<version>_large_files.yml``
@@ -300,23 +301,28 @@ def build_release(
     out_dir = Path(out)
     key = entry_key(name, version)
     zip_path, weights_file = out_dir / f"{key}.zip", out_dir / f"{key}_model.pt"
+    prefix = base_url.rstrip("/") + "/" if base_url else ""
+    large_yml = None
+    if model_pt is not None:
+        import yaml
+
+        large_yml = yaml.safe_dump({"large_files": [{"path": "models/model.pt", "url": prefix + weights_file.name,
+                                                     "hash_val": sha256_bytes(model_pt), "hash_type": "sha256"}]},
+                                   sort_keys=False)
+        if base_url:  # as a model-zoo bundle carries it: download_large_files fetches the weights again from the zip
+            entries.append((f"{name}/large_files.yml", large_yml.encode()))
     zip_data = zip_bytes(entries)
     # both refusals come before anything is written, so a refused release leaves the folder as it was
     state = _write_state(zip_path, zip_data, overwrite)
     weights_state = _write_state(weights_file, model_pt, overwrite) if model_pt is not None else None
     if (out_dir / "model_info.json").exists():
         load_index(str(out_dir / "model_info.json"))  # a file there that is no index is refused now, not after the zip
-    prefix = base_url.rstrip("/") + "/" if base_url else ""
     large = None
     if model_pt is not None:
         if weights_state == "written":
             save_bytes(model_pt, weights_file)
-        import yaml
-
         large = out_dir / f"{key}_large_files.yml"
-        spec = {"large_files": [{"path": "models/model.pt", "url": prefix + weights_file.name,
-                                 "hash_val": sha256_bytes(model_pt), "hash_type": "sha256"}]}
-        save_bytes(yaml.safe_dump(spec, sort_keys=False), large)
+        save_bytes(large_yml, large)
     if state == "written":
         save_bytes(zip_data, zip_path)
     digest, size = sha256_bytes(zip_data), len(zip_data)
