@@ -81,3 +81,17 @@ def test_a_ct_folder_scan_takes_no_label_map_as_a_ct(tmp_path, caplog):
     assert [(c.name, c.image.name) for c in cases] == [("ct01", "ct01.nii.gz"), ("ct02", "ct02.nii")]
     assert cases[0].labels == tmp_path / "ct01_labels.nii.gz" and cases[1].labels is None
     assert "3 label map(s) left out" in caplog.text and "ct01_seg.nii.gz" in caplog.text
+
+
+def test_images_of_formats_a_bundle_does_not_read_are_left_out_aloud(tmp_path, caplog):
+    """A classification bundle reads the formats of its image_suffixes: a .tif or .bmp radiograph beside them is not
+    dropped unsaid (the segmentation bundle, which reads every format, would process it)."""
+    from unimiss_monai.data.classification_labels import list_images
+
+    png = _touch(tmp_path / "a.png")
+    _touch(tmp_path / "b.tif")
+    _touch(tmp_path / "c.bmp")
+    _touch(tmp_path / "d_label.tif")  # a label map is left out as one, not as another format
+    with caplog.at_level(logging.WARNING):
+        assert list_images(tmp_path, suffixes=(".png", ".dcm")) == [{"image": str(png)}]
+    assert "2 image file(s) of formats not read here left out (.bmp: 1, .tif: 1); the formats read are .png, .dcm" in caplog.text

@@ -124,8 +124,11 @@ def test_bad_inputs_raise_clear_errors():
         net(torch.randn(1, 1, 16, 64, 70))
     with pytest.raises(ValueError, match="unknown variant"):
         UniMissClassifier(2, 1, 2, variant="vit")
-    with pytest.raises(ValueError, match="unknown variant override"):
+    with pytest.raises(ValueError, match=r"unknown variant override\(s\) \['embed_dim'\] for 'mitplus' \(did you mean "
+                                         r"'embed_dims'\?\)"):
         UniMissClassifier(2, 1, 2, embed_dim=3)
+    with pytest.raises(ValueError, match=r"\(did you mean 'drop_path_rate'\?\); valid keys: .*drop_path_rate$"):
+        UniMissSegmentation(3, 1, 2, drop_path_rat=0.1)  # a rate is no variant field, but the nearest key all the same
     with pytest.raises(ValueError, match="spatial_dims"):
         UniMissSegmentation(4, 1, 2)
 

@@ -15,8 +15,12 @@ from unimiss_monai.networks import DINOHead, build_backbone, tiny_overrides
 from unimiss_monai.networks.publish import publish_pretrained
 
 
-def _export(path, variant="mitplus"):
-    backbone = build_backbone(variant, (2, 3), img_size={2: (64, 64), 3: (16, 64, 64)}, **tiny_overrides(variant))
+def _export(path, variant="mitplus", smoke=False):
+    """A small pretraining export: the smoke preset's widths with ``smoke``, else one stage wider (published without
+    --force: weights of the smoke preset are refused, which no fine-tune bundle loads by default)."""
+    widths = {} if smoke else {"embed_dims": (16, 32, 48, 64)}
+    backbone = build_backbone(variant, (2, 3), img_size={2: (64, 64), 3: (16, 64, 64)},
+                              **{**tiny_overrides(variant), **widths})
     exported = StudentTeacher(backbone, DINOHead(backbone.embed_dim, 16)).export()
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(exported, path)
@@ -163,3 +167,39 @@ def test_a_folder_given_as_destination_is_refused_before_any_comparison(tmp_path
         with pytest.raises(ValueError, match=rf"--dst {folder} is a folder, not a file: .*--dst {folder / 'model.pt'}"):
             publish_pretrained(str(tmp_path / "run" / "model.pt"), str(folder), force=force)
     assert not any(folder.iterdir())
+
+
+def test_smoke_size_weights_are_published_only_with_force(tmp_path, capsys):
+    """A smoke or demo run's export fits no fine-tune bundle's default configs (their smoke overlays load none):
+    refused in one line naming the overlay way to use them; --force publishes them anyway. A fine-tune model built
+    at full size is told, in the same words, that these are smoke-size weights."""
+    from unimiss_monai.networks import get_variant
+    from unimiss_monai.networks.pretrained import check_info
+
+    exported = _export(tmp_path / "smoke.pt", smoke=True)
+    dst = tmp_path / "models" / "model.pt"
+    with pytest.raises(ValueError) as err:
+        publish_pretrained(str(tmp_path / "smoke.pt"), str(dst))
+    message = str(err.value)
+    assert "holds smoke-size weights (embed_dims (16, 32, 32, 64)" in message and "--pretrained_path" in message
+    assert "--force true" in message and "\n" not in message and not dst.exists()
+    assert publish_pretrained(str(tmp_path / "smoke.pt"), str(dst), force="true")["dst"] == str(dst)
+    with pytest.raises(ValueError, match=r"these are smoke-size weights \(a run with smoke.yaml or demo.yaml\): add "
+                                         r"this bundle's configs/smoke.yaml"):
+        check_info(exported["info"], get_variant("mitplus"))
+    with pytest.raises(ValueError, match=r"the model is smoke-size .* drop that overlay"):
+        check_info({**exported["info"], **{k: list(getattr(get_variant("mitplus"), k)) for k in ("embed_dims", "num_heads")}},
+                   get_variant("mitplus", preset="smoke"))
+
+
+def test_an_installation_without_bundles_needs_dst(tmp_path, monkeypatch):
+    """Installed from a wheel, the package has no bundles beside it: the default target would be in site-packages."""
+    import unimiss_monai.networks.publish as publish
+
+    _export(tmp_path / "run.pt")
+    monkeypatch.setattr(publish, "DEFAULT_DST", tmp_path / "site-packages" / "bundles" / "unimiss_pretraining" / "models"
+                        / "model.pt")
+    with pytest.raises(ValueError, match=r"^publish-pretrained: this installation has no bundles/unimiss_pretraining "
+                                         r"beside it .*; pass --dst "):
+        publish_pretrained(str(tmp_path / "run.pt"))
+    assert not (tmp_path / "site-packages").exists()

@@ -75,12 +75,15 @@ def scan_images(folder: str | os.PathLike, suffixes: tuple[str, ...] = SCANNED_S
     label maps (:func:`is_label_map_name`) and names whose stem ends with one of ``skip_stems`` (a bundle's own
     outputs) are left out, and the count of each is logged, so that a scan never drops a file unsaid."""
     root = Path(folder)
-    found, labels, own = [], [], []
+    found, labels, own, other = [], [], [], {}
     for path in sorted(root.rglob("*") if recursive else root.iterdir()):
         if not path.is_file() or path.name.startswith("."):
             continue
         if not (image_suffix(path.name, suffixes) or (".dcm" in suffixes and not image_suffix(path.name)
                                                       and is_dicom_file(path))):
+            kind = image_suffix(path.name, SCANNED_SUFFIXES)
+            if kind and not is_label_map_name(path.relative_to(root)):
+                other[kind] = other.get(kind, 0) + 1
             continue
         relative = path.relative_to(root)
         if split_image_name(path.name)[0].endswith(skip_stems):
@@ -93,4 +96,8 @@ def scan_images(folder: str | os.PathLike, suffixes: tuple[str, ...] = SCANNED_S
         if group:
             logger.info("%s: %d %s left out, not taken as images (%s)", root, len(group), what,
                         ", ".join(map(str, group[:3])) + (", ..." if len(group) > 3 else ""))
+    if other:  # an image format the caller does not read: said, since the user may expect those files read
+        logger.warning("%s: %d image file(s) of formats not read here left out (%s); the formats read are %s",
+                       root, sum(other.values()), ", ".join(f"{k}: {n}" for k, n in sorted(other.items())),
+                       ", ".join(suffixes))
     return found

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from unimiss_monai.data.writers import keep_previous, save_torch
-from unimiss_monai.networks.pretrained import detect_variant
+from unimiss_monai.networks.pretrained import INFO_WIDTHS, detect_variant, smoke_sized
 from unimiss_monai.networks.weights_file import recorded_info, weights_in_folder
 from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.finite import first_non_finite
@@ -28,6 +28,15 @@ __all__ = ["DEFAULT_DST", "check_export_target", "publish_pretrained", "read_exp
 
 #: where the fine-tuning bundles look for pretrained weights (``default_pretrained_path`` of a sibling bundle)
 DEFAULT_DST = Path(__file__).resolve().parents[2] / "bundles" / "unimiss_pretraining" / "models" / "model.pt"
+
+
+def _default_dst() -> Path:
+    """:data:`DEFAULT_DST` when this package runs from a checkout that holds the pretraining bundle; an installed
+    package has no bundles beside it, and the weights would land in site-packages where no bundle reads them."""
+    if (DEFAULT_DST.parents[1] / "configs" / "metadata.json").is_file():
+        return DEFAULT_DST
+    raise ValueError(f"publish-pretrained: this installation has no bundles/unimiss_pretraining beside it "
+                     f"({DEFAULT_DST.parents[1]}); pass --dst <your bundles folder>/unimiss_pretraining/models/model.pt")
 
 
 def read_export(path: str | os.PathLike) -> dict[str, Any]:
@@ -125,20 +134,30 @@ def publish_pretrained(src: str, dst: str | None = None, force: bool | str = Fal
             a ``convert-checkpoint`` output is taken too.
         dst: where to publish; defaults to the repository's ``bundles/unimiss_pretraining/models/model.pt``, which
             the fine-tuning bundles load by default.
-        force: replace a ``dst`` of another variant or shape (``true``/``false``; the old one is still kept).
+        force: replace a ``dst`` of another variant or shape, or publish smoke-size weights (``true``/``false``; the
+            old file is still kept).
 
     Returns:
         ``{"dst", "previous" (path or None), "variant", "tensors", "sha256"}``.
     """
     force = as_bool(force, "force")
     src_path = Path(weights_in_folder(src, "publish-pretrained: source")).resolve()
-    dst_path = Path(dst) if dst else DEFAULT_DST
+    dst_path = Path(dst) if dst else _default_dst()
     if dst_path.exists() and dst_path.resolve() == src_path:
         raise ValueError(f"publish-pretrained: {src} is already {dst_path}; pass the export of a pretraining run")
     if dst_path.is_dir():  # before any comparison: a folder holds no weights to differ from
         raise ValueError(f"publish-pretrained: --dst {dst_path} is a folder, not a file: give the path of a file "
                          f"(e.g. --dst {dst_path / 'model.pt'})")
     export = read_export(src_path)
+    widths = {k: export["info"][k] for k in INFO_WIDTHS if k in export["info"]}
+    if smoke_sized(export["info"]["variant"], widths) and not force:
+        # the fine-tune bundles build full-size networks by default and their smoke overlays load no pretrained
+        # weights, so published smoke weights would only make every default fine-tune fail
+        raise ValueError(
+            f"publish-pretrained: {src} holds smoke-size weights (embed_dims {tuple(widths.get('embed_dims', ()))}, a "
+            "run with smoke.yaml or demo.yaml), which no fine-tune bundle loads by default; fine-tune from them with "
+            f"--pretrained_path {src} and the same overlay, or pass --force true to publish them anyway"
+        )
     previous = None
     if dst_path.exists():
         try:

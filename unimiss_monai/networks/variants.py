@@ -136,6 +136,10 @@ def _as_tuple(value):
     return value
 
 
+#: keyword arguments every network takes beside the :class:`VariantConfig` fields (its dropout rates)
+NETWORK_RATES = ("drop_rate", "attn_drop_rate", "drop_path_rate")
+
+
 def get_variant(variant: str | VariantConfig, preset: str | None = None, **overrides) -> VariantConfig:
     """The configuration of ``variant`` with the named ``preset`` (see :data:`PRESETS`), then ``overrides`` (any
     :class:`VariantConfig` field) applied.
@@ -158,7 +162,13 @@ def get_variant(variant: str | VariantConfig, preset: str | None = None, **overr
     names = {f.name for f in dataclasses.fields(VariantConfig)} - {"name", "family", "extra"}
     unknown = sorted(set(overrides) - names)
     if unknown:
-        raise ValueError(f"unknown variant override(s) {unknown} for {cfg.name!r}; valid keys: {sorted(names)}")
+        import difflib
+
+        # the networks take the regularisation rates beside these fields, and a misspelt rate ends up here
+        close = difflib.get_close_matches(unknown[0], sorted(names | set(NETWORK_RATES)), n=1)
+        raise ValueError(f"unknown variant override(s) {unknown} for {cfg.name!r}"
+                         f"{f' (did you mean {close[0]!r}?)' if close else ''}; valid keys: {sorted(names)}, and the "
+                         f"networks' {', '.join(NETWORK_RATES)}")
     cfg = dataclasses.replace(cfg, **{k: _as_tuple(v) for k, v in overrides.items()})
     for dim, heads in zip(cfg.embed_dims, cfg.num_heads):
         if dim % heads:
