@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,8 @@ from unimiss_monai.data.locators import read_structure_names
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CTCase", "find_ct_cases", "is_datalist_file", "read_label_names", "LABEL_SUFFIX", "DATALIST"]
+__all__ = ["CTCase", "find_ct_cases", "is_datalist_file", "read_label_names", "label_channels", "LABEL_SUFFIX",
+           "DATALIST", "MAX_LABEL_VALUES"]
 
 LABEL_SUFFIX = "_labels"
 DATALIST = "datalist.json"
@@ -154,11 +156,115 @@ def find_ct_cases(path: str | Path) -> list[CTCase]:
     return _refuse_duplicate_names(cases)
 
 
+_JSON_NAMES = 'a JSON object of label value -> structure name, e.g. {"1": "liver", "2": "spleen"}'
+_NAMES_FORMS = f"{_JSON_NAMES}, or a CSV with columns 'structure' and 'id'"
+
+
 def read_label_names(path: str | Path | None) -> dict[int, str]:
-    """Label value -> name from a ``structures.csv``-style CSV or a ``{"<value>": "<name>"}`` JSON; {} for None."""
+    """Label value -> name from a ``structures.csv``-style CSV or a ``{"<value>": "<name>"}`` JSON; {} for None.
+
+    Raises:
+        CTInputError: one line naming the file, what is wrong and the expected format: missing or unreadable, not
+            valid JSON / CSV, a value that is not a whole number, negative or naming nothing, or no value at all.
+    """
     if path is None:
         return {}
     path = Path(path)
-    if path.suffix.lower() == ".json":
-        return {int(k): str(v) for k, v in json.loads(path.read_text()).items()}
-    return read_structure_names(path)
+    try:
+        names = _json_label_names(path) if path.suffix.lower() == ".json" else read_structure_names(path)
+    except OSError as err:  # missing (a datalist's 'label_names' path), a folder, no permission
+        raise CTInputError(f"{path}: cannot read this label names file ({err.strerror or err}); fix the path (a "
+                           f"datalist entry's 'label_names') or remove it") from err
+    except ValueError as err:  # both readers' messages name the file, what is wrong and the format
+        raise CTInputError(str(err)) from err
+    if not names:
+        raise CTInputError(f"{path}: names no label value; expected {_NAMES_FORMS}")
+    negative = sorted(v for v in names if v < 0)
+    if negative:  # a label map may hold no negative value (label_channels): such a name would name nothing
+        raise CTInputError(f"{path}: names negative label value(s) {_few(negative)}; label values are 0 (background) "
+                           f"and positive whole numbers: fix them in {path.name}")
+    return names
+
+
+def _json_label_names(path: Path) -> dict[int, str]:
+    """``read_label_names`` of a JSON file; ``ValueError`` naming the file, the fault and the expected format."""
+    try:
+        content = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err}); expected {_JSON_NAMES}") from err
+    if not isinstance(content, dict):  # a list of names, say: which value each one names is a guess
+        raise ValueError(f"{path}: holds a JSON {_json_kind(content)}, not an object; expected {_JSON_NAMES}")
+    names = {}
+    for key, name in content.items():
+        try:
+            value = int(key)
+        except ValueError:
+            raise ValueError(f"{path}: key {key!r} is not a label value (a whole number); "
+                             f"expected {_JSON_NAMES}") from None
+        if not isinstance(name, str) or not name:  # {"1": {"name": ...}} would name the channel "{'name': ...}"
+            raise ValueError(f"{path}: label {key!r} is named {json.dumps(name)}, not a name; expected {_JSON_NAMES}")
+        names[value] = name
+    return names
+
+
+def _json_kind(content) -> str:
+    kinds = {list: "array", str: "string", bool: "boolean", int: "number", float: "number", type(None): "null"}
+    return kinds.get(type(content), type(content).__name__)
+
+
+# More distinct values than any segmentation of a CT holds: TotalSegmentator, the largest in common use, has 117
+# classes, and atlases of a few hundred structures exist; a CT passed as its own label map holds thousands (one per HU
+# value from -1024 to 3000), which would become thousands of "structures" label_40, label_41, ...
+MAX_LABEL_VALUES = 1000
+# Air in HU: a label map may hold a negative "ignore" value (-1, or PyTorch's -100), never one this low; a smooth or
+# small CT passed as its own label map can hold fewer than MAX_LABEL_VALUES values (a phantom: 263), but holds air
+AIR_HU = -1000
+
+
+def _ct_like(labels: Path, nonzero: Sequence[int]) -> str | None:
+    """Why a label map holding the sorted distinct nonzero ``nonzero`` values looks like a CT (its HU) rather than a
+    segmentation, as one line naming the file and the fix; None when it does not."""
+    if len(nonzero) > MAX_LABEL_VALUES:
+        why = f"more than any segmentation has (at most {MAX_LABEL_VALUES})"
+    elif nonzero and nonzero[0] <= AIR_HU:
+        why = f"down to {nonzero[0]}, air in HU"
+    else:
+        return None
+    return (f"{labels}: holds {len(nonzero)} distinct values from {nonzero[0]} to {nonzero[-1]}, {why}; it does not "
+            "look like a label map (is it the CT itself?): pair the CT with its segmentation (0 background, 1, 2, ... "
+            "one value per structure)")
+
+
+def label_channels(labels: Path, values: Sequence[int], names: dict[int, str], names_file: Path | None
+                   ) -> dict[int, str]:
+    """The channels to project from the label map ``labels`` holding the distinct ``values`` (0 the background), as
+    label value -> name: every value ``names`` (read from ``names_file``) names, in value order, even one absent
+    from this map (every CT named by one file gets the same channels), else every positive value present
+    (``label_<value>``).
+
+    Raises:
+        CTInputError: one line naming the map and the fix: it looks like a CT (more than :data:`MAX_LABEL_VALUES`
+            distinct values, or air in HU), holds negative values, or values that ``names_file`` does not name (they
+            would vanish from the projections).
+    """
+    nonzero = sorted(v for v in values if v != 0)
+    if reason := _ct_like(labels, nonzero):
+        raise CTInputError(reason)
+    negative = [v for v in nonzero if v < 0]
+    if negative:  # an "ignore" value, or a signed overflow: either way its voxels would vanish from the projections
+        raise CTInputError(f"{labels}: label map holds negative values ({_few(negative)}); label values are 0 "
+                           "(background) and positive whole numbers: map them to 0 or to positive values")
+    if not names:
+        return {v: f"label_{v}" for v in nonzero}
+    unnamed = [v for v in nonzero if v not in names]
+    if unnamed:
+        raise CTInputError(f"{labels}: label map holds {len(unnamed)} value(s) that {names_file} does not name "
+                           f"({_few(unnamed)}), which would vanish from the projections; name them there, or pass "
+                           "a names file that names every value")
+    return {v: names[v] for v in sorted(names)}
+
+
+def _few(values: Sequence[int], shown: int = 5) -> str:
+    """``"2, 3, 4"``, or ``"2, 3, 4, 5, 6, ... (9 in all)"`` for a long list."""
+    text = ", ".join(str(v) for v in values[:shown])
+    return text if len(values) <= shown else f"{text}, ... ({len(values)} in all)"

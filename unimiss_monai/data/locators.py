@@ -66,9 +66,26 @@ def find_real_radiograph() -> Path | None:
 
 
 def read_structure_names(path: str | Path) -> dict[int, str]:
-    """Label value -> structure name from a ``structures.csv`` (columns ``structure`` and ``id``)."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    """Label value -> structure name from a ``structures.csv`` (columns ``structure`` and ``id``).
+
+    Raises:
+        ValueError: one line naming ``path``, what is wrong and the expected columns (not a text CSV, the columns
+            missing, an ``id`` that is not a whole number).
+        OSError: ``path`` cannot be opened.
+    """
+    expected = "expected a CSV with columns 'structure' and 'id' (one row per label value, e.g. 'liver,5')"
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (UnicodeDecodeError, csv.Error) as err:  # a binary file, say: the bare error names neither file nor form
+        raise ValueError(f"{path}: not a readable CSV ({err}); {expected}") from err
     if not rows or not {"structure", "id"} <= set(rows[0]):
-        raise ValueError(f"{path}: expected a CSV with columns 'structure' and 'id' (one row per label value)")
-    return {int(row["id"]): row["structure"] for row in rows}
+        raise ValueError(f"{path}: {expected}")
+    names = {}
+    for row in rows:
+        try:
+            names[int(row["id"])] = row["structure"]
+        except (TypeError, ValueError):  # int(None) for a short row: both would say neither file nor row
+            raise ValueError(f"{path}: id {row['id']!r} of structure {row['structure']!r} is not a whole number; "
+                             f"{expected}") from None
+    return names

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from unimiss_monai.data.ct_inputs import CTCase, find_ct_cases, is_datalist_file, read_label_names
+from unimiss_monai.data.ct_inputs import CTCase, find_ct_cases, is_datalist_file, label_channels, read_label_names
 from unimiss_monai.data.ct_io import load_ct, load_label_map
 from unimiss_monai.data.samples import find_dataset
 from unimiss_monai.data.writers import (check_output_dir, check_replaceable_json, save_contact_sheet, save_ct,
@@ -248,24 +248,36 @@ class DRRGenerator:
                                 case.label_names if self.project_labels else None])
 
     # ------------------------------------------------------------------ one CT
-    def _read(self, case: CTCase) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list]:
-        """A CT's HU, affine, (when projected) label map, and its inputs' signature taken before they were read: a
-        file replaced while it is read is rendered again by the next run."""
+    def _read(self, case: CTCase) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict, list]:
+        """A CT's HU, affine, (when projected) label map and its channels (label value -> name), and its inputs'
+        signature taken before they were read: a file replaced while it is read is rendered again by the next run.
+        A label map or names file that would lose structures fails here, before anything is rendered."""
         inputs = self._inputs(case)
         hu, affine = load_ct(case.image)
-        projected = self.project_labels and case.labels is not None
-        return hu, affine, load_label_map(case.labels, hu.shape, affine) if projected else None, inputs
+        if not (self.project_labels and case.labels is not None):
+            return hu, affine, None, {}, inputs
+        names = read_label_names(case.label_names)
+        labels = load_label_map(case.labels, hu.shape, affine)
+        return hu, affine, labels, self._label_channels(case, labels, names), inputs
+
+    @staticmethod
+    def _label_channels(case: CTCase, labels: np.ndarray, names: dict[int, str]) -> dict[int, str]:
+        """:func:`label_channels` of a case's label map, from the one scan of its values: the channels to project,
+        once the map is known to hold only values its names file names (nothing vanishes from the projections)."""
+        from unimiss_monai.drr.labels import label_values
+
+        return label_channels(case.labels, label_values(labels).tolist(), names, case.label_names)
 
     def _process(self, case: CTCase, read: tuple, bar: tqdm, rank: int = 0) -> None:
         from unimiss_monai.drr import prepare_volume
 
-        hu, affine, labels, inputs = read
+        hu, affine, labels, channels, inputs = read
         with staged_dir(self.output_dir / case.name) as tmp:
             if self.slab_depth > 0:
                 entry = self._render_slabs(case, hu, affine, tmp, bar)
             else:
                 prepared = prepare_volume(hu, affine, device=None if self.device == "cpu" else self.device)
-                entry = self._render_whole(case, prepared, labels, tmp, bar)
+                entry = self._render_whole(case, prepared, labels, channels, tmp, bar)
             local = relative(entry, tmp)
             save_json(local, tmp / f"{case.name}_datalist.json")
             # the done record goes in last; the folder appears whole or not at all (staged_dir)
@@ -300,12 +312,12 @@ class DRRGenerator:
         row_first = detector_affine(view, shape or g.detector_shape, spacing or g.pixel_spacing, g.sdd, g.sid, isocenter)
         return row_first[:, [1, 0, 2, 3]]
 
-    def _render_whole(self, case: CTCase, prepared, labels, out: Path, bar: tqdm) -> dict:
+    def _render_whole(self, case: CTCase, prepared, labels, channels: dict[int, str], out: Path, bar: tqdm) -> dict:
         from unimiss_monai.drr import to_radiograph
 
         images = self._render_views(prepared, None, bar)
         previews = to_radiograph(images)
-        thickness, names = (None, {}) if labels is None else self._project_label_map(case, labels, prepared.affine)
+        thickness = None if labels is None else self._project_label_map(labels, list(channels), prepared.affine)
         testing = []
         for v, view in enumerate(self.views):
             affine = self._detector_affine(view, prepared.center)
@@ -316,23 +328,21 @@ class DRRGenerator:
                 item["label"] = save_nifti(np.moveaxis(thickness[v], 0, -1).transpose(1, 0, 2), affine,
                                            out / f"{case.name}_{view}_labels.nii.gz")
             testing.append(item)
-        if names:
-            save_json({str(i): n for i, n in enumerate(names.values())}, out / f"{case.name}_labels.json")
+        if channels:
+            save_json({str(i): n for i, n in enumerate(channels.values())}, out / f"{case.name}_labels.json")
         sheet = save_contact_sheet(previews, self.views, out / f"{case.name}_contact_sheet.png", title=case.name,
                                    overlays=None if thickness is None else thickness.sum(axis=1),
                                    pixel_spacing=self.geometry.pixel_spacing)
         return {"testing": testing, "training": [], "contact_sheet": sheet}
 
-    def _project_label_map(self, case: CTCase, labels: np.ndarray, affine: np.ndarray):
-        from unimiss_monai.drr import present_labels, project_labels
+    def _project_label_map(self, labels: np.ndarray, values: list[int], affine: np.ndarray) -> np.ndarray:
+        """``(V, C, H, W)`` projected thickness of the label ``values`` (the channels, in order)."""
+        from unimiss_monai.drr import project_labels
 
-        names = read_label_names(case.label_names)
-        values = sorted(names) if names else present_labels(labels).tolist()
-        names = {v: names.get(v, f"label_{v}") for v in values}
         g = self.geometry
         thickness = project_labels(labels, affine, values, views=self.views, detector_shape=g.detector_shape,
                                    pixel_spacing=g.pixel_spacing, sdd=g.sdd, sid=g.sid)
-        return np.asarray(thickness), names
+        return np.asarray(thickness)
 
     def _render_slabs(self, case: CTCase, hu: np.ndarray, affine: np.ndarray, out: Path, bar: tqdm) -> dict:
         from unimiss_monai.drr import render_slabs, split_slabs, superior_axis, to_radiograph, volume_center
