@@ -33,8 +33,8 @@ from unimiss_monai.data.grid_checks import (
 from unimiss_monai.data.image_formats import NIFTI_SUFFIXES, is_dicom_file
 
 __all__ = [
-    "MAX_AIR_ONLY_HU", "CTInputError", "check_not_air_only", "load_ct", "load_label_map", "label_value_problem",
-    "is_dicom_file", "is_dicom_series_dir", "warn_if_not_ct_hu",
+    "MAX_AIR_ONLY_HU", "MAX_PLAUSIBLE_HU", "CTInputError", "check_not_air_only", "load_ct", "load_label_map",
+    "label_value_problem", "is_dicom_file", "is_dicom_series_dir", "warn_if_not_ct_hu",
 ]
 
 logger = logging.getLogger(__name__)
@@ -46,6 +46,10 @@ MR_LIKE_LOW_PERCENTILE_HU = -300.0
 # denser than this holds no body at all (an air scan, an export or rescale gone wrong): its DRRs are blank and it gives
 # a network nothing to learn. Noise may lift an air scan's densest voxel above it; then it passes, as before
 MAX_AIR_ONLY_HU = -900.0
+# no CT in HU has 1% of its voxels above this: metal and dense bone stay under 3071 HU on the usual 12-bit scale, and
+# the extended scales of some scanners (up to about 30000 HU) give such values to a few voxels of metal only. A 99th
+# percentile above it is a volume in another unit (a rescale slope of 1000 for 1): rendered and segmented, marked ok
+MAX_PLAUSIBLE_HU = 10000.0
 
 
 class CTInputError(ValueError):
@@ -106,6 +110,12 @@ def _load(path: Path, what: str, dtype) -> tuple[np.ndarray, np.ndarray]:
                            f"`python -m unimiss_monai samples --out DIR`")
     if path.is_dir() and not is_dicom_series_dir(path):
         raise CTInputError(f"{path}: folder holds no DICOM files; pass a NIfTI file or a folder of one DICOM series")
+    try:  # headers only, before the voxels are read: a reader drops the imaginary part of complex voxels with no more
+        # than a warning, and stacks slices of another geometry as if alike or fails on them with a message naming none
+        check_nifti_header(str(path))
+        check_dicom_series(str(path))
+    except ValueError as err:
+        raise CTInputError(str(err)) from None
     try:
         array, affine = _read(path, dtype)
     except Exception as err:  # readers raise many types; the user needs the file name and what to do
@@ -114,8 +124,6 @@ def _load(path: Path, what: str, dtype) -> tuple[np.ndarray, np.ndarray]:
                            f"or a folder holding one DICOM series") from err
     affine = np.asarray(affine, dtype=np.float64)
     try:  # a degenerate grid would be replaced by a made-up one, and every physical distance would be wrong
-        check_nifti_header(str(path))
-        check_dicom_series(str(path))
         check_grid(affine, 3, str(path))
     except ValueError as err:
         raise CTInputError(str(err)) from None
@@ -136,7 +144,8 @@ def load_ct(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
     Raises:
         CTInputError: the file is missing or unreadable, is empty (an axis of length 0), is a 2D image, is not a single
-            3D volume, has NaN or Inf voxels, holds nothing denser than air or has a degenerate voxel grid.
+            3D volume, has NaN or Inf voxels, holds nothing denser than air or values no CT in HU reaches, or has a
+            degenerate or non-finite voxel grid (or a NIfTI header whose sform and qform disagree, or complex voxels).
 
     Warns:
         UserWarning: the intensities do not look like CT HU (no air near -1000 HU; e.g. an MR volume).
@@ -191,14 +200,29 @@ def warn_if_not_ct_hu(hu, source: str, consequence: str = "the network was train
     return True
 
 
+def _check_not_beyond_hu(flat: np.ndarray, sample: np.ndarray, source: str) -> None:
+    """Raise :class:`CTInputError` when 1% of a volume's values (on ``sample``) lie above :data:`MAX_PLAUSIBLE_HU`."""
+    if float(sample.max()) <= MAX_PLAUSIBLE_HU:  # any CT in HU: no percentile to compute
+        return
+    high = float(np.percentile(sample, 99.0))
+    if high > MAX_PLAUSIBLE_HU:
+        raise CTInputError(f"{source}: values up to {float(flat.max()):.0f} HU (1% above {high:.0f}), where no CT in "
+                           f"HU has 1% above {MAX_PLAUSIBLE_HU:.0f}: not in HU (check the rescale slope/intercept)")
+
+
 def check_not_air_only(hu, source: str) -> None:
-    """Raise :class:`CTInputError` (one line naming ``source``) when a CT in HU holds nothing denser than air (every
-    voxel at most :data:`MAX_AIR_ONLY_HU`). ``hu``: any array or tensor of the volume, its values finite."""
+    """Raise :class:`CTInputError` (one line naming ``source``) when a CT's values are not those of a body in HU: it
+    holds nothing denser than air (every voxel at most :data:`MAX_AIR_ONLY_HU`), or 1% of its voxels lie above
+    :data:`MAX_PLAUSIBLE_HU` (another unit, a wrong rescale slope). ``hu``: any array or tensor of the volume, its
+    values finite. Both checks are here so that every caller (the DRR reader, the pretraining and segmentation input
+    checks) makes both."""
     a = _flat(hu)
     if not a.size:
         return
+    sample = _sample(a)
+    _check_not_beyond_hu(a, sample, source)
     # a sample settles it for any volume with a body in it; only one the sample finds no tissue in is read whole
-    if float(_sample(a).max()) > MAX_AIR_ONLY_HU:
+    if float(sample.max()) > MAX_AIR_ONLY_HU:
         return
     densest = float(a.max())
     if densest <= MAX_AIR_ONLY_HU:

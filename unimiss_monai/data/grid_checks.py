@@ -1,6 +1,7 @@
-"""Checks of an image's voxel grid: a degenerate affine, a NIfTI header declaring one (readers replace such a grid
-by a made-up identity, so the header is the only witness), or a DICOM folder whose slices are not one evenly spaced
-series (readers space them evenly, or read one series of several, with a warning that names no file)."""
+"""Checks of an image's voxel grid: a degenerate or non-finite affine, a NIfTI header declaring one (readers replace
+such a grid by a made-up identity, so the header is the only witness), a NIfTI header whose sform and qform disagree or
+whose voxels are complex, or a DICOM folder whose slices are not one evenly spaced series of one geometry (readers space
+them evenly, stack them as if alike, or read one series of several, with a warning that names no file)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import numpy as np
 import torch
 
 __all__ = [
-    "CT_SPACING_MM", "check_ct_volume", "check_dicom_series", "check_grid", "check_has_voxels", "check_nifti_header",
+    "CT_SPACING_MM", "SFORM_QFORM_TOLERANCE", "check_ct_volume", "check_dicom_series", "check_grid", "check_has_voxels",
+    "check_nifti_header",
 ]
 
 
@@ -25,6 +27,11 @@ def _degenerate(source: str, what: str, smallest: float) -> ValueError:
     )
 
 
+def _non_finite(source: str, what: str) -> ValueError:
+    return ValueError(f"{source}: its {what} holds NaN or Inf, so its voxels have no place in space; rewrite the "
+                      "header with the scanner's origin/orientation")
+
+
 def check_has_voxels(shape, source: str, what: str = "image", layout: str = "") -> None:
     """Raise ``ValueError`` (one line naming ``source``) when ``shape`` has an axis of length 0.
 
@@ -36,12 +43,15 @@ def check_has_voxels(shape, source: str, what: str = "image", layout: str = "") 
 
 
 def check_grid(affine, spatial_dims: int, source: str, min_spacing: float = 1e-6) -> None:
-    """Raise ``ValueError`` (one line naming ``source``) when the affine's first ``spatial_dims`` columns are degenerate.
+    """Raise ``ValueError`` (one line naming ``source``) when the affine holds NaN or Inf anywhere (origin included), or
+    its first ``spatial_dims`` columns are degenerate.
 
-    Only the image's own axes are looked at: a 2D image may carry a 3D (detector) affine, whose top-left 2x2 block can
-    be singular while its two columns are perfectly good directions in space.
+    Only the image's own axes are looked at for degeneracy: a 2D image may carry a 3D (detector) affine, whose top-left
+    2x2 block can be singular while its two columns are perfectly good directions in space.
     """
     a = np.asarray(torch.as_tensor(affine).detach().cpu(), dtype=np.float64)
+    if not np.isfinite(a).all():  # a NaN origin passed the axes' check, then broke an SVD or gave NaN output
+        raise _non_finite(source, "affine")
     smallest = _smallest_axis(a[:-1, : max(1, min(int(spatial_dims), a.shape[1] - 1))])
     if not np.isfinite(smallest) or smallest < min_spacing:
         raise _degenerate(source, "affine", smallest)
@@ -68,10 +78,51 @@ def check_ct_volume(shape, affine, source: str) -> None:
                          "file in metres gives 0.0008 for 0.8 mm): rewrite it with the spacing in mm")
 
 
-def check_nifti_header(source: str, min_spacing: float = 1e-6) -> None:
-    """Raise ``ValueError`` when the NIfTI file ``source`` declares a degenerate sform or qform.
+# sform and qform within this of each other are one grid: per matrix column, 1e-3 mm plus 1e-4 of the column's length
+# (the voxel size, or the origin's distance from 0). A scanner's header stores both in float32 (quaternion and offsets
+# too), which leaves them some 1e-7 apart relatively: 0.00002 mm at an origin 200 mm away. A real disagreement (another
+# voxel size, a shifted origin) is a voxel or more
+SFORM_QFORM_TOLERANCE = (1e-3, 1e-4)
 
-    Readers replace such a grid by a made-up identity one, so the header is the only witness. Non-NIfTI or unreadable
+
+def _qform(header) -> np.ndarray | None:
+    """The qform as readers build it, or None when its quaternion is invalid (left to the loader, which refuses it).
+
+    The sign of pixdim[0] is qfac and voxel sizes count unsigned, as in nibabel's checked reading: on an unchecked
+    header its ``get_qform`` refuses a 0 in pixdim[0] that every reader takes as 1."""
+    fixed = header.copy()
+    fixed["pixdim"][0] = -1.0 if header["pixdim"][0] < 0 else 1.0
+    fixed["pixdim"][1:4] = np.abs(header["pixdim"][1:4])
+    try:
+        return np.asarray(fixed.get_qform(), dtype=np.float64)
+    except ValueError:
+        return None
+
+
+def _describe_grid(matrix: np.ndarray) -> str:
+    sizes = np.round(np.linalg.norm(matrix[:3, :3], axis=0), 4).tolist()
+    return f"voxel size {sizes} mm, origin {(np.round(matrix[:3, 3], 2) + 0.0).tolist()} mm"  # + 0.0: no "-0.0"
+
+
+def _check_forms_agree(source: str, sform: np.ndarray, qform: np.ndarray) -> None:
+    """Raise ``ValueError`` when the two voxel-to-world matrices of one file are not one grid: readers differ in which
+    one they take (nibabel the sform, ITK may take the qform), so outputs of two readers would no longer overlay."""
+    atol, rtol = SFORM_QFORM_TOLERANCE
+    tolerance = atol + rtol * np.linalg.norm(sform[:3], axis=0)
+    if (np.abs(sform[:3] - qform[:3]) <= tolerance).all():
+        return
+    s, q = _describe_grid(sform), _describe_grid(qform)
+    what = f"sform: {s}; qform: {q}" + ("; they differ in orientation" if s == q else "")
+    raise ValueError(f"{source}: its sform and qform disagree ({what}), and readers differ in which one they use: "
+                     "rewrite the header so that sform and qform agree, or set one of their codes to 0")
+
+
+def check_nifti_header(source: str, min_spacing: float = 1e-6) -> None:
+    """Raise ``ValueError`` when the NIfTI file ``source`` declares complex voxels, a sform or qform holding NaN or Inf
+    or a degenerate one, or a sform and a qform (both in use) that are not one grid.
+
+    Readers replace a degenerate grid by a made-up identity one, keep the real part of complex voxels with no more than
+    a warning, and take one of two disagreeing forms, so the header is the only witness. Non-NIfTI or unreadable
     files are left to the loader.
     """
     if not str(source).lower().endswith((".nii", ".nii.gz")):
@@ -84,13 +135,26 @@ def check_nifti_header(source: str, min_spacing: float = 1e-6) -> None:
             header = header_class.from_fileobj(f, check=False)
     except Exception:  # noqa: BLE001 - unreadable headers are the loader's business
         return
-    for name, code, matrix in (("sform", header["sform_code"], header.get_sform),
-                               ("qform", header["qform_code"], header.get_qform)):
-        if int(code) > 0:
-            smallest = _smallest_axis(np.asarray(matrix(), dtype=np.float64)[:3, :3])
+    dtype = header.get_data_dtype()
+    if dtype.kind == "c":
+        raise ValueError(f"{source}: its voxels are complex numbers ({dtype.name}), of which a reader keeps the real "
+                         "part and drops the rest; save the magnitude (or the real part) as a real-valued image")
+    sform_used, qform_used = int(header["sform_code"]) > 0, int(header["qform_code"]) > 0
+    # every entry of a form in use reaches the affine: a NaN origin passed the 3x3 check, then broke an SVD
+    if sform_used and not np.isfinite(header.get_sform()).all():
+        raise _non_finite(str(source), "sform (srow_x/y/z)")
+    qform_fields = [header[k] for k in ("quatern_b", "quatern_c", "quatern_d", "qoffset_x", "qoffset_y", "qoffset_z")]
+    if qform_used and not np.isfinite([*qform_fields, *header["pixdim"][1:4]]).all():
+        raise _non_finite(str(source), "qform (quatern_b/c/d, qoffset_x/y/z or pixdim)")
+    forms = {"sform": header.get_sform() if sform_used else None, "qform": _qform(header) if qform_used else None}
+    for name, matrix in forms.items():
+        if matrix is not None:
+            smallest = _smallest_axis(np.asarray(matrix, dtype=np.float64)[:3, :3])
             if not np.isfinite(smallest) or smallest < min_spacing:
                 raise _degenerate(str(source), name, smallest)
-    if int(header["qform_code"]) > 0 or int(header["sform_code"]) == 0:
+    if forms["sform"] is not None and forms["qform"] is not None:
+        _check_forms_agree(str(source), np.asarray(forms["sform"], dtype=np.float64), forms["qform"])
+    if qform_used or not sform_used:
         # that grid is built from pixdim, whose zeros nibabel replaces by 1 mm (get_qform included)
         n = int(np.clip(header["dim"][0], 1, 3))
         # only axes the image extends along: a 2D image saved as (X, Y, 1) may carry 0 as its third voxel size
@@ -98,16 +162,53 @@ def check_nifti_header(source: str, min_spacing: float = 1e-6) -> None:
                                     dtype=np.float64))
         if spacing.size == 0:
             return
-        if not np.isfinite(spacing).all() or spacing.min() < min_spacing:
+        if not np.isfinite(spacing).all():
+            raise _non_finite(str(source), "voxel size (pixdim)")
+        if spacing.min() < min_spacing:
             raise _degenerate(str(source), "voxel size (pixdim)", float(spacing.min()))
+
+
+# what every slice of one series shares, each as (what it is called, its value in a slice or None, the largest
+# difference that is still the same: DICOM writes decimals as text, so one value may differ in its last digits)
+_SLICE_GEOMETRY = (
+    ("orientation (ImageOrientationPatient)", lambda d: d.get("ImageOrientationPatient"), 1e-3),
+    ("pixel spacing (PixelSpacing, mm)", lambda d: d.get("PixelSpacing"), 1e-3),
+    ("size (Rows, Columns)", lambda d: (d.Rows, d.Columns) if "Rows" in d and "Columns" in d else None, 0.0),
+)
+
+
+def _numbers(values) -> str:
+    return "[" + ", ".join(f"{float(x) + 0.0:.6g}" for x in values) + "]"  # + 0.0: no "-0"
+
+
+def _odd_slice(slices: list) -> str | None:
+    """Which slice (by file name) of ``slices`` ((path, dataset) pairs of one series) has another orientation, pixel
+    spacing or size than the others, and what differs; None when they agree. A slice lacking a tag is left to the
+    reader."""
+    for what, value, tolerance in _SLICE_GEOMETRY:
+        found = [(path, v) for path, d in slices if (v := value(d)) is not None]
+        try:
+            values = np.asarray([v for _, v in found], dtype=np.float64)
+        except (TypeError, ValueError):  # a malformed tag (another count of numbers) is the reader's business
+            continue
+        if values.ndim != 2 or len(values) < 2:
+            continue
+        usual = np.median(values, axis=0)  # the majority's value: one odd slice cannot move it
+        worst = int(np.argmax(np.abs(values - usual).max(axis=1)))
+        if np.abs(values[worst] - usual).max() > tolerance:
+            return (f"slice {found[worst][0].name} has another {what}, {_numbers(values[worst])} where the others have "
+                    f"{_numbers(usual)}")
+    return None
 
 
 def check_dicom_series(source: str, tolerance: float = 0.01) -> None:
     """Raise ``ValueError`` (one line naming the folder) when the DICOM folder ``source`` holds more than one series,
-    two slices at one position, or slices whose spacing varies by more than ``tolerance`` (a fraction of the median
-    spacing, at least 0.01 mm): a missing slice. ITK reads the first of several series and spreads a series with gaps
-    evenly, so the labels no longer lie on the anatomy. Files that are not DICOM, and series without positions
-    (a single multi-frame file), are left to the reader; anything that is not a folder is left alone."""
+    a slice whose orientation, pixel spacing or size (rows, columns) differs from the others', two slices at one
+    position, or slices whose spacing varies by more than ``tolerance`` (a fraction of the median spacing, at least
+    0.01 mm): a missing slice. ITK reads the first of several series, stacks slices of another geometry as if alike and
+    spreads a series with gaps evenly, so the labels no longer lie on the anatomy. Files that are not DICOM, and series
+    without positions (a single multi-frame file), are left to the reader; anything that is not a folder is left
+    alone."""
     folder = Path(source)
     if not folder.is_dir():
         return
@@ -115,22 +216,27 @@ def check_dicom_series(source: str, tolerance: float = 0.01) -> None:
 
     from unimiss_monai.data.image_formats import is_dicom_file
 
+    tags = ["SeriesInstanceUID", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns"]
     series: dict[str, list] = {}
     for path in sorted(folder.iterdir()):
         if not path.is_file() or not (path.suffix.lower() == ".dcm" or is_dicom_file(path)):
             continue
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True,
-                                 specific_tags=["SeriesInstanceUID", "ImagePositionPatient", "ImageOrientationPatient"])
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=tags)
         except Exception:  # noqa: BLE001 - an unreadable file is the reader's business
             continue
         if "SeriesInstanceUID" in ds:  # a DICOMDIR or a report in the export is no slice of any series
-            series.setdefault(str(ds.SeriesInstanceUID), []).append(ds)
+            series.setdefault(str(ds.SeriesInstanceUID), []).append((path, ds))
     if len(series) > 1:
         counts = ", ".join(f"{len(v)} slices" for v in series.values())
         raise ValueError(f"{folder}: holds {len(series)} DICOM series ({counts}); a reader would take one and drop the "
                          "rest: put each series in a folder of its own")
-    slices = next(iter(series.values()), [])
+    with_paths = next(iter(series.values()), [])
+    odd = _odd_slice(with_paths)
+    if odd:
+        raise ValueError(f"{folder}: {odd}; a reader stacks it as if it matched, and the volume is distorted: remove "
+                         "that slice if it is no part of the series (a localizer), else export the series again")
+    slices = [ds for _, ds in with_paths]
     if len(slices) < 3 or any("ImagePositionPatient" not in d or "ImageOrientationPatient" not in d for d in slices):
         return
     iop = np.asarray(slices[0].ImageOrientationPatient, dtype=np.float64)
