@@ -13,12 +13,21 @@ from unimiss_monai.transforms import AsGreyRadiograph, AsGreyRadiographd, CheckM
 
 def test_monochrome1_is_inverted():
     img = MetaTensor(torch.tensor([[[0.0, 10.0], [4.0, 6.0]]]), meta={"00280004": {"vr": "CS", "Value": ["MONOCHROME1"]}})
-    out = AsGreyRadiograph()(img)
+    out = AsGreyRadiograph(min_size=2)(img)
     np.testing.assert_array_equal(out.numpy(), [[[10.0, 0.0], [6.0, 4.0]]])
-    np.testing.assert_array_equal(AsGreyRadiograph(invert_monochrome1=False)(img).numpy(), img.numpy())
+    np.testing.assert_array_equal(AsGreyRadiograph(invert_monochrome1=False, min_size=2)(img).numpy(), img.numpy())
     # ITK has inverted already (its meta uses "0028|0004" keys): left alone
     itk = MetaTensor(img.as_tensor(), meta={"0028|0004": "MONOCHROME1 "})
-    np.testing.assert_array_equal(AsGreyRadiograph()(itk).numpy(), img.numpy())
+    np.testing.assert_array_equal(AsGreyRadiograph(min_size=2)(itk).numpy(), img.numpy())
+    with pytest.raises(ValueError, match=r"is 2x2 pixels, too small for a radiograph \(at least 16 along each side\)"):
+        AsGreyRadiograph()(img)  # a thumbnail: resized to the network's input it would be segmented as a chest
+
+
+def test_a_strip_is_no_radiograph():
+    strip = MetaTensor(torch.rand(1, 3000, 1, 1), meta={"filename_or_obj": "/d/strip.png"})
+    with pytest.raises(ValueError, match=r"^/d/strip.png: is 3000x1 pixels, too small for a radiograph"):
+        AsGreyRadiograph()(strip)
+    assert AsGreyRadiograph()(MetaTensor(torch.rand(1, 16, 20))).shape == (1, 16, 20)
 
 
 def test_refuses_3d_volume_and_wrong_channels():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from monai.transforms import Transform
 
-from unimiss_monai.data.xray import BT601, grey_radiograph
+from unimiss_monai.data.xray import BT601, grey_radiograph, source_name
 from unimiss_monai.transforms.utility.array import CheckImage
 from unimiss_monai.utils.args import as_bool
 
@@ -21,19 +21,26 @@ class AsGreyRadiograph(Transform):
         invert_monochrome1: invert ``PydicomReader`` images whose metadata says ``MONOCHROME1``. Defaults to True.
         luminance: convert colour RGB/RGBA images to grey by luminance instead of refusing them (e.g. DRRs or X-rays
             exported through a colour pipeline). Defaults to False.
+        min_size: fewest pixels along each side (a 2x2 thumbnail or a 3000x1 strip is no radiograph: resized to the
+            network's input it would give a confident answer about nothing). Defaults to 16.
 
     Raises:
-        ValueError: naming the file, for a 3D volume or an unexpected channel count.
+        ValueError: naming the file, for a 3D volume, an unexpected channel count or a side under ``min_size``.
     """
 
     BT601 = BT601
 
-    def __init__(self, invert_monochrome1: bool = True, luminance: bool = False) -> None:
+    def __init__(self, invert_monochrome1: bool = True, luminance: bool = False, min_size: int = 16) -> None:
         self.invert_monochrome1 = as_bool(invert_monochrome1, "invert_monochrome1")
         self.luminance = as_bool(luminance, "luminance")  # from the command line a value is a string
+        self.min_size = int(min_size)
         # NaN/Inf pixels or a blank image would become a confident "no finding" or an empty mask
         self.check_image = CheckImage(fail_constant=True)
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         """img: (C, X, Y[, 1]) -> (1, X, Y)."""
-        return self.check_image(grey_radiograph(img, self.invert_monochrome1, self.luminance))
+        grey = self.check_image(grey_radiograph(img, self.invert_monochrome1, self.luminance))
+        if min(grey.shape[1:]) < self.min_size:
+            raise ValueError(f"{source_name(grey)}: is {'x'.join(map(str, grey.shape[1:]))} pixels, too small for a "
+                             f"radiograph (at least {self.min_size} along each side); check the export or drop the case")
+        return grey
