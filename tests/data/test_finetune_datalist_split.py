@@ -9,7 +9,7 @@ import json
 import pytest
 
 from unimiss_monai.data.classification_labels import load_classification_datalist
-from unimiss_monai.data.datalists import load_datalist
+from unimiss_monai.data.datalists import load_datalist, read_split
 
 # the DRR bundle's datalist without slab mode: slab pairs for pretraining under "training", none here
 DRR_LIKE = {"testing": [{"name": "ct", "image": "ct/ct_AP.nii.gz", "label": "ct/ct_AP_labels.nii.gz"}],
@@ -70,3 +70,21 @@ def test_the_segmentation_bundles_read_their_splits_through_the_check(tmp_path, 
         e = e.__cause__ or e.__context__
     problem = "'training' is an empty list" if split == "training" else "has no 'validation' key"
     assert any(isinstance(e, ValueError) and problem in str(e) and str(path) in str(e) for e in chain)
+
+
+def test_an_image_listed_twice_is_refused_and_one_trained_on_is_named_when_scored(tmp_path, caplog):
+    """An image listed twice in a split weighs double in every mean score (or is oversampled unsaid in training); one
+    of an evaluation split that 'training' lists too is scored but said not to be held out."""
+    import logging
+
+    path = tmp_path / "datalist.json"
+    a, b = {"image": "a.nii.gz", "label": "a_seg.nii.gz"}, {"image": "b.nii.gz", "label": "b_seg.nii.gz"}
+    path.write_text(json.dumps({"training": [a, b], "test": [b, {**b, "image": "./b.nii.gz"}]}))
+    with pytest.raises(ValueError, match=rf"^datalist {path}: 'test' lists b.nii.gz 2 times; list each image once$"):
+        read_split(path, "test")
+    path.write_text(json.dumps({"training": [a, b], "test": [b, {"image": "c.nii.gz", "label": "c_seg.nii.gz"}]}))
+    with caplog.at_level(logging.WARNING, logger="unimiss_monai.data.datalists"):
+        assert len(read_split(path, "test")) == 2
+        read_split(path, "training")
+    assert caplog.text.count("are in 'training' too") == 1
+    assert "1 image(s) of 'test' are in 'training' too (e.g. b.nii.gz): their scores are not held out" in caplog.text

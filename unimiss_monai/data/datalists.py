@@ -10,10 +10,14 @@ bundle's ``datalist.json``, whose ``training`` holds slab pairs for pretraining 
 from __future__ import annotations
 
 import json
+import logging
 import os
+from collections import Counter
 from pathlib import Path
 
 __all__ = ["read_split", "load_datalist"]
+
+logger = logging.getLogger(__name__)
 
 # what each item of a fine-tune split holds, for messages
 ITEM_FORM = '{"image": <path>, "label": <mask path or class>}'
@@ -24,7 +28,9 @@ def read_split(datalist: str | os.PathLike, split: str = "training") -> list:
 
     Raises:
         FileNotFoundError: no such file. ValueError (one line naming the file and the key): the file is not a JSON
-            object, or ``split`` is missing, not a list, or empty.
+            object, or ``split`` is missing, not a list, empty, or lists one image twice.
+
+    Warns (log) when images of an evaluation split are in ``training`` too.
     """
     path = Path(datalist)
     if not path.is_file():
@@ -43,7 +49,23 @@ def read_split(datalist: str | os.PathLike, split: str = "training") -> list:
         raise ValueError(f"datalist {path}: {split!r} is a {type(items).__name__}, not a list; {should}")
     if not items:
         raise ValueError(f"datalist {path}: {split!r} is an empty list; {should}")
+    images = [_image_of(item) for item in items]
+    twice = next((image for image, n in Counter(images).items() if image is not None and n > 1), None)
+    if twice is not None:  # scored twice, an image weighs double in every mean; trained twice, it is oversampled unsaid
+        raise ValueError(f"datalist {path}: {split!r} lists {twice} {images.count(twice)} times; list each image once")
+    if split != "training" and isinstance(content.get("training"), list):
+        seen = set(_image_of(item) for item in content["training"]) - {None}
+        shared = [image for image in images if image in seen]
+        if shared:  # scores of images the model was trained on say nothing of how it does on new ones
+            logger.warning("datalist %s: %d image(s) of %r are in 'training' too (e.g. %s): their scores are not "
+                           "held out", path, len(shared), split, shared[0])
     return items
+
+
+def _image_of(item) -> str | None:
+    """The image path of a datalist item, normalised so that ``a/./x.png`` and ``a/x.png`` are one; None if none."""
+    image = item.get("image") if isinstance(item, dict) else None
+    return os.path.normpath(image) if isinstance(image, str) else None
 
 
 def load_datalist(
