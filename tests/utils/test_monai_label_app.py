@@ -158,6 +158,9 @@ class _Datastore:
     def get_image_uri(self, image_id: str) -> str:
         return str(self.folder / f"{image_id}.nii.gz")
 
+    def list_images(self) -> list[str]:
+        return sorted(p.name[: -len(".nii.gz")] for p in self.folder.glob("*.nii.gz"))
+
     def save_label(self, image_id, label_filename, label_tag, label_info):
         import shutil
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from unimiss_monai.data.writers import save_json
 from unimiss_monai.utils.errors import user_error_message
+from unimiss_monai.utils.paths import check_no_symlink_loop
 
 logger = logging.getLogger(__name__)
 
@@ -78,11 +79,17 @@ def samples(
         only: a data-set name or list (or comma-separated string) of names to build (default: all of ``BUILDERS``).
         overwrite: rebuild data sets that are already present.
     """
-    out_dir = Path(out).expanduser().resolve()
+    # fire hands a bare "--out" (its folder left out) in as True, and a number-like folder name as a number
+    if not isinstance(out, (str, os.PathLike)):
+        hint = "was its value left out?" if isinstance(out, bool) or out is None else "quote a number-like folder name"
+        raise ValueError(f"samples: --out takes the folder to write into (e.g. --out samples), got {out!r}; {hint}")
+    out_dir = Path(check_no_symlink_loop(Path(out).expanduser(), "--out")).resolve()
     if only is None:
         names = list(BUILDERS)
-    else:
+    elif isinstance(only, (str, list, tuple)):
         names = [n.strip() for n in only.split(",")] if isinstance(only, str) else list(only)
+    else:  # a bare "--only" (True), or a number
+        raise ValueError(f"samples: --only takes data-set names, e.g. --only drr_generation,pretraining; got {only!r}")
     unknown = [n for n in names if n not in BUILDERS]
     if unknown:  # before the folder is made: a refused command leaves nothing behind
         raise ValueError(f"samples: unknown data set(s) {unknown}; choose from {sorted(BUILDERS)}")
@@ -148,7 +155,7 @@ def held_out_images(folder: str | os.PathLike) -> list[Path] | None:
 
 def find_dataset(dataset_dir: str | os.PathLike, name: str) -> str:
     """Folder of data set ``name`` inside a ``samples`` output, or ``dataset_dir`` itself for the user's own data."""
-    root = Path(dataset_dir).expanduser()
+    root = Path(check_no_symlink_loop(Path(dataset_dir).expanduser(), "dataset_dir"))
     if not root.exists():
         raise FileNotFoundError(f"dataset_dir {str(root)!r} does not exist; create it with `python -m unimiss_monai samples --out {root}` or point --dataset_dir at your data")
     manifest_path = root / MANIFEST

@@ -15,6 +15,7 @@ import numpy as np
 from unimiss_monai.data.folder_marker import marker_text, unlisted_file
 from unimiss_monai.data.temporaries import (OLD_TAG, TMP_TAG, remove_leftovers, remove_stale_temporaries, remove_temporary,
                                             temporaries_of, temporary_beside)
+from unimiss_monai.utils.paths import check_no_symlink_loop
 
 __all__ = [
     "OUTPUT_MARKER", "atomic_path", "check_output_dir", "check_output_file", "check_replaceable", "check_replaceable_json",
@@ -146,11 +147,16 @@ def _restore_previous(path: Path) -> None:
     remove_leftovers(path, OLD_TAG)
 
 
-def check_output_dir(output_dir: str | os.PathLike, input_dir: str | os.PathLike | None, what: str = "output_dir") -> str:
+def check_output_dir(output_dir: str | os.PathLike, input_dir: str | os.PathLike | None, what: str = "output_dir",
+                     input_what: str = "dataset_dir") -> str:
     """Refuse an output folder that is, holds or lies inside the input folder: outputs there would be read back as
-    inputs by the next run (or replace them). Returns ``output_dir``; raises ``ValueError`` with one line otherwise."""
+    inputs by the next run (or replace them), and either folder when it leads into a loop of symbolic links (``what``
+    and ``input_what`` name them). Returns ``output_dir``; raises ``ValueError`` with one line otherwise."""
+    # resolve() raises a bare RuntimeError on such a loop (Python 3.11, 3.12), and mkdir an OSError: named here instead
+    check_no_symlink_loop(Path(output_dir).expanduser(), what)
     if input_dir is None:
         return str(output_dir)
+    check_no_symlink_loop(Path(input_dir).expanduser(), input_what)
     out, src = Path(output_dir).expanduser().resolve(), Path(input_dir).expanduser().resolve()
     if out == src or src in out.parents or out in src.parents:
         raise ValueError(

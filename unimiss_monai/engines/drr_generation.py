@@ -48,6 +48,7 @@ from unimiss_monai.data.writers import (check_output_dir, check_replaceable_json
                                         save_json, save_nifti, save_png, staged_dir)
 from unimiss_monai.engines.drr_done_records import input_signature, is_finished, listed_files, merge_records, relative
 from unimiss_monai.utils.args import as_bool
+from unimiss_monai.utils.devices import check_device
 from unimiss_monai.utils.dist import (broadcast_object, coordination_group, gather_objects, local_rank, rank_and_world,
                                       share_cpu_threads)
 
@@ -133,7 +134,7 @@ class DRRGenerator:
             raise ValueError(f"detector_shape: {err}") from None
         self.method, self.slab_depth = method, float(slab_depth)
         self.slab_detector_shape = _pair(slab_detector_shape)
-        self.device = _check_device(str(device))
+        self.device = check_device(str(device), use="render on")  # before any CT: each would fail
         self.project_labels, self.progress = as_bool(project_labels, "project_labels"), as_bool(progress, "progress")
 
     # ------------------------------------------------------------------ inputs
@@ -378,22 +379,6 @@ class DRRGenerator:
                                  # the resized slab DRR has anisotropic pixels: the preview shows true proportions
                                  "preview": save_png(to_radiograph(image), out / f"{stem}_{view}.png", spacing[i])})
         return {"testing": [], "training": training}
-
-
-def _check_device(device: str) -> str:
-    """``device`` when this PyTorch can render on it; else one line with the fix, before any CT (each would fail)."""
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        dev = None
-    if dev is None or dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device: {device!r} is not a device to render on; pass --device cpu or --device cuda[:N]")
-    count = torch.cuda.device_count() if dev.type == "cuda" and torch.cuda.is_available() else 0
-    if dev.type == "cuda" and (count == 0 or (dev.index or 0) >= count):
-        sees = f"{count} CUDA device(s)" if count else "no CUDA device"
-        raise ValueError(f"device: {device} asked for, but this PyTorch sees {sees}; pass --device cpu"
-                         + (f" or cuda:0 to cuda:{count - 1}" if count else ""))
-    return device
 
 
 def _pair(value) -> tuple[int, int]:

@@ -66,8 +66,18 @@ class NonFiniteGuard:
 
     def _where(self, engine: Engine) -> str:
         files = batch_files(engine.state.batch, self.image_key)
-        batch = f"batch files: {', '.join(files)}" if files else f"the batch carries no '{self.image_key}' file names"
-        return f"epoch {engine.state.epoch}, iteration {engine.state.iteration} ({batch})"
+        batch = f" (batch files: {', '.join(files)})" if files else ""
+        return f"epoch {engine.state.epoch}, iteration {engine.state.iteration}{batch}"
+
+    def _loss_fix(self, engine: Engine) -> str:
+        """What to do about a non-finite loss: check the batch's files when it names them; else (a pipeline that drops
+        the meta data, ``EnsureTyped(track_meta=False)``) say that there are none to check, and that a rate too high
+        is the likelier cause: a loss that was finite for earlier batches rarely turns NaN from the data alone."""
+        restart = f"lower the learning rate and train anew ({RESTART_HINT})"
+        if batch_files(engine.state.batch, self.image_key):
+            return f"check these files for NaN/Inf values, or {restart}"
+        return (f"the batch names no files to check (its '{self.image_key}' carries no file names); most likely the "
+                f"learning rate is too high: {restart}; else check the training inputs for NaN/Inf values")
 
     def check_loss(self, engine: Engine) -> None:
         output = engine.state.output
@@ -83,8 +93,8 @@ class NonFiniteGuard:
 
         untrained = "nothing was trained on it, " if engine.last_event_name == IterationEvents.LOSS_COMPLETED else ""
         raise FloatingPointError(
-            f"training loss is {value} at {self._where(engine)}; {untrained}no model was saved from it: check these "
-            f"files for NaN/Inf values, or lower the learning rate and train anew ({RESTART_HINT})"
+            f"training loss is {value} at {self._where(engine)}; {untrained}no model was saved from it: "
+            f"{self._loss_fix(engine)}"
         )
 
     def check_weights(self, engine: Engine) -> None:

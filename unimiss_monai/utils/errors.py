@@ -27,6 +27,11 @@ _USER_TYPES = (ValueError, FileNotFoundError, FileExistsError, KeyError)
 # the readers' errors for a file that is not the image it claims to be (PIL, nibabel), told by name: neither is imported
 _READER_TYPE_NAMES = {"UnidentifiedImageError", "ImageFileError"}
 _USER_TYPE_NAMES = {"ValueError", "FileNotFoundError", "FileExistsError", "KeyError", *_READER_TYPE_NAMES}
+# built-in errors that are the user's to fix only when this package raised them, with a message that says the fix: a
+# RuntimeError of ours names the file or setting, a FloatingPointError of ours a loss or weight gone NaN/Inf in training
+# (too high a learning rate, or bad inputs); numpy's own ("overflow encountered in exp") is a bug, and keeps its trace
+_OWN_TYPES = (RuntimeError, FloatingPointError)
+_OWN_TYPE_NAMES = {t.__name__ for t in _OWN_TYPES}
 _WORKER_HEAD = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.\nOriginal Traceback")
 _EXC_LINE = re.compile(r"^(?P<type>[A-Za-z_][\w.]*): (?P<message>.*)$")
 _FILE_LINE = re.compile(r'^\s*File "(?P<file>[^"]+)", line \d+')
@@ -108,7 +113,7 @@ def _from_worker_text(text: str) -> str | None:
         if kind == "KeyError":
             message = message.strip("'\"") if " " in message else ""
         user = (kind.rsplit(".", 1)[-1] in _USER_TYPE_NAMES or kind.startswith("unimiss_monai.")
-                or (kind == "RuntimeError" and in_package))
+                or (kind in _OWN_TYPE_NAMES and in_package))
         return _one_line(message) if user and index == len(lines) - 1 else None
     return None
 
@@ -119,8 +124,9 @@ def user_error_message(exc: BaseException) -> str | None:
     The root cause is found by following ``__cause__`` / ``__context__`` through MONAI's ``RuntimeError`` wrappers
     (``Failed to evaluate``, ``Failed to instantiate``, ``applying transform``) and through torch's re-raised
     DataLoader worker errors. A user can fix a ``ValueError``, ``FileNotFoundError``, ``FileExistsError``, a
-    ``KeyError`` whose argument is a sentence and a ``RuntimeError`` raised by this package, provided the message is
-    one line, and an error class of this package, whose message may list several lines (the cases that failed).
+    ``KeyError`` whose argument is a sentence and a ``RuntimeError`` or ``FloatingPointError`` (a loss or weight gone
+    NaN/Inf in training) raised by this package, provided the message is one line, and an error class of this
+    package, whose message may list several lines (the cases that failed).
 
     Args:
         exc: the uncaught exception.
@@ -136,7 +142,7 @@ def user_error_message(exc: BaseException) -> str | None:
         # this package's own error classes compose their messages for the user, a list of failed cases included
         return _message(exc).strip() or None
     user = (isinstance(exc, _USER_TYPES) or type(exc).__name__ in _READER_TYPE_NAMES
-            or (type(exc) is RuntimeError and _raised_in_package(exc.__traceback__)))
+            or (type(exc) in _OWN_TYPES and _raised_in_package(exc.__traceback__)))
     return _one_line(_message(exc)) if user else None
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
 import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -17,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from unimiss_monai.utils.args import as_bool
+from unimiss_monai.utils.devices import device_problem
 from unimiss_monai.utils.errors import install_error_hook
+from unimiss_monai.utils.paths import symlink_loop_problem
 
 __all__ = ["RunArgumentError", "check_overrides", "check_run_arguments", "config_ids"]
 
@@ -163,39 +166,98 @@ _OPEN_UNIT = {"threshold", "sw_overlap"}
 _FLAGS = {"amp"}
 # ids whose number may also be a [row, column] pair (the DRR detector's pixels), as the bundle docs offer
 _NUMBER_OR_PAIR = {"pixel_spacing"}
+# ids that give an image or crop size in pixels / voxels (a number, or one per axis): a size below 1 fails deep in the
+# transforms (a division by zero, "Dimension size must be non-negative") or builds a network for empty images
+_SIZES = {"spatial_size", "roi_size", "ct_roi", "detector_shape", "slab_detector_shape", "image_size_2d"}
+# ids whose number has a range of its own, with its wording: a layer decay above 1 gives the early layers larger
+# rates than the head (0 freezes all but the head), a negative weight decay grows the weights, and a learning rate of
+# 0 or less trains nothing or away from the minimum; each fails, if at all, epochs later as a poor or diverged model
+_RANGES = {
+    "layer_decay": (lambda v: 0 < v <= 1, "a number in (0, 1] (1: every layer at the head's rate)"),
+    "weight_decay": (lambda v: v >= 0, "a number of at least 0"),
+    "weight_decay_end": (lambda v: v >= 0, "a number of at least 0"),
+    "learning_rate": (lambda v: v > 0, "a number above 0"),
+}
+# ids that name a file or folder, by how their last part ends: a loop of symbolic links there would fail at the
+# first read or write, with a traceback that names no option
+_PATH_SUFFIXES = ("_dir", "_path", "_root")
+
+
+def _numbers(value: Any) -> list[Any]:
+    """The numbers of ``value``: itself, or the items of a list; expressions left out."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return [v for v in items if _is_number(v, False)]
+
+
+def _expected_kind(key: str, value: Any, default: Any) -> str | None:
+    """The kind of value ``key`` (default ``default``) expects, in words, when ``value`` is not of it; else ``None``."""
+    name = key.rsplit("#", 1)[-1]
+    if isinstance(default, bool):
+        try:
+            as_bool(value, key)
+        except ValueError:
+            return "true or false"
+    elif isinstance(default, (int, float)):
+        integer = isinstance(default, int)
+        pair = name in _NUMBER_OR_PAIR and isinstance(value, (list, tuple)) and len(value) == 2
+        if pair and not all(_is_number(v, integer) for v in value):
+            return f"{'an integer' if integer else 'a number'} or a [row, column] pair of them"
+        if not pair and not _is_number(value, integer):
+            return "an integer" if integer else "a number"
+    elif isinstance(default, list) and default and all(_is_number(d, False) for d in default):
+        # only lists of numbers: MONAI takes a single string for a list of keys, and an empty list says nothing
+        integer = all(isinstance(d, int) for d in default)
+        if not isinstance(value, (list, tuple)) or not all(_is_number(v, integer) or _is_expression(v) for v in value):
+            return f"a list of {'integers' if integer else 'numbers'} such as {default}"
+    return None
+
+
+def _out_of_range(key: str, value: Any, default: Any) -> str | None:
+    """The complaint about ``value``, of the kind ``key`` expects, when it lies outside the values that id can take."""
+    name = key.rsplit("#", 1)[-1]
+    numbers = _numbers(value)
+    if not all(math.isfinite(v) for v in numbers):  # 1e309 reads as inf, and passes every comparison below
+        return f"config id {key!r} expects a finite number, got {value!r}"
+    if name in _SIZES and isinstance(default, list) and isinstance(value, (list, tuple)) and len(value) != len(default):
+        return f"config id {key!r} expects {len(default)} sizes, one per axis, such as {default}, got {value!r}"
+    if name in _SIZES and any(v < 1 for v in numbers):
+        return f"config id {key!r} expects sizes of at least 1 (whole pixels or voxels), got {value!r}"
+    if not _is_number(value, False):
+        return None
+    if name in _AT_LEAST_ONE and isinstance(default, int) and int(value) < 1:
+        return f"config id {key!r} expects a whole number of at least 1, got {value!r}"
+    if name in _OPEN_UNIT and isinstance(default, float) and not 0 < float(value) < 1:
+        if not (name == "sw_overlap" and float(value) == 0):  # windows that only touch are a valid choice
+            return f"config id {key!r} expects a number between 0 and 1, got {value!r}"
+    within, wording = _RANGES.get(name, (None, ""))
+    if within is not None and not within(value):
+        return f"config id {key!r} expects {wording}, got {value!r}"
+    return None
+
+
+def _wrong_value(key: str, value: Any) -> str | None:
+    """The complaint about a device or path ``value`` of ``key``, told by the id's name, whatever its default."""
+    name = key.rsplit("#", 1)[-1]
+    if name == "device":
+        problem = device_problem(value, f"--{key}")
+        return None if problem is None else f"config id {key!r}: {problem}"
+    if name.endswith(_PATH_SUFFIXES) and isinstance(value, str):
+        return symlink_loop_problem(value, f"--{key}")
+    return None
 
 
 def _wrong_type(key: str, value: Any, default: Any) -> str | None:
     """The complaint about ``value`` for an id whose default is ``default``, or ``None`` when it fits."""
     if _is_expression(value):
         return None
-    name = key.rsplit("#", 1)[-1]
-    if name in _FLAGS and not isinstance(default, bool):
+    if key.rsplit("#", 1)[-1] in _FLAGS and not isinstance(default, bool):
         default = False  # checked as the flag it is
-    if name in _AT_LEAST_ONE and isinstance(default, int) and _is_number(value, True) and int(value) < 1:
-        return f"config id {key!r} expects a whole number of at least 1, got {value!r}"
-    if name in _OPEN_UNIT and isinstance(default, float) and _is_number(value, False) and not 0 < float(value) < 1:
-        if not (name == "sw_overlap" and float(value) == 0):  # windows that only touch are a valid choice
-            return f"config id {key!r} expects a number between 0 and 1, got {value!r}"
-    expects = None
-    if isinstance(default, bool):
-        try:
-            as_bool(value, key)
-        except ValueError:
-            expects = "true or false"
-    elif isinstance(default, (int, float)):
-        integer = isinstance(default, int)
-        pair = name in _NUMBER_OR_PAIR and isinstance(value, (list, tuple)) and len(value) == 2
-        if pair and not all(_is_number(v, integer) for v in value):
-            expects = f"{'an integer' if integer else 'a number'} or a [row, column] pair of them"
-        elif not pair and not _is_number(value, integer):
-            expects = "an integer" if integer else "a number"
-    elif isinstance(default, list) and default and all(_is_number(d, False) for d in default):
-        # only lists of numbers: MONAI takes a single string for a list of keys, and an empty list says nothing
-        integer = all(isinstance(d, int) for d in default)
-        if not isinstance(value, (list, tuple)) or not all(_is_number(v, integer) or _is_expression(v) for v in value):
-            expects = f"a list of {'integers' if integer else 'numbers'} such as {default}"
-    return None if expects is None else f"config id {key!r} expects {expects}, got {value!r}"
+    expects = _expected_kind(key, value, default)
+    if expects is not None:
+        return f"config id {key!r} expects {expects}, got {value!r}"
+    numeric = not isinstance(default, bool) and (isinstance(default, (int, float)) or bool(_numbers(default)))
+    problem = _out_of_range(key, value, default) if numeric else None
+    return problem or _wrong_value(key, value)
 
 
 def check_run_arguments(bundle: str, argv: Sequence[str] | None = None) -> None:
@@ -208,7 +270,9 @@ def check_run_arguments(bundle: str, argv: Sequence[str] | None = None) -> None:
     Valid keys are the ids the ``--config_file`` files define (nested ``a#b``, list items ``a#0``, merged in order, plus
     ``--args_file`` entries and the ``--tracking`` settings' ids), keywords a component's ``_target_`` accepts, and
     the arguments of ``run`` itself (``meta_file``, ``logging_file``, ``workflow_type``, ...). An id whose default is
-    an integer, a number, a boolean or a list must get a value of that kind (or a ``$``/``@``/``%`` expression).
+    an integer, a number, a boolean or a list must get a value of that kind (or a ``$``/``@``/``%`` expression),
+    a finite one, within the id's range where it has one (sizes of at least 1, ``layer_decay`` in (0, 1], ...); a
+    ``device`` must be one this PyTorch can run on, and a ``..._dir`` / ``..._path`` no loop of symbolic links.
 
     Args:
         bundle: the bundle's name, used in the messages.
@@ -227,6 +291,10 @@ def check_run_arguments(bundle: str, argv: Sequence[str] | None = None) -> None:
         install_error_hook()
     run_args = _run_arguments()
     given = _parse_flags(list(argv))
+    if "help" in given or "h" in given:  # else refused as an unknown config id 'help', which reads as a fault
+        raise RunArgumentError(f"--help: monai.bundle run lists no options; the ids of {bundle}, with their defaults, "
+                               "are in the Configuration table of its docs/README.md, and --<id> <value> sets any of "
+                               "them (a nested one as --<a>#<b> <value>)")
     arguments = dict(ConfigParser.load_config_file(given["args_file"])) if given.get("args_file") else {}
     arguments.update(given)
     files = arguments.get("config_file")
