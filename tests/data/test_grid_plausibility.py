@@ -252,3 +252,28 @@ def test_metal_in_a_few_voxels_and_an_extended_scale_pass(tmp_path, body):
     path = tmp_path / "metal.nii.gz"
     nib.save(nib.Nifti1Image(hu, AFFINE), path)
     load_ct(path)
+
+
+def test_a_radiograph_cut_short_or_without_pixels_is_refused_before_it_is_segmented(tmp_path):
+    """A DICOM copy cut short reads as a whole image of zeros and junk (ITK fills the rest): CheckImage refuses it,
+    naming the bytes it holds and needs; a whole file passes."""
+    from unimiss_monai.data.dicom_series import new_dicom_dataset
+    from unimiss_monai.data.grid_checks import check_dicom_pixel_data
+
+    pixels = (np.arange(64 * 56, dtype=np.uint16) % 4000).reshape(64, 56)
+
+    def save(name, data):
+        ds = new_dicom_dataset("1.2.840.10008.5.1.4.1.1.1.1", "DX", 64, 56, signed=False)
+        if data is not None:
+            ds.PixelData = data
+        ds.save_as(tmp_path / name, enforce_file_format=True)
+        return tmp_path / name
+
+    good, short, none = save("good.dcm", pixels.tobytes()), save("short.dcm", pixels.tobytes()[:100]), save("none.dcm", None)
+    check_dicom_pixel_data(str(good))
+    image = LoadImaged("image", image_only=True, ensure_channel_first=True)({"image": str(short)})["image"]
+    with pytest.raises(ValueError, match=rf"^{short}: holds 100 bytes of pixel data where its header \(64 x 56, 16 "
+                                         r"bits, 1 frame\(s\)\) needs 7168: the file is cut short; copy it again"):
+        CheckImage()(image)
+    with pytest.raises(ValueError, match=rf"^{none}: holds no pixel data"):
+        check_dicom_pixel_data(str(none))

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 __all__ = [
-    "CT_SPACING_MM", "SFORM_QFORM_TOLERANCE", "check_ct_volume", "check_dicom_series", "check_grid", "check_has_voxels",
-    "check_nifti_header",
+    "CT_SPACING_MM", "SFORM_QFORM_TOLERANCE", "check_ct_volume", "check_dicom_pixel_data", "check_dicom_series",
+    "check_grid", "check_has_voxels", "check_nifti_header",
 ]
 
 
@@ -250,3 +250,36 @@ def check_dicom_series(source: str, tolerance: float = 0.01) -> None:
                 f"a gap of {gaps[worst]:.3g} mm where the slices are {step:.3g} mm apart")
         raise ValueError(f"{folder}: its slices are not evenly spaced ({what}, at {positions[worst]:.1f} mm along the "
                          "slice axis; a slice is missing or doubled): export the whole series again")
+
+
+def check_dicom_pixel_data(source: str) -> None:
+    """Raise ``ValueError`` (one line naming the file) when the DICOM file ``source`` has no pixel data, or less
+    uncompressed pixel data than its header declares (a copy cut short): readers fill the rest with zeros or junk, and
+    the image is segmented as if whole. Compressed pixel data, folders and other files are left to the reader."""
+    path = Path(source)
+    if not path.is_file():
+        return
+    from unimiss_monai.data.image_formats import is_dicom_file
+
+    if not (path.suffix.lower() == ".dcm" or is_dicom_file(path)):
+        return
+    import pydicom
+    from pydicom.dataelem import RawDataElement
+    from pydicom.errors import InvalidDicomError
+
+    try:  # the pixel data's length, not its bytes: an element over 1 KB is only located
+        ds = pydicom.dcmread(path, defer_size=1024)
+        if "PixelData" not in ds:
+            raise ValueError(f"{source}: holds no pixel data (a DICOM object without an image); pass the image file")
+        if ds.file_meta.TransferSyntaxUID.is_compressed:
+            return
+        element = ds.get_item("PixelData")
+        size = element.length if isinstance(element, RawDataElement) else len(element.value)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        bits = int(ds.BitsAllocated) * int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * frames
+    except (AttributeError, TypeError, KeyError, InvalidDicomError):  # no header to compare with
+        return
+    if size < (bits + 7) // 8:
+        raise ValueError(f"{source}: holds {size} bytes of pixel data where its header ({ds.Rows} x {ds.Columns}, "
+                         f"{ds.BitsAllocated} bits, {frames} frame(s)) needs {(bits + 7) // 8}: the file is cut short; "
+                         "copy it again from the archive")

@@ -5,7 +5,13 @@ from __future__ import annotations
 import torch
 from monai.transforms import Transform
 
-from unimiss_monai.data.grid_checks import check_dicom_series, check_grid, check_has_voxels, check_nifti_header
+from unimiss_monai.data.grid_checks import (
+    check_dicom_pixel_data,
+    check_dicom_series,
+    check_grid,
+    check_has_voxels,
+    check_nifti_header,
+)
 from unimiss_monai.data.xray import source_name
 from unimiss_monai.utils.args import as_bool
 
@@ -55,6 +61,7 @@ class CheckImage(Transform):
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         check_not_empty(img)  # an empty export passed every check below and failed later in a resize or a network
+        check_dicom_pixel_data(source_name(img))  # a DICOM cut short reads as a whole image of zeros or junk
         t = torch.as_tensor(img)
         if t.is_floating_point() or t.is_complex():
             bad = int((~torch.isfinite(t)).sum())
