@@ -88,3 +88,13 @@ def test_an_image_listed_twice_is_refused_and_one_trained_on_is_named_when_score
         read_split(path, "training")
     assert caplog.text.count("are in 'training' too") == 1
     assert "1 image(s) of 'test' are in 'training' too (e.g. b.nii.gz): their scores are not held out" in caplog.text
+
+
+def test_an_item_without_its_label_is_refused_naming_the_item(tmp_path):
+    path = tmp_path / "datalist.json"
+    path.write_text(json.dumps({"training": [{"image": "a.nii.gz", "label": "a_seg.nii.gz"}],
+                                "test": [{"image": "a.nii.gz", "label": "a_seg.nii.gz"}, {"image": "b.nii.gz"}]}))
+    assert len(load_datalist(path, "training")) == 1
+    with pytest.raises(ValueError, match=rf"^datalist {path}: item 1 of 'test' has no 'label' \({{'image': 'b.nii.gz'}}\); "
+                                         "every item is"):
+        load_datalist(path, "test")

@@ -76,5 +76,11 @@ def load_datalist(
     has checked that ``split`` is a non-empty list (a drop-in for that call in the bundles' configs)."""
     from monai.data import load_decathlon_datalist
 
-    read_split(datalist, split)
+    items = read_split(datalist, split)
+    needed = ("image", "label") if is_segmentation else ("image",)
+    for index, item in enumerate(items):  # else MONAI's LoadImaged fails with a KeyError naming neither file nor item
+        missing = [key for key in needed if not isinstance(item, dict) or key not in item]
+        if missing:
+            raise ValueError(f"datalist {datalist}: item {index} of {split!r} has no {' or '.join(map(repr, missing))} "
+                             f"({str(item)[:80]}); every item is {ITEM_FORM}")
     return load_decathlon_datalist(datalist, is_segmentation, split, base_dir)

@@ -89,7 +89,11 @@ class CheckSegmentationInputd(MapTransform):
         if a_img is not None and a_lab is not None and not torch.allclose(torch.as_tensor(a_img).double(), torch.as_tensor(a_lab).double(), atol=self.affine_atol):
             raise ValueError(f"{lsrc}: label affine differs from the image affine of {src}; the two are on different grids, resample the label onto the image")
         values = torch.unique(torch.as_tensor(label))
-        bad = values[(values != values.round()) | (values < 0) | (values >= self.num_classes)]
+        fractions = values[values != values.round()]
+        if fractions.numel():  # a label resampled with linear interpolation: no class count makes 1.5 a class
+            raise ValueError(f"{lsrc}: label values {fractions[:8].tolist()} are not whole numbers, as after resampling a "
+                             "label map with linear interpolation; resample it with nearest-neighbour interpolation")
+        bad = values[(values < 0) | (values >= self.num_classes)]
         if bad.numel():
             raise ValueError(
                 f"{lsrc}: label values {bad[:8].tolist()} are outside the declared classes 0..{self.num_classes - 1}; "
