@@ -164,3 +164,19 @@ def test_the_segmentation_input_check_tells_an_empty_or_air_only_volume_as_such(
     with pytest.raises(ValueError, match=r"air\.nii\.gz: holds nothing denser than air \(max -95\d HU\)"):
         check(load({"image": str(air)}))
     check(load({"image": str(_nifti(_body(), tmp_path / "body.nii.gz"))}))  # a CT with a body passes
+
+
+def test_a_ct_of_one_slice_or_metre_voxels_fails_the_ct_input_check():
+    """CT classification and pretraining check their CTs with CheckSpatialDimsd alone: one slice saved as a volume, or
+    a voxel size in metres, is refused there as the segmentation check refuses it; a 2D check is not affected."""
+    body = torch.full((1, 16, 16, 8), -1000.0)
+    body[:, 4:12, 4:12, 2:6] = 40.0
+    ok = MetaTensor(body, affine=torch.diag(torch.tensor([0.8, 0.8, 2.5, 1.0])), meta={"filename_or_obj": "/d/ct.nii.gz"})
+    assert CheckSpatialDimsd("image", 3)({"image": ok})["image"] is not None
+    slice_ = MetaTensor(body[..., 3:4].repeat(1, 1, 1, 1), affine=ok.affine, meta={"filename_or_obj": "/d/one.nii.gz"})
+    with pytest.raises(ValueError, match=r"^/d/one\.nii\.gz: shape \(16, 16, 1\) is a single slice, a 2D image"):
+        CheckSpatialDimsd("image", 3)({"image": slice_})
+    metres = MetaTensor(body, affine=torch.diag(torch.tensor([0.0008, 0.0008, 0.0025, 1.0])),
+                        meta={"filename_or_obj": "/d/m.nii.gz"})
+    with pytest.raises(ValueError, match=r"^/d/m\.nii\.gz: voxel size \[0\.0008, 0\.0008, 0\.0025\] mm is not a CT's"):
+        CheckSpatialDimsd("image", 3)({"image": metres})

@@ -9,6 +9,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 
 from unimiss_monai.data.ct_io import check_not_air_only, warn_if_not_ct_hu
+from unimiss_monai.data.grid_checks import check_ct_volume
 from unimiss_monai.transforms.utility.array import CheckImage, check_not_empty
 from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.errors import failure_reason, root_cause
@@ -50,9 +51,10 @@ class CheckSpatialDimsd(MapTransform):
             False.
         fail_constant: a constant image fails its case (nothing to segment or classify). Defaults to False.
         check_ct_hu: warn per case when a 3D image does not look like CT in Hounsfield units. Defaults to False.
-        fail_air_only: a 3D image (a CT in HU) whose every voxel is at most
-            :data:`~unimiss_monai.data.ct_io.MAX_AIR_ONLY_HU` fails its case: it holds no body, and trained on or
-            rendered as if it were a CT without a word. Defaults to True.
+        fail_air_only: a 3D image (a CT in HU) fails its case when its every voxel is at most
+            :data:`~unimiss_monai.data.ct_io.MAX_AIR_ONLY_HU` (it holds no body), its values are not HU, it is one
+            slice or its voxel size is not a CT's (:func:`~unimiss_monai.data.grid_checks.check_ct_volume`): each was
+            trained on or classified as if it were a CT without a word. Defaults to True.
         allow_missing_keys: don't raise when a key is missing. Defaults to False.
     """
 
@@ -84,6 +86,8 @@ class CheckSpatialDimsd(MapTransform):
                 )
             d[key] = self.check_image(img)
             if self.fail_air_only and self.spatial_dims == 3:  # after check_image: its values are finite
+                # one slice, or a voxel size in metres: classified or trained on as a CT, it gave an answer marked ok
+                check_ct_volume(img.shape[1:], getattr(img, "affine", None), source)
                 check_not_air_only(img, source)
             if self.check_ct_hu and self.spatial_dims == 3:
                 warn_if_not_ct_hu(img, source, "its result is unlikely to mean anything")
