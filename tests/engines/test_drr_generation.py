@@ -87,6 +87,22 @@ def test_slab_mode_pairs(tmp_path, fraction, stored):
         np.testing.assert_allclose(ct.affine @ [0, 0, 0, 1], whole @ [0, 0, pair["start"], 1], atol=1e-4)
 
 
+def test_a_slab_depth_under_half_a_slice_fails_the_case_instead_of_one_slice_slabs(tmp_path):
+    from unimiss_monai.engines import DRRGenerationError
+
+    data = tmp_path / "data"
+    p = make_ct_phantom(SHAPE, affine=phantom_affine(SPACING, SHAPE), noise_hu=0)  # 10 mm slices
+    save_nifti(p.hu, p.affine, data / "ct.nii.gz")
+    with pytest.raises(DRRGenerationError) as err:
+        DRRGenerator(data, tmp_path / "out", views=["AP"], slab_depth=4.0, slab_detector_shape=(24, 24),
+                     progress=False).run()
+    assert (f"{data / 'ct.nii.gz'}: slab_depth 4 mm is under half its slice spacing (10 mm), so no slab would be that "
+            "thin; pass --slab_depth 10 or more") in str(err.value)
+    run = DRRGenerator(data, tmp_path / "out6", views=["AP"], slab_depth=6.0, slab_detector_shape=(24, 24),
+                       progress=False).run()
+    assert len(run["training"]) == SHAPE[2]  # 6 mm rounds to one slice of 10 mm: slabs of one slice each
+
+
 def test_slab_mode_keeps_row_and_column_pixel_spacing(tmp_path):
     from unimiss_monai.drr import fit_slab_detector, split_slabs
 

@@ -42,7 +42,7 @@ import torch
 from tqdm import tqdm
 
 from unimiss_monai.data.ct_inputs import CTCase, find_ct_cases, is_datalist_file, label_channels, read_label_names
-from unimiss_monai.data.ct_io import load_ct, load_label_map
+from unimiss_monai.data.ct_io import CTInputError, load_ct, load_label_map
 from unimiss_monai.data.samples import find_dataset
 from unimiss_monai.data.writers import (check_output_dir, check_replaceable_json, save_contact_sheet, save_ct,
                                         save_json, save_nifti, save_png, staged_dir)
@@ -350,7 +350,11 @@ class DRRGenerator:
 
         # slab_depth is in mm; the slab splitter counts slices along the superior axis
         axis = superior_axis(affine)
-        thickness = max(1, int(round(self.slab_depth / float(np.linalg.norm(affine[:3, axis])))))
+        spacing = float(np.linalg.norm(affine[:3, axis]))
+        if self.slab_depth < spacing / 2:  # it rounds to no slice: one-slice slabs, rendered as if asked for
+            raise CTInputError(f"{case.image}: slab_depth {self.slab_depth:g} mm is under half its slice spacing "
+                               f"({spacing:g} mm), so no slab would be that thin; pass --slab_depth {spacing:g} or more")
+        thickness = max(1, int(round(self.slab_depth / spacing)))
         slabs = split_slabs(hu, affine, thickness)
         bar.total += (len(slabs) - 1) * len(self.views)
         bar.refresh()
