@@ -46,9 +46,9 @@ MR_LIKE_LOW_PERCENTILE_HU = -300.0
 # denser than this holds no body at all (an air scan, an export or rescale gone wrong): its DRRs are blank and it gives
 # a network nothing to learn. Noise may lift an air scan's densest voxel above it; then it passes, as before
 MAX_AIR_ONLY_HU = -900.0
-# no CT in HU has 1% of its voxels above this: metal and dense bone stay under 3071 HU on the usual 12-bit scale, and
-# the extended scales of some scanners (up to about 30000 HU) give such values to a few voxels of metal only. A 99th
-# percentile above it is a volume in another unit (a rescale slope of 1000 for 1): rendered and segmented, marked ok
+# no CT in HU has its median this far from 0: metal can reach 3071 HU (12-bit) or some 30000 HU (extended scales), but
+# in a few voxels, which cannot move the median, even of a small crop around an implant; a volume in another unit (a
+# rescale slope of 1000 for 1) has its air or its soft tissue there, and was rendered and segmented, marked ok
 MAX_PLAUSIBLE_HU = 10000.0
 
 
@@ -201,19 +201,20 @@ def warn_if_not_ct_hu(hu, source: str, consequence: str = "the network was train
 
 
 def _check_not_beyond_hu(flat: np.ndarray, sample: np.ndarray, source: str) -> None:
-    """Raise :class:`CTInputError` when 1% of a volume's values (on ``sample``) lie above :data:`MAX_PLAUSIBLE_HU`."""
-    if float(sample.max()) <= MAX_PLAUSIBLE_HU:  # any CT in HU: no percentile to compute
+    """Raise :class:`CTInputError` when a volume's median (on ``sample``) lies beyond +-:data:`MAX_PLAUSIBLE_HU`."""
+    if float(np.abs(sample).max()) <= MAX_PLAUSIBLE_HU:  # any CT in HU: no median to compute
         return
-    high = float(np.percentile(sample, 99.0))
-    if high > MAX_PLAUSIBLE_HU:
-        raise CTInputError(f"{source}: values up to {float(flat.max()):.0f} HU (1% above {high:.0f}), where no CT in "
-                           f"HU has 1% above {MAX_PLAUSIBLE_HU:.0f}: not in HU (check the rescale slope/intercept)")
+    middle = float(np.median(sample))
+    if abs(middle) > MAX_PLAUSIBLE_HU:
+        raise CTInputError(f"{source}: values from {float(flat.min()):.0f} to {float(flat.max()):.0f} with a median of "
+                           f"{middle:.0f}, where a CT in HU has its median within +-{MAX_PLAUSIBLE_HU:.0f} (metal moves "
+                           "only its highest values): not in HU (check the rescale slope/intercept)")
 
 
 def check_not_air_only(hu, source: str) -> None:
     """Raise :class:`CTInputError` (one line naming ``source``) when a CT's values are not those of a body in HU: it
-    holds nothing denser than air (every voxel at most :data:`MAX_AIR_ONLY_HU`), or 1% of its voxels lie above
-    :data:`MAX_PLAUSIBLE_HU` (another unit, a wrong rescale slope). ``hu``: any array or tensor of the volume, its
+    holds nothing denser than air (every voxel at most :data:`MAX_AIR_ONLY_HU`), or its median lies beyond
+    +-:data:`MAX_PLAUSIBLE_HU` (another unit, a wrong rescale slope). ``hu``: any array or tensor of the volume, its
     values finite. Both checks are here so that every caller (the DRR reader, the pretraining and segmentation input
     checks) makes both."""
     a = _flat(hu)

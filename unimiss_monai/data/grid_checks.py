@@ -12,7 +12,7 @@ import torch
 
 __all__ = [
     "CT_SPACING_MM", "SFORM_QFORM_TOLERANCE", "check_ct_volume", "check_dicom_pixel_data", "check_dicom_series",
-    "check_grid", "check_has_voxels", "check_nifti_header",
+    "check_grid", "check_has_voxels", "check_nifti_header", "is_sheared",
 ]
 
 
@@ -104,6 +104,14 @@ def _describe_grid(matrix: np.ndarray) -> str:
     return f"voxel size {sizes} mm, origin {(np.round(matrix[:3, 3], 2) + 0.0).tolist()} mm"  # + 0.0: no "-0.0"
 
 
+def is_sheared(affine, tolerance: float = 1e-4) -> bool:
+    """Whether the 3x3 part of ``affine`` has axes that are not at right angles (a tilted gantry), which a NIfTI qform
+    (rotation and voxel sizes) cannot hold: the cosine of an angle between two axes above ``tolerance``."""
+    columns = np.asarray(affine, dtype=np.float64)[:3, :3]
+    unit = columns / np.maximum(np.linalg.norm(columns, axis=0), 1e-12)
+    return bool(np.abs(unit.T @ unit - np.eye(3)).max() > tolerance)
+
+
 def _check_forms_agree(source: str, sform: np.ndarray, qform: np.ndarray) -> None:
     """Raise ``ValueError`` when the two voxel-to-world matrices of one file are not one grid: readers differ in which
     one they take (nibabel the sform, ITK may take the qform), so outputs of two readers would no longer overlay."""
@@ -111,6 +119,10 @@ def _check_forms_agree(source: str, sform: np.ndarray, qform: np.ndarray) -> Non
     tolerance = atol + rtol * np.linalg.norm(sform[:3], axis=0)
     if (np.abs(sform[:3] - qform[:3]) <= tolerance).all():
         return
+    if is_sheared(sform):  # the qform is the nearest grid at right angles: no rewrite of the two can make them agree
+        raise ValueError(f"{source}: its sform is sheared (axes not at right angles, as from a tilted gantry), which "
+                         "its qform cannot hold, and readers differ in which one they use: set qform_code to 0, or "
+                         "resample the volume onto a grid at right angles")
     s, q = _describe_grid(sform), _describe_grid(qform)
     what = f"sform: {s}; qform: {q}" + ("; they differ in orientation" if s == q else "")
     raise ValueError(f"{source}: its sform and qform disagree ({what}), and readers differ in which one they use: "

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from unimiss_monai.data.folder_marker import marker_text, unlisted_file
+from unimiss_monai.data.grid_checks import is_sheared
 from unimiss_monai.data.temporaries import (OLD_TAG, TMP_TAG, remove_leftovers, remove_stale_temporaries, remove_temporary,
                                             temporaries_of, temporary_beside)
 from unimiss_monai.utils.paths import check_no_symlink_loop
@@ -266,7 +267,9 @@ def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path) -> Path:
     import nibabel as nib
 
     image = nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=np.float64))
-    image.set_qform(image.affine, code=1)
+    # a qform holds rotations and voxel sizes only: a sheared affine (a tilted gantry) would get a qform that is no
+    # longer the same grid, which readers take in place of the sform, so then the sform alone is written
+    image.set_qform(image.affine, code=0 if is_sheared(image.affine) else 1)
     image.set_sform(image.affine, code=1)
     with atomic_path(path) as tmp:
         nib.save(image, tmp)
