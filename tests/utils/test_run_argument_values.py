@@ -88,8 +88,8 @@ def test_sizes_that_fit_pass():
 @pytest.mark.parametrize("key, value, expects", [
     ("layer_decay", "5", "a number in (0, 1] (1: every layer at the head's rate)"),
     ("layer_decay", "0", "a number in (0, 1] (1: every layer at the head's rate)"),
-    ("weight_decay", "-1", "a number of at least 0"),
-    ("learning_rate", "0", "a number above 0"),
+    ("weight_decay", "-1", "a finite number of at least 0"),
+    ("learning_rate", "0", "a finite number above 0"),
 ])
 def test_a_decay_or_rate_out_of_range_is_refused_in_every_fine_tune_bundle(bundle, key, value, expects):
     run = (bundle, ("train.json",))
@@ -97,10 +97,21 @@ def test_a_decay_or_rate_out_of_range_is_refused_in_every_fine_tune_bundle(bundl
     assert _refusal("--layer_decay", "1", "--weight_decay", "0", "--learning_rate", "1e-4", run=run) is None
 
 
+@pytest.mark.parametrize("key, value, expects", [
+    ("base_lr", "0", "a finite number above 0"), ("base_lr", "-1", "a finite number above 0"),
+    ("min_lr", "-1", "a finite number of at least 0"),
+])
+def test_the_pretraining_rates_are_refused_out_of_range(key, value, expects):
+    run = ("unimiss_pretraining", ("train.json",))
+    assert _refusal(f"--{key}", value, run=run) == f"config id {key!r} expects {expects}, got {int(value)}"
+    assert _refusal("--base_lr", "5e-4", "--min_lr", "0", run=run) is None
+
+
 @pytest.mark.parametrize("device, message", [
     ("cuda", "cuda asked for, but this PyTorch sees no CUDA device; pass --device cpu"),
     ("cuda:7", "cuda:7 asked for, but this PyTorch sees no CUDA device; pass --device cpu"),
-    ("gpu", "'gpu' is not a device to run on; pass --device cpu or --device cuda[:N]"),
+    ("gpu", "'gpu' is not a device to run these bundles on; pass --device cpu or --device cuda[:N]"),
+    ("mps", "'mps' is not a device to run these bundles on; pass --device cpu or --device cuda[:N]"),
 ])
 @pytest.mark.parametrize("run", [CXR_SEG, DRR, ("unimiss_pretraining", ("train.json",)),
                                  ("unimiss_ct_classification", ("inference.json",))])

@@ -39,8 +39,8 @@ def test_device_problem_says_what_this_pytorch_sees(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert device_problem("cpu") is None and device_problem(torch.device("cpu")) is None
     assert device_problem("cuda") == "cuda asked for, but this PyTorch sees no CUDA device; pass --device cpu"
-    assert device_problem("cuda:x") == "'cuda:x' is not a device to run on; pass --device cpu or --device cuda[:N]"
-    assert device_problem(0) == "0 is not a device to run on; pass --device cpu or --device cuda[:N]"
+    assert device_problem("cuda:x") == "'cuda:x' is not a device to run these bundles on; pass --device cpu or --device cuda[:N]"
+    assert device_problem(0) == "0 is not a device to run these bundles on; pass --device cpu or --device cuda[:N]"
     # the DRR engine's wording, from the shared helper
     with pytest.raises(ValueError, match=r"^device: 'meta' is not a device to render on; pass --device cpu or "):
         check_device("meta", use="render on")

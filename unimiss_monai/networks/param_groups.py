@@ -2,34 +2,23 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Sequence
 
 from torch import nn
 
 from unimiss_monai.utils.ema import unwrap_model
+from unimiss_monai.utils.value_ranges import RANGES, range_problem
 
 __all__ = ["param_groups_lrd", "param_groups_of"]
 
 
-def _number(value) -> float | None:
-    return float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else None
-
-
 def _check_decays(weight_decay, layer_decay) -> None:
-    """Refuse decays that would train, but badly, in one line each: a layer decay above 1 gives the early layers
-    larger rates than the head (0 freezes all but the head), and a negative weight decay grows the weights. Checked
-    here too, not only on ``monai.bundle run``'s command line, for ``ConfigWorkflow`` runs and scripts."""
-    layer = _number(layer_decay)
-    if layer is None or not 0 < layer <= 1:
-        raise ValueError(f"layer_decay must be a number in (0, 1] (1: every layer at the head's rate), got "
-                         f"{layer_decay!r}: above 1 the early layers outpace the head, and 0 freezes all but the head; "
-                         "pass e.g. --layer_decay 0.75")
-    decay = _number(weight_decay)
-    if decay is None or not 0 <= decay < math.inf:
-        raise ValueError(f"weight_decay must be a finite number of at least 0, got {weight_decay!r}: a negative "
-                         "decay grows the weights; pass e.g. --weight_decay 0.05")
+    """Refuse decays that would train, but badly, in one line each (:data:`~unimiss_monai.utils.value_ranges.RANGES`).
+    Checked here too, not only on ``monai.bundle run``'s command line, for ``ConfigWorkflow`` runs and scripts."""
+    for name, value, example in (("layer_decay", layer_decay, 0.75), ("weight_decay", weight_decay, 0.05)):
+        wording = range_problem(name, value)
+        if wording is not None:
+            raise ValueError(f"{name} must be {wording}, got {value!r}: {RANGES[name][2]}; pass e.g. --{name} {example}")
 
 
 def param_groups_lrd(

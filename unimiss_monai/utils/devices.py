@@ -7,7 +7,7 @@ from typing import Any
 __all__ = ["check_device", "device_problem"]
 
 
-def device_problem(device: Any, option: str = "--device", use: str = "run on") -> str | None:
+def device_problem(device: Any, option: str = "--device", use: str = "run these bundles on") -> str | None:
     """Why this PyTorch cannot ``use`` ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:N"``), as one line with the values of
     ``option`` that work; ``None`` when it can.
 
@@ -32,7 +32,7 @@ def device_problem(device: Any, option: str = "--device", use: str = "run on") -
             + (f" or cuda:0 to cuda:{count - 1}" if count else ""))
 
 
-def check_device(device: Any, name: str = "device", use: str = "run on") -> Any:
+def check_device(device: Any, name: str = "device", use: str = "run these bundles on") -> Any:
     """``device`` when this PyTorch can ``use`` it; else ``ValueError``: ``"<name>: "`` and :func:`device_problem`'s
     line (``"device: cuda asked for, but this PyTorch sees no CUDA device; pass --device cpu"``)."""
     problem = device_problem(device, f"--{name}", use)

@@ -21,6 +21,7 @@ from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.devices import device_problem
 from unimiss_monai.utils.errors import install_error_hook
 from unimiss_monai.utils.paths import symlink_loop_problem
+from unimiss_monai.utils.value_ranges import range_problem
 
 __all__ = ["RunArgumentError", "check_overrides", "check_run_arguments", "config_ids"]
 
@@ -169,15 +170,6 @@ _NUMBER_OR_PAIR = {"pixel_spacing"}
 # ids that give an image or crop size in pixels / voxels (a number, or one per axis): a size below 1 fails deep in the
 # transforms (a division by zero, "Dimension size must be non-negative") or builds a network for empty images
 _SIZES = {"spatial_size", "roi_size", "ct_roi", "detector_shape", "slab_detector_shape", "image_size_2d"}
-# ids whose number has a range of its own, with its wording: a layer decay above 1 gives the early layers larger
-# rates than the head (0 freezes all but the head), a negative weight decay grows the weights, and a learning rate of
-# 0 or less trains nothing or away from the minimum; each fails, if at all, epochs later as a poor or diverged model
-_RANGES = {
-    "layer_decay": (lambda v: 0 < v <= 1, "a number in (0, 1] (1: every layer at the head's rate)"),
-    "weight_decay": (lambda v: v >= 0, "a number of at least 0"),
-    "weight_decay_end": (lambda v: v >= 0, "a number of at least 0"),
-    "learning_rate": (lambda v: v > 0, "a number above 0"),
-}
 # ids that name a file or folder, by how their last part ends: a loop of symbolic links there would fail at the
 # first read or write, with a traceback that names no option
 _PATH_SUFFIXES = ("_dir", "_path", "_root")
@@ -229,8 +221,8 @@ def _out_of_range(key: str, value: Any, default: Any) -> str | None:
     if name in _OPEN_UNIT and isinstance(default, float) and not 0 < float(value) < 1:
         if not (name == "sw_overlap" and float(value) == 0):  # windows that only touch are a valid choice
             return f"config id {key!r} expects a number between 0 and 1, got {value!r}"
-    within, wording = _RANGES.get(name, (None, ""))
-    if within is not None and not within(value):
+    wording = range_problem(name, value)  # learning rates and decays: ranges shared with their other readers
+    if wording is not None:
         return f"config id {key!r} expects {wording}, got {value!r}"
     return None
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import math
 import platform
 import shlex
 import time
@@ -23,6 +22,7 @@ from unimiss_monai.benchmarks.label_efficiency.tasks import TASKS
 from unimiss_monai.data.output_ledger import check_own_files, drawn_by_matplotlib, replacing_own
 from unimiss_monai.data.writers import save_bytes, save_json
 from unimiss_monai.utils.args import as_count
+from unimiss_monai.utils.value_ranges import range_problem
 
 __all__ = ["label_efficiency", "versions", "write_results"]
 
@@ -111,18 +111,6 @@ class _ConfigFiles:
 
     def __call__(self, names) -> list[str]:
         return [str(self.bundle_root / "configs" / n) for n in (*names, *self.overlays)]
-
-
-def _positive_number(value, name: str, example: str) -> float:
-    """``value`` of option ``name`` as a finite number above 0 (an int, a float or text of one), checked before any
-    run: a learning rate of 0, below it or infinite trains nothing or diverges, and text fails only when used."""
-    try:
-        number = float(value) if not isinstance(value, bool) else math.nan
-    except (TypeError, ValueError):
-        number = math.nan
-    if not 0 < number < math.inf:
-        raise ValueError(f"{name} must be a finite number above 0, {example}, got {value!r}")
-    return number
 
 
 def _parse_weights(weights) -> dict[str, str]:
@@ -241,7 +229,13 @@ def label_efficiency(
     if not 0 < coverage < 1:
         raise ValueError(f"label-efficiency: --confidence must be in (0, 1), e.g. 0.95, got {confidence!r}")
     confidence = coverage
-    pretrain_lr = _positive_number(pretrain_lr, "label-efficiency: --pretrain_lr", "e.g. 5e-4")
+    given = pretrain_lr
+    try:  # text from the command line is a number to check, not one to refuse
+        pretrain_lr = float(pretrain_lr) if isinstance(pretrain_lr, str) else pretrain_lr
+    except ValueError:
+        pass
+    if (wording := range_problem("pretrain_lr", pretrain_lr)) is not None:  # a rate of 0 trains nothing, inf diverges
+        raise ValueError(f"label-efficiency: --pretrain_lr must be {wording}, e.g. 5e-4, got {given!r}")
     jobs, pretrain_epochs = as_count(jobs, "label-efficiency: --jobs"), as_count(pretrain_epochs, "label-efficiency: --pretrain_epochs")
     if epoch_iterations is not None:
         epoch_iterations = as_count(epoch_iterations, "label-efficiency: --epoch_iterations")
