@@ -302,3 +302,25 @@ def test_a_sheared_ct_written_here_reads_back_and_one_from_elsewhere_is_told_as_
     nib.save(image, tmp_path / "both.nii.gz")
     with pytest.raises(ValueError, match=r"its sform is sheared \(axes not at right angles, as from a tilted gantry\)"):
         check_nifti_header(str(tmp_path / "both.nii.gz"))
+
+
+def test_a_slightly_oblique_ct_near_a_half_turn_passes_as_any_writer_stores_it(tmp_path):
+    """RAS of a slightly oblique axial DICOM is near a half turn, where a float32 quaternion puts the qform's 5 mm axis
+    0.004 mm off the sform: the same grid, as ITK and nibabel read it, and what save_ct itself writes."""
+    from scipy.spatial.transform import Rotation
+
+    tilt = Rotation.from_euler("xy", [0.1, 0.05], degrees=True).as_matrix()  # the scanner's IOP, 0.1 and 0.05 degrees
+    row, column = tilt @ [1.0, 0, 0], tilt @ [0, 1.0, 0]
+    affine = np.eye(4)  # LPS to RAS turns the patient frame half a turn about z; rows stored flipped, as dcm2niix does
+    affine[:3, :3] = np.diag([-1.0, -1.0, 1.0]) @ np.column_stack([row * 0.7, column * 0.7, np.cross(row, column) * 5])
+    affine[:3, 1] *= -1
+    affine[:3, 3] = [150.0, 180.0, -400.0]
+    hu = np.full((24, 24, 6), -1000, np.int16)
+    hu[6:18, 6:18] = 40
+    from unimiss_monai.data import save_ct
+
+    save_ct(hu, affine, tmp_path / "oblique.nii.gz")
+    header = nib.load(tmp_path / "oblique.nii.gz").header
+    assert np.abs(header.get_sform() - header.get_qform()).max() > 1e-3  # the rounding the check must tolerate
+    check_nifti_header(str(tmp_path / "oblique.nii.gz"))
+    load_ct(tmp_path / "oblique.nii.gz")

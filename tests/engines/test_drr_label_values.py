@@ -59,7 +59,8 @@ def test_values_the_names_file_does_not_name_fail_the_case(tmp_path):
     scaled = _phantom_case(data, "scaled")  # every named channel used to be empty, the real values dropped
     save_nifti(scaled.labels.astype(np.int32) * 100000, scaled.affine, data / "scaled_labels.nii.gz")
     errors = _failures(data, out, 2, 3)
-    fix = "which would vanish from the projections; name them there, or pass a names file that names every value"
+    fix = ("which would vanish from the projections; name them there, pass a names file that names every value, or "
+           "map them to 0 if they mark voxels to ignore")
     assert errors["partial"] == (f"{data / 'partial.nii.gz'}: {data / 'partial_labels.nii.gz'}: label map holds 5 "
                                  f"value(s) that {data / 'partial_labels.json'} does not name (2, 3, 4, 5, 6), {fix}")
     assert (f"{data / 'scaled_labels.nii.gz'}: label map holds 6 value(s) that {data / 'scaled_labels.json'} does not "
@@ -82,7 +83,8 @@ def test_negative_label_values_fail_the_case(tmp_path):
     errors = _failures(data, out, 2, 3)
     for name in ("named", "unnamed"):
         assert (f"{data / f'{name}_labels.nii.gz'}: label map holds negative values (-5, -1); label values are 0 "
-                "(background) and positive whole numbers: map them to 0 or to positive values") in errors[name]
+                "(background) and positive whole numbers: map them to 0 (voxels to ignore, padding) or to positive "
+                "values") in errors[name]
     _assert_good_rendered(out)
 
 
@@ -119,8 +121,11 @@ def test_the_bound_on_distinct_values_lies_above_real_segmentations(tmp_path):
     # ... one more value does not, nor does a map holding air
     with pytest.raises(CTInputError, match=r"seg.nii.gz: holds 1001 distinct values from 1 to 1001, more than any"):
         label_channels(labels, range(MAX_LABEL_VALUES + 2), {}, None)
-    with pytest.raises(CTInputError, match=r"holds 2 distinct values from -1000 to 5, down to -1000, air in HU"):
-        label_channels(labels, [-1000, 0, 5], {}, None)
+    with pytest.raises(CTInputError, match=r"holds 51 distinct values from -1000 to 5, down to -1000, air in HU"):
+        label_channels(labels, [-1000, *range(-49, 0), 0, 5], {}, None)
+    # a few values padded with the CT's fill value are a padded label map, told as holding negative values
+    with pytest.raises(CTInputError, match=r"label map holds negative values \(-1024\); .* map them to 0"):
+        label_channels(labels, [-1024, 0, 1, 2, 3], {}, None)
 
 
 @pytest.mark.parametrize("suffix, text, fault", [

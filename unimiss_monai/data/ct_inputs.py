@@ -219,6 +219,8 @@ MAX_LABEL_VALUES = 1000
 # Air in HU: a label map may hold a negative "ignore" value (-1, or PyTorch's -100), never one this low; a smooth or
 # small CT passed as its own label map can hold fewer than MAX_LABEL_VALUES values (a phantom: 263), but holds air
 AIR_HU = -1000
+# fewer distinct values than this, even with air among them, are a label map padded with the CT's fill value
+MIN_CT_VALUES = 50
 
 
 def _ct_like(labels: Path, nonzero: Sequence[int]) -> str | None:
@@ -226,7 +228,7 @@ def _ct_like(labels: Path, nonzero: Sequence[int]) -> str | None:
     segmentation, as one line naming the file and the fix; None when it does not."""
     if len(nonzero) > MAX_LABEL_VALUES:
         why = f"more than any segmentation has (at most {MAX_LABEL_VALUES})"
-    elif nonzero and nonzero[0] <= AIR_HU:
+    elif len(nonzero) > MIN_CT_VALUES and nonzero[0] <= AIR_HU:  # a few values with a -1024 pad are a padded map
         why = f"down to {nonzero[0]}, air in HU"
     else:
         return None
@@ -253,14 +255,15 @@ def label_channels(labels: Path, values: Sequence[int], names: dict[int, str], n
     negative = [v for v in nonzero if v < 0]
     if negative:  # an "ignore" value, or a signed overflow: either way its voxels would vanish from the projections
         raise CTInputError(f"{labels}: label map holds negative values ({_few(negative)}); label values are 0 "
-                           "(background) and positive whole numbers: map them to 0 or to positive values")
+                           "(background) and positive whole numbers: map them to 0 (voxels to ignore, padding) or to "
+                           "positive values")
     if not names:
         return {v: f"label_{v}" for v in nonzero}
     unnamed = [v for v in nonzero if v not in names]
     if unnamed:
         raise CTInputError(f"{labels}: label map holds {len(unnamed)} value(s) that {names_file} does not name "
-                           f"({_few(unnamed)}), which would vanish from the projections; name them there, or pass "
-                           "a names file that names every value")
+                           f"({_few(unnamed)}), which would vanish from the projections; name them there, pass "
+                           "a names file that names every value, or map them to 0 if they mark voxels to ignore")
     return {v: names[v] for v in sorted(names)}
 
 

@@ -5,6 +5,7 @@ them evenly, stack them as if alike, or read one series of several, with a warni
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -112,17 +113,30 @@ def is_sheared(affine, tolerance: float = 1e-4) -> bool:
     return bool(np.abs(unit.T @ unit - np.eye(3)).max() > tolerance)
 
 
+def _written_qform(sform: np.ndarray) -> np.ndarray:
+    """The qform a NIfTI writer stores for ``sform`` (nibabel's, as dcm2niix and ITK do: a float32 quaternion, offsets
+    and voxel sizes), read back as readers build it."""
+    import nibabel as nib
+
+    header = nib.Nifti1Header()
+    header.set_qform(sform, code=1)
+    written = _qform(header)
+    return sform if written is None else written
+
+
 def _check_forms_agree(source: str, sform: np.ndarray, qform: np.ndarray) -> None:
     """Raise ``ValueError`` when the two voxel-to-world matrices of one file are not one grid: readers differ in which
     one they take (nibabel the sform, ITK may take the qform), so outputs of two readers would no longer overlay."""
-    atol, rtol = SFORM_QFORM_TOLERANCE
-    tolerance = atol + rtol * np.linalg.norm(sform[:3], axis=0)
-    if (np.abs(sform[:3] - qform[:3]) <= tolerance).all():
-        return
     if is_sheared(sform):  # the qform is the nearest grid at right angles: no rewrite of the two can make them agree
         raise ValueError(f"{source}: its sform is sheared (axes not at right angles, as from a tilted gantry), which "
                          "its qform cannot hold, and readers differ in which one they use: set qform_code to 0, or "
                          "resample the volume onto a grid at right angles")
+    atol, rtol = SFORM_QFORM_TOLERANCE
+    tolerance = atol + rtol * np.linalg.norm(sform[:3], axis=0)
+    # compared with the qform a writer makes of this sform, so that both carry the rounding of float32 quaternions,
+    # which near a half turn (RAS of a slightly oblique DICOM) puts a 5 mm axis some 0.004 mm off the sform
+    if (np.abs(_written_qform(sform)[:3] - qform[:3]) <= tolerance).all():
+        return
     s, q = _describe_grid(sform), _describe_grid(qform)
     what = f"sform: {s}; qform: {q}" + ("; they differ in orientation" if s == q else "")
     raise ValueError(f"{source}: its sform and qform disagree ({what}), and readers differ in which one they use: "
@@ -205,9 +219,13 @@ def _odd_slice(slices: list) -> str | None:
             continue
         if values.ndim != 2 or len(values) < 2:
             continue
-        usual = np.median(values, axis=0)  # the majority's value: one odd slice cannot move it
+        # the most common value (to the tolerance): a median over two groups would be neither's
+        alike = (np.abs(values[:, None] - values[None]).max(axis=2) <= max(tolerance, 1e-9)).sum(axis=1)
+        usual = values[int(np.argmax(alike))]
         worst = int(np.argmax(np.abs(values - usual).max(axis=1)))
         if np.abs(values[worst] - usual).max() > tolerance:
+            if alike.max() * 2 <= len(values):
+                return f"its slices have no common {what}: {len(values) - int(alike.max())} of {len(values)} differ"
             return (f"slice {found[worst][0].name} has another {what}, {_numbers(values[worst])} where the others have "
                     f"{_numbers(usual)}")
     return None
@@ -271,27 +289,38 @@ def check_dicom_pixel_data(source: str) -> None:
     path = Path(source)
     if not path.is_file():
         return
-    from unimiss_monai.data.image_formats import is_dicom_file
+    from unimiss_monai.data.image_formats import image_suffix, is_dicom_file
 
-    if not (path.suffix.lower() == ".dcm" or is_dicom_file(path)):
-        return
+    if image_suffix(path.name) not in ("", ".dcm") or not (path.suffix.lower() == ".dcm" or is_dicom_file(path)):
+        return  # a PNG or NIfTI is not opened to sniff for DICOM, epoch after epoch
+    st = path.stat()
+    _check_pixel_data(str(path), source, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _check_pixel_data(path: str, source: str, file_size: int, mtime_ns: int) -> None:
+    """:func:`check_dicom_pixel_data` of one version of a file (its size and time in the key): an epoch reads each
+    header once, not once per pass."""
     import pydicom
     from pydicom.dataelem import RawDataElement
     from pydicom.errors import InvalidDicomError
+    from pydicom.pixels.utils import get_expected_length
 
     try:  # the pixel data's length, not its bytes: an element over 1 KB is only located
         ds = pydicom.dcmread(path, defer_size=1024)
-        if "PixelData" not in ds:
-            raise ValueError(f"{source}: holds no pixel data (a DICOM object without an image); pass the image file")
-        if ds.file_meta.TransferSyntaxUID.is_compressed:
+        if "PixelData" in ds and ds.file_meta.TransferSyntaxUID.is_compressed:
             return
-        element = ds.get_item("PixelData")
-        size = element.length if isinstance(element, RawDataElement) else len(element.value)
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        bits = int(ds.BitsAllocated) * int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * frames
-    except (AttributeError, TypeError, KeyError, InvalidDicomError):  # no header to compare with
+        size = needed = None
+        if "PixelData" in ds:
+            element = ds.get_item("PixelData")
+            size = element.length if isinstance(element, RawDataElement) else len(element.value)
+            frames = int(ds.get("NumberOfFrames", 1) or 1)
+            needed = int(get_expected_length(ds, unit="bytes"))  # pydicom's count: 1-bit and 4:2:2 colour included
+    except (AttributeError, TypeError, KeyError, ValueError, InvalidDicomError):  # no header to compare with
         return
-    if size < (bits + 7) // 8:
+    if size is None:
+        raise ValueError(f"{source}: holds no pixel data (a DICOM object without an image); pass the image file")
+    if size < needed:
         raise ValueError(f"{source}: holds {size} bytes of pixel data where its header ({ds.Rows} x {ds.Columns}, "
-                         f"{ds.BitsAllocated} bits, {frames} frame(s)) needs {(bits + 7) // 8}: the file is cut short; "
+                         f"{ds.BitsAllocated} bits, {frames} frame(s)) needs {needed}: the file is cut short; "
                          "copy it again from the archive")

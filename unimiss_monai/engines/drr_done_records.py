@@ -38,7 +38,8 @@ _DETACHED_HEADERS = {".mhd": ("elementdatafile",), ".nhdr": ("data file", "dataf
 def _data_files(header: Path) -> list[Path]:
     """The files holding the voxels of a detached ``.mhd``/``.nhdr`` header: the one it names, none for ``LOCAL``;
     for a list or a numbered pattern, every other file in its folder (a superset: a change there renders again)."""
-    lines = header.read_text(errors="replace")[:65536].splitlines()
+    with open(header, "rb") as f:  # the header's first lines: a LOCAL .mhd holds its voxels after them
+        lines = f.read(65536).decode(errors="replace").splitlines()
     keys = _DETACHED_HEADERS[header.suffix.lower()]
     for line in lines:
         key, sep, value = line.partition("=" if header.suffix.lower() == ".mhd" else ":")
