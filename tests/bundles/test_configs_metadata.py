@@ -49,5 +49,9 @@ def test_documented_release_names_carry_the_current_version():
         text = doc.read_text()
         for bundle, version in re.findall(r"\b(unimiss_[a-z_]+?)_v(\d+\.\d+\.\d+)\.zip", text):
             assert version == versions[bundle], f"{doc}: {bundle}_v{version}.zip, but {bundle} is {versions[bundle]}"
-        for bundle, version in re.findall(r"--name (unimiss_[a-z_]+)\b[^\n`]*?--version (\d+\.\d+\.\d+)", text):
+        # a command may wrap: each --version belongs to the nearest --name before it
+        flags = re.findall(r"--version\s+(\d+\.\d+\.\d+)", text)
+        named = re.findall(r"--name\s+(unimiss_[a-z_]+)\b[^`]*?--version\s+(\d+\.\d+\.\d+)", text)
+        assert len(named) == len(flags), f"{doc}: a --version without the --name of its bundle before it"
+        for bundle, version in named:
             assert version == versions[bundle], f"{doc}: {bundle} --version {version}, but it is {versions[bundle]}"

@@ -80,8 +80,12 @@ def test_an_image_listed_twice_is_refused_and_one_trained_on_is_named_when_score
     path = tmp_path / "datalist.json"
     a, b = {"image": "a.nii.gz", "label": "a_seg.nii.gz"}, {"image": "b.nii.gz", "label": "b_seg.nii.gz"}
     path.write_text(json.dumps({"training": [a, b], "test": [b, {**b, "image": "./b.nii.gz"}]}))
-    with pytest.raises(ValueError, match=rf"^datalist {path}: 'test' lists b.nii.gz 2 times; list each image once$"):
+    with pytest.raises(ValueError, match=rf"^datalist {path}: 'test' lists b.nii.gz with the same label 2 times; "
+                                         "list each item once$"):
         read_split(path, "test")
+    raters = {"training": [a, b, {**b, "label": "b_seg_rater2.nii.gz"}]}  # two raters' labels of one image: two items
+    path.write_text(json.dumps(raters))
+    assert len(read_split(path, "training")) == 3
     path.write_text(json.dumps({"training": [a, b], "test": [b, {"image": "c.nii.gz", "label": "c_seg.nii.gz"}]}))
     with caplog.at_level(logging.WARNING, logger="unimiss_monai.data.datalists"):
         assert len(read_split(path, "test")) == 2

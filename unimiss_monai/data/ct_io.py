@@ -206,9 +206,9 @@ def _check_not_beyond_hu(flat: np.ndarray, sample: np.ndarray, source: str) -> N
         return
     middle = float(np.median(sample))
     if abs(middle) > MAX_PLAUSIBLE_HU:
-        raise CTInputError(f"{source}: values from {float(flat.min()):.0f} to {float(flat.max()):.0f} with a median of "
-                           f"{middle:.0f}, where a CT in HU has its median within +-{MAX_PLAUSIBLE_HU:.0f} (metal moves "
-                           "only its highest values): not in HU (check the rescale slope/intercept)")
+        raise CTInputError(f"{source}: values from {float(flat.min()):.0f} to {float(flat.max()):.0f} with a median "
+                           f"of {middle:.0f}, where a CT in HU has its median within +-{MAX_PLAUSIBLE_HU:.0f} (metal "
+                           "moves only its highest values): not in HU (check the rescale slope/intercept)")
 
 
 def check_not_air_only(hu, source: str) -> None:

@@ -50,9 +50,13 @@ def read_split(datalist: str | os.PathLike, split: str = "training") -> list:
     if not items:
         raise ValueError(f"datalist {path}: {split!r} is an empty list; {should}")
     images = [_image_of(item) for item in items]
-    twice = next((image for image, n in Counter(images).items() if image is not None and n > 1), None)
-    if twice is not None:  # scored twice, an image weighs double in every mean; trained twice, it is oversampled unsaid
-        raise ValueError(f"datalist {path}: {split!r} lists {twice} {images.count(twice)} times; list each image once")
+    # an image with its label: two raters' labels of one image are two items, the same pair twice is one item twice
+    pairs = [(image, json.dumps(item.get("label"), sort_keys=True)) if image is not None else None
+             for image, item in zip(images, items)]
+    twice = next((pair for pair, n in Counter(pairs).items() if pair is not None and n > 1), None)
+    if twice is not None:  # scored twice, an item weighs double in every mean; trained twice, it is oversampled unsaid
+        raise ValueError(f"datalist {path}: {split!r} lists {twice[0]} with the same label {pairs.count(twice)} times; "
+                         "list each item once")
     if split != "training" and isinstance(content.get("training"), list):
         seen = set(_image_of(item) for item in content["training"]) - {None}
         shared = [image for image in images if image in seen]

@@ -353,7 +353,8 @@ class DRRGenerator:
         spacing = float(np.linalg.norm(affine[:3, axis]))
         if self.slab_depth < spacing / 2:  # it rounds to no slice: one-slice slabs, rendered as if asked for
             raise CTInputError(f"{case.image}: slab_depth {self.slab_depth:g} mm is under half its slice spacing "
-                               f"({spacing:g} mm), so no slab would be that thin; pass --slab_depth {spacing:g} or more")
+                               f"({spacing:g} mm), so no slab would be that thin; pass --slab_depth {spacing:g} or "
+                               "more")
         thickness = max(1, int(round(self.slab_depth / spacing)))
         slabs = split_slabs(hu, affine, thickness)
         bar.total += (len(slabs) - 1) * len(self.views)

@@ -18,7 +18,8 @@ def _check_decays(weight_decay, layer_decay) -> None:
     for name, value, example in (("layer_decay", layer_decay, 0.75), ("weight_decay", weight_decay, 0.05)):
         wording = range_problem(name, value)
         if wording is not None:
-            raise ValueError(f"{name} must be {wording}, got {value!r}: {RANGES[name][2]}; pass e.g. --{name} {example}")
+            raise ValueError(f"{name} must be {wording}, got {value!r}: {RANGES[name][2]}; pass e.g. --{name} "
+                             f"{example}")
 
 
 def param_groups_lrd(

@@ -218,8 +218,9 @@ def check_info(info: Mapping[str, Any], config: VariantConfig) -> None:
             or (smoke_sized(config.name, ours) and _full_sized(config.name, theirs))):
         # without a record, the usual cause: weights of a smoke or demo run with a full-size model, or the other way
         # round; the fix is an overlay on the command line, not a constructor argument
-        fix = ("these are smoke-size weights (a run with smoke.yaml or demo.yaml): add this bundle's configs/smoke.yaml "
-               "(or demo.yaml) to --config_file, or use full-size weights" if smoke_sized(config.name, theirs) else
+        fix = ("these are smoke-size weights (a run with smoke.yaml or demo.yaml): add this bundle's "
+               "configs/smoke.yaml (or demo.yaml) to --config_file, or use full-size weights"
+               if smoke_sized(config.name, theirs) else
                "the model is smoke-size (smoke.yaml or demo.yaml in --config_file) and these are full-size weights: "
                "drop that overlay, or use the weights of a smoke run")
     raise ValueError(f"weights are {_fmt(info['variant'], theirs)}, model is {_fmt(config.name, ours)}; {fix}")

@@ -36,7 +36,8 @@ def _default_dst() -> Path:
     if (DEFAULT_DST.parents[1] / "configs" / "metadata.json").is_file():
         return DEFAULT_DST
     raise ValueError(f"publish-pretrained: this installation has no bundles/unimiss_pretraining beside it "
-                     f"({DEFAULT_DST.parents[1]}); pass --dst <your bundles folder>/unimiss_pretraining/models/model.pt")
+                     f"({DEFAULT_DST.parents[1]}); pass --dst <your bundles folder>/unimiss_pretraining/models/"
+                     "model.pt")
 
 
 def read_export(path: str | os.PathLike) -> dict[str, Any]:

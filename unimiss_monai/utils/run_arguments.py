@@ -284,9 +284,10 @@ def check_run_arguments(bundle: str, argv: Sequence[str] | None = None) -> None:
     run_args = _run_arguments()
     given = _parse_flags(list(argv))
     if "help" in given or "h" in given:  # else refused as an unknown config id 'help', which reads as a fault
-        raise RunArgumentError(f"--help: monai.bundle run lists no options; the ids of {bundle}, with their defaults, "
-                               "are in the Configuration table of its docs/README.md, and --<id> <value> sets any of "
-                               "them (a nested one as --<a>#<b> <value>)")
+        print(f"monai.bundle run lists no options of its own; the ids of {bundle}, with their defaults, are in the "
+              "Configuration table of its docs/README.md, and --<id> <value> sets any of them (a nested one as "
+              "--<a>#<b> <value>)", flush=True)
+        raise SystemExit(0)  # help asked for and given: no failed work
     arguments = dict(ConfigParser.load_config_file(given["args_file"])) if given.get("args_file") else {}
     arguments.update(given)
     files = arguments.get("config_file")

@@ -91,8 +91,9 @@ class CheckSegmentationInputd(MapTransform):
         values = torch.unique(torch.as_tensor(label))
         fractions = values[values != values.round()]
         if fractions.numel():  # a label resampled with linear interpolation: no class count makes 1.5 a class
-            raise ValueError(f"{lsrc}: label values {fractions[:8].tolist()} are not whole numbers, as after resampling a "
-                             "label map with linear interpolation; resample it with nearest-neighbour interpolation")
+            raise ValueError(f"{lsrc}: label values {fractions[:8].tolist()} are not whole numbers, as after "
+                             "resampling a label map with linear interpolation; resample it with nearest-neighbour "
+                             "interpolation")
         bad = values[(values < 0) | (values >= self.num_classes)]
         if bad.numel():
             raise ValueError(

@@ -42,5 +42,6 @@ class AsGreyRadiograph(Transform):
         grey = self.check_image(grey_radiograph(img, self.invert_monochrome1, self.luminance))
         if min(grey.shape[1:]) < self.min_size:
             raise ValueError(f"{source_name(grey)}: is {'x'.join(map(str, grey.shape[1:]))} pixels, too small for a "
-                             f"radiograph (at least {self.min_size} along each side); check the export or drop the case")
+                             f"radiograph (at least {self.min_size} along each side); check the export or drop the "
+                             "case")
         return grey
