@@ -324,3 +324,27 @@ def test_a_slightly_oblique_ct_near_a_half_turn_passes_as_any_writer_stores_it(t
     assert np.abs(header.get_sform() - header.get_qform()).max() > 1e-3  # the rounding the check must tolerate
     check_nifti_header(str(tmp_path / "oblique.nii.gz"))
     load_ct(tmp_path / "oblique.nii.gz")
+
+
+def test_a_2d_image_with_no_third_voxel_size_and_a_dose_report_beside_a_series_pass(tmp_path, body):
+    """Both are read fine: a 2D NIfTI with pixdim[3] = 0 in its qform, and a CT series folder that also holds the
+    scanner's dose report (a series of its own, but no image)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    image = nib.Nifti1Image(np.random.default_rng(0).random((64, 48), dtype=np.float32), np.eye(4))
+    image.header["pixdim"][1:4] = [0.14, 0.15, 0.0]
+    image.header.set_qform(None, code=1)
+    image.header["pixdim"][3] = 0.0
+    image.header["qform_code"], image.header["sform_code"] = 1, 0
+    nib.save(image, tmp_path / "xray.nii")
+    check_nifti_header(str(tmp_path / "xray.nii"))
+    folder = _series(tmp_path, body, "ct")
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.67"  # X-Ray Radiation Dose SR
+    meta.MediaStorageSOPInstanceUID, meta.TransferSyntaxUID = generate_uid(), ExplicitVRLittleEndian
+    report = Dataset()
+    report.file_meta, report.SOPClassUID = meta, meta.MediaStorageSOPClassUID
+    report.SOPInstanceUID, report.SeriesInstanceUID, report.Modality = meta.MediaStorageSOPInstanceUID, generate_uid(), "SR"
+    report.save_as(folder / "dose_report.dcm", enforce_file_format=True)
+    check_dicom_series(str(folder))

@@ -173,9 +173,11 @@ def check_nifti_header(source: str, min_spacing: float = 1e-6) -> None:
     if qform_used and not np.isfinite([*qform_fields, *header["pixdim"][1:4]]).all():
         raise _non_finite(str(source), "qform (quatern_b/c/d, qoffset_x/y/z or pixdim)")
     forms = {"sform": header.get_sform() if sform_used else None, "qform": _qform(header) if qform_used else None}
+    # only axes the image extends along: a 2D image saved as (X, Y, 1) may carry 0 as its third voxel size
+    extent = [i for i in range(3) if int(header["dim"][0]) > i and header["dim"][i + 1] > 1] or [0]
     for name, matrix in forms.items():
         if matrix is not None:
-            smallest = _smallest_axis(np.asarray(matrix, dtype=np.float64)[:3, :3])
+            smallest = _smallest_axis(np.asarray(matrix, dtype=np.float64)[:3, extent])
             if not np.isfinite(smallest) or smallest < min_spacing:
                 raise _degenerate(str(source), name, smallest)
     if forms["sform"] is not None and forms["qform"] is not None:
@@ -255,7 +257,8 @@ def check_dicom_series(source: str, tolerance: float = 0.01) -> None:
             ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=tags)
         except Exception:  # noqa: BLE001 - an unreadable file is the reader's business
             continue
-        if "SeriesInstanceUID" in ds:  # a DICOMDIR or a report in the export is no slice of any series
+        # a DICOMDIR, or a report in the export (a dose report has a series of its own), is no slice: it has no rows
+        if "SeriesInstanceUID" in ds and "Rows" in ds:
             series.setdefault(str(ds.SeriesInstanceUID), []).append((path, ds))
     if len(series) > 1:
         counts = ", ".join(f"{len(v)} slices" for v in series.values())
