@@ -33,11 +33,11 @@ def _grey_steps(bundle: str, config: str, ids: list[str], luminance) -> list[AsG
 
 @pytest.mark.parametrize("bundle, config, ids", CASES, ids=[f"{b}:{c}" for b, c, _ in CASES])
 def test_luminance_is_a_command_line_option(bundle, config, ids):
-    ramp = torch.linspace(0, 1, 64).reshape(8, 8)
+    ramp = torch.linspace(0, 1, 256).reshape(16, 16)  # the smallest radiograph taken
     rgb = {"image": torch.stack([ramp * v for v in (0.2, 0.5, 0.9)])}
     for step in _grey_steps(bundle, config, ids, None):
         with pytest.raises(ValueError, match="--luminance true"):
             step(dict(rgb))
     for step in _grey_steps(bundle, config, ids, "true"):
         grey = step(dict(rgb))["image"]
-        assert grey.shape == (1, 8, 8) and torch.allclose(grey, ramp[None] * (0.299 * 0.2 + 0.587 * 0.5 + 0.114 * 0.9))
+        assert grey.shape == (1, 16, 16) and torch.allclose(grey, ramp[None] * (0.299 * 0.2 + 0.587 * 0.5 + 0.114 * 0.9))
