@@ -1,7 +1,8 @@
 """Checks of an image's voxel grid: a degenerate or non-finite affine, a NIfTI header declaring one (readers replace
 such a grid by a made-up identity, so the header is the only witness), a NIfTI header whose sform and qform disagree or
 whose voxels are complex, or a DICOM folder whose slices are not one evenly spaced series of one geometry (readers space
-them evenly, stack them as if alike, or read one series of several, with a warning that names no file)."""
+them evenly, stack them as if alike, or read one series of several, with a warning that names no file); and a DICOM
+file whose pixel data is missing or cut short, which readers fill with zeros or junk."""
 
 from __future__ import annotations
 

@@ -177,19 +177,17 @@ def _fmt(name: str, widths: Mapping[str, Any]) -> str:
     return f"{name} ({', '.join(f'{k} {tuple(v)}' for k, v in widths.items())})" if widths else name
 
 
+def _has_widths(variant: str, widths: Mapping[str, Any], preset: str | None = None) -> bool:
+    """Whether ``widths`` (some of :data:`INFO_WIDTHS`) are those of ``variant`` at ``preset`` (None: its defaults,
+    what the bundles build without an overlay)."""
+    config = get_variant(variant, preset=preset)
+    return all(tuple(v) == tuple(getattr(config, k)) for k, v in widths.items())
+
+
 def smoke_sized(variant: str, widths: Mapping[str, Any]) -> bool:
     """Whether ``widths`` (some of :data:`INFO_WIDTHS`) are those of the ``"smoke"`` preset of ``variant``: the tiny
     network of every bundle's ``smoke.yaml`` and ``demo.yaml``, whose weights fit no bundle's default configs."""
-    if variant not in VARIANTS or not widths:
-        return False
-    tiny = get_variant(variant, preset="smoke")
-    return all(tuple(v) == tuple(getattr(tiny, k)) for k, v in widths.items())
-
-
-def _full_sized(variant: str, widths: Mapping[str, Any]) -> bool:
-    """Whether ``widths`` are those ``variant`` has by default (what the bundles build without an overlay)."""
-    base = get_variant(variant)
-    return all(tuple(v) == tuple(getattr(base, k)) for k, v in widths.items())
+    return variant in VARIANTS and bool(widths) and _has_widths(variant, widths, "smoke")
 
 
 def check_info(info: Mapping[str, Any], config: VariantConfig) -> None:
@@ -214,8 +212,8 @@ def check_info(info: Mapping[str, Any], config: VariantConfig) -> None:
                f"{'overlays' if len(overlays) > 1 else 'overlay'} of the same name added to --config_file, or choose "
                f"weights of this size (in Python: {fix})")
     elif info["variant"] == config.name and (
-            (smoke_sized(config.name, theirs) and _full_sized(config.name, ours))
-            or (smoke_sized(config.name, ours) and _full_sized(config.name, theirs))):
+            (smoke_sized(config.name, theirs) and _has_widths(config.name, ours))
+            or (smoke_sized(config.name, ours) and _has_widths(config.name, theirs))):
         # without a record, the usual cause: weights of a smoke or demo run with a full-size model, or the other way
         # round; the fix is an overlay on the command line, not a constructor argument
         fix = ("these are smoke-size weights (a run with smoke.yaml or demo.yaml): add this bundle's "
