@@ -163,7 +163,7 @@ def _infer(self, request, datastore=None):
     if in_datastore:
         datastore = datastore or self.datastore()
         image = datastore.get_image_uri(image)
-    _give_2d_label_its_image_geometry(result.get("file"), image)
+    _give_label_its_image_geometry(result.get("file"), image)
     label_file = result.get("file")
     if save and isinstance(label_file, str) and _os.path.exists(label_file):
         from monailabel.interfaces.datastore import DefaultLabelTag
@@ -174,27 +174,35 @@ def _infer(self, request, datastore=None):
     return result
 
 
-def _give_2d_label_its_image_geometry(label_path, image_path):
-    """MONAI Label 0.8.5 writes a 2D label without an affine (its writer passes none for 2D: ITK's default geometry,
-    1 mm pixels at the origin), so a viewer would draw it away from its radiograph. A 2D NIfTI label on the grid of a
-    NIfTI image gets the image's affine, and the label map's own type (uint8)."""
+def _give_label_its_image_geometry(label_path, image_path):
+    """MONAI Label 0.8.5's writer loses two geometries of a label on its image's grid: a 2D label is written without an
+    affine (ITK's default geometry, 1 mm pixels at the origin), and ITK forces the axes of a CT from a tilted gantry (a
+    sheared grid) to right angles, moving every voxel off the slice axis, so a viewer would draw either away from its
+    image. A NIfTI label on the voxel grid of a NIfTI image then gets the image's affine (without a qform for a sheared
+    one, which a qform cannot hold: ``save_nifti``) and the label map's own type (uint8)."""
     import nibabel
     import numpy as np
+    from unimiss_monai.data.grid_checks import is_sheared
+    from unimiss_monai.data.writers import save_nifti
 
     nifti = (".nii", ".nii.gz")
     if not (isinstance(label_path, str) and label_path.endswith(nifti) and _os.path.isfile(label_path)
             and isinstance(image_path, str) and image_path.endswith(nifti) and _os.path.isfile(image_path)):
         return
     image, label = nibabel.load(image_path), nibabel.load(label_path)
-    image_grid = tuple(image.shape[:2]) if all(s == 1 for s in image.shape[2:]) else None
-    if len(label.shape) != 2 or tuple(label.shape) != image_grid:
+    if len(label.shape) == 2:
+        lost = tuple(label.shape) == image.shape[:2] and all(s == 1 for s in image.shape[2:])
+    else:  # the same voxel sizes and origin: the grid forced to right angles, not a label in another voxel order
+        lost = (len(label.shape) == 3 and tuple(label.shape) == image.shape[:3] and is_sheared(image.affine)
+                and np.allclose(np.linalg.norm(label.affine[:3, :3], axis=0),
+                                np.linalg.norm(image.affine[:3, :3], axis=0), atol=1e-3)
+                and np.allclose(label.affine[:3, 3], image.affine[:3, 3], atol=1e-3))
+    if not lost:
         return
     values = np.asanyarray(label.dataobj)
     if values.min() >= 0 and values.max() <= 255:
         values = values.astype(np.uint8)
-    tmp = label_path + ".geometry.nii.gz"
-    nibabel.save(nibabel.Nifti1Image(values, image.affine), tmp)
-    _os.replace(tmp, label_path)
+    save_nifti(values, image.affine, label_path)  # to a temporary name, then renamed over the label
 
 
 _bundle_get_network = _BasicInferTask._get_network

@@ -342,12 +342,19 @@ def test_a_datalist_file_of_any_name_is_read_as_the_datalist_of_its_folder(tmp_p
     assert [(c.name, c.image) for c in cases] == [("b", tmp_path / "cts" / "b.nii.gz")]
 
 
-def test_volumes_of_other_formats_in_a_folder_are_named_as_left_out(tmp_path, caplog):
+def test_a_folder_scan_takes_every_volume_format_and_names_other_images_as_left_out(tmp_path, caplog):
+    """The formats the loader reads (.mha, .nrrd, a .mhd header beside its data file) are CTs in a folder as in a
+    datalist (they used to be left out with a warning); a radiograph beside them is named as not read."""
     p = make_ct_phantom(SHAPE)
     _save(tmp_path / "a.nii.gz", p.hu, p.affine)
-    (tmp_path / "b.mha").write_bytes(b"")
+    for name in ("b.mha", "c.nrrd", "d.mhd", "d.raw", "e.png", "a_labels.nii.gz"):
+        (tmp_path / name).write_bytes(b"")
     (tmp_path / "notes.txt").write_text("not a volume")
-    with caplog.at_level("WARNING", logger="unimiss_monai.data.ct_inputs"):
-        assert [c.name for c in find_ct_cases(tmp_path)] == ["a"]
-    assert f"{tmp_path}: 1 volume(s) of other formats left out (b.mha); list them in a datalist.json" in caplog.text
-    assert "notes.txt" not in caplog.text
+    with caplog.at_level("INFO", logger="unimiss_monai.data.image_formats"):
+        cases = find_ct_cases(tmp_path)
+    assert [(c.name, c.image.name) for c in cases] == [("a", "a.nii.gz"), ("b", "b.mha"), ("c", "c.nrrd"),
+                                                       ("d", "d.mhd")]
+    assert cases[0].labels == tmp_path / "a_labels.nii.gz"
+    assert f"{tmp_path}: 1 image file(s) of formats not read here left out (.png: 1)" in caplog.text
+    assert f"{tmp_path}: 1 label map(s) left out, not taken as images (a_labels.nii.gz)" in caplog.text
+    assert "notes.txt" not in caplog.text and "d.raw" not in caplog.text

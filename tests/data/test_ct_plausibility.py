@@ -58,10 +58,15 @@ def test_a_dicom_folder_of_two_series_is_refused(tmp_path, hu):
     ("one_slice.nii.gz", (24, 24, 1), (1.0, 1.0, 1.0), r"one_slice.nii.gz: .*(single slice|2D image)"),
     ("metres.nii.gz", (12, 12, 8), (0.0008, 0.0008, 0.002), r"metres.nii.gz: voxel size \[0.0008, 0.0008, 0.002\] mm is not a CT's"),
     ("wide.nii.gz", (12, 12, 8), (2.0, 2.0, 80.0), r"wide.nii.gz: voxel size \[2.0, 2.0, 80.0\] mm is not a CT's"),
+    # was told as "X-ray source ... lies inside the volume" by the DRR bundle
+    ("far.nii.gz", (12, 12, 8), (1.0, 1.0, 2.5), r"far.nii.gz: its origin \[1e\+30, 0, -40\] mm lies 1e\+30 mm from "
+                                                 r"the scanner's origin, where no patient lies \(a broken header\)"),
 ])
 def test_a_volume_that_is_not_a_ct_grid_is_refused(tmp_path, hu, name, shape, zooms, match):
     volume = np.resize(hu, shape).astype(np.float32)
-    nib.save(nib.Nifti1Image(volume, np.diag([*zooms, 1.0])), tmp_path / name)
+    affine = np.diag([*zooms, 1.0])
+    affine[:3, 3] = [1e30, 0.0, -40.0] if name == "far.nii.gz" else 0.0
+    nib.save(nib.Nifti1Image(volume, affine), tmp_path / name)
     _both_refuse(tmp_path / name, match)
 
 

@@ -180,3 +180,20 @@ def test_a_ct_of_one_slice_or_metre_voxels_fails_the_ct_input_check():
                         meta={"filename_or_obj": "/d/m.nii.gz"})
     with pytest.raises(ValueError, match=r"^/d/m\.nii\.gz: voxel size \[0\.0008, 0\.0008, 0\.0025\] mm is not a CT's"):
         CheckSpatialDimsd("image", 3)({"image": metres})
+
+
+def test_a_4d_or_5d_ct_file_is_described_by_its_own_shape(tmp_path):
+    """Loaded channel-first, a 4D file's phases became channels (the networks, which take one, then failed with a
+    traceback) and a 5D file was described by the 4D shape loading made of it."""
+    from monai.transforms import LoadImaged
+
+    load, ct = LoadImaged("image", ensure_channel_first=True, image_only=True), _body()
+    phases = _nifti(np.stack([ct, ct], axis=-1), tmp_path / "phases.nii.gz")
+    with pytest.raises(ValueError, match=r"phases\.nii\.gz: has shape \(\d+, \d+, \d+, 2\), 2 volumes, not one 3D CT; "
+                                         r"split it and pass one 3D CT per file$"):
+        CheckSpatialDimsd("image", 3)(load({"image": str(phases)}))
+    five = _nifti(ct[..., None, None].repeat(2, axis=-1), tmp_path / "five.nii.gz")
+    with pytest.raises(ValueError, match=r"five\.nii\.gz: a 5D image \(shape \(\d+, \d+, \d+, 1, 2\)\) where a 3D one"):
+        CheckSpatialDimsd("image", 3)(load({"image": str(five)}))
+    one = _nifti(ct, tmp_path / "one.nii.gz")
+    assert CheckSpatialDimsd("image", 3)(load({"image": str(one)}))["image"].shape[0] == 1

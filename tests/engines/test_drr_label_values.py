@@ -173,3 +173,20 @@ def test_bad_label_names_files_fail_their_cases_alone(tmp_path):
     assert errors["csv"].startswith(f"{data / 'csv.nii.gz'}: {data / 'csv_labels.csv'}: id '2-3' of structure 'lungs' "
                                     f"is not a whole number; {CSV_FORM}")
     _assert_good_rendered(out)
+
+
+def test_a_name_for_the_background_makes_no_channel(tmp_path):
+    """MONAI's and nnU-Net's label files name 0 "background": what no structure covers is not projected as one (it
+    used to become a channel holding the whole body's thickness)."""
+    data, out = tmp_path / "data", tmp_path / "out"
+    _good_case(data)
+    names = json.loads((data / "good_labels.json").read_text())
+    (data / "good_labels.json").write_text(json.dumps({"0": "background", **names}))
+    DRRGenerator(data, out, **SMALL).run()
+    _assert_good_rendered(out)  # the 7 structures, no eighth channel
+    assert "background" not in json.loads((out / "good" / "good_labels.json").read_text()).values()
+    only = tmp_path / "only.json"
+    only.write_text('{"0": "background"}')
+    with pytest.raises(CTInputError, match=r"only.json: names only the background \(0\), no structure to project; "
+                                           r"name the structures' values in only.json or remove it$"):
+        read_label_names(only)

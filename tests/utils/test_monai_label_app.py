@@ -200,6 +200,33 @@ def test_a_2d_label_has_its_radiograph_geometry_also_when_saved_to_the_datastore
         assert np.asarray(nibabel.load(saved).dataobj).tolist() == np.ones((6, 5)).tolist()
 
 
+def test_a_label_of_a_tilted_gantry_ct_keeps_its_sheared_grid(app_namespace, tmp_path):
+    """ITK writes a label on a sheared grid (a tilted gantry) with its axes forced to right angles: a viewer drew it off
+    the CT, and the label read back was refused. It gets the CT's affine, without a qform (which cannot hold a shear);
+    a label whose grid is not the CT's is left as it is."""
+    nibabel = pytest.importorskip("nibabel")
+    import numpy as np
+
+    from unimiss_monai.data.grid_checks import check_nifti_header
+
+    affine = np.array([[0.8, 0, 0, -90.0], [0, 0.8, 0.6, -120.0], [0, 0, 2.5, 40.0], [0, 0, 0, 1]])
+    nibabel.save(nibabel.Nifti1Image(np.zeros((6, 5, 4), np.float32), affine), tmp_path / "ct1.nii.gz")
+    sizes = np.linalg.norm(affine[:3, :3], axis=0)
+    u, _, vt = np.linalg.svd(affine[:3, :3] / sizes)
+    forced = affine.copy()
+    forced[:3, :3] = (u @ vt) * sizes  # the nearest grid at right angles, as ITK's writer makes it
+    app = app_namespace["MyApp"]()
+    app.datastore = lambda: _Datastore(tmp_path)
+    for shape, expected in (((6, 5, 4), affine), ((4, 5, 6), forced)):
+        out = tmp_path / f"result{shape[0]}.nii.gz"
+        nibabel.save(nibabel.Nifti1Image(np.ones(shape, np.float32), forced), out)
+        app._infers = {"unimiss_ct_segmentation": lambda image_path, out=out: str(out)}
+        returned = nibabel.load(app.infer({"model": "unimiss_ct_segmentation", "image": "ct1"})["file"])
+        np.testing.assert_allclose(returned.affine, expected, atol=1e-5)
+    assert int(nibabel.load(tmp_path / "result6.nii.gz").header["qform_code"]) == 0
+    check_nifti_header(str(tmp_path / "result6.nii.gz"))  # read back (a correction submitted for training): one grid
+
+
 def test_a_model_trained_at_other_settings_is_refused_when_loaded(app_namespace, tmp_path, monkeypatch):
     import torch
     from monai.bundle import ConfigParser

@@ -4,9 +4,10 @@ A folder is read in this order:
 
 1. ``datalist.json`` (decathlon style): the ``"testing"`` list (else ``"training"``) of ``{"image": ..., "label": ...,
    "label_names": ...}`` entries, paths relative to the folder;
-2. otherwise every ``*.nii`` / ``*.nii.gz`` file and every sub-folder holding a DICOM series (the folder itself when it
-   is one). A file ``<name>_labels.nii.gz`` (or ``.nii``) is the label map of ``<name>``, and ``<name>_labels.csv``
-   (columns ``structure,id``) or ``<name>_labels.json`` (``{"<value>": "<name>"}``) names its values.
+2. otherwise every volume file (``*.nii``, ``*.nii.gz``, ``*.mha``, ``*.mhd``, ``*.nrrd``, ``*.nhdr``) and every
+   sub-folder holding a DICOM series (the folder itself when it is one). A file ``<name>_labels.nii.gz`` (or
+   ``.nii``) is the label map of ``<name>``, and ``<name>_labels.csv`` (columns ``structure,id``) or
+   ``<name>_labels.json`` (``{"<value>": "<name>"}``) names its values.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from unimiss_monai.data.case_names import CaseNames
 from unimiss_monai.data.ct_io import CTInputError, is_dicom_series_dir
-from unimiss_monai.data.image_formats import NIFTI_SUFFIXES, image_suffix, is_label_map_name
+from unimiss_monai.data.image_formats import NIFTI_SUFFIXES, image_suffix, scan_images
 from unimiss_monai.data.locators import read_structure_names
 
 logger = logging.getLogger(__name__)
@@ -42,13 +43,14 @@ class CTCase:
     label_names: Path | None = None
 
 
-# volume formats ITK reads but a folder scan does not pick up (a folder's other files are often not CTs)
-_OTHER_VOLUMES = (".mha", ".mhd", ".nrrd", ".nhdr")
+#: the files a CT folder scan takes as volumes (a DICOM series is a folder; a ``.mhd``/``.nhdr`` header names the file
+#: holding its voxels)
+CT_VOLUME_SUFFIXES = NIFTI_SUFFIXES + (".mha", ".mhd", ".nrrd", ".nhdr")
 
 
 def _stem(path: Path) -> str:
     """The case name of a CT file: its name without the volume format's suffix (``ct01.mhd`` -> ``ct01``)."""
-    suffix = image_suffix(path.name, NIFTI_SUFFIXES + _OTHER_VOLUMES)
+    suffix = image_suffix(path.name, CT_VOLUME_SUFFIXES)
     return path.name[: -len(suffix)] if suffix else path.name
 
 
@@ -133,27 +135,19 @@ def find_ct_cases(path: str | Path) -> list[CTCase]:
         return _cases_from_datalist(path / DATALIST)
     if is_dicom_series_dir(path):
         return [CTCase(name=path.name, image=path)]
-    cases, label_maps = [], []
-    for entry in sorted(path.iterdir()):
-        if entry.is_file() and entry.name.lower().endswith(NIFTI_SUFFIXES) and is_label_map_name(entry.name):
-            label_maps.append(entry.name)  # a case's labels (found by _case_for) or a segmentation: never a CT
-        elif entry.is_file() and entry.name.lower().endswith(NIFTI_SUFFIXES):
-            cases.append(_case_for(entry))
-        elif entry.is_dir() and not entry.name.startswith(".") and is_dicom_series_dir(entry):
+    # the scan every bundle shares: label maps (a case's labels, found by _case_for, or a segmentation) are left out
+    # and said, as are image files of other formats (a radiograph, a loose DICOM slice)
+    cases = [_case_for(entry) for entry in scan_images(path, CT_VOLUME_SUFFIXES)]
+    for entry in path.iterdir():
+        if entry.is_dir() and not entry.name.startswith(".") and is_dicom_series_dir(entry):
             labels = _first_existing(path, entry.name + LABEL_SUFFIX, (".nii.gz", ".nii"))
             names = _first_existing(path, entry.name + LABEL_SUFFIX, (".csv", ".json"))
             cases.append(CTCase(name=entry.name, image=entry, labels=labels, label_names=names))
-    if label_maps:
-        logger.info("%s: %d label map(s) left out of the CTs (%s)", path, len(label_maps), ", ".join(label_maps[:5]))
-    others = [e.name for e in sorted(path.iterdir())
-              if e.is_file() and e.name.lower().endswith(_OTHER_VOLUMES) and not is_label_map_name(e.name)]
-    if others:  # read when named alone or in a datalist, but a folder is scanned for NIfTI and DICOM only
-        logger.warning("%s: %d volume(s) of other formats left out (%s); list them in a datalist.json there, or "
-                       "convert them to NIfTI", path, len(others), ", ".join(others[:5]))
     if not cases:
-        raise CTInputError(f"{path}: no CT found (looked for {DATALIST}, *.nii, *.nii.gz and DICOM series folders); "
-                           f"add CTs there or create samples with `python -m unimiss_monai samples --out DIR`")
-    return _refuse_duplicate_names(cases)
+        raise CTInputError(f"{path}: no CT found (looked for {DATALIST}, volume files ("
+                           f"{', '.join('*' + s for s in CT_VOLUME_SUFFIXES)}) and DICOM series folders); add CTs "
+                           "there or create samples with `python -m unimiss_monai samples --out DIR`")
+    return _refuse_duplicate_names(sorted(cases, key=lambda c: c.image.name))
 
 
 _JSON_NAMES = 'a JSON object of label value -> structure name, e.g. {"1": "liver", "2": "spleen"}'
@@ -165,7 +159,8 @@ def read_label_names(path: str | Path | None) -> dict[int, str]:
 
     Raises:
         CTInputError: one line naming the file, what is wrong and the expected format: missing or unreadable, not
-            valid JSON / CSV, a value that is not a whole number, negative or naming nothing, or no value at all.
+            valid JSON / CSV, a value that is not a whole number, negative or naming nothing, or no value but 0
+            (the background, which is never a channel: a name given to 0 is dropped).
     """
     if path is None:
         return {}
@@ -183,6 +178,11 @@ def read_label_names(path: str | Path | None) -> dict[int, str]:
     if negative:  # a label map may hold no negative value (label_channels): such a name would name nothing
         raise CTInputError(f"{path}: names negative label value(s) {_few(negative)}; label values are 0 (background) "
                            f"and positive whole numbers: fix them in {path.name}")
+    # 0 is what no structure covers, never a channel: MONAI's and nnU-Net's label files name it "background"
+    names.pop(0, None)
+    if not names:
+        raise CTInputError(f"{path}: names only the background (0), no structure to project; name the structures' "
+                           f"values in {path.name} or remove it")
     return names
 
 

@@ -137,7 +137,8 @@ def load_ct(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Load a CT volume in HU.
 
     Args:
-        path: a ``.nii``/``.nii.gz`` file, or a folder holding one DICOM series (any file names).
+        path: a ``.nii``/``.nii.gz`` file (or a volume of a format ITK reads: ``.mha``, ``.mhd``, ``.nrrd``,
+            ``.nhdr``), or a folder holding one DICOM series (any file names).
 
     Returns:
         ``(hu, affine)``: ``hu`` (X, Y, Z) float32 in HU, ``affine`` 4x4 float64 voxel-to-world in RAS mm.

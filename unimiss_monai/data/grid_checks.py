@@ -61,12 +61,16 @@ def check_grid(affine, spatial_dims: int, source: str, min_spacing: float = 1e-6
 
 #: voxel sizes (mm) a CT can have: below, the file is in another unit (metres: 0.0008 for 0.8 mm); above, not a CT
 CT_SPACING_MM = (0.05, 50.0)
+#: how far (mm) from the scanner's origin a CT can lie: tables move some 2 m; 1 km is a broken header, whose voxel
+#: positions lose their millimetres in float64 arithmetic (a DRR's source then seems to lie inside the volume)
+CT_MAX_ORIGIN_MM = 1e6
 
 
 def check_ct_volume(shape, affine, source: str) -> None:
     """Raise ``ValueError`` (one line naming ``source``) when a 3D CT of spatial ``shape`` and ``affine`` is one slice
-    (a 2D image saved as a volume) or has a voxel size outside :data:`CT_SPACING_MM`. Either gave a case marked "ok":
-    an all-background segmentation, an all-zero DRR."""
+    (a 2D image saved as a volume), has a voxel size outside :data:`CT_SPACING_MM` or lies farther than
+    :data:`CT_MAX_ORIGIN_MM` from the scanner's origin. Each gave a case marked "ok" (an all-background segmentation,
+    an all-zero DRR) or a wrong message."""
     if min(int(s) for s in shape) < 2:
         raise ValueError(f"{source}: shape {tuple(int(s) for s in shape)} is a single slice, a 2D image, not a CT volume; "
                          "give the whole series (a radiograph goes to the CXR bundles)")
@@ -78,6 +82,11 @@ def check_ct_volume(shape, affine, source: str) -> None:
     if not ((spacing >= low) & (spacing <= high)).all():
         raise ValueError(f"{source}: voxel size {np.round(spacing, 5).tolist()} mm is not a CT's ({low}-{high} mm; a "
                          "file in metres gives 0.0008 for 0.8 mm): rewrite it with the spacing in mm")
+    distance = float(np.linalg.norm(a[:3, 3]))
+    if distance > CT_MAX_ORIGIN_MM:
+        raise ValueError(f"{source}: its origin {_numbers(a[:3, 3])} mm lies {distance:.3g} mm from "
+                         "the scanner's origin, where no patient lies (a broken header): rewrite it with the origin "
+                         "the scanner recorded, or 0")
 
 
 # sform and qform within this of each other are one grid: per matrix column, 1e-3 mm plus 1e-4 of the column's length

@@ -54,7 +54,8 @@ class CheckSpatialDimsd(MapTransform):
         fail_air_only: a 3D image (a CT in HU) fails its case when its every voxel is at most
             :data:`~unimiss_monai.data.ct_io.MAX_AIR_ONLY_HU` (it holds no body), its values are not HU, it is one
             slice or its voxel size is not a CT's (:func:`~unimiss_monai.data.grid_checks.check_ct_volume`): each was
-            trained on or classified as if it were a CT without a word. Defaults to True.
+            trained on or classified as if it were a CT without a word; so does a 3D image of more than one channel
+            (a 4D file's phases). Defaults to True.
         allow_missing_keys: don't raise when a key is missing. Defaults to False.
     """
 
@@ -80,10 +81,13 @@ class CheckSpatialDimsd(MapTransform):
             # an empty file loads with too few axes: told as "a 0D image", it was sent to the other section
             check_not_empty(img, "volume" if self.spatial_dims == 3 else "image")
             if img.ndim - 1 != self.spatial_dims:
-                raise ValueError(
-                    f"{source}: a {img.ndim - 1}D image (channel-first shape {tuple(img.shape)}) where a "
-                    f"{self.spatial_dims}D one is needed{'; ' + self.hint if self.hint else ''}"
-                )
+                dims, shape = _stored_shape(img)
+                raise ValueError(f"{source}: a {dims}D image ({shape}) where a {self.spatial_dims}D one is needed"
+                                 f"{'; ' + self.hint if self.hint else ''}")
+            if self.fail_air_only and self.spatial_dims == 3 and img.shape[0] != 1:
+                # the phases of a 4D file, loaded as channels: the networks take one, and failed with a traceback
+                raise ValueError(f"{source}: has {_stored_shape(img)[1]}, {img.shape[0]} volumes, not one 3D CT; "
+                                 "split it and pass one 3D CT per file")
             d[key] = self.check_image(img)
             if self.fail_air_only and self.spatial_dims == 3:  # after check_image: its values are finite
                 # one slice, or a voxel size in metres: classified or trained on as a CT, it gave an answer marked ok
@@ -92,6 +96,16 @@ class CheckSpatialDimsd(MapTransform):
             if self.check_ct_hu and self.spatial_dims == 3:
                 warn_if_not_ct_hu(img, source, "its result is unlikely to mean anything")
         return d
+
+
+def _stored_shape(img) -> tuple[int, str]:
+    """The number of axes and the shape of ``img`` as its file holds them (a NIfTI header's), else as loaded: loading
+    channel-first moved a 4D or 5D file's last axis to the front, so the loaded shape misdescribes the file."""
+    dim = getattr(img, "meta", {}).get("dim")
+    if dim is not None and 0 < int(dim[0]) < 8:
+        shape = tuple(int(s) for s in dim[1:1 + int(dim[0])])
+        return len(shape), f"shape {shape}"
+    return img.ndim - 1, f"channel-first shape {tuple(img.shape)}"
 
 
 CheckSpatialDimsD = CheckSpatialDimsDict = CheckSpatialDimsd
