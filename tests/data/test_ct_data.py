@@ -344,17 +344,18 @@ def test_a_datalist_file_of_any_name_is_read_as_the_datalist_of_its_folder(tmp_p
 
 def test_a_folder_scan_takes_every_volume_format_and_names_other_images_as_left_out(tmp_path, caplog):
     """The formats the loader reads (.mha, .nrrd, a .mhd header beside its data file) are CTs in a folder as in a
-    datalist (they used to be left out with a warning); a radiograph beside them is named as not read."""
+    datalist (they used to be left out with a warning), their label maps in any of them; a radiograph beside them is
+    named as not read."""
     p = make_ct_phantom(SHAPE)
     _save(tmp_path / "a.nii.gz", p.hu, p.affine)
-    for name in ("b.mha", "c.nrrd", "d.mhd", "d.raw", "e.png", "a_labels.nii.gz"):
+    for name in ("b.mha", "b_labels.nrrd", "c.nrrd", "d.mhd", "d.raw", "e.png", "a_labels.nii.gz"):
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "notes.txt").write_text("not a volume")
     with caplog.at_level("INFO", logger="unimiss_monai.data.image_formats"):
         cases = find_ct_cases(tmp_path)
     assert [(c.name, c.image.name) for c in cases] == [("a", "a.nii.gz"), ("b", "b.mha"), ("c", "c.nrrd"),
                                                        ("d", "d.mhd")]
-    assert cases[0].labels == tmp_path / "a_labels.nii.gz"
+    assert [c.labels for c in cases] == [tmp_path / "a_labels.nii.gz", tmp_path / "b_labels.nrrd", None, None]
     assert f"{tmp_path}: 1 image file(s) of formats not read here left out (.png: 1)" in caplog.text
-    assert f"{tmp_path}: 1 label map(s) left out, not taken as images (a_labels.nii.gz)" in caplog.text
+    assert f"{tmp_path}: 2 label map(s) left out, not taken as images (a_labels.nii.gz, b_labels.nrrd)" in caplog.text
     assert "notes.txt" not in caplog.text and "d.raw" not in caplog.text

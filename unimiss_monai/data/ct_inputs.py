@@ -6,7 +6,7 @@ A folder is read in this order:
    "label_names": ...}`` entries, paths relative to the folder;
 2. otherwise every volume file (``*.nii``, ``*.nii.gz``, ``*.mha``, ``*.mhd``, ``*.nrrd``, ``*.nhdr``) and every
    sub-folder holding a DICOM series (the folder itself when it is one). A file ``<name>_labels.nii.gz`` (or
-   ``.nii``) is the label map of ``<name>``, and ``<name>_labels.csv`` (columns ``structure,id``) or
+   ``.nii``, or another of those formats) is the label map of ``<name>``, and ``<name>_labels.csv`` (columns ``structure,id``) or
    ``<name>_labels.json`` (``{"<value>": "<name>"}``) names its values.
 """
 
@@ -61,7 +61,7 @@ def _first_existing(folder: Path, stem: str, suffixes: tuple[str, ...]) -> Path 
 def _case_for(image: Path) -> CTCase:
     name = _stem(image)
     folder = image.parent
-    labels = _first_existing(folder, name + LABEL_SUFFIX, (".nii.gz", ".nii"))
+    labels = _first_existing(folder, name + LABEL_SUFFIX, CT_VOLUME_SUFFIXES)
     names = _first_existing(folder, name + LABEL_SUFFIX, (".csv", ".json"))
     return CTCase(name=name, image=image, labels=labels, label_names=names)
 
@@ -140,7 +140,7 @@ def find_ct_cases(path: str | Path) -> list[CTCase]:
     cases = [_case_for(entry) for entry in scan_images(path, CT_VOLUME_SUFFIXES)]
     for entry in path.iterdir():
         if entry.is_dir() and not entry.name.startswith(".") and is_dicom_series_dir(entry):
-            labels = _first_existing(path, entry.name + LABEL_SUFFIX, (".nii.gz", ".nii"))
+            labels = _first_existing(path, entry.name + LABEL_SUFFIX, CT_VOLUME_SUFFIXES)
             names = _first_existing(path, entry.name + LABEL_SUFFIX, (".csv", ".json"))
             cases.append(CTCase(name=entry.name, image=entry, labels=labels, label_names=names))
     if not cases:
