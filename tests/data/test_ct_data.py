@@ -342,20 +342,22 @@ def test_a_datalist_file_of_any_name_is_read_as_the_datalist_of_its_folder(tmp_p
     assert [(c.name, c.image) for c in cases] == [("b", tmp_path / "cts" / "b.nii.gz")]
 
 
-def test_a_folder_scan_takes_every_volume_format_and_names_other_images_as_left_out(tmp_path, caplog):
-    """The formats the loader reads (.mha, .nrrd, a .mhd header beside its data file) are CTs in a folder as in a
-    datalist (they used to be left out with a warning), their label maps in any of them; a radiograph beside them is
-    named as not read."""
+def test_a_folder_scan_takes_nifti_cts_their_labels_in_any_volume_format_and_names_the_rest(tmp_path, caplog):
+    """Other volume formats in a folder of CTs are as often masks, 3D Slicer segmentations or single slices: they are
+    read when a datalist names them, and a scan names them as left out. A CT's label map may be in any of them."""
     p = make_ct_phantom(SHAPE)
     _save(tmp_path / "a.nii.gz", p.hu, p.affine)
-    for name in ("b.mha", "b_labels.nrrd", "c.nrrd", "d.mhd", "d.raw", "e.png", "a_labels.nii.gz"):
+    _save(tmp_path / "b.nii.gz", p.hu, p.affine)
+    for name in ("b_labels.nrrd", "c.mha", "lungmask.nrrd", "e.png", "a_labels.nii.gz", "a-label.nrrd",
+                 "Segmentation.seg.nrrd"):
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "notes.txt").write_text("not a volume")
     with caplog.at_level("INFO", logger="unimiss_monai.data.image_formats"):
         cases = find_ct_cases(tmp_path)
-    assert [(c.name, c.image.name) for c in cases] == [("a", "a.nii.gz"), ("b", "b.mha"), ("c", "c.nrrd"),
-                                                       ("d", "d.mhd")]
-    assert [c.labels for c in cases] == [tmp_path / "a_labels.nii.gz", tmp_path / "b_labels.nrrd", None, None]
-    assert f"{tmp_path}: 1 image file(s) of formats not read here left out (.png: 1)" in caplog.text
-    assert f"{tmp_path}: 2 label map(s) left out, not taken as images (a_labels.nii.gz, b_labels.nrrd)" in caplog.text
-    assert "notes.txt" not in caplog.text and "d.raw" not in caplog.text
+    assert [(c.name, c.labels) for c in cases] == [("a", tmp_path / "a_labels.nii.gz"),
+                                                   ("b", tmp_path / "b_labels.nrrd")]
+    assert (f"{tmp_path}: 3 image file(s) of formats not read here left out (.mha: 1, .nrrd: 1, .png: 1); the formats "
+            "read are .nii.gz, .nii; list them in a datalist.json there, or convert them to NIfTI") in caplog.text
+    # 3D Slicer's label maps (a-label.nrrd, Segmentation.seg.nrrd) are no images of another format either
+    assert f"{tmp_path}: 1 label map(s) left out, not taken as images (a_labels.nii.gz)" in caplog.text
+    assert "notes.txt" not in caplog.text

@@ -76,7 +76,7 @@ def test_a_ct_folder_scan_takes_no_label_map_as_a_ct(tmp_path, caplog):
 
     for name in ("ct01.nii.gz", "ct01_labels.nii.gz", "ct01_label.nii.gz", "ct01_seg.nii.gz", "ct02.nii"):
         _touch(tmp_path / name)
-    with caplog.at_level(logging.INFO, logger="unimiss_monai.data.ct_inputs"):
+    with caplog.at_level(logging.INFO, logger="unimiss_monai.data"):
         cases = find_ct_cases(tmp_path)
     assert [(c.name, c.image.name) for c in cases] == [("ct01", "ct01.nii.gz"), ("ct02", "ct02.nii")]
     assert cases[0].labels == tmp_path / "ct01_labels.nii.gz" and cases[1].labels is None

@@ -190,3 +190,24 @@ def test_a_name_for_the_background_makes_no_channel(tmp_path):
     with pytest.raises(CTInputError, match=r"only.json: names only the background \(0\), no structure to project; "
                                            r"name the structures' values in only.json or remove it$"):
         read_label_names(only)
+
+
+@pytest.mark.parametrize("name, text", [
+    ("v1.json", '{"0": "background", "1": "liver", "2": "spleen"}'),
+    ("v2.json", '{"background": 0, "liver": 1, "spleen": 2}'),  # nnU-Net v2's "labels": name -> value
+    ("dataset.json", '{"name": "Task03", "labels": {"0": "background", "1": "liver", "2": "spleen"}}'),
+    ("dataset_v2.json", '{"channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1, "spleen": 2}}'),
+    ("excel.csv", "\ufeffstructure,id\nliver,1\nspleen,2\n"),  # a spreadsheet's byte-order mark
+    ("spaced.csv", "structure, id\nliver, 1\nspleen, 2\n"),
+], ids=["json-value-name", "json-name-value", "msd-dataset", "nnunet-v2-dataset", "csv-bom", "csv-spaces"])
+def test_the_label_names_files_people_have_are_read(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    assert read_label_names(path) == {1: "liver", 2: "spleen"}
+
+
+def test_a_name_to_value_file_naming_one_value_twice_is_refused(tmp_path):
+    path = tmp_path / "names.json"
+    path.write_text('{"liver": 1, "spleen": 1}')
+    with pytest.raises(CTInputError, match=r"names.json: names one label value twice \(\{'liver': 1, 'spleen': 1\}\)"):
+        read_label_names(path)

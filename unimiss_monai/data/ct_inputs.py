@@ -4,9 +4,9 @@ A folder is read in this order:
 
 1. ``datalist.json`` (decathlon style): the ``"testing"`` list (else ``"training"``) of ``{"image": ..., "label": ...,
    "label_names": ...}`` entries, paths relative to the folder;
-2. otherwise every volume file (``*.nii``, ``*.nii.gz``, ``*.mha``, ``*.mhd``, ``*.nrrd``, ``*.nhdr``) and every
-   sub-folder holding a DICOM series (the folder itself when it is one). A file ``<name>_labels.nii.gz`` (or
-   ``.nii``, or another of those formats) is the label map of ``<name>``, and ``<name>_labels.csv`` (columns ``structure,id``) or
+2. otherwise every ``*.nii`` / ``*.nii.gz`` file and every sub-folder holding a DICOM series (the folder itself when
+   it is one). A file ``<name>_labels.nii.gz`` (or ``.nii``, or a volume format ITK reads: ``.nrrd``, ``.mha``, ...)
+   is the label map of ``<name>``, and ``<name>_labels.csv`` (columns ``structure,id``) or
    ``<name>_labels.json`` (``{"<value>": "<name>"}``) names its values.
 """
 
@@ -43,8 +43,9 @@ class CTCase:
     label_names: Path | None = None
 
 
-#: the files a CT folder scan takes as volumes (a DICOM series is a folder; a ``.mhd``/``.nhdr`` header names the file
-#: holding its voxels)
+#: volume formats a CT or its label map may come in (a ``.mhd``/``.nhdr`` header names the file holding its voxels);
+#: a folder scan takes NIfTI files alone as CTs: the other formats in a folder of CTs are as often masks,
+#: segmentations (3D Slicer's), deformation fields or single slices, each of which would fail or be rendered as a CT
 CT_VOLUME_SUFFIXES = NIFTI_SUFFIXES + (".mha", ".mhd", ".nrrd", ".nhdr")
 
 
@@ -136,17 +137,17 @@ def find_ct_cases(path: str | Path) -> list[CTCase]:
     if is_dicom_series_dir(path):
         return [CTCase(name=path.name, image=path)]
     # the scan every bundle shares: label maps (a case's labels, found by _case_for, or a segmentation) are left out
-    # and said, as are image files of other formats (a radiograph, a loose DICOM slice)
-    cases = [_case_for(entry) for entry in scan_images(path, CT_VOLUME_SUFFIXES)]
+    # and said, as are image files of other formats (read when a datalist names them)
+    fix = "list them in a datalist.json there, or convert them to NIfTI"
+    cases = [_case_for(entry) for entry in scan_images(path, NIFTI_SUFFIXES, fix=fix)]
     for entry in path.iterdir():
         if entry.is_dir() and not entry.name.startswith(".") and is_dicom_series_dir(entry):
             labels = _first_existing(path, entry.name + LABEL_SUFFIX, CT_VOLUME_SUFFIXES)
             names = _first_existing(path, entry.name + LABEL_SUFFIX, (".csv", ".json"))
             cases.append(CTCase(name=entry.name, image=entry, labels=labels, label_names=names))
     if not cases:
-        raise CTInputError(f"{path}: no CT found (looked for {DATALIST}, volume files ("
-                           f"{', '.join('*' + s for s in CT_VOLUME_SUFFIXES)}) and DICOM series folders); add CTs "
-                           "there or create samples with `python -m unimiss_monai samples --out DIR`")
+        raise CTInputError(f"{path}: no CT found (looked for {DATALIST}, *.nii, *.nii.gz and DICOM series folders); "
+                           f"add CTs there or create samples with `python -m unimiss_monai samples --out DIR`")
     return _refuse_duplicate_names(sorted(cases, key=lambda c: c.image.name))
 
 
@@ -155,7 +156,9 @@ _NAMES_FORMS = f"{_JSON_NAMES}, or a CSV with columns 'structure' and 'id'"
 
 
 def read_label_names(path: str | Path | None) -> dict[int, str]:
-    """Label value -> name from a ``structures.csv``-style CSV or a ``{"<value>": "<name>"}`` JSON; {} for None.
+    """Label value -> name from a ``structures.csv``-style CSV or a ``{"<value>": "<name>"}`` JSON (also name -> value,
+    and a whole ``dataset.json`` holding either as ``"labels"``: the Medical Segmentation Decathlon's and nnU-Net's
+    forms); {} for None.
 
     Raises:
         CTInputError: one line naming the file, what is wrong and the expected format: missing or unreadable, not
@@ -194,6 +197,12 @@ def _json_label_names(path: Path) -> dict[int, str]:
         raise ValueError(f"{path}: not valid JSON ({err}); expected {_JSON_NAMES}") from err
     if not isinstance(content, dict):  # a list of names, say: which value each one names is a guess
         raise ValueError(f"{path}: holds a JSON {_json_kind(content)}, not an object; expected {_JSON_NAMES}")
+    if isinstance(content.get("labels"), dict):  # a whole dataset.json (Medical Segmentation Decathlon, nnU-Net)
+        content = content["labels"]
+    if content and all(type(v) is int for v in content.values()):  # nnU-Net v2's "labels": name -> value
+        if len(set(content.values())) < len(content):
+            raise ValueError(f"{path}: names one label value twice ({content}); expected {_JSON_NAMES}")
+        content = {str(value): name for name, value in content.items()}
     names = {}
     for key, name in content.items():
         try:

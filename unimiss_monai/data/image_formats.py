@@ -18,8 +18,8 @@ logger = logging.getLogger(__name__)
 
 #: suffixes of the files MONAI's ``LoadImage`` reads (longest first: ``.nii.gz`` before ``.nii``); a suffix of this
 #: list is the file's format, never part of its name
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".dcm", ".nrrd", ".mha", ".mhd", ".tif", ".tiff", ".bmp",
-                  ".npy", ".npz")
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".dcm", ".nrrd", ".nhdr", ".mha", ".mhd", ".tif", ".tiff",
+                  ".bmp", ".npy", ".npz")
 #: numpy arrays: readable when a datalist names them, but a folder scan leaves them out (a folder of scans often
 #: holds arrays that are not images)
 ARRAY_SUFFIXES = (".npy", ".npz")
@@ -29,8 +29,9 @@ SCANNED_SUFFIXES = tuple(s for s in IMAGE_SUFFIXES if s not in ARRAY_SUFFIXES)
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 #: endings of a file's stem that mark a label map or a segmentation beside its image (``ct01_label.nii.gz``,
-#: ``ct01_labels.nii.gz``, this package's own ``ct01_seg.nii.gz``), never an image to classify
-LABEL_MAP_STEMS = ("_label", "_labels", "_seg")
+#: ``ct01_labels.nii.gz``, this package's own ``ct01_seg.nii.gz``, 3D Slicer's ``ct01-label.nrrd`` and
+#: ``Segmentation.seg.nrrd``), never an image to classify
+LABEL_MAP_STEMS = ("_label", "_labels", "_seg", "-label", ".seg")
 
 
 def image_suffix(name: str | os.PathLike, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> str:
@@ -69,11 +70,12 @@ def is_dicom_file(path: str | os.PathLike) -> bool:
 
 
 def scan_images(folder: str | os.PathLike, suffixes: tuple[str, ...] = SCANNED_SUFFIXES, recursive: bool = False,
-                skip_stems: tuple[str, ...] = ()) -> list[Path]:
+                skip_stems: tuple[str, ...] = (), fix: str = "") -> list[Path]:
     """The image files of ``folder`` (with ``recursive``, of its sub-folders too), sorted: a name ending with one of
     ``suffixes``, or, when ``suffixes`` has ``.dcm``, a DICOM file of any name (:func:`is_dicom_file`). Hidden files,
     label maps (:func:`is_label_map_name`) and names whose stem ends with one of ``skip_stems`` (a bundle's own
-    outputs) are left out, and the count of each is logged, so that a scan never drops a file unsaid."""
+    outputs) are left out, and the count of each is logged, so that a scan never drops a file unsaid; ``fix`` is
+    the caller's way to have image files of other formats read, added to their warning."""
     root = Path(folder)
     found, labels, own, other = [], [], [], {}
     for path in sorted(root.rglob("*") if recursive else root.iterdir()):
@@ -97,7 +99,7 @@ def scan_images(folder: str | os.PathLike, suffixes: tuple[str, ...] = SCANNED_S
             logger.info("%s: %d %s left out, not taken as images (%s)", root, len(group), what,
                         ", ".join(map(str, group[:3])) + (", ..." if len(group) > 3 else ""))
     if other:  # an image format the caller does not read: said, since the user may expect those files read
-        logger.warning("%s: %d image file(s) of formats not read here left out (%s); the formats read are %s",
+        logger.warning("%s: %d image file(s) of formats not read here left out (%s); the formats read are %s%s",
                        root, sum(other.values()), ", ".join(f"{k}: {n}" for k, n in sorted(other.items())),
-                       ", ".join(suffixes))
+                       ", ".join(suffixes), f"; {fix}" if fix else "")
     return found
