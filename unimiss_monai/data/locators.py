@@ -75,7 +75,7 @@ def read_structure_names(path: str | Path) -> dict[int, str]:
     """
     expected = "expected a CSV with columns 'structure' and 'id' (one row per label value, e.g. 'liver,5')"
     try:
-        # utf-8-sig: spreadsheet programs begin a CSV with a byte-order mark, which would become part of the first column
+        # utf-8-sig: spreadsheets begin a CSV with a byte-order mark, which would become part of the first column
         with open(path, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.DictReader(f, skipinitialspace=True))  # "structure, id" as well as "structure,id"
     except (UnicodeDecodeError, csv.Error) as err:  # a binary file, say: the bare error names neither file nor form
