@@ -197,3 +197,20 @@ def test_a_4d_or_5d_ct_file_is_described_by_its_own_shape(tmp_path):
         CheckSpatialDimsd("image", 3)(load({"image": str(five)}))
     one = _nifti(ct, tmp_path / "one.nii.gz")
     assert CheckSpatialDimsd("image", 3)(load({"image": str(one)}))["image"].shape[0] == 1
+    # a 3D CT saved with trailing axes of length 1, which the DRR loader reads: CT classification reads it too
+    ones = _nifti(ct[..., None, None], tmp_path / "ones.nii.gz")
+    bundle = PRETRAINING_CONFIG.parents[2] / "unimiss_ct_classification" / "configs"
+    for config, at in (("inference.json", "preprocessing"), ("train.json", "train#preprocessing"),
+                       ("train.json", "validate#preprocessing")):
+        parser = ConfigParser(ConfigParser.load_config_file(bundle / config))
+        check = parser[f"{at}#transforms#1"]
+        assert check["_target_"].endswith("CheckSpatialDimsd") and check["squeeze_trailing"] is True
+    loaded = CheckSpatialDimsd("image", 3, squeeze_trailing=True)(load({"image": str(ones)}))["image"]
+    assert loaded.shape == (1, *ct.shape)
+    from unimiss_monai.transforms import CheckSegmentationInputd
+
+    # segmentation writes its label on the input's grid: it names the file's shape and the fix instead
+    with pytest.raises(ValueError, match=r"ones\.nii\.gz: a 5D image \(shape \(\d+, \d+, \d+, 1, 1\)\) but this bundle "
+                                         r"segments 3D volumes; give it a 3D image \(re-save it without its trailing "
+                                         r"axes of length 1\)$"):
+        CheckSegmentationInputd()(load({"image": str(ones)}))

@@ -13,7 +13,7 @@ from unimiss_monai.data.ct_io import check_not_air_only, warn_if_not_ct_hu
 from unimiss_monai.data.grid_checks import check_ct_volume
 from unimiss_monai.data.xray import source_name
 from unimiss_monai.transforms.labels.array import SelectStructures
-from unimiss_monai.transforms.utility.array import CheckImage, check_not_empty
+from unimiss_monai.transforms.utility.array import CheckImage, check_not_empty, stored_shape
 
 __all__ = ["CheckSegmentationInputd", "CheckSegmentationInputD", "CheckSegmentationInputDict", "SelectStructuresD",
            "SelectStructuresDict", "SelectStructuresd"]
@@ -68,7 +68,11 @@ class CheckSegmentationInputd(MapTransform):
         kind = "3D volumes" if self.spatial_dims == 3 else "2D images"
         check_not_empty(image, "volume" if self.spatial_dims == 3 else "image")  # before its axes are counted
         if image.ndim - 1 != self.spatial_dims:
-            raise ValueError(f"{src}: image has shape {tuple(image.shape[1:])} ({image.ndim - 1} spatial dims) but this bundle segments {kind}; give it a {self.spatial_dims}D image")
+            shape, named = stored_shape(image)
+            extra = shape[self.spatial_dims:]
+            squeeze = " (re-save it without its trailing axes of length 1)" if extra and set(extra) == {1} else ""
+            raise ValueError(f"{src}: a {len(shape)}D image ({named}) but this bundle segments {kind}; give it a "
+                             f"{self.spatial_dims}D image{squeeze}")
         if image.shape[0] != self.in_channels:
             raise ValueError(f"{src}: image has {image.shape[0]} channels, the network takes {self.in_channels}; give one {self.in_channels}-channel image per case")
         # non-finite voxels, a degenerate grid or a constant image: one failed case, never an all-background label

@@ -15,7 +15,7 @@ from unimiss_monai.data.grid_checks import (
 from unimiss_monai.data.xray import source_name
 from unimiss_monai.utils.args import as_bool
 
-__all__ = ["CheckImage", "check_not_empty"]
+__all__ = ["CheckImage", "check_not_empty", "stored_shape"]
 
 
 def check_not_empty(img, what: str = "image") -> None:
@@ -32,6 +32,16 @@ def check_not_empty(img, what: str = "image") -> None:
     if 0 in stored:
         check_has_voxels(stored, source_name(img), what)
     check_has_voxels(tuple(img.shape), source_name(img), what, layout="channel-first ")
+
+
+def stored_shape(img) -> tuple[tuple[int, ...], str]:
+    """The shape of ``img`` as its file holds it (a NIfTI header's), else its spatial shape as loaded, and how to name
+    it: loading channel-first moved a 4D or 5D file's last axis to the front, so the loaded shape misdescribes it."""
+    dim = (getattr(img, "meta", None) or {}).get("dim")
+    if dim is not None and 0 < int(dim[0]) < 8:
+        shape = tuple(int(s) for s in dim[1:1 + int(dim[0])])
+        return shape, f"shape {shape}"
+    return tuple(int(s) for s in img.shape[1:]), f"channel-first shape {tuple(img.shape)}"
 
 
 class CheckImage(Transform):

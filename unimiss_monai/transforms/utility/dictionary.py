@@ -10,7 +10,7 @@ from monai.transforms import MapTransform, Transform
 
 from unimiss_monai.data.ct_io import check_not_air_only, warn_if_not_ct_hu
 from unimiss_monai.data.grid_checks import check_ct_volume
-from unimiss_monai.transforms.utility.array import CheckImage, check_not_empty
+from unimiss_monai.transforms.utility.array import CheckImage, check_not_empty, stored_shape
 from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.errors import failure_reason, root_cause
 
@@ -81,12 +81,12 @@ class CheckSpatialDimsd(MapTransform):
             # an empty file loads with too few axes: told as "a 0D image", it was sent to the other section
             check_not_empty(img, "volume" if self.spatial_dims == 3 else "image")
             if img.ndim - 1 != self.spatial_dims:
-                dims, shape = _stored_shape(img)
-                raise ValueError(f"{source}: a {dims}D image ({shape}) where a {self.spatial_dims}D one is needed"
+                shape, named = stored_shape(img)
+                raise ValueError(f"{source}: a {len(shape)}D image ({named}) where a {self.spatial_dims}D one is needed"
                                  f"{'; ' + self.hint if self.hint else ''}")
             if self.fail_air_only and self.spatial_dims == 3 and img.shape[0] != 1:
                 # the phases of a 4D file, loaded as channels: the networks take one, and failed with a traceback
-                raise ValueError(f"{source}: has {_stored_shape(img)[1]}, {img.shape[0]} volumes, not one 3D CT; "
+                raise ValueError(f"{source}: has {stored_shape(img)[1]}, {img.shape[0]} volumes, not one 3D CT; "
                                  "split it and pass one 3D CT per file")
             d[key] = self.check_image(img)
             if self.fail_air_only and self.spatial_dims == 3:  # after check_image: its values are finite
@@ -96,16 +96,6 @@ class CheckSpatialDimsd(MapTransform):
             if self.check_ct_hu and self.spatial_dims == 3:
                 warn_if_not_ct_hu(img, source, "its result is unlikely to mean anything")
         return d
-
-
-def _stored_shape(img) -> tuple[int, str]:
-    """The number of axes and the shape of ``img`` as its file holds them (a NIfTI header's), else as loaded: loading
-    channel-first moved a 4D or 5D file's last axis to the front, so the loaded shape misdescribes the file."""
-    dim = getattr(img, "meta", {}).get("dim")
-    if dim is not None and 0 < int(dim[0]) < 8:
-        shape = tuple(int(s) for s in dim[1:1 + int(dim[0])])
-        return len(shape), f"shape {shape}"
-    return img.ndim - 1, f"channel-first shape {tuple(img.shape)}"
 
 
 CheckSpatialDimsD = CheckSpatialDimsDict = CheckSpatialDimsd
