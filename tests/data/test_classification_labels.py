@@ -134,3 +134,25 @@ def test_a_samples_data_set_without_splits_is_all_input_and_said_nothing_of(tmp_
     with caplog.at_level("WARNING"):
         held = held_out_images(Path(root) / "drr_generation")
     assert held is None and not [r for r in caplog.records if r.levelname != "INFO" or "test split" in r.getMessage()]
+
+
+@pytest.mark.parametrize("multi", [False, True])
+def test_labels_count_in_the_datalist_s_own_class_order(tmp_path, multi):
+    """A datalist listing the bundle's classes in another order ("class_names", as the sample sets write it): its
+    indices and vectors count in that order. They were read in the bundle's, turning every nodule into a
+    cardiomegaly with exit 0."""
+    for name in ("a.png", "b.png", "c.png"):
+        (tmp_path / name).write_bytes(b"")
+    listed = ["effusion", "nodule", "cardiomegaly"]
+    items = [{"image": "a.png", "label": 1}, {"image": "b.png", "label": [0, 0, 1]},
+             {"image": "c.png", "label": "effusion"}]
+    if multi:
+        items = [{"image": "a.png", "label": [1, 1, 0]}, {"image": "b.png", "label": ["cardiomegaly"]},
+                 {"image": "c.png", "label": [0, 0, 0]}]
+    (tmp_path / "datalist.json").write_text(json.dumps({"class_names": listed, "training": items}))
+    labels = [it["label"] for it in load_classification_datalist(tmp_path / "datalist.json", "training", NAMES, multi)]
+    assert labels == ([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]] if multi else [0, 1, 2])
+    (tmp_path / "datalist.json").write_text(json.dumps({"class_names": ["mass", "nodule", "normal"], "training": items}))
+    with pytest.raises(ValueError, match=r"datalist.json: its class_names \['mass', 'nodule', 'normal'\] are not the "
+                                         r"bundle's \['nodule', 'cardiomegaly', 'effusion'\]; pass --class_names"):
+        load_classification_datalist(tmp_path / "datalist.json", "training", NAMES, multi)

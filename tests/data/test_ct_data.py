@@ -361,3 +361,20 @@ def test_a_folder_scan_takes_nifti_cts_their_labels_in_any_volume_format_and_nam
     # 3D Slicer's label maps (a-label.nrrd, Segmentation.seg.nrrd) are no images of another format either
     assert f"{tmp_path}: 1 label map(s) left out, not taken as images (a_labels.nii.gz)" in caplog.text
     assert "notes.txt" not in caplog.text
+
+
+def test_dicom_files_beside_nifti_cts_are_refused_naming_both(tmp_path):
+    """The folder was taken as one DICOM series and its NIfTI CTs dropped unsaid (rc 0); with a stray slice beside
+    them, as a series of one slice."""
+    from unimiss_monai.data.dicom_series import write_dicom_series
+
+    p, data = make_ct_phantom(SHAPE), tmp_path / "data"
+    write_dicom_series(p.hu, p.affine, data)
+    _save(data / "chest ct.nii.gz", p.hu, p.affine)
+    _save(data / "chest ct_labels.nii.gz", p.labels, p.affine)
+    with pytest.raises(CTInputError, match=rf"^{data}: holds DICOM files beside NIfTI CTs \(chest ct.nii.gz\); a "
+                                           r"folder is one DICOM series or a folder of CTs: move the DICOM files into a "
+                                           r"sub-folder of their own \(one series per folder\)$"):
+        find_ct_cases(data)
+    (data / "chest ct.nii.gz").unlink()
+    assert [c.image for c in find_ct_cases(data)] == [data]  # a series with its segmentation beside it

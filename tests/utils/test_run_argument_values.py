@@ -137,6 +137,24 @@ def test_a_loop_of_symbolic_links_is_refused(loop, key):
     assert _refusal(f"--{key}", str(loop.parent / "not_yet_made")) is None
 
 
+@pytest.mark.parametrize("run", [CXR_SEG, DRR, ("unimiss_pretraining", ("train.json",)),
+                                 ("unimiss_ct_segmentation", ("train.json", "evaluate.json"))],
+                         ids=["cxr-train", "drr", "pretraining", "ct-evaluate"])
+def test_an_output_folder_that_is_a_file_is_refused(tmp_path, run):
+    """Training and pretraining failed with a traceback while a handler was made (NotADirectoryError), the DRR bundle
+    with a bare "File exists"; the file of the user's is left as it was."""
+    mine = tmp_path / "mine.txt"
+    mine.write_text("mine")
+    assert _refusal("--output_dir", str(mine), run=run) == (
+        f"--output_dir {str(mine)!r} is a file, not a folder; move that file away or choose another --output_dir")
+    assert _refusal("--output_dir", str(mine / "run"), run=run) == (
+        f"--output_dir {str(mine / 'run')!r} lies inside the file {mine}, not a folder; move that file away or "
+        "choose another --output_dir")
+    assert _refusal("--output_dir", str(tmp_path / "new" / "run"), run=run) is None
+    assert _refusal("--dataset_dir", str(mine), run=run) is None  # an input may be a file: its reader says what it wants
+    assert mine.read_text() == "mine"
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("overrides, message", [
     (("--device", "cuda"),

@@ -90,6 +90,7 @@ def load_classification_datalist(
     path = Path(datalist)
     # the one check of every fine-tune bundle: a missing, non-list or empty split fails here in one line
     raw = read_split(path, split)
+    listed = _listed_class_names(path, class_names)
     base = Path(base_dir) if base_dir is not None else path.parent
     items = []
     for i, item in enumerate(raw):
@@ -102,10 +103,46 @@ def load_classification_datalist(
         image = Path(item["image"]) if Path(item["image"]).is_absolute() else base / item["image"]
         if not image.exists():
             raise FileNotFoundError(f"{where}: image {str(image)!r} does not exist; fix the path (relative paths start at {base})")
-        items.append({**item, "image": str(image), "label": canonical_label(item["label"], class_names, multi_label, where)})
+        label = _in_bundle_order(item["label"], listed, list(class_names), multi_label) if listed else item["label"]
+        items.append({**item, "image": str(image), "label": canonical_label(label, class_names, multi_label, where)})
     if not items:
         raise ValueError(f"datalist {path}: split {split!r} is empty")
     return items
+
+
+def _listed_class_names(path: Path, class_names: Sequence[str]) -> list[str] | None:
+    """The datalist's own ``class_names`` when they order the bundle's classes otherwise (its index and vector labels
+    count in that order: read as the bundle's, a nodule became a cardiomegaly with no word); None when absent or the
+    same. ``ValueError`` in one line when they name other classes."""
+    import json
+
+    listed = json.loads(path.read_text()).get("class_names")
+    names = list(class_names)
+    if listed is None or listed == names:
+        return None
+    if not isinstance(listed, list) or sorted(map(str, listed)) != sorted(names) or len(set(listed)) != len(listed):
+        raise ValueError(f"{path}: its class_names {listed} are not the bundle's {names}; pass --class_names "
+                         f"\"{listed}\" to use the datalist's, or label the datalist with the bundle's classes")
+    logger.info("%s: labels read in the datalist's class order %s (the bundle's outputs are in %s)", path, listed, names)
+    return listed
+
+
+def _in_bundle_order(label, listed: list[str], names: list[str], multi_label: bool):
+    """``label`` (an index, a list of indices, a 0/1 vector or class names) counted in the order ``listed``, as the
+    same classes counted in the bundle's order ``names``; names and anything malformed stay as they are (the
+    checks of :func:`canonical_label` then name them)."""
+
+    def index(v):
+        ok = isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v < len(listed)
+        return names.index(listed[v]) if ok else v
+
+    numbers = isinstance(label, (list, tuple)) and label and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in label)
+    if numbers and (multi_label or len(label) > 1):  # a vector: channel j of the bundle is class names[j]
+        return [label[listed.index(name)] for name in names] if len(label) == len(names) else label
+    if isinstance(label, (list, tuple)):
+        return [index(v) for v in label]
+    return index(label)
 
 
 def balanced_sample_weights(items: Sequence[dict], num_classes: int) -> list[float]:

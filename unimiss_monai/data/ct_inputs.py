@@ -20,7 +20,7 @@ from pathlib import Path
 
 from unimiss_monai.data.case_names import CaseNames
 from unimiss_monai.data.ct_io import CTInputError, is_dicom_series_dir
-from unimiss_monai.data.image_formats import NIFTI_SUFFIXES, image_suffix, scan_images
+from unimiss_monai.data.image_formats import NIFTI_SUFFIXES, image_suffix, is_label_map_name, scan_images
 from unimiss_monai.data.locators import read_structure_names
 
 logger = logging.getLogger(__name__)
@@ -121,8 +121,9 @@ def find_ct_cases(path: str | Path) -> list[CTCase]:
     ``*_label``, ``*_seg``) are no CTs; ``<case>_labels`` is that case's label map.
 
     Raises:
-        CTInputError: ``path`` does not exist, holds no CT, or holds two CTs of the same case name (``ct01.nii`` and
-            ``ct01.nii.gz``, or a datalist's ``a/scan.nii.gz`` and ``b/scan.nii.gz``): their outputs would collide.
+        CTInputError: ``path`` does not exist, holds no CT, holds DICOM files beside NIfTI CTs, or holds two CTs of
+            the same case name (``ct01.nii`` and ``ct01.nii.gz``, or a datalist's ``a/scan.nii.gz`` and
+            ``b/scan.nii.gz``): their outputs would collide.
     """
     path = Path(path).expanduser()
     if not path.exists():
@@ -135,6 +136,13 @@ def find_ct_cases(path: str | Path) -> list[CTCase]:
     if (path / DATALIST).is_file():
         return _cases_from_datalist(path / DATALIST)
     if is_dicom_series_dir(path):
+        # NIfTI CTs beside the slices were dropped unsaid (and a stray slice made the folder one 1-slice "series")
+        nifti = sorted(e.name for e in path.iterdir() if e.is_file() and not e.name.startswith(".")
+                       and image_suffix(e.name, NIFTI_SUFFIXES) and not is_label_map_name(e.name))
+        if nifti:
+            raise CTInputError(f"{path}: holds DICOM files beside NIfTI CTs ({', '.join(nifti[:3])}"
+                               f"{', ...' if len(nifti) > 3 else ''}); a folder is one DICOM series or a folder of CTs: "
+                               "move the DICOM files into a sub-folder of their own (one series per folder)")
         return [CTCase(name=path.name, image=path)]
     # the scan every bundle shares: label maps (a case's labels, found by _case_for, or a segmentation) are left out
     # and said, as are image files of other formats (read when a datalist names them)
