@@ -152,7 +152,8 @@ def test_labels_count_in_the_datalist_s_own_class_order(tmp_path, multi):
     (tmp_path / "datalist.json").write_text(json.dumps({"class_names": listed, "training": items}))
     labels = [it["label"] for it in load_classification_datalist(tmp_path / "datalist.json", "training", NAMES, multi)]
     assert labels == ([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]] if multi else [0, 1, 2])
-    (tmp_path / "datalist.json").write_text(json.dumps({"class_names": ["mass", "nodule", "normal"], "training": items}))
+    other = {"class_names": ["mass", "nodule", "normal"], "training": items}
+    (tmp_path / "datalist.json").write_text(json.dumps(other))
     with pytest.raises(ValueError, match=r"datalist.json: its class_names \['mass', 'nodule', 'normal'\] are not the "
                                          r"bundle's \['nodule', 'cardiomegaly', 'effusion'\]; pass --class_names"):
         load_classification_datalist(tmp_path / "datalist.json", "training", NAMES, multi)

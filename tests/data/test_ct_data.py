@@ -373,8 +373,8 @@ def test_dicom_files_beside_nifti_cts_are_refused_naming_both(tmp_path):
     _save(data / "chest ct.nii.gz", p.hu, p.affine)
     _save(data / "chest ct_labels.nii.gz", p.labels, p.affine)
     with pytest.raises(CTInputError, match=rf"^{data}: holds DICOM files beside NIfTI CTs \(chest ct.nii.gz\); a "
-                                           r"folder is one DICOM series or a folder of CTs: move the DICOM files into a "
-                                           r"sub-folder of their own \(one series per folder\)$"):
+                                           r"folder is one DICOM series or a folder of CTs: move the DICOM files into "
+                                           r"a sub-folder of their own \(one series per folder\)$"):
         find_ct_cases(data)
     (data / "chest ct.nii.gz").unlink()
     assert [c.image for c in find_ct_cases(data)] == [data]  # a series with its segmentation beside it

@@ -151,7 +151,7 @@ def test_an_output_folder_that_is_a_file_is_refused(tmp_path, run):
         f"--output_dir {str(mine / 'run')!r} lies inside the file {mine}, not a folder; move that file away or "
         "choose another --output_dir")
     assert _refusal("--output_dir", str(tmp_path / "new" / "run"), run=run) is None
-    assert _refusal("--dataset_dir", str(mine), run=run) is None  # an input may be a file: its reader says what it wants
+    assert _refusal("--dataset_dir", str(mine), run=run) is None  # an input may be a file: its reader says what fits
     assert mine.read_text() == "mine"
 
 

@@ -123,7 +123,7 @@ def _listed_class_names(path: Path, class_names: Sequence[str]) -> list[str] | N
     if not isinstance(listed, list) or sorted(map(str, listed)) != sorted(names) or len(set(listed)) != len(listed):
         raise ValueError(f"{path}: its class_names {listed} are not the bundle's {names}; pass --class_names "
                          f"\"{listed}\" to use the datalist's, or label the datalist with the bundle's classes")
-    logger.info("%s: labels read in the datalist's class order %s (the bundle's outputs are in %s)", path, listed, names)
+    logger.info("%s: labels read in the datalist's class order %s (the bundle's outputs: %s)", path, listed, names)
     return listed
 
 

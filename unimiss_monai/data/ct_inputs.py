@@ -140,9 +140,10 @@ def find_ct_cases(path: str | Path) -> list[CTCase]:
         nifti = sorted(e.name for e in path.iterdir() if e.is_file() and not e.name.startswith(".")
                        and image_suffix(e.name, NIFTI_SUFFIXES) and not is_label_map_name(e.name))
         if nifti:
-            raise CTInputError(f"{path}: holds DICOM files beside NIfTI CTs ({', '.join(nifti[:3])}"
-                               f"{', ...' if len(nifti) > 3 else ''}); a folder is one DICOM series or a folder of CTs: "
-                               "move the DICOM files into a sub-folder of their own (one series per folder)")
+            more = ", ..." if len(nifti) > 3 else ""
+            raise CTInputError(f"{path}: holds DICOM files beside NIfTI CTs ({', '.join(nifti[:3])}{more}); a folder "
+                               "is one DICOM series or a folder of CTs: move the DICOM files into a sub-folder of their "
+                               "own (one series per folder)")
         return [CTCase(name=path.name, image=path)]
     # the scan every bundle shares: label maps (a case's labels, found by _case_for, or a segmentation) are left out
     # and said, as are image files of other formats (read when a datalist names them)
