@@ -53,6 +53,12 @@ def test_publish_records_source_and_keeps_previous(tmp_path):
     result = publish_pretrained(str(src3), str(dst))
     assert result["previous"] == str(dst) + ".prev.2" and dst.with_name("model.pt.prev.2").read_bytes() == second
     assert dst.with_name("model.pt.prev").read_bytes() == before
+    # the same export again (with --force too): nothing written, no third copy of the same weights
+    third = dst.read_bytes()
+    for force in ("false", "true"):
+        result = publish_pretrained(str(src3), str(dst), force=force)
+        assert result["previous"] is None and dst.read_bytes() == third
+    assert sorted(p.name for p in dst.parent.iterdir()) == ["model.pt", "model.pt.prev", "model.pt.prev.2"]
 
 
 def test_other_variant_needs_force(tmp_path):
@@ -176,14 +182,15 @@ def test_smoke_size_weights_are_published_only_with_force(tmp_path, capsys):
     from unimiss_monai.networks import get_variant
     from unimiss_monai.networks.pretrained import check_info
 
-    exported = _export(tmp_path / "smoke.pt", smoke=True)
+    exported = _export(tmp_path / "my run" / "smoke.pt", smoke=True)  # a path to copy with a space in it
     dst = tmp_path / "models" / "model.pt"
     with pytest.raises(ValueError) as err:
-        publish_pretrained(str(tmp_path / "smoke.pt"), str(dst))
+        publish_pretrained(str(tmp_path / "my run" / "smoke.pt"), str(dst))
     message = str(err.value)
-    assert "holds smoke-size weights (embed_dims (16, 32, 32, 64)" in message and "--pretrained_path" in message
+    assert "holds smoke-size weights (embed_dims (16, 32, 32, 64)" in message
+    assert f"--pretrained_path '{tmp_path / 'my run' / 'smoke.pt'}' and the same overlay" in message
     assert "--force true" in message and "\n" not in message and not dst.exists()
-    assert publish_pretrained(str(tmp_path / "smoke.pt"), str(dst), force="true")["dst"] == str(dst)
+    assert publish_pretrained(str(tmp_path / "my run" / "smoke.pt"), str(dst), force="true")["dst"] == str(dst)
     with pytest.raises(ValueError, match=r"these are smoke-size weights \(a run with smoke.yaml or demo.yaml\): add "
                                          r"this bundle's configs/smoke.yaml"):
         check_info(exported["info"], get_variant("mitplus"))

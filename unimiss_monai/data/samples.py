@@ -15,6 +15,7 @@ import importlib
 import json
 import logging
 import os
+import shlex
 import time
 from pathlib import Path
 
@@ -157,12 +158,12 @@ def find_dataset(dataset_dir: str | os.PathLike, name: str) -> str:
     """Folder of data set ``name`` inside a ``samples`` output, or ``dataset_dir`` itself for the user's own data."""
     root = Path(check_no_symlink_loop(Path(dataset_dir).expanduser(), "dataset_dir"))
     if not root.exists():
-        raise FileNotFoundError(f"dataset_dir {str(root)!r} does not exist; create it with `python -m unimiss_monai samples --out {root}` or point --dataset_dir at your data")
+        raise FileNotFoundError(f"dataset_dir {str(root)!r} does not exist; create it with `python -m unimiss_monai samples --out {shlex.quote(str(root))}` or point --dataset_dir at your data")
     manifest_path = root / MANIFEST
     if not manifest_path.exists():
         return str(root)
     datasets = _read_manifest(manifest_path, f"so --dataset_dir {root} is not its output: move the file away from "
                                              "your data, or point --dataset_dir at a samples folder")["datasets"]
     if name not in datasets:
-        raise KeyError(f"{manifest_path} has no data set {name!r} (it has {sorted(datasets)}); re-run `python -m unimiss_monai samples --out {root}`")
+        raise KeyError(f"{manifest_path} has no data set {name!r} (it has {sorted(datasets)}); re-run `python -m unimiss_monai samples --out {shlex.quote(str(root))}`")
     return str(root / datasets[name].get("path", name))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import shlex
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -383,5 +384,5 @@ def log_export(trainer: PretrainingTrainer, model_path: str) -> None:
     samples were skipped (the bundle's ``finalize``)."""
     logger.info(
         "exported backbone: %s (publish it with: python -m unimiss_monai publish-pretrained %s) | skipped samples: %d",
-        model_path, model_path, trainer.state.skipped_samples,
+        model_path, shlex.quote(str(model_path)), trainer.state.skipped_samples,
     )

@@ -9,6 +9,7 @@ file beside it and recording where the weights came from.
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -106,6 +107,15 @@ def _differences(old: Mapping[str, Any], new: dict[str, Any]) -> list[str]:
     return out
 
 
+def _published_from(old: Mapping[str, Any], digest: str, new: dict[str, Any]) -> bool:
+    """Whether the published ``old`` was made from the file of SHA-256 ``digest`` and still holds its tensors."""
+    source = (old.get("info") or {}).get("source") if isinstance(old.get("info"), Mapping) else None
+    if not isinstance(source, Mapping) or source.get("sha256") != digest:
+        return False
+    old_model = old.get("model") if isinstance(old.get("model"), Mapping) else {}
+    return all(torch.is_tensor(old_model.get(k)) and torch.equal(old_model[k], v) for k, v in new["model"].items())
+
+
 def check_export_target(model_path: str | os.PathLike, bundle_root: str | os.PathLike) -> None:
     """Refuse, in one line, a pretraining run whose export ``model_path`` is the published weights the fine-tuning
     bundles load by default (``<bundle_root>/models/model.pt``, or :data:`DEFAULT_DST`): a run, a smoke run
@@ -157,15 +167,21 @@ def publish_pretrained(src: str, dst: str | None = None, force: bool | str = Fal
         raise ValueError(
             f"publish-pretrained: {src} holds smoke-size weights (embed_dims {tuple(widths.get('embed_dims', ()))}, a "
             "run with smoke.yaml or demo.yaml), which no fine-tune bundle loads by default; fine-tune from them with "
-            f"--pretrained_path {src} and the same overlay, or pass --force true to publish them anyway"
+            f"--pretrained_path {shlex.quote(str(src))} and the same overlay, or pass --force true to publish them "
+            "anyway"
         )
-    previous = None
+    previous, digest = None, sha256_file(src_path)
     if dst_path.exists():
         try:
             old = load_torch_file(dst_path, "publish-pretrained: destination")
             diff = _differences(old, export) if isinstance(old, Mapping) else ["not a state dict"]
         except ValueError as err:
             diff = [f"unreadable ({err})"]
+        if not diff and _published_from(old, digest, export):  # a second copy of the same weights would be all it did
+            print(f"publish-pretrained: {dst_path} already holds {src_path} (sha256 {digest[:12]}); nothing to do",
+                  flush=True)
+            return {"dst": str(dst_path), "previous": None, "variant": export["info"]["variant"],
+                    "tensors": len(export["model"]), "sha256": digest}
         if diff and not force:
             raise ValueError(
                 f"publish-pretrained: {dst_path} holds other weights than {src} ({len(diff)} differences: "
@@ -174,7 +190,6 @@ def publish_pretrained(src: str, dst: str | None = None, force: bool | str = Fal
                 "--dst elsewhere"
             )
         previous = keep_previous(dst_path)
-    digest = sha256_file(src_path)
     info = {
         **export["info"],
         "source": {"path": str(src_path), "sha256": digest},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shlex
 
 from ..document import Figure, Note, Paragraph, Section, Table, fmt
 from ..run_folder import RunFolder, read_json
@@ -45,7 +46,8 @@ def label_efficiency_section(run: RunFolder) -> Section:
         return section.add(Note(
             "No label-efficiency study in this run. It trains from scratch and from the pretrained backbone on "
             "fractions of the labels, five seeds each, on the same subsets for every arm: `python -m unimiss_monai "
-            f"label-efficiency --bundle unimiss_cxr_segmentation --out {run.root / 'label_efficiency'}`; "
+            "label-efficiency --bundle unimiss_cxr_segmentation --out "
+            f"{shlex.quote(str(run.root / 'label_efficiency'))}`; "
             "then rerun the report."))
     for path in found[:3]:
         data = read_json(path) or {}
