@@ -102,3 +102,19 @@ def test_an_item_without_its_label_is_refused_naming_the_item(tmp_path):
     with pytest.raises(ValueError, match=rf"^datalist {path}: item 1 of 'test' has no 'label' \({{'image': 'b.nii.gz'}}\); "
                                          "every item is"):
         load_datalist(path, "test")
+
+
+def test_a_dataset_dir_given_as_the_datalist_file_is_told_as_such(tmp_path):
+    """The bundles read ``<dataset_dir>/datalist.json``: given the file itself, they said that
+    ``.../datalist.json/datalist.json`` does not exist."""
+    from unimiss_monai.data import load_pretraining_datalist
+
+    listed = tmp_path / "datalist.json"
+    listed.write_text('{"training": [{"image": "a.png", "label": "b.png"}]}')
+    line = f"--dataset_dir {str(listed)!r} is a file; pass the folder that holds the datalist, named datalist.json there"
+    for read in (read_split, load_pretraining_datalist):
+        with pytest.raises(FileNotFoundError) as err:
+            read(listed / "datalist.json")
+        assert str(err.value) == line
+    with pytest.raises(FileNotFoundError, match=r"datalist '.*absent/datalist.json' does not exist; write one"):
+        read_split(tmp_path / "absent" / "datalist.json")

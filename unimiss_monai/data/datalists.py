@@ -15,12 +15,22 @@ import os
 from collections import Counter
 from pathlib import Path
 
-__all__ = ["read_split", "load_datalist"]
+__all__ = ["read_split", "load_datalist", "missing_datalist"]
 
 logger = logging.getLogger(__name__)
 
 # what each item of a fine-tune split holds, for messages
 ITEM_FORM = '{"image": <path>, "label": <mask path or class>}'
+
+
+def missing_datalist(path: Path, fix: str) -> FileNotFoundError:
+    """The one-line error for a datalist ``path`` (``<dataset_dir>/datalist.json``) that is not there, with ``fix``;
+    a ``dataset_dir`` given as the datalist file itself is told as such (it read ``.../datalist.json/datalist.json``
+    does not exist)."""
+    if path.parent.is_file():
+        return FileNotFoundError(f"--dataset_dir {str(path.parent)!r} is a file; pass the folder that holds the "
+                                 f"datalist, named {path.name} there")
+    return FileNotFoundError(f"datalist {str(path)!r} does not exist; {fix}")
 
 
 def read_split(datalist: str | os.PathLike, split: str = "training") -> list:
@@ -34,7 +44,7 @@ def read_split(datalist: str | os.PathLike, split: str = "training") -> list:
     """
     path = Path(datalist)
     if not path.is_file():
-        raise FileNotFoundError(f"datalist {str(path)!r} does not exist; write one or set dataset_dir to a `samples` output")
+        raise missing_datalist(path, "write one or set dataset_dir to a `samples` output")
     try:
         content = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as err:

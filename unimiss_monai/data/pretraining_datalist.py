@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+from unimiss_monai.data.datalists import missing_datalist
+
 __all__ = ["load_pretraining_datalist"]
 
 
@@ -36,7 +38,8 @@ def load_pretraining_datalist(path: str | os.PathLike, require_drr: bool = True)
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"datalist {path} does not exist; create it with `python -m unimiss_monai samples` or point --dataset_dir at a folder holding datalist.json")
+        raise missing_datalist(path, "create it with `python -m unimiss_monai samples` or point --dataset_dir at a "
+                                     "folder holding datalist.json")
     raw = json.loads(path.read_text())
     if not isinstance(raw, dict):
         raise ValueError(f"datalist {path} is not a JSON object; write {{\"ct\": [...], \"xray\": [...]}}")
