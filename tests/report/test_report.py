@@ -9,7 +9,7 @@ import pytest
 
 from unimiss_monai.data.writers import OUTPUT_MARKER
 from unimiss_monai.report import report
-from unimiss_monai.report.command import main
+from unimiss_monai.report.command import ReportIncomplete, main
 from unimiss_monai.report.palette import colour
 
 from .html_checks import SECTION_IDS, check_page
@@ -99,13 +99,19 @@ def test_a_file_given_as_the_run_folder_is_called_a_file(tmp_path, capsys):
     assert "is a file, not a folder; pass the samples folder the run used" in capsys.readouterr().err
 
 
-def test_a_broken_output_costs_only_its_section(tmp_path):
+def test_a_broken_output_costs_only_its_section_and_the_command_fails(tmp_path, capsys):
+    """The page is written with the reason in the broken section; the command exits 1 (it exited 0)."""
     run, samples = make_run(tmp_path)
     (run / "unimiss_pretraining" / "loss_curves.json").write_text("{not json")
-    text = report(run, samples=samples).read_text()
+    with pytest.raises(ReportIncomplete, match=r"report.html written, but 1 section\(s\) could not be built "
+                                               r"\(\w+\); each shows its reason there"):
+        report(run, samples=samples)
+    text = (run / "report.html").read_text()
     check_page(text)
     assert "This section could not be built" in text and "loss_curves.json" in text
     assert text.count("This section could not be built") == 1
+    assert main([str(run), "--samples", str(samples)]) == 1
+    assert capsys.readouterr().err.startswith(f"error: {run / 'report.html'} written, but 1 section(s)")
 
 
 def _tree(folder):

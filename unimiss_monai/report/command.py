@@ -26,9 +26,10 @@ _HTML_MARKER = f'<meta name="generator" content="{GENERATOR}">'
 __all__ = ["build_sections", "main", "report"]
 
 
-def build_sections(run: RunFolder) -> list[Section]:
+def build_sections(run: RunFolder, failed: list[str] | None = None) -> list[Section]:
     """Every section of :data:`~unimiss_monai.report.sections.SECTIONS`. A section that cannot be built (a broken
-    output file) still appears, holding the one-line reason, so the rest of the page is not lost."""
+    output file) still appears, holding the one-line reason, so the rest of the page is not lost; its name is added to
+    ``failed`` when given."""
     from .sections import SECTIONS
 
     out = []
@@ -38,6 +39,8 @@ def build_sections(run: RunFolder) -> list[Section]:
         except Exception as err:  # noqa: BLE001 - one broken output must not cost the whole page; it is shown
             name = build.__name__.replace("_section", "")
             logger.warning("report section %s: %s: %s", name, type(err).__name__, err)
+            if failed is not None:
+                failed.append(name)
             out.append(Section(name.replace("_", "-"), name.replace("_", " ").capitalize(),
                                [Note(f"This section could not be built: {type(err).__name__}: {err}")]))
     return out
@@ -53,6 +56,9 @@ def report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
             (``report_files/``) go beside it.
         samples: the sample-data folder the run read (inputs and reference labels); defaults to the one its
             ``samples`` step wrote.
+
+    Raises:
+        ReportIncomplete: after writing the page, when a section could not be built (a broken output file).
     """
     run = RunFolder(Path(run_dir), Path(samples) if samples is not None else None)
     html_path = Path(out) if out is not None else run.root / "report.html"
@@ -64,7 +70,8 @@ def report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
         raise FileNotFoundError(f"{run.root} holds no run (no demo_steps.json, unimiss_* bundle folder or "
                                 f"label_efficiency.json); run `bash tools/demo.sh {run.root}` first, or pass the "
                                 "folder a run wrote")
-    sections = build_sections(run)
+    failed: list[str] = []
+    sections = build_sections(run, failed)
     title = "UniMiSS demo run"
     subtitle = [f"Run folder: {run.root.resolve()}",
                 f"Report written {time.strftime('%Y-%m-%d %H:%M')}; sample data: {run.samples or 'not found'}"]
@@ -80,7 +87,14 @@ def report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
             for rel, png in files.items():
                 save_bytes(png, tmp / Path(rel).relative_to(image_dir))
     save_bytes(f"{_MD_MARKER}\n{markdown}", md_path)
+    if failed:  # the page is written (the rest of it is worth reading), but the report is not whole: a non-zero exit
+        raise ReportIncomplete(f"{html_path} written, but {len(failed)} section(s) could not be built "
+                               f"({', '.join(failed)}); each shows its reason there: mend those outputs and rerun")
     return html_path
+
+
+class ReportIncomplete(ValueError):
+    """The page is written, but some of its sections hold only the reason they could not be built."""
 
 
 def _check_own(path: Path, marker: str) -> None:
