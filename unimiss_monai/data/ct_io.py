@@ -212,17 +212,35 @@ def _check_not_beyond_hu(flat: np.ndarray, sample: np.ndarray, source: str) -> N
                            "moves only its highest values): not in HU (check the rescale slope/intercept)")
 
 
+#: at most this many distinct whole values, from 0, mostly 0: a label map (TotalSegmentator has 117 classes); a CT in HU
+#: holds air (-1000) and fat (-100), and even a crop inside an organ holds its noise's hundreds of values
+LABEL_MAP_MAX_VALUES = 255
+
+
+def _check_not_label_map(sample: np.ndarray, source: str) -> None:
+    """Raise :class:`CTInputError` when a volume's values (``sample``) are a label map's: whole numbers from 0, at
+    most :data:`LABEL_MAP_MAX_VALUES` of them, a third or more of them 0. Segmented, classified or rendered as a CT, a
+    mask gave a case marked ok with no more than a warning."""
+    if sample.size == 0 or float(sample.min()) != 0.0 or np.count_nonzero(sample == 0) < sample.size / 3:
+        return
+    values = np.unique(sample)
+    if 2 <= values.size <= LABEL_MAP_MAX_VALUES and np.array_equal(values, np.round(values)):
+        raise CTInputError(f"{source}: holds {values.size} distinct whole values from 0 to {float(values[-1]):.0f}, "
+                           "mostly 0, and no air: a label map or mask, not a CT in HU; pass the CT it belongs to")
+
+
 def check_not_air_only(hu, source: str) -> None:
     """Raise :class:`CTInputError` (one line naming ``source``) when a CT's values are not those of a body in HU: it
     holds nothing denser than air (every voxel at most :data:`MAX_AIR_ONLY_HU`), or its median lies beyond
-    +-:data:`MAX_PLAUSIBLE_HU` (another unit, a wrong rescale slope). ``hu``: any array or tensor of the volume, its
-    values finite. Both checks are here so that every caller (the DRR reader, the pretraining and segmentation input
-    checks) makes both."""
+    +-:data:`MAX_PLAUSIBLE_HU` (another unit, a wrong rescale slope), or they are a label map's (a mask given as the
+    CT). ``hu``: any array or tensor of the volume, its values finite. The checks are here so that every caller (the
+    DRR reader, the pretraining, classification and segmentation input checks) makes them all."""
     a = _flat(hu)
     if not a.size:
         return
     sample = _sample(a)
     _check_not_beyond_hu(a, sample, source)
+    _check_not_label_map(sample, source)
     # a sample settles it for any volume with a body in it; only one the sample finds no tissue in is read whole
     if float(sample.max()) > MAX_AIR_ONLY_HU:
         return

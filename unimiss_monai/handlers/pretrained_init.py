@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -122,11 +123,18 @@ def _load_trained(network: torch.nn.Module, path, checkpoint_key: str | None, en
         else:  # the file is named once, in front
             reason = first.replace(f"{_TRAINED} {path}: ", "").replace(f"{path}: ", "")
             what_failed = f"the trained model {path} does not fit this network: {reason}"
-        # a model of another bundle: no overlay makes it fit (its info names the bundle that trained it)
-        other = _recorded_bundle(path) if bundle else None
-        if other and other != bundle:
+        # a model of another bundle, or a pretraining export: no overlay makes it fit (its info says what it is)
+        saved = _saved(path)
+        info = saved.get("info") if isinstance(saved.get("info"), dict) else {}
+        other = info.get("bundle") if isinstance(info.get("bundle"), str) else None
+        if bundle and other and other != bundle:
             raise ValueError(f"{what_failed}; it is a model of {other} (its info says so), not of {bundle}: point "
                              f"--ckpt_path (or --ckpt_dir) at a model this bundle trained") from None
+        if other is None and ("family" in info or isinstance(saved.get("variant"), str)):
+            raise ValueError(f"{what_failed}; it is a pretraining export (a backbone without this bundle's head), not "
+                             "a model this bundle trained: fine-tune from it first (configs/train.json with "
+                             f"--pretrained_path {shlex.quote(path)}), then point --ckpt_path at the model that "
+                             "writes") from None
         raise ValueError(
             f"{what_failed} -- run this command with the overlays and options it was trained with (configs/smoke.yaml "
             "after a smoke training, the same --variant)"
@@ -142,13 +150,13 @@ def _load_trained(network: torch.nn.Module, path, checkpoint_key: str | None, en
     return report
 
 
-def _recorded_bundle(path: str) -> str | None:
-    """The bundle a trained model file records in its ``info`` (``None`` when it records none or cannot be read)."""
+def _saved(path: str) -> dict:
+    """The content of a trained model file, for what its ``info`` says it is (``{}`` when it cannot be read)."""
     try:
-        info = load_torch_file(path, "trained model").get("info")
-    except (UnreadableCheckpointError, UnsafeCheckpointError, AttributeError, OSError):
-        return None
-    return info.get("bundle") if isinstance(info, dict) and isinstance(info.get("bundle"), str) else None
+        saved = load_torch_file(path, "trained model")
+    except (UnreadableCheckpointError, UnsafeCheckpointError, OSError):
+        return {}
+    return saved if isinstance(saved, dict) else {}
 
 
 def load_pretrained_init(

@@ -12,6 +12,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+import torch
+
 __all__ = ["WEIGHTS_IN_FOLDER", "recorded_info", "weights_in_folder"]
 
 #: where a bundle folder, and the output folder of a finished pretraining run, keep their weights
@@ -37,7 +39,13 @@ def weights_in_folder(path: str | os.PathLike, what: str = "pretrained_path") ->
     weights = os.path.join(path, WEIGHTS_IN_FOLDER)
     if os.path.isfile(weights):
         return weights
-    if os.path.isfile(os.path.join(path, "checkpoints", "checkpoint.pt")):
+    checkpoint = os.path.join(path, "checkpoints", "checkpoint.pt")
+    if os.path.isfile(checkpoint) and _fine_tune_checkpoint(checkpoint):
+        raise FileNotFoundError(
+            f"{what} {path!r} is the output folder of a fine-tuning run (its checkpoint holds a task network), not of "
+            "a pretraining run; pass the output folder of a finished pretraining run or its models/model.pt"
+        )
+    if os.path.isfile(checkpoint):
         raise FileNotFoundError(
             f"{what} {path!r} is the folder of a pretraining run that has not finished (checkpoints/checkpoint.pt, no "
             "models/model.pt): run it again with the same --output_dir to resume it to its end, which exports "
@@ -47,6 +55,16 @@ def weights_in_folder(path: str | os.PathLike, what: str = "pretrained_path") ->
         f"{what} {path!r} is a folder without models/model.pt; pass the output folder of a finished pretraining run, "
         "a pretraining bundle folder (python -m unimiss_monai download unimiss_pretraining) or the model.pt file itself"
     )
+
+
+def _fine_tune_checkpoint(path: str) -> bool:
+    """Whether the resume checkpoint ``path`` is a fine-tuning run's (it keeps the best model beside the network),
+    read without loading its tensors."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - unreadable: told as the pretraining run it most likely is
+        return False
+    return isinstance(saved, Mapping) and "best_model" in saved
 
 
 def recorded_info(obj: Any) -> dict[str, Any]:
