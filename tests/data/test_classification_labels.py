@@ -157,3 +157,11 @@ def test_labels_count_in_the_datalist_s_own_class_order(tmp_path, multi):
     with pytest.raises(ValueError, match=r"datalist.json: its class_names \['mass', 'nodule', 'normal'\] are not the "
                                          r"bundle's \['nodule', 'cardiomegaly', 'effusion'\]; pass --class_names"):
         load_classification_datalist(tmp_path / "datalist.json", "training", NAMES, multi)
+
+
+def test_class_names_listed_as_numbers_name_the_bundle_s_classes(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"")
+    items = [{"image": "a.png", "label": 0}]
+    (tmp_path / "datalist.json").write_text(json.dumps({"class_names": [2, 0, 1], "training": items}))
+    loaded = load_classification_datalist(tmp_path / "datalist.json", "training", ["0", "1", "2"])
+    assert [it["label"] for it in loaded] == [2]  # the datalist's class 0 is the class named "2"

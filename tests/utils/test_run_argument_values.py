@@ -151,6 +151,9 @@ def test_an_output_folder_that_is_a_file_is_refused(tmp_path, run):
         f"--output_dir {str(mine / 'run')!r} lies inside the file {mine}, not a folder; move that file away or "
         "choose another --output_dir")
     assert _refusal("--output_dir", str(tmp_path / "new" / "run"), run=run) is None
+    if run[0] != "unimiss_drr_generation":  # where trained weights are published (or read from)
+        assert _refusal("--ckpt_dir", str(mine), run=run) == (
+            f"--ckpt_dir {str(mine)!r} is a file, not a folder; move that file away or choose another --ckpt_dir")
     assert _refusal("--dataset_dir", str(mine), run=run) is None  # an input may be a file: its reader says what fits
     assert mine.read_text() == "mine"
 

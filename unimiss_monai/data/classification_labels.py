@@ -124,7 +124,7 @@ def _listed_class_names(path: Path, class_names: Sequence[str]) -> list[str] | N
         raise ValueError(f"{path}: its class_names {listed} are not the bundle's {names}; pass --class_names "
                          f"\"{listed}\" to use the datalist's, or label the datalist with the bundle's classes")
     logger.info("%s: labels read in the datalist's class order %s (the bundle's outputs: %s)", path, listed, names)
-    return listed
+    return [str(name) for name in listed]  # as the bundle names them: a class 1 listed as a number is class "1"
 
 
 def _in_bundle_order(label, listed: list[str], names: list[str], multi_label: bool):

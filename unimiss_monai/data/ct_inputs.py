@@ -121,9 +121,8 @@ def find_ct_cases(path: str | Path) -> list[CTCase]:
     ``*_label``, ``*_seg``) are no CTs; ``<case>_labels`` is that case's label map.
 
     Raises:
-        CTInputError: ``path`` does not exist, holds no CT, holds DICOM files beside NIfTI CTs, or holds two CTs of
-            the same case name (``ct01.nii`` and ``ct01.nii.gz``, or a datalist's ``a/scan.nii.gz`` and
-            ``b/scan.nii.gz``): their outputs would collide.
+        CTInputError: ``path`` does not exist, holds no CT, or holds two CTs of the same case name (``ct01.nii``
+            and ``ct01.nii.gz``, or a datalist's ``a/scan.nii.gz`` and ``b/scan.nii.gz``): their outputs would collide.
     """
     path = Path(path).expanduser()
     if not path.exists():
@@ -136,14 +135,14 @@ def find_ct_cases(path: str | Path) -> list[CTCase]:
     if (path / DATALIST).is_file():
         return _cases_from_datalist(path / DATALIST)
     if is_dicom_series_dir(path):
-        # NIfTI CTs beside the slices were dropped unsaid (and a stray slice made the folder one 1-slice "series")
+        # NIfTI files beside the slices were left out unsaid: often the series' own conversion (dcm2niix writes it
+        # there), so said rather than refused; a stray slice among NIfTI CTs then fails as a series of one slice
         nifti = sorted(e.name for e in path.iterdir() if e.is_file() and not e.name.startswith(".")
                        and image_suffix(e.name, NIFTI_SUFFIXES) and not is_label_map_name(e.name))
         if nifti:
-            more = ", ..." if len(nifti) > 3 else ""
-            raise CTInputError(f"{path}: holds DICOM files beside NIfTI CTs ({', '.join(nifti[:3])}{more}); a folder "
-                               "is one DICOM series or a folder of CTs: move the DICOM files into a sub-folder of their "
-                               "own (one series per folder)")
+            logger.warning("%s: read as one DICOM series; %d NIfTI file(s) beside its slices left out (%s): a folder "
+                           "holding DICOM files is one series, so put other CTs in a folder of their own", path,
+                           len(nifti), ", ".join(nifti[:3]) + (", ..." if len(nifti) > 3 else ""))
         return [CTCase(name=path.name, image=path)]
     # the scan every bundle shares: label maps (a case's labels, found by _case_for, or a segmentation) are left out
     # and said, as are image files of other formats (read when a datalist names them)

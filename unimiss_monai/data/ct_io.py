@@ -226,7 +226,8 @@ def _check_not_label_map(sample: np.ndarray, source: str) -> None:
     values = np.unique(sample)
     if 2 <= values.size <= LABEL_MAP_MAX_VALUES and np.array_equal(values, np.round(values)):
         raise CTInputError(f"{source}: holds {values.size} distinct whole values from 0 to {float(values[-1]):.0f}, "
-                           "mostly 0, and no air: a label map or mask, not a CT in HU; pass the CT it belongs to")
+                           "mostly 0, and no air: a label map or mask (or a CT clipped at 0), not a CT in HU; pass "
+                           "the CT in HU")
 
 
 def check_not_air_only(hu, source: str) -> None:

@@ -241,7 +241,7 @@ def _wrong_value(key: str, value: Any) -> str | None:
 def _file_in_the_way(key: str, name: str, value: str) -> str | None:
     """The complaint about an output folder ``value`` that is a file, or lies inside one: the first write there failed
     with a traceback (``NotADirectoryError`` while a handler was made) that named no option."""
-    if not name.endswith(("output_dir", "cache_dir")):
+    if not name.endswith(("output_dir", "cache_dir", "ckpt_dir")):
         return None  # an input folder may be a file (a datalist), which its reader says
     path = Path(value).expanduser().absolute()
     blocker = next((p for p in (path, *path.parents) if p.exists()), None)
