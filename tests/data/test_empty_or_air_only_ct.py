@@ -222,8 +222,8 @@ def test_a_label_map_given_as_the_ct_is_refused(tmp_path):
     rng = np.random.default_rng(0)
     mask = np.zeros((24, 20, 12), np.uint8)
     mask[4:12, 4:12, 2:8], mask[14:20, 6:14, 3:9] = 1, 117
-    line = (r"holds 3 distinct whole values from 0 to 117, mostly 0, and no air: a label map or mask \(or a CT clipped "
-            r"at 0\), not a CT in HU")
+    line = (r"holds 3 distinct whole values from 0 to 117, a third or more of its voxels 0, and no air: a label map or "
+            r"mask \(or a CT clipped at 0\), not a CT in HU")
     with pytest.raises(CTInputError, match=rf"^{tmp_path / 'mask.nii.gz'}: {line}; pass the CT in HU$"):
         load_ct(_nifti(mask, tmp_path / "mask.nii.gz"))
     item = MetaTensor(torch.as_tensor(mask[None], dtype=torch.float32), meta={"filename_or_obj": "/d/mask.nii.gz"})

@@ -212,7 +212,7 @@ def _check_not_beyond_hu(flat: np.ndarray, sample: np.ndarray, source: str) -> N
                            "moves only its highest values): not in HU (check the rescale slope/intercept)")
 
 
-#: at most this many distinct whole values, from 0, mostly 0: a label map (TotalSegmentator has 117 classes); a CT in HU
+#: at most this many distinct whole values, from 0, a third or more 0: a label map (TotalSegmentator has 117 classes); a CT in HU
 #: holds air (-1000) and fat (-100), and even a crop inside an organ holds its noise's hundreds of values
 LABEL_MAP_MAX_VALUES = 255
 
@@ -226,8 +226,8 @@ def _check_not_label_map(sample: np.ndarray, source: str) -> None:
     values = np.unique(sample)
     if 2 <= values.size <= LABEL_MAP_MAX_VALUES and np.array_equal(values, np.round(values)):
         raise CTInputError(f"{source}: holds {values.size} distinct whole values from 0 to {float(values[-1]):.0f}, "
-                           "mostly 0, and no air: a label map or mask (or a CT clipped at 0), not a CT in HU; pass "
-                           "the CT in HU")
+                           "a third or more of its voxels 0, and no air: a label map or mask (or a CT clipped at 0), "
+                           "not a CT in HU; pass the CT in HU")
 
 
 def check_not_air_only(hu, source: str) -> None:
