@@ -298,8 +298,10 @@ def _path_problem(command: str, err: OSError, bound: inspect.BoundArguments | No
         found = _option_of(bound, path)
         given = f"--{found[0]} {found[1]}" if found else str(path)
         return f"{command}: {given} is a folder, not a file: give the path of a file (a new name inside it, or elsewhere)"
-    blocker = next((p for p in (path, *path.parents) if p.exists() or p.is_symlink()), None)
-    if blocker is None or blocker.is_dir():
+    from unimiss_monai.utils.paths import file_in_the_way
+
+    blocker = file_in_the_way(path)
+    if blocker is None:
         return None
     found = _option_of(bound, blocker, path)
     if found is None:

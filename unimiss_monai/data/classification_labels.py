@@ -13,6 +13,7 @@ A datalist is decathlon-style JSON, ``{"training": [...], "validation": [...], "
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -114,8 +115,6 @@ def _listed_class_names(path: Path, class_names: Sequence[str]) -> list[str] | N
     """The datalist's own ``class_names`` when they order the bundle's classes otherwise (its index and vector labels
     count in that order: read as the bundle's, a nodule became a cardiomegaly with no word); None when absent or the
     same. ``ValueError`` in one line when they name other classes."""
-    import json
-
     listed = json.loads(path.read_text()).get("class_names")
     names = list(class_names)
     if listed is None or listed == names:

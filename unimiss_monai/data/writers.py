@@ -16,7 +16,7 @@ from unimiss_monai.data.folder_marker import marker_text, unlisted_file
 from unimiss_monai.data.grid_checks import is_sheared
 from unimiss_monai.data.temporaries import (OLD_TAG, TMP_TAG, remove_leftovers, remove_stale_temporaries, remove_temporary,
                                             temporaries_of, temporary_beside)
-from unimiss_monai.utils.paths import check_no_symlink_loop
+from unimiss_monai.utils.paths import check_no_symlink_loop, file_in_the_way
 
 __all__ = [
     "OUTPUT_MARKER", "atomic_path", "check_output_dir", "check_output_file", "check_replaceable", "check_replaceable_json",
@@ -42,8 +42,8 @@ def _make_parent(path: Path) -> None:
 
 def _check_parents(path: Path, what: str) -> None:
     """Refuse, in one line, a ``path`` whose nearest existing parent is a file: no folder can be made inside it."""
-    blocker = next((p for p in path.parents if p.exists() or p.is_symlink()), None)
-    if blocker is not None and not blocker.is_dir():
+    blocker = file_in_the_way(path.parent)
+    if blocker is not None:
         raise FileExistsError(f"{what} {path}: {blocker} is a file, not a folder, so nothing can be written inside it; "
                               "move that file away or choose another path")
 

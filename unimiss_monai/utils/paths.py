@@ -1,4 +1,5 @@
-"""Paths a user named that lead into a loop of symbolic links (``ln -s b a; ln -s a b``), said in one line.
+"""Paths a user named that cannot be used as they are, said in one line: a loop of symbolic links (``ln -s b a;
+ln -s a b``), and a file where a folder has to be.
 
 ``Path.resolve()`` raises ``RuntimeError("Symlink loop from ...")`` on such a path (Python 3.11, 3.12) and ``mkdir``
 an ``OSError`` deep in whatever first writes there; neither names the option the path came from.
@@ -8,8 +9,9 @@ from __future__ import annotations
 
 import errno
 import os
+from pathlib import Path
 
-__all__ = ["check_no_symlink_loop", "symlink_loop_problem"]
+__all__ = ["check_no_symlink_loop", "file_in_the_way", "symlink_loop_problem"]
 
 
 def _loops(path: str | os.PathLike) -> bool:
@@ -38,3 +40,12 @@ def check_no_symlink_loop(path: str | os.PathLike, what: str) -> str | os.PathLi
     if problem is not None:
         raise ValueError(problem)
     return path
+
+
+def file_in_the_way(path: str | os.PathLike) -> Path | None:
+    """The nearest of ``path`` and the folders above it that exists (a link counts, even a broken one) and is no
+    folder: a file where a folder has to be, so nothing can be made at or inside ``path``; ``None`` when there is
+    none."""
+    path = Path(path)
+    blocker = next((p for p in (path, *path.parents) if p.exists() or p.is_symlink()), None)
+    return None if blocker is None or blocker.is_dir() else blocker

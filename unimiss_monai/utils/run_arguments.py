@@ -20,7 +20,7 @@ from typing import Any
 from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.devices import device_problem
 from unimiss_monai.utils.errors import install_error_hook
-from unimiss_monai.utils.paths import symlink_loop_problem
+from unimiss_monai.utils.paths import file_in_the_way, symlink_loop_problem
 from unimiss_monai.utils.value_ranges import range_problem
 
 __all__ = ["RunArgumentError", "check_overrides", "check_run_arguments", "config_ids"]
@@ -234,18 +234,18 @@ def _wrong_value(key: str, value: Any) -> str | None:
         problem = device_problem(value, f"--{key}")
         return None if problem is None else f"config id {key!r}: {problem}"
     if name.endswith(_PATH_SUFFIXES) and isinstance(value, str):
-        return symlink_loop_problem(value, f"--{key}") or _file_in_the_way(key, name, value)
+        return symlink_loop_problem(value, f"--{key}") or _output_folder_problem(key, name, value)
     return None
 
 
-def _file_in_the_way(key: str, name: str, value: str) -> str | None:
+def _output_folder_problem(key: str, name: str, value: str) -> str | None:
     """The complaint about an output folder ``value`` that is a file, or lies inside one: the first write there failed
     with a traceback (``NotADirectoryError`` while a handler was made) that named no option."""
     if not name.endswith(("output_dir", "cache_dir", "ckpt_dir")):
         return None  # an input folder may be a file (a datalist), which its reader says
     path = Path(value).expanduser().absolute()
-    blocker = next((p for p in (path, *path.parents) if p.exists()), None)
-    if blocker is None or blocker.is_dir():
+    blocker = file_in_the_way(path)
+    if blocker is None:
         return None
     what = "is a file" if blocker == path else f"lies inside the file {blocker}"
     return f"--{key} {value!r} {what}, not a folder; move that file away or choose another --{key}"
