@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_pretraining_toys import build_trainer, toy_items, toy_xray_items  # noqa: E402
 
 from unimiss_monai.data.loaders import PhaseLoader, ResumableSampler, SeededDataset, make_loader  # noqa: E402
+from unimiss_monai.engines.pretraining import SamplesLeftOut, log_export  # noqa: E402
 from unimiss_monai.handlers.training_checkpoint import TrainingCheckpoint  # noqa: E402
 
 
@@ -135,6 +136,19 @@ def test_corrupt_sample_is_skipped_and_counted(caplog):
     # the epoch's count: 4 draws, one failed
     assert trainer.state.metrics["ct_samples"] == 3 and trainer.state.metrics["xray_samples"] == 0
     assert "corrupt.nii.gz" in caplog.text and "trained on 3 CT and 0 X-ray sample(s)" in caplog.text
+    # the bundle's finalize logs the export, then fails the run naming what was left out (one line)
+    with pytest.raises(SamplesLeftOut, match=r"^the run finished and exported m\.pt, but left out 1 sample load\(s\) "
+                       r"that failed, 1 sample\(s\): .*corrupt\.nii\.gz.*; fix or remove them") as err:
+        log_export(trainer, "m.pt")
+    assert "\n" not in str(err.value) and "exported backbone: m.pt" in caplog.text
+    # a resumed run still knows them
+    again, *_ = build_trainer(max_epochs=1, ct_data=data, xray_data=[])
+    again.load_state_dict(trainer.state_dict())
+    with pytest.raises(SamplesLeftOut, match="corrupt.nii.gz"):
+        log_export(again, "m.pt")
+    clean, *_ = build_trainer(max_epochs=1, ct_data=good, xray_data=[])
+    clean.run()
+    log_export(clean, "m.pt")  # nothing left out: no error
 
 
 def test_samples_trained_are_counted_per_phase_and_epoch():

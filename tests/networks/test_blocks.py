@@ -124,3 +124,23 @@ def test_pos_embed_resize_is_real_2d_and_3d_interpolation():
     rows = torch.arange(3, dtype=torch.float32)[:, None].expand(3, 5).reshape(1, -1, 1)
     out2 = resize_pos_embed(rows, (3, 5), (6, 10), num_prefix=0)[0, :, 0].reshape(6, 10)
     assert torch.allclose(out2[:, 0], out2[:, -1]) and out2[-1, 0] > out2[0, 0]
+
+
+@pytest.mark.parametrize("in_channels, conv_dtype", [(1, torch.float32), (3, torch.float32), (8, torch.bfloat16)])
+def test_a_stem_reading_the_image_convolves_in_float32_under_cpu_autocast(in_channels, conv_dtype):
+    """Under CPU bfloat16 autocast, a convolution of the image itself (at most 3 channels) is computed in float32 and
+    handed on in bfloat16; a wider one in bfloat16. Either way the output is the float32 block's to bfloat16
+    precision, and the weight gradient reaches the float32 parameter."""
+    from unimiss_monai.networks.blocks.conv import ConvNormAct
+
+    torch.manual_seed(0)
+    block = ConvNormAct(3, in_channels, 4, kernel_size=3, stride=2, padding=1)
+    seen = []
+    block.conv.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    x = torch.randn(2, in_channels, 6, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = block(x)
+    assert seen == [conv_dtype] and out.dtype == torch.bfloat16
+    out.float().sum().backward()
+    assert block.conv.weight.grad is not None and block.conv.weight.grad.dtype == torch.float32
+    torch.testing.assert_close(out.float(), block(x), atol=0.05, rtol=0.02)

@@ -31,11 +31,13 @@ from unimiss_monai.utils import schedules
 from unimiss_monai.utils.dist import in_process_group
 from unimiss_monai.utils.ema import update_momentum
 
-__all__ = ["PretrainingTrainer", "log_export"]
+__all__ = ["PretrainingTrainer", "SamplesLeftOut", "log_export"]
 
 logger = logging.getLogger(__name__)
 #: what :meth:`PretrainingTrainer.state_dict` adds to ignite's state
-_OWN_STATE = ("optimizer_step", "skipped_samples", "trained_dims")
+_OWN_STATE = ("optimizer_step", "skipped_samples", "failed_samples", "trained_dims")
+# distinct failed samples a run remembers to name at its end (each failure is also logged when it happens)
+_FAILED_KEPT = 20
 
 
 class PretrainingTrainer(AccumulationWindows, Trainer):
@@ -155,6 +157,7 @@ class PretrainingTrainer(AccumulationWindows, Trainer):
         pretraining recipes' trainers)."""
         self.state.optimizer_step = 0
         self.state.skipped_samples = 0
+        self.state.failed_samples = []
         self.state.trained_dims = []
         # step rule of the gradients accumulated but not stepped on ("ct" once a CT micro-batch added some; None: none)
         self._pending_phase: str | None = None
@@ -230,13 +233,16 @@ class PretrainingTrainer(AccumulationWindows, Trainer):
 
     def state_dict(self) -> dict:
         """ignite's position plus the optimiser-step and skipped-sample counts and the spatial dimensions trained."""
-        return super().state_dict() | {"optimizer_step": self.state.optimizer_step, "skipped_samples": self.state.skipped_samples,
-                                       "trained_dims": self.trained_dims()}
+        return super().state_dict() | {
+            "optimizer_step": self.state.optimizer_step, "skipped_samples": self.state.skipped_samples,
+            "failed_samples": list(self.state.failed_samples), "trained_dims": self.trained_dims(),
+        }
 
     def load_state_dict(self, state_dict) -> None:
         super().load_state_dict({k: v for k, v in state_dict.items() if k not in _OWN_STATE})
         self.state.optimizer_step = int(state_dict.get("optimizer_step", 0))
         self.state.skipped_samples = int(state_dict.get("skipped_samples", 0))
+        self.state.failed_samples = list(state_dict.get("failed_samples", []))
         # a checkpoint written before the dimensions were recorded leaves them unknown: the export then records none
         self.state.trained_dims = state_dict.get("trained_dims")
         self._publish_trained_dims()
@@ -318,6 +324,9 @@ class PretrainingTrainer(AccumulationWindows, Trainer):
         if skipped:
             engine.state.skipped_samples += len(skipped)
             engine.state.first_failure.setdefault(phase, skipped[0])
+            for name in skipped:
+                if name not in engine.state.failed_samples and len(engine.state.failed_samples) < _FAILED_KEPT:
+                    engine.state.failed_samples.append(name)
             logger.warning("iteration %d: skipped %d unreadable sample(s), %d so far: %s", engine.state.iteration, len(skipped), engine.state.skipped_samples, skipped)
         return skipped
 
@@ -379,10 +388,27 @@ class PretrainingTrainer(AccumulationWindows, Trainer):
         self.state.optimizer_step += 1
 
 
+class SamplesLeftOut(RuntimeError):
+    """A pretraining run finished and exported its backbone, but some samples failed to load and were left out."""
+
+
 def log_export(trainer: PretrainingTrainer, model_path: str) -> None:
     """Log where the run exported the teacher backbone, how to publish it for the fine-tuning bundles, and how many
-    samples were skipped (the bundle's ``finalize``)."""
+    samples were skipped (the bundle's ``finalize``).
+
+    Raises:
+        SamplesLeftOut: when samples were skipped (after the log line): the run trained without them, so the bundle
+            exits non-zero, naming them, as the DRR and inference bundles do for the cases that failed.
+    """
     logger.info(
         "exported backbone: %s (publish it with: python -m unimiss_monai publish-pretrained %s) | skipped samples: %d",
         model_path, shlex.quote(str(model_path)), trainer.state.skipped_samples,
     )
+    n, failed = trainer.state.skipped_samples, list(getattr(trainer.state, "failed_samples", []))
+    if n:
+        more = "" if len(failed) < _FAILED_KEPT else f" (the first {_FAILED_KEPT} named)"
+        raise SamplesLeftOut(
+            f"the run finished and exported {model_path}, but left out {n} sample load(s) that failed, "
+            f"{len(failed)} sample(s){more}: {'; '.join(failed)}; fix or remove them in the datalist and train "
+            "again to include them"
+        )

@@ -10,6 +10,12 @@ from torch import nn
 
 __all__ = ["ConvNormAct"]
 
+# under CPU autocast, a convolution reading at most this many channels (the image itself) runs in float32 and hands
+# its output on in the autocast type: oneDNN's bfloat16 kernels gain nothing on so few input channels, and for
+# MiT-small's 7x7x7 stem of a one-channel CT they were a slow path on an AMX Xeon (forward + backward 77 against 22 ms
+# in float32; the whole 3D training step 0.375 against 0.423 s; the other stems on par; docs/performance.md)
+IMAGE_CHANNELS = 3
+
 
 class ConvNormAct(nn.Module):
     """``conv (no bias) -> InstanceNorm (affine) -> LeakyReLU(0.01)``, for 2D or 3D.
@@ -45,4 +51,8 @@ class ConvNormAct(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, *S) -> (B, C_out, *S')."""
+        if x.device.type == "cpu" and self.conv.in_channels <= IMAGE_CHANNELS and torch.is_autocast_enabled("cpu"):
+            with torch.autocast("cpu", enabled=False):
+                y = self.conv(x.float())
+            return self.nonlin(self.norm(y.to(torch.get_autocast_dtype("cpu"))))
         return self.nonlin(self.norm(self.conv(x)))
