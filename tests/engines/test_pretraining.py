@@ -138,7 +138,8 @@ def test_corrupt_sample_is_skipped_and_counted(caplog):
     assert "corrupt.nii.gz" in caplog.text and "trained on 3 CT and 0 X-ray sample(s)" in caplog.text
     # the bundle's finalize logs the export, then fails the run naming what was left out (one line)
     with pytest.raises(SamplesLeftOut, match=r"^the run finished and exported m\.pt, but left out 1 sample load\(s\) "
-                       r"that failed, 1 sample\(s\): .*corrupt\.nii\.gz.*; fix or remove them") as err:
+                       r"that failed, 1 different sample\(s\): .*corrupt\.nii\.gz.*; fix or remove them.*"
+                       r"--resume_finished false") as err:
         log_export(trainer, "m.pt")
     assert "\n" not in str(err.value) and "exported backbone: m.pt" in caplog.text
     # a resumed run still knows them
@@ -149,6 +150,44 @@ def test_corrupt_sample_is_skipped_and_counted(caplog):
     clean, *_ = build_trainer(max_epochs=1, ct_data=good, xray_data=[])
     clean.run()
     log_export(clean, "m.pt")  # nothing left out: no error
+
+
+def test_failures_are_named_once_per_file_and_merged_over_processes(monkeypatch):
+    """One entry per file (its first reason), at most 20 named and the rest told as more; under torchrun each
+    process ends with every process's failures and the sum of their counts, also after a resume."""
+    from unimiss_monai.engines import pretraining
+
+    trainer, *_ = build_trainer(max_epochs=1, ct_data=toy_items(2), xray_data=[])
+    resumed, *_ = build_trainer(max_epochs=1, ct_data=toy_items(2), xray_data=[])
+    state = trainer.state
+    entries = ["/a.nii (LoadImaged: x)", "/a.nii (Spacingd: y)", "/b.nii (z)"]
+    pretraining._remember_failures(state.failed_samples, entries)
+    assert state.failed_samples == ["/a.nii (LoadImaged: x)", "/b.nii (z)"]
+    # this process skipped 3 loads; the other one 2, one of them a file this one also failed on
+    state.skipped_samples = 3
+    other = (2, ["/b.nii (z)", "/c.nii (w)"])
+    monkeypatch.setattr(pretraining, "in_process_group", lambda: True)
+    monkeypatch.setattr(pretraining, "gather_objects", lambda items: [items[0], other])
+    pretraining.PretrainingTrainer._merge_failures(trainer)
+    assert state.skipped_samples == 5
+    assert [e.split(" ")[0] for e in state.failed_samples] == ["/a.nii", "/b.nii", "/c.nii"]
+    # the next epoch adds one failure here and none there: counted from the agreed 5, not again from 0
+    state.skipped_samples += 1
+    other = (0, list(state.failed_samples))
+    pretraining.PretrainingTrainer._merge_failures(trainer)
+    assert state.skipped_samples == 6
+    # a resumed process starts from the checkpoint's agreed count
+    resumed.load_state_dict(trainer.state_dict())
+    other = (0, [])
+    pretraining.PretrainingTrainer._merge_failures(resumed)
+    assert resumed.state.skipped_samples == 6
+    many = [f"/ct{i}.nii (LoadImaged: broken)" for i in range(25)]
+    state.failed_samples = []
+    pretraining._remember_failures(state.failed_samples, many)
+    named = "more than 20 different samples, the first 20: /ct0.nii .*/ct19.nii [^;]*;"
+    with pytest.raises(SamplesLeftOut, match=named) as err:
+        log_export(trainer, "m.pt")
+    assert "/ct20.nii" not in str(err.value)
 
 
 def test_samples_trained_are_counted_per_phase_and_epoch():

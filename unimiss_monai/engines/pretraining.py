@@ -28,7 +28,7 @@ from unimiss_monai.engines.accumulation import AccumulationWindows
 from unimiss_monai.engines.tracking_check import check_tracking_transform
 from unimiss_monai.networks.nets.student_teacher import StudentTeacher
 from unimiss_monai.utils import schedules
-from unimiss_monai.utils.dist import in_process_group
+from unimiss_monai.utils.dist import gather_objects, in_process_group
 from unimiss_monai.utils.ema import update_momentum
 
 __all__ = ["PretrainingTrainer", "SamplesLeftOut", "log_export"]
@@ -36,8 +36,26 @@ __all__ = ["PretrainingTrainer", "SamplesLeftOut", "log_export"]
 logger = logging.getLogger(__name__)
 #: what :meth:`PretrainingTrainer.state_dict` adds to ignite's state
 _OWN_STATE = ("optimizer_step", "skipped_samples", "failed_samples", "trained_dims")
-# distinct failed samples a run remembers to name at its end (each failure is also logged when it happens)
+# distinct failed samples a run names at its end (each failure is also logged when it happens); one more is kept, so
+# that the message can tell there were more
 _FAILED_KEPT = 20
+
+
+def _sample_of(entry: str) -> str:
+    """The sample part of a loader's ``"<file or index> (<reason>)"`` entry."""
+    return entry.split(" (", 1)[0]
+
+
+def _remember_failures(failed: list[str], entries: Sequence[str]) -> None:
+    """Append to ``failed`` each entry whose sample it does not hold yet (one per file: the first reason), up to
+    ``_FAILED_KEPT + 1`` entries."""
+    seen = {_sample_of(f) for f in failed}
+    for entry in entries:
+        if len(failed) > _FAILED_KEPT:
+            return
+        if _sample_of(entry) not in seen:
+            failed.append(entry)
+            seen.add(_sample_of(entry))
 
 
 class PretrainingTrainer(AccumulationWindows, Trainer):
@@ -158,6 +176,8 @@ class PretrainingTrainer(AccumulationWindows, Trainer):
         self.state.optimizer_step = 0
         self.state.skipped_samples = 0
         self.state.failed_samples = []
+        # the count every process agreed on at the last epoch end (or found in the checkpoint it resumed)
+        self._skipped_agreed = 0
         self.state.trained_dims = []
         # step rule of the gradients accumulated but not stepped on ("ct" once a CT micro-batch added some; None: none)
         self._pending_phase: str | None = None
@@ -165,8 +185,10 @@ class PretrainingTrainer(AccumulationWindows, Trainer):
         self._reset_epoch_counts(self)
         self.add_event_handler(Events.EPOCH_STARTED, self._position_loader)
         self.add_event_handler(Events.EPOCH_STARTED, self._reset_epoch_counts)
-        # before the train handlers: the counts reach the epoch loggers, and an all-failed phase stops the run
-        # before a checkpoint exports a backbone that never saw its data
+        # before the train handlers: the counts reach the epoch loggers and the checkpoint (every process's failures,
+        # which rank 0 saves), and an all-failed phase stops the run before a checkpoint exports a backbone that never
+        # saw its data
+        self.add_event_handler(Events.EPOCH_COMPLETED, self._merge_failures)
         self.add_event_handler(Events.EPOCH_COMPLETED, self._check_epoch_counts)
         if train_handlers is not None:
             for handler in train_handlers:
@@ -219,6 +241,20 @@ class PretrainingTrainer(AccumulationWindows, Trainer):
             self.network.trained_dims = self.trained_dims()
 
     @staticmethod
+    def _merge_failures(engine: PretrainingTrainer) -> None:
+        """Under ``torchrun``, give every process the failed samples and their count of all processes, so that each
+        names the whole run's at its end and the checkpoint rank 0 writes holds them all (a collective)."""
+        if in_process_group():
+            agreed = engine._skipped_agreed
+            parts = gather_objects([(engine.state.skipped_samples - agreed, engine.state.failed_samples)])
+            engine.state.skipped_samples = agreed + sum(n for n, _ in parts)
+            merged: list[str] = []
+            for _, names in parts:
+                _remember_failures(merged, names)
+            engine.state.failed_samples = merged
+        engine._skipped_agreed = engine.state.skipped_samples
+
+    @staticmethod
     def _check_epoch_counts(engine: PretrainingTrainer) -> None:
         trained = engine.state.samples_trained
         engine.state.trained_dims = engine.trained_dims()
@@ -243,6 +279,7 @@ class PretrainingTrainer(AccumulationWindows, Trainer):
         self.state.optimizer_step = int(state_dict.get("optimizer_step", 0))
         self.state.skipped_samples = int(state_dict.get("skipped_samples", 0))
         self.state.failed_samples = list(state_dict.get("failed_samples", []))
+        self._skipped_agreed = self.state.skipped_samples
         # a checkpoint written before the dimensions were recorded leaves them unknown: the export then records none
         self.state.trained_dims = state_dict.get("trained_dims")
         self._publish_trained_dims()
@@ -324,9 +361,7 @@ class PretrainingTrainer(AccumulationWindows, Trainer):
         if skipped:
             engine.state.skipped_samples += len(skipped)
             engine.state.first_failure.setdefault(phase, skipped[0])
-            for name in skipped:
-                if name not in engine.state.failed_samples and len(engine.state.failed_samples) < _FAILED_KEPT:
-                    engine.state.failed_samples.append(name)
+            _remember_failures(engine.state.failed_samples, skipped)
             logger.warning("iteration %d: skipped %d unreadable sample(s), %d so far: %s", engine.state.iteration, len(skipped), engine.state.skipped_samples, skipped)
         return skipped
 
@@ -405,10 +440,17 @@ def log_export(trainer: PretrainingTrainer, model_path: str) -> None:
         model_path, shlex.quote(str(model_path)), trainer.state.skipped_samples,
     )
     n, failed = trainer.state.skipped_samples, list(getattr(trainer.state, "failed_samples", []))
-    if n:
-        more = "" if len(failed) < _FAILED_KEPT else f" (the first {_FAILED_KEPT} named)"
-        raise SamplesLeftOut(
-            f"the run finished and exported {model_path}, but left out {n} sample load(s) that failed, "
-            f"{len(failed)} sample(s){more}: {'; '.join(failed)}; fix or remove them in the datalist and train "
-            "again to include them"
-        )
+    if not n:
+        return
+    if not failed:
+        named = "which was not recorded (a checkpoint of version 0.3.11 or earlier): the log of that run names them"
+    elif len(failed) > _FAILED_KEPT:
+        first = "; ".join(failed[:_FAILED_KEPT])
+        named = f"more than {_FAILED_KEPT} different samples, the first {_FAILED_KEPT}: {first}"
+    else:
+        named = f"{len(failed)} different sample(s): " + "; ".join(failed)
+    raise SamplesLeftOut(
+        f"the run finished and exported {model_path}, but left out {n} sample load(s) that failed, {named}; fix or "
+        "remove them in the datalist and train again to include them (in a new --output_dir, or with "
+        "--resume_finished false: this finished run, resumed, would report them again)"
+    )
