@@ -1,5 +1,6 @@
 """A pretraining run with an unreadable sample among good ones trains on the rest, exports its backbone and then exits
-non-zero naming the sample, through ``python -m monai.bundle run`` as a user runs it."""
+non-zero naming the sample, through ``python -m monai.bundle run`` as a user runs it, and under ``torchrun``, where
+every process names it although only one of them drew it."""
 
 from __future__ import annotations
 
@@ -20,30 +21,53 @@ def _absolute(item: dict, root: Path) -> dict:
     return {k: str(root / v) if isinstance(v, str) else v for k, v in item.items()}
 
 
-@pytest.mark.slow
-@pytest.mark.integration
-def test_a_run_that_left_out_a_sample_exports_then_fails_naming_it(pretraining_samples, tmp_path):
+def _data_with_a_broken_ct(pretraining_samples: Path, folder: Path) -> Path:
+    """A copy of the sample pretraining datalist (absolute paths) with an unreadable CT as its second item."""
     root = pretraining_samples / "pretraining"
     datalist = json.loads((root / "datalist.json").read_text())
-    broken = tmp_path / "data" / "broken_ct.nii.gz"
-    broken.parent.mkdir()
+    broken = folder / "broken_ct.nii.gz"
+    folder.mkdir()
     broken.write_bytes(b"not an image")
     ct = [_absolute(item, root) for item in datalist["ct"]]
     ct.insert(1, dict(ct[0], image=str(broken)))
     listed = {"ct": ct, "xray": [_absolute(item, root) for item in datalist["xray"]]}
-    (tmp_path / "data" / "datalist.json").write_text(json.dumps(listed))
-    out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
-           "[" + ",".join(f"'{CONFIGS / n}'" for n in ("train.json", "smoke.yaml")) + "]",
+    (folder / "datalist.json").write_text(json.dumps(listed))
+    return broken
+
+
+def _run(tmp_path: Path, broken: Path, launcher: list[str], configs: tuple[str, ...]) -> subprocess.CompletedProcess:
+    cmd = [*launcher, "-m", "monai.bundle", "run", "--config_file",
+           "[" + ",".join(f"'{CONFIGS / n}'" for n in configs) + "]",
            "--meta_file", str(CONFIGS / "metadata.json"), "--logging_file", str(CONFIGS / "logging.conf"),
-           "--bundle_root", str(tmp_path / "bundle"), "--dataset_dir", str(tmp_path / "data"), "--output_dir", str(out),
-           "--train#epochs", "1"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+           "--bundle_root", str(tmp_path / "bundle"), "--dataset_dir", str(broken.parent),
+           "--output_dir", str(tmp_path / "out"), "--train#epochs", "1"]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=900,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""})
+
+
+def _check_failed_after_export(proc: subprocess.CompletedProcess, out: Path, broken: Path, processes: int) -> None:
     assert proc.returncode != 0, proc.stderr[-3000:]
     # the good samples were trained on and the backbone exported before the run failed
     assert torch.load(out / "models" / "model.pt", weights_only=True)["model"]
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: the run finished and exported")]
-    assert len(errors) == 1, proc.stderr[-3000:]
-    assert str(broken) in errors[0] and "fix or remove them in the datalist" in errors[0]
+    errors = [line for line in proc.stderr.splitlines() if "error: the run finished and exported" in line]
+    assert len(errors) == processes, proc.stderr[-3000:]
+    assert all(str(broken) in e and "1 different sample(s)" in e and "fix or remove them" in e for e in errors)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_a_run_that_left_out_a_sample_exports_then_fails_naming_it(pretraining_samples, tmp_path):
+    broken = _data_with_a_broken_ct(pretraining_samples, tmp_path / "data")
+    proc = _run(tmp_path, broken, [sys.executable], ("train.json", "smoke.yaml"))
+    _check_failed_after_export(proc, tmp_path / "out", broken, processes=1)
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_under_torchrun_every_process_names_the_sample_one_of_them_left_out(pretraining_samples, tmp_path):
+    broken = _data_with_a_broken_ct(pretraining_samples, tmp_path / "data")
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29523"]
+    proc = _run(tmp_path, broken, launcher, ("train.json", "smoke.yaml", "multi_gpu_train.json"))
+    # the broken CT is drawn by one process; after the epoch's pooling both name it and both exit non-zero
+    _check_failed_after_export(proc, tmp_path / "out", broken, processes=2)
