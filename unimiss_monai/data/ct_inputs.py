@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unimiss_monai.data.case_names import CaseNames
-from unimiss_monai.data.ct_io import CTInputError, is_dicom_series_dir
+from unimiss_monai.data.ct_io import CTInputError, dicom_files, is_dicom_series_dir
 from unimiss_monai.data.image_formats import NIFTI_SUFFIXES, image_suffix, is_label_map_name, scan_images
 from unimiss_monai.data.locators import read_structure_names
 
@@ -134,11 +134,17 @@ def find_ct_cases(path: str | Path) -> list[CTCase]:
         return [_case_for(path)]
     if (path / DATALIST).is_file():
         return _cases_from_datalist(path / DATALIST)
-    if is_dicom_series_dir(path):
+    slices = dicom_files(path)
+    nifti = sorted(e.name for e in path.iterdir() if e.is_file() and not e.name.startswith(".")
+                   and image_suffix(e.name, NIFTI_SUFFIXES) and not is_label_map_name(e.name))
+    if slices and len(nifti) >= len(slices):
+        # more NIfTI CTs than DICOM files: a folder of CTs with a stray slice or two, not a series with its conversion
+        logger.warning("%s: %d DICOM file(s) among %d NIfTI CTs left out (%s): a DICOM series is read from a folder "
+                       "of its own", path, len(slices), len(nifti),
+                       ", ".join(p.name for p in slices[:3]) + (", ..." if len(slices) > 3 else ""))
+    elif slices:
         # NIfTI files beside the slices were left out unsaid: often the series' own conversion (dcm2niix writes it
-        # there), so said rather than refused; a stray slice among NIfTI CTs then fails as a series of one slice
-        nifti = sorted(e.name for e in path.iterdir() if e.is_file() and not e.name.startswith(".")
-                       and image_suffix(e.name, NIFTI_SUFFIXES) and not is_label_map_name(e.name))
+        # there), so said rather than refused
         if nifti:
             logger.warning("%s: read as one DICOM series; %d NIfTI file(s) beside its slices left out (%s): a folder "
                            "holding DICOM files is one series, so put other CTs in a folder of their own", path,

@@ -30,11 +30,11 @@ from unimiss_monai.data.grid_checks import (
     check_has_voxels,
     check_nifti_header,
 )
-from unimiss_monai.data.image_formats import NIFTI_SUFFIXES, is_dicom_file
+from unimiss_monai.data.image_formats import NIFTI_SUFFIXES, image_suffix, is_dicom_file
 
 __all__ = [
     "MAX_AIR_ONLY_HU", "MAX_PLAUSIBLE_HU", "CTInputError", "check_not_air_only", "load_ct", "load_label_map",
-    "label_value_problem", "is_dicom_file", "is_dicom_series_dir", "warn_if_not_ct_hu",
+    "label_value_problem", "is_dicom_file", "dicom_files", "is_dicom_series_dir", "warn_if_not_ct_hu",
 ]
 
 logger = logging.getLogger(__name__)
@@ -56,12 +56,16 @@ class CTInputError(ValueError):
     """A CT input that cannot be used; the message names the file and the fix, on one line."""
 
 
+def dicom_files(path: Path) -> list[Path]:
+    """The DICOM files of folder ``path``, sorted: named ``*.dcm``, or of a name without an image suffix (``IM0001``, a
+    UID) that starts as a DICOM file does."""
+    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    return [p for p in files if p.suffix.lower() == ".dcm" or (not image_suffix(p.name) and is_dicom_file(p))]
+
+
 def is_dicom_series_dir(path: Path) -> bool:
-    """True when ``path`` is a folder holding at least one DICOM file (checked on the first few files only)."""
-    if not path.is_dir():
-        return False
-    files = sorted(p for p in path.iterdir() if p.is_file())
-    return any(p.suffix.lower() == ".dcm" or is_dicom_file(p) for p in files[:8])
+    """True when ``path`` is a folder holding at least one DICOM file (:func:`dicom_files`)."""
+    return path.is_dir() and bool(dicom_files(path))
 
 
 def _read_nifti(path: Path, dtype) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,52 @@
+"""A folder is one DICOM series only when its DICOM files are its CTs: a stray slice among NIfTI CTs is named and
+left out (the folder was read as a series of that one slice, and failed whole), and a DICOM file is found wherever it
+sorts among the folder's files (only the first eight were looked at)."""
+
+from __future__ import annotations
+
+import shutil
+
+import nibabel as nib
+import numpy as np
+
+from unimiss_monai.data import find_ct_cases, make_ct_phantom
+from unimiss_monai.data.ct_io import dicom_files, is_dicom_series_dir
+from unimiss_monai.data.dicom_series import write_dicom_series
+
+SHAPE = (24, 20, 12)
+
+
+def _save(path, array, affine):
+    nib.save(nib.Nifti1Image(np.asarray(array), affine), str(path))
+    return path
+
+
+def test_a_stray_slice_among_nifti_cts_is_named_and_the_cts_are_read(tmp_path, caplog):
+    p = make_ct_phantom(SHAPE)
+    series = tmp_path / "series"
+    write_dicom_series(p.hu, p.affine, series)
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("ct01.nii.gz", "ct02.nii.gz"):
+        _save(data / name, p.hu, p.affine)
+    # "IM0001.dcm" sorts before the CTs, so the first eight files hold it
+    shutil.copy(dicom_files(series)[0], data / "IM0001.dcm")
+    with caplog.at_level("WARNING", logger="unimiss_monai.data.ct_inputs"):
+        assert [c.name for c in find_ct_cases(data)] == ["ct01", "ct02"]
+    assert (f"{data}: 1 DICOM file(s) among 2 NIfTI CTs left out (IM0001.dcm): a DICOM series is read from a folder "
+            "of its own") in caplog.text
+    # the series itself, with a dcm2niix conversion beside its slices, is still one series
+    _save(series / "series.nii.gz", p.hu, p.affine)
+    assert [c.image for c in find_ct_cases(series)] == [series]
+
+
+def test_a_dicom_file_is_found_after_the_first_eight_files(tmp_path):
+    folder = tmp_path / "export"
+    folder.mkdir()
+    for i in range(10):
+        (folder / f"a{i:02d}.txt").write_text("notes")
+    assert not is_dicom_series_dir(folder)
+    p = make_ct_phantom(SHAPE)
+    write_dicom_series(p.hu, p.affine, tmp_path / "series")
+    shutil.copy(dicom_files(tmp_path / "series")[0], folder / "z_1.2.840.113619")  # a UID for a name, sorted last
+    assert is_dicom_series_dir(folder) and [f.name for f in dicom_files(folder)] == ["z_1.2.840.113619"]
