@@ -155,19 +155,19 @@ def test_corrupt_sample_is_skipped_and_counted(caplog):
 def test_failures_are_named_once_per_file_and_merged_over_processes(monkeypatch):
     """One entry per file (its first reason), at most 20 named and the rest told as more; under torchrun each
     process ends with every process's failures and the sum of their counts, also after a resume."""
-    from unimiss_monai.engines import pretraining
+    from unimiss_monai.engines import left_out_samples, pretraining
 
     trainer, *_ = build_trainer(max_epochs=1, ct_data=toy_items(2), xray_data=[])
     resumed, *_ = build_trainer(max_epochs=1, ct_data=toy_items(2), xray_data=[])
     state = trainer.state
     entries = ["/a.nii (LoadImaged: x)", "/a.nii (Spacingd: y)", "/b.nii (z)"]
-    pretraining._remember_failures(state.failed_samples, entries)
+    left_out_samples.remember_failures(state.failed_samples, entries)
     assert state.failed_samples == ["/a.nii (LoadImaged: x)", "/b.nii (z)"]
     # this process skipped 3 loads; the other one 2, one of them a file this one also failed on
     state.skipped_samples = 3
     other = (2, ["/b.nii (z)", "/c.nii (w)"])
-    monkeypatch.setattr(pretraining, "in_process_group", lambda: True)
-    monkeypatch.setattr(pretraining, "gather_objects", lambda items: [items[0], other])
+    monkeypatch.setattr(left_out_samples, "in_process_group", lambda: True)
+    monkeypatch.setattr(left_out_samples, "gather_objects", lambda items: [items[0], other])
     pretraining.PretrainingTrainer._merge_failures(trainer)
     assert state.skipped_samples == 5
     assert [e.split(" ")[0] for e in state.failed_samples] == ["/a.nii", "/b.nii", "/c.nii"]
@@ -183,7 +183,7 @@ def test_failures_are_named_once_per_file_and_merged_over_processes(monkeypatch)
     assert resumed.state.skipped_samples == 6
     many = [f"/ct{i}.nii (LoadImaged: broken)" for i in range(25)]
     state.failed_samples = []
-    pretraining._remember_failures(state.failed_samples, many)
+    left_out_samples.remember_failures(state.failed_samples, many)
     named = "more than 20 different samples, the first 20: /ct0.nii .*/ct19.nii [^;]*;"
     with pytest.raises(SamplesLeftOut, match=named) as err:
         log_export(trainer, "m.pt")

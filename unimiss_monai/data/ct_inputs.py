@@ -137,8 +137,9 @@ def find_ct_cases(path: str | Path) -> list[CTCase]:
     slices = dicom_files(path)
     nifti = sorted(e.name for e in path.iterdir() if e.is_file() and not e.name.startswith(".")
                    and image_suffix(e.name, NIFTI_SUFFIXES) and not is_label_map_name(e.name))
-    if slices and len(nifti) >= len(slices):
+    if slices and len(nifti) > len(slices):
         # more NIfTI CTs than DICOM files: a folder of CTs with a stray slice or two, not a series with its conversion
+        # (one DICOM file beside one NIfTI file stays a series: a multi-frame DICOM and its conversion)
         logger.warning("%s: %d DICOM file(s) among %d NIfTI CTs left out (%s): a DICOM series is read from a folder "
                        "of its own", path, len(slices), len(nifti),
                        ", ".join(p.name for p in slices[:3]) + (", ..." if len(slices) > 3 else ""))

@@ -56,16 +56,24 @@ class CTInputError(ValueError):
     """A CT input that cannot be used; the message names the file and the fix, on one line."""
 
 
+def _is_dicom(p: Path) -> bool:
+    """Named ``*.dcm``, or of a name without an image suffix (``IM0001``, a UID) and starting as a DICOM file does."""
+    return p.suffix.lower() == ".dcm" or (not image_suffix(p.name) and is_dicom_file(p))
+
+
+def _visible_files(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
 def dicom_files(path: Path) -> list[Path]:
-    """The DICOM files of folder ``path``, sorted: named ``*.dcm``, or of a name without an image suffix (``IM0001``, a
-    UID) that starts as a DICOM file does."""
-    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-    return [p for p in files if p.suffix.lower() == ".dcm" or (not image_suffix(p.name) and is_dicom_file(p))]
+    """The DICOM files of folder ``path``, sorted (every file without a known suffix is opened)."""
+    return [p for p in _visible_files(path) if _is_dicom(p)]
 
 
 def is_dicom_series_dir(path: Path) -> bool:
-    """True when ``path`` is a folder holding at least one DICOM file (:func:`dicom_files`)."""
-    return path.is_dir() and bool(dicom_files(path))
+    """True when ``path`` is a folder holding at least one DICOM file, wherever it sorts; stops at the first one, so
+    that a series folder of UID-named slices costs one file opened."""
+    return path.is_dir() and any(_is_dicom(p) for p in _visible_files(path))
 
 
 def _read_nifti(path: Path, dtype) -> tuple[np.ndarray, np.ndarray]:

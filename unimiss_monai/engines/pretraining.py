@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import math
 import re
-import shlex
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,10 +24,11 @@ from torch import nn
 
 from unimiss_monai.data.loaders import COUNT_KEY, SKIPPED_KEY, PhaseLoader
 from unimiss_monai.engines.accumulation import AccumulationWindows
+from unimiss_monai.engines.left_out_samples import SamplesLeftOut, log_export, pool_failures, remember_failures
 from unimiss_monai.engines.tracking_check import check_tracking_transform
 from unimiss_monai.networks.nets.student_teacher import StudentTeacher
 from unimiss_monai.utils import schedules
-from unimiss_monai.utils.dist import gather_objects, in_process_group
+from unimiss_monai.utils.dist import in_process_group
 from unimiss_monai.utils.ema import update_momentum
 
 __all__ = ["PretrainingTrainer", "SamplesLeftOut", "log_export"]
@@ -36,28 +36,6 @@ __all__ = ["PretrainingTrainer", "SamplesLeftOut", "log_export"]
 logger = logging.getLogger(__name__)
 #: what :meth:`PretrainingTrainer.state_dict` adds to ignite's state
 _OWN_STATE = ("optimizer_step", "skipped_samples", "failed_samples", "trained_dims")
-# distinct failed samples a run names at its end (each failure is also logged when it happens); one more is kept, so
-# that the message can tell there were more
-_FAILED_KEPT = 20
-
-
-def _sample_of(entry: str) -> str:
-    """The sample part of a loader's ``"<file or index> (<reason>)"`` entry."""
-    return entry.split(" (", 1)[0]
-
-
-def _remember_failures(failed: list[str], entries: Sequence[str]) -> None:
-    """Append to ``failed`` each entry whose sample it does not hold yet (one per file: the first reason), up to
-    ``_FAILED_KEPT + 1`` entries."""
-    seen = {_sample_of(f) for f in failed}
-    for entry in entries:
-        if len(failed) > _FAILED_KEPT:
-            return
-        if _sample_of(entry) not in seen:
-            failed.append(entry)
-            seen.add(_sample_of(entry))
-
-
 class PretrainingTrainer(AccumulationWindows, Trainer):
     """Self-distillation between a student and an EMA teacher over alternating CT and X-ray phases.
 
@@ -242,17 +220,9 @@ class PretrainingTrainer(AccumulationWindows, Trainer):
 
     @staticmethod
     def _merge_failures(engine: PretrainingTrainer) -> None:
-        """Under ``torchrun``, give every process the failed samples and their count of all processes, so that each
-        names the whole run's at its end and the checkpoint rank 0 writes holds them all (a collective)."""
-        if in_process_group():
-            agreed = engine._skipped_agreed
-            parts = gather_objects([(engine.state.skipped_samples - agreed, engine.state.failed_samples)])
-            engine.state.skipped_samples = agreed + sum(n for n, _ in parts)
-            merged: list[str] = []
-            for _, names in parts:
-                _remember_failures(merged, names)
-            engine.state.failed_samples = merged
-        engine._skipped_agreed = engine.state.skipped_samples
+        """Under ``torchrun``, give every process the failed samples and their count of all processes (a
+        collective): each then names the whole run's at its end, and the checkpoint rank 0 writes holds them all."""
+        engine._skipped_agreed = pool_failures(engine.state, engine._skipped_agreed)
 
     @staticmethod
     def _check_epoch_counts(engine: PretrainingTrainer) -> None:
@@ -361,7 +331,7 @@ class PretrainingTrainer(AccumulationWindows, Trainer):
         if skipped:
             engine.state.skipped_samples += len(skipped)
             engine.state.first_failure.setdefault(phase, skipped[0])
-            _remember_failures(engine.state.failed_samples, skipped)
+            remember_failures(engine.state.failed_samples, skipped)
             logger.warning("iteration %d: skipped %d unreadable sample(s), %d so far: %s", engine.state.iteration, len(skipped), engine.state.skipped_samples, skipped)
         return skipped
 
@@ -421,36 +391,3 @@ class PretrainingTrainer(AccumulationWindows, Trainer):
         if self.momentum_schedule is not None:
             update_momentum(self.network.student, self.network.teacher, self.momentum_schedule(self.state.optimizer_step))
         self.state.optimizer_step += 1
-
-
-class SamplesLeftOut(RuntimeError):
-    """A pretraining run finished and exported its backbone, but some samples failed to load and were left out."""
-
-
-def log_export(trainer: PretrainingTrainer, model_path: str) -> None:
-    """Log where the run exported the teacher backbone, how to publish it for the fine-tuning bundles, and how many
-    samples were skipped (the bundle's ``finalize``).
-
-    Raises:
-        SamplesLeftOut: when samples were skipped (after the log line): the run trained without them, so the bundle
-            exits non-zero, naming them, as the DRR and inference bundles do for the cases that failed.
-    """
-    logger.info(
-        "exported backbone: %s (publish it with: python -m unimiss_monai publish-pretrained %s) | skipped samples: %d",
-        model_path, shlex.quote(str(model_path)), trainer.state.skipped_samples,
-    )
-    n, failed = trainer.state.skipped_samples, list(getattr(trainer.state, "failed_samples", []))
-    if not n:
-        return
-    if not failed:
-        named = "which was not recorded (a checkpoint of version 0.3.11 or earlier): the log of that run names them"
-    elif len(failed) > _FAILED_KEPT:
-        first = "; ".join(failed[:_FAILED_KEPT])
-        named = f"more than {_FAILED_KEPT} different samples, the first {_FAILED_KEPT}: {first}"
-    else:
-        named = f"{len(failed)} different sample(s): " + "; ".join(failed)
-    raise SamplesLeftOut(
-        f"the run finished and exported {model_path}, but left out {n} sample load(s) that failed, {named}; fix or "
-        "remove them in the datalist and train again to include them (in a new --output_dir, or with "
-        "--resume_finished false: this finished run, resumed, would report them again)"
-    )
