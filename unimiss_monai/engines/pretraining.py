@@ -36,6 +36,8 @@ __all__ = ["PretrainingTrainer", "SamplesLeftOut", "log_export"]
 logger = logging.getLogger(__name__)
 #: what :meth:`PretrainingTrainer.state_dict` adds to ignite's state
 _OWN_STATE = ("optimizer_step", "skipped_samples", "failed_samples", "trained_dims")
+
+
 class PretrainingTrainer(AccumulationWindows, Trainer):
     """Self-distillation between a student and an EMA teacher over alternating CT and X-ray phases.
 
