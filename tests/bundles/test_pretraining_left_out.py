@@ -5,16 +5,12 @@ every process names it although only one of them drew it."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-
-REPO = Path(__file__).resolve().parents[2]
-CONFIGS = REPO / "bundles" / "unimiss_pretraining" / "configs"
+from bundle_runner import run_bundle_cli
 
 
 def _absolute(item: dict, root: Path) -> dict:
@@ -35,14 +31,10 @@ def _data_with_a_broken_ct(pretraining_samples: Path, folder: Path) -> Path:
     return broken
 
 
-def _run(tmp_path: Path, broken: Path, launcher: list[str], configs: tuple[str, ...]) -> subprocess.CompletedProcess:
-    cmd = [*launcher, "-m", "monai.bundle", "run", "--config_file",
-           "[" + ",".join(f"'{CONFIGS / n}'" for n in configs) + "]",
-           "--meta_file", str(CONFIGS / "metadata.json"), "--logging_file", str(CONFIGS / "logging.conf"),
-           "--bundle_root", str(tmp_path / "bundle"), "--dataset_dir", str(broken.parent),
-           "--output_dir", str(tmp_path / "out"), "--train#epochs", "1"]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=900,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""})
+def _run(tmp_path: Path, broken: Path, configs: tuple[str, ...], nproc: int = 0) -> subprocess.CompletedProcess:
+    return run_bundle_cli("unimiss_pretraining", configs, nproc=nproc, master_port=29523, timeout=900,
+                          bundle_root=str(tmp_path / "bundle"), dataset_dir=str(broken.parent),
+                          output_dir=str(tmp_path / "out"), **{"train#epochs": 1})
 
 
 def _check_failed_after_export(proc: subprocess.CompletedProcess, out: Path, broken: Path, processes: int) -> None:
@@ -58,7 +50,7 @@ def _check_failed_after_export(proc: subprocess.CompletedProcess, out: Path, bro
 @pytest.mark.integration
 def test_a_run_that_left_out_a_sample_exports_then_fails_naming_it(pretraining_samples, tmp_path):
     broken = _data_with_a_broken_ct(pretraining_samples, tmp_path / "data")
-    proc = _run(tmp_path, broken, [sys.executable], ("train.json", "smoke.yaml"))
+    proc = _run(tmp_path, broken, ("train.json", "smoke.yaml"))
     _check_failed_after_export(proc, tmp_path / "out", broken, processes=1)
     assert "Traceback" not in proc.stderr
 
@@ -67,7 +59,6 @@ def test_a_run_that_left_out_a_sample_exports_then_fails_naming_it(pretraining_s
 @pytest.mark.integration
 def test_under_torchrun_every_process_names_the_sample_one_of_them_left_out(pretraining_samples, tmp_path):
     broken = _data_with_a_broken_ct(pretraining_samples, tmp_path / "data")
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29523"]
-    proc = _run(tmp_path, broken, launcher, ("train.json", "smoke.yaml", "multi_gpu_train.json"))
+    proc = _run(tmp_path, broken, ("train.json", "smoke.yaml", "multi_gpu_train.json"), nproc=2)
     # the broken CT is drawn by one process; after the epoch's pooling both name it and both exit non-zero
     _check_failed_after_export(proc, tmp_path / "out", broken, processes=2)
