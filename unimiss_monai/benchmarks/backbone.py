@@ -1,8 +1,10 @@
 """Benchmark: training throughput and peak memory of the UniMiSS backbones against the official formulation.
 
 The "official" column runs the same network with every attention switched to the explicit
-``softmax(q k^T * scale) v`` formulation of the official code (``SpatialReductionAttention.fused = False``), in
-float32: the official training code autocasts on CUDA only (``torch.cuda.amp``), so on a CPU it trains in float32.
+``softmax(q k^T * scale) v`` formulation of the official code (``SpatialReductionAttention.fused = False``) and its
+convolution weights in PyTorch's default channels-first layout, as the official code keeps them (ours are stored
+channels-last, :mod:`unimiss_monai.networks.blocks.memory_format`), in float32: the official training code autocasts
+on CUDA only (``torch.cuda.amp``), so on a CPU it trains in float32.
 The "ours" columns run the network as this package trains it: fused attention, in float32 and, where the device
 computes bfloat16 natively (a CPU with AVX512-BF16 / AMX, or CUDA), under bfloat16 autocast, the pretraining
 bundle's ``amp: true``. With ``--amp bf16|fp16|none`` every column runs under that one setting instead, a
@@ -89,6 +91,8 @@ def _model_and_step(variant: str, case: str, fused: bool, device: str, amp: str 
     for m in model.modules():
         if isinstance(m, SpatialReductionAttention):
             m.fused = fused
+    if not fused:
+        model.to(memory_format=torch.contiguous_format)  # the official code's conv weights: PyTorch's default layout
     spec = CASES[case]
     x = torch.randn(spec["batch"], *spec["shape"], device=device)
     device_type = torch.device(device).type

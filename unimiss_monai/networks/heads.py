@@ -10,6 +10,8 @@ from monai.networks.layers import Conv
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from unimiss_monai.networks.blocks.memory_format import channels_last_weights
+
 __all__ = ["ClassificationHead", "DINOHead", "SegmentationHead"]
 
 
@@ -91,6 +93,7 @@ class SegmentationHead(nn.Module):
         conv = Conv[Conv.CONV, spatial_dims]
         self.out = conv(in_channels[-1], out_channels, kernel_size=1)
         self.deep = nn.ModuleList(conv(c, out_channels, kernel_size=1) for c in in_channels[:-1]) if deep_supervision else None
+        self.apply(channels_last_weights)
 
     def forward(self, features: list[torch.Tensor], size: Sequence[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Main logits resized to ``size`` and deep-supervision logits (finest first, at their own resolution).

@@ -3,6 +3,7 @@
 from unimiss_monai.networks.blocks.attention import SpatialReductionAttention
 from unimiss_monai.networks.blocks.conv import ConvNormAct
 from unimiss_monai.networks.blocks.deformable_attention_1d import DeformableAttention1d
+from unimiss_monai.networks.blocks.memory_format import channels_last_weights
 from unimiss_monai.networks.blocks.mlp import Mlp
 from unimiss_monai.networks.blocks.patch_embed import PatchEmbed, PatchExpand
 from unimiss_monai.networks.blocks.pos_embed import PositionEmbedding, resize_pos_embed
@@ -10,5 +11,5 @@ from unimiss_monai.networks.blocks.transformer_block import TransformerBlock
 
 __all__ = [
     "ConvNormAct", "DeformableAttention1d", "Mlp", "PatchEmbed", "PatchExpand", "PositionEmbedding", "SpatialReductionAttention",
-    "TransformerBlock", "resize_pos_embed",
+    "TransformerBlock", "channels_last_weights", "resize_pos_embed",
 ]

@@ -8,6 +8,7 @@ import torch
 from monai.networks.layers import Conv
 from torch import nn
 
+from unimiss_monai.networks.blocks.memory_format import channels_last_weights
 from unimiss_monai.networks.nets.decoder import MiTDecoder
 from unimiss_monai.networks.nets.encoder import MiTEncoder, init_weights
 from unimiss_monai.networks.variants import VariantConfig, get_variant
@@ -112,6 +113,7 @@ class MiTPlus(UniMissBackbone):
             {f"{d}d": Conv[Conv.CONV, d](width, self.encoder.in_channels[d], kernel_size=1) for d in self.spatial_dims}
         )
         self.recon_head.apply(init_weights)
+        self.recon_head.apply(channels_last_weights)
         self.embed_dim = self.encoder.num_features
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,6 +9,7 @@ from monai.networks.layers import Conv
 from torch import nn
 
 from unimiss_monai.networks.blocks.conv import ConvNormAct
+from unimiss_monai.networks.blocks.memory_format import channels_last_weights
 from unimiss_monai.networks.blocks.patch_embed import PatchExpand
 from unimiss_monai.networks.blocks.pos_embed import PositionEmbedding
 from unimiss_monai.networks.blocks.transformer_block import TransformerBlock
@@ -100,6 +101,7 @@ class MiTDecoder(nn.Module):
             self.tail = nn.ModuleDict({f"{d}d": self._make_tail(d) for d in self.spatial_dims})
         self.out_channels = list(dims) + (list(cfg.tail_channels) if with_tail else [])
         self.apply(init_weights)
+        self.apply(channels_last_weights)
 
     def _make_tail(self, d: int) -> nn.ModuleList:
         cfg, prev, stages = self.config, self.config.decoder_dims[-1], nn.ModuleList()

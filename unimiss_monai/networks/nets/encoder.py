@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from unimiss_monai.networks.blocks.conv import ConvNormAct
+from unimiss_monai.networks.blocks.memory_format import channels_last_weights
 from unimiss_monai.networks.blocks.patch_embed import PatchEmbed
 from unimiss_monai.networks.blocks.pos_embed import PositionEmbedding
 from unimiss_monai.networks.blocks.transformer_block import TransformerBlock
@@ -114,6 +115,7 @@ class MiTEncoder(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dims[0]))
         self.cls_proj = nn.ModuleList(nn.Linear(a, b) for a, b in zip(cfg.embed_dims[:-1], cfg.embed_dims[1:]))
         self.apply(init_weights)
+        self.apply(channels_last_weights)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
 
     def _make_stem(self, d: int) -> nn.ModuleList:
