@@ -38,7 +38,8 @@ def _segmentation(spatial_dims: int) -> UniMissSegmentation:
     return UniMissSegmentation(spatial_dims, 1, 3, variant="mitplus", img_size=size, deep_supervision=True)
 
 
-@pytest.mark.parametrize("make", [lambda: build_backbone("mit_small", (2, 3)), lambda: build_backbone("mitplus", (2, 3)),
+@pytest.mark.parametrize("make", [lambda: build_backbone("mit_small", (2, 3)),
+                                  lambda: build_backbone("mitplus", (2, 3)),
                                   lambda: _segmentation(3), lambda: _segmentation(2)])
 def test_every_conv_weight_is_stored_channels_last(make):
     model = make()
