@@ -190,6 +190,16 @@ def test_failures_are_named_once_per_file_and_merged_over_processes(monkeypatch)
     assert "/ct20.nii" not in str(err.value)
 
 
+def test_file_names_with_parentheses_stay_separate_samples():
+    from unimiss_monai.engines.left_out_samples import remember_failures
+
+    failed: list[str] = []
+    remember_failures(failed, ["/d/scan (1).nii.gz (LoadImaged: bad (gzip) header)", "/d/scan (2).nii.gz (x)",
+                               "/d/scan (1).nii.gz (Spacingd: y)", "ct[3] (Orientationd: (a) b)", "ct[3] (z)"])
+    assert failed == ["/d/scan (1).nii.gz (LoadImaged: bad (gzip) header)", "/d/scan (2).nii.gz (x)",
+                      "ct[3] (Orientationd: (a) b)"]
+
+
 def test_samples_trained_are_counted_per_phase_and_epoch():
     trainer, *_ = build_trainer(max_epochs=2, n_ct=4, n_xray=4, batch_size=2)
     counts = []

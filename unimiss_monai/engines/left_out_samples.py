@@ -26,7 +26,20 @@ class SamplesLeftOut(RuntimeError):
 
 
 def _sample_of(entry: str) -> str:
-    """The sample part of a loader's ``"<file or index> (<reason>)"`` entry."""
+    """The sample part of a loader's ``"<file or index> (<reason>)"`` entry.
+
+    The reason is the entry's last parenthesised group, matched from the end, so that a file name with parentheses of
+    its own stays whole: ``scan (1).nii.gz`` and ``scan (2).nii.gz`` (how browsers name repeated downloads) are two
+    samples. A reason with unbalanced parentheses (cut at 300 characters) may leave part of itself in the sample; the
+    same file failing the same way still gives the same sample.
+    """
+    depth = 0
+    for i in range(len(entry) - 1, 0, -1) if entry.endswith(")") else ():
+        depth += {")": 1, "(": -1}.get(entry[i], 0)
+        if depth == 0:
+            if entry[i - 1] == " ":
+                return entry[: i - 1]
+            break
     return entry.split(" (", 1)[0]
 
 
