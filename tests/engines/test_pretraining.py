@@ -195,9 +195,10 @@ def test_file_names_with_parentheses_stay_separate_samples():
 
     failed: list[str] = []
     remember_failures(failed, ["/d/scan (1).nii.gz (LoadImaged: bad (gzip) header)", "/d/scan (2).nii.gz (x)",
-                               "/d/scan (1).nii.gz (Spacingd: y)", "ct[3] (Orientationd: (a) b)", "ct[3] (z)"])
+                               "/d/scan (1).nii.gz (Spacingd: y)", "ct[3] (Orientationd: (a) b)", "ct[3] (z)",
+                               "/d/scan (3).nii.gz (X: got 3) values)", "/d/scan (3).nii.gz (y)"])
     assert failed == ["/d/scan (1).nii.gz (LoadImaged: bad (gzip) header)", "/d/scan (2).nii.gz (x)",
-                      "ct[3] (Orientationd: (a) b)"]
+                      "ct[3] (Orientationd: (a) b)", "/d/scan (3).nii.gz (X: got 3) values)"]
 
 
 def test_samples_trained_are_counted_per_phase_and_epoch():

@@ -53,3 +53,25 @@ def test_the_same_network_resumes_and_a_finished_one_is_trained_anew_only_if_it_
         _run(tmp_path, torch.nn.Linear(2, 8), max_epochs=2, resume_finished=False)
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
 
+
+
+def test_optimizer_state_of_a_channels_first_checkpoint_takes_the_parameters_layout(tmp_path):
+    """A checkpoint written before conv weights were stored channels-last resumes with its moments in the layout of
+    the parameters they update, and the same values."""
+    def run(layout, max_epochs):
+        torch.manual_seed(0)
+        net = torch.nn.Conv3d(4, 8, 3).to(memory_format=layout)
+        engine = Engine(lambda e, b: (net(torch.ones(1, 4, 3, 3, 3)).sum().backward(), optimizer.step()))
+        engine.state.rank = 0
+        optimizer = torch.optim.Adam(net.parameters(), lr=0.1)
+        TrainingCheckpoint(tmp_path, {"network": net, "optimizer": optimizer}, save_every=1,
+                           epoch_level=True).attach(engine)
+        engine.run(range(2), max_epochs=max_epochs)
+        return net, optimizer
+
+    run(torch.contiguous_format, 1)
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["optimizer"]["state"][0]["exp_avg"]
+    net, optimizer = run(torch.channels_last_3d, 1)  # finished: resumed, nothing more to train
+    moment = optimizer.state[net.weight]["exp_avg"]
+    assert saved.is_contiguous() and moment.stride() == net.weight.stride() != saved.stride()
+    assert torch.equal(moment, saved)

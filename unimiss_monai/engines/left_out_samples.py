@@ -30,8 +30,9 @@ def _sample_of(entry: str) -> str:
 
     The reason is the entry's last parenthesised group, matched from the end, so that a file name with parentheses of
     its own stays whole: ``scan (1).nii.gz`` and ``scan (2).nii.gz`` (how browsers name repeated downloads) are two
-    samples. A reason with unbalanced parentheses (cut at 300 characters) may leave part of itself in the sample; the
-    same file failing the same way still gives the same sample.
+    samples. A reason with unbalanced parentheses (cut at 300 characters, or ``got 3) values``) is cut at the entry's
+    last " (" instead, which may leave part of the reason in the sample or cut a file name with parentheses short;
+    the same file failing the same way still gives the same sample.
     """
     depth = 0
     for i in range(len(entry) - 1, 0, -1) if entry.endswith(")") else ():
@@ -40,7 +41,7 @@ def _sample_of(entry: str) -> str:
             if entry[i - 1] == " ":
                 return entry[: i - 1]
             break
-    return entry.split(" (", 1)[0]
+    return entry.rsplit(" (", 1)[0]
 
 
 def remember_failures(failed: list[str], entries: Sequence[str]) -> None:

@@ -73,6 +73,17 @@ def _rank_state(saved, rank: int) -> Mapping:
     return saved[rank]
 
 
+def _lay_state_like_params(optimizer: torch.optim.Optimizer) -> None:
+    """Give each per-parameter state tensor (Adam's moments, ...) its parameter's memory layout. A checkpoint written
+    before the conv weights were stored channels-last holds channels-first moments, which ``load_state_dict`` keeps;
+    the values are right either way, but the multi-tensor (``foreach``) update on CUDA takes its slow per-tensor path
+    when the strides of a parameter and its state differ."""
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+
 class TrainingCheckpoint:
     """Saves ``checkpoint.pt`` every ``save_every`` iterations and at the end; resumes from it at start.
 
@@ -234,6 +245,8 @@ class TrainingCheckpoint:
                 # the current run's epoch budget wins, so a finished run can be extended by raising max_epochs
                 state = {**state, "max_epochs": engine.state.max_epochs}
             obj.load_state_dict(state)
+            if isinstance(obj, torch.optim.Optimizer):
+                _lay_state_like_params(obj)
         scaler = getattr(engine, "scaler", None)
         if scaler is not None and "scaler" in ckpt:
             scaler.load_state_dict(ckpt["scaler"])
