@@ -54,7 +54,6 @@ def test_the_same_network_resumes_and_a_finished_one_is_trained_anew_only_if_it_
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
 
 
-
 def test_optimizer_state_of_a_channels_first_checkpoint_takes_the_parameters_layout(tmp_path):
     """A checkpoint written before conv weights were stored channels-last resumes with its moments in the layout of
     the parameters they update, and the same values."""
