@@ -111,7 +111,14 @@ def _read(path: Path, dtype) -> tuple[np.ndarray, np.ndarray]:
         return _read_nifti(path, dtype)
     from monai.data import ITKReader
 
-    reader = ITKReader()
+    kwargs = {}
+    if dtype is not None and np.dtype(dtype) == np.float32:
+        import itk
+
+        # ITK stacks a series in the first slice's pixel type while it rescales each slice with its own slope and
+        # intercept: a slice whose rescaled values do not fit that type (int16 with a slope of 1000) wrapped around
+        kwargs["pixel_type"] = itk.F
+    reader = ITKReader(**kwargs)
     array, meta = reader.get_data(reader.read(str(path)))
     return np.asarray(array, dtype=dtype), meta["affine"]  # in the stored memory order
 
@@ -157,7 +164,8 @@ def load_ct(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
     Raises:
         CTInputError: the file is missing or unreadable, is empty (an axis of length 0), is a 2D image, is not a single
-            3D volume, has NaN or Inf voxels, holds nothing denser than air or values no CT in HU reaches, or has a
+            3D volume, has NaN or Inf voxels, holds nothing denser than air or values no CT in HU reaches (in the
+            whole volume, or in some of its slices: one slice of a series with a wrong rescale slope), or has a
             degenerate or non-finite voxel grid (or a NIfTI header whose sform and qform disagree, or complex voxels).
 
     Warns:
@@ -224,6 +232,38 @@ def _check_not_beyond_hu(flat: np.ndarray, sample: np.ndarray, source: str) -> N
                            "moves only its highest values): not in HU (check the rescale slope/intercept)")
 
 
+#: a plane this narrow may lie inside an implant: in a crop around it, most of a plane can be metal
+PLANE_MIN_VOXELS = 32
+
+
+def _check_planes_in_hu(hu, source: str) -> None:
+    """Raise :class:`CTInputError` when some but not all planes of a volume (the slices along any voxel axis, at
+    least :data:`PLANE_MIN_VOXELS` each way) have their median beyond +-:data:`MAX_PLAUSIBLE_HU`. One DICOM slice
+    exported with another unit (a rescale slope of 1000) leaves the volume's median where it is, and its DRRs and
+    segmentation were garbage marked ok. ``hu``: the volume, with leading singleton axes (a channel) or none."""
+    vol = np.asarray(hu.detach().cpu() if hasattr(hu, "detach") else hu)
+    while vol.ndim > 3 and vol.shape[0] == 1:
+        vol = vol[0]
+    if vol.ndim != 3:
+        return
+    for axis in range(3):
+        planes = np.moveaxis(vol, axis, 0)
+        rows, cols = planes.shape[1:]
+        if min(rows, cols) < PLANE_MIN_VOXELS:
+            continue
+        step = max(1, int(np.sqrt(rows * cols / 4096)))  # a median needs a few thousand values, not a whole plane
+        medians = np.median(planes[:, ::step, ::step].reshape(planes.shape[0], -1), axis=1)
+        bad = np.flatnonzero(np.abs(medians) > MAX_PLAUSIBLE_HU)
+        if 0 < bad.size < medians.size:  # every plane beyond is the whole volume's unit, told by the volume's check
+            one = bad.size == 1
+            raise CTInputError(
+                f"{source}: {bad.size} of its {medians.size} slices along voxel axis {axis} (shape "
+                f"{tuple(vol.shape)}; {'index' if one else 'the first at index'} {bad[0]}) {'has' if one else 'have'} "
+                f"a median of {medians[bad[0]]:.0f}, where a CT in HU has its median within "
+                f"+-{MAX_PLAUSIBLE_HU:.0f}: {'that slice was' if one else 'those slices were'} exported with another "
+                "rescale slope/intercept than the rest; export the series again or drop the slice")
+
+
 #: at most this many distinct whole values, from 0, a third or more 0: a label map (TotalSegmentator has 117 classes); a CT in HU
 #: holds air (-1000) and fat (-100), and even a crop inside an organ holds its noise's hundreds of values
 LABEL_MAP_MAX_VALUES = 255
@@ -244,8 +284,9 @@ def _check_not_label_map(sample: np.ndarray, source: str) -> None:
 
 def check_not_air_only(hu, source: str) -> None:
     """Raise :class:`CTInputError` (one line naming ``source``) when a CT's values are not those of a body in HU: it
-    holds nothing denser than air (every voxel at most :data:`MAX_AIR_ONLY_HU`), or its median lies beyond
-    +-:data:`MAX_PLAUSIBLE_HU` (another unit, a wrong rescale slope), or they are a label map's (a mask given as the
+    holds nothing denser than air (every voxel at most :data:`MAX_AIR_ONLY_HU`), or its median, or that of some of its
+    slices, lies beyond +-:data:`MAX_PLAUSIBLE_HU` (another unit, a wrong rescale slope), or they are a label map's (a
+    mask given as the
     CT). ``hu``: any array or tensor of the volume, its values finite. The checks are here so that every caller (the
     DRR reader, the pretraining, classification and segmentation input checks) makes them all."""
     a = _flat(hu)
@@ -253,6 +294,8 @@ def check_not_air_only(hu, source: str) -> None:
         return
     sample = _sample(a)
     _check_not_beyond_hu(a, sample, source)
+    if float(np.abs(sample).max()) > MAX_PLAUSIBLE_HU:  # only then can one plane's median lie beyond
+        _check_planes_in_hu(hu, source)
     _check_not_label_map(sample, source)
     # a sample settles it for any volume with a body in it; only one the sample finds no tissue in is read whole
     if float(sample.max()) > MAX_AIR_ONLY_HU:
