@@ -14,6 +14,7 @@ import torch
 
 __all__ = [
     "CT_SPACING_MM", "SFORM_QFORM_TOLERANCE", "check_ct_volume", "check_dicom_pixel_data", "check_dicom_series",
+    "dicom_image_problem",
     "check_grid", "check_has_voxels", "check_nifti_header", "is_sheared",
 ]
 
@@ -337,3 +338,32 @@ def _check_pixel_data(path: str, source: str, file_size: int, mtime_ns: int) -> 
         raise ValueError(f"{source}: holds {size} bytes of pixel data where its header ({ds.Rows} x {ds.Columns}, "
                          f"{ds.BitsAllocated} bits, {frames} frame(s)) needs {needed}: the file is cut short; "
                          "copy it again from the archive")
+
+
+#: photometric interpretations of one sample per pixel; the colour ones (RGB, YBR_*) need three
+_ONE_SAMPLE = ("MONOCHROME1", "MONOCHROME2", "PALETTE COLOR")
+
+
+def dicom_image_problem(source: str) -> str | None:
+    """What in the header of the DICOM file ``source`` keeps a reader from decoding it as one grey image, said with
+    the fix, or None (not a DICOM file, or nothing found). For a reader's own error, which names neither the file nor
+    the fault (ITK: ``itk.Image is not wrapped for input type itk.Vector[itk.US,3]``)."""
+    path = Path(source)
+    from unimiss_monai.data.image_formats import is_dicom_file
+
+    if not path.is_file() or not (path.suffix.lower() == ".dcm" or is_dicom_file(path)):
+        return None
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        samples, photometric = int(ds.get("SamplesPerPixel", 1) or 1), str(ds.get("PhotometricInterpretation", ""))
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except Exception:  # noqa: BLE001 - a header pydicom cannot parse is the reader's business too
+        return None
+    if (samples == 1) != (photometric.upper() in _ONE_SAMPLE):
+        return (f"its header declares PhotometricInterpretation {photometric or 'none'} with {samples} sample(s) per "
+                "pixel, which do not go together; export it again as MONOCHROME2 (or save it as PNG)")
+    if frames > 1:
+        return f"it holds {frames} frames; save each frame as a file of its own (one projection image per file)"
+    return None

@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 import torch
 from monai.data import Dataset
 
-from unimiss_monai.utils.errors import failure_reason
+from unimiss_monai.data.grid_checks import dicom_image_problem
+from unimiss_monai.utils.errors import failure_reason, user_error_message
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,9 @@ class TolerantDataset(Dataset):
             out = super()._transform(index)
         except Exception as err:  # noqa: BLE001 - any failure of one case is reported, the others go on
             reason = failure_reason(err)
+            problem = None if user_error_message(err) else dicom_image_problem(case)
+            if problem:  # a reader's internals: say what in the file it could not take, and the fix
+                reason = f"{reason}; {problem}"
             if case not in reason:  # a reader's own error may not say which file it was reading
                 reason = f"{case}: {reason}"
             logger.error("inference: %s failed: %s", case, reason)

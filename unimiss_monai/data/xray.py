@@ -20,6 +20,7 @@ from monai.data import MetaTensor
 from monai.transforms import LoadImage
 
 from unimiss_monai.conventions import structure_colour
+from unimiss_monai.data.grid_checks import dicom_image_problem
 from unimiss_monai.data.image_formats import SCANNED_SUFFIXES, scan_images
 from unimiss_monai.data.writers import save_png
 from unimiss_monai.utils.lazy import moved_names
@@ -114,6 +115,9 @@ def grey_radiograph(img: torch.Tensor, invert_monochrome1: bool = True, luminanc
     img = drop_trailing_singletons(img)
     if img.ndim > 3:
         spatial = tuple(img.shape[1:])
+        problem = dicom_image_problem(name)  # a multi-frame DICOM reads as a volume: not told to render a DRR
+        if problem:
+            raise ValueError(f"{name}: {problem}")
         raise ValueError(f"{name}: got a 3D volume of spatial shape {spatial}; this 2D X-ray model takes one projection image (PNG, DICOM or 2D NIfTI) — render a DRR from a CT first")
     channels = img.shape[0]
     if channels in (3, 4) and torch.equal(img[0], img[1]) and torch.equal(img[0], img[2]):
