@@ -13,8 +13,9 @@ import torch
 
 from unimiss_monai.benchmarks import backbone
 from unimiss_monai.benchmarks.backbone import bench_backbone, parse_amp
-from unimiss_monai.benchmarks.drr import bench_drr, check_device, our_names
+from unimiss_monai.benchmarks.drr import bench_drr, our_names
 from unimiss_monai.benchmarks.inference import bench_infer
+from unimiss_monai.benchmarks.machine import check_device
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,15 +32,25 @@ def no_cuda(monkeypatch):
 ])
 def test_cuda_without_cuda_is_one_line(no_cuda, run):
     # refused before the (missing) CT is read or any network is built
-    with pytest.raises(ValueError, match="CUDA is not available here; use --device cpu") as err:
+    with pytest.raises(ValueError, match=r": cuda asked for, but this PyTorch sees no CUDA device; pass --device cpu$") as err:
         run()
     assert "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("device", ["gpu", "cuda0", "tpu", "cuda:x"])
 def test_unknown_device_refused(device):
-    with pytest.raises(ValueError, match=r"--device must be 'cpu' or 'cuda\[:N\]'"):
+    with pytest.raises(ValueError, match=rf"^bench-drr: '{device}' is not a device to run bench-drr on; pass --device "
+                                         r"cpu or --device cuda\[:N\]$"):
         check_device("bench-drr", device)
+
+
+def test_a_gpu_this_machine_lacks_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    check_device("bench-drr", "cuda:1")
+    with pytest.raises(ValueError, match=r"^bench-drr: cuda:7 asked for, but this PyTorch sees 2 CUDA device\(s\); "
+                                         r"pass --device cpu or cuda:0 to cuda:1$"):
+        check_device("bench-drr", "cuda:7")
 
 
 def test_cli_prints_the_refusal_as_one_line():
@@ -49,7 +60,7 @@ def test_cli_prints_the_refusal_as_one_line():
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip() and "codec" not in line.lower()]
     # the package's error hook: the message on one line, then its hint on how to see the traceback
-    assert lines[-2].startswith("error: bench-drr: --device cuda requested but CUDA is not available"), proc.stderr
+    assert lines[-2].startswith("error: bench-drr: cuda asked for, but this PyTorch sees no CUDA device"), proc.stderr
     assert lines[-1].startswith("(set UNIMISS_TRACEBACK=1")
 
 

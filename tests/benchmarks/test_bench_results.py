@@ -124,7 +124,7 @@ def test_pretrain_prints_the_machine_threads_and_load_average(monkeypatch, capsy
     """The result of bench-pretrain says where it was measured; the training step itself is stubbed here."""
     from ignite.engine import Engine
 
-    from unimiss_monai.benchmarks import drr
+    from unimiss_monai.benchmarks import machine
     from unimiss_monai.benchmarks.pretrain import bench_pretrain
     from unimiss_monai.engines import pretraining
 
@@ -136,7 +136,7 @@ def test_pretrain_prints_the_machine_threads_and_load_average(monkeypatch, capsy
             return super().run([0, 1, 2], max_epochs=1)
 
     monkeypatch.setattr(pretraining, "PretrainingTrainer", QuickTrainer)
-    monkeypatch.setattr(drr, "cpu_model", lambda: "Test CPU 9000")
+    monkeypatch.setattr(machine, "cpu_model", lambda: "Test CPU 9000")
     result = bench_pretrain(tiny=True, out_dim=8, ct_roi=(16, 64, 64), image_size_2d=64, steps=2, warmup=1,
                             batch_size=1, device="cpu", threads=1)
     assert result["steps_timed"] == 2

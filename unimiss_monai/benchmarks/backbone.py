@@ -21,13 +21,13 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
-import resource
 import statistics
 import time
 
 import torch
 from tqdm import tqdm
 
+from unimiss_monai.benchmarks.machine import check_device, format_load, machine_name, resident_mib
 from unimiss_monai.data.writers import atomic_path, check_output_file, save_json
 
 __all__ = ["bench_backbone", "columns", "parse_amp"]
@@ -57,11 +57,6 @@ CASES = {
     "2d": {"shape": (3, 224, 224), "batch": 4},
     "3d": {"shape": (1, 16, 96, 96), "batch": 2},
 }
-
-
-def _rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def columns(device: str, amp: str | bool | None = "auto") -> list[tuple[bool, str | None]]:
@@ -132,10 +127,10 @@ def _peak_cpu_mib(variant: str, case: str, fused: bool, device: str, warmup: int
     so run it in a fresh process."""
     torch.set_num_threads(threads)
     _, step = _model_and_step(variant, case, fused, device, amp)
-    base = _rss_mib()
+    base = resident_mib()
     for _ in range(warmup + 1):
         step()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+    return resident_mib(peak=True) - base
 
 
 def _interleaved(variant: str, case: str, cols: list, device: str, repeats: int, warmup: int, threads: int) -> list[dict]:
@@ -274,7 +269,6 @@ def bench_backbone(
             ``fp16`` or ``none``: both formulations under that one setting (a like-for-like kernel comparison).
         overwrite: replace an existing ``out`` and its chart (else they are refused before any work).
     """
-    from unimiss_monai.benchmarks.drr import check_device, format_load, machine_name
 
     check_device("bench-backbone", device)
     png = os.path.splitext(out)[0] + ".png"

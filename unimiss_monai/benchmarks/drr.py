@@ -18,61 +18,20 @@ memory is then the CUDA memory allocated at the peak above the level before the 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import statistics
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-__all__ = ["bench_drr", "COMPETITORS", "cpu_model", "format_load", "format_seconds", "machine_name", "measure"]
+from unimiss_monai.benchmarks.machine import check_device, format_load, format_seconds, machine_name, measure
+
+__all__ = ["bench_drr", "COMPETITORS"]
 
 COMPETITORS = ("diffdrr-siddon", "diffdrr-trilinear", "nanodrr", "plastimatch")
-
-
-def _rss_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field):
-                return int(line.split()[1])
-    return 0
-
-
-def check_device(command: str, device: str) -> None:
-    """Refuse, in one line naming ``command``, a device other than ``cpu`` / ``cuda[:N]``, or CUDA where there is none."""
-    if not (device == "cpu" or re.fullmatch(r"cuda(:\d+)?", str(device))):
-        raise ValueError(f"{command}: --device must be 'cpu' or 'cuda[:N]', got {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"{command}: --device {device} requested but CUDA is not available here; use --device cpu")
-
-
-def measure(fn: Callable[[], torch.Tensor], device: str = "cpu") -> tuple[float, float, float, torch.Tensor]:
-    """Wall seconds, process CPU seconds, peak extra MiB (resident memory; CUDA allocated memory for a CUDA
-    ``device``, synchronised before and after), result."""
-    cuda = str(device).startswith("cuda")
-    if cuda:
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device) / 2**10
-    else:
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")  # reset the peak-RSS counter
-        except OSError:
-            pass
-        before = _rss_kib("VmRSS:")
-    t, c = time.perf_counter(), time.process_time()
-    with torch.inference_mode():
-        out = fn()
-        if cuda:
-            torch.cuda.synchronize(device)
-    wall, cpu = time.perf_counter() - t, time.process_time() - c
-    peak = torch.cuda.max_memory_allocated(device) / 2**10 if cuda else _rss_kib("VmHWM:")
-    return wall, cpu, max(0, peak - before) / 1024, out
 
 
 def _diffdrr(mu: np.ndarray, affine: np.ndarray, size: int, spacing: float, sdd: float, sid: float, names,
@@ -168,34 +127,6 @@ def our_names(device: str = "cpu") -> tuple[str, str, str]:
     if device == "cpu":
         return PREPARED, ONE_SHOT, "unimiss trilinear (numba)"
     return tuple(name.replace("(numba)", f"(torch, {device})") for name in (PREPARED, ONE_SHOT, "unimiss trilinear (numba)"))
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
-
-
-def machine_name(device: str) -> str:
-    """``"<CPU model>, <n> CPUs"``, with ``", GPU <name>"`` for a CUDA device: the machine line of a benchmark."""
-    gpu = f", GPU {torch.cuda.get_device_name(device)}" if device.startswith("cuda") else ""
-    return f"{cpu_model()}, {os.cpu_count()} CPUs{gpu}"
-
-
-def format_load(load: tuple[float, float, float]) -> str:
-    return "/".join(f"{v:.1f}" for v in load)
-
-
-def format_seconds(s: float) -> str:
-    """Three decimals, or three significant digits below 10 ms (GPU renderers take about a millisecond)."""
-    return f"{s:.3f}" if s >= 0.01 else f"{s:.3g}"
 
 
 def _ratios(rows: list[dict], names: Sequence[str] = (PREPARED, ONE_SHOT)) -> list[str]:

@@ -85,7 +85,7 @@ def bench_drr_cases(
     import numba
     import torch
 
-    from unimiss_monai.benchmarks.drr import format_load, machine_name
+    from unimiss_monai.benchmarks.machine import format_load, machine_name
     from unimiss_monai.data.ct_inputs import CTCase, find_ct_cases
     from unimiss_monai.data.locators import find_real_ct
     from unimiss_monai.data.writers import check_output_file, save_json

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from unimiss_monai.benchmarks.drr import check_device, format_load, format_seconds, machine_name, measure
+from unimiss_monai.benchmarks.machine import check_device, format_load, format_seconds, machine_name, measure
 
 __all__ = ["bench_infer", "count_windows", "dice_per_class", "load_paths"]
 

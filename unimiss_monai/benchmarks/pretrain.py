@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import statistics
 import time
 
 import torch
 
+from unimiss_monai.benchmarks.machine import check_device, format_load, machine_name, resident_mib
+
 __all__ = ["bench_pretrain"]
-
-
-def _peak_cpu_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _random_views(n: int, ct_roi: tuple[int, ...], image_size_2d: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
@@ -64,11 +61,15 @@ def bench_pretrain(
     """
     from ignite.engine import Events
 
-    from unimiss_monai.benchmarks.drr import check_device, format_load, machine_name
     from unimiss_monai.data.loaders import PhaseLoader, SeededDataset, make_loader
     from unimiss_monai.engines.pretraining import PretrainingTrainer
     from unimiss_monai.losses import UniMissPlusLoss
-    from unimiss_monai.networks import DINOHead, StudentTeacher, build_backbone, param_groups_lrd
+    from unimiss_monai.networks import (
+        DINOHead,
+        StudentTeacher,
+        build_backbone,
+        param_groups_lrd,
+    )
     from unimiss_monai.utils.args import as_count
 
     if steps < 1 or warmup < 0:
@@ -131,7 +132,7 @@ def bench_pretrain(
         "seconds_per_step": round(statistics.median(times), 3),
         "seconds_per_step_range": [round(min(times), 3), round(max(times), 3)],
         "slabs_per_s": round(batch_size * len(times) / sum(times), 3),
-        "peak_memory_MiB": round(torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else _peak_cpu_mib(), 1),
+        "peak_memory_MiB": round(torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else resident_mib(peak=True), 1),
         "peak_memory_kind": "CUDA allocated" if dev.type == "cuda" else "process max RSS",
     }
     print(f"bench-pretrain on {result['machine']}, device {dev}, {result['threads']} threads, load average (1/5/15 min) "

@@ -1,7 +1,8 @@
 """Data: data sets, samplers and loaders, the pretraining datalist, image IO and grid checks, atomic writers, sample
 data sets, real-data locators and synthetic phantoms. Names are imported on first use (PEP 562).
 
-This room imports only ``conventions`` and ``utils`` (see ARCHITECTURE.md): no transforms, networks or engines.
+This room imports only ``conventions`` and ``utils`` (see ARCHITECTURE.md): no transforms, networks or engines; the
+one exception, ``sample_sets``, renders DRRs of its phantoms with ``drr``.
 """
 
 # bound now, not lazily: ``samples`` is both this function and a submodule, and whichever import comes first would

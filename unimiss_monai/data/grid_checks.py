@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from unimiss_monai.data.image_formats import image_suffix, is_dicom_file
+
 __all__ = [
     "CT_SPACING_MM", "SFORM_QFORM_TOLERANCE", "check_ct_volume", "check_dicom_pixel_data", "check_dicom_series",
     "dicom_image_problem",
@@ -257,8 +259,6 @@ def check_dicom_series(source: str, tolerance: float = 0.01) -> None:
         return
     import pydicom
 
-    from unimiss_monai.data.image_formats import is_dicom_file
-
     tags = ["SeriesInstanceUID", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns"]
     series: dict[str, list] = {}
     for path in sorted(folder.iterdir()):
@@ -303,8 +303,6 @@ def check_dicom_pixel_data(source: str) -> None:
     path = Path(source)
     if not path.is_file():
         return
-    from unimiss_monai.data.image_formats import image_suffix, is_dicom_file
-
     if image_suffix(path.name) not in ("", ".dcm") or not (path.suffix.lower() == ".dcm" or is_dicom_file(path)):
         return  # a PNG or NIfTI is not opened to sniff for DICOM, epoch after epoch
     st = path.stat()
@@ -349,8 +347,6 @@ def dicom_image_problem(source: str) -> str | None:
     the fix, or None (not a DICOM file, or nothing found). For a reader's own error, which names neither the file nor
     the fault (ITK: ``itk.Image is not wrapped for input type itk.Vector[itk.US,3]``)."""
     path = Path(source)
-    from unimiss_monai.data.image_formats import is_dicom_file
-
     if not path.is_file() or not (path.suffix.lower() == ".dcm" or is_dicom_file(path)):
         return None
     import pydicom

@@ -21,7 +21,9 @@ class SelectStructures(Transform):
 
     Examples::
 
-        table, names = unimiss_monai.data.structure_lookup({"lung": LUNG_LOBES, "heart": ["heart"]})
+        from unimiss_monai.data.totalsegmentator import LUNG_LOBES, structure_lookup
+
+        table, names = structure_lookup({"lung": LUNG_LOBES, "heart": ["heart"]})
         SelectStructures(table)(label)  # (1, X, Y, Z) with values in {0, 1, 2}
     """
 

@@ -1,0 +1,90 @@
+"""What every benchmark states beside its numbers: the machine, the load, the device it was asked for, and how one call
+was measured (wall and CPU seconds, peak memory)."""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections.abc import Callable
+
+import torch
+
+from unimiss_monai.utils.devices import device_problem
+
+__all__ = ["check_device", "cpu_model", "format_load", "format_seconds", "machine_name", "measure", "resident_mib"]
+
+
+def check_device(command: str, device: str) -> None:
+    """Refuse, in one line naming ``command``, a device this PyTorch cannot run on (``gpu``, ``cuda`` on a CPU-only
+    build, ``cuda:7`` on a machine with two GPUs), before a CT is read or a network built."""
+    problem = device_problem(device, "--device", f"run {command} on")
+    if problem is not None:
+        raise ValueError(f"{command}: {problem}")
+
+
+def resident_mib(peak: bool = False) -> float:
+    """This process's resident memory in MiB: now, or its peak (since the start or since :func:`measure` last reset
+    it)."""
+    field = "VmHWM:" if peak else "VmRSS:"
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field):
+                    return int(line.split()[1]) / 1024
+    except OSError:  # no /proc (macOS): the peak is in the process's usage, the current size is not
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 if peak else 0.0
+
+
+def measure(fn: Callable[[], torch.Tensor], device: str = "cpu") -> tuple[float, float, float, torch.Tensor]:
+    """Wall seconds, process CPU seconds, peak extra MiB (resident memory; CUDA allocated memory for a CUDA
+    ``device``, synchronised before and after), result."""
+    cuda = str(device).startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device) / 2**20
+    else:
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # reset the peak-RSS counter
+        except OSError:
+            pass
+        before = resident_mib()
+    t, c = time.perf_counter(), time.process_time()
+    with torch.inference_mode():
+        out = fn()
+        if cuda:
+            torch.cuda.synchronize(device)
+    wall, cpu = time.perf_counter() - t, time.process_time() - c
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else resident_mib(peak=True)
+    return wall, cpu, max(0.0, peak - before), out
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def machine_name(device: str) -> str:
+    """``"<CPU model>, <n> CPUs"``, with ``", GPU <name>"`` for a CUDA device: the machine line of a benchmark."""
+    gpu = f", GPU {torch.cuda.get_device_name(device)}" if device.startswith("cuda") else ""
+    return f"{cpu_model()}, {os.cpu_count()} CPUs{gpu}"
+
+
+def format_load(load: tuple[float, float, float]) -> str:
+    return "/".join(f"{v:.1f}" for v in load)
+
+
+def format_seconds(s: float) -> str:
+    """Three decimals, or three significant digits below 10 ms (GPU renderers take about a millisecond)."""
+    return f"{s:.3f}" if s >= 0.01 else f"{s:.3g}"
