@@ -32,7 +32,8 @@ def no_cuda(monkeypatch):
 ])
 def test_cuda_without_cuda_is_one_line(no_cuda, run):
     # refused before the (missing) CT is read or any network is built
-    with pytest.raises(ValueError, match=r": cuda asked for, but this PyTorch sees no CUDA device; pass --device cpu$") as err:
+    no_device = r": cuda asked for, but this PyTorch sees no CUDA device; pass --device cpu$"
+    with pytest.raises(ValueError, match=no_device) as err:
         run()
     assert "\n" not in str(err.value)
 

@@ -132,7 +132,8 @@ def bench_pretrain(
         "seconds_per_step": round(statistics.median(times), 3),
         "seconds_per_step_range": [round(min(times), 3), round(max(times), 3)],
         "slabs_per_s": round(batch_size * len(times) / sum(times), 3),
-        "peak_memory_MiB": round(torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else resident_mib(peak=True), 1),
+        "peak_memory_MiB": round(
+            torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else resident_mib(peak=True), 1),
         "peak_memory_kind": "CUDA allocated" if dev.type == "cuda" else "process max RSS",
     }
     print(f"bench-pretrain on {result['machine']}, device {dev}, {result['threads']} threads, load average (1/5/15 min) "
