@@ -7,7 +7,9 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Orientation, Transpose
 
-from unimiss_monai.conventions import CT_AXCODES, CT_TO_NETWORK, NETWORK_TO_CT, display_2d, display_panels, network_spacing
+from unimiss_monai.conventions import (
+    CT_AXCODES, CT_TO_NETWORK, NETWORK_TO_CT, display_2d, display_panels, grey_levels, network_spacing,
+)
 
 
 def test_network_order_round_trip_and_spacing():
@@ -72,3 +74,22 @@ def test_a_structure_has_one_colour_in_every_picture(tmp_path):
     rgb = np.asarray(Image.open(path).convert("RGB")).reshape(-1, 3).astype(int)
     blended = np.round(0.55 * np.asarray(heart))  # 55 % opaque over a black image
     assert (np.abs(rgb - blended).max(1) <= 2).any()
+
+
+def test_every_grey_picture_is_windowed_alike_and_survives_a_nan_pixel():
+    """The overlays the bundles write and the report's pictures scale grey by one rule: the window, else the 1st and
+    99th percentiles of the finite values; a NaN pixel shows dark instead of turning the whole picture to noise."""
+    from unimiss_monai.data.xray import overlay_rgb
+    from unimiss_monai.report.images import grey_rgb
+
+    ramp = np.linspace(0.0, 100.0, 101, dtype=np.float32).reshape(101, 1).repeat(3, axis=1)
+    np.testing.assert_allclose(grey_levels(ramp, window=(25, 75))[[0, 50, 100], 0], [0.0, 0.5, 1.0])
+    np.testing.assert_allclose(grey_levels(ramp)[[1, 50, 99], 0], [0.0, 0.5, 1.0], atol=1e-6)
+    spoiled = ramp.copy()
+    spoiled[40, 1] = np.nan
+    levels = grey_levels(spoiled)
+    assert levels[40, 1] == 0.0 and np.array_equal(np.delete(levels.ravel(), 40 * 3 + 1),
+                                                   np.delete(grey_levels(ramp).ravel(), 40 * 3 + 1))
+    assert np.array_equal(grey_rgb(spoiled)[..., 0], (levels * 255).astype(np.uint8))
+    overlay = overlay_rgb(spoiled, np.zeros((1, 101, 3)))  # (X, Y) in, rows x columns out
+    assert np.array_equal(overlay[..., 0], (levels * 255).astype(np.uint8).T)

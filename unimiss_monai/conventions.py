@@ -47,6 +47,7 @@ __all__ = [
     "display_2d",
     "display_shape",
     "display_panels",
+    "grey_levels",
     "network_spacing",
     "structure_colour",
 ]
@@ -68,6 +69,21 @@ def display_2d(image: np.ndarray) -> np.ndarray:
     """A ``(X, Y)`` image (or ``(X, Y, channels)``) as rows x columns for a PNG or ``imshow``."""
     image = np.asarray(image)
     return np.swapaxes(image, 0, 1)
+
+
+def grey_levels(image, window: Sequence[float] | None = None, percentiles: Sequence[float] = (1, 99)) -> np.ndarray:
+    """An image's grey levels for a picture, float32 in ``[0, 1]``: scaled to ``window`` (e.g. a HU window) or, without
+    one, to the ``percentiles`` of its finite values (radiographs and DRRs have no fixed unit). NaN shows as the low end,
+    so one bad pixel does not blank the picture."""
+    image = np.asarray(image, dtype=np.float32)
+    finite = image[np.isfinite(image)]
+    if window is not None:
+        lo, hi = float(window[0]), float(window[1])
+    elif finite.size:
+        lo, hi = (float(v) for v in np.percentile(finite, percentiles))
+    else:
+        lo, hi = 0.0, 1.0
+    return np.clip((np.nan_to_num(image, nan=lo) - lo) / max(hi - lo, 1e-6), 0, 1)
 
 
 def display_shape(shape: Sequence[int], pixel_spacing: Sequence[float] | float) -> tuple[int, int]:

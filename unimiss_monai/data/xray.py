@@ -19,7 +19,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import LoadImage
 
-from unimiss_monai.conventions import structure_colour
+from unimiss_monai.conventions import grey_levels, structure_colour
 from unimiss_monai.data.grid_checks import dicom_image_problem
 from unimiss_monai.data.image_formats import SCANNED_SUFFIXES, scan_images
 from unimiss_monai.data.writers import save_png
@@ -211,9 +211,7 @@ def overlay_rgb(image: np.ndarray | torch.Tensor, masks: np.ndarray | torch.Tens
         masks = masks[None]
     if masks.shape[1:] != image.shape:
         raise ValueError(f"overlay: masks of size {masks.shape[1:]} do not match the image size {image.shape}")
-    lo, hi = np.percentile(image, (1, 99)) if image.size else (0.0, 1.0)
-    grey = np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1)
-    rgb = np.repeat(grey[..., None] * 255.0, 3, axis=-1)
+    rgb = np.repeat(grey_levels(image)[..., None] * 255.0, 3, axis=-1)
     for i, mask in enumerate(masks):
         colour = np.asarray(colours[i % len(colours)], dtype=np.float32)
         rgb[mask] = (1 - alpha) * rgb[mask] + alpha * colour

@@ -6,11 +6,13 @@ Arrays here are already in display order (rows x columns, :func:`unimiss_monai.c
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
+
+from unimiss_monai.conventions import grey_levels
+from unimiss_monai.visualize.plots import figure_png  # noqa: F401 - the report's sections take it from here
 
 from .palette import colour
 
@@ -20,15 +22,7 @@ __all__ = ["draw_outlines", "figure_png", "grey_rgb", "legend_below", "legend_ha
 def grey_rgb(image: np.ndarray, window: Sequence[float] | None = None, percentiles: Sequence[float] = (1, 99)) -> np.ndarray:
     """``(rows, cols)`` image -> ``(rows, cols, 3)`` uint8 grey, scaled to ``window`` (e.g. a HU window) or, without
     one, to the image's ``percentiles`` (radiographs and DRRs have no fixed unit)."""
-    image = np.asarray(image, dtype=np.float32)
-    finite = image[np.isfinite(image)]
-    if window is not None:
-        lo, hi = float(window[0]), float(window[1])
-    elif finite.size:
-        lo, hi = (float(v) for v in np.percentile(finite, percentiles))
-    else:
-        lo, hi = 0.0, 1.0
-    scaled = np.clip((np.nan_to_num(image, nan=lo) - lo) / max(hi - lo, 1e-6), 0, 1)
+    scaled = grey_levels(image, window, percentiles)
     return np.repeat((scaled * 255).astype(np.uint8)[..., None], 3, axis=-1)
 
 
@@ -95,8 +89,3 @@ def legend_below(fig, names: Sequence[str], ncol: int = 6, fontsize: int = 9) ->
                ncol=max(1, min(ncol, len(names))), fontsize=fontsize, frameon=False)
 
 
-def figure_png(fig, dpi: int = 100) -> bytes:
-    """A matplotlib ``Figure`` as PNG bytes (no pyplot: no global state, works headless)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
-    return buf.getvalue()

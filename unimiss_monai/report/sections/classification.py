@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from unimiss_monai.metrics.classification import roc_curve
+
 from ..document import Figure, Note, Paragraph, Section, Table, fmt
 from ..images import figure_png
 from ..run_folder import RunFolder, failed_note, read_json, stale_notes
@@ -32,14 +34,6 @@ def read_predictions(path: Path) -> tuple[list[str], list[str], np.ndarray, np.n
     return [r.get("name", "") for r in rows], classes, probs, truth
 
 
-def _roc_curve(scores, targets):
-    try:
-        from unimiss_monai.metrics.classification import roc_curve
-    except ImportError:  # the package before metrics/ existed
-        from unimiss_monai.engines.classification_report import roc_curve
-    return roc_curve(scores, targets)
-
-
 def _roc_figure(title: str, classes, probs, truth, metrics: dict) -> bytes:
     from matplotlib.figure import Figure as MplFigure
 
@@ -50,7 +44,7 @@ def _roc_figure(title: str, classes, probs, truth, metrics: dict) -> bytes:
     for c, name in enumerate(classes):
         if truth[:, c].min() == truth[:, c].max():
             continue  # ROC undefined without both positives and negatives
-        fpr, tpr, _ = _roc_curve(probs[:, c], truth[:, c])
+        fpr, tpr, _ = roc_curve(probs[:, c], truth[:, c])
         ax.plot(fpr, tpr, lw=1.8, label=f"{name} (AUC {fmt(aucs.get(name))})")
     ax.set(xlabel="1 - specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.02), aspect="equal",
            title=title)
