@@ -73,8 +73,8 @@ def display_2d(image: np.ndarray) -> np.ndarray:
 
 def grey_levels(image, window: Sequence[float] | None = None, percentiles: Sequence[float] = (1, 99)) -> np.ndarray:
     """An image's grey levels for a picture, float32 in ``[0, 1]``: scaled to ``window`` (e.g. a HU window) or, without
-    one, to the ``percentiles`` of its finite values (radiographs and DRRs have no fixed unit). NaN shows as the low end,
-    so one bad pixel does not blank the picture."""
+    one, to the ``percentiles`` of its finite values (radiographs and DRRs have no fixed unit). NaN shows as the low
+    end, so one bad pixel does not blank the picture."""
     image = np.asarray(image, dtype=np.float32)
     finite = image[np.isfinite(image)]
     if window is not None:
