@@ -17,6 +17,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from unimiss_monai.utils.run_arguments import is_flag
+
 # command name -> "module:function", in the order of a first day: data, results, weights, studies, releases, speed
 COMMANDS: dict[str, str] = {
     "samples": "unimiss_monai.data.samples:samples",
@@ -74,11 +76,6 @@ def _load(name: str) -> Callable:
 
 # fire's own flags, which it also accepts before the "--" separator
 _FIRE_FLAGS = {"help", "h", "verbose"}
-
-
-def _is_flag(arg: str) -> bool:
-    # fire's rule: a leading hyphen, except a negative number
-    return arg.startswith("--") or re.match(r"^-[a-zA-Z]", arg) is not None
 
 
 def short_flags(func: Callable) -> dict[str, str]:
@@ -141,12 +138,12 @@ def read_options(command: str, func: Callable, args: Sequence[str]) -> tuple[str
     while index < len(args):
         arg = args[index]
         index += 1
-        if not _is_flag(arg):
+        if not is_flag(arg):
             values.append(arg)
             continue
         key, has_value, value = arg.lstrip("-").partition("=")
         key = key.replace("-", "_")
-        bool_syntax = not has_value and (index == len(args) or _is_flag(args[index]))
+        bool_syntax = not has_value and (index == len(args) or is_flag(args[index]))
         if key in names:
             name = key
         elif bool_syntax and key.startswith("no") and key[2:] in names:

@@ -23,7 +23,7 @@ from unimiss_monai.utils.errors import install_error_hook
 from unimiss_monai.utils.paths import file_in_the_way, symlink_loop_problem
 from unimiss_monai.utils.value_ranges import range_problem
 
-__all__ = ["RunArgumentError", "check_overrides", "check_run_arguments", "config_ids"]
+__all__ = ["RunArgumentError", "check_overrides", "check_run_arguments", "config_ids", "is_flag"]
 
 # the keys every config component may hold besides its target's arguments
 _COMPONENT_KEYS = {"_target_", "_disabled_", "_requires_", "_desc_", "_mode_"}
@@ -34,8 +34,8 @@ class RunArgumentError(ValueError):
     """A ``--key value`` pair of ``python -m monai.bundle run`` that names no config id or has the wrong type."""
 
 
-def _is_flag(arg: str) -> bool:
-    # fire's rule: a leading hyphen, except a negative number
+def is_flag(arg: str) -> bool:
+    """Whether fire reads command-line word ``arg`` as a flag: a leading hyphen, except a negative number."""
     return arg.startswith("--") or re.match(r"^-[a-zA-Z]", arg) is not None
 
 
@@ -50,12 +50,12 @@ def _parse_flags(args: Sequence[str]) -> dict[str, Any]:
     while index < len(args):
         arg = args[index]
         index += 1
-        if not _is_flag(arg):
+        if not is_flag(arg):
             continue  # a positional run_id
         key, has_value, value = arg.lstrip("-").partition("=")
         key = key.replace("-", "_")
         if not has_value:
-            if index == len(args) or _is_flag(args[index]):
+            if index == len(args) or is_flag(args[index]):
                 key, value = (key[2:], "False") if key.startswith("no") and key not in _run_arguments() else (key, "True")
             else:
                 value, index = args[index], index + 1
