@@ -43,6 +43,13 @@ def _with(value):
     return make
 
 
+def _slice_in_another_unit(path: Path) -> None:
+    """One axial slice 1000 times its HU (exported with another rescale slope): the volume's median is untouched."""
+    hu = make_ct_phantom((40, 36, 12), (4.0, 4.0, 8.0), seed=0, noise_hu=0).hu.astype(np.float32)
+    hu[:, :, 5] *= 1000.0
+    _nifti(hu, path, np.diag([4.0, 4.0, 8.0, 1.0]))
+
+
 def _singular_sform(path: Path) -> None:
     hdr = nib.Nifti1Header()
     hdr.set_data_shape((24, 24, 16))
@@ -74,6 +81,7 @@ BAD_CT: dict[str, tuple[Callable[[Path], None], str]] = {
     "empty.nii.gz": (lambda p: p.write_bytes(b""), ""),
     "not_nifti.nii.gz": (lambda p: p.write_bytes(b"this is a text file, not an image"), ""),
     "gzip_of_text.nii.gz": (_gzip_of(b"plain text inside a gzip stream"), ""),
+    "slice_unit.nii.gz": (_slice_in_another_unit, "slices along voxel axis .* rescale slope"),
 }
 
 
@@ -111,6 +119,25 @@ BAD_XRAY: dict[str, tuple[Callable[[Path], None], str]] = {
     "empty.dcm": (lambda p: p.write_bytes(b""), ""),
     "blank.png": (lambda p: _png(np.zeros((48, 40), np.uint8), p), "same value"),
 }
+
+
+def _dicom_radiograph(frames: int = 1, photometric: str = "MONOCHROME2") -> Callable[[Path], None]:
+    def make(path: Path) -> None:
+        from unimiss_monai.data.dicom_series import new_dicom_dataset
+
+        ds = new_dicom_dataset("1.2.840.10008.5.1.4.1.1.1.1", "DX", 48, 40, signed=False)
+        ds.PhotometricInterpretation = photometric
+        if frames > 1:
+            ds.NumberOfFrames = frames
+        ds.PixelData = np.concatenate([_radiograph(k).astype(np.uint16).ravel() for k in range(frames)]).tobytes()
+        ds.save_as(path, enforce_file_format=True)
+    return make
+
+
+BAD_XRAY.update({
+    "grey_as_ybr.dcm": (_dicom_radiograph(photometric="YBR_FULL"), "PhotometricInterpretation YBR_FULL .* MONOCHROME2"),
+    "two_frames.dcm": (_dicom_radiograph(frames=2), "2 frames; save each frame"),
+})
 
 
 def _tree_digest(folder: Path) -> dict[str, str]:
