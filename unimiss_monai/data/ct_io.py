@@ -286,9 +286,8 @@ def check_not_air_only(hu, source: str) -> None:
     """Raise :class:`CTInputError` (one line naming ``source``) when a CT's values are not those of a body in HU: it
     holds nothing denser than air (every voxel at most :data:`MAX_AIR_ONLY_HU`), or its median, or that of some of its
     slices, lies beyond +-:data:`MAX_PLAUSIBLE_HU` (another unit, a wrong rescale slope), or they are a label map's (a
-    mask given as the
-    CT). ``hu``: any array or tensor of the volume, its values finite. The checks are here so that every caller (the
-    DRR reader, the pretraining, classification and segmentation input checks) makes them all."""
+    mask given as the CT). ``hu``: any array or tensor of the volume, its values finite. The checks are here so that
+    every caller (the DRR reader, the pretraining, classification and segmentation input checks) makes them all."""
     a = _flat(hu)
     if not a.size:
         return
