@@ -8,6 +8,8 @@ import importlib
 import pytest
 
 MOVED = [
+    ("unimiss_monai.benchmarks.drr", "measure", "unimiss_monai.benchmarks.machine"),
+    ("unimiss_monai.benchmarks.drr", "cpu_model", "unimiss_monai.benchmarks.machine"),
     ("unimiss_monai.engines.classification_inference", "ClassProbabilityWriter", "unimiss_monai.handlers"),
     ("unimiss_monai.engines.classification_inference", "CheckSpatialDimsd", "unimiss_monai.transforms"),
     ("unimiss_monai.engines.classification_report", "roc_auc", "unimiss_monai.metrics"),

@@ -81,7 +81,7 @@ BAD_CT: dict[str, tuple[Callable[[Path], None], str]] = {
     "empty.nii.gz": (lambda p: p.write_bytes(b""), ""),
     "not_nifti.nii.gz": (lambda p: p.write_bytes(b"this is a text file, not an image"), ""),
     "gzip_of_text.nii.gz": (_gzip_of(b"plain text inside a gzip stream"), ""),
-    "slice_unit.nii.gz": (_slice_in_another_unit, "slices along voxel axis .* rescale slope"),
+    "slice_unit.nii.gz": (_slice_in_another_unit, r"slices \(along the last axis .* rescale slope"),
 }
 
 

@@ -116,10 +116,10 @@ def test_background_channel_keeps_the_affine_without_warnings():
     assert torch.equal(out["pred"].as_tensor(), expected) and torch.equal(out["label"], expected)
 
 
-def _dx(path, frames: int = 1, photometric: str = "MONOCHROME2"):
+def _dx(path, frames: int = 1, photometric: str = "MONOCHROME2", modality: str = "DX"):
     from unimiss_monai.data.dicom_series import new_dicom_dataset
 
-    ds = new_dicom_dataset("1.2.840.10008.5.1.4.1.1.1.1", "DX", 24, 20, signed=False)
+    ds = new_dicom_dataset("1.2.840.10008.5.1.4.1.1.1.1", modality, 24, 20, signed=False)
     ds.PhotometricInterpretation = photometric
     if frames > 1:
         ds.NumberOfFrames = frames
@@ -137,11 +137,13 @@ def test_dicom_radiographs_no_reader_takes_as_one_image_fail_naming_the_fault_an
 
     with pytest.raises(ValueError, match=r"two\.dcm: it holds 2 frames; save each frame as a file of its own"):
         load_radiograph(_dx(tmp_path / "two.dcm", frames=2))
+    with pytest.raises(ValueError, match=r"ct\.dcm: got a 3D volume .* render a DRR from a CT first"):
+        load_radiograph(_dx(tmp_path / "ct.dcm", frames=2, modality="CT"))  # an enhanced CT: its frames are slices
     ybr, good = _dx(tmp_path / "ybr.dcm", photometric="YBR_FULL"), _dx(tmp_path / "good.dcm")
     data = TolerantDataset([{"image": str(ybr)}, {"image": str(good)}],
                            Compose([LoadImaged("image", image_only=True)]), (1, 8, 8))
     assert data[1][FAILED_KEY] == ""
     reason = data[0][FAILED_KEY]
     assert reason.startswith(f"{ybr}: ") and "\n" not in reason
-    assert reason.endswith("its header declares PhotometricInterpretation YBR_FULL with 1 sample(s) per pixel, which do "
-                           "not go together; export it again as MONOCHROME2 (or save it as PNG)")
+    assert reason.endswith("its header declares PhotometricInterpretation YBR_FULL with 1 sample(s) per pixel, which "
+                           "do not go together; export it again as MONOCHROME2 (or save it as PNG)")

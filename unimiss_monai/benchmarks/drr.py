@@ -27,9 +27,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from unimiss_monai.benchmarks.machine import check_device, format_load, format_seconds, machine_name, measure
+from unimiss_monai.benchmarks import machine
+from unimiss_monai.utils.lazy import moved_names
 
 __all__ = ["bench_drr", "COMPETITORS"]
+
+# the machine and timing helpers every benchmark shares moved to their own module
+__getattr__ = moved_names(__name__, {n: "unimiss_monai.benchmarks.machine" for n in (
+    "check_device", "cpu_model", "format_load", "format_seconds", "machine_name", "measure")})
 
 COMPETITORS = ("diffdrr-siddon", "diffdrr-trilinear", "nanodrr", "plastimatch")
 
@@ -141,8 +146,8 @@ def _ratios(rows: list[dict], names: Sequence[str] = (PREPARED, ONE_SHOT)) -> li
             ours = by[name]["median_s"]
             # on a GPU nanodrr's fused kernel can be the faster one: then say by how much, not "0.0x"
             ratio = f"{theirs / ours:.1f}x" if theirs >= ours else f"{theirs / ours:.3f}x (nanodrr {ours / theirs:.1f}x faster)"
-            lines.append(f"{size}x{size}: {name} {format_seconds(ours)} s vs nanodrr {format_seconds(theirs)} s per view (medians): "
-                         f"{ratio}")
+            seconds = f"{machine.format_seconds(ours)} s vs nanodrr {machine.format_seconds(theirs)} s per view"
+            lines.append(f"{size}x{size}: {name} {seconds} (medians): {ratio}")
     return lines
 
 
@@ -190,7 +195,7 @@ def bench_drr(
     from unimiss_monai import drr
     from unimiss_monai.data.writers import check_output_file, save_json
 
-    check_device("bench-drr", device)
+    machine.check_device("bench-drr", device)
     if int(repeats) < 1:
         raise ValueError(f"bench-drr: --repeats must be at least 1, not {repeats}")
     if out:
@@ -218,7 +223,7 @@ def bench_drr(
     prep_walls = []
     for _ in range(repeats):
         prep = None  # free the previous volume first, as a pipeline preparing CT after CT does
-        wall, _, _, prep = measure(lambda: drr.prepare_volume(hu, affine, device=target), device)
+        wall, _, _, prep = machine.measure(lambda: drr.prepare_volume(hu, affine, device=target), device)
         prep_walls.append(wall)
     preparation = {"repeats": repeats, "first_s": prep_walls[0], "median_s": statistics.median(prep_walls),
                    "min_s": min(prep_walls), "max_s": max(prep_walls)}
@@ -255,7 +260,7 @@ def bench_drr(
             fns[name]()  # compile the kernels / warm caches (on a GPU every renderer: CUDA and Triton start-up)
         results = {name: {"wall": [], "cpu": [], "mem": [], "image": None} for name in fns}
         for name in tqdm(_plan(reps), desc=f"bench-drr {size}x{size}"):
-            wall, cpu, mib, image = measure(fns[name], device)
+            wall, cpu, mib, image = machine.measure(fns[name], device)
             r = results[name]
             r["wall"].append(wall), r["cpu"].append(cpu), r["mem"].append(mib)
             r["image"] = image.reshape(size, size).float().cpu()
@@ -273,9 +278,10 @@ def bench_drr(
         notes.append(_exact_check(prep, mu, affine, sid, device=device))
     load_end = os.getloadavg()
     header = (f"CT {Path(ct).name} {hu.shape} ({'Fortran' if hu.flags.f_contiguous else 'C'} order, as read), AP, sdd {sdd} "
-              f"mm, sid {sid} mm, 400 mm field. Machine: {machine_name(device)}; threads "
+              f"mm, sid {sid} mm, 400 mm field. Machine: {machine.machine_name(device)}; threads "
               f"{torch.get_num_threads()}/{numba.get_num_threads()} (torch/numba); load average (1/5/15 min) "
-              f"{format_load(load_start)} at the start, {format_load(load_end)} at the end. Volume preparation (HU->mu, NaN check) "
+              f"{machine.format_load(load_start)} at the start, {machine.format_load(load_end)} at the end. "
+              "Volume preparation (HU->mu, NaN check) "
               f"{preparation['median_s']:.3f} s median ({preparation['min_s']:.3f}-{preparation['max_s']:.3f}, n "
               f"{repeats}; the first {preparation['first_s']:.3f} s), also inside every '{one_shot}' call.")
     table = ["| renderer | detector | wall s median (min-max) | CPU s median (min-max) | n | peak extra MiB | "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import resource
+import sys
 import time
 from collections.abc import Callable
 
@@ -25,7 +26,7 @@ def check_device(command: str, device: str) -> None:
 
 def resident_mib(peak: bool = False) -> float:
     """This process's resident memory in MiB: now, or its peak (since the start or since :func:`measure` last reset
-    it)."""
+    it). Without ``/proc`` (macOS) the current size reads 0, so a peak measured from it is the process's whole peak."""
     field = "VmHWM:" if peak else "VmRSS:"
     try:
         with open("/proc/self/status") as f:
@@ -34,7 +35,10 @@ def resident_mib(peak: bool = False) -> float:
                     return int(line.split()[1]) / 1024
     except OSError:  # no /proc (macOS): the peak is in the process's usage, the current size is not
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 if peak else 0.0
+    if not peak:
+        return 0.0
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024  # bytes on macOS, KiB elsewhere
 
 
 def measure(fn: Callable[[], torch.Tensor], device: str = "cpu") -> tuple[float, float, float, torch.Tensor]:

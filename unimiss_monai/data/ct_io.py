@@ -105,6 +105,17 @@ def _read_nifti(path: Path, dtype) -> tuple[np.ndarray, np.ndarray]:
     return values.astype(target, copy=False), img.affine
 
 
+def _one_sample_per_pixel(folder: Path) -> bool:
+    """Whether the first DICOM file of ``folder`` holds one value per pixel (grey), as a CT does."""
+    import pydicom
+
+    files = dicom_files(folder)
+    try:
+        return bool(files) and int(pydicom.dcmread(files[0], stop_before_pixels=True).get("SamplesPerPixel", 1)) == 1
+    except Exception:  # noqa: BLE001 - a header pydicom cannot parse is the reader's business
+        return False
+
+
 def _read(path: Path, dtype) -> tuple[np.ndarray, np.ndarray]:
     """Voxels (stored memory order) and RAS affine of a NIfTI file or a DICOM series folder."""
     if not path.is_dir() and path.name.lower().endswith(NIFTI_SUFFIXES):
@@ -112,11 +123,12 @@ def _read(path: Path, dtype) -> tuple[np.ndarray, np.ndarray]:
     from monai.data import ITKReader
 
     kwargs = {}
-    if dtype is not None and np.dtype(dtype) == np.float32:
+    if dtype is not None and np.dtype(dtype) == np.float32 and path.is_dir() and _one_sample_per_pixel(path):
         import itk
 
         # ITK stacks a series in the first slice's pixel type while it rescales each slice with its own slope and
-        # intercept: a slice whose rescaled values do not fit that type (int16 with a slope of 1000) wrapped around
+        # intercept: a slice whose rescaled values do not fit that type (int16 with a slope of 1000) wrapped around.
+        # Only for grey slices: asked for float pixels, ITK would average a colour series into one grey value
         kwargs["pixel_type"] = itk.F
     reader = ITKReader(**kwargs)
     array, meta = reader.get_data(reader.read(str(path)))
@@ -232,36 +244,45 @@ def _check_not_beyond_hu(flat: np.ndarray, sample: np.ndarray, source: str) -> N
                            "moves only its highest values): not in HU (check the rescale slope/intercept)")
 
 
-#: a plane this narrow may lie inside an implant: in a crop around it, most of a plane can be metal
-PLANE_MIN_VOXELS = 32
+#: share of a slice's values beyond +-MAX_PLAUSIBLE_HU that marks it as stored in another unit (a rescale slope of
+#: 1000 puts all but water's there): half, the slice's median
+SLICE_BEYOND_SHARE = 0.5
 
 
-def _check_planes_in_hu(hu, source: str) -> None:
-    """Raise :class:`CTInputError` when some but not all planes of a volume (the slices along any voxel axis, at
-    least :data:`PLANE_MIN_VOXELS` each way) have their median beyond +-:data:`MAX_PLAUSIBLE_HU`. One DICOM slice
-    exported with another unit (a rescale slope of 1000) leaves the volume's median where it is, and its DRRs and
-    segmentation were garbage marked ok. ``hu``: the volume, with leading singleton axes (a channel) or none."""
+def _check_slices_in_hu(hu, source: str) -> None:
+    """Raise :class:`CTInputError` when some but not all slices of a volume hold :data:`SLICE_BEYOND_SHARE` or more of
+    their values beyond +-:data:`MAX_PLAUSIBLE_HU`. One DICOM slice exported with another unit (a rescale slope of
+    1000) leaves the volume's median where it is, and its DRRs and segmentation were garbage marked ok.
+
+    Slices are the planes across the last axis: a DICOM series is stacked along it, and an axial CT in RAS or LPS runs
+    along it. An implant runs across them, so even in a tight crop it fills less than half of one. A minimum below
+    -:data:`MAX_PLAUSIBLE_HU` found in most slices is padding (-32768 outside the scan circle; air to the renderer) and
+    is left out, and a slice of one value (padding where a resampled CT has no data) is no unit. ``hu``: the volume,
+    with leading singleton axes (a channel) or none."""
     vol = np.asarray(hu.detach().cpu() if hasattr(hu, "detach") else hu)
     while vol.ndim > 3 and vol.shape[0] == 1:
         vol = vol[0]
     if vol.ndim != 3:
         return
-    for axis in range(3):
-        planes = np.moveaxis(vol, axis, 0)
-        rows, cols = planes.shape[1:]
-        if min(rows, cols) < PLANE_MIN_VOXELS:
-            continue
-        step = max(1, int(np.sqrt(rows * cols / 4096)))  # a median needs a few thousand values, not a whole plane
-        medians = np.median(planes[:, ::step, ::step].reshape(planes.shape[0], -1), axis=1)
-        bad = np.flatnonzero(np.abs(medians) > MAX_PLAUSIBLE_HU)
-        if 0 < bad.size < medians.size:  # every plane beyond is the whole volume's unit, told by the volume's check
-            one = bad.size == 1
-            raise CTInputError(
-                f"{source}: {bad.size} of its {medians.size} slices along voxel axis {axis} (shape "
-                f"{tuple(vol.shape)}; {'index' if one else 'the first at index'} {bad[0]}) {'has' if one else 'have'} "
-                f"a median of {medians[bad[0]]:.0f}, where a CT in HU has its median within "
-                f"+-{MAX_PLAUSIBLE_HU:.0f}: {'that slice was' if one else 'those slices were'} exported with another "
-                "rescale slope/intercept than the rest; export the series again or drop the slice")
+    slices = np.moveaxis(vol, 2, 0)
+    step = max(1, int(np.sqrt(slices.shape[1] * slices.shape[2] / 4096)))  # a share needs thousands of values
+    sample = slices[:, ::step, ::step].reshape(slices.shape[0], -1).astype(np.float32)
+    counted = np.ones(sample.shape, bool)
+    lowest = float(sample.min())
+    if lowest < -MAX_PLAUSIBLE_HU and (sample == lowest).any(axis=1).mean() >= 0.5:
+        counted = sample != lowest  # in most slices: the scan circle's padding, not one slice's unit
+    beyond = (np.abs(sample) > MAX_PLAUSIBLE_HU) & counted
+    share = beyond.sum(axis=1) / np.maximum(counted.sum(axis=1), 1)
+    share[sample.min(axis=1) == sample.max(axis=1)] = 0.0
+    bad = np.flatnonzero(share >= SLICE_BEYOND_SHARE)
+    if 0 < bad.size < share.size:  # every slice beyond is the whole volume's unit, told by the volume's check
+        one = bad.size == 1
+        raise CTInputError(
+            f"{source}: {bad.size} of its {share.size} slices (along the last axis of shape {tuple(vol.shape)}; "
+            f"{'index' if one else 'the first at index'} {bad[0]}) {'holds' if one else 'hold'} "
+            f"{100 * share[bad[0]]:.0f} % of {'its' if one else 'their'} values beyond +-{MAX_PLAUSIBLE_HU:.0f}, "
+            f"which no CT in HU reaches: {'that slice was' if one else 'those slices were'} exported with another "
+            "rescale slope/intercept than the rest; export the series again or drop the slice")
 
 
 #: at most this many distinct whole values, from 0, a third or more 0: a label map (TotalSegmentator has 117 classes); a CT in HU
@@ -293,8 +314,8 @@ def check_not_air_only(hu, source: str) -> None:
         return
     sample = _sample(a)
     _check_not_beyond_hu(a, sample, source)
-    if float(np.abs(sample).max()) > MAX_PLAUSIBLE_HU:  # only then can one plane's median lie beyond
-        _check_planes_in_hu(hu, source)
+    if float(np.abs(sample).max()) > MAX_PLAUSIBLE_HU:  # only then can a slice lie beyond
+        _check_slices_in_hu(hu, source)
     _check_not_label_map(sample, source)
     # a sample settles it for any volume with a body in it; only one the sample finds no tissue in is read whole
     if float(sample.max()) > MAX_AIR_ONLY_HU:

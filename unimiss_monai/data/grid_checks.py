@@ -340,6 +340,8 @@ def _check_pixel_data(path: str, source: str, file_size: int, mtime_ns: int) -> 
 
 #: photometric interpretations of one sample per pixel; the colour ones (RGB, YBR_*) need three
 _ONE_SAMPLE = ("MONOCHROME1", "MONOCHROME2", "PALETTE COLOR")
+#: modalities whose frames are slices of one volume, not projections: a CT to render DRRs from, not to split
+_VOLUME_MODALITIES = ("CT", "MR", "PT", "NM")
 
 
 def dicom_image_problem(source: str) -> str | None:
@@ -355,11 +357,12 @@ def dicom_image_problem(source: str) -> str | None:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         samples, photometric = int(ds.get("SamplesPerPixel", 1) or 1), str(ds.get("PhotometricInterpretation", ""))
         frames = int(ds.get("NumberOfFrames", 1) or 1)
+        modality = str(ds.get("Modality", "")).upper()
     except Exception:  # noqa: BLE001 - a header pydicom cannot parse is the reader's business too
         return None
     if (samples == 1) != (photometric.upper() in _ONE_SAMPLE):
         return (f"its header declares PhotometricInterpretation {photometric or 'none'} with {samples} sample(s) per "
                 "pixel, which do not go together; export it again as MONOCHROME2 (or save it as PNG)")
-    if frames > 1:
+    if frames > 1 and modality not in _VOLUME_MODALITIES:  # an enhanced CT or MR holds its volume as frames
         return f"it holds {frames} frames; save each frame as a file of its own (one projection image per file)"
     return None

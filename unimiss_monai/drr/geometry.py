@@ -30,7 +30,7 @@ import numpy as np
 
 from unimiss_monai.conventions import VIEWS_SEEN_FROM_DETECTOR
 
-__all__ = ["VIEW_ANGLES", "VIEW_ALIASES", "Pose", "ConeBeam", "as_pose", "canonical_view", "detector_affine"]
+__all__ = ["VIEW_ANGLES", "VIEW_ALIASES", "Pose", "ConeBeam", "as_pose", "canonical_view", "view_rotation", "detector_affine"]
 
 # named view -> rotation of the AP C-arm about the superior (+z) axis, degrees
 VIEW_ANGLES: dict[str, float] = {"AP": 0.0, "PA": 180.0, "LAT_LEFT": -90.0, "LAT_RIGHT": 90.0}
@@ -115,6 +115,11 @@ def as_pose(view: str | Pose | Mapping) -> Pose:
             raise ValueError(f"unknown pose key(s) {sorted(unknown)}; a pose dict takes 'view', 'rotation', 'translation'")
         return Pose(**view)
     raise TypeError(f"a DRR view must be a name, a Pose or a dict, got {type(view).__name__}")
+
+
+def view_rotation(view: str | Pose | Mapping) -> np.ndarray:
+    """3x3 C-arm rotation of a view (see :meth:`Pose.rotation_matrix`)."""
+    return as_pose(view).rotation_matrix()
 
 
 def _pair(value, name: str) -> tuple[float, float]:

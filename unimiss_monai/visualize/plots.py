@@ -17,9 +17,10 @@ __all__ = ["confusion_png", "figure_png", "roc_png"]
 
 
 def figure_png(fig, dpi: int = 110, tight: bool = True) -> bytes:
-    """The PNG bytes of a matplotlib figure (``tight`` crops the white margin)."""
+    """The PNG bytes of a matplotlib figure (``tight`` crops the white margin), on white whatever the user's
+    matplotlib style."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight" if tight else None)
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight" if tight else None, facecolor="white")
     return buf.getvalue()
 
 

@@ -73,7 +73,7 @@ def _saliency_figure(paths: list[Path]) -> bytes:
     for ax, im in zip(axes, images):
         ax.imshow(im)
     fig.subplots_adjust(left=0, right=1, bottom=0, top=1, wspace=0.02, hspace=0.02)
-    return figure_png(fig, dpi=110)
+    return figure_png(fig)
 
 
 # what the inference's saliency_method draws, in the caption's words
