@@ -30,7 +30,7 @@ from unimiss_monai.data.grid_checks import (
     check_has_voxels,
     check_nifti_header,
 )
-from unimiss_monai.data.image_formats import NIFTI_SUFFIXES, image_suffix, is_dicom_file
+from unimiss_monai.data.image_formats import NIFTI_SUFFIXES, is_dicom_file, is_dicom_path
 
 __all__ = [
     "MAX_AIR_ONLY_HU", "MAX_PLAUSIBLE_HU", "CTInputError", "check_not_air_only", "load_ct", "load_label_map",
@@ -56,24 +56,19 @@ class CTInputError(ValueError):
     """A CT input that cannot be used; the message names the file and the fix, on one line."""
 
 
-def _is_dicom(p: Path) -> bool:
-    """Named ``*.dcm``, or of a name without an image suffix (``IM0001``, a UID) and starting as a DICOM file does."""
-    return p.suffix.lower() == ".dcm" or (not image_suffix(p.name) and is_dicom_file(p))
-
-
 def _visible_files(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
 def dicom_files(path: Path) -> list[Path]:
     """The DICOM files of folder ``path``, sorted (every file without a known suffix is opened)."""
-    return [p for p in _visible_files(path) if _is_dicom(p)]
+    return [p for p in _visible_files(path) if is_dicom_path(p)]
 
 
 def is_dicom_series_dir(path: Path) -> bool:
     """True when ``path`` is a folder holding at least one DICOM file, wherever it sorts; stops at the first one, so
     that a series folder of UID-named slices costs one file opened."""
-    return path.is_dir() and any(_is_dicom(p) for p in _visible_files(path))
+    return path.is_dir() and any(is_dicom_path(p) for p in _visible_files(path))
 
 
 def _read_nifti(path: Path, dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -109,9 +104,9 @@ def _one_sample_per_pixel(folder: Path) -> bool:
     """Whether the first DICOM file of ``folder`` holds one value per pixel (grey), as a CT does."""
     import pydicom
 
-    files = dicom_files(folder)
+    first = next((p for p in _visible_files(folder) if is_dicom_path(p)), None)  # not every slice sniffed again
     try:
-        return bool(files) and int(pydicom.dcmread(files[0], stop_before_pixels=True).get("SamplesPerPixel", 1)) == 1
+        return first is not None and int(pydicom.dcmread(first, stop_before_pixels=True).get("SamplesPerPixel", 1)) == 1
     except Exception:  # noqa: BLE001 - a header pydicom cannot parse is the reader's business
         return False
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unimiss_monai.data.image_formats import image_suffix, is_dicom_file
+from unimiss_monai.data.image_formats import is_dicom_file, is_dicom_path
 
 __all__ = [
     "CT_SPACING_MM", "SFORM_QFORM_TOLERANCE", "check_ct_volume", "check_dicom_pixel_data", "check_dicom_series",
@@ -303,7 +303,7 @@ def check_dicom_pixel_data(source: str) -> None:
     path = Path(source)
     if not path.is_file():
         return
-    if image_suffix(path.name) not in ("", ".dcm") or not (path.suffix.lower() == ".dcm" or is_dicom_file(path)):
+    if not is_dicom_path(path):
         return  # a PNG or NIfTI is not opened to sniff for DICOM, epoch after epoch
     st = path.stat()
     _check_pixel_data(str(path), source, st.st_size, st.st_mtime_ns)
@@ -349,7 +349,7 @@ def dicom_image_problem(source: str) -> str | None:
     the fix, or None (not a DICOM file, or nothing found). For a reader's own error, which names neither the file nor
     the fault (ITK: ``itk.Image is not wrapped for input type itk.Vector[itk.US,3]``)."""
     path = Path(source)
-    if not path.is_file() or not (path.suffix.lower() == ".dcm" or is_dicom_file(path)):
+    if not path.is_file() or not is_dicom_path(path):
         return None
     import pydicom
 

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 __all__ = ["ARRAY_SUFFIXES", "IMAGE_SUFFIXES", "LABEL_MAP_STEMS", "NIFTI_SUFFIXES", "SCANNED_SUFFIXES", "image_suffix",
-           "is_dicom_file", "is_label_map_name", "scan_images", "split_image_name"]
+           "is_dicom_file", "is_dicom_path", "is_label_map_name", "scan_images", "split_image_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,12 @@ def is_dicom_file(path: str | os.PathLike) -> bool:
             return f.read(132)[128:] == b"DICM"
     except OSError:
         return False
+
+
+def is_dicom_path(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a DICOM file: ``*.dcm``, or a name without an image suffix (``IM0001``, a UID) whose
+    file starts as a DICOM file does; a PNG or NIfTI is not opened to sniff."""
+    return Path(path).suffix.lower() == ".dcm" or (not image_suffix(Path(path).name) and is_dicom_file(path))
 
 
 def scan_images(folder: str | os.PathLike, suffixes: tuple[str, ...] = SCANNED_SUFFIXES, recursive: bool = False,
