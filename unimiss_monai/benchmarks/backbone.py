@@ -269,7 +269,6 @@ def bench_backbone(
             ``fp16`` or ``none``: both formulations under that one setting (a like-for-like kernel comparison).
         overwrite: replace an existing ``out`` and its chart (else they are refused before any work).
     """
-
     check_device("bench-backbone", device)
     png = os.path.splitext(out)[0] + ".png"
     if os.path.abspath(png) == os.path.abspath(out):

@@ -64,12 +64,7 @@ def bench_pretrain(
     from unimiss_monai.data.loaders import PhaseLoader, SeededDataset, make_loader
     from unimiss_monai.engines.pretraining import PretrainingTrainer
     from unimiss_monai.losses import UniMissPlusLoss
-    from unimiss_monai.networks import (
-        DINOHead,
-        StudentTeacher,
-        build_backbone,
-        param_groups_lrd,
-    )
+    from unimiss_monai.networks import DINOHead, StudentTeacher, build_backbone, param_groups_lrd
     from unimiss_monai.utils.args import as_count
 
     if steps < 1 or warmup < 0:
