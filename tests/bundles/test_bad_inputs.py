@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 from bundle_runner import BUNDLES, configs, run_workflow
+from dicom_slopes import write_series
 from PIL import Image
 
 from unimiss_monai.data.phantom import make_ct_phantom
@@ -82,6 +83,7 @@ BAD_CT: dict[str, tuple[Callable[[Path], None], str]] = {
     "not_nifti.nii.gz": (lambda p: p.write_bytes(b"this is a text file, not an image"), ""),
     "gzip_of_text.nii.gz": (_gzip_of(b"plain text inside a gzip stream"), ""),
     "slice_unit.nii.gz": (_slice_in_another_unit, r"slices \(along the last axis .* rescale slope"),
+    "slice_slope_series": (write_series, r"slices \(along the last axis .* index 5\) .* slope"),
 }
 
 

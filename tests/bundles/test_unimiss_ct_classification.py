@@ -122,3 +122,24 @@ def test_net_in_out_and_torchscript_export(trained):
 
 def test_metadata_schema():
     check_metadata(BUNDLE)
+
+
+def test_inference_reads_a_dicom_series_as_its_nifti(trained, tmp_path):
+    """A crop given as a DICOM series folder is one case, predicted as the same crop given as a NIfTI file."""
+    import nibabel as nib
+
+    from unimiss_monai.data.dicom_series import write_dicom_series
+    from unimiss_monai.data.writers import save_nifti
+
+    samples_dir, root = trained
+    source = nib.load(sorted((samples_dir / "ct_classification" / "images").glob("test_*.nii.gz"))[0])
+    hu = np.rint(np.asarray(source.dataobj, np.float32))  # whole HU, as a series stores them
+    inputs = tmp_path / "inputs"
+    save_nifti(hu, source.affine, inputs / "crop.nii.gz")
+    write_dicom_series(hu, source.affine, inputs / "patient" / "crop_series")
+    rows = run_inference(BUNDLE, inputs, root, tmp_path / "out")
+    by_case = {r["case"].split("/")[-1]: r for r in rows}
+    assert sorted(by_case) == ["crop.nii.gz", "crop_series"] and all(r["status"] == "ok" for r in rows)
+    for c in CLASSES:
+        assert float(by_case["crop_series"][f"prob_{c}"]) == pytest.approx(float(by_case["crop.nii.gz"][f"prob_{c}"]),
+                                                                           abs=1e-5)

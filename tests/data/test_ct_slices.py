@@ -7,9 +7,9 @@ in HU (metal, padding) passes."""
 from __future__ import annotations
 
 import numpy as np
-import pydicom
 import pytest
 import torch
+from dicom_slopes import set_slope
 from monai.data import MetaTensor
 
 from unimiss_monai.data import CTInputError, load_ct, make_ct_phantom
@@ -25,12 +25,6 @@ def _slab_ct() -> np.ndarray:
     return make_ct_phantom((40, 36, 6), (2.0, 2.0, 5.0), seed=0, noise_hu=0).hu.astype(np.float32)
 
 
-def _set_slope(path, slope: float) -> None:
-    ds = pydicom.dcmread(path)
-    ds.RescaleSlope = slope
-    ds.save_as(path, enforce_file_format=True)
-
-
 def test_one_slice_with_its_own_wrong_rescale_slope_is_refused(tmp_path):
     """ITK stacks a series in the first slice's pixel type (int16 here) and rescales each slice by its own header: a
     slope of 66 took that slice's air to -66000, which wrapped to -464 and passed as if HU. Read as float32, the slice
@@ -38,13 +32,13 @@ def test_one_slice_with_its_own_wrong_rescale_slope_is_refused(tmp_path):
     ct = _slab_ct()
     folder = write_dicom_series(ct, AFFINE, tmp_path / "series")
     third = sorted(folder.glob("*.dcm"))[2]
-    _set_slope(third, 66)
+    set_slope(third, 66)
     match = (rf"^{folder}: 1 of its 6 slices \(along the last axis of shape \(40, 36, 6\); index 2\) holds \d+ % of "
              r"its values beyond \+-10000, which no CT in HU reaches: that slice was exported with another rescale "
              r"slope/intercept than the rest; export the series again or drop the slice$")
     with pytest.raises(CTInputError, match=match):
         load_ct(folder)
-    _set_slope(third, 1)
+    set_slope(third, 1)
     np.testing.assert_array_equal(load_ct(folder)[0], ct)  # the same series with one header: read as written
 
 

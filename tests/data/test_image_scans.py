@@ -52,6 +52,27 @@ def test_a_dicom_of_any_name_is_a_radiograph_where_dicom_is_scanned(tmp_path):
         list_images(tmp_path, (".nii.gz", ".nii"))
 
 
+def test_ct_classification_takes_a_dicom_series_folder_as_one_input(tmp_path, caplog):
+    """With ``series`` (CT classification's inference), each folder holding a DICOM series is one input and its files
+    are its own: its slices and a conversion beside them are no inputs of their own, the conversion is said to be left
+    out; a stray slice among NIfTI crops is no series, and is said to be left out as a format not read."""
+    crops = [_touch(tmp_path / name) for name in ("crop_a.nii.gz", "crop_b.nii.gz")]
+    series = tmp_path / "patient1" / "series"
+    for i in range(3):
+        _touch(series / f"IM{i:04d}", DICOM)
+    conversion = _touch(series / "series.nii.gz")  # dcm2niix's, beside the slices
+    _touch(tmp_path / "stray.dcm", DICOM)
+    suffixes = (".nii.gz", ".nii")
+    with caplog.at_level(logging.WARNING):
+        found = list_images(tmp_path, suffixes, series="true")  # a config's string is a bool too
+    assert found == [{"image": str(p)} for p in (*crops, series)]
+    warnings = [r.getMessage() for r in caplog.records]
+    assert any("1 NIfTI file(s) beside its slices left out (series.nii.gz)" in w for w in warnings), warnings
+    assert any("1 image file(s) of formats not read here left out (.dcm: 1)" in w for w in warnings), warnings
+    assert list_images(series, suffixes, series=True) == [{"image": str(series)}]  # the folder given is the series
+    assert list_images(tmp_path, suffixes) == [{"image": str(p)} for p in (*crops, conversion)]  # files, as before
+
+
 def test_radiographs_beside_an_inference_folder_and_own_overlays_are_left_out_aloud(tmp_path, caplog):
     inside = _touch(tmp_path / "inference" / "chest.png")
     _touch(tmp_path / "inference" / "chest_overlay.png")

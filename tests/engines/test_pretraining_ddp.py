@@ -1,5 +1,6 @@
 """Two gloo processes on 127.0.0.1 (``torchrun``): when every sample of one process's batch fails to load, every
-process passes that iteration over, so their DDP gradient all-reduces stay paired and the run ends, in step."""
+process passes that iteration over, so their DDP gradient all-reduces stay paired and the run ends, in step; a
+checkpoint saved mid-epoch names the samples every process failed to load, not rank 0's alone."""
 
 from __future__ import annotations
 
@@ -33,8 +34,8 @@ class Scripted(PhaseLoader):
 
     def __iter__(self):
         for it in range(self.start, self.epoch_length):
-            if rank == 0 and it == 1:  # every sample of this batch failed, on rank 0 only
-                yield "ct", {{SKIPPED_KEY: ["/missing.nii.gz"], COUNT_KEY: 0, "empty": True}}
+            if rank in {fail_ranks} and it == 1:  # every sample of this batch failed, on these ranks
+                yield "ct", {{SKIPPED_KEY: [f"/missing_{{rank}}.nii.gz"], COUNT_KEY: 0, "empty": True}}
             else:
                 yield "ct", {{k: v[None] for k, v in items[(it + rank) % 4].items()}} | {{COUNT_KEY: 1}}
 
@@ -44,6 +45,7 @@ net = StudentTeacher(ToyBackbone(), ToyHead())
 opt = torch.optim.SGD(net.student.parameters(), lr=0.1)
 trainer = PretrainingTrainer("cpu", 2, Scripted(), net, opt, UniMissPlusLoss(out_dim=OUT_DIM),
                              momentum_schedule=lambda s: 0.9, slice_channels=1, clip_grad_norm=0.0)
+{extra}
 trainer.run()
 weights = torch.cat([p.detach().flatten() for p in net.student.parameters()])
 gathered = [torch.zeros_like(weights) for _ in range(2)]
@@ -60,9 +62,26 @@ os._exit(0)
 '''
 
 
-def test_an_empty_batch_on_one_process_is_passed_over_by_all(tmp_path):
+# a checkpoint every 2 iterations, and a copy of the one saved at iteration 2, before the epoch's end pools failures
+CHECKPOINT = '''
+import shutil
+from ignite.engine import Events
+from unimiss_monai.handlers import TrainingCheckpoint
+
+TrainingCheckpoint({out!r}, {{"network": net}}, save_every=2, resume=False).attach(trainer)
+
+
+@trainer.on(Events.ITERATION_COMPLETED(once=2))
+def keep(engine):
+    if rank == 0:
+        shutil.copy({out!r} + "/checkpoint.pt", {out!r} + "/at_iteration_2.pt")
+'''
+
+
+def _torchrun(tmp_path: Path, fail_ranks: list[int], extra: str = "") -> subprocess.CompletedProcess:
     script = tmp_path / "run.py"
-    script.write_text(SCRIPT.format(engines=str(Path(__file__).parent), out=str(tmp_path)))
+    script.write_text(SCRIPT.format(engines=str(Path(__file__).parent), out=str(tmp_path), fail_ranks=fail_ranks,
+                                    extra=extra.format(out=str(tmp_path))))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -72,8 +91,22 @@ def test_an_empty_batch_on_one_process_is_passed_over_by_all(tmp_path):
     # without the fix the processes' all-reduces pair off by one and the run hangs at its end: bounded here
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_an_empty_batch_on_one_process_is_passed_over_by_all(tmp_path):
+    proc = _torchrun(tmp_path, [0])
     results = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("result_*.json"))]
     assert sorted(r["rank"] for r in results) == [0, 1]
     # 2 epochs of 4 iterations, the second of each passed over by both processes: 6 steps each, the same weights
     assert all(r["steps"] == 6 and r["same"] for r in results), results
     assert "another process's batch held no readable sample" in proc.stderr + proc.stdout
+
+
+def test_a_checkpoint_mid_epoch_names_every_process_failures(tmp_path):
+    import torch
+
+    _torchrun(tmp_path, [0, 1], CHECKPOINT)
+    trainer = torch.load(tmp_path / "at_iteration_2.pt", weights_only=True)["trainer"]
+    assert trainer["iteration"] == 2 and trainer["skipped_samples"] == 2
+    assert sorted(trainer["failed_samples"]) == ["/missing_0.nii.gz", "/missing_1.nii.gz"]

@@ -14,6 +14,7 @@ _EXPORTS = {
     "unimiss_monai.data.case_names": ("CaseNames",),
     "unimiss_monai.data.ct_inputs": ("CTCase", "find_ct_cases", "read_label_names"),
     "unimiss_monai.data.ct_io": ("CTInputError", "load_ct", "load_label_map"),
+    "unimiss_monai.data.ct_series_reader": ("CTSeriesReader",),
     "unimiss_monai.data.datalists": ("load_datalist", "read_split"),
     "unimiss_monai.data.dicom_series": ("write_dicom_series",),
     "unimiss_monai.data.disk_cache": ("DiskCacheDataset", "cached_dataset"),
@@ -29,7 +30,8 @@ _EXPORTS = {
                                    "save_json", "save_nifti", "save_png", "save_torch"),
 }
 _SUBMODULES = (
-    "case_names", "classification_labels", "ct_inputs", "ct_io", "datalists", "dicom_series", "disk_cache", "folder_marker", "grid_checks", "image_formats", "lesions", "loaders", "locators", "output_ledger",
+    "case_names", "classification_labels", "ct_inputs", "ct_io", "ct_series_reader", "datalists", "dicom_series",
+    "disk_cache", "folder_marker", "grid_checks", "image_formats", "lesions", "loaders", "locators", "output_ledger",
     "official_layout", "phantom", "pretraining_datalist", "sample_sets", "segmentation_inputs", "tolerant",
     "totalsegmentator", "writers", "xray",
 )

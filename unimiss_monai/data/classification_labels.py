@@ -21,9 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from unimiss_monai.data.ct_inputs import series_folders
 from unimiss_monai.data.datalists import read_split
 from unimiss_monai.data.image_formats import SCANNED_SUFFIXES, scan_images
 from unimiss_monai.data.samples import held_out_images
+from unimiss_monai.utils.args import as_bool
 
 logger = logging.getLogger(__name__)
 
@@ -160,8 +162,11 @@ def balanced_sample_weights(items: Sequence[dict], num_classes: int) -> list[flo
     return [float(np.mean(1.0 / counts[h])) if h.any() else 1.0 / none_count for h in hot]
 
 
-def list_images(folder: str | os.PathLike, suffixes: Sequence[str] = SCANNED_SUFFIXES) -> list[dict]:
-    """``[{"image": path}, ...]`` for every image file under ``folder`` (recursive, sorted) — inference inputs.
+def list_images(folder: str | os.PathLike, suffixes: Sequence[str] = SCANNED_SUFFIXES,
+                series: bool = False) -> list[dict]:
+    """``[{"image": path}, ...]`` for every image file under ``folder`` (recursive, sorted) — inference inputs; with
+    ``series``, every DICOM series folder too, as one input (:func:`~unimiss_monai.data.ct_inputs.series_folders`;
+    the files in it are its own).
 
     A data set of a ``samples`` output gives its ``test`` images only (:func:`~unimiss_monai.data.samples.held_out_images`:
     the demo models trained on the others). When ``folder`` has an ``images`` sub-folder (the layout of the
@@ -184,7 +189,10 @@ def list_images(folder: str | os.PathLike, suffixes: Sequence[str] = SCANNED_SUF
         return [{"image": str(p)} for p in held_out]
     if (root / "images").is_dir():
         root = root / "images"
-    files = scan_images(root, tuple(suffixes), recursive=True)
-    if not files:
-        raise FileNotFoundError(f"no image ({', '.join(suffixes)}) under {str(root)!r}; pass --dataset_dir with your images")
-    return [{"image": str(p)} for p in files]
+    series = as_bool(series, "series")
+    folders = series_folders(root) if series else []
+    files = scan_images(root, tuple(suffixes), recursive=True, accounted=[p for f in folders for p in f.iterdir()])
+    if not files and not folders:
+        looked = ", ".join(suffixes) + (", DICOM series folders" if series else "")
+        raise FileNotFoundError(f"no image ({looked}) under {str(root)!r}; pass --dataset_dir with your images")
+    return [{"image": str(p)} for p in sorted(files + folders)]

@@ -25,8 +25,8 @@ from unimiss_monai.data.locators import read_structure_names
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CTCase", "find_ct_cases", "is_datalist_file", "read_label_names", "label_channels", "LABEL_SUFFIX",
-           "DATALIST", "MAX_LABEL_VALUES"]
+__all__ = ["CTCase", "find_ct_cases", "series_folders", "is_datalist_file", "read_label_names", "label_channels",
+           "LABEL_SUFFIX", "DATALIST", "MAX_LABEL_VALUES"]
 
 LABEL_SUFFIX = "_labels"
 DATALIST = "datalist.json"
@@ -115,6 +115,43 @@ def is_datalist_file(path: Path) -> bool:
     return path.suffix.lower() == ".json" and path.is_file()
 
 
+def _nifti_cts(folder: Path) -> list[str]:
+    """The names of the NIfTI CTs directly in ``folder`` (label maps left out)."""
+    return sorted(e.name for e in folder.iterdir() if e.is_file() and not e.name.startswith(".")
+                  and image_suffix(e.name, NIFTI_SUFFIXES) and not is_label_map_name(e.name))
+
+
+def _is_series(slices: Sequence[Path], nifti: Sequence[str]) -> bool:
+    # more NIfTI CTs than DICOM files: a folder of CTs with a stray slice or two, not a series with its conversion
+    # (one DICOM file beside one NIfTI file stays a series: a multi-frame DICOM and its conversion)
+    return bool(slices) and len(nifti) <= len(slices)
+
+
+def _say_left_beside(folder: Path, nifti: Sequence[str]) -> None:
+    # NIfTI files beside the slices were left out unsaid: often the series' own conversion (dcm2niix writes it
+    # there), so said rather than refused
+    if nifti:
+        logger.warning("%s: read as one DICOM series; %d NIfTI file(s) beside its slices left out (%s): a folder "
+                       "holding DICOM files is one series, so put other CTs in a folder of their own", folder,
+                       len(nifti), ", ".join(nifti[:3]) + (", ..." if len(nifti) > 3 else ""))
+
+
+def series_folders(root: str | Path) -> list[Path]:
+    """The folders under ``root`` (``root`` itself included, hidden folders not) that are read as one DICOM series
+    each: a folder holding DICOM files, no fewer than the NIfTI CTs beside them (a stray slice among NIfTI CTs makes
+    no series; a series' own conversion beside its slices leaves it one, and is said to be left out)."""
+    root = Path(root)
+    found = []
+    for folder in [root, *sorted(d for d in root.rglob("*") if d.is_dir())]:
+        if any(part.startswith(".") for part in folder.relative_to(root).parts):
+            continue
+        slices, nifti = dicom_files(folder), _nifti_cts(folder)
+        if _is_series(slices, nifti):
+            _say_left_beside(folder, nifti)
+            found.append(folder)
+    return found
+
+
 def find_ct_cases(path: str | Path) -> list[CTCase]:
     """The CT cases in ``path`` (a folder, a NIfTI file, a datalist ``.json`` file, or a DICOM series folder), in name
     order. A folder's label maps (:func:`~unimiss_monai.data.image_formats.is_label_map_name`: ``*_labels``,
@@ -135,26 +172,19 @@ def find_ct_cases(path: str | Path) -> list[CTCase]:
     if (path / DATALIST).is_file():
         return _cases_from_datalist(path / DATALIST)
     slices = dicom_files(path)
-    nifti = sorted(e.name for e in path.iterdir() if e.is_file() and not e.name.startswith(".")
-                   and image_suffix(e.name, NIFTI_SUFFIXES) and not is_label_map_name(e.name))
-    if slices and len(nifti) > len(slices):
-        # more NIfTI CTs than DICOM files: a folder of CTs with a stray slice or two, not a series with its conversion
-        # (one DICOM file beside one NIfTI file stays a series: a multi-frame DICOM and its conversion)
+    nifti = _nifti_cts(path)
+    if slices and not _is_series(slices, nifti):
         logger.warning("%s: %d DICOM file(s) among %d NIfTI CTs left out (%s): a DICOM series is read from a folder "
                        "of its own", path, len(slices), len(nifti),
                        ", ".join(p.name for p in slices[:3]) + (", ..." if len(slices) > 3 else ""))
     elif slices:
-        # NIfTI files beside the slices were left out unsaid: often the series' own conversion (dcm2niix writes it
-        # there), so said rather than refused
-        if nifti:
-            logger.warning("%s: read as one DICOM series; %d NIfTI file(s) beside its slices left out (%s): a folder "
-                           "holding DICOM files is one series, so put other CTs in a folder of their own", path,
-                           len(nifti), ", ".join(nifti[:3]) + (", ..." if len(nifti) > 3 else ""))
+        _say_left_beside(path, nifti)
         return [CTCase(name=path.name, image=path)]
     # the scan every bundle shares: label maps (a case's labels, found by _case_for, or a segmentation) are left out
     # and said, as are image files of other formats (read when a datalist names them)
     fix = "list them in a datalist.json there, or convert them to NIfTI"
-    cases = [_case_for(entry) for entry in scan_images(path, NIFTI_SUFFIXES, fix=fix)]
+    # stray slices (if any) were named above, with the fix that applies to them
+    cases = [_case_for(entry) for entry in scan_images(path, NIFTI_SUFFIXES, fix=fix, accounted=slices)]
     for entry in path.iterdir():
         if entry.is_dir() and not entry.name.startswith(".") and is_dicom_series_dir(entry):
             labels = _first_existing(path, entry.name + LABEL_SUFFIX, CT_VOLUME_SUFFIXES)

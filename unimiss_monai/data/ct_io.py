@@ -1,11 +1,13 @@
 """Read a CT (NIfTI file or DICOM series folder) into an (X, Y, Z) HU array and a 4x4 RAS affine, with validation.
 
 A DICOM series goes through MONAI's ``ITKReader``, which applies the rescale slope/intercept and converts DICOM's LPS
-patient frame to RAS; a NIfTI file through nibabel, whose affine is the RAS one ``NibabelReader`` gives, so the same
-body gives the same world coordinates whichever format it came in. Voxel order is left as stored: the affine carries
-the orientation. Nothing goes through ``LoadImage``, whose conversion copies every volume into C order: for a NIfTI CT
-(stored x-fastest) that transposing copy, and one more in the intensity check, made loading the sample chest CT take
-1.3 s instead of 0.5 s, most of a DRR run's time per CT; the renderer reads any memory order.
+patient frame to RAS (:class:`~unimiss_monai.data.ct_series_reader.CTSeriesReader`, in float pixels when float32 is
+asked for: a slice's own rescale then cannot wrap around); a NIfTI file through nibabel, whose affine is the RAS one
+``NibabelReader`` gives, so the same body gives the same world coordinates whichever format it came in. Voxel order is
+left as stored: the affine carries the orientation. Nothing goes through ``LoadImage``, whose conversion copies every
+volume into C order: for a NIfTI CT (stored x-fastest) that transposing copy, and one more in the intensity check, made
+loading the sample chest CT take 1.3 s instead of 0.5 s, most of a DRR run's time per CT; the renderer reads any memory
+order.
 
 Reading a CT is still most of a DRR case, and most of that is gzip. A ``.nii.gz`` is therefore decompressed in one
 call, its voxels taken as a view of the decompressed bytes, and scaled into float32 in one pass (:func:`_read_nifti`):
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from unimiss_monai.data.ct_series_reader import CTSeriesReader
 from unimiss_monai.data.grid_checks import (
     check_ct_volume,
     check_dicom_series,
@@ -100,32 +103,14 @@ def _read_nifti(path: Path, dtype) -> tuple[np.ndarray, np.ndarray]:
     return values.astype(target, copy=False), img.affine
 
 
-def _one_sample_per_pixel(folder: Path) -> bool:
-    """Whether the first DICOM file of ``folder`` holds one value per pixel (grey), as a CT does."""
-    import pydicom
-
-    first = next((p for p in _visible_files(folder) if is_dicom_path(p)), None)  # not every slice sniffed again
-    try:
-        return first is not None and int(pydicom.dcmread(first, stop_before_pixels=True).get("SamplesPerPixel", 1)) == 1
-    except Exception:  # noqa: BLE001 - a header pydicom cannot parse is the reader's business
-        return False
-
-
 def _read(path: Path, dtype) -> tuple[np.ndarray, np.ndarray]:
     """Voxels (stored memory order) and RAS affine of a NIfTI file or a DICOM series folder."""
     if not path.is_dir() and path.name.lower().endswith(NIFTI_SUFFIXES):
         return _read_nifti(path, dtype)
     from monai.data import ITKReader
 
-    kwargs = {}
-    if dtype is not None and np.dtype(dtype) == np.float32 and path.is_dir() and _one_sample_per_pixel(path):
-        import itk
-
-        # ITK stacks a series in the first slice's pixel type while it rescales each slice with its own slope and
-        # intercept: a slice whose rescaled values do not fit that type (int16 with a slope of 1000) wrapped around.
-        # Only for grey slices: asked for float pixels, ITK would average a colour series into one grey value
-        kwargs["pixel_type"] = itk.F
-    reader = ITKReader(**kwargs)
+    # float32 asked for: a grey series in float pixels, so that a slice's own rescale cannot wrap around
+    reader = CTSeriesReader() if dtype is not None and np.dtype(dtype) == np.float32 else ITKReader()
     array, meta = reader.get_data(reader.read(str(path)))
     return np.asarray(array, dtype=dtype), meta["affine"]  # in the stored memory order
 

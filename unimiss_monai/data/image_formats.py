@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 __all__ = ["ARRAY_SUFFIXES", "IMAGE_SUFFIXES", "LABEL_MAP_STEMS", "NIFTI_SUFFIXES", "SCANNED_SUFFIXES", "image_suffix",
@@ -76,16 +77,19 @@ def is_dicom_path(path: str | os.PathLike) -> bool:
 
 
 def scan_images(folder: str | os.PathLike, suffixes: tuple[str, ...] = SCANNED_SUFFIXES, recursive: bool = False,
-                skip_stems: tuple[str, ...] = (), fix: str = "") -> list[Path]:
+                skip_stems: tuple[str, ...] = (), fix: str = "", accounted: Iterable[os.PathLike] = ()) -> list[Path]:
     """The image files of ``folder`` (with ``recursive``, of its sub-folders too), sorted: a name ending with one of
     ``suffixes``, or, when ``suffixes`` has ``.dcm``, a DICOM file of any name (:func:`is_dicom_file`). Hidden files,
     label maps (:func:`is_label_map_name`) and names whose stem ends with one of ``skip_stems`` (a bundle's own
     outputs) are left out, and the count of each is logged, so that a scan never drops a file unsaid; ``fix`` is
-    the caller's way to have image files of other formats read, added to their warning."""
+    the caller's way to have image files of other formats read, added to their warning. Files in ``accounted``
+    are left out without a word: the caller reads them another way (a DICOM series folder) or has told the user why,
+    more precisely than this warning could."""
     root = Path(folder)
+    accounted = {Path(p) for p in accounted}
     found, labels, own, other = [], [], [], {}
     for path in sorted(root.rglob("*") if recursive else root.iterdir()):
-        if not path.is_file() or path.name.startswith("."):
+        if not path.is_file() or path.name.startswith(".") or path in accounted:
             continue
         if not (image_suffix(path.name, suffixes) or (".dcm" in suffixes and not image_suffix(path.name)
                                                       and is_dicom_file(path))):

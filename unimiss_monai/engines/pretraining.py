@@ -226,6 +226,11 @@ class PretrainingTrainer(AccumulationWindows, Trainer):
         collective): each then names the whole run's at its end, and the checkpoint rank 0 writes holds them all."""
         engine._skipped_agreed = pool_failures(engine.state, engine._skipped_agreed)
 
+    def pool_for_checkpoint(self) -> None:
+        """Called by :class:`~unimiss_monai.handlers.TrainingCheckpoint` on every process before it saves (also
+        mid-epoch): the checkpoint rank 0 writes then names the samples every process failed to load so far."""
+        self._merge_failures(self)
+
     @staticmethod
     def _check_epoch_counts(engine: PretrainingTrainer) -> None:
         trained = engine.state.samples_trained

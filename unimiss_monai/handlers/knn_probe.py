@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from ignite.engine import Engine, Events
 from monai.networks import eval_mode
-from monai.transforms import Compose, EnsureTyped, LoadImaged
+from monai.transforms import Compose, EnsureTyped
 from torch import nn
 
 from unimiss_monai.data.output_ledger import check_own_files, replacing_own
@@ -20,6 +20,7 @@ from unimiss_monai.data.writers import save_json
 from unimiss_monai.handlers.probe_items import load_probe_items, probe_exclusion
 from unimiss_monai.metrics.knn import knn_accuracy, knn_predict
 from unimiss_monai.networks.nets.student_teacher import split_backbone_output
+from unimiss_monai.transforms.io import LoadCTImaged
 from unimiss_monai.utils.args import as_bool
 
 __all__ = ["KNNProbe", "knn_accuracy", "knn_predict", "load_probe_items", "probe_exclusion"]
@@ -74,7 +75,7 @@ class KNNProbe:
         probe_data: datalist JSON path holding a ``probe_key`` section, or a list of
             ``{"image", "label"[, "case", "group", "box"]}`` items (``box``: ``[start, stop)`` voxel range in the case).
         transform: MONAI transform(s) mapping an item to a channel-first ``image`` the backbone accepts; default
-            ``LoadImaged`` with channel-first, as float32.
+            ``LoadCTImaged`` (a DICOM series in float pixels) with channel-first, as float32.
         every_n_epochs: probe period in epochs.
         k: neighbours. temperature: vote weighting, as in :func:`knn_predict`.
         history_path: JSON file for the accuracy history; ``None`` keeps it in memory only.
@@ -107,7 +108,8 @@ class KNNProbe:
         self.source = str(probe_data) if isinstance(probe_data, (str, os.PathLike)) else "the given list"
         self.probe_key = probe_key
         if transform is None:
-            transform = [LoadImaged("image", image_only=True, ensure_channel_first=True), EnsureTyped("image", dtype=torch.float32, track_meta=False)]
+            transform = [LoadCTImaged("image", image_only=True, ensure_channel_first=True),
+                         EnsureTyped("image", dtype=torch.float32, track_meta=False)]
         self.transform = transform if isinstance(transform, Compose) else Compose(list(transform) if isinstance(transform, Sequence) else [transform])
         self.history_path = Path(history_path) if history_path is not None else None
         self.batch_size = max(1, int(batch_size))

@@ -90,11 +90,13 @@ class TrainingCheckpoint:
     The checkpoint holds each object's ``state_dict()`` (model with teacher, optimiser, trainer position, loss centre,
     ...), the AMP scaler and the RNG states, so a run killed after a save and restarted produces the same weights as an
     uninterrupted run with the same seed (the data order and augmentations are functions of seed and position, see
-    :mod:`unimiss_monai.data.loaders`; for MONAI loaders, :class:`~unimiss_monai.handlers.EpochSeed`).
-    Only rank 0 writes, with the generator states of every rank (each draws its own dropout and drop-path masks;
-    saving is a collective, so every rank must reach it); every rank resumes its own. The file holds only tensors, numbers, strings and containers, and resuming
-    reads it weights-only. A state holding NaN or Inf is never saved: ``save`` raises ``FloatingPointError`` and the
-    previous checkpoint stays.
+    :mod:`unimiss_monai.data.loaders`; for MONAI loaders, :class:`~unimiss_monai.handlers.EpochSeed`). Only rank 0
+    writes, with the generator states of every rank (each draws its own dropout and drop-path masks; saving is a
+    collective, so every rank must reach it); every rank resumes its own. An engine with a ``pool_for_checkpoint()``
+    method has it called on every rank first (e.g. the pretraining trainer pools the samples each rank failed to load,
+    so an iteration's checkpoint names them all). The file holds only tensors, numbers, strings and containers, and
+    resuming reads it weights-only. A state holding NaN or Inf is never saved: ``save`` raises ``FloatingPointError``
+    and the previous checkpoint stays.
 
     With ``epoch_level``, the end-of-epoch save is registered when the run starts, after every handler attached
     before it, so it runs last at the end of an epoch and holds that epoch's validation (e.g. the score of the best
@@ -173,6 +175,9 @@ class TrainingCheckpoint:
         # every rank's generators (each draws its own dropout and drop-path masks): a collective, so every rank comes
         # here. The default group, not the long-timeout coordination group: DDP keeps the ranks in step, so they reach
         # this save within moments of each other, and the states are a few kB
+        pool = getattr(engine, "pool_for_checkpoint", None)
+        if callable(pool):  # a collective too: what each rank holds that the checkpoint must record (its failures)
+            pool()
         rng = gather_objects([capture_rng_state()])
         if engine.state.rank != 0:
             self._saved_iteration = engine.state.iteration

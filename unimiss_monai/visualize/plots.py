@@ -24,28 +24,39 @@ def figure_png(fig, dpi: int = 110, tight: bool = True) -> bytes:
     return buf.getvalue()
 
 
-def roc_png(probs: np.ndarray, truth: np.ndarray, metrics: dict) -> bytes:
-    """ROC curve of every class whose AUC is defined, over the chance diagonal.
+def roc_png(probs: np.ndarray, truth: np.ndarray, metrics: dict, classes: Sequence[str] | None = None,
+            title: str | None = None) -> bytes:
+    """ROC curve of every class whose ROC is defined (it has positives and negatives), over the chance diagonal; the
+    one ROC picture of the package (the classification handlers' ``roc.png`` and the run report).
 
     Args:
         probs: (N, C) scores. truth: (N, C) 0/1 ground truth.
         metrics: :func:`~unimiss_monai.metrics.classification_metrics` of the same data (names, AUCs, case count).
+        classes: the names of the C columns; default: the names of ``metrics["per_class"]``, in their order. AUCs
+            are looked up by name, so a prediction file whose columns come in another order is drawn right.
+        title: default ``"ROC, <N> cases, macro AUC <x>"``.
     """
     from matplotlib.figure import Figure
 
+    aucs = {e.get("class"): e.get("auc") for e in metrics.get("per_class", [])}
+    names = list(classes) if classes is not None else list(aucs)
     fig = Figure(figsize=(4.8, 4.4))
     ax = fig.add_subplot()
-    ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
-    for c, entry in enumerate(metrics["per_class"]):
-        if entry["auc"] is None:
-            continue
+    ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1, label="chance")
+    for c, name in enumerate(names):
+        if not len(truth) or truth[:, c].min() == truth[:, c].max():
+            continue  # no ROC without both positives and negatives
         fpr, tpr, _ = roc_curve(probs[:, c], truth[:, c])
-        ax.plot(fpr, tpr, lw=1.5, label=f"{entry['class']} (AUC {entry['auc']:.3f})")
+        auc = aucs.get(name)
+        ax.plot(fpr, tpr, lw=1.5, label=f"{name} (AUC {auc:.3f})" if auc is not None else str(name))
     ax.set(xlabel="1 - specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.02), aspect="equal")
-    macro = metrics["macro_auc"]
-    ax.set_title(f"ROC, {metrics['num_cases']} cases" + (f", macro AUC {macro:.3f}" if macro is not None else ""))
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="lower right", fontsize=8)
+    if title is None:
+        macro = metrics.get("macro_auc")
+        title = f"ROC, {metrics.get('num_cases', len(probs))} cases" + (f", macro AUC {macro:.3f}" if macro is not None
+                                                                         else "")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
     return figure_png(fig)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unimiss_monai.metrics.classification import roc_curve
+from unimiss_monai.visualize.plots import roc_png
 
 from ..document import Figure, Note, Paragraph, Section, Table, fmt
 from ..images import figure_png
@@ -32,25 +32,6 @@ def read_predictions(path: Path) -> tuple[list[str], list[str], np.ndarray, np.n
     probs = np.asarray([[float(r[f"prob_{c}"]) for c in classes] for r in rows])
     truth = np.asarray([[float(r[f"true_{c}"]) for c in classes] for r in rows])
     return [r.get("name", "") for r in rows], classes, probs, truth
-
-
-def _roc_figure(title: str, classes, probs, truth, metrics: dict) -> bytes:
-    from matplotlib.figure import Figure as MplFigure
-
-    aucs = {e.get("class"): e.get("auc") for e in metrics.get("per_class", [])}
-    fig = MplFigure(figsize=(4.6, 4.4))
-    ax = fig.add_subplot()
-    ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1, label="chance")
-    for c, name in enumerate(classes):
-        if truth[:, c].min() == truth[:, c].max():
-            continue  # ROC undefined without both positives and negatives
-        fpr, tpr, _ = roc_curve(probs[:, c], truth[:, c])
-        ax.plot(fpr, tpr, lw=1.8, label=f"{name} (AUC {fmt(aucs.get(name))})")
-    ax.set(xlabel="1 - specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.02), aspect="equal",
-           title=title)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    return figure_png(fig)
 
 
 def _saliency_figure(paths: list[Path]) -> bytes:
@@ -109,8 +90,8 @@ def _task_blocks(run: RunFolder, bundle: str, what: str) -> list:
         return blocks
     _, classes, probs, truth = read_predictions(predictions)
     macro = metrics.get("macro_auc")
-    blocks.append(Figure(_roc_figure(f"{bundle.split('_')[0].upper()}: {len(probs)} test cases", classes, probs, truth,
-                                     metrics), name=f"roc_{bundle}",
+    title = f"{bundle.split('_')[0].upper()}: {len(probs)} test cases"
+    blocks.append(Figure(roc_png(probs, truth, metrics, classes=classes, title=title), name=f"roc_{bundle}",
                          alt=f"ROC curves of {', '.join(classes)} on {len(probs)} held-out test cases, macro AUC {fmt(macro)}",
                          caption=f"{what}: ROC per class on the held-out test split (macro AUC {fmt(macro)})."))
     rows = [[str(e.get("class")), str(e.get("positives")), str(e.get("negatives")), fmt(e.get("auc")), fmt(e.get("ap")),

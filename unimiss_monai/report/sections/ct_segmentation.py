@@ -23,9 +23,12 @@ HU_WINDOW = (-1000.0, 600.0)
 
 def load_network_order(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
     """A CT or label volume as the networks see it: ``(Z, X, Y)`` in :data:`CT_AXCODES`, and its spacing (mm)."""
-    from monai.transforms import LoadImage, Orientation
+    from monai.transforms import Orientation
 
-    volume = Orientation(axcodes=CT_AXCODES, labels=CT_AXIS_LABELS)(LoadImage(image_only=True, ensure_channel_first=True)(str(path)))
+    from unimiss_monai.transforms import LoadCTImage  # a series read as the bundle read it
+
+    loaded = LoadCTImage(image_only=True, ensure_channel_first=True)(str(path))
+    volume = Orientation(axcodes=CT_AXCODES, labels=CT_AXIS_LABELS)(loaded)
     spacing = network_spacing(np.asarray(volume.affine))
     return np.transpose(np.asarray(volume), CT_TO_NETWORK)[0], spacing
 

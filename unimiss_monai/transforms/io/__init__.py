@@ -1,6 +1,11 @@
-"""Transforms that write files of a case (its prediction, overlay pictures) from a post-processing chain."""
+"""Transforms that read the files of a case (a CT series that keeps every slice's rescale) and write them from a
+post-processing chain (its prediction, overlay pictures)."""
 
+from unimiss_monai.transforms.io.array import LoadCTImage
 from unimiss_monai.transforms.io.dictionary import (
+    LoadCTImageD,
+    LoadCTImaged,
+    LoadCTImageDict,
     SaveCaseImageD,
     SaveCaseImaged,
     SaveCaseImageDict,
@@ -9,4 +14,7 @@ from unimiss_monai.transforms.io.dictionary import (
     SaveOverlayPNGDict,
 )
 
-__all__ = ["SaveCaseImageD", "SaveCaseImageDict", "SaveCaseImaged", "SaveOverlayPNGD", "SaveOverlayPNGDict", "SaveOverlayPNGd"]
+__all__ = [
+    "LoadCTImage", "LoadCTImageD", "LoadCTImageDict", "LoadCTImaged", "SaveCaseImageD", "SaveCaseImageDict",
+    "SaveCaseImaged", "SaveOverlayPNGD", "SaveOverlayPNGDict", "SaveOverlayPNGd",
+]

@@ -1,4 +1,5 @@
-"""Dictionary transforms that write the files of a case during post-processing: its prediction, a picture of it."""
+"""Dictionary transforms that read the files of a case, and write them during post-processing: its prediction, a
+picture of it."""
 
 from __future__ import annotations
 
@@ -9,13 +10,27 @@ from pathlib import Path
 
 import torch
 from monai.config import KeysCollection
-from monai.transforms import MapTransform, SaveImaged
+from monai.transforms import LoadImaged, MapTransform, SaveImaged
 
 from unimiss_monai.data.case_names import OutputNames, split_image_name
 from unimiss_monai.data.output_ledger import replacing_own
 from unimiss_monai.data.xray import drop_trailing_singletons, source_name, write_overlay_png
+from unimiss_monai.transforms.io.array import register_series_reader
 
-__all__ = ["SaveCaseImageD", "SaveCaseImageDict", "SaveCaseImaged", "SaveOverlayPNGD", "SaveOverlayPNGDict", "SaveOverlayPNGd"]
+__all__ = [
+    "LoadCTImageD", "LoadCTImageDict", "LoadCTImaged", "SaveCaseImageD", "SaveCaseImageDict", "SaveCaseImaged",
+    "SaveOverlayPNGD", "SaveOverlayPNGDict", "SaveOverlayPNGd",
+]
+
+
+class LoadCTImaged(LoadImaged):
+    """Dictionary form of :class:`~unimiss_monai.transforms.io.array.LoadCTImage`: MONAI ``LoadImaged`` that reads a
+    folder of grey DICOM slices with float pixels, every other input as ``LoadImaged`` does. Arguments are
+    ``LoadImaged``'s; reader arguments reach the series reader too."""
+
+    def __init__(self, keys: KeysCollection, *args, **kwargs) -> None:
+        super().__init__(keys, *args, **kwargs)
+        register_series_reader(self._loader, LoadImaged.__init__, keys, *args, **kwargs)
 
 
 class SaveCaseImaged(SaveImaged):
@@ -97,3 +112,4 @@ def _meta(data, key) -> dict | None:
 
 SaveCaseImageD = SaveCaseImageDict = SaveCaseImaged
 SaveOverlayPNGD = SaveOverlayPNGDict = SaveOverlayPNGd
+LoadCTImageD = LoadCTImageDict = LoadCTImaged
