@@ -374,7 +374,7 @@ def test_nifti_files_beside_a_dicom_series_are_named_as_left_out(tmp_path, caplo
     _save(data / "chest ct_labels.nii.gz", p.labels, p.affine)
     with caplog.at_level("WARNING", logger="unimiss_monai.data.ct_inputs"):
         assert [c.image for c in find_ct_cases(data)] == [data]
-    assert (f"{data}: read as one DICOM series; 1 NIfTI file(s) beside its slices left out (chest ct.nii.gz): a folder "
+    assert (f"{data}: read as one DICOM series; 1 image file(s) beside its slices left out (chest ct.nii.gz): a folder "
             "holding DICOM files is one series, so put other CTs in a folder of their own") in caplog.text
     caplog.clear()
     (data / "chest ct.nii.gz").unlink()

@@ -67,10 +67,27 @@ def test_ct_classification_takes_a_dicom_series_folder_as_one_input(tmp_path, ca
         found = list_images(tmp_path, suffixes, series="true")  # a config's string is a bool too
     assert found == [{"image": str(p)} for p in (*crops, series)]
     warnings = [r.getMessage() for r in caplog.records]
-    assert any("1 NIfTI file(s) beside its slices left out (series.nii.gz)" in w for w in warnings), warnings
+    assert any("1 image file(s) beside its slices left out (series.nii.gz)" in w for w in warnings), warnings
     assert any("1 image file(s) of formats not read here left out (.dcm: 1)" in w for w in warnings), warnings
     assert list_images(series, suffixes, series=True) == [{"image": str(series)}]  # the folder given is the series
     assert list_images(tmp_path, suffixes) == [{"image": str(p)} for p in (*crops, conversion)]  # files, as before
+
+
+def test_what_makes_no_series_folder(tmp_path, caplog):
+    """Crops of any format read (MHA, NRRD) outnumbering a stray slice, an export's DICOMDIR index, and label-map
+    folders holding DICOM files make no series; the crops stay inputs, the label maps are said to be left out."""
+    suffixes = (".nii.gz", ".nii", ".mha", ".nrrd")
+    crops = [_touch(tmp_path / "crops" / name) for name in ("crop1.mha", "crop2.mha", "crop3.nrrd")]
+    _touch(tmp_path / "crops" / "IM0001", DICOM)
+    export = tmp_path / "cd"
+    _touch(export / "DICOMDIR", DICOM)
+    slices = [_touch(export / "DICOM" / "S1" / f"IM{i}", DICOM) for i in range(2)]
+    for labels in ("ct01_labels", "labelsTr/case1"):
+        _touch(tmp_path / labels / "IM0001", DICOM)
+    with caplog.at_level(logging.INFO):
+        found = list_images(tmp_path, suffixes, series=True)
+    assert found == [{"image": str(p)} for p in sorted([*crops, slices[0].parent])]
+    assert "2 label-map folder(s) left out" in caplog.text
 
 
 def test_radiographs_beside_an_inference_folder_and_own_overlays_are_left_out_aloud(tmp_path, caplog):

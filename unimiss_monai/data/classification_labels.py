@@ -190,8 +190,9 @@ def list_images(folder: str | os.PathLike, suffixes: Sequence[str] = SCANNED_SUF
     if (root / "images").is_dir():
         root = root / "images"
     series = as_bool(series, "series")
-    folders = series_folders(root) if series else []
-    files = scan_images(root, tuple(suffixes), recursive=True, accounted=[p for f in folders for p in f.iterdir()])
+    found = series_folders(root, suffixes) if series else []
+    folders = [folder for folder, _ in found]
+    files = scan_images(root, tuple(suffixes), recursive=True, accounted=[p for _, own in found for p in own])
     if not files and not folders:
         looked = ", ".join(suffixes) + (", DICOM series folders" if series else "")
         raise FileNotFoundError(f"no image ({looked}) under {str(root)!r}; pass --dataset_dir with your images")

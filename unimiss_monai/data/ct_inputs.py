@@ -14,13 +14,20 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from unimiss_monai.data.case_names import CaseNames
 from unimiss_monai.data.ct_io import CTInputError, dicom_files, is_dicom_series_dir
-from unimiss_monai.data.image_formats import NIFTI_SUFFIXES, image_suffix, is_label_map_name, scan_images
+from unimiss_monai.data.image_formats import (
+    NIFTI_SUFFIXES,
+    image_suffix,
+    is_dicom_path,
+    is_label_map_name,
+    scan_images,
+)
 from unimiss_monai.data.locators import read_structure_names
 
 logger = logging.getLogger(__name__)
@@ -127,28 +134,63 @@ def _is_series(slices: Sequence[Path], nifti: Sequence[str]) -> bool:
     return bool(slices) and len(nifti) <= len(slices)
 
 
-def _say_left_beside(folder: Path, nifti: Sequence[str]) -> None:
-    # NIfTI files beside the slices were left out unsaid: often the series' own conversion (dcm2niix writes it
-    # there), so said rather than refused
-    if nifti:
-        logger.warning("%s: read as one DICOM series; %d NIfTI file(s) beside its slices left out (%s): a folder "
+def _say_left_beside(folder: Path, volumes: Sequence[str]) -> None:
+    # volumes beside the slices were left out unsaid: often the series' own conversion (dcm2niix writes it there),
+    # so said rather than refused
+    if volumes:
+        logger.warning("%s: read as one DICOM series; %d image file(s) beside its slices left out (%s): a folder "
                        "holding DICOM files is one series, so put other CTs in a folder of their own", folder,
-                       len(nifti), ", ".join(nifti[:3]) + (", ..." if len(nifti) > 3 else ""))
+                       len(volumes), ", ".join(volumes[:3]) + (", ..." if len(volumes) > 3 else ""))
 
 
-def series_folders(root: str | Path) -> list[Path]:
-    """The folders under ``root`` (``root`` itself included, hidden folders not) that are read as one DICOM series
-    each: a folder holding DICOM files, no fewer than the NIfTI CTs beside them (a stray slice among NIfTI CTs makes
-    no series; a series' own conversion beside its slices leaves it one, and is said to be left out)."""
+def _first_slices(folder: Path, names: Sequence[str], wanted: int) -> int:
+    """How many DICOM files ``folder`` holds among ``names``, counted up to ``wanted``: a file without a suffix is
+    opened to be told, and an export of thousands of slices needs only as many opened as there are volumes beside."""
+    found = 0
+    for name in names:
+        if found >= wanted:
+            break
+        found += is_dicom_path(folder / name)
+    return found
+
+
+def series_folders(root: str | Path, suffixes: Sequence[str] = NIFTI_SUFFIXES) -> list[tuple[Path, list[Path]]]:
+    """The folders under ``root`` (``root`` itself included) that are read as one DICOM series each, by
+    :func:`find_ct_cases`' rule for a folder: it holds DICOM files, no fewer than the volumes (``suffixes``, label
+    maps not counted) beside them. A stray slice among CT volumes makes no series; a series' own conversion beside its
+    slices leaves it one, and is said to be left out.
+
+    Returns:
+        ``(folder, its files)`` per series: its ``.dcm`` slices and the volumes beside them, which a scan for images
+        then leaves to the series (:func:`~unimiss_monai.data.image_formats.scan_images`' ``accounted``). Hidden
+        folders are not looked into; label-map folders (``labelsTr/``, ``*_labels``) are left out and said to be; a
+        folder that cannot be listed is warned about.
+    """
     root = Path(root)
-    found = []
-    for folder in [root, *sorted(d for d in root.rglob("*") if d.is_dir())]:
-        if any(part.startswith(".") for part in folder.relative_to(root).parts):
+    found, labels = [], []
+
+    def unreadable(err: OSError) -> None:
+        logger.warning("%s: cannot be listed (%s); the images in it are left out", err.filename, err.strerror)
+
+    for here, dirs, files in os.walk(root, onerror=unreadable):
+        folder = Path(here)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        relative = folder.relative_to(root)
+        # a label-map folder (ct01_labels/), or one in a labels* folder (labelsTr/): its DICOM files are no CT
+        if relative.parts and (is_label_map_name(relative) or is_label_map_name(relative / "slice")):
+            labels.append(relative)
+            dirs[:] = []
             continue
-        slices, nifti = dicom_files(folder), _nifti_cts(folder)
-        if _is_series(slices, nifti):
-            _say_left_beside(folder, nifti)
-            found.append(folder)
+        names = sorted(f for f in files if not f.startswith("."))
+        volumes = [n for n in names if image_suffix(n, tuple(suffixes)) and not is_label_map_name(n)]
+        wanted = max(1, len(volumes))
+        if _first_slices(folder, names, wanted) >= wanted:
+            _say_left_beside(folder, volumes)
+            own = [n for n in names if n.lower().endswith(".dcm")] + volumes
+            found.append((folder, [folder / n for n in own]))
+    if labels:
+        logger.info("%s: %d label-map folder(s) left out, not taken as series (%s)", root, len(labels),
+                    ", ".join(map(str, labels[:3])) + (", ..." if len(labels) > 3 else ""))
     return found
 
 

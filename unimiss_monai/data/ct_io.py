@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 
-from unimiss_monai.data.ct_series_reader import CTSeriesReader
 from unimiss_monai.data.grid_checks import (
     check_ct_volume,
     check_dicom_series,
@@ -108,6 +107,8 @@ def _read(path: Path, dtype) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_dir() and path.name.lower().endswith(NIFTI_SUFFIXES):
         return _read_nifti(path, dtype)
     from monai.data import ITKReader
+
+    from unimiss_monai.data.ct_series_reader import CTSeriesReader  # monai: imported when a series is read
 
     # float32 asked for: a grey series in float pixels, so that a slice's own rescale cannot wrap around
     reader = CTSeriesReader() if dtype is not None and np.dtype(dtype) == np.float32 else ITKReader()

@@ -71,9 +71,13 @@ def is_dicom_file(path: str | os.PathLike) -> bool:
 
 
 def is_dicom_path(path: str | os.PathLike) -> bool:
-    """Whether ``path`` names a DICOM file: ``*.dcm``, or a name without an image suffix (``IM0001``, a UID) whose
-    file starts as a DICOM file does; a PNG or NIfTI is not opened to sniff."""
-    return Path(path).suffix.lower() == ".dcm" or (not image_suffix(Path(path).name) and is_dicom_file(path))
+    """Whether ``path`` names a DICOM file of an image: ``*.dcm``, or a name without an image suffix (``IM0001``, a
+    UID) whose file starts as a DICOM file does; a PNG or NIfTI is not opened to sniff. An export's ``DICOMDIR``, an
+    index of the files beside it, is none: a folder holding one and no slice is no series."""
+    name = Path(path).name
+    if name.upper() == "DICOMDIR":
+        return False
+    return Path(path).suffix.lower() == ".dcm" or (not image_suffix(name) and is_dicom_file(path))
 
 
 def scan_images(folder: str | os.PathLike, suffixes: tuple[str, ...] = SCANNED_SUFFIXES, recursive: bool = False,
