@@ -17,14 +17,15 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 from unimiss_monai.data.case_names import CaseNames
 from unimiss_monai.data.ct_io import CTInputError, dicom_files, is_dicom_series_dir
 from unimiss_monai.data.image_formats import (
     NIFTI_SUFFIXES,
+    dicom_files_in,
     image_suffix,
-    is_dicom_path,
     is_label_map_name,
     scan_images,
 )
@@ -143,17 +144,6 @@ def _say_left_beside(folder: Path, volumes: Sequence[str]) -> None:
                        len(volumes), ", ".join(volumes[:3]) + (", ..." if len(volumes) > 3 else ""))
 
 
-def _first_slices(folder: Path, names: Sequence[str], wanted: int) -> int:
-    """How many DICOM files ``folder`` holds among ``names``, counted up to ``wanted``: a file without a suffix is
-    opened to be told, and an export of thousands of slices needs only as many opened as there are volumes beside."""
-    found = 0
-    for name in names:
-        if found >= wanted:
-            break
-        found += is_dicom_path(folder / name)
-    return found
-
-
 def series_folders(root: str | Path, suffixes: Sequence[str] = NIFTI_SUFFIXES) -> list[tuple[Path, list[Path]]]:
     """The folders under ``root`` (``root`` itself included) that are read as one DICOM series each, by
     :func:`find_ct_cases`' rule for a folder: it holds DICOM files, no fewer than the volumes (``suffixes``, label
@@ -183,8 +173,9 @@ def series_folders(root: str | Path, suffixes: Sequence[str] = NIFTI_SUFFIXES) -
             continue
         names = sorted(f for f in files if not f.startswith("."))
         volumes = [n for n in names if image_suffix(n, tuple(suffixes)) and not is_label_map_name(n)]
+        # counted up to what decides it: an export of thousands of slices opens as many as there are volumes beside
         wanted = max(1, len(volumes))
-        if _first_slices(folder, names, wanted) >= wanted:
+        if sum(1 for _ in islice(dicom_files_in(folder, names), wanted)) >= wanted:
             _say_left_beside(folder, volumes)
             own = [n for n in names if n.lower().endswith(".dcm")] + volumes
             found.append((folder, [folder / n for n in own]))

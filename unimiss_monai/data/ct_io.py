@@ -32,7 +32,7 @@ from unimiss_monai.data.grid_checks import (
     check_has_voxels,
     check_nifti_header,
 )
-from unimiss_monai.data.image_formats import NIFTI_SUFFIXES, is_dicom_file, is_dicom_path
+from unimiss_monai.data.image_formats import NIFTI_SUFFIXES, dicom_files_in, is_dicom_file
 
 __all__ = [
     "MAX_AIR_ONLY_HU", "MAX_PLAUSIBLE_HU", "CTInputError", "check_not_air_only", "load_ct", "load_label_map",
@@ -58,19 +58,15 @@ class CTInputError(ValueError):
     """A CT input that cannot be used; the message names the file and the fix, on one line."""
 
 
-def _visible_files(path: Path) -> list[Path]:
-    return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-
-
 def dicom_files(path: Path) -> list[Path]:
     """The DICOM files of folder ``path``, sorted (every file without a known suffix is opened)."""
-    return [p for p in _visible_files(path) if is_dicom_path(p)]
+    return list(dicom_files_in(path))
 
 
 def is_dicom_series_dir(path: Path) -> bool:
     """True when ``path`` is a folder holding at least one DICOM file, wherever it sorts; stops at the first one, so
     that a series folder of UID-named slices costs one file opened."""
-    return path.is_dir() and any(is_dicom_path(p) for p in _visible_files(path))
+    return path.is_dir() and next(dicom_files_in(path), None) is not None
 
 
 def _read_nifti(path: Path, dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -189,10 +185,15 @@ def load_ct(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(hu, dtype=np.float32), affine  # any memory order: the renderer and torch read strides
 
 
+def _as_array(hu) -> np.ndarray:
+    """``hu`` (an array or tensor) as a numpy array, without a copy where it is on the CPU."""
+    return np.asarray(hu.detach().cpu() if hasattr(hu, "detach") else hu)
+
+
 def _flat(hu) -> np.ndarray:
     """``hu`` (an array or tensor) as one flat array in memory order: a view, where ``reshape(-1)`` of an x-fastest
     NIfTI volume would first copy all of it into C order."""
-    return np.asarray(hu.detach().cpu() if hasattr(hu, "detach") else hu).ravel(order="K")
+    return _as_array(hu).ravel(order="K")
 
 
 def _sample(flat: np.ndarray, size: int = 200_000) -> np.ndarray:
@@ -230,7 +231,7 @@ def _check_not_beyond_hu(flat: np.ndarray, sample: np.ndarray, source: str) -> N
 SLICE_BEYOND_SHARE = 0.5
 
 
-def _check_slices_in_hu(hu, source: str) -> None:
+def _check_slices_in_hu(vol: np.ndarray, source: str) -> None:
     """Raise :class:`CTInputError` when some but not all slices of a volume hold :data:`SLICE_BEYOND_SHARE` or more of
     their values beyond +-:data:`MAX_PLAUSIBLE_HU`. One DICOM slice exported with another unit (a rescale slope of
     1000) leaves the volume's median where it is, and its DRRs and segmentation were garbage marked ok.
@@ -238,9 +239,8 @@ def _check_slices_in_hu(hu, source: str) -> None:
     Slices are the planes across the last axis: a DICOM series is stacked along it, and an axial CT in RAS or LPS runs
     along it. An implant runs across them, so even in a tight crop it fills less than half of one. A minimum below
     -:data:`MAX_PLAUSIBLE_HU` found in most slices is padding (-32768 outside the scan circle; air to the renderer) and
-    is left out, and a slice of one value (padding where a resampled CT has no data) is no unit. ``hu``: the volume,
+    is left out, and a slice of one value (padding where a resampled CT has no data) is no unit. ``vol``: the volume,
     with leading singleton axes (a channel) or none."""
-    vol = np.asarray(hu.detach().cpu() if hasattr(hu, "detach") else hu)
     while vol.ndim > 3 and vol.shape[0] == 1:
         vol = vol[0]
     if vol.ndim != 3:
@@ -290,13 +290,14 @@ def check_not_air_only(hu, source: str) -> None:
     slices, lies beyond +-:data:`MAX_PLAUSIBLE_HU` (another unit, a wrong rescale slope), or they are a label map's (a
     mask given as the CT). ``hu``: any array or tensor of the volume, its values finite. The checks are here so that
     every caller (the DRR reader, the pretraining, classification and segmentation input checks) makes them all."""
-    a = _flat(hu)
+    vol = _as_array(hu)
+    a = vol.ravel(order="K")  # a view in memory order (see _flat)
     if not a.size:
         return
     sample = _sample(a)
     _check_not_beyond_hu(a, sample, source)
     if float(np.abs(sample).max()) > MAX_PLAUSIBLE_HU:  # only then can a slice lie beyond
-        _check_slices_in_hu(hu, source)
+        _check_slices_in_hu(vol, source)
     _check_not_label_map(sample, source)
     # a sample settles it for any volume with a body in it; only one the sample finds no tissue in is read whole
     if float(sample.max()) > MAX_AIR_ONLY_HU:

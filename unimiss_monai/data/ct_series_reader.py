@@ -16,7 +16,7 @@ from monai.config import PathLike
 from monai.data import ITKReader
 from monai.utils import ensure_tuple
 
-from unimiss_monai.data.image_formats import is_dicom_path
+from unimiss_monai.data.image_formats import dicom_files_in
 
 __all__ = ["CTSeriesReader", "is_grey_dicom_folder"]
 
@@ -28,8 +28,7 @@ def is_grey_dicom_folder(path: PathLike) -> bool:
     folder = Path(path)
     if not folder.is_dir():
         return False
-    first = next((p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")
-                  and is_dicom_path(p)), None)  # one header read, not every slice sniffed
+    first = next(dicom_files_in(folder), None)  # one header read, not every slice sniffed
     try:
         return first is not None and int(pydicom.dcmread(first, stop_before_pixels=True).get("SamplesPerPixel", 1)) == 1
     except Exception:  # noqa: BLE001 - a header pydicom cannot parse is the reader's business

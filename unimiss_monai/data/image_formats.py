@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 __all__ = ["ARRAY_SUFFIXES", "IMAGE_SUFFIXES", "LABEL_MAP_STEMS", "NIFTI_SUFFIXES", "SCANNED_SUFFIXES", "image_suffix",
-           "is_dicom_file", "is_dicom_path", "is_label_map_name", "scan_images", "split_image_name"]
+           "dicom_files_in", "is_dicom_file", "is_dicom_path", "is_label_map_name", "scan_images", "split_image_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +78,16 @@ def is_dicom_path(path: str | os.PathLike) -> bool:
     if name.upper() == "DICOMDIR":
         return False
     return Path(path).suffix.lower() == ".dcm" or (not image_suffix(name) and is_dicom_file(path))
+
+
+def dicom_files_in(folder: str | os.PathLike, names: Iterable[str] | None = None) -> Iterator[Path]:
+    """The DICOM files (:func:`is_dicom_path`) of ``folder``, in name order, hidden files left out, one at a time: a
+    caller that needs the first, or a few, opens no more files than that. ``names``: the folder's file names where the
+    caller has listed them already (``os.walk``)."""
+    folder = Path(folder)
+    if names is None:
+        names = (p.name for p in folder.iterdir() if p.is_file())
+    return (folder / n for n in sorted(names) if not n.startswith(".") and is_dicom_path(folder / n))
 
 
 def scan_images(folder: str | os.PathLike, suffixes: tuple[str, ...] = SCANNED_SUFFIXES, recursive: bool = False,

@@ -19,8 +19,9 @@ def register_series_reader(loader, init, *args, **kwargs) -> None:
     """
     if not loader.auto_select:
         return
-    params = list(inspect.signature(init).parameters.values())
-    bound = inspect.signature(init).bind_partial(None, *args, **kwargs).arguments  # None: self
+    signature = inspect.signature(init)
+    params = list(signature.parameters.values())
+    bound = signature.bind_partial(None, *args, **kwargs).arguments  # None: self
     rest = next((bound.get(p.name, ()) for p in params if p.kind is p.VAR_POSITIONAL), ())
     options = next((bound.get(p.name, {}) for p in params if p.kind is p.VAR_KEYWORD), {})
     try:
