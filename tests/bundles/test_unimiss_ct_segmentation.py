@@ -13,6 +13,7 @@ from monai.bundle import ConfigParser, ckpt_export, verify_metadata, verify_net_
 
 from bundle_runner import BUNDLES, SCHEMA, configs, run_bundle_cli, run_workflow
 from unimiss_monai.data import phantom_affine
+from unimiss_monai.data.dicom_series import write_dicom_series
 from unimiss_monai.data.sample_sets.ct_segmentation import make_organ_phantom
 from unimiss_monai.inferers.openvino import openvino_available
 
@@ -142,14 +143,22 @@ def test_inference_on_input_grid_and_bad_cases(trained, tmp_path):
     nib.save(nib.Nifti1Image(hu.astype(np.int16), affine), data / "good.nii.gz")
     nib.save(nib.Nifti1Image(np.zeros((20, 20), np.int16), np.eye(4)), data / "flat.nii.gz")
     (data / "broken.nii.gz").write_bytes(b"not a nifti file")
+    # the same CT as two nested DICOM exports whose folders share their names: each written under its path's name
+    for patient in ("P1", "P2"):
+        write_dicom_series(hu.astype(np.int16), affine, data / patient / "ST1" / "SE1")
     out = tmp_path / "out"
     run_workflow(NAME, ["inference.json", "smoke.yaml"], "infer", bundle_root=str(trained), dataset_dir=str(data),
                  output_dir=str(out), failed=2, **TINY)
     seg = nib.load(out / "good_seg.nii.gz")
     assert seg.shape == (30, 28, 20) and np.allclose(seg.affine, affine, atol=1e-4)
     assert set(np.unique(np.asarray(seg.dataobj))) <= set(range(10))
+    series = [out / f"{p}_ST1_SE1_seg.nii.gz" for p in ("P1", "P2")]
+    for path in series:
+        assert np.allclose(nib.load(path).affine, affine, atol=1e-3)
+        assert np.array_equal(np.asarray(nib.load(path).dataobj), np.asarray(seg.dataobj))
     summary = json.loads((out / "summary.json").read_text())
-    assert [c["output"] for c in summary["cases"] if c["status"] == "ok"] == [str(out / "good_seg.nii.gz")]
+    assert sorted(c["output"] for c in summary["cases"] if c["status"] == "ok") == sorted(
+        map(str, [*series, out / "good_seg.nii.gz"]))
     failed = {c["case"].rsplit("/", 1)[-1]: c["reason"] for c in summary["cases"] if c["status"] == "failed"}
     assert set(failed) == {"flat.nii.gz", "broken.nii.gz"} and summary["num_failed"] == 2
     assert "segments 3D volumes" in failed["flat.nii.gz"]

@@ -1,6 +1,7 @@
 """A folder is one DICOM series only when its DICOM files are its CTs: a stray slice among NIfTI CTs is named and
 left out (the folder was read as a series of that one slice, and failed whole), and a DICOM file is found wherever it
-sorts among the folder's files (only the first eight were looked at)."""
+sorts among the folder's files (only the first eight were looked at). Series are found at any depth (an archive's
+export nests them), and the CT files in sub-folders that no series holds are named, not dropped unsaid."""
 
 from __future__ import annotations
 
@@ -52,3 +53,40 @@ def test_a_dicom_file_is_found_after_the_first_eight_files(tmp_path):
     write_dicom_series(p.hu, p.affine, tmp_path / "series")
     shutil.copy(dicom_files(tmp_path / "series")[0], folder / "z_1.2.840.113619")  # a UID for a name, sorted last
     assert is_dicom_series_dir(folder) and [f.name for f in dicom_files(folder)] == ["z_1.2.840.113619"]
+
+
+def test_series_at_any_depth_are_cases_named_by_their_path(tmp_path):
+    p = make_ct_phantom(SHAPE)
+    data = tmp_path / "archive"
+    for patient in ("P1", "P2"):  # two exports with the same study and series folder names
+        write_dicom_series(p.hu, p.affine, data / patient / "ST1" / "SE1")
+    write_dicom_series(p.hu, p.affine, data / "ct03")
+    _save(data / "P1" / "ST1" / "SE1_labels.nii.gz", np.zeros(SHAPE, np.uint8), p.affine)
+    _save(data / "ct03_labels.nii.gz", np.zeros(SHAPE, np.uint8), p.affine)
+    # a label map kept as DICOM slices is no CT (it was read as case "ct01_labels")
+    write_dicom_series(p.hu, p.affine, data / "ct01_labels")
+    _save(data / "ct01.nii.gz", p.hu, p.affine)
+    cases = {c.name: c for c in find_ct_cases(data)}
+    assert list(cases) == ["P1_ST1_SE1", "P2_ST1_SE1", "ct01", "ct03"]
+    assert cases["P2_ST1_SE1"].image == data / "P2" / "ST1" / "SE1"
+    assert cases["P1_ST1_SE1"].labels == data / "P1" / "ST1" / "SE1_labels.nii.gz"
+    assert cases["P2_ST1_SE1"].labels is None and cases["ct03"].labels == data / "ct03_labels.nii.gz"
+    assert cases["ct01"].labels is None  # its DICOM label folder is no volume format a label map is read in
+
+
+def test_ct_files_in_sub_folders_no_series_holds_are_named(tmp_path, caplog):
+    p = make_ct_phantom(SHAPE)
+    data = tmp_path / "data"
+    (data / "more").mkdir(parents=True)
+    _save(data / "ct01.nii.gz", p.hu, p.affine)
+    for name in ("ct02.nii.gz", "ct03.nii.gz"):
+        _save(data / "more" / name, p.hu, p.affine)
+    _save(data / "more" / "ct02_labels.nii.gz", np.zeros(SHAPE, np.uint8), p.affine)  # a label map: not said
+    write_dicom_series(p.hu, p.affine, tmp_path / "series")
+    shutil.copy(dicom_files(tmp_path / "series")[0], data / "more" / "scout.dcm")  # a stray slice makes no series
+    with caplog.at_level("WARNING"):
+        assert [c.name for c in find_ct_cases(data)] == ["ct01"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [f"{data}: 3 CT file(s) in sub-folders left out (more/ct02.nii.gz, more/ct03.nii.gz, "
+                        "more/scout.dcm): a folder's CTs are read from the folder itself and from DICOM series "
+                        "folders at any depth; list the others in a datalist.json there"], warnings

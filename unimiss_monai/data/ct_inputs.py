@@ -4,8 +4,9 @@ A folder is read in this order:
 
 1. ``datalist.json`` (decathlon style): the ``"testing"`` list (else ``"training"``) of ``{"image": ..., "label": ...,
    "label_names": ...}`` entries, paths relative to the folder;
-2. otherwise every ``*.nii`` / ``*.nii.gz`` file and every sub-folder holding a DICOM series (the folder itself when
-   it is one). A file ``<name>_labels.nii.gz`` (or ``.nii``, or a volume format ITK reads: ``.nrrd``, ``.mha``, ...)
+2. otherwise every ``*.nii`` / ``*.nii.gz`` file in it and every folder below it holding a DICOM series, at any
+   depth and named by its path below the folder (``P1/ST1/SE1`` -> ``P1_ST1_SE1``); the folder itself when it is
+   one. A file ``<name>_labels.nii.gz`` (or ``.nii``, or a volume format ITK reads: ``.nrrd``, ``.mha``, ...)
    is the label map of ``<name>``, and ``<name>_labels.csv`` (columns ``structure,id``) or
    ``<name>_labels.json`` (``{"<value>": "<name>"}``) names its values.
 """
@@ -21,7 +22,7 @@ from itertools import islice
 from pathlib import Path
 
 from unimiss_monai.data.case_names import CaseNames
-from unimiss_monai.data.ct_io import CTInputError, dicom_files, is_dicom_series_dir
+from unimiss_monai.data.ct_io import CTInputError, dicom_files
 from unimiss_monai.data.image_formats import (
     NIFTI_SUFFIXES,
     dicom_files_in,
@@ -144,6 +145,26 @@ def _say_left_beside(folder: Path, volumes: Sequence[str]) -> None:
                        len(volumes), ", ".join(volumes[:3]) + (", ..." if len(volumes) > 3 else ""))
 
 
+def _say_left_in_sub_folders(root: Path, accounted: set[Path]) -> None:
+    """Warn about the CT files (volumes, DICOM slices) in the sub-folders of ``root`` that no series folder holds:
+    a folder scan reads the CTs in the folder itself, so those would be left out unsaid (``patient1/ct.nii.gz``)."""
+    left = []
+    for here, dirs, files in os.walk(root):
+        folder = Path(here)
+        relative = folder.relative_to(root)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not is_label_map_name(relative / d)
+                         and not is_label_map_name(relative / d / "slice"))
+        if folder == root:
+            continue
+        left += [relative / f for f in sorted(files) if not f.startswith(".") and folder / f not in accounted
+                 and (image_suffix(f, CT_VOLUME_SUFFIXES) or f.lower().endswith(".dcm"))
+                 and not is_label_map_name(relative / f)]
+    if left:
+        logger.warning("%s: %d CT file(s) in sub-folders left out (%s): a folder's CTs are read from the folder "
+                       "itself and from DICOM series folders at any depth; list the others in a %s there", root,
+                       len(left), ", ".join(map(str, left[:3])) + (", ..." if len(left) > 3 else ""), DATALIST)
+
+
 def series_folders(root: str | Path, suffixes: Sequence[str] = NIFTI_SUFFIXES) -> list[tuple[Path, list[Path]]]:
     """The folders under ``root`` (``root`` itself included) that are read as one DICOM series each, by
     :func:`find_ct_cases`' rule for a folder: it holds DICOM files, no fewer than the volumes (``suffixes``, label
@@ -218,15 +239,19 @@ def find_ct_cases(path: str | Path) -> list[CTCase]:
     fix = "list them in a datalist.json there, or convert them to NIfTI"
     # stray slices (if any) were named above, with the fix that applies to them
     cases = [_case_for(entry) for entry in scan_images(path, NIFTI_SUFFIXES, fix=fix, accounted=slices)]
-    for entry in path.iterdir():
-        if entry.is_dir() and not entry.name.startswith(".") and is_dicom_series_dir(entry):
-            labels = _first_existing(path, entry.name + LABEL_SUFFIX, CT_VOLUME_SUFFIXES)
-            names = _first_existing(path, entry.name + LABEL_SUFFIX, (".csv", ".json"))
-            cases.append(CTCase(name=entry.name, image=entry, labels=labels, label_names=names))
+    # series at any depth (an archive's export nests them: PATIENT/STUDY/SERIES), each named by its path below the
+    # folder, which stays the same when series are added; the files in sub-folders no series holds are said
+    series = [(folder, own) for folder, own in series_folders(path) if folder != path]
+    for folder, _ in series:
+        labels = _first_existing(folder.parent, folder.name + LABEL_SUFFIX, CT_VOLUME_SUFFIXES)
+        names = _first_existing(folder.parent, folder.name + LABEL_SUFFIX, (".csv", ".json"))
+        name = "_".join(folder.relative_to(path).parts)
+        cases.append(CTCase(name=name, image=folder, labels=labels, label_names=names))
+    _say_left_in_sub_folders(path, {p for _, own in series for p in own})
     if not cases:
         raise CTInputError(f"{path}: no CT found (looked for {DATALIST}, *.nii, *.nii.gz and DICOM series folders); "
                            f"add CTs there or create samples with `python -m unimiss_monai samples --out DIR`")
-    return _refuse_duplicate_names(sorted(cases, key=lambda c: c.image.name))
+    return _refuse_duplicate_names(sorted(cases, key=lambda c: c.image.relative_to(path).parts))
 
 
 _JSON_NAMES = 'a JSON object of label value -> structure name, e.g. {"1": "liver", "2": "spleen"}'

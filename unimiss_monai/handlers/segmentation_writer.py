@@ -14,6 +14,7 @@ import torch
 from unimiss_monai.data.case_names import CaseNames
 from unimiss_monai.data.image_formats import split_image_name
 from unimiss_monai.data.output_ledger import replacing_own
+from unimiss_monai.data.segmentation_inputs import NAME_KEY
 from unimiss_monai.data.tolerant import CASE_KEY, FAILED_KEY, batch_items, mark_failed
 from unimiss_monai.data.writers import save_nifti
 from unimiss_monai.handlers.forward_failure_guard import guard_forward
@@ -35,7 +36,9 @@ class SegmentationWriter:
     Each decollated output item holds ``pred`` (class probabilities or logits on the preprocessed grid; a single
     channel is a foreground probability, labelled 1 above 0.5) and ``image``
     (the preprocessed image, whose transform trace ``Invertd`` follows back); the matching batch item may hold
-    ``case`` / ``failed`` (set by :class:`~unimiss_monai.data.TolerantDataset`, or by
+    ``name`` (the case name that names the file, as
+    :func:`~unimiss_monai.data.segmentation_inputs.find_segmentation_inputs` gives it; else the input's file name
+    without its format) and ``case`` / ``failed`` (set by :class:`~unimiss_monai.data.TolerantDataset`, or by
     :func:`~unimiss_monai.handlers.guard_forward`, which attaching installs). A case that fails here (non-finite
     output, a failed write) is logged and marked failed in its batch item; the written path is recorded there too, so
     :class:`~unimiss_monai.handlers.InferenceSummary` (listed after this handler) reports both. The run goes on.
@@ -100,7 +103,7 @@ class SegmentationWriter:
             labels = out.argmax(0) if out.shape[0] > 1 else out[0].round()
         affine = np.asarray(out.affine, dtype=np.float64)
         source = str(item.get(CASE_KEY) or out.meta.get("filename_or_obj", f"case_{len(self.written):04d}"))
-        case = split_image_name(source)[0]
+        case = str(item.get(NAME_KEY) or split_image_name(source)[0])
         path = self.output_dir / f"{case}{self.postfix}.nii.gz"
         if clash := self._names.clash(case, source, f"{source} would overwrite {path}"):
             raise ValueError(clash)
@@ -119,7 +122,8 @@ class SegmentationWriter:
                 continue
             case = str(source.get(CASE_KEY, ""))
             try:
-                source[OUTPUT_KEY] = str(self.write_item({**item, CASE_KEY: case or item.get(CASE_KEY, "")}))
+                named = {NAME_KEY: source[NAME_KEY]} if source.get(NAME_KEY) else {}
+                source[OUTPUT_KEY] = str(self.write_item({**item, **named, CASE_KEY: case or item.get(CASE_KEY, "")}))
             except Exception as err:  # noqa: BLE001 - one bad case is reported, the others go on
                 reason = failure_reason(err)
                 logger.error("segmentation: %s failed: %s", case, reason)
