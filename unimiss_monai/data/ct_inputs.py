@@ -97,6 +97,11 @@ def _cases_from_datalist(datalist: Path) -> list[CTCase]:
         if bad:
             raise CTInputError(f"{datalist}: entry {i} has {bad[0]!r} = {entry[bad[0]]!r}; each entry's 'image' (and "
                                "'label', 'label_names', 'name' where given) is one path or name as a string")
+        name = entry.get("name")
+        if isinstance(name, str) and (name in (".", "..") or any(c in name for c in "/\\\0")):
+            # the name becomes a file and folder name under output_dir: "../x" would write beside it
+            raise CTInputError(f"{datalist}: entry {i} has 'name' = {name!r}; a case name names the case's output "
+                               "files, so give a plain name without '/' or '\\' (and not '.' or '..')")
     root = datalist.parent
 
     def resolve(value: str | None) -> Path | None:
