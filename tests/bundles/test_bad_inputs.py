@@ -66,6 +66,15 @@ def _truncated(path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
+def _series_with(damage: Callable[[Path], None]) -> Callable[[Path], None]:
+    """A series (one rescale slope) whose last slice ``damage`` spoils: ITK leaves such a file out unsaid, and a slice
+    missing at either end leaves the others evenly spaced."""
+    def make(folder: Path) -> None:
+        write_series(folder, slope=1.0)
+        damage(sorted(folder.glob("*.dcm"))[-1])
+    return make
+
+
 def _gzip_of(payload: bytes) -> Callable[[Path], None]:
     return lambda path: path.write_bytes(gzip.compress(payload))
 
@@ -84,6 +93,8 @@ BAD_CT: dict[str, tuple[Callable[[Path], None], str]] = {
     "gzip_of_text.nii.gz": (_gzip_of(b"plain text inside a gzip stream"), ""),
     "slice_unit.nii.gz": (_slice_in_another_unit, r"slices \(along the last axis .* rescale slope"),
     "slice_slope_series": (write_series, r"slices \(along the last axis .* index 5\) .* slope"),
+    "slice_cut_short_series": (_series_with(lambda f: f.write_bytes(f.read_bytes()[:-100])), r"\.dcm holds .* cut short"),
+    "slice_unreadable_series": (_series_with(lambda f: f.write_bytes(b"garbage")), r"\.dcm is no readable DICOM"),
 }
 
 

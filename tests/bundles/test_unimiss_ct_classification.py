@@ -137,9 +137,11 @@ def test_inference_reads_a_dicom_series_as_its_nifti(trained, tmp_path):
     inputs = tmp_path / "inputs"
     save_nifti(hu, source.affine, inputs / "crop.nii.gz")
     write_dicom_series(hu, source.affine, inputs / "patient" / "crop_series")
-    rows = run_inference(BUNDLE, inputs, root, tmp_path / "out")
+    rows = run_inference(BUNDLE, inputs, root, tmp_path / "out", save_saliency=True)
     by_case = {r["case"].split("/")[-1]: r for r in rows}
     assert sorted(by_case) == ["crop.nii.gz", "crop_series"] and all(r["status"] == "ok" for r in rows)
+    # the series' map is named by its path below the input folder, as its outputs are in every CT bundle
+    assert sorted(p.name for p in (tmp_path / "out" / "saliency").iterdir()) == ["crop.png", "patient_crop_series.png"]
     for c in CLASSES:
         assert float(by_case["crop_series"][f"prob_{c}"]) == pytest.approx(float(by_case["crop.nii.gz"][f"prob_{c}"]),
                                                                            abs=1e-5)

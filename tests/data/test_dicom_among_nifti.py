@@ -90,3 +90,39 @@ def test_ct_files_in_sub_folders_no_series_holds_are_named(tmp_path, caplog):
     assert warnings == [f"{data}: 3 CT file(s) in sub-folders left out (more/ct02.nii.gz, more/ct03.nii.gz, "
                         "more/scout.dcm): a folder's CTs are read from the folder itself and from DICOM series "
                         "folders at any depth; list the others in a datalist.json there"], warnings
+
+
+def test_a_dicom_file_beside_series_folders_makes_no_series(tmp_path, caplog):
+    # an export's dose report at its top, or beside a study's series: the folder was read as a one-file series, and at
+    # the top every series below it was dropped unsaid
+    p = make_ct_phantom(SHAPE)
+    data = tmp_path / "export"
+    for patient in ("P1", "P2"):
+        write_dicom_series(p.hu, p.affine, data / patient / "ST1" / "SE1")
+    report = dicom_files(data / "P1" / "ST1" / "SE1")[0]
+    shutil.copy(report, data / "DoseReport.dcm")
+    shutil.copy(report, data / "P2" / "ST1" / "DoseReport")  # no suffix: found as DICOM by its header
+    with caplog.at_level("WARNING"):
+        assert [c.name for c in find_ct_cases(data)] == ["P1_ST1_SE1", "P2_ST1_SE1"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [f"{data}: 1 DICOM file(s) beside the series folders below it left out (DoseReport.dcm): a "
+                        "DICOM series is read from a folder of its own",
+                        f"{data / 'P2' / 'ST1'}: 1 DICOM file(s) beside the series folders below it left out "
+                        "(DoseReport): a DICOM series is read from a folder of its own"], warnings
+
+
+def test_label_folders_holding_dicom_files_are_warned_about(tmp_path, caplog):
+    p = make_ct_phantom(SHAPE)
+    data = tmp_path / "data"
+    write_dicom_series(p.hu, p.affine, data / "ct05")
+    write_dicom_series(p.hu, p.affine, data / "ct05_labels")  # a label map kept as slices: not read as labels
+    write_dicom_series(p.hu, p.affine, data / "Labelson_J" / "SE1")  # a CT in a folder whose name reads as labels
+    (data / "labelsTr").mkdir()
+    _save(data / "labelsTr" / "ct05.nii.gz", np.zeros(SHAPE, np.uint8), p.affine)
+    with caplog.at_level("INFO"):
+        assert [(c.name, c.labels) for c in find_ct_cases(data)] == [("ct05", None)]
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if "label-map folder" in r.getMessage()]
+    assert said == [("WARNING", f"{data}: 2 label-map folder(s) holding DICOM files left out, not taken as CT series "
+                                "(Labelson_J, ct05_labels): a label map is read from a volume file "
+                                "(<case>_labels.nii.gz); rename a folder that holds a CT"),
+                    ("INFO", f"{data}: 1 label-map folder(s) left out, not taken as series (labelsTr)")], said

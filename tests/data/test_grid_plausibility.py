@@ -203,6 +203,21 @@ def test_a_slice_of_another_geometry_is_refused_naming_it(tmp_path, body, tags, 
         load_ct(folder)
 
 
+@pytest.mark.parametrize("damage, what", [
+    (lambda f: f.write_bytes(f.read_bytes()[:600]), r"is an image \(CT Image Storage\) whose header is cut short"),
+    (lambda f: f.write_bytes(f.read_bytes()[:-10]), r"holds \d+ bytes of pixel data .* the file is cut short"),
+    (lambda f: f.write_bytes(b"not a slice"), r"is no readable DICOM file \(it has no DICOM header\)"),
+])
+def test_a_slice_the_reader_would_leave_out_is_named(tmp_path, body, damage, what):
+    # ITK leaves such a file out of the series without a word; the last slice, so the others stay evenly spaced
+    folder = _series(tmp_path, body, "damaged")
+    last = sorted(folder.glob("*.dcm"))[-1]
+    damage(last)
+    with pytest.raises(CTInputError, match=rf"^{folder}: {last.name} {what}; a reader would leave it out .*lose that "
+                                           r"slice unsaid: copy the series again from the archive"):
+        load_ct(folder)
+
+
 def test_the_segmentation_input_check_refuses_a_slice_of_another_orientation(tmp_path, body):
     # through MONAI's reader, which reads such a series without a word, and the bundles' input check
     folder = _series(tmp_path, body, "turned")

@@ -65,11 +65,12 @@ def test_ct_classification_takes_a_dicom_series_folder_as_one_input(tmp_path, ca
     suffixes = (".nii.gz", ".nii")
     with caplog.at_level(logging.WARNING):
         found = list_images(tmp_path, suffixes, series="true")  # a config's string is a bool too
-    assert found == [{"image": str(p)} for p in (*crops, series)]
+    assert found == [*({"image": str(p)} for p in crops), {"image": str(series), "name": "patient1_series"}]
     warnings = [r.getMessage() for r in caplog.records]
     assert any("1 image file(s) beside its slices left out (series.nii.gz)" in w for w in warnings), warnings
     assert any("1 image file(s) of formats not read here left out (.dcm: 1)" in w for w in warnings), warnings
-    assert list_images(series, suffixes, series=True) == [{"image": str(series)}]  # the folder given is the series
+    # the folder given is the series
+    assert list_images(series, suffixes, series=True) == [{"image": str(series), "name": "series"}]
     assert list_images(tmp_path, suffixes) == [{"image": str(p)} for p in (*crops, conversion)]  # files, as before
 
 
@@ -86,8 +87,8 @@ def test_what_makes_no_series_folder(tmp_path, caplog):
         _touch(tmp_path / labels / "IM0001", DICOM)
     with caplog.at_level(logging.INFO):
         found = list_images(tmp_path, suffixes, series=True)
-    assert found == [{"image": str(p)} for p in sorted([*crops, slices[0].parent])]
-    assert "2 label-map folder(s) left out" in caplog.text
+    assert found == [{"image": str(slices[0].parent), "name": "cd_DICOM_S1"}, *({"image": str(p)} for p in crops)]
+    assert "2 label-map folder(s) holding DICOM files left out" in caplog.text
 
 
 def test_radiographs_beside_an_inference_folder_and_own_overlays_are_left_out_aloud(tmp_path, caplog):

@@ -58,3 +58,13 @@ def test_monai_name_formatter_and_unlisted_inputs():
     names = OutputNames(["/d/x.nii.gz", "/d/x.png"])
     assert names({"filename_or_obj": "/d/x.png", "patch_index": None}) == {"subject": "x_png", "idx": None}
     assert names.name("/elsewhere/y.nii.gz") == "y"
+
+
+def test_a_name_the_item_gives_stands_and_is_kept_apart_from_the_stems():
+    items = [{"image": "/a/P1/ST1/SE1", "name": "P1_ST1_SE1"}, {"image": "/a/P2/ST1/SE1", "name": "P2_ST1_SE1"},
+             {"image": "/a/SE1.nii.gz"}, {"image": "/a/P1_ST1_SE1.png"}]
+    names = OutputNames(items)
+    assert [names.name(i["image"]) for i in items] == ["P1_ST1_SE1", "P2_ST1_SE1", "SE1", "P1_ST1_SE1_png"]
+    # the series keep their names when another joins (numbered by order, the first SE1 would now name this one)
+    more = OutputNames([{"image": "/a/P0/ST1/SE1", "name": "P0_ST1_SE1"}, *items])
+    assert [more.name(i["image"]) for i in items[:2]] == ["P1_ST1_SE1", "P2_ST1_SE1"]

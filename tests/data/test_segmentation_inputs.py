@@ -10,10 +10,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from unimiss_monai.data.case_names import NAME_KEY
 from unimiss_monai.data.ct_io import CTInputError
 from unimiss_monai.data.dicom_series import write_dicom_series
 from unimiss_monai.data.phantom import make_ct_phantom
-from unimiss_monai.data.segmentation_inputs import NAME_KEY, find_segmentation_inputs
+from unimiss_monai.data.segmentation_inputs import find_segmentation_inputs
 
 
 def test_datalist_names_and_folder_names_reach_the_inputs(tmp_path):

@@ -32,8 +32,8 @@ _EXPORTS = {
 _SUBMODULES = (
     "case_names", "classification_labels", "ct_inputs", "ct_io", "ct_series_reader", "datalists", "dicom_series",
     "disk_cache", "folder_marker", "grid_checks", "image_formats", "lesions", "loaders", "locators", "output_ledger",
-    "official_layout", "phantom", "pretraining_datalist", "sample_sets", "segmentation_inputs", "tolerant",
-    "totalsegmentator", "writers", "xray",
+    "official_layout", "phantom", "pretraining_datalist", "sample_sets", "segmentation_inputs", "series_folders",
+    "tolerant", "totalsegmentator", "writers", "xray",
 )
 
 __all__ = sorted(["find_dataset", "samples", *(name for names in _EXPORTS.values() for name in names)])

@@ -11,7 +11,11 @@ from collections.abc import Iterable, Mapping
 
 from unimiss_monai.data.image_formats import split_image_name
 
-__all__ = ["CaseNames", "OutputNames"]
+__all__ = ["CaseNames", "OutputNames", "NAME_KEY"]
+
+#: the data item key of a case's own name, which names its outputs where the file name would be shared: a DICOM
+#: series folder's path below the scanned folder (``P1/ST1/SE1`` -> ``P1_ST1_SE1``) or a datalist entry's ``name``
+NAME_KEY = "name"
 
 
 class CaseNames:
@@ -59,8 +63,8 @@ def _key(path: str | os.PathLike) -> str:
 class OutputNames:
     """The output name (stem) of each input of a run, decided from the whole list before any case is processed.
 
-    An input is named by its file name without the format (``/d/x.nii.gz`` -> ``x``), as long as no other input of
-    the run has that name. Inputs whose names clash keep their format in the name, all of them (``x.nii.gz`` ->
+    An input is named by the name its data-list item gives (:data:`NAME_KEY`), else by its file name without the
+    format (``/d/x.nii.gz`` -> ``x``), as long as no other input of the run has that name. Inputs whose names clash keep their format in the name, all of them (``x.nii.gz`` ->
     ``x_nii_gz``, ``x.png`` -> ``x_png``), so that none of them depends on which one was listed first; inputs still
     alike (``a/x.png`` and ``b/x.png``) are numbered in the order of their sorted paths (``x_png``, ``x_png_2``).
     Names are compared case-insensitively (one file on a case-insensitive file system), and the same list always
@@ -75,8 +79,11 @@ class OutputNames:
     """
 
     def __init__(self, inputs: Iterable[str | os.PathLike | Mapping], key: str = "image") -> None:
+        inputs = list(inputs)
         paths = [str(i[key]) if isinstance(i, Mapping) else str(i) for i in inputs]
-        parts = [split_image_name(p) for p in paths]
+        # a name the item gives stands for the stem, format and all
+        parts = [(str(i[NAME_KEY]), "") if isinstance(i, Mapping) and i.get(NAME_KEY) else split_image_name(p)
+                 for i, p in zip(inputs, paths)]
         stems = Counter(stem.casefold() for stem, _ in parts)
         wanted = [stem if stems[stem.casefold()] == 1 or not fmt else f"{stem}_{fmt.replace('.', '_')}" for stem, fmt in parts]
         taken = {w.casefold() for w in wanted}

@@ -18,23 +18,22 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 
 from unimiss_monai.data.case_names import CaseNames
 from unimiss_monai.data.ct_io import CTInputError, dicom_files
 from unimiss_monai.data.image_formats import (
     NIFTI_SUFFIXES,
-    dicom_files_in,
     image_suffix,
     is_label_map_name,
     scan_images,
 )
 from unimiss_monai.data.locators import read_structure_names
+from unimiss_monai.data.series_folders import series_folders
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CTCase", "find_ct_cases", "series_folders", "is_datalist_file", "read_label_names", "label_channels",
+__all__ = ["CTCase", "find_ct_cases", "is_datalist_file", "read_label_names", "label_channels",
            "LABEL_SUFFIX", "DATALIST", "MAX_LABEL_VALUES"]
 
 LABEL_SUFFIX = "_labels"
@@ -141,18 +140,12 @@ def _is_series(slices: Sequence[Path], nifti: Sequence[str]) -> bool:
     return bool(slices) and len(nifti) <= len(slices)
 
 
-def _say_left_beside(folder: Path, volumes: Sequence[str]) -> None:
-    # volumes beside the slices were left out unsaid: often the series' own conversion (dcm2niix writes it there),
-    # so said rather than refused
-    if volumes:
-        logger.warning("%s: read as one DICOM series; %d image file(s) beside its slices left out (%s): a folder "
-                       "holding DICOM files is one series, so put other CTs in a folder of their own", folder,
-                       len(volumes), ", ".join(volumes[:3]) + (", ..." if len(volumes) > 3 else ""))
-
-
-def _say_left_in_sub_folders(root: Path, accounted: set[Path]) -> None:
-    """Warn about the CT files (volumes, DICOM slices) in the sub-folders of ``root`` that no series folder holds:
-    a folder scan reads the CTs in the folder itself, so those would be left out unsaid (``patient1/ct.nii.gz``)."""
+def _say_left_in_sub_folders(root: Path, series: Sequence[tuple[Path, Sequence[Path]]]) -> None:
+    """Warn about the CT files (volumes, DICOM slices) in the sub-folders of ``root`` that no series folder
+    (``series``: :func:`series_folders`) holds: a folder scan reads the CTs in the folder itself, so those would be
+    left out unsaid (``patient1/ct.nii.gz``). The slices beside series folders were named by the scan."""
+    accounted = {p for _, own in series for p in own}
+    above = {parent for folder, _ in series for parent in folder.parents}
     left = []
     for here, dirs, files in os.walk(root):
         folder = Path(here)
@@ -162,53 +155,12 @@ def _say_left_in_sub_folders(root: Path, accounted: set[Path]) -> None:
         if folder == root:
             continue
         left += [relative / f for f in sorted(files) if not f.startswith(".") and folder / f not in accounted
-                 and (image_suffix(f, CT_VOLUME_SUFFIXES) or f.lower().endswith(".dcm"))
+                 and (image_suffix(f, CT_VOLUME_SUFFIXES) or (f.lower().endswith(".dcm") and folder not in above))
                  and not is_label_map_name(relative / f)]
     if left:
         logger.warning("%s: %d CT file(s) in sub-folders left out (%s): a folder's CTs are read from the folder "
                        "itself and from DICOM series folders at any depth; list the others in a %s there", root,
                        len(left), ", ".join(map(str, left[:3])) + (", ..." if len(left) > 3 else ""), DATALIST)
-
-
-def series_folders(root: str | Path, suffixes: Sequence[str] = NIFTI_SUFFIXES) -> list[tuple[Path, list[Path]]]:
-    """The folders under ``root`` (``root`` itself included) that are read as one DICOM series each, by
-    :func:`find_ct_cases`' rule for a folder: it holds DICOM files, no fewer than the volumes (``suffixes``, label
-    maps not counted) beside them. A stray slice among CT volumes makes no series; a series' own conversion beside its
-    slices leaves it one, and is said to be left out.
-
-    Returns:
-        ``(folder, its files)`` per series: its ``.dcm`` slices and the volumes beside them, which a scan for images
-        then leaves to the series (:func:`~unimiss_monai.data.image_formats.scan_images`' ``accounted``). Hidden
-        folders are not looked into; label-map folders (``labelsTr/``, ``*_labels``) are left out and said to be; a
-        folder that cannot be listed is warned about.
-    """
-    root = Path(root)
-    found, labels = [], []
-
-    def unreadable(err: OSError) -> None:
-        logger.warning("%s: cannot be listed (%s); the images in it are left out", err.filename, err.strerror)
-
-    for here, dirs, files in os.walk(root, onerror=unreadable):
-        folder = Path(here)
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        relative = folder.relative_to(root)
-        # a label-map folder (ct01_labels/), or one in a labels* folder (labelsTr/): its DICOM files are no CT
-        if relative.parts and (is_label_map_name(relative) or is_label_map_name(relative / "slice")):
-            labels.append(relative)
-            dirs[:] = []
-            continue
-        names = sorted(f for f in files if not f.startswith("."))
-        volumes = [n for n in names if image_suffix(n, tuple(suffixes)) and not is_label_map_name(n)]
-        # counted up to what decides it: an export of thousands of slices opens as many as there are volumes beside
-        wanted = max(1, len(volumes))
-        if sum(1 for _ in islice(dicom_files_in(folder, names), wanted)) >= wanted:
-            _say_left_beside(folder, volumes)
-            own = [n for n in names if n.lower().endswith(".dcm")] + volumes
-            found.append((folder, [folder / n for n in own]))
-    if labels:
-        logger.info("%s: %d label-map folder(s) left out, not taken as series (%s)", root, len(labels),
-                    ", ".join(map(str, labels[:3])) + (", ..." if len(labels) > 3 else ""))
-    return found
 
 
 def find_ct_cases(path: str | Path) -> list[CTCase]:
@@ -232,13 +184,13 @@ def find_ct_cases(path: str | Path) -> list[CTCase]:
         return _cases_from_datalist(path / DATALIST)
     slices = dicom_files(path)
     nifti = _nifti_cts(path)
-    if slices and not _is_series(slices, nifti):
+    found = series_folders(path)  # what is left out of a series (files beside it, label folders) is said there
+    if found and found[0][0] == path:  # the folder is one series (walked first, and then nothing below it is)
+        return [CTCase(name=path.name, image=path)]
+    if slices and not _is_series(slices, nifti):  # (beside series folders below, they were named in the scan)
         logger.warning("%s: %d DICOM file(s) among %d NIfTI CTs left out (%s): a DICOM series is read from a folder "
                        "of its own", path, len(slices), len(nifti),
                        ", ".join(p.name for p in slices[:3]) + (", ..." if len(slices) > 3 else ""))
-    elif slices:
-        _say_left_beside(path, nifti)
-        return [CTCase(name=path.name, image=path)]
     # the scan every bundle shares: label maps (a case's labels, found by _case_for, or a segmentation) are left out
     # and said, as are image files of other formats (read when a datalist names them)
     fix = "list them in a datalist.json there, or convert them to NIfTI"
@@ -246,13 +198,12 @@ def find_ct_cases(path: str | Path) -> list[CTCase]:
     cases = [_case_for(entry) for entry in scan_images(path, NIFTI_SUFFIXES, fix=fix, accounted=slices)]
     # series at any depth (an archive's export nests them: PATIENT/STUDY/SERIES), each named by its path below the
     # folder, which stays the same when series are added; the files in sub-folders no series holds are said
-    series = [(folder, own) for folder, own in series_folders(path) if folder != path]
-    for folder, _ in series:
+    for folder, _ in found:
         labels = _first_existing(folder.parent, folder.name + LABEL_SUFFIX, CT_VOLUME_SUFFIXES)
         names = _first_existing(folder.parent, folder.name + LABEL_SUFFIX, (".csv", ".json"))
         name = "_".join(folder.relative_to(path).parts)
         cases.append(CTCase(name=name, image=folder, labels=labels, label_names=names))
-    _say_left_in_sub_folders(path, {p for _, own in series for p in own})
+    _say_left_in_sub_folders(path, found)
     if not cases:
         raise CTInputError(f"{path}: no CT found (looked for {DATALIST}, *.nii, *.nii.gz and DICOM series folders); "
                            f"add CTs there or create samples with `python -m unimiss_monai samples --out DIR`")

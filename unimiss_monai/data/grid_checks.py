@@ -246,30 +246,44 @@ def _odd_slice(slices: list) -> str | None:
     return None
 
 
+_SLICE_LOST = ("a reader would leave it out and the series would lose that slice unsaid: copy the series again from "
+               "the archive, or remove the file if it is no slice")
+
+
 def check_dicom_series(source: str, tolerance: float = 0.01) -> None:
     """Raise ``ValueError`` (one line naming the folder) when the DICOM folder ``source`` holds more than one series,
     a slice whose orientation, pixel spacing or size (rows, columns) differs from the others', two slices at one
     position, or slices whose spacing varies by more than ``tolerance`` (a fraction of the median spacing, at least
     0.01 mm): a missing slice. ITK reads the first of several series, stacks slices of another geometry as if alike and
-    spreads a series with gaps evenly, so the labels no longer lie on the anatomy. Files that are not DICOM, and series
-    without positions (a single multi-frame file), are left to the reader; anything that is not a folder is left
-    alone."""
+    spreads a series with gaps evenly, so the labels no longer lie on the anatomy. So does a DICOM file (``*.dcm``, or
+    one that starts as DICOM) that cannot be parsed or is cut short (its header, or its uncompressed pixel data): ITK
+    leaves it out of the series unsaid. Files that are not DICOM, and series without positions (a single multi-frame
+    file), are left to the reader; anything that is not a folder is left alone."""
     folder = Path(source)
     if not folder.is_dir():
         return
     import pydicom
+    from pydicom.errors import InvalidDicomError
 
-    tags = ["SeriesInstanceUID", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns"]
     series: dict[str, list] = {}
     for path in sorted(folder.iterdir()):
-        if not path.is_file() or not (path.suffix.lower() == ".dcm" or is_dicom_file(path)):
+        if not path.is_file() or path.name.startswith(".") or not (path.suffix.lower() == ".dcm" or is_dicom_file(path)):
             continue
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=tags)
-        except Exception:  # noqa: BLE001 - an unreadable file is the reader's business
-            continue
+        # the reader leaves a file it cannot read out of the series unsaid: the volume is then a slice short
+        try:  # the whole header (as fast as a few tags) and where the pixel data ends, not its bytes
+            ds = pydicom.dcmread(path, defer_size=1024)
+        except Exception as err:  # noqa: BLE001 - any failure to parse is a damaged file
+            reason = ("it has no DICOM header" if isinstance(err, InvalidDicomError)
+                      else f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'unreadable'}")
+            # from None: the run reports an error's root cause, which would be pydicom's, naming no file
+            raise ValueError(f"{folder}: {path.name} is no readable DICOM file ({reason}); {_SLICE_LOST}") from None
+        sop = getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID")
+        if sop is not None and "Image Storage" in str(getattr(sop, "name", "")) and "Rows" not in ds:
+            raise ValueError(f"{folder}: {path.name} is an image ({sop.name}) whose header is cut short; {_SLICE_LOST}")
         # a DICOMDIR, or a report in the export (a dose report has a series of its own), is no slice: it has no rows
         if "SeriesInstanceUID" in ds and "Rows" in ds:
+            if problem := _pixel_data_problem(ds):
+                raise ValueError(f"{folder}: {path.name} {problem}; {_SLICE_LOST}")
             series.setdefault(str(ds.SeriesInstanceUID), []).append((path, ds))
     if len(series) > 1:
         counts = ", ".join(f"{len(v)} slices" for v in series.values())
@@ -314,28 +328,41 @@ def _check_pixel_data(path: str, source: str, file_size: int, mtime_ns: int) -> 
     """:func:`check_dicom_pixel_data` of one version of a file (its size and time in the key): an epoch reads each
     header once, not once per pass."""
     import pydicom
-    from pydicom.dataelem import RawDataElement
     from pydicom.errors import InvalidDicomError
-    from pydicom.pixels.utils import get_expected_length
 
     try:  # the pixel data's length, not its bytes: an element over 1 KB is only located
         ds = pydicom.dcmread(path, defer_size=1024)
-        if "PixelData" in ds and ds.file_meta.TransferSyntaxUID.is_compressed:
-            return
-        size = needed = None
-        if "PixelData" in ds:
-            element = ds.get_item("PixelData")
-            size = element.length if isinstance(element, RawDataElement) else len(element.value)
-            frames = int(ds.get("NumberOfFrames", 1) or 1)
-            needed = int(get_expected_length(ds, unit="bytes"))  # pydicom's count: 1-bit and 4:2:2 colour included
     except (AttributeError, TypeError, KeyError, ValueError, InvalidDicomError):  # no header to compare with
         return
-    if size is None:
-        raise ValueError(f"{source}: holds no pixel data (a DICOM object without an image); pass the image file")
-    if size < needed:
-        raise ValueError(f"{source}: holds {size} bytes of pixel data where its header ({ds.Rows} x {ds.Columns}, "
-                         f"{ds.BitsAllocated} bits, {frames} frame(s)) needs {needed}: the file is cut short; "
-                         "copy it again from the archive")
+    if problem := _pixel_data_problem(ds):
+        raise ValueError(f"{source}: {problem}; copy it again from the archive")
+
+
+def _pixel_data_problem(ds) -> str | None:
+    """What is wrong with the pixel data of the DICOM dataset ``ds`` (read with ``defer_size``): none, or less
+    uncompressed pixel data than its header declares (a copy cut short); None when it is whole, compressed or its header
+    cannot tell."""
+    from pydicom.dataelem import RawDataElement
+    from pydicom.pixels.utils import get_expected_length
+
+    try:
+        if "PixelData" not in ds:
+            return "holds no pixel data (a DICOM object without an image); pass the image file"
+        if ds.file_meta.TransferSyntaxUID.is_compressed:
+            return None
+        element = ds.get_item("PixelData")
+        # read (up to 1 KB): its bytes, which a file cut short has fewer of than its declared length; deferred: the
+        # length pydicom located, up to the file's end
+        value = element.value
+        size = element.length if isinstance(element, RawDataElement) and value is None else len(value)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        needed = int(get_expected_length(ds, unit="bytes"))  # pydicom's count: 1-bit and 4:2:2 colour included
+    except (AttributeError, TypeError, KeyError, ValueError):  # no header to compare with
+        return None
+    if size >= needed:
+        return None
+    return (f"holds {size} bytes of pixel data where its header ({ds.Rows} x {ds.Columns}, {ds.BitsAllocated} bits, "
+            f"{frames} frame(s)) needs {needed}: the file is cut short")
 
 
 #: photometric interpretations of one sample per pixel; the colour ones (RGB, YBR_*) need three

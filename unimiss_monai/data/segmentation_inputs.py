@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import os
 
+from unimiss_monai.data.case_names import NAME_KEY
 from unimiss_monai.data.ct_inputs import find_ct_cases
 from unimiss_monai.data.samples import find_dataset
 
-__all__ = ["find_segmentation_inputs", "NAME_KEY"]
-
-#: the data item key of a case's name, which names its outputs: a series folder's path below the folder
-#: (``P1/ST1/SE1`` -> ``P1_ST1_SE1``) or a datalist entry's ``name``, where the file name would be shared
-NAME_KEY = "name"
+__all__ = ["find_segmentation_inputs"]
 
 
 def find_segmentation_inputs(dataset_dir: str | os.PathLike, name: str = "ct_segmentation") -> list[dict[str, str]]:

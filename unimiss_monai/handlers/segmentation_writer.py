@@ -11,10 +11,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from unimiss_monai.data.case_names import CaseNames
+from unimiss_monai.data.case_names import NAME_KEY, CaseNames
 from unimiss_monai.data.image_formats import split_image_name
 from unimiss_monai.data.output_ledger import replacing_own
-from unimiss_monai.data.segmentation_inputs import NAME_KEY
 from unimiss_monai.data.tolerant import CASE_KEY, FAILED_KEY, batch_items, mark_failed
 from unimiss_monai.data.writers import save_nifti
 from unimiss_monai.handlers.forward_failure_guard import guard_forward

@@ -1,0 +1,103 @@
+"""Which folders under a folder hold one DICOM series each: the rule every CT bundle's folder scan applies.
+
+A folder is a series when it holds DICOM files, no fewer than the CT volumes beside them, and no series folder below
+it: a stray slice among NIfTI CTs makes no series, nor does a dose report beside the series folders of an export,
+while a series' own conversion (dcm2niix writes it beside the slices) leaves it one. Whatever a scan leaves out is
+said: volumes beside a series, strays above series, label-map folders holding DICOM files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from itertools import islice
+from pathlib import Path
+
+from unimiss_monai.data.image_formats import (
+    NIFTI_SUFFIXES,
+    dicom_files_in,
+    image_suffix,
+    is_label_map_name,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["series_folders"]
+
+
+def _say_left_beside(folder: Path, volumes: Sequence[str]) -> None:
+    # volumes beside the slices were left out unsaid: often the series' own conversion (dcm2niix writes it there),
+    # so said rather than refused
+    if volumes:
+        logger.warning("%s: read as one DICOM series; %d image file(s) beside its slices left out (%s): a folder "
+                       "holding DICOM files is one series, so put other CTs in a folder of their own", folder,
+                       len(volumes), ", ".join(volumes[:3]) + (", ..." if len(volumes) > 3 else ""))
+
+
+def series_folders(root: str | Path, suffixes: Sequence[str] = NIFTI_SUFFIXES) -> list[tuple[Path, list[Path]]]:
+    """The folders under ``root`` (``root`` itself included) that are read as one DICOM series each, by
+    :func:`find_ct_cases`' rule for a folder: it holds DICOM files, no fewer than the volumes (``suffixes``, label
+    maps not counted) beside them, and no series folder below it. A stray slice among CT volumes makes no series, nor
+    does a dose report beside the series folders of an export; a series' own conversion beside its slices leaves it
+    one. What is left out is said.
+
+    Returns:
+        ``(folder, its files)`` per series: its ``.dcm`` slices and the volumes beside them, which a scan for images
+        then leaves to the series (:func:`~unimiss_monai.data.image_formats.scan_images`' ``accounted``). Hidden
+        folders are not looked into; label-map folders (``labelsTr/``, ``*_labels``) are left out and said to be
+        (warned about where they hold DICOM files); a folder that cannot be listed is warned about.
+    """
+    root = Path(root)
+    found, labels = [], []
+
+    def unreadable(err: OSError) -> None:
+        logger.warning("%s: cannot be listed (%s); the images in it are left out", err.filename, err.strerror)
+
+    for here, dirs, files in os.walk(root, onerror=unreadable):
+        folder = Path(here)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        relative = folder.relative_to(root)
+        # a label-map folder (ct01_labels/), or one in a labels* folder (labelsTr/): its DICOM files are no CT
+        if relative.parts and (is_label_map_name(relative) or is_label_map_name(relative / "slice")):
+            labels.append(relative)
+            dirs[:] = []
+            continue
+        names = sorted(f for f in files if not f.startswith("."))
+        volumes = [n for n in names if image_suffix(n, tuple(suffixes)) and not is_label_map_name(n)]
+        # counted up to what decides it: an export of thousands of slices opens as many as there are volumes beside
+        wanted = max(1, len(volumes))
+        if sum(1 for _ in islice(dicom_files_in(folder, names), wanted)) >= wanted:
+            own = [n for n in names if n.lower().endswith(".dcm")] + volumes
+            found.append((folder, [folder / n for n in own], volumes))
+    _say_label_folders(root, labels)
+    # a folder with a series below it is no series itself: its DICOM files are strays (an export's dose report)
+    above = {parent for folder, _, _ in found for parent in folder.parents}
+    series = []
+    for folder, own, volumes in found:
+        if folder in above:
+            strays = [p.name for p in dicom_files_in(folder)]
+            logger.warning("%s: %d DICOM file(s) beside the series folders below it left out (%s): a DICOM series is "
+                           "read from a folder of its own", folder, len(strays),
+                           ", ".join(strays[:3]) + (", ..." if len(strays) > 3 else ""))
+        else:
+            _say_left_beside(folder, volumes)
+            series.append((folder, own))
+    return series
+
+
+def _say_label_folders(root: Path, labels: Sequence[Path]) -> None:
+    """Say which label-map folders a series scan left out: warned where DICOM files lie in them (a label map kept as
+    slices, or a CT in a folder whose name reads as one: ``Labelson_J/SE1``), else logged."""
+    def holds_dicom(relative: Path) -> bool:
+        return any(next(dicom_files_in(Path(here)), None) is not None for here, _, _ in os.walk(root / relative))
+
+    dicom = [r for r in labels if holds_dicom(r)]
+    if dicom:
+        logger.warning("%s: %d label-map folder(s) holding DICOM files left out, not taken as CT series (%s): a label "
+                       "map is read from a volume file (<case>_labels.nii.gz); rename a folder that holds a CT", root,
+                       len(dicom), ", ".join(map(str, dicom[:3])) + (", ..." if len(dicom) > 3 else ""))
+    others = [r for r in labels if r not in dicom]
+    if others:
+        logger.info("%s: %d label-map folder(s) left out, not taken as series (%s)", root, len(others),
+                    ", ".join(map(str, others[:3])) + (", ..." if len(others) > 3 else ""))
