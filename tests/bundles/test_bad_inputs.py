@@ -93,7 +93,8 @@ BAD_CT: dict[str, tuple[Callable[[Path], None], str]] = {
     "gzip_of_text.nii.gz": (_gzip_of(b"plain text inside a gzip stream"), ""),
     "slice_unit.nii.gz": (_slice_in_another_unit, r"slices \(along the last axis .* rescale slope"),
     "slice_slope_series": (write_series, r"slices \(along the last axis .* index 5\) .* slope"),
-    "slice_cut_short_series": (_series_with(lambda f: f.write_bytes(f.read_bytes()[:-100])), r"\.dcm holds .* cut short"),
+    "slice_cut_short_series": (_series_with(lambda f: f.write_bytes(f.read_bytes()[:-100])),
+                               r"\.dcm holds .* cut short"),
     "slice_unreadable_series": (_series_with(lambda f: f.write_bytes(b"garbage")), r"\.dcm is no readable DICOM"),
 }
 

@@ -64,9 +64,10 @@ class OutputNames:
     """The output name (stem) of each input of a run, decided from the whole list before any case is processed.
 
     An input is named by the name its data-list item gives (:data:`NAME_KEY`), else by its file name without the
-    format (``/d/x.nii.gz`` -> ``x``), as long as no other input of the run has that name. Inputs whose names clash keep their format in the name, all of them (``x.nii.gz`` ->
-    ``x_nii_gz``, ``x.png`` -> ``x_png``), so that none of them depends on which one was listed first; inputs still
-    alike (``a/x.png`` and ``b/x.png``) are numbered in the order of their sorted paths (``x_png``, ``x_png_2``).
+    format (``/d/x.nii.gz`` -> ``x``), as long as no other input of the run has that name. Inputs whose names clash
+    keep their format in the name, all of them (``x.nii.gz`` -> ``x_nii_gz``, ``x.png`` -> ``x_png``), so that none
+    of them depends on which one was listed first; inputs still alike (``a/x.png`` and ``b/x.png``) are numbered in
+    the order of their sorted paths (``x_png``, ``x_png_2``).
     Names are compared case-insensitively (one file on a case-insensitive file system), and the same list always
     gives the same names, so a rerun writes the same files.
 

@@ -200,4 +200,5 @@ def list_images(folder: str | os.PathLike, suffixes: Sequence[str] = SCANNED_SUF
     # a series is named by its path below the folder, as in every CT bundle: stable when series are added, where
     # numbering alike folder names (a/SE1, b/SE1) by their order would give a name to another series
     named = {str(folder): "_".join(folder.relative_to(root).parts) or root.name for folder in folders}
-    return [{"image": str(p), **({NAME_KEY: named[str(p)]} if str(p) in named else {})} for p in sorted(files + folders)]
+    return [{"image": str(p), **({NAME_KEY: named[str(p)]} if str(p) in named else {})}
+            for p in sorted(files + folders)]

@@ -267,7 +267,8 @@ def check_dicom_series(source: str, tolerance: float = 0.01) -> None:
 
     series: dict[str, list] = {}
     for path in sorted(folder.iterdir()):
-        if not path.is_file() or path.name.startswith(".") or not (path.suffix.lower() == ".dcm" or is_dicom_file(path)):
+        if path.name.startswith(".") or not path.is_file() or not (path.suffix.lower() == ".dcm"
+                                                                   or is_dicom_file(path)):
             continue
         # the reader leaves a file it cannot read out of the series unsaid: the volume is then a slice short
         try:  # the whole header (as fast as a few tags) and where the pixel data ends, not its bytes
