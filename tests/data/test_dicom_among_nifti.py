@@ -126,3 +126,30 @@ def test_label_folders_holding_dicom_files_are_warned_about(tmp_path, caplog):
                                 "(Labelson_J, ct05_labels): a label map is read from a volume file "
                                 "(<case>_labels.nii.gz); rename a folder that holds a CT"),
                     ("INFO", f"{data}: 1 label-map folder(s) left out, not taken as series (labelsTr)")], said
+
+
+def test_a_series_folder_with_a_report_below_it_stays_a_series(tmp_path, caplog):
+    # the report of a sub-folder was the case, and the slices of the series were said to be strays
+    p = make_ct_phantom(SHAPE)
+    data = tmp_path / "data"
+    series = write_dicom_series(p.hu, p.affine, data / "SE1")
+    (series / "SR").mkdir()
+    shutil.copy(dicom_files(series)[0], series / "SR" / "DoseReport")
+    with caplog.at_level("WARNING"):
+        assert [(c.name, c.image) for c in find_ct_cases(series)] == [("SE1", series)]
+        assert [(c.name, c.image) for c in find_ct_cases(data)] == [("SE1", series)]
+    said = {r.getMessage() for r in caplog.records if r.levelname == "WARNING"}
+    assert said == {f"{series}: 1 DICOM file(s) in folders below the series folder left out (SR/DoseReport): a DICOM "
+                    "series is read from a folder of its own"}, said
+
+
+def test_a_linked_series_folder_is_a_case_once(tmp_path):
+    p = make_ct_phantom(SHAPE)
+    store = write_dicom_series(p.hu, p.affine, tmp_path / "store" / "SE1")
+    data = tmp_path / "data"
+    data.mkdir()
+    _save(data / "ct01.nii.gz", p.hu, p.affine)
+    (data / "case_a").symlink_to(store, target_is_directory=True)
+    (data / "case_a" / "loop").symlink_to(data, target_is_directory=True)  # a link back up is walked once
+    cases = [(c.name, c.image) for c in find_ct_cases(data)]
+    assert cases == [("case_a", data / "case_a"), ("ct01", data / "ct01.nii.gz")]

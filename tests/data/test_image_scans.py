@@ -91,6 +91,21 @@ def test_what_makes_no_series_folder(tmp_path, caplog):
     assert "2 label-map folder(s) holding DICOM files left out" in caplog.text
 
 
+def test_a_dicom_file_beside_series_folders_is_named_once(tmp_path, caplog):
+    # the series scan names it, and the scan for image files no longer names it again as a format not read
+    _touch(tmp_path / "DoseReport.dcm", DICOM)
+    series = [tmp_path / p / "ST1" / "SE1" for p in ("P1", "P2")]
+    for folder in series:
+        for i in range(3):
+            _touch(folder / f"IM{i}", DICOM)
+    with caplog.at_level(logging.WARNING):
+        found = list_images(tmp_path, (".nii.gz",), series=True)
+    assert found == [{"image": str(f), "name": f"{f.parts[-3]}_ST1_SE1"} for f in series]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path}: 1 DICOM file(s) beside the series folders below it left out (DoseReport.dcm): a DICOM series is "
+        "read from a folder of its own"]
+
+
 def test_radiographs_beside_an_inference_folder_and_own_overlays_are_left_out_aloud(tmp_path, caplog):
     inside = _touch(tmp_path / "inference" / "chest.png")
     _touch(tmp_path / "inference" / "chest_overlay.png")

@@ -25,7 +25,7 @@ from unimiss_monai.data.case_names import NAME_KEY
 from unimiss_monai.data.datalists import read_split
 from unimiss_monai.data.image_formats import SCANNED_SUFFIXES, scan_images
 from unimiss_monai.data.samples import held_out_images
-from unimiss_monai.data.series_folders import series_folders
+from unimiss_monai.data.series_folders import SeriesScan, scan_series
 from unimiss_monai.utils.args import as_bool
 
 logger = logging.getLogger(__name__)
@@ -191,9 +191,11 @@ def list_images(folder: str | os.PathLike, suffixes: Sequence[str] = SCANNED_SUF
     if (root / "images").is_dir():
         root = root / "images"
     series = as_bool(series, "series")
-    found = series_folders(root, suffixes) if series else []
-    folders = [folder for folder, _ in found]
-    files = scan_images(root, tuple(suffixes), recursive=True, accounted=[p for _, own in found for p in own])
+    scan = scan_series(root, suffixes) if series else SeriesScan([], set())
+    folders = [folder for folder, _ in scan.series]
+    # the series' files are theirs, and the DICOM files the series scan named are not named twice
+    files = scan_images(root, tuple(suffixes), recursive=True,
+                        accounted=[*(p for _, own in scan.series for p in own), *scan.said])
     if not files and not folders:
         looked = ", ".join(suffixes) + (", DICOM series folders" if series else "")
         raise FileNotFoundError(f"no image ({looked}) under {str(root)!r}; pass --dataset_dir with your images")

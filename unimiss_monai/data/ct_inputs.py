@@ -6,16 +6,16 @@ A folder is read in this order:
    "label_names": ...}`` entries, paths relative to the folder;
 2. otherwise every ``*.nii`` / ``*.nii.gz`` file in it and every folder below it holding a DICOM series, at any
    depth and named by its path below the folder (``P1/ST1/SE1`` -> ``P1_ST1_SE1``); the folder itself when it is
-   one. A file ``<name>_labels.nii.gz`` (or ``.nii``, or a volume format ITK reads: ``.nrrd``, ``.mha``, ...)
-   is the label map of ``<name>``, and ``<name>_labels.csv`` (columns ``structure,id``) or
-   ``<name>_labels.json`` (``{"<value>": "<name>"}``) names its values.
+   one (:func:`~unimiss_monai.data.series_folders.scan_series` has the rule: of nested folders holding DICOM files,
+   the one with the most is the series). A file ``<name>_labels.nii.gz`` (or ``.nii``, or a volume format ITK
+   reads: ``.nrrd``, ``.mha``, ...) is the label map of ``<name>``, and ``<name>_labels.csv`` (columns
+   ``structure,id``) or ``<name>_labels.json`` (``{"<value>": "<name>"}``) names its values.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +24,13 @@ from unimiss_monai.data.case_names import CaseNames
 from unimiss_monai.data.ct_io import CTInputError, dicom_files
 from unimiss_monai.data.image_formats import (
     NIFTI_SUFFIXES,
+    dicom_files_in,
     image_suffix,
     is_label_map_name,
     scan_images,
 )
 from unimiss_monai.data.locators import read_structure_names
-from unimiss_monai.data.series_folders import series_folders
+from unimiss_monai.data.series_folders import SeriesScan, scan_series, walk_folders
 
 logger = logging.getLogger(__name__)
 
@@ -97,10 +98,10 @@ def _cases_from_datalist(datalist: Path) -> list[CTCase]:
             raise CTInputError(f"{datalist}: entry {i} has {bad[0]!r} = {entry[bad[0]]!r}; each entry's 'image' (and "
                                "'label', 'label_names', 'name' where given) is one path or name as a string")
         name = entry.get("name")
-        if isinstance(name, str) and (name in (".", "..") or any(c in name for c in "/\\\0")):
+        if isinstance(name, str) and (name in (".", "..") or any(c in name for c in "/\\:\0")):
             # the name becomes a file and folder name under output_dir: "../x" would write beside it
             raise CTInputError(f"{datalist}: entry {i} has 'name' = {name!r}; a case name names the case's output "
-                               "files, so give a plain name without '/' or '\\' (and not '.' or '..')")
+                               "files, so give a plain name without '/', '\\' or ':' (and not '.' or '..')")
     root = datalist.parent
 
     def resolve(value: str | None) -> Path | None:
@@ -140,23 +141,20 @@ def _is_series(slices: Sequence[Path], nifti: Sequence[str]) -> bool:
     return bool(slices) and len(nifti) <= len(slices)
 
 
-def _say_left_in_sub_folders(root: Path, series: Sequence[tuple[Path, Sequence[Path]]]) -> None:
-    """Warn about the CT files (volumes, DICOM slices) in the sub-folders of ``root`` that no series folder
-    (``series``: :func:`series_folders`) holds: a folder scan reads the CTs in the folder itself, so those would be
-    left out unsaid (``patient1/ct.nii.gz``). The slices beside series folders were named by the scan."""
-    accounted = {p for _, own in series for p in own}
-    above = {parent for folder, _ in series for parent in folder.parents}
+def _say_left_in_sub_folders(root: Path, scan: SeriesScan) -> None:
+    """Warn about the CT files (volumes, DICOM files) in the sub-folders of ``root`` that no series folder holds
+    and the series scan (``scan``) did not name: a folder scan reads the CTs in the folder itself, so those would be
+    left out unsaid (``patient1/ct.nii.gz``)."""
+    series = {folder for folder, _ in scan.series}
     left = []
-    for here, dirs, files in os.walk(root):
-        folder = Path(here)
+    for folder, dirs, files in walk_folders(root):
         relative = folder.relative_to(root)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not is_label_map_name(relative / d)
-                         and not is_label_map_name(relative / d / "slice"))
-        if folder == root:
+        dirs[:] = [d for d in dirs if not (is_label_map_name(relative / d) or is_label_map_name(relative / d / "x"))]
+        if folder == root or folder in series:  # a series' volumes beside its slices were said by the scan
             continue
-        left += [relative / f for f in sorted(files) if not f.startswith(".") and folder / f not in accounted
-                 and (image_suffix(f, CT_VOLUME_SUFFIXES) or (f.lower().endswith(".dcm") and folder not in above))
-                 and not is_label_map_name(relative / f)]
+        names = sorted(f for f in files if not f.startswith("."))
+        found = [folder / n for n in names if image_suffix(n, CT_VOLUME_SUFFIXES)] + [*dicom_files_in(folder, names)]
+        left += [r for p in sorted(found) if p not in scan.said and not is_label_map_name(r := p.relative_to(root))]
     if left:
         logger.warning("%s: %d CT file(s) in sub-folders left out (%s): a folder's CTs are read from the folder "
                        "itself and from DICOM series folders at any depth; list the others in a %s there", root,
@@ -164,7 +162,7 @@ def _say_left_in_sub_folders(root: Path, series: Sequence[tuple[Path, Sequence[P
 
 
 def find_ct_cases(path: str | Path) -> list[CTCase]:
-    """The CT cases in ``path`` (a folder, a NIfTI file, a datalist ``.json`` file, or a DICOM series folder), in name
+    """The CT cases in ``path`` (a folder, a NIfTI file, a datalist ``.json`` file, or a DICOM series folder), in path
     order. A folder's label maps (:func:`~unimiss_monai.data.image_formats.is_label_map_name`: ``*_labels``,
     ``*_label``, ``*_seg``) are no CTs; ``<case>_labels`` is that case's label map.
 
@@ -184,7 +182,8 @@ def find_ct_cases(path: str | Path) -> list[CTCase]:
         return _cases_from_datalist(path / DATALIST)
     slices = dicom_files(path)
     nifti = _nifti_cts(path)
-    found = series_folders(path)  # what is left out of a series (files beside it, label folders) is said there
+    scan = scan_series(path)  # what is left out of a series (files beside it, label folders) is said there
+    found = scan.series
     if found and found[0][0] == path:  # the folder is one series (walked first, and then nothing below it is)
         return [CTCase(name=path.name, image=path)]
     if slices and not _is_series(slices, nifti):  # (beside series folders below, they were named in the scan)
@@ -203,7 +202,7 @@ def find_ct_cases(path: str | Path) -> list[CTCase]:
         names = _first_existing(folder.parent, folder.name + LABEL_SUFFIX, (".csv", ".json"))
         name = "_".join(folder.relative_to(path).parts)
         cases.append(CTCase(name=name, image=folder, labels=labels, label_names=names))
-    _say_left_in_sub_folders(path, found)
+    _say_left_in_sub_folders(path, scan)
     if not cases:
         raise CTInputError(f"{path}: no CT found (looked for {DATALIST}, *.nii, *.nii.gz and DICOM series folders); "
                            f"add CTs there or create samples with `python -m unimiss_monai samples --out DIR`")

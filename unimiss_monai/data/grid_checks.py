@@ -279,8 +279,10 @@ def check_dicom_series(source: str, tolerance: float = 0.01) -> None:
             # from None: the run reports an error's root cause, which would be pydicom's, naming no file
             raise ValueError(f"{folder}: {path.name} is no readable DICOM file ({reason}); {_SLICE_LOST}") from None
         sop = getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID")
-        if sop is not None and "Image Storage" in str(getattr(sop, "name", "")) and "Rows" not in ds:
-            raise ValueError(f"{folder}: {path.name} is an image ({sop.name}) whose header is cut short; {_SLICE_LOST}")
+        if sop is not None and "Image Storage" in str(getattr(sop, "name", "")) and "PixelData" not in ds:
+            where = "header" if "Rows" not in ds else "file before its pixel data"
+            raise ValueError(f"{folder}: {path.name} is an image ({sop.name}) whose {where} is cut short; "
+                             f"{_SLICE_LOST}")
         # a DICOMDIR, or a report in the export (a dose report has a series of its own), is no slice: it has no rows
         if "SeriesInstanceUID" in ds and "Rows" in ds:
             if problem := _pixel_data_problem(ds):

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from unimiss_monai.data.image_formats import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["series_folders"]
+__all__ = ["SeriesScan", "scan_series", "series_folders", "walk_folders"]
 
 
 def _say_left_beside(folder: Path, volumes: Sequence[str]) -> None:
@@ -35,18 +36,47 @@ def _say_left_beside(folder: Path, volumes: Sequence[str]) -> None:
                        len(volumes), ", ".join(volumes[:3]) + (", ..." if len(volumes) > 3 else ""))
 
 
-def series_folders(root: str | Path, suffixes: Sequence[str] = NIFTI_SUFFIXES) -> list[tuple[Path, list[Path]]]:
-    """The folders under ``root`` (``root`` itself included) that are read as one DICOM series each, by
-    :func:`find_ct_cases`' rule for a folder: it holds DICOM files, no fewer than the volumes (``suffixes``, label
-    maps not counted) beside them, and no series folder below it. A stray slice among CT volumes makes no series, nor
-    does a dose report beside the series folders of an export; a series' own conversion beside its slices leaves it
-    one. What is left out is said.
+def walk_folders(root: Path, onerror: Callable[[OSError], None] | None = None) -> Iterator[tuple[Path, list, list]]:
+    """``os.walk`` of ``root`` top-down, sorted, into linked folders too (a series kept elsewhere and linked in is a
+    series of the folder) but each real folder once, and not into hidden folders; prune ``dirs`` to skip some."""
+    seen = set()
+    for here, dirs, files in os.walk(root, onerror=onerror, followlinks=True):
+        real = os.path.realpath(here)
+        if real in seen:  # a link back up the tree, or a second link to one folder
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        yield Path(here), dirs, files
 
-    Returns:
-        ``(folder, its files)`` per series: its ``.dcm`` slices and the volumes beside them, which a scan for images
-        then leaves to the series (:func:`~unimiss_monai.data.image_formats.scan_images`' ``accounted``). Hidden
-        folders are not looked into; label-map folders (``labelsTr/``, ``*_labels``) are left out and said to be
-        (warned about where they hold DICOM files); a folder that cannot be listed is warned about.
+
+@dataclass(frozen=True)
+class SeriesScan:
+    """What :func:`scan_series` found: ``series``, ``(folder, its files)`` per series (its ``.dcm`` slices and the
+    volumes beside them, which a scan for images then leaves to the series:
+    :func:`~unimiss_monai.data.image_formats.scan_images`' ``accounted``), and ``said``, the other files the scan
+    named in a warning as left out (DICOM files beside or inside the series folders), for a later scan to leave
+    unsaid."""
+
+    series: list[tuple[Path, list[Path]]]
+    said: set[Path]
+
+
+def series_folders(root: str | Path, suffixes: Sequence[str] = NIFTI_SUFFIXES) -> list[tuple[Path, list[Path]]]:
+    """The ``(folder, its files)`` of the series under ``root``: :func:`scan_series` ``.series``."""
+    return scan_series(root, suffixes).series
+
+
+def scan_series(root: str | Path, suffixes: Sequence[str] = NIFTI_SUFFIXES) -> SeriesScan:
+    """The folders under ``root`` (``root`` itself included) that are read as one DICOM series each, by
+    :func:`~unimiss_monai.data.ct_inputs.find_ct_cases`' rule for a folder: it holds DICOM files, no fewer than the
+    volumes (``suffixes``, label maps not counted) beside them. A stray slice among CT volumes makes no series; a
+    series' own conversion beside its slices leaves it one. Of a series folder and series folders below it, the one
+    with the most DICOM files is the series: a dose report beside the series of an export makes none, and a series
+    folder stays one with a report in a sub-folder. What is left out is said.
+
+    Hidden folders are not looked into, linked ones are; label-map folders (``labelsTr/``, ``*_labels``) are left out
+    and said to be (warned about where they hold DICOM files); a folder that cannot be listed is warned about.
     """
     root = Path(root)
     found, labels = [], []
@@ -54,9 +84,7 @@ def series_folders(root: str | Path, suffixes: Sequence[str] = NIFTI_SUFFIXES) -
     def unreadable(err: OSError) -> None:
         logger.warning("%s: cannot be listed (%s); the images in it are left out", err.filename, err.strerror)
 
-    for here, dirs, files in os.walk(root, onerror=unreadable):
-        folder = Path(here)
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+    for folder, dirs, files in walk_folders(root, unreadable):
         relative = folder.relative_to(root)
         # a label-map folder (ct01_labels/), or one in a labels* folder (labelsTr/): its DICOM files are no CT
         if relative.parts and (is_label_map_name(relative) or is_label_map_name(relative / "slice")):
@@ -71,26 +99,43 @@ def series_folders(root: str | Path, suffixes: Sequence[str] = NIFTI_SUFFIXES) -
             own = [n for n in names if n.lower().endswith(".dcm")] + volumes
             found.append((folder, [folder / n for n in own], volumes))
     _say_label_folders(root, labels)
-    # a folder with a series below it is no series itself: its DICOM files are strays (an export's dose report)
+    # nested candidates, top-down: the one with the most DICOM files (counted only here, where two compete) is the
+    # series, and the files of the others are said to be left out
+    said: set[Path] = set()
+    dropped: set[Path] = set()
     above = {parent for folder, _, _ in found for parent in folder.parents}
+    for folder, _, _ in found:
+        if folder in dropped or folder not in above:
+            continue
+        below = [f for f, _, _ in found if folder in f.parents and f not in dropped]
+        count = {f: sum(1 for _ in dicom_files_in(f)) for f in [folder, *below]}
+        if count[folder] >= max(count[f] for f in below):
+            losers, where = below, "in folders below the series folder"
+        else:
+            losers, where = [folder], "beside the series folders below it"
+        files = [p for f in losers for p in dicom_files_in(f)]
+        logger.warning("%s: %d DICOM file(s) %s left out (%s): a DICOM series is read from a folder of its own",
+                       folder, len(files), where, _names(files, folder))
+        said.update(files)
+        dropped.update(losers)
     series = []
     for folder, own, volumes in found:
-        if folder in above:
-            strays = [p.name for p in dicom_files_in(folder)]
-            logger.warning("%s: %d DICOM file(s) beside the series folders below it left out (%s): a DICOM series is "
-                           "read from a folder of its own", folder, len(strays),
-                           ", ".join(strays[:3]) + (", ..." if len(strays) > 3 else ""))
-        else:
+        if folder not in dropped:
             _say_left_beside(folder, volumes)
             series.append((folder, own))
-    return series
+    return SeriesScan(series, said)
+
+
+def _names(paths: Sequence[Path], folder: Path) -> str:
+    relative = [str(p.relative_to(folder)) for p in paths[:3]]
+    return ", ".join(relative) + (", ..." if len(paths) > 3 else "")
 
 
 def _say_label_folders(root: Path, labels: Sequence[Path]) -> None:
     """Say which label-map folders a series scan left out: warned where DICOM files lie in them (a label map kept as
     slices, or a CT in a folder whose name reads as one: ``Labelson_J/SE1``), else logged."""
     def holds_dicom(relative: Path) -> bool:
-        return any(next(dicom_files_in(Path(here)), None) is not None for here, _, _ in os.walk(root / relative))
+        return any(next(dicom_files_in(here), None) is not None for here, _, _ in walk_folders(root / relative))
 
     dicom = [r for r in labels if holds_dicom(r)]
     if dicom:
