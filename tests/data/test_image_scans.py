@@ -107,20 +107,32 @@ def test_a_dicom_file_beside_series_folders_is_named_once(tmp_path, caplog):
 
 
 def test_radiographs_beside_an_inference_folder_and_own_overlays_are_left_out_aloud(tmp_path, caplog):
-    inside = _touch(tmp_path / "inference" / "chest.png")
+    inside = [_touch(tmp_path / "inference" / name) for name in ("chest.png", "P1/ST1/IM1.dcm")]
     _touch(tmp_path / "inference" / "chest_overlay.png")
     _touch(tmp_path / "mine.png")
+    _touch(tmp_path / "P2" / "IM1.png")  # in a sub-folder beside inference/: was left out unsaid
     with caplog.at_level(logging.INFO):
-        assert list_radiographs(tmp_path) == [{"image": str(inside)}]
-    assert "1 beside it left out (mine.png)" in caplog.text
+        assert list_radiographs(tmp_path) == [{"image": str(p)} for p in sorted(inside)]  # sub-folders read too
+    assert f"in {tmp_path / 'inference'} only; 2 elsewhere in the folder left out (P2/IM1.png, mine.png)" in caplog.text
     assert "1 output(s) of this bundle left out" in caplog.text and "chest_overlay.png" in caplog.text
+    more = _touch(tmp_path / "images" / "extra" / "x.png")  # a classification folder's images/ and the rest
+    with caplog.at_level(logging.WARNING):
+        assert list_images(tmp_path, (".png",)) == [{"image": str(more)}]
+    assert f"in {tmp_path / 'images'} only; 4 elsewhere in the folder left out (P2/IM1.png, " in caplog.text
 
 
-def test_hidden_files_and_other_formats_are_not_scanned(tmp_path):
+def test_hidden_files_and_other_formats_are_not_scanned(tmp_path, caplog):
     kept = _touch(tmp_path / "a.png")
     _touch(tmp_path / ".b.png")
+    _touch(tmp_path / ".DS_Store")
     _touch(tmp_path / "c.npy")
-    assert scan_images(tmp_path) == [kept]
+    (tmp_path / "gone.png").symlink_to(tmp_path / "moved_away.png")
+    with caplog.at_level(logging.INFO):
+        assert scan_images(tmp_path) == [kept]
+    # neither the hidden copy nor the link to a file that is gone is dropped unsaid
+    said = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert ("WARNING", f"{tmp_path}: 1 link(s) to missing files left out (gone.png)") in said, said
+    assert ("INFO", f"{tmp_path}: 1 hidden file(s) left out, not taken as images (.b.png)") in said, said
 
 
 def test_a_ct_folder_scan_takes_no_label_map_as_a_ct(tmp_path, caplog):

@@ -23,7 +23,11 @@ import numpy as np
 
 from unimiss_monai.data.case_names import NAME_KEY
 from unimiss_monai.data.datalists import read_split
-from unimiss_monai.data.image_formats import SCANNED_SUFFIXES, scan_images
+from unimiss_monai.data.image_formats import (
+    SCANNED_SUFFIXES,
+    preferred_sub_folder,
+    scan_images,
+)
 from unimiss_monai.data.samples import held_out_images
 from unimiss_monai.data.series_folders import SeriesScan, scan_series
 from unimiss_monai.utils.args import as_bool
@@ -171,7 +175,8 @@ def list_images(folder: str | os.PathLike, suffixes: Sequence[str] = SCANNED_SUF
 
     A data set of a ``samples`` output gives its ``test`` images only (:func:`~unimiss_monai.data.samples.held_out_images`:
     the demo models trained on the others). When ``folder`` has an ``images`` sub-folder (the layout of the
-    ``samples`` classification sets, whose previews lie beside it), only that sub-folder is searched. Label maps (:func:`is_label_map_name`: ``*_label``, ``*_seg``,
+    ``samples`` classification sets, whose previews lie beside it), only that sub-folder is searched, and the images
+    elsewhere are said to be left out. Label maps (:func:`is_label_map_name`: ``*_label``, ``*_seg``,
     ``labelsTr/``) are left out, and so is a DICOM without a suffix unless ``suffixes`` has ``.dcm``; each left-out
     group is logged.
 
@@ -188,8 +193,7 @@ def list_images(folder: str | os.PathLike, suffixes: Sequence[str] = SCANNED_SUF
         logger.info("%s is a samples data set: its %d test images, not those the model was trained on; point "
                     "--dataset_dir at a folder of images to run on all of them", root, len(held_out))
         return [{"image": str(p)} for p in held_out]
-    if (root / "images").is_dir():
-        root = root / "images"
+    root = preferred_sub_folder(root, "images", tuple(suffixes))
     series = as_bool(series, "series")
     scan = scan_series(root, suffixes) if series else SeriesScan([], set())
     folders = [folder for folder, _ in scan.series]

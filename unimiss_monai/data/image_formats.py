@@ -13,7 +13,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 __all__ = ["ARRAY_SUFFIXES", "IMAGE_SUFFIXES", "LABEL_MAP_STEMS", "NIFTI_SUFFIXES", "SCANNED_SUFFIXES", "image_suffix",
-           "dicom_files_in", "is_dicom_file", "is_dicom_path", "is_label_map_name", "scan_images", "split_image_name"]
+           "dicom_files_in", "is_dicom_file", "is_dicom_path", "is_label_map_name", "preferred_sub_folder", "scan_images",
+           "split_image_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,17 +94,26 @@ def dicom_files_in(folder: str | os.PathLike, names: Iterable[str] | None = None
 def scan_images(folder: str | os.PathLike, suffixes: tuple[str, ...] = SCANNED_SUFFIXES, recursive: bool = False,
                 skip_stems: tuple[str, ...] = (), fix: str = "", accounted: Iterable[os.PathLike] = ()) -> list[Path]:
     """The image files of ``folder`` (with ``recursive``, of its sub-folders too), sorted: a name ending with one of
-    ``suffixes``, or, when ``suffixes`` has ``.dcm``, a DICOM file of any name (:func:`is_dicom_file`). Hidden files,
-    label maps (:func:`is_label_map_name`) and names whose stem ends with one of ``skip_stems`` (a bundle's own
-    outputs) are left out, and the count of each is logged, so that a scan never drops a file unsaid; ``fix`` is
+    ``suffixes``, or, when ``suffixes`` has ``.dcm``, a DICOM file of any name (:func:`is_dicom_file`). Hidden image
+    files, label maps (:func:`is_label_map_name`) and names whose stem ends with one of ``skip_stems`` (a bundle's own
+    outputs) are left out, and the count of each is logged, and links to missing files are warned about, so that a
+    scan never drops a file unsaid; ``fix`` is
     the caller's way to have image files of other formats read, added to their warning. Files in ``accounted``
     are left out without a word: the caller reads them another way (a DICOM series folder) or has told the user why,
     more precisely than this warning could."""
     root = Path(folder)
     accounted = {Path(p) for p in accounted}
-    found, labels, own, other = [], [], [], {}
+    found, labels, own, other, hidden, broken = [], [], [], {}, [], []
     for path in sorted(root.rglob("*") if recursive else root.iterdir()):
-        if not path.is_file() or path.name.startswith(".") or path in accounted:
+        if path in accounted:
+            continue
+        if path.name.startswith("."):
+            if image_suffix(path.name, suffixes):  # a hidden copy (macOS writes ._x.png beside x.png on a USB disk)
+                hidden.append(path.relative_to(root))
+            continue
+        if not path.is_file():
+            if path.is_symlink() and not path.exists():  # a link to a file that is gone: no input, and said so
+                broken.append(path.relative_to(root))
             continue
         if not (image_suffix(path.name, suffixes) or (".dcm" in suffixes and not image_suffix(path.name)
                                                       and is_dicom_file(path))):
@@ -118,7 +128,10 @@ def scan_images(folder: str | os.PathLike, suffixes: tuple[str, ...] = SCANNED_S
             labels.append(relative)
         else:
             found.append(path)
-    for group, what in ((labels, "label map(s)"), (own, "output(s) of this bundle")):
+    if broken:
+        logger.warning("%s: %d link(s) to missing files left out (%s)", root, len(broken),
+                       ", ".join(map(str, broken[:3])) + (", ..." if len(broken) > 3 else ""))
+    for group, what in ((labels, "label map(s)"), (own, "output(s) of this bundle"), (hidden, "hidden file(s)")):
         if group:
             logger.info("%s: %d %s left out, not taken as images (%s)", root, len(group), what,
                         ", ".join(map(str, group[:3])) + (", ..." if len(group) > 3 else ""))
@@ -127,3 +140,19 @@ def scan_images(folder: str | os.PathLike, suffixes: tuple[str, ...] = SCANNED_S
                        root, sum(other.values()), ", ".join(f"{k}: {n}" for k, n in sorted(other.items())),
                        ", ".join(suffixes), f"; {fix}" if fix else "")
     return found
+
+
+def preferred_sub_folder(folder: str | os.PathLike, name: str, suffixes: tuple[str, ...] = SCANNED_SUFFIXES,
+                         skip_stems: tuple[str, ...] = ()) -> Path:
+    """``folder/name`` when it is a folder (a ``samples`` layout's images to run on: ``inference/``, ``images/``),
+    warning about the images elsewhere under ``folder``, which are then left out; else ``folder``."""
+    root = Path(folder)
+    sub = root / name
+    if not sub.is_dir():
+        return root
+    beside = [p for p in scan_images(root, suffixes, recursive=True, skip_stems=skip_stems) if sub not in p.parents]
+    if beside:  # a user's images beside the sub-folder: say they are not the ones run on
+        logger.warning("%s: running on the images in %s only; %d elsewhere in the folder left out (%s)", root, sub,
+                       len(beside), ", ".join(str(p.relative_to(root)) for p in beside[:3])
+                       + (", ..." if len(beside) > 3 else ""))
+    return sub

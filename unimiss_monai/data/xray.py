@@ -21,7 +21,11 @@ from monai.transforms import LoadImage
 
 from unimiss_monai.conventions import grey_levels, structure_colour
 from unimiss_monai.data.grid_checks import dicom_image_problem
-from unimiss_monai.data.image_formats import SCANNED_SUFFIXES, scan_images
+from unimiss_monai.data.image_formats import (
+    SCANNED_SUFFIXES,
+    preferred_sub_folder,
+    scan_images,
+)
 from unimiss_monai.data.writers import save_png
 from unimiss_monai.utils.lazy import moved_names
 
@@ -148,21 +152,16 @@ def load_radiograph(path: str | os.PathLike) -> MetaTensor:
 
 
 def list_radiographs(folder: str | os.PathLike) -> list[dict[str, str]]:
-    """``[{"image": path}]`` for every radiograph in ``folder`` (PNG, JPEG, DICOM of any name, 2D NIfTI, ...; see
-    :func:`~unimiss_monai.data.image_formats.scan_images`): its ``inference/`` sub-folder when there is one (the
-    ``cxr_segmentation`` sample layout), else the folder itself. Label maps and this bundle's own ``*_overlay.png``
+    """``[{"image": path}]`` for every radiograph under ``folder``, sub-folders included (PNG, JPEG, DICOM of any name,
+    2D NIfTI, ...; see :func:`~unimiss_monai.data.image_formats.scan_images`): under its ``inference/`` sub-folder when
+    there is one (the ``cxr_segmentation`` sample layout; the others are said to be left out), else under the folder
+    itself. Label maps and this bundle's own ``*_overlay.png``
     outputs are left out; what is left out is logged."""
-    root = Path(folder)
-    if (root / "inference").is_dir():
-        beside = scan_images(root)
-        if beside:  # a user's radiographs beside an inference/ folder: say they are not the ones segmented
-            logger.warning("%s: segmenting the radiographs in %s only; %d beside it left out (%s)", root,
-                           root / "inference", len(beside), ", ".join(p.name for p in beside[:3])
-                           + (", ..." if len(beside) > 3 else ""))
-        root = root / "inference"
-    if not root.is_dir():
-        raise FileNotFoundError(f"dataset_dir {str(root)!r} is not a folder of radiographs (PNG, DICOM or 2D NIfTI)")
-    files = scan_images(root, SCANNED_SUFFIXES, skip_stems=("_overlay",))
+    if not Path(folder).is_dir():
+        raise FileNotFoundError(f"dataset_dir {str(folder)!r} is not a folder of radiographs (PNG, DICOM or 2D NIfTI)")
+    root = preferred_sub_folder(folder, "inference", SCANNED_SUFFIXES, skip_stems=("_overlay",))
+    # sub-folders too (an archive's PATIENT/STUDY/IMAGE.dcm), as the classification bundles read a folder
+    files = scan_images(root, SCANNED_SUFFIXES, recursive=True, skip_stems=("_overlay",))
     if not files:
         raise FileNotFoundError(f"{root}: no radiographs found (looked for {', '.join(SCANNED_SUFFIXES)} and "
                                 "DICOM files of any name)")
