@@ -71,16 +71,20 @@ def test_inference_keeps_input_grid_and_survives_a_bad_file(samples, trained, tm
     data = np.asarray(original.dataobj)[:, :48]
     nib.save(nib.Nifti1Image(data, original.affine), str(folder / "cxr.nii.gz"))
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.float32), np.eye(4)), str(folder / "ct_volume.nii.gz"))
+    (folder / "P1" / "ST1").mkdir(parents=True)  # an archive's layout: read, and named like any other input
+    nib.save(nib.Nifti1Image(data, original.affine), str(folder / "P1" / "ST1" / "IM1.nii.gz"))
     out = tmp_path / "out"
     run_workflow(NAME, ["inference.json", "smoke.yaml"], "infer", check=False, failed=1,
                  bundle_root=str(trained), dataset_dir=str(folder), output_dir=str(out))
+    nested = nib.load(str(out / "IM1_seg.nii.gz"))
+    assert np.array_equal(np.asarray(nested.dataobj), np.asarray(nib.load(str(out / "cxr_seg.nii.gz")).dataobj))
     pred = nib.load(str(out / "cxr_seg.nii.gz"))
     assert pred.shape[:2] == data.shape and pred.shape[-1] == 5
     np.testing.assert_allclose(pred.affine, original.affine, atol=1e-4)
     assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1}
     assert (out / "cxr_overlay.png").is_file()
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["num_cases"] == 2 and summary["num_failed"] == 1
+    assert summary["num_cases"] == 3 and summary["num_failed"] == 1
     failed = [c for c in summary["cases"] if c["status"] != "ok"]
     assert "ct_volume.nii.gz" in failed[0]["case"] and "3D volume" in failed[0]["reason"]
 
