@@ -4,8 +4,8 @@ picture of it."""
 from __future__ import annotations
 
 import os
-from contextlib import ExitStack
 from collections.abc import Hashable, Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
@@ -13,8 +13,12 @@ from monai.config import KeysCollection
 from monai.transforms import LoadImaged, MapTransform, SaveImaged
 
 from unimiss_monai.data.case_names import OutputNames, split_image_name
-from unimiss_monai.data.output_ledger import replacing_own
-from unimiss_monai.data.xray import drop_trailing_singletons, source_name, write_overlay_png
+from unimiss_monai.data.output_ledger import check_own_file, replacing_own
+from unimiss_monai.data.xray import (
+    drop_trailing_singletons,
+    source_name,
+    write_overlay_png,
+)
 from unimiss_monai.transforms.io.array import register_series_reader
 
 __all__ = [
@@ -43,20 +47,28 @@ class SaveCaseImaged(SaveImaged):
         keys: the image key to save (one).
         output_names: the names of the run's inputs, decided before the run; ``None``: each file's plain stem.
         output_key: data key of the written path. Defaults to ``"output"``.
+        companions: the suffixes of the case's other outputs, written after this one (``"_overlay.png"``: by
+            :class:`SaveOverlayPNGd`), checked before this one is written, so that a case one of whose files is the
+            user's writes none. Defaults to none.
         kwargs: the other ``SaveImaged`` arguments (``output_name_formatter`` and ``savepath_in_metadict`` are set
             here).
     """
 
-    def __init__(self, keys: KeysCollection, output_names: OutputNames | None = None, output_key: str = "output", **kwargs) -> None:
+    def __init__(self, keys: KeysCollection, output_names: OutputNames | None = None, output_key: str = "output",
+                 companions: Sequence[str] = (), **kwargs) -> None:
         self.output_names = output_names if output_names is not None else OutputNames([])
         super().__init__(keys, output_name_formatter=self.output_names, savepath_in_metadict=True, **kwargs)
-        self.output_key = output_key
+        self.output_key, self.companions = output_key, tuple(companions)
 
     def __call__(self, data):
         # the file each key goes to, as SaveImage names it: a file of that name of the user's is not replaced
         root = self.saver.folder_layout.output_dir
         paths = [Path(self.saver.folder_layout.filename(**self.saver.fname_formatter(_meta(data, key), self.saver)))
                  for key in self.key_iterator(dict(data))]
+        for key in self.key_iterator(dict(data)):  # a case fails before any of its files is written
+            stem = self.output_names(_meta(data, key), self.saver)["subject"]
+            for suffix in self.companions:
+                check_own_file(Path(root) / f"{stem}{suffix}", root)
         with ExitStack() as stack:  # checked, then recorded once written (or as they are, should the write fail)
             for path in paths:
                 stack.enter_context(replacing_own(path, root))

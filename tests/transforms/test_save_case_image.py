@@ -1,0 +1,30 @@
+"""A case writes all of its outputs or none: a mask is not written when the overlay that follows it would replace a
+file of the user's (the case failed, yet its mask was written and recorded)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from monai.transforms import LoadImage
+from PIL import Image
+
+from unimiss_monai.data.case_names import OutputNames
+from unimiss_monai.data.output_ledger import NotOursError
+from unimiss_monai.transforms import SaveCaseImaged
+
+
+def test_a_case_whose_overlay_name_is_a_users_file_writes_no_mask(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "x_overlay.png").write_bytes(b"the user's picture")
+    save = SaveCaseImaged("pred", output_names=OutputNames([tmp_path / "x.png"]), output_dir=str(out), output_postfix="seg",
+                          output_ext=".nii.gz", separate_folder=False, resample=False, print_log=False,
+                          companions=["_overlay.png"])
+    Image.fromarray(np.zeros((6, 8), np.uint8)).save(tmp_path / "x.png")
+    pred = LoadImage(image_only=True, ensure_channel_first=True)(str(tmp_path / "x.png"))  # a mask with its metadata
+    with pytest.raises(NotOursError, match="x_overlay.png"):
+        save({"pred": pred})
+    assert sorted(p.name for p in out.iterdir()) == ["x_overlay.png"]
+    assert (out / "x_overlay.png").read_bytes() == b"the user's picture"
+    (out / "x_overlay.png").unlink()  # the user moved it away: the case writes
+    assert save({"pred": pred})["output"] == str(out / "x_seg.nii.gz") and (out / "x_seg.nii.gz").is_file()
