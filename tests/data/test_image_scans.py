@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from unimiss_monai.data.case_names import OutputNames
 from unimiss_monai.data.classification_labels import list_images
 from unimiss_monai.data.image_formats import is_dicom_file, is_label_map_name, scan_images
 from unimiss_monai.data.xray import list_radiographs
@@ -71,7 +72,7 @@ def test_ct_classification_takes_a_dicom_series_folder_as_one_input(tmp_path, ca
     assert any("1 image file(s) of formats not read here left out (.dcm: 1)" in w for w in warnings), warnings
     # the folder given is the series
     assert list_images(series, suffixes, series=True) == [{"image": str(series), "name": "series"}]
-    assert list_images(tmp_path, suffixes) == [{"image": str(p)} for p in (*crops, conversion)]  # files, as before
+    assert [i["image"] for i in list_images(tmp_path, suffixes)] == [str(p) for p in (*crops, conversion)]  # files
 
 
 def test_what_makes_no_series_folder(tmp_path, caplog):
@@ -112,13 +113,26 @@ def test_radiographs_beside_an_inference_folder_and_own_overlays_are_left_out_al
     _touch(tmp_path / "mine.png")
     _touch(tmp_path / "P2" / "IM1.png")  # in a sub-folder beside inference/: was left out unsaid
     with caplog.at_level(logging.INFO):
-        assert list_radiographs(tmp_path) == [{"image": str(p)} for p in sorted(inside)]  # sub-folders read too
+        found = list_radiographs(tmp_path)
+    assert found == [{"image": str(p)} for p in sorted(inside)]  # sub-folders read too
     assert f"in {tmp_path / 'inference'} only; 2 elsewhere in the folder left out (P2/IM1.png, mine.png)" in caplog.text
     assert "1 output(s) of this bundle left out" in caplog.text and "chest_overlay.png" in caplog.text
     more = _touch(tmp_path / "images" / "extra" / "x.png")  # a classification folder's images/ and the rest
     with caplog.at_level(logging.WARNING):
         assert list_images(tmp_path, (".png",)) == [{"image": str(more)}]
     assert f"in {tmp_path / 'images'} only; 4 elsewhere in the folder left out (P2/IM1.png, " in caplog.text
+
+
+def test_inputs_of_one_file_name_in_sub_folders_are_named_by_their_paths(tmp_path):
+    # numbered by their order (IM1_png, IM1_png_2), a name passed to another patient's image when one was added
+    alike = [_touch(tmp_path / p / "ST1" / "IM1.png") for p in ("P1", "P2")]
+    top, single = _touch(tmp_path / "IM1.png"), _touch(tmp_path / "P3" / "chest.png")
+    expected = [{"image": str(top)}, {"image": str(alike[0]), "name": "P1_ST1_IM1"},
+                {"image": str(alike[1]), "name": "P2_ST1_IM1"}, {"image": str(single)}]
+    assert list_radiographs(tmp_path) == expected
+    assert list_images(tmp_path, (".png",)) == expected
+    names = OutputNames(expected)
+    assert [names.name(i["image"]) for i in expected] == ["IM1", "P1_ST1_IM1", "P2_ST1_IM1", "chest"]
 
 
 def test_hidden_files_and_other_formats_are_not_scanned(tmp_path, caplog):

@@ -68,3 +68,9 @@ def test_a_name_the_item_gives_stands_and_is_kept_apart_from_the_stems():
     # the series keep their names when another joins (numbered by order, the first SE1 would now name this one)
     more = OutputNames([{"image": "/a/P0/ST1/SE1", "name": "P0_ST1_SE1"}, *items])
     assert [more.name(i["image"]) for i in items[:2]] == ["P1_ST1_SE1", "P2_ST1_SE1"]
+
+
+def test_given_names_that_clash_keep_their_format():
+    # P1/a.png and P1/a.dcm are both "P1_a" by their path: the format tells them apart, as for plain stems
+    names = OutputNames([{"image": "/r/P1/a.png", "name": "P1_a"}, {"image": "/r/P1/a.dcm", "name": "P1_a"}])
+    assert [names.name("/r/P1/a.png"), names.name("/r/P1/a.dcm")] == ["P1_a_png", "P1_a_dcm"]

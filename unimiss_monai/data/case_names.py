@@ -8,14 +8,36 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 from unimiss_monai.data.image_formats import split_image_name
 
-__all__ = ["CaseNames", "OutputNames", "NAME_KEY"]
+__all__ = ["CaseNames", "OutputNames", "NAME_KEY", "name_below", "named_inputs"]
 
 #: the data item key of a case's own name, which names its outputs where the file name would be shared: a DICOM
 #: series folder's path below the scanned folder (``P1/ST1/SE1`` -> ``P1_ST1_SE1``) or a datalist entry's ``name``
 NAME_KEY = "name"
+
+
+def name_below(root: str | os.PathLike, path: str | os.PathLike) -> str:
+    """The case name of ``path`` (a file or a DICOM series folder under ``root``) by its path below ``root``: its
+    folders and its name without the format, joined by ``_`` (``P1/ST1/IM1.dcm`` -> ``P1_ST1_IM1``). It stays the same
+    when inputs are added, where a number given by order would pass to another input; ``root`` itself: its name."""
+    relative = Path(os.path.abspath(path)).relative_to(os.path.abspath(root))
+    stem = split_image_name(relative.name)[0] if relative.parts else ""
+    return "_".join([*relative.parent.parts, stem] if stem else []) or Path(os.path.abspath(root)).name
+
+
+def named_inputs(root: str | os.PathLike, paths: Iterable[str | os.PathLike],
+                 series: Iterable[str | os.PathLike] = ()) -> list[dict[str, str]]:
+    """``[{"image": path}, ...]`` of the inputs found under ``root``, each in a sub-folder whose file name another
+    input shares (``P1/IM1.dcm``, ``P2/IM1.dcm``) and each DICOM series folder (``series``, as the CT bundles name
+    them) with ``"name"``: its :func:`name_below`. Numbered by their order instead, alike names would pass to other
+    inputs as inputs are added, and a rerun would write one input's outputs under another's earlier name."""
+    paths, series = [Path(p) for p in paths], {Path(p) for p in series}
+    shared = Counter(split_image_name(p)[0].casefold() for p in paths)
+    return [{"image": str(p), **({NAME_KEY: name_below(root, p)} if p in series or (
+        shared[split_image_name(p)[0].casefold()] > 1 and p.parent != Path(root)) else {})} for p in paths]
 
 
 class CaseNames:
@@ -82,9 +104,9 @@ class OutputNames:
     def __init__(self, inputs: Iterable[str | os.PathLike | Mapping], key: str = "image") -> None:
         inputs = list(inputs)
         paths = [str(i[key]) if isinstance(i, Mapping) else str(i) for i in inputs]
-        # a name the item gives stands for the stem, format and all
-        parts = [(str(i[NAME_KEY]), "") if isinstance(i, Mapping) and i.get(NAME_KEY) else split_image_name(p)
-                 for i, p in zip(inputs, paths)]
+        # a name the item gives stands for the stem; the format still tells clashing names apart
+        parts = [(str(i[NAME_KEY]), split_image_name(p)[1]) if isinstance(i, Mapping) and i.get(NAME_KEY)
+                 else split_image_name(p) for i, p in zip(inputs, paths)]
         stems = Counter(stem.casefold() for stem, _ in parts)
         wanted = [stem if stems[stem.casefold()] == 1 or not fmt else f"{stem}_{fmt.replace('.', '_')}" for stem, fmt in parts]
         taken = {w.casefold() for w in wanted}

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unimiss_monai.data.case_names import NAME_KEY
+from unimiss_monai.data.case_names import named_inputs
 from unimiss_monai.data.datalists import read_split
 from unimiss_monai.data.image_formats import (
     SCANNED_SUFFIXES,
@@ -171,7 +171,9 @@ def list_images(folder: str | os.PathLike, suffixes: Sequence[str] = SCANNED_SUF
                 series: bool = False) -> list[dict]:
     """``[{"image": path}, ...]`` for every image file under ``folder`` (recursive, sorted) — inference inputs; with
     ``series``, every DICOM series folder too, as one input (:func:`~unimiss_monai.data.series_folders.series_folders`;
-    the files in it are its own) named by its path below ``folder`` (``P1/ST1/SE1`` -> ``"name": "P1_ST1_SE1"``).
+    the files in it are its own) named by its path below ``folder`` (``P1/ST1/SE1`` -> ``"name": "P1_ST1_SE1"``), as
+    is an image in a sub-folder whose file name another input shares
+    (:func:`~unimiss_monai.data.case_names.named_inputs`).
 
     A data set of a ``samples`` output gives its ``test`` images only (:func:`~unimiss_monai.data.samples.held_out_images`:
     the demo models trained on the others). When ``folder`` has an ``images`` sub-folder (the layout of the
@@ -203,8 +205,4 @@ def list_images(folder: str | os.PathLike, suffixes: Sequence[str] = SCANNED_SUF
     if not files and not folders:
         looked = ", ".join(suffixes) + (", DICOM series folders" if series else "")
         raise FileNotFoundError(f"no image ({looked}) under {str(root)!r}; pass --dataset_dir with your images")
-    # a series is named by its path below the folder, as in every CT bundle: stable when series are added, where
-    # numbering alike folder names (a/SE1, b/SE1) by their order would give a name to another series
-    named = {str(folder): "_".join(folder.relative_to(root).parts) or root.name for folder in folders}
-    return [{"image": str(p), **({NAME_KEY: named[str(p)]} if str(p) in named else {})}
-            for p in sorted(files + folders)]
+    return named_inputs(root, sorted(files + folders), series=folders)

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from unimiss_monai.data.case_names import CaseNames
+from unimiss_monai.data.case_names import CaseNames, name_below
 from unimiss_monai.data.ct_io import CTInputError, dicom_files
 from unimiss_monai.data.image_formats import (
     NIFTI_SUFFIXES,
@@ -200,7 +200,7 @@ def find_ct_cases(path: str | Path) -> list[CTCase]:
     for folder, _ in found:
         labels = _first_existing(folder.parent, folder.name + LABEL_SUFFIX, CT_VOLUME_SUFFIXES)
         names = _first_existing(folder.parent, folder.name + LABEL_SUFFIX, (".csv", ".json"))
-        name = "_".join(folder.relative_to(path).parts)
+        name = name_below(path, folder)
         cases.append(CTCase(name=name, image=folder, labels=labels, label_names=names))
     _say_left_in_sub_folders(path, scan)
     if not cases:

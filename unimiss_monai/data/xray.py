@@ -20,6 +20,7 @@ from monai.data import MetaTensor
 from monai.transforms import LoadImage
 
 from unimiss_monai.conventions import grey_levels, structure_colour
+from unimiss_monai.data.case_names import named_inputs
 from unimiss_monai.data.grid_checks import dicom_image_problem
 from unimiss_monai.data.image_formats import (
     SCANNED_SUFFIXES,
@@ -155,7 +156,8 @@ def list_radiographs(folder: str | os.PathLike) -> list[dict[str, str]]:
     """``[{"image": path}]`` for every radiograph under ``folder``, sub-folders included (PNG, JPEG, DICOM of any name,
     2D NIfTI, ...; see :func:`~unimiss_monai.data.image_formats.scan_images`): under its ``inference/`` sub-folder when
     there is one (the ``cxr_segmentation`` sample layout; the others are said to be left out), else under the folder
-    itself. Label maps and this bundle's own ``*_overlay.png``
+    itself. A radiograph in a sub-folder whose file name another shares is named by its path
+    (:func:`~unimiss_monai.data.case_names.named_inputs`). Label maps and this bundle's own ``*_overlay.png``
     outputs are left out; what is left out is logged."""
     if not Path(folder).is_dir():
         raise FileNotFoundError(f"dataset_dir {str(folder)!r} is not a folder of radiographs (PNG, DICOM or 2D NIfTI)")
@@ -165,7 +167,7 @@ def list_radiographs(folder: str | os.PathLike) -> list[dict[str, str]]:
     if not files:
         raise FileNotFoundError(f"{root}: no radiographs found (looked for {', '.join(SCANNED_SUFFIXES)} and "
                                 "DICOM files of any name)")
-    return [{"image": str(p)} for p in files]
+    return named_inputs(root, files)  # alike file names in sub-folders are told apart by their paths
 
 
 def with_background_channel(items, keys: Sequence[str] = ("pred", "label")):
