@@ -76,7 +76,7 @@ def test_inference_keeps_input_grid_and_survives_a_bad_file(samples, trained, tm
     out = tmp_path / "out"
     run_workflow(NAME, ["inference.json", "smoke.yaml"], "infer", check=False, failed=1,
                  bundle_root=str(trained), dataset_dir=str(folder), output_dir=str(out))
-    nested = nib.load(str(out / "IM1_seg.nii.gz"))  # its own file name, which no other input has
+    nested = nib.load(str(out / "P1_ST1_IM1_seg.nii.gz"))  # named by its path below the folder
     assert np.array_equal(np.asarray(nested.dataobj), np.asarray(nib.load(str(out / "cxr_seg.nii.gz")).dataobj))
     pred = nib.load(str(out / "cxr_seg.nii.gz"))
     assert pred.shape[:2] == data.shape and pred.shape[-1] == 5

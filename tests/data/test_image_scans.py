@@ -4,6 +4,7 @@ a DICOM of any name included, and what is left out (label maps, a bundle's own o
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def test_ct_classification_takes_no_label_map_and_says_what_it_left_out(tmp_path
         _touch(tmp_path / name)
     with caplog.at_level(logging.INFO, logger="unimiss_monai.data.image_formats"):
         found = list_images(tmp_path, (".nii.gz", ".nii", ".mha", ".nrrd"))
-    assert found == [{"image": str(ct)}, {"image": str(nested)}]
+    assert found == [{"image": str(ct)}, {"image": str(nested), "name": "more_case2"}]  # named by its path
     assert "3 label map(s) left out" in caplog.text and "crop_label.nii.gz" in caplog.text
 
 
@@ -88,7 +89,8 @@ def test_what_makes_no_series_folder(tmp_path, caplog):
         _touch(tmp_path / labels / "IM0001", DICOM)
     with caplog.at_level(logging.INFO):
         found = list_images(tmp_path, suffixes, series=True)
-    assert found == [{"image": str(slices[0].parent), "name": "cd_DICOM_S1"}, *({"image": str(p)} for p in crops)]
+    assert found == [{"image": str(slices[0].parent), "name": "cd_DICOM_S1"},
+                     *({"image": str(p), "name": f"crops_{p.name.split('.')[0]}"} for p in crops)]
     assert "2 label-map folder(s) holding DICOM files left out" in caplog.text
 
 
@@ -114,25 +116,30 @@ def test_radiographs_beside_an_inference_folder_and_own_overlays_are_left_out_al
     _touch(tmp_path / "P2" / "IM1.png")  # in a sub-folder beside inference/: was left out unsaid
     with caplog.at_level(logging.INFO):
         found = list_radiographs(tmp_path)
-    assert found == [{"image": str(p)} for p in sorted(inside)]  # sub-folders read too
+    # sub-folders read too, an image there named by its path
+    assert found == [{"image": str(inside[1]), "name": "P1_ST1_IM1"}, {"image": str(inside[0])}]
     assert f"in {tmp_path / 'inference'} only; 2 elsewhere in the folder left out (P2/IM1.png, mine.png)" in caplog.text
     assert "1 output(s) of this bundle left out" in caplog.text and "chest_overlay.png" in caplog.text
     more = _touch(tmp_path / "images" / "extra" / "x.png")  # a classification folder's images/ and the rest
     with caplog.at_level(logging.WARNING):
-        assert list_images(tmp_path, (".png",)) == [{"image": str(more)}]
+        assert list_images(tmp_path, (".png",)) == [{"image": str(more), "name": "extra_x"}]
     assert f"in {tmp_path / 'images'} only; 4 elsewhere in the folder left out (P2/IM1.png, " in caplog.text
 
 
 def test_inputs_of_one_file_name_in_sub_folders_are_named_by_their_paths(tmp_path):
-    # numbered by their order (IM1_png, IM1_png_2), a name passed to another patient's image when one was added
+    # numbered by their order (IM1_png, IM1_png_2), a name passed to another patient's image when one was added;
+    # by its path, an input's name depends on no other input
     alike = [_touch(tmp_path / p / "ST1" / "IM1.png") for p in ("P1", "P2")]
     top, single = _touch(tmp_path / "IM1.png"), _touch(tmp_path / "P3" / "chest.png")
     expected = [{"image": str(top)}, {"image": str(alike[0]), "name": "P1_ST1_IM1"},
-                {"image": str(alike[1]), "name": "P2_ST1_IM1"}, {"image": str(single)}]
+                {"image": str(alike[1]), "name": "P2_ST1_IM1"}, {"image": str(single), "name": "P3_chest"}]
     assert list_radiographs(tmp_path) == expected
     assert list_images(tmp_path, (".png",)) == expected
     names = OutputNames(expected)
-    assert [names.name(i["image"]) for i in expected] == ["IM1", "P1_ST1_IM1", "P2_ST1_IM1", "chest"]
+    assert [names.name(i["image"]) for i in expected] == ["IM1", "P1_ST1_IM1", "P2_ST1_IM1", "P3_chest"]
+    # a folder name the file name starts with is not repeated (the DRR bundle's OUT/ct01/ct01_AP.png)
+    drr = _touch(tmp_path / "ct01" / "ct01_AP.png")
+    assert {"image": str(drr), "name": "ct01_AP"} in list_images(tmp_path, (".png",))
 
 
 def test_hidden_files_and_other_formats_are_not_scanned(tmp_path, caplog):
@@ -175,3 +182,28 @@ def test_images_of_formats_a_bundle_does_not_read_are_left_out_aloud(tmp_path, c
     with caplog.at_level(logging.WARNING):
         assert list_images(tmp_path, suffixes=(".png", ".dcm")) == [{"image": str(png)}]
     assert "2 image file(s) of formats not read here left out (.bmp: 1, .tif: 1); the formats read are .png, .dcm" in caplog.text
+
+
+def test_a_recursive_scan_walks_linked_folders_and_skips_hidden_ones(tmp_path):
+    store = _touch(tmp_path / "store" / "b.png").parent
+    data = tmp_path / "data"
+    kept = _touch(data / "a.png")
+    (data / "linked").symlink_to(store, target_is_directory=True)  # was left out unsaid
+    _touch(data / ".ipynb_checkpoints" / "a-checkpoint.png")  # was read as a radiograph
+    linked = {"image": str(data / "linked" / "b.png"), "name": "linked_b"}
+    assert list_radiographs(data) == [{"image": str(kept)}, linked]
+
+
+def test_a_samples_set_runs_on_its_inference_folder_unsaid(tmp_path, caplog):
+    # its images/ and labels/ are its training data: a warning on every demo run would say nothing
+    from unimiss_monai.data.samples import MANIFEST
+
+    data = tmp_path / "cxr_segmentation"
+    inside = _touch(data / "inference" / "test_000.png")
+    _touch(data / "images" / "train_000.png")
+    (data / "datalist.json").write_text('{"training": [], "test": [{"image": "inference/test_000.png"}]}')
+    manifest = {"datasets": {"cxr_segmentation": {"datalist": "cxr_segmentation/datalist.json"}}}
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest))
+    with caplog.at_level(logging.WARNING):
+        assert list_radiographs(data) == [{"image": str(inside)}]
+    assert not caplog.records, caplog.text

@@ -21,23 +21,26 @@ NAME_KEY = "name"
 
 def name_below(root: str | os.PathLike, path: str | os.PathLike) -> str:
     """The case name of ``path`` (a file or a DICOM series folder under ``root``) by its path below ``root``: its
-    folders and its name without the format, joined by ``_`` (``P1/ST1/IM1.dcm`` -> ``P1_ST1_IM1``). It stays the same
-    when inputs are added, where a number given by order would pass to another input; ``root`` itself: its name."""
+    folders and its name without the format, joined by ``_`` (``P1/ST1/IM1.dcm`` -> ``P1_ST1_IM1``), a folder the name
+    already starts with not repeated (``ct01/ct01_AP.png`` -> ``ct01_AP``, as the DRR bundle names its outputs). It
+    depends on no other input, so it stays the same when inputs are added; ``root`` itself: its name."""
     relative = Path(os.path.abspath(path)).relative_to(os.path.abspath(root))
-    stem = split_image_name(relative.name)[0] if relative.parts else ""
-    return "_".join([*relative.parent.parts, stem] if stem else []) or Path(os.path.abspath(root)).name
+    if not relative.parts:
+        return Path(os.path.abspath(root)).name
+    stem = split_image_name(relative.name)[0]
+    folders = [f for f in relative.parent.parts if not (stem == f or stem.startswith(f + "_"))]
+    return "_".join([*folders, stem])
 
 
 def named_inputs(root: str | os.PathLike, paths: Iterable[str | os.PathLike],
                  series: Iterable[str | os.PathLike] = ()) -> list[dict[str, str]]:
-    """``[{"image": path}, ...]`` of the inputs found under ``root``, each in a sub-folder whose file name another
-    input shares (``P1/IM1.dcm``, ``P2/IM1.dcm``) and each DICOM series folder (``series``, as the CT bundles name
-    them) with ``"name"``: its :func:`name_below`. Numbered by their order instead, alike names would pass to other
-    inputs as inputs are added, and a rerun would write one input's outputs under another's earlier name."""
-    paths, series = [Path(p) for p in paths], {Path(p) for p in series}
-    shared = Counter(split_image_name(p)[0].casefold() for p in paths)
-    return [{"image": str(p), **({NAME_KEY: name_below(root, p)} if p in series or (
-        shared[split_image_name(p)[0].casefold()] > 1 and p.parent != Path(root)) else {})} for p in paths]
+    """``[{"image": path}, ...]`` of the inputs found under ``root``, each in a sub-folder and each DICOM series
+    folder (``series``, as the CT bundles name them) with ``"name"``: its :func:`name_below`. Alike file names in
+    sub-folders (``P1/IM1.dcm``, ``P2/IM1.dcm``) numbered by their order instead would pass to other inputs as inputs
+    are added, and a rerun would write one input's outputs under another's earlier name."""
+    paths, series, root = [Path(p) for p in paths], {Path(p) for p in series}, Path(root)
+    return [{"image": str(p), **({NAME_KEY: name_below(root, p)} if p in series or p.parent != root else {})}
+            for p in paths]
 
 
 class CaseNames:

@@ -28,9 +28,10 @@ from unimiss_monai.data.image_formats import (
     image_suffix,
     is_label_map_name,
     scan_images,
+    walk_folders,
 )
 from unimiss_monai.data.locators import read_structure_names
-from unimiss_monai.data.series_folders import SeriesScan, scan_series, walk_folders
+from unimiss_monai.data.series_folders import SeriesScan, scan_series
 
 logger = logging.getLogger(__name__)
 

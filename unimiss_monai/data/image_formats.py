@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 __all__ = ["ARRAY_SUFFIXES", "IMAGE_SUFFIXES", "LABEL_MAP_STEMS", "NIFTI_SUFFIXES", "SCANNED_SUFFIXES", "image_suffix",
            "dicom_files_in", "is_dicom_file", "is_dicom_path", "is_label_map_name", "preferred_sub_folder", "scan_images",
-           "split_image_name"]
+           "split_image_name", "walk_folders"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +91,23 @@ def dicom_files_in(folder: str | os.PathLike, names: Iterable[str] | None = None
     return (folder / n for n in sorted(names) if not n.startswith(".") and is_dicom_path(folder / n))
 
 
+def walk_folders(root: Path, onerror: Callable[[OSError], None] | None = None) -> Iterator[tuple[Path, list, list]]:
+    """``os.walk`` of ``root`` top-down, sorted, into linked folders too (a series kept elsewhere and linked in is a
+    series of the folder) but each real folder once, and not into hidden folders; prune ``dirs`` to skip some."""
+    seen = set()
+    for here, dirs, files in os.walk(root, onerror=onerror, followlinks=True):
+        real = os.path.realpath(here)
+        if real in seen:  # a link back up the tree, or a second link to one folder
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        yield Path(here), dirs, files
+
+
 def scan_images(folder: str | os.PathLike, suffixes: tuple[str, ...] = SCANNED_SUFFIXES, recursive: bool = False,
-                skip_stems: tuple[str, ...] = (), fix: str = "", accounted: Iterable[os.PathLike] = ()) -> list[Path]:
+                skip_stems: tuple[str, ...] = (), fix: str = "", accounted: Iterable[os.PathLike] = (),
+                skip_folders: Iterable[os.PathLike] = ()) -> list[Path]:
     """The image files of ``folder`` (with ``recursive``, of its sub-folders too), sorted: a name ending with one of
     ``suffixes``, or, when ``suffixes`` has ``.dcm``, a DICOM file of any name (:func:`is_dicom_file`). Hidden image
     files, label maps (:func:`is_label_map_name`) and names whose stem ends with one of ``skip_stems`` (a bundle's own
@@ -100,11 +115,20 @@ def scan_images(folder: str | os.PathLike, suffixes: tuple[str, ...] = SCANNED_S
     scan never drops a file unsaid; ``fix`` is
     the caller's way to have image files of other formats read, added to their warning. Files in ``accounted``
     are left out without a word: the caller reads them another way (a DICOM series folder) or has told the user why,
-    more precisely than this warning could."""
+    more precisely than this warning could. Sub-folders (``recursive``) are walked as :func:`walk_folders` does:
+    linked ones too, hidden ones and ``skip_folders`` not."""
     root = Path(folder)
     accounted = {Path(p) for p in accounted}
     found, labels, own, other, hidden, broken = [], [], [], {}, [], []
-    for path in sorted(root.rglob("*") if recursive else root.iterdir()):
+    if recursive:
+        skipped = {Path(p) for p in skip_folders}
+        entries = []
+        for here, dirs, files in walk_folders(root):
+            dirs[:] = [d for d in dirs if here / d not in skipped]
+            entries += [here / f for f in files]
+    else:
+        entries = list(root.iterdir())
+    for path in sorted(entries):
         if path in accounted:
             continue
         if path.name.startswith("."):
@@ -143,14 +167,15 @@ def scan_images(folder: str | os.PathLike, suffixes: tuple[str, ...] = SCANNED_S
 
 
 def preferred_sub_folder(folder: str | os.PathLike, name: str, suffixes: tuple[str, ...] = SCANNED_SUFFIXES,
-                         skip_stems: tuple[str, ...] = ()) -> Path:
+                         skip_stems: tuple[str, ...] = (), say_left_out: bool = True) -> Path:
     """``folder/name`` when it is a folder (a ``samples`` layout's images to run on: ``inference/``, ``images/``),
-    warning about the images elsewhere under ``folder``, which are then left out; else ``folder``."""
+    warning about the images elsewhere under ``folder``, which are then left out (``say_left_out``: a ``samples``
+    data set's other folders are its training data, nothing to say); else ``folder``."""
     root = Path(folder)
     sub = root / name
-    if not sub.is_dir():
-        return root
-    beside = [p for p in scan_images(root, suffixes, recursive=True, skip_stems=skip_stems) if sub not in p.parents]
+    if not sub.is_dir() or not say_left_out:
+        return sub if sub.is_dir() else root
+    beside = scan_images(root, suffixes, recursive=True, skip_stems=skip_stems, skip_folders=[sub])
     if beside:  # a user's images beside the sub-folder: say they are not the ones run on
         logger.warning("%s: running on the images in %s only; %d elsewhere in the folder left out (%s)", root, sub,
                        len(beside), ", ".join(str(p.relative_to(root)) for p in beside[:3])

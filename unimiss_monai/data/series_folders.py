@@ -9,8 +9,7 @@ said: volumes beside a series, strays above series, label-map folders holding DI
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -20,11 +19,12 @@ from unimiss_monai.data.image_formats import (
     dicom_files_in,
     image_suffix,
     is_label_map_name,
+    walk_folders,
 )
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SeriesScan", "scan_series", "series_folders", "walk_folders"]
+__all__ = ["SeriesScan", "scan_series", "series_folders"]
 
 
 def _say_left_beside(folder: Path, volumes: Sequence[str]) -> None:
@@ -34,20 +34,6 @@ def _say_left_beside(folder: Path, volumes: Sequence[str]) -> None:
         logger.warning("%s: read as one DICOM series; %d image file(s) beside its slices left out (%s): a folder "
                        "holding DICOM files is one series, so put other CTs in a folder of their own", folder,
                        len(volumes), ", ".join(volumes[:3]) + (", ..." if len(volumes) > 3 else ""))
-
-
-def walk_folders(root: Path, onerror: Callable[[OSError], None] | None = None) -> Iterator[tuple[Path, list, list]]:
-    """``os.walk`` of ``root`` top-down, sorted, into linked folders too (a series kept elsewhere and linked in is a
-    series of the folder) but each real folder once, and not into hidden folders; prune ``dirs`` to skip some."""
-    seen = set()
-    for here, dirs, files in os.walk(root, onerror=onerror, followlinks=True):
-        real = os.path.realpath(here)
-        if real in seen:  # a link back up the tree, or a second link to one folder
-            dirs[:] = []
-            continue
-        seen.add(real)
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        yield Path(here), dirs, files
 
 
 @dataclass(frozen=True)

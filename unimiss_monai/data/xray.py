@@ -27,6 +27,7 @@ from unimiss_monai.data.image_formats import (
     preferred_sub_folder,
     scan_images,
 )
+from unimiss_monai.data.samples import held_out_images
 from unimiss_monai.data.writers import save_png
 from unimiss_monai.utils.lazy import moved_names
 
@@ -161,7 +162,9 @@ def list_radiographs(folder: str | os.PathLike) -> list[dict[str, str]]:
     outputs are left out; what is left out is logged."""
     if not Path(folder).is_dir():
         raise FileNotFoundError(f"dataset_dir {str(folder)!r} is not a folder of radiographs (PNG, DICOM or 2D NIfTI)")
-    root = preferred_sub_folder(folder, "inference", SCANNED_SUFFIXES, skip_stems=("_overlay",))
+    # a samples data set's images/ and labels/ are its training data: its inference/ is the one to run on, unsaid
+    samples_set = held_out_images(folder) is not None
+    root = preferred_sub_folder(folder, "inference", SCANNED_SUFFIXES, ("_overlay",), say_left_out=not samples_set)
     # sub-folders too (an archive's PATIENT/STUDY/IMAGE.dcm), as the classification bundles read a folder
     files = scan_images(root, SCANNED_SUFFIXES, recursive=True, skip_stems=("_overlay",))
     if not files:
