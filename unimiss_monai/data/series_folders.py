@@ -1,9 +1,10 @@
 """Which folders under a folder hold one DICOM series each: the rule every CT bundle's folder scan applies.
 
-A folder is a series when it holds DICOM files, no fewer than the CT volumes beside them, and no series folder below
-it: a stray slice among NIfTI CTs makes no series, nor does a dose report beside the series folders of an export,
-while a series' own conversion (dcm2niix writes it beside the slices) leaves it one. Whatever a scan leaves out is
-said: volumes beside a series, strays above series, label-map folders holding DICOM files.
+A folder is a series when it holds DICOM files, no fewer than the CT volumes beside them: a stray slice among NIfTI
+CTs makes no series, while a series' own conversion (dcm2niix writes it beside the slices) leaves it one. Of nested
+such folders, the one with the most DICOM files is the series: a dose report beside the series folders of an export
+makes none, and a series folder with a report in a sub-folder stays one. Whatever a scan leaves out is said: volumes
+beside a series, the DICOM files of nested folders that lost, label-map folders holding DICOM files.
 """
 
 from __future__ import annotations
