@@ -170,7 +170,7 @@ def balanced_sample_weights(items: Sequence[dict], num_classes: int) -> list[flo
 def list_images(folder: str | os.PathLike, suffixes: Sequence[str] = SCANNED_SUFFIXES,
                 series: bool = False) -> list[dict]:
     """``[{"image": path}, ...]`` for every image file under ``folder`` (recursive, sorted) — inference inputs; with
-    ``series``, every DICOM series folder too, as one input (:func:`~unimiss_monai.data.series_folders.series_folders`;
+    ``series``, every DICOM series folder too, as one input (:func:`~unimiss_monai.data.series_folders.scan_series`;
     the files in it are its own) named by its path below ``folder`` (``P1/ST1/SE1`` -> ``"name": "P1_ST1_SE1"``), as
     is an image in a sub-folder whose file name another input shares
     (:func:`~unimiss_monai.data.case_names.named_inputs`).

@@ -25,7 +25,7 @@ from unimiss_monai.data.image_formats import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SeriesScan", "scan_series", "series_folders"]
+__all__ = ["SeriesScan", "scan_series"]
 
 
 def _say_left_beside(folder: Path, volumes: Sequence[str]) -> None:
@@ -47,11 +47,6 @@ class SeriesScan:
 
     series: list[tuple[Path, list[Path]]]
     said: set[Path]
-
-
-def series_folders(root: str | Path, suffixes: Sequence[str] = NIFTI_SUFFIXES) -> list[tuple[Path, list[Path]]]:
-    """The ``(folder, its files)`` of the series under ``root``: :func:`scan_series` ``.series``."""
-    return scan_series(root, suffixes).series
 
 
 def scan_series(root: str | Path, suffixes: Sequence[str] = NIFTI_SUFFIXES) -> SeriesScan:
@@ -95,12 +90,12 @@ def scan_series(root: str | Path, suffixes: Sequence[str] = NIFTI_SUFFIXES) -> S
         if folder in dropped or folder not in above:
             continue
         below = [f for f, _, _ in found if folder in f.parents and f not in dropped]
-        count = {f: sum(1 for _ in dicom_files_in(f)) for f in [folder, *below]}
-        if count[folder] >= max(count[f] for f in below):
+        listed = {f: list(dicom_files_in(f)) for f in [folder, *below]}  # listed once: counted, then named
+        if len(listed[folder]) >= max(len(listed[f]) for f in below):
             losers, where = below, "in folders below the series folder"
         else:
             losers, where = [folder], "beside the series folders below it"
-        files = [p for f in losers for p in dicom_files_in(f)]
+        files = [p for f in losers for p in listed[f]]
         logger.warning("%s: %d DICOM file(s) %s left out (%s): a DICOM series is read from a folder of its own",
                        folder, len(files), where, _names(files, folder))
         said.update(files)
