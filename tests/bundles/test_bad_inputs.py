@@ -135,11 +135,13 @@ BAD_XRAY: dict[str, tuple[Callable[[Path], None], str]] = {
 }
 
 
-def _dicom_radiograph(frames: int = 1, photometric: str = "MONOCHROME2") -> Callable[[Path], None]:
+def _dicom_radiograph(frames: int = 1, photometric: str = "MONOCHROME2", modality: str = "DX"
+                      ) -> Callable[[Path], None]:
     def make(path: Path) -> None:
         from unimiss_monai.data.dicom_series import new_dicom_dataset
 
-        ds = new_dicom_dataset("1.2.840.10008.5.1.4.1.1.1.1", "DX", 48, 40, signed=False)
+        sop_class = {"DX": "1.2.840.10008.5.1.4.1.1.1.1", "CT": "1.2.840.10008.5.1.4.1.1.2"}[modality]
+        ds = new_dicom_dataset(sop_class, modality, 48, 40, signed=False)
         ds.PhotometricInterpretation = photometric
         if frames > 1:
             ds.NumberOfFrames = frames
@@ -151,6 +153,8 @@ def _dicom_radiograph(frames: int = 1, photometric: str = "MONOCHROME2") -> Call
 BAD_XRAY.update({
     "grey_as_ybr.dcm": (_dicom_radiograph(photometric="YBR_FULL"), "PhotometricInterpretation YBR_FULL .* MONOCHROME2"),
     "two_frames.dcm": (_dicom_radiograph(frames=2), "2 frames; save each frame"),
+    # one slice of a CT loads as a 2D image like any radiograph: it was segmented and classified as a chest X-ray
+    "ct_slice.dcm": (_dicom_radiograph(modality="CT"), "slice of a CT volume .*Modality CT.* not a projection"),
 })
 
 

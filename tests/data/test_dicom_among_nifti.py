@@ -153,3 +153,24 @@ def test_a_linked_series_folder_is_a_case_once(tmp_path):
     (data / "case_a" / "loop").symlink_to(data, target_is_directory=True)  # a link back up is walked once
     cases = [(c.name, c.image) for c in find_ct_cases(data)]
     assert cases == [("case_a", data / "case_a"), ("ct01", data / "ct01.nii.gz")]
+
+
+def test_a_stray_file_atop_an_export_opens_few_slices_and_the_tree_is_walked_once(tmp_path, monkeypatch):
+    # an export's slices named by UIDs are opened to be told from other files: deciding which folder is the series
+    # opened every slice of every series below a stray file at the top, and the files left out were walked again
+    from unimiss_monai.data import image_formats
+
+    p = make_ct_phantom(SHAPE)
+    data = tmp_path / "export"
+    for patient in ("P1", "P2"):
+        series = write_dicom_series(p.hu, p.affine, data / patient / "SE1")
+        for i, path in enumerate(dicom_files(series)):
+            path.rename(series / f"1.2.840.{i}")
+    shutil.copy(series / "1.2.840.0", data / "DoseReport")
+    opened, walks = [], []
+    sniff, walk = image_formats.is_dicom_file, image_formats.os.walk
+    monkeypatch.setattr(image_formats, "is_dicom_file", lambda path: opened.append(path) or sniff(path))
+    monkeypatch.setattr(image_formats.os, "walk", lambda top, **kw: walks.append(top) or walk(top, **kw))
+    assert [c.name for c in find_ct_cases(data)] == ["P1_SE1", "P2_SE1"]
+    assert SHAPE[2] == 12 and len(opened) <= 8, sorted(opened)  # of 25 files: a few of each folder
+    assert walks == [data], walks

@@ -147,3 +147,14 @@ def test_dicom_radiographs_no_reader_takes_as_one_image_fail_naming_the_fault_an
     assert reason.startswith(f"{ybr}: ") and "\n" not in reason
     assert reason.endswith("its header declares PhotometricInterpretation YBR_FULL with 1 sample(s) per pixel, which "
                            "do not go together; export it again as MONOCHROME2 (or save it as PNG)")
+
+
+@pytest.mark.parametrize("reader", ["ITKReader", "PydicomReader"])
+def test_one_ct_slice_is_refused_as_a_radiograph_by_either_reader(tmp_path, reader):
+    """One slice of a CT loads as a 2D image like any radiograph; its Modality tells it apart (PydicomReader keeps
+    no Modality in its metadata: it is read from the file's header)."""
+    load = LoadImage(image_only=True, ensure_channel_first=True, reader=reader)
+    with pytest.raises(ValueError, match=r"slice\.dcm: is one slice of a CT volume \(DICOM Modality CT\), a "
+                                         r"cross-section, not a projection radiograph"):
+        AsGreyRadiograph()(load(str(_dx(tmp_path / "slice.dcm", modality="CT"))))
+    assert AsGreyRadiograph()(load(str(_dx(tmp_path / "dx.dcm")))).shape == (1, 20, 24)

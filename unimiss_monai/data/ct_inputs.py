@@ -21,14 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unimiss_monai.data.case_names import CaseNames, name_below
-from unimiss_monai.data.ct_io import CTInputError, dicom_files
+from unimiss_monai.data.ct_io import CTInputError
 from unimiss_monai.data.image_formats import (
     NIFTI_SUFFIXES,
-    dicom_files_in,
     image_suffix,
     is_label_map_name,
     scan_images,
-    walk_folders,
 )
 from unimiss_monai.data.locators import read_structure_names
 from unimiss_monai.data.series_folders import SeriesScan, scan_series
@@ -130,31 +128,15 @@ def is_datalist_file(path: Path) -> bool:
     return path.suffix.lower() == ".json" and path.is_file()
 
 
-def _nifti_cts(folder: Path) -> list[str]:
-    """The names of the NIfTI CTs directly in ``folder`` (label maps left out)."""
-    return sorted(e.name for e in folder.iterdir() if e.is_file() and not e.name.startswith(".")
-                  and image_suffix(e.name, NIFTI_SUFFIXES) and not is_label_map_name(e.name))
-
-
-def _is_series(slices: Sequence[Path], nifti: Sequence[str]) -> bool:
-    # more NIfTI CTs than DICOM files: a folder of CTs with a stray slice or two, not a series with its conversion
-    # (one DICOM file beside one NIfTI file stays a series: a multi-frame DICOM and its conversion)
-    return bool(slices) and len(nifti) <= len(slices)
-
-
 def _say_left_in_sub_folders(root: Path, scan: SeriesScan) -> None:
     """Warn about the CT files (volumes, DICOM files) in the sub-folders of ``root`` that no series folder holds
     and the series scan (``scan``) did not name: a folder scan reads the CTs in the folder itself, so those would be
-    left out unsaid (``patient1/ct.nii.gz``)."""
-    series = {folder for folder, _ in scan.series}
+    left out unsaid (``patient1/ct.nii.gz``). The scan's listing is used: the tree is walked once."""
     left = []
-    for folder, dirs, files in walk_folders(root):
-        relative = folder.relative_to(root)
-        dirs[:] = [d for d in dirs if not (is_label_map_name(relative / d) or is_label_map_name(relative / d / "x"))]
-        if folder == root or folder in series:  # a series' volumes beside its slices were said by the scan
+    for folder, names in scan.others.items():
+        if folder == root:
             continue
-        names = sorted(f for f in files if not f.startswith("."))
-        found = [folder / n for n in names if image_suffix(n, CT_VOLUME_SUFFIXES)] + [*dicom_files_in(folder, names)]
+        found = [folder / n for n in names if image_suffix(n, CT_VOLUME_SUFFIXES)] + scan.strays.get(folder, [])
         left += [r for p in sorted(found) if p not in scan.said and not is_label_map_name(r := p.relative_to(root))]
     if left:
         logger.warning("%s: %d CT file(s) in sub-folders left out (%s): a folder's CTs are read from the folder "
@@ -181,13 +163,13 @@ def find_ct_cases(path: str | Path) -> list[CTCase]:
         return [_case_for(path)]
     if (path / DATALIST).is_file():
         return _cases_from_datalist(path / DATALIST)
-    slices = dicom_files(path)
-    nifti = _nifti_cts(path)
     scan = scan_series(path)  # what is left out of a series (files beside it, label folders) is said there
     found = scan.series
     if found and found[0][0] == path:  # the folder is one series (walked first, and then nothing below it is)
         return [CTCase(name=path.name, image=path)]
-    if slices and not _is_series(slices, nifti):  # (beside series folders below, they were named in the scan)
+    slices = scan.strays.get(path, [])  # DICOM files outnumbered by the NIfTI CTs beside them: no series
+    if slices:
+        nifti = [n for n in scan.others[path] if image_suffix(n, NIFTI_SUFFIXES) and not is_label_map_name(n)]
         logger.warning("%s: %d DICOM file(s) among %d NIfTI CTs left out (%s): a DICOM series is read from a folder "
                        "of its own", path, len(slices), len(nifti),
                        ", ".join(p.name for p in slices[:3]) + (", ..." if len(slices) > 3 else ""))
@@ -195,7 +177,8 @@ def find_ct_cases(path: str | Path) -> list[CTCase]:
     # and said, as are image files of other formats (read when a datalist names them)
     fix = "list them in a datalist.json there, or convert them to NIfTI"
     # stray slices (if any) were named above, with the fix that applies to them
-    cases = [_case_for(entry) for entry in scan_images(path, NIFTI_SUFFIXES, fix=fix, accounted=slices)]
+    cases = [_case_for(entry) for entry in scan_images(path, NIFTI_SUFFIXES, fix=fix,
+                                                       accounted=[*slices, *scan.said])]
     # series at any depth (an archive's export nests them: PATIENT/STUDY/SERIES), each named by its path below the
     # folder, which stays the same when series are added; the files in sub-folders no series holds are said
     for folder, _ in found:

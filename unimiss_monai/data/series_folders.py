@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
@@ -41,12 +41,16 @@ def _say_left_beside(folder: Path, volumes: Sequence[str]) -> None:
 class SeriesScan:
     """What :func:`scan_series` found: ``series``, ``(folder, its files)`` per series (its ``.dcm`` slices and the
     volumes beside them, which a scan for images then leaves to the series:
-    :func:`~unimiss_monai.data.image_formats.scan_images`' ``accounted``), and ``said``, the other files the scan
+    :func:`~unimiss_monai.data.image_formats.scan_images`' ``accounted``); ``said``, the other files the scan
     named in a warning as left out (DICOM files beside or inside the series folders), for a later scan to leave
-    unsaid."""
+    unsaid; ``strays``, folder -> its DICOM files where they make no series (fewer than the volumes beside them),
+    which the caller reads or says; and ``others``, folder -> its visible file names for every other folder walked
+    (label-map folders not), so that a caller saying what lies there walks no second time."""
 
     series: list[tuple[Path, list[Path]]]
     said: set[Path]
+    strays: dict[Path, list[Path]] = field(default_factory=dict)
+    others: dict[Path, list[str]] = field(default_factory=dict)
 
 
 def scan_series(root: str | Path, suffixes: Sequence[str] = NIFTI_SUFFIXES) -> SeriesScan:
@@ -66,6 +70,8 @@ def scan_series(root: str | Path, suffixes: Sequence[str] = NIFTI_SUFFIXES) -> S
     def unreadable(err: OSError) -> None:
         logger.warning("%s: cannot be listed (%s); the images in it are left out", err.filename, err.strerror)
 
+    strays: dict[Path, list[Path]] = {}
+    others: dict[Path, list[str]] = {}
     for folder, dirs, files in walk_folders(root, unreadable):
         relative = folder.relative_to(root)
         # a label-map folder (ct01_labels/), or one in a labels* folder (labelsTr/): its DICOM files are no CT
@@ -75,37 +81,54 @@ def scan_series(root: str | Path, suffixes: Sequence[str] = NIFTI_SUFFIXES) -> S
             continue
         names = sorted(f for f in files if not f.startswith("."))
         volumes = [n for n in names if image_suffix(n, tuple(suffixes)) and not is_label_map_name(n)]
-        # counted up to what decides it: an export of thousands of slices opens as many as there are volumes beside
+        # counted up to what decides it: an export of thousands of slices opens as many as there are volumes beside;
+        # short of that, every DICOM file of the folder was opened, and the list is whole
         wanted = max(1, len(volumes))
-        if sum(1 for _ in islice(dicom_files_in(folder, names), wanted)) >= wanted:
+        dicom = list(islice(dicom_files_in(folder, names), wanted))
+        if len(dicom) >= wanted:
             own = [n for n in names if n.lower().endswith(".dcm")] + volumes
-            found.append((folder, [folder / n for n in own], volumes))
+            found.append((folder, [folder / n for n in own], volumes, names))
+            continue
+        others[folder] = names
+        if dicom:
+            strays[folder] = dicom
     _say_label_folders(root, labels)
     # nested candidates, top-down: the one with the most DICOM files (counted only here, where two compete) is the
     # series, and the files of the others are said to be left out
     said: set[Path] = set()
     dropped: set[Path] = set()
-    above = {parent for folder, _, _ in found for parent in folder.parents}
-    for folder, _, _ in found:
+    above = {parent for folder, *_ in found for parent in folder.parents}
+    listing = {folder: names for folder, *_, names in found}
+    for folder, *_ in found:
         if folder in dropped or folder not in above:
             continue
-        below = [f for f, _, _ in found if folder in f.parents and f not in dropped]
-        listed = {f: list(dicom_files_in(f)) for f in [folder, *below]}  # listed once: counted, then named
-        if len(listed[folder]) >= max(len(listed[f]) for f in below):
-            losers, where = below, "in folders below the series folder"
-        else:
-            losers, where = [folder], "beside the series folders below it"
-        files = [p for f in losers for p in listed[f]]
+        below = [f for f, *_ in found if folder in f.parents and f not in dropped]
+        losers, files = _losers(folder, below, listing)
+        where = "beside the series folders below it" if losers == [folder] else "in folders below the series folder"
         logger.warning("%s: %d DICOM file(s) %s left out (%s): a DICOM series is read from a folder of its own",
                        folder, len(files), where, _names(files, folder))
         said.update(files)
         dropped.update(losers)
     series = []
-    for folder, own, volumes in found:
-        if folder not in dropped:
+    for folder, own, volumes, names in found:
+        if folder in dropped:  # its other files are the caller's to say, as any other folder's
+            others[folder] = names
+        else:
             _say_left_beside(folder, volumes)
             series.append((folder, own))
-    return SeriesScan(series, said)
+    return SeriesScan(series, said, strays, others)
+
+
+def _losers(folder: Path, below: Sequence[Path], listing: dict[Path, list[str]]) -> tuple[list[Path], list[Path]]:
+    """The folders left out, and their DICOM files, where ``folder`` and the candidate series folders ``below`` it
+    compete: ``below`` when ``folder`` holds no fewer DICOM files than any of them, else ``folder``. The folders below
+    are counted only up to one more than ``folder`` holds: a stray file at the top of a large export opens two files
+    of each series below, not all of them. ``listing``: each folder's file names, as walked."""
+    top = list(dicom_files_in(folder, listing[folder]))
+    listed = [list(islice(dicom_files_in(f, listing[f]), len(top) + 1)) for f in below]
+    if any(len(files) > len(top) for files in listed):
+        return [folder], top
+    return list(below), [p for files in listed for p in files]
 
 
 def _names(paths: Sequence[Path], folder: Path) -> str:

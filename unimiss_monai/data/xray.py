@@ -21,9 +21,10 @@ from monai.transforms import LoadImage
 
 from unimiss_monai.conventions import grey_levels, structure_colour
 from unimiss_monai.data.case_names import named_inputs
-from unimiss_monai.data.grid_checks import dicom_image_problem
+from unimiss_monai.data.grid_checks import VOLUME_MODALITIES, dicom_image_problem
 from unimiss_monai.data.image_formats import (
     SCANNED_SUFFIXES,
+    is_dicom_path,
     preferred_sub_folder,
     scan_images,
 )
@@ -34,6 +35,7 @@ from unimiss_monai.utils.lazy import moved_names
 __all__ = [
     "BT601",
     "OVERLAY_COLOURS",
+    "dicom_modality",
     "drop_trailing_singletons",
     "grey_radiograph",
     "list_radiographs",
@@ -72,26 +74,41 @@ def drop_trailing_singletons(img: torch.Tensor) -> torch.Tensor:
     return img
 
 
+def _dicom_value(meta: Mapping, tag: str, keyword: str) -> str:
+    """The value of the DICOM element ``tag`` (``"00280004"``, ``keyword`` ``PhotometricInterpretation``) of an image
+    read by ``PydicomReader``, upper case: from its metadata, or from its file's header where the reader left it out;
+    ``""`` for none, or a file that is no DICOM (a PNG is not opened to sniff)."""
+    value = meta.get(tag)
+    if value is None:
+        name = str(meta.get("filename_or_obj", "") or "")
+        if not name or not os.path.isfile(name) or not is_dicom_path(name):
+            return ""
+        try:
+            import pydicom
+
+            value = pydicom.dcmread(name, stop_before_pixels=True, specific_tags=[keyword]).get(keyword, "")
+        except Exception:  # noqa: BLE001 - a header pydicom cannot parse: the reader's error says it
+            return ""
+    if isinstance(value, Mapping):
+        value = (value.get("Value") or [""])[0]
+    return str(value or "").strip().upper()
+
+
 def needs_inversion(meta: Mapping) -> bool:
     """Whether a radiograph with this metadata holds DICOM ``MONOCHROME1`` pixels (bright = low attenuation)."""
     # ITK (GDCM), MONAI's default DICOM reader, already returns MONOCHROME1 pixels as MONOCHROME2 and names tags
     # "gggg|eeee"; PydicomReader returns the stored pixels and may drop the tag, so read it from the file then
     if any("|" in str(k) for k in meta):
         return False
-    value = meta.get("00280004")
-    if value is None:
-        name = str(meta.get("filename_or_obj", "") or "")
-        if not name or not os.path.isfile(name):
-            return False
-        try:
-            import pydicom
+    return _dicom_value(meta, "00280004", "PhotometricInterpretation") == "MONOCHROME1"
 
-            value = pydicom.dcmread(name, stop_before_pixels=True, specific_tags=["PhotometricInterpretation"]).get("PhotometricInterpretation", "")
-        except Exception:  # not a DICOM file
-            return False
-    if isinstance(value, Mapping):
-        value = (value.get("Value") or [""])[0]
-    return str(value or "").strip().upper() == "MONOCHROME1"
+
+def dicom_modality(meta: Mapping) -> str:
+    """The DICOM ``Modality`` of an image with this metadata (``"DX"``, ``"CT"``), upper case; ``""`` for none (a
+    PNG, a NIfTI). ITK names every tag of the file ``gggg|eeee``; PydicomReader keeps only some."""
+    if any("|" in str(k) for k in meta):
+        return str(meta.get("0008|0060", "") or "").strip().upper()
+    return _dicom_value(meta, "00080060", "Modality")
 
 
 def grey_radiograph(img: torch.Tensor, invert_monochrome1: bool = True, luminance: bool = False) -> torch.Tensor:
@@ -125,6 +142,11 @@ def grey_radiograph(img: torch.Tensor, invert_monochrome1: bool = True, luminanc
         if problem:
             raise ValueError(f"{name}: {problem}")
         raise ValueError(f"{name}: got a 3D volume of spatial shape {spatial}; this 2D X-ray model takes one projection image (PNG, DICOM or 2D NIfTI) — render a DRR from a CT first")
+    modality = dicom_modality(getattr(img, "meta", {}) or {})
+    if modality in VOLUME_MODALITIES:  # one slice of a CT read as a chest X-ray: a cross-section, segmented as garbage
+        raise ValueError(f"{name}: is one slice of a {modality} volume (DICOM Modality {modality}), a cross-section, "
+                         "not a projection radiograph; this 2D X-ray model takes X-rays (CR, DX) and DRRs, which the "
+                         "DRR bundle renders from a CT's whole series")
     channels = img.shape[0]
     if channels in (3, 4) and torch.equal(img[0], img[1]) and torch.equal(img[0], img[2]):
         img = img[:1]
