@@ -352,7 +352,8 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(2)
         flags = command[: len(command) - 1 - command[::-1].index("--")] if "--" in command else command
         if {"--help", "-h"} & set(flags) and not {"help", "h"} & set(inspect.signature(func).parameters):
-            command = ["--help"]  # fire would run the command first when --help is not the first argument
+            command = ["--", "--help"]  # fire runs the command first when --help is not first; after "--" it is
+            # fire's own flag, shown without a line quoting a command name with a space in it twice
         # import only the command that runs, and let fire document its real signature
         func = with_text_options(with_boolean_options(args[0], with_path_errors(args[0], func)), texts)
         fire.Fire(func, command=command, name=f"unimiss_monai {args[0]}")

@@ -50,6 +50,7 @@ __all__ = [
     "grey_levels",
     "network_spacing",
     "structure_colour",
+    "voxel_spacing",
 ]
 
 #: orientation code every CT is brought to before it enters a network (MONAI ``Orientationd(axcodes=...)``)
@@ -99,6 +100,15 @@ def display_shape(shape: Sequence[int], pixel_spacing: Sequence[float] | float) 
     return max(1, round(h * dr / side)), max(1, round(w * dc / side))
 
 
+def voxel_spacing(affine, spatial_dims: int) -> tuple[float, ...]:
+    """The step in mm along each of the first ``spatial_dims`` array axes of an image with this affine (``(d+1, d+1)``):
+    the lengths of its columns over every world axis. MONAI's ``pixdim`` reads the top-left ``spatial_dims`` block
+    only, which for a 2D image lying in 3D space drops the part of an axis that runs along z: a frontal DRR's rows
+    (head to feet) came out 1 mm, or nearly 0, instead of its pixel spacing."""
+    a = np.asarray(affine, dtype=np.float64)
+    return tuple(float(s) for s in np.linalg.norm(a[:-1, :spatial_dims], axis=0))
+
+
 def network_spacing(affine: np.ndarray | None) -> tuple[float, float, float] | None:
     """Voxel spacing in network order ``(Z, X, Y)`` from the affine of a CT that went through :data:`CT_TO_NETWORK`.
 
@@ -107,9 +117,8 @@ def network_spacing(affine: np.ndarray | None) -> tuple[float, float, float] | N
     """
     if affine is None:
         return None
-    a = np.asarray(affine, dtype=np.float64)[:3, :3]
-    xyz = np.linalg.norm(a, axis=0)
-    return tuple(float(xyz[i - 1]) for i in CT_TO_NETWORK[1:])  # type: ignore[return-value]
+    xyz = voxel_spacing(affine, 3)
+    return tuple(xyz[i - 1] for i in CT_TO_NETWORK[1:])  # type: ignore[return-value]
 
 
 def display_panels(

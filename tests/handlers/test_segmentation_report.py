@@ -204,3 +204,23 @@ def test_network_order_takes_the_affine_passed_without_warnings():
     # RAS file axes flipped in x are L..., i.e. already left-positive: only the y axis turns to posterior
     expected = volume.flip(2).permute(0, 3, 1, 2)
     assert torch.equal(torch.as_tensor(out), expected) and torch.equal(torch.as_tensor(plain), expected)
+
+
+def test_a_frontal_drr_is_scored_in_mm_along_both_of_its_axes(tmp_path):
+    # a frontal DRR's rows run head to feet, along world z: its affine's first two rows hold nothing of that axis, and
+    # MONAI's pixdim (the top-left 2x2 block) took that step as 1 mm; every CXR HD95 and surface Dice was off
+    from unimiss_monai.drr import detector_affine
+
+    shape = (40, 36)  # (X, Y): columns, rows
+    row_first = detector_affine("AP", shape[::-1], (2.0, 1.5), 1000.0, 600.0, np.zeros(3))
+    affine = torch.as_tensor(row_first[:, [1, 0, 2, 3]], dtype=torch.float64)  # column axis first, as stored
+    assert MetaTensor(torch.zeros(1, *shape), affine=affine).pixdim[1] != pytest.approx(2.0)  # what was used
+    import nibabel as nib  # an independent reading of the spacing: the zooms nibabel stores for that affine
+
+    assert nib.Nifti1Image(np.zeros(shape, np.float32), affine.numpy()).header.get_zooms()[:2] == (1.5, 2.0)
+    gt = _box(shape, (10, 10), (12, 12))
+    pred = _box(shape, (10, 13), (12, 12))  # 3 rows further down: 3 x 2.0 mm
+    onehot = lambda m: torch.stack([torch.from_numpy(~m), torch.from_numpy(m)]).float()
+    handler = SegmentationReport(tmp_path, ["lung"], tolerance=2.0)
+    case = handler.add({"label": MetaTensor(onehot(gt), affine=affine), "pred": MetaTensor(onehot(pred), affine=affine)})
+    assert case["hd95"][0] == pytest.approx(6.0)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from unimiss_monai.conventions import voxel_spacing
 from unimiss_monai.data.image_formats import split_image_name
 from unimiss_monai.data.output_ledger import check_own_file, replacing_own
 from unimiss_monai.data.tolerant import split_failed
@@ -147,9 +148,10 @@ class SegmentationReport:
 
     Each iteration's decollated output items must hold ``pred`` and ``label`` (one-hot or label maps) and, for the
     overlay, ``image``, on the input's own grid as MONAI loads it: ``(C, X, Y)`` or ``(C, X, Y, Z)``. Spacing comes
-    from the label's ``MetaTensor`` (``pixdim``); a volume's overlay is the axial slice with the most labelled voxels,
-    reoriented to the package's display convention by the label's affine. Only numbers and one 2D slice per
-    overlay case are kept, so memory stays flat over large evaluations. Under ``torch.distributed`` the cases of all
+    from the label's ``MetaTensor`` (its affine's column lengths: :func:`~unimiss_monai.conventions.voxel_spacing`); a
+    volume's overlay is the axial slice with the most labelled voxels, reoriented to the package's display convention
+    by the label's affine. Only numbers and one 2D slice per overlay case are kept, so memory stays flat over large
+    evaluations. Under ``torch.distributed`` the cases of all
     ranks are gathered and rank 0 writes.
 
     A case flagged ``failed`` in its batch item (:class:`~unimiss_monai.data.TolerantDataset`; attaching installs
@@ -231,8 +233,8 @@ class SegmentationReport:
     def add(self, item: dict[str, Any], name: str | None = None) -> dict[str, Any]:
         """Score one case (``item`` with ``pred``/``label``/optional ``image``) and keep it for the report."""
         pred, label = item[self.pred_key], item[self.label_key]
-        pixdim = getattr(label, "pixdim", None)
-        spacing = None if pixdim is None else [float(s) for s in torch.as_tensor(pixdim).flatten()[: label.ndim - 1]]
+        affine = getattr(label, "affine", None)  # mm along each array axis, whatever way the image lies in space
+        spacing = None if affine is None else list(voxel_spacing(affine, label.ndim - 1))
         case = {"case": name or _case_name(item, (self.label_key, self.image_key), len(self.cases))}
         case.update(compute_segmentation_metrics(pred, label, self.num_classes, spacing, self.tolerance,
                                                  surface=self.surface))

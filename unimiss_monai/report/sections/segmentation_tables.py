@@ -35,8 +35,9 @@ def segmentation_table(eval_dir: Path, what: str) -> list:
     if report.get("mean_dice") is not None:  # the figure the evaluation computed, not one from rounded cells
         rows.append(["mean over structures", fmt(report["mean_dice"]), "", "", "", "", ""])
     return [*notes, Table(["structure (colour)", "Dice", "HD95 (mm)", "surface Dice", "cases", "missed", "false positives"], rows,
-                  caption=f"{what}: {report.get('num_cases', '?')} held-out case(s), mean per structure. HD95: 95th "
-                          "percentile of the symmetric surface distance, over the cases whose reference and "
+                  caption=f"{what}: {report.get('num_cases', '?')} held-out case(s), mean per structure. HD95: the larger "
+                          "of the two directed 95th-percentile surface distances (prediction to reference and back), "
+                          "in mm, over the cases whose reference and "
                           "prediction both hold the structure; surface Dice at the bundle's tolerance. Missed: cases "
                           "whose prediction lacks a structure of the reference; false positives: cases whose prediction "
                           "holds a structure the reference lacks (Dice and surface Dice 0 for both). A dash: not "
