@@ -175,3 +175,25 @@ def test_inputs_of_one_stem_get_one_output_each(samples, trained, tmp_path):
     assert from_nifti.shape[:2] == data.shape[:2] and from_png.shape[:2] == (40, 32)
     assert not np.allclose(from_png.affine, original.affine)
     assert (out / "x_nii_gz_overlay.png").is_file() and (out / "x_png_overlay.png").is_file()
+
+
+def test_inference_on_a_drr_run_segments_each_drr_once(trained, tmp_path):
+    """The seam from the DRR bundle: its output folder, given as ``dataset_dir``, is read by its datalist: one mask
+    per DRR on the DRR's own grid, none for the previews (each DRR segmented twice) or the contact sheet (a figure of
+    all views segmented as one radiograph)."""
+    from unimiss_monai.data import make_ct_phantom, save_nifti
+    from unimiss_monai.engines.drr_generation import DRRGenerator
+
+    cts, drr = tmp_path / "cts", tmp_path / "drr"
+    p = make_ct_phantom((32, 28, 20), noise_hu=0)
+    save_nifti(p.hu, p.affine, cts / "ct01.nii.gz")
+    DRRGenerator(cts, drr, views=["AP", "PA"], detector_shape=(40, 32), pixel_spacing=8.0, progress=False).run()
+    out = tmp_path / "out"
+    run_workflow(NAME, ["inference.json", "smoke.yaml"], "infer", bundle_root=str(trained), dataset_dir=str(drr),
+                 output_dir=str(out))
+    summary = json.loads((out / "summary.json").read_text())
+    assert [os.path.relpath(c["case"], drr) for c in summary["cases"]] == ["ct01/ct01_AP.nii.gz", "ct01/ct01_PA.nii.gz"]
+    assert sorted(p.name for p in out.glob("*_seg.nii.gz")) == ["ct01_AP_seg.nii.gz", "ct01_PA_seg.nii.gz"]
+    for view in ("AP", "PA"):
+        source = nib.load(str(drr / "ct01" / f"ct01_{view}.nii.gz"))
+        np.testing.assert_allclose(nib.load(str(out / f"ct01_{view}_seg.nii.gz")).affine, source.affine, atol=1e-4)

@@ -23,6 +23,7 @@ import numpy as np
 
 from unimiss_monai.data.case_names import named_inputs
 from unimiss_monai.data.datalists import read_split
+from unimiss_monai.data.drr_run_folder import drr_run_images
 from unimiss_monai.data.image_formats import (
     SCANNED_SUFFIXES,
     preferred_sub_folder,
@@ -176,7 +177,9 @@ def list_images(folder: str | os.PathLike, suffixes: Sequence[str] = SCANNED_SUF
     (:func:`~unimiss_monai.data.case_names.named_inputs`).
 
     A data set of a ``samples`` output gives its ``test`` images only (:func:`~unimiss_monai.data.samples.held_out_images`:
-    the demo models trained on the others). When ``folder`` has an ``images`` sub-folder (the layout of the
+    the demo models trained on the others), and the output of a DRR generation run the DRRs its ``datalist.json``
+    lists (:func:`~unimiss_monai.data.drr_run_folder.drr_run_images`), not their previews. When ``folder`` has an
+    ``images`` sub-folder (the layout of the
     ``samples`` classification sets, whose previews lie beside it), only that sub-folder is searched, and the images
     elsewhere are said to be left out. Label maps (:func:`is_label_map_name`: ``*_label``, ``*_seg``,
     ``labelsTr/``) are left out, and so is a DICOM without a suffix unless ``suffixes`` has ``.dcm``; each left-out
@@ -195,6 +198,9 @@ def list_images(folder: str | os.PathLike, suffixes: Sequence[str] = SCANNED_SUF
         logger.info("%s is a samples data set: its %d test images, not those the model was trained on; point "
                     "--dataset_dir at a folder of images to run on all of them", root, len(held_out))
         return [{"image": str(p)} for p in held_out]
+    drrs = drr_run_images(root)  # not its previews and contact sheets, which a scan would take as images too
+    if drrs is not None:
+        return named_inputs(root, drrs)
     root = preferred_sub_folder(root, "images", tuple(suffixes))
     series = as_bool(series, "series")
     scan = scan_series(root, suffixes) if series else SeriesScan([], set())

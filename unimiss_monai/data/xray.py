@@ -21,6 +21,7 @@ from monai.transforms import LoadImage
 
 from unimiss_monai.conventions import grey_levels, structure_colour
 from unimiss_monai.data.case_names import named_inputs
+from unimiss_monai.data.drr_run_folder import drr_run_images
 from unimiss_monai.data.grid_checks import VOLUME_MODALITIES, dicom_image_problem
 from unimiss_monai.data.image_formats import (
     SCANNED_SUFFIXES,
@@ -179,11 +180,15 @@ def list_radiographs(folder: str | os.PathLike) -> list[dict[str, str]]:
     """``[{"image": path}]`` for every radiograph under ``folder``, sub-folders included (PNG, JPEG, DICOM of any name,
     2D NIfTI, ...; see :func:`~unimiss_monai.data.image_formats.scan_images`): under its ``inference/`` sub-folder when
     there is one (the ``cxr_segmentation`` sample layout; the others are said to be left out), else under the folder
-    itself. A radiograph in a sub-folder whose file name another shares is named by its path
-    (:func:`~unimiss_monai.data.case_names.named_inputs`). Label maps and this bundle's own ``*_overlay.png``
-    outputs are left out; what is left out is logged."""
+    itself; of a DRR generation run's output, the DRRs its ``datalist.json`` lists
+    (:func:`~unimiss_monai.data.drr_run_folder.drr_run_images`), not their previews. A radiograph in a sub-folder is
+    named by its path below the folder (:func:`~unimiss_monai.data.case_names.named_inputs`). Label maps and this
+    bundle's own ``*_overlay.png`` outputs are left out; what is left out is logged."""
     if not Path(folder).is_dir():
         raise FileNotFoundError(f"dataset_dir {str(folder)!r} is not a folder of radiographs (PNG, DICOM or 2D NIfTI)")
+    drrs = drr_run_images(folder)  # not its previews and contact sheets, which a scan would take as radiographs too
+    if drrs is not None:
+        return named_inputs(Path(folder), drrs)
     # a samples data set's images/ and labels/ are its training data: its inference/ is the one to run on, unsaid
     samples_set = held_out_images(folder) is not None
     root = preferred_sub_folder(folder, "inference", SCANNED_SUFFIXES, ("_overlay",), say_left_out=not samples_set)

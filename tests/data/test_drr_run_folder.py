@@ -1,0 +1,53 @@
+"""A 2D bundle pointed at a DRR generation output reads the DRRs its datalist lists: a scan took each DRR twice (its
+NIfTI and its preview) and the contact sheet, a figure of all views, as one more radiograph."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from unimiss_monai.data.classification_labels import list_images
+from unimiss_monai.data.drr_run_folder import drr_run_images
+from unimiss_monai.data.xray import list_radiographs
+from unimiss_monai.engines.drr_generation import DRRGenerator
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engines"))
+from drr_phantoms import SMALL, phantom_case  # noqa: E402
+
+
+def test_the_drrs_of_a_run_are_read_not_their_previews_or_contact_sheet(tmp_path, caplog):
+    data, out = tmp_path / "cts", tmp_path / "drr"
+    data.mkdir()
+    for name in ("ct01", "ct02"):
+        phantom_case(data, name, labels=False)
+    DRRGenerator(data, out, **SMALL).run()
+    assert {p.name for p in out.rglob("*.png")} >= {"ct01_AP.png", "ct01_contact_sheet.png"}  # what a scan took
+    drrs = [{"image": str(out / c / f"{c}_{v}.nii.gz"), "name": f"{c}_{v}"}
+            for c in ("ct01", "ct02") for v in ("AP", "LAT_LEFT")]
+    with caplog.at_level("INFO"):
+        assert list_radiographs(out) == drrs
+        assert list_images(out) == drrs
+    assert f"{out} is the output of a DRR generation run: its 4 DRRs listed in datalist.json" in caplog.text
+
+
+def test_slab_drrs_are_read_and_a_run_without_drrs_is_refused(tmp_path):
+    data, out = tmp_path / "cts", tmp_path / "drr"
+    data.mkdir()
+    phantom_case(data, "ct01", labels=False)
+    DRRGenerator(data, out, views=["AP"], slab_depth=100.0, slab_detector_shape=(24, 24), progress=False).run()
+    listed = json.loads((out / "datalist.json").read_text())
+    assert listed["training"] and drr_run_images(out) == [out / e["image"] for e in listed["testing"]] + [
+        out / e["drr"] for e in listed["training"]]
+    (out / "datalist.json").write_text(json.dumps({"testing": [], "training": [], "failures": [{"name": "ct01"}]}))
+    with pytest.raises(FileNotFoundError, match=r"drr: a DRR generation output whose datalist.json lists no DRR"):
+        list_radiographs(out)
+
+
+def test_other_datalists_leave_the_folder_to_the_scan(tmp_path):
+    (tmp_path / "datalist.json").write_text(json.dumps({"training": [{"image": "a.png"}], "testing": []}))
+    assert drr_run_images(tmp_path) is None and drr_run_images(tmp_path / "absent") is None
+    (tmp_path / "datalist.json").write_text("not json")
+    assert drr_run_images(tmp_path) is None

@@ -1,0 +1,46 @@
+"""Which files of a DRR generation output folder are DRRs: what a 2D bundle pointed at that folder reads.
+
+The DRR bundle writes, beside each DRR (``<case>/<case>_AP.nii.gz``), its preview (``.png``), its projected label maps
+and a contact sheet of all views, and lists the DRRs in ``datalist.json`` (``testing``: the whole views, ``training``:
+the slab pairs' ``drr``). A scan for images would take every one of those files as a radiograph: each DRR twice, and the
+contact sheet, a figure of several panels, as one more.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+__all__ = ["drr_run_images"]
+
+logger = logging.getLogger(__name__)
+
+DATALIST = "datalist.json"
+
+
+def drr_run_images(folder: str | os.PathLike) -> list[Path] | None:
+    """The DRRs of ``folder`` when it is the output of a DRR generation run (its ``datalist.json`` has the run's
+    ``testing``, ``training`` and ``failures`` lists, each DRR entry with its ``view``), in datalist order: the whole
+    views, then the slab DRRs, and said in the log; ``None`` for any other folder.
+
+    Raises:
+        FileNotFoundError: the run's datalist lists no DRR (every CT failed).
+    """
+    try:
+        listed = json.loads((Path(folder) / DATALIST).read_text())
+        testing, training = listed["testing"], listed["training"]
+        if not isinstance(listed["failures"], list):
+            return None
+        entries = [(e["image"], e["view"]) for e in testing] + [(e["drr"], e["view"]) for e in training]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no datalist, or another kind of datalist (a training set's): the folder is scanned
+    if not all(isinstance(path, str) and isinstance(view, str) for path, view in entries):
+        return None
+    if not entries:
+        raise FileNotFoundError(f"{folder}: a DRR generation output whose {DATALIST} lists no DRR (every CT failed?); "
+                                "see its 'failures', or pass --dataset_dir with your radiographs")
+    logger.info("%s is the output of a DRR generation run: its %d DRRs listed in %s, not their previews or contact "
+                "sheets", folder, len(entries), DATALIST)
+    return [Path(folder) / path for path, _ in entries]
