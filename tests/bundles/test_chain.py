@@ -101,3 +101,23 @@ def test_an_xray_only_export_gives_ct_networks_an_inflated_not_a_random_3d_branc
     loaded = network.state_dict()
     stem = "encoder.stem.3d.0.0.conv.weight"
     assert not torch.equal(loaded[stem], payload["model"][stem])  # not the untrained 3D stem
+
+
+def test_a_fine_tune_records_its_start_and_the_report_says_it(pretrained_export, sample_set, tmp_path):
+    """Pretraining export -> fine-tuning -> report: the trained model records whether it began from pretrained
+    weights, and the report's prose says so, for a run from the export and one from scratch."""
+    from bundle_runner import run_workflow
+
+    from unimiss_monai.report.run_folder import how_trained
+
+    data = str(sample_set("cxr_segmentation"))
+    subset = "$monai.data.load_decathlon_datalist(@datalist, True, 'training', base_dir=@data_root)[:2]"
+    for start, pretrained in (("pretrained", str(pretrained_export)), ("scratch", None)):
+        root = tmp_path / start
+        run_workflow("unimiss_cxr_segmentation", ["train.json", "smoke.yaml"], "train", bundle_root=str(root),
+                     dataset_dir=data, max_epochs=1, pretrained_path=pretrained, **{"train#dataset#data": subset})
+        # the smoke overlay's model, moved where a default run keeps it and the report reads it
+        (root / "models" / "smoke" / "model.pt").rename(root / "models" / "model.pt")
+        info = torch.load(root / "models" / "model.pt", weights_only=True)["info"]
+        assert info["pretrained"] is (pretrained is not None)
+        assert how_trained(root).startswith("fine-tuned from the pretrained" if pretrained else "trained from scratch")

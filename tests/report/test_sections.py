@@ -248,3 +248,26 @@ def test_a_run_on_synthetic_samples_is_not_said_to_be_on_the_real_ct(tmp_path):
                         if hasattr(b, "text"))
         assert run.synthetic is synthetic and ("real radiograph" in text) is not synthetic
         assert ("synthetic phantoms" in text) is synthetic
+
+
+def test_the_prose_says_how_each_model_began_as_the_model_records_it(tmp_path):
+    import torch
+
+    from unimiss_monai.report.run_folder import how_trained
+    from unimiss_monai.report.sections.ct_segmentation import ct_segmentation_section
+    from unimiss_monai.report.sections.summary import summary_section
+
+    (tmp_path / "run").mkdir()
+    run = RunFolder(tmp_path / "run")
+    home = run.bundle("ct_segmentation")
+    assert how_trained(home) == f"trained (from the pretrained backbone or not: no {home / 'models' / 'model.pt'} to tell)"
+    (home / "models").mkdir(parents=True)
+    for info, said in (({"pretrained": True}, "fine-tuned from the pretrained backbone"),
+                       ({"pretrained": False}, "trained from scratch (its model records no pretrained weights)"),
+                       ({}, "trained (whether from the pretrained backbone, ")):
+        torch.save({"model": {}, "info": info}, home / "models" / "model.pt")
+        text = " ".join(b.text for b in ct_segmentation_section(run).blocks if hasattr(b, "text"))
+        assert f"The 3D network {said}" in text, text
+    _write(run.bundle("ct_classification") / "eval" / "metrics.json", {"num_cases": 2, "per_class": []})
+    summary = " ".join(b.text for b in summary_section(run).blocks if hasattr(b, "text"))
+    assert "from the pretrained backbone or not: see each section" in summary  # the others hold no model

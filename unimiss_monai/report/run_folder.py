@@ -111,6 +111,27 @@ def stale_notes(home: Path) -> dict[str, str]:
     return notes
 
 
+def how_trained(home: Path) -> str:
+    """How the fine-tuned model of a bundle folder began, as a phrase for the report's prose: from the pretrained
+    backbone or from scratch, as its ``models/model.pt`` records (``info["pretrained"]``); a model that does not
+    record it, or none, is said to."""
+    model = home / "models" / "model.pt"
+    if not model.is_file():
+        return f"trained (from the pretrained backbone or not: no {model} to tell)"
+    try:
+        from unimiss_monai.networks.weights_file import recorded_info
+        from unimiss_monai.utils.serialization import load_torch_file
+
+        pretrained = recorded_info(load_torch_file(model, "trained model")).get("pretrained")
+    except (OSError, ValueError):  # a file the report cannot read
+        pretrained = None
+    if pretrained is True:
+        return "fine-tuned from the pretrained backbone"
+    if pretrained is False:
+        return "trained from scratch (its model records no pretrained weights)"
+    return f"trained (whether from the pretrained backbone, {model} does not record)"
+
+
 def failed_note(report: dict, path: Path) -> str | None:
     """One sentence for an evaluation report (``metrics.json``, ``segmentation_report.json``) some of whose cases
     failed and are not in its figures; ``None`` when none failed."""

@@ -11,7 +11,7 @@ from unimiss_monai.visualize.plots import roc_png
 
 from ..document import Figure, Note, Paragraph, Section, Table, fmt
 from ..images import figure_png
-from ..run_folder import RunFolder, failed_note, read_json, stale_notes
+from ..run_folder import RunFolder, failed_note, how_trained, read_json, stale_notes
 
 __all__ = ["classification_section", "read_predictions"]
 
@@ -125,9 +125,12 @@ def _task_blocks(run: RunFolder, bundle: str, what: str) -> list:
 def classification_section(run: RunFolder) -> Section:
     section = Section("classification", "Classification")
     section.add(Paragraph(
-        "Both classifiers start from the pretrained backbone and train on simulated findings with exact labels: "
-        f"nodules and an enlarged heart inserted into the {'phantom' if run.synthetic else 'real'} CT before rendering "
-        "DRRs, nodules and masses inserted into CT crops. Scores are on test cases the training never saw."))
+        "Both classifiers train on simulated findings with exact labels: nodules and an enlarged heart inserted into "
+        f"the {'phantom' if run.synthetic else 'real'} CT before rendering DRRs, nodules and masses inserted into CT "
+        "crops. "
+        + " ".join(f"The {which} classifier: {how_trained(run.bundle(b))}."
+                   for b, which in (("cxr_classification", "chest X-ray"), ("ct_classification", "CT")))
+        + " Scores are on test cases the training never saw."))
     for bundle, what in _TASKS:
         section.add(*_task_blocks(run, bundle, what))
     return section

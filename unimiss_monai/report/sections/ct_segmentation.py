@@ -11,7 +11,7 @@ from unimiss_monai.conventions import CT_AXCODES, CT_AXIS_LABELS, CT_TO_NETWORK,
 
 from ..document import Figure, Note, Paragraph, Section
 from ..images import draw_outlines, figure_png, grey_rgb, legend_below, resize_nearest
-from ..run_folder import RunFolder, inference_cases, read_json, stale_notes
+from ..run_folder import RunFolder, how_trained, inference_cases, read_json, stale_notes
 from .segmentation_tables import segmentation_table
 
 __all__ = ["DEFAULT_CLASSES", "HU_WINDOW", "ct_segmentation_section", "load_network_order", "true_proportions"]
@@ -116,7 +116,7 @@ def ct_segmentation_section(run: RunFolder) -> Section:
     report = read_json(home / "eval" / "segmentation_report.json") or {}
     classes = list(summary.get("classes") or report.get("structures") or DEFAULT_CLASSES)
     section.add(Paragraph(
-        "The 3D network fine-tuned from the pretrained backbone on three slabs of the sample chest CT (two more "
+        f"The 3D network {how_trained(home)} on three slabs of the sample chest CT (two more "
         "validate it), then run by sliding window over the whole CT. Planes go through the heart, superior side up, "
         "the patient's right on the image left, in true proportions. Outlines: one colour per organ, the same in "
         "every picture."))

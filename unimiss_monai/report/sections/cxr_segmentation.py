@@ -11,7 +11,7 @@ from unimiss_monai.data.image_formats import split_image_name
 
 from ..document import Figure, Note, Paragraph, Section
 from ..images import draw_outlines, figure_png, grey_rgb, legend_below
-from ..run_folder import RunFolder, inference_cases, read_json, stale_notes
+from ..run_folder import RunFolder, how_trained, inference_cases, read_json, stale_notes
 from .segmentation_tables import segmentation_table
 
 __all__ = ["DEFAULT_STRUCTURES", "cxr_segmentation_section", "load_masks"]
@@ -56,7 +56,7 @@ def cxr_segmentation_section(run: RunFolder) -> Section:
     names = _structures(run)
     real = "" if run.synthetic else "the real radiograph RG1_UNCR (a different patient and a real detector) and to "
     section.add(Paragraph(
-        "The 2D network fine-tuned from the pretrained backbone on DRRs of the sample CT with exactly projected "
+        f"The 2D network {how_trained(home)} on DRRs of the sample CT with exactly projected "
         f"masks, then applied to {real}DRRs at poses no training image uses. Outlines: the predicted masks on the "
         "input's own grid."))
     cases = [c for c in inference_cases(home / "inference") if c["status"] == "ok"]

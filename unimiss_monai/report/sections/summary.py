@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from ..document import Note, Paragraph, Section, Table, fmt
-from ..run_folder import RunFolder, read_json, scored_cases, stale_notes
+from ..run_folder import RunFolder, how_trained, read_json, scored_cases, stale_notes
 from .pretraining import untrained_maps
 
 __all__ = ["summary_section"]
+
+FINE_TUNES = ("cxr_segmentation", "ct_segmentation", "cxr_classification", "ct_classification")
 
 
 def _dice(report: dict | None, names: list[str]) -> list[str]:
@@ -61,9 +63,11 @@ def summary_section(run: RunFolder) -> Section:
             "pipeline, not of the method)" if run.synthetic
             else "one real chest CT (with its TotalSegmentator labels) and one real radiograph")
     inputs = "the sample inputs" if run.synthetic else "the real CT and radiograph"
+    starts = {how_trained(run.bundle(b)) for b in FINE_TUNES}
+    fine_tuned = starts.pop() if len(starts) == 1 else "trained (from the pretrained backbone or not: see each section)"
     section.add(Paragraph(
         f"The chain, on {data}: DRRs of the CT -> UniMiSS+ pretraining on CT slabs, their DRRs and radiographs -> CXR "
-        "and CT segmentation and classification fine-tuned from the pretrained backbone -> evaluation on held-out data "
+        f"and CT segmentation and classification {fine_tuned} -> evaluation on held-out data "
         f"-> inference on {inputs}. Held-out scores of every stage; the sections below show the pictures behind them."))
     section.add(Table(["stage", "measure", "result"], [[a, b, c] for a, b, c, _, _ in rows]))
     return section
