@@ -260,7 +260,8 @@ def test_the_prose_says_how_each_model_began_as_the_model_records_it(tmp_path):
     (tmp_path / "run").mkdir()
     run = RunFolder(tmp_path / "run")
     home = run.bundle("ct_segmentation")
-    assert how_trained(home) == f"trained (from the pretrained backbone or not: no {home / 'models' / 'model.pt'} to tell)"
+    model = home / "models" / "model.pt"
+    assert how_trained(home) == f"trained (from the pretrained backbone or not: no {model} to tell)"
     (home / "models").mkdir(parents=True)
     for info, said in (({"pretrained": True}, "fine-tuned from the pretrained backbone"),
                        ({"pretrained": False}, "trained from scratch (its model records no pretrained weights)"),
