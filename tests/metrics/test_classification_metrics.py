@@ -76,6 +76,19 @@ def test_multilabel_threshold_and_undefined_class():
     assert m["confusion_matrix"][1] == [[2, 1], [0, 0]]
 
 
+def test_macro_ap_is_over_the_classes_of_the_macro_auc():
+    # a class every case has: its AP is 1 whatever the scores, and its AUC undefined; in the macro AP alone it raised
+    # the figure printed beside the macro AUC
+    probs = np.array([[0.9, 0.1, 0.2], [0.3, 0.8, 0.9], [0.6, 0.4, 0.1], [0.2, 0.7, 0.3]])
+    labels = np.array([[1, 0, 1], [0, 1, 1], [0, 0, 1], [1, 1, 1]])
+    m = classification_metrics(probs, labels, ["x", "y", "z"], multi_label=True)
+    x, y, z = m["per_class"]
+    assert z["ap"] == 1.0 and z["auc"] is None
+    assert m["macro_ap"] == pytest.approx((average_precision(probs[:, 0], labels[:, 0])
+                                           + average_precision(probs[:, 1], labels[:, 1])) / 2)
+    assert m["macro_auc"] == pytest.approx((x["auc"] + y["auc"]) / 2)
+
+
 def test_bad_shapes():
     with pytest.raises(ValueError, match=r"probs must be \(N, 2\)"):
         classification_metrics(np.zeros((3, 3)), np.zeros(3), ["a", "b"])

@@ -81,3 +81,13 @@ def test_no_field_turns_the_check_off_and_bad_options_are_refused():
         CheckFieldOfView((90.0, 0.0, 80.0))
     with pytest.raises(ValueError, match="3 spatial axes but field_mm has 2"):
         CheckFieldOfView((90.0, 90.0))(whole)
+
+
+def test_a_drr_lying_in_3d_space_has_its_extent_along_both_axes():
+    # a frontal DRR's rows run along world z: the top-left 2x2 block of its affine holds almost none of that axis
+    from unimiss_monai.drr import detector_affine
+
+    row_first = detector_affine("AP", (32, 40), (2.0, 1.5), 1000.0, 600.0, np.zeros(3))
+    drr = MetaTensor(torch.zeros(1, 40, 32), affine=torch.as_tensor(row_first[:, [1, 0, 2, 3]]))
+    assert field_of_view_mm(drr) == pytest.approx((40 * 1.5, 32 * 2.0))
+    assert CheckFieldOfView((60.0, 64.0))(drr) is drr

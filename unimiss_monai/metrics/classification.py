@@ -151,8 +151,9 @@ def classification_metrics(
         threshold: operating point of sensitivity/specificity for multi-label findings. Defaults to 0.5.
 
     Returns:
-        A JSON-ready dict: ``accuracy``, ``macro_auc``, ``macro_ap``, ``per_class`` (list of dicts with ``auc``,
-        ``ap``, ``sensitivity``, ``specificity``, ``positives``, ``negatives``), ``confusion_matrix`` (C x C for
+        A JSON-ready dict: ``accuracy``, ``macro_auc``, ``macro_ap`` (both over the classes with positive and negative
+        cases), ``per_class`` (list of dicts with ``auc``, ``ap``, ``sensitivity``, ``specificity``, ``positives``,
+        ``negatives``), ``confusion_matrix`` (C x C for
         exclusive classes, C x 2 x 2 ``[[tn, fp], [fn, tp]]`` for multi-label), ``notes`` (undefined metrics) and,
         for multi-label, ``exact_match``. Undefined values are ``None``.
     """
@@ -182,7 +183,9 @@ def classification_metrics(
             "tp": tp, "fn": fn, "fp": fp, "tn": tn,
         })
     aucs = [p["auc"] for p in per_class if p["auc"] is not None]
-    aps = [p["ap"] for p in per_class if p["ap"] is not None]
+    # of the same classes as the AUCs: a class with no negative case has an AP of 1 whatever the scores, which would
+    # raise the macro AP beside a macro AUC that leaves that class out
+    aps = [p["ap"] for p in per_class if p["ap"] is not None and p["auc"] is not None]
     out = {
         "num_cases": int(probs.shape[0]),
         "multi_label": bool(multi_label),

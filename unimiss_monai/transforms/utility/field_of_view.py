@@ -19,6 +19,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import CenterSpatialCrop, MapTransform, Transform
 
+from unimiss_monai.conventions import voxel_spacing
 from unimiss_monai.data.xray import source_name
 
 logger = logging.getLogger(__name__)
@@ -39,8 +40,9 @@ def field_of_view_mm(img: torch.Tensor) -> tuple[float, ...]:
         raise ValueError(f"{source_name(img)}: has no affine, so its field of view in mm is unknown; load it with "
                          "LoadImage (a MetaTensor) or pass field_mm=None")
     spatial = tuple(img.shape[1:])
-    a = np.asarray(torch.as_tensor(affine), dtype=np.float64)[: len(spatial), : len(spatial)]
-    return tuple(float(n * s) for n, s in zip(spatial, np.linalg.norm(a, axis=0)))
+    # every world axis of each column: a 2D image lying in 3D space (a DRR) has a row axis along z
+    spacing = voxel_spacing(np.asarray(torch.as_tensor(affine), dtype=np.float64), len(spatial))
+    return tuple(float(n * s) for n, s in zip(spatial, spacing))
 
 
 def _mm(values: Sequence[float]) -> str:
