@@ -224,3 +224,31 @@ def test_a_frontal_drr_is_scored_in_mm_along_both_of_its_axes(tmp_path):
     handler = SegmentationReport(tmp_path, ["lung"], tolerance=2.0)
     case = handler.add({"label": MetaTensor(onehot(gt), affine=affine), "pred": MetaTensor(onehot(pred), affine=affine)})
     assert case["hd95"][0] == pytest.approx(6.0)
+
+
+def test_a_picture_without_a_pixel_size_is_scored_in_pixels_and_says_so(tmp_path):
+    # a PNG mask loads with an identity affine: its distances are pixels, which the report called mm
+    import csv
+
+    gt, pred = _box((40, 36), (10, 10), (12, 12)), _box((40, 36), (10, 14), (12, 12))
+    onehot = lambda m: torch.stack([torch.from_numpy(~m), torch.from_numpy(m)]).float()
+    affine = torch.diag(torch.tensor([0.5, 0.5, 1.0, 1.0], dtype=torch.float64))
+
+    def item(name):
+        meta = {"filename_or_obj": f"/data/{name}"}
+        return {"label": MetaTensor(onehot(gt), affine=affine if name.endswith(".nii.gz") else torch.eye(4), meta=meta),
+                "pred": MetaTensor(onehot(pred), affine=torch.eye(4))}
+
+    handler = SegmentationReport(tmp_path / "png", ["lung"], tolerance=2.0)
+    case = handler.add(item("a_mask.png"))
+    assert case["distance_unit"] == "pixel" and case["hd95"][0] == pytest.approx(4.0)
+    paths = write_segmentation_report(handler.cases, ["lung"], tmp_path / "png")
+    assert json.loads(open(paths["json"]).read())["distance_unit"] == "pixel"
+    nifti = handler.add(item("b_mask.nii.gz"))
+    assert nifti["distance_unit"] == "mm" and nifti["hd95"][0] == pytest.approx(2.0)
+    paths = write_segmentation_report(handler.cases, ["lung"], tmp_path / "mixed")
+    report = json.loads(open(paths["json"]).read())
+    assert report["distance_unit"] == "mixed" and report["mean"]["lung"]["hd95"] is None  # no mean of mm and pixels
+    assert report["mean"]["lung"]["dice"] == pytest.approx(case["dice"][0])
+    rows = list(csv.DictReader(open(paths["csv"])))
+    assert [r["distance_unit"] for r in rows] == ["pixel", "mm", "mixed"]

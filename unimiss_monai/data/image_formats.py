@@ -12,7 +12,8 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-__all__ = ["ARRAY_SUFFIXES", "IMAGE_SUFFIXES", "LABEL_MAP_STEMS", "NIFTI_SUFFIXES", "SCANNED_SUFFIXES", "image_suffix",
+__all__ = ["ARRAY_SUFFIXES", "IMAGE_SUFFIXES", "LABEL_MAP_STEMS", "NIFTI_SUFFIXES", "NO_GRID_SUFFIXES", "SCANNED_SUFFIXES",
+           "image_suffix",
            "dicom_files_in", "is_dicom_file", "is_dicom_path", "is_label_map_name", "preferred_sub_folder", "scan_images",
            "split_image_name", "walk_folders"]
 
@@ -29,6 +30,8 @@ ARRAY_SUFFIXES = (".npy", ".npz")
 SCANNED_SUFFIXES = tuple(s for s in IMAGE_SUFFIXES if s not in ARRAY_SUFFIXES)
 #: the files a CT folder scan takes as volumes (a DICOM series is a folder)
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+#: formats that record no pixel size MONAI reads: loaded with an identity affine, their distances are in pixels
+NO_GRID_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".npy", ".npz")
 
 #: endings of a file's stem that mark a label map or a segmentation beside its image (``ct01_label.nii.gz``,
 #: ``ct01_labels.nii.gz``, this package's own ``ct01_seg.nii.gz``, 3D Slicer's ``ct01-label.nrrd`` and

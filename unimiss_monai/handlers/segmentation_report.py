@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from unimiss_monai.conventions import voxel_spacing
-from unimiss_monai.data.image_formats import split_image_name
+from unimiss_monai.data.image_formats import NO_GRID_SUFFIXES, image_suffix, split_image_name
 from unimiss_monai.data.output_ledger import check_own_file, replacing_own
 from unimiss_monai.data.tolerant import split_failed
 from unimiss_monai.data.writers import save_bytes
@@ -50,7 +50,8 @@ def write_segmentation_report(
     Args:
         cases: ``[{"case": name, "dice": [...], "hd95": [...], "surface_dice": [...], "missed": [...],
             "false_positive": [...]}]``, lists aligned with ``structure_names`` (``missed`` and ``false_positive``,
-            optional: the structure is in the truth and not the prediction, or the other way round).
+            optional: the structure is in the truth and not the prediction, or the other way round) and
+            ``distance_unit`` (``"mm"``, the default, or ``"pixel"`` for a label without a physical grid: a PNG).
         structure_names: names of the reported structures.
         output_dir: folder for the files (created).
         prefix: file name stem.
@@ -66,13 +67,19 @@ def write_segmentation_report(
         ``false_positives`` those whose prediction holds it where the truth has none: their Dice and surface Dice are
         0, their HD95 undefined, so the HD95 mean is over the cases where both hold it. ``mean_dice`` is the mean over
         structures of their mean Dice, the one figure to quote. ``num_cases`` counts the cases scored; the failed ones
-        enter no mean.
+        enter no mean. ``distance_unit`` says what HD95 is in and what surface Dice's tolerance was: ``"mm"``,
+        ``"pixel"``, or ``"mixed"``, when their means are left out (the CSV then says each case's unit).
     """
     out = Path(output_dir)
+    units = sorted({c.get("distance_unit", "mm") for c in cases})
+    unit = units[0] if len(units) == 1 else ("mixed" if units else "mm")
     mean: dict[str, dict[str, float | None]] = {}
     for i, name in enumerate(structure_names):
         mean[name] = {}
         for m in METRICS:
+            if unit == "mixed" and m != "dice":  # no mean of millimetres and pixels
+                mean[name][m], mean[name][f"{m}_n"] = None, 0
+                continue
             vals = [c[m][i] for c in cases if c[m][i] is not None and math.isfinite(c[m][i])]
             mean[name][m] = _clean(float(np.mean(vals))) if vals else None
             mean[name][f"{m}_n"] = len(vals)
@@ -83,27 +90,35 @@ def write_segmentation_report(
         "structures": list(structure_names),
         "num_cases": len(cases),
         "surface_metrics": bool(surface_metrics),
+        "distance_unit": unit,
         "mean_dice": _clean(float(np.mean(dice))) if dice else None,
         "mean": mean,
         "num_failed": len(failed),
         "failed": [{"case": f["case"], "reason": f["reason"]} for f in failed],
-        "cases": [{"case": c["case"], **{m: dict(zip(structure_names, map(_clean, c[m]))) for m in METRICS},
+        "cases": [{"case": c["case"], "distance_unit": c.get("distance_unit", "mm"),
+                   **{m: dict(zip(structure_names, map(_clean, c[m]))) for m in METRICS},
                    "missed": [n for n, miss in zip(structure_names, c.get("missed", [])) if miss],
                    "false_positives": [n for n, fp in zip(structure_names, c.get("false_positive", [])) if fp]}
                   for c in cases],
     }
     buf = io.StringIO()
     writer = csv.writer(buf)
-    # the "failed" column only when a case failed: the file of a run where all worked stays as it was
+    # the "distance_unit" column only when a case is in pixels, the "failed" one only when a case failed: the file of
+    # a run where all worked in mm stays as it was
+    per_unit = unit != "mm"
     tail = [""] if failed else []
-    writer.writerow(["case", "structure", *METRICS, *(["failed"] if failed else [])])
+    writer.writerow(["case", "structure", *METRICS, *(["distance_unit"] if per_unit else []),
+                     *(["failed"] if failed else [])])
     for c in cases:
+        case_unit = [c.get("distance_unit", "mm")] if per_unit else []
         for i, name in enumerate(structure_names):
-            writer.writerow([c["case"], name, *("" if _clean(c[m][i]) is None else _clean(c[m][i]) for m in METRICS), *tail])
+            writer.writerow([c["case"], name, *("" if _clean(c[m][i]) is None else _clean(c[m][i]) for m in METRICS),
+                             *case_unit, *tail])
     for f in failed:  # no structure and no metric: the case was never scored
-        writer.writerow([f["case"], "", *[""] * len(METRICS), f["reason"]])
+        writer.writerow([f["case"], "", *[""] * len(METRICS), *([""] if per_unit else []), f["reason"]])
     for name in structure_names:
-        writer.writerow(["mean", name, *("" if mean[name][m] is None else mean[name][m] for m in METRICS), *tail])
+        writer.writerow(["mean", name, *("" if mean[name][m] is None else mean[name][m] for m in METRICS),
+                         *([unit] if per_unit else []), *tail])
     paths = {"json": out / f"{prefix}.json", "csv": out / f"{prefix}.csv"}
     for path in paths.values():  # a file of the user's of either name: neither is written
         check_own_file(path, out)
@@ -233,9 +248,13 @@ class SegmentationReport:
     def add(self, item: dict[str, Any], name: str | None = None) -> dict[str, Any]:
         """Score one case (``item`` with ``pred``/``label``/optional ``image``) and keep it for the report."""
         pred, label = item[self.pred_key], item[self.label_key]
-        affine = getattr(label, "affine", None)  # mm along each array axis, whatever way the image lies in space
-        spacing = None if affine is None else list(voxel_spacing(affine, label.ndim - 1))
-        case = {"case": name or _case_name(item, (self.label_key, self.image_key), len(self.cases))}
+        affine = getattr(label, "affine", None)
+        source = str((getattr(label, "meta", None) or {}).get("filename_or_obj") or "")
+        # mm along each array axis, whatever way the image lies in space; a PNG's identity affine is no grid: pixels
+        in_mm = affine is not None and not image_suffix(source, NO_GRID_SUFFIXES)
+        spacing = list(voxel_spacing(affine, label.ndim - 1)) if in_mm else None
+        case = {"case": name or _case_name(item, (self.label_key, self.image_key), len(self.cases)),
+                "distance_unit": "mm" if in_mm else "pixel"}
         case.update(compute_segmentation_metrics(pred, label, self.num_classes, spacing, self.tolerance,
                                                  surface=self.surface))
         self.cases.append(case)

@@ -12,7 +12,7 @@ __all__ = ["metric_rows", "segmentation_table"]
 
 
 def metric_rows(report: dict) -> list[list[str]]:
-    """One row per structure: name (with its colour), Dice, HD95 (mm), surface Dice, cases scored for it, of those
+    """One row per structure: name (with its colour), Dice, HD95, surface Dice, cases scored for it, of those
     the cases whose prediction misses it entirely, and those whose prediction holds it where the reference has none."""
     rows = []
     for name in report.get("structures", []):
@@ -34,11 +34,15 @@ def segmentation_table(eval_dir: Path, what: str) -> list:
     rows = metric_rows(report)
     if report.get("mean_dice") is not None:  # the figure the evaluation computed, not one from rounded cells
         rows.append(["mean over structures", fmt(report["mean_dice"]), "", "", "", "", ""])
-    return [*notes, Table(["structure (colour)", "Dice", "HD95 (mm)", "surface Dice", "cases", "missed", "false positives"], rows,
+    # a report before the unit was recorded measured in mm; a PNG reference has no grid, so pixels
+    unit = {"pixel": "pixels", "mixed": "mm or pixels"}.get(report.get("distance_unit"), "mm")
+    mixed = " (no mean: some references are pictures without a pixel size, see the CSV)" if unit == "mm or pixels" else ""
+    return [*notes, Table(["structure (colour)", "Dice", f"HD95 ({unit})", "surface Dice", "cases", "missed",
+                           "false positives"], rows,
                   caption=f"{what}: {report.get('num_cases', '?')} held-out case(s), mean per structure. HD95: the larger "
                           "of the two directed 95th-percentile surface distances (prediction to reference and back), "
-                          "in mm, over the cases whose reference and "
-                          "prediction both hold the structure; surface Dice at the bundle's tolerance. Missed: cases "
+                          f"in {unit}{mixed}, over the cases whose reference and "
+                          f"prediction both hold the structure; surface Dice at the bundle's tolerance (in {unit}). Missed: cases "
                           "whose prediction lacks a structure of the reference; false positives: cases whose prediction "
                           "holds a structure the reference lacks (Dice and surface Dice 0 for both). A dash: not "
                           "defined.")]
