@@ -12,8 +12,8 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-__all__ = ["ARRAY_SUFFIXES", "IMAGE_SUFFIXES", "LABEL_MAP_STEMS", "NIFTI_SUFFIXES", "NO_GRID_SUFFIXES", "SCANNED_SUFFIXES",
-           "image_suffix",
+__all__ = ["ARRAY_SUFFIXES", "IMAGE_SUFFIXES", "LABEL_MAP_STEMS", "NIFTI_SUFFIXES", "NO_GRID_SUFFIXES",
+           "SCANNED_SUFFIXES", "image_suffix",
            "dicom_files_in", "is_dicom_file", "is_dicom_path", "is_label_map_name", "preferred_sub_folder", "scan_images",
            "split_image_name", "walk_folders"]
 

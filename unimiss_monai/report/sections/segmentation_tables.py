@@ -36,13 +36,13 @@ def segmentation_table(eval_dir: Path, what: str) -> list:
         rows.append(["mean over structures", fmt(report["mean_dice"]), "", "", "", "", ""])
     # a report before the unit was recorded measured in mm; a PNG reference has no grid, so pixels
     unit = {"pixel": "pixels", "mixed": "mm or pixels"}.get(report.get("distance_unit"), "mm")
-    mixed = " (no mean: some references are pictures without a pixel size, see the CSV)" if unit == "mm or pixels" else ""
+    mixed = " (no mean: some references are pictures without a pixel size, see the CSV)" if "or" in unit else ""
     return [*notes, Table(["structure (colour)", "Dice", f"HD95 ({unit})", "surface Dice", "cases", "missed",
                            "false positives"], rows,
-                  caption=f"{what}: {report.get('num_cases', '?')} held-out case(s), mean per structure. HD95: the larger "
-                          "of the two directed 95th-percentile surface distances (prediction to reference and back), "
-                          f"in {unit}{mixed}, over the cases whose reference and "
-                          f"prediction both hold the structure; surface Dice at the bundle's tolerance (in {unit}). Missed: cases "
-                          "whose prediction lacks a structure of the reference; false positives: cases whose prediction "
+                  caption=f"{what}: {report.get('num_cases', '?')} held-out case(s), mean per structure. HD95: the "
+                          "larger of the two directed 95th-percentile surface distances (prediction to reference and "
+                          f"back), in {unit}{mixed}, over the cases whose reference and prediction both hold the "
+                          f"structure; surface Dice at the bundle's tolerance (in {unit}). Missed: cases whose "
+                          "prediction lacks a structure of the reference; false positives: cases whose prediction "
                           "holds a structure the reference lacks (Dice and surface Dice 0 for both). A dash: not "
                           "defined.")]
