@@ -272,3 +272,15 @@ def test_the_prose_says_how_each_model_began_as_the_model_records_it(tmp_path):
     _write(run.bundle("ct_classification") / "eval" / "metrics.json", {"num_cases": 2, "per_class": []})
     summary = " ".join(b.text for b in summary_section(run).blocks if hasattr(b, "text"))
     assert "from the pretrained backbone or not: see each section" in summary  # the others hold no model
+
+
+def test_the_table_names_the_unit_the_evaluation_measured_in(tmp_path):
+    from unimiss_monai.report.sections.segmentation_tables import segmentation_table
+
+    mean = {"lung": {"dice": 0.9, "hd95": 4.0, "surface_dice": 0.8, "dice_n": 1, "missed": 0, "false_positives": 0}}
+    for unit, header in (("pixel", "HD95 (pixels)"), (None, "HD95 (mm)"), ("mixed", "HD95 (mm or pixels)")):
+        report = {"structures": ["lung"], "num_cases": 1, "mean": mean, **({"distance_unit": unit} if unit else {})}
+        folder = tmp_path / f"eval_{unit}"
+        _write(folder / "segmentation_report.json", report)
+        table = [b for b in segmentation_table(folder, "CXR") if isinstance(b, Table)][0]
+        assert header in table.header and f"in {header[6:-1]}" in table.caption, table.header
