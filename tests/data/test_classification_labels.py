@@ -141,7 +141,7 @@ def test_labels_count_in_the_datalist_s_own_class_order(tmp_path, multi):
     """A datalist listing the bundle's classes in another order ("class_names", as the sample sets write it): its
     indices and vectors count in that order. They were read in the bundle's, turning every nodule into a
     cardiomegaly with exit 0."""
-    for name in ("a.png", "b.png", "c.png"):
+    for name in ("a.png", "b.png", "c.png", "d.png", "e.png"):
         (tmp_path / name).write_bytes(b"")
     listed = ["effusion", "nodule", "cardiomegaly"]
     items = [{"image": "a.png", "label": 1}, {"image": "b.png", "label": [0, 0, 1]},
@@ -165,3 +165,35 @@ def test_class_names_listed_as_numbers_name_the_bundle_s_classes(tmp_path):
     (tmp_path / "datalist.json").write_text(json.dumps({"class_names": [2, 0, 1], "training": items}))
     loaded = load_classification_datalist(tmp_path / "datalist.json", "training", ["0", "1", "2"])
     assert [it["label"] for it in loaded] == [2]  # the datalist's class 0 is the class named "2"
+
+
+def test_a_class_without_examples_in_a_split_is_said(tmp_path, caplog):
+    # trained without an example of a class, the network cannot learn it; validated without one, its AUC drops out of
+    # the score that picks the model: both ran without a word
+    for name in ("a.png", "b.png", "c.png", "d.png", "e.png"):
+        (tmp_path / name).write_bytes(b"")
+    items = [{"image": "a.png", "label": ["nodule"]}, {"image": "b.png", "label": ["nodule", "effusion"]},
+             {"image": "c.png", "label": ["nodule"]}]
+    held_out = [{"image": "d.png", "label": ["nodule"]}, {"image": "e.png", "label": ["nodule", "effusion"]}]
+    (tmp_path / "datalist.json").write_text(json.dumps({"training": items, "validation": held_out}))
+    with caplog.at_level("WARNING"):
+        load_classification_datalist(tmp_path / "datalist.json", "training", NAMES, multi_label=True)
+        load_classification_datalist(tmp_path / "datalist.json", "validation", NAMES, multi_label=True)
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    path = tmp_path / "datalist.json"
+    assert said == [
+        f"datalist {path}: class 'nodule' has no case without it in 'training' (3 items): the network cannot learn it; "
+        "add such items or drop the class from class_names",
+        f"datalist {path}: class 'cardiomegaly' has no example in 'training' (3 items): the network cannot learn it; "
+        "add such items or drop the class from class_names",
+        f"datalist {path}: class 'nodule' has no case without it in 'validation' (2 items): its AUC is undefined "
+        "there, so scores over the classes leave it out; add such items or drop the class from class_names",
+        f"datalist {path}: class 'cardiomegaly' has no example in 'validation' (2 items): its AUC is undefined there, "
+        "so scores over the classes leave it out; add such items or drop the class from class_names"], said
+    caplog.clear()
+    exclusive = [{"image": "a.png", "label": "nodule"}, {"image": "b.png", "label": "effusion"}]
+    (tmp_path / "datalist.json").write_text(json.dumps({"training": exclusive}))
+    with caplog.at_level("WARNING"):
+        load_classification_datalist(tmp_path / "datalist.json", "training", NAMES)
+    assert [r.getMessage().split(":")[1] for r in caplog.records] == [
+        " class 'cardiomegaly' has no example in 'training' (2 items)"]

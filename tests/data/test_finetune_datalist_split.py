@@ -80,18 +80,25 @@ def test_an_image_listed_twice_is_refused_and_one_trained_on_is_named_when_score
     path = tmp_path / "datalist.json"
     a, b = {"image": "a.nii.gz", "label": "a_seg.nii.gz"}, {"image": "b.nii.gz", "label": "b_seg.nii.gz"}
     path.write_text(json.dumps({"training": [a, b], "test": [b, {**b, "image": "./b.nii.gz"}]}))
-    with pytest.raises(ValueError, match=rf"^datalist {path}: 'test' lists b.nii.gz with the same label 2 times; "
-                                         "list each item once$"):
+    with pytest.raises(ValueError, match=rf"^datalist {path}: 'test' lists b.nii.gz with the same label 2 times "
+                                         r"\(as one file, however its path is written\); list each item once$"):
         read_split(path, "test")
+    # a relative and an absolute path of one file, the label too: one item listed twice, oversampled unsaid
+    path.write_text(json.dumps({"training": [a, {"image": str(tmp_path / "a.nii.gz"),
+                                                 "label": str(tmp_path / "a_seg.nii.gz")}]}))
+    (tmp_path / "a_seg.nii.gz").write_bytes(b"")
+    with pytest.raises(ValueError, match="lists a.nii.gz with the same label 2 times"):
+        read_split(path, "training")
     raters = {"training": [a, b, {**b, "label": "b_seg_rater2.nii.gz"}]}  # two raters' labels of one image: two items
     path.write_text(json.dumps(raters))
     assert len(read_split(path, "training")) == 3
-    path.write_text(json.dumps({"training": [a, b], "test": [b, {"image": "c.nii.gz", "label": "c_seg.nii.gz"}]}))
+    absolute = {"image": str(tmp_path / "a.nii.gz"), "label": "a_seg.nii.gz"}  # a's file, written otherwise
+    path.write_text(json.dumps({"training": [a, b], "test": [b, absolute, {"image": "c.nii.gz", "label": "c.nii.gz"}]}))
     with caplog.at_level(logging.WARNING, logger="unimiss_monai.data.datalists"):
-        assert len(read_split(path, "test")) == 2
+        assert len(read_split(path, "test")) == 3
         read_split(path, "training")
     assert caplog.text.count("are in 'training' too") == 1
-    assert "1 image(s) of 'test' are in 'training' too (e.g. b.nii.gz): their scores are not held out" in caplog.text
+    assert "2 image(s) of 'test' are in 'training' too (e.g. b.nii.gz): their scores are not held out" in caplog.text
 
 
 def test_an_item_without_its_label_is_refused_naming_the_item(tmp_path):
@@ -118,3 +125,40 @@ def test_a_dataset_dir_given_as_the_datalist_file_is_told_as_such(tmp_path):
         assert str(err.value) == line
     with pytest.raises(FileNotFoundError, match=r"datalist '.*absent/datalist.json' does not exist; write one"):
         read_split(tmp_path / "absent" / "datalist.json")
+
+
+@pytest.mark.parametrize("bundle", ["unimiss_ct_segmentation", "unimiss_cxr_segmentation"])
+def test_training_on_labels_that_hold_no_structure_is_refused(tmp_path, bundle):
+    # an export of empty segmentations trained, published a model of validation Dice 0 and exited 0
+    import sys
+    from pathlib import Path
+
+    import nibabel as nib
+    import numpy as np
+    from monai.bundle import ConfigParser
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundles"))
+    from bundle_runner import configs
+
+    for name in ("a", "b"):
+        nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.uint8), np.eye(4)), str(tmp_path / f"{name}_seg.nii.gz"))
+    (tmp_path / "unreadable_seg.nii.gz").write_bytes(b"not an image")  # left to fail its own case
+    items = [{"image": f"{n}.nii.gz", "label": f"{n}_seg.nii.gz"} for n in ("unreadable", "a", "b")]
+    path = tmp_path / "datalist.json"
+    path.write_text(json.dumps({"training": items, "validation": items[1:2]}))
+    parser = ConfigParser()
+    parser.read_config(configs(bundle, "train.json"))
+    parser.update({"dataset_dir": str(tmp_path), "bundle_root": str(tmp_path), "data_root": str(tmp_path),
+                   "datalist": str(path)})
+    with pytest.raises(Exception) as err:
+        parser.get_parsed_content("train#dataset#data")
+    chain, e = [], err.value
+    while e is not None:
+        chain.append(str(e))
+        e = e.__cause__ or e.__context__
+    assert any(f"datalist {path}: no label map of 'training' holds a structure (2 read, every voxel 0" in c
+               for c in chain), chain
+    b = np.zeros((8, 8, 4), np.uint8)
+    b[2:4, 2:4, 1] = 1  # one structure in the last label: the split trains
+    nib.save(nib.Nifti1Image(b, np.eye(4)), str(tmp_path / "b_seg.nii.gz"))
+    assert len(load_datalist(path, "training", require_foreground=True)) == 3

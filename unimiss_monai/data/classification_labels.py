@@ -103,7 +103,7 @@ def load_classification_datalist(
     base = Path(base_dir) if base_dir is not None else path.parent
     items = []
     for i, item in enumerate(raw):
-        where = f"{path.name}[{split!r}][{i}]"
+        where = f"{path}[{split!r}][{i}]"
         if not isinstance(item, dict) or "image" not in item or "label" not in item:
             got = sorted(item) if isinstance(item, dict) else repr(item)
             raise ValueError(f"{where}: each item needs 'image' and 'label' keys, got {got}")
@@ -116,7 +116,30 @@ def load_classification_datalist(
         items.append({**item, "image": str(image), "label": canonical_label(label, class_names, multi_label, where)})
     if not items:
         raise ValueError(f"datalist {path}: split {split!r} is empty")
+    _say_missing_classes(path, split, [it["label"] for it in items], list(class_names), multi_label)
     return items
+
+
+def _say_missing_classes(path: Path, split: str, labels: list, names: list[str], multi_label: bool) -> None:
+    """Warn about the classes ``split`` holds no example of (or, multi-label, only examples of): trained without one,
+    the network cannot learn that class; validated without one, its AUC is undefined and model selection leaves it
+    out. Both ran unsaid."""
+    hot = np.zeros((len(labels), len(names)), bool)
+    for row, label in zip(hot, labels):
+        if isinstance(label, (int, np.integer)):
+            row[int(label)] = True
+        else:
+            row[:] = np.asarray(label, dtype=float) > 0.5
+    for c, name in enumerate(names):
+        positives = int(hot[:, c].sum())
+        lacking = "no example" if positives == 0 else "no case without it" if multi_label and positives == len(labels) \
+            else None
+        if lacking is None:
+            continue
+        why = ("the network cannot learn it" if split == "training" else
+               "its AUC is undefined there, so scores over the classes leave it out")
+        logger.warning("datalist %s: class %r has %s in %r (%d items): %s; add such items or drop the class from "
+                       "class_names", path, name, lacking, split, len(labels), why)
 
 
 def _listed_class_names(path: Path, class_names: Sequence[str]) -> list[str] | None:

@@ -59,35 +59,49 @@ def read_split(datalist: str | os.PathLike, split: str = "training") -> list:
         raise ValueError(f"datalist {path}: {split!r} is a {type(items).__name__}, not a list; {should}")
     if not items:
         raise ValueError(f"datalist {path}: {split!r} is an empty list; {should}")
-    images = [_image_of(item) for item in items]
+    images = [_image_of(item, path.parent) for item in items]
     # an image with its label: two raters' labels of one image are two items, the same pair twice is one item twice
-    pairs = [(image, json.dumps(item.get("label"), sort_keys=True)) if image is not None else None
+    pairs = [(image, json.dumps(_label_of(item, path.parent), sort_keys=True)) if image is not None else None
              for image, item in zip(images, items)]
     twice = next((pair for pair, n in Counter(pairs).items() if pair is not None and n > 1), None)
     if twice is not None:  # scored twice, an item weighs double in every mean; trained twice, it is oversampled unsaid
-        raise ValueError(f"datalist {path}: {split!r} lists {twice[0]} with the same label {pairs.count(twice)} times; "
-                         "list each item once")
+        written = items[pairs.index(twice)]["image"]  # as the datalist writes it first
+        raise ValueError(f"datalist {path}: {split!r} lists {written} with the same label {pairs.count(twice)} times "
+                         "(as one file, however its path is written); list each item once")
     if split != "training" and isinstance(content.get("training"), list):
-        seen = set(_image_of(item) for item in content["training"]) - {None}
-        shared = [image for image in images if image in seen]
+        seen = set(_image_of(item, path.parent) for item in content["training"]) - {None}
+        shared = [item["image"] for image, item in zip(images, items) if image in seen]
         if shared:  # scores of images the model was trained on say nothing of how it does on new ones
             logger.warning("datalist %s: %d image(s) of %r are in 'training' too (e.g. %s): their scores are not "
                            "held out", path, len(shared), split, shared[0])
     return items
 
 
-def _image_of(item) -> str | None:
-    """The image path of a datalist item, normalised so that ``a/./x.png`` and ``a/x.png`` are one; None if none."""
+def _image_of(item, root: Path) -> str | None:
+    """The image path of a datalist item as the file it names (relative paths from the datalist's folder ``root``,
+    links followed), so that ``a/./x.png``, ``a/x.png`` and its absolute path are one; None if none."""
     image = item.get("image") if isinstance(item, dict) else None
-    return os.path.normpath(image) if isinstance(image, str) else None
+    return os.path.realpath(root / image) if isinstance(image, str) else None
+
+
+def _label_of(item, root: Path):
+    """The label of a datalist item, a file as the file it names (see :func:`_image_of`), a class as it is."""
+    label = item.get("label") if isinstance(item, dict) else None
+    if isinstance(label, str) and label and (root / label).is_file():
+        return os.path.realpath(root / label)
+    return label
 
 
 def load_datalist(
     datalist: str | os.PathLike, split: str = "training", is_segmentation: bool = True,
-    base_dir: str | os.PathLike | None = None,
+    base_dir: str | os.PathLike | None = None, require_foreground: bool = False,
 ) -> list[dict]:
     """``monai.data.load_decathlon_datalist(datalist, is_segmentation, split, base_dir)`` after :func:`read_split`
-    has checked that ``split`` is a non-empty list (a drop-in for that call in the bundles' configs)."""
+    has checked that ``split`` is a non-empty list (a drop-in for that call in the bundles' configs).
+
+    ``require_foreground``: refuse a split none of whose label maps holds a structure (a training run on them learns
+    nothing and published a model with a validation Dice of 0, exiting 0). The labels are read in order up to the first
+    with a nonzero value: one file of a split as it should be."""
     from monai.data import load_decathlon_datalist
 
     items = read_split(datalist, split)
@@ -97,4 +111,28 @@ def load_datalist(
         if missing:
             raise ValueError(f"datalist {datalist}: item {index} of {split!r} has no {' or '.join(map(repr, missing))} "
                              f"({str(item)[:80]}); every item is {ITEM_FORM}")
-    return load_decathlon_datalist(datalist, is_segmentation, split, base_dir)
+    loaded = load_decathlon_datalist(datalist, is_segmentation, split, base_dir)
+    if require_foreground:
+        _require_foreground(loaded, datalist, split)
+    return loaded
+
+
+def _require_foreground(items: list[dict], datalist, split: str) -> None:
+    """ValueError (one line naming the datalist and the split) when no label map of ``items`` that can be read holds a
+    nonzero value; a label that cannot be read is left to fail its own case in the run."""
+    import numpy as np
+    from monai.transforms import LoadImage
+
+    load, read = LoadImage(image_only=True), 0
+    for item in items:
+        try:
+            label = load(item["label"])
+        except Exception:  # noqa: BLE001 - the run's own loading fails that case, naming the file
+            continue
+        read += 1
+        if np.any(np.asarray(label) != 0):
+            return
+    if read:
+        raise ValueError(f"datalist {datalist}: no label map of {split!r} holds a structure ({read} read, every "
+                         "voxel 0, the background): training on them learns nothing; check the label files (an "
+                         "export of empty segmentations?) and the 'label' paths")

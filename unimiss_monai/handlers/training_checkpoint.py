@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +118,10 @@ class TrainingCheckpoint:
         epoch_level: count ``save_every`` in epochs and save after all other end-of-epoch handlers.
         resume_finished: also resume a checkpoint of a run that reached its ``max_epochs`` (it can then be extended by
             raising ``max_epochs``); ``False`` starts such a run anew, so running a finished fine-tune again retrains.
+        data: the run's training items (``[{"image": ..., "label": ...}]``), recorded in the checkpoint: a run of other
+            items (another ``dataset_dir``, an edited datalist) trains anew, said in a warning, and keeps the
+            checkpoint as ``checkpoint.pt.prev``; resumed, it trained the rest of the epochs on the other data and
+            published the result. A checkpoint without the record resumes as before.
     """
 
     FILENAME = "checkpoint.pt"
@@ -131,6 +136,7 @@ class TrainingCheckpoint:
         export_fn: Callable[[], Mapping[str, torch.Tensor]] | None = None,
         epoch_level: bool = False,
         resume_finished: bool = True,
+        data: Sequence[Mapping] | None = None,
     ) -> None:
         if export_path is not None and export_fn is None:
             raise ValueError("TrainingCheckpoint: export_path needs an export_fn returning the state dict to export")
@@ -141,6 +147,8 @@ class TrainingCheckpoint:
         self.export_path, self.export_fn = (Path(export_path) if export_path else None), export_fn
         self.epoch_level, self.resume_finished = as_bool(epoch_level, "epoch_level"), as_bool(resume_finished, "resume_finished")
         self._epoch_save_attached, self._saved_iteration, self._save_due = False, -1, False
+        # as the file keeps it: plain strings and numbers (paths as str), in the items' order
+        self.data = None if data is None else [_plain(item) for item in data]
 
     def attach(self, engine: Engine) -> None:
         self.objects["trainer"] = engine
@@ -193,6 +201,8 @@ class TrainingCheckpoint:
                 "diverged); the previous checkpoint is kept: lower the learning rate and train anew"
             )
         ckpt["rng"] = rng
+        if self.data is not None:
+            ckpt["data"] = self.data
         atomic_torch_save(ckpt, self.path)
         self._saved_iteration = engine.state.iteration
         logger.info("iteration %d: saved %s", engine.state.iteration, self.path)
@@ -225,6 +235,13 @@ class TrainingCheckpoint:
         # first: another network's checkpoint (another bundle's run in the same output_dir) is refused, never trained
         # over, even when that run finished
         self._check_networks(ckpt)
+        if (other := self._other_data(ckpt.get("data"))) is not None:
+            # a stopped run's progress on that data is kept, not trained over with this run's (MONAI Label's next
+            # /train, after labels were added, starts anew too)
+            kept = keep_previous(self.path) if engine.state.rank == 0 else None
+            logger.warning("%s was written by a run of %s: training anew, not resuming it%s; run with the data it was "
+                           "written with to resume it", self.path, other, f" (kept as {kept})" if kept else "")
+            return
         # this package never saves a NaN checkpoint, but one may be copied in: resuming from it would train nothing
         if (bad := first_non_finite(ckpt)) is not None:
             raise RuntimeError(f"cannot resume from {self.path}: tensor {bad} holds NaN or Inf (the run that wrote it "
@@ -257,6 +274,18 @@ class TrainingCheckpoint:
             scaler.load_state_dict(ckpt["scaler"])
         restore_rng_state(_rank_state(ckpt["rng"], engine.state.rank))
         logger.info("resumed from %s at iteration %d (epoch %d)", self.path, engine.state.iteration, engine.state.epoch)
+
+    def _other_data(self, saved) -> str | None:
+        """How the training items a checkpoint recorded differ from this run's (see ``data``), or None: the same items
+        in any order, or either side without a record."""
+        if saved is None or self.data is None:
+            return None
+        theirs, ours = (sorted(json.dumps(i, sort_keys=True) for i in items) for items in (saved, self.data))
+        if theirs == ours:
+            return None
+        gone, new = sorted(set(theirs) - set(ours)), sorted(set(ours) - set(theirs))
+        example = f"e.g. {(new or gone)[0][:120]} is {'new' if new else 'gone'}" if new or gone else "some listed twice"
+        return f"other training items ({len(new)} new, {len(gone)} gone of {len(saved)}; {example})"
 
     def _check_networks(self, ckpt: Mapping) -> None:
         """Refuse, in one line, a checkpoint whose network tensors do not fit this run's networks.
@@ -316,6 +345,19 @@ class TrainingCheckpoint:
             return False
         iteration, epoch_length, max_epochs = (trainer_state.get(k) for k in ("iteration", "epoch_length", "max_epochs"))
         return None not in (iteration, epoch_length, max_epochs) and iteration >= epoch_length * max_epochs
+
+
+def _plain(value):
+    """``value`` as JSON-like plain values (paths as strings, numpy numbers as Python ones, tuples as lists)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # a numpy or torch scalar
+        return value.item()
+    return str(value)
 
 
 def _same_export(path: Path, exported: Mapping) -> bool:

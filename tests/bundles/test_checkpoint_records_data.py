@@ -1,0 +1,29 @@
+"""Each fine-tune bundle's training checkpoint records the items it trains on, so that a run of other data does not
+resume it (see tests/handlers/test_training_checkpoint_data.py for what the record does)."""
+
+from __future__ import annotations
+
+import pytest
+from bundle_runner import configs
+
+from unimiss_monai.handlers import TrainingCheckpoint
+
+SETS = {"unimiss_ct_segmentation": "ct_segmentation", "unimiss_cxr_segmentation": "cxr_segmentation",
+        "unimiss_ct_classification": "ct_classification", "unimiss_cxr_classification": "cxr_classification"}
+
+
+@pytest.mark.parametrize("bundle", sorted(SETS))
+def test_the_training_checkpoint_records_the_training_items(bundle, sample_set, tmp_path):
+    from monai.bundle import ConfigParser
+
+    from unimiss_monai.data.samples import find_dataset
+
+    parser = ConfigParser()
+    parser.read_config(configs(bundle, "train.json", "smoke.yaml"))
+    parser.update({"dataset_dir": find_dataset(str(sample_set(SETS[bundle])), SETS[bundle]),
+                   "bundle_root": str(tmp_path), "output_dir": str(tmp_path / "out")})
+    handlers = parser.get_parsed_content("train#handlers")
+    checkpoint = next(h for h in handlers if isinstance(h, TrainingCheckpoint))
+    items = parser.get_parsed_content("train#dataset#data")
+    assert checkpoint.data is not None and len(checkpoint.data) == len(items) > 0
+    assert [i["image"] for i in checkpoint.data] == [str(i["image"]) for i in items]
