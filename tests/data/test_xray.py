@@ -158,3 +158,16 @@ def test_one_ct_slice_is_refused_as_a_radiograph_by_either_reader(tmp_path, read
                                          r"cross-section, not a projection radiograph"):
         AsGreyRadiograph()(load(str(_dx(tmp_path / "slice.dcm", modality="CT"))))
     assert AsGreyRadiograph()(load(str(_dx(tmp_path / "dx.dcm")))).shape == (1, 20, 24)
+
+
+def test_a_ct_scout_is_a_projection_and_read(tmp_path):
+    # a CT's localizer (scout, topogram) is an X-ray projection with Modality CT: read like any radiograph
+    path = _dx(tmp_path / "scout.dcm", modality="CT")
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    ds.save_as(path)
+    for reader in ("ITKReader", "PydicomReader"):
+        img = LoadImage(image_only=True, ensure_channel_first=True, reader=reader)(str(path))
+        assert AsGreyRadiograph()(img).shape == (1, 20, 24)

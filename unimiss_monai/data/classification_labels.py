@@ -98,9 +98,9 @@ def load_classification_datalist(
     """
     path = Path(datalist)
     # the one check of every fine-tune bundle: a missing, non-list or empty split fails here in one line
-    raw = read_split(path, split)
-    listed = _listed_class_names(path, class_names)
     base = Path(base_dir) if base_dir is not None else path.parent
+    raw = read_split(path, split, base)
+    listed = _listed_class_names(path, class_names)
     items = []
     for i, item in enumerate(raw):
         where = f"{path}[{split!r}][{i}]"
@@ -200,10 +200,10 @@ def list_images(folder: str | os.PathLike, suffixes: Sequence[str] = SCANNED_SUF
     (:func:`~unimiss_monai.data.case_names.named_inputs`).
 
     A data set of a ``samples`` output gives its ``test`` images only (:func:`~unimiss_monai.data.samples.held_out_images`:
-    the demo models trained on the others), and the output of a DRR generation run the DRRs its ``datalist.json``
-    lists (:func:`~unimiss_monai.data.drr_run_folder.drr_run_images`), not their previews. When ``folder`` has an
-    ``images`` sub-folder (the layout of the
-    ``samples`` classification sets, whose previews lie beside it), only that sub-folder is searched, and the images
+    the demo models trained on the others), and, without ``series``, the output of a DRR generation run the
+    whole-view DRRs its ``datalist.json`` lists (:func:`~unimiss_monai.data.drr_run_folder.drr_run_images`), not their
+    previews. When ``folder`` has an ``images`` sub-folder (the layout of the ``samples`` classification sets, whose
+    previews lie beside it), only that sub-folder is searched, and the images
     elsewhere are said to be left out. Label maps (:func:`is_label_map_name`: ``*_label``, ``*_seg``,
     ``labelsTr/``) are left out, and so is a DICOM without a suffix unless ``suffixes`` has ``.dcm``; each left-out
     group is logged.
@@ -221,11 +221,13 @@ def list_images(folder: str | os.PathLike, suffixes: Sequence[str] = SCANNED_SUF
         logger.info("%s is a samples data set: its %d test images, not those the model was trained on; point "
                     "--dataset_dir at a folder of images to run on all of them", root, len(held_out))
         return [{"image": str(p)} for p in held_out]
-    drrs = drr_run_images(root)  # not its previews and contact sheets, which a scan would take as images too
+    series = as_bool(series, "series")
+    # a lister of 2D images: a DRR run's DRRs, not their previews and contact sheets, which a scan would take as images
+    # too; a lister of volumes (series: the CT classifier) scans such a folder as any other
+    drrs = None if series else drr_run_images(root)
     if drrs is not None:
         return named_inputs(root, drrs)
     root = preferred_sub_folder(root, "images", tuple(suffixes))
-    series = as_bool(series, "series")
     scan = scan_series(root, suffixes) if series else SeriesScan([], set())
     folders = [folder for folder, _ in scan.series]
     # the series' files are theirs, and the DICOM files the series scan named are not named twice

@@ -33,8 +33,9 @@ def missing_datalist(path: Path, fix: str) -> FileNotFoundError:
     return FileNotFoundError(f"datalist {str(path)!r} does not exist; {fix}")
 
 
-def read_split(datalist: str | os.PathLike, split: str = "training") -> list:
-    """The raw items of ``split`` in the JSON file ``datalist``.
+def read_split(datalist: str | os.PathLike, split: str = "training", base_dir: str | os.PathLike | None = None) -> list:
+    """The raw items of ``split`` in the JSON file ``datalist`` (relative paths start at ``base_dir``, by default the
+    datalist's folder, as the loaders read them).
 
     Raises:
         FileNotFoundError: no such file. ValueError (one line naming the file and the key): the file is not a JSON
@@ -59,9 +60,10 @@ def read_split(datalist: str | os.PathLike, split: str = "training") -> list:
         raise ValueError(f"datalist {path}: {split!r} is a {type(items).__name__}, not a list; {should}")
     if not items:
         raise ValueError(f"datalist {path}: {split!r} is an empty list; {should}")
-    images = [_image_of(item, path.parent) for item in items]
+    root = Path(base_dir) if base_dir is not None else path.parent
+    images = [_image_of(item, root) for item in items]
     # an image with its label: two raters' labels of one image are two items, the same pair twice is one item twice
-    pairs = [(image, json.dumps(_label_of(item, path.parent), sort_keys=True)) if image is not None else None
+    pairs = [(image, json.dumps(_label_of(item, root), sort_keys=True)) if image is not None else None
              for image, item in zip(images, items)]
     twice = next((pair for pair, n in Counter(pairs).items() if pair is not None and n > 1), None)
     if twice is not None:  # scored twice, an item weighs double in every mean; trained twice, it is oversampled unsaid
@@ -69,7 +71,7 @@ def read_split(datalist: str | os.PathLike, split: str = "training") -> list:
         raise ValueError(f"datalist {path}: {split!r} lists {written} with the same label {pairs.count(twice)} times "
                          "(as one file, however its path is written); list each item once")
     if split != "training" and isinstance(content.get("training"), list):
-        seen = set(_image_of(item, path.parent) for item in content["training"]) - {None}
+        seen = set(_image_of(item, root) for item in content["training"]) - {None}
         shared = [item["image"] for image, item in zip(images, items) if image in seen]
         if shared:  # scores of images the model was trained on say nothing of how it does on new ones
             logger.warning("datalist %s: %d image(s) of %r are in 'training' too (e.g. %s): their scores are not "
@@ -78,8 +80,8 @@ def read_split(datalist: str | os.PathLike, split: str = "training") -> list:
 
 
 def _image_of(item, root: Path) -> str | None:
-    """The image path of a datalist item as the file it names (relative paths from the datalist's folder ``root``,
-    links followed), so that ``a/./x.png``, ``a/x.png`` and its absolute path are one; None if none."""
+    """The image path of a datalist item as the file it names (relative paths from ``root``, links followed), so that
+    ``a/./x.png``, ``a/x.png`` and its absolute path are one; None if none."""
     image = item.get("image") if isinstance(item, dict) else None
     return os.path.realpath(root / image) if isinstance(image, str) else None
 
@@ -104,7 +106,7 @@ def load_datalist(
     with a nonzero value: one file of a split as it should be."""
     from monai.data import load_decathlon_datalist
 
-    items = read_split(datalist, split)
+    items = read_split(datalist, split, base_dir)
     needed = ("image", "label") if is_segmentation else ("image",)
     for index, item in enumerate(items):  # else MONAI's LoadImaged fails with a KeyError naming neither file nor item
         missing = [key for key in needed if not isinstance(item, dict) or key not in item]

@@ -3,7 +3,8 @@
 The DRR bundle writes, beside each DRR (``<case>/<case>_AP.nii.gz``), its preview (``.png``), its projected label maps
 and a contact sheet of all views, and lists the DRRs in ``datalist.json`` (``testing``: the whole views, ``training``:
 the slab pairs' ``drr``). A scan for images would take every one of those files as a radiograph: each DRR twice, and the
-contact sheet, a figure of several panels, as one more.
+contact sheet, a figure of several panels, as one more. The whole views are what a radiograph model reads; a slab's DRR
+shows part of the anatomy, on pixels stretched to a square detector.
 """
 
 from __future__ import annotations
@@ -21,26 +22,27 @@ DATALIST = "datalist.json"
 
 
 def drr_run_images(folder: str | os.PathLike) -> list[Path] | None:
-    """The DRRs of ``folder`` when it is the output of a DRR generation run (its ``datalist.json`` has the run's
-    ``testing``, ``training`` and ``failures`` lists, each DRR entry with its ``view``), in datalist order: the whole
-    views, then the slab DRRs, and said in the log; ``None`` for any other folder.
+    """The whole-view DRRs of ``folder`` when it is the output of a DRR generation run (its ``datalist.json`` has the
+    run's ``testing``, ``training`` and ``failures`` lists, each DRR entry with its ``view``), in datalist order, and
+    said in the log; ``None`` for any other folder.
 
     Raises:
-        FileNotFoundError: the run's datalist lists no DRR (every CT failed).
+        FileNotFoundError: the run's datalist lists no whole view (a slab-only run, or every CT failed).
     """
     try:
         listed = json.loads((Path(folder) / DATALIST).read_text())
-        testing, training = listed["testing"], listed["training"]
-        if not isinstance(listed["failures"], list):
+        testing = listed["testing"]
+        if not (isinstance(listed["training"], list) and isinstance(listed["failures"], list)):
             return None
-        entries = [(e["image"], e["view"]) for e in testing] + [(e["drr"], e["view"]) for e in training]
+        entries = [(e["image"], e["view"]) for e in testing]
     except (OSError, ValueError, KeyError, TypeError):
         return None  # no datalist, or another kind of datalist (a training set's): the folder is scanned
     if not all(isinstance(path, str) and isinstance(view, str) for path, view in entries):
         return None
     if not entries:
-        raise FileNotFoundError(f"{folder}: a DRR generation output whose {DATALIST} lists no DRR (every CT failed?); "
-                                "see its 'failures', or pass --dataset_dir with your radiographs")
-    logger.info("%s is the output of a DRR generation run: its %d DRRs listed in %s, not their previews or contact "
-                "sheets", folder, len(entries), DATALIST)
+        raise FileNotFoundError(f"{folder}: a DRR generation output whose {DATALIST} lists no whole-view DRR (a run of "
+                                "slabs only, or every CT failed: see its 'failures'); pass --dataset_dir with your "
+                                "radiographs, or list the DRRs to read in a datalist of your own")
+    logger.info("%s is the output of a DRR generation run: its %d whole-view DRRs listed in %s, not their previews, "
+                "contact sheets or slabs", folder, len(entries), DATALIST)
     return [Path(folder) / path for path, _ in entries]

@@ -16,7 +16,7 @@ from unimiss_monai.data.image_formats import is_dicom_file, is_dicom_path
 
 __all__ = [
     "CT_SPACING_MM", "SFORM_QFORM_TOLERANCE", "check_ct_volume", "check_dicom_pixel_data", "check_dicom_series",
-    "dicom_image_problem", "VOLUME_MODALITIES",
+    "dicom_image_problem",
     "check_grid", "check_has_voxels", "check_nifti_header", "is_sheared",
 ]
 
@@ -371,7 +371,7 @@ def _pixel_data_problem(ds) -> str | None:
 #: photometric interpretations of one sample per pixel; the colour ones (RGB, YBR_*) need three
 _ONE_SAMPLE = ("MONOCHROME1", "MONOCHROME2", "PALETTE COLOR")
 #: modalities whose frames are slices of one volume, not projections: a CT to render DRRs from, not to split
-VOLUME_MODALITIES = ("CT", "MR", "PT", "NM")
+_VOLUME_MODALITIES = ("CT", "MR", "PT", "NM")
 
 
 def dicom_image_problem(source: str) -> str | None:
@@ -393,6 +393,6 @@ def dicom_image_problem(source: str) -> str | None:
     if (samples == 1) != (photometric.upper() in _ONE_SAMPLE):
         return (f"its header declares PhotometricInterpretation {photometric or 'none'} with {samples} sample(s) per "
                 "pixel, which do not go together; export it again as MONOCHROME2 (or save it as PNG)")
-    if frames > 1 and modality not in VOLUME_MODALITIES:  # an enhanced CT or MR holds its volume as frames
+    if frames > 1 and modality not in _VOLUME_MODALITIES:  # an enhanced CT or MR holds its volume as frames
         return f"it holds {frames} frames; save each frame as a file of its own (one projection image per file)"
     return None

@@ -22,7 +22,7 @@ from monai.transforms import LoadImage
 from unimiss_monai.conventions import grey_levels, structure_colour
 from unimiss_monai.data.case_names import named_inputs
 from unimiss_monai.data.drr_run_folder import drr_run_images
-from unimiss_monai.data.grid_checks import VOLUME_MODALITIES, dicom_image_problem
+from unimiss_monai.data.grid_checks import dicom_image_problem
 from unimiss_monai.data.image_formats import (
     SCANNED_SUFFIXES,
     is_dicom_path,
@@ -50,6 +50,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: DICOM modalities whose single images are slices through the body, never projections: no radiograph
+CROSS_SECTION_MODALITIES = ("CT", "MR", "PT")
 # ITU-R BT.601 luma weights of R, G, B
 BT601 = (0.299, 0.587, 0.114)
 
@@ -75,10 +77,13 @@ def drop_trailing_singletons(img: torch.Tensor) -> torch.Tensor:
     return img
 
 
-def _dicom_value(meta: Mapping, tag: str, keyword: str) -> str:
-    """The value of the DICOM element ``tag`` (``"00280004"``, ``keyword`` ``PhotometricInterpretation``) of an image
-    read by ``PydicomReader``, upper case: from its metadata, or from its file's header where the reader left it out;
-    ``""`` for none, or a file that is no DICOM (a PNG is not opened to sniff)."""
+def _dicom_value(meta: Mapping, tag: str, keyword: str, itk_key: str | None = None) -> str:
+    """The value of the DICOM element ``tag`` (``"00280004"``, ``keyword`` ``PhotometricInterpretation``) of an image,
+    upper case: from its metadata (ITK's ``itk_key``, ``"0028|0004"``, where ITK read it: ITK names every tag of the
+    file), or from its file's header where PydicomReader left it out; ``""`` for none, or a file that is no DICOM (a
+    PNG is not opened to sniff). Several values (``ImageType``) come joined by ``\\``."""
+    if itk_key is not None and any("|" in str(k) for k in meta):
+        return str(meta.get(itk_key, "") or "").strip().upper()
     value = meta.get(tag)
     if value is None:
         name = str(meta.get("filename_or_obj", "") or "")
@@ -91,7 +96,9 @@ def _dicom_value(meta: Mapping, tag: str, keyword: str) -> str:
         except Exception:  # noqa: BLE001 - a header pydicom cannot parse: the reader's error says it
             return ""
     if isinstance(value, Mapping):
-        value = (value.get("Value") or [""])[0]
+        value = "\\".join(map(str, value.get("Value") or []))
+    elif isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        value = "\\".join(map(str, value))
     return str(value or "").strip().upper()
 
 
@@ -107,9 +114,7 @@ def needs_inversion(meta: Mapping) -> bool:
 def dicom_modality(meta: Mapping) -> str:
     """The DICOM ``Modality`` of an image with this metadata (``"DX"``, ``"CT"``), upper case; ``""`` for none (a
     PNG, a NIfTI). ITK names every tag of the file ``gggg|eeee``; PydicomReader keeps only some."""
-    if any("|" in str(k) for k in meta):
-        return str(meta.get("0008|0060", "") or "").strip().upper()
-    return _dicom_value(meta, "00080060", "Modality")
+    return _dicom_value(meta, "00080060", "Modality", "0008|0060")
 
 
 def grey_radiograph(img: torch.Tensor, invert_monochrome1: bool = True, luminance: bool = False) -> torch.Tensor:
@@ -143,8 +148,12 @@ def grey_radiograph(img: torch.Tensor, invert_monochrome1: bool = True, luminanc
         if problem:
             raise ValueError(f"{name}: {problem}")
         raise ValueError(f"{name}: got a 3D volume of spatial shape {spatial}; this 2D X-ray model takes one projection image (PNG, DICOM or 2D NIfTI) — render a DRR from a CT first")
-    modality = dicom_modality(getattr(img, "meta", {}) or {})
-    if modality in VOLUME_MODALITIES:  # one slice of a CT read as a chest X-ray: a cross-section, segmented as garbage
+    meta = getattr(img, "meta", {}) or {}
+    modality = dicom_modality(meta)
+    # one slice of a CT read as a chest X-ray: a cross-section, segmented as garbage. A CT's scout (its ImageType
+    # LOCALIZER) is a projection, an X-ray, and so is an NM planar image's kind: neither is refused
+    image_type = _dicom_value(meta, "00080008", "ImageType", "0008|0008") if modality else ""
+    if modality in CROSS_SECTION_MODALITIES and "LOCALIZER" not in image_type:
         raise ValueError(f"{name}: is one slice of a {modality} volume (DICOM Modality {modality}), a cross-section, "
                          "not a projection radiograph; this 2D X-ray model takes X-rays (CR, DX) and DRRs, which the "
                          "DRR bundle renders from a CT's whole series")

@@ -118,10 +118,10 @@ class TrainingCheckpoint:
         epoch_level: count ``save_every`` in epochs and save after all other end-of-epoch handlers.
         resume_finished: also resume a checkpoint of a run that reached its ``max_epochs`` (it can then be extended by
             raising ``max_epochs``); ``False`` starts such a run anew, so running a finished fine-tune again retrains.
-        data: the run's training items (``[{"image": ..., "label": ...}]``), recorded in the checkpoint: a run of other
-            items (another ``dataset_dir``, an edited datalist) trains anew, said in a warning, and keeps the
-            checkpoint as ``checkpoint.pt.prev``; resumed, it trained the rest of the epochs on the other data and
-            published the result. A checkpoint without the record resumes as before.
+        data: the run's training items (``[{"image": ..., "label": ...}]``, file paths compared as the files they name),
+            recorded in the checkpoint: a run of other items (another ``dataset_dir``, an edited datalist) trains
+            anew, said in a warning; resumed, it trained the rest of the epochs on the other data and published the
+            result. The same items in any order resume, and so does a checkpoint without the record.
     """
 
     FILENAME = "checkpoint.pt"
@@ -147,7 +147,7 @@ class TrainingCheckpoint:
         self.export_path, self.export_fn = (Path(export_path) if export_path else None), export_fn
         self.epoch_level, self.resume_finished = as_bool(epoch_level, "epoch_level"), as_bool(resume_finished, "resume_finished")
         self._epoch_save_attached, self._saved_iteration, self._save_due = False, -1, False
-        # as the file keeps it: plain strings and numbers (paths as str), in the items' order
+        # as the file keeps it: plain strings and numbers, a path as the file it names (however it was written)
         self.data = None if data is None else [_plain(item) for item in data]
 
     def attach(self, engine: Engine) -> None:
@@ -235,19 +235,19 @@ class TrainingCheckpoint:
         # first: another network's checkpoint (another bundle's run in the same output_dir) is refused, never trained
         # over, even when that run finished
         self._check_networks(ckpt)
-        if (other := self._other_data(ckpt.get("data"))) is not None:
-            # a stopped run's progress on that data is kept, not trained over with this run's (MONAI Label's next
-            # /train, after labels were added, starts anew too)
-            kept = keep_previous(self.path) if engine.state.rank == 0 else None
-            logger.warning("%s was written by a run of %s: training anew, not resuming it%s; run with the data it was "
-                           "written with to resume it", self.path, other, f" (kept as {kept})" if kept else "")
-            return
         # this package never saves a NaN checkpoint, but one may be copied in: resuming from it would train nothing
         if (bad := first_non_finite(ckpt)) is not None:
             raise RuntimeError(f"cannot resume from {self.path}: tensor {bad} holds NaN or Inf (the run that wrote it "
                                "diverged); delete it to start over")
         if not self.resume_finished and self._finished(ckpt.get("trainer")):
             logger.info("%s is the checkpoint of a finished run: training anew", self.path)
+            return
+        if (other := self._other_data(ckpt.get("data"))) is not None:
+            # resumed, the rest of the epochs trained on this run's data and the result was published (MONAI Label's
+            # next /train after labels were added starts anew too)
+            logger.warning("%s was written by a stopped run of %s: training anew, and this run's first checkpoint "
+                           "replaces it; to continue that run instead, stop this one and run again with the data it "
+                           "was written with", self.path, other)
             return
         saved_length = (ckpt.get("trainer") or {}).get("epoch_length")
         # iteration-level checkpoints too: on another epoch length the saved iteration no longer marks the same place
@@ -348,11 +348,14 @@ class TrainingCheckpoint:
 
 
 def _plain(value):
-    """``value`` as JSON-like plain values (paths as strings, numpy numbers as Python ones, tuples as lists)."""
+    """``value`` as JSON-like plain values (numpy numbers as Python ones, tuples as lists), a string or path naming an
+    existing file as that file's real path (relative from another folder, or through a link, it is the same file)."""
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
+    if isinstance(value, (str, os.PathLike)) and os.path.exists(value):
+        return os.path.realpath(value)
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # a numpy or torch scalar

@@ -174,7 +174,8 @@ def classification_metrics(
         tp, fn, fp, tn = int((t & d).sum()), int((t & ~d).sum()), int((~t & d).sum()), int((~t & ~d).sum())
         auc, ap = roc_auc(probs[:, c], t), average_precision(probs[:, c], t)
         if math.isnan(auc) and len(probs):  # with no case scored, nothing is defined: no note per class
-            notes.append(f"class {name!r}: {tp + fn} positive / {tn + fp} negative cases in this split, so its ROC AUC is undefined")
+            notes.append(f"class {name!r}: {tp + fn} positive / {tn + fp} negative cases in this split, so its ROC AUC "
+                         "is undefined (and it is left out of the macro AUC and AP)")
         per_class.append({
             "class": name, "positives": tp + fn, "negatives": tn + fp,
             "auc": _nan_to_none(auc), "ap": _nan_to_none(ap),

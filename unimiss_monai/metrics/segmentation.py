@@ -1,7 +1,8 @@
 """Per-structure segmentation metrics of one case: Dice, HD95 and surface Dice (MONAI metrics).
 
 Works for 2D (X-ray) and 3D (CT) alike: arrays are channel-first ``(C, *spatial)``; distances are in the units of the
-given spacing (millimetres for a MONAI ``MetaTensor``'s ``pixdim``), in voxels without one.
+given spacing (millimetres from an affine's column lengths: :func:`~unimiss_monai.conventions.voxel_spacing`), in
+voxels without one.
 """
 
 from __future__ import annotations

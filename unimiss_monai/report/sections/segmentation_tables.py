@@ -35,8 +35,9 @@ def segmentation_table(eval_dir: Path, what: str) -> list:
     if report.get("mean_dice") is not None:  # the figure the evaluation computed, not one from rounded cells
         rows.append(["mean over structures", fmt(report["mean_dice"]), "", "", "", "", ""])
     # a report before the unit was recorded measured in mm; a PNG reference has no grid, so pixels
-    unit = {"pixel": "pixels", "mixed": "mm or pixels"}.get(report.get("distance_unit"), "mm")
-    mixed = " (no mean: some references are pictures without a pixel size, see the CSV)" if "or" in unit else ""
+    recorded = report.get("distance_unit")
+    unit = {"pixel": "pixels", "mixed": "mm or pixels"}.get(recorded, "mm")
+    mixed = " (no mean: some references are pictures without a pixel size, see the CSV)" if recorded == "mixed" else ""
     return [*notes, Table(["structure (colour)", "Dice", f"HD95 ({unit})", "surface Dice", "cases", "missed",
                            "false positives"], rows,
                   caption=f"{what}: {report.get('num_cases', '?')} held-out case(s), mean per structure. HD95: the "
