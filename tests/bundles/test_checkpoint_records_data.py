@@ -1,5 +1,6 @@
 """Each fine-tune bundle's training checkpoint records the items it trains on, so that a run of other data does not
-resume it (see tests/handlers/test_training_checkpoint_data.py for what the record does)."""
+resume it, and its optimiser's settings, so that a resume asking for others says it keeps them (see
+tests/handlers/test_training_checkpoint_data.py and _settings.py for what the records do)."""
 
 from __future__ import annotations
 
@@ -27,3 +28,6 @@ def test_the_training_checkpoint_records_the_training_items(bundle, sample_set, 
     items = parser.get_parsed_content("train#dataset#data")
     assert checkpoint.data is not None and len(checkpoint.data) == len(items) > 0
     assert [i["image"] for i in checkpoint.data] == [str(i["image"]) for i in items]
+    # and the optimiser's settings, which a resumed run keeps whatever it asks for (then said in a warning)
+    assert checkpoint.optimiser_settings == {k: float(parser.get_parsed_content(k))
+                                             for k in ("learning_rate", "weight_decay", "layer_decay")}

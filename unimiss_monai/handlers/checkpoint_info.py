@@ -34,11 +34,16 @@ class CheckpointInfo:
 
 def _comparable(value: Any) -> Any:
     """Numbers and number lists as floats, true/false words as booleans: ``--pixdim [5,5,5]`` arrives as ints,
-    ``--luminance false`` as a word."""
+    ``--luminance false`` as a word, a number from a config expression may as ``"0.01"``."""
     if isinstance(value, bool) or (isinstance(value, str) and value.strip().lower() in ("true", "false")):
         return value if isinstance(value, bool) else value.strip().lower() == "true"
     if isinstance(value, (int, float)):
         return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
     if isinstance(value, (list, tuple)):
         return [_comparable(v) for v in value]
     return value

@@ -15,6 +15,7 @@ from ignite.engine import Engine, Events
 
 from unimiss_monai.data.writers import keep_previous
 from unimiss_monai.data.writers import save_torch as atomic_torch_save  # the name this module has always exported
+from unimiss_monai.handlers.checkpoint_info import settings_mismatch
 from unimiss_monai.networks.state_dict_diff import state_dict_differences
 from unimiss_monai.utils.finite import first_non_finite
 from unimiss_monai.utils.args import as_bool
@@ -122,6 +123,9 @@ class TrainingCheckpoint:
             recorded in the checkpoint: a run of other items (another ``dataset_dir``, an edited datalist) trains
             anew, said in a warning; resumed, it trained the rest of the epochs on the other data and published the
             result. The same items in any order resume, and so does a checkpoint without the record.
+        optimiser_settings: the settings the optimiser holds once built (``{"learning_rate": ..., "weight_decay":
+            ...}``), recorded in the checkpoint: resuming restores the optimiser, so a run asking for others trains on
+            with the checkpoint's, which a warning names with the fix.
     """
 
     FILENAME = "checkpoint.pt"
@@ -137,6 +141,7 @@ class TrainingCheckpoint:
         epoch_level: bool = False,
         resume_finished: bool = True,
         data: Sequence[Mapping] | None = None,
+        optimiser_settings: Mapping | None = None,
     ) -> None:
         if export_path is not None and export_fn is None:
             raise ValueError("TrainingCheckpoint: export_path needs an export_fn returning the state dict to export")
@@ -149,6 +154,7 @@ class TrainingCheckpoint:
         self._epoch_save_attached, self._saved_iteration, self._save_due = False, -1, False
         # as the file keeps it: plain strings and numbers, a path as the file it names (however it was written)
         self.data = None if data is None else [_plain(item) for item in data]
+        self.optimiser_settings = None if optimiser_settings is None else _plain(dict(optimiser_settings))
 
     def attach(self, engine: Engine) -> None:
         self.objects["trainer"] = engine
@@ -203,6 +209,8 @@ class TrainingCheckpoint:
         ckpt["rng"] = rng
         if self.data is not None:
             ckpt["data"] = self.data
+        if self.optimiser_settings is not None:
+            ckpt["optimiser_settings"] = self.optimiser_settings
         atomic_torch_save(ckpt, self.path)
         self._saved_iteration = engine.state.iteration
         logger.info("iteration %d: saved %s", engine.state.iteration, self.path)
@@ -274,6 +282,10 @@ class TrainingCheckpoint:
             scaler.load_state_dict(ckpt["scaler"])
         restore_rng_state(_rank_state(ckpt["rng"], engine.state.rank))
         logger.info("resumed from %s at iteration %d (epoch %d)", self.path, engine.state.iteration, engine.state.epoch)
+        if differ := settings_mismatch(ckpt.get("optimiser_settings"), self.optimiser_settings):
+            logger.warning("%s: resumed with the optimiser it holds, so it trains on with %s; delete the checkpoint, "
+                           "or choose another output_dir, to train anew with this run's", self.path,
+                           differ.replace("(this run:", "(not this run's"))
 
     def _other_data(self, saved) -> str | None:
         """How the training items a checkpoint recorded differ from this run's (see ``data``), or None: the same items
