@@ -14,11 +14,13 @@ import logging
 import os
 from pathlib import Path
 
-__all__ = ["drr_run_images"]
+__all__ = ["DATALIST", "RUN_KEYS", "drr_run_images"]
 
 logger = logging.getLogger(__name__)
 
+#: the run datalist a DRR generation run writes into its output folder, and its lists
 DATALIST = "datalist.json"
+RUN_KEYS = ("testing", "training", "failures")
 
 
 def drr_run_images(folder: str | os.PathLike) -> list[Path] | None:
@@ -31,10 +33,9 @@ def drr_run_images(folder: str | os.PathLike) -> list[Path] | None:
     """
     try:
         listed = json.loads((Path(folder) / DATALIST).read_text())
-        testing = listed["testing"]
-        if not (isinstance(listed["training"], list) and isinstance(listed["failures"], list)):
+        if not all(isinstance(listed[key], list) for key in RUN_KEYS):
             return None
-        entries = [(e["image"], e["view"]) for e in testing]
+        entries = [(e["image"], e["view"]) for e in listed["testing"]]
     except (OSError, ValueError, KeyError, TypeError):
         return None  # no datalist, or another kind of datalist (a training set's): the folder is scanned
     if not all(isinstance(path, str) and isinstance(view, str) for path, view in entries):

@@ -97,7 +97,7 @@ def _dicom_value(meta: Mapping, tag: str, keyword: str, itk_key: str | None = No
             return ""
     if isinstance(value, Mapping):
         value = "\\".join(map(str, value.get("Value") or []))
-    elif isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+    elif isinstance(value, Sequence) and not isinstance(value, str):  # a list, or pydicom's MultiValue
         value = "\\".join(map(str, value))
     return str(value or "").strip().upper()
 
@@ -152,8 +152,8 @@ def grey_radiograph(img: torch.Tensor, invert_monochrome1: bool = True, luminanc
     modality = dicom_modality(meta)
     # one slice of a CT read as a chest X-ray: a cross-section, segmented as garbage. A CT's scout (its ImageType
     # LOCALIZER) is a projection, an X-ray, and so is an NM planar image's kind: neither is refused
-    image_type = _dicom_value(meta, "00080008", "ImageType", "0008|0008") if modality else ""
-    if modality in CROSS_SECTION_MODALITIES and "LOCALIZER" not in image_type:
+    if modality in CROSS_SECTION_MODALITIES and "LOCALIZER" not in _dicom_value(meta, "00080008", "ImageType",
+                                                                                "0008|0008"):
         raise ValueError(f"{name}: is one slice of a {modality} volume (DICOM Modality {modality}), a cross-section, "
                          "not a projection radiograph; this 2D X-ray model takes X-rays (CR, DX) and DRRs, which the "
                          "DRR bundle renders from a CT's whole series")

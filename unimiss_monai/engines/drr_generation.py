@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 from unimiss_monai.data.ct_inputs import CTCase, find_ct_cases, is_datalist_file, label_channels, read_label_names
 from unimiss_monai.data.ct_io import CTInputError, load_ct, load_label_map
+from unimiss_monai.data.drr_run_folder import DATALIST, RUN_KEYS
 from unimiss_monai.data.samples import find_dataset
 from unimiss_monai.data.writers import (check_output_dir, check_replaceable_json, save_contact_sheet, save_ct,
                                         save_json, save_nifti, save_png, staged_dir)
@@ -57,7 +58,7 @@ __all__ = ["DRRGenerator", "DRRGenerationError"]
 logger = logging.getLogger(__name__)
 
 DATASET_NAME = "drr_generation"
-MERGED_KEYS = ("testing", "training", "failures")  # of output_dir/datalist.json, which a rerun may replace
+MERGED_KEYS = RUN_KEYS  # of output_dir/datalist.json, which a rerun may replace
 
 
 class DRRGenerationError(RuntimeError):
@@ -167,7 +168,7 @@ class DRRGenerator:
             share_cpu_threads()  # the CPU kernels default to every core in each process
         cases = self.cases()
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        merged = self.output_dir / "datalist.json"
+        merged = self.output_dir / DATALIST
         check_replaceable_json(merged, MERGED_KEYS)  # on every rank, so that all stop together
         if rank == 0:  # an earlier run's would list the files of CTs this run replaces, until it is written anew
             merged.unlink(missing_ok=True)

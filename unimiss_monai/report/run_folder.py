@@ -14,6 +14,7 @@ the older per-bundle files (``inference_summary.json``, ``summary.json`` with ``
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -118,18 +119,26 @@ def how_trained(home: Path) -> str:
     model = home / "models" / "model.pt"
     if not model.is_file():
         return f"trained (from the pretrained backbone or not: no {model} to tell)"
-    try:
-        from unimiss_monai.networks.weights_file import recorded_info
-        from unimiss_monai.utils.serialization import load_torch_file
-
-        pretrained = recorded_info(load_torch_file(model, "trained model")).get("pretrained")
-    except (OSError, ValueError):  # a file the report cannot read
-        pretrained = None
+    st = model.stat()
+    pretrained = _recorded_pretrained(str(model), st.st_size, st.st_mtime_ns)
     if pretrained is True:
         return "fine-tuned from the pretrained backbone"
     if pretrained is False:
         return "trained from scratch (its model records no pretrained weights)"
     return f"trained (whether from the pretrained backbone, {model} does not record)"
+
+
+@functools.lru_cache(maxsize=16)
+def _recorded_pretrained(model: str, size: int, mtime_ns: int):
+    """``info["pretrained"]`` of the weights file ``model`` (None when it records none or cannot be read), read once
+    per version of the file (its size and time in the key): the summary and a section both ask of each model."""
+    from unimiss_monai.networks.weights_file import recorded_info
+    from unimiss_monai.utils.serialization import load_torch_file
+
+    try:
+        return recorded_info(load_torch_file(model, "trained model")).get("pretrained")
+    except (OSError, ValueError):  # a file the report cannot read
+        return None
 
 
 def failed_note(report: dict, path: Path) -> str | None:
