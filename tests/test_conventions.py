@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import torch
 from monai.data import MetaTensor
@@ -59,7 +63,11 @@ def test_a_structure_has_one_colour_in_every_picture(tmp_path):
 
     heart = structure_colour("heart")
     assert colour("heart") == heart and structure_colour("lung_left") != heart
-    assert structure_colour("a structure of my own") == structure_colour("a structure of my own")  # stable fallback
+    # an unlisted structure's colour is the same in every process: Python's hash() of a name is not
+    program = "from unimiss_monai.conventions import structure_colour; print(structure_colour('a structure of my own'))"
+    runs = {subprocess.run([sys.executable, "-c", program], env={**os.environ, "PYTHONHASHSEED": seed},
+                           capture_output=True, text=True, check=True).stdout for seed in ("1", "2")}
+    assert runs == {f"{structure_colour('a structure of my own')}\n"}, runs
     # a black image with the heart's mask everywhere: each pixel is alpha x the heart's colour, whatever its index
     masks = np.zeros((2, 40, 30), np.float32)
     masks[1] = 1

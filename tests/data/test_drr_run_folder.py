@@ -44,7 +44,9 @@ def test_slab_drrs_are_not_read_and_a_run_without_whole_views_is_refused(tmp_pat
     with pytest.raises(FileNotFoundError, match=r"drr: a DRR generation output whose datalist.json lists no "
                                                 r"whole-view DRR \(a run of slabs only"):
         list_radiographs(out)
-    assert list_images(out, series=True)  # the CT classifier scans the folder as any other (its slab CTs)
+    # the CT classifier scans the folder as any other: its slab CTs are among the inputs
+    slab_cts = {str(out / item["ct"]) for item in listed["training"]}
+    assert len(slab_cts) == 2 and slab_cts <= {item["image"] for item in list_images(out, series=True)}
 
 
 def test_other_datalists_leave_the_folder_to_the_scan(tmp_path):

@@ -50,16 +50,17 @@ def test_against_independent_references(seed):
 
 
 def test_multiclass_metrics_hand_computed():
-    probs = np.array([[0.7, 0.2, 0.1], [0.2, 0.5, 0.3], [0.1, 0.3, 0.6], [0.5, 0.4, 0.1]])
+    probs = np.array([[0.7, 0.2, 0.1], [0.2, 0.5, 0.3], [0.05, 0.45, 0.5], [0.5, 0.4, 0.1]])
     labels = np.array([0, 1, 2, 1])
     m = classification_metrics(probs, labels, ["a", "b", "c"])
     assert m["accuracy"] == pytest.approx(3 / 4)
     assert m["confusion_matrix"] == [[1, 0, 0], [1, 1, 0], [0, 0, 1]]
     b = m["per_class"][1]
     assert (b["sensitivity"], b["specificity"]) == (pytest.approx(0.5), pytest.approx(1.0))
-    # class "a" one-vs-rest: positive 0.7 beats negatives 0.2, 0.1, 0.5 -> AUC 1
-    assert m["per_class"][0]["auc"] == pytest.approx(1.0)
-    assert m["macro_auc"] == pytest.approx(np.mean([p["auc"] for p in m["per_class"]]))
+    # one-vs-rest: "a" 0.7 beats 0.2, 0.05, 0.5; "b" 0.5 and 0.4 beat 0.2, and of 0.45 only 0.5 does (3 of 4 pairs);
+    # "c" 0.5 beats 0.1, 0.3, 0.1
+    assert [p["auc"] for p in m["per_class"]] == [pytest.approx(1.0), pytest.approx(0.75), pytest.approx(1.0)]
+    assert m["macro_auc"] == pytest.approx(2.75 / 3)
 
 
 def test_multilabel_threshold_and_undefined_class():
@@ -86,7 +87,8 @@ def test_macro_ap_is_over_the_classes_of_the_macro_auc():
     assert z["ap"] == 1.0 and z["auc"] is None
     assert m["macro_ap"] == pytest.approx((average_precision(probs[:, 0], labels[:, 0])
                                            + average_precision(probs[:, 1], labels[:, 1])) / 2)
-    assert m["macro_auc"] == pytest.approx((x["auc"] + y["auc"]) / 2)
+    # x: positives 0.9 and 0.2 against 0.3 and 0.6, 2 of 4 pairs; y: 0.8 and 0.7 beat 0.1 and 0.4
+    assert (x["auc"], y["auc"], m["macro_auc"]) == (pytest.approx(0.5), pytest.approx(1.0), pytest.approx(0.75))
 
 
 def test_bad_shapes():

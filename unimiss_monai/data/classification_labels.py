@@ -229,10 +229,11 @@ def list_images(folder: str | os.PathLike, suffixes: Sequence[str] = SCANNED_SUF
         return named_inputs(root, drrs)
     root = preferred_sub_folder(root, "images", tuple(suffixes))
     scan = scan_series(root, suffixes) if series else SeriesScan([], set())
-    folders = [folder for folder, _ in scan.series]
-    # the series' files are theirs, and the DICOM files the series scan named are not named twice
+    # a folder the scan could not list is an input of its own, which fails in one line (scan_images does the same)
+    folders = [folder for folder, _ in scan.series] + scan.unlistable
+    # the series' files are theirs, and the DICOM files and folders the series scan named are not named twice
     files = scan_images(root, tuple(suffixes), recursive=True,
-                        accounted=[*(p for _, own in scan.series for p in own), *scan.said])
+                        accounted=[*(p for _, own in scan.series for p in own), *scan.said, *scan.unlistable])
     if not files and not folders:
         looked = ", ".join(suffixes) + (", DICOM series folders" if series else "")
         raise FileNotFoundError(f"no image ({looked}) under {str(root)!r}; pass --dataset_dir with your images")

@@ -26,6 +26,7 @@ from unimiss_monai.data.image_formats import (
     NIFTI_SUFFIXES,
     image_suffix,
     is_label_map_name,
+    listing_problem,
     scan_images,
 )
 from unimiss_monai.data.locators import read_structure_names
@@ -163,6 +164,8 @@ def find_ct_cases(path: str | Path) -> list[CTCase]:
         return [_case_for(path)]
     if (path / DATALIST).is_file():
         return _cases_from_datalist(path / DATALIST)
+    if problem := listing_problem(path):
+        raise CTInputError(problem)
     scan = scan_series(path)  # what is left out of a series (files beside it, label folders) is said there
     found = scan.series
     if found and found[0][0] == path:  # the folder is one series (walked first, and then nothing below it is)
@@ -178,7 +181,9 @@ def find_ct_cases(path: str | Path) -> list[CTCase]:
     fix = "list them in a datalist.json there, or convert them to NIfTI"
     # stray slices (if any) were named above, with the fix that applies to them
     cases = [_case_for(entry) for entry in scan_images(path, NIFTI_SUFFIXES, fix=fix,
-                                                       accounted=[*slices, *scan.said])]
+                                                       accounted=[*slices, *scan.said, *scan.unlistable])]
+    # a folder that cannot be listed may hold CTs: a case of its own that fails in one line, so the run ends non-zero
+    cases += [CTCase(name=name_below(path, folder), image=folder) for folder in scan.unlistable]
     # series at any depth (an archive's export nests them: PATIENT/STUDY/SERIES), each named by its path below the
     # folder, which stays the same when series are added; the files in sub-folders no series holds are said
     for folder, _ in found:

@@ -32,7 +32,7 @@ from unimiss_monai.data.grid_checks import (
     check_has_voxels,
     check_nifti_header,
 )
-from unimiss_monai.data.image_formats import NIFTI_SUFFIXES, dicom_files_in, is_dicom_file
+from unimiss_monai.data.image_formats import NIFTI_SUFFIXES, dicom_files_in, is_dicom_file, listing_problem
 
 __all__ = [
     "MAX_AIR_ONLY_HU", "MAX_PLAUSIBLE_HU", "CTInputError", "check_not_air_only", "load_ct", "load_label_map",
@@ -116,6 +116,8 @@ def _load(path: Path, what: str, dtype) -> tuple[np.ndarray, np.ndarray]:
     if not path.exists():
         raise CTInputError(f"{path}: {what} not found; check the path (--dataset_dir) or create sample data with "
                            f"`python -m unimiss_monai samples --out DIR`")
+    if problem := listing_problem(path):  # a folder of a scan that could not be listed: its own case, failed here
+        raise CTInputError(problem)
     if path.is_dir() and not is_dicom_series_dir(path):
         raise CTInputError(f"{path}: folder holds no DICOM files; pass a NIfTI file or a folder of one DICOM series")
     try:  # headers only, before the voxels are read: a reader drops the imaginary part of complex voxels with no more

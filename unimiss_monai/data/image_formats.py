@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 __all__ = ["ARRAY_SUFFIXES", "IMAGE_SUFFIXES", "LABEL_MAP_STEMS", "NIFTI_SUFFIXES", "NO_GRID_SUFFIXES",
-           "SCANNED_SUFFIXES", "image_suffix",
+           "SCANNED_SUFFIXES", "cannot_list", "image_suffix", "listing_problem",
            "dicom_files_in", "is_dicom_file", "is_dicom_path", "is_label_map_name", "preferred_sub_folder", "scan_images",
            "split_image_name", "walk_folders"]
 
@@ -94,6 +94,25 @@ def dicom_files_in(folder: str | os.PathLike, names: Iterable[str] | None = None
     return (folder / n for n in sorted(names) if not n.startswith(".") and is_dicom_path(folder / n))
 
 
+def cannot_list(folder: str | os.PathLike, err: OSError) -> str:
+    """One line: ``folder`` of the inputs cannot be listed, why, and the fix. Its images are unknown, so the folder
+    stands in the run as an input of its own that fails with this line: the run ends non-zero, not done with them
+    left out."""
+    return (f"{folder}: cannot be listed ({err.strerror or err}), so its images were not read; give this user read "
+            "and search permission on it (chmod -R u+rX), or move it out of the dataset folder")
+
+
+def listing_problem(path: str | os.PathLike) -> str | None:
+    """:func:`cannot_list`'s line when ``path`` is a folder that cannot be listed, else None."""
+    if not os.path.isdir(path):
+        return None
+    try:
+        os.listdir(path)
+    except OSError as err:
+        return cannot_list(path, err)
+    return None
+
+
 def walk_folders(root: Path, onerror: Callable[[OSError], None] | None = None) -> Iterator[tuple[Path, list, list]]:
     """``os.walk`` of ``root`` top-down, sorted, into linked folders too (a series kept elsewhere and linked in is a
     series of the folder) but each real folder once, and not into hidden folders; prune ``dirs`` to skip some."""
@@ -119,14 +138,21 @@ def scan_images(folder: str | os.PathLike, suffixes: tuple[str, ...] = SCANNED_S
     the caller's way to have image files of other formats read, added to their warning. Files in ``accounted``
     are left out without a word: the caller reads them another way (a DICOM series folder) or has told the user why,
     more precisely than this warning could. Sub-folders (``recursive``) are walked as :func:`walk_folders` does:
-    linked ones too, hidden ones and ``skip_folders`` not."""
+    linked ones too, hidden ones and ``skip_folders`` not; one that cannot be listed is warned about and listed itself,
+    an input that fails in one line (:func:`cannot_list`), unless ``accounted`` has it."""
     root = Path(folder)
     accounted = {Path(p) for p in accounted}
     found, labels, own, other, hidden, broken = [], [], [], {}, [], []
     if recursive:
         skipped = {Path(p) for p in skip_folders}
         entries = []
-        for here, dirs, files in walk_folders(root):
+
+        def unlistable(err: OSError) -> None:
+            if Path(err.filename) not in accounted:
+                logger.warning("%s", cannot_list(err.filename, err))
+                found.append(Path(err.filename))
+
+        for here, dirs, files in walk_folders(root, unlistable):
             dirs[:] = [d for d in dirs if here / d not in skipped]
             entries += [here / f for f in files]
     else:
@@ -155,6 +181,7 @@ def scan_images(folder: str | os.PathLike, suffixes: tuple[str, ...] = SCANNED_S
             labels.append(relative)
         else:
             found.append(path)
+    found.sort()
     if broken:
         logger.warning("%s: %d link(s) to missing files left out (%s)", root, len(broken),
                        ", ".join(map(str, broken[:3])) + (", ..." if len(broken) > 3 else ""))

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from unimiss_monai.data.image_formats import (
     NIFTI_SUFFIXES,
+    cannot_list,
     dicom_files_in,
     image_suffix,
     is_label_map_name,
@@ -45,12 +46,15 @@ class SeriesScan:
     named in a warning as left out (DICOM files beside or inside the series folders), for a later scan to leave
     unsaid; ``strays``, folder -> its DICOM files where they make no series (fewer than the volumes beside them),
     which the caller reads or says; and ``others``, folder -> its visible file names for every other folder walked
-    (label-map folders not), so that a caller saying what lies there walks no second time."""
+    (label-map folders not), so that a caller saying what lies there walks no second time; ``unlistable``, the
+    folders that cannot be listed (warned about here), which a caller lists as inputs that fail in one line
+    (:func:`~unimiss_monai.data.image_formats.cannot_list`), so that the run ends non-zero."""
 
     series: list[tuple[Path, list[Path]]]
     said: set[Path]
     strays: dict[Path, list[Path]] = field(default_factory=dict)
     others: dict[Path, list[str]] = field(default_factory=dict)
+    unlistable: list[Path] = field(default_factory=list)
 
 
 def scan_series(root: str | Path, suffixes: Sequence[str] = NIFTI_SUFFIXES) -> SeriesScan:
@@ -65,10 +69,11 @@ def scan_series(root: str | Path, suffixes: Sequence[str] = NIFTI_SUFFIXES) -> S
     and said to be (warned about where they hold DICOM files); a folder that cannot be listed is warned about.
     """
     root = Path(root)
-    found, labels = [], []
+    found, labels, unlistable = [], [], []
 
     def unreadable(err: OSError) -> None:
-        logger.warning("%s: cannot be listed (%s); the images in it are left out", err.filename, err.strerror)
+        logger.warning("%s", cannot_list(err.filename, err))
+        unlistable.append(Path(err.filename))
 
     strays: dict[Path, list[Path]] = {}
     others: dict[Path, list[str]] = {}
@@ -116,7 +121,7 @@ def scan_series(root: str | Path, suffixes: Sequence[str] = NIFTI_SUFFIXES) -> S
         else:
             _say_left_beside(folder, volumes)
             series.append((folder, own))
-    return SeriesScan(series, said, strays, others)
+    return SeriesScan(series, said, strays, others, unlistable)
 
 
 def _losers(folder: Path, below: Sequence[Path], listing: dict[Path, list[str]]) -> tuple[list[Path], list[Path]]:

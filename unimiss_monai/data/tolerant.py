@@ -17,6 +17,7 @@ import torch
 from monai.data import Dataset
 
 from unimiss_monai.data.grid_checks import dicom_image_problem
+from unimiss_monai.data.image_formats import listing_problem
 from unimiss_monai.utils.errors import failure_reason, user_error_message
 
 logger = logging.getLogger(__name__)
@@ -46,8 +47,10 @@ class TolerantDataset(Dataset):
         try:
             out = super()._transform(index)
         except Exception as err:  # noqa: BLE001 - any failure of one case is reported, the others go on
-            reason = failure_reason(err)
-            problem = None if user_error_message(err) else dicom_image_problem(case)
+            # a folder a scan could not list stands in for its images: why and the fix, which a reader would not say
+            unlisted = listing_problem(case)
+            reason = unlisted or failure_reason(err)
+            problem = None if unlisted or user_error_message(err) else dicom_image_problem(case)
             if problem:  # a reader's internals: say what in the file it could not take, and the fix
                 reason = f"{reason}; {problem}"
             if case not in reason:  # a reader's own error may not say which file it was reading
