@@ -134,9 +134,13 @@ def test_the_study_seed_drives_the_bundles_training_randomness(bundle):
     seeding = [e for e in parser["initialize"] if "set_determinism" in e]
     assert seeding == ["$monai.utils.set_determinism(seed=@seed)"] and parser.get_parsed_content("seed") == 7
     if "classification" in bundle:
-        # the tiny smoke network: the named preset, or its widths written out
-        if parser.get("network_def#preset") != "smoke":
-            assert tuple(parser.get_parsed_content("network_def#embed_dims")) == SMOKE_WIDTHS["embed_dims"]
+        # the tiny smoke network: the named preset, or its widths written out (those win over a preset's)
+        from unimiss_monai.networks.variants import get_variant
+
+        network, variant = parser.get("network_def"), parser.get_parsed_content("network_def#variant")
+        widths = (parser.get_parsed_content("network_def#embed_dims") if "embed_dims" in network
+                  else get_variant(variant, preset=network.get("preset")).embed_dims)
+        assert tuple(widths) == SMOKE_WIDTHS["embed_dims"], (network.get("preset"), widths)
 
 
 def test_micro_classification_run_scores_macro_auc_from_metrics_json(tmp_path):

@@ -100,8 +100,9 @@ def test_pretraining_samples_from_the_cache_are_those_without_it(pretraining_sam
         return [ds[(i, seed)] for seed in (1, 2) for i in range(len(ds))]  # two epochs: the cache filled, then read
 
     reference = draws(pretraining_samples)
+    assert reference
     for run in (draws(lps), draws(lps, cache_dir=str(cache)), draws(lps, cache_dir=str(cache))):
-        for ref, views in zip(reference, run):
+        for ref, views in zip(reference, run, strict=True):
             assert "skipped" not in views, views
             keys = [k for k, v in ref.items() if isinstance(v, torch.Tensor)]
             assert keys and all(torch.allclose(ref[k], views[k], atol=1e-5) for k in keys), keys

@@ -93,6 +93,6 @@ def test_overlay_keeps_class_balanced_sampling(bundle, balanced, tmp_path):
     finally:
         dist.destroy_process_group()
     if balanced == "true":
-        assert isinstance(sampler, DistributedWeightedRandomSampler) and drawn <= set(range(1, 16, 2)), drawn
+        assert isinstance(sampler, DistributedWeightedRandomSampler) and drawn and drawn <= set(range(1, 16, 2)), drawn
     else:
         assert type(sampler) is DistributedSampler and drawn == set(range(16))

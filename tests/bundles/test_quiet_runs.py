@@ -42,11 +42,17 @@ def test_orientation_names_its_axis_labels(path):
 
 
 def test_loading_an_image_says_nothing_of_the_missing_gpu_decoder(tmp_path):
-    code = (
-        "import unimiss_monai, logging; logging.basicConfig(level=logging.INFO)\n"
-        "from monai.transforms import LoadImage\n"
-        "for _ in range(3): LoadImage(image_only=True)\n"
-    )
-    result = subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True, text=True, timeout=300,
-                            cwd=tmp_path, check=True)
-    assert "nvImageCodec" not in result.stdout + result.stderr
+    def output(preamble: str) -> str:
+        code = (
+            f"{preamble}import logging; logging.basicConfig(level=logging.INFO)\n"
+            "from monai.transforms import LoadImage\n"
+            "for _ in range(3): LoadImage(image_only=True)\n"
+        )
+        result = subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True, text=True,
+                                timeout=300, cwd=tmp_path, check=True)
+        return result.stdout + result.stderr
+
+    # without the package's filters MONAI announces the missing decoder; where it does not, there is nothing to hide
+    if "nvImageCodec" not in output(""):
+        pytest.skip("this MONAI says nothing of nvImageCodec (installed, or no longer announced)")
+    assert "nvImageCodec" not in output("import unimiss_monai\n")

@@ -163,7 +163,8 @@ def test_the_segmentation_input_check_tells_an_empty_or_air_only_volume_as_such(
     air = _nifti(noisy, tmp_path / "air.nii.gz")  # not constant, so no "constant image" refusal either
     with pytest.raises(ValueError, match=r"air\.nii\.gz: holds nothing denser than air \(max -95\d HU\)"):
         check(load({"image": str(air)}))
-    check(load({"image": str(_nifti(_body(), tmp_path / "body.nii.gz"))}))  # a CT with a body passes
+    body = load({"image": str(_nifti(_body(), tmp_path / "body.nii.gz"))})
+    assert check(body)["image"] is body["image"]  # a CT with a body passes, untouched
 
 
 def test_a_ct_of_one_slice_or_metre_voxels_fails_the_ct_input_check():
@@ -172,7 +173,7 @@ def test_a_ct_of_one_slice_or_metre_voxels_fails_the_ct_input_check():
     body = torch.full((1, 16, 16, 8), -1000.0)
     body[:, 4:12, 4:12, 2:6] = 40.0
     ok = MetaTensor(body, affine=torch.diag(torch.tensor([0.8, 0.8, 2.5, 1.0])), meta={"filename_or_obj": "/d/ct.nii.gz"})
-    assert CheckSpatialDimsd("image", 3)({"image": ok})["image"] is not None
+    assert CheckSpatialDimsd("image", 3)({"image": ok})["image"] is ok  # passes untouched
     slice_ = MetaTensor(body[..., 3:4].repeat(1, 1, 1, 1), affine=ok.affine, meta={"filename_or_obj": "/d/one.nii.gz"})
     with pytest.raises(ValueError, match=r"^/d/one\.nii\.gz: shape \(16, 16, 1\) is a single slice, a 2D image"):
         CheckSpatialDimsd("image", 3)({"image": slice_})

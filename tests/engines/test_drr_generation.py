@@ -216,10 +216,19 @@ def test_a_fresh_process_prints_no_library_deprecation_warnings(tmp_path):
     code = ("import sys; from unimiss_monai.engines import DRRGenerator; "
             f"DRRGenerator(sys.argv[1], sys.argv[2], **{SMALL!r}).run()")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
-    result = subprocess.run([sys.executable, "-c", code, str(data), str(tmp_path / "out")], capture_output=True,
-                            text=True, timeout=300, env=env)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "DeprecationWarning" not in result.stderr, result.stderr[-2000:]
+
+    def stderr(preamble: str, out: str) -> str:
+        result = subprocess.run([sys.executable, "-c", preamble + code, str(data), str(tmp_path / out)],
+                                capture_output=True, text=True, timeout=300, env=env)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stderr
+
+    # with every warning shown (a filter that lets all through) the first load does print library deprecations;
+    # where it does not, there is nothing for the filter to hold back
+    if "DeprecationWarning" not in stderr("import warnings; warnings.simplefilter('always'); ", "shown"):
+        pytest.skip("the libraries a first CT load imports warn of no deprecation here")
+    quiet = stderr("", "out")
+    assert "DeprecationWarning" not in quiet, quiet[-2000:]
 
 
 @pytest.mark.parametrize(

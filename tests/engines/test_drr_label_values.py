@@ -22,6 +22,12 @@ JSON_FORM = 'expected a JSON object of label value -> structure name, e.g. {"1":
 CSV_FORM = "expected a CSV with columns 'structure' and 'id'"
 
 
+def _nonzero_values(path) -> list[int]:
+    """The sorted distinct nonzero values stored in the NIfTI file ``path``."""
+    values = np.unique(np.asanyarray(nib.load(path).dataobj))
+    return [int(v) for v in values if v != 0]
+
+
 def _failures(data, out, failed: int, total: int) -> dict[str, str]:
     """Run over ``data``, which must fail ``failed`` of ``total`` CTs and render the CT ``good`` alone (2 views);
     returns case name -> its one-line error."""
@@ -94,7 +100,7 @@ def test_a_ct_given_as_its_own_label_map_fails_the_case(tmp_path):
     # a CT stored as whole HU, as most are: as its own label map it used to become 142 "structures" label_<HU>
     ct = make_ct_phantom(SHAPE, affine=phantom_affine(SPACING, SHAPE))
     save_nifti(np.rint(ct.hu).astype(np.int16), ct.affine, data / "ct.nii.gz")
-    # a CT stored without its rescale intercept (air at 0) holds no negative value, but 1804 of them
+    # a CT stored without its rescale intercept (air at 0) holds no negative value, but over a thousand distinct ones
     noisy = make_ct_phantom(SHAPE, affine=phantom_affine(SPACING, SHAPE), noise_hu=300)
     save_nifti(np.rint(noisy.hu), noisy.affine, data / "offset.nii.gz")
     save_nifti((np.rint(noisy.hu) + 1024).astype(np.uint16), noisy.affine, data / "offset_hu.nii.gz")
@@ -104,10 +110,13 @@ def test_a_ct_given_as_its_own_label_map_fails_the_case(tmp_path):
     errors = _failures(data, out, 2, 3)
     looks = ("it does not look like a label map (is it the CT itself?): pair the CT with its segmentation (0 "
              "background, 1, 2, ... one value per structure)")
-    assert errors["ct"] == (f"{data / 'ct.nii.gz'}: holds 263 distinct values from -1024 to 922, down to -1024, air in "
-                            f"HU; {looks}")
-    assert (f"{data / 'offset_hu.nii.gz'}: holds 1804 distinct values from 1 to 2569, more than any segmentation has "
-            f"(at most 1000); {looks}") in errors["offset"]
+    # the counts and ends the message names, from the distinct nonzero values stored in each file
+    ct_values, offset_values = (_nonzero_values(data / name) for name in ("ct.nii.gz", "offset_hu.nii.gz"))
+    assert ct_values[0] <= -1000 and 50 < len(ct_values) <= MAX_LABEL_VALUES < len(offset_values)
+    assert errors["ct"] == (f"{data / 'ct.nii.gz'}: holds {len(ct_values)} distinct values from {ct_values[0]} to "
+                            f"{ct_values[-1]}, down to {ct_values[0]}, air in HU; {looks}")
+    assert (f"{data / 'offset_hu.nii.gz'}: holds {len(offset_values)} distinct values from {offset_values[0]} to "
+            f"{offset_values[-1]}, more than any segmentation has (at most 1000); {looks}") in errors["offset"]
     _assert_good_rendered(out)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 
 import numpy as np
@@ -54,12 +55,15 @@ def test_outlines_use_the_palette(written):
 
 
 def test_markdown_twin_has_the_same_sections_and_pictures(written):
-    run, _, _ = written
+    run, _, html_path = written
     md = (run / "report.md").read_text()
+    page = html_path.read_text()
     titles = re.findall(r"^## (.+)$", md, flags=re.M)
-    assert len(titles) == len(SECTION_IDS)
+    html_titles = [html.unescape(t) for t in re.findall(r"<h2[^>]*>(.*?)</h2>", page, flags=re.S)]
+    assert len(titles) == len(SECTION_IDS) and titles == html_titles
     links = re.findall(r"!\[[^\]]+\]\(([^)]+)\)", md)
     assert links and all((run / link).is_file() for link in links)
+    assert len(links) == len(check_page(page))  # every picture of the page, and no other
 
 
 def test_missing_outputs_give_notes_not_errors(tmp_path, capsys):

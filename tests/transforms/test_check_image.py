@@ -40,14 +40,16 @@ def test_degenerate_affine_fails():
     parallel[:3, 1] = parallel[:3, 0] * 2  # two voxel axes along the same line
     with pytest.raises(ValueError, match="affine is degenerate"):
         CheckImage()(_image(torch.zeros(1, 3, 3, 3), affine=parallel))
-    CheckImage(check_affine=False)(_image(torch.zeros(1, 3, 3, 3), affine=torch.zeros(4, 4)))
+    unchecked = _image(torch.zeros(1, 3, 3, 3), affine=torch.zeros(4, 4))
+    assert CheckImage(check_affine=False)(unchecked) is unchecked
 
 
 def test_a_2d_image_with_a_detector_affine_is_fine():
     # an AP DRR: rows run inferior (-z), columns to the patient's left (-x); the top-left 2x2 block is singular
     affine = torch.zeros(4, 4)
     affine[:3, 0], affine[:3, 1], affine[:3, 2], affine[3, 3] = torch.tensor([0.0, 0.0, -1.5]), torch.tensor([-1.5, 0.0, 0.0]), torch.tensor([0.0, -1.0, 0.0]), 1.0
-    CheckImage()(_image(torch.zeros(1, 8, 8), affine=affine))
+    drr = _image(torch.zeros(1, 8, 8), affine=affine)
+    assert CheckImage()(drr) is drr
 
 
 def test_singular_sform_in_the_file_is_caught_although_the_loader_makes_up_a_grid(tmp_path):

@@ -46,7 +46,9 @@ def _pair(shape=(8, 8, 6), label_shape=None, values=(0, 1, 2), channels=1, label
 
 def test_check_input_accepts_valid_and_inference_items():
     check = CheckSegmentationInputd(("image", "label"), spatial_dims=3, in_channels=1, num_classes=3)
-    assert check(_pair()) is not None
+    item = _pair()
+    out = check(item)  # a check: the item passes through untouched
+    assert out.keys() == item.keys() and all(out[k] is item[k] for k in item)
     assert "label" not in check({"image": _pair()["image"]})
 
 

@@ -98,7 +98,7 @@ def test_per_key_mode_keeps_mask_binary_and_aligned(make):
 
 
 def test_mode_per_key_length_is_checked():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"length 2, got 3"):  # one mode per key, two keys
         RandResizedCropd(("image", "mask"), (8, 8), mode=("bilinear", "nearest", "nearest"))
 
 
@@ -113,7 +113,7 @@ def test_check_multilabel_mask_allows_missing_image():
     bad[0, 0, 0] = 2
     with pytest.raises(ValueError, match="outside"):
         check({"label": bad})
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match="image"):  # without allow_missing_keys the image is required
         CheckMultiLabelMaskd("label", structures=["a", "b"])({"label": mask})
 
 
@@ -123,5 +123,5 @@ def test_save_overlay_allows_missing_image(tmp_path):
     data = {"pred": pred}
     assert save(data)["pred"] is pred
     assert not list(tmp_path.iterdir())
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match="image"):
         SaveOverlayPNGd("pred", output_dir=tmp_path)(data)

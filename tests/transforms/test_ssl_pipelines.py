@@ -47,6 +47,7 @@ def test_xray_flip_is_horizontal():
     pipe = xray_views_pipeline("xray", n_views=2, spatial_size=(16, 12), scale=(1.0, 1.0), ratio=(0.75, 0.75),
                                flip_prob=1.0, jitter_prob=0.0, gamma_prob=0.0, blur_prob=0.0, channels=1)
     out = pipe.set_random_state(0)({"xray": img})
+    assert set(out) == {"xray_view0", "xray_view1"}, set(out)
     for view in out.values():
         torch.testing.assert_close(view, img.flip(1), atol=1e-5, rtol=0)  # columns reversed, rows kept
 
