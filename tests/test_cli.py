@@ -76,6 +76,18 @@ def test_typo_through_python_m(tmp_path):
     assert proc.stdout == "" and list(tmp_path.iterdir()) == []
 
 
+def test_version_is_the_one_the_bundles_require(capsys):
+    import json
+
+    from unimiss_monai import __version__
+
+    main(["--version"])
+    required = json.loads((REPO / "bundles" / "unimiss_pretraining" / "configs" / "metadata.json").read_text())
+    assert capsys.readouterr().out == f"unimiss_monai {required['required_packages_version']['unimiss_monai']}\n"
+    main(["-V"])
+    assert capsys.readouterr().out == f"unimiss_monai {__version__}\n"
+
+
 def _flags(synthetic: bool = False, progress: bool = True, force: bool | str = False, n: int = 1,
            mode: str | bool = "auto"):
     return {"synthetic": synthetic, "progress": progress, "force": force, "n": n, "mode": mode}

@@ -343,6 +343,11 @@ def main(argv: list[str] | None = None) -> None:
 
     install_error_hook()  # a wrong path or a refused file: one line on stderr, not a traceback
     args = list(sys.argv[1:] if argv is None else argv)
+    if args in (["--version"], ["-V"]):  # which code a bundle runs on: its metadata requires a version
+        import unimiss_monai
+
+        print(f"unimiss_monai {unimiss_monai.__version__}")
+        return
     if args and args[0] in COMMANDS:
         func = _load(args[0])
         command = expand_short_flags(func, args[1:])  # the short flags --help lists mean what it says

@@ -7,18 +7,20 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from monai.inferers import SlidingWindowInferer
 
 from unimiss_monai.benchmarks.inference import (
-    BUNDLE, FAST, OPENVINO, REFERENCE, bench_infer, count_windows, dice_per_class, load_paths,
+    FAST, OPENVINO, REFERENCE, bench_infer, count_windows, dice_per_class, load_paths,
 )
 from unimiss_monai.inferers import MirrorTTAInferer
 from unimiss_monai.inferers.autocast import AutocastInferer, cpu_has_fast_bfloat16
 from unimiss_monai.inferers.openvino import OpenVINOInferer, openvino_available
 
+BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "unimiss_ct_segmentation"
 needs_openvino = pytest.mark.skipif(not openvino_available(), reason="openvino is not installed (extra [openvino])")
 
 # the smoke network on windows of 16x64x64: a whole "CT" takes about a second

@@ -79,18 +79,21 @@ def _gzip_of(payload: bytes) -> Callable[[Path], None]:
     return lambda path: path.write_bytes(gzip.compress(payload))
 
 
-# file name -> (writer, a pattern the one-line reason must hold, or "" where only the file name is asserted)
+# file name -> (writer, a pattern the one-line reason must hold, or "" where only the file name is asserted);
+# "intact": a file no reader takes, whose fix is an intact copy
 BAD_CT: dict[str, tuple[Callable[[Path], None], str]] = {
     "nan_voxel.nii.gz": (_with(np.nan), "non-finite|nan"),
     "posinf_voxel.nii.gz": (_with(np.inf), "non-finite|inf"),
     "neginf_voxel.nii.gz": (_with(-np.inf), "non-finite|inf"),
     "singular_sform.nii.gz": (_singular_sform, "degenerate"),
     "flat_2d.nii.gz": (lambda p: _nifti(np.zeros((20, 20), np.float32), p), ""),
+    # one value throughout, neither air nor a body: rendered to a blank DRR and trained on
+    "all_zero.nii.gz": (lambda p: _nifti(np.zeros((24, 24, 16), np.float32), p), "same value"),
     "two_channels.nii.gz": (lambda p: _nifti(np.stack([_ct(), _ct(1)], -1), p), ""),
-    "truncated.nii.gz": (_truncated, ""),
+    "truncated.nii.gz": (_truncated, "intact"),
     "empty.nii.gz": (lambda p: p.write_bytes(b""), ""),
-    "not_nifti.nii.gz": (lambda p: p.write_bytes(b"this is a text file, not an image"), ""),
-    "gzip_of_text.nii.gz": (_gzip_of(b"plain text inside a gzip stream"), ""),
+    "not_nifti.nii.gz": (lambda p: p.write_bytes(b"this is a text file, not an image"), "intact"),
+    "gzip_of_text.nii.gz": (_gzip_of(b"plain text inside a gzip stream"), "intact"),
     "slice_unit.nii.gz": (_slice_in_another_unit, r"slices \(along the last axis .* rescale slope"),
     "slice_slope_series": (write_series, r"slices \(along the last axis .* index 5\) .* slope"),
     "slice_cut_short_series": (_series_with(lambda f: f.write_bytes(f.read_bytes()[:-100])),
@@ -127,9 +130,9 @@ BAD_XRAY: dict[str, tuple[Callable[[Path], None], str]] = {
     "neginf_pixel.nii.gz": (_nifti_2d_with(-np.inf), "non-finite|inf"),
     "ct_volume.nii.gz": (lambda p: _nifti(_ct(), p), "3D"),
     "colour.png": (lambda p: _png(np.stack([_radiograph(0), _radiograph(1), _radiograph(2)], -1), p), "channels"),
-    "truncated.png": (lambda p: (_png(_radiograph(), p), p.write_bytes(p.read_bytes()[:60])), ""),
+    "truncated.png": (lambda p: (_png(_radiograph(), p), p.write_bytes(p.read_bytes()[:60])), "intact"),
     "empty.png": (lambda p: p.write_bytes(b""), ""),
-    "not_png.png": (lambda p: p.write_bytes(b"this is a text file, not an image"), ""),
+    "not_png.png": (lambda p: p.write_bytes(b"this is a text file, not an image"), "intact"),
     "empty.dcm": (lambda p: p.write_bytes(b""), ""),
     "blank.png": (lambda p: _png(np.zeros((48, 40), np.uint8), p), "same value"),
 }

@@ -55,3 +55,16 @@ def test_documented_release_names_carry_the_current_version():
         assert len(named) == len(flags), f"{doc}: a --version without the --name of its bundle before it"
         for bundle, version in named:
             assert version == versions[bundle], f"{doc}: {bundle} --version {version}, but it is {versions[bundle]}"
+
+
+def test_the_bundles_require_this_package_version():
+    """A downloaded bundle names the package code its configs need: the version this package is, and is installed as
+    (the version moves when the configs start to use something new)."""
+    from importlib.metadata import version
+
+    import unimiss_monai
+
+    required = {bundle: (meta.get("required_packages_version") or {}).get("unimiss_monai")
+                for bundle, meta in _metadata().items()}
+    assert set(required.values()) == {unimiss_monai.__version__}, required
+    assert version("unimiss_monai") == unimiss_monai.__version__

@@ -42,11 +42,16 @@ def _run(ckpt_dir, max_epochs: int, resume_finished: bool = True, net: torch.nn.
     return engine, counter
 
 
-def test_the_epoch_save_holds_the_epochs_later_handlers(tmp_path):
+def test_the_epoch_save_holds_the_epochs_later_handlers(tmp_path, caplog):
     _run(tmp_path, max_epochs=1)
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["counter"] == {"count": 1}
-    engine, counter = _run(tmp_path, max_epochs=3)  # resumes after epoch 1
+    with caplog.at_level("INFO", logger="unimiss_monai.handlers.training_checkpoint"):
+        engine, counter = _run(tmp_path, max_epochs=3)  # resumes after epoch 1
     assert counter.count == 3 and engine.state.iteration == 9
+    # a finished run taken further: its step schedules stretch to the new length, which is said
+    assert [r.getMessage() for r in caplog.records if "goes on" in r.getMessage()] == [
+        f"{tmp_path / 'checkpoint.pt'}: the finished run of 1 epochs goes on to 3; the step schedules (learning rate, "
+        "momentum) now span 3 epochs, so the rate may rise again"]
 
 
 def test_a_finished_run_is_resumed_or_started_anew(tmp_path):

@@ -206,7 +206,7 @@ def test_an_installation_without_bundles_needs_dst(tmp_path, monkeypatch):
     _export(tmp_path / "run.pt")
     monkeypatch.setattr(publish, "DEFAULT_DST", tmp_path / "site-packages" / "bundles" / "unimiss_pretraining" / "models"
                         / "model.pt")
-    with pytest.raises(ValueError, match=r"^publish-pretrained: this installation has no bundles/unimiss_pretraining "
-                                         r"beside it .*; pass --dst "):
+    with pytest.raises(ValueError, match=r"^publish-pretrained: this unimiss_monai has no bundles/ beside it "
+                                         r"\(installed from a wheel, .*\); pass --dst <bundles folder>/unimiss_"):
         publish_pretrained(str(tmp_path / "run.pt"))
     assert not (tmp_path / "site-packages").exists()

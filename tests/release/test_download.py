@@ -68,6 +68,10 @@ def test_download_verifies_unpacks_and_reuses_the_cache(site, serve, tmp_path):
     # an existing identical folder is left alone
     assert download(NAME, index=f"{url}/model_info.json", bundle_dir=str(dest), cache_dir=str(cache),
                     progress=False)["state"].startswith("already in place")
+    # the served release folder stands for its index, as a local one does
+    third = download(NAME, index=f"{url}/", bundle_dir=str(tmp_path / "b3"), cache_dir=str(tmp_path / "c3"),
+                     progress=False)
+    assert not third["from_cache"] and _tree(tmp_path / "b3" / NAME) == _tree(dest / NAME)
 
 
 def test_offline_second_download_uses_the_verified_cache(site, serve, tmp_path):

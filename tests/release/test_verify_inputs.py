@@ -15,9 +15,23 @@ def test_no_bundles_to_verify(tmp_path, monkeypatch, kind):
         folder.mkdir()
     monkeypatch.setattr(verify, "DEFAULT_BUNDLES", folder)
     monkeypatch.setattr(verify, "_sample_set", lambda root: pytest.fail("nothing to verify, yet the samples were built"))
-    with pytest.raises(ValueError, match=rf"^verify-bundles: no bundle folders in {folder}; pass the bundle folders to "
-                                         r"check \(verify-bundles bundles/<name> \.\.\.\)$"):
+    said = (r"this unimiss_monai has no bundles/ beside it \(installed from a wheel, not run from a clone of the "
+            r"repository\)" if kind == "missing" else f"no bundle folders in {folder}")
+    with pytest.raises(ValueError, match=rf"^verify-bundles: {said}; pass the bundle folders to check \(verify-bundles "
+                                         r"DIR \.\.\.\)"):
         verify.verify_bundles()
+
+
+def test_a_command_defaulting_to_a_bundle_of_the_clone_names_its_option_where_there_is_none(tmp_path, monkeypatch):
+    from unimiss_monai.utils import repository
+
+    assert repository.repository_bundle("unimiss_pretraining", "x", "--y") == repository.REPOSITORY_BUNDLES / (
+        "unimiss_pretraining")  # the tests run from a clone
+    monkeypatch.setattr(repository, "REPOSITORY_BUNDLES", tmp_path / "site-packages" / "bundles")
+    with pytest.raises(ValueError, match=r"^bench-infer: this unimiss_monai has no bundles/ beside it .*; pass "
+                                         r"--bundle, with a bundle folder of a clone or of `python -m unimiss_monai "
+                                         r"download`$"):
+        repository.repository_bundle("unimiss_ct_segmentation", "bench-infer", "--bundle")
 
 
 def test_a_dataset_dir_that_is_no_folder_is_refused_before_any_check(tmp_path, repo_root, monkeypatch):

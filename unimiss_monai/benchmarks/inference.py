@@ -30,10 +30,10 @@ import torch
 from tqdm import tqdm
 
 from unimiss_monai.benchmarks.machine import check_device, format_load, format_seconds, machine_name, measure
+from unimiss_monai.utils.repository import repository_bundle
 
 __all__ = ["bench_infer", "count_windows", "dice_per_class", "load_paths"]
 
-BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "unimiss_ct_segmentation"
 REFERENCE, FAST, SWIN, SWIN_BF16 = "unimiss reference", "unimiss fast", "swinunetr btcv", "swinunetr btcv bf16"
 OPENVINO = "unimiss openvino"
 OPENVINO_OVERLAY = "inference_openvino.yaml"
@@ -241,10 +241,11 @@ def bench_infer(
     if threads:
         torch.set_num_threads(int(threads))
     load_start = os.getloadavg()
-    paths = {REFERENCE: load_paths(bundle or BUNDLE, None, device, overrides, base),
-             FAST: load_paths(bundle or BUNDLE, overlay, device, overrides, base)}
+    bundle = bundle or repository_bundle("unimiss_ct_segmentation", "bench-infer", "--bundle")
+    paths = {REFERENCE: load_paths(bundle, None, device, overrides, base),
+             FAST: load_paths(bundle, overlay, device, overrides, base)}
     if openvino:
-        paths[OPENVINO] = load_paths(bundle or BUNDLE, _names(overlay) + [OPENVINO_OVERLAY], device, overrides, base)
+        paths[OPENVINO] = load_paths(bundle, _names(overlay) + [OPENVINO_OVERLAY], device, overrides, base)
     item, source = _input(ct, shape, paths[REFERENCE])
     image = item["image"].as_tensor() if hasattr(item["image"], "as_tensor") else item["image"]
     x = image[None].float().to(device)  # (1, 1, Z, X, Y)

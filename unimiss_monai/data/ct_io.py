@@ -211,7 +211,8 @@ def warn_if_not_ct_hu(hu, source: str, consequence: str = "the network was train
     if low <= MR_LIKE_LOW_PERCENTILE_HU:
         return False
     message = (f"{source}: intensities [{float(a.min()):.0f}, {float(a.max()):.0f}] have no air near -1000 HU, so this "
-               f"looks like MR or unscaled data, not CT; {consequence}")
+               f"looks like MR or unscaled data, not CT; {consequence}; raw scanner values are HU once the DICOM "
+               "rescale is applied (value x RescaleSlope + RescaleIntercept, the intercept often -1024)")
     warnings.warn(message, UserWarning, stacklevel=2)
     logger.warning(message)
     return True
@@ -288,10 +289,11 @@ def _check_not_label_map(sample: np.ndarray, source: str) -> None:
 
 def check_not_air_only(hu, source: str) -> None:
     """Raise :class:`CTInputError` (one line naming ``source``) when a CT's values are not those of a body in HU: it
-    holds nothing denser than air (every voxel at most :data:`MAX_AIR_ONLY_HU`), or its median, or that of some of its
-    slices, lies beyond +-:data:`MAX_PLAUSIBLE_HU` (another unit, a wrong rescale slope), or they are a label map's (a
-    mask given as the CT). ``hu``: any array or tensor of the volume, its values finite. The checks are here so that
-    every caller (the DRR reader, the pretraining, classification and segmentation input checks) makes them all."""
+    holds nothing denser than air (every voxel at most :data:`MAX_AIR_ONLY_HU`) or one value throughout, or its median,
+    or that of some of its slices, lies beyond +-:data:`MAX_PLAUSIBLE_HU` (another unit, a wrong rescale slope), or they
+    are a label map's (a mask given as the CT). ``hu``: any array or tensor of the volume, its values finite. The checks
+    are here so that every caller (the DRR reader, the pretraining, classification and segmentation input checks) makes
+    them all."""
     vol = _as_array(hu)
     a = vol.ravel(order="K")  # a view in memory order (see _flat)
     if not a.size:
@@ -301,6 +303,10 @@ def check_not_air_only(hu, source: str) -> None:
     if float(np.abs(sample).max()) > MAX_PLAUSIBLE_HU:  # only then can a slice lie beyond
         _check_slices_in_hu(vol, source)
     _check_not_label_map(sample, source)
+    # one value throughout (an all-zero export): no body to render or train on, yet neither air nor beyond HU
+    if float(sample.min()) == float(sample.max()) > MAX_AIR_ONLY_HU and float(a.min()) == float(a.max()):
+        raise CTInputError(f"{source}: every voxel has the same value ({float(a[0]):g}), so it holds no body; check "
+                           "the export (rescale slope/intercept, window) or drop the case")
     # a sample settles it for any volume with a body in it; only one the sample finds no tissue in is read whole
     if float(sample.max()) > MAX_AIR_ONLY_HU:
         return

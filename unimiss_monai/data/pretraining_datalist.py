@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
 from unimiss_monai.data.datalists import missing_datalist
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["load_pretraining_datalist"]
 
@@ -62,6 +65,12 @@ def load_pretraining_datalist(path: str | os.PathLike, require_drr: bool = True)
                 if not Path(entry[key]).exists():
                     raise FileNotFoundError(f"{path}: {where} {key} file {entry[key]} does not exist" + ("; render it or set drr_on_the_fly=true" if key == "drr" else ""))
             out[section].append(entry)
+    drr_run = ("; for a DRR run's folder, in a copy of its datalist.json beside it, passed as --datalist (the DRR "
+               "bundle rewrites its own)")
+    for missing, alone, fix in (("xray", "CT", drr_run), ("ct", "X-rays", "")):
+        if not out[missing]:  # a run of one phase only is what was asked for, or a section forgotten: said either way
+            logger.warning("%s has no %r entries, so pretraining trains on %s alone; UniMiSS learns from CT and "
+                           "X-rays: list them in a %r section%s", path, missing, alone, missing, fix)
     return out
 
 

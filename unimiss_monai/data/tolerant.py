@@ -18,7 +18,7 @@ from monai.data import Dataset
 
 from unimiss_monai.data.grid_checks import dicom_image_problem
 from unimiss_monai.data.image_formats import listing_problem
-from unimiss_monai.utils.errors import failure_reason, user_error_message
+from unimiss_monai.utils.errors import failure_reason, raised_by_package, user_error_message
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,8 @@ class TolerantDataset(Dataset):
             problem = None if unlisted or user_error_message(err) else dicom_image_problem(case)
             if problem:  # a reader's internals: say what in the file it could not take, and the fix
                 reason = f"{reason}; {problem}"
+            elif not (unlisted or raised_by_package(err)):  # a reader's words (not a gzip file) say what broke only
+                reason = f"{reason}; it cannot be read as an image: replace it with an intact copy or drop the case"
             if case not in reason:  # a reader's own error may not say which file it was reading
                 reason = f"{case}: {reason}"
             logger.error("inference: %s failed: %s", case, reason)

@@ -240,8 +240,7 @@ class TrainingCheckpoint:
             ckpt = load_torch_file(self.path, "training checkpoint")
         except ValueError as e:
             raise RuntimeError(f"cannot resume: {e}; or delete it to start over") from None
-        # first: another network's checkpoint (another bundle's run in the same output_dir) is refused, never trained
-        # over, even when that run finished
+        # first: another network's checkpoint (another bundle's run in the same output_dir) is refused, even finished
         self._check_networks(ckpt)
         # this package never saves a NaN checkpoint, but one may be copied in: resuming from it would train nothing
         if (bad := first_non_finite(ckpt)) is not None:
@@ -267,6 +266,10 @@ class TrainingCheckpoint:
                 f"{engine.state.epoch_length} (other data or batch size); delete it to start over, or use another output_dir"
             )
         self._check_epochs(ckpt.get("trainer"), engine)
+        if self._finished(saved := ckpt.get("trainer")) and (n := engine.state.max_epochs) > saved["max_epochs"]:
+            logger.info("%s: the finished run of %d epochs goes on to %d; the step schedules (learning rate, "
+                        "momentum) now span %d epochs, so the rate may rise again", self.path, saved["max_epochs"], n,
+                        n)
         for name, obj in self.objects.items():
             if name not in ckpt:
                 raise KeyError(f"checkpoint {self.path} has no {name!r} (it has {sorted(ckpt)}); delete it to start over")

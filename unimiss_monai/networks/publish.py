@@ -24,11 +24,12 @@ from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.finite import first_non_finite
 from unimiss_monai.utils.serialization import load_torch_file
 from unimiss_monai.utils.hashing import sha256_file
+from unimiss_monai.utils.repository import REPOSITORY_BUNDLES, no_bundles_here
 
 __all__ = ["DEFAULT_DST", "check_export_target", "publish_pretrained", "read_export"]
 
 #: where the fine-tuning bundles look for pretrained weights (``default_pretrained_path`` of a sibling bundle)
-DEFAULT_DST = Path(__file__).resolve().parents[2] / "bundles" / "unimiss_pretraining" / "models" / "model.pt"
+DEFAULT_DST = REPOSITORY_BUNDLES / "unimiss_pretraining" / "models" / "model.pt"
 
 
 def _default_dst() -> Path:
@@ -36,9 +37,8 @@ def _default_dst() -> Path:
     package has no bundles beside it, and the weights would land in site-packages where no bundle reads them."""
     if (DEFAULT_DST.parents[1] / "configs" / "metadata.json").is_file():
         return DEFAULT_DST
-    raise ValueError(f"publish-pretrained: this installation has no bundles/unimiss_pretraining beside it "
-                     f"({DEFAULT_DST.parents[1]}); pass --dst <your bundles folder>/unimiss_pretraining/models/"
-                     "model.pt")
+    raise ValueError(no_bundles_here("publish-pretrained",
+                                     "--dst <bundles folder>/unimiss_pretraining/models/model.pt"))
 
 
 def read_export(path: str | os.PathLike) -> dict[str, Any]:
@@ -153,13 +153,13 @@ def publish_pretrained(src: str, dst: str | None = None, force: bool | str = Fal
     """
     force = as_bool(force, "force")
     src_path = Path(weights_in_folder(src, "publish-pretrained: source")).resolve()
+    export = read_export(src_path)  # a missing or bad source is said first, whatever the destination
     dst_path = Path(dst) if dst else _default_dst()
     if dst_path.exists() and dst_path.resolve() == src_path:
         raise ValueError(f"publish-pretrained: {src} is already {dst_path}; pass the export of a pretraining run")
     if dst_path.is_dir():  # before any comparison: a folder holds no weights to differ from
         raise ValueError(f"publish-pretrained: --dst {dst_path} is a folder, not a file: give the path of a file "
                          f"(e.g. --dst {dst_path / 'model.pt'})")
-    export = read_export(src_path)
     widths = {k: export["info"][k] for k in INFO_WIDTHS if k in export["info"]}
     if smoke_sized(export["info"]["variant"], widths) and not force:
         # the fine-tune bundles build full-size networks by default and their smoke overlays load no pretrained

@@ -87,7 +87,8 @@ def version_key(version: str) -> tuple:
 
 def load_index(index: str, timeout: float = 60.0) -> tuple[dict, str]:
     """``(entries, base)`` of the index at ``index`` (an ``http(s)`` URL, a local file, or a folder holding
-    ``model_info.json``); ``base`` is what relative ``source`` entries are resolved against.
+    ``model_info.json``, local or a URL ending in ``/``); ``base`` is what relative ``source`` entries are resolved
+    against.
 
     Raises:
         ReleaseIndexError: an HTTP error status (404, 500, ...), larger than 16 MiB, not JSON, or not an object of
@@ -96,6 +97,8 @@ def load_index(index: str, timeout: float = 60.0) -> tuple[dict, str]:
         OSError / urllib.error.URLError: no connection to the server (the caller may fall back to its cache).
     """
     if urllib.parse.urlsplit(index).scheme in ("http", "https"):
+        if urllib.parse.urlsplit(index).path.endswith("/"):  # a served release folder, as a local one: its index
+            index = urllib.parse.urljoin(index, "model_info.json")
         try:
             with urllib.request.urlopen(index, timeout=timeout) as resp:  # noqa: S310 - scheme checked above
                 data = resp.read(_MAX_INDEX_BYTES + 1)

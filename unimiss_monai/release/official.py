@@ -21,12 +21,11 @@ from unimiss_monai.networks.variants import VARIANTS, get_variant, stage_grids
 from unimiss_monai.release.archive import sha256_file
 from unimiss_monai.release.package import build_release
 from unimiss_monai.utils.finite import first_non_finite
+from unimiss_monai.utils.repository import repository_bundle
 from unimiss_monai.utils.serialization import load_torch_file
 
-__all__ = ["DEFAULT_BUNDLE", "PAPERS", "official_payload", "release_official"]
+__all__ = ["PAPERS", "official_payload", "release_official"]
 
-#: the pretraining bundle of this repository, whose configs and docs an official release ships
-DEFAULT_BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "unimiss_pretraining"
 #: which paper (and official code folder) each variant comes from
 PAPERS = {"mit_tiny": "UniMiSS (ECCV 2022)", "mit_small": "UniMiSS (ECCV 2022)", "mitplus": "UniMiSS+ (TPAMI 2024)"}
 
@@ -129,7 +128,7 @@ def release_official(
         overwrite: replace a release zip of the same name and version with other bytes.
     """
     payload = official_payload(src, variant, branch)
-    bundle_dir = Path(bundle) if bundle else DEFAULT_BUNDLE
+    bundle_dir = Path(bundle) if bundle else repository_bundle("unimiss_pretraining", "release-official", "--bundle")
     if not bundle_dir.is_dir():
         raise ValueError(f"release-official: bundle folder {bundle_dir} does not exist; pass --bundle bundles/unimiss_pretraining")
     info = payload["info"]

@@ -36,10 +36,11 @@ import torch
 
 from unimiss_monai.release.package import REQUIRED, bundle_version
 from unimiss_monai.utils.errors import failure_reason
+from unimiss_monai.utils.repository import REPOSITORY_BUNDLES as DEFAULT_BUNDLES
+from unimiss_monai.utils.repository import no_bundles_here
 
 __all__ = ["DEFAULT_BUNDLES", "SCHEMA", "verify_bundle", "verify_bundles"]
 
-DEFAULT_BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 SCHEMA = Path(__file__).resolve().parents[1] / "resources" / "meta_schema_20240725.json"
 #: sha256 of that copy, so an edited or damaged schema fails the metadata check instead of passing every bundle
 SCHEMA_SHA256 = "cd64aa8a5904426f6fc6855dabe46af8c742d5bad644b4e9cfb78ebad09ad678"
@@ -258,8 +259,9 @@ def verify_bundles(*bundles: str, dataset_dir: str | None = None) -> dict[str, A
     if not paths:
         paths = sorted(p for p in DEFAULT_BUNDLES.iterdir() if (p / "configs").is_dir()) if DEFAULT_BUNDLES.is_dir() else []
         if not paths:  # an installed package has no bundles/ beside it
-            raise ValueError(f"verify-bundles: no bundle folders in {DEFAULT_BUNDLES}; pass the bundle folders to check "
-                             "(verify-bundles bundles/<name> ...)")
+            raise ValueError(no_bundles_here("verify-bundles", "the bundle folders to check (verify-bundles DIR ...)")
+                             if not DEFAULT_BUNDLES.is_dir() else f"verify-bundles: no bundle folders in "
+                             f"{DEFAULT_BUNDLES}; pass the bundle folders to check (verify-bundles DIR ...)")
     for p in paths:
         if not (p / "configs").is_dir():
             raise ValueError(f"verify-bundles: {p} is not a bundle folder (no configs/)")

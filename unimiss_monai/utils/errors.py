@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["TRACEBACK_ENV", "exception_chain", "failed_transform", "failure_reason", "install_error_hook", "root_cause",
-           "user_error_message"]
+__all__ = ["TRACEBACK_ENV", "exception_chain", "failed_transform", "failure_reason", "install_error_hook",
+           "raised_by_package", "root_cause", "user_error_message"]
 
 TRACEBACK_ENV = "UNIMISS_TRACEBACK"
 _PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
@@ -87,6 +87,13 @@ def _raised_in_package(tb: TracebackType | None) -> bool:
     while tb is not None:
         last, tb = tb, tb.tb_next
     return last is not None and last.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR)
+
+
+def raised_by_package(err: BaseException) -> bool:
+    """Whether the root cause of ``err`` is this package's (its class, or raised in its code), whose messages say the
+    fix, rather than a reader's or another library's, whose words say only what broke."""
+    cause = root_cause(err)
+    return type(cause).__module__.split(".")[0] == "unimiss_monai" or _raised_in_package(cause.__traceback__)
 
 
 def _one_line(message: str) -> str | None:

@@ -23,12 +23,11 @@ from unimiss_monai.data.output_ledger import check_own_files, drawn_by_matplotli
 from unimiss_monai.data.writers import save_bytes, save_json
 from unimiss_monai.utils.args import as_count
 from unimiss_monai.utils.value_ranges import range_problem
+from unimiss_monai.utils.repository import repository_bundle
 
 __all__ = ["label_efficiency", "versions", "write_results"]
 
 logger = logging.getLogger(__name__)
-
-_REPO_BUNDLES = Path(__file__).resolve().parents[3] / "bundles"
 
 
 def versions() -> dict:
@@ -250,8 +249,9 @@ def label_efficiency(
         if arm in arm_list and not Path(path).is_file():
             raise FileNotFoundError(f"label-efficiency: weights of arm {arm}: {path} not found; pass an existing "
                                     "file, or leave the arm out of --weights to pretrain it")
-    root = Path(bundles_dir) if bundles_dir else _REPO_BUNDLES
-    bundle_root = root / bundle
+    bundle_root = (Path(bundles_dir) / bundle if bundles_dir
+                   else repository_bundle(bundle, "label-efficiency", "--bundles_dir"))
+    root = bundle_root.parent
     if not (bundle_root / "configs").is_dir():
         raise FileNotFoundError(f"label-efficiency: bundle folder {bundle_root} not found; pass --bundles_dir")
     overlays = task.small_configs if small else ()

@@ -83,7 +83,7 @@ class CheckImage(Transform):
         if self.fail_constant and t.numel() and bool((t == t.reshape(-1)[0]).all()):
             raise ValueError(
                 f"{source_name(img)}: every voxel has the same value ({float(t.reshape(-1)[0]):g}): there is nothing to "
-                "segment or classify; check the export (window, rescale) or drop the case"
+                "see in it; check the export (window, rescale) or drop the case"
             )
         if self.check_affine:
             check_nifti_header(source_name(img), self.min_spacing)

@@ -94,7 +94,8 @@ class CheckSpatialDimsd(MapTransform):
                 check_ct_volume(img.shape[1:], getattr(img, "affine", None), source)
                 check_not_air_only(img, source)
             if self.check_ct_hu and self.spatial_dims == 3:
-                warn_if_not_ct_hu(img, source, "its result is unlikely to mean anything")
+                warn_if_not_ct_hu(img, source, "the networks take CT in HU, so what is made of it is unlikely to mean "
+                                  "anything")
         return d
 
 

@@ -1,0 +1,52 @@
+"""The pretraining bundle's CT loading, in each recipe, refuses a volume of one value throughout (an all-zero export) and
+warns, with the fix, about one whose values are not HU (raw scanner values, 0..4095): both were trained on without a
+word. Refused, a sample is left out and named when the run ends (``tests/bundles/test_pretraining_left_out.py``)."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+from bundle_runner import configs
+from monai.bundle import ConfigParser
+from monai.transforms import Compose
+
+from unimiss_monai.data.phantom import make_ct_phantom
+from unimiss_monai.utils.errors import root_cause
+
+RECIPES = {"unimiss_plus": ("train.json",), "unimiss": ("train.json", "unimiss.yaml"),
+           "intra_inter": ("train.json", "recipe_intra_inter.yaml")}
+
+
+def _ct_loading(files: tuple[str, ...], section: str) -> Compose:
+    parser = ConfigParser()
+    parser.read_config(configs("unimiss_pretraining", *files))
+    steps = parser.get_parsed_content(f"train#{section}")
+    return Compose([s for s in steps if type(s).__name__ in ("LoadCTImaged", "CheckSpatialDimsd")])
+
+
+def _save(path, volume):
+    nib.save(nib.Nifti1Image(volume.astype(np.float32), np.diag([2.0, 2.0, 3.0, 1.0])), str(path))
+    return str(path)
+
+
+@pytest.mark.parametrize("recipe, section", [*((r, "ct_files") for r in RECIPES), ("unimiss_plus", "ct_render")])
+def test_a_constant_ct_is_refused_and_raw_scanner_values_are_warned_about(tmp_path, caplog, recipe, section):
+    load = _ct_loading(RECIPES[recipe], section)
+    phantom = make_ct_phantom((32, 28, 20))
+    good = _save(tmp_path / "good.nii.gz", phantom.hu)
+    zero = _save(tmp_path / "zero.nii.gz", np.zeros((32, 28, 20)))
+    raw = _save(tmp_path / "raw.nii.gz", phantom.hu + 1024)  # the rescale intercept never applied
+    drr = _save(tmp_path / "drr.nii.gz", np.random.default_rng(0).uniform(0, 1, (24, 24)))
+    item = lambda ct: {"image": ct, "drr": drr} if section == "ct_files" and recipe == "unimiss_plus" else {"image": ct}  # noqa: E731
+    with caplog.at_level("WARNING"):
+        load(item(good))
+        assert not [r for r in caplog.records if r.levelname == "WARNING"]
+        with pytest.raises(Exception) as refused:
+            load(item(zero))
+        assert str(root_cause(refused.value)).startswith(f"{zero}: every voxel has the same value (0), so it holds no "
+                                                         "body"), root_cause(refused.value)
+        load(item(raw))
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and warnings[0].startswith(f"{raw}: intensities [0, "), warnings
+    assert "no air near -1000 HU" in warnings[0] and "RescaleIntercept, the intercept often -1024" in warnings[0]
