@@ -1,5 +1,5 @@
-"""The pretraining bundle's CT loading, in each recipe, refuses a volume of one value throughout (an all-zero export) and
-warns, with the fix, about one whose values are not HU (raw scanner values, 0..4095): both were trained on without a
+"""The pretraining bundle's CT loading, in each recipe, refuses a volume of one value throughout (an all-zero export)
+and warns, with the fix, about one whose values are not HU (raw scanner values, 0..4095): both were trained on without a
 word. Refused, a sample is left out and named when the run ends (``tests/bundles/test_pretraining_left_out.py``)."""
 
 from __future__ import annotations
@@ -38,7 +38,11 @@ def test_a_constant_ct_is_refused_and_raw_scanner_values_are_warned_about(tmp_pa
     zero = _save(tmp_path / "zero.nii.gz", np.zeros((32, 28, 20)))
     raw = _save(tmp_path / "raw.nii.gz", phantom.hu + 1024)  # the rescale intercept never applied
     drr = _save(tmp_path / "drr.nii.gz", np.random.default_rng(0).uniform(0, 1, (24, 24)))
-    item = lambda ct: {"image": ct, "drr": drr} if section == "ct_files" and recipe == "unimiss_plus" else {"image": ct}  # noqa: E731
+    paired = section == "ct_files" and recipe == "unimiss_plus"  # the UniMiSS+ files carry their DRR
+
+    def item(ct):
+        return {"image": ct, "drr": drr} if paired else {"image": ct}
+
     with caplog.at_level("WARNING"):
         load(item(good))
         assert not [r for r in caplog.records if r.levelname == "WARNING"]
@@ -47,6 +51,7 @@ def test_a_constant_ct_is_refused_and_raw_scanner_values_are_warned_about(tmp_pa
         assert str(root_cause(refused.value)).startswith(f"{zero}: every voxel has the same value (0), so it holds no "
                                                          "body"), root_cause(refused.value)
         load(item(raw))
+        load(item(raw))  # the next epoch: said once per file, not once per read
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and warnings[0].startswith(f"{raw}: intensities [0, "), warnings
     assert "no air near -1000 HU" in warnings[0] and "RescaleIntercept, the intercept often -1024" in warnings[0]

@@ -59,6 +59,7 @@ def test_radiographs_added_to_a_drr_run_in_a_copy_of_its_datalist(tmp_path, capl
     with caplog.at_level("WARNING"):
         sections = load_pretraining_datalist(mine)
     pairs = json.loads((out / "datalist.json").read_text())["training"]
-    assert [(c["image"], c["drr"]) for c in sections["ct"]] == [(str(out / p["ct"]), str(out / p["drr"])) for p in pairs]
+    expected = [(str(out / p["ct"]), str(out / p["drr"])) for p in pairs]
+    assert [(c["image"], c["drr"]) for c in sections["ct"]] == expected
     assert len(pairs) == 2 and sections["xray"] == [{"image": str(tmp_path / "cxr" / "chest.png")}]
     assert not [w for w in _warnings(caplog) if "entries, so pretraining trains on" in w]

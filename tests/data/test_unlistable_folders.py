@@ -21,6 +21,8 @@ from monai.transforms import LoadImaged
 from unimiss_monai.data import find_ct_cases, make_ct_phantom, save_nifti
 from unimiss_monai.data.classification_labels import list_images
 from unimiss_monai.data.ct_io import CTInputError, load_ct
+from unimiss_monai.data.dicom_series import write_dicom_series
+from unimiss_monai.data.image_formats import cannot_list
 from unimiss_monai.data.tolerant import FAILED_KEY, TolerantDataset
 from unimiss_monai.data.xray import list_radiographs
 from unimiss_monai.engines import DRRGenerationError, DRRGenerator
@@ -30,19 +32,22 @@ from drr_phantoms import SMALL, phantom_case  # noqa: E402
 
 
 def _locked(monkeypatch, folder) -> str:
-    """Make ``folder`` fail to list as a folder without read permission does; returns the line its failure says."""
+    """Make ``folder`` fail as a folder of mode 000 does: it cannot be listed, nor anything in it looked at; returns
+    the line its failure says."""
     folder = os.path.realpath(folder)
-    scandir, listdir = os.scandir, os.listdir
+    scandir, listdir, stat = os.scandir, os.listdir, os.stat
 
-    def refuse(real):
-        def listing(path="."):
-            if os.path.realpath(path) == folder:
+    def refuse(real, inside: bool):
+        def call(path=".", *args, **kwargs):
+            real_path = os.path.realpath(path)
+            if real_path == folder and not inside or inside and real_path.startswith(folder + os.sep):
                 raise PermissionError(errno.EACCES, "Permission denied", str(path))
-            return real(path)
-        return listing
+            return real(path, *args, **kwargs)
+        return call
 
-    monkeypatch.setattr(os, "scandir", refuse(scandir))
-    monkeypatch.setattr(os, "listdir", refuse(listdir))
+    monkeypatch.setattr(os, "scandir", refuse(scandir, inside=False))
+    monkeypatch.setattr(os, "listdir", refuse(listdir, inside=False))
+    monkeypatch.setattr(os, "stat", refuse(stat, inside=True))
     return ("cannot be listed (Permission denied), so its images were not read; give this user read and search "
             "permission on it (chmod -R u+rX), or move it out of the dataset folder")
 
@@ -113,3 +118,37 @@ def test_the_classifiers_list_it_once_as_an_input(tmp_path, monkeypatch, caplog,
         items = list_images(data, series=series)
     assert [i["image"] for i in items] == [str(data / "ct01.nii.gz"), str(data / "locked")]
     assert sum(said in w for w in _warnings(caplog)) == 1  # one walk says it, the other leaves it to the first
+
+
+def test_a_series_folder_given_keeps_its_locked_sub_folder_as_a_case(tmp_path, monkeypatch):
+    p = make_ct_phantom((20, 18, 6))
+    write_dicom_series(p.hu, p.affine, tmp_path / "SE1")
+    (tmp_path / "SE1" / "locked").mkdir()
+    _locked(monkeypatch, tmp_path / "SE1" / "locked")
+    assert [c.image for c in find_ct_cases(tmp_path / "SE1")] == [tmp_path / "SE1", tmp_path / "SE1" / "locked"]
+
+
+@pytest.mark.parametrize("labels", ["labelsTr", "ct01_labels"])
+def test_a_locked_label_map_folder_is_left_out_as_a_listed_one_is(tmp_path, monkeypatch, caplog, labels):
+    data = tmp_path / "data"
+    (data / labels).mkdir(parents=True)
+    _ct(data / "ct01.nii.gz")
+    _locked(monkeypatch, data / labels)
+    with caplog.at_level("WARNING"):
+        assert [c.name for c in find_ct_cases(data)] == ["ct01"]
+        assert [i["image"] for i in list_images(data)] == [str(data / "ct01.nii.gz")]
+    assert not [w for w in _warnings(caplog) if "cannot be listed" in w]
+
+
+def test_the_2d_listers_refuse_a_locked_folder_before_any_work(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    said = _locked(monkeypatch, tmp_path / "data")
+    for lister in (list_radiographs, list_images):
+        with pytest.raises(ValueError, match=f"^{re.escape(str(tmp_path / 'data'))}: {re.escape(said)}$"):
+            lister(tmp_path / "data")
+
+
+def test_a_listing_that_fails_for_another_reason_is_not_told_to_chmod():
+    line = cannot_list("/d/share", OSError(errno.EIO, "Input/output error", "/d/share"))
+    assert line == ("/d/share: cannot be listed (Input/output error), so its images were not read; check the disk or "
+                    "share it lies on, or move it out of the dataset folder")

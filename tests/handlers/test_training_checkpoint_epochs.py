@@ -50,8 +50,8 @@ def test_the_epoch_save_holds_the_epochs_later_handlers(tmp_path, caplog):
     assert counter.count == 3 and engine.state.iteration == 9
     # a finished run taken further: its step schedules stretch to the new length, which is said
     assert [r.getMessage() for r in caplog.records if "goes on" in r.getMessage()] == [
-        f"{tmp_path / 'checkpoint.pt'}: the finished run of 1 epochs goes on to 3; the step schedules (learning rate, "
-        "momentum) now span 3 epochs, so the rate may rise again"]
+        f"{tmp_path / 'checkpoint.pt'}: the finished run of 1 epoch(s) goes on to 3; schedules computed from the run's "
+        "length (pretraining's learning rate and momentum) now span 3, so the rate may rise again"]
 
 
 def test_a_finished_run_is_resumed_or_started_anew(tmp_path):

@@ -51,9 +51,15 @@ def test_bad_settings_are_refused(kwargs, message):
 
 
 def test_missing_package_is_named_with_the_install_line(monkeypatch):
+    # the pin of the package's [openvino] extra, which the message and the CT segmentation docs repeat
+    pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    (pin,) = re.findall(r'^openvino = \["(openvino==[^"]+)"\]$', pyproject, re.MULTILINE)
     monkeypatch.setattr(ov_inferer, "openvino_available", lambda: False)
-    with pytest.raises(ImportError, match=r"pip install unimiss_monai\[openvino\]"):
+    with pytest.raises(ImportError, match=rf"`pip install {re.escape(pin)}` \(this package's \[openvino\] extra\)"):
         OpenVINOInferer(SlidingWindowInferer(8))
+    docs = (Path(__file__).resolve().parents[2] / "bundles" / "unimiss_ct_segmentation" / "docs" / "README.md")
+    docs = docs.read_text()
+    assert set(re.findall(r"pip install (openvino\S*?)[`)]", docs)) == {pin}
 
 
 @needs_openvino

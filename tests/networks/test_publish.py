@@ -201,11 +201,10 @@ def test_smoke_size_weights_are_published_only_with_force(tmp_path, capsys):
 
 def test_an_installation_without_bundles_needs_dst(tmp_path, monkeypatch):
     """Installed from a wheel, the package has no bundles beside it: the default target would be in site-packages."""
-    import unimiss_monai.networks.publish as publish
+    from unimiss_monai.utils import repository
 
     _export(tmp_path / "run.pt")
-    monkeypatch.setattr(publish, "DEFAULT_DST", tmp_path / "site-packages" / "bundles" / "unimiss_pretraining" / "models"
-                        / "model.pt")
+    monkeypatch.setattr(repository, "REPOSITORY_BUNDLES", tmp_path / "site-packages" / "bundles")
     with pytest.raises(ValueError, match=r"^publish-pretrained: this unimiss_monai has no bundles/ beside it "
                                          r"\(installed from a wheel, .*\); pass --dst <bundles folder>/unimiss_"):
         publish_pretrained(str(tmp_path / "run.pt"))

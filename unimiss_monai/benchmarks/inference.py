@@ -219,7 +219,7 @@ def bench_infer(
         swin_bf16: and SwinUNETR under the same bfloat16 autocast as the fast path (on CPU only where the CPU has
             native bfloat16).
         openvino: time the fast path with ``configs/inference_openvino.yaml`` merged after ``overlay`` as well (the
-            network compiled by OpenVINO; needs ``pip install unimiss_monai[openvino]``).
+            network compiled by OpenVINO; needs ``pip install openvino==2026.4.1``).
         repeats: timed runs per row (round-robin; after one untimed warm-up window per network).
         threads: torch CPU threads (default: torch's choice).
         device: ``"cpu"`` or ``"cuda[:N]"``.

@@ -26,6 +26,7 @@ from unimiss_monai.data.datalists import read_split
 from unimiss_monai.data.drr_run_folder import drr_run_images
 from unimiss_monai.data.image_formats import (
     SCANNED_SUFFIXES,
+    listing_problem,
     preferred_sub_folder,
     scan_images,
 )
@@ -214,6 +215,8 @@ def list_images(folder: str | os.PathLike, suffixes: Sequence[str] = SCANNED_SUF
     root = Path(folder)
     if not root.is_dir():
         raise FileNotFoundError(f"input folder {str(root)!r} does not exist; pass --dataset_dir with your images")
+    if problem := listing_problem(root):  # refused before anything is loaded, as the CT bundles refuse it
+        raise ValueError(problem)
     held_out = held_out_images(root)
     if held_out == []:
         raise FileNotFoundError(f"the samples data set {str(root)!r} has no test image; pass --dataset_dir with your images")

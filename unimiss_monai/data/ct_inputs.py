@@ -162,14 +162,16 @@ def find_ct_cases(path: str | Path) -> list[CTCase]:
         return _cases_from_datalist(path)
     if path.is_file():
         return [_case_for(path)]
+    if problem := listing_problem(path):  # before anything in it is looked for: a folder locked whole hides that too
+        raise CTInputError(problem)
     if (path / DATALIST).is_file():
         return _cases_from_datalist(path / DATALIST)
-    if problem := listing_problem(path):
-        raise CTInputError(problem)
     scan = scan_series(path)  # what is left out of a series (files beside it, label folders) is said there
     found = scan.series
+    # a folder that cannot be listed may hold CTs: a case of its own that fails in one line, so the run ends non-zero
+    locked = [CTCase(name=name_below(path, folder), image=folder) for folder in scan.unlistable]
     if found and found[0][0] == path:  # the folder is one series (walked first, and then nothing below it is)
-        return [CTCase(name=path.name, image=path)]
+        return [CTCase(name=path.name, image=path), *locked]
     slices = scan.strays.get(path, [])  # DICOM files outnumbered by the NIfTI CTs beside them: no series
     if slices:
         nifti = [n for n in scan.others[path] if image_suffix(n, NIFTI_SUFFIXES) and not is_label_map_name(n)]
@@ -182,8 +184,7 @@ def find_ct_cases(path: str | Path) -> list[CTCase]:
     # stray slices (if any) were named above, with the fix that applies to them
     cases = [_case_for(entry) for entry in scan_images(path, NIFTI_SUFFIXES, fix=fix,
                                                        accounted=[*slices, *scan.said, *scan.unlistable])]
-    # a folder that cannot be listed may hold CTs: a case of its own that fails in one line, so the run ends non-zero
-    cases += [CTCase(name=name_below(path, folder), image=folder) for folder in scan.unlistable]
+    cases += locked
     # series at any depth (an archive's export nests them: PATIENT/STUDY/SERIES), each named by its path below the
     # folder, which stays the same when series are added; the files in sub-folders no series holds are said
     for folder, _ in found:

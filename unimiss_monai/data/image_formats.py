@@ -7,14 +7,15 @@ one of them knows is never part of a name for another.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 __all__ = ["ARRAY_SUFFIXES", "IMAGE_SUFFIXES", "LABEL_MAP_STEMS", "NIFTI_SUFFIXES", "NO_GRID_SUFFIXES",
-           "SCANNED_SUFFIXES", "cannot_list", "image_suffix", "listing_problem",
-           "dicom_files_in", "is_dicom_file", "is_dicom_path", "is_label_map_name", "preferred_sub_folder", "scan_images",
+           "SCANNED_SUFFIXES", "cannot_list", "dicom_files_in", "image_suffix", "is_dicom_file", "is_dicom_path",
+           "is_label_map_folder", "is_label_map_name", "listing_problem", "preferred_sub_folder", "scan_images",
            "split_image_name", "walk_folders"]
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,14 @@ def is_label_map_name(relative: str | os.PathLike) -> bool:
     return stem.endswith(LABEL_MAP_STEMS) or any(p.lower().startswith("labels") for p in parts[:-1])
 
 
+def is_label_map_folder(relative: str | os.PathLike) -> bool:
+    """Whether a folder, by its path below the scanned folder, holds label maps rather than images: its name reads as
+    a label map's (``ct01_labels/``, a map kept as slices) or it is, or lies in, a ``labels*`` folder
+    (``labelsTr/``)."""
+    relative = Path(relative)
+    return bool(relative.parts) and (is_label_map_name(relative) or is_label_map_name(relative / "slice"))
+
+
 def is_dicom_file(path: str | os.PathLike) -> bool:
     """Whether ``path`` starts as a DICOM file does (a 128-byte preamble, then ``DICM``): archives export radiographs
     with no suffix (``IM0001``) or with a UID for a name, which a suffix test misses."""
@@ -98,8 +107,11 @@ def cannot_list(folder: str | os.PathLike, err: OSError) -> str:
     """One line: ``folder`` of the inputs cannot be listed, why, and the fix. Its images are unknown, so the folder
     stands in the run as an input of its own that fails with this line: the run ends non-zero, not done with them
     left out."""
-    return (f"{folder}: cannot be listed ({err.strerror or err}), so its images were not read; give this user read "
-            "and search permission on it (chmod -R u+rX), or move it out of the dataset folder")
+    denied = err.errno in (errno.EACCES, errno.EPERM)
+    fix = ("give this user read and search permission on it (chmod -R u+rX)" if denied
+           else "check the disk or share it lies on")
+    return (f"{folder}: cannot be listed ({err.strerror or err}), so its images were not read; {fix}, or move it out "
+            "of the dataset folder")
 
 
 def listing_problem(path: str | os.PathLike) -> str | None:
@@ -148,9 +160,12 @@ def scan_images(folder: str | os.PathLike, suffixes: tuple[str, ...] = SCANNED_S
         entries = []
 
         def unlistable(err: OSError) -> None:
-            if Path(err.filename) not in accounted:
-                logger.warning("%s", cannot_list(err.filename, err))
-                found.append(Path(err.filename))
+            folder = Path(err.filename)
+            if is_label_map_folder(folder.relative_to(root)):  # a label-map folder: never read, so no input
+                labels.append(folder.relative_to(root))
+            elif folder not in accounted:
+                logger.warning("%s", cannot_list(folder, err))
+                found.append(folder)
 
         for here, dirs, files in walk_folders(root, unlistable):
             dirs[:] = [d for d in dirs if here / d not in skipped]

@@ -20,6 +20,7 @@ from unimiss_monai.data.image_formats import (
     cannot_list,
     dicom_files_in,
     image_suffix,
+    is_label_map_folder,
     is_label_map_name,
     walk_folders,
 )
@@ -72,6 +73,10 @@ def scan_series(root: str | Path, suffixes: Sequence[str] = NIFTI_SUFFIXES) -> S
     found, labels, unlistable = [], [], []
 
     def unreadable(err: OSError) -> None:
+        relative = Path(err.filename).relative_to(root)
+        if is_label_map_folder(relative):
+            labels.append(relative)  # left out unread, as a listed one is: no CT
+            return
         logger.warning("%s", cannot_list(err.filename, err))
         unlistable.append(Path(err.filename))
 
@@ -80,7 +85,7 @@ def scan_series(root: str | Path, suffixes: Sequence[str] = NIFTI_SUFFIXES) -> S
     for folder, dirs, files in walk_folders(root, unreadable):
         relative = folder.relative_to(root)
         # a label-map folder (ct01_labels/), or one in a labels* folder (labelsTr/): its DICOM files are no CT
-        if relative.parts and (is_label_map_name(relative) or is_label_map_name(relative / "slice")):
+        if is_label_map_folder(relative):
             labels.append(relative)
             dirs[:] = []
             continue

@@ -11,6 +11,7 @@ every failure in the run's summary; the evaluation reports (:class:`~unimiss_mon
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 
 import torch
@@ -18,7 +19,13 @@ from monai.data import Dataset
 
 from unimiss_monai.data.grid_checks import dicom_image_problem
 from unimiss_monai.data.image_formats import listing_problem
-from unimiss_monai.utils.errors import failure_reason, raised_by_package, user_error_message
+from unimiss_monai.utils.errors import (
+    failed_transform,
+    failure_reason,
+    raised_by_package,
+    root_cause,
+    user_error_message,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -53,13 +60,26 @@ class TolerantDataset(Dataset):
             problem = None if unlisted or user_error_message(err) else dicom_image_problem(case)
             if problem:  # a reader's internals: say what in the file it could not take, and the fix
                 reason = f"{reason}; {problem}"
-            elif not (unlisted or raised_by_package(err)):  # a reader's words (not a gzip file) say what broke only
-                reason = f"{reason}; it cannot be read as an image: replace it with an intact copy or drop the case"
+            elif not unlisted and (fix := _reader_fix(err, case)):
+                reason = f"{reason}; {fix}"
             if case not in reason:  # a reader's own error may not say which file it was reading
                 reason = f"{case}: {reason}"
             logger.error("inference: %s failed: %s", case, reason)
             return {"image": torch.zeros(self.placeholder_shape), CASE_KEY: case, FAILED_KEY: reason}
         return {**out, CASE_KEY: case, FAILED_KEY: ""}
+
+
+def _reader_fix(err: Exception, case: str) -> str:
+    """The fix for a file a loader could not read, where the reader's own words (``not a gzip file``) say only what
+    broke; ``""`` where the error says the fix itself (this package's), or is no reader's verdict on the file (a file
+    that is gone, memory, a later transform)."""
+    cause = root_cause(err)
+    if (raised_by_package(err) or not (failed_transform(err) or "").startswith("Load") or not os.path.isfile(case)
+            or isinstance(cause, (FileNotFoundError, MemoryError))):
+        return ""
+    if not os.access(case, os.R_OK):
+        return "give this user read permission on it (chmod u+r)"
+    return "it cannot be read as an image: replace it with an intact copy or drop the case"
 
 
 def batch_items(batch) -> list[dict]:

@@ -26,6 +26,7 @@ from unimiss_monai.data.grid_checks import dicom_image_problem
 from unimiss_monai.data.image_formats import (
     SCANNED_SUFFIXES,
     is_dicom_path,
+    listing_problem,
     preferred_sub_folder,
     scan_images,
 )
@@ -195,6 +196,8 @@ def list_radiographs(folder: str | os.PathLike) -> list[dict[str, str]]:
     bundle's own ``*_overlay.png`` outputs are left out; what is left out is logged."""
     if not Path(folder).is_dir():
         raise FileNotFoundError(f"dataset_dir {str(folder)!r} is not a folder of radiographs (PNG, DICOM or 2D NIfTI)")
+    if problem := listing_problem(folder):  # refused before anything is loaded, as the CT bundles refuse it
+        raise ValueError(problem)
     drrs = drr_run_images(folder)  # not its previews and contact sheets, which a scan would take as radiographs too
     if drrs is not None:
         return named_inputs(Path(folder), drrs)

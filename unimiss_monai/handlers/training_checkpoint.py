@@ -267,9 +267,9 @@ class TrainingCheckpoint:
             )
         self._check_epochs(ckpt.get("trainer"), engine)
         if self._finished(saved := ckpt.get("trainer")) and (n := engine.state.max_epochs) > saved["max_epochs"]:
-            logger.info("%s: the finished run of %d epochs goes on to %d; the step schedules (learning rate, "
-                        "momentum) now span %d epochs, so the rate may rise again", self.path, saved["max_epochs"], n,
-                        n)
+            logger.info("%s: the finished run of %d epoch(s) goes on to %d; schedules computed from the run's length "
+                        "(pretraining's learning rate and momentum) now span %d, so the rate may rise again", self.path,
+                        saved["max_epochs"], n, n)
         for name, obj in self.objects.items():
             if name not in ckpt:
                 raise KeyError(f"checkpoint {self.path} has no {name!r} (it has {sorted(ckpt)}); delete it to start over")

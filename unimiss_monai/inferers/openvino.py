@@ -8,7 +8,8 @@ outputs equal to PyTorch's to about 1e-4 (measured: ``docs/README.md`` of the CT
 
 The compiled model is kept per network object (not per inferer, which a config may build anew for every request) and
 is rebuilt when the network's weights, buffers or train/eval mode change, so loading other weights into the same
-module is never answered by the old ones. OpenVINO is an optional dependency (``pip install unimiss_monai[openvino]``).
+module is never answered by the old ones. OpenVINO is an optional dependency (``pip install openvino==2026.4.1``, the
+``[openvino]`` extra).
 
 OpenVINO's Python package counts its use in ``~/intel`` and sends usage events (imports, conversions, operator
 statistics) to Intel unless a consent file there says no or the ``CI`` variable is ``true``. A run here should send
@@ -168,7 +169,8 @@ class OpenVINOInferer(Inferer):
         enabled = as_bool(enabled, "enabled")  # from the command line a value is a string
         if enabled and not openvino_available():
             raise ImportError("OpenVINOInferer: the openvino package is not installed; install it with "
-                              "`pip install unimiss_monai[openvino]`, or leave out the OpenVINO overlay")
+                              "`pip install openvino==2026.4.1` (this package's [openvino] extra), or leave out the "
+                              "OpenVINO overlay")
         self.inferer, self.precision, self.enabled = inferer, precision, enabled
         self.threads = None if threads is None else int(threads)
 

@@ -24,7 +24,7 @@ from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.finite import first_non_finite
 from unimiss_monai.utils.serialization import load_torch_file
 from unimiss_monai.utils.hashing import sha256_file
-from unimiss_monai.utils.repository import REPOSITORY_BUNDLES, no_bundles_here
+from unimiss_monai.utils.repository import REPOSITORY_BUNDLES, repository_bundle
 
 __all__ = ["DEFAULT_DST", "check_export_target", "publish_pretrained", "read_export"]
 
@@ -35,10 +35,8 @@ DEFAULT_DST = REPOSITORY_BUNDLES / "unimiss_pretraining" / "models" / "model.pt"
 def _default_dst() -> Path:
     """:data:`DEFAULT_DST` when this package runs from a checkout that holds the pretraining bundle; an installed
     package has no bundles beside it, and the weights would land in site-packages where no bundle reads them."""
-    if (DEFAULT_DST.parents[1] / "configs" / "metadata.json").is_file():
-        return DEFAULT_DST
-    raise ValueError(no_bundles_here("publish-pretrained",
-                                     "--dst <bundles folder>/unimiss_pretraining/models/model.pt"))
+    option = "--dst <bundles folder>/unimiss_pretraining/models/model.pt"
+    return repository_bundle("unimiss_pretraining", "publish-pretrained", option) / "models" / "model.pt"
 
 
 def read_export(path: str | os.PathLike) -> dict[str, Any]:

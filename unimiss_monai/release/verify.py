@@ -36,10 +36,9 @@ import torch
 
 from unimiss_monai.release.package import REQUIRED, bundle_version
 from unimiss_monai.utils.errors import failure_reason
-from unimiss_monai.utils.repository import REPOSITORY_BUNDLES as DEFAULT_BUNDLES
-from unimiss_monai.utils.repository import no_bundles_here
+from unimiss_monai.utils.repository import repository_bundles
 
-__all__ = ["DEFAULT_BUNDLES", "SCHEMA", "verify_bundle", "verify_bundles"]
+__all__ = ["SCHEMA", "verify_bundle", "verify_bundles"]
 
 SCHEMA = Path(__file__).resolve().parents[1] / "resources" / "meta_schema_20240725.json"
 #: sha256 of that copy, so an edited or damaged schema fails the metadata check instead of passing every bundle
@@ -257,11 +256,7 @@ def verify_bundles(*bundles: str, dataset_dir: str | None = None) -> dict[str, A
     torch.manual_seed(0)
     paths = [Path(p) for p in bundles]
     if not paths:
-        paths = sorted(p for p in DEFAULT_BUNDLES.iterdir() if (p / "configs").is_dir()) if DEFAULT_BUNDLES.is_dir() else []
-        if not paths:  # an installed package has no bundles/ beside it
-            raise ValueError(no_bundles_here("verify-bundles", "the bundle folders to check (verify-bundles DIR ...)")
-                             if not DEFAULT_BUNDLES.is_dir() else f"verify-bundles: no bundle folders in "
-                             f"{DEFAULT_BUNDLES}; pass the bundle folders to check (verify-bundles DIR ...)")
+        paths = repository_bundles("verify-bundles", "the bundle folders to check (verify-bundles DIR ...)")
     for p in paths:
         if not (p / "configs").is_dir():
             raise ValueError(f"verify-bundles: {p} is not a bundle folder (no configs/)")

@@ -70,6 +70,7 @@ class CheckSpatialDimsd(MapTransform):
         self.fail_air_only = as_bool(fail_air_only, "fail_air_only")
         # non-finite voxels or a degenerate grid would poison a whole batch or give a meaningless verdict
         self.check_image = CheckImage(fail_constant=fail_constant)
+        self._said_not_hu: set[str] = set()
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
@@ -93,9 +94,11 @@ class CheckSpatialDimsd(MapTransform):
                 # one slice, or a voxel size in metres: classified or trained on as a CT, it gave an answer marked ok
                 check_ct_volume(img.shape[1:], getattr(img, "affine", None), source)
                 check_not_air_only(img, source)
-            if self.check_ct_hu and self.spatial_dims == 3:
-                warn_if_not_ct_hu(img, source, "the networks take CT in HU, so what is made of it is unlikely to mean "
-                                  "anything")
+            # once per file (and worker): a training run reads the file every epoch
+            if self.check_ct_hu and self.spatial_dims == 3 and source not in self._said_not_hu:
+                if warn_if_not_ct_hu(img, source, "the networks take CT in HU, so what is made of it is unlikely to "
+                                     "mean anything"):
+                    self._said_not_hu.add(source)
         return d
 
 

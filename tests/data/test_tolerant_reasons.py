@@ -1,0 +1,32 @@
+"""The one-line reason of a failed inference case says the fix where a reader's own words say only what broke (``not a
+gzip file``), and gives none that would mislead: not for a file that is gone, nor for a failure after loading."""
+
+from __future__ import annotations
+
+import numpy as np
+from monai.transforms import Compose, Lambdad, LoadImaged
+
+from unimiss_monai.data import save_nifti
+from unimiss_monai.data.tolerant import FAILED_KEY, TolerantDataset
+
+INTACT = "it cannot be read as an image: replace it with an intact copy or drop the case"
+
+
+def _reasons(items, transform) -> list[str]:
+    return [item[FAILED_KEY] for item in TolerantDataset(items, transform, placeholder_shape=(1, 4, 4))]
+
+
+def _fail_after_loading(_):
+    raise RuntimeError("out of something")
+
+
+def test_a_reader_failure_gets_the_fix_and_other_failures_do_not(tmp_path):
+    (tmp_path / "text.nii.gz").write_bytes(b"this is a text file, not an image")
+    save_nifti(np.ones((4, 4), np.float32), np.eye(4), tmp_path / "good.nii.gz")
+    broken, gone, good = (str(tmp_path / n) for n in ("text.nii.gz", "gone.nii.gz", "good.nii.gz"))
+    reasons = _reasons([{"image": broken}, {"image": gone}, {"image": good}], LoadImaged("image"))
+    assert broken in reasons[0] and reasons[0].endswith(f"; {INTACT}"), reasons[0]
+    assert reasons[1] and INTACT not in reasons[1], reasons[1]  # the reader says it is missing: that is the fix
+    assert reasons[2] == ""
+    later = _reasons([{"image": good}], Compose([LoadImaged("image"), Lambdad("image", _fail_after_loading)]))
+    assert later == [f"{good}: RuntimeError: out of something"]
