@@ -165,6 +165,19 @@ def test_a_datalist_of_the_users_in_output_dir_is_refused_and_kept(tmp_path):
     assert (out / "datalist.json").read_text() == mine and sorted(p.name for p in out.iterdir()) == ["datalist.json"]
 
 
+def test_a_datalist_of_the_run_edited_is_said_to_be_and_kept(tmp_path):
+    # an 'xray' section added for pretraining: the run's own file, edited, is told as such and not replaced
+    data, out = tmp_path / "data", tmp_path / "out"
+    _phantom_case(data, "a", labels=False)
+    DRRGenerator(data, out, **SMALL).run()
+    edited = json.dumps({**json.loads((out / "datalist.json").read_text()), "xray": [{"image": "chest.png"}]})
+    (out / "datalist.json").write_text(edited)
+    with pytest.raises(FileExistsError, match=r"datalist.json holds keys unimiss_monai does not write there \('xray': "
+                                              r"an edit of yours\?\) and would be replaced: move it away \(a copy"):
+        DRRGenerator(data, out, **SMALL).run()
+    assert (out / "datalist.json").read_text() == edited
+
+
 def test_every_collective_goes_over_the_coordination_group(tmp_path, monkeypatch):
     # the gathers wait for the slowest rank's whole share: over the long-timeout group, never the default (NCCL) one
     import unimiss_monai.engines.drr_generation as engine

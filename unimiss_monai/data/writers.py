@@ -96,8 +96,12 @@ def check_replaceable_json(path: str | Path, keys: Sequence[str]) -> None:
     except (OSError, ValueError):
         content = None
     if not isinstance(content, dict) or set(content) != set(keys):
-        raise FileExistsError(f"{path} was not written by unimiss_monai and would be replaced: move it away or choose "
-                              "another output folder")
+        # all of ours and more: ours, edited (an 'xray' section added for pretraining); the edit would be lost
+        added = sorted(set(content) - set(keys)) if isinstance(content, dict) and set(keys) <= set(content) else []
+        why = (f"holds keys unimiss_monai does not write there ({', '.join(map(repr, added))}: an edit of yours?)"
+               if added else "was not written by unimiss_monai")
+        raise FileExistsError(f"{path} {why} and would be replaced: move it away (a copy under another name keeps "
+                              "your edit) or choose another output folder")
 
 
 @contextmanager
