@@ -32,7 +32,7 @@ from unimiss_monai.data.grid_checks import (
     check_has_voxels,
     check_nifti_header,
 )
-from unimiss_monai.data.image_formats import NIFTI_SUFFIXES, dicom_files_in, is_dicom_file, listing_problem
+from unimiss_monai.data.image_formats import NIFTI_SUFFIXES, cannot_list, dicom_files_in, is_dicom_file
 
 __all__ = [
     "MAX_AIR_ONLY_HU", "MAX_PLAUSIBLE_HU", "CTInputError", "check_not_air_only", "load_ct", "load_label_map",
@@ -116,9 +116,11 @@ def _load(path: Path, what: str, dtype) -> tuple[np.ndarray, np.ndarray]:
     if not path.exists():
         raise CTInputError(f"{path}: {what} not found; check the path (--dataset_dir) or create sample data with "
                            f"`python -m unimiss_monai samples --out DIR`")
-    if problem := listing_problem(path):  # a folder of a scan that could not be listed: its own case, failed here
-        raise CTInputError(problem)
-    if path.is_dir() and not is_dicom_series_dir(path):
+    try:  # a folder a scan could not list is a case of its own, which fails here, from the one listing made anyway
+        series_dir = path.is_dir() and is_dicom_series_dir(path)
+    except OSError as err:
+        raise CTInputError(cannot_list(path, err)) from None
+    if path.is_dir() and not series_dir:
         raise CTInputError(f"{path}: folder holds no DICOM files; pass a NIfTI file or a folder of one DICOM series")
     try:  # headers only, before the voxels are read: a reader drops the imaginary part of complex voxels with no more
         # than a warning, and stacks slices of another geometry as if alike or fails on them with a message naming none
