@@ -50,6 +50,16 @@ def test_load_datalist_and_errors(tmp_path):
     assert list_images(tmp_path, (".png",)) == [{"image": str(tmp_path / "a.png")}]
 
 
+def test_a_file_given_as_the_input_folder_is_said_to_be_a_file_not_missing(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"x")
+    with pytest.raises(FileNotFoundError) as info:
+        list_images(tmp_path / "a.png")
+    assert str(info.value) == (f"input folder {str(tmp_path / 'a.png')!r} is a file, not a folder; pass --dataset_dir "
+                               "with the folder of your images (put a single image in a folder of its own)")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        list_images(tmp_path / "gone")
+
+
 def test_balanced_weights_equalise_classes():
     items = [{"label": 0}] * 6 + [{"label": 1}] * 2 + [{"label": 2}]
     w = torch.tensor(balanced_sample_weights(items, 3))

@@ -210,9 +210,12 @@ def list_images(folder: str | os.PathLike, suffixes: Sequence[str] = SCANNED_SUF
     group is logged.
 
     Raises:
-        FileNotFoundError: the folder does not exist or holds no image with one of ``suffixes``.
+        FileNotFoundError: the folder does not exist, is a file, or holds no image with one of ``suffixes``.
     """
     root = Path(folder)
+    if root.exists() and not root.is_dir():  # one image is not a folder of them: said as such, not as "missing"
+        raise FileNotFoundError(f"input folder {str(root)!r} is a file, not a folder; pass --dataset_dir with the "
+                                "folder of your images (put a single image in a folder of its own)")
     if not root.is_dir():
         raise FileNotFoundError(f"input folder {str(root)!r} does not exist; pass --dataset_dir with your images")
     if problem := listing_problem(root):  # refused before anything is loaded, as the CT bundles refuse it

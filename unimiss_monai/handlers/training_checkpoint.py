@@ -16,6 +16,7 @@ from ignite.engine import Engine, Events
 from unimiss_monai.data.writers import keep_previous
 from unimiss_monai.data.writers import save_torch as atomic_torch_save  # the name this module has always exported
 from unimiss_monai.handlers.checkpoint_info import settings_mismatch
+from unimiss_monai.handlers.checkpoint_position import finished, planned_epochs, position_problem
 from unimiss_monai.networks.state_dict_diff import state_dict_differences
 from unimiss_monai.utils.finite import first_non_finite
 from unimiss_monai.utils.args import as_bool
@@ -99,6 +100,10 @@ class TrainingCheckpoint:
     so an iteration's checkpoint names them all). The file holds only tensors, numbers, strings and containers, and
     resuming reads it weights-only. A state holding NaN or Inf is never saved: ``save`` raises ``FloatingPointError``
     and the previous checkpoint stays.
+
+    A checkpoint further on than this run's ``max_epochs`` is refused in one line, and so is a stopped run set to
+    another number of epochs where a learning-rate scheduler is among ``save_objects`` (restored, it keeps that run's
+    length); without one, such a run resumes with a warning (see :mod:`~unimiss_monai.handlers.checkpoint_position`).
 
     With ``epoch_level``, the end-of-epoch save is registered when the run starts, after every handler attached
     before it, so it runs last at the end of an epoch and holds that epoch's validation (e.g. the score of the best
@@ -246,7 +251,8 @@ class TrainingCheckpoint:
         if (bad := first_non_finite(ckpt)) is not None:
             raise RuntimeError(f"cannot resume from {self.path}: tensor {bad} holds NaN or Inf (the run that wrote it "
                                "diverged); delete it to start over")
-        if not self.resume_finished and self._finished(ckpt.get("trainer")):
+        saved = ckpt.get("trainer")
+        if not self.resume_finished and finished(saved):
             logger.info("%s is the checkpoint of a finished run: training anew", self.path)
             return
         if (other := self._other_data(ckpt.get("data"))) is not None:
@@ -256,7 +262,7 @@ class TrainingCheckpoint:
                            "replaces it; to continue that run instead, stop this one and run again with the data it "
                            "was written with", self.path, other)
             return
-        saved_length = (ckpt.get("trainer") or {}).get("epoch_length")
+        saved_length = (saved or {}).get("epoch_length")
         # iteration-level checkpoints too: on another epoch length the saved iteration no longer marks the same place
         # in the data (a resumed pretraining ran its remaining epochs with no iteration and exported), and every
         # schedule that is a function of the step would change mid-run
@@ -265,11 +271,18 @@ class TrainingCheckpoint:
                 f"cannot resume from {self.path}: it was written with {saved_length} iterations per epoch, this run has "
                 f"{engine.state.epoch_length} (other data or batch size); delete it to start over, or use another output_dir"
             )
-        self._check_epochs(ckpt.get("trainer"), engine)
-        if self._finished(saved := ckpt.get("trainer")) and (n := engine.state.max_epochs) > saved["max_epochs"]:
-            logger.info("%s: the finished run of %d epoch(s) goes on to %d; schedules computed from the run's length "
-                        "(pretraining's learning rate and momentum) now span %d, so the rate may rise again", self.path,
-                        saved["max_epochs"], n, n)
+        # a learning-rate scheduler restored with the checkpoint keeps the length of the run that saved it
+        keeps_schedule = any(isinstance(o, torch.optim.lr_scheduler.LRScheduler) for o in self.objects.values())
+        if (problem := position_problem(self.path, saved, engine.state.max_epochs, keeps_schedule)) is not None:
+            raise RuntimeError(problem)
+        if (planned := planned_epochs(saved)) not in (None, n := engine.state.max_epochs):
+            span = f"schedules computed from the run's length (pretraining's learning rate and momentum) now span {n}"
+            if finished(saved):
+                logger.info("%s: the finished run of %d epoch(s) goes on to %d; %s, so the rate may rise again",
+                            self.path, planned, n, span)
+            else:  # what no uninterrupted run of either length trains: said louder
+                logger.warning("%s: the stopped run of %d epoch(s) resumes as one of %d; %s, so they change from here "
+                               "on; run with %d epochs to continue it as it was", self.path, planned, n, span, planned)
         for name, obj in self.objects.items():
             if name not in ckpt:
                 raise KeyError(f"checkpoint {self.path} has no {name!r} (it has {sorted(ckpt)}); delete it to start over")
@@ -331,35 +344,6 @@ class TrainingCheckpoint:
                 "tensor(s) differ), e.g. the checkpoint of a smoke run before a full one; give this run another "
                 "--output_dir, or move that checkpoint out of the way to train anew"
             )
-
-    def _check_epochs(self, trainer_state: Mapping | None, engine: Engine) -> None:
-        """Refuse, in one line, a checkpoint further on than this run's ``max_epochs``: ignite would refuse it with
-        advice about ``engine.state.max_epochs`` that no bundle user can follow (a run of 40 epochs killed after
-        epoch 8, rerun with the 2 of the config)."""
-        if not isinstance(trainer_state, Mapping) or engine.state.max_epochs is None:
-            return
-        iteration, epoch_length = trainer_state.get("iteration"), trainer_state.get("epoch_length")
-        # the epoch ignite restores: the saved one, or that of the saved iteration
-        epoch = trainer_state.get("epoch")
-        if epoch is None and iteration is not None and epoch_length:
-            epoch = int(iteration) // int(epoch_length)
-        if epoch is None or int(epoch) <= engine.state.max_epochs:
-            return
-        planned = trainer_state.get("max_epochs")
-        raise RuntimeError(
-            f"cannot resume from {self.path}: it holds {int(epoch)} finished epoch(s)"
-            f"{f' of {planned}' if planned else ''}, more than the {engine.state.max_epochs} this run is set to; "
-            f"raise the epochs to at least {int(epoch)} (--train#epochs; --max_epochs in the fine-tuning bundles) to "
-            "continue it, or choose another --output_dir to start afresh"
-        )
-
-    @staticmethod
-    def _finished(trainer_state: Mapping | None) -> bool:
-        """Whether a saved ignite trainer state reached its ``max_epochs``."""
-        if not isinstance(trainer_state, Mapping):
-            return False
-        iteration, epoch_length, max_epochs = (trainer_state.get(k) for k in ("iteration", "epoch_length", "max_epochs"))
-        return None not in (iteration, epoch_length, max_epochs) and iteration >= epoch_length * max_epochs
 
 
 def _plain(value):
