@@ -8,6 +8,7 @@ References:
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import re
@@ -34,8 +35,11 @@ from unimiss_monai.utils.ema import update_momentum
 __all__ = ["PretrainingTrainer", "SamplesLeftOut", "log_export"]
 
 logger = logging.getLogger(__name__)
+#: an epoch's counts and train handlers' sums (CollapseMonitor) at its start: checkpointed, so a resumed epoch sums all
+_FRESH_EPOCH = {"samples_trained": {"ct": 0, "xray": 0}, "phase_iterations": {"ct": 0, "xray": 0}, "first_failure": {},
+                "epoch_accumulators": {}}
 #: what :meth:`PretrainingTrainer.state_dict` adds to ignite's state
-_OWN_STATE = ("optimizer_step", "skipped_samples", "failed_samples", "trained_dims")
+_OWN_STATE = ("optimizer_step", "skipped_samples", "failed_samples", "trained_dims", *_FRESH_EPOCH)
 
 
 class PretrainingTrainer(AccumulationWindows, Trainer):
@@ -66,14 +70,12 @@ class PretrainingTrainer(AccumulationWindows, Trainer):
     ``RuntimeError`` naming the phase and its first failure.
 
     Args:
-        device: where to train.
-        max_epochs: epochs to run.
+        device / max_epochs: where to train, and the epochs to run.
         train_data_loader: a ``PhaseLoader``.
         network: the :class:`StudentTeacher`; only its ``student`` is optimised (wrapped in DDP when
             ``torch.distributed`` is initialised).
-        optimizer: optimiser over the student's parameters.
-        loss_function: ``UniMissPlusLoss`` or ``CrossDimensionDINOLoss`` (see ``recipe``).
-        recipe: ``"unimiss_plus"`` or ``"unimiss"``.
+        optimizer / loss_function / recipe: optimiser over the student's parameters; ``UniMissPlusLoss`` or
+            ``CrossDimensionDINOLoss``; ``"unimiss_plus"`` or ``"unimiss"`` (the loss goes with the recipe, see above).
         ct_keys / drr_keys / xray_keys: batch keys of the two CT global crops ``(B, 1, D, H, W)``, the two DRR views
             and the two X-ray views ``(B, 1, H, W)``. An empty ``drr_keys`` trains without DRRs.
         slice_stride: every n-th axial slice of each CT crop becomes a 2D image (UniMiSS+: 2; UniMiSS: 1).
@@ -153,9 +155,7 @@ class PretrainingTrainer(AccumulationWindows, Trainer):
     def _init_bookkeeping(self, train_handlers: Sequence | None) -> None:
         """Counters, loader positioning, per-epoch sample checks and the train handlers (shared with the other
         pretraining recipes' trainers)."""
-        self.state.optimizer_step = 0
-        self.state.skipped_samples = 0
-        self.state.failed_samples = []
+        self.state.optimizer_step, self.state.skipped_samples, self.state.failed_samples = 0, 0, []
         # the count every process agreed on at the last epoch end (or found in the checkpoint it resumed)
         self._skipped_agreed = 0
         self.state.trained_dims = []
@@ -166,8 +166,7 @@ class PretrainingTrainer(AccumulationWindows, Trainer):
         self.add_event_handler(Events.EPOCH_STARTED, self._position_loader)
         self.add_event_handler(Events.EPOCH_STARTED, self._reset_epoch_counts)
         # before the train handlers: the counts reach the epoch loggers and the checkpoint (every process's failures,
-        # which rank 0 saves), and an all-failed phase stops the run before a checkpoint exports a backbone that never
-        # saw its data
+        # which rank 0 saves), and an all-failed phase stops the run before a checkpoint exports a backbone blind to it
         self.add_event_handler(Events.EPOCH_COMPLETED, self._merge_failures)
         self.add_event_handler(Events.EPOCH_COMPLETED, self._check_epoch_counts)
         if train_handlers is not None:
@@ -193,9 +192,11 @@ class PretrainingTrainer(AccumulationWindows, Trainer):
 
     @staticmethod
     def _reset_epoch_counts(engine: PretrainingTrainer) -> None:
-        engine.state.samples_trained = {"ct": 0, "xray": 0}
-        engine.state.phase_iterations = {"ct": 0, "xray": 0}
-        engine.state.first_failure = {}
+        # ignite fires EPOCH_STARTED for the epoch a mid-epoch resume continues too: it keeps what the checkpoint held
+        if engine.state.epoch_length and engine.state.iteration % engine.state.epoch_length:
+            return
+        for k, v in copy.deepcopy(_FRESH_EPOCH).items():
+            setattr(engine.state, k, v)
 
     def phase_dims(self, phase: str) -> set[int]:
         """The spatial dimensions whose tensors a ``phase`` step trains: the CT phase trains 3D, and 2D as well
@@ -236,8 +237,7 @@ class PretrainingTrainer(AccumulationWindows, Trainer):
         trained = engine.state.samples_trained
         engine.state.trained_dims = engine.trained_dims()
         engine._publish_trained_dims()
-        engine.state.metrics["ct_samples"] = float(trained["ct"])
-        engine.state.metrics["xray_samples"] = float(trained["xray"])
+        engine.state.metrics |= {"ct_samples": float(trained["ct"]), "xray_samples": float(trained["xray"])}
         logger.info("epoch %d: trained on %d CT and %d X-ray sample(s); %d skipped so far", engine.state.epoch, trained["ct"], trained["xray"], engine.state.skipped_samples)
         for phase, iterations in engine.state.phase_iterations.items():
             if iterations and not trained[phase]:
@@ -245,11 +245,11 @@ class PretrainingTrainer(AccumulationWindows, Trainer):
                 raise RuntimeError(f"the {phase} phase of epoch {engine.state.epoch} trained on no sample (each one failed to load or transform); first failure: {first}")
 
     def state_dict(self) -> dict:
-        """ignite's position plus the optimiser-step and skipped-sample counts and the spatial dimensions trained."""
+        """ignite's position, the optimiser steps, samples skipped, dimensions trained and the epoch's counts."""
         return super().state_dict() | {
             "optimizer_step": self.state.optimizer_step, "skipped_samples": self.state.skipped_samples,
             "failed_samples": list(self.state.failed_samples), "trained_dims": self.trained_dims(),
-        }
+        } | {k: copy.deepcopy(getattr(self.state, k)) for k in _FRESH_EPOCH}
 
     def load_state_dict(self, state_dict) -> None:
         super().load_state_dict({k: v for k, v in state_dict.items() if k not in _OWN_STATE})
@@ -259,12 +259,14 @@ class PretrainingTrainer(AccumulationWindows, Trainer):
         self._skipped_agreed = self.state.skipped_samples
         # a checkpoint written before the dimensions were recorded leaves them unknown: the export then records none
         self.state.trained_dims = state_dict.get("trained_dims")
+        # a checkpoint written before the epoch's counts were saved starts them afresh at the resume point
+        for k, fresh in _FRESH_EPOCH.items():
+            setattr(self.state, k, copy.deepcopy(state_dict.get(k, fresh)))
         self._publish_trained_dims()
 
     # ---- inputs -----------------------------------------------------------------------------------------------------
     def _views(self, batch: dict, keys: list[str], phase: str) -> list[torch.Tensor]:
-        missing = [k for k in keys if k not in batch]
-        if missing:
+        if missing := [k for k in keys if k not in batch]:
             have = sorted(k for k in batch if k not in (SKIPPED_KEY, COUNT_KEY))
             raise KeyError(f"{phase} batch has no {missing} (it has {have}); check the {phase} view transforms' output keys or the trainer's {phase}_keys")
         # plain tensors: slicing a batch of MetaTensors through the networks would drag per-sample metadata along
@@ -322,12 +324,11 @@ class PretrainingTrainer(AccumulationWindows, Trainer):
 
     # ---- one iteration ----------------------------------------------------------------------------------------------
     def _apply_schedules(self) -> None:
-        step = self.state.optimizer_step
         for group in self.optimizer.param_groups:
             if self.lr_schedule is not None:
-                group["lr"] = self.lr_schedule(step) * group.get("lr_scale", 1.0)
+                group["lr"] = self.lr_schedule(self.state.optimizer_step) * group.get("lr_scale", 1.0)
             if self.wd_schedule is not None and group.get("weight_decay", 0.0) != 0.0:
-                group["weight_decay"] = self.wd_schedule(step)
+                group["weight_decay"] = self.wd_schedule(self.state.optimizer_step)
 
     @staticmethod
     def _count_phase(engine: PretrainingTrainer, phase: str, batch: dict) -> list:
@@ -370,13 +371,11 @@ class PretrainingTrainer(AccumulationWindows, Trainer):
         with torch.autocast(engine.state.device.type, dtype=engine.amp_dtype, enabled=engine.amp):
             terms = engine._ct_terms(batch, temp) if phase == "ct" else engine._xray_terms(batch, temp)
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
-        loss = terms["total"]
-        if not math.isfinite(loss.item()):
+        if not math.isfinite((loss := terms["total"]).item()):
             values = {k: round(float(v), 4) for k, v in terms.items()}
             raise FloatingPointError(f"pretraining loss is {loss.item()} at iteration {engine.state.iteration} ({phase} phase, terms {values}); lower the learning rate or use bf16 instead of fp16")
         self._backward_and_step(engine, loss, phase, batch, due)
-        out: dict[str, Any] = {k: float(v.detach()) for k, v in terms.items()}
-        out["loss"] = out["total"]
+        out: dict[str, Any] = {k: float(v.detach()) for k, v in terms.items()} | {"loss": float(loss.detach())}
         out |= getattr(getattr(engine.loss_function, "dino", None), "diagnostics", {})
         out |= {"lr": engine.optimizer.param_groups[0]["lr"], "phase": phase, "skipped": len(skipped)}
         return out

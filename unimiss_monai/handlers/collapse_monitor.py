@@ -10,6 +10,8 @@ from ignite.engine import Engine, Events
 __all__ = ["CollapseMonitor"]
 
 logger = logging.getLogger(__name__)
+#: this monitor's entry in the engine's ``state.epoch_accumulators``
+_ACCUMULATOR = "collapse_monitor"
 
 
 class CollapseMonitor:
@@ -28,22 +30,36 @@ class CollapseMonitor:
 
     def __init__(self, out_dim: int, low_fraction: float = 0.02, high_fraction: float = 0.98) -> None:
         self.log_k, self.low, self.high = math.log(out_dim), low_fraction, high_fraction
+        # name -> [sum, count] of this epoch, on an engine without per-epoch accumulators (a plain ignite Engine)
         self.sums: dict[str, list[float]] = {}
         self.collapsed_epochs: list[int] = []
 
     def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.EPOCH_STARTED, lambda e: self.sums.clear())
+        engine.add_event_handler(Events.EPOCH_STARTED, self._start_epoch)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.record)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.check)
 
+    def _epoch_sums(self, engine: Engine) -> dict[str, list[float]]:
+        # the pretraining trainer checkpoints ``state.epoch_accumulators`` and clears it at each epoch start, except
+        # the one a mid-epoch resume continues: sums kept there cover the whole epoch after a kill and resume
+        accumulators = getattr(engine.state, "epoch_accumulators", None)
+        return self.sums if accumulators is None else accumulators.setdefault(_ACCUMULATOR, {})
+
+    def _start_epoch(self, engine: Engine) -> None:
+        if getattr(engine.state, "epoch_accumulators", None) is None:
+            self.sums.clear()
+
     def record(self, engine: Engine) -> None:
         out = engine.state.output or {}
+        sums = self._epoch_sums(engine)
         for k in ("teacher_entropy", "teacher_batch_entropy", "center_norm"):
             if isinstance(out.get(k), float):
-                self.sums.setdefault(k, []).append(out[k])
+                total = sums.setdefault(k, [0.0, 0])
+                total[0] += out[k]
+                total[1] += 1
 
     def check(self, engine: Engine) -> None:
-        means = {k: sum(v) / len(v) for k, v in self.sums.items() if v}
+        means = {k: total / n for k, (total, n) in self._epoch_sums(engine).items() if n}
         # "epoch/" keeps the epoch means apart from the per-iteration values of the same name in the loggers
         engine.state.metrics.update({f"epoch/{k}": v for k, v in means.items()})
         entropy, batch_entropy = means.get("teacher_entropy"), means.get("teacher_batch_entropy")
