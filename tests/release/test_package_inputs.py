@@ -150,3 +150,28 @@ def test_a_base_url_that_is_no_address_is_refused_before_anything_is_written(tmp
     with pytest.raises(ValueError, match=r"^package-bundle: --base_url .* is not an http\(s\):// or file:// address"):
         package_bundle(str(BUNDLE.parent / "unimiss_drr_generation"), out=str(tmp_path / "dist"), base_url=base_url)
     assert not (tmp_path / "dist").exists()
+
+
+@pytest.mark.parametrize("suffix", [".zip.sha256", "_large_files.yml"])
+def test_a_users_checksum_or_large_files_yml_is_not_replaced(tiny_export, tmp_path, suffix):
+    """The ``.sha256`` and ``_large_files.yml`` were written over a user's file of the same name (exit 0); they are
+    checked as the zip is: refused before anything is written, replaced only with --overwrite, and a file holding
+    what this release writes is left unchanged."""
+    import json
+
+    version = json.loads((BUNDLE / "configs" / "metadata.json").read_text())["version"]
+    out = tmp_path / "dist"
+    out.mkdir()
+    mine = out / f"unimiss_pretraining_v{version}{suffix}"
+    mine.write_text("mine\n")
+    args = dict(weights=str(tiny_export), out=str(out), training="x", overlay="smoke.yaml")
+    with pytest.raises(ValueError, match=rf"^{mine} exists with other content: a released version never changes, so "
+                                         r"bump the version in metadata.json \(with a changelog entry\) or pass "
+                                         r"--overwrite true$"):
+        package_bundle(str(BUNDLE), **args)
+    assert sorted(p.name for p in out.iterdir()) == [mine.name] and mine.read_text() == "mine\n"
+    package_bundle(str(BUNDLE), overwrite=True, **args)
+    written = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert written[mine.name] != b"mine\n"
+    package_bundle(str(BUNDLE), **args)  # the same release again: every file unchanged, nothing refused
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == written

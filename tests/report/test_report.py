@@ -12,6 +12,7 @@ from unimiss_monai.data.writers import OUTPUT_MARKER
 from unimiss_monai.report import report
 from unimiss_monai.report.command import ReportIncomplete, main
 from unimiss_monai.report.palette import colour
+from unimiss_monai.report.run_folder import RunFolder
 
 from .html_checks import SECTION_IDS, check_page
 from .synthetic_run import CXR, make_run
@@ -67,8 +68,8 @@ def test_markdown_twin_has_the_same_sections_and_pictures(written):
 
 
 def test_missing_outputs_give_notes_not_errors(tmp_path, capsys):
-    """A run folder with only a bundle's empty folder in it still gets every section, each saying what to run; one
-    with nothing of a run in it is refused in one line, and nothing is written there."""
+    """A run folder with only the demo's (empty) step record in it still gets every section, each saying what to run;
+    one with nothing of a run in it is refused in one line, and nothing is written there."""
     (tmp_path / "run").mkdir()
     assert main([str(tmp_path / "run")]) == 1
     err = capsys.readouterr().err.strip()
@@ -76,13 +77,46 @@ def test_missing_outputs_give_notes_not_errors(tmp_path, capsys):
                    f"label_efficiency.json); run `bash tools/demo.sh {tmp_path / 'run'}` first, or pass the folder a "
                    "run wrote")
     assert not any((tmp_path / "run").iterdir())
-    (tmp_path / "run" / "unimiss_pretraining").mkdir()
+    (tmp_path / "run" / "demo_steps.json").write_text('{"steps": []}')
     html_path = report(tmp_path / "run", samples=None)
     text = html_path.read_text()
     for key in SECTION_IDS:
         assert f'id="{key}"' in text
     assert text.count('class="note"') >= len(SECTION_IDS) - 1
     assert "tools/demo.sh" in text
+
+
+@pytest.mark.parametrize("output", [None, "configs/train.json", "docs/README.md", "docs/label_efficiency.json",
+                                    "models/smoke/model.pt"])
+def test_bundle_folders_without_a_run_output_are_refused(tmp_path, capsys, output):
+    """A folder of empty bundle folders, or of bundle sources (configs, docs, as ``bundles/`` is), was taken for a
+    run: exit 0 and a page of "run this first" notes written into it. Refused in one line, and nothing written."""
+    run = tmp_path / "run"
+    for name in ("unimiss_ct_segmentation", "unimiss_pretraining"):
+        (run / name).mkdir(parents=True)
+        if output:
+            (run / name / output).parent.mkdir(parents=True, exist_ok=True)
+            (run / name / output).write_text("{}")
+    before = _tree(tmp_path)
+    assert main([str(run)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {run} holds no run (its bundle folders (unimiss_ct_segmentation, unimiss_pretraining) "
+                   "hold no output of a run (datalist.json, models/model.pt, loss_curves.json, eval/ or inference/ "
+                   "results) and there is no demo_steps.json or label-efficiency study); run `bash tools/demo.sh "
+                   f"{run}` first, or pass the folder a run wrote")
+    assert _tree(tmp_path) == before and not (run / "report.html").exists()
+
+
+@pytest.mark.parametrize("output", ["unimiss_drr_generation/datalist.json", "unimiss_pretraining/models/model.pt",
+                                    "unimiss_pretraining/loss_curves.json",
+                                    "unimiss_ct_classification/eval/metrics.json",
+                                    "unimiss_ct_segmentation/inference/summary.json", "demo_steps.json",
+                                    "label_efficiency/label_efficiency.json",
+                                    "studies/cxr/label_efficiency.json"])
+def test_one_output_of_a_run_is_enough_for_a_report(tmp_path, output):
+    (tmp_path / "run" / output).parent.mkdir(parents=True)
+    (tmp_path / "run" / output).write_text("{}")
+    assert RunFolder(tmp_path / "run").holds_a_run
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
@@ -138,6 +172,7 @@ def test_out_with_md_suffix_is_refused_before_anything_is_written(tmp_path, caps
 @pytest.mark.parametrize("foreign", ["page.md", "page.html"])
 def test_a_foreign_page_at_the_outputs_is_left_as_it_was(tmp_path, capsys, foreign):
     (tmp_path / "run" / "unimiss_pretraining").mkdir(parents=True)
+    (tmp_path / "run" / "unimiss_pretraining" / "loss_curves.json").write_text("{}")  # a run's output: not refused
     mine = tmp_path / foreign
     mine.write_bytes(b"# my own notes\r\n\r\nnot a report\n")
     before = _tree(tmp_path)

@@ -12,8 +12,8 @@ For ``bundles/<name>`` at the ``version`` of its ``configs/metadata.json`` this 
   (``path``, ``url``, ``hash_val``, ``hash_type``), for a repository that keeps the weights out of git and fetches
   them with ``python -m monai.bundle download_large_files``.
 
-A released version is immutable: an existing zip of the same name with other bytes is only replaced with
-``--overwrite``.
+A released version is immutable: an existing zip, weights file, ``.sha256`` or ``_large_files.yml`` of the same name
+with other bytes is only replaced with ``--overwrite``; the same bytes are left as they are ("unchanged").
 """
 
 from __future__ import annotations
@@ -197,7 +197,8 @@ def package_bundle(
             the weights do not say it already.
         name: release name (the folder inside the zip); default the bundle folder's name.
         torchscript: also ship ``models/model.ts`` (the bundle's ``network_def`` traced with these weights).
-        overwrite: replace an existing release zip of the same version whose bytes differ.
+        overwrite: replace existing release files of the same version (zip, weights, ``.sha256``,
+            ``_large_files.yml``) whose bytes differ.
         overlay: the overlay(s) of the bundle's ``configs/`` the weights were trained with (``smoke.yaml``; several as
             a list or separated by commas), stacked on ``inference.json`` (else ``train.json``) for the check.
 
@@ -312,21 +313,25 @@ def build_release(
         if base_url:  # as a model-zoo bundle carries it: download_large_files fetches the weights again from the zip
             entries.append((f"{name}/large_files.yml", large_yml.encode()))
     zip_data = zip_bytes(entries)
-    # both refusals come before anything is written, so a refused release leaves the folder as it was
+    digest, size = sha256_bytes(zip_data), len(zip_data)
+    sha_path, sha_data = zip_path.with_name(zip_path.name + ".sha256"), f"{digest}  {zip_path.name}\n".encode()
+    large = out_dir / f"{key}_large_files.yml" if large_yml is not None else None
+    # every refusal comes before anything is written, so a refused release leaves the folder as it was; the checksum
+    # and large_files.yml are checked as the zip is: a user's file under their names was silently replaced
     state = _write_state(zip_path, zip_data, overwrite)
     weights_state = _write_state(weights_file, model_pt, overwrite) if model_pt is not None else None
+    large_state = _write_state(large, large_yml.encode(), overwrite) if large is not None else None
+    sha_state = _write_state(sha_path, sha_data, overwrite)
     if (out_dir / "model_info.json").exists():
         load_index(str(out_dir / "model_info.json"))  # a file there that is no index is refused now, not after the zip
-    large = None
-    if model_pt is not None:
-        if weights_state == "written":
-            save_bytes(model_pt, weights_file)
-        large = out_dir / f"{key}_large_files.yml"
+    if weights_state == "written":
+        save_bytes(model_pt, weights_file)
+    if large_state == "written":
         save_bytes(large_yml, large)
     if state == "written":
         save_bytes(zip_data, zip_path)
-    digest, size = sha256_bytes(zip_data), len(zip_data)
-    save_bytes(f"{digest}  {zip_path.name}\n", zip_path.with_name(zip_path.name + ".sha256"))
+    if sha_state == "written":
+        save_bytes(sha_data, sha_path)
     # the index last: it never names a zip that is not in place
     entry = update_index(out_dir / "model_info.json", name, version, prefix + zip_path.name, digest, size)
     print(f"package-bundle: {name} v{version} -> {zip_path} ({state}; {size} bytes, sha256 {digest}); "

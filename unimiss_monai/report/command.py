@@ -67,9 +67,13 @@ def report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
         raise ValueError(f"--out {html_path}: the Markdown twin would overwrite the HTML page; give it an .html "
                          f"suffix, e.g. --out {html_path.with_suffix('.html')}")
     if not run.holds_a_run:  # a page of "run this first" notes is no report: nothing is written
-        raise FileNotFoundError(f"{run.root} holds no run (no demo_steps.json, unimiss_* bundle folder or "
-                                f"label_efficiency.json); run `bash tools/demo.sh {run.root}` first, or pass the "
-                                "folder a run wrote")
+        empty = ", ".join(p.name for p in run.bundle_folders)
+        what = (f"its bundle folders ({empty}) hold no output of a run (datalist.json, models/model.pt, "
+                "loss_curves.json, eval/ or inference/ results) and there is no demo_steps.json or "
+                "label-efficiency study" if empty else
+                "no demo_steps.json, unimiss_* bundle folder or label_efficiency.json")
+        raise FileNotFoundError(f"{run.root} holds no run ({what}); run `bash tools/demo.sh {run.root}` first, "
+                                "or pass the folder a run wrote")
     failed: list[str] = []
     sections = build_sections(run, failed)
     title = "UniMiSS demo run"

@@ -159,6 +159,17 @@ def scored_cases(report: dict) -> str:
     return f"{'?' if scored is None else scored}" + (f" ({failed} failed)" if failed else "")
 
 
+# what the report's sections read from a bundle folder (a glob under it each): the DRR datalist, pretraining curves,
+# probe and model, a fine-tune's model and its evaluation and inference outputs; configs and docs are no run's
+RUN_OUTPUTS = ("datalist.json", "loss_curves.json", "knn_probe.json", "models/model.pt", "eval/*.json", "eval/*.csv",
+               "inference/*.json", "inference/saliency/*.png")
+
+
+def holds_run_output(home: Path) -> bool:
+    """Whether the bundle folder ``home`` holds at least one file of :data:`RUN_OUTPUTS`."""
+    return any(p.is_file() for pattern in RUN_OUTPUTS for p in home.glob(pattern))
+
+
 @dataclass
 class RunFolder:
     """Paths of one run's outputs. ``samples`` is the sample-data folder the run read (for inputs and references)."""
@@ -198,11 +209,20 @@ class RunFolder:
 
     @property
     def holds_a_run(self) -> bool:
-        """Whether the folder holds anything a report is made of: the demo's step record, a bundle's folder or a
-        label-efficiency study."""
-        return ((self.root / "demo_steps.json").is_file() or any(p.is_dir() for p in self.root.glob("unimiss_*"))
-                or bool(self.find("label_efficiency.json") + self.find("*/label_efficiency.json")
-                        + self.find("*/*/label_efficiency.json")))
+        """Whether the folder holds anything a report is made of: the demo's step record, a bundle folder holding an
+        output of a run (:data:`RUN_OUTPUTS`) or a label-efficiency study. A bundle folder alone is not enough: the
+        source ``bundles/`` and a folder made ahead of a run hold them too, and their page would be only notes."""
+        studies = self.find("label_efficiency.json") + self.find("*/label_efficiency.json") + [
+            # a bundle source's docs/ carries a published study (bundles/ does): a document, not this run's output
+            p for p in self.find("*/*/label_efficiency.json") if not (p.parent.name == "docs"
+                                                                      and p.parent.parent.name.startswith("unimiss_"))]
+        return ((self.root / "demo_steps.json").is_file() or any(map(holds_run_output, self.bundle_folders))
+                or bool(studies))
+
+    @property
+    def bundle_folders(self) -> list[Path]:
+        """The ``unimiss_*`` folders of the run folder, with or without outputs in them."""
+        return sorted(p for p in self.root.glob("unimiss_*") if p.is_dir())
 
     def bundle(self, name: str) -> Path:
         """A bundle's folder in the run (``unimiss_<name>``)."""
