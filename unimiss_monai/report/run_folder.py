@@ -195,13 +195,24 @@ class RunFolder:
         self.samples = Path(self.samples) if self.samples is not None else None
 
     def _guess_samples(self) -> Path | None:
-        """The ``--out`` of the run's ``samples`` step (``demo_steps.json``), else ``samples/`` beside ``outputs/``."""
+        """The ``--out`` of the run's ``samples`` step (``demo_steps.json``), else ``samples/`` beside ``outputs/``.
+
+        A relative ``--out`` is taken from the folder the step ran in (recorded since 0.2.1), not from the folder the
+        report is written from: from elsewhere, the held-out DRRs lost their references and were called real
+        radiographs. A record without that folder tries the current one, then the run folder's parents."""
         data = read_json(self.root / "demo_steps.json") or {}
         for step in data.get("steps", []):
             argv = step.get("argv") or []
             if step.get("name") == "samples" and "--out" in argv and argv.index("--out") + 1 < len(argv):
-                path = Path(argv[argv.index("--out") + 1])
-                return path if path.is_dir() else None
+                path = Path(argv[argv.index("--out") + 1]).expanduser()
+                if path.is_absolute():
+                    return path if path.is_dir() else None
+                recorded = [Path(step["cwd"])] if isinstance(step.get("cwd"), str) else []
+                bases = [*recorded, Path.cwd(), *self.root.resolve().parents]
+                # a samples folder (its manifest) first: a folder of that name elsewhere may be anything
+                found = [b / path for b in bases if (b / path / "samples.json").is_file()]
+                found += [b / path for b in [*recorded, Path.cwd()] if (b / path).is_dir()]
+                return found[0] if found else None
         for parent in self.root.resolve().parents:
             if (parent / "samples" / "samples.json").is_file():
                 return parent / "samples"

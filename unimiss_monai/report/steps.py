@@ -138,7 +138,8 @@ def run_step(run_dir: str | os.PathLike, name: str, argv: Sequence[str], outputs
     record = {"name": name, "stage": stage, "command": command, "argv": list(argv),
               "status": "ok" if returncode == 0 else "failed", "returncode": returncode,
               "wall_seconds": round(wall, 1), "cpu_seconds": round(_children_cpu() - cpu0, 1), "started": started,
-              "load_average": load, "load_average_after": _load_average(), "outputs": [str(p) for p in outputs]}
+              "load_average": load, "load_average_after": _load_average(), "outputs": [str(p) for p in outputs],
+              "cwd": os.getcwd()}  # what the relative paths of argv and outputs are relative to
     _record(run_dir, record)
     print(f"[demo] {name}: {record['status']} in {wall:.0f} s", flush=True)
     return returncode

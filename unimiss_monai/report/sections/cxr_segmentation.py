@@ -88,13 +88,17 @@ def cxr_segmentation_section(run: RunFolder) -> Section:
         shown = [n for n in names if pred.get(n) is not None and pred[n].any()] or names
         fig.subplots_adjust(bottom=0.01, top=0.94, wspace=0.03)
         legend_below(fig, names, ncol=len(names))
-        kind = "held-out DRR" if reference is not None else "real radiograph"
+        # without the samples folder a held-out DRR has no reference either: it is then not called a real radiograph
+        unknown = reference is None and run.sample_set("cxr_segmentation") is None
+        kind = "held-out DRR" if reference is not None else "input" if unknown else "real radiograph"
         section.add(Figure(
             figure_png(fig), name=f"cxr_seg_{stem}",
             alt=f"{kind} {stem} with predicted outlines of {', '.join(shown)}"
                 + (" beside the reference outlines" if reference is not None else ""),
             caption=f"{stem} ({kind}, {image.shape[1]} x {image.shape[0]} pixels)"
                     + ("; right: the exact projection of the CT's labels." if reference is not None else
+                       "; the sample data the run read was not found, so no reference is shown: pass --samples with "
+                       "the folder the run's samples step wrote." if unknown else
                        "; no reference masks exist for this image. The network saw only DRRs of one CT in "
                        "training, so this picture shows how far it transfers to a real detector and patient.")))
     section.add(*segmentation_table(home / "eval", "CXR segmentation on the held-out test DRRs"))
