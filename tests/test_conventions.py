@@ -101,3 +101,13 @@ def test_every_grey_picture_is_windowed_alike_and_survives_a_nan_pixel():
     assert np.array_equal(grey_rgb(spoiled)[..., 0], (levels * 255).astype(np.uint8))
     overlay = overlay_rgb(spoiled, np.zeros((1, 101, 3)))  # (X, Y) in, rows x columns out
     assert np.array_equal(overlay[..., 0], (levels * 255).astype(np.uint8).T)
+
+
+def test_no_structure_colour_is_a_grey_that_vanishes_on_bone():
+    """Outlines are drawn on radiographs, DRRs and CT in grey: a named colour with no hue (the clavicles were white
+    and light grey) looks like the bone it outlines."""
+    from unimiss_monai.conventions import STRUCTURE_COLOURS
+
+    chroma = {name: max(rgb) - min(rgb) for name, rgb in STRUCTURE_COLOURS.items()}
+    assert min(chroma.values()) >= 90, sorted(chroma.items(), key=lambda kv: kv[1])[:3]
+    assert len(set(STRUCTURE_COLOURS.values())) == len(STRUCTURE_COLOURS)  # and no two structures share one

@@ -159,8 +159,9 @@ STRUCTURE_COLOURS: dict[str, tuple[int, int, int]] = {
     "stomach": (255, 150, 30),
     "pancreas": (240, 220, 40),
     "aorta": (255, 60, 200),
-    "clavicle_left": (200, 200, 200),
-    "clavicle_right": (255, 255, 255),
+    # green, not the white and grey they once were, which vanished on the bone of the radiographs they outline
+    "clavicle_left": (70, 170, 0),
+    "clavicle_right": (160, 240, 60),
     "spine": (250, 250, 130),
     "ribs": (255, 215, 160),
     "trachea": (0, 230, 230),

@@ -272,7 +272,7 @@ def write_overlay_png(path: str | os.PathLike, image, masks, names: Sequence[str
     picture = Image.fromarray(overlay_rgb(image, masks, alpha, colours))
     draw = ImageDraw.Draw(picture)
     # the legend grows with the picture (12 px rows up to 800 px, 48 px on a 1841 x 1955 radiograph); each name
-    # is written white on black, and each swatch outlined, so both show on bright bone and on the white clavicle
+    # is written white on black, and each swatch outlined, so both show on bright bone and on any colour
     k = max(1, min(picture.size) // 400)
     font = ImageFont.load_default(size=10 * k)
     width = 18 * k + max((draw.textbbox((0, 0), str(n), font=font)[2] for n in names), default=0)

@@ -82,7 +82,7 @@ def save_overlay_grid(
             ax.imshow(overlay_rgb(image, masks, alpha=0.55, colours=colours or ((255, 255, 255),)), interpolation="nearest")
             ax.set_title(f"{name}: {title}" if c == 0 else title, fontsize=8)
             ax.axis("off")
-    # a dark edge, as in the report's legends: white (clavicle_right) would vanish on the white figure
+    # a dark edge, as in the report's legends: a pale colour would vanish on the white figure
     handles = [Patch(facecolor=tuple(v / 255 for v in col), edgecolor="black", linewidth=0.5, label=n)
                for col, n in zip(colours, structure_names)]
     fig.legend(handles=handles, loc="lower center", ncol=min(5, max(1, len(handles))), fontsize=7, frameon=False)
