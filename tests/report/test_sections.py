@@ -114,7 +114,8 @@ def test_results_of_another_model_than_the_one_in_the_folder_are_flagged_where_t
     model = _write(home / "models" / "model.pt", {})
     at(metrics, 1_000_000), at(model, 1_000_000 + 60)  # retrained after the evaluation: scores of the earlier model
     notes = [b.text for b in classification_section(RunFolder(tmp_path)).blocks if isinstance(b, Note)]
-    assert any(n.startswith("The eval/ results below predate") and "rerun the evaluate step" in n for n in notes)
+    assert any(n.startswith("The eval/ results below predate") and "rerun the evaluate step" in n
+               and n.endswith("copy it again keeping them: cp -a or rsync -a).") for n in notes)
     (row,) = next(b for b in summary_section(RunFolder(tmp_path)).blocks if isinstance(b, Table)).rows
     assert row[2].endswith("(not of the model in the folder: see its section)")
     at(metrics, 1_000_000 + 120)  # evaluated again: nothing to say

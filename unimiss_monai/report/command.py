@@ -15,6 +15,7 @@ from unimiss_monai.data.writers import OUTPUT_MARKER, check_replaceable, save_by
 from .document import Note, Section
 from .render import GENERATOR, render_html, render_markdown
 from .run_folder import RunFolder
+from .sections.summary import SMOKE_WARNING, smoke_run
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,8 @@ def report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
     title = "UniMiSS demo run"
     subtitle = [f"Run folder: {run.root.resolve()}",
                 f"Report written {time.strftime('%Y-%m-%d %H:%M')}; sample data: {run.samples or 'not found'}"]
+    if smoke_run(run):  # said before any number is read, not only inside the summary
+        subtitle.append(SMOKE_WARNING)
     markdown, files = render_markdown(title, subtitle, sections, image_dir=image_dir)
     # nothing is written until every target is known to be new or this tool's own earlier output
     _check_own(html_path, _HTML_MARKER)

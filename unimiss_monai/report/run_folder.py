@@ -89,7 +89,7 @@ def stale_notes(home: Path) -> dict[str, str]:
     after the model they used, so one older than the model scored an earlier model. A finished pretraining saves its
     last checkpoint and its last probe before it exports the model (its loss curves just after); a checkpoint or probe
     history newer than the model is a later run's that has not finished, and so are the curves (each run rewrites
-    them from its first iteration).
+    them from its first iteration). File times are compared: a copy that rewrote them is said to be a possible cause.
     """
     model = home / "models" / "model.pt"
     if not model.is_file():
@@ -100,7 +100,7 @@ def stale_notes(home: Path) -> dict[str, str]:
         jsons = [p for p in (home / sub).glob("*.json") if p.is_file()]
         if jsons and max(p.stat().st_mtime for p in jsons) < at:
             notes[sub] = (f"The {sub}/ results below predate {model} (written {_when(model)}): they scored an earlier "
-                          f"model; rerun the {step} step.")
+                          f"model; rerun the {step} step{_COPIED}.")
     later = [p for p in (home / "knn_probe.json", *(home / "checkpoints").glob("*")) if p.is_file()
              and p.stat().st_mtime > at]
     if later:
@@ -108,8 +108,12 @@ def stale_notes(home: Path) -> dict[str, str]:
         notes["pretraining"] = (
             f"{later[0]} was written after {model} ({_when(model)}) by a run that has not finished: "
             f"{' and '.join(shown) or 'its files'} below are that run's, not the model's that the fine-tunings read; "
-            "rerun the pretraining step.")
+            f"rerun the pretraining step{_COPIED}.")
     return notes
+
+
+# the notes compare file times, which a copy that does not keep them (cp -r, a download) rewrites in its own order
+_COPIED = " (or, if the folder was copied without its file times, copy it again keeping them: cp -a or rsync -a)"
 
 
 def how_trained(home: Path) -> str:

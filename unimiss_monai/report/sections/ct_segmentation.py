@@ -12,9 +12,10 @@ from unimiss_monai.conventions import CT_AXCODES, CT_AXIS_LABELS, CT_TO_NETWORK,
 from ..document import Figure, Note, Paragraph, Section
 from ..images import draw_outlines, figure_png, grey_rgb, legend_below, resize_nearest
 from ..run_folder import RunFolder, how_trained, inference_cases, read_json, stale_notes
-from .segmentation_tables import segmentation_table
+from .segmentation_tables import evaluated_split, segmentation_table
 
-__all__ = ["DEFAULT_CLASSES", "HU_WINDOW", "ct_segmentation_section", "load_network_order", "true_proportions"]
+__all__ = ["DEFAULT_CLASSES", "HU_WINDOW", "ct_evaluation_words", "ct_segmentation_section", "load_network_order",
+           "true_proportions"]
 
 DEFAULT_CLASSES = ["liver", "spleen", "kidney_right", "kidney_left", "stomach", "pancreas", "lung", "heart", "aorta"]
 #: display window (HU): lungs, soft tissue and bone all readable
@@ -108,6 +109,18 @@ def _axial_strip(image, labels, classes, spacing, levels: int = 5) -> bytes:
     return figure_png(fig, dpi=90)
 
 
+def ct_evaluation_words(run: RunFolder) -> tuple[str, str]:
+    """What the CT evaluation scored, as the table's title and its name for the cases. The validation slabs were not
+    trained on but chose the checkpoint, so only a test split is called held out."""
+    split = evaluated_split(run, "ct_segmentation")
+    if split == "validation":
+        return ("CT segmentation on the validation slabs (not trained on, but they chose the checkpoint, so not held "
+                "out)", "validation case(s)")
+    if split == "test":
+        return "CT segmentation on the held-out test slabs", "held-out case(s)"
+    return f"CT segmentation on the {split} split", "case(s)"
+
+
 def ct_segmentation_section(run: RunFolder) -> Section:
     section = Section("ct-segmentation", "CT segmentation")
     home = run.bundle("ct_segmentation")
@@ -155,7 +168,5 @@ def ct_segmentation_section(run: RunFolder) -> Section:
                            alt=f"Five axial slices of {stem.name} from superior to inferior with predicted outlines",
                            caption="Predicted outlines on five axial levels spanning the segmented range, superior "
                                    "first."))
-    # evaluate.json scores the validation split by default: slabs not used in training that also chose the checkpoint
-    section.add(*segmentation_table(home / "eval", "CT segmentation on slabs not used in training (by default the "
-                                    "validation slabs, which also chose the checkpoint)"))
+    section.add(*segmentation_table(home / "eval", *ct_evaluation_words(run)))
     return section

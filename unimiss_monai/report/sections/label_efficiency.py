@@ -43,12 +43,7 @@ def label_efficiency_section(run: RunFolder) -> Section:
     section = Section("label-efficiency", "Label efficiency")
     found = run.find("label_efficiency.json") + run.find("*/label_efficiency.json") + run.find("*/*/label_efficiency.json")
     if not found:
-        return section.add(Note(
-            "No label-efficiency study in this run. It trains from scratch and from the pretrained backbone on "
-            "fractions of the labels, five seeds each, on the same subsets for every arm: `python -m unimiss_monai "
-            "label-efficiency --bundle unimiss_cxr_segmentation --out "
-            f"{shlex.quote(str(run.root / 'label_efficiency'))}`; "
-            "then rerun the report."))
+        return section.add(Note(_study_hint(run)))
     for path in found[:3]:
         data = read_json(path) or {}
         metric = data.get("metric", "score")
@@ -83,6 +78,24 @@ def label_efficiency_section(run: RunFolder) -> Section:
                              f"missing, so some points above rest on fewer seeds; rerun its command to retry them"
                              + (f" ({data['command']})." if data.get("command") else ".")))
     return section
+
+
+def _study_hint(run: RunFolder) -> str:
+    """How to run a study on this run. ``--pretrained`` left at ``auto`` would pretrain a backbone anew, so the run's
+    own backbone is passed when it holds one."""
+    backbone = (run.bundle("pretraining") / "models" / "model.pt").resolve()
+    command = ["python", "-m", "unimiss_monai", "label-efficiency", "--bundle", "unimiss_cxr_segmentation",
+               "--out", str((run.root / "label_efficiency").resolve())]
+    if backbone.is_file():
+        command += ["--pretrained", str(backbone)]
+        start = f"from this run's pretrained backbone ({backbone})"
+    else:  # --pretrained auto: the study pretrains its own backbone first
+        start = "from a backbone it pretrains first (40 epochs; this run holds none)"
+    # the study's defaults (benchmarks/label_efficiency/command.py and tasks.py, which this room may not import)
+    return ("No label-efficiency study in this run. It fine-tunes the CXR segmentation " + start + " and from "
+            "scratch on subsets of the training labels, the same subsets for both: 2 arms (scratch, pretrained) x 4 "
+            "label fractions (0.05, 0.1, 0.25, 1.0) x 5 seeds = 40 small trainings of 16 epochs x 25 iterations: `"
+            + shlex.join(command) + "`; then rerun the report.")
 
 
 def _count(seeds) -> str:

@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 from ..document import Note, Table, fmt
 from ..palette import hex_colour
-from ..run_folder import failed_note, read_json
+from ..run_folder import RunFolder, failed_note, read_json
 
-__all__ = ["metric_rows", "segmentation_table"]
+__all__ = ["EVAL_SPLITS", "evaluated_split", "metric_rows", "segmentation_table"]
+
+#: the split each bundle's configs/evaluate.json scores when its command sets no --eval_split: the CT slabs it
+#: scores are the validation ones that chose the checkpoint, so they must not be called held out
+EVAL_SPLITS = {"ct_segmentation": "validation", "cxr_segmentation": "test"}
+
+
+def evaluated_split(run: RunFolder, stage: str) -> str:
+    """The split the ``<stage>_evaluate`` step scored: its recorded command's ``--eval_split``, else the bundle's
+    default (:data:`EVAL_SPLITS`); the segmentation report itself does not record it."""
+    split = EVAL_SPLITS.get(stage, "test")
+    for step in (read_json(run.root / "demo_steps.json") or {}).get("steps", []):
+        if step.get("name") != f"{stage}_evaluate" or not step.get("command"):
+            continue
+        try:
+            words = shlex.split(str(step["command"]))
+        except ValueError:  # a command that is not shell text tells nothing: the default stands
+            continue
+        for i, word in enumerate(words):
+            if word == "--eval_split" and i + 1 < len(words):
+                split = words[i + 1]
+            elif word.startswith("--eval_split="):
+                split = word.split("=", 1)[1]
+    return split
 
 
 def metric_rows(report: dict) -> list[list[str]]:
@@ -23,8 +47,9 @@ def metric_rows(report: dict) -> list[list[str]]:
     return rows
 
 
-def segmentation_table(eval_dir: Path, what: str) -> list:
-    """Blocks for the held-out evaluation in ``eval_dir``: the table, or a note saying what is missing."""
+def segmentation_table(eval_dir: Path, what: str, cases: str = "held-out case(s)") -> list:
+    """Blocks for the evaluation in ``eval_dir``: the table, or a note saying what is missing. ``cases`` names the
+    scored cases in the caption (held out only where the evaluated split is)."""
     report = read_json(eval_dir / "segmentation_report.json")
     if not report:
         return [Note(f"No evaluation in {eval_dir} (segmentation_report.json): run the evaluate step of tools/demo.sh.")]
@@ -40,7 +65,7 @@ def segmentation_table(eval_dir: Path, what: str) -> list:
     mixed = " (no mean: some references are pictures without a pixel size, see the CSV)" if recorded == "mixed" else ""
     return [*notes, Table(["structure (colour)", "Dice", f"HD95 ({unit})", "surface Dice", "cases", "missed",
                            "false positives"], rows,
-                  caption=f"{what}: {report.get('num_cases', '?')} held-out case(s), mean per structure. HD95: the "
+                  caption=f"{what}: {report.get('num_cases', '?')} {cases}, mean per structure. HD95: the "
                           "larger of the two directed 95th-percentile surface distances (prediction to reference and "
                           f"back), in {unit}{mixed}, over the cases whose reference and prediction both hold the "
                           f"structure; surface Dice at the bundle's tolerance (in {unit}). Missed: cases whose "

@@ -5,8 +5,14 @@ from __future__ import annotations
 from ..document import Note, Paragraph, Section, Table, fmt
 from ..run_folder import RunFolder, how_trained, read_json, scored_cases, stale_notes
 from .pretraining import untrained_maps
+from .segmentation_tables import evaluated_split
 
-__all__ = ["summary_section"]
+__all__ = ["SMOKE_WARNING", "smoke_run", "summary_section"]
+
+#: tools/demo.sh's smoke overlays train tiny networks for about a minute: their scores look like results but are not
+SMOKE_WARNING = ("Smoke run (demo_scale.txt: smoke): tiny networks trained for about a minute, so the numbers below "
+                 "only check that the chain runs end to end and say nothing about the method; run `bash "
+                 "tools/demo.sh` (demo scale) for meaningful ones.")
 
 FINE_TUNES = ("cxr_segmentation", "ct_segmentation", "cxr_classification", "ct_classification")
 
@@ -16,8 +22,18 @@ def _dice(report: dict | None, names: list[str]) -> list[str]:
     return [f"{n} {fmt(mean.get(n, {}).get('dice'), 2)}" for n in names if n in mean]
 
 
+def smoke_run(run: RunFolder) -> bool:
+    """Whether tools/demo.sh wrote this run at smoke scale, as its ``demo_scale.txt`` says (absent: not known)."""
+    try:
+        return (run.root / "demo_scale.txt").read_text().strip() == "smoke"
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def summary_section(run: RunFolder) -> Section:
     section = Section("summary", "Summary")
+    if smoke_run(run):
+        section.add(Note(SMOKE_WARNING))
     rows = []
     probe = read_json(run.bundle("pretraining") / "knn_probe.json")
     if probe:
@@ -37,8 +53,12 @@ def summary_section(run: RunFolder) -> Section:
         rows.append(["CXR segmentation", f"test Dice, {scored_cases(cxr)} held-out DRRs",
                      ", ".join(_dice(cxr, cxr.get("structures", []))), "cxr-segmentation", ("cxr_segmentation", "eval")])
     ct = read_json(run.bundle("ct_segmentation") / "eval" / "segmentation_report.json")
+    ct_split = evaluated_split(run, "ct_segmentation")
+    # the validation slabs chose the checkpoint: not trained on, yet not held out
+    ct_cases = {"validation": "validation slab(s), not trained on but they chose the checkpoint",
+                "test": "held-out test slab(s)"}.get(ct_split, f"slab(s) of the {ct_split} split")
     if ct:
-        rows.append(["CT segmentation", f"Dice, {scored_cases(ct)} slab(s) not used in training",
+        rows.append(["CT segmentation", f"Dice, {scored_cases(ct)} {ct_cases}",
                      ", ".join(_dice(ct, ct.get("structures", []))), "ct-segmentation", ("ct_segmentation", "eval")])
     for bundle, label in (("cxr_classification", "CXR classification"), ("ct_classification", "CT classification")):
         m = read_json(run.bundle(bundle) / "eval" / "metrics.json")
@@ -65,9 +85,11 @@ def summary_section(run: RunFolder) -> Section:
     inputs = "the sample inputs" if run.synthetic else "the real CT and radiograph"
     starts = {how_trained(run.bundle(b)) for b in FINE_TUNES}
     fine_tuned = starts.pop() if len(starts) == 1 else "trained (from the pretrained backbone or not: see each section)"
+    ct_exception = "" if ct_split == "test" else f" (CT segmentation: its {ct_cases})"
     section.add(Paragraph(
         f"The chain, on {data}: DRRs of the CT -> UniMiSS+ pretraining on CT slabs, their DRRs and radiographs -> CXR "
-        f"and CT segmentation and classification {fine_tuned} -> evaluation on held-out data "
-        f"-> inference on {inputs}. Held-out scores of every stage; the sections below show the pictures behind them."))
+        f"and CT segmentation and classification {fine_tuned} -> evaluation on held-out test data{ct_exception} "
+        f"-> inference on {inputs}. The table gives each stage's scores; the sections below show the pictures behind "
+        "them."))
     section.add(Table(["stage", "measure", "result"], [[a, b, c] for a, b, c, _, _ in rows]))
     return section

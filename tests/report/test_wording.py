@@ -1,0 +1,104 @@
+"""What the report's prose claims about a run: a smoke run is called one, only truly held-out cases are called held
+out, and the suggested label-efficiency command reuses the run's backbone and says what it costs."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import shlex
+
+import pytest
+
+from unimiss_monai.report.command import report
+from unimiss_monai.report.document import Note, Paragraph, Table
+from unimiss_monai.report.run_folder import RunFolder
+from unimiss_monai.report.sections.ct_segmentation import ct_segmentation_section
+from unimiss_monai.report.sections.label_efficiency import label_efficiency_section
+from unimiss_monai.report.sections.summary import summary_section
+
+SMOKE = "tiny networks trained for about a minute"
+
+
+def _write(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+    return path
+
+
+def _ct_run(root, command_tail=""):
+    """A run holding a CT evaluation and the step that wrote it."""
+    _write(root / "unimiss_ct_segmentation" / "eval" / "segmentation_report.json",
+           {"structures": ["liver"], "num_cases": 2, "mean": {"liver": {"dice": 0.5, "dice_n": 2}}, "mean_dice": 0.5})
+    command = ("python -m monai.bundle run --config_file \"['bundles/unimiss_ct_segmentation/configs/train.json',"
+               "'bundles/unimiss_ct_segmentation/configs/evaluate.json']\" --output_dir x/eval --seed 0" + command_tail)
+    _write(root / "demo_steps.json", {"steps": [{"name": "ct_segmentation_evaluate", "command": command,
+                                                 "status": "ok", "wall_seconds": 5}]})
+    return RunFolder(root)
+
+
+def _text(section) -> str:
+    return "\n".join(getattr(b, "text", "") or getattr(b, "caption", "") for b in section.blocks) + "\n" + "\n".join(
+        " | ".join(r) for b in section.blocks if isinstance(b, Table) for r in b.rows)
+
+
+@pytest.mark.parametrize("scale", ["smoke", "smoke\n", "demo", None])
+def test_a_smoke_run_says_its_numbers_mean_nothing_at_the_top_and_only_then(tmp_path, scale):
+    run = _ct_run(tmp_path)
+    if scale is not None:
+        (tmp_path / "demo_scale.txt").write_text(scale)
+    blocks = summary_section(run).blocks
+    smoke = scale is not None and scale.strip() == "smoke"
+    assert (isinstance(blocks[0], Note) and SMOKE in blocks[0].text) is smoke
+    if smoke:
+        assert "say nothing about the method" in blocks[0].text and "bash tools/demo.sh" in blocks[0].text
+    assert sum(SMOKE in getattr(b, "text", "") for b in blocks) == int(smoke)
+    page = report(tmp_path).with_suffix(".md").read_text()
+    head = page[:page.index("## ")]  # the header, before any section
+    assert (SMOKE in head) is smoke
+
+
+def test_validation_slabs_that_chose_the_checkpoint_are_not_called_held_out(tmp_path):
+    run = _ct_run(tmp_path)
+    summary = summary_section(run)
+    row = next(b for b in summary.blocks if isinstance(b, Table)).rows[0]
+    assert "validation" in row[1] and "chose the checkpoint" in row[1] and "held-out" not in row[1]
+    prose = next(b.text for b in summary.blocks if isinstance(b, Paragraph))
+    assert "Held-out scores of every stage" not in prose
+    assert "CT segmentation: its validation slab(s)" in prose
+    (table,) = [b for b in ct_segmentation_section(run).blocks if isinstance(b, Table)]
+    assert "2 validation case(s)" in table.caption and "held-out case" not in table.caption
+    assert "chose the checkpoint" in table.caption
+
+
+@pytest.mark.parametrize("tail", [" --eval_split test", " --eval_split=test"])
+def test_a_ct_evaluation_of_the_test_split_is_called_held_out(tmp_path, tail):
+    run = _ct_run(tmp_path, tail)
+    row = next(b for b in summary_section(run).blocks if isinstance(b, Table)).rows[0]
+    assert "held-out test slab(s)" in row[1] and "validation" not in row[1]
+    (table,) = [b for b in ct_segmentation_section(run).blocks if isinstance(b, Table)]
+    assert "2 held-out case(s)" in table.caption and "validation" not in table.caption
+
+
+def test_the_suggested_study_uses_the_runs_backbone_and_says_its_size(tmp_path):
+    from unimiss_monai.benchmarks.label_efficiency.command import label_efficiency
+    from unimiss_monai.benchmarks.label_efficiency.tasks import TASKS
+
+    root = tmp_path / "a run's folder"  # a space and a quote: the command must still paste into a shell
+    backbone = root / "unimiss_pretraining" / "models" / "model.pt"
+    backbone.parent.mkdir(parents=True)
+    (note,) = label_efficiency_section(RunFolder(root)).blocks
+    assert "--pretrained" not in note.text  # none to reuse: the study pretrains its own
+    backbone.write_bytes(b"weights")
+    (note,) = label_efficiency_section(RunFolder(root)).blocks
+    words = shlex.split(note.text.split("`")[1])
+    assert words[words.index("--pretrained") + 1] == str(backbone.resolve())
+    assert words[words.index("--out") + 1] == str((root / "label_efficiency").resolve())
+    assert words[words.index("--bundle") + 1] == "unimiss_cxr_segmentation"
+    # the size it states is the command's defaults
+    defaults = {k: v.default for k, v in inspect.signature(label_efficiency).parameters.items()}
+    arms, fractions = defaults["arms"].split(","), defaults["fractions"].split(",")
+    runs = len(arms) * len(fractions) * defaults["seeds"]
+    task = TASKS[defaults["bundle"]]
+    assert (f"{len(arms)} arms ({', '.join(arms)}) x {len(fractions)} label fractions ({', '.join(fractions)}) x "
+            f"{defaults['seeds']} seeds = {runs} small trainings of {task.max_epochs} epochs x "
+            f"{defaults['epoch_iterations']} iterations") in note.text
