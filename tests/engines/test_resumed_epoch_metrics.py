@@ -31,7 +31,8 @@ def _train(ckpt_dir, crash_at=None):
     TrainingCheckpoint(ckpt_dir, {"network": net, "optimizer": opt, "loss": loss}, save_every=2).attach(trainer)
     summaries = {}
     trainer.add_event_handler(
-        Events.EPOCH_COMPLETED, lambda e: summaries.update({e.state.epoch: {k: e.state.metrics.get(k) for k in SUMMARIES}})
+        Events.EPOCH_COMPLETED,
+        lambda e: summaries.update({e.state.epoch: {k: e.state.metrics.get(k) for k in SUMMARIES}}),
     )
     if crash_at is not None:
 

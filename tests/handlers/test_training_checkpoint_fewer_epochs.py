@@ -120,9 +120,9 @@ def test_a_stopped_run_with_a_restored_schedule_is_not_resumed_as_a_run_of_anoth
     with pytest.raises(RuntimeError) as info:
         _scheduled_run(tmp_path, max_epochs=3)
     assert str(info.value) == (
-        f"cannot resume from {tmp_path / 'checkpoint.pt'}: it is the checkpoint of a stopped run of 5 epoch(s) and this "
-        "run is set to 3; resumed, it would train on with that run's learning-rate schedule; run with --max_epochs 5 "
-        "to continue it, or choose another --output_dir to train 3 anew")
+        f"cannot resume from {tmp_path / 'checkpoint.pt'}: it is the checkpoint of a stopped run of 5 epoch(s) and "
+        "this run is set to 3; resumed, it would train on with that run's learning-rate schedule; run with "
+        "--max_epochs 5 to continue it, or choose another --output_dir to train 3 anew")
     assert user_error_message(info.value) == str(info.value) and (tmp_path / "checkpoint.pt").read_bytes() == before
     resumed = _scheduled_run(tmp_path, max_epochs=5)  # its own length continues it, to the schedule's end
     assert resumed.last_epoch == 5 and resumed.get_last_lr() == pytest.approx([0.0], abs=1e-12)

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["INTERRUPTED", "TRACEBACK_ENV", "exception_chain", "failed_transform", "failure_reason", "install_error_hook",
-           "raised_by_package", "root_cause", "user_error_message"]
+__all__ = ["INTERRUPTED", "TRACEBACK_ENV", "exception_chain", "failed_transform", "failure_reason",
+           "install_error_hook", "raised_by_package", "root_cause", "user_error_message"]
 
 TRACEBACK_ENV = "UNIMISS_TRACEBACK"
 #: said for Ctrl-C instead of its traceback; Python still ends the process as killed by SIGINT (exit status 130)
