@@ -257,3 +257,15 @@ def test_a_warning_of_the_package_is_one_line_and_said_once(tmp_path):
     assert said == [f"warning: real chest CT not installed; ct_segmentation uses a synthetic phantom instead (install "
                     f"it with `{INSTALL_HINT}`)"], lines
     assert proc.stdout.splitlines()[-1] == str(tmp_path)  # a command's str result is still its last line
+
+
+def test_a_warning_of_a_pseudo_file_keeps_pythons_form_when_the_working_folder_is_gone(tmp_path, monkeypatch):
+    from unimiss_monai.cli import _one_line_warning
+
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()  # "<string>" resolves against the working folder, which no longer exists
+    assert _one_line_warning("odd", UserWarning, "<string>", 1).startswith("<string>:1: UserWarning: odd")
+    ours = str(REPO / "unimiss_monai" / "data" / "locators.py")
+    assert _one_line_warning("fallback", UserWarning, ours, 60) == "warning: fallback\n"

@@ -340,21 +340,17 @@ def with_path_errors(command: str, func: Callable) -> Callable:
 def printed_only(func: Callable) -> Callable:
     """``func`` whose returned mapping stays with Python callers: each command returning one prints its own summary,
     which fire would otherwise follow with a ``key: value`` dump of the same facts."""
-
-    @functools.wraps(func)
-    def call(*args, **kwargs):
-        result = func(*args, **kwargs)
-        return None if isinstance(result, dict) else result
-
-    return call
+    return functools.wraps(func)(lambda *args, **kwargs: None if isinstance(r := func(*args, **kwargs), dict) else r)
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     """A warning of this package as ``warning: <message>``; the source line Python prints under it is ours, not the
     user's to act on. Other libraries' warnings keep Python's form, which points at their code."""
-    if Path(filename).resolve().is_relative_to(Path(__file__).resolve().parent):
-        return f"warning: {message}\n"
-    return _PYTHON_WARNING_FORMAT(message, category, filename, lineno, line)
+    try:  # a pseudo-file ("<string>") resolves against the working folder, which may be gone
+        ours = Path(filename).resolve().is_relative_to(Path(__file__).resolve().parent)
+    except (OSError, RuntimeError, ValueError):
+        ours = False
+    return f"warning: {message}\n" if ours else _PYTHON_WARNING_FORMAT(message, category, filename, lineno, line)
 
 
 _PYTHON_WARNING_FORMAT = warnings.formatwarning

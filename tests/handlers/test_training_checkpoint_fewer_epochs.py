@@ -124,6 +124,8 @@ def test_a_stopped_run_with_a_restored_schedule_is_not_resumed_as_a_run_of_anoth
         "this run is set to 3; resumed, it would train on with that run's learning-rate schedule; run with "
         "--max_epochs 5 to continue it, or choose another --output_dir to train 3 anew")
     assert user_error_message(info.value) == str(info.value) and (tmp_path / "checkpoint.pt").read_bytes() == before
+    with pytest.raises(RuntimeError, match=r"run with --max_epochs 5 to continue it"):
+        _scheduled_run(tmp_path, max_epochs=1)  # fewer epochs than it holds: its own length is still the way on
     resumed = _scheduled_run(tmp_path, max_epochs=5)  # its own length continues it, to the schedule's end
     assert resumed.last_epoch == 5 and resumed.get_last_lr() == pytest.approx([0.0], abs=1e-12)
 
@@ -134,6 +136,6 @@ def test_a_stopped_run_without_a_schedule_object_resumes_at_another_length_with_
     with caplog.at_level("WARNING"):
         assert _run(tmp_path, max_epochs=3).state.iteration == 3 * DATA_LEN
     said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert said == [f"{tmp_path / 'checkpoint.pt'}: the stopped run of 5 epoch(s) resumes as one of 3; schedules "
-                    "computed from the run's length (pretraining's learning rate and momentum) now span 3, so they "
+    assert said == [f"{tmp_path / 'checkpoint.pt'}: the stopped run of 5 epoch(s) resumes as one of 3; any "
+                    "schedules computed from the run's length (pretraining's learning rate and momentum) now span 3, so they "
                     "change from here on; run with 5 epochs to continue it as it was"]

@@ -259,7 +259,8 @@ class PretrainingTrainer(AccumulationWindows, Trainer):
         self._skipped_agreed = self.state.skipped_samples
         # a checkpoint written before the dimensions were recorded leaves them unknown: the export then records none
         self.state.trained_dims = state_dict.get("trained_dims")
-        # a checkpoint written before the epoch's counts were saved starts them afresh at the resume point
+        # rank 0's (the checkpoint holds those: under torchrun every rank resumes the epoch's counts from them); a
+        # checkpoint written before they were saved starts them afresh at the resume point
         for k, fresh in _FRESH_EPOCH.items():
             setattr(self.state, k, copy.deepcopy(state_dict.get(k, fresh)))
         self._publish_trained_dims()

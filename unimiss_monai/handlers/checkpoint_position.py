@@ -54,6 +54,11 @@ def position_problem(path: str | os.PathLike, trainer_state: Mapping | None, max
         return None
     done, into = held
     planned = planned_epochs(trainer_state)
+    # first: its own length is then the only one that continues it, fewer epochs than it holds included
+    if keeps_schedule and planned not in (None, max_epochs) and not finished(trainer_state):
+        return (f"cannot resume from {path}: it is the checkpoint of a stopped run of {planned} epoch(s) and this run "
+                f"is set to {max_epochs}; resumed, it would train on with that run's learning-rate schedule; run with "
+                f"--max_epochs {planned} to continue it, or choose another --output_dir to train {max_epochs} anew")
     needed = done + (1 if into else 0)
     if needed > max_epochs:
         of = f" of {planned}" if planned else ""
@@ -61,8 +66,4 @@ def position_problem(path: str | os.PathLike, trainer_state: Mapping | None, max
         return (f"cannot resume from {path}: it holds {done} finished epoch(s){of}{part}, more than the {max_epochs} "
                 f"this run is set to; raise the epochs to at least {needed} ({_EPOCHS_OPTION}) to continue it, or "
                 "choose another --output_dir to start afresh")
-    if keeps_schedule and planned not in (None, max_epochs) and not finished(trainer_state):
-        return (f"cannot resume from {path}: it is the checkpoint of a stopped run of {planned} epoch(s) and this run "
-                f"is set to {max_epochs}; resumed, it would train on with that run's learning-rate schedule; run with "
-                f"--max_epochs {planned} to continue it, or choose another --output_dir to train {max_epochs} anew")
     return None

@@ -280,9 +280,10 @@ class TrainingCheckpoint:
             if finished(saved):
                 logger.info("%s: the finished run of %d epoch(s) goes on to %d; %s, so the rate may rise again",
                             self.path, planned, n, span)
-            else:  # what no uninterrupted run of either length trains: said louder
-                logger.warning("%s: the stopped run of %d epoch(s) resumes as one of %d; %s, so they change from here "
-                               "on; run with %d epochs to continue it as it was", self.path, planned, n, span, planned)
+            else:  # where a schedule hangs on the length, not what an uninterrupted run of either length trains
+                logger.warning("%s: the stopped run of %d epoch(s) resumes as one of %d; any %s, so they change from "
+                               "here on; run with %d epochs to continue it as it was", self.path, planned, n, span,
+                               planned)
         for name, obj in self.objects.items():
             if name not in ckpt:
                 raise KeyError(f"checkpoint {self.path} has no {name!r} (it has {sorted(ckpt)}); delete it to start over")
