@@ -260,12 +260,16 @@ def test_a_warning_of_the_package_is_one_line_and_said_once(tmp_path):
 
 
 def test_a_warning_of_a_pseudo_file_keeps_pythons_form_when_the_working_folder_is_gone(tmp_path, monkeypatch):
+    from unimiss_monai import cli
     from unimiss_monai.cli import _one_line_warning
 
     gone = tmp_path / "gone"
     gone.mkdir()
     monkeypatch.chdir(gone)
     gone.rmdir()  # "<string>" resolves against the working folder, which no longer exists
-    assert _one_line_warning("odd", UserWarning, "<string>", 1).startswith("<string>:1: UserWarning: odd")
+    # the format in place before (Python's, or one a library such as ITK installed when imported first)
+    monkeypatch.setattr(cli, "_PYTHON_WARNING_FORMAT", lambda message, category, filename, lineno, line=None:
+                        f"{filename}:{lineno}: {category.__name__}: {message}\n")
+    assert _one_line_warning("odd", UserWarning, "<string>", 1) == "<string>:1: UserWarning: odd\n"
     ours = str(REPO / "unimiss_monai" / "data" / "locators.py")
     assert _one_line_warning("fallback", UserWarning, ours, 60) == "warning: fallback\n"
