@@ -31,7 +31,9 @@ def _ct_run(root, command_tail=""):
            {"structures": ["liver"], "num_cases": 2, "mean": {"liver": {"dice": 0.5, "dice_n": 2}}, "mean_dice": 0.5})
     command = ("python -m monai.bundle run --config_file \"['bundles/unimiss_ct_segmentation/configs/train.json',"
                "'bundles/unimiss_ct_segmentation/configs/evaluate.json']\" --output_dir x/eval --seed 0" + command_tail)
+    # as run_step records a step: the command's text and the argv it ran
     _write(root / "demo_steps.json", {"steps": [{"name": "ct_segmentation_evaluate", "command": command,
+                                                 "argv": shlex.split(command),
                                                  "status": "ok", "wall_seconds": 5}]})
     return RunFolder(root)
 

@@ -163,6 +163,23 @@ def scored_cases(report: dict) -> str:
     return f"{'?' if scored is None else scored}" + (f" ({failed} failed)" if failed else "")
 
 
+def step_option(root: str | os.PathLike, name: str, option: str) -> tuple[str, dict] | None:
+    """The value the recorded command of step ``name`` (``demo_steps.json`` in ``root``) gave ``option``
+    (``--out x`` or ``--out=x``; the last one given, as the command read it), with the step's record; None when the
+    step is not recorded or did not give it. Read from the step's ``argv``, as it ran, not from its quoted text."""
+    for step in (read_json(Path(root) / "demo_steps.json") or {}).get("steps", []):
+        if step.get("name") != name:
+            continue
+        argv, value = [str(a) for a in step.get("argv") or []], None
+        for i, word in enumerate(argv):
+            if word == option and i + 1 < len(argv):
+                value = argv[i + 1]
+            elif word.startswith(option + "="):
+                value = word.split("=", 1)[1]
+        return None if value is None else (value, step)
+    return None
+
+
 # what the report's sections read from a bundle folder (a glob under it each): the DRR datalist, pretraining curves,
 # probe and model, a fine-tune's model and its evaluation and inference outputs; configs and docs are no run's
 RUN_OUTPUTS = ("datalist.json", "loss_curves.json", "knn_probe.json", "models/model.pt", "eval/*.json", "eval/*.csv",
@@ -204,19 +221,17 @@ class RunFolder:
         A relative ``--out`` is taken from the folder the step ran in (recorded since 0.2.1), not from the folder the
         report is written from: from elsewhere, the held-out DRRs lost their references and were called real
         radiographs. A record without that folder tries the current one, then the run folder's parents."""
-        data = read_json(self.root / "demo_steps.json") or {}
-        for step in data.get("steps", []):
-            argv = step.get("argv") or []
-            if step.get("name") == "samples" and "--out" in argv and argv.index("--out") + 1 < len(argv):
-                path = Path(argv[argv.index("--out") + 1]).expanduser()
-                if path.is_absolute():
-                    return path if path.is_dir() else None
-                recorded = [Path(step["cwd"])] if isinstance(step.get("cwd"), str) else []
-                bases = [*recorded, Path.cwd(), *self.root.resolve().parents]
-                # a samples folder (its manifest) first: a folder of that name elsewhere may be anything
-                found = [b / path for b in bases if (b / path / "samples.json").is_file()]
-                found += [b / path for b in [*recorded, Path.cwd()] if (b / path).is_dir()]
-                return found[0] if found else None
+        if (given := step_option(self.root, "samples", "--out")) is not None:
+            value, step = given
+            path = Path(value).expanduser()
+            if path.is_absolute():
+                return path if path.is_dir() else None
+            recorded = [Path(step["cwd"])] if isinstance(step.get("cwd"), str) else []
+            bases = [*recorded, Path.cwd(), *self.root.resolve().parents]
+            # a samples folder (its manifest) first: a folder of that name elsewhere may be anything
+            found = [b / path for b in bases if (b / path / "samples.json").is_file()]
+            found += [b / path for b in [*recorded, Path.cwd()] if (b / path).is_dir()]
+            return found[0] if found else None
         for parent in self.root.resolve().parents:
             if (parent / "samples" / "samples.json").is_file():
                 return parent / "samples"

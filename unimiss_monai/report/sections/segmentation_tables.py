@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 
 from ..document import Note, Table, fmt
 from ..palette import hex_colour
-from ..run_folder import RunFolder, failed_note, read_json
+from ..run_folder import RunFolder, failed_note, read_json, step_option
 
 __all__ = ["EVAL_SPLITS", "evaluated_split", "metric_rows", "segmentation_table"]
 
@@ -19,20 +18,8 @@ EVAL_SPLITS = {"ct_segmentation": "validation", "cxr_segmentation": "test"}
 def evaluated_split(run: RunFolder, stage: str) -> str:
     """The split the ``<stage>_evaluate`` step scored: its recorded command's ``--eval_split``, else the bundle's
     default (:data:`EVAL_SPLITS`); the segmentation report itself does not record it."""
-    split = EVAL_SPLITS.get(stage, "test")
-    for step in (read_json(run.root / "demo_steps.json") or {}).get("steps", []):
-        if step.get("name") != f"{stage}_evaluate" or not step.get("command"):
-            continue
-        try:
-            words = shlex.split(str(step["command"]))
-        except ValueError:  # a command that is not shell text tells nothing: the default stands
-            continue
-        for i, word in enumerate(words):
-            if word == "--eval_split" and i + 1 < len(words):
-                split = words[i + 1]
-            elif word.startswith("--eval_split="):
-                split = word.split("=", 1)[1]
-    return split
+    given = step_option(run.root, f"{stage}_evaluate", "--eval_split")
+    return given[0] if given is not None else EVAL_SPLITS.get(stage, "test")
 
 
 def metric_rows(report: dict) -> list[list[str]]:
