@@ -346,10 +346,9 @@ def printed_only(func: Callable) -> Callable:
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     """A warning of this package as ``warning: <message>``; the source line Python prints under it is ours, not the
     user's to act on. Other libraries' warnings keep Python's form, which points at their code."""
-    try:  # a pseudo-file ("<string>") resolves against the working folder, which may be gone
-        ours = Path(filename).resolve().is_relative_to(Path(__file__).resolve().parent)
-    except (OSError, RuntimeError, ValueError):
-        ours = False
+    from unimiss_monai.utils.errors import in_package_code  # as the error hook tells the package's code
+
+    ours = in_package_code(str(filename))  # a text test: a pseudo-file ("<string>") is never resolved
     return f"warning: {message}\n" if ours else _PYTHON_WARNING_FORMAT(message, category, filename, lineno, line)
 
 

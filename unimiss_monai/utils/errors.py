@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["INTERRUPTED", "TRACEBACK_ENV", "exception_chain", "failed_transform", "failure_reason",
+__all__ = ["INTERRUPTED", "TRACEBACK_ENV", "exception_chain", "failed_transform", "failure_reason", "in_package_code",
            "install_error_hook", "raised_by_package", "root_cause", "user_error_message"]
 
 TRACEBACK_ENV = "UNIMISS_TRACEBACK"
@@ -85,11 +85,16 @@ def _message(exc: BaseException) -> str:
     return str(exc)
 
 
+def in_package_code(filename: str) -> bool:
+    """Whether ``filename`` (a code object's or a warning's, as Python records it) is a module of this package."""
+    return filename.startswith(_PACKAGE_DIR)
+
+
 def _raised_in_package(tb: TracebackType | None) -> bool:
     last = None
     while tb is not None:
         last, tb = tb, tb.tb_next
-    return last is not None and last.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR)
+    return last is not None and in_package_code(last.tb_frame.f_code.co_filename)
 
 
 def raised_by_package(err: BaseException) -> bool:
@@ -119,7 +124,7 @@ def _from_worker_text(text: str) -> str | None:
         if kind == "RuntimeError" and _is_wrapper(message):
             continue
         files = [f["file"] for line in lines[:index] if (f := _FILE_LINE.match(line))]
-        in_package = bool(files) and files[-1].startswith(_PACKAGE_DIR)
+        in_package = bool(files) and in_package_code(files[-1])
         if kind == "KeyError":
             message = message.strip("'\"") if " " in message else ""
         user = (kind.rsplit(".", 1)[-1] in _USER_TYPE_NAMES or kind.startswith("unimiss_monai.")
