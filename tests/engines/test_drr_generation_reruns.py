@@ -347,3 +347,24 @@ def test_a_detached_header_ct_is_rendered_again_when_its_data_file_changes(tmp_p
     local = input_signature([data / "a.mhd"])
     (data / "slice0.raw").write_bytes(b"\1" * 9)
     assert input_signature([data / "a.mhd"]) == local and len(local[0]) == 3
+
+
+def test_two_runs_into_one_output_folder_at_once_both_finish_it_whole(tmp_path, monkeypatch):
+    # a second run over the same CTs starts while the first is rendering a: its cleanup of a's leftovers must leave
+    # the first run's live staging folder alone (it used to remove it, and the first run failed)
+    data, out = tmp_path / "data", tmp_path / "out"
+    _phantom_case(data, "a", labels=False)
+    render_whole, second = DRRGenerator._render_whole, {}
+
+    def while_another_run_renders_a(self, case, *args):
+        entry = render_whole(self, case, *args)  # the DRRs are in a's staging folder; its JSONs are not yet
+        if "started" not in second:  # the second run renders a too, but starts no third
+            second["started"] = True
+            second["run"] = DRRGenerator(data, out, **SMALL).run()
+        return entry
+
+    monkeypatch.setattr(DRRGenerator, "_render_whole", while_another_run_renders_a)
+    first = DRRGenerator(data, out, **SMALL).run()
+    assert first["failures"] == second["run"]["failures"] == [] and first["testing"] == second["run"]["testing"]
+    assert all((out / item[key]).is_file() for item in first["testing"] for key in ("image", "preview"))
+    assert sorted(p.name for p in out.iterdir()) == ["a", "datalist.json"]  # no staging folder left

@@ -3,7 +3,8 @@
 A writer assembles ``.<name>.<random><tail>`` beside ``<name>`` and renames it into place once whole, so a reader never
 sees half a file; a run killed before its rename leaves only such temporaries, which the next write of the same name
 removes (:func:`remove_leftovers`), or, in a folder many processes write at once, an age limit does
-(:func:`remove_stale_temporaries`).
+(:func:`remove_stale_temporaries`). A temporary made by :func:`held_temporary` is locked while its writer lives, so
+another run writing the same name at the same time does not take it for a leftover.
 """
 
 from __future__ import annotations
@@ -14,10 +15,17 @@ import re
 import secrets
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["OLD_TAG", "TMP_TAG", "remove_leftovers", "remove_stale_temporaries", "remove_temporary", "temporaries_of",
-           "temporary_beside"]
+try:
+    import fcntl
+except ImportError:  # no advisory locks (Windows): every temporary left counts as a killed run's, as it always did
+    fcntl = None
+
+__all__ = ["OLD_TAG", "TMP_TAG", "held_temporary", "remove_leftovers", "remove_stale_temporaries", "remove_temporary",
+           "temporaries_of", "temporary_beside"]
 
 # ends the name of every temporary file or folder the writers make, so a leftover of a killed run can be told apart
 TMP_TAG = ".unimiss-tmp"
@@ -46,6 +54,54 @@ def temporary_beside(path: str | Path, tail: str = TMP_TAG, folder: bool = False
     raise FileExistsError(f"{path.parent}: no free temporary name for {path.name}; remove its .{path.name}.*{tail}")
 
 
+@contextmanager
+def held_temporary(path: str | Path, tail: str = TMP_TAG, folder: bool = False) -> Iterator[Path]:
+    """:func:`temporary_beside`, locked for the block: :func:`remove_leftovers` of another process writing ``path``
+    at the same time leaves it alone. The lock is advisory (``flock``) and the system drops it when its process dies,
+    so the temporary of a killed run is still removed by the next one. The lock follows the file or folder when it is
+    renamed into place; the block's end releases it."""
+    tmp = temporary_beside(path, tail, folder)
+    # another process's remove_leftovers between these two lines would take tmp for a leftover: a window of one
+    # system call, against the whole time a CT is rendered before temporaries were locked
+    fd = _lock(tmp)
+    try:
+        yield tmp
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _lock(tmp: Path) -> int | None:
+    if fcntl is None:
+        return None
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # a file system without flock (some network mounts): unlocked, as temporaries always were
+        os.close(fd)
+        return None
+    return fd
+
+
+def _held(path: str | Path) -> bool:
+    """Whether a living process holds ``path`` (:func:`held_temporary`); a link is never held."""
+    if fcntl is None:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:  # gone, a link, or unreadable: nothing to leave alone (removing an unreadable one says why)
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:  # no flock on this file system: nothing can be held there
+        return False
+    finally:
+        os.close(fd)
+    return False
+
+
 def remove_temporary(path: str | Path) -> bool:
     """Remove a temporary file or staging folder (a link itself, never what it points to); False when it was already
     gone: its writer renamed it into place, or another process removed it, since it was listed."""
@@ -64,10 +120,12 @@ def remove_leftovers(path: str | Path, tail: str = TMP_TAG) -> None:
 
     Only ``path``'s own are matched, by the exact form :func:`temporary_beside` gives them: a glob ``.<name>.*<tail>``
     would also match the temporary of ``<name>.1`` (or of a DICOM UID folder ``<name>.<more>``), which another process may
-    be writing at this moment, and a file of the user's is never of this form.
+    be writing at this moment, and a file of the user's is never of this form. One held by a living writer
+    (:func:`held_temporary`) is left to it.
     """
     for stale in temporaries_of(Path(path), tail):
-        remove_temporary(stale)
+        if not _held(stale):
+            remove_temporary(stale)
 
 
 def temporaries_of(path: Path, tail: str) -> list[Path]:
@@ -94,6 +152,6 @@ def remove_stale_temporaries(folder: str | Path, older_than_s: float, tail: str 
                 age = now - entry.stat(follow_symlinks=False).st_mtime
             except FileNotFoundError:  # renamed into place (or removed) by its writer since the listing
                 continue
-            if age > older_than_s and remove_temporary(entry.path):
+            if age > older_than_s and not _held(entry.path) and remove_temporary(entry.path):
                 removed += 1
     return removed
