@@ -1,6 +1,7 @@
 """Each fine-tune bundle's training checkpoint records the items it trains on, so that a run of other data does not
 resume it, and its optimiser's settings, so that a resume asking for others says it keeps them (see
-tests/handlers/test_training_checkpoint_data.py and _settings.py for what the records do)."""
+tests/handlers/test_training_checkpoint_data.py and _settings.py for what the records do), and so does every training
+bundle's its seed, so that a resume with another one says so."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def test_the_training_checkpoint_records_the_training_items(bundle, sample_set, 
     parser = ConfigParser()
     parser.read_config(configs(bundle, "train.json", "smoke.yaml"))
     parser.update({"dataset_dir": find_dataset(str(sample_set(SETS[bundle])), SETS[bundle]),
-                   "bundle_root": str(tmp_path), "output_dir": str(tmp_path / "out")})
+                   "bundle_root": str(tmp_path), "output_dir": str(tmp_path / "out"), "seed": 7})
     handlers = parser.get_parsed_content("train#handlers")
     checkpoint = next(h for h in handlers if isinstance(h, TrainingCheckpoint))
     items = parser.get_parsed_content("train#dataset#data")
@@ -31,3 +32,15 @@ def test_the_training_checkpoint_records_the_training_items(bundle, sample_set, 
     # and the optimiser's settings, which a resumed run keeps whatever it asks for (then said in a warning)
     assert checkpoint.optimiser_settings == {k: float(parser.get_parsed_content(k))
                                              for k in ("learning_rate", "weight_decay", "layer_decay")}
+    assert checkpoint.seed == 7
+
+
+@pytest.mark.parametrize("bundle", [*sorted(SETS), "unimiss_pretraining"])
+def test_the_training_checkpoint_is_given_the_runs_seed(bundle):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(configs(bundle, "train.json"))
+    handlers = parser.get("train#handlers")
+    [checkpoint] = [h for h in handlers if h.get("_target_") == "unimiss_monai.handlers.TrainingCheckpoint"]
+    assert checkpoint["seed"] == "@seed" and isinstance(parser.get("seed"), int)

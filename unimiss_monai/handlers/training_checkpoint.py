@@ -131,6 +131,8 @@ class TrainingCheckpoint:
         optimiser_settings: the settings the optimiser holds once built (``{"learning_rate": ..., "weight_decay":
             ...}``), recorded in the checkpoint: resuming restores the optimiser, so a run asking for others trains on
             with the checkpoint's, which a warning names with the fix.
+        seed: the run's seed, recorded in the checkpoint: a run resumed with another one draws the rest of its data
+            order and augmentations from it, so its model is no uninterrupted run's of either seed; a warning says so.
     """
 
     FILENAME = "checkpoint.pt"
@@ -147,6 +149,7 @@ class TrainingCheckpoint:
         resume_finished: bool = True,
         data: Sequence[Mapping] | None = None,
         optimiser_settings: Mapping | None = None,
+        seed: int | None = None,
     ) -> None:
         if export_path is not None and export_fn is None:
             raise ValueError("TrainingCheckpoint: export_path needs an export_fn returning the state dict to export")
@@ -160,6 +163,7 @@ class TrainingCheckpoint:
         # as the file keeps it: plain strings and numbers, a path as the file it names (however it was written)
         self.data = None if data is None else [_plain(item) for item in data]
         self.optimiser_settings = None if optimiser_settings is None else _plain(dict(optimiser_settings))
+        self.seed = None if seed is None else int(seed)
 
     def attach(self, engine: Engine) -> None:
         self.objects["trainer"] = engine
@@ -216,6 +220,8 @@ class TrainingCheckpoint:
             ckpt["data"] = self.data
         if self.optimiser_settings is not None:
             ckpt["optimiser_settings"] = self.optimiser_settings
+        if self.seed is not None:
+            ckpt["seed"] = self.seed
         atomic_torch_save(ckpt, self.path)
         self._saved_iteration = engine.state.iteration
         logger.info("iteration %d: saved %s", engine.state.iteration, self.path)
@@ -303,6 +309,10 @@ class TrainingCheckpoint:
             logger.warning("%s: resumed with the optimiser it holds, so it trains on with %s; delete the checkpoint, "
                            "or choose another output_dir, to train anew with this run's", self.path,
                            differ.replace("(this run:", "(not this run's"))
+        if None not in (theirs := ckpt.get("seed"), self.seed) and theirs != self.seed:
+            logger.warning("%s was written by a run with seed %d: resumed with seed %d, the rest of its data order and "
+                           "augmentations are drawn from that, so the model is no uninterrupted run's of either seed; "
+                           "run with --seed %d to continue it as it was", self.path, theirs, self.seed, theirs)
 
     def _other_data(self, saved) -> str | None:
         """How the training items a checkpoint recorded differ from this run's (see ``data``), or None: the same items
