@@ -110,3 +110,22 @@ def test_a_checkpoint_mid_epoch_names_every_process_failures(tmp_path):
     trainer = torch.load(tmp_path / "at_iteration_2.pt", weights_only=True)["trainer"]
     assert trainer["iteration"] == 2 and trainer["skipped_samples"] == 2
     assert sorted(trainer["failed_samples"]) == ["/missing_0.nii.gz", "/missing_1.nii.gz"]
+
+
+def test_a_checkpoint_mid_epoch_holds_each_process_epoch_counts_and_each_resumes_its_own(tmp_path):
+    import torch
+    from test_pretraining_toys import build_trainer
+
+    from unimiss_monai.engines.epoch_counts import BY_RANK
+
+    _torchrun(tmp_path, [1], CHECKPOINT)  # only process 1 failed to load a sample, in iteration 1
+    saved = torch.load(tmp_path / "at_iteration_2.pt", weights_only=True)["trainer"]
+    by_rank = saved[BY_RANK]
+    assert [c["first_failure"] for c in by_rank] == [{}, {"ct": "/missing_1.nii.gz"}]
+    assert saved["first_failure"] == {}  # rank 0's, where earlier versions kept only those
+    for rank in (0, 1):
+        trainer = build_trainer(max_epochs=2, n_ct=4, n_xray=0, batch_size=1)[0]
+        trainer.state.rank = rank
+        trainer.load_state_dict(saved)
+        assert trainer.state.first_failure == by_rank[rank]["first_failure"]
+        assert trainer.state.samples_trained == by_rank[rank]["samples_trained"]

@@ -8,7 +8,6 @@ References:
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import re
@@ -25,21 +24,19 @@ from torch import nn
 
 from unimiss_monai.data.loaders import COUNT_KEY, SKIPPED_KEY, PhaseLoader
 from unimiss_monai.engines.accumulation import AccumulationWindows
+from unimiss_monai.engines.epoch_counts import BY_RANK, EPOCH_KEYS, epoch_counts, saved_epoch_counts, start_epoch_counts
 from unimiss_monai.engines.left_out_samples import SamplesLeftOut, log_export, pool_failures, remember_failures
 from unimiss_monai.engines.tracking_check import check_tracking_transform
 from unimiss_monai.networks.nets.student_teacher import StudentTeacher
 from unimiss_monai.utils import schedules
-from unimiss_monai.utils.dist import in_process_group
+from unimiss_monai.utils.dist import gather_objects, in_process_group
 from unimiss_monai.utils.ema import update_momentum
 
 __all__ = ["PretrainingTrainer", "SamplesLeftOut", "log_export"]
 
 logger = logging.getLogger(__name__)
-#: an epoch's counts and train handlers' sums (CollapseMonitor) at its start: checkpointed, so a resumed epoch sums all
-_FRESH_EPOCH = {"samples_trained": {"ct": 0, "xray": 0}, "phase_iterations": {"ct": 0, "xray": 0}, "first_failure": {},
-                "epoch_accumulators": {}}
 #: what :meth:`PretrainingTrainer.state_dict` adds to ignite's state
-_OWN_STATE = ("optimizer_step", "skipped_samples", "failed_samples", "trained_dims", *_FRESH_EPOCH)
+_OWN_STATE = ("optimizer_step", "skipped_samples", "failed_samples", "trained_dims", *EPOCH_KEYS, BY_RANK)
 
 
 class PretrainingTrainer(AccumulationWindows, Trainer):
@@ -195,8 +192,7 @@ class PretrainingTrainer(AccumulationWindows, Trainer):
         # ignite fires EPOCH_STARTED for the epoch a mid-epoch resume continues too: it keeps what the checkpoint held
         if engine.state.epoch_length and engine.state.iteration % engine.state.epoch_length:
             return
-        for k, v in copy.deepcopy(_FRESH_EPOCH).items():
-            setattr(engine.state, k, v)
+        start_epoch_counts(engine.state)
 
     def phase_dims(self, phase: str) -> set[int]:
         """The spatial dimensions whose tensors a ``phase`` step trains: the CT phase trains 3D, and 2D as well
@@ -229,8 +225,10 @@ class PretrainingTrainer(AccumulationWindows, Trainer):
 
     def pool_for_checkpoint(self) -> None:
         """Called by :class:`~unimiss_monai.handlers.TrainingCheckpoint` on every process before it saves (also
-        mid-epoch): the checkpoint rank 0 writes then names the samples every process failed to load so far."""
+        mid-epoch): the checkpoint rank 0 writes then names the samples every process failed to load so far, and
+        holds every process's epoch counts, which each resumes as its own (rank 0's checks no other's samples)."""
         self._merge_failures(self)
+        self._counts_by_rank = (self.state.iteration, gather_objects([epoch_counts(self.state)]))
 
     @staticmethod
     def _check_epoch_counts(engine: PretrainingTrainer) -> None:
@@ -246,10 +244,12 @@ class PretrainingTrainer(AccumulationWindows, Trainer):
 
     def state_dict(self) -> dict:
         """ignite's position, the optimiser steps, samples skipped, dimensions trained and the epoch's counts."""
+        # every process's counts where gathered for this very save (pool_for_checkpoint); else this process's alone
+        at, by_rank = getattr(self, "_counts_by_rank", (None, []))
         return super().state_dict() | {
             "optimizer_step": self.state.optimizer_step, "skipped_samples": self.state.skipped_samples,
             "failed_samples": list(self.state.failed_samples), "trained_dims": self.trained_dims(),
-        } | {k: copy.deepcopy(getattr(self.state, k)) for k in _FRESH_EPOCH}
+        } | epoch_counts(self.state) | ({BY_RANK: by_rank} if at == self.state.iteration and len(by_rank) > 1 else {})
 
     def load_state_dict(self, state_dict) -> None:
         super().load_state_dict({k: v for k, v in state_dict.items() if k not in _OWN_STATE})
@@ -259,10 +259,8 @@ class PretrainingTrainer(AccumulationWindows, Trainer):
         self._skipped_agreed = self.state.skipped_samples
         # a checkpoint written before the dimensions were recorded leaves them unknown: the export then records none
         self.state.trained_dims = state_dict.get("trained_dims")
-        # rank 0's (the checkpoint holds those: under torchrun every rank resumes the epoch's counts from them); a
-        # checkpoint written before they were saved starts them afresh at the resume point
-        for k, fresh in _FRESH_EPOCH.items():
-            setattr(self.state, k, copy.deepcopy(state_dict.get(k, fresh)))
+        for key, value in saved_epoch_counts(state_dict, getattr(self.state, "rank", 0)).items():
+            setattr(self.state, key, value)
         self._publish_trained_dims()
 
     # ---- inputs -----------------------------------------------------------------------------------------------------
