@@ -285,3 +285,27 @@ def test_the_table_names_the_unit_the_evaluation_measured_in(tmp_path):
         _write(folder / "segmentation_report.json", report)
         table = [b for b in segmentation_table(folder, "CXR") if isinstance(b, Table)][0]
         assert header in table.header and f"in {header[6:-1]}" in table.caption, table.header
+
+
+def test_a_classifier_giving_every_test_case_one_answer_is_said_to_beside_its_scores(tmp_path):
+    import numpy as np
+
+    from unimiss_monai.handlers.classification_report import write_report
+    from unimiss_monai.report.sections.classification import classification_section
+
+    def notes(bundle, probs, labels, classes, multi_label):
+        write_report(tmp_path / bundle / "eval", np.array(probs), np.array(labels), classes, multi_label,
+                     names=[f"case{i}" for i in range(len(probs))])
+        return [b.text for b in classification_section(RunFolder(tmp_path)).blocks
+                if isinstance(b, Note) and "test cases" in b.text]
+
+    ct, classes = "unimiss_ct_classification", ["normal", "nodule", "mass"]
+    # exclusive classes: "normal" is the arg-max of all three cases, whatever their truth
+    (note,) = notes(ct, [[0.5, 0.3, 0.2], [0.4, 0.35, 0.25], [0.6, 0.1, 0.3]], [0, 1, 2], classes, False)
+    assert "every one of its 3 test cases normal the highest probability" in note
+    assert notes(ct, [[0.5, 0.3, 0.2], [0.3, 0.5, 0.2], [0.6, 0.1, 0.3]], [0, 1, 2], classes, False) == []
+    # findings: "a" is called present in both cases, "b" once each way
+    cxr = "unimiss_cxr_classification"
+    (note,) = notes(cxr, [[0.9, 0.2], [0.8, 0.7]], [[1, 0], [0, 1]], ["a", "b"], True)
+    assert "the same call for a present, so" in note
+    assert notes(cxr, [[0.9, 0.2], [0.3, 0.7]], [[1, 0], [0, 1]], ["a", "b"], True) == []

@@ -13,7 +13,7 @@ from ..document import Figure, Note, Paragraph, Section, Table, fmt
 from ..images import figure_png
 from ..run_folder import RunFolder, failed_note, how_trained, read_json, stale_notes
 
-__all__ = ["classification_section", "read_predictions"]
+__all__ = ["classification_section", "one_answer_note", "read_predictions"]
 
 _TASKS = (("cxr_classification", "Chest X-ray findings (multi-label, DRRs with simulated findings)"),
           ("ct_classification", "CT crops (normal / nodule / mass, simulated lesions)"))
@@ -32,6 +32,29 @@ def read_predictions(path: Path) -> tuple[list[str], list[str], np.ndarray, np.n
     probs = np.asarray([[float(r[f"prob_{c}"]) for c in classes] for r in rows])
     truth = np.asarray([[float(r[f"true_{c}"]) for c in classes] for r in rows])
     return [r.get("name", "") for r in rows], classes, probs, truth
+
+
+def one_answer_note(classes: list[str], probs: np.ndarray, threshold: float | None, what: str) -> str | None:
+    """A note when the network gave every test case the same answer (the arg-max class, or with ``threshold``, the
+    same yes or no for a finding): its sensitivity and specificity then describe that one answer, not a classifier;
+    a briefly trained network often does. None otherwise, and for fewer than two cases."""
+    if len(probs) < 2:
+        return None
+    if threshold is None:
+        answers = probs.argmax(axis=1)
+        if (answers != answers[0]).any():
+            return None
+        same = f"{classes[answers[0]]} the highest probability"
+    else:
+        decided = probs >= threshold
+        constant = [f"{c} {'present' if decided[0, i] else 'absent'}" for i, c in enumerate(classes)
+                    if (decided[:, i] == decided[0, i]).all()]
+        if not constant:
+            return None
+        same = f"the same call for {', '.join(constant)}"
+    return (f"{what}: the network gave every one of its {len(probs)} test cases {same}, so the sensitivity and "
+            "specificity below describe that one answer, not a classifier; the ROC AUC still ranks its probabilities. "
+            "A briefly trained network often does this: train it longer.")
 
 
 def _saliency_figure(paths: list[Path]) -> bytes:
@@ -89,6 +112,7 @@ def _task_blocks(run: RunFolder, bundle: str, what: str) -> list:
     if metrics.get("num_cases") == 0:  # every case failed: the note above is all there is to show
         return blocks
     _, classes, probs, truth = read_predictions(predictions)
+    blocks += [Note(n) for n in [one_answer_note(classes, probs, metrics.get("threshold"), what)] if n]
     macro = metrics.get("macro_auc")
     title = f"{bundle.split('_')[0].upper()}: {len(probs)} test cases"
     blocks.append(Figure(roc_png(probs, truth, metrics, classes=classes, title=title), name=f"roc_{bundle}",
