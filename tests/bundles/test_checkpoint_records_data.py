@@ -35,12 +35,13 @@ def test_the_training_checkpoint_records_the_training_items(bundle, sample_set, 
     assert checkpoint.seed == 7
 
 
-@pytest.mark.parametrize("bundle", [*sorted(SETS), "unimiss_pretraining"])
-def test_the_training_checkpoint_is_given_the_runs_seed(bundle):
+@pytest.mark.parametrize("bundle, overlays", [*((b, ()) for b in sorted(SETS)), ("unimiss_pretraining", ()),
+                                               ("unimiss_pretraining", ("recipe_intra_inter.yaml",))])
+def test_the_training_checkpoint_is_given_the_runs_seed(bundle, overlays):
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
-    parser.read_config(configs(bundle, "train.json"))
+    parser.read_config(configs(bundle, "train.json", *overlays))  # an overlay may replace the handlers
     handlers = parser.get("train#handlers")
     [checkpoint] = [h for h in handlers if h.get("_target_") == "unimiss_monai.handlers.TrainingCheckpoint"]
     assert checkpoint["seed"] == "@seed" and isinstance(parser.get("seed"), int)

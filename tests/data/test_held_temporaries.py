@@ -65,3 +65,34 @@ def test_a_released_temporary_counts_as_a_leftover_again(tmp_path):
         assert tmp.is_file()
     remove_leftovers(tmp_path / "x.json")
     assert not tmp.exists()
+
+
+def test_a_writer_waits_out_another_process_look_at_its_temporary_and_holds_it(tmp_path):
+    import fcntl
+    import threading
+
+    from unimiss_monai.data import temporaries
+
+    tmp = temporaries.temporary_beside(tmp_path / "x.json")
+    look = os.open(tmp, os.O_RDONLY)
+    fcntl.flock(look, fcntl.LOCK_SH)  # what _held takes, for a moment, in another process
+    threading.Timer(0.2, os.close, [look]).start()
+    fd = temporaries._lock(tmp, folder=False)  # a busy lock is not "no locks on this file system"
+    try:
+        assert fd is not None and temporaries._held(tmp)
+    finally:
+        os.close(fd)
+
+
+def test_a_temporary_that_cannot_be_locked_is_written_unlocked(tmp_path, monkeypatch):
+    import errno
+
+    from unimiss_monai.data import temporaries
+
+    def no_descriptor_left(*args, **kwargs):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(temporaries.os, "open", no_descriptor_left)
+    with staged_dir(tmp_path / "case") as tmp:  # a folder: made by mkdir, then the lock's open fails
+        (tmp / "a.txt").write_text("a")
+    assert (tmp_path / "case" / "a.txt").read_text() == "a"

@@ -129,3 +129,23 @@ def test_a_checkpoint_mid_epoch_holds_each_process_epoch_counts_and_each_resumes
         trainer.load_state_dict(saved)
         assert trainer.state.first_failure == by_rank[rank]["first_failure"]
         assert trainer.state.samples_trained == by_rank[rank]["samples_trained"]
+
+
+def test_a_process_the_checkpoint_holds_no_counts_of_counts_afresh_and_says_so(caplog):
+    from unimiss_monai.engines.epoch_counts import BY_RANK, saved_epoch_counts
+
+    counts = {"samples_trained": {"ct": 5, "xray": 0}, "phase_iterations": {"ct": 5, "xray": 0}, "first_failure": {},
+              "epoch_accumulators": {}}
+    two = {**counts, BY_RANK: [counts, {**counts, "samples_trained": {"ct": 3, "xray": 0}}]}
+    single = dict(counts)  # a single process's checkpoint, resumed by two
+    with caplog.at_level("WARNING"):
+        assert saved_epoch_counts(two, 1)["samples_trained"] == {"ct": 3, "xray": 0}
+        assert saved_epoch_counts(single, 0)["samples_trained"] == {"ct": 5, "xray": 0}
+        assert not caplog.records
+        assert saved_epoch_counts(two, 2)["samples_trained"] == {"ct": 0, "xray": 0}  # 2 ranks, now 3
+        assert saved_epoch_counts(single, 1)["samples_trained"] == {"ct": 0, "xray": 0}
+    assert [r.getMessage() for r in caplog.records] == [
+        "the checkpoint holds the epoch counts of 2 process(es); process 2 counts the samples of the epoch it resumes "
+        "from the resume point on",
+        "the checkpoint holds the epoch counts of 1 process(es); process 1 counts the samples of the epoch it resumes "
+        "from the resume point on"]

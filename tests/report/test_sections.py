@@ -302,10 +302,16 @@ def test_a_classifier_giving_every_test_case_one_answer_is_said_to_beside_its_sc
     ct, classes = "unimiss_ct_classification", ["normal", "nodule", "mass"]
     # exclusive classes: "normal" is the arg-max of all three cases, whatever their truth
     (note,) = notes(ct, [[0.5, 0.3, 0.2], [0.4, 0.35, 0.25], [0.6, 0.1, 0.3]], [0, 1, 2], classes, False)
-    assert "every one of its 3 test cases normal the highest probability" in note
+    assert "gave normal the highest probability in every one of its 3 test cases, which are not all normal" in note
+    assert note.endswith("train it longer.")
     assert notes(ct, [[0.5, 0.3, 0.2], [0.3, 0.5, 0.2], [0.6, 0.1, 0.3]], [0, 1, 2], classes, False) == []
-    # findings: "a" is called present in both cases, "b" once each way
+    # findings: "a" is called present in both cases though one lacks it; "b" is told apart
     cxr = "unimiss_cxr_classification"
     (note,) = notes(cxr, [[0.9, 0.2], [0.8, 0.7]], [[1, 0], [0, 1]], ["a", "b"], True)
-    assert "the same call for a present, so" in note
+    assert "called a present in every one of its 2 test cases, though some have it and some do not" in note
+    assert "sensitivity and specificity of a describe" in note and "train it longer" not in note
+    (note,) = notes(cxr, [[0.9, 0.2], [0.8, 0.3]], [[1, 0], [0, 1]], ["a", "b"], True)  # nothing told apart
+    assert "called a present, b absent in every one" in note and note.endswith("train it longer.")
     assert notes(cxr, [[0.9, 0.2], [0.3, 0.7]], [[1, 0], [0, 1]], ["a", "b"], True) == []
+    # a finding no test case has is rightly called absent in all of them
+    assert notes(cxr, [[0.9, 0.2], [0.3, 0.1]], [[1, 0], [0, 0]], ["a", "b"], True) == []

@@ -59,11 +59,13 @@ def held_temporary(path: str | Path, tail: str = TMP_TAG, folder: bool = False) 
     """:func:`temporary_beside`, locked for the block: :func:`remove_leftovers` of another process writing ``path``
     at the same time leaves it alone. The lock is advisory (``flock``) and the system drops it when its process dies,
     so the temporary of a killed run is still removed by the next one. The lock follows the file or folder when it is
-    renamed into place; the block's end releases it."""
+    renamed into place; the block's end releases it. Where the file system offers no such lock (NFS emulates it for
+    files only, so a staging folder there goes unlocked), the temporary is unlocked, as every temporary once was: a
+    run whose temporary another run removed then fails in one line."""
     tmp = temporary_beside(path, tail, folder)
-    # another process's remove_leftovers between these two lines would take tmp for a leftover: a window of one
-    # system call, against the whole time a CT is rendered before temporaries were locked
-    fd = _lock(tmp)
+    # between its creation and the lock, another process's remove_leftovers could still take tmp for a leftover: a
+    # window of a few system calls, where before there was the whole time a CT takes to render
+    fd = _lock(tmp, folder)
     try:
         yield tmp
     finally:
@@ -71,13 +73,19 @@ def held_temporary(path: str | Path, tail: str = TMP_TAG, folder: bool = False) 
             os.close(fd)
 
 
-def _lock(tmp: Path) -> int | None:
+def _lock(tmp: Path, folder: bool) -> int | None:
+    """An open descriptor holding an exclusive lock on the new temporary ``tmp``, or None where none can be had."""
     if fcntl is None:
         return None
-    fd = os.open(tmp, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:  # a file system without flock (some network mounts): unlocked, as temporaries always were
+        # a file opened for writing: NFS emulates flock with byte-range locks, whose exclusive kind needs that
+        fd = os.open(tmp, os.O_RDONLY if folder else os.O_RDWR)
+    except OSError:  # no descriptor to spare, or a umask that leaves its owner no access: unlocked
+        return None
+    try:
+        # waiting: tmp is new, so only another process's look at it (_held) can hold it, and only for a moment
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:  # a file system without flock (a folder on NFS): unlocked
         os.close(fd)
         return None
     return fd

@@ -6,9 +6,12 @@ counts its own share, so the checkpoint holds every process's and each resumes i
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Mapping
 
 __all__ = ["BY_RANK", "EPOCH_KEYS", "epoch_counts", "saved_epoch_counts", "start_epoch_counts"]
+
+logger = logging.getLogger(__name__)
 
 #: an epoch's counts at its start
 _FRESH = {"samples_trained": {"ct": 0, "xray": 0}, "phase_iterations": {"ct": 0, "xray": 0}, "first_failure": {},
@@ -30,9 +33,18 @@ def epoch_counts(state) -> dict:
 
 
 def saved_epoch_counts(saved: Mapping, rank: int) -> dict:
-    """Process ``rank``'s counts in a saved trainer state: its own where the checkpoint holds every process's; else
-    those at the state's top level (rank 0's, or a single process's); a checkpoint written before counts were saved
-    starts them afresh at the resume point."""
+    """Process ``rank``'s counts in a saved trainer state: its own where the checkpoint holds every process's, those
+    at the state's top level for rank 0 (a single process's, or rank 0's in a checkpoint written before every
+    process's were kept). A process the checkpoint holds none of (it was written by fewer processes) counts afresh
+    from the resume point, said in a warning: another process's counts would make its own checks of the epoch
+    pass or fail on that process's samples. A checkpoint written before counts were saved starts them afresh too."""
     by_rank = saved.get(BY_RANK)
-    own = by_rank[rank] if isinstance(by_rank, (list, tuple)) and rank < len(by_rank) else saved
+    by_rank = list(by_rank) if isinstance(by_rank, (list, tuple)) else [saved]
+    if rank < len(by_rank):
+        own = by_rank[rank]
+    else:
+        own = {}
+        if any(key in saved for key in EPOCH_KEYS):
+            logger.warning("the checkpoint holds the epoch counts of %d process(es); process %d counts the samples of "
+                           "the epoch it resumes from the resume point on", len(by_rank), rank)
     return {key: copy.deepcopy(own.get(key, fresh)) for key, fresh in _FRESH.items()}

@@ -34,27 +34,33 @@ def read_predictions(path: Path) -> tuple[list[str], list[str], np.ndarray, np.n
     return [r.get("name", "") for r in rows], classes, probs, truth
 
 
-def one_answer_note(classes: list[str], probs: np.ndarray, threshold: float | None, what: str) -> str | None:
-    """A note when the network gave every test case the same answer (the arg-max class, or with ``threshold``, the
-    same yes or no for a finding): its sensitivity and specificity then describe that one answer, not a classifier;
-    a briefly trained network often does. None otherwise, and for fewer than two cases."""
+def one_answer_note(classes: list[str], probs: np.ndarray, truth: np.ndarray, threshold: float | None,
+                    what: str) -> str | None:
+    """A note when the network gave every test case the same answer though the test cases differ: the arg-max class
+    of exclusive classes, or with ``threshold`` the same yes or no for a finding that some cases have and others lack.
+    Those sensitivities and specificities then describe one answer, not a classifier. None otherwise (a finding no
+    test case has is rightly called absent in all)."""
     if len(probs) < 2:
         return None
+    longer = " A briefly trained network often does this: train it longer."
     if threshold is None:
         answers = probs.argmax(axis=1)
-        if (answers != answers[0]).any():
+        if (answers != answers[0]).any() or len(set(truth.argmax(axis=1).tolist())) < 2:
             return None
-        same = f"{classes[answers[0]]} the highest probability"
-    else:
-        decided = probs >= threshold
-        constant = [f"{c} {'present' if decided[0, i] else 'absent'}" for i, c in enumerate(classes)
-                    if (decided[:, i] == decided[0, i]).all()]
-        if not constant:
-            return None
-        same = f"the same call for {', '.join(constant)}"
-    return (f"{what}: the network gave every one of its {len(probs)} test cases {same}, so the sensitivity and "
-            "specificity below describe that one answer, not a classifier; the ROC AUC still ranks its probabilities. "
-            "A briefly trained network often does this: train it longer.")
+        return (f"{what}: the network gave {classes[answers[0]]} the highest probability in every one of its "
+                f"{len(probs)} test cases, which are not all {classes[answers[0]]}, so the sensitivity and specificity "
+                "below describe that one answer, not a classifier; the ROC AUC still ranks its probabilities." + longer)
+    decided = probs >= threshold
+    both = [i for i in range(len(classes)) if 0 < truth[:, i].sum() < len(truth)]
+    constant = [i for i in both if (decided[:, i] == decided[0, i]).all()]
+    if not constant:
+        return None
+    calls = ", ".join(f"{classes[i]} {'present' if decided[0, i] else 'absent'}" for i in constant)
+    names = ", ".join(classes[i] for i in constant)
+    return (f"{what}: the network called {calls} in every one of its {len(probs)} test cases, though some have "
+            f"{'it' if len(constant) == 1 else 'each'} and some do not, so the sensitivity and specificity of {names} "
+            "describe that one call, not a classifier; the ROC AUC still ranks its probabilities."
+            + (longer if len(constant) == len(classes) else ""))
 
 
 def _saliency_figure(paths: list[Path]) -> bytes:
@@ -112,7 +118,7 @@ def _task_blocks(run: RunFolder, bundle: str, what: str) -> list:
     if metrics.get("num_cases") == 0:  # every case failed: the note above is all there is to show
         return blocks
     _, classes, probs, truth = read_predictions(predictions)
-    blocks += [Note(n) for n in [one_answer_note(classes, probs, metrics.get("threshold"), what)] if n]
+    blocks += [Note(n) for n in [one_answer_note(classes, probs, truth, metrics.get("threshold"), what)] if n]
     macro = metrics.get("macro_auc")
     title = f"{bundle.split('_')[0].upper()}: {len(probs)} test cases"
     blocks.append(Figure(roc_png(probs, truth, metrics, classes=classes, title=title), name=f"roc_{bundle}",
