@@ -136,11 +136,14 @@ def test_a_process_the_checkpoint_holds_no_counts_of_counts_afresh_and_says_so(c
 
     counts = {"samples_trained": {"ct": 5, "xray": 0}, "phase_iterations": {"ct": 5, "xray": 0}, "first_failure": {},
               "epoch_accumulators": {}}
-    two = {**counts, BY_RANK: [counts, {**counts, "samples_trained": {"ct": 3, "xray": 0}}]}
-    single = dict(counts)  # a single process's checkpoint, resumed by two
+    mid_epoch = {"iteration": 6, "epoch_length": 4}
+    two = {**counts, **mid_epoch, BY_RANK: [counts, {**counts, "samples_trained": {"ct": 3, "xray": 0}}]}
+    single = {**counts, **mid_epoch}  # a single process's checkpoint, resumed by two
     with caplog.at_level("WARNING"):
         assert saved_epoch_counts(two, 1)["samples_trained"] == {"ct": 3, "xray": 0}
         assert saved_epoch_counts(single, 0)["samples_trained"] == {"ct": 5, "xray": 0}
+        # at an epoch's end nothing of the next is lost: the counts start afresh there anyway
+        assert saved_epoch_counts({**single, "iteration": 8}, 1)["samples_trained"] == {"ct": 0, "xray": 0}
         assert not caplog.records
         assert saved_epoch_counts(two, 2)["samples_trained"] == {"ct": 0, "xray": 0}  # 2 ranks, now 3
         assert saved_epoch_counts(single, 1)["samples_trained"] == {"ct": 0, "xray": 0}

@@ -309,9 +309,11 @@ def test_a_classifier_giving_every_test_case_one_answer_is_said_to_beside_its_sc
     cxr = "unimiss_cxr_classification"
     (note,) = notes(cxr, [[0.9, 0.2], [0.8, 0.7]], [[1, 0], [0, 1]], ["a", "b"], True)
     assert "called a present in every one of its 2 test cases, though some have it and some do not" in note
-    assert "sensitivity and specificity of a describe" in note and "train it longer" not in note
-    (note,) = notes(cxr, [[0.9, 0.2], [0.8, 0.3]], [[1, 0], [0, 1]], ["a", "b"], True)  # nothing told apart
-    assert "called a present, b absent in every one" in note and note.endswith("train it longer.")
+    assert "sensitivity and specificity of a describe that one call" in note and "train it longer" not in note
+    # nothing told apart, but c, which no test case has, is rightly called absent
+    (note,) = notes(cxr, [[0.9, 0.2, 0.1], [0.8, 0.3, 0.2]], [[1, 0, 0], [0, 1, 0]], ["a", "b", "c"], True)
+    assert "called a present and b absent in every one of its 2 test cases, though each is present in some" in note
+    assert "specificities of a and b describe those calls" in note and note.endswith("train it longer.")
     assert notes(cxr, [[0.9, 0.2], [0.3, 0.7]], [[1, 0], [0, 1]], ["a", "b"], True) == []
     # a finding no test case has is rightly called absent in all of them
     assert notes(cxr, [[0.9, 0.2], [0.3, 0.1]], [[1, 0], [0, 0]], ["a", "b"], True) == []

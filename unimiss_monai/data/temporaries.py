@@ -59,9 +59,9 @@ def held_temporary(path: str | Path, tail: str = TMP_TAG, folder: bool = False) 
     """:func:`temporary_beside`, locked for the block: :func:`remove_leftovers` of another process writing ``path``
     at the same time leaves it alone. The lock is advisory (``flock``) and the system drops it when its process dies,
     so the temporary of a killed run is still removed by the next one. The lock follows the file or folder when it is
-    renamed into place; the block's end releases it. Where the file system offers no such lock (NFS emulates it for
-    files only, so a staging folder there goes unlocked), the temporary is unlocked, as every temporary once was: a
-    run whose temporary another run removed then fails in one line."""
+    renamed into place; the block's end releases it. Where the file system offers no such lock, the temporary is
+    unlocked, as every temporary once was: a run whose temporary another run removed then fails in one line. (NFS
+    locks files for every machine, but a staging folder against the runs of this machine only.)"""
     tmp = temporary_beside(path, tail, folder)
     # between its creation and the lock, another process's remove_leftovers could still take tmp for a leftover: a
     # window of a few system calls, where before there was the whole time a CT takes to render
@@ -82,13 +82,21 @@ def _lock(tmp: Path, folder: bool) -> int | None:
         fd = os.open(tmp, os.O_RDONLY if folder else os.O_RDWR)
     except OSError:  # no descriptor to spare, or a umask that leaves its owner no access: unlocked
         return None
-    try:
-        # waiting: tmp is new, so only another process's look at it (_held) can hold it, and only for a moment
-        fcntl.flock(fd, fcntl.LOCK_EX)
-    except OSError:  # a file system without flock (a folder on NFS): unlocked
-        os.close(fd)
-        return None
-    return fd
+    # tmp is new, so only another process's look at it (_held) can hold it, and only for a moment: wait that out, but
+    # not forever (a looking process stopped with Ctrl-Z)
+    deadline = time.monotonic() + 5.0
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        except OSError:  # a file system without flock: unlocked
+            break
+    os.close(fd)
+    return None
 
 
 def _held(path: str | Path) -> bool:

@@ -44,7 +44,8 @@ def saved_epoch_counts(saved: Mapping, rank: int) -> dict:
         own = by_rank[rank]
     else:
         own = {}
-        if any(key in saved for key in EPOCH_KEYS):
+        iteration, length = saved.get("iteration") or 0, saved.get("epoch_length")
+        if any(key in saved for key in EPOCH_KEYS) and length and iteration % length:  # mid-epoch: counts lost
             logger.warning("the checkpoint holds the epoch counts of %d process(es); process %d counts the samples of "
                            "the epoch it resumes from the resume point on", len(by_rank), rank)
     return {key: copy.deepcopy(own.get(key, fresh)) for key, fresh in _FRESH.items()}

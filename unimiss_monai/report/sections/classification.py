@@ -55,12 +55,20 @@ def one_answer_note(classes: list[str], probs: np.ndarray, truth: np.ndarray, th
     constant = [i for i in both if (decided[:, i] == decided[0, i]).all()]
     if not constant:
         return None
-    calls = ", ".join(f"{classes[i]} {'present' if decided[0, i] else 'absent'}" for i in constant)
-    names = ", ".join(classes[i] for i in constant)
-    return (f"{what}: the network called {calls} in every one of its {len(probs)} test cases, though some have "
-            f"{'it' if len(constant) == 1 else 'each'} and some do not, so the sensitivity and specificity of {names} "
-            "describe that one call, not a classifier; the ROC AUC still ranks its probabilities."
-            + (longer if len(constant) == len(classes) else ""))
+    calls = _and([f"{classes[i]} {'present' if decided[0, i] else 'absent'}" for i in constant])
+    names = _and([classes[i] for i in constant])
+    if len(constant) == 1:
+        told = (f"though some have it and some do not, so the sensitivity and specificity of {names} describe that one "
+                "call, not a classifier; its ROC AUC still ranks the probabilities.")
+    else:
+        told = (f"though each is present in some of them and absent in others, so the sensitivities and specificities "
+                f"of {names} describe those calls, not a classifier; their ROC AUCs still rank the probabilities.")
+    return (f"{what}: the network called {calls} in every one of its {len(probs)} test cases, {told}"
+            + (longer if len(constant) == len(both) else ""))
+
+
+def _and(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
 def _saliency_figure(paths: list[Path]) -> bytes:
