@@ -48,8 +48,9 @@ def one_answer_note(classes: list[str], probs: np.ndarray, truth: np.ndarray, th
         if (answers != answers[0]).any() or len(set(truth.argmax(axis=1).tolist())) < 2:
             return None
         return (f"{what}: the network gave {classes[answers[0]]} the highest probability in every one of its "
-                f"{len(probs)} test cases, which are not all {classes[answers[0]]}, so the sensitivity and specificity "
-                "below describe that one answer, not a classifier; the ROC AUC still ranks its probabilities." + longer)
+                f"{len(probs)} test cases, which are not all {classes[answers[0]]}, so the sensitivities and "
+                "specificities below describe that one answer, not a classifier; the ROC AUCs still rank its "
+                "probabilities." + longer)
     decided = probs >= threshold
     both = [i for i in range(len(classes)) if 0 < truth[:, i].sum() < len(truth)]
     constant = [i for i in both if (decided[:, i] == decided[0, i]).all()]
