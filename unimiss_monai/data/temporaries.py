@@ -59,9 +59,10 @@ def held_temporary(path: str | Path, tail: str = TMP_TAG, folder: bool = False) 
     """:func:`temporary_beside`, locked for the block: :func:`remove_leftovers` of another process writing ``path``
     at the same time leaves it alone. The lock is advisory (``flock``) and the system drops it when its process dies,
     so the temporary of a killed run is still removed by the next one. The lock follows the file or folder when it is
-    renamed into place; the block's end releases it. Where the file system offers no such lock, the temporary is
-    unlocked, as every temporary once was: a run whose temporary another run removed then fails in one line. (NFS
-    locks files for every machine, but a staging folder against the runs of this machine only.)"""
+    renamed into place; the block's end releases it, and removes the temporary if it is still there (the block
+    failed before its rename), a folder with whatever it holds. Where the file system offers no such lock, the
+    temporary is unlocked, as every temporary once was: a run whose temporary another run removed then fails in one
+    line. (NFS locks files for every machine, but a staging folder against the runs of this machine only.)"""
     tmp = temporary_beside(path, tail, folder)
     # between its creation and the lock, another process's remove_leftovers could still take tmp for a leftover: a
     # window of a few system calls, where before there was the whole time a CT takes to render
@@ -69,6 +70,10 @@ def held_temporary(path: str | Path, tail: str = TMP_TAG, folder: bool = False) 
     try:
         yield tmp
     finally:
+        if folder:
+            shutil.rmtree(tmp, ignore_errors=True)  # a failure here would hide the block's own
+        elif os.path.exists(tmp):
+            os.remove(tmp)
         if fd is not None:
             os.close(fd)
 

@@ -118,30 +118,26 @@ def staged_dir(path: str | Path) -> Iterator[Path]:
     check_replaceable(path)
     _make_parent(path)
     remove_leftovers(path, TMP_TAG)
-    with held_temporary(path, folder=True) as tmp:
+    with held_temporary(path, folder=True) as tmp:  # removed with its contents if anything below fails
+        yield tmp
+        if not tmp.is_dir():  # removed by another process: there is nothing whole to put in place
+            raise FileNotFoundError(f"{tmp}: this staging folder vanished before it was complete; run again")
+        (tmp / OUTPUT_MARKER).write_text(marker_text(tmp))
+        check_replaceable(path)  # the user may have put a folder there while this one was assembled
+        # two renames, never a removal in between: a run killed at any point leaves the old folder or the new one,
+        # whole (a half-removed old folder would have lost its marker and blocked every rerun)
+        aside = None
+        if path.exists():
+            aside = temporary_beside(path, OLD_TAG, folder=True)
+            os.replace(path, aside)  # onto the empty folder just made
         try:
-            yield tmp
-            if not tmp.is_dir():  # removed by another process: there is nothing whole to put in place
-                raise FileNotFoundError(f"{tmp}: this staging folder vanished before it was complete; run again")
-            (tmp / OUTPUT_MARKER).write_text(marker_text(tmp))
-            check_replaceable(path)  # the user may have put a folder there while this one was assembled
-            # two renames, never a removal in between: a run killed at any point leaves the old folder or the new one,
-            # whole (a half-removed old folder would have lost its marker and blocked every rerun)
-            aside = None
-            if path.exists():
-                aside = temporary_beside(path, OLD_TAG, folder=True)
-                os.replace(path, aside)  # onto the empty folder just made
-            try:
-                os.replace(tmp, path)
-            except BaseException:
-                if aside is not None:  # the old folder back in place at once, not only on the next run
-                    _restore_previous(path)
-                raise
-            if aside is not None:
-                remove_temporary(aside)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+            os.replace(tmp, path)
+        except BaseException:
+            if aside is not None:  # the old folder back in place at once, not only on the next run
+                _restore_previous(path)
+            raise
+        if aside is not None:
+            remove_temporary(aside)
 
 
 def _restore_previous(path: Path) -> None:
@@ -183,13 +179,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     marker = f"{TMP_TAG}{suffix}"
     # a writer killed before its rename leaves its temporary file behind: the next write of the same file removes it
     remove_leftovers(path, marker)
-    with held_temporary(path, marker) as tmp:
-        try:
-            yield tmp
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+    with held_temporary(path, marker) as tmp:  # removed if the write fails
+        yield tmp
+        os.replace(tmp, path)
 
 
 def keep_previous(path: str | Path) -> Path | None:

@@ -27,7 +27,6 @@ import hashlib
 import http.client
 import json
 import os
-import shutil
 import urllib.parse
 import urllib.request
 import zipfile
@@ -272,28 +271,25 @@ def _place(zip_path: Path, entry: ReleaseEntry, target: Path, force: bool, cache
 
 def _place_in(zip_path: Path, entry: ReleaseEntry, target: Path, force: bool, cache: Path) -> tuple[str, dict]:
     remove_leftovers(target)  # staging folders of a killed run; never those of a bundle whose name extends this one
-    with held_temporary(target, folder=True) as staging:  # another download's own is left alone
-        try:
-            unpacked, weights = _unpack(zip_path, entry, staging, cache)
-            if target.is_symlink():
-                raise FileExistsError(f"{target} is a symbolic link; remove it or choose another --bundle_dir")
-            if not target.exists():
-                os.replace(unpacked, target)
-                return "unpacked", weights
-            if _same_tree(unpacked, target):
-                return "already in place, unchanged", weights
-            if not force:
-                raise FileExistsError(f"{target} exists and differs from {entry.name} v{entry.version}; nothing was "
-                                      "changed: move it away, choose another --bundle_dir, or pass --force true (it is "
-                                      f"kept as {target.name}.prev)")
-            previous = target.with_name(target.name + ".prev")
-            if previous.exists() or previous.is_symlink():
-                raise FileExistsError(f"--force would keep {target} as {previous}, which exists; move one of them away")
-            os.replace(target, previous)
+    with held_temporary(target, folder=True) as staging:  # another download's own is left alone; removed at the end
+        unpacked, weights = _unpack(zip_path, entry, staging, cache)
+        if target.is_symlink():
+            raise FileExistsError(f"{target} is a symbolic link; remove it or choose another --bundle_dir")
+        if not target.exists():
             os.replace(unpacked, target)
-            return f"replaced (previous kept as {previous})", weights
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            return "unpacked", weights
+        if _same_tree(unpacked, target):
+            return "already in place, unchanged", weights
+        if not force:
+            raise FileExistsError(f"{target} exists and differs from {entry.name} v{entry.version}; nothing was "
+                                  "changed: move it away, choose another --bundle_dir, or pass --force true (it is "
+                                  f"kept as {target.name}.prev)")
+        previous = target.with_name(target.name + ".prev")
+        if previous.exists() or previous.is_symlink():
+            raise FileExistsError(f"--force would keep {target} as {previous}, which exists; move one of them away")
+        os.replace(target, previous)
+        os.replace(unpacked, target)
+        return f"replaced (previous kept as {previous})", weights
 
 
 def download(
