@@ -205,6 +205,19 @@ def test_text_with_a_hash_reaches_the_command_whole(monkeypatch):
     assert seen == [("run#2", None, "https://host/dist/model_info.json#main"), ("x", "0.10", "007"), ("x", None, None)]
 
 
+@pytest.mark.parametrize("args", [["report", "run", "--out"], ["report", "run", "--out", "--samples", "s"],
+                                  ["publish-pretrained", "absent.pt", "--dst"],
+                                  ["official-datalist", "root", "x.json", "--list_3d"], ["download", "x", "--index"]])
+def test_a_text_option_without_its_value_is_a_usage_error_naming_it(args, capsys, tmp_path, monkeypatch):
+    """fire hands a bare ``--out`` in as ``True``, which ended in a traceback about a bool where a path belongs."""
+    monkeypatch.chdir(tmp_path)
+    code, err = _exit(args, capsys)
+    option = next(a for a in args if a.startswith("--") and a != "--samples")
+    assert code == 2
+    assert err == f"unimiss_monai {args[0]}: option {option} needs a value ({option} VALUE); was it left out?\n"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_unknown_command_is_a_usage_error(capsys):
     """Like an unknown option (and fire's own usage errors): exit status 2 and one line on stderr."""
     code, err = _exit(["pakage-bundle", "bundles/x"], capsys)

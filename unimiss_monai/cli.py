@@ -160,6 +160,8 @@ def read_options(command: str, func: Callable, args: Sequence[str]) -> tuple[str
             close = difflib.get_close_matches(key, names, n=1)
             hint = f"; did you mean --{close[0]}?" if close else f"; it takes {', '.join('--' + n for n in names) or 'no option'}"
             return f"unimiss_monai {command}: unknown option {arg.partition('=')[0]}{hint}", {}
+        if name is not None and bool_syntax and _is_text(inspect.signature(func).parameters[name].annotation):
+            return f"unimiss_monai {command}: option {arg} needs a value (--{name} VALUE); was it left out?", {}
         if not has_value and not bool_syntax:
             value = args[index]
             index += 1  # the flag's value

@@ -93,3 +93,29 @@ def test_the_trained_model_records_the_settings_evaluation_and_inference_check(b
         assert config["load_model"]["settings"] == "@model_settings", names
         assert config["load_model"]["bundle"] == bundle, names  # the name its trained models record (info bundle)
         assert config.get_parsed_content("model_settings") == settings, names  # the same ids, the same defaults
+
+
+@pytest.mark.parametrize("bundle", FINETUNE)
+def test_evaluation_and_inference_record_the_model_they_load_and_the_split_they_score(bundle):
+    """The report tells results of the model in a folder from those of another by the checksum they record, and
+    held-out scores from others by the split: the handler that writes them must be given the very file
+    ``load_model`` loads and the split the evaluation's dataset reads."""
+    for name, handler in (("evaluate.json", ("ClassificationReport", "SegmentationReport")),
+                          ("inference.json", ("InferenceSummary",))):
+        config = _load(BUNDLES / bundle / "configs" / name)
+        writers = [h for w, h in _find_targets(config) if h["_target_"].rsplit(".", 1)[-1] in handler]
+        assert len(writers) == 1, (name, writers)
+        assert writers[0].get("model") == config["load_model"]["path"] == "@ckpt_path", name
+        if name == "evaluate.json":  # and the split it scores, which only for "test" is held out
+            assert writers[0].get("split") == "@eval_split" and "eval_split" in config, name
+
+
+def _find_targets(node, where=""):
+    if isinstance(node, dict):
+        if "_target_" in node:
+            yield where, node
+        for k, v in node.items():
+            yield from _find_targets(v, f"{where}#{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _find_targets(v, f"{where}#{i}")

@@ -60,6 +60,45 @@ def test_evaluate_writes_per_structure_report(samples, trained):
     assert (out / "segmentation_report.csv").is_file() and (out / "segmentation_report.png").stat().st_size > 0
 
 
+def test_the_report_reads_the_model_and_split_that_evaluation_and_inference_record(samples, trained, tmp_path):
+    """The seam between the bundle and the report: evaluation and inference record the checksum of the model they
+    loaded, and evaluation the split it scored; the report reads them. A folder copied without its times (the model
+    now newer than its scores) is not flagged; a model retrained in place after them is. Validation cases, which
+    chose the checkpoint, are not called held out."""
+    import shutil
+
+    from unimiss_monai.data.samples import find_dataset
+    from unimiss_monai.report.document import Table
+    from unimiss_monai.report.run_folder import RunFolder, stale_notes
+    from unimiss_monai.report.sections.summary import summary_section
+    from unimiss_monai.utils.hashing import sha256_file
+
+    home = tmp_path / NAME  # a demo run's layout: the report reads models/model.pt, eval/ and inference/
+    (home / "models").mkdir(parents=True)
+    model = home / "models" / "model.pt"
+    shutil.copy(trained / "models" / "smoke" / "model.pt", model)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(os.path.join(find_dataset(samples, "cxr_segmentation"), "inference", "test_000.nii.gz"), folder)
+    # the validation split: a report of it must not call it held out (the command is not recorded: no demo run)
+    run_workflow(NAME, ["train.json", "evaluate.json", "smoke.yaml"], "eval", check=False, bundle_root=str(trained),
+                 dataset_dir=samples, output_dir=str(home / "eval"), ckpt_dir=str(home / "models"),
+                 eval_split="validation")
+    run_workflow(NAME, ["inference.json", "smoke.yaml"], "infer", check=False, bundle_root=str(trained),
+                 dataset_dir=str(folder), output_dir=str(home / "inference"), ckpt_dir=str(home / "models"))
+    for written in ("eval/segmentation_report.json", "inference/summary.json"):
+        assert json.loads((home / written).read_text())["model_sha256"] == sha256_file(model), written
+        os.utime(home / written, (1_000_000, 1_000_000))
+    assert stale_notes(home) == {}
+    (row,) = [b for b in summary_section(RunFolder(tmp_path)).blocks if isinstance(b, Table)][0].rows
+    assert "validation DRRs" in row[1] and "held-out" not in row[1]
+    state = torch.load(model, weights_only=True)
+    state["model"] = {k: v + 1 if v.is_floating_point() else v for k, v in state["model"].items()}
+    torch.save(state, model)
+    os.utime(model, (1_000_000 - 60, 1_000_000 - 60))  # older than the scores, as a copy may leave it
+    assert set(stale_notes(home)) == {"eval", "inference"}
+
+
 def test_inference_keeps_input_grid_and_survives_a_bad_file(samples, trained, tmp_path):
     from unimiss_monai.data.samples import find_dataset
 

@@ -133,6 +133,33 @@ def test_results_of_another_model_than_the_one_in_the_folder_are_flagged_where_t
     assert not any("has not finished" in b.text for b in pretraining_section(RunFolder(tmp_path)).blocks if isinstance(b, Note))
 
 
+def test_results_that_record_their_model_are_judged_by_its_checksum_not_by_file_times(tmp_path):
+    """A copy that rewrote file times (the model now newer than its scores) gives no note when the scores record the
+    model's checksum; scores that record another model's are flagged even when they are newer than the model."""
+    import hashlib
+    import os
+
+    from unimiss_monai.report.run_folder import stale_notes
+
+    home = tmp_path / "unimiss_ct_segmentation"
+    model = home / "models" / "model.pt"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"weights of the model the folder holds")
+    own = hashlib.sha256(model.read_bytes()).hexdigest()
+    report = _write(home / "eval" / "segmentation_report.json", {"mean_dice": 0.8, "model_sha256": own})
+    summary = _write(home / "inference" / "summary.json", {"num_cases": 1, "model_sha256": own, "cases": []})
+    for path in (report, summary):
+        os.utime(path, (1_000_000, 1_000_000))
+    os.utime(model, (1_000_000 + 60, 1_000_000 + 60))
+    assert stale_notes(home) == {}
+    _write(summary, {"num_cases": 1, "model_sha256": "0" * 64, "cases": []})  # newer than the model, of another
+    note = stale_notes(home)["inference"]
+    assert note.startswith(f"{summary} records another model than {model}") and "rerun the inference step" in note
+    assert "cp -a" not in note  # no file times were compared
+    model.write_bytes(b"a model retrained in place, after the evaluation")
+    assert set(stale_notes(home)) == {"eval", "inference"}
+
+
 def test_a_finished_pretraining_is_its_models_and_a_killed_later_one_is_not(tmp_path):
     """The pretraining bundle's handlers in its order (curves, then checkpoint and export): a finished run's files are
     its model's, though its curves are written after the export; a later run killed after a checkpoint is flagged."""

@@ -81,6 +81,35 @@ def test_a_ct_evaluation_of_the_test_split_is_called_held_out(tmp_path, tail):
     assert "2 held-out case(s)" in table.caption and "validation" not in table.caption
 
 
+def test_the_split_an_evaluation_records_is_what_the_report_calls_its_cases(tmp_path):
+    """An evaluation run outside tools/demo.sh (no recorded command) with --eval_split training: its file records the
+    split, and no section calls those cases held out; the recorded split also wins over the step's command."""
+    from unimiss_monai.report.sections.classification import classification_section
+    from unimiss_monai.report.sections.cxr_segmentation import cxr_segmentation_section
+
+    _write(tmp_path / "unimiss_cxr_segmentation" / "eval" / "segmentation_report.json",
+           {"structures": ["heart"], "num_cases": 3, "mean": {"heart": {"dice": 0.9, "dice_n": 3}}, "mean_dice": 0.9,
+            "split": "training"})
+    home = tmp_path / "unimiss_cxr_classification" / "eval"
+    _write(home / "metrics.json", {"macro_auc": 0.7, "num_cases": 2, "per_class": [], "split": "training"})
+    (home / "evaluation_predictions.csv").write_text("name,prob_a,prob_b,true_a,true_b\nx,0.8,0.2,1,0\ny,0.3,0.7,0,1\n")
+    run = _ct_run(tmp_path, " --eval_split test")
+    _write(tmp_path / "unimiss_ct_segmentation" / "eval" / "segmentation_report.json",
+           {"structures": ["liver"], "num_cases": 2, "mean": {"liver": {"dice": 0.5, "dice_n": 2}}, "mean_dice": 0.5,
+            "split": "validation"})
+    summary = summary_section(run)
+    rows = {r[0]: r[1] for r in next(b for b in summary.blocks if isinstance(b, Table)).rows}
+    assert rows["CXR segmentation"] == "Dice, 3 training DRRs (trained on, so not held out)"
+    assert rows["CXR classification"] == "ROC AUC, 2 training cases (trained on, so not held out)"
+    assert "validation slab(s)" in rows["CT segmentation"] and "held-out" not in rows["CT segmentation"]
+    prose = next(b.text for b in summary.blocks if isinstance(b, Paragraph))
+    assert "CXR segmentation: its training DRRs" in prose and "CXR classification: its training cases" in prose
+    texts = "".join(_text(section(run)) for section in (cxr_segmentation_section, classification_section,
+                                                        ct_segmentation_section))
+    assert "held-out" not in texts and "never saw" not in texts and "3 training case(s)" in texts
+    assert "ROC per class on the training cases (trained on, so not held out)" in texts
+
+
 def test_the_suggested_study_uses_the_runs_backbone_and_says_its_size(tmp_path):
     from unimiss_monai.benchmarks.label_efficiency.command import label_efficiency
     from unimiss_monai.benchmarks.label_efficiency.tasks import TASKS

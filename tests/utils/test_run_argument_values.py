@@ -194,3 +194,16 @@ def test_help_says_where_the_ids_are_and_exits_0(tmp_path):
         "in the Configuration table of its docs/README.md, and --<id> <value> sets any of them (a nested one as "
         "--<a>#<b> <value>)")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("overrides, refusal", [
+    (["--dataset_dir"], "config id 'dataset_dir' expects a path, got True; was its value left out?"),
+    (["--ckpt_dir", "--max_epochs", "1"], "config id 'ckpt_dir' expects a path, got True; was its value left out?"),
+    (["--eval_split"], "config id 'eval_split' expects text, got True; was its value left out?"),
+    (["--output_dir=False"], "config id 'output_dir' expects a path, got False; was its value left out?"),
+])
+def test_a_path_or_text_id_given_no_value_is_refused_naming_it(overrides, refusal):
+    """A bare ``--dataset_dir`` reaches the run as True; it failed later in a traceback about a bool, not a path."""
+    run = ("unimiss_cxr_segmentation", ("train.json", "evaluate.json", "smoke.yaml"))
+    assert _refusal(*overrides, run=run) == refusal
+    assert _refusal("--dataset_dir", "data", "--eval_split", "validation", "--amp", "True", run=run) is None

@@ -13,12 +13,13 @@ under way when its run was killed) is replaceable whatever its content.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import MappingProxyType
+
+from unimiss_monai.utils.hashing import sha256_file
 
 __all__ = ["LEDGER_NAME", "NotOursError", "check_own_file", "check_own_files", "drawn_by_matplotlib", "record_written",
            "replacing_own"]
@@ -36,12 +37,9 @@ def _relative(path: str | os.PathLike, root: str | os.PathLike) -> str | None:
 
 def _signature(path: Path) -> tuple[int, int, str]:
     """``(size, modification time in ns, SHA-256)`` of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    digest = sha256_file(path)
     st = path.stat()
-    return st.st_size, st.st_mtime_ns, digest.hexdigest()
+    return st.st_size, st.st_mtime_ns, digest
 
 
 # ledger path -> (bytes parsed, (device, inode), the last bytes parsed, names): each append is read once

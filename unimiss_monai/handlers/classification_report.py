@@ -22,6 +22,7 @@ from unimiss_monai.handlers.forward_failure_guard import guard_forward
 from unimiss_monai.handlers.inference_summary import raise_if_failed
 from unimiss_monai.metrics.classification import as_numpy, classification_metrics, stack_pairs, to_indicator
 from unimiss_monai.utils.dist import coordination_group, gather_objects, rank_and_world
+from unimiss_monai.utils.hashing import SCORED_MODEL_KEY, model_checksum
 from unimiss_monai.visualize.plots import confusion_png, roc_png
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ REPORT_FILES = ("metrics.json", "per_class.csv", EVALUATION_PREDICTIONS, "roc.pn
 def write_report(
     output_dir: str | os.PathLike, probs, labels, class_names: Sequence[str], multi_label: bool = False,
     threshold: float = 0.5, names: Sequence[str] | None = None, failed: Sequence[dict[str, str]] = (),
+    model_sha256: str | None = None, split: str | None = None,
 ) -> dict:
     """Compute :func:`classification_metrics` and write them to ``output_dir``.
 
@@ -46,8 +48,12 @@ def write_report(
     the bundles write to the same ``output_dir``), ``roc.png``, ``confusion_matrix.png``. Arguments as in
     :func:`classification_metrics`; ``names``: (N,) case identifiers; ``failed``: ``[{"case": input path, "reason": one
     line}]`` of the cases that could not be scored, listed in ``metrics.json`` (``num_failed``, ``failed``; its
-    ``num_cases`` counts the cases scored). Returns the metrics dict. A file of one of these
-    names that this package did not write there stops it before any is written (:mod:`~unimiss_monai.data.output_ledger`).
+    ``num_cases`` counts the cases scored); ``model_sha256``: the checksum of the model file scored, recorded in
+    ``metrics.json`` when given (:func:`~unimiss_monai.utils.hashing.model_checksum`); ``split``: the datalist split
+    scored (``"test"``), recorded as ``split`` when given, so that the report calls only test cases held out. Returns
+    the metrics dict. A
+    file of one of these names that this package did not write there stops it before any is written
+    (:mod:`~unimiss_monai.data.output_ledger`).
     """
     out = Path(output_dir)
     for name in REPORT_FILES:
@@ -57,6 +63,10 @@ def write_report(
     truth = to_indicator(as_numpy(labels), len(class_names), multi_label)
     metrics["num_failed"] = len(failed)
     metrics["failed"] = [{"case": f["case"], "reason": f["reason"]} for f in failed]
+    if model_sha256:
+        metrics[SCORED_MODEL_KEY] = model_sha256
+    if split:
+        metrics["split"] = str(split)
     files = {"metrics.json": json.dumps(metrics, indent=2).encode()}
     keys = ["class", "positives", "negatives", "auc", "ap", "sensitivity", "specificity", "tp", "fn", "fp", "tn"]
     files["per_class.csv"] = _csv_bytes(keys, [[p[k] for k in keys] for p in metrics["per_class"]])
@@ -97,6 +107,10 @@ class ClassificationReport:
         output_transform: ``engine.state.output`` -> ``(preds, labels)``, as lists of per-case tensors or batch-first
             tensors. Defaults to ``monai.handlers.from_engine(["pred", "label"])``.
         name_transform: ``engine.state.batch`` -> list of case names (defaults to the image file names).
+        model: the model file the run loaded (the bundles' ``@ckpt_path``); its checksum, taken as the run starts, is
+            recorded in ``metrics.json``, so that the report can tell whether the scores are those of the model a
+            bundle folder now holds.
+        split: the datalist split the run scores (the bundles' ``@eval_split``), recorded in ``metrics.json``.
 
     Under ``torch.distributed`` every rank gathers its shard and rank 0 writes the report over all of them; the
     evaluation's sampler should then give each case to one rank only (MONAI's ``DistributedSampler`` with
@@ -111,6 +125,7 @@ class ClassificationReport:
     def __init__(
         self, output_dir: str | os.PathLike, class_names: Sequence[str], multi_label: bool = False,
         threshold: float = 0.5, output_transform: Callable | None = None, name_transform: Callable | None = None,
+        model: str | os.PathLike | None = None, split: str | None = None,
     ) -> None:
         from monai.handlers import from_engine
 
@@ -118,6 +133,7 @@ class ClassificationReport:
         self.multi_label, self.threshold = multi_label, threshold
         self.output_transform = output_transform or from_engine(["pred", "label"])
         self.name_transform = name_transform or _image_names
+        self.model, self._checksum, self.split = model, None, split
         self.metrics: dict | None = None
         self._preds: list[torch.Tensor] = []
         self._labels: list[torch.Tensor] = []
@@ -141,6 +157,7 @@ class ClassificationReport:
         if rank_and_world()[0] == 0:
             for name in REPORT_FILES:
                 check_own_file(self.output_dir / name, self.output_dir)
+            self._checksum = model_checksum(self.model)  # the model the bundle's initialize step has just loaded
 
     def _reset(self, engine) -> None:
         self._preds, self._labels, self._names, self._failed = [], [], [], []
@@ -187,6 +204,7 @@ class ClassificationReport:
             truth = np.zeros((0, num_classes) if self.multi_label else (0,), dtype=np.int64)
         self.metrics = write_report(
             self.output_dir, probs, truth, self.class_names, self.multi_label, self.threshold, names, failed,
+            self._checksum, self.split,
         )
         logger.info(
             "classification report: accuracy %s, macro AUC %s -> %s", _fmt(self.metrics["accuracy"]),

@@ -3,7 +3,7 @@
 ``<output_dir>/summary.json``::
 
     {
-      "num_cases": 3, "num_ok": 2, "num_failed": 1,
+      "num_cases": 3, "num_ok": 2, "num_failed": 1, "model_sha256": "3f5a...",
       "cases": [
         {"case": "/data/a.nii.gz", "status": "ok", "reason": "", "output": "/out/a_seg.nii.gz"},
         {"case": "/data/b.nii.gz", "status": "failed", "reason": "/data/b.nii.gz: ValueError: ..."}
@@ -11,7 +11,8 @@
     }
 
 ``case`` is the input path, ``reason`` one line (empty when the case worked), ``output`` the file a writer made for
-the case, when it recorded one. A case fails when it cannot be loaded or preprocessed
+the case, when it recorded one; ``model_sha256`` the checksum of the model file the run loaded, when the handler is
+given it. A case fails when it cannot be loaded or preprocessed
 (:class:`~unimiss_monai.data.TolerantDataset`), when the network forward fails
 (:class:`~unimiss_monai.handlers.ForwardFailureGuard`) or when a writer cannot use its output (non-finite values, a
 failed write); the writers mark it in the batch, and this handler, listed after them, reads the marks.
@@ -27,6 +28,7 @@ from unimiss_monai.data.output_ledger import check_own_file, replacing_own
 from unimiss_monai.data.tolerant import CASE_KEY, batch_items, failure_of
 from unimiss_monai.data.writers import save_json
 from unimiss_monai.handlers.forward_failure_guard import guard_forward
+from unimiss_monai.utils.hashing import SCORED_MODEL_KEY, model_checksum
 
 logger = logging.getLogger(__name__)
 
@@ -51,21 +53,31 @@ class InferenceSummary:
 
     Args:
         output_dir: folder of ``summary.json``.
+        model: the model file the run loaded (the bundles' ``@ckpt_path``); its checksum, taken as the run starts, is
+            recorded in ``summary.json`` (``model_sha256``), so that the report can tell whether these outputs are
+            those of the model a bundle folder now holds.
     """
 
-    def __init__(self, output_dir: str | os.PathLike) -> None:
+    def __init__(self, output_dir: str | os.PathLike, model: str | os.PathLike | None = None) -> None:
         self.output_dir = Path(output_dir)
+        self.model = model
         self.cases: list[dict[str, str]] = []
+        self._checksum: str | None = None
 
     def attach(self, engine) -> None:
         from ignite.engine import Events
 
         engine.add_event_handler(Events.STARTED, guard_forward)
         engine.add_event_handler(Events.STARTED, lambda _: self.cases.clear())
+        engine.add_event_handler(Events.STARTED, self._note_model)
         # before any case: a summary.json of the user's would stop the run only at its end
         engine.add_event_handler(Events.STARTED, lambda _: check_own_file(self.output_dir / SUMMARY_NAME, self.output_dir))
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
         engine.add_event_handler(Events.COMPLETED, self.write)
+
+    def _note_model(self, engine=None) -> None:
+        # as the run starts: the model was loaded by the bundle's initialize step just before
+        self._checksum = model_checksum(self.model)
 
     def collect(self, engine) -> None:
         items = batch_items(engine.state.batch)
@@ -87,8 +99,9 @@ class InferenceSummary:
     def summary(self) -> dict:
         """The content of ``summary.json``."""
         failed = sum(c["status"] == "failed" for c in self.cases)
+        checksum = {SCORED_MODEL_KEY: self._checksum} if self._checksum else {}
         return {"num_cases": len(self.cases), "num_ok": len(self.cases) - failed, "num_failed": failed,
-                "cases": self.cases}
+                **checksum, "cases": self.cases}
 
     def write(self, engine=None) -> str:
         """Write ``summary.json``; returns its path."""

@@ -27,6 +27,7 @@ from unimiss_monai.handlers.inference_summary import raise_if_failed
 from unimiss_monai.metrics.segmentation import METRICS, compute_segmentation_metrics
 from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.dist import coordination_group, gather_objects, rank_and_world
+from unimiss_monai.utils.hashing import SCORED_MODEL_KEY, model_checksum
 from unimiss_monai.visualize.overlay import as_masks, representative_slice, save_overlay_grid
 
 if TYPE_CHECKING:
@@ -43,7 +44,8 @@ def _clean(v: float) -> float | None:
 
 def write_segmentation_report(
     cases: Sequence[dict[str, Any]], structure_names: Sequence[str], output_dir: str | os.PathLike, prefix: str = "segmentation_report",
-    surface_metrics: bool = True, failed: Sequence[dict[str, str]] = (),
+    surface_metrics: bool = True, failed: Sequence[dict[str, str]] = (), model_sha256: str | None = None,
+    split: str | None = None,
 ) -> dict[str, str]:
     """Write ``<prefix>.json`` (per case and mean per structure) and ``<prefix>.csv`` (one row per case x structure).
 
@@ -60,6 +62,10 @@ def write_segmentation_report(
         failed: ``[{"case": input path, "reason": one line}]`` of the cases that could not be scored; listed in the
             JSON (``num_failed``, ``failed``) and in the CSV (one row each, the reason in a ``failed`` column, which
             the CSV has only when some case failed).
+        model_sha256: the checksum of the model file scored, recorded in the JSON when given
+            (:func:`~unimiss_monai.utils.hashing.model_checksum`).
+        split: the datalist split scored (``"test"``), recorded in the JSON when given, so that the report calls only
+            test cases held out.
 
     Returns:
         ``{"json": path, "csv": path}``. Means skip ``nan`` (structures absent from truth and prediction); ``null``
@@ -95,6 +101,8 @@ def write_segmentation_report(
         "mean": mean,
         "num_failed": len(failed),
         "failed": [{"case": f["case"], "reason": f["reason"]} for f in failed],
+        **({SCORED_MODEL_KEY: model_sha256} if model_sha256 else {}),
+        **({"split": str(split)} if split else {}),
         "cases": [{"case": c["case"], "distance_unit": c.get("distance_unit", "mm"),
                    **{m: dict(zip(structure_names, map(_clean, c[m]))) for m in METRICS},
                    "missed": [n for n, miss in zip(structure_names, c.get("missed", [])) if miss],
@@ -185,6 +193,10 @@ class SegmentationReport:
         surface: also compute HD95 and surface Dice (``False``: Dice only, the distances are ``null``; for studies
             that read Dice alone, where the distances of many poorly trained models would cost most of the time).
             Accepts ``"true"``/``"false"`` from the command line.
+        model: the model file the run loaded (the bundles' ``@ckpt_path``); its checksum, taken as the run starts, is
+            recorded in the JSON, so that the report can tell whether the scores are those of the model a bundle
+            folder now holds.
+        split: the datalist split the run scores (the bundles' ``@eval_split``), recorded in the JSON.
     """
 
     def __init__(
@@ -199,6 +211,8 @@ class SegmentationReport:
         prefix: str = "segmentation_report",
         output_transform: Callable[[Any], Any] = lambda x: x,
         surface: bool | str = True,
+        model: str | os.PathLike | None = None,
+        split: str | None = None,
     ) -> None:
         if not structure_names:
             raise ValueError("SegmentationReport: structure_names is empty; pass the names of the foreground classes")
@@ -211,6 +225,7 @@ class SegmentationReport:
         self.prefix = prefix
         self.output_transform = output_transform
         self.surface = as_bool(surface, "surface")
+        self.model, self._checksum, self.split = model, None, split
         self.cases: list[dict[str, Any]] = []
         self.views: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
         self.failed: list[dict[str, str]] = []
@@ -232,6 +247,7 @@ class SegmentationReport:
         if rank_and_world()[0] == 0:
             for suffix in (".json", ".csv", ".png"):
                 check_own_file(self.output_dir / f"{self.prefix}{suffix}", self.output_dir)
+            self._checksum = model_checksum(self.model)  # the model the bundle's initialize step has just loaded
 
     def reset(self, engine: Engine | None = None) -> None:
         self.cases, self.views, self.failed = [], [], []
@@ -288,7 +304,7 @@ class SegmentationReport:
         views = [v for shard in shards for v in shard[1]][: self.max_overlay_cases]
         failed = [f for shard in shards for f in shard[2]]
         self.paths = write_segmentation_report(cases, self.structure_names, self.output_dir, self.prefix, self.surface,
-                                               failed)
+                                               failed, self._checksum, self.split)
         if views:
             with replacing_own(self.output_dir / f"{self.prefix}.png", self.output_dir):
                 self.paths["png"] = save_overlay_grid(views, self.structure_names, self.output_dir / f"{self.prefix}.png")

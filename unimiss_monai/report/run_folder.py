@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from unimiss_monai.utils.hashing import SCORED_MODEL_KEY, model_checksum
+
 __all__ = ["RunFolder", "inference_cases", "read_json", "stale_notes"]
 
 _SUMMARY_NAMES = ("inference_summary.json", "summary.json", "predictions.json")
@@ -85,11 +87,14 @@ def stale_notes(home: Path) -> dict[str, str]:
     """Why a bundle folder's results may not be those of the model it holds: ``{area: one sentence}``, the area being
     ``"eval"``, ``"inference"`` or ``"pretraining"``; empty when they are.
 
-    The model (``models/model.pt``) is replaced only by a finished run. Evaluation and inference write their JSONs
-    after the model they used, so one older than the model scored an earlier model. A finished pretraining saves its
-    last checkpoint and its last probe before it exports the model (its loss curves just after); a checkpoint or probe
+    Evaluation and inference record the checksum of the model file they ran (``model_sha256``); results whose
+    checksum is not that of ``models/model.pt`` scored another model. Results from before it was recorded are judged
+    by file times: the model is replaced only by a finished run, and evaluation and inference write their JSONs after
+    the model they used, so one older than the model scored an earlier model. A finished pretraining saves its last
+    checkpoint and its last probe before it exports the model (its loss curves just after); a checkpoint or probe
     history newer than the model is a later run's that has not finished, and so are the curves (each run rewrites
-    them from its first iteration). File times are compared: a copy that rewrote them is said to be a possible cause.
+    them from its first iteration). Where file times are compared, a copy that rewrote them is said to be a possible
+    cause.
     """
     model = home / "models" / "model.pt"
     if not model.is_file():
@@ -98,7 +103,12 @@ def stale_notes(home: Path) -> dict[str, str]:
     at = model.stat().st_mtime
     for sub, step in (("eval", "evaluate"), ("inference", "inference")):
         jsons = [p for p in (home / sub).glob("*.json") if p.is_file()]
-        if jsons and max(p.stat().st_mtime for p in jsons) < at:
+        recorded = [(p, c) for p, c in ((p, _recorded_checksum(p)) for p in jsons) if c]
+        other = [p for p, c in recorded if c != _checksum(model)]
+        if other:
+            notes[sub] = (f"{other[0]} records another model than {model} (written {_when(model)}; the checksums "
+                          f"differ): the {sub}/ results below scored that model; rerun the {step} step.")
+        elif not recorded and jsons and max(p.stat().st_mtime for p in jsons) < at:
             notes[sub] = (f"The {sub}/ results below predate {model} (written {_when(model)}): they scored an earlier "
                           f"model; rerun the {step} step{_COPIED}.")
     later = [p for p in (home / "knn_probe.json", *(home / "checkpoints").glob("*")) if p.is_file()
@@ -110,6 +120,28 @@ def stale_notes(home: Path) -> dict[str, str]:
             f"{' and '.join(shown) or 'its files'} below are that run's, not the model's that the fine-tunings read; "
             f"rerun the pretraining step{_COPIED}.")
     return notes
+
+
+def _recorded_checksum(path: Path) -> str | None:
+    """The model checksum an evaluation or inference JSON records, or ``None`` (none recorded, or not readable)."""
+    try:
+        data = read_json(path)
+    except ValueError:  # a broken JSON is named by the section that reads it
+        return None
+    value = data.get(SCORED_MODEL_KEY) if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _checksum(model: Path) -> str | None:
+    st = model.stat()
+    return _cached_checksum(str(model), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_checksum(model: str, size: int, mtime_ns: int) -> str | None:
+    """:func:`model_checksum` of ``model``, read once per version of the file (its size and time in the key): the
+    summary and a section both ask of each model."""
+    return model_checksum(model)
 
 
 # the notes compare file times, which a copy that does not keep them (cp -r, a download) rewrites in its own order

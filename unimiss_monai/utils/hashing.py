@@ -1,5 +1,6 @@
-"""The sha256 of a file: the identity of weights and release archives (publish, package, download, studies); and of a
-datalist with the files it names (the data a study trained and scored on)."""
+"""The sha256 of a file: the identity of weights and release archives (publish, package, download, studies), and of the
+model an evaluation or inference ran (recorded in its JSON for the report); and of a datalist with the files it names
+(the data a study trained and scored on)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import json
 import os
 from pathlib import Path
 
-__all__ = ["sha256_datalist", "sha256_file"]
+__all__ = ["SCORED_MODEL_KEY", "model_checksum", "sha256_datalist", "sha256_file"]
+
+#: the key under which an evaluation or inference JSON records the SHA-256 of the model file it ran
+SCORED_MODEL_KEY = "model_sha256"
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -18,6 +22,13 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def model_checksum(path: str | os.PathLike | None) -> str | None:
+    """The SHA-256 of the model file ``path``, which an evaluation or inference JSON records (:data:`SCORED_MODEL_KEY`)
+    to say which model it ran; ``None`` when ``path`` is ``None`` or no file. A checksum, not the file's time: a copy
+    of the folder (``cp -r``, a download) rewrites times, and a model retrained in place keeps its name."""
+    return sha256_file(path) if path and os.path.isfile(path) else None
 
 
 def sha256_datalist(path: str | os.PathLike) -> str:

@@ -257,6 +257,10 @@ def _wrong_type(key: str, value: Any, default: Any) -> str | None:
         return None
     if key.rsplit("#", 1)[-1] in _FLAGS and not isinstance(default, bool):
         default = False  # checked as the flag it is
+    path = key.rsplit("#", 1)[-1].endswith(_PATH_SUFFIXES)
+    if isinstance(value, bool) and (path or isinstance(default, str) and not _is_expression(default)):
+        # a bare --dataset_dir reaches the run as True, and failed later in a traceback about a bool
+        return f"config id {key!r} expects {'a path' if path else 'text'}, got {value!r}; was its value left out?"
     expects = _expected_kind(key, value, default)
     if expects is not None:
         return f"config id {key!r} expects {expects}, got {value!r}"

@@ -12,6 +12,7 @@ from unimiss_monai.visualize.plots import roc_png
 from ..document import Figure, Note, Paragraph, Section, Table, fmt
 from ..images import figure_png
 from ..run_folder import RunFolder, failed_note, how_trained, read_json, stale_notes
+from ..splits import evaluated_split, split_words
 
 __all__ = ["classification_section", "one_answer_note", "read_predictions"]
 
@@ -129,16 +130,18 @@ def _task_blocks(run: RunFolder, bundle: str, what: str) -> list:
     _, classes, probs, truth = read_predictions(predictions)
     blocks += [Note(n) for n in [one_answer_note(classes, probs, truth, metrics.get("threshold"), what)] if n]
     macro = metrics.get("macro_auc")
-    title = f"{bundle.split('_')[0].upper()}: {len(probs)} test cases"
+    split = evaluated_split(run, bundle, metrics)
+    cases = split_words(split, "cases")
+    title = f"{bundle.split('_')[0].upper()}: {len(probs)} {split} cases"
     blocks.append(Figure(roc_png(probs, truth, metrics, classes=classes, title=title), name=f"roc_{bundle}",
-                         alt=f"ROC curves of {', '.join(classes)} on {len(probs)} held-out test cases, macro AUC {fmt(macro)}",
-                         caption=f"{what}: ROC per class on the held-out test split (macro AUC {fmt(macro)})."))
+                         alt=f"ROC curves of {', '.join(classes)} on {len(probs)} {cases}, macro AUC {fmt(macro)}",
+                         caption=f"{what}: ROC per class on the {cases} (macro AUC {fmt(macro)})."))
     rows = [[str(e.get("class")), str(e.get("positives")), str(e.get("negatives")), fmt(e.get("auc")), fmt(e.get("ap")),
              fmt(e.get("sensitivity")), fmt(e.get("specificity"))] for e in metrics.get("per_class", [])]
     rows.append(["macro", "", "", fmt(macro), fmt(metrics.get("macro_ap")), "", ""])
     blocks.append(Table(["class", "positives", "negatives", "ROC AUC", "average precision", "sensitivity",
                          "specificity"], rows,
-                        caption=f"{what}: test metrics" + (f" (sensitivity and specificity at probability "
+                        caption=f"{what}: metrics on the {cases}" + (f" (sensitivity and specificity at probability "
                                                            f"{metrics['threshold']})" if metrics.get("threshold") is not None
                                                            else " (sensitivity and specificity of the most probable class)")
                         + "."))
@@ -169,7 +172,9 @@ def classification_section(run: RunFolder) -> Section:
         "crops. "
         + " ".join(f"The {which} classifier: {how_trained(run.bundle(b))}."
                    for b, which in (("cxr_classification", "chest X-ray"), ("ct_classification", "CT")))
-        + " Scores are on test cases the training never saw."))
+        + (" Scores are on test cases the training never saw." if all(
+            evaluated_split(run, b, read_json(run.bundle(b) / "eval" / "metrics.json")) == "test" for b, _ in _TASKS)
+           else " Each classifier's scores below say which of its cases they are on, and whether those are held out.")))
     for bundle, what in _TASKS:
         section.add(*_task_blocks(run, bundle, what))
     return section

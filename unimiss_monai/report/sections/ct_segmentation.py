@@ -12,7 +12,8 @@ from unimiss_monai.conventions import CT_AXCODES, CT_AXIS_LABELS, CT_TO_NETWORK,
 from ..document import Figure, Note, Paragraph, Section
 from ..images import draw_outlines, figure_png, grey_rgb, legend_below, resize_nearest
 from ..run_folder import RunFolder, how_trained, inference_cases, read_json, stale_notes
-from .segmentation_tables import evaluated_split, segmentation_table
+from ..splits import evaluated_split, split_words
+from .segmentation_tables import segmentation_table
 
 __all__ = ["DEFAULT_CLASSES", "HU_WINDOW", "ct_evaluation_words", "ct_segmentation_section", "load_network_order",
            "true_proportions"]
@@ -110,15 +111,12 @@ def _axial_strip(image, labels, classes, spacing, levels: int = 5) -> bytes:
 
 
 def ct_evaluation_words(run: RunFolder) -> tuple[str, str]:
-    """What the CT evaluation scored, as the table's title and its name for the cases. The validation slabs were not
-    trained on but chose the checkpoint, so only a test split is called held out."""
-    split = evaluated_split(run, "ct_segmentation")
-    if split == "validation":
-        return ("CT segmentation on the validation slabs (not trained on, but they chose the checkpoint, so not held "
-                "out)", "validation case(s)")
-    if split == "test":
-        return "CT segmentation on the held-out test slabs", "held-out case(s)"
-    return f"CT segmentation on the {split} split", "case(s)"
+    """What the CT evaluation scored, as the table's title and its name for the cases: only a test split is called
+    held out (:func:`~unimiss_monai.report.splits.split_words`)."""
+    report = read_json(run.bundle("ct_segmentation") / "eval" / "segmentation_report.json")
+    split = evaluated_split(run, "ct_segmentation", report)
+    cases = "held-out case(s)" if split == "test" else f"{split} case(s)"
+    return f"CT segmentation on the {split_words(split, 'slabs')}", cases
 
 
 def ct_segmentation_section(run: RunFolder) -> Section:

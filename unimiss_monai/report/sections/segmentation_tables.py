@@ -6,21 +6,9 @@ from pathlib import Path
 
 from ..document import Note, Table, fmt
 from ..palette import hex_colour
-from ..run_folder import RunFolder, failed_note, read_json, step_option
+from ..run_folder import failed_note, read_json
 
-__all__ = ["EVAL_SPLITS", "evaluated_split", "metric_rows", "segmentation_table"]
-
-#: the split each bundle's configs/evaluate.json scores when its command sets no --eval_split: the CT slabs it
-#: scores are the validation ones that chose the checkpoint, so they must not be called held out
-EVAL_SPLITS = {"ct_segmentation": "validation", "cxr_segmentation": "test"}
-
-
-def evaluated_split(run: RunFolder, stage: str) -> str:
-    """The split the ``<stage>_evaluate`` step scored: its recorded command's ``--eval_split``, else the bundle's
-    default (:data:`EVAL_SPLITS`); the segmentation report itself does not record it."""
-    given = step_option(run.root, f"{stage}_evaluate", "--eval_split")
-    return given[0] if given is not None else EVAL_SPLITS.get(stage, "test")
-
+__all__ = ["metric_rows", "segmentation_table"]
 
 def metric_rows(report: dict) -> list[list[str]]:
     """One row per structure: name (with its colour), Dice, HD95, surface Dice, cases scored for it, of those

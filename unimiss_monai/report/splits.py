@@ -1,0 +1,40 @@
+"""Which split of its datalist an evaluation scored, and how the report names those cases: only the test split is
+called held out. A validation split was not trained on but chose the checkpoint; a training split was trained on.
+
+The split is the one the evaluation's own file records (``split`` in ``segmentation_report.json`` or
+``metrics.json``); for a file from before it was recorded, the ``--eval_split`` of the step's recorded command, else
+the default of the bundle's ``configs/evaluate.json``.
+"""
+
+from __future__ import annotations
+
+from .run_folder import RunFolder, step_option
+
+__all__ = ["EVAL_SPLITS", "evaluated_split", "split_words"]
+
+#: the split each bundle's configs/evaluate.json scores when its command sets no --eval_split: the CT slabs it
+#: scores are the validation ones that chose the checkpoint, so they must not be called held out
+EVAL_SPLITS = {"ct_segmentation": "validation", "cxr_segmentation": "test", "ct_classification": "test",
+               "cxr_classification": "test"}
+
+
+def evaluated_split(run: RunFolder, stage: str, report=None) -> str:
+    """The split the ``<stage>_evaluate`` step scored: the one its evaluation file ``report`` (parsed) records, else its
+    recorded command's ``--eval_split``, else the bundle's default (:data:`EVAL_SPLITS`)."""
+    recorded = report.get("split") if isinstance(report, dict) else None
+    if isinstance(recorded, str) and recorded:
+        return recorded
+    given = step_option(run.root, f"{stage}_evaluate", "--eval_split")
+    return given[0] if given is not None else EVAL_SPLITS.get(stage, "test")
+
+
+def split_words(split: str, noun: str) -> str:
+    """The scored cases of ``split`` named with ``noun`` (``"slab(s)"``, ``"DRRs"``, ``"cases"``), saying whether they
+    are held out: ``"held-out test DRRs"``, ``"training DRRs (trained on, so not held out)"``."""
+    if split == "test":
+        return f"held-out test {noun}"
+    if split == "validation":
+        return f"validation {noun} (not trained on, but they chose the checkpoint, so not held out)"
+    if split == "training":
+        return f"training {noun} (trained on, so not held out)"
+    return f"{noun} of the {split!r} split (not the test split, so not called held out)"
