@@ -98,8 +98,9 @@ step pretraining pretraining "$PRETRAINED $RUN_DIR/$B/loss_curves.json" "$SAMPLE
     --resume_finished "$([ -n "$FRESH" ] && echo false || echo true)"
 
 # finetune BUNDLE STAGE REPORT_FILE INFERENCE_SUMMARY INFERENCE_INPUT [inference overrides...]: train from the pretrained backbone,
-# evaluate on the held-out test split, run inference. Each bundle's folder in RUN_DIR holds models/ (weights),
-# train/, eval/ and inference/; its bundle_root is that folder, so nothing is written under bundles/.
+# evaluate (the test split; CT segmentation: its validation slabs, see its docs), run inference. Each bundle's
+# folder in RUN_DIR holds models/ (weights), train/, eval/ and inference/; its bundle_root is that folder, so nothing
+# is written under bundles/.
 finetune() {
     local b="$1" stage="$2" report="$3" summary="$4" input="$5"; shift 5
     local home="$RUN_DIR/$b" model="$RUN_DIR/$b/models/model.pt"

@@ -132,6 +132,8 @@ def read_options(command: str, func: Callable, args: Sequence[str]) -> tuple[str
     names = [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     varargs = any(p.kind == p.VAR_POSITIONAL for p in params)
+    # options that are no boolean: fire would pass a bare --out in as True, and the command fail on it
+    valued = {p.name for p in params if p.annotation is not p.empty and not _members(p.annotation) & _BOOL}
     args = list(args)
     if "--" in args:
         args = args[: len(args) - 1 - args[::-1].index("--")]
@@ -160,7 +162,7 @@ def read_options(command: str, func: Callable, args: Sequence[str]) -> tuple[str
             close = difflib.get_close_matches(key, names, n=1)
             hint = f"; did you mean --{close[0]}?" if close else f"; it takes {', '.join('--' + n for n in names) or 'no option'}"
             return f"unimiss_monai {command}: unknown option {arg.partition('=')[0]}{hint}", {}
-        if name is not None and bool_syntax and _is_text(inspect.signature(func).parameters[name].annotation):
+        if name in valued and bool_syntax:
             return f"unimiss_monai {command}: option {arg} needs a value (--{name} VALUE); was it left out?", {}
         if not has_value and not bool_syntax:
             value = args[index]

@@ -167,6 +167,13 @@ def test_out_with_md_suffix_is_refused_before_anything_is_written(tmp_path, caps
     assert _tree(tmp_path) == before and not (tmp_path / "notes.md").exists()
     with pytest.raises(ValueError, match="notes.html"):
         report(tmp_path / "run", out=tmp_path / "notes.MD")
+    # a stray word after the run folder, which the package's command line reads as --out, was written as a page
+    # named "extra" (no suffix) with its twin "extra.md"
+    from unimiss_monai.cli import main as cli_main
+
+    with pytest.raises(ValueError, match=r"extra: not an \.html file name; .* --out \S*extra\.html$"):
+        cli_main(["report", str(tmp_path / "run"), str(tmp_path / "extra")])
+    assert _tree(tmp_path) == before
 
 
 @pytest.mark.parametrize("foreign", ["page.md", "page.html"])

@@ -329,18 +329,37 @@ def test_a_classifier_giving_every_test_case_one_answer_is_said_to_beside_its_sc
     ct, classes = "unimiss_ct_classification", ["normal", "nodule", "mass"]
     # exclusive classes: "normal" is the arg-max of all three cases, whatever their truth
     (note,) = notes(ct, [[0.5, 0.3, 0.2], [0.4, 0.35, 0.25], [0.6, 0.1, 0.3]], [0, 1, 2], classes, False)
-    assert "gave normal the highest probability in every one of its 3 test cases, which are not all normal" in note
+    assert ("gave normal the highest probability in every one of its 3 held-out test cases, which are not all normal"
+            in note)
     assert note.endswith("train it longer.")
     assert notes(ct, [[0.5, 0.3, 0.2], [0.3, 0.5, 0.2], [0.6, 0.1, 0.3]], [0, 1, 2], classes, False) == []
     # findings: "a" is called present in both cases though one lacks it; "b" is told apart
     cxr = "unimiss_cxr_classification"
     (note,) = notes(cxr, [[0.9, 0.2], [0.8, 0.7]], [[1, 0], [0, 1]], ["a", "b"], True)
-    assert "called a present in every one of its 2 test cases, though some have it and some do not" in note
+    assert "called a present in every one of its 2 held-out test cases, though some have it and some do not" in note
     assert "sensitivity and specificity of a describe that one call" in note and "train it longer" not in note
     # nothing told apart, but c, which no test case has, is rightly called absent
     (note,) = notes(cxr, [[0.9, 0.2, 0.1], [0.8, 0.3, 0.2]], [[1, 0, 0], [0, 1, 0]], ["a", "b", "c"], True)
-    assert "called a present and b absent in every one of its 2 test cases, though each is present in some" in note
+    assert ("called a present and b absent in every one of its 2 held-out test cases, though each is present in some"
+            in note)
     assert "specificities of a and b describe those calls" in note and note.endswith("train it longer.")
     assert notes(cxr, [[0.9, 0.2], [0.3, 0.7]], [[1, 0], [0, 1]], ["a", "b"], True) == []
     # a finding no test case has is rightly called absent in all of them
     assert notes(cxr, [[0.9, 0.2], [0.3, 0.1]], [[1, 0], [0, 0]], ["a", "b"], True) == []
+
+
+@pytest.mark.parametrize("content", [{"steps": "x"}, {"steps": ["x"]}, ["x"]])
+def test_a_step_record_of_another_shape_is_named_in_each_section_that_reads_it(tmp_path, content):
+    """Each section reading demo_steps.json said ``AttributeError: 'str' object has no attribute 'get'``, naming no
+    file; the rest of the page is still built."""
+    from unimiss_monai.report.command import build_sections
+
+    _write(tmp_path / "demo_steps.json", content)
+    failed: list[str] = []
+    sections = build_sections(RunFolder(tmp_path), failed)
+    assert failed and set(failed) < {s.key.replace("-", "_") for s in sections}
+    for section in sections:
+        if section.key.replace("-", "_") in failed:
+            (note,) = section.blocks
+            assert note.text.startswith(f"This section could not be built: ValueError: {tmp_path / 'demo_steps.json'}: "
+                                        "not a step record of tools/demo.sh")

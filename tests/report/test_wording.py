@@ -92,7 +92,8 @@ def test_the_split_an_evaluation_records_is_what_the_report_calls_its_cases(tmp_
             "split": "training"})
     home = tmp_path / "unimiss_cxr_classification" / "eval"
     _write(home / "metrics.json", {"macro_auc": 0.7, "num_cases": 2, "per_class": [], "split": "training"})
-    (home / "evaluation_predictions.csv").write_text("name,prob_a,prob_b,true_a,true_b\nx,0.8,0.2,1,0\ny,0.3,0.7,0,1\n")
+    # one answer (a) for both cases, which differ: the note about it names the cases as the split they are
+    (home / "evaluation_predictions.csv").write_text("name,prob_a,prob_b,true_a,true_b\nx,0.8,0.2,1,0\ny,0.6,0.4,0,1\n")
     run = _ct_run(tmp_path, " --eval_split test")
     _write(tmp_path / "unimiss_ct_segmentation" / "eval" / "segmentation_report.json",
            {"structures": ["liver"], "num_cases": 2, "mean": {"liver": {"dice": 0.5, "dice_n": 2}}, "mean_dice": 0.5,
@@ -104,10 +105,12 @@ def test_the_split_an_evaluation_records_is_what_the_report_calls_its_cases(tmp_
     assert "validation slab(s)" in rows["CT segmentation"] and "held-out" not in rows["CT segmentation"]
     prose = next(b.text for b in summary.blocks if isinstance(b, Paragraph))
     assert "CXR segmentation: its training DRRs" in prose and "CXR classification: its training cases" in prose
+    assert "held-out test data" not in prose  # no stage scored its test split
     texts = "".join(_text(section(run)) for section in (cxr_segmentation_section, classification_section,
                                                         ct_segmentation_section))
     assert "held-out" not in texts and "never saw" not in texts and "3 training case(s)" in texts
     assert "ROC per class on the training cases (trained on, so not held out)" in texts
+    assert "highest probability in every one of its 2 training cases (trained on, so not held out)" in texts
 
 
 def test_the_suggested_study_uses_the_runs_backbone_and_says_its_size(tmp_path):

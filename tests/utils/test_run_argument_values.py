@@ -67,7 +67,9 @@ def test_a_number_that_reads_as_infinity_is_refused(args, run, message):
     (("--spatial_size", "[-64,64]"), CXR_SEG,
      "config id 'spatial_size' expects sizes of at least 1 (whole pixels or voxels), got [-64, 64]"),
     (("--spatial_size", "[64,64,64]"), CXR_SEG,
-     "config id 'spatial_size' expects 2 sizes, one per axis, such as [64, 64], got [64, 64, 64]"),
+     "config id 'spatial_size' expects 2 values, one per axis, such as [64, 64], got [64, 64, 64]"),
+    (("--field_of_view_mm", "[90,90]"), ("unimiss_ct_classification", ("inference.json",)),
+     "config id 'field_of_view_mm' expects 3 values, one per axis, such as [90.0, 90.0, 80.0], got [90, 90]"),
     (("--roi_size", "[16,0,64]"), ("unimiss_ct_segmentation", ("train.json",)),
      "config id 'roi_size' expects sizes of at least 1 (whole pixels or voxels), got [16, 0, 64]"),
     (("--detector_shape", "[0,256]"), DRR,
@@ -197,10 +199,12 @@ def test_help_says_where_the_ids_are_and_exits_0(tmp_path):
 
 
 @pytest.mark.parametrize("overrides, refusal", [
-    (["--dataset_dir"], "config id 'dataset_dir' expects a path, got True; was its value left out?"),
-    (["--ckpt_dir", "--max_epochs", "1"], "config id 'ckpt_dir' expects a path, got True; was its value left out?"),
-    (["--eval_split"], "config id 'eval_split' expects text, got True; was its value left out?"),
-    (["--output_dir=False"], "config id 'output_dir' expects a path, got False; was its value left out?"),
+    (["--dataset_dir"],
+     "config id 'dataset_dir' expects a path, got True; was its value left out? (--dataset_dir VALUE)"),
+    (["--ckpt_dir", "--max_epochs", "1"],
+     "config id 'ckpt_dir' expects a path, got True; was its value left out? (--ckpt_dir VALUE)"),
+    (["--eval_split"], "config id 'eval_split' expects text, got True; was its value left out? (--eval_split VALUE)"),
+    (["--output_dir=False"], "config id 'output_dir' expects a path, got False"),
 ])
 def test_a_path_or_text_id_given_no_value_is_refused_naming_it(overrides, refusal):
     """A bare ``--dataset_dir`` reaches the run as True; it failed later in a traceback about a bool, not a path."""

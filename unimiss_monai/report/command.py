@@ -53,8 +53,8 @@ def report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
 
     Args:
         run_dir: a run folder of ``tools/demo.sh`` (the bundles' outputs and ``demo_steps.json``).
-        out: the HTML file; defaults to ``<run_dir>/report.html``. The Markdown twin ``report.md`` and its pictures
-            (``report_files/``) go beside it.
+        out: the HTML file, named ``*.html``; defaults to ``<run_dir>/report.html``. Its Markdown twin (``<name>.md``)
+            and the twin's pictures (``<name>_files/``) go beside it.
         samples: the sample-data folder the run read (inputs and reference labels); defaults to the one its
             ``samples`` step wrote.
 
@@ -67,6 +67,9 @@ def report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
     if html_path.suffix.lower() == ".md":
         raise ValueError(f"--out {html_path}: the Markdown twin would overwrite the HTML page; give it an .html "
                          f"suffix, e.g. --out {html_path.with_suffix('.html')}")
+    if html_path.suffix.lower() not in (".html", ".htm"):  # also a stray word after RUN_DIR, which fire reads as --out
+        raise ValueError(f"--out {html_path}: not an .html file name; give the page an .html suffix, e.g. --out "
+                         f"{html_path.with_name(html_path.name + '.html')}")
     if not run.holds_a_run:  # a page of "run this first" notes is no report: nothing is written
         empty = ", ".join(p.name for p in run.bundle_folders)
         what = (f"its bundle folders ({empty}) hold no output of a run (datalist.json, models/model.pt, "

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from unimiss_monai.utils.hashing import SCORED_MODEL_KEY, model_checksum
 
-__all__ = ["RunFolder", "inference_cases", "read_json", "stale_notes"]
+__all__ = ["RunFolder", "inference_cases", "read_json", "recorded_steps", "stale_notes"]
 
 _SUMMARY_NAMES = ("inference_summary.json", "summary.json", "predictions.json")
 
@@ -103,8 +103,9 @@ def stale_notes(home: Path) -> dict[str, str]:
     at = model.stat().st_mtime
     for sub, step in (("eval", "evaluate"), ("inference", "inference")):
         jsons = [p for p in (home / sub).glob("*.json") if p.is_file()]
-        recorded = [(p, c) for p, c in ((p, _recorded_checksum(p)) for p in jsons) if c]
-        other = [p for p, c in recorded if c != _checksum(model)]
+        own = _checksum(model)
+        recorded = [(p, c) for p, c in ((p, _recorded_checksum(p)) for p in jsons) if c and own]
+        other = [p for p, c in recorded if c != own]
         if other:
             notes[sub] = (f"{other[0]} records another model than {model} (written {_when(model)}; the checksums "
                           f"differ): the {sub}/ results below scored that model; rerun the {step} step.")
@@ -126,7 +127,7 @@ def _recorded_checksum(path: Path) -> str | None:
     """The model checksum an evaluation or inference JSON records, or ``None`` (none recorded, or not readable)."""
     try:
         data = read_json(path)
-    except ValueError:  # a broken JSON is named by the section that reads it
+    except (OSError, ValueError):  # a broken or unreadable JSON is named by the section that reads it
         return None
     value = data.get(SCORED_MODEL_KEY) if isinstance(data, dict) else None
     return value if isinstance(value, str) else None
@@ -134,7 +135,10 @@ def _recorded_checksum(path: Path) -> str | None:
 
 def _checksum(model: Path) -> str | None:
     st = model.stat()
-    return _cached_checksum(str(model), st.st_size, st.st_mtime_ns)
+    try:
+        return _cached_checksum(str(model), st.st_size, st.st_mtime_ns)
+    except OSError:  # unreadable: the results are judged by file times
+        return None
 
 
 @functools.lru_cache(maxsize=16)
@@ -195,11 +199,23 @@ def scored_cases(report: dict) -> str:
     return f"{'?' if scored is None else scored}" + (f" ({failed} failed)" if failed else "")
 
 
+def recorded_steps(root: str | os.PathLike) -> list[dict]:
+    """The steps ``demo_steps.json`` in ``root`` records (report/steps.py), ``[]`` when there is no such file;
+    ``ValueError`` naming the file when it holds no list of steps."""
+    path = Path(root) / "demo_steps.json"
+    data = read_json(path)
+    steps = data.get("steps", []) if isinstance(data, dict) else [] if data is None else None
+    if not isinstance(steps, list) or not all(isinstance(step, dict) for step in steps):
+        raise ValueError(f"{path}: not a step record of tools/demo.sh (a \"steps\" list of objects); move it away, or "
+                         "rerun tools/demo.sh --fresh to write it anew")
+    return steps
+
+
 def step_option(root: str | os.PathLike, name: str, option: str) -> tuple[str, dict] | None:
     """The value the recorded command of step ``name`` (``demo_steps.json`` in ``root``) gave ``option``
     (``--out x`` or ``--out=x``; the last one given, as the command read it), with the step's record; None when the
     step is not recorded or did not give it. Read from the step's ``argv``, as it ran, not from its quoted text."""
-    for step in (read_json(Path(root) / "demo_steps.json") or {}).get("steps", []):
+    for step in recorded_steps(root):
         if step.get("name") != name:
             continue
         argv, value = [str(a) for a in step.get("argv") or []], None
@@ -253,7 +269,11 @@ class RunFolder:
         A relative ``--out`` is taken from the folder the step ran in (recorded since 0.2.1), not from the folder the
         report is written from: from elsewhere, the held-out DRRs lost their references and were called real
         radiographs. A record without that folder tries the current one, then the run folder's parents."""
-        if (given := step_option(self.root, "samples", "--out")) is not None:
+        try:
+            given = step_option(self.root, "samples", "--out")
+        except ValueError:  # a broken step record: the sections that read it say so, the others are still built
+            given = None
+        if given is not None:
             value, step = given
             path = Path(value).expanduser()
             if path.is_absolute():

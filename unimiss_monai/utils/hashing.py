@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -26,9 +27,17 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 def model_checksum(path: str | os.PathLike | None) -> str | None:
     """The SHA-256 of the model file ``path``, which an evaluation or inference JSON records (:data:`SCORED_MODEL_KEY`)
-    to say which model it ran; ``None`` when ``path`` is ``None`` or no file. A checksum, not the file's time: a copy
-    of the folder (``cp -r``, a download) rewrites times, and a model retrained in place keeps its name."""
-    return sha256_file(path) if path and os.path.isfile(path) else None
+    to say which model it ran; ``None`` when ``path`` is ``None``, or no readable file (said in a warning: the report
+    then judges those results by file times). A checksum, not the file's time: a copy of the folder (``cp -r``, a
+    download) rewrites times, and a model retrained in place keeps its name."""
+    if not path:
+        return None
+    try:
+        return sha256_file(path)
+    except OSError as err:
+        logging.getLogger(__name__).warning("%s: no model checksum recorded (%s); the report will judge these results "
+                                            "by file times", path, err.strerror or err)
+        return None
 
 
 def sha256_datalist(path: str | os.PathLike) -> str:

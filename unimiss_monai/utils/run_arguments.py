@@ -170,6 +170,8 @@ _NUMBER_OR_PAIR = {"pixel_spacing"}
 # ids that give an image or crop size in pixels / voxels (a number, or one per axis): a size below 1 fails deep in the
 # transforms (a division by zero, "Dimension size must be non-negative") or builds a network for empty images
 _SIZES = {"spatial_size", "roi_size", "ct_roi", "detector_shape", "slab_detector_shape", "image_size_2d"}
+# ids with one value per axis: those sizes, and the CT classifier's field of view (mm), whose cases all failed alike
+_PER_AXIS = _SIZES | {"field_of_view_mm"}
 # ids that name a file or folder, by how their last part ends: a loop of symbolic links there would fail at the
 # first read or write, with a traceback that names no option
 _PATH_SUFFIXES = ("_dir", "_path", "_root")
@@ -210,8 +212,9 @@ def _out_of_range(key: str, value: Any, default: Any) -> str | None:
     numbers = _numbers(value)
     if not all(math.isfinite(v) for v in numbers):  # 1e309 reads as inf, and passes every comparison below
         return f"config id {key!r} expects a finite number, got {value!r}"
-    if name in _SIZES and isinstance(default, list) and isinstance(value, (list, tuple)) and len(value) != len(default):
-        return f"config id {key!r} expects {len(default)} sizes, one per axis, such as {default}, got {value!r}"
+    axes = isinstance(default, list) and isinstance(value, (list, tuple)) and len(value) != len(default)
+    if name in _PER_AXIS and axes:
+        return f"config id {key!r} expects {len(default)} values, one per axis, such as {default}, got {value!r}"
     if name in _SIZES and any(v < 1 for v in numbers):
         return f"config id {key!r} expects sizes of at least 1 (whole pixels or voxels), got {value!r}"
     if not _is_number(value, False):
@@ -260,7 +263,8 @@ def _wrong_type(key: str, value: Any, default: Any) -> str | None:
     path = key.rsplit("#", 1)[-1].endswith(_PATH_SUFFIXES)
     if isinstance(value, bool) and (path or isinstance(default, str) and not _is_expression(default)):
         # a bare --dataset_dir reaches the run as True, and failed later in a traceback about a bool
-        return f"config id {key!r} expects {'a path' if path else 'text'}, got {value!r}; was its value left out?"
+        left_out = f"; was its value left out? (--{key} VALUE)" if value else ""
+        return f"config id {key!r} expects {'a path' if path else 'text'}, got {value!r}{left_out}"
     expects = _expected_kind(key, value, default)
     if expects is not None:
         return f"config id {key!r} expects {expects}, got {value!r}"
@@ -281,7 +285,8 @@ def check_run_arguments(bundle: str, argv: Sequence[str] | None = None) -> None:
     the arguments of ``run`` itself (``meta_file``, ``logging_file``, ``workflow_type``, ...). An id whose default is
     an integer, a number, a boolean or a list must get a value of that kind (or a ``$``/``@``/``%`` expression),
     a finite one, within the id's range where it has one (sizes of at least 1, ``layer_decay`` in (0, 1], ...); a
-    ``device`` must be one this PyTorch can run on, and a ``..._dir`` / ``..._path`` no loop of symbolic links.
+    ``device`` must be one this PyTorch can run on, and a ``..._dir`` / ``..._path`` no loop of symbolic links. A path
+    id, or an id whose default is plain text, refuses a boolean: a bare ``--dataset_dir`` (its value left out).
 
     Args:
         bundle: the bundle's name, used in the messages.

@@ -45,8 +45,10 @@ class BundleRunner:
         subset = [self.training[i] for i in spec.indices]
         self._workflow(self.task.train_configs, "train", run_dir, seed=spec.seed,
                        pretrained_path=self.weights[spec.arm], **{"train#dataset#data": subset})
+        # what the evaluation records as the split it scored: the CT task's overrides score validation and test slabs
+        scored = {"eval_split": self.task.split} if self.task.split != "test" else {}
         self._workflow(self.task.eval_configs, "eval", run_dir, seed=spec.seed, pretrained_path=None,
-                       output_dir=str(run_dir / "report"), **self.task.eval_overrides)
+                       output_dir=str(run_dir / "report"), **self.task.eval_overrides, **scored)
         report = run_dir / "report" / self.task.report
         result = {"score": read_score(self.task, report), "report": os.path.relpath(report, self.study_dir)}
         if (per := per_structure(self.task, report)) is not None:

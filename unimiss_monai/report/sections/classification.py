@@ -1,4 +1,5 @@
-"""Classification section: ROC curves on the held-out test split and saliency maps, for the CXR and CT classifiers."""
+"""Classification section: ROC curves on the evaluated split (held out when it is the test split) and saliency maps,
+for the CXR and CT classifiers."""
 
 from __future__ import annotations
 
@@ -36,11 +37,11 @@ def read_predictions(path: Path) -> tuple[list[str], list[str], np.ndarray, np.n
 
 
 def one_answer_note(classes: list[str], probs: np.ndarray, truth: np.ndarray, threshold: float | None,
-                    what: str) -> str | None:
-    """A note when the network gave every test case the same answer though the test cases differ: the arg-max class
-    of exclusive classes, or with ``threshold`` the same yes or no for a finding that some cases have and others lack.
+                    what: str, cases: str = "test cases") -> str | None:
+    """A note when the network gave every scored case the same answer though the cases differ: the arg-max class of
+    exclusive classes, or with ``threshold`` the same yes or no for a finding that some cases have and others lack.
     Those sensitivities and specificities then describe one answer, not a classifier. None otherwise (a finding no
-    test case has is rightly called absent in all)."""
+    case has is rightly called absent in all). ``cases`` names the scored cases (:func:`~..splits.split_words`)."""
     if len(probs) < 2:
         return None
     longer = " A briefly trained network often does this: train it longer."
@@ -49,7 +50,7 @@ def one_answer_note(classes: list[str], probs: np.ndarray, truth: np.ndarray, th
         if (answers != answers[0]).any() or len(set(truth.argmax(axis=1).tolist())) < 2:
             return None
         return (f"{what}: the network gave {classes[answers[0]]} the highest probability in every one of its "
-                f"{len(probs)} test cases, which are not all {classes[answers[0]]}, so the sensitivities and "
+                f"{len(probs)} {cases}, which are not all {classes[answers[0]]}, so the sensitivities and "
                 "specificities below describe that one answer, not a classifier; the ROC AUCs still rank its "
                 "probabilities." + longer)
     decided = probs >= threshold
@@ -65,7 +66,7 @@ def one_answer_note(classes: list[str], probs: np.ndarray, truth: np.ndarray, th
     else:
         told = (f"though each is present in some of them and absent in others, so the sensitivities and specificities "
                 f"of {names} describe those calls, not a classifier; their ROC AUCs still rank the probabilities.")
-    return (f"{what}: the network called {calls} in every one of its {len(probs)} test cases, {told}"
+    return (f"{what}: the network called {calls} in every one of its {len(probs)} {cases}, {told}"
             + (longer if len(constant) == len(both) else ""))
 
 
@@ -128,10 +129,10 @@ def _task_blocks(run: RunFolder, bundle: str, what: str) -> list:
     if metrics.get("num_cases") == 0:  # every case failed: the note above is all there is to show
         return blocks
     _, classes, probs, truth = read_predictions(predictions)
-    blocks += [Note(n) for n in [one_answer_note(classes, probs, truth, metrics.get("threshold"), what)] if n]
-    macro = metrics.get("macro_auc")
     split = evaluated_split(run, bundle, metrics)
     cases = split_words(split, "cases")
+    blocks += [Note(n) for n in [one_answer_note(classes, probs, truth, metrics.get("threshold"), what, cases)] if n]
+    macro = metrics.get("macro_auc")
     title = f"{bundle.split('_')[0].upper()}: {len(probs)} {split} cases"
     blocks.append(Figure(roc_png(probs, truth, metrics, classes=classes, title=title), name=f"roc_{bundle}",
                          alt=f"ROC curves of {', '.join(classes)} on {len(probs)} {cases}, macro AUC {fmt(macro)}",

@@ -1,4 +1,5 @@
-"""CXR segmentation section: predicted outlines on the real radiograph and on held-out DRRs, and the test metrics."""
+"""CXR segmentation section: predicted outlines on the real radiograph and on held-out DRRs, and the evaluation's
+metrics."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..document import Figure, Note, Paragraph, Section, Table, fmt
 from ..images import figure_png
-from ..run_folder import RunFolder, read_json, stale_notes
+from ..run_folder import RunFolder, read_json, recorded_steps, stale_notes
 
 __all__ = ["MONITORS", "collapse_verdict", "non_finite_note", "pretraining_section"]
 
@@ -173,7 +173,7 @@ def _out_dim(run: RunFolder) -> int | None:
     """``out_dim`` of the pretraining run, from the config files its recorded command names (best effort)."""
     import yaml
 
-    steps = (read_json(run.root / "demo_steps.json") or {}).get("steps", [])
+    steps = recorded_steps(run.root)
     argv = next((s.get("argv") or [] for s in steps if s.get("name") == "pretraining"), [])
     if "--config_file" not in argv or argv.index("--config_file") + 1 >= len(argv):
         return None

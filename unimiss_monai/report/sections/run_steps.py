@@ -6,7 +6,7 @@ import json
 
 from ..document import Code, Figure, Note, Paragraph, Section, Table, fmt
 from ..images import figure_png
-from ..run_folder import RunFolder, read_json
+from ..run_folder import RunFolder, read_json, recorded_steps
 
 __all__ = ["run_section", "seed_of"]
 
@@ -34,11 +34,11 @@ def _timing_figure(steps: list[dict]) -> bytes:
 
 def run_section(run: RunFolder) -> Section:
     section = Section("steps", "Steps, timing and commands")
-    data = read_json(run.root / "demo_steps.json")
-    if not data or not data.get("steps"):
+    steps = recorded_steps(run.root)
+    if not steps:
         return section.add(Note(f"No {run.root / 'demo_steps.json'}: this folder was not written by tools/demo.sh, "
                                 "so the steps, their timing and commands are unknown."))
-    steps = data["steps"]
+    data = read_json(run.root / "demo_steps.json")
     total = sum(s.get("wall_seconds") or 0 for s in steps if s.get("status") in ("ok", "failed"))
     reused = [s["name"] for s in steps if s.get("status") == "skipped"]
     env = data.get("environment", {})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..document import Note, Paragraph, Section, Table, fmt
-from ..run_folder import RunFolder, how_trained, read_json, scored_cases, stale_notes
+from ..run_folder import RunFolder, how_trained, read_json, recorded_steps, scored_cases, stale_notes
 from ..splits import evaluated_split, split_words
 from .pretraining import untrained_maps
 
@@ -48,17 +48,17 @@ def summary_section(run: RunFolder) -> Section:
                      f"CLS {fmt(last.get('knn_accuracy'), 2)}{on_maps} (raw voxels {fmt(last.get('pixel_baseline'), 2)}, "
                      f"chance {fmt(1 / last['num_classes'] if last.get('num_classes') else None, 2)})", "pretraining",
                      ("pretraining", "pretraining")])
-    not_test = []  # the stages whose scored cases are not held out, as the prose names them
+    not_test, tested = [], []  # each stage as the prose names it: scored on other cases than a test split's, or not
     cxr = read_json(run.bundle("cxr_segmentation") / "eval" / "segmentation_report.json")
     if cxr:
         words = split_words(split := evaluated_split(run, "cxr_segmentation", cxr), "DRRs")
-        not_test += [f"CXR segmentation: its {words}"] if split != "test" else []
-        rows.append(["CXR segmentation", f"{'test ' if split == 'test' else ''}Dice, {scored_cases(cxr)} {words}",
+        (tested if split == "test" else not_test).append(f"CXR segmentation: its {words}")
+        rows.append(["CXR segmentation", f"Dice, {scored_cases(cxr)} {words}",
                      ", ".join(_dice(cxr, cxr.get("structures", []))), "cxr-segmentation", ("cxr_segmentation", "eval")])
     ct = read_json(run.bundle("ct_segmentation") / "eval" / "segmentation_report.json")
-    ct_cases = split_words(split := evaluated_split(run, "ct_segmentation", ct), "slab(s)")
-    not_test += [f"CT segmentation: its {ct_cases}"] if split != "test" else []
     if ct:
+        ct_cases = split_words(split := evaluated_split(run, "ct_segmentation", ct), "slab(s)")
+        (tested if split == "test" else not_test).append(f"CT segmentation: its {ct_cases}")
         rows.append(["CT segmentation", f"Dice, {scored_cases(ct)} {ct_cases}",
                      ", ".join(_dice(ct, ct.get("structures", []))), "ct-segmentation", ("ct_segmentation", "eval")])
     for bundle, label in (("cxr_classification", "CXR classification"), ("ct_classification", "CT classification")):
@@ -67,10 +67,10 @@ def summary_section(run: RunFolder) -> Section:
             per = ", ".join(f"{e.get('class')} {fmt(e.get('auc'), 2)}" for e in m.get("per_class", []))
             split = evaluated_split(run, bundle, m)
             cases = "cases" if split == "test" else split_words(split, "cases")
-            not_test += [f"{label}: its {cases}"] if split != "test" else []
+            (tested if split == "test" else not_test).append(f"{label}: its {cases}")
             rows.append([label, f"{'test ' if split == 'test' else ''}ROC AUC, {scored_cases(m)} {cases}",
                          f"macro {fmt(m.get('macro_auc'), 2)} ({per})", "classification", (bundle, "eval")])
-    steps = (read_json(run.root / "demo_steps.json") or {}).get("steps", [])
+    steps = recorded_steps(run.root)
     if steps:
         total = sum(s.get("wall_seconds") or 0 for s in steps)
         loads = [s["load_average"][0] for s in steps if s.get("load_average")]
@@ -89,10 +89,12 @@ def summary_section(run: RunFolder) -> Section:
     inputs = "the sample inputs" if run.synthetic else "the real CT and radiograph"
     starts = {how_trained(run.bundle(b)) for b in FINE_TUNES}
     fine_tuned = starts.pop() if len(starts) == 1 else "trained (from the pretrained backbone or not: see each section)"
-    not_held_out = f" ({'; '.join(not_test)})" if not_test else ""
+    evaluated = "evaluation on held-out test data" + (f" ({'; '.join(not_test)})" if not_test else "")
+    if not_test and not tested:  # no stage scored its test split
+        evaluated = f"evaluation ({'; '.join(not_test)})"
     section.add(Paragraph(
         f"The chain, on {data}: DRRs of the CT -> UniMiSS+ pretraining on CT slabs, their DRRs and radiographs -> CXR "
-        f"and CT segmentation and classification {fine_tuned} -> evaluation on held-out test data{not_held_out} "
+        f"and CT segmentation and classification {fine_tuned} -> {evaluated} "
         f"-> inference on {inputs}. The table gives each stage's scores; the sections below show the pictures behind "
         "them."))
     section.add(Table(["stage", "measure", "result"], [[a, b, c] for a, b, c, _, _ in rows]))
