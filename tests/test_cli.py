@@ -207,7 +207,8 @@ def test_text_with_a_hash_reaches_the_command_whole(monkeypatch):
 
 @pytest.mark.parametrize("args", [["report", "run", "--out"], ["report", "run", "--out", "--samples", "s"],
                                   ["publish-pretrained", "absent.pt", "--dst"],
-                                  ["official-datalist", "root", "x.json", "--list_3d"], ["download", "x", "--index"]])
+                                  ["official-datalist", "root", "x.json", "--list_3d"], ["download", "x", "--index"],
+                                  ["bench-drr", "--threads", "--overwrite"]])  # a number: True counted as 1 thread
 def test_a_text_option_without_its_value_is_a_usage_error_naming_it(args, capsys, tmp_path, monkeypatch):
     """fire hands a bare ``--out`` in as ``True``, which ended in a traceback about a bool where a path belongs."""
     monkeypatch.chdir(tmp_path)

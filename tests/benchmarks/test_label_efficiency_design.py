@@ -288,3 +288,29 @@ def test_pretraining_probe_summary_reports_the_stage_maps_against_the_pixel_base
     history.write_text(json.dumps([{"epoch": 1, "knn_accuracy": 0.3, "pixel_baseline": 0.2}]))
     assert "feature_maps_last" not in knn_summary(history) and knn_summary(history)["beats_pixel_baseline"]
     assert knn_summary(tmp_path / "missing.json") is None
+
+
+@pytest.mark.parametrize("bundle, recorded", [("unimiss_ct_segmentation", "validation+test"),
+                                              ("unimiss_cxr_segmentation", None)])
+def test_a_study_run_records_the_items_it_scores_as_its_split(tmp_path, bundle, recorded):
+    """The CT task scores the validation and test slabs through an override of the evaluated data: its evaluation
+    must not record the bundle's default split (validation) as what it scored; the others score their own split."""
+    import json
+
+    from unimiss_monai.benchmarks.label_efficiency.design import RunSpec
+    from unimiss_monai.benchmarks.label_efficiency.runner import BundleRunner
+    from unimiss_monai.benchmarks.label_efficiency.tasks import TASKS
+
+    calls = []
+
+    def workflow(names, kind, run_dir, **ids):
+        calls.append((kind, ids))
+        report = run_dir / "report" / TASKS[bundle].report
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps({"mean": {"a": {"dice": 0.5}}}))
+
+    runner = BundleRunner(TASKS[bundle], None, {}, ["item"], {"scratch": None}, tmp_path)
+    runner._workflow = workflow
+    runner(RunSpec("scratch", 1.0, 0, (0,)), tmp_path / "run")
+    (_, train), (_, evaluation) = calls
+    assert "eval_split" not in train and evaluation.get("eval_split") == recorded

@@ -171,7 +171,8 @@ def test_out_with_md_suffix_is_refused_before_anything_is_written(tmp_path, caps
     # named "extra" (no suffix) with its twin "extra.md"
     from unimiss_monai.cli import main as cli_main
 
-    with pytest.raises(ValueError, match=r"extra: not an \.html file name; .* --out \S*extra\.html$"):
+    with pytest.raises(ValueError, match=r"extra: not an \.html file name \(a second word after RUN_DIR is read as "
+                                         r"--out\); .* --out \S*extra\.html$"):
         cli_main(["report", str(tmp_path / "run"), str(tmp_path / "extra")])
     assert _tree(tmp_path) == before
 

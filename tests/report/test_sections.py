@@ -160,6 +160,29 @@ def test_results_that_record_their_model_are_judged_by_its_checksum_not_by_file_
     assert set(stale_notes(home)) == {"eval", "inference"}
 
 
+
+def test_a_model_that_cannot_be_read_leaves_the_results_to_file_times_and_its_writer_warns(tmp_path, monkeypatch,
+                                                                                          caplog):
+    import os
+
+    from unimiss_monai.report import run_folder
+    from unimiss_monai.utils.hashing import model_checksum
+
+    home = tmp_path / "unimiss_cxr_segmentation"
+    model = home / "models" / "model.pt"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"weights")
+    report = _write(home / "eval" / "segmentation_report.json", {"mean_dice": 0.8, "model_sha256": "0" * 64})
+    os.utime(report, (1_000_000, 1_000_000))
+    monkeypatch.setattr(run_folder, "_cached_checksum", lambda *_: None)  # as for a model.pt it may not read
+    assert run_folder.stale_notes(home)["eval"].startswith("The eval/ results below predate")  # by times, not "0..."
+    os.utime(report, (model.stat().st_mtime + 60,) * 2)
+    assert run_folder.stale_notes(home) == {}
+    with caplog.at_level("WARNING"):  # an evaluation given a model path it cannot read records none, and says so
+        assert model_checksum(tmp_path / "absent.pt") is None and model_checksum(home / "models") is None
+    assert str(tmp_path / "absent.pt") in caplog.text and "judge these results by file times" in caplog.text
+
+
 def test_a_finished_pretraining_is_its_models_and_a_killed_later_one_is_not(tmp_path):
     """The pretraining bundle's handlers in its order (curves, then checkpoint and export): a finished run's files are
     its model's, though its curves are written after the export; a later run killed after a checkpoint is flagged."""

@@ -81,6 +81,13 @@ def test_a_ct_evaluation_of_the_test_split_is_called_held_out(tmp_path, tail):
     assert "2 held-out case(s)" in table.caption and "validation" not in table.caption
 
 
+def test_a_run_without_any_evaluation_claims_no_held_out_scores(tmp_path):
+    _write(tmp_path / "unimiss_pretraining" / "knn_probe.json",
+           [{"epoch": 0, "knn_accuracy": 0.1, "pixel_baseline": 0.2, "num_classes": 5}])  # only pretraining ran
+    prose = next(b.text for b in summary_section(RunFolder(tmp_path)).blocks if isinstance(b, Paragraph))
+    assert "held-out" not in prose and "evaluation (none in this folder yet)" in prose
+
+
 def test_the_split_an_evaluation_records_is_what_the_report_calls_its_cases(tmp_path):
     """An evaluation run outside tools/demo.sh (no recorded command) with --eval_split training: its file records the
     split, and no section calls those cases held out; the recorded split also wins over the step's command."""

@@ -68,8 +68,9 @@ def report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
         raise ValueError(f"--out {html_path}: the Markdown twin would overwrite the HTML page; give it an .html "
                          f"suffix, e.g. --out {html_path.with_suffix('.html')}")
     if html_path.suffix.lower() not in (".html", ".htm"):  # also a stray word after RUN_DIR, which fire reads as --out
-        raise ValueError(f"--out {html_path}: not an .html file name; give the page an .html suffix, e.g. --out "
-                         f"{html_path.with_name(html_path.name + '.html')}")
+        page = html_path / "report.html" if html_path.is_dir() else html_path.with_name(html_path.name + ".html")
+        raise ValueError(f"--out {html_path}: not an .html file name (a second word after RUN_DIR is read as --out); "
+                         f"give the page an .html suffix, e.g. --out {page}")
     if not run.holds_a_run:  # a page of "run this first" notes is no report: nothing is written
         empty = ", ".join(p.name for p in run.bundle_folders)
         what = (f"its bundle folders ({empty}) hold no output of a run (datalist.json, models/model.pt, "

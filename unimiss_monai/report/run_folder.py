@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from unimiss_monai.utils.hashing import SCORED_MODEL_KEY, model_checksum
+from unimiss_monai.utils.hashing import SCORED_MODEL_KEY, sha256_file
 
 __all__ = ["RunFolder", "inference_cases", "read_json", "recorded_steps", "stale_notes"]
 
@@ -135,17 +135,17 @@ def _recorded_checksum(path: Path) -> str | None:
 
 def _checksum(model: Path) -> str | None:
     st = model.stat()
-    try:
-        return _cached_checksum(str(model), st.st_size, st.st_mtime_ns)
-    except OSError:  # unreadable: the results are judged by file times
-        return None
+    return _cached_checksum(str(model), st.st_size, st.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=16)
 def _cached_checksum(model: str, size: int, mtime_ns: int) -> str | None:
-    """:func:`model_checksum` of ``model``, read once per version of the file (its size and time in the key): the
-    summary and a section both ask of each model."""
-    return model_checksum(model)
+    """The SHA-256 of ``model`` (``None`` when it cannot be read: the results are then judged by file times), read
+    once per version of the file (its size and time in the key): the summary and a section both ask of each model."""
+    try:
+        return sha256_file(model)
+    except OSError:
+        return None
 
 
 # the notes compare file times, which a copy that does not keep them (cp -r, a download) rewrites in its own order

@@ -46,7 +46,7 @@ class BundleRunner:
         self._workflow(self.task.train_configs, "train", run_dir, seed=spec.seed,
                        pretrained_path=self.weights[spec.arm], **{"train#dataset#data": subset})
         # what the evaluation records as the split it scored: the CT task's overrides score validation and test slabs
-        scored = {"eval_split": self.task.split} if self.task.split != "test" else {}
+        scored = {"eval_split": "validation+test"} if "validate#dataset#data" in self.task.eval_overrides else {}
         self._workflow(self.task.eval_configs, "eval", run_dir, seed=spec.seed, pretrained_path=None,
                        output_dir=str(run_dir / "report"), **self.task.eval_overrides, **scored)
         report = run_dir / "report" / self.task.report

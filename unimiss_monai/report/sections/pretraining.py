@@ -173,7 +173,10 @@ def _out_dim(run: RunFolder) -> int | None:
     """``out_dim`` of the pretraining run, from the config files its recorded command names (best effort)."""
     import yaml
 
-    steps = recorded_steps(run.root)
+    try:
+        steps = recorded_steps(run.root)
+    except ValueError:  # a broken step record: the summary and steps sections name it; this guess does without
+        return None
     argv = next((s.get("argv") or [] for s in steps if s.get("name") == "pretraining"), [])
     if "--config_file" not in argv or argv.index("--config_file") + 1 >= len(argv):
         return None

@@ -90,8 +90,8 @@ def summary_section(run: RunFolder) -> Section:
     starts = {how_trained(run.bundle(b)) for b in FINE_TUNES}
     fine_tuned = starts.pop() if len(starts) == 1 else "trained (from the pretrained backbone or not: see each section)"
     evaluated = "evaluation on held-out test data" + (f" ({'; '.join(not_test)})" if not_test else "")
-    if not_test and not tested:  # no stage scored its test split
-        evaluated = f"evaluation ({'; '.join(not_test)})"
+    if not tested:  # no stage scored its test split (or none was evaluated)
+        evaluated = f"evaluation ({'; '.join(not_test) or 'none in this folder yet'})"
     section.add(Paragraph(
         f"The chain, on {data}: DRRs of the CT -> UniMiSS+ pretraining on CT slabs, their DRRs and radiographs -> CXR "
         f"and CT segmentation and classification {fine_tuned} -> {evaluated} "
