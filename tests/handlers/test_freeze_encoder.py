@@ -122,3 +122,15 @@ def test_default_pretrained_path(tmp_path):
     ckpt.parent.mkdir(parents=True)
     ckpt.write_bytes(b"x")
     assert default_pretrained_path(bundle) == str(ckpt.resolve())
+
+
+@pytest.mark.parametrize("freeze_epochs, max_epochs, warned", [(3, 3, True), (10, 2, True), (2, 3, False)])
+def test_an_encoder_frozen_for_the_whole_run_is_warned_about(caplog, freeze_epochs, max_epochs, warned):
+    """It ran to the end and exited 0 with a random encoder never trained (no pretrained weights), unsaid."""
+    with caplog.at_level("WARNING", logger="unimiss_monai.handlers.freeze_encoder"):
+        changes = _train(_Net(), freeze_epochs, max_epochs)
+    assert any(encoder for encoder, _ in changes) is not warned
+    said = [r.getMessage() for r in caplog.records if "stays frozen for the whole run" in r.getMessage()]
+    assert len(said) == int(warned)
+    if warned:
+        assert f"freeze_encoder_epochs {freeze_epochs} >= max_epochs {max_epochs}" in said[0]

@@ -81,7 +81,17 @@ class FreezeEncoder:
 
         if self.epochs == 0:
             return
+        engine.add_event_handler(Events.STARTED, self._warn_if_never_trained)
         engine.add_event_handler(Events.EPOCH_STARTED, self)
+
+    def _warn_if_never_trained(self, engine: Engine) -> None:
+        # a run no longer than the frozen epochs trains its decoder or head alone: a linear probe of pretrained
+        # weights, which may be meant; of a random encoder (no pretrained_path), a model that cannot learn much
+        if self.epochs >= (engine.state.max_epochs or 0) > engine.state.epoch:
+            logger.warning("FreezeEncoder: the encoder stays frozen for the whole run (freeze_encoder_epochs %d >= "
+                           "max_epochs %d): only the rest of the network trains, on the encoder it started from, "
+                           "random without pretrained weights; lower --freeze_encoder_epochs or raise --max_epochs to "
+                           "train the encoder too", self.epochs, engine.state.max_epochs)
 
     def __call__(self, engine: Engine) -> None:
         freeze = engine.state.epoch <= self.epochs
