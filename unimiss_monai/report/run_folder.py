@@ -103,8 +103,9 @@ def stale_notes(home: Path) -> dict[str, str]:
     at = model.stat().st_mtime
     for sub, step in (("eval", "evaluate"), ("inference", "inference")):
         jsons = [p for p in (home / sub).glob("*.json") if p.is_file()]
-        own = _checksum(model)
-        recorded = [(p, c) for p, c in ((p, _recorded_checksum(p)) for p in jsons) if c and own]
+        recorded = [(p, c) for p, c in ((p, _recorded_checksum(p)) for p in jsons) if c]
+        own = _checksum(model) if recorded else None  # hashed only where a result has a checksum to compare
+        recorded = recorded if own else []
         other = [p for p, c in recorded if c != own]
         if other:
             notes[sub] = (f"{other[0]} records another model than {model} (written {_when(model)}; the checksums "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .run_folder import RunFolder, step_option
 
-__all__ = ["EVAL_SPLITS", "evaluated_split", "split_words"]
+__all__ = ["EVAL_SPLITS", "case_words", "evaluated_split", "split_words"]
 
 #: the split each bundle's configs/evaluate.json scores when its command sets no --eval_split: the CT slabs it
 #: scores are the validation ones that chose the checkpoint, so they must not be called held out
@@ -38,3 +38,8 @@ def split_words(split: str, noun: str) -> str:
     if split == "training":
         return f"training {noun} (trained on, so not held out)"
     return f"{noun} of the {split!r} split (not the test split, so not called held out)"
+
+
+def case_words(split: str) -> str:
+    """The short name of ``split``'s cases in a table caption: ``"held-out case(s)"`` for the test split only."""
+    return "held-out case(s)" if split == "test" else f"{split} case(s)"

@@ -115,10 +115,11 @@ def _saliency_maps(inference: Path) -> tuple[list[Path], str | None]:
     return sorted(maps), method if isinstance(method, str) else None
 
 
-def _task_blocks(run: RunFolder, bundle: str, what: str) -> list:
+def _task_blocks(run: RunFolder, bundle: str, what: str, metrics: dict | None, split: str) -> list:
+    """The blocks of one classifier: its evaluation's ``metrics`` (parsed ``eval/metrics.json``, ``None`` when
+    absent) scored the cases of ``split``."""
     home = run.bundle(bundle)
     blocks: list = [Note(note) for note in stale_notes(home).values()]
-    metrics = read_json(home / "eval" / "metrics.json")
     predictions = home / "eval" / "evaluation_predictions.csv"
     if not predictions.is_file():  # an evaluation written before the file had its own name
         predictions = home / "eval" / "predictions.csv"
@@ -129,7 +130,6 @@ def _task_blocks(run: RunFolder, bundle: str, what: str) -> list:
     if metrics.get("num_cases") == 0:  # every case failed: the note above is all there is to show
         return blocks
     _, classes, probs, truth = read_predictions(predictions)
-    split = evaluated_split(run, bundle, metrics)
     cases = split_words(split, "cases")
     blocks += [Note(n) for n in [one_answer_note(classes, probs, truth, metrics.get("threshold"), what, cases)] if n]
     macro = metrics.get("macro_auc")
@@ -167,15 +167,16 @@ def _task_blocks(run: RunFolder, bundle: str, what: str) -> list:
 
 def classification_section(run: RunFolder) -> Section:
     section = Section("classification", "Classification")
+    metrics = {b: read_json(run.bundle(b) / "eval" / "metrics.json") for b, _ in _TASKS}
+    splits = {b: evaluated_split(run, b, metrics[b]) for b, _ in _TASKS}
     section.add(Paragraph(
         "Both classifiers train on simulated findings with exact labels: nodules and an enlarged heart inserted into "
         f"the {'phantom' if run.synthetic else 'real'} CT before rendering DRRs, nodules and masses inserted into CT "
         "crops. "
         + " ".join(f"The {which} classifier: {how_trained(run.bundle(b))}."
                    for b, which in (("cxr_classification", "chest X-ray"), ("ct_classification", "CT")))
-        + (" Scores are on test cases the training never saw." if all(
-            evaluated_split(run, b, read_json(run.bundle(b) / "eval" / "metrics.json")) == "test" for b, _ in _TASKS)
+        + (" Scores are on test cases the training never saw." if all(s == "test" for s in splits.values())
            else " Each classifier's scores below say which of its cases they are on, and whether those are held out.")))
     for bundle, what in _TASKS:
-        section.add(*_task_blocks(run, bundle, what))
+        section.add(*_task_blocks(run, bundle, what, metrics[bundle], splits[bundle]))
     return section

@@ -12,7 +12,7 @@ from unimiss_monai.conventions import CT_AXCODES, CT_AXIS_LABELS, CT_TO_NETWORK,
 from ..document import Figure, Note, Paragraph, Section
 from ..images import draw_outlines, figure_png, grey_rgb, legend_below, resize_nearest
 from ..run_folder import RunFolder, how_trained, inference_cases, read_json, stale_notes
-from ..splits import evaluated_split, split_words
+from ..splits import case_words, evaluated_split, split_words
 from .segmentation_tables import segmentation_table
 
 __all__ = ["DEFAULT_CLASSES", "HU_WINDOW", "ct_evaluation_words", "ct_segmentation_section", "load_network_order",
@@ -115,8 +115,7 @@ def ct_evaluation_words(run: RunFolder) -> tuple[str, str]:
     held out (:func:`~unimiss_monai.report.splits.split_words`)."""
     report = read_json(run.bundle("ct_segmentation") / "eval" / "segmentation_report.json")
     split = evaluated_split(run, "ct_segmentation", report)
-    cases = "held-out case(s)" if split == "test" else f"{split} case(s)"
-    return f"CT segmentation on the {split_words(split, 'slabs')}", cases
+    return f"CT segmentation on the {split_words(split, 'slabs')}", case_words(split)
 
 
 def ct_segmentation_section(run: RunFolder) -> Section:

@@ -13,7 +13,7 @@ from unimiss_monai.data.image_formats import split_image_name
 from ..document import Figure, Note, Paragraph, Section
 from ..images import draw_outlines, figure_png, grey_rgb, legend_below
 from ..run_folder import RunFolder, how_trained, inference_cases, read_json, stale_notes
-from ..splits import evaluated_split, split_words
+from ..splits import case_words, evaluated_split, split_words
 from .segmentation_tables import segmentation_table
 
 __all__ = ["DEFAULT_STRUCTURES", "cxr_segmentation_section", "load_masks"]
@@ -105,5 +105,5 @@ def cxr_segmentation_section(run: RunFolder) -> Section:
                        "training, so this picture shows how far it transfers to a real detector and patient.")))
     split = evaluated_split(run, "cxr_segmentation", read_json(home / "eval" / "segmentation_report.json"))
     section.add(*segmentation_table(home / "eval", f"CXR segmentation on the {split_words(split, 'DRRs')}",
-                                    "held-out case(s)" if split == "test" else f"{split} case(s)"))
+                                    case_words(split)))
     return section
