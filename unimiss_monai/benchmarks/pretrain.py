@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from unimiss_monai.benchmarks.machine import check_device, format_load, machine_name, resident_mib
+from unimiss_monai.benchmarks.machine import check_device, format_load, machine_name, resident_mib, set_threads
 
 __all__ = ["bench_pretrain"]
 
@@ -67,10 +67,11 @@ def bench_pretrain(
     from unimiss_monai.networks import DINOHead, StudentTeacher, build_backbone, param_groups_lrd
     from unimiss_monai.utils.args import as_count
 
-    if steps < 1 or warmup < 0:
-        raise ValueError(f"bench-pretrain: steps must be >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
-    if threads:
-        torch.set_num_threads(int(threads))
+    steps, warmup = as_count(steps, "bench-pretrain: --steps"), as_count(warmup, "bench-pretrain: --warmup", minimum=0)
+    batch_size = as_count(batch_size, "bench-pretrain: --batch_size")
+    out_dim = as_count(out_dim, "bench-pretrain: --out_dim")
+    image_size_2d = as_count(image_size_2d, "bench-pretrain: --image_size_2d")
+    set_threads("bench-pretrain", threads)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     check_device("bench-pretrain", str(dev))
     roi = ct_roi.split(",") if isinstance(ct_roi, str) else ct_roi  # fire gives "16,96" a tuple, "16" an int
