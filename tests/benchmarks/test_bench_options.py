@@ -195,6 +195,8 @@ def _drr_cases(**kw):
     (lambda out: _drr_cases(copies="two", out=out), r"^bench-drr-cases: --copies .* got 'two'$"),
     (lambda out: _drr_cases(threads=0, out=out), r"^bench-drr-cases: --threads .* got 0$"),
     (lambda out: bench_infer(threads=0, out=out), r"^bench-infer: --threads .* got 0$"),
+    (lambda out: bench_infer(shape="0,32,32", out=out), r"^bench-infer: each --shape size .* got '0'$"),
+    (lambda out: bench_infer(shape=(32, 32), out=out), r"^bench-infer: --shape takes three sizes .* got \(32, 32\)$"),
 ])
 def test_a_count_that_is_not_a_whole_number_of_at_least_one_is_refused_before_any_work(run, match, tmp_path,
                                                                                        monkeypatch):

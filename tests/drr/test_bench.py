@@ -84,3 +84,56 @@ def test_bench_cases_refuses_what_it_cannot_time(tmp_path):
         bench_drr_cases(modes="whole,fast", ct=str(ct), out=None)
     with pytest.raises(ValueError, match="needs a label map"):
         bench_drr_cases(modes="labels", ct=str(ct), out=None)
+
+
+def test_bench_cases_names_the_users_files_and_times_a_plain_nii(tmp_path):
+    """A missing ``--labels`` was linked, left out with a warning and its mode timed as if it had projected labels;
+    a folder as ``--ct`` gave a message about the benchmark's own links; a CT the engine refuses was named by its
+    temporary link; a ``.nii`` CT was linked as ``.nii.gz`` and read as broken gzip."""
+    import numpy as np
+
+    shape = (24, 20, 12)
+    phantom = make_ct_phantom(shape)
+    ct = save_nifti(phantom.hu, phantom_affine((8.0, 8.0, 10.0), shape), tmp_path / "ct.nii.gz")
+    absent = re.escape(str(tmp_path / "absent.nii.gz"))
+    with pytest.raises(FileNotFoundError, match=rf"^bench-drr-cases: --labels {absent} does not"):
+        bench_drr_cases(modes="labels", ct=str(ct), labels=str(tmp_path / "absent.nii.gz"), out=None)
+    folder = re.escape(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=rf"^bench-drr-cases: --ct {folder} is a folder; pass a file"):
+        bench_drr_cases(modes="read", ct=str(tmp_path), out=None)
+    hu = phantom.hu.astype(np.float32)
+    hu[0, 0, 0] = np.nan
+    bad = save_nifti(hu, phantom_affine((8.0, 8.0, 10.0), shape), tmp_path / "bad.nii.gz")
+    with pytest.raises(RuntimeError, match="nothing is timed") as err:
+        bench_drr_cases(modes="whole", ct=str(bad), out=None, repeats=1, copies=1)
+    assert f"{bad}: has 1 NaN voxels" in str(err.value) and "ct0" not in str(err.value)
+    assert "\n" not in str(err.value)  # the one case's reason, not the engine's list of failed CTs
+    lab = tmp_path / "lab.npy"
+    np.save(lab, np.zeros(shape, np.uint8))  # no format the engine looks for beside a CT: its mode would time nothing
+    with pytest.raises(ValueError, match=r"--labels .*lab.npy is not of a format the DRR bundle reads there"):
+        bench_drr_cases(modes="labels", ct=str(ct), labels=str(lab), out=None)
+    plain = save_nifti(phantom.hu, phantom_affine((8.0, 8.0, 10.0), shape), tmp_path / "plain.nii")
+    bench_drr_cases(modes="whole,read", ct=str(plain), out=str(tmp_path / "plain.json"), repeats=1, copies=1)
+    assert [r["runs"] for r in json.loads((tmp_path / "plain.json").read_text())["results"]] == [1, 1]
+
+
+def test_bench_drr_refuses_what_the_drr_bundle_refuses_in_its_words(tmp_path):
+    """bench-drr read the CT with nibabel alone: a 2D file and a degenerate grid ended in tracebacks, an all-air CT
+    was timed (its accuracy NaN) and ``--sizes 0`` divided by zero."""
+    import nibabel as nib
+    import numpy as np
+
+    from unimiss_monai.data.ct_io import CTInputError
+
+    affine = np.diag([8.0, 8.0, 10.0, 1.0])
+    flat = save_nifti(np.zeros((24, 20, 1), np.float32), affine, tmp_path / "flat.nii.gz")
+    air = save_nifti(np.full((24, 20, 12), -1024.0, np.float32), affine, tmp_path / "air.nii.gz")
+    image = nib.Nifti1Image(make_ct_phantom((24, 20, 12)).hu, None)
+    image.header.set_sform(np.diag([8.0, 0.0, 10.0, 1.0]), code=1)  # as a broken exporter writes it
+    degenerate = tmp_path / "zero.nii.gz"
+    nib.save(image, degenerate)
+    for ct, words in ((flat, "is a 2D image"), (air, "air"), (degenerate, "")):
+        with pytest.raises(CTInputError, match=rf"^{re.escape(str(ct))}: .*{words}"):
+            bench_drr(sizes=16, repeats=1, ct=str(ct), ours_only=True)
+    with pytest.raises(ValueError, match=r"^bench-drr: each --sizes value must be a whole number of at least 1, got 0"):
+        bench_drr(sizes=(16, 0), repeats=1, ct=str(air), ours_only=True)

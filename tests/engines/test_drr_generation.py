@@ -103,6 +103,26 @@ def test_a_slab_depth_under_half_a_slice_fails_the_case_instead_of_one_slice_sla
     assert len(run["training"]) == SHAPE[2]  # 6 mm rounds to one slice of 10 mm: slabs of one slice each
 
 
+def test_a_ct_shallower_than_one_slab_fails_its_case_and_the_others_are_paired(tmp_path, monkeypatch):
+    """A 2-slice CT gave one 20 mm slab beside the others' 50 mm ones, listed as a training pair with no word, though
+    every slab was said to have one thickness. A failed CT is recorded by its absolute path: the datalist is read
+    from its own folder, not from where the run was started."""
+    from unimiss_monai.engines import DRRGenerationError
+
+    data = tmp_path / "data"
+    p = make_ct_phantom(SHAPE, affine=phantom_affine(SPACING, SHAPE), noise_hu=0)  # 20 slices of 10 mm
+    save_nifti(p.hu, p.affine, data / "deep.nii.gz")
+    save_nifti(p.hu[:, :, 8:10], p.affine, data / "shallow.nii.gz")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DRRGenerationError) as err:
+        DRRGenerator("data", "out", views=["AP"], slab_depth=50.0, slab_detector_shape=(24, 24), progress=False).run()
+    assert (f"{os.path.join('data', 'shallow.nii.gz')}: is 20 mm deep (2 slices of 10 mm), less than one 50 mm slab; "
+            "pass a CT at least that deep, or a smaller --slab_depth") in str(err.value)
+    listed = json.loads((tmp_path / "out" / "datalist.json").read_text())
+    assert {(e["name"], e["stop"] - e["start"]) for e in listed["training"]} == {("deep", 5)}
+    assert [(f["name"], f["image"]) for f in listed["failures"]] == [("shallow", str(data / "shallow.nii.gz"))]
+
+
 def test_slab_mode_keeps_row_and_column_pixel_spacing(tmp_path):
     from unimiss_monai.drr import fit_slab_detector, split_slabs
 

@@ -169,8 +169,8 @@ def test_zip_slip_is_refused(site, serve, tmp_path, user_folder, bad, match):
 @pytest.mark.parametrize("entry,match", [
     ({"source": "file:///etc/passwd"}, "only http/https sources"),
     ({"key": "unimiss_pretraining_v9.9.9"}, f"describes unimiss_pretraining_v{PV}"),
-    ({"hash_val": "abc"}, "no sha256 hash_val"),
-    ({"hash_type": "md5"}, "no sha256 hash_val"),
+    ({"hash_val": "abc"}, "has hash_val 'abc', not a sha256"),
+    ({"hash_type": "md5"}, "has hash_type 'md5', not sha256"),
     ({"name": "../../etc"}, "not a plain name"),
 ])
 def test_hostile_index_is_refused(site, serve, tmp_path, user_folder, entry, match):

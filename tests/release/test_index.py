@@ -30,3 +30,21 @@ def test_a_folder_where_the_index_goes_is_refused(tmp_path):
     (tmp_path / "model_info.json").mkdir()
     with pytest.raises(ValueError, match="model_info.json is a folder, not a release index"):
         update_index(tmp_path / "model_info.json", "n", "0.1.0", "n_v0.1.0.zip", "0" * 64, 10)
+
+
+def test_a_refused_entry_or_name_says_what_the_index_holds():
+    """A malformed hash was reported as "no sha256 hash_val", and an index of no ``<name>_v<version>`` keys as
+    "it has []"."""
+    import pytest
+
+    from unimiss_monai.release.index import ReleaseIndexError
+
+    base, key = "https://host/dist/model_info.json", "unimiss_pretraining_v0.1.0"
+    whole = _entry("unimiss_pretraining", "0.1.0")
+    no_hash = {k: v for k, v in whole.items() if k != "hash_val"}
+    for entry, said in (({**whole, "hash_val": "abc"}, r"hash_val 'abc', not a sha256 \(64 hex digits\)"),
+                        ({**whole, "hash_type": "md5"}, "hash_type 'md5', not sha256"), (no_hash, "no hash_val")):
+        with pytest.raises(ReleaseIndexError, match=f"entry '{key}' has {said}; refusing an unverifiable download"):
+            resolve({key: entry}, base, "unimiss_pretraining", None, "index")
+    with pytest.raises(ReleaseIndexError, match=r"no bundle 'unimiss_pretraining' \(it has none: no key of the form"):
+        resolve({"unimiss_pretraining": "x"}, base, "unimiss_pretraining", None, "index")

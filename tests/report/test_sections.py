@@ -183,24 +183,6 @@ def test_a_model_that_cannot_be_read_leaves_the_results_to_file_times_and_its_wr
     assert str(tmp_path / "absent.pt") in caplog.text and "judge these results by file times" in caplog.text
 
 
-def test_a_model_is_hashed_only_when_some_result_records_a_checksum(tmp_path, monkeypatch):
-    """Results from before checksums were recorded are judged by file times alone: the report does not read a
-    multi-hundred-MB model for nothing; one result that records a checksum makes it read the model once."""
-    import os
-
-    from unimiss_monai.report import run_folder
-
-    home = tmp_path / "unimiss_ct_segmentation"
-    model = _write(home / "models" / "model.pt", {})
-    report = _write(home / "eval" / "segmentation_report.json", {"mean_dice": 0.8})
-    os.utime(report, (model.stat().st_mtime + 60,) * 2)
-    hashed = []
-    monkeypatch.setattr(run_folder, "_cached_checksum", lambda *args: hashed.append(args[0]) or "1" * 64)
-    assert run_folder.stale_notes(home) == {} and hashed == []
-    _write(home / "inference" / "summary.json", {"num_cases": 1, "model_sha256": "1" * 64, "cases": []})
-    assert run_folder.stale_notes(home) == {} and hashed == [str(model)]
-
-
 def test_a_finished_pretraining_is_its_models_and_a_killed_later_one_is_not(tmp_path):
     """The pretraining bundle's handlers in its order (curves, then checkpoint and export): a finished run's files are
     its model's, though its curves are written after the export; a later run killed after a checkpoint is flagged."""

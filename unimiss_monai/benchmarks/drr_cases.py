@@ -40,15 +40,46 @@ WHAT = {"whole": "AP + lateral DRRs, previews, contact sheet", "labels": "the sa
         "slabs": "40 mm slab CTs + their AP DRRs", "read": "reading the CT and its label map only"}
 
 
-def _link_archive(folder: Path, case, copies: int) -> None:
-    """``copies`` cases ``ct<i>`` in ``folder`` that link to one CT, its label map and its names file."""
+def _link_archive(folder: Path, case, copies: int) -> dict[str, str]:
+    """``copies`` cases ``ct<i>`` in ``folder`` that link to one CT, its label map and its names file, each link
+    keeping its source's format (a ``.nii`` read as ``.nii.gz`` would be taken for broken gzip); ``{link: source}``."""
     folder.mkdir(parents=True)
+    links = {}
     for i in range(copies):
-        sources = [(case.image, ".nii.gz"), (case.labels, "_labels.nii.gz"),
-                   (case.label_names, "_labels" + (case.label_names.suffix if case.label_names else ""))]
-        for source, suffix in sources:
+        sources = [(case.image, ""), (case.labels, "_labels"), (case.label_names, "_labels")]
+        for source, tail in sources:
             if source is not None:
-                os.symlink(Path(source).resolve(), folder / f"ct{i}{suffix}")
+                link = folder / f"ct{i}{tail}{_format(source)}"
+                os.symlink(Path(source).resolve(), link)
+                links[str(link)] = str(source)
+    return links
+
+
+def _format(path) -> str:
+    """The file format ending of ``path`` in lower case (``.nii.gz``, ``.nii``, ``.csv``), as the engine's scan
+    matches it."""
+    from unimiss_monai.data.image_formats import split_image_name
+
+    fmt = split_image_name(path)[1]
+    return f".{fmt}".lower() if fmt else Path(path).suffix.lower()
+
+
+def _check_inputs(ct: str | None, labels: str | None, label_names: str | None) -> None:
+    """Refuse, before any work, an input that is not a file (the engine would leave a broken link out with a warning
+    and time a mode that did nothing), a CT that is not NIfTI (the engine scans for NIfTI only), or a label map or
+    names file of a format the engine does not look for beside a CT (its mode would be timed without labels)."""
+    from unimiss_monai.data.ct_inputs import CT_VOLUME_SUFFIXES
+    from unimiss_monai.data.image_formats import NIFTI_SUFFIXES, image_suffix
+
+    for option, path in (("--ct", ct), ("--labels", labels), ("--label_names", label_names)):
+        if path is not None and not Path(path).is_file():
+            what = "is a folder" if Path(path).is_dir() else "does not exist"
+            raise FileNotFoundError(f"bench-drr-cases: {option} {path} {what}; pass a file")
+    for option, path, formats in (("--ct", ct, NIFTI_SUFFIXES), ("--labels", labels, CT_VOLUME_SUFFIXES),
+                                  ("--label_names", label_names, (".csv", ".json"))):
+        if path is not None and not image_suffix(path, formats):
+            raise ValueError(f"bench-drr-cases: {option} {path} is not of a format the DRR bundle reads there "
+                             f"({', '.join(formats)}); convert it first")
 
 
 def _read_case(case) -> None:
@@ -101,6 +132,7 @@ def bench_drr_cases(
         raise ValueError(f"bench-drr-cases: unknown mode(s) {unknown or names}; choose from {', '.join(MODES)}")
     copies, repeats = as_count(copies, "bench-drr-cases: --copies"), as_count(repeats, "bench-drr-cases: --repeats")
     set_threads("bench-drr-cases", threads, numba_too=True)
+    _check_inputs(ct, labels, label_names)
     if ct is None:
         real = find_real_ct()
         if real is None:
@@ -124,10 +156,19 @@ def bench_drr_cases(
     load_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench_drr_cases_") as tmp:
         work = Path(tmp)
-        _link_archive(work / "one", case, 1)
+        links = _link_archive(work / "one", case, 1)
         _link_archive(work / "archive", case, copies)
-        for mode in names:  # untimed: loads the compiled kernels and the readers
-            run(mode, work / "one", work)
+        try:
+            for mode in names:  # untimed: loads the compiled kernels and the readers
+                run(mode, work / "one", work)
+        except (RuntimeError, ValueError, OSError) as err:  # said of the user's files, not of this run's links
+            text = str(err)
+            for link, source in links.items():
+                text = text.replace(link, source)
+            # the engine lists each failed CT on a line of its own: one case here, so its line is the reason
+            failed = [line.strip()[2:] for line in text.splitlines() if line.strip().startswith("- ")]
+            raise RuntimeError(f"bench-drr-cases: the DRR engine fails on the input, so nothing is timed: "
+                               f"{'; '.join(failed) or text}") from err
         with tqdm(total=repeats * len(names), desc="bench-drr-cases", unit="run") as bar:
             for r in range(repeats):
                 for mode in names[r % len(names):] + names[:r % len(names)]:

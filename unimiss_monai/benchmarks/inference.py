@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from unimiss_monai.benchmarks.machine import (
     check_device, format_load, format_seconds, machine_name, measure, set_threads)
-from unimiss_monai.utils.args import as_count
+from unimiss_monai.utils.args import as_count, as_sizes
 from unimiss_monai.utils.repository import repository_bundle
 
 __all__ = ["bench_infer", "count_windows", "dice_per_class", "load_paths"]
@@ -239,6 +239,7 @@ def bench_infer(
     check_output_file(out, overwrite, "bench-infer: --out")
     check_device("bench-infer", device)
     repeats = as_count(repeats, "bench-infer: --repeats")
+    shape = None if shape is None else as_sizes(shape, 3, "bench-infer: --shape", "Z, X, Y; e.g. 133,512,512")
     set_threads("bench-infer", threads)
     load_start = os.getloadavg()
     bundle = bundle or repository_bundle("unimiss_ct_segmentation", "bench-infer", "--bundle")

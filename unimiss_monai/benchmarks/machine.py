@@ -7,6 +7,7 @@ import os
 import resource
 import sys
 import time
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -37,7 +38,11 @@ def set_threads(command: str, threads, numba_too: bool = False) -> int | None:
     if numba_too:
         import numba
 
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))  # numba refuses more than it started with
+        most = numba.config.NUMBA_NUM_THREADS  # numba refuses more threads than it started with
+        if n > most:
+            warnings.warn(f"{command}: numba runs {most} thread(s), not {n}: it starts with NUMBA_NUM_THREADS={most}; "
+                          f"set NUMBA_NUM_THREADS={n} in the environment for more")
+        numba.set_num_threads(min(n, most))
     return n
 
 

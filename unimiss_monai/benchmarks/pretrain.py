@@ -65,7 +65,7 @@ def bench_pretrain(
     from unimiss_monai.engines.pretraining import PretrainingTrainer
     from unimiss_monai.losses import UniMissPlusLoss
     from unimiss_monai.networks import DINOHead, StudentTeacher, build_backbone, param_groups_lrd
-    from unimiss_monai.utils.args import as_count
+    from unimiss_monai.utils.args import as_count, as_sizes
 
     steps, warmup = as_count(steps, "bench-pretrain: --steps"), as_count(warmup, "bench-pretrain: --warmup", minimum=0)
     batch_size = as_count(batch_size, "bench-pretrain: --batch_size")
@@ -74,12 +74,7 @@ def bench_pretrain(
     set_threads("bench-pretrain", threads)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     check_device("bench-pretrain", str(dev))
-    roi = ct_roi.split(",") if isinstance(ct_roi, str) else ct_roi  # fire gives "16,96" a tuple, "16" an int
-    roi = list(roi) if isinstance(roi, (list, tuple)) else [roi]
-    if len(roi) != 3:
-        raise ValueError(f"bench-pretrain: --ct_roi takes three sizes (depth, height, width; e.g. 16,96,96), "
-                         f"got {ct_roi!r}")
-    ct_roi = tuple(as_count(s, "bench-pretrain: each --ct_roi size") for s in roi)
+    ct_roi = as_sizes(ct_roi, 3, "bench-pretrain: --ct_roi", "depth, height, width; e.g. 16,96,96")
     backbone = build_backbone(variant, in_channels={2: 3, 3: 1}, img_size={2: (image_size_2d,) * 2, 3: ct_roi},
                               drop_path_rate=0.1, preset="smoke" if tiny else None)
     net = StudentTeacher(backbone, DINOHead(backbone.embed_dim, out_dim)).to(dev)

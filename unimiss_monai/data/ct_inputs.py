@@ -31,6 +31,7 @@ from unimiss_monai.data.image_formats import (
 )
 from unimiss_monai.data.locators import read_structure_names
 from unimiss_monai.data.series_folders import SeriesScan, scan_series
+from unimiss_monai.utils.json_files import json_kind
 
 logger = logging.getLogger(__name__)
 
@@ -244,7 +245,7 @@ def _json_label_names(path: Path) -> dict[int, str]:
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{path}: not valid JSON ({err}); expected {_JSON_NAMES}") from err
     if not isinstance(content, dict):  # a list of names, say: which value each one names is a guess
-        raise ValueError(f"{path}: holds a JSON {_json_kind(content)}, not an object; expected {_JSON_NAMES}")
+        raise ValueError(f"{path}: holds a JSON {json_kind(content)}, not an object; expected {_JSON_NAMES}")
     if isinstance(content.get("labels"), dict):  # a whole dataset.json (Medical Segmentation Decathlon, nnU-Net)
         content = content["labels"]
     if content and all(type(v) is int for v in content.values()):  # nnU-Net v2's "labels": name -> value
@@ -262,11 +263,6 @@ def _json_label_names(path: Path) -> dict[int, str]:
             raise ValueError(f"{path}: label {key!r} is named {json.dumps(name)}, not a name; expected {_JSON_NAMES}")
         names[value] = name
     return names
-
-
-def _json_kind(content) -> str:
-    kinds = {list: "array", str: "string", bool: "boolean", int: "number", float: "number", type(None): "null"}
-    return kinds.get(type(content), type(content).__name__)
 
 
 # More distinct values than any segmentation of a CT holds: TotalSegmentator, the largest in common use, has 117

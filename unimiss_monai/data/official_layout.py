@@ -28,18 +28,39 @@ __all__ = ["build_official_datalist", "official_datalist"]
 
 
 
-def _listed(root: Path, list_name: str, folder: str) -> tuple[list[str], str]:
-    """Relative paths from ``root/list_name`` (first column of each non-empty line), else every file under
-    ``root/folder`` (sorted, hidden files left out); and where they came from, for messages."""
+def _listed(root: Path, list_name: str, folder: str) -> tuple[list[str], str, list[str]]:
+    """Relative paths from ``root/list_name`` (first column of each non-empty line, each path once), else every file
+    under ``root/folder`` (sorted, hidden files left out); where they came from, for messages; and one line per
+    repeated path of the list file, which is listed once (a repeat would train that sample twice as often)."""
     list_path = root / list_name
     if list_path.is_file():
-        lines = [line.split()[0] for line in list_path.read_text().splitlines() if line.strip()]
-        return lines, list_name
+        data = list_path.read_bytes()
+        try:
+            text = data.decode("utf-8-sig")  # listSSL.py writes UTF-8; an editor may add a byte-order mark
+        except UnicodeDecodeError as err:
+            # Windows editors save "Unicode" as UTF-16: its byte-order mark is the usual first unreadable byte
+            bom = data[:2] in (b"\xff\xfe", b"\xfe\xff")
+            where = "starts with a UTF-16 byte-order mark" if bom else f"byte {err.start} is not UTF-8"
+            raise ValueError(f"{list_path}: not UTF-8 text ({where}); save it as UTF-8 text, one path per line, or "
+                             f"delete it to search {folder}/ instead") from None
+        first_line: dict[str, int] = {}
+        lines, repeats = [], []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            rel = line.split()[0]
+            key = os.path.normpath(rel)  # ./3D_subvolumes/a.nii.gz is 3D_subvolumes/a.nii.gz
+            if key in first_line:
+                repeats.append(f"{list_path}: line {number} ({rel}) repeats line {first_line[key]}; listed once")
+                continue
+            first_line[key] = number
+            lines.append(rel)
+        return lines, list_name, repeats
     base = root / folder
     if base.is_dir():
         files = sorted(p for p in base.rglob("*") if p.is_file() and not p.name.startswith("."))
-        return [p.relative_to(root).as_posix() for p in files], f"{folder}/"
-    return [], ""
+        return [p.relative_to(root).as_posix() for p in files], f"{folder}/", []
+    return [], "", []
 
 
 def build_official_datalist(
@@ -61,7 +82,11 @@ def build_official_datalist(
         relative_to: folder the written paths are relative to (the datalist's); default absolute paths.
 
     Returns:
-        ``({"ct": [...], "xray": [...]}, problems)``: one line per file that could not be used, naming it.
+        ``({"ct": [...], "xray": [...]}, problems)``: one line per file that could not be used, naming it, and per
+        repeated line of a list file (its path is listed once).
+
+    Raises:
+        ValueError: a list file that is not UTF-8 text (one line naming it and the fix).
     """
     root = Path(root).expanduser().resolve()
     problems: list[str] = []
@@ -72,11 +97,25 @@ def build_official_datalist(
     def out_path(p: Path) -> str:
         return os.path.relpath(p, relative_to) if relative_to is not None else str(p)
 
-    ct_paths, ct_source = _listed(root, list_3d, ct_dir)
+    ct_paths, ct_source, repeats = _listed(root, list_3d, ct_dir)
+    problems += repeats
     if not ct_source:
         problems.append(f"{root}: neither {list_3d} nor {ct_dir}/ found: no CT")
     volumes = {rel: rel[: -len(image_suffix(rel, NIFTI_SUFFIXES))] for rel in ct_paths if image_suffix(rel, NIFTI_SUFFIXES)}
     stems = set(volumes.values())
+    by_stem: dict[str, list[str]] = {}
+    for rel, stem in volumes.items():
+        if (root / rel).is_file():  # one listed but absent is said below, and leaves the other unambiguous
+            by_stem.setdefault(os.path.normpath(stem), []).append(rel)
+    # a.nii and a.nii.gz would both pair with a.png, and a DRR render names its output by the case name alone: which
+    # one is meant is unknown, so both are left out with one line naming them, as every unusable file is here, and the
+    # rest of the root is still written (refusing the whole root for one stray copy would hold up the other thousands)
+    ambiguous = {rel for same in by_stem.values() if len(same) > 1 for rel in same}
+    for same in (s for s in by_stem.values() if len(s) > 1):
+        name, two = Path(volumes[same[0]]).name, len(same) == 2
+        problems.append(f"{' and '.join(str(root / r) for r in same)} have the same case name {name!r}, so they would "
+                        f"share the DRR {name}.png; {'both' if two else 'all'} skipped: delete or rename "
+                        f"{'one' if two else 'all but one'} of them")
     ct: list[dict] = []
     for rel in ct_paths:
         if rel not in volumes:
@@ -85,6 +124,8 @@ def build_official_datalist(
                 continue  # a DRR next to its CT (listSSL.py lists both when run after rendering)
             why = "a DRR with no CT sub-volume of the same name" if stem is not None else "not a NIfTI volume (.nii, .nii.gz)"
             problems.append(f"{root / rel}: {why} (from {ct_source}); skipped")
+            continue
+        if rel in ambiguous:
             continue
         image = root / rel
         if not image.is_file():
@@ -99,7 +140,8 @@ def build_official_datalist(
             continue
         ct.append(entry)
 
-    xray_paths, xray_source = _listed(root, list_2d, xray_dir)
+    xray_paths, xray_source, repeats = _listed(root, list_2d, xray_dir)
+    problems += repeats
     if not xray_source:
         problems.append(f"{root}: neither {list_2d} nor {xray_dir}/ found: no X-ray")
     xray: list[dict] = []
@@ -145,5 +187,6 @@ def official_datalist(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     save_json(datalist, out_path)
     with_drr = sum("drr" in e for e in datalist["ct"])
+    said = f" ({len(problems)} line(s) on stderr say what was left out)" if problems else ""
     print(f"[official-datalist] {len(datalist['ct'])} CT ({with_drr} with DRR) and {len(datalist['xray'])} X-ray entries "
-          f"-> {out_path} ({len(problems)} file(s) left out)")
+          f"-> {out_path}{said}")

@@ -18,7 +18,8 @@ writes ``slabs/<name>_slab<i>.nii.gz`` (the CT slab in HU with its own affine; i
 ``slabs/<name>_slab<i>_<VIEW>.nii.gz`` (the slab's DRR, resized to ``slab_detector_shape``, its anisotropic pixel
 spacing in the affine) + ``.png`` (its preview resampled to square pixels, so a thin slab looks thin).
 ``output_dir/datalist.json`` gathers all CTs: ``{"testing": [one entry per DRR], "training": [one {"ct", "drr",
-"view", "slab"} pair per slab DRR], "failures": [...]}``; paths are relative to ``output_dir``.
+"view", "slab"} pair per slab DRR], "failures": [{"name", "image", "error"} per failed CT]}``; paths are relative
+to ``output_dir``, but a failed CT's ``image`` is absolute.
 
 Each CT's outputs are written in a hidden temporary folder and renamed into place once complete, so a failure never
 leaves a partial result; a failing CT is logged and skipped, and :meth:`DRRGenerator.run` raises at the end, listing
@@ -204,7 +205,8 @@ class DRRGenerator:
                     if str(case.image) not in message:
                         message = f"{case.image}: {message}"
                     logger.error("DRR generation failed: %s", message)
-                    failures.append({"name": case.name, "image": str(case.image), "error": message})
+                    # absolute: the datalist is read from output_dir, not from where this run was started
+                    failures.append({"name": case.name, "image": os.path.abspath(case.image), "error": message})
                     continue
                 finally:
                     reads[i] = None  # this CT's arrays are not kept while the next ones render
@@ -357,6 +359,10 @@ class DRRGenerator:
                                f"({spacing:g} mm), so no slab would be that thin; pass --slab_depth {spacing:g} or "
                                "more")
         thickness = max(1, int(round(self.slab_depth / spacing)))
+        if hu.shape[axis] < thickness:  # its one slab would be thinner than every other pair the run writes
+            raise CTInputError(f"{case.image}: is {hu.shape[axis] * spacing:g} mm deep ({hu.shape[axis]} slices of "
+                               f"{spacing:g} mm), less than one {self.slab_depth:g} mm slab; pass a CT at least that "
+                               "deep, or a smaller --slab_depth")
         slabs = split_slabs(hu, affine, thickness)
         bar.total += (len(slabs) - 1) * len(self.views)
         bar.refresh()

@@ -145,7 +145,10 @@ def _checked_entry(key: str, raw, base: str, index: str) -> ReleaseEntry:
     if key != entry_key(name, version):
         raise ReleaseIndexError(f"index {index}: entry {key!r} describes {entry_key(name, version)}; the index is inconsistent")
     if raw.get("hash_type", "sha256") != "sha256" or not _SHA256.fullmatch(str(raw.get("hash_val", ""))):
-        raise ReleaseIndexError(f"index {index}: entry {key!r} has no sha256 hash_val; refusing an unverifiable download")
+        why = (f"hash_type {raw.get('hash_type')!r}, not sha256" if raw.get("hash_type", "sha256") != "sha256"
+               else "no hash_val" if "hash_val" not in raw
+               else f"hash_val {raw['hash_val']!r}, not a sha256 (64 hex digits)")
+        raise ReleaseIndexError(f"index {index}: entry {key!r} has {why}; refusing an unverifiable download")
     size = raw.get("size")
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
         raise ReleaseIndexError(f"index {index}: entry {key!r} has size {size!r}, not a positive integer")
@@ -177,7 +180,8 @@ def resolve(entries: dict, base: str, name: str, version: str | None, index: str
     if version is None:
         if not versions:
             names = sorted({k.rsplit("_v", 1)[0] for k in entries if isinstance(k, str) and "_v" in k})
-            raise ReleaseIndexError(f"index {index} has no bundle {name!r} (it has {names}); check the name")
+            held = names or f"none: no key of the form <name>_v<version>, e.g. {name}_v0.1.0"
+            raise ReleaseIndexError(f"index {index} has no bundle {name!r} (it has {held}); check the name")
         version = versions[-1]
     version = check_version(version)
     key = entry_key(name, version)

@@ -31,6 +31,7 @@ from unimiss_monai.release.archive import sha256_bytes, sha256_file, torch_bytes
 from unimiss_monai.release.index import check_name, check_version, entry_key, load_index, update_index
 from unimiss_monai.release.network_fit import BundleNetwork, bundle_network, check_weights_fit, overlay_files
 from unimiss_monai.utils.finite import first_non_finite
+from unimiss_monai.utils.json_files import read_json_object
 from unimiss_monai.utils.serialization import load_torch_file
 
 __all__ = ["build_release", "bundle_version", "package_bundle", "release_files", "weights_payload"]
@@ -48,10 +49,7 @@ def bundle_version(bundle_dir: str | os.PathLike) -> tuple[str, dict]:
     meta_path = Path(bundle_dir) / "configs" / "metadata.json"
     if not meta_path.is_file():
         raise ValueError(f"{meta_path} does not exist; pass a bundle folder (bundles/<name>)")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{meta_path} is not valid JSON ({err})") from None
+    meta = read_json_object(meta_path, fix="fix it, or restore it from the release")
     version = meta.get("version")
     if not version:
         raise ValueError(f"{meta_path} has no 'version'; add one (e.g. \"0.1.0\") with a changelog entry")

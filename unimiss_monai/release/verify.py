@@ -21,7 +21,6 @@ inference config is held to MONAI's meta properties only.
 
 from __future__ import annotations
 
-import json
 import logging
 import subprocess
 import sys
@@ -36,6 +35,7 @@ import torch
 
 from unimiss_monai.release.package import REQUIRED, bundle_version
 from unimiss_monai.utils.errors import failure_reason
+from unimiss_monai.utils.json_files import read_json_object
 from unimiss_monai.utils.repository import repository_bundles
 
 __all__ = ["SCHEMA", "verify_bundle", "verify_bundles"]
@@ -66,8 +66,16 @@ class _Bundle:
         return {"bundle_root": str(self.work), "output_dir": str(self.work / "out"), "pretrained_path": None,
                 "dataset_dir": str(self.dataset_dir or self.work / "no_data")}
 
+    def json_object(self, path: Path) -> dict[str, Any]:
+        """The JSON object ``path`` holds; ``ValueError`` naming the file (as under the bundle) and what is wrong, where
+        MONAI's readers would fail with a bare ``JSONDecodeError`` or ``'list' object has no attribute 'get'``."""
+        return read_json_object(path, path.relative_to(self.path).as_posix(), "fix it, or restore it from the release")
+
+    def metadata(self) -> dict[str, Any]:
+        return self.json_object(self.meta)
+
     def has_network(self, config: Path) -> bool:
-        return "network_def" in json.loads(config.read_text())
+        return "network_def" in self.json_object(config)
 
     def main_config(self) -> Path:
         return self.configs.get("inference", self.configs.get("train"))
@@ -85,8 +93,8 @@ def _check_files(b: _Bundle) -> str:
 def _check_metadata(b: _Bundle) -> str:
     from monai.bundle import verify_metadata
 
-    url = json.loads(b.meta.read_text()).get("schema", "")
-    if not url.endswith("/" + SCHEMA.name):
+    url = b.metadata().get("schema", "")
+    if not isinstance(url, str) or not url.endswith("/" + SCHEMA.name):
         raise ValueError(f"schema {url!r} is not {SCHEMA.name}, the copy shipped in unimiss_monai/resources")
     # the file exists, so MONAI's download_url keeps it and nothing is fetched
     verify_metadata(meta_file=str(b.meta), filepath=str(SCHEMA), create_dir=False, hash_val=SCHEMA_SHA256,
@@ -100,7 +108,7 @@ def _check_changelog(b: _Bundle) -> str:
 
 
 def _net_args(b: _Bundle, config: Path) -> tuple[str, dict]:
-    text = json.loads(config.read_text())["network_def"]
+    text = b.json_object(config)["network_def"]
     if isinstance(text, dict) and str(text.get("_target_", "")).endswith("StudentTeacher"):
         return "_verify_net_", {"_verify_net_": "$unimiss_monai.networks.nets.student_teacher.TeacherLogits(@network_def)"}
     return "network_def", {}
@@ -112,10 +120,11 @@ def _check_net_in_out(b: _Bundle) -> str:
     config = b.main_config()
     if not b.has_network(config):
         raise Skip("no network")
+    b.metadata()
     net_id, extra = _net_args(b, config)
     verify_net_in_out(net_id=net_id, meta_file=str(b.meta), config_file=str(config), device="cpu",
                       **b.overrides(), **extra)
-    fmt = json.loads(b.meta.read_text())["network_data_format"]
+    fmt = b.metadata()["network_data_format"]
     shape = fmt["inputs"]["image"]["spatial_shape"]
     return f"{config.name}: input {fmt['inputs']['image']['num_channels']}x{shape} -> {fmt['outputs']['pred']['num_channels']} channels"
 
@@ -132,6 +141,7 @@ def _check_export(b: _Bundle) -> str:
     config = b.configs.get("train", b.main_config())
     if not b.has_network(config):
         raise Skip("no network")
+    b.metadata()
     files = [str(config), *b.smoke]
     parser = _parser(files, b)
     net_id = "backbone" if _net_args(b, config)[0] != "network_def" else "network_def"
@@ -169,6 +179,7 @@ def _check_properties(b: _Bundle, workflow: str) -> str:
         raise Skip(f"no {workflow}.json")
     files = [str(config), *b.smoke]
     meta_only = not b.has_network(config)
+    b.metadata()
     if workflow == "inference" and not meta_only:
         # inference loads its trained weights (ckpt_path, or ckpt_dir/model.pt) at start: give it the network's own
         parser = _parser(files, b)
@@ -258,8 +269,11 @@ def verify_bundles(*bundles: str, dataset_dir: str | None = None) -> dict[str, A
     if not paths:
         paths = repository_bundles("verify-bundles", "the bundle folders to check (verify-bundles DIR ...)")
     for p in paths:
+        if not p.exists():
+            raise ValueError(f"verify-bundles: {p} does not exist; pass a bundle folder (bundles/<name>)")
         if not (p / "configs").is_dir():
-            raise ValueError(f"verify-bundles: {p} is not a bundle folder (no configs/)")
+            what = "a file" if p.is_file() else "a folder without configs/"
+            raise ValueError(f"verify-bundles: {p} is {what}, not a bundle folder; pass one (bundles/<name>)")
     if dataset_dir and not Path(dataset_dir).is_dir():  # a bundle whose checks read no data would pass without it
         raise ValueError(f"verify-bundles: --dataset_dir {dataset_dir} is no folder; pass a `python -m unimiss_monai "
                          "samples` output, or leave it out to check on the synthetic set")

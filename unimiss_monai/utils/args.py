@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["as_bool", "as_count", "choose", "optional_path"]
+__all__ = ["as_bool", "as_count", "as_sizes", "choose", "optional_path"]
 
 _TRUE = frozenset({"true", "yes", "1"})
 _FALSE = frozenset({"false", "no", "0"})
@@ -52,6 +52,19 @@ def as_count(value: Any, name: str, minimum: int = 1) -> int:
     if number is None or number < minimum:
         raise ValueError(f"{name} must be a whole number of at least {minimum}, got {value!r}")
     return number
+
+
+def as_sizes(value: Any, count: int, name: str, example: str) -> tuple[int, ...]:
+    """``value`` of option ``name`` as ``count`` whole numbers of at least 1: a list or tuple, or text ``"16,96,96"``
+    (fire gives ``16,96`` a tuple and ``16`` an int); a one-line ``ValueError`` naming the option and ``example`` for
+    anything else."""
+    sizes = value.split(",") if isinstance(value, str) else value
+    sizes = list(sizes) if isinstance(sizes, (list, tuple)) else [sizes]
+    if len(sizes) != count:
+        words = {2: "two", 3: "three"}.get(count, str(count))
+        raise ValueError(f"{name} takes {words} sizes ({example}), got {value!r}")
+    prefix, _, option = name.rpartition(" ")  # "bench-pretrain: --ct_roi" -> "bench-pretrain: each --ct_roi size"
+    return tuple(as_count(s, f"{prefix} each {option} size".lstrip()) for s in sizes)
 
 
 def choose(options: Mapping[str, Any], value: Any, name: str) -> Any:
