@@ -94,3 +94,28 @@ def test_a_ct_with_many_slabs_shows_a_few_and_says_how_many_there_are(tmp_path):
     (figure,) = [b for b in drr_section(RunFolder(tmp_path)).blocks if isinstance(b, Figure)]
     assert "6 of 9" in figure.caption
     assert "slabs 0, " in figure.alt and figure.alt.endswith(", 8")  # the first and the last slab among them
+
+
+def test_the_section_reads_what_a_slab_mode_run_of_the_engine_writes(tmp_path):
+    """The seam: the DRR engine's own slab-mode outputs (two CTs, one too shallow for a slab), read by the section."""
+    import pytest
+
+    from unimiss_monai.data import make_ct_phantom, phantom_affine, save_nifti
+    from unimiss_monai.engines import DRRGenerationError, DRRGenerator
+
+    shape, spacing = (32, 28, 20), (8.0, 8.0, 10.0)
+    phantom = make_ct_phantom(shape, affine=phantom_affine(spacing, shape), noise_hu=0)
+    save_nifti(phantom.hu, phantom.affine, tmp_path / "cts" / "deep.nii.gz")
+    save_nifti(phantom.hu[:, :, 8:10], phantom.affine, tmp_path / "cts" / "shallow.nii.gz")
+    drr = tmp_path / "run" / "unimiss_drr_generation"
+    with pytest.raises(DRRGenerationError):
+        DRRGenerator(tmp_path / "cts", drr, views=["AP"], slab_depth=50.0, slab_detector_shape=(24, 24),
+                     progress=False).run()
+    section = drr_section(RunFolder(tmp_path / "run"))
+    (figure,) = [b for b in section.blocks if isinstance(b, Figure)]
+    assert figure.name == "drr_deep_slabs" and "slabs 0, 1, 2, 3" in figure.alt  # 20 slices of 10 mm in 5-slice slabs
+    (said,) = [t for t in _texts(section, Paragraph) if "slab mode" in t]
+    assert "50 mm" in said
+    notes = _texts(section)
+    assert not any("no DRR files" in t for t in notes)
+    assert any(t.startswith("1 CT(s) failed: shallow: ") and "less than one 50 mm slab" in t for t in notes), notes
