@@ -96,6 +96,17 @@ def test_a_ct_with_many_slabs_shows_a_few_and_says_how_many_there_are(tmp_path):
     assert "slabs 0, " in figure.alt and figure.alt.endswith(", 8")  # the first and the last slab among them
 
 
+def test_slab_drrs_are_those_the_datalist_lists_and_a_folder_without_one_is_read_by_file_name(tmp_path):
+    drr = _slab_run(tmp_path, slabs=2, views=("AP",))
+    _drr(drr / "ct" / "slabs" / "ct_slab007_AP.nii.gz")  # a stray file of that name pattern, listed nowhere
+    (figure,) = [b for b in drr_section(RunFolder(tmp_path)).blocks if isinstance(b, Figure)]
+    assert figure.alt.endswith("slabs 0, 1") and "2 of" not in figure.caption
+    (drr / "datalist.json").unlink()
+    (drr / "ct" / "ct_done.json").unlink()
+    (figure,) = [b for b in drr_section(RunFolder(tmp_path)).blocks if isinstance(b, Figure)]
+    assert figure.alt.endswith("slabs 0, 1, 7")
+
+
 def test_the_section_reads_what_a_slab_mode_run_of_the_engine_writes(tmp_path):
     """The seam: the DRR engine's own slab-mode outputs (two CTs, one too shallow for a slab), read by the section."""
     import pytest

@@ -27,12 +27,12 @@ def check_device(command: str, device: str) -> None:
         raise ValueError(f"{command}: {problem}")
 
 
-def set_threads(command: str, threads, numba_too: bool = False) -> int | None:
+def set_threads(command: str, threads, numba_too: bool = False) -> None:
     """Run torch (and numba, with ``numba_too``) on ``threads`` CPU threads, checked first: ``None`` keeps the
     libraries' defaults; anything but a whole number of at least 1 is refused in one line naming ``command`` (``0``
     does not mean "all cores", and ``--threads`` without a value reaches here as ``True``)."""
     if threads is None:
-        return None
+        return
     n = as_count(threads, f"{command}: --threads (leave it out for the default)")
     torch.set_num_threads(n)
     if numba_too:
@@ -43,7 +43,6 @@ def set_threads(command: str, threads, numba_too: bool = False) -> int | None:
             warnings.warn(f"{command}: numba runs {most} thread(s), not {n}: it starts with NUMBA_NUM_THREADS={most}; "
                           f"set NUMBA_NUM_THREADS={n} in the environment for more")
         numba.set_num_threads(min(n, most))
-    return n
 
 
 def resident_mib(peak: bool = False) -> float:

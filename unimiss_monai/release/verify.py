@@ -120,11 +120,11 @@ def _check_net_in_out(b: _Bundle) -> str:
     config = b.main_config()
     if not b.has_network(config):
         raise Skip("no network")
-    b.metadata()
+    meta = b.metadata()  # a malformed metadata.json is named in one line before MONAI reads it
     net_id, extra = _net_args(b, config)
     verify_net_in_out(net_id=net_id, meta_file=str(b.meta), config_file=str(config), device="cpu",
                       **b.overrides(), **extra)
-    fmt = b.metadata()["network_data_format"]
+    fmt = meta["network_data_format"]
     shape = fmt["inputs"]["image"]["spatial_shape"]
     return f"{config.name}: input {fmt['inputs']['image']['num_channels']}x{shape} -> {fmt['outputs']['pred']['num_channels']} channels"
 
@@ -141,7 +141,7 @@ def _check_export(b: _Bundle) -> str:
     config = b.configs.get("train", b.main_config())
     if not b.has_network(config):
         raise Skip("no network")
-    b.metadata()
+    b.metadata()  # a malformed metadata.json is named in one line before MONAI reads it
     files = [str(config), *b.smoke]
     parser = _parser(files, b)
     net_id = "backbone" if _net_args(b, config)[0] != "network_def" else "network_def"
@@ -179,7 +179,7 @@ def _check_properties(b: _Bundle, workflow: str) -> str:
         raise Skip(f"no {workflow}.json")
     files = [str(config), *b.smoke]
     meta_only = not b.has_network(config)
-    b.metadata()
+    b.metadata()  # a malformed metadata.json is named in one line before MONAI reads it
     if workflow == "inference" and not meta_only:
         # inference loads its trained weights (ckpt_path, or ckpt_dir/model.pt) at start: give it the network's own
         parser = _parser(files, b)

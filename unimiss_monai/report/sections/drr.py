@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from unimiss_monai.conventions import display_2d
+from unimiss_monai.engines.drr_done_records import record_path
 
 from ..document import Figure, Note, Paragraph, Section, Table, fmt
 from ..images import draw_outlines, figure_png, grey_rgb, legend_below
@@ -79,16 +80,25 @@ def _view_key(view: str) -> tuple[int, str]:
     return _VIEW_ORDER.index(view) if view in _VIEW_ORDER else 99, view
 
 
-def _slab_views(case_dir: Path, case: str, training: list[dict]) -> dict[str, list[tuple[int, Path, str]]]:
-    """Slab DRRs on disk (``slabs/<case>_slab<i>_<VIEW>.nii.gz``): view -> ``[(slab, path, slices)]`` by slab."""
-    slices = {(e.get("slab"), e.get("view")): f"{e['start']}:{e['stop']}" for e in training
-              if e.get("name") == case and "start" in e and "stop" in e}
+def _slab_views(folder: Path, case: str, training: list[dict]) -> dict[str, list[tuple[int, Path, str]]]:
+    """Slab DRRs of ``case``: view -> ``[(slab, path, slices)]`` by slab.
+
+    Read from the datalist's ``training`` pairs, which name each slab, its view, its slice range and its DRR (relative
+    to the run folder); a folder whose datalist lists none of them (written before, or by hand) is read by file name,
+    ``<case>/slabs/<case>_slab<i>_<VIEW>.nii.gz``.
+    """
     found: dict[str, list[tuple[int, Path, str]]] = {}
-    for path in (case_dir / "slabs").glob(f"{glob.escape(case)}_slab*_*.nii.gz"):
-        m = re.fullmatch(re.escape(case) + r"_slab(\d+)_([A-Z_]+)\.nii\.gz", path.name)
-        if m:
-            slab, view = int(m.group(1)), m.group(2)
-            found.setdefault(view, []).append((slab, path, slices.get((slab, view), "")))
+    listed = [e for e in training if e.get("name") == case and isinstance(e.get("drr"), str)]
+    for e in listed:
+        path, slab, view = folder / e["drr"], e.get("slab"), e.get("view")
+        if isinstance(slab, int) and isinstance(view, str) and path.is_file():
+            slices = f"{e['start']}:{e['stop']}" if "start" in e and "stop" in e else ""
+            found.setdefault(view, []).append((slab, path, slices))
+    if not listed:
+        for path in (folder / case / "slabs").glob(f"{glob.escape(case)}_slab*_*.nii.gz"):
+            m = re.fullmatch(re.escape(case) + r"_slab(\d+)_([A-Z_]+)\.nii\.gz", path.name)
+            if m:
+                found.setdefault(m.group(2), []).append((int(m.group(1)), path, ""))
     return {v: sorted(found[v], key=lambda s: s[0]) for v in sorted(found, key=_view_key)}
 
 
@@ -156,7 +166,7 @@ def _slab_blocks(case_dir: Path, case: str, slabs: dict[str, list[tuple[int, Pat
 
 def _slab_depth(folder: Path, cases: list[str]) -> float | None:
     for case in cases:
-        done = read_json(folder / case / f"{case}_done.json")
+        done = read_json(record_path(folder, case))
         settings = done.get("settings") if isinstance(done, dict) else None
         depth = settings.get("slab_depth") if isinstance(settings, dict) else None
         if isinstance(depth, (int, float)) and depth > 0:
@@ -165,7 +175,7 @@ def _slab_depth(folder: Path, cases: list[str]) -> float | None:
 
 
 def drr_section(run: RunFolder) -> Section:
-    section = Section("drr", "DRRs of the real CT")
+    section = Section("drr", "DRR generation")
     folder = run.bundle("drr_generation")
     datalist = read_json(folder / "datalist.json")
     datalist = datalist if isinstance(datalist, dict) else {}
@@ -177,7 +187,7 @@ def drr_section(run: RunFolder) -> Section:
     if not cases:
         section.add(Note(f"No DRRs found in {folder}: " + ("every CT failed (below)." if failures else
                                                            "run the drr_generation step of tools/demo.sh.")))
-    found = {case: (_views(folder / case, case), _slab_views(folder / case, case, training))
+    found = {case: (_views(folder / case, case), _slab_views(folder, case, training))
              for case in cases[:_MAX_CASES]}
     if any(views for views, _ in found.values()):
         section.add(Paragraph(
