@@ -74,3 +74,18 @@ def run_bundle_cli(
     threads = "1" if nproc else "2"  # two cores: one per process under torchrun
     env = {**os.environ, "OMP_NUM_THREADS": threads, **({"CUDA_VISIBLE_DEVICES": ""} if nproc else {})}
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def smoke_weights(bundle: str, root: Path) -> None:
+    """``<root>/models/smoke/model.pt``: the smoke-size network of ``bundle`` at its initialisation, for runs that need
+    weights but not good ones (evaluation, inference)."""
+    import torch
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(configs(bundle, "train.json", "smoke.yaml"))
+    parser.update({"bundle_root": str(root), "pretrained_path": None})
+    torch.manual_seed(0)
+    folder = root / "models" / "smoke"
+    folder.mkdir(parents=True)
+    torch.save({"model": parser.get_parsed_content("network_def").state_dict()}, folder / "model.pt")

@@ -144,6 +144,8 @@ def test_training_on_labels_that_hold_no_structure_is_refused(tmp_path, bundle):
         nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.uint8), np.eye(4)), str(tmp_path / f"{name}_seg.nii.gz"))
     (tmp_path / "unreadable_seg.nii.gz").write_bytes(b"not an image")  # left to fail its own case
     items = [{"image": f"{n}.nii.gz", "label": f"{n}_seg.nii.gz"} for n in ("unreadable", "a", "b")]
+    for item in items:  # the images are there (training refuses a missing one before this check)
+        (tmp_path / item["image"]).write_bytes(b"")
     path = tmp_path / "datalist.json"
     path.write_text(json.dumps({"training": items, "validation": items[1:2]}))
     parser = ConfigParser()

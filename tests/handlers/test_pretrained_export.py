@@ -69,7 +69,7 @@ def test_bundle_load_reports_one_line_and_resizes(tmp_path, caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "unimiss_monai.networks.pretrained"]
     assert lines == [
         f"pretrained {tmp_path / 'model.pt'}: variant mit_small (from info), {n_encoder}/{n_encoder} encoder tensors "
-        "loaded, 4 resized"
+        "loaded (4 of them resized)"
     ]
 
 

@@ -88,9 +88,10 @@ def test_refusals_of_a_trained_model_name_no_pretrained_checkpoint(tmp_path):
     torch.save({"model": _net().state_dict(), "info": {"bundle": "unimiss_cxr_segmentation"}}, other)
     with pytest.raises(ValueError) as err:
         load_pretrained_init(_Net(), other, trained=True, bundle="unimiss_cxr_classification")
-    assert str(err.value).endswith("; it is a model of unimiss_cxr_segmentation (its info says so), not of "
-                                   "unimiss_cxr_classification: point --ckpt_path (or --ckpt_dir) at a model this "
-                                   "bundle trained")
+    # said alone: how the load failed would only distract from whose model it is
+    assert str(err.value) == (f"the trained model {other} is a model of unimiss_cxr_segmentation (its info says so), "
+                              "not of unimiss_cxr_classification: point --ckpt_path (or --ckpt_dir) at a model this "
+                              "bundle trained")
     with pytest.raises(ValueError, match=r"-- run this command with the overlays .* --variant\)$"):
         load_pretrained_init(_Net(), other, trained=True, bundle="unimiss_cxr_segmentation")
     assert "unimiss_cxr_segmentation" not in _refusal(_Net(), other)  # which bundle runs is not known: no claim
@@ -132,6 +133,11 @@ def test_a_pretraining_export_or_a_fine_tune_run_is_named_for_what_it_is(tmp_pat
     assert message.endswith(f"; it is a pretraining export (a backbone without this bundle's head), not a model this "
                             f"bundle trained: fine-tune from it first (configs/train.json with --pretrained_path "
                             f"'{export}'), then point --ckpt_path at the model that writes")
+    # released, it names its release: still a pretraining export, not "a model of" another bundle
+    released = tmp_path / "released.pt"
+    torch.save({"model": encoder, "info": {**backbone_info(net), "bundle": "unimiss_pretraining"}}, released)
+    with pytest.raises(ValueError, match=r"; it is a pretraining export \(a backbone without this bundle's head\)"):
+        load_pretrained_init(_net(), released, trained=True, bundle="unimiss_ct_segmentation")
     run = tmp_path / "ctseg out"
     (run / "checkpoints").mkdir(parents=True)
     torch.save({"network": net.state_dict(), "best_model": {}}, run / "checkpoints" / "checkpoint.pt")

@@ -102,9 +102,11 @@ def test_invalid_sources_are_refused(tmp_path):
 
 
 def test_a_fine_tuned_model_is_not_published_as_pretraining(tmp_path, capsys):
-    # a fine-tuning bundle's model.pt also has "model" and "info" with a variant; its info names its bundle
+    # a fine-tuning bundle's model.pt also has "model" and "info" with a variant
     exported = _export(tmp_path / "export.pt")
-    tuned = {"model": exported["model"], "info": {**exported["info"], "bundle": "unimiss_cxr_segmentation"}}
+    # its info names its bundle and the classes of its head (CheckpointInfo)
+    info = {"bundle": "unimiss_cxr_segmentation", "variant": exported["info"]["variant"], "classes": ["lung_left"]}
+    tuned = {"model": exported["model"], "info": info}
     torch.save(tuned, tmp_path / "tuned.pt")
     with pytest.raises(ValueError, match="is a trained model of unimiss_cxr_segmentation, not a pretraining export"):
         publish_pretrained(str(tmp_path / "tuned.pt"), str(tmp_path / "dst.pt"))

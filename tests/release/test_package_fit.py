@@ -24,9 +24,9 @@ PRETRAINING = BUNDLES / "unimiss_pretraining"
 CXR = BUNDLES / "unimiss_cxr_classification"
 
 
-def _released_info(zip_path: str, name: str) -> dict:
+def _released_info(zip_path: str, name: str, weights: str = "models/model.pt") -> dict:
     with zipfile.ZipFile(zip_path) as zf:
-        return torch.load(io.BytesIO(zf.read(f"{name}/models/model.pt")), weights_only=True)["info"]
+        return torch.load(io.BytesIO(zf.read(f"{name}/{weights}")), weights_only=True)["info"]
 
 
 def test_smoke_pretraining_weights_need_their_overlay(tiny_export, tmp_path, capsys):
@@ -78,7 +78,9 @@ def test_a_smoke_trained_fine_tuned_model_needs_its_overlay(tmp_path):
         "variant mitplus (the weights' own): ")
     assert "--overlay smoke.yaml" in message and not (tmp_path / "dist").exists()
     res = package_bundle(str(CXR), weights=str(weights), out=str(tmp_path / "dist"), overlay="configs/smoke.yaml")
-    assert _released_info(res["zip"], CXR.name)["overlays"] == ["configs/smoke.yaml"]
+    # shipped where inference.json + smoke.yaml read the smoke model (its ckpt_dir), and recorded as such
+    info = _released_info(res["zip"], CXR.name, "models/smoke/model.pt")
+    assert info["overlays"] == ["configs/smoke.yaml"] and info["weights_path"] == "models/smoke/model.pt"
 
 
 def test_weights_trained_on_other_input_settings_are_refused(tmp_path):

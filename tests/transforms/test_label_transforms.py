@@ -58,7 +58,8 @@ def test_check_input_accepts_valid_and_inference_items():
         ({"shape": (8, 8)}, r"ct.nii.gz: a 2D image \(channel-first shape \(1, 8, 8\)\) but this bundle segments 3D "
                             r"volumes; give it a 3D image$"),
         ({"channels": 2}, r"ct.nii.gz: image has 2 channels, the network takes 1"),
-        ({"values": (0, 1, 7)}, r"ct_label.nii.gz: label values \[7.0\] are outside the declared classes 0..2"),
+        ({"values": (0, 1, 7)}, r"ct_label.nii.gz: label values \[7.0\] are outside the declared classes 0..2; .* "
+                                 r"one name per class in class_names, which sets num_classes\)$"),
         ({"values": (0, 1.5)}, r"label values \[1.5\] are not whole numbers, .* nearest-neighbour interpolation$"),
         ({"label_shape": (8, 8, 5)}, r"label grid \(8, 8, 5\) differs from image grid \(8, 8, 6\)"),
         ({"label_affine": torch.diag(torch.tensor([2.0, 1.0, 1.0, 1.0]))}, r"label affine differs from the image affine"),

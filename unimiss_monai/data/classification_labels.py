@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from unimiss_monai.data.case_names import named_inputs
-from unimiss_monai.data.datalists import read_split
+from unimiss_monai.data.datalists import read_split, require_files, unread_datalist
 from unimiss_monai.data.drr_run_folder import drr_run_images
 from unimiss_monai.data.image_formats import (
     SCANNED_SUFFIXES,
@@ -82,7 +82,7 @@ def canonical_label(label, class_names: Sequence[str], multi_label: bool, where:
 
 def load_classification_datalist(
     datalist: str | os.PathLike, split: str, class_names: Sequence[str], multi_label: bool = False,
-    base_dir: str | os.PathLike | None = None,
+    base_dir: str | os.PathLike | None = None, check_images: bool = True,
 ) -> list[dict]:
     """Items ``{"image": absolute path, "label": canonical label, ...}`` of one split of a datalist.
 
@@ -91,9 +91,11 @@ def load_classification_datalist(
         class_names: the C class names, in output-channel order.
         multi_label: labels are sets of findings (multi-hot) rather than one exclusive class.
         base_dir: folder that relative image paths start from. Defaults to the datalist's folder.
+        check_images: refuse an item whose image does not exist (training, before any work); evaluation passes
+            False, so that such a case fails alone in the run (``TolerantDataset``) and the others are scored.
 
     Raises:
-        FileNotFoundError: the datalist or an image is missing.
+        FileNotFoundError: the datalist is missing, or (``check_images``) an image.
         ValueError: no such split, or an empty one (see :func:`unimiss_monai.data.datalists.read_split`), or a bad
             label (see :func:`canonical_label`).
     """
@@ -111,12 +113,12 @@ def load_classification_datalist(
         if not isinstance(item["image"], str) or not item["image"]:
             raise ValueError(f"{where}: 'image' is {item['image']!r}; give one image path as a string")
         image = Path(item["image"]) if Path(item["image"]).is_absolute() else base / item["image"]
-        if not image.exists():
-            raise FileNotFoundError(f"{where}: image {str(image)!r} does not exist; fix the path (relative paths start at {base})")
         label = _in_bundle_order(item["label"], listed, list(class_names), multi_label) if listed else item["label"]
         items.append({**item, "image": str(image), "label": canonical_label(label, class_names, multi_label, where)})
     if not items:
         raise ValueError(f"datalist {path}: split {split!r} is empty")
+    if check_images:
+        require_files(raw, path, split, ("image",), base)
     _say_missing_classes(path, split, [it["label"] for it in items], list(class_names), multi_label)
     return items
 
@@ -242,5 +244,6 @@ def list_images(folder: str | os.PathLike, suffixes: Sequence[str] = SCANNED_SUF
                         accounted=[*(p for _, own in scan.series for p in own), *scan.said, *scan.unlistable])
     if not files and not folders:
         looked = ", ".join(suffixes) + (", DICOM series folders" if series else "")
-        raise FileNotFoundError(f"no image ({looked}) under {str(root)!r}; pass --dataset_dir with your images")
+        raise FileNotFoundError(f"no image ({looked}) under {str(root)!r}; pass --dataset_dir with your images"
+                                f"{unread_datalist(folder)}")
     return named_inputs(root, sorted(files + folders), series=folders)

@@ -15,7 +15,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
-__all__ = ["read_split", "load_datalist", "missing_datalist"]
+__all__ = ["read_split", "load_datalist", "missing_datalist", "absent_file", "require_files", "unread_datalist"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,42 @@ def missing_datalist(path: Path, fix: str) -> FileNotFoundError:
         return FileNotFoundError(f"--dataset_dir {str(path.parent)!r} is a file; pass the folder that holds the "
                                  f"datalist, named {path.name} there")
     return FileNotFoundError(f"datalist {str(path)!r} does not exist; {fix}")
+
+
+def absent_file(key: str, path: str | os.PathLike, fix: str) -> str:
+    """The one line for an item's ``key`` file (``image``, ``label``) that is not there, with ``fix``: the words the
+    up-front check of a training split (:func:`require_files`) and a case that fails alone in evaluation or inference
+    (:class:`~unimiss_monai.data.tolerant.TolerantDataset`) share."""
+    return f"{key} {str(path)!r} does not exist; {fix}"
+
+
+def require_files(items: list, datalist: str | os.PathLike, split: str, keys: tuple[str, ...] = ("image",),
+                  base_dir: str | os.PathLike | None = None) -> None:
+    """FileNotFoundError in one line naming ``datalist[split][i]`` and the file, for the first item whose ``keys``
+    path (relative to ``base_dir``, by default the datalist's folder) does not exist.
+
+    A training run checks its splits with this before any work: otherwise it starts (caching, epochs) and fails
+    when it reaches the file, with a reader's words that name no datalist entry. Evaluation and inference do not:
+    there a missing file fails its case alone. Items that are not dicts or whose value is no path are left to the
+    callers' own checks."""
+    base = Path(base_dir) if base_dir is not None else Path(datalist).parent
+    for index, item in enumerate(items):
+        for key in keys:
+            value = item.get(key) if isinstance(item, dict) else None
+            if isinstance(value, str) and value and not (base / value).exists():
+                fix = f"fix the path (relative paths start at {base})"
+                raise FileNotFoundError(f"{datalist}[{split!r}][{index}]: {absent_file(key, base / value, fix)}")
+
+
+def unread_datalist(folder: str | os.PathLike) -> str:
+    """The words an inference scan that found no image in ``folder`` adds when a ``datalist.json`` lies there (else
+    ``""``): these scans read image files, not a datalist (the CT segmentation bundle's does), so a user who put one
+    there was told only that no image was found."""
+    path = Path(folder) / "datalist.json"
+    if not path.is_file():
+        return ""
+    return (f"; {str(path)!r} is not read by this bundle's inference, which reads the images in the folder: pass "
+            "--dataset_dir with the folder of the images it lists, or score its 'test' list with evaluate.json")
 
 
 def read_split(datalist: str | os.PathLike, split: str = "training", base_dir: str | os.PathLike | None = None) -> list:
@@ -96,7 +132,7 @@ def _label_of(item, root: Path):
 
 def load_datalist(
     datalist: str | os.PathLike, split: str = "training", is_segmentation: bool = True,
-    base_dir: str | os.PathLike | None = None, require_foreground: bool = False,
+    base_dir: str | os.PathLike | None = None, require_foreground: bool = False, check_files: bool = False,
 ) -> list[dict]:
     """``monai.data.load_decathlon_datalist(datalist, is_segmentation, split, base_dir)`` after :func:`read_split`
     has checked that ``split`` is a non-empty list (a drop-in for that call in the bundles' configs).
@@ -113,6 +149,8 @@ def load_datalist(
         if missing:
             raise ValueError(f"datalist {datalist}: item {index} of {split!r} has no {' or '.join(map(repr, missing))} "
                              f"({str(item)[:80]}); every item is {ITEM_FORM}")
+    if check_files:
+        require_files(items, datalist, split, needed, base_dir)
     loaded = load_decathlon_datalist(datalist, is_segmentation, split, base_dir)
     if require_foreground:
         _require_foreground(loaded, datalist, split)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 import torch
 from monai.data import Dataset
 
+from unimiss_monai.data.datalists import absent_file
 from unimiss_monai.data.grid_checks import dicom_image_problem
 from unimiss_monai.data.image_formats import listing_problem
 from unimiss_monai.utils.errors import (
@@ -55,7 +56,8 @@ class TolerantDataset(Dataset):
             out = super()._transform(index)
         except Exception as err:  # noqa: BLE001 - any failure of one case is reported, the others go on
             # a folder a scan could not list stands in for its images: why and the fix, which a reader would not say
-            unlisted = listing_problem(case)
+            # a file that is gone: which one (image or label) and the fix, where a reader says only "[Errno 2]"
+            unlisted = listing_problem(case) or _absent_file(item)
             reason = unlisted or failure_reason(err)
             problem = None if unlisted or user_error_message(err) else dicom_image_problem(case)
             if problem:  # a reader's internals: say what in the file it could not take, and the fix
@@ -64,9 +66,19 @@ class TolerantDataset(Dataset):
                 reason = f"{reason}; {fix}"
             if case not in reason:  # a reader's own error may not say which file it was reading
                 reason = f"{case}: {reason}"
-            logger.error("inference: %s failed: %s", case, reason)
+            # this dataset serves evaluation as well as inference: the line names neither stage
+            logger.error("case %s failed: %s", case, reason)
             return {"image": torch.zeros(self.placeholder_shape), CASE_KEY: case, FAILED_KEY: reason}
         return {**out, CASE_KEY: case, FAILED_KEY: ""}
+
+
+def _absent_file(item: dict) -> str | None:
+    """The one line for the first of the item's image and label files that does not exist, else None."""
+    for key in ("image", "label"):
+        path = item.get(key)
+        if isinstance(path, str) and path and not os.path.exists(path):
+            return absent_file(key, path, "fix the datalist entry or restore the file")
+    return None
 
 
 def _reader_fix(err: Exception, case: str) -> str:

@@ -21,6 +21,7 @@ from monai.transforms import LoadImage
 
 from unimiss_monai.conventions import grey_levels, structure_colour
 from unimiss_monai.data.case_names import named_inputs
+from unimiss_monai.data.datalists import unread_datalist
 from unimiss_monai.data.drr_run_folder import drr_run_images
 from unimiss_monai.data.grid_checks import dicom_image_problem
 from unimiss_monai.data.image_formats import (
@@ -208,7 +209,7 @@ def list_radiographs(folder: str | os.PathLike) -> list[dict[str, str]]:
     files = scan_images(root, SCANNED_SUFFIXES, recursive=True, skip_stems=("_overlay",))
     if not files:
         raise FileNotFoundError(f"{root}: no radiographs found (looked for {', '.join(SCANNED_SUFFIXES)} and "
-                                "DICOM files of any name)")
+                                f"DICOM files of any name){unread_datalist(folder)}")
     return named_inputs(root, files)  # alike file names in sub-folders are told apart by their paths
 
 

@@ -21,7 +21,7 @@ import torch
 from unimiss_monai.handlers.checkpoint_info import as_options, settings_mismatch
 from unimiss_monai.networks.pretrained import PRETRAINED as _PRETRAINED, TRAINED as _TRAINED, load_pretrained
 from unimiss_monai.networks.state_dict_diff import state_dict_differences
-from unimiss_monai.networks.weights_file import weights_in_folder
+from unimiss_monai.networks.weights_file import recorded_info, refuse_trained_model, weights_in_folder
 from unimiss_monai.utils.args import as_bool, optional_path
 from unimiss_monai.utils.ema import unwrap_model
 from unimiss_monai.utils.finite import NonFiniteWeightsError, refuse_non_finite_weights
@@ -117,20 +117,23 @@ def _load_trained(network: torch.nn.Module, path, checkpoint_key: str | None, en
     except (UnreadableCheckpointError, UnsafeCheckpointError, NonFiniteWeightsError):
         raise  # the file itself is at fault: its one line says so, and no overlay would help
     except ValueError as err:
+        # a model of another bundle, or a pretraining export: no overlay makes it fit (its info says what it is)
+        saved = _saved(path)
+        info = saved.get("info") if isinstance(saved.get("info"), dict) else {}
+        other = info.get("bundle") if isinstance(info.get("bundle"), str) else None
+        # a backbone records its family, whatever name its release gives it (convert-checkpoint: a bare variant)
+        export = "family" in info or (other is None and isinstance(saved.get("variant"), str))
+        if bundle and other and other != bundle and not export:
+            # said alone: why the load failed in detail (a grid it cannot tell, a shape) would only mislead
+            raise ValueError(f"the trained model {path} is a model of {other} (its info says so), not of {bundle}: "
+                             "point --ckpt_path (or --ckpt_dir) at a model this bundle trained") from None
         first = str(err).splitlines()[0]
         if first.startswith(f"{_TRAINED} "):  # the loader's own refusal already names the trained model and the file
             what_failed = f"the {first}"
         else:  # the file is named once, in front
             reason = first.replace(f"{_TRAINED} {path}: ", "").replace(f"{path}: ", "")
             what_failed = f"the trained model {path} does not fit this network: {reason}"
-        # a model of another bundle, or a pretraining export: no overlay makes it fit (its info says what it is)
-        saved = _saved(path)
-        info = saved.get("info") if isinstance(saved.get("info"), dict) else {}
-        other = info.get("bundle") if isinstance(info.get("bundle"), str) else None
-        if bundle and other and other != bundle:
-            raise ValueError(f"{what_failed}; it is a model of {other} (its info says so), not of {bundle}: point "
-                             f"--ckpt_path (or --ckpt_dir) at a model this bundle trained") from None
-        if other is None and ("family" in info or isinstance(saved.get("variant"), str)):
+        if export:
             raise ValueError(f"{what_failed}; it is a pretraining export (a backbone without this bundle's head), not "
                              "a model this bundle trained: fine-tune from it first (configs/train.json with "
                              f"--pretrained_path {shlex.quote(path)}), then point --ckpt_path at the model that "
@@ -233,7 +236,10 @@ def _load_file(
     net = unwrap_model(network)
     if checkpoint_key is None and type(net).__module__.startswith("unimiss_monai.networks"):
         return _load_unimiss(net, path, strict, allow_partial, what)
-    state = _extract_state(load_torch_file(path, what), path, checkpoint_key, what)
+    saved = load_torch_file(path, what)
+    if what == _PRETRAINED and not strict:  # load_pretrained's check of a UniMiSS network, for any other one
+        refuse_trained_model(recorded_info(saved), path)
+    state = _extract_state(saved, path, checkpoint_key, what)
 
     targets: dict[str, torch.nn.Module] = {"network": net}
     encoder = getattr(net, encoder_attr, None)

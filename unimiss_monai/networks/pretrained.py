@@ -25,7 +25,7 @@ from unimiss_monai.networks.nets.image_volume import ImageVolumeNet
 from unimiss_monai.networks.recipe_weights import SLICE_ENCODER_PREFIX, check_recipe, intra_inter_info
 from unimiss_monai.networks.untrained_dims import set_aside_untrained
 from unimiss_monai.networks.variants import VARIANTS, VariantConfig, get_variant
-from unimiss_monai.networks.weights_file import recorded_info
+from unimiss_monai.networks.weights_file import recorded_info, refuse_trained_model
 from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.finite import NonFiniteWeightsError, refuse_non_finite_weights
 from unimiss_monai.utils.serialization import load_torch_file
@@ -67,26 +67,31 @@ class LoadReport:
     encoder_loaded: int = 0
     encoder_total: int = 0
     encoder_resized: int = 0
+    encoder_inflated: int = 0
 
     def summary(self) -> str:
-        """One line: file, variant, encoder tensors loaded / resized."""
+        """One line: file, variant, encoder tensors loaded (how many of them inflated / resized), then what was not
+        loaded: decoder tensors left random, checkpoint tensors set aside."""
         origin = "info" if self.info.get("variant") else "key layout"
         lead = "pretrained" if self.what == PRETRAINED else self.what  # "pretrained <file>": the pretraining wording
+        # inflated and resized tensors are among the loaded ones: said inside its parenthesis, so no reader adds them up
+        parts = ([f"{self.encoder_inflated} of them inflated 2D->3D", f"{self.encoder_resized} resized"]
+                 if self.inflated else [f"{self.encoder_resized} of them resized"])
         return (
             f"{lead} {self.source}: variant {self.checkpoint_variant or 'unknown'} (from {origin}), "
-            f"{self.encoder_loaded}/{self.encoder_total} encoder tensors loaded, {self.encoder_resized} resized"
-            + (f", {len(self.inflated)} inflated 2D->3D" if self.inflated else "")
-            + (f", {len(self.not_inflated)} decoder 3D tensors left random (only the encoder is inflated)"
+            f"{self.encoder_loaded}/{self.encoder_total} encoder tensors loaded ({', '.join(parts)})"
+            + (f"; {len(self.not_inflated)} decoder 3D tensors left random (only the encoder is inflated)"
                if self.not_inflated else "")
-            + (f", {len(self.set_aside)} never-trained tensors set aside" if self.set_aside else "")
+            + (f"; {len(self.set_aside)} never-trained checkpoint tensors set aside, not loaded"
+               if self.set_aside else "")
         )
 
     def __str__(self) -> str:
         lines = [
             self.summary(),
-            f"  all tensors: {len(self.matched)} loaded, {len(self.missing)} missing, {len(self.unexpected)} unexpected, "
-            f"{len(self.mismatched)} shape-mismatched, {len(self.resized)} position embeddings resized, "
-            f"{len(self.adapted)} input convs adapted, {len(self.inflated)} inflated 2D->3D",
+            f"  all tensors: {len(self.matched)} loaded ({len(self.resized)} of them position embeddings resized, "
+            f"{len(self.adapted)} input convs adapted, {len(self.inflated)} inflated 2D->3D), "
+            f"{len(self.missing)} missing, {len(self.unexpected)} unexpected, {len(self.mismatched)} shape-mismatched",
         ]
         for name in ("missing", "unexpected", "mismatched", "resized", "adapted", "inflated", "not_inflated", "set_aside"):
             keys = getattr(self, name)
@@ -260,8 +265,8 @@ def load_pretrained(
     tensors may stay untrained (they are task-specific); encoder tensors may not unless ``allow_partial``. A 2D-only
     checkpoint loaded into a 3D model has its encoder inflated to 3D (:mod:`unimiss_monai.networks.inflate`); its
     decoder is not, so the decoder's 3D tensors stay random (``LoadReport.not_inflated``). Tensors of a dimension its
-    pretraining never trained (``info["trained_dims"]``) are set aside first (:mod:`.untrained_dims`). Logs one line (file,
-    variant, encoder tensors loaded / resized) at INFO and the full report at DEBUG.
+    pretraining never trained (``info["trained_dims"]``) are set aside first (:mod:`.untrained_dims`). Logs one line
+    (file, variant, encoder tensors loaded, how many of them inflated or resized) at INFO and the full report at DEBUG.
 
     Args:
         model: the network to initialise.
@@ -278,6 +283,7 @@ def load_pretrained(
 
     Raises:
         ValueError (one line, naming the file): unreadable file, an official training checkpoint (convert it first),
+            a fine-tuned model of a bundle (its ``info.bundle``) given as a pretraining file,
             weights whose ``info`` or key layout is another variant or other widths, a position embedding whose
             training grid is unknown (no ``info``, not the variant's default size, no uniform rescale of the model's
             grid; unless ``allow_partial``), or untrained encoder tensors; ``NonFiniteWeightsError`` (a ValueError):
@@ -296,6 +302,10 @@ def load_pretrained(
 
 def _load(model: nn.Module, obj, source: str, strict: bool, allow_partial: bool, what: str) -> LoadReport:
     sd, info = read_checkpoint(obj, what)
+    if what == PRETRAINED and not strict and not isinstance(obj, Mapping):
+        # a file handed over as pretraining weights (--pretrained_path, pretrained=); a strict load asks for the whole
+        # network (bench-infer loads a bundle's model so), and a dict comes from code that chose it (the release check)
+        refuse_trained_model(info, source)
     check_recipe(info, model)
     target = model.state_dict()
     sd, set_aside = set_aside_untrained(_align_prefix(sd, set(target)), info)
@@ -337,8 +347,9 @@ def _load(model: nn.Module, obj, source: str, strict: bool, allow_partial: bool,
                 if not allow_partial and encoder is not None and k.startswith(prefix):
                     raise ValueError(
                         f"cannot tell the grid {k} was trained at ({v.shape[1] - m.num_prefix} patch entries, model "
-                        f"grid {tuple(m.grid)}); load a checkpoint exported with info, or build the model at the "
-                        "img_size it was trained at"
+                        # a file that has info needs no advice to have it
+                        f"grid {tuple(m.grid)}); {'' if info else 'load a checkpoint exported with info, or '}"
+                        "build the model at the img_size it was trained at"
                     )
                 why[k] = f"{tuple(v.shape)}->{tuple(want.shape)}, training grid unknown"
                 continue
@@ -360,6 +371,7 @@ def _load(model: nn.Module, obj, source: str, strict: bool, allow_partial: bool,
     untrained = [k for k in enc_keys if k not in loaded]
     report.encoder_total, report.encoder_loaded = len(enc_keys), len(enc_keys) - len(untrained)
     report.encoder_resized = sum(r.startswith(prefix) for r in report.resized) if encoder is not None else 0
+    report.encoder_inflated = sum(r.split(" ", 1)[0] in loaded for r in inflated)  # "<key> (<rule>)", encoder keys
     if strict and (report.missing or report.unexpected or report.mismatched):
         raise ValueError(f"strict loading failed: {report.summary()}; {len(report.missing)} missing, "
                          f"{len(report.unexpected)} unexpected, {len(report.mismatched)} shape-mismatched")

@@ -19,7 +19,7 @@ import torch
 
 from unimiss_monai.data.writers import keep_previous, save_torch
 from unimiss_monai.networks.pretrained import INFO_WIDTHS, detect_variant, smoke_sized
-from unimiss_monai.networks.weights_file import recorded_info, weights_in_folder
+from unimiss_monai.networks.weights_file import recorded_info, refuse_trained_model, weights_in_folder
 from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.finite import first_non_finite
 from unimiss_monai.utils.serialization import load_torch_file
@@ -50,7 +50,7 @@ def read_export(path: str | os.PathLike) -> dict[str, Any]:
         FileNotFoundError (one line naming the folder): a folder without ``models/model.pt``.
         ValueError (one line naming the file): missing or unreadable file, no ``model`` state dict, no ``variant`` in
             ``info`` or beside ``model`` (an export of ``StudentTeacher.export``, or a converted official checkpoint),
-            or non-finite tensors.
+            a fine-tuned model (its ``info.bundle`` names a fine-tuning bundle), or non-finite tensors.
     """
     path = Path(weights_in_folder(path, "publish-pretrained: source"))
     if not path.is_file():
@@ -69,10 +69,7 @@ def read_export(path: str | os.PathLike) -> dict[str, Any]:
             "(TrainingCheckpoint export_fn '$@network_def.export'), or convert an official checkpoint with "
             "python -m unimiss_monai convert-checkpoint"
         )
-    bundle = info.get("bundle")
-    if bundle not in (None, "unimiss_pretraining"):  # a fine-tuned model records its bundle (CheckpointInfo)
-        raise ValueError(f"{path} is a trained model of {bundle}, not a pretraining export; pass the models/model.pt of a "
-                         "pretraining run")
+    refuse_trained_model(info, path)
     bad = first_non_finite(tensors)
     if bad is not None:
         raise ValueError(f"{path}: tensor {bad} holds NaN or Inf; the run diverged, publish an earlier export")

@@ -14,8 +14,10 @@ from typing import Any
 
 import torch
 
-__all__ = ["WEIGHTS_IN_FOLDER", "recorded_info", "weights_in_folder"]
+__all__ = ["PRETRAINING_BUNDLE", "WEIGHTS_IN_FOLDER", "recorded_info", "refuse_trained_model", "weights_in_folder"]
 
+#: the bundle whose weights are a pretraining export; every other bundle's models/model.pt is a fine-tuned task network
+PRETRAINING_BUNDLE = "unimiss_pretraining"
 #: where a bundle folder, and the output folder of a finished pretraining run, keep their weights
 WEIGHTS_IN_FOLDER = os.path.join("models", "model.pt")
 
@@ -77,3 +79,20 @@ def recorded_info(obj: Any) -> dict[str, Any]:
     if "variant" not in info and isinstance(obj.get("variant"), str):
         info["variant"] = obj["variant"]
     return info
+
+
+def refuse_trained_model(info: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """Refuse, in one line naming ``path``, weights whose ``info`` (:func:`recorded_info`) is a fine-tuned model's:
+    it records the ``classes`` of its bundle's head (``CheckpointInfo``), which no backbone has. Such a model holds
+    the same encoder tensors as a pretraining export, so it would otherwise pass as pretraining weights. What they are
+    decides, not the name in ``info.bundle``: a release is named by its publisher (``package-bundle --name``,
+    ``release-official --name``), so a pretraining export may carry any name. Pretraining exports, released
+    pretraining bundles, converted official checkpoints and files without ``info`` pass."""
+    if "classes" not in info:
+        return
+    bundle = info.get("bundle") or "a fine-tuning bundle"
+    raise ValueError(
+        f"{os.fspath(path)} is a trained model of {bundle}, not a pretraining export (its info records the classes "
+        f"of a fine-tuned network); pass a pretraining export: the models/model.pt of a pretraining run or of the "
+        f"{PRETRAINING_BUNDLE} bundle, or the file publish-pretrained wrote"
+    )

@@ -200,21 +200,44 @@ def _check_unpacked(folder: Path, entry: ReleaseEntry) -> dict[str, Any]:
     if str(meta.get("version")) != entry.version:
         raise DownloadError(f"{entry.url} holds {entry.name} version {meta.get('version')}, the index says "
                             f"{entry.version}; the index is wrong")
-    weights = folder / "models" / "model.pt"
-    if not weights.is_file():
+    # models/model.pt, or where the configs with the release's overlays read it (smoke.yaml: models/smoke/model.pt);
+    # the configs are not evaluated here, so the weights are found by name and checked against what they record
+    found = sorted(p.relative_to(folder).as_posix() for p in folder.glob("models/**/model.pt") if p.is_file())
+    if not found:
         return {}
-    obj = load_torch_file(weights, f"{entry.name} v{entry.version}: weights")
+    if len(found) > 1:  # which one a run reads depends on its configs: no guess
+        raise DownloadError(f"{entry.url}: {entry.name} holds {len(found)} weights files ({', '.join(found)}), where "
+                            "a release holds one; ask its publisher for a fixed one")
+    rel = found[0]
+    obj = load_torch_file(folder / rel, f"{entry.name} v{entry.version}: weights")
     model = obj.get("model") if isinstance(obj, Mapping) else None
     if not isinstance(model, Mapping) or not model:
-        raise DownloadError(f"{entry.url}: {entry.name}/models/model.pt holds no 'model' state dict")
+        raise DownloadError(f"{entry.url}: {entry.name}/{rel} holds no 'model' state dict")
     bad = first_non_finite(model)
     if bad is not None:
-        raise DownloadError(f"{entry.url}: {entry.name}/models/model.pt: tensor {bad} holds NaN or Inf; these weights "
+        raise DownloadError(f"{entry.url}: {entry.name}/{rel}: tensor {bad} holds NaN or Inf; these weights "
                             "are unusable, nothing was unpacked (ask the publisher for a fixed release)")
     info = dict(obj["info"]) if isinstance(obj.get("info"), Mapping) else {}
     overlays = info.get("overlays")
+    overlays = [str(o) for o in overlays] if isinstance(overlays, (list, tuple)) else []
+    recorded = info.get("weights_path")  # package-bundle records it with overlays; earlier releases did not
+    if recorded is not None and recorded != rel:
+        raise DownloadError(f"{entry.url}: {entry.name}/{rel} records its place as {recorded}, where the configs with "
+                            f"{' + '.join(overlays) or 'no overlay'} read it; the release is inconsistent (ask its "
+                            "publisher for a fixed one)")
     return {"tensors": len(model), "variant": info.get("variant"), "training": info.get("training"),
-            "overlays": [str(o) for o in overlays] if isinstance(overlays, (list, tuple)) else []}
+            "overlays": overlays, "path": rel, "placed": recorded is not None or not overlays}
+
+
+def _run_hint(target: Path, weights: Mapping[str, Any]) -> str:
+    """The inference options for weights packaged with overlays (after ``inference.json``), with ``--ckpt_dir`` where
+    an earlier package-bundle left them in ``models/`` (the overlays may read another folder); else empty."""
+    if not weights.get("overlays") or not (target / "configs" / "inference.json").is_file():
+        return ""
+    configs = ",".join(f"'{(target / f).as_posix()}'" for f in ["configs/inference.json", *weights["overlays"]])
+    ckpt = "" if weights.get("placed") else f" --ckpt_dir {(target / weights['path']).parent.as_posix()}"
+    return (f"; run it with --config_file \"[{configs}]\" --meta_file {(target / 'configs/metadata.json').as_posix()} "
+            f"--bundle_root {target.as_posix()}{ckpt}")
 
 
 def _unpack(zip_path: Path, entry: ReleaseEntry, staging: Path, cache: Path) -> tuple[Path, dict]:
@@ -368,8 +391,9 @@ def download(
     source = f"{note}verified cache {zip_path}" if from_cache else entry.url
     # weights packaged with overlays fit the network only with them: said here, where the user first sees the weights
     overlays = f", fits the configs with {' + '.join(weights['overlays'])} only" if weights.get("overlays") else ""
-    described = (f"; weights models/model.pt: {weights['tensors']} tensors, variant {weights.get('variant') or '?'}"
-                 f"{overlays}, trained: {weights.get('training') or 'not stated'}") if weights else "; no weights"
+    described = (f"; weights {weights['path']}: {weights['tensors']} tensors, variant {weights.get('variant') or '?'}"
+                 f"{overlays}, trained: {weights.get('training') or 'not stated'}{_run_hint(target, weights)}"
+                 if weights else "; no weights")
     print(f"download: {entry.name} v{entry.version} (sha256 {entry.sha256[:12]}, from {source}) -> {target}: "
           f"{state}{described}", flush=True)
     return {"bundle": str(target), "version": entry.version, "sha256": entry.sha256, "from_cache": from_cache,

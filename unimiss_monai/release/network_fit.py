@@ -17,7 +17,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BundleNetwork", "bundle_network", "check_weights_fit", "overlay_files"]
+__all__ = ["BundleNetwork", "DEFAULT_WEIGHTS", "bundle_network", "check_weights_fit", "overlay_files", "weights_path"]
+
+#: where a bundle's configs read its trained weights unless an overlay moves them; fine-tuning bundles read a
+#: pretraining release there too. ``networks.weights_file.WEIGHTS_IN_FOLDER`` as a zip names it (POSIX), written out
+#: here: importing ``networks`` would build every network class for a command that packages files
+DEFAULT_WEIGHTS = "models/model.pt"
 
 _FIX = ("package them with the overlay they were trained with (--overlay smoke.yaml after a smoke training), or pass "
         "weights of this network")
@@ -65,6 +70,43 @@ def overlay_files(bundle_dir: str | os.PathLike, overlay: str | Sequence[str] | 
         if rel not in out:
             out.append(rel)
     return out
+
+
+def weights_path(bundle_dir: str | os.PathLike, overlays: Sequence[str] = ()) -> str:
+    """Where ``configs/inference.json`` with ``overlays`` on top reads the trained weights, as a POSIX path relative
+    to ``bundle_root``: its ``ckpt_path``, else ``<ckpt_dir>/model.pt``, resolved by MONAI's ConfigParser (the
+    fine-tuning bundles' ``smoke.yaml`` moves ``ckpt_dir`` to ``models/smoke``, so that a smoke run never replaces
+    the full-size model). Without overlays, or without an ``inference.json`` (the pretraining bundle, whose release
+    fine-tuning bundles read from ``models/model.pt``), :data:`DEFAULT_WEIGHTS`.
+
+    Raises:
+        ValueError (one line naming the configs and the fix): the configs read the weights outside ``bundle_root``.
+    """
+    from monai.bundle import ConfigParser
+
+    bundle_dir = Path(bundle_dir)
+    if not overlays or not (bundle_dir / "configs" / "inference.json").is_file():
+        return DEFAULT_WEIGHTS
+    files = ["configs/inference.json", *overlays]
+    parser = ConfigParser()
+    parser.read_config([str(bundle_dir / f) for f in files])
+    if "ckpt_path" not in parser and "ckpt_dir" not in parser:
+        return DEFAULT_WEIGHTS
+    with tempfile.TemporaryDirectory() as tmp:
+        # a stand-in bundle_root: the path is wanted relative to wherever the user unpacks the release
+        root = os.path.realpath(tmp)
+        parser["bundle_root"] = root
+        read = (parser.get_parsed_content("ckpt_path") if "ckpt_path" in parser
+                else os.path.join(parser.get_parsed_content("ckpt_dir"), "model.pt"))
+        read = os.path.normpath(os.fspath(read))
+        rel = os.path.relpath(read, root) if os.path.isabs(read) else None
+    rel = Path(rel).as_posix() if rel is not None else None
+    # download finds a release's weights as models/**/model.pt: a place it would not look is no place to ship them
+    if rel is None or not (rel.startswith("models/") and rel.endswith("/model.pt")):
+        raise ValueError(f"package-bundle: {' + '.join(files)} of {bundle_dir} read the weights from {read}, not from "
+                         "a model.pt under bundle_root/models, so a release cannot ship them there; make the overlay's "
+                         "ckpt_dir a folder under @bundle_root/models, or package without it")
+    return rel
 
 
 def bundle_network(bundle_dir: str | os.PathLike, overlays: Sequence[str] = (),

@@ -4,8 +4,9 @@ For ``bundles/<name>`` at the ``version`` of its ``configs/metadata.json`` this 
 
 - ``<name>_v<version>.zip``: one folder ``<name>/`` with ``configs/``, ``docs/``, ``LICENSE`` and, with weights,
   ``models/model.pt`` = ``{"model": state_dict, "info": {...}}`` (plain tensors, loadable with
-  ``torch.load(..., weights_only=True)``) and, given ``--base_url``, ``large_files.yml``; reproducible: the same
-  inputs give the same bytes;
+  ``torch.load(..., weights_only=True)``; with ``--overlay``, where the configs with those overlays read it, e.g.
+  ``models/smoke/model.pt``: :func:`.network_fit.weights_path`) and, given ``--base_url``, ``large_files.yml``;
+  reproducible: the same inputs give the same bytes;
 - ``<name>_v<version>.zip.sha256`` (``sha256sum -c`` format);
 - ``model_info.json``: the release index, with this release's entry added (see :mod:`.index`);
 - with weights, ``<name>_v<version>_model.pt`` (the same bytes as in the zip) and ``<name>_v<version>_large_files.yml``
@@ -29,7 +30,9 @@ from typing import Any
 from unimiss_monai.data.writers import save_bytes
 from unimiss_monai.release.archive import sha256_bytes, sha256_file, torch_bytes, zip_bytes
 from unimiss_monai.release.index import check_name, check_version, entry_key, load_index, update_index
-from unimiss_monai.release.network_fit import BundleNetwork, bundle_network, check_weights_fit, overlay_files
+from unimiss_monai.release.network_fit import (
+    BundleNetwork, bundle_network, check_weights_fit, overlay_files, weights_path,
+)
 from unimiss_monai.utils.finite import first_non_finite
 from unimiss_monai.utils.json_files import read_json_object
 from unimiss_monai.utils.serialization import load_torch_file
@@ -185,16 +188,16 @@ def package_bundle(
 
     Args:
         bundle: the bundle folder, e.g. ``bundles/unimiss_pretraining``.
-        weights: a ``model.pt`` to ship as ``models/model.pt`` (a pretraining export, a fine-tuned model or a converted
-            official checkpoint); by default the bundle's own ``models/model.pt`` when present, else a release without
-            weights.
+        weights: a ``model.pt`` to ship as ``models/model.pt``, with ``overlay`` where those configs read it (a
+            pretraining export, a fine-tuned model or a converted official checkpoint); by default the bundle's own
+            ``models/model.pt`` when present, else a release without weights.
         out: output folder (created).
         base_url: where the files will be published (e.g. a GitHub release's download URL); index and
             ``large_files.yml`` sources become absolute. Without it, sources are relative to the index.
         training: how the weights were trained and what they are for, stored as ``info["training"]``; required when
             the weights do not say it already.
         name: release name (the folder inside the zip); default the bundle folder's name.
-        torchscript: also ship ``models/model.ts`` (the bundle's ``network_def`` traced with these weights).
+        torchscript: also ship ``model.ts`` beside the weights (the bundle's ``network_def`` traced with them).
         overwrite: replace existing release files of the same version (zip, weights, ``.sha256``,
             ``_large_files.yml``) whose bytes differ.
         overlay: the overlay(s) of the bundle's ``configs/`` the weights were trained with (``smoke.yaml``; several as
@@ -234,7 +237,8 @@ def build_release(
     source: str | None = None,
 ) -> dict[str, Any]:
     """Write the release files of ``bundle_dir`` with ``payload`` (``{"model", "info"}`` or ``None``) as
-    ``models/model.pt`` into ``out``; see :func:`package_bundle`.
+    ``models/model.pt`` (with ``overlays``: where the configs with them read it) into ``out``; see
+    :func:`package_bundle`.
 
     ``overlays`` are the bundle's overlays the weights were trained with; ``source`` names the weights in messages
     (default ``the weights for <name> v<version>``). The network the configs build is that of the variant the
@@ -270,6 +274,9 @@ def build_release(
     overlays = overlay_files(bundle_dir, overlays, carried)
     entries = [(f"{name}/{rel}", (bundle_dir / rel).read_bytes()) for rel in carried]
     model_pt = None
+    # a user runs the release with the overlays it names: its weights go where those configs read them
+    # (smoke.yaml: models/smoke), else the run stops on "no trained model"; without overlays, models/model.pt
+    shipped_at = weights_path(bundle_dir, overlays) if payload is not None else None
     if payload is not None:
         source = source or f"the weights for {name} v{version}"
         bad = first_non_finite(payload["model"])
@@ -279,9 +286,10 @@ def build_release(
         if owner is not None and owner not in (name, bundle_dir.resolve().name):
             raise ValueError(f"package-bundle: the weights are a model of bundle {owner!r} (their info.bundle), not of "
                              f"{name!r}; package them with their own bundle (bundles/{owner}), or pass weights of {name}")
-        info = {k: v for k, v in payload["info"].items() if k != "overlays"}  # an earlier release's say no longer holds
+        # an earlier release's say (its overlays and where it shipped the weights) no longer holds
+        info = {k: v for k, v in payload["info"].items() if k not in ("overlays", "weights_path")}
         payload = {**payload, "info": {**info, "bundle": name, "bundle_version": version,
-                                       **({"overlays": overlays} if overlays else {})}}
+                                       **({"overlays": overlays, "weights_path": shipped_at} if overlays else {})}}
         model_pt = torch_bytes(payload)
         import torch
 
@@ -292,9 +300,10 @@ def build_release(
         recorded = {"variant": variant} if isinstance(variant, str) and variant in VARIANTS else None
         bundle = bundle_network(bundle_dir, overlays, recorded)
         check_weights_fit(bundle, shipped, source)  # loads them into bundle.net, which --torchscript then traces
-        entries.append((f"{name}/models/model.pt", model_pt))
-        if torchscript:
-            entries.append((f"{name}/models/model.ts", _torchscript(bundle_dir, meta, bundle)))
+        entries.append((f"{name}/{shipped_at}", model_pt))
+        if torchscript:  # beside the weights: a trace of the smoke network is no full-size models/model.ts
+            traced_at = f"{name}/{shipped_at.rsplit('/', 1)[0]}/model.ts"
+            entries.append((traced_at, _torchscript(bundle_dir, meta, bundle)))
     elif torchscript or overlays:
         raise ValueError(f"package-bundle: --{'torchscript' if torchscript else 'overlay'} needs weights (--weights)")
     out_dir = Path(out)
@@ -305,7 +314,7 @@ def build_release(
     if model_pt is not None:
         import yaml
 
-        large_yml = yaml.safe_dump({"large_files": [{"path": "models/model.pt", "url": prefix + weights_file.name,
+        large_yml = yaml.safe_dump({"large_files": [{"path": shipped_at, "url": prefix + weights_file.name,
                                                      "hash_val": sha256_bytes(model_pt), "hash_type": "sha256"}]},
                                    sort_keys=False)
         if base_url:  # as a model-zoo bundle carries it: download_large_files fetches the weights again from the zip
@@ -333,7 +342,7 @@ def build_release(
     # the index last: it never names a zip that is not in place
     entry = update_index(out_dir / "model_info.json", name, version, prefix + zip_path.name, digest, size)
     print(f"package-bundle: {name} v{version} -> {zip_path} ({state}; {size} bytes, sha256 {digest}); "
-          f"weights: {'models/model.pt' if model_pt else 'none (configs only)'}; index {out_dir / 'model_info.json'} "
+          f"weights: {shipped_at if model_pt else 'none (configs only)'}; index {out_dir / 'model_info.json'} "
           f"source {entry['source']}", flush=True)
     if large is not None and not base_url:
         print(f"package-bundle: {large.name} names {weights_file.name} by a relative URL; pass --base_url with the "

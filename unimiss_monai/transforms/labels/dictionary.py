@@ -102,7 +102,8 @@ class CheckSegmentationInputd(MapTransform):
         if bad.numel():
             raise ValueError(
                 f"{lsrc}: label values {bad[:8].tolist()} are outside the declared classes 0..{self.num_classes - 1}; "
-                "map them (e.g. unimiss_monai.transforms.SelectStructuresd for TotalSegmentator maps) or fix num_classes"
+                "map them (e.g. unimiss_monai.transforms.SelectStructuresd for TotalSegmentator maps) or declare them "
+                "(in a bundle: one name per class in class_names, which sets num_classes)"
             )
         return data
 
