@@ -33,11 +33,18 @@ def missing_datalist(path: Path, fix: str) -> FileNotFoundError:
     return FileNotFoundError(f"datalist {str(path)!r} does not exist; {fix}")
 
 
-def absent_file(key: str, path: str | os.PathLike, fix: str) -> str:
-    """The one line for an item's ``key`` file (``image``, ``label``) that is not there, with ``fix``: the words the
-    up-front check of a training split (:func:`require_files`) and a case that fails alone in evaluation or inference
-    (:class:`~unimiss_monai.data.tolerant.TolerantDataset`) share."""
-    return f"{key} {str(path)!r} does not exist; {fix}"
+def absent_file(item, keys: tuple[str, ...], fix: str, base_dir: str | os.PathLike | None = None) -> str | None:
+    """The one line, with ``fix``, for the first of ``item``'s ``keys`` files (``image``, ``label``; relative paths
+    start at ``base_dir``) that does not exist; None when all are there, or the item or its values are no paths (left
+    to the callers' own checks). The up-front check of a training split (:func:`require_files`) and a case that fails
+    alone in evaluation or inference (:class:`~unimiss_monai.data.tolerant.TolerantDataset`) say it alike."""
+    for key in keys:
+        value = item.get(key) if isinstance(item, dict) else None
+        if isinstance(value, str) and value:
+            path = Path(base_dir) / value if base_dir is not None else value
+            if not os.path.exists(path):
+                return f"{key} {str(path)!r} does not exist; {fix}"
+    return None
 
 
 def require_files(items: list, datalist: str | os.PathLike, split: str, keys: tuple[str, ...] = ("image",),
@@ -47,15 +54,11 @@ def require_files(items: list, datalist: str | os.PathLike, split: str, keys: tu
 
     A training run checks its splits with this before any work: otherwise it starts (caching, epochs) and fails
     when it reaches the file, with a reader's words that name no datalist entry. Evaluation and inference do not:
-    there a missing file fails its case alone. Items that are not dicts or whose value is no path are left to the
-    callers' own checks."""
+    there a missing file fails its case alone."""
     base = Path(base_dir) if base_dir is not None else Path(datalist).parent
     for index, item in enumerate(items):
-        for key in keys:
-            value = item.get(key) if isinstance(item, dict) else None
-            if isinstance(value, str) and value and not (base / value).exists():
-                fix = f"fix the path (relative paths start at {base})"
-                raise FileNotFoundError(f"{datalist}[{split!r}][{index}]: {absent_file(key, base / value, fix)}")
+        if line := absent_file(item, keys, f"fix the path (relative paths start at {base})", base):
+            raise FileNotFoundError(f"{datalist}[{split!r}][{index}]: {line}")
 
 
 def unread_datalist(folder: str | os.PathLike) -> str:

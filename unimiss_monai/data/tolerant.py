@@ -57,7 +57,8 @@ class TolerantDataset(Dataset):
         except Exception as err:  # noqa: BLE001 - any failure of one case is reported, the others go on
             # a folder a scan could not list stands in for its images: why and the fix, which a reader would not say
             # a file that is gone: which one (image or label) and the fix, where a reader says only "[Errno 2]"
-            unlisted = listing_problem(case) or _absent_file(item)
+            unlisted = listing_problem(case) or absent_file(item, ("image", "label"),
+                                                            "fix the datalist entry or restore the file")
             reason = unlisted or failure_reason(err)
             problem = None if unlisted or user_error_message(err) else dicom_image_problem(case)
             if problem:  # a reader's internals: say what in the file it could not take, and the fix
@@ -70,15 +71,6 @@ class TolerantDataset(Dataset):
             logger.error("case %s failed: %s", case, reason)
             return {"image": torch.zeros(self.placeholder_shape), CASE_KEY: case, FAILED_KEY: reason}
         return {**out, CASE_KEY: case, FAILED_KEY: ""}
-
-
-def _absent_file(item: dict) -> str | None:
-    """The one line for the first of the item's image and label files that does not exist, else None."""
-    for key in ("image", "label"):
-        path = item.get(key)
-        if isinstance(path, str) and path and not os.path.exists(path):
-            return absent_file(key, path, "fix the datalist entry or restore the file")
-    return None
 
 
 def _reader_fix(err: Exception, case: str) -> str:

@@ -283,7 +283,7 @@ def load_pretrained(
 
     Raises:
         ValueError (one line, naming the file): unreadable file, an official training checkpoint (convert it first),
-            a fine-tuned model of a bundle (its ``info.bundle``) given as a pretraining file,
+            a fine-tuned model of a bundle (its ``info`` records its head's classes) given as a pretraining file,
             weights whose ``info`` or key layout is another variant or other widths, a position embedding whose
             training grid is unknown (no ``info``, not the variant's default size, no uniform rescale of the model's
             grid; unless ``allow_partial``), or untrained encoder tensors; ``NonFiniteWeightsError`` (a ValueError):

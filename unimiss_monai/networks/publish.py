@@ -50,7 +50,7 @@ def read_export(path: str | os.PathLike) -> dict[str, Any]:
         FileNotFoundError (one line naming the folder): a folder without ``models/model.pt``.
         ValueError (one line naming the file): missing or unreadable file, no ``model`` state dict, no ``variant`` in
             ``info`` or beside ``model`` (an export of ``StudentTeacher.export``, or a converted official checkpoint),
-            a fine-tuned model (its ``info.bundle`` names a fine-tuning bundle), or non-finite tensors.
+            a fine-tuned model (its ``info`` records its head's classes), or non-finite tensors.
     """
     path = Path(weights_in_folder(path, "publish-pretrained: source"))
     if not path.is_file():
