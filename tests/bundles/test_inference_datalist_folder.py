@@ -1,7 +1,8 @@
-"""Inference given a ``--dataset_dir`` that holds a ``datalist.json`` and no image (a fine-tune data set kept apart
-from its images): the bundles that read images and not a datalist say so in their "no image" error, naming the file
-and what to pass instead (they said only that nothing was found); and every inference bundle takes ``--amp``, as the
-segmentation ones did (the classification ones refused it as an unknown config id)."""
+"""Inference given a ``--dataset_dir`` that holds a ``datalist.json`` (a fine-tune data set): every inference bundle
+runs on its held-out list, not on every image beside it (the classification and CXR segmentation bundles read the
+folder's images, the training ones too; CT segmentation read a ``testing`` list, else the ``training`` one); and every
+inference bundle takes ``--amp``, as the segmentation ones did (the classification ones refused it as an unknown
+config id)."""
 
 from __future__ import annotations
 
@@ -12,27 +13,60 @@ from bundle_runner import run_bundle_cli, smoke_weights
 
 pytestmark = pytest.mark.integration
 
-# bundle -> what its "nothing found" error began with
-NOTHING_FOUND = {
-    "unimiss_ct_classification": "no image (",
-    "unimiss_cxr_classification": "no image (",
-    "unimiss_cxr_segmentation": "no radiographs found",
+# bundle -> (the config id of its inputs, the image file suffix it reads)
+INPUTS = {
+    "unimiss_ct_classification": ("inputs", ".nii.gz"),
+    "unimiss_cxr_classification": ("inputs", ".png"),
+    "unimiss_cxr_segmentation": ("inputs", ".png"),
+    "unimiss_ct_segmentation": ("dataset#data", ".nii.gz"),
 }
 
 
-@pytest.mark.parametrize("bundle", list(NOTHING_FOUND))
-def test_a_datalist_in_an_imageless_folder_is_named_with_the_fix(bundle, tmp_path):
+def _fine_tune_folder(root, suffix, segmentation):
+    """A fine-tune data set as users keep one: images beside a datalist whose ``test`` list holds two of them."""
+    root.mkdir()
+    for name in ("tr1", "tr2", "te1", "te2"):
+        (root / f"{name}{suffix}").write_bytes(b"")  # never read: the inputs are listed, not loaded
+
+    def item(name):
+        return {"image": f"{name}{suffix}", "label": f"{name}_label{suffix}" if segmentation else 1}
+
+    (root / "datalist.json").write_text(json.dumps({
+        "training": [item("tr1"), item("tr2")],
+        "test": [item("te1"), f"te2{suffix}"],  # a plain path too, as the Decathlon's dataset.json lists test images
+    }))
+    return root
+
+
+@pytest.mark.parametrize("bundle", list(INPUTS))
+def test_inference_runs_on_the_test_list_of_a_folders_datalist(bundle, tmp_path):
+    from pathlib import Path
+
+    from monai.bundle import ConfigParser
+
+    key, suffix = INPUTS[bundle]
+    data = _fine_tune_folder(tmp_path / "ds", suffix, "segmentation" in bundle)
+    parser = ConfigParser()
+    parser.read_config(str(Path(__file__).resolve().parents[2] / "bundles" / bundle / "configs" / "inference.json"))
+    parser["dataset_dir"] = str(data)
+    images = [Path(item["image"]).name for item in parser.get_parsed_content(key)]
+    # the training images beside them were run on too (classification, CXR segmentation: every image of the folder;
+    # CT segmentation: its 'training' list, as it read only a 'testing' one)
+    assert images == [f"te1{suffix}", f"te2{suffix}"], images
+
+
+def test_a_datalist_naming_only_missing_images_fails_each_case_and_the_run(tmp_path):
     data = tmp_path / "ds"
     data.mkdir()
-    (data / "datalist.json").write_text(json.dumps({"test": [{"image": "/tmp/x/nothere.png", "label": []}]}))
+    (data / "datalist.json").write_text(json.dumps({"test": [{"image": "nothere.png", "label": []}]}))
+    bundle = "unimiss_cxr_classification"
     smoke_weights(bundle, tmp_path / "bundle")
     run = run_bundle_cli(bundle, ["inference.json", "smoke.yaml"], timeout=300, bundle_root=str(tmp_path / "bundle"),
                          dataset_dir=str(data), output_dir=str(tmp_path / "out"), amp="false")
-    error = [line for line in run.stderr.splitlines() if line.startswith("error:")]
-    assert run.returncode != 0 and len(error) == 1, run.stderr[-2000:]
-    assert NOTHING_FOUND[bundle] in error[0] and "unknown config id" not in error[0], error[0]
-    assert f"{str(data / 'datalist.json')!r} is not read by this bundle's inference" in error[0], error[0]
-    assert "pass --dataset_dir with the folder of the images it lists" in error[0], error[0]
+    assert run.returncode != 0 and "no case worked (1 failed" in run.stderr, run.stderr[-2000:]
+    (case,) = json.loads((tmp_path / "out" / "summary.json").read_text())["cases"]
+    assert case["status"] == "failed" and case["reason"].startswith(f"image {str(data / 'nothere.png')!r} does not "
+                                                                    "exist; fix the datalist entry"), case
 
 
 @pytest.mark.parametrize("bundle", ["unimiss_ct_classification", "unimiss_cxr_classification"])

@@ -104,8 +104,10 @@ def test_inference_on_a_samples_data_set_lists_its_test_split_only(tmp_path, nam
     test = json.loads((tmp_path / "samples" / name / "datalist.json").read_text())["test"]
     assert list_images(folder) == [{"image": str(tmp_path / "samples" / name / t["image"])} for t in test]
     assert len(list_images(Path(folder) / "images")) > len(test)  # the images folder itself: everything
-    copy = shutil.copytree(folder, tmp_path / "mine")  # the same files outside a samples output: the user's own data
-    assert len(list_images(copy)) == len(list_images(Path(folder) / "images"))
+    copy = shutil.copytree(folder, tmp_path / "mine")  # the same files outside a samples output: the user's own data,
+    assert list_images(copy) == [{"image": str(copy / t["image"])} for t in test]  # whose datalist's test list is read
+    (copy / "datalist.json").unlink()
+    assert len(list_images(copy)) == len(list_images(Path(folder) / "images"))  # without one: every image
 
 
 def test_a_samples_data_set_is_known_by_any_path_and_its_test_split_read_or_said_unreadable(tmp_path, monkeypatch, caplog):

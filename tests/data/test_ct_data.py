@@ -312,7 +312,7 @@ def test_a_volume_without_air_warns_that_it_does_not_look_like_ct():
 @pytest.mark.parametrize("content", [{"testing": []}, {"testing": [], "training": []}, {}])
 def test_a_datalist_listing_no_ct_is_refused(tmp_path, content):
     (tmp_path / "datalist.json").write_text(json.dumps(content))
-    with pytest.raises(CTInputError, match="datalist.json: expected a non-empty 'testing' list"):
+    with pytest.raises(CTInputError, match="datalist.json: expected a non-empty 'testing' or 'training' list"):
         find_ct_cases(tmp_path)
 
 
@@ -327,7 +327,8 @@ def test_an_empty_testing_list_falls_back_to_training(tmp_path):
                                         ({"image": ""}, "image"), ({"image": "a.nii.gz", "label": ["b.nii.gz"]}, "label")])
 def test_a_datalist_entry_that_is_not_one_path_is_refused_naming_the_datalist(tmp_path, entry, key):
     (tmp_path / "datalist.json").write_text(json.dumps({"testing": [{"image": "ok.nii.gz"}, entry]}))
-    with pytest.raises(CTInputError, match=rf"datalist.json: entry 1 has '{key}' = .*one path or name as a string"):
+    words = "has 'label' = .*one path as a string" if key == "label" else "is {'image': .*, with no image path"
+    with pytest.raises(CTInputError, match=rf"datalist.json: 'testing' entry 1 {words}"):
         find_ct_cases(tmp_path)
 
 

@@ -4,10 +4,11 @@ gzip file``), and gives none that would mislead: not for a file that is gone, no
 from __future__ import annotations
 
 import numpy as np
-from monai.transforms import Compose, Lambdad, LoadImaged
+from monai.transforms import Compose, EnsureChannelFirstd, Lambdad, LoadImaged
 
 from unimiss_monai.data import save_nifti
 from unimiss_monai.data.tolerant import FAILED_KEY, TolerantDataset
+from unimiss_monai.transforms import CheckSegmentationInputd
 
 INTACT = "it cannot be read as an image: replace it with an intact copy or drop the case"
 
@@ -30,3 +31,21 @@ def test_a_reader_failure_gets_the_fix_and_other_failures_do_not(tmp_path):
     assert reasons[2] == ""
     later = _reasons([{"image": good}], Compose([LoadImaged("image"), Lambdad("image", _fail_after_loading)]))
     assert later == [f"{good}: RuntimeError: out of something"]
+
+
+def test_a_case_failed_by_its_label_names_the_label_once_and_the_fix(tmp_path):
+    # evaluation: the label does not fit its image; the check's own line names the label and the fix, and neither the
+    # image path in front nor the exception's type in between would help
+    image, label = str(tmp_path / "image.nii.gz"), str(tmp_path / "label.nii.gz")
+    save_nifti(np.arange(64, dtype=np.float32).reshape(8, 8), np.eye(4), image)
+    save_nifti(np.zeros((8, 9), np.float32), np.eye(4), label)
+    keys = ("image", "label")
+    transform = Compose([LoadImaged(keys), EnsureChannelFirstd(keys), CheckSegmentationInputd(keys, spatial_dims=2)])
+    [reason] = _reasons([{"image": image, "label": label}], transform)
+    assert reason.startswith(f"{label}: label grid (8, 9) differs from image grid (8, 8) ("), reason
+    assert reason.endswith("; resample the label onto the image") and reason.count(label) == 1
+    assert "Error" not in reason and "\n" not in reason
+    # a failure this package did not foresee keeps its type, after the case it struck
+    unforeseen = Compose([LoadImaged(keys), Lambdad("image", _fail_after_loading)])
+    [reason] = _reasons([{"image": image, "label": label}], unforeseen)
+    assert reason == f"{image}: RuntimeError: out of something"

@@ -137,3 +137,12 @@ def test_bench_drr_refuses_what_the_drr_bundle_refuses_in_its_words(tmp_path):
             bench_drr(sizes=16, repeats=1, ct=str(ct), ours_only=True)
     with pytest.raises(ValueError, match=r"^bench-drr: each --sizes value must be a whole number of at least 1, got 0"):
         bench_drr(sizes=(16, 0), repeats=1, ct=str(air), ours_only=True)
+
+
+def test_a_missing_ct_is_named_with_this_commands_option(tmp_path):
+    """The reader's own line told bench-drr users to check --dataset_dir, an option of the bundles, not of this."""
+    with pytest.raises(FileNotFoundError, match=r"^bench-drr: --ct .*nothere.nii.gz does not exist; pass a CT file"):
+        bench_drr(sizes=16, repeats=1, ct=str(tmp_path / "nothere.nii.gz"), out=str(tmp_path / "b.json"),
+                  ours_only=True)
+    assert not (tmp_path / "b.json").exists()
+

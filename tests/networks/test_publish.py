@@ -211,3 +211,28 @@ def test_an_installation_without_bundles_needs_dst(tmp_path, monkeypatch):
                                          r"\(installed from a wheel, .*\); pass --dst <bundles folder>/unimiss_"):
         publish_pretrained(str(tmp_path / "run.pt"))
     assert not (tmp_path / "site-packages").exists()
+
+
+def test_a_runs_last_line_names_the_step_its_export_takes(tmp_path, caplog):
+    """The pretraining run's last line told a smoke run to publish its export, which publish-pretrained then refused:
+    a smoke-size export is pointed at --pretrained_path, as the refusal says; another at publish-pretrained, which
+    then takes it."""
+    import logging
+    from types import SimpleNamespace
+
+    from unimiss_monai.engines.pretraining import log_export
+
+    smoke, wider = tmp_path / "smoke run" / "model.pt", tmp_path / "run" / "model.pt"
+    _export(smoke, smoke=True)
+    _export(wider)
+    trainer = SimpleNamespace(state=SimpleNamespace(skipped_samples=0, failed_samples=[]))
+    with caplog.at_level(logging.INFO, logger="unimiss_monai.engines.pretraining"):
+        log_export(trainer, str(smoke))
+        log_export(trainer, str(wider))
+    smoke_line, wider_line = [r.getMessage() for r in caplog.records if r.getMessage().startswith("exported backbone")]
+    assert (f"({smoke}) " not in smoke_line and "smoke-size weights, which publish-pretrained refuses: fine-tune from "
+            f"them with --pretrained_path '{smoke}' and the same overlay" in smoke_line), smoke_line
+    assert f"publish it with: python -m unimiss_monai publish-pretrained {wider})" in wider_line, wider_line
+    publish_pretrained(str(wider), str(tmp_path / "models" / "model.pt"))  # the step named is one that works
+    with pytest.raises(ValueError, match="holds smoke-size weights"):
+        publish_pretrained(str(smoke), str(tmp_path / "models" / "model.pt"))

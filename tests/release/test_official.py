@@ -97,6 +97,9 @@ def test_teacher_branch_and_refusals(official, tmp_path):
         release_official(str(src), variant="mitplus", out=str(tmp_path / "x"))
     with pytest.raises(ValueError, match="unknown variant 'mit_plus'; choose one of mit_small, mit_tiny, mitplus"):
         release_official(str(src), variant="mit_plus", out=str(tmp_path / "x"))
+    # the folder holding the checkpoint was said not to exist
+    with pytest.raises(ValueError, match=rf"^release-official: {src.parent} is a folder; pass the official checkpoint"):
+        release_official(str(src.parent), out=str(tmp_path / "x"))
     assert not (tmp_path / "x").exists()
 
 

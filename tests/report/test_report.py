@@ -86,6 +86,20 @@ def test_missing_outputs_give_notes_not_errors(tmp_path, capsys):
     assert "tools/demo.sh" in text
 
 
+def test_the_console_names_the_stage_folders_without_a_run_and_the_folders_not_read(tmp_path, capsys):
+    """Runs made with the bundles' own --output_dir names gave a page of "run this step" notes beside one stage's
+    results, and the console said only where the page was, as for a whole run."""
+    run = tmp_path / "outputs"
+    (run / "pretraining-smoke" / "models").mkdir(parents=True)  # a run the report does not read: named
+    (run / "demo_steps.json").write_text('{"steps": []}')
+    assert main([str(run)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"report: {run / 'report.html'}  (Markdown: {run / 'report.md'})"
+    assert out[1].startswith("report: no run output in 6 of the 6 stage folders it reads (unimiss_drr_generation, "
+                             "unimiss_pretraining, "), out
+    assert "; folders not read: pretraining-smoke; " in out[1] and "report_files" not in out[1], out
+
+
 @pytest.mark.parametrize("output", [None, "configs/train.json", "docs/README.md", "docs/label_efficiency.json",
                                     "models/smoke/model.pt"])
 def test_bundle_folders_without_a_run_output_are_refused(tmp_path, capsys, output):

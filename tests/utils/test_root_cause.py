@@ -8,7 +8,10 @@ from monai.bundle import ConfigParser
 from monai.transforms import Compose, Lambdad
 
 from raising import raised
-from unimiss_monai.utils.errors import exception_chain, failed_transform, failure_reason, root_cause
+from unimiss_monai.data.ct_io import CTInputError
+from unimiss_monai.utils.errors import (
+    case_failure_reason, exception_chain, failed_transform, failure_reason, root_cause,
+)
 
 
 def _refuse(_):
@@ -60,3 +63,47 @@ def test_a_cycle_ends_and_an_empty_message_gives_the_type():
 @pytest.mark.parametrize("err", [ValueError("plain"), OSError(2, "No such file")])
 def test_an_unwrapped_error_is_its_own_cause(err):
     assert root_cause(err) is err and failure_reason(err) == f"{type(err).__name__}: {err}"
+
+
+def _refuse_read(_):
+    try:
+        raise OSError("not a gzip file")
+    except OSError as err:  # as the CT reader does: its own line, with the reader's error behind it
+        raise CTInputError("/d/label.nii.gz: cannot be read as a label; pass an intact NIfTI file") from err
+
+
+def test_a_case_reason_names_the_file_at_fault_once():
+    # this package's own refusal of one of the case's files, behind MONAI's wrapper: its line alone
+    err = raised(lambda: Compose([Lambdad("label", _refuse_read)])({"label": 0}))
+    assert case_failure_reason(err, "/d/ct.nii.gz", ["/d/label.nii.gz"]) == (
+        "/d/label.nii.gz: cannot be read as a label; pass an intact NIfTI file")
+    # another library's error keeps its type, even where it names the case
+    err = raised(lambda: Compose([Lambdad("image", _refuse)])({"image": 0}))
+    assert case_failure_reason(err, "/data/ct.nii.gz") == "ValueError: /data/ct.nii.gz: has 3 non-finite value(s)"
+    assert case_failure_reason(err, "/data/other.nii.gz") == (
+        "/data/other.nii.gz: ValueError: /data/ct.nii.gz: has 3 non-finite value(s)")
+    # a case whose path begins another file's name is not the file the line names: the case still comes first
+    err = raised(lambda: Compose([Lambdad("label", _refuse_read)])({"label": 0}))
+    assert case_failure_reason(err, "/d/label").startswith("/d/label: ")
+
+
+def test_a_place_the_file_system_refuses_is_one_line_naming_the_folder_chosen():
+    """A read-only or full destination, or one without permission, printed a 30-line traceback naming this package's
+    hidden temporary; it is the user's to fix by choosing another place, and said so naming that place."""
+    import errno
+    import os
+
+    from unimiss_monai.utils.errors import user_error_message
+
+    def refused(code, path):
+        return OSError(code, os.strerror(code), path)
+
+    assert user_error_message(refused(errno.EROFS, "/ro/out/.model.pt.1a2b.unimiss-tmp.pt")) == (
+        "cannot write in the folder /ro/out (read-only file system); choose another place for the output")
+    assert user_error_message(refused(errno.ENOSPC, "/full/x.json")) == (
+        "cannot write in /full/x.json (no space left on device); choose another place for the output, or free space "
+        "there")
+    assert user_error_message(PermissionError(errno.EACCES, os.strerror(errno.EACCES), "/data/ct.nii.gz")) == (
+        "/data/ct.nii.gz: permission denied; mend its permissions (or its folder's), or choose another place")
+    assert user_error_message(refused(errno.EIO, "/disk/x")) is None  # a failing disk is no choice of the user's
+    assert user_error_message(refused(errno.EROFS, None)) is None  # nothing to name: the traceback says more

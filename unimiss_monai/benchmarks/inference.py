@@ -91,12 +91,17 @@ def _swinunetr(device: str) -> torch.nn.Module:
     return SwinUNETR(in_channels=1, out_channels=SWIN_CLASSES, feature_size=48).to(device).eval()
 
 
-def _weights(network: torch.nn.Module, weights: str | None, seed: int) -> str:
-    """Load ``weights`` (a bundle ``model.pt``) into ``network`` (built after ``torch.manual_seed(seed)``); says which."""
+def _weights(network: torch.nn.Module, weights: str | None, seed: int, parser) -> str:
+    """Load ``weights`` (a bundle ``model.pt``) into ``network`` (built after ``torch.manual_seed(seed)``) as the
+    bundle's ``load_model`` of ``parser`` loads its trained model; says which."""
     if weights:
         from unimiss_monai.handlers import load_pretrained_init
 
-        load_pretrained_init(network, weights, strict=True)
+        # the trained-model load, with the bundle's own settings and name: a pretraining export, another bundle's model
+        # or one trained at other input settings is refused in the line the bundle's inference gives, not timed
+        load_pretrained_init(network, weights, strict=True, trained=True,
+                             settings=parser.get_parsed_content("load_model#settings"),
+                             bundle=parser.get_parsed_content("load_model#bundle"))
         return f"weights {weights}"
     return f"random weights (seed {seed}): timings hold, label agreement of an untrained network is pessimistic"
 
@@ -252,7 +257,7 @@ def bench_infer(
     x = image[None].float().to(device)  # (1, 1, Z, X, Y)
     torch.manual_seed(seed)
     nets = {name: p.get_parsed_content("network").eval() for name, p in paths.items()}
-    weights_note = _weights(nets[REFERENCE], weights, seed)
+    weights_note = _weights(nets[REFERENCE], weights, seed, paths[REFERENCE])
     for name in paths:  # the very same weights on every path of ours
         if name != REFERENCE:
             nets[name].load_state_dict(nets[REFERENCE].state_dict())

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from unimiss_monai.data.case_names import named_inputs
-from unimiss_monai.data.datalists import read_split, require_files, unread_datalist
+from unimiss_monai.data.datalists import read_split, require_files
 from unimiss_monai.data.drr_run_folder import drr_run_images
 from unimiss_monai.data.image_formats import (
     SCANNED_SUFFIXES,
@@ -30,6 +30,7 @@ from unimiss_monai.data.image_formats import (
     preferred_sub_folder,
     scan_images,
 )
+from unimiss_monai.data.listed_inputs import listed_images
 from unimiss_monai.data.samples import held_out_images
 from unimiss_monai.data.series_folders import SeriesScan, scan_series
 from unimiss_monai.utils.args import as_bool
@@ -205,11 +206,12 @@ def list_images(folder: str | os.PathLike, suffixes: Sequence[str] = SCANNED_SUF
     A data set of a ``samples`` output gives its ``test`` images only (:func:`~unimiss_monai.data.samples.held_out_images`:
     the demo models trained on the others), and, without ``series``, the output of a DRR generation run the
     whole-view DRRs its ``datalist.json`` lists (:func:`~unimiss_monai.data.drr_run_folder.drr_run_images`), not their
-    previews. When ``folder`` has an ``images`` sub-folder (the layout of the ``samples`` classification sets, whose
-    previews lie beside it), only that sub-folder is searched, and the images
-    elsewhere are said to be left out. Label maps (:func:`is_label_map_name`: ``*_label``, ``*_seg``,
-    ``labelsTr/``) are left out, and so is a DICOM without a suffix unless ``suffixes`` has ``.dcm``; each left-out
-    group is logged.
+    previews. Another folder with a ``datalist.json`` gives the images of its ``testing``, else ``test``, else
+    ``training`` list (:func:`~unimiss_monai.data.listed_inputs.listed_images`). When ``folder`` has an ``images``
+    sub-folder (the layout of the ``samples`` classification sets, whose previews lie beside it), only that
+    sub-folder is searched, and the images elsewhere are said to be left out. Label maps
+    (:func:`is_label_map_name`: ``*_label``, ``*_seg``, ``labelsTr/``) are left out, and so is a DICOM without a
+    suffix unless ``suffixes`` has ``.dcm``; each left-out group is logged.
 
     Raises:
         FileNotFoundError: the folder does not exist, is a file, or holds no image with one of ``suffixes``.
@@ -235,6 +237,8 @@ def list_images(folder: str | os.PathLike, suffixes: Sequence[str] = SCANNED_SUF
     drrs = None if series else drr_run_images(root)
     if drrs is not None:
         return named_inputs(root, drrs)
+    if (listed := listed_images(root)) is not None:  # a fine-tune data set: its test images, not its training ones
+        return listed
     root = preferred_sub_folder(root, "images", tuple(suffixes))
     scan = scan_series(root, suffixes) if series else SeriesScan([], set())
     # a folder the scan could not list is an input of its own, which fails in one line (scan_images does the same)
@@ -244,6 +248,5 @@ def list_images(folder: str | os.PathLike, suffixes: Sequence[str] = SCANNED_SUF
                         accounted=[*(p for _, own in scan.series for p in own), *scan.said, *scan.unlistable])
     if not files and not folders:
         looked = ", ".join(suffixes) + (", DICOM series folders" if series else "")
-        raise FileNotFoundError(f"no image ({looked}) under {str(root)!r}; pass --dataset_dir with your images"
-                                f"{unread_datalist(folder)}")
+        raise FileNotFoundError(f"no image ({looked}) under {str(root)!r}; pass --dataset_dir with your images")
     return named_inputs(root, sorted(files + folders), series=folders)

@@ -2,8 +2,9 @@
 
 A folder is read in this order:
 
-1. ``datalist.json`` (decathlon style): the ``"testing"`` list (else ``"training"``) of ``{"image": ..., "label": ...,
-   "label_names": ...}`` entries, paths relative to the folder;
+1. ``datalist.json`` (decathlon style): its ``"testing"`` list (else ``"training"``; inference reads ``"test"`` too,
+   see :func:`find_ct_cases`) of ``{"image": ..., "label": ..., "label_names": ...}`` entries, paths relative to the
+   folder;
 2. otherwise every ``*.nii`` / ``*.nii.gz`` file in it and every folder below it holding a DICOM series, at any
    depth and named by its path below the folder (``P1/ST1/SE1`` -> ``P1_ST1_SE1``); the folder itself when it is
    one (:func:`~unimiss_monai.data.series_folders.scan_series` has the rule: of nested folders holding DICOM files,
@@ -29,6 +30,7 @@ from unimiss_monai.data.image_formats import (
     listing_problem,
     scan_images,
 )
+from unimiss_monai.data.listed_inputs import DATALIST, listed_entries
 from unimiss_monai.data.locators import read_structure_names
 from unimiss_monai.data.series_folders import SeriesScan, scan_series
 from unimiss_monai.utils.json_files import json_kind
@@ -39,7 +41,6 @@ __all__ = ["CTCase", "find_ct_cases", "is_datalist_file", "read_label_names", "l
            "LABEL_SUFFIX", "DATALIST", "MAX_LABEL_VALUES"]
 
 LABEL_SUFFIX = "_labels"
-DATALIST = "datalist.json"
 
 
 @dataclass(frozen=True)
@@ -77,32 +78,18 @@ def _case_for(image: Path) -> CTCase:
     return CTCase(name=name, image=image, labels=labels, label_names=names)
 
 
-_OR_DELETE = " (a folder's datalist.json: or delete it to render every CT in the folder)"
-
-
-def _cases_from_datalist(datalist: Path) -> list[CTCase]:
-    try:
-        content = json.loads(datalist.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise CTInputError(f"{datalist}: not valid JSON ({err}); fix it{_OR_DELETE}") from err
-    # an empty "testing" list falls back to "training" like a missing one; both empty is an error, never a run
-    # that succeeds having read no CT
-    entries = (content.get("testing") or content.get("training")) if isinstance(content, dict) else None
-    if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) and "image" in e for e in entries):
-        raise CTInputError(f"{datalist}: expected a non-empty 'testing' list of {{'image': ...}} entries; fix it"
-                           f"{_OR_DELETE}")
+def _cases_from_datalist(datalist: Path, splits: Sequence[str]) -> list[CTCase]:
+    try:  # image paths and names are checked there, as every bundle reads a folder's datalist
+        key, entries = listed_entries(datalist, splits, "fix it (or move it away to read every CT in the folder)")
+    except ValueError as err:
+        raise CTInputError(str(err)) from None
     for i, entry in enumerate(entries):
         # one path per key: a list or a null would fail later as a TypeError that names neither file nor entry
-        bad = [k for k in ("image", "label", "label_names", "name") if k in entry
-               and not (isinstance(entry[k], str) and entry[k]) and not (k != "image" and entry[k] is None)]
+        bad = [k for k in ("label", "label_names") if k in entry
+               and not (isinstance(entry[k], str) and entry[k]) and entry[k] is not None]
         if bad:
-            raise CTInputError(f"{datalist}: entry {i} has {bad[0]!r} = {entry[bad[0]]!r}; each entry's 'image' (and "
-                               "'label', 'label_names', 'name' where given) is one path or name as a string")
-        name = entry.get("name")
-        if isinstance(name, str) and (name in (".", "..") or any(c in name for c in "/\\:\0")):
-            # the name becomes a file and folder name under output_dir: "../x" would write beside it
-            raise CTInputError(f"{datalist}: entry {i} has 'name' = {name!r}; a case name names the case's output "
-                               "files, so give a plain name without '/', '\\' or ':' (and not '.' or '..')")
+            raise CTInputError(f"{datalist}: {key!r} entry {i} has {bad[0]!r} = {entry[bad[0]]!r}; each entry's "
+                               "'label' and 'label_names' (where given) is one path as a string")
     root = datalist.parent
 
     def resolve(value: str | None) -> Path | None:
@@ -146,10 +133,13 @@ def _say_left_in_sub_folders(root: Path, scan: SeriesScan) -> None:
                        len(left), ", ".join(map(str, left[:3])) + (", ..." if len(left) > 3 else ""), DATALIST)
 
 
-def find_ct_cases(path: str | Path) -> list[CTCase]:
+def find_ct_cases(path: str | Path, splits: Sequence[str] = ("testing", "training")) -> list[CTCase]:
     """The CT cases in ``path`` (a folder, a NIfTI file, a datalist ``.json`` file, or a DICOM series folder), in path
     order. A folder's label maps (:func:`~unimiss_monai.data.image_formats.is_label_map_name`: ``*_labels``,
-    ``*_label``, ``*_seg``) are no CTs; ``<case>_labels`` is that case's label map.
+    ``*_label``, ``*_seg``) are no CTs; ``<case>_labels`` is that case's label map. Of a datalist, the first
+    non-empty list of ``splits`` is read (:func:`~unimiss_monai.data.listed_inputs.listed_entries`): DRR generation
+    renders its ``testing`` else ``training`` CTs, inference runs on the held-out cases
+    (:data:`~unimiss_monai.data.listed_inputs.INFERENCE_SPLITS`).
 
     Raises:
         CTInputError: ``path`` does not exist, holds no CT, or holds two CTs of the same case name (``ct01.nii``
@@ -160,13 +150,13 @@ def find_ct_cases(path: str | Path) -> list[CTCase]:
         raise CTInputError(f"{path}: not found; point dataset_dir at a folder of CTs or create one with "
                            f"`python -m unimiss_monai samples --out DIR`")
     if is_datalist_file(path):
-        return _cases_from_datalist(path)
+        return _cases_from_datalist(path, splits)
     if path.is_file():
         return [_case_for(path)]
     if problem := listing_problem(path):  # before anything in it is looked for: a folder locked whole hides that too
         raise CTInputError(problem)
     if (path / DATALIST).is_file():
-        return _cases_from_datalist(path / DATALIST)
+        return _cases_from_datalist(path / DATALIST, splits)
     scan = scan_series(path)  # what is left out of a series (files beside it, label folders) is said there
     found = scan.series
     # a folder that cannot be listed may hold CTs: a case of its own that fails in one line, so the run ends non-zero

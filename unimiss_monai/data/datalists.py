@@ -15,7 +15,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
-__all__ = ["read_split", "load_datalist", "missing_datalist", "absent_file", "require_files", "unread_datalist"]
+__all__ = ["read_split", "load_datalist", "missing_datalist", "absent_file", "require_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,17 +59,6 @@ def require_files(items: list, datalist: str | os.PathLike, split: str, keys: tu
     for index, item in enumerate(items):
         if line := absent_file(item, keys, f"fix the path (relative paths start at {base})", base):
             raise FileNotFoundError(f"{datalist}[{split!r}][{index}]: {line}")
-
-
-def unread_datalist(folder: str | os.PathLike) -> str:
-    """The words an inference scan that found no image in ``folder`` adds when a ``datalist.json`` lies there (else
-    ``""``): these scans read image files, not a datalist (the CT segmentation bundle's does), so a user who put one
-    there was told only that no image was found."""
-    path = Path(folder) / "datalist.json"
-    if not path.is_file():
-        return ""
-    return (f"; {str(path)!r} is not read by this bundle's inference, which reads the images in the folder: pass "
-            "--dataset_dir with the folder of the images it lists, or score its 'test' list with evaluate.json")
 
 
 def read_split(datalist: str | os.PathLike, split: str = "training", base_dir: str | os.PathLike | None = None) -> list:

@@ -14,13 +14,23 @@ import logging
 import os
 from pathlib import Path
 
-__all__ = ["DATALIST", "RUN_KEYS", "drr_run_images"]
+__all__ = ["DATALIST", "RUN_KEYS", "drr_run_images", "is_drr_run"]
 
 logger = logging.getLogger(__name__)
 
 #: the run datalist a DRR generation run writes into its output folder, and its lists
 DATALIST = "datalist.json"
 RUN_KEYS = ("testing", "training", "failures")
+
+
+def is_drr_run(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` is the output of a DRR generation run: its ``datalist.json`` is a JSON object with the run's
+    ``testing``, ``training`` and ``failures`` lists (the lists of a training set's datalist are another matter)."""
+    try:
+        listed = json.loads((Path(folder) / DATALIST).read_text())
+        return all(isinstance(listed[key], list) for key in RUN_KEYS)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def drr_run_images(folder: str | os.PathLike) -> list[Path] | None:
@@ -31,13 +41,12 @@ def drr_run_images(folder: str | os.PathLike) -> list[Path] | None:
     Raises:
         FileNotFoundError: the run's datalist lists no whole view (a slab-only run, or every CT failed).
     """
+    if not is_drr_run(folder):
+        return None  # no datalist, or another kind of datalist (a training set's): read as such by the caller
     try:
-        listed = json.loads((Path(folder) / DATALIST).read_text())
-        if not all(isinstance(listed[key], list) for key in RUN_KEYS):
-            return None
-        entries = [(e["image"], e["view"]) for e in listed["testing"]]
+        entries = [(e["image"], e["view"]) for e in json.loads((Path(folder) / DATALIST).read_text())["testing"]]
     except (OSError, ValueError, KeyError, TypeError):
-        return None  # no datalist, or another kind of datalist (a training set's): the folder is scanned
+        return None
     if not all(isinstance(path, str) and isinstance(view, str) for path, view in entries):
         return None
     if not entries:

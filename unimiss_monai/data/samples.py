@@ -108,7 +108,7 @@ def samples(
         try:
             entry = getattr(importlib.import_module(module_name), func_name)(out_dir, synthetic)
         except Exception as e:  # one data set failing must not cost the user the others
-            failures[name] = f"{type(e).__name__}: {e}"
+            failures[name] = user_error_message(e) or f"{type(e).__name__}: {e}"
             if user_error_message(e) is None:  # a bug: its traceback is wanted; a user's mistake has its one line below
                 logger.exception("samples: %s failed", name)
             print(f"[samples] {name}: FAILED: {failures[name]}", flush=True)
@@ -147,8 +147,8 @@ def held_out_images(folder: str | os.PathLike) -> list[Path] | None:
         return [datalist.parent / item["image"] for item in splits["test"]]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         synthetic = " --synthetic true" if entry.get("synthetic") else ""
-        logger.warning("%s is data set %r of a samples output, but its test split cannot be read (%s: %s): every image "
-                       "in it is taken, those the model was trained on too; rebuild it with `python -m unimiss_monai "
+        logger.warning("%s is data set %r of a samples output, but its test split cannot be read (%s: %s): images "
+                       "the model was trained on are taken too; rebuild it with `python -m unimiss_monai "
                        "samples --out %s --only %s%s --overwrite true`", folder, name, type(err).__name__, err,
                        folder.parent, name, synthetic)
         return None

@@ -23,6 +23,7 @@ from unimiss_monai.data.image_formats import listing_problem
 from unimiss_monai.utils.errors import (
     failed_transform,
     failure_reason,
+    own_file_error,
     raised_by_package,
     root_cause,
     user_error_message,
@@ -59,18 +60,25 @@ class TolerantDataset(Dataset):
             # a file that is gone: which one (image or label) and the fix, where a reader says only "[Errno 2]"
             unlisted = listing_problem(case) or absent_file(item, ("image", "label"),
                                                             "fix the datalist entry or restore the file")
-            reason = unlisted or failure_reason(err)
-            problem = None if unlisted or user_error_message(err) else dicom_image_problem(case)
+            # our own refusal of the image or its label names that file and the fix: it is the reason as it stands
+            own = None if unlisted else own_file_error(err, _paths(item))
+            reason = unlisted or own or failure_reason(err)
+            problem = None if unlisted or own or user_error_message(err) else dicom_image_problem(case)
             if problem:  # a reader's internals: say what in the file it could not take, and the fix
                 reason = f"{reason}; {problem}"
-            elif not unlisted and (fix := _reader_fix(err, case)):
+            elif not (unlisted or own) and (fix := _reader_fix(err, case)):
                 reason = f"{reason}; {fix}"
-            if case not in reason:  # a reader's own error may not say which file it was reading
+            if not own and case not in reason:  # a reader's own error may not say which file it was reading
                 reason = f"{case}: {reason}"
             # this dataset serves evaluation as well as inference: the line names neither stage
             logger.error("case %s failed: %s", case, reason)
             return {"image": torch.zeros(self.placeholder_shape), CASE_KEY: case, FAILED_KEY: reason}
         return {**out, CASE_KEY: case, FAILED_KEY: ""}
+
+
+def _paths(item: dict) -> list[str]:
+    """The input files of one datalist item (its image and, in evaluation, its label; a class label is no file)."""
+    return [os.fspath(v) for k in ("image", "label") if isinstance(v := item.get(k), (str, os.PathLike))]
 
 
 def _reader_fix(err: Exception, case: str) -> str:

@@ -21,7 +21,6 @@ from monai.transforms import LoadImage
 
 from unimiss_monai.conventions import grey_levels, structure_colour
 from unimiss_monai.data.case_names import named_inputs
-from unimiss_monai.data.datalists import unread_datalist
 from unimiss_monai.data.drr_run_folder import drr_run_images
 from unimiss_monai.data.grid_checks import dicom_image_problem
 from unimiss_monai.data.image_formats import (
@@ -31,6 +30,7 @@ from unimiss_monai.data.image_formats import (
     preferred_sub_folder,
     scan_images,
 )
+from unimiss_monai.data.listed_inputs import listed_images
 from unimiss_monai.data.samples import held_out_images
 from unimiss_monai.data.writers import save_png
 from unimiss_monai.utils.lazy import moved_names
@@ -192,7 +192,9 @@ def list_radiographs(folder: str | os.PathLike) -> list[dict[str, str]]:
     2D NIfTI, ...; see :func:`~unimiss_monai.data.image_formats.scan_images`): under its ``inference/`` sub-folder when
     there is one (the ``cxr_segmentation`` sample layout; the others are said to be left out), else under the folder
     itself; of a DRR generation run's output, the DRRs its ``datalist.json`` lists
-    (:func:`~unimiss_monai.data.drr_run_folder.drr_run_images`), not their previews. A radiograph in a sub-folder is
+    (:func:`~unimiss_monai.data.drr_run_folder.drr_run_images`), not their previews; of another folder with a
+    ``datalist.json``, the images of its ``testing``, else ``test``, else ``training`` list
+    (:func:`~unimiss_monai.data.listed_inputs.listed_images`). A radiograph in a sub-folder is
     named by its path below the folder (:func:`~unimiss_monai.data.case_names.named_inputs`). Label maps and this
     bundle's own ``*_overlay.png`` outputs are left out; what is left out is logged."""
     if not Path(folder).is_dir():
@@ -204,12 +206,17 @@ def list_radiographs(folder: str | os.PathLike) -> list[dict[str, str]]:
         return named_inputs(Path(folder), drrs)
     # a samples data set's images/ and labels/ are its training data: its inference/ is the one to run on, unsaid
     samples_set = held_out_images(folder) is not None
+    if not samples_set and (listed := listed_images(folder)) is not None:  # a fine-tune data set: its test images
+        return listed
     root = preferred_sub_folder(folder, "inference", SCANNED_SUFFIXES, ("_overlay",), say_left_out=not samples_set)
+    if samples_set and root != Path(folder):  # said as a fine-tune folder's datalist list is: what is run on
+        logger.info("%s is a samples data set: its radiographs to run on are those in %s (its test split is scored "
+                    "by evaluate.json)", folder, root)
     # sub-folders too (an archive's PATIENT/STUDY/IMAGE.dcm), as the classification bundles read a folder
     files = scan_images(root, SCANNED_SUFFIXES, recursive=True, skip_stems=("_overlay",))
     if not files:
         raise FileNotFoundError(f"{root}: no radiographs found (looked for {', '.join(SCANNED_SUFFIXES)} and "
-                                f"DICOM files of any name){unread_datalist(folder)}")
+                                "DICOM files of any name)")
     return named_inputs(root, files)  # alike file names in sub-folders are told apart by their paths
 
 

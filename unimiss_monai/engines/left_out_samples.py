@@ -5,10 +5,10 @@ the run, as the DRR and inference bundles fail for the cases that failed."""
 from __future__ import annotations
 
 import logging
-import shlex
 from collections.abc import Sequence
 from typing import Any
 
+from unimiss_monai.networks.publish import export_next_step
 from unimiss_monai.utils.dist import gather_objects, in_process_group
 
 __all__ = ["FAILED_KEPT", "SamplesLeftOut", "log_export", "pool_failures", "remember_failures"]
@@ -72,17 +72,16 @@ def pool_failures(state: Any, agreed: int) -> int:
 
 
 def log_export(trainer: Any, model_path: str) -> None:
-    """Log where the run exported the teacher backbone, how to publish it for the fine-tuning bundles, and how many
+    """Log where the run exported the teacher backbone, how the fine-tuning bundles take it (publish it; a smoke-size
+    export: pass it as ``--pretrained_path``), and how many
     samples were skipped (the bundle's ``finalize``).
 
     Raises:
         SamplesLeftOut: when samples were skipped (after the log line): the run trained without them, so the bundle
             exits non-zero, naming them.
     """
-    logger.info(
-        "exported backbone: %s (publish it with: python -m unimiss_monai publish-pretrained %s) | skipped samples: %d",
-        model_path, shlex.quote(str(model_path)), trainer.state.skipped_samples,
-    )
+    logger.info("exported backbone: %s (%s) | skipped samples: %d", model_path, export_next_step(model_path),
+                trainer.state.skipped_samples)
     n, failed = trainer.state.skipped_samples, list(getattr(trainer.state, "failed_samples", []))
     if not n:
         return

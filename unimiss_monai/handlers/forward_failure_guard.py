@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 
 from unimiss_monai.data.tolerant import CASE_KEY, FAILED_KEY
-from unimiss_monai.utils.errors import failure_reason
+from unimiss_monai.utils.errors import case_failure_reason
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class ForwardFailureGuard:
     @staticmethod
     def _flag(batch: dict, index: int, err: BaseException) -> None:
         case = batch[CASE_KEY][index]
-        reason = f"{case}: {failure_reason(err)}"
+        reason = case_failure_reason(err, str(case))
         logger.error("inference: %s failed in the network forward: %s", case, reason)
         batch[FAILED_KEY][index] = batch[FAILED_KEY][index] or f"network forward: {reason}"
 

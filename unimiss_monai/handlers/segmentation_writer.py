@@ -19,7 +19,7 @@ from unimiss_monai.data.writers import save_nifti
 from unimiss_monai.handlers.forward_failure_guard import guard_forward
 from unimiss_monai.handlers.inference_summary import OUTPUT_KEY
 from unimiss_monai.utils.args import as_bool
-from unimiss_monai.utils.errors import failure_reason
+from unimiss_monai.utils.errors import case_failure_reason
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
@@ -124,6 +124,6 @@ class SegmentationWriter:
                 named = {NAME_KEY: source[NAME_KEY]} if source.get(NAME_KEY) else {}
                 source[OUTPUT_KEY] = str(self.write_item({**item, **named, CASE_KEY: case or item.get(CASE_KEY, "")}))
             except Exception as err:  # noqa: BLE001 - one bad case is reported, the others go on
-                reason = failure_reason(err)
+                reason = case_failure_reason(err, case)
                 logger.error("segmentation: %s failed: %s", case, reason)
-                mark_failed(source, f"{case}: {reason}" if case and case not in reason else reason)
+                mark_failed(source, reason)

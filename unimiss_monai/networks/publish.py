@@ -26,7 +26,7 @@ from unimiss_monai.utils.serialization import load_torch_file
 from unimiss_monai.utils.hashing import sha256_file
 from unimiss_monai.utils.repository import REPOSITORY_BUNDLES, repository_bundle
 
-__all__ = ["DEFAULT_DST", "check_export_target", "publish_pretrained", "read_export"]
+__all__ = ["DEFAULT_DST", "check_export_target", "export_next_step", "publish_pretrained", "read_export"]
 
 #: where the fine-tuning bundles look for pretrained weights (``default_pretrained_path`` of a sibling bundle)
 DEFAULT_DST = REPOSITORY_BUNDLES / "unimiss_pretraining" / "models" / "model.pt"
@@ -76,6 +76,25 @@ def read_export(path: str | os.PathLike) -> dict[str, Any]:
     # a converted file's top-level variant now lives in info, the one place readers look
     extra = {k: v for k, v in obj.items() if k not in ("model", "info", "variant")}
     return {"model": tensors, "info": info, **extra}
+
+
+def _use_smoke(path: str | os.PathLike) -> str:
+    """How to use the smoke-size export ``path``, which publishing would only make every default fine-tune fail on."""
+    return f"fine-tune from them with --pretrained_path {shlex.quote(str(path))} and the same overlay"
+
+
+def export_next_step(path: str | os.PathLike) -> str:
+    """What to do with the export ``path`` of a pretraining run, as the run's last log line says: publish it for the
+    fine-tune bundles, or, for smoke-size weights (which :func:`publish_pretrained` refuses), fine-tune from it with
+    the run's overlay. An export that cannot be read gets the publish command, which then says what is wrong."""
+    try:  # its info alone: publish-pretrained checks the tensors when it is run
+        info = recorded_info(load_torch_file(path, "pretraining export"))
+    except (OSError, ValueError):
+        info = {}
+    widths = {k: info[k] for k in INFO_WIDTHS if k in info}
+    if info.get("variant") and smoke_sized(info["variant"], widths):
+        return f"smoke-size weights, which publish-pretrained refuses: {_use_smoke(path)}"
+    return f"publish it with: python -m unimiss_monai publish-pretrained {shlex.quote(str(path))}"
 
 
 def _differences(old: Mapping[str, Any], new: dict[str, Any]) -> list[str]:
@@ -161,9 +180,8 @@ def publish_pretrained(src: str, dst: str | None = None, force: bool | str = Fal
         # weights, so published smoke weights would only make every default fine-tune fail
         raise ValueError(
             f"publish-pretrained: {src} holds smoke-size weights (embed_dims {tuple(widths.get('embed_dims', ()))}, a "
-            "run with smoke.yaml or demo.yaml), which no fine-tune bundle loads by default; fine-tune from them with "
-            f"--pretrained_path {shlex.quote(str(src))} and the same overlay, or pass --force true to publish them "
-            "anyway"
+            f"run with smoke.yaml or demo.yaml), which no fine-tune bundle loads by default; {_use_smoke(src)}, or "
+            "pass --force true to publish them anyway"
         )
     previous, digest = None, sha256_file(src_path)
     if dst_path.exists():

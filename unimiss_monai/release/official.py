@@ -61,6 +61,8 @@ def official_payload(src: str, variant: str | None = None, branch: str = "studen
 
     if variant is not None and variant not in VARIANTS:
         raise ValueError(f"release-official: unknown variant {variant!r}; choose one of {', '.join(sorted(VARIANTS))}")
+    if os.path.isdir(src):
+        raise ValueError(f"release-official: {src} is a folder; pass the official checkpoint.pth file in it")
     if not os.path.isfile(src):
         raise ValueError(f"release-official: {src} does not exist; pass an official UniMiSS/UniMiSS+ checkpoint.pth")
     # official files pickle the training script's argparse arguments beside the tensors; nothing else is unpickled

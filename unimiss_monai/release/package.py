@@ -106,8 +106,7 @@ def weights_payload(path: str | os.PathLike, extra_info: Mapping[str, Any] | Non
     from unimiss_monai.networks.weights_file import recorded_info
 
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"weights {path} do not exist; pass the models/model.pt of a finished run")
+    _require_weights_file(path)
     obj = load_torch_file(path, "package-bundle: weights")
     if not isinstance(obj, Mapping):
         raise ValueError(f"weights {path} hold a {type(obj).__name__}, not a state dict or {{'model': ...}}")
@@ -212,8 +211,7 @@ def package_bundle(
         weights = str(bundle_dir / "models" / "model.pt")
     payload = None
     if weights is not None:
-        if not Path(weights).is_file():  # hashed below: a folder or a missing path would stop with a traceback
-            raise ValueError(f"weights {weights} do not exist; pass the models/model.pt of a finished run")
+        _require_weights_file(weights)  # hashed below: a folder or a missing path would stop with a traceback
         extra = {"weights_sha256": sha256_file(weights)}
         if training:
             extra["training"] = str(training)
@@ -349,3 +347,13 @@ def build_release(
               "address the files will be published at for monai.bundle download_large_files", flush=True)
     return {"zip": str(zip_path), "sha256": digest, "size": size, "version": version, "name": name,
             "index": str(out_dir / "model_info.json"), "large_files": str(large) if large else None}
+
+
+def _require_weights_file(path: str | os.PathLike) -> None:
+    """ValueError in one line when ``path`` is no weights file: a folder (said as one, with the file in it to pass)
+    or nothing at all."""
+    if Path(path).is_dir():
+        raise ValueError(f"weights {path} is a folder, not a file; pass the models/model.pt of a finished run (in a "
+                         f"run folder: {Path(path) / 'models' / 'model.pt'})")
+    if not Path(path).is_file():
+        raise ValueError(f"weights {path} do not exist; pass the models/model.pt of a finished run")

@@ -14,7 +14,7 @@ from unimiss_monai.data.writers import OUTPUT_MARKER, check_replaceable, save_by
 
 from .document import Note, Section
 from .render import GENERATOR, render_html, render_markdown
-from .run_folder import RunFolder
+from .run_folder import RunFolder, holds_run_output
 from .sections.summary import SMOKE_WARNING, smoke_run
 
 logger = logging.getLogger(__name__)
@@ -24,7 +24,11 @@ logger = logging.getLogger(__name__)
 _MD_MARKER = f"<!-- {OUTPUT_MARKER}: written by unimiss_monai report; a rerun may replace this file -->"
 _HTML_MARKER = f'<meta name="generator" content="{GENERATOR}">'
 
-__all__ = ["build_sections", "main", "report"]
+__all__ = ["STAGE_FOLDERS", "build_sections", "main", "report"]
+
+#: the stage folders of a run, as tools/demo.sh names them: the report reads these and nothing else
+STAGE_FOLDERS = ("unimiss_drr_generation", "unimiss_pretraining", "unimiss_cxr_segmentation", "unimiss_ct_segmentation",
+                 "unimiss_cxr_classification", "unimiss_ct_classification")
 
 
 def build_sections(run: RunFolder, failed: list[str] | None = None) -> list[Section]:
@@ -134,4 +138,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"report: {path}  (Markdown: {path.with_suffix('.md')})")
+    if unread := _unread(RunFolder(Path(args.run_dir), Path(args.samples) if args.samples else None), path):
+        print(f"report: {unread}")
     return 0
+
+
+def _unread(run: RunFolder, page: Path) -> str | None:
+    """What the report ``page`` of ``run`` shows no result of, said beside its path: a folder of runs made with
+    bundles' own ``--output_dir`` names gave a page of "run this step" notes, which the console called a report like
+    any other. ``None`` when every stage folder holds a run's output."""
+    absent = [name for name in STAGE_FOLDERS if not holds_run_output(run.root / name)]
+    # a label-efficiency study's folder is read for its study alone: no stage folder is missing from it
+    if not absent or not ((run.root / "demo_steps.json").is_file() or run.bundle_folders):
+        return None
+    own = {page.parent / f"{page.stem}_files", *(run.root / name for name in STAGE_FOLDERS)}
+    others = sorted(p.name for p in run.root.iterdir() if p.is_dir() and p not in own and not p.name.startswith("."))
+    return (f"no run output in {len(absent)} of the {len(STAGE_FOLDERS)} stage folders it reads ({', '.join(absent)})"
+            + (f"; folders not read: {', '.join(others)}" if others else "") + "; a stage's page section says "
+            "what to run (tools/demo.sh passes the bundles --output_dir <run folder>/<stage folder>, and eval/ or "
+            "inference/ below it for those steps)")

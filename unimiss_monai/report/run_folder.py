@@ -23,7 +23,8 @@ from pathlib import Path
 
 from unimiss_monai.utils.hashing import SCORED_MODEL_KEY, sha256_file
 
-__all__ = ["RunFolder", "inference_cases", "read_json", "recorded_steps", "stale_notes"]
+__all__ = ["COPIED_HINT", "RunFolder", "inference_cases", "inference_summary", "read_json", "recorded_steps",
+           "stale_notes"]
 
 _SUMMARY_NAMES = ("inference_summary.json", "summary.json", "predictions.json")
 
@@ -51,11 +52,22 @@ def _in_folder(folder: Path, recorded) -> str | None:
     return str(next((folder / t for t in tails if (folder / t).is_file()), folder / Path(str(recorded)).name))
 
 
+def inference_summary(folder: str | os.PathLike) -> Path | None:
+    """The inference summary of ``folder`` that :func:`inference_cases` reads (the first of the known names that lists
+    a case); None when none does."""
+    return _summary_cases(Path(folder))[0]
+
+
 def inference_cases(folder: str | os.PathLike) -> list[dict]:
     """``[{"case": name or path, "status": "ok" | "failed", "input": path | None, "output": path | None, ...}]``
     from whichever inference summary ``folder`` holds; ``[]`` when none. Outputs are found in ``folder``
     (:func:`_in_folder`)."""
-    folder = Path(folder)
+    return _summary_cases(Path(folder))[1]
+
+
+def _summary_cases(folder: Path) -> tuple[Path | None, list[dict]]:
+    """The first inference summary in ``folder`` that lists a case, and its cases as :func:`inference_cases` gives
+    them; ``(None, [])`` when there is none."""
     for name in _SUMMARY_NAMES:
         data = read_json(folder / name)
         if not isinstance(data, dict):
@@ -75,8 +87,8 @@ def inference_cases(folder: str | os.PathLike) -> list[dict]:
                 cases.append({**c, "case": str(c.get("case") or c.get("image")), "status": "failed",
                               "input": c.get("image"), "output": None})
         if cases:
-            return cases
-    return []
+            return folder / name, cases
+    return None, []
 
 
 def _when(path: Path) -> str:
@@ -112,7 +124,7 @@ def stale_notes(home: Path) -> dict[str, str]:
                           f"differ): the {sub}/ results below scored that model; rerun the {step} step.")
         elif not recorded and jsons and max(p.stat().st_mtime for p in jsons) < at:
             notes[sub] = (f"The {sub}/ results below predate {model} (written {_when(model)}): they scored an earlier "
-                          f"model; rerun the {step} step{_COPIED}.")
+                          f"model; rerun the {step} step{COPIED_HINT}.")
     later = [p for p in (home / "knn_probe.json", *(home / "checkpoints").glob("*")) if p.is_file()
              and p.stat().st_mtime > at]
     if later:
@@ -120,7 +132,7 @@ def stale_notes(home: Path) -> dict[str, str]:
         notes["pretraining"] = (
             f"{later[0]} was written after {model} ({_when(model)}) by a run that has not finished: "
             f"{' and '.join(shown) or 'its files'} below are that run's, not the model's that the fine-tunings read; "
-            f"rerun the pretraining step{_COPIED}.")
+            f"rerun the pretraining step{COPIED_HINT}.")
     return notes
 
 
@@ -150,7 +162,7 @@ def _cached_checksum(model: str, size: int, mtime_ns: int) -> str | None:
 
 
 # the notes compare file times, which a copy that does not keep them (cp -r, a download) rewrites in its own order
-_COPIED = " (or, if the folder was copied without its file times, copy it again keeping them: cp -a or rsync -a)"
+COPIED_HINT = " (or, if the folder was copied without its file times, copy it again keeping them: cp -a or rsync -a)"
 
 
 def how_trained(home: Path) -> str:

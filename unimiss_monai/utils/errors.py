@@ -10,15 +10,17 @@ traceback for all of them.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["INTERRUPTED", "TRACEBACK_ENV", "exception_chain", "failed_transform", "failure_reason", "in_package_code",
-           "install_error_hook", "raised_by_package", "root_cause", "user_error_message"]
+__all__ = ["INTERRUPTED", "TRACEBACK_ENV", "case_failure_reason", "exception_chain", "failed_transform",
+           "failure_reason", "in_package_code", "install_error_hook", "own_file_error", "raised_by_package",
+           "root_cause", "user_error_message"]
 
 TRACEBACK_ENV = "UNIMISS_TRACEBACK"
 #: said for Ctrl-C instead of its traceback; Python still ends the process as killed by SIGINT (exit status 130)
@@ -35,6 +37,9 @@ _USER_TYPE_NAMES = {"ValueError", "FileNotFoundError", "FileExistsError", "KeyEr
 # (too high a learning rate, or bad inputs); numpy's own ("overflow encountered in exp") is a bug, and keeps its trace
 _OWN_TYPES = (RuntimeError, FloatingPointError)
 _OWN_TYPE_NAMES = {t.__name__ for t in _OWN_TYPES}
+# the file system's refusals of a place, which a user fixes by choosing another or mending it, not by reading code
+_FULL_OR_READ_ONLY = {errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+_NOT_PERMITTED = {errno.EACCES, errno.EPERM}
 _WORKER_HEAD = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.\nOriginal Traceback")
 _EXC_LINE = re.compile(r"^(?P<type>[A-Za-z_][\w.]*): (?P<message>.*)$")
 _FILE_LINE = re.compile(r'^\s*File "(?P<file>[^"]+)", line \d+')
@@ -73,8 +78,43 @@ def failure_reason(err: BaseException) -> str:
     return f"{type(cause).__name__}: {lines[0]}" if lines else type(cause).__name__
 
 
+def own_file_error(err: BaseException, files: Iterable[str]) -> str | None:
+    """The one-line message of this package's own user error behind ``err`` (:func:`user_error_message`: a refused
+    file, value or grid) when it names one of ``files`` (paths), else ``None``. Such a message names the file at
+    fault and the fix; its type (``ValueError``, ``CTInputError``) would only stand between the two."""
+    exc = _reported(err)
+    if not (type(exc).__module__.split(".")[0] == "unimiss_monai" or _raised_in_package(exc.__traceback__)):
+        return None  # another library's error: its type is part of what went wrong
+    message = user_error_message(err)
+    line = message.strip().splitlines()[0].strip() if message and message.strip() else ""
+    return line if line and any(f and _names_path(line, str(f)) for f in files) else None
+
+
+def _names_path(text: str, path: str) -> bool:
+    """Whether ``text`` names ``path`` itself, not a longer name it begins (``/d/ct1`` in ``/d/ct10.nii.gz``)."""
+    return re.search(re.escape(path) + r"(?![\w.\-])", text) is not None
+
+
+def case_failure_reason(err: BaseException, case: str, files: Iterable[str] = ()) -> str:
+    """One line saying why the case ``case`` (its input path) failed, naming the file at fault once: this package's
+    own error about ``case`` or one of its ``files`` (its label, say) as its message alone (:func:`own_file_error`),
+    any other as :func:`failure_reason` (the type says it was unexpected) after ``case`` unless that names it."""
+    own = own_file_error(err, [case, *files])
+    if own:
+        return own
+    reason = failure_reason(err)
+    return reason if not case or case in reason else f"{case}: {reason}"
+
+
 def _is_wrapper(message: str) -> bool:
     return message.startswith(_WRAPPERS)
+
+
+def _reported(err: BaseException) -> BaseException:
+    """The exception a user is told of: the first in the chain of ``err`` that is none of MONAI's wrappers (an error
+    raised while handling another is the one to report), else the root cause."""
+    return next((e for e in exception_chain(err) if not (isinstance(e, RuntimeError) and _is_wrapper(str(e)))),
+                root_cause(err))
 
 
 def _message(exc: BaseException) -> str:
@@ -146,8 +186,7 @@ def user_error_message(exc: BaseException) -> str | None:
     Args:
         exc: the uncaught exception.
     """
-    # only MONAI's own wrappers are looked through: an error raised while handling another is the one to report
-    exc = next((e for e in exception_chain(exc) if not (isinstance(e, RuntimeError) and _is_wrapper(str(e)))), root_cause(exc))
+    exc = _reported(exc)  # only MONAI's own wrappers are looked through
     if not isinstance(exc, Exception):
         return None
     text = str(exc)
@@ -156,9 +195,25 @@ def user_error_message(exc: BaseException) -> str | None:
     if type(exc).__module__.split(".")[0] == "unimiss_monai":
         # this package's own error classes compose their messages for the user, a list of failed cases included
         return _message(exc).strip() or None
+    if (place := _place_problem(exc)) is not None:
+        return place
     user = (isinstance(exc, _USER_TYPES) or type(exc).__name__ in _READER_TYPE_NAMES
             or (type(exc) in _OWN_TYPES and _raised_in_package(exc.__traceback__)))
     return _one_line(_message(exc)) if user else None
+
+
+def _place_problem(exc: BaseException) -> str | None:
+    """One line for an ``OSError`` that refuses a place (a read-only or full file system, no permission), naming the
+    place; None for any other error. A hidden file named there is this package's temporary beside an output (written
+    first, then renamed): its folder is what the user chose, and what they can change."""
+    if not (isinstance(exc, OSError) and exc.filename and exc.errno in _FULL_OR_READ_ONLY | _NOT_PERMITTED):
+        return None
+    path = Path(os.fsdecode(exc.filename))
+    place = f"the folder {path.parent}" if path.name.startswith(".") else str(path)
+    if exc.errno in _NOT_PERMITTED:
+        return f"{place}: {exc.strerror.lower()}; mend its permissions (or its folder's), or choose another place"
+    fix = "choose another place for the output" + ("" if exc.errno == errno.EROFS else ", or free space there")
+    return f"cannot write in {place} ({exc.strerror.lower()}); {fix}"
 
 
 def _close_progress_bars() -> None:

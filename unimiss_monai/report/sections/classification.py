@@ -12,6 +12,7 @@ from unimiss_monai.visualize.plots import roc_png
 
 from ..document import Figure, Note, Paragraph, Section, Table, fmt
 from ..images import figure_png
+from ..pairing import unpaired_note
 from ..run_folder import RunFolder, failed_note, how_trained, read_json, stale_notes
 from ..splits import evaluated_split, split_words
 
@@ -131,12 +132,23 @@ def _task_blocks(run: RunFolder, bundle: str, what: str, metrics: dict | None, s
         return blocks
     _, classes, probs, truth = read_predictions(predictions)
     cases = split_words(split, "cases")
-    blocks += [Note(n) for n in [one_answer_note(classes, probs, truth, metrics.get("threshold"), what, cases)] if n]
+    unpaired = _unpaired_note(home, metrics, predictions, classes, truth)
+    if unpaired:  # the curves are still the predictions', but the AUCs and the table below are another run's
+        blocks.append(Note(unpaired))
+    else:
+        blocks += [Note(n) for n in [one_answer_note(classes, probs, truth, metrics.get("threshold"), what, cases)]
+                   if n]
     macro = metrics.get("macro_auc")
     title = f"{bundle.split('_')[0].upper()}: {len(probs)} {split} cases"
-    blocks.append(Figure(roc_png(probs, truth, metrics, classes=classes, title=title), name=f"roc_{bundle}",
-                         alt=f"ROC curves of {', '.join(classes)} on {len(probs)} {cases}, macro AUC {fmt(macro)}",
-                         caption=f"{what}: ROC per class on the {cases} (macro AUC {fmt(macro)})."))
+    if unpaired:
+        blocks.append(Figure(roc_png(probs, truth, {}, classes=classes, title=title), name=f"roc_{bundle}",
+                             alt=f"ROC curves of {', '.join(classes)} on the {len(probs)} cases of {predictions.name}",
+                             caption=f"{what}: ROC per class of the predictions in {predictions.name}, without AUCs: "
+                                     "metrics.json did not score them (see the note above)."))
+    else:
+        blocks.append(Figure(roc_png(probs, truth, metrics, classes=classes, title=title), name=f"roc_{bundle}",
+                             alt=f"ROC curves of {', '.join(classes)} on {len(probs)} {cases}, macro AUC {fmt(macro)}",
+                             caption=f"{what}: ROC per class on the {cases} (macro AUC {fmt(macro)})."))
     rows = [[str(e.get("class")), str(e.get("positives")), str(e.get("negatives")), fmt(e.get("auc")), fmt(e.get("ap")),
              fmt(e.get("sensitivity")), fmt(e.get("specificity"))] for e in metrics.get("per_class", [])]
     rows.append(["macro", "", "", fmt(macro), fmt(metrics.get("macro_ap")), "", ""])
@@ -145,7 +157,7 @@ def _task_blocks(run: RunFolder, bundle: str, what: str, metrics: dict | None, s
                         caption=f"{what}: metrics on the {cases}" + (f" (sensitivity and specificity at probability "
                                                            f"{metrics['threshold']})" if metrics.get("threshold") is not None
                                                            else " (sensitivity and specificity of the most probable class)")
-                        + "."))
+                        + ("; not those of the ROC curves above (see the note)" if unpaired else "") + "."))
     saliency, method = _saliency_maps(home / "inference")
     if saliency:
         # one example per ground-truth class (the sample names end in the class), then the rest
@@ -163,6 +175,19 @@ def _task_blocks(run: RunFolder, bundle: str, what: str, metrics: dict | None, s
         blocks.append(Note(f"No saliency maps in {home / 'inference' / 'saliency'}: run inference with "
                            "--save_saliency true."))
     return blocks
+
+
+def _unpaired_note(home: Path, metrics: dict, predictions: Path, classes: list[str], truth: np.ndarray) -> str | None:
+    """:func:`~..pairing.unpaired_note` for the evaluation's prediction file beside its ``metrics.json``, which counts
+    the cases and each class's positives it scored without naming the cases: one write puts both files there, so
+    counts that differ, or file times further apart than that write, are of two runs."""
+    scores = home / "eval" / "metrics.json"
+    positives = {e.get("class"): e.get("positives") for e in metrics.get("per_class", []) if isinstance(e, dict)}
+    tallies = {"scored cases": (metrics.get("num_cases"), len(truth), predictions)}
+    tallies |= {f"positives of {c}": (positives.get(c), int(truth[:, i].sum()), predictions)
+                for i, c in enumerate(classes)}
+    # each was written in the write of the other: newer by more than that write in either order is a later run's
+    return unpaired_note(home, scores, tallies=tallies, written=[(predictions, scores), (scores, predictions)])
 
 
 def classification_section(run: RunFolder) -> Section:

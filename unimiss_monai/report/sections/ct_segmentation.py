@@ -13,7 +13,7 @@ from ..document import Figure, Note, Paragraph, Section
 from ..images import draw_outlines, figure_png, grey_rgb, legend_below, resize_nearest
 from ..run_folder import RunFolder, how_trained, inference_cases, read_json, stale_notes
 from ..splits import case_words, evaluated_split, split_words
-from .segmentation_tables import segmentation_table
+from .segmentation_tables import segmentation_table, unpaired_segmentation_note
 
 __all__ = ["DEFAULT_CLASSES", "HU_WINDOW", "ct_evaluation_words", "ct_segmentation_section", "load_network_order",
            "true_proportions"]
@@ -134,6 +134,10 @@ def ct_segmentation_section(run: RunFolder) -> Section:
     if not done:
         section.add(Note(f"No CT inference outputs in {home / 'inference'}: run the ct_segmentation_inference step "
                          "of tools/demo.sh."))
+    # the whole CT pictured is no case of the evaluation (it scores slabs of it): only the outputs' times are compared
+    shown = [Path(c["output"]) for c in done[:2] if c.get("output")]
+    unpaired = unpaired_segmentation_note(home, [], shown)
+    section.add(*[Note(unpaired)] if unpaired else [])
     for c in done[:2]:
         seg = Path(c["output"]) if c.get("output") else None
         stem = Path(seg.name.replace("_seg.nii.gz", "")) if seg else Path(str(c["case"]))
@@ -165,5 +169,5 @@ def ct_segmentation_section(run: RunFolder) -> Section:
                            alt=f"Five axial slices of {stem.name} from superior to inferior with predicted outlines",
                            caption="Predicted outlines on five axial levels spanning the segmented range, superior "
                                    "first."))
-    section.add(*segmentation_table(home / "eval", *ct_evaluation_words(run)))
+    section.add(*segmentation_table(home / "eval", *ct_evaluation_words(run), unpaired=bool(unpaired)))
     return section

@@ -14,7 +14,7 @@ from ..document import Figure, Note, Paragraph, Section
 from ..images import draw_outlines, figure_png, grey_rgb, legend_below
 from ..run_folder import RunFolder, how_trained, inference_cases, read_json, stale_notes
 from ..splits import case_words, evaluated_split, split_words
-from .segmentation_tables import segmentation_table
+from .segmentation_tables import segmentation_table, unpaired_segmentation_note
 
 __all__ = ["DEFAULT_STRUCTURES", "cxr_segmentation_section", "load_masks"]
 
@@ -77,8 +77,11 @@ def cxr_segmentation_section(run: RunFolder) -> Section:
         section.add(Note(f"No inference outputs with their inputs in {home / 'inference'}: run the "
                          "cxr_segmentation_inference step of tools/demo.sh."))
     # the real radiograph first: it is the picture that tells whether the model transfers
-    panels.sort(key=lambda p: (p[3] is not None, p[0]))
-    for stem, source, seg, reference in panels[:4]:
+    panels = sorted(panels, key=lambda p: (p[3] is not None, p[0]))[:4]
+    # a DRR with a reference is shown as a held-out case the table scores; the real radiograph is scored by none
+    unpaired = unpaired_segmentation_note(home, [p[0] for p in panels if p[3] is not None], [p[2] for p in panels])
+    section.add(*[Note(unpaired)] if unpaired else [])
+    for stem, source, seg, reference in panels:
         image = display_2d(np.asarray(load_radiograph(source))[0])
         pred = load_masks(seg, names)
         cols = 2 if reference is not None else 1
@@ -105,5 +108,5 @@ def cxr_segmentation_section(run: RunFolder) -> Section:
                        "training, so this picture shows how far it transfers to a real detector and patient.")))
     split = evaluated_split(run, "cxr_segmentation", read_json(home / "eval" / "segmentation_report.json"))
     section.add(*segmentation_table(home / "eval", f"CXR segmentation on the {split_words(split, 'DRRs')}",
-                                    case_words(split)))
+                                    case_words(split), unpaired=bool(unpaired)))
     return section

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..document import Note, Table, fmt
-from ..palette import hex_colour
-from ..run_folder import failed_note, read_json
+from unimiss_monai.data.image_formats import split_image_name
 
-__all__ = ["metric_rows", "segmentation_table"]
+from ..document import Note, Table, fmt
+from ..pairing import unpaired_note
+from ..palette import hex_colour
+from ..run_folder import failed_note, inference_summary, read_json
+
+__all__ = ["metric_rows", "segmentation_table", "unpaired_segmentation_note"]
+
 
 def metric_rows(report: dict) -> list[list[str]]:
     """One row per structure: name (with its colour), Dice, HD95, surface Dice, cases scored for it, of those
@@ -22,9 +26,32 @@ def metric_rows(report: dict) -> list[list[str]]:
     return rows
 
 
-def segmentation_table(eval_dir: Path, what: str, cases: str = "held-out case(s)") -> list:
+def unpaired_segmentation_note(home: Path, held_out: list[str], outputs: list[Path]) -> str | None:
+    """:func:`~..pairing.unpaired_note` for the inference outputs ``outputs`` a segmentation section pictures beside
+    the table of ``eval/segmentation_report.json``: the ones named in ``held_out`` are shown as cases the evaluation
+    scored, and every output precedes the inference summary that lists it. ``None`` without an evaluation."""
+    scores = home / "eval" / "segmentation_report.json"
+    report = read_json(scores)
+    if not isinstance(report, dict):
+        return None
+    # a report before the cases were listed (or with none scored) cannot say which it scored; a case that failed was
+    # evaluated too (its own line says why), and the pictured held-out cases are of the test split: another split's
+    # report names none of them, as it should
+    scored = [str(c.get("case")) for c in report.get("cases") or [] if isinstance(c, dict)]
+    scored += [split_image_name(Path(str(f.get("case"))).name)[0] for f in report.get("failed") or []
+               if isinstance(f, dict)]
+    if not scored or report.get("split", "test") != "test":
+        scored = None
+    summary = inference_summary(home / "inference")
+    return unpaired_note(home, scores, scored=scored, shown=held_out,
+                         written=[(output, summary) for output in outputs] if summary else [],
+                         step="evaluate and inference steps")
+
+
+def segmentation_table(eval_dir: Path, what: str, cases: str = "held-out case(s)", unpaired: bool = False) -> list:
     """Blocks for the evaluation in ``eval_dir``: the table, or a note saying what is missing. ``cases`` names the
-    scored cases in the caption (held out only where the evaluated split is)."""
+    scored cases in the caption (held out only where the evaluated split is); ``unpaired``: the section's pictures
+    are not of the predictions scored (:func:`unpaired_segmentation_note`), and the caption says so."""
     report = read_json(eval_dir / "segmentation_report.json")
     if not report:
         return [Note(f"No evaluation in {eval_dir} (segmentation_report.json): run the evaluate step of tools/demo.sh.")]
@@ -46,4 +73,5 @@ def segmentation_table(eval_dir: Path, what: str, cases: str = "held-out case(s)
                           f"structure; surface Dice at the bundle's tolerance (in {unit}). Missed: cases whose "
                           "prediction lacks a structure of the reference; false positives: cases whose prediction "
                           "holds a structure the reference lacks (Dice and surface Dice 0 for both). A dash: not "
-                          "defined.")]
+                          "defined." + (" These are not the scores of the predictions pictured above (see the note)."
+                                        if unpaired else ""))]

@@ -1,0 +1,91 @@
+"""The inputs a folder's ``datalist.json`` lists: an inference run given such a folder runs on its held-out list.
+
+A ``datalist.json`` stands for its folder in every bundle that reads a folder of inputs, so that a fine-tune data set
+(``{"training": [...], "validation": [...], "test": [...]}``) is inferred on its ``test`` cases, not on every image
+beside it, the training images included. The list read is logged, with how to run on every file instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from unimiss_monai.data.case_names import NAME_KEY, named_inputs
+from unimiss_monai.data.drr_run_folder import DATALIST, is_drr_run
+
+__all__ = ["INFERENCE_SPLITS", "DATALIST", "listed_entries", "listed_images"]
+
+logger = logging.getLogger(__name__)
+
+#: the lists of a folder's datalist an inference run reads, the first non-empty one: its held-out cases (``testing``
+#: as the DRR bundle and ``samples`` write it, ``test`` as the fine-tune datalists and the Medical Segmentation
+#: Decathlon's ``dataset.json`` do), else ``training`` (a datalist of cases with no held-out list)
+INFERENCE_SPLITS = ("testing", "test", "training")
+
+
+def listed_entries(datalist: str | os.PathLike, splits: Sequence[str], fix: str,
+                   content: object = None) -> tuple[str, list[dict]]:
+    """``(key, entries)``: the first non-empty list of ``splits`` in the JSON file ``datalist`` (``content``: as
+    already read), each entry a dict with an ``"image"`` path (relative to the datalist's folder) and, where given, a
+    ``"name"`` that names its outputs. A plain path (the Decathlon's ``"test": ["./imagesTs/x.nii.gz"]``) is taken
+    as ``{"image": path}``.
+
+    Raises:
+        ValueError: one line naming the file, with ``fix``: not JSON, none of ``splits`` a non-empty list, an entry
+            with no image path, or a name that is not a plain file name (it names output files: ``../x`` would
+            write beside the output folder).
+    """
+    try:
+        content = json.loads(Path(datalist).read_text()) if content is None else content
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{datalist}: not valid JSON ({err}); {fix}") from err
+    key = next((k for k in splits if isinstance(content, dict) and content.get(k)), None)
+    # an empty list falls through to the next like a missing one; none at all is an error, never a run of no input
+    if key is None or not isinstance(content[key], list):
+        wanted = " or ".join(repr(k) for k in splits)
+        raise ValueError(f"{datalist}: expected a non-empty {wanted} list of {{'image': ...}} entries; {fix}")
+    entries = [{"image": e} if isinstance(e, str) else e for e in content[key]]
+    for i, entry in enumerate(entries):
+        image = entry.get("image") if isinstance(entry, dict) else None
+        if not (isinstance(image, str) and image):
+            raise ValueError(f"{datalist}: {key!r} entry {i} is {str(entry)[:80]}, with no image path; each entry is "
+                             f"a path or {{'image': <path>, ...}}; {fix}")
+        name = entry.get(NAME_KEY)
+        if name is not None and not (isinstance(name, str) and name and name not in (".", "..")
+                                     and not any(c in name for c in "/\\:\0")):
+            raise ValueError(f"{datalist}: {key!r} entry {i} has 'name' = {name!r}; a case name names the case's "
+                             "output files, so give a plain name without '/', '\\' or ':' (and not '.' or '..')")
+    logger.info("%s: its %r list (%d entries) is the input, not the other files of its folder", datalist, key,
+                len(entries))
+    return key, entries
+
+
+def listed_images(folder: str | os.PathLike) -> list[dict[str, str]] | None:
+    """``[{"image": path}]`` of the list an inference run reads in ``folder``'s ``datalist.json``
+    (:data:`INFERENCE_SPLITS`, :func:`listed_entries`), each with ``"name"`` where the entry gives one or where images
+    in sub-folders share a file name; None when there is no such file, when it is a DRR run's (read by
+    :func:`~unimiss_monai.data.drr_run_folder.drr_run_images`), or when it holds none of those lists (a pretraining
+    datalist, a file that is no JSON): the folder is then scanned, as said in a warning. An image that is gone fails
+    its own case in the run, in one line."""
+    datalist = Path(folder) / DATALIST
+    if not datalist.is_file() or is_drr_run(folder):
+        return None
+    try:
+        content = json.loads(datalist.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        content = None
+    if not (isinstance(content, dict) and any(key in content for key in INFERENCE_SPLITS)):
+        logger.warning("%s holds no %s list (it is no JSON, or a datalist of another kind): every image of its folder "
+                       "is run on", datalist, " or ".join(repr(k) for k in INFERENCE_SPLITS))
+        return None
+    _, entries = listed_entries(datalist, INFERENCE_SPLITS, "fix it, or move it away to run on every image in the "
+                                "folder", content)
+    images = [Path(os.path.abspath(datalist.parent / e["image"])) for e in entries]
+    # named by their path below the folder they share, as a folder scan names them: P1/IM1.dcm and P2/IM1.dcm would
+    # otherwise both be IM1, and the second would fail as overwriting the first's outputs
+    shared = os.path.commonpath([p.parent for p in images])
+    return [{**found, **({NAME_KEY: e[NAME_KEY]} if e.get(NAME_KEY) else {})}
+            for found, e in zip(named_inputs(shared, images), entries)]
