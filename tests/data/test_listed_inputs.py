@@ -36,9 +36,11 @@ def test_a_folder_without_a_datalist_is_not_listed(tmp_path):
     assert listed_images(tmp_path) is None
 
 
-def test_drr_generation_renders_training_cts_where_inference_runs_on_the_test_ones(tmp_path):
+def test_drr_generation_renders_training_cts_where_inference_runs_on_the_test_ones(tmp_path, caplog):
     path = _datalist(tmp_path, {"training": [{"image": "tr.nii.gz"}], "test": [{"image": "te.nii.gz"}]})
-    assert [c.name for c in find_ct_cases(path)] == ["tr"]  # an archive's CTs to render: all of its training list
+    with caplog.at_level(logging.WARNING):
+        assert [c.name for c in find_ct_cases(path)] == ["tr"]  # an archive's CTs to render: all of its training list
+    assert not caplog.records  # no word of a model's training cases: DRR generation trains none
     assert [c.name for c in find_ct_cases(tmp_path, INFERENCE_SPLITS)] == ["te"]
 
 
@@ -96,13 +98,24 @@ def test_listed_images_in_sub_folders_are_named_by_their_paths_as_a_scan_names_t
     assert listed_images(tmp_path) == [{"image": str(tmp_path / "images" / n)} for n in ("a.png", "b.png")]
 
 
-@pytest.mark.parametrize("content", ['{"ct": [{"image": "a.nii.gz"}], "xray": []}', "{not json"])
-def test_a_datalist_of_another_kind_leaves_the_folder_to_the_scan_said(tmp_path, caplog, content):
+def test_a_datalist_of_another_kind_leaves_the_folder_to_the_scan_said_and_a_broken_one_is_refused(tmp_path, caplog):
     from unimiss_monai.data.classification_labels import list_images
 
-    (tmp_path / "datalist.json").write_text(content)  # a pretraining datalist, or no JSON at all
+    (tmp_path / "datalist.json").write_text('{"ct": [{"image": "a.nii.gz"}], "xray": []}')  # a pretraining datalist
     (tmp_path / "a.png").write_bytes(b"")
     with caplog.at_level(logging.WARNING):
         assert listed_images(tmp_path) is None
         assert list_images(tmp_path, (".png",)) == [{"image": str(tmp_path / "a.png")}]
     assert "datalist.json holds no 'testing' or 'test' or 'training' list" in caplog.text
+    # a typo in the user's list: scanning instead would run on the training images the list keeps apart
+    (tmp_path / "datalist.json").write_text('{"test": ["a.png",]}')
+    with pytest.raises(ValueError, match=r"datalist.json: not valid JSON \(.*; fix it, or move it away"):
+        list_images(tmp_path, (".png",))
+
+
+def test_a_training_list_read_for_want_of_a_held_out_one_is_warned_of(tmp_path, caplog):
+    _datalist(tmp_path, {"training": ["a.png"], "validation": ["b.png"]})
+    with caplog.at_level(logging.WARNING, logger="unimiss_monai.data.listed_inputs"):
+        assert listed_images(tmp_path) == [{"image": str(tmp_path / "a.png")}]
+    assert ("no non-empty 'testing' or 'test' list, so its 'training' list (1 entries) is the input: a model trained "
+            "on it is run on its own training cases; add a 'test' list") in caplog.text

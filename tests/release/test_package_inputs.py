@@ -20,6 +20,11 @@ def test_weights_that_are_no_file(tmp_path, kind):
     said = "is a folder, not a file; pass the models/model.pt" if kind == "folder" else "do not exist; pass the models"
     with pytest.raises(ValueError, match=rf"^weights {weights} {said}"):
         package_bundle(str(BUNDLE), weights=str(weights), out=str(tmp_path / "dist"), training="x")
+    if kind == "folder":  # the file in it is named
+        (weights / "model.pt").write_bytes(b"")
+        inside = weights / "model.pt"
+        with pytest.raises(ValueError, match=rf"is a folder, not a file; .* \(here: --weights {inside}\)"):
+            package_bundle(str(BUNDLE), weights=str(weights), out=str(tmp_path / "dist"), training="x")
     assert not (tmp_path / "dist").exists()
 
 

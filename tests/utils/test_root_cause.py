@@ -105,5 +105,8 @@ def test_a_place_the_file_system_refuses_is_one_line_naming_the_folder_chosen():
         "there")
     assert user_error_message(PermissionError(errno.EACCES, os.strerror(errno.EACCES), "/data/ct.nii.gz")) == (
         "/data/ct.nii.gz: permission denied; mend its permissions (or its folder's), or choose another place")
+    # a hidden folder of the user's is named itself: only this package's temporaries stand for their folder
+    assert user_error_message(PermissionError(errno.EACCES, os.strerror(errno.EACCES), "/home/u/.cache")).startswith(
+        "/home/u/.cache: permission denied")
     assert user_error_message(refused(errno.EIO, "/disk/x")) is None  # a failing disk is no choice of the user's
     assert user_error_message(refused(errno.EROFS, None)) is None  # nothing to name: the traceback says more

@@ -40,7 +40,9 @@ def listed_entries(datalist: str | os.PathLike, splits: Sequence[str], fix: str,
     """
     try:
         content = json.loads(Path(datalist).read_text()) if content is None else content
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except OSError as err:
+        raise ValueError(f"{datalist}: cannot be read ({err.strerror or err}); {fix}") from err
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{datalist}: not valid JSON ({err}); {fix}") from err
     key = next((k for k in splits if isinstance(content, dict) and content.get(k)), None)
     # an empty list falls through to the next like a missing one; none at all is an error, never a run of no input
@@ -58,8 +60,15 @@ def listed_entries(datalist: str | os.PathLike, splits: Sequence[str], fix: str,
                                      and not any(c in name for c in "/\\:\0")):
             raise ValueError(f"{datalist}: {key!r} entry {i} has 'name' = {name!r}; a case name names the case's "
                              "output files, so give a plain name without '/', '\\' or ':' (and not '.' or '..')")
-    logger.info("%s: its %r list (%d entries) is the input, not the other files of its folder", datalist, key,
-                len(entries))
+    # an inference run with no held-out list: these may be the very cases its model learnt (DRR generation renders
+    # a datalist's training CTs as a matter of course)
+    if key == "training" and tuple(splits) == INFERENCE_SPLITS:
+        logger.warning("%s: no non-empty %s list, so its 'training' list (%d entries) is the input: a model trained on "
+                       "it is run on its own training cases; add a 'test' list to run on others", datalist,
+                       " or ".join(repr(k) for k in splits[:splits.index(key)]), len(entries))
+    else:
+        logger.info("%s: its %r list (%d entries) is the input, not the other files of its folder", datalist, key,
+                    len(entries))
     return key, entries
 
 
@@ -67,22 +76,23 @@ def listed_images(folder: str | os.PathLike) -> list[dict[str, str]] | None:
     """``[{"image": path}]`` of the list an inference run reads in ``folder``'s ``datalist.json``
     (:data:`INFERENCE_SPLITS`, :func:`listed_entries`), each with ``"name"`` where the entry gives one or where images
     in sub-folders share a file name; None when there is no such file, when it is a DRR run's (read by
-    :func:`~unimiss_monai.data.drr_run_folder.drr_run_images`), or when it holds none of those lists (a pretraining
-    datalist, a file that is no JSON): the folder is then scanned, as said in a warning. An image that is gone fails
-    its own case in the run, in one line."""
+    :func:`~unimiss_monai.data.drr_run_folder.drr_run_images`), or when it is a JSON object with none of those lists
+    (a pretraining datalist): the folder is then scanned, as said in a warning. A file that cannot be read or is no
+    JSON is refused (:func:`listed_entries`): scanning instead would run on the training images it keeps apart. An
+    image that is gone fails its own case in the run, in one line."""
     datalist = Path(folder) / DATALIST
     if not datalist.is_file() or is_drr_run(folder):
         return None
+    fix = "fix it, or move it away to run on every image in the folder"
     try:
         content = json.loads(datalist.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        content = None
-    if not (isinstance(content, dict) and any(key in content for key in INFERENCE_SPLITS)):
-        logger.warning("%s holds no %s list (it is no JSON, or a datalist of another kind): every image of its folder "
-                       "is run on", datalist, " or ".join(repr(k) for k in INFERENCE_SPLITS))
+        content = None  # refused below, naming the file: a list that cannot be read is no datalist of another kind
+    if content is not None and not (isinstance(content, dict) and any(key in content for key in INFERENCE_SPLITS)):
+        logger.warning("%s holds no %s list (a datalist of another kind): every image of its folder is run on",
+                       datalist, " or ".join(repr(k) for k in INFERENCE_SPLITS))
         return None
-    _, entries = listed_entries(datalist, INFERENCE_SPLITS, "fix it, or move it away to run on every image in the "
-                                "folder", content)
+    _, entries = listed_entries(datalist, INFERENCE_SPLITS, fix, content)
     images = [Path(os.path.abspath(datalist.parent / e["image"])) for e in entries]
     # named by their path below the folder they share, as a folder scan names them: P1/IM1.dcm and P2/IM1.dcm would
     # otherwise both be IM1, and the second would fail as overwriting the first's outputs

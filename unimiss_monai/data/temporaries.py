@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from unimiss_monai.utils.temporary_names import OLD_TAG, TMP_TAG
+
 try:
     import fcntl
 except ImportError:  # no advisory locks (Windows): every temporary left counts as a killed run's, as it always did
@@ -27,10 +29,6 @@ except ImportError:  # no advisory locks (Windows): every temporary left counts 
 __all__ = ["OLD_TAG", "TMP_TAG", "held_temporary", "remove_leftovers", "remove_stale_temporaries", "remove_temporary",
            "temporaries_of", "temporary_beside"]
 
-# ends the name of every temporary file or folder the writers make, so a leftover of a killed run can be told apart
-TMP_TAG = ".unimiss-tmp"
-# the previous folder that staged_dir moves aside while it renames the new one in
-OLD_TAG = ".unimiss-old"
 # the random part of a temporary name (``secrets.token_hex``; ``tempfile``, which earlier versions used, draws from
 # ``[a-z0-9_]``): never a dot, so ``.p.<random><tag>`` can never be a temporary of ``p.1``
 _RANDOM = "[a-z0-9_]+"

@@ -353,7 +353,8 @@ def _require_weights_file(path: str | os.PathLike) -> None:
     """ValueError in one line when ``path`` is no weights file: a folder (said as one, with the file in it to pass)
     or nothing at all."""
     if Path(path).is_dir():
-        raise ValueError(f"weights {path} is a folder, not a file; pass the models/model.pt of a finished run (in a "
-                         f"run folder: {Path(path) / 'models' / 'model.pt'})")
+        inside = next((p for p in (Path(path) / "model.pt", Path(path) / "models" / "model.pt") if p.is_file()), None)
+        raise ValueError(f"weights {path} is a folder, not a file; pass the models/model.pt of a finished run"
+                         + (f" (here: --weights {inside})" if inside else ""))
     if not Path(path).is_file():
         raise ValueError(f"weights {path} do not exist; pass the models/model.pt of a finished run")

@@ -151,8 +151,12 @@ def _unread(run: RunFolder, page: Path) -> str | None:
     # a label-efficiency study's folder is read for its study alone: no stage folder is missing from it
     if not absent or not ((run.root / "demo_steps.json").is_file() or run.bundle_folders):
         return None
-    own = {page.parent / f"{page.stem}_files", *(run.root / name for name in STAGE_FOLDERS)}
-    others = sorted(p.name for p in run.root.iterdir() if p.is_dir() and p not in own and not p.name.startswith("."))
+    own = {(page.parent / f"{page.stem}_files").resolve(), *((run.root / name).resolve() for name in STAGE_FOLDERS)}
+    try:
+        others = sorted(p.name for p in run.root.iterdir()
+                        if p.is_dir() and p.resolve() not in own and not p.name.startswith("."))
+    except OSError:  # the page is written: a folder that cannot be listed only leaves this part unsaid
+        others = []
     return (f"no run output in {len(absent)} of the {len(STAGE_FOLDERS)} stage folders it reads ({', '.join(absent)})"
             + (f"; folders not read: {', '.join(others)}" if others else "") + "; a stage's page section says "
             "what to run (tools/demo.sh passes the bundles --output_dir <run folder>/<stage folder>, and eval/ or "

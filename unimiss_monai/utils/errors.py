@@ -18,6 +18,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 
+from unimiss_monai.utils.temporary_names import is_temporary_name
+
 __all__ = ["INTERRUPTED", "TRACEBACK_ENV", "case_failure_reason", "exception_chain", "failed_transform",
            "failure_reason", "in_package_code", "install_error_hook", "own_file_error", "raised_by_package",
            "root_cause", "user_error_message"]
@@ -209,7 +211,7 @@ def _place_problem(exc: BaseException) -> str | None:
     if not (isinstance(exc, OSError) and exc.filename and exc.errno in _FULL_OR_READ_ONLY | _NOT_PERMITTED):
         return None
     path = Path(os.fsdecode(exc.filename))
-    place = f"the folder {path.parent}" if path.name.startswith(".") else str(path)
+    place = f"the folder {path.parent}" if is_temporary_name(path.name) else str(path)
     if exc.errno in _NOT_PERMITTED:
         return f"{place}: {exc.strerror.lower()}; mend its permissions (or its folder's), or choose another place"
     fix = "choose another place for the output" + ("" if exc.errno == errno.EROFS else ", or free space there")
