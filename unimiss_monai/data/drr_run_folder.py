@@ -23,14 +23,20 @@ DATALIST = "datalist.json"
 RUN_KEYS = ("testing", "training", "failures")
 
 
+def _run_datalist(folder: str | os.PathLike) -> dict | None:
+    """The ``datalist.json`` of ``folder`` as read, when it is a JSON object with a DRR run's ``testing``,
+    ``training`` and ``failures`` lists; None otherwise (no such file, or a training set's datalist)."""
+    try:
+        listed = json.loads((Path(folder) / DATALIST).read_text())
+        return listed if all(isinstance(listed[key], list) for key in RUN_KEYS) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def is_drr_run(folder: str | os.PathLike) -> bool:
     """Whether ``folder`` is the output of a DRR generation run: its ``datalist.json`` is a JSON object with the run's
     ``testing``, ``training`` and ``failures`` lists (the lists of a training set's datalist are another matter)."""
-    try:
-        listed = json.loads((Path(folder) / DATALIST).read_text())
-        return all(isinstance(listed[key], list) for key in RUN_KEYS)
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+    return _run_datalist(folder) is not None
 
 
 def drr_run_images(folder: str | os.PathLike) -> list[Path] | None:
@@ -41,11 +47,12 @@ def drr_run_images(folder: str | os.PathLike) -> list[Path] | None:
     Raises:
         FileNotFoundError: the run's datalist lists no whole view (a slab-only run, or every CT failed).
     """
-    if not is_drr_run(folder):
+    listed = _run_datalist(folder)  # read once: a run's datalist or not, and its entries
+    if listed is None:
         return None  # no datalist, or another kind of datalist (a training set's): read as such by the caller
     try:
-        entries = [(e["image"], e["view"]) for e in json.loads((Path(folder) / DATALIST).read_text())["testing"]]
-    except (OSError, ValueError, KeyError, TypeError):
+        entries = [(e["image"], e["view"]) for e in listed["testing"]]
+    except (KeyError, TypeError):
         return None
     if not all(isinstance(path, str) and isinstance(view, str) for path, view in entries):
         return None

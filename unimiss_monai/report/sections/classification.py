@@ -140,15 +140,15 @@ def _task_blocks(run: RunFolder, bundle: str, what: str, metrics: dict | None, s
                    if n]
     macro = metrics.get("macro_auc")
     title = f"{bundle.split('_')[0].upper()}: {len(probs)} {split} cases"
-    if unpaired:
-        blocks.append(Figure(roc_png(probs, truth, {}, classes=classes, title=title), name=f"roc_{bundle}",
-                             alt=f"ROC curves of {', '.join(classes)} on the {len(probs)} cases of {predictions.name}",
-                             caption=f"{what}: ROC per class of the predictions in {predictions.name}, without AUCs: "
-                                     "metrics.json did not score them (see the note above)."))
+    if unpaired:  # drawn without the AUCs of metrics.json, which scored other predictions
+        alt = f"ROC curves of {', '.join(classes)} on the {len(probs)} cases of {predictions.name}"
+        caption = (f"{what}: ROC per class of the predictions in {predictions.name}, without AUCs: metrics.json did "
+                   "not score them (see the note above).")
     else:
-        blocks.append(Figure(roc_png(probs, truth, metrics, classes=classes, title=title), name=f"roc_{bundle}",
-                             alt=f"ROC curves of {', '.join(classes)} on {len(probs)} {cases}, macro AUC {fmt(macro)}",
-                             caption=f"{what}: ROC per class on the {cases} (macro AUC {fmt(macro)})."))
+        alt = f"ROC curves of {', '.join(classes)} on {len(probs)} {cases}, macro AUC {fmt(macro)}"
+        caption = f"{what}: ROC per class on the {cases} (macro AUC {fmt(macro)})."
+    blocks.append(Figure(roc_png(probs, truth, {} if unpaired else metrics, classes=classes, title=title),
+                         name=f"roc_{bundle}", alt=alt, caption=caption))
     rows = [[str(e.get("class")), str(e.get("positives")), str(e.get("negatives")), fmt(e.get("auc")), fmt(e.get("ap")),
              fmt(e.get("sensitivity")), fmt(e.get("specificity"))] for e in metrics.get("per_class", [])]
     rows.append(["macro", "", "", fmt(macro), fmt(metrics.get("macro_ap")), "", ""])
