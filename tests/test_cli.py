@@ -110,22 +110,25 @@ def test_boolean_options_are_read_as_booleans(args, expected):
     assert fire.Fire(with_boolean_options("x", _flags), command=args) == {**_flags(), **expected}
 
 
-def test_a_boolean_option_that_is_not_one_stops_the_command(tmp_path, monkeypatch):
+def test_a_boolean_option_that_is_not_one_stops_the_command(tmp_path, monkeypatch, capsys):
+    """A usage error: exit status 2, as for an unknown option, and one line on stderr."""
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as err:
         main(["samples", "--synthetic", "maybe", "--out", str(tmp_path / "X")])
-    assert str(err.value.code) == ("unimiss_monai samples: --synthetic is 'maybe', not a boolean; use true/false, yes/no "
-                                   "or 1/0, or --synthetic / --nosynthetic")
+    assert err.value.code == 2
+    assert capsys.readouterr().err == ("unimiss_monai samples: --synthetic is 'maybe', not a boolean; use true/false, "
+                                       "yes/no or 1/0, or --synthetic / --nosynthetic\n")
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_boolean_option_also_typed_str_is_named_as_an_option():
+def test_a_boolean_option_also_typed_str_is_named_as_an_option(capsys):
     """``publish-pretrained --force maybe`` (``force: bool | str``) is refused as the option it is, not as a bundle's
     "config id 'force'"."""
     with pytest.raises(SystemExit) as err:
         main(["publish-pretrained", "absent.pt", "--force", "maybe"])
-    assert str(err.value.code) == ("unimiss_monai publish-pretrained: --force is 'maybe', not a boolean; use true/false, "
-                                   "yes/no or 1/0, or --force / --noforce")
+    assert err.value.code == 2
+    assert capsys.readouterr().err == ("unimiss_monai publish-pretrained: --force is 'maybe', not a boolean; use "
+                                       "true/false, yes/no or 1/0, or --force / --noforce\n")
 
 
 @pytest.mark.parametrize("out, where", [("afile", ""), ("afile/sub", ": {tmp}/afile")])

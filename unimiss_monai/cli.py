@@ -200,8 +200,9 @@ def with_boolean_options(command: str, func: Callable) -> Callable:
             try:
                 bound.arguments[name] = as_bool(bound.arguments[name], name)
             except ValueError:
-                raise SystemExit(f"unimiss_monai {command}: --{name} is {bound.arguments[name]!r}, not a boolean; use "
-                                 f"true/false, yes/no or 1/0, or --{name} / --no{name}") from None
+                print(f"unimiss_monai {command}: --{name} is {bound.arguments[name]!r}, not a boolean; use true/false, "
+                      f"yes/no or 1/0, or --{name} / --no{name}", file=sys.stderr)
+                raise SystemExit(2) from None  # a usage error, as an unknown option is
         return func(*bound.args, **bound.kwargs)
 
     return call

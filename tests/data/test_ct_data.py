@@ -228,6 +228,22 @@ def test_load_ct_rejects_bad_input(tmp_path):
         load_ct(empty)
 
 
+def test_a_colour_picture_given_as_a_ct_is_refused_in_one_line(tmp_path):
+    """An RGB PNG reads as three axes, its last the colours, on a 2D grid: it ended in an IndexError traceback."""
+    from PIL import Image
+
+    from unimiss_monai.data.grid_checks import check_ct_volume
+
+    path = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(path)
+    with pytest.raises(CTInputError) as err:
+        load_ct(path)
+    assert str(err.value) == (f"{path}: is a 2D colour image (shape (50, 40, 3), its last axis the colour channels), "
+                              "not a CT volume; pass a 3D CT (radiographs belong to the X-ray bundles)")
+    with pytest.raises(ValueError, match=r"^x.png: is a 2D colour image \(shape \(50, 40, 4\)"):
+        check_ct_volume((50, 40, 4), np.eye(3), "x.png")  # as the bundles' transforms check a loaded image
+
+
 def test_load_ct_warns_on_mr_like_intensities(tmp_path):
     mr = np.random.default_rng(0).uniform(0, 800, SHAPE).astype(np.float32)
     with pytest.warns(UserWarning, match="mr.nii.gz: .*looks like MR"):

@@ -283,6 +283,26 @@ def test_convert_refuses_incomplete_or_non_finite_weights(tmp_path, damage, matc
     assert "\n" not in str(err.value) and not dst.exists() and sorted(p.name for p in tmp_path.iterdir()) == [src.name]
 
 
+def test_a_refused_write_prints_no_line_saying_it_was_written(tmp_path, monkeypatch, capsys):
+    """The report named DST as written ("-> DST") before the write, which a full disk then refused."""
+    import errno
+
+    import unimiss_monai.networks.convert as convert
+
+    def full(obj, path):
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    src, dst = tmp_path / "checkpoint.pth", tmp_path / "out.pt"
+    torch.save(official_checkpoint("mit_tiny"), src)
+    monkeypatch.setattr(convert, "save_torch", full)
+    with pytest.raises(OSError, match="No space left"):
+        convert_checkpoint(str(src), str(dst), variant="mit_tiny")
+    assert capsys.readouterr().out == ""
+    monkeypatch.undo()
+    convert_checkpoint(str(src), str(dst), variant="mit_tiny")
+    assert capsys.readouterr().out.startswith(f"convert-checkpoint: {src} [student] -> {dst}: variant mit_tiny")
+
+
 def test_convert_command_fails_in_one_line(tmp_path):
     """Through ``python -m unimiss_monai``: a wrong --dims stops with one line (not a KeyError traceback) and exit 1;
     --force is read as a boolean (``false`` keeps the file)."""

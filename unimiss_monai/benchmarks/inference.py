@@ -23,7 +23,7 @@ import math
 import os
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -81,8 +81,33 @@ def load_paths(bundle: str | os.PathLike, overlay: str | Sequence[str] | None, d
                                 "file in its configs/")
     parser = ConfigParser()
     parser.read_config([str(f) for f in files])
-    parser.update({"device": f"$torch.device('{device}')", **(overrides or {})})
+    parser["device"] = f"$torch.device('{device}')"
+    for key, value in _overrides(overrides).items():
+        _check_id(parser, key, [f.name for f in files])
+        parser[key] = value
     return parser
+
+
+def _overrides(overrides) -> dict:
+    """``--overrides`` as a dict: fire hands text it cannot read as one (``notadict``) over as a string."""
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise ValueError("bench-infer: --overrides takes a dict of bundle config ids and values, e.g. --overrides "
+                         f"'{{\"network_def#preset\": \"smoke\"}}', got {overrides!r}")
+    return dict(overrides or {})
+
+
+def _check_id(parser, key: str, files: list[str]) -> None:
+    """Refuse a nested override id the configs lack, naming the closest: MONAI's line (``query key: nope``) names
+    neither the option nor the id. A new top-level id may be an option an overlay reads (``cpu_bfloat16``), a new key
+    of an object with ``_target_`` a keyword argument (``network_def#preset``): both are accepted."""
+    from unimiss_monai.utils.run_arguments import _suggest, config_ids
+
+    parent = str(key).replace("::", "#").rpartition("#")[0]
+    if not parent or key in parser or (parent in parser and isinstance(parser[parent], dict)
+                                       and "_target_" in parser[parent]):
+        return
+    hint = _suggest(str(key), sorted(config_ids(parser.get()))) or "; pass ids the bundle's configs hold"
+    raise ValueError(f"bench-infer: --overrides names config id {key!r}, not in the bundle's {', '.join(files)}{hint}")
 
 
 def _swinunetr(device: str) -> torch.nn.Module:
@@ -122,7 +147,16 @@ def _input(ct: str | None, shape: Sequence[int] | None, parser) -> tuple[dict, s
             raise FileNotFoundError(f"bench-infer: CT {ct} does not exist; pass --ct CT.nii.gz or --shape Z,X,Y")
         preprocessing = parser.get_parsed_content("preprocessing")
         start = time.perf_counter()
-        item = preprocessing({"image": str(ct)})
+        try:
+            item = preprocessing({"image": str(ct)})
+        except Exception as err:  # the loader's line (``Empty file``) gives no fix; the DRR bundle's reader's does
+            from unimiss_monai.data.ct_io import CTInputError, load_ct
+
+            try:
+                load_ct(ct)  # read again only here, on failure: a good CT is read once
+            except CTInputError as refused:
+                raise ValueError(f"bench-infer: --ct {refused}") from err
+            raise
         return item, (f"CT {Path(ct).name}, network grid {tuple(item['image'].shape[1:])} (Z, X, Y), read and "
                       f"preprocessed in {time.perf_counter() - start:.1f} s (not in the rows)")
     shape = tuple(int(s) for s in shape)
@@ -192,23 +226,11 @@ def _timed_rows(runners: dict, repeats: int, device: str) -> tuple[dict, dict]:
 
 
 def bench_infer(
-    ct: str | None = None,
-    shape: Sequence[int] | None = None,
-    weights: str | None = None,
-    label: str | None = None,
-    overlay: str | Sequence[str] = "inference_cpu.yaml",
-    base: str | Sequence[str] | None = None,
-    swinunetr: bool = True,
-    swin_bf16: bool = True,
-    openvino: bool = False,
-    repeats: int = 1,
-    threads: int | None = None,
-    device: str = "cpu",
-    seed: int = 0,
-    bundle: str | None = None,
-    overrides: dict | None = None,
-    out: str = "outputs/bench_infer.json",
-    overwrite: bool = False,
+    ct: str | None = None, shape: Sequence[int] | None = None, weights: str | None = None, label: str | None = None,
+    overlay: str | Sequence[str] = "inference_cpu.yaml", base: str | Sequence[str] | None = None,
+    swinunetr: bool = True, swin_bf16: bool = True, openvino: bool = False, repeats: int = 1,
+    threads: int | None = None, device: str = "cpu", seed: int = 0, bundle: str | None = None,
+    overrides: dict | None = None, out: str = "outputs/bench_infer.json", overwrite: bool = False,
 ) -> dict:
     """Time whole-CT inference of the bundle's reference and fast paths and of SwinUNETR; print a table, write JSON.
 
@@ -244,6 +266,8 @@ def bench_infer(
     check_output_file(out, overwrite, "bench-infer: --out")
     check_device("bench-infer", device)
     repeats = as_count(repeats, "bench-infer: --repeats")
+    seed = as_count(seed, "bench-infer: --seed", minimum=0)
+    overrides = _overrides(overrides)  # before the bundle is looked for: a malformed option needs no bundle
     shape = None if shape is None else as_sizes(shape, 3, "bench-infer: --shape", "Z, X, Y; e.g. 133,512,512")
     set_threads("bench-infer", threads)
     load_start = os.getloadavg()

@@ -12,6 +12,7 @@ the loss, backward, gradient clipping, the AdamW step and the EMA. MiT+ at the p
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import time
@@ -35,6 +36,51 @@ def _random_views(n: int, ct_roi: tuple[int, ...], image_size_2d: int, seed: int
     ]
 
 
+def _fit(size, valid: dict) -> list[int]:
+    """The smallest sizes from ``size`` up that ``valid`` (of ``valid_input_sizes``) allows, with more than one patch
+    at the last stage (its instance norm needs two)."""
+    steps, lows = valid["multiple_of"], valid["min_size"]
+    good = [max(low, -(-int(s) // m) * m) for s, m, low in zip(size, steps, lows)]
+    if math.prod(g // m for g, m in zip(good, steps)) < 2:
+        good[-1] += steps[-1]
+    return good
+
+
+def _check_sizes(variant: str, tiny: bool, ct_roi: tuple[int, ...], image_size_2d: int) -> None:
+    """Refuse crop sizes the backbone cannot take in the options' terms, with a valid value: the network's own line
+    advises padding in Python, which a command-line user cannot do. The CT crop's axial slices (height, width) go
+    through the 2D network too, so they must be a valid 2D size as well."""
+    from unimiss_monai.networks.variants import check_input_size, valid_input_sizes
+
+    preset = "smoke" if tiny else None
+    v2, v3 = (valid_input_sizes(variant, d, preset=preset) for d in (2, 3))
+    name, ct_roi = f"{variant}{' (tiny)' if tiny else ''}", tuple(ct_roi)
+
+    def text(sizes) -> str:
+        return ",".join(map(str, sizes))
+
+    try:
+        check_input_size(variant, 2, (image_size_2d,) * 2, preset=preset)
+    except ValueError:
+        # one side for both axes of a square view; the smallest valid side is fitted from 1
+        side, least = (max(_fit((s, s), v2)) for s in (image_size_2d, 1))
+        raise ValueError(f"bench-pretrain: --image_size_2d {image_size_2d} is not a size the {name} backbone takes (a "
+                         f"multiple of {max(v2['multiple_of'])}, at least {least}); pass e.g. --image_size_2d {side}"
+                         ) from None
+    try:
+        check_input_size(variant, 3, ct_roi, preset=preset)
+        check_input_size(variant, 2, ct_roi[1:], preset=preset)
+    except ValueError:
+        good = list(ct_roi)
+        for _ in range(4):  # alternate: a size fitted to one network can leave the other's multiples
+            good = _fit(good, v3)
+            good[1:] = _fit(good[1:], v2)
+        raise ValueError(f"bench-pretrain: --ct_roi {text(ct_roi)} is not a size the {name} backbone takes (each a "
+                         f"multiple of {text(v3['multiple_of'])}, at least {text(v3['min_size'])}; height,width also "
+                         f"a 2D size: multiples of {text(v2['multiple_of'])}, more than one patch); pass e.g. "
+                         f"--ct_roi {text(good)}") from None
+
+
 def bench_pretrain(
     batch_size: int = 2,
     steps: int = 3,
@@ -52,11 +98,15 @@ def bench_pretrain(
 
     Args:
         batch_size: CT slabs per step (each gives 2 CT crops, 2 DRR views, 2 x D/2 slices).
-        steps / warmup: timed / untimed steps.
-        variant: backbone variant; ``tiny`` uses its ``"smoke"`` preset (``networks.tiny_overrides``) for a quick
-            check.
-        out_dim: DINO prototypes. ct_roi / image_size_2d: crop sizes.
-        device: default CUDA when available, else CPU. amp: bf16 autocast.
+        steps: timed steps.
+        warmup: untimed steps before them (0 or more).
+        variant: backbone variant: ``mitplus``, ``mit_small`` or ``mit_tiny``.
+        tiny: use the variant's ``"smoke"`` preset (``networks.tiny_overrides``) for a quick check.
+        out_dim: DINO prototypes.
+        ct_roi: CT crop size, depth,height,width (e.g. 16,96,96; the backbone needs multiples of its stride).
+        image_size_2d: side of the square DRR views (e.g. 96; a multiple of the backbone's stride).
+        device: default CUDA when available, else CPU.
+        amp: bf16 autocast.
         threads: CPU threads for torch (default: torch's).
     """
     from ignite.engine import Events
@@ -75,6 +125,7 @@ def bench_pretrain(
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     check_device("bench-pretrain", str(dev))
     ct_roi = as_sizes(ct_roi, 3, "bench-pretrain: --ct_roi", "depth, height, width; e.g. 16,96,96")
+    _check_sizes(variant, tiny, ct_roi, image_size_2d)
     backbone = build_backbone(variant, in_channels={2: 3, 3: 1}, img_size={2: (image_size_2d,) * 2, 3: ct_roi},
                               drop_path_rate=0.1, preset="smoke" if tiny else None)
     net = StudentTeacher(backbone, DINOHead(backbone.embed_dim, out_dim)).to(dev)

@@ -16,8 +16,7 @@ from unimiss_monai.data.image_formats import is_dicom_file, is_dicom_path
 
 __all__ = [
     "CT_SPACING_MM", "SFORM_QFORM_TOLERANCE", "check_ct_volume", "check_dicom_pixel_data", "check_dicom_series",
-    "dicom_image_problem",
-    "check_grid", "check_has_voxels", "check_nifti_header", "is_sheared",
+    "dicom_image_problem", "check_grid", "check_has_voxels", "check_nifti_header", "is_sheared",
 ]
 
 
@@ -80,6 +79,9 @@ def check_ct_volume(shape, affine, source: str) -> None:
     if affine is None:
         return
     a = np.asarray(torch.as_tensor(affine).detach().cpu(), dtype=np.float64)
+    if a.shape[0] < 4 or a.shape[1] < 4:  # a colour picture: three axes, one of them its red, green and blue
+        raise ValueError(f"{source}: is a 2D colour image (shape {tuple(int(s) for s in shape)}, its last axis the "
+                         "colour channels), not a CT volume; pass a 3D CT (radiographs belong to the X-ray bundles)")
     spacing = np.linalg.norm(a[:3, :3], axis=0)
     low, high = CT_SPACING_MM
     if not ((spacing >= low) & (spacing <= high)).all():

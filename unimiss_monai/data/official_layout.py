@@ -22,10 +22,77 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from unimiss_monai.data.image_formats import NIFTI_SUFFIXES, SCANNED_SUFFIXES, image_suffix
 
 __all__ = ["build_official_datalist", "official_datalist"]
 
+#: suffixes PIL opens; other scanned formats (DICOM, NRRD, ...) are only checked for being empty
+_PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def _nifti_problem(path: Path) -> str | None:
+    """Why the NIfTI file ``path`` cannot be read, from its header and its size alone, or None.
+
+    The reference data loader reads every sub-volume each epoch, so a damaged one stops pretraining hours in; the
+    voxels are not decompressed here (thousands of sub-volumes), only the header and the size the data needs."""
+    import gzip
+
+    import nibabel as nib
+
+    gz = path.name.lower().endswith(".gz")
+    try:
+        image = nib.load(path)  # the header and its extensions only: the voxels stay on disk
+        header = image.header
+        # where the voxels start (after any header extension) plus their size
+        needed = int(image.dataobj.offset) + int(np.prod(header.get_data_shape(), dtype=np.int64)) * int(
+            header.get_data_dtype().itemsize)
+    except Exception as err:  # noqa: BLE001 - gzip, zlib and nibabel each raise their own types
+        reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+        return f"no readable NIfTI header ({reason})"
+    if gz:
+        # the gzip trailer ends with the uncompressed size (mod 2**32): a copy cut short ends in other bytes
+        with open(path, "rb") as f:
+            f.seek(-4, os.SEEK_END)
+            stored = int.from_bytes(f.read(4), "little")
+        if stored != needed % 2**32:
+            # rare (a writer's padding after the voxels, several gzip members): only then is the stream read through
+            try:
+                with gzip.open(path, "rb") as f:
+                    got = sum(len(chunk) for chunk in iter(lambda: f.read(1 << 20), b""))
+            except Exception as err:  # noqa: BLE001 - EOFError for a copy cut short, zlib.error for damaged bytes
+                return f"cut short or damaged ({type(err).__name__}: {str(err).strip()[:120]})"
+            if got < needed:
+                return f"cut short ({got} bytes of NIfTI where its header needs {needed})"
+    elif path.stat().st_size < needed:
+        return f"cut short ({path.stat().st_size} bytes where its header needs {needed})"
+    return None
+
+
+def _unusable(path: Path) -> str | None:
+    """Why the listed image ``path`` cannot be read, with the fix, or None: empty, or a header that is not the format
+    its suffix names. Said here, once per file, rather than as a failed sample in every epoch of the run."""
+    size = path.stat().st_size
+    if size == 0:
+        return "empty (0 bytes); copy or render it again, or remove it"
+    if image_suffix(path.name, NIFTI_SUFFIXES):
+        problem = _nifti_problem(path)
+    elif image_suffix(path.name, _PIL_SUFFIXES):
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as im:
+                im.verify()  # chunk checksums, no decoding: a text file renamed or a copy cut short fails
+            problem = None
+        except Exception as err:  # noqa: BLE001 - PIL raises many types for a damaged file
+            reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+            if isinstance(err, UnidentifiedImageError):  # PIL's line repeats the path already said
+                reason = "no image header PIL knows"
+            problem = f"not a readable {image_suffix(path.name, _PIL_SUFFIXES)[1:].upper()} image ({reason})"
+    else:
+        return None
+    return f"{problem}; copy or render it again, or remove it" if problem else None
 
 
 def _listed(root: Path, list_name: str, folder: str) -> tuple[list[str], str, list[str]]:
@@ -131,9 +198,18 @@ def build_official_datalist(
         if not image.is_file():
             problems.append(f"{image}: listed in {ct_source} but missing; skipped")
             continue
+        if problem := _unusable(image):
+            problems.append(f"{image}: {problem}; skipped")
+            continue
         entry = {"image": out_path(image)}
         drr = root / f"{volumes[rel]}.png"
-        if drr.is_file():
+        drr_problem = _unusable(drr) if drr.is_file() else None
+        if drr_problem:
+            then = "its CT skipped" if require_drr else "its CT listed without it"
+            problems.append(f"{drr}: {drr_problem}; {then}")
+            if require_drr:
+                continue
+        elif drr.is_file():
             entry["drr"] = out_path(drr)
         elif require_drr:
             problems.append(f"{image}: no DRR {drr.name} beside it; skipped (render it, or pass --require_drr False to train it with drr_on_the_fly)")
@@ -151,6 +227,8 @@ def build_official_datalist(
             problems.append(f"{image}: not an image ({', '.join(SCANNED_SUFFIXES)}) (from {xray_source}); skipped")
         elif not image.is_file():
             problems.append(f"{image}: listed in {xray_source} but missing; skipped")
+        elif problem := _unusable(image):
+            problems.append(f"{image}: {problem}; skipped")
         else:
             xray.append({"image": out_path(image)})
     return {"ct": ct, "xray": xray}, problems
@@ -172,7 +250,9 @@ def official_datalist(
     Args:
         root: the official data root (``3D_subvolumes/``, ``2D_images/``, ``3D_images.txt``, ``2D_images.txt``).
         out: the datalist JSON to write; its paths are relative to its folder.
-        list_3d / list_2d: list file names under ``root``. require_drr: see :func:`build_official_datalist`.
+        list_3d: the CT list file's name under ``root``; when absent, ``root/3D_subvolumes`` is searched.
+        list_2d: the X-ray list file's name under ``root``; when absent, ``root/2D_images`` is searched.
+        require_drr: leave out a CT without a readable ``<name>.png`` DRR beside it (False: list it without one).
         overwrite: replace an existing ``out``.
     """
     from unimiss_monai.data.writers import check_output_file, save_json

@@ -211,6 +211,9 @@ def convert_checkpoint(
     }
     bad = first_non_finite(sd, "model") or first_non_finite(head, "head")
     clean = not (missing or unexpected or shape) and bad is None
+    if clean:  # written before the report says so: a write refused (a full disk) leaves no "-> dst" line behind
+        _check_destination(src, dst, force)  # a file put there during the conversion is not replaced either
+        save_torch({"model": sd, "head": head, "variant": info["variant"]}, dst)
     print(
         f"convert-checkpoint: {src} [{branch}] -> {dst if clean else '(nothing written)'}: variant {info['variant']}, "
         f"{len(sd)} backbone tensors, {len(head)} head tensors; missing {len(missing)}, unexpected {len(unexpected)}, "
@@ -227,6 +230,4 @@ def convert_checkpoint(
     if bad is not None:
         raise ValueError(f"convert-checkpoint: {src}: the {branch} tensor {bad} holds NaN or Inf; nothing was written: "
                          "convert a checkpoint of an earlier epoch")
-    _check_destination(src, dst, force)  # a file put there during the conversion is not replaced either
-    save_torch({"model": sd, "head": head, "variant": info["variant"]}, dst)
     return report

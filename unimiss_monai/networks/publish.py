@@ -54,8 +54,15 @@ def read_export(path: str | os.PathLike) -> dict[str, Any]:
     """
     path = Path(weights_in_folder(path, "publish-pretrained: source"))
     if not path.is_file():
-        raise ValueError(f"{path} does not exist; pass the model.pt a pretraining run exported, or that run's output folder")
+        raise ValueError(f"publish-pretrained: source {path} does not exist; pass the model.pt a pretraining run "
+                         "exported, or that run's output folder")
     obj = load_torch_file(path, "publish-pretrained: source")
+    if isinstance(obj, Mapping) and "model" not in obj and ("student" in obj or "teacher" in obj):
+        # the official training checkpoint, recognised as convert_official_state_dict recognises it: its networks are
+        # in the reference code's key names, which convert-checkpoint maps to the export this command publishes
+        raise ValueError(f"publish-pretrained: {path} is an official UniMiSS/UniMiSS+ training checkpoint (student and "
+                         f"teacher networks); convert it first: python -m unimiss_monai convert-checkpoint "
+                         f"{shlex.quote(str(path))} DST, then publish DST")
     if not isinstance(obj, Mapping) or not isinstance(obj.get("model"), Mapping):
         keys = sorted(obj) if isinstance(obj, Mapping) else type(obj).__name__
         raise ValueError(f"{path} holds no 'model' state dict (it has {keys}); pass a pretraining export")

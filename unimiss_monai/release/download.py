@@ -22,7 +22,6 @@ fetch a release once.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.client
 import json
@@ -37,6 +36,7 @@ from typing import Any
 from unimiss_monai.data.temporaries import held_temporary
 from unimiss_monai.data.writers import check_output_file, remove_leftovers, save_json
 from unimiss_monai.release.archive import UnsafeArchiveError, check_members, extract_checked, sha256_file
+from unimiss_monai.release.cache_folder import cache_lock, made_folder
 from unimiss_monai.release.index import (
     OFFLINE_ERRORS, ReleaseEntry, ReleaseIndexError, check_name, check_version, entry_key, load_index, resolve,
     version_key,
@@ -130,30 +130,6 @@ def fetch(entry: ReleaseEntry, dest: Path, timeout: float = 60.0, progress: bool
     finally:
         part.unlink(missing_ok=True)
     return dest
-
-
-@contextlib.contextmanager
-def _cache_lock(cache: Path):
-    """Hold an exclusive lock on the cache folder: downloads that share it (jobs of a cluster starting together)
-    fetch and unpack one at a time, so one fetches and the others find the verified zip. The lock is on the folder
-    itself (no lock file is left behind) and is released when the process ends, however it ends. Where the file
-    system cannot lock (some network file systems, Windows), downloads go on unlocked, as before."""
-    cache.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-
-        fd = os.open(cache, os.O_RDONLY)
-    except (ImportError, OSError):
-        yield
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError:
-            pass  # no locking here: go on as an unlocked download
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def _record_path(cache: Path, name: str, version: str) -> Path:
@@ -261,34 +237,8 @@ def _unpack(zip_path: Path, entry: ReleaseEntry, staging: Path, cache: Path) -> 
     return unpacked, weights
 
 
-@contextlib.contextmanager
-def _made_folder(folder: Path):
-    """Create ``folder`` (and its missing parents) for the body; when the body fails, remove the folders this call
-    made again, deepest first, each only while it is empty: a failed run leaves no folder it created, and never
-    removes one it did not create, or one that something else has put a file in since."""
-    made = []
-    for path in reversed([p for p in (folder, *folder.parents) if not p.exists()]):  # shallowest first
-        try:
-            path.mkdir()
-            made.append(path)
-        except FileExistsError:  # another process made it meanwhile: theirs, not ours
-            if not path.is_dir():
-                raise
-    try:
-        yield
-    except BaseException:
-        for path in reversed(made):  # deepest first
-            try:
-                path.rmdir()  # refuses a folder that is not empty
-            except FileNotFoundError:
-                continue
-            except OSError:
-                break  # not empty: neither are the folders holding it
-        raise
-
-
 def _place(zip_path: Path, entry: ReleaseEntry, target: Path, force: bool, cache: Path) -> tuple[str, dict]:
-    with _made_folder(target.parent):
+    with made_folder(target.parent):
         return _place_in(zip_path, entry, target, force, cache)
 
 
@@ -376,8 +326,8 @@ def download(
     for path in (zip_path, _record_path(cache, entry.name, entry.version)):  # replaced in place below
         check_output_file(path, what="download: the cache file")
     # one download of this cache at a time, from the cache check to the bundle in place: two would write the same
-    # .part file and rename the same staging folder into place
-    with _cache_lock(cache):
+    # .part file and rename the same staging folder into place; a failed first download leaves no empty cache folder
+    with cache_lock(cache):
         from_cache = zip_path.is_file() and sha256_file(zip_path) == entry.sha256
         if not from_cache:
             if note:

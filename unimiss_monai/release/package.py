@@ -29,7 +29,9 @@ from typing import Any
 
 from unimiss_monai.data.writers import save_bytes
 from unimiss_monai.release.archive import sha256_bytes, sha256_file, torch_bytes, zip_bytes
-from unimiss_monai.release.index import check_name, check_version, entry_key, load_index, update_index
+from unimiss_monai.release.index import (
+    ReleaseIndexError, check_name, check_version, entry_key, load_index, update_index,
+)
 from unimiss_monai.release.network_fit import (
     BundleNetwork, bundle_network, check_weights_fit, overlay_files, weights_path,
 )
@@ -328,7 +330,7 @@ def build_release(
     large_state = _write_state(large, large_yml.encode(), overwrite) if large is not None else None
     sha_state = _write_state(sha_path, sha_data, overwrite)
     if (out_dir / "model_info.json").exists():
-        load_index(str(out_dir / "model_info.json"))  # a file there that is no index is refused now, not after the zip
+        _check_out_index(out_dir / "model_info.json")  # a file there that is no index is refused now, not after the zip
     if weights_state == "written":
         save_bytes(model_pt, weights_file)
     if large_state == "written":
@@ -347,6 +349,18 @@ def build_release(
               "address the files will be published at for monai.bundle download_large_files", flush=True)
     return {"zip": str(zip_path), "sha256": digest, "size": size, "version": version, "name": name,
             "index": str(out_dir / "model_info.json"), "large_files": str(large) if large else None}
+
+
+def _check_out_index(index: Path) -> None:
+    """Refuse (one line) a ``model_info.json`` in ``--out`` that is no release index. The user passed no index, so the
+    reader's own advice (pass a model_info.json) does not apply: the file is theirs, left untouched, and the fix is to
+    move it or write the release elsewhere."""
+    try:
+        load_index(str(index))
+    except (ReleaseIndexError, OSError) as err:
+        reason = str(err).removeprefix(f"index {index} ").split("; pass ")[0]
+        raise ValueError(f"package-bundle: {index} is no release index ({reason}), and the release's entry would be "
+                         "added to it; move that file away or choose another --out (it was left untouched)") from None
 
 
 def _require_weights_file(path: str | os.PathLike) -> None:

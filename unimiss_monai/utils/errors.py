@@ -14,6 +14,7 @@ import errno
 import os
 import re
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -46,6 +47,9 @@ _WORKER_HEAD = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.\nOrig
 _EXC_LINE = re.compile(r"^(?P<type>[A-Za-z_][\w.]*): (?P<message>.*)$")
 _FILE_LINE = re.compile(r'^\s*File "(?P<file>[^"]+)", line \d+')
 _APPLYING = re.compile(r"^applying transform <?([\w.]+)")
+# an OSError as str() gives it, with one file name or two (a rename: the first is the one refused)
+_ERRNO_TEXT = re.compile(r"^\[Errno (?P<code>\d+)\] (?P<strerror>[^:]+)(?:: '(?P<file>[^']+)'(?: -> '[^']+')?)?$")
+_OS_ERROR_NAMES = {"OSError", "PermissionError"}
 
 
 def exception_chain(err: BaseException) -> Iterator[BaseException]:
@@ -167,6 +171,8 @@ def _from_worker_text(text: str) -> str | None:
             continue
         files = [f["file"] for line in lines[:index] if (f := _FILE_LINE.match(line))]
         in_package = bool(files) and in_package_code(files[-1])
+        if (place := _worker_place_problem(kind, message)) is not None:
+            return place
         if kind == "KeyError":
             message = message.strip("'\"") if " " in message else ""
         user = (kind.rsplit(".", 1)[-1] in _USER_TYPE_NAMES or kind.startswith("unimiss_monai.")
@@ -208,14 +214,46 @@ def _place_problem(exc: BaseException) -> str | None:
     """One line for an ``OSError`` that refuses a place (a read-only or full file system, no permission), naming the
     place; None for any other error. A hidden file named there is this package's temporary beside an output (written
     first, then renamed): its folder is what the user chose, and what they can change."""
-    if not (isinstance(exc, OSError) and exc.filename and exc.errno in _FULL_OR_READ_ONLY | _NOT_PERMITTED):
+    if not (isinstance(exc, OSError) and exc.errno in _FULL_OR_READ_ONLY | _NOT_PERMITTED):
         return None
+    full = exc.errno != errno.EROFS and exc.errno in _FULL_OR_READ_ONLY
+    if not exc.filename:
+        # a write() names no file; a full disk is still the user's to mend, a refusal without a place is not said
+        return (f"{exc.strerror.lower()} while writing; free space where the output goes (or, for temporary files, in "
+                f"{_temporary_folder()}: set TMPDIR to a folder with room), or choose another place") if full else None
     path = Path(os.fsdecode(exc.filename))
     place = f"the folder {path.parent}" if is_temporary_name(path.name) else str(path)
     if exc.errno in _NOT_PERMITTED:
         return f"{place}: {exc.strerror.lower()}; mend its permissions (or its folder's), or choose another place"
-    fix = "choose another place for the output" + ("" if exc.errno == errno.EROFS else ", or free space there")
+    fix = "choose another place for the output" + (", or free space there" if full else "")
+    if full and _made_by_tempfile(path):  # no option names that place: TMPDIR does
+        fix = "free space there, or set TMPDIR to a folder with room"
     return f"cannot write in {place} ({exc.strerror.lower()}); {fix}"
+
+
+def _temporary_folder() -> str:
+    """Where temporary files go, without :func:`tempfile.gettempdir`'s first look, which writes a test file in each
+    candidate folder: on a full disk it fails too, inside the error hook."""
+    return tempfile.tempdir or next((os.environ[v] for v in ("TMPDIR", "TEMP", "TMP") if os.environ.get(v)), "/tmp")
+
+
+def _made_by_tempfile(path: Path) -> bool:
+    """Whether ``path`` lies in a file or folder that :mod:`tempfile` made in the temporary folder (named ``tmp...``),
+    not in an output folder a user chose there (``/tmp/run``)."""
+    try:
+        below = path.relative_to(_temporary_folder())
+    except ValueError:
+        return False
+    return bool(below.parts) and below.parts[0].startswith("tmp")
+
+
+def _worker_place_problem(kind: str, message: str) -> str | None:
+    """:func:`_place_problem` of an ``OSError`` a DataLoader worker re-raised as text (``PermissionError: [Errno 13]
+    Permission denied: '/data/ct.nii.gz'``)."""
+    match = _ERRNO_TEXT.match(message)
+    if kind.rsplit(".", 1)[-1] not in _OS_ERROR_NAMES or match is None:
+        return None
+    return _place_problem(OSError(int(match["code"]), match["strerror"], match["file"]))
 
 
 def _close_progress_bars() -> None:
@@ -236,7 +274,10 @@ def _hook(previous):
         elif isinstance(value, KeyboardInterrupt):  # the user's own Ctrl-C: where it struck is no news to them
             message = INTERRUPTED
         else:
-            message = user_error_message(value)
+            try:
+                message = user_error_message(value)
+            except Exception:  # the hook never hides the error it reports: its own failure leaves the traceback
+                message = None
         if message is None:
             previous(kind, value, tb)
             return

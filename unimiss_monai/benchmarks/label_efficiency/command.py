@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from unimiss_monai.benchmarks.label_efficiency.design import ARMS, StudyDesign, parse_list
+from unimiss_monai.benchmarks.label_efficiency.inputs import check_folders, check_weights, study_variant
 from unimiss_monai.benchmarks.label_efficiency.tasks import TASKS
 from unimiss_monai.data.output_ledger import check_own_files, drawn_by_matplotlib, replacing_own
 from unimiss_monai.data.writers import save_bytes, save_json
@@ -164,9 +165,9 @@ def label_efficiency(
         arms: comma-separated, starting with ``scratch``: any of scratch, pretrained (UniMiSS+), unimiss (the
             UniMiSS ECCV recipe on the same MiT+ backbone), intra_inter (intra-inter contrastive clustering, MiT+
             slice encoder). Default scratch,pretrained.
-        pretrained: weights of the ``pretrained`` arm: a path; ``auto``: at the small scale, pretrain them
-            (``unimiss_pretraining`` smoke scale, ``pretrain_epochs`` epochs), else the shipped
-            ``bundles/unimiss_pretraining/models/model.pt``; ``none``: drop the arm.
+        pretrained: weights of the ``pretrained`` arm, a path; ``auto`` pretrains them at the small scale
+            (``unimiss_pretraining`` smoke scale, ``pretrain_epochs`` epochs), else takes the shipped
+            ``bundles/unimiss_pretraining/models/model.pt``; ``none`` drops the arm.
         weights: ``arm=path`` pairs for any arm (e.g. ``unimiss=a.pt,intra_inter=b.pt``); an arm without weights
             is pretrained at the small scale (its recipe overlay, ``pretrain_epochs`` epochs).
         dataset_dir: a ``python -m unimiss_monai samples`` output (default ``samples``).
@@ -183,8 +184,8 @@ def label_efficiency(
         small: the tasks' small network and image size (the 2-CPU default); False trains the bundle as shipped.
         bundles_dir: folder of the bundles; defaults to the repository's ``bundles/``.
         jobs: runs trained at once, each in its own process with an equal share of the threads. On 2 cores, 2 jobs
-            of one thread finish a small-scale study sooner than 1 job of two threads: much of a small network's step
-            is single-threaded Python. Scores can differ in the last digits between thread counts.
+            of one thread finish a small-scale study sooner than 1 job of two threads, as much of a small network's
+            step is single-threaded Python. Scores can differ in the last digits between thread counts.
         overrides: further ``monai.bundle`` ids for every run, each as an option of its own (e.g.
             ``--learning_rate 1e-3``, not ``--overrides``); an id that neither the
             train nor the evaluate configs define (a misspelled option such as ``--fraction``) is refused before any
@@ -245,10 +246,8 @@ def label_efficiency(
     if unknown or "scratch" in given:
         raise ValueError(f"label-efficiency: --weights names {unknown or ['scratch']}, which is not a pretrained "
                          f"arm of --arms {list(arm_list)}")
-    for arm, path in given.items():
-        if arm in arm_list and not Path(path).is_file():
-            raise FileNotFoundError(f"label-efficiency: weights of arm {arm}: {path} not found; pass an existing "
-                                    "file, or leave the arm out of --weights to pretrain it")
+    # a folder option that is a file fails inside MONAI once pretraining has started: refused before any work
+    check_folders({"out": out, "pretraining_dir": pretraining_dir})
     bundle_root = (Path(bundles_dir) / bundle if bundles_dir
                    else repository_bundle(bundle, "label-efficiency", "--bundles_dir"))
     root = bundle_root.parent
@@ -260,6 +259,9 @@ def label_efficiency(
         options = [p for p, v in inspect.signature(label_efficiency).parameters.items() if v.kind != v.VAR_KEYWORD]
         check_overrides("label-efficiency", bundle, overrides,
                         [config_files(task.train_configs), config_files(task.eval_configs)], options)
+    # weights that cannot initialise the network would fail every run of their arm, after the scratch runs trained
+    check_weights(given, arm_list, "pretrained" not in _parse_weights(weights), small,
+                  study_variant(config_files(task.train_configs), {**(task.small if small else {}), **overrides}))
     out = Path(out).resolve()
     check_results_are_ours(out)  # before hours of runs, not after them
     started = time.perf_counter()

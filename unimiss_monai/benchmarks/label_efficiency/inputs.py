@@ -1,0 +1,88 @@
+"""The label-efficiency study's inputs checked before any work: a study runs for hours, so a folder option that is a
+file, or a weights file that cannot initialise the study's network, is refused in one line up front instead of
+failing inside MONAI (a traceback) or in every pretrained run (recorded only in the JSON)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from unimiss_monai.utils.paths import file_in_the_way
+
+__all__ = ["check_folders", "check_weights", "study_variant"]
+
+
+def check_folders(folders: Mapping[str, str | None]) -> None:
+    """Refuse (``FileExistsError``) an option of ``folders`` (name -> value as given) whose path is, or lies under,
+    a file: worded as the command line's own refusal of a file where a folder has to be."""
+    for name, value in folders.items():
+        if not value:
+            continue
+        blocker = file_in_the_way(Path(value).expanduser().absolute())
+        if blocker is not None:
+            where = "" if Path(value).expanduser().absolute() == blocker else f": {blocker}"
+            raise FileExistsError(f"label-efficiency: --{name} {value}{where} is a file, not a folder; move that file "
+                                  f"away or choose another --{name}")
+
+
+def _option(arm: str, from_pretrained: bool, path: str) -> str:
+    return f"--pretrained {path}" if from_pretrained else f"--weights {arm}={path}"
+
+
+def check_weights(given: Mapping[str, str], arms: Sequence[str], from_pretrained: bool, small: bool,
+                  variant: str | None) -> None:
+    """Refuse the weights of an arm that is missing, unreadable (text, empty, not a torch file) or of another variant
+    than the study's network (``variant``), naming the option it came from and the fix.
+
+    Args:
+        given: arm -> weights path, from ``--weights`` and ``--pretrained``.
+        arms: the study's arms; weights of other arms are not used, so not checked.
+        from_pretrained: the ``pretrained`` arm's path came from ``--pretrained`` (not ``--weights``).
+        small: the small scale, where an arm without weights is pretrained by the study.
+        variant: the variant the study fine-tunes (``None``: not checked).
+    """
+    from unimiss_monai.networks.pretrained import detect_variant, read_checkpoint
+    from unimiss_monai.networks.weights_file import weights_in_folder
+
+    for arm, given_path in given.items():
+        if arm not in arms:
+            continue
+        via_pretrained = arm == "pretrained" and from_pretrained
+        option = _option(arm, via_pretrained, given_path)
+        # a pretraining run's folder or a bundle stands for its models/model.pt, as the runs' --pretrained_path reads
+        path = weights_in_folder(given_path, f"label-efficiency: {'--pretrained' if via_pretrained else '--weights'}")
+        if not Path(path).is_file():
+            if via_pretrained:
+                fix = ("pass an existing weights file, --pretrained auto (pretrained by the study at the small scale, "
+                       "else the shipped unimiss_pretraining weights) or --pretrained none (no pretrained arm)")
+            elif small:
+                fix = f"pass an existing file, or leave {arm} out of --weights to pretrain it"
+            else:
+                fix = "pass an existing file (a unimiss_pretraining export)"
+            raise FileNotFoundError(f"label-efficiency: {option} not found; {fix}")
+        try:
+            state, info = read_checkpoint(path, f"label-efficiency: {option.rsplit(given_path, 1)[0].rstrip('= ')}")
+        except ValueError as err:
+            # the reader names the file in most of its refusals; one that does not gets the option and file first
+            text = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ValueError(text if path in text else f"label-efficiency: {option}: {text}") from None
+        theirs = info.get("variant") or detect_variant(state)
+        if variant is not None and theirs is not None and theirs != variant:
+            raise ValueError(f"label-efficiency: {option} holds {theirs} weights, the study's model is {variant}; "
+                             f"pass --variant {theirs} to fine-tune that variant, or the export of a {variant} "
+                             "pretraining")
+
+
+def study_variant(config_files: Sequence[str], ids: Mapping) -> str | None:
+    """The variant of the network the study fine-tunes: the configs' ``network_def#variant`` with ``ids`` (the scale
+    and the command's overrides, which may set ``--variant``) applied; ``None`` when the configs do not say."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(list(config_files))
+    parser.update(dict(ids))
+    try:
+        value = parser.get_parsed_content("network_def#variant")
+    except Exception:  # noqa: BLE001 - a bundle without that id: the runs themselves check the weights
+        return None
+    return value if isinstance(value, str) else None
