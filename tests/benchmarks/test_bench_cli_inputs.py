@@ -45,6 +45,8 @@ def _refused(run, error=ValueError) -> str:
      "not in the bundle's inference.json; did you mean 'network_def#variant'?"),
     ({"overrides": {"sw_batch_size#x": 1}}, "bench-infer: --overrides names config id 'sw_batch_size#x', not in the "
      "bundle's inference.json; did you mean 'sw_inferer#sw_batch_size'?"),
+    ({"overrides": {"roi_sze": [16, 64, 64]}}, "bench-infer: --overrides names config id 'roi_sze', not in the "
+     "bundle's inference.json; did you mean 'roi_size'?"),  # set unused, it timed the default window instead
     ({"seed": "abc"}, "bench-infer: --seed must be a whole number of at least 0, got 'abc'"),
 ])
 def test_bench_infer_refuses_option(tmp_path, no_timing, options, message):

@@ -83,7 +83,7 @@ def load_paths(bundle: str | os.PathLike, overlay: str | Sequence[str] | None, d
     parser.read_config([str(f) for f in files])
     parser["device"] = f"$torch.device('{device}')"
     for key, value in _overrides(overrides).items():
-        _check_id(parser, key, [f.name for f in files])
+        _check_id(parser, key, files)
         parser[key] = value
     return parser
 
@@ -96,18 +96,26 @@ def _overrides(overrides) -> dict:
     return dict(overrides or {})
 
 
-def _check_id(parser, key: str, files: list[str]) -> None:
-    """Refuse a nested override id the configs lack, naming the closest: MONAI's line (``query key: nope``) names
-    neither the option nor the id. A new top-level id may be an option an overlay reads (``cpu_bfloat16``), a new key
-    of an object with ``_target_`` a keyword argument (``network_def#preset``): both are accepted."""
+def _check_id(parser, key: str, files: list[Path]) -> None:
+    """Refuse an override id the configs ``files`` lack, naming the closest: MONAI's line (``query key: nope``) names
+    neither the option nor the id, and a misspelled top-level id (``roi_sze``) was set unused, timing another setting
+    than the one asked for. A top-level id another config of the bundle defines (``cpu_bfloat16``, which the fast
+    path's overlay reads) and a new key of an object with ``_target_`` (a keyword argument: ``network_def#preset``)
+    are accepted."""
+    from monai.bundle import ConfigParser
+
     from unimiss_monai.utils.run_arguments import _suggest, config_ids
 
     parent = str(key).replace("::", "#").rpartition("#")[0]
-    if not parent or key in parser or (parent in parser and isinstance(parser[parent], dict)
-                                       and "_target_" in parser[parent]):
+    if key in parser or (parent in parser and isinstance(parser[parent], dict) and "_target_" in parser[parent]):
+        return
+    others = [f for f in sorted(files[0].parent.iterdir()) if f.suffix in (".json", ".yaml", ".yml")
+              and f.name != "metadata.json" and f not in files]
+    if not parent and any(key in (ConfigParser.load_config_file(str(f)) or {}) for f in others):
         return
     hint = _suggest(str(key), sorted(config_ids(parser.get()))) or "; pass ids the bundle's configs hold"
-    raise ValueError(f"bench-infer: --overrides names config id {key!r}, not in the bundle's {', '.join(files)}{hint}")
+    raise ValueError(f"bench-infer: --overrides names config id {key!r}, not in the bundle's "
+                     f"{', '.join(f.name for f in files)}{hint}")
 
 
 def _swinunetr(device: str) -> torch.nn.Module:

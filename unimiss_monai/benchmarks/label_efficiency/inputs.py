@@ -49,8 +49,9 @@ def check_weights(given: Mapping[str, str], arms: Sequence[str], from_pretrained
             continue
         via_pretrained = arm == "pretrained" and from_pretrained
         option = _option(arm, via_pretrained, given_path)
+        what = "label-efficiency: " + ("--pretrained" if via_pretrained else f"--weights {arm}")
         # a pretraining run's folder or a bundle stands for its models/model.pt, as the runs' --pretrained_path reads
-        path = weights_in_folder(given_path, f"label-efficiency: {'--pretrained' if via_pretrained else '--weights'}")
+        path = weights_in_folder(given_path, what)
         if not Path(path).is_file():
             if via_pretrained:
                 fix = ("pass an existing weights file, --pretrained auto (pretrained by the study at the small scale, "
@@ -61,7 +62,7 @@ def check_weights(given: Mapping[str, str], arms: Sequence[str], from_pretrained
                 fix = "pass an existing file (a unimiss_pretraining export)"
             raise FileNotFoundError(f"label-efficiency: {option} not found; {fix}")
         try:
-            state, info = read_checkpoint(path, f"label-efficiency: {option.rsplit(given_path, 1)[0].rstrip('= ')}")
+            state, info = read_checkpoint(path, what)
         except ValueError as err:
             # the reader names the file in most of its refusals; one that does not gets the option and file first
             text = str(err).splitlines()[0] if str(err) else type(err).__name__
