@@ -18,6 +18,7 @@ import torch
 
 from unimiss_monai.data.writers import check_output_file, save_torch
 from unimiss_monai.networks.state_dict_diff import is_position_embedding, state_dict_differences
+from unimiss_monai.networks.weights_file import is_official_checkpoint
 from unimiss_monai.utils.finite import first_non_finite
 from unimiss_monai.utils.serialization import load_torch_file
 
@@ -109,7 +110,7 @@ def convert_official_state_dict(
     if branch not in ("student", "teacher"):
         raise ValueError(f"branch must be 'student' or 'teacher', got {branch!r}")
     _check_dims(dims)
-    if "student" in checkpoint or "teacher" in checkpoint:
+    if is_official_checkpoint(checkpoint):
         if branch not in checkpoint:
             raise ValueError(f"checkpoint has no {branch!r} entry (it has {sorted(checkpoint)[:6]})")
         sd = checkpoint[branch]

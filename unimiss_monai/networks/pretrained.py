@@ -25,7 +25,7 @@ from unimiss_monai.networks.nets.image_volume import ImageVolumeNet
 from unimiss_monai.networks.recipe_weights import SLICE_ENCODER_PREFIX, check_recipe, intra_inter_info
 from unimiss_monai.networks.untrained_dims import set_aside_untrained
 from unimiss_monai.networks.variants import VARIANTS, VariantConfig, get_variant
-from unimiss_monai.networks.weights_file import recorded_info, refuse_trained_model
+from unimiss_monai.networks.weights_file import is_official_checkpoint, recorded_info, refuse_trained_model
 from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.finite import NonFiniteWeightsError, refuse_non_finite_weights
 from unimiss_monai.utils.serialization import load_torch_file
@@ -116,7 +116,7 @@ def read_checkpoint(
     obj = path_or_state_dict if path is None else load_torch_file(path, what)
     if not isinstance(obj, Mapping):
         raise ValueError(f"{what} holds a {type(obj).__name__}, expected a dict of tensors")
-    if "student" in obj or "teacher" in obj:
+    if is_official_checkpoint(obj):
         raise ValueError(
             "this is an official UniMiSS/UniMiSS+ training checkpoint; convert it first: "
             f"python -m unimiss_monai convert-checkpoint SRC DST --variant <{'|'.join(sorted(VARIANTS))}>"

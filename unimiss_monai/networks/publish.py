@@ -19,7 +19,9 @@ import torch
 
 from unimiss_monai.data.writers import keep_previous, save_torch
 from unimiss_monai.networks.pretrained import INFO_WIDTHS, detect_variant, smoke_sized
-from unimiss_monai.networks.weights_file import recorded_info, refuse_trained_model, weights_in_folder
+from unimiss_monai.networks.weights_file import (
+    is_official_checkpoint, recorded_info, refuse_trained_model, weights_in_folder,
+)
 from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.finite import first_non_finite
 from unimiss_monai.utils.serialization import load_torch_file
@@ -57,9 +59,7 @@ def read_export(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"publish-pretrained: source {path} does not exist; pass the model.pt a pretraining run "
                          "exported, or that run's output folder")
     obj = load_torch_file(path, "publish-pretrained: source")
-    if isinstance(obj, Mapping) and "model" not in obj and ("student" in obj or "teacher" in obj):
-        # the official training checkpoint, recognised as convert_official_state_dict recognises it: its networks are
-        # in the reference code's key names, which convert-checkpoint maps to the export this command publishes
+    if is_official_checkpoint(obj) and "model" not in obj:
         raise ValueError(f"publish-pretrained: {path} is an official UniMiSS/UniMiSS+ training checkpoint (student and "
                          f"teacher networks); convert it first: python -m unimiss_monai convert-checkpoint "
                          f"{shlex.quote(str(path))} DST, then publish DST")

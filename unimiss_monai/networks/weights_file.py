@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["PRETRAINING_BUNDLE", "WEIGHTS_IN_FOLDER", "recorded_info", "refuse_trained_model", "weights_in_folder"]
+__all__ = ["PRETRAINING_BUNDLE", "WEIGHTS_IN_FOLDER", "is_official_checkpoint", "recorded_info", "refuse_trained_model",
+           "weights_in_folder"]
 
 #: the bundle whose weights are a pretraining export; every other bundle's models/model.pt is a fine-tuned task network
 PRETRAINING_BUNDLE = "unimiss_pretraining"
@@ -67,6 +68,12 @@ def _fine_tune_checkpoint(path: str) -> bool:
     except Exception:  # noqa: BLE001 - unreadable: told as the pretraining run it most likely is
         return False
     return isinstance(saved, Mapping) and "best_model" in saved
+
+
+def is_official_checkpoint(obj: Any) -> bool:
+    """Whether a loaded file is a training checkpoint of the official UniMiSS code: its networks under ``student`` and
+    ``teacher``, in that code's key names, which ``convert-checkpoint`` maps to this package's."""
+    return isinstance(obj, Mapping) and ("student" in obj or "teacher" in obj)
 
 
 def recorded_info(obj: Any) -> dict[str, Any]:

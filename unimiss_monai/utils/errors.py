@@ -169,10 +169,10 @@ def _from_worker_text(text: str) -> str | None:
         kind, message = match["type"], match["message"]
         if kind == "RuntimeError" and _is_wrapper(message):
             continue
-        files = [f["file"] for line in lines[:index] if (f := _FILE_LINE.match(line))]
-        in_package = bool(files) and in_package_code(files[-1])
         if (place := _worker_place_problem(kind, message)) is not None:
             return place
+        files = [f["file"] for line in lines[:index] if (f := _FILE_LINE.match(line))]
+        in_package = bool(files) and in_package_code(files[-1])
         if kind == "KeyError":
             message = message.strip("'\"") if " " in message else ""
         user = (kind.rsplit(".", 1)[-1] in _USER_TYPE_NAMES or kind.startswith("unimiss_monai.")
