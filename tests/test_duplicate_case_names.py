@@ -59,17 +59,31 @@ def test_finder_refuses_nii_and_nii_gz_of_the_same_name(tmp_path):
     _one_line_naming(err, a, b)
 
 
-def test_finder_refuses_a_datalist_with_two_files_of_the_same_name(tmp_path):
-    a, b = _nifti(tmp_path / "p1" / "scan.nii.gz", 0.0), _nifti(tmp_path / "p2" / "scan.nii.gz", 1.0)
-    (tmp_path / "datalist.json").write_text(json.dumps({"testing": [{"image": "p1/scan.nii.gz"}, {"image": "p2/scan.nii.gz"}]}))
+def test_finder_names_alike_files_of_a_datalist_by_their_folders_and_refuses_two_of_one_folder(tmp_path):
+    # TotalSegmentator's layout: one ct.nii.gz per case folder
+    for case in ("s0001", "s0002"):
+        _nifti(tmp_path / case / "ct.nii.gz", 0.0)
+    _nifti(tmp_path / "p1" / "scan.nii.gz", 0.0)
+    listed = [{"image": "s0001/ct.nii.gz"}, {"image": "s0002/ct.nii.gz"}, {"image": "p1/scan.nii.gz"}]
+    (tmp_path / "datalist.json").write_text(json.dumps({"testing": listed}))
+    # a name no other file shares stays the file's own, as an earlier run wrote its outputs
+    assert [c.name for c in find_ct_cases(tmp_path)] == ["s0001_ct", "s0002_ct", "scan"]
+    listed[1]["name"] = "second"  # a given name is kept, and the other ct is then the only one of its name
+    (tmp_path / "datalist.json").write_text(json.dumps({"testing": listed}))
+    assert [c.name for c in find_ct_cases(tmp_path)] == ["ct", "second", "scan"]
+    # two files of one name in one folder: no path tells them apart
+    a, b = _nifti(tmp_path / "p2" / "scan.nii", 0.0), _nifti(tmp_path / "p2" / "scan.nii.gz", 1.0)
+    (tmp_path / "datalist.json").write_text(json.dumps({"testing": [{"image": "p2/scan.nii"},
+                                                                    {"image": "p2/scan.nii.gz"}]}))
     with pytest.raises(CTInputError, match="same case name 'scan'") as err:
         find_ct_cases(tmp_path)
     _one_line_naming(err, a, b)
     assert "'name' entries" in str(err.value)
-    # distinct "name" entries make them two cases again; names of non-colliding inputs are as before
-    (tmp_path / "datalist.json").write_text(json.dumps({"testing": [{"image": "p1/scan.nii.gz", "name": "p1"},
-                                                                    {"image": "p2/scan.nii.gz"}]}))
-    assert [c.name for c in find_ct_cases(tmp_path)] == ["p1", "scan"]
+    # a given name that another case's takes is refused too
+    (tmp_path / "datalist.json").write_text(json.dumps({"testing": [{"image": "p1/scan.nii.gz", "name": "ct"},
+                                                                    {"image": "s0001/ct.nii.gz"}]}))
+    with pytest.raises(CTInputError, match="same case name 'ct'"):
+        find_ct_cases(tmp_path)
 
 
 def test_drr_generation_refuses_before_writing_anything(tmp_path):

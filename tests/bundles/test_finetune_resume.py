@@ -191,7 +191,22 @@ def test_interrupted_run_resumes_in_process(bundle, sample_set, tmp_path, monkey
     assert str(root_cause(err.value)) == "simulated kill"
     resumed_at = _check_interrupted(run, stop, before)
     first, checkpoint = tmp_path / "first_iteration", _paths(run)["output_dir"] / "checkpoints" / "checkpoint.pt"
+    # the stopped run's files are no finished model: inference refuses its resume checkpoint in one line, before any
+    # case, and runs its best model so far with a warning
+    def infer(ckpt: Path) -> None:
+        run_workflow(bundle, ["inference.json", "smoke.yaml"], "infer", check=False, bundle_root=str(run),
+                     dataset_dir=str(samples), output_dir=str(tmp_path / "inferred"), ckpt_path=str(ckpt))
+
+    with pytest.raises(Exception) as err:
+        infer(checkpoint)
+    message = str(root_cause(err.value))
+    assert message.startswith(f"{checkpoint} is a fine-tuning run's resume checkpoint") and "\n" not in message
+    assert not (tmp_path / "inferred").exists()
     capsys.readouterr()
+    infer(checkpoint.with_name("best_model.pt"))
+    held = resumed_at // torch.load(checkpoint, weights_only=True)["trainer"]["epoch_length"]
+    assert (f"best_model.pt is the best model so far of a training run that has not finished ({held} of {EPOCHS} "
+            "epochs in the checkpoint.pt beside it)") in capsys.readouterr().out
     train(run, **_first_iteration_override(tmp_path, first))
     # it went on from the checkpoint (training over from the start, seeded alike, would end with the same weights)
     assert int(first.read_text()) == resumed_at + 1

@@ -127,7 +127,10 @@ def test_a_samples_data_set_is_known_by_any_path_and_its_test_split_read_or_said
     datalist.write_text(json.dumps({k: v for k, v in content.items() if k != "test"}))
     with caplog.at_level("WARNING"):
         everything = list_images("..")
-    assert len(everything) > len(test) and "its test split cannot be read (KeyError" in caplog.text
+    # for want of the test list, the one a model was chosen on, not trained on, and both said
+    validation = [{"image": str(folder / t["image"])} for t in content["validation"]]
+    assert everything == validation != test and "its test split cannot be read (KeyError" in caplog.text
+    assert "so its 'validation' list (8 entries) is the input" in caplog.text
     assert "--only cxr_classification --synthetic true --overwrite true" in caplog.text
     datalist.write_text(json.dumps(content))
     (tmp_path / "link").symlink_to(folder)  # a link to the data set is the data set

@@ -54,3 +54,26 @@ def test_other_datalists_leave_the_folder_to_the_scan(tmp_path):
     assert drr_run_images(tmp_path) is None and drr_run_images(tmp_path / "absent") is None
     (tmp_path / "datalist.json").write_text("not json")
     assert drr_run_images(tmp_path) is None
+
+
+def test_a_run_stopped_before_its_datalist_is_told_to_be_finished_by_every_reader(tmp_path):
+    """A run killed after some CTs leaves their folders and done records but no datalist.json (written last): the 2D
+    bundles scanned its previews and contact sheets as radiographs, pretraining and fine-tuning said "create it with
+    samples"; each now says to finish the run, and the rerun's datalist is read."""
+    from unimiss_monai.data.datalists import load_datalist
+    from unimiss_monai.data.pretraining_datalist import load_pretraining_datalist
+
+    data, out = tmp_path / "cts", tmp_path / "drr"
+    data.mkdir()
+    for name in ("ct01", "ct02"):
+        phantom_case(data, name, labels=False)
+    settings = {**SMALL, "views": ["AP"], "slab_depth": 100.0, "slab_detector_shape": (24, 24)}
+    DRRGenerator(data, out, **settings).run()
+    (out / "datalist.json").unlink()  # as the run leaves it when stopped before its last CT
+    words = rf"{out} is the output of a DRR generation run that has not finished \(2 CT\(s\) rendered, no datalist.json"
+    for read in (list_radiographs, list_images, lambda f: load_pretraining_datalist(f / "datalist.json"),
+                 lambda f: load_datalist(f / "datalist.json")):
+        with pytest.raises(FileNotFoundError, match=words + r".*rerun the DRR bundle with the same --output_dir"):
+            read(out)
+    DRRGenerator(data, out, **settings).run()  # finished: the CTs rendered are skipped
+    assert len(load_pretraining_datalist(out / "datalist.json")["ct"]) == 4  # two slabs of each CT

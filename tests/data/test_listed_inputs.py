@@ -45,8 +45,8 @@ def test_drr_generation_renders_training_cts_where_inference_runs_on_the_test_on
 
 
 @pytest.mark.parametrize("content, words", [
-    ({"testing": [], "validation": [{"image": "a.png"}]},
-     "expected a non-empty 'testing' or 'test' or 'training' list"),
+    ({"testing": [], "validation": [], "ct": [{"image": "a.png"}]},
+     "expected a non-empty 'testing' or 'test' or 'validation' or 'training' list"),
     ({"test": [{"label": "a.png"}]}, "'test' entry 0 is {'label': 'a.png'}, with no image path"),
     ({"test": [["a.png"]]}, "'test' entry 0 is ['a.png'], with no image path"),
     ({"test": [{"image": "a.png", "name": "../up"}]}, "'test' entry 0 has 'name' = '../up'; a case name names"),
@@ -106,16 +106,23 @@ def test_a_datalist_of_another_kind_leaves_the_folder_to_the_scan_said_and_a_bro
     with caplog.at_level(logging.WARNING):
         assert listed_images(tmp_path) is None
         assert list_images(tmp_path, (".png",)) == [{"image": str(tmp_path / "a.png")}]
-    assert "datalist.json holds no 'testing' or 'test' or 'training' list" in caplog.text
+    assert "datalist.json holds no 'testing' or 'test' or 'validation' or 'training' list" in caplog.text
     # a typo in the user's list: scanning instead would run on the training images the list keeps apart
     (tmp_path / "datalist.json").write_text('{"test": ["a.png",]}')
     with pytest.raises(ValueError, match=r"datalist.json: not valid JSON \(.*; fix it, or move it away"):
         list_images(tmp_path, (".png",))
 
 
-def test_a_training_list_read_for_want_of_a_held_out_one_is_warned_of(tmp_path, caplog):
+def test_a_validation_then_a_training_list_read_for_want_of_a_test_one_are_warned_of(tmp_path, caplog):
     _datalist(tmp_path, {"training": ["a.png"], "validation": ["b.png"]})
     with caplog.at_level(logging.WARNING, logger="unimiss_monai.data.listed_inputs"):
+        # the cases no model learnt from come before those it did
+        assert listed_images(tmp_path) == [{"image": str(tmp_path / "b.png")}]
+    assert ("no non-empty 'testing' or 'test' list, so its 'validation' list (1 entries) is the input: these are the "
+            "cases a fine-tune run chose its best model on") in caplog.text
+    caplog.clear()
+    _datalist(tmp_path, {"training": ["a.png"], "validation": []})
+    with caplog.at_level(logging.WARNING, logger="unimiss_monai.data.listed_inputs"):
         assert listed_images(tmp_path) == [{"image": str(tmp_path / "a.png")}]
-    assert ("no non-empty 'testing' or 'test' list, so its 'training' list (1 entries) is the input: a model trained "
-            "on it is run on its own training cases; add a 'test' list") in caplog.text
+    assert ("no non-empty 'testing' or 'test' or 'validation' list, so its 'training' list (1 entries) is the input: "
+            "a model trained on it is run on its own training cases; add a 'test' list") in caplog.text

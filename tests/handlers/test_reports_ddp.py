@@ -3,6 +3,7 @@ write one report (rank 0) equal to the report of one process over all cases."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import numpy as np
 import torch
@@ -59,7 +60,12 @@ def test_two_ranks_report_like_one_process(tmp_path):
     _evaluate(tmp_path / "single", range(10))
     assert not (tmp_path / "rank1").exists()  # only rank 0 writes
     ddp, single = tmp_path / "rank0", tmp_path / "single"
-    assert json.loads((ddp / "cls" / "metrics.json").read_text()) == json.loads((single / "cls" / "metrics.json").read_text())
+    metrics = {run: json.loads((run / "cls" / "metrics.json").read_text()) for run in (ddp, single)}
+    # each records the checksum of its own prediction file, whose rows come in another order
+    for run, m in metrics.items():
+        written = (run / "cls" / "evaluation_predictions.csv").read_bytes()
+        assert m.pop("predictions_sha256") == hashlib.sha256(written).hexdigest()
+    assert metrics[ddp] == metrics[single]
     # every case once, in rank order: rank 0's shard first
     rows = (ddp / "cls" / "evaluation_predictions.csv").read_text().splitlines()[1:]
     assert [r.split(",")[0] for r in rows] == [f"case{i}.nii.gz" for i in (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)]

@@ -64,18 +64,35 @@ def test_a_classifiers_own_predictions_and_scores_are_shown_together(tmp_path):
     assert "macro AUC" in _roc(blocks).caption
 
 
-@pytest.mark.parametrize("change", ["missing", "extra", "newer", "older"])
-def test_classifier_predictions_of_another_run_than_metrics_json_are_said_and_not_given_its_scores(tmp_path, change):
-    """A case the scores counted whose prediction is gone, a prediction of a case they did not count, a prediction
-    file rewritten after them, or scores rewritten after it (an evaluation stopped before its prediction file)."""
+def _without_checksum(home):
+    """metrics.json as an evaluation wrote it before it recorded its prediction file's checksum; its time kept."""
+    path = home / "eval" / "metrics.json"
+    t = path.stat().st_mtime
+    path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "predictions_sha256"}))
+    _at(path, t)
+
+
+@pytest.mark.parametrize("change, recorded", [
+    ("missing", True), ("extra", True), ("values", True),
+    ("missing", False), ("extra", False), ("newer", False), ("older", False)])
+def test_classifier_predictions_of_another_run_than_metrics_json_are_said_and_not_given_its_scores(
+        tmp_path, change, recorded):
+    """A case the scores counted whose prediction is gone, a prediction of a case they did not count, the same cases
+    with other probabilities (told only by the checksum metrics.json records), and, for scores written before that
+    record, a prediction file rewritten after them or scores rewritten after it (an evaluation stopped before its
+    prediction file)."""
     from unimiss_monai.report.sections.classification import classification_section
 
     home, csv_path = _evaluated(tmp_path)
+    if not recorded:
+        _without_checksum(home)
     rows = [[f"{n}.png", *[f"{p:.6f}" for p in probs], *truth] for n, probs, truth in zip("wxyz", _PROBS, _TRUTH)]
     if change == "missing":
         _rewrite(csv_path, rows[:-1])
     elif change == "extra":
         _rewrite(csv_path, [*rows, ["v.png", "0.5", "0.5", "0", "0"]])
+    elif change == "values":  # another model's predictions of the same cases
+        _rewrite(csv_path, [[r[0], r[2], r[1], *r[3:]] for r in rows])
     elif change == "newer":
         _at(csv_path, csv_path.stat().st_mtime + 600)
     else:
@@ -83,12 +100,26 @@ def test_classifier_predictions_of_another_run_than_metrics_json_are_said_and_no
     blocks = classification_section(RunFolder(tmp_path)).blocks
     (note,) = _unpaired(blocks, home)
     assert "rerun the evaluate step" in note and "eval/metrics.json" in note
+    assert ("as the SHA-256 of the prediction file in eval/metrics.json but " in note) is recorded, note
     assert ("copy it again keeping them" in note) is (change in ("newer", "older"))
     # the curves are drawn without the AUCs of metrics.json, and its table says they are not theirs
     figure = _roc(blocks)
     assert "macro AUC" not in figure.caption and "did not score them" in figure.caption
     (table,) = [b for b in blocks if isinstance(b, Table)]
     assert "not those of the ROC curves above" in table.caption
+
+
+@pytest.mark.parametrize("moved", ["eval/evaluation_predictions.csv", "eval/metrics.json"])
+def test_a_classifiers_scores_and_the_predictions_they_record_are_paired_whatever_the_file_times(tmp_path, moved):
+    """A copy that did not keep file times (``cp -r``, an unpacked download) leaves one file minutes newer: the
+    checksum metrics.json records says they are still one evaluation's."""
+    from unimiss_monai.report.sections.classification import classification_section
+
+    home, _ = _evaluated(tmp_path)
+    assert len(json.loads((home / "eval" / "metrics.json").read_text())["predictions_sha256"]) == 64
+    _at(home / moved, 1_700_000_600)
+    blocks = classification_section(RunFolder(tmp_path)).blocks
+    assert _unpaired(blocks, home) == [] and "macro AUC" in _roc(blocks).caption
 
 
 @pytest.fixture(scope="module")

@@ -104,7 +104,7 @@ def _check_id(parser, key: str, files: list[Path]) -> None:
     are accepted."""
     from monai.bundle import ConfigParser
 
-    from unimiss_monai.utils.run_arguments import _suggest, config_ids
+    from unimiss_monai.utils.run_arguments import config_ids, did_you_mean
 
     parent = str(key).replace("::", "#").rpartition("#")[0]
     if key in parser or (parent in parser and isinstance(parser[parent], dict) and "_target_" in parser[parent]):
@@ -113,7 +113,7 @@ def _check_id(parser, key: str, files: list[Path]) -> None:
               and f.name != "metadata.json" and f not in files]
     if not parent and any(key in (ConfigParser.load_config_file(str(f)) or {}) for f in others):
         return
-    hint = _suggest(str(key), sorted(config_ids(parser.get()))) or "; pass ids the bundle's configs hold"
+    hint = did_you_mean(str(key), sorted(config_ids(parser.get()))) or "; pass ids the bundle's configs hold"
     raise ValueError(f"bench-infer: --overrides names config id {key!r}, not in the bundle's "
                      f"{', '.join(f.name for f in files)}{hint}")
 

@@ -207,9 +207,9 @@ def list_images(folder: str | os.PathLike, suffixes: Sequence[str] = SCANNED_SUF
     the demo models trained on the others), and, without ``series``, the output of a DRR generation run the
     whole-view DRRs its ``datalist.json`` lists (:func:`~unimiss_monai.data.drr_run_folder.drr_run_images`), not their
     previews. Another folder with a ``datalist.json`` gives the images of its ``testing``, else ``test``, else
-    ``training`` list (:func:`~unimiss_monai.data.listed_inputs.listed_images`). When ``folder`` has an ``images``
-    sub-folder (the layout of the ``samples`` classification sets, whose previews lie beside it), only that
-    sub-folder is searched, and the images elsewhere are said to be left out. Label maps
+    ``validation``, else ``training`` list (:func:`~unimiss_monai.data.listed_inputs.listed_images`). When
+    ``folder`` has an ``images`` sub-folder (the layout of the ``samples`` classification sets, whose previews lie
+    beside it), only that sub-folder is searched, and the images elsewhere are said to be left out. Label maps
     (:func:`is_label_map_name`: ``*_label``, ``*_seg``, ``labelsTr/``) are left out, and so is a DICOM without a
     suffix unless ``suffixes`` has ``.dcm``; each left-out group is logged.
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,9 +96,23 @@ def _cases_from_datalist(datalist: Path, splits: Sequence[str]) -> list[CTCase]:
     def resolve(value: str | None) -> Path | None:
         return None if not value else (root / value)
 
-    cases = [CTCase(name=e.get("name") or _stem(Path(e["image"])), image=root / e["image"], labels=resolve(e.get("label")),
-                    label_names=resolve(e.get("label_names"))) for e in entries]
+    names = _entry_names([root / e["image"] for e in entries], [e.get("name") for e in entries])
+    cases = [CTCase(name=n, image=root / e["image"], labels=resolve(e.get("label")),
+                    label_names=resolve(e.get("label_names"))) for n, e in zip(names, entries)]
     return _refuse_duplicate_names(cases, f"or give them different 'name' entries in {datalist}")
+
+
+def _entry_names(images: list[Path], given: list[str | None]) -> list[str]:
+    """The case name of each listed CT: its ``name`` where given, else its file name without the format; files of one
+    such name in different folders (TotalSegmentator's ``s0001/ct.nii.gz``, ``s0002/ct.nii.gz``) by their path below
+    the folder those folders share (``s0001_ct``), as the other bundles name them. A name no other file shares stays
+    as it is, so that a rerun finds the outputs of an earlier one."""
+    stems = [_stem(p) for p in images]
+    shared = {s for s in stems if sum(t == s for t, g in zip(stems, given) if not g) > 1}
+    alike = [p for p, s, g in zip(images, stems, given) if not g and s in shared]
+    # one folder holding both (a.nii, a.nii.gz): no path tells them apart, and they are refused as one name
+    root = Path(os.path.commonpath([os.path.abspath(p.parent) for p in alike])) if alike else None
+    return [g or (name_below(root, p) if s in shared else s) for p, s, g in zip(images, stems, given)]
 
 
 def _refuse_duplicate_names(cases: list[CTCase], fix: str = "") -> list[CTCase]:

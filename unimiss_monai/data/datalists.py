@@ -15,6 +15,8 @@ import os
 from collections import Counter
 from pathlib import Path
 
+from unimiss_monai.data.drr_run_folder import unfinished_run_problem
+
 __all__ = ["read_split", "load_datalist", "missing_datalist", "absent_file", "require_files"]
 
 logger = logging.getLogger(__name__)
@@ -26,10 +28,12 @@ ITEM_FORM = '{"image": <path>, "label": <mask path or class>}'
 def missing_datalist(path: Path, fix: str) -> FileNotFoundError:
     """The one-line error for a datalist ``path`` (``<dataset_dir>/datalist.json``) that is not there, with ``fix``;
     a ``dataset_dir`` given as the datalist file itself is told as such (it read ``.../datalist.json/datalist.json``
-    does not exist)."""
+    does not exist), and the folder of a DRR generation run that has not finished as one to finish."""
     if path.parent.is_file():
         return FileNotFoundError(f"--dataset_dir {str(path.parent)!r} is a file; pass the folder that holds the "
                                  f"datalist, named {path.name} there")
+    if problem := unfinished_run_problem(path.parent):  # its datalist comes last: the run is to be finished
+        return FileNotFoundError(problem)
     return FileNotFoundError(f"datalist {str(path)!r} does not exist; {fix}")
 
 

@@ -14,7 +14,7 @@ import logging
 import os
 from pathlib import Path
 
-__all__ = ["DATALIST", "RUN_KEYS", "drr_run_images", "is_drr_run"]
+__all__ = ["DATALIST", "RUN_KEYS", "drr_run_images", "is_drr_run", "unfinished_run_problem"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,16 +39,38 @@ def is_drr_run(folder: str | os.PathLike) -> bool:
     return _run_datalist(folder) is not None
 
 
+def unfinished_run_problem(folder: str | os.PathLike) -> str | None:
+    """One line when ``folder`` is the output of a DRR generation run that has not finished: folders of CTs with their
+    done record (``<name>/<name>_done.json``) and no run ``datalist.json``, which a run removes as it starts and writes
+    as it ends; ``None`` otherwise. Read as a folder of images, its previews and contact sheets would pass as
+    radiographs, and the CTs not yet rendered would be missing unsaid."""
+    folder = Path(folder)
+    if is_drr_run(folder):
+        return None
+    try:
+        done = sum(1 for d in folder.iterdir() if (d / f"{d.name}_done.json").is_file())
+    except OSError:
+        return None
+    if not done:
+        return None
+    return (f"{folder} is the output of a DRR generation run that has not finished ({done} CT(s) rendered, no "
+            f"{DATALIST}, which the run writes when every CT is done): rerun the DRR bundle with the same "
+            "--output_dir to finish it (the CTs rendered are skipped)")
+
+
 def drr_run_images(folder: str | os.PathLike) -> list[Path] | None:
     """The whole-view DRRs of ``folder`` when it is the output of a DRR generation run (its ``datalist.json`` has the
     run's ``testing``, ``training`` and ``failures`` lists, each DRR entry with its ``view``), in datalist order, and
     said in the log; ``None`` for any other folder.
 
     Raises:
-        FileNotFoundError: the run's datalist lists no whole view (a slab-only run, or every CT failed).
+        FileNotFoundError: the run's datalist lists no whole view (a slab-only run, or every CT failed), or the run has
+            not finished (:func:`unfinished_run_problem`).
     """
     listed = _run_datalist(folder)  # read once: a run's datalist or not, and its entries
     if listed is None:
+        if problem := unfinished_run_problem(folder):
+            raise FileNotFoundError(problem)
         return None  # no datalist, or another kind of datalist (a training set's): read as such by the caller
     try:
         entries = [(e["image"], e["view"]) for e in listed["testing"]]

@@ -22,8 +22,9 @@ logger = logging.getLogger(__name__)
 
 #: the lists of a folder's datalist an inference run reads, the first non-empty one: its held-out cases (``testing``
 #: as the DRR bundle and ``samples`` write it, ``test`` as the fine-tune datalists and the Medical Segmentation
-#: Decathlon's ``dataset.json`` do), else ``training`` (a datalist of cases with no held-out list)
-INFERENCE_SPLITS = ("testing", "test", "training")
+#: Decathlon's ``dataset.json`` do), else ``validation`` (cases no model learnt from, though one was chosen on them),
+#: else ``training`` (a datalist of cases with no other list)
+INFERENCE_SPLITS = ("testing", "test", "validation", "training")
 
 
 def listed_entries(datalist: str | os.PathLike, splits: Sequence[str], fix: str,
@@ -62,10 +63,12 @@ def listed_entries(datalist: str | os.PathLike, splits: Sequence[str], fix: str,
                              "output files, so give a plain name without '/', '\\' or ':' (and not '.' or '..')")
     # an inference run with no held-out list: these may be the very cases its model learnt (DRR generation renders
     # a datalist's training CTs as a matter of course)
-    if key == "training" and tuple(splits) == INFERENCE_SPLITS:
-        logger.warning("%s: no non-empty %s list, so its 'training' list (%d entries) is the input: a model trained on "
-                       "it is run on its own training cases; add a 'test' list to run on others", datalist,
-                       " or ".join(repr(k) for k in splits[:splits.index(key)]), len(entries))
+    if key in ("validation", "training") and tuple(splits) == INFERENCE_SPLITS:
+        seen = ("a model trained on it is run on its own training cases" if key == "training" else
+                "these are the cases a fine-tune run chose its best model on, so their figures flatter it")
+        logger.warning("%s: no non-empty %s list, so its %r list (%d entries) is the input: %s; add a 'test' list of "
+                       "held-out cases", datalist, " or ".join(repr(k) for k in splits[:splits.index(key)]), key,
+                       len(entries), seen)
     else:
         logger.info("%s: its %r list (%d entries) is the input, not the other files of its folder", datalist, key,
                     len(entries))

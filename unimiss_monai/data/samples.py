@@ -148,7 +148,7 @@ def held_out_images(folder: str | os.PathLike) -> list[Path] | None:
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         synthetic = " --synthetic true" if entry.get("synthetic") else ""
         logger.warning("%s is data set %r of a samples output, but its test split cannot be read (%s: %s): images "
-                       "the model was trained on are taken too; rebuild it with `python -m unimiss_monai "
+                       "the model was chosen or trained on are taken instead; rebuild it with `python -m unimiss_monai "
                        "samples --out %s --only %s%s --overwrite true`", folder, name, type(err).__name__, err,
                        folder.parent, name, synthetic)
         return None

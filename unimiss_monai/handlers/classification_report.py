@@ -5,6 +5,7 @@ A case that could not be loaded or run is listed in ``metrics.json`` as failed w
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -22,7 +23,7 @@ from unimiss_monai.handlers.forward_failure_guard import guard_forward
 from unimiss_monai.handlers.inference_summary import raise_if_failed
 from unimiss_monai.metrics.classification import as_numpy, classification_metrics, stack_pairs, to_indicator
 from unimiss_monai.utils.dist import coordination_group, gather_objects, rank_and_world
-from unimiss_monai.utils.hashing import SCORED_MODEL_KEY, model_checksum
+from unimiss_monai.utils.hashing import PREDICTIONS_KEY, SCORED_MODEL_KEY, model_checksum
 from unimiss_monai.visualize.plots import confusion_png, roc_png
 
 logger = logging.getLogger(__name__)
@@ -50,9 +51,10 @@ def write_report(
     line}]`` of the cases that could not be scored, listed in ``metrics.json`` (``num_failed``, ``failed``; its
     ``num_cases`` counts the cases scored); ``model_sha256``: the checksum of the model file scored, recorded in
     ``metrics.json`` when given (:func:`~unimiss_monai.utils.hashing.model_checksum`); ``split``: the datalist split
-    scored (``"test"``), recorded as ``split`` when given, so that the report calls only test cases held out. Returns
-    the metrics dict. A
-    file of one of these names that this package did not write there stops it before any is written
+    scored (``"test"``), recorded as ``split`` when given, so that the report calls only test cases held out; with
+    ``names``, ``metrics.json`` records the SHA-256 of the prediction file it was written with
+    (:data:`~unimiss_monai.utils.hashing.PREDICTIONS_KEY`), which pairs the two. Returns the metrics dict. A file of
+    one of these names that this package did not write there stops it before any is written
     (:mod:`~unimiss_monai.data.output_ledger`).
     """
     out = Path(output_dir)
@@ -67,9 +69,7 @@ def write_report(
         metrics[SCORED_MODEL_KEY] = model_sha256
     if split:
         metrics["split"] = str(split)
-    files = {"metrics.json": json.dumps(metrics, indent=2).encode()}
-    keys = ["class", "positives", "negatives", "auc", "ap", "sensitivity", "specificity", "tp", "fn", "fp", "tn"]
-    files["per_class.csv"] = _csv_bytes(keys, [[p[k] for k in keys] for p in metrics["per_class"]])
+    predictions = None
     if names is not None:
         # the "failed" column only when a case failed: the file of a run where all worked stays as it was
         tail = [""] if failed else []
@@ -78,7 +78,14 @@ def write_report(
         rows += [[f["case"], *blank, f["reason"]] for f in failed]
         header = ["name", *[f"prob_{c}" for c in class_names], *[f"true_{c}" for c in class_names],
                   *(["failed"] if failed else [])]
-        files[EVALUATION_PREDICTIONS] = _csv_bytes(header, rows)
+        predictions = _csv_bytes(header, rows)
+        # which prediction file these scores are of: the report pairs the two by it, whatever the file times say
+        metrics[PREDICTIONS_KEY] = hashlib.sha256(predictions).hexdigest()
+    files = {"metrics.json": json.dumps(metrics, indent=2).encode()}
+    keys = ["class", "positives", "negatives", "auc", "ap", "sensitivity", "specificity", "tp", "fn", "fp", "tn"]
+    files["per_class.csv"] = _csv_bytes(keys, [[p[k] for k in keys] for p in metrics["per_class"]])
+    if predictions is not None:
+        files[EVALUATION_PREDICTIONS] = predictions
     files["roc.png"] = roc_png(probs_np, truth, metrics)
     files["confusion_matrix.png"] = confusion_png(metrics, class_names)
     for name, content in files.items():  # each recorded as it is written: a run stopped part-way leaves no file

@@ -19,9 +19,12 @@ from typing import Any
 import torch
 
 from unimiss_monai.handlers.checkpoint_info import as_options, settings_mismatch
+from unimiss_monai.handlers.checkpoint_position import finished
 from unimiss_monai.networks.pretrained import PRETRAINED as _PRETRAINED, TRAINED as _TRAINED, load_pretrained
 from unimiss_monai.networks.state_dict_diff import state_dict_differences
-from unimiss_monai.networks.weights_file import recorded_info, refuse_trained_model, weights_in_folder
+from unimiss_monai.networks.weights_file import (
+    fine_tune_checkpoint, recorded_info, refuse_trained_model, weights_in_folder,
+)
 from unimiss_monai.utils.args import as_bool, optional_path
 from unimiss_monai.utils.ema import unwrap_model
 from unimiss_monai.utils.finite import NonFiniteWeightsError, refuse_non_finite_weights
@@ -50,9 +53,15 @@ def resolve_pretrained_path(path: str | os.PathLike) -> str:
     Raises:
         FileNotFoundError (one line): no such file, or a folder without ``models/model.pt``.
     """
+    folder = os.fspath(path)
     path = weights_in_folder(path, "pretrained_path")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pretrained_path {path!r} does not exist; run the pretraining bundle first or set pretrained_path to null")
+    # a run folder whose later run (more epochs) was stopped: its model is the earlier run's, said as such
+    if path != folder and (unfinished := _unfinished_run(Path(folder) / "checkpoints" / "checkpoint.pt")):
+        logger.warning("%s: its models/model.pt is that of an earlier finished run; a later run into the folder "
+                       "has not finished (%s in checkpoints/checkpoint.pt) and is not used: rerun it with the same "
+                       "--output_dir to finish it, which exports its model", folder, unfinished)
     return path
 
 
@@ -112,6 +121,7 @@ def _load_trained(network: torch.nn.Module, path, checkpoint_key: str | None, en
             "folder of a trained model.pt (after a smoke training, add configs/smoke.yaml to this command too)"
         )
     path = str(path)
+    _check_finished_run(path)
     try:
         report = _load_file(network, path, checkpoint_key, encoder_attr, True, False, _TRAINED)
     except (UnreadableCheckpointError, UnsafeCheckpointError, NonFiniteWeightsError):
@@ -151,6 +161,36 @@ def _load_trained(network: torch.nn.Module, path, checkpoint_key: str | None, en
             f"{as_options(recorded, keys)} (or the overlay it was trained with)"
         )
     return report
+
+
+def _check_finished_run(path: str) -> None:
+    """Refuse a fine-tuning run's resume checkpoint as the trained model, in one line: its network is the last saved
+    epoch's, not the model the run chose on its validation set, and the predictions of a run stopped part-way would
+    pass as a finished model's. Warn of a best model whose run (its ``checkpoint.pt`` beside it) has not finished."""
+    if fine_tune_checkpoint(path) is not None:
+        raise ValueError(f"{path} is a fine-tuning run's resume checkpoint (its network as the last saved epoch left "
+                         "it, beside the optimizer), not the model the run chose: point --ckpt_path at the model.pt a "
+                         "finished run publishes (the default; rerun the training with the same --output_dir to "
+                         "finish it), or at the run's best_model.pt")
+    if unfinished := _unfinished_run(Path(path).with_name("checkpoint.pt")):
+        logger.warning("%s is the best model so far of a training run that has not finished (%s in the "
+                       "checkpoint.pt beside it): rerun the training with the same --output_dir to finish it, which "
+                       "publishes its model", path, unfinished)
+
+
+def _unfinished_run(checkpoint: Path) -> str | None:
+    """``"3 of 10 epochs"`` when ``checkpoint`` is the resume checkpoint of a run that has not finished (its trainer
+    short of its ``max_epochs``), read without loading its tensors; ``None`` otherwise, or when there is none."""
+    try:
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - no checkpoint there, or none this question can read: nothing to say
+        return None
+    trainer = saved.get("trainer") if isinstance(saved, Mapping) else None
+    if not isinstance(trainer, Mapping) or finished(trainer):
+        return None
+    iteration, length, planned = (trainer.get(k) for k in ("iteration", "epoch_length", "max_epochs"))
+    counted = isinstance(iteration, int) and isinstance(length, int) and length > 0
+    return f"{iteration // length if counted else trainer.get('epoch')} of {planned} epochs"
 
 
 def _saved(path: str) -> dict:

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["PRETRAINING_BUNDLE", "WEIGHTS_IN_FOLDER", "is_official_checkpoint", "recorded_info", "refuse_trained_model",
-           "weights_in_folder"]
+__all__ = ["PRETRAINING_BUNDLE", "WEIGHTS_IN_FOLDER", "fine_tune_checkpoint", "is_official_checkpoint", "recorded_info",
+           "refuse_trained_model", "weights_in_folder"]
 
 #: the bundle whose weights are a pretraining export; every other bundle's models/model.pt is a fine-tuned task network
 PRETRAINING_BUNDLE = "unimiss_pretraining"
@@ -43,7 +43,7 @@ def weights_in_folder(path: str | os.PathLike, what: str = "pretrained_path") ->
     if os.path.isfile(weights):
         return weights
     checkpoint = os.path.join(path, "checkpoints", "checkpoint.pt")
-    if os.path.isfile(checkpoint) and _fine_tune_checkpoint(checkpoint):
+    if os.path.isfile(checkpoint) and fine_tune_checkpoint(checkpoint) is not None:
         raise FileNotFoundError(
             f"{what} {path!r} is the output folder of a fine-tuning run (its checkpoint holds a task network), not of "
             "a pretraining run; pass the output folder of a finished pretraining run or its models/model.pt"
@@ -60,14 +60,15 @@ def weights_in_folder(path: str | os.PathLike, what: str = "pretrained_path") ->
     )
 
 
-def _fine_tune_checkpoint(path: str) -> bool:
-    """Whether the resume checkpoint ``path`` is a fine-tuning run's (it keeps the best model beside the network),
-    read without loading its tensors."""
+def fine_tune_checkpoint(path: str | os.PathLike) -> Mapping | None:
+    """The content of ``path`` when it is a fine-tuning run's resume checkpoint (it keeps the best model's record
+    beside the network, the optimizer and the trainer's position), read without loading its tensors; ``None`` for
+    any other file, or one that cannot be read (its reader says why)."""
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - unreadable: told as the pretraining run it most likely is
-        return False
-    return isinstance(saved, Mapping) and "best_model" in saved
+    except Exception:  # noqa: BLE001 - another kind of file, or unreadable: not this question's to answer
+        return None
+    return saved if isinstance(saved, Mapping) and "best_model" in saved else None
 
 
 def is_official_checkpoint(obj: Any) -> bool:

@@ -4,7 +4,7 @@
 evaluate ...")`` / ``RuntimeError("Failed to instantiate ...")`` (and a transform's error in ``RuntimeError("applying
 transform ...")``), so a one-line message of this package reaches the user at the bottom of a long traceback whose last
 line is the generic wrapper. :func:`install_error_hook` makes such errors print as ``error: <message>`` instead; any
-other error keeps its traceback, a Ctrl-C prints ``interrupted (Ctrl-C)``, and ``UNIMISS_TRACEBACK=1`` restores the
+other error keeps its traceback, a Ctrl-C prints :data:`INTERRUPTED`, and ``UNIMISS_TRACEBACK=1`` restores the
 traceback for all of them.
 """
 
@@ -27,7 +27,9 @@ __all__ = ["INTERRUPTED", "TRACEBACK_ENV", "case_failure_reason", "exception_cha
 
 TRACEBACK_ENV = "UNIMISS_TRACEBACK"
 #: said for Ctrl-C instead of its traceback; Python still ends the process as killed by SIGINT (exit status 130)
-INTERRUPTED = "interrupted (Ctrl-C)"
+#: what a Ctrl-C prints: what was written stays (each file is written whole), and the same command goes on
+INTERRUPTED = ("interrupted (Ctrl-C); run the same command again to go on: training resumes from its last "
+               "checkpoint, DRR generation skips the CTs done")
 _PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
 # the messages MONAI (and torch's DataLoader) put around the error that was actually raised
 _WRAPPERS = ("Failed to evaluate", "Failed to instantiate", "applying transform")

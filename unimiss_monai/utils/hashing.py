@@ -10,10 +10,13 @@ import logging
 import os
 from pathlib import Path
 
-__all__ = ["SCORED_MODEL_KEY", "model_checksum", "sha256_datalist", "sha256_file"]
+__all__ = ["PREDICTIONS_KEY", "SCORED_MODEL_KEY", "model_checksum", "sha256_datalist", "sha256_file"]
 
 #: the key under which an evaluation or inference JSON records the SHA-256 of the model file it ran
 SCORED_MODEL_KEY = "model_sha256"
+#: the key under which a classifier's evaluation ``metrics.json`` records the SHA-256 of the per-case prediction
+#: file written with it, which pairs the two
+PREDICTIONS_KEY = "predictions_sha256"
 
 
 def sha256_file(path: str | os.PathLike) -> str:

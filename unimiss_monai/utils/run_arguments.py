@@ -23,7 +23,7 @@ from unimiss_monai.utils.errors import install_error_hook
 from unimiss_monai.utils.paths import file_in_the_way, symlink_loop_problem
 from unimiss_monai.utils.value_ranges import range_problem
 
-__all__ = ["RunArgumentError", "check_overrides", "check_run_arguments", "config_ids", "is_flag"]
+__all__ = ["RunArgumentError", "check_overrides", "check_run_arguments", "config_ids", "did_you_mean", "is_flag"]
 
 # the keys every config component may hold besides its target's arguments
 _COMPONENT_KEYS = {"_target_", "_disabled_", "_requires_", "_desc_", "_mode_"}
@@ -116,7 +116,9 @@ def _target_parameters(target: Any) -> set[str] | None:
     return {p.name for p in params}
 
 
-def _suggest(key: str, candidates: Sequence[str], flags: bool = False) -> str:
+def did_you_mean(key: str, candidates: Sequence[str], flags: bool = False) -> str:
+    """``"; did you mean 'a' or 'b'?"`` naming the ids of ``candidates`` closest to ``key`` (those as deep in
+    ``#`` as it first; as ``--a`` with ``flags``), or ``""`` when none is close."""
     depth = key.count("#")
     same_depth = [c for c in candidates if c.count("#") == depth]
     close = difflib.get_close_matches(key, same_depth, n=3) or difflib.get_close_matches(key, candidates, n=3)
@@ -144,7 +146,7 @@ def _unknown(key: str, ids: Mapping[str, Any], run_args: set[str], bundle: str, 
         close = difflib.get_close_matches(leaf, sorted(params), n=1)
         hint = f"; did you mean {parent + '#' + close[0]!r}?" if close else f" (it takes: {', '.join(sorted(params))})"
         return f"unknown config id {key!r} for {bundle}: {ids[parent]['_target_']} takes no argument {leaf!r}{hint}"
-    hint = _suggest(key, sorted(set(ids) | run_args), flags=command is not None)
+    hint = did_you_mean(key, sorted(set(ids) | run_args), flags=command is not None)
     if command:
         return f"unknown option --{key}: neither an option of {command} nor a config id of {bundle}" + (hint or f" ({files})")
     return f"unknown config id {key!r} for {bundle}" + (hint or f"; it is neither defined in {files} nor a run argument")

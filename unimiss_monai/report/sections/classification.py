@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from unimiss_monai.utils.hashing import PREDICTIONS_KEY, sha256_file
 from unimiss_monai.visualize.plots import roc_png
 
 from ..document import Figure, Note, Paragraph, Section, Table, fmt
@@ -178,10 +179,19 @@ def _task_blocks(run: RunFolder, bundle: str, what: str, metrics: dict | None, s
 
 
 def _unpaired_note(home: Path, metrics: dict, predictions: Path, classes: list[str], truth: np.ndarray) -> str | None:
-    """:func:`~..pairing.unpaired_note` for the evaluation's prediction file beside its ``metrics.json``, which counts
-    the cases and each class's positives it scored without naming the cases: one write puts both files there, so
+    """:func:`~..pairing.unpaired_note` for the evaluation's prediction file beside its ``metrics.json``, which records
+    the file's SHA-256 (:data:`~unimiss_monai.utils.hashing.PREDICTIONS_KEY`): the two are paired when it matches, of
+    two runs when not, whatever the file times (a copy may not keep them). An evaluation written before that record
+    counts the cases and each class's positives it scored without naming them: one write puts both files there, so
     counts that differ, or file times further apart than that write, are of two runs."""
     scores = home / "eval" / "metrics.json"
+    recorded = metrics.get(PREDICTIONS_KEY)
+    if isinstance(recorded, str):
+        found = sha256_file(predictions)
+        if found == recorded:
+            return None
+        return unpaired_note(home, scores, tallies={"as the SHA-256 of the prediction file":
+                                                    (recorded[:12], found[:12], predictions)})
     positives = {e.get("class"): e.get("positives") for e in metrics.get("per_class", []) if isinstance(e, dict)}
     tallies = {"scored cases": (metrics.get("num_cases"), len(truth), predictions)}
     tallies |= {f"positives of {c}": (positives.get(c), int(truth[:, i].sum()), predictions)
