@@ -68,6 +68,10 @@ def test_finder_names_alike_files_of_a_datalist_by_their_folders_and_refuses_two
     (tmp_path / "datalist.json").write_text(json.dumps({"testing": listed}))
     # a name no other file shares stays the file's own, as an earlier run wrote its outputs
     assert [c.name for c in find_ct_cases(tmp_path)] == ["s0001_ct", "s0002_ct", "scan"]
+    # files of another shared name, listed too, leave these names as they were (each group is named on its own)
+    _nifti(tmp_path / "other" / "p2" / "scan.nii.gz", 0.0)
+    (tmp_path / "datalist.json").write_text(json.dumps({"testing": [*listed, {"image": "other/p2/scan.nii.gz"}]}))
+    assert [c.name for c in find_ct_cases(tmp_path)] == ["s0001_ct", "s0002_ct", "p1_scan", "other_p2_scan"]
     listed[1]["name"] = "second"  # a given name is kept, and the other ct is then the only one of its name
     (tmp_path / "datalist.json").write_text(json.dumps({"testing": listed}))
     assert [c.name for c in find_ct_cases(tmp_path)] == ["ct", "second", "scan"]

@@ -77,3 +77,15 @@ def test_a_run_stopped_before_its_datalist_is_told_to_be_finished_by_every_reade
             read(out)
     DRRGenerator(data, out, **settings).run()  # finished: the CTs rendered are skipped
     assert len(load_pretraining_datalist(out / "datalist.json")["ct"]) == 4  # two slabs of each CT
+
+
+def test_a_datalist_of_the_users_in_a_drr_folder_is_read_as_theirs(tmp_path):
+    """The DRR docs tell how to write a CXR datalist of a run's DRRs; written into the run's folder, its test list is
+    the input, whether or not the run's own datalist is there beside the done records."""
+    (tmp_path / "ct01").mkdir()
+    (tmp_path / "ct01" / "ct01_done.json").write_text("{}")
+    (tmp_path / "ct01" / "ct01_AP.nii.gz").write_bytes(b"")
+    (tmp_path / "datalist.json").write_text(json.dumps({"training": [{"image": "ct01/ct01_AP.nii.gz"}],
+                                                        "test": [{"image": "ct01/ct01_AP.nii.gz"}]}))
+    assert drr_run_images(tmp_path) is None
+    assert list_radiographs(tmp_path) == [{"image": str(tmp_path / "ct01" / "ct01_AP.nii.gz")}]

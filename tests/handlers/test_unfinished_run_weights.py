@@ -59,13 +59,37 @@ def test_a_pretraining_folder_whose_later_run_was_stopped_says_its_model_is_the_
         assert resolve_pretrained_path(folder) == str(folder / "models" / "model.pt")
     assert _warnings(caplog) == []  # the checkpoint of the run that exported it
     torch.save({"network": {}, "loss": {}, "trainer": _trainer(3, 6)}, folder / "checkpoints" / "checkpoint.pt")
-    with caplog.at_level(logging.WARNING, logger="unimiss_monai"):
-        assert resolve_pretrained_path(folder) == str(folder / "models" / "model.pt")
-    assert _warnings(caplog) == [
-        f"{folder}: its models/model.pt is that of an earlier finished run; a later run into the folder has not "
-        "finished (3 of 6 epochs in checkpoints/checkpoint.pt) and is not used: rerun it with the same --output_dir "
-        "to finish it, which exports its model"]
+    model = folder / "models" / "model.pt"
+    for given in (folder, model):  # the folder, or its model named (as publish-pretrained's default is)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="unimiss_monai"):
+            assert resolve_pretrained_path(given) == str(model)
+        assert _warnings(caplog) == [
+            f"{model} is the model of an earlier finished run; a later run into {folder} has not finished (3 of 6 "
+            "epochs in checkpoints/checkpoint.pt) and is not used: rerun it with the same --output_dir to finish it, "
+            "which exports its model"]
+    # a trainer state that says no epoch count: nothing to tell
+    torch.save({"network": {}, "trainer": {"iteration": 6}}, folder / "checkpoints" / "checkpoint.pt")
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="unimiss_monai"):  # the file itself: the user chose it
-        resolve_pretrained_path(folder / "models" / "model.pt")
+    with caplog.at_level(logging.WARNING, logger="unimiss_monai"):
+        resolve_pretrained_path(folder)
     assert _warnings(caplog) == []
+
+
+def test_a_resume_checkpoint_is_not_packaged_as_a_release(tmp_path):
+    from unimiss_monai.release.package import weights_payload
+
+    checkpoint = tmp_path / "checkpoint.pt"
+    torch.save({"network": _Net().state_dict(), "optimizer": {}, "best_model": {"_saved": []},
+                "trainer": _trainer(3, 10)}, checkpoint)
+    with pytest.raises(ValueError, match=r"are a fine-tuning run's resume checkpoint, not a model to release; "
+                                         r"package the models/model.pt"):
+        weights_payload(checkpoint)
+
+
+def test_a_legacy_format_resume_checkpoint_is_told_too(tmp_path):
+    checkpoint = tmp_path / "checkpoint.pt"
+    torch.save({"network": _Net().state_dict(), "best_model": {"_saved": []}, "trainer": _trainer(3, 10)},
+               checkpoint, _use_new_zipfile_serialization=False)  # the format before torch 1.6, which mmap cannot read
+    with pytest.raises(ValueError, match="is a fine-tuning run's resume checkpoint"):
+        load_pretrained_init(_Net(), checkpoint, trained=True)

@@ -2,9 +2,10 @@
 
 A folder is read in this order:
 
-1. ``datalist.json`` (decathlon style): its ``"testing"`` list (else ``"training"``; inference reads ``"test"`` too,
-   see :func:`find_ct_cases`) of ``{"image": ..., "label": ..., "label_names": ...}`` entries, paths relative to the
-   folder;
+1. ``datalist.json`` (decathlon style): its ``"testing"`` list (else ``"training"``; inference reads ``"test"`` and
+   ``"validation"`` too, see :func:`find_ct_cases`) of ``{"image": ..., "label": ..., "label_names": ..., "name":
+   ...}`` entries, paths relative to the folder, each named by its ``name``, else its file name (files of one name in
+   several folders by their path: ``s0001/ct.nii.gz`` -> ``s0001_ct``);
 2. otherwise every ``*.nii`` / ``*.nii.gz`` file in it and every folder below it holding a DICOM series, at any
    depth and named by its path below the folder (``P1/ST1/SE1`` -> ``P1_ST1_SE1``); the folder itself when it is
    one (:func:`~unimiss_monai.data.series_folders.scan_series` has the rule: of nested folders holding DICOM files,
@@ -105,14 +106,17 @@ def _cases_from_datalist(datalist: Path, splits: Sequence[str]) -> list[CTCase]:
 def _entry_names(images: list[Path], given: list[str | None]) -> list[str]:
     """The case name of each listed CT: its ``name`` where given, else its file name without the format; files of one
     such name in different folders (TotalSegmentator's ``s0001/ct.nii.gz``, ``s0002/ct.nii.gz``) by their path below
-    the folder those folders share (``s0001_ct``), as the other bundles name them. A name no other file shares stays
-    as it is, so that a rerun finds the outputs of an earlier one."""
+    the folder those files share (``s0001_ct``). Each group of alike names is named apart from the others, so listing
+    files of another name leaves these names as they were; a name no other file shares stays the file's own."""
     stems = [_stem(p) for p in images]
-    shared = {s for s in stems if sum(t == s for t, g in zip(stems, given) if not g) > 1}
-    alike = [p for p, s, g in zip(images, stems, given) if not g and s in shared]
+    groups: dict[str, list[Path]] = {}
+    for p, s, g in zip(images, stems, given):
+        if not g:
+            groups.setdefault(s, []).append(p)
     # one folder holding both (a.nii, a.nii.gz): no path tells them apart, and they are refused as one name
-    root = Path(os.path.commonpath([os.path.abspath(p.parent) for p in alike])) if alike else None
-    return [g or (name_below(root, p) if s in shared else s) for p, s, g in zip(images, stems, given)]
+    roots = {s: Path(os.path.commonpath([os.path.abspath(p.parent) for p in ps])) for s, ps in groups.items()
+             if len(ps) > 1}
+    return [g or (name_below(roots[s], p) if s in roots else s) for p, s, g in zip(images, stems, given)]
 
 
 def _refuse_duplicate_names(cases: list[CTCase], fix: str = "") -> list[CTCase]:

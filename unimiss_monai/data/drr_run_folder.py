@@ -14,13 +14,19 @@ import logging
 import os
 from pathlib import Path
 
-__all__ = ["DATALIST", "RUN_KEYS", "drr_run_images", "is_drr_run", "unfinished_run_problem"]
+__all__ = ["DATALIST", "RUN_KEYS", "drr_run_images", "is_drr_run", "record_path", "unfinished_run_problem"]
 
 logger = logging.getLogger(__name__)
 
 #: the run datalist a DRR generation run writes into its output folder, and its lists
 DATALIST = "datalist.json"
 RUN_KEYS = ("testing", "training", "failures")
+
+
+def record_path(output_dir: str | os.PathLike, name: str) -> Path:
+    """The done record of the CT ``name`` in a run's ``output_dir``: written last, with the CT's outputs, and what a
+    rerun checks to skip the CT."""
+    return Path(output_dir) / name / f"{name}_done.json"
 
 
 def _run_datalist(folder: str | os.PathLike) -> dict | None:
@@ -45,10 +51,10 @@ def unfinished_run_problem(folder: str | os.PathLike) -> str | None:
     as it ends; ``None`` otherwise. Read as a folder of images, its previews and contact sheets would pass as
     radiographs, and the CTs not yet rendered would be missing unsaid."""
     folder = Path(folder)
-    if is_drr_run(folder):
+    if (folder / DATALIST).exists():  # the run's, or one the user wrote there: read as such by the caller
         return None
     try:
-        done = sum(1 for d in folder.iterdir() if (d / f"{d.name}_done.json").is_file())
+        done = sum(1 for d in folder.iterdir() if record_path(folder, d.name).is_file())
     except OSError:
         return None
     if not done:

@@ -193,7 +193,7 @@ def list_radiographs(folder: str | os.PathLike) -> list[dict[str, str]]:
     there is one (the ``cxr_segmentation`` sample layout; the others are said to be left out), else under the folder
     itself; of a DRR generation run's output, the DRRs its ``datalist.json`` lists
     (:func:`~unimiss_monai.data.drr_run_folder.drr_run_images`), not their previews; of another folder with a
-    ``datalist.json``, the images of its ``testing``, else ``test``, ``validation``, ``training`` list
+    ``datalist.json``, the images of its first non-empty ``testing``, ``test``, ``validation`` or ``training`` list
     (:func:`~unimiss_monai.data.listed_inputs.listed_images`). A radiograph in a sub-folder is
     named by its path below the folder (:func:`~unimiss_monai.data.case_names.named_inputs`). Label maps and this
     bundle's own ``*_overlay.png`` outputs are left out; what is left out is logged."""

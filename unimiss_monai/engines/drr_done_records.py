@@ -14,14 +14,11 @@ import logging
 import os
 from pathlib import Path
 
+from unimiss_monai.data.drr_run_folder import record_path
+
 __all__ = ["input_signature", "listed_files", "merge_records", "is_finished", "record_path", "relative"]
 
 logger = logging.getLogger(__name__)
-
-
-def record_path(output_dir: Path, name: str) -> Path:
-    """The done record of the CT ``name``."""
-    return output_dir / name / f"{name}_done.json"
 
 
 def listed_files(record: dict) -> list[str]:

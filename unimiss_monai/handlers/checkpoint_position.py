@@ -6,34 +6,20 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from unimiss_monai.utils.trainer_state import finished, planned_epochs
+
 __all__ = ["finished", "planned_epochs", "position_problem"]
 
 _EPOCHS_OPTION = "--train#epochs; --max_epochs in the fine-tuning bundles"
 
 
-def _get(trainer_state: Mapping | None, key: str):
-    return trainer_state.get(key) if isinstance(trainer_state, Mapping) else None
-
-
-def planned_epochs(trainer_state: Mapping | None) -> int | None:
-    """The ``max_epochs`` the run that saved ``trainer_state`` (ignite's ``state_dict()``) was set to."""
-    planned = _get(trainer_state, "max_epochs")
-    return None if planned is None else int(planned)
-
-
-def finished(trainer_state: Mapping | None) -> bool:
-    """Whether a saved ignite trainer state reached its ``max_epochs``."""
-    iteration, epoch_length = _get(trainer_state, "iteration"), _get(trainer_state, "epoch_length")
-    planned = planned_epochs(trainer_state)
-    return None not in (iteration, epoch_length, planned) and iteration >= epoch_length * planned
-
-
 def _held(trainer_state: Mapping | None) -> tuple[int, int] | None:
     """``(finished epochs, iterations into the next one)`` a saved trainer holds; None where it says neither."""
-    iteration, epoch_length = _get(trainer_state, "iteration"), _get(trainer_state, "epoch_length")
+    state = trainer_state if isinstance(trainer_state, Mapping) else {}
+    iteration, epoch_length = state.get("iteration"), state.get("epoch_length")
     if iteration is not None and epoch_length:
         return divmod(int(iteration), int(epoch_length))
-    epoch = _get(trainer_state, "epoch")
+    epoch = state.get("epoch")
     return None if epoch is None else (int(epoch), 0)
 
 

@@ -5,14 +5,14 @@
     {
       "num_cases": 3, "num_ok": 2, "num_failed": 1, "model_sha256": "3f5a...",
       "cases": [
-        {"case": "/data/a.nii.gz", "status": "ok", "reason": "", "output": "/out/a_seg.nii.gz"},
-        {"case": "/data/b.nii.gz", "status": "failed", "reason": "/data/b.nii.gz: ValueError: ..."}
+        {"case": "a.nii.gz", "status": "ok", "reason": "", "input": "/data/a.nii.gz", "output": "/out/a_seg.nii.gz"},
+        {"case": "b.nii.gz", "status": "failed", "reason": "b.nii.gz: ValueError: ...", "input": "/data/b.nii.gz"}
       ]
     }
 
-``case`` is the input path, ``reason`` one line (empty when the case worked), ``output`` the file a writer made for
-the case, when it recorded one; ``model_sha256`` the checksum of the model file the run loaded, when the handler is
-given it. A case fails when it cannot be loaded or preprocessed
+``case`` is the input path as given, ``input`` its absolute path (when it exists), ``reason`` one line (empty when the
+case worked), ``output`` the file a writer made for the case, when it recorded one; ``model_sha256`` the checksum of
+the model file the run loaded, when the handler is given it. A case fails when it cannot be loaded or preprocessed
 (:class:`~unimiss_monai.data.TolerantDataset`), when the network forward fails
 (:class:`~unimiss_monai.handlers.ForwardFailureGuard`) or when a writer cannot use its output (non-finite values, a
 failed write); the writers mark it in the batch, and this handler, listed after them, reads the marks.

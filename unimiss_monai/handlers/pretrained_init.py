@@ -19,11 +19,10 @@ from typing import Any
 import torch
 
 from unimiss_monai.handlers.checkpoint_info import as_options, settings_mismatch
-from unimiss_monai.handlers.checkpoint_position import finished
 from unimiss_monai.networks.pretrained import PRETRAINED as _PRETRAINED, TRAINED as _TRAINED, load_pretrained
 from unimiss_monai.networks.state_dict_diff import state_dict_differences
 from unimiss_monai.networks.weights_file import (
-    fine_tune_checkpoint, recorded_info, refuse_trained_model, weights_in_folder,
+    fine_tune_checkpoint, recorded_info, refuse_trained_model, unfinished_run, weights_in_folder,
 )
 from unimiss_monai.utils.args import as_bool, optional_path
 from unimiss_monai.utils.ema import unwrap_model
@@ -53,15 +52,9 @@ def resolve_pretrained_path(path: str | os.PathLike) -> str:
     Raises:
         FileNotFoundError (one line): no such file, or a folder without ``models/model.pt``.
     """
-    folder = os.fspath(path)
     path = weights_in_folder(path, "pretrained_path")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pretrained_path {path!r} does not exist; run the pretraining bundle first or set pretrained_path to null")
-    # a run folder whose later run (more epochs) was stopped: its model is the earlier run's, said as such
-    if path != folder and (unfinished := _unfinished_run(Path(folder) / "checkpoints" / "checkpoint.pt")):
-        logger.warning("%s: its models/model.pt is that of an earlier finished run; a later run into the folder "
-                       "has not finished (%s in checkpoints/checkpoint.pt) and is not used: rerun it with the same "
-                       "--output_dir to finish it, which exports its model", folder, unfinished)
     return path
 
 
@@ -172,25 +165,10 @@ def _check_finished_run(path: str) -> None:
                          "it, beside the optimizer), not the model the run chose: point --ckpt_path at the model.pt a "
                          "finished run publishes (the default; rerun the training with the same --output_dir to "
                          "finish it), or at the run's best_model.pt")
-    if unfinished := _unfinished_run(Path(path).with_name("checkpoint.pt")):
+    if unfinished := unfinished_run(Path(path).with_name("checkpoint.pt")):
         logger.warning("%s is the best model so far of a training run that has not finished (%s in the "
                        "checkpoint.pt beside it): rerun the training with the same --output_dir to finish it, which "
                        "publishes its model", path, unfinished)
-
-
-def _unfinished_run(checkpoint: Path) -> str | None:
-    """``"3 of 10 epochs"`` when ``checkpoint`` is the resume checkpoint of a run that has not finished (its trainer
-    short of its ``max_epochs``), read without loading its tensors; ``None`` otherwise, or when there is none."""
-    try:
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - no checkpoint there, or none this question can read: nothing to say
-        return None
-    trainer = saved.get("trainer") if isinstance(saved, Mapping) else None
-    if not isinstance(trainer, Mapping) or finished(trainer):
-        return None
-    iteration, length, planned = (trainer.get(k) for k in ("iteration", "epoch_length", "max_epochs"))
-    counted = isinstance(iteration, int) and isinstance(length, int) and length > 0
-    return f"{iteration // length if counted else trainer.get('epoch')} of {planned} epochs"
 
 
 def _saved(path: str) -> dict:

@@ -8,14 +8,20 @@ converted file accepted by one is accepted by all.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["PRETRAINING_BUNDLE", "WEIGHTS_IN_FOLDER", "fine_tune_checkpoint", "is_official_checkpoint", "recorded_info",
-           "refuse_trained_model", "weights_in_folder"]
+from unimiss_monai.utils.trainer_state import epochs_done, finished, planned_epochs
+
+__all__ = ["PRETRAINING_BUNDLE", "WEIGHTS_IN_FOLDER", "fine_tune_checkpoint", "is_fine_tune_checkpoint",
+           "is_official_checkpoint", "recorded_info", "refuse_trained_model", "unfinished_run", "weights_in_folder"]
+
+logger = logging.getLogger(__name__)
 
 #: the bundle whose weights are a pretraining export; every other bundle's models/model.pt is a fine-tuned task network
 PRETRAINING_BUNDLE = "unimiss_pretraining"
@@ -32,16 +38,20 @@ def weights_in_folder(path: str | os.PathLike, what: str = "pretrained_path") ->
         path: a file or a folder.
         what: how the errors name ``path`` (``"pretrained_path"``, ``"publish-pretrained: source"``).
 
+    A run folder's ``models/model.pt`` beside the checkpoint of a later run into the folder that has not finished
+    is said in a warning to be the earlier run's.
+
     Raises:
         FileNotFoundError (one line naming the folder): a folder without ``models/model.pt``; a run that has not
             finished (it has ``checkpoints/checkpoint.pt``) is told to resume to its end.
     """
     path = os.fspath(path)
+    weights = os.path.join(path, WEIGHTS_IN_FOLDER) if os.path.isdir(path) else path
+    if os.path.isfile(weights):
+        _say_later_run_stopped(weights)
+        return weights
     if not os.path.isdir(path):
         return path
-    weights = os.path.join(path, WEIGHTS_IN_FOLDER)
-    if os.path.isfile(weights):
-        return weights
     checkpoint = os.path.join(path, "checkpoints", "checkpoint.pt")
     if os.path.isfile(checkpoint) and fine_tune_checkpoint(checkpoint) is not None:
         raise FileNotFoundError(
@@ -60,15 +70,54 @@ def weights_in_folder(path: str | os.PathLike, what: str = "pretrained_path") ->
     )
 
 
+def _peek(path: str | os.PathLike) -> Any:
+    """The content of the torch file ``path``, its tensors left on disk where the file allows (``mmap``; a file in
+    the legacy format is read whole); ``None`` when there is none, or it cannot be read (its reader says why)."""
+    for mmap in (True, False):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except FileNotFoundError:
+            return None
+        except Exception:  # noqa: BLE001 - another kind of file, or unreadable: not this question's to answer
+            continue
+    return None
+
+
 def fine_tune_checkpoint(path: str | os.PathLike) -> Mapping | None:
     """The content of ``path`` when it is a fine-tuning run's resume checkpoint (it keeps the best model's record
     beside the network, the optimizer and the trainer's position), read without loading its tensors; ``None`` for
-    any other file, or one that cannot be read (its reader says why)."""
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - another kind of file, or unreadable: not this question's to answer
+    any other file, or one that cannot be read."""
+    saved = _peek(path)
+    return saved if is_fine_tune_checkpoint(saved) else None
+
+
+def is_fine_tune_checkpoint(obj: Any) -> bool:
+    """Whether a loaded file is a fine-tuning run's resume checkpoint: the record of its best model beside the
+    network, the optimizer and the trainer's position (``TrainingCheckpoint`` in the fine-tuning bundles)."""
+    return isinstance(obj, Mapping) and "best_model" in obj
+
+
+def unfinished_run(checkpoint: str | os.PathLike) -> str | None:
+    """``"3 of 10 epochs"`` when ``checkpoint`` is the resume checkpoint of a run that has not finished (its trainer
+    short of the epochs it was set to); ``None`` otherwise, when it says neither, or when there is none."""
+    saved = _peek(checkpoint)
+    trainer = saved.get("trainer") if isinstance(saved, Mapping) else None
+    done, planned = epochs_done(trainer), planned_epochs(trainer)
+    if done is None or planned is None or finished(trainer):
         return None
-    return saved if isinstance(saved, Mapping) and "best_model" in saved else None
+    return f"{done} of {planned} epochs"
+
+
+def _say_later_run_stopped(weights: str) -> None:
+    """Warn when ``weights`` is the ``models/model.pt`` of a run folder whose ``checkpoints/checkpoint.pt`` is of a
+    later run that has not finished (one continued with more epochs and stopped): the model is the earlier run's."""
+    models = Path(weights).parent
+    if models.name != os.path.dirname(WEIGHTS_IN_FOLDER):
+        return
+    if unfinished := unfinished_run(models.parent / "checkpoints" / "checkpoint.pt"):
+        logger.warning("%s is the model of an earlier finished run; a later run into %s has not finished (%s in "
+                       "checkpoints/checkpoint.pt) and is not used: rerun it with the same --output_dir to finish it, "
+                       "which exports its model", weights, models.parent, unfinished)
 
 
 def is_official_checkpoint(obj: Any) -> bool:

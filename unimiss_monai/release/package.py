@@ -105,7 +105,7 @@ def weights_payload(path: str | os.PathLike, extra_info: Mapping[str, Any] | Non
     """
     import torch
 
-    from unimiss_monai.networks.weights_file import recorded_info
+    from unimiss_monai.networks.weights_file import is_fine_tune_checkpoint, recorded_info
 
     path = Path(path)
     _require_weights_file(path)
@@ -115,6 +115,9 @@ def weights_payload(path: str | os.PathLike, extra_info: Mapping[str, Any] | Non
     info = recorded_info(obj)
     state = obj["model"] if isinstance(obj.get("model"), Mapping) else obj
     tensors = {str(k): v.detach().cpu().contiguous().clone() for k, v in state.items() if torch.is_tensor(v)}
+    if not tensors and is_fine_tune_checkpoint(obj):
+        raise ValueError(f"weights {path} are a fine-tuning run's resume checkpoint, not a model to release; package "
+                         "the models/model.pt the finished run published")
     if not tensors:
         raise ValueError(f"weights {path} hold no tensors under 'model' (keys {sorted(map(str, obj))[:6]})")
     bad = first_non_finite(tensors)

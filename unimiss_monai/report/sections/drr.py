@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from unimiss_monai.conventions import display_2d
-from unimiss_monai.engines.drr_done_records import record_path
+from unimiss_monai.data.drr_run_folder import record_path
 
 from ..document import Figure, Note, Paragraph, Section, Table, fmt
 from ..images import draw_outlines, figure_png, grey_rgb, legend_below
