@@ -141,3 +141,28 @@ def test_official_datalist_onto_a_folder_is_one_line(tmp_path):
         main(["official-datalist", "--root", str(tmp_path / "root"), "--out", str(tmp_path / "adir"), "--overwrite", "true"])
     assert "adir is a folder, not a file" in str(err.value) and "\n" not in str(err.value)
     assert list((tmp_path / "adir").iterdir()) == []
+
+
+def test_an_edit_of_a_file_of_ours_in_a_folder_of_ours_stops_its_replacement(tmp_path):
+    """A report picture annotated in place was replaced by the report's rerun: the marker now records each file's
+    signature, so an edited file is kept and named; a copy that rewrote file times alone is still replaced."""
+    import os
+    import shutil
+
+    target = tmp_path / "report_files"
+    with staged_dir(target) as tmp:
+        (tmp / "drr.png").write_bytes(b"ours")
+    marker = (target / OUTPUT_MARKER).read_text().splitlines()
+    assert marker[2].startswith("drr.png\t4\t") and len(marker[2].rsplit("\t", 1)[1]) == 64
+    copy = tmp_path / "copy" / "report_files"
+    shutil.copytree(target, copy)  # new file times, the same content
+    os.utime(copy / "drr.png", (1_700_000_000, 1_700_000_000))
+    with staged_dir(copy) as tmp:
+        (tmp / "drr.png").write_bytes(b"new!")
+    assert (copy / "drr.png").read_bytes() == b"new!"
+    (target / "drr.png").write_bytes(b"mine")  # annotated in place, of the same size
+    with pytest.raises(FileExistsError, match=r"report_files/drr.png was changed after unimiss_monai wrote it \(an "
+                                              r"edit of yours\?\) and would be lost"):
+        with staged_dir(target) as tmp:
+            (tmp / "drr.png").write_bytes(b"never")
+    assert (target / "drr.png").read_bytes() == b"mine"

@@ -252,3 +252,45 @@ def test_a_picture_without_a_pixel_size_is_scored_in_pixels_and_says_so(tmp_path
     assert report["mean"]["lung"]["dice"] == pytest.approx(case["dice"][0])
     rows = list(csv.DictReader(open(paths["csv"])))
     assert [r["distance_unit"] for r in rows] == ["pixel", "mm", "mixed"]
+
+
+def test_cases_named_alike_by_their_files_are_named_by_their_paths_as_inference_names_them(tmp_path, monkeypatch):
+    """TotalSegmentator keeps one ``ct.nii.gz`` per case folder: the report named every row "label" (its label's file
+    name), where CT segmentation inference names each output by its path (``s0001_ct``). Both name them alike now, in
+    the JSON and in the overlay grid."""
+    import json as _json
+
+    import nibabel as nib
+
+    from unimiss_monai.data.segmentation_inputs import find_segmentation_inputs
+    from unimiss_monai.handlers import segmentation_report as module
+
+    spatial = (12, 10, 8)
+    # two cases in TotalSegmentator's layout, and one in the Decathlon's, its label of its image's name
+    entries = [{"image": "s0001/ct.nii.gz", "label": "s0001/label.nii.gz"},
+               {"image": "s0002/ct.nii.gz", "label": "s0002/label.nii.gz"},
+               {"image": "imagesTs/case3.nii.gz", "label": "labelsTs/case3.nii.gz"}]
+    for entry in entries:
+        (tmp_path / "data" / entry["image"]).parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(np.zeros(spatial, np.float32), np.eye(4)), str(tmp_path / "data" / entry["image"]))
+    (tmp_path / "data" / "datalist.json").write_text(_json.dumps({"test": entries}))
+    inferred = [c["name"] for c in find_segmentation_inputs(tmp_path / "data")]
+    assert inferred == ["s0001_ct", "s0002_ct", "case3"]
+
+    def item(entry):
+        gt = _box(spatial, (2, 2, 2), (4, 4, 4)) * 1
+        onehot = torch.nn.functional.one_hot(torch.from_numpy(gt).long(), 2).movedim(-1, 0).float()
+        image_meta = {"filename_or_obj": str(tmp_path / "data" / entry["image"])}
+        label_meta = {"filename_or_obj": str(tmp_path / "data" / entry["label"])}
+        return {"image": MetaTensor(torch.rand(1, *spatial), meta=image_meta),
+                "label": MetaTensor(onehot, meta=label_meta), "pred": MetaTensor(onehot.clone(), meta=label_meta)}
+
+    drawn = []
+    monkeypatch.setattr(module, "save_overlay_grid",
+                        lambda views, names, path: drawn.extend(v[0] for v in views) or str(path))
+    engine = Engine(lambda e, batch: batch)
+    handler = SegmentationReport(tmp_path / "eval", ["lesion"], max_overlay_cases=2)
+    handler.attach(engine)
+    engine.run([[item(entries[0]), item(entries[1])], [item(entries[2])]], max_epochs=1)
+    report = json.loads(open(handler.paths["json"]).read())
+    assert [c["case"] for c in report["cases"]] == inferred and drawn == inferred[:2]

@@ -49,7 +49,10 @@ def test_a_fine_tune_resume_checkpoint_is_refused_and_its_best_model_warned_of_u
         assert said == []
 
 
-def test_a_pretraining_folder_whose_later_run_was_stopped_says_its_model_is_the_earlier_runs(tmp_path, caplog):
+def test_a_pretraining_folder_whose_later_run_was_stopped_says_its_model_is_the_earlier_runs(tmp_path, caplog,
+                                                                                              monkeypatch):
+    from unimiss_monai.networks import weights_file
+
     folder = tmp_path / "pretraining run"
     (folder / "models").mkdir(parents=True)
     (folder / "checkpoints").mkdir()
@@ -61,6 +64,7 @@ def test_a_pretraining_folder_whose_later_run_was_stopped_says_its_model_is_the_
     torch.save({"network": {}, "loss": {}, "trainer": _trainer(3, 6)}, folder / "checkpoints" / "checkpoint.pt")
     model = folder / "models" / "model.pt"
     for given in (folder, model):  # the folder, or its model named (as publish-pretrained's default is)
+        monkeypatch.setattr(weights_file, "_SAID", set())  # a process of its own
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="unimiss_monai"):
             assert resolve_pretrained_path(given) == str(model)
@@ -68,6 +72,11 @@ def test_a_pretraining_folder_whose_later_run_was_stopped_says_its_model_is_the_
             f"{model} is the model of an earlier finished run; a later run into {folder} has not finished (3 of 6 "
             "epochs in checkpoints/checkpoint.pt) and is not used: rerun it with the same --output_dir to finish it, "
             "which exports its model"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="unimiss_monai"):  # said once a process, however often it is read
+        resolve_pretrained_path(folder)
+    assert _warnings(caplog) == []
+    monkeypatch.setattr(weights_file, "_SAID", set())
     # a trainer state that says no epoch count: nothing to tell
     torch.save({"network": {}, "trainer": {"iteration": 6}}, folder / "checkpoints" / "checkpoint.pt")
     caplog.clear()

@@ -130,3 +130,30 @@ def test_the_section_reads_what_a_slab_mode_run_of_the_engine_writes(tmp_path):
     notes = _texts(section)
     assert not any("no DRR files" in t for t in notes)
     assert any(t.startswith("1 CT(s) failed: shallow: ") and "less than one 50 mm slab" in t for t in notes), notes
+
+
+def test_a_drr_run_stopped_before_its_datalist_is_said_to_be_unfinished_and_alone_is_no_report(tmp_path):
+    """A run killed after some CTs leaves their folders and done records but no datalist.json: the section showed
+    them as a finished run's, and, the only bundle folder, the report said to run the demo."""
+    import sys
+    from pathlib import Path
+
+    import pytest
+
+    from unimiss_monai.engines.drr_generation import DRRGenerator
+    from unimiss_monai.report.command import report
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engines"))
+    from drr_phantoms import SMALL, phantom_case
+
+    data, drr = tmp_path / "cts", tmp_path / "run" / "unimiss_drr_generation"
+    data.mkdir()
+    phantom_case(data, "ct01", labels=False)
+    DRRGenerator(data, drr, **{**SMALL, "views": ["AP"]}).run()
+    (drr / "datalist.json").unlink()
+    notes = _texts(drr_section(RunFolder(tmp_path / "run")))
+    assert notes[0].startswith(f"{drr} is the output of a DRR generation run that has not finished (1 CT(s) rendered")
+    assert notes[0].endswith("the DRRs below are those of the CTs it finished.")
+    with pytest.raises(FileNotFoundError, match=r"has not finished .*rerun the DRR bundle with the same --output_dir"):
+        report(tmp_path / "run")
+    assert not (tmp_path / "run" / "report.html").exists()

@@ -77,6 +77,16 @@ def test_missing_outputs_give_notes_not_errors(tmp_path, capsys):
                    f"label_efficiency.json); run `bash tools/demo.sh {tmp_path / 'run'}` first, or pass the folder a "
                    "run wrote")
     assert not any((tmp_path / "run").iterdir())
+    # one bundle's output folder given for the run: the folder above it is named
+    (tmp_path / "run" / "unimiss_ct_classification" / "eval").mkdir(parents=True)
+    (tmp_path / "run" / "unimiss_ct_classification" / "eval" / "metrics.json").write_text("{}")
+    assert main([str(tmp_path / "run" / "unimiss_ct_classification")]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"error: {tmp_path / 'run' / 'unimiss_ct_classification'} is one bundle's output folder, not a run folder; "
+        f"pass the folder that holds the unimiss_* folders: {(tmp_path / 'run').resolve()}")
+    import shutil
+
+    shutil.rmtree(tmp_path / "run" / "unimiss_ct_classification")
     (tmp_path / "run" / "demo_steps.json").write_text('{"steps": []}')
     html_path = report(tmp_path / "run", samples=None)
     text = html_path.read_text()

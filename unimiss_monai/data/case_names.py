@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from unimiss_monai.data.image_formats import split_image_name
 
-__all__ = ["CaseNames", "OutputNames", "NAME_KEY", "name_below", "named_inputs"]
+__all__ = ["CaseNames", "OutputNames", "NAME_KEY", "name_below", "named_inputs", "names_apart"]
 
 #: the data item key of a case's own name, which names its outputs where the file name would be shared: a DICOM
 #: series folder's path below the scanned folder (``P1/ST1/SE1`` -> ``P1_ST1_SE1``) or a datalist entry's ``name``
@@ -30,6 +30,26 @@ def name_below(root: str | os.PathLike, path: str | os.PathLike) -> str:
     stem = split_image_name(relative.name)[0]
     folders = [f for f in relative.parent.parts if not (stem == f or stem.startswith(f + "_"))]
     return "_".join([*folders, stem])
+
+
+def names_apart(paths: Sequence[str | os.PathLike], names: Sequence[str], fixed: Sequence[bool] = ()) -> list[str]:
+    """``names`` (one per file of ``paths``) with each name that several files share, in any letter case, replaced by
+    each file's :func:`name_below` the folder that group's files share: TotalSegmentator's ``s0001/ct.nii.gz`` and
+    ``s0002/ct.nii.gz``, both ``ct``, become ``s0001_ct`` and ``s0002_ct``. Each group is named apart from the others,
+    so files of another name change nothing, and a name no other file shares stays as it is. ``fixed`` names (a
+    datalist entry's own ``name``) are kept and join no group. Files of one name in one folder (``a.nii`` and
+    ``a.nii.gz``) keep it: no path tells them apart, and the callers refuse them as one name."""
+    fixed = list(fixed) or [False] * len(names)
+    groups: dict[str, list[int]] = {}
+    for i, (name, kept) in enumerate(zip(names, fixed)):
+        if not kept:
+            groups.setdefault(name.casefold(), []).append(i)
+    out = list(names)
+    for members in (m for m in groups.values() if len(m) > 1):
+        root = os.path.commonpath([os.path.abspath(Path(paths[i]).parent) for i in members])
+        for i in members:
+            out[i] = name_below(root, paths[i])
+    return out
 
 
 def named_inputs(root: str | os.PathLike, paths: Iterable[str | os.PathLike],

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from unimiss_monai.data.case_names import CaseNames, name_below
+from unimiss_monai.data.case_names import CaseNames, name_below, names_apart
 from unimiss_monai.data.ct_io import CTInputError
 from unimiss_monai.data.image_formats import (
     NIFTI_SUFFIXES,
@@ -104,19 +103,10 @@ def _cases_from_datalist(datalist: Path, splits: Sequence[str]) -> list[CTCase]:
 
 
 def _entry_names(images: list[Path], given: list[str | None]) -> list[str]:
-    """The case name of each listed CT: its ``name`` where given, else its file name without the format; files of one
-    such name in different folders (TotalSegmentator's ``s0001/ct.nii.gz``, ``s0002/ct.nii.gz``) by their path below
-    the folder those files share (``s0001_ct``). Each group of alike names is named apart from the others, so listing
-    files of another name leaves these names as they were; a name no other file shares stays the file's own."""
-    stems = [_stem(p) for p in images]
-    groups: dict[str, list[Path]] = {}
-    for p, s, g in zip(images, stems, given):
-        if not g:
-            groups.setdefault(s, []).append(p)
-    # one folder holding both (a.nii, a.nii.gz): no path tells them apart, and they are refused as one name
-    roots = {s: Path(os.path.commonpath([os.path.abspath(p.parent) for p in ps])) for s, ps in groups.items()
-             if len(ps) > 1}
-    return [g or (name_below(roots[s], p) if s in roots else s) for p, s, g in zip(images, stems, given)]
+    """The case name of each listed CT: its ``name`` where given, else its file name without the format, files of one
+    such name in different folders (TotalSegmentator's ``s0001/ct.nii.gz``) by their path (``s0001_ct``:
+    :func:`~unimiss_monai.data.case_names.names_apart`)."""
+    return names_apart(images, [g or _stem(p) for p, g in zip(images, given)], [bool(g) for g in given])
 
 
 def _refuse_duplicate_names(cases: list[CTCase], fix: str = "") -> list[CTCase]:

@@ -51,7 +51,7 @@ def unfinished_run_problem(folder: str | os.PathLike) -> str | None:
     as it ends; ``None`` otherwise. Read as a folder of images, its previews and contact sheets would pass as
     radiographs, and the CTs not yet rendered would be missing unsaid."""
     folder = Path(folder)
-    if (folder / DATALIST).exists():  # the run's, or one the user wrote there: read as such by the caller
+    if os.path.exists(folder / DATALIST):  # the run's, or one the user wrote there: read as such by the caller
         return None
     try:
         done = sum(1 for d in folder.iterdir() if record_path(folder, d.name).is_file())

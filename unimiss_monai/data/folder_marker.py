@@ -1,16 +1,20 @@
 """The marker of a folder this package assembled whole (``writers.staged_dir``), and the files it lists.
 
 A rerun replaces such a folder whole: a DRR case folder rendered with other settings, the report's picture folder.
-A file the user put into it since (notes, a corrected mask in ``slabs/``) would go with it, so the marker lists every
-file the folder was assembled with, and a file it does not list stops the replacement. A marker written before it
-listed files (a plain first line) leaves the folder replaceable as it was then.
+A file the user put into it since (notes, a corrected mask in ``slabs/``) would go with it, and so would the user's
+edit of one of its files (a picture annotated in place): the marker lists every file the folder was assembled with,
+each with its signature (size, modification time, SHA-256, as :mod:`~unimiss_monai.data.output_ledger` records a
+file), and a file it does not list, or one changed since, stops the replacement. A marker written before it listed
+files (a plain first line), or a file listed without a signature, leaves the folder replaceable as it was then.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["MARKER_HEADER", "files_under", "marker_text", "unlisted_file"]
+from unimiss_monai.data.output_ledger import changed_since, file_signature
+
+__all__ = ["MARKER_HEADER", "changed_file", "files_under", "marker_text", "unlisted_file"]
 
 MARKER_HEADER = "written by unimiss_monai; a rerun may replace this folder"
 _LISTING = "files:"
@@ -21,19 +25,48 @@ def files_under(folder: Path) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() or p.is_symlink())
 
 
+def _line(folder: Path, name: str) -> str:
+    path = folder / name
+    if path.is_symlink() or not path.is_file():  # a link is listed, not followed: what it points to is not ours
+        return name
+    return "\t".join([name, *map(str, file_signature(path))])
+
+
 def marker_text(folder: Path) -> str:
-    """The marker of ``folder`` as assembled now: the header, then every file under it."""
-    return "\n".join([MARKER_HEADER, _LISTING, *files_under(folder)]) + "\n"
+    """The marker of ``folder`` as assembled now: the header, then every file under it with its signature."""
+    return "\n".join([MARKER_HEADER, _LISTING, *(_line(folder, f) for f in files_under(folder))]) + "\n"
 
 
-def unlisted_file(folder: Path, marker_name: str) -> str | None:
-    """The first file under ``folder`` that its marker does not list (the marker itself aside), or ``None``: all
-    listed, or a marker without a listing (written before markers listed their files)."""
+def _listed(folder: Path, marker_name: str) -> dict[str, tuple[int, int, str] | None] | None:
+    """The files the marker lists, each with its signature (``None`` when listed without one); ``None`` for a marker
+    without a listing, or none at all."""
     try:
         lines = (folder / marker_name).read_text().splitlines()
     except OSError:
         return None
     if len(lines) < 2 or lines[1] != _LISTING:
         return None
-    listed = set(lines[2:])
+    listed: dict[str, tuple[int, int, str] | None] = {}
+    for line in lines[2:]:
+        fields = line.rsplit("\t", 3)
+        try:
+            listed[fields[0]] = (int(fields[1]), int(fields[2]), fields[3]) if len(fields) == 4 else None
+        except ValueError:  # a name with tabs in it, listed without a signature
+            listed[line] = None
+    return listed
+
+
+def unlisted_file(folder: Path, marker_name: str) -> str | None:
+    """The first file under ``folder`` that its marker does not list (the marker itself aside), or ``None``: all
+    listed, or a marker without a listing (written before markers listed their files)."""
+    listed = _listed(folder, marker_name)
+    if listed is None:
+        return None
     return next((f for f in files_under(folder) if f != marker_name and f not in listed), None)
+
+
+def changed_file(folder: Path, marker_name: str) -> str | None:
+    """The first file the marker of ``folder`` lists that differs from the file it listed (size, then content: a copy
+    of the folder keeps the content, not the times), or ``None``."""
+    listed = _listed(folder, marker_name) or {}
+    return next((name for name, sig in listed.items() if changed_since(folder / name, sig)), None)

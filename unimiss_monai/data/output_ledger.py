@@ -21,8 +21,8 @@ from types import MappingProxyType
 
 from unimiss_monai.utils.hashing import sha256_file
 
-__all__ = ["LEDGER_NAME", "NotOursError", "check_own_file", "check_own_files", "drawn_by_matplotlib", "record_written",
-           "replacing_own"]
+__all__ = ["LEDGER_NAME", "NotOursError", "changed_since", "check_own_file", "check_own_files", "drawn_by_matplotlib",
+           "file_signature", "record_written", "replacing_own"]
 
 LEDGER_NAME = ".unimiss_monai_files"
 _HEADER = "# files unimiss_monai wrote into this folder; a rerun replaces these and no other file\n"
@@ -35,7 +35,7 @@ def _relative(path: str | os.PathLike, root: str | os.PathLike) -> str | None:
         return None  # outside the folder: not the folder's business
 
 
-def _signature(path: Path) -> tuple[int, int, str]:
+def file_signature(path: Path) -> tuple[int, int, str]:
     """``(size, modification time in ns, SHA-256)`` of a file."""
     digest = sha256_file(path)
     st = path.stat()
@@ -88,7 +88,7 @@ def written_here(root: str | os.PathLike) -> Mapping[str, tuple[int, int, str] |
     return MappingProxyType(recorded)  # read-only, so that it can be the cache's own and no copy is made per call
 
 
-def _changed(path: Path, recorded: tuple[int, int, str] | None) -> bool:
+def changed_since(path: Path, recorded: tuple[int, int, str] | None) -> bool:
     """Whether ``path`` differs from the file recorded with signature ``recorded``: the size, then the content (a copy
     of the folder keeps the content, not the times)."""
     if recorded is None or not path.is_file():
@@ -96,7 +96,7 @@ def _changed(path: Path, recorded: tuple[int, int, str] | None) -> bool:
     st = path.stat()
     if st.st_size != recorded[0]:
         return True
-    return st.st_mtime_ns != recorded[1] and _signature(path)[2] != recorded[2]
+    return st.st_mtime_ns != recorded[1] and file_signature(path)[2] != recorded[2]
 
 
 class NotOursError(FileExistsError):
@@ -126,7 +126,7 @@ def check_own_file(path: str | os.PathLike, root: str | os.PathLike, flag: str =
     recorded = written_here(root)
     if name not in recorded:
         raise NotOursError(path, Path(root), flag)
-    if _changed(path, recorded[name]):
+    if changed_since(path, recorded[name]):
         raise NotOursError(path, Path(root), flag, changed=True)
     return path
 
@@ -161,7 +161,7 @@ def record_written(path: str | os.PathLike, root: str | os.PathLike) -> None:
     name = _relative(path, root)
     if name is None:
         return
-    sig = _signature(path) if path.is_file() else None
+    sig = file_signature(path) if path.is_file() else None
     recorded = written_here(root)
     if name not in recorded or recorded[name] != sig:
         _append(root, name if sig is None else "\t".join((name, *map(str, sig))))

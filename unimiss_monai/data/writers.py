@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unimiss_monai.data.folder_marker import marker_text, unlisted_file
+from unimiss_monai.data.folder_marker import changed_file, marker_text, unlisted_file
 from unimiss_monai.data.grid_checks import is_sheared
 from unimiss_monai.data.temporaries import (OLD_TAG, TMP_TAG, held_temporary, remove_leftovers,
                                             remove_stale_temporaries, remove_temporary, temporaries_of,
@@ -73,7 +73,7 @@ OUTPUT_MARKER = ".unimiss_monai_output"
 
 def check_replaceable(path: str | Path) -> None:
     """Raise ``FileExistsError`` when ``path`` exists and is not a folder this package wrote (see :func:`staged_dir`),
-    or holds a file its marker does not list (:mod:`~unimiss_monai.data.folder_marker`)."""
+    or holds a file its marker does not list, or one changed since (:mod:`~unimiss_monai.data.folder_marker`)."""
     path = Path(path)
     if path.exists() and not (path / OUTPUT_MARKER).is_file():
         raise FileExistsError(
@@ -84,6 +84,11 @@ def check_replaceable(path: str | Path) -> None:
     if extra is not None:  # a file the user put into a folder of ours is not deleted with it
         raise FileExistsError(f"{path / extra} was not written by unimiss_monai and would be deleted when {path} is "
                               "replaced; nothing is replaced: move that file away or choose another output folder")
+    edited = changed_file(path, OUTPUT_MARKER) if path.is_dir() else None
+    if edited is not None:  # nor is the user's edit of one of ours
+        raise FileExistsError(f"{path / edited} was changed after unimiss_monai wrote it (an edit of yours?) and "
+                              f"would be lost when {path} is replaced; nothing is replaced: move that file away (a "
+                              "copy under another name keeps your edit) or choose another output folder")
 
 
 def check_replaceable_json(path: str | Path, keys: Sequence[str]) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from unimiss_monai.conventions import voxel_spacing
+from unimiss_monai.data.case_names import names_apart
 from unimiss_monai.data.image_formats import NO_GRID_SUFFIXES, image_suffix, split_image_name
 from unimiss_monai.data.output_ledger import check_own_file, replacing_own
 from unimiss_monai.data.tolerant import split_failed
@@ -136,15 +137,21 @@ def write_segmentation_report(
     return {k: str(v) for k, v in paths.items()}
 
 
-def _case_name(item: dict, keys: Sequence[str], index: int) -> str:
+def _source(item: dict, keys: Sequence[str]) -> str | None:
+    """The file the first of ``keys`` of ``item`` was read from, as its metadata records it."""
     for key in keys:
         meta = getattr(item.get(key), "meta", None) or item.get(f"{key}_meta_dict") or {}
         name = meta.get("filename_or_obj")
         if isinstance(name, (list, tuple)):
             name = name[0] if name else None
         if name:
-            return split_image_name(name)[0]
-    return f"case_{index:04d}"
+            return str(name)
+    return None
+
+
+def _case_name(item: dict, keys: Sequence[str], index: int) -> str:
+    source = _source(item, keys)
+    return split_image_name(source)[0] if source else f"case_{index:04d}"
 
 
 def _network_order(volumes: Sequence[torch.Tensor], affine: torch.Tensor | None) -> list[torch.Tensor]:
@@ -229,6 +236,9 @@ class SegmentationReport:
         self.cases: list[dict[str, Any]] = []
         self.views: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
         self.failed: list[dict[str, str]] = []
+        # per case: the image it was read from, and whether its name was given (kept as it is); per view: its case
+        self._sources: list[tuple[str | None, bool]] = []
+        self._view_cases: list[int] = []
         self.paths: dict[str, str] = {}
         self._ended_with: tuple[int, int] = (0, 0)  # (failed, all) cases of the report written, on rank 0
 
@@ -250,7 +260,7 @@ class SegmentationReport:
             self._checksum = model_checksum(self.model)  # the model the bundle's initialize step has just loaded
 
     def reset(self, engine: Engine | None = None) -> None:
-        self.cases, self.views, self.failed = [], [], []
+        self.cases, self.views, self.failed, self._sources, self._view_cases = [], [], [], [], []
         self._ended_with = (0, 0)
 
     def _masks(self, x: torch.Tensor) -> np.ndarray:
@@ -274,7 +284,9 @@ class SegmentationReport:
         case.update(compute_segmentation_metrics(pred, label, self.num_classes, spacing, self.tolerance,
                                                  surface=self.surface))
         self.cases.append(case)
+        self._sources.append((_source(item, (self.image_key, self.label_key)), name is not None))
         if len(self.views) < self.max_overlay_cases and self.image_key in item:
+            self._view_cases.append(len(self.cases) - 1)
             image = item[self.image_key]
             if torch.as_tensor(image).ndim == 4:
                 image, label, pred = _network_order((image, label, pred), getattr(label, "affine", None))
@@ -297,12 +309,22 @@ class SegmentationReport:
         # every rank's cases; rank 0 writes. Over the gloo coordination group: the views are CPU arrays (no trip through
         # CUDA for NCCL), and the ranks done first wait for the slowest one's evaluation without the default group's
         # 10 (NCCL) or 30 (gloo) minute limit
-        shards = gather_objects([(cases, views, failed)], coordination_group())
+        shards = gather_objects([(cases, views, failed, self._sources, self._view_cases)], coordination_group())
         if rank_and_world()[0] != 0:
             return {}
-        cases = [c for shard in shards for c in shard[0]]
-        views = [v for shard in shards for v in shard[1]][: self.max_overlay_cases]
+        cases = [dict(c) for shard in shards for c in shard[0]]
         failed = [f for shard in shards for f in shard[2]]
+        # cases named alike by their files (TotalSegmentator's s0001/ct.nii.gz, s0002/ct.nii.gz) by their image's path
+        # below the folder those share, as inference names them (s0001_ct): a report of rows all named "ct" pairs no
+        # row with its case
+        sources = [src for shard in shards for src in shard[3]]
+        paths = [src or c["case"] for c, (src, _) in zip(cases, sources)]
+        kept = [given or not src for src, given in sources]
+        for case, name in zip(cases, names_apart(paths, [c["case"] for c in cases], kept)):
+            case["case"] = name
+        offsets = np.cumsum([0] + [len(shard[0]) for shard in shards])
+        views = [(cases[offset + k]["case"], *view[1:]) for shard, offset in zip(shards, offsets)
+                 for view, k in zip(shard[1], shard[4])][: self.max_overlay_cases]
         self.paths = write_segmentation_report(cases, self.structure_names, self.output_dir, self.prefix, self.surface,
                                                failed, self._checksum, self.split)
         if views:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,9 @@ __all__ = ["PRETRAINING_BUNDLE", "WEIGHTS_IN_FOLDER", "fine_tune_checkpoint", "i
            "is_official_checkpoint", "recorded_info", "refuse_trained_model", "unfinished_run", "weights_in_folder"]
 
 logger = logging.getLogger(__name__)
+
+# the weights files already said to be an earlier run's (:func:`_say_later_run_stopped`)
+_SAID: set[str] = set()
 
 #: the bundle whose weights are a pretraining export; every other bundle's models/model.pt is a fine-tuned task network
 PRETRAINING_BUNDLE = "unimiss_pretraining"
@@ -71,16 +75,21 @@ def weights_in_folder(path: str | os.PathLike, what: str = "pretrained_path") ->
 
 
 def _peek(path: str | os.PathLike) -> Any:
-    """The content of the torch file ``path``, its tensors left on disk where the file allows (``mmap``; a file in
-    the legacy format is read whole); ``None`` when there is none, or it cannot be read (its reader says why)."""
-    for mmap in (True, False):
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-        except FileNotFoundError:
+    """The content of the torch file ``path``, its tensors left on disk (``mmap``); a file in the legacy (not zip)
+    format is read whole, as nothing else reads it; ``None`` when there is no such file, or it cannot be read (its
+    reader says why)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except OSError:
+        return None
+    except Exception:  # noqa: BLE001 - another kind of file, or a legacy one: tried once more below where legacy
+        pass
+    try:
+        if zipfile.is_zipfile(path):  # a zip refused above stays refused: no second read of its tensors
             return None
-        except Exception:  # noqa: BLE001 - another kind of file, or unreadable: not this question's to answer
-            continue
-    return None
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - not a torch file, or unreadable: not this question's to answer
+        return None
 
 
 def fine_tune_checkpoint(path: str | os.PathLike) -> Mapping | None:
@@ -112,9 +121,12 @@ def _say_later_run_stopped(weights: str) -> None:
     """Warn when ``weights`` is the ``models/model.pt`` of a run folder whose ``checkpoints/checkpoint.pt`` is of a
     later run that has not finished (one continued with more epochs and stopped): the model is the earlier run's."""
     models = Path(weights).parent
-    if models.name != os.path.dirname(WEIGHTS_IN_FOLDER):
+    if Path(weights).name != os.path.basename(WEIGHTS_IN_FOLDER) or models.name != os.path.dirname(WEIGHTS_IN_FOLDER):
+        return
+    if weights in _SAID:  # once a process: a study's runs and publish-pretrained's two reads each resolve it again
         return
     if unfinished := unfinished_run(models.parent / "checkpoints" / "checkpoint.pt"):
+        _SAID.add(weights)
         logger.warning("%s is the model of an earlier finished run; a later run into %s has not finished (%s in "
                        "checkpoints/checkpoint.pt) and is not used: rerun it with the same --output_dir to finish it, "
                        "which exports its model", weights, models.parent, unfinished)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from unimiss_monai.conventions import display_2d
-from unimiss_monai.data.drr_run_folder import record_path
+from unimiss_monai.data.drr_run_folder import record_path, unfinished_run_problem
 
 from ..document import Figure, Note, Paragraph, Section, Table, fmt
 from ..images import draw_outlines, figure_png, grey_rgb, legend_below
@@ -177,6 +177,8 @@ def _slab_depth(folder: Path, cases: list[str]) -> float | None:
 def drr_section(run: RunFolder) -> Section:
     section = Section("drr", "DRR generation")
     folder = run.bundle("drr_generation")
+    if unfinished := unfinished_run_problem(folder):  # what is shown below is part of a run, and said to be
+        section.add(Note(unfinished + "; the DRRs below are those of the CTs it finished."))
     datalist = read_json(folder / "datalist.json")
     datalist = datalist if isinstance(datalist, dict) else {}
     failures = [f for f in datalist.get("failures") or [] if isinstance(f, dict)]
@@ -200,8 +202,8 @@ def drr_section(run: RunFolder) -> Section:
         section.add(Paragraph(
             "This run was made in slab mode (UniMiSS+ CT-DRR pairs): each CT was cut into axial slabs"
             + (f" of {depth:g} mm" if depth else "") + ", each rendered on a detector fitted to it and resized, with "
-            f"no projected organs. The slab CTs and their DRRs are in <case>/slabs/, the pairs listed under "
-            f"\"training\" in {folder / 'datalist.json'}."))
+            "no projected organs. The slab CTs and their DRRs are in <case>/slabs/"
+            + (f", the pairs listed under \"training\" in {folder / 'datalist.json'}." if datalist else ".")))
     for case, (views, slabs) in found.items():
         if views:
             section.add(*_whole_view_blocks(folder / case, case, views))
