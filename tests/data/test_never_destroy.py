@@ -166,3 +166,11 @@ def test_an_edit_of_a_file_of_ours_in_a_folder_of_ours_stops_its_replacement(tmp
         with staged_dir(target) as tmp:
             (tmp / "drr.png").write_bytes(b"never")
     assert (target / "drr.png").read_bytes() == b"mine"
+
+    # a marker of the earlier form (names only) lists a name with a tab in it whole
+    (target / "drr.png").unlink()
+    (target / "a\tb.png").write_bytes(b"ours")
+    (target / OUTPUT_MARKER).write_text("written by unimiss_monai; a rerun may replace this folder\nfiles:\na\tb.png\n")
+    with staged_dir(target) as tmp:
+        (tmp / "drr.png").write_bytes(b"again")
+    assert sorted(p.name for p in target.iterdir()) == [OUTPUT_MARKER, "drr.png"]

@@ -154,6 +154,8 @@ def test_a_drr_run_stopped_before_its_datalist_is_said_to_be_unfinished_and_alon
     notes = _texts(drr_section(RunFolder(tmp_path / "run")))
     assert notes[0].startswith(f"{drr} is the output of a DRR generation run that has not finished (1 CT(s) rendered")
     assert notes[0].endswith("the DRRs below are those of the CTs it finished.")
-    with pytest.raises(FileNotFoundError, match=r"has not finished .*rerun the DRR bundle with the same --output_dir"):
-        report(tmp_path / "run")
-    assert not (tmp_path / "run" / "report.html").exists()
+    for given in (tmp_path / "run", drr):  # the run folder, or the DRR bundle's own
+        with pytest.raises(FileNotFoundError, match=r"has not finished .*rerun the DRR bundle with the same "
+                                                    r"--output_dir"):
+            report(given)
+    assert not (tmp_path / "run" / "report.html").exists() and not (drr / "report.html").exists()

@@ -50,7 +50,8 @@ def _listed(folder: Path, marker_name: str) -> dict[str, tuple[int, int, str] | 
     for line in lines[2:]:
         fields = line.rsplit("\t", 3)
         try:
-            listed[fields[0]] = (int(fields[1]), int(fields[2]), fields[3]) if len(fields) == 4 else None
+            listed[fields[0] if len(fields) == 4 else line] = (
+                (int(fields[1]), int(fields[2]), fields[3]) if len(fields) == 4 else None)
         except ValueError:  # a name with tabs in it, listed without a signature
             listed[line] = None
     return listed

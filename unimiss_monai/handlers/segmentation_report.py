@@ -284,7 +284,8 @@ class SegmentationReport:
         case.update(compute_segmentation_metrics(pred, label, self.num_classes, spacing, self.tolerance,
                                                  surface=self.surface))
         self.cases.append(case)
-        self._sources.append((_source(item, (self.image_key, self.label_key)), name is not None))
+        # grouped by their images alone: a root over image and label folders alike would lengthen every name
+        self._sources.append((_source(item, (self.image_key,)), name is not None))
         if len(self.views) < self.max_overlay_cases and self.image_key in item:
             self._view_cases.append(len(self.cases) - 1)
             image = item[self.image_key]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-import zipfile
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -75,18 +75,16 @@ def weights_in_folder(path: str | os.PathLike, what: str = "pretrained_path") ->
 
 
 def _peek(path: str | os.PathLike) -> Any:
-    """The content of the torch file ``path``, its tensors left on disk (``mmap``); a file in the legacy (not zip)
-    format is read whole, as nothing else reads it; ``None`` when there is no such file, or it cannot be read (its
+    """The content of the torch file ``path``, its tensors left on disk (``mmap``; a file in the legacy, not zip,
+    format is read whole); ``None`` when there is no such file, or it is not one weights-only loading reads (its
     reader says why)."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except OSError:
+    except (OSError, pickle.UnpicklingError):  # none there, or refused as no weights: a second read refuses it too
         return None
-    except Exception:  # noqa: BLE001 - another kind of file, or a legacy one: tried once more below where legacy
+    except Exception:  # noqa: BLE001 - a legacy file, which mmap cannot map: read whole below
         pass
     try:
-        if zipfile.is_zipfile(path):  # a zip refused above stays refused: no second read of its tensors
-            return None
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - not a torch file, or unreadable: not this question's to answer
         return None

@@ -77,14 +77,15 @@ def report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
         raise ValueError(f"--out {html_path}: not an .html file name (a second word after RUN_DIR is read as --out); "
                          f"give the page an .html suffix, e.g. --out {page}")
     if not run.holds_a_run:  # a page of "run this first" notes is no report: nothing is written
-        if unfinished := unfinished_run_problem(run.bundle("drr_generation")):
+        if unfinished := unfinished_run_problem(run.bundle("drr_generation")) or unfinished_run_problem(run.root):
             raise FileNotFoundError(unfinished)
         empty = ", ".join(p.name for p in run.bundle_folders)
         what = (f"its bundle folders ({empty}) hold no output of a run (datalist.json, models/model.pt, "
                 "loss_curves.json, eval/ or inference/ results) and there is no demo_steps.json or "
                 "label-efficiency study" if empty else
                 "no demo_steps.json, unimiss_* bundle folder or label_efficiency.json")
-        if holds_run_output(run.root):  # one bundle's output folder: the run is the folder above it
+        # one bundle's output folder (as the demo names them): the run is the folder above it
+        if run.root.resolve().name.startswith("unimiss_") and holds_run_output(run.root):
             raise FileNotFoundError(f"{run.root} is one bundle's output folder, not a run folder; pass the folder "
                                     f"that holds the unimiss_* folders: {run.root.resolve().parent}")
         raise FileNotFoundError(f"{run.root} holds no run ({what}); run `bash tools/demo.sh {run.root}` first, "
