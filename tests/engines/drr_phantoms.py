@@ -21,3 +21,12 @@ def phantom_case(folder: Path, name: str, axcodes: str = "RAS", labels: bool = T
         save_nifti(p.labels, p.affine, folder / f"{name}_labels.nii.gz")
         (folder / f"{name}_labels.json").write_text(json.dumps({str(k): v for k, v in p.label_names.items()}))
     return p
+
+
+def as_an_earlier_version_wrote(case_dir: Path) -> None:
+    """A CT's output folder's marker as versions before signed markers wrote it (file names only): a done record a
+    test rewrites to an earlier version's form is then that version's own file, not an edit of the user's."""
+    from unimiss_monai.data.writers import OUTPUT_MARKER
+
+    marker = case_dir / OUTPUT_MARKER
+    marker.write_text("".join(line.split("\t")[0] + "\n" for line in marker.read_text().splitlines()))

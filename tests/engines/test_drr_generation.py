@@ -12,7 +12,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from drr_phantoms import SHAPE, SMALL, SPACING
+from drr_phantoms import SHAPE, SMALL, SPACING, as_an_earlier_version_wrote
 from drr_phantoms import phantom_case as _phantom_case
 
 from unimiss_monai.data import load_ct, make_ct_phantom, phantom_affine, save_nifti, write_dicom_series
@@ -145,6 +145,7 @@ def test_slab_mode_keeps_row_and_column_pixel_spacing(tmp_path):
     done = json.loads(record.read_text())
     assert done["settings"].pop("slab_pixel_spacing") == "row and column"
     record.write_text(json.dumps(done))
+    as_an_earlier_version_wrote(record.parent)
     DRRGenerator(data, out, views=["AP"], detector_shape=(40, 32), pixel_spacing=(4.0, 8.0), slab_depth=50.0,
                  slab_detector_shape=(24, 24), progress=False).run()
     assert "slab_pixel_spacing" in json.loads(record.read_text())["settings"]

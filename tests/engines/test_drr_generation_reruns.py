@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from drr_phantoms import SMALL
+from drr_phantoms import SMALL, as_an_earlier_version_wrote
 from drr_phantoms import phantom_case as _phantom_case
 
 from unimiss_monai.engines import DRRGenerationError, DRRGenerator
@@ -53,15 +53,6 @@ def test_rerun_skips_finished_cases_and_redoes_changed_or_incomplete_ones(tmp_pa
     assert (out / "b" / "b_AP.nii.gz").is_file()
 
 
-def _as_an_earlier_version_wrote(case_dir):
-    """The folder's marker as versions before signed markers wrote it (file names only): a done record rewritten
-    below to an earlier version's form is then that version's own file, not an edit of the user's."""
-    from unimiss_monai.data.writers import OUTPUT_MARKER
-
-    marker = case_dir / OUTPUT_MARKER
-    marker.write_text("".join(line.split("\t")[0] + "\n" for line in marker.read_text().splitlines()))
-
-
 def test_lateral_views_rendered_before_the_detector_side_hanging_are_rendered_again(tmp_path, caplog):
     data, out = tmp_path / "data", tmp_path / "out"
     _phantom_case(data, "a", labels=False)
@@ -73,7 +64,7 @@ def test_lateral_views_rendered_before_the_detector_side_hanging_are_rendered_ag
         record = json.loads(path.read_text())
         record["settings"].pop("lateral_hanging", None)
         path.write_text(json.dumps(record))
-        _as_an_earlier_version_wrote(path.parent)
+        as_an_earlier_version_wrote(path.parent)
     caplog.set_level("INFO", logger="unimiss_monai.engines")  # the engine and its done records
     DRRGenerator(data, out / "lateral", **SMALL).run()
     assert "a: rendered with other settings" in caplog.text
@@ -307,7 +298,7 @@ def test_a_record_without_signatures_is_stale_once_an_input_is_written_after_it(
     del record["inputs"]
     path.write_text(json.dumps(record))
     os.utime(path, ns=(1, 1))  # written long before the CT
-    _as_an_earlier_version_wrote(path.parent)
+    as_an_earlier_version_wrote(path.parent)
     caplog.set_level("INFO", logger="unimiss_monai.engines")
     caplog.clear()
     DRRGenerator(data, out, **SMALL).run()

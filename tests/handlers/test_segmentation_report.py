@@ -254,7 +254,8 @@ def test_a_picture_without_a_pixel_size_is_scored_in_pixels_and_says_so(tmp_path
     assert [r["distance_unit"] for r in rows] == ["pixel", "mm", "mixed"]
 
 
-def test_cases_named_alike_by_their_files_are_named_by_their_paths_as_inference_names_them(tmp_path, monkeypatch):
+def test_cases_named_alike_by_their_files_are_named_by_their_paths_as_inference_names_them(tmp_path, monkeypatch,
+                                                                                            caplog):
     """TotalSegmentator keeps one ``ct.nii.gz`` per case folder: the report named every row "label" (its label's file
     name), where CT segmentation inference names each output by its path (``s0001_ct``). Both name them alike now, in
     the JSON and in the overlay grid."""
@@ -294,3 +295,8 @@ def test_cases_named_alike_by_their_files_are_named_by_their_paths_as_inference_
     engine.run([[item(entries[0]), item(entries[1])], [item(entries[2])]], max_epochs=1)
     report = json.loads(open(handler.paths["json"]).read())
     assert [c["case"] for c in report["cases"]] == inferred and drawn == inferred[:2]
+    # a file of a renamed case's name (s0001_ct.nii.gz beside the folders): no path tells the rows apart, so it is said
+    entries.append({"image": "s0001_ct.nii.gz", "label": "labels/s0001_ct.nii.gz"})
+    with caplog.at_level("WARNING", logger="unimiss_monai"):
+        engine.run([[item(e) for e in entries]], max_epochs=1)
+    assert "segmentation report: 1 name(s) more than one case (s0001_ct): give those files names" in caplog.text

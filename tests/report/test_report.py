@@ -199,6 +199,16 @@ def test_out_with_md_suffix_is_refused_before_anything_is_written(tmp_path, caps
                                          r"--out\); .* --out \S*extra\.html$"):
         cli_main(["report", str(tmp_path / "run"), str(tmp_path / "extra")])
     assert _tree(tmp_path) == before
+    # a page inside a bundle's output folder: that bundle's rerun stopped on it as a file of the user's
+    case = tmp_path / "run" / "unimiss_drr_generation" / "ct01"
+    case.mkdir(parents=True)
+    before = _tree(tmp_path)
+    for out in (case / "r.html", case.parent / "r.html"):
+        with pytest.raises(ValueError, match=rf"^--out {out}: lies inside the bundle output folder "
+                                             rf"{case.parent}, whose reruns stop on files they did not write; .* "
+                                             rf"--out {tmp_path / 'run' / 'report.html'}$"):
+            report(tmp_path / "run", out=out)
+    assert _tree(tmp_path) == before
 
 
 @pytest.mark.parametrize("foreign", ["page.md", "page.html"])

@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import os
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -323,6 +324,11 @@ class SegmentationReport:
         kept = [given or not src for src, given in sources]
         for case, name in zip(cases, names_apart(paths, [c["case"] for c in cases], kept)):
             case["case"] = name
+        counts = Counter(c["case"].casefold() for c in cases)
+        shared = sorted({c["case"] for c in cases if counts[c["case"].casefold()] > 1})
+        if shared:  # rows that no reader can tell apart: said, not left to a table of look-alikes
+            logger.warning("segmentation report: %s name(s) more than one case (%s): give those files names of their "
+                           "own", len(shared), ", ".join(shared[:5]))
         offsets = np.cumsum([0] + [len(shard[0]) for shard in shards])
         views = [(cases[offset + k]["case"], *view[1:]) for shard, offset in zip(shards, offsets)
                  for view, k in zip(shard[1], shard[4])][: self.max_overlay_cases]

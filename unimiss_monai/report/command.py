@@ -76,6 +76,11 @@ def report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
         page = html_path / "report.html" if html_path.is_dir() else html_path.with_name(html_path.name + ".html")
         raise ValueError(f"--out {html_path}: not an .html file name (a second word after RUN_DIR is read as --out); "
                          f"give the page an .html suffix, e.g. --out {page}")
+    place = html_path.resolve().parent
+    inside = next((b for b in run.bundle_folders if place == b.resolve() or b.resolve() in place.parents), None)
+    if inside is not None:  # a bundle's rerun takes what it did not write there for the user's, and stops on it
+        raise ValueError(f"--out {html_path}: lies inside the bundle output folder {inside}, whose reruns stop on "
+                         f"files they did not write; write the page beside it, e.g. --out {run.root / 'report.html'}")
     if not run.holds_a_run:  # a page of "run this first" notes is no report: nothing is written
         if unfinished := unfinished_run_problem(run.bundle("drr_generation")) or unfinished_run_problem(run.root):
             raise FileNotFoundError(unfinished)
