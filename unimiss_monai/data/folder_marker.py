@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from unimiss_monai.data.output_ledger import changed_since, file_signature
+from unimiss_monai.data.output_ledger import changed_since, file_signature, read_signed_line, signed_line
 
 __all__ = ["MARKER_HEADER", "changed_file", "files_under", "marker_text", "unlisted_file"]
 
@@ -27,9 +27,8 @@ def files_under(folder: Path) -> list[str]:
 
 def _line(folder: Path, name: str) -> str:
     path = folder / name
-    if path.is_symlink() or not path.is_file():  # a link is listed, not followed: what it points to is not ours
-        return name
-    return "\t".join([name, *map(str, file_signature(path))])
+    # a link is listed, not followed: what it points to is not ours
+    return signed_line(name, None if path.is_symlink() or not path.is_file() else file_signature(path))
 
 
 def marker_text(folder: Path) -> str:
@@ -46,15 +45,7 @@ def _listed(folder: Path, marker_name: str) -> dict[str, tuple[int, int, str] | 
         return None
     if len(lines) < 2 or lines[1] != _LISTING:
         return None
-    listed: dict[str, tuple[int, int, str] | None] = {}
-    for line in lines[2:]:
-        fields = line.rsplit("\t", 3)
-        try:
-            listed[fields[0] if len(fields) == 4 else line] = (
-                (int(fields[1]), int(fields[2]), fields[3]) if len(fields) == 4 else None)
-        except ValueError:  # a name with tabs in it, listed without a signature
-            listed[line] = None
-    return listed
+    return dict(map(read_signed_line, lines[2:]))
 
 
 def unlisted_file(folder: Path, marker_name: str) -> str | None:

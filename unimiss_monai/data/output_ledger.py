@@ -22,7 +22,7 @@ from types import MappingProxyType
 from unimiss_monai.utils.hashing import sha256_file
 
 __all__ = ["LEDGER_NAME", "NotOursError", "changed_since", "check_own_file", "check_own_files", "drawn_by_matplotlib",
-           "file_signature", "record_written", "replacing_own"]
+           "file_signature", "read_signed_line", "record_written", "replacing_own", "signed_line"]
 
 LEDGER_NAME = ".unimiss_monai_files"
 _HEADER = "# files unimiss_monai wrote into this folder; a rerun replaces these and no other file\n"
@@ -47,18 +47,28 @@ _PARSED: dict[str, tuple[int, tuple[int, int], bytes, dict]] = {}
 _MARK = 64  # how many of the last bytes parsed tell a ledger grown by appends from a new file on a reused inode
 
 
+def signed_line(name: str, sig: tuple[int, int, str] | None) -> str:
+    """The line that records the file ``name`` with its signature (:func:`file_signature`; ``None``: the name alone),
+    as the ledger and the marker of a folder assembled whole (:mod:`~unimiss_monai.data.folder_marker`) list it."""
+    return name if sig is None else "\t".join((name, *map(str, sig)))
+
+
+def read_signed_line(line: str) -> tuple[str, tuple[int, int, str] | None]:
+    """``(name, signature)`` of a :func:`signed_line` (``None``: recorded without one)."""
+    fields = line.rsplit("\t", 3)
+    if len(fields) == 4:
+        try:
+            return fields[0], (int(fields[1]), int(fields[2]), fields[3])
+        except ValueError:  # a name with tabs in it, recorded without a signature
+            pass
+    return line, None
+
+
 def _parse(lines: list[str], recorded: dict) -> None:
     for line in lines:
-        if not line or line.startswith("#"):
-            continue
-        name, sig = line, None
-        fields = line.rsplit("\t", 3)
-        if len(fields) == 4:
-            try:
-                name, sig = fields[0], (int(fields[1]), int(fields[2]), fields[3])
-            except ValueError:  # a name with tabs in it, recorded without a signature
-                name, sig = line, None
-        recorded[name] = sig
+        if line and not line.startswith("#"):
+            name, sig = read_signed_line(line)
+            recorded[name] = sig
 
 
 def written_here(root: str | os.PathLike) -> Mapping[str, tuple[int, int, str] | None]:
@@ -164,7 +174,7 @@ def record_written(path: str | os.PathLike, root: str | os.PathLike) -> None:
     sig = file_signature(path) if path.is_file() else None
     recorded = written_here(root)
     if name not in recorded or recorded[name] != sig:
-        _append(root, name if sig is None else "\t".join((name, *map(str, sig))))
+        _append(root, signed_line(name, sig))
 
 
 def _append(root: str | os.PathLike, line: str) -> None:

@@ -6,21 +6,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from unimiss_monai.utils.trainer_state import finished, planned_epochs
+from unimiss_monai.utils.trainer_state import finished, planned_epochs, position
 
 __all__ = ["finished", "planned_epochs", "position_problem"]
 
 _EPOCHS_OPTION = "--train#epochs; --max_epochs in the fine-tuning bundles"
-
-
-def _held(trainer_state: Mapping | None) -> tuple[int, int] | None:
-    """``(finished epochs, iterations into the next one)`` a saved trainer holds; None where it says neither."""
-    state = trainer_state if isinstance(trainer_state, Mapping) else {}
-    iteration, epoch_length = state.get("iteration"), state.get("epoch_length")
-    if iteration is not None and epoch_length:
-        return divmod(int(iteration), int(epoch_length))
-    epoch = state.get("epoch")
-    return None if epoch is None else (int(epoch), 0)
 
 
 def position_problem(path: str | os.PathLike, trainer_state: Mapping | None, max_epochs: int | None,
@@ -35,7 +25,7 @@ def position_problem(path: str | os.PathLike, trainer_state: Mapping | None, max
     a stopped run set to another number of epochs: resumed, it would go on with that run's schedule, and the model of
     this run's length would differ from the one an uninterrupted run writes.
     """
-    held = _held(trainer_state)
+    held = position(trainer_state)
     if held is None or max_epochs is None:
         return None
     done, into = held

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from unimiss_monai.utils.trainer_state import epochs_done, finished, planned_epochs
+from unimiss_monai.utils.trainer_state import finished, planned_epochs, position
 
 __all__ = ["PRETRAINING_BUNDLE", "WEIGHTS_IN_FOLDER", "fine_tune_checkpoint", "is_fine_tune_checkpoint",
            "is_official_checkpoint", "recorded_info", "refuse_trained_model", "unfinished_run", "weights_in_folder"]
@@ -109,10 +109,10 @@ def unfinished_run(checkpoint: str | os.PathLike) -> str | None:
     short of the epochs it was set to); ``None`` otherwise, when it says neither, or when there is none."""
     saved = _peek(checkpoint)
     trainer = saved.get("trainer") if isinstance(saved, Mapping) else None
-    done, planned = epochs_done(trainer), planned_epochs(trainer)
-    if done is None or planned is None or finished(trainer):
+    held, planned = position(trainer), planned_epochs(trainer)
+    if held is None or planned is None or finished(trainer):
         return None
-    return f"{done} of {planned} epochs"
+    return f"{held[0]} of {planned} epochs"
 
 
 def _say_later_run_stopped(weights: str) -> None:

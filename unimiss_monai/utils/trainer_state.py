@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-__all__ = ["epochs_done", "finished", "planned_epochs"]
+__all__ = ["finished", "planned_epochs", "position"]
 
 
 def _get(trainer_state: Mapping | None, key: str):
@@ -25,11 +25,11 @@ def finished(trainer_state: Mapping | None) -> bool:
     return None not in (iteration, epoch_length, planned) and iteration >= epoch_length * planned
 
 
-def epochs_done(trainer_state: Mapping | None) -> int | None:
-    """The epochs a saved trainer state has finished; None where it says neither its iteration and epoch length nor
-    its epoch."""
+def position(trainer_state: Mapping | None) -> tuple[int, int] | None:
+    """``(finished epochs, iterations into the next one)`` a saved trainer state holds; None where it says neither its
+    iteration and epoch length nor its epoch."""
     iteration, epoch_length = _get(trainer_state, "iteration"), _get(trainer_state, "epoch_length")
-    if isinstance(iteration, int) and isinstance(epoch_length, int) and epoch_length > 0:
-        return iteration // epoch_length
+    if iteration is not None and epoch_length:
+        return divmod(int(iteration), int(epoch_length))
     epoch = _get(trainer_state, "epoch")
-    return epoch if isinstance(epoch, int) else None
+    return None if epoch is None else (int(epoch), 0)
