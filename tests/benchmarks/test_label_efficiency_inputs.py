@@ -91,6 +91,38 @@ def test_a_missing_weights_file_names_the_options_the_user_has(tmp_path):
                               "leave unimiss out of --weights to pretrain it")
 
 
+@pytest.mark.parametrize("content", ["mit_tiny", "text"])
+def test_the_shipped_weights_auto_chooses_are_checked_before_any_run(tmp_path, content):
+    """At the full scale --pretrained auto reads the pretraining bundle's models/model.pt: weights of another variant
+    (or not torch's) failed every pretrained run, after the scratch runs had trained."""
+    import shutil
+
+    import torch
+
+    from unimiss_monai.utils.repository import repository_bundle
+
+    bundles = tmp_path / "bundles"
+    shutil.copytree(repository_bundle("unimiss_cxr_segmentation", "test", "--x") / "configs",
+                    bundles / "unimiss_cxr_segmentation" / "configs")
+    shipped = bundles / "unimiss_pretraining" / "models" / "model.pt"
+    shipped.parent.mkdir(parents=True)
+    if content == "text":
+        shipped.write_text("hi")
+    else:
+        torch.save({"model": {"patch_embed.weight": torch.zeros(1)}, "info": {"variant": "mit_tiny"}}, shipped)
+    with pytest.raises(ValueError) as err:
+        label_efficiency(small=False, bundles_dir=str(bundles), out=str(tmp_path / "study"),
+                         dataset_dir=str(tmp_path / "absent"))
+    message = str(err.value)
+    if content == "text":
+        assert message.startswith(f"label-efficiency: --pretrained auto '{shipped}' is not a file written by torch")
+    else:
+        assert message == (f"label-efficiency: --pretrained auto (the pretraining bundle's export {shipped}) holds "
+                           "mit_tiny weights, the study's model is mitplus; pass --variant mit_tiny to fine-tune that "
+                           "variant, or --pretrained PATH, the export of a mitplus pretraining")
+    assert "\n" not in message and not (tmp_path / "study").exists()
+
+
 def test_help_shows_the_whole_text_of_every_option():
     """fire reads a continuation line with a colon as a new argument (or drops what follows the colon), which cut
     the help of --jobs and --pretrained mid-sentence."""

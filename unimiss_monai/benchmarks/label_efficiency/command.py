@@ -259,9 +259,14 @@ def label_efficiency(
         options = [p for p, v in inspect.signature(label_efficiency).parameters.items() if v.kind != v.VAR_KEYWORD]
         check_overrides("label-efficiency", bundle, overrides,
                         [config_files(task.train_configs), config_files(task.eval_configs)], options)
+    # --pretrained auto at the full scale fine-tunes from the pretraining bundle's own export, beside this bundle
+    shipped = root / "unimiss_pretraining" / "models" / "model.pt"
+    auto = "pretrained" in arm_list and "pretrained" not in given and not small and shipped.is_file()
     # weights that cannot initialise the network would fail every run of their arm, after the scratch runs trained
-    check_weights(given, arm_list, "pretrained" not in _parse_weights(weights), small,
-                  study_variant(config_files(task.train_configs), {**(task.small if small else {}), **overrides}))
+    check_weights({**given, **({"pretrained": str(shipped)} if auto else {})}, arm_list,
+                  "pretrained" not in _parse_weights(weights), small,
+                  study_variant(config_files(task.train_configs), {**(task.small if small else {}), **overrides}),
+                  auto=auto)
     out = Path(out).resolve()
     check_results_are_ours(out)  # before hours of runs, not after them
     started = time.perf_counter()
@@ -274,8 +279,8 @@ def label_efficiency(
         record = None
         if arm in given:
             path = str(Path(given[arm]).resolve())
-        elif arm == "pretrained" and not small and (root / "unimiss_pretraining" / "models" / "model.pt").is_file():
-            path = str((root / "unimiss_pretraining" / "models" / "model.pt").resolve())
+        elif arm == "pretrained" and auto:
+            path = str(shipped.resolve())
         elif small:
             path, record = pretrain_arm(arm, pre_root / arm, pretrain_epochs,
                                         {"backbone#preset": "smoke", "image_size_2d": 64}, dataset_dir, root,

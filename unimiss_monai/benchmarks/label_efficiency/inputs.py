@@ -25,12 +25,14 @@ def check_folders(folders: Mapping[str, str | None]) -> None:
                                   f"away or choose another --{name}")
 
 
-def _option(arm: str, from_pretrained: bool, path: str) -> str:
+def _option(arm: str, from_pretrained: bool, path: str, auto: bool = False) -> str:
+    if auto:
+        return f"--pretrained auto (the pretraining bundle's export {path})"
     return f"--pretrained {path}" if from_pretrained else f"--weights {arm}={path}"
 
 
 def check_weights(given: Mapping[str, str], arms: Sequence[str], from_pretrained: bool, small: bool,
-                  variant: str | None) -> None:
+                  variant: str | None, auto: bool = False) -> None:
     """Refuse the weights of an arm that is missing, unreadable (text, empty, not a torch file) or of another variant
     than the study's network (``variant``), naming the option it came from and the fix.
 
@@ -40,6 +42,8 @@ def check_weights(given: Mapping[str, str], arms: Sequence[str], from_pretrained
         from_pretrained: the ``pretrained`` arm's path came from ``--pretrained`` (not ``--weights``).
         small: the small scale, where an arm without weights is pretrained by the study.
         variant: the variant the study fine-tunes (``None``: not checked).
+        auto: the ``pretrained`` arm's path is the one ``--pretrained auto`` chose at the full scale (the
+            pretraining bundle's ``models/model.pt``), named so in a refusal.
     """
     from unimiss_monai.networks.pretrained import detect_variant, read_checkpoint
     from unimiss_monai.networks.weights_file import weights_in_folder
@@ -48,8 +52,9 @@ def check_weights(given: Mapping[str, str], arms: Sequence[str], from_pretrained
         if arm not in arms:
             continue
         via_pretrained = arm == "pretrained" and from_pretrained
-        option = _option(arm, via_pretrained, given_path)
-        what = "label-efficiency: " + ("--pretrained" if via_pretrained else f"--weights {arm}")
+        option = _option(arm, via_pretrained, given_path, auto and arm == "pretrained")
+        what = "label-efficiency: " + ("--pretrained" + (" auto" if auto and arm == "pretrained" else "")
+                                       if via_pretrained else f"--weights {arm}")
         # a pretraining run's folder or a bundle stands for its models/model.pt, as the runs' --pretrained_path reads
         path = weights_in_folder(given_path, what)
         if not Path(path).is_file():
@@ -69,9 +74,9 @@ def check_weights(given: Mapping[str, str], arms: Sequence[str], from_pretrained
             raise ValueError(text if path in text else f"label-efficiency: {option}: {text}") from None
         theirs = info.get("variant") or detect_variant(state)
         if variant is not None and theirs is not None and theirs != variant:
+            export = f"{'--pretrained PATH, ' if auto else ''}the export of a {variant} pretraining"
             raise ValueError(f"label-efficiency: {option} holds {theirs} weights, the study's model is {variant}; "
-                             f"pass --variant {theirs} to fine-tune that variant, or the export of a {variant} "
-                             "pretraining")
+                             f"pass --variant {theirs} to fine-tune that variant, or {export}")
 
 
 def study_variant(config_files: Sequence[str], ids: Mapping) -> str | None:
