@@ -33,6 +33,8 @@ MOVED = [
     ("unimiss_monai.data.xray", "InferenceSummary", "unimiss_monai.handlers"),
     ("unimiss_monai.data.totalsegmentator", "SelectStructuresd", "unimiss_monai.transforms"),
     ("unimiss_monai.data.totalsegmentator", "CheckSegmentationInputd", "unimiss_monai.transforms"),
+    ("unimiss_monai.data.grid_checks", "check_dicom_series", "unimiss_monai.data.dicom_checks"),
+    ("unimiss_monai.data.grid_checks", "dicom_image_problem", "unimiss_monai.data.dicom_checks"),
 ]
 
 

@@ -134,6 +134,37 @@ def test_evaluate_writes_report(sample_dir, trained, tmp_path):
     assert any(v is not None for c in report["cases"] for v in c["hd95"].values())
 
 
+def test_evaluation_scores_the_label_map_inference_writes(sample_dir, trained, tmp_path):
+    """Evaluation inverted the class probabilities onto the CT's grid and took their argmax there; inference writes
+    the argmax taken on the network's grid, inverted with nearest neighbour. The Dice of the report was not the Dice
+    of the file a user gets. Both stages run on the same case here; the report's Dice is the written file's."""
+    import shutil
+
+    from unimiss_monai.data.samples import find_dataset
+
+    root = find_dataset(sample_dir, "ct_segmentation")
+    with open(f"{root}/datalist.json") as f:
+        item = json.load(f)["validation"][0]  # the split the evaluation scores by default
+    image, label = f"{root}/{item['image']}", f"{root}/{item['label']}"
+    run_workflow(NAME, ["train.json", "evaluate.json", "smoke.yaml"], "eval", check=False, bundle_root=str(trained),
+                 dataset_dir=sample_dir, output_dir=str(tmp_path / "eval"), **TINY)
+    report = json.loads((tmp_path / "eval" / "segmentation_report.json").read_text())
+    (scored,) = [c for c in report["cases"] if image.endswith(f"/{c['case']}.nii.gz")]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(image, folder / "case.nii.gz")
+    run_workflow(NAME, ["inference.json", "smoke.yaml"], "infer", bundle_root=str(trained), dataset_dir=str(folder),
+                 output_dir=str(tmp_path / "out"), **TINY)
+    written = np.asarray(nib.load(tmp_path / "out" / "case_seg.nii.gz").dataobj)
+    truth = np.asarray(nib.load(label).dataobj)
+    for k, name in enumerate(report["structures"], start=1):
+        a, b = written == k, truth == k
+        if not (a.any() or b.any()):
+            continue  # absent from both: the report's Dice is undefined there
+        dice = 2 * float((a & b).sum()) / float(a.sum() + b.sum())
+        assert scored["dice"][name] == pytest.approx(dice, abs=1e-5), name
+
+
 def test_inference_on_input_grid_and_bad_cases(trained, tmp_path):
     data = tmp_path / "in"
     data.mkdir()

@@ -51,6 +51,25 @@ def test_evaluate_multilabel_report(trained):
 
 
 @pytest.mark.integration
+def test_class_names_in_another_order_than_the_model_learnt_are_refused(trained, tmp_path):
+    """The probabilities keep the order the model learnt: given the class names in another order, inference wrote
+    each probability under the other finding's name and evaluation scored it against the other's labels, exit 0."""
+    from bundle_runner import run_workflow
+
+    from unimiss_monai.utils.errors import root_cause
+
+    samples_dir, root = trained
+    for files, kind in ((["inference.json", "smoke.yaml"], "infer"), (["train.json", "evaluate.json", "smoke.yaml"], "eval")):
+        with pytest.raises(Exception) as err:
+            run_workflow(BUNDLE, files, kind, check=False, dataset_dir=str(samples_dir), bundle_root=str(root),
+                         output_dir=str(tmp_path / kind), class_names=FINDINGS[::-1])
+        message = str(root_cause(err.value))
+        assert message.endswith(f"was trained with --class_names {FINDINGS}, this run names {FINDINGS[::-1]}: the same "
+                                "classes in another order, so its outputs would go by the wrong names; run this "
+                                "command with --class_names '[\"nodule\", \"cardiomegaly\"]'"), message
+
+
+@pytest.mark.integration
 def test_inference_writes_probabilities_and_saliency(trained, tmp_path):
     samples_dir, root = trained
     inputs = tmp_path / "inputs"

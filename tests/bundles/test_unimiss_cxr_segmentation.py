@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -236,3 +237,49 @@ def test_inference_on_a_drr_run_segments_each_drr_once(trained, tmp_path):
     for view in ("AP", "PA"):
         source = nib.load(str(drr / "ct01" / f"ct01_{view}.nii.gz"))
         np.testing.assert_allclose(nib.load(str(out / f"ct01_{view}_seg.nii.gz")).affine, source.affine, atol=1e-4)
+
+
+def test_structures_in_another_order_than_the_model_learnt_are_refused(samples, trained, tmp_path):
+    """The model's channels keep the order it was trained in: inference and evaluation given the structures in
+    another order named the left lung's channel lung_right (legends, colours, per-structure scores), exit 0."""
+    from unimiss_monai.utils.errors import root_cause
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    swapped = ["lung_right", "lung_left", "heart", "clavicle_left", "clavicle_right"]
+    for files, kind, where in ((["inference.json", "smoke.yaml"], "infer", folder),
+                               (["train.json", "evaluate.json", "smoke.yaml"], "eval", samples)):
+        out = tmp_path / kind
+        with pytest.raises(Exception) as err:
+            run_workflow(NAME, files, kind, check=False, bundle_root=str(trained), dataset_dir=str(where),
+                         output_dir=str(out), structures=swapped)
+        message = str(root_cause(err.value))
+        assert "the same classes in another order" in message and "run this command with --structures " \
+            "'[\"lung_left\", \"lung_right\", \"heart\", \"clavicle_left\", \"clavicle_right\"]'" in message, message
+        assert not out.exists() or not any(out.iterdir())
+
+
+def test_test_images_also_in_training_are_recorded_and_not_called_held_out_by_the_report(samples, trained, tmp_path):
+    """Evaluation warned of test images listed in training too (and said nothing of those in validation, which chose
+    the checkpoint), but recorded neither, and the report called their scores held out. The evaluation now records
+    how many each split shares; the report reads it."""
+    from unimiss_monai.data.samples import find_dataset
+    from unimiss_monai.report.run_folder import RunFolder
+    from unimiss_monai.report.sections.summary import summary_section
+
+    root = Path(find_dataset(samples, "cxr_segmentation"))
+    datalist = json.loads((root / "datalist.json").read_text())
+    own = tmp_path / "own"  # the user's own data set: absolute paths, a training and a validation image under test
+    own.mkdir()
+    absolute = {split: [{k: str(root / v) for k, v in item.items()} for item in datalist[split]]
+                for split in ("training", "validation", "test")}
+    absolute["test"] = absolute["test"][:1] + absolute["training"][:1] + absolute["validation"][:1]
+    (own / "datalist.json").write_text(json.dumps(absolute))
+    home = tmp_path / "run" / NAME
+    run_workflow(NAME, ["train.json", "evaluate.json", "smoke.yaml"], "eval", check=False, bundle_root=str(trained),
+                 dataset_dir=str(own), output_dir=str(home / "eval"))
+    report = json.loads((home / "eval" / "segmentation_report.json").read_text())
+    assert report["split"] == "test" and report["shared_with"] == {"training": 1, "validation": 1} and report["num_cases"] == 3
+    (row,) = [b for b in summary_section(RunFolder(tmp_path / "run")).blocks if hasattr(b, "rows")][0].rows
+    assert row[1] == ("Dice, 3 test images (1 in the training split and 1 in the validation split too, so not held "
+                      "out)"), row

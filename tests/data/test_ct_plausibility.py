@@ -86,6 +86,6 @@ def test_a_dicom_file_of_no_series_beside_the_slices_is_no_second_series(tmp_pat
     directory.FileSetID = "EXPORT"
     directory.save_as(folder / "DICOMDIR", enforce_file_format=True)
     assert "SeriesInstanceUID" not in pydicom.dcmread(folder / "DICOMDIR")
-    from unimiss_monai.data.grid_checks import check_dicom_series
+    from unimiss_monai.data.dicom_checks import check_dicom_series
 
     check_dicom_series(str(folder))

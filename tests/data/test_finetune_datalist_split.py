@@ -9,7 +9,7 @@ import json
 import pytest
 
 from unimiss_monai.data.classification_labels import load_classification_datalist
-from unimiss_monai.data.datalists import load_datalist, read_split
+from unimiss_monai.data.datalists import load_datalist, read_split, shared_images
 
 # the DRR bundle's datalist without slab mode: slab pairs for pretraining under "training", none here
 DRR_LIKE = {"testing": [{"name": "ct", "image": "ct/ct_AP.nii.gz", "label": "ct/ct_AP_labels.nii.gz"}],
@@ -99,6 +99,18 @@ def test_an_image_listed_twice_is_refused_and_one_trained_on_is_named_when_score
         read_split(path, "training")
     assert caplog.text.count("are in 'training' too") == 1
     assert "2 image(s) of 'test' are in 'training' too (e.g. b.nii.gz): their scores are not held out" in caplog.text
+    # what the evaluation records of it; the validation split chose the checkpoint, so an image of it counts as well
+    assert shared_images(path, "test") == {"training": ["b.nii.gz", str(tmp_path / "a.nii.gz")]}
+    c = {"image": "c.nii.gz", "label": "c.nii.gz"}
+    path.write_text(json.dumps({"training": [a], "validation": [c], "test": [a, c, b]}))
+    assert shared_images(path, "test") == {"training": ["a.nii.gz"], "validation": ["c.nii.gz"]}
+    assert shared_images(path, "validation") == {} == shared_images(path, "training")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="unimiss_monai.data.datalists"):
+        read_split(path, "test")
+    assert "1 image(s) of 'test' are in 'validation' too (e.g. c.nii.gz): their scores are not held out" in caplog.text
+    path.write_text("not JSON")  # the evaluation's own reading refuses it in its words
+    assert shared_images(path, "test") == {}
 
 
 def test_an_item_without_its_label_is_refused_naming_the_item(tmp_path):

@@ -64,6 +64,37 @@ def test_dicom_series_renders_like_nifti(tmp_path):
         np.testing.assert_allclose(b.affine, a.affine, atol=1e-4)
 
 
+def test_relative_folders_survive_itk_loading_in_the_reader_thread(tmp_path, monkeypatch):
+    """ITK, loaded lazily by the first DICOM series the reader thread reads, changes the working folder while it loads
+    (itk.support.base.LibraryLoader): with relative folders the main thread's writes of the CT before then named paths
+    in ITK's folder, and that CT failed with "another process removed it", every run. Here the reader's load of the
+    series does what ITK's loader does, for long enough that the first CT is written meanwhile."""
+    import time
+
+    from unimiss_monai.engines import drr_generation
+
+    p = make_ct_phantom(SHAPE, affine=phantom_affine(SPACING, SHAPE, "RAS"), noise_hu=0)
+    save_nifti(np.rint(p.hu), p.affine, tmp_path / "data" / "a.nii.gz")
+    write_dicom_series(p.hu, p.affine, tmp_path / "data" / "b_series")
+    (tmp_path / "itk").mkdir()
+    read = drr_generation.load_ct
+
+    def load_ct_as_itk_loads(path):
+        if Path(path).is_dir():  # the series: ITK's loader moves to its library folder, imports, moves back
+            here = os.getcwd()
+            os.chdir(tmp_path / "itk")
+            time.sleep(1.0)
+            os.chdir(here)
+        return read(path)
+
+    monkeypatch.setattr(drr_generation, "load_ct", load_ct_as_itk_loads)
+    monkeypatch.chdir(tmp_path)
+    DRRGenerator("data", "out", **SMALL).run()
+    merged = json.loads((tmp_path / "out" / "datalist.json").read_text())
+    assert not merged.get("failures") and {e["image"].split("/")[0] for e in merged["testing"]} == {"a", "b_series"}
+    assert not any((tmp_path / "itk").iterdir())
+
+
 @pytest.mark.parametrize("fraction, stored", [(0.0, np.int16), (0.25, np.float32)])
 def test_slab_mode_pairs(tmp_path, fraction, stored):
     data, out = tmp_path / "data", tmp_path / "out"

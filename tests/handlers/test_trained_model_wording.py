@@ -147,3 +147,25 @@ def test_a_pretraining_export_or_a_fine_tune_run_is_named_for_what_it_is(tmp_pat
     torch.save({"network": {}, "loss": {}}, run / "checkpoints" / "checkpoint.pt")  # a pretraining run's
     with pytest.raises(FileNotFoundError, match=r"is the folder of a pretraining run that has not finished"):
         weights_in_folder(run)
+
+
+@pytest.mark.parametrize("option", ["class_names", "structures"])
+def test_a_trained_model_is_refused_for_classes_in_another_order_or_other_classes(tmp_path, option):
+    """The outputs keep the order the model learnt; the run's names label them. The same names in another order gave
+    every probability column and mask channel another class's name, and per-class scores against the wrong labels."""
+    net = _net()
+    path = tmp_path / "model.pt"
+    torch.save({"model": net.state_dict(), "info": {"classes": ["nodule", "pleural effusion"]}}, path)
+    assert load_pretrained_init(_net(), path, trained=True, classes=("nodule", "pleural effusion"))["loaded"] > 0
+    with pytest.raises(ValueError) as err:
+        load_pretrained_init(_net(), path, trained=True, classes=["pleural effusion", "nodule"], classes_option=option)
+    assert str(err.value) == (
+        f"the trained model {path} was trained with --{option} ['nodule', 'pleural effusion'], this run names "
+        "['pleural effusion', 'nodule']: the same classes in another order, so its outputs would go by the wrong "
+        f"names; run this command with --{option} '[\"nodule\", \"pleural effusion\"]'")
+    # another count is said as classes before the tensors (whose head would not fit) are compared
+    with pytest.raises(ValueError, match=r"this run names \['nodule'\]: other classes; run this command with"):
+        load_pretrained_init(_net(), path, trained=True, classes=["nodule"])
+    # a model saved before classes were recorded cannot be checked: it loads as before
+    torch.save({"model": net.state_dict()}, path)
+    assert load_pretrained_init(_net(), path, trained=True, classes=["a", "b"])["loaded"] > 0

@@ -33,6 +33,7 @@ def test_without_the_samples_a_held_out_drr_is_not_called_a_real_radiograph(tmp_
     lost = RunFolder(run)
     lost.samples = None  # as a report written from a folder the samples cannot be found from
     (figure,) = [b for b in cxr_segmentation_section(lost).blocks if isinstance(b, Figure)]
-    assert figure.caption == ("test_000 (input, 64 x 64 pixels); the sample data the run read was not found, so no "
-                              "reference is shown: pass --samples with the folder the run's samples step wrote.")
+    assert figure.caption == ("test_000 (input, 64 x 64 pixels); no reference is shown: the report finds references "
+                              "only in this package's sample data, which was not found (for a demo run, pass "
+                              "--samples with the folder its samples step wrote).")
     assert "real radiograph" not in figure.alt

@@ -143,3 +143,35 @@ def test_the_suggested_study_uses_the_runs_backbone_and_says_its_size(tmp_path):
     assert (f"{len(arms)} arms ({', '.join(arms)}) x {len(fractions)} label fractions ({', '.join(fractions)}) x "
             f"{defaults['seeds']} seeds = {runs} small trainings of {task.max_epochs} epochs x "
             f"{defaults['epoch_iterations']} iterations") in note.text
+
+
+def test_a_folder_of_runs_on_own_data_is_not_described_as_the_sample_data(tmp_path):
+    """A user's runs gathered in the demo's layout were described as the demo's: the real chest CT and RG1_UNCR, CT
+    slabs and their DRRs for an X-ray-only pretraining, DRRs with simulated findings for their own radiographs. Only
+    a folder tools/demo.sh wrote (its demo_steps.json) or a report given --samples describes the sample data."""
+    from unimiss_monai.report.sections.classification import classification_section
+    from unimiss_monai.report.sections.cxr_segmentation import cxr_segmentation_section
+    from unimiss_monai.report.sections.pretraining import pretraining_section
+
+    from .synthetic_run import make_run
+
+    run, samples = make_run(tmp_path)
+    (run / "demo_steps.json").unlink()  # the user's own runs: no demo wrote the folder
+    sections = (summary_section, pretraining_section, cxr_segmentation_section, ct_segmentation_section,
+                classification_section)
+    claims = ("real chest CT", "sample CT", "sample chest CT", "simulated", "CT slabs", "RG1_UNCR", "DRRs")
+
+    def prose(folder: RunFolder) -> str:
+        return "\n".join(_text(section(folder)) for section in sections)
+
+    own = prose(RunFolder(run))  # the samples folder beside it is found, but nothing says the runs read it
+    assert [c for c in claims if c in own] == [] and "what the data are is not recorded here" in own
+    assert "the images of its datalist" in own and "Chest X-ray classification" in own
+    for told in (RunFolder(run, samples), _with_steps(run)):
+        said = prose(told)
+        assert "one real chest CT" in said and "CT slabs, their DRRs and radiographs" in said and "DRRs" in said
+
+
+def _with_steps(run) -> RunFolder:
+    _write(run / "demo_steps.json", {"steps": []})
+    return RunFolder(run)

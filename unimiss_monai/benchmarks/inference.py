@@ -134,7 +134,8 @@ def _weights(network: torch.nn.Module, weights: str | None, seed: int, parser) -
         # or one trained at other input settings is refused in the line the bundle's inference gives, not timed
         load_pretrained_init(network, weights, strict=True, trained=True,
                              settings=parser.get_parsed_content("load_model#settings"),
-                             bundle=parser.get_parsed_content("load_model#bundle"))
+                             bundle=parser.get_parsed_content("load_model#bundle"),
+                             classes=parser.get_parsed_content("load_model#classes"))
         return f"weights {weights}"
     return f"random weights (seed {seed}): timings hold, label agreement of an untrained network is pessimistic"
 

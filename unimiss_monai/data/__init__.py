@@ -30,9 +30,9 @@ _EXPORTS = {
                                    "save_json", "save_nifti", "save_png", "save_torch"),
 }
 _SUBMODULES = (
-    "case_names", "classification_labels", "ct_inputs", "ct_io", "ct_series_reader", "datalists", "dicom_series",
-    "disk_cache", "folder_marker", "grid_checks", "image_formats", "lesions", "loaders", "locators", "output_ledger",
-    "official_layout", "phantom", "pretraining_datalist", "sample_sets", "segmentation_inputs", "series_folders",
+    "case_names", "classification_labels", "ct_inputs", "ct_io", "ct_series_reader", "datalists", "dicom_checks",
+    "dicom_series", "disk_cache", "folder_marker", "grid_checks", "image_formats", "lesions", "loaders", "locators",
+    "output_ledger", "official_layout", "phantom", "pretraining_datalist", "sample_sets", "segmentation_inputs", "series_folders",
     "tolerant", "totalsegmentator", "writers", "xray",
 )
 

@@ -25,13 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from unimiss_monai.data.grid_checks import (
-    check_ct_volume,
-    check_dicom_series,
-    check_grid,
-    check_has_voxels,
-    check_nifti_header,
-)
+from unimiss_monai.data.dicom_checks import check_dicom_series
+from unimiss_monai.data.grid_checks import check_ct_volume, check_grid, check_has_voxels, check_nifti_header
 from unimiss_monai.data.image_formats import NIFTI_SUFFIXES, cannot_list, dicom_files_in, is_dicom_file
 
 __all__ = [

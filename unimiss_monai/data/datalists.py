@@ -17,12 +17,21 @@ from pathlib import Path
 
 from unimiss_monai.data.drr_run_folder import unfinished_run_problem
 
-__all__ = ["read_split", "load_datalist", "missing_datalist", "absent_file", "require_files"]
+__all__ = ["SHARED_KEY", "read_split", "load_datalist", "missing_datalist", "absent_file", "require_files",
+           "shared_images"]
 
 logger = logging.getLogger(__name__)
 
 # what each item of a fine-tune split holds, for messages
 ITEM_FORM = '{"image": <path>, "label": <mask path or class>}'
+
+#: the key of an evaluation's record (``segmentation_report.json``, ``metrics.json``) that counts, per split that
+#: fitted the model (``training``, and ``validation``, which chose the checkpoint), the scored images it lists too:
+#: the report calls a test split held out only where there are none
+SHARED_KEY = "shared_with"
+
+#: the splits that fitted a model: trained on, or chose the checkpoint
+_FITTING = ("training", "validation")
 
 
 def missing_datalist(path: Path, fix: str) -> FileNotFoundError:
@@ -102,13 +111,44 @@ def read_split(datalist: str | os.PathLike, split: str = "training", base_dir: s
         written = items[pairs.index(twice)]["image"]  # as the datalist writes it first
         raise ValueError(f"datalist {path}: {split!r} lists {written} with the same label {pairs.count(twice)} times "
                          "(as one file, however its path is written); list each item once")
-    if split != "training" and isinstance(content.get("training"), list):
-        seen = set(_image_of(item, root) for item in content["training"]) - {None}
-        shared = [item["image"] for image, item in zip(images, items) if image in seen]
-        if shared:  # scores of images the model was trained on say nothing of how it does on new ones
-            logger.warning("datalist %s: %d image(s) of %r are in 'training' too (e.g. %s): their scores are not "
-                           "held out", path, len(shared), split, shared[0])
+    # scores of images the model was trained on, or that chose its checkpoint, say nothing of how it does on new ones
+    for other, shared in _shared(content, split, root).items():
+        logger.warning("datalist %s: %d image(s) of %r are in %r too (e.g. %s): their scores are not held out",
+                       path, len(shared), split, other, shared[0])
     return items
+
+
+def shared_images(datalist: str | os.PathLike, split: str,
+                  base_dir: str | os.PathLike | None = None) -> dict[str, list[str]]:
+    """The images of ``split`` in the JSON file ``datalist`` that a split which fitted the model lists too
+    (``training``, and ``validation``, which chose the checkpoint; not ``split`` itself), per such split, as ``split``
+    writes them: one file however its path is written, relative paths from ``base_dir`` (by default the datalist's
+    folder). Only splits that share images are keys. An evaluation records their numbers (:data:`SHARED_KEY`), so
+    that the report does not call those scores held out. A datalist that cannot be read gives ``{}``: the
+    evaluation's own reading of it refuses it, in its own words."""
+    try:
+        content = json.loads(Path(datalist).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    if not isinstance(content, dict):
+        return {}
+    return _shared(content, split, Path(base_dir) if base_dir is not None else Path(datalist).parent)
+
+
+def _shared(content: dict, split: str, root: Path) -> dict[str, list[str]]:
+    """:func:`shared_images` of a datalist's parsed ``content``."""
+    items = content.get(split)
+    if not isinstance(items, list):
+        return {}
+    out = {}
+    for other in _FITTING:
+        if other == split or not isinstance(content.get(other), list):
+            continue
+        seen = {_image_of(item, root) for item in content[other]} - {None}
+        shared = [item["image"] for item in items if (image := _image_of(item, root)) is not None and image in seen]
+        if shared:
+            out[other] = shared
+    return out
 
 
 def _image_of(item, root: Path) -> str | None:

@@ -18,7 +18,7 @@ import torch
 from monai.data import Dataset
 
 from unimiss_monai.data.datalists import absent_file
-from unimiss_monai.data.grid_checks import dicom_image_problem
+from unimiss_monai.data.dicom_checks import dicom_image_problem
 from unimiss_monai.data.image_formats import listing_problem
 from unimiss_monai.utils.errors import (
     failed_transform,

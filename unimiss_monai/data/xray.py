@@ -21,8 +21,8 @@ from monai.transforms import LoadImage
 
 from unimiss_monai.conventions import grey_levels, structure_colour
 from unimiss_monai.data.case_names import named_inputs
+from unimiss_monai.data.dicom_checks import dicom_image_problem
 from unimiss_monai.data.drr_run_folder import drr_run_images
-from unimiss_monai.data.grid_checks import dicom_image_problem
 from unimiss_monai.data.image_formats import (
     SCANNED_SUFFIXES,
     is_dicom_path,

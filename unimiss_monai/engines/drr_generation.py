@@ -106,12 +106,14 @@ class DRRGenerator:
         from unimiss_monai.drr import METHODS, ConeBeam, canonical_view
         from unimiss_monai.drr.render import check_memory
 
-        self.dataset_dir = None if dataset_dir in (None, "") else Path(dataset_dir).expanduser()
+        # absolute, both: ITK, imported lazily by the first DICOM series the reader thread reads, changes the working
+        # folder while it loads, and the main thread's relative paths then named files in ITK's own folder
+        self.dataset_dir = None if dataset_dir in (None, "") else Path(dataset_dir).expanduser().absolute()
         # DRRs and CT slabs written among the input CTs would be read back as CTs by the next run, and a case folder
         # could replace an input DICOM series of the same name
         listed = self.dataset_dir is not None and is_datalist_file(self.dataset_dir)
         self.output_dir = Path(check_output_dir(output_dir, self.dataset_dir.parent if listed else self.dataset_dir))
-        self.output_dir = self.output_dir.expanduser()
+        self.output_dir = self.output_dir.expanduser().absolute()
         views = [views] if isinstance(views, str) else list(views)
         try:
             self.views = [canonical_view(v) for v in views]

@@ -10,12 +10,13 @@ import io
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from unimiss_monai.data.datalists import SHARED_KEY
 from unimiss_monai.data.output_ledger import check_own_file, replacing_own
 from unimiss_monai.data.tolerant import split_failed
 from unimiss_monai.data.writers import save_bytes
@@ -39,7 +40,7 @@ REPORT_FILES = ("metrics.json", "per_class.csv", EVALUATION_PREDICTIONS, "roc.pn
 def write_report(
     output_dir: str | os.PathLike, probs, labels, class_names: Sequence[str], multi_label: bool = False,
     threshold: float = 0.5, names: Sequence[str] | None = None, failed: Sequence[dict[str, str]] = (),
-    model_sha256: str | None = None, split: str | None = None,
+    model_sha256: str | None = None, split: str | None = None, shared_with: Mapping[str, int] | None = None,
 ) -> dict:
     """Compute :func:`classification_metrics` and write them to ``output_dir``.
 
@@ -51,7 +52,9 @@ def write_report(
     line}]`` of the cases that could not be scored, listed in ``metrics.json`` (``num_failed``, ``failed``; its
     ``num_cases`` counts the cases scored); ``model_sha256``: the checksum of the model file scored, recorded in
     ``metrics.json`` when given (:func:`~unimiss_monai.utils.hashing.model_checksum`); ``split``: the datalist split
-    scored (``"test"``), recorded as ``split`` when given, so that the report calls only test cases held out; with
+    scored (``"test"``), recorded as ``split`` when given, so that the report calls only test cases held out;
+    ``shared_with``: per split that fitted the model, how many of its images that split lists too, recorded when given;
+    with
     ``names``, ``metrics.json`` records the SHA-256 of the prediction file it was written with
     (:data:`~unimiss_monai.utils.hashing.PREDICTIONS_KEY`), which pairs the two. Returns the metrics dict. A file of
     one of these names that this package did not write there stops it before any is written
@@ -69,6 +72,8 @@ def write_report(
         metrics[SCORED_MODEL_KEY] = model_sha256
     if split:
         metrics["split"] = str(split)
+    if shared_with is not None:
+        metrics[SHARED_KEY] = {k: int(v) for k, v in shared_with.items()}
     predictions = None
     if names is not None:
         # the "failed" column only when a case failed: the file of a run where all worked stays as it was
@@ -118,6 +123,9 @@ class ClassificationReport:
             recorded in ``metrics.json``, so that the report can tell whether the scores are those of the model a
             bundle folder now holds.
         split: the datalist split the run scores (the bundles' ``@eval_split``), recorded in ``metrics.json``.
+        shared_with: per split that fitted the model, the images of that split it lists too
+            (:func:`~unimiss_monai.data.datalists.shared_images`); their numbers are recorded in ``metrics.json``, so
+            that the report does not call such a test split held out.
 
     Under ``torch.distributed`` every rank gathers its shard and rank 0 writes the report over all of them; the
     evaluation's sampler should then give each case to one rank only (MONAI's ``DistributedSampler`` with
@@ -133,6 +141,7 @@ class ClassificationReport:
         self, output_dir: str | os.PathLike, class_names: Sequence[str], multi_label: bool = False,
         threshold: float = 0.5, output_transform: Callable | None = None, name_transform: Callable | None = None,
         model: str | os.PathLike | None = None, split: str | None = None,
+        shared_with: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         from monai.handlers import from_engine
 
@@ -141,6 +150,7 @@ class ClassificationReport:
         self.output_transform = output_transform or from_engine(["pred", "label"])
         self.name_transform = name_transform or _image_names
         self.model, self._checksum, self.split = model, None, split
+        self.shared_with = None if shared_with is None else {k: len(v) for k, v in shared_with.items()}
         self.metrics: dict | None = None
         self._preds: list[torch.Tensor] = []
         self._labels: list[torch.Tensor] = []
@@ -211,7 +221,7 @@ class ClassificationReport:
             truth = np.zeros((0, num_classes) if self.multi_label else (0,), dtype=np.int64)
         self.metrics = write_report(
             self.output_dir, probs, truth, self.class_names, self.multi_label, self.threshold, names, failed,
-            self._checksum, self.split,
+            self._checksum, self.split, self.shared_with,
         )
         logger.info(
             "classification report: accuracy %s, macro AUC %s -> %s", _fmt(self.metrics["accuracy"]),

@@ -9,10 +9,11 @@ so a bad checkpoint stops a run before any training.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from unimiss_monai.handlers.checkpoint_info import as_options, settings_mismatch
 from unimiss_monai.networks.pretrained import PRETRAINED as _PRETRAINED, TRAINED as _TRAINED, load_pretrained
 from unimiss_monai.networks.state_dict_diff import state_dict_differences
 from unimiss_monai.networks.weights_file import (
-    fine_tune_checkpoint, recorded_info, refuse_trained_model, unfinished_run, weights_in_folder,
+    file_info, fine_tune_checkpoint, recorded_info, refuse_trained_model, unfinished_run, weights_in_folder,
 )
 from unimiss_monai.utils.args import as_bool, optional_path
 from unimiss_monai.utils.ema import unwrap_model
@@ -105,9 +106,10 @@ def _load_unimiss(net: torch.nn.Module, path: str, strict: bool, allow_partial: 
 
 
 def _load_trained(network: torch.nn.Module, path, checkpoint_key: str | None, encoder_attr: str,
-                  settings: Mapping[str, Any] | None = None, bundle: str | None = None) -> dict[str, Any]:
+                  settings: Mapping[str, Any] | None = None, bundle: str | None = None,
+                  classes: Sequence[str] | None = None, classes_option: str = "class_names") -> dict[str, Any]:
     """Every tensor of ``network`` from the bundle's trained model ``path``, refused in one line with what to do;
-    also refused when the model records other ``settings`` than this run's."""
+    also refused when the model records other ``settings`` or ``classes`` than this run's."""
     if path is None or not os.path.isfile(str(path)):
         raise FileNotFoundError(
             f"no trained model at {path}: train this bundle first (configs/train.json), or point --ckpt_dir at the "
@@ -115,6 +117,8 @@ def _load_trained(network: torch.nn.Module, path, checkpoint_key: str | None, en
         )
     path = str(path)
     _check_finished_run(path)
+    if classes is not None:  # before the tensors: a head of another size is a matter of classes, not of overlays
+        _check_classes(path, classes, classes_option)
     try:
         report = _load_file(network, path, checkpoint_key, encoder_attr, True, False, _TRAINED)
     except (UnreadableCheckpointError, UnsafeCheckpointError, NonFiniteWeightsError):
@@ -156,6 +160,22 @@ def _load_trained(network: torch.nn.Module, path, checkpoint_key: str | None, en
     return report
 
 
+def _check_classes(path: str, classes: Sequence[str], option: str) -> None:
+    """Refuse, in one line naming ``option``, a trained model whose ``info["classes"]`` are not this run's
+    ``classes`` in the same order. The network's outputs keep the order it was trained in and the run's names label
+    them (probability columns, mask channels, legends, per-class scores): the same classes in another order gave
+    every output another class's name, and scores against the labels of the wrong class, with no error. A model that
+    records no classes (saved before they were recorded) is not checked."""
+    theirs, ours = file_info(path).get("classes"), [str(c) for c in classes]
+    if not isinstance(theirs, (list, tuple)) or [str(c) for c in theirs] == ours:
+        return
+    theirs = [str(c) for c in theirs]
+    how = ("the same classes in another order, so its outputs would go by the wrong names" if sorted(theirs) == sorted(ours)
+           else "other classes")
+    raise ValueError(f"the trained model {path} was trained with --{option} {theirs}, this run names {ours}: {how}; run "
+                     f"this command with --{option} {shlex.quote(json.dumps(theirs))}")
+
+
 def _check_finished_run(path: str) -> None:
     """Refuse a fine-tuning run's resume checkpoint as the trained model, in one line: its network is the last saved
     epoch's, not the model the run chose on its validation set, and the predictions of a run stopped part-way would
@@ -190,6 +210,8 @@ def load_pretrained_init(
     trained: bool | str = False,
     settings: Mapping[str, Any] | None = None,
     bundle: str | None = None,
+    classes: Sequence[str] | None = None,
+    classes_option: str = "class_names",
 ) -> dict[str, Any]:
     """Load the tensors of checkpoint ``path`` that fit ``network`` (or ``network.<encoder_attr>``) and report.
 
@@ -217,6 +239,10 @@ def load_pretrained_init(
             image size); a model that recorded other ones (``info["settings"]``) is refused in one line naming them.
         bundle: with ``trained``, the name of the bundle that runs; a model that does not fit and whose ``info`` names
             another bundle is refused naming it.
+        classes: with ``trained``, the names this run gives the network's outputs, in output order; a model that
+            recorded others, or the same in another order (``info["classes"]``), is refused in one line.
+        classes_option: the bundle's option that sets ``classes`` (``class_names``; ``structures`` for CXR
+            segmentation), named in that refusal.
 
     Returns:
         ``{"path", "target", "loaded", "missing", "unexpected"}`` (``target``: ``"network"`` or ``"network.<attr>"``;
@@ -230,7 +256,7 @@ def load_pretrained_init(
         NonFiniteWeightsError (a ValueError, one line naming the file and the tensor): a tensor holds NaN or Inf.
     """
     if as_bool(trained, "trained"):
-        return _load_trained(network, path, checkpoint_key, encoder_attr, settings, bundle)
+        return _load_trained(network, path, checkpoint_key, encoder_attr, settings, bundle, classes, classes_option)
     path = optional_path(path)  # "--pretrained_path null" on the command line arrives as the word
     if path is None:
         # null comes from the configuration, not the user: an overlay (smoke.yaml, demo.yaml) sets it, or the default

@@ -11,7 +11,7 @@ import logging
 import math
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,7 @@ import torch
 
 from unimiss_monai.conventions import voxel_spacing
 from unimiss_monai.data.case_names import names_apart
+from unimiss_monai.data.datalists import SHARED_KEY
 from unimiss_monai.data.image_formats import NO_GRID_SUFFIXES, image_suffix, split_image_name
 from unimiss_monai.data.output_ledger import check_own_file, replacing_own
 from unimiss_monai.data.tolerant import split_failed
@@ -47,7 +48,7 @@ def _clean(v: float) -> float | None:
 def write_segmentation_report(
     cases: Sequence[dict[str, Any]], structure_names: Sequence[str], output_dir: str | os.PathLike, prefix: str = "segmentation_report",
     surface_metrics: bool = True, failed: Sequence[dict[str, str]] = (), model_sha256: str | None = None,
-    split: str | None = None,
+    split: str | None = None, shared_with: Mapping[str, int] | None = None,
 ) -> dict[str, str]:
     """Write ``<prefix>.json`` (per case and mean per structure) and ``<prefix>.csv`` (one row per case x structure).
 
@@ -68,6 +69,8 @@ def write_segmentation_report(
             (:func:`~unimiss_monai.utils.hashing.model_checksum`).
         split: the datalist split scored (``"test"``), recorded in the JSON when given, so that the report calls only
             test cases held out.
+        shared_with: per split that fitted the model, how many images of the scored split it lists too, recorded when
+            given.
 
     Returns:
         ``{"json": path, "csv": path}``. Means skip ``nan`` (structures absent from truth and prediction); ``null``
@@ -105,6 +108,7 @@ def write_segmentation_report(
         "failed": [{"case": f["case"], "reason": f["reason"]} for f in failed],
         **({SCORED_MODEL_KEY: model_sha256} if model_sha256 else {}),
         **({"split": str(split)} if split else {}),
+        **({SHARED_KEY: {k: int(v) for k, v in shared_with.items()}} if shared_with is not None else {}),
         "cases": [{"case": c["case"], "distance_unit": c.get("distance_unit", "mm"),
                    **{m: dict(zip(structure_names, map(_clean, c[m]))) for m in METRICS},
                    "missed": [n for n, miss in zip(structure_names, c.get("missed", [])) if miss],
@@ -205,6 +209,9 @@ class SegmentationReport:
             recorded in the JSON, so that the report can tell whether the scores are those of the model a bundle
             folder now holds.
         split: the datalist split the run scores (the bundles' ``@eval_split``), recorded in the JSON.
+        shared_with: per split that fitted the model, the images of that split it lists too
+            (:func:`~unimiss_monai.data.datalists.shared_images`); their numbers are recorded in the JSON, so that the
+            report does not call such a test split held out.
     """
 
     def __init__(
@@ -221,6 +228,7 @@ class SegmentationReport:
         surface: bool | str = True,
         model: str | os.PathLike | None = None,
         split: str | None = None,
+        shared_with: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         if not structure_names:
             raise ValueError("SegmentationReport: structure_names is empty; pass the names of the foreground classes")
@@ -234,6 +242,7 @@ class SegmentationReport:
         self.output_transform = output_transform
         self.surface = as_bool(surface, "surface")
         self.model, self._checksum, self.split = model, None, split
+        self.shared_with = None if shared_with is None else {k: len(v) for k, v in shared_with.items()}
         self.cases: list[dict[str, Any]] = []
         self.views: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
         self.failed: list[dict[str, str]] = []
@@ -333,7 +342,7 @@ class SegmentationReport:
         views = [(cases[offset + k]["case"], *view[1:]) for shard, offset in zip(shards, offsets)
                  for view, k in zip(shard[1], shard[4])][: self.max_overlay_cases]
         self.paths = write_segmentation_report(cases, self.structure_names, self.output_dir, self.prefix, self.surface,
-                                               failed, self._checksum, self.split)
+                                               failed, self._checksum, self.split, self.shared_with)
         if views:
             with replacing_own(self.output_dir / f"{self.prefix}.png", self.output_dir):
                 self.paths["png"] = save_overlay_grid(views, self.structure_names, self.output_dir / f"{self.prefix}.png")

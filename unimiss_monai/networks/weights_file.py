@@ -148,6 +148,12 @@ def recorded_info(obj: Any) -> dict[str, Any]:
     return info
 
 
+def file_info(path: str | os.PathLike) -> dict[str, Any]:
+    """:func:`recorded_info` of the weights file ``path``, read without loading its tensors (``{}`` when it cannot be
+    read: the load that follows says why)."""
+    return recorded_info(_peek(path))
+
+
 def refuse_trained_model(info: Mapping[str, Any], path: str | os.PathLike) -> None:
     """Refuse, in one line naming ``path``, weights whose ``info`` (:func:`recorded_info`) is a fine-tuned model's:
     it records the ``classes`` of its bundle's head (``CheckpointInfo``), which no backbone has. Such a model holds

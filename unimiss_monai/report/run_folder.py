@@ -267,6 +267,7 @@ class RunFolder:
                              + (f" (here {str(holder)!r}, which holds it)" if holder else ""))
         if not self.root.is_dir():
             raise FileNotFoundError(f"run folder {str(self.root)!r} does not exist; run `bash tools/demo.sh {self.root}` first")
+        self._samples_given = self.samples is not None
         if self.samples is None:
             self.samples = self._guess_samples()
         elif Path(self.samples).exists() and not Path(self.samples).is_dir():
@@ -329,6 +330,15 @@ class RunFolder:
             return None
         path = self.samples / name
         return path if path.is_dir() else None
+
+    @property
+    def sample_data(self) -> bool:
+        """Whether the run read this package's sample data sets: ``tools/demo.sh`` wrote the folder (its
+        ``demo_steps.json``), or the report was given their folder (``--samples``). Only then do the sections say what
+        the data were (the real CT, its DRRs, simulated findings); a folder of runs on a user's own data is described
+        by what its files record, never as the demo's data. A samples folder merely found above the run folder does
+        not count: a user's runs in the clone's ``outputs/`` would be described as the demo's."""
+        return self._samples_given or (self.root / "demo_steps.json").is_file()
 
     @property
     def synthetic(self) -> bool:

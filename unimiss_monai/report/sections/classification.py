@@ -15,12 +15,14 @@ from ..document import Figure, Note, Paragraph, Section, Table, fmt
 from ..images import figure_png
 from ..pairing import unpaired_note
 from ..run_folder import RunFolder, failed_note, how_trained, read_json, stale_notes
-from ..splits import evaluated_split, split_words
+from ..splits import evaluated_split, held_out, split_words
 
 __all__ = ["classification_section", "one_answer_note", "read_predictions"]
 
 _TASKS = (("cxr_classification", "Chest X-ray findings (multi-label, DRRs with simulated findings)"),
           ("ct_classification", "CT crops (normal / nodule / mass, simulated lesions)"))
+#: the same tasks' titles for a run on a user's own data, of which the report knows only the files
+_OWN_DATA_TASKS = (("cxr_classification", "Chest X-ray classification"), ("ct_classification", "CT classification"))
 
 
 def read_predictions(path: Path) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
@@ -204,14 +206,15 @@ def classification_section(run: RunFolder) -> Section:
     section = Section("classification", "Classification")
     metrics = {b: read_json(run.bundle(b) / "eval" / "metrics.json") for b, _ in _TASKS}
     splits = {b: evaluated_split(run, b, metrics[b]) for b, _ in _TASKS}
+    data = ("Both classifiers train on simulated findings with exact labels: nodules and an enlarged heart inserted into "
+            f"the {'phantom' if run.synthetic else 'real'} CT before rendering DRRs, nodules and masses inserted into CT "
+            "crops. " if run.sample_data else "Each classifier trains on the cases of its datalist. ")
     section.add(Paragraph(
-        "Both classifiers train on simulated findings with exact labels: nodules and an enlarged heart inserted into "
-        f"the {'phantom' if run.synthetic else 'real'} CT before rendering DRRs, nodules and masses inserted into CT "
-        "crops. "
+        data
         + " ".join(f"The {which} classifier: {how_trained(run.bundle(b))}."
                    for b, which in (("cxr_classification", "chest X-ray"), ("ct_classification", "CT")))
-        + (" Scores are on test cases the training never saw." if all(s == "test" for s in splits.values())
+        + (" Scores are on test cases the training never saw." if all(map(held_out, splits.values()))
            else " Each classifier's scores below say which of its cases they are on, and whether those are held out.")))
-    for bundle, what in _TASKS:
+    for bundle, what in _TASKS if run.sample_data else _OWN_DATA_TASKS:
         section.add(*_task_blocks(run, bundle, what, metrics[bundle], splits[bundle]))
     return section

@@ -44,8 +44,9 @@ def true_proportions(plane: np.ndarray, aspect: float, label: bool = False) -> n
 
 
 def _reference(run: RunFolder, stem: str, classes: list[str]) -> Path | None:
-    """The label map of the sample CT mapped to the bundle's classes, when the run's input is that CT."""
-    source = run.sample_set("drr_generation")
+    """The label map of the sample CT mapped to the bundle's classes, when the run's input is that CT (a run on the
+    sample data: a user's own CT of the sample's name is no sample)."""
+    source = run.sample_set("drr_generation") if run.sample_data else None
     if source is None or not (source / f"{stem}_labels.nii.gz").is_file():
         return None
     return source / f"{stem}_labels.nii.gz"
@@ -115,7 +116,7 @@ def ct_evaluation_words(run: RunFolder) -> tuple[str, str]:
     held out (:func:`~unimiss_monai.report.splits.split_words`)."""
     report = read_json(run.bundle("ct_segmentation") / "eval" / "segmentation_report.json")
     split = evaluated_split(run, "ct_segmentation", report)
-    return f"CT segmentation on the {split_words(split, 'slabs')}", case_words(split)
+    return f"CT segmentation on the {split_words(split, 'slabs' if run.sample_data else 'cases')}", case_words(split)
 
 
 def ct_segmentation_section(run: RunFolder) -> Section:
@@ -125,9 +126,11 @@ def ct_segmentation_section(run: RunFolder) -> Section:
     summary = read_json(home / "inference" / "summary.json") or {}
     report = read_json(home / "eval" / "segmentation_report.json") or {}
     classes = list(summary.get("classes") or report.get("structures") or DEFAULT_CLASSES)
+    trained_on = ("on three slabs of the sample chest CT (two more validate it)" if run.sample_data
+                  else "on the CTs of its datalist")
     section.add(Paragraph(
-        f"The 3D network {how_trained(home)} on three slabs of the sample chest CT (two more "
-        "validate it), then run by sliding window over the whole CT. Planes go through the heart, superior side up, "
+        f"The 3D network {how_trained(home)} {trained_on}, then run by sliding window over the whole CT. Planes go "
+        "through the heart, superior side up, "
         "the patient's right on the image left, in true proportions. Outlines: one colour per organ, the same in "
         "every picture."))
     done = [c for c in inference_cases(home / "inference") if c["status"] == "ok"]
@@ -142,7 +145,7 @@ def ct_segmentation_section(run: RunFolder) -> Section:
         seg = Path(c["output"]) if c.get("output") else None
         stem = Path(seg.name.replace("_seg.nii.gz", "")) if seg else Path(str(c["case"]))
         source = Path(c["input"]) if c.get("input") else None
-        if source is None and run.sample_set("drr_generation") is not None:
+        if source is None and run.sample_data and run.sample_set("drr_generation") is not None:
             candidate = run.sample_set("drr_generation") / f"{stem.name}.nii.gz"
             source = candidate if candidate.is_file() else None
         if seg is None or not seg.is_file() or source is None or not source.exists():

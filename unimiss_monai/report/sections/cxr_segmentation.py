@@ -60,18 +60,23 @@ def cxr_segmentation_section(run: RunFolder) -> Section:
     section.add(Paragraph(
         f"The 2D network {how_trained(home)} on DRRs of the sample CT with exactly projected "
         f"masks, then applied to {real}DRRs at poses no training image uses. Outlines: the predicted masks on the "
-        "input's own grid."))
+        "input's own grid." if run.sample_data else
+        f"The 2D network {how_trained(home)} on the images of its datalist, then applied to the inputs below. "
+        "Outlines: the predicted masks on the input's own grid."))
     cases = [c for c in inference_cases(home / "inference") if c["status"] == "ok"]
+    # references (and inputs by name) only from the sample data the run read: a user's own image of a sample's name
+    # would be shown beside that sample's masks
+    samples = run.sample_set("cxr_segmentation") if run.sample_data else None
     panels = []
     for c in cases:
         stem = split_image_name(c.get("input") or c["case"])[0]
         seg = Path(c["output"]) if c.get("output") else home / "inference" / f"{stem}_seg.nii.gz"
         source = Path(c["input"]) if c.get("input") else None
-        if source is None and run.sample_set("cxr_segmentation"):
-            source = next((p for p in (run.sample_set("cxr_segmentation") / "inference").glob(f"{stem}.*")), None)
+        if source is None and samples:
+            source = next((p for p in (samples / "inference").glob(f"{stem}.*")), None)
         if not seg.is_file() or source is None or not source.exists():
             continue
-        reference = run.sample_set("cxr_segmentation") / "labels" / f"{stem}.nii.gz" if run.sample_set("cxr_segmentation") else None
+        reference = samples / "labels" / f"{stem}.nii.gz" if samples else None
         panels.append((stem, source, seg, reference if reference is not None and reference.is_file() else None))
     if not panels:
         section.add(Note(f"No inference outputs with their inputs in {home / 'inference'}: run the "
@@ -94,7 +99,7 @@ def cxr_segmentation_section(run: RunFolder) -> Section:
         fig.subplots_adjust(bottom=0.01, top=0.94, wspace=0.03)
         legend_below(fig, names, ncol=len(names))
         # without the samples folder a held-out DRR has no reference either: it is then not called a real radiograph
-        unknown = reference is None and run.sample_set("cxr_segmentation") is None
+        unknown = reference is None and samples is None
         kind = "held-out DRR" if reference is not None else "input" if unknown else "real radiograph"
         section.add(Figure(
             figure_png(fig), name=f"cxr_seg_{stem}",
@@ -102,11 +107,13 @@ def cxr_segmentation_section(run: RunFolder) -> Section:
                 + (" beside the reference outlines" if reference is not None else ""),
             caption=f"{stem} ({kind}, {image.shape[1]} x {image.shape[0]} pixels)"
                     + ("; right: the exact projection of the CT's labels." if reference is not None else
-                       "; the sample data the run read was not found, so no reference is shown: pass --samples with "
-                       "the folder the run's samples step wrote." if unknown else
+                       "; no reference is shown: the report finds references only in this package's sample data, "
+                       "which was not found (for a demo run, pass --samples with the folder its samples step wrote)."
+                       if unknown else
                        "; no reference masks exist for this image. The network saw only DRRs of one CT in "
                        "training, so this picture shows how far it transfers to a real detector and patient.")))
     split = evaluated_split(run, "cxr_segmentation", read_json(home / "eval" / "segmentation_report.json"))
-    section.add(*segmentation_table(home / "eval", f"CXR segmentation on the {split_words(split, 'DRRs')}",
+    noun = "DRRs" if run.sample_data else "images"
+    section.add(*segmentation_table(home / "eval", f"CXR segmentation on the {split_words(split, noun)}",
                                     case_words(split), unpaired=bool(unpaired)))
     return section

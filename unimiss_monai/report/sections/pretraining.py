@@ -201,8 +201,9 @@ def pretraining_section(run: RunFolder) -> Section:
         return section.add(Note(f"No pretraining outputs in {folder} (loss_curves.json, knn_probe.json): run the "
                                 "pretraining step of tools/demo.sh."))
     section.add(*(Note(note) for note in stale_notes(folder).values()))
+    on = "on CT slabs, their DRRs and radiographs" if run.sample_data else "on the CTs and radiographs its datalist lists"
     section.add(Paragraph(
-        "Cross-dimensional self-distillation of one backbone on CT slabs, their DRRs and radiographs. The teacher "
+        f"Cross-dimensional self-distillation of one backbone {on}. The teacher "
         "follows the student by EMA; the exported teacher backbone initialises every fine-tuning below."))
     if curves:
         broken = non_finite_note(curves)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..document import Note, Paragraph, Section, Table, fmt
 from ..run_folder import RunFolder, how_trained, read_json, recorded_steps, scored_cases, stale_notes
-from ..splits import evaluated_split, split_words
+from ..splits import evaluated_split, held_out, split_words
 from .pretraining import untrained_maps
 
 __all__ = ["SMOKE_WARNING", "smoke_run", "summary_section"]
@@ -51,14 +51,14 @@ def summary_section(run: RunFolder) -> Section:
     not_test, tested = [], []  # each stage as the prose names it: scored on other cases than a test split's, or not
     cxr = read_json(run.bundle("cxr_segmentation") / "eval" / "segmentation_report.json")
     if cxr:
-        words = split_words(split := evaluated_split(run, "cxr_segmentation", cxr), "DRRs")
-        (tested if split == "test" else not_test).append(f"CXR segmentation: its {words}")
+        words = split_words(split := evaluated_split(run, "cxr_segmentation", cxr), "DRRs" if run.sample_data else "images")
+        (tested if held_out(split) else not_test).append(f"CXR segmentation: its {words}")
         rows.append(["CXR segmentation", f"Dice, {scored_cases(cxr)} {words}",
                      ", ".join(_dice(cxr, cxr.get("structures", []))), "cxr-segmentation", ("cxr_segmentation", "eval")])
     ct = read_json(run.bundle("ct_segmentation") / "eval" / "segmentation_report.json")
     if ct:
-        ct_cases = split_words(split := evaluated_split(run, "ct_segmentation", ct), "slab(s)")
-        (tested if split == "test" else not_test).append(f"CT segmentation: its {ct_cases}")
+        ct_cases = split_words(split := evaluated_split(run, "ct_segmentation", ct), "slab(s)" if run.sample_data else "cases")
+        (tested if held_out(split) else not_test).append(f"CT segmentation: its {ct_cases}")
         rows.append(["CT segmentation", f"Dice, {scored_cases(ct)} {ct_cases}",
                      ", ".join(_dice(ct, ct.get("structures", []))), "ct-segmentation", ("ct_segmentation", "eval")])
     for bundle, label in (("cxr_classification", "CXR classification"), ("ct_classification", "CT classification")):
@@ -66,8 +66,8 @@ def summary_section(run: RunFolder) -> Section:
         if m:
             per = ", ".join(f"{e.get('class')} {fmt(e.get('auc'), 2)}" for e in m.get("per_class", []))
             split = evaluated_split(run, bundle, m)
-            cases = "cases" if split == "test" else split_words(split, "cases")
-            (tested if split == "test" else not_test).append(f"{label}: its {cases}")
+            cases = "cases" if held_out(split) else split_words(split, "cases")
+            (tested if held_out(split) else not_test).append(f"{label}: its {cases}")
             rows.append([label, f"{'test ' if split == 'test' else ''}ROC AUC, {scored_cases(m)} {cases}",
                          f"macro {fmt(m.get('macro_auc'), 2)} ({per})", "classification", (bundle, "eval")])
     steps = recorded_steps(run.root)
@@ -85,15 +85,19 @@ def summary_section(run: RunFolder) -> Section:
             row[2] += " (not of the model in the folder: see its section)"
     data = ("synthetic phantoms (sample data written with --synthetic, in some or all of its data sets: a test of the "
             "pipeline, not of the method)" if run.synthetic
-            else "one real chest CT (with its TotalSegmentator labels) and one real radiograph")
-    inputs = "the sample inputs" if run.synthetic else "the real CT and radiograph"
+            else "one real chest CT (with its TotalSegmentator labels) and one real radiograph" if run.sample_data
+            else "the data their commands name (not this package's sample data, which the report would describe: "
+                 "what the data are is not recorded here)")
+    inputs = "the sample inputs" if run.synthetic else "the real CT and radiograph" if run.sample_data else "their inputs"
+    pretraining = "on CT slabs, their DRRs and radiographs " if run.sample_data else ""
     starts = {how_trained(run.bundle(b)) for b in FINE_TUNES}
     fine_tuned = starts.pop() if len(starts) == 1 else "trained (from the pretrained backbone or not: see each section)"
     evaluated = "evaluation on held-out test data" + (f" ({'; '.join(not_test)})" if not_test else "")
     if not tested:  # no stage scored its test split (or none was evaluated)
         evaluated = f"evaluation ({'; '.join(not_test) or 'none in this folder yet'})"
     section.add(Paragraph(
-        f"The chain, on {data}: DRRs of the CT -> UniMiSS+ pretraining on CT slabs, their DRRs and radiographs -> CXR "
+        f"The chain, on {data}: {'DRRs of the CT' if run.sample_data else 'DRR generation'} -> UniMiSS+ pretraining "
+        f"{pretraining}-> CXR "
         f"and CT segmentation and classification {fine_tuned} -> {evaluated} "
         f"-> inference on {inputs}. The table gives each stage's scores; the sections below show the pictures behind "
         "them."))

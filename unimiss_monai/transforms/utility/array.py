@@ -5,13 +5,8 @@ from __future__ import annotations
 import torch
 from monai.transforms import Transform
 
-from unimiss_monai.data.grid_checks import (
-    check_dicom_pixel_data,
-    check_dicom_series,
-    check_grid,
-    check_has_voxels,
-    check_nifti_header,
-)
+from unimiss_monai.data.dicom_checks import check_dicom_pixel_data, check_dicom_series
+from unimiss_monai.data.grid_checks import check_grid, check_has_voxels, check_nifti_header
 from unimiss_monai.data.xray import source_name
 from unimiss_monai.utils.args import as_bool
 
