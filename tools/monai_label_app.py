@@ -17,9 +17,8 @@ What the monaibundle app of 0.8.5 lacks for these bundles, added to its class he
   checks the label against its image (readable, on the image's grid, values the served models use) before it is
   saved.
 - one app for 2D and 3D bundles: /train of a model takes only the labelled studies of its dimensionality.
-- weights for the served settings: a model.pt that records other input settings (``info["settings"]``: spacing,
-  window or image size) than the served config's ``model_settings`` is refused with 422 naming them, as the bundle's
-  own inference refuses it.
+- weights for the served settings: a model.pt that records other classes (or in another order) or input settings than
+  the served config's ``load_model#classes`` and ``model_settings`` is refused with 422, as the bundle's inference is.
 - which weights answered: /infer's result params carry "weights_sha256", a digest of the weights in memory
   (parameter names and bytes), which changes when the model reloads the model.pt a /train published.
 - 2D labels where their radiograph is: MONAI Label writes a 2D label without its image's affine; the returned
@@ -209,16 +208,21 @@ _bundle_get_network = _BasicInferTask._get_network
 
 
 def _check_model_settings(self):
-    """Refuse a model.pt trained at other input settings (spacing, window or image size) than the served config's, as
-    the bundle's own inference refuses it: its labels would look plausible and be wrong."""
+    """Refuse a model.pt trained for other classes (or in another order) or input settings (spacing, window, size) than
+    the served config's, as the bundle's own inference refuses it: its labels would look plausible and be wrong."""
     from unimiss_monai.handlers.checkpoint_info import settings_mismatch
+    from unimiss_monai.handlers.pretrained_init import classes_mismatch
+    from unimiss_monai.networks.weights_file import recorded_info
 
     config, path = getattr(self, "bundle_config", None), self.get_path()
     if not path or config is None or "model_settings" not in config.config:
         return
-    saved = _torch.load(path, map_location="cpu", weights_only=True)
-    recorded = ((saved.get("info") if isinstance(saved, dict) else None) or {}).get("settings")
-    if diffs := settings_mismatch(recorded, config.get_parsed_content("model_settings")):
+    info = recorded_info(_torch.load(path, map_location="cpu", weights_only=True))
+    classes = config.get_parsed_content("load_model#classes", default=None) if "load_model" in config.config else None
+    if how := classes_mismatch(info.get("classes"), classes):  # its labels would go by other structures' names
+        raise ValueError(f"the served model {path} was trained for {how} ({info.get('classes')}) where the served "
+                         f"config names {list(classes)}; serve it with the configs it was trained with")
+    if diffs := settings_mismatch(info.get("settings"), config.get_parsed_content("model_settings")):
         raise ValueError(f"the served model {path} was trained with other input settings: {diffs}; serve it with the "
                          "overlay it was trained with (OVERLAY of tools/monai_label.sh)")
 

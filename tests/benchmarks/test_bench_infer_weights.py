@@ -15,6 +15,7 @@ BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "unimiss_ct_segmentat
 # the smoke network on windows of 16x64x64 (as test_inference_overlay.py): a whole "CT" takes about a second
 SMOKE = {"network_def#preset": "smoke", "roi_size": [16, 64, 64]}
 SETTINGS = {"pixdim": [1.5, 1.5, 2.5], "roi_size": [16, 64, 64]}
+CLASSES = ["liver", "spleen", "kidney_right", "kidney_left", "stomach", "pancreas", "lung", "heart", "aorta"]
 
 
 def _network() -> torch.nn.Module:
@@ -44,7 +45,7 @@ def _bench(path: Path, tmp_path: Path) -> dict:
 
 
 def test_a_trained_model_of_the_bundle_is_loaded_and_timed(tmp_path):
-    path = _model(tmp_path / "model.pt", classes=["background", "lung"], settings=SETTINGS)
+    path = _model(tmp_path / "model.pt", classes=CLASSES, settings=SETTINGS)
     result = _bench(path, tmp_path)
     assert f"; weights {path}. " in result["setup"] and (tmp_path / "bench.json").is_file()
 
@@ -52,7 +53,7 @@ def test_a_trained_model_of_the_bundle_is_loaded_and_timed(tmp_path):
 def test_a_model_trained_at_other_input_settings_is_refused_as_bundle_inference_refuses_it(tmp_path):
     # the weights fit the network, so a strict load alone would time them; their labels would be wrong
     other = {**SETTINGS, "roi_size": [32, 64, 64]}
-    path = _model(tmp_path / "model.pt", classes=["background", "lung"], settings=other)
+    path = _model(tmp_path / "model.pt", classes=CLASSES, settings=other)
     expected = _bundle_refusal(path)
     assert expected.startswith(f"the trained model {path} was trained with other input settings: ")
     with pytest.raises(ValueError) as err:
@@ -71,3 +72,13 @@ def test_a_pretraining_export_is_refused_as_bundle_inference_refuses_it(tmp_path
         _bench(path, tmp_path)
     assert str(err.value) == expected
     assert not (tmp_path / "bench.json").exists()
+
+
+def test_a_model_of_other_classes_is_refused_as_bundle_inference_refuses_it(tmp_path):
+    # the same nine classes in another order: the weights fit, every organ would go by another's name
+    path = _model(tmp_path / "model.pt", classes=CLASSES[::-1], settings=SETTINGS)
+    expected = _bundle_refusal(path)
+    assert "the same classes in another order" in expected
+    with pytest.raises(ValueError) as err:
+        _bench(path, tmp_path)
+    assert str(err.value) == expected and not (tmp_path / "bench.json").exists()

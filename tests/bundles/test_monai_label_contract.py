@@ -106,8 +106,14 @@ def test_infer_pipeline_returns_label_map_on_input_grid(bundle, tmp_path):
     # post_transforms is read after postprocessing, so it is what MONAI Label runs; it must be a Compose it can list
     post = parser.get_parsed_content("post_transforms")
     assert isinstance(post, Compose) and not any(isinstance(t, SaveImaged) for t in post.transforms)
+    before = {"pred": data["pred"].clone(), "image": data["image"]}
     for transform in post.transforms:
         data = transform(data)
+    if bundle == "unimiss_ct_segmentation":  # a clinician sees in MONAI Label the label map the bundle writes
+        from unimiss_monai.handlers import SegmentationWriter
+
+        written = SegmentationWriter(tmp_path / "written", pre).write_item(before)
+        assert np.array_equal(np.asarray(nib.load(written).dataobj), torch.as_tensor(data["pred"])[0].numpy())
 
     assert data["image_path"] == image_path
     label = torch.as_tensor(data["pred"])

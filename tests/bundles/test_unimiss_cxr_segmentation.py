@@ -91,7 +91,7 @@ def test_the_report_reads_the_model_and_split_that_evaluation_and_inference_reco
         assert json.loads((home / written).read_text())["model_sha256"] == sha256_file(model), written
         os.utime(home / written, (1_000_000, 1_000_000))
     assert stale_notes(home) == {}
-    (row,) = [b for b in summary_section(RunFolder(tmp_path)).blocks if isinstance(b, Table)][0].rows
+    (row,) = [b for b in summary_section(RunFolder(tmp_path, Path(samples))).blocks if isinstance(b, Table)][0].rows
     assert "validation DRRs" in row[1] and "held-out" not in row[1]
     state = torch.load(model, weights_only=True)
     state["model"] = {k: v + 1 if v.is_floating_point() else v for k, v in state["model"].items()}

@@ -109,6 +109,12 @@ def test_an_image_listed_twice_is_refused_and_one_trained_on_is_named_when_score
     with caplog.at_level(logging.WARNING, logger="unimiss_monai.data.datalists"):
         read_split(path, "test")
     assert "1 image(s) of 'test' are in 'validation' too (e.g. c.nii.gz): their scores are not held out" in caplog.text
+    path.write_text(json.dumps({"training": [a, c], "validation": [c]}))
+    assert shared_images(path, "validation") == {"training": ["c.nii.gz"]} and shared_images(path, "training") == {}
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="unimiss_monai.data.datalists"):
+        read_split(path, "training")  # training's images are meant to be trained on: nothing to warn of
+    assert "are in" not in caplog.text
     path.write_text("not JSON")  # the evaluation's own reading refuses it in its words
     assert shared_images(path, "test") == {}
 

@@ -118,6 +118,24 @@ def test_slab_mode_pairs(tmp_path, fraction, stored):
         np.testing.assert_allclose(ct.affine @ [0, 0, 0, 1], whole @ [0, 0, pair["start"], 1], atol=1e-4)
 
 
+def test_slab_mode_says_it_projects_no_labels_and_does_not_read_them(tmp_path, caplog):
+    """A label map beside the CT was read (and could fail the case) but projected nowhere in slab mode, unsaid."""
+    import logging
+
+    data = tmp_path / "data"
+    _phantom_case(data, "ct")
+    labels = data / "ct_labels.nii.gz"
+    save_nifti(np.zeros((3, 3, 3), np.uint8), np.eye(4), labels)  # off the CT's grid: whole views refuse it
+    with caplog.at_level(logging.WARNING, logger="unimiss_monai.engines.drr_generation"):
+        run = DRRGenerator(data, tmp_path / "out", views=["AP"], slab_depth=50.0, slab_detector_shape=(24, 24),
+                           progress=False).run()
+    assert len(run["training"]) == 4 and not run.get("failures")
+    assert ("slab mode (slab_depth 50 mm) projects no label maps: the 1 beside the CTs are not read; run without "
+            "--slab_depth for DRRs with projected labels") in caplog.text
+    with pytest.raises(DRRGenerationError, match="ct_labels.nii.gz"):
+        DRRGenerator(data, tmp_path / "whole", views=["AP"], progress=False).run()
+
+
 def test_a_slab_depth_under_half_a_slice_fails_the_case_instead_of_one_slice_slabs(tmp_path):
     from unimiss_monai.engines import DRRGenerationError
 

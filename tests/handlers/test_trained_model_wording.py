@@ -169,3 +169,19 @@ def test_a_trained_model_is_refused_for_classes_in_another_order_or_other_classe
     # a model saved before classes were recorded cannot be checked: it loads as before
     torch.save({"model": net.state_dict()}, path)
     assert load_pretrained_init(_net(), path, trained=True, classes=["a", "b"])["loaded"] > 0
+
+
+def test_a_model_of_another_bundle_is_named_so_before_its_classes_are_compared(tmp_path):
+    """Every bundle's model records classes: another bundle's model was told to pass that bundle's class names, which
+    only led to the refusal naming the other bundle afterwards."""
+    path = tmp_path / "model.pt"
+    torch.save({"model": _Net().state_dict(), "info": {"bundle": "unimiss_ct_segmentation", "classes": ["liver"]}},
+               path)
+    with pytest.raises(ValueError, match=r"is a model of unimiss_ct_segmentation \(its info says so\), not of "
+                                         r"unimiss_ct_classification"):
+        load_pretrained_init(_net(), path, trained=True, bundle="unimiss_ct_classification", classes=["a", "b"])
+    # one class name given as a word from the command line is one class, not its letters
+    torch.save({"model": _net().state_dict(), "info": {"classes": ["nodule"]}}, path)
+    assert load_pretrained_init(_net(), path, trained=True, classes="nodule")["loaded"] > 0
+    with pytest.raises(ValueError, match=r"this run names \['mass'\]: other classes"):
+        load_pretrained_init(_net(), path, trained=True, classes="mass")

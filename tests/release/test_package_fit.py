@@ -97,6 +97,22 @@ def test_weights_trained_on_other_input_settings_are_refused(tmp_path):
     assert not (tmp_path / "dist").exists()
 
 
+def test_weights_of_classes_in_another_order_are_refused(tmp_path):
+    """Weights that load, yet name their outputs otherwise than the configs: the released bundle's inference would
+    refuse them (released, each probability would have gone by another finding's name)."""
+    full = bundle_network(CXR)
+    names = full.parser.get_parsed_content("class_names")
+    weights = tmp_path / "model.pt"
+    info = {"bundle": CXR.name, "variant": "mitplus", "classes": names[::-1], "training": "x",
+            "settings": full.parser.get_parsed_content("model_settings")}
+    torch.save({"model": full.net.state_dict(), "info": info}, weights)
+    expected = (rf"^package-bundle: the weights \S+model\.pt do not fit network_def of .*: they were trained for the "
+                rf"same classes in another order \({names[::-1]!r}\) where these configs name {names!r}")
+    with pytest.raises(ValueError, match=expected.replace("[", r"\[").replace("]", r"\]")):
+        package_bundle(str(CXR), weights=str(weights), out=str(tmp_path / "dist"))
+    assert not (tmp_path / "dist").exists()
+
+
 def test_an_overlay_the_release_does_not_carry_is_refused(tiny_export, tmp_path):
     elsewhere = tmp_path / "smoke.yaml"
     elsewhere.write_text((PRETRAINING / "configs" / "smoke.yaml").read_text())

@@ -175,3 +175,28 @@ def test_a_folder_of_runs_on_own_data_is_not_described_as_the_sample_data(tmp_pa
 def _with_steps(run) -> RunFolder:
     _write(run / "demo_steps.json", {"steps": []})
     return RunFolder(run)
+
+
+def test_failed_inference_cases_and_cases_not_pictured_are_said(tmp_path):
+    """2 of 6 CTs failed in inference and 2 of the 4 segmented were pictured; the report said neither."""
+    import shutil
+
+    from .synthetic_run import make_run
+
+    run, samples = make_run(tmp_path)
+    inference = run / "unimiss_ct_segmentation" / "inference"
+    summary = json.loads((inference / "summary.json").read_text())
+    ok = summary["cases"][0]
+    for k in range(3):  # three more segmented CTs, the same pictures
+        shutil.copy(ok["output"], inference / f"more_{k}_seg.nii.gz")
+        summary["cases"].append({**ok, "case": f"more_{k}", "output": str(inference / f"more_{k}_seg.nii.gz")})
+    summary["cases"] += [{"case": "/data/nan.nii.gz", "status": "failed", "reason": "has 3 NaN voxels; replace them"},
+                         {"case": "/data/forms.nii.gz", "status": "failed", "reason": "sform and qform disagree"}]
+    _write(inference / "summary.json", summary)
+    text = _text(ct_segmentation_section(RunFolder(run, samples)))
+    assert (f"2 of the 4 segmented CTs are pictured; the others are in {inference}; 2 of the 6 inference case(s) "
+            f"failed ({inference / 'summary.json'} gives each reason; e.g. /data/nan.nii.gz: has 3 NaN voxels; replace "
+            "them).") in text
+    summary["cases"] = summary["cases"][:1]  # one case, pictured, none failed: nothing to say
+    _write(inference / "summary.json", summary)
+    assert "are pictured" not in _text(ct_segmentation_section(RunFolder(run, samples)))

@@ -91,7 +91,8 @@ def _item(label, image_shape=(3, 3), label_name="map.nii.gz"):
     (np.full((1, 3, 3), 1.5), r"^map.nii.gz \(label of cxr_007.nii.gz\): label map values \[1.5\] are outside 0..5"),
     (np.zeros((3, 3, 3)), r"^map.nii.gz \(label of cxr_007.nii.gz\): label has 3 channels; expected 1 \(a label map, .*\) or 5 \(one binary mask per structure\)"),
     (np.zeros((1, 4, 3)), r"^map.nii.gz: label grid \(4, 3\) differs from the grid \(3, 3\) of its image cxr_007.nii.gz"),
-    (np.zeros((5, 3, 2)), r"^map.nii.gz: label grid \(3, 2\) differs from the grid \(3, 3\) of its image cxr_007.nii.gz"),
+    (np.zeros((5, 3, 2)), r"^map.nii.gz: label grid \(3, 2\) differs from the grid \(3, 3\) of its image "
+                          r"cxr_007.nii.gz; save the label on the image's grid$"),
 ])
 def test_refusals_are_one_line_naming_label_and_image(label, pattern):
     with pytest.raises(ValueError, match=pattern) as err:
@@ -140,3 +141,30 @@ def test_an_eight_bit_mask_image_is_refused_naming_its_file_and_the_fix(tmp_path
                                                                "label": str(tmp_path / "lung.nii.gz")}))
     with pytest.raises(ValueError, match=r"lung\.nii\.gz: label values \[255\.0\] .*0/255: save it as 0/1"):
         CheckMultiLabelMaskd("label", structures=["lung"])(item)
+
+
+def test_a_transposed_label_is_said_to_look_transposed():
+    """A 230 x 244 mask saved transposed was told only to be saved on the image's grid."""
+    with pytest.raises(ValueError, match=r"^map.nii.gz: label grid \(4, 3\) differs from the grid \(3, 4\) of its "
+                                         r"image cxr_007.nii.gz; it looks transposed \(its rows are the image's "
+                                         r"columns\): save it transposed back$"):
+        LabelMapToMasksd("label", structures=STRUCTURES)(_item(np.zeros((1, 4, 3)), image_shape=(3, 4)))
+
+
+def test_a_mask_of_both_lungs_read_as_lung_left_is_warned_of_once(caplog):
+    """The usual public lung masks are 0/1 masks of both lungs: read by value, value 1 trained lung_left on both."""
+    import logging
+
+    both = np.zeros((1, 40, 30))
+    both[0, 4:16, 5:25] = 1  # a lung either side of the middle (the first axis runs across the image)
+    both[0, 24:36, 5:25] = 1
+    one = np.zeros((1, 40, 30))
+    one[0, 24:36, 5:25] = 1  # a left lung alone: one side
+    with caplog.at_level(logging.WARNING, logger="unimiss_monai.transforms.labels.label_map"):
+        LabelMapToMasksd("label", structures=STRUCTURES)(_item(one, image_shape=(40, 30), label_name="one.png"))
+        for _ in range(3):  # epochs: said once
+            LabelMapToMasksd("label", structures=STRUCTURES)(_item(both, image_shape=(40, 30), label_name="both.png"))
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and said[0].startswith("both.png: its value 1 (lung_left) covers both sides of the image "
+                                                 "(50% and 50% of it either side of the middle)")
+    assert "give each structure its own value (0 background, 1..5 the structures: 1 lung_left" in said[0]

@@ -69,3 +69,21 @@ def test_check_input_accepts_valid_and_inference_items():
 def test_check_input_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         CheckSegmentationInputd(("image", "label"), spatial_dims=3, in_channels=1, num_classes=3)(_pair(**kwargs))
+
+
+@pytest.mark.parametrize("turn", ["flipped", "transposed"])
+def test_a_label_of_the_same_grid_in_another_axis_order_is_told_to_reorient(turn):
+    """A label saved in RAS beside its LAS image was told the two are on different grids, to resample: the voxels are
+    the same, and reorienting loses nothing where resampling interpolates."""
+    item = _pair(values=(0, 1, 2, 1))
+    label = item["label"]
+    if turn == "flipped":  # x reversed: the last voxel of the image's x axis is the label's first
+        affine = torch.tensor([[-1.0, 0, 0, 7], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=torch.float64)
+        data = label.flip(1)
+    else:  # x and y swapped, the affine's columns with them
+        affine = torch.tensor([[0.0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=torch.float64)
+        data = label.transpose(1, 2)
+    item["label"] = MetaTensor(data.as_tensor(), affine=affine, meta={"filename_or_obj": "/data/ct_label.nii.gz"})
+    with pytest.raises(ValueError, match=r"^/data/ct_label.nii.gz: label holds the voxels of its image's grid "
+                                         r"\(/data/ct.nii.gz\) in another axis order or direction; reorient it"):
+        CheckSegmentationInputd(("image", "label"), spatial_dims=3, in_channels=1, num_classes=3)(item)

@@ -246,6 +246,25 @@ def test_a_model_trained_at_other_settings_is_refused_when_loaded(app_namespace,
     assert app_namespace["_get_network"](task, "cpu", {}) is network and task._unimiss_weights[0] is network
 
 
+def test_a_model_of_structures_in_another_order_is_refused_when_loaded(app_namespace, tmp_path, monkeypatch):
+    """Served, its label values would have gone by other structures' names in the viewer."""
+    import torch
+    from monai.bundle import ConfigParser
+
+    path = tmp_path / "model.pt"
+    info = {"classes": ["lung_right", "lung_left"], "settings": {"roi_size": [16, 32]}}
+    torch.save({"model": {}, "info": info}, path)
+    config = ConfigParser({"model_settings": {"roi_size": [16, 32]}, "structures": ["lung_left", "lung_right"],
+                           "load_model": {"classes": "@structures"}})
+    task = types.SimpleNamespace(bundle_config=config, get_path=lambda: str(path))
+    monkeypatch.setitem(app_namespace, "_bundle_get_network", lambda self, device, data: torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match=rf"^the served model {path} was trained for the same classes in another "
+                                         r"order \(\['lung_right', 'lung_left'\]\) where the served config names "
+                                         r"\['lung_left', 'lung_right'\]; serve it with the configs it was trained"):
+        app_namespace["_get_network"](task, "cpu", {})
+    assert not hasattr(task, "_unimiss_weights")
+
+
 def test_a_model_holding_nan_is_refused_when_loaded(app_namespace, tmp_path, monkeypatch):
     import torch
 

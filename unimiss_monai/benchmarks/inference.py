@@ -135,7 +135,7 @@ def _weights(network: torch.nn.Module, weights: str | None, seed: int, parser) -
         load_pretrained_init(network, weights, strict=True, trained=True,
                              settings=parser.get_parsed_content("load_model#settings"),
                              bundle=parser.get_parsed_content("load_model#bundle"),
-                             classes=parser.get_parsed_content("load_model#classes"))
+                             classes=parser.get_parsed_content("load_model#classes", default=None))
         return f"weights {weights}"
     return f"random weights (seed {seed}): timings hold, label agreement of an untrained network is pessimistic"
 

@@ -120,12 +120,12 @@ def read_split(datalist: str | os.PathLike, split: str = "training", base_dir: s
 
 def shared_images(datalist: str | os.PathLike, split: str,
                   base_dir: str | os.PathLike | None = None) -> dict[str, list[str]]:
-    """The images of ``split`` in the JSON file ``datalist`` that a split which fitted the model lists too
-    (``training``, and ``validation``, which chose the checkpoint; not ``split`` itself), per such split, as ``split``
-    writes them: one file however its path is written, relative paths from ``base_dir`` (by default the datalist's
-    folder). Only splits that share images are keys. An evaluation records their numbers (:data:`SHARED_KEY`), so
-    that the report does not call those scores held out. A datalist that cannot be read gives ``{}``: the
-    evaluation's own reading of it refuses it, in its own words."""
+    """The images of ``split`` (not ``training``) in the JSON file ``datalist`` that a split which fitted the model
+    lists too (``training``, and ``validation``, which chose the checkpoint; not ``split`` itself), per split, as
+    ``split`` writes them: one file however its path is written, relative paths from ``base_dir`` (by default the
+    datalist's folder). Only splits that share images are keys. An evaluation records their numbers
+    (:data:`SHARED_KEY`), so that the report does not call those scores held out. A datalist that cannot be read gives
+    ``{}``: the evaluation's own reading of it refuses it, in its own words."""
     try:
         content = json.loads(Path(datalist).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
@@ -138,7 +138,7 @@ def shared_images(datalist: str | os.PathLike, split: str,
 def _shared(content: dict, split: str, root: Path) -> dict[str, list[str]]:
     """:func:`shared_images` of a datalist's parsed ``content``."""
     items = content.get(split)
-    if not isinstance(items, list):
+    if split == "training" or not isinstance(items, list):  # training's images are meant to be trained on
         return {}
     out = {}
     for other in _FITTING:

@@ -101,14 +101,24 @@ def check_dicom_series(source: str, tolerance: float = 0.01) -> None:
         raise ValueError(f"{folder}: {odd}; a reader stacks it as if it matched, and the volume is distorted: remove "
                          "that slice if it is no part of the series (a localizer), else export the series again")
     slices = [ds for _, ds in with_paths]
-    if len(slices) < 3 or any("ImagePositionPatient" not in d or "ImageOrientationPatient" not in d for d in slices):
+    if len(slices) < 2 or any("ImagePositionPatient" not in d or "ImageOrientationPatient" not in d for d in slices):
         return
     iop = np.asarray(slices[0].ImageOrientationPatient, dtype=np.float64)
     normal = np.cross(iop[:3], iop[3:])
+    if np.linalg.norm(normal) < 1e-6:  # no orientation to speak of: the reader's to refuse
+        return
+    normal /= np.linalg.norm(normal)  # orientations written with few digits are not quite unit vectors
     corners = np.asarray([d.ImagePositionPatient for d in slices], dtype=np.float64)
-    order = np.argsort(corners @ normal)
-    _check_not_tilted(folder, corners[order], normal, slices[0])
+    order = np.argsort(corners @ normal, kind="stable")
     positions = (corners @ normal)[order]
+    if len(slices) >= 3:
+        _check_even_spacing(folder, positions, tolerance)
+    if positions[-1] - positions[0] > 1e-6:  # slices at one position are the spacing check's to name
+        _check_not_tilted(folder, corners[order], normal, slices[0])
+
+
+def _check_even_spacing(folder: Path, positions: np.ndarray, tolerance: float) -> None:
+    """Raise ``ValueError`` when sorted slice ``positions`` (mm along the normal) are not evenly spaced."""
     gaps = np.diff(positions)
     step = float(np.median(gaps))
     worst = int(np.argmax(np.abs(gaps - step)))

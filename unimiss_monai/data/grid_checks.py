@@ -11,7 +11,7 @@ from unimiss_monai.utils.lazy import moved_names
 
 __all__ = [
     "CT_SPACING_MM", "SFORM_QFORM_TOLERANCE", "check_ct_volume", "check_grid", "check_has_voxels",
-    "check_nifti_header", "is_sheared",
+    "check_nifti_header", "is_sheared", "same_grid_reordered",
 ]
 
 
@@ -209,6 +209,30 @@ def check_nifti_header(source: str, min_spacing: float = 1e-6) -> None:
             raise _non_finite(str(source), "voxel size (pixdim)")
         if spacing.min() < min_spacing:
             raise _degenerate(str(source), "voxel size (pixdim)", float(spacing.min()))
+
+
+
+def same_grid_reordered(affine_a, shape_a, affine_b, shape_b, atol: float = 1e-3) -> bool:
+    """Whether two voxel grids (affine, spatial shape) hold the same voxel centres in another axis order or direction:
+    one volume saved in RAS and in LAS, or transposed with its affine. Reorienting one onto the other loses nothing,
+    where resampling would interpolate. ``atol``: in voxels and mm."""
+    a, b = (np.asarray(x, dtype=np.float64) for x in (affine_a, affine_b))
+    if a.shape != (4, 4) or b.shape != (4, 4) or len(shape_a) != 3 or len(shape_b) != 3:
+        return False
+    try:
+        m = np.linalg.solve(a, b)  # label voxel -> image voxel
+    except np.linalg.LinAlgError:
+        return False
+    turn = m[:3, :3]
+    size = np.abs(turn)
+    if not (np.allclose(size.sum(axis=0), 1, atol=atol) and np.allclose(size.max(axis=0), 1, atol=atol)):
+        return False  # not a signed permutation of the axes
+    order = size.argmax(axis=0)
+    if sorted(order) != [0, 1, 2] or [shape_a[k] for k in order] != list(shape_b):
+        return False
+    corners = np.array([[0, 0, 0], [s - 1 for s in shape_b]], dtype=np.float64)
+    mapped = corners @ turn.T + m[:3, 3]
+    return bool(np.all(mapped > -atol) and np.all(mapped < np.asarray(shape_a) - 1 + atol))
 
 
 # the DICOM checks have a module of their own; their old paths here resolve for one release, with a warning

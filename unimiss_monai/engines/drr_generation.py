@@ -13,18 +13,17 @@ Used by the ``unimiss_drr_generation`` bundle (``DRRGenerator(...).run()``). Per
 - ``<name>_datalist.json``: everything written for this CT;
 - ``<name>_done.json``: the done record (settings, rank, run-level datalist entries) a rerun checks to skip the CT.
 
-With ``slab_depth > 0`` (UniMiSS+ CT-DRR pairs) each CT is cut into axial slabs of that thickness; per slab ``<i>`` it
-writes ``slabs/<name>_slab<i>.nii.gz`` (the CT slab in HU with its own affine; int16 when that loses nothing) and
-``slabs/<name>_slab<i>_<VIEW>.nii.gz`` (the slab's DRR, resized to ``slab_detector_shape``, its anisotropic pixel
-spacing in the affine) + ``.png`` (its preview resampled to square pixels, so a thin slab looks thin).
+With ``slab_depth > 0`` (UniMiSS+ CT-DRR pairs, no labels) each CT is cut into axial slabs of that thickness; per
+slab ``<i>``: ``slabs/<name>_slab<i>.nii.gz`` (the CT slab in HU, its own affine; int16 when that loses nothing) and
+``slabs/<name>_slab<i>_<VIEW>.nii.gz`` (its DRR resized to ``slab_detector_shape``, anisotropic pixel spacing in the
+affine) + ``.png`` (its preview resampled to square pixels).
 ``output_dir/datalist.json`` gathers all CTs: ``{"testing": [one entry per DRR], "training": [one {"ct", "drr",
 "view", "slab"} pair per slab DRR], "failures": [{"name", "image", "error"} per failed CT]}``; paths are relative
 to ``output_dir``, but a failed CT's ``image`` is absolute.
 
-Each CT's outputs are written in a hidden temporary folder and renamed into place once complete, so a failure never
-leaves a partial result; a failing CT is logged and skipped, and :meth:`DRRGenerator.run` raises at the end, listing
-every failure, so a bundle run exits non-zero. A rerun skips the CTs already finished with the same settings. Under
-``torchrun`` (``configs/multi_gpu_inference.json``) the CTs are dealt out over the ranks of all nodes.
+Each CT's outputs are written in a hidden temporary folder and renamed into place once complete; a failing CT is
+logged and skipped, and :meth:`DRRGenerator.run` raises at the end, listing every failure (a bundle run exits
+non-zero). A rerun skips the CTs finished with the same settings. Under ``torchrun`` the CTs are dealt out over ranks.
 """
 
 from __future__ import annotations
@@ -106,14 +105,12 @@ class DRRGenerator:
         from unimiss_monai.drr import METHODS, ConeBeam, canonical_view
         from unimiss_monai.drr.render import check_memory
 
-        # absolute, both: ITK, imported lazily by the first DICOM series the reader thread reads, changes the working
-        # folder while it loads, and the main thread's relative paths then named files in ITK's own folder
+        # absolute: ITK, loaded by the reader thread's first DICOM series, changes the working folder while it loads
         self.dataset_dir = None if dataset_dir in (None, "") else Path(dataset_dir).expanduser().absolute()
-        # DRRs and CT slabs written among the input CTs would be read back as CTs by the next run, and a case folder
-        # could replace an input DICOM series of the same name
+        # outputs among the input CTs would be read as CTs by the next run, a case folder could replace a series
         listed = self.dataset_dir is not None and is_datalist_file(self.dataset_dir)
-        self.output_dir = Path(check_output_dir(output_dir, self.dataset_dir.parent if listed else self.dataset_dir))
-        self.output_dir = self.output_dir.expanduser().absolute()
+        self.output_dir = Path(check_output_dir(output_dir, self.dataset_dir.parent if listed else self.dataset_dir)
+                               ).expanduser().absolute()
         views = [views] if isinstance(views, str) else list(views)
         try:
             self.views = [canonical_view(v) for v in views]
@@ -183,6 +180,9 @@ class DRRGenerator:
         mine = [c for c in cases if c.name in share]
         logger.info("DRR rank %d/%d: %d of %d CT(s) to render here, %d already finished", rank, world, len(mine),
                     len(cases), len(cases) - len(todo))
+        if self.slab_depth > 0 and self.project_labels and (paired := sum(c.labels is not None for c in mine)):
+            logger.warning("slab mode (slab_depth %g mm) projects no label maps: the %d beside the CTs are not read; "
+                           "run without --slab_depth for DRRs with projected labels", self.slab_depth, paired)
         # one unit per rendered image; slab mode adds units once a CT's slab count is known
         bar = tqdm(total=len(mine) * len(self.views), desc=f"DRR rank {rank}" if world > 1 else "DRR", unit="image",
                    disable=not self.progress, dynamic_ncols=True, position=local_rank())  # one line per rank here
@@ -191,9 +191,8 @@ class DRRGenerator:
             # an MR-like CT warns once per file, not once per run; only our own warnings, or the first load would
             # also print every deprecation warning of the libraries it imports
             warnings.filterwarnings("always", category=UserWarning, module=r"unimiss_monai\.")
-            # the next CT is read while this one renders and is written: reading is mostly gzip, and gzip, the
-            # kernels and the writers' compression run without Python's interpreter lock, so on two cores the read
-            # hides behind the rest (see the bundle docs); at most two CTs are in memory
+            # the next CT is read while this one renders and is written: gzip, the kernels and the writers' compression
+            # run without the interpreter lock, so the read hides behind the rest; at most two CTs are in memory
             reads = [reader.submit(self._read, case) for case in mine[:1]]
             for i, case in enumerate(mine):
                 if i + 1 < len(mine):
@@ -260,7 +259,7 @@ class DRRGenerator:
         A label map or names file that would lose structures fails here, before anything is rendered."""
         inputs = self._inputs(case)
         hu, affine = load_ct(case.image)
-        if not (self.project_labels and case.labels is not None):
+        if not (self.project_labels and case.labels is not None) or self.slab_depth > 0:  # slabs carry no labels
             return hu, affine, None, {}, inputs
         names = read_label_names(case.label_names)
         labels = load_label_map(case.labels, hu.shape, affine)

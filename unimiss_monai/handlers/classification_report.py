@@ -141,7 +141,7 @@ class ClassificationReport:
         self, output_dir: str | os.PathLike, class_names: Sequence[str], multi_label: bool = False,
         threshold: float = 0.5, output_transform: Callable | None = None, name_transform: Callable | None = None,
         model: str | os.PathLike | None = None, split: str | None = None,
-        shared_with: Mapping[str, Sequence[str]] | None = None,
+        shared_with: Mapping[str, Sequence[str] | int] | None = None,
     ) -> None:
         from monai.handlers import from_engine
 
@@ -150,7 +150,8 @@ class ClassificationReport:
         self.output_transform = output_transform or from_engine(["pred", "label"])
         self.name_transform = name_transform or _image_names
         self.model, self._checksum, self.split = model, None, split
-        self.shared_with = None if shared_with is None else {k: len(v) for k, v in shared_with.items()}
+        self.shared_with = None if shared_with is None else {  # the images, or their numbers
+            k: v if isinstance(v, int) else len(v) for k, v in shared_with.items()}
         self.metrics: dict | None = None
         self._preds: list[torch.Tensor] = []
         self._labels: list[torch.Tensor] = []

@@ -30,7 +30,7 @@ from unimiss_monai.utils.ema import unwrap_model
 from unimiss_monai.utils.finite import NonFiniteWeightsError, refuse_non_finite_weights
 from unimiss_monai.utils.serialization import UnreadableCheckpointError, UnsafeCheckpointError, load_torch_file
 
-__all__ = ["default_pretrained_path", "load_pretrained_init", "resolve_pretrained_path"]
+__all__ = ["classes_mismatch", "default_pretrained_path", "load_pretrained_init", "resolve_pretrained_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -117,8 +117,6 @@ def _load_trained(network: torch.nn.Module, path, checkpoint_key: str | None, en
         )
     path = str(path)
     _check_finished_run(path)
-    if classes is not None:  # before the tensors: a head of another size is a matter of classes, not of overlays
-        _check_classes(path, classes, classes_option)
     try:
         report = _load_file(network, path, checkpoint_key, encoder_attr, True, False, _TRAINED)
     except (UnreadableCheckpointError, UnsafeCheckpointError, NonFiniteWeightsError):
@@ -134,6 +132,8 @@ def _load_trained(network: torch.nn.Module, path, checkpoint_key: str | None, en
             # said alone: why the load failed in detail (a grid it cannot tell, a shape) would only mislead
             raise ValueError(f"the trained model {path} is a model of {other} (its info says so), not of {bundle}: "
                              "point --ckpt_path (or --ckpt_dir) at a model this bundle trained") from None
+        if classes is not None and (problem := _classes_problem(path, classes, classes_option)):
+            raise ValueError(problem) from None  # a head of another size is a matter of classes, not of overlays
         first = str(err).splitlines()[0]
         if first.startswith(f"{_TRAINED} "):  # the loader's own refusal already names the trained model and the file
             what_failed = f"the {first}"
@@ -149,6 +149,8 @@ def _load_trained(network: torch.nn.Module, path, checkpoint_key: str | None, en
             f"{what_failed} -- run this command with the overlays and options it was trained with (configs/smoke.yaml "
             "after a smoke training, the same --variant)"
         ) from None
+    if classes is not None and (problem := _classes_problem(path, classes, classes_option)):
+        raise ValueError(problem)  # the weights fit: only the names the model records tell another order
     recorded = (report.get("info") or {}).get("settings")
     if diffs := settings_mismatch(recorded, settings):
         # the weights fit, yet inputs prepared at another spacing or size would give answers that look right and are not
@@ -160,20 +162,35 @@ def _load_trained(network: torch.nn.Module, path, checkpoint_key: str | None, en
     return report
 
 
-def _check_classes(path: str, classes: Sequence[str], option: str) -> None:
-    """Refuse, in one line naming ``option``, a trained model whose ``info["classes"]`` are not this run's
-    ``classes`` in the same order. The network's outputs keep the order it was trained in and the run's names label
-    them (probability columns, mask channels, legends, per-class scores): the same classes in another order gave
-    every output another class's name, and scores against the labels of the wrong class, with no error. A model that
-    records no classes (saved before they were recorded) is not checked."""
-    theirs, ours = file_info(path).get("classes"), [str(c) for c in classes]
-    if not isinstance(theirs, (list, tuple)) or [str(c) for c in theirs] == ours:
-        return
-    theirs = [str(c) for c in theirs]
-    how = ("the same classes in another order, so its outputs would go by the wrong names" if sorted(theirs) == sorted(ours)
-           else "other classes")
-    raise ValueError(f"the trained model {path} was trained with --{option} {theirs}, this run names {ours}: {how}; run "
-                     f"this command with --{option} {shlex.quote(json.dumps(theirs))}")
+def classes_mismatch(recorded, classes) -> str | None:
+    """How the classes a trained model records (its ``info["classes"]``) differ from ``classes``, the names a run
+    gives the network's outputs: ``"the same classes in another order"`` or ``"other classes"``, or ``None`` when they
+    are the same in the same order (or either side names none: a model saved before they were recorded). The outputs
+    keep the order the model was trained in and the run's names label them (probability columns, mask channels,
+    legends, per-class scores): the same classes in another order gave every output another class's name, and scores
+    against the wrong labels, with no error. One name given as a string is one class."""
+    theirs, ours = _names(recorded), _names(classes)
+    if theirs is None or ours is None or theirs == ours:
+        return None
+    return "the same classes in another order" if sorted(theirs) == sorted(ours) else "other classes"
+
+
+def _classes_problem(path: str, classes: Sequence[str] | str, option: str) -> str | None:
+    """:func:`classes_mismatch` of the trained model ``path`` as the one line that refuses it, naming ``option``."""
+    recorded = file_info(path).get("classes")
+    if (how := classes_mismatch(recorded, classes)) is None:
+        return None
+    theirs, ours = _names(recorded), _names(classes)
+    return (f"the trained model {path} was trained with --{option} {theirs}, this run names {ours}: {how}"
+            f"{', so its outputs would go by the wrong names' if how.endswith('order') else ''}; run this command "
+            f"with --{option} {shlex.quote(json.dumps(theirs))}")
+
+
+def _names(classes) -> list[str] | None:
+    """Class names as a list of strings (one name given as a string is one class); ``None`` for anything else."""
+    if isinstance(classes, str):
+        return [classes]
+    return [str(c) for c in classes] if isinstance(classes, (list, tuple)) else None
 
 
 def _check_finished_run(path: str) -> None:

@@ -228,7 +228,7 @@ class SegmentationReport:
         surface: bool | str = True,
         model: str | os.PathLike | None = None,
         split: str | None = None,
-        shared_with: Mapping[str, Sequence[str]] | None = None,
+        shared_with: Mapping[str, Sequence[str] | int] | None = None,
     ) -> None:
         if not structure_names:
             raise ValueError("SegmentationReport: structure_names is empty; pass the names of the foreground classes")
@@ -242,7 +242,8 @@ class SegmentationReport:
         self.output_transform = output_transform
         self.surface = as_bool(surface, "surface")
         self.model, self._checksum, self.split = model, None, split
-        self.shared_with = None if shared_with is None else {k: len(v) for k, v in shared_with.items()}
+        self.shared_with = None if shared_with is None else {  # the images, or their numbers
+            k: v if isinstance(v, int) else len(v) for k, v in shared_with.items()}
         self.cases: list[dict[str, Any]] = []
         self.views: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
         self.failed: list[dict[str, str]] = []

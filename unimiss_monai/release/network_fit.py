@@ -152,12 +152,14 @@ def _weights_module(net: Any) -> Any:
 def check_weights_fit(bundle: BundleNetwork, payload: Mapping[str, Any], weights: str) -> Any:
     """Load ``payload`` (``{"model", "info"}``, as a user's ``torch.load`` returns it) into the bundle's network and
     return the module loaded; refuse weights that leave a tensor of it untrained, hold tensors it has not, or that
-    record other input settings (``info["settings"]``) than the configs' ``model_settings``.
+    record other classes (``info["classes"]``, or the same in another order) or input settings (``info["settings"]``)
+    than the configs' ``load_model#classes`` and ``model_settings``.
 
     Raises:
         ValueError (one line naming ``weights``, the configs and the fix).
     """
     from unimiss_monai.handlers.checkpoint_info import settings_mismatch
+    from unimiss_monai.handlers.pretrained_init import classes_mismatch
     from unimiss_monai.networks.pretrained import load_pretrained
 
     target = _weights_module(bundle.net)
@@ -178,6 +180,12 @@ def check_weights_fit(bundle: BundleNetwork, payload: Mapping[str, Any], weights
             first = (report.mismatched or missing or report.unexpected)[0]
             reason = (f"{len(missing)} missing, {len(report.unexpected)} unexpected, {len(report.mismatched)} of "
                       f"another shape, e.g. {first}")
+    parser = bundle.parser
+    classes = parser.get_parsed_content("load_model#classes", default=None) if "load_model" in parser else None
+    if reason is None and (how := classes_mismatch((payload.get("info") or {}).get("classes"), classes)):
+        # the weights fit, yet evaluation and inference refuse a model whose outputs their names would mislabel
+        theirs = (payload.get("info") or {}).get("classes")
+        reason = f"they were trained for {how} ({theirs}) where these configs name {list(classes)}"
     recorded = (payload.get("info") or {}).get("settings")
     if reason is None and recorded and "model_settings" in bundle.parser:
         # the weights fit, yet evaluation and inference refuse inputs prepared otherwise than they were trained on

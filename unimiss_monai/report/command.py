@@ -97,9 +97,10 @@ def report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
                                 "or pass the folder a run wrote")
     failed: list[str] = []
     sections = build_sections(run, failed)
-    title = "UniMiSS demo run"
-    subtitle = [f"Run folder: {run.root.resolve()}",
-                f"Report written {time.strftime('%Y-%m-%d %H:%M')}; sample data: {run.samples or 'not found'}"]
+    title = "UniMiSS demo run" if run.sample_data else "UniMiSS run"
+    data = (f"sample data: {run.samples or 'not found'}" if run.sample_data
+            else "data: as each step's command names it (not this package's sample data)")
+    subtitle = [f"Run folder: {run.root.resolve()}", f"Report written {time.strftime('%Y-%m-%d %H:%M')}; {data}"]
     if smoke_run(run):  # said before any number is read, not only inside the summary
         subtitle.append(SMOKE_WARNING)
     markdown, files = render_markdown(title, subtitle, sections, image_dir=image_dir)

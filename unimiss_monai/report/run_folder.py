@@ -205,6 +205,23 @@ def failed_note(report: dict, path: Path) -> str | None:
     return f"{failed}{of} evaluation case(s) failed and are not scored: {path} lists each with its reason and fix."
 
 
+def inference_note(folder: Path, shown: int, what: str) -> str | None:
+    """One sentence on the inference run in ``folder`` where its pictures are not all of it: how many of its cases
+    are pictured (``shown``), and how many failed, with where their reasons are; ``None`` when every case worked and
+    is pictured. ``what`` names the pictured cases (``"segmented CTs"``)."""
+    summary, cases = _summary_cases(Path(folder))
+    failed = [c for c in cases if c["status"] == "failed"]
+    done = len(cases) - len(failed)
+    said = [f"{shown} of the {done} {what} are pictured; the others are in {folder}"] if shown < done else []
+    if failed:
+        first = failed[0]
+        why = str(first.get("reason") or first.get("error") or "").splitlines()[0][:160] if (
+            first.get("reason") or first.get("error")) else ""
+        said.append(f"{len(failed)} of the {len(cases)} inference case(s) failed ({summary} gives each reason; "
+                    f"e.g. {first['case']}{': ' + why if why else ''})")
+    return ("; ".join(said) + ".") if said else None
+
+
 def scored_cases(report: dict) -> str:
     """``"12"``, or ``"12 (2 failed)"`` for a report with failed cases (``"?"`` for a report that does not say)."""
     failed = report.get("num_failed") or 0

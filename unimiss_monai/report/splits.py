@@ -54,12 +54,13 @@ def held_out(split: str) -> bool:
 def split_words(split: str, noun: str) -> str:
     """The scored cases of ``split`` named with ``noun`` (``"slab(s)"``, ``"DRRs"``, ``"cases"``), saying whether they
     are held out: ``"held-out test DRRs"``, ``"training DRRs (trained on, so not held out)"``."""
+    shared = getattr(split, "shared_with", {})
+    where = " and ".join(f"{n} in the {other} split" for other, n in shared.items())
     if split == "test":
-        shared = getattr(split, "shared_with", {})
-        where = " and ".join(f"{n} in the {other} split" for other, n in shared.items())
         return f"test {noun} ({where} too, so not held out)" if shared else f"held-out test {noun}"
     if split == "validation":
-        return f"validation {noun} (not trained on, but they chose the checkpoint, so not held out)"
+        return (f"validation {noun} ({where} too, and they chose the checkpoint, so not held out)" if shared
+                else f"validation {noun} (not trained on, but they chose the checkpoint, so not held out)")
     if split == "training":
         return f"training {noun} (trained on, so not held out)"
     return f"{noun} of the {split!r} split (not the test split, so not called held out)"

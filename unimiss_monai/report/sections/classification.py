@@ -172,8 +172,8 @@ def _task_blocks(run: RunFolder, bundle: str, what: str, metrics: dict | None, s
                              alt=f"Saliency maps of the {bundle.replace('_', ' ')} network on {len(picked)} test "
                                  f"images: {', '.join(p.stem for p in picked)}",
                              caption=f"{what}: where the network looked ({_METHODS.get(method, 'saliency maps')}, "
-                                     "named with its probability above each picture). The file names give the true "
-                                     "finding."))
+                                     "named with its probability above each picture)."
+                                     + (" The file names give the true finding." if run.sample_data else "")))
     elif (home / "inference").is_dir():
         blocks.append(Note(f"No saliency maps in {home / 'inference' / 'saliency'}: run inference with "
                            "--save_saliency true."))

@@ -11,7 +11,7 @@ from unimiss_monai.conventions import CT_AXCODES, CT_AXIS_LABELS, CT_TO_NETWORK,
 
 from ..document import Figure, Note, Paragraph, Section
 from ..images import draw_outlines, figure_png, grey_rgb, legend_below, resize_nearest
-from ..run_folder import RunFolder, how_trained, inference_cases, read_json, stale_notes
+from ..run_folder import RunFolder, how_trained, inference_cases, inference_note, read_json, stale_notes
 from ..splits import case_words, evaluated_split, split_words
 from .segmentation_tables import segmentation_table, unpaired_segmentation_note
 
@@ -141,6 +141,7 @@ def ct_segmentation_section(run: RunFolder) -> Section:
     shown = [Path(c["output"]) for c in done[:2] if c.get("output")]
     unpaired = unpaired_segmentation_note(home, [], shown)
     section.add(*[Note(unpaired)] if unpaired else [])
+    section.add(*[Note(n) for n in [inference_note(home / "inference", min(len(done), 2), "segmented CTs")] if n])
     for c in done[:2]:
         seg = Path(c["output"]) if c.get("output") else None
         stem = Path(seg.name.replace("_seg.nii.gz", "")) if seg else Path(str(c["case"]))

@@ -12,7 +12,7 @@ from unimiss_monai.data.image_formats import split_image_name
 
 from ..document import Figure, Note, Paragraph, Section
 from ..images import draw_outlines, figure_png, grey_rgb, legend_below
-from ..run_folder import RunFolder, how_trained, inference_cases, read_json, stale_notes
+from ..run_folder import RunFolder, how_trained, inference_cases, inference_note, read_json, stale_notes
 from ..splits import case_words, evaluated_split, split_words
 from .segmentation_tables import segmentation_table, unpaired_segmentation_note
 
@@ -35,7 +35,8 @@ def load_masks(path: Path, names: list[str]) -> dict[str, np.ndarray]:
 
 
 def _structures(run: RunFolder) -> list[str]:
-    samples = read_json(run.samples / "samples.json") if run.samples else None
+    """The structure names of the run's masks: the sample set's for a run on the sample data, else the evaluation's."""
+    samples = read_json(run.samples / "samples.json") if run.samples and run.sample_data else None
     names = ((samples or {}).get("datasets", {}).get("cxr_segmentation", {}) or {}).get("structures")
     report = read_json(run.bundle("cxr_segmentation") / "eval" / "segmentation_report.json") or {}
     return list(names or report.get("structures") or DEFAULT_STRUCTURES)
@@ -86,6 +87,7 @@ def cxr_segmentation_section(run: RunFolder) -> Section:
     # a DRR with a reference is shown as a held-out case the table scores; the real radiograph is scored by none
     unpaired = unpaired_segmentation_note(home, [p[0] for p in panels if p[3] is not None], [p[2] for p in panels])
     section.add(*[Note(unpaired)] if unpaired else [])
+    section.add(*[Note(n) for n in [inference_note(home / "inference", len(panels), "segmented radiographs")] if n])
     for stem, source, seg, reference in panels:
         image = display_2d(np.asarray(load_radiograph(source))[0])
         pred = load_masks(seg, names)

@@ -84,11 +84,12 @@ def summary_section(run: RunFolder) -> Section:
         if row[4] and row[4][1] in stale_notes(run.bundle(row[4][0])):
             row[2] += " (not of the model in the folder: see its section)"
     data = ("synthetic phantoms (sample data written with --synthetic, in some or all of its data sets: a test of the "
-            "pipeline, not of the method)" if run.synthetic
+            "pipeline, not of the method)" if run.sample_data and run.synthetic
             else "one real chest CT (with its TotalSegmentator labels) and one real radiograph" if run.sample_data
             else "the data their commands name (not this package's sample data, which the report would describe: "
                  "what the data are is not recorded here)")
-    inputs = "the sample inputs" if run.synthetic else "the real CT and radiograph" if run.sample_data else "their inputs"
+    inputs = ("their inputs" if not run.sample_data else "the sample inputs" if run.synthetic
+              else "the real CT and radiograph")
     pretraining = "on CT slabs, their DRRs and radiographs " if run.sample_data else ""
     starts = {how_trained(run.bundle(b)) for b in FINE_TUNES}
     fine_tuned = starts.pop() if len(starts) == 1 else "trained (from the pretrained backbone or not: see each section)"

@@ -10,7 +10,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 from unimiss_monai.data.ct_io import check_not_air_only, warn_if_not_ct_hu
-from unimiss_monai.data.grid_checks import check_ct_volume
+from unimiss_monai.data.grid_checks import check_ct_volume, same_grid_reordered
 from unimiss_monai.data.xray import source_name
 from unimiss_monai.transforms.labels.array import SelectStructures
 from unimiss_monai.transforms.utility.array import CheckImage, check_not_empty, stored_shape
@@ -87,9 +87,18 @@ class CheckSegmentationInputd(MapTransform):
         lsrc = source_name(label)
         if label.ndim != image.ndim or label.shape[0] != 1:
             raise ValueError(f"{lsrc}: label has shape {tuple(label.shape)}; expected one channel of spatial shape {tuple(image.shape[1:])} (a label map, not one-hot)")
+        a_img, a_lab = getattr(image, "affine", None), getattr(label, "affine", None)
+        if (a_img is not None and a_lab is not None and self.spatial_dims == 3
+                and (tuple(label.shape[1:]) != tuple(image.shape[1:]) or not torch.allclose(
+                    torch.as_tensor(a_img).double(), torch.as_tensor(a_lab).double(), atol=self.affine_atol))
+                and same_grid_reordered(a_img, image.shape[1:], a_lab, label.shape[1:])):
+            # one volume saved in two axis orders (RAS against LAS): reorienting loses nothing, resampling interpolates
+            raise ValueError(f"{lsrc}: label holds the voxels of its image's grid ({src}) in another axis order or "
+                             "direction; reorient it to the image's order, which loses nothing (nibabel: "
+                             "label.as_reoriented, or save it again over the image in the viewer), rather than "
+                             "resampling it")
         if tuple(label.shape[1:]) != tuple(image.shape[1:]):
             raise ValueError(f"{lsrc}: label grid {tuple(label.shape[1:])} differs from image grid {tuple(image.shape[1:])} ({src}); resample the label onto the image")
-        a_img, a_lab = getattr(image, "affine", None), getattr(label, "affine", None)
         if a_img is not None and a_lab is not None and not torch.allclose(torch.as_tensor(a_img).double(), torch.as_tensor(a_lab).double(), atol=self.affine_atol):
             raise ValueError(f"{lsrc}: label affine differs from the image affine of {src}; the two are on different grids, resample the label onto the image")
         values = torch.unique(torch.as_tensor(label))

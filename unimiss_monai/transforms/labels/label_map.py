@@ -9,6 +9,7 @@ hole there after conversion.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
@@ -21,6 +22,11 @@ from monai.utils import convert_to_dst_type
 from unimiss_monai.data.xray import drop_trailing_singletons, source_name
 
 __all__ = ["LabelMapToMasks", "LabelMapToMasksD", "LabelMapToMasksDict", "LabelMapToMasksd"]
+
+logger = logging.getLogger(__name__)
+
+#: label files already warned of as two-sided (once per file, not once per epoch)
+_TWO_SIDED_SAID: set[str] = set()
 
 
 class LabelMapToMasks(Transform):
@@ -52,6 +58,26 @@ class LabelMapToMasks(Transform):
         names = f": {', '.join(f'{i + 1} {s}' for i, s in enumerate(self.structures))}" if self.structures else ""
         return f"0 background, 1..{self.num_structures} the structures{names}"
 
+    def _warn_two_sided(self, masks: torch.Tensor, name: str) -> None:
+        """Warn (once per file) of a radiograph's structure named ``*_left`` / ``*_right`` whose label-map value covers
+        both sides of the image, a quarter or more on each: the usual public lung masks are 0/1 masks of both lungs,
+        and read by value they trained ``lung_left`` on both lungs, unsaid. ``masks``: ``(N, X, Y)``, X across."""
+        if masks.ndim != 3 or name in _TWO_SIDED_SAID:
+            return
+        for structure, mask in zip(self.structures, masks):
+            total = int(mask.sum())
+            if not structure.endswith(("_left", "_right")) or total < 50:
+                continue
+            share = float(mask[: mask.shape[0] // 2].sum()) / total
+            if min(share, 1 - share) >= 0.25:
+                _TWO_SIDED_SAID.add(name)
+                logger.warning("%s: its value %d (%s) covers both sides of the image (%.0f%% and %.0f%% of it either "
+                               "side of the middle), as a mask of both lungs would, where %s lies on one side: give "
+                               "each structure its own value (%s) or one binary mask per structure", name,
+                               self.structures.index(structure) + 1, structure, 100 * share, 100 * (1 - share),
+                               structure, self._meaning())
+                return
+
     def __call__(self, label: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
         """label: ``(1, *spatial)`` label map or ``(N, *spatial)`` masks -> ``(N, *spatial)``, the input's type and
         dtype (a MetaTensor keeps its metadata)."""
@@ -68,6 +94,7 @@ class LabelMapToMasks(Transform):
             raise ValueError(f"{name}: label map values {bad[:8].tolist()} are outside 0..{n} ({self._meaning()}); relabel the map or save one binary mask per structure")
         idx = values[0].round().long()
         masks = torch.stack([idx == v for v in range(1, n + 1)])
+        self._warn_two_sided(masks, name)
         if isinstance(label, MetaTensor):
             # a fresh MetaTensor: the label's grid and file name, no per-channel history of the map's own
             return MetaTensor(masks.to(label.dtype), meta=dict(label.meta))
@@ -111,9 +138,12 @@ class LabelMapToMasksd(MapTransform):
             if image is not None and image.ndim == 3:  # 2D image: (1, X, Y)
                 label = drop_trailing_singletons(label)
             if image is not None and tuple(label.shape[1:]) != tuple(image.shape[1:]):
+                flipped = tuple(label.shape[1:]) == tuple(image.shape[1:])[::-1]
                 raise ValueError(
                     f"{source_name(label)}: label grid {tuple(label.shape[1:])} differs from the grid "
-                    f"{tuple(image.shape[1:])} of its image {source_name(image)}; save the label on the image's grid"
+                    f"{tuple(image.shape[1:])} of its image {source_name(image)}"
+                    + ("; it looks transposed (its rows are the image's columns): save it transposed back"
+                       if flipped else "; save the label on the image's grid")
                 )
             try:
                 d[key] = self.converter(label)
