@@ -211,7 +211,7 @@ def _check_model_settings(self):
     """Refuse a model.pt trained for other classes (or in another order) or input settings (spacing, window, size) than
     the served config's, as the bundle's own inference refuses it: its labels would look plausible and be wrong."""
     from unimiss_monai.handlers.checkpoint_info import settings_mismatch
-    from unimiss_monai.handlers.pretrained_init import classes_mismatch
+    from unimiss_monai.handlers.pretrained_init import class_name_list, classes_mismatch
     from unimiss_monai.networks.weights_file import recorded_info
 
     config, path = getattr(self, "bundle_config", None), self.get_path()
@@ -221,7 +221,7 @@ def _check_model_settings(self):
     classes = config.get_parsed_content("load_model#classes", default=None) if "load_model" in config.config else None
     if how := classes_mismatch(info.get("classes"), classes):  # its labels would go by other structures' names
         raise ValueError(f"the served model {path} was trained for {how} ({info.get('classes')}) where the served "
-                         f"config names {list(classes)}; serve it with the configs it was trained with")
+                         f"config names {class_name_list(classes)}; serve it with the configs it was trained with")
     if diffs := settings_mismatch(info.get("settings"), config.get_parsed_content("model_settings")):
         raise ValueError(f"the served model {path} was trained with other input settings: {diffs}; serve it with the "
                          "overlay it was trained with (OVERLAY of tools/monai_label.sh)")

@@ -130,7 +130,7 @@ def test_slab_mode_says_it_projects_no_labels_and_does_not_read_them(tmp_path, c
         run = DRRGenerator(data, tmp_path / "out", views=["AP"], slab_depth=50.0, slab_detector_shape=(24, 24),
                            progress=False).run()
     assert len(run["training"]) == 4 and not run.get("failures")
-    assert ("slab mode (slab_depth 50 mm) projects no label maps: the 1 beside the CTs are not read; run without "
+    assert ("slab mode (slab_depth 50 mm) projects no label maps: the 1 beside the CTs are left out; run without "
             "--slab_depth for DRRs with projected labels") in caplog.text
     with pytest.raises(DRRGenerationError, match="ct_labels.nii.gz"):
         DRRGenerator(data, tmp_path / "whole", views=["AP"], progress=False).run()

@@ -189,7 +189,8 @@ def test_failed_inference_cases_and_cases_not_pictured_are_said(tmp_path):
     ok = summary["cases"][0]
     for k in range(3):  # three more segmented CTs, the same pictures
         shutil.copy(ok["output"], inference / f"more_{k}_seg.nii.gz")
-        summary["cases"].append({**ok, "case": f"more_{k}", "output": str(inference / f"more_{k}_seg.nii.gz")})
+        summary["cases"].append({**ok, "case": f"more_{k}", "input": ok["case"],
+                                 "output": str(inference / f"more_{k}_seg.nii.gz")})
     summary["cases"] += [{"case": "/data/nan.nii.gz", "status": "failed", "reason": "has 3 NaN voxels; replace them"},
                          {"case": "/data/forms.nii.gz", "status": "failed", "reason": "sform and qform disagree"}]
     _write(inference / "summary.json", summary)

@@ -162,7 +162,7 @@ def test_a_mask_of_both_lungs_read_as_lung_left_is_warned_of_once(caplog):
     one[0, 24:36, 5:25] = 1  # a left lung alone: one side
     with caplog.at_level(logging.WARNING, logger="unimiss_monai.transforms.labels.label_map"):
         LabelMapToMasksd("label", structures=STRUCTURES)(_item(one, image_shape=(40, 30), label_name="one.png"))
-        for _ in range(3):  # epochs: said once
+        for _ in range(3):  # epochs in one process: said once
             LabelMapToMasksd("label", structures=STRUCTURES)(_item(both, image_shape=(40, 30), label_name="both.png"))
     said = [r.getMessage() for r in caplog.records]
     assert len(said) == 1 and said[0].startswith("both.png: its value 1 (lung_left) covers both sides of the image "

@@ -87,3 +87,9 @@ def test_a_label_of_the_same_grid_in_another_axis_order_is_told_to_reorient(turn
     with pytest.raises(ValueError, match=r"^/data/ct_label.nii.gz: label holds the voxels of its image's grid "
                                          r"\(/data/ct.nii.gz\) in another axis order or direction; reorient it"):
         CheckSegmentationInputd(("image", "label"), spatial_dims=3, in_channels=1, num_classes=3)(item)
+    # the same axis order shifted a little: another grid, to be resampled, not reoriented
+    shifted = torch.eye(4, dtype=torch.float64)
+    shifted[0, 3] = 0.01
+    item["label"] = MetaTensor(label.as_tensor(), affine=shifted, meta={"filename_or_obj": "/data/ct_label.nii.gz"})
+    with pytest.raises(ValueError, match=r"label affine differs from the image affine .* resample the label"):
+        CheckSegmentationInputd(("image", "label"), spatial_dims=3, in_channels=1, num_classes=3)(item)

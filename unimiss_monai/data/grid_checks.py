@@ -211,7 +211,6 @@ def check_nifti_header(source: str, min_spacing: float = 1e-6) -> None:
             raise _degenerate(str(source), "voxel size (pixdim)", float(spacing.min()))
 
 
-
 def same_grid_reordered(affine_a, shape_a, affine_b, shape_b, atol: float = 1e-3) -> bool:
     """Whether two voxel grids (affine, spatial shape) hold the same voxel centres in another axis order or direction:
     one volume saved in RAS and in LAS, or transposed with its affine. Reorienting one onto the other loses nothing,
@@ -227,6 +226,8 @@ def same_grid_reordered(affine_a, shape_a, affine_b, shape_b, atol: float = 1e-3
     size = np.abs(turn)
     if not (np.allclose(size.sum(axis=0), 1, atol=atol) and np.allclose(size.max(axis=0), 1, atol=atol)):
         return False  # not a signed permutation of the axes
+    if np.allclose(turn, np.eye(3), atol=atol):
+        return False  # the same axis order: an offset grid, not a reordered one
     order = size.argmax(axis=0)
     if sorted(order) != [0, 1, 2] or [shape_a[k] for k in order] != list(shape_b):
         return False

@@ -181,7 +181,7 @@ class DRRGenerator:
         logger.info("DRR rank %d/%d: %d of %d CT(s) to render here, %d already finished", rank, world, len(mine),
                     len(cases), len(cases) - len(todo))
         if self.slab_depth > 0 and self.project_labels and (paired := sum(c.labels is not None for c in mine)):
-            logger.warning("slab mode (slab_depth %g mm) projects no label maps: the %d beside the CTs are not read; "
+            logger.warning("slab mode (slab_depth %g mm) projects no label maps: the %d beside the CTs are left out; "
                            "run without --slab_depth for DRRs with projected labels", self.slab_depth, paired)
         # one unit per rendered image; slab mode adds units once a CT's slab count is known
         bar = tqdm(total=len(mine) * len(self.views), desc=f"DRR rank {rank}" if world > 1 else "DRR", unit="image",

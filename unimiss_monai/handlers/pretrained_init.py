@@ -30,7 +30,8 @@ from unimiss_monai.utils.ema import unwrap_model
 from unimiss_monai.utils.finite import NonFiniteWeightsError, refuse_non_finite_weights
 from unimiss_monai.utils.serialization import UnreadableCheckpointError, UnsafeCheckpointError, load_torch_file
 
-__all__ = ["classes_mismatch", "default_pretrained_path", "load_pretrained_init", "resolve_pretrained_path"]
+__all__ = ["class_name_list", "classes_mismatch", "default_pretrained_path", "load_pretrained_init",
+           "resolve_pretrained_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +170,7 @@ def classes_mismatch(recorded, classes) -> str | None:
     keep the order the model was trained in and the run's names label them (probability columns, mask channels,
     legends, per-class scores): the same classes in another order gave every output another class's name, and scores
     against the wrong labels, with no error. One name given as a string is one class."""
-    theirs, ours = _names(recorded), _names(classes)
+    theirs, ours = class_name_list(recorded), class_name_list(classes)
     if theirs is None or ours is None or theirs == ours:
         return None
     return "the same classes in another order" if sorted(theirs) == sorted(ours) else "other classes"
@@ -180,13 +181,13 @@ def _classes_problem(path: str, classes: Sequence[str] | str, option: str) -> st
     recorded = file_info(path).get("classes")
     if (how := classes_mismatch(recorded, classes)) is None:
         return None
-    theirs, ours = _names(recorded), _names(classes)
+    theirs, ours = class_name_list(recorded), class_name_list(classes)
     return (f"the trained model {path} was trained with --{option} {theirs}, this run names {ours}: {how}"
             f"{', so its outputs would go by the wrong names' if how.endswith('order') else ''}; run this command "
             f"with --{option} {shlex.quote(json.dumps(theirs))}")
 
 
-def _names(classes) -> list[str] | None:
+def class_name_list(classes) -> list[str] | None:
     """Class names as a list of strings (one name given as a string is one class); ``None`` for anything else."""
     if isinstance(classes, str):
         return [classes]

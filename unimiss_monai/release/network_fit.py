@@ -159,7 +159,7 @@ def check_weights_fit(bundle: BundleNetwork, payload: Mapping[str, Any], weights
         ValueError (one line naming ``weights``, the configs and the fix).
     """
     from unimiss_monai.handlers.checkpoint_info import settings_mismatch
-    from unimiss_monai.handlers.pretrained_init import classes_mismatch
+    from unimiss_monai.handlers.pretrained_init import class_name_list, classes_mismatch
     from unimiss_monai.networks.pretrained import load_pretrained
 
     target = _weights_module(bundle.net)
@@ -185,7 +185,7 @@ def check_weights_fit(bundle: BundleNetwork, payload: Mapping[str, Any], weights
     if reason is None and (how := classes_mismatch((payload.get("info") or {}).get("classes"), classes)):
         # the weights fit, yet evaluation and inference refuse a model whose outputs their names would mislabel
         theirs = (payload.get("info") or {}).get("classes")
-        reason = f"they were trained for {how} ({theirs}) where these configs name {list(classes)}"
+        reason = f"they were trained for {how} ({theirs}) where these configs name {class_name_list(classes)}"
     recorded = (payload.get("info") or {}).get("settings")
     if reason is None and recorded and "model_settings" in bundle.parser:
         # the weights fit, yet evaluation and inference refuse inputs prepared otherwise than they were trained on

@@ -211,7 +211,7 @@ def inference_note(folder: Path, shown: int, what: str) -> str | None:
     is pictured. ``what`` names the pictured cases (``"segmented CTs"``)."""
     summary, cases = _summary_cases(Path(folder))
     failed = [c for c in cases if c["status"] == "failed"]
-    done = len(cases) - len(failed)
+    done = sum(c["status"] == "ok" for c in cases)
     said = [f"{shown} of the {done} {what} are pictured; the others are in {folder}"] if shown < done else []
     if failed:
         first = failed[0]

@@ -141,7 +141,7 @@ def ct_segmentation_section(run: RunFolder) -> Section:
     shown = [Path(c["output"]) for c in done[:2] if c.get("output")]
     unpaired = unpaired_segmentation_note(home, [], shown)
     section.add(*[Note(unpaired)] if unpaired else [])
-    section.add(*[Note(n) for n in [inference_note(home / "inference", min(len(done), 2), "segmented CTs")] if n])
+    at, pictured = len(section.blocks), 0
     for c in done[:2]:
         seg = Path(c["output"]) if c.get("output") else None
         stem = Path(seg.name.replace("_seg.nii.gz", "")) if seg else Path(str(c["case"]))
@@ -173,5 +173,8 @@ def ct_segmentation_section(run: RunFolder) -> Section:
                            alt=f"Five axial slices of {stem.name} from superior to inferior with predicted outlines",
                            caption="Predicted outlines on five axial levels spanning the segmented range, superior "
                                    "first."))
+        pictured += 1
+    if told := inference_note(home / "inference", pictured, "segmented CTs"):  # said before the pictures it is of
+        section.blocks.insert(at, Note(told))
     section.add(*segmentation_table(home / "eval", *ct_evaluation_words(run), unpaired=bool(unpaired)))
     return section
