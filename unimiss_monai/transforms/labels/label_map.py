@@ -59,9 +59,9 @@ class LabelMapToMasks(Transform):
         return f"0 background, 1..{self.num_structures} the structures{names}"
 
     def _warn_two_sided(self, masks: torch.Tensor, name: str) -> None:
-        """Warn (once per file in a process) of a radiograph's structure named ``*_left`` / ``*_right`` whose label-map value covers
-        both sides of the image, a quarter or more on each: the usual public lung masks are 0/1 masks of both lungs,
-        and read by value they trained ``lung_left`` on both lungs, unsaid. ``masks``: ``(N, X, Y)``, X across."""
+        """Warn (once per file in a process) of a radiograph's structure named ``*_left`` / ``*_right`` whose
+        label-map value covers both sides of the image, a quarter or more on each: a combined 0/1 mask of both lungs,
+        read by value, trained ``lung_left`` on both lungs, unsaid. ``masks``: ``(N, X, Y)``, X across."""
         if masks.ndim != 3 or name in _TWO_SIDED_SAID:
             return
         for structure, mask in zip(self.structures, masks):
