@@ -194,7 +194,7 @@ def test_a_finished_pretraining_is_its_models_and_a_killed_later_one_is_not(tmp_
     from unimiss_monai.handlers import LossCurvePlotter, TrainingCheckpoint
     from unimiss_monai.report.run_folder import stale_notes
 
-    def run(kill_at: int | None = None) -> None:
+    def run(kill_at: int | None = None, resume: bool = False) -> None:
         model = torch.nn.Linear(2, 1)
 
         def step(engine, batch):
@@ -206,12 +206,19 @@ def test_a_finished_pretraining_is_its_models_and_a_killed_later_one_is_not(tmp_
         engine = Engine(step)
         engine.state.rank = 0  # as the bundle's trainer sets it
         LossCurvePlotter(tmp_path / "loss_curves.png", write_every=2).attach(engine)
-        TrainingCheckpoint(tmp_path / "checkpoints", {"model": model}, save_every=2, resume=False,
+        TrainingCheckpoint(tmp_path / "checkpoints", {"model": model}, save_every=2, resume=resume,
                            export_path=tmp_path / "models" / "model.pt", export_fn=model.state_dict).attach(engine)
         engine.run([0] * 3, max_epochs=2)
 
     run()
     assert (tmp_path / "loss_curves.json").stat().st_mtime > (tmp_path / "models" / "model.pt").stat().st_mtime
+    assert stale_notes(tmp_path) == {}
+    # the finished run again (the demo's printed command resumes finished runs): nothing left to train, so its
+    # checkpoint is saved anew and its export, the same weights, left as it was; the model is still the run's
+    exported = (tmp_path / "models" / "model.pt").stat().st_mtime_ns
+    run(resume=True)
+    assert (tmp_path / "models" / "model.pt").stat().st_mtime_ns == exported
+    assert (tmp_path / "checkpoints" / "checkpoint.pt").stat().st_mtime_ns > exported
     assert stale_notes(tmp_path) == {}
     with pytest.raises(KeyboardInterrupt):
         run(kill_at=4)  # a later run, checkpointed at iteration 2, killed before its export

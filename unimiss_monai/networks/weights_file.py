@@ -19,8 +19,9 @@ import torch
 
 from unimiss_monai.utils.trainer_state import finished, planned_epochs, position
 
-__all__ = ["PRETRAINING_BUNDLE", "WEIGHTS_IN_FOLDER", "fine_tune_checkpoint", "is_fine_tune_checkpoint",
-           "is_official_checkpoint", "recorded_info", "refuse_trained_model", "unfinished_run", "weights_in_folder"]
+__all__ = ["PRETRAINING_BUNDLE", "WEIGHTS_IN_FOLDER", "file_info", "fine_tune_checkpoint", "finished_run",
+           "is_fine_tune_checkpoint", "is_official_checkpoint", "recorded_info", "refuse_trained_model",
+           "unfinished_run", "weights_in_folder"]
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +114,14 @@ def unfinished_run(checkpoint: str | os.PathLike) -> str | None:
     if held is None or planned is None or finished(trainer):
         return None
     return f"{held[0]} of {planned} epochs"
+
+
+def finished_run(checkpoint: str | os.PathLike) -> bool:
+    """Whether ``checkpoint`` is the resume checkpoint of a run that finished: its trainer at the epochs it was set to
+    (``False`` when it says otherwise or nothing, or there is none)."""
+    saved = _peek(checkpoint)
+    trainer = saved.get("trainer") if isinstance(saved, Mapping) else None
+    return planned_epochs(trainer) is not None and position(trainer) is not None and bool(finished(trainer))
 
 
 def _say_later_run_stopped(weights: str) -> None:

@@ -127,13 +127,21 @@ def stale_notes(home: Path) -> dict[str, str]:
                           f"model; rerun the {step} step{COPIED_HINT}.")
     later = [p for p in (home / "knn_probe.json", *(home / "checkpoints").glob("*")) if p.is_file()
              and p.stat().st_mtime > at]
-    if later:
+    # a finished run that had nothing left to train (rerun, or resumed with --resume_finished) saves its checkpoint
+    # anew and leaves the model it exported before, the same weights, as it was
+    if later and not _finished(home / "checkpoints" / "checkpoint.pt"):
         shown = [p.name for p in (home / "loss_curves.json", home / "knn_probe.json") if p.is_file()]
         notes["pretraining"] = (
             f"{later[0]} was written after {model} ({_when(model)}) by a run that has not finished: "
             f"{' and '.join(shown) or 'its files'} below are that run's, not the model's that the fine-tunings read; "
             f"rerun the pretraining step{COPIED_HINT}.")
     return notes
+
+
+def _finished(checkpoint: Path) -> bool:
+    from unimiss_monai.networks.weights_file import finished_run  # torch only where a checkpoint is read
+
+    return checkpoint.is_file() and finished_run(checkpoint)
 
 
 def _recorded_checksum(path: Path) -> str | None:
