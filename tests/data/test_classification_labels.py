@@ -93,6 +93,21 @@ def test_an_item_that_is_not_one_labelled_path_is_refused_naming_the_datalist(tm
         load_classification_datalist(tmp_path / "dl.json", "training", NAMES)
 
 
+def test_a_datalist_of_other_class_names_is_told_the_option_to_pass_as_the_shell_reads_it(tmp_path):
+    """The suggested --class_names was wrapped in double quotes around Python's repr: not a word the shell passes on
+    for a name with an apostrophe."""
+    import shlex
+
+    listed = ["nodule", "Crohn's effusion"]
+    (tmp_path / "a.png").write_bytes(b"x")
+    (tmp_path / "dl.json").write_text(json.dumps({"class_names": listed, "training": [{"image": "a.png", "label": 0}]}))
+    with pytest.raises(ValueError) as err:
+        load_classification_datalist(tmp_path / "dl.json", "training", NAMES)
+    message = str(err.value)
+    option = message.split("pass --class_names ", 1)[1].split(" to use the datalist's")[0]
+    assert json.loads(shlex.split(option)[0]) == listed and "\n" not in message
+
+
 @pytest.mark.parametrize("name", ["cxr_classification", "ct_classification"])
 def test_inference_on_a_samples_data_set_lists_its_test_split_only(tmp_path, name):
     import shutil

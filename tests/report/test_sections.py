@@ -328,6 +328,7 @@ def test_the_prose_says_how_each_model_began_as_the_model_records_it(tmp_path):
         text = " ".join(b.text for b in ct_segmentation_section(run).blocks if hasattr(b, "text"))
         assert f"The 3D network {said}" in text, text
     _write(run.bundle("ct_classification") / "eval" / "metrics.json", {"num_cases": 2, "per_class": []})
+    _write(tmp_path / "run" / "demo_steps.json", {"steps": []})  # the demo's chain, whose prose names every stage
     summary = " ".join(b.text for b in summary_section(run).blocks if hasattr(b, "text"))
     assert "from the pretrained backbone or not: see each section" in summary  # the others hold no model
 

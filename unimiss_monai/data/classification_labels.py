@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -156,7 +157,8 @@ def _listed_class_names(path: Path, class_names: Sequence[str]) -> list[str] | N
         return None
     if not isinstance(listed, list) or sorted(map(str, listed)) != sorted(names) or len(set(listed)) != len(listed):
         raise ValueError(f"{path}: its class_names {listed} are not the bundle's {names}; pass --class_names "
-                         f"\"{listed}\" to use the datalist's, or label the datalist with the bundle's classes")
+                         f"{shlex.quote(json.dumps(listed))} to use the datalist's, or label the datalist with the "
+                         "bundle's classes")
     logger.info("%s: labels read in the datalist's class order %s (the bundle's outputs: %s)", path, listed, names)
     return [str(name) for name in listed]  # as the bundle names them: a class 1 listed as a number is class "1"
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..document import Note, Paragraph, Section, Table, fmt
-from ..run_folder import RunFolder, how_trained, read_json, recorded_steps, scored_cases, stale_notes
+from ..run_folder import RunFolder, holds_run_output, how_trained, read_json, recorded_steps, scored_cases, stale_notes
 from ..splits import evaluated_split, held_out, split_words
 from .pretraining import untrained_maps
 
@@ -15,6 +15,10 @@ SMOKE_WARNING = ("Smoke run (demo_scale.txt: smoke): tiny networks trained for a
                  "tools/demo.sh` (demo scale) for meaningful ones.")
 
 FINE_TUNES = ("cxr_segmentation", "ct_segmentation", "cxr_classification", "ct_classification")
+#: every stage in chain order, as the summary names it
+_STAGES = (("drr_generation", "DRR generation"), ("pretraining", "UniMiSS+ pretraining"),
+           ("cxr_segmentation", "CXR segmentation"), ("ct_segmentation", "CT segmentation"),
+           ("cxr_classification", "CXR classification"), ("ct_classification", "CT classification"))
 
 
 def _dice(report: dict | None, names: list[str]) -> list[str]:
@@ -96,11 +100,13 @@ def summary_section(run: RunFolder) -> Section:
     evaluated = "evaluation on held-out test data" + (f" ({'; '.join(not_test)})" if not_test else "")
     if not tested:  # no stage scored its test split (or none was evaluated)
         evaluated = f"evaluation ({'; '.join(not_test) or 'none in this folder yet'})"
-    section.add(Paragraph(
-        f"The chain, on {data}: {'DRRs of the CT' if run.sample_data else 'DRR generation'} -> UniMiSS+ pretraining "
-        f"{pretraining}-> CXR "
-        f"and CT segmentation and classification {fine_tuned} -> {evaluated} "
-        f"-> inference on {inputs}. The table gives each stage's scores; the sections below show the pictures behind "
-        "them."))
+    if run.sample_data:
+        chain = (f"DRRs of the CT -> UniMiSS+ pretraining {pretraining}-> CXR and CT segmentation and classification "
+                 f"{fine_tuned} -> {evaluated} -> inference on {inputs}")
+    else:  # the stages this folder holds outputs of, and only those
+        held = [label for name, label in _STAGES if holds_run_output(run.bundle(name))]
+        chain = " -> ".join(held or ["no stage's outputs yet"]) + f"; {evaluated}"
+    section.add(Paragraph(f"The chain, on {data}: {chain}. The table gives each stage's scores; the sections below "
+                          "show the pictures behind them."))
     section.add(Table(["stage", "measure", "result"], [[a, b, c] for a, b, c, _, _ in rows]))
     return section
