@@ -189,7 +189,7 @@ def test_a_finished_pretraining_is_its_models_and_a_killed_later_one_is_not(tmp_
     import time
 
     import torch
-    from ignite.engine import Engine, Events
+    from ignite.engine import Engine
 
     from unimiss_monai.handlers import LossCurvePlotter, TrainingCheckpoint
     from unimiss_monai.report.run_folder import stale_notes
