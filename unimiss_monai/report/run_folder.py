@@ -105,8 +105,9 @@ def stale_notes(home: Path) -> dict[str, str]:
     the model they used, so one older than the model scored an earlier model. A finished pretraining saves its last
     checkpoint and its last probe before it exports the model (its loss curves just after); a checkpoint or probe
     history newer than the model is a later run's that has not finished, and so are the curves (each run rewrites
-    them from its first iteration). Where file times are compared, a copy that rewrote them is said to be a possible
-    cause.
+    them from its first iteration), unless the checkpoint records a finished run (one rerun with nothing left to
+    train saves it anew and leaves its unchanged export as it was). Where file times are compared, a copy that rewrote
+    them is said to be a possible cause.
     """
     model = home / "models" / "model.pt"
     if not model.is_file():

@@ -101,12 +101,12 @@ def summary_section(run: RunFolder) -> Section:
     if not tested:  # no stage scored its test split (or none was evaluated)
         evaluated = f"evaluation ({'; '.join(not_test) or 'none in this folder yet'})"
     if run.sample_data:
-        chain = (f"DRRs of the CT -> UniMiSS+ pretraining {pretraining}-> CXR and CT segmentation and classification "
-                 f"{fine_tuned} -> {evaluated} -> inference on {inputs}")
-    else:  # the stages this folder holds outputs of, and only those
+        said = (f"The chain, on {data}: DRRs of the CT -> UniMiSS+ pretraining {pretraining}-> CXR and CT segmentation "
+                f"and classification {fine_tuned} -> {evaluated} -> inference on {inputs}")
+    else:  # the stages this folder holds outputs of, and only those: how one fed the next is not recorded here
         held = [label for name, label in _STAGES if holds_run_output(run.bundle(name))]
-        chain = " -> ".join(held or ["no stage's outputs yet"]) + f"; {evaluated}"
-    section.add(Paragraph(f"The chain, on {data}: {chain}. The table gives each stage's scores; the sections below "
-                          "show the pictures behind them."))
+        said = f"Stages with outputs in this folder, on {data}: {', '.join(held) or 'none yet'}; {evaluated}"
+    section.add(Paragraph(f"{said}. The table gives each stage's scores; the sections below show the pictures behind "
+                          "them."))
     section.add(Table(["stage", "measure", "result"], [[a, b, c] for a, b, c, _, _ in rows]))
     return section
