@@ -218,7 +218,7 @@ def _check_model_settings(self):
     if not path or config is None or "model_settings" not in config.config:
         return
     info = recorded_info(_torch.load(path, map_location="cpu", weights_only=True))
-    classes = config.get_parsed_content("load_model#classes", default=None) if "load_model" in config.config else None
+    classes = config.get_parsed_content("load_model#classes", default=None)
     if how := classes_mismatch(info.get("classes"), classes):  # its labels would go by other structures' names
         raise ValueError(f"the served model {path} was trained for {how} ({info.get('classes')}) where the served "
                          f"config names {class_name_list(classes)}; serve it with the configs it was trained with")

@@ -13,12 +13,13 @@ import json
 import logging
 import os
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from unimiss_monai.data.drr_run_folder import unfinished_run_problem
 
 __all__ = ["SHARED_KEY", "read_split", "load_datalist", "missing_datalist", "absent_file", "require_files",
-           "shared_images"]
+           "shared_counts", "shared_images"]
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +134,12 @@ def shared_images(datalist: str | os.PathLike, split: str,
     if not isinstance(content, dict):
         return {}
     return _shared(content, split, Path(base_dir) if base_dir is not None else Path(datalist).parent)
+
+
+def shared_counts(shared: Mapping[str, Sequence[str] | int] | None) -> dict[str, int] | None:
+    """:func:`shared_images` (the images, or already their numbers) as the numbers an evaluation records under
+    :data:`SHARED_KEY`; ``None`` stays ``None`` (nothing recorded)."""
+    return None if shared is None else {str(k): v if isinstance(v, int) else len(v) for k, v in shared.items()}
 
 
 def _shared(content: dict, split: str, root: Path) -> dict[str, list[str]]:

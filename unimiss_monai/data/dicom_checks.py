@@ -109,8 +109,9 @@ def check_dicom_series(source: str, tolerance: float = 0.01) -> None:
         return
     normal /= np.linalg.norm(normal)  # orientations written with few digits are not quite unit vectors
     corners = np.asarray([d.ImagePositionPatient for d in slices], dtype=np.float64)
-    order = np.argsort(corners @ normal, kind="stable")
-    positions = (corners @ normal)[order]
+    along = corners @ normal
+    order = np.argsort(along, kind="stable")
+    positions = along[order]
     if len(slices) >= 3:
         _check_even_spacing(folder, positions, tolerance)
     if positions[-1] - positions[0] > 1e-6:  # slices at one position are the spacing check's to name

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unimiss_monai.data.datalists import SHARED_KEY
+from unimiss_monai.data.datalists import SHARED_KEY, shared_counts
 from unimiss_monai.data.output_ledger import check_own_file, replacing_own
 from unimiss_monai.data.tolerant import split_failed
 from unimiss_monai.data.writers import save_bytes
@@ -150,8 +150,7 @@ class ClassificationReport:
         self.output_transform = output_transform or from_engine(["pred", "label"])
         self.name_transform = name_transform or _image_names
         self.model, self._checksum, self.split = model, None, split
-        self.shared_with = None if shared_with is None else {  # the images, or their numbers
-            k: v if isinstance(v, int) else len(v) for k, v in shared_with.items()}
+        self.shared_with = shared_counts(shared_with)
         self.metrics: dict | None = None
         self._preds: list[torch.Tensor] = []
         self._labels: list[torch.Tensor] = []

@@ -133,7 +133,7 @@ def _load_trained(network: torch.nn.Module, path, checkpoint_key: str | None, en
             # said alone: why the load failed in detail (a grid it cannot tell, a shape) would only mislead
             raise ValueError(f"the trained model {path} is a model of {other} (its info says so), not of {bundle}: "
                              "point --ckpt_path (or --ckpt_dir) at a model this bundle trained") from None
-        if classes is not None and (problem := _classes_problem(path, classes, classes_option)):
+        if classes is not None and (problem := _classes_problem(path, info.get("classes"), classes, classes_option)):
             raise ValueError(problem) from None  # a head of another size is a matter of classes, not of overlays
         first = str(err).splitlines()[0]
         if first.startswith(f"{_TRAINED} "):  # the loader's own refusal already names the trained model and the file
@@ -150,7 +150,9 @@ def _load_trained(network: torch.nn.Module, path, checkpoint_key: str | None, en
             f"{what_failed} -- run this command with the overlays and options it was trained with (configs/smoke.yaml "
             "after a smoke training, the same --variant)"
         ) from None
-    if classes is not None and (problem := _classes_problem(path, classes, classes_option)):
+    # the info the load read (a UniMiSS network's report holds it), else the file's, read without its tensors
+    info = report["info"] if "info" in report else file_info(path)
+    if classes is not None and (problem := _classes_problem(path, info.get("classes"), classes, classes_option)):
         raise ValueError(problem)  # the weights fit: only the names the model records tell another order
     recorded = (report.get("info") or {}).get("settings")
     if diffs := settings_mismatch(recorded, settings):
@@ -176,9 +178,9 @@ def classes_mismatch(recorded, classes) -> str | None:
     return "the same classes in another order" if sorted(theirs) == sorted(ours) else "other classes"
 
 
-def _classes_problem(path: str, classes: Sequence[str] | str, option: str) -> str | None:
-    """:func:`classes_mismatch` of the trained model ``path`` as the one line that refuses it, naming ``option``."""
-    recorded = file_info(path).get("classes")
+def _classes_problem(path: str, recorded, classes: Sequence[str] | str, option: str) -> str | None:
+    """:func:`classes_mismatch` of the classes the trained model ``path`` records as the one line that refuses it,
+    naming ``option``."""
     if (how := classes_mismatch(recorded, classes)) is None:
         return None
     theirs, ours = class_name_list(recorded), class_name_list(classes)

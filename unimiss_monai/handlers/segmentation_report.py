@@ -20,7 +20,7 @@ import torch
 
 from unimiss_monai.conventions import voxel_spacing
 from unimiss_monai.data.case_names import names_apart
-from unimiss_monai.data.datalists import SHARED_KEY
+from unimiss_monai.data.datalists import SHARED_KEY, shared_counts
 from unimiss_monai.data.image_formats import NO_GRID_SUFFIXES, image_suffix, split_image_name
 from unimiss_monai.data.output_ledger import check_own_file, replacing_own
 from unimiss_monai.data.tolerant import split_failed
@@ -242,8 +242,7 @@ class SegmentationReport:
         self.output_transform = output_transform
         self.surface = as_bool(surface, "surface")
         self.model, self._checksum, self.split = model, None, split
-        self.shared_with = None if shared_with is None else {  # the images, or their numbers
-            k: v if isinstance(v, int) else len(v) for k, v in shared_with.items()}
+        self.shared_with = shared_counts(shared_with)
         self.cases: list[dict[str, Any]] = []
         self.views: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
         self.failed: list[dict[str, str]] = []

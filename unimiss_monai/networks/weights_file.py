@@ -108,8 +108,7 @@ def is_fine_tune_checkpoint(obj: Any) -> bool:
 def unfinished_run(checkpoint: str | os.PathLike) -> str | None:
     """``"3 of 10 epochs"`` when ``checkpoint`` is the resume checkpoint of a run that has not finished (its trainer
     short of the epochs it was set to); ``None`` otherwise, when it says neither, or when there is none."""
-    saved = _peek(checkpoint)
-    trainer = saved.get("trainer") if isinstance(saved, Mapping) else None
+    trainer = _saved_trainer(checkpoint)
     held, planned = position(trainer), planned_epochs(trainer)
     if held is None or planned is None or finished(trainer):
         return None
@@ -119,9 +118,14 @@ def unfinished_run(checkpoint: str | os.PathLike) -> str | None:
 def finished_run(checkpoint: str | os.PathLike) -> bool:
     """Whether ``checkpoint`` is the resume checkpoint of a run that finished: its trainer at the epochs it was set to
     (``False`` when it says otherwise or nothing, or there is none)."""
+    trainer = _saved_trainer(checkpoint)
+    return finished(trainer) and position(trainer) is not None  # finished: the epochs it was set to are recorded
+
+
+def _saved_trainer(checkpoint: str | os.PathLike) -> Mapping | None:
+    """The trainer state a resume checkpoint holds, read without loading its tensors; None when there is none."""
     saved = _peek(checkpoint)
-    trainer = saved.get("trainer") if isinstance(saved, Mapping) else None
-    return planned_epochs(trainer) is not None and position(trainer) is not None and bool(finished(trainer))
+    return saved.get("trainer") if isinstance(saved, Mapping) else None
 
 
 def _say_later_run_stopped(weights: str) -> None:

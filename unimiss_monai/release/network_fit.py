@@ -180,13 +180,12 @@ def check_weights_fit(bundle: BundleNetwork, payload: Mapping[str, Any], weights
             first = (report.mismatched or missing or report.unexpected)[0]
             reason = (f"{len(missing)} missing, {len(report.unexpected)} unexpected, {len(report.mismatched)} of "
                       f"another shape, e.g. {first}")
-    parser = bundle.parser
-    classes = parser.get_parsed_content("load_model#classes", default=None) if "load_model" in parser else None
-    if reason is None and (how := classes_mismatch((payload.get("info") or {}).get("classes"), classes)):
+    info = payload.get("info") or {}
+    classes = bundle.parser.get_parsed_content("load_model#classes", default=None)
+    if reason is None and (how := classes_mismatch(info.get("classes"), classes)):
         # the weights fit, yet evaluation and inference refuse a model whose outputs their names would mislabel
-        theirs = (payload.get("info") or {}).get("classes")
-        reason = f"they were trained for {how} ({theirs}) where these configs name {class_name_list(classes)}"
-    recorded = (payload.get("info") or {}).get("settings")
+        reason = f"they were trained for {how} ({info['classes']}) where these configs name {class_name_list(classes)}"
+    recorded = info.get("settings")
     if reason is None and recorded and "model_settings" in bundle.parser:
         # the weights fit, yet evaluation and inference refuse inputs prepared otherwise than they were trained on
         diffs = settings_mismatch(recorded, bundle.parser.get_parsed_content("model_settings"))
