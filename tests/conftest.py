@@ -43,15 +43,21 @@ def _bundles_unchanged():
 
 @pytest.fixture(autouse=True)
 def _process_hooks_restored():
-    """install_error_hook (the CLI, a bundle run in process) replaces sys.excepthook and the log record factory for
-    the process: each test gets them back as they were."""
+    """install_error_hook (the CLI, a bundle run in process) replaces sys.excepthook, the log record factory and the
+    SIGTERM handler for the process: each test gets them back as they were (so SIGTERM still stops pytest itself)."""
     import logging
+    import signal
     import sys
 
-    hook, factory = sys.excepthook, logging.getLogRecordFactory()
+    from unimiss_monai.utils import stop_signal
+
+    hook, factory, on_sigterm = sys.excepthook, logging.getLogRecordFactory(), signal.getsignal(signal.SIGTERM)
+    state = dict(stop_signal._STATE)
     yield
     sys.excepthook = hook
     logging.setLogRecordFactory(factory)
+    signal.signal(signal.SIGTERM, on_sigterm)
+    stop_signal._STATE.update(state)
 
 
 @pytest.fixture(autouse=True)

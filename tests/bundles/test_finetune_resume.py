@@ -1,5 +1,5 @@
-"""Fine-tuning never loses a good model: a run killed with ``kill -9`` resumes from its last epoch checkpoint to the
-weights of an uninterrupted run, ``models/model.pt`` changes only when a run finishes (the previous one kept as
+"""Fine-tuning never loses a good model: a run killed with ``kill -9`` (or stopped by SIGTERM, as a scheduler stops a
+job) resumes from its last epoch checkpoint to the weights of an uninterrupted run, ``models/model.pt`` changes only when a run finishes (the previous one kept as
 ``model.pt.prev``), and a batch that makes the loss NaN stops the run, naming its files, before anything is saved."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch
 from bundle_runner import REPO, configs, run_workflow
 
 from unimiss_monai.utils.errors import root_cause
+from unimiss_monai.utils.stop_signal import TERMINATED
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 
@@ -61,8 +62,9 @@ class FirstIteration:
             self.path.write_text(str(engine.state.iteration))
 '''
 
-# bundle -> (sample set, iteration to stop after: the first of epoch 2 or later, never an epoch's last)
-KILLED = {"unimiss_cxr_segmentation": ("cxr_segmentation", 6), "unimiss_cxr_classification": ("cxr_classification", 3)}
+# bundle -> (sample set, iteration to stop after: the first of epoch 2 or later, never an epoch's last, the signal)
+KILLED = {"unimiss_cxr_segmentation": ("cxr_segmentation", 6, signal.SIGKILL),
+          "unimiss_cxr_classification": ("cxr_classification", 3, signal.SIGTERM)}
 INTERRUPTED = {"unimiss_ct_segmentation": ("ct_segmentation", 4), "unimiss_ct_classification": ("ct_classification", 4)}
 EPOCHS = 3
 
@@ -151,7 +153,7 @@ def _check_resumed(root: Path, reference_root: Path, before: bytes, resumed_at: 
 
 @pytest.mark.parametrize("bundle", sorted(KILLED))
 def test_killed_run_resumes_to_the_uninterrupted_weights(bundle, sample_set, tmp_path):
-    data, stop = KILLED[bundle]
+    data, stop, stop_signal = KILLED[bundle]
     samples = sample_set(data)
     reference = tmp_path / "reference"
     _finish(_start(bundle, reference, samples, tmp_path))
@@ -164,8 +166,12 @@ def test_killed_run_resumes_to_the_uninterrupted_weights(bundle, sample_set, tmp
         assert proc.poll() is None, proc.communicate()[0][-3000:]
         assert time.monotonic() < deadline, "the run never reached the stop iteration"
         time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=60)
+    proc.send_signal(stop_signal)
+    out, _ = proc.communicate(timeout=60)
+    if stop_signal == signal.SIGTERM:  # a scheduler's stop: the run unwinds, says so in one line, ends as killed by it
+        assert proc.returncode == 128 + signal.SIGTERM and out.splitlines()[-1] == TERMINATED, out[-3000:]
+        # the engine's record of the stop says it too, and no traceback is printed
+        assert "Traceback" not in out and sum(TERMINATED in line for line in out.splitlines()) == 2, out[-3000:]
     resumed_at = _check_interrupted(run, stop, before)
 
     out = _finish(_start(bundle, run, samples, tmp_path))

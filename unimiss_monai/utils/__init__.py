@@ -19,7 +19,7 @@ _EXPORTS = {
     "unimiss_monai.utils.serialization": ("UnreadableCheckpointError", "UnsafeCheckpointError", "load_torch_file"),
 }
 _SUBMODULES = ("args", "dist", "ema", "errors", "finite", "lazy", "run_arguments", "schedules", "seeds",
-               "serialization")
+               "serialization", "stop_signal")
 
 __all__ = sorted(name for names in _EXPORTS.values() for name in names)
 __getattr__, __dir__ = lazy_exports(

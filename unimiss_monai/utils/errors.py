@@ -4,8 +4,8 @@
 evaluate ...")`` / ``RuntimeError("Failed to instantiate ...")`` (and a transform's error in ``RuntimeError("applying
 transform ...")``), so a one-line message of this package reaches the user at the bottom of a long traceback whose last
 line is the generic wrapper. :func:`install_error_hook` makes such errors print as ``error: <message>`` instead; any
-other error keeps its traceback, a Ctrl-C prints :data:`INTERRUPTED`, and ``UNIMISS_TRACEBACK=1`` restores the
-traceback for all of them.
+other error keeps its traceback, a Ctrl-C prints :data:`INTERRUPTED` (SIGTERM its own line), and
+``UNIMISS_TRACEBACK=1`` restores the traceback for all of them.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 
+from unimiss_monai.utils import stop_signal
 from unimiss_monai.utils.temporary_names import is_temporary_name
 
 __all__ = ["INTERRUPTED", "TRACEBACK_ENV", "case_failure_reason", "exception_chain", "failed_transform",
@@ -305,10 +306,13 @@ def _without_user_tracebacks(previous):
         try:
             error = record.exc_info[1] if isinstance(record.exc_info, tuple) else None
             if (record.funcName != "exception_raised" or not record.pathname.endswith("stats_handler.py")
-                    or not isinstance(error, (Exception, KeyboardInterrupt)) or _traceback_wanted()):
+                    or not isinstance(error, (Exception, KeyboardInterrupt, stop_signal.Terminated))
+                    or _traceback_wanted()):
                 return record
-            if isinstance(error, KeyboardInterrupt):
-                record.msg, record.args, record.exc_info = INTERRUPTED, None, None
+            stopped = {KeyboardInterrupt: INTERRUPTED, stop_signal.Terminated: stop_signal.TERMINATED}
+            said = next((text for kind, text in stopped.items() if isinstance(error, kind)), None)
+            if said is not None:
+                record.msg, record.args, record.exc_info = said, None, None
                 return record
             message = user_error_message(error)
             if message is not None:
@@ -331,7 +335,8 @@ def install_error_hook() -> None:
     stderr, ``error: <message>`` and how to get the traceback, instead of the traceback; the exit status stays 1.
     The record in which MONAI's ``StatsHandler`` logs such an error, as it ends an engine's run, loses its traceback
     too. A Ctrl-C is said as :data:`INTERRUPTED` in both places, and the process still ends as interrupted (status
-    130). Other errors go to the hook installed before, and keep their tracebacks. Installing twice changes nothing.
+    130); SIGTERM stops the run as cleanly (:mod:`~unimiss_monai.utils.stop_signal`: status 143, its own line). Other
+    errors go to the hook installed before, and keep their tracebacks. Installing twice changes nothing.
 
     ``UNIMISS_TRACEBACK=1`` (read when the error happens) prints the full traceback for every error.
     """
@@ -341,3 +346,4 @@ def install_error_hook() -> None:
         sys.excepthook = _hook(sys.excepthook)
     if not getattr(logging.getLogRecordFactory(), "unimiss_error_hook", False):
         logging.setLogRecordFactory(_without_user_tracebacks(logging.getLogRecordFactory()))
+    stop_signal.install(_close_progress_bars)
