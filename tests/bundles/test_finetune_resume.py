@@ -1,6 +1,7 @@
 """Fine-tuning never loses a good model: a run killed with ``kill -9`` (or stopped by SIGTERM, as a scheduler stops a
-job) resumes from its last epoch checkpoint to the weights of an uninterrupted run, ``models/model.pt`` changes only when a run finishes (the previous one kept as
-``model.pt.prev``), and a batch that makes the loss NaN stops the run, naming its files, before anything is saved."""
+job) resumes from its last epoch checkpoint to the weights of an uninterrupted run, ``models/model.pt`` changes only
+when a run finishes (the previous one kept as ``model.pt.prev``), and a batch that makes the loss NaN stops the run,
+naming its files, before anything is saved."""
 
 from __future__ import annotations
 
