@@ -112,3 +112,21 @@ def test_printed_commands_paste_back_into_a_shell():
     line = quote_command(argv)
     assert shlex.split(line) == argv
     assert "--config_file \"['a b.json','c.yaml']\"" in line  # as the bundles' docs write it
+
+
+def test_the_report_step_lists_itself_as_running_not_with_its_previous_times(tmp_path):
+    """The demo's report step writes the page that lists the steps: its row is the run now going on, not the record
+    its previous run left (whose time would be counted in this invocation)."""
+    from .synthetic_run import make_run
+
+    run, samples = make_run(tmp_path)
+    command = [sys.executable, "-m", "unimiss_monai.report", str(run), "--samples", str(samples)]
+    assert run_step(run, "report", [sys.executable, "-c", "pass"], stage="report") == 0
+    steps = read_steps(run)
+    steps["steps"][-1]["wall_seconds"] = 987.6  # the previous report step's time, recognisable
+    (run / STEPS_FILE).write_text(json.dumps(steps))
+    assert run_step(run, "report", command, outputs=[str(run / "report.md")], stage="report") == 0
+    rows = [line for line in (run / "report.md").read_text().splitlines() if line.startswith("| report |")]
+    assert len(rows) == 1 and "running (this page)" in rows[0] and "987.6" not in rows[0], rows
+    assert "987.6" not in (run / "report.md").read_text()  # nor in the invocation's total
+    assert read_steps(run)["steps"][-1]["wall_seconds"] != 987.6  # the record, afterwards, is this run's

@@ -9,7 +9,9 @@ the last record of the step is a success of the same command) or runs it, and wr
 ``{"name", "command", "argv", "status" ("ok" | "failed" | "skipped"), "returncode", "wall_seconds", "cpu_seconds",
 "started", "load_average", "outputs"}``. A skipped step keeps the timing of the run that made its outputs
 (``reused_from``). The file also holds the environment of the latest step (versions, CPU count). It is replaced
-atomically, so a killed demo never leaves it half-written.
+atomically, so a killed demo never leaves it half-written. The command runs with :data:`RUNNING_STEP` set to the
+step's record so far (JSON: name, stage, command, argv, started, load average): the report step's page lists itself as running, not
+with the times of its previous record.
 """
 
 from __future__ import annotations
@@ -28,10 +30,12 @@ from pathlib import Path
 
 from unimiss_monai.data.writers import save_json
 
-__all__ = ["STEPS_FILE", "environment", "outputs_valid", "quote_command", "read_steps", "run_step"]
+__all__ = ["RUNNING_STEP", "STEPS_FILE", "environment", "outputs_valid", "quote_command", "read_steps", "run_step"]
 
 #: file name of the step records inside a run folder
 STEPS_FILE = "demo_steps.json"
+#: environment variable holding the record so far of the step whose command is running (set for that command only)
+RUNNING_STEP = "UNIMISS_RUNNING_STEP"
 
 
 def read_steps(run_dir: str | os.PathLike) -> dict:
@@ -130,7 +134,9 @@ def run_step(run_dir: str | os.PathLike, name: str, argv: Sequence[str], outputs
     started, load, cpu0 = time.strftime("%Y-%m-%dT%H:%M:%S"), _load_average(), _children_cpu()
     t0 = time.perf_counter()
     try:
-        returncode = subprocess.call(list(argv))
+        running = {"name": name, "stage": stage, "command": command, "argv": list(argv), "started": started,
+                   "load_average": load}
+        returncode = subprocess.call(list(argv), env={**os.environ, RUNNING_STEP: json.dumps(running)})
     except OSError as err:  # the program itself is missing
         print(f"[demo] {name}: cannot start {argv[0]!r}: {err}", file=sys.stderr, flush=True)
         returncode = 127

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 
 from ..document import Code, Figure, Note, Paragraph, Section, Table, fmt
 from ..images import figure_png
 from ..run_folder import RunFolder, read_json, recorded_steps
+from ..steps import RUNNING_STEP
 
 __all__ = ["run_section", "seed_of"]
 
@@ -32,6 +34,15 @@ def _timing_figure(steps: list[dict]) -> bytes:
     return figure_png(fig)
 
 
+def _running_step() -> dict | None:
+    """The record so far of the demo step that is running this report (:data:`~..steps.RUNNING_STEP`), or None."""
+    try:
+        step = json.loads(os.environ.get(RUNNING_STEP) or "null")
+    except ValueError:  # set by hand to something else: no step is taken to be running
+        return None
+    return step if isinstance(step, dict) and isinstance(step.get("name"), str) else None
+
+
 def run_section(run: RunFolder) -> Section:
     section = Section("steps", "Steps, timing and commands")
     steps = recorded_steps(run.root)
@@ -39,6 +50,9 @@ def run_section(run: RunFolder) -> Section:
         return section.add(Note(f"No {run.root / 'demo_steps.json'}: this folder was not written by tools/demo.sh, "
                                 "so the steps, their timing and commands are unknown."))
     data = read_json(run.root / "demo_steps.json")
+    running = _running_step()
+    if running:  # the step writing this page (the demo's report step): its record is its previous run's, if any
+        steps = [s for s in steps if s.get("name") != running["name"]] + [{**running, "status": "running (this page)"}]
     total = sum(s.get("wall_seconds") or 0 for s in steps if s.get("status") in ("ok", "failed"))
     reused = [s["name"] for s in steps if s.get("status") == "skipped"]
     env = data.get("environment", {})
