@@ -10,8 +10,8 @@ the last record of the step is a success of the same command) or runs it, and wr
 "started", "load_average", "outputs"}``. A skipped step keeps the timing of the run that made its outputs
 (``reused_from``). The file also holds the environment of the latest step (versions, CPU count). It is replaced
 atomically, so a killed demo never leaves it half-written. The command runs with :data:`RUNNING_STEP` set to the
-step's record so far (JSON: name, stage, command, argv, started, load average): the report step's page lists itself as running, not
-with the times of its previous record.
+step's record so far (JSON: name, stage, command, argv, started, load average): the report step's page lists itself
+as running, not with the times of its previous record.
 """
 
 from __future__ import annotations
