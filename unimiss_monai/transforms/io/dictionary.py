@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 from monai.config import KeysCollection
+from monai.data import FolderLayout
 from monai.transforms import LoadImaged, MapTransform, SaveImaged
 
 from unimiss_monai.data.case_names import OutputNames, split_image_name
@@ -58,6 +59,7 @@ class SaveCaseImaged(SaveImaged):
                  companions: Sequence[str] = (), **kwargs) -> None:
         self.output_names = output_names if output_names is not None else OutputNames([])
         super().__init__(keys, output_name_formatter=self.output_names, savepath_in_metadict=True, **kwargs)
+        self.saver.folder_layout.__class__ = _StemLayout  # the same settings; the name is made another way
         self.output_key, self.companions = output_key, tuple(companions)
 
     def __call__(self, data):
@@ -78,6 +80,15 @@ class SaveCaseImaged(SaveImaged):
             if meta.get("saved_to"):
                 d[self.output_key] = str(meta["saved_to"])
         return d
+
+
+class _StemLayout(FolderLayout):
+    """MONAI's ``FolderLayout`` for a subject that is already the output's stem. MONAI takes the subject for a file
+    name and drops what follows its last dot as the format, so inputs ``a.v2.nii.gz`` and ``a.v3.nii.gz`` (stems
+    ``a.v2``, ``a.v3``) both wrote ``a_seg.nii.gz``, the second over the first."""
+
+    def filename(self, subject, idx=None, **kwargs):
+        return super().filename(subject=f"{subject}.stem", idx=idx, **kwargs)  # the part dropped is this one
 
 
 class SaveOverlayPNGd(MapTransform):
