@@ -174,7 +174,8 @@ def test_text_options_reach_the_command_as_typed(monkeypatch):
 
 
 def test_path_options_reach_the_command_as_typed(monkeypatch):
-    """A folder or file named like a number (``report 2024``, ``--out 1.10``) is a path, not the number fire reads."""
+    """A folder or file named like a number (``report 2024``, ``--out 1.10``) is a path, not the number fire reads; a
+    leading ``~`` is the home folder."""
     import os
 
     import unimiss_monai.report as report_module
@@ -186,9 +187,14 @@ def test_path_options_reach_the_command_as_typed(monkeypatch):
         seen.append((run_dir, out, samples))
 
     monkeypatch.setattr(report_module, "report", fake_report)
+    monkeypatch.setenv("HOME", "/home/reader")
     main(["report", "2024"])
     main(["report", "runs/a", "--out", "1.10", "--samples", "007"])
-    assert seen == [("2024", None, None), ("runs/a", "1.10", "007")]
+    # a quoted ~ (or --out=~/x) reaches Python as typed: the home folder, as the shell would have made it, not a
+    # folder named "~" in the working folder
+    main(["report", "~/runs/a", "--out=~/pages", "--samples", "~"])
+    assert seen == [("2024", None, None), ("runs/a", "1.10", "007"),
+                    ("/home/reader/runs/a", "/home/reader/pages", "/home/reader")]
 
 
 def test_text_with_a_hash_reaches_the_command_whole(monkeypatch):

@@ -1,8 +1,5 @@
-"""Command line: ``python -m unimiss_monai <command> [--flag value ...]`` (powered by ``fire``).
-
-Each command lives in the module that owns the capability; this file only maps names to callables and imports
-them lazily, so ``python -m unimiss_monai --help`` stays fast.
-"""
+"""Command line: ``python -m unimiss_monai <command> [--flag value ...]`` (``fire``). Each command lives in the module
+that owns the capability; this file maps names to callables and imports them lazily (``--help`` stays fast)."""
 
 from __future__ import annotations
 
@@ -254,7 +251,8 @@ def with_text_options(func: Callable, texts: dict[str, str]) -> Callable:
     ``1.10`` as ``1.1``), a different release, a folder named ``2024`` as the integer 2024, and ``run#2`` as ``run``
     (``#`` starts a Python comment). Parameters declared ``str`` (or a path: ``str | os.PathLike``, either of them
     optional) get the text typed for them (``texts``, from :func:`read_options`: by name, short name or position)
-    instead of fire's parse, unless that parse only took off the quotes typed around it or read ``None``.
+    instead of fire's parse, unless that parse only took off the quotes typed around it or read ``None``; a leading
+    ``~`` is the home folder, as the shell makes it of an unquoted path (quoted, it made a folder named ``~``).
     """
     signature = inspect.signature(func)
     raw = {p.name: texts[p.name] for p in signature.parameters.values()
@@ -268,6 +266,8 @@ def with_text_options(func: Callable, texts: dict[str, str]) -> Callable:
         for name, text in raw.items():
             if name in bound.arguments and not _same_text(bound.arguments[name], text):
                 bound.arguments[name] = text
+            if isinstance(bound.arguments.get(name), str) and bound.arguments[name].startswith("~"):
+                bound.arguments[name] = os.path.expanduser(bound.arguments[name])
         return func(*bound.args, **bound.kwargs)
 
     return call

@@ -160,6 +160,20 @@ def test_an_output_folder_that_is_a_file_is_refused(tmp_path, run):
     assert mine.read_text() == "mine"
 
 
+@pytest.mark.parametrize("run", [CXR_SEG, DRR, ("unimiss_pretraining", ("train.json",))],
+                         ids=["cxr-train", "drr", "pretraining"])
+def test_an_output_folder_given_with_a_quoted_tilde_is_refused(run):
+    """``--output_dir '~/runs/a'`` (quoted, or ``--output_dir=~/...``) reaches the run as typed: MONAI's handlers and
+    the writers made a folder named ``~`` in the working folder, and training also an empty one under the home."""
+    expected = (f"--{{key}} '~/runs/a' starts with '~', which reached the run unexpanded (quoted, or after '='), and "
+                f"would make a folder named '~' in {os.getcwd()}; write it without quotes, or with $HOME instead of ~")
+    keys = ["output_dir", "bundle_root"] + ([] if run == DRR else ["ckpt_dir"])
+    for key in keys:
+        assert _refusal(f"--{key}", "~/runs/a", run=run) == expected.format(key=key)
+    assert _refusal("--output_dir", os.path.expanduser("~/runs/a"), run=run) is None  # as the shell expands it
+    assert _refusal("--dataset_dir", "~/data", run=run) is None  # inputs: their readers expand it
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("overrides, message", [
     (("--device", "cuda"),

@@ -111,7 +111,8 @@ def _load_trained(network: torch.nn.Module, path, checkpoint_key: str | None, en
                   classes: Sequence[str] | None = None, classes_option: str = "class_names") -> dict[str, Any]:
     """Every tensor of ``network`` from the bundle's trained model ``path``, refused in one line with what to do;
     also refused when the model records other ``settings`` or ``classes`` than this run's."""
-    if path is None or not os.path.isfile(str(path)):
+    path = None if path is None else os.path.expanduser(str(path))  # a quoted ~ reaches the run as it was typed
+    if path is None or not os.path.isfile(path):
         raise FileNotFoundError(
             f"no trained model at {path}: train this bundle first (configs/train.json), or point --ckpt_dir at the "
             "folder of a trained model.pt (after a smoke training, add configs/smoke.yaml to this command too)"

@@ -76,10 +76,11 @@ def choose(options: Mapping[str, Any], value: Any, name: str) -> Any:
 
 def optional_path(value: Any) -> str | None:
     """``value`` as a path, or ``None`` for ``None``, ``""`` and the words ``null`` / ``none`` (any case) where no such
-    file exists: ``python -m monai.bundle run --pretrained_path null`` hands the config the word, not ``None``."""
+    file exists: ``python -m monai.bundle run --pretrained_path null`` hands the config the word, not ``None``. A
+    leading ``~`` is the home folder, as the shell would have made it had the path not been quoted."""
     if value is None or str(value).strip() == "":
         return None
     text = str(value)
     if text.strip().lower() in ("null", "none") and not os.path.exists(text):
         return None
-    return text
+    return os.path.expanduser(text)

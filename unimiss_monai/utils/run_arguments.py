@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
+import os
 import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -246,8 +247,15 @@ def _wrong_value(key: str, value: Any) -> str | None:
 def _output_folder_problem(key: str, name: str, value: str) -> str | None:
     """The complaint about an output folder ``value`` that is a file, or lies inside one: the first write there failed
     with a traceback (``NotADirectoryError`` while a handler was made) that named no option."""
-    if not name.endswith(("output_dir", "cache_dir", "ckpt_dir")):
+    if not name.endswith(("output_dir", "cache_dir", "ckpt_dir", "bundle_root")):
         return None  # an input folder may be a file (a datalist), which its reader says
+    if value.startswith("~"):
+        # the shell expands ~ only unquoted and not after "=": what arrives here is the text, which MONAI's handlers
+        # and the writers take as a folder named "~" in the working folder (the readers of inputs expand it)
+        return (f"--{key} {value!r} starts with '~', which reached the run unexpanded (quoted, or after '='), and "
+                f"would make a folder named '~' in {os.getcwd()}; write it without quotes, or with $HOME instead of ~")
+    if name == "bundle_root":
+        return None  # the bundle's own folder, read as much as written
     path = Path(value).expanduser().absolute()
     blocker = file_in_the_way(path)
     if blocker is None:
