@@ -230,11 +230,12 @@ def test_an_installation_without_bundles_needs_dst(tmp_path, monkeypatch):
     assert not (tmp_path / "site-packages").exists()
 
 
-def test_a_runs_last_line_names_the_step_its_export_takes(tmp_path, caplog):
+def test_a_runs_last_line_names_the_step_its_export_takes(tmp_path, caplog, monkeypatch):
     """The pretraining run's last line told a smoke run to publish its export, which publish-pretrained then refused:
     a smoke-size export is pointed at --pretrained_path, as the refusal says; another at publish-pretrained, which
     then takes it."""
     import logging
+    import os
     from types import SimpleNamespace
 
     from unimiss_monai.engines.pretraining import log_export
@@ -250,6 +251,11 @@ def test_a_runs_last_line_names_the_step_its_export_takes(tmp_path, caplog):
     assert (f"({smoke}) " not in smoke_line and "smoke-size weights, which publish-pretrained refuses: fine-tune from "
             f"them with --pretrained_path '{smoke}' and the same overlay" in smoke_line), smoke_line
     assert f"publish it with: python -m unimiss_monai publish-pretrained {wider})" in wider_line, wider_line
+    # a run's relative export path is said absolute: the command is pasted into another bundle's folder
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.INFO, logger="unimiss_monai.engines.pretraining"):
+        log_export(trainer, os.path.join("smoke run", "model.pt"))
+    assert f"--pretrained_path '{smoke}' and the same overlay" in caplog.records[-1].getMessage()
     publish_pretrained(str(wider), str(tmp_path / "models" / "model.pt"))  # the step named is one that works
     with pytest.raises(ValueError, match="holds smoke-size weights"):
         publish_pretrained(str(smoke), str(tmp_path / "models" / "model.pt"))

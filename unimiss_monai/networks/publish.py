@@ -93,7 +93,9 @@ def _use_smoke(path: str | os.PathLike) -> str:
 def export_next_step(path: str | os.PathLike) -> str:
     """What to do with the export ``path`` of a pretraining run, as the run's last log line says: publish it for the
     fine-tune bundles, or, for smoke-size weights (which :func:`publish_pretrained` refuses), fine-tune from it with
-    the run's overlay. An export that cannot be read gets the publish command, which then says what is wrong."""
+    the run's overlay. An export that cannot be read gets the publish command, which then says what is wrong. The
+    path is absolute: the command is pasted into another bundle's folder (a fine-tune's configs are relative to it)."""
+    path = os.path.abspath(path)
     try:  # its info alone: publish-pretrained checks the tensors when it is run
         info = recorded_info(load_torch_file(path, "pretraining export"))
     except (OSError, ValueError):
