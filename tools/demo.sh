@@ -25,10 +25,16 @@ for arg in "$@"; do
         *) RUN_DIR="$arg" ;;
     esac
 done
-# the scale and run folder are settled before the set-up, so a refused folder costs nothing; paths are relative to
-# the repository root, as the set-up's cd "$ROOT" below makes them for the steps
+# the scale and run folder are settled before the set-up, so a refused folder costs nothing; the steps run from the
+# repository root (the set-up's cd "$ROOT" below), so a relative run folder or SAMPLES typed in another folder is
+# made absolute there first (from the root itself it stays as typed: the recorded commands, and what they skip, hold)
+CALLER="$PWD"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$HERE/.."
+if [ "$(cd "$CALLER" && pwd -P)" != "$(pwd -P)" ]; then
+    case "$RUN_DIR" in ""|/*) ;; *) RUN_DIR="$CALLER/$RUN_DIR" ;; esac
+    case "${SAMPLES:-}" in ""|/*) ;; *) SAMPLES="$CALLER/$SAMPLES" ;; esac
+fi
 SCALE="${DEMO_SCALE:-demo}"
 case "$SCALE" in
     demo) OVERLAY=demo.yaml; TRAIN_OVERLAY=demo_train.yaml; DRR_OVERLAY=demo.yaml; PRE_OVERLAY=demo.yaml ;;

@@ -61,3 +61,19 @@ def test_a_folder_written_before_the_scale_file_is_read_from_its_steps(tree):
     (run / "demo_steps.json").write_text(json.dumps({"steps": [{"name": "pretraining", "command": command}]}))
     assert _demo(tree, "demo", str(run)).returncode == 2
     assert _demo(tree, "smoke", str(run)).returncode == 0
+
+
+def test_a_relative_run_folder_typed_in_another_folder_is_that_folders(tree, tmp_path):
+    """``cd X && bash repo/tools/demo.sh "my run"`` wrote ``repo/my run``: the steps run from the repository root. A
+    relative run folder (and SAMPLES) typed elsewhere is now that folder's; typed at the root it stays as typed."""
+    (tree / "tools" / "_env.sh").write_text('echo "run folder: $RUN_DIR"; echo "samples: ${SAMPLES:-}"; exit 0\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "DEMO_SCALE"}
+    done = subprocess.run(["bash", str(tree / "tools" / "demo.sh"), "my run"], cwd=elsewhere, capture_output=True,
+                          text=True, timeout=60, env={**env, "SAMPLES": "my samples"})
+    assert done.returncode == 0 and done.stdout.splitlines() == [
+        f"run folder: {elsewhere}/my run", f"samples: {elsewhere}/my samples"], (done.stdout, done.stderr)
+    at_root = subprocess.run(["bash", "tools/demo.sh", "my run"], cwd=tree, capture_output=True, text=True,
+                             timeout=60, env={**env, "SAMPLES": "my samples"})
+    assert at_root.stdout.splitlines() == ["run folder: my run", "samples: my samples"], at_root.stderr
