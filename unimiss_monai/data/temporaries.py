@@ -10,6 +10,7 @@ another run writing the same name at the same time does not take it for a leftov
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import re
 import secrets
@@ -34,13 +35,29 @@ __all__ = ["OLD_TAG", "TMP_TAG", "held_temporary", "remove_leftovers", "remove_s
 _RANDOM = "[a-z0-9_]+"
 
 
+# the longest file name (bytes) most file systems take (ext4, XFS, btrfs, APFS, NTFS in characters)
+_NAME_MAX = 255
+_RANDOM_LENGTH = 8  # secrets.token_hex(4)
+
+
+def _carried(name: str, tail: str) -> str:
+    """``name`` as its temporaries carry it: whole where ``.<name>.<random><tail>`` fits :data:`_NAME_MAX`, else cut
+    and ended by ``~`` and a hash of the whole name (two long names of one beginning keep apart). An output whose
+    name fitted failed on its temporary's, "File name too long", after the case's other outputs were written."""
+    room = _NAME_MAX - 2 - _RANDOM_LENGTH - len(tail.encode())
+    if len(name.encode()) <= room:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return name.encode()[: room - len(digest) - 1].decode(errors="ignore") + f"~{digest}"
+
+
 def temporary_beside(path: str | Path, tail: str = TMP_TAG, folder: bool = False) -> Path:
     """Create and return a new, empty temporary file (or folder) ``.<name>.<random><tail>`` beside ``path``, of a
     name no other writer gets, to be renamed onto ``path`` once whole. Permissions follow the umask, as with ``open``
     and ``mkdir``."""
     path = Path(path)
     for _ in range(100):
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{tail}"
+        tmp = path.parent / f".{_carried(path.name, tail)}.{secrets.token_hex(_RANDOM_LENGTH // 2)}{tail}"
         try:
             if folder:
                 tmp.mkdir(mode=0o777)
@@ -149,8 +166,9 @@ def remove_leftovers(path: str | Path, tail: str = TMP_TAG) -> None:
 
 def temporaries_of(path: Path, tail: str) -> list[Path]:
     """The temporaries of exactly ``path`` (see :func:`remove_leftovers`)."""
-    own = re.compile(rf"\.{re.escape(path.name)}\.{_RANDOM}{re.escape(tail)}")
-    return [p for p in path.parent.glob(f".{glob.escape(path.name)}.*{glob.escape(tail)}") if own.fullmatch(p.name)]
+    name = _carried(path.name, tail)
+    own = re.compile(rf"\.{re.escape(name)}\.{_RANDOM}{re.escape(tail)}")
+    return [p for p in path.parent.glob(f".{glob.escape(name)}.*{glob.escape(tail)}") if own.fullmatch(p.name)]
 
 
 def remove_stale_temporaries(folder: str | Path, older_than_s: float, tail: str = TMP_TAG) -> int:
