@@ -37,6 +37,29 @@ def test_require_files_names_the_entry_the_file_and_the_fix(tmp_path):
     assert len(load_datalist(path, "training")) == 2  # evaluation: the case fails alone in the run
 
 
+def test_a_list_kept_apart_whose_paths_start_at_its_own_folder_is_told_so(tmp_path):
+    """A bundle given ``--datalist`` apart from ``--dataset_dir`` starts relative paths at the data folder; a list
+    written relative to its own folder (MONAI's default) failed on a path that named neither."""
+    data, lists = tmp_path / "data", tmp_path / "lists"
+    (lists / "images").mkdir(parents=True)
+    data.mkdir()
+    (lists / "images" / "a.nii.gz").write_bytes(b"")
+    path = lists / "seg list.json"
+    path.write_text(json.dumps({"training": [{"image": "images/a.nii.gz"}]}))
+    items = json.loads(path.read_text())["training"]
+    with pytest.raises(FileNotFoundError) as err:
+        require_files(items, path, "training", base_dir=data)
+    assert str(err.value) == (
+        f"{path}['training'][0]: image {str(data / 'images/a.nii.gz')!r} does not exist; fix the path (relative paths "
+        f"start at {data}); its files are there relative to the datalist's own folder, {lists}, which relative paths "
+        f"here do not start from: write them relative to {data}, or absolute")
+    require_files(items, path, "training")  # from its own folder, as MONAI reads a list by default
+    (lists / "images" / "a.nii.gz").unlink()
+    with pytest.raises(FileNotFoundError) as err:  # found in neither: no word of the list's folder
+        require_files(items, path, "training", base_dir=data)
+    assert str(err.value).endswith(f"fix the path (relative paths start at {data})")
+
+
 def test_classification_evaluation_lists_an_entry_whose_image_is_gone(tmp_path):
     path = _datalist(tmp_path, {"image": "gone.png", "label": "b"}, label="a")
     with pytest.raises(FileNotFoundError, match=r"\['training'\]\[1\]: image '.*gone.png' does not exist"):

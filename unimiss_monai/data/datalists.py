@@ -69,9 +69,13 @@ def require_files(items: list, datalist: str | os.PathLike, split: str, keys: tu
     A training run checks its splits with this before any work: otherwise it starts (caching, epochs) and fails
     when it reaches the file, with a reader's words that name no datalist entry. Evaluation and inference do not:
     there a missing file fails its case alone."""
-    base = Path(base_dir) if base_dir is not None else Path(datalist).parent
+    base, beside = Path(base_dir) if base_dir is not None else Path(datalist).parent, Path(datalist).parent
     for index, item in enumerate(items):
         if line := absent_file(item, keys, f"fix the path (relative paths start at {base})", base):
+            if base.resolve() != beside.resolve() and absent_file(item, keys, "", beside) is None:
+                # MONAI's own default base is the datalist's folder, which a list kept apart from its data may assume
+                line += (f"; its files are there relative to the datalist's own folder, {beside}, which relative "
+                         f"paths here do not start from: write them relative to {base}, or absolute")
             raise FileNotFoundError(f"{datalist}[{split!r}][{index}]: {line}")
 
 
