@@ -61,6 +61,16 @@ def test_a_number_that_reads_as_infinity_is_refused(args, run, message):
     assert _refusal(*args, run=run) == message
 
 
+@pytest.mark.parametrize("value, shown", [("1e-4", "0.0001"), ("[1.5,500]", "[1.5, 500]")])
+def test_a_detector_pixel_spacing_no_drr_has_is_refused(value, shown):
+    """A spacing in metres (1e-4) rendered a near-constant DRR of a few micrometres of the CT, exit 0, which the
+    X-ray bundles then took as a radiograph."""
+    assert _refusal("--pixel_spacing", value, run=DRR) == (
+        "config id 'pixel_spacing' expects detector pixels of 0.01-100 mm (a number or a [row, column] pair), got "
+        f"{shown}: give the spacing in mm")
+    assert _refusal("--pixel_spacing", "[0.14,0.14]", run=DRR) is None  # a flat-panel detector's pixels
+
+
 @pytest.mark.parametrize("args, run, message", [
     (("--spatial_size", "[0,0]"), CXR_SEG,
      "config id 'spatial_size' expects sizes of at least 1 (whole pixels or voxels), got [0, 0]"),

@@ -170,6 +170,9 @@ _OPEN_UNIT = {"threshold", "sw_overlap"}
 _FLAGS = {"amp"}
 # ids whose number may also be a [row, column] pair (the DRR detector's pixels), as the bundle docs offer
 _NUMBER_OR_PAIR = {"pixel_spacing"}
+# detector pixels (mm) a DRR can have: 1e-4 (a spacing meant in metres) rendered a near-constant image of a few
+# micrometres of the CT, which the X-ray bundles then took as a radiograph
+DETECTOR_PIXEL_MM = (0.01, 100.0)
 # ids that give an image or crop size in pixels / voxels (a number, or one per axis): a size below 1 fails deep in the
 # transforms (a division by zero, "Dimension size must be non-negative") or builds a network for empty images
 _SIZES = {"spatial_size", "roi_size", "ct_roi", "detector_shape", "slab_detector_shape", "image_size_2d"}
@@ -220,6 +223,10 @@ def _out_of_range(key: str, value: Any, default: Any) -> str | None:
         return f"config id {key!r} expects {len(default)} values, one per axis, such as {default}, got {value!r}"
     if name in _SIZES and any(v < 1 for v in numbers):
         return f"config id {key!r} expects sizes of at least 1 (whole pixels or voxels), got {value!r}"
+    low, high = DETECTOR_PIXEL_MM
+    if name in _NUMBER_OR_PAIR and not all(low <= v <= high for v in numbers):
+        return (f"config id {key!r} expects detector pixels of {low:g}-{high:g} mm (a number or a [row, column] pair), "
+                f"got {value!r}: give the spacing in mm")
     if not _is_number(value, False):
         return None
     if name in _AT_LEAST_ONE and isinstance(default, int) and int(value) < 1:
