@@ -155,6 +155,12 @@ def _load_trained(network: torch.nn.Module, path, checkpoint_key: str | None, en
     info = report["info"] if "info" in report else file_info(path)
     if classes is not None and (problem := _classes_problem(path, info.get("classes"), classes, classes_option)):
         raise ValueError(problem)  # the weights fit: only the names the model records tell another order
+    if classes is not None and class_name_list(info.get("classes")) is None:
+        # a bare state dict (or a model of a version before they were recorded): the order cannot be checked, and
+        # names in another order label every output wrongly with no error
+        logger.warning("the trained model %s records no class names, so their order cannot be checked: its outputs "
+                       "are named %s, in this order, as --%s gives them; make sure the model was trained with these",
+                       path, class_name_list(classes), classes_option)
     recorded = (report.get("info") or {}).get("settings")
     if diffs := settings_mismatch(recorded, settings):
         # the weights fit, yet inputs prepared at another spacing or size would give answers that look right and are not
