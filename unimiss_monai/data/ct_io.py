@@ -27,6 +27,7 @@ import numpy as np
 
 from unimiss_monai.data.dicom_checks import check_dicom_series
 from unimiss_monai.data.grid_checks import check_ct_volume, check_grid, check_has_voxels, check_nifti_header
+from unimiss_monai.data.hu_scale_checks import check_not_below_air, check_slice_levels
 from unimiss_monai.data.image_formats import NIFTI_SUFFIXES, cannot_list, dicom_files_in, is_dicom_file
 
 __all__ = [
@@ -287,8 +288,9 @@ def _check_not_label_map(sample: np.ndarray, source: str) -> None:
 def check_not_air_only(hu, source: str) -> None:
     """Raise :class:`CTInputError` (one line naming ``source``) when a CT's values are not those of a body in HU: it
     holds nothing denser than air (every voxel at most :data:`MAX_AIR_ONLY_HU`) or one value throughout, or its median,
-    or that of some of its slices, lies beyond +-:data:`MAX_PLAUSIBLE_HU` (another unit, a wrong rescale slope), or they
-    are a label map's (a mask given as the CT). ``hu``: any array or tensor of the volume, its values finite. The checks
+    or that of some of its slices, lies beyond +-:data:`MAX_PLAUSIBLE_HU` (another unit, a wrong rescale slope), they
+    are a label map's (a mask given as the CT), or they are on another scale or shifted on some slices
+    (:mod:`~unimiss_monai.data.hu_scale_checks`). ``hu``: any array or tensor of the volume, its values finite. The checks
     are here so that every caller (the DRR reader, the pretraining, classification and segmentation input checks) makes
     them all."""
     vol = _as_array(hu)
@@ -300,6 +302,11 @@ def check_not_air_only(hu, source: str) -> None:
     if float(np.abs(sample).max()) > MAX_PLAUSIBLE_HU:  # only then can a slice lie beyond
         _check_slices_in_hu(vol, source)
     _check_not_label_map(sample, source)
+    try:
+        check_not_below_air(sample, source)
+        check_slice_levels(vol, source)
+    except ValueError as err:
+        raise CTInputError(str(err)) from None
     # one value throughout (an all-zero export): no body to render or train on, yet neither air nor beyond HU
     if float(sample.min()) == float(sample.max()) > MAX_AIR_ONLY_HU and float(a.min()) == float(a.max()):
         raise CTInputError(f"{source}: every voxel has the same value ({float(a[0]):g}), so it holds no body; check "

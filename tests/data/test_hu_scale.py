@@ -1,0 +1,64 @@
+"""A CT on another scale (HU x 10) or with slices shifted by a rescale intercept of their own passed every check of
+its values and was rendered and segmented, marked ok: both are refused in one line naming the file; a CT in HU, its
+padding, and a crop inside the body whose slices change from lung to liver pass."""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+
+from unimiss_monai.data import load_ct
+from unimiss_monai.data.ct_io import CTInputError, check_not_air_only
+from unimiss_monai.data.dicom_series import write_dicom_series
+from unimiss_monai.data.phantom import make_ct_phantom
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_ct_phantom((48, 40, 24))
+
+
+def test_a_ct_in_hu_with_its_padding_passes(phantom):
+    hu = phantom.hu.copy()
+    check_not_air_only(hu, "ct.nii.gz")
+    xx, yy = np.meshgrid(np.arange(48) - 23.5, np.arange(40) - 19.5, indexing="ij")
+    hu[(xx / 24) ** 2 + (yy / 20) ** 2 > 1] = -3024  # outside the scan circle: one padding value
+    check_not_air_only(hu, "ct.nii.gz")
+
+
+def test_a_ct_on_another_scale_is_refused(phantom):
+    with pytest.raises(CTInputError, match=r"^ct\.nii\.gz: \d+ % of its values lie below -1500 \(down to -\d+\), under "
+                                           r"air \(-1000 HU\), where no tissue is: not in HU \(a scaled export, e\.g\. "
+                                           r"HU x 10\?\); rewrite it in HU"):
+        check_not_air_only(phantom.hu * 10, "ct.nii.gz")
+
+
+@pytest.mark.parametrize("shifted", [slice(10, 11), slice(10, None)], ids=["one slice", "from a slice on"])
+def test_slices_shifted_by_an_intercept_of_their_own_are_refused(phantom, shifted):
+    hu = phantom.hu.copy()
+    hu[:, :, shifted] += 1024
+    with pytest.raises(CTInputError, match=r"^ct\.nii\.gz: from slice 9 to slice 10 \(along the last axis of "
+                                           r"shape \(48, 40, 24\)\) every level of the slice \(its air, median and "
+                                           r"brightest\) moves by about \+10\d\d HU, as from a rescale intercept"):
+        check_not_air_only(hu, "ct.nii.gz")
+
+
+def test_a_crop_inside_the_body_from_lung_to_liver_passes():
+    """Without air around the body, one slice of lung beside one of liver moves every level alike: not checked."""
+    rng = np.random.default_rng(0)
+    crop = np.concatenate([rng.normal(-850, 30, (32, 32, 8)), rng.normal(50, 15, (32, 32, 8))], axis=2)
+    check_not_air_only(crop.astype(np.float32), "crop.nii.gz")
+
+
+def test_a_dicom_slice_with_a_wrong_intercept_is_refused_when_read(tmp_path, phantom):
+    """One slice of a series exported with RescaleIntercept 0 where the rest have -1024 (its stored values those of
+    the others): read, it is 1024 HU brighter at every level."""
+    folder = write_dicom_series(phantom.hu, phantom.affine, tmp_path / "series")
+    for i, path in enumerate(sorted(folder.glob("*.dcm"))):
+        ds = pydicom.dcmread(path)
+        ds.PixelData = (ds.pixel_array.astype(np.int32) + 1024).astype(ds.pixel_array.dtype).tobytes()
+        ds.RescaleIntercept = 0 if i == 12 else -1024
+        ds.save_as(path)
+    with pytest.raises(CTInputError, match="as from a rescale intercept of its own"):
+        load_ct(folder)

@@ -1,0 +1,84 @@
+"""Checks that a CT's values are on the HU scale throughout: not scaled (HU x 10 keeps air and bone far apart, as HU
+does, yet every tissue lands at another place) and not shifted on some slices (one DICOM slice exported with another
+rescale intercept). Both passed every other check and gave DRRs and segmentations marked ok.
+
+Raised as :class:`ValueError` with one line naming the file; :func:`unimiss_monai.data.ct_io.check_not_air_only`
+makes them with the other checks of a CT's values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["BELOW_AIR_HU", "BELOW_AIR_SHARE", "SLICE_SHIFT_HU", "check_not_below_air", "check_slice_levels"]
+
+#: nothing in a body or the air around it is less dense than air (-1000 HU; noise spreads it by some tens of HU), so a
+#: value below this is padding outside the scan circle (one value: -1024, -2048, -3024, -32768) or another scale
+BELOW_AIR_HU = -1500.0
+#: share of a CT's values (its padding value left out) below :data:`BELOW_AIR_HU` that marks another scale: HU x 10
+#: puts all its air there (a third or more of a chest CT); the edge of a resampled scan circle, where padding blends
+#: into air, is a ring of well under this
+BELOW_AIR_SHARE = 0.05
+#: a shift of a slice's every level (its air, its median, its brightest) by this much or more against the slices
+#: beside it is a rescale intercept of its own (a slice at 0 among slices at -1024 is shifted by 1024); anatomy changes
+#: from one slice to the next change each level by another amount
+SLICE_SHIFT_HU = 500.0
+# a slice with air around the body has its 5th percentile at about -1000 HU, whatever anatomy it crosses; aerated lung
+# (about -850 HU with its noise) stays above this
+_AIR_AROUND_HU = -950.0
+# how far the shifts of a slice's levels may differ from one another and still be one shift: an intercept moves all
+# of them alike (up to the rounding of the stored values)
+_SAME_SHIFT = 0.15
+
+
+def check_not_below_air(sample: np.ndarray, source: str) -> None:
+    """Raise ``ValueError`` when more than :data:`BELOW_AIR_SHARE` of a CT's values (``sample``, flat), its lowest
+    value left out when it is padding, lie below :data:`BELOW_AIR_HU`."""
+    if sample.size == 0 or float(sample.min()) >= BELOW_AIR_HU:
+        return
+    lowest = float(sample.min())
+    # padding is one value, the lowest; a scale's air is spread by noise over many
+    counted = sample[sample != lowest] if np.count_nonzero(sample == lowest) > 1 else sample
+    below = counted[counted < BELOW_AIR_HU]
+    if counted.size and below.size > BELOW_AIR_SHARE * counted.size:
+        raise ValueError(
+            f"{source}: {100 * below.size / counted.size:.0f} % of its values lie below {BELOW_AIR_HU:.0f} (down to "
+            f"{float(below.min()):.0f}), under air (-1000 HU), where no tissue is: not in HU (a scaled export, e.g. HU "
+            "x 10?); rewrite it in HU (value x RescaleSlope + RescaleIntercept)")
+
+
+def _levels(vol: np.ndarray) -> np.ndarray:
+    """The 5th, 50th and 95th percentiles of each slice across the last axis of ``vol`` (X, Y, Z), (Z, 3), on a grid
+    of about 64 x 64 values per slice."""
+    step = max(1, int(np.sqrt(vol.shape[0] * vol.shape[1] / 4096)))
+    sample = np.moveaxis(vol[::step, ::step, :], 2, 0).reshape(vol.shape[2], -1).astype(np.float32)
+    return np.percentile(sample, [5.0, 50.0, 95.0], axis=1).T
+
+
+def check_slice_levels(vol: np.ndarray, source: str) -> None:
+    """Raise ``ValueError`` when, between two neighbouring slices across the last axis (a DICOM series is stacked
+    along it, an axial CT in RAS or LPS runs along it), every level moves by the same :data:`SLICE_SHIFT_HU` or more:
+    the slices from there on (or up to there) were exported with another rescale intercept. Only a step from or to a
+    slice with air around the body counts: a crop inside it is left alone. ``vol``: the volume, with leading singleton
+    axes (a channel) or none."""
+    while vol.ndim > 3 and vol.shape[0] == 1:
+        vol = vol[0]
+    if vol.ndim != 3 or vol.shape[2] < 2:
+        return
+    levels = _levels(vol)
+    steps = np.diff(levels, axis=0)  # (Z - 1, 3): each level's change from one slice to the next
+    size = np.abs(steps).max(axis=1)
+    same = (np.abs(steps).min(axis=1) >= SLICE_SHIFT_HU) & (np.sign(steps).min(axis=1) == np.sign(steps).max(axis=1))
+    same &= (size - np.abs(steps).min(axis=1)) <= _SAME_SHIFT * size
+    # one side of the step holds air: inside the body (a crop) one slice of lung beside one of liver can move every
+    # level alike, while air around the body keeps the 5th percentile where it is whatever anatomy a slice crosses
+    same &= np.minimum(levels[:-1, 0], levels[1:, 0]) <= _AIR_AROUND_HU
+    shifts = np.flatnonzero(same)
+    if shifts.size:
+        k = int(shifts[0])
+        first = steps[k]
+        raise ValueError(
+            f"{source}: from slice {k} to slice {k + 1} (along the last axis of shape {tuple(vol.shape)}) every level "
+            f"of the slice (its air, median and brightest) moves by about {float(np.median(first)):+.0f} HU, as from "
+            f"a rescale intercept of its own{f' ({shifts.size} such steps)' if shifts.size > 1 else ''}: export the "
+            "series again or drop the shifted slices")
