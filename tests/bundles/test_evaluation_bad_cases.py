@@ -155,3 +155,38 @@ def test_evaluation_fails_a_missing_image_alone(bundle, sample_set, tmp_path):
     assert failed[0]["reason"] == f"image {bad['image']!r} does not exist; fix the datalist entry or restore the file"
     # the log line's wording is tested on TolerantDataset itself (tests/data/test_missing_files.py): the bundle's
     # logging.conf takes over the loggers, so no record reaches caplog here
+
+
+@pytest.mark.parametrize("bundle", ["unimiss_cxr_classification", "unimiss_ct_classification"])
+def test_evaluation_fails_each_bad_label_alone(bundle, sample_set, tmp_path):
+    """Test entries whose labels no class has (an unknown name, an index out of range) are each listed as failed in
+    one line naming the datalist entry and the classes to use, the good cases are scored and the run ends non-zero
+    (the first bad label refused the whole evaluation, naming only itself)."""
+    from unimiss_monai.data.samples import find_dataset
+
+    name = bundle.removeprefix("unimiss_")
+    samples = Path(find_dataset(sample_set(name), name))
+    root = tmp_path / "bundle"
+    smoke_weights(bundle, root)
+    data = tmp_path / "data"
+    shutil.copytree(samples, data)
+    datalist = json.loads((data / "datalist.json").read_text())
+    test = datalist["test"][:4]
+    test[1], test[3] = {**test[1], "label": "pneumonia"}, {**test[3], "label": 7}
+    datalist["test"] = test
+    (data / "datalist.json").write_text(json.dumps(datalist))
+    out = tmp_path / "out"
+    error = _evaluate(bundle, data, root, out)
+    assert re.match(r"evaluation: 2 of 4 cases failed, listed .* in ", error), error
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_cases"] == 2 and metrics["num_failed"] == 2
+    failed = metrics["failed"]
+    assert [f["case"] for f in failed] == [str(data / test[i]["image"]) for i in (1, 3)]
+    entry = f"{data / 'datalist.json'}['test']"
+    assert failed[0]["reason"].startswith(f"{entry}[1]: unknown class name 'pneumonia'; the bundle's class_names are ")
+    assert failed[1]["reason"].startswith(f"{entry}[3]: class 7 is neither one of ")
+    assert all("\n" not in f["reason"] for f in failed)
+    with open(out / "evaluation_predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["name"], r["failed"]) for r in rows if r["failed"]] == [(f["case"], f["reason"]) for f in failed]
+    assert len([r for r in rows if not r["failed"]]) == 2

@@ -227,3 +227,67 @@ def test_a_class_without_examples_in_a_split_is_said(tmp_path, caplog):
         load_classification_datalist(tmp_path / "datalist.json", "training", NAMES)
     assert [r.getMessage().split(":")[1] for r in caplog.records if r.levelname == "WARNING"] == [
         " class 'cardiomegaly' has no example in 'training' (2 items)"]
+
+
+BAD_ITEMS = [{"image": "b.png", "label": "pneumonia"}, {"image": "c.png", "label": -1},
+             {"image": "d.png", "label": None}, {"image": "e.png", "label": float("nan")},
+             {"image": "f.png", "label": True}, {"image": "g.png", "label": 1.5},
+             {"image": "h.png", "label": [1, 0, 1, 0]}, {"image": "i.png", "label": ["nodule", "effusion"]},
+             {"image": "j.png"}]
+
+
+def _datalist_with_bad_labels(tmp_path, split: str) -> Path:
+    good = [{"image": "a.png", "label": "nodule"}, {"image": "k.png", "label": 2}]
+    path = tmp_path / "dl.json"
+    path.write_text(json.dumps({split: [good[0], *BAD_ITEMS, good[1]]}))
+    return path
+
+
+def test_evaluation_flags_each_item_whose_label_cannot_be_read_and_keeps_the_others(tmp_path):
+    # one bad label refused the whole evaluation and named only itself: one rerun per bad label before any score
+    path = _datalist_with_bad_labels(tmp_path, "test")
+    items = load_classification_datalist(path, "test", NAMES, check_images=False)
+    assert [it.get("label") for it in items] == [0, *[None] * len(BAD_ITEMS), 2]
+    flagged = items[1:-1]
+    assert [it["image"] for it in flagged] == [str(tmp_path / it["image"]) for it in BAD_ITEMS]
+    for i, it in enumerate(flagged, start=1):
+        assert it["failed"].startswith(f"{path}['test'][{i}]: ") and "\n" not in it["failed"], it
+    assert "unknown class name 'pneumonia'; the bundle's class_names are" in flagged[0]["failed"]
+    assert all("nor an index in [0, 3); label the item with one of those" in it["failed"] for it in flagged[1:6])
+    assert "has length 4, but there are 3 classes" in flagged[6]["failed"]
+    assert "set multi_label=true" in flagged[7]["failed"] and "needs 'image' and 'label'" in flagged[8]["failed"]
+    # asked to refuse, evaluation refuses as training does
+    with pytest.raises(ValueError, match="9 items of 'test' cannot be read"):
+        load_classification_datalist(path, "test", NAMES, check_images=False, refuse_bad_items=True)
+
+
+def test_a_flagged_item_fails_its_case_alone_in_the_tolerant_dataset(tmp_path):
+    from unimiss_monai.data.tolerant import TolerantDataset
+
+    path = _datalist_with_bad_labels(tmp_path, "test")
+    items = load_classification_datalist(path, "test", NAMES, check_images=False)
+    dataset = TolerantDataset(items, transform=lambda item: {**item, "image": torch.ones(1, 2, 2)},
+                              placeholder_shape=(1, 2, 2))
+    assert dataset[0]["failed"] == "" and dataset[0]["label"] == 0
+    assert dataset[1]["failed"] == items[1]["failed"] and dataset[1]["case"] == str(tmp_path / "b.png")
+    assert torch.equal(dataset[1]["image"], torch.zeros(1, 2, 2)) and "label" not in dataset[1]
+
+
+def test_training_refuses_every_bad_label_of_the_split_in_one_line(tmp_path, caplog):
+    # only the first bad label was named: one rerun per bad label before training could start
+    path = _datalist_with_bad_labels(tmp_path, "training")
+    with caplog.at_level("ERROR"), pytest.raises(ValueError) as err:
+        load_classification_datalist(path, "training", NAMES)
+    message = str(err.value)
+    assert message.startswith(f"datalist {path}: 9 items of 'training' cannot be read: ['training'][1]: unknown class "
+                              "name 'pneumonia'"), message
+    assert "\n" not in message and message.endswith("; and 4 more (each logged above)")
+    assert [f"['training'][{i}]: " in message for i in range(1, 10)] == [True] * 5 + [False] * 4
+    logged = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert [line.split(": ")[0] for line in logged] == [f"{path}['training'][{i}]" for i in range(1, 10)]
+    # a single bad label keeps its own line
+    (tmp_path / "one.json").write_text(json.dumps({"training": [{"image": "a.png", "label": 0},
+                                                                {"image": "b.png", "label": 5}]}))
+    with pytest.raises(ValueError) as err:
+        load_classification_datalist(tmp_path / "one.json", "training", NAMES)
+    assert str(err.value).startswith(f"{tmp_path / 'one.json'}['training'][1]: class 5 is neither one of ")

@@ -8,7 +8,9 @@ A datalist is decathlon-style JSON, ``{"training": [...], "validation": [...], "
 - a 0/1 vector of length C in channel order (``[1, 0]``), for either.
 
 :func:`load_classification_datalist` returns items with a canonical label: an ``int`` index for exclusive classes, a
-``float`` 0/1 list of length C for multi-label ones, and says in one line which item is wrong and how to fix it.
+``float`` 0/1 list of length C for multi-label ones. Items whose label cannot be read refuse a training split, all
+named in one line with the fix; in evaluation each fails its case alone, flagged with its line, and the others are
+scored.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from unimiss_monai.data.image_formats import (
 from unimiss_monai.data.listed_inputs import listed_images
 from unimiss_monai.data.samples import held_out_images
 from unimiss_monai.data.series_folders import SeriesScan, scan_series
+from unimiss_monai.data.tolerant import FAILED_KEY
 from unimiss_monai.utils.args import as_bool
 
 logger = logging.getLogger(__name__)
@@ -57,11 +60,13 @@ def canonical_label(label, class_names: Sequence[str], multi_label: bool, where:
             return names.index(value)
         if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and 0 <= value < n:
             return int(value)
-        raise ValueError(f"{where}: class {value!r} is neither one of {names} nor an index in [0, {n})")
+        raise ValueError(f"{where}: class {value!r} is neither one of {names} nor an index in [0, {n}); label the "
+                         "item with one of those")
 
     if isinstance(label, (list, tuple)) and label and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in label) and (multi_label or len(label) > 1):
         if len(label) != n:
-            raise ValueError(f"{where}: label vector {list(label)} has length {len(label)}, but there are {n} classes {names}")
+            raise ValueError(f"{where}: label vector {list(label)} has length {len(label)}, but there are {n} classes "
+                             f"{names}; give one 0/1 per class, in that order")
         if any(v not in (0, 1) for v in label):
             raise ValueError(f"{where}: label vector {list(label)} must hold only 0 and 1")
         if not multi_label:
@@ -84,7 +89,7 @@ def canonical_label(label, class_names: Sequence[str], multi_label: bool, where:
 
 def load_classification_datalist(
     datalist: str | os.PathLike, split: str, class_names: Sequence[str], multi_label: bool = False,
-    base_dir: str | os.PathLike | None = None, check_images: bool = True,
+    base_dir: str | os.PathLike | None = None, check_images: bool = True, refuse_bad_items: bool | None = None,
 ) -> list[dict]:
     """Items ``{"image": absolute path, "label": canonical label, ...}`` of one split of a datalist.
 
@@ -95,34 +100,75 @@ def load_classification_datalist(
         base_dir: folder that relative image paths start from. Defaults to the datalist's folder.
         check_images: refuse an item whose image does not exist (training, before any work); evaluation passes
             False, so that such a case fails alone in the run (``TolerantDataset``) and the others are scored.
+        refuse_bad_items: refuse the split when an item's label (or its ``image`` entry) cannot be read, naming every
+            such item in the one line; False: such an item comes back as ``{"image": its path, "failed": its one-line
+            reason}`` (no ``label``), which :class:`~unimiss_monai.data.tolerant.TolerantDataset` fails alone while
+            the others are scored. Defaults to ``check_images`` (training refuses, evaluation fails the case).
 
     Raises:
         FileNotFoundError: the datalist is missing, or (``check_images``) an image.
-        ValueError: no such split, or an empty one (see :func:`unimiss_monai.data.datalists.read_split`), or a bad
-            label (see :func:`canonical_label`).
+        ValueError: no such split, or an empty one (see :func:`unimiss_monai.data.datalists.read_split`), or
+            (``refuse_bad_items``) bad labels (see :func:`canonical_label`).
     """
     path = Path(datalist)
     # the one check of every fine-tune bundle: a missing, non-list or empty split fails here in one line
     base = Path(base_dir) if base_dir is not None else path.parent
     raw = read_split(path, split, base)
     listed = _listed_class_names(path, class_names)
-    items = []
+    items, bad = [], []
     for i, item in enumerate(raw):
         where = f"{path}[{split!r}][{i}]"
-        if not isinstance(item, dict) or "image" not in item or "label" not in item:
-            got = sorted(item) if isinstance(item, dict) else repr(item)
-            raise ValueError(f"{where}: each item needs 'image' and 'label' keys, got {got}")
-        if not isinstance(item["image"], str) or not item["image"]:
-            raise ValueError(f"{where}: 'image' is {item['image']!r}; give one image path as a string")
-        image = Path(item["image"]) if Path(item["image"]).is_absolute() else base / item["image"]
-        label = _in_bundle_order(item["label"], listed, list(class_names), multi_label) if listed else item["label"]
-        items.append({**item, "image": str(image), "label": canonical_label(label, class_names, multi_label, where)})
-    if not items:
-        raise ValueError(f"datalist {path}: split {split!r} is empty")
+        try:
+            items.append(_read_item(item, where, base, listed, list(class_names), multi_label))
+        except ValueError as err:
+            bad.append(str(err))
+            items.append(_flagged(item, where, base, str(err)))
+    if bad and (check_images if refuse_bad_items is None else refuse_bad_items):
+        raise ValueError(_refusal(path, split, bad))
     if check_images:
         require_files(raw, path, split, ("image",), base)
-    _say_missing_classes(path, split, [it["label"] for it in items], list(class_names), multi_label)
+    labels = [it["label"] for it in items if FAILED_KEY not in it]
+    if labels:
+        _say_missing_classes(path, split, labels, list(class_names), multi_label)
     return items
+
+
+#: how many bad items a refusal names, the others counted (every one is logged)
+_NAMED = 5
+
+
+def _read_item(item, where: str, base: Path, listed: list[str] | None, names: list[str], multi_label: bool) -> dict:
+    """One raw datalist item with its image made absolute and its label canonical; ``ValueError`` naming ``where``."""
+    if not isinstance(item, dict) or "image" not in item or "label" not in item:
+        got = sorted(item) if isinstance(item, dict) else repr(item)
+        raise ValueError(f"{where}: each item needs 'image' and 'label' keys, got {got}")
+    if not isinstance(item["image"], str) or not item["image"]:
+        raise ValueError(f"{where}: 'image' is {item['image']!r}; give one image path as a string")
+    image = Path(item["image"]) if Path(item["image"]).is_absolute() else base / item["image"]
+    label = _in_bundle_order(item["label"], listed, names, multi_label) if listed else item["label"]
+    return {**item, "image": str(image), "label": canonical_label(label, names, multi_label, where)}
+
+
+def _flagged(item, where: str, base: Path, reason: str) -> dict:
+    """The stand-in of an item that cannot be read: its image path (the datalist entry where it has none) and why,
+    without a label, so that no loader takes it for a case to score."""
+    image = item.get("image") if isinstance(item, dict) else None
+    case = str(base / image) if isinstance(image, str) and image else where  # base / an absolute path is that path
+    kept = {k: v for k, v in item.items() if k != "label"} if isinstance(item, dict) else {}
+    return {**kept, "image": case, FAILED_KEY: reason}
+
+
+def _refusal(path: Path, split: str, bad: list[str]) -> str:
+    """The one line refusing ``split``: one bad item's line as it is; several named (the first few) by their index,
+    each with its reason and fix, so that one run tells them all."""
+    if len(bad) == 1:
+        return bad[0]
+    if len(bad) > _NAMED:  # the refusal names a few; the log keeps every one
+        for line in bad:
+            logger.error("%s", line)
+    named = "; ".join(line.removeprefix(str(path)) for line in bad[:_NAMED])
+    more = f"; and {len(bad) - _NAMED} more (each logged above)" if len(bad) > _NAMED else ""
+    return f"datalist {path}: {len(bad)} items of {split!r} cannot be read: {named}{more}"
 
 
 def _say_missing_classes(path: Path, split: str, labels: list, names: list[str], multi_label: bool) -> None:

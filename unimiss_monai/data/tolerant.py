@@ -41,7 +41,8 @@ class TolerantDataset(Dataset):
     """A MONAI ``Dataset`` whose items carry ``case`` (the input path) and ``failed`` (``""`` or the error message).
 
     Args:
-        data: items with an ``"image"`` path.
+        data: items with an ``"image"`` path; an item that already carries ``failed`` (its datalist reader could not
+            read its label) fails with that reason, unloaded.
         transform: the preprocessing.
         placeholder_shape: ``(C, *spatial)`` of the zeros that stand in for a failed image (the network input size).
     """
@@ -53,6 +54,9 @@ class TolerantDataset(Dataset):
     def _transform(self, index: int):
         item = self.data[index]
         case = str(item.get("image", f"item {index}"))
+        if reason := item.get(FAILED_KEY):  # flagged by its datalist reader (a label it cannot read): nothing to load
+            logger.error("case %s failed: %s", case, reason)
+            return {"image": torch.zeros(self.placeholder_shape), CASE_KEY: case, FAILED_KEY: str(reason)}
         try:
             out = super()._transform(index)
         except Exception as err:  # noqa: BLE001 - any failure of one case is reported, the others go on
