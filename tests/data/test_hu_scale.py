@@ -62,3 +62,14 @@ def test_a_dicom_slice_with_a_wrong_intercept_is_refused_when_read(tmp_path, pha
         ds.save_as(path)
     with pytest.raises(CTInputError, match="as from a rescale intercept of its own"):
         load_ct(folder)
+
+
+@pytest.mark.parametrize("scale", [lambda hu: (hu + 1024) / 4095, lambda hu: 0.02 * (1 + hu / 1000)],
+                         ids=["scaled to 0-1", "attenuation per mm"])
+def test_a_ct_whose_values_span_almost_nothing_is_refused(phantom, scale):
+    with pytest.raises(CTInputError, match=r"^ct\.nii\.gz: its values run only from [\d.e-]+ to [\d.e-]+, where a "
+                                           r"CT in HU spans hundreds .*: values scaled to \[0, 1\] or attenuation "
+                                           r"coefficients, not HU; pass the CT in HU$"):
+        check_not_air_only(scale(phantom.hu).astype(np.float32), "ct.nii.gz")
+    organ = np.random.default_rng(1).normal(60, 10, (16, 16, 16)).astype(np.float32)  # inside the liver: its noise
+    check_not_air_only(organ, "crop.nii.gz")

@@ -27,7 +27,7 @@ import numpy as np
 
 from unimiss_monai.data.dicom_checks import check_dicom_series
 from unimiss_monai.data.grid_checks import check_ct_volume, check_grid, check_has_voxels, check_nifti_header
-from unimiss_monai.data.hu_scale_checks import check_not_below_air, check_slice_levels
+from unimiss_monai.data.hu_scale_checks import check_not_below_air, check_slice_levels, check_span
 from unimiss_monai.data.image_formats import NIFTI_SUFFIXES, cannot_list, dicom_files_in, is_dicom_file
 
 __all__ = [
@@ -303,6 +303,7 @@ def check_not_air_only(hu, source: str) -> None:
         _check_slices_in_hu(vol, source)
     _check_not_label_map(sample, source)
     try:
+        check_span(float(a.min()), float(a.max()), source)
         check_not_below_air(sample, source)
         check_slice_levels(vol, source)
     except ValueError as err:

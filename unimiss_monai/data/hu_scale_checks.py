@@ -1,6 +1,7 @@
 """Checks that a CT's values are on the HU scale throughout: not scaled (HU x 10 keeps air and bone far apart, as HU
-does, yet every tissue lands at another place) and not shifted on some slices (one DICOM slice exported with another
-rescale intercept). Both passed every other check and gave DRRs and segmentations marked ok.
+does, yet every tissue lands at another place; values scaled to [0, 1] or attenuation coefficients span almost
+nothing) and not shifted on some slices (one DICOM slice exported with another rescale intercept). Each passed every
+other check (at most a warning) and gave DRRs and segmentations marked ok.
 
 Raised as :class:`ValueError` with one line naming the file; :func:`unimiss_monai.data.ct_io.check_not_air_only`
 makes them with the other checks of a CT's values.
@@ -10,8 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["BELOW_AIR_HU", "BELOW_AIR_SHARE", "SLICE_SHIFT_HU", "check_not_below_air", "check_slice_levels"]
+__all__ = ["BELOW_AIR_HU", "BELOW_AIR_SHARE", "MIN_SPAN_HU", "SLICE_SHIFT_HU", "check_not_below_air",
+           "check_slice_levels", "check_span"]
 
+#: the least a CT's values can span: scanner noise alone (some 10 HU) spreads a crop inside one organ over tens of HU,
+#: while values scaled to [0, 1], or attenuation coefficients per mm, span 1 or less
+MIN_SPAN_HU = 2.0
 #: nothing in a body or the air around it is less dense than air (-1000 HU; noise spreads it by some tens of HU), so a
 #: value below this is padding outside the scan circle (one value: -1024, -2048, -3024, -32768) or another scale
 BELOW_AIR_HU = -1500.0
@@ -29,6 +34,15 @@ _AIR_AROUND_HU = -950.0
 # how far the shifts of a slice's levels may differ from one another and still be one shift: an intercept moves all
 # of them alike (up to the rounding of the stored values)
 _SAME_SHIFT = 0.15
+
+
+def check_span(low: float, high: float, source: str) -> None:
+    """Raise ``ValueError`` when a CT's values run from ``low`` to ``high`` (its minimum and maximum, not the same)
+    within :data:`MIN_SPAN_HU`: values scaled to [0, 1] or attenuation coefficients (about 0.02 per mm), not HU."""
+    if 0 < high - low < MIN_SPAN_HU:
+        raise ValueError(f"{source}: its values run only from {low:.4g} to {high:.4g}, where a CT in HU spans hundreds "
+                         "(air -1000, soft tissue 40, bone 1000; even a crop inside one organ spans its noise): values "
+                         "scaled to [0, 1] or attenuation coefficients, not HU; pass the CT in HU")
 
 
 def check_not_below_air(sample: np.ndarray, source: str) -> None:
