@@ -220,3 +220,20 @@ def test_a_name_to_value_file_naming_one_value_twice_is_refused(tmp_path):
     path.write_text('{"liver": 1, "spleen": 1}')
     with pytest.raises(CTInputError, match=r"names.json: names one label value twice \(\{'liver': 1, 'spleen': 1\}\)"):
         read_label_names(path)
+
+
+@pytest.mark.parametrize("name, text, fault", [
+    ("names.json", '{"1": "lung", "2": "liver", "3": "lung"}',
+     "gives the name 'lung' to label values 1, 3; each value is a structure of its own (a channel of its DRRs), so "
+     "give each its own name in names.json, or give those voxels one value in the label map"),
+    ("names.csv", "structure,id\nlung,2\nliver,2\nheart,3\n",
+     "id 2 is given to both 'lung' and 'liver'; give each label value one row"),
+], ids=["json-one-name-twice", "csv-one-value-twice"])
+def test_a_name_given_twice_or_a_value_named_twice_is_refused(tmp_path, name, text, fault):
+    """Two values named "lung" made two channels named "lung", and which was which was lost; a CSV giving value 2
+    two rows kept the later name, and the label map's value of the other went unnamed."""
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(CTInputError) as info:
+        read_label_names(path)
+    assert str(info.value) == f"{path}: {fault}"

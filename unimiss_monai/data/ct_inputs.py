@@ -231,6 +231,15 @@ def read_label_names(path: str | Path | None) -> dict[int, str]:
                            f"and positive whole numbers: fix them in {path.name}")
     # 0 is what no structure covers, never a channel: MONAI's and nnU-Net's label files name it "background"
     names.pop(0, None)
+    by_name: dict[str, list[int]] = {}
+    for value, name in sorted(names.items()):
+        by_name.setdefault(name, []).append(value)
+    twice = {name: values for name, values in by_name.items() if len(values) > 1}
+    if twice:  # each value is a channel told by its name: two channels of one name, and which is which is lost
+        name, values = next(iter(twice.items()))
+        raise CTInputError(f"{path}: gives the name {name!r} to label values {_few(values)}; each value is a "
+                           f"structure of its own (a channel of its DRRs), so give each its own name in {path.name}, "
+                           "or give those voxels one value in the label map")
     if not names:
         raise CTInputError(f"{path}: names only the background (0), no structure to project; name the structures' "
                            f"values in {path.name} or remove it")

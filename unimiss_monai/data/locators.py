@@ -82,8 +82,12 @@ def read_structure_names(path: str | Path) -> dict[int, str]:
     names = {}
     for row in rows:
         try:
-            names[int(row["id"])] = row["structure"]
+            value = int(row["id"])
         except (TypeError, ValueError):  # int(None) for a short row: both would say neither file nor row
             raise ValueError(f"{path}: id {row['id']!r} of structure {row['structure']!r} is not a whole number; "
                              f"{expected}") from None
+        if value in names and names[value] != row["structure"]:  # the later row won, and the other name was lost
+            raise ValueError(f"{path}: id {value} is given to both {names[value]!r} and {row['structure']!r}; give "
+                             "each label value one row")
+        names[value] = row["structure"]
     return names
