@@ -56,4 +56,11 @@ class CTSeriesReader(ITKReader):
         chosen = "pixel_type" in kwargs or "pixel_type" in self.kwargs  # the caller's choice stands
         if not chosen and all(is_grey_dicom_folder(name) for name in ensure_tuple(data)):
             kwargs["pixel_type"] = itk.F
-        return super().read(data, **kwargs)
+        # ITK prints a multi-line warning of its own (a missing slice, uneven spacing) to stderr; the input checks
+        # refuse such a series in one line naming it and the fix (dicom_checks), so its warning only comes first
+        shown = itk.Object.GetGlobalWarningDisplay()
+        itk.Object.SetGlobalWarningDisplay(False)
+        try:
+            return super().read(data, **kwargs)
+        finally:
+            itk.Object.SetGlobalWarningDisplay(shown)
