@@ -210,3 +210,32 @@ def test_failed_inference_cases_and_cases_not_pictured_are_said(tmp_path):
     summary["cases"] = summary["cases"][:1]  # one case, pictured, none failed: nothing to say
     _write(inference / "summary.json", summary)
     assert "are pictured" not in _text(ct_segmentation_section(RunFolder(run, samples)))
+
+
+@pytest.mark.parametrize("content", [{}, [], {"auc": 0.9}], ids=["empty", "a list", "other keys"])
+def test_a_missing_or_foreign_output_is_told_with_what_makes_it_in_that_folder(tmp_path, content):
+    """In a folder of one's own runs the report told every missing output to "run the ... step of tools/demo.sh",
+    which those runs never used; a metrics.json that is not an evaluation's was said to be no evaluation at all."""
+    import shutil
+
+    from unimiss_monai.report.sections.classification import classification_section
+    from unimiss_monai.report.sections.pretraining import pretraining_section
+
+    from .synthetic_run import make_run
+
+    run, _ = make_run(tmp_path)
+    (run / "demo_steps.json").unlink()
+    shutil.rmtree(run / "unimiss_pretraining")
+    shutil.rmtree(run / "unimiss_ct_segmentation" / "eval")
+    _write(run / "unimiss_cxr_classification" / "eval" / "metrics.json", content)
+    said = "\n".join(_text(section(RunFolder(run))) for section in (pretraining_section, ct_segmentation_section,
+                                                                       classification_section))
+    assert "tools/demo.sh" not in said
+    assert ("run the pretraining bundle (configs/train.json) with its outputs there." in said
+            and "run unimiss_ct_segmentation's evaluation (configs/train.json with configs/evaluate.json) with its "
+                "outputs there." in said)
+    metrics = run / "unimiss_cxr_classification" / "eval" / "metrics.json"
+    assert (f"{metrics} holds no evaluation's metrics (neither per_class nor num_cases); run "
+            "unimiss_cxr_classification's evaluation (configs/train.json with configs/evaluate.json)") in said
+    said = _text(pretraining_section(_with_steps(run)))  # a folder the demo wrote: its step
+    assert "run the pretraining step of tools/demo.sh." in said

@@ -366,6 +366,14 @@ class RunFolder:
         not count: a user's runs in the clone's ``outputs/`` would be described as the demo's."""
         return self._samples_given or (self.root / "demo_steps.json").is_file()
 
+    def to_make(self, step: str, run: str) -> str:
+        """How to make a missing output: in a folder ``tools/demo.sh`` wrote, its step ``step`` (the step names of
+        its ``demo_steps.json``); in a folder of one's own runs, ``run`` (``"unimiss_cxr_classification's evaluation
+        (configs/train.json with configs/evaluate.json)"``), which the demo's steps are not."""
+        if (self.root / "demo_steps.json").is_file():
+            return f"run the {step} step of tools/demo.sh"
+        return f"run {run} with its outputs there"
+
     @property
     def synthetic(self) -> bool:
         """Whether the run read synthetic sample data (``samples --synthetic``: phantoms, not the real CT and

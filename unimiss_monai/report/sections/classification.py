@@ -127,9 +127,15 @@ def _task_blocks(run: RunFolder, bundle: str, what: str, metrics: dict | None, s
     predictions = home / "eval" / "evaluation_predictions.csv"
     if not predictions.is_file():  # an evaluation written before the file had its own name
         predictions = home / "eval" / "predictions.csv"
+    to_make = run.to_make(f"{bundle}_evaluate",
+                          f"unimiss_{bundle}'s evaluation (configs/train.json with configs/evaluate.json)")
+    if metrics is not None and not (isinstance(metrics, dict) and {"per_class", "num_cases"} & set(metrics)):
+        # a file of that name, not an evaluation's: said as such, where "no evaluation" sent one looking for it
+        return [Note(f"{what}: {home / 'eval' / 'metrics.json'} holds no evaluation's metrics (neither per_class "
+                     f"nor num_cases); {to_make}.")]
     if not metrics or not predictions.is_file():
-        return [Note(f"{what}: no evaluation in {home / 'eval'} (metrics.json, evaluation_predictions.csv): run the "
-                     f"{bundle}_evaluate step of tools/demo.sh.")]
+        return [Note(f"{what}: no evaluation in {home / 'eval'} (metrics.json, evaluation_predictions.csv): "
+                     f"{to_make}.")]
     blocks += [Note(n) for n in [failed_note(metrics, home / "eval" / "metrics.json")] if n]
     if metrics.get("num_cases") == 0:  # every case failed: the note above is all there is to show
         return blocks

@@ -176,5 +176,7 @@ def ct_segmentation_section(run: RunFolder) -> Section:
         pictured += 1
     if told := inference_note(home / "inference", pictured, "segmented CTs"):  # said before the pictures it is of
         section.blocks.insert(at, Note(told))
-    section.add(*segmentation_table(home / "eval", *ct_evaluation_words(run), unpaired=bool(unpaired)))
+    section.add(*segmentation_table(home / "eval", *ct_evaluation_words(run), unpaired=bool(unpaired),
+                                    to_make=run.to_make("ct_segmentation_evaluate", "unimiss_ct_segmentation's "
+                                                        "evaluation (configs/train.json with configs/evaluate.json)")))
     return section

@@ -80,8 +80,8 @@ def cxr_segmentation_section(run: RunFolder) -> Section:
         reference = samples / "labels" / f"{stem}.nii.gz" if samples else None
         panels.append((stem, source, seg, reference if reference is not None and reference.is_file() else None))
     if not panels:
-        section.add(Note(f"No inference outputs with their inputs in {home / 'inference'}: run the "
-                         "cxr_segmentation_inference step of tools/demo.sh."))
+        section.add(Note(f"No inference outputs with their inputs in {home / 'inference'}: " + run.to_make(
+            "cxr_segmentation_inference", "unimiss_cxr_segmentation's inference (configs/inference.json)") + "."))
     # the real radiograph first: it is the picture that tells whether the model transfers
     panels = sorted(panels, key=lambda p: (p[3] is not None, p[0]))[:4]
     # a DRR with a reference is shown as a held-out case the table scores; the real radiograph is scored by none
@@ -117,5 +117,7 @@ def cxr_segmentation_section(run: RunFolder) -> Section:
     split = evaluated_split(run, "cxr_segmentation", read_json(home / "eval" / "segmentation_report.json"))
     noun = "DRRs" if run.sample_data else "images"
     section.add(*segmentation_table(home / "eval", f"CXR segmentation on the {split_words(split, noun)}",
-                                    case_words(split), unpaired=bool(unpaired)))
+                                    case_words(split), unpaired=bool(unpaired),
+                                    to_make=run.to_make("cxr_segmentation_evaluate", "unimiss_cxr_segmentation's "
+                                                        "evaluation (configs/train.json with configs/evaluate.json)")))
     return section

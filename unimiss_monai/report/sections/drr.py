@@ -188,7 +188,8 @@ def drr_section(run: RunFolder) -> Section:
         p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")) if folder.is_dir() else []
     if not cases:
         section.add(Note(f"No DRRs found in {folder}: " + ("every CT failed (below)." if failures else
-                                                           "run the drr_generation step of tools/demo.sh.")))
+                                                           run.to_make("drr_generation", "the DRR bundle "
+                                                                       "(configs/inference.json)") + ".")))
     found = {case: (_views(folder / case, case), _slab_views(folder, case, training))
              for case in cases[:_MAX_CASES]}
     if any(views for views, _ in found.values()):

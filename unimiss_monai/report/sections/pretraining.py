@@ -198,8 +198,8 @@ def pretraining_section(run: RunFolder) -> Section:
     curves = read_json(folder / "loss_curves.json")
     history = read_json(folder / "knn_probe.json")
     if not curves and not history:
-        return section.add(Note(f"No pretraining outputs in {folder} (loss_curves.json, knn_probe.json): run the "
-                                "pretraining step of tools/demo.sh."))
+        return section.add(Note(f"No pretraining outputs in {folder} (loss_curves.json, knn_probe.json): "
+                                + run.to_make("pretraining", "the pretraining bundle (configs/train.json)") + "."))
     section.add(*(Note(note) for note in stale_notes(folder).values()))
     on = "on CT slabs, their DRRs and radiographs" if run.sample_data else "on the CTs and radiographs its datalist lists"
     section.add(Paragraph(

@@ -48,13 +48,15 @@ def unpaired_segmentation_note(home: Path, held_out: list[str], outputs: list[Pa
                          step="evaluate and inference steps")
 
 
-def segmentation_table(eval_dir: Path, what: str, cases: str = "held-out case(s)", unpaired: bool = False) -> list:
-    """Blocks for the evaluation in ``eval_dir``: the table, or a note saying what is missing. ``cases`` names the
-    scored cases in the caption (held out only where the evaluated split is); ``unpaired``: the section's pictures
-    are not of the predictions scored (:func:`unpaired_segmentation_note`), and the caption says so."""
+def segmentation_table(eval_dir: Path, what: str, cases: str = "held-out case(s)", unpaired: bool = False,
+                       to_make: str = "run the bundle's evaluation") -> list:
+    """Blocks for the evaluation in ``eval_dir``: the table, or a note saying what is missing and ``to_make`` it
+    (:meth:`RunFolder.to_make`). ``cases`` names the scored cases in the caption (held out only where the evaluated
+    split is); ``unpaired``: the section's pictures are not of the predictions scored
+    (:func:`unpaired_segmentation_note`), and the caption says so."""
     report = read_json(eval_dir / "segmentation_report.json")
     if not report:
-        return [Note(f"No evaluation in {eval_dir} (segmentation_report.json): run the evaluate step of tools/demo.sh.")]
+        return [Note(f"No evaluation in {eval_dir} (segmentation_report.json): {to_make}.")]
     notes = [Note(n) for n in [failed_note(report, eval_dir / "segmentation_report.json")] if n]
     if report.get("num_cases") == 0 and notes:
         return notes
