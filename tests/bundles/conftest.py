@@ -37,7 +37,7 @@ _WHOLE_BUNDLE_RUNS = {
     "test_unimiss_ct_segmentation", "test_unimiss_cxr_segmentation", "test_unimiss_ct_classification",
     "test_unimiss_cxr_classification", "test_bad_inputs", "test_finetune_resume", "test_multi_gpu_finetune",
     "test_cxr_output_layout", "test_drr_sharded", "test_evaluation_bad_cases", "test_training_missing_files",
-    "test_inference_datalist_folder",
+    "test_inference_datalist_folder", "test_cxr_implausible_inputs",
 }
 
 

@@ -135,6 +135,10 @@ BAD_XRAY: dict[str, tuple[Callable[[Path], None], str]] = {
     "not_png.png": (lambda p: p.write_bytes(b"this is a text file, not an image"), "intact"),
     "empty.dcm": (lambda p: p.write_bytes(b""), ""),
     "blank.png": (lambda p: _png(np.zeros((48, 40), np.uint8), p), "same value"),
+    # a mask, a label map or a CT slice in HU loads like a radiograph: each was segmented and classified as one
+    "mask.png": (lambda p: _png(((_radiograph() > 120) * 255).astype(np.uint8), p), "2 distinct values .* mask"),
+    "label_map.png": (lambda p: _png((_radiograph() // 90).astype(np.uint8), p), "3 distinct values .* label map"),
+    "ct_slice_hu.nii.gz": (lambda p: _nifti(_ct()[:, :, 8], p), "looks like a CT slice in HU"),
 }
 
 

@@ -136,7 +136,8 @@ def test_overlay_is_drawn_on_the_radiograph_at_its_own_resolution(tmp_path):
     data.mkdir()
     out.mkdir()
     stripes = np.where(np.arange(256) % 2 == 0, 60, 200).astype(np.uint8)
-    image = np.tile(stripes[None, :], (240, 1))
+    # a gentle ramp down the rows gives it grey levels: two levels alone are refused as a mask, not a radiograph
+    image = np.tile(stripes[None, :], (240, 1)) + (np.arange(240) // 16).astype(np.uint8)[:, None]
     image[:, :40] = 0  # something not uniform at the network's size too, so the image is not refused as blank
     Image.fromarray(image).save(data / "s.png")
     _run_inference(BUNDLE, data, out, ckpt)

@@ -167,7 +167,8 @@ def test_drr_bundle_to_pretraining_drr_branches(ct_case, tmp_path):
 
 
 def _marker_radiograph(path) -> str:
-    img = np.full((72, 64), 60, np.uint8)  # rows x columns, as on screen
+    # rows x columns, as on screen; a ramp down the rows gives it grey levels (two alone are refused as a mask)
+    img = np.repeat((60 + np.arange(72) // 5).astype(np.uint8)[:, None], 64, axis=1)
     img[4:16, 46:60] = 255  # top right
     Image.fromarray(img).save(path)
     return str(path)

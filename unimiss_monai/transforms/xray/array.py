@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from monai.transforms import Transform
 
+from unimiss_monai.data.radiograph_checks import check_radiograph
 from unimiss_monai.data.xray import BT601, grey_radiograph, source_name
 from unimiss_monai.transforms.utility.array import CheckImage
 from unimiss_monai.utils.args import as_bool
@@ -15,7 +16,9 @@ __all__ = ["AsGreyRadiograph"]
 class AsGreyRadiograph(Transform):
     """Bring a loaded, channel-first radiograph to one grey channel and two spatial dims, ``(1, X, Y)``, by the rules
     of :func:`unimiss_monai.data.xray.grey_radiograph` (singleton dims dropped, 3D refused, colour reduced or refused,
-    ``MONOCHROME1`` inverted), then check it with :class:`~unimiss_monai.transforms.CheckImage`.
+    ``MONOCHROME1`` inverted), then check it with :class:`~unimiss_monai.transforms.CheckImage` and
+    :func:`~unimiss_monai.data.radiograph_checks.check_radiograph` (a mask, label map or CT slice in HU given as the
+    radiograph).
 
     Args:
         invert_monochrome1: invert ``PydicomReader`` images whose metadata says ``MONOCHROME1``. Defaults to True.
@@ -25,7 +28,8 @@ class AsGreyRadiograph(Transform):
             network's input it would give a confident answer about nothing). Defaults to 16.
 
     Raises:
-        ValueError: naming the file, for a 3D volume, an unexpected channel count or a side under ``min_size``.
+        ValueError: naming the file, for a 3D volume, an unexpected channel count, a side under ``min_size``, or an
+            image that is no radiograph.
     """
 
     BT601 = BT601
@@ -44,4 +48,5 @@ class AsGreyRadiograph(Transform):
             raise ValueError(f"{source_name(grey)}: is {'x'.join(map(str, grey.shape[1:]))} pixels, too small for a "
                              f"radiograph (at least {self.min_size} along each side); check the export or drop the "
                              "case")
+        check_radiograph(grey, source_name(grey))
         return grey

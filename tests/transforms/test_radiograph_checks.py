@@ -1,0 +1,60 @@
+"""A 2D image given as a radiograph is one: a mask, a label map or a CT slice in HU is refused, and each refusal
+is one line naming the file."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from monai.transforms import LoadImage
+
+from unimiss_monai.data.phantom import make_ct_phantom
+from unimiss_monai.transforms import AsGreyRadiograph
+
+
+def _radiograph(seed: int = 0, shape=(48, 40)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (np.linspace(40, 200, shape[0])[:, None] + rng.normal(0, 5, shape)).clip(0, 255).astype(np.float32)
+
+
+def _image(array, name: str, affine=None) -> MetaTensor:
+    return MetaTensor(torch.as_tensor(np.asarray(array, np.float32))[None],
+                      affine=torch.eye(4, dtype=torch.float64) if affine is None else torch.as_tensor(affine),
+                      meta={"filename_or_obj": name})
+
+
+def _label_map() -> np.ndarray:
+    label = np.zeros((48, 40), np.float32)
+    label[5:20, 5:35], label[25:45, 5:35] = 1, 2
+    return label
+
+
+@pytest.mark.parametrize("values", [_label_map(), (_label_map() > 0) * 255.0, (_label_map() > 0) * 1.0])
+def test_a_mask_or_label_map_is_no_radiograph(values):
+    with pytest.raises(ValueError, match=r"^/d/mask\.png: holds only [23] distinct values .* a mask or label map, "
+                                         r"not a radiograph.*; pass the radiograph itself"):
+        AsGreyRadiograph()(_image(values, "/d/mask.png"))
+
+
+def test_grey_levels_of_real_exposures_pass():
+    # nine levels, one more than a label map of eight structures holds: a coarsely quantised exposure
+    nine = np.round((_radiograph() - _radiograph().min()) / np.ptp(_radiograph()) * 8)
+    assert len(np.unique(nine)) == 9
+    for array in (nine, _radiograph(), np.round(_radiograph() / 8) * 8):
+        assert AsGreyRadiograph()(_image(array, "/d/film.png")).shape == (1, 48, 40)
+    # a thumbnail of a few pixels (taken only with a smaller min_size) cannot show many grey levels: not counted
+    assert AsGreyRadiograph(min_size=2)(_image([[0.0, 1.0], [1.0, 0.0]], "/d/tiny.png")).shape == (1, 2, 2)
+
+
+def test_a_ct_slice_in_hu_is_no_radiograph(tmp_path):
+    hu = make_ct_phantom((40, 36, 12), (8.0, 8.0, 8.0), seed=0, noise_hu=0).hu[:, :, 6].astype(np.float32)
+    path = tmp_path / "slice.nii.gz"
+    nib.save(nib.Nifti1Image(hu, np.diag([8.0, 8.0, 8.0, 1.0])), path)
+    image = LoadImage(image_only=True, ensure_channel_first=True, dtype=np.float32)(str(path))
+    with pytest.raises(ValueError, match=rf"^{path}: looks like a CT slice in HU \(\d+% of its pixels near -1000"):
+        AsGreyRadiograph()(image)
+    # negative values without air (an image normalised to zero mean) are not taken for HU
+    normalised = (_radiograph() - _radiograph().mean()) / _radiograph().std()
+    assert AsGreyRadiograph()(_image(normalised, "/d/zero_mean.nii.gz")).shape == (1, 48, 40)

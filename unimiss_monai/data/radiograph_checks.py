@@ -1,0 +1,53 @@
+"""Checks that a 2D image given as a radiograph is one (:func:`check_radiograph`): a mask or label map given as the
+radiograph, or a CT slice in HU, gave a case marked "ok", a segmentation of a mask."""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["LABEL_IMAGE_MAX_VALUES", "check_radiograph"]
+
+#: most distinct values of an image that is a mask or label map, not a radiograph. An exposure spreads over hundreds
+#: of grey levels: an 8-bit JPEG of a chest film holds 100-256, a 16-pixel DRR thumbnail dozens; a label map holds one
+#: value per structure and 0 (the chest segmentation's five structures give six)
+LABEL_IMAGE_MAX_VALUES = 8
+#: fewest pixels of an image whose grey levels are counted (16 x 16, the smallest radiograph the transforms take by
+#: default): a thumbnail of a few pixels cannot show hundreds of levels
+MIN_PIXELS_COUNTED = 256
+#: pixels first looked at for the count: more than 8 values among them settles it without sorting a 9-Mpixel film
+_SAMPLE = 65536
+#: air in HU (-1000) give or take the noise and calibration of a scanner
+AIR_HU = (-1100.0, -900.0)
+#: least share of pixels at air in HU for an image to be a CT slice: an axial chest slice has air around the body and
+#: in the lungs (a third or more); an intensity image has no negative values at all
+MIN_AIR_SHARE = 0.1
+
+
+def _distinct_values(values: torch.Tensor) -> int:
+    """How many distinct values ``values`` holds, or ``LABEL_IMAGE_MAX_VALUES + 1`` when it holds more."""
+    flat = values.reshape(-1)
+    sample = flat[:: max(1, flat.numel() // _SAMPLE)]
+    if torch.unique(sample).numel() > LABEL_IMAGE_MAX_VALUES:
+        return LABEL_IMAGE_MAX_VALUES + 1
+    return int(torch.unique(flat).numel())
+
+
+def check_radiograph(grey: torch.Tensor, source: str) -> None:
+    """Raise ``ValueError`` (one line naming ``source``) when a grey ``(1, X, Y)`` image, finite and not constant, is
+    not a radiograph: it is a CT slice in HU (negative values, :data:`MIN_AIR_SHARE` or more of its pixels at air,
+    -1000) or it holds at most :data:`LABEL_IMAGE_MAX_VALUES` distinct values (a mask or a label map; images under
+    :data:`MIN_PIXELS_COUNTED` pixels are not counted)."""
+    values = torch.as_tensor(grey).detach()
+    # before the count of grey levels: a CT slice without noise (a phantom) holds few values too
+    if float(values.min()) < AIR_HU[1]:
+        air = float(((values >= AIR_HU[0]) & (values <= AIR_HU[1])).float().mean())
+        if air >= MIN_AIR_SHARE:
+            raise ValueError(f"{source}: looks like a CT slice in HU ({100 * air:.0f}% of its pixels near -1000, "
+                             "air), not a radiograph, whose intensities are not negative; pass an X-ray, or a DRR "
+                             "the DRR bundle renders from the whole CT (a radiograph stored with negative values: "
+                             "rescale it to non-negative ones)")
+    if values.numel() >= MIN_PIXELS_COUNTED and (count := _distinct_values(values)) <= LABEL_IMAGE_MAX_VALUES:
+        shown = ", ".join(f"{v:g}" for v in torch.unique(values).tolist())
+        raise ValueError(f"{source}: holds only {count} distinct values ({shown}): a mask or label map, not a "
+                         "radiograph (whose exposure spreads over hundreds of grey levels); pass the radiograph "
+                         "itself (a label belongs in the datalist's 'label')")
