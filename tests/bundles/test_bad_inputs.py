@@ -139,6 +139,8 @@ BAD_XRAY: dict[str, tuple[Callable[[Path], None], str]] = {
     "mask.png": (lambda p: _png(((_radiograph() > 120) * 255).astype(np.uint8), p), "2 distinct values .* mask"),
     "label_map.png": (lambda p: _png((_radiograph() // 90).astype(np.uint8), p), "3 distinct values .* label map"),
     "ct_slice_hu.nii.gz": (lambda p: _nifti(_ct()[:, :, 8], p), "looks like a CT slice in HU"),
+    "metre_pixels.nii.gz": (lambda p: _nifti(_radiograph().astype(np.float32).T, p, np.diag([1.5e-4] * 3 + [1])),
+                            r"pixel size .* rewrite it with the spacing in mm"),
 }
 
 

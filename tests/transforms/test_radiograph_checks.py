@@ -1,5 +1,5 @@
-"""A 2D image given as a radiograph is one: a mask, a label map or a CT slice in HU is refused, and each refusal
-is one line naming the file."""
+"""A 2D image given as a radiograph is one: a mask, a label map or a CT slice in HU is refused, and so is a pixel
+size in another unit than mm. Each refusal is one line naming the file."""
 
 from __future__ import annotations
 
@@ -58,3 +58,21 @@ def test_a_ct_slice_in_hu_is_no_radiograph(tmp_path):
     # negative values without air (an image normalised to zero mean) are not taken for HU
     normalised = (_radiograph() - _radiograph().mean()) / _radiograph().std()
     assert AsGreyRadiograph()(_image(normalised, "/d/zero_mean.nii.gz")).shape == (1, 48, 40)
+
+
+@pytest.mark.parametrize("size", [1e4, 1.5e-4, 150.0])
+def test_a_pixel_size_in_another_unit_is_refused(tmp_path, size):
+    path = tmp_path / "film.nii.gz"
+    nib.save(nib.Nifti1Image(_radiograph(), np.diag([size, size, 1.0, 1.0])), path)
+    image = LoadImage(image_only=True, ensure_channel_first=True, dtype=np.float32)(str(path))
+    with pytest.raises(ValueError, match=rf"^{path}: pixel size \[.*\] mm is not a radiograph's "
+                                         r"\(0\.01-50\.0 mm.*: rewrite it with the spacing in mm$"):
+        AsGreyRadiograph()(image)
+
+
+@pytest.mark.parametrize("size", [0.01, 0.15, 1.0, 6.25, 20.0, 50.0])
+def test_detector_and_drr_pixel_sizes_pass(size):
+    affine = np.diag([size, size, 1.0, 1.0])
+    assert AsGreyRadiograph()(_image(_radiograph(), "/d/drr.nii.gz", affine)).shape == (1, 48, 40)
+    # a PNG carries no spacing: whatever its reader made up is not judged
+    assert AsGreyRadiograph()(_image(_radiograph(), "/d/film.png", np.diag([1e4, 1e4, 1.0, 1.0]))) is not None

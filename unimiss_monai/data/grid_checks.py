@@ -10,8 +10,8 @@ import torch
 from unimiss_monai.utils.lazy import moved_names
 
 __all__ = [
-    "CT_SPACING_MM", "SFORM_QFORM_TOLERANCE", "check_ct_volume", "check_grid", "check_has_voxels",
-    "check_nifti_header", "is_sheared", "same_grid_reordered",
+    "CT_SPACING_MM", "SFORM_QFORM_TOLERANCE", "XRAY_SPACING_MM", "check_ct_volume", "check_grid", "check_has_voxels",
+    "check_nifti_header", "check_radiograph_spacing", "is_sheared", "same_grid_reordered",
 ]
 
 
@@ -92,6 +92,25 @@ def check_ct_volume(shape, affine, source: str) -> None:
         raise ValueError(f"{source}: its origin {numbers_text(a[:3, 3])} mm lies {distance:.3g} mm from "
                          "the scanner's origin, where no patient lies (a broken header): rewrite it with the origin "
                          "the scanner recorded, or 0")
+
+
+#: pixel sizes (mm) a radiograph can have. Detectors have 0.05-1 mm pixels; DRRs rendered here are coarser (the tests
+#: render 6-20 mm pixels) but a DRR of 16 pixels, the fewest a radiograph may have along a side, across an 800 mm
+#: field still has 50 mm ones. Below 0.01 mm the file is in metres (0.00015 for 0.15 mm); above 50 mm it is in
+#: micrometres (150 for 0.15 mm) or broken, and distances (HD95) would come out thousands of times too large
+XRAY_SPACING_MM = (0.01, 50.0)
+
+
+def check_radiograph_spacing(affine, source: str) -> None:
+    """Raise ``ValueError`` (one line naming ``source``) when the pixel size of a 2D radiograph's ``affine`` (its first
+    two columns) lies outside :data:`XRAY_SPACING_MM`. A PNG or JPEG carries no spacing and is read as 1 mm pixels."""
+    a = np.asarray(torch.as_tensor(affine).detach().cpu(), dtype=np.float64)
+    spacing = np.linalg.norm(a[:-1, :2], axis=0)
+    low, high = XRAY_SPACING_MM
+    if not ((spacing >= low) & (spacing <= high)).all():
+        raise ValueError(f"{source}: pixel size {np.round(spacing, 5).tolist()} mm is not a radiograph's ({low}-{high} "
+                         "mm; a file in metres gives 0.00015 for 0.15 mm, one in micrometres 150): rewrite it with the "
+                         "spacing in mm")
 
 
 # sform and qform within this of each other are one grid: per matrix column, 1e-3 mm plus 1e-4 of the column's length

@@ -1,11 +1,15 @@
 """Checks that a 2D image given as a radiograph is one (:func:`check_radiograph`): a mask or label map given as the
-radiograph, or a CT slice in HU, gave a case marked "ok", a segmentation of a mask."""
+radiograph, a CT slice in HU, a pixel size in another unit. Each gave a case marked "ok": a segmentation of a mask,
+distances thousands of times too large."""
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["LABEL_IMAGE_MAX_VALUES", "check_radiograph"]
+from unimiss_monai.data.grid_checks import check_radiograph_spacing
+from unimiss_monai.data.image_formats import is_dicom_path
+
+__all__ = ["LABEL_IMAGE_MAX_VALUES", "check_radiograph", "has_header_grid"]
 
 #: most distinct values of an image that is a mask or label map, not a radiograph. An exposure spreads over hundreds
 #: of grey levels: an 8-bit JPEG of a chest film holds 100-256, a 16-pixel DRR thumbnail dozens; a label map holds one
@@ -23,6 +27,12 @@ AIR_HU = (-1100.0, -900.0)
 MIN_AIR_SHARE = 0.1
 
 
+def has_header_grid(source: str) -> bool:
+    """Whether the file ``source`` carries its pixel grid in its header (NIfTI, DICOM): a PNG or JPEG reads as 1 mm
+    pixels at the origin, which says nothing of where it lies."""
+    return str(source).lower().endswith((".nii", ".nii.gz")) or is_dicom_path(str(source))
+
+
 def _distinct_values(values: torch.Tensor) -> int:
     """How many distinct values ``values`` holds, or ``LABEL_IMAGE_MAX_VALUES + 1`` when it holds more."""
     flat = values.reshape(-1)
@@ -35,8 +45,9 @@ def _distinct_values(values: torch.Tensor) -> int:
 def check_radiograph(grey: torch.Tensor, source: str) -> None:
     """Raise ``ValueError`` (one line naming ``source``) when a grey ``(1, X, Y)`` image, finite and not constant, is
     not a radiograph: it is a CT slice in HU (negative values, :data:`MIN_AIR_SHARE` or more of its pixels at air,
-    -1000) or it holds at most :data:`LABEL_IMAGE_MAX_VALUES` distinct values (a mask or a label map; images under
-    :data:`MIN_PIXELS_COUNTED` pixels are not counted)."""
+    -1000), it holds at most :data:`LABEL_IMAGE_MAX_VALUES` distinct values (a mask or a label map; images under
+    :data:`MIN_PIXELS_COUNTED` pixels are not counted) or, read from a NIfTI or DICOM header, its pixel size is
+    outside :data:`~unimiss_monai.data.grid_checks.XRAY_SPACING_MM`."""
     values = torch.as_tensor(grey).detach()
     # before the count of grey levels: a CT slice without noise (a phantom) holds few values too
     if float(values.min()) < AIR_HU[1]:
@@ -51,3 +62,5 @@ def check_radiograph(grey: torch.Tensor, source: str) -> None:
         raise ValueError(f"{source}: holds only {count} distinct values ({shown}): a mask or label map, not a "
                          "radiograph (whose exposure spreads over hundreds of grey levels); pass the radiograph "
                          "itself (a label belongs in the datalist's 'label')")
+    if has_header_grid(source) and getattr(grey, "affine", None) is not None:
+        check_radiograph_spacing(grey.affine, source)

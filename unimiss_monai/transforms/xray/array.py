@@ -18,7 +18,7 @@ class AsGreyRadiograph(Transform):
     of :func:`unimiss_monai.data.xray.grey_radiograph` (singleton dims dropped, 3D refused, colour reduced or refused,
     ``MONOCHROME1`` inverted), then check it with :class:`~unimiss_monai.transforms.CheckImage` and
     :func:`~unimiss_monai.data.radiograph_checks.check_radiograph` (a mask, label map or CT slice in HU given as the
-    radiograph).
+    radiograph, a pixel size in another unit than mm).
 
     Args:
         invert_monochrome1: invert ``PydicomReader`` images whose metadata says ``MONOCHROME1``. Defaults to True.
