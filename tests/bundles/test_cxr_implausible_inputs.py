@@ -1,6 +1,7 @@
 """The CXR segmentation evaluation (``train.json + evaluate.json + smoke.yaml``) over one good case and four that are
-no radiograph: a mask given as the image, a CT slice in HU and pixels of 10 m (a header in another unit). Each was
-scored (HD95 in hundreds of metres); now each fails alone, in one line naming its file and the fix, and the good case is scored."""
+no radiograph with its label: a mask given as the image, a CT slice in HU, pixels of 10 m (a header in another unit)
+and a label whose affine lies 500 mm from its image's. Each was scored (HD95 in hundreds of metres, masks compared
+with another place); now each fails alone, in one line naming its file and the fix, and the good case is scored."""
 
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ def _bad_cases(root: Path, good: dict) -> dict[str, tuple[dict, str, str]]:
     hu = make_ct_phantom(pixels.shape + (8,), (7.0, 7.0, 7.0), seed=0).hu[:, :, 4].astype(np.float32)
     huge = affine.copy()
     huge[:3, :2] *= 1e4 / 7.0
+    shifted = label.affine.copy()
+    shifted[0, 3] += 500.0
     return {
         "mask": ({**good, "image": mask}, mask, r"holds only 2 distinct values .* a mask or label map"),
         "ct_slice": ({**good, "image": save("images/slice.nii.gz", hu, affine)}, "slice.nii.gz",
@@ -41,6 +44,8 @@ def _bad_cases(root: Path, good: dict) -> dict[str, tuple[dict, str, str]]:
         "huge_pixels": ({"image": save("images/huge.nii.gz", pixels, huge),
                          "label": save("labels/huge.nii.gz", np.asarray(label.dataobj), huge)}, "huge.nii.gz",
                         r"pixel size \[10000.*\] mm is not a radiograph's .*rewrite it with the spacing in mm"),
+        "shifted_label": ({**good, "label": save("labels/shifted.nii.gz", np.asarray(label.dataobj), shifted)},
+                          "shifted.nii.gz", r"label affine differs from the affine of its image .*test_000\.nii\.gz"),
     }
 
 

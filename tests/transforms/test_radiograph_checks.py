@@ -1,5 +1,5 @@
 """A 2D image given as a radiograph is one: a mask, a label map or a CT slice in HU is refused, and so is a pixel
-size in another unit than mm. Each refusal is one line naming the file."""
+size in another unit than mm; a 2D NIfTI label lies where its image lies. Each refusal is one line naming the file."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
-from monai.transforms import LoadImage
+from monai.transforms import LoadImage, LoadImaged
 
 from unimiss_monai.data.phantom import make_ct_phantom
-from unimiss_monai.transforms import AsGreyRadiograph
+from unimiss_monai.transforms import AsGreyRadiograph, CheckMultiLabelMaskd, LabelMapToMasksd
+
+STRUCTURES = ["lung_left", "lung_right"]
 
 
 def _radiograph(seed: int = 0, shape=(48, 40)) -> np.ndarray:
@@ -76,3 +78,53 @@ def test_detector_and_drr_pixel_sizes_pass(size):
     assert AsGreyRadiograph()(_image(_radiograph(), "/d/drr.nii.gz", affine)).shape == (1, 48, 40)
     # a PNG carries no spacing: whatever its reader made up is not judged
     assert AsGreyRadiograph()(_image(_radiograph(), "/d/film.png", np.diag([1e4, 1e4, 1.0, 1.0]))) is not None
+
+
+def _pair(tmp_path, shift=(0.0, 0.0, 0.0), image_suffix=".nii.gz", label_suffix=".nii.gz") -> dict:
+    """An image and its label map, both NIfTI (7 mm pixels, an oblique detector plane), the label shifted by
+    ``shift`` mm, loaded as the CXR bundles load them."""
+    affine = np.array([[-7.0, 0, 0, 218.8], [0, 0, -1.0, -39.9], [0, -7.0, 0, 187.1], [0, 0, 0, 1]])
+    moved = affine.copy()
+    moved[:3, 3] += shift
+    files = {}
+    for key, array, grid, suffix in (("image", _radiograph(), affine, image_suffix),
+                                     ("label", _label_map(), moved, label_suffix)):
+        files[key] = str(tmp_path / f"{key}{suffix}")
+        if suffix == ".png":
+            from PIL import Image
+
+            Image.fromarray(array.T.astype(np.uint8)).save(files[key])
+        else:
+            nib.save(nib.Nifti1Image(array, grid), files[key])
+    loaded = LoadImaged(["image", "label"], image_only=True, ensure_channel_first=True, dtype=np.float32)(files)
+    return {**loaded, "image": AsGreyRadiograph()(loaded["image"])}
+
+
+@pytest.mark.parametrize("shift", [(500.0, 0.0, 0.0), (0.0, 0.0, -3.5), (0.0, 0.1, 0.0)])
+def test_a_label_elsewhere_in_space_is_refused(tmp_path, shift):
+    data = _pair(tmp_path, shift)
+    image, label = data["image"].meta["filename_or_obj"], data["label"].meta["filename_or_obj"]
+    pattern = (rf"^{label}: label affine differs from the affine of its image {image} \(label: pixel size .* origin "
+               r".*; image: .*\), so its masks lie elsewhere on the body; save the label with the image's affine, or "
+               r"resample it onto the image$")
+    with pytest.raises(ValueError, match=pattern):
+        LabelMapToMasksd("label", structures=STRUCTURES)(data)
+    masks = dict(data, label=torch.stack([data["label"][0] == 1, data["label"][0] == 2]).float())
+    masks["label"] = MetaTensor(masks["label"], meta=dict(data["label"].meta))
+    with pytest.raises(ValueError, match=pattern):
+        CheckMultiLabelMaskd("label", structures=STRUCTURES)(masks)
+
+
+def test_a_label_on_its_image_grid_passes(tmp_path):
+    # float32 headers of one grid written twice differ in their last digits: one grid still
+    out = LabelMapToMasksd("label", structures=STRUCTURES)(_pair(tmp_path, (1e-5, 0.0, 0.0)))
+    out = CheckMultiLabelMaskd("label", structures=STRUCTURES)(out)
+    assert out["label"].shape == (2, 48, 40)
+
+
+@pytest.mark.parametrize("suffixes", [(".png", ".png"), (".nii.gz", ".png"), (".png", ".nii.gz")])
+def test_a_label_without_a_place_of_its_own_passes_on_its_shape(tmp_path, suffixes):
+    # a PNG has no affine, only the identity its reader makes up: its shape is all there is to compare
+    data = _pair(tmp_path, (500.0, 0.0, 0.0), *suffixes)
+    out = CheckMultiLabelMaskd("label", structures=STRUCTURES)(LabelMapToMasksd("label", structures=STRUCTURES)(data))
+    assert out["label"].shape == (2, 48, 40)

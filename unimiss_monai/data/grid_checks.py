@@ -11,7 +11,7 @@ from unimiss_monai.utils.lazy import moved_names
 
 __all__ = [
     "CT_SPACING_MM", "SFORM_QFORM_TOLERANCE", "XRAY_SPACING_MM", "check_ct_volume", "check_grid", "check_has_voxels",
-    "check_nifti_header", "check_radiograph_spacing", "is_sheared", "same_grid_reordered",
+    "check_nifti_header", "check_radiograph_spacing", "check_same_plane", "is_sheared", "same_grid_reordered",
 ]
 
 
@@ -228,6 +228,29 @@ def check_nifti_header(source: str, min_spacing: float = 1e-6) -> None:
             raise _non_finite(str(source), "voxel size (pixdim)")
         if spacing.min() < min_spacing:
             raise _degenerate(str(source), "voxel size (pixdim)", float(spacing.min()))
+
+
+def check_same_plane(image_affine, label_affine, image_source: str, label_source: str) -> None:
+    """Raise ``ValueError`` (one line naming both files) when a 2D label's pixel grid lies elsewhere in space than its
+    image's, on images of the same shape: the pixel axes (first two columns) or the origin of the two affines differ
+    by more than :data:`SFORM_QFORM_TOLERANCE` (1e-3 mm plus 1e-4 of the column's length: two writers' float32
+    headers of one grid agree that well). The third column, a 2D file's made-up slice axis, is not compared."""
+    a, b = (np.asarray(torch.as_tensor(x).detach().cpu(), dtype=np.float64) for x in (image_affine, label_affine))
+    if a.shape != b.shape:
+        return
+    columns = [0, 1, a.shape[1] - 1]
+    atol, rtol = SFORM_QFORM_TOLERANCE
+    tolerance = atol + rtol * np.linalg.norm(a[:-1][:, columns], axis=0)
+    if (np.abs(a[:-1][:, columns] - b[:-1][:, columns]) <= tolerance).all():
+        return
+    raise ValueError(f"{label_source}: label affine differs from the affine of its image {image_source} (label: "
+                     f"{_describe_plane(b)}; image: {_describe_plane(a)}), so its masks lie elsewhere on the body; "
+                     "save the label with the image's affine, or resample it onto the image")
+
+
+def _describe_plane(matrix: np.ndarray) -> str:
+    sizes = np.round(np.linalg.norm(matrix[:-1, :2], axis=0), 4).tolist()
+    return f"pixel size {sizes} mm, origin {numbers_text(matrix[:-1, -1])} mm"
 
 
 def same_grid_reordered(affine_a, shape_a, affine_b, shape_b, atol: float = 1e-3) -> bool:

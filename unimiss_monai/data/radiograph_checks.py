@@ -1,15 +1,16 @@
-"""Checks that a 2D image given as a radiograph is one (:func:`check_radiograph`): a mask or label map given as the
-radiograph, a CT slice in HU, a pixel size in another unit. Each gave a case marked "ok": a segmentation of a mask,
-distances thousands of times too large."""
+"""Checks that a 2D image given as a radiograph is one, and that a 2D label lies on its image: a mask or label map
+given as the radiograph, a CT slice in HU, a pixel size in another unit (:func:`check_radiograph`), a label whose
+header puts it elsewhere in space (:func:`check_label_on_radiograph`). Each gave a case marked "ok": a segmentation
+of a mask, distances thousands of times too large, masks scored against the wrong place."""
 
 from __future__ import annotations
 
 import torch
 
-from unimiss_monai.data.grid_checks import check_radiograph_spacing
+from unimiss_monai.data.grid_checks import check_radiograph_spacing, check_same_plane
 from unimiss_monai.data.image_formats import is_dicom_path
 
-__all__ = ["LABEL_IMAGE_MAX_VALUES", "check_radiograph", "has_header_grid"]
+__all__ = ["LABEL_IMAGE_MAX_VALUES", "check_label_on_radiograph", "check_radiograph", "has_header_grid"]
 
 #: most distinct values of an image that is a mask or label map, not a radiograph. An exposure spreads over hundreds
 #: of grey levels: an 8-bit JPEG of a chest film holds 100-256, a 16-pixel DRR thumbnail dozens; a label map holds one
@@ -64,3 +65,14 @@ def check_radiograph(grey: torch.Tensor, source: str) -> None:
                          "itself (a label belongs in the datalist's 'label')")
     if has_header_grid(source) and getattr(grey, "affine", None) is not None:
         check_radiograph_spacing(grey.affine, source)
+
+
+def check_label_on_radiograph(label: torch.Tensor, image: torch.Tensor, label_source: str, image_source: str) -> None:
+    """Raise ``ValueError`` (one line naming both files) when a 2D label and its image of the same shape, both NIfTI
+    (whose headers place them in space), lie on different grids (:func:`~unimiss_monai.data.grid_checks.
+    check_same_plane`). A PNG label, or a label of a PNG, has no place of its own: its shape is all there is."""
+    if not all(str(s).lower().endswith((".nii", ".nii.gz")) for s in (label_source, image_source)):
+        return
+    a_img, a_lab = getattr(image, "affine", None), getattr(label, "affine", None)
+    if a_img is not None and a_lab is not None:
+        check_same_plane(a_img, a_lab, image_source, label_source)

@@ -19,6 +19,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_dst_type
 
+from unimiss_monai.data.radiograph_checks import check_label_on_radiograph
 from unimiss_monai.data.xray import drop_trailing_singletons, source_name
 
 __all__ = ["LabelMapToMasks", "LabelMapToMasksD", "LabelMapToMasksDict", "LabelMapToMasksd"]
@@ -116,8 +117,9 @@ class LabelMapToMasksd(MapTransform):
             ``structures[i]``).
 
     Raises:
-        ValueError: one line naming the label and image files, for a label whose grid differs from the image's,
-            whose channel count is neither 1 nor ``N``, or whose label-map values are not in ``0..N``.
+        ValueError: one line naming the label and image files, for a label whose grid differs from the image's (its
+            shape; of a 2D NIfTI label and image, their affines too), whose channel count is neither 1 nor ``N``,
+            or whose label-map values are not in ``0..N``.
     """
 
     backend = LabelMapToMasks.backend
@@ -145,6 +147,8 @@ class LabelMapToMasksd(MapTransform):
                     + ("; it looks transposed (its rows are the image's columns): save it transposed back"
                        if flipped else "; save the label on the image's grid")
                 )
+            if image is not None and image.ndim == 3:  # a shape alone leaves a label shifted in space unseen
+                check_label_on_radiograph(label, image, source_name(label), source_name(image))
             try:
                 d[key] = self.converter(label)
             except ValueError as err:

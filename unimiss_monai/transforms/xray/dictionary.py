@@ -8,6 +8,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
+from unimiss_monai.data.radiograph_checks import check_label_on_radiograph
 from unimiss_monai.data.xray import drop_trailing_singletons, source_name
 from unimiss_monai.transforms.xray.array import AsGreyRadiograph
 
@@ -38,7 +39,8 @@ class AsGreyRadiographd(MapTransform):
 
 class CheckMultiLabelMaskd(MapTransform):
     """Check a multi-label mask ``(C, X, Y[, 1])`` against its image: one channel per structure, values in {0, 1},
-    same spatial size as the image. Trailing singleton spatial dims of the mask are dropped.
+    same spatial size as the image and, both NIfTI, the same affine. Trailing singleton spatial dims of the mask are
+    dropped.
 
     Args:
         keys: mask key(s).
@@ -48,7 +50,7 @@ class CheckMultiLabelMaskd(MapTransform):
             (otherwise a missing key raises ``KeyError``).
 
     Raises:
-        ValueError: naming the file, for a wrong channel count, values outside {0, 1} or a size mismatch.
+        ValueError: naming the file, for a wrong channel count, values outside {0, 1}, a size or affine mismatch.
     """
 
     def __init__(self, keys: KeysCollection, image_key: str = "image", structures: Sequence[str] = (), allow_missing_keys: bool = False) -> None:
@@ -73,6 +75,8 @@ class CheckMultiLabelMaskd(MapTransform):
                 raise ValueError(f"{name}: label values {bad[:5]} are outside the declared set {{0, 1}} (each channel is a binary mask of one structure){eight_bit}")
             if image is not None and tuple(mask.shape[1:]) != tuple(image.shape[1:]):
                 raise ValueError(f"{name}: label spatial size {tuple(mask.shape[1:])} does not match image {source_name(image)} size {tuple(image.shape[1:])}; resample the label to the image grid")
+            if image is not None:  # same size, yet a NIfTI label may lie elsewhere in space than its image
+                check_label_on_radiograph(mask, image, name, source_name(image))
             d[key] = mask
         return d
 
