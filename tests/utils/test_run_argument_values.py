@@ -66,7 +66,7 @@ def test_a_detector_pixel_spacing_no_drr_has_is_refused(value, shown):
     """A spacing in metres (1e-4) rendered a near-constant DRR of a few micrometres of the CT, exit 0, which the
     X-ray bundles then took as a radiograph."""
     assert _refusal("--pixel_spacing", value, run=DRR) == (
-        "config id 'pixel_spacing' expects detector pixels of 0.01-100 mm (a number or a [row, column] pair), got "
+        "config id 'pixel_spacing' expects detector pixels of 0.01-50 mm (a number or a [row, column] pair), got "
         f"{shown}: give the spacing in mm")
     assert _refusal("--pixel_spacing", "[0.14,0.14]", run=DRR) is None  # a flat-panel detector's pixels
 
