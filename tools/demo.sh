@@ -66,10 +66,12 @@ mkdir -p "$RUN_DIR"
 echo "$SCALE" > "$SCALE_FILE"
 T0=$SECONDS
 
-# step NAME STAGE "OUTPUT..." "INPUT..." -- COMMAND...: print, run or skip, record (unimiss_monai/report/steps.py)
+# step NAME STAGE "OUTPUT..." "INPUT..." -- COMMAND...: print, run or skip, record (unimiss_monai/report/steps.py);
+# the output and input lists are tab-separated ($T), so that a path with a space in it stays one path
+T=$'\t'
 step() {
-    local name="$1" stage="$2" outs="$3" ins="$4"; shift 5
-    # shellcheck disable=SC2086  # the output and input lists are space-separated on purpose
+    local name="$1" stage="$2" outs="$3" ins="$4" IFS=$'\t'; shift 5
+    # shellcheck disable=SC2086  # the lists are split on tabs (IFS) on purpose
     python -m unimiss_monai.report.steps "$RUN_DIR" "$name" --stage "$stage" --outputs $outs --inputs $ins $FRESH -- "$@" \
         || { echo "[demo] $name failed; the command is printed above. Rerun tools/demo.sh to resume from this step." >&2; exit 1; }
 }
@@ -80,7 +82,7 @@ configs() {  # configs BUNDLE FILE... -> "['bundles/B/configs/F',...]"
 }
 cfg_files() {  # cfg_files BUNDLE FILE...: the config files a step depends on, as paths
     local b="$1" f; shift
-    for f in "$@"; do if [ -n "$f" ]; then echo -n "bundles/$b/configs/$f "; fi; done
+    for f in "$@"; do if [ -n "$f" ]; then echo -n "bundles/$b/configs/$f$T"; fi; done
 }
 bundle() {  # bundle BUNDLE CONFIGS...: sets CMD to the common head of a bundle command
     local b="$1"; shift
@@ -92,14 +94,14 @@ step samples data "$SAMPLES/samples.json" "" -- python -m unimiss_monai samples 
 
 B=unimiss_drr_generation
 bundle $B inference.json "$DRR_OVERLAY"
-step drr_generation drr "$RUN_DIR/$B/datalist.json" "$SAMPLES/samples.json $(cfg_files $B inference.json "$DRR_OVERLAY")" -- \
+step drr_generation drr "$RUN_DIR/$B/datalist.json" "$SAMPLES/samples.json$T$(cfg_files $B inference.json "$DRR_OVERLAY")" -- \
     "${CMD[@]}" --dataset_dir "$SAMPLES/drr_generation" --output_dir "$RUN_DIR/$B"
 
 # the backbone lands in RUN_DIR/unimiss_pretraining/models/model.pt; nothing is written under bundles/
 B=unimiss_pretraining
 PRETRAINED="$RUN_DIR/$B/models/model.pt"
 bundle $B train.json "$PRE_OVERLAY"
-step pretraining pretraining "$PRETRAINED $RUN_DIR/$B/loss_curves.json" "$SAMPLES/samples.json $(cfg_files $B train.json "$PRE_OVERLAY")" -- \
+step pretraining pretraining "$PRETRAINED$T$RUN_DIR/$B/loss_curves.json" "$SAMPLES/samples.json$T$(cfg_files $B train.json "$PRE_OVERLAY")" -- \
     "${CMD[@]}" --bundle_root "bundles/$B" --dataset_dir "$SAMPLES" --output_dir "$RUN_DIR/$B" --seed 0 \
     --resume_finished "$([ -n "$FRESH" ] && echo false || echo true)"
 
@@ -113,14 +115,14 @@ finetune() {
     local common=(--bundle_root "$home" --ckpt_dir "$home/models") train_overlay="$TRAIN_OVERLAY"
     [ -n "$train_overlay" ] && [ -f "bundles/$b/configs/$train_overlay" ] || train_overlay=""  # only some bundles have one
     bundle "$b" train.json "$OVERLAY" "$train_overlay"
-    step "${stage}_train" "$stage" "$model" "$PRETRAINED $(cfg_files "$b" train.json "$OVERLAY" "$train_overlay")" -- \
+    step "${stage}_train" "$stage" "$model" "$PRETRAINED$T$(cfg_files "$b" train.json "$OVERLAY" "$train_overlay")" -- \
         "${CMD[@]}" "${common[@]}" --dataset_dir "$SAMPLES" --output_dir "$home/train" \
         --pretrained_path "$PRETRAINED" --seed 0
     bundle "$b" train.json evaluate.json "$OVERLAY"
-    step "${stage}_evaluate" "$stage" "$home/eval/$report" "$model $(cfg_files "$b" evaluate.json "$OVERLAY")" -- \
+    step "${stage}_evaluate" "$stage" "$home/eval/$report" "$model$T$(cfg_files "$b" evaluate.json "$OVERLAY")" -- \
         "${CMD[@]}" "${common[@]}" --dataset_dir "$SAMPLES" --output_dir "$home/eval" --seed 0
     bundle "$b" inference.json "$OVERLAY"
-    step "${stage}_inference" "$stage" "$home/inference/$summary" "$model $(cfg_files "$b" inference.json "$OVERLAY")" -- \
+    step "${stage}_inference" "$stage" "$home/inference/$summary" "$model$T$(cfg_files "$b" inference.json "$OVERLAY")" -- \
         "${CMD[@]}" "${common[@]}" --dataset_dir "$input" --output_dir "$home/inference" "$@"
 }
 # the real radiograph RG1_UNCR.dcm and two held-out DRRs (the sample set's inference/ folder)
@@ -134,7 +136,7 @@ finetune unimiss_ct_classification ct_classification metrics.json predictions.js
 
 REPORT="$RUN_DIR/report.html"
 # always rewritten: demo_steps.json changes with every step
-step report report "$REPORT $RUN_DIR/report.md" "$RUN_DIR/demo_steps.json" -- python -m unimiss_monai.report "$RUN_DIR" --samples "$SAMPLES"
+step report report "$REPORT$T$RUN_DIR/report.md" "$RUN_DIR/demo_steps.json" -- python -m unimiss_monai.report "$RUN_DIR" --samples "$SAMPLES"
 
 echo
 echo "[demo] done in $(( (SECONDS - T0) / 60 )) min $(( (SECONDS - T0) % 60 )) s (steps: $RUN_DIR/demo_steps.json)"

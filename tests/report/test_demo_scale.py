@@ -77,3 +77,25 @@ def test_a_relative_run_folder_typed_in_another_folder_is_that_folders(tree, tmp
     at_root = subprocess.run(["bash", "tools/demo.sh", "my run"], cwd=tree, capture_output=True, text=True,
                              timeout=60, env={**env, "SAMPLES": "my samples"})
     assert at_root.stdout.splitlines() == ["run folder: my run", "samples: my samples"], at_root.stderr
+
+
+def test_a_step_keeps_each_output_and_input_path_whole_when_it_has_spaces(tmp_path):
+    """The step lists were split on spaces: a run folder such as "My Projects/run" gave outputs "My" and
+    "Projects/run/...", which never exist, so no step was ever skipped. They are tab-separated now."""
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "python").write_text('#!/usr/bin/env bash\nfor a in "$@"; do echo "[$a]"; done\n')
+    (shim / "python").chmod(0o755)
+    script = (
+        'RUN_DIR="/data/My Projects/run"; FRESH=""; SAMPLES="/data/My Projects/samples"\n'
+        f'eval "$(sed -n "/^T=/p;/^step() {{/,/^}}/p;/^cfg_files() {{/,/^}}/p" {ROOT / "tools" / "demo.sh"})"\n'
+        'step pretraining pretraining "$RUN_DIR/model.pt$T$RUN_DIR/loss curves.json" '
+        '"$SAMPLES/samples.json$T$(cfg_files unimiss_pretraining train.json smoke.yaml)" -- echo done\n')
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}"})
+    args = [line[1:-1] for line in done.stdout.splitlines()]
+    outputs, inputs = args.index("--outputs"), args.index("--inputs")
+    assert args[outputs + 1:inputs] == ["/data/My Projects/run/model.pt", "/data/My Projects/run/loss curves.json"]
+    assert args[inputs + 1:args.index("--")] == ["/data/My Projects/samples/samples.json",
+                                                 "bundles/unimiss_pretraining/configs/train.json",
+                                                 "bundles/unimiss_pretraining/configs/smoke.yaml"], done.stderr
