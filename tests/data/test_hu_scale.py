@@ -19,18 +19,37 @@ def phantom():
     return make_ct_phantom((48, 40, 24))
 
 
-def test_a_ct_in_hu_with_its_padding_passes(phantom):
+@pytest.mark.parametrize("padding", [-2048, -3024, -32768])
+def test_a_ct_in_hu_with_its_padding_passes_resampled_or_not(phantom, padding):
+    """Padding outside the scan circle is one value below air; resampled with cubic interpolation (scipy's zoom,
+    SimpleITK's B-spline) it rings around that value, below it too, and a few voxels are the lowest of all."""
+    from scipy.ndimage import zoom
+
     hu = phantom.hu.copy()
     check_not_air_only(hu, "ct.nii.gz")
     xx, yy = np.meshgrid(np.arange(48) - 23.5, np.arange(40) - 19.5, indexing="ij")
-    hu[(xx / 24) ** 2 + (yy / 20) ** 2 > 1] = -3024  # outside the scan circle: one padding value
+    hu[(xx / 24) ** 2 + (yy / 20) ** 2 > 1] = padding
+    check_not_air_only(hu, "ct.nii.gz")
+    resampled = zoom(hu, (1.5, 1.5, 1.0), order=3)
+    assert np.count_nonzero(resampled == resampled.min()) == 1  # the lowest value is an undershoot, seen once
+    check_not_air_only(resampled.astype(np.float32), "ct.nii.gz")
+    check_not_air_only(np.rint(resampled).astype(np.int32), "ct.nii.gz")
+    hu[(xx / 24) ** 2 + (yy / 20) ** 2 > 1] = -6000  # one padding value inside the band where scaled air lands
     check_not_air_only(hu, "ct.nii.gz")
 
 
+def test_a_crop_inside_an_organ_padded_past_the_scans_end_passes():
+    """The slices a crop runs past the scan are padding, one value each: no slice of the body, shifted or not."""
+    crop = np.random.default_rng(2).normal(100, 20, (32, 32, 24)).astype(np.float32)
+    for padding in (-1024, -3024):
+        crop[:, :, 18:] = padding
+        check_not_air_only(crop, "crop.nii.gz")
+
+
 def test_a_ct_on_another_scale_is_refused(phantom):
-    with pytest.raises(CTInputError, match=r"^ct\.nii\.gz: \d+ % of its values lie below -1500 \(down to -\d+\), under "
-                                           r"air \(-1000 HU\), where no tissue is: not in HU \(a scaled export, e\.g\. "
-                                           r"HU x 10\?\); rewrite it in HU"):
+    with pytest.raises(CTInputError, match=r"^ct\.nii\.gz: \d+ % of its values lie between -15000 and -4000, far "
+                                           r"under air \(-1000 HU\), where no tissue is: not in HU \(a scaled export, "
+                                           r"e\.g\. HU x 10\?\); rewrite it in HU"):
         check_not_air_only(phantom.hu * 10, "ct.nii.gz")
 
 

@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["BELOW_AIR_HU", "BELOW_AIR_SHARE", "MIN_SPAN_HU", "SLICE_SHIFT_HU", "check_not_below_air",
+__all__ = ["BELOW_AIR_SHARE", "MIN_SPAN_HU", "SCALED_AIR_HU", "SLICE_SHIFT_HU", "check_not_below_air",
            "check_slice_levels", "check_span"]
 
 #: the least a CT's values can span: scanner noise alone (some 10 HU) spreads a crop inside one organ over tens of HU,
 #: while values scaled to [0, 1], or attenuation coefficients per mm, span 1 or less
 MIN_SPAN_HU = 2.0
-#: nothing in a body or the air around it is less dense than air (-1000 HU; noise spreads it by some tens of HU), so a
-#: value below this is padding outside the scan circle (one value: -1024, -2048, -3024, -32768) or another scale
-BELOW_AIR_HU = -1500.0
-#: share of a CT's values (its padding value left out) below :data:`BELOW_AIR_HU` that marks another scale: HU x 10
-#: puts all its air there (a third or more of a chest CT); the edge of a resampled scan circle, where padding blends
-#: into air, is a ring of well under this
+#: where the air of a CT scaled by some 4 to 15 (HU x 10 puts air at -10000) lands, far below air (-1000 HU) and any
+#: tissue; a CT's padding lies below air too, but as one value (-1024, -2048, -3024, -32768: outside this band; one
+#: inside it is left out as the value most of the band holds) or, resampled with cubic interpolation, in a thin ring
+SCALED_AIR_HU = (-15000.0, -4000.0)
+#: share of a CT's values in :data:`SCALED_AIR_HU` that marks another scale: HU x 10 puts all its air there (a third
+#: or more of a chest CT); the ring where cubic resampling blends padding into air is well under this
 BELOW_AIR_SHARE = 0.05
 #: a shift of a slice's every level (its air, its median, its brightest) by this much or more against the slices
 #: beside it is a rescale intercept of its own (a slice at 0 among slices at -1024 is shifted by 1024); anatomy changes
@@ -31,6 +31,8 @@ SLICE_SHIFT_HU = 500.0
 # a slice with air around the body has its 5th percentile at about -1000 HU, whatever anatomy it crosses; aerated lung
 # (about -850 HU with its noise) stays above this
 _AIR_AROUND_HU = -950.0
+# the least spread (95th less 5th percentile) of a slice of the body: its noise alone gives tens of HU
+_MIN_SLICE_SPREAD_HU = 10.0
 # how far the shifts of a slice's levels may differ from one another and still be one shift: an intercept moves all
 # of them alike (up to the rounding of the stored values)
 _SAME_SHIFT = 0.15
@@ -46,19 +48,21 @@ def check_span(low: float, high: float, source: str) -> None:
 
 
 def check_not_below_air(sample: np.ndarray, source: str) -> None:
-    """Raise ``ValueError`` when more than :data:`BELOW_AIR_SHARE` of a CT's values (``sample``, flat), its lowest
-    value left out when it is padding, lie below :data:`BELOW_AIR_HU`."""
-    if sample.size == 0 or float(sample.min()) >= BELOW_AIR_HU:
+    """Raise ``ValueError`` when more than :data:`BELOW_AIR_SHARE` of a CT's values (``sample``, flat) lie in
+    :data:`SCALED_AIR_HU`, a padding value that holds most of them left out."""
+    low, high = SCALED_AIR_HU
+    band = sample[(sample >= low) & (sample <= high)]
+    if band.size <= BELOW_AIR_SHARE * sample.size:
         return
-    lowest = float(sample.min())
-    # padding is one value, the lowest; a scale's air is spread by noise over many
-    counted = sample[sample != lowest] if np.count_nonzero(sample == lowest) > 1 else sample
-    below = counted[counted < BELOW_AIR_HU]
-    if counted.size and below.size > BELOW_AIR_SHARE * counted.size:
+    whole = np.rint(band)  # resampled, a padding value holds float noise of a millionth of an HU
+    values, counts = np.unique(whole, return_counts=True)
+    if counts.max() > band.size / 2:  # one value: an export's padding, where a scale's air is spread by noise
+        band = band[whole != values[counts.argmax()]]
+    if band.size > BELOW_AIR_SHARE * sample.size:
         raise ValueError(
-            f"{source}: {100 * below.size / counted.size:.0f} % of its values lie below {BELOW_AIR_HU:.0f} (down to "
-            f"{float(below.min()):.0f}), under air (-1000 HU), where no tissue is: not in HU (a scaled export, e.g. HU "
-            "x 10?); rewrite it in HU (value x RescaleSlope + RescaleIntercept)")
+            f"{source}: {100 * band.size / sample.size:.0f} % of its values lie between {low:.0f} and {high:.0f}, far "
+            "under air (-1000 HU), where no tissue is: not in HU (a scaled export, e.g. HU x 10?); rewrite it in HU "
+            "(value x RescaleSlope + RescaleIntercept)")
 
 
 def _levels(vol: np.ndarray) -> np.ndarray:
@@ -87,6 +91,9 @@ def check_slice_levels(vol: np.ndarray, source: str) -> None:
     # one side of the step holds air: inside the body (a crop) one slice of lung beside one of liver can move every
     # level alike, while air around the body keeps the 5th percentile where it is whatever anatomy a slice crosses
     same &= np.minimum(levels[:-1, 0], levels[1:, 0]) <= _AIR_AROUND_HU
+    # a slice of one value (padding where a crop runs past the scan) is no slice of the body, shifted or not
+    spread = levels[:, 2] - levels[:, 0]
+    same &= np.minimum(spread[:-1], spread[1:]) >= _MIN_SLICE_SPREAD_HU
     shifts = np.flatnonzero(same)
     if shifts.size:
         k = int(shifts[0])
