@@ -62,9 +62,31 @@ def test_sigterm_unwinds_says_how_to_go_on_and_ends_as_killed_by_it(tmp_path):
     assert marks == {"started", "cleaning", "cleaned"}  # the clean-up ran; the work did not go on
 
 
-def test_a_second_sigterm_while_cleaning_up_ends_the_process_at_once(tmp_path):
-    proc, marks = _stopped(tmp_path, signals=2, clean_up=60)
-    assert proc.returncode == -signal.SIGTERM and "cleaned" not in marks
+def test_a_sigterm_repeated_while_cleaning_up_lets_the_clean_up_finish(tmp_path):
+    """Under ``srun torchrun`` Slurm and the launcher each send one: the second cut the clean-up short (exit -15, no
+    line)."""
+    proc, marks = _stopped(tmp_path, signals=2, clean_up=1.5)
+    assert proc.returncode == 128 + signal.SIGTERM and proc.stderr.splitlines() == [TERMINATED]
+    assert "cleaned" in marks
+
+
+def test_a_process_forked_after_the_install_ends_as_sigterm_ends_it(tmp_path):
+    """A DataLoader worker is forked with the handler: it is no run of its own to unwind and say so."""
+    code = (
+        "import os, signal, sys, time\n"
+        "from unimiss_monai.utils import install_error_hook\n"
+        "install_error_hook()\n"
+        "child = os.fork()\n"
+        "if child == 0:\n"
+        "    time.sleep(60)\n"
+        "    os._exit(0)\n"
+        "time.sleep(0.5)\n"
+        "os.kill(child, signal.SIGTERM)\n"
+        "_, status = os.waitpid(child, 0)\n"
+        "print(os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM)\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(unimiss_monai.__file__).parents[1])}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0 and proc.stdout.strip() == "True" and TERMINATED not in proc.stderr, proc.stderr
 
 
 def test_a_handler_installed_before_is_kept(tmp_path):

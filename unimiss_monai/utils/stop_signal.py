@@ -3,12 +3,14 @@ sends. Python's default ends the process at once, with no message and with no ``
 file's temporary stays, a DRR case being written is left half done and the log ends mid-line. :func:`install` turns
 the signal into :class:`Terminated`, which unwinds like Ctrl-C (each ``with`` and ``finally`` runs, an engine's
 exception handlers log it) and ends the process with the status the signal itself gives (143), after one line that
-says how to go on.
+says how to go on. A SIGTERM repeated meanwhile (under ``srun torchrun`` both Slurm and the launcher send one) lets
+the clean-up finish; ``kill -9`` still ends it at once.
 """
 
 from __future__ import annotations
 
 import atexit
+import os
 import signal
 import sys
 import threading
@@ -19,7 +21,7 @@ __all__ = ["TERMINATED", "Terminated", "install"]
 #: command goes on
 TERMINATED = ("stopped by SIGTERM (a scheduler's time limit or preemption, or kill); run the same command again to go "
               "on: training resumes from its last checkpoint, DRR generation skips the CTs done")
-_STATE = {"installed": False, "stopped": False}
+_STATE = {"installed": False, "stopped": False, "pid": None}
 
 
 class Terminated(SystemExit):
@@ -29,16 +31,26 @@ class Terminated(SystemExit):
     def __init__(self) -> None:
         super().__init__(128 + signal.SIGTERM)
 
+    def __str__(self) -> str:  # what ignite logs as the reason the run ended, where the code alone says "143"
+        return "stopped by SIGTERM"
+
 
 def _on_sigterm(signum, frame) -> None:
-    # a second SIGTERM while the first unwinds ends the process at once, as it would without this handler
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if os.getpid() != _STATE["pid"]:
+        # a process forked from this one (a DataLoader worker) inherited the handler: it ends as SIGTERM ends it
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    if _STATE["stopped"]:
+        # said again while the first unwinds: under srun torchrun both Slurm and the launcher send one. The clean-up
+        # goes on; SIGKILL (which the scheduler sends after its grace period) still ends it at once
+        return
     _STATE["stopped"] = True
     raise Terminated()
 
 
 def _say_stopped(close_progress_bars) -> None:
-    if _STATE["stopped"]:
+    if _STATE["stopped"] and os.getpid() == _STATE["pid"]:
         close_progress_bars()
         sys.stderr.write(f"{TERMINATED}\n")
         sys.stderr.flush()
@@ -61,6 +73,7 @@ def install(close_progress_bars=lambda: None) -> bool:
         return False  # only the main thread may set a handler, and Python runs it there only
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         return False
+    _STATE["pid"] = os.getpid()
     signal.signal(signal.SIGTERM, _on_sigterm)
     # registered once, early: atexit runs the latest first, so the line comes after every later clean-up's output
     atexit.register(_say_stopped, close_progress_bars)
