@@ -44,11 +44,13 @@ def _carried(name: str, tail: str) -> str:
     """``name`` as its temporaries carry it: whole where ``.<name>.<random><tail>`` fits :data:`_NAME_MAX`, else cut
     and ended by ``~`` and a hash of the whole name (two long names of one beginning keep apart). An output whose
     name fitted failed on its temporary's, "File name too long", after the case's other outputs were written."""
-    room = _NAME_MAX - 2 - _RANDOM_LENGTH - len(tail.encode())
-    if len(name.encode()) <= room:
+    # the bytes the file system stores: a name of undecodable bytes (Latin-1 on a UTF-8 system) holds surrogates,
+    # which str.encode refuses
+    room, stored = _NAME_MAX - 2 - _RANDOM_LENGTH - len(os.fsencode(tail)), os.fsencode(name)
+    if len(stored) <= room:
         return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    return name.encode()[: room - len(digest) - 1].decode(errors="ignore") + f"~{digest}"
+    digest = hashlib.sha256(stored).hexdigest()[:8]
+    return stored[: room - len(digest) - 1].decode("utf-8", errors="ignore") + f"~{digest}"
 
 
 def temporary_beside(path: str | Path, tail: str = TMP_TAG, folder: bool = False) -> Path:
