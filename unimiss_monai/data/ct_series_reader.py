@@ -9,6 +9,7 @@ colour series into one grey channel, which the checks could no longer tell from 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +20,9 @@ from monai.utils import ensure_tuple
 from unimiss_monai.data.image_formats import dicom_files_in
 
 __all__ = ["CTSeriesReader", "is_grey_dicom_folder"]
+
+# the reads going on, and ITK's warning display as it was before the first of them
+_QUIET, _READS = threading.Lock(), {"going_on": 0, "shown": True}
 
 
 def is_grey_dicom_folder(path: PathLike) -> bool:
@@ -57,10 +61,17 @@ class CTSeriesReader(ITKReader):
         if not chosen and all(is_grey_dicom_folder(name) for name in ensure_tuple(data)):
             kwargs["pixel_type"] = itk.F
         # ITK prints a multi-line warning of its own (a missing slice, uneven spacing) to stderr; the input checks
-        # refuse such a series in one line naming it and the fix (dicom_checks), so its warning only comes first
-        shown = itk.Object.GetGlobalWarningDisplay()
-        itk.Object.SetGlobalWarningDisplay(False)
+        # refuse such a series in one line naming it and the fix (dicom_checks), so its warning only comes first.
+        # The switch is ITK's, for the whole process: reads in several threads turn it back on after the last one
+        with _QUIET:
+            if _READS["going_on"] == 0:
+                _READS["shown"] = itk.Object.GetGlobalWarningDisplay()
+                itk.Object.SetGlobalWarningDisplay(False)
+            _READS["going_on"] += 1
         try:
             return super().read(data, **kwargs)
         finally:
-            itk.Object.SetGlobalWarningDisplay(shown)
+            with _QUIET:
+                _READS["going_on"] -= 1
+                if _READS["going_on"] == 0:
+                    itk.Object.SetGlobalWarningDisplay(_READS["shown"])
