@@ -130,3 +130,9 @@ def test_the_report_step_lists_itself_as_running_not_with_its_previous_times(tmp
     assert len(rows) == 1 and "running (this page)" in rows[0] and "987.6" not in rows[0], rows
     assert "987.6" not in (run / "report.md").read_text()  # nor in the invocation's total
     assert read_steps(run)["steps"][-1]["wall_seconds"] != 987.6  # the record, afterwards, is this run's
+    # a report of another folder made inside that step is no step of its own: the other folder's record stands
+    other, _ = make_run(tmp_path / "other")
+    assert run_step(other, "report", [sys.executable, "-c", "pass"], stage="report") == 0
+    inside = [sys.executable, "-m", "unimiss_monai.report", str(other), "--samples", str(samples)]
+    assert run_step(run, "report", inside, stage="report") == 0
+    assert "running (this page)" not in (other / "report.md").read_text()

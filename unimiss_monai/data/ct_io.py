@@ -290,9 +290,9 @@ def check_not_air_only(hu, source: str) -> None:
     holds nothing denser than air (every voxel at most :data:`MAX_AIR_ONLY_HU`) or one value throughout, or its median,
     or that of some of its slices, lies beyond +-:data:`MAX_PLAUSIBLE_HU` (another unit, a wrong rescale slope), they
     are a label map's (a mask given as the CT), or they are on another scale or shifted on some slices
-    (:mod:`~unimiss_monai.data.hu_scale_checks`). ``hu``: any array or tensor of the volume, its values finite. The checks
-    are here so that every caller (the DRR reader, the pretraining, classification and segmentation input checks) makes
-    them all."""
+    (:mod:`~unimiss_monai.data.hu_scale_checks`). ``hu``: any array or tensor of the volume, its values finite. The
+    checks are here so that every caller (the DRR reader, the pretraining, classification and segmentation input
+    checks) makes them all."""
     vol = _as_array(hu)
     a = vol.ravel(order="K")  # a view in memory order (see _flat)
     if not a.size:

@@ -10,8 +10,8 @@ the last record of the step is a success of the same command) or runs it, and wr
 "started", "load_average", "outputs"}``. A skipped step keeps the timing of the run that made its outputs
 (``reused_from``). The file also holds the environment of the latest step (versions, CPU count). It is replaced
 atomically, so a killed demo never leaves it half-written. The command runs with :data:`RUNNING_STEP` set to the
-step's record so far (JSON: name, stage, command, argv, started, load average): the report step's page lists itself
-as running, not with the times of its previous record.
+step's record so far (JSON: name, stage, command, argv, started, load average, run folder): the report step's page
+of that folder lists itself as running, not with the times of its previous record.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def run_step(run_dir: str | os.PathLike, name: str, argv: Sequence[str], outputs
     t0 = time.perf_counter()
     try:
         running = {"name": name, "stage": stage, "command": command, "argv": list(argv), "started": started,
-                   "load_average": load}
+                   "load_average": load, "run_dir": str(run_dir.resolve())}
         returncode = subprocess.call(list(argv), env={**os.environ, RUNNING_STEP: json.dumps(running)})
     except OSError as err:  # the program itself is missing
         print(f"[demo] {name}: cannot start {argv[0]!r}: {err}", file=sys.stderr, flush=True)

@@ -172,7 +172,8 @@ _FLAGS = {"amp"}
 _NUMBER_OR_PAIR = {"pixel_spacing"}
 # detector pixels (mm) a DRR can have: 1e-4 (a spacing meant in metres) rendered a near-constant image of a few
 # micrometres of the CT, which the X-ray bundles then took as a radiograph; the X-ray bundles take the same range
-# (data.grid_checks.XRAY_SPACING_MM), so every DRR rendered here is one they read
+# (data.grid_checks.XRAY_SPACING_MM), so every full-view DRR rendered here is one they read (a slab DRR's pixels are
+# its slab's width over slab_detector_shape)
 DETECTOR_PIXEL_MM = (0.01, 50.0)
 # ids that give an image or crop size in pixels / voxels (a number, or one per axis): a size below 1 fails deep in the
 # transforms (a division by zero, "Dimension size must be non-negative") or builds a network for empty images

@@ -34,13 +34,16 @@ def _timing_figure(steps: list[dict]) -> bytes:
     return figure_png(fig)
 
 
-def _running_step() -> dict | None:
-    """The record so far of the demo step that is running this report (:data:`~..steps.RUNNING_STEP`), or None."""
+def _running_step(root) -> dict | None:
+    """The record so far of the demo step of run folder ``root`` that is running this report
+    (:data:`~..steps.RUNNING_STEP`), or None: a report of another folder made inside a step is no step of its own."""
     try:
         step = json.loads(os.environ.get(RUNNING_STEP) or "null")
     except ValueError:  # set by hand to something else: no step is taken to be running
         return None
-    return step if isinstance(step, dict) and isinstance(step.get("name"), str) else None
+    if not isinstance(step, dict) or not isinstance(step.get("name"), str):
+        return None
+    return step if step.get("run_dir") == str(root.resolve()) else None
 
 
 def run_section(run: RunFolder) -> Section:
@@ -50,7 +53,7 @@ def run_section(run: RunFolder) -> Section:
         return section.add(Note(f"No {run.root / 'demo_steps.json'}: this folder was not written by tools/demo.sh, "
                                 "so the steps, their timing and commands are unknown."))
     data = read_json(run.root / "demo_steps.json")
-    running = _running_step()
+    running = _running_step(run.root)
     if running:  # the step writing this page (the demo's report step): its record is its previous run's, if any
         steps = [s for s in steps if s.get("name") != running["name"]] + [{**running, "status": "running (this page)"}]
     total = sum(s.get("wall_seconds") or 0 for s in steps if s.get("status") in ("ok", "failed"))
