@@ -171,3 +171,14 @@ def test_a_ct_scout_is_a_projection_and_read(tmp_path):
     for reader in ("ITKReader", "PydicomReader"):
         img = LoadImage(image_only=True, ensure_channel_first=True, reader=reader)(str(path))
         assert AsGreyRadiograph()(img).shape == (1, 20, 24)
+
+
+def test_a_nifti_of_several_frames_is_not_told_to_convert_colour(tmp_path):
+    """Its 4th axis (frames, time points) reads as channels: the refusal told a 3-frame NIfTI to pass --luminance."""
+    frames = np.random.default_rng(0).uniform(0, 1000, (32, 32, 1, 3)).astype(np.float32)
+    nib.save(nib.Nifti1Image(frames, np.eye(4)), str(tmp_path / "frames.nii.gz"))
+    image = LoadImage(image_only=True, ensure_channel_first=True)(str(tmp_path / "frames.nii.gz"))
+    with pytest.raises(ValueError) as err:
+        AsGreyRadiograph()(image)
+    assert "luminance" not in str(err.value) and str(err.value).endswith(
+        "a NIfTI's 4th axis (frames, time points) is read as its channels: save the one frame as a 2D image")

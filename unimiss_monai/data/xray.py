@@ -171,6 +171,8 @@ def grey_radiograph(img: torch.Tensor, invert_monochrome1: bool = True, luminanc
         fix = "convert it to greyscale" + ("" if luminance or channels not in (3, 4) else
                                            ", or pass --luminance true, which converts colour by luminance (a trained "
                                            "model takes it only when it was trained with it too)")
+        if str(name).lower().endswith((".nii", ".nii.gz")):  # NIfTI keeps colour as its own data type, rarely used
+            fix = "a NIfTI's 4th axis (frames, time points) is read as its channels: save the one frame as a 2D image"
         raise ValueError(f"{name}: expected a grey radiograph (1 channel, or RGB with equal channels), got {channels} channels of shape {tuple(img.shape[1:])}; {fix}")
     meta = getattr(img, "meta", {}) or {}
     if invert_monochrome1 and needs_inversion(meta):
