@@ -57,7 +57,12 @@ def test_mask_checks():
         check(_pair(torch.zeros(3, 8, 6)))
     bad_values = good.clone()
     bad_values[0, 0, 0] = 2
-    with pytest.raises(ValueError, match=r"lab.nii.gz: label values \[2.0\] are outside"):
+    with pytest.raises(ValueError, match=r"lab.nii.gz: label values \[2.0\] are outside .*; save each structure's "
+                                         r"channel as 0/1 \(a resampled mask: nearest neighbour keeps 0/1\)$"):
+        check(_pair(bad_values))
+    bad_values[0, 0, 0] = 255
+    with pytest.raises(ValueError, match=r"label values \[255.0\] .*; a mask saved as an 8-bit image, 0/255: save it "
+                                         r"as 0/1$"):
         check(_pair(bad_values))
     with pytest.raises(ValueError, match=r"label spatial size \(8, 5\) does not match image img.nii.gz size \(8, 6\)"):
         check(_pair(torch.zeros(2, 8, 5)))

@@ -71,8 +71,10 @@ class CheckMultiLabelMaskd(MapTransform):
             values = torch.unique(torch.as_tensor(mask)).tolist()
             bad = [v for v in values if v not in (0, 1)]
             if bad:
-                eight_bit = " (a mask saved as an 8-bit image, 0/255: save it as 0/1)" if 255 in bad else ""
-                raise ValueError(f"{name}: label values {bad[:5]} are outside the declared set {{0, 1}} (each channel is a binary mask of one structure){eight_bit}")
+                fix = ("a mask saved as an 8-bit image, 0/255: save it as 0/1" if 255 in bad else
+                       "save each structure's channel as 0/1 (a resampled mask: nearest neighbour keeps 0/1)")
+                raise ValueError(f"{name}: label values {bad[:5]} are outside the declared set {{0, 1}} (each channel "
+                                 f"is a binary mask of one structure); {fix}")
             if image is not None and tuple(mask.shape[1:]) != tuple(image.shape[1:]):
                 raise ValueError(f"{name}: label spatial size {tuple(mask.shape[1:])} does not match image {source_name(image)} size {tuple(image.shape[1:])}; resample the label to the image grid")
             if image is not None:  # same size, yet a NIfTI label may lie elsewhere in space than its image
