@@ -39,11 +39,16 @@ def test_a_ct_in_hu_with_its_padding_passes_resampled_or_not(phantom, padding):
 
 
 def test_a_crop_inside_an_organ_padded_past_the_scans_end_passes():
-    """The slices a crop runs past the scan are padding, one value each: no slice of the body, shifted or not."""
+    """The slices a crop runs past the scan are padding, one value each: no slice of the body, shifted or not;
+    resampled along the slices, one slice blends body and padding, its levels all moved, its spread narrowed."""
+    from scipy.ndimage import zoom
+
     crop = np.random.default_rng(2).normal(100, 20, (32, 32, 24)).astype(np.float32)
-    for padding in (-1024, -3024):
+    for padding in (-1024, -2048, -3024, -32768):
         crop[:, :, 18:] = padding
         check_not_air_only(crop, "crop.nii.gz")
+        for factor, order in ((1.5, 1), (2.0, 3)) if padding > -10000 else ():  # -32768 blended: beyond any HU
+            check_not_air_only(zoom(crop, (1, 1, factor), order=order), "crop.nii.gz")
 
 
 def test_a_ct_on_another_scale_is_refused(phantom):

@@ -33,6 +33,8 @@ SLICE_SHIFT_HU = 500.0
 _AIR_AROUND_HU = -950.0
 # the least spread (95th less 5th percentile) of a slice of the body: its noise alone gives tens of HU
 _MIN_SLICE_SPREAD_HU = 10.0
+# the least ratio of two neighbouring slices' spreads across a shift: a shifted slice keeps its anatomy's spread
+_SAME_SPREAD = 0.8
 # how far the shifts of a slice's levels may differ from one another and still be one shift: an intercept moves all
 # of them alike (up to the rounding of the stored values)
 _SAME_SHIFT = 0.15
@@ -91,9 +93,11 @@ def check_slice_levels(vol: np.ndarray, source: str) -> None:
     # one side of the step holds air: inside the body (a crop) one slice of lung beside one of liver can move every
     # level alike, while air around the body keeps the 5th percentile where it is whatever anatomy a slice crosses
     same &= np.minimum(levels[:-1, 0], levels[1:, 0]) <= _AIR_AROUND_HU
-    # a slice of one value (padding where a crop runs past the scan) is no slice of the body, shifted or not
+    # a slice of one value (padding where a crop runs past the scan) is no slice of the body, shifted or not; and a
+    # shift keeps a slice's spread, where a slice resampled from body and padding has less of it than its neighbour
     spread = levels[:, 2] - levels[:, 0]
-    same &= np.minimum(spread[:-1], spread[1:]) >= _MIN_SLICE_SPREAD_HU
+    narrow, wide = np.minimum(spread[:-1], spread[1:]), np.maximum(spread[:-1], spread[1:])
+    same &= (narrow >= _MIN_SLICE_SPREAD_HU) & (narrow >= _SAME_SPREAD * wide)
     shifts = np.flatnonzero(same)
     if shifts.size:
         k = int(shifts[0])
