@@ -70,6 +70,14 @@ def test_a_sigterm_repeated_while_cleaning_up_lets_the_clean_up_finish(tmp_path)
     assert "cleaned" in marks
 
 
+def test_a_sigterm_long_after_the_first_ends_the_process_at_once(tmp_path):
+    """A run still there after its stop (the first one swallowed where no error passes, a __del__): a later SIGTERM
+    ends it as it would without the handler. Here every repeat counts as later."""
+    setup = "import unimiss_monai.utils.stop_signal as stop; stop.REPEAT_S = 0.0"
+    proc, marks = _stopped(tmp_path, signals=2, setup=setup, clean_up=60)
+    assert proc.returncode == -signal.SIGTERM and "cleaned" not in marks
+
+
 def test_a_process_forked_after_the_install_ends_as_sigterm_ends_it(tmp_path):
     """A DataLoader worker is forked with the handler: it is no run of its own to unwind and say so."""
     code = (

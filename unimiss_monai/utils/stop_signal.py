@@ -3,8 +3,8 @@ sends. Python's default ends the process at once, with no message and with no ``
 file's temporary stays, a DRR case being written is left half done and the log ends mid-line. :func:`install` turns
 the signal into :class:`Terminated`, which unwinds like Ctrl-C (each ``with`` and ``finally`` runs, an engine's
 exception handlers log it) and ends the process with the status the signal itself gives (143), after one line that
-says how to go on. A SIGTERM repeated meanwhile (under ``srun torchrun`` both Slurm and the launcher send one) lets
-the clean-up finish; ``kill -9`` still ends it at once.
+says how to go on. A SIGTERM repeated within :data:`REPEAT_S` (under ``srun torchrun`` both Slurm and the launcher
+send one) lets the clean-up finish; a later one, or ``kill -9``, ends the process at once.
 """
 
 from __future__ import annotations
@@ -14,14 +14,17 @@ import os
 import signal
 import sys
 import threading
+import time
 
-__all__ = ["TERMINATED", "Terminated", "install"]
+__all__ = ["REPEAT_S", "TERMINATED", "Terminated", "install"]
 
 #: the last line of a process stopped by SIGTERM: what was written stays (each file is written whole), and the same
 #: command goes on
 TERMINATED = ("stopped by SIGTERM (a scheduler's time limit or preemption, or kill); run the same command again to go "
               "on: training resumes from its last checkpoint, DRR generation skips the CTs done")
-_STATE = {"installed": False, "stopped": False, "pid": None}
+_STATE = {"installed": False, "stopped": None, "pid": None}  # stopped: when the first SIGTERM came (monotonic s)
+#: seconds after the first SIGTERM in which another is taken for the same stop, not for a harder one
+REPEAT_S = 10.0
 
 
 class Terminated(SystemExit):
@@ -41,16 +44,21 @@ def _on_sigterm(signum, frame) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
         return
-    if _STATE["stopped"]:
-        # said again while the first unwinds: under srun torchrun both Slurm and the launcher send one. The clean-up
-        # goes on; SIGKILL (which the scheduler sends after its grace period) still ends it at once
+    if _STATE["stopped"] is not None:
+        if time.monotonic() - _STATE["stopped"] < REPEAT_S:
+            # said again while the first unwinds: under srun torchrun both Slurm and the launcher send one
+            return
+        # later: the run is still here (the first stop was swallowed where no error can pass, a __del__ say), and a
+        # second SIGTERM ends it as it would without this handler
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
         return
-    _STATE["stopped"] = True
+    _STATE["stopped"] = time.monotonic()
     raise Terminated()
 
 
 def _say_stopped(close_progress_bars) -> None:
-    if _STATE["stopped"] and os.getpid() == _STATE["pid"]:
+    if _STATE["stopped"] is not None and os.getpid() == _STATE["pid"]:
         close_progress_bars()
         sys.stderr.write(f"{TERMINATED}\n")
         sys.stderr.flush()
