@@ -9,6 +9,7 @@ colour series into one grey channel, which the checks could no longer tell from 
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +24,21 @@ __all__ = ["CTSeriesReader", "is_grey_dicom_folder"]
 
 # the reads going on, and ITK's warning display as it was before the first of them
 _QUIET, _READS = threading.Lock(), {"going_on": 0, "shown": True}
+
+
+def _after_fork_in_child() -> None:
+    """A process forked while a thread read (a DataLoader worker) has none of those reads: a fresh lock (the parent's
+    may have been held), no reads counted, and ITK's warnings as they were before them."""
+    global _QUIET
+    _QUIET = threading.Lock()
+    if _READS["going_on"]:
+        _READS["going_on"] = 0
+        import itk  # imported already: a read was going on
+
+        itk.Object.SetGlobalWarningDisplay(_READS["shown"])
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def is_grey_dicom_folder(path: PathLike) -> bool:
