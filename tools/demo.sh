@@ -94,14 +94,16 @@ step samples data "$SAMPLES/samples.json" "" -- python -m unimiss_monai samples 
 
 B=unimiss_drr_generation
 bundle $B inference.json "$DRR_OVERLAY"
-step drr_generation drr "$RUN_DIR/$B/datalist.json" "$SAMPLES/samples.json$T$(cfg_files $B inference.json "$DRR_OVERLAY")" -- \
+step drr_generation drr "$RUN_DIR/$B/datalist.json" \
+    "$SAMPLES/samples.json$T$(cfg_files $B inference.json "$DRR_OVERLAY")" -- \
     "${CMD[@]}" --dataset_dir "$SAMPLES/drr_generation" --output_dir "$RUN_DIR/$B"
 
 # the backbone lands in RUN_DIR/unimiss_pretraining/models/model.pt; nothing is written under bundles/
 B=unimiss_pretraining
 PRETRAINED="$RUN_DIR/$B/models/model.pt"
 bundle $B train.json "$PRE_OVERLAY"
-step pretraining pretraining "$PRETRAINED$T$RUN_DIR/$B/loss_curves.json" "$SAMPLES/samples.json$T$(cfg_files $B train.json "$PRE_OVERLAY")" -- \
+step pretraining pretraining "$PRETRAINED$T$RUN_DIR/$B/loss_curves.json" \
+    "$SAMPLES/samples.json$T$(cfg_files $B train.json "$PRE_OVERLAY")" -- \
     "${CMD[@]}" --bundle_root "bundles/$B" --dataset_dir "$SAMPLES" --output_dir "$RUN_DIR/$B" --seed 0 \
     --resume_finished "$([ -n "$FRESH" ] && echo false || echo true)"
 
@@ -122,7 +124,8 @@ finetune() {
     step "${stage}_evaluate" "$stage" "$home/eval/$report" "$model$T$(cfg_files "$b" evaluate.json "$OVERLAY")" -- \
         "${CMD[@]}" "${common[@]}" --dataset_dir "$SAMPLES" --output_dir "$home/eval" --seed 0
     bundle "$b" inference.json "$OVERLAY"
-    step "${stage}_inference" "$stage" "$home/inference/$summary" "$model$T$(cfg_files "$b" inference.json "$OVERLAY")" -- \
+    step "${stage}_inference" "$stage" "$home/inference/$summary" \
+        "$model$T$(cfg_files "$b" inference.json "$OVERLAY")" -- \
         "${CMD[@]}" "${common[@]}" --dataset_dir "$input" --output_dir "$home/inference" "$@"
 }
 # the real radiograph RG1_UNCR.dcm and two held-out DRRs (the sample set's inference/ folder)
@@ -136,7 +139,8 @@ finetune unimiss_ct_classification ct_classification metrics.json predictions.js
 
 REPORT="$RUN_DIR/report.html"
 # always rewritten: demo_steps.json changes with every step
-step report report "$REPORT$T$RUN_DIR/report.md" "$RUN_DIR/demo_steps.json" -- python -m unimiss_monai.report "$RUN_DIR" --samples "$SAMPLES"
+step report report "$REPORT$T$RUN_DIR/report.md" "$RUN_DIR/demo_steps.json" -- \
+    python -m unimiss_monai.report "$RUN_DIR" --samples "$SAMPLES"
 
 echo
 echo "[demo] done in $(( (SECONDS - T0) / 60 )) min $(( (SECONDS - T0) % 60 )) s (steps: $RUN_DIR/demo_steps.json)"

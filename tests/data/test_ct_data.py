@@ -143,9 +143,9 @@ def _nifti_file(path, stored, slope=None, inter=None, nifti2=False, endianness="
 ])
 def test_nifti_voxels_agree_with_nibabel(tmp_path, name, stored, slope, inter, nifti2, endianness):
     rng = np.random.default_rng(11)
-    raw = rng.integers(0, 255, (9, 7, 5)) if stored == np.uint8 else rng.normal(800, 600, (9, 7, 5))  # HU, scaled
-    if stored == np.int32:
-        raw = rng.integers(-(2**30), 2**30, (9, 7, 5))
+    # stored values which the scaling (or none) makes HU of soft tissue, air and bone, as a CT's; uint8 is no CT
+    raw = rng.integers(0, 255, (9, 7, 5)) if stored == np.uint8 else rng.normal(800, 600, (9, 7, 5))
+    raw = rng.integers(-(2**30), 2**30, (9, 7, 5)) if stored == np.int32 else raw
     raw = np.asarray(raw).astype(np.dtype(stored).newbyteorder(endianness))
     raw[0, 0, 0] = np.iinfo(stored).min if np.dtype(stored).kind == "i" else raw[0, 0, 0]
     path = _nifti_file(tmp_path / name, raw, slope, inter, nifti2, endianness)
