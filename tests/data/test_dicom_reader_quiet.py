@@ -73,16 +73,21 @@ def test_a_process_forked_during_a_read_has_itks_warnings_back_and_a_free_lock()
 
     import unimiss_monai
 
-    code = (
-        "import os, itk\n"
-        "from unimiss_monai.data import ct_series_reader as r\n"
-        "r._QUIET.acquire(); r._READS.update(going_on=1, shown=True); itk.Object.SetGlobalWarningDisplay(False)\n"
-        "child = os.fork()\n"
-        "if child == 0:\n"
-        "    free = r._QUIET.acquire(timeout=5)\n"
-        "    os._exit(0 if free and itk.Object.GetGlobalWarningDisplay() and r._READS['going_on'] == 0 else 1)\n"
-        "_, status = os.waitpid(child, 0)\n"
-        "print(os.WEXITSTATUS(status))\n")
+    # a read going on (the lock held, ITK quiet) when a worker is forked, as a DataLoader forks them
+    code = """
+import multiprocessing, sys, itk
+from unimiss_monai.data import ct_series_reader as r
+
+def worker():
+    free = r._QUIET.acquire(timeout=5)
+    sys.exit(0 if free and itk.Object.GetGlobalWarningDisplay() and r._READS["going_on"] == 0 else 3)
+
+if __name__ == "__main__":
+    r._QUIET.acquire(); r._READS.update(going_on=1, shown=True); itk.Object.SetGlobalWarningDisplay(False)
+    p = multiprocessing.get_context("fork").Process(target=worker)
+    p.start(); p.join(60)
+    print(p.exitcode)
+"""
     env = {**os.environ, "PYTHONPATH": str(Path(unimiss_monai.__file__).parents[1])}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert done.stdout.strip() == "0", done.stderr
