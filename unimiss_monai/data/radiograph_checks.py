@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from unimiss_monai.data.grid_checks import check_radiograph_spacing, check_same_plane
-from unimiss_monai.data.image_formats import is_dicom_path
+from unimiss_monai.data.image_formats import NIFTI_SUFFIXES, is_dicom_path
 
 __all__ = ["LABEL_IMAGE_MAX_VALUES", "check_label_on_radiograph", "check_radiograph", "has_header_grid"]
 
@@ -31,7 +31,7 @@ MIN_AIR_SHARE = 0.1
 def has_header_grid(source: str) -> bool:
     """Whether the file ``source`` carries its pixel grid in its header (NIfTI, DICOM): a PNG or JPEG reads as 1 mm
     pixels at the origin, which says nothing of where it lies."""
-    return str(source).lower().endswith((".nii", ".nii.gz")) or is_dicom_path(str(source))
+    return str(source).lower().endswith(NIFTI_SUFFIXES) or is_dicom_path(str(source))
 
 
 def _distinct_values(values: torch.Tensor) -> int:
@@ -71,7 +71,7 @@ def check_label_on_radiograph(label: torch.Tensor, image: torch.Tensor, label_so
     """Raise ``ValueError`` (one line naming both files) when a 2D label and its image of the same shape, both NIfTI
     (whose headers place them in space), lie on different grids (:func:`~unimiss_monai.data.grid_checks.
     check_same_plane`). A PNG label, or a label of a PNG, has no place of its own: its shape is all there is."""
-    if not all(str(s).lower().endswith((".nii", ".nii.gz")) for s in (label_source, image_source)):
+    if not all(str(s).lower().endswith(NIFTI_SUFFIXES) for s in (label_source, image_source)):
         return
     a_img, a_lab = getattr(image, "affine", None), getattr(label, "affine", None)
     if a_img is not None and a_lab is not None:

@@ -24,6 +24,7 @@ from unimiss_monai.data.case_names import named_inputs
 from unimiss_monai.data.dicom_checks import dicom_image_problem
 from unimiss_monai.data.drr_run_folder import drr_run_images
 from unimiss_monai.data.image_formats import (
+    NIFTI_SUFFIXES,
     SCANNED_SUFFIXES,
     is_dicom_path,
     listing_problem,
@@ -171,7 +172,7 @@ def grey_radiograph(img: torch.Tensor, invert_monochrome1: bool = True, luminanc
         fix = "convert it to greyscale" + ("" if luminance or channels not in (3, 4) else
                                            ", or pass --luminance true, which converts colour by luminance (a trained "
                                            "model takes it only when it was trained with it too)")
-        if str(name).lower().endswith((".nii", ".nii.gz")):  # NIfTI keeps colour as its own data type, rarely used
+        if str(name).lower().endswith(NIFTI_SUFFIXES):  # NIfTI keeps colour as its own data type, rarely used
             fix = "a NIfTI's 4th axis (frames, time points) is read as its channels: save the one frame as a 2D image"
         raise ValueError(f"{name}: expected a grey radiograph (1 channel, or RGB with equal channels), got {channels} channels of shape {tuple(img.shape[1:])}; {fix}")
     meta = getattr(img, "meta", {}) or {}

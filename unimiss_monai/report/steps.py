@@ -132,19 +132,20 @@ def run_step(run_dir: str | os.PathLike, name: str, argv: Sequence[str], outputs
         _record(run_dir, record)
         return 0
     started, load, cpu0 = time.strftime("%Y-%m-%dT%H:%M:%S"), _load_average(), _children_cpu()
+    # the record so far: what the command is told of its own step, and what its record begins with
+    head = {"name": name, "stage": stage, "command": command, "argv": list(argv), "started": started,
+            "load_average": load}
+    env = {**os.environ, RUNNING_STEP: json.dumps({**head, "run_dir": str(run_dir.resolve())})}
     t0 = time.perf_counter()
     try:
-        running = {"name": name, "stage": stage, "command": command, "argv": list(argv), "started": started,
-                   "load_average": load, "run_dir": str(run_dir.resolve())}
-        returncode = subprocess.call(list(argv), env={**os.environ, RUNNING_STEP: json.dumps(running)})
+        returncode = subprocess.call(list(argv), env=env)
     except OSError as err:  # the program itself is missing
         print(f"[demo] {name}: cannot start {argv[0]!r}: {err}", file=sys.stderr, flush=True)
         returncode = 127
     wall = time.perf_counter() - t0
-    record = {"name": name, "stage": stage, "command": command, "argv": list(argv),
-              "status": "ok" if returncode == 0 else "failed", "returncode": returncode,
-              "wall_seconds": round(wall, 1), "cpu_seconds": round(_children_cpu() - cpu0, 1), "started": started,
-              "load_average": load, "load_average_after": _load_average(), "outputs": [str(p) for p in outputs],
+    record = {**head, "status": "ok" if returncode == 0 else "failed", "returncode": returncode,
+              "wall_seconds": round(wall, 1), "cpu_seconds": round(_children_cpu() - cpu0, 1),
+              "load_average_after": _load_average(), "outputs": [str(p) for p in outputs],
               "cwd": os.getcwd()}  # what the relative paths of argv and outputs are relative to
     _record(run_dir, record)
     print(f"[demo] {name}: {record['status']} in {wall:.0f} s", flush=True)

@@ -22,7 +22,8 @@ __all__ = ["REPEAT_S", "TERMINATED", "Terminated", "install"]
 #: command goes on
 TERMINATED = ("stopped by SIGTERM (a scheduler's time limit or preemption, or kill); run the same command again to go "
               "on: training resumes from its last checkpoint, DRR generation skips the CTs done")
-_STATE = {"installed": False, "stopped": None, "pid": None}  # stopped: when the first SIGTERM came (monotonic s)
+# pid: the process that installed the handler (None: not installed); stopped: when the first SIGTERM came (monotonic s)
+_STATE = {"stopped": None, "pid": None}
 #: seconds after the first SIGTERM in which another is taken for the same stop, not for a harder one
 REPEAT_S = 10.0
 
@@ -39,22 +40,17 @@ class Terminated(SystemExit):
 
 
 def _on_sigterm(signum, frame) -> None:
-    if os.getpid() != _STATE["pid"]:
-        # a process forked from this one (a DataLoader worker) inherited the handler: it ends as SIGTERM ends it
+    stopped = _STATE["stopped"]
+    # a process forked from this one (a DataLoader worker) inherited the handler, and a run still here long after
+    # its stop (the first one swallowed where no error can pass, a __del__ say) is asked again: both end as SIGTERM
+    # ends a process without this handler
+    if os.getpid() != _STATE["pid"] or (stopped is not None and time.monotonic() - stopped >= REPEAT_S):
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
-        return
-    if _STATE["stopped"] is not None:
-        if time.monotonic() - _STATE["stopped"] < REPEAT_S:
-            # said again while the first unwinds: under srun torchrun both Slurm and the launcher send one
-            return
-        # later: the run is still here (the first stop was swallowed where no error can pass, a __del__ say), and a
-        # second SIGTERM ends it as it would without this handler
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
-        return
-    _STATE["stopped"] = time.monotonic()
-    raise Terminated()
+    elif stopped is None:
+        _STATE["stopped"] = time.monotonic()
+        raise Terminated()
+    # else said again while the first unwinds: under srun torchrun both Slurm and the launcher send one
 
 
 def _say_stopped(close_progress_bars) -> None:
@@ -75,7 +71,7 @@ def install(close_progress_bars=lambda: None) -> bool:
     Returns:
         whether the handler is in place.
     """
-    if _STATE["installed"]:
+    if _STATE["pid"] is not None:
         return True
     if threading.current_thread() is not threading.main_thread():
         return False  # only the main thread may set a handler, and Python runs it there only
@@ -85,5 +81,4 @@ def install(close_progress_bars=lambda: None) -> bool:
     signal.signal(signal.SIGTERM, _on_sigterm)
     # registered once, early: atexit runs the latest first, so the line comes after every later clean-up's output
     atexit.register(_say_stopped, close_progress_bars)
-    _STATE["installed"] = True
     return True
