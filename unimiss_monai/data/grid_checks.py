@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from unimiss_monai.conventions import XRAY_SPACING_MM
 from unimiss_monai.utils.lazy import moved_names
 
 __all__ = [
@@ -82,11 +83,7 @@ def check_ct_volume(shape, affine, source: str) -> None:
     if a.shape[0] < 4 or a.shape[1] < 4:  # a colour picture: three axes, one of them its red, green and blue
         raise ValueError(f"{source}: is a 2D colour image (shape {tuple(int(s) for s in shape)}, its last axis the "
                          "colour channels), not a CT volume; pass a 3D CT (radiographs belong to the X-ray bundles)")
-    spacing = np.linalg.norm(a[:3, :3], axis=0)
-    low, high = CT_SPACING_MM
-    if not ((spacing >= low) & (spacing <= high)).all():
-        raise ValueError(f"{source}: voxel size {np.round(spacing, 5).tolist()} mm is not a CT's ({low}-{high} mm; a "
-                         "file in metres gives 0.0008 for 0.8 mm): rewrite it with the spacing in mm")
+    _check_spacing(a[:3, :3], CT_SPACING_MM, "voxel", "a CT's", "a file in metres gives 0.0008 for 0.8 mm", source)
     distance = float(np.linalg.norm(a[:3, 3]))
     if distance > CT_MAX_ORIGIN_MM:
         raise ValueError(f"{source}: its origin {numbers_text(a[:3, 3])} mm lies {distance:.3g} mm from "
@@ -94,23 +91,24 @@ def check_ct_volume(shape, affine, source: str) -> None:
                          "the scanner recorded, or 0")
 
 
-#: pixel sizes (mm) a radiograph can have. Detectors have 0.05-1 mm pixels; DRRs rendered here are coarser (the tests
-#: render 6-20 mm pixels) but a DRR of 16 pixels, the fewest a radiograph may have along a side, across an 800 mm
-#: field still has 50 mm ones. Below 0.01 mm the file is in metres (0.00015 for 0.15 mm); above 50 mm it is in
-#: micrometres (150 for 0.15 mm) or broken, and distances (HD95) would come out thousands of times too large
-XRAY_SPACING_MM = (0.01, 50.0)
-
-
 def check_radiograph_spacing(affine, source: str) -> None:
     """Raise ``ValueError`` (one line naming ``source``) when the pixel size of a 2D radiograph's ``affine`` (its first
-    two columns) lies outside :data:`XRAY_SPACING_MM`. A PNG or JPEG carries no spacing and is read as 1 mm pixels."""
+    two columns) lies outside :data:`~unimiss_monai.conventions.XRAY_SPACING_MM`. A PNG or JPEG carries no spacing and
+    is read as 1 mm pixels."""
     a = np.asarray(torch.as_tensor(affine).detach().cpu(), dtype=np.float64)
-    spacing = np.linalg.norm(a[:-1, :2], axis=0)
-    low, high = XRAY_SPACING_MM
+    _check_spacing(a[:-1, :2], XRAY_SPACING_MM, "pixel", "a radiograph's",
+                   "a file in metres gives 0.00015 for 0.15 mm, one in micrometres 150", source)
+
+
+def _check_spacing(axes: np.ndarray, bounds: tuple[float, float], element: str, owner: str, units_hint: str,
+                   source: str) -> None:
+    """Raise ``ValueError`` (one line naming ``source``) when a length of the ``axes`` columns (an affine's voxel or
+    pixel axes, mm) lies outside ``bounds``: a header in another unit than mm."""
+    spacing = np.linalg.norm(axes, axis=0)
+    low, high = bounds
     if not ((spacing >= low) & (spacing <= high)).all():
-        raise ValueError(f"{source}: pixel size {np.round(spacing, 5).tolist()} mm is not a radiograph's ({low}-{high} "
-                         "mm; a file in metres gives 0.00015 for 0.15 mm, one in micrometres 150): rewrite it with the "
-                         "spacing in mm")
+        raise ValueError(f"{source}: {element} size {np.round(spacing, 5).tolist()} mm is not {owner} ({low}-{high} "
+                         f"mm; {units_hint}): rewrite it with the spacing in mm")
 
 
 # sform and qform within this of each other are one grid: per matrix column, 1e-3 mm plus 1e-4 of the column's length

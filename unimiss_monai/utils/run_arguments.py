@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from unimiss_monai.conventions import XRAY_SPACING_MM
 from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.devices import device_problem
 from unimiss_monai.utils.errors import install_error_hook
@@ -170,11 +171,6 @@ _OPEN_UNIT = {"threshold", "sw_overlap"}
 _FLAGS = {"amp"}
 # ids whose number may also be a [row, column] pair (the DRR detector's pixels), as the bundle docs offer
 _NUMBER_OR_PAIR = {"pixel_spacing"}
-# detector pixels (mm) a DRR can have: 1e-4 (a spacing meant in metres) rendered a near-constant image of a few
-# micrometres of the CT, which the X-ray bundles then took as a radiograph; the X-ray bundles take the same range
-# (data.grid_checks.XRAY_SPACING_MM), so every full-view DRR rendered here is one they read (a slab DRR's pixels are
-# its slab's width over slab_detector_shape)
-DETECTOR_PIXEL_MM = (0.01, 50.0)
 # ids that give an image or crop size in pixels / voxels (a number, or one per axis): a size below 1 fails deep in the
 # transforms (a division by zero, "Dimension size must be non-negative") or builds a network for empty images
 _SIZES = {"spatial_size", "roi_size", "ct_roi", "detector_shape", "slab_detector_shape", "image_size_2d"}
@@ -225,7 +221,10 @@ def _out_of_range(key: str, value: Any, default: Any) -> str | None:
         return f"config id {key!r} expects {len(default)} values, one per axis, such as {default}, got {value!r}"
     if name in _SIZES and any(v < 1 for v in numbers):
         return f"config id {key!r} expects sizes of at least 1 (whole pixels or voxels), got {value!r}"
-    low, high = DETECTOR_PIXEL_MM
+    # a DRR's detector pixels: 1e-4 (a spacing meant in metres) rendered a near-constant image of a few micrometres of
+    # the CT, which the X-ray bundles then took as a radiograph; their own range keeps every full-view DRR rendered
+    # here one they read (a slab DRR's pixels are its slab's width over slab_detector_shape)
+    low, high = XRAY_SPACING_MM
     if name in _NUMBER_OR_PAIR and not all(low <= v <= high for v in numbers):
         return (f"config id {key!r} expects detector pixels of {low:g}-{high:g} mm (a number or a [row, column] pair), "
                 f"got {value!r}: give the spacing in mm")
