@@ -183,8 +183,9 @@ def test_evaluation_fails_each_bad_label_alone(bundle, sample_set, tmp_path):
     failed = metrics["failed"]
     assert [f["case"] for f in failed] == [str(data / test[i]["image"]) for i in (1, 3)]
     entry = f"{data / 'datalist.json'}['test']"
-    assert failed[0]["reason"].startswith(f"{entry}[1]: unknown class name 'pneumonia'; the bundle's class_names are ")
-    assert failed[1]["reason"].startswith(f"{entry}[3]: class 7 is neither one of ")
+    assert failed[0]["reason"].startswith(f"{entry}[1] (image {test[1]['image']!r}): unknown class name 'pneumonia'; "
+                                          "the bundle's class_names are ")
+    assert failed[1]["reason"].startswith(f"{entry}[3] (image {test[3]['image']!r}): class 7 is neither one of ")
     assert all("\n" not in f["reason"] for f in failed)
     with open(out / "evaluation_predictions.csv", newline="") as f:
         rows = list(csv.DictReader(f))

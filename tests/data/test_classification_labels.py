@@ -251,7 +251,8 @@ def test_evaluation_flags_each_item_whose_label_cannot_be_read_and_keeps_the_oth
     flagged = items[1:-1]
     assert [it["image"] for it in flagged] == [str(tmp_path / it["image"]) for it in BAD_ITEMS]
     for i, it in enumerate(flagged, start=1):
-        assert it["failed"].startswith(f"{path}['test'][{i}]: ") and "\n" not in it["failed"], it
+        image = BAD_ITEMS[i - 1]["image"]
+        assert it["failed"].startswith(f"{path}['test'][{i}] (image {image!r}): ") and "\n" not in it["failed"], it
     assert "unknown class name 'pneumonia'; the bundle's class_names are" in flagged[0]["failed"]
     assert all("nor an index in [0, 3); label the item with one of those" in it["failed"] for it in flagged[1:6])
     assert "has length 4, but there are 3 classes" in flagged[6]["failed"]
@@ -279,15 +280,16 @@ def test_training_refuses_every_bad_label_of_the_split_in_one_line(tmp_path, cap
     with caplog.at_level("ERROR"), pytest.raises(ValueError) as err:
         load_classification_datalist(path, "training", NAMES)
     message = str(err.value)
-    assert message.startswith(f"datalist {path}: 9 items of 'training' cannot be read: ['training'][1]: unknown class "
-                              "name 'pneumonia'"), message
+    assert message.startswith(f"datalist {path}: 9 items of 'training' cannot be read: ['training'][1] (image "
+                              "'b.png'): unknown class name 'pneumonia'"), message
     assert "\n" not in message and message.endswith("; and 4 more (each logged above)")
-    assert [f"['training'][{i}]: " in message for i in range(1, 10)] == [True] * 5 + [False] * 4
+    assert [f"['training'][{i}] (image " in message for i in range(1, 10)] == [True] * 5 + [False] * 4
     logged = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
-    assert [line.split(": ")[0] for line in logged] == [f"{path}['training'][{i}]" for i in range(1, 10)]
+    assert [line.split(" (image ")[0] for line in logged] == [f"{path}['training'][{i}]" for i in range(1, 10)]
     # a single bad label keeps its own line
     (tmp_path / "one.json").write_text(json.dumps({"training": [{"image": "a.png", "label": 0},
                                                                 {"image": "b.png", "label": 5}]}))
     with pytest.raises(ValueError) as err:
         load_classification_datalist(tmp_path / "one.json", "training", NAMES)
-    assert str(err.value).startswith(f"{tmp_path / 'one.json'}['training'][1]: class 5 is neither one of ")
+    assert str(err.value).startswith(f"{tmp_path / 'one.json'}['training'][1] (image 'b.png'): class 5 is neither "
+                                     "one of ")

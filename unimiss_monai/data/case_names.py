@@ -12,7 +12,7 @@ from pathlib import Path
 
 from unimiss_monai.data.image_formats import split_image_name
 
-__all__ = ["CaseNames", "OutputNames", "NAME_KEY", "name_below", "named_inputs", "names_apart"]
+__all__ = ["CaseNames", "OutputNames", "NAME_KEY", "name_below", "named_inputs", "names_apart", "numbered_repeats"]
 
 #: the data item key of a case's own name, which names its outputs where the file name would be shared: a DICOM
 #: series folder's path below the scanned folder (``P1/ST1/SE1`` -> ``P1_ST1_SE1``) or a datalist entry's ``name``
@@ -61,6 +61,28 @@ def named_inputs(root: str | os.PathLike, paths: Iterable[str | os.PathLike],
     paths, series, root = [Path(p) for p in paths], {Path(p) for p in series}, Path(root)
     return [{"image": str(p), **({NAME_KEY: name_below(root, p)} if p in series or p.parent != root else {})}
             for p in paths]
+
+
+def _free_name(name: str, given: set[str], taken: set[str]) -> str:
+    """``name``, or where an earlier input was ``given`` it, the first of ``name_2``, ``name_3`` ... that none was
+    given and none wants as it is (``taken``); both sets casefolded."""
+    final, n = name, 1
+    while final.casefold() in given or (n > 1 and final.casefold() in taken):
+        n += 1
+        final = f"{name}_{n}"
+    return final
+
+
+def numbered_repeats(names: Sequence[str]) -> list[str]:
+    """``names`` (one per entry of a run, in its order) with each repeat numbered in turn (``a.png``, ``a.png`` ->
+    ``a.png``, ``a.png_2``), never into a name that another entry has as it is. Entries of one image (two labels of
+    one scan) then each have a row of their own name in a per-case file, where one name would hide which row is which
+    entry's. Compared case-insensitively; the same list always gives the same names."""
+    taken, given, out = {n.casefold() for n in names}, set(), []
+    for name in names:
+        out.append(final := _free_name(name, given, taken))
+        given.add(final.casefold())
+    return out
 
 
 class CaseNames:
@@ -130,7 +152,10 @@ class OutputNames:
         # a name the item gives stands for the stem; the format still tells clashing names apart
         parts = [(str(i[NAME_KEY]), split_image_name(p)[1]) if isinstance(i, Mapping) and i.get(NAME_KEY)
                  else split_image_name(p) for i, p in zip(inputs, paths)]
-        stems = Counter(stem.casefold() for stem, _ in parts)
+        distinct: dict[str, tuple[str, str]] = {}  # a file listed twice is one input, its name no clash with itself
+        for path, part in zip(paths, parts):
+            distinct.setdefault(_key(path), part)
+        stems = Counter(stem.casefold() for stem, _ in distinct.values())
         wanted = [stem if stems[stem.casefold()] == 1 or not fmt else f"{stem}_{fmt.replace('.', '_')}" for stem, fmt in parts]
         taken = {w.casefold() for w in wanted}
         self._names: dict[str, str] = {}
@@ -138,11 +163,7 @@ class OutputNames:
         for path, name in sorted(zip(paths, wanted), key=lambda pw: pw[0]):
             if _key(path) in self._names:  # the same file listed twice writes one output
                 continue
-            final, n = name, 1
-            # a numbered name never takes one that another input wants as it is
-            while final.casefold() in given or (n > 1 and final.casefold() in taken):
-                n += 1
-                final = f"{name}_{n}"
+            final = _free_name(name, given, taken)  # a numbered name never takes one another input wants as it is
             given.add(final.casefold())
             self._names[_key(path)] = final
 

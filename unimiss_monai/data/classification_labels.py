@@ -67,8 +67,10 @@ def canonical_label(label, class_names: Sequence[str], multi_label: bool, where:
         if len(label) != n:
             raise ValueError(f"{where}: label vector {list(label)} has length {len(label)}, but there are {n} classes "
                              f"{names}; give one 0/1 per class, in that order")
-        if any(v not in (0, 1) for v in label):
-            raise ValueError(f"{where}: label vector {list(label)} must hold only 0 and 1")
+        if any(v not in (0, 1) for v in label):  # a soft label ([0.5, 0]) says neither present nor absent
+            odd = [v for v in label if v not in (0, 1)]
+            raise ValueError(f"{where}: label vector {list(label)} holds {odd[0]!r}: each class is present (1) or "
+                             f"absent (0), and soft labels are not read; {_how_to_label(names, multi_label)}")
         if not multi_label:
             if sum(label) != 1:
                 raise ValueError(f"{where}: exclusive classes need exactly one 1 in {list(label)}; set multi_label=true for several findings")
@@ -85,6 +87,16 @@ def canonical_label(label, class_names: Sequence[str], multi_label: bool, where:
             raise ValueError(f"{where}: exclusive classes take one label, got {list(label)}; set multi_label=true for several findings")
         label = label[0]
     return index_of(label)
+
+
+def _how_to_label(names: list[str], multi_label: bool) -> str:
+    """The fix of a label that cannot be read: the forms a label of ``names`` takes, each with an example."""
+    one_hot = [1] + [0] * (len(names) - 1)
+    if multi_label:
+        return (f"give one 0 or 1 per class in the order {names} (e.g. {one_hot}), or the list of the classes "
+                f"present ({[names[0]]}, [] for none)")
+    return (f"give one 0 or 1 per class in the order {names} with a single 1 (e.g. {one_hot}), or the class name "
+            f"({names[0]!r}) or index (0)")
 
 
 def load_classification_datalist(
@@ -117,7 +129,10 @@ def load_classification_datalist(
     listed = _listed_class_names(path, class_names)
     items, bad = [], []
     for i, item in enumerate(raw):
-        where = f"{path}[{split!r}][{i}]"
+        # the entry by its index and by its image as the datalist gives it: entries of one image (two labels of one
+        # scan) differ in the index only, and the image is how the user knows the case
+        image = item.get("image") if isinstance(item, dict) else None
+        where = f"{path}[{split!r}][{i}]" + (f" (image {image!r})" if isinstance(image, str) and image else "")
         try:
             items.append(_read_item(item, where, base, listed, list(class_names), multi_label))
         except ValueError as err:

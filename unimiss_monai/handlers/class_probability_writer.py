@@ -7,6 +7,7 @@ import io
 import logging
 import math
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -44,7 +45,8 @@ class ClassProbabilityWriter:
         output_names: the names of the run's inputs (:class:`~unimiss_monai.data.case_names.OutputNames` of the
             evaluator's data list, as the bundles' ``output_names``), so that inputs of one name get a map each
             (``x_png``, ``x_nii_gz``). Defaults to every input's file name without its format, where the second
-            input of a name fails its map.
+            input of a name fails its map. An input the run lists again (two entries of one image) has its map
+            numbered (``x_2``).
 
     Rows: ``case, status, <prob per class>..., prediction``; a failed case has ``status`` = ``failed: <reason>`` and no
     probabilities, except when only its saliency map failed (then its probabilities are kept). A case whose output is
@@ -70,13 +72,15 @@ class ClassProbabilityWriter:
         self.saliency, self.network, self.saliency_method = saliency, network, saliency_method
         self.rows: list[dict] = []
         self._saliency_names = CaseNames()  # never two cases of one run into one saliency map
+        self._listed: Counter[str] = Counter()  # how often each input came so far: a repeat's map is numbered
         self.output_names = output_names if output_names is not None else OutputNames([])
 
     def attach(self, engine) -> None:
         from ignite.engine import Events
 
         engine.add_event_handler(Events.STARTED, guard_forward)
-        engine.add_event_handler(Events.STARTED, lambda _: (self.rows.clear(), self._saliency_names.clear()))
+        engine.add_event_handler(Events.STARTED,
+                                 lambda _: (self.rows.clear(), self._saliency_names.clear(), self._listed.clear()))
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
         engine.add_event_handler(Events.COMPLETED, self._write)
         engine.add_event_handler(Events.STARTED, self._check_files)
@@ -96,6 +100,7 @@ class ClassProbabilityWriter:
         outputs = output if isinstance(output, list) else [output]
         for item, out in zip(batch_items(engine.state.batch), outputs):
             case = str(item.get(CASE_KEY, ""))
+            self._listed[case] += 1
             if not item.get(FAILED_KEY):
                 probs = [float(p) for p in torch.as_tensor(out["pred"]).reshape(-1)]
                 if len(probs) != len(self.class_names):
@@ -111,7 +116,7 @@ class ClassProbabilityWriter:
             if self.saliency:
                 try:
                     row["saliency"] = self._save_saliency(item["image"], probs, case)
-                    self._saliency_names.take(self.output_names.name(case), case)
+                    self._saliency_names.take(self._map_name(case), case)
                 except Exception as err:  # noqa: BLE001 - one case's picture, not the run
                     # the probabilities stand and are kept, but the case lacks an output that was asked for: it fails,
                     # so the summary counts it and the run does not exit 0
@@ -120,9 +125,15 @@ class ClassProbabilityWriter:
                     row.update(status=f"failed: {reason}", saliency=None)
             self.rows.append(row)
 
+    def _map_name(self, case: str) -> str:
+        """The saliency map name of ``case``: its output name, numbered where the run lists that input again (two
+        entries of one image, ``x``, ``x_2``), so that each entry keeps a map of its own, as its row."""
+        name, n = self.output_names.name(case), self._listed[case]
+        return name if n == 1 else f"{name}_{n}"
+
     def _saliency_clash(self, case: str) -> str:
         """Why ``case`` may not write its saliency map (another input of this run wrote that file), or ``""``."""
-        name = self.output_names.name(case)
+        name = self._map_name(case)
         return self._saliency_names.clash(name, case, f"{case} would overwrite {self.output_dir / 'saliency' / f'{name}.png'}")
 
     def _save_saliency(self, image: torch.Tensor, probs: list[float], case: str) -> str:
@@ -133,7 +144,7 @@ class ClassProbabilityWriter:
         top = max(range(len(probs)), key=probs.__getitem__)
         device = next(self.network.parameters()).device
         x = torch.as_tensor(image)[None].to(device)
-        name = self.output_names.name(case)
+        name = self._map_name(case)
         if self.saliency_method == "rollout":
             cam = attention_rollout(self.network, x)[0]
             title = f"{name}: attention rollout (top: {self.class_names[top]}, p = {probs[top]:.2f})"

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from unimiss_monai.data.case_names import numbered_repeats
 from unimiss_monai.data.datalists import SHARED_KEY, shared_counts
 from unimiss_monai.data.output_ledger import check_own_file, replacing_own
 from unimiss_monai.data.tolerant import split_failed
@@ -118,7 +119,8 @@ class ClassificationReport:
         multi_label: as in :func:`classification_metrics`. threshold: multi-label operating point.
         output_transform: ``engine.state.output`` -> ``(preds, labels)``, as lists of per-case tensors or batch-first
             tensors. Defaults to ``monai.handlers.from_engine(["pred", "label"])``.
-        name_transform: ``engine.state.batch`` -> list of case names (defaults to the image file names).
+        name_transform: ``engine.state.batch`` -> list of case names (defaults to the image file names); a name
+            another case of the run has is numbered (:func:`~unimiss_monai.data.case_names.numbered_repeats`).
         model: the model file the run loaded (the bundles' ``@ckpt_path``); its checksum, taken as the run starts, is
             recorded in ``metrics.json``, so that the report can tell whether the scores are those of the model a
             bundle folder now holds.
@@ -204,7 +206,8 @@ class ClassificationReport:
             return
         preds = [p for shard in shards for p in shard[0]]
         labels = [lab for shard in shards for lab in shard[1]]
-        names = [n for shard in shards for n in shard[2]]
+        # entries of one image (two labels of one scan) each keep a row name of their own: a.png, a.png_2
+        names = numbered_repeats([n for shard in shards for n in shard[2]])
         failed = [f for shard in shards for f in shard[3]]
         for f in failed:
             logger.warning("classification report: FAILED %s: %s", f["case"], f["reason"])
