@@ -235,7 +235,7 @@ def test_a_missing_or_foreign_output_is_told_with_what_makes_it_in_that_folder(t
             and "run unimiss_ct_segmentation's evaluation (configs/train.json with configs/evaluate.json) with its "
                 "outputs there." in said)
     metrics = run / "unimiss_cxr_classification" / "eval" / "metrics.json"
-    assert (f"{metrics} holds no evaluation's metrics (neither per_class nor num_cases); run "
-            "unimiss_cxr_classification's evaluation (configs/train.json with configs/evaluate.json)") in said
+    assert (f"{metrics} is not a metrics file of this project (neither per_class nor num_cases); move it away, then "
+            "run unimiss_cxr_classification's evaluation (configs/train.json with configs/evaluate.json)") in said
     said = _text(pretraining_section(_with_steps(run)))  # a folder the demo wrote: its step
     assert "run the pretraining step of tools/demo.sh." in said

@@ -11,6 +11,7 @@ import numpy as np
 from unimiss_monai.utils.hashing import PREDICTIONS_KEY, sha256_file
 from unimiss_monai.visualize.plots import roc_png
 
+from ..classifier_metrics import read_classifier_metrics
 from ..document import Figure, Note, Paragraph, Section, Table, fmt
 from ..images import figure_png
 from ..pairing import unpaired_note
@@ -119,23 +120,25 @@ def _saliency_maps(inference: Path) -> tuple[list[Path], str | None]:
     return sorted(maps), method if isinstance(method, str) else None
 
 
-def _task_blocks(run: RunFolder, bundle: str, what: str, metrics: dict | None, split: str) -> list:
-    """The blocks of one classifier: its evaluation's ``metrics`` (parsed ``eval/metrics.json``, ``None`` when
-    absent) scored the cases of ``split``."""
+def _task_blocks(run: RunFolder, bundle: str, what: str, read: tuple[dict | None, str | None], split: str) -> list:
+    """The blocks of one classifier: its evaluation's metrics and the note on them
+    (:func:`~..classifier_metrics.read_classifier_metrics` of ``eval/metrics.json``) scored the cases of ``split``."""
     home = run.bundle(bundle)
+    metrics, odd = read
     blocks: list = [Note(note) for note in stale_notes(home).values()]
     predictions = home / "eval" / "evaluation_predictions.csv"
     if not predictions.is_file():  # an evaluation written before the file had its own name
         predictions = home / "eval" / "predictions.csv"
     to_make = run.to_make(f"{bundle}_evaluate",
                           f"unimiss_{bundle}'s evaluation (configs/train.json with configs/evaluate.json)")
-    if metrics is not None and not (isinstance(metrics, dict) and {"per_class", "num_cases"} & set(metrics)):
+    said = [Note(f"{what}: {odd}")] if odd else []  # the values it understands are shown, the others said
+    if odd and metrics is None:
         # a file of that name, not an evaluation's: said as such, where "no evaluation" sent one looking for it
-        return [Note(f"{what}: {home / 'eval' / 'metrics.json'} holds no evaluation's metrics (neither per_class "
-                     f"nor num_cases); {to_make}.")]
+        return said
+    blocks += said
     if not metrics or not predictions.is_file():
-        return [Note(f"{what}: no evaluation in {home / 'eval'} (metrics.json, evaluation_predictions.csv): "
-                     f"{to_make}.")]
+        return [*said, Note(f"{what}: no evaluation in {home / 'eval'} (metrics.json, evaluation_predictions.csv): "
+                            f"{to_make}.")]
     blocks += [Note(n) for n in [failed_note(metrics, home / "eval" / "metrics.json")] if n]
     if metrics.get("num_cases") == 0:  # every case failed: the note above is all there is to show
         return blocks
@@ -210,8 +213,8 @@ def _unpaired_note(home: Path, metrics: dict, predictions: Path, classes: list[s
 
 def classification_section(run: RunFolder) -> Section:
     section = Section("classification", "Classification")
-    metrics = {b: read_json(run.bundle(b) / "eval" / "metrics.json") for b, _ in _TASKS}
-    splits = {b: evaluated_split(run, b, metrics[b]) for b, _ in _TASKS}
+    metrics = {b: read_classifier_metrics(run, b) for b, _ in _TASKS}
+    splits = {b: evaluated_split(run, b, metrics[b][0]) for b, _ in _TASKS}
     data = ("Both classifiers train on simulated findings with exact labels: nodules and an enlarged heart inserted into "
             f"the {'phantom' if run.synthetic else 'real'} CT before rendering DRRs, nodules and masses inserted into CT "
             "crops. " if run.sample_data else "Each classifier trains on the cases of its datalist. ")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..classifier_metrics import read_classifier_metrics
 from ..document import Note, Paragraph, Section, Table, fmt
 from ..run_folder import RunFolder, holds_run_output, how_trained, read_json, recorded_steps, scored_cases, stale_notes
 from ..splits import evaluated_split, held_out, split_words
@@ -65,8 +66,10 @@ def summary_section(run: RunFolder) -> Section:
         (tested if held_out(split) else not_test).append(f"CT segmentation: its {ct_cases}")
         rows.append(["CT segmentation", f"Dice, {scored_cases(ct)} {ct_cases}",
                      ", ".join(_dice(ct, ct.get("structures", []))), "ct-segmentation", ("ct_segmentation", "eval")])
+    notes = []  # said above the table: a metrics.json not of this project (its stage's row shows what it understands)
     for bundle, label in (("cxr_classification", "CXR classification"), ("ct_classification", "CT classification")):
-        m = read_json(run.bundle(bundle) / "eval" / "metrics.json")
+        m, note = read_classifier_metrics(run, bundle)
+        notes += [Note(f"{label}: {note}")] if note else []
         if m:
             per = ", ".join(f"{e.get('class')} {fmt(e.get('auc'), 2)}" for e in m.get("per_class", []))
             split = evaluated_split(run, bundle, m)
@@ -82,6 +85,7 @@ def summary_section(run: RunFolder) -> Section:
         rows.append(["whole chain", "wall time of all steps" + (" (reused ones as measured when they ran)" if reused else ""),
                      f"{total / 60:.1f} min (load average {min(loads):.1f}-{max(loads):.1f})" if loads else f"{total / 60:.1f} min",
                      "steps", None])
+    section.add(*notes)
     if not rows:
         return section.add(Note(f"Nothing to summarise in {run.root}: run `bash tools/demo.sh {run.root}` first."))
     for row in rows:  # a number that is not the held model's says so where it is read first
