@@ -62,17 +62,17 @@ def _nifti(path):
 
 
 @pytest.mark.parametrize("make, reason", [
-    (lambda path: path.write_bytes(b""), "Binary block is wrong size"),
+    (lambda path: path.write_bytes(b""), "it is empty (0 bytes)"),
     (lambda path: path.write_bytes(_nifti(path).read_bytes()[:300]),
-     "Compressed file ended before the end-of-stream marker was reached"),
+     "it is cut short (its compressed data ends early)"),
 ])
 def test_bench_infer_refuses_unreadable_ct(tmp_path, no_timing, make, reason):
     ct = tmp_path / "trunc ct.nii.gz"
     make(ct)
     out = tmp_path / "bench.json"
     message = _refused(lambda: bench_infer(ct=str(ct), swinunetr=False, overrides=FAST["overrides"], out=str(out)))
-    assert message == (f"bench-infer: --ct {ct}: cannot be read as a CT volume ({reason}); pass an intact NIfTI "
-                       "(.nii/.nii.gz) file or a folder holding one DICOM series")
+    assert message == (f"bench-infer: --ct {ct}: is not a readable NIfTI file: {reason}; replace it with an intact "
+                       "copy: copy it again from its source (check that the copy is complete) or export it again")
     assert not out.exists()
 
 

@@ -214,7 +214,7 @@ def test_load_ct_rejects_bad_input(tmp_path):
         load_ct(tmp_path / "missing.nii.gz")
     garbage = tmp_path / "garbage.nii.gz"
     garbage.write_bytes(b"not a nifti file at all")
-    with pytest.raises(CTInputError, match="garbage.nii.gz: cannot be read"):
+    with pytest.raises(CTInputError, match="garbage.nii.gz: is not a readable NIfTI file: it is not gzip-compressed"):
         load_ct(garbage)
     with pytest.raises(CTInputError, match="flat.nii.gz: is a 2D image"):
         load_ct(_save(tmp_path / "flat.nii.gz", np.zeros((32, 32), np.float32), np.eye(4)))

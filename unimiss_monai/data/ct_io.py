@@ -28,7 +28,13 @@ import numpy as np
 from unimiss_monai.data.dicom_checks import check_dicom_series
 from unimiss_monai.data.grid_checks import check_ct_volume, check_grid, check_has_voxels, check_nifti_header
 from unimiss_monai.data.hu_scale_checks import check_not_below_air, check_slice_levels, check_span
-from unimiss_monai.data.image_formats import NIFTI_SUFFIXES, cannot_list, dicom_files_in, is_dicom_file
+from unimiss_monai.data.image_formats import (
+    NIFTI_SUFFIXES,
+    cannot_list,
+    dicom_files_in,
+    is_dicom_file,
+    unreadable_image_problem,
+)
 
 __all__ = [
     "MAX_AIR_ONLY_HU", "MAX_PLAUSIBLE_HU", "CTInputError", "check_not_air_only", "load_ct", "load_label_map",
@@ -127,6 +133,9 @@ def _load(path: Path, what: str, dtype) -> tuple[np.ndarray, np.ndarray]:
     try:
         array, affine = _read(path, dtype)
     except Exception as err:  # readers raise many types; the user needs the file name and what to do
+        # a damaged file (empty, cut short, another format renamed) is said so: the reader's words name no fix
+        if not path.is_dir() and (damage := unreadable_image_problem(path)):
+            raise CTInputError(damage) from None
         reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise CTInputError(f"{path}: cannot be read as a {what} ({reason}); pass an intact NIfTI (.nii/.nii.gz) file "
                            f"or a folder holding one DICOM series") from err

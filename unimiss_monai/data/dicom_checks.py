@@ -1,7 +1,8 @@
 """Checks of DICOM input that readers pass over: a folder whose slices are not one evenly spaced, unsheared series of
 one geometry (readers space them evenly, stack them as if alike, read one series of several, or stack a gantry-tilted
 series straight, with a warning that names no file, if any), a DICOM file whose pixel data is missing or cut short
-(readers fill it with zeros or junk), and a file that is no single-sample image of its kind."""
+(readers fill it with zeros or junk), a file that is no single-sample image of its kind, and a radiograph whose
+header gives a negative pixel size (readers take 1 mm). One read of a file's header serves all its checks."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import numpy as np
 from unimiss_monai.data.grid_checks import numbers_text
 from unimiss_monai.data.image_formats import is_dicom_file, is_dicom_path
 
-__all__ = ["check_dicom_pixel_data", "check_dicom_series", "dicom_image_problem"]
+__all__ = ["check_dicom_pixel_data", "check_dicom_series", "dicom_file_damage", "dicom_header", "dicom_image_problem",
+           "dicom_spacing_problem"]
 
 
 # what every slice of one series shares, each as (what it is called, its value in a slice or None, the largest
@@ -53,6 +55,82 @@ _SLICE_LOST = ("a reader would leave it out and the series would lose that slice
                "the archive, or remove the file if it is no slice")
 
 
+def _read_header(path: Path) -> tuple:
+    """``(dataset, damage)`` of the DICOM file ``path``: its whole header (as fast as a few tags) and where its pixel
+    data ends, not its bytes (an element over 1 KB is only located), and what makes it no readable image (``"is no
+    readable DICOM file ..."``, ``"is an image ... whose header is cut short"``), or None. The dataset is None where
+    the file cannot be parsed."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(path, defer_size=1024)
+    except InvalidDicomError:
+        return None, "is no readable DICOM file (it has no DICOM header)"
+    except Exception:  # noqa: BLE001 - any other failure to parse is a damaged file; pydicom's words name no file
+        return None, "is no readable DICOM file (its header is damaged or cut short)"
+    sop = getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID")
+    if sop is not None and "Image Storage" in str(getattr(sop, "name", "")) and "PixelData" not in ds:
+        where = "header" if "Rows" not in ds else "file before its pixel data"
+        return ds, f"is an image ({sop.name}) whose {where} is cut short"
+    return ds, None
+
+
+@functools.lru_cache(maxsize=64)
+def _header(path: str, file_size: int, mtime_ns: int) -> tuple:
+    """:func:`_read_header` of one version of a file (its size and time in the key): the checks of one radiograph
+    (its spacing, its pixel data, its modality where the reader left it out) share one read of its header."""
+    return _read_header(Path(path))
+
+
+def dicom_header(source: str):
+    """The header of the DICOM file ``source`` (a pydicom dataset, its pixel data only located), read once for all the
+    checks of one version of the file; None for a folder, a file that is no DICOM (a PNG or NIfTI is not opened to
+    sniff) or one that cannot be parsed."""
+    path = Path(source)
+    if not path.is_file() or not is_dicom_path(path):
+        return None
+    st = path.stat()
+    return _header(str(path), st.st_size, st.st_mtime_ns)[0]
+
+
+def dicom_file_damage(source: str) -> str | None:
+    """What makes the DICOM file ``source`` unreadable, as words that follow its name (``"is no readable DICOM file
+    (it has no DICOM header)"``, ``"holds 960 bytes of pixel data where its header ... needs 3840: the file is cut
+    short"``), or None when its header and pixel data are whole. For a reader's own error, which says neither."""
+    ds, damage = _read_header(Path(source))
+    if damage or ds is None:
+        return damage
+    if "PixelData" not in ds:  # cut short before even its kind of image was told, or no image at all
+        return "holds no pixel data: it is cut short, or is a DICOM object without an image"
+    return _pixel_data_problem(ds)
+
+
+#: the DICOM elements that give a projection image's pixel size, (rows, columns) in mm
+_SPACING_TAGS = ("PixelSpacing", "ImagerPixelSpacing")
+
+
+def dicom_spacing_problem(source: str) -> str | None:
+    """What is wrong with the pixel size in the header of the DICOM file ``source``, with the fix, or None: a
+    ``PixelSpacing`` or ``ImagerPixelSpacing`` with a negative, non-finite or (beside a non-zero one) zero value. ITK
+    reads such a radiograph as 1 mm pixels, and its distances and areas come out in made-up units. A file without
+    either element, or with all zeros, keeps the reader's 1 mm, as a PNG does: vendors write ``0\\0`` for a detector
+    they did not calibrate (pydicom's sample CR ``RG1_UNCR.dcm``, which the sample data sets use, is one). A file that
+    is no DICOM, or a value that is no list of numbers, is the reader's."""
+    ds = dicom_header(source)
+    if ds is None:
+        return None
+    for tag in _SPACING_TAGS:
+        try:
+            values = np.asarray(ds.get(tag) or [], dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            continue
+        if values.size and (values != 0).any() and not (np.isfinite(values) & (values > 0)).all():
+            return (f"its header's {tag} is {numbers_text(values)}, no pixel size (each must be positive, in mm); set "
+                    "PixelSpacing or ImagerPixelSpacing in the header to the detector's pixel size, or export it again")
+    return None
+
+
 def check_dicom_series(source: str, tolerance: float = 0.01) -> None:
     """Raise ``ValueError`` (one line naming the folder) when the DICOM folder ``source`` holds more than one series,
     a slice whose orientation, pixel spacing or size (rows, columns) differs from the others', two slices at one
@@ -65,27 +143,15 @@ def check_dicom_series(source: str, tolerance: float = 0.01) -> None:
     folder = Path(source)
     if not folder.is_dir():
         return
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
     series: dict[str, list] = {}
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or not path.is_file() or not (path.suffix.lower() == ".dcm"
                                                                    or is_dicom_file(path)):
             continue
         # the reader leaves a file it cannot read out of the series unsaid: the volume is then a slice short
-        try:  # the whole header (as fast as a few tags) and where the pixel data ends, not its bytes
-            ds = pydicom.dcmread(path, defer_size=1024)
-        except Exception as err:  # noqa: BLE001 - any failure to parse is a damaged file
-            reason = ("it has no DICOM header" if isinstance(err, InvalidDicomError)
-                      else f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'unreadable'}")
-            # from None: the run reports an error's root cause, which would be pydicom's, naming no file
-            raise ValueError(f"{folder}: {path.name} is no readable DICOM file ({reason}); {_SLICE_LOST}") from None
-        sop = getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID")
-        if sop is not None and "Image Storage" in str(getattr(sop, "name", "")) and "PixelData" not in ds:
-            where = "header" if "Rows" not in ds else "file before its pixel data"
-            raise ValueError(f"{folder}: {path.name} is an image ({sop.name}) whose {where} is cut short; "
-                             f"{_SLICE_LOST}")
+        ds, damage = _read_header(path)
+        if damage:
+            raise ValueError(f"{folder}: {path.name} {damage}; {_SLICE_LOST}")
         # a DICOMDIR, or a report in the export (a dose report has a series of its own), is no slice: it has no rows
         if "SeriesInstanceUID" in ds and "Rows" in ds:
             if problem := _pixel_data_problem(ds):
@@ -164,12 +230,8 @@ def check_dicom_pixel_data(source: str) -> None:
 def _check_pixel_data(path: str, source: str, file_size: int, mtime_ns: int) -> None:
     """:func:`check_dicom_pixel_data` of one version of a file (its size and time in the key): an epoch reads each
     header once, not once per pass."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    try:  # the pixel data's length, not its bytes: an element over 1 KB is only located
-        ds = pydicom.dcmread(path, defer_size=1024)
-    except (AttributeError, TypeError, KeyError, ValueError, InvalidDicomError):  # no header to compare with
+    ds = _header(path, file_size, mtime_ns)[0]
+    if ds is None:  # no header to compare with
         return
     if problem := _pixel_data_problem(ds):
         raise ValueError(f"{source}: {problem}; copy it again from the archive")
@@ -212,17 +274,14 @@ def dicom_image_problem(source: str) -> str | None:
     """What in the header of the DICOM file ``source`` keeps a reader from decoding it as one grey image, said with
     the fix, or None (not a DICOM file, or nothing found). For a reader's own error, which names neither the file nor
     the fault (ITK: ``itk.Image is not wrapped for input type itk.Vector[itk.US,3]``)."""
-    path = Path(source)
-    if not path.is_file() or not is_dicom_path(path):
+    ds = dicom_header(source)
+    if ds is None:
         return None
-    import pydicom
-
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
         samples, photometric = int(ds.get("SamplesPerPixel", 1) or 1), str(ds.get("PhotometricInterpretation", ""))
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         modality = str(ds.get("Modality", "")).upper()
-    except Exception:  # noqa: BLE001 - a header pydicom cannot parse is the reader's business too
+    except Exception:  # noqa: BLE001 - an element pydicom cannot parse is the reader's business too
         return None
     if (samples == 1) != (photometric.upper() in _ONE_SAMPLE):
         return (f"its header declares PhotometricInterpretation {photometric or 'none'} with {samples} sample(s) per "

@@ -1,5 +1,6 @@
-"""The image file formats the project knows: which suffix of a file name is its format, and which files a folder
-scan takes as images.
+"""The image file formats the project knows: which suffix of a file name is its format, which files a folder scan
+takes as images, and what is wrong with a file of one of them that a reader could not read (empty, cut short, of
+another format renamed).
 
 One list serves every reader of a name (output names, case names, reports) and every folder scan, so that a format
 one of them knows is never part of a name for another.
@@ -13,10 +14,10 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-__all__ = ["ARRAY_SUFFIXES", "IMAGE_SUFFIXES", "LABEL_MAP_STEMS", "NIFTI_SUFFIXES", "NO_GRID_SUFFIXES",
-           "SCANNED_SUFFIXES", "cannot_list", "dicom_files_in", "image_suffix", "is_dicom_file", "is_dicom_path",
-           "is_label_map_folder", "is_label_map_name", "listing_problem", "preferred_sub_folder", "scan_images",
-           "split_image_name", "walk_folders"]
+__all__ = ["ARRAY_SUFFIXES", "DAMAGED_FILE_FIX", "IMAGE_SUFFIXES", "LABEL_MAP_STEMS", "NIFTI_SUFFIXES",
+           "NO_GRID_SUFFIXES", "SCANNED_SUFFIXES", "cannot_list", "dicom_files_in", "image_suffix", "is_dicom_file",
+           "is_dicom_path", "is_label_map_folder", "is_label_map_name", "listing_problem", "preferred_sub_folder",
+           "scan_images", "split_image_name", "unreadable_image_problem", "walk_folders"]
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +124,88 @@ def listing_problem(path: str | os.PathLike) -> str | None:
     except OSError as err:
         return cannot_list(path, err)
     return None
+
+
+#: the fix for an image file that is damaged: the copy (or the export) is at fault, not the reader
+DAMAGED_FILE_FIX = ("replace it with an intact copy: copy it again from its source (check that the copy is complete) "
+                    "or export it again")
+
+
+def _nifti_damage(path: Path) -> str | None:
+    """What makes the NIfTI file ``path`` unreadable (not gzip-compressed, cut short, no NIfTI header, fewer bytes than
+    its header declares), or None when none of that is wrong with it."""
+    import gzip
+    import io
+    import zlib
+
+    import nibabel as nib
+    import numpy as np
+
+    data = path.read_bytes()
+    if path.name.lower().endswith(".gz"):
+        if data[:2] != b"\x1f\x8b":
+            return "it is not gzip-compressed, as a .nii.gz is (a file of another kind under this name)"
+        try:
+            data = gzip.decompress(data)
+        except EOFError:
+            return "it is cut short (its compressed data ends early)"
+        except (OSError, zlib.error):
+            return "its compressed data is damaged"
+    sizes = {int.from_bytes(data[:4], order) for order in ("little", "big")}
+    header_class = nib.Nifti2Header if 540 in sizes else nib.Nifti1Header if 348 in sizes else None
+    if header_class is None or len(data) < (540 if 540 in sizes else 348):
+        return "it holds no NIfTI header"
+    try:
+        header = header_class.from_fileobj(io.BytesIO(data))
+        voxels = int(np.prod(header.get_data_shape())) * header.get_data_dtype().itemsize
+        needed = int(header.get_data_offset()) + voxels
+    except Exception:  # noqa: BLE001 - nibabel refuses a header in many ways: it is damaged
+        return "its NIfTI header is damaged"
+    if len(data) < needed:
+        return f"it is cut short (it holds {len(data)} bytes where its header declares {needed})"
+    return None
+
+
+def _picture_damage(path: Path) -> str | None:
+    """What makes the picture ``path`` (PNG, JPEG, TIFF, BMP) unreadable to Pillow (cut short, no image of a known
+    format), or None when Pillow decodes it."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+    except UnidentifiedImageError:
+        return "it is no image of a known format (a file of another kind under this name)"
+    except (OSError, SyntaxError, ValueError) as err:
+        return "it is cut short" if "truncated" in str(err) else "its image data is damaged"
+    return None
+
+
+def unreadable_image_problem(path: str | os.PathLike) -> str | None:
+    """One line naming the image file ``path``, which a reader could not read, saying what is wrong with it (empty,
+    cut short, of another format than its name says, damaged) and the fix, or None where the file is whole as far as
+    can be told (a NIfTI, DICOM or picture a reader failed on for another reason). A reader's own words name neither
+    the file nor the fix (``Compressed file ended before the end-of-stream marker was reached``, ``Could not create IO
+    object for reading file``). Formats only ITK reads (``.mha``, ``.nrrd``) are not looked into: they are said to be
+    damaged, cut short or of another format."""
+    from unimiss_monai.data.dicom_checks import dicom_file_damage  # it imports this module
+
+    path = Path(path)
+    suffix = image_suffix(path)
+    dicom = is_dicom_path(path)
+    kind = "NIfTI" if suffix in NIFTI_SUFFIXES else "DICOM" if dicom else suffix[1:].upper() or "image"
+    if path.stat().st_size == 0:
+        damage = "it is empty (0 bytes)"
+    elif suffix in NIFTI_SUFFIXES:
+        damage = _nifti_damage(path)
+    elif dicom:  # said as a series check says it of one slice: "is no readable DICOM file (...)", "holds 960 ..."
+        damage = dicom_file_damage(str(path))
+        return f"{path}: {damage}; {DAMAGED_FILE_FIX}" if damage else None
+    elif suffix in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"):
+        damage = _picture_damage(path)
+    else:
+        damage = "it is damaged, cut short or of another format"
+    return f"{path}: is not a readable {kind} file: {damage}; {DAMAGED_FILE_FIX}" if damage else None
 
 
 def walk_folders(root: Path, onerror: Callable[[OSError], None] | None = None) -> Iterator[tuple[Path, list, list]]:

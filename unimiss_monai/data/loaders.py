@@ -21,6 +21,7 @@ from monai.data import DataLoader, list_data_collate
 from monai.transforms import Compose, Randomizable
 from torch.utils.data import Dataset, Sampler
 
+from unimiss_monai.data.image_formats import unreadable_image_problem
 from unimiss_monai.utils.dist import rank_and_world
 from unimiss_monai.utils.errors import failed_transform, root_cause
 from unimiss_monai.utils.seeds import SEED_MOD, epoch_seed
@@ -46,6 +47,16 @@ def _failure_reason(err: BaseException) -> str:
     text = lines[0][:300] if lines else type(root).__name__
     name = failed_transform(err)
     return f"{name}: {text}" if name else text
+
+
+def _damaged_input(err: BaseException, item: Any) -> str | None:
+    """The line of :func:`~unimiss_monai.data.image_formats.unreadable_image_problem` for the first file of ``item`` (a
+    data dict) that is damaged (empty, cut short, of another format than its name says), where a loading transform
+    failed; None for any other failure."""
+    if not (failed_transform(err) or "").startswith("Load") or not isinstance(item, dict):
+        return None
+    files = (v for v in item.values() if isinstance(v, (str, os.PathLike)) and os.path.isfile(v))
+    return next((line for f in files if (line := unreadable_image_problem(f))), None)
 
 
 class ResumableSampler(Sampler):
@@ -142,10 +153,11 @@ class SeededDataset(Dataset):
                 return self._cache.randomised(self._cache.cached(dict(item)))
             return self.transform(dict(item))
         except Exception as e:  # noqa: BLE001 - any failure of one file must not end the run
-            where = _name_of(item, f"{self.name}[{index}]")
-            reason = _failure_reason(e)
-            logger.warning("skipping %s sample %s: %s", self.name, where, reason)
-            return {SKIPPED_KEY: f"{where} ({reason})"}
+            # a damaged file has a line of its own that names it, what is wrong and the fix; a reader's words
+            # (``Compressed file ended before the end-of-stream marker was reached``) say neither
+            text = _damaged_input(e, item) or f"{_name_of(item, f'{self.name}[{index}]')} ({_failure_reason(e)})"
+            logger.warning("skipping %s sample %s", self.name, text)
+            return {SKIPPED_KEY: text}
 
 
 def collate_skipping_corrupt(items: list) -> dict:

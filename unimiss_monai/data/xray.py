@@ -21,15 +21,15 @@ from monai.transforms import LoadImage
 
 from unimiss_monai.conventions import grey_levels, structure_colour
 from unimiss_monai.data.case_names import named_inputs
-from unimiss_monai.data.dicom_checks import dicom_image_problem
+from unimiss_monai.data.dicom_checks import dicom_header, dicom_image_problem, dicom_spacing_problem
 from unimiss_monai.data.drr_run_folder import drr_run_images
 from unimiss_monai.data.image_formats import (
     NIFTI_SUFFIXES,
     SCANNED_SUFFIXES,
-    is_dicom_path,
     listing_problem,
     preferred_sub_folder,
     scan_images,
+    unreadable_image_problem,
 )
 from unimiss_monai.data.listed_inputs import listed_images
 from unimiss_monai.data.samples import held_out_images
@@ -89,14 +89,12 @@ def _dicom_value(meta: Mapping, tag: str, keyword: str, itk_key: str | None = No
         return str(meta.get(itk_key, "") or "").strip().upper()
     value = meta.get(tag)
     if value is None:
-        name = str(meta.get("filename_or_obj", "") or "")
-        if not name or not os.path.isfile(name) or not is_dicom_path(name):
-            return ""
+        # the header all the checks of this file read once; None for a PNG or a header pydicom cannot parse, where
+        # the reader's error says it
+        ds = dicom_header(str(meta.get("filename_or_obj", "") or ""))
         try:
-            import pydicom
-
-            value = pydicom.dcmread(name, stop_before_pixels=True, specific_tags=[keyword]).get(keyword, "")
-        except Exception:  # noqa: BLE001 - a header pydicom cannot parse: the reader's error says it
+            value = ds.get(keyword, "") if ds is not None else ""
+        except Exception:  # noqa: BLE001 - an element pydicom cannot parse: none to go by
             return ""
     if isinstance(value, Mapping):
         value = "\\".join(map(str, value.get("Value") or []))
@@ -129,6 +127,8 @@ def grey_radiograph(img: torch.Tensor, invert_monochrome1: bool = True, luminanc
     - RGB/RGBA images whose colour channels are equal (a grey PNG saved as colour) keep one channel; with
       ``luminance=True`` other RGB/RGBA images become their ITU-R BT.601 luminance ``0.299 R + 0.587 G + 0.114 B``
       (alpha dropped); any other channel count is refused;
+    - a DICOM whose PixelSpacing or ImagerPixelSpacing is negative or partly zero is refused (ITK reads it as 1 mm;
+      all zeros, an uncalibrated detector, is read as 1 mm like a missing one);
     - DICOM ``MONOCHROME1`` (bright = low attenuation) read by ``PydicomReader`` is inverted so that dense structures
       are bright, as in ``MONOCHROME2``, PNG exports and DRRs (``ITKReader``, MONAI's default, has already done so).
 
@@ -139,7 +139,8 @@ def grey_radiograph(img: torch.Tensor, invert_monochrome1: bool = True, luminanc
             exported through a colour pipeline). Defaults to False.
 
     Raises:
-        ValueError: naming the file, for a 3D volume or an unexpected channel count.
+        ValueError: naming the file, for a 3D volume, an unexpected channel count or a DICOM whose header gives a
+            negative pixel size.
     """
     name = source_name(img)
     if img.ndim < 3:
@@ -160,6 +161,8 @@ def grey_radiograph(img: torch.Tensor, invert_monochrome1: bool = True, luminanc
         raise ValueError(f"{name}: is one slice of a {modality} volume (DICOM Modality {modality}), a cross-section, "
                          "not a projection radiograph; this 2D X-ray model takes X-rays (CR, DX) and DRRs, which the "
                          "DRR bundle renders from a CT's whole series")
+    if problem := dicom_spacing_problem(name):  # ITK reads a negative pixel size as 1 mm, unsaid
+        raise ValueError(f"{name}: {problem}")
     channels = img.shape[0]
     if channels in (3, 4) and torch.equal(img[0], img[1]) and torch.equal(img[0], img[2]):
         img = img[:1]
@@ -182,11 +185,23 @@ def grey_radiograph(img: torch.Tensor, invert_monochrome1: bool = True, luminanc
 
 
 def load_radiograph(path: str | os.PathLike) -> MetaTensor:
-    """Load a PNG, DICOM or 2D NIfTI radiograph as a float ``(1, X, Y)`` MetaTensor (see :func:`grey_radiograph`)."""
+    """Load a PNG, DICOM or 2D NIfTI radiograph as a float ``(1, X, Y)`` MetaTensor (see :func:`grey_radiograph`).
+
+    Raises:
+        FileNotFoundError: there is no such file.
+        ValueError: one line naming the file and the fix, for a damaged file (empty, cut short, of another format than
+            its name says; :func:`~unimiss_monai.data.image_formats.unreadable_image_problem`) and for every image
+            :func:`grey_radiograph` refuses.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"radiograph {str(path)!r} does not exist")
-    img = LoadImage(image_only=True, ensure_channel_first=True, dtype=np.float32)(str(path))
+    try:
+        img = LoadImage(image_only=True, ensure_channel_first=True, dtype=np.float32)(str(path))
+    except Exception:  # a damaged file: the reader's words (``image file is truncated``) name no fix
+        if path.is_dir() or not (damage := unreadable_image_problem(path)):
+            raise
+        raise ValueError(damage) from None  # the run reports an error's root cause: this line, not the reader's
     return grey_radiograph(img)
 
 

@@ -1,0 +1,76 @@
+"""A DICOM radiograph's header: a negative (or partly zero) PixelSpacing or ImagerPixelSpacing fails that case in one
+line naming the file and the fix, where ITK read it as 1 mm pixels; a missing or all-zero one (an uncalibrated
+detector) keeps the reader's 1 mm. The checks of one radiograph read its header once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from monai.transforms import Compose, LoadImage, LoadImaged
+
+from unimiss_monai.data.dicom_series import new_dicom_dataset
+from unimiss_monai.data.tolerant import FAILED_KEY, TolerantDataset
+from unimiss_monai.transforms import AsGreyRadiograph, AsGreyRadiographd
+
+FIX = "set PixelSpacing or ImagerPixelSpacing in the header to the detector's pixel size, or export it again"
+
+
+def _radiograph(path: Path, photometric: str = "MONOCHROME2", **spacing) -> str:
+    ds = new_dicom_dataset("1.2.840.10008.5.1.4.1.1.1.1", "DX", 48, 40, signed=False)
+    for tag in ("PixelSpacing", "ImagerPixelSpacing"):
+        if tag in ds:
+            del ds[tag]
+    for tag, value in spacing.items():
+        setattr(ds, tag, value)
+    ds.PhotometricInterpretation = photometric
+    rng = np.random.default_rng(0)
+    pixels = (np.linspace(40, 200, 48)[:, None] + rng.normal(0, 5, (48, 40))).clip(0, 255).astype(np.uint16)
+    ds.PixelData = pixels.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return str(path)
+
+
+# the chest segmentation bundle's loading (configs/inference.json: preprocessing), which the others share
+LOADING = Compose([LoadImaged("image", image_only=True, ensure_channel_first=True, dtype=np.float32),
+                   AsGreyRadiographd("image")])
+
+BAD = {
+    "negative.dcm": ({"PixelSpacing": [-0.2, -0.2]}, "PixelSpacing is [-0.2, -0.2]"),
+    "negative_imager.dcm": ({"ImagerPixelSpacing": [0.15, -0.15]}, "ImagerPixelSpacing is [0.15, -0.15]"),
+    "one_zero.dcm": ({"ImagerPixelSpacing": [0.15, 0.0]}, "ImagerPixelSpacing is [0.15, 0]"),
+}
+# (header, the pixel size read): none or all zeros is the reader's 1 mm, as before
+GOOD = {
+    "no_spacing.dcm": ({}, 1.0),
+    "uncalibrated.dcm": ({"PixelSpacing": [0, 0]}, 1.0),
+    "imager.dcm": ({"ImagerPixelSpacing": [0.15, 0.15]}, 0.15),
+}
+
+
+def test_a_negative_pixel_size_fails_its_case_and_the_others_go_on(tmp_path):
+    files = {name: _radiograph(tmp_path / name, **header) for name, (header, _) in {**BAD, **GOOD}.items()}
+    items = list(TolerantDataset([{"image": f} for f in files.values()], LOADING, placeholder_shape=(1, 48, 40)))
+    for (name, path), item in zip(files.items(), items):
+        if name in BAD:
+            reason = item[FAILED_KEY]
+            assert reason == (f"{path}: its header's {BAD[name][1]}, no pixel size (each must be positive, in mm); "
+                              f"{FIX}"), reason
+        else:
+            assert item[FAILED_KEY] == "", item[FAILED_KEY]
+            spacing = np.linalg.norm(np.asarray(item["image"].affine)[:3, :2], axis=0)
+            np.testing.assert_allclose(spacing, GOOD[name][1])
+
+
+@pytest.mark.parametrize("reader", ["ITKReader", "PydicomReader"])
+def test_the_checks_of_a_dicom_radiograph_read_its_header_once(tmp_path, monkeypatch, reader):
+    # PydicomReader leaves tags out of its metadata that the checks then read from the file: each its own read, as
+    # were the pixel data's check and the pixel size's
+    path = _radiograph(tmp_path / "chest.dcm", photometric="MONOCHROME1", ImagerPixelSpacing=[0.15, 0.15])
+    img = LoadImage(image_only=True, ensure_channel_first=True, dtype=np.float32, reader=reader)(path)
+    reads, read = [], pydicom.dcmread
+    monkeypatch.setattr(pydicom, "dcmread", lambda *a, **k: reads.append(a[0]) or read(*a, **k))
+    grey = AsGreyRadiograph()(img)
+    assert grey.shape == (1, 40, 48) and [str(p) for p in reads] == [path]
