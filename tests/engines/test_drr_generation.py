@@ -221,7 +221,8 @@ def test_bad_volumes_fail_alone_and_are_summarised(tmp_path):
     message = str(info.value)
     assert message.startswith("5 of 6 CT(s) failed")
     assert "nan.nii.gz: has 1 NaN voxels" in message and "flat.nii.gz: is a 2D image" in message
-    assert "broken.nii.gz: cannot be read" in message and "huge.nii.gz" in message and "inside the volume" in message
+    assert "broken.nii.gz: is not a readable NIfTI file: it is not gzip-compressed" in message
+    assert "huge.nii.gz" in message and "inside the volume" in message
     assert "lerp_labels.nii.gz: label map holds values that are not whole numbers" in message
     assert sorted(p.name for p in out.iterdir()) == ["datalist.json", "good"]  # nothing partial, no temp folders
     summary = json.loads((out / "datalist.json").read_text())
