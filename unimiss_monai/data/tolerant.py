@@ -5,7 +5,8 @@ inference handlers (:class:`~unimiss_monai.handlers.ForwardFailureGuard`, the wr
 :class:`~unimiss_monai.handlers.InferenceSummary`) skip flagged cases, add their own failures to ``failed``, and list
 every failure in the run's summary; the evaluation reports (:class:`~unimiss_monai.handlers.SegmentationReport`,
 :class:`~unimiss_monai.handlers.ClassificationReport`) score the other cases and list the flagged ones
-(:func:`split_failed`).
+(:func:`split_failed`). A training run takes none of it: it checks every item of a split before any work
+(:func:`refuse_failing_items`) and refuses the split, naming every item that fails.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 from monai.data import Dataset
+from monai.transforms import Compose, RandomizableTrait, Transform
 
 from unimiss_monai.data.datalists import absent_file
 from unimiss_monai.data.dicom_checks import dicom_image_problem
@@ -31,10 +34,13 @@ from unimiss_monai.utils.errors import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CASE_KEY", "FAILED_KEY", "TolerantDataset", "batch_items", "failure_of", "mark_failed", "split_failed"]
+__all__ = ["CASE_KEY", "FAILED_KEY", "TolerantDataset", "batch_items", "failure_of", "mark_failed",
+           "refuse_failing_items", "split_failed"]
 
 #: item keys of the input path and of the failure message (empty when the case worked)
 CASE_KEY, FAILED_KEY = "case", "failed"
+#: how many failing items a training run's refusal names, the others counted (every one is logged)
+_NAMED = 5
 
 
 class TolerantDataset(Dataset):
@@ -96,6 +102,32 @@ def _reader_fix(err: Exception, case: str) -> str:
     if not os.access(case, os.R_OK):
         return "give this user read permission on it (chmod u+r)"
     return "it cannot be read as an image: replace it with an intact copy or drop the case"
+
+
+def refuse_failing_items(items: Sequence[dict], transform: Callable, datalist: str | os.PathLike,
+                         split: str) -> list[dict]:
+    """``items`` (one split of a training run's datalist, in its order) as they are, once the deterministic head of
+    ``transform`` (a :class:`~monai.transforms.Compose` up to its first random transform, the part a MONAI
+    ``CacheDataset`` caches: loading and every input check) has run on each of them without failing.
+
+    Otherwise ``ValueError`` before any training, naming the first few failing items by their place in ``datalist``
+    and counting the rest; each is logged in one line (the case, why and the fix) as :class:`TolerantDataset` fails a
+    case. A training run met a bad input (a CT of air alone, a mask given as the radiograph) where its loader reached
+    it and stopped there, mid-epoch where nothing is cached: a rerun found the next one.
+    """
+    head = transform
+    if isinstance(transform, Compose):  # a random transform of a bad case fails on it no more than the head did
+        first_random = transform.get_index_of_first(
+            lambda t: isinstance(t, RandomizableTrait) or not isinstance(t, Transform))
+        head = partial(transform, end=first_random, threading=True)
+    # the placeholder of a failed item is never used: only its reason is
+    checked = TolerantDataset(items, head, placeholder_shape=(1,))
+    bad = [f"[{index}] {reason}" for index in range(len(checked)) if (reason := checked[index][FAILED_KEY])]
+    if bad:
+        more = f"; and {len(bad) - _NAMED} more (each logged above)" if len(bad) > _NAMED else ""
+        raise ValueError(f"datalist {datalist}: {len(bad)} of the {len(items)} items of {split!r} cannot be trained "
+                         f"on; fix or remove each, then run again: {'; '.join(bad[:_NAMED])}{more}")
+    return list(items)
 
 
 def batch_items(batch) -> list[dict]:
