@@ -62,10 +62,24 @@ def test_a_ct_slice_in_hu_is_no_radiograph(tmp_path):
     assert AsGreyRadiograph()(_image(normalised, "/d/zero_mean.nii.gz")).shape == (1, 48, 40)
 
 
+def _save_2d(path, array: np.ndarray, size: float) -> None:
+    """``array`` (X, Y) saved as a 2D image of ``size`` mm pixels: NIfTI by nibabel, MetaImage and NRRD by ITK."""
+    if str(path).endswith(".nii.gz"):
+        nib.save(nib.Nifti1Image(array, np.diag([size, size, 1.0, 1.0])), path)
+        return
+    import itk
+
+    image = itk.image_from_array(np.ascontiguousarray(array.T))  # ITK's array is (Y, X)
+    image.SetSpacing([size, size])
+    itk.imwrite(image, str(path))
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".mha", ".nrrd"])
 @pytest.mark.parametrize("size", [1e4, 1.5e-4, 150.0])
-def test_a_pixel_size_in_another_unit_is_refused(tmp_path, size):
-    path = tmp_path / "film.nii.gz"
-    nib.save(nib.Nifti1Image(_radiograph(), np.diag([size, size, 1.0, 1.0])), path)
+def test_a_pixel_size_in_another_unit_is_refused(tmp_path, size, suffix):
+    # MetaImage and NRRD record their spacing as NIfTI does: theirs is judged too
+    path = tmp_path / f"film{suffix}"
+    _save_2d(path, _radiograph(), size)
     image = LoadImage(image_only=True, ensure_channel_first=True, dtype=np.float32)(str(path))
     with pytest.raises(ValueError, match=rf"^{path}: pixel size \[.*\] mm is not a radiograph's "
                                          r"\(0\.01-50\.0 mm.*: rewrite it with the spacing in mm$"):

@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 __all__ = ["ARRAY_SUFFIXES", "DAMAGED_FILE_FIX", "IMAGE_SUFFIXES", "LABEL_MAP_STEMS", "NIFTI_SUFFIXES",
-           "NO_GRID_SUFFIXES", "SCANNED_SUFFIXES", "cannot_list", "dicom_files_in", "image_suffix", "is_dicom_file",
-           "is_dicom_path", "is_label_map_folder", "is_label_map_name", "listing_problem", "preferred_sub_folder",
-           "scan_images", "split_image_name", "unreadable_image_problem", "walk_folders"]
+           "NO_GRID_SUFFIXES", "SCANNED_SUFFIXES", "cannot_list", "dicom_files_in", "has_pixel_grid", "image_suffix",
+           "is_dicom_file", "is_dicom_path", "is_label_map_folder", "is_label_map_name", "listing_problem",
+           "preferred_sub_folder", "scan_images", "split_image_name", "unreadable_image_problem", "walk_folders"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,13 @@ def image_suffix(name: str | os.PathLike, suffixes: tuple[str, ...] = IMAGE_SUFF
     suffix (``.nii``, a hidden file) has none."""
     lower = os.path.basename(str(name).rstrip("/\\")).lower()
     return next((s for s in suffixes if lower.endswith(s) and len(lower) > len(s)), "")
+
+
+def has_pixel_grid(name: str | os.PathLike) -> bool:
+    """Whether the image file ``name`` records where its pixels lie and how large they are, in mm (NIfTI, DICOM,
+    MetaImage, NRRD): one of :data:`NO_GRID_SUFFIXES` is read with an identity affine, 1 mm pixels at the origin, which
+    says nothing of its size in space, so its distances count in pixels and its grid is checked against no other."""
+    return not image_suffix(name, NO_GRID_SUFFIXES)
 
 
 def split_image_name(path: str | os.PathLike) -> tuple[str, str]:

@@ -8,9 +8,9 @@ from __future__ import annotations
 import torch
 
 from unimiss_monai.data.grid_checks import check_radiograph_spacing, check_same_plane
-from unimiss_monai.data.image_formats import NIFTI_SUFFIXES, is_dicom_path
+from unimiss_monai.data.image_formats import NIFTI_SUFFIXES, has_pixel_grid
 
-__all__ = ["LABEL_IMAGE_MAX_VALUES", "check_label_on_radiograph", "check_radiograph", "has_header_grid"]
+__all__ = ["LABEL_IMAGE_MAX_VALUES", "check_label_on_radiograph", "check_radiograph"]
 
 #: most distinct values of an image that is a mask or label map, not a radiograph. An exposure spreads over hundreds
 #: of grey levels: an 8-bit JPEG of a chest film holds 100-256, a 16-pixel DRR thumbnail dozens; a label map holds one
@@ -28,12 +28,6 @@ AIR_HU = (-1100.0, -900.0)
 MIN_AIR_SHARE = 0.1
 
 
-def has_header_grid(source: str) -> bool:
-    """Whether the file ``source`` carries its pixel grid in its header (NIfTI, DICOM): a PNG or JPEG reads as 1 mm
-    pixels at the origin, which says nothing of where it lies."""
-    return str(source).lower().endswith(NIFTI_SUFFIXES) or is_dicom_path(str(source))
-
-
 def _distinct_values(values: torch.Tensor) -> int:
     """How many distinct values ``values`` holds, or ``LABEL_IMAGE_MAX_VALUES + 1`` when it holds more."""
     flat = values.reshape(-1)
@@ -47,7 +41,8 @@ def check_radiograph(grey: torch.Tensor, source: str) -> None:
     """Raise ``ValueError`` (one line naming ``source``) when a grey ``(1, X, Y)`` image, finite and not constant, is
     not a radiograph: it is a CT slice in HU (negative values, :data:`MIN_AIR_SHARE` or more of its pixels at air,
     -1000), it holds at most :data:`LABEL_IMAGE_MAX_VALUES` distinct values (a mask or a label map; images under
-    :data:`MIN_PIXELS_COUNTED` pixels are not counted) or, read from a NIfTI or DICOM header, its pixel size is
+    :data:`MIN_PIXELS_COUNTED` pixels are not counted) or, read from a header that records it
+    (:func:`~unimiss_monai.data.image_formats.has_pixel_grid`: NIfTI, DICOM, MetaImage, NRRD), its pixel size is
     outside :data:`~unimiss_monai.data.grid_checks.XRAY_SPACING_MM`."""
     values = torch.as_tensor(grey).detach()
     # before the count of grey levels: a CT slice without noise (a phantom) holds few values too
@@ -63,7 +58,7 @@ def check_radiograph(grey: torch.Tensor, source: str) -> None:
         raise ValueError(f"{source}: holds only {count} distinct values ({shown}): a mask or label map, not a "
                          "radiograph (whose exposure spreads over hundreds of grey levels); pass the radiograph "
                          "itself (a label belongs in the datalist's 'label')")
-    if has_header_grid(source) and getattr(grey, "affine", None) is not None:
+    if has_pixel_grid(source) and getattr(grey, "affine", None) is not None:
         check_radiograph_spacing(grey.affine, source)
 
 

@@ -21,7 +21,7 @@ import torch
 from unimiss_monai.conventions import voxel_spacing
 from unimiss_monai.data.case_names import names_apart
 from unimiss_monai.data.datalists import SHARED_KEY, shared_counts
-from unimiss_monai.data.image_formats import NO_GRID_SUFFIXES, image_suffix, split_image_name
+from unimiss_monai.data.image_formats import has_pixel_grid, split_image_name
 from unimiss_monai.data.output_ledger import check_own_file, replacing_own
 from unimiss_monai.data.tolerant import split_failed
 from unimiss_monai.data.writers import save_bytes
@@ -287,7 +287,7 @@ class SegmentationReport:
         affine = getattr(label, "affine", None)
         source = str((getattr(label, "meta", None) or {}).get("filename_or_obj") or "")
         # mm along each array axis, whatever way the image lies in space; a PNG's identity affine is no grid: pixels
-        in_mm = affine is not None and not image_suffix(source, NO_GRID_SUFFIXES)
+        in_mm = affine is not None and has_pixel_grid(source)
         spacing = list(voxel_spacing(affine, label.ndim - 1)) if in_mm else None
         case = {"case": name or _case_name(item, (self.label_key, self.image_key), len(self.cases)),
                 "distance_unit": "mm" if in_mm else "pixel"}
