@@ -1,6 +1,7 @@
 """The pretraining bundle's CT loading, in each recipe, refuses a volume of one value throughout (an all-zero export)
-and warns, with the fix, about one whose values are not HU (raw scanner values, 0..4095): both were trained on without a
-word. Refused, a sample is left out and named when the run ends (``tests/bundles/test_pretraining_left_out.py``)."""
+and one of raw scanner values (0..4095, the rescale intercept never applied), and warns, with the fix, about one whose
+values do not look like HU (MR-like, no air): each was trained on without a word. Refused, a sample is left out and
+named when the run ends (``tests/bundles/test_pretraining_left_out.py``)."""
 
 from __future__ import annotations
 
@@ -31,12 +32,13 @@ def _save(path, volume):
 
 
 @pytest.mark.parametrize("recipe, section", [*((r, "ct_files") for r in RECIPES), ("unimiss_plus", "ct_render")])
-def test_a_constant_ct_is_refused_and_raw_scanner_values_are_warned_about(tmp_path, caplog, recipe, section):
+def test_constant_and_raw_cts_are_refused_and_mr_like_values_warned_about(tmp_path, caplog, recipe, section):
     load = _ct_loading(RECIPES[recipe], section)
     phantom = make_ct_phantom((32, 28, 20))
     good = _save(tmp_path / "good.nii.gz", phantom.hu)
     zero = _save(tmp_path / "zero.nii.gz", np.zeros((32, 28, 20)))
     raw = _save(tmp_path / "raw.nii.gz", phantom.hu + 1024)  # the rescale intercept never applied
+    mr = _save(tmp_path / "mr.nii.gz", np.random.default_rng(0).uniform(0, 900, (32, 28, 20)))  # no air, no HU
     drr = _save(tmp_path / "drr.nii.gz", np.random.default_rng(0).uniform(0, 1, (24, 24)))
     paired = section == "ct_files" and recipe == "unimiss_plus"  # the UniMiSS+ files carry their DRR
 
@@ -50,8 +52,13 @@ def test_a_constant_ct_is_refused_and_raw_scanner_values_are_warned_about(tmp_pa
             load(item(zero))
         assert str(root_cause(refused.value)).startswith(f"{zero}: every voxel has the same value (0), so it holds no "
                                                          "body"), root_cause(refused.value)
-        load(item(raw))
-        load(item(raw))  # the next epoch: said once per file, not once per read
+        with pytest.raises(Exception) as refused:
+            load(item(raw))
+        assert str(root_cause(refused.value)).startswith(f"{raw}: next to no values below -50 but padding, "), \
+            root_cause(refused.value)
+        assert "raw scanner values (HU + 1024), not HU; apply the rescale" in str(root_cause(refused.value))
+        load(item(mr))
+        load(item(mr))  # the next epoch: said once per file, not once per read
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert len(warnings) == 1 and warnings[0].startswith(f"{raw}: intensities [0, "), warnings
+    assert len(warnings) == 1 and warnings[0].startswith(f"{mr}: intensities [0, "), warnings
     assert "no air near -1000 HU" in warnings[0] and "RescaleIntercept, the intercept often -1024" in warnings[0]

@@ -27,7 +27,13 @@ import numpy as np
 
 from unimiss_monai.data.dicom_checks import check_dicom_series
 from unimiss_monai.data.grid_checks import check_ct_volume, check_grid, check_has_voxels, check_nifti_header
-from unimiss_monai.data.hu_scale_checks import check_not_below_air, check_slice_levels, check_span
+from unimiss_monai.data.hu_scale_checks import (
+    check_not_below_air,
+    check_not_negated,
+    check_not_unrescaled,
+    check_slice_levels,
+    check_span,
+)
 from unimiss_monai.data.image_formats import (
     NIFTI_SUFFIXES,
     cannot_list,
@@ -298,10 +304,10 @@ def check_not_air_only(hu, source: str) -> None:
     """Raise :class:`CTInputError` (one line naming ``source``) when a CT's values are not those of a body in HU: it
     holds nothing denser than air (every voxel at most :data:`MAX_AIR_ONLY_HU`) or one value throughout, or its median,
     or that of some of its slices, lies beyond +-:data:`MAX_PLAUSIBLE_HU` (another unit, a wrong rescale slope), they
-    are a label map's (a mask given as the CT), or they are on another scale or shifted on some slices
-    (:mod:`~unimiss_monai.data.hu_scale_checks`). ``hu``: any array or tensor of the volume, its values finite. The
-    checks are here so that every caller (the DRR reader, the pretraining, classification and segmentation input
-    checks) makes them all."""
+    are a label map's (a mask given as the CT), or they are on another scale, raw scanner values (no rescale
+    intercept), negated or shifted on some slices (:mod:`~unimiss_monai.data.hu_scale_checks`). ``hu``: any array or
+    tensor of the volume, its values finite. The checks are here so that every caller (the DRR reader, the
+    pretraining, classification and segmentation input checks) makes them all."""
     vol = _as_array(hu)
     a = vol.ravel(order="K")  # a view in memory order (see _flat)
     if not a.size:
@@ -314,6 +320,8 @@ def check_not_air_only(hu, source: str) -> None:
     try:
         check_span(float(a.min()), float(a.max()), source)
         check_not_below_air(sample, source)
+        check_not_unrescaled(sample, source)
+        check_not_negated(sample, source)
         check_slice_levels(vol, source)
     except ValueError as err:
         raise CTInputError(str(err)) from None
