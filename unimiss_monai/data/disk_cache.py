@@ -41,12 +41,14 @@ import numpy as np
 import torch
 from monai.data import CacheDataset, Dataset, MetaTensor, PersistentDataset
 from monai.data.utils import SUPPORTED_PICKLE_MOD, pickle_hashing
+from monai.transforms import Compose, RandomizableTrait, Transform
 from monai.utils import convert_to_tensor, look_up_option
 
+from unimiss_monai.data.tolerant import DatalistSplit, failed_case, refuse_failures
 from unimiss_monai.data.writers import remove_stale_temporaries, temporary_beside
 
-__all__ = ["CACHE_MODES", "ENTRY_FORMAT", "LEFTOVER_AGE_S", "DiskCacheDataset", "cached_dataset", "item_hash", "restored",
-           "storable", "transforms_hash"]
+__all__ = ["CACHE_MODES", "ENTRY_FORMAT", "LEFTOVER_AGE_S", "CheckedCacheDataset", "DiskCacheDataset", "cached_dataset",
+           "item_hash", "restored", "storable", "transforms_hash"]
 
 logger = logging.getLogger(__name__)
 
@@ -248,14 +250,94 @@ class DiskCacheDataset(PersistentDataset):
         """The rest of the transforms (from the first random one) applied to a :meth:`cached` result."""
         return self._post_transform(item)
 
+    def fill(self) -> dict[int, str]:
+        """Compute and store the entry of every item that has none yet (what the first epoch would do), and return
+        ``{index: reason}`` of the items whose preprocessing fails (:func:`~unimiss_monai.data.tolerant.failed_case`).
+        An item whose entry exists passed its loading and checks when the entry was computed: it is not decoded
+        again, so over a warm cache this costs a look-up per item."""
+        return _failures(self.data, lambda item: None if self.entry_path(item).is_file() else self.cached(item))
+
+
+class CheckedCacheDataset(CacheDataset):
+    """MONAI ``CacheDataset`` whose fill outlives a failing item and then refuses the split, naming every such item.
+
+    The fill (at construction and in ``set_data``) runs the deterministic head of each item once: an item of the cached
+    part as it is cached, any other (``cache_rate < 1``) with its result dropped, as an epoch computes it anyway. An
+    item that fails is recorded with its reason (:func:`~unimiss_monai.data.tolerant.failed_case`) and the fill goes
+    on; after it, ``ValueError`` names the failing items by their place in the datalist
+    (:func:`~unimiss_monai.data.tolerant.refuse_failures`), before any training.
+
+    Args:
+        data, transform: as ``CacheDataset``'s. datalist, split: the datalist file and the section ``data`` is.
+        kwargs: the other arguments of ``CacheDataset``.
+    """
+
+    def __init__(self, data: Sequence, transform: Sequence[Callable] | Callable, datalist: str | os.PathLike,
+                 split: str, **kwargs) -> None:
+        self.datalist, self.split = datalist, split
+        self._failures: dict[int, str] | None = None  # {index: reason} while a fill runs
+        super().__init__(data=data, transform=transform, **kwargs)
+
+    def _fill_cache(self, indices=None) -> list:
+        self._failures = {}
+        try:
+            cache = super()._fill_cache(indices)
+            cached = set(range(self.cache_num) if indices is None else indices)
+            for index in (i for i in range(len(self.data)) if i not in cached):
+                self._load_cache_item(index)  # checked only: no cache holds it
+            failures = self._failures
+        finally:
+            self._failures = None
+        refuse_failures(failures, len(self.data), self.datalist, self.split)
+        return cache
+
+    def _load_cache_item(self, idx: int):
+        """Item ``idx`` up to the first random transform; during a fill, ``None`` where it fails (recorded)."""
+        try:
+            return super()._load_cache_item(idx)
+        except Exception as err:  # noqa: BLE001 - every failing item is named once the fill is done
+            if self._failures is None:  # outside a fill nothing records it: it must not pass on as a None item
+                raise
+            self._failures[idx] = failed_case(self.data[idx], idx, err)
+            return None
+
+
+def _failures(items: Sequence[dict], run: Callable) -> dict[int, str]:
+    """``{index: reason}`` of the ``items`` on which ``run(item)`` fails (the reason as
+    :func:`~unimiss_monai.data.tolerant.failed_case` words and logs it); every item is run, whatever failed before."""
+    failures = {}
+    for index, item in enumerate(items):
+        try:
+            run(item)
+        except Exception as err:  # noqa: BLE001 - every failing item is named, not only the first
+            failures[index] = failed_case(item, index, err)
+    return failures
+
+
+def _deterministic_head(transform: Sequence[Callable] | Callable) -> Callable:
+    """``transform`` up to its first random transform, the part a MONAI ``CacheDataset`` caches (loading and the
+    input checks): a random transform fails a bad item no more than the head did."""
+    compose = transform if isinstance(transform, Compose) else Compose(transform)
+    first_random = compose.get_index_of_first(
+        lambda t: isinstance(t, RandomizableTrait) or not isinstance(t, Transform))
+    return lambda item: compose(item, end=first_random, threading=True)
+
 
 def cached_dataset(data: Sequence, transform: Sequence[Callable] | Callable, cache: str = "memory",
                    cache_dir: str | os.PathLike | None = None, cache_rate: float = 1.0, num_workers: int | None = 0,
                    progress: bool = True) -> Dataset:
     """The training or validation data set of a fine-tune bundle, cached as ``cache`` says.
 
+    Where ``data`` is a :class:`~unimiss_monai.data.tolerant.DatalistSplit`, every item goes through the deterministic
+    head of ``transform`` (loading and the input checks) before the data set is returned, and ``ValueError`` names
+    each item that fails by its place in the datalist, with its reason
+    (:func:`~unimiss_monai.data.tolerant.refuse_failures`): a training run refuses its bad inputs together before any
+    work, instead of stopping at the first its loader reaches. The check is the cache's own work where there is one:
+    the memory cache is filled once (:class:`CheckedCacheDataset`), the disk cache computes the entries it lacks and
+    reads none of those it has (:meth:`DiskCacheDataset.fill`); without a cache the head runs once on each item.
+
     Args:
-        data: data dicts. transform: the preprocessing.
+        data: data dicts (a ``DatalistSplit``: checked). transform: the preprocessing.
         cache: ``"memory"`` (MONAI ``CacheDataset``: the deterministic part of every item held in memory, the
             default for datalists that fit), ``"disk"`` (:class:`DiskCacheDataset` under ``cache_dir``: for
             archives larger than memory; kept between runs) or ``"none"`` (MONAI ``Dataset``: every item decoded
@@ -271,10 +353,20 @@ def cached_dataset(data: Sequence, transform: Sequence[Callable] | Callable, cac
     if cache_dir and mode != "disk":  # a cache folder asked for and never written would go unnoticed
         raise ValueError(f"cache_dir {str(cache_dir)!r} is used only by the disk cache, and cache is {mode!r}: add "
                          "--cache disk, or drop --cache_dir")
+    if mode == "disk" and not cache_dir:
+        raise ValueError("cache='disk' needs a cache_dir, e.g. --cache_dir /scratch/unimiss_cache")
+    source = data if isinstance(data, DatalistSplit) else None  # the file and section a refusal names
     if mode == "memory":
-        return CacheDataset(data=data, transform=transform, cache_rate=cache_rate, num_workers=num_workers, progress=progress)
+        memory = {"cache_rate": cache_rate, "num_workers": num_workers, "progress": progress}
+        if source is None:
+            return CacheDataset(data=data, transform=transform, **memory)
+        return CheckedCacheDataset(data=data, transform=transform, datalist=source.datalist, split=source.split,
+                                   **memory)
     if mode == "disk":
-        if not cache_dir:
-            raise ValueError("cache='disk' needs a cache_dir, e.g. --cache_dir /scratch/unimiss_cache")
-        return DiskCacheDataset(data=data, transform=transform, cache_dir=cache_dir)
-    return Dataset(data=data, transform=transform)
+        dataset = DiskCacheDataset(data=data, transform=transform, cache_dir=cache_dir)
+    else:
+        dataset = Dataset(data=data, transform=transform)
+    if source is not None:  # nothing to share without a cache: the head runs once for the check alone
+        failures = dataset.fill() if mode == "disk" else _failures(data, _deterministic_head(transform))
+        refuse_failures(failures, len(data), source.datalist, source.split)
+    return dataset

@@ -5,8 +5,10 @@ inference handlers (:class:`~unimiss_monai.handlers.ForwardFailureGuard`, the wr
 :class:`~unimiss_monai.handlers.InferenceSummary`) skip flagged cases, add their own failures to ``failed``, and list
 every failure in the run's summary; the evaluation reports (:class:`~unimiss_monai.handlers.SegmentationReport`,
 :class:`~unimiss_monai.handlers.ClassificationReport`) score the other cases and list the flagged ones
-(:func:`split_failed`). A training run takes none of it: it checks every item of a split before any work
-(:func:`refuse_failing_items`) and refuses the split, naming every item that fails.
+(:func:`split_failed`). A training run takes none of it: every item of a split goes through its loading and checks
+before any work, each failure worded by :func:`failed_case` as here, and :func:`refuse_failures` refuses the split,
+naming every item that fails (:func:`~unimiss_monai.data.disk_cache.cached_dataset` does both as it fills its cache,
+for the items of a :class:`DatalistSplit`).
 """
 
 from __future__ import annotations
@@ -14,11 +16,9 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from functools import partial
 
 import torch
 from monai.data import Dataset
-from monai.transforms import Compose, RandomizableTrait, Transform
 
 from unimiss_monai.data.datalists import absent_file
 from unimiss_monai.data.dicom_checks import dicom_image_problem
@@ -34,8 +34,8 @@ from unimiss_monai.utils.errors import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CASE_KEY", "FAILED_KEY", "TolerantDataset", "batch_items", "failure_of", "mark_failed",
-           "refuse_failing_items", "split_failed"]
+__all__ = ["CASE_KEY", "FAILED_KEY", "DatalistSplit", "TolerantDataset", "batch_items", "failed_case", "failure_of",
+           "mark_failed", "refuse_failures", "split_failed"]
 
 #: item keys of the input path and of the failure message (empty when the case worked)
 CASE_KEY, FAILED_KEY = "case", "failed"
@@ -66,24 +66,32 @@ class TolerantDataset(Dataset):
         try:
             out = super()._transform(index)
         except Exception as err:  # noqa: BLE001 - any failure of one case is reported, the others go on
-            # a folder a scan could not list stands in for its images: why and the fix, which a reader would not say
-            # a file that is gone: which one (image or label) and the fix, where a reader says only "[Errno 2]"
-            unlisted = listing_problem(case) or absent_file(item, ("image", "label"),
-                                                            "fix the datalist entry or restore the file")
-            # our own refusal of the image or its label names that file and the fix: it is the reason as it stands
-            own = None if unlisted else own_file_error(err, _paths(item))
-            reason = unlisted or own or failure_reason(err)
-            problem = None if unlisted or own or user_error_message(err) else dicom_image_problem(case)
-            if problem:  # a reader's internals: say what in the file it could not take, and the fix
-                reason = f"{reason}; {problem}"
-            elif not (unlisted or own) and (fix := _reader_fix(err, case)):
-                reason = f"{reason}; {fix}"
-            if not own and case not in reason:  # a reader's own error may not say which file it was reading
-                reason = f"{case}: {reason}"
-            # this dataset serves evaluation as well as inference: the line names neither stage
-            logger.error("case %s failed: %s", case, reason)
+            reason = failed_case(item, index, err)
             return {"image": torch.zeros(self.placeholder_shape), CASE_KEY: case, FAILED_KEY: reason}
         return {**out, CASE_KEY: case, FAILED_KEY: ""}
+
+
+def failed_case(item: dict, index: int, err: Exception) -> str:
+    """Why datalist item ``index`` (``item``) failed to load or preprocess with ``err``: one line naming the case, why
+    and, where the error does not say it, the fix; logged as it is returned (the case goes on failing alone)."""
+    case = str(item.get("image", f"item {index}"))
+    # a folder a scan could not list stands in for its images: why and the fix, which a reader would not say
+    # a file that is gone: which one (image or label) and the fix, where a reader says only "[Errno 2]"
+    unlisted = listing_problem(case) or absent_file(item, ("image", "label"),
+                                                    "fix the datalist entry or restore the file")
+    # our own refusal of the image or its label names that file and the fix: it is the reason as it stands
+    own = None if unlisted else own_file_error(err, _paths(item))
+    reason = unlisted or own or failure_reason(err)
+    problem = None if unlisted or own or user_error_message(err) else dicom_image_problem(case)
+    if problem:  # a reader's internals: say what in the file it could not take, and the fix
+        reason = f"{reason}; {problem}"
+    elif not (unlisted or own) and (fix := _reader_fix(err, case)):
+        reason = f"{reason}; {fix}"
+    if not own and case not in reason:  # a reader's own error may not say which file it was reading
+        reason = f"{case}: {reason}"
+    # this serves training, evaluation and inference: the line names no stage
+    logger.error("case %s failed: %s", case, reason)
+    return reason
 
 
 def _paths(item: dict) -> list[str]:
@@ -104,30 +112,31 @@ def _reader_fix(err: Exception, case: str) -> str:
     return "it cannot be read as an image: replace it with an intact copy or drop the case"
 
 
-def refuse_failing_items(items: Sequence[dict], transform: Callable, datalist: str | os.PathLike,
-                         split: str) -> list[dict]:
-    """``items`` (one split of a training run's datalist, in its order) as they are, once the deterministic head of
-    ``transform`` (a :class:`~monai.transforms.Compose` up to its first random transform, the part a MONAI
-    ``CacheDataset`` caches: loading and every input check) has run on each of them without failing.
+class DatalistSplit(list):
+    """The items of section ``split`` of the datalist file ``datalist``, as its reader gives them, in its order: a
+    training run's data, which :func:`~unimiss_monai.data.disk_cache.cached_dataset` checks before any work, naming
+    each failing item by its place in the file (:func:`refuse_failures`). Items given as a plain list (MONAI Label
+    passes its own) name no file to refer to and are not checked up front."""
 
-    Otherwise ``ValueError`` before any training, naming the first few failing items by their place in ``datalist``
-    and counting the rest; each is logged in one line (the case, why and the fix) as :class:`TolerantDataset` fails a
-    case. A training run met a bad input (a CT of air alone, a mask given as the radiograph) where its loader reached
-    it and stopped there, mid-epoch where nothing is cached: a rerun found the next one.
+    def __init__(self, items: Sequence[dict], datalist: str | os.PathLike, split: str) -> None:
+        super().__init__(items)
+        self.datalist, self.split = datalist, split
+
+
+def refuse_failures(failures: dict[int, str], total: int, datalist: str | os.PathLike, split: str) -> None:
+    """Refuse one split of a training run's datalist (``total`` items) before any training where some of its items
+    failed their loading and checks: ``failures`` maps each such item's place in ``datalist`` to its reason
+    (:func:`failed_case`, which has logged it).
+
+    Raises ``ValueError`` naming the first few failing items in datalist order and counting the rest, so a run does
+    not stop at the first bad input its loader reaches (mid-epoch where nothing is cached) and a rerun find the next.
     """
-    head = transform
-    if isinstance(transform, Compose):  # a random transform of a bad case fails on it no more than the head did
-        first_random = transform.get_index_of_first(
-            lambda t: isinstance(t, RandomizableTrait) or not isinstance(t, Transform))
-        head = partial(transform, end=first_random, threading=True)
-    # the placeholder of a failed item is never used: only its reason is
-    checked = TolerantDataset(items, head, placeholder_shape=(1,))
-    bad = [f"[{index}] {reason}" for index in range(len(checked)) if (reason := checked[index][FAILED_KEY])]
-    if bad:
-        more = f"; and {len(bad) - _NAMED} more (each logged above)" if len(bad) > _NAMED else ""
-        raise ValueError(f"datalist {datalist}: {len(bad)} of the {len(items)} items of {split!r} cannot be trained "
-                         f"on; fix or remove each, then run again: {'; '.join(bad[:_NAMED])}{more}")
-    return list(items)
+    if not failures:
+        return
+    bad = [f"[{index}] {failures[index]}" for index in sorted(failures)]
+    more = f"; and {len(bad) - _NAMED} more (each logged above)" if len(bad) > _NAMED else ""
+    raise ValueError(f"datalist {datalist}: {len(bad)} of the {total} items of {split!r} cannot be trained on; fix or "
+                     f"remove each, then run again: {'; '.join(bad[:_NAMED])}{more}")
 
 
 def batch_items(batch) -> list[dict]:
