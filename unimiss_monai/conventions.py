@@ -44,7 +44,6 @@ __all__ = [
     "NETWORK_TO_CT",
     "STRUCTURE_COLOURS",
     "VIEWS_SEEN_FROM_DETECTOR",
-    "XRAY_SPACING_MM",
     "display_2d",
     "display_shape",
     "display_panels",
@@ -53,12 +52,6 @@ __all__ = [
     "structure_colour",
     "voxel_spacing",
 ]
-
-#: pixel sizes (mm) a radiograph can have. Detectors have 0.05-1 mm pixels; DRRs rendered here are coarser (the tests
-#: render 6-20 mm pixels) but a DRR of 16 pixels, the fewest a radiograph may have along a side, across an 800 mm
-#: field still has 50 mm ones. Below 0.01 mm the file is in metres (0.00015 for 0.15 mm); above 50 mm it is in
-#: micrometres (150 for 0.15 mm) or broken, and distances (HD95) would come out thousands of times too large
-XRAY_SPACING_MM = (0.01, 50.0)
 
 #: orientation code every CT is brought to before it enters a network (MONAI ``Orientationd(axcodes=...)``)
 CT_AXCODES = "LPS"

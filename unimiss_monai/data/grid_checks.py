@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from unimiss_monai.conventions import XRAY_SPACING_MM
 from unimiss_monai.utils.lazy import moved_names
+from unimiss_monai.utils.value_ranges import XRAY_SPACING_MM
 
 __all__ = [
     "CT_SPACING_MM", "SFORM_QFORM_TOLERANCE", "XRAY_SPACING_MM", "check_ct_volume", "check_grid", "check_has_voxels",
@@ -93,7 +93,7 @@ def check_ct_volume(shape, affine, source: str) -> None:
 
 def check_radiograph_spacing(affine, source: str) -> None:
     """Raise ``ValueError`` (one line naming ``source``) when the pixel size of a 2D radiograph's ``affine`` (its first
-    two columns) lies outside :data:`~unimiss_monai.conventions.XRAY_SPACING_MM`. A PNG or JPEG carries no spacing and
+    two columns) lies outside :data:`~unimiss_monai.utils.value_ranges.XRAY_SPACING_MM`. A PNG or JPEG carries no spacing and
     is read as 1 mm pixels."""
     a = np.asarray(torch.as_tensor(affine).detach().cpu(), dtype=np.float64)
     _check_spacing(a[:-1, :2], XRAY_SPACING_MM, "pixel", "a radiograph's",

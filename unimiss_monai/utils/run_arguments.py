@@ -18,12 +18,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from unimiss_monai.conventions import XRAY_SPACING_MM
 from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.devices import device_problem
 from unimiss_monai.utils.errors import install_error_hook
 from unimiss_monai.utils.paths import file_in_the_way, symlink_loop_problem
-from unimiss_monai.utils.value_ranges import range_problem
+from unimiss_monai.utils.value_ranges import XRAY_SPACING_MM, range_problem
 
 __all__ = ["RunArgumentError", "check_overrides", "check_run_arguments", "config_ids", "did_you_mean", "is_flag"]
 
