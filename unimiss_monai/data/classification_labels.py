@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from unimiss_monai.data.case_names import named_inputs
-from unimiss_monai.data.datalists import read_split, require_files
+from unimiss_monai.data.datalists import items_refusal, read_split, require_files
 from unimiss_monai.data.drr_run_folder import drr_run_images
 from unimiss_monai.data.image_formats import (
     SCANNED_SUFFIXES,
@@ -139,17 +139,13 @@ def load_classification_datalist(
             bad.append(str(err))
             items.append(_flagged(item, where, base, str(err)))
     if bad and (check_images if refuse_bad_items is None else refuse_bad_items):
-        raise ValueError(_refusal(path, split, bad))
+        raise ValueError(items_refusal(path, split, bad, "cannot be read"))
     if check_images:
         require_files(raw, path, split, ("image",), base)
     labels = [it["label"] for it in items if FAILED_KEY not in it]
     if labels:
         _say_missing_classes(path, split, labels, list(class_names), multi_label)
     return items
-
-
-#: how many bad items a refusal names, the others counted (every one is logged)
-_NAMED = 5
 
 
 def _read_item(item, where: str, base: Path, listed: list[str] | None, names: list[str], multi_label: bool) -> dict:
@@ -171,19 +167,6 @@ def _flagged(item, where: str, base: Path, reason: str) -> dict:
     case = str(base / image) if isinstance(image, str) and image else where  # base / an absolute path is that path
     kept = {k: v for k, v in item.items() if k != "label"} if isinstance(item, dict) else {}
     return {**kept, "image": case, FAILED_KEY: reason}
-
-
-def _refusal(path: Path, split: str, bad: list[str]) -> str:
-    """The one line refusing ``split``: one bad item's line as it is; several named (the first few) by their index,
-    each with its reason and fix, so that one run tells them all."""
-    if len(bad) == 1:
-        return bad[0]
-    if len(bad) > _NAMED:  # the refusal names a few; the log keeps every one
-        for line in bad:
-            logger.error("%s", line)
-    named = "; ".join(line.removeprefix(str(path)) for line in bad[:_NAMED])
-    more = f"; and {len(bad) - _NAMED} more (each logged above)" if len(bad) > _NAMED else ""
-    return f"datalist {path}: {len(bad)} items of {split!r} cannot be read: {named}{more}"
 
 
 def _say_missing_classes(path: Path, split: str, labels: list, names: list[str], multi_label: bool) -> None:

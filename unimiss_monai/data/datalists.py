@@ -18,10 +18,13 @@ from pathlib import Path
 
 from unimiss_monai.data.drr_run_folder import unfinished_run_problem
 
-__all__ = ["SHARED_KEY", "read_split", "load_datalist", "missing_datalist", "absent_file", "require_files",
-           "shared_counts", "shared_images"]
+__all__ = ["SHARED_KEY", "read_split", "load_datalist", "missing_datalist", "absent_file", "items_refusal",
+           "require_files", "shared_counts", "shared_images"]
 
 logger = logging.getLogger(__name__)
+
+#: how many bad items a refusal of a split names, the others counted (every one is logged)
+NAMED_ITEMS = 5
 
 # what each item of a fine-tune split holds, for messages
 ITEM_FORM = '{"image": <path>, "label": <mask path or class>}'
@@ -223,3 +226,21 @@ def _require_foreground(items: list[dict], datalist, split: str) -> None:
         raise ValueError(f"datalist {datalist}: no label map of {split!r} holds a structure ({read} read, every "
                          "voxel 0, the background): training on them learns nothing; check the label files (an "
                          "export of empty segmentations?) and the 'label' paths")
+
+
+def items_refusal(path: str | os.PathLike, split: str, bad: Sequence[str], verdict: str, total: int | None = None,
+                  logged: bool = False) -> str:
+    """The one line refusing ``split`` of the datalist ``path`` for its ``bad`` items (one line each, naming the item
+    and the fix): one bad item's line as it is; several named (the first :data:`NAMED_ITEMS`, the datalist's path
+    left out of each) after ``verdict`` (``"cannot be read"``), and the rest counted, so that one run tells them all.
+    ``total``: the items of the split, said beside the count. ``logged``: each line is in the log already (else it is
+    logged here when some go unnamed)."""
+    if len(bad) == 1:
+        return bad[0]
+    if len(bad) > NAMED_ITEMS and not logged:  # the refusal names a few; the log keeps every one
+        for line in bad:
+            logger.error("%s", line)
+    named = "; ".join(line.removeprefix(str(path)) for line in bad[:NAMED_ITEMS])
+    more = f"; and {len(bad) - NAMED_ITEMS} more (each logged above)" if len(bad) > NAMED_ITEMS else ""
+    count = f"{len(bad)} of the {total} items" if total is not None else f"{len(bad)} items"
+    return f"datalist {path}: {count} of {split!r} {verdict}: {named}{more}"

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 import torch
 from monai.data import Dataset
 
-from unimiss_monai.data.datalists import absent_file
+from unimiss_monai.data.datalists import absent_file, items_refusal
 from unimiss_monai.data.dicom_checks import dicom_image_problem
 from unimiss_monai.data.image_formats import listing_problem
 from unimiss_monai.utils.errors import (
@@ -39,8 +39,6 @@ __all__ = ["CASE_KEY", "FAILED_KEY", "DatalistSplit", "TolerantDataset", "batch_
 
 #: item keys of the input path and of the failure message (empty when the case worked)
 CASE_KEY, FAILED_KEY = "case", "failed"
-#: how many failing items a training run's refusal names, the others counted (every one is logged)
-_NAMED = 5
 
 
 class TolerantDataset(Dataset):
@@ -128,15 +126,16 @@ def refuse_failures(failures: dict[int, str], total: int, datalist: str | os.Pat
     failed their loading and checks: ``failures`` maps each such item's place in ``datalist`` to its reason
     (:func:`failed_case`, which has logged it).
 
-    Raises ``ValueError`` naming the first few failing items in datalist order and counting the rest, so a run does
-    not stop at the first bad input its loader reaches (mid-epoch where nothing is cached) and a rerun find the next.
+    Raises ``ValueError`` (:func:`~unimiss_monai.data.datalists.items_refusal`): one failing item's reason as it is,
+    or the first few in datalist order with the rest counted, so a run does not stop at the first bad input its loader
+    reaches (mid-epoch where nothing is cached) and a rerun find the next.
     """
     if not failures:
         return
-    bad = [f"[{index}] {failures[index]}" for index in sorted(failures)]
-    more = f"; and {len(bad) - _NAMED} more (each logged above)" if len(bad) > _NAMED else ""
-    raise ValueError(f"datalist {datalist}: {len(bad)} of the {total} items of {split!r} cannot be trained on; fix or "
-                     f"remove each, then run again: {'; '.join(bad[:_NAMED])}{more}")
+    # each line as it is (a case's reason names its file): one bad item is that line, several are numbered
+    bad = [failures[index] if len(failures) == 1 else f"[{index}] {failures[index]}" for index in sorted(failures)]
+    raise ValueError(items_refusal(datalist, split, bad, "cannot be trained on; fix or remove each, then run again",
+                                   total, logged=True))
 
 
 def batch_items(batch) -> list[dict]:
