@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from monai.transforms import Compose, EnsureChannelFirstd, Lambdad, LoadImaged
 
-from unimiss_monai.data import save_nifti
+from unimiss_monai.data import save_nifti, tolerant
 from unimiss_monai.data.tolerant import FAILED_KEY, TolerantDataset
 from unimiss_monai.transforms import CheckSegmentationInputd
 
@@ -21,14 +21,20 @@ def _fail_after_loading(_):
     raise RuntimeError("out of something")
 
 
-def test_a_reader_failure_gets_the_fix_and_other_failures_do_not(tmp_path):
+def test_a_reader_failure_gets_the_fix_and_other_failures_do_not(tmp_path, monkeypatch):
     (tmp_path / "text.nii.gz").write_bytes(b"this is a text file, not an image")
     save_nifti(np.ones((4, 4), np.float32), np.eye(4), tmp_path / "good.nii.gz")
     broken, gone, good = (str(tmp_path / n) for n in ("text.nii.gz", "gone.nii.gz", "good.nii.gz"))
     reasons = _reasons([{"image": broken}, {"image": gone}, {"image": good}], LoadImaged("image"))
-    assert broken in reasons[0] and reasons[0].endswith(f"; {INTACT}"), reasons[0]
+    # a damaged file is said to be so, in one line of its own: not the reader's words ("not a gzip file")
+    assert reasons[0].startswith(f"{broken}: is not a readable NIfTI file: it is not gzip-compressed"), reasons[0]
+    assert reasons[0].endswith("or export it again") and "Error" not in reasons[0], reasons[0]
     assert reasons[1] and INTACT not in reasons[1], reasons[1]  # the reader says it is missing: that is the fix
     assert reasons[2] == ""
+    # where nothing wrong is found in the file (a reader's own limit), the reader's words stand, with the fix
+    monkeypatch.setattr(tolerant, "unreadable_image_problem", lambda path: None)
+    [words] = _reasons([{"image": broken}], LoadImaged("image"))
+    assert broken in words and words.endswith(f"; {INTACT}"), words
     later = _reasons([{"image": good}], Compose([LoadImaged("image"), Lambdad("image", _fail_after_loading)]))
     assert later == [f"{good}: RuntimeError: out of something"]
 
