@@ -36,7 +36,7 @@ from unimiss_monai.data.image_formats import (
 from unimiss_monai.data.listed_inputs import listed_images
 from unimiss_monai.data.samples import held_out_images
 from unimiss_monai.data.series_folders import SeriesScan, scan_series
-from unimiss_monai.data.tolerant import FAILED_KEY
+from unimiss_monai.data.tolerant import FAILED_KEY, flagged_item
 from unimiss_monai.utils.args import as_bool
 
 logger = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ def load_classification_datalist(
             items.append(_read_item(item, where, base, listed, list(class_names), multi_label))
         except ValueError as err:
             bad.append(str(err))
-            items.append(_flagged(item, where, base, str(err)))
+            items.append(flagged_item(item, where, base, str(err)))
     if bad and (check_images if refuse_bad_items is None else refuse_bad_items):
         raise ValueError(items_refusal(path, split, bad, "cannot be read"))
     if check_images:
@@ -158,15 +158,6 @@ def _read_item(item, where: str, base: Path, listed: list[str] | None, names: li
     image = Path(item["image"]) if Path(item["image"]).is_absolute() else base / item["image"]
     label = _in_bundle_order(item["label"], listed, names, multi_label) if listed else item["label"]
     return {**item, "image": str(image), "label": canonical_label(label, names, multi_label, where)}
-
-
-def _flagged(item, where: str, base: Path, reason: str) -> dict:
-    """The stand-in of an item that cannot be read: its image path (the datalist entry where it has none) and why,
-    without a label, so that no loader takes it for a case to score."""
-    image = item.get("image") if isinstance(item, dict) else None
-    case = str(base / image) if isinstance(image, str) and image else where  # base / an absolute path is that path
-    kept = {k: v for k, v in item.items() if k != "label"} if isinstance(item, dict) else {}
-    return {**kept, "image": case, FAILED_KEY: reason}
 
 
 def _say_missing_classes(path: Path, split: str, labels: list, names: list[str], multi_label: bool) -> None:

@@ -7,11 +7,11 @@ import os
 from pathlib import Path
 
 from unimiss_monai.data.case_names import NAME_KEY
-from unimiss_monai.data.classification_labels import _flagged
 from unimiss_monai.data.ct_inputs import find_ct_cases
 from unimiss_monai.data.datalists import ITEM_FORM, read_split
 from unimiss_monai.data.listed_inputs import INFERENCE_SPLITS
 from unimiss_monai.data.samples import find_dataset
+from unimiss_monai.data.tolerant import flagged_item
 
 __all__ = ["find_segmentation_inputs", "load_evaluation_datalist"]
 
@@ -57,5 +57,5 @@ def load_evaluation_datalist(datalist: str | os.PathLike, split: str,
             what = " and ".join({"image": "image", "label": "label map"}[key] for key in missing)
             reason = (f"{where}: has no {' or '.join(map(repr, missing))} (it has {sorted(item)}); add the "
                       f"path{'s' if len(missing) > 1 else ''} of its {what}, or leave the item out of the evaluation")
-            items[index] = _flagged(item, where, base, reason)
+            items[index] = flagged_item(item, where, base, reason)
     return items

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 from monai.data import Dataset
@@ -35,7 +36,7 @@ from unimiss_monai.utils.errors import (
 logger = logging.getLogger(__name__)
 
 __all__ = ["CASE_KEY", "FAILED_KEY", "DatalistSplit", "TolerantDataset", "batch_items", "failed_case", "failure_of",
-           "mark_failed", "refuse_failures", "split_failed"]
+           "flagged_item", "mark_failed", "refuse_failures", "split_failed"]
 
 #: item keys of the input path and of the failure message (empty when the case worked)
 CASE_KEY, FAILED_KEY = "case", "failed"
@@ -152,6 +153,16 @@ def batch_items(batch) -> list[dict]:
     if not isinstance(cases, (list, tuple)):
         return [batch]
     return [{CASE_KEY: c, FAILED_KEY: f} for c, f in zip(cases, batch.get(FAILED_KEY) or [""] * len(cases))]
+
+
+def flagged_item(item, where: str, base: str | os.PathLike, reason: str) -> dict:
+    """The stand-in of datalist item ``item`` (at ``where``, its paths relative to ``base``) that its reader refuses
+    with ``reason``: its image path (``where`` when it has none) and why, without a label, so that no loader takes it
+    for a case to score: :class:`TolerantDataset` fails it unloaded, while the other cases go on."""
+    image = item.get("image") if isinstance(item, dict) else None
+    case = str(Path(base) / image) if isinstance(image, str) and image else where  # base / an absolute path: it
+    kept = {k: v for k, v in item.items() if k != "label"} if isinstance(item, dict) else {}
+    return {**kept, "image": case, FAILED_KEY: reason}
 
 
 def mark_failed(item: dict, reason: str) -> None:
