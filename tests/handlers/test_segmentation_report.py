@@ -295,8 +295,11 @@ def test_cases_named_alike_by_their_files_are_named_by_their_paths_as_inference_
     engine.run([[item(entries[0]), item(entries[1])], [item(entries[2])]], max_epochs=1)
     report = json.loads(open(handler.paths["json"]).read())
     assert [c["case"] for c in report["cases"]] == inferred and drawn == inferred[:2]
-    # a file of a renamed case's name (s0001_ct.nii.gz beside the folders): no path tells the rows apart, so it is said
+    # a file of a renamed case's name (s0001_ct.nii.gz beside the folders): no path tells the rows apart, so each is
+    # numbered, and it is said
     entries.append({"image": "s0001_ct.nii.gz", "label": "labels/s0001_ct.nii.gz"})
     with caplog.at_level("WARNING", logger="unimiss_monai"):
         engine.run([[item(e) for e in entries]], max_epochs=1)
-    assert "segmentation report: 1 name(s) more than one case (s0001_ct): give those files names" in caplog.text
+    assert "segmentation report: 1 name(s) stood for more than one case (s0001_ct), numbered" in caplog.text
+    report = json.loads(open(handler.paths["json"]).read())
+    assert [c["case"] for c in report["cases"]] == [*inferred, "s0001_ct_2"]

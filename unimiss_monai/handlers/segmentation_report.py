@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from unimiss_monai.conventions import voxel_spacing
-from unimiss_monai.data.case_names import names_apart
+from unimiss_monai.data.case_names import names_apart, numbered_repeats
 from unimiss_monai.data.datalists import SHARED_KEY, shared_counts
 from unimiss_monai.data.image_formats import has_pixel_grid, split_image_name
 from unimiss_monai.data.output_ledger import check_own_file, replacing_own
@@ -335,9 +335,12 @@ class SegmentationReport:
             case["case"] = name
         counts = Counter(c["case"].casefold() for c in cases)
         shared = sorted({c["case"] for c in cases if counts[c["case"].casefold()] > 1})
-        if shared:  # rows that no reader can tell apart: said, not left to a table of look-alikes
-            logger.warning("segmentation report: %s name(s) more than one case (%s): give those files names of their "
-                           "own", len(shared), ", ".join(shared[:5]))
+        if shared:  # two labels of one image (two raters), or files named alike: each row keeps a name of its own
+            for case, name in zip(cases, numbered_repeats([c["case"] for c in cases])):
+                case["case"] = name
+            logger.warning("segmentation report: %s name(s) stood for more than one case (%s), numbered in the run's "
+                           "order (%s_2, ...): give those files names of their own to tell them by name", len(shared),
+                           ", ".join(shared[:5]), shared[0])
         offsets = np.cumsum([0] + [len(shard[0]) for shard in shards])
         views = [(cases[offset + k]["case"], *view[1:]) for shard, offset in zip(shards, offsets)
                  for view, k in zip(shard[1], shard[4])][: self.max_overlay_cases]
