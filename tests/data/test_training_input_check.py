@@ -13,27 +13,15 @@ import numpy as np
 import pytest
 import torch
 from monai.data import CacheDataset, Dataset
-from monai.transforms import Compose, EnsureTyped, LoadImaged, MapTransform, RandFlipd, ScaleIntensityd
+from monai.transforms import Compose, EnsureTyped, MapTransform, RandFlipd, ScaleIntensityd
+from test_disk_cache import LOADS, CountingLoad  # the files a pipeline decodes, counted
 
 from unimiss_monai.data.disk_cache import CheckedCacheDataset, DiskCacheDataset, cached_dataset
 from unimiss_monai.data.tolerant import DatalistSplit
 from unimiss_monai.utils.errors import root_cause
 
-LOADS: list[str] = []
 #: what the input check of the pipeline below says of a bad case
 AIR = "holds nothing but air: replace it with the CT"
-
-
-class CountingLoad(MapTransform):
-    """LoadImaged that records every file it decodes (deterministic, so it belongs to the cached part)."""
-
-    def __init__(self, keys):
-        super().__init__(keys)
-        self.load = LoadImaged(keys, image_only=True, ensure_channel_first=True)
-
-    def __call__(self, data):
-        LOADS.extend(str(data[k]) for k in self.keys)
-        return self.load(data)
 
 
 class RefuseAir(MapTransform):
