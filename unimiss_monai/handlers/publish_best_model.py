@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import filecmp
 import logging
 import math
 import os
@@ -16,7 +15,7 @@ from unimiss_monai.handlers.best_model_saver import BestModelSaver
 from unimiss_monai.utils.finite import first_non_finite
 from unimiss_monai.utils.serialization import load_torch_file
 
-__all__ = ["PublishBestModel", "unpublished"]
+__all__ = ["PublishBestModel"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,10 +27,6 @@ class PublishBestModel:
     fails or diverges never touches ``path``: the weights there stay those of the last finished run. At the end the
     best model is read back (weights-only, every tensor finite) and copied in atomically; an existing ``path`` is kept
     as ``<path>.prev`` first. A run that saved no best model (no validation ran) leaves ``path`` as it was.
-
-    A run stopped after its last checkpoint but before publishing (killed, or the copy failed) has finished its
-    training: its :class:`TrainingCheckpoint`, asking :func:`unpublished` (``resume_finished``), resumes it when it
-    is run again, so the run ends at once and this handler publishes its best model, rather than training it anew.
 
     Args:
         saver: the run's :class:`BestModelSaver` (attached to the evaluator).
@@ -77,18 +72,3 @@ class PublishBestModel:
             shutil.copyfile(source, tmp)
         logger.info("published the best model %s to %s%s", source, self.path,
                     f" (previous kept as {previous})" if previous else "")
-
-
-def unpublished(saver: BestModelSaver, path: str | os.PathLike) -> bool:
-    """Whether the best model ``saver`` saved is in its run's folder and ``path`` does not hold it (missing, or another
-    model's), said in the log: asked when a finished run's checkpoint is found (a fine-tuning bundle's
-    :class:`TrainingCheckpoint` ``resume_finished``), such a run stopped before :class:`PublishBestModel` published
-    it, and is resumed to publish it without training again. Once published (the same bytes), running again trains
-    anew."""
-    if not isinstance(saver, BestModelSaver) or not saver.path.is_file():
-        return False
-    if Path(path).is_file() and filecmp.cmp(saver.path, path, shallow=False):
-        return False
-    logger.warning("%s, the best model of a finished run, was not published to %s (the run stopped before): resuming "
-                   "the run to publish it, without training again", saver.path, path)
-    return True

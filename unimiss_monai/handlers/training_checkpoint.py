@@ -123,9 +123,7 @@ class TrainingCheckpoint:
             state dict (and e.g. ``"info"``, see ``StudentTeacher.export``), saved as is.
         epoch_level: count ``save_every`` in epochs and save after all other end-of-epoch handlers.
         resume_finished: also resume a checkpoint of a run that reached its ``max_epochs`` (it can then be extended by
-            raising ``max_epochs``); ``False`` starts such a run anew, so running a finished fine-tune again retrains;
-            a callable decides when such a checkpoint is found (the fine-tuning bundles pass
-            :func:`~unimiss_monai.handlers.publish_best_model.unpublished`: a run stopped before publishing publishes).
+            raising ``max_epochs``); ``False`` starts such a run anew, so running a finished fine-tune again retrains.
         data: the run's training items (``[{"image": ..., "label": ...}]``, file paths compared as the files they name),
             recorded in the checkpoint: a run of other items (another ``dataset_dir``, an edited datalist) trains
             anew, said in a warning; resumed, it trained the rest of the epochs on the other data and published the
@@ -148,7 +146,7 @@ class TrainingCheckpoint:
         export_path: str | os.PathLike | None = None,
         export_fn: Callable[[], Mapping[str, torch.Tensor]] | None = None,
         epoch_level: bool = False,
-        resume_finished: bool | Callable[[], bool] = True,
+        resume_finished: bool = True,
         data: Sequence[Mapping] | None = None,
         optimiser_settings: Mapping | None = None,
         seed: int | None = None,
@@ -160,9 +158,7 @@ class TrainingCheckpoint:
         self.objects, self.save_every = dict(save_objects), int(save_every)
         self.resume = as_bool(resume, "resume")
         self.export_path, self.export_fn = (Path(export_path) if export_path else None), export_fn
-        self.epoch_level, self.resume_finished = as_bool(epoch_level, "epoch_level"), resume_finished
-        if not callable(resume_finished):
-            self.resume_finished = as_bool(resume_finished, "resume_finished")
+        self.epoch_level, self.resume_finished = as_bool(epoch_level, "epoch_level"), as_bool(resume_finished, "resume_finished")
         self._epoch_save_attached, self._saved_iteration, self._save_due = False, -1, False
         # as the file keeps it: plain strings and numbers, a path as the file it names (however it was written)
         self.data = None if data is None else [_plain(item) for item in data]
@@ -262,7 +258,7 @@ class TrainingCheckpoint:
             raise RuntimeError(f"cannot resume from {self.path}: tensor {bad} holds NaN or Inf (the run that wrote it "
                                "diverged); delete it to start over")
         saved = ckpt.get("trainer")
-        if finished(saved) and not (self.resume_finished() if callable(self.resume_finished) else self.resume_finished):
+        if not self.resume_finished and finished(saved):
             logger.info("%s is the checkpoint of a finished run: training anew", self.path)
             return
         if (other := self._other_data(ckpt.get("data"))) is not None:
