@@ -64,7 +64,8 @@ def _checked(items, mode: str, tmp_path, **kw):
 
 
 @pytest.mark.parametrize("mode, kw", [("memory", {}), ("memory", {"cache_rate": 0.5}), ("memory", {"num_workers": 2}),
-                                      ("disk", {}), ("none", {})])
+                                      ("disk", {}), ("disk", {"num_workers": 2}), ("none", {}),
+                                      ("none", {"num_workers": 3})])
 def test_every_failing_item_is_named_in_one_error_whatever_the_cache(mode, kw, tmp_path):
     items = _volumes(tmp_path, 6, bad=(1, 4))  # with cache_rate 0.5, item 4 lies outside the cached part
     with pytest.raises(ValueError) as err:

@@ -56,8 +56,10 @@ logger = logging.getLogger(__name__)
 CACHE_MODES = ("memory", "disk", "none")
 
 #: version of the entries' content, part of every key: entries of version 1 held bare tensors without their affine,
-#: and must not be read as if they had one
-ENTRY_FORMAT = 2
+#: and must not be read as if they had one. An entry also stands for the input checks its item passed (a training run
+#: does not check an item whose entry exists), so checks made stricter bump it too: version 3 refuses CTs of raw
+#: scanner values (HU + 1024) and of sign-flipped HU, which version 2 entries hold
+ENTRY_FORMAT = 3
 #: the key under which :func:`storable` keeps a ``MetaTensor``'s data
 META_TAG = "__meta_tensor__"
 
@@ -250,12 +252,14 @@ class DiskCacheDataset(PersistentDataset):
         """The rest of the transforms (from the first random one) applied to a :meth:`cached` result."""
         return self._post_transform(item)
 
-    def fill(self) -> dict[int, str]:
-        """Compute and store the entry of every item that has none yet (what the first epoch would do), and return
-        ``{index: reason}`` of the items whose preprocessing fails (:func:`~unimiss_monai.data.tolerant.failed_case`).
-        An item whose entry exists passed its loading and checks when the entry was computed: it is not decoded
-        again, so over a warm cache this costs a look-up per item."""
-        return _failures(self.data, lambda item: None if self.entry_path(item).is_file() else self.cached(item))
+    def fill(self, num_workers: int | None = 0, progress: bool = True) -> dict[int, str]:
+        """Compute and store the entry of every item that has none yet (what the first epoch would do), in
+        ``num_workers`` threads, and return ``{index: reason}`` of the items whose preprocessing fails
+        (:func:`~unimiss_monai.data.tolerant.failed_case`). An item whose entry exists passed its loading and checks
+        when the entry was computed (:data:`ENTRY_FORMAT`): it is not decoded again, so over a warm cache this costs
+        a look-up per item."""
+        return _failures(self.data, lambda item: None if self.entry_path(item).is_file() else self.cached(item),
+                         num_workers, progress)
 
 
 class CheckedCacheDataset(CacheDataset):
@@ -302,16 +306,26 @@ class CheckedCacheDataset(CacheDataset):
             return None
 
 
-def _failures(items: Sequence[dict], run: Callable) -> dict[int, str]:
+def _failures(items: Sequence[dict], run: Callable, num_workers: int | None = 0,
+              progress: bool = True) -> dict[int, str]:
     """``{index: reason}`` of the ``items`` on which ``run(item)`` fails (the reason as
-    :func:`~unimiss_monai.data.tolerant.failed_case` words and logs it); every item is run, whatever failed before."""
-    failures = {}
-    for index, item in enumerate(items):
+    :func:`~unimiss_monai.data.tolerant.failed_case` words and logs it); every item is run, whatever failed before, in
+    ``num_workers`` threads (decoding and the checks release the GIL, as in MONAI's cache fill), with a progress bar."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
+    def attempt(index: int) -> tuple[int, str | None]:
         try:
-            run(item)
+            run(items[index])
         except Exception as err:  # noqa: BLE001 - every failing item is named, not only the first
-            failures[index] = failed_case(item, index, err)
-    return failures
+            return index, failed_case(items[index], index, err)
+        return index, None
+
+    with ThreadPoolExecutor(max_workers=max(1, int(num_workers or 0))) as pool:
+        done = tqdm(pool.map(attempt, range(len(items))), total=len(items), desc="Checking dataset",
+                    disable=not progress)
+        return {index: reason for index, reason in done if reason is not None}
 
 
 def _deterministic_head(transform: Sequence[Callable] | Callable) -> Callable:
@@ -344,8 +358,8 @@ def cached_dataset(data: Sequence, transform: Sequence[Callable] | Callable, cac
             every time).
         cache_dir: folder of the disk cache; required for ``"disk"``.
         cache_rate: fraction of items held in memory (``"memory"`` only).
-        num_workers: threads that fill the memory cache (``"memory"`` only).
-        progress: show a progress bar while the memory cache fills (``"memory"`` only).
+        num_workers: threads that fill the memory cache, or check the items (and fill the disk cache).
+        progress: show a progress bar while the memory cache fills or the items are checked.
     """
     mode = str(cache).lower()
     if mode not in CACHE_MODES:
@@ -367,6 +381,7 @@ def cached_dataset(data: Sequence, transform: Sequence[Callable] | Callable, cac
     else:
         dataset = Dataset(data=data, transform=transform)
     if source is not None:  # nothing to share without a cache: the head runs once for the check alone
-        failures = dataset.fill() if mode == "disk" else _failures(data, _deterministic_head(transform))
+        failures = (dataset.fill(num_workers, progress) if mode == "disk"
+                    else _failures(data, _deterministic_head(transform), num_workers, progress))
         refuse_failures(failures, len(data), source.datalist, source.split)
     return dataset
