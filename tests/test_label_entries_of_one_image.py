@@ -87,3 +87,11 @@ def test_inference_keeps_a_saliency_map_for_each_entry_of_one_image(tmp_path):
     assert [(r["case"], r["status"], r["saliency"]) for r in rows] == [
         (str(a), "ok", str(out / "saliency" / "scan.png")), (str(a), "ok", str(out / "saliency" / "scan_2.png"))]
     assert sorted(p.name for p in (out / "saliency").iterdir()) == ["scan.png", "scan_2.png"]
+
+
+def test_a_repeated_input_is_never_numbered_into_another_inputs_name():
+    # x.png listed twice beside x_2.png: the repeat's map must not take x_2, which is x_2.png's own
+    names = OutputNames(["/d/x.png", "/d/x.png", "/d/x_2.png"])
+    assert [names.repeat_name("/d/x.png", n) for n in (1, 2, 3)] == ["x", "x_3", "x_4"]
+    assert names.repeat_name("/d/x_2.png", 1) == names.name("/d/x_2.png") == "x_2"
+    assert names.repeat_name("/d/x.png", 2) == "x_3"  # the same every time asked

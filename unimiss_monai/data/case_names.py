@@ -159,6 +159,7 @@ class OutputNames:
         wanted = [stem if stems[stem.casefold()] == 1 or not fmt else f"{stem}_{fmt.replace('.', '_')}" for stem, fmt in parts]
         taken = {w.casefold() for w in wanted}
         self._names: dict[str, str] = {}
+        self._repeats: dict[tuple[str, int], str] = {}  # (input, n) -> the name of its n-th listing (repeat_name)
         given: set[str] = set()
         for path, name in sorted(zip(paths, wanted), key=lambda pw: pw[0]):
             if _key(path) in self._names:  # the same file listed twice writes one output
@@ -173,6 +174,17 @@ class OutputNames:
     def name(self, path: str | os.PathLike) -> str:
         """The output name of ``path``; an input not in the list gets its plain stem."""
         return self._names.get(_key(path)) or split_image_name(path)[0]
+
+    def repeat_name(self, path: str | os.PathLike, n: int) -> str:
+        """The name of the ``n``-th entry of the run (from 1) that lists ``path``: its output name, numbered from the
+        second on (``x``, ``x_2``) into a name that no input of the run has and no other repeat took, so that two
+        entries of one image (two labels of one scan) each keep an output of their own. The same every time asked."""
+        if n <= 1:
+            return self.name(path)
+        if (key := (_key(path), n)) not in self._repeats:
+            given = {v.casefold() for v in (*self._names.values(), *self._repeats.values(), self.name(path))}
+            self._repeats[key] = _free_name(self.name(path), given, given)
+        return self._repeats[key]
 
     def __call__(self, metadict: Mapping | None, saver: object = None) -> dict:
         """``output_name_formatter`` of MONAI ``SaveImage``: the file name kwargs of the image ``metadict`` describes."""

@@ -128,8 +128,7 @@ class ClassProbabilityWriter:
     def _map_name(self, case: str) -> str:
         """The saliency map name of ``case``: its output name, numbered where the run lists that input again (two
         entries of one image, ``x``, ``x_2``), so that each entry keeps a map of its own, as its row."""
-        name, n = self.output_names.name(case), self._listed[case]
-        return name if n == 1 else f"{name}_{n}"
+        return self.output_names.repeat_name(case, self._listed[case])
 
     def _saliency_clash(self, case: str) -> str:
         """Why ``case`` may not write its saliency map (another input of this run wrote that file), or ``""``."""
