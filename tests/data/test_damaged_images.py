@@ -76,8 +76,8 @@ DAMAGED: dict[str, tuple[Callable[[Path, np.ndarray], None], str]] = {
     "head.dcm": (lambda p, a: (_dicom(p, a), p.write_bytes(p.read_bytes()[:140])),
                  r"holds no pixel data: it is cut short, or is a DICOM object without an image"),
     "half.png": (_half(_png), r"is not a readable PNG file: it is cut short"),
-    "half.mha": (_half(_itk), r"is not a readable MHA file: it is damaged, cut short or of another format"),
-    "half.nrrd": (_half(_itk), r"is not a readable NRRD file: it is damaged, cut short or of another format"),
+    "text.png": (lambda p, _: p.write_bytes(b"this is a text file, not an image"),
+                 r"is not a readable PNG file: it is no image of a known format"),
     "empty.nii.gz": (lambda p, _: p.write_bytes(b""), r"is not a readable NIfTI file: it is empty \(0 bytes\)"),
     "empty.dcm": (lambda p, _: p.write_bytes(b""), r"is not a readable DICOM file: it is empty \(0 bytes\)"),
     "text.nii.gz": (lambda p, _: p.write_bytes(b"this is a text file, not an image"),
@@ -118,12 +118,46 @@ def test_the_radiograph_reader_says_a_damaged_file_is_damaged_and_the_fix(tmp_pa
     _assert_one_line(str(caught.value), path, what)
 
 
+def _float_rgb_tiff(path: Path, _array: np.ndarray) -> None:
+    rgb = np.random.default_rng(0).random((16, 12, 3)).astype(np.float32)
+    itk.imwrite(itk.image_from_array(rgb, is_vector=True), str(path))  # float colour: Pillow does not read it
+
+
 @pytest.mark.parametrize("write, name", [(_nifti, "ct.nii.gz"), (_nifti, "ct.nii"), (_dicom, "dx.dcm"),
-                                         (_png, "chest.png")])
+                                         (_png, "chest.png"), (_itk, "ct.mha"), (_itk, "ct.nrrd"),
+                                         (_float_rgb_tiff, "colour.tif")])
 def test_an_intact_file_is_not_called_damaged(tmp_path, write, name):
-    # a reader that fails on a whole file (a data type it does not take) keeps its own reason: no made-up damage
+    # a reader that fails on a whole file (a data type it does not take) keeps its own reason: no made-up damage.
+    # MetaImage and NRRD are not looked into, so not even a cut one is called damaged
     write(tmp_path / name, _ct())
     assert unreadable_image_problem(tmp_path / name) is None
+
+
+def test_a_file_that_cannot_be_opened_or_looked_into_keeps_the_readers_reason(tmp_path, monkeypatch):
+    from unimiss_monai.data import image_formats
+
+    path = tmp_path / "half.nii.gz"
+    _half(_nifti)(path, _ct())
+    assert unreadable_image_problem(path) is not None
+    # no read permission: a permission to give, not a copy to replace (its reader says so)
+    monkeypatch.setattr(image_formats.os, "access", lambda p, mode: False)
+    assert unreadable_image_problem(path) is None
+    monkeypatch.undo()
+
+    def out_of_memory(*args):
+        raise MemoryError
+
+    # a diagnosis that fails (a huge file decompressed once more) never replaces the reader's own error
+    monkeypatch.setattr(image_formats, "_nifti_damage", out_of_memory)
+    assert unreadable_image_problem(path) is None
+
+
+def test_a_whole_nifti_under_a_compressed_name_is_told_to_be_renamed(tmp_path):
+    _nifti(tmp_path / "ct.nii", _ct())
+    named = tmp_path / "ct.nii.gz"
+    named.write_bytes((tmp_path / "ct.nii").read_bytes())
+    assert unreadable_image_problem(named) == (f"{named}: is a whole NIfTI file, not gzip-compressed as its name "
+                                               "says: rename it to .nii")
 
 
 def test_the_pretraining_loader_skips_a_cut_short_ct_in_one_line_and_goes_on(tmp_path):

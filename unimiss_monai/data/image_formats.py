@@ -138,9 +138,9 @@ DAMAGED_FILE_FIX = ("replace it with an intact copy: copy it again from its sour
                     "or export it again")
 
 
-def _nifti_damage(path: Path) -> str | None:
-    """What makes the NIfTI file ``path`` unreadable (not gzip-compressed, cut short, no NIfTI header, fewer bytes than
-    its header declares), or None when none of that is wrong with it."""
+def _nifti_damage(path: Path, data: bytes) -> str | None:
+    """What makes the NIfTI file ``path`` (its bytes ``data``) unreadable (not gzip-compressed, cut short, no NIfTI
+    header, fewer bytes than its header declares), or None when none of that is wrong with it."""
     import gzip
     import io
     import zlib
@@ -148,7 +148,6 @@ def _nifti_damage(path: Path) -> str | None:
     import nibabel as nib
     import numpy as np
 
-    data = path.read_bytes()
     if path.name.lower().endswith(".gz"):
         if data[:2] != b"\x1f\x8b":
             return "it is not gzip-compressed, as a .nii.gz is (a file of another kind under this name)"
@@ -173,17 +172,27 @@ def _nifti_damage(path: Path) -> str | None:
     return None
 
 
-def _picture_damage(path: Path) -> str | None:
-    """What makes the picture ``path`` (PNG, JPEG, TIFF, BMP) unreadable to Pillow (cut short, no image of a known
-    format), or None when Pillow decodes it."""
+#: the first bytes of each picture format: a file that starts otherwise is not of the format its name says
+_PICTURE_MAGIC = {".png": (b"\x89PNG",), ".jpg": (b"\xff\xd8\xff",), ".jpeg": (b"\xff\xd8\xff",),
+                  ".tif": (b"II*\x00", b"MM\x00*"), ".tiff": (b"II*\x00", b"MM\x00*"), ".bmp": (b"BM",)}
+
+
+def _picture_damage(path: Path, suffix: str) -> str | None:
+    """What makes the picture ``path`` (PNG, JPEG, TIFF, BMP, by its ``suffix``) unreadable to Pillow (cut short, not
+    of its format), or None when Pillow decodes it or it is of its format and whole as far as can be told (a TIFF of
+    float colour pixels, which Pillow does not take)."""
     from PIL import Image, UnidentifiedImageError
 
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head.startswith(_PICTURE_MAGIC[suffix]):
+        return "it is no image of a known format (a file of another kind under this name)"
     try:
         with Image.open(path) as img:
             img.load()
     except UnidentifiedImageError:
-        return "it is no image of a known format (a file of another kind under this name)"
-    except (OSError, SyntaxError, ValueError) as err:
+        return None  # of its format by its first bytes: a kind of it Pillow does not read, not a damaged file
+    except (SyntaxError, ValueError, OSError) as err:
         return "it is cut short" if "truncated" in str(err) else "its image data is damaged"
     return None
 
@@ -191,27 +200,35 @@ def _picture_damage(path: Path) -> str | None:
 def unreadable_image_problem(path: str | os.PathLike) -> str | None:
     """One line naming the image file ``path``, which a reader could not read, saying what is wrong with it (empty,
     cut short, of another format than its name says, damaged) and the fix, or None where the file is whole as far as
-    can be told (a NIfTI, DICOM or picture a reader failed on for another reason). A reader's own words name neither
-    the file nor the fix (``Compressed file ended before the end-of-stream marker was reached``, ``Could not create IO
-    object for reading file``). Formats only ITK reads (``.mha``, ``.nrrd``) are not looked into: they are said to be
-    damaged, cut short or of another format."""
+    can be told (a NIfTI, DICOM or picture a reader failed on for another reason), cannot be read by this user, or is
+    of a format not looked into (MetaImage, NRRD, arrays: only their emptiness is). A reader's own words name neither
+    the file nor the fix (``Compressed file ended before the end-of-stream marker was reached``). Never raises: a
+    diagnosis that fails leaves the reader's own reason."""
     from unimiss_monai.data.dicom_checks import dicom_file_damage  # it imports this module
 
     path = Path(path)
-    suffix = image_suffix(path)
-    dicom = is_dicom_path(path)
-    kind = "NIfTI" if suffix in NIFTI_SUFFIXES else "DICOM" if dicom else suffix[1:].upper() or "image"
-    if path.stat().st_size == 0:
-        damage = "it is empty (0 bytes)"
-    elif suffix in NIFTI_SUFFIXES:
-        damage = _nifti_damage(path)
-    elif dicom:  # said as a series check says it of one slice: "is no readable DICOM file (...)", "holds 960 ..."
-        damage = dicom_file_damage(str(path))
-        return f"{path}: {damage}; {DAMAGED_FILE_FIX}" if damage else None
-    elif suffix in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"):
-        damage = _picture_damage(path)
-    else:
-        damage = "it is damaged, cut short or of another format"
+    try:
+        if not os.access(path, os.R_OK):  # a permission to give, not a copy to replace: the reader's error says it
+            return None
+        suffix = image_suffix(path)
+        dicom = is_dicom_path(path)
+        kind = "NIfTI" if suffix in NIFTI_SUFFIXES else "DICOM" if dicom else suffix[1:].upper() or "image"
+        if path.stat().st_size == 0:
+            damage = "it is empty (0 bytes)"
+        elif suffix in NIFTI_SUFFIXES:
+            data = path.read_bytes()
+            if suffix == ".nii.gz" and data[:2] != b"\x1f\x8b" and _nifti_damage(path.with_suffix(""), data) is None:
+                return f"{path}: is a whole NIfTI file, not gzip-compressed as its name says: rename it to .nii"
+            damage = _nifti_damage(path, data)
+        elif dicom:  # said as a series check says it of one slice: "is no readable DICOM file (...)", "holds 960 ..."
+            damage = dicom_file_damage(str(path))
+            return f"{path}: {damage}; {DAMAGED_FILE_FIX}" if damage else None
+        elif suffix in _PICTURE_MAGIC:
+            damage = _picture_damage(path, suffix)
+        else:
+            damage = None
+    except Exception:  # noqa: BLE001 - the reader's own reason stands where the file cannot be looked into
+        return None
     return f"{path}: is not a readable {kind} file: {damage}; {DAMAGED_FILE_FIX}" if damage else None
 
 
