@@ -47,6 +47,9 @@ GOOD = {
     "no_spacing.dcm": ({}, 1.0),
     "uncalibrated.dcm": ({"PixelSpacing": [0, 0]}, 1.0),
     "imager.dcm": ({"ImagerPixelSpacing": [0.15, 0.15]}, 0.15),
+    # a broken PixelSpacing beside a valid ImagerPixelSpacing, which the reader takes for a DX: nothing to refuse
+    "imager_beside_negative.dcm": ({"PixelSpacing": [-0.2, 0.2], "ImagerPixelSpacing": [0.2, 0.2]}, 0.2),
+    "imager_beside_one_zero.dcm": ({"PixelSpacing": [0.2, 0.0], "ImagerPixelSpacing": [0.2, 0.2]}, 0.2),
 }
 
 

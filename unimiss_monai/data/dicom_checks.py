@@ -111,24 +111,30 @@ _SPACING_TAGS = ("PixelSpacing", "ImagerPixelSpacing")
 
 
 def dicom_spacing_problem(source: str) -> str | None:
-    """What is wrong with the pixel size in the header of the DICOM file ``source``, with the fix, or None: a
-    ``PixelSpacing`` or ``ImagerPixelSpacing`` with a negative, non-finite or (beside a non-zero one) zero value. ITK
-    reads such a radiograph as 1 mm pixels, and its distances and areas come out in made-up units. A file without
-    either element, or with all zeros, keeps the reader's 1 mm, as a PNG does: vendors write ``0\\0`` for a detector
-    they did not calibrate (pydicom's sample CR ``RG1_UNCR.dcm``, which the sample data sets use, is one). A file that
-    is no DICOM, or a value that is no list of numbers, is the reader's."""
+    """What is wrong with the pixel size in the header of the DICOM file ``source``, with the fix, or None: its
+    ``PixelSpacing`` or ``ImagerPixelSpacing`` holds a negative, non-finite or (beside a non-zero one) zero value, and
+    neither element gives a valid size the reader could take instead (ITK takes ``ImagerPixelSpacing`` for CR and
+    DX). A negative size flips the image's axis, a zero one is read as 1 mm, and distances and areas come out in
+    made-up units. A file without either element, or with all zeros, keeps the reader's 1 mm, as a PNG does: vendors
+    write ``0\\0`` for a detector they did not calibrate (pydicom's sample CR ``RG1_UNCR.dcm``, which the sample
+    data sets use, is one). A file that is no DICOM, or a value that is no list of numbers, is the reader's."""
     ds = dicom_header(source)
     if ds is None:
         return None
+    bad = None
     for tag in _SPACING_TAGS:
         try:
             values = np.asarray(ds.get(tag) or [], dtype=np.float64).reshape(-1)
         except (TypeError, ValueError):
             continue
-        if values.size and (values != 0).any() and not (np.isfinite(values) & (values > 0)).all():
-            return (f"its header's {tag} is {numbers_text(values)}, no pixel size (each must be positive, in mm); set "
-                    "PixelSpacing or ImagerPixelSpacing in the header to the detector's pixel size, or export it again")
-    return None
+        if values.size and (np.isfinite(values) & (values > 0)).all():
+            return None  # a valid size to read
+        if values.size and (values != 0).any() and bad is None:
+            bad = (tag, values)
+    if bad is None:
+        return None
+    return (f"its header's {bad[0]} is {numbers_text(bad[1])}, no pixel size (each must be positive, in mm); set "
+            "PixelSpacing or ImagerPixelSpacing in the header to the detector's pixel size, or export it again")
 
 
 def check_dicom_series(source: str, tolerance: float = 0.01) -> None:
