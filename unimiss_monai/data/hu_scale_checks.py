@@ -51,6 +51,9 @@ _RING_SHARE = 0.08
 # the share of a CT's values between air and soft tissue stored without the rescale (lung, the partial volume of the
 # skin's edge) that a raw CT has: a synthetic volume of blocks (air, 40 HU, bone at 1000 HU) has none
 _SOME_SHARE = 0.01
+# the least share of air whose sign was flipped that makes a CT a negated one: a negated chest CT holds some 40 %, and
+# a small crop of vertebra or rib in HU (11 x 11 x 20 mm) up to 6 % of cortical bone near +1000 HU
+_NEGATED_AIR_SHARE = 0.10
 # the most values above air whose sign was flipped (padding left out) for each one of that air: in HU nothing lies
 # below air but padding, while a crop of cortical bone in HU spreads from 900 HU well above 1100 HU
 _BEYOND_NEGATED_AIR = 0.05
@@ -131,11 +134,11 @@ def check_not_unrescaled(sample: np.ndarray, source: str) -> None:
 
 def check_not_negated(sample: np.ndarray, source: str) -> None:
     """Raise ``ValueError`` when a CT's values (``sample``, flat) are HU with their sign flipped: next to no air at
-    -1000, a mass of air in :data:`NEGATED_AIR_HU` with next to nothing above it but padding (and the ring where
-    resampling blends that into air), a mass of soft tissue in :data:`SOFT_TISSUE_HU` (each :data:`MASS_SHARE` or
-    more), and some values below :data:`RAW_AIR_HU` (soft tissue and bone; raw scanner values, told by
-    :func:`check_not_unrescaled`, have none there). Contrast or metal at 1000 HU in a CT in HU fills a few voxels beside
-    its air, and a crop of cortical bone spreads well above 1100 HU."""
+    -1000, a mass of air in :data:`NEGATED_AIR_HU` (a tenth of the values or more) with next to nothing above it
+    but padding (and the ring where resampling blends that into air), a mass of soft tissue in :data:`SOFT_TISSUE_HU`
+    (:data:`MASS_SHARE` or more), and some values below :data:`RAW_AIR_HU` (soft tissue and bone; raw scanner values,
+    told by :func:`check_not_unrescaled`, have none there). Contrast or metal at 1000 HU in a CT in HU fills a few
+    voxels beside its air, and a crop of cortical bone spreads well above 1100 HU."""
     high = _without_padding(sample[sample >= NEGATED_AIR_HU[1]])
     padding = np.count_nonzero(sample >= NEGATED_AIR_HU[1]) - high.size
     body = sample.size - padding  # the values less the padding
@@ -145,7 +148,8 @@ def check_not_negated(sample: np.ndarray, source: str) -> None:
     below = _share(sample, (-np.inf, RAW_AIR_HU[0]), body)
     # padding above air (its sign flipped too), resampled with cubic interpolation, blends into air in a thin ring
     beyond = high.size / max(body, 1) - (_RING_SHARE if padding else 0.0)
-    if min(air, tissue) >= MASS_SHARE and beyond <= _BEYOND_NEGATED_AIR * air and below > _NONE_SHARE:
+    if (air >= _NEGATED_AIR_SHARE and tissue >= MASS_SHARE and beyond <= _BEYOND_NEGATED_AIR * air
+            and below > _NONE_SHARE):
         raise ValueError(
             f"{source}: {100 * air:.0f} % of its values lie near +1000 with next to nothing above them but padding, "
             "and next to none near -1000: air with its sign flipped (soft tissue just below 0, bone far below), not "
