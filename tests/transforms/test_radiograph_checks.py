@@ -142,3 +142,24 @@ def test_a_label_without_a_place_of_its_own_passes_on_its_shape(tmp_path, suffix
     data = _pair(tmp_path, (500.0, 0.0, 0.0), *suffixes)
     out = CheckMultiLabelMaskd("label", structures=STRUCTURES)(LabelMapToMasksd("label", structures=STRUCTURES)(data))
     assert out["label"].shape == (2, 48, 40)
+
+
+@pytest.mark.parametrize("suffix", [".mha", ".nrrd"])
+def test_a_metaimage_or_nrrd_label_elsewhere_in_space_is_refused(tmp_path, suffix):
+    # their headers place them in space as NIfTI's do: a label 500 mm from its image lies elsewhere on the body
+    import itk
+
+    from unimiss_monai.data.radiograph_checks import check_label_on_radiograph
+
+    loaded = {}
+    for key, array, origin in (("image", _radiograph(), (0.0, 0.0)), ("label", _label_map(), (500.0, 0.0)),
+                               ("same", _label_map(), (0.0, 0.0))):
+        image = itk.image_from_array(np.ascontiguousarray(array.T))
+        image.SetSpacing([0.5, 0.5])
+        image.SetOrigin(origin)
+        itk.imwrite(image, str(tmp_path / f"{key}{suffix}"))
+        loaded[key] = LoadImage(image_only=True, ensure_channel_first=True)(str(tmp_path / f"{key}{suffix}"))
+    image, label = str(tmp_path / f"image{suffix}"), str(tmp_path / f"label{suffix}")
+    with pytest.raises(ValueError, match=rf"^{label}: .*{image}"):
+        check_label_on_radiograph(loaded["label"], loaded["image"], label, image)
+    check_label_on_radiograph(loaded["same"], loaded["image"], str(tmp_path / f"same{suffix}"), image)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from unimiss_monai.data.grid_checks import check_radiograph_spacing, check_same_plane
-from unimiss_monai.data.image_formats import NIFTI_SUFFIXES, has_pixel_grid
+from unimiss_monai.data.image_formats import has_pixel_grid, image_suffix
 
 __all__ = ["LABEL_IMAGE_MAX_VALUES", "check_label_on_radiograph", "check_radiograph"]
 
@@ -63,10 +63,12 @@ def check_radiograph(grey: torch.Tensor, source: str) -> None:
 
 
 def check_label_on_radiograph(label: torch.Tensor, image: torch.Tensor, label_source: str, image_source: str) -> None:
-    """Raise ``ValueError`` (one line naming both files) when a 2D label and its image of the same shape, both NIfTI
-    (whose headers place them in space), lie on different grids (:func:`~unimiss_monai.data.grid_checks.
-    check_same_plane`). A PNG label, or a label of a PNG, has no place of its own: its shape is all there is."""
-    if not all(str(s).lower().endswith(NIFTI_SUFFIXES) for s in (label_source, image_source)):
+    """Raise ``ValueError`` (one line naming both files) when a 2D label and its image of the same shape, both of one
+    format whose headers place them in space (NIfTI, MetaImage, NRRD: :func:`~unimiss_monai.data.image_formats.
+    has_pixel_grid`), lie on different grids (:func:`~unimiss_monai.data.grid_checks.check_same_plane`). A PNG label,
+    or a label of a PNG, has no place of its own: its shape is all there is; a label of another format than its image
+    (a NIfTI of a DICOM film) may have been written on no grid of the image's, and is judged by its shape too."""
+    if image_suffix(label_source) != image_suffix(image_source) or not has_pixel_grid(image_source):
         return
     a_img, a_lab = getattr(image, "affine", None), getattr(label, "affine", None)
     if a_img is not None and a_lab is not None:
