@@ -38,7 +38,6 @@ from unimiss_monai.utils.lazy import moved_names
 
 __all__ = [
     "BT601",
-    "MAX_LEGEND_SHARE",
     "OVERLAY_COLOURS",
     "dicom_modality",
     "drop_trailing_singletons",
@@ -288,15 +287,10 @@ def overlay_rgb(image: np.ndarray | torch.Tensor, masks: np.ndarray | torch.Tens
     return np.ascontiguousarray(np.clip(rgb, 0, 255).astype(np.uint8).transpose(1, 0, 2))
 
 
-#: the most of an overlay picture its legend may cover; a larger legend (on a small image) goes below the picture
-MAX_LEGEND_SHARE = 0.1
-
-
 def write_overlay_png(path: str | os.PathLike, image, masks, names: Sequence[str] = (), alpha: float = 0.4) -> str:
     """Write :func:`overlay_rgb` of ``image`` ``(X, Y)``/``(C, X, Y)`` and ``masks`` ``(S, X, Y)`` to ``path`` as a PNG,
     with a colour legend of ``names`` in the corner that covers the fewest masked pixels (top-left when several
-    cover none; written atomically), or, where it would cover more than :data:`MAX_LEGEND_SHARE` of the picture (a
-    small DRR), in a black strip below it. Named structures take their colour of every picture
+    cover none; written atomically). Named structures take their colour of every picture
     (:func:`unimiss_monai.conventions.structure_colour`); unnamed ones :data:`OVERLAY_COLOURS`."""
     from PIL import Image, ImageDraw, ImageFont
 
@@ -308,15 +302,7 @@ def write_overlay_png(path: str | os.PathLike, image, masks, names: Sequence[str
     k = max(1, min(picture.size) // 400)
     font = ImageFont.load_default(size=10 * k)
     width = 18 * k + max((draw.textbbox((0, 0), str(n), font=font)[2] for n in names), default=0)
-    height = 12 * k * len(names) + 4 * k
-    if names and width * height > MAX_LEGEND_SHARE * picture.size[0] * picture.size[1]:
-        # over a small image the legend would hide much of it: the image is kept whole and the legend goes under it
-        below = Image.new("RGB", (max(picture.size[0], width), picture.size[1] + height))
-        below.paste(picture, (0, 0))
-        picture, (left, top0) = below, (0, picture.size[1])
-        draw = ImageDraw.Draw(picture)
-    else:
-        left, top0 = _legend_corner(np.asarray(masks) > 0.5, width, height, picture.size)
+    left, top0 = _legend_corner(np.asarray(masks) > 0.5, width, 12 * k * len(names) + 4 * k, picture.size)
     for i, label in enumerate(names):
         top = top0 + 12 * k * i
         draw.rectangle((left + 4 * k, top + 4 * k, left + 12 * k, top + 12 * k), fill=tuple(colours[i % len(colours)]),
