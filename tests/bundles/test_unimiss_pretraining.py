@@ -216,7 +216,9 @@ def test_a_phase_with_no_readable_sample_fails_with_one_line(tmp_path):
     assert errors, proc.stderr[-3000:]
     assert errors[0].startswith("error: the ct phase of epoch 1 trained on no sample")
     assert "Traceback" not in proc.stderr
-    assert f"; first failure: {tmp_path / 'ct'}" in errors[0] and "(LoadCTImaged: " in errors[0]
+    # the first failure as the damaged-file line says it: the file, what is wrong with it and the fix
+    assert (f"; first failure: {tmp_path / 'ct'}" in errors[0]
+            and ".nii.gz: is not a readable NIfTI file: it is not gzip-compressed" in errors[0]), errors[0]
     assert "teacher backbone" not in proc.stdout and not (tmp_path / "out" / "models").exists()
 
 
