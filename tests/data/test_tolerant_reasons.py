@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from monai.transforms import Compose, EnsureChannelFirstd, Lambdad, LoadImaged
 
-from unimiss_monai.data import save_nifti, tolerant
+from unimiss_monai.data import image_formats, save_nifti
 from unimiss_monai.data.tolerant import FAILED_KEY, TolerantDataset
 from unimiss_monai.transforms import CheckSegmentationInputd
 
@@ -32,7 +32,7 @@ def test_a_reader_failure_gets_the_fix_and_other_failures_do_not(tmp_path, monke
     assert reasons[1] and INTACT not in reasons[1], reasons[1]  # the reader says it is missing: that is the fix
     assert reasons[2] == ""
     # where nothing wrong is found in the file (a reader's own limit), the reader's words stand, with the fix
-    monkeypatch.setattr(tolerant, "unreadable_image_problem", lambda path: None)
+    monkeypatch.setattr(image_formats, "unreadable_image_problem", lambda path: None)
     [words] = _reasons([{"image": broken}], LoadImaged("image"))
     assert broken in words and words.endswith(f"; {INTACT}"), words
     later = _reasons([{"image": good}], Compose([LoadImaged("image"), Lambdad("image", _fail_after_loading)]))

@@ -15,9 +15,10 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 __all__ = ["ARRAY_SUFFIXES", "DAMAGED_FILE_FIX", "IMAGE_SUFFIXES", "LABEL_MAP_STEMS", "NIFTI_SUFFIXES",
-           "NO_GRID_SUFFIXES", "SCANNED_SUFFIXES", "cannot_list", "dicom_files_in", "has_pixel_grid", "image_suffix",
-           "is_dicom_file", "is_dicom_path", "is_label_map_folder", "is_label_map_name", "listing_problem",
-           "preferred_sub_folder", "scan_images", "split_image_name", "unreadable_image_problem", "walk_folders"]
+           "NO_GRID_SUFFIXES", "SCANNED_SUFFIXES", "cannot_list", "damaged_file_line", "dicom_files_in",
+           "has_pixel_grid", "image_suffix", "is_dicom_file", "is_dicom_path", "is_label_map_folder",
+           "is_label_map_name", "listing_problem", "preferred_sub_folder", "scan_images", "split_image_name",
+           "unreadable_image_problem", "walk_folders"]
 
 logger = logging.getLogger(__name__)
 
@@ -230,6 +231,14 @@ def unreadable_image_problem(path: str | os.PathLike) -> str | None:
     except Exception:  # noqa: BLE001 - the reader's own reason stands where the file cannot be looked into
         return None
     return f"{path}: is not a readable {kind} file: {damage}; {DAMAGED_FILE_FIX}" if damage else None
+
+
+def damaged_file_line(paths: Iterable) -> str | None:
+    """The :func:`unreadable_image_problem` line of the first of ``paths`` (an item's values: those that are not a
+    file path are passed over) that is a damaged file, or None: which of a case's files (its image, its label) a
+    failed load was on, said with the fix."""
+    files = (p for p in paths if isinstance(p, (str, os.PathLike)) and os.path.isfile(p))
+    return next((line for f in files if (line := unreadable_image_problem(f))), None)
 
 
 def walk_folders(root: Path, onerror: Callable[[OSError], None] | None = None) -> Iterator[tuple[Path, list, list]]:

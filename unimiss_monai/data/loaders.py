@@ -21,7 +21,7 @@ from monai.data import DataLoader, list_data_collate
 from monai.transforms import Compose, Randomizable
 from torch.utils.data import Dataset, Sampler
 
-from unimiss_monai.data.image_formats import unreadable_image_problem
+from unimiss_monai.data.image_formats import damaged_file_line
 from unimiss_monai.utils.dist import rank_and_world
 from unimiss_monai.utils.errors import failed_transform, root_cause
 from unimiss_monai.utils.seeds import SEED_MOD, epoch_seed
@@ -50,13 +50,12 @@ def _failure_reason(err: BaseException) -> str:
 
 
 def _damaged_input(err: BaseException, item: Any) -> str | None:
-    """The line of :func:`~unimiss_monai.data.image_formats.unreadable_image_problem` for the first file of ``item`` (a
+    """The line of :func:`~unimiss_monai.data.image_formats.damaged_file_line` for the first file of ``item`` (a
     data dict) that is damaged (empty, cut short, of another format than its name says), where a loading transform
     failed; None for any other failure."""
     if not (failed_transform(err) or "").startswith("Load") or not isinstance(item, dict):
         return None
-    files = (v for v in item.values() if isinstance(v, (str, os.PathLike)) and os.path.isfile(v))
-    return next((line for f in files if (line := unreadable_image_problem(f))), None)
+    return damaged_file_line(item.values())
 
 
 class ResumableSampler(Sampler):

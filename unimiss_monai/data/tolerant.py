@@ -23,7 +23,7 @@ from monai.data import Dataset
 
 from unimiss_monai.data.datalists import absent_file, items_refusal
 from unimiss_monai.data.dicom_checks import dicom_image_problem
-from unimiss_monai.data.image_formats import listing_problem, unreadable_image_problem
+from unimiss_monai.data.image_formats import damaged_file_line, listing_problem
 from unimiss_monai.utils.errors import (
     failed_transform,
     failure_reason,
@@ -86,9 +86,7 @@ def failed_case(item: dict, index: int, err: Exception) -> str:
         reason = f"{reason}; {problem}"
     elif not (unlisted or own) and (fix := _reader_fix(err, case)):
         # a damaged file (empty, cut short, another format renamed) is said so, in place of the reader's words
-        damaged = next((line for path in _paths(item) if os.path.isfile(path)
-                        and (line := unreadable_image_problem(path))), None)
-        reason = damaged or f"{reason}; {fix}"
+        reason = damaged_file_line(_paths(item)) or f"{reason}; {fix}"
     if not own and case not in reason:  # a reader's own error may not say which file it was reading
         reason = f"{case}: {reason}"
     # this serves training, evaluation and inference: the line names no stage
