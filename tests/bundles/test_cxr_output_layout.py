@@ -28,13 +28,12 @@ DICOM_ROWS, DICOM_COLUMNS = 40, 32
 DICOM_SPACING = (0.5, 0.25)  # PixelSpacing: (between rows, between columns) in mm
 
 
-def _write_dicom(path: Path) -> None:
-    """A ``DICOM_ROWS`` x ``DICOM_COLUMNS`` uint16 MONOCHROME2 radiograph with a gradient down the rows."""
-    from pydicom.uid import SecondaryCaptureImageStorage
-
+def _write_dicom(path: Path, storage: str = "1.2.840.10008.5.1.4.1.1.7") -> None:
+    """A ``DICOM_ROWS`` x ``DICOM_COLUMNS`` uint16 MONOCHROME2 radiograph with a gradient down the rows, of the SOP
+    class ``storage`` (secondary capture by default), whose header gives its pixel size in ``PixelSpacing`` alone."""
     from unimiss_monai.data.dicom_series import new_dicom_dataset
 
-    ds = new_dicom_dataset(SecondaryCaptureImageStorage, "CR", rows=DICOM_ROWS, columns=DICOM_COLUMNS, signed=False)
+    ds = new_dicom_dataset(storage, "CR", rows=DICOM_ROWS, columns=DICOM_COLUMNS, signed=False)
     ds.PixelSpacing = list(DICOM_SPACING)
     rows = np.linspace(200, 3800, DICOM_ROWS)[:, None] + 7 * np.arange(DICOM_COLUMNS)[None]
     ds.PixelData = rows.astype(np.uint16).tobytes()
@@ -146,3 +145,12 @@ def test_overlay_is_drawn_on_the_radiograph_at_its_own_resolution(tmp_path):
     # neighbouring columns alternate by about the stripes' contrast wherever no outline is drawn over them
     steps = np.abs(np.diff(overlay[:, 60:], axis=1))
     assert np.median(steps) > 50, np.median(steps)
+
+
+def test_a_computed_radiograph_with_only_pixel_spacing_keeps_its_pixel_size(runner):
+    # ITK takes a CR's pixel size from ImagerPixelSpacing alone: this film's PixelSpacing was read as 1 mm, and its
+    # mask written 1 mm per pixel, areas 8 times too large. The mask is written at the header's size
+    out = runner("cr", ("cr.dcm", lambda path: _write_dicom(path, "1.2.840.10008.5.1.4.1.1.1")))
+    mask = nib.load(out / "cr_seg.nii.gz")
+    assert mask.shape == (DICOM_COLUMNS, DICOM_ROWS, 1, NUM_STRUCTURES)
+    assert np.abs(np.diag(mask.affine))[:2].tolist() == pytest.approx([DICOM_SPACING[1], DICOM_SPACING[0]])

@@ -1,6 +1,7 @@
 """A DICOM radiograph's header: a negative (or partly zero) PixelSpacing or ImagerPixelSpacing fails that case in one
 line naming the file and the fix, where ITK read it as 1 mm pixels; a missing or all-zero one (an uncalibrated
-detector) keeps the reader's 1 mm. The checks of one radiograph read its header once."""
+detector) keeps the reader's 1 mm. One with only PixelSpacing (most CR exports), which ITK read as 1 mm, takes its
+header's size. The checks of one radiograph read its header once."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+import torch
 from monai.transforms import Compose, LoadImage, LoadImaged
 
 from unimiss_monai.data.dicom_series import new_dicom_dataset
+from unimiss_monai.data.radiograph_checks import check_label_on_radiograph
 from unimiss_monai.data.tolerant import FAILED_KEY, TolerantDataset
 from unimiss_monai.transforms import AsGreyRadiograph, AsGreyRadiographd
 
@@ -50,6 +53,9 @@ GOOD = {
     # a broken PixelSpacing beside a valid ImagerPixelSpacing, which the reader takes for a DX: nothing to refuse
     "imager_beside_negative.dcm": ({"PixelSpacing": [-0.2, 0.2], "ImagerPixelSpacing": [0.2, 0.2]}, 0.2),
     "imager_beside_one_zero.dcm": ({"PixelSpacing": [0.2, 0.0], "ImagerPixelSpacing": [0.2, 0.2]}, 0.2),
+    # ITK takes a DX's size from ImagerPixelSpacing alone, and read this one at 1 mm
+    "pixel_spacing_only.dcm": ({"PixelSpacing": [0.2, 0.2]}, 0.2),
+    "pixel_spacing_beside_zeros.dcm": ({"PixelSpacing": [0.2, 0.2], "ImagerPixelSpacing": [0, 0]}, 0.2),
 }
 
 
@@ -77,3 +83,43 @@ def test_the_checks_of_a_dicom_radiograph_read_its_header_once(tmp_path, monkeyp
     monkeypatch.setattr(pydicom, "dcmread", lambda *a, **k: reads.append(a[0]) or read(*a, **k))
     grey = AsGreyRadiograph()(img)
     assert grey.shape == (1, 40, 48) and [str(p) for p in reads] == [path]
+
+
+def _pixel_size(img) -> list[float]:
+    """The lengths of an image's X and Y axes, mm."""
+    return np.linalg.norm(np.asarray(img.affine, dtype=np.float64)[:-1, :2], axis=0).tolist()
+
+
+@pytest.mark.parametrize("reader", ["ITKReader", "PydicomReader"])
+@pytest.mark.parametrize("tag", ["PixelSpacing", "ImagerPixelSpacing"])
+def test_a_radiograph_takes_its_header_pixel_size_where_its_reader_left_1_mm(tmp_path, reader, tag):
+    # rows 0.1 mm apart, columns 0.4 mm: X (across the columns) is 0.4 mm a pixel, Y 0.1 mm. ITK leaves PixelSpacing
+    # of a DX at 1 mm and PydicomReader both; the mask written from the image takes its affine and original_affine
+    path = _radiograph(tmp_path / "chest.dcm", **{tag: [0.1, 0.4]})
+    img = LoadImage(image_only=True, ensure_channel_first=True, dtype=np.float32, reader=reader)(path)
+    grey = AsGreyRadiograph()(img)
+    assert _pixel_size(grey) == pytest.approx([0.4, 0.1])
+    original = np.asarray(grey.meta["original_affine"], dtype=np.float64)
+    assert np.linalg.norm(original[:-1, :2], axis=0).tolist() == pytest.approx([0.4, 0.1])
+    # directions and origin as the reader gave them, and the image read left as it was
+    before, after = np.asarray(img.affine, dtype=np.float64), np.asarray(grey.affine, dtype=np.float64)
+    assert before.shape == after.shape
+    np.testing.assert_allclose(after[:-1, :2] / [0.4, 0.1], before[:-1, :2] / _pixel_size(img))
+    np.testing.assert_allclose(after[:, 2:], before[:, 2:])
+    read = [0.4, 0.1] if (reader, tag) == ("ITKReader", "ImagerPixelSpacing") else [1.0, 1.0]
+    assert _pixel_size(img) == pytest.approx(read)
+    torch.testing.assert_close(grey.as_tensor(), img.as_tensor()[..., 0] if img.ndim == 4 else img.as_tensor())
+
+
+def test_a_label_of_a_radiograph_is_compared_at_the_header_pixel_size(tmp_path):
+    # a DICOM label of a DICOM film: both read at 1 mm, any two grids matched. At the header's size, a label of
+    # another pixel size is told apart, and one of the same size passes
+    image_path = _radiograph(tmp_path / "chest.dcm", PixelSpacing=[0.2, 0.2])
+    image = LOADING({"image": image_path})["image"]
+    assert _pixel_size(image) == pytest.approx([0.2, 0.2])
+    load = LoadImage(image_only=True, ensure_channel_first=True, dtype=np.float32)
+    same = load(_radiograph(tmp_path / "same.dcm", PixelSpacing=[0.2, 0.2]))[..., 0]
+    check_label_on_radiograph(same, image, str(tmp_path / "same.dcm"), image_path)
+    other_path = _radiograph(tmp_path / "other.dcm", PixelSpacing=[0.4, 0.4])
+    with pytest.raises(ValueError, match="other.dcm"):
+        check_label_on_radiograph(load(other_path)[..., 0], image, other_path, image_path)

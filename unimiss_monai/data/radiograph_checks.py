@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from unimiss_monai.data.dicom_pixel_size import header_affine
 from unimiss_monai.data.grid_checks import check_radiograph_spacing, check_same_plane
 from unimiss_monai.data.image_formats import has_pixel_grid, image_suffix
 
@@ -72,4 +73,6 @@ def check_label_on_radiograph(label: torch.Tensor, image: torch.Tensor, label_so
         return
     a_img, a_lab = getattr(image, "affine", None), getattr(label, "affine", None)
     if a_img is not None and a_lab is not None:
+        # a DICOM image takes its header's pixel size where its reader left 1 mm (grey_radiograph): so does its label
+        a_img, a_lab = header_affine(a_img, image_source), header_affine(a_lab, label_source)
         check_same_plane(a_img, a_lab, image_source, label_source)

@@ -22,6 +22,7 @@ from monai.transforms import LoadImage
 from unimiss_monai.conventions import grey_levels, structure_colour
 from unimiss_monai.data.case_names import named_inputs
 from unimiss_monai.data.dicom_checks import dicom_header, dicom_image_problem, dicom_spacing_problem
+from unimiss_monai.data.dicom_pixel_size import with_header_pixel_size
 from unimiss_monai.data.drr_run_folder import drr_run_images
 from unimiss_monai.data.image_formats import (
     NIFTI_SUFFIXES,
@@ -128,7 +129,9 @@ def grey_radiograph(img: torch.Tensor, invert_monochrome1: bool = True, luminanc
       ``luminance=True`` other RGB/RGBA images become their ITU-R BT.601 luminance ``0.299 R + 0.587 G + 0.114 B``
       (alpha dropped); any other channel count is refused;
     - a DICOM whose PixelSpacing or ImagerPixelSpacing is negative or partly zero is refused (ITK reads it as 1 mm;
-      all zeros, an uncalibrated detector, is read as 1 mm like a missing one);
+      all zeros, an uncalibrated detector, is read as 1 mm like a missing one); one whose reader left 1 mm where its
+      header gives a size (a CR with only PixelSpacing) takes the header's (:func:`~unimiss_monai.data.
+      dicom_pixel_size.with_header_pixel_size`);
     - DICOM ``MONOCHROME1`` (bright = low attenuation) read by ``PydicomReader`` is inverted so that dense structures
       are bright, as in ``MONOCHROME2``, PNG exports and DRRs (``ITKReader``, MONAI's default, has already done so).
 
@@ -163,6 +166,7 @@ def grey_radiograph(img: torch.Tensor, invert_monochrome1: bool = True, luminanc
                          "DRR bundle renders from a CT's whole series")
     if problem := dicom_spacing_problem(name):  # ITK reads a negative pixel size as 1 mm, unsaid
         raise ValueError(f"{name}: {problem}")
+    img = with_header_pixel_size(img, name)  # ITK reads a CR with only PixelSpacing at 1 mm
     channels = img.shape[0]
     if channels in (3, 4) and torch.equal(img[0], img[1]) and torch.equal(img[0], img[2]):
         img = img[:1]
