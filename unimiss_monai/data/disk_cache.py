@@ -41,9 +41,9 @@ import numpy as np
 import torch
 from monai.data import CacheDataset, Dataset, MetaTensor, PersistentDataset
 from monai.data.utils import SUPPORTED_PICKLE_MOD, pickle_hashing
-from monai.transforms import Compose, RandomizableTrait, Transform
 from monai.utils import convert_to_tensor, look_up_option
 
+from unimiss_monai.data.split_check import deterministic_head, shared_failures
 from unimiss_monai.data.tolerant import DatalistSplit, failed_case, refuse_failures
 from unimiss_monai.data.writers import remove_stale_temporaries, temporary_beside
 
@@ -257,9 +257,14 @@ class DiskCacheDataset(PersistentDataset):
         ``num_workers`` threads, and return ``{index: reason}`` of the items whose preprocessing fails
         (:func:`~unimiss_monai.data.tolerant.failed_case`). An item whose entry exists passed its loading and checks
         when the entry was computed (:data:`ENTRY_FORMAT`): it is not decoded again, so over a warm cache this costs
-        a look-up per item."""
-        return _failures(self.data, lambda item: None if self.entry_path(item).is_file() else self.cached(item),
-                         num_workers, progress)
+        a look-up per item.
+
+        Under a process group this is a collective (every rank calls it): each rank computes and stores the entries of
+        its share of the items only, and every rank returns the failures of all
+        (:func:`~unimiss_monai.data.split_check.shared_failures`), so a cold cache shared by the ranks is filled once,
+        not once per rank; a rank reads the others' entries when it draws their items."""
+        return shared_failures(self.data, lambda item: None if self.entry_path(item).is_file() else self.cached(item),
+                               num_workers, progress)
 
 
 class CheckedCacheDataset(CacheDataset):
@@ -270,6 +275,11 @@ class CheckedCacheDataset(CacheDataset):
     item that fails is recorded with its reason (:func:`~unimiss_monai.data.tolerant.failed_case`) and the fill goes
     on; after it, ``ValueError`` names the failing items by their place in the datalist
     (:func:`~unimiss_monai.data.tolerant.refuse_failures`), before any training.
+
+    Under a process group each rank fills and holds the whole cache, by design: a rank draws its share of each epoch
+    from every item (reshuffled, or class-balanced), so it needs them all in its own memory. Its check then covers every
+    item, and the ranks reach the same verdict with no collective, unlike the disk cache and no cache, whose check is
+    dealt out over the ranks (:func:`~unimiss_monai.data.split_check.shared_failures`).
 
     Args:
         data, transform: as ``CacheDataset``'s. datalist, split: the datalist file and the section ``data`` is.
@@ -306,37 +316,6 @@ class CheckedCacheDataset(CacheDataset):
             return None
 
 
-def _failures(items: Sequence[dict], run: Callable, num_workers: int | None = 0,
-              progress: bool = True) -> dict[int, str]:
-    """``{index: reason}`` of the ``items`` on which ``run(item)`` fails (the reason as
-    :func:`~unimiss_monai.data.tolerant.failed_case` words and logs it); every item is run, whatever failed before, in
-    ``num_workers`` threads (decoding and the checks release the GIL, as in MONAI's cache fill), with a progress bar."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tqdm import tqdm
-
-    def attempt(index: int) -> tuple[int, str | None]:
-        try:
-            run(items[index])
-        except Exception as err:  # noqa: BLE001 - every failing item is named, not only the first
-            return index, failed_case(items[index], index, err)
-        return index, None
-
-    with ThreadPoolExecutor(max_workers=max(1, int(num_workers or 0))) as pool:
-        done = tqdm(pool.map(attempt, range(len(items))), total=len(items), desc="Checking dataset",
-                    disable=not progress)
-        return {index: reason for index, reason in done if reason is not None}
-
-
-def _deterministic_head(transform: Sequence[Callable] | Callable) -> Callable:
-    """``transform`` up to its first random transform, the part a MONAI ``CacheDataset`` caches (loading and the
-    input checks): a random transform fails a bad item no more than the head did."""
-    compose = transform if isinstance(transform, Compose) else Compose(transform)
-    first_random = compose.get_index_of_first(
-        lambda t: isinstance(t, RandomizableTrait) or not isinstance(t, Transform))
-    return lambda item: compose(item, end=first_random, threading=True)
-
-
 def cached_dataset(data: Sequence, transform: Sequence[Callable] | Callable, cache: str = "memory",
                    cache_dir: str | os.PathLike | None = None, cache_rate: float = 1.0, num_workers: int | None = 0,
                    progress: bool = True) -> Dataset:
@@ -349,6 +328,8 @@ def cached_dataset(data: Sequence, transform: Sequence[Callable] | Callable, cac
     work, instead of stopping at the first its loader reaches. The check is the cache's own work where there is one:
     the memory cache is filled once (:class:`CheckedCacheDataset`), the disk cache computes the entries it lacks and
     reads none of those it has (:meth:`DiskCacheDataset.fill`); without a cache the head runs once on each item.
+    Under a process group (``torchrun``) the disk cache's and the uncached check run each item on one rank only and
+    every rank raises the same refusal (:mod:`~unimiss_monai.data.split_check`); each rank fills its own memory cache.
 
     Args:
         data: data dicts (a ``DatalistSplit``: checked). transform: the preprocessing.
@@ -382,6 +363,6 @@ def cached_dataset(data: Sequence, transform: Sequence[Callable] | Callable, cac
         dataset = Dataset(data=data, transform=transform)
     if source is not None:  # nothing to share without a cache: the head runs once for the check alone
         failures = (dataset.fill(num_workers, progress) if mode == "disk"
-                    else _failures(data, _deterministic_head(transform), num_workers, progress))
+                    else shared_failures(data, deterministic_head(transform), num_workers, progress))
         refuse_failures(failures, len(data), source.datalist, source.split)
     return dataset
