@@ -97,8 +97,11 @@ def dicom_header(source: str):
 def dicom_file_damage(source: str) -> str | None:
     """What makes the DICOM file ``source`` unreadable, as words that follow its name (``"is no readable DICOM file
     (it has no DICOM header)"``, ``"holds 960 bytes of pixel data where its header ... needs 3840: the file is cut
-    short"``), or None when its header and pixel data are whole. For a reader's own error, which says neither."""
-    ds, damage = _read_header(Path(source))
+    short"``), or None when its header and pixel data are whole. For a reader's own error, which says neither: the
+    header read of the checks that ran before the reader failed serves (one read per version of the file)."""
+    path = Path(source)
+    st = path.stat()
+    ds, damage = _header(str(path), st.st_size, st.st_mtime_ns)
     if damage or ds is None:
         return damage
     if "PixelData" not in ds:  # cut short before even its kind of image was told, or no image at all

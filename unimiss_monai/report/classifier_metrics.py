@@ -57,8 +57,7 @@ def read_classifier_metrics(run: RunFolder, bundle: str) -> tuple[dict | None, s
     data = read_json(path)
     if data is None:
         return None, None
-    fix = "move it away, then " + run.to_make(f"{bundle}_evaluate", f"unimiss_{bundle}'s evaluation "
-                                                                    "(configs/train.json with configs/evaluate.json)")
+    fix = "move it away, then " + run.to_evaluate(bundle)
     if not isinstance(data, dict) or not {"per_class", "num_cases"} & set(data):
         return None, f"{path} is not a metrics file of this project (neither per_class nor num_cases); {fix}."
     odd: list[str] = []

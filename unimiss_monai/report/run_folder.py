@@ -374,6 +374,11 @@ class RunFolder:
             return f"run the {step} step of tools/demo.sh"
         return f"run {run} with its outputs there"
 
+    def to_evaluate(self, stage: str) -> str:
+        """:meth:`to_make` of the evaluation of the fine-tune bundle ``stage`` (``"cxr_classification"``)."""
+        return self.to_make(f"{stage}_evaluate",
+                            f"unimiss_{stage}'s evaluation (configs/train.json with configs/evaluate.json)")
+
     @property
     def synthetic(self) -> bool:
         """Whether the run read synthetic sample data (``samples --synthetic``: phantoms, not the real CT and

@@ -129,8 +129,7 @@ def _task_blocks(run: RunFolder, bundle: str, what: str, read: tuple[dict | None
     predictions = home / "eval" / "evaluation_predictions.csv"
     if not predictions.is_file():  # an evaluation written before the file had its own name
         predictions = home / "eval" / "predictions.csv"
-    to_make = run.to_make(f"{bundle}_evaluate",
-                          f"unimiss_{bundle}'s evaluation (configs/train.json with configs/evaluate.json)")
+    to_make = run.to_evaluate(bundle)
     said = [Note(f"{what}: {odd}")] if odd else []  # the values it understands are shown, the others said
     if odd and metrics is None:
         # a file of that name, not an evaluation's: said as such, where "no evaluation" sent one looking for it

@@ -177,6 +177,5 @@ def ct_segmentation_section(run: RunFolder) -> Section:
     if told := inference_note(home / "inference", pictured, "segmented CTs"):  # said before the pictures it is of
         section.blocks.insert(at, Note(told))
     section.add(*segmentation_table(home / "eval", *ct_evaluation_words(run), unpaired=bool(unpaired),
-                                    to_make=run.to_make("ct_segmentation_evaluate", "unimiss_ct_segmentation's "
-                                                        "evaluation (configs/train.json with configs/evaluate.json)")))
+                                    to_make=run.to_evaluate("ct_segmentation")))
     return section

@@ -118,6 +118,5 @@ def cxr_segmentation_section(run: RunFolder) -> Section:
     noun = "DRRs" if run.sample_data else "images"
     section.add(*segmentation_table(home / "eval", f"CXR segmentation on the {split_words(split, noun)}",
                                     case_words(split), unpaired=bool(unpaired),
-                                    to_make=run.to_make("cxr_segmentation_evaluate", "unimiss_cxr_segmentation's "
-                                                        "evaluation (configs/train.json with configs/evaluate.json)")))
+                                    to_make=run.to_evaluate("cxr_segmentation")))
     return section
