@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -80,7 +82,8 @@ def test_overlay_legend_grows_with_the_radiograph(tmp_path):
     assert tuple(big[12 * k + 4 * k, 4 * k]) == (0, 0, 0)  # the white swatch's outline, on a white swatch
     small = np.asarray(Image.open(write_overlay_png(tmp_path / "small.png", np.zeros((100, 80), np.float32),
                                                     np.zeros((1, 100, 80), np.float32), ["heart"])))
-    assert tuple(small[8, 8]) == structure_colour("heart") and tuple(small[8 * k, 8 * k]) != structure_colour("heart")
+    # below 400 px the legend shrinks with the picture, to its smallest font: the swatch spans pixels 3-8
+    assert tuple(small[5, 5]) == structure_colour("heart") and tuple(small[8 * k, 8 * k]) != structure_colour("heart")
 
 
 def test_overlay_legend_avoids_the_structures(tmp_path):
@@ -92,8 +95,45 @@ def test_overlay_legend_avoids_the_structures(tmp_path):
     rgb = np.asarray(Image.open(write_overlay_png(tmp_path / "o.png", np.zeros((200, 160), np.float32), masks, ["lung_right"])))
     lung = np.round(0.4 * np.asarray(structure_colour("lung_right")))
     assert (np.abs(rgb[2:70, 2:90].reshape(-1, 3) - lung).max(1) <= 1).all()  # the lung's corner untouched
-    swatch = rgb[8, 200 - 80:].reshape(-1, 3)  # the swatch row, in the top-right corner
+    swatch = rgb[5, 200 - 80:].reshape(-1, 3)  # the swatch row, in the top-right corner
     assert (swatch == structure_colour("lung_right")).all(1).any()
+
+
+CXR_NAMES = ["lung_left", "lung_right", "heart", "clavicle_left", "clavicle_right"]
+
+
+@pytest.mark.parametrize("size", [(128, 96), (256, 256), (200, 120)])
+def test_a_small_radiograph_keeps_its_size_and_its_legend_covers_at_most_a_quarter(tmp_path, size):
+    # the CXR bundle's five structures on a small DRR: at the 10 px font the legend hid 43 % of a 128 x 96 picture
+    from unimiss_monai.conventions import structure_colour
+
+    image = np.linspace(0, 1, size[0] * size[1], dtype=np.float32).reshape(size)
+    masks = np.zeros((5, *size), np.float32)
+    masks[:2, size[0] // 4: size[0] // 2, size[1] // 4:] = 1
+    written = np.asarray(Image.open(write_overlay_png(tmp_path / "o.png", image, masks, CXR_NAMES)).convert("RGB"))
+    assert written.shape[:2] == (size[1], size[0])  # rows x columns: the radiograph's own size
+    plain = overlay_rgb(image, masks, 0.4, [structure_colour(n) for n in CXR_NAMES])
+    rows, columns = np.nonzero((written != plain).any(-1))  # the legend's pixels
+    covered = (rows.max() - rows.min() + 1) * (columns.max() - columns.min() + 1)
+    assert covered <= 0.25 * size[0] * size[1], covered / (size[0] * size[1])
+    assert all((written.reshape(-1, 3) == structure_colour(n)).all(1).any() for n in CXR_NAMES)  # every swatch
+
+
+def test_a_legend_that_would_hide_a_tiny_picture_is_left_out_and_said_once(tmp_path, caplog):
+    # a 64 x 48 thumbnail: even the smallest legend would cover half of it
+    from unimiss_monai.conventions import structure_colour
+
+    image = np.linspace(0, 1, 64 * 48, dtype=np.float32).reshape(64, 48)
+    masks = np.zeros((5, 64, 48), np.float32)
+    masks[2, 20:40, 20:40] = 1
+    with caplog.at_level(logging.WARNING, logger="unimiss_monai.data.xray"):
+        paths = [write_overlay_png(tmp_path / f"{i}.png", image, masks, CXR_NAMES) for i in range(3)]
+    plain = overlay_rgb(image, masks, 0.4, [structure_colour(n) for n in CXR_NAMES])
+    for path in paths:
+        np.testing.assert_array_equal(np.asarray(Image.open(path).convert("RGB")), plain)  # all of it, no legend
+    said = [r.getMessage() for r in caplog.records if "legend" in r.getMessage()]
+    assert len(said) == 1 and "0.png" in said[0], said  # once for the folder, not once per picture
+    assert "lung_left #1f64c8" in said[0] and "STRUCTURE_COLOURS" in said[0]  # the key the legend would have given
 
 
 def test_background_channel_keeps_the_affine_without_warnings():

@@ -39,6 +39,8 @@ from unimiss_monai.utils.lazy import moved_names
 
 __all__ = [
     "BT601",
+    "MAX_LEGEND_SHARE",
+    "MIN_LEGEND_FONT_PX",
     "OVERLAY_COLOURS",
     "dicom_modality",
     "drop_trailing_singletons",
@@ -291,29 +293,67 @@ def overlay_rgb(image: np.ndarray | torch.Tensor, masks: np.ndarray | torch.Tens
     return np.ascontiguousarray(np.clip(rgb, 0, 255).astype(np.uint8).transpose(1, 0, 2))
 
 
+#: the most of an overlay picture its legend may cover: over a smaller picture (a thumbnail DRR) it is left out
+MAX_LEGEND_SHARE = 0.25
+#: the smallest legend font (px): smaller, PIL's letters run together
+MIN_LEGEND_FONT_PX = 7
+#: output folders whose run was told that a legend was left out: once per folder in a process, not once per picture
+_LEGEND_LEFT_OUT_SAID: set[str] = set()
+
+
 def write_overlay_png(path: str | os.PathLike, image, masks, names: Sequence[str] = (), alpha: float = 0.4) -> str:
     """Write :func:`overlay_rgb` of ``image`` ``(X, Y)``/``(C, X, Y)`` and ``masks`` ``(S, X, Y)`` to ``path`` as a PNG,
     with a colour legend of ``names`` in the corner that covers the fewest masked pixels (top-left when several
     cover none; written atomically). Named structures take their colour of every picture
-    (:func:`unimiss_monai.conventions.structure_colour`); unnamed ones :data:`OVERLAY_COLOURS`."""
+    (:func:`unimiss_monai.conventions.structure_colour`); unnamed ones :data:`OVERLAY_COLOURS`. The PNG keeps the
+    image's size: on a small image the legend shrinks, to a :data:`MIN_LEGEND_FONT_PX` font, and where it would still
+    cover more than :data:`MAX_LEGEND_SHARE` of the picture it is left out, which the log says once per folder."""
     from PIL import Image, ImageDraw, ImageFont
 
     colours = [structure_colour(str(n)) for n in names] + list(OVERLAY_COLOURS)  # unnamed masks: the cycle
     picture = Image.fromarray(overlay_rgb(image, masks, alpha, colours))
     draw = ImageDraw.Draw(picture)
-    # the legend grows with the picture (12 px rows up to 800 px, 48 px on a 1841 x 1955 radiograph); each name
-    # is written white on black, and each swatch outlined, so both show on bright bone and on any colour
-    k = max(1, min(picture.size) // 400)
-    font = ImageFont.load_default(size=10 * k)
-    width = 18 * k + max((draw.textbbox((0, 0), str(n), font=font)[2] for n in names), default=0)
-    left, top0 = _legend_corner(np.asarray(masks) > 0.5, width, 12 * k * len(names) + 4 * k, picture.size)
+    # the legend grows with the picture (12 px rows from 400 to 800 px, 48 px on a 1841 x 1955 radiograph) and
+    # shrinks below 400 px down to its smallest font; each name is written white on black, and each swatch
+    # outlined, so both show on bright bone and on any colour
+    k = _legend_scale(min(picture.size))
+    font = ImageFont.load_default(size=round(10 * k))
+    width = round(18 * k) + max((draw.textbbox((0, 0), str(n), font=font)[2] for n in names), default=0)
+    height = round(12 * k * len(names) + 4 * k)
+    if names and width * height > MAX_LEGEND_SHARE * picture.size[0] * picture.size[1]:
+        _say_legend_left_out(Path(path), names, picture.size)
+        names = ()
+    left, top0 = _legend_corner(np.asarray(masks) > 0.5, width, height, picture.size) if names else (0, 0)
     for i, label in enumerate(names):
         top = top0 + 12 * k * i
-        draw.rectangle((left + 4 * k, top + 4 * k, left + 12 * k, top + 12 * k), fill=tuple(colours[i % len(colours)]),
-                       outline=(0, 0, 0))
-        draw.rectangle(draw.textbbox((left + 16 * k, top + 2 * k), str(label), font=font), fill=(0, 0, 0))
-        draw.text((left + 16 * k, top + 2 * k), str(label), fill=(255, 255, 255), font=font)
+        draw.rectangle(tuple(round(v) for v in (left + 4 * k, top + 4 * k, left + 12 * k, top + 12 * k)),
+                       fill=tuple(colours[i % len(colours)]), outline=(0, 0, 0))
+        at = (round(left + 16 * k), round(top + 2 * k))
+        draw.rectangle(draw.textbbox(at, str(label), font=font), fill=(0, 0, 0))
+        draw.text(at, str(label), fill=(255, 255, 255), font=font)
     return str(save_png(np.asarray(picture), path))
+
+
+def _legend_scale(side: int) -> float:
+    """The legend's size on a picture whose shorter side is ``side`` px, as a multiple of its 10 px font: whole
+    multiples from 400 px up (as the legend always was there), below it in step with the picture, down to
+    :data:`MIN_LEGEND_FONT_PX`."""
+    if side >= 400:
+        return float(side // 400)
+    return max(MIN_LEGEND_FONT_PX / 10, side / 400)
+
+
+def _say_legend_left_out(path: Path, names: Sequence[str], size: tuple[int, int]) -> None:
+    """Log, once per output folder, that the overlays of ``names`` there have no legend, with the colour key."""
+    folder = str(path.parent.resolve())
+    if folder in _LEGEND_LEFT_OUT_SAID:
+        return
+    _LEGEND_LEFT_OUT_SAID.add(folder)
+    key = ", ".join(f"{n} #{''.join(f'{c:02x}' for c in structure_colour(str(n)))}" for n in names)
+    logger.warning("%s: its overlay of %d x %d pixels is too small for a legend (it would cover over %d%% of it), "
+                   "so the overlays here that small have none; each structure has its colour of every picture of "
+                   "this project (unimiss_monai.conventions.STRUCTURE_COLOURS, the report's legends): %s", path,
+                   size[0], size[1], round(100 * MAX_LEGEND_SHARE), key)
 
 
 def _legend_corner(masks: np.ndarray, width: int, height: int, size: tuple[int, int]) -> tuple[int, int]:
