@@ -26,7 +26,13 @@ from pathlib import Path
 import numpy as np
 
 from unimiss_monai.data.dicom_checks import check_dicom_series
-from unimiss_monai.data.grid_checks import check_ct_volume, check_grid, check_has_voxels, check_nifti_header
+from unimiss_monai.data.grid_checks import (
+    check_ct_volume,
+    check_grid,
+    check_has_voxels,
+    check_nifti_header,
+    ct_size_problem,
+)
 from unimiss_monai.data.hu_scale_checks import (
     check_not_below_air,
     check_not_negated,
@@ -173,7 +179,9 @@ def load_ct(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
             degenerate or non-finite voxel grid (or a NIfTI header whose sform and qform disagree, or complex voxels).
 
     Warns:
-        UserWarning: the intensities do not look like CT HU (no air near -1000 HU; e.g. an MR volume).
+        UserWarning: the intensities do not look like CT HU (no air near -1000 HU; e.g. an MR volume), or the CT is
+            too small to hold a body part (:func:`~unimiss_monai.data.grid_checks.ct_size_problem`: a 4 x 4 x 4 test
+            volume, a crop of one organ).
     """
     path = Path(path)
     hu, affine = _load(path, "CT volume", np.float32)
@@ -197,6 +205,11 @@ def load_ct(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise CTInputError(f"{path}: has {bad} {kind} voxels; replace them (e.g. with -1024 HU, air) before rendering")
     check_not_air_only(hu, str(path))  # rendered, it was an all-zero DRR marked ok
     warn_if_not_ct_hu(hu, str(path), "DRRs are only meaningful for CT in HU")
+    if small := ct_size_problem(hu.shape, affine):  # rendered without a word, its DRRs showed a blur marked ok
+        message = (f"{path}: {small}; its DRRs show no radiograph's anatomy: pass the whole CT, not a crop, test "
+                   "volume or thumbnail of it")
+        warnings.warn(message, UserWarning, stacklevel=2)
+        logger.warning(message)
     return np.asarray(hu, dtype=np.float32), affine  # any memory order: the renderer and torch read strides
 
 

@@ -11,8 +11,9 @@ from unimiss_monai.utils.lazy import moved_names
 from unimiss_monai.utils.value_ranges import XRAY_SPACING_MM
 
 __all__ = [
-    "CT_SPACING_MM", "SFORM_QFORM_TOLERANCE", "XRAY_SPACING_MM", "check_ct_volume", "check_grid", "check_has_voxels",
-    "check_nifti_header", "check_radiograph_spacing", "check_same_plane", "is_sheared", "same_grid_reordered",
+    "CT_SPACING_MM", "MIN_CT_FIELD_MM", "MIN_CT_VOXELS", "SFORM_QFORM_TOLERANCE", "XRAY_SPACING_MM", "check_ct_volume",
+    "check_grid", "check_has_voxels", "check_nifti_header", "check_radiograph_spacing", "check_same_plane",
+    "ct_size_problem", "is_sheared", "same_grid_reordered",
 ]
 
 
@@ -89,6 +90,32 @@ def check_ct_volume(shape, affine, source: str) -> None:
         raise ValueError(f"{source}: its origin {numbers_text(a[:3, 3])} mm lies {distance:.3g} mm from "
                          "the scanner's origin, where no patient lies (a broken header): rewrite it with the origin "
                          "the scanner recorded, or 0")
+
+
+#: fewest voxels, and smallest extent (mm), of a CT along two of its axes that a DRR of it can show a body part with:
+#: a radiograph has 16 pixels along a side at least, and the smallest body part imaged (a wrist) is some 5 cm across.
+#: One axis may be shorter: a slab of a real CT, a few slices thick, is rendered as such
+MIN_CT_VOXELS, MIN_CT_FIELD_MM = 16, 30.0
+
+
+def ct_size_problem(shape, affine) -> str | None:
+    """What is wrong with a CT of spatial ``shape`` and ``affine`` (voxel axes in mm) whose size holds no body part:
+    fewer than :data:`MIN_CT_VOXELS` voxels, or under :data:`MIN_CT_FIELD_MM` mm, along two of its axes (a 4 x 4 x 4
+    test volume, a thumbnail, a crop of one organ); ``None`` for a CT that can. A CT of a small specimen (micro-CT)
+    is one too, so callers warn of it and go on, as the fine-tune and pretraining bundles take CTs smaller than
+    their crops."""
+    voxels = [int(s) for s in shape][:3]
+    spacing = (np.linalg.norm(np.asarray(torch.as_tensor(affine).detach().cpu(), dtype=np.float64)[:3, :3], axis=0)
+               if affine is not None else np.ones(3))
+    field = [n * float(d) for n, d in zip(voxels, spacing)]
+    if sorted(voxels)[1] < MIN_CT_VOXELS:
+        seen = f"{sum(n < MIN_CT_VOXELS for n in voxels)} of its axes have fewer than {MIN_CT_VOXELS} voxels"
+    elif sorted(field)[1] < MIN_CT_FIELD_MM:
+        seen = f"{sum(f < MIN_CT_FIELD_MM for f in field)} of its axes are under {MIN_CT_FIELD_MM:g} mm long"
+    else:
+        return None
+    return (f"is {' x '.join(map(str, voxels))} voxels ({' x '.join(f'{f:.3g}' for f in field)} mm): {seen}, too "
+            "small to hold a body part")
 
 
 def check_radiograph_spacing(affine, source: str) -> None:
