@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Hashable, Mapping, Sequence
+from multiprocessing.reduction import ForkingPickler
 
 import numpy as np
 import torch
@@ -26,7 +27,9 @@ __all__ = ["LabelMapToMasks", "LabelMapToMasksD", "LabelMapToMasksDict", "LabelM
 
 logger = logging.getLogger(__name__)
 
-#: label files already warned of as two-sided: once per file in a process (each data-loading worker says it once)
+#: label files already warned of as two-sided: once per file in a process. A data-loading worker forked after the
+#: run's check of its data inherits them; one spawned (macOS, Windows, forkserver) receives them with the transform
+#: (:func:`_to_worker`)
 _TWO_SIDED_SAID: set[str] = set()
 
 
@@ -60,9 +63,10 @@ class LabelMapToMasks(Transform):
         return f"0 background, 1..{self.num_structures} the structures{names}"
 
     def _warn_two_sided(self, masks: torch.Tensor, name: str) -> None:
-        """Warn (once per file in a process) of a radiograph's structure named ``*_left`` / ``*_right`` whose
-        label-map value covers both sides of the image, a quarter or more on each: a combined 0/1 mask of both lungs,
-        read by value, trained ``lung_left`` on both lungs, unsaid. ``masks``: ``(N, X, Y)``, X across."""
+        """Warn of a radiograph's structure named ``*_left`` / ``*_right`` whose label-map value covers both sides of
+        the image, a quarter or more on each: a combined 0/1 mask of both lungs, read by value, trained ``lung_left``
+        on both lungs, unsaid. Once per file in a process, and no data-loading worker says again what the main
+        process said (the bundles check their data there, before loading). ``masks``: ``(N, X, Y)``, X across."""
         if masks.ndim != 3 or name in _TWO_SIDED_SAID:
             return
         for structure, mask in zip(self.structures, masks):
@@ -159,5 +163,22 @@ class LabelMapToMasksd(MapTransform):
                 raise ValueError(f"{name} (label of {source_name(image)}){message[len(name):]}") from None
         return d
 
+
+def _to_worker(converter: LabelMapToMasks) -> tuple:
+    """How multiprocessing sends a :class:`LabelMapToMasks` to a process it starts: with the files this one said,
+    since a spawned worker imports this module afresh and said each again, every epoch. Plain pickling is left as
+    it is: the disk cache keys its entries by the transforms pickled."""
+    return _from_parent, (converter.__dict__, sorted(_TWO_SIDED_SAID))
+
+
+def _from_parent(state: dict, said: list[str]) -> LabelMapToMasks:
+    """The :class:`LabelMapToMasks` :func:`_to_worker` sent, the files its sender said taken as said here too."""
+    _TWO_SIDED_SAID.update(said)
+    converter = LabelMapToMasks.__new__(LabelMapToMasks)
+    converter.__dict__.update(state)
+    return converter
+
+
+ForkingPickler.register(LabelMapToMasks, _to_worker)
 
 LabelMapToMasksD = LabelMapToMasksDict = LabelMapToMasksd
