@@ -47,6 +47,7 @@ __all__ = [
     "display_2d",
     "display_shape",
     "display_panels",
+    "panel_points",
     "grey_levels",
     "network_spacing",
     "structure_colour",
@@ -143,6 +144,14 @@ def display_panels(
     coronal = volume[::-1, :, y]  # rows Z reversed (superior first), columns X
     sagittal = volume[::-1, x, :]  # rows Z reversed, columns Y (anterior first)
     return [("axial", axial, sy / sx), ("coronal", coronal, sz / sx), ("sagittal", sagittal, sz / sy)]
+
+
+def panel_points(shape: Sequence[int], point: Sequence[int]) -> list[tuple[int, int]]:
+    """Where the voxel ``point`` ``(z, x, y)`` of a ``(Z, X, Y)`` volume lies in each of its :func:`display_panels`
+    through it, as ``(row, column)``: axial, coronal, sagittal, in that order (to mark it in the pictures)."""
+    z, x, y = (int(c) for c in point)
+    top = int(shape[0]) - 1 - z  # the planes through Z show superior first
+    return [(y, x), (top, x), (top, y)]
 
 
 #: structure name -> RGB (0-255); a structure not listed gets a colour derived from its name

@@ -115,14 +115,15 @@ def saliency_png(
             it is transposed to network order. Defaults to isotropic.
 
     A 2D image is shown radiologically (head up, the patient's left on the right); a 3D input as axial, coronal and
-    sagittal planes through the map's maximum.
+    sagittal planes through the map's maximum, marked ``+`` in each (planes through a finding may show none of it:
+    the mark says where the map peaks, not where the finding is).
 
     Raises:
         ValueError: image and map differ in shape, or ``spacing`` is not one positive length per axis.
     """
     from matplotlib.figure import Figure
 
-    from unimiss_monai.conventions import display_2d, display_panels
+    from unimiss_monai.conventions import display_2d, display_panels, panel_points
     from unimiss_monai.data.writers import save_bytes
     from unimiss_monai.visualize.plots import figure_png
 
@@ -136,16 +137,19 @@ def saliency_png(
                              f"image), got {spacing}; pass None for square voxels")
     if img.ndim == 2:
         aspect = 1.0 if spacing is None else spacing[1] / spacing[0]  # rows are Y, columns X
-        pairs = [("", display_2d(img), display_2d(sal), aspect)]
+        pairs, marks = [("", display_2d(img), display_2d(sal), aspect)], [None]
     else:
         peak = np.unravel_index(int(np.argmax(sal)), sal.shape)
         pairs = [(name, im, sm, aspect) for (name, im, aspect), (_, sm, _) in
                  zip(display_panels(img, peak, spacing), display_panels(sal, peak, spacing))]
+        marks = panel_points(sal.shape, peak)
     fig = Figure(figsize=(3.2 * len(pairs), 3.4))
     for i, (label, im, sm, aspect) in enumerate(pairs):
         ax = fig.add_subplot(1, len(pairs), i + 1)
         ax.imshow(im, cmap="gray", aspect=aspect)
         ax.imshow(sm, cmap="jet", alpha=0.35, vmin=0.0, vmax=1.0, aspect=aspect)
+        if marks[i] is not None:  # the voxel all three planes go through
+            ax.plot(marks[i][1], marks[i][0], marker="+", color="white", markersize=9, markeredgewidth=1.2)
         ax.set_title(label, fontsize=8)
         ax.axis("off")
     if title:

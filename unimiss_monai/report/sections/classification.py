@@ -181,6 +181,8 @@ def _task_blocks(run: RunFolder, bundle: str, what: str, read: tuple[dict | None
                                  f"images: {', '.join(p.stem for p in picked)}",
                              caption=f"{what}: where the network looked ({_METHODS.get(method, 'saliency maps')}, "
                                      "named with its probability above each picture)."
+                                     + (" A CT's planes go through the map's peak, marked +, wherever the finding "
+                                        "lies." if bundle.startswith("ct_") else "")
                                      + (" The file names give the true finding." if run.sample_data else "")))
     elif (home / "inference").is_dir():
         blocks.append(Note(f"No saliency maps in {home / 'inference' / 'saliency'}: run inference with "
