@@ -59,6 +59,24 @@ def test_refusals_name_every_bad_key():
         "config id 'max_epochs' expects an integer, got 'abc'")
 
 
+PRETRAINING = {"bundle": "unimiss_pretraining", "names": ("train.json", "smoke.yaml")}
+
+
+@pytest.mark.parametrize("key, meant, bundle", [
+    # the pretraining bundle nests its run length: the fine-tune name, or none, points at it, not at the warm-up
+    # spelt most like it
+    ("epochs", "train#epochs", PRETRAINING), ("max_epochs", "train#epochs", PRETRAINING),
+    ("num_epoch", "train#epochs", PRETRAINING), ("epoch", "train#epochs", PRETRAINING),
+    ("batch_size", "train#batch_size", PRETRAINING), ("output_dirr", "output_dir", PRETRAINING),
+    # where the run length is at the top, it stays the hint; the FreezeEncoder handler's 'epochs' follows an id
+    ("epochs", "max_epochs", {}), ("num_epoch", "max_epochs", {}), ("max_epoch", "max_epochs", {}),
+    ("epochs", "max_epochs", {"bundle": "unimiss_cxr_classification", "names": ("train.json",)}),
+])
+def test_a_name_of_another_bundle_points_at_this_one_s_setting(key, meant, bundle):
+    name = bundle.get("bundle", "unimiss_ct_segmentation")
+    assert _refusal(f"--{key}", "0", **bundle) == f"unknown config id {key!r} for {name}; did you mean {meant!r}?"
+
+
 @pytest.mark.parametrize("key, value, message", [
     ("max_epochs", "abc", "config id 'max_epochs' expects an integer, got 'abc'"),
     ("max_epochs", "2.5", "config id 'max_epochs' expects an integer, got 2.5"),

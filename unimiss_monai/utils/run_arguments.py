@@ -22,6 +22,7 @@ from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.devices import device_problem
 from unimiss_monai.utils.errors import install_error_hook
 from unimiss_monai.utils.paths import file_in_the_way, symlink_loop_problem
+from unimiss_monai.utils.suggestions import did_you_mean
 from unimiss_monai.utils.value_ranges import XRAY_SPACING_MM, range_problem
 
 __all__ = ["RunArgumentError", "check_overrides", "check_run_arguments", "config_ids", "did_you_mean", "is_flag"]
@@ -117,21 +118,6 @@ def _target_parameters(target: Any) -> set[str] | None:
     return {p.name for p in params}
 
 
-def did_you_mean(key: str, candidates: Sequence[str], flags: bool = False) -> str:
-    """``"; did you mean 'a' or 'b'?"`` naming the ids of ``candidates`` closest to ``key`` (those as deep in
-    ``#`` as it first; as ``--a`` with ``flags``), or ``""`` when none is close."""
-    depth = key.count("#")
-    same_depth = [c for c in candidates if c.count("#") == depth]
-    close = difflib.get_close_matches(key, same_depth, n=3) or difflib.get_close_matches(key, candidates, n=3)
-    if not close:
-        return ""
-    # the runners-up only when about as close as the best (num_epoch: max_epochs 0.74, warmup_epochs 0.64)
-    ratios = [difflib.SequenceMatcher(None, key, c).ratio() for c in close]
-    close = [c for c, r in zip(close, ratios) if r >= ratios[0] - 0.05]
-    names = [f"--{c}" if flags else repr(c) for c in close]
-    return "; did you mean " + (names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]) + "?"
-
-
 def _unknown(key: str, ids: Mapping[str, Any], run_args: set[str], bundle: str, files: str,
              command: str | None = None) -> str | None:
     """The complaint about override ``key``, or ``None`` when it names a config id; ``command``: the command whose
@@ -147,7 +133,7 @@ def _unknown(key: str, ids: Mapping[str, Any], run_args: set[str], bundle: str, 
         close = difflib.get_close_matches(leaf, sorted(params), n=1)
         hint = f"; did you mean {parent + '#' + close[0]!r}?" if close else f" (it takes: {', '.join(sorted(params))})"
         return f"unknown config id {key!r} for {bundle}: {ids[parent]['_target_']} takes no argument {leaf!r}{hint}"
-    hint = did_you_mean(key, sorted(set(ids) | run_args), flags=command is not None)
+    hint = did_you_mean(key, sorted(set(ids) | run_args), flags=command is not None, values=ids)
     if command:
         return f"unknown option --{key}: neither an option of {command} nor a config id of {bundle}" + (hint or f" ({files})")
     return f"unknown config id {key!r} for {bundle}" + (hint or f"; it is neither defined in {files} nor a run argument")
