@@ -68,6 +68,24 @@ def test_unknown_name_and_missing_dir(tmp_path, fake_builders):
     assert find_dataset(tmp_path, "anything") == str(tmp_path)
 
 
+def test_a_mistyped_dataset_dir_is_pointed_at_the_folder_beside_it(tmp_path, monkeypatch):
+    """A name one letter off an existing folder (``sample`` for ``samples``) is offered that folder, as typed, before
+    the command that would build a second sample set; a name like nothing there gets the command alone."""
+    (tmp_path / "samples").mkdir()
+    (tmp_path / "bundle").mkdir()
+    monkeypatch.chdir(tmp_path / "bundle")
+    with pytest.raises(FileNotFoundError) as err:
+        find_dataset("../sample", "good")
+    assert str(err.value) == ("dataset_dir '../sample' does not exist; did you mean ../samples? If not, create it with "
+                              "`python -m unimiss_monai samples --out ../sample` or point --dataset_dir at your data")
+    with pytest.raises(FileNotFoundError) as err:
+        find_dataset("../scans", "good")
+    assert str(err.value) == ("dataset_dir '../scans' does not exist; create it with `python -m unimiss_monai samples "
+                              "--out ../scans` or point --dataset_dir at your data")
+    with pytest.raises(FileNotFoundError, match="^dataset_dir '../absent/sample' does not exist; create it"):
+        find_dataset("../absent/sample", "good")  # no folder to look in
+
+
 def test_pretraining_set_has_a_labelled_probe(tmp_path):
     import nibabel as nib
 

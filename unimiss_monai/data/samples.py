@@ -11,6 +11,7 @@ given a folder without ``samples.json`` (the user's own data) it gets the folder
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import json
 import logging
@@ -154,11 +155,25 @@ def held_out_images(folder: str | os.PathLike) -> list[Path] | None:
         return None
 
 
+def _existing_name_like(path: Path) -> Path | None:
+    """A file or folder beside the missing ``path`` named almost like it (``sample`` for ``samples``), as typed; a
+    mistyped name would otherwise be offered the command that builds a second sample set there."""
+    try:
+        names = [entry.name for entry in path.parent.iterdir()]
+    except OSError:  # the parent is missing or unreadable too: nothing to offer
+        return None
+    close = difflib.get_close_matches(path.name, names, n=1, cutoff=0.8)
+    return path.parent / close[0] if close else None
+
+
 def find_dataset(dataset_dir: str | os.PathLike, name: str) -> str:
     """Folder of data set ``name`` inside a ``samples`` output, or ``dataset_dir`` itself for the user's own data."""
     root = Path(check_no_symlink_loop(Path(dataset_dir).expanduser(), "dataset_dir"))
     if not root.exists():
-        raise FileNotFoundError(f"dataset_dir {str(root)!r} does not exist; create it with `python -m unimiss_monai samples --out {shlex.quote(str(root))}` or point --dataset_dir at your data")
+        like = _existing_name_like(root)
+        hint = f"did you mean {like}? If not, create" if like else "create"
+        raise FileNotFoundError(f"dataset_dir {str(root)!r} does not exist; {hint} it with `python -m unimiss_monai "
+                                f"samples --out {shlex.quote(str(root))}` or point --dataset_dir at your data")
     manifest_path = root / MANIFEST
     if not manifest_path.exists():
         return str(root)
