@@ -4,6 +4,7 @@ it with its defaults first and complain afterwards)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -296,3 +297,26 @@ def test_a_warning_of_a_pseudo_file_keeps_pythons_form_when_the_working_folder_i
     assert _one_line_warning("odd", UserWarning, "<string>", 1) == "<string>:1: UserWarning: odd\n"
     ours = str(REPO / "unimiss_monai" / "data" / "locators.py")
     assert _one_line_warning("fallback", UserWarning, ours, 60) == "warning: fallback\n"
+
+
+README_REFUSALS = [["samples", "--outt", "X"], ["samples", "--overwrite", "maybe"]]
+
+
+@pytest.mark.parametrize("args", README_REFUSALS)
+def test_the_refusals_the_readme_quotes_are_what_the_command_prints(args, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, err = _exit(args, capsys)
+    readme = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())  # a quote may wrap across lines
+    assert code == 2 and f"`{err.strip()}`" in readme, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_every_refusal_the_readme_quotes_is_checked(tmp_path, monkeypatch, capsys):
+    """A new quote of a refusal in the README gets its command line in README_REFUSALS, so the check above runs it."""
+    monkeypatch.chdir(tmp_path)
+    readme = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+    quoted = set(re.findall(r"`(unimiss_monai [a-z-]+: [^`]+)`", readme))
+    printed = set()
+    for args in README_REFUSALS:
+        printed.add(_exit(args, capsys)[1].strip())
+    assert quoted == printed
