@@ -23,14 +23,16 @@ as ``LAT_LEFT`` but is hung like an AP view, i.e. mirrored left-right relative t
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from unimiss_monai.conventions import VIEWS_SEEN_FROM_DETECTOR
 
-__all__ = ["VIEW_ANGLES", "VIEW_ALIASES", "Pose", "ConeBeam", "as_pose", "canonical_view", "view_rotation", "detector_affine"]
+__all__ = ["VIEW_ANGLES", "VIEW_ALIASES", "Pose", "ConeBeam", "as_pose", "canonical_view", "canonical_views",
+           "view_rotation", "detector_affine"]
 
 # named view -> rotation of the AP C-arm about the superior (+z) axis, degrees
 VIEW_ANGLES: dict[str, float] = {"AP": 0.0, "PA": 180.0, "LAT_LEFT": -90.0, "LAT_RIGHT": 90.0}
@@ -55,14 +57,30 @@ _AP_COL_DIR = np.array([-1.0, 0.0, 0.0])  # towards the patient's left: patient 
 _AP_ROW_DIR = np.array([0.0, 0.0, -1.0])  # row 0 superior
 
 
+def _view_key(name: str) -> str:
+    return str(name).strip().upper().replace("-", "_").replace(" ", "_")
+
+
 def canonical_view(name: str) -> str:
     """Canonical view name for a case-insensitive alias (``"ll"``, ``"Lat-Left"`` -> ``"LAT_LEFT"``)."""
-    key = str(name).strip().upper().replace("-", "_").replace(" ", "_")
+    key = _view_key(name)
     if key not in VIEW_ALIASES:
         raise ValueError(
             f"unknown DRR view {name!r}; valid names (case-insensitive): {', '.join(VIEW_ALIASES)}"
         )
     return VIEW_ALIASES[key]
+
+
+def canonical_views(names: Sequence[str], say: Callable[..., Any] | None = None) -> list[str]:
+    """:func:`canonical_view` of each of ``names``; with ``say`` (``logger.info``), ``say("view %r is %s", name,
+    view)`` once for each name that is another name of its view (``"lateral"``: ``LAT_LEFT``), as the outputs are
+    named by the view, not by the name given. A view's own name in any case or with ``-`` (``"lat-left"``) says
+    nothing."""
+    views = [canonical_view(name) for name in names]
+    for name, view in dict(zip(map(str, names), views)).items():
+        if say is not None and _view_key(name) != view:
+            say("view %r is %s", name, view)
+    return views
 
 
 def _rot(axis: int, degrees: float) -> np.ndarray:
@@ -78,7 +96,8 @@ class Pose:
     """A C-arm pose: a named view, then rotations (degrees) about the patient's x, y, z axes, then a translation (mm).
 
     Args:
-        view: ``"AP"``, ``"PA"``, ``"LAT_LEFT"`` (alias ``"LL"``) or ``"LAT_RIGHT"`` (``"RL"``), case-insensitive.
+        view: ``"AP"``, ``"PA"``, ``"LAT_LEFT"`` or ``"LAT_RIGHT"``, or another name of one (:data:`VIEW_ALIASES`:
+            ``"LL"``, ``"LATERAL"``, ...), case-insensitive.
         rotation: ``(rx, ry, rz)`` degrees, applied in the order x, y, z about the isocentre (RAS+, right-handed).
         translation: ``(tx, ty, tz)`` mm, shift of the isocentre (RAS+).
     """

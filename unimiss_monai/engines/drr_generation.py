@@ -102,7 +102,7 @@ class DRRGenerator:
         project_labels: bool = True,
         progress: bool = True,
     ) -> None:
-        from unimiss_monai.drr import METHODS, ConeBeam, canonical_view
+        from unimiss_monai.drr import METHODS, ConeBeam, canonical_views
         from unimiss_monai.drr.render import check_memory
 
         # absolute: ITK, loaded by the reader thread's first DICOM series, changes the working folder while it loads
@@ -112,8 +112,8 @@ class DRRGenerator:
         self.output_dir = Path(check_output_dir(output_dir, self.dataset_dir.parent if listed else self.dataset_dir)
                                ).expanduser().absolute()
         views = [views] if isinstance(views, str) else list(views)
-        try:
-            self.views = [canonical_view(v) for v in views]
+        try:  # an alias is said once a run (rank 0; under torchrun the process group is up before this is made)
+            self.views = canonical_views(views, say=logger.info if rank_and_world()[0] == 0 else None)
         except ValueError as err:
             raise ValueError(f"views: {err}") from None
         if not self.views:
