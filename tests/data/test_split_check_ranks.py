@@ -94,3 +94,17 @@ def _bars(rank: int, items: list[dict], tmp_path: Path) -> None:
 
 def test_only_rank_zero_shows_a_progress_bar_of_its_share(tmp_path):
     run_on_two_ranks(_bars, _volumes(tmp_path, 5), tmp_path)
+
+
+def _pooled(rank: int, items: list[dict]) -> None:
+    from unimiss_monai.data.split_check import shared_failures
+    from unimiss_monai.utils.once import first_time, said
+
+    # a warning said once per file (the both-lungs label's) by whichever rank checks the item
+    shared_failures(items, lambda item: first_time("pooled test", item["image"]), progress=False)
+    # each rank's data-loading workers later meet items of both shares: each rank knows all of them as said
+    assert said("pooled test") == {"pooled test": sorted(it["image"] for it in items)}, (rank, said("pooled test"))
+
+
+def test_what_each_share_said_once_is_pooled_over_the_ranks(tmp_path):
+    run_on_two_ranks(_pooled, [{"image": f"case_{i}.nii.gz"} for i in range(5)])

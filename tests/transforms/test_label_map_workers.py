@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from unimiss_monai.transforms import LabelMapToMasksd
 from unimiss_monai.transforms.labels import label_map
+from unimiss_monai.utils import once
 
 STRUCTURES = ["lung_left", "lung_right", "heart", "clavicle_left", "clavicle_right"]
 SAID = "covers both sides of the image"
@@ -33,7 +34,7 @@ def test_the_files_said_go_with_the_transform_to_a_process_that_imports_the_modu
     with caplog.at_level(logging.WARNING, logger=label_map.__name__):
         transform(_both_lungs("pickled_both.png"))
         sent = ForkingPickler.dumps(transform)  # as a DataLoader sends its data set to a worker it spawns
-        monkeypatch.setattr(label_map, "_TWO_SIDED_SAID", set())  # the worker's own, fresh module
+        monkeypatch.setattr(once, "_SAID", {})  # the worker's own, fresh module
         pickle.loads(sent)(_both_lungs("pickled_both.png"))
     assert sum(SAID in r.getMessage() for r in caplog.records) == 1
     # pickled plainly, as the disk cache keys its entries, the transform is the same whatever was said

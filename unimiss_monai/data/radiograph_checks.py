@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import torch
 
-from unimiss_monai.data.dicom_pixel_size import header_affine
+from unimiss_monai.data.dicom_pixel_size import dicom_pixel_size, header_affine
 from unimiss_monai.data.grid_checks import check_radiograph_spacing, check_same_plane
-from unimiss_monai.data.image_formats import has_pixel_grid, image_suffix
+from unimiss_monai.data.image_formats import has_pixel_grid, image_suffix, is_dicom_path
 
 __all__ = ["LABEL_IMAGE_MAX_VALUES", "check_label_on_radiograph", "check_radiograph"]
 
@@ -68,11 +68,15 @@ def check_label_on_radiograph(label: torch.Tensor, image: torch.Tensor, label_so
     format whose headers place them in space (NIfTI, MetaImage, NRRD: :func:`~unimiss_monai.data.image_formats.
     has_pixel_grid`), lie on different grids (:func:`~unimiss_monai.data.grid_checks.check_same_plane`). A PNG label,
     or a label of a PNG, has no place of its own: its shape is all there is; a label of another format than its image
-    (a NIfTI of a DICOM film) may have been written on no grid of the image's, and is judged by its shape too."""
+    (a NIfTI of a DICOM film) may have been written on no grid of the image's, and is judged by its shape too, as is
+    a DICOM label whose header gives no pixel size. A DICOM is compared at its header's pixel size
+    (:func:`~unimiss_monai.data.dicom_pixel_size.header_affine`)."""
     if image_suffix(label_source) != image_suffix(image_source) or not has_pixel_grid(image_source):
         return
+    if is_dicom_path(label_source) and dicom_pixel_size(label_source) is None:
+        return  # a DICOM label that gives no pixel size lies on its image's pixels, as a PNG label does
     a_img, a_lab = getattr(image, "affine", None), getattr(label, "affine", None)
     if a_img is not None and a_lab is not None:
-        # a DICOM image takes its header's pixel size where its reader left 1 mm (grey_radiograph): so does its label
+        # a DICOM takes its header's pixel size where its reader left 1 mm (grey_radiograph, the label transforms)
         a_img, a_lab = header_affine(a_img, image_source), header_affine(a_lab, label_source)
         check_same_plane(a_img, a_lab, image_source, label_source)

@@ -19,6 +19,7 @@ from monai.transforms import Compose, RandomizableTrait, Transform
 
 from unimiss_monai.data.tolerant import failed_case
 from unimiss_monai.utils.dist import coordination_group, gather_objects, rank_and_world
+from unimiss_monai.utils.once import said, take_said
 
 __all__ = ["deterministic_head", "item_failures", "shared_failures"]
 
@@ -64,7 +65,12 @@ def shared_failures(items: Sequence[dict], run: Callable, num_workers: int | Non
     # the long-timeout gloo group: the slowest rank may decode its share of a large archive for hours, past the
     # default group's 10 (NCCL) or 30 (gloo) minutes; all ranks receive all, so all refuse alike (refuse_failures
     # orders the items by their place in the datalist, whatever rank found them)
-    return dict(gather_objects(sorted(mine.items()), coordination_group()))
+    # what each rank's share said once (a label file's warning) is pooled too: the items of the other shares reach
+    # this rank's data-loading workers, which said it again, every epoch
+    shares = gather_objects([(sorted(mine.items()), said())], coordination_group())
+    for _, other in shares:
+        take_said(other)
+    return {index: reason for failures, _ in shares for index, reason in failures}
 
 
 def deterministic_head(transform: Sequence[Callable] | Callable) -> Callable:

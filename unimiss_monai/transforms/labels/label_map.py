@@ -20,17 +20,19 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_dst_type
 
+from unimiss_monai.data.dicom_pixel_size import with_header_pixel_size
 from unimiss_monai.data.radiograph_checks import check_label_on_radiograph
 from unimiss_monai.data.xray import drop_trailing_singletons, source_name
+from unimiss_monai.utils.once import first_time, said, take_said
 
 __all__ = ["LabelMapToMasks", "LabelMapToMasksD", "LabelMapToMasksDict", "LabelMapToMasksd"]
 
 logger = logging.getLogger(__name__)
 
-#: label files already warned of as two-sided: once per file in a process. A data-loading worker forked after the
-#: run's check of its data inherits them; one spawned (macOS, Windows, forkserver) receives them with the transform
-#: (:func:`_to_worker`)
-_TWO_SIDED_SAID: set[str] = set()
+#: the topic of :mod:`unimiss_monai.utils.once` under which label files warned of as two-sided are kept: once per file
+#: in a run. A data-loading worker forked after the run's check of its data inherits them; one spawned (macOS,
+#: Windows, forkserver) receives them with the transform (:func:`_to_worker`); ranks pool them after a dealt-out check
+TWO_SIDED = "two-sided label"
 
 
 class LabelMapToMasks(Transform):
@@ -67,7 +69,7 @@ class LabelMapToMasks(Transform):
         the image, a quarter or more on each: a combined 0/1 mask of both lungs, read by value, trained ``lung_left``
         on both lungs, unsaid. Once per file in a process, and no data-loading worker says again what the main
         process said (the bundles check their data there, before loading). ``masks``: ``(N, X, Y)``, X across."""
-        if masks.ndim != 3 or name in _TWO_SIDED_SAID:
+        if masks.ndim != 3 or name in said(TWO_SIDED)[TWO_SIDED]:
             return
         for structure, mask in zip(self.structures, masks):
             total = int(mask.sum())
@@ -75,7 +77,7 @@ class LabelMapToMasks(Transform):
                 continue
             share = float(mask[: mask.shape[0] // 2].sum()) / total
             if min(share, 1 - share) >= 0.25:
-                _TWO_SIDED_SAID.add(name)
+                first_time(TWO_SIDED, name)
                 logger.warning("%s: its value %d (%s) covers both sides of the image (%.0f%% and %.0f%% of it either "
                                "side of the middle), as a mask of both lungs would, where %s lies on one side: give "
                                "each structure its own value (%s) or one binary mask per structure", name,
@@ -141,8 +143,8 @@ class LabelMapToMasksd(MapTransform):
         image = d[self.image_key] if self.image_key is not None else None
         for key in self.key_iterator(d):
             label = d[key]
-            if image is not None and image.ndim == 3:  # 2D image: (1, X, Y)
-                label = drop_trailing_singletons(label)
+            if image is not None and image.ndim == 3:  # 2D image: (1, X, Y), a DICOM at its header's pixel size
+                label = with_header_pixel_size(drop_trailing_singletons(label), source_name(label))
             if image is not None and tuple(label.shape[1:]) != tuple(image.shape[1:]):
                 flipped = tuple(label.shape[1:]) == tuple(image.shape[1:])[::-1]
                 raise ValueError(
@@ -168,12 +170,12 @@ def _to_worker(converter: LabelMapToMasks) -> tuple:
     """How multiprocessing sends a :class:`LabelMapToMasks` to a process it starts: with the files this one said,
     since a spawned worker imports this module afresh and said each again, every epoch. Plain pickling is left as
     it is: the disk cache keys its entries by the transforms pickled."""
-    return _from_parent, (converter.__dict__, sorted(_TWO_SIDED_SAID))
+    return _from_parent, (converter.__dict__, said(TWO_SIDED))
 
 
-def _from_parent(state: dict, said: list[str]) -> LabelMapToMasks:
+def _from_parent(state: dict, parent_said: dict[str, list[str]]) -> LabelMapToMasks:
     """The :class:`LabelMapToMasks` :func:`_to_worker` sent, the files its sender said taken as said here too."""
-    _TWO_SIDED_SAID.update(said)
+    take_said(parent_said)
     converter = LabelMapToMasks.__new__(LabelMapToMasks)
     converter.__dict__.update(state)
     return converter

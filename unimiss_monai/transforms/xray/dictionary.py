@@ -8,6 +8,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
+from unimiss_monai.data.dicom_pixel_size import with_header_pixel_size
 from unimiss_monai.data.radiograph_checks import check_label_on_radiograph
 from unimiss_monai.data.xray import drop_trailing_singletons, source_name
 from unimiss_monai.transforms.xray.array import AsGreyRadiograph
@@ -65,7 +66,7 @@ class CheckMultiLabelMaskd(MapTransform):
         for key in self.key_iterator(d):
             mask = d[key]
             name = source_name(mask)
-            mask = drop_trailing_singletons(mask)
+            mask = with_header_pixel_size(drop_trailing_singletons(mask), name)  # as its image: grey_radiograph
             if self.structures and mask.shape[0] != len(self.structures):
                 raise ValueError(f"{name}: label has {mask.shape[0]} channels, expected {len(self.structures)} (one binary mask per structure: {self.structures}); save masks as (X, Y, 1, C)")
             values = torch.unique(torch.as_tensor(mask)).tolist()
