@@ -148,5 +148,5 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_weights(pretraining_samples, 
     # the loss curves of the killed and resumed run are those of the uninterrupted one, every iteration once
     curves = {r: json.loads((r / "loss_curves.json").read_text()) for r in (run, reference)}
     assert curves[run].keys() == curves[reference].keys() and "loss" in curves[run]
-    assert [i for i, _ in curves[run]["loss"]] == list(range(1, total + 1))
+    assert [p[0] for p in curves[run]["loss"]] == list(range(1, total + 1))
     assert curves[run] == curves[reference]

@@ -30,7 +30,7 @@ def test_loss_curves_png_and_json(tmp_path):
     engine.run(range(12), max_epochs=1)
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     history = json.loads((tmp_path / "curves.json").read_text())
-    assert [v for _, v in history["loss"]] == [o["loss"] for o in outs]
+    assert [p[1] for p in history["loss"]] == [o["loss"] for o in outs]
     assert "phase" not in history
 
 

@@ -12,6 +12,14 @@ from ignite.engine import Engine, Events
 
 from unimiss_monai.data.output_ledger import check_own_files, drawn_by_matplotlib, replacing_own
 from unimiss_monai.data.writers import atomic_path, save_json
+from unimiss_monai.visualize.phase_curves import (
+    PHASE_LABELS,
+    moving_average,
+    phase_blocks,
+    points,
+    segments,
+    shade_phases,
+)
 
 __all__ = ["EpochLossMeans", "LossCurvePlotter", "scalar_outputs"]
 
@@ -69,8 +77,13 @@ class EpochLossMeans:
 class LossCurvePlotter:
     """Records the numeric entries of ``engine.state.output`` every iteration (rank 0) and, when the run completes
     (or is interrupted), writes ``<path>`` (PNG: one panel per group of terms, log-scaled losses) and the
-    values beside it, ``<path>`` with the suffix ``.json`` (``loss_curves.png`` -> ``loss_curves.json``).
+    values beside it, ``<path>`` with the suffix ``.json`` (``loss_curves.png`` -> ``loss_curves.json``):
+    ``{term: [[iteration, value, phase], ...]}``, the phase (``"ct"``, ``"xray"``) of the output's ``phase``.
     A run that fails still raises its error after the curves are written.
+
+    The picture shades the phases and splits every line at a phase switch, where the terms summed into ``loss``
+    change; the moving average restarts in each block of one phase. Curves written before the phase was recorded
+    (``[iteration, value]``) are read as one phase.
 
     The values are also written after the first iteration, every ``write_every`` iterations and after every epoch; a
     resumed run (its first iteration is not the first) starts from those of the iterations before it, so the curves
@@ -81,7 +94,7 @@ class LossCurvePlotter:
     Args:
         path: PNG file to write.
         keys: output keys to plot; default every loss term plus ``teacher_entropy`` and ``center_norm``.
-        smoothing: moving-average window drawn over the raw values (1: none).
+        smoothing: moving-average window drawn over the raw values of each phase block (1: none).
         write_every: iterations between writes of the values (0: at epoch ends only); the checkpoints' interval, with
             this handler attached before the checkpoint's, keeps a resumed run's curves whole.
     """
@@ -90,7 +103,7 @@ class LossCurvePlotter:
                  write_every: int = 0) -> None:
         self.path, self.keys, self.smoothing = Path(path), keys, max(1, int(smoothing))
         self.write_every = max(0, int(write_every))
-        self.history: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        self.history: dict[str, list[tuple]] = defaultdict(list)  # (iteration, value[, phase]) per term
         self._first: int | None = None  # the first iteration this run recorded: 1 unless it was resumed
 
     def attach(self, engine: Engine) -> None:
@@ -131,9 +144,13 @@ class LossCurvePlotter:
             self._first = engine.state.iteration
             if self._first > 1:
                 self.history = self._earlier_history(self._first)
-        for k, v in scalar_outputs(engine.state.output).items():
+        output = engine.state.output
+        phase = output.get("phase") if isinstance(output, dict) else None
+        # the phase of each point: the picture must know where the summed terms change (a phase-less trainer: none)
+        tail = (phase,) if isinstance(phase, str) else ()
+        for k, v in scalar_outputs(output).items():
             if (self.keys is None and k not in ("lr", "skipped", "total")) or (self.keys is not None and k in self.keys):
-                self.history[k].append((engine.state.iteration, v))
+                self.history[k].append((engine.state.iteration, v, *tail))
         if first and self._first == 1:  # a new run: the values of an earlier one must not outlive its first iteration
             self.write_values(engine, even_empty=True)
 
@@ -150,9 +167,9 @@ class LossCurvePlotter:
         # the picture by its own content too: a user's picture of that name beside curves of ours stays
         check_own_files([self.path], self.path.parent, written_earlier=earlier and drawn_by_matplotlib(self.path))
 
-    def _earlier_history(self, iteration: int) -> defaultdict[str, list[tuple[int, float]]]:
+    def _earlier_history(self, iteration: int) -> defaultdict[str, list[tuple]]:
         """The values the run wrote before it was resumed at ``iteration`` (later ones were never checkpointed)."""
-        history: defaultdict[str, list[tuple[int, float]]] = defaultdict(list)
+        history: defaultdict[str, list[tuple]] = defaultdict(list)
         path = self.path.with_suffix(".json")
         if not path.is_file():
             logger.warning("loss curves: no %s to continue; the curves of this resumed run start at iteration %d",
@@ -160,13 +177,13 @@ class LossCurvePlotter:
             return history
         try:
             for k, values in json.loads(path.read_text()).items():
-                kept = [(int(i), float(v)) for i, v in values if int(i) < iteration]
+                kept = [(int(p[0]), float(p[1]), *p[2:3]) for p in values if int(p[0]) < iteration]
                 if kept:  # a term recorded only after the resume point has no values from before it
                     history[str(k)] = kept
-        except (OSError, ValueError, TypeError, AttributeError) as err:
+        except (OSError, ValueError, TypeError, AttributeError, IndexError) as err:
             logger.warning("loss curves: %s is unreadable (%s); the curves start at iteration %d", path, err, iteration)
             return defaultdict(list)
-        last = max((i for values in history.values() for i, _ in values), default=0)
+        last = max((p[0] for values in history.values() for p in values), default=0)
         if last < iteration - 1:  # written less often than checkpointed, or a save deferred to a whole step
             logger.warning("loss curves: no values for iterations %d-%d: the run was stopped before it wrote them",
                            last + 1, iteration - 1)
@@ -182,43 +199,59 @@ class LossCurvePlotter:
     def write(self, engine: Engine | None = None) -> None:
         if engine is not None and getattr(engine.state, "rank", 0) != 0 or not self.history:
             return
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure  # no pyplot: no global backend switch in the user's process
 
         monitors = [k for k in self.history if "entropy" in k or "norm" in k]
         losses = [k for k in self.history if k not in monitors]
         panels = [p for p in (losses, monitors) if p]
-        fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+        blocks = phase_blocks(self.history)
+        fig = Figure(figsize=(6 * len(panels), 4))
+        axes = fig.subplots(1, len(panels), squeeze=False)
         for ax, keys, title in zip(axes[0], panels, ("loss terms", "collapse monitors")):
-            for k in (k for k in keys if self.history[k]):
-                it, val = zip(*self.history[k])
-                w = min(self.smoothing, len(val))
-                smooth = [sum(val[max(0, i - w + 1) : i + 1]) / len(val[max(0, i - w + 1) : i + 1]) for i in range(len(val))]
-                (line,) = ax.plot(it, val, alpha=0.25)
-                ax.plot(it, smooth, color=line.get_color(), label=k)
-            if keys is losses and all(v > 0 for k in keys for _, v in self.history[k]):
+            shaded = shade_phases(ax, blocks)
+            for k, colour in zip(keys, _colours()):
+                for n, (it, val, _) in enumerate(segments(*points(self.history[k])[:2], blocks)):
+                    ax.plot(it, val, alpha=0.25, color=colour, marker="." if len(it) == 1 else None)
+                    ax.plot(it, moving_average(val, self.smoothing), color=colour, label=None if n else k)
+            if keys is losses and all(p[1] > 0 for k in keys for p in self.history[k]):
                 ax.set_yscale("log")
             ax.set_xlabel("iteration")
-            ax.set_title(title)
-            ax.legend(fontsize=7)
+            ax.set_title(title + (" (shaded: phase; lines restart at each switch)" if shaded else ""), fontsize=10)
+            ax.legend(handles=ax.get_legend_handles_labels()[0] + _phase_handles(blocks, shaded), fontsize=7)
         fig.tight_layout()
         with replacing_own(self.path, self.path.parent), atomic_path(self.path) as tmp:
-            fig.savefig(tmp, dpi=100)
-        plt.close(fig)
+            fig.savefig(tmp, dpi=100, format="png")
         self.write_values()
 
 
+def _colours():
+    """The default colour cycle, one colour per term, so a term's parts in every phase share one colour."""
+    import matplotlib
+
+    colours = matplotlib.rcParams["axes.prop_cycle"].by_key().get("color") or ["tab:blue"]
+    while True:
+        yield from colours
+
+
+def _phase_handles(blocks, shaded: bool) -> list:
+    """Legend entries of the shaded phases."""
+    from matplotlib.patches import Patch
+
+    phases = dict.fromkeys(b[2] for b in blocks if b[2] is not None) if shaded else {}
+    return [Patch(color=PHASE_LABELS.get(p, (p, "#e6e6e6"))[1], label=PHASE_LABELS.get(p, (p,))[0] + " phase")
+            for p in phases]
+
+
 def is_curves_json(path: Path) -> bool:
-    """Whether ``path`` holds loss curves as :class:`LossCurvePlotter` writes them: ``{term: [[iteration, value],
-    ...]}``, every iteration a positive integer."""
+    """Whether ``path`` holds loss curves as :class:`LossCurvePlotter` writes them: ``{term: [[iteration, value,
+    phase], ...]}`` (or without the phase, as versions before it wrote them), every iteration a positive integer."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return False
     return isinstance(data, dict) and all(
-        isinstance(values, list) and all(isinstance(p, list) and len(p) == 2 and type(p[0]) is int and p[0] > 0
-                                         and isinstance(p[1], (int, float)) for p in values)
+        isinstance(values, list) and all(isinstance(p, list) and len(p) in (2, 3) and type(p[0]) is int and p[0] > 0
+                                         and isinstance(p[1], (int, float)) and all(isinstance(q, str) for q in p[2:])
+                                         for p in values)
         for values in data.values())
 
