@@ -6,6 +6,15 @@ import math
 
 import numpy as np
 
+from unimiss_monai.visualize.phase_curves import (
+    PHASE_LABELS,
+    moving_average,
+    phase_blocks,
+    points,
+    segments,
+    shade_phases,
+)
+
 from ..document import Figure, Note, Paragraph, Section, Table, fmt
 from ..images import figure_png
 from ..run_folder import RunFolder, read_json, recorded_steps, stale_notes
@@ -16,9 +25,8 @@ __all__ = ["MONITORS", "collapse_verdict", "non_finite_note", "pretraining_secti
 MONITORS = ("teacher_entropy", "teacher_batch_entropy", "center_norm")
 
 
-def _series(points) -> tuple[np.ndarray, np.ndarray]:
-    arr = np.asarray([p for p in points if p is not None and len(p) == 2], dtype=np.float64).reshape(-1, 2)
-    return arr[:, 0], arr[:, 1]
+def _series(values) -> tuple[np.ndarray, np.ndarray]:
+    return points(values)[:2]
 
 
 def _finite(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -26,54 +34,76 @@ def _finite(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x[keep], y[keep]
 
 
-def _smooth(y: np.ndarray, n: int) -> np.ndarray:
-    if n <= 1 or len(y) < n:
-        return y
-    kernel = np.ones(n) / n
-    return np.convolve(np.pad(y, (n // 2, n - 1 - n // 2), mode="edge"), kernel, mode="valid")
-
-
-def _loss_figure(curves: dict) -> bytes:
+def _loss_figure(curves: dict) -> tuple[bytes, str]:
+    """The loss terms, one panel each, and the caption of what was drawn: a line per block of one phase (the terms
+    summed into ``loss`` change at a switch), its moving average restarting in each block, the phases shaded."""
     from matplotlib.figure import Figure as MplFigure
 
     terms = [k for k in curves if k not in MONITORS]
+    blocks = phase_blocks({k: curves[k] for k in terms})
+    window = max(1, max((len(curves[k]) for k in terms), default=0) // 25)
     cols = min(3, len(terms))
     rows = math.ceil(len(terms) / cols)
     fig = MplFigure(figsize=(4.0 * cols, 2.6 * rows))
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    shaded = smoothed = False
     for ax, term in zip(axes, terms):
-        x, y = _finite(*_series(curves[term]))
-        ax.plot(x, y, lw=0.6, alpha=0.35, color="tab:blue")
-        ax.plot(x, _smooth(y, max(1, len(y) // 25)), lw=1.6, color="tab:blue")
+        shaded = shade_phases(ax, blocks) or shaded
+        for x, y in (_finite(x, y) for x, y, _ in segments(*_series(curves[term]), blocks)):
+            one = len(y) == 1  # a block of one iteration: a dot, as a line needs two points
+            ax.plot(x, y, lw=0.6, alpha=0.35 if window > 1 else 1.0, color="tab:blue", marker="." if one else None)
+            if window > 1 and len(y) > 1:
+                ax.plot(x, moving_average(y, window), lw=1.6, color="tab:blue")
+                smoothed = True
         ax.set_title(term, fontsize=10)
         ax.set_xlabel("iteration", fontsize=8)
         ax.tick_params(labelsize=8)
     for ax in axes[len(terms):]:
         ax.axis("off")
     fig.tight_layout()
-    return figure_png(fig)
+    return figure_png(fig), _loss_caption(blocks, window if smoothed else 1, shaded)
 
 
-def _monitor_figure(curves: dict, out_dim: int | None) -> bytes:
+def _loss_caption(blocks: list, window: int, shaded: bool) -> str:
+    """The caption of :func:`_loss_figure`, saying only what it drew."""
+    caption = ("Each loss term per iteration (faint) and its moving average over "
+               f"{window} iterations (bold)." if window > 1 else "Each loss term per iteration (too few iterations to "
+               "smooth).")
+    phases = [b[2] for b in blocks if b[2] is not None]
+    if shaded:
+        names = " and ".join(f"{PHASE_LABELS.get(p, (p,))[0]}" for p in dict.fromkeys(phases))
+        caption += (f" Shaded: the {names} phases ({len(blocks)} blocks). A line breaks at each switch, where "
+                    "the terms summed into loss change, " + ("and its average restarts there; " if window > 1 else "")
+                    + "a term of one phase only is absent from the other's blocks.")
+    elif len(set(phases)) > 1:
+        caption += (f" The phases switch {len(blocks) - 1} times, too often to shade; a line breaks at each switch, "
+                    "where the terms summed into loss change.")
+    elif not phases:
+        caption += " The curves record no phases (written by a version before it recorded them): drawn as one."
+    return caption
+
+
+def _monitor_figure(curves: dict, out_dim: int | None) -> tuple[bytes, bool]:
+    """The collapse monitors, split at each phase switch like the losses; and whether the phases were shaded."""
     from matplotlib.figure import Figure as MplFigure
 
     fig = MplFigure(figsize=(9.6, 3.0))
     ax1, ax2 = fig.subplots(1, 2)
-    for name, style in (("teacher_entropy", "-"), ("teacher_batch_entropy", "--")):
-        if name in curves:
-            x, y = _finite(*_series(curves[name]))
-            ax1.plot(x, y, style, lw=1.4, label=name)
+    blocks = phase_blocks({k: v for k, v in curves.items() if k in MONITORS})
+    shaded = [shade_phases(ax, blocks) for ax in (ax1, ax2)][0]
+    for name, style, colour in (("teacher_entropy", "-", "tab:blue"), ("teacher_batch_entropy", "--", "tab:orange")):
+        for n, (x, y, _) in enumerate(segments(*_series(curves.get(name, [])), blocks)):
+            ax1.plot(*_finite(x, y), style, lw=1.4, color=colour, label=None if n else name)
     if out_dim:
         ax1.axhline(math.log(out_dim), color="grey", ls=":", lw=1, label=f"log K (uniform, K={out_dim})")
     ax1.axhline(0, color="black", lw=0.5)
     ax1.set(title="teacher entropy (nats)", xlabel="iteration")
     ax1.legend(fontsize=8)
-    if "center_norm" in curves:
-        x, y = _finite(*_series(curves["center_norm"]))
-        ax2.plot(x, y, lw=1.4, color="tab:green")
+    for x, y, _ in segments(*_series(curves.get("center_norm", [])), blocks):
+        ax2.plot(*_finite(x, y), lw=1.4, color="tab:green")
     ax2.set(title="DINO centre norm", xlabel="iteration")
     fig.tight_layout()
-    return figure_png(fig)
+    return figure_png(fig), shaded
 
 
 def _probe_figure(history: list[dict]) -> bytes:
@@ -136,8 +166,8 @@ def non_finite_note(curves: dict) -> str:
     """A sentence naming every curve that holds NaN or infinite values (with its first such iteration and their
     count); empty when every value is finite. The figures leave such points out, so it must be said in words."""
     bad = []
-    for name, points in curves.items():
-        x, y = _series(points)
+    for name, values in curves.items():
+        x, y = _series(values)
         wrong = ~np.isfinite(y)
         if wrong.any():
             bad.append(f"{name} ({int(wrong.sum())} of {len(y)} values, first at iteration {x[wrong][0]:g})")
@@ -209,16 +239,17 @@ def pretraining_section(run: RunFolder) -> Section:
         broken = non_finite_note(curves)
         if broken:
             section.add(Note(broken))
-        section.add(Figure(_loss_figure(curves), name="pretraining_losses",
-                           alt="Pretraining loss per term against iteration: " + ", ".join(k for k in curves if k not in MONITORS),
-                           caption="Each loss term per iteration (faint) and smoothed. The CT and X-ray phases "
-                                   "alternate by epoch, so the terms of each phase appear in blocks."))
+        png, caption = _loss_figure(curves)
+        section.add(Figure(png, name="pretraining_losses", caption=caption, alt="Pretraining loss per term against "
+                           "iteration: " + ", ".join(k for k in curves if k not in MONITORS)))
         out_dim = _out_dim(run)
-        section.add(Figure(_monitor_figure(curves, out_dim), name="pretraining_collapse",
+        png, shaded = _monitor_figure(curves, out_dim)
+        section.add(Figure(png, name="pretraining_collapse",
                            alt="Collapse monitors: teacher entropy, batch entropy and DINO centre norm against iteration",
                            caption="Collapse monitors. An entropy near 0 means the teacher puts every input on one "
                                    "prototype; one at log K means a uniform, uninformative output. Healthy training "
-                                   "stays between the two."))
+                                   "stays between the two." + (" Shaded: the phases; the lines break at each switch."
+                                                               if shaded else "")))
         verdict = collapse_verdict(curves, out_dim)
         if verdict:
             section.add(Note(verdict))

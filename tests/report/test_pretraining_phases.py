@@ -1,0 +1,80 @@
+"""The report's pretraining loss figure across the CT / X-ray switches: what it draws, and the caption that says so."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib.axes
+import pytest
+
+from unimiss_monai.report.document import Figure
+from unimiss_monai.report.run_folder import RunFolder
+from unimiss_monai.report.sections.pretraining import pretraining_section
+
+
+def _phased(n_per_block, blocks=("ct", "xray", "ct"), phases=True):
+    """Curves whose every term is a step function: 1.0 in each CT block, 3.0 in each X-ray block."""
+    curves = {"loss": [], "distill": [], "teacher_entropy": []}
+    it = 0
+    for phase in blocks:
+        for _ in range(n_per_block):
+            it += 1
+            for term in curves:
+                value = 1.0 if phase == "ct" else 3.0
+                curves[term].append([it, value, phase] if phases else [it, value])
+    return curves
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """Every line drawn on an Axes: (x, y, keyword arguments)."""
+    lines = []
+    plot = matplotlib.axes.Axes.plot
+
+    def record(self, *args, **kwargs):
+        data = [a for a in args if not isinstance(a, str)]
+        if len(data) >= 2:
+            lines.append(([float(v) for v in data[0]], [float(v) for v in data[1]], kwargs))
+        return plot(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", record)
+    return lines
+
+
+def _section(tmp_path, curves):
+    pre = tmp_path / "unimiss_pretraining"
+    pre.mkdir(exist_ok=True)
+    (pre / "loss_curves.json").write_text(json.dumps(curves))
+    figures = [b for b in pretraining_section(RunFolder(tmp_path)).blocks if isinstance(b, Figure)]
+    return next(f for f in figures if f.name == "pretraining_losses")
+
+
+def test_no_line_and_no_average_mixes_two_phases(tmp_path, drawn):
+    """A step function per phase smooths to exactly its per-phase values: no averaged point of one phase holds a
+    value of the other, and no line crosses a switch (where the terms summed into loss change)."""
+    figure = _section(tmp_path, _phased(100))  # 300 iterations: a moving average over 12
+    blocks = [(1, 100), (101, 200), (201, 300)]
+    assert drawn
+    for x, y, _ in drawn:
+        assert any(lo <= min(x) and max(x) <= hi for lo, hi in blocks), (min(x), max(x))  # inside one block
+        assert set(y) <= {1.0, 3.0} and len(set(y)) == 1, sorted(set(y))[:5]
+    smoothed = [line for line in drawn if line[2].get("lw") == 1.6]
+    assert len(smoothed) == 2 * 3  # loss and distill, one average per block
+    assert "moving average over 12 iterations" in figure.caption and "CT and X-ray phases" in figure.caption
+    assert "restarts" in figure.caption
+
+
+def test_the_caption_says_only_what_is_drawn(tmp_path, drawn):
+    # 26 iterations: too few to smooth (a window of 1); one line per block, no bold average
+    figure = _section(tmp_path, _phased(13, blocks=("ct", "xray")))
+    assert not any(line[2].get("lw") == 1.6 for line in drawn)
+    assert "smoothed" not in figure.caption and "moving average" not in figure.caption
+    assert "too few iterations to smooth" in figure.caption and "CT and X-ray phases" in figure.caption
+
+
+def test_curves_without_phases_are_one_phase(tmp_path, drawn):
+    """loss_curves.json written before the phase was recorded ([iteration, value]) is read, drawn as one phase and
+    said to be so."""
+    figure = _section(tmp_path, _phased(100, phases=False))
+    assert "record no phases" in figure.caption and "Shaded" not in figure.caption
+    assert any(len(x) == 300 for x, _, _ in drawn)  # one line over all iterations, as before
