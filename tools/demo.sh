@@ -71,7 +71,9 @@ T0=$SECONDS
 T=$'\t'
 step() {
     local name="$1" stage="$2" outs="$3" ins="$4" IFS=$'\t'; shift 5
+    # the wrapper's start-up counts in the step's time end to end (STEP_CALLED); bash before 5 has no EPOCHREALTIME
     # shellcheck disable=SC2086  # the lists are split on tabs (IFS) on purpose
+    UNIMISS_STEP_CALLED="${EPOCHREALTIME:-$(date +%s)}" \
     python -m unimiss_monai.report.steps "$RUN_DIR" "$name" --stage "$stage" --outputs $outs --inputs $ins $FRESH -- "$@" \
         || { echo "[demo] $name failed; the command is printed above. Rerun tools/demo.sh to resume from this step." >&2; exit 1; }
 }

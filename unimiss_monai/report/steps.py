@@ -7,8 +7,11 @@
 It prints the exact command, then either skips the step (every output exists and is newer than every input, and
 the last record of the step is a success of the same command) or runs it, and writes one record per step:
 ``{"name", "command", "argv", "status" ("ok" | "failed" | "skipped"), "returncode", "wall_seconds", "cpu_seconds",
-"started", "load_average", "outputs"}``. A skipped step keeps the timing of the run that made its outputs
-(``reused_from``). The file also holds the environment of the latest step (versions, CPU count). It is replaced
+"started", "load_average", "outputs", "check_seconds"}``. A skipped step keeps the timing of the run that made its
+outputs (``reused_from``). ``check_seconds`` is this wrapper's own time in this invocation, outside the command: the
+interpreter's start-up from :data:`STEP_CALLED` (the time its caller started it; ``tools/demo.sh`` sets it, without it
+the start-up is not counted), the check of the outputs and the writing of the record; with ``wall_seconds`` it makes
+the step's time end to end. The file also holds the environment of the latest step (versions, CPU count). It is replaced
 atomically, so a killed demo never leaves it half-written. The command runs with :data:`RUNNING_STEP` set to the
 step's record so far (JSON: name, stage, command, argv, started, load average, run folder): the report step's page
 of that folder lists itself as running, not with the times of its previous record.
@@ -30,12 +33,15 @@ from pathlib import Path
 
 from unimiss_monai.data.writers import save_json
 
-__all__ = ["RUNNING_STEP", "STEPS_FILE", "environment", "outputs_valid", "quote_command", "read_steps", "run_step"]
+__all__ = ["RUNNING_STEP", "STEPS_FILE", "STEP_CALLED", "called_at", "environment", "outputs_valid", "quote_command",
+           "read_steps", "run_step"]
 
 #: file name of the step records inside a run folder
 STEPS_FILE = "demo_steps.json"
 #: environment variable holding the record so far of the step whose command is running (set for that command only)
 RUNNING_STEP = "UNIMISS_RUNNING_STEP"
+#: environment variable holding the time (seconds since the epoch) the caller started this wrapper for a step
+STEP_CALLED = "UNIMISS_STEP_CALLED"
 
 
 def read_steps(run_dir: str | os.PathLike) -> dict:
@@ -104,6 +110,17 @@ def _load_average() -> list[float] | None:
         return None
 
 
+def called_at(environ=os.environ) -> float | None:
+    """The time the caller started this wrapper (:data:`STEP_CALLED`), or None when it is not set or unreadable.
+    Bash's ``$EPOCHREALTIME`` writes the locale's decimal mark, which may be a comma."""
+    try:
+        value = float(environ.get(STEP_CALLED, "").replace(",", "."))
+    except ValueError:
+        return None
+    # a value from another clock or set by hand long ago: the start-up time is not known
+    return value if 0 < time.time() - value < 3600 else None
+
+
 def _children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -117,8 +134,10 @@ def _record(run_dir: Path, record: dict) -> None:
 
 
 def run_step(run_dir: str | os.PathLike, name: str, argv: Sequence[str], outputs: Sequence[str] = (),
-             inputs: Sequence[str] = (), fresh: bool = False, stage: str = "") -> int:
-    """Run (or skip) one step; returns its exit status. ``stage`` is the report section the step belongs to."""
+             inputs: Sequence[str] = (), fresh: bool = False, stage: str = "", called: float | None = None) -> int:
+    """Run (or skip) one step; returns its exit status. ``stage`` is the report section the step belongs to;
+    ``called``: when the wrapper was started (seconds since the epoch), default now."""
+    called = time.time() if called is None else called
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     command = quote_command(argv)
@@ -128,14 +147,16 @@ def run_step(run_dir: str | os.PathLike, name: str, argv: Sequence[str], outputs
     same = previous is not None and previous.get("command") == command and previous.get("status") in ("ok", "skipped")
     if not fresh and valid and same:
         print(f"[demo] {name}: skipped, {why} (--fresh runs it again)", flush=True)
-        record = {**previous, "status": "skipped", "reused_from": previous.get("reused_from", previous.get("started"))}
+        record = {**previous, "status": "skipped", "reused_from": previous.get("reused_from", previous.get("started")),
+                  "check_seconds": round(time.time() - called, 1)}  # this invocation's, unlike the command's times
         _record(run_dir, record)
         return 0
     started, load, cpu0 = time.strftime("%Y-%m-%dT%H:%M:%S"), _load_average(), _children_cpu()
     # the record so far: what the command is told of its own step, and what its record begins with
     head = {"name": name, "stage": stage, "command": command, "argv": list(argv), "started": started,
-            "load_average": load}
+            "load_average": load, "check_seconds": round(time.time() - called, 1)}  # so far: the report step's own
     env = {**os.environ, RUNNING_STEP: json.dumps({**head, "run_dir": str(run_dir.resolve())})}
+    env.pop(STEP_CALLED, None)  # this wrapper's start, not that of one the command may start in turn
     t0 = time.perf_counter()
     try:
         returncode = subprocess.call(list(argv), env=env)
@@ -147,6 +168,7 @@ def run_step(run_dir: str | os.PathLike, name: str, argv: Sequence[str], outputs
               "wall_seconds": round(wall, 1), "cpu_seconds": round(_children_cpu() - cpu0, 1),
               "load_average_after": _load_average(), "outputs": [str(p) for p in outputs],
               "cwd": os.getcwd()}  # what the relative paths of argv and outputs are relative to
+    record["check_seconds"] = round(time.time() - called - wall, 1)
     _record(run_dir, record)
     print(f"[demo] {name}: {record['status']} in {wall:.0f} s", flush=True)
     return returncode
@@ -169,7 +191,7 @@ def main(args: Sequence[str] | None = None) -> int:
     ns = parser.parse_args(args[:cut])
     if not args[cut + 1:]:
         parser.error("no command after --")
-    return run_step(ns.run_dir, ns.name, args[cut + 1:], ns.outputs, ns.inputs, ns.fresh, ns.stage)
+    return run_step(ns.run_dir, ns.name, args[cut + 1:], ns.outputs, ns.inputs, ns.fresh, ns.stage, called_at())
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from ..images import figure_png
 from ..run_folder import RunFolder, read_json, recorded_steps
 from ..steps import RUNNING_STEP
 
-__all__ = ["run_section", "seed_of"]
+__all__ = ["end_to_end", "run_section", "seed_of"]
 
 
 def seed_of(argv: list[str]) -> str:
@@ -18,20 +18,46 @@ def seed_of(argv: list[str]) -> str:
     return argv[argv.index("--seed") + 1] if "--seed" in argv and argv.index("--seed") + 1 < len(argv) else "-"
 
 
-def _timing_figure(steps: list[dict]) -> bytes:
-    from matplotlib.figure import Figure as MplFigure
+def _ran(step: dict) -> bool:
+    """Whether the step's command ran in this invocation (a skipped step's times are an earlier one's)."""
+    return step.get("status") in ("ok", "failed")
 
-    timed = [s for s in steps if s.get("wall_seconds") is not None]
+
+def end_to_end(step: dict) -> float | None:
+    """The step's seconds in this invocation from the wrapper's start to its record: the command (when it ran) and
+    the wrapper's own start-up and checks; None where the record predates ``check_seconds``."""
+    check = step.get("check_seconds")
+    if check is None:
+        return None
+    return check + ((step.get("wall_seconds") or 0) if _ran(step) else 0)
+
+
+def _timing_figure(steps: list[dict]) -> tuple[bytes, str]:
+    """Bars of each step's command and, after it, the wrapper's own time; with the caption of what was drawn."""
+    from matplotlib.figure import Figure as MplFigure
+    from matplotlib.patches import Patch
+
+    timed = [s for s in steps if s.get("wall_seconds") is not None or s.get("check_seconds") is not None]
     fig = MplFigure(figsize=(8.0, 0.32 * len(timed) + 1.0))
     ax = fig.add_subplot()
     colours = {"ok": "tab:blue", "skipped": "tab:gray", "failed": "tab:red"}
-    ax.barh(range(len(timed)), [s["wall_seconds"] for s in timed], color=[colours.get(s.get("status"), "tab:blue") for s in timed])
+    wall = [s.get("wall_seconds") or 0 for s in timed]
+    ax.barh(range(len(timed)), wall, color=[colours.get(s.get("status"), "tab:blue") for s in timed])
+    check = [s.get("check_seconds") or 0 for s in timed]
+    if any(check):
+        ax.barh(range(len(timed)), check, left=wall, color="tab:olive", alpha=0.6)
+        ax.legend(handles=[Patch(color="tab:blue", label="command"),
+                           Patch(color="tab:olive", alpha=0.6, label="step wrapper (start-up, checks)")], fontsize=8)
     ax.set_yticks(range(len(timed)))
     ax.set_yticklabels([s["name"] for s in timed], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("wall time (s)")
     fig.tight_layout()
-    return figure_png(fig)
+    reused = "grey: reused outputs of an earlier invocation, their time as measured then"
+    if not any(check):
+        return figure_png(fig), f"Wall time per step ({reused})."
+    return figure_png(fig), (f"Wall time per step: its command ({reused}) and, in olive, the step wrapper's own time "
+                             "in this invocation (its start-up, the check of the outputs and the record).")
 
 
 def _running_step(root) -> dict | None:
@@ -56,20 +82,30 @@ def run_section(run: RunFolder) -> Section:
     running = _running_step(run.root)
     if running:  # the step writing this page (the demo's report step): its record is its previous run's, if any
         steps = [s for s in steps if s.get("name") != running["name"]] + [{**running, "status": "running (this page)"}]
-    total = sum(s.get("wall_seconds") or 0 for s in steps if s.get("status") in ("ok", "failed"))
+    total = sum(s.get("wall_seconds") or 0 for s in steps if _ran(s))
+    ends = [end_to_end(s) for s in steps]
+    whole = None if None in ends else sum(ends)
     reused = [s["name"] for s in steps if s.get("status") == "skipped"]
     env = data.get("environment", {})
     section.add(Paragraph(
-        f"{len(steps)} steps, {total / 60:.1f} min of wall time in this invocation"
+        f"{len(steps)} steps, {total / 60:.1f} min of wall time in their commands in this invocation"
         + (f" ({len(reused)} reused from an earlier one, times shown as measured then)" if reused else "")
+        + (f"; {whole / 60:.1f} min end to end, with the step wrapper's start-up and checks around each command "
+           f"({(whole - total) / 60:.1f} min)" if whole is not None else
+           "; the step wrapper's own time around each command (its start-up and checks) is not recorded in "
+           f"{run.root / 'demo_steps.json'} (written by an earlier version), so the time end to end is unknown")
         + f", on {env.get('cpu_count', '?')} CPU(s), OMP_NUM_THREADS={env.get('omp_num_threads')}. Load average: "
           "the 1-minute value when the step started (other work on the machine slows every step)."))
-    rows = [[s.get("name", "?"), s.get("status", "?"), fmt(s.get("wall_seconds"), 1), fmt(s.get("cpu_seconds"), 1),
-             fmt((s.get("load_average") or [None])[0], 2), seed_of(s.get("argv") or []), s.get("started", "")]
-            for s in steps]
-    section.add(Table(["step", "status", "wall (s)", "CPU (s)", "load avg", "seed", "started"], rows))
-    section.add(Figure(_timing_figure(steps), name="timing", alt="Wall time of each step as horizontal bars",
-                       caption="Wall time per step (grey: reused outputs of an earlier invocation)."))
+    rows = [[s.get("name", "?"), s.get("status", "?"), fmt(s.get("wall_seconds"), 1), fmt(s.get("check_seconds"), 1),
+             fmt(end, 1), fmt(s.get("cpu_seconds"), 1), fmt((s.get("load_average") or [None])[0], 2),
+             seed_of(s.get("argv") or []), s.get("started", "")] for s, end in zip(steps, ends)]
+    rows.append(["all steps", "", fmt(total, 1), fmt(None if whole is None else whole - total, 1), fmt(whole, 1),
+                 "", "", "", ""])
+    section.add(Table(["step", "status", "wall (s)", "wrapper (s)", "end to end (s)", "CPU (s)", "load avg", "seed",
+                       "started"], rows, caption="wall: the step's command; wrapper: the step wrapper's start-up and "
+                       "checks around it in this invocation; all steps: the commands that ran in this invocation"))
+    png, caption = _timing_figure(steps)
+    section.add(Figure(png, name="timing", alt="Wall time of each step as horizontal bars", caption=caption))
     failed = [s for s in steps if s.get("status") == "failed"]
     if failed:
         section.add(Note("Failed: " + ", ".join(f"{s['name']} (exit {s.get('returncode')})" for s in failed)
