@@ -85,3 +85,17 @@ def test_steps_recorded_before_the_wrapper_time_are_still_read(tmp_path):
     assert table.rows[-1][:5] == ["all steps", "", "320.0", "-", "-"]
     (figure,) = [b for b in section.blocks if isinstance(b, Figure)]
     assert "wrapper" not in figure.caption  # nothing of it drawn
+
+
+def test_the_summary_gives_the_chain_end_to_end_beside_its_steps(tmp_path):
+    from unimiss_monai.report.sections.summary import summary_section
+
+    def chain_row():
+        table = next(b for b in summary_section(RunFolder(tmp_path)).blocks if isinstance(b, Table))
+        return next(row for row in table.rows if row[0] == "whole chain")
+
+    _write(tmp_path, STEPS)
+    row = chain_row()  # every step's command as recorded (370 s), and the wrappers' 30 s
+    assert "end to end, with the step wrapper's start-up and checks" in row[1] and row[2] == "6.2 min; 6.7 min"
+    _write(tmp_path, [{k: v for k, v in s.items() if k != "check_seconds"} for s in STEPS])
+    assert chain_row()[1:3] == ["wall time of all steps (reused ones as measured when they ran)", "6.2 min"]

@@ -10,7 +10,7 @@ from ..images import figure_png
 from ..run_folder import RunFolder, read_json, recorded_steps
 from ..steps import RUNNING_STEP
 
-__all__ = ["end_to_end", "run_section", "seed_of"]
+__all__ = ["end_to_end", "run_section", "seed_of", "wrapper_seconds"]
 
 
 def seed_of(argv: list[str]) -> str:
@@ -30,6 +30,12 @@ def end_to_end(step: dict) -> float | None:
     if check is None:
         return None
     return check + ((step.get("wall_seconds") or 0) if _ran(step) else 0)
+
+
+def wrapper_seconds(steps: list[dict]) -> float | None:
+    """The step wrapper's own seconds over ``steps`` (``check_seconds``), None when a record predates it."""
+    checks = [s.get("check_seconds") for s in steps]
+    return None if not checks or None in checks else sum(checks)
 
 
 def _timing_figure(steps: list[dict]) -> tuple[bytes, str]:
@@ -84,7 +90,8 @@ def run_section(run: RunFolder) -> Section:
         steps = [s for s in steps if s.get("name") != running["name"]] + [{**running, "status": "running (this page)"}]
     total = sum(s.get("wall_seconds") or 0 for s in steps if _ran(s))
     ends = [end_to_end(s) for s in steps]
-    whole = None if None in ends else sum(ends)
+    wrapper = wrapper_seconds(steps)
+    whole = None if wrapper is None else total + wrapper
     reused = [s["name"] for s in steps if s.get("status") == "skipped"]
     env = data.get("environment", {})
     section.add(Paragraph(
