@@ -146,9 +146,11 @@ def test_a_dicom_label_takes_its_header_pixel_size_too(tmp_path):
                        AsGreyRadiographd("image"), LabelMapToMasksd("label", structures=["lung_left"])])
     item = loading({"image": image, "label": _label(tmp_path / "label.dcm", PixelSpacing=[0.2, 0.2])})
     assert item["label"].shape == (1, 40, 48) and _pixel_size(item["label"]) == pytest.approx([0.2, 0.2])
-    # a label that gives no pixel size lies on its image's pixels, as a PNG label does: not refused as elsewhere
+    # a label that gives no pixel size lies on its image's pixels, as a PNG label does: not refused as elsewhere,
+    # and measured in the image's mm (it was 1 mm, HD95 5 times too large)
     item = loading({"image": image, "label": _label(tmp_path / "bare.dcm")})
-    assert item["label"].shape == (1, 40, 48)
+    assert item["label"].shape == (1, 40, 48) and _pixel_size(item["label"]) == pytest.approx([0.2, 0.2])
+    np.testing.assert_allclose(np.asarray(item["label"].affine), np.asarray(item["image"].affine))
     with pytest.raises(RuntimeError) as err:  # Compose names the transform, the cause says why
         loading({"image": image, "label": _label(tmp_path / "other.dcm", PixelSpacing=[0.4, 0.4])})
     assert str(err.value.__cause__).startswith(f"{tmp_path / 'other.dcm'}: label affine differs"), err.value.__cause__

@@ -50,18 +50,28 @@ def _section(tmp_path, curves):
 
 
 def test_no_line_and_no_average_mixes_two_phases(tmp_path, drawn):
-    """A step function per phase smooths to exactly its per-phase values: no averaged point of one phase holds a
-    value of the other, and no line crosses a switch (where the terms summed into loss change)."""
-    figure = _section(tmp_path, _phased(100))  # 300 iterations: a moving average over 12
-    blocks = [(1, 100), (101, 200), (201, 300)]
+    """A step function per phase smooths to exactly its per-phase values: no line holds a value of the other phase
+    (where the terms summed into loss differ), and each phase's line spans all its own iterations."""
+    figure = _section(tmp_path, _phased(100))  # CT 200 iterations, X-ray 100: a moving average over 8
     assert drawn
-    for x, y, _ in drawn:
-        assert any(lo <= min(x) and max(x) <= hi for lo, hi in blocks), (min(x), max(x))  # inside one block
-        assert set(y) <= {1.0, 3.0} and len(set(y)) == 1, sorted(set(y))[:5]
+    for x, y, kwargs in drawn:
+        ct = [1 <= i <= 100 or i > 200 for i in x]
+        assert all(ct) or not any(ct), (min(x), max(x))  # one phase's iterations
+        assert len(x) == (200 if all(ct) else 100)
+        assert y == [1.0 if all(ct) else 3.0] * len(x), sorted(set(y))[:5]
     smoothed = [line for line in drawn if line[2].get("lw") == 1.6]
-    assert len(smoothed) == 2 * 3  # loss and distill, one average per block
-    assert "moving average over 12 iterations" in figure.caption and "CT and X-ray phases" in figure.caption
-    assert "restarts" in figure.caption
+    assert len(smoothed) == 2 * 2  # loss and distill, one average per phase
+    assert "moving average over 8 of its phase's iterations" in figure.caption
+    assert "CT and X-ray phases are drawn apart (CT solid, X-ray dashed)" in figure.caption
+    assert "Shaded: the CT and X-ray phases" in figure.caption
+
+
+def test_phases_switching_at_every_epoch_are_drawn_apart_unshaded(tmp_path, drawn):
+    # the bundle's default alternates the phases by epoch: 100 blocks, too many to shade, one line a phase still
+    figure = _section(tmp_path, _phased(4, blocks=("ct", "xray") * 50))
+    assert sorted(len(x) for x, _, kwargs in drawn if kwargs.get("lw") == 1.6) == [200] * 4
+    assert "moving average over 8 of its phase's iterations" in figure.caption
+    assert "switch 99 times, too often to shade" in figure.caption
 
 
 def test_the_caption_says_only_what_is_drawn(tmp_path, drawn):

@@ -32,6 +32,7 @@ def test_the_wrapper_time_is_recorded_from_when_it_was_called(tmp_path, monkeypa
     skipped = read_steps(run)["steps"][0]
     assert skipped["status"] == "skipped" and 2.95 <= skipped["check_seconds"] < 3.5
     assert skipped["wall_seconds"] == record["wall_seconds"]
+    assert skipped["reused_check_seconds"] == record["check_seconds"]  # kept with the times of the run it reuses
 
 
 def test_called_at_reads_bash_times():
@@ -47,7 +48,8 @@ def _write(run, steps):
     (run / STEPS_FILE).write_text(json.dumps({"steps": steps, "environment": {"cpu_count": 2}}))
 
 
-STEPS = [{"name": "samples", "status": "skipped", "wall_seconds": 50.0, "check_seconds": 9.0},
+STEPS = [{"name": "samples", "status": "skipped", "wall_seconds": 50.0, "check_seconds": 9.0,
+          "reused_check_seconds": 41.0},
          {"name": "pretraining", "status": "ok", "wall_seconds": 300.0, "check_seconds": 12.0},
          {"name": "report", "status": "ok", "wall_seconds": 20.0, "check_seconds": 9.0}]
 
@@ -95,7 +97,9 @@ def test_the_summary_gives_the_chain_end_to_end_beside_its_steps(tmp_path):
         return next(row for row in table.rows if row[0] == "whole chain")
 
     _write(tmp_path, STEPS)
-    row = chain_row()  # every step's command as recorded (370 s), and the wrappers' 30 s
-    assert "end to end, with the step wrapper's start-up and checks" in row[1] and row[2] == "6.2 min; 6.7 min"
+    # every step's command as recorded (370 s), and the wrappers' of the runs that made the outputs (62 s; not this
+    # invocation's 9 s check of the skipped step)
+    row = chain_row()
+    assert "end to end, with the step wrapper's start-up and checks" in row[1] and row[2] == "6.2 min; 7.2 min"
     _write(tmp_path, [{k: v for k, v in s.items() if k != "check_seconds"} for s in STEPS])
     assert chain_row()[1:3] == ["wall time of all steps (reused ones as measured when they ran)", "6.2 min"]

@@ -12,8 +12,9 @@ import numpy as np
 import torch
 
 from unimiss_monai.data.dicom_checks import dicom_header
+from unimiss_monai.data.image_formats import is_dicom_path
 
-__all__ = ["dicom_pixel_size", "header_affine", "with_header_pixel_size"]
+__all__ = ["dicom_pixel_size", "header_affine", "on_image_grid", "with_header_pixel_size"]
 
 #: the elements that give a projection image's pixel size, (rows, columns) in mm, in the order ITK takes them for CR
 #: and DX: the size at the detector first, then the one calibrated to the patient
@@ -78,3 +79,19 @@ def with_header_pixel_size(img, source: str):
         spacing[:2] = np.linalg.norm(np.asarray(torch.as_tensor(affine), dtype=np.float64)[:-1, :2], axis=0)
         meta["spacing"] = spacing
     return MetaTensor(img.as_tensor(), meta=meta, applied_operations=list(img.applied_operations))
+
+
+def on_image_grid(label, image, source: str):
+    """``label`` (a loaded ``(C, X, Y)`` MetaTensor of the DICOM file ``source``, of its ``image``'s shape) on its
+    image's grid where its header gives no pixel size: it lies on the image's pixels, as a PNG label does, and its
+    distances are the image's mm, not the 1 mm its reader left. A new MetaTensor on the same values; any other label
+    is returned itself."""
+    from monai.data import MetaTensor
+
+    meta = getattr(label, "meta", None)
+    grid = getattr(image, "meta", None)
+    if (not meta or not grid or grid.get("affine") is None or not is_dicom_path(source)
+            or dicom_pixel_size(source) is not None):
+        return label
+    meta = {**meta, **{k: grid[k] for k in ("affine", "original_affine", "spacing") if grid.get(k) is not None}}
+    return MetaTensor(label.as_tensor(), meta=meta, applied_operations=list(label.applied_operations))

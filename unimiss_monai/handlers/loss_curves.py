@@ -13,11 +13,12 @@ from ignite.engine import Engine, Events
 from unimiss_monai.data.output_ledger import check_own_files, drawn_by_matplotlib, replacing_own
 from unimiss_monai.data.writers import atomic_path, save_json
 from unimiss_monai.visualize.phase_curves import (
-    PHASE_LABELS,
+    PHASE_STYLES,
     moving_average,
     phase_blocks,
+    phase_series,
+    phase_styles,
     points,
-    segments,
     shade_phases,
 )
 
@@ -81,9 +82,9 @@ class LossCurvePlotter:
     ``{term: [[iteration, value, phase], ...]}``, the phase (``"ct"``, ``"xray"``) of the output's ``phase``.
     A run that fails still raises its error after the curves are written.
 
-    The picture shades the phases and splits every line at a phase switch, where the terms summed into ``loss``
-    change; the moving average restarts in each block of one phase. Curves written before the phase was recorded
-    (``[iteration, value]``) are read as one phase.
+    The terms summed into ``loss`` change with the phase, so the picture draws each phase of a term as a line of its
+    own (CT solid, X-ray dashed), averaged over that phase's iterations only, and shades the phases where they switch
+    few enough times to read. Curves written before the phase was recorded (``[iteration, value]``) are one phase.
 
     The values are also written after the first iteration, every ``write_every`` iterations and after every epoch; a
     resumed run (its first iteration is not the first) starts from those of the iterations before it, so the curves
@@ -94,7 +95,7 @@ class LossCurvePlotter:
     Args:
         path: PNG file to write.
         keys: output keys to plot; default every loss term plus ``teacher_entropy`` and ``center_norm``.
-        smoothing: moving-average window drawn over the raw values of each phase block (1: none).
+        smoothing: moving-average window drawn over the raw values of each phase (1: none).
         write_every: iterations between writes of the values (0: at epoch ends only); the checkpoints' interval, with
             this handler attached before the checkpoint's, keeps a resumed run's curves whole.
     """
@@ -207,17 +208,20 @@ class LossCurvePlotter:
         blocks = phase_blocks(self.history)
         fig = Figure(figsize=(6 * len(panels), 4))
         axes = fig.subplots(1, len(panels), squeeze=False)
+        phases = [b[2] for b in blocks]
         for ax, keys, title in zip(axes[0], panels, ("loss terms", "collapse monitors")):
-            shaded = shade_phases(ax, blocks)
+            shade_phases(ax, blocks)
             for k, colour in zip(keys, _colours()):
-                for n, (it, val, _) in enumerate(segments(*points(self.history[k])[:2], blocks)):
-                    ax.plot(it, val, alpha=0.25, color=colour, marker="." if len(it) == 1 else None)
-                    ax.plot(it, moving_average(val, self.smoothing), color=colour, label=None if n else k)
+                for n, (it, val, phase) in enumerate(phase_series(*points(self.history[k]))):
+                    style = PHASE_STYLES.get(phase, "-")
+                    ax.plot(it, val, style, alpha=0.25, color=colour, marker="." if len(it) == 1 else None)
+                    ax.plot(it, moving_average(val, self.smoothing), style, color=colour, label=None if n else k)
             if keys is losses and all(p[1] > 0 for k in keys for p in self.history[k]):
                 ax.set_yscale("log")
             ax.set_xlabel("iteration")
-            ax.set_title(title + (" (shaded: phase; lines restart at each switch)" if shaded else ""), fontsize=10)
-            ax.legend(handles=ax.get_legend_handles_labels()[0] + _phase_handles(blocks, shaded), fontsize=7)
+            apart = len({p for p in phases if p is not None}) > 1
+            ax.set_title(title + (" (each phase its own line)" if apart else ""), fontsize=10)
+            ax.legend(handles=ax.get_legend_handles_labels()[0] + phase_styles(phases), fontsize=7)
         fig.tight_layout()
         with replacing_own(self.path, self.path.parent), atomic_path(self.path) as tmp:
             fig.savefig(tmp, dpi=100, format="png")
@@ -231,15 +235,6 @@ def _colours():
     colours = matplotlib.rcParams["axes.prop_cycle"].by_key().get("color") or ["tab:blue"]
     while True:
         yield from colours
-
-
-def _phase_handles(blocks, shaded: bool) -> list:
-    """Legend entries of the shaded phases."""
-    from matplotlib.patches import Patch
-
-    phases = dict.fromkeys(b[2] for b in blocks if b[2] is not None) if shaded else {}
-    return [Patch(color=PHASE_LABELS.get(p, (p, "#e6e6e6"))[1], label=PHASE_LABELS.get(p, (p,))[0] + " phase")
-            for p in phases]
 
 
 def is_curves_json(path: Path) -> bool:

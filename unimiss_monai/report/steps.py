@@ -10,9 +10,10 @@ the last record of the step is a success of the same command) or runs it, and wr
 "started", "load_average", "outputs", "check_seconds"}``. A skipped step keeps the timing of the run that made its
 outputs (``reused_from``). ``check_seconds`` is this wrapper's own time in this invocation, outside the command: the
 interpreter's start-up from :data:`STEP_CALLED` (the time its caller started it; ``tools/demo.sh`` sets it, without it
-the start-up is not counted), the check of the outputs and the writing of the record; with ``wall_seconds`` it makes
-the step's time end to end. The file also holds the environment of the latest step (versions, CPU count). It is replaced
-atomically, so a killed demo never leaves it half-written. The command runs with :data:`RUNNING_STEP` set to the
+the start-up is not counted) and the check of the outputs, up to the record; with ``wall_seconds`` it makes the
+step's time end to end, and a skipped step keeps that of the run that made its outputs as ``reused_check_seconds``.
+The file also holds the environment of the latest step (versions, CPU count). It is replaced atomically, so a killed
+demo never leaves it half-written. The command runs with :data:`RUNNING_STEP` set to the
 step's record so far (JSON: name, stage, command, argv, started, load average, run folder): the report step's page
 of that folder lists itself as running, not with the times of its previous record.
 """
@@ -149,6 +150,8 @@ def run_step(run_dir: str | os.PathLike, name: str, argv: Sequence[str], outputs
         print(f"[demo] {name}: skipped, {why} (--fresh runs it again)", flush=True)
         record = {**previous, "status": "skipped", "reused_from": previous.get("reused_from", previous.get("started")),
                   "check_seconds": round(time.time() - called, 1)}  # this invocation's, unlike the command's times
+        if previous.get("status") != "skipped":  # the wrapper's time of the run that made the outputs, kept with them
+            record["reused_check_seconds"] = previous.get("check_seconds")
         _record(run_dir, record)
         return 0
     started, load, cpu0 = time.strftime("%Y-%m-%dT%H:%M:%S"), _load_average(), _children_cpu()
@@ -157,18 +160,18 @@ def run_step(run_dir: str | os.PathLike, name: str, argv: Sequence[str], outputs
             "load_average": load, "check_seconds": round(time.time() - called, 1)}  # so far: the report step's own
     env = {**os.environ, RUNNING_STEP: json.dumps({**head, "run_dir": str(run_dir.resolve())})}
     env.pop(STEP_CALLED, None)  # this wrapper's start, not that of one the command may start in turn
-    t0 = time.perf_counter()
+    t0 = time.time()  # the clock of ``called``: the wrapper's share is the rest of their difference
     try:
         returncode = subprocess.call(list(argv), env=env)
     except OSError as err:  # the program itself is missing
         print(f"[demo] {name}: cannot start {argv[0]!r}: {err}", file=sys.stderr, flush=True)
         returncode = 127
-    wall = time.perf_counter() - t0
+    wall = time.time() - t0
     record = {**head, "status": "ok" if returncode == 0 else "failed", "returncode": returncode,
               "wall_seconds": round(wall, 1), "cpu_seconds": round(_children_cpu() - cpu0, 1),
               "load_average_after": _load_average(), "outputs": [str(p) for p in outputs],
               "cwd": os.getcwd()}  # what the relative paths of argv and outputs are relative to
-    record["check_seconds"] = round(time.time() - called - wall, 1)
+    record["check_seconds"] = round(max(0.0, time.time() - called - wall), 1)
     _record(run_dir, record)
     print(f"[demo] {name}: {record['status']} in {wall:.0f} s", flush=True)
     return returncode

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-__all__ = ["first_time", "said", "take_said"]
+__all__ = ["first_time", "is_said", "said", "take_said"]
 
 _SAID: dict[str, set[str]] = {}
 
@@ -19,6 +19,11 @@ def first_time(topic: str, key: str) -> bool:
         return False
     keys.add(key)
     return True
+
+
+def is_said(topic: str, key: str) -> bool:
+    """Whether ``key`` was said of ``topic`` in this process (or taken as said here)."""
+    return key in _SAID.get(topic, ())
 
 
 def said(topic: str | None = None) -> dict[str, list[str]]:

@@ -1,8 +1,9 @@
 """Curves of a training that alternates phases (CT, X-ray), as the loss pictures draw them.
 
-A phase switch changes which terms are summed into ``loss`` and what the teacher sees, so a value before a switch says
-nothing about one after it: a line is split at every switch, a moving average restarts in each block of one phase,
-and the blocks are shaded with the phase's name. Points are ``[iteration, value]`` or ``[iteration, value, phase]``
+A phase switch changes which terms are summed into ``loss`` and what the teacher sees, so a value of one phase says
+nothing about the other's: each phase of a term is a line of its own (:func:`phase_series`, in its own line style),
+averaged over that phase's iterations only, and the blocks of each phase are shaded with its name where they are few
+enough to read. Points are ``[iteration, value]`` or ``[iteration, value, phase]``
 (``loss_curves.json``); curves written before the phase was recorded are one block of unknown phase.
 """
 
@@ -12,10 +13,13 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["PHASE_LABELS", "Segment", "moving_average", "phase_blocks", "points", "segments", "shade_phases"]
+__all__ = ["PHASE_LABELS", "PHASE_STYLES", "Segment", "moving_average", "phase_blocks", "phase_series", "phase_styles",
+           "points", "shade_phases"]
 
 #: how each phase is named in a picture, and its background shade (light, so every curve colour reads on it)
 PHASE_LABELS = {"ct": ("CT", "#fbe3c8"), "xray": ("X-ray", "#d6e6f5")}
+#: the line style of each phase: a term keeps its colour in every phase, its phase shows in the line
+PHASE_STYLES = {"ct": "-", "xray": "--"}
 #: more blocks than this are not shaded one by one (phases alternating by iteration): the picture would be a blur
 MAX_SHADED_BLOCKS = 60
 
@@ -48,15 +52,12 @@ def phase_blocks(curves: Mapping[str, Sequence]) -> list[Block]:
     return [(a, b, ph) for a, b, ph in blocks]
 
 
-def segments(x: np.ndarray, y: np.ndarray, blocks: Sequence[Block]) -> list[Segment]:
-    """The points of one curve cut into its parts inside each block (a curve absent from a block has no part
-    there, so no line crosses the other phase's block either)."""
-    out = []
-    for first, last, phase in blocks:
-        inside = (x >= first) & (x <= last)
-        if inside.any():
-            out.append((x[inside], y[inside], phase))
-    return out
+def phase_series(x: np.ndarray, y: np.ndarray, phases: Sequence[str | None]) -> list[Segment]:
+    """The points of one curve grouped by phase, each group in iteration order (phases in the order they first
+    come): one line per phase, which joins that phase's own iterations across the other's blocks (its course over the
+    run) and never passes through a value of the other phase. Curves without phases are one group."""
+    marks = np.asarray([str(p) for p in phases], dtype=object)
+    return [(x[marks == str(phase)], y[marks == str(phase)], phase) for phase in dict.fromkeys(phases)]
 
 
 def moving_average(y: np.ndarray, n: int) -> np.ndarray:
@@ -90,3 +91,15 @@ def shade_phases(ax, blocks: Sequence[Block], label: bool = True) -> bool:
             ax.text((left + right) / 2, 0.98, name, transform=ax.get_xaxis_transform(), ha="center", va="top",
                     fontsize=7, color="dimgray")
     return True
+
+
+def phase_styles(phases: Sequence[str | None]) -> list:
+    """Legend entries of the line style of each of ``phases`` (``CT phase`` solid, ``X-ray phase`` dashed); none for
+    one phase alone."""
+    from matplotlib.lines import Line2D
+
+    known = [p for p in dict.fromkeys(phases) if p is not None]
+    if len(known) < 2:
+        return []
+    return [Line2D([], [], color="dimgray", ls=PHASE_STYLES.get(p, ":"), label=PHASE_LABELS.get(p, (p,))[0] + " phase")
+            for p in known]

@@ -8,10 +8,12 @@ import numpy as np
 
 from unimiss_monai.visualize.phase_curves import (
     PHASE_LABELS,
+    PHASE_STYLES,
     moving_average,
     phase_blocks,
+    phase_series,
+    phase_styles,
     points,
-    segments,
     shade_phases,
 )
 
@@ -34,27 +36,39 @@ def _finite(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x[keep], y[keep]
 
 
+def _phase_lines(values) -> list:
+    """The finite points of one curve of ``loss_curves.json``, a line per phase: ``[(x, y, phase), ...]``."""
+    return [(*_finite(x, y), phase) for x, y, phase in phase_series(*points(values))]
+
+
 def _loss_figure(curves: dict) -> tuple[bytes, str]:
-    """The loss terms, one panel each, and the caption of what was drawn: a line per block of one phase (the terms
-    summed into ``loss`` change at a switch), its moving average restarting in each block, the phases shaded."""
+    """The loss terms, one panel each, and the caption of what was drawn: each phase of a term a line of its own (the
+    terms summed into ``loss`` change with the phase), averaged over that phase's iterations only; the phases shaded
+    where they switch few enough times to read."""
     from matplotlib.figure import Figure as MplFigure
 
     terms = [k for k in curves if k not in MONITORS]
     blocks = phase_blocks({k: curves[k] for k in terms})
-    window = max(1, max((len(curves[k]) for k in terms), default=0) // 25)
-    cols = min(3, len(terms))
-    rows = math.ceil(len(terms) / cols)
+    lines = {term: _phase_lines(curves[term]) for term in terms}
+    # a window of a 25th of the longest phase's line: one phase's course, not the run's, is what is smoothed
+    window = max(1, max((len(x) for parts in lines.values() for x, _, _ in parts), default=0) // 25)
+    cols = max(1, min(3, len(terms)))
+    rows = max(1, math.ceil(len(terms) / cols))
     fig = MplFigure(figsize=(4.0 * cols, 2.6 * rows))
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     shaded = smoothed = False
+    phases = [b[2] for b in blocks]
     for ax, term in zip(axes, terms):
         shaded = shade_phases(ax, blocks) or shaded
-        for x, y in (_finite(x, y) for x, y, _ in segments(*_series(curves[term]), blocks)):
-            one = len(y) == 1  # a block of one iteration: a dot, as a line needs two points
-            ax.plot(x, y, lw=0.6, alpha=0.35 if window > 1 else 1.0, color="tab:blue", marker="." if one else None)
+        for x, y, phase in lines[term]:
+            style, one = PHASE_STYLES.get(phase, "-"), len(y) == 1  # one point: a dot, as a line needs two
+            ax.plot(x, y, style, lw=0.6, alpha=0.35 if window > 1 else 1.0, color="tab:blue",
+                    marker="." if one else None)
             if window > 1 and len(y) > 1:
-                ax.plot(x, moving_average(y, window), lw=1.6, color="tab:blue")
+                ax.plot(x, moving_average(y, window), style, lw=1.6, color="tab:blue")
                 smoothed = True
+        if (styles := phase_styles(phases)) and ax is axes[0]:
+            ax.legend(handles=styles, fontsize=7)
         ax.set_title(term, fontsize=10)
         ax.set_xlabel("iteration", fontsize=8)
         ax.tick_params(labelsize=8)
@@ -66,41 +80,43 @@ def _loss_figure(curves: dict) -> tuple[bytes, str]:
 
 def _loss_caption(blocks: list, window: int, shaded: bool) -> str:
     """The caption of :func:`_loss_figure`, saying only what it drew."""
-    caption = ("Each loss term per iteration (faint) and its moving average over "
-               f"{window} iterations (bold)." if window > 1 else "Each loss term per iteration (too few iterations to "
-               "smooth).")
     phases = [b[2] for b in blocks if b[2] is not None]
-    if shaded:
+    apart = len(set(phases)) > 1
+    over = f"{window} of its phase's iterations" if apart else f"{window} iterations"
+    caption = (f"Each loss term per iteration (faint) and its moving average over {over} (bold)." if window > 1 else
+               "Each loss term per iteration (too few iterations to smooth).")
+    if apart:
         names = " and ".join(f"{PHASE_LABELS.get(p, (p,))[0]}" for p in dict.fromkeys(phases))
-        caption += (f" Shaded: the {names} phases ({len(blocks)} blocks). A line breaks at each switch, where "
-                    "the terms summed into loss change, " + ("and its average restarts there; " if window > 1 else "")
-                    + "a term of one phase only is absent from the other's blocks.")
-    elif len(set(phases)) > 1:
-        caption += (f" The phases switch {len(blocks) - 1} times, too often to shade; a line breaks at each switch, "
-                    "where the terms summed into loss change.")
+        styles = ", ".join(f"{PHASE_LABELS.get(p, (p,))[0]} {'solid' if PHASE_STYLES.get(p) == '-' else 'dashed'}"
+                           for p in dict.fromkeys(phases))
+        caption += (f" The {names} phases are drawn apart ({styles}): the terms summed into loss differ between them, "
+                    "so each line joins its own phase's iterations only; a term of one phase only has no line in the "
+                    "other.")
+        caption += (f" Shaded: the {names} phases." if shaded else
+                    f" The phases switch {len(blocks) - 1} times, too often to shade.")
     elif not phases:
         caption += " The curves record no phases (written by a version before it recorded them): drawn as one."
     return caption
 
 
 def _monitor_figure(curves: dict, out_dim: int | None) -> tuple[bytes, bool]:
-    """The collapse monitors, split at each phase switch like the losses; and whether the phases were shaded."""
+    """The collapse monitors, each phase a line of its own like the losses; and whether the phases were shaded."""
     from matplotlib.figure import Figure as MplFigure
 
     fig = MplFigure(figsize=(9.6, 3.0))
     ax1, ax2 = fig.subplots(1, 2)
     blocks = phase_blocks({k: v for k, v in curves.items() if k in MONITORS})
     shaded = [shade_phases(ax, blocks) for ax in (ax1, ax2)][0]
-    for name, style, colour in (("teacher_entropy", "-", "tab:blue"), ("teacher_batch_entropy", "--", "tab:orange")):
-        for n, (x, y, _) in enumerate(segments(*_series(curves.get(name, [])), blocks)):
-            ax1.plot(*_finite(x, y), style, lw=1.4, color=colour, label=None if n else name)
+    for name, colour in (("teacher_entropy", "tab:blue"), ("teacher_batch_entropy", "tab:orange")):
+        for n, (x, y, phase) in enumerate(_phase_lines(curves.get(name, []))):
+            ax1.plot(x, y, PHASE_STYLES.get(phase, "-"), lw=1.4, color=colour, label=None if n else name)
     if out_dim:
         ax1.axhline(math.log(out_dim), color="grey", ls=":", lw=1, label=f"log K (uniform, K={out_dim})")
     ax1.axhline(0, color="black", lw=0.5)
     ax1.set(title="teacher entropy (nats)", xlabel="iteration")
-    ax1.legend(fontsize=8)
-    for x, y, _ in segments(*_series(curves.get("center_norm", [])), blocks):
-        ax2.plot(*_finite(x, y), lw=1.4, color="tab:green")
+    ax1.legend(handles=ax1.get_legend_handles_labels()[0] + phase_styles([b[2] for b in blocks]), fontsize=8)
+    for x, y, phase in _phase_lines(curves.get("center_norm", [])):
+        ax2.plot(x, y, PHASE_STYLES.get(phase, "-"), lw=1.4, color="tab:green")
     ax2.set(title="DINO centre norm", xlabel="iteration")
     fig.tight_layout()
     return figure_png(fig), shaded

@@ -32,9 +32,12 @@ def end_to_end(step: dict) -> float | None:
     return check + ((step.get("wall_seconds") or 0) if _ran(step) else 0)
 
 
-def wrapper_seconds(steps: list[dict]) -> float | None:
-    """The step wrapper's own seconds over ``steps`` (``check_seconds``), None when a record predates it."""
-    checks = [s.get("check_seconds") for s in steps]
+def wrapper_seconds(steps: list[dict], as_measured: bool = False) -> float | None:
+    """The step wrapper's own seconds over ``steps`` (``check_seconds``) in this invocation, or, ``as_measured``,
+    those of the runs that made each step's outputs (a skipped step's ``reused_check_seconds``, as its wall time is
+    theirs); None when a record predates them."""
+    checks = [s.get("reused_check_seconds") if as_measured and s.get("status") == "skipped" else s.get("check_seconds")
+              for s in steps]
     return None if not checks or None in checks else sum(checks)
 
 

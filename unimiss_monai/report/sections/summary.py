@@ -83,7 +83,8 @@ def summary_section(run: RunFolder) -> Section:
         total = sum(s.get("wall_seconds") or 0 for s in steps)
         loads = [s["load_average"][0] for s in steps if s.get("load_average")]
         reused = any(s.get("status") == "skipped" for s in steps)  # the steps section counts this invocation's only
-        wrapper = wrapper_seconds(steps)  # outside the commands: without it the chain took longer than its steps
+        # outside the commands: without it the chain took longer than its steps; of the runs the wall times are of
+        wrapper = wrapper_seconds(steps, as_measured=True)
         measured = "wall time of all steps" + (" (reused ones as measured when they ran)" if reused else "")
         rows.append(["whole chain", measured + ("; end to end, with the step wrapper's start-up and checks"
                                                 if wrapper is not None else ""),

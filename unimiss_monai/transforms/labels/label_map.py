@@ -20,10 +20,10 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_dst_type
 
-from unimiss_monai.data.dicom_pixel_size import with_header_pixel_size
+from unimiss_monai.data.dicom_pixel_size import on_image_grid, with_header_pixel_size
 from unimiss_monai.data.radiograph_checks import check_label_on_radiograph
 from unimiss_monai.data.xray import drop_trailing_singletons, source_name
-from unimiss_monai.utils.once import first_time, said, take_said
+from unimiss_monai.utils.once import first_time, is_said, said, take_said
 
 __all__ = ["LabelMapToMasks", "LabelMapToMasksD", "LabelMapToMasksDict", "LabelMapToMasksd"]
 
@@ -69,7 +69,7 @@ class LabelMapToMasks(Transform):
         the image, a quarter or more on each: a combined 0/1 mask of both lungs, read by value, trained ``lung_left``
         on both lungs, unsaid. Once per file in a process, and no data-loading worker says again what the main
         process said (the bundles check their data there, before loading). ``masks``: ``(N, X, Y)``, X across."""
-        if masks.ndim != 3 or name in said(TWO_SIDED)[TWO_SIDED]:
+        if masks.ndim != 3 or is_said(TWO_SIDED, name):
             return
         for structure, mask in zip(self.structures, masks):
             total = int(mask.sum())
@@ -155,6 +155,7 @@ class LabelMapToMasksd(MapTransform):
                 )
             if image is not None and image.ndim == 3:  # a shape alone leaves a label shifted in space unseen
                 check_label_on_radiograph(label, image, source_name(label), source_name(image))
+                label = on_image_grid(label, image, source_name(label))  # a DICOM label that gives no pixel size
             try:
                 d[key] = self.converter(label)
             except ValueError as err:

@@ -8,7 +8,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-from unimiss_monai.data.dicom_pixel_size import with_header_pixel_size
+from unimiss_monai.data.dicom_pixel_size import on_image_grid, with_header_pixel_size
 from unimiss_monai.data.radiograph_checks import check_label_on_radiograph
 from unimiss_monai.data.xray import drop_trailing_singletons, source_name
 from unimiss_monai.transforms.xray.array import AsGreyRadiograph
@@ -80,6 +80,7 @@ class CheckMultiLabelMaskd(MapTransform):
                 raise ValueError(f"{name}: label spatial size {tuple(mask.shape[1:])} does not match image {source_name(image)} size {tuple(image.shape[1:])}; resample the label to the image grid")
             if image is not None:  # same size, yet a NIfTI label may lie elsewhere in space than its image
                 check_label_on_radiograph(mask, image, name, source_name(image))
+                mask = on_image_grid(mask, image, name)  # a DICOM label that gives no pixel size: the image's mm
             d[key] = mask
         return d
 
