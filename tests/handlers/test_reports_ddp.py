@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+
 import numpy as np
 import torch
 from gloo_ranks import run_on_two_ranks
@@ -18,9 +19,16 @@ LABELS = np.arange(10) % 3
 MASKS = RNG.random((10, 2, 12, 12)) > 0.5  # (case, pred/label, X, Y)
 
 
+#: the datalist lists case2 twice (entries 2 and 3), and case 7 fails: two ranks deal entries 2 and 3 to different
+#: ranks, and rank 1 gathers after rank 0
+FILES = [f"/data/case{2 if i == 3 else i}.nii.gz" for i in range(10)]
+FAILED = 7
+
+
 def _cls_batches(cases):
-    return [{"pred": [torch.from_numpy(PROBS[i])], "label": [torch.tensor([float(LABELS[i])])],
-             "image_meta_dict": {"filename_or_obj": [f"/data/case{i}.nii.gz"]}} for i in cases]
+    return [[{"pred": torch.from_numpy(PROBS[i]), "label": torch.tensor([float(LABELS[i])]),
+              "image_meta_dict": {"filename_or_obj": FILES[i]},
+              "case": FILES[i], "failed": "unreadable" if i == FAILED else ""}] for i in cases]
 
 
 def _seg_batches(cases):
@@ -34,7 +42,11 @@ def _evaluate(out, cases, names=True):
                              (SegmentationReport(out / "seg", ["lesion"]), _seg_batches(cases))):
         engine = Engine(lambda e, b: b)
         handler.attach(engine)
-        engine.run(batches, max_epochs=1)
+        try:
+            engine.run(batches, max_epochs=1)
+        except RuntimeError as err:  # the failed case ends the evaluation once its report is written
+            if not isinstance(handler, ClassificationReport) or "1 of 10 cases failed" not in str(err):
+                raise
 
 
 def _rank(rank, out):
@@ -61,14 +73,18 @@ def test_two_ranks_report_like_one_process(tmp_path):
     assert not (tmp_path / "rank1").exists()  # only rank 0 writes
     ddp, single = tmp_path / "rank0", tmp_path / "single"
     metrics = {run: json.loads((run / "cls" / "metrics.json").read_text()) for run in (ddp, single)}
-    # each records the checksum of its own prediction file, whose rows come in another order
-    for run, m in metrics.items():
-        written = (run / "cls" / "evaluation_predictions.csv").read_bytes()
-        assert m.pop("predictions_sha256") == hashlib.sha256(written).hexdigest()
+    # the same prediction file, byte for byte, whatever the number of ranks: each report records its checksum
+    written = {run: (run / "cls" / "evaluation_predictions.csv").read_bytes() for run in (ddp, single)}
+    assert written[ddp] == written[single]
+    assert metrics[ddp]["predictions_sha256"] == hashlib.sha256(written[ddp]).hexdigest()
     assert metrics[ddp] == metrics[single]
-    # every case once, in rank order: rank 0's shard first
+    # every case once, in datalist order, the repeated entry numbered after its first listing, the failed case last
     rows = (ddp / "cls" / "evaluation_predictions.csv").read_text().splitlines()[1:]
-    assert [r.split(",")[0] for r in rows] == [f"case{i}.nii.gz" for i in (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)]
+    assert [r.split(",")[0] for r in rows] == [
+        "case0.nii.gz", "case1.nii.gz", "case2.nii.gz", "case2.nii.gz_2", "case4.nii.gz", "case5.nii.gz",
+        "case6.nii.gz", "case8.nii.gz", "case9.nii.gz", "/data/case7.nii.gz"]
+    assert rows[2].split(",")[1:4] == [f"{p:.6f}" for p in PROBS[2]]  # entry 2's own probabilities, not entry 3's
+    assert metrics[ddp]["num_failed"] == 1
     seg_ddp = json.loads((ddp / "seg" / "segmentation_report.json").read_text())
     seg_single = json.loads((single / "seg" / "segmentation_report.json").read_text())
     assert seg_ddp["num_cases"] == 10 and seg_ddp["mean"] == seg_single["mean"]

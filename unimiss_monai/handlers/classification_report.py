@@ -19,7 +19,7 @@ import torch
 from unimiss_monai.data.case_names import numbered_repeats
 from unimiss_monai.data.datalists import SHARED_KEY, shared_counts
 from unimiss_monai.data.output_ledger import check_own_file, replacing_own
-from unimiss_monai.data.tolerant import split_failed
+from unimiss_monai.data.tolerant import batch_items, failure_of, split_failed
 from unimiss_monai.data.writers import save_bytes
 from unimiss_monai.handlers.forward_failure_guard import guard_forward
 from unimiss_monai.handlers.inference_summary import raise_if_failed
@@ -131,7 +131,10 @@ class ClassificationReport:
 
     Under ``torch.distributed`` every rank gathers its shard and rank 0 writes the report over all of them; the
     evaluation's sampler should then give each case to one rank only (MONAI's ``DistributedSampler`` with
-    ``even_divisible=False``), as a padding sampler would count the repeated cases twice.
+    ``even_divisible=False``), as a padding sampler would count the repeated cases twice. The shards are put back in
+    datalist order, as that sampler deals it unshuffled (item ``i`` of rank ``r`` of ``W`` is entry ``i * W + r``),
+    so that the rows and the numbered names of repeated entries (``a.png``, ``a.png_2``) are those of one process
+    whatever the number of ranks.
 
     A case flagged ``failed`` in its batch item (:class:`~unimiss_monai.data.TolerantDataset`; attaching installs
     :func:`~unimiss_monai.handlers.guard_forward` for a failed forward pass) is not scored but listed with its reason
@@ -158,6 +161,8 @@ class ClassificationReport:
         self._labels: list[torch.Tensor] = []
         self._names: list[str] = []
         self._failed: list[dict[str, str]] = []
+        self._places: tuple[list[int], list[int]] = ([], [])  # datalist place of each scored and each failed case
+        self._seen = 0  # cases of this rank so far, scored or failed
         self._ended_with: tuple[int, int] = (0, 0)  # (failed, all) cases of the report written, on rank 0
         self._listed_in = "the log above"  # metrics.json once written
 
@@ -180,11 +185,13 @@ class ClassificationReport:
 
     def _reset(self, engine) -> None:
         self._preds, self._labels, self._names, self._failed = [], [], [], []
+        self._places, self._seen = ([], []), 0
         self._ended_with, self._listed_in = (0, 0), "the log above"
 
     def _collect(self, engine) -> None:
         output, batch, failed = split_failed(engine.state.output, engine.state.batch)
         self._failed.extend(failed)
+        self._note_places(engine, bool(failed))
         if failed and not output:
             return
         output, batch = (output, batch) if failed else (engine.state.output, engine.state.batch)
@@ -196,19 +203,47 @@ class ClassificationReport:
             rank = rank_and_world()[0]
             names = [f"case_{len(self._names) + i}" + (f"_rank{rank}" if rank else "") for i in range(len(pred))]
         self._names.extend(names)
+        if not failed:  # a batch of cases that all worked: as many as its predictions (a collated batch is one item)
+            self._places[0].extend(self._place(self._seen + i) for i in range(len(pred)))
+            self._seen += len(pred)
+
+    def _place(self, seen: int) -> int:
+        """The datalist place of this rank's case number ``seen`` (from 0), as an unshuffled ``DistributedSampler``
+        deals the entries: in turn to each rank (one process: its place as it is)."""
+        rank, world = rank_and_world()
+        return seen * max(world, 1) + rank
+
+    def _note_places(self, engine, failed: bool) -> None:
+        """Record the datalist place of each case of a batch with a failed case (then its items pair with its
+        outputs, :func:`split_failed`), each scored and each failed one in its list."""
+        if not failed:
+            return
+        outputs = engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]
+        for item, out in zip(batch_items(engine.state.batch), outputs):
+            self._places[bool(failure_of(item, out))].append(self._place(self._seen))
+            self._seen += 1
 
     def _write(self, engine) -> None:
         # each rank saw its own shard of the cases: rank 0 reports on all of them, the others write nothing. Over the
         # gloo coordination group: the shards are CPU tensors (no trip through CUDA for NCCL), and the ranks done first
         # wait for the slowest one's evaluation without the default group's 10 (NCCL) or 30 (gloo) minute limit
-        shards = gather_objects([(self._preds, self._labels, self._names, self._failed)], coordination_group())
+        shards = gather_objects([(self._preds, self._labels, self._names, self._failed, self._places)],
+                                coordination_group())
         if rank_and_world()[0] != 0:
             return
         preds = [p for shard in shards for p in shard[0]]
         labels = [lab for shard in shards for lab in shard[1]]
+        # the cases in datalist order, whatever the number of ranks: the repeat of an entry is the one numbered
+        order = _datalist_order([shard[4][0] for shard in shards])
+        if len(order) != sum(len(p) for p in preds):  # an output_transform that does not give a row per case
+            order = list(range(sum(len(p) for p in preds)))
+        if preds:
+            preds, labels = [torch.cat(preds)[order]], [torch.cat(labels)[order]]
         # entries of one image (two labels of one scan) each keep a row name of their own: a.png, a.png_2
-        names = numbered_repeats([n for shard in shards for n in shard[2]])
+        names = [n for shard in shards for n in shard[2]]
+        names = numbered_repeats([names[i] for i in order])
         failed = [f for shard in shards for f in shard[3]]
+        failed = [failed[i] for i in _datalist_order([shard[4][1] for shard in shards])]
         for f in failed:
             logger.warning("classification report: FAILED %s: %s", f["case"], f["reason"])
         scored = sum(len(p) for p in preds)
@@ -236,6 +271,12 @@ class ClassificationReport:
         # at the end of the run, after every handler's end-of-epoch step: the report is written first
         failed, total = self._ended_with
         raise_if_failed("evaluation", failed, total, self._listed_in, "scored")
+
+
+def _datalist_order(places: Sequence[Sequence[int]]) -> list[int]:
+    """The order, by datalist place, of the cases of the shards joined (each shard's ``places``, one per case)."""
+    joined = [p for shard in places for p in shard]
+    return sorted(range(len(joined)), key=joined.__getitem__)
 
 
 def _fmt(v: float | None) -> str:
