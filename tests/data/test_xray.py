@@ -136,6 +136,28 @@ def test_a_legend_that_would_hide_a_tiny_picture_is_left_out_and_said_once(tmp_p
     assert "lung_left #1f64c8" in said[0] and "STRUCTURE_COLOURS" in said[0]  # the key the legend would have given
 
 
+def test_a_left_out_legend_is_said_once_a_run_over_ranks(tmp_path, caplog, monkeypatch):
+    # the folder is recorded where the ranks pool what they said: a rank that took another's record is silent
+    from unimiss_monai.data.xray import LEGEND_LEFT_OUT
+    from unimiss_monai.utils import once
+
+    image, masks = np.zeros((64, 48), np.float32), np.zeros((5, 64, 48), np.float32)
+    monkeypatch.setattr(once, "_SAID", {})
+    with caplog.at_level(logging.WARNING, logger="unimiss_monai.data.xray"):
+        write_overlay_png(tmp_path / "a" / "0.png", image, masks, CXR_NAMES)
+    assert len([r for r in caplog.records if "legend" in r.getMessage()]) == 1
+    other_rank = once.said(LEGEND_LEFT_OUT)
+    assert other_rank == {LEGEND_LEFT_OUT: [str((tmp_path / "a").resolve())]}
+    monkeypatch.setattr(once, "_SAID", {})  # another process, which took it (``split_check.shared_failures``)
+    once.take_said(other_rank)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="unimiss_monai.data.xray"):
+        write_overlay_png(tmp_path / "a" / "1.png", image, masks, CXR_NAMES)
+        write_overlay_png(tmp_path / "b" / "0.png", image, masks, CXR_NAMES)
+    said = [r.getMessage() for r in caplog.records if "legend" in r.getMessage()]
+    assert len(said) == 1 and str(tmp_path / "b" / "0.png") in said[0], said  # a new folder is said still
+
+
 def test_background_channel_keeps_the_affine_without_warnings():
     import warnings
 

@@ -51,7 +51,8 @@ def test_a_fine_tune_resume_checkpoint_is_refused_and_its_best_model_warned_of_u
 
 def test_a_pretraining_folder_whose_later_run_was_stopped_says_its_model_is_the_earlier_runs(tmp_path, caplog,
                                                                                               monkeypatch):
-    from unimiss_monai.networks import weights_file
+    from unimiss_monai.networks.weights_file import EARLIER_RUN_WEIGHTS
+    from unimiss_monai.utils import once
 
     folder = tmp_path / "pretraining run"
     (folder / "models").mkdir(parents=True)
@@ -64,7 +65,7 @@ def test_a_pretraining_folder_whose_later_run_was_stopped_says_its_model_is_the_
     torch.save({"network": {}, "loss": {}, "trainer": _trainer(3, 6)}, folder / "checkpoints" / "checkpoint.pt")
     model = folder / "models" / "model.pt"
     for given in (folder, model):  # the folder, or its model named (as publish-pretrained's default is)
-        monkeypatch.setattr(weights_file, "_SAID", set())  # a process of its own
+        monkeypatch.setattr(once, "_SAID", {})  # a process of its own
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="unimiss_monai"):
             assert resolve_pretrained_path(given) == str(model)
@@ -76,7 +77,15 @@ def test_a_pretraining_folder_whose_later_run_was_stopped_says_its_model_is_the_
     with caplog.at_level(logging.WARNING, logger="unimiss_monai"):  # said once a process, however often it is read
         resolve_pretrained_path(folder)
     assert _warnings(caplog) == []
-    monkeypatch.setattr(weights_file, "_SAID", set())
+    this_rank = once.said(EARLIER_RUN_WEIGHTS)  # what the ranks pool after a dealt-out check: said once a run
+    assert this_rank == {EARLIER_RUN_WEIGHTS: [str(model)]}
+    monkeypatch.setattr(once, "_SAID", {})  # another rank, which took it
+    once.take_said(this_rank)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="unimiss_monai"):
+        resolve_pretrained_path(folder)
+    assert _warnings(caplog) == []
+    monkeypatch.setattr(once, "_SAID", {})
     # a trainer state that says no epoch count: nothing to tell
     torch.save({"network": {}, "trainer": {"iteration": 6}}, folder / "checkpoints" / "checkpoint.pt")
     caplog.clear()

@@ -36,6 +36,7 @@ from unimiss_monai.data.listed_inputs import listed_images
 from unimiss_monai.data.samples import held_out_images
 from unimiss_monai.data.writers import save_png
 from unimiss_monai.utils.lazy import moved_names
+from unimiss_monai.utils.once import first_time
 
 __all__ = [
     "BT601",
@@ -297,8 +298,11 @@ def overlay_rgb(image: np.ndarray | torch.Tensor, masks: np.ndarray | torch.Tens
 MAX_LEGEND_SHARE = 0.25
 #: the smallest legend font (px): smaller, PIL's letters run together
 MIN_LEGEND_FONT_PX = 7
-#: output folders whose run was told that a legend was left out: once per folder in a process, not once per picture
-_LEGEND_LEFT_OUT_SAID: set[str] = set()
+#: the topic of :mod:`unimiss_monai.utils.once` under which the output folders whose run was told that a legend was
+#: left out are kept: once per folder in a run, not once per picture. The overlays are written by the main process (a
+#: post-processing step), never by a data-loading worker; ranks pool the topic after a dealt-out check, which is right
+#: too: they write into one output folder, so what one said of it the others need not say again
+LEGEND_LEFT_OUT = "overlay legend left out"
 
 
 def write_overlay_png(path: str | os.PathLike, image, masks, names: Sequence[str] = (), alpha: float = 0.4) -> str:
@@ -345,10 +349,8 @@ def _legend_scale(side: int) -> float:
 
 def _say_legend_left_out(path: Path, names: Sequence[str], size: tuple[int, int]) -> None:
     """Log, once per output folder, that the overlays of ``names`` there have no legend, with the colour key."""
-    folder = str(path.parent.resolve())
-    if folder in _LEGEND_LEFT_OUT_SAID:
+    if not first_time(LEGEND_LEFT_OUT, str(path.parent.resolve())):
         return
-    _LEGEND_LEFT_OUT_SAID.add(folder)
     key = ", ".join(f"{n} #{''.join(f'{c:02x}' for c in structure_colour(str(n)))}" for n in names)
     logger.warning("%s: its overlay of %d x %d pixels is too small for a legend (it would cover over %d%% of it), "
                    "so the overlays here that small have none; each structure has its colour of every picture of "

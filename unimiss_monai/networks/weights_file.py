@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from unimiss_monai.utils.once import first_time, is_said
 from unimiss_monai.utils.trainer_state import finished, planned_epochs, position
 
 __all__ = ["PRETRAINING_BUNDLE", "WEIGHTS_IN_FOLDER", "file_info", "fine_tune_checkpoint", "finished_run",
@@ -25,8 +26,10 @@ __all__ = ["PRETRAINING_BUNDLE", "WEIGHTS_IN_FOLDER", "file_info", "fine_tune_ch
 
 logger = logging.getLogger(__name__)
 
-# the weights files already said to be an earlier run's (:func:`_say_later_run_stopped`)
-_SAID: set[str] = set()
+#: the topic of :mod:`unimiss_monai.utils.once` under which the weights files already said to be an earlier run's
+#: (:func:`_say_later_run_stopped`) are kept. Ranks pool it after a dealt-out data check: each rank resolves the same
+#: file, so what one said the others need not say again; no data-loading worker resolves weights
+EARLIER_RUN_WEIGHTS = "weights of an earlier run"
 
 #: the bundle whose weights are a pretraining export; every other bundle's models/model.pt is a fine-tuned task network
 PRETRAINING_BUNDLE = "unimiss_pretraining"
@@ -134,10 +137,11 @@ def _say_later_run_stopped(weights: str) -> None:
     models = Path(weights).parent
     if Path(weights).name != os.path.basename(WEIGHTS_IN_FOLDER) or models.name != os.path.dirname(WEIGHTS_IN_FOLDER):
         return
-    if weights in _SAID:  # once a process: a study's runs and publish-pretrained's two reads each resolve it again
+    # once a process (and over ranks, which pool it): a study's runs and publish-pretrained's two reads each resolve it
+    if is_said(EARLIER_RUN_WEIGHTS, weights):
         return
     if unfinished := unfinished_run(models.parent / "checkpoints" / "checkpoint.pt"):
-        _SAID.add(weights)
+        first_time(EARLIER_RUN_WEIGHTS, weights)
         logger.warning("%s is the model of an earlier finished run; a later run into %s has not finished (%s in "
                        "checkpoints/checkpoint.pt) and is not used: rerun it with the same --output_dir to finish it, "
                        "which exports its model", weights, models.parent, unfinished)
