@@ -14,7 +14,8 @@ from monai.data import FolderLayout
 from monai.transforms import LoadImaged, MapTransform, SaveImaged
 
 from unimiss_monai.data.case_names import OutputNames, split_image_name
-from unimiss_monai.data.output_ledger import check_own_file, replacing_own
+from unimiss_monai.data.case_outputs import case_file
+from unimiss_monai.data.output_ledger import check_own_file
 from unimiss_monai.data.xray import (
     drop_trailing_singletons,
     source_name,
@@ -50,7 +51,9 @@ class SaveCaseImaged(SaveImaged):
         output_key: data key of the written path. Defaults to ``"output"``.
         companions: the suffixes of the case's other outputs, written after this one (``"_overlay.png"``: by
             :class:`SaveOverlayPNGd`), checked before this one is written, so that a case one of whose files is the
-            user's writes none. Defaults to none.
+            user's writes none. Defaults to none. Should a later output fail all the same (a full disk), the file
+            written here is undone where the case is one of
+            :func:`~unimiss_monai.data.case_outputs.one_case` (:class:`~unimiss_monai.transforms.SkipFailedd`).
         kwargs: the other ``SaveImaged`` arguments (``output_name_formatter`` and ``savepath_in_metadict`` are set
             here).
     """
@@ -72,8 +75,8 @@ class SaveCaseImaged(SaveImaged):
             for suffix in self.companions:
                 check_own_file(Path(root) / f"{stem}{suffix}", root)
         with ExitStack() as stack:  # checked, then recorded once written (or as they are, should the write fail)
-            for path in paths:
-                stack.enter_context(replacing_own(path, root))
+            for path in paths:  # undone should a later output of the case fail (SkipFailedd)
+                stack.enter_context(case_file(path, root))
             d = super().__call__(data)
         for key in self.key_iterator(d):
             meta = getattr(d[key], "meta", None) or d.get(f"{key}_{self.meta_key_postfix}") or {}
@@ -123,7 +126,7 @@ class SaveOverlayPNGd(MapTransform):
         stem = self.output_names.name(source) if self.output_names is not None else split_image_name(source)[0]
         for key in self.key_iterator(d):
             mask, img = drop_trailing_singletons(d[key]), drop_trailing_singletons(image)
-            with replacing_own(self.output_dir / f"{stem}_overlay.png", self.output_dir):
+            with case_file(self.output_dir / f"{stem}_overlay.png", self.output_dir):
                 write_overlay_png(self.output_dir / f"{stem}_overlay.png", img, mask, self.names, self.alpha)
         return d
 

@@ -8,6 +8,7 @@ from collections.abc import Callable, Hashable, Mapping
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 
+from unimiss_monai.data.case_outputs import one_case
 from unimiss_monai.data.ct_io import check_not_air_only, warn_if_not_ct_hu
 from unimiss_monai.data.grid_checks import check_ct_volume
 from unimiss_monai.transforms.utility.array import CheckImage, check_not_empty, stored_shape
@@ -110,7 +111,9 @@ class SkipFailedd(Transform):
     read (:class:`~unimiss_monai.data.TolerantDataset`) or whose forward pass failed has nothing to post-process.
     A file the post-processing cannot write (``OSError``: a full disk, a file of the user's of that name) fails that
     case: its one-line reason goes under ``failed_key``, where :class:`~unimiss_monai.handlers.InferenceSummary`
-    reads it, and the run goes on with the next case.
+    reads it, and the run goes on with the next case. The case is one of
+    :func:`~unimiss_monai.data.case_outputs.one_case`: a failed case leaves none of the files it wrote (a mask whose
+    overlay could not be written is removed, or given back the content of the earlier run it replaced).
 
     Args:
         transform: the post-processing of a case that worked.
@@ -125,7 +128,8 @@ class SkipFailedd(Transform):
         if data.get(self.failed_key):
             return data
         try:
-            return self.transform(data)
+            with one_case():  # all of the case's files, or none
+                return self.transform(data)
         except Exception as err:
             if not isinstance(root_cause(err), OSError):  # behind MONAI's "applying transform" wrappers
                 raise
