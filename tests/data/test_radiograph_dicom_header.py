@@ -73,6 +73,25 @@ def test_a_negative_pixel_size_fails_its_case_and_the_others_go_on(tmp_path):
             np.testing.assert_allclose(spacing, GOOD[name][1])
 
 
+def test_each_pixel_size_element_is_taken_in_its_order_and_one_that_is_no_number_is_the_readers(tmp_path):
+    # the check names the first bad element of PixelSpacing, ImagerPixelSpacing; the size read takes ITK's order,
+    # ImagerPixelSpacing first; a value that does not parse (pydicom gives its text) is neither refused nor read
+    from unimiss_monai.data.dicom_checks import dicom_spacing_problem
+    from unimiss_monai.data.dicom_pixel_size import dicom_pixel_size
+
+    both_bad = _radiograph(tmp_path / "both_bad.dcm", PixelSpacing=[-0.2, 0.2], ImagerPixelSpacing=[0.15, -0.15])
+    assert dicom_spacing_problem(both_bad).startswith("its header's PixelSpacing is [-0.2, 0.2], no pixel size")
+    both = _radiograph(tmp_path / "both.dcm", PixelSpacing=[0.2, 0.3], ImagerPixelSpacing=[0.15, 0.25])
+    assert dicom_spacing_problem(both) is None and dicom_pixel_size(both) == (0.15, 0.25)
+    for name, header, size in [("alone.dcm", {}, None), ("beside.dcm", {"ImagerPixelSpacing": [0.15, 0.25]},
+                                                          (0.15, 0.25))]:
+        path = Path(_radiograph(tmp_path / name, PixelSpacing=[0.2, 0.2], **header))
+        text = path.read_bytes()
+        assert text.count(b"0.2\\0.2 ") == 1
+        path.write_bytes(text.replace(b"0.2\\0.2 ", b"abc\\0.2 "))  # pydicom writes no such value itself
+        assert dicom_spacing_problem(str(path)) is None and dicom_pixel_size(str(path)) == size, name
+
+
 @pytest.mark.parametrize("reader", ["ITKReader", "PydicomReader"])
 def test_the_checks_of_a_dicom_radiograph_read_its_header_once(tmp_path, monkeypatch, reader):
     # PydicomReader leaves tags out of its metadata that the checks then read from the file: each its own read, as

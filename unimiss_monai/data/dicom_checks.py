@@ -15,7 +15,7 @@ from unimiss_monai.data.grid_checks import numbers_text
 from unimiss_monai.data.image_formats import is_dicom_file, is_dicom_path
 
 __all__ = ["check_dicom_pixel_data", "check_dicom_series", "dicom_file_damage", "dicom_header", "dicom_image_problem",
-           "dicom_spacing_problem"]
+           "dicom_spacing_problem", "spacing_tag_values"]
 
 
 # what every slice of one series shares, each as (what it is called, its value in a slice or None, the largest
@@ -109,8 +109,20 @@ def dicom_file_damage(source: str) -> str | None:
     return _pixel_data_problem(ds)
 
 
-#: the DICOM elements that give a projection image's pixel size, (rows, columns) in mm
+#: the DICOM elements that give a projection image's pixel size, (rows, columns) in mm, in the order a bad one is
+#: named (``dicom_pixel_size`` reads them in ITK's order, the other way round)
 _SPACING_TAGS = ("PixelSpacing", "ImagerPixelSpacing")
+
+
+def spacing_tag_values(ds, tag: str) -> np.ndarray | None:
+    """The numbers of the pixel-size element ``tag`` (``PixelSpacing``, ``ImagerPixelSpacing``) of the header ``ds``,
+    flat, as float64: empty where it is absent or empty, None where its value is no list of numbers (pydicom gives
+    its text, which does not parse). An element pydicom cannot decode at all (a binary value of the wrong length)
+    raises pydicom's error."""
+    try:
+        return np.asarray(ds.get(tag) or [], dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        return None
 
 
 def dicom_spacing_problem(source: str) -> str | None:
@@ -126,9 +138,7 @@ def dicom_spacing_problem(source: str) -> str | None:
         return None
     bad = None
     for tag in _SPACING_TAGS:
-        try:
-            values = np.asarray(ds.get(tag) or [], dtype=np.float64).reshape(-1)
-        except (TypeError, ValueError):
+        if (values := spacing_tag_values(ds, tag)) is None:
             continue
         if values.size and (np.isfinite(values) & (values > 0)).all():
             return None  # a valid size to read

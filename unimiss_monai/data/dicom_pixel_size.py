@@ -11,13 +11,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from unimiss_monai.data.dicom_checks import dicom_header
+from unimiss_monai.data.dicom_checks import dicom_header, spacing_tag_values
 from unimiss_monai.data.image_formats import is_dicom_path
 
 __all__ = ["dicom_pixel_size", "header_affine", "on_image_grid", "with_header_pixel_size"]
 
 #: the elements that give a projection image's pixel size, (rows, columns) in mm, in the order ITK takes them for CR
-#: and DX: the size at the detector first, then the one calibrated to the patient
+#: and DX: the size at the detector first, then the one calibrated to the patient (``dicom_spacing_problem`` names a
+#: bad one in the other order)
 _SPACING_TAGS = ("ImagerPixelSpacing", "PixelSpacing")
 #: the pixel size readers fall back to where they find none, mm
 _READER_DEFAULT_MM = 1.0
@@ -32,10 +33,10 @@ def dicom_pixel_size(source: str) -> tuple[float, float] | None:
         return None
     for tag in _SPACING_TAGS:
         try:
-            values = np.asarray(ds.get(tag) or [], dtype=np.float64).reshape(-1)
-        except Exception:  # noqa: BLE001 - a value pydicom cannot parse gives no size; dicom_spacing_problem tells
+            values = spacing_tag_values(ds, tag)  # None: a value that is no list of numbers gives no size
+        except Exception:  # noqa: BLE001 - nor does one pydicom cannot decode: a label's header is read here unchecked
             continue
-        if values.size == 2 and (np.isfinite(values) & (values > 0)).all():
+        if values is not None and values.size == 2 and (np.isfinite(values) & (values > 0)).all():
             return float(values[0]), float(values[1])
     return None
 
