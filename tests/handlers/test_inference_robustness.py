@@ -164,9 +164,10 @@ def test_a_writer_failure_reaches_the_summary(tmp_path):
     assert cases["nan.npy"]["status"] == "failed" and "non-finite" in cases["nan.npy"]["reason"]
 
 
-def test_a_failed_saliency_map_fails_its_case_and_keeps_its_probabilities(tmp_path, monkeypatch, caplog):
+def test_a_failed_saliency_map_fails_its_case_with_none_of_its_outputs(tmp_path, monkeypatch, caplog):
     """The map was asked for and is missing (here a write that fails, as on a full disk): the case is counted failed
-    with the reason, the run raises at its end, and the case's probabilities are still written."""
+    with the reason, the run raises at its end, and the case keeps no output, its probabilities neither (all or
+    none), while the other case is whole."""
     import unimiss_monai.visualize.saliency as saliency
 
     real = saliency.saliency_png
@@ -187,13 +188,14 @@ def test_a_failed_saliency_map_fails_its_case_and_keeps_its_probabilities(tmp_pa
     cases = {c["case"].rsplit("/", 1)[-1]: c for c in json.loads((out / "predictions.json").read_text())["cases"]}
     assert cases["a.npy"]["status"] == "ok" and cases["a.npy"]["saliency"] == str(out / "saliency" / "a.png")
     assert cases["b.npy"]["status"].startswith("failed: no saliency map: ") and "No space left" in cases["b.npy"]["status"]
-    assert cases["b.npy"]["saliency"] is None and sum(cases["b.npy"]["probabilities"].values()) == pytest.approx(1.0)
+    assert cases["b.npy"]["saliency"] is None and cases["b.npy"]["probabilities"] is None
+    assert cases["b.npy"]["prediction"] is None and sum(cases["a.npy"]["probabilities"].values()) == pytest.approx(1.0)
     assert [p.name for p in (out / "saliency").glob("*.png")] == ["a.png"]
     summary = json.loads((out / "summary.json").read_text())
     assert [c["reason"] for c in summary["cases"] if c["status"] == "failed"] == [cases["b.npy"]["status"][len("failed: "):]]
-    assert any("2 of 2 cases classified" in r.getMessage() for r in caplog.records)
+    assert any("1 of 2 cases classified" in r.getMessage() for r in caplog.records)
     import csv
 
     rows = {r["case"]: r for r in csv.DictReader((out / "predictions.csv").open())}
     row = rows[str(tmp_path / "b.npy")]
-    assert row["status"] == cases["b.npy"]["status"] and float(row["prob_x"]) + float(row["prob_y"]) == pytest.approx(1.0)
+    assert row["status"] == cases["b.npy"]["status"] and row["prob_x"] == row["prob_y"] == row["prediction"] == ""

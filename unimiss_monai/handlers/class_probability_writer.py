@@ -49,7 +49,8 @@ class ClassProbabilityWriter:
             numbered (``x_2``).
 
     Rows: ``case, status, <prob per class>..., prediction``; a failed case has ``status`` = ``failed: <reason>`` and no
-    probabilities, except when only its saliency map failed (then its probabilities are kept). A case whose output is
+    probabilities, also when only its saliency map failed: a case's outputs are all written or none (its map was
+    asked for), so that the failed cases are exactly those to run again. A case whose output is
     not finite, or (with ``saliency``) whose saliency file name another case of this run already took or whose map
     could not be made, is marked failed in the batch, so that
     :class:`~unimiss_monai.handlers.InferenceSummary` (listed after this handler) counts it. Attaching also installs
@@ -118,11 +119,11 @@ class ClassProbabilityWriter:
                     row["saliency"] = self._save_saliency(item["image"], probs, case)
                     self._saliency_names.take(self._map_name(case), case)
                 except Exception as err:  # noqa: BLE001 - one case's picture, not the run
-                    # the probabilities stand and are kept, but the case lacks an output that was asked for: it fails,
-                    # so the summary counts it and the run does not exit 0
+                    # the case lacks an output that was asked for: it fails, so the summary counts it and the run does
+                    # not exit 0, and it keeps none of its outputs, its probabilities neither (all or none)
                     reason = f"no saliency map: {failure_reason(err)}"
                     mark_failed(item, reason)
-                    row.update(status=f"failed: {reason}", saliency=None)
+                    row.update(status=f"failed: {reason}", probabilities=None, prediction=None, saliency=None)
             self.rows.append(row)
 
     def _map_name(self, case: str) -> str:
@@ -171,7 +172,6 @@ class ClassProbabilityWriter:
             save_json({"class_names": self.class_names, "multi_label": self.multi_label, "threshold": self.threshold,
                        "saliency": self.saliency_method if self.saliency else None, "cases": self.rows,
                        "num_failed": len(failed)}, self.output_dir / "predictions.json")
-        # a case whose saliency map failed is classified all the same: count the probabilities written
         classified = sum(r["probabilities"] is not None for r in self.rows)
         logger.info("inference: %d of %d cases classified -> %s", classified, len(self.rows),
                     self.output_dir / "predictions.csv")
