@@ -16,7 +16,7 @@ Used by the ``unimiss_drr_generation`` bundle (``DRRGenerator(...).run()``). Per
 With ``slab_depth > 0`` (UniMiSS+ CT-DRR pairs, no labels) each CT is cut into axial slabs of that thickness; per
 slab ``<i>``: ``slabs/<name>_slab<i>.nii.gz`` (the CT slab in HU, its own affine; int16 when that loses nothing) and
 ``slabs/<name>_slab<i>_<VIEW>.nii.gz`` (its DRR resized to ``slab_detector_shape``, anisotropic pixel spacing in the
-affine) + ``.png`` (its preview resampled to square pixels).
+affine) + ``.png`` (its preview resampled to square pixels), rendered by :mod:`~unimiss_monai.engines.drr_slabs`.
 ``output_dir/datalist.json`` gathers all CTs: ``{"testing": [one entry per DRR], "training": [one {"ct", "drr",
 "view", "slab"} pair per slab DRR], "failures": [{"name", "image", "error"} per failed CT]}``; paths are relative
 to ``output_dir``, but a failed CT's ``image`` is absolute.
@@ -42,16 +42,30 @@ import torch
 from tqdm import tqdm
 
 from unimiss_monai.data.ct_inputs import CTCase, find_ct_cases, is_datalist_file, label_channels, read_label_names
-from unimiss_monai.data.ct_io import CTInputError, load_ct, load_label_map
+from unimiss_monai.data.ct_io import load_ct, load_label_map
 from unimiss_monai.data.drr_run_folder import DATALIST, RUN_KEYS
 from unimiss_monai.data.samples import find_dataset
-from unimiss_monai.data.writers import (check_output_dir, check_replaceable_json, save_contact_sheet, save_ct,
-                                        save_json, save_nifti, save_png, staged_dir)
+from unimiss_monai.data.writers import (
+    check_output_dir,
+    check_replaceable_json,
+    save_contact_sheet,
+    save_json,
+    save_nifti,
+    save_png,
+    staged_dir,
+)
 from unimiss_monai.engines.drr_done_records import input_signature, is_finished, listed_files, merge_records, relative
+from unimiss_monai.engines.drr_slabs import render_slab_pairs
 from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.devices import check_device
-from unimiss_monai.utils.dist import (broadcast_object, coordination_group, gather_objects, local_rank, rank_and_world,
-                                      share_cpu_threads)
+from unimiss_monai.utils.dist import (
+    broadcast_object,
+    coordination_group,
+    gather_objects,
+    local_rank,
+    rank_and_world,
+    share_cpu_threads,
+)
 
 __all__ = ["DRRGenerator", "DRRGenerationError"]
 
@@ -279,7 +293,7 @@ class DRRGenerator:
         hu, affine, labels, channels, inputs = read
         with staged_dir(self.output_dir / case.name) as tmp:
             if self.slab_depth > 0:
-                entry = self._render_slabs(case, hu, affine, tmp, bar)
+                entry = render_slab_pairs(self, case, hu, affine, tmp, bar)
             else:
                 prepared = prepare_volume(hu, affine, device=None if self.device == "cpu" else self.device)
                 entry = self._render_whole(case, prepared, labels, channels, tmp, bar)
@@ -309,8 +323,9 @@ class DRRGenerator:
             bar.update(1)
         return np.stack(images)
 
-    def _detector_affine(self, view: str, isocenter: np.ndarray, shape=None, spacing=None) -> np.ndarray:
-        """Affine of a DRR stored column-first ``(W, H)``: columns 0/1 are the detector column/row steps in mm."""
+    def drr_affine(self, view: str, isocenter: np.ndarray, shape=None, spacing=None) -> np.ndarray:
+        """Affine of a DRR stored column-first ``(W, H)``: columns 0/1 are the detector column/row steps in mm (of
+        this run's detector, or of ``shape`` and ``spacing``: a slab DRR's)."""
         from unimiss_monai.drr import detector_affine
 
         g = self.geometry
@@ -325,7 +340,7 @@ class DRRGenerator:
         thickness = None if labels is None else self._project_label_map(labels, list(channels), prepared.affine)
         testing = []
         for v, view in enumerate(self.views):
-            affine = self._detector_affine(view, prepared.center)
+            affine = self.drr_affine(view, prepared.center)
             item = {"name": case.name, "ct": os.path.abspath(case.image), "view": view,
                     "image": save_nifti(images[v].T, affine, out / f"{case.name}_{view}.nii.gz"),
                     "preview": save_png(previews[v], out / f"{case.name}_{view}.png", self.geometry.pixel_spacing)}
@@ -348,50 +363,6 @@ class DRRGenerator:
         thickness = project_labels(labels, affine, values, views=self.views, detector_shape=g.detector_shape,
                                    pixel_spacing=g.pixel_spacing, sdd=g.sdd, sid=g.sid)
         return np.asarray(thickness)
-
-    def _render_slabs(self, case: CTCase, hu: np.ndarray, affine: np.ndarray, out: Path, bar: tqdm) -> dict:
-        from unimiss_monai.drr import render_slabs, split_slabs, superior_axis, to_radiograph, volume_center
-
-        # slab_depth is in mm; the slab splitter counts slices along the superior axis
-        axis = superior_axis(affine)
-        spacing = float(np.linalg.norm(affine[:3, axis]))
-        if self.slab_depth < spacing / 2:  # it rounds to no slice: one-slice slabs, rendered as if asked for
-            raise CTInputError(f"{case.image}: slab_depth {self.slab_depth:g} mm is under half its slice spacing "
-                               f"({spacing:g} mm), so no slab would be that thin; pass --slab_depth {spacing:g} or "
-                               "more")
-        thickness = max(1, int(round(self.slab_depth / spacing)))
-        if hu.shape[axis] < thickness:  # its one slab would be thinner than every other pair the run writes
-            raise CTInputError(f"{case.image}: is {hu.shape[axis] * spacing:g} mm deep ({hu.shape[axis]} slices of "
-                               f"{spacing:g} mm), less than one {self.slab_depth:g} mm slab; pass a CT at least that "
-                               "deep, or a smaller --slab_depth")
-        slabs = split_slabs(hu, affine, thickness)
-        bar.total += (len(slabs) - 1) * len(self.views)
-        bar.refresh()
-        g, (sh, sw) = self.geometry, self.slab_detector_shape
-        images, spacing = {}, None
-        for view in self.views:
-            rendered, spacing = render_slabs(hu, affine, thickness, view=view, output_shape=(sh, sw),
-                                             pixel_spacing=g.pixel_spacing, sdd=g.sdd, sid=g.sid,
-                                             method=self.method, device=self.device, return_spacing=True)
-            images[view] = rendered.detach().cpu().numpy()
-            bar.update(len(slabs))
-        stems = [f"slabs/{case.name}_slab{i:03d}" for i in range(len(slabs))]
-        # compressing the slab CTs is most of a slab-mode case's time; zlib releases the GIL, so they are written on
-        # every core this process has (2.15 -> 1.53 s per case for the sample CT on 2 cores, see the bundle docs)
-        with ThreadPoolExecutor(max_workers=torch.get_num_threads()) as pool:
-            ct_paths = list(pool.map(lambda i: save_ct(slabs[i].volume, slabs[i].affine, out / f"{stems[i]}.nii.gz"),
-                                     range(len(slabs))))
-        training = []
-        for i, (slab, stem, ct_path) in enumerate(zip(slabs, stems, ct_paths)):
-            for view in self.views:
-                image = images[view][i]
-                center = volume_center(slab.volume.shape, slab.affine)
-                affine_2d = self._detector_affine(view, center, (sh, sw), tuple(spacing[i]))
-                training.append({"name": case.name, "slab": i, "start": slab.start, "stop": slab.stop, "view": view,
-                                 "ct": ct_path, "drr": save_nifti(image.T, affine_2d, out / f"{stem}_{view}.nii.gz"),
-                                 # the resized slab DRR has anisotropic pixels: the preview shows true proportions
-                                 "preview": save_png(to_radiograph(image), out / f"{stem}_{view}.png", spacing[i])})
-        return {"testing": [], "training": training}
 
 
 def _pair(value) -> tuple[int, int]:
