@@ -17,12 +17,14 @@ RNG = np.random.default_rng(3)
 PROBS = RNG.dirichlet([1, 1, 1], 10).astype(np.float32)
 LABELS = np.arange(10) % 3
 MASKS = RNG.random((10, 2, 12, 12)) > 0.5  # (case, pred/label, X, Y)
+IMAGES = RNG.random((10, 1, 12, 12)).astype(np.float32)
 
 
-#: the datalist lists case2 twice (entries 2 and 3), and case 7 fails: two ranks deal entries 2 and 3 to different
-#: ranks, and rank 1 gathers after rank 0
-FILES = [f"/data/case{2 if i == 3 else i}.nii.gz" for i in range(10)]
+#: the datalist lists case1 twice (entries 1 and 2), and case 7 fails: two ranks deal entry 1 to rank 1 and entry 2 to
+#: rank 0, which a join in rank order would list (and number) first
+FILES = [f"/data/case{1 if i == 2 else i}.nii.gz" for i in range(10)]
 FAILED = 7
+UNNAMED = 9  # a segmentation case of no file name: named by its datalist place
 
 
 def _cls_batches(cases):
@@ -33,7 +35,10 @@ def _cls_batches(cases):
 
 def _seg_batches(cases):
     onehot = lambda m: torch.stack([torch.from_numpy(~m), torch.from_numpy(m)]).float()  # noqa: E731
-    return [[{"pred": onehot(MASKS[i, 0]), "label": onehot(MASKS[i, 1]), "image": torch.rand(1, 12, 12)}] for i in cases]
+    meta = lambda i: {} if i == UNNAMED else {  # noqa: E731
+        f"{key}_meta_dict": {"filename_or_obj": FILES[i]} for key in ("image", "label")}
+    return [[{"pred": onehot(MASKS[i, 0]), "label": onehot(MASKS[i, 1]), "image": torch.from_numpy(IMAGES[i]),
+              **meta(i), "case": FILES[i], "failed": "unreadable" if i == FAILED else ""}] for i in cases]
 
 
 def _evaluate(out, cases, names=True):
@@ -45,7 +50,7 @@ def _evaluate(out, cases, names=True):
         try:
             engine.run(batches, max_epochs=1)
         except RuntimeError as err:  # the failed case ends the evaluation once its report is written
-            if not isinstance(handler, ClassificationReport) or "1 of 10 cases failed" not in str(err):
+            if "1 of 10 cases failed" not in str(err):
                 raise
 
 
@@ -81,10 +86,18 @@ def test_two_ranks_report_like_one_process(tmp_path):
     # every case once, in datalist order, the repeated entry numbered after its first listing, the failed case last
     rows = (ddp / "cls" / "evaluation_predictions.csv").read_text().splitlines()[1:]
     assert [r.split(",")[0] for r in rows] == [
-        "case0.nii.gz", "case1.nii.gz", "case2.nii.gz", "case2.nii.gz_2", "case4.nii.gz", "case5.nii.gz",
+        "case0.nii.gz", "case1.nii.gz", "case1.nii.gz_2", "case3.nii.gz", "case4.nii.gz", "case5.nii.gz",
         "case6.nii.gz", "case8.nii.gz", "case9.nii.gz", "/data/case7.nii.gz"]
-    assert rows[2].split(",")[1:4] == [f"{p:.6f}" for p in PROBS[2]]  # entry 2's own probabilities, not entry 3's
+    assert rows[1].split(",")[1:4] == [f"{p:.6f}" for p in PROBS[1]]  # entry 1's own probabilities, not entry 2's
+    assert rows[2].split(",")[1:4] == [f"{p:.6f}" for p in PROBS[2]]
     assert metrics[ddp]["num_failed"] == 1
-    seg_ddp = json.loads((ddp / "seg" / "segmentation_report.json").read_text())
-    seg_single = json.loads((single / "seg" / "segmentation_report.json").read_text())
-    assert seg_ddp["num_cases"] == 10 and seg_ddp["mean"] == seg_single["mean"]
+    # the segmentation report too: its per-case JSON and CSV and its overlay grid, byte for byte
+    for name in ("segmentation_report.json", "segmentation_report.csv", "segmentation_report.png"):
+        assert (ddp / "seg" / name).read_bytes() == (single / "seg" / name).read_bytes(), name
+    seg = json.loads((ddp / "seg" / "segmentation_report.json").read_text())
+    assert seg["num_cases"] == 9 and seg["failed"] == [{"case": FILES[FAILED], "reason": "unreadable"}]
+    assert [c["case"] for c in seg["cases"]] == [
+        "case0", "case1", "case1_2", "case3", "case4", "case5", "case6", "case8", "case_0009"]
+    own = [SegmentationReport(tmp_path / "one", ["lesion"]).add(_seg_batches([i])[0][0])["dice"][0] for i in (1, 2)]
+    assert own[0] != own[1]  # entries 1 and 2 score apart: each row is that entry's own
+    assert [seg["cases"][i]["dice"]["lesion"] for i in (1, 2)] == [round(float(d), 6) for d in own]

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from unimiss_monai.data.image_formats import split_image_name
 
-__all__ = ["CaseNames", "OutputNames", "NAME_KEY", "name_below", "named_inputs", "names_apart", "numbered_repeats"]
+__all__ = ["CaseNames", "OutputNames", "NAME_KEY", "datalist_order", "datalist_place", "name_below", "named_inputs",
+           "names_apart", "numbered_repeats"]
 
 #: the data item key of a case's own name, which names its outputs where the file name would be shared: a DICOM
 #: series folder's path below the scanned folder (``P1/ST1/SE1`` -> ``P1_ST1_SE1``) or a datalist entry's ``name``
@@ -83,6 +84,26 @@ def numbered_repeats(names: Sequence[str]) -> list[str]:
         out.append(final := _free_name(name, given, taken))
         given.add(final.casefold())
     return out
+
+
+def datalist_place(seen: int, rank: int = 0, world: int = 1) -> int:
+    """The datalist place (from 0) of case number ``seen`` (from 0) of rank ``rank`` of ``world`` ranks, as an
+    unshuffled ``DistributedSampler`` with ``even_divisible=False`` (the evaluate configs') deals the entries: in turn
+    to each rank, so item ``i`` of rank ``r`` is entry ``i * world + r``; one process: ``seen`` as it is."""
+    return seen * max(world, 1) + rank
+
+
+def datalist_order(places: Sequence[Sequence[int]], count: int | None = None) -> list[int]:
+    """The order that puts the cases of shards joined rank after rank back in datalist order: indices into the join,
+    by each case's :func:`datalist_place` (``places``: one list per shard, one place per case). A report written in
+    it, its repeated entries numbered in it (:func:`numbered_repeats`), is that of one process whatever the number of
+    ranks: in rank order the second listing of an image dealt to rank 0 and its first to rank 1 would swap names.
+    When the places do not number ``count`` cases (an output transform that gives no row per case), the join order
+    as it is."""
+    joined = [p for shard in places for p in shard]
+    if count is not None and len(joined) != count:
+        return list(range(count))
+    return sorted(range(len(joined)), key=joined.__getitem__)
 
 
 class CaseNames:

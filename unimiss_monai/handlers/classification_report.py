@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unimiss_monai.data.case_names import numbered_repeats
+from unimiss_monai.data.case_names import datalist_order, datalist_place, numbered_repeats
 from unimiss_monai.data.datalists import SHARED_KEY, shared_counts
 from unimiss_monai.data.output_ledger import check_own_file, replacing_own
 from unimiss_monai.data.tolerant import batch_items, failure_of, split_failed
@@ -204,14 +204,8 @@ class ClassificationReport:
             names = [f"case_{len(self._names) + i}" + (f"_rank{rank}" if rank else "") for i in range(len(pred))]
         self._names.extend(names)
         if not failed:  # a batch of cases that all worked: as many as its predictions (a collated batch is one item)
-            self._places[0].extend(self._place(self._seen + i) for i in range(len(pred)))
+            self._places[0].extend(datalist_place(self._seen + i, *rank_and_world()) for i in range(len(pred)))
             self._seen += len(pred)
-
-    def _place(self, seen: int) -> int:
-        """The datalist place of this rank's case number ``seen`` (from 0), as an unshuffled ``DistributedSampler``
-        deals the entries: in turn to each rank (one process: its place as it is)."""
-        rank, world = rank_and_world()
-        return seen * max(world, 1) + rank
 
     def _note_places(self, engine, failed: bool) -> None:
         """Record the datalist place of each case of a batch with a failed case (then its items pair with its
@@ -220,7 +214,7 @@ class ClassificationReport:
             return
         outputs = engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]
         for item, out in zip(batch_items(engine.state.batch), outputs):
-            self._places[bool(failure_of(item, out))].append(self._place(self._seen))
+            self._places[bool(failure_of(item, out))].append(datalist_place(self._seen, *rank_and_world()))
             self._seen += 1
 
     def _write(self, engine) -> None:
@@ -234,16 +228,14 @@ class ClassificationReport:
         preds = [p for shard in shards for p in shard[0]]
         labels = [lab for shard in shards for lab in shard[1]]
         # the cases in datalist order, whatever the number of ranks: the repeat of an entry is the one numbered
-        order = _datalist_order([shard[4][0] for shard in shards])
-        if len(order) != sum(len(p) for p in preds):  # an output_transform that does not give a row per case
-            order = list(range(sum(len(p) for p in preds)))
+        order = datalist_order([shard[4][0] for shard in shards], sum(len(p) for p in preds))
         if preds:
             preds, labels = [torch.cat(preds)[order]], [torch.cat(labels)[order]]
         # entries of one image (two labels of one scan) each keep a row name of their own: a.png, a.png_2
         names = [n for shard in shards for n in shard[2]]
         names = numbered_repeats([names[i] for i in order])
         failed = [f for shard in shards for f in shard[3]]
-        failed = [failed[i] for i in _datalist_order([shard[4][1] for shard in shards])]
+        failed = [failed[i] for i in datalist_order([shard[4][1] for shard in shards], len(failed))]
         for f in failed:
             logger.warning("classification report: FAILED %s: %s", f["case"], f["reason"])
         scored = sum(len(p) for p in preds)
@@ -271,12 +263,6 @@ class ClassificationReport:
         # at the end of the run, after every handler's end-of-epoch step: the report is written first
         failed, total = self._ended_with
         raise_if_failed("evaluation", failed, total, self._listed_in, "scored")
-
-
-def _datalist_order(places: Sequence[Sequence[int]]) -> list[int]:
-    """The order, by datalist place, of the cases of the shards joined (each shard's ``places``, one per case)."""
-    joined = [p for shard in places for p in shard]
-    return sorted(range(len(joined)), key=joined.__getitem__)
 
 
 def _fmt(v: float | None) -> str:

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 from unimiss_monai.conventions import voxel_spacing
-from unimiss_monai.data.case_names import names_apart, numbered_repeats
+from unimiss_monai.data.case_names import datalist_order, datalist_place, names_apart, numbered_repeats
 from unimiss_monai.data.datalists import SHARED_KEY, shared_counts
 from unimiss_monai.data.image_formats import has_pixel_grid, split_image_name
 from unimiss_monai.data.output_ledger import check_own_file, replacing_own
-from unimiss_monai.data.tolerant import split_failed
+from unimiss_monai.data.tolerant import batch_items, failure_of, split_failed
 from unimiss_monai.data.writers import save_bytes
 from unimiss_monai.handlers.forward_failure_guard import guard_forward
 from unimiss_monai.handlers.inference_summary import raise_if_failed
@@ -187,7 +187,11 @@ class SegmentationReport:
     volume's overlay is the axial slice with the most labelled voxels, reoriented to the package's display convention
     by the label's affine. Only numbers and one 2D slice per overlay case are kept, so memory stays flat over large
     evaluations. Under ``torch.distributed`` the cases of all
-    ranks are gathered and rank 0 writes.
+    ranks are gathered and rank 0 writes; the evaluation's sampler should then give each case to one rank only
+    (MONAI's ``DistributedSampler`` with ``even_divisible=False``). The shards are put back in datalist order, as that
+    sampler deals it unshuffled (:func:`~unimiss_monai.data.case_names.datalist_place`), so that the rows, the numbered
+    names of repeated entries (``ct``, ``ct_2``) and the cases of the overlay grid are those of one process whatever
+    the number of ranks.
 
     A case flagged ``failed`` in its batch item (:class:`~unimiss_monai.data.TolerantDataset`; attaching installs
     :func:`~unimiss_monai.handlers.guard_forward` for a failed forward pass) is not scored but listed with its reason
@@ -249,6 +253,8 @@ class SegmentationReport:
         # per case: the image it was read from, and whether its name was given (kept as it is); per view: its case
         self._sources: list[tuple[str | None, bool]] = []
         self._view_cases: list[int] = []
+        self._places: tuple[list[int], list[int]] = ([], [])  # datalist place of each scored and each failed case
+        self._seen = 0  # cases of this rank so far, scored or failed
         self.paths: dict[str, str] = {}
         self._ended_with: tuple[int, int] = (0, 0)  # (failed, all) cases of the report written, on rank 0
 
@@ -271,6 +277,7 @@ class SegmentationReport:
 
     def reset(self, engine: Engine | None = None) -> None:
         self.cases, self.views, self.failed, self._sources, self._view_cases = [], [], [], [], []
+        self._places, self._seen = ([], []), 0
         self._ended_with = (0, 0)
 
     def _masks(self, x: torch.Tensor) -> np.ndarray:
@@ -281,15 +288,17 @@ class SegmentationReport:
             return (x[1:] > 0.5).numpy()
         return as_masks(x[0].numpy(), self.num_classes - 1, x.ndim - 1)
 
-    def add(self, item: dict[str, Any], name: str | None = None) -> dict[str, Any]:
-        """Score one case (``item`` with ``pred``/``label``/optional ``image``) and keep it for the report."""
+    def add(self, item: dict[str, Any], name: str | None = None, place: int | None = None) -> dict[str, Any]:
+        """Score one case (``item`` with ``pred``/``label``/optional ``image``) and keep it for the report; a case of no
+        file name is named by its datalist ``place`` when given (``case_0007``), else by its number in this report."""
         pred, label = item[self.pred_key], item[self.label_key]
         affine = getattr(label, "affine", None)
         source = str((getattr(label, "meta", None) or {}).get("filename_or_obj") or "")
         # mm along each array axis, whatever way the image lies in space; a PNG's identity affine is no grid: pixels
         in_mm = affine is not None and has_pixel_grid(source)
         spacing = list(voxel_spacing(affine, label.ndim - 1)) if in_mm else None
-        case = {"case": name or _case_name(item, (self.label_key, self.image_key), len(self.cases)),
+        index = len(self.cases) if place is None else place
+        case = {"case": name or _case_name(item, (self.label_key, self.image_key), index),
                 "distance_unit": "mm" if in_mm else "pixel"}
         case.update(compute_segmentation_metrics(pred, label, self.num_classes, spacing, self.tolerance,
                                                  surface=self.surface))
@@ -308,11 +317,27 @@ class SegmentationReport:
     def update(self, engine: Engine) -> None:
         outputs, _, failed = split_failed(engine.state.output, engine.state.batch)
         self.failed.extend(failed)
+        worked = self._note_places(engine)
         if failed and not outputs:
             return
         items = self.output_transform(outputs if failed else engine.state.output)
-        for item in items if isinstance(items, list) else [items]:
-            self.add(item)
+        items = items if isinstance(items, list) else [items]
+        for k, item in enumerate(items):
+            self.add(item, place=worked[k] if len(items) == len(worked) else None)
+
+    def _note_places(self, engine: Engine) -> list[int]:
+        """Record the datalist place of each case of this iteration (paired with its output item as
+        :func:`split_failed` pairs them), each scored and each failed one in its list; returns the scored ones'."""
+        outs = engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]
+        items = batch_items(engine.state.batch)
+        paired = len(items) == len(outs)
+        worked: list[int] = []
+        for k, out in enumerate(outs):
+            place = datalist_place(self._seen + k, *rank_and_world())
+            (self._places[1] if paired and failure_of(items[k], out) else worked).append(place)
+        self._seen += len(outs)
+        self._places[0].extend(worked)
+        return worked
 
     def write(self, engine: Engine | None = None) -> dict[str, str]:
         """Write JSON, CSV and PNG; returns their paths (empty on ranks other than 0)."""
@@ -320,15 +345,26 @@ class SegmentationReport:
         # every rank's cases; rank 0 writes. Over the gloo coordination group: the views are CPU arrays (no trip through
         # CUDA for NCCL), and the ranks done first wait for the slowest one's evaluation without the default group's
         # 10 (NCCL) or 30 (gloo) minute limit
-        shards = gather_objects([(cases, views, failed, self._sources, self._view_cases)], coordination_group())
+        shards = gather_objects([(cases, views, failed, self._sources, self._view_cases, self._places)],
+                                coordination_group())
         if rank_and_world()[0] != 0:
             return {}
         cases = [dict(c) for shard in shards for c in shard[0]]
+        # the cases in datalist order, whatever the number of ranks: the repeat of an entry is the one numbered, and
+        # the overlay grid shows the first cases of the datalist
+        order = datalist_order([shard[5][0] for shard in shards], len(cases))
+        at = {joined: k for k, joined in enumerate(order)}  # a case's place in the join -> its row
+        offsets = np.cumsum([0] + [len(shard[0]) for shard in shards])
+        views = sorted(((at[offset + k], view) for shard, offset in zip(shards, offsets)
+                        for view, k in zip(shard[1], shard[4])), key=lambda v: v[0])[: self.max_overlay_cases]
+        cases = [cases[i] for i in order]
         failed = [f for shard in shards for f in shard[2]]
+        failed = [failed[i] for i in datalist_order([shard[5][1] for shard in shards], len(failed))]
         # cases named alike by their files (TotalSegmentator's s0001/ct.nii.gz, s0002/ct.nii.gz) by their image's path
         # below the folder those share, as inference names them (s0001_ct): a report of rows all named "ct" pairs no
         # row with its case
         sources = [src for shard in shards for src in shard[3]]
+        sources = [sources[i] for i in order]
         paths = [src or c["case"] for c, (src, _) in zip(cases, sources)]
         kept = [given or not src for src, given in sources]
         for case, name in zip(cases, names_apart(paths, [c["case"] for c in cases], kept)):
@@ -338,12 +374,10 @@ class SegmentationReport:
         if shared:  # two labels of one image (two raters), or files named alike: each row keeps a name of its own
             for case, name in zip(cases, numbered_repeats([c["case"] for c in cases])):
                 case["case"] = name
-            logger.warning("segmentation report: %s name(s) stood for more than one case (%s), numbered in the run's "
+            logger.warning("segmentation report: %s name(s) stood for more than one case (%s), numbered in datalist "
                            "order (%s_2, ...): give those files names of their own to tell them by name", len(shared),
                            ", ".join(shared[:5]), shared[0])
-        offsets = np.cumsum([0] + [len(shard[0]) for shard in shards])
-        views = [(cases[offset + k]["case"], *view[1:]) for shard, offset in zip(shards, offsets)
-                 for view, k in zip(shard[1], shard[4])][: self.max_overlay_cases]
+        views = [(cases[row]["case"], *view[1:]) for row, view in views]
         self.paths = write_segmentation_report(cases, self.structure_names, self.output_dir, self.prefix, self.surface,
                                                failed, self._checksum, self.split, self.shared_with)
         if views:
