@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import matplotlib.axes
+import pytest
 from ignite.engine import Engine, Events
 
 from unimiss_monai.handlers import LossCurvePlotter
@@ -86,3 +87,75 @@ def test_a_resumed_run_keeps_the_phases_written_before_it(tmp_path):
     (resumed / "curves.json").write_text(json.dumps(earlier))
     history = _run(resumed, first=15)
     assert history["loss"] == earlier["loss"] + written["loss"][14:]
+
+
+def _phase_loader(mode="epoch", ct_epochs=2, length=3):
+    """The bundle's data: a PhaseLoader alternating ``ct_epochs`` CT epochs (or iterations) with one X-ray one."""
+    from unimiss_monai.data.loaders import PhaseLoader, SeededDataset, make_loader
+
+    def loader(name):
+        return make_loader(SeededDataset([{"i": i} for i in range(length)], [], name=name), 1, length)
+
+    return PhaseLoader(loader("ct"), loader("xray"), mode=mode, ct_epochs=ct_epochs, xray_epochs=1, epoch_length=length)
+
+
+def _loader_run(folder, loader, first=1, epochs=4):
+    """Epochs of 3 iterations whose phase is the one ``loader`` gives (as the trainer positions it each epoch);
+    ``first``: resumed at that iteration, the first of an epoch."""
+    engine = Engine(lambda e, b: {"loss": float(e.state.iteration), "phase": b[0]})
+    engine.state.rank = 0
+    LossCurvePlotter(folder / "curves.png").attach(engine)
+    if first > 1:
+        engine.add_event_handler(Events.STARTED, lambda e: setattr(e.state, "iteration", first - 1))
+        engine.add_event_handler(Events.STARTED, lambda e: setattr(e.state, "epoch", (first - 1) // 3))
+    engine.add_event_handler(Events.EPOCH_STARTED, lambda e: loader.set_epoch(e.state.epoch, 0))
+    engine.run(loader, max_epochs=epochs)
+    return json.loads((folder / "curves.json").read_text())
+
+
+@pytest.mark.parametrize("mode", ["epoch", "iteration"])
+def test_a_run_resumed_across_the_upgrade_gives_the_earlier_points_their_phase(tmp_path, mode):
+    """Points written before the phase was recorded ([iteration, value]) get the phase the run's PhaseLoader gives
+    their iterations, which is the phase a run recording them from the start records: the json written has phases."""
+    whole = _loader_run(tmp_path, _phase_loader(mode))
+    assert {p[2] for p in whole["loss"]} == {"ct", "xray"}
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    (resumed / "curves.json").write_text(json.dumps({"loss": [p[:2] for p in whole["loss"][:6]]}))
+    assert _loader_run(resumed, _phase_loader(mode), first=7) == whole
+
+
+@pytest.mark.parametrize("settings", ["changed", "no phase loader"])
+def test_earlier_points_keep_no_phase_where_the_run_cannot_tell_it(tmp_path, caplog, settings):
+    """A rule that contradicts a recorded phase (the settings changed since), or data with no rule, does not give the
+    phase-less points one: they stay [iteration, value], and the log says why."""
+    (tmp_path / "curves.json").write_text(json.dumps({"loss": [[1, 1.0], [2, 2.0], [3, 3.0], [4, 4.0, "xray"],
+                                                               [5, 5.0, "xray"], [6, 6.0, "xray"]]}))
+    if settings == "changed":  # one CT epoch, then X-ray (as recorded at 4-6); now two CT epochs give 4-6 CT
+        history = _loader_run(tmp_path, _phase_loader(ct_epochs=2), first=7, epochs=3)
+        assert "give iteration 4 the ct phase where xray was recorded" in caplog.text
+    else:
+        history = _run(tmp_path, first=7, phases=["ct"] * 9)
+        assert "the run's data is no PhaseLoader" in caplog.text
+    assert history["loss"][:3] == [[1, 1.0], [2, 2.0], [3, 3.0]]
+    assert "values of 3 iterations from 1 to 3" in caplog.text and "drawn as 'phase not recorded'" in caplog.text
+
+
+def test_points_without_a_phase_beside_phased_ones_are_drawn_apart_and_named(tmp_path, monkeypatch):
+    """Curves whose first points have no phase: those are a dotted line of their own, named in the legend, not a
+    line in the CT style."""
+    lines, legends = [], []
+    plot, legend = matplotlib.axes.Axes.plot, matplotlib.axes.Axes.legend
+
+    def record(self, x, y, *args, **kwargs):
+        lines.append((list(x), args[0] if args else None))
+        return plot(self, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", record)
+    monkeypatch.setattr(matplotlib.axes.Axes, "legend", lambda self, handles, **kw: legends.append(
+        [(h.get_label(), h.get_linestyle()) for h in handles]) or legend(self, handles=handles, **kw))
+    plotter = LossCurvePlotter(tmp_path / "curves.png")
+    plotter.history["loss"] = [(1, 1.0), (2, 1.0), (3, 1.0, "ct"), (4, 1.0, "ct"), (5, 3.0, "xray"), (6, 3.0, "xray")]
+    plotter.write()
+    assert sorted(lines) == [([1.0, 2.0], ":")] * 2 + [([3.0, 4.0], "-")] * 2 + [([5.0, 6.0], "--")] * 2
+    assert ("phase not recorded", ":") in legends[0] and ("CT phase", "-") in legends[0]

@@ -33,8 +33,9 @@ def drawn(monkeypatch):
 
     def record(self, *args, **kwargs):
         data = [a for a in args if not isinstance(a, str)]
-        if len(data) >= 2:
-            lines.append(([float(v) for v in data[0]], [float(v) for v in data[1]], kwargs))
+        if len(data) >= 2:  # the line style too, as "fmt"
+            fmt = next((a for a in args if isinstance(a, str)), None)
+            lines.append(([float(v) for v in data[0]], [float(v) for v in data[1]], {**kwargs, "fmt": fmt}))
         return plot(self, *args, **kwargs)
 
     monkeypatch.setattr(matplotlib.axes.Axes, "plot", record)
@@ -88,3 +89,19 @@ def test_curves_without_phases_are_one_phase(tmp_path, drawn):
     figure = _section(tmp_path, _phased(100, phases=False))
     assert "record no phases" in figure.caption and "Shaded" not in figure.caption
     assert any(len(x) == 300 for x, _, _ in drawn)  # one line over all iterations, as before
+
+
+def test_points_without_a_phase_beside_phased_ones_are_drawn_apart_and_said_to_be(tmp_path, drawn):
+    """A run resumed across the version that began recording phases: its first points have none. The report reading
+    the file alone cannot know their phase, so it draws them dotted, in neither phase, and the caption says so."""
+    curves = _phased(50, blocks=("ct", "xray", "ct", "xray"))
+    for values in curves.values():
+        values[:60] = [p[:2] for p in values[:60]]  # iterations 1-60 written by the earlier version
+    figure = _section(tmp_path, curves)
+    style = {i: ":" if i <= 60 else "-" if 100 < i <= 150 else "--" for i in range(1, 201)}
+    for x, _, kwargs in drawn:
+        assert {style[int(i)] for i in x} == {kwargs["fmt"]}, (min(x), max(x), kwargs["fmt"])
+    # raw and mean of the two loss terms, and the teacher entropy among the monitors
+    assert sorted(len(x) for x, _, kwargs in drawn if kwargs["fmt"] == ":") == [60] * 5
+    assert "Iterations 1-60 were written without their phase" in figure.caption
+    assert "drawn dotted as phase not recorded, in neither phase" in figure.caption

@@ -6,21 +6,14 @@ import json
 import logging
 import os
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 from ignite.engine import Engine, Events
 
 from unimiss_monai.data.output_ledger import check_own_files, drawn_by_matplotlib, replacing_own
 from unimiss_monai.data.writers import atomic_path, save_json
-from unimiss_monai.visualize.phase_curves import (
-    PHASE_STYLES,
-    moving_average,
-    phase_blocks,
-    phase_series,
-    phase_styles,
-    points,
-    shade_phases,
-)
+from unimiss_monai.visualize.phase_curves import draw_phase_lines, phase_blocks, phase_lines, phase_styles, shade_phases
 
 __all__ = ["EpochLossMeans", "LossCurvePlotter", "scalar_outputs"]
 
@@ -85,6 +78,9 @@ class LossCurvePlotter:
     The terms summed into ``loss`` change with the phase, so the picture draws each phase of a term as a line of its
     own (CT solid, X-ray dashed), averaged over that phase's iterations only, and shades the phases where they switch
     few enough times to read. Curves written before the phase was recorded (``[iteration, value]``) are one phase.
+    A run resumed from such curves gives their points the phase its data (a
+    :class:`~unimiss_monai.data.loaders.PhaseLoader`) assigns their iterations, where that rule gives every recorded
+    phase, its own first one included; otherwise they stay without one, drawn dotted as ``phase not recorded``.
 
     The values are also written after the first iteration, every ``write_every`` iterations and after every epoch; a
     resumed run (its first iteration is not the first) starts from those of the iterations before it, so the curves
@@ -143,10 +139,12 @@ class LossCurvePlotter:
         first = self._first is None
         if first:  # decided once: a resumed run continues the values written before it
             self._first = engine.state.iteration
-            if self._first > 1:
-                self.history = self._earlier_history(self._first)
         output = engine.state.output
         phase = output.get("phase") if isinstance(output, dict) else None
+        if first and self._first > 1:
+            self.history = self._earlier_history(self._first)
+            if isinstance(phase, str):  # a trainer that records phases: the earlier points need theirs too
+                self._give_phases(engine, phase)
         # the phase of each point: the picture must know where the summed terms change (a phase-less trainer: none)
         tail = (phase,) if isinstance(phase, str) else ()
         for k, v in scalar_outputs(output).items():
@@ -190,6 +188,33 @@ class LossCurvePlotter:
                            last + 1, iteration - 1)
         return history
 
+    def _give_phases(self, engine: Engine, phase: str) -> None:
+        """Give the points written without a phase (by a version before it recorded them) the phase the run's data
+        assigns their iterations. Only where that rule is known and gives every phase recorded (this iteration's
+        ``phase`` and the file's) is it the rule those points were trained under; otherwise they keep none, and the
+        picture draws them as such rather than in a phase that may be wrong. Like the resume itself, which positions
+        the data by these settings, it takes the settings to be those the earlier run was started with."""
+        unrecorded = sorted({p[0] for values in self.history.values() for p in values if len(p) == 2})
+        if not unrecorded:
+            return
+        rule = _phase_rule(engine)
+        recorded = {p[0]: p[2] for values in self.history.values() for p in values if len(p) == 3}
+        recorded[engine.state.iteration] = phase
+        wrong = next((i for i in sorted(recorded) if rule is not None and rule(i) != recorded[i]), None)
+        span = f"{len(unrecorded)} iterations from {unrecorded[0]} to {unrecorded[-1]}"
+        if rule is None or wrong is not None:
+            why = ("the run's data is no PhaseLoader, whose settings would give them" if rule is None else
+                   f"the run's phase settings give iteration {wrong} the {rule(wrong)} phase where {recorded[wrong]} "
+                   "was recorded: they changed since")
+            logger.warning("loss curves: the values of %s in %s were written without their phase (by a version "
+                           "before it recorded them) and %s; they are drawn as 'phase not recorded'",
+                           span, self.path.with_suffix(".json"), why)
+            return
+        for k, values in self.history.items():
+            self.history[k] = [(*p, rule(p[0])) if len(p) == 2 else p for p in values]
+        logger.info("loss curves: the values of %s, written without their phase, have the phase the run's data "
+                    "assigns them", span)
+
     def write_values(self, engine: Engine | None = None, even_empty: bool = False) -> None:
         """Write the values recorded so far (rank 0), so a killed run's resume continues them."""
         if engine is not None and getattr(engine.state, "rank", 0) != 0 or not (self.history or even_empty):
@@ -212,10 +237,7 @@ class LossCurvePlotter:
         for ax, keys, title in zip(axes[0], panels, ("loss terms", "collapse monitors")):
             shade_phases(ax, blocks)
             for k, colour in zip(keys, _colours()):
-                for n, (it, val, phase) in enumerate(phase_series(*points(self.history[k]))):
-                    style = PHASE_STYLES.get(phase, "-")
-                    ax.plot(it, val, style, alpha=0.25, color=colour, marker="." if len(it) == 1 else None)
-                    ax.plot(it, moving_average(val, self.smoothing), style, color=colour, label=None if n else k)
+                draw_phase_lines(ax, phase_lines(self.history[k]), self.smoothing, colour, phases, label=k)
             if keys is losses and all(p[1] > 0 for k in keys for p in self.history[k]):
                 ax.set_yscale("log")
             ax.set_xlabel("iteration")
@@ -226,6 +248,19 @@ class LossCurvePlotter:
         with replacing_own(self.path, self.path.parent), atomic_path(self.path) as tmp:
             fig.savefig(tmp, dpi=100, format="png")
         self.write_values()
+
+
+def _phase_rule(engine: Engine) -> Callable[[int], str] | None:
+    """The phase of each (1-based) iteration of ``engine``'s run, from its data's settings alone: a
+    :class:`~unimiss_monai.data.loaders.PhaseLoader` alternates the phases by epoch or by iteration in the epoch
+    (``phase_of``), so the phase is a function of the iteration, the epoch length and those settings; ``None`` for
+    data that is not alike."""
+    loader, length = getattr(engine.state, "dataloader", None), getattr(engine.state, "epoch_length", None)
+    if not callable(getattr(loader, "phase_of", None)) or getattr(loader, "mode", None) not in ("epoch", "iteration") \
+            or not isinstance(length, int) or length < 1:
+        return None
+    by_iteration = loader.mode == "iteration"
+    return lambda i: loader.phase_of((i - 1) % length if by_iteration else (i - 1) // length)
 
 
 def _colours():

@@ -4,7 +4,9 @@ A phase switch changes which terms are summed into ``loss`` and what the teacher
 nothing about the other's: each phase of a term is a line of its own (:func:`phase_series`, in its own line style),
 averaged over that phase's iterations only, and the blocks of each phase are shaded with its name where they are few
 enough to read. Points are ``[iteration, value]`` or ``[iteration, value, phase]``
-(``loss_curves.json``); curves written before the phase was recorded are one block of unknown phase.
+(``loss_curves.json``); curves written before the phase was recorded are one block of unknown phase. Beside points
+of a recorded phase (a run resumed across the version that began recording them), phase-less points are a line of
+their own in a neutral style, named as such in the legend: they are not put into a phase the file does not give.
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["PHASE_LABELS", "PHASE_STYLES", "Segment", "moving_average", "phase_blocks", "phase_series", "phase_styles",
-           "points", "shade_phases"]
+__all__ = ["PHASE_LABELS", "PHASE_STYLES", "UNRECORDED_STYLE", "Segment", "draw_phase_lines", "finite_points",
+           "line_style", "moving_average", "phase_blocks", "phase_lines", "phase_series", "phase_styles", "points",
+           "shade_phases"]
 
 #: how each phase is named in a picture, and its background shade (light, so every curve colour reads on it)
 PHASE_LABELS = {"ct": ("CT", "#fbe3c8"), "xray": ("X-ray", "#d6e6f5")}
 #: the line style of each phase: a term keeps its colour in every phase, its phase shows in the line
 PHASE_STYLES = {"ct": "-", "xray": "--"}
+#: the line style of points without a phase beside points with one: neither phase's, as their phase is unknown
+UNRECORDED_STYLE = ":"
 #: more blocks than this are not shaded one by one (phases alternating by iteration): the picture would be a blur
 MAX_SHADED_BLOCKS = 60
 
@@ -60,6 +65,47 @@ def phase_series(x: np.ndarray, y: np.ndarray, phases: Sequence[str | None]) -> 
     return [(x[marks == str(phase)], y[marks == str(phase)], phase) for phase in dict.fromkeys(phases)]
 
 
+def finite_points(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The points of ``(x, y)`` whose value is finite (no NaN or infinity)."""
+    keep = np.isfinite(y)
+    return x[keep], y[keep]
+
+
+def phase_lines(values: Sequence, finite: bool = False) -> list[Segment]:
+    """:func:`phase_series` of one curve's points; ``finite``: NaN and infinite values left out (a caller that draws
+    only the finite values says the others in words)."""
+    lines = phase_series(*points(values))
+    return [(*finite_points(x, y), phase) for x, y, phase in lines] if finite else lines
+
+
+def line_style(phase: str | None, phases: Sequence[str | None]) -> str:
+    """The line style of ``phase`` in a picture of ``phases``: a point without a phase is drawn in
+    :data:`UNRECORDED_STYLE` where some points have one, and solid where none has (the whole curve is one)."""
+    if phase is None:
+        return UNRECORDED_STYLE if any(p is not None for p in phases) else "-"
+    return PHASE_STYLES.get(phase, "-")
+
+
+def draw_phase_lines(ax, lines: Sequence[Segment], window: int, colour, phases: Sequence[str | None],
+                     label: str | None = None, lw: tuple[float | None, float | None] = (None, None),
+                     faint: float = 0.25) -> bool:
+    """Draw one term's :func:`phase_lines` on ``ax`` in ``colour``, each in its :func:`line_style`: the raw values
+    (alpha ``faint``, a dot for a single point) under their centred moving average over ``window`` of that phase's
+    points; where ``window`` is 1 the raw line alone, at full strength. ``phases``: those of the whole picture.
+    ``lw``: the widths of the raw and the averaged lines (None: matplotlib's). ``label`` names the first line's
+    average (its raw line where it has none) in the legend. Returns whether an average was drawn."""
+    averaged = False
+    for n, (x, y, phase) in enumerate(lines):
+        style, name = line_style(phase, phases), None if n else label
+        smooth = window > 1 and len(y) > 1  # an average of one point is no line
+        ax.plot(x, y, style, lw=lw[0], alpha=faint if window > 1 else 1.0, color=colour,
+                marker="." if len(y) == 1 else None, label=None if smooth else name)
+        if smooth:
+            ax.plot(x, moving_average(y, window), style, lw=lw[1], color=colour, label=name)
+            averaged = True
+    return averaged
+
+
 def moving_average(y: np.ndarray, n: int) -> np.ndarray:
     """Centred mean of ``y`` over ``n`` points, over fewer at the ends (no padding that invents values); ``n`` <= 1
     returns ``y``. Apply it to one block's values: it averages whatever it is given."""
@@ -94,12 +140,14 @@ def shade_phases(ax, blocks: Sequence[Block], label: bool = True) -> bool:
 
 
 def phase_styles(phases: Sequence[str | None]) -> list:
-    """Legend entries of the line style of each of ``phases`` (``CT phase`` solid, ``X-ray phase`` dashed); none for
-    one phase alone."""
+    """Legend entries of the line style of each of ``phases`` (``CT phase`` solid, ``X-ray phase`` dashed, and
+    ``phase not recorded`` dotted beside a recorded one); none for one phase alone."""
     from matplotlib.lines import Line2D
 
     known = [p for p in dict.fromkeys(phases) if p is not None]
-    if len(known) < 2:
+    unrecorded = None in phases and bool(known)
+    if len(known) + unrecorded < 2:
         return []
-    return [Line2D([], [], color="dimgray", ls=PHASE_STYLES.get(p, ":"), label=PHASE_LABELS.get(p, (p,))[0] + " phase")
-            for p in known]
+    names = [PHASE_LABELS.get(p, (p,))[0] + " phase" for p in known] + ["phase not recorded"] * unrecorded
+    return [Line2D([], [], color="dimgray", ls=line_style(p, phases), label=name)
+            for p, name in zip(known + [None] * unrecorded, names)]

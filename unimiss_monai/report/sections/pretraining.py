@@ -9,9 +9,10 @@ import numpy as np
 from unimiss_monai.visualize.phase_curves import (
     PHASE_LABELS,
     PHASE_STYLES,
-    moving_average,
+    draw_phase_lines,
+    finite_points,
     phase_blocks,
-    phase_series,
+    phase_lines,
     phase_styles,
     points,
     shade_phases,
@@ -31,16 +32,6 @@ def _series(values) -> tuple[np.ndarray, np.ndarray]:
     return points(values)[:2]
 
 
-def _finite(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    keep = np.isfinite(y)
-    return x[keep], y[keep]
-
-
-def _phase_lines(values) -> list:
-    """The finite points of one curve of ``loss_curves.json``, a line per phase: ``[(x, y, phase), ...]``."""
-    return [(*_finite(x, y), phase) for x, y, phase in phase_series(*points(values))]
-
-
 def _loss_figure(curves: dict) -> tuple[bytes, str]:
     """The loss terms, one panel each, and the caption of what was drawn: each phase of a term a line of its own (the
     terms summed into ``loss`` change with the phase), averaged over that phase's iterations only; the phases shaded
@@ -49,7 +40,7 @@ def _loss_figure(curves: dict) -> tuple[bytes, str]:
 
     terms = [k for k in curves if k not in MONITORS]
     blocks = phase_blocks({k: curves[k] for k in terms})
-    lines = {term: _phase_lines(curves[term]) for term in terms}
+    lines = {term: phase_lines(curves[term], finite=True) for term in terms}
     # a window of a 25th of the longest phase's line: one phase's course, not the run's, is what is smoothed
     window = max(1, max((len(x) for parts in lines.values() for x, _, _ in parts), default=0) // 25)
     cols = max(1, min(3, len(terms)))
@@ -60,13 +51,8 @@ def _loss_figure(curves: dict) -> tuple[bytes, str]:
     phases = [b[2] for b in blocks]
     for ax, term in zip(axes, terms):
         shaded = shade_phases(ax, blocks) or shaded
-        for x, y, phase in lines[term]:
-            style, one = PHASE_STYLES.get(phase, "-"), len(y) == 1  # one point: a dot, as a line needs two
-            ax.plot(x, y, style, lw=0.6, alpha=0.35 if window > 1 else 1.0, color="tab:blue",
-                    marker="." if one else None)
-            if window > 1 and len(y) > 1:
-                ax.plot(x, moving_average(y, window), style, lw=1.6, color="tab:blue")
-                smoothed = True
+        drawn = draw_phase_lines(ax, lines[term], window, "tab:blue", phases, lw=(0.6, 1.6), faint=0.35)
+        smoothed = drawn or smoothed
         if (styles := phase_styles(phases)) and ax is axes[0]:
             ax.legend(handles=styles, fontsize=7)
         ax.set_title(term, fontsize=10)
@@ -96,6 +82,11 @@ def _loss_caption(blocks: list, window: int, shaded: bool) -> str:
                     f" The phases switch {len(blocks) - 1} times, too often to shade.")
     elif not phases:
         caption += " The curves record no phases (written by a version before it recorded them): drawn as one."
+    unrecorded = [(a, b) for a, b, phase in blocks if phase is None]
+    if unrecorded and phases:  # a run resumed across the version that began recording them
+        spans = ", ".join(f"{a:g}-{b:g}" if b > a else f"{a:g}" for a, b in unrecorded)
+        caption += (f" Iterations {spans} were written without their phase (by a version before it recorded them): "
+                    "drawn dotted as phase not recorded, in neither phase, since the file does not say which it was.")
     return caption
 
 
@@ -107,16 +98,16 @@ def _monitor_figure(curves: dict, out_dim: int | None) -> tuple[bytes, bool]:
     ax1, ax2 = fig.subplots(1, 2)
     blocks = phase_blocks({k: v for k, v in curves.items() if k in MONITORS})
     shaded = [shade_phases(ax, blocks) for ax in (ax1, ax2)][0]
+    phases = [b[2] for b in blocks]
     for name, colour in (("teacher_entropy", "tab:blue"), ("teacher_batch_entropy", "tab:orange")):
-        for n, (x, y, phase) in enumerate(_phase_lines(curves.get(name, []))):
-            ax1.plot(x, y, PHASE_STYLES.get(phase, "-"), lw=1.4, color=colour, label=None if n else name)
+        draw_phase_lines(ax1, phase_lines(curves.get(name, []), finite=True), 1, colour, phases, name, lw=(1.4, None))
     if out_dim:
         ax1.axhline(math.log(out_dim), color="grey", ls=":", lw=1, label=f"log K (uniform, K={out_dim})")
     ax1.axhline(0, color="black", lw=0.5)
     ax1.set(title="teacher entropy (nats)", xlabel="iteration")
-    ax1.legend(handles=ax1.get_legend_handles_labels()[0] + phase_styles([b[2] for b in blocks]), fontsize=8)
-    for x, y, phase in _phase_lines(curves.get("center_norm", [])):
-        ax2.plot(x, y, PHASE_STYLES.get(phase, "-"), lw=1.4, color="tab:green")
+    ax1.legend(handles=ax1.get_legend_handles_labels()[0] + phase_styles(phases), fontsize=8)
+    centre = phase_lines(curves.get("center_norm", []), finite=True)
+    draw_phase_lines(ax2, centre, 1, "tab:green", phases, lw=(1.4, None))
     ax2.set(title="DINO centre norm", xlabel="iteration")
     fig.tight_layout()
     return figure_png(fig), shaded
@@ -199,7 +190,7 @@ def collapse_verdict(curves: dict, out_dim: int | None, tail: int = 20, margin: 
     of log K (uniform output) or of 0 (one prototype); empty when it stays between or is unknown."""
     if "teacher_entropy" not in curves or not out_dim or out_dim < 2:
         return ""
-    _, y = _finite(*_series(curves["teacher_entropy"]))  # non-finite values are reported by non_finite_note
+    _, y = finite_points(*_series(curves["teacher_entropy"]))  # non-finite values are reported by non_finite_note
     if not len(y):
         return ""
     end, top = float(np.mean(y[-tail:])), math.log(out_dim)
