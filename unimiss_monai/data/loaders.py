@@ -250,6 +250,12 @@ class PhaseLoader:
         """Phase of 0-based epoch (``mode="epoch"``) or iteration-in-epoch (``mode="iteration"``) number ``step``."""
         return "ct" if step % (self.blocks["ct"] + self.blocks["xray"]) < self.blocks["ct"] else "xray"
 
+    def phase_at(self, iteration: int) -> str:
+        """Phase of the run's 1-based ``iteration`` (ignite's count over all epochs): the one rule that both draws the
+        batches and tells a resumed run's loss curves which phase its earlier points were in."""
+        epoch, it = divmod(iteration - 1, self.epoch_length)
+        return self.phase_of(it if self.mode == "iteration" else epoch)
+
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         """1-based ``epoch`` (ignite's count); skip its first ``start`` iterations (mid-epoch resume)."""
         self.epoch, self.start = epoch, start
@@ -271,5 +277,5 @@ class PhaseLoader:
             if self.mode == "iteration" or self.phase_of(e) == phase:
                 iters[phase] = iter(loader)
         for it in range(self.start, self.epoch_length):
-            phase = self.phase_of(it if self.mode == "iteration" else e)
+            phase = self.phase_at(e * self.epoch_length + it + 1)
             yield phase, next(iters[phase])

@@ -253,14 +253,11 @@ class LossCurvePlotter:
 def _phase_rule(engine: Engine) -> Callable[[int], str] | None:
     """The phase of each (1-based) iteration of ``engine``'s run, from its data's settings alone: a
     :class:`~unimiss_monai.data.loaders.PhaseLoader` alternates the phases by epoch or by iteration in the epoch
-    (``phase_of``), so the phase is a function of the iteration, the epoch length and those settings; ``None`` for
-    data that is not alike."""
+    (``phase_at``); ``None`` for data that is not alike, or whose epoch length is not the run's."""
     loader, length = getattr(engine.state, "dataloader", None), getattr(engine.state, "epoch_length", None)
-    if not callable(getattr(loader, "phase_of", None)) or getattr(loader, "mode", None) not in ("epoch", "iteration") \
-            or not isinstance(length, int) or length < 1:
+    if not callable(getattr(loader, "phase_at", None)) or getattr(loader, "epoch_length", None) != length:
         return None
-    by_iteration = loader.mode == "iteration"
-    return lambda i: loader.phase_of((i - 1) % length if by_iteration else (i - 1) // length)
+    return loader.phase_at
 
 
 def _colours():
