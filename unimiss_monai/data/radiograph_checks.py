@@ -77,6 +77,9 @@ def check_label_on_radiograph(label: torch.Tensor, image: torch.Tensor, label_so
         return  # a DICOM label that gives no pixel size lies on its image's pixels, as a PNG label does
     a_img, a_lab = getattr(image, "affine", None), getattr(label, "affine", None)
     if a_img is not None and a_lab is not None:
-        # a DICOM takes its header's pixel size where its reader left 1 mm (grey_radiograph, the label transforms)
+        # a DICOM takes its header's pixel size where its reader left 1 mm. The label transforms have given it to the
+        # label, and AsGreyRadiograph (grey_radiograph) to the image, but not every caller did: this function is
+        # public, and LabelMapToMasksd takes an image that came through no AsGreyRadiograph. Done twice it changes
+        # nothing: an affine at the header's size is no longer the reader's 1 mm
         a_img, a_lab = header_affine(a_img, image_source), header_affine(a_lab, label_source)
         check_same_plane(a_img, a_lab, image_source, label_source)
