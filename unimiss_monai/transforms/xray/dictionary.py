@@ -27,9 +27,9 @@ class AsGreyRadiographd(MapTransform):
     """Dictionary version of :class:`AsGreyRadiograph`."""
 
     def __init__(self, keys: KeysCollection, invert_monochrome1: bool = True, luminance: bool = False,
-                 min_size: int = 16, allow_missing_keys: bool = False) -> None:
+                 min_size: int = 16, allow_missing_keys: bool = False, chest: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.converter = AsGreyRadiograph(invert_monochrome1, luminance, min_size)
+        self.converter = AsGreyRadiograph(invert_monochrome1, luminance, min_size, chest)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)

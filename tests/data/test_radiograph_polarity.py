@@ -1,0 +1,124 @@
+"""A chest radiograph stored as a negative (a PNG exported inverted, a DICOM whose pixels contradict its
+MONOCHROME1/2 tag: air bright, bone dark) is said in a warning naming the file and the fix, once per file, where the
+image is meant to be a chest film (``AsGreyRadiograph(chest=True)``); a positive is not, nor any image elsewhere."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from monai.transforms import LoadImage
+
+from unimiss_monai.data.dicom_series import new_dicom_dataset
+from unimiss_monai.data.locators import find_real_radiograph
+from unimiss_monai.data.phantom import make_ct_phantom
+from unimiss_monai.data.radiograph_polarity import NEGATIVE_BELOW, chest_polarity, warn_if_negative_chest
+from unimiss_monai.data.writers import save_png
+from unimiss_monai.drr import Pose, render, to_radiograph
+from unimiss_monai.transforms import AsGreyRadiograph
+
+LOGGER = "unimiss_monai.data.radiograph_polarity"
+FIX = "export it as MONOCHROME2"
+#: the smallest score of a positive, and of a negative the largest, measured over the real film, DRRs of the real
+#: chest CT and the phantoms (radiograph_polarity): the phantoms' DRRs here must keep that margin
+MARGIN = 0.176
+
+
+@pytest.fixture(scope="module")
+def drrs() -> list[np.ndarray]:
+    """8-bit DRRs ``(X, Y)`` of the chest phantom the synthetic sample sets use: AP, PA, posed, and a lateral."""
+    ph = make_ct_phantom(shape=(40, 40, 32), spacing=(10.0, 10.0, 11.0), seed=0)
+    views = ["AP", "PA", Pose("AP", rotation=(5.0, -4.0, 8.0), translation=(15.0, 0.0, -20.0)), "LAT_LEFT"]
+    images = render(ph.hu, ph.affine, views=views, detector_shape=(64, 64), pixel_spacing=7.0)
+    return [to_radiograph(d, bits=8).T for d in images]  # (H, W) rows top to bottom -> (X, Y), as a file loads
+
+
+def _named(pixels: np.ndarray, name: str) -> MetaTensor:
+    return MetaTensor(torch.as_tensor(pixels, dtype=torch.float32)[None], meta={"filename_or_obj": name})
+
+
+def _messages(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == LOGGER]
+
+
+def test_phantom_drrs_and_their_inverses_are_told_apart_with_the_measured_margin(drrs):
+    for image in drrs:
+        assert chest_polarity(_named(image, "p")) >= MARGIN
+        assert chest_polarity(_named(255 - image, "n")) <= -MARGIN
+    assert MARGIN > -NEGATIVE_BELOW  # a negative lies below the threshold by a margin too
+
+
+def test_no_verdict_on_a_flat_or_tiny_image():
+    assert chest_polarity(torch.ones(1, 64, 64)) is None
+    assert chest_polarity(torch.rand(1, 15, 64)) is None
+    assert not warn_if_negative_chest(torch.ones(1, 64, 64), "flat.png")
+
+
+def test_an_inverted_png_warns_once_naming_the_file_and_the_fix(drrs, tmp_path, caplog):
+    positive, negative = tmp_path / "positive.png", tmp_path / "negative.png"
+    save_png(drrs[0].T, positive)  # save_png takes rows x columns
+    save_png(255 - drrs[0].T, negative)
+    load, chest = LoadImage(image_only=True, ensure_channel_first=True), AsGreyRadiograph(chest=True)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        chest(load(str(positive)))
+        assert _messages(caplog) == []
+        for _ in range(2):  # the epochs of a run: said once
+            grey = chest(load(str(negative)))
+    (message,) = _messages(caplog)
+    assert message.startswith(f"{negative}: looks like a negative, air brighter than bone") and FIX in message
+    assert "invert it" in message
+    # the image goes on as it was read: a warning, never a refusal or a silent change
+    torch.testing.assert_close(grey.as_tensor()[0], torch.as_tensor(255 - drrs[0], dtype=grey.dtype))
+
+
+def test_only_images_meant_as_chest_films_are_judged(drrs, tmp_path, caplog):
+    negative = tmp_path / "knee_negative.png"
+    save_png(255 - drrs[1].T, negative)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        AsGreyRadiograph()(LoadImage(image_only=True, ensure_channel_first=True)(str(negative)))
+    assert _messages(caplog) == []
+
+
+def _dicom(path, pixels_xy: np.ndarray, photometric: str) -> str:
+    rows, cols = pixels_xy.shape[1], pixels_xy.shape[0]
+    ds = new_dicom_dataset("1.2.840.10008.5.1.4.1.1.1.1", "DX", rows, cols, signed=False)
+    ds.PhotometricInterpretation = photometric
+    ds.PixelData = np.ascontiguousarray(pixels_xy.T).astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return str(path)
+
+
+@pytest.mark.parametrize("reader", ["ITKReader", "PydicomReader"])
+def test_a_dicom_whose_pixels_contradict_its_tag_warns(drrs, tmp_path, caplog, reader):
+    image = drrs[0].astype(np.uint16) * 16
+    files = {
+        "right_m2.dcm": (image, "MONOCHROME2", False),
+        "right_m1.dcm": (4095 - image, "MONOCHROME1", False),  # stored inverted and said so: read the right way up
+        "wrong_m2.dcm": (4095 - image, "MONOCHROME2", True),
+        "wrong_m1.dcm": (image, "MONOCHROME1", True),
+    }
+    load, chest = LoadImage(image_only=True, ensure_channel_first=True, reader=reader), AsGreyRadiograph(chest=True)
+    for name, (pixels, tag, negative) in files.items():
+        path = _dicom(tmp_path / f"{reader}_{name}", pixels, tag)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            chest(load(path))
+        said = _messages(caplog)
+        assert len(said) == negative and all(m.startswith(path) and FIX in m for m in said), (name, said)
+
+
+def test_the_real_chest_film_and_its_negative(caplog):
+    film = find_real_radiograph()
+    if film is None:
+        pytest.skip("pydicom-data (RG1_UNCR.dcm, a real PA chest CR) is not installed")
+    load = LoadImage(image_only=True, ensure_channel_first=True, reader="PydicomReader")
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        AsGreyRadiograph(chest=True)(load(str(film)))
+        assert _messages(caplog) == []
+        # its stored MONOCHROME1 pixels, left as they are: the film as a negative
+        AsGreyRadiograph(invert_monochrome1=False, chest=True)(load(str(film)))
+    (message,) = _messages(caplog)
+    assert message.startswith(f"{film}: looks like a negative") and FIX in message

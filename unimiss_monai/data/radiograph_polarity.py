@@ -1,0 +1,82 @@
+"""Whether a frontal chest radiograph is a negative: a PNG exported inverted, or a DICOM whose MONOCHROME1/2 tag
+contradicts its pixels, so that air is bright and bone dark. Read as it is, it was segmented or classified as a
+radiograph, and its masks and findings were of an inverted image, reported as a success.
+
+On a frontal (PA or AP) chest film, positive, the lungs and the air beside the body (the darkest pixels) lie out to
+the sides and the spine and mediastinum (among the brightest) down the middle; on a negative it is the other way
+round. :func:`chest_polarity` measures that on the image's inner part (a border of :data:`BORDER` left out each side,
+where a CR film's collimation is bright and a label may be burnt in): how much farther from the middle column its
+darkest quarter of pixels lies than its brightest quarter. It looks at where the dark pixels lie, not at how dark the
+border is: collimated borders are bright on a positive too.
+
+Measured on the real PA film ``RG1_UNCR.dcm`` (CR, collimated borders; cropped to its middle and to its upper half
+too), DRRs of the real chest CT (AP and PA, fields of 300 to 448 mm, poses up to 15 degrees and 50 mm off, line
+integrals and 8-bit), the chest sample sets' radiographs and the test phantoms' DRRs, every positive scored 0.176 or
+more and each of them inverted (and DRRs of detected intensity, air bright) -0.176 or less. Outside that: a lateral
+film whose field holds no air in front of and behind the chest scored down to -0.09, and a crop with the spine off to
+one side (a spot view, a film cut by a third) down to -0.42; the message names both. A film of another body part
+has no such layout: the check is for the chest bundles only, and it warns, never refuses.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+
+from unimiss_monai.utils.once import first_time
+
+__all__ = ["BORDER", "NEGATIVE_BELOW", "NEGATIVE_CHEST", "chest_polarity", "warn_if_negative_chest"]
+
+logger = logging.getLogger(__name__)
+
+#: topic of :func:`~unimiss_monai.utils.once.first_time`: each file is said once in a run
+NEGATIVE_CHEST = "negative chest radiograph"
+#: share of each side left out: a CR film's collimated border (bright on a positive) lies within it
+BORDER = 0.125
+#: pixels along each side of the grid the image is averaged onto: lungs and mediastinum stay apart, a 9-Mpixel film
+#: costs little, and a 64-pixel DRR and a full-size film are judged at one scale
+GRID = 64
+#: score under which a chest radiograph is said to be a negative: positives scored 0.176 or more, negatives -0.176
+#: or less. A little under halfway, so that an image with no layout to speak of (noise scores -0.1 to 0.17 at 16
+#: pixels, about 0 larger) is seldom called one
+NEGATIVE_BELOW = -0.05
+#: fewest pixels along each side for a verdict (the smallest radiograph the transforms take)
+MIN_SIDE = 16
+
+
+def chest_polarity(grey: torch.Tensor) -> float | None:
+    """How much farther from the middle column the darkest quarter of a grey ``(1, X, Y)`` chest radiograph's inner
+    pixels lies than its brightest quarter, in half-widths of the inner part (-1 to 1; X runs across the image, along
+    a row): above 0 for a positive (lungs and air dark, out to the sides), below 0 for a negative. ``None`` where
+    there is no verdict: a side under :data:`MIN_SIDE` pixels, or inner pixels of one grey level."""
+    values = torch.as_tensor(grey).detach()
+    if values.ndim != 3 or min(values.shape[1:]) < MIN_SIDE:
+        return None
+    small = F.adaptive_avg_pool2d(values[None, :1].float(), (GRID, GRID))[0, 0].double()
+    cut = round(GRID * BORDER)
+    inner = small[cut:GRID - cut, cut:GRID - cut]
+    half = inner.shape[0] / 2
+    # how far each pixel's column lies from the middle, in half-widths
+    across = ((torch.arange(inner.shape[0], dtype=inner.dtype) + 0.5 - half).abs() / half)[:, None].expand_as(inner)
+    low, high = torch.quantile(inner.reshape(-1), torch.tensor([0.25, 0.75], dtype=inner.dtype))
+    if low >= high:
+        return None
+    return float(across[inner <= low].mean() - across[inner >= high].mean())
+
+
+def warn_if_negative_chest(grey: torch.Tensor, source: str) -> bool:
+    """Warn, once per ``source`` in a run, when a grey ``(1, X, Y)`` frontal chest radiograph looks like a negative
+    (:func:`chest_polarity` under :data:`NEGATIVE_BELOW`); whether it does. The image is used as it is."""
+    score = chest_polarity(grey)
+    if score is None or score >= NEGATIVE_BELOW:
+        return False
+    if first_time(NEGATIVE_CHEST, source):
+        logger.warning("%s: looks like a negative, air brighter than bone (its darkest pixels lie down the middle, "
+                       "where a chest film's spine and mediastinum are bright: polarity %.2f, a positive scores "
+                       "above 0), so its masks and findings are of an inverted image; invert it, or export it as "
+                       "MONOCHROME2 (a DICOM whose pixels contradict its MONOCHROME1/2 tag: correct the tag). A "
+                       "lateral film or a crop with the spine off to one side can look so too: these bundles take "
+                       "whole frontal (PA/AP) chest films", source, score)
+    return True
