@@ -122,3 +122,23 @@ def test_the_real_chest_film_and_its_negative(caplog):
         AsGreyRadiograph(invert_monochrome1=False, chest=True)(load(str(film)))
     (message,) = _messages(caplog)
     assert message.startswith(f"{film}: looks like a negative") and FIX in message
+
+
+def test_a_process_started_by_spawn_receives_the_negatives_already_warned_of(drrs, monkeypatch, caplog):
+    """A data-loading worker started by spawn imports the modules afresh: the transform it is sent carries what the
+    run's check of its data said, so the worker does not say it again, every epoch."""
+    import pickle
+    from multiprocessing.reduction import ForkingPickler
+
+    from unimiss_monai.utils import once
+
+    negative = _named(255 - drrs[0], "sent_negative.png")
+    transform = AsGreyRadiograph(chest=True)
+    plain = pickle.dumps(transform)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        transform(negative)
+        sent = ForkingPickler.dumps(transform)  # as a DataLoader sends its data set to a worker it spawns
+        monkeypatch.setattr(once, "_SAID", {})  # the worker's own, fresh module
+        pickle.loads(sent)(negative)
+    assert sum(FIX in m for m in _messages(caplog)) == 1
+    assert pickle.dumps(transform) == plain  # the disk cache's key of the transform is what was said or not

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Hashable, Mapping, Sequence
-from multiprocessing.reduction import ForkingPickler
 
 import numpy as np
 import torch
@@ -23,7 +22,7 @@ from monai.utils import convert_to_dst_type
 from unimiss_monai.data.dicom_pixel_size import on_image_grid, with_header_pixel_size
 from unimiss_monai.data.radiograph_checks import check_label_on_radiograph
 from unimiss_monai.data.xray import drop_trailing_singletons, source_name
-from unimiss_monai.utils.once import first_time, is_said, said, take_said
+from unimiss_monai.utils.once import first_time, is_said, sent_with_said
 
 __all__ = ["LabelMapToMasks", "LabelMapToMasksD", "LabelMapToMasksDict", "LabelMapToMasksd"]
 
@@ -31,7 +30,8 @@ logger = logging.getLogger(__name__)
 
 #: the topic of :mod:`unimiss_monai.utils.once` under which label files warned of as two-sided are kept: once per file
 #: in a run. A data-loading worker forked after the run's check of its data inherits them; one spawned (macOS,
-#: Windows, forkserver) receives them with the transform (:func:`_to_worker`); ranks pool them after a dealt-out check
+#: Windows, forkserver) receives them with the transform (:func:`~unimiss_monai.utils.once.sent_with_said`); ranks
+#: pool them after a dealt-out check
 TWO_SIDED = "two-sided label"
 
 
@@ -167,21 +167,6 @@ class LabelMapToMasksd(MapTransform):
         return d
 
 
-def _to_worker(converter: LabelMapToMasks) -> tuple:
-    """How multiprocessing sends a :class:`LabelMapToMasks` to a process it starts: with the files this one said,
-    since a spawned worker imports this module afresh and said each again, every epoch. Plain pickling is left as
-    it is: the disk cache keys its entries by the transforms pickled."""
-    return _from_parent, (converter.__dict__, said(TWO_SIDED))
-
-
-def _from_parent(state: dict, parent_said: dict[str, list[str]]) -> LabelMapToMasks:
-    """The :class:`LabelMapToMasks` :func:`_to_worker` sent, the files its sender said taken as said here too."""
-    take_said(parent_said)
-    converter = LabelMapToMasks.__new__(LabelMapToMasks)
-    converter.__dict__.update(state)
-    return converter
-
-
-ForkingPickler.register(LabelMapToMasks, _to_worker)
+sent_with_said(LabelMapToMasks, TWO_SIDED)
 
 LabelMapToMasksD = LabelMapToMasksDict = LabelMapToMasksd

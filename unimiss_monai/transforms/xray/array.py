@@ -6,10 +6,11 @@ import torch
 from monai.transforms import Transform
 
 from unimiss_monai.data.radiograph_checks import check_radiograph
-from unimiss_monai.data.radiograph_polarity import warn_if_negative_chest
+from unimiss_monai.data.radiograph_polarity import NEGATIVE_CHEST, warn_if_negative_chest
 from unimiss_monai.data.xray import BT601, grey_radiograph, source_name
 from unimiss_monai.transforms.utility.array import CheckImage
 from unimiss_monai.utils.args import as_bool
+from unimiss_monai.utils.once import sent_with_said
 
 __all__ = ["AsGreyRadiograph"]
 
@@ -58,3 +59,7 @@ class AsGreyRadiograph(Transform):
         if self.chest:  # after the checks above: a mask or a CT slice is refused, not called a negative
             warn_if_negative_chest(grey, source_name(grey))
         return grey
+
+
+# a data-loading worker started by spawn would warn again of each negative the run's check of its data warned of
+sent_with_said(AsGreyRadiograph, NEGATIVE_CHEST)
