@@ -10,6 +10,7 @@ import torch
 from ignite.engine import Engine
 
 from unimiss_monai.handlers import BestModelSaver, CheckpointInfo, PublishBestModel
+from unimiss_monai.utils.hashing import sha256_file
 
 
 def _validation(score: float) -> Engine:
@@ -40,7 +41,8 @@ def test_keeps_the_best_score_and_resumes_its_tracking(tmp_path):
         _validate(saver, net, value, score)
     assert _saved_weight(saver) == 3.0 and saver.saved
     state = saver.state_dict()
-    assert list(state) == ["_saved"] and [p for p, _ in state["_saved"]] == [0.7]
+    assert list(state) == ["_saved", "sha256"] and [p for p, _ in state["_saved"]] == [0.7]
+    assert state["sha256"] == sha256_file(saver.path)  # the file of the best model, recorded for a rerun's publish
     # a resumed run's saver replaces the file only with a better model
     resumed = _saver(tmp_path, net)
     resumed.load_state_dict(state)

@@ -14,6 +14,7 @@ from monai.handlers import CheckpointSaver
 from unimiss_monai.data.writers import save_torch
 from unimiss_monai.utils.dist import rank_and_world
 from unimiss_monai.utils.finite import first_non_finite
+from unimiss_monai.utils.hashing import sha256_file
 
 __all__ = ["BestModelSaver"]
 
@@ -22,7 +23,7 @@ class _AtomicFixedFileSaver(BaseSaveHandler):
     """Writes every checkpoint to one file, replacing it atomically; refuses NaN/Inf tensors."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
+        self.path, self.sha256 = path, None
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
         if rank_and_world()[0] != 0:
@@ -33,6 +34,9 @@ class _AtomicFixedFileSaver(BaseSaveHandler):
                 f"not saving {self.path}: {bad} holds NaN or Inf (the run diverged); the best model so far is kept"
             )
         save_torch(dict(checkpoint), self.path)
+        # the file's identity, recorded in the resume checkpoint: a finished run whose publish never happened publishes
+        # this file on its rerun only while it is still this one
+        self.sha256 = sha256_file(self.path)
 
     def remove(self, filename: str) -> None:
         # the next save replaces the one file atomically; deleting it first would leave a moment with no best model
@@ -64,9 +68,11 @@ class BestModelSaver(CheckpointSaver):
     Compared with ``CheckpointSaver(save_key_metric=True, key_metric_filename=...)``: the file is replaced atomically
     (a kill while saving leaves the previous best), a model holding NaN or Inf raises ``FloatingPointError`` instead of
     being saved, a NaN or infinite key metric raises ``ValueError`` (no model can be chosen by it), and
-    :meth:`state_dict` returns the score of the saved model, so a resumed run (see
-    :class:`~unimiss_monai.handlers.TrainingCheckpoint`) replaces it only with a better one. Publishing the best model
-    of a finished run is :class:`~unimiss_monai.handlers.PublishBestModel`'s job.
+    :meth:`state_dict` returns the score and the SHA-256 of the saved model, so a resumed run (see
+    :class:`~unimiss_monai.handlers.TrainingCheckpoint`) replaces it only with a better one, and a finished run killed
+    before its publish publishes this file when run again. Publishing the best model of a finished run is
+    :class:`~unimiss_monai.handlers.PublishBestModel`'s job; ``published_to`` is where it copies it (set by its
+    ``attach``; None: nowhere).
 
     Args:
         save_dir: folder of the file, e.g. ``<output_dir>/checkpoints``.
@@ -85,12 +91,27 @@ class BestModelSaver(CheckpointSaver):
         self._key_metric_checkpoint.save_handler = _AtomicFixedFileSaver(self.path)
         self._key_metric_checkpoint.score_function = _finite(self._key_metric_checkpoint.score_function,
                                                              kwargs.get("key_metric_name"))
+        self.published_to: Path | None = None
 
     @property
     def saved(self) -> bool:
         """Whether this run (including the part before a resume) has saved a best model."""
         return bool(self._key_metric_checkpoint._saved)
 
+    @property
+    def sha256(self) -> str | None:
+        """The SHA-256 of the best model file this run (including the part before a resume) wrote; None if unknown
+        (none saved, or a resume from a checkpoint written before it was recorded)."""
+        return self._key_metric_checkpoint.save_handler.sha256 if self.saved else None
+
     def state_dict(self) -> OrderedDict:
-        """The score and name of the saved model, as plain numbers and strings (a metric may be a NumPy scalar)."""
-        return OrderedDict(_saved=[(float(p), str(f)) for p, f in self._key_metric_checkpoint._saved])
+        """The score and name of the saved model, as plain numbers and strings (a metric may be a NumPy scalar), and
+        its file's ``sha256`` where known."""
+        state = OrderedDict(_saved=[(float(p), str(f)) for p, f in self._key_metric_checkpoint._saved])
+        if self.sha256 is not None:
+            state["sha256"] = self.sha256
+        return state
+
+    def load_state_dict(self, state_dict: Mapping) -> None:
+        super().load_state_dict(state_dict)
+        self._key_metric_checkpoint.save_handler.sha256 = state_dict.get("sha256")

@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 from ignite.engine import Engine, Events
@@ -13,9 +14,10 @@ from ignite.engine import Engine, Events
 from unimiss_monai.data.writers import atomic_path, keep_previous
 from unimiss_monai.handlers.best_model_saver import BestModelSaver
 from unimiss_monai.utils.finite import first_non_finite
+from unimiss_monai.utils.hashing import sha256_file
 from unimiss_monai.utils.serialization import load_torch_file
 
-__all__ = ["PublishBestModel"]
+__all__ = ["PublishBestModel", "unpublished_best_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +28,9 @@ class PublishBestModel:
     During training the best model lives in the run's own folder (:class:`BestModelSaver`), so a run that is killed,
     fails or diverges never touches ``path``: the weights there stay those of the last finished run. At the end the
     best model is read back (weights-only, every tensor finite) and copied in atomically; an existing ``path`` is kept
-    as ``<path>.prev`` first. A run that saved no best model (no validation ran) leaves ``path`` as it was.
+    as ``<path>.prev`` first. A run that saved no best model (no validation ran) leaves ``path`` as it was. A finished
+    run killed before this copy (or whose copy failed) publishes its best model when run again, without training
+    (:func:`unpublished_best_model`).
 
     Args:
         saver: the run's :class:`BestModelSaver` (attached to the evaluator).
@@ -49,6 +53,7 @@ class PublishBestModel:
                 "the reference to it in validate#handlers", type(self.saver).__name__, self.path,
             )
             return
+        self.saver.published_to = self.path  # so that a rerun of a finished run can tell whether this copy happened
         engine.add_event_handler(Events.COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
@@ -72,3 +77,29 @@ class PublishBestModel:
             shutil.copyfile(source, tmp)
         logger.info("published the best model %s to %s%s", source, self.path,
                     f" (previous kept as {previous})" if previous else "")
+
+
+def unpublished_best_model(saver: BestModelSaver, recorded: Mapping | None) -> tuple[bool, str] | None:
+    """Whether the best model of a finished run, as its resume checkpoint recorded it (``recorded``: ``saver``'s
+    ``state_dict`` then), is still to be published to ``saver.published_to``: the run was killed after its last
+    checkpoint but before :class:`PublishBestModel` copied the file, or the copy failed (a full disk).
+
+    Returns None where the run is to be trained anew without a word more: the checkpoint records no SHA-256 (written
+    before it was recorded, or no best model was saved), nothing publishes this run's model, or the published file is
+    that model already (the publish happened). Otherwise ``(True, line)``: the file in the run's folder is still the one
+    recorded, publish it instead of training; or ``(False, reason)``: it is gone or another, so the run trains anew.
+    """
+    digest = recorded.get("sha256") if isinstance(recorded, Mapping) else None
+    target = saver.published_to
+    if digest is None or target is None or (target.is_file() and sha256_file(target) == digest):
+        return None
+    scores = [score for score, _ in recorded.get("_saved", [])]
+    metric = f" (key metric {scores[0]:.4g})" if scores else ""
+    chosen = f"the best model of the finished run{metric}"
+    if not saver.path.is_file():
+        return False, (f"{saver.path}, {chosen}, was never published to {target} and is gone: training anew")
+    if sha256_file(saver.path) != digest:
+        return False, (f"{saver.path} is not {chosen}, which was never published to {target} (the file was replaced "
+                       "or damaged since; its SHA-256 differs from the one the checkpoint recorded): training anew")
+    return True, (f"{saver.path} is {chosen}, never published to {target} (the run stopped, or the copy failed, "
+                  "after its last checkpoint): publishing it instead of training anew")

@@ -5,75 +5,28 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
 from unimiss_monai.data.writers import keep_previous
 from unimiss_monai.data.writers import save_torch as atomic_torch_save  # the name this module has always exported
+from unimiss_monai.handlers.best_model_saver import BestModelSaver
 from unimiss_monai.handlers.checkpoint_info import settings_mismatch
 from unimiss_monai.handlers.checkpoint_position import finished, planned_epochs, position_problem
+from unimiss_monai.handlers.publish_best_model import unpublished_best_model
+from unimiss_monai.handlers.rng_state import capture_rng_state, rank_state, restore_rng_state
 from unimiss_monai.networks.state_dict_diff import state_dict_differences
-from unimiss_monai.utils.finite import first_non_finite
 from unimiss_monai.utils.args import as_bool
-from unimiss_monai.utils.dist import gather_objects
+from unimiss_monai.utils.dist import broadcast_object, gather_objects
+from unimiss_monai.utils.finite import first_non_finite
 from unimiss_monai.utils.serialization import load_torch_file
 
 __all__ = ["TrainingCheckpoint", "atomic_torch_save", "capture_rng_state", "restore_rng_state"]
 
 logger = logging.getLogger(__name__)
-
-
-def capture_rng_state() -> dict:
-    """Python, NumPy, torch CPU and CUDA generator states (dropout, drop-path and any global-RNG augmentation).
-
-    Every entry is a tensor, number, string or container of them, so the checkpoint loads with ``weights_only=True``:
-    NumPy's key array is stored as an int64 tensor, not as an ``ndarray``.
-    """
-    name, key, pos, has_gauss, gauss = np.random.get_state()
-    numpy_state = {
-        "bit_generator": str(name), "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
-        "has_gauss": int(has_gauss), "gauss": float(gauss),
-    }
-    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        # this process's own device only: one process drives one GPU, and a run may resume on fewer visible GPUs
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def restore_rng_state(state: Mapping) -> None:
-    """Set the generators to ``state`` from :func:`capture_rng_state` (also the older form with NumPy's raw tuple)."""
-    random.setstate(state["python"])
-    numpy_state = state["numpy"]
-    if isinstance(numpy_state, Mapping):
-        numpy_state = (
-            numpy_state["bit_generator"], numpy_state["key"].numpy().astype(np.uint32), numpy_state["pos"],
-            numpy_state["has_gauss"], numpy_state["gauss"],
-        )
-    np.random.set_state(numpy_state)
-    torch.set_rng_state(state["torch"])
-    cuda = state.get("cuda")
-    if cuda is not None and torch.cuda.is_available():
-        if isinstance(cuda, (list, tuple)):  # the older form: one state per visible device
-            cuda = cuda[torch.cuda.current_device()] if torch.cuda.current_device() < len(cuda) else None
-        if cuda is not None:
-            torch.cuda.set_rng_state(cuda)
-
-
-def _rank_state(saved, rank: int) -> Mapping:
-    """This rank's generator states from a checkpoint's ``rng``: one per rank, or (older files) rank 0's alone."""
-    if isinstance(saved, Mapping):
-        return saved
-    if rank >= len(saved):
-        logger.warning("the checkpoint holds the generators of %d rank(s); rank %d resumes with rank 0's, so its random "
-                       "draws differ from an uninterrupted run with as many ranks as now", len(saved), rank)
-        return saved[0]
-    return saved[rank]
 
 
 def _lay_state_like_params(optimizer: torch.optim.Optimizer) -> None:
@@ -123,7 +76,10 @@ class TrainingCheckpoint:
             state dict (and e.g. ``"info"``, see ``StudentTeacher.export``), saved as is.
         epoch_level: count ``save_every`` in epochs and save after all other end-of-epoch handlers.
         resume_finished: also resume a checkpoint of a run that reached its ``max_epochs`` (it can then be extended by
-            raising ``max_epochs``); ``False`` starts such a run anew, so running a finished fine-tune again retrains.
+            raising ``max_epochs``); ``False`` starts such a run anew, so running a finished fine-tune again retrains;
+            unless its best model (a :class:`~unimiss_monai.handlers.BestModelSaver` in ``save_objects``, whose
+            SHA-256 the checkpoint records) was never published, as when the run was killed after its last
+            checkpoint: the same run asked again then publishes that file, said in one line, and trains nothing.
         data: the run's training items (``[{"image": ..., "label": ...}]``, file paths compared as the files they name),
             recorded in the checkpoint: a run of other items (another ``dataset_dir``, an edited datalist) trains
             anew, said in a warning; resumed, it trained the rest of the epochs on the other data and published the
@@ -258,7 +214,9 @@ class TrainingCheckpoint:
             raise RuntimeError(f"cannot resume from {self.path}: tensor {bad} holds NaN or Inf (the run that wrote it "
                                "diverged); delete it to start over")
         saved = ckpt.get("trainer")
-        if not self.resume_finished and finished(saved):
+        finished_run = not self.resume_finished and finished(saved)
+        publishing = finished_run and self._publishes_instead(ckpt, engine)
+        if finished_run and not publishing:
             logger.info("%s is the checkpoint of a finished run: training anew", self.path)
             return
         if (other := self._other_data(ckpt.get("data"))) is not None:
@@ -303,8 +261,12 @@ class TrainingCheckpoint:
         scaler = getattr(engine, "scaler", None)
         if scaler is not None and "scaler" in ckpt:
             scaler.load_state_dict(ckpt["scaler"])
-        restore_rng_state(_rank_state(ckpt["rng"], engine.state.rank))
-        logger.info("resumed from %s at iteration %d (epoch %d)", self.path, engine.state.iteration, engine.state.epoch)
+        restore_rng_state(rank_state(ckpt["rng"], engine.state.rank))
+        if publishing:  # no epoch is left to train: the checkpoint holds this run as it is, so it is not written again
+            self._saved_iteration = engine.state.iteration
+        else:  # a publish instead of training said so in its own line
+            logger.info("resumed from %s at iteration %d (epoch %d)", self.path, engine.state.iteration,
+                        engine.state.epoch)
         if differ := settings_mismatch(ckpt.get("optimiser_settings"), self.optimiser_settings):
             logger.warning("%s: resumed with the optimiser it holds, so it trains on with %s; delete the checkpoint, "
                            "or choose another output_dir, to train anew with this run's", self.path,
@@ -313,6 +275,25 @@ class TrainingCheckpoint:
             logger.warning("%s was written by a run with seed %d: resumed with seed %d, the rest of its data order and "
                            "augmentations are drawn from that, so the model is no uninterrupted run's of either seed; "
                            "run with --seed %d to continue it as it was", self.path, theirs, self.seed, theirs)
+
+    def _publishes_instead(self, ckpt: Mapping, engine: Engine) -> bool:
+        """Whether the finished run ``ckpt`` holds is resumed, with no epoch left, only for its best model to be
+        published (see :func:`~unimiss_monai.handlers.publish_best_model.unpublished_best_model`): a kill or a failed
+        copy kept it from being published, and this run asks for the same one (epochs, data, optimiser, seed)."""
+        saved, seed = ckpt.get("trainer") or {}, ckpt.get("seed")
+        savers = [(name, obj) for name, obj in self.objects.items() if isinstance(obj, BestModelSaver) and name in ckpt]
+        same_run = (planned_epochs(saved) == engine.state.max_epochs and self._other_data(ckpt.get("data")) is None
+                    and saved.get("epoch_length") in (None, engine.state.epoch_length)
+                    and not settings_mismatch(ckpt.get("optimiser_settings"), self.optimiser_settings)
+                    and (None in (seed, self.seed) or seed == self.seed))
+        if not same_run or len(savers) != 1:
+            return False
+        name, saver = savers[0]
+        # rank 0's reading of the files for every rank: they must all resume, or all train anew
+        verdict = broadcast_object(unpublished_best_model(saver, ckpt[name]) if engine.state.rank == 0 else None)
+        if verdict is not None and engine.state.rank == 0:
+            (logger.info if verdict[0] else logger.warning)("%s: %s", self.path, verdict[1])
+        return verdict is not None and verdict[0]
 
     def _other_data(self, saved) -> str | None:
         """How the training items a checkpoint recorded differ from this run's (see ``data``), or None: the same items
