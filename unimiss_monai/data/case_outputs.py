@@ -1,11 +1,14 @@
 """All or none of one case's outputs: a case that fails part-way leaves none of the files it wrote.
 
 A case of inference may write several files (a radiograph's mask, then its overlay picture). Written inside
-:func:`one_case`, each through :func:`case_file`, a later one that fails undoes the earlier ones: a file the case
-made is removed, and one it replaced (an earlier run's own output) gets its previous content back, so the folder
-holds the earlier run's whole case or nothing of it, never a mask beside the overlay of another run. A file of the
-user's is never replaced in the first place (:func:`~unimiss_monai.data.output_ledger.replacing_own` refuses it), so
-none is removed. Outside :func:`one_case`, :func:`case_file` is :func:`replacing_own`.
+:func:`one_case`, each through :func:`case_file`, one that fails (part-way, too) undoes itself and the earlier ones: a
+file the case made is removed, and one it replaced (an earlier run's own output) gets its previous content back, so
+after a case that fails the folder holds the earlier run's whole case or nothing of it, never a mask beside the
+overlay of another run. The undoing is done by the run itself: a run killed between two files of a case (``kill -9``,
+power lost) leaves the files written so far, beside a hidden copy of what they replaced, which the next run that
+writes the case removes. A file of the user's is never replaced in the first place
+(:func:`~unimiss_monai.data.output_ledger.replacing_own` refuses it), so none is removed. Outside :func:`one_case`,
+:func:`case_file` is :func:`replacing_own`.
 
 Example::
 
@@ -77,9 +80,9 @@ def case_file(path: str | os.PathLike, root: str | os.PathLike, flag: str = "--o
             remove_leftovers(checked, OLD_TAG)  # copies a killed run left: its case ended with it
             previous = case.stack.enter_context(held_temporary(checked, OLD_TAG))
             shutil.copy2(checked, previous)  # the time too: the file put back is the one the folder's record lists
+        if case is not None:  # before the write: one that fails part-way (a full disk) leaves a file to undo too
+            case.written.append((checked, Path(root), previous))
         yield checked
-    if case is not None:
-        case.written.append((checked, Path(root), previous))
 
 
 def _undo(written: list[tuple[Path, Path, Path | None]]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Hashable, Mapping, Sequence
 from contextlib import ExitStack
+from contextvars import ContextVar
 from pathlib import Path
 
 import torch
@@ -14,7 +15,7 @@ from monai.data import FolderLayout
 from monai.transforms import LoadImaged, MapTransform, SaveImaged
 
 from unimiss_monai.data.case_names import OutputNames, split_image_name
-from unimiss_monai.data.case_outputs import case_file
+from unimiss_monai.data.case_outputs import case_file, one_case
 from unimiss_monai.data.output_ledger import check_own_file
 from unimiss_monai.data.xray import (
     drop_trailing_singletons,
@@ -56,6 +57,10 @@ class SaveCaseImaged(SaveImaged):
             :func:`~unimiss_monai.data.case_outputs.one_case` (:class:`~unimiss_monai.transforms.SkipFailedd`).
         kwargs: the other ``SaveImaged`` arguments (``output_name_formatter`` and ``savepath_in_metadict`` are set
             here).
+
+    A write that fails (a full disk) raises the writer's ``OSError``, not MONAI's ``RuntimeError`` that hides it,
+    so that :class:`~unimiss_monai.transforms.SkipFailedd` fails that case alone; the files of the call (each key's,
+    the failed one's part-written file among them) are undone with the case, or with the call outside of one.
     """
 
     def __init__(self, keys: KeysCollection, output_names: OutputNames | None = None, output_key: str = "output",
@@ -63,6 +68,7 @@ class SaveCaseImaged(SaveImaged):
         self.output_names = output_names if output_names is not None else OutputNames([])
         super().__init__(keys, output_name_formatter=self.output_names, savepath_in_metadict=True, **kwargs)
         self.saver.folder_layout.__class__ = _StemLayout  # the same settings; the name is made another way
+        self.saver.writers = tuple(_KeepingOSError(writer) for writer in self.saver.writers)
         self.output_key, self.companions = output_key, tuple(companions)
 
     def __call__(self, data):
@@ -74,15 +80,60 @@ class SaveCaseImaged(SaveImaged):
             stem = self.output_names(_meta(data, key), self.saver)["subject"]
             for suffix in self.companions:
                 check_own_file(Path(root) / f"{stem}{suffix}", root)
-        with ExitStack() as stack:  # checked, then recorded once written (or as they are, should the write fail)
-            for path in paths:  # undone should a later output of the case fail (SkipFailedd)
+        failed_writes: list[OSError] = []
+        token = _WRITE_ERRORS.set(failed_writes)
+        # checked, then recorded once written; undone should this write or a later output of the case fail
+        with one_case(), ExitStack() as stack:
+            for path in paths:
                 stack.enter_context(case_file(path, root))
-            d = super().__call__(data)
+            try:
+                d = super().__call__(data)
+            except RuntimeError:
+                if not failed_writes:
+                    raise
+                # SaveImage tried each writer, then raised a RuntimeError of its own with none of them as its cause
+                raise failed_writes[0] from None
+            finally:
+                _WRITE_ERRORS.reset(token)
         for key in self.key_iterator(d):
             meta = getattr(d[key], "meta", None) or d.get(f"{key}_{self.meta_key_postfix}") or {}
             if meta.get("saved_to"):
                 d[self.output_key] = str(meta["saved_to"])
         return d
+
+
+_WRITE_ERRORS: ContextVar[list[OSError] | None] = ContextVar("unimiss_monai_write_errors", default=None)
+
+
+class _KeepingOSError:
+    """A writer class of ``SaveImage``'s list (called as the class is) whose writers keep the ``OSError`` their
+    write raises in ``_WRITE_ERRORS``: ``SaveImage`` catches it, tries the next writer, then raises a
+    ``RuntimeError`` of its own in which the ``OSError`` is only text."""
+
+    def __init__(self, writer_cls: type) -> None:
+        self.writer_cls = writer_cls
+
+    def __call__(self, **kwargs):
+        writer = self.writer_cls(**kwargs)
+        write = writer.write
+
+        def keeping(*args, **write_kwargs):
+            errors = _WRITE_ERRORS.get()
+            try:
+                written = write(*args, **write_kwargs)
+            except OSError as err:
+                if errors is not None:
+                    errors.append(err)
+                raise
+            if errors is not None:
+                errors.clear()  # a file written after all: an error of another key is that key's own
+            return written
+
+        writer.write = keeping
+        return writer
+
+    def __repr__(self) -> str:
+        return repr(self.writer_cls)  # SaveImage's message lists its writers
 
 
 class _StemLayout(FolderLayout):
