@@ -1,17 +1,21 @@
 """The evaluation reports under ``torch.distributed``: two gloo ranks on 127.0.0.1, each evaluating half of the cases,
-write one report (rank 0) equal to the report of one process over all cases."""
+write one report (rank 0) equal to the report of one process over all cases; so do more ranks, with uneven shards and
+batches of several cases, simulated in this process."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from unittest import mock
 
 import numpy as np
+import pytest
 import torch
 from gloo_ranks import run_on_two_ranks
 from ignite.engine import Engine
+from monai.data import DistributedSampler
 
-from unimiss_monai.handlers import ClassificationReport, SegmentationReport
+from unimiss_monai.handlers import ClassificationReport, SegmentationReport, classification_report, segmentation_report
 
 RNG = np.random.default_rng(3)
 PROBS = RNG.dirichlet([1, 1, 1], 10).astype(np.float32)
@@ -24,12 +28,12 @@ IMAGES = RNG.random((10, 1, 12, 12)).astype(np.float32)
 #: rank 0, which a join in rank order would list (and number) first
 FILES = [f"/data/case{1 if i == 2 else i}.nii.gz" for i in range(10)]
 FAILED = 7
-UNNAMED = 9  # a segmentation case of no file name: named by its datalist place
+UNNAMED = 9  # a segmentation case of no file name: named by its row, after the failed case (case_0008)
 
 
-def _cls_batches(cases):
-    return [[{"pred": torch.from_numpy(PROBS[i]), "label": torch.tensor([float(LABELS[i])]),
-              "image_meta_dict": {"filename_or_obj": FILES[i]},
+def _cls_batches(cases, named=True):
+    name = lambda i: {"image_meta_dict": {"filename_or_obj": FILES[i]}} if named else {}  # noqa: E731
+    return [[{"pred": torch.from_numpy(PROBS[i]), "label": torch.tensor([float(LABELS[i])]), **name(i),
               "case": FILES[i], "failed": "unreadable" if i == FAILED else ""}] for i in cases]
 
 
@@ -41,12 +45,14 @@ def _seg_batches(cases):
               **meta(i), "case": FILES[i], "failed": "unreadable" if i == FAILED else ""}] for i in cases]
 
 
-def _evaluate(out, cases, names=True):
-    """Both reports over ``cases`` on one engine each; returns nothing, writes under ``out``."""
-    for handler, batches in ((ClassificationReport(out / "cls", ["a", "b", "c"]), _cls_batches(cases)),
-                             (SegmentationReport(out / "seg", ["lesion"]), _seg_batches(cases))):
+def _evaluate(out, cases, batch_size=1, named=True):
+    """Both reports over ``cases`` (in batches of ``batch_size``; classification cases ``named`` by their files or not)
+    on one engine each; returns nothing, writes under ``out``."""
+    for handler, items in ((ClassificationReport(out / "cls", ["a", "b", "c"]), _cls_batches(cases, named)),
+                           (SegmentationReport(out / "seg", ["lesion"]), _seg_batches(cases))):
         engine = Engine(lambda e, b: b)
         handler.attach(engine)
+        batches = [[b[0] for b in items[k:k + batch_size]] for k in range(0, len(items), batch_size)]
         try:
             engine.run(batches, max_epochs=1)
         except RuntimeError as err:  # the failed case ends the evaluation once its report is written
@@ -97,7 +103,40 @@ def test_two_ranks_report_like_one_process(tmp_path):
     seg = json.loads((ddp / "seg" / "segmentation_report.json").read_text())
     assert seg["num_cases"] == 9 and seg["failed"] == [{"case": FILES[FAILED], "reason": "unreadable"}]
     assert [c["case"] for c in seg["cases"]] == [
-        "case0", "case1", "case1_2", "case3", "case4", "case5", "case6", "case8", "case_0009"]
+        "case0", "case1", "case1_2", "case3", "case4", "case5", "case6", "case8", "case_0008"]
     own = [SegmentationReport(tmp_path / "one", ["lesion"]).add(_seg_batches([i])[0][0])["dice"][0] for i in (1, 2)]
     assert own[0] != own[1]  # entries 1 and 2 score apart: each row is that entry's own
     assert [seg["cases"][i]["dice"]["lesion"] for i in (1, 2)] == [round(float(d), 6) for d in own]
+
+
+def _simulated_ranks(out, world, batch_size, named):
+    """Each of ``world`` ranks evaluates in turn in this process the shard MONAI's unshuffled ``DistributedSampler``
+    (``even_divisible=False``) deals it; rank 0, last, gathers every rank's shard in rank order and writes."""
+    gathered = {classification_report: {}, segmentation_report: {}}  # each report's shards, by rank
+    for rank in [*range(1, world), 0]:
+        shard = list(DistributedSampler(range(10), even_divisible=False, shuffle=False, num_replicas=world, rank=rank))
+        with mock.patch.multiple(classification_report, **_rank_of(rank, world, gathered[classification_report])), \
+                mock.patch.multiple(segmentation_report, **_rank_of(rank, world, gathered[segmentation_report])):
+            _evaluate(out, shard, batch_size, named)
+
+
+def _rank_of(rank, world, shards):
+    """What a report module asks of ``torch.distributed``, as rank ``rank`` of ``world`` would be answered."""
+    def gather(objects, group=None):
+        shards[rank] = objects[0]
+        return [shards[r] for r in sorted(shards)] if rank == 0 else []
+
+    return {"rank_and_world": lambda: (rank, world), "gather_objects": gather, "coordination_group": lambda: None}
+
+
+@pytest.mark.parametrize("world,batch_size", [(3, 2), (4, 3)])
+@pytest.mark.parametrize("named", [True, False])
+def test_more_ranks_of_uneven_shards_and_batches_report_like_one_process(tmp_path, world, batch_size, named):
+    _simulated_ranks(tmp_path / "ddp", world, batch_size, named)
+    _evaluate(tmp_path / "single", range(10), named=named)
+    for name in ("cls/evaluation_predictions.csv", "cls/metrics.json", "seg/segmentation_report.json",
+                 "seg/segmentation_report.csv", "seg/segmentation_report.png"):
+        assert (tmp_path / "ddp" / name).read_bytes() == (tmp_path / "single" / name).read_bytes(), name
+    rows = (tmp_path / "ddp" / "cls" / "evaluation_predictions.csv").read_text().splitlines()[1:]
+    if not named:  # cases of no file name by their rows, as one process numbers them, whatever the number of ranks
+        assert [r.split(",")[0] for r in rows] == [*(f"case_{k}" for k in range(9)), "/data/case7.nii.gz"]

@@ -87,9 +87,10 @@ def numbered_repeats(names: Sequence[str]) -> list[str]:
 
 
 def datalist_place(seen: int, rank: int = 0, world: int = 1) -> int:
-    """The datalist place (from 0) of case number ``seen`` (from 0) of rank ``rank`` of ``world`` ranks, as an
-    unshuffled ``DistributedSampler`` with ``even_divisible=False`` (the evaluate configs') deals the entries: in turn
-    to each rank, so item ``i`` of rank ``r`` is entry ``i * world + r``; one process: ``seen`` as it is."""
+    """The datalist place (from 0) of case number ``seen`` (from 0) of rank ``rank`` of ``world`` ranks, for an
+    evaluation whose sampler deals the entries unshuffled, in turn to each rank (MONAI's ``DistributedSampler`` with
+    ``even_divisible=False, shuffle=False``; the bundles' evaluate configs set no sampler): item ``i`` of rank ``r``
+    is entry ``i * world + r``; one process: ``seen`` as it is."""
     return seen * max(world, 1) + rank
 
 

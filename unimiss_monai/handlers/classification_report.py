@@ -130,11 +130,12 @@ class ClassificationReport:
             that the report does not call such a test split held out.
 
     Under ``torch.distributed`` every rank gathers its shard and rank 0 writes the report over all of them; the
-    evaluation's sampler should then give each case to one rank only (MONAI's ``DistributedSampler`` with
-    ``even_divisible=False``), as a padding sampler would count the repeated cases twice. The shards are put back in
-    datalist order, as that sampler deals it unshuffled (item ``i`` of rank ``r`` of ``W`` is entry ``i * W + r``),
-    so that the rows and the numbered names of repeated entries (``a.png``, ``a.png_2``) are those of one process
-    whatever the number of ranks.
+    evaluation's sampler should then deal each entry to one rank, unshuffled, in turn (MONAI's ``DistributedSampler``
+    with ``even_divisible=False, shuffle=False``; the bundles' evaluate configs set no sampler), as a padding sampler
+    would count the repeated cases twice. The shards are put back in datalist order as such a sampler deals it (item
+    ``i`` of rank ``r`` of ``W`` is entry ``i * W + r``), so that the rows, the names of cases of no name (``case_3``,
+    by their row) and of repeated entries (``a.png``, ``a.png_2``) are those of one process whatever the number of
+    ranks.
 
     A case flagged ``failed`` in its batch item (:class:`~unimiss_monai.data.TolerantDataset`; attaching installs
     :func:`~unimiss_monai.handlers.guard_forward` for a failed forward pass) is not scored but listed with its reason
@@ -159,7 +160,7 @@ class ClassificationReport:
         self.metrics: dict | None = None
         self._preds: list[torch.Tensor] = []
         self._labels: list[torch.Tensor] = []
-        self._names: list[str] = []
+        self._names: list[str | None] = []  # None: a case of no name, numbered when the report is written
         self._failed: list[dict[str, str]] = []
         self._places: tuple[list[int], list[int]] = ([], [])  # datalist place of each scored and each failed case
         self._seen = 0  # cases of this rank so far, scored or failed
@@ -199,9 +200,8 @@ class ClassificationReport:
         self._preds.append(pred.detach().cpu())
         self._labels.append(lab.detach().cpu())
         names = self.name_transform(batch)
-        if not names or len(names) != len(pred):  # numbered per rank, so that the names of gathered shards stay apart
-            rank = rank_and_world()[0]
-            names = [f"case_{len(self._names) + i}" + (f"_rank{rank}" if rank else "") for i in range(len(pred))]
+        if not names or len(names) != len(pred):  # numbered by their rows once the shards are gathered and in order
+            names = [None] * len(pred)
         self._names.extend(names)
         if not failed:  # a batch of cases that all worked: as many as its predictions (a collated batch is one item)
             self._places[0].extend(datalist_place(self._seen + i, *rank_and_world()) for i in range(len(pred)))
@@ -233,7 +233,8 @@ class ClassificationReport:
             preds, labels = [torch.cat(preds)[order]], [torch.cat(labels)[order]]
         # entries of one image (two labels of one scan) each keep a row name of their own: a.png, a.png_2
         names = [n for shard in shards for n in shard[2]]
-        names = numbered_repeats([names[i] for i in order])
+        # a case of no name by its row, as one process numbers it: a rank's own count depends on the number of ranks
+        names = numbered_repeats([f"case_{row}" if names[i] is None else names[i] for row, i in enumerate(order)])
         failed = [f for shard in shards for f in shard[3]]
         failed = [failed[i] for i in datalist_order([shard[4][1] for shard in shards], len(failed))]
         for f in failed:

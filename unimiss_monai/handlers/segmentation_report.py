@@ -156,7 +156,11 @@ def _source(item: dict, keys: Sequence[str]) -> str | None:
 
 def _case_name(item: dict, keys: Sequence[str], index: int) -> str:
     source = _source(item, keys)
-    return split_image_name(source)[0] if source else f"case_{index:04d}"
+    return split_image_name(source)[0] if source else _numbered(index)
+
+
+def _numbered(row: int) -> str:
+    return f"case_{row:04d}"  # a case of no file name, by its row in the report
 
 
 def _network_order(volumes: Sequence[torch.Tensor], affine: torch.Tensor | None) -> list[torch.Tensor]:
@@ -186,12 +190,12 @@ class SegmentationReport:
     from the label's ``MetaTensor`` (its affine's column lengths: :func:`~unimiss_monai.conventions.voxel_spacing`); a
     volume's overlay is the axial slice with the most labelled voxels, reoriented to the package's display convention
     by the label's affine. Only numbers and one 2D slice per overlay case are kept, so memory stays flat over large
-    evaluations. Under ``torch.distributed`` the cases of all
-    ranks are gathered and rank 0 writes; the evaluation's sampler should then give each case to one rank only
-    (MONAI's ``DistributedSampler`` with ``even_divisible=False``). The shards are put back in datalist order, as that
-    sampler deals it unshuffled (:func:`~unimiss_monai.data.case_names.datalist_place`), so that the rows, the numbered
-    names of repeated entries (``ct``, ``ct_2``) and the cases of the overlay grid are those of one process whatever
-    the number of ranks.
+    evaluations. Under ``torch.distributed`` the cases of all ranks are gathered and rank 0 writes; the evaluation's
+    sampler should then deal each entry to one rank, unshuffled, in turn (MONAI's ``DistributedSampler`` with
+    ``even_divisible=False, shuffle=False``; the bundles' evaluate configs set no sampler). The shards are put back in
+    datalist order as such a sampler deals it (:func:`~unimiss_monai.data.case_names.datalist_place`), so that the
+    rows, the names of unnamed cases and of repeated entries (``ct``, ``ct_2``) and the cases of the overlay grid are
+    those of one process whatever the number of ranks.
 
     A case flagged ``failed`` in its batch item (:class:`~unimiss_monai.data.TolerantDataset`; attaching installs
     :func:`~unimiss_monai.handlers.guard_forward` for a failed forward pass) is not scored but listed with its reason
@@ -250,8 +254,8 @@ class SegmentationReport:
         self.cases: list[dict[str, Any]] = []
         self.views: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
         self.failed: list[dict[str, str]] = []
-        # per case: the image it was read from, and whether its name was given (kept as it is); per view: its case
-        self._sources: list[tuple[str | None, bool]] = []
+        # per case: its image's file, whether its name was given (kept) or it has none (numbered); per view: its case
+        self._sources: list[tuple[str | None, bool, bool]] = []
         self._view_cases: list[int] = []
         self._places: tuple[list[int], list[int]] = ([], [])  # datalist place of each scored and each failed case
         self._seen = 0  # cases of this rank so far, scored or failed
@@ -288,23 +292,23 @@ class SegmentationReport:
             return (x[1:] > 0.5).numpy()
         return as_masks(x[0].numpy(), self.num_classes - 1, x.ndim - 1)
 
-    def add(self, item: dict[str, Any], name: str | None = None, place: int | None = None) -> dict[str, Any]:
+    def add(self, item: dict[str, Any], name: str | None = None) -> dict[str, Any]:
         """Score one case (``item`` with ``pred``/``label``/optional ``image``) and keep it for the report; a case of no
-        file name is named by its datalist ``place`` when given (``case_0007``), else by its number in this report."""
+        file name is named by its row in the report (``case_0007``)."""
         pred, label = item[self.pred_key], item[self.label_key]
         affine = getattr(label, "affine", None)
         source = str((getattr(label, "meta", None) or {}).get("filename_or_obj") or "")
         # mm along each array axis, whatever way the image lies in space; a PNG's identity affine is no grid: pixels
         in_mm = affine is not None and has_pixel_grid(source)
         spacing = list(voxel_spacing(affine, label.ndim - 1)) if in_mm else None
-        index = len(self.cases) if place is None else place
-        case = {"case": name or _case_name(item, (self.label_key, self.image_key), index),
+        case = {"case": name or _case_name(item, (self.label_key, self.image_key), len(self.cases)),
                 "distance_unit": "mm" if in_mm else "pixel"}
         case.update(compute_segmentation_metrics(pred, label, self.num_classes, spacing, self.tolerance,
                                                  surface=self.surface))
         self.cases.append(case)
         # grouped by their images alone: a root over image and label folders alike would lengthen every name
-        self._sources.append((_source(item, (self.image_key,)), name is not None))
+        numbered = name is None and _source(item, (self.label_key, self.image_key)) is None
+        self._sources.append((_source(item, (self.image_key,)), name is not None, numbered))
         if len(self.views) < self.max_overlay_cases and self.image_key in item:
             self._view_cases.append(len(self.cases) - 1)
             image = item[self.image_key]
@@ -317,17 +321,16 @@ class SegmentationReport:
     def update(self, engine: Engine) -> None:
         outputs, _, failed = split_failed(engine.state.output, engine.state.batch)
         self.failed.extend(failed)
-        worked = self._note_places(engine)
+        self._note_places(engine)
         if failed and not outputs:
             return
         items = self.output_transform(outputs if failed else engine.state.output)
-        items = items if isinstance(items, list) else [items]
-        for k, item in enumerate(items):
-            self.add(item, place=worked[k] if len(items) == len(worked) else None)
+        for item in items if isinstance(items, list) else [items]:
+            self.add(item)
 
-    def _note_places(self, engine: Engine) -> list[int]:
+    def _note_places(self, engine: Engine) -> None:
         """Record the datalist place of each case of this iteration (paired with its output item as
-        :func:`split_failed` pairs them), each scored and each failed one in its list; returns the scored ones'."""
+        :func:`split_failed` pairs them), each scored and each failed one in its list."""
         outs = engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]
         items = batch_items(engine.state.batch)
         paired = len(items) == len(outs)
@@ -337,7 +340,6 @@ class SegmentationReport:
             (self._places[1] if paired and failure_of(items[k], out) else worked).append(place)
         self._seen += len(outs)
         self._places[0].extend(worked)
-        return worked
 
     def write(self, engine: Engine | None = None) -> dict[str, str]:
         """Write JSON, CSV and PNG; returns their paths (empty on ranks other than 0)."""
@@ -365,8 +367,10 @@ class SegmentationReport:
         # row with its case
         sources = [src for shard in shards for src in shard[3]]
         sources = [sources[i] for i in order]
-        paths = [src or c["case"] for c, (src, _) in zip(cases, sources)]
-        kept = [given or not src for src, given in sources]
+        for row in [row for row, (*_, numbered) in enumerate(sources) if numbered]:  # by its row, as one process
+            cases[row]["case"] = _numbered(row)  # numbers it: a rank's own count depends on the number of ranks
+        paths = [src or c["case"] for c, (src, *_) in zip(cases, sources)]
+        kept = [given or not src for src, given, _ in sources]
         for case, name in zip(cases, names_apart(paths, [c["case"] for c in cases], kept)):
             case["case"] = name
         counts = Counter(c["case"].casefold() for c in cases)
