@@ -5,17 +5,23 @@ radiograph, and its masks and findings were of an inverted image, reported as a 
 On a frontal (PA or AP) chest film, positive, the lungs and the air beside the body (the darkest pixels) lie out to
 the sides and the spine and mediastinum (among the brightest) down the middle; on a negative it is the other way
 round. :func:`chest_polarity` measures that on the image's inner part (a border of :data:`BORDER` left out each side,
-where a CR film's collimation is bright and a label may be burnt in): how much farther from the middle column its
-darkest quarter of pixels lies than its brightest quarter. It looks at where the dark pixels lie, not at how dark the
-border is: collimated borders are bright on a positive too.
+where a CR film's collimation is bright and a label may be burnt in): how much farther from the patient's midline its
+darkest quarter of pixels lies than its brightest quarter. The midline is taken halfway between the mean columns of
+those two quarters, not as the image's middle column: a patient 40-50 mm off-centre in a 300 mm field put the spine
+far enough from the middle column for a positive to score as a negative. That midline is the same for an image and
+its inverse, so inverting an image flips the sign of its score. It looks at where the dark pixels lie, not at how
+dark the border is: collimated borders are bright on a positive too.
 
 Measured on the real PA film ``RG1_UNCR.dcm`` (CR, collimated borders; cropped to its middle and to its upper half
-too), DRRs of the real chest CT (AP and PA, fields of 300 to 448 mm, poses up to 15 degrees and 50 mm off, line
-integrals and 8-bit), the chest sample sets' radiographs and the test phantoms' DRRs, every positive scored 0.176 or
-more and each of them inverted (and DRRs of detected intensity, air bright) -0.176 or less. Outside that: a lateral
-film whose field holds no air in front of and behind the chest scored down to -0.09, and a crop with the spine off to
-one side (a spot view, a film cut by a third) down to -0.42; the message names both. A film of another body part
-has no such layout: the check is for the chest bundles only, and it warns, never refuses.
+too), DRRs of the real chest CT (AP and PA, fields of 300 to 448 mm at poses up to 10 degrees and 30 mm off, 448 mm
+up to 15 degrees and 50 mm off; line integrals and 8-bit), the chest sample sets' radiographs and the test phantoms'
+DRRs, every positive scored 0.171 or more and each of them inverted (and DRRs of detected intensity, air bright)
+-0.171 or less. Frontal DRRs of the real CT 30 to 50 mm off-centre scored 0.073 or more in a 300 mm field, 0.155 in
+350 mm and 0.213 in 400 mm: none is called a negative, nor any in narrower fields (288 mm: 0.044, 250 mm: 0.006).
+There, 40-50 mm off, the check tells little: 12 of those 60 inverses scored -0.006 to -0.047 and go unsaid. Lateral
+DRRs scored 0.052 or more. A crop with the spine off to one side (a spot view, a film cut by 30%) scored down to
+-0.43; the message names it. A film of another body part has no such layout: the check is for the chest bundles only,
+and it warns, never refuses.
 """
 
 from __future__ import annotations
@@ -38,19 +44,21 @@ BORDER = 0.125
 #: pixels along each side of the grid the image is averaged onto: lungs and mediastinum stay apart, a 9-Mpixel film
 #: costs little, and a 64-pixel DRR and a full-size film are judged at one scale
 GRID = 64
-#: score under which a chest radiograph is said to be a negative: positives scored 0.176 or more, negatives -0.176
-#: or less. A little under halfway, so that an image with no layout to speak of (noise scores -0.1 to 0.17 at 16
-#: pixels, about 0 larger) is seldom called one
+#: score under which a chest radiograph is said to be a negative: positives scored 0.171 or more, negatives -0.171
+#: or less (0.006 and -0.006 with the patient far off-centre in a narrow field). Below what an image with no layout
+#: to speak of scores (uniform noise: -0.2 to 0.22 at 16 pixels, -0.047 to 0.047 from 64), so that one is seldom
+#: called a negative
 NEGATIVE_BELOW = -0.05
 #: fewest pixels along each side for a verdict (the smallest radiograph the transforms take)
 MIN_SIDE = 16
 
 
 def chest_polarity(grey: torch.Tensor) -> float | None:
-    """How much farther from the middle column the darkest quarter of a grey ``(1, X, Y)`` chest radiograph's inner
-    pixels lies than its brightest quarter, in half-widths of the inner part (-1 to 1; X runs across the image, along
-    a row): above 0 for a positive (lungs and air dark, out to the sides), below 0 for a negative. ``None`` where
-    there is no verdict: a side under :data:`MIN_SIDE` pixels, or inner pixels of one grey level."""
+    """How much farther from the patient's midline the darkest quarter of a grey ``(1, X, Y)`` chest radiograph's
+    inner pixels lies than its brightest quarter, in half-widths of the inner part (-1 to 1; X runs across the image,
+    along a row): above 0 for a positive (lungs and air dark, out to the sides), below 0 for a negative. The midline
+    is the column halfway between the two quarters' mean columns. ``None`` where there is no verdict: a side under
+    :data:`MIN_SIDE` pixels, or inner pixels of one grey level."""
     values = torch.as_tensor(grey).detach()
     if values.ndim != 3 or min(values.shape[1:]) < MIN_SIDE:
         return None
@@ -58,12 +66,16 @@ def chest_polarity(grey: torch.Tensor) -> float | None:
     cut = round(GRID * BORDER)
     inner = small[cut:GRID - cut, cut:GRID - cut]
     half = inner.shape[0] / 2
-    # how far each pixel's column lies from the middle, in half-widths
-    across = ((torch.arange(inner.shape[0], dtype=inner.dtype) + 0.5 - half).abs() / half)[:, None].expand_as(inner)
     low, high = torch.quantile(inner.reshape(-1), torch.tensor([0.25, 0.75], dtype=inner.dtype))
     if low >= high:
         return None
-    return float(across[inner <= low].mean() - across[inner >= high].mean())
+    dark, bright = inner <= low, inner >= high
+    column = (torch.arange(inner.shape[0], dtype=inner.dtype) + 0.5)[:, None].expand_as(inner)
+    # not the image's middle column: the patient may lie off-centre. Halfway between the dark and the bright pixels
+    # is where the spine lies on a positive and on a negative alike, and the same column for an image and its inverse
+    midline = (column[dark].mean() + column[bright].mean()) / 2
+    across = (column - midline).abs() / half
+    return float(across[dark].mean() - across[bright].mean())
 
 
 def warn_if_negative_chest(grey: torch.Tensor, source: str) -> bool:
