@@ -184,3 +184,20 @@ def test_frontal_drrs_of_the_real_ct_off_centre_are_no_negatives():
         xy = _named(image.numpy().T, "drr")  # as the DRR bundle saves it and a file loads: (X, Y)
         assert chest_polarity(xy) > -NEGATIVE_BELOW and chest_polarity(xy.max() - xy) < NEGATIVE_BELOW
 
+
+def test_without_the_chest_check_the_transform_pickles_as_before_the_option(caplog):
+    """The disk cache keys its entries by the transforms pickled: a pipeline that leaves the check off (pretraining)
+    keeps the key, and the entries, it had before ``chest`` existed."""
+    import pickle
+
+    from unimiss_monai.transforms import AsGreyRadiographd
+    from unimiss_monai.transforms.utility.array import CheckImage
+
+    for off in (AsGreyRadiograph(luminance=True), AsGreyRadiograph(luminance=True, chest="false")):
+        assert "chest" not in off.__dict__ and not off.chest
+        before = AsGreyRadiograph.__new__(AsGreyRadiograph)  # the transform as built before the option
+        before.__dict__.update(invert_monochrome1=True, luminance=True, min_size=16,
+                               check_image=CheckImage(fail_constant=True))
+        assert pickle.dumps(off) == pickle.dumps(before)
+    assert "chest" not in AsGreyRadiographd("image", luminance=True).converter.__dict__
+    assert AsGreyRadiograph(chest="true").chest is True  # the chest bundles' key changes: their entries are checked

@@ -38,13 +38,17 @@ class AsGreyRadiograph(Transform):
     """
 
     BT601 = BT601
+    #: a class default, set on an instance only when True: the disk cache keys its entries by the pickled transforms,
+    #: so a pipeline without the chest check keeps the key (and the entries) it had before the option existed
+    chest = False
 
     def __init__(self, invert_monochrome1: bool = True, luminance: bool = False, min_size: int = 16,
                  chest: bool = False) -> None:
         self.invert_monochrome1 = as_bool(invert_monochrome1, "invert_monochrome1")
         self.luminance = as_bool(luminance, "luminance")  # from the command line a value is a string
         self.min_size = int(min_size)
-        self.chest = as_bool(chest, "chest")
+        if as_bool(chest, "chest"):
+            self.chest = True
         # NaN/Inf pixels or a blank image would become a confident "no finding" or an empty mask
         self.check_image = CheckImage(fail_constant=True)
 
