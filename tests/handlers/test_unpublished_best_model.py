@@ -1,10 +1,12 @@
 """A finished fine-tuning run whose best model never reached ``models/model.pt`` (killed after its last checkpoint,
 or its copy failed on a full disk) publishes that model when run again, without training; a run whose publish did
-happen, a checkpoint without the model's SHA-256, a best model that is gone or another file, or a rerun asking for
-another run trains anew as before."""
+happen (even if ``models/model.pt`` was deleted or replaced since), a checkpoint without the model's SHA-256, a best
+model that is gone or another file, or a rerun asking for another run (other epochs, seed, validation items,
+pretrained weights or key metric) trains anew as before."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -19,7 +21,7 @@ from unimiss_monai.utils.hashing import sha256_file
 EPOCHS = 2
 
 
-def _run(root, max_epochs: int = EPOCHS, seed: int = 0, rank: int = 0) -> int:
+def _run(root, max_epochs: int = EPOCHS, seed: int = 0, rank: int = 0, choice: dict | None = None) -> int:
     """A fine-tune as the bundles wire it (validation, then the epoch checkpoint; at the end the checkpoint, then the
     publish), 3 iterations an epoch; returns the iterations it trained."""
     ran = []
@@ -43,7 +45,8 @@ def _run(root, max_epochs: int = EPOCHS, seed: int = 0, rank: int = 0) -> int:
 
     trainer.add_event_handler(Events.EPOCH_COMPLETED, validate)
     TrainingCheckpoint(root / "out" / "checkpoints", {"network": net, "best_model": saver}, save_every=1,
-                       epoch_level=True, resume_finished=False, seed=seed).attach(trainer)
+                       epoch_level=True, resume_finished=False, seed=seed,
+                       best_model_choice=choice).attach(trainer)
     PublishBestModel(saver, root / "models" / "model.pt").attach(trainer)
     trainer.run(range(3), max_epochs=max_epochs)
     return len(ran)
@@ -97,6 +100,41 @@ def test_a_finished_and_published_run_trains_anew(tmp_path, caplog):
     assert _said(caplog, logging.WARNING) == []
 
 
+@pytest.mark.parametrize("change", ["deleted", "replaced", "published over by another run"])
+def test_a_published_run_trains_anew_after_its_published_model_is_deleted_or_replaced(tmp_path, caplog, change):
+    assert _run(tmp_path) == 3 * EPOCHS
+    checkpoint, best, model = _paths(tmp_path)
+    assert json.loads(publish_module.published_record(best).read_text()) == {"sha256": sha256_file(best),
+                                                                              "to": str(model)}
+    if change == "deleted":
+        model.unlink()
+    elif change == "replaced":
+        model.write_bytes(b"weights the user downloaded")
+    else:  # a run of another output_dir publishing to the same models/ folder
+        assert _run(tmp_path / "other", seed=3) == 3 * EPOCHS
+        model.write_bytes(_paths(tmp_path / "other")[1].read_bytes())
+    there = model.read_bytes() if model.exists() else None
+    with caplog.at_level(logging.INFO, logger="unimiss_monai"):
+        assert _run(tmp_path) == 3 * EPOCHS
+    assert any(m.endswith("is the checkpoint of a finished run: training anew") for m in _said(caplog, logging.INFO))
+    assert not any("never published" in m for m in caplog.messages) and _said(caplog, logging.WARNING) == []
+    assert model.read_bytes() == best.read_bytes()  # the retrained run published, keeping what was there
+    assert there is None or model.with_name("model.pt.prev").read_bytes() == there
+
+
+def test_a_publish_that_cannot_be_recorded_is_said_and_the_run_succeeds(tmp_path, monkeypatch, caplog):
+    def full_disk(obj, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(publish_module, "save_json", full_disk)
+    with caplog.at_level(logging.WARNING, logger="unimiss_monai"):
+        assert _run(tmp_path) == 3 * EPOCHS
+    _, best, model = _paths(tmp_path)
+    assert model.read_bytes() == best.read_bytes()
+    assert len(said := _said(caplog, logging.WARNING)) == 1
+    assert said[0].startswith(f"published {model}, but could not record it in {publish_module.published_record(best)}")
+
+
 @pytest.mark.parametrize("change", ["gone", "replaced"])
 def test_an_unpublished_best_model_that_is_gone_or_another_trains_anew_with_a_warning(tmp_path, monkeypatch,
                                                                                       caplog, change):
@@ -129,6 +167,56 @@ def test_an_older_checkpoint_without_the_sha256_trains_anew(tmp_path, monkeypatc
 def test_a_rerun_asking_for_another_run_trains_anew(tmp_path, monkeypatch, other):
     _killed_before_publish(tmp_path, monkeypatch)
     assert _run(tmp_path, **other) == 3 * other.get("max_epochs", EPOCHS)
+
+
+def _choice(root, validation: str = "a", weights: bytes | None = b"pretrained", key_metric: str = "acc") -> dict:
+    """What chooses the best model: validation items (files), the pretrained weights file (None: from scratch), the key
+    metric's name."""
+    root.mkdir(exist_ok=True)
+    for name in "abc":
+        (root / f"{name}.png").write_bytes(name.encode())
+    pretrained = root / "pretrained.pt"
+    if weights is not None and (not pretrained.exists() or pretrained.read_bytes() != weights):
+        pretrained.write_bytes(weights)
+    items = [{"image": str(root / f"{name}.png")} for name in validation]
+    return {"validation": items, "pretrained": None if weights is None else str(pretrained), "key_metric": key_metric}
+
+
+@pytest.mark.parametrize("other, why", [
+    ({"validation": "ab"}, 'other validation items (1 new, 0 gone of 1; e.g. {"image": "'),
+    ({"weights": b"a newer pretraining"}, "other pretrained weights ("),
+    ({"weights": None}, "this run: none, trained from scratch)"),
+    ({"key_metric": "auc"}, "another key metric (acc; this run: auc)"),
+])
+def test_a_rerun_choosing_its_best_model_otherwise_trains_anew_saying_why(tmp_path, monkeypatch, caplog, other, why):
+    model = _paths(tmp_path)[2]
+    model.parent.mkdir(parents=True)
+    with monkeypatch.context() as patch:
+        patch.setattr(publish_module.shutil, "copyfile", _full_disk)
+        with pytest.raises(OSError, match="No space left"):
+            _run(tmp_path, choice=_choice(tmp_path / "inputs"))
+    with caplog.at_level(logging.INFO, logger="unimiss_monai"):
+        assert _run(tmp_path, choice=_choice(tmp_path / "inputs", **other)) == 3 * EPOCHS
+    checkpoint, best, _ = _paths(tmp_path)
+    assert len(said := _said(caplog, logging.WARNING)) == 1, said
+    assert said[0].startswith(f"{checkpoint}: {best} is the best model of the finished run (key metric 2), never "
+                              f"published to {model} (the run stopped, or the copy failed, after its last checkpoint), "
+                              "but this run is another, of ")
+    assert why in said[0] and said[0].endswith(": training anew; to publish that model instead, run again as it was")
+    assert not any("publishing it instead" in m for m in caplog.messages)
+
+
+def test_the_same_choice_in_other_words_still_publishes(tmp_path, monkeypatch):
+    # the same files named through a link, and the same items in another order: the same run
+    model = _paths(tmp_path)[2]
+    model.parent.mkdir(parents=True)
+    with monkeypatch.context() as patch:
+        patch.setattr(publish_module.shutil, "copyfile", _full_disk)
+        with pytest.raises(OSError, match="No space left"):
+            _run(tmp_path, choice=_choice(tmp_path / "inputs", validation="ab"))
+    (tmp_path / "link").symlink_to(tmp_path / "inputs")
+    again = _choice(tmp_path / "link", validation="ba")
+    assert _run(tmp_path, choice=again) == 0 and model.read_bytes() == _paths(tmp_path)[1].read_bytes()
 
 
 def _full_disk(src, dst):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -11,13 +12,13 @@ from pathlib import Path
 
 from ignite.engine import Engine, Events
 
-from unimiss_monai.data.writers import atomic_path, keep_previous
+from unimiss_monai.data.writers import atomic_path, keep_previous, save_json
 from unimiss_monai.handlers.best_model_saver import BestModelSaver
 from unimiss_monai.utils.finite import first_non_finite
 from unimiss_monai.utils.hashing import sha256_file
 from unimiss_monai.utils.serialization import load_torch_file
 
-__all__ = ["PublishBestModel", "unpublished_best_model"]
+__all__ = ["PublishBestModel", "published_record", "unpublished_best_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,8 @@ class PublishBestModel:
     best model is read back (weights-only, every tensor finite) and copied in atomically; an existing ``path`` is kept
     as ``<path>.prev`` first. A run that saved no best model (no validation ran) leaves ``path`` as it was. A finished
     run killed before this copy (or whose copy failed) publishes its best model when run again, without training
-    (:func:`unpublished_best_model`).
+    (:func:`unpublished_best_model`); a copy that happened is recorded in the run's folder (:func:`published_record`),
+    so that deleting or replacing ``path`` later is never taken for a publish still to do.
 
     Args:
         saver: the run's :class:`BestModelSaver` (attached to the evaluator).
@@ -75,8 +77,32 @@ class PublishBestModel:
         previous = keep_previous(self.path)
         with atomic_path(self.path) as tmp:
             shutil.copyfile(source, tmp)
+            digest = sha256_file(tmp)
+        # in the run's own folder: models/model.pt may later be deleted or replaced (by the user, or another run's
+        # publish), and a rerun must not take that for a publish that never happened
+        try:
+            save_json({"sha256": digest, "to": str(self.path)}, published_record(source))
+        except OSError as err:  # the model is published: failing the run now would have it rerun, and retrain
+            logger.warning("published %s, but could not record it in %s (%s): a rerun after %s is deleted or replaced "
+                           "publishes it again instead of training", self.path, published_record(source),
+                           err.strerror or err, self.path)
         logger.info("published the best model %s to %s%s", source, self.path,
                     f" (previous kept as {previous})" if previous else "")
+
+
+def published_record(best_model: Path) -> Path:
+    """The file beside the run's best model that records, once :class:`PublishBestModel` copied it, the SHA-256 it
+    published and where to: ``checkpoints/best_model.pt`` -> ``checkpoints/best_model.published.json``."""
+    return best_model.with_suffix(".published.json")
+
+
+def _published(best_model: Path, digest: str) -> bool:
+    """Whether :func:`published_record` says the model of SHA-256 ``digest`` was published (an unreadable record, as
+    a kill while a version without it wrote nothing, says nothing)."""
+    try:
+        return json.loads(published_record(best_model).read_text()).get("sha256") == digest
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def unpublished_best_model(saver: BestModelSaver, recorded: Mapping | None) -> tuple[bool, str] | None:
@@ -85,13 +111,17 @@ def unpublished_best_model(saver: BestModelSaver, recorded: Mapping | None) -> t
     checkpoint but before :class:`PublishBestModel` copied the file, or the copy failed (a full disk).
 
     Returns None where the run is to be trained anew without a word more: the checkpoint records no SHA-256 (written
-    before it was recorded, or no best model was saved), nothing publishes this run's model, or the published file is
-    that model already (the publish happened). Otherwise ``(True, line)``: the file in the run's folder is still the one
-    recorded, publish it instead of training; or ``(False, reason)``: it is gone or another, so the run trains anew.
+    before it was recorded, or no best model was saved), nothing publishes this run's model, or the publish happened
+    (:func:`published_record` names that model, or the published file is that model), even if the published file was
+    deleted or replaced since (by the user, or another run's publish to the same place). Otherwise ``(True, what)``:
+    the file in the run's folder is still the one recorded, to be published instead of training; or ``(False,
+    reason)``: it is gone or another, so the run trains anew.
     """
     digest = recorded.get("sha256") if isinstance(recorded, Mapping) else None
     target = saver.published_to
-    if digest is None or target is None or (target.is_file() and sha256_file(target) == digest):
+    if digest is None or target is None or _published(saver.path, digest):
+        return None
+    if target.is_file() and sha256_file(target) == digest:
         return None
     scores = [score for score, _ in recorded.get("_saved", [])]
     metric = f" (key metric {scores[0]:.4g})" if scores else ""
@@ -102,4 +132,4 @@ def unpublished_best_model(saver: BestModelSaver, recorded: Mapping | None) -> t
         return False, (f"{saver.path} is not {chosen}, which was never published to {target} (the file was replaced "
                        "or damaged since; its SHA-256 differs from the one the checkpoint recorded): training anew")
     return True, (f"{saver.path} is {chosen}, never published to {target} (the run stopped, or the copy failed, "
-                  "after its last checkpoint): publishing it instead of training anew")
+                  "after its last checkpoint)")

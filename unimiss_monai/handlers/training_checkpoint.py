@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -18,6 +17,7 @@ from unimiss_monai.handlers.checkpoint_info import settings_mismatch
 from unimiss_monai.handlers.checkpoint_position import finished, planned_epochs, position_problem
 from unimiss_monai.handlers.publish_best_model import unpublished_best_model
 from unimiss_monai.handlers.rng_state import capture_rng_state, rank_state, restore_rng_state
+from unimiss_monai.handlers.run_record import choice_record, other_choice, other_items, plain
 from unimiss_monai.networks.state_dict_diff import state_dict_differences
 from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.dist import broadcast_object, gather_objects
@@ -79,7 +79,8 @@ class TrainingCheckpoint:
             raising ``max_epochs``); ``False`` starts such a run anew, so running a finished fine-tune again retrains;
             unless its best model (a :class:`~unimiss_monai.handlers.BestModelSaver` in ``save_objects``, whose
             SHA-256 the checkpoint records) was never published, as when the run was killed after its last
-            checkpoint: the same run asked again then publishes that file, said in one line, and trains nothing.
+            checkpoint: the same run asked again then publishes that file, said in one line, and trains nothing (a
+            publish that happened is recorded beside it, so a published model deleted or replaced since retrains).
         data: the run's training items (``[{"image": ..., "label": ...}]``, file paths compared as the files they name),
             recorded in the checkpoint: a run of other items (another ``dataset_dir``, an edited datalist) trains
             anew, said in a warning; resumed, it trained the rest of the epochs on the other data and published the
@@ -89,6 +90,11 @@ class TrainingCheckpoint:
             with the checkpoint's, which a warning names with the fix.
         seed: the run's seed, recorded in the checkpoint: a run resumed with another one draws the rest of its data
             order and augmentations from it, so its model is no uninterrupted run's of either seed; a warning says so.
+        best_model_choice: what chooses the best model, recorded in the checkpoint: ``{"validation": items,
+            "pretrained": the weights file the encoder starts from (None: none), "key_metric": name}``, any of them
+            (see :func:`~unimiss_monai.handlers.run_record.choice_record`). A finished run whose best model was never
+            published is published on its rerun only where the rerun would choose it the same way; otherwise it
+            trains anew, and a warning says what changed.
     """
 
     FILENAME = "checkpoint.pt"
@@ -106,6 +112,7 @@ class TrainingCheckpoint:
         data: Sequence[Mapping] | None = None,
         optimiser_settings: Mapping | None = None,
         seed: int | None = None,
+        best_model_choice: Mapping | None = None,
     ) -> None:
         if export_path is not None and export_fn is None:
             raise ValueError("TrainingCheckpoint: export_path needs an export_fn returning the state dict to export")
@@ -117,9 +124,10 @@ class TrainingCheckpoint:
         self.epoch_level, self.resume_finished = as_bool(epoch_level, "epoch_level"), as_bool(resume_finished, "resume_finished")
         self._epoch_save_attached, self._saved_iteration, self._save_due = False, -1, False
         # as the file keeps it: plain strings and numbers, a path as the file it names (however it was written)
-        self.data = None if data is None else [_plain(item) for item in data]
-        self.optimiser_settings = None if optimiser_settings is None else _plain(dict(optimiser_settings))
+        self.data = None if data is None else [plain(item) for item in data]
+        self.optimiser_settings = None if optimiser_settings is None else plain(dict(optimiser_settings))
         self.seed = None if seed is None else int(seed)
+        self.best_model_choice = None if best_model_choice is None else choice_record(best_model_choice)
 
     def attach(self, engine: Engine) -> None:
         self.objects["trainer"] = engine
@@ -178,6 +186,8 @@ class TrainingCheckpoint:
             ckpt["optimiser_settings"] = self.optimiser_settings
         if self.seed is not None:
             ckpt["seed"] = self.seed
+        if self.best_model_choice is not None:
+            ckpt["best_model_choice"] = self.best_model_choice
         atomic_torch_save(ckpt, self.path)
         self._saved_iteration = engine.state.iteration
         logger.info("iteration %d: saved %s", engine.state.iteration, self.path)
@@ -219,7 +229,7 @@ class TrainingCheckpoint:
         if finished_run and not publishing:
             logger.info("%s is the checkpoint of a finished run: training anew", self.path)
             return
-        if (other := self._other_data(ckpt.get("data"))) is not None:
+        if (other := other_items(ckpt.get("data"), self.data)) is not None:
             # resumed, the rest of the epochs trained on this run's data and the result was published (MONAI Label's
             # next /train after labels were added starts anew too)
             logger.warning("%s was written by a stopped run of %s: training anew, and this run's first checkpoint "
@@ -279,33 +289,40 @@ class TrainingCheckpoint:
     def _publishes_instead(self, ckpt: Mapping, engine: Engine) -> bool:
         """Whether the finished run ``ckpt`` holds is resumed, with no epoch left, only for its best model to be
         published (see :func:`~unimiss_monai.handlers.publish_best_model.unpublished_best_model`): a kill or a failed
-        copy kept it from being published, and this run asks for the same one (epochs, data, optimiser, seed)."""
-        saved, seed = ckpt.get("trainer") or {}, ckpt.get("seed")
+        copy kept it from being published, and this run asks for the same one (:meth:`_other_run`)."""
         savers = [(name, obj) for name, obj in self.objects.items() if isinstance(obj, BestModelSaver) and name in ckpt]
-        same_run = (planned_epochs(saved) == engine.state.max_epochs and self._other_data(ckpt.get("data")) is None
-                    and saved.get("epoch_length") in (None, engine.state.epoch_length)
-                    and not settings_mismatch(ckpt.get("optimiser_settings"), self.optimiser_settings)
-                    and (None in (seed, self.seed) or seed == self.seed))
-        if not same_run or len(savers) != 1:
+        if len(savers) != 1:
             return False
         name, saver = savers[0]
         # rank 0's reading of the files for every rank: they must all resume, or all train anew
         verdict = broadcast_object(unpublished_best_model(saver, ckpt[name]) if engine.state.rank == 0 else None)
-        if verdict is not None and engine.state.rank == 0:
-            (logger.info if verdict[0] else logger.warning)("%s: %s", self.path, verdict[1])
-        return verdict is not None and verdict[0]
+        if verdict is None:
+            return False
+        other = self._other_run(ckpt, engine) if verdict[0] else None  # the same on every rank: no file is read
+        if engine.state.rank == 0 and other is not None:
+            # its best model is replaced by this run's first validation: said, with how to publish it instead
+            logger.warning("%s: %s, but this run is another, of %s: training anew; to publish that model instead, run "
+                           "again as it was", self.path, verdict[1], other)
+        elif engine.state.rank == 0:
+            (logger.info if verdict[0] else logger.warning)(
+                "%s: %s%s", self.path, verdict[1], ": publishing it instead of training anew" if verdict[0] else "")
+        return verdict[0] and other is None
 
-    def _other_data(self, saved) -> str | None:
-        """How the training items a checkpoint recorded differ from this run's (see ``data``), or None: the same items
-        in any order, or either side without a record."""
-        if saved is None or self.data is None:
-            return None
-        theirs, ours = (sorted(json.dumps(i, sort_keys=True) for i in items) for items in (saved, self.data))
-        if theirs == ours:
-            return None
-        gone, new = sorted(set(theirs) - set(ours)), sorted(set(ours) - set(theirs))
-        example = f"e.g. {(new or gone)[0][:120]} is {'new' if new else 'gone'}" if new or gone else "some listed twice"
-        return f"other training items ({len(new)} new, {len(gone)} gone of {len(saved)}; {example})"
+    def _other_run(self, ckpt: Mapping, engine: Engine) -> str | None:
+        """How this run differs from the finished one ``ckpt`` holds in what it trains (epochs, data, epoch length,
+        optimiser settings, seed) or in what chooses its best model (``best_model_choice``), or None: the same run."""
+        saved, seed = ckpt.get("trainer") or {}, ckpt.get("seed")
+        if (planned := planned_epochs(saved)) != engine.state.max_epochs:
+            return f"{engine.state.max_epochs} epochs (that run: {planned})"
+        if (other := other_items(ckpt.get("data"), self.data)) is not None:
+            return other
+        if saved.get("epoch_length") not in (None, engine.state.epoch_length):
+            return f"{engine.state.epoch_length} iterations an epoch (that run: {saved['epoch_length']})"
+        if differ := settings_mismatch(ckpt.get("optimiser_settings"), self.optimiser_settings):
+            return f"other optimiser settings ({differ})"
+        if None not in (seed, self.seed) and seed != self.seed:
+            return f"seed {self.seed} (that run: {seed})"
+        return other_choice(ckpt.get("best_model_choice"), self.best_model_choice)
 
     def _check_networks(self, ckpt: Mapping) -> None:
         """Refuse, in one line, a checkpoint whose network tensors do not fit this run's networks.
@@ -336,22 +353,6 @@ class TrainingCheckpoint:
                 "tensor(s) differ), e.g. the checkpoint of a smoke run before a full one; give this run another "
                 "--output_dir, or move that checkpoint out of the way to train anew"
             )
-
-
-def _plain(value):
-    """``value`` as JSON-like plain values (numpy numbers as Python ones, tuples as lists), a string or path naming an
-    existing file as that file's real path (relative from another folder, or through a link, it is the same file)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (str, os.PathLike)) and os.path.exists(value):
-        return os.path.realpath(value)
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # a numpy or torch scalar
-        return value.item()
-    return str(value)
 
 
 def _same_export(path: Path, exported: Mapping) -> bool:
