@@ -15,7 +15,14 @@ under ``cache_dir`` and afterwards reads it back, so an epoch over a CT archive 
 - a ``MetaTensor`` keeps its affine and other plain metadata through the cache (:func:`storable`): MONAI stores it
   as a bare tensor (``track_meta=False``), since its metadata holds numpy values that ``torch.load(weights_only=True)``
   refuses, so a random transform after the cached part (a reorientation in a nested ``Compose``, an on-the-fly DRR)
-  met an identity affine on every read from the cache and the same one with its real affine on the first.
+  met an identity affine on every read from the cache and the same one with its real affine on the first;
+- what the cached part warns of (a chest film that looks like a negative, a CT not in HU, a label of both sides) is
+  said by every run that uses the entry, not only by the one that computed it: the WARNING-and-above records of the
+  package's loggers in the computing thread (:func:`~unimiss_monai.utils.logged_warnings.warnings_logged`) are stored
+  with the entry (plain strings), and each hit says them again through their own loggers, once per message and
+  process (:func:`~unimiss_monai.utils.logged_warnings.say_again`): on a warm cache in the run's up-front check of
+  the items (:meth:`DiskCacheDataset.fill`), and not again in its data-loading workers, which inherit or receive what
+  was said. Entries of earlier versions hold no warnings and are read as before, in silence.
 
 Entries are written and read by :meth:`DiskCacheDataset._cachecheck` rather than MONAI's: MONAI writes an entry in a
 folder under ``$TMPDIR`` and ``shutil.move``s it into ``cache_dir``, which across file systems (a node's local
@@ -46,6 +53,8 @@ from monai.utils import convert_to_tensor, look_up_option
 from unimiss_monai.data.split_check import deterministic_head, shared_failures
 from unimiss_monai.data.tolerant import DatalistSplit, failed_case, refuse_failures
 from unimiss_monai.data.writers import remove_stale_temporaries, temporary_beside
+from unimiss_monai.utils.logged_warnings import SAID_AGAIN, kept_apart, kept_with, say_again, warnings_logged
+from unimiss_monai.utils.once import sent_with_said
 
 __all__ = ["CACHE_MODES", "ENTRY_FORMAT", "LEFTOVER_AGE_S", "CheckedCacheDataset", "DiskCacheDataset", "cached_dataset",
            "item_hash", "restored", "storable", "transforms_hash"]
@@ -204,17 +213,21 @@ class DiskCacheDataset(PersistentDataset):
         entry = self.entry_path(item_transformed)
         if entry.is_file():
             try:
-                return restored(torch.load(entry, weights_only=self.weights_only))
+                stored, said = kept_apart(torch.load(entry, weights_only=self.weights_only))
+                value = restored(stored)
+                say_again(said)
+                return value
             except FileNotFoundError:  # replaced or removed since is_file: compute it
                 pass
             except Exception as e:  # noqa: BLE001 - a truncated or foreign entry is a miss, never a lost sample
                 self._warn_once(str(entry), "disk cache: entry %s cannot be read (%s); computing the item again and "
                                 "replacing it", entry, str(e).splitlines()[0] if str(e) else type(e).__name__)
-        value = self._pre_transform(deepcopy(item_transformed))  # keep the original, it is the key
-        self._store(entry, value)
+        with warnings_logged() as said:
+            value = self._pre_transform(deepcopy(item_transformed))  # keep the original, it is the key
+        self._store(entry, value, said)
         return value
 
-    def _store(self, entry: Path, value) -> None:
+    def _store(self, entry: Path, value, said: list) -> None:
         """Write ``value`` to a temporary file beside ``entry`` and rename it into place: a reader, another rank
         included, sees either no entry or a whole one. A failed write (full disk, read-only folder) is logged once
         and costs only the cache: the computed item is used all the same."""
@@ -226,7 +239,7 @@ class DiskCacheDataset(PersistentDataset):
         try:
             tmp = temporary_beside(entry)
             with open(tmp, "wb") as f:
-                torch.save(storable(value), f,
+                torch.save(kept_with(storable(value), said), f,
                            pickle_module=look_up_option(self.pickle_module, SUPPORTED_PICKLE_MOD),
                            pickle_protocol=self.pickle_protocol)
             os.replace(tmp, entry)
@@ -262,9 +275,28 @@ class DiskCacheDataset(PersistentDataset):
         Under a process group this is a collective (every rank calls it): each rank computes and stores the entries of
         its share of the items only, and every rank returns the failures of all
         (:func:`~unimiss_monai.data.split_check.shared_failures`), so a cold cache shared by the ranks is filled once,
-        not once per rank; a rank reads the others' entries when it draws their items."""
-        return shared_failures(self.data, lambda item: None if self.entry_path(item).is_file() else self.cached(item),
-                               num_workers, progress)
+        not once per rank; a rank reads the others' entries when it draws their items.
+
+        The warnings stored with an existing entry are said here, once per message (its tensors are not read): the
+        check says them up front on a warm cache as on a cold one, and each once per run."""
+        return shared_failures(self.data, self._check, num_workers, progress)
+
+    def _check(self, item) -> None:
+        """Compute ``item``'s entry where there is none, else say again the warnings stored with it, reading none of
+        its tensors (memory-mapped)."""
+        entry = self.entry_path(item)
+        if not entry.is_file():
+            self.cached(item)
+            return
+        try:
+            stored = torch.load(entry, weights_only=self.weights_only, mmap=True)
+        except Exception:  # noqa: BLE001 - unreadable: the epoch's read computes it again and says why
+            return
+        say_again(kept_apart(stored)[1])
+
+
+# a data-loading worker started by spawn receives what the run said with its data set, so it does not say it again
+sent_with_said(DiskCacheDataset, SAID_AGAIN)
 
 
 class CheckedCacheDataset(CacheDataset):
