@@ -23,7 +23,8 @@ from unimiss_monai.handlers.checkpoint_info import as_options, settings_mismatch
 from unimiss_monai.networks.pretrained import PRETRAINED as _PRETRAINED, TRAINED as _TRAINED, load_pretrained
 from unimiss_monai.networks.state_dict_diff import state_dict_differences
 from unimiss_monai.networks.weights_file import (
-    file_info, fine_tune_checkpoint, recorded_info, refuse_trained_model, unfinished_run, weights_in_folder,
+    file_info, fine_tune_checkpoint, recorded_info, refuse_folder_as_model, refuse_trained_model, unfinished_run,
+    weights_in_folder,
 )
 from unimiss_monai.utils.args import as_bool, optional_path
 from unimiss_monai.utils.ema import unwrap_model
@@ -112,6 +113,8 @@ def _load_trained(network: torch.nn.Module, path, checkpoint_key: str | None, en
     """Every tensor of ``network`` from the bundle's trained model ``path``, refused in one line with what to do;
     also refused when the model records other ``settings`` or ``classes`` than this run's."""
     path = None if path is None else os.path.expanduser(str(path))  # a quoted ~ reaches the run as it was typed
+    if path is not None:
+        refuse_folder_as_model(path)
     if path is None or not os.path.isfile(path):
         raise FileNotFoundError(
             f"no trained model at {path}: train this bundle first (configs/train.json), or point --ckpt_dir at the "

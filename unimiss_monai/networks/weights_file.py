@@ -21,8 +21,8 @@ from unimiss_monai.utils.once import first_time, is_said
 from unimiss_monai.utils.trainer_state import finished, planned_epochs, position
 
 __all__ = ["PRETRAINING_BUNDLE", "WEIGHTS_IN_FOLDER", "file_info", "fine_tune_checkpoint", "finished_run",
-           "is_fine_tune_checkpoint", "is_official_checkpoint", "recorded_info", "refuse_trained_model",
-           "unfinished_run", "weights_in_folder"]
+           "is_fine_tune_checkpoint", "is_official_checkpoint", "recorded_info", "refuse_folder_as_model",
+           "refuse_trained_model", "unfinished_run", "weights_in_folder"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,26 @@ def weights_in_folder(path: str | os.PathLike, what: str = "pretrained_path") ->
         f"{what} {path!r} is a folder without models/model.pt; pass the output folder of a finished pretraining run, "
         "a pretraining bundle folder (python -m unimiss_monai download unimiss_pretraining) or the model.pt file itself"
     )
+
+
+def refuse_folder_as_model(path: str | os.PathLike, option: str = "--ckpt_path") -> None:
+    """Refuse a folder given as the trained model file (``--ckpt_path models/smoke``), in one line naming the model
+    file to pass: the ``model.pt`` it holds (a ``--ckpt_dir``), else its ``models/model.pt`` (a bundle or run folder).
+    Said as a missing model, it sent the user to train again a model that was there. Anything else passes.
+
+    Raises:
+        FileNotFoundError: ``path`` is a folder.
+    """
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        return
+    held = next((os.path.join(path, name) for name in ("model.pt", WEIGHTS_IN_FOLDER)
+                 if os.path.isfile(os.path.join(path, name))), None)
+    if held is not None:
+        raise FileNotFoundError(f"{option} {path} is a folder, not a model file; pass the model it holds: "
+                                f"{option} {held} (or --ckpt_dir {os.path.dirname(held)})")
+    raise FileNotFoundError(f"{option} {path} is a folder, not a model file, and holds no model.pt; pass the "
+                            f"model.pt of a trained run as {option}, or its folder as --ckpt_dir")
 
 
 def _peek(path: str | os.PathLike) -> Any:
