@@ -119,6 +119,18 @@ def test_drr_lengths_take_what_its_docs_offer(key, value, message):
     assert _refusal(f"--{key}", value, bundle="unimiss_drr_generation", names=("inference.json",)) == message
 
 
+@pytest.mark.parametrize("bundle, value, message", [
+    ("unimiss_ct_classification", "abc", "config id 'freeze_encoder_epochs' expects an integer, got 'abc'"),
+    ("unimiss_ct_segmentation", "2.5", "config id 'freeze_encoder_epochs' expects an integer, got 2.5"),
+    ("unimiss_cxr_classification", "5", None), ("unimiss_ct_segmentation", "$@max_epochs // 2", None),
+])
+def test_an_id_whose_default_is_an_expression_is_checked_as_what_it_yields(bundle, value, message):
+    # its default ("$@max_epochs if @linear_probe_flag else 0") yields an integer: 'abc' failed in the trainer with
+    # "invalid literal for int()", naming no option
+    refusal = _refusal("--freeze_encoder_epochs", value, bundle=bundle, names=("train.json", "smoke.yaml"))
+    assert refusal == message
+
+
 def test_wrong_type_of_a_nested_id_is_refused():
     assert _refusal("--backbone#spatial_dims", "16", bundle="unimiss_pretraining", names=("train.json",)) == (
         "config id 'backbone#spatial_dims' expects a list of integers such as [2, 3], got 16")

@@ -8,6 +8,7 @@ typo (``--num_epoch 1`` for ``--max_epochs 1``) adds an id nothing reads and the
 
 from __future__ import annotations
 
+import ast
 import difflib
 import inspect
 import math
@@ -25,7 +26,8 @@ from unimiss_monai.utils.paths import file_in_the_way, symlink_loop_problem
 from unimiss_monai.utils.suggestions import did_you_mean
 from unimiss_monai.utils.value_ranges import XRAY_SPACING_MM, range_problem
 
-__all__ = ["RunArgumentError", "check_overrides", "check_run_arguments", "config_ids", "did_you_mean", "is_flag"]
+__all__ = ["RunArgumentError", "check_overrides", "check_run_arguments", "command_line", "command_line_arguments",
+           "config_ids", "did_you_mean", "is_flag"]
 
 # the keys every config component may hold besides its target's arguments
 _COMPONENT_KEYS = {"_target_", "_disabled_", "_requires_", "_desc_", "_mode_"}
@@ -65,6 +67,13 @@ def _parse_flags(args: Sequence[str]) -> dict[str, Any]:
     return pairs
 
 
+def command_line_arguments(argv: Sequence[str]) -> dict[str, Any]:
+    """The ``--key value`` pairs of ``argv`` (the arguments after ``run``) over the entries of its ``--args_file``."""
+    from monai.bundle import ConfigParser
+    given = _parse_flags(list(argv))
+    return {**(dict(ConfigParser.load_config_file(given["args_file"])) if given.get("args_file") else {}), **given}
+
+
 def _run_arguments() -> set[str]:
     """Arguments of ``monai.bundle run`` / ``run_workflow`` that are not config ids (``meta_file``, ``tracking``, ...)."""
     from monai.bundle import ConfigWorkflow, scripts
@@ -87,7 +96,7 @@ def config_ids(config: Any, prefix: str = "") -> dict[str, Any]:
     return ids
 
 
-def _command_line() -> list[str] | None:
+def command_line() -> list[str] | None:
     """The arguments after ``run`` when this process is ``python -m monai.bundle run ...``, else ``None``."""
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
@@ -141,6 +150,20 @@ def _unknown(key: str, ids: Mapping[str, Any], run_args: set[str], bundle: str, 
 
 def _is_expression(value: Any) -> bool:
     return isinstance(value, str) and value.startswith(("$", "@", "%"))
+
+
+def _yields(expression: str) -> Any:
+    """A plain value of the kind ``expression`` yields, told by a literal branch of it (``$@max_epochs if
+    @linear_probe_flag else 0``: an integer) or a comparison (a boolean); else ``expression`` itself."""
+    try:  # each @reference stands for a name, so that the expression reads as Python
+        tree = ast.parse(re.sub(r"@[\w#]+", "_ref", expression.lstrip("$")), mode="eval").body
+    except SyntaxError:
+        return expression
+    branches = [tree.body, tree.orelse] if isinstance(tree, ast.IfExp) else [tree]
+    kinds = {type(b.value) for b in branches if isinstance(b, ast.Constant) and isinstance(b.value, (int, float))}
+    if isinstance(tree, ast.Compare) or kinds == {bool}:
+        return False
+    return (0.0 if float in kinds else 0) if kinds and bool not in kinds else expression
 
 
 def _is_number(value: Any, integer: bool) -> bool:
@@ -286,10 +309,11 @@ def check_run_arguments(bundle: str, argv: Sequence[str] | None = None) -> None:
     Valid keys are the ids the ``--config_file`` files define (nested ``a#b``, list items ``a#0``, merged in order, plus
     ``--args_file`` entries and the ``--tracking`` settings' ids), keywords a component's ``_target_`` accepts, and
     the arguments of ``run`` itself (``meta_file``, ``logging_file``, ``workflow_type``, ...). An id whose default is
-    an integer, a number, a boolean or a list must get a value of that kind (or a ``$``/``@``/``%`` expression),
-    a finite one, within the id's range where it has one (sizes of at least 1, ``layer_decay`` in (0, 1], ...); a
-    ``device`` must be one this PyTorch can run on, and a ``..._dir`` / ``..._path`` no loop of symbolic links. A path
-    id, or an id whose default is plain text, refuses a boolean: a bare ``--dataset_dir`` (its value left out).
+    an integer, a number, a boolean or a list (or an expression that yields one: ``$@max_epochs if @probe else 0``)
+    must get a value of that kind (or a ``$``/``@``/``%`` expression), a finite one, within the id's range where it
+    has one (sizes of at least 1, ``layer_decay`` in (0, 1], ...); a ``device`` must be one this PyTorch can run on,
+    and a ``..._dir`` / ``..._path`` no loop of symbolic links. A path id, or an id whose default is plain text,
+    refuses a boolean: a bare ``--dataset_dir`` (its value left out).
 
     Args:
         bundle: the bundle's name, used in the messages.
@@ -302,19 +326,17 @@ def check_run_arguments(bundle: str, argv: Sequence[str] | None = None) -> None:
     from monai.bundle.utils import DEFAULT_EXP_MGMT_SETTINGS
 
     if argv is None:
-        argv = _command_line()
+        argv = command_line()
         if argv is None:
             return
         install_error_hook()
     run_args = _run_arguments()
-    given = _parse_flags(list(argv))
-    if "help" in given or "h" in given:  # else refused as an unknown config id 'help', which reads as a fault
+    arguments = command_line_arguments(argv)
+    if "help" in arguments or "h" in arguments:  # else refused as an unknown config id 'help', which reads as a fault
         print(f"monai.bundle run lists no options of its own; the ids of {bundle}, with their defaults, are in the "
               "Configuration table of its docs/README.md, and --<id> <value> sets any of them (a nested one as "
               "--<a>#<b> <value>)", flush=True)
         raise SystemExit(0)  # help asked for and given: no failed work
-    arguments = dict(ConfigParser.load_config_file(given["args_file"])) if given.get("args_file") else {}
-    arguments.update(given)
     files = arguments.get("config_file")
     if not files:
         return  # monai.bundle refuses a run without config files itself
@@ -344,7 +366,7 @@ def _problems(overrides: Mapping[str, Any], ids: Mapping[str, Any], known: set[s
         key = raw_key.lstrip("+").replace("::", "#")
         problem = _unknown(key, ids, known, bundle, files, command)
         if problem is None and key in ids:
-            problem = _wrong_type(key, value, ids[key])
+            problem = _wrong_type(key, value, _yields(ids[key]) if _is_expression(ids[key]) else ids[key])
         if problem:
             problems.append(problem)
     return problems
