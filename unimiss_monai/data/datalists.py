@@ -133,7 +133,12 @@ def shared_images(datalist: str | os.PathLike, split: str,
     ``split`` writes them: one file however its path is written, relative paths from ``base_dir`` (by default the
     datalist's folder). Only splits that share images are keys. An evaluation records their numbers
     (:data:`SHARED_KEY`), so that the report does not call those scores held out. A datalist that cannot be read gives
-    ``{}``: the evaluation's own reading of it refuses it, in its own words."""
+    ``{}``: the evaluation's own reading of it refuses it, in its own words. Scoring ``training`` itself is warned of
+    here, where only an evaluation asks: those scores are of images the model was trained on."""
+    if split == "training":  # its metrics.json records the split, but the log is where the scores are first read
+        logger.warning("evaluating the 'training' split of %s: the model was trained on these images, so their scores "
+                       "are not held out and overstate how it does on new images; --eval_split test scores the "
+                       "held-out ones", datalist)
     try:
         content = json.loads(Path(datalist).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
