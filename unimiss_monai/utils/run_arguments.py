@@ -26,8 +26,7 @@ from unimiss_monai.utils.paths import file_in_the_way, symlink_loop_problem
 from unimiss_monai.utils.suggestions import did_you_mean
 from unimiss_monai.utils.value_ranges import XRAY_SPACING_MM, range_problem
 
-__all__ = ["RunArgumentError", "check_overrides", "check_run_arguments", "command_line", "command_line_arguments",
-           "config_ids", "did_you_mean", "is_flag"]
+__all__ = ["RunArgumentError", "check_overrides", "check_run_arguments", "config_ids", "did_you_mean", "is_flag"]
 
 # the keys every config component may hold besides its target's arguments
 _COMPONENT_KEYS = {"_target_", "_disabled_", "_requires_", "_desc_", "_mode_"}
@@ -67,13 +66,6 @@ def _parse_flags(args: Sequence[str]) -> dict[str, Any]:
     return pairs
 
 
-def command_line_arguments(argv: Sequence[str]) -> dict[str, Any]:
-    """The ``--key value`` pairs of ``argv`` (the arguments after ``run``) over the entries of its ``--args_file``."""
-    from monai.bundle import ConfigParser
-    given = _parse_flags(list(argv))
-    return {**(dict(ConfigParser.load_config_file(given["args_file"])) if given.get("args_file") else {}), **given}
-
-
 def _run_arguments() -> set[str]:
     """Arguments of ``monai.bundle run`` / ``run_workflow`` that are not config ids (``meta_file``, ``tracking``, ...)."""
     from monai.bundle import ConfigWorkflow, scripts
@@ -96,7 +88,7 @@ def config_ids(config: Any, prefix: str = "") -> dict[str, Any]:
     return ids
 
 
-def command_line() -> list[str] | None:
+def _command_line() -> list[str] | None:
     """The arguments after ``run`` when this process is ``python -m monai.bundle run ...``, else ``None``."""
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
@@ -313,7 +305,8 @@ def check_run_arguments(bundle: str, argv: Sequence[str] | None = None) -> None:
     must get a value of that kind (or a ``$``/``@``/``%`` expression), a finite one, within the id's range where it
     has one (sizes of at least 1, ``layer_decay`` in (0, 1], ...); a ``device`` must be one this PyTorch can run on,
     and a ``..._dir`` / ``..._path`` no loop of symbolic links. A path id, or an id whose default is plain text,
-    refuses a boolean: a bare ``--dataset_dir`` (its value left out).
+    refuses a boolean: a bare ``--dataset_dir`` (its value left out). An overlay listed before the bundle's config
+    (:func:`~unimiss_monai.utils.config_order.config_order_problem`) is refused first, with the list to use.
 
     Args:
         bundle: the bundle's name, used in the messages.
@@ -325,21 +318,27 @@ def check_run_arguments(bundle: str, argv: Sequence[str] | None = None) -> None:
     from monai.bundle import ConfigParser
     from monai.bundle.utils import DEFAULT_EXP_MGMT_SETTINGS
 
+    from unimiss_monai.utils.config_order import config_order_problem
+
     if argv is None:
-        argv = command_line()
+        argv = _command_line()
         if argv is None:
             return
         install_error_hook()
     run_args = _run_arguments()
-    arguments = command_line_arguments(argv)
-    if "help" in arguments or "h" in arguments:  # else refused as an unknown config id 'help', which reads as a fault
+    given = _parse_flags(list(argv))
+    if "help" in given or "h" in given:  # else refused as an unknown config id 'help', which reads as a fault
         print(f"monai.bundle run lists no options of its own; the ids of {bundle}, with their defaults, are in the "
               "Configuration table of its docs/README.md, and --<id> <value> sets any of them (a nested one as "
               "--<a>#<b> <value>)", flush=True)
         raise SystemExit(0)  # help asked for and given: no failed work
+    arguments = dict(ConfigParser.load_config_file(given["args_file"])) if given.get("args_file") else {}
+    arguments.update(given)
     files = arguments.get("config_file")
     if not files:
         return  # monai.bundle refuses a run without config files itself
+    if order := config_order_problem(files):  # before the ids: an overlay's own ids are a wrong order's symptom
+        raise RunArgumentError(order)
     ids = config_ids(ConfigParser.load_config_files(files))
     tracking = arguments.get("tracking")
     if tracking:
