@@ -97,7 +97,7 @@ def report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
                                 "or pass the folder a run wrote")
     failed: list[str] = []
     sections = build_sections(run, failed)
-    title = "UniMiSS demo run" if run.sample_data else "UniMiSS run"
+    title = "UniMiSS demo run" if run.by_demo else "UniMiSS run"  # --samples alone says what data, not which steps
     data = (f"sample data: {run.samples or 'not found'}" if run.sample_data
             else "data: as each step's command names it (not this package's sample data)")
     subtitle = [f"Run folder: {run.root.resolve()}", f"Report written {time.strftime('%Y-%m-%d %H:%M')}; {data}"]

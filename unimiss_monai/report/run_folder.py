@@ -23,6 +23,8 @@ from pathlib import Path
 
 from unimiss_monai.utils.hashing import SCORED_MODEL_KEY, sha256_file
 
+from .samples_folder import checked_samples
+
 __all__ = ["COPIED_HINT", "RunFolder", "inference_cases", "inference_summary", "read_json", "recorded_steps",
            "stale_notes"]
 
@@ -294,14 +296,7 @@ class RunFolder:
         if not self.root.is_dir():
             raise FileNotFoundError(f"run folder {str(self.root)!r} does not exist; run `bash tools/demo.sh {self.root}` first")
         self._samples_given = self.samples is not None
-        if self.samples is None:
-            self.samples = self._guess_samples()
-        elif Path(self.samples).exists() and not Path(self.samples).is_dir():
-            raise ValueError(f"--samples {str(self.samples)!r} is a file, not a folder; pass the samples folder the run "
-                             "used (the --out of `python -m unimiss_monai samples`)")
-        elif not Path(self.samples).is_dir():
-            raise FileNotFoundError(f"samples folder {str(self.samples)!r} does not exist; pass the --samples the run used")
-        self.samples = Path(self.samples) if self.samples is not None else None
+        self.samples = self._guess_samples() if self.samples is None else checked_samples(self.samples)
 
     def _guess_samples(self) -> Path | None:
         """The ``--out`` of the run's ``samples`` step (``demo_steps.json``), else ``samples/`` beside ``outputs/``.
@@ -364,13 +359,19 @@ class RunFolder:
         the data were (the real CT, its DRRs, simulated findings); a folder of runs on a user's own data is described
         by what its files record, never as the demo's data. A samples folder merely found above the run folder does
         not count: a user's runs in the clone's ``outputs/`` would be described as the demo's."""
-        return self._samples_given or (self.root / "demo_steps.json").is_file()
+        return self._samples_given or self.by_demo
+
+    @property
+    def by_demo(self) -> bool:
+        """Whether ``tools/demo.sh`` wrote the folder (its ``demo_steps.json``): only then is the run the demo's chain,
+        each stage fed by the one before; a folder given ``--samples`` alone holds whichever runs were put there."""
+        return (self.root / "demo_steps.json").is_file()
 
     def to_make(self, step: str, run: str) -> str:
         """How to make a missing output: in a folder ``tools/demo.sh`` wrote, its step ``step`` (the step names of
         its ``demo_steps.json``); in a folder of one's own runs, ``run`` (``"unimiss_cxr_classification's evaluation
         (configs/train.json with configs/evaluate.json)"``), which the demo's steps are not."""
-        if (self.root / "demo_steps.json").is_file():
+        if self.by_demo:
             return f"run the {step} step of tools/demo.sh"
         return f"run {run} with its outputs there"
 

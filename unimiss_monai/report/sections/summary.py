@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from ..classifier_metrics import read_classifier_metrics
 from ..document import Note, Paragraph, Section, Table, fmt
-from ..run_folder import RunFolder, holds_run_output, how_trained, read_json, recorded_steps, scored_cases, stale_notes
+from ..run_folder import (
+    RunFolder,
+    holds_run_output,
+    how_trained,
+    inference_summary,
+    read_json,
+    recorded_steps,
+    scored_cases,
+    stale_notes,
+)
 from ..splits import evaluated_split, held_out, split_words
 from .pretraining import untrained_maps
 from .run_steps import wrapper_seconds
@@ -101,21 +110,40 @@ def summary_section(run: RunFolder) -> Section:
             else "one real chest CT (with its TotalSegmentator labels) and one real radiograph" if run.sample_data
             else "the data their commands name (not this package's sample data, which the report would describe: "
                  "what the data are is not recorded here)")
-    inputs = ("their inputs" if not run.sample_data else "the sample inputs" if run.synthetic
-              else "the real CT and radiograph")
-    pretraining = "on CT slabs, their DRRs and radiographs " if run.sample_data else ""
-    starts = {how_trained(run.bundle(b)) for b in FINE_TUNES}
+    held = [(name, label) for name, label in _STAGES if holds_run_output(run.bundle(name))]
+    starts = {how_trained(run.bundle(b)) for b, _ in held if b in FINE_TUNES}
     fine_tuned = starts.pop() if len(starts) == 1 else "trained (from the pretrained backbone or not: see each section)"
     evaluated = "evaluation on held-out test data" + (f" ({'; '.join(not_test)})" if not_test else "")
     if not tested:  # no stage scored its test split (or none was evaluated)
         evaluated = f"evaluation ({'; '.join(not_test) or 'none in this folder yet'})"
-    if run.sample_data:
-        said = (f"The chain, on {data}: DRRs of the CT -> UniMiSS+ pretraining {pretraining}-> CXR and CT segmentation "
-                f"and classification {fine_tuned} -> {evaluated} -> inference on {inputs}")
-    else:  # the stages this folder holds outputs of, and only those: how one fed the next is not recorded here
-        held = [label for name, label in _STAGES if holds_run_output(run.bundle(name))]
-        said = f"Stages with outputs in this folder, on {data}: {', '.join(held) or 'none yet'}; {evaluated}"
+    if run.by_demo:  # the demo's chain, each step fed by the one before: the steps whose outputs are here
+        said = f"The chain, on {data}: " + " -> ".join(_chain(run, [name for name, _ in held], fine_tuned,
+                                                              evaluated if tested or not_test else None))
+    else:  # how one stage fed the next is not recorded here (--samples names the data, not the steps run)
+        stages = ", ".join(label for _, label in held) or "none yet"
+        said = f"Stages with outputs in this folder, on {data}: {stages}; {evaluated}"
     section.add(Paragraph(f"{said}. The table gives each stage's scores; the sections below show the pictures behind "
                           "them."))
     section.add(Table(["stage", "measure", "result"], [[a, b, c] for a, b, c, _, _ in rows]))
     return section
+
+
+def _chain(run: RunFolder, held: list[str], fine_tuned: str, evaluated: str | None) -> list[str]:
+    """The demo chain's steps, in order, of the stages ``held`` (those with outputs in the folder) alone: a demo
+    stopped early, or a folder some stages were removed from, is not said to have run the others."""
+    steps = ["DRRs of the CT"] if "drr_generation" in held else []
+    steps += ["UniMiSS+ pretraining on CT slabs, their DRRs and radiographs"] if "pretraining" in held else []
+    tuned = [label for name, label in _STAGES if name in held and name in FINE_TUNES]
+    if tuned:
+        steps.append(f"{'CXR and CT segmentation and classification' if len(tuned) == 4 else _and(tuned)} {fine_tuned}")
+    steps += [evaluated] if evaluated else []
+    inferred = {name for name in held if name in FINE_TUNES and inference_summary(run.bundle(name) / "inference")}
+    segmented = [what for name, what in (("ct_segmentation", "CT"), ("cxr_segmentation", "radiograph"))
+                 if name in inferred]
+    on = (["the sample inputs" if run.synthetic else f"the real {' and '.join(segmented)}"] if segmented else [])
+    on += ["the classifiers' held-out test images"] if inferred - {"ct_segmentation", "cxr_segmentation"} else []
+    return steps + ([f"inference on {' and '.join(on)}"] if on else [])
+
+
+def _and(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
