@@ -139,7 +139,7 @@ class ClassProbabilityWriter:
     def _save_saliency(self, image: torch.Tensor, probs: list[float], case: str) -> str:
         from unimiss_monai.conventions import network_spacing
         from unimiss_monai.visualize.attention_rollout import attention_rollout
-        from unimiss_monai.visualize.saliency import grad_cam, saliency_png
+        from unimiss_monai.visualize.saliency import grad_cam, map_grid, saliency_png
 
         top = max(range(len(probs)), key=probs.__getitem__)
         device = next(self.network.parameters()).device
@@ -154,7 +154,8 @@ class ClassProbabilityWriter:
         path = self.output_dir / "saliency" / f"{name}.png"
         spacing = network_spacing(getattr(image, "affine", None)) if image.ndim == 4 else None
         with replacing_own(path, self.output_dir):
-            return saliency_png(torch.as_tensor(image)[0], cam, path, title, spacing=spacing)
+            return saliency_png(torch.as_tensor(image)[0], cam, path, title, spacing=spacing,
+                                grid=map_grid(self.network, x.shape[2:]))
 
     def _write(self, engine) -> None:
         header = ["case", "status", *[f"prob_{n}" for n in self.class_names], "prediction"]

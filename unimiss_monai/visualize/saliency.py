@@ -9,15 +9,23 @@ whereas the block's input reaches the CLS token through attention.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["default_target_layer", "grad_cam", "saliency_png"]
+from unimiss_monai.utils.once import first_time
+
+__all__ = ["default_target_layer", "grad_cam", "map_grid", "saliency_png"]
+
+logger = logging.getLogger(__name__)
+# a map value this close to its maximum counts as the maximum: the maps are scaled to [0, 1] in float32
+_AT_PEAK = 1e-4
 
 
 def default_target_layer(model: nn.Module) -> nn.Module:
@@ -98,9 +106,19 @@ def _token_grid(model: nn.Module, spatial: tuple[int, ...], grid: Sequence[int] 
     return tuple(s // t for s, t in zip(spatial, total_stride(config, len(spatial))))
 
 
+def map_grid(model: nn.Module, spatial: Sequence[int]) -> tuple[int, ...] | None:
+    """The cells of a UniMiSS classifier's Grad-CAM (:func:`default_target_layer`) and attention-rollout maps of an
+    input of size ``spatial``: the last stage's token grid, the input size over the encoder's total stride (8 x 2 x 2
+    for a 32 x 64 x 64 CT). The maps are these cells upsampled, so they cannot point finer than one cell. ``None`` for
+    a network without a UniMiSS encoder."""
+    if getattr(getattr(model, "encoder", None), "config", None) is None:
+        return None
+    return _token_grid(model, tuple(int(s) for s in spatial), None)
+
+
 def saliency_png(
     image: np.ndarray | torch.Tensor, cam: np.ndarray | torch.Tensor, path: str | os.PathLike, title: str = "",
-    spacing: Sequence[float] | None = None,
+    spacing: Sequence[float] | None = None, grid: Sequence[int] | None = None,
 ) -> str:
     """Write the saliency map over the image as a PNG (atomically), in the package's display convention.
 
@@ -113,10 +131,14 @@ def saliency_png(
             or ``(X, Y)`` of a 2D one, so that every panel shows its true proportions. It must be the spacing of the
             array as given (after any resize), which a MetaTensor's affine records when the volume is resized before
             it is transposed to network order. Defaults to isotropic.
+        grid: the cells the map was computed on (:func:`map_grid`), given under the title with their size in mm
+            (in voxels without ``spacing``): a reader sees how coarse the map is.
 
     A 2D image is shown radiologically (head up, the patient's left on the right); a 3D input as axial, coronal and
     sagittal planes through the map's maximum, marked ``+`` in each (planes through a finding may show none of it:
-    the mark says where the map peaks, not where the finding is).
+    the mark says where the map peaks, not where the finding is). A map with no single peak (all zero, or at its
+    maximum across a whole axis: flat in-plane, as a map one cell across is) gets no ``+``: its title says why,
+    and so does the log, once per output folder.
 
     Raises:
         ValueError: image and map differ in shape, or ``spacing`` is not one positive length per axis.
@@ -135,14 +157,26 @@ def saliency_png(
         if len(spacing) != img.ndim or not all(math.isfinite(v) and v > 0 for v in spacing):
             raise ValueError(f"saliency_png: spacing must be {img.ndim} positive mm (one per axis of the {img.shape} "
                              f"image), got {spacing}; pass None for square voxels")
+    cells = _cells(img.shape, grid, spacing) if grid is not None else ""
+    lines = [line for line in (title, cells) if line]
+    flat = _no_single_peak(sal)
+    if flat:
+        lines.append(f"no single peak ({flat})" + (": no + marked" if img.ndim == 3 else ""))
+        if first_time("saliency maps without a single peak", str(Path(path).resolve().parent)):
+            logger.warning("%s: the saliency map has no single peak (%s)%s%s; other maps of this run in %s may be "
+                           "alike (said once)", path, flat, ", so no + marks one" if img.ndim == 3 else "",
+                           f"; {cells}" if cells else "", Path(path).parent)
     if img.ndim == 2:
         aspect = 1.0 if spacing is None else spacing[1] / spacing[0]  # rows are Y, columns X
         pairs, marks = [("", display_2d(img), display_2d(sal), aspect)], [None]
     else:
         peak = np.unravel_index(int(np.argmax(sal)), sal.shape)
+        if flat:  # the planes go through the middle of each axis along which the map has no peak
+            top = sal >= sal.max() - _AT_PEAK
+            peak = tuple(n // 2 if _spans(top, i) else int(p) for i, (n, p) in enumerate(zip(sal.shape, peak)))
         pairs = [(name, im, sm, aspect) for (name, im, aspect), (_, sm, _) in
                  zip(display_panels(img, peak, spacing), display_panels(sal, peak, spacing))]
-        marks = panel_points(sal.shape, peak)
+        marks = [None] * 3 if flat else panel_points(sal.shape, peak)
     fig = Figure(figsize=(3.2 * len(pairs), 3.4))
     for i, (label, im, sm, aspect) in enumerate(pairs):
         ax = fig.add_subplot(1, len(pairs), i + 1)
@@ -152,7 +186,37 @@ def saliency_png(
             ax.plot(marks[i][1], marks[i][0], marker="+", color="white", markersize=9, markeredgewidth=1.2)
         ax.set_title(label, fontsize=8)
         ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=9)
+    if lines:
+        fig.suptitle("\n".join(lines), fontsize=9, y=1.0, va="bottom")  # lines added above, not over the panels
     save_bytes(figure_png(fig, dpi=100), path)
     return str(path)
+
+
+def _cells(shape: Sequence[int], grid: Sequence[int], spacing: Sequence[float] | None) -> str:
+    """``"map grid 4 x 1 x 1, cells 20 x 90 x 90 mm (Z x X x Y)"``: what one value of the map covers."""
+    grid = [int(g) for g in grid]
+    size = [n / g * (1.0 if spacing is None else s) for n, g, s in zip(shape, grid, spacing or [1.0] * len(shape))]
+    axes = "Z x X x Y" if len(shape) == 3 else "X x Y"
+    return (f"map grid {' x '.join(map(str, grid))}, cells {' x '.join(f'{v:.3g}' for v in size)} "
+            f"{'mm' if spacing is not None else 'voxels' if len(shape) == 3 else 'pixels'} ({axes})")
+
+
+def _spans(at_peak: np.ndarray, axis: int) -> bool:
+    """Whether the voxels ``at_peak`` reach every position along ``axis``: there the map has no single maximum."""
+    return bool(at_peak.any(axis=tuple(i for i in range(at_peak.ndim) if i != axis)).all())
+
+
+def _no_single_peak(cam: np.ndarray) -> str:
+    """Why the map has no single peak to mark (``"all zero: ..."``, ``"flat in-plane"``, ...), or ``""`` when it has
+    one. A map whose maximum reaches across a whole axis has none there: a mark would land on its first voxel (the
+    corner of a map flat in-plane), a place the map does not single out."""
+    if not float(cam.max()) > 0:  # the maps are in [0, 1]
+        return "all zero: no positive evidence for the class"
+    at_peak = cam >= cam.max() - _AT_PEAK
+    spans = [i for i in range(cam.ndim) if _spans(at_peak, i)]
+    if len(spans) == cam.ndim:
+        return "flat: one value everywhere"
+    if cam.ndim == 3 and spans == [1, 2]:
+        return "flat in-plane"
+    names = "ZXY" if cam.ndim == 3 else "XY"
+    return f"its maximum spans the whole {' and '.join(names[i] for i in spans)} axis" if spans else ""

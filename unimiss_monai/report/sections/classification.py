@@ -179,10 +179,13 @@ def _task_blocks(run: RunFolder, bundle: str, what: str, read: tuple[dict | None
         blocks.append(Figure(_saliency_figure(picked), name=f"saliency_{bundle}",
                              alt=f"Saliency maps of the {bundle.replace('_', ' ')} network on {len(picked)} test "
                                  f"images: {', '.join(p.stem for p in picked)}",
-                             caption=f"{what}: where the network looked ({_METHODS.get(method, 'saliency maps')}, "
-                                     "named with its probability above each picture)."
+                             caption=f"{what}: {_METHODS.get(method, 'saliency maps')} over the network input, "
+                                     "with the probability (and the map's grid and cell size) above each picture. "
+                                     "A map holds one value per token of the encoder's last stage, upsampled: it "
+                                     "shows which of those cells weighed in the prediction, not where a finding lies."
                                      + (" A CT's planes go through the map's peak, marked +, wherever the finding "
-                                        "lies." if bundle.startswith("ct_") else "")
+                                        "lies; a map with no single peak (flat in-plane, or all zero) has no + and "
+                                        "says so." if bundle.startswith("ct_") else "")
                                      + (" The file names give the true finding." if run.sample_data else "")))
     elif (home / "inference").is_dir():
         blocks.append(Note(f"No saliency maps in {home / 'inference' / 'saliency'}: run inference with "
