@@ -105,3 +105,13 @@ def test_points_without_a_phase_beside_phased_ones_are_drawn_apart_and_said_to_b
     assert sorted(len(x) for x, _, kwargs in drawn if kwargs["fmt"] == ":") == [60] * 5
     assert "Iterations 1-60 were written without their phase" in figure.caption
     assert "drawn dotted as phase not recorded, in neither phase" in figure.caption
+
+
+def test_the_switches_counted_leave_out_the_span_without_a_phase(tmp_path, drawn):
+    """Iterations 1-10 written without a phase, then 200 alternating by iteration: the caption counts the 199 switches
+    between phases, not the boundary between the unrecorded span and the first phase."""
+    curves = _phased(1, blocks=("ct",) * 10 + ("ct", "xray") * 100)
+    for values in curves.values():
+        values[:10] = [p[:2] for p in values[:10]]
+    figure = _section(tmp_path, curves)
+    assert "The phases switch 199 times, too often to shade" in figure.caption

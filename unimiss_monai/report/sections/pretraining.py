@@ -79,7 +79,7 @@ def _loss_caption(blocks: list, window: int, shaded: bool) -> str:
                     "so each line joins its own phase's iterations only; a term of one phase only has no line in the "
                     "other.")
         caption += (f" Shaded: the {names} phases." if shaded else
-                    f" The phases switch {len(blocks) - 1} times, too often to shade.")
+                    f" The phases switch {_switches(blocks)} times, too often to shade.")
     elif not phases:
         caption += " The curves record no phases (written by a version before it recorded them): drawn as one."
     unrecorded = [(a, b) for a, b, phase in blocks if phase is None]
@@ -88,6 +88,13 @@ def _loss_caption(blocks: list, window: int, shaded: bool) -> str:
         caption += (f" Iterations {spans} were written without their phase (by a version before it recorded them): "
                     "drawn dotted as phase not recorded, in neither phase, since the file does not say which it was.")
     return caption
+
+
+def _switches(blocks: list) -> int:
+    """How often the phase changes between the blocks of a recorded phase: a span written without one (a run
+    resumed across the version that began recording them) is no switch."""
+    known = [b[2] for b in blocks if b[2] is not None]
+    return sum(a != b for a, b in zip(known, known[1:]))
 
 
 def _monitor_figure(curves: dict, out_dim: int | None) -> tuple[bytes, bool]:
