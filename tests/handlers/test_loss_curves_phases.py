@@ -99,10 +99,16 @@ def _phase_loader(mode="epoch", ct_epochs=2, length=3):
     return PhaseLoader(loader("ct"), loader("xray"), mode=mode, ct_epochs=ct_epochs, xray_epochs=1, epoch_length=length)
 
 
-def _loader_run(folder, loader, first=1, epochs=4):
+def _terms(iteration, phase, marked=True):
+    """A trainer's output: ``loss`` in both phases and, where ``marked``, a term of the CT phase alone (as the DRR
+    distillation term of UniMiSS+)."""
+    return {"loss": float(iteration), "phase": phase} | ({"drr_distill": -iteration} if marked and phase == "ct" else {})
+
+
+def _loader_run(folder, loader, first=1, epochs=4, marked=True):
     """Epochs of 3 iterations whose phase is the one ``loader`` gives (as the trainer positions it each epoch);
     ``first``: resumed at that iteration, the first of an epoch."""
-    engine = Engine(lambda e, b: {"loss": float(e.state.iteration), "phase": b[0]})
+    engine = Engine(lambda e, b: _terms(e.state.iteration, b[0], marked))
     engine.state.rank = 0
     LossCurvePlotter(folder / "curves.png").attach(engine)
     if first > 1:
@@ -113,30 +119,93 @@ def _loader_run(folder, loader, first=1, epochs=4):
     return json.loads((folder / "curves.json").read_text())
 
 
+def _unphased(curves, before):
+    """The points of ``curves`` before iteration ``before``, as a version before the phase was recorded wrote them."""
+    return {k: [p[:2] for p in values if p[0] < before] for k, values in curves.items()}
+
+
 @pytest.mark.parametrize("mode", ["epoch", "iteration"])
 def test_a_run_resumed_across_the_upgrade_gives_the_earlier_points_their_phase(tmp_path, mode):
-    """Points written before the phase was recorded ([iteration, value]) get the phase the run's PhaseLoader gives
-    their iterations, which is the phase a run recording them from the start records: the json written has phases."""
+    """Points written before the phase was recorded ([iteration, value]) get the phase their terms show once the
+    resumed run has recorded both phases, which is the phase a run recording them from the start records."""
     whole = _loader_run(tmp_path, _phase_loader(mode))
     assert {p[2] for p in whole["loss"]} == {"ct", "xray"}
     resumed = tmp_path / "resumed"
     resumed.mkdir()
-    (resumed / "curves.json").write_text(json.dumps({"loss": [p[:2] for p in whole["loss"][:6]]}))
+    (resumed / "curves.json").write_text(json.dumps(_unphased(whole, 7)))
     assert _loader_run(resumed, _phase_loader(mode), first=7) == whole
+
+
+def test_changed_phase_settings_on_the_first_resume_give_no_wrong_phase(tmp_path, caplog):
+    """The first resume after the upgrade: the file records no phase, and ct_epochs changed since (1 then, 2 now).
+    The CT term marks 1-3 CT. The settings would call 4-6 CT, their terms (lacking it) X-ray: 4-6 keep no phase, and
+    the log names the disagreement. Terms alike in both phases tell nothing, for or against the settings: the points
+    get the settings' phases, and a warning says that is an assumption, wrong if the settings changed (as here)."""
+    old = _loader_run(tmp_path, _phase_loader(ct_epochs=1), epochs=2)
+    assert [p[2] for p in old["loss"]] == ["ct"] * 3 + ["xray"] * 3
+    for marked in (True, False):
+        resumed = tmp_path / str(marked)
+        resumed.mkdir()
+        (resumed / "curves.json").write_text(json.dumps(_unphased(old, 7) if marked else
+                                                        {"loss": [p[:2] for p in old["loss"]]}))
+        caplog.clear()
+        history = _loader_run(resumed, _phase_loader(ct_epochs=2), first=7, epochs=4, marked=marked)
+        if marked:
+            assert history["loss"][:6] == old["loss"][:3] + [p[:2] for p in old["loss"][3:6]]
+            assert "give iteration 4 the ct phase where its terms, lacking the marks of that phase, point to the xray"\
+                in caplog.text
+            assert "values of 3 iterations from 4 to 6" in caplog.text and "terms do not tell it" in caplog.text
+        else:
+            assert history["loss"][:6] == [[*p[:2], "ct"] for p in old["loss"]]
+            warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+            assert any("values of 6 iterations from 1 to 6" in m and "That is an assumption" in m and
+                       "if they changed since it was started, these phases are wrong" in m for m in warned), warned
+        assert [p[2] for p in history["loss"][6:]] == ["xray"] * 3 + ["ct"] * 3  # this run's own: epochs 3, 4
+
+
+def _iteration_phases(n, length=4):
+    """Phases alternating two CT iterations and one X-ray one inside each epoch of ``length``: c c x c | c c x c,
+    a pattern that differs between epochs when counted over the run's iterations."""
+    from unimiss_monai.data.loaders import PhaseLoader
+
+    loader = PhaseLoader(object(), object(), mode="iteration", ct_epochs=2, xray_epochs=1, epoch_length=length)
+    return [loader.phase_at(i) for i in range(1, n + 1)]
+
+
+def test_a_mid_epoch_resume_gives_each_earlier_point_the_phase_it_had(tmp_path):
+    """Resumed at iteration 6, the second of an epoch of 4, in iteration mode: points 1-5 get the phase each had,
+    though the pattern of the run's iterations does not repeat every 3 (c c x c | c c x c)."""
+    phases = _iteration_phases(24)
+    assert phases[:8] == ["ct", "ct", "xray", "ct"] * 2
+
+    def run(folder, first=1):
+        engine = Engine(lambda e, b: _terms(e.state.iteration, phases[e.state.iteration - 1]))
+        engine.state.rank = 0
+        LossCurvePlotter(folder / "curves.png").attach(engine)
+        if first > 1:
+            engine.add_event_handler(Events.STARTED, lambda e: setattr(e.state, "iteration", first - 1))
+        engine.run(_phase_loader("iteration", length=4), max_epochs=3)
+        return json.loads((folder / "curves.json").read_text())
+
+    whole = run(tmp_path)
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    (resumed / "curves.json").write_text(json.dumps(_unphased(whole, 6)))
+    assert run(resumed, first=6)["loss"][:8] == whole["loss"][:8]
 
 
 @pytest.mark.parametrize("settings", ["changed", "no phase loader"])
 def test_earlier_points_keep_no_phase_where_the_run_cannot_tell_it(tmp_path, caplog, settings):
-    """A rule that contradicts a recorded phase (the settings changed since), or data with no rule, does not give the
-    phase-less points one: they stay [iteration, value], and the log says why."""
+    """Terms alike in both phases do not give the phase-less points one, whatever the settings, nor does a term
+    recorded by this run alone (teacher_entropy, absent from the earlier points whatever their phase): they stay
+    [iteration, value], and the log says why; settings that contradict a recorded phase are named."""
     (tmp_path / "curves.json").write_text(json.dumps({"loss": [[1, 1.0], [2, 2.0], [3, 3.0], [4, 4.0, "xray"],
                                                                [5, 5.0, "xray"], [6, 6.0, "xray"]]}))
     if settings == "changed":  # one CT epoch, then X-ray (as recorded at 4-6); now two CT epochs give 4-6 CT
-        history = _loader_run(tmp_path, _phase_loader(ct_epochs=2), first=7, epochs=3)
-        assert "give iteration 4 the ct phase where xray was recorded" in caplog.text
+        history = _loader_run(tmp_path, _phase_loader(ct_epochs=2), first=7, epochs=3, marked=False)
+        assert "give iteration 4 the ct phase where it was trained in the xray phase" in caplog.text
     else:
         history = _run(tmp_path, first=7, phases=["ct"] * 9)
-        assert "the run's data is no PhaseLoader" in caplog.text
     assert history["loss"][:3] == [[1, 1.0], [2, 2.0], [3, 3.0]]
     assert "values of 3 iterations from 1 to 3" in caplog.text and "drawn as 'phase not recorded'" in caplog.text
 

@@ -6,7 +6,7 @@ import json
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from ignite.engine import Engine, Events
@@ -78,9 +78,13 @@ class LossCurvePlotter:
     The terms summed into ``loss`` change with the phase, so the picture draws each phase of a term as a line of its
     own (CT solid, X-ray dashed), averaged over that phase's iterations only, and shades the phases where they switch
     few enough times to read. Curves written before the phase was recorded (``[iteration, value]``) are one phase.
-    A run resumed from such curves gives their points the phase its data (a
-    :class:`~unimiss_monai.data.loaders.PhaseLoader`) assigns their iterations, where that rule gives every recorded
-    phase, its own first one included; otherwise they stay without one, drawn dotted as ``phase not recorded``.
+    A run resumed from such curves gives their points the phase their terms show, once a term is known to be of one
+    phase alone (recorded in every iteration of that phase and in none of the other, in the file or by this run):
+    a point that has it is of that phase; one that lacks it, of the other where the run's phase settings
+    (``phase_mode``, ``ct_epochs``, ``xray_epochs``, the epoch length) agree. The checkpoint does not record those
+    settings, so the log warns where they contradict a phase recorded or shown; points whose terms do not tell their
+    phase get the settings' with a warning that this is an assumption, where nothing contradicts the settings.
+    Other points stay without one, drawn dotted as ``phase not recorded`` (logged).
 
     The values are also written after the first iteration, every ``write_every`` iterations and after every epoch; a
     resumed run (its first iteration is not the first) starts from those of the iterations before it, so the curves
@@ -102,6 +106,8 @@ class LossCurvePlotter:
         self.write_every = max(0, int(write_every))
         self.history: dict[str, list[tuple]] = defaultdict(list)  # (iteration, value[, phase]) per term
         self._first: int | None = None  # the first iteration this run recorded: 1 unless it was resumed
+        self._rule: Callable[[int], str] | None = None  # the phase the resumed run's data gives each iteration
+        self._unphased = False  # points written without a phase wait for terms that tell theirs
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self._check_files)
@@ -143,13 +149,14 @@ class LossCurvePlotter:
         phase = output.get("phase") if isinstance(output, dict) else None
         if first and self._first > 1:
             self.history = self._earlier_history(self._first)
-            if isinstance(phase, str):  # a trainer that records phases: the earlier points need theirs too
-                self._give_phases(engine, phase)
         # the phase of each point: the picture must know where the summed terms change (a phase-less trainer: none)
         tail = (phase,) if isinstance(phase, str) else ()
         for k, v in scalar_outputs(output).items():
             if (self.keys is None and k not in ("lr", "skipped", "total")) or (self.keys is not None and k in self.keys):
                 self.history[k].append((engine.state.iteration, v, *tail))
+        if first and self._first > 1 and tail:  # a trainer that records phases: the earlier points need theirs too
+            self._rule, self._unphased = _phase_rule(engine), True
+            self._give_phases(resumed=True)
         if first and self._first == 1:  # a new run: the values of an earlier one must not outlive its first iteration
             self.write_values(engine, even_empty=True)
 
@@ -188,43 +195,78 @@ class LossCurvePlotter:
                            last + 1, iteration - 1)
         return history
 
-    def _give_phases(self, engine: Engine, phase: str) -> None:
-        """Give the points written without a phase (by a version before it recorded them) the phase the run's data
-        assigns their iterations. Only where that rule is known and gives every phase recorded (this iteration's
-        ``phase`` and the file's) is it the rule those points were trained under; otherwise they keep none, and the
-        picture draws them as such rather than in a phase that may be wrong. Like the resume itself, which positions
-        the data by these settings, it takes the settings to be those the earlier run was started with."""
-        unrecorded = sorted({p[0] for values in self.history.values() for p in values if len(p) == 2})
-        if not unrecorded:
-            return
-        rule = _phase_rule(engine)
-        recorded = {p[0]: p[2] for values in self.history.values() for p in values if len(p) == 3}
-        recorded[engine.state.iteration] = phase
-        wrong = next((i for i in sorted(recorded) if rule is not None and rule(i) != recorded[i]), None)
-        span = f"{len(unrecorded)} iterations from {unrecorded[0]} to {unrecorded[-1]}"
-        if rule is None or wrong is not None:
-            why = ("the run's data is no PhaseLoader, whose settings would give them" if rule is None else
-                   f"the run's phase settings give iteration {wrong} the {rule(wrong)} phase where {recorded[wrong]} "
-                   "was recorded: they changed since")
-            logger.warning("loss curves: the values of %s in %s were written without their phase (by a version "
-                           "before it recorded them) and %s; they are drawn as 'phase not recorded'",
-                           span, self.path.with_suffix(".json"), why)
-            return
+    def _give_phases(self, resumed: bool = False, last: bool = False) -> None:
+        """Give the points written without a phase (by a version before it recorded them) the phase their terms show
+        (:func:`phases_by_terms`), from the phases recorded so far; called again at each write until both phases
+        are recorded. A point shown only by the marks it lacks (a term recorded in some iterations of a phase may be
+        missing from others, e.g. in another stage of the intra-inter recipe) gets its phase only where the run's
+        phase settings agree, and they are trusted only where they agree with every phase recorded or marked; once
+        both phases are recorded (or at ``last``, the run's end), the points whose terms tell nothing get the
+        settings' phase, logged as an assumption, where the settings are trusted and no term contradicts them."""
+        unphased = sorted({p[0] for values in self.history.values() for p in values if len(p) == 2})
+        shown = phases_by_terms(self.history) if unphased else {}
+        marked = {i: phase for i, (phase, mark) in shown.items() if mark}
+        known = {p[0]: p[2] for values in self.history.values() for p in values
+                 if len(p) == 3 and p[0] < self._first} | marked
+        wrong = next((i for i in sorted(known) if self._rule is not None and self._rule(i) != known[i]), None)
+        if wrong is not None and (resumed or wrong in marked):
+            logger.warning("loss curves: the run's phase settings (phase_mode, ct_epochs, xray_epochs, epoch length) "
+                           "give iteration %d the %s phase where it was trained in the %s phase: they changed since "
+                           "the run was started, and the resumed run's data follows the new ones", wrong,
+                           self._rule(wrong), known[wrong])
+        rule = self._rule if wrong is None else None
+        found = marked | {i: phase for i, (phase, mark) in shown.items() if not mark and rule and rule(i) == phase}
+        if found:
+            self._stamp(found)
+            logger.info("loss curves: %s, written without their phase, have the phase their terms show",
+                        _span(sorted(found)))
+        left = [i for i in unphased if i not in found]
+        doubt = next((i for i in left if i in shown and rule and rule(i) != shown[i][0]), None)
+        if doubt is not None:
+            logger.warning("loss curves: the run's phase settings give iteration %d the %s phase where its terms, "
+                           "lacking the marks of that phase, point to the %s phase: the settings may have changed "
+                           "since the run was started (the resumed run's data follows the new ones), or that phase's "
+                           "terms differ between its iterations", doubt, rule(doubt), shown[doubt][0])
+            self._rule = None  # said once
+        # with both phases recorded, more iterations can only take marks away, never single out another point
+        decided = last or len({p[2] for values in self.history.values() for p in values if len(p) == 3}) > 1
+        if decided and rule is not None and doubt is None:  # nothing contradicts the settings, nothing confirms them
+            assumed = {i: rule(i) for i in left if i not in shown}
+            if assumed:
+                self._stamp(assumed)
+                logger.warning("loss curves: %s in %s were written without their phase (by a version before it "
+                               "recorded them) and their terms do not tell it: they are given the phase the run's "
+                               "phase settings (phase_mode, ct_epochs, xray_epochs, epoch length) assign them. That "
+                               "is an assumption, as the earlier run recorded no settings: if they changed since it "
+                               "was started, these phases are wrong", _span(sorted(assumed)),
+                               self.path.with_suffix(".json"))
+                left = [i for i in left if i not in assumed]
+        self._unphased = bool(left) and not decided
+        if left and (decided or resumed):
+            logger.log(logging.WARNING if decided else logging.INFO,
+                       "loss curves: %s in %s were written without their phase (by a version before it recorded "
+                       "them) and their terms do not tell it%s; they are drawn as 'phase not recorded'", _span(left),
+                       self.path.with_suffix(".json"), "" if decided else
+                       " yet (they may, once this run has recorded both phases)")
+
+    def _stamp(self, phases: dict[int, str]) -> None:
         for k, values in self.history.items():
-            self.history[k] = [(*p, rule(p[0])) if len(p) == 2 else p for p in values]
-        logger.info("loss curves: the values of %s, written without their phase, have the phase the run's data "
-                    "assigns them", span)
+            self.history[k] = [(*p, phases[p[0]]) if len(p) == 2 and p[0] in phases else p for p in values]
 
     def write_values(self, engine: Engine | None = None, even_empty: bool = False) -> None:
         """Write the values recorded so far (rank 0), so a killed run's resume continues them."""
         if engine is not None and getattr(engine.state, "rank", 0) != 0 or not (self.history or even_empty):
             return
+        if self._unphased:
+            self._give_phases()
         with replacing_own(self.path.with_suffix(".json"), self.path.parent):
             save_json(self.history, self.path.with_suffix(".json"))
 
     def write(self, engine: Engine | None = None) -> None:
         if engine is not None and getattr(engine.state, "rank", 0) != 0 or not self.history:
             return
+        if self._unphased:
+            self._give_phases(last=True)
         from matplotlib.figure import Figure  # no pyplot: no global backend switch in the user's process
 
         monitors = [k for k in self.history if "entropy" in k or "norm" in k]
@@ -248,6 +290,44 @@ class LossCurvePlotter:
         with replacing_own(self.path, self.path.parent), atomic_path(self.path) as tmp:
             fig.savefig(tmp, dpi=100, format="png")
         self.write_values()
+
+
+def phases_by_terms(history: Mapping[str, Sequence]) -> dict[int, tuple[str, bool]]:
+    """The phase of each point of ``history`` ({term: [(iteration, value[, phase]), ...]}) written without one that
+    its terms show: a term recorded in every iteration of one phase and in none of another's is that phase's mark (the
+    terms summed into ``loss`` differ between the CT and X-ray phases), and an iteration whose terms carry the marks
+    of one phase alone, and lack every other phase's, is of that phase; with it, whether the iteration has a mark
+    (``False``: shown by the marks it lacks alone). Iterations the marks do not single out (the
+    terms of both phases alike, or one phase not yet recorded) are left out. A mark is one only where the points
+    without a phase have it too: a term the earlier version did not record (a newer one's) is absent from them all,
+    whatever their phase."""
+    terms: defaultdict[int, set[str]] = defaultdict(set)
+    recorded: dict[int, str] = {}
+    for k, values in history.items():
+        for p in values:
+            terms[p[0]].add(k)
+            if len(p) == 3:
+                recorded[p[0]] = p[2]
+    phases = set(recorded.values())
+    if len(phases) < 2:
+        return {}
+    marks = {}
+    unphased = set(terms) - set(recorded)
+    for k in {k for i in recorded for k in terms[i]} & {k for i in unphased for k in terms[i]}:
+        having = {recorded[i] for i in recorded if k in terms[i]}
+        lacking = {recorded[i] for i in recorded if k not in terms[i]}
+        if len(having) == 1 and not having & lacking:
+            marks[k] = next(iter(having))
+    found = {}
+    for i in unphased:
+        fits = [ph for ph in phases if all((k in terms[i]) == (marks[k] == ph) for k in marks)]
+        if marks and len(fits) == 1:
+            found[i] = (fits[0], any(k in terms[i] for k in marks))
+    return found
+
+
+def _span(iterations: list[int]) -> str:
+    return f"the values of {len(iterations)} iterations from {iterations[0]} to {iterations[-1]}"
 
 
 def _phase_rule(engine: Engine) -> Callable[[int], str] | None:
