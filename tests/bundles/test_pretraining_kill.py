@@ -159,8 +159,14 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_weights(pretraining_samples, 
 
     assert _leftovers(run) == [] and _leftovers(reference) == [], f"after the kill: {after_kill}"
     # the loss curves of the killed and resumed run are those of the uninterrupted one, every iteration once, the
-    # phase of each included (for intra_inter, given to the points written without it before the kill)
+    # phase of each included (for intra_inter, given to the points written without it before the kill where their
+    # terms show it)
     curves = {r: json.loads((r / "loss_curves.json").read_text()) for r in (run, reference)}
     assert curves[run].keys() == curves[reference].keys() and "loss" in curves[run]
     assert [p[0] for p in curves[run]["loss"]] == list(range(1, total + 1))
+    if recipe == "intra_inter":
+        # the CT iterations 1-2, in the 2D stage, have the X-ray phase's terms alone, while CT iteration 5 (joint 3D
+        # stage) has the 3D ones: their terms point to X-ray where the settings say CT, so they keep no phase
+        curves[reference] = {k: [p[:2] if p[0] <= 2 else p for p in values] for k, values in curves[reference].items()}
+        assert "give iteration 1 the ct phase where its terms, lacking the marks of that phase" in out, out[-3000:]
     assert curves[run] == curves[reference]
