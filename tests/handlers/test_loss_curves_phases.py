@@ -102,7 +102,8 @@ def _phase_loader(mode="epoch", ct_epochs=2, length=3):
 def _terms(iteration, phase, marked=True):
     """A trainer's output: ``loss`` in both phases and, where ``marked``, a term of the CT phase alone (as the DRR
     distillation term of UniMiSS+)."""
-    return {"loss": float(iteration), "phase": phase} | ({"drr_distill": -iteration} if marked and phase == "ct" else {})
+    ct_only = {"drr_distill": -iteration} if marked and phase == "ct" else {}
+    return {"loss": float(iteration), "phase": phase} | ct_only
 
 
 def _loader_run(folder, loader, first=1, epochs=4, marked=True):
