@@ -17,7 +17,7 @@ from unimiss_monai.utils.lazy import lazy_exports
 warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader: nvImageCodec decoder plugin did not register")
 logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
 
-__version__ = "0.2.12"
+__version__ = "0.2.13"
 
 _SUBPACKAGES = (
     "benchmarks", "conventions", "data", "drr", "engines", "handlers", "inferers", "losses", "metrics", "networks",
