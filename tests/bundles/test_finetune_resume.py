@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from bundle_runner import REPO, configs, run_workflow
 
 from unimiss_monai.utils.errors import root_cause

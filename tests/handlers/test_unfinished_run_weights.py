@@ -8,11 +8,10 @@ import logging
 
 import pytest
 import torch
+from tiny_nets import EncoderHead as _Net
 
 from unimiss_monai.handlers import load_pretrained_init
 from unimiss_monai.handlers.pretrained_init import resolve_pretrained_path
-
-from tiny_nets import EncoderHead as _Net
 
 
 def _trainer(done_epochs: int, planned: int) -> dict:

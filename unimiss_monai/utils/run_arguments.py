@@ -100,8 +100,9 @@ def _command_line() -> list[str] | None:
 
 def _target_parameters(target: Any) -> set[str] | None:
     """Keyword names ``target`` (a ``_target_`` string) accepts; ``None`` when unknown or unlimited."""
-    from monai.bundle.config_item import ComponentLocator
     from pydoc import locate
+
+    from monai.bundle.config_item import ComponentLocator
 
     if not isinstance(target, str) or target.startswith(("$", "@", "%")):
         return None
