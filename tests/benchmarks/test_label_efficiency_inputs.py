@@ -136,3 +136,48 @@ def test_help_shows_the_whole_text_of_every_option():
     described = {a.name: a.description for a in parsed.args}
     assert described["jobs"].endswith("Scores can differ in the last digits between thread counts.")
     assert described["pretrained"].endswith("``none`` drops the arm.")
+
+
+def _study_folder(out, bundle):
+    """A finished study's folder as the study leaves it: its run folders (settings naming the bundle) and results."""
+    from label_efficiency_fakes import DESIGN, META, SETTINGS, FakeRunner
+
+    from unimiss_monai.benchmarks.label_efficiency.command import write_results
+    from unimiss_monai.benchmarks.label_efficiency.study import build_results, run_study
+
+    settings = {arm: {**s, "bundle": bundle} for arm, s in SETTINGS.items()}
+    write_results(build_results(run_study(DESIGN.runs(32), FakeRunner(), out, settings), DESIGN,
+                                {**META, "bundle": bundle}), out)
+    return {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("left", ["results and runs", "runs only"])
+def test_an_out_holding_another_bundles_study_is_refused_before_any_run(tmp_path, no_pretraining, left):
+    """A second bundle's study in the same --out trained over the first one's run folders (named by arm, fraction
+    and seed only) and replaced its results, without a word."""
+    out = tmp_path / "le"
+    before = _study_folder(out, "unimiss_cxr_classification")
+    if left == "runs only":  # a study killed before its results: its run folders name the bundle
+        for name in ("label_efficiency.json", "label_efficiency.md", "label_efficiency.png"):
+            (out / name).unlink()
+            before.pop(out / name)
+    with pytest.raises(FileExistsError) as err:
+        label_efficiency(bundle="unimiss_ct_classification", out=str(out), dataset_dir=str(tmp_path / "absent"))
+    message = str(err.value)
+    found = "label_efficiency.json" if left == "results and runs" else "run_settings.json"
+    assert message.startswith(f"label-efficiency: --out {out} holds the study of unimiss_cxr_classification (")
+    assert found in message and "not of unimiss_ct_classification" in message
+    assert message.endswith(f"pass --out {out / 'unimiss_ct_classification'} (or another folder)")
+    assert "\n" not in message and not no_pretraining
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
+
+
+def test_the_default_out_is_a_folder_of_the_bundle(tmp_path, monkeypatch, no_pretraining):
+    """outputs/label_efficiency/<bundle>: the README's command for two bundles gives two folders."""
+    monkeypatch.chdir(tmp_path)
+    mine = tmp_path / "outputs" / "label_efficiency" / "unimiss_ct_classification" / "label_efficiency.json"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("{}")  # a user's file where the default puts the results: refused, naming that folder
+    with pytest.raises(FileExistsError, match=f"{mine} exists and was not written by unimiss_monai"):
+        label_efficiency(bundle="unimiss_ct_classification", dataset_dir=str(tmp_path / "absent"))
+    assert mine.read_text() == "{}" and not no_pretraining

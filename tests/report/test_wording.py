@@ -133,7 +133,7 @@ def test_the_suggested_study_uses_the_runs_backbone_and_says_its_size(tmp_path):
     (note,) = label_efficiency_section(RunFolder(root)).blocks
     words = shlex.split(note.text.split("`")[1])
     assert words[words.index("--pretrained") + 1] == str(backbone.resolve())
-    assert words[words.index("--out") + 1] == str((root / "label_efficiency").resolve())
+    assert words[words.index("--out") + 1] == str((root / "label_efficiency" / "unimiss_cxr_segmentation").resolve())
     assert words[words.index("--bundle") + 1] == "unimiss_cxr_segmentation"
     # the size it states is the command's defaults
     defaults = {k: v.default for k, v in inspect.signature(label_efficiency).parameters.items()}

@@ -18,13 +18,18 @@ import time
 from pathlib import Path
 
 from unimiss_monai.benchmarks.label_efficiency.design import ARMS, StudyDesign, parse_list
-from unimiss_monai.benchmarks.label_efficiency.inputs import check_folders, check_weights, study_variant
+from unimiss_monai.benchmarks.label_efficiency.inputs import (
+    check_folders,
+    check_study_bundle,
+    check_weights,
+    study_variant,
+)
 from unimiss_monai.benchmarks.label_efficiency.tasks import TASKS
 from unimiss_monai.data.output_ledger import check_own_files, drawn_by_matplotlib, replacing_own
 from unimiss_monai.data.writers import save_bytes, save_json
 from unimiss_monai.utils.args import as_count
-from unimiss_monai.utils.value_ranges import range_problem
 from unimiss_monai.utils.repository import repository_bundle
+from unimiss_monai.utils.value_ranges import range_problem
 
 __all__ = ["label_efficiency", "versions", "write_results"]
 
@@ -131,7 +136,7 @@ def label_efficiency(
     pretrained: str | None = "auto",
     weights: str | None = None,
     dataset_dir: str = "samples",
-    out: str = "outputs/label_efficiency",
+    out: str | None = None,
     max_epochs: int | None = None,
     epoch_iterations: int | None = 25,
     pretrain_epochs: int = 40,
@@ -171,7 +176,8 @@ def label_efficiency(
         weights: ``arm=path`` pairs for any arm (e.g. ``unimiss=a.pt,intra_inter=b.pt``); an arm without weights
             is pretrained at the small scale (its recipe overlay, ``pretrain_epochs`` epochs).
         dataset_dir: a ``python -m unimiss_monai samples`` output (default ``samples``).
-        out: the study folder (runs, pretraining, results; default ``outputs/label_efficiency``).
+        out: the study folder (runs, pretraining, results; default ``outputs/label_efficiency/<bundle>``). One
+            bundle's study per folder; an --out that holds another bundle's study is refused.
         max_epochs: training epochs of every run (validation at the end only); default: the bundle's small-scale
             budget (24 for ``unimiss_ct_segmentation``, 16 for the others).
         epoch_iterations: iterations per epoch; ``None``: one pass over the subset.
@@ -198,9 +204,9 @@ def label_efficiency(
     from tqdm import tqdm
 
     from unimiss_monai.benchmarks.label_efficiency.pretrain import pretrain_arm
-    from unimiss_monai.utils.hashing import sha256_datalist, sha256_file
     from unimiss_monai.benchmarks.label_efficiency.runner import BundleRunner
     from unimiss_monai.benchmarks.label_efficiency.study import build_results, run_study
+    from unimiss_monai.utils.hashing import sha256_datalist, sha256_file
     from unimiss_monai.utils.run_arguments import check_overrides
 
     if overrides.keys() & {"help", "h"}:
@@ -246,8 +252,11 @@ def label_efficiency(
     if unknown or "scratch" in given:
         raise ValueError(f"label-efficiency: --weights names {unknown or ['scratch']}, which is not a pretrained "
                          f"arm of --arms {list(arm_list)}")
+    # run folders are named by arm, fraction and seed: one folder per bundle, so that two studies never collide
+    out = f"outputs/label_efficiency/{bundle}" if out is None else out
     # a folder option that is a file fails inside MONAI once pretraining has started: refused before any work
     check_folders({"out": out, "pretraining_dir": pretraining_dir})
+    check_study_bundle(out, bundle)
     bundle_root = (Path(bundles_dir) / bundle if bundles_dir
                    else repository_bundle(bundle, "label-efficiency", "--bundles_dir"))
     root = bundle_root.parent
@@ -346,6 +355,9 @@ def label_efficiency(
     for per_fraction in results["paired_differences"].values():
         for f, d in per_fraction.items():
             print(f"[label-efficiency] fraction {f}: {d['conclusion']}", flush=True)
+    if not results["paired_differences"]:
+        print(f"[label-efficiency] --arms {arm_list[0]} alone: its learning curve, no paired difference; rerun with "
+              f"--arms {arm_list[0]},pretrained to compare (its runs are kept)", flush=True)
     if results["failures"]:
         print(f"[label-efficiency] {len(results['failures'])} of {len(records)} runs failed (rerun to retry): "
               + "; ".join(f"{r['run_id']}: {r['error']}" for r in results["failures"]), flush=True)

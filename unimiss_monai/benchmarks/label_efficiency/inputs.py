@@ -1,15 +1,17 @@
 """The label-efficiency study's inputs checked before any work: a study runs for hours, so a folder option that is a
-file, or a weights file that cannot initialise the study's network, is refused in one line up front instead of
-failing inside MONAI (a traceback) or in every pretrained run (recorded only in the JSON)."""
+file, an --out that holds another bundle's study, or a weights file that cannot initialise the study's network, is
+refused in one line up front instead of failing inside MONAI (a traceback), in every pretrained run (recorded only in
+the JSON), or replacing the other study's results and runs."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from unimiss_monai.utils.paths import file_in_the_way
 
-__all__ = ["check_folders", "check_weights", "study_variant"]
+__all__ = ["check_folders", "check_study_bundle", "check_weights", "study_variant"]
 
 
 def check_folders(folders: Mapping[str, str | None]) -> None:
@@ -23,6 +25,39 @@ def check_folders(folders: Mapping[str, str | None]) -> None:
             where = "" if Path(value).expanduser().absolute() == blocker else f": {blocker}"
             raise FileExistsError(f"label-efficiency: --{name} {value}{where} is a file, not a folder; move that file "
                                   f"away or choose another --{name}")
+
+
+def _bundle_in(path: Path) -> str | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data.get("bundle") if isinstance(data, dict) and isinstance(data.get("bundle"), str) else None
+
+
+def check_study_bundle(out: str | Path, bundle: str) -> None:
+    """Refuse (``FileExistsError``, one line) an ``out`` that holds the study of another bundle: its results
+    (``label_efficiency.json``) or a run's settings (``runs/<run>/run_settings.json``) name that bundle. Run folders
+    are named by arm, fraction and seed only, so a second bundle's study in the same folder would train over the
+    first one's runs and replace its results. Runs left without results by an earlier version name no bundle:
+    they are not recognised, and a changed run is trained again as before."""
+    from unimiss_monai.benchmarks.label_efficiency.study import MARKER
+
+    out = Path(out).expanduser()
+    found = [(path, _bundle_in(path)) for path in
+             [out / "label_efficiency.json", *(out / "runs" / r / MARKER for r in _run_names(out))]]
+    for path, theirs in found:
+        if theirs is not None and theirs != bundle:
+            raise FileExistsError(f"label-efficiency: --out {out} holds the study of {theirs} "
+                                  f"({path.relative_to(out)}), not of {bundle}; a study there would replace its "
+                                  f"results and runs: pass --out {out / bundle} (or another folder)")
+
+
+def _run_names(out: Path) -> list[str]:
+    try:
+        return sorted(p.name for p in (out / "runs").iterdir() if p.is_dir())
+    except OSError:
+        return []
 
 
 def _option(arm: str, from_pretrained: bool, path: str, auto: bool = False) -> str:

@@ -21,8 +21,10 @@ def label_efficiency_png(results: Mapping) -> bytes:
     metric = results.get("metric", "score")
     fractions = [float(f) for f in results["fractions"]]
     arms = list(results["arms"])
-    fig = Figure(figsize=(9.6, 3.8))
-    ax, dx = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    # a study of scratch alone has no paired difference: its curve alone, not beside an empty panel
+    paired = len(arms) > 1
+    fig = Figure(figsize=(9.6, 3.8) if paired else (4.8, 3.8))
+    ax = fig.add_subplot(1, 2 if paired else 1, 1)
     colours = {arm: f"C{i}" for i, arm in enumerate(arms)}
     # arms side by side at each fraction (a few percent apart on the log axis) so seed points do not hide each other
     offset = {arm: 1.0 + 0.04 * (i - (len(arms) - 1) / 2) for i, arm in enumerate(arms)}
@@ -44,6 +46,14 @@ def label_efficiency_png(results: Mapping) -> bytes:
     ax.title.set_fontsize(9)
     ax.legend(fontsize=8)
 
+    if paired:
+        _differences(fig.add_subplot(1, 2, 2), results, fractions, colours, offset, metric)
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def _differences(dx, results: Mapping, fractions: list, colours: dict, offset: dict, metric: str) -> None:
+    """The right panel: each arm's per-seed differences against scratch, their mean and interval."""
     confidence = results.get("interval", {}).get("confidence", 0.95)
     dx.axhline(0.0, color="grey", lw=1, ls=":")
     for arm, per_fraction in results.get("paired_differences", {}).items():
@@ -67,5 +77,3 @@ def label_efficiency_png(results: Mapping) -> bytes:
     dx.title.set_fontsize(9)
     if dx.get_legend_handles_labels()[0]:
         dx.legend(fontsize=8)
-    fig.tight_layout()
-    return figure_png(fig)

@@ -21,20 +21,23 @@ from pathlib import Path
 import numpy as np
 
 from unimiss_monai.benchmarks.label_efficiency.design import RunSpec, StudyDesign
-from unimiss_monai.benchmarks.label_efficiency.statistics import mean_interval, paired_difference
+from unimiss_monai.benchmarks.label_efficiency.statistics import clip_interval, mean_interval, paired_difference
 from unimiss_monai.benchmarks.label_efficiency.workers import run_in_workers
 from unimiss_monai.data.writers import save_json
 from unimiss_monai.utils.errors import failure_reason
 
-__all__ = ["RECORD", "build_results", "conclusion", "fingerprint", "run_study"]
+__all__ = ["MARKER", "RECORD", "build_results", "conclusion", "fingerprint", "run_study"]
 
 logger = logging.getLogger(__name__)
 
 RECORD = "record.json"
 # written first into every run folder: marks it as the study's own, so a changed run may replace its contents
-_MARKER = "run_settings.json"
+MARKER = "run_settings.json"
 # record fields that differ between two otherwise identical runs: kept in the record, left out of the results
 _VOLATILE = ("seconds",)
+# every task's score is on a 0-1 scale (tasks.Task.metric): its intervals, and those of a difference, stay in range
+_SCORE_RANGE = (0.0, 1.0)
+_DIFFERENCE_RANGE = (-1.0, 1.0)
 
 Runner = Callable[[RunSpec, Path], Mapping]
 
@@ -51,11 +54,12 @@ def _read(path: Path) -> dict | None:
         return None
 
 
-def _fresh_run_dir(run_dir: Path, key: str) -> None:
+def _fresh_run_dir(run_dir: Path, key: str, bundle: str | None = None) -> None:
     """Make ``run_dir`` hold only outputs of a run with fingerprint ``key``: a folder of an earlier run of other
     settings (our marker, another fingerprint) is cleared, so its checkpoints are not resumed; a non-empty folder
-    without our marker is refused."""
-    marker = run_dir / _MARKER
+    without our marker is refused. The marker names the ``bundle`` too, so that a study of another bundle can
+    refuse the folder before it starts (:func:`.inputs.check_study_bundle`)."""
+    marker = run_dir / MARKER
     if run_dir.is_dir() and any(run_dir.iterdir()):
         old = _read(marker)
         if old is None:
@@ -65,7 +69,7 @@ def _fresh_run_dir(run_dir: Path, key: str) -> None:
             logger.info("label-efficiency: %s was run with other settings: running it again", run_dir.name)
             shutil.rmtree(run_dir)
     if not marker.is_file():
-        save_json({"fingerprint": key}, marker)
+        save_json({"fingerprint": key, **({"bundle": bundle} if bundle else {})}, marker)
 
 
 def _execute(runner: Runner, spec: RunSpec, run_dir: Path, base: Mapping) -> dict:
@@ -145,7 +149,7 @@ def run_study(runs: Sequence[RunSpec], runner: Runner, out: str | Path, settings
             if progress:
                 progress({**old, "reused": True})
             continue
-        _fresh_run_dir(run_dir, key)
+        _fresh_run_dir(run_dir, key, settings[spec.arm].get("bundle"))
         if training_key in trained:
             finish(_copy_record(base, trained[training_key]))
         elif training_key in todo:
@@ -178,7 +182,8 @@ def conclusion(diff: Mapping, metric: str, arm: str, reference: str = "scratch")
     if diff.get("ci_low") is None:
         return f"{arm} - {reference}: {diff.get('n', 0)} complete pair(s), too few for an interval"
     head = (f"{arm} - {reference} = {diff['mean']:+.3f} {metric}, {diff['confidence']:.0%} interval "
-            f"[{diff['ci_low']:+.3f}, {diff['ci_high']:+.3f}] over {diff['n']} seeds")
+            f"[{diff['ci_low']:+.3f}, {diff['ci_high']:+.3f}]"
+            f"{' (cut to the -1 to 1 a difference can take)' if diff.get('clipped_to') else ''} over {diff['n']} seeds")
     if diff["includes_zero"]:
         return head + ": the interval includes 0, so this study does not show a difference"
     return head + f": {arm} is {'better' if diff['mean'] > 0 else 'worse'} at this confidence"
@@ -205,7 +210,8 @@ def build_results(records: Sequence[Mapping], design: StudyDesign, meta: Mapping
                 continue
             results[arm][_key(f)] = {"per_seed": {str(r["seed"]): r["score"] for r in rs},
                                      "num_labels": rs[0]["num_labels"],
-                                     **mean_interval([r["score"] for r in rs], confidence)}
+                                     **clip_interval(mean_interval([r["score"] for r in rs], confidence),
+                                                     *_SCORE_RANGE)}
             names = [n for n in (rs[0].get("per_structure") or {})
                      if all((r.get("per_structure") or {}).get(n) is not None for r in rs)]
             if names:
@@ -218,7 +224,7 @@ def build_results(records: Sequence[Mapping], design: StudyDesign, meta: Mapping
             a = [ok[(arm, f, s)]["score"] for s in seeds]
             b = [ok[(reference, f, s)]["score"] for s in seeds]
             if len(seeds) >= 2:
-                d = paired_difference(a, b, confidence=confidence, method=method)
+                d = clip_interval(paired_difference(a, b, confidence=confidence, method=method), *_DIFFERENCE_RANGE)
             else:  # one pair has no spread: the difference is reported, the interval is not
                 d = {"mean": float(a[0] - b[0]) if seeds else None, "ci_low": None, "ci_high": None,
                      "includes_zero": None, "n": len(seeds), "method": method, "confidence": float(confidence),
