@@ -36,6 +36,21 @@ def test_documented_lists_pass(bundle, names):
     assert config_order_problem(_files(bundle, *names)) is None
 
 
+def test_an_overlay_of_the_users_that_replaces_the_run_passes_after_the_config(tmp_path):
+    """A file of the user's that defines ``run`` too (its own steps) and is listed after the bundle's config is merged
+    over it, as an overlay is: the first config that runs alone is the one the others change."""
+    own = tmp_path / "own_steps.json"
+    own.write_text('{"run": ["$print(@max_epochs)"]}')
+    files = [*_files("unimiss_pretraining", "train.json", "recipe_intra_inter.yaml", "smoke.yaml"), str(own)]
+    assert config_order_problem(files) is None
+    assert config_order_problem([files[2], *files[:2], files[3]]).startswith(
+        f"--config_file lists the overlay {files[2]} before {files[0]}, ")
+    # ids the bundle's config does not hold are merged in whatever the order: nothing is overridden
+    extra = tmp_path / "extra_ids.json"
+    extra.write_text('{"my_note": 1, "my_other_note": [2]}')
+    assert config_order_problem([str(extra), *files[:2]]) is None
+
+
 @pytest.mark.parametrize("bundle, names, first, base, fixed", [
     # merged silently: the bundle's config overrode every setting of the overlay before it (the demo's small DRRs,
     # the CPU inference's fast settings) and the run went on with the defaults

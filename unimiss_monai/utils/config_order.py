@@ -42,18 +42,38 @@ def config_order_problem(files: Any) -> str | None:
     if not overlays:
         return None
     if bases:
-        last = max(given.index(name) for name in bases)
-        early = next((name for name in overlays if given.index(name) < last), None)
+        # the first config that runs alone is the one the others change: a later file that also defines the run (an
+        # overlay of the user's replacing its steps) is merged over it, as an overlay is
+        base = min(bases, key=given.index)
+        early = next((name for name in overlays if given.index(name) < given.index(base)
+                      and _overridden(contents[name], contents[base])), None)
         if early is None:
             return None
-        base = next(name for name in bases if given.index(name) > given.index(early))
         return (f"--config_file lists the overlay {early} before {base}, the config it changes, which would "
-                f"override what it sets; each overlay goes after it: --config_file \"{_listed(bases + overlays)}\"")
+                f"override what it sets; each overlay goes after it: --config_file "
+                f"\"{_listed([base, *(name for name in given if name != base)])}\"")
     base = _base_beside(overlays[0], contents[overlays[0]])
     if base is None:
         return None  # no config beside it to name: MONAI's own error says what it can
     return (f"--config_file lists the overlay {overlays[0]} without {base}, the config it changes; each overlay goes "
             f"after it: --config_file \"{_listed([base, *given])}\"")
+
+
+def _overridden(overlay: dict, base: dict) -> bool:
+    """Whether ``base``, merged over ``overlay``, sets an id that ``overlay`` sets (then the overlay's value is lost);
+    ids the base does not hold are merged in whatever the order."""
+    for key in overlay:
+        node: Any = base
+        for part in key.lstrip("+").replace("::", "#").split("#"):
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                break
+        else:
+            return True
+    return False
 
 
 def _listed(names: Sequence[str]) -> str:
