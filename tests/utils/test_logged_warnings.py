@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from unimiss_monai.utils import once
-from unimiss_monai.utils.logged_warnings import say_again, warnings_logged
+from unimiss_monai.utils.logged_warnings import note, say_again, warnings_logged
 
 LOGGER = "unimiss_monai.some_module"
 
@@ -54,3 +54,15 @@ def test_a_warning_still_reaches_stderr_where_logging_was_never_configured(monke
     with warnings_logged() as said:
         logging.getLogger(LOGGER).warning("plain.png: a warning")
     assert said and capsys.readouterr().err.count("plain.png: a warning") == 1
+
+
+def test_a_noted_warning_is_kept_with_the_computation_and_not_logged(caplog):
+    # what a once-per-file guard suppresses: said before in this process, still part of the result computed now
+    log = logging.getLogger(LOGGER)
+    with caplog.at_level(logging.WARNING):
+        note(log, logging.WARNING, "%s: a warning said before", "again.png")  # no computation: nothing kept
+        with warnings_logged() as said:
+            note(log, logging.WARNING, "%s: a warning said before", "again.png")
+            note(logging.getLogger("elsewhere"), logging.WARNING, "another package's")
+            note(log, logging.INFO, "not a warning")
+    assert said == [[LOGGER, logging.WARNING, "again.png: a warning said before"]] and caplog.records == []

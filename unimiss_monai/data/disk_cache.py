@@ -4,35 +4,34 @@ MONAI's ``PersistentDataset`` runs a ``Compose`` up to its first random transfor
 under ``cache_dir`` and afterwards reads it back, so an epoch over a CT archive does not decode every volume again.
 :class:`DiskCacheDataset` keeps that mechanism and changes three things a long-lived, shared cache needs:
 
-- an existing ``cache_dir`` is kept: ``PersistentDataset`` of MONAI 1.6 empties it at construction and in
-  ``set_data``, which would throw away the previous run's cache and delete whatever a user kept in a folder they
-  named;
-- an item's key includes the size and modification time of every file it names, so a file replaced in place is
-  decoded again instead of served stale;
-- the key includes the cached transforms with their settings (a hash of them pickled; MONAI's default
-  ``json_hashing`` cannot serialise transforms and falls back to their class names, so a changed setting such as a
-  new spacing would reuse the old entries), so changing the preprocessing starts a new set of entries;
-- a ``MetaTensor`` keeps its affine and other plain metadata through the cache (:func:`storable`): MONAI stores it
-  as a bare tensor (``track_meta=False``), since its metadata holds numpy values that ``torch.load(weights_only=True)``
-  refuses, so a random transform after the cached part (a reorientation in a nested ``Compose``, an on-the-fly DRR)
-  met an identity affine on every read from the cache and the same one with its real affine on the first;
-- what the cached part warns of (a chest film that looks like a negative, a CT not in HU, a label of both sides) is
-  said by every run that uses the entry, not only by the one that computed it: the WARNING-and-above records of the
-  package's loggers in the computing thread (:func:`~unimiss_monai.utils.logged_warnings.warnings_logged`) are stored
-  with the entry (plain strings), and each hit says them again through their own loggers, once per message and
-  process (:func:`~unimiss_monai.utils.logged_warnings.say_again`): on a warm cache in the run's up-front check of
-  the items (:meth:`DiskCacheDataset.fill`), and not again in its data-loading workers, which inherit or receive what
-  was said. Entries of earlier versions hold no warnings and are read as before, in silence.
+- an existing ``cache_dir`` is kept: ``PersistentDataset`` of MONAI 1.6 empties it at construction and in ``set_data``,
+  which would throw away the previous run's cache and delete whatever a user kept in a folder they named;
+- an item's key includes the size and modification time of every file it names, so a file replaced in place is decoded
+  again instead of served stale;
+- the key includes the cached transforms with their settings (a hash of them pickled; MONAI's default ``json_hashing``
+  cannot serialise transforms and falls back to their class names, so a changed setting such as a new spacing would
+  reuse the old entries), so changing the preprocessing starts a new set of entries;
+- a ``MetaTensor`` keeps its affine and other plain metadata through the cache (:func:`storable`): MONAI stores it as a
+  bare tensor (``track_meta=False``), since its metadata holds numpy values that ``torch.load(weights_only=True)``
+  refuses, so a random transform after the cached part (a reorientation in a nested ``Compose``, an on-the-fly DRR) met
+  an identity affine on every read from the cache and the same one with its real affine on the first;
+- what the cached part warns of (a chest film that looks like a negative, a CT not in HU, a label of both sides) is said
+  by every run that uses the entry: the WARNING-and-above records of the package's loggers in the computing thread
+  (:func:`~unimiss_monai.utils.logged_warnings.warnings_logged`) go to a small file beside the entry
+  (:mod:`~unimiss_monai.data.cache_warnings`; the entry itself is as before, for older versions sharing the cache), and
+  the main process says them again, once per message (:func:`~unimiss_monai.utils.logged_warnings.say_again`): in the
+  up-front check of the items (:meth:`DiskCacheDataset.fill`, :meth:`DiskCacheDataset.say_stored`) or at a hit, never in
+  a data-loading worker (started anew each epoch). Entries of earlier versions hold no warnings and are read in silence.
 
 Entries are written and read by :meth:`DiskCacheDataset._cachecheck` rather than MONAI's: MONAI writes an entry in a
-folder under ``$TMPDIR`` and ``shutil.move``s it into ``cache_dir``, which across file systems (a node's local
-``/tmp``, a shared cache on NFS) byte-copies straight into the final name. A run killed mid-copy then leaves a
-truncated entry on which MONAI raises (it recomputes only unpickling errors), and another rank may read an entry
-while it is being copied. Here an entry is written to a temporary file in ``cache_dir`` itself and renamed with
-``os.replace`` (atomic within one file system), so the final name only ever holds a whole entry; an entry that
-cannot be read back (``torch.load(weights_only=True)``), e.g. one truncated by an older version, is a cache miss:
-the item is computed again and its entry replaced, with one warning naming the file. The temporary file a killed writer
-leaves is removed the next time a process opens the folder, once it is :data:`LEFTOVER_AGE_S` old.
+folder under ``$TMPDIR`` and ``shutil.move``s it into ``cache_dir``, which across file systems (a node's local ``/tmp``,
+a shared cache on NFS) byte-copies straight into the final name. A run killed mid-copy then leaves a truncated entry on
+which MONAI raises (it recomputes only unpickling errors), and another rank may read an entry while it is being copied.
+Here an entry is written to a temporary file in ``cache_dir`` itself and renamed with ``os.replace`` (atomic within one
+file system), so the final name only ever holds a whole entry; an entry that cannot be read back
+(``torch.load(weights_only=True)``), e.g. one truncated by an older version, is a cache miss: the item is computed again
+and its entry replaced, with one warning naming the file. The temporary file a killed writer leaves is removed the next
+time a process opens the folder, once it is :data:`LEFTOVER_AGE_S` old.
 """
 
 from __future__ import annotations
@@ -49,11 +48,13 @@ import torch
 from monai.data import CacheDataset, Dataset, MetaTensor, PersistentDataset
 from monai.data.utils import SUPPORTED_PICKLE_MOD, pickle_hashing
 from monai.utils import convert_to_tensor, look_up_option
+from torch.utils.data import get_worker_info
 
+from unimiss_monai.data.cache_warnings import store_warnings, stored_warnings
 from unimiss_monai.data.split_check import deterministic_head, shared_failures
 from unimiss_monai.data.tolerant import DatalistSplit, failed_case, refuse_failures
 from unimiss_monai.data.writers import remove_stale_temporaries, temporary_beside
-from unimiss_monai.utils.logged_warnings import SAID_AGAIN, kept_apart, kept_with, say_again, warnings_logged
+from unimiss_monai.utils.logged_warnings import SAID_AGAIN, kept_apart, say_again, warnings_logged
 from unimiss_monai.utils.once import sent_with_said
 
 __all__ = ["CACHE_MODES", "ENTRY_FORMAT", "LEFTOVER_AGE_S", "CheckedCacheDataset", "DiskCacheDataset", "cached_dataset",
@@ -215,7 +216,8 @@ class DiskCacheDataset(PersistentDataset):
             try:
                 stored, said = kept_apart(torch.load(entry, weights_only=self.weights_only))
                 value = restored(stored)
-                say_again(said)
+                if get_worker_info() is None:  # workers start anew each epoch: each would say it again
+                    say_again(said + stored_warnings(entry))
                 return value
             except FileNotFoundError:  # replaced or removed since is_file: compute it
                 pass
@@ -231,16 +233,15 @@ class DiskCacheDataset(PersistentDataset):
         """Write ``value`` to a temporary file beside ``entry`` and rename it into place: a reader, another rank
         included, sees either no entry or a whole one. A failed write (full disk, read-only folder) is logged once
         and costs only the cache: the computed item is used all the same."""
-        # a unique name per writer: two ranks storing the same item must not write into one file. A killed writer
-        # leaves its file behind, tagged and not ending in .pt, so never read; it is not removed here, as
-        # ``atomic_path`` does, since it may be another rank's write in progress, but when the folder is next opened
-        # and it is old enough to have no writer (_remove_stale_temporaries)
+        # a unique name per writer: two ranks storing the same item must not write into one file. A killed writer's
+        # file, tagged and not ending in .pt, is never read; it is not removed here (``atomic_path`` does), as it may
+        # be another rank's write in progress, but once old enough to have no writer (_remove_stale_temporaries)
         tmp = None
         try:
+            store_warnings(entry, said)  # first: a writer killed in between leaves no entry with another's words
             tmp = temporary_beside(entry)
             with open(tmp, "wb") as f:
-                torch.save(kept_with(storable(value), said), f,
-                           pickle_module=look_up_option(self.pickle_module, SUPPORTED_PICKLE_MOD),
+                torch.save(storable(value), f, pickle_module=look_up_option(self.pickle_module, SUPPORTED_PICKLE_MOD),
                            pickle_protocol=self.pickle_protocol)
             os.replace(tmp, entry)
         except Exception as e:  # noqa: BLE001 - the cache is an optimisation: failing to fill it must not fail the item
@@ -251,8 +252,7 @@ class DiskCacheDataset(PersistentDataset):
                 tmp.unlink(missing_ok=True)
 
     def _warn_once(self, key: str, message: str, *args) -> None:
-        """Log ``message`` the first time ``key`` comes up in this process: a broken entry read in every epoch, or a
-        full disk met by every item, is one line, not thousands."""
+        """Log ``message`` the first time ``key`` comes up in this process: a broken entry or a full disk, one line."""
         if key not in self._warned:
             self._warned.add(key)
             logger.warning(message, *args)
@@ -270,29 +270,27 @@ class DiskCacheDataset(PersistentDataset):
         ``num_workers`` threads, and return ``{index: reason}`` of the items whose preprocessing fails
         (:func:`~unimiss_monai.data.tolerant.failed_case`). An item whose entry exists passed its loading and checks
         when the entry was computed (:data:`ENTRY_FORMAT`): it is not decoded again, so over a warm cache this costs
-        a look-up per item.
+        a look-up per item, and the reading of its warnings file where it has one (they are said here, once each).
 
         Under a process group this is a collective (every rank calls it): each rank computes and stores the entries of
         its share of the items only, and every rank returns the failures of all
         (:func:`~unimiss_monai.data.split_check.shared_failures`), so a cold cache shared by the ranks is filled once,
-        not once per rank; a rank reads the others' entries when it draws their items.
-
-        The warnings stored with an existing entry are said here, once per message (its tensors are not read): the
-        check says them up front on a warm cache as on a cold one, and each once per run."""
+        not once per rank; a rank reads the others' entries when it draws their items."""
         return shared_failures(self.data, self._check, num_workers, progress)
 
     def _check(self, item) -> None:
-        """Compute ``item``'s entry where there is none, else say again the warnings stored with it, reading none of
-        its tensors (memory-mapped)."""
+        """Compute ``item``'s entry where there is none, else say again the warnings stored with it."""
         entry = self.entry_path(item)
-        if not entry.is_file():
+        if entry.is_file():
+            say_again(stored_warnings(entry))
+        else:
             self.cached(item)
-            return
-        try:
-            stored = torch.load(entry, weights_only=self.weights_only, mmap=True)
-        except Exception:  # noqa: BLE001 - unreadable: the epoch's read computes it again and says why
-            return
-        say_again(kept_apart(stored)[1])
+
+    def say_stored(self) -> None:
+        """Say the warnings stored with the items' existing entries, once per message, reading only their warnings
+        files: what a run that does not :meth:`fill` (pretraining) says in its main process, as workers do not."""
+        for item in self.data:
+            say_again(stored_warnings(self.entry_path(item)))
 
 
 # a data-loading worker started by spawn receives what the run said with its data set, so it does not say it again

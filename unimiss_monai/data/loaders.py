@@ -138,6 +138,9 @@ class SeededDataset(Dataset):
 
             # one sub-folder per data set: the CT and X-ray phases cache different transforms
             self._cache = DiskCacheDataset(self.data, self.transform, Path(cache_dir) / name)
+            # what its existing entries warned of, said here once: the data-loading workers, started anew each epoch,
+            # do not say it
+            self._cache.say_stored()
 
     def __len__(self) -> int:
         return len(self.data)

@@ -31,6 +31,7 @@ import logging
 import torch
 import torch.nn.functional as F
 
+from unimiss_monai.utils.logged_warnings import note
 from unimiss_monai.utils.once import first_time
 
 __all__ = ["BORDER", "NEGATIVE_BELOW", "NEGATIVE_CHEST", "chest_polarity", "warn_if_negative_chest"]
@@ -84,11 +85,13 @@ def warn_if_negative_chest(grey: torch.Tensor, source: str) -> bool:
     score = chest_polarity(grey)
     if score is None or score >= NEGATIVE_BELOW:
         return False
+    message = ("%s: looks like a negative, air brighter than bone (its darkest pixels lie down the middle, where a "
+               "chest film's spine and mediastinum are bright: polarity %.2f, a positive scores above 0), so its masks "
+               "and findings are of an inverted image; invert it, or export it as MONOCHROME2 (a DICOM whose pixels "
+               "contradict its MONOCHROME1/2 tag: correct the tag). A lateral film or a crop with the spine off to one "
+               "side can look so too: these bundles take whole frontal (PA/AP) chest films")
     if first_time(NEGATIVE_CHEST, source):
-        logger.warning("%s: looks like a negative, air brighter than bone (its darkest pixels lie down the middle, "
-                       "where a chest film's spine and mediastinum are bright: polarity %.2f, a positive scores "
-                       "above 0), so its masks and findings are of an inverted image; invert it, or export it as "
-                       "MONOCHROME2 (a DICOM whose pixels contradict its MONOCHROME1/2 tag: correct the tag). A "
-                       "lateral film or a crop with the spine off to one side can look so too: these bundles take "
-                       "whole frontal (PA/AP) chest films", source, score)
+        logger.warning(message, source, score)
+    else:  # said already in this run: a disk-cache entry of this file computed now must hold it all the same
+        note(logger, logging.WARNING, message, source, score)
     return True

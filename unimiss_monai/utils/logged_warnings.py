@@ -5,15 +5,16 @@ would say what was wrong with its input.
 :func:`warnings_logged` collects, while its block runs, the WARNING-and-above records that the package's loggers emit
 in the calling thread: computations running at the same time in other threads (a cache fill's thread pool) keep
 their own, and other processes (data-loading workers, ranks) have their own handler; a thread that the computation
-starts itself is not followed. Each record is kept as ``[logger name, level, message]``, plain values that
-``torch.load(weights_only=True)`` reads back.
+starts itself is not followed. Each record is kept as ``[logger name, level, message]``, plain values that JSON
+and ``torch.load(weights_only=True)`` read back.
 
 :func:`say_again` logs them again through their own loggers, each message once per process: under the
 :mod:`~unimiss_monai.utils.once` topic :data:`SAID_AGAIN`, which ranks pool after a dealt-out check
 (:func:`~unimiss_monai.data.split_check.shared_failures`) and data-loading workers inherit (fork) or receive with
-their data set (spawn, :func:`~unimiss_monai.utils.once.sent_with_said`), so an epoch does not repeat a run's words.
-What a computation said live counts as said too: a result computed in this run and read back later in it is not
-announced a second time.
+their data set (spawn, :func:`~unimiss_monai.utils.once.sent_with_said`); the disk cache says them in the main
+process only, as workers started anew each epoch would repeat them. What a computation said live counts as said too:
+a result computed in this run and read back later in it is not announced a second time. A warning that a once-per-file
+guard does not log again is kept with the result all the same (:func:`note`).
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ from contextlib import contextmanager
 
 from unimiss_monai.utils.once import first_time
 
-__all__ = ["SAID_AGAIN", "SAID_TAG", "kept_apart", "kept_with", "say_again", "warnings_logged"]
+__all__ = ["SAID_AGAIN", "SAID_TAG", "collecting", "kept_apart", "note", "say_again", "warnings_logged"]
 
 #: the :mod:`~unimiss_monai.utils.once` topic of the messages said (live or again) in this process: keyed by the whole
 #: message, which names its file
 SAID_AGAIN = "warning of a stored result"
 
-#: the key of a stored result's warnings beside its ``"value"`` (:func:`kept_with`)
+#: the key of a result's warnings beside its ``"value"`` where the result held them itself (disk-cache entries of one
+#: earlier version; they are kept beside the result now, :mod:`~unimiss_monai.data.cache_warnings`)
 SAID_TAG = "__warnings_said__"
 
 PACKAGE = __name__.split(".")[0]
@@ -95,6 +97,21 @@ def warnings_logged() -> Iterator[list[list]]:
             _first_time(message)
 
 
+def collecting() -> bool:
+    """Whether a computation in this thread collects its warnings (:func:`warnings_logged`)."""
+    return getattr(_collecting, "said", None) is not None
+
+
+def note(logger: logging.Logger, level: int, msg: str, *args) -> None:
+    """Keep with the computation running in this thread a warning that is not logged, as a once-per-file guard
+    suppresses one said before in this process: the result of that file computed now (for another cache) holds it
+    too, for the runs that read only that result. ``msg % args`` as ``logger.log`` would format it."""
+    said = getattr(_collecting, "said", None)
+    if said is not None and logger.name.split(".")[0] == PACKAGE and level >= logging.WARNING \
+            and logger.isEnabledFor(level):
+        said.append([logger.name, int(level), msg % args if args else msg])
+
+
 def say_again(said: list) -> None:
     """Log each ``[logger name, level, message]`` of ``said`` (what :func:`warnings_logged` collected) through its
     logger, unless this process already said that message."""
@@ -108,14 +125,9 @@ def _first_time(message: str) -> bool:
         return first_time(SAID_AGAIN, message)
 
 
-def kept_with(value, said: list):
-    """``value`` with the warnings its computation logged, to be stored: ``value`` itself where there are none, as
-    results were stored before their warnings were kept."""
-    return {SAID_TAG: said, "value": value} if said else value
-
-
 def kept_apart(stored) -> tuple:
-    """``(value, warnings)`` of what :func:`kept_with` made, read back; a result stored without warnings has none."""
+    """``(value, warnings)`` of a stored result read back: a result that holds its warnings (:data:`SAID_TAG`) is
+    unwrapped, any other has none."""
     if isinstance(stored, dict) and SAID_TAG in stored:
         return stored["value"], stored[SAID_TAG]
     return stored, []

@@ -22,6 +22,7 @@ from monai.utils import convert_to_dst_type
 from unimiss_monai.data.dicom_pixel_size import on_image_grid, with_header_pixel_size
 from unimiss_monai.data.radiograph_checks import check_label_on_radiograph
 from unimiss_monai.data.xray import drop_trailing_singletons, source_name
+from unimiss_monai.utils.logged_warnings import collecting, note
 from unimiss_monai.utils.once import first_time, is_said, sent_with_said
 
 __all__ = ["LabelMapToMasks", "LabelMapToMasksD", "LabelMapToMasksDict", "LabelMapToMasksd"]
@@ -68,8 +69,9 @@ class LabelMapToMasks(Transform):
         """Warn of a radiograph's structure named ``*_left`` / ``*_right`` whose label-map value covers both sides of
         the image, a quarter or more on each: a combined 0/1 mask of both lungs, read by value, trained ``lung_left``
         on both lungs, unsaid. Once per file in a process, and no data-loading worker says again what the main
-        process said (the bundles check their data there, before loading). ``masks``: ``(N, X, Y)``, X across."""
-        if masks.ndim != 3 or is_said(TWO_SIDED, name):
+        process said (the bundles check their data there, before loading). ``masks``: ``(N, X, Y)``, X across. A
+        disk-cache entry computed now holds the warning even where it was said before (:func:`note`)."""
+        if masks.ndim != 3 or (is_said(TWO_SIDED, name) and not collecting()):
             return
         for structure, mask in zip(self.structures, masks):
             total = int(mask.sum())
@@ -77,12 +79,15 @@ class LabelMapToMasks(Transform):
                 continue
             share = float(mask[: mask.shape[0] // 2].sum()) / total
             if min(share, 1 - share) >= 0.25:
-                first_time(TWO_SIDED, name)
-                logger.warning("%s: its value %d (%s) covers both sides of the image (%.0f%% and %.0f%% of it either "
-                               "side of the middle), as a mask of both lungs would, where %s lies on one side: give "
-                               "each structure its own value (%s) or one binary mask per structure", name,
-                               self.structures.index(structure) + 1, structure, 100 * share, 100 * (1 - share),
-                               structure, self._meaning())
+                args = (name, self.structures.index(structure) + 1, structure, 100 * share, 100 * (1 - share),
+                        structure, self._meaning())
+                message = ("%s: its value %d (%s) covers both sides of the image (%.0f%% and %.0f%% of it either side "
+                           "of the middle), as a mask of both lungs would, where %s lies on one side: give each "
+                           "structure its own value (%s) or one binary mask per structure")
+                if first_time(TWO_SIDED, name):
+                    logger.warning(message, *args)
+                else:  # said before in this run: kept with the entry being computed all the same
+                    note(logger, logging.WARNING, message, *args)
                 return
 
     def __call__(self, label: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
