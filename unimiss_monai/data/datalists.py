@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from unimiss_monai.data.drr_run_folder import unfinished_run_problem
+from unimiss_monai.utils.dist import is_rank_zero
 
 __all__ = ["SHARED_KEY", "read_split", "load_datalist", "missing_datalist", "absent_file", "items_refusal",
            "require_files", "shared_counts", "shared_images"]
@@ -134,11 +135,15 @@ def shared_images(datalist: str | os.PathLike, split: str,
     datalist's folder). Only splits that share images are keys. An evaluation records their numbers
     (:data:`SHARED_KEY`), so that the report does not call those scores held out. A datalist that cannot be read gives
     ``{}``: the evaluation's own reading of it refuses it, in its own words. Scoring ``training`` itself is warned of
-    here, where only an evaluation asks: those scores are of images the model was trained on."""
-    if split == "training":  # its metrics.json records the split, but the log is where the scores are first read
-        logger.warning("evaluating the 'training' split of %s: the model was trained on these images, so their scores "
-                       "are not held out and overstate how it does on new images; --eval_split test scores the "
-                       "held-out ones", datalist)
+    here, where only an evaluation asks: if the model was trained on this datalist, those scores are of images it
+    was trained on. Nothing records which datalist trained a given model file (a release model, or one trained
+    elsewhere, may never have seen them), so the warning says so conditionally, once per run (on rank 0)."""
+    # its metrics.json records the split, but the log is where the scores are first read; read at config parse time,
+    # maybe before the process group is joined, so torchrun's RANK tells the ranks apart too
+    if split == "training" and is_rank_zero() and os.environ.get("RANK", "0") == "0":
+        logger.warning("evaluating the 'training' split of %s: if the model was trained on this datalist, these images "
+                       "fitted it, so their scores are not held out and overstate how it does on new images; "
+                       "--eval_split test scores the held-out ones", datalist)
     try:
         content = json.loads(Path(datalist).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
