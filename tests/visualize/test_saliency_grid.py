@@ -14,7 +14,7 @@ from PIL import Image
 from test_saliency_peak_mark import _panels
 
 from unimiss_monai.visualize import attention_rollout, grad_cam, saliency_png
-from unimiss_monai.visualize.saliency import map_grid
+from unimiss_monai.visualize.saliency import _no_single_peak, map_grid
 
 SIZE, SPACING = (16, 32, 32), (5.0, 2.8125, 2.8125)  # the smoke input: 80 x 90 x 90 mm
 
@@ -74,6 +74,42 @@ def test_a_map_with_a_clear_peak_is_still_marked(tmp_path, titles, caplog):
     assert _marked(path)
     assert titles == ["case\nmap grid 6 x 5 x 4, cells 4 x 4 x 6 mm (Z x X x Y)"]
     assert not caplog.records
+
+
+def _diagonal_3d(n: int = 8) -> np.ndarray:
+    cam = np.zeros((n, n, n), np.float32)
+    cam[np.arange(n), np.arange(n), np.arange(n)] = 1.0
+    return cam
+
+
+def test_tied_peaks_or_a_diagonal_ridge_are_not_called_flat():
+    # they reach every row and column without the map being one value, or its maximum a whole slab along an axis
+    two = np.zeros((8, 8), np.float32)
+    two[0, 0] = two[7, 7] = 1.0
+    assert _no_single_peak(np.eye(8, dtype=np.float32)) == ""
+    assert _no_single_peak(two) == ""
+    assert _no_single_peak(_diagonal_3d()) == ""
+    assert _no_single_peak(np.ones((8, 8), np.float32)) == "flat: one value everywhere"
+    assert _no_single_peak(np.ones((4, 8, 8), np.float32)) == "flat: one value everywhere"
+
+
+def test_only_a_whole_slab_at_the_maximum_spans_an_axis():
+    ridge = np.repeat(np.eye(8, dtype=np.float32)[None], 4, axis=0)  # the same X-Y diagonal on every Z plane
+    assert _no_single_peak(ridge) == "its maximum spans the whole Z axis"
+    row = np.zeros((8, 8), np.float32)
+    row[3] = 1.0
+    assert _no_single_peak(row) == "its maximum spans the whole Y axis"
+    plane = np.zeros((4, 8, 8), np.float32)
+    plane[1:3] = 1.0
+    assert _no_single_peak(plane) == "flat in-plane"
+
+
+def test_a_diagonal_map_is_marked(tmp_path, titles, caplog):
+    image = np.random.default_rng(0).normal(size=(8, 8, 8)).astype(np.float32)
+    with caplog.at_level(logging.WARNING, logger="unimiss_monai.visualize.saliency"):
+        path = saliency_png(image, _diagonal_3d(), tmp_path / "s.png", title="case")
+    assert _marked(path)
+    assert titles == ["case"] and not caplog.records
 
 
 def test_the_writer_gives_the_map_its_grid(monkeypatch, tmp_path):

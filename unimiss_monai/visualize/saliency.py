@@ -202,8 +202,9 @@ def _cells(shape: Sequence[int], grid: Sequence[int], spacing: Sequence[float] |
 
 
 def _spans(at_peak: np.ndarray, axis: int) -> bool:
-    """Whether the voxels ``at_peak`` reach every position along ``axis``: there the map has no single maximum."""
-    return bool(at_peak.any(axis=tuple(i for i in range(at_peak.ndim) if i != axis)).all())
+    """Whether the voxels ``at_peak`` are whole lines along ``axis`` (a slab across it): there the map singles out no
+    position along it. Tied peaks or a diagonal ridge reach every position of each axis without being such lines."""
+    return bool(at_peak.any() and np.array_equal(at_peak.all(axis=axis), at_peak.any(axis=axis)))
 
 
 def _no_single_peak(cam: np.ndarray) -> str:
@@ -213,9 +214,9 @@ def _no_single_peak(cam: np.ndarray) -> str:
     if not float(cam.max()) > 0:  # the maps are in [0, 1]
         return "all zero: no positive evidence for the class"
     at_peak = cam >= cam.max() - _AT_PEAK
-    spans = [i for i in range(cam.ndim) if _spans(at_peak, i)]
-    if len(spans) == cam.ndim:
+    if at_peak.all():
         return "flat: one value everywhere"
+    spans = [i for i in range(cam.ndim) if _spans(at_peak, i)]
     if cam.ndim == 3 and spans == [1, 2]:
         return "flat in-plane"
     names = "ZXY" if cam.ndim == 3 else "XY"
