@@ -1,5 +1,6 @@
 """A folder given as the trained model (``--ckpt_path models/smoke``) is refused in one line naming the model file to
-pass, not told as a missing model (which sent the user to train again a model that was there)."""
+pass, not told as a missing model (which sent the user to train again a model that was there); ``bench-infer --weights``
+is refused naming ``--weights``, the option its user typed."""
 
 from __future__ import annotations
 
@@ -40,3 +41,25 @@ def test_a_folder_without_a_model_says_so(tmp_path):
 def test_the_model_file_itself_loads(tmp_path):
     torch.save({"model": _Net().state_dict()}, tmp_path / "model.pt")
     assert load_pretrained_init(_Net(), str(tmp_path / "model.pt"), trained=True)["loaded"] == 4
+
+
+def _bench_refusal(path) -> str:
+    from unimiss_monai.benchmarks.inference import _weights
+
+    class _NoSettings:  # a bundle whose load_model records no settings, name or classes
+        def get_parsed_content(self, key, default=None):
+            return default
+
+    with pytest.raises(FileNotFoundError) as err:
+        _weights(_Net(), str(path), 0, _NoSettings())
+    assert "--ckpt" not in str(err.value)  # bench-infer has neither option
+    return str(err.value)
+
+
+def test_bench_infer_names_the_option_its_user_typed(tmp_path):
+    assert _bench_refusal(tmp_path) == (f"--weights {tmp_path} is a folder, not a model file, and holds no model.pt; "
+                                        "pass the model.pt of a trained run as --weights")
+    (tmp_path / "models").mkdir()
+    torch.save({"model": _Net().state_dict()}, tmp_path / "models" / "model.pt")
+    assert _bench_refusal(tmp_path) == (f"--weights {tmp_path} is a folder, not a model file; pass the model it holds: "
+                                        f"--weights {tmp_path / 'models' / 'model.pt'}")

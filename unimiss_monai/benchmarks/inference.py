@@ -125,11 +125,11 @@ def _swinunetr(device: str) -> torch.nn.Module:
 
 
 def _weights(network: torch.nn.Module, weights: str | None, seed: int, parser) -> str:
-    """Load ``weights`` (a bundle ``model.pt``) into ``network`` (built after ``torch.manual_seed(seed)``) as the
-    bundle's ``load_model`` of ``parser`` loads its trained model; says which."""
+    """Load ``weights`` (a bundle ``model.pt``) into ``network`` as ``parser``'s ``load_model`` would; says which."""
     if weights:
         from unimiss_monai.handlers import load_pretrained_init
-
+        from unimiss_monai.networks.weights_file import refuse_folder_as_model
+        refuse_folder_as_model(os.path.expanduser(weights), "--weights", None)  # as typed: no --ckpt_path/--ckpt_dir
         # the trained-model load, with the bundle's own settings and name: a pretraining export, another bundle's model
         # or one trained at other input settings is refused in the line the bundle's inference gives, not timed
         load_pretrained_init(network, weights, strict=True, trained=True,

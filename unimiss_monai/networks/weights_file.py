@@ -78,10 +78,13 @@ def weights_in_folder(path: str | os.PathLike, what: str = "pretrained_path") ->
     )
 
 
-def refuse_folder_as_model(path: str | os.PathLike, option: str = "--ckpt_path") -> None:
+def refuse_folder_as_model(path: str | os.PathLike, option: str = "--ckpt_path",
+                           folder_option: str | None = "--ckpt_dir") -> None:
     """Refuse a folder given as the trained model file (``--ckpt_path models/smoke``), in one line naming the model
     file to pass: the ``model.pt`` it holds (a ``--ckpt_dir``), else its ``models/model.pt`` (a bundle or run folder).
     Said as a missing model, it sent the user to train again a model that was there. Anything else passes.
+    ``option`` is the option the user gave the path with, ``folder_option`` the one that takes the model's folder
+    instead (``None`` where the command has none, e.g. ``bench-infer --weights``): the line names only what they typed.
 
     Raises:
         FileNotFoundError: ``path`` is a folder.
@@ -92,10 +95,12 @@ def refuse_folder_as_model(path: str | os.PathLike, option: str = "--ckpt_path")
     held = next((os.path.join(path, name) for name in ("model.pt", WEIGHTS_IN_FOLDER)
                  if os.path.isfile(os.path.join(path, name))), None)
     if held is not None:
+        instead = f" (or {folder_option} {os.path.dirname(held)})" if folder_option else ""
         raise FileNotFoundError(f"{option} {path} is a folder, not a model file; pass the model it holds: "
-                                f"{option} {held} (or --ckpt_dir {os.path.dirname(held)})")
+                                f"{option} {held}{instead}")
+    instead = f", or its folder as {folder_option}" if folder_option else ""
     raise FileNotFoundError(f"{option} {path} is a folder, not a model file, and holds no model.pt; pass the "
-                            f"model.pt of a trained run as {option}, or its folder as --ckpt_dir")
+                            f"model.pt of a trained run as {option}{instead}")
 
 
 def _peek(path: str | os.PathLike) -> Any:
