@@ -131,6 +131,26 @@ def test_an_id_whose_default_is_an_expression_is_checked_as_what_it_yields(bundl
     assert refusal == message
 
 
+@pytest.mark.parametrize("key, value, message", [
+    ("mix", "0.5", None), ("mix", "abc", "config id 'mix' expects a number, got 'abc'"),
+    ("unsure_mix", "0.5", None), ("unsure_mix", "abc", None),
+])
+def test_an_expression_with_a_branch_of_another_kind_is_not_refused_for_it(tmp_path, key, value, message):
+    # "$@lr if @x else 0" read as an integer by its literal 0 refused 0.5, a value it takes: a referenced number's
+    # kind counts, and a branch whose kind is not sure (an expression's) leaves the option unchecked
+    overlay = tmp_path / "overlay.json"
+    overlay.write_text(json.dumps({"lr": 0.001, "x": True, "mix": "$@lr if @x else 0", "unsure": "$@lr * @max_epochs",
+                                   "unsure_mix": "$@unsure if @x else 0"}))
+    argv = _argv("unimiss_ct_segmentation", "train.json", "smoke.yaml")
+    argv[1] = str([*json.loads(argv[1].replace("'", '"')), str(overlay)])
+    try:
+        check_run_arguments("unimiss_ct_segmentation", [*argv, f"--{key}", value])
+    except RunArgumentError as e:
+        assert str(e) == message
+    else:
+        assert message is None
+
+
 def test_wrong_type_of_a_nested_id_is_refused():
     assert _refusal("--backbone#spatial_dims", "16", bundle="unimiss_pretraining", names=("train.json",)) == (
         "config id 'backbone#spatial_dims' expects a list of integers such as [2, 3], got 16")

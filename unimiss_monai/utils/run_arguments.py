@@ -8,7 +8,6 @@ typo (``--num_epoch 1`` for ``--max_epochs 1``) adds an id nothing reads and the
 
 from __future__ import annotations
 
-import ast
 import difflib
 import inspect
 import math
@@ -22,6 +21,7 @@ from typing import Any
 from unimiss_monai.utils.args import as_bool
 from unimiss_monai.utils.devices import device_problem
 from unimiss_monai.utils.errors import install_error_hook
+from unimiss_monai.utils.expression_kinds import expression_yields
 from unimiss_monai.utils.paths import file_in_the_way, symlink_loop_problem
 from unimiss_monai.utils.suggestions import did_you_mean
 from unimiss_monai.utils.value_ranges import XRAY_SPACING_MM, range_problem
@@ -143,20 +143,6 @@ def _unknown(key: str, ids: Mapping[str, Any], run_args: set[str], bundle: str, 
 
 def _is_expression(value: Any) -> bool:
     return isinstance(value, str) and value.startswith(("$", "@", "%"))
-
-
-def _yields(expression: str) -> Any:
-    """A plain value of the kind ``expression`` yields, told by a literal branch of it (``$@max_epochs if
-    @linear_probe_flag else 0``: an integer) or a comparison (a boolean); else ``expression`` itself."""
-    try:  # each @reference stands for a name, so that the expression reads as Python
-        tree = ast.parse(re.sub(r"@[\w#]+", "_ref", expression.lstrip("$")), mode="eval").body
-    except SyntaxError:
-        return expression
-    branches = [tree.body, tree.orelse] if isinstance(tree, ast.IfExp) else [tree]
-    kinds = {type(b.value) for b in branches if isinstance(b, ast.Constant) and isinstance(b.value, (int, float))}
-    if isinstance(tree, ast.Compare) or kinds == {bool}:
-        return False
-    return (0.0 if float in kinds else 0) if kinds and bool not in kinds else expression
 
 
 def _is_number(value: Any, integer: bool) -> bool:
@@ -366,7 +352,8 @@ def _problems(overrides: Mapping[str, Any], ids: Mapping[str, Any], known: set[s
         key = raw_key.lstrip("+").replace("::", "#")
         problem = _unknown(key, ids, known, bundle, files, command)
         if problem is None and key in ids:
-            problem = _wrong_type(key, value, _yields(ids[key]) if _is_expression(ids[key]) else ids[key])
+            default = expression_yields(ids[key], ids) if _is_expression(ids[key]) else ids[key]
+            problem = _wrong_type(key, value, default)
         if problem:
             problems.append(problem)
     return problems
