@@ -21,7 +21,8 @@ from unimiss_monai.utils.hashing import sha256_file
 EPOCHS = 2
 
 
-def _run(root, max_epochs: int = EPOCHS, seed: int = 0, rank: int = 0, choice: dict | None = None) -> int:
+def _run(root, max_epochs: int = EPOCHS, seed: int = 0, rank: int = 0, choice: dict | None = None,
+         target=None) -> int:
     """A fine-tune as the bundles wire it (validation, then the epoch checkpoint; at the end the checkpoint, then the
     publish), 3 iterations an epoch; returns the iterations it trained."""
     ran = []
@@ -47,7 +48,7 @@ def _run(root, max_epochs: int = EPOCHS, seed: int = 0, rank: int = 0, choice: d
     TrainingCheckpoint(root / "out" / "checkpoints", {"network": net, "best_model": saver}, save_every=1,
                        epoch_level=True, resume_finished=False, seed=seed,
                        best_model_choice=choice).attach(trainer)
-    PublishBestModel(saver, root / "models" / "model.pt").attach(trainer)
+    PublishBestModel(saver, target or root / "models" / "model.pt").attach(trainer)
     trainer.run(range(3), max_epochs=max_epochs)
     return len(ran)
 
@@ -241,3 +242,13 @@ def test_every_rank_publishes_instead_of_training(tmp_path):
     assert [torch.load(tmp_path / f"rank{r}.pt", weights_only=True)["ran"] for r in (0, 1)] == [0, 0]
     _, best, model = _paths(tmp_path)
     assert model.read_bytes() == best.read_bytes()
+
+
+def test_a_published_run_publishes_to_a_new_place_without_training(tmp_path):
+    """The record of a publish names where the model went: run again with another place to publish to (a new
+    --ckpt_dir), the finished run's best model is published there, not trained again."""
+    assert _run(tmp_path) == 3 * EPOCHS
+    best, elsewhere = _paths(tmp_path)[1], tmp_path / "models2" / "model.pt"
+    assert _run(tmp_path, target=elsewhere) == 0
+    assert elsewhere.read_bytes() == best.read_bytes()
+    assert _run(tmp_path, target=elsewhere) == 3 * EPOCHS  # published there now: as any published run, trained anew

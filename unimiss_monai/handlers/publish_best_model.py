@@ -96,11 +96,14 @@ def published_record(best_model: Path) -> Path:
     return best_model.with_suffix(".published.json")
 
 
-def _published(best_model: Path, digest: str) -> bool:
-    """Whether :func:`published_record` says the model of SHA-256 ``digest`` was published (an unreadable record, as
-    a kill while a version without it wrote nothing, says nothing)."""
+def _published(best_model: Path, digest: str, target: Path) -> bool:
+    """Whether :func:`published_record` says the model of SHA-256 ``digest`` was published to ``target`` (an
+    unreadable record, as a kill while a version without it wrote nothing, says nothing; one of another target, a
+    rerun's new --ckpt_dir, says it is still to be published there)."""
     try:
-        return json.loads(published_record(best_model).read_text()).get("sha256") == digest
+        record = json.loads(published_record(best_model).read_text())
+        return (record.get("sha256") == digest and isinstance(record.get("to"), str)
+                and os.path.realpath(record["to"]) == os.path.realpath(target))
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -119,7 +122,7 @@ def unpublished_best_model(saver: BestModelSaver, recorded: Mapping | None) -> t
     """
     digest = recorded.get("sha256") if isinstance(recorded, Mapping) else None
     target = saver.published_to
-    if digest is None or target is None or _published(saver.path, digest):
+    if digest is None or target is None or _published(saver.path, digest, target):
         return None
     if target.is_file() and sha256_file(target) == digest:
         return None

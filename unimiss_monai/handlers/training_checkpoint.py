@@ -294,11 +294,15 @@ class TrainingCheckpoint:
         if len(savers) != 1:
             return False
         name, saver = savers[0]
-        # rank 0's reading of the files for every rank: they must all resume, or all train anew
-        verdict = broadcast_object(unpublished_best_model(saver, ckpt[name]) if engine.state.rank == 0 else None)
+        # rank 0's reading of the files, and of how this run differs, for every rank: they must all resume, or all
+        # train anew (a rank's own look at the pretrained file, a node-local copy of other times, could differ)
+        mine = None
+        if engine.state.rank == 0:
+            verdict = unpublished_best_model(saver, ckpt[name])
+            mine = (verdict, self._other_run(ckpt, engine) if verdict is not None and verdict[0] else None)
+        verdict, other = broadcast_object(mine)
         if verdict is None:
             return False
-        other = self._other_run(ckpt, engine) if verdict[0] else None  # the same on every rank: no file is read
         if engine.state.rank == 0 and other is not None:
             # its best model is replaced by this run's first validation: said, with how to publish it instead
             logger.warning("%s: %s, but this run is another, of %s: training anew; to publish that model instead, run "
